@@ -1,0 +1,33 @@
+# Budbringer — `make demo` and `make test` are all the set-up a fresh machine needs.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo run test lint bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+demo: $(STAMP)  ## seed a demo municipality, send a message, print who got what
+	$(BIN)/budbringer demo
+
+run: $(STAMP)   ## run the gateway on 127.0.0.1:8080 with the embedded store and the outbox
+	$(BIN)/budbringer serve
+
+test: $(STAMP)  ## the whole test suite
+	$(BIN)/pytest -q
+
+lint: $(STAMP)  ## ruff and mypy strict
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+bench: $(STAMP) ## the emergency-broadcast benchmark (not part of the tests)
+	$(BIN)/budbringer bench
+
+clean:
+	rm -rf $(VENV) demo outbox budbringer.db* .budbringer-secret .pytest_cache .mypy_cache .ruff_cache
