@@ -1,0 +1,340 @@
+"""EmailChannel against a real SMTP server (aiosmtpd): envelope, headers, pool, TLS, errors."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+
+from channels.email import EmailChannel, build_email
+from gateway.errors import (
+    ChannelUnavailable,
+    DeadAddress,
+    DeliveryError,
+    PermanentDeliveryError,
+    TransientDeliveryError,
+)
+from gateway.models import Delivery, DeliveryStatus, Rendered, Role
+from gateway.settings import SmtpSettings
+from tests.peers.smtp import SmtpPeer, TlsMode
+
+NOW = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
+URL = "https://varsel.example.no"
+SENDER = "Asker kommune <varsel@asker.kommune.no>"
+CONTENT = Rendered(
+    subject="Foreldremøte tirsdag",
+    text="Gjelder: Kari\n\nVelkommen til foreldremøte.",
+    html='<!DOCTYPE html><html lang="nb"><body><p>Velkommen til foreldremøte.</p></body></html>',
+    language="nb",
+)
+
+
+def delivery(n: int = 1, address: str | None = None, **context: Any) -> Delivery:
+    return Delivery(
+        id=f"d{n:03d}",
+        tenant_id="t1",
+        message_id="m1",
+        recipient_id=f"p{n}",
+        recipient_role=Role.guardian,
+        channel="email",
+        address=address or f"foresatt{n}@example.no",
+        language="nb-NO",
+        context=context,
+        created_at=NOW,
+        updated_at=NOW,
+    )
+
+
+def smtp_settings(peer: SmtpPeer, **overrides: Any) -> SmtpSettings:
+    values: dict[str, Any] = {
+        "host": peer.host,
+        "port": peer.port,
+        "tls": "none",
+        "sender": SENDER,
+        "connections": 2,
+        "timeout": 5.0,
+    }
+    values.update(overrides)
+    return SmtpSettings(**values)
+
+
+@pytest.fixture
+async def peer() -> AsyncIterator[SmtpPeer]:
+    async with SmtpPeer() as server:
+        yield server
+
+
+@pytest.fixture
+async def channel(peer: SmtpPeer) -> AsyncIterator[EmailChannel]:
+    email = EmailChannel(smtp_settings(peer), URL)
+    await email.start()
+    yield email
+    await email.aclose()
+
+
+def parts(message: EmailMessage) -> dict[str, str]:
+    return {part.get_content_type(): part.get_content() for part in message.iter_parts()}
+
+
+async def test_one_recipient_per_message_with_all_headers(
+    peer: SmtpPeer, channel: EmailChannel
+) -> None:
+    deliveries = [delivery(n, sender="Solvang skole – rektor Åse") for n in range(1, 6)]
+    receipts = [await channel.send(d, CONTENT) for d in deliveries]
+
+    assert len(peer.received) == 5
+    for d, receipt, got in zip(deliveries, receipts, peer.received, strict=True):
+        message = got.message
+        assert got.mail_from == "varsel@asker.kommune.no"
+        assert got.rcpt_tos == [d.address]
+        assert [str(a.addr_spec) for a in message["To"].addresses] == [d.address]
+        assert message.get_all("To") is not None and len(message.get_all("To") or []) == 1
+        assert message["Cc"] is None and message["Bcc"] is None
+        sender = message["From"].addresses
+        assert len(sender) == 1
+        assert sender[0].display_name == "Solvang skole – rektor Åse"
+        assert sender[0].addr_spec == "varsel@asker.kommune.no"
+        assert message["Subject"] == "Foreldremøte tirsdag"
+        assert message["Date"] is not None
+        assert message["Message-ID"] == f"<{d.id}@asker.kommune.no>"
+        assert receipt.provider_id == message["Message-ID"]
+        assert receipt.status is DeliveryStatus.sent
+        assert message["List-Unsubscribe"] == f"<{URL}/preferences>"
+        assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        assert message["Auto-Submitted"] == "auto-generated"
+        assert message["Content-Language"] == "nb"
+        assert message.get_content_type() == "multipart/alternative"
+        body = parts(message)
+        assert body["text/plain"].strip() == CONTENT.text
+        assert body["text/html"].strip() == CONTENT.html
+    # sequential sends reuse one pooled connection
+    assert peer.connections == 1
+
+
+async def test_display_name_from_settings_without_context(
+    peer: SmtpPeer, channel: EmailChannel
+) -> None:
+    await channel.send(delivery(), CONTENT)
+    assert peer.received[0].message["From"].addresses[0].display_name == "Asker kommune"
+
+
+async def test_concurrent_sends_share_a_bounded_pool(peer: SmtpPeer) -> None:
+    email = EmailChannel(smtp_settings(peer, connections=3), URL)
+    await email.start()
+    try:
+        await asyncio.gather(*(email.send(delivery(n), CONTENT) for n in range(1, 13)))
+    finally:
+        await email.aclose()
+    assert sorted(r.rcpt_tos[0] for r in peer.received) == sorted(
+        f"foresatt{n}@example.no" for n in range(1, 13)
+    )
+    assert all(len(r.rcpt_tos) == 1 for r in peer.received)
+    assert 1 <= peer.connections <= 3
+    assert peer.quits == peer.connections  # aclose says QUIT on every connection
+
+
+async def test_resend_keeps_the_message_id(peer: SmtpPeer, channel: EmailChannel) -> None:
+    first = await channel.send(delivery(7), CONTENT)
+    second = await channel.send(delivery(7), CONTENT)
+    assert first.provider_id == second.provider_id == "<d007@asker.kommune.no>"
+    assert [r.message["Message-ID"] for r in peer.received] == [first.provider_id] * 2
+
+
+@pytest.mark.parametrize("mode", ["starttls", "implicit"])
+async def test_tls_modes_with_login(mode: TlsMode) -> None:
+    async with SmtpPeer(tls=mode, credentials=("budbringer", "riktig")) as peer:
+        settings = smtp_settings(
+            peer,
+            tls=mode,
+            ca_file=peer.ca_file,
+            username="budbringer",
+            password=SecretStr("riktig"),
+        )
+        email = EmailChannel(settings, URL)
+        await email.start()
+        try:
+            await email.send(delivery(1), CONTENT)
+            await email.send(delivery(2), CONTENT)
+        finally:
+            await email.aclose()
+        assert [r.tls for r in peer.received] == [True, True]
+        assert [r.login for r in peer.received] == ["budbringer", "budbringer"]
+        assert peer.connections == 1
+
+
+@pytest.mark.parametrize("mode", ["starttls", "implicit"])
+async def test_untrusted_certificate_stops_the_channel(mode: TlsMode) -> None:
+    async with SmtpPeer(tls=mode) as peer:
+        email = EmailChannel(smtp_settings(peer, tls=mode), URL)  # no ca_file
+        await email.start()
+        try:
+            with pytest.raises(ChannelUnavailable):
+                await email.send(delivery(), CONTENT)
+        finally:
+            await email.aclose()
+        assert peer.received == []
+
+
+async def test_wrong_password_stops_the_channel() -> None:
+    async with SmtpPeer(tls="starttls", credentials=("budbringer", "riktig")) as peer:
+        settings = smtp_settings(
+            peer,
+            tls="starttls",
+            ca_file=peer.ca_file,
+            username="budbringer",
+            password=SecretStr("feil"),
+        )
+        email = EmailChannel(settings, URL)
+        await email.start()
+        try:
+            with pytest.raises(ChannelUnavailable) as caught:
+                await email.send(delivery(), CONTENT)
+        finally:
+            await email.aclose()
+        assert caught.value.code == "smtp_535"
+        assert "feil" not in str(caught.value)
+        assert peer.received == []
+
+
+def assert_private(error: DeliveryError, address: str) -> None:
+    assert address not in str(error)
+    assert address not in error.message
+
+
+async def test_dead_mailbox(peer: SmtpPeer, channel: EmailChannel) -> None:
+    dead = delivery(1, address="borte@example.no")
+    peer.reply_to_recipient("borte@example.no", "550 5.1.1 <borte@example.no>: no such user")
+    with pytest.raises(DeadAddress) as caught:
+        await channel.send(dead, CONTENT)
+    assert caught.value.code == "smtp_550"
+    assert_private(caught.value, "borte@example.no")
+    # the connection is still good for the next delivery
+    await channel.send(delivery(2), CONTENT)
+    assert [r.rcpt_tos for r in peer.received] == [["foresatt2@example.no"]]
+    assert peer.connections == 1
+
+
+async def test_policy_refusal_is_permanent_but_not_a_dead_address(
+    peer: SmtpPeer, channel: EmailChannel
+) -> None:
+    peer.reply_to_recipient("foresatt1@example.no", "550 5.7.1 Rejected by policy")
+    with pytest.raises(PermanentDeliveryError) as caught:
+        await channel.send(delivery(1), CONTENT)
+    assert not isinstance(caught.value, DeadAddress)
+    assert caught.value.code == "smtp_550"
+
+
+async def test_deferred_recipient_is_transient(peer: SmtpPeer, channel: EmailChannel) -> None:
+    peer.reply_to_recipient("foresatt1@example.no", "451 4.3.0 Try again later")
+    with pytest.raises(TransientDeliveryError) as caught:
+        await channel.send(delivery(1), CONTENT)
+    assert caught.value.code == "smtp_451"
+    assert caught.value.retry_after is None
+    assert_private(caught.value, "foresatt1@example.no")
+
+
+@pytest.mark.parametrize(
+    ("reply", "error"),
+    [
+        ("554 5.6.0 Message content rejected", PermanentDeliveryError),
+        ("452 4.3.1 Full", TransientDeliveryError),
+    ],
+)
+async def test_data_refusal(
+    peer: SmtpPeer, channel: EmailChannel, reply: str, error: type[DeliveryError]
+) -> None:
+    peer.reply_to_data(reply)
+    with pytest.raises(error) as caught:
+        await channel.send(delivery(1), CONTENT)
+    assert not isinstance(caught.value, DeadAddress)
+    assert caught.value.code == f"smtp_{reply[:3]}"
+    peer.reply_to_data(None)
+    await channel.send(delivery(2), CONTENT)
+    assert len(peer.received) == 1
+
+
+async def test_server_going_away_then_coming_back(peer: SmtpPeer, channel: EmailChannel) -> None:
+    await channel.send(delivery(1), CONTENT)
+    await peer.stop()
+    with pytest.raises(TransientDeliveryError) as caught:
+        await channel.send(delivery(2), CONTENT)
+    assert caught.value.code == "smtp_connection"
+    await peer.start()  # same port
+    await channel.send(delivery(3), CONTENT)
+    assert [r.rcpt_tos for r in peer.received] == [
+        ["foresatt1@example.no"],
+        ["foresatt3@example.no"],
+    ]
+    assert peer.connections == 2
+
+
+async def test_dropped_idle_connection_is_replaced(
+    peer: SmtpPeer, channel: EmailChannel, caplog: pytest.LogCaptureFixture
+) -> None:
+    await channel.send(delivery(1), CONTENT)
+    # No await in between: the client still believes the pooled connection is open and
+    # only learns otherwise mid-transaction, then retries once on a fresh connection.
+    peer.drop_connections()
+    with caplog.at_level(logging.INFO, logger="channels.email"):
+        await channel.send(delivery(2), CONTENT)
+    assert [r.rcpt_tos for r in peer.received] == [
+        ["foresatt1@example.no"],
+        ["foresatt2@example.no"],
+    ]
+    assert peer.connections == 2
+    assert "reconnecting" in caplog.text
+    assert "foresatt" not in caplog.text
+
+
+async def test_silent_server_times_out() -> None:
+    async def never_greet(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # until the client gives up
+        writer.close()
+
+    server = await asyncio.start_server(never_greet, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    settings = SmtpSettings(host="127.0.0.1", port=port, tls="none", sender=SENDER, timeout=0.2)
+    email = EmailChannel(settings, URL)
+    try:
+        with pytest.raises(TransientDeliveryError):
+            await email.send(delivery(), CONTENT)
+    finally:
+        await email.aclose()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_refused_connection_is_transient(peer: SmtpPeer) -> None:
+    settings = smtp_settings(peer)
+    await peer.stop()
+    email = EmailChannel(settings, URL)
+    with pytest.raises(TransientDeliveryError):
+        await email.send(delivery(), CONTENT)
+    await email.aclose()
+
+
+async def test_delivery_without_address_is_permanent(channel: EmailChannel) -> None:
+    no_address = delivery().model_copy(update={"address": None})
+    with pytest.raises(PermanentDeliveryError) as caught:
+        await channel.send(no_address, CONTENT)
+    assert caught.value.code == "no_address"
+
+
+def test_build_email_without_html_or_public_url() -> None:
+    message = build_email(
+        delivery(),
+        Rendered(subject="Hei\nder", text="Bare tekst"),
+        "varsel@example.no",
+        "",
+    )
+    assert message.get_content_type() == "text/plain"
+    assert message["Subject"] == "Hei der"
+    assert message["List-Unsubscribe"] is None
+    assert message["Content-Language"] == "nb-NO"  # no rendered language: the delivery's
+    assert message["Message-ID"] == "<d001@example.no>"

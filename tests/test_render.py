@@ -1,0 +1,239 @@
+"""Rendering: wrapper texts per language, fallbacks, markers, escaping, SMS-safe text."""
+
+from __future__ import annotations
+
+import tomllib
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from channels.gsm import encoding
+from gateway.errors import ConfigError
+from gateway.models import Audience, Category, Delivery, Message, Role
+from gateway.render import PUSH_BODY_MAX, Renderer, resolve_language, shorten
+
+TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
+URL = "https://varsel.example.no"
+NOW = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
+CONTEXT = {"children": ["Ola", "Kari"], "unit": "Solvang skole", "sender": "Rektor Hansen"}
+
+
+@pytest.fixture(scope="module")
+def renderer() -> Renderer:
+    return Renderer(TEMPLATES, URL + "/")
+
+
+def message(
+    *,
+    subject: str = "Foreldremøte",
+    body: str = "Velkommen til foreldremøte tirsdag kl. 18.\n\nHilsen skolen",
+    category: Category = Category.general,
+) -> Message:
+    return Message(
+        id="m1",
+        tenant_id="t1",
+        event_id="e1",
+        event_type="message.created",
+        body_hash="h",
+        category=category,
+        subject=subject,
+        body=body,
+        audience=Audience(children=["c1", "c2"]),
+        created_at=NOW,
+    )
+
+
+def delivery(
+    channel: str = "email", language: str = "nb", context: dict[str, Any] | None = None
+) -> Delivery:
+    return Delivery(
+        id="d1",
+        tenant_id="t1",
+        message_id="m1",
+        recipient_id="p1",
+        recipient_role=Role.guardian,
+        channel=channel,
+        address="ola@example.no",
+        language=language,
+        child_ids=["c1", "c2"],
+        context=CONTEXT if context is None else context,
+        created_at=NOW,
+        updated_at=NOW,
+    )
+
+
+@pytest.mark.parametrize(
+    ("language", "concerns", "header", "footer"),
+    [
+        ("nb", "Gjelder: Ola og Kari", "Melding fra Rektor Hansen, Solvang skole", "meldingen"),
+        ("nn", "Gjeld: Ola og Kari", "Melding frå Rektor Hansen, Solvang skole", "meldinga"),
+        ("en", "Concerns: Ola and Kari", "Message from Rektor Hansen, Solvang skole", "receiving"),
+    ],
+)
+def test_wrapper_texts_per_language(
+    renderer: Renderer, language: str, concerns: str, header: str, footer: str
+) -> None:
+    out = renderer.render(message(), delivery("email", language))
+    assert out.language == language
+    assert out.subject == "Foreldremøte"
+    for part in (out.text, out.html or ""):
+        assert concerns in part
+        assert header in part
+        assert footer in part
+        assert f"{URL}/preferences" in part
+        # the staff text is used as written, whatever the language
+        assert "Velkommen til foreldremøte tirsdag kl. 18." in part
+    assert f'<html lang="{language}">' in (out.html or "")
+
+
+@pytest.mark.parametrize(
+    ("tag", "expected"),
+    [
+        ("nb", "nb"),
+        ("no", "nb"),
+        ("nb-NO", "nb"),
+        ("nb_NO", "nb"),
+        ("nob", "nb"),
+        ("nn", "nn"),
+        ("nn-NO", "nn"),
+        ("en-GB", "en"),
+        ("EN", "en"),
+        ("pl", "nb"),
+        ("se", "nb"),
+        ("", "nb"),
+    ],
+)
+def test_language_resolution(tag: str, expected: str) -> None:
+    assert resolve_language(tag) == expected
+
+
+def test_unknown_language_falls_back_to_nb(renderer: Renderer) -> None:
+    out = renderer.render(message(), delivery("email", "pl"))
+    assert out.language == "nb"
+    assert "Gjelder: Ola og Kari" in out.text
+
+
+def test_children_lists_are_joined_per_language(renderer: Renderer) -> None:
+    three = {**CONTEXT, "children": ["Ola", "Kari", "Per"]}
+    one = {**CONTEXT, "children": ["Ola"]}
+    assert (
+        "Gjelder: Ola, Kari og Per"
+        in renderer.render(message(), delivery("inapp", "nb", three)).text
+    )
+    assert (
+        "Concerns: Ola, Kari, and Per"
+        in renderer.render(message(), delivery("inapp", "en", three)).text
+    )
+    assert "Gjeld: Ola\n" in renderer.render(message(), delivery("inapp", "nn", one)).text
+
+
+def test_no_concerns_line_without_children(renderer: Renderer) -> None:
+    out = renderer.render(message(), delivery("email", "nb", {"unit": "Solvang skole"}))
+    assert "Gjelder" not in out.text
+    assert "Melding fra Solvang skole" in out.text
+
+
+def test_emergency_marker(renderer: Renderer) -> None:
+    urgent = message(subject="Skolen er stengt", category=Category.emergency)
+    assert renderer.render(urgent, delivery("email", "nb")).subject == "VIKTIG: Skolen er stengt"
+    assert renderer.render(urgent, delivery("sms", "nn")).subject == "VIKTIG: Skolen er stengt"
+    assert renderer.render(urgent, delivery("push", "en")).subject == "IMPORTANT: Skolen er stengt"
+    assert "VIKTIG" not in renderer.render(message(), delivery("email", "nb")).subject
+
+
+def test_subject_is_one_line(renderer: Renderer) -> None:
+    out = renderer.render(message(subject="Tur\r\ni morgen"), delivery("email"))
+    assert out.subject == "Tur i morgen"
+
+
+def test_only_the_recipients_own_context_is_rendered(renderer: Renderer) -> None:
+    """The message's audience names two children; this delivery concerns only Kari."""
+    own = {"children": ["Kari"], "unit": "Solvang skole", "sender": None}
+    for channel in ("email", "inapp", "sms", "push"):
+        out = renderer.render(message(), delivery(channel, "nb", own))
+        everything = " ".join(filter(None, [out.subject, out.text, out.html, out.short]))
+        assert "Kari" in everything or channel == "sms"  # sms short has no names
+        assert "Ola" not in everything
+        assert "None" not in everything
+
+
+def test_html_escapes_the_staff_text(renderer: Renderer) -> None:
+    body = 'Se <script>alert("x")</script> & <b>fet</b>\nny linje'
+    out = renderer.render(message(subject="<i>Emne</i>", body=body), delivery("email"))
+    html = out.html or ""
+    assert "<script>" not in html
+    assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt; &amp; &lt;b&gt;fet&lt;/b&gt;" in html
+    assert "<br>ny linje" in html
+    assert "<title>&lt;i&gt;Emne&lt;/i&gt;</title>" in html
+    # plain text parts are not escaped
+    assert "<script>" in out.text
+
+
+def test_sms_text_and_short(renderer: Renderer) -> None:
+    out = renderer.render(message(), delivery("sms", "nb"))
+    assert out.text.startswith("Foreldremøte\nGjelder: Ola og Kari")
+    assert out.html is None
+    assert out.short == f"Foreldremøte\nLes meldingen i appen: {URL}/app"
+
+
+@pytest.mark.parametrize("language", ["nb", "nn", "en"])
+def test_sms_wrapper_stays_gsm7(renderer: Renderer, language: str) -> None:
+    urgent = message(subject="Stengt", body="Skolen er stengt i dag.", category=Category.emergency)
+    out = renderer.render(urgent, delivery("sms", language))
+    assert encoding(out.text) == "GSM-7", out.text
+    assert encoding(out.short or "") == "GSM-7", out.short
+
+
+def test_catalogue_is_complete_and_gsm7() -> None:
+    texts = tomllib.loads((TEMPLATES / "texts.toml").read_text(encoding="utf-8"))
+    keys = set(texts["nb"])
+    for language in ("nb", "nn", "en"):
+        assert set(texts[language]) == keys, language
+        for value in texts[language].values():
+            assert encoding(value) == "GSM-7", value
+    for template in (TEMPLATES / "sms").iterdir():
+        assert encoding(template.read_text(encoding="utf-8")) == "GSM-7", template.name
+
+
+def test_push_short_is_cut_on_a_word_boundary(renderer: Renderer) -> None:
+    long_body = " ".join(["Foreldremøtet"] + ["blir flyttet til gymsalen"] * 20)
+    out = renderer.render(message(body=long_body), delivery("push", "nb"))
+    short = out.short or ""
+    assert short.startswith("Gjelder: Ola og Kari. Foreldremøtet blir flyttet")
+    assert len(short) <= PUSH_BODY_MAX
+    assert short.endswith("…")
+    assert ("Gjelder: Ola og Kari. " + long_body).startswith(short[:-1])
+    assert short[:-1].split()[-1] in {"blir", "flyttet", "til", "gymsalen"}
+    assert out.subject == "Foreldremøte"
+
+
+def test_push_short_is_untouched_when_it_fits(renderer: Renderer) -> None:
+    out = renderer.render(message(body="Kort\nbeskjed"), delivery("push", "en"))
+    assert out.short == "Concerns: Ola and Kari. Kort beskjed"
+
+
+def test_shorten_edges() -> None:
+    assert shorten("a b c", 5) == "a b c"
+    assert shorten("ord " * 10, 10) == "ord ord…"
+    assert len(shorten("x" * 300, 178)) == 178
+    assert shorten("x" * 300, 178).endswith("…")
+
+
+def test_inapp_has_subject_and_text_only(renderer: Renderer) -> None:
+    out = renderer.render(message(), delivery("inapp", "nb"))
+    assert out.text == (
+        "Gjelder: Ola og Kari\n\nVelkommen til foreldremøte tirsdag kl. 18.\n\nHilsen skolen"
+    )
+    assert out.html is None and out.short is None
+
+
+def test_unknown_channel_is_a_config_error(renderer: Renderer) -> None:
+    with pytest.raises(ConfigError):
+        renderer.render(message(), delivery("fax"))
+
+
+def test_missing_templates_fail_at_startup(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError):
+        Renderer(tmp_path, URL)
