@@ -1,0 +1,33 @@
+"""What every route handler reaches through ``request.app[CTX]``."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from gateway.clock import Clock
+from gateway.settings import Settings
+from gateway.store import Store
+
+if TYPE_CHECKING:
+    from gateway.render import Renderer
+
+
+@dataclass
+class AppContext:
+    settings: Settings
+    store: Store
+    clock: Clock
+    # signs guardian tokens and read links (settings.secret_key, or a generated local one)
+    secret: bytes = b""
+    renderer: Renderer | None = None
+    # set whenever new work is queued, so idle workers wake at once (absence latency)
+    work_available: asyncio.Event = field(default_factory=asyncio.Event)
+    # channels that reported ChannelUnavailable (name -> reason code), for /readyz
+    unavailable_channels: dict[str, str] = field(default_factory=dict)
+
+
+CTX = web.AppKey("ctx", AppContext)

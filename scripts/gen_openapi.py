@@ -1,0 +1,718 @@
+"""Generate gateway/openapi.json from the routes described here and the pydantic models.
+
+Run from the repository root after changing a route or a model:
+
+    .venv/bin/python -m scripts.gen_openapi          # write gateway/openapi.json
+    .venv/bin/python -m scripts.gen_openapi --check  # exit 1 if the file is stale
+
+Request bodies are the models the handlers validate with; the response models
+below mirror what the handlers return, and tests/test_openapi.py checks the
+running app against them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
+
+from gateway import __version__
+from gateway.api.events import EVENT_TYPES
+from gateway.models import (
+    Category,
+    DeliveryStatus,
+    Device,
+    DirectoryBatch,
+    DirectoryDeletion,
+    FlagChange,
+    Person,
+    Preferences,
+    RelationFlags,
+    Role,
+)
+
+OUTPUT = Path(__file__).resolve().parents[1] / "gateway" / "openapi.json"
+REF = "#/components/schemas/{model}"
+
+
+# --------------------------------------------------------------------------- response shapes
+
+
+class ErrorRow(BaseModel):
+    loc: list[str | int]
+    message: str
+    type: str
+
+
+class Error(BaseModel):
+    """Every error response: a code, a message, and for input errors the rows at fault."""
+
+    error: str
+    message: str
+    errors: list[ErrorRow] = []
+
+
+class EventAccepted(BaseModel):
+    message_id: str
+    event_id: str
+    status: Literal["accepted"]
+    duplicate: bool
+
+
+class HistoryEntry(BaseModel):
+    status: DeliveryStatus
+    at: datetime
+    detail: str | None
+
+
+class DeliveryView(BaseModel):
+    """One delivery; never the address, never names."""
+
+    id: str
+    recipient_id: str
+    recipient_role: Role
+    channel: str
+    target: str
+    status: DeliveryStatus
+    reason: str | None
+    segments: int | None
+    child_ids: list[str]
+    history: list[HistoryEntry]
+
+
+class ReplyView(BaseModel):
+    id: str
+    channel: str
+    person_id: str | None
+    body: str
+    received_at: datetime
+
+
+class MessageStatus(BaseModel):
+    id: str
+    event_id: str
+    category: Category
+    subject: str
+    created_at: datetime
+    planned_at: datetime | None
+    counts: dict[str, int]
+    deliveries: list[DeliveryView]
+    replies: list[ReplyView]
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "unavailable"]
+    reasons: list[str] = []
+
+
+class DirectoryApplied(BaseModel):
+    applied: dict[str, int]
+
+
+class DirectoryDeleted(BaseModel):
+    deleted: dict[str, int]
+
+
+class GuardianToken(BaseModel):
+    token: str
+    expires_at: datetime
+
+
+class InboxEntry(BaseModel):
+    message_id: str
+    subject: str
+    body: str
+    category: Category
+    sender_name: str | None
+    child_ids: list[str]
+    children: list[Any]
+    status: DeliveryStatus
+    created_at: datetime
+    read_at: datetime | None
+
+
+class InboxPage(BaseModel):
+    items: list[InboxEntry]
+    next_before: datetime | None
+
+
+class ReadAck(BaseModel):
+    read: bool
+
+
+class DeviceList(BaseModel):
+    devices: list[Device]
+
+
+INPUT_MODELS: list[type[BaseModel]] = [
+    *(kind.model for kind in EVENT_TYPES.values()),
+    DirectoryBatch,
+    DirectoryDeletion,
+    FlagChange,
+    Preferences,
+    Device,
+]
+OUTPUT_MODELS: list[type[BaseModel]] = [
+    Error,
+    EventAccepted,
+    MessageStatus,
+    Health,
+    Readiness,
+    DirectoryApplied,
+    DirectoryDeleted,
+    GuardianToken,
+    InboxPage,
+    ReadAck,
+    DeviceList,
+    Person,
+    RelationFlags,
+]
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def ref(model: type[BaseModel]) -> dict[str, str]:
+    return {"$ref": REF.format(model=model.__name__)}
+
+
+def json_body(schema: dict[str, Any], example: Any = None) -> dict[str, Any]:
+    media: dict[str, Any] = {"schema": schema}
+    if example is not None:
+        media["example"] = example
+    return {"required": True, "content": {"application/json": media}}
+
+
+def ok(model: type[BaseModel], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": ref(model)}}}
+
+
+def errors(*codes: int) -> dict[str, Any]:
+    words = {
+        401: "Missing or invalid credentials",
+        403: "Not allowed for this caller",
+        404: "Not found (or another tenant's)",
+        409: "Conflict",
+        413: "Body too large",
+        422: "Invalid input; `errors` names each location",
+    }
+    return {str(code): ok(Error, words[code]) for code in codes}
+
+
+def path_param(name: str, description: str, **schema: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "description": description,
+        "schema": {"type": "string", **schema},
+    }
+
+
+def header_param(name: str, description: str, required: bool = False) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "header",
+        "required": required,
+        "description": description,
+        "schema": {"type": "string"},
+    }
+
+
+def html(description: str) -> dict[str, Any]:
+    return {
+        "200": {
+            "description": description,
+            "content": {"text/html": {"schema": {"type": "string"}}},
+        }
+    }
+
+
+TENANT: list[dict[str, list[str]]] = [{"bearer": []}]
+GUARDIAN: list[dict[str, list[str]]] = [{"guardianToken": []}]
+ID = {"minLength": 1, "maxLength": 128, "pattern": r"^[A-Za-z0-9_.:\-]+$"}
+
+
+EVENT_EXAMPLE = {
+    "id": "evt-2026-000123",
+    "type": "message.created",
+    "timestamp": "2026-11-27T09:00:00Z",
+    "data": {
+        "sender_id": "s1",
+        "sender_name": "Kontaktlærer 5A",
+        "audience": {"groups": ["g1"]},
+        "category": "general",
+        "subject": "Tur til skogen fredag",
+        "body": "Husk matpakke og gode sko.",
+    },
+}
+
+
+def event_body() -> dict[str, Any]:
+    models = [kind.model for kind in EVENT_TYPES.values()]
+    return {
+        "oneOf": [ref(model) for model in models],
+        "discriminator": {
+            "propertyName": "type",
+            "mapping": {
+                name: REF.format(model=k.model.__name__) for name, k in EVENT_TYPES.items()
+            },
+        },
+    }
+
+
+# --------------------------------------------------------------------------- paths
+
+
+def ops_paths() -> dict[str, Any]:
+    return {
+        "/healthz": {
+            "get": {
+                "tags": ["operations"],
+                "summary": "Liveness: the process runs",
+                "security": [],
+                "responses": {"200": ok(Health, "Alive")},
+            }
+        },
+        "/readyz": {
+            "get": {
+                "tags": ["operations"],
+                "summary": "Readiness: the store answers and no channel is down",
+                "security": [],
+                "responses": {
+                    "200": ok(Readiness, "Ready"),
+                    "503": ok(Readiness, "Not ready; `reasons` lists the codes"),
+                },
+            }
+        },
+        "/metrics": {
+            "get": {
+                "tags": ["operations"],
+                "summary": "Prometheus metrics (text exposition format)",
+                "security": [],
+                "responses": {
+                    "200": {
+                        "description": "Metrics",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    }
+                },
+            }
+        },
+        "/openapi.json": {
+            "get": {
+                "tags": ["operations"],
+                "summary": "This document",
+                "security": [],
+                "responses": {
+                    "200": {
+                        "description": "OpenAPI document",
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    }
+                },
+            }
+        },
+        "/preferences": {
+            "get": {
+                "tags": ["pages"],
+                "summary": "Page linked from emails/SMS: settings live in the parent app",
+                "security": [],
+                "responses": html("HTML page (Norwegian)"),
+            }
+        },
+        "/app": {
+            "get": {
+                "tags": ["pages"],
+                "summary": "Page linked from emails/SMS about the parent app",
+                "security": [],
+                "responses": html("HTML page (Norwegian)"),
+            }
+        },
+    }
+
+
+def event_paths() -> dict[str, Any]:
+    return {
+        "/v1/events": {
+            "post": {
+                "tags": ["events"],
+                "summary": "Accept an event (idempotent on the event id)",
+                "description": (
+                    "Authenticate with the tenant API key, or sign the request the Standard"
+                    " Webhooks way with the tenant's `whsec_` secret and name the tenant in"
+                    " `X-Budbringer-Tenant`. `webhook-id` must equal the event `id`. The event is"
+                    " stored durably before the 202. Replaying it gives the same answer with"
+                    " `duplicate: true`; the same id with another body is 409."
+                ),
+                "security": [{"bearer": []}, {"standardWebhooks": []}],
+                "parameters": [
+                    header_param("webhook-id", "Standard Webhooks message id (= event id)"),
+                    header_param("webhook-timestamp", "Unix seconds; ±5 minutes"),
+                    header_param("X-Budbringer-Tenant", "Tenant id; required when signed"),
+                ],
+                "requestBody": json_body(event_body(), EVENT_EXAMPLE),
+                "responses": {
+                    "202": ok(EventAccepted, "Accepted (or accepted before: duplicate)"),
+                    **errors(401, 409, 413, 422),
+                },
+            }
+        }
+    }
+
+
+def status_paths() -> dict[str, Any]:
+    return {
+        "/v1/messages/{id}": {
+            "get": {
+                "tags": ["status"],
+                "summary": "A message with its deliveries, their history, and replies",
+                "security": TENANT,
+                "parameters": [path_param("id", "Message id (from the 202)")],
+                "responses": {
+                    "200": ok(MessageStatus, "Message status"),
+                    **errors(401, 404),
+                },
+            }
+        }
+    }
+
+
+def directory_paths() -> dict[str, Any]:
+    return {
+        "/v1/directory": {
+            "post": {
+                "tags": ["directory"],
+                "summary": "Upsert a directory batch, all or nothing",
+                "security": TENANT,
+                "requestBody": json_body(ref(DirectoryBatch)),
+                "responses": {
+                    "200": ok(DirectoryApplied, "Applied; counts per kind"),
+                    **errors(401, 413, 422),
+                },
+            }
+        },
+        "/v1/directory/delete": {
+            "post": {
+                "tags": ["directory"],
+                "summary": "Delete directory rows by id, all or nothing",
+                "security": TENANT,
+                "requestBody": json_body(ref(DirectoryDeletion)),
+                "responses": {
+                    "200": ok(DirectoryDeleted, "Deleted; counts per kind"),
+                    **errors(401, 413, 422),
+                },
+            }
+        },
+        "/v1/relations/{child_id}/{guardian_id}/flags/{flag}": {
+            "put": {
+                "tags": ["directory"],
+                "summary": "Set a manual relation flag with a reason (survives re-imports)",
+                "security": TENANT,
+                "parameters": [
+                    path_param("child_id", "Child id", **ID),
+                    path_param("guardian_id", "Guardian id", **ID),
+                    path_param("flag", "Which flag", enum=["information_granted", "blocked"]),
+                ],
+                "requestBody": json_body(ref(FlagChange)),
+                "responses": {
+                    "200": ok(RelationFlags, "The relation's flags after the change"),
+                    **errors(401, 404, 413, 422),
+                },
+            }
+        },
+        "/v1/persons/{person_id}": {
+            "get": {
+                "tags": ["directory"],
+                "summary": "One person record",
+                "security": TENANT,
+                "parameters": [path_param("person_id", "Person id")],
+                "responses": {"200": ok(Person, "The person"), **errors(401, 404)},
+            }
+        },
+        "/v1/guardians/{guardian_id}/tokens": {
+            "post": {
+                "tags": ["directory"],
+                "summary": "Issue a short-lived guardian token for the parent app",
+                "security": TENANT,
+                "parameters": [path_param("guardian_id", "Guardian (or adult pupil) id")],
+                "responses": {
+                    "201": ok(GuardianToken, "Token issued"),
+                    **errors(401, 403, 404),
+                },
+            }
+        },
+    }
+
+
+def guardian_paths() -> dict[str, Any]:
+    message_id = path_param("message_id", "Message id")
+    device_id = path_param("device_id", "Device id", **ID)
+    return {
+        "/v1/me/inbox": {
+            "get": {
+                "tags": ["parent app"],
+                "summary": "The guardian's in-app messages, newest first",
+                "security": GUARDIAN,
+                "parameters": [
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 200},
+                    },
+                    {
+                        "name": "before",
+                        "in": "query",
+                        "required": False,
+                        "description": "Page: the `next_before` of the previous page",
+                        "schema": {"type": "string", "format": "date-time"},
+                    },
+                ],
+                "responses": {"200": ok(InboxPage, "A page of the inbox"), **errors(401, 422)},
+            }
+        },
+        "/v1/me/inbox/{message_id}": {
+            "get": {
+                "tags": ["parent app"],
+                "summary": "One inbox message",
+                "security": GUARDIAN,
+                "parameters": [message_id],
+                "responses": {"200": ok(InboxEntry, "The message"), **errors(401, 404)},
+            }
+        },
+        "/v1/me/inbox/{message_id}/read": {
+            "post": {
+                "tags": ["parent app"],
+                "summary": "Mark a message read (the first read is kept)",
+                "security": GUARDIAN,
+                "parameters": [message_id],
+                "responses": {"200": ok(ReadAck, "Marked read"), **errors(401, 404)},
+            }
+        },
+        "/v1/me/preferences": {
+            "get": {
+                "tags": ["parent app"],
+                "summary": "The guardian's preferences",
+                "security": GUARDIAN,
+                "responses": {"200": ok(Preferences, "Preferences"), **errors(401)},
+            },
+            "put": {
+                "tags": ["parent app"],
+                "summary": "Replace the preferences (absence/emergency cannot be switched off)",
+                "security": GUARDIAN,
+                "requestBody": json_body(ref(Preferences)),
+                "responses": {
+                    "200": ok(Preferences, "Stored preferences"),
+                    **errors(401, 413, 422),
+                },
+            },
+        },
+        "/v1/me/devices": {
+            "get": {
+                "tags": ["parent app"],
+                "summary": "The guardian's registered devices",
+                "security": GUARDIAN,
+                "responses": {"200": ok(DeviceList, "Devices"), **errors(401)},
+            }
+        },
+        "/v1/me/devices/{device_id}": {
+            "put": {
+                "tags": ["parent app"],
+                "summary": "Register or update a push device (`id` may be left out)",
+                "security": GUARDIAN,
+                "parameters": [device_id],
+                "requestBody": json_body(ref(Device)),
+                "responses": {
+                    "200": ok(Device, "The stored device"),
+                    **errors(401, 413, 422),
+                },
+            },
+            "delete": {
+                "tags": ["parent app"],
+                "summary": "Remove a device",
+                "security": GUARDIAN,
+                "parameters": [device_id],
+                "responses": {"204": {"description": "Removed"}, **errors(401, 404)},
+            },
+        },
+    }
+
+
+def _twilio_form(fields: dict[str, str], required: list[str]) -> dict[str, Any]:
+    return {
+        "required": True,
+        "content": {
+            "application/x-www-form-urlencoded": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        name: {"type": "string", "description": text}
+                        for name, text in fields.items()
+                    },
+                    "required": required,
+                    "additionalProperties": True,
+                }
+            }
+        },
+    }
+
+
+def provider_paths() -> dict[str, Any]:
+    signature = header_param(
+        "X-Twilio-Signature",
+        "Twilio's signature of the public URL and the form (RequestValidator)",
+        required=True,
+    )
+    refused = {
+        "403": ok(Error, "Missing or invalid signature, or another account's webhook"),
+        "404": ok(Error, "Twilio is not configured"),
+        "422": ok(Error, "Not a form post"),
+    }
+    return {
+        "/v1/providers/twilio/status": {
+            "post": {
+                "tags": ["providers"],
+                "summary": "Twilio message status callback",
+                "description": "Always an empty 200 once verified, so Twilio never retries.",
+                "security": [],
+                "parameters": [signature],
+                "requestBody": _twilio_form(
+                    {
+                        "MessageSid": "Twilio's message id",
+                        "MessageStatus": "queued, sent, delivered, undelivered, failed, ...",
+                        "ErrorCode": "Twilio error code, if any",
+                        "AccountSid": "The account",
+                    },
+                    ["MessageSid", "MessageStatus"],
+                ),
+                "responses": {"200": {"description": "Applied or ignored"}, **refused},
+            }
+        },
+        "/v1/providers/twilio/inbound": {
+            "post": {
+                "tags": ["providers"],
+                "summary": "Inbound SMS (a reply) from Twilio",
+                "security": [],
+                "parameters": [signature],
+                "requestBody": _twilio_form(
+                    {
+                        "MessageSid": "Twilio's message id",
+                        "From": "Sender (E.164)",
+                        "To": "Our number",
+                        "Body": "The text",
+                        "AccountSid": "The account",
+                    },
+                    ["MessageSid", "From"],
+                ),
+                "responses": {
+                    "200": {
+                        "description": "Stored (or ignored): an empty TwiML response",
+                        "content": {"text/xml": {"schema": {"type": "string"}}},
+                    },
+                    **refused,
+                },
+            }
+        },
+    }
+
+
+# --------------------------------------------------------------------------- document
+
+
+def components() -> dict[str, Any]:
+    pairs: list[tuple[type[BaseModel], JsonSchemaMode]] = [
+        *((m, "validation") for m in INPUT_MODELS),
+        *((m, "serialization") for m in OUTPUT_MODELS),
+    ]
+    _, top = models_json_schema(pairs, ref_template=REF)
+    schemas: dict[str, Any] = top["$defs"]
+    return {
+        "schemas": dict(sorted(schemas.items())),
+        "securitySchemes": {
+            "bearer": {
+                "type": "http",
+                "scheme": "bearer",
+                "bearerFormat": "bbk_ API key",
+                "description": "A tenant API key: `Authorization: Bearer bbk_...`.",
+            },
+            "guardianToken": {
+                "type": "http",
+                "scheme": "bearer",
+                "bearerFormat": "guardian token",
+                "description": "A token from POST /v1/guardians/{guardian_id}/tokens.",
+            },
+            "standardWebhooks": {
+                "type": "apiKey",
+                "in": "header",
+                "name": "webhook-signature",
+                "description": (
+                    "Standard Webhooks signing (https://www.standardwebhooks.com/): headers"
+                    " `webhook-id`, `webhook-timestamp` (Unix seconds, within 5 minutes) and"
+                    " `webhook-signature` (`v1,<base64 HMAC-SHA256>` over"
+                    " `<id>.<timestamp>.<body>` with the tenant's `whsec_` secret), plus"
+                    " `X-Budbringer-Tenant: <tenant id>`."
+                ),
+            },
+        },
+    }
+
+
+def build_spec() -> dict[str, Any]:
+    """The whole OpenAPI 3.1 document."""
+    paths: dict[str, Any] = {}
+    for part in (
+        ops_paths,
+        event_paths,
+        status_paths,
+        directory_paths,
+        guardian_paths,
+        provider_paths,
+    ):
+        paths.update(part())
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Budbringer",
+            "version": __version__,
+            "description": (
+                "Messaging gateway for home–school communication. Errors are JSON:"
+                ' `{"error": code, "message": text, "errors": [{"loc", "message", "type"}]}`.'
+            ),
+            "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"},
+        },
+        "security": TENANT,
+        "paths": dict(sorted(paths.items())),
+        "components": components(),
+    }
+
+
+def render() -> str:
+    return json.dumps(build_spec(), indent=2, ensure_ascii=False, sort_keys=False) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--check", action="store_true", help="fail if the file is stale")
+    args = parser.parse_args(argv)
+    text = render()
+    if args.check:
+        if not OUTPUT.is_file() or OUTPUT.read_text() != text:
+            print(f"{OUTPUT} is stale: run python -m scripts.gen_openapi", file=sys.stderr)
+            return 1
+        return 0
+    OUTPUT.write_text(text)
+    print(f"wrote {OUTPUT}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

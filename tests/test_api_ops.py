@@ -1,0 +1,83 @@
+"""Operations endpoints: /healthz, /readyz, /metrics, /openapi.json and the link pages."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+from gateway.api.context import CTX
+from gateway.clock import ManualClock
+from gateway.store import Store
+
+ROOT_SPEC = Path(__file__).resolve().parents[1] / "gateway" / "openapi.json"
+
+
+async def test_healthz(app_client: TestClient) -> None:
+    resp = await app_client.get("/healthz")
+    assert resp.status == 200
+    assert await resp.json() == {"status": "ok"}
+
+
+async def test_readyz_reports_channels_down(app_client: TestClient) -> None:
+    resp = await app_client.get("/readyz")
+    assert resp.status == 200
+    assert (await resp.json())["status"] == "ready"
+
+    app_client.app[CTX].unavailable_channels["sms"] = "auth_rejected"
+    resp = await app_client.get("/readyz")
+    assert resp.status == 503
+    assert await resp.json() == {
+        "status": "unavailable",
+        "reasons": ["channel_unavailable:sms:auth_rejected"],
+    }
+
+
+async def test_readyz_reports_a_closed_store(app_client: TestClient, store: Store) -> None:
+    await store.close()
+    try:
+        resp = await app_client.get("/readyz")
+        assert resp.status == 503
+        assert "store_unavailable" in (await resp.json())["reasons"]
+    finally:
+        await store.open()
+
+
+async def test_metrics_reads_queue_and_delivery_state_at_scrape_time(
+    app_client: TestClient,
+    tenant: Any,
+    clock: ManualClock,
+    directory: Any,
+    make_event: Any,
+) -> None:
+    resp = await app_client.post(
+        "/v1/events", json=make_event(), headers={"Authorization": f"Bearer {tenant.api_key}"}
+    )
+    assert resp.status == 202
+    clock.advance(42)
+    resp = await app_client.get("/metrics")
+    assert resp.status == 200
+    assert resp.headers["Content-Type"].startswith("text/plain")
+    text = await resp.text()
+    assert "budbringer_events_total" in text
+    assert 'budbringer_queue_depth{kind="plan"} 1.0' in text
+    assert 'budbringer_queue_oldest_age_seconds{kind="plan"} 42.0' in text
+
+
+async def test_openapi_is_served(app_client: TestClient) -> None:
+    resp = await app_client.get("/openapi.json")
+    assert resp.status == 200
+    assert await resp.json() == json.loads(ROOT_SPEC.read_text(encoding="utf-8"))
+
+
+async def test_link_pages_are_norwegian_html(app_client: TestClient) -> None:
+    for path in ("/preferences", "/app"):
+        resp = await app_client.get(path)
+        assert resp.status == 200
+        assert resp.content_type == "text/html"
+        page = await resp.text()
+        assert '<html lang="nb">' in page
+        assert "<main>" in page and "<h1>" in page and "<title>" in page
+        assert "foreldreappen" in page
