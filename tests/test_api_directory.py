@@ -1,0 +1,322 @@
+"""Directory API through the real app and the real SQLite store."""
+
+from __future__ import annotations
+
+import copy
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from gateway.auth import create_tenant
+from gateway.clock import ManualClock
+from gateway.models import Audience, RelationFlags
+from gateway.settings import Settings
+from gateway.store import Store
+
+# On TODAY "adult" (born 2008-01-15) is 18, "teen" (born 2008-12-24) is 17.
+TODAY = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
+BATCH: dict[str, Any] = {
+    "units": [{"id": "u1", "kind": "school", "name": "Solvang skole"}],
+    "groups": [{"id": "g1", "unit_id": "u1", "kind": "class", "name": "5A"}],
+    "persons": [
+        {
+            "id": "c1",
+            "role": "child",
+            "given_name": "Kari",
+            "birth_date": "2015-03-01",
+            "unit_ids": ["u1"],
+            "group_ids": ["g1"],
+        },
+        {
+            "id": "p1",
+            "role": "guardian",
+            "given_name": "Ola",
+            "family_name": "Nordmann",
+            "phone": "900 12 345",
+            "email": "ola@example.no",
+        },
+        {"id": "p2", "role": "guardian", "given_name": "Per"},
+        {"id": "s1", "role": "staff", "given_name": "Lærer", "unit_ids": ["u1"]},
+        {"id": "l1", "role": "learner", "given_name": "Amir", "birth_date": "1990-05-05"},
+        {"id": "adult", "role": "child", "given_name": "Ida", "birth_date": "2008-01-15"},
+        {"id": "teen", "role": "child", "given_name": "Ane", "birth_date": "2008-12-24"},
+    ],
+    "relations": [
+        {"child_id": "c1", "guardian_id": "p1", "parental_responsibility": True},
+        {"child_id": "c1", "guardian_id": "p2", "parental_responsibility": False},
+    ],
+}
+
+
+def auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def batch(**changes: Any) -> dict[str, Any]:
+    body = copy.deepcopy(BATCH)
+    body.update(changes)
+    return body
+
+
+async def load(app_client: TestClient, api_key: str, body: dict[str, Any] | None = None) -> None:
+    resp = await app_client.post("/v1/directory", json=body or BATCH, headers=auth(api_key))
+    assert resp.status == 200, await resp.text()
+
+
+async def flags_of(store: Store, tenant_id: str, child_id: str, guardian_id: str) -> RelationFlags:
+    snapshot = await store.load_audience(tenant_id, Audience(children=[child_id]))
+    [relation] = [r for r in snapshot.relations if r.guardian_id == guardian_id]
+    return relation.flags
+
+
+async def set_flag(
+    app_client: TestClient, api_key: str, flag: str, value: bool, path: str = "c1/p2"
+) -> Any:
+    return await app_client.put(
+        f"/v1/relations/{path}/flags/{flag}",
+        json={"value": value, "reason": "court order 2026-114", "actor": "staff:s1"},
+        headers=auth(api_key),
+    )
+
+
+# --------------------------------------------------------------------------- import
+
+
+async def test_batch_is_applied_and_phone_normalised_to_e164(app_client, tenant) -> None:
+    resp = await app_client.post("/v1/directory", json=BATCH, headers=auth(tenant.api_key))
+    assert resp.status == 200
+    applied = (await resp.json())["applied"]
+    assert applied["persons"] == 7
+    assert applied["relations"] == 2
+
+    resp = await app_client.get("/v1/persons/p1", headers=auth(tenant.api_key))
+    assert resp.status == 200
+    person = await resp.json()
+    assert person["phone"] == "+4790012345"
+    assert person["email"] == "ola@example.no"
+    assert person["role"] == "guardian"
+
+
+async def test_one_bad_row_rejects_the_whole_batch(app_client, tenant) -> None:
+    persons = copy.deepcopy(BATCH["persons"])
+    persons[3]["phone"] = "555 12"
+    resp = await app_client.post(
+        "/v1/directory", json=batch(persons=persons), headers=auth(tenant.api_key)
+    )
+    assert resp.status == 422
+    body = await resp.json()
+    assert body["error"] == "validation_failed"
+    [error] = body["errors"]
+    assert error["loc"] == ["persons", 3, "phone"]
+    assert "not a valid phone number" in error["message"]
+    assert "555" not in await resp.text()  # the bad value is not echoed
+    for person_id in ("c1", "p1"):
+        resp = await app_client.get(f"/v1/persons/{person_id}", headers=auth(tenant.api_key))
+        assert resp.status == 404
+
+
+async def test_invalid_email_is_422_naming_the_row(app_client, tenant) -> None:
+    persons = copy.deepcopy(BATCH["persons"])
+    persons[2]["email"] = "per@@example"
+    resp = await app_client.post(
+        "/v1/directory", json=batch(persons=persons), headers=auth(tenant.api_key)
+    )
+    assert resp.status == 422
+    [error] = (await resp.json())["errors"]
+    assert error["loc"] == ["persons", 2, "email"]
+    assert "per@@" not in await resp.text()
+
+
+async def test_referential_error_is_422_and_writes_nothing(app_client, tenant) -> None:
+    relations = [*BATCH["relations"], {"child_id": "c1", "guardian_id": "nobody"}]
+    resp = await app_client.post(
+        "/v1/directory", json=batch(relations=relations), headers=auth(tenant.api_key)
+    )
+    assert resp.status == 422
+    errors = (await resp.json())["errors"]
+    assert ["relations", 2, "guardian_id"] in [e["loc"] for e in errors]
+    resp = await app_client.get("/v1/persons/p1", headers=auth(tenant.api_key))
+    assert resp.status == 404
+
+
+async def test_malformed_json_and_unknown_fields_are_422(app_client, tenant) -> None:
+    resp = await app_client.post("/v1/directory", data=b"{not json", headers=auth(tenant.api_key))
+    assert resp.status == 422
+    resp = await app_client.post("/v1/directory", json={"pupils": []}, headers=auth(tenant.api_key))
+    assert resp.status == 422
+    assert (await resp.json())["errors"][0]["loc"] == ["pupils"]
+
+
+async def test_batch_preferences_cannot_switch_emergency_off(app_client, tenant) -> None:
+    prefs = {"p1": {"channels": {"emergency": [], "general": []}}}
+    resp = await app_client.post(
+        "/v1/directory", json=batch(preferences=prefs), headers=auth(tenant.api_key)
+    )
+    assert resp.status == 422
+    [error] = (await resp.json())["errors"]
+    assert error["loc"] == ["preferences", "p1", "channels", "emergency"]
+
+
+async def test_directory_requires_an_api_key(app_client, tenant) -> None:
+    resp = await app_client.post("/v1/directory", json=BATCH)
+    assert resp.status == 401
+    resp = await app_client.post("/v1/directory", json=BATCH, headers=auth("bbk_wrong"))
+    assert resp.status == 401
+    assert (await resp.json())["error"] == "unauthorized"
+
+
+# --------------------------------------------------------------------------- flags
+
+
+async def test_reimport_keeps_blocked_and_granted_flags(app_client, tenant, store) -> None:
+    await load(app_client, tenant.api_key)
+    resp = await set_flag(app_client, tenant.api_key, "blocked", True)
+    assert resp.status == 200
+    assert (await resp.json())["blocked"] is True
+    resp = await set_flag(app_client, tenant.api_key, "information_granted", True)
+    assert resp.status == 200
+    flags = await resp.json()
+    assert flags["information_granted"] is True
+    assert flags["information_reason"] == "court order 2026-114"
+    assert flags["updated_by"] == "staff:s1"
+
+    # the platform re-imports the relation, even changing it: the flags stay
+    relations = copy.deepcopy(BATCH["relations"])
+    relations[1]["daily_care"] = True
+    await load(app_client, tenant.api_key, batch(relations=relations))
+    after = await flags_of(store, tenant.tenant.id, "c1", "p2")
+    assert after.blocked is True
+    assert after.information_granted is True
+
+
+async def test_an_upsert_cannot_carry_flags(app_client, tenant, store) -> None:
+    await load(app_client, tenant.api_key)
+    assert (await set_flag(app_client, tenant.api_key, "blocked", True)).status == 200
+    relations = copy.deepcopy(BATCH["relations"])
+    relations[1]["blocked"] = False
+    resp = await app_client.post(
+        "/v1/directory", json=batch(relations=relations), headers=auth(tenant.api_key)
+    )
+    assert resp.status == 422
+    assert (await resp.json())["errors"][0]["loc"] == ["relations", 1, "blocked"]
+    assert (await flags_of(store, tenant.tenant.id, "c1", "p2")).blocked is True
+
+
+async def test_flag_change_requires_a_reason(app_client, tenant, store) -> None:
+    await load(app_client, tenant.api_key)
+    for body in (
+        {"value": True, "actor": "staff:s1"},
+        {"value": True, "reason": "", "actor": "staff:s1"},
+        {"value": False, "reason": "  ", "actor": "staff:s1"},
+    ):
+        resp = await app_client.put(
+            "/v1/relations/c1/p2/flags/blocked", json=body, headers=auth(tenant.api_key)
+        )
+        assert resp.status == 422
+        assert (await resp.json())["errors"][0]["loc"] == ["reason"]
+    assert (await flags_of(store, tenant.tenant.id, "c1", "p2")).blocked is False
+
+
+async def test_flag_can_be_cleared_and_records_when(app_client, tenant, store, clock) -> None:
+    await load(app_client, tenant.api_key)
+    await set_flag(app_client, tenant.api_key, "information_granted", True)
+    clock.advance(60)
+    resp = await set_flag(app_client, tenant.api_key, "information_granted", False)
+    assert resp.status == 200
+    flags = await flags_of(store, tenant.tenant.id, "c1", "p2")
+    assert flags.information_granted is False
+    assert flags.updated_at == clock.now()
+
+
+async def test_unknown_flag_and_unknown_person_are_404(app_client, tenant) -> None:
+    await load(app_client, tenant.api_key)
+    resp = await set_flag(app_client, tenant.api_key, "protected", True)
+    assert resp.status == 404
+    assert resp.content_type == "application/json"
+    resp = await set_flag(app_client, tenant.api_key, "blocked", True, path="c1/nobody")
+    assert resp.status == 404
+
+
+# --------------------------------------------------------------------------- deletion
+
+
+async def test_delete_removes_rows_and_unknown_ids_are_422(app_client, tenant) -> None:
+    await load(app_client, tenant.api_key)
+    resp = await app_client.post(
+        "/v1/directory/delete", json={"persons": ["p2", "nobody"]}, headers=auth(tenant.api_key)
+    )
+    assert resp.status == 422
+    resp = await app_client.get("/v1/persons/p2", headers=auth(tenant.api_key))
+    assert resp.status == 200  # nothing deleted
+
+    resp = await app_client.post(
+        "/v1/directory/delete", json={"persons": ["p2"]}, headers=auth(tenant.api_key)
+    )
+    assert resp.status == 200
+    assert (await resp.json())["deleted"]["persons"] == 1
+    resp = await app_client.get("/v1/persons/p2", headers=auth(tenant.api_key))
+    assert resp.status == 404
+
+
+# --------------------------------------------------------------------------- tenants
+
+
+async def test_other_tenant_cannot_read_or_flag(app_client, tenant, store, clock) -> None:
+    await load(app_client, tenant.api_key)
+    _, key_b, _ = await create_tenant(store, "Bærum kommune", clock.now())
+
+    resp = await app_client.get("/v1/persons/p1", headers=auth(key_b))
+    assert resp.status == 404
+    resp = await set_flag(app_client, key_b, "blocked", True)
+    assert resp.status == 404
+    resp = await app_client.post("/v1/guardians/p1/tokens", headers=auth(key_b))
+    assert resp.status == 404
+    assert (await flags_of(store, tenant.tenant.id, "c1", "p2")).blocked is False
+
+
+# --------------------------------------------------------------------------- guardian tokens
+
+
+@pytest.mark.parametrize("person_id", ["p1", "l1", "adult"])
+async def test_token_for_app_users(
+    app_client, tenant, clock: ManualClock, settings: Settings, person_id: str
+) -> None:
+    clock.set(TODAY)
+    await load(app_client, tenant.api_key)
+    resp = await app_client.post(f"/v1/guardians/{person_id}/tokens", headers=auth(tenant.api_key))
+    assert resp.status == 201
+    body = await resp.json()
+    assert body["token"]
+    expected = clock.now() + timedelta(seconds=settings.guardian_token_ttl)
+    assert datetime.fromisoformat(body["expires_at"]) == expected
+
+
+@pytest.mark.parametrize("person_id", ["s1", "c1", "teen"])
+async def test_no_token_for_staff_or_minors(
+    app_client, tenant, clock: ManualClock, person_id: str
+) -> None:
+    clock.set(TODAY)
+    await load(app_client, tenant.api_key)
+    resp = await app_client.post(f"/v1/guardians/{person_id}/tokens", headers=auth(tenant.api_key))
+    assert resp.status == 403
+
+
+async def test_no_token_for_unknown_person(app_client, tenant) -> None:
+    resp = await app_client.post("/v1/guardians/nobody/tokens", headers=auth(tenant.api_key))
+    assert resp.status == 404
+
+
+async def test_guardian_token_is_refused_on_tenant_routes(app_client, tenant) -> None:
+    await load(app_client, tenant.api_key)
+    resp = await app_client.post("/v1/guardians/p1/tokens", headers=auth(tenant.api_key))
+    token = (await resp.json())["token"]
+    for method, path in (
+        ("GET", "/v1/persons/p1"),
+        ("POST", "/v1/directory"),
+        ("POST", "/v1/guardians/p1/tokens"),
+        ("PUT", "/v1/relations/c1/p1/flags/blocked"),
+    ):
+        resp = await app_client.request(method, path, json=BATCH, headers=auth(token))
+        assert resp.status == 401, path
