@@ -1,0 +1,499 @@
+"""Twilio's status callbacks and inbound SMS through the real app, posted and signed by
+the Twilio-like peer exactly as Twilio would, to a gateway "behind a proxy" (the
+public URL the signature covers is not the address the request really goes to)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from channels.sms import SmsChannel
+from gateway.api.app import create_app
+from gateway.api.context import AppContext
+from gateway.clock import ManualClock
+from gateway.models import (
+    Audience,
+    Category,
+    Delivery,
+    DeliveryStatus,
+    DirectoryBatch,
+    Job,
+    Message,
+    Person,
+    Relation,
+    Rendered,
+    Role,
+    Unit,
+    UnitKind,
+    derive_id,
+)
+from gateway.settings import Settings, TwilioSettings
+from gateway.store import Store
+from tests.conftest import TenantCreds
+from tests.peers.twilio import TwilioPeer
+
+ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
+AUTH_TOKEN = "callback-auth-token-" + "y" * 12
+SHARED_KEY = "shared-key-secret-" + "z" * 14
+PUBLIC_URL = "https://budbringer.asker.example"
+STATUS_URL = f"{PUBLIC_URL}/v1/providers/twilio/status"
+INBOUND_URL = f"{PUBLIC_URL}/v1/providers/twilio/inbound"
+OUR_NUMBER = "+4722000000"
+GUARDIAN_PHONE = "+4791234567"
+AppClient = TestClient[web.Request, web.Application]
+EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    twilio = TwilioSettings(
+        account_sid=ACCOUNT_SID,
+        auth_token=AUTH_TOKEN,
+        default_sender="Solberg",
+        webhook_signing_key=SHARED_KEY,
+    )
+    return settings.model_copy(update={"public_url": PUBLIC_URL, "twilio": twilio})
+
+
+@pytest.fixture
+async def peer() -> AsyncIterator[TwilioPeer]:
+    async with TwilioPeer(ACCOUNT_SID, AUTH_TOKEN) as twilio:
+        yield twilio
+
+
+@pytest.fixture
+async def sms(settings: Settings, peer: TwilioPeer) -> AsyncIterator[SmsChannel]:
+    assert settings.twilio is not None
+    channel = SmsChannel(
+        settings.twilio.model_copy(update={"base_url": peer.base_url}), settings.public_url
+    )
+    await channel.start()
+    try:
+        yield channel
+    finally:
+        await channel.aclose()
+
+
+def via(client: AppClient) -> str:
+    """Where the app really listens (the peer signs for PUBLIC_URL but posts here)."""
+    return str(client.make_url("/"))
+
+
+async def seed_directory(store: Store, tenant_id: str) -> None:
+    await store.apply_directory(
+        tenant_id,
+        DirectoryBatch(
+            units=[Unit(id="u1", kind=UnitKind.school, name="Solberg skole")],
+            persons=[
+                Person(id="c1", role=Role.child, given_name="Emma", birth_date="2016-03-01"),
+                Person(id="g1", role=Role.guardian, given_name="Kari", phone=GUARDIAN_PHONE),
+            ],
+            relations=[Relation(child_id="c1", guardian_id="g1", parental_responsibility=True)],
+        ),
+    )
+
+
+async def sent_delivery(
+    store: Store,
+    clock: ManualClock,
+    sms: SmsChannel,
+    tenant_id: str,
+    event_id: str = "e1",
+) -> Delivery:
+    """A message with one SMS delivery, handed to the peer and recorded as sent."""
+    now = clock.now()
+    message = Message(
+        id=derive_id(tenant_id, event_id),
+        tenant_id=tenant_id,
+        event_id=event_id,
+        event_type="message.created",
+        body_hash="0" * 64,
+        category=Category.general,
+        subject="Foreldremøte",
+        body="Foreldremøte tirsdag kl. 18.",
+        audience=Audience(children=["c1"]),
+        created_at=now,
+    )
+    job = Job(id=f"plan:{message.id}", tenant_id=tenant_id, kind="plan", ref=message.id, due_at=now)
+    await store.accept_message(message, job)
+    delivery = Delivery(
+        id=Delivery.make_id(tenant_id, event_id, "g1", "sms"),
+        tenant_id=tenant_id,
+        message_id=message.id,
+        recipient_id="g1",
+        recipient_role=Role.guardian,
+        channel="sms",
+        address=GUARDIAN_PHONE,
+        language="nb",
+        child_ids=["c1"],
+        created_at=now,
+        updated_at=now,
+    )
+    await store.add_deliveries([delivery], [])
+    receipt = await sms.send(delivery, Rendered(subject="s", text=message.body))
+    await store.transition(
+        delivery.id,
+        receipt.status,
+        now,
+        provider_id=receipt.provider_id,
+        segments=receipt.segments,
+    )
+    stored = await store.get_delivery(delivery.id)
+    assert stored is not None
+    assert stored.status is DeliveryStatus.sent
+    return stored
+
+
+async def statuses(store: Store, delivery_id: str) -> list[DeliveryStatus]:
+    history = await store.history([delivery_id])
+    return [change.status for change in history[delivery_id]]
+
+
+# ------------------------------------------------------------------ status callbacks
+
+
+async def test_signed_callbacks_move_the_delivery_forward(
+    app_client: AppClient,
+    store: Store,
+    clock: ManualClock,
+    tenant: TenantCreds,
+    peer: TwilioPeer,
+    sms: SmsChannel,
+) -> None:
+    delivery = await sent_delivery(store, clock, sms, tenant.tenant.id)
+    assert peer.callback_urls[str(delivery.provider_id)] == STATUS_URL
+
+    clock.advance(5)
+    result = await peer.send_status(str(delivery.provider_id), "delivered", via=via(app_client))
+    assert (result.status, result.text) == (200, "")
+
+    stored = await store.get_delivery(delivery.id)
+    assert stored is not None
+    assert stored.status is DeliveryStatus.delivered
+    assert stored.segments == 1
+    assert await statuses(store, delivery.id) == [
+        DeliveryStatus.planned,
+        DeliveryStatus.sent,
+        DeliveryStatus.delivered,
+    ]
+
+
+async def test_out_of_order_and_duplicate_callbacks_are_harmless(
+    app_client: AppClient,
+    store: Store,
+    clock: ManualClock,
+    tenant: TenantCreds,
+    peer: TwilioPeer,
+    sms: SmsChannel,
+) -> None:
+    delivery = await sent_delivery(store, clock, sms, tenant.tenant.id)
+    sid = str(delivery.provider_id)
+    # delivered arrives first, then the late queued/sending/sent, then duplicates
+    for status in ("delivered", "queued", "sending", "sent", "delivered", "delivered"):
+        clock.advance(1)
+        result = await peer.send_status(sid, status, via=via(app_client))
+        assert result.status == 200
+    # a late failure after delivery cannot undo it either
+    result = await peer.send_status(sid, "undelivered", error_code=30003, via=via(app_client))
+    assert result.status == 200
+
+    stored = await store.get_delivery(delivery.id)
+    assert stored is not None
+    assert stored.status is DeliveryStatus.delivered
+    assert stored.reason is None
+    assert await statuses(store, delivery.id) == [
+        DeliveryStatus.planned,
+        DeliveryStatus.sent,
+        DeliveryStatus.delivered,
+    ]
+
+
+async def test_read_status_from_twilio_is_applied(
+    app_client: AppClient,
+    store: Store,
+    clock: ManualClock,
+    tenant: TenantCreds,
+    peer: TwilioPeer,
+    sms: SmsChannel,
+) -> None:
+    delivery = await sent_delivery(store, clock, sms, tenant.tenant.id)
+    await peer.send_status(str(delivery.provider_id), "read", via=via(app_client))
+    stored = await store.get_delivery(delivery.id)
+    assert stored is not None
+    assert stored.status is DeliveryStatus.read
+
+
+@pytest.mark.parametrize("signature", [None, "wrong", "forged-with-another-token"])
+async def test_unsigned_or_wrongly_signed_callbacks_are_refused(
+    app_client: AppClient,
+    store: Store,
+    clock: ManualClock,
+    tenant: TenantCreds,
+    peer: TwilioPeer,
+    sms: SmsChannel,
+    signature: str | None,
+) -> None:
+    delivery = await sent_delivery(store, clock, sms, tenant.tenant.id)
+    sid = str(delivery.provider_id)
+    if signature is None:
+        result = await peer.send_status(sid, "delivered", via=via(app_client), signed=False)
+    elif signature == "wrong":
+        result = await peer.send_status(sid, "delivered", via=via(app_client), signature="AAAA=")
+    else:
+        forger = TwilioPeer(ACCOUNT_SID, "another-token")
+        params = peer.status_params(sid, "delivered")
+        forged = forger.sign(STATUS_URL, params)["X-Twilio-Signature"]
+        result = await peer.send_status(sid, "delivered", via=via(app_client), signature=forged)
+
+    assert result.status == 403
+    assert result.content_type.startswith("application/json")
+    stored = await store.get_delivery(delivery.id)
+    assert stored is not None
+    assert stored.status is DeliveryStatus.sent
+
+
+async def test_a_signature_for_another_url_or_altered_params_is_refused(
+    app_client: AppClient,
+    store: Store,
+    clock: ManualClock,
+    tenant: TenantCreds,
+    peer: TwilioPeer,
+    sms: SmsChannel,
+) -> None:
+    delivery = await sent_delivery(store, clock, sms, tenant.tenant.id)
+    sid = str(delivery.provider_id)
+    params = peer.status_params(sid, "delivered")
+    # signed for the address the app really listens on, not the public URL
+    local = f"{via(app_client).rstrip('/')}/v1/providers/twilio/status"
+    signed_locally = peer.sign(local, params)["X-Twilio-Signature"]
+    result = await peer.post_webhook(
+        STATUS_URL, params, via=via(app_client), signature=signed_locally
+    )
+    assert result.status == 403
+    # a valid signature, but the status was changed after signing
+    genuine = peer.sign(STATUS_URL, peer.status_params(sid, "sent"))["X-Twilio-Signature"]
+    result = await peer.post_webhook(STATUS_URL, params, via=via(app_client), signature=genuine)
+    assert result.status == 403
+    stored = await store.get_delivery(delivery.id)
+    assert stored is not None
+    assert stored.status is DeliveryStatus.sent
+
+
+async def test_dead_number_fails_the_delivery_and_marks_the_phone(
+    app_client: AppClient,
+    store: Store,
+    clock: ManualClock,
+    tenant: TenantCreds,
+    peer: TwilioPeer,
+    sms: SmsChannel,
+) -> None:
+    tenant_id = tenant.tenant.id
+    await seed_directory(store, tenant_id)
+    delivery = await sent_delivery(store, clock, sms, tenant_id)
+    result = await peer.send_status(
+        str(delivery.provider_id), "undelivered", error_code=30006, via=via(app_client)
+    )
+    assert result.status == 200
+
+    stored = await store.get_delivery(delivery.id)
+    assert stored is not None
+    assert stored.status is DeliveryStatus.undelivered
+    assert stored.reason == "twilio_30006"
+    snapshot = await store.load_audience(tenant_id, Audience(children=["c1"]))
+    assert snapshot.failing == {"g1": ["phone"]}
+
+
+async def test_other_failures_do_not_mark_the_phone(
+    app_client: AppClient,
+    store: Store,
+    clock: ManualClock,
+    tenant: TenantCreds,
+    peer: TwilioPeer,
+    sms: SmsChannel,
+) -> None:
+    tenant_id = tenant.tenant.id
+    await seed_directory(store, tenant_id)
+    delivery = await sent_delivery(store, clock, sms, tenant_id)
+    # 30003: handset unreachable (switched off) says nothing lasting about the number
+    await peer.send_status(
+        str(delivery.provider_id), "failed", error_code=30003, via=via(app_client)
+    )
+    stored = await store.get_delivery(delivery.id)
+    assert stored is not None
+    assert (stored.status, stored.reason) == (DeliveryStatus.failed, "twilio_30003")
+    snapshot = await store.load_audience(tenant_id, Audience(children=["c1"]))
+    assert snapshot.failing == {}
+
+
+async def test_unknown_message_sid_is_acknowledged(app_client: AppClient, peer: TwilioPeer) -> None:
+    params = {
+        "AccountSid": ACCOUNT_SID,
+        "MessageSid": "SM" + "9" * 32,
+        "MessageStatus": "delivered",
+    }
+    result = await peer.post_webhook(STATUS_URL, params, via=via(app_client))
+    assert (result.status, result.text) == (200, "")
+
+
+async def test_sha256_shared_key_signatures_are_accepted(
+    app_client: AppClient,
+    store: Store,
+    clock: ManualClock,
+    tenant: TenantCreds,
+    peer: TwilioPeer,
+    sms: SmsChannel,
+) -> None:
+    delivery = await sent_delivery(store, clock, sms, tenant.tenant.id)
+    peer.signing_key = SHARED_KEY
+    peer.algorithm = "HMAC_SHA256"
+    result = await peer.send_status(str(delivery.provider_id), "delivered", via=via(app_client))
+    assert result.status == 200
+    stored = await store.get_delivery(delivery.id)
+    assert stored is not None
+    assert stored.status is DeliveryStatus.delivered
+
+
+async def test_sha256_only_refuses_sha1_signatures(
+    settings: Settings, store: Store, clock: ManualClock, tenant: TenantCreds, peer: TwilioPeer
+) -> None:
+    assert settings.twilio is not None
+    strict = settings.model_copy(
+        update={"twilio": settings.twilio.model_copy(update={"hmac_sha256_signatures": True})}
+    )
+    ctx = AppContext(settings=strict, store=store, clock=clock)
+    async with TestClient(TestServer(create_app(ctx))) as client:
+        params = {"AccountSid": ACCOUNT_SID, "MessageSid": "SM" + "1" * 32, "MessageStatus": "sent"}
+        sha1 = await peer.post_webhook(STATUS_URL, params, via=via(client))
+        peer.signing_key, peer.algorithm = SHARED_KEY, "HMAC_SHA256"
+        sha256 = await peer.post_webhook(STATUS_URL, params, via=via(client))
+    assert (sha1.status, sha256.status) == (403, 200)
+
+
+async def test_routes_answer_404_when_twilio_is_not_configured(
+    settings: Settings, store: Store, clock: ManualClock, peer: TwilioPeer
+) -> None:
+    ctx = AppContext(
+        settings=settings.model_copy(update={"twilio": None}), store=store, clock=clock
+    )
+    async with TestClient(TestServer(create_app(ctx))) as client:
+        for path in ("/v1/providers/twilio/status", "/v1/providers/twilio/inbound"):
+            response = await client.post(path, data={"MessageSid": "SM1"})
+            assert response.status == 404
+            assert await response.json() == {
+                "error": "not_found",
+                "message": "twilio is not configured",
+            }
+
+
+# ------------------------------------------------------------------ inbound SMS
+
+
+async def test_inbound_reply_is_stored_and_linked_to_the_latest_message(
+    app_client: AppClient,
+    store: Store,
+    clock: ManualClock,
+    tenant: TenantCreds,
+    peer: TwilioPeer,
+    sms: SmsChannel,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    tenant_id = tenant.tenant.id
+    older = await sent_delivery(store, clock, sms, tenant_id, event_id="e1")
+    clock.advance(3600)
+    latest = await sent_delivery(store, clock, sms, tenant_id, event_id="e2")
+    clock.advance(60)
+    body = "Emma kommer ikke i dag, hun er syk"
+
+    with caplog.at_level(logging.DEBUG):
+        result = await peer.send_inbound(
+            INBOUND_URL,
+            from_=GUARDIAN_PHONE,
+            to=OUR_NUMBER,
+            body=body,
+            sid="SM" + "a" * 32,
+            via=via(app_client),
+        )
+        # Twilio redelivers the same webhook: nothing new is stored
+        again = await peer.send_inbound(
+            INBOUND_URL,
+            from_=GUARDIAN_PHONE,
+            to=OUR_NUMBER,
+            body=body,
+            sid="SM" + "a" * 32,
+            via=via(app_client),
+        )
+
+    for answer in (result, again):
+        assert answer.status == 200
+        assert answer.text == EMPTY_TWIML
+        assert answer.content_type.startswith("text/xml")
+    assert await store.list_replies(tenant_id, older.message_id) == []
+    [reply] = await store.list_replies(tenant_id, latest.message_id)
+    assert reply.body == body
+    assert reply.person_id == "g1"
+    assert reply.channel == "sms"
+    assert reply.provider_id == "SM" + "a" * 32
+    assert reply.received_at == clock.now()
+    # replies and numbers are personal data: never in our logs, nor aiohttp's or twilio's
+    # (aiosqlite's DEBUG log echoes SQL parameters: it must stay above DEBUG in production)
+    logged = "\n".join(
+        record.getMessage() + repr(record.__dict__)
+        for record in caplog.records
+        if not record.name.startswith("aiosqlite")
+    )
+    assert "syk" not in logged
+    assert "91234567" not in logged
+
+
+async def test_inbound_from_an_unknown_number_stores_nothing(
+    app_client: AppClient,
+    store: Store,
+    clock: ManualClock,
+    tenant: TenantCreds,
+    peer: TwilioPeer,
+    sms: SmsChannel,
+) -> None:
+    delivery = await sent_delivery(store, clock, sms, tenant.tenant.id)
+    result = await peer.send_inbound(
+        INBOUND_URL, from_="+4741234567", to=OUR_NUMBER, body="Hvem er dette?", via=via(app_client)
+    )
+    assert (result.status, result.text) == (200, EMPTY_TWIML)
+    assert await store.list_replies(tenant.tenant.id, delivery.message_id) == []
+
+
+async def test_unsigned_inbound_is_refused(
+    app_client: AppClient,
+    store: Store,
+    clock: ManualClock,
+    tenant: TenantCreds,
+    peer: TwilioPeer,
+    sms: SmsChannel,
+) -> None:
+    delivery = await sent_delivery(store, clock, sms, tenant.tenant.id)
+    result = await peer.send_inbound(
+        INBOUND_URL,
+        from_=GUARDIAN_PHONE,
+        to=OUR_NUMBER,
+        body="Hei",
+        via=via(app_client),
+        signed=False,
+    )
+    assert result.status == 403
+    assert await store.list_replies(tenant.tenant.id, delivery.message_id) == []
+
+
+async def test_callbacks_with_another_account_sid_are_refused(
+    app_client: AppClient, peer: TwilioPeer
+) -> None:
+    params: dict[str, Any] = {
+        "AccountSid": "AC" + "f" * 32,
+        "MessageSid": "SM" + "2" * 32,
+        "MessageStatus": "delivered",
+    }
+    result = await peer.post_webhook(STATUS_URL, params, via=via(app_client))
+    assert result.status == 403
