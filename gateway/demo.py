@@ -1,0 +1,371 @@
+"""``budbringer demo``: a small municipality, end to end, through the real HTTP API.
+
+Seeds a school and an adult-education unit with the edge cases of the
+resolution rules, registers a few parent-app devices, posts a signed message
+to two classes and a course, waits until every delivery is final and prints
+who was told on which channel, and who was left out and why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import shutil
+import time
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from standardwebhooks import Webhook
+
+from gateway.auth import create_tenant
+from gateway.models import FINAL
+from gateway.service import Service
+from gateway.settings import load_settings
+
+DEMO_FILE = Path(__file__).resolve().parent.parent / "config" / "demo-directory.json"
+
+FIRST = [
+    "Ola",
+    "Kari",
+    "Emma",
+    "Noah",
+    "Sara",
+    "Jakob",
+    "Nora",
+    "Filip",
+    "Ella",
+    "Lucas",
+    "Maja",
+    "Emil",
+    "Ingrid",
+    "Oskar",
+    "Sofie",
+    "Aksel",
+    "Leah",
+    "Henrik",
+    "Ida",
+    "Johannes",
+    "Frida",
+    "Isak",
+    "Tiril",
+    "Magnus",
+    "Astrid",
+    "Mohammed",
+    "Amina",
+    "Jonas",
+    "Selma",
+    "Ali",
+]
+FAMILY = [
+    "Hansen",
+    "Johansen",
+    "Olsen",
+    "Larsen",
+    "Andersen",
+    "Pedersen",
+    "Nilsen",
+    "Kristiansen",
+    "Jensen",
+    "Karlsen",
+    "Berg",
+    "Haugen",
+    "Hagen",
+    "Eriksen",
+    "Bakken",
+    "Ahmed",
+]
+
+
+def demo_directory(today: date) -> dict[str, Any]:
+    """The demo municipality as a directory batch (also written to config/)."""
+
+    def born(age: int, month: int = 3) -> str:
+        return date(today.year - age, month, 14).isoformat()
+
+    units = [
+        {
+            "id": "u-solbakken",
+            "kind": "school",
+            "name": "Solbakken skole",
+            "sender_name": "Solbakken skole",
+            "sms_sender": "Solbakken",
+        },
+        {
+            "id": "u-vo",
+            "kind": "adult_education",
+            "name": "Asker voksenopplæring",
+            "sender_name": "Asker voksenopplæring",
+        },
+    ]
+    groups = [
+        {"id": "g-10a", "unit_id": "u-solbakken", "kind": "class", "name": "10A"},
+        {"id": "g-10b", "unit_id": "u-solbakken", "kind": "class", "name": "10B"},
+        {"id": "g-norsk", "unit_id": "u-vo", "kind": "class", "name": "Norsk B1"},
+    ]
+    persons: list[dict[str, Any]] = []
+    relations: list[dict[str, Any]] = []
+    preferences: dict[str, Any] = {}
+
+    def child(cid: str, n: int, group: str, age: int = 15, **extra: Any) -> None:
+        persons.append(
+            {
+                "id": cid,
+                "role": "child",
+                "given_name": FIRST[n % 30],
+                "family_name": FAMILY[n % 16],
+                "birth_date": born(age),
+                "unit_ids": ["u-solbakken"],
+                "group_ids": [group],
+                **extra,
+            }
+        )
+
+    def guardian(gid: str, n: int, *, phone: bool = True, email: bool = True, **extra: Any) -> None:
+        row: dict[str, Any] = {
+            "id": gid,
+            "role": "guardian",
+            "given_name": FIRST[(n + 7) % 30],
+            "family_name": FAMILY[n % 16],
+            **extra,
+        }
+        if phone:
+            row["phone"] = f"+47 9{n:03d} {(n * 7919) % 10000:04d}"
+        if email:
+            row["email"] = f"{gid}@example.org"
+        persons.append(row)
+
+    def rel(c: str, g: str, pr: bool = True, care: bool = False) -> None:
+        relations.append(
+            {"child_id": c, "guardian_id": g, "parental_responsibility": pr, "daily_care": care}
+        )
+
+    # Ordinary families: 22 children, two guardians each with parental responsibility.
+    for i in range(1, 23):
+        group = "g-10a" if i <= 11 else "g-10b"
+        child(f"c{i:02d}", i, group)
+        guardian(f"p{i:02d}a", 2 * i)
+        guardian(f"p{i:02d}b", 2 * i + 1, email=i % 4 != 0)
+        rel(f"c{i:02d}", f"p{i:02d}a")
+        rel(f"c{i:02d}", f"p{i:02d}b")
+    # Siblings in one class share guardians: one message naming both children.
+    child("c23", 23, "g-10a", age=15)
+    rel("c23", "p01a")
+    rel("c23", "p01b")
+    # A guardian with children in both classes of the audience.
+    child("c24", 24, "g-10b", age=16)
+    rel("c24", "p02a")
+    guardian("p24b", 48)
+    rel("c24", "p24b")
+    # A father without parental responsibility (never told), and one granted information.
+    child("c25", 25, "g-10a")
+    guardian("p25a", 50)
+    guardian("p25b", 51)
+    guardian("p25c", 52)
+    rel("c25", "p25a")
+    rel("c25", "p25b", pr=False)
+    rel("c25", "p25c", pr=False)
+    # A blocked parent (court order): receives nothing, ever.
+    child("c26", 26, "g-10b")
+    guardian("p26a", 53)
+    guardian("p26b", 54)
+    rel("c26", "p26a")
+    rel("c26", "p26b")
+    # A guardian with a strictly confidential address, and the co-guardian.
+    child("c27", 27, "g-10a", protection="strictly_confidential")
+    guardian("p27a", 55, protection="strictly_confidential")
+    guardian("p27b", 56)
+    rel("c27", "p27a")
+    rel("c27", "p27b")
+    # A foster child: daily care without parental responsibility.
+    child("c28", 28, "g-10b")
+    guardian("p28a", 57)
+    guardian("p28f", 58)
+    rel("c28", "p28a")
+    rel("c28", "p28f", pr=False, care=True)
+    # Pupils who turned 18: one without consent, one with.
+    child("c29", 29, "g-10b", age=18, phone="+47 41 00 00 29", email="c29@example.org")
+    guardian("p29a", 59)
+    rel("c29", "p29a")
+    child("c30", 30, "g-10a", age=19, consent_guardians=True, email="c30@example.org")
+    guardian("p30a", 60)
+    rel("c30", "p30a")
+    # An adult learner: no guardians at all.
+    persons.append(
+        {
+            "id": "l01",
+            "role": "learner",
+            "given_name": "Amina",
+            "family_name": "Ahmed",
+            "birth_date": born(34),
+            "unit_ids": ["u-vo"],
+            "group_ids": ["g-norsk"],
+            "email": "l01@example.org",
+            "phone": "+47 41 00 01 01",
+            "language": "en",
+        }
+    )
+    # Languages and channel preferences.
+    preferences["p03a"] = {"language": "nn"}
+    preferences["p04a"] = {"language": "en", "channels": {"general": ["sms"]}}
+    preferences["p05b"] = {"channels": {"general": ["email"]}}
+    return {
+        "units": units,
+        "groups": groups,
+        "persons": persons,
+        "relations": relations,
+        "preferences": preferences,
+    }
+
+
+FLAGS = [
+    ("c26", "p26b", "blocked", "Court order (demo)"),
+    ("c25", "p25c", "information_granted", "Right to information, barneloven § 47 (demo)"),
+]
+DEVICES = ["p01a", "p02a", "p03a", "p06a", "p07b", "p10a", "p12b", "p27a", "p28f"]
+
+
+class DemoClient:
+    def __init__(self, base: str, api_key: str, whsec: str, tenant_id: str) -> None:
+        self.base = base
+        self.auth = {"Authorization": f"Bearer {api_key}"}
+        self.webhook = Webhook(whsec)
+        self.tenant_id = tenant_id
+        self.http = aiohttp.ClientSession()
+
+    async def call(
+        self, method: str, path: str, body: Any = None, *, headers: dict[str, str] | None = None
+    ) -> Any:
+        async with self.http.request(
+            method, self.base + path, json=body, headers=headers or self.auth
+        ) as resp:
+            data = await resp.json() if resp.content_type == "application/json" else None
+            if resp.status >= 400:
+                raise RuntimeError(f"{method} {path} -> {resp.status}: {data}")
+            return data
+
+    async def post_signed_event(self, event: dict[str, Any]) -> Any:
+        """POST an event signed the Standard Webhooks way, as a platform would."""
+        body = json.dumps(event)
+        from datetime import UTC, datetime
+
+        signature = self.webhook.sign(event["id"], datetime.now(UTC), body)
+        headers = {
+            "webhook-id": event["id"],
+            "webhook-timestamp": str(int(time.time())),
+            "webhook-signature": signature,
+            "X-Budbringer-Tenant": self.tenant_id,
+            "Content-Type": "application/json",
+        }
+        async with self.http.post(self.base + "/v1/events", data=body, headers=headers) as resp:
+            data = await resp.json()
+            if resp.status != 202:
+                raise RuntimeError(f"POST /v1/events -> {resp.status}: {data}")
+            return data
+
+    async def close(self) -> None:
+        await self.http.close()
+
+
+async def run_demo(directory: Path, *, quiet: bool = False) -> int:
+    if directory.exists():
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True)
+    settings = load_settings(
+        store_url=f"sqlite:///{directory / 'budbringer.db'}",
+        outbox_dir=directory / "outbox",
+        port=0,
+        secret_key=secrets.token_urlsafe(32),
+        log_level="WARNING",
+    )
+    service = Service(settings)
+    await service.start()
+    client: DemoClient | None = None
+    try:
+        tenant, api_key, whsec = await create_tenant(
+            service.store, "Asker kommune (demo)", service.clock.now()
+        )
+        client = DemoClient(f"http://127.0.0.1:{service.port}", api_key, whsec, tenant.id)
+        directory_batch = demo_directory(service.clock.now().date())
+        await client.call("POST", "/v1/directory", directory_batch)
+        for child_id, guardian_id, flag, reason in FLAGS:
+            await client.call(
+                "PUT",
+                f"/v1/relations/{child_id}/{guardian_id}/flags/{flag}",
+                {"value": True, "reason": reason, "actor": "rektor"},
+            )
+        for n, guardian_id in enumerate(DEVICES):
+            token = await client.call("POST", f"/v1/guardians/{guardian_id}/tokens")
+            await client.call(
+                "PUT",
+                f"/v1/me/devices/d-{guardian_id}",
+                {"token": f"demo-fcm-token-{n}-{secrets.token_hex(8)}", "platform": "android"},
+                headers={"Authorization": f"Bearer {token['token']}"},
+            )
+        accepted = await client.post_signed_event(
+            {
+                "id": "demo-evt-1",
+                "type": "message.created",
+                "data": {
+                    "sender_name": "Kontaktlærer 10. trinn",
+                    "audience": {"groups": ["g-10a", "g-10b", "g-norsk"]},
+                    "category": "general",
+                    "subject": "Foreldremøte torsdag",
+                    "body": "Velkommen til foreldremøte torsdag kl. 18 i aulaen.",
+                    "read_receipt": True,
+                },
+            }
+        )
+        status = await _wait_final(client, accepted["message_id"])
+        if not quiet:
+            print_table(status, directory_batch)
+        return 0 if status["deliveries"] else 1
+    finally:
+        if client is not None:
+            await client.close()
+        await service.stop()
+
+
+async def _wait_final(client: DemoClient, message_id: str, timeout: float = 60) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        status = await client.call("GET", f"/v1/messages/{message_id}")
+        deliveries = status["deliveries"]
+        if (
+            status.get("planned_at")
+            and deliveries
+            and all(d["status"] in FINAL for d in deliveries)
+        ):
+            return status
+        if time.monotonic() > deadline:
+            raise RuntimeError("deliveries did not finish in time")
+        await asyncio.sleep(0.1)
+
+
+def print_table(status: dict[str, Any], directory: dict[str, Any]) -> None:
+    names = {
+        p["id"]: f"{p['given_name']} {p.get('family_name', '')}".strip()
+        for p in directory["persons"]
+    }
+    rows = sorted(
+        status["deliveries"], key=lambda d: (d["recipient_id"], d["channel"], d["target"])
+    )
+    print(
+        f"{'recipient':<10} {'name':<22} {'role':<9} {'channel':<7} {'status':<11} "
+        f"{'children':<14} reason"
+    )
+    print("-" * 92)
+    for d in rows:
+        children = ",".join(d.get("child_ids") or []) or "-"
+        reason = d.get("reason") or ""
+        if d["channel"] == "none" and d.get("target"):
+            reason = f"{reason} (for {d['target']})"
+        print(
+            f"{d['recipient_id']:<10} {names.get(d['recipient_id'], '?')[:22]:<22} "
+            f"{d['recipient_role']:<9} {d['channel']:<7} {d['status']:<11} {children:<14} {reason}"
+        )
+    print("-" * 92)
+    counts = ", ".join(f"{k}: {v}" for k, v in sorted(status["counts"].items()))
+    print(f"message {status['id']}  deliveries: {len(rows)}  ({counts})")

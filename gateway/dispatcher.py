@@ -1,0 +1,335 @@
+"""The dispatcher: takes durable jobs from the store and does them.
+
+Two kinds of job:
+
+* ``plan`` — one per accepted message: load the audience, resolve who may be
+  told, plan deliveries and their ``send`` jobs. Planning streams: deliveries
+  are written in batches and sending starts while planning goes on.
+* ``send`` — one per delivery: render, hand to the channel, record the outcome.
+
+Jobs are leased, so a crashed worker's jobs become visible again after the
+lease; a job whose delivery is already final is dropped, never sent again.
+Transient errors are retried with exponential backoff and full jitter,
+honouring ``Retry-After``; permanent errors are recorded and never retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections import OrderedDict
+from collections.abc import Mapping
+from datetime import timedelta
+from zoneinfo import ZoneInfo
+
+from channels.base import Channel
+from gateway.clock import Clock
+from gateway.constants import DEFAULT_TIME_ZONE, JOB_PLAN, JOB_SEND
+from gateway.errors import (
+    ChannelUnavailable,
+    DeadAddress,
+    PermanentDeliveryError,
+    TransientDeliveryError,
+)
+from gateway.metrics import PROVIDER_LATENCY, SENDS
+from gateway.models import (
+    FINAL,
+    Delivery,
+    DeliveryStatus,
+    DirectorySnapshot,
+    Job,
+    Message,
+)
+from gateway.planner import plan_deliveries
+from gateway.render import Renderer
+from gateway.resolver import resolve
+from gateway.settings import DispatchSettings
+from gateway.store import Store
+
+log = logging.getLogger(__name__)
+
+PLAN_BATCH = 1000
+UNAVAILABLE_RECHECK = 60.0  # seconds before a stopped channel is tried again
+
+
+def backoff(attempt: int, base: float, cap: float, retry_after: float | None) -> float:
+    """Seconds to wait before attempt ``attempt + 1``: full jitter, at least Retry-After."""
+    delay = random.uniform(0, min(cap, base * 2 ** max(attempt - 1, 0)))
+    if retry_after is not None:
+        delay = max(delay, retry_after)
+    return delay
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        store: Store,
+        channels: Mapping[str, Channel],
+        renderer: Renderer,
+        clock: Clock,
+        settings: DispatchSettings,
+        *,
+        work_available: asyncio.Event | None = None,
+        unavailable: dict[str, str] | None = None,
+    ) -> None:
+        self.store = store
+        self.channels = channels
+        self.renderer = renderer
+        self.clock = clock
+        self.settings = settings
+        self.work_available = work_available or asyncio.Event()
+        self.unavailable = unavailable if unavailable is not None else {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._messages: OrderedDict[str, Message] = OrderedDict()
+        self._stopping = asyncio.Event()
+
+    # ------------------------------------------------------------------ loop
+
+    async def run(self) -> None:
+        """Claim and do jobs until :meth:`stop`; then let in-flight work finish."""
+        while not self._stopping.is_set():
+            claimed = await self.run_once(wait=False)
+            if claimed == 0:
+                self.work_available.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        self.work_available.wait(), timeout=self.settings.poll_interval
+                    )
+        await self._drain_in_flight()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.work_available.set()
+
+    async def run_once(self, *, wait: bool = True) -> int:
+        """Claim what is due now (as many as there are free slots) and start it.
+
+        With ``wait`` the call returns only when those jobs are done (tests, demo).
+        """
+        free = self._free_slots()
+        if free == 0:
+            await asyncio.sleep(0.005)
+            return -1  # busy, not idle
+        jobs = await self.store.claim_jobs(
+            (JOB_PLAN, JOB_SEND),
+            min(free, self.settings.batch),
+            self.clock.now(),
+            self.settings.lease_seconds,
+        )
+        started = [self._start(job) for job in jobs]
+        if wait and started:
+            await asyncio.gather(*started)
+        return len(jobs)
+
+    async def run_until_idle(self, max_rounds: int = 10_000) -> None:
+        """Do every job that is due now, including jobs that those jobs queue."""
+        for _ in range(max_rounds):
+            if await self.run_once(wait=True) == 0 and not self._tasks:
+                return
+        raise RuntimeError("dispatcher did not become idle")
+
+    def _free_slots(self) -> int:
+        return max(self.settings.concurrency - len(self._tasks), 0)
+
+    def _start(self, job: Job) -> asyncio.Task[None]:
+        task = asyncio.create_task(self._do(job))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _drain_in_flight(self) -> None:
+        if not self._tasks:
+            return
+        _, pending = await asyncio.wait(set(self._tasks), timeout=self.settings.shutdown_timeout)
+        for task in pending:
+            task.cancel()
+        if pending:
+            # Their leases run out and another start picks them up: nothing is lost.
+            log.warning("shutdown left jobs unfinished", extra={"jobs": len(pending)})
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _do(self, job: Job) -> None:
+        try:
+            if job.kind == JOB_PLAN:
+                await self.plan(job)
+            elif job.kind == JOB_SEND:
+                await self.send(job)
+            else:
+                log.error("unknown job kind", extra={"kind": job.kind})
+                await self.store.finish_job(job.id)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("job failed unexpectedly", extra={"kind": job.kind})
+            delay = backoff(
+                job.attempts, self.settings.backoff_base, self.settings.backoff_max, None
+            )
+            await self.store.retry_job(
+                job.id, self.clock.now() + timedelta(seconds=delay), type(exc).__name__
+            )
+
+    # ------------------------------------------------------------------ plan
+
+    async def plan(self, job: Job) -> None:
+        message = await self.store.get_message(job.tenant_id, job.ref)
+        if message is None:
+            await self.store.finish_job(job.id)
+            return
+        snapshot = await self.store.load_audience(message.tenant_id, message.audience)
+        now = self.clock.now()
+        on = now.astimezone(ZoneInfo(_time_zone(snapshot))).date()
+        resolution = resolve(snapshot, message.audience, message.category, on)
+        deliveries: list[Delivery] = []
+        jobs: list[Job] = []
+        for delivery in plan_deliveries(message, snapshot, resolution, now):
+            if delivery.status is DeliveryStatus.planned:
+                delivery.status = DeliveryStatus.queued
+                jobs.append(
+                    Job(
+                        id=f"{JOB_SEND}:{delivery.id}",
+                        tenant_id=delivery.tenant_id,
+                        kind=JOB_SEND,
+                        ref=delivery.id,
+                        due_at=delivery.not_before or now,
+                    )
+                )
+            deliveries.append(delivery)
+            if len(deliveries) >= PLAN_BATCH:
+                await self._write_plan(deliveries, jobs)
+                deliveries, jobs = [], []
+        await self._write_plan(deliveries, jobs)
+        await self.store.mark_planned(message.tenant_id, message.id, self.clock.now())
+        await self.store.finish_job(job.id)
+
+    async def _write_plan(self, deliveries: list[Delivery], jobs: list[Job]) -> None:
+        if deliveries:
+            await self.store.add_deliveries(deliveries, jobs)
+            self.work_available.set()
+
+    # ------------------------------------------------------------------ send
+
+    async def send(self, job: Job) -> None:
+        delivery = await self.store.get_delivery(job.ref)
+        if delivery is None or delivery.status in FINAL:
+            # Finished before a crash, or cancelled: never send twice.
+            await self.store.finish_job(job.id)
+            return
+        now = self.clock.now()
+        if delivery.not_before is not None and delivery.not_before > now:
+            await self.store.retry_job(job.id, delivery.not_before, "deferred")
+            return
+        channel = self.channels.get(delivery.channel)
+        if channel is None:
+            await self._finish(job, delivery, DeliveryStatus.failed, reason="no_such_channel")
+            return
+        if delivery.channel in self.unavailable:
+            await self.store.retry_job(
+                job.id, now + timedelta(seconds=UNAVAILABLE_RECHECK), "channel_unavailable"
+            )
+            return
+        message = await self._message(delivery)
+        if message is None:
+            await self._finish(job, delivery, DeliveryStatus.failed, reason="message_missing")
+            return
+        content = self.renderer.render(message, delivery)
+        # Concurrency is bounded by how many jobs run_once claims (free task slots).
+        started = time.perf_counter()
+        outcome = "sent"
+        try:
+            receipt = await channel.send(delivery, content)
+        except TransientDeliveryError as exc:
+            outcome = "transient"
+            await self._transient(job, delivery, exc)
+        except DeadAddress as exc:
+            outcome = "permanent"
+            await self._dead_address(job, delivery, exc)
+        except PermanentDeliveryError as exc:
+            outcome = "permanent"
+            await self._finish(job, delivery, DeliveryStatus.failed, reason=exc.code or "permanent")
+        except ChannelUnavailable as exc:
+            outcome = "unavailable"
+            await self._channel_down(job, delivery, exc)
+        else:
+            await self.store.finish_send(
+                job.id,
+                delivery.id,
+                receipt.status,
+                self.clock.now(),
+                detail=receipt.detail,
+                provider_id=receipt.provider_id,
+                segments=receipt.segments,
+            )
+        finally:
+            elapsed = time.perf_counter() - started
+            PROVIDER_LATENCY.labels(delivery.channel, outcome).observe(elapsed)
+            SENDS.labels(delivery.channel, outcome).inc()
+
+    async def _message(self, delivery: Delivery) -> Message | None:
+        message = self._messages.get(delivery.message_id)
+        if message is None:
+            message = await self.store.get_message(delivery.tenant_id, delivery.message_id)
+            if message is not None:
+                self._messages[delivery.message_id] = message
+                if len(self._messages) > 256:
+                    self._messages.popitem(last=False)
+        return message
+
+    async def _finish(
+        self, job: Job, delivery: Delivery, status: DeliveryStatus, *, reason: str
+    ) -> None:
+        await self.store.finish_send(
+            job.id, delivery.id, status, self.clock.now(), reason=reason, detail=reason
+        )
+
+    async def _transient(self, job: Job, delivery: Delivery, exc: TransientDeliveryError) -> None:
+        code = exc.code or "transient"
+        if job.attempts >= self.settings.max_attempts:
+            await self._finish(job, delivery, DeliveryStatus.failed, reason=f"gave_up:{code}")
+            return
+        delay = backoff(
+            job.attempts, self.settings.backoff_base, self.settings.backoff_max, exc.retry_after
+        )
+        now = self.clock.now()
+        await self.store.transition(
+            delivery.id, DeliveryStatus.sending, now, detail=f"retry in {delay:.1f}s: {code}"
+        )
+        await self.store.retry_job(job.id, now + timedelta(seconds=delay), code)
+
+    async def _dead_address(self, job: Job, delivery: Delivery, exc: DeadAddress) -> None:
+        reason = exc.code or "dead_address"
+        await self._finish(job, delivery, DeliveryStatus.failed, reason=reason)
+        now = self.clock.now()
+        if delivery.channel == "push" and delivery.target:
+            await self.store.remove_device(
+                delivery.tenant_id, delivery.recipient_id, delivery.target
+            )
+            log.info("pruned a dead push device", extra={"reason": reason})
+        elif delivery.channel in ("sms", "email") and delivery.address:
+            kind = "phone" if delivery.channel == "sms" else "email"
+            await self.store.mark_contact_failing(
+                delivery.tenant_id, delivery.recipient_id, kind, delivery.address, reason, now
+            )
+
+    async def _channel_down(self, job: Job, delivery: Delivery, exc: ChannelUnavailable) -> None:
+        code = exc.code or "unavailable"
+        if delivery.channel not in self.unavailable:
+            log.error(
+                "channel stopped: provider refused our credentials",
+                extra={"channel": delivery.channel, "code": code},
+            )
+        self.unavailable[delivery.channel] = code
+        await self.store.retry_job(
+            job.id, self.clock.now() + timedelta(seconds=UNAVAILABLE_RECHECK), code
+        )
+        asyncio.get_running_loop().call_later(
+            UNAVAILABLE_RECHECK, self.unavailable.pop, delivery.channel, None
+        )
+
+
+def _time_zone(snapshot: DirectorySnapshot) -> str:
+    for unit in snapshot.units.values():
+        return unit.time_zone
+    return DEFAULT_TIME_ZONE

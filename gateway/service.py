@@ -1,0 +1,140 @@
+"""Assembles a running gateway: store, channels, renderer, dispatcher and HTTP API.
+
+``budbringer serve`` runs API and workers in one process; ``--no-workers``
+runs the API only; ``budbringer worker`` runs workers only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import signal
+from pathlib import Path
+
+from aiohttp import web
+
+from channels import Channel, build_channels
+from gateway.api.app import create_app
+from gateway.api.context import AppContext
+from gateway.clock import Clock, SystemClock
+from gateway.dispatcher import Dispatcher
+from gateway.errors import ConfigError
+from gateway.render import Renderer
+from gateway.settings import Settings
+from gateway.store import Store, open_store
+
+log = logging.getLogger(__name__)
+
+TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
+
+
+def load_secret(settings: Settings) -> bytes:
+    """The key that signs guardian tokens and read links.
+
+    Production requires ``secret_key``. In development a random key is kept in a
+    file beside the SQLite database, so tokens survive a restart.
+    """
+    if settings.secret_key is not None:
+        return settings.secret_key.get_secret_value().encode()
+    if settings.environment == "production" or not settings.store_url.startswith("sqlite"):
+        raise ConfigError("BUDBRINGER_SECRET_KEY must be set")
+    path = settings.sqlite_path.parent / ".budbringer-secret"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_urlsafe(48))
+    return path.read_text().strip().encode()
+
+
+class Service:
+    """One gateway process. ``start`` then ``stop``; ``port`` is the bound port."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Clock | None = None,
+        api: bool = True,
+        workers: bool = True,
+        store: Store | None = None,
+        channels: dict[str, Channel] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        self.api = api
+        self.workers = workers
+        self.store = store or open_store(settings.store_url)
+        self.channels = channels if channels is not None else build_channels(settings)
+        self.renderer = Renderer(settings.templates_dir or TEMPLATES_DIR, settings.public_url)
+        self.ctx = AppContext(
+            settings=settings,
+            store=self.store,
+            clock=self.clock,
+            secret=load_secret(settings),
+            renderer=self.renderer,
+        )
+        self.dispatcher = Dispatcher(
+            self.store,
+            self.channels,
+            self.renderer,
+            self.clock,
+            settings.dispatch,
+            work_available=self.ctx.work_available,
+            unavailable=self.ctx.unavailable_channels,
+        )
+        self._runner: web.AppRunner | None = None
+        self._site: web.TCPSite | None = None
+        self._worker_task: asyncio.Task[None] | None = None
+        self.port: int | None = None
+
+    async def start(self) -> None:
+        await self.store.open()
+        if self.workers:
+            for channel in self.channels.values():
+                await channel.start()
+            self._worker_task = asyncio.create_task(self.dispatcher.run())
+        if self.api:
+            self._runner = web.AppRunner(
+                create_app(self.ctx),
+                access_log=None,
+                shutdown_timeout=self.settings.dispatch.shutdown_timeout,
+            )
+            await self._runner.setup()
+            self._site = web.TCPSite(self._runner, self.settings.host, self.settings.port)
+            await self._site.start()
+            server = self._site._server
+            sockets = getattr(server, "sockets", None) or []
+            self.port = sockets[0].getsockname()[1] if sockets else self.settings.port
+            log.info("listening", extra={"host": self.settings.host, "port": self.port})
+
+    async def stop(self) -> None:
+        """Stop intake first, then let in-flight sends finish within the timeout."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        if self._worker_task is not None:
+            self.dispatcher.stop()
+            await self._worker_task
+            self._worker_task = None
+            for channel in self.channels.values():
+                with contextlib.suppress(Exception):
+                    await channel.aclose()
+        await self.store.close()
+
+
+async def run_until_signalled(service: Service) -> None:
+    """Run until SIGTERM or SIGINT, then stop gracefully."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await service.start()
+    try:
+        await stop.wait()
+        log.info("stopping")
+    finally:
+        await service.stop()
