@@ -21,7 +21,7 @@ import logging
 import random
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import timedelta
 from zoneinfo import ZoneInfo
 
@@ -50,6 +50,8 @@ from gateway.settings import DispatchSettings
 from gateway.store import Store
 
 log = logging.getLogger(__name__)
+
+JobHandler = Callable[[Job], Awaitable[None]]
 
 PLAN_BATCH = 1000
 UNAVAILABLE_RECHECK = 60.0  # seconds before a stopped channel is tried again
@@ -85,6 +87,13 @@ class Dispatcher:
         self._tasks: set[asyncio.Task[None]] = set()
         self._messages: OrderedDict[str, Message] = OrderedDict()
         self._stopping = asyncio.Event()
+        # Job kind -> handler. Features (webhooks, escalation, ...) add theirs with register().
+        self._handlers: dict[str, JobHandler] = {JOB_PLAN: self.plan, JOB_SEND: self.send}
+
+    def register(self, kind: str, handler: JobHandler) -> None:
+        """Do jobs of ``kind`` with ``handler``. A handler finishes or retries its job itself;
+        an exception it raises is logged and the job retried with backoff."""
+        self._handlers[kind] = handler
 
     # ------------------------------------------------------------------ loop
 
@@ -114,7 +123,7 @@ class Dispatcher:
             await asyncio.sleep(0.005)
             return -1  # busy, not idle
         jobs = await self.store.claim_jobs(
-            (JOB_PLAN, JOB_SEND),
+            tuple(self._handlers),
             min(free, self.settings.batch),
             self.clock.now(),
             self.settings.lease_seconds,
@@ -152,14 +161,13 @@ class Dispatcher:
             await asyncio.gather(*pending, return_exceptions=True)
 
     async def _do(self, job: Job) -> None:
+        handler = self._handlers.get(job.kind)
         try:
-            if job.kind == JOB_PLAN:
-                await self.plan(job)
-            elif job.kind == JOB_SEND:
-                await self.send(job)
-            else:
+            if handler is None:
                 log.error("unknown job kind", extra={"kind": job.kind})
                 await self.store.finish_job(job.id)
+            else:
+                await handler(job)
         except asyncio.CancelledError:
             raise
         except Exception as exc:

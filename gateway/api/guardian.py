@@ -22,6 +22,7 @@ from gateway.constants import MANDATORY_CATEGORIES
 from gateway.errors import NotFound, Unauthorized, ValidationFailed
 from gateway.models import Category, Device, InboxItem, Preferences
 from gateway.tokens import verify_guardian_token
+from gateway.tracker import record_read
 
 MAX_INBOX_LIMIT = 200
 DEFAULT_INBOX_LIMIT = 50
@@ -134,8 +135,8 @@ async def post_inbox_read(request: web.Request) -> web.Response:
     # Only what the inbox shows can be marked from the app.
     if await ctx.store.inbox_item(tenant_id, guardian_id, message_id) is None:
         raise NotFound("message not found")
-    if not await ctx.store.mark_read(
-        tenant_id, guardian_id, message_id, ctx.clock.now(), via="inapp"
+    if not await record_read(
+        ctx.store, tenant_id, guardian_id, message_id, ctx.clock.now(), via="inapp"
     ):
         raise NotFound("message not found")
     return web.json_response({"read": True})

@@ -15,7 +15,7 @@ import contextlib
 import json
 import sqlite3
 from collections import defaultdict
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -54,12 +54,11 @@ from gateway.models import (
     can_transition,
 )
 from gateway.store import FlagHistoryEntry, SendOutcome
+from gateway.store.sqlite_base import SqliteParts, dt, dt_opt, id_list, to_json, ts, ts_opt
 
 SCHEMA_VERSION = 1
 MAX_REPORTED_ERRORS = 100
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_US = timedelta(microseconds=1)
 _CHILD_ROLES = (Role.child.value, Role.learner.value)
 _FLAG_COLUMNS = {
     "information_granted": "information_reason",
@@ -244,31 +243,12 @@ WHERE d.tenant_id = ? AND d.recipient_id = ? AND d.channel = 'inapp'
 # --------------------------------------------------------------------------- conversions
 
 
-def _ts(value: datetime) -> int:
-    """Microseconds since the epoch; a naive datetime is taken as UTC."""
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return (value - _EPOCH) // _US
-
-
-def _ts_opt(value: datetime | None) -> int | None:
-    return None if value is None else _ts(value)
-
-
-def _dt(value: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=value)
-
-
-def _dt_opt(value: int | None) -> datetime | None:
-    return None if value is None else _dt(value)
-
-
-def _json(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-
-
-def _id_list(ids: Iterable[str]) -> str:
-    return json.dumps(list(ids))
+_ts = ts
+_ts_opt = ts_opt
+_dt = dt
+_dt_opt = dt_opt
+_json = to_json
+_id_list = id_list
 
 
 def _tenant(row: Any) -> Tenant:
@@ -443,7 +423,7 @@ class _Known(NamedTuple):
 # --------------------------------------------------------------------------- the store
 
 
-class SqliteStore:
+class SqliteStore(SqliteParts):
     """The :class:`gateway.store.Store` on one SQLite file (WAL, one writer connection)."""
 
     def __init__(self, path: str | Path, *, busy_timeout_ms: int = 5000) -> None:
@@ -498,9 +478,10 @@ class SqliteStore:
     async def _create_schema(self, db: aiosqlite.Connection) -> None:
         await db.execute("BEGIN IMMEDIATE")
         try:
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    await db.execute(statement)
+            for schema in (_SCHEMA, *self.feature_schemas()):
+                for statement in schema.split(";"):
+                    if statement.strip():
+                        await db.execute(statement)
             rows = list(await db.execute_fetchall("SELECT version FROM schema_version"))
             if not rows:
                 await db.execute(
