@@ -1,33 +1,71 @@
-"""``GET /v1/messages/{id}``: a message, its deliveries with their history, and replies.
+"""``GET /v1/messages/{id}``: a message, who it reached, its deliveries and replies.
 
 Addresses are never shown, nor the render context (it carries children's names):
-a delivery is identified by its recipient id only. That is also all a recipient
-with a protected address (fortrolig / strengt fortrolig) may be shown as.
+persons appear by id only. Besides the deliveries with their history the answer
+says, per child the message concerns, whether it was reached and by whom
+(``children``); per recipient, the best status across channels and the read
+(``guardians``); and the counts (``summary``). See :mod:`gateway.tracker` for what
+"reached" means per category.
+
+Persons with a protected address (fortrolig / strengt fortrolig), recipients or
+children, appear only by a stable opaque pseudonym (``protected-`` + 16 hex
+digits of an HMAC under the gateway secret) unless the caller's key has the
+``protected`` scope. The pseudonym is the same in every field and every call, so
+the status still adds up, but it cannot be turned back into the id.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+from collections.abc import Collection
+from operator import itemgetter
 from typing import Any
 
 from aiohttp import web
 
 from gateway.api.context import CTX
 from gateway.auth import authenticate_bearer
+from gateway.constants import SCOPE_PROTECTED, SUPPRESSED_CHANNEL
 from gateway.errors import NotFound
 from gateway.models import Delivery, Reply, StatusChange
+from gateway.tracker import ChildReach, Reach, RecipientReach, reach
+
+PSEUDONYM_PREFIX = "protected-"
+_PSEUDONYM_LABEL = b"budbringer/status-pseudonym/v1"
 
 
-def _delivery(delivery: Delivery, history: list[StatusChange]) -> dict[str, Any]:
+class Names:
+    """How a caller sees person ids: as they are, or protected ones as pseudonyms."""
+
+    def __init__(self, secret: bytes, tenant_id: str, protected: Collection[str]) -> None:
+        self._key = hmac.new(secret, _PSEUDONYM_LABEL, hashlib.sha256).digest()
+        self._tenant_id = tenant_id
+        self._protected = protected
+
+    def __call__(self, person_id: str) -> str:
+        if person_id not in self._protected:
+            return person_id
+        data = f"{self._tenant_id}\x1f{person_id}".encode()
+        return PSEUDONYM_PREFIX + hmac.new(self._key, data, hashlib.sha256).hexdigest()[:16]
+
+    def all(self, person_ids: list[str]) -> list[str]:
+        return [self(p) for p in person_ids]
+
+
+def _delivery(delivery: Delivery, history: list[StatusChange], name: Names) -> dict[str, Any]:
+    # A suppression record's target is the child it was about.
+    suppressed = delivery.channel == SUPPRESSED_CHANNEL
     return {
         "id": delivery.id,
-        "recipient_id": delivery.recipient_id,
+        "recipient_id": name(delivery.recipient_id),
         "recipient_role": delivery.recipient_role.value,
         "channel": delivery.channel,
-        "target": delivery.target,
+        "target": name(delivery.target) if suppressed else delivery.target,
         "status": delivery.status.value,
         "reason": delivery.reason,
         "segments": delivery.segments,
-        "child_ids": delivery.child_ids,
+        "child_ids": name.all(delivery.child_ids),
         "history": [
             {"status": change.status.value, "at": change.at.isoformat(), "detail": change.detail}
             for change in history
@@ -35,14 +73,45 @@ def _delivery(delivery: Delivery, history: list[StatusChange]) -> dict[str, Any]
     }
 
 
-def _reply(reply: Reply) -> dict[str, Any]:
+def _reply(reply: Reply, name: Names) -> dict[str, Any]:
     # Staff may read replies to their own message; the sender's address is left out.
     return {
         "id": reply.id,
         "channel": reply.channel,
-        "person_id": reply.person_id,
+        "person_id": name(reply.person_id) if reply.person_id else None,
         "body": reply.body,
         "received_at": reply.received_at.isoformat(),
+    }
+
+
+def _child(child: ChildReach, name: Names) -> dict[str, Any]:
+    return {
+        "child_id": name(child.child_id),
+        "reached": child.reached,
+        "reached_by": name.all(child.reached_by),
+        "reached_at": child.reached_at.isoformat() if child.reached_at else None,
+    }
+
+
+def _guardian(recipient: RecipientReach, name: Names) -> dict[str, Any]:
+    return {
+        "recipient_id": name(recipient.recipient_id),
+        "role": recipient.role.value,
+        "best_status": recipient.best_status.value,
+        "channels": {channel: status.value for channel, status in recipient.channels.items()},
+        "read_at": recipient.read_at.isoformat() if recipient.read_at else None,
+        "via": recipient.via,
+    }
+
+
+def _summary(view: Reach, name: Names) -> dict[str, Any]:
+    children = view.children.values()
+    return {
+        "guardians_total": len(view.recipients),
+        "guardians_read": sum(1 for r in view.recipients.values() if r.read_at is not None),
+        "children_total": len(view.children),
+        "children_reached": sum(1 for c in children if c.reached),
+        "children_not_reached": sorted(name(c.child_id) for c in children if not c.reached),
     }
 
 
@@ -57,17 +126,32 @@ async def get_message(request: web.Request) -> web.Response:
     history = await ctx.store.history([d.id for d in deliveries])
     counts = await ctx.store.count_by_status(tenant.id, message.id)
     replies = await ctx.store.list_replies(tenant.id, message.id)
+    view = reach(message, deliveries, await ctx.store.list_reads(tenant.id, message.id))
+    protected: set[str] = set()
+    if SCOPE_PROTECTED not in await ctx.store.get_tenant_scopes(tenant.id):
+        persons = {d.recipient_id for d in deliveries} | set(view.children)
+        persons.update(r.person_id for r in replies if r.person_id)
+        protected = await ctx.store.protected_persons(tenant.id, sorted(persons))
+    name = Names(ctx.secret, tenant.id, protected)
+    children = sorted((_child(c, name) for c in view.children.values()), key=itemgetter("child_id"))
+    guardians = sorted(
+        (_guardian(r, name) for r in view.recipients.values()), key=itemgetter("recipient_id")
+    )
     return web.json_response(
         {
             "id": message.id,
             "event_id": message.event_id,
             "category": message.category.value,
             "subject": message.subject,
+            "read_receipt": message.read_receipt,
             "created_at": message.created_at.isoformat(),
             "planned_at": message.planned_at.isoformat() if message.planned_at else None,
             "counts": counts,
-            "deliveries": [_delivery(d, history.get(d.id, [])) for d in deliveries],
-            "replies": [_reply(r) for r in replies],
+            "summary": _summary(view, name),
+            "children": children,
+            "guardians": guardians,
+            "deliveries": [_delivery(d, history.get(d.id, []), name) for d in deliveries],
+            "replies": [_reply(r, name) for r in replies],
         }
     )
 
