@@ -1,0 +1,303 @@
+"""Issue 7: one API process and three worker processes on one Redis; an emergency
+broadcast; one worker is killed with SIGKILL mid-way. Afterwards every planned delivery
+reached its sink, none was lost, and whatever was sent twice was in flight in the
+killed worker (claimed by it and not finished at the moment of the kill).
+
+The processes are real ``budbringer serve --no-workers`` and ``budbringer worker``
+subprocesses on their own key prefix. The sinks run in the test's own loop: an aiosmtpd
+server (the delivery id is in the Message-ID) and a Twilio-like server (one phone
+number per guardian). The in-flight jobs of the killed worker are read from its
+consumer's pending entries (XPENDING) right after the kill.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import secrets
+import signal
+import sys
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from redis.asyncio import Redis
+
+from gateway.auth import create_tenant
+from gateway.clock import SystemClock
+from gateway.models import FINAL, Delivery, DirectoryBatch, derive_id
+from gateway.store.redis import RedisStore
+from tests.conftest import SECRET_KEY
+from tests.contract.conftest import REDIS_URL, require_redis
+from tests.peers.smtp import SmtpPeer
+from tests.peers.twilio import TwilioPeer
+from tests.test_crash_restart import free_port
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
+
+ROOT = Path(__file__).resolve().parents[1]
+GUARDIANS = 2_500  # each: in-app, SMS and email = 7,500 deliveries, 5,000 of them to sinks
+WORKERS = 3
+CONCURRENCY = 16  # per worker: the most that can be in flight in the killed one
+ACCOUNT_SID = "AC" + "7" * 32
+AUTH_TOKEN = "multiprocess-test-token"
+EVENT_ID = "evt-emergency"
+
+
+def directory() -> DirectoryBatch:
+    persons: list[dict[str, Any]] = []
+    relations: list[dict[str, Any]] = []
+    for i in range(GUARDIANS):
+        persons.append(
+            {
+                "id": f"c{i}",
+                "role": "child",
+                "given_name": f"Barn{i}",
+                "birth_date": "2015-06-01",
+                "unit_ids": ["u1"],
+                "group_ids": [f"g{i % 20}"],
+            }
+        )
+        persons.append(
+            {
+                "id": f"p{i}",
+                "role": "guardian",
+                "given_name": "F",
+                "email": f"p{i}@familie.no",
+                "phone": phone(i),
+            }
+        )
+        relations.append(
+            {"child_id": f"c{i}", "guardian_id": f"p{i}", "parental_responsibility": True}
+        )
+    return DirectoryBatch.model_validate(
+        {
+            "units": [{"id": "u1", "kind": "school", "name": "Solvang skole"}],
+            "groups": [
+                {"id": f"g{n}", "unit_id": "u1", "kind": "class", "name": f"{n}A"}
+                for n in range(20)
+            ],
+            "persons": persons,
+            "relations": relations,
+        }
+    )
+
+
+def phone(i: int) -> str:
+    return f"+479{i:07d}"
+
+
+def env_for(prefix: str, smtp: SmtpPeer, twilio: TwilioPeer, port: int) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BUDBRINGER_", "TWILIO_"))}
+    env.update(
+        PYTHONPATH=str(ROOT),
+        BUDBRINGER_STORE_URL=f"{REDIS_URL}?prefix={prefix}",
+        BUDBRINGER_SECRET_KEY=SECRET_KEY,
+        BUDBRINGER_PORT=str(port),
+        BUDBRINGER_PUBLIC_URL=f"http://127.0.0.1:{port}",
+        BUDBRINGER_LOG_LEVEL="WARNING",
+        BUDBRINGER_DISPATCH__POLL_INTERVAL="0.05",
+        BUDBRINGER_DISPATCH__CONCURRENCY=str(CONCURRENCY),
+        # The lease is twice the provider timeouts: a slow send is never taken over.
+        BUDBRINGER_DISPATCH__LEASE_SECONDS="4",
+        BUDBRINGER_DISPATCH__SHUTDOWN_TIMEOUT="2",
+        BUDBRINGER_SMTP__HOST=smtp.host,
+        BUDBRINGER_SMTP__PORT=str(smtp.port),
+        BUDBRINGER_SMTP__TLS="none",
+        BUDBRINGER_SMTP__SENDER="Solvang skole <varsel@asker.kommune.no>",
+        BUDBRINGER_SMTP__TIMEOUT="2",
+        BUDBRINGER_TWILIO__ACCOUNT_SID=ACCOUNT_SID,
+        BUDBRINGER_TWILIO__AUTH_TOKEN=AUTH_TOKEN,
+        BUDBRINGER_TWILIO__BASE_URL=twilio.base_url,
+        BUDBRINGER_TWILIO__DEFAULT_SENDER="Solvang",
+        BUDBRINGER_TWILIO__TIMEOUT="2",
+    )
+    return env
+
+
+async def spawn(env: dict[str, str], tmp: Path, *args: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "gateway.cli",
+        *args,
+        env=env,
+        cwd=tmp,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+
+@asynccontextmanager
+async def processes(
+    env: dict[str, str], tmp: Path, port: int
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, list[asyncio.subprocess.Process]]]:
+    """The API process (up when /healthz answers) and the worker processes."""
+    procs: list[asyncio.subprocess.Process] = []
+    try:
+        api = await spawn(env, tmp, "serve", "--no-workers")
+        procs.append(api)
+        workers = [await spawn(env, tmp, "worker") for _ in range(WORKERS)]
+        procs.extend(workers)
+        deadline = time.monotonic() + 20
+        async with aiohttp.ClientSession() as http:
+            while True:
+                if api.returncode is not None:
+                    raise AssertionError("the API process exited")
+                try:
+                    async with http.get(f"http://127.0.0.1:{port}/healthz") as resp:
+                        if resp.status == 200:
+                            break
+                except aiohttp.ClientConnectionError:
+                    pass
+                assert time.monotonic() < deadline, "the API did not come up"
+                await asyncio.sleep(0.05)
+        yield api, workers
+    finally:
+        for proc in procs:
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                await asyncio.wait_for(proc.communicate(), timeout=10)
+            except TimeoutError:
+                proc.kill()
+                await proc.communicate()
+
+
+async def consumer_of(redis: Redis, prefix: str, pid: int) -> str:
+    """The consumer name of the worker process ``pid`` (host:pid:tag) in the send stream."""
+    for info in await redis.xinfo_consumers(f"{prefix}:{{q}}:s:send", "workers"):
+        name = info["name"].decode() if isinstance(info["name"], bytes) else info["name"]
+        if f":{pid}:" in name:
+            return str(name)
+    raise AssertionError("the killed worker never claimed a send job")
+
+
+async def pending_jobs(redis: Redis, prefix: str, consumer: str) -> set[str]:
+    """Job ids of the stream entries ``consumer`` held (claimed, not finished)."""
+    jobs: set[str] = set()
+    for kind in ("send", "plan"):
+        stream = f"{prefix}:{{q}}:s:{kind}"
+        if not await redis.exists(stream):
+            continue
+        pending = await redis.xpending_range(stream, "workers", "-", "+", 10_000, consumer)
+        for entry in pending:
+            found = await redis.xrange(stream, entry["message_id"], entry["message_id"])
+            if found:
+                jobs.add(found[0][1][b"j"].decode())
+    return jobs
+
+
+async def wait_final(store: RedisStore, tenant_id: str, message_id: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        message = await store.get_message(tenant_id, message_id)
+        counts = await store.count_by_status(tenant_id, message_id)
+        done = sum(n for status, n in counts.items() if status in FINAL)
+        if message is not None and message.planned_at is not None and done == 3 * GUARDIANS:
+            return
+        assert time.monotonic() < deadline, counts
+        await asyncio.sleep(0.1)
+
+
+async def test_workers_share_one_redis_and_a_killed_one_loses_nothing(tmp_path: Path) -> None:
+    require_redis()
+    prefix = f"bbmp-{secrets.token_hex(4)}"
+    port = free_port()
+    store = RedisStore(REDIS_URL, prefix=prefix)
+    redis = Redis.from_url(REDIS_URL)
+    async with AsyncExitStack() as stack:
+        smtp = await stack.enter_async_context(SmtpPeer())
+        twilio = await stack.enter_async_context(TwilioPeer(ACCOUNT_SID, AUTH_TOKEN))
+        await store.open()
+        stack.push_async_callback(store.close)
+        stack.push_async_callback(redis.aclose)
+        stack.push_async_callback(_forget, redis, prefix)
+        tenant, api_key, _ = await create_tenant(store, "Asker kommune", SystemClock().now())
+        await store.apply_directory(tenant.id, directory())
+        env = env_for(prefix, smtp, twilio, port)
+
+        started = time.monotonic()
+        async with processes(env, tmp_path, port) as (_, workers):
+            async with aiohttp.ClientSession() as http:
+                body = {
+                    "id": EVENT_ID,
+                    "type": "message.created",
+                    "data": {
+                        "audience": {"units": ["u1"]},
+                        "category": "emergency",
+                        "subject": "Skolen er stengt",
+                        "body": "Skolen er stengt i dag på grunn av uvær. Hold barna hjemme.",
+                    },
+                }
+                async with http.post(
+                    f"http://127.0.0.1:{port}/v1/events",
+                    json=body,
+                    headers={"Authorization": f"Bearer {api_key}"},
+                ) as resp:
+                    assert resp.status == 202, await resp.text()
+            victim = workers[1]
+            while len(smtp.received) + len(twilio.requests) < 2 * GUARDIANS * 2 // 5:
+                assert time.monotonic() - started < 60, "the broadcast did not get going"
+                assert victim.returncode is None
+                await asyncio.sleep(0.005)
+            victim.send_signal(signal.SIGKILL)
+            await victim.wait()
+            sent_at_kill = len(smtp.received) + len(twilio.requests)
+            consumer = await consumer_of(redis, prefix, victim.pid)
+            in_flight = await pending_jobs(redis, prefix, consumer)
+            message_id = derive_id(tenant.id, EVENT_ID)
+            await wait_final(store, tenant.id, message_id, timeout=60)
+            elapsed = time.monotonic() - started
+            for worker in workers:
+                assert worker is victim or worker.returncode is None  # the others live on
+
+        deliveries = await store.list_deliveries(tenant.id, message_id)
+        assert len(deliveries) == 3 * GUARDIANS  # planned once, though a planner may have died
+        by_channel = Counter(d.channel for d in deliveries)
+        assert by_channel == {"inapp": GUARDIANS, "sms": GUARDIANS, "email": GUARDIANS}
+        emails = Counter(_message_id(r.message["Message-ID"]) for r in smtp.received)
+        sms = Counter(r.field("To") for r in twilio.requests)
+        sms_ids = {
+            Delivery.make_id(tenant.id, EVENT_ID, f"p{i}", "sms"): phone(i)
+            for i in range(GUARDIANS)
+        }
+        # Every planned delivery reached its sink: none lost.
+        assert set(emails) == {d.id for d in deliveries if d.channel == "email"}
+        assert set(sms) == set(sms_ids.values())
+        history = await store.history([d.id for d in deliveries])
+        for d in deliveries:
+            assert d.status in FINAL and d.status.value in ("sent", "delivered"), d.status
+            statuses = [h.status for h in history[d.id]]
+            assert statuses.count(d.status) == 1  # recorded as done exactly once
+        # Sent twice: only jobs the killed worker held in flight, at most its concurrency.
+        twice = {i for i, n in emails.items() if n > 1}
+        twice |= {i for i, number in sms_ids.items() if sms[number] > 1}
+        in_flight_sends = {j.removeprefix("send:") for j in in_flight if j.startswith("send:")}
+        assert all(n <= 2 for n in [*emails.values(), *sms.values()])
+        assert twice <= in_flight_sends, (twice, in_flight_sends)
+        assert len(in_flight_sends) <= CONCURRENCY
+        print(
+            f"\n{3 * GUARDIANS} deliveries ({2 * GUARDIANS} to sinks) by {WORKERS} workers in "
+            f"{elapsed:.1f}s; killed one after {sent_at_kill} hand-overs holding "
+            f"{len(in_flight)} jobs ({len(in_flight_sends)} sends); sent twice: {len(twice)}"
+        )
+
+
+def _message_id(header: object) -> str:
+    match = re.fullmatch(r"<([0-9a-f]{32})@[^>]+>", str(header))
+    assert match is not None
+    return match.group(1)
+
+
+async def _forget(redis: Redis, prefix: str) -> None:
+    keys = [key async for key in redis.scan_iter(match=f"{prefix}:*", count=1000)]
+    for i in range(0, len(keys), 1000):
+        await redis.unlink(*keys[i : i + 1000])

@@ -1,0 +1,145 @@
+"""What the Redis backend adds beyond the contract suite: real consumer groups and
+XAUTOCLAIM under a real clock, retention by EXPIRE, limits shared by processes, and
+the store URL."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from redis.asyncio import Redis
+
+from gateway.models import Audience, Category, Delivery, Job, Message, Role, derive_id
+from gateway.store import open_store
+from gateway.store.redis import RedisStore
+from tests.contract.conftest import REDIS_URL, forget_keys, require_redis
+
+A = "tenant-a"
+
+
+@pytest.fixture
+def prefix() -> AsyncIterator[str]:
+    require_redis()
+    name = f"bbtest-{secrets.token_hex(6)}"
+    yield name  # type: ignore[misc]
+    forget_keys(name)
+
+
+@pytest.fixture
+async def redis() -> AsyncIterator[Redis]:
+    client = Redis.from_url(REDIS_URL, decode_responses=True)
+    yield client
+    await client.aclose()
+
+
+async def opened(prefix: str, **kwargs: object) -> RedisStore:
+    store = RedisStore(REDIS_URL, prefix=prefix, **kwargs)  # type: ignore[arg-type]
+    await store.open()
+    return store
+
+
+def job(jid: str, due: datetime) -> Job:
+    return Job(id=jid, tenant_id=A, kind="send", ref=jid, due_at=due)
+
+
+async def test_the_url_names_the_keyspace(prefix: str, redis: Redis) -> None:
+    store = open_store(f"{REDIS_URL}?prefix={prefix}&socket_timeout=5", retention_days=2)
+    assert isinstance(store, RedisStore)
+    await store.open()
+    try:
+        assert await store.ping()
+        await store.add_deliveries([], [job("send:1", datetime.now(UTC))])
+    finally:
+        await store.close()
+    assert await redis.exists(f"{prefix}:{{q}}:j:send:1")
+
+
+async def test_a_crashed_consumer_is_taken_over_after_the_lease(prefix: str, redis: Redis) -> None:
+    one, two = await opened(prefix), await opened(prefix)
+    try:
+        now = datetime.now(UTC)  # a real clock: the leases line up with Redis's own idle time
+        await one.add_deliveries([], [job("send:1", now)])
+        await one.claim_jobs(["send"], 10, now, lease_seconds=30)
+        stream = f"{prefix}:{{q}}:s:send"
+        [entry] = await redis.xpending_range(stream, "workers", "-", "+", 10)
+        assert entry["consumer"] == one.consumer
+        assert entry["time_since_delivered"] < 5_000  # no offset for a real clock
+        assert await redis.get(f"{prefix}:{{q}}:clock") == "0"
+        # "one" dies holding the job; "two" gets it only when the lease has run out
+        assert await two.claim_jobs(["send"], 10, now + timedelta(seconds=29), 30) == []
+        (again,) = await two.claim_jobs(["send"], 10, now + timedelta(seconds=31), 30)
+        assert (again.id, again.attempts) == ("send:1", 2)
+        [entry] = await redis.xpending_range(stream, "workers", "-", "+", 10)
+        assert entry["consumer"] == two.consumer
+        assert entry["times_delivered"] == 2
+        await two.finish_job("send:1")
+        assert await redis.xlen(stream) == 0
+        assert await redis.xpending(stream, "workers") == {
+            "pending": 0,
+            "min": None,
+            "max": None,
+            "consumers": [],
+        }
+    finally:
+        await one.close()
+        await two.close()
+    # A consumer that holds nothing leaves the group when its process stops.
+    assert await redis.xinfo_consumers(stream, "workers") == []
+
+
+async def test_per_message_keys_expire_after_the_retention(prefix: str, redis: Redis) -> None:
+    store = await opened(prefix, retention_days=2)
+    try:
+        now = datetime.now(UTC)
+        msg = Message(
+            id=derive_id(A, "ev1"),
+            tenant_id=A,
+            event_id="ev1",
+            event_type="message.created",
+            body_hash="h",
+            category=Category.general,
+            subject="S",
+            body="B",
+            audience=Audience(groups=["g1"]),
+            created_at=now,
+        )
+        await store.accept_message(msg, job(f"plan:{msg.id}", now))
+        d = Delivery(
+            id=Delivery.make_id(A, "ev1", "p1", "sms"),
+            tenant_id=A,
+            message_id=msg.id,
+            recipient_id="p1",
+            recipient_role=Role.guardian,
+            channel="sms",
+            address="+4791234567",
+            language="nb",
+            created_at=now,
+            updated_at=now,
+        )
+        await store.add_deliveries([d], [])
+    finally:
+        await store.close()
+    three_days = 3 * 86_400  # two days of retention and the day the purge job has first
+    for key in (
+        f"{prefix}:{{{A}}}:m:{msg.id}",
+        f"{prefix}:{{{A}}}:d:{d.id}",
+        f"{prefix}:{{{A}}}:h:{d.id}",
+        f"{prefix}:{{{A}}}:mr:{msg.id}",
+        f"{prefix}:did:{d.id}",
+    ):
+        assert three_days - 60 < await redis.ttl(key) <= three_days, key
+    # no address or phone number in any key name
+    assert not [k async for k in redis.scan_iter(match=f"{prefix}:*4791234567*")]
+
+
+async def test_a_rate_limit_is_shared_by_every_process(prefix: str) -> None:
+    one, two = await opened(prefix), await opened(prefix)
+    try:
+        now = datetime.now(UTC)
+        waits = [await s.acquire_rate("sms", 5.0, 1, now) for s in (one, two, one, two)]
+        assert waits == pytest.approx([0.0, 0.2, 0.4, 0.6])
+    finally:
+        await one.close()
+        await two.close()
