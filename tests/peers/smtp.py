@@ -10,7 +10,8 @@ It listens on 127.0.0.1, port 0 (or a given port, to come back after ``stop()``)
 counts connections, keeps every accepted message parsed, speaks STARTTLS or
 implicit TLS with a self-signed certificate made at test time, optionally
 checks AUTH credentials, and can answer chosen recipients (or DATA) with any
-reply such as "550 5.1.1 No such user" or "451 4.3.0 Try later".
+reply such as "550 5.1.1 No such user" or "451 4.3.0 Try later", and can answer
+slowly (``answer_slowly``).
 """
 
 from __future__ import annotations
@@ -93,6 +94,7 @@ class _State:
     received: list[Received] = field(default_factory=list)
     rcpt_replies: dict[str, str] = field(default_factory=dict)
     data_reply: str | None = None
+    data_delay: float = 0.0  # seconds DATA waits before the message is taken and answered
     quits: int = 0
 
 
@@ -121,6 +123,8 @@ class _Handler:
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         if self._state.data_reply is not None:
             return self._state.data_reply
+        if self._state.data_delay:
+            await asyncio.sleep(self._state.data_delay)
         raw = envelope.original_content or b""
         # parsed with plain line ends, so part contents compare with the text sent
         parsed = email.message_from_bytes(raw.replace(b"\r\n", b"\n"), policy=email.policy.default)
@@ -183,6 +187,11 @@ class SmtpPeer:
     def reply_to_data(self, reply: str | None) -> None:
         """Answer every DATA with ``reply`` (None: accept again)."""
         self._state.data_reply = reply
+
+    def answer_slowly(self, seconds: float) -> None:
+        """Wait ``seconds`` in every DATA before taking the message (a slow relay). The
+        message counts as received even if the client is gone by then, as with a real MTA."""
+        self._state.data_delay = seconds
 
     def _server_context(self) -> ssl.SSLContext:
         assert self._tls_files is not None

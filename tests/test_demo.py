@@ -1,0 +1,62 @@
+"""``budbringer demo``: the demo municipality end to end through the development outbox."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from gateway.demo import demo_directory, run_demo
+
+
+async def test_quiet_demo_fills_the_outbox(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    directory = tmp_path / "demo"
+    assert await run_demo(directory, quiet=True) == 0
+    assert capsys.readouterr().out == ""
+
+    outbox = directory / "outbox"
+    emails = sorted((outbox / "email").glob("*.eml"))
+    assert len(emails) > 30
+    for line_file in ("sms.jsonl", "push.jsonl"):
+        lines = [json.loads(x) for x in (outbox / line_file).read_text().splitlines()]
+        assert lines, line_file
+        assert {x["channel"] for x in lines} == {line_file.split(".")[0]}
+        assert len({x["delivery_id"] for x in lines}) == len(lines)  # each sent once
+    first = emails[0].read_text(encoding="utf-8")
+    assert "Message-ID: <" in first and "List-Unsubscribe:" in first
+
+
+async def test_demo_table_shows_channels_and_suppressions_with_reasons(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert await run_demo(tmp_path / "demo") == 0
+    out = capsys.readouterr().out
+    rows = [line.split() for line in out.splitlines() if line[:1] in ("c", "l", "p")]
+    channels = {row[row.index("guardian") + 1] for row in rows if "guardian" in row}
+    assert {"inapp", "email", "sms", "push", "none"} <= channels
+
+    def suppressed(recipient: str) -> str:
+        [line] = [x for x in out.splitlines() if x.startswith(recipient) and "suppressed" in x]
+        return line
+
+    assert "blocked" in suppressed("p26b")
+    assert "no_parental_responsibility" in suppressed("p25b")
+    assert "adult_no_consent" in suppressed("p29a")
+    assert not any(x.startswith("p25c") and "suppressed" in x for x in out.splitlines())  # granted
+
+    # The protected guardian (strictly confidential address): no name, no id, a pseudonym.
+    persons = {p["id"]: p for p in demo_directory(date.today())["persons"]}
+    protected = persons["p27a"]
+    assert protected["protection"] == "strictly_confidential"
+    name = f"{protected['given_name']} {protected['family_name']}"
+    assert name not in out
+    assert not any(x.startswith("p27a") for x in out.splitlines())  # not even the id
+    pseudonymous = [x for x in out.splitlines() if x.startswith("protected-")]
+    assert {x.split()[3] for x in pseudonymous} == {"inapp", "push", "email"}  # still told
+    ordinary = persons["p27b"]
+    assert f"{ordinary['given_name']} {ordinary['family_name']}" in out
+    assert "deliveries:" in out.splitlines()[-1]

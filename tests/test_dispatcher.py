@@ -1,0 +1,619 @@
+"""The dispatcher end to end: a real SQLite store, real channels against real peers
+(aiosmtpd, the Twilio-like and FCM-like servers) and a ManualClock. Time moves only
+when a test moves it; ``run_until_idle`` does everything that is due now."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from channels.base import Channel
+from channels.email import EmailChannel
+from channels.inapp import InAppChannel
+from channels.push import PushChannel
+from channels.sms import SmsChannel
+from gateway.api.app import create_app
+from gateway.api.context import AppContext
+from gateway.clock import ManualClock
+from gateway.constants import JOB_PLAN, JOB_SEND
+from gateway.dispatcher import UNAVAILABLE_RECHECK, Dispatcher
+from gateway.models import (
+    Audience,
+    Category,
+    Delivery,
+    DeliveryStatus,
+    Device,
+    DirectoryBatch,
+    Job,
+    Message,
+    derive_id,
+)
+from gateway.render import Renderer
+from gateway.service import TEMPLATES_DIR
+from gateway.settings import DispatchSettings, FcmSettings, Settings, SmtpSettings, TwilioSettings
+from gateway.store import Store
+from tests.conftest import SECRET_KEY, TenantCreds
+from tests.peers.fcm import FcmServer, write_service_account
+from tests.peers.smtp import SmtpPeer
+from tests.peers.twilio import TwilioPeer
+
+ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
+AUTH_TOKEN = "test-auth-token-" + "x" * 16
+PUBLIC_URL = "https://budbringer.test"
+PROJECT = "budbringer-test"
+
+
+# --------------------------------------------------------------------------- the rig
+
+
+@pytest.fixture
+async def smtp() -> AsyncIterator[SmtpPeer]:
+    async with SmtpPeer() as peer:
+        yield peer
+
+
+@pytest.fixture
+async def twilio() -> AsyncIterator[TwilioPeer]:
+    async with TwilioPeer(ACCOUNT_SID, AUTH_TOKEN) as peer:
+        yield peer
+
+
+@pytest.fixture
+async def fcm(tmp_path: Path) -> AsyncIterator[FcmServer]:
+    async with FcmServer(project_id=PROJECT) as server:
+        yield server
+
+
+@dataclass
+class Rig:
+    store: Store
+    clock: ManualClock
+    tenant_id: str
+    dispatcher: Dispatcher
+    db_path: Path
+    smtp: SmtpPeer
+    twilio: TwilioPeer
+    fcm: FcmServer
+
+    async def load(self, batch: dict[str, Any]) -> None:
+        await self.store.apply_directory(self.tenant_id, DirectoryBatch.model_validate(batch))
+
+    async def post(
+        self,
+        event_id: str,
+        audience: dict[str, list[str]],
+        category: Category = Category.general,
+    ) -> Message:
+        """Accept a message the way POST /v1/events does: the message and its plan job."""
+        now = self.clock.now()
+        message = Message(
+            id=derive_id(self.tenant_id, event_id),
+            tenant_id=self.tenant_id,
+            event_id=event_id,
+            event_type="message.created",
+            body_hash="h-" + event_id,
+            category=category,
+            subject="Foreldremøte",
+            body="Velkommen til foreldremøte torsdag.",
+            audience=Audience.model_validate(audience),
+            created_at=now,
+        )
+        job = Job(
+            id=f"{JOB_PLAN}:{message.id}",
+            tenant_id=self.tenant_id,
+            kind=JOB_PLAN,
+            ref=message.id,
+            due_at=now,
+        )
+        return await self.store.accept_message(message, job)
+
+    async def deliveries(self, message: Message, channel: str | None = None) -> list[Delivery]:
+        found = await self.store.list_deliveries(self.tenant_id, message.id)
+        return [d for d in found if channel is None or d.channel == channel]
+
+    async def one(self, message: Message, channel: str) -> Delivery:
+        [delivery] = await self.deliveries(message, channel)
+        return delivery
+
+    def jobs(self) -> list[tuple[str, str, int, int, int | None]]:
+        """(id, kind, due_at µs, attempts, leased_until) straight from the SQLite file."""
+        with sqlite3.connect(self.db_path) as db:
+            return list(
+                db.execute("SELECT id, kind, due_at, attempts, leased_until FROM jobs ORDER BY id")
+            )
+
+    async def advance(self, seconds: float) -> None:
+        self.clock.advance(seconds)
+        await self.dispatcher.run_until_idle()
+
+
+def _us(when: datetime) -> int:
+    return int(when.timestamp() * 1_000_000)
+
+
+async def make_rig(
+    store: Store,
+    clock: ManualClock,
+    tenant: TenantCreds,
+    settings: Settings,
+    smtp: SmtpPeer,
+    twilio: TwilioPeer,
+    fcm: FcmServer,
+    tmp_path: Path,
+    *,
+    auth_token: str = AUTH_TOKEN,
+    **dispatch: Any,
+) -> tuple[Rig, list[Channel]]:
+    account = write_service_account(tmp_path / "sa.json", fcm.token_url, PROJECT)
+    fcm.trust(account)
+    email = EmailChannel(
+        SmtpSettings(
+            host=smtp.host, port=smtp.port, tls="none", sender="Skolen <skole@asker.test>"
+        ),
+        PUBLIC_URL,
+    )
+    sms = SmsChannel(
+        TwilioSettings(
+            account_sid=ACCOUNT_SID,
+            auth_token=auth_token,
+            base_url=twilio.base_url,
+            default_sender="Skolen",
+            timeout=5.0,
+        ),
+        PUBLIC_URL,
+    )
+    push = PushChannel(
+        FcmSettings(service_account_file=account, base_url=fcm.url, token_url=fcm.token_url),
+        PUBLIC_URL,
+        now=clock.now,
+    )
+    channels: dict[str, Channel] = {
+        "inapp": InAppChannel(),
+        "email": email,
+        "sms": sms,
+        "push": push,
+    }
+    for channel in channels.values():
+        await channel.start()
+    dispatcher = Dispatcher(
+        store,
+        channels,
+        Renderer(TEMPLATES_DIR, PUBLIC_URL),
+        clock,
+        DispatchSettings(**{"concurrency": 8, **dispatch}),
+    )
+    rig = Rig(store, clock, tenant.tenant.id, dispatcher, settings.sqlite_path, smtp, twilio, fcm)
+    return rig, list(channels.values())
+
+
+@pytest.fixture
+async def rig(
+    store: Store,
+    clock: ManualClock,
+    tenant: TenantCreds,
+    settings: Settings,
+    smtp: SmtpPeer,
+    twilio: TwilioPeer,
+    fcm: FcmServer,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> AsyncIterator[Rig]:
+    options: dict[str, Any] = getattr(request, "param", {})
+    built, channels = await make_rig(
+        store, clock, tenant, settings, smtp, twilio, fcm, tmp_path, **options
+    )
+    try:
+        yield built
+    finally:
+        for channel in channels:
+            await channel.aclose()
+
+
+def family(
+    n: int,
+    *,
+    email: bool = True,
+    phone: bool = False,
+    group: str = "g1",
+    language: str | None = None,
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """A child in ``group`` and one guardian with parental responsibility."""
+    child = {
+        "id": f"c{n}",
+        "role": "child",
+        "given_name": f"Barn{n}",
+        "birth_date": "2016-05-01",
+        "unit_ids": ["u1"],
+        "group_ids": [group],
+    }
+    guardian: dict[str, Any] = {"id": f"p{n}", "role": "guardian", "given_name": f"Forelder{n}"}
+    if email:
+        guardian["email"] = f"forelder{n}@example.no"
+    if phone:
+        guardian["phone"] = f"+4791{n:06d}"
+    if language:
+        guardian["language"] = language
+    relation = {"child_id": f"c{n}", "guardian_id": f"p{n}", "parental_responsibility": True}
+    return child, guardian, relation
+
+
+def directory(*families: tuple[dict[str, Any], ...], **extra: Any) -> dict[str, Any]:
+    persons = [p for fam in families for p in fam[:2]]
+    relations = [fam[2] for fam in families]
+    return {
+        "units": [{"id": "u1", "kind": "school", "name": "Solvang skole"}],
+        "groups": [{"id": "g1", "unit_id": "u1", "kind": "class", "name": "5A"}],
+        "persons": persons,
+        "relations": relations,
+        **extra,
+    }
+
+
+# --------------------------------------------------------------------------- retries
+
+
+async def test_transient_error_waits_for_retry_after_then_succeeds(rig: Rig) -> None:
+    await rig.load(directory(family(1, email=False, phone=True)))
+    rig.twilio.fail_next(429, code=20429, retry_after=30)
+    message = await rig.post("e1", {"groups": ["g1"]})
+
+    await rig.dispatcher.run_until_idle()
+    sms = await rig.one(message, "sms")
+    assert sms.status is DeliveryStatus.sending  # tried, not given up
+    assert len(rig.twilio.requests) == 1
+    [(job_id, kind, due, attempts, leased)] = rig.jobs()
+    assert (job_id, kind, attempts, leased) == (f"{JOB_SEND}:{sms.id}", JOB_SEND, 1, None)
+    assert due >= _us(rig.clock.now() + timedelta(seconds=30))
+
+    await rig.advance(29.9)  # not before Retry-After
+    assert len(rig.twilio.requests) == 1
+    await rig.advance(0.1)
+    assert len(rig.twilio.requests) == 2
+    sms = await rig.one(message, "sms")
+    assert sms.status is DeliveryStatus.sent
+    assert sms.provider_id in rig.twilio.messages
+    assert rig.jobs() == []
+    history = (await rig.store.history([sms.id]))[sms.id]
+    assert [h.status for h in history] == [
+        DeliveryStatus.queued,
+        DeliveryStatus.sending,
+        DeliveryStatus.sent,
+    ]
+    assert history[1].detail is not None and "twilio_20429" in history[1].detail
+
+
+@pytest.mark.parametrize(
+    "rig", [dict(max_attempts=3, backoff_base=1.0, backoff_max=1.0)], indirect=True
+)
+async def test_gives_up_after_max_attempts(rig: Rig) -> None:
+    await rig.load(directory(family(1, email=False, phone=True)))
+    rig.twilio.fail_next(503, message="Service Unavailable", times=10)
+    message = await rig.post("e1", {"groups": ["g1"]})
+    await rig.dispatcher.run_until_idle()
+    for _ in range(5):
+        await rig.advance(1.0)
+
+    sms = await rig.one(message, "sms")
+    assert sms.status is DeliveryStatus.failed
+    assert sms.reason == "gave_up:http_503"
+    assert len(rig.twilio.requests) == 3
+    assert rig.jobs() == []
+
+
+async def test_permanent_error_fails_at_once_and_is_never_retried(rig: Rig) -> None:
+    await rig.load(directory(family(1, email=True, phone=True)))
+    rig.twilio.fail_next(400, code=21617, message="The concatenated message body is too long")
+    rig.smtp.reply_to_data("554 5.6.0 Message content rejected")
+    message = await rig.post("e1", {"groups": ["g1"]})
+    await rig.dispatcher.run_until_idle()
+
+    sms = await rig.one(message, "sms")
+    email = await rig.one(message, "email")
+    assert (sms.status, sms.reason) == (DeliveryStatus.failed, "twilio_21617")
+    assert (email.status, email.reason) == (DeliveryStatus.failed, "smtp_554")
+    assert rig.jobs() == []
+    rig.smtp.reply_to_data(None)
+    await rig.advance(7200)
+    assert len(rig.twilio.requests) == 1
+    assert rig.smtp.received == []
+    # a permanent error says nothing about the address itself: the next message uses it
+    second = await rig.post("e2", {"groups": ["g1"]})
+    await rig.dispatcher.run_until_idle()
+    assert {d.channel for d in await rig.deliveries(second)} == {"inapp", "sms", "email"}
+
+
+# --------------------------------------------------------------------------- dead addresses
+
+
+async def test_dead_push_token_removes_the_device(rig: Rig) -> None:
+    await rig.load(directory(family(1, email=False)))
+    for device_id, token in (("d-old", "tok-dead"), ("d-new", "tok-live")):
+        await rig.store.upsert_device(
+            rig.tenant_id, "p1", Device(id=device_id, token=token, platform="android")
+        )
+    rig.fcm.dead["tok-dead"] = "UNREGISTERED"
+    message = await rig.post("e1", {"groups": ["g1"]})
+    await rig.dispatcher.run_until_idle()
+
+    push = {d.target: d for d in await rig.deliveries(message, "push")}
+    assert push["d-old"].status is DeliveryStatus.failed
+    assert push["d-old"].reason == "fcm_UNREGISTERED"
+    assert push["d-new"].status is DeliveryStatus.sent
+    assert [d.id for d in await rig.store.list_devices(rig.tenant_id, "p1")] == ["d-new"]
+    assert [s.body["message"]["token"] for s in rig.fcm.sent] == ["tok-live"]
+    # the pruned device is never planned again
+    second = await rig.post("e2", {"groups": ["g1"]})
+    await rig.dispatcher.run_until_idle()
+    assert [d.target for d in await rig.deliveries(second, "push")] == ["d-new"]
+
+
+async def test_dead_number_marks_the_phone_failing_and_the_next_plan_skips_sms(rig: Rig) -> None:
+    await rig.load(directory(family(1, email=True, phone=True), family(2, phone=True)))
+    rig.twilio.mark_dead("+4791000001", 21614)
+    message = await rig.post("e1", {"groups": ["g1"]})
+    await rig.dispatcher.run_until_idle()
+
+    by_person = {d.recipient_id: d for d in await rig.deliveries(message, "sms")}
+    assert (by_person["p1"].status, by_person["p1"].reason) == (
+        DeliveryStatus.failed,
+        "twilio_21614",
+    )
+    assert by_person["p2"].status is DeliveryStatus.sent
+
+    second = await rig.post("e2", {"groups": ["g1"]})
+    await rig.dispatcher.run_until_idle()
+    channels: dict[str, set[str]] = {}
+    for d in await rig.deliveries(second):
+        channels.setdefault(d.recipient_id, set()).add(d.channel)
+    assert channels == {"p1": {"inapp", "email"}, "p2": {"inapp", "sms", "email"}}
+    assert [r.field("To") for r in rig.twilio.requests].count("+4791000001") == 1
+
+
+async def test_dead_mailbox_marks_the_email_failing(rig: Rig) -> None:
+    await rig.load(directory(family(1, phone=True)))
+    rig.smtp.reply_to_recipient("forelder1@example.no", "550 5.1.1 No such user")
+    message = await rig.post("e1", {"groups": ["g1"]})
+    await rig.dispatcher.run_until_idle()
+    email = await rig.one(message, "email")
+    assert (email.status, email.reason) == (DeliveryStatus.failed, "smtp_550")
+    second = await rig.post("e2", {"groups": ["g1"]})
+    await rig.dispatcher.run_until_idle()
+    assert {d.channel for d in await rig.deliveries(second)} == {"inapp", "sms"}
+
+
+# --------------------------------------------------------------------------- channel down
+
+
+@pytest.mark.parametrize(
+    "rig",
+    [dict(auth_token="wrong-token-" + "y" * 20, concurrency=1, max_attempts=3)],
+    indirect=True,
+)
+async def test_rejected_credentials_stop_the_channel_without_burning_jobs(
+    rig: Rig, settings: Settings
+) -> None:
+    await rig.load(directory(*(family(n, email=False, phone=True) for n in range(1, 6))))
+    message = await rig.post("e1", {"groups": ["g1"]})
+    await rig.dispatcher.run_until_idle()
+
+    # one request found out; the other four were postponed without calling Twilio
+    assert len(rig.twilio.requests) == 1
+    assert rig.dispatcher.unavailable == {"sms": "twilio_20003"}
+    sms = await rig.deliveries(message, "sms")
+    assert len(sms) == 5
+    assert all(d.status not in (DeliveryStatus.failed, DeliveryStatus.sent) for d in sms)
+    jobs = rig.jobs()
+    assert len(jobs) == 5
+    recheck = _us(rig.clock.now() + timedelta(seconds=UNAVAILABLE_RECHECK))
+    assert all(due >= recheck and leased is None for _, _, due, _, leased in jobs)
+
+    ctx = AppContext(
+        settings=settings,
+        store=rig.store,
+        clock=rig.clock,
+        secret=SECRET_KEY.encode(),
+        unavailable_channels=rig.dispatcher.unavailable,
+    )
+    async with TestClient(TestServer(create_app(ctx))) as client:
+        resp = await client.get("/readyz")
+        assert resp.status == 503
+        assert (await resp.json())["reasons"] == ["channel_unavailable:sms:twilio_20003"]
+
+        # Outages longer than max_attempts rechecks: still postponed, never failed.
+        for _ in range(4):
+            await rig.advance(UNAVAILABLE_RECHECK)
+        sms = await rig.deliveries(message, "sms")
+        assert all(d.status is not DeliveryStatus.failed for d in sms)
+        assert len(rig.twilio.requests) == 5  # one probe per recheck, not five
+        assert [attempts for _, _, _, attempts, _ in rig.jobs()] == [0] * 5  # none used up
+
+        # The operator fixes the credentials (here: the provider starts accepting them),
+        # and the first send after that meets a 429: retried, not given up.
+        rig.twilio.credentials[ACCOUNT_SID] = "wrong-token-" + "y" * 20
+        rig.twilio.fail_next(429, retry_after=1)
+        await rig.advance(UNAVAILABLE_RECHECK)
+        await rig.advance(2)  # backoff: at least Retry-After, at most base * 2
+        sms = await rig.deliveries(message, "sms")
+        assert [d.status for d in sms] == [DeliveryStatus.sent] * 5
+        assert len(rig.twilio.requests) == 5 + 1 + 5
+        assert rig.dispatcher.unavailable == {}
+        assert (await client.get("/readyz")).status == 200
+
+
+# --------------------------------------------------------------------------- never twice
+
+
+async def test_a_job_for_a_final_delivery_is_dropped_without_sending(rig: Rig) -> None:
+    await rig.load(directory(family(1)))
+    message = await rig.post("e1", {"groups": ["g1"]})
+    await rig.dispatcher.run_until_idle()
+    email = await rig.one(message, "email")
+    assert email.status is DeliveryStatus.sent
+    assert len(rig.smtp.received) == 1
+
+    # A stale copy of the send job turns up (a replay, a lease that ran out).
+    stale = Job(
+        id=f"{JOB_SEND}:{email.id}",
+        tenant_id=rig.tenant_id,
+        kind=JOB_SEND,
+        ref=email.id,
+        due_at=rig.clock.now(),
+    )
+    assert await rig.store.add_deliveries([email], [stale]) == 0
+    assert len(rig.jobs()) == 1
+    await rig.dispatcher.run_until_idle()
+    assert len(rig.smtp.received) == 1
+    assert rig.jobs() == []
+    history = (await rig.store.history([email.id]))[email.id]
+    assert [h.status for h in history].count(DeliveryStatus.sent) == 1
+
+
+async def test_a_lease_that_runs_out_is_taken_again_but_never_resent(rig: Rig) -> None:
+    await rig.load(directory(family(1)))
+    message = await rig.post("e1", {"groups": ["g1"]})
+    await rig.dispatcher.run_until_idle()
+    email = await rig.one(message, "email")
+    # Simulate a worker that sent, recorded the outcome, then died before removing the job.
+    stale = Job(
+        id=f"{JOB_SEND}:{email.id}",
+        tenant_id=rig.tenant_id,
+        kind=JOB_SEND,
+        ref=email.id,
+        due_at=rig.clock.now(),
+    )
+    await rig.store.add_deliveries([], [stale])
+    [claimed] = await rig.store.claim_jobs([JOB_SEND], 10, rig.clock.now(), 5.0)
+    assert claimed.id == stale.id
+    await rig.dispatcher.run_until_idle()  # leased: not visible yet
+    assert len(rig.jobs()) == 1
+    await rig.advance(5.0)
+    assert rig.jobs() == []
+    assert len(rig.smtp.received) == 1
+
+
+# --------------------------------------------------------------------------- timing
+
+
+async def test_quiet_hours_defer_noisy_channels_and_emergency_ignores_them(rig: Rig) -> None:
+    # 09:00 UTC is 10:00 in Oslo: inside 08:00-12:00, which ends at 12:00 Oslo = 11:00 UTC.
+    prefs = {"p1": {"quiet_start": "08:00", "quiet_end": "12:00"}}
+    await rig.load(directory(family(1, phone=True), preferences=prefs))
+    message = await rig.post("e1", {"groups": ["g1"]})
+    await rig.dispatcher.run_until_idle()
+    by_channel = {d.channel: d for d in await rig.deliveries(message)}
+    assert by_channel["inapp"].status is DeliveryStatus.delivered
+    end = rig.clock.now() + timedelta(hours=2)
+    for channel in ("email", "sms"):
+        assert by_channel[channel].status is DeliveryStatus.queued
+        assert by_channel[channel].not_before == end
+    assert rig.smtp.received == [] and rig.twilio.requests == []
+
+    emergency = await rig.post("e2", {"groups": ["g1"]}, Category.emergency)
+    await rig.dispatcher.run_until_idle()
+    assert {d.channel: d.status for d in await rig.deliveries(emergency)} == {
+        "inapp": DeliveryStatus.delivered,
+        "email": DeliveryStatus.sent,
+        "sms": DeliveryStatus.sent,
+    }
+
+    await rig.advance(7199)
+    assert len(rig.smtp.received) == 1 and len(rig.twilio.requests) == 1
+    await rig.advance(1)
+    assert len(rig.smtp.received) == 2 and len(rig.twilio.requests) == 2
+    assert {d.status for d in await rig.deliveries(message)} == {
+        DeliveryStatus.delivered,
+        DeliveryStatus.sent,
+    }
+
+
+@pytest.mark.parametrize("rig", [dict(concurrency=64, batch=64)], indirect=True)
+async def test_planning_streams_and_sends_start_before_it_ends(rig: Rig) -> None:
+    families = [family(n, email=False) for n in range(1, 1301)]
+    await rig.load(directory(*families))
+    message = await rig.post("e1", {"groups": ["g1"]})
+
+    assert await rig.dispatcher.run_once(wait=False) == 1  # the plan job, in the background
+    sent_while_planning = 0
+    for _ in range(10_000):
+        stored = await rig.store.get_message(rig.tenant_id, message.id)
+        assert stored is not None
+        if stored.planned_at is not None:
+            break
+        claimed = await rig.dispatcher.run_once(wait=False)
+        stored = await rig.store.get_message(rig.tenant_id, message.id)
+        if claimed > 0 and stored is not None and stored.planned_at is None:
+            sent_while_planning += claimed  # send jobs claimed while the plan still runs
+        await asyncio.sleep(0)
+    await rig.dispatcher.run_until_idle()
+    assert sent_while_planning > 0
+    counts = await rig.store.count_by_status(rig.tenant_id, message.id)
+    assert counts == {"delivered": 1300}
+
+
+# --------------------------------------------------------------------------- one recipient
+
+
+async def test_every_delivery_goes_to_exactly_one_recipient(rig: Rig) -> None:
+    # siblings with two shared guardians, and one guardian of a child in another family
+    persons: list[dict[str, Any]] = [
+        {
+            "id": cid,
+            "role": "child",
+            "given_name": cid.upper(),
+            "birth_date": "2016-01-01",
+            "unit_ids": ["u1"],
+            "group_ids": ["g1"],
+        }
+        for cid in ("c1", "c2", "c3")
+    ]
+    persons += [
+        {
+            "id": gid,
+            "role": "guardian",
+            "given_name": gid,
+            "email": f"{gid}@example.no",
+            "phone": phone,
+        }
+        for gid, phone in (("p1", "+4791000001"), ("p2", "+4791000002"), ("p3", "+4791000003"))
+    ]
+    relations = [
+        {"child_id": c, "guardian_id": g, "parental_responsibility": True}
+        for c, g in (("c1", "p1"), ("c1", "p2"), ("c2", "p1"), ("c2", "p2"), ("c3", "p3"))
+    ]
+    batch = directory()
+    batch.update(persons=persons, relations=relations)
+    await rig.load(batch)
+    await rig.store.upsert_device(
+        rig.tenant_id, "p1", Device(id="d1", token="tok-1", platform="ios")
+    )
+    message = await rig.post("e1", {"groups": ["g1"]}, Category.emergency)
+    await rig.dispatcher.run_until_idle()
+
+    deliveries = await rig.deliveries(message)
+    assert {d.status for d in deliveries} <= {DeliveryStatus.sent, DeliveryStatus.delivered}
+    # one per (recipient, channel, target): siblings do not double a guardian's messages
+    keys = [(d.recipient_id, d.channel, d.target) for d in deliveries]
+    assert len(keys) == len(set(keys)) == 3 * 3 + 1
+    assert sorted(tuple(r.rcpt_tos) for r in rig.smtp.received) == [
+        ("p1@example.no",),
+        ("p2@example.no",),
+        ("p3@example.no",),
+    ]
+    for received in rig.smtp.received:
+        assert received.message["To"].addresses[0].addr_spec == received.rcpt_tos[0]
+        assert len(received.message["To"].addresses) == 1
+        assert received.message["Cc"] is None and received.message["Bcc"] is None
+    assert sorted(r.form["To"] for r in rig.twilio.requests) == [
+        ["+4791000001"],
+        ["+4791000002"],
+        ["+4791000003"],
+    ]
+    assert [s.body["message"]["token"] for s in rig.fcm.sent] == ["tok-1"]
