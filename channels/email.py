@@ -17,8 +17,11 @@ Error mapping (into gateway.errors):
 from __future__ import annotations
 
 import asyncio
+import binascii
+import functools
 import logging
 import re
+import secrets
 import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,6 +29,7 @@ from datetime import UTC, datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
+from email.policy import Policy
 from email.utils import format_datetime, parseaddr
 from typing import ClassVar
 
@@ -51,6 +55,54 @@ _DEAD_MAILBOX = re.compile(r"^5\.1\.\d+$|^5\.2\.1$")
 
 def _one_line(value: str) -> str:
     return " ".join(value.split())
+
+
+# A URL that may stand in a List-Unsubscribe header as is: printable ASCII, no spaces or
+# angle brackets (RFC 2369).
+_HEADER_URL = re.compile(r"^https?://[!-;=?-~]+$")
+
+
+def unsubscribe_headers(content: Rendered, public_url: str) -> list[tuple[str, str]]:
+    """The List-Unsubscribe headers of an email, as ``(name, value)``.
+
+    With the recipient's personal link (``content.unsubscribe_url``) the one-click form
+    of RFC 8058: ``List-Unsubscribe`` plus ``List-Unsubscribe-Post``. Without one only
+    ``List-Unsubscribe`` to the preferences page, which cannot tell who clicked, so it
+    promises no one-click. Nothing without a public URL.
+    """
+    personal = content.unsubscribe_url
+    if personal is not None and _HEADER_URL.match(personal):
+        return [
+            ("List-Unsubscribe", f"<{personal}>"),
+            ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
+        ]
+    public_url = public_url.rstrip("/")
+    if public_url:
+        return [("List-Unsubscribe", f"<{public_url}/preferences>")]
+    return []
+
+
+class _Verbatim(str):
+    """A header value written exactly as given: never folded, never RFC 2047 encoded.
+
+    The email policy would encode a header line longer than 78 characters, and mail
+    clients do not decode List-Unsubscribe. A value with a ``name`` is a header object
+    to the policy (``header_store_parse`` keeps it, ``fold`` calls its ``fold``), so
+    this holds however the message is flattened later (aiosmtplib uses its own policy).
+    """
+
+    name: str
+
+    def __new__(cls, name: str, value: str) -> _Verbatim:
+        header = super().__new__(cls, value)
+        header.name = name
+        return header
+
+    def __getnewargs__(self) -> tuple[str, str]:  # type: ignore[override]
+        return (self.name, str(self))  # copy and pickle call __new__ with these
+
+    def fold(self, *, policy: Policy) -> str:
+        return f"{self.name}: {self}{policy.linesep}"
 
 
 def _address(value: str, display_name: str = "") -> Address:
@@ -91,10 +143,8 @@ def build_email(
     message["Subject"] = _one_line(content.subject)
     message["Date"] = format_datetime(now or datetime.now(UTC))
     message["Message-ID"] = f"<{delivery.id}@{domain}>"
-    public_url = public_url.rstrip("/")
-    if public_url:
-        message["List-Unsubscribe"] = f"<{public_url}/preferences>"
-        message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    for name, value in unsubscribe_headers(content, public_url):
+        message[name] = _Verbatim(name, value)
     message["Auto-Submitted"] = "auto-generated"
     message.set_content(content.text)
     if content.html is not None:
@@ -102,6 +152,101 @@ def build_email(
     # after the content: set_content clears Content-* headers
     message["Content-Language"] = content.language or delivery.language
     return message
+
+
+# A plain ASCII dot-atom address: what the direct serialisation below handles. Anything
+# else (quoted local parts, non-ASCII needing SMTPUTF8) takes build_email's path.
+_PLAIN_ADDRESS = re.compile(
+    r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)+$"
+)
+
+
+@functools.lru_cache(maxsize=256)
+def _folded(name: str, value: str) -> str:
+    """A header value folded (and RFC 2047 encoded) exactly as build_email's policy does;
+    cached, since a broadcast repeats its From and Subject thousands of times."""
+    header = SMTP_POLICY.header_store_parse(name, value)[1]
+    folded: str = header.fold(policy=SMTP_POLICY)
+    return folded.removeprefix(f"{name}: ").removesuffix("\r\n").replace("\r\n", "\n")
+
+
+@functools.lru_cache(maxsize=256)
+def _from_header(display_name: str, address: str) -> str:
+    return _folded("From", str(_address(address, display_name)))
+
+
+@functools.lru_cache(maxsize=16)
+def _parse_sender(sender: str) -> tuple[str, str]:
+    return parseaddr(sender)
+
+
+def _qp_part(content_type: str, text: str) -> bytes:
+    body = text.replace("\r\n", "\n").replace("\r", "\n")
+    if not body.endswith("\n"):
+        body += "\n"
+    encoded = binascii.b2a_qp(body.encode(), istext=True)
+    return (
+        f'Content-Type: {content_type}; charset="utf-8"\n'
+        "Content-Transfer-Encoding: quoted-printable\n\n"
+    ).encode() + encoded
+
+
+def email_bytes(
+    delivery: Delivery,
+    content: Rendered,
+    sender: str,
+    public_url: str,
+    *,
+    now: datetime | None = None,
+) -> tuple[bytes, str, str] | None:
+    """:func:`build_email`'s message serialised directly: ``(raw, recipient, Message-ID)``.
+
+    The hot path of a broadcast: the same headers and parts (quoted-printable UTF-8)
+    some fifty times cheaper than building and flattening an ``EmailMessage``. None
+    when an address is not a plain ASCII one; the caller then uses build_email.
+    """
+    if not delivery.address:
+        raise PermanentDeliveryError("the delivery has no email address", code="no_address")
+    to = delivery.address.strip()
+    sender_name, sender_addr = _parse_sender(sender)
+    if not (_PLAIN_ADDRESS.match(to) and _PLAIN_ADDRESS.match(sender_addr)):
+        return None
+    context_sender = delivery.context.get("sender")
+    if isinstance(context_sender, str) and context_sender.strip():
+        sender_name = context_sender
+    domain = sender_addr.rpartition("@")[2]
+    message_id = f"<{delivery.id}@{domain}>"
+    headers = [
+        f"From: {_from_header(_one_line(sender_name), sender_addr)}",
+        f"To: {to}",
+        f"Subject: {_folded('Subject', _one_line(content.subject))}",
+        f"Date: {format_datetime(now or datetime.now(UTC))}",
+        f"Message-ID: {message_id}",
+    ]
+    headers.extend(f"{name}: {value}" for name, value in unsubscribe_headers(content, public_url))
+    headers.append("Auto-Submitted: auto-generated")
+    headers.append("MIME-Version: 1.0")
+    headers.append(f"Content-Language: {_one_line(content.language or delivery.language)}")
+    head = "\n".join(headers).encode()
+    text = _qp_part("text/plain", content.text)
+    if content.html is None:
+        raw = head + b"\n" + text
+    else:
+        # "=_" never occurs in quoted-printable text, so the boundary cannot either.
+        boundary = f"=_bb{secrets.token_hex(12)}".encode()
+        raw = b"".join(
+            (
+                head,
+                b'\nContent-Type: multipart/alternative; boundary="' + boundary + b'"\n\n',
+                b"--" + boundary + b"\n",
+                text,
+                b"\n--" + boundary + b"\n",
+                _qp_part("text/html", content.html),
+                b"\n--" + boundary + b"--\n",
+            )
+        )
+    return raw.replace(b"\n", b"\r\n"), to, message_id
 
 
 def _refused(code: int, text: str) -> DeliveryError:
@@ -205,8 +350,15 @@ class EmailChannel:
 
     async def send(self, delivery: Delivery, content: Rendered) -> Receipt:
         """Send one email to ``delivery.address``; raises from gateway.errors."""
-        message = build_email(delivery, content, self._settings.sender, self._public_url)
-        address = str(message["To"].addresses[0].addr_spec)
+        sender, url = self._settings.sender, self._public_url
+        message: EmailMessage | bytes
+        direct = email_bytes(delivery, content, sender, url)
+        if direct is not None:
+            message, address, message_id = direct
+        else:
+            message = build_email(delivery, content, sender, url)
+            address = str(message["To"].addresses[0].addr_spec)
+            message_id = str(message["Message-ID"])
         if self._pool is None:
             await self.start()
         pool = self._pool
@@ -220,10 +372,14 @@ class EmailChannel:
         finally:
             pool.put_nowait(client)
         log.debug("email handed over", extra={"delivery_id": delivery.id})
-        return Receipt(status=DeliveryStatus.sent, provider_id=str(message["Message-ID"]))
+        return Receipt(status=DeliveryStatus.sent, provider_id=message_id)
 
     async def _send_on(
-        self, client: aiosmtplib.SMTP, message: EmailMessage, address: str, delivery_id: str
+        self,
+        client: aiosmtplib.SMTP,
+        message: EmailMessage | bytes,
+        address: str,
+        delivery_id: str,
     ) -> None:
         for attempt in range(2):
             reused = client.is_connected
@@ -239,12 +395,17 @@ class EmailChannel:
                     "SMTP connection was closed, reconnecting", extra={"delivery_id": delivery_id}
                 )
 
-    async def _transact(self, client: aiosmtplib.SMTP, message: EmailMessage, address: str) -> None:
+    async def _transact(
+        self, client: aiosmtplib.SMTP, message: EmailMessage | bytes, address: str
+    ) -> None:
         if not client.is_connected:
             with _mapped_errors():
                 await client.connect()
         try:
-            await client.send_message(message, sender=self._envelope_from, recipients=[address])
+            if isinstance(message, bytes):
+                await client.sendmail(self._envelope_from, [address], message)
+            else:
+                await client.send_message(message, sender=self._envelope_from, recipients=[address])
         except aiosmtplib.SMTPServerDisconnected:
             raise  # the caller decides whether to try a fresh connection
         except aiosmtplib.SMTPNotSupported as exc:

@@ -1,4 +1,5 @@
-"""Retention: delivery records, messages and replies are kept ``retention_days`` (396 by
+"""Retention: delivery records, messages, replies, absence records with their
+explanations and finished webhook outbox messages are kept ``retention_days`` (396 by
 default: a school year plus margin), then removed by a daily purge job.
 
 On Redis the per-message keys also expire by themselves (``EXPIRE``, a day after the

@@ -105,8 +105,9 @@ async def test_one_recipient_per_message_with_all_headers(
         assert message["Message-ID"] == f"<{d.id}@asker.kommune.no>"
         assert receipt.provider_id == message["Message-ID"]
         assert receipt.status is DeliveryStatus.sent
+        # no personal link in CONTENT: the preferences page, and no one-click promise
         assert message["List-Unsubscribe"] == f"<{URL}/preferences>"
-        assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        assert message["List-Unsubscribe-Post"] is None
         assert message["Auto-Submitted"] == "auto-generated"
         assert message["Content-Language"] == "nb"
         assert message.get_content_type() == "multipart/alternative"
@@ -115,6 +116,29 @@ async def test_one_recipient_per_message_with_all_headers(
         assert body["text/html"].strip() == CONTENT.html
     # sequential sends reuse one pooled connection
     assert peer.connections == 1
+
+
+@pytest.mark.parametrize("address", ["foresatt@example.no", '"quoted local"@example.no'])
+async def test_personal_unsubscribe_link_goes_out_verbatim(
+    peer: SmtpPeer, channel: EmailChannel, address: str
+) -> None:
+    """Both serialisations (direct bytes, and build_email for a quoted local part) keep
+    the long link on one line, unencoded, beside the one-click header (RFC 8058)."""
+    link = f"{URL}/u/" + "Ab-_9" * 12 + "xyzw"
+    content = CONTENT.model_copy(update={"unsubscribe_url": link})
+    await channel.send(delivery(address=address), content)
+    [got] = peer.received
+    assert f"\r\nList-Unsubscribe: <{link}>\r\n".encode() in got.raw
+    assert b"\r\nList-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n" in got.raw
+    assert got.message["List-Unsubscribe"] == f"<{link}>"
+
+
+@pytest.mark.parametrize("link", ["https://x.example/u/a b", "https://x.example/u/<a>", "u/a"])
+def test_a_link_unfit_for_the_header_falls_back_to_preferences(link: str) -> None:
+    content = CONTENT.model_copy(update={"unsubscribe_url": link})
+    message = build_email(delivery(), content, SENDER, URL)
+    assert message["List-Unsubscribe"] == f"<{URL}/preferences>"
+    assert message["List-Unsubscribe-Post"] is None
 
 
 async def test_display_name_from_settings_without_context(

@@ -10,9 +10,6 @@ Needs ``/usr/bin/chromium`` (``apt-get install -y chromium``) and axe-core, whic
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -38,6 +35,7 @@ from gateway.readlinks import make_read_token
 from gateway.settings import Settings
 from gateway.store import Store
 from tests.conftest import DIRECTORY, SECRET_KEY
+from tests.peers.npm import NODE_MODULES, ensure_node_modules
 from tests.test_readlinks import Seeded, seed
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -49,8 +47,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--no-first-run",
 ]
-PEERS = Path(__file__).resolve().parent / "peers"
-AXE = PEERS / "node_modules" / "axe-core" / "axe.min.js"
+AXE = "axe-core/axe.min.js"  # in tests/peers/node_modules
 AXE_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "best-practice"]
 BUTTON = {
     "nb": "Jeg har lest meldingen",
@@ -65,21 +62,6 @@ BODY = (
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
-
-
-def _install_axe() -> None:
-    if AXE.is_file():
-        return
-    npm = shutil.which("npm")
-    if npm is None:
-        pytest.fail("npm is needed to install axe-core (tests/peers/package.json)")
-    subprocess.run(
-        [npm, "ci", "--no-audit", "--no-fund"],
-        cwd=PEERS,
-        check=True,
-        env={**os.environ, "SCARF_ANALYTICS": "false"},
-        timeout=300,
-    )
 
 
 class Live(NamedTuple):
@@ -195,7 +177,7 @@ async def axe_violations(browser: Browser, url: str, width: int = 1024) -> list[
     try:
         page = await ctx.new_page()
         await page.goto(url)
-        await page.add_script_tag(path=str(AXE))
+        await page.add_script_tag(path=str(NODE_MODULES / AXE))
         result = await page.evaluate(
             "tags => axe.run(document, {runOnly: {type: 'tag', values: tags}})", AXE_TAGS
         )
@@ -304,7 +286,7 @@ async def test_no_horizontal_scrolling_at_320_px(
 
 
 async def test_axe_finds_no_violations(live: Live, browser: Browser) -> None:
-    _install_axe()
+    ensure_node_modules(AXE)
     link = live.link("nb-axe")
     pages = {
         "message": link,

@@ -8,8 +8,6 @@ answers 422 to one the spec rejects, 201 with the spec's example otherwise.
 
 from __future__ import annotations
 
-import os
-import shutil
 import socket
 import subprocess
 import threading
@@ -26,11 +24,12 @@ from channels.sms import SmsChannel
 from gateway.errors import PermanentDeliveryError
 from gateway.models import Delivery, DeliveryStatus, Rendered, Role
 from gateway.settings import TwilioSettings
+from tests.peers.npm import ensure_node_modules
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = ROOT.parent / "shared" / "specs" / "twilio_api_v2010.json"
 PEERS = ROOT / "tests" / "peers"
-PRISM = PEERS / "node_modules" / ".bin" / "prism"
+PRISM = ".bin/prism"  # in tests/peers/node_modules
 
 ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
 SERVICE_SID = "MG" + "fedcba9876543210" * 2
@@ -46,21 +45,6 @@ pytestmark = [
 ]
 
 
-def _install_prism() -> None:
-    if PRISM.exists():
-        return
-    npm = shutil.which("npm")
-    if npm is None:
-        pytest.fail("npm is needed to install @stoplight/prism-cli (tests/peers/package.json)")
-    subprocess.run(
-        [npm, "ci", "--no-audit", "--no-fund"],
-        cwd=PEERS,
-        check=True,
-        env={**os.environ, "SCARF_ANALYTICS": "false"},
-        timeout=300,
-    )
-
-
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -70,10 +54,10 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def prism_url() -> Iterator[str]:
-    _install_prism()
+    prism = ensure_node_modules(PRISM)
     port = _free_port()
     process = subprocess.Popen(
-        [str(PRISM), "mock", "-h", "127.0.0.1", "-p", str(port), str(SPEC)],
+        [str(prism), "mock", "-h", "127.0.0.1", "-p", str(port), str(SPEC)],
         cwd=PEERS,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

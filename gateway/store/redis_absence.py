@@ -3,8 +3,10 @@
 Under the tenant's hash tag: ``P:{t}:abs:<message>`` (a record's JSON),
 ``P:{t}:absev:<event>`` ("<message>\\x1f<body hash>" for every event id claimed),
 ``P:{t}:abskey:<key>`` (the message id of the key's latest record),
-``P:{t}:absx:<message>`` / ``absxl:<message>`` (explanations by id, and their order).
-All of them expire with the retention, like the messages they belong to. A claim is
+``P:{t}:absx:<message>`` / ``absxl:<message>`` (explanations by id, and their order),
+``P:{t}:absidx`` (message ids by creation time, for the purge).
+All of them expire with the retention, like the messages they belong to, and
+``purge_before`` removes them earlier (:meth:`AbsenceMixin._purge_absences`). A claim is
 one WATCHed transaction over the event's and the key's keys, so two racing marks never
 make two alerts. The settings override is the field ``absence`` of ``P:{t}:settings``.
 """
@@ -14,14 +16,46 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from redis.exceptions import WatchError
 
 from gateway.models import AbsenceClaim, AbsenceExplanation, AbsenceRecord, Role
-from gateway.store.redis_base import RedisParts, dumps, from_us, us
+from gateway.store.redis_base import Lua, RedisParts, dumps, from_us, us
 
 _SEP = "\x1f"
+PURGE_BATCH = 500  # records per script call, so a large purge never blocks Redis long
+
+# KEYS[1] the tenant's absence index. ARGV: tp cutoff limit. Removes up to ``limit`` records
+# created before the cutoff with their explanations, the event ids claimed into them and
+# the key's pointer if it still points at them; returns how many index entries it took.
+_PURGE = Lua(
+    r"""
+local tp = ARGV[1]
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[2], 'LIMIT', 0,
+  tonumber(ARGV[3]))
+for _, mid in ipairs(ids) do
+  local doc = redis.call('GET', tp .. 'abs:' .. mid)
+  if doc then
+    local r = cjson.decode(doc)
+    local events = r.marks
+    if type(r.cancel_event_id) == 'string' then events[#events + 1] = r.cancel_event_id end
+    for _, ev in ipairs(events) do
+      local k = tp .. 'absev:' .. ev
+      local v = redis.call('GET', k)
+      if v and string.sub(v, 1, #mid + 1) == mid .. '\31' then redis.call('DEL', k) end
+    end
+    if r.key ~= '' then
+      local k = tp .. 'abskey:' .. r.key
+      if redis.call('GET', k) == mid then redis.call('DEL', k) end
+    end
+  end
+  redis.call('DEL', tp .. 'abs:' .. mid, tp .. 'absx:' .. mid, tp .. 'absxl:' .. mid)
+  redis.call('ZREM', KEYS[1], mid)
+end
+return #ids
+"""
+)
 
 
 def _record_doc(record: AbsenceRecord) -> str:
@@ -34,6 +68,8 @@ def _record(doc: str) -> AbsenceRecord:
 
 class AbsenceMixin(RedisParts):
     """The absence part of :class:`gateway.store.Store` on Redis."""
+
+    SCRIPTS: ClassVar[Sequence[Lua]] = (_PURGE,)
 
     async def claim_absence(
         self, record: AbsenceRecord, body_hash: str, window_start: datetime
@@ -88,6 +124,10 @@ class AbsenceMixin(RedisParts):
                     pipe.set(event_key, f"{stored.message_id}{_SEP}{body_hash}", ex=self._ttl)
                     if key_key is not None and claim.outcome == "new":
                         pipe.set(key_key, stored.message_id, ex=self._ttl)
+                    # NX: a merge keeps the record's creation time (records from before
+                    # the index existed join it here, or simply expire).
+                    pipe.zadd(t("absidx"), {stored.message_id: us(stored.created_at)}, nx=True)
+                    pipe.expire(t("absidx"), self._ttl)
                     await pipe.execute()
                     return claim
                 except WatchError:
@@ -233,3 +273,14 @@ class AbsenceMixin(RedisParts):
             await self._redis.hdel(key, "absence")
         else:
             await self._redis.hset(key, "absence", dumps(override))
+
+    async def _purge_absences(self, tenant_id: str, cutoff: datetime) -> None:
+        """Retention: remove the tenant's records created before ``cutoff`` with their
+        explanations and claimed event ids (called by ``purge_before``)."""
+        index = self._t(tenant_id, "absidx")
+        while True:
+            taken = await self._eval(
+                self._redis, _PURGE, [index], [self._tp(tenant_id), us(cutoff), PURGE_BATCH]
+            )
+            if int(taken) < PURGE_BATCH:
+                return

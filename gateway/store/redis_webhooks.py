@@ -11,6 +11,10 @@ jobs: ``P:{q}:wh:feed`` (sorted set by seq), ``wh:seq``, ``wh:cursor``,
 ``wh:m:<id>`` (a message), ``wh:a:<id>`` (its attempts), ``wh:t:<tenant>`` (the
 tenant's outbox by creation time) and ``wh:e:<tenant>\\x1f<endpoint>`` (ids per
 endpoint). So a fan-out step, an attempt or a replay is one script.
+
+Retention: a finished (delivered or failed) message and its attempts expire with the
+retention, counted from when it finished (a replay makes them persistent again), and
+``purge_before`` removes finished messages created before its cutoff earlier.
 """
 
 from __future__ import annotations
@@ -98,6 +102,7 @@ return 0
 )
 
 # KEYS[1] the message. ARGV: qp id job_id attempt_json status counted next_at reason code at
+# ttl (seconds a finished message is kept)
 _ATTEMPT = Lua(
     lua._QUEUE_COMMON
     + _MESSAGE_FIELDS
@@ -128,6 +133,10 @@ if pending and ARGV[7] ~= '' then
 else
   drop_job(ARGV[3])
 end
+if not pending then
+  redis.call('EXPIRE', key, ARGV[11])
+  redis.call('EXPIRE', qp .. 'wh:a:' .. ARGV[2], ARGV[11])
+end
 return 1
 """
 )
@@ -141,6 +150,8 @@ local m = redis.call('HMGET', KEYS[1], 's', 't')
 if not m[1] or m[2] ~= ARGV[3] then return 0 end
 if m[1] ~= 'failed' then return -1 end
 redis.call('HSET', KEYS[1], 's', 'pending', 'a', 0, 'n', ARGV[4], 'u', ARGV[4])
+redis.call('PERSIST', KEYS[1])
+redis.call('PERSIST', qp .. 'wh:a:' .. ARGV[2])
 local job = ARGV[5] .. ':' .. ARGV[2]
 drop_job(job)
 put_job(job, ARGV[3], ARGV[5], ARGV[2], ARGV[4], 0)
@@ -148,7 +159,7 @@ return 1
 """
 )
 
-# KEYS[1] the endpoint's id set. ARGV: qp mode(delete|fail) reason at send_kind
+# KEYS[1] the endpoint's id set. ARGV: qp mode(delete|fail) reason at send_kind ttl
 _ENDPOINT_MESSAGES = Lua(
     lua._QUEUE_COMMON
     + _MESSAGE_FIELDS
@@ -165,6 +176,8 @@ for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   elseif redis.call('HGET', key, 's') == 'pending' then
     redis.call('HSET', key, 's', 'failed', 'r', ARGV[3], 'u', ARGV[4])
     redis.call('HDEL', key, 'n')
+    redis.call('EXPIRE', key, ARGV[6])
+    redis.call('EXPIRE', qp .. 'wh:a:' .. id, ARGV[6])
     drop_job(ARGV[5] .. ':' .. id)
     n = n + 1
   end
@@ -173,6 +186,33 @@ if ARGV[2] == 'delete' then redis.call('DEL', KEYS[1]) end
 return n
 """
 )
+
+# KEYS[1] the tenant's outbox index (wh:t:<tenant>). ARGV: qp cutoff offset limit. Looks at
+# up to ``limit`` messages created before the cutoff, from rank ``offset``: removes the
+# finished ones with their attempts, drops index entries whose message expired, keeps the
+# pending ones. Returns {entries dropped from the index, entries looked at}.
+_PURGE = Lua(
+    r"""
+local qp = ARGV[1]
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[2], 'LIMIT',
+  tonumber(ARGV[3]), tonumber(ARGV[4]))
+local dropped = 0
+for _, id in ipairs(ids) do
+  local key = qp .. 'wh:m:' .. id
+  local m = redis.call('HMGET', key, 's', 't', 'e')
+  if m[1] ~= 'pending' then
+    if m[1] then
+      redis.call('DEL', key, qp .. 'wh:a:' .. id)
+      redis.call('SREM', qp .. 'wh:e:' .. m[2] .. '\31' .. m[3], id)
+    end
+    redis.call('ZREM', KEYS[1], id)
+    dropped = dropped + 1
+  end
+end
+return {dropped, #ids}
+"""
+)
+PURGE_BATCH = 1000
 
 _APPEND_CHANGE = Lua(lua.APPEND_CHANGE)
 
@@ -209,6 +249,7 @@ class WebhookMixin(RedisParts):
         _REPLAY,
         _ENDPOINT_MESSAGES,
         _APPEND_CHANGE,
+        _PURGE,
     )
 
     # ------------------------------------------------------------------ endpoints
@@ -305,7 +346,7 @@ class WebhookMixin(RedisParts):
             self._redis,
             _ENDPOINT_MESSAGES,
             [self._qp + f"wh:e:{tenant_id}\x1f{endpoint_id}"],
-            [self._qp, mode, reason, at, JOB_WEBHOOK_SEND],
+            [self._qp, mode, reason, at, JOB_WEBHOOK_SEND, self._ttl],
         )
         return int(n)
 
@@ -452,6 +493,7 @@ class WebhookMixin(RedisParts):
                 opt(reason),
                 code,
                 us(at),
+                self._ttl,
             ],
         )
         return bool(moved)
@@ -470,3 +512,16 @@ class WebhookMixin(RedisParts):
         if done == -1:
             raise Conflict("only a failed message can be replayed")
         return await self.get_webhook_message(message_id)
+
+    async def _purge_webhook_messages(self, tenant_id: str, cutoff: datetime) -> None:
+        """Retention: remove the tenant's finished outbox messages created before ``cutoff``
+        with their attempts (called by ``purge_before``)."""
+        index = self._qp + "wh:t:" + tenant_id
+        offset = 0  # the pending messages kept so far sit before it in the index
+        while True:
+            dropped, seen = await self._eval(
+                self._redis, _PURGE, [index], [self._qp, us(cutoff), offset, PURGE_BATCH]
+            )
+            offset += int(seen) - int(dropped)
+            if int(seen) < PURGE_BATCH:
+                return

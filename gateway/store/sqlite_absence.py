@@ -61,6 +61,23 @@ async def _one(db: aiosqlite.Connection, where: str, params: Sequence[Any]) -> A
     return _record(rows[0]) if rows else None
 
 
+async def purge_absences(db: aiosqlite.Connection, before: int) -> None:
+    """Retention (inside the caller's write transaction): records created before ``before``
+    (microseconds) with their claimed event ids and explanations, and explanations given
+    before it."""
+    await db.execute(
+        "DELETE FROM absence_explanations WHERE at < ? OR (tenant_id, message_id) IN "
+        "(SELECT tenant_id, message_id FROM absences WHERE created_at < ?)",
+        (before, before),
+    )
+    await db.execute(
+        "DELETE FROM absence_events WHERE (tenant_id, message_id) IN "
+        "(SELECT tenant_id, message_id FROM absences WHERE created_at < ?)",
+        (before,),
+    )
+    await db.execute("DELETE FROM absences WHERE created_at < ?", (before,))
+
+
 class AbsenceMixin(SqliteParts):
     """The absence part of :class:`gateway.store.Store` on SQLite."""
 
@@ -74,6 +91,7 @@ class AbsenceMixin(SqliteParts):
     ) WITHOUT ROWID;
     CREATE INDEX IF NOT EXISTS absences_by_key ON absences (tenant_id, key, created_at)
         WHERE key != '';
+    CREATE INDEX IF NOT EXISTS absences_by_created ON absences (created_at);
     CREATE TABLE IF NOT EXISTS absence_events (
         tenant_id TEXT NOT NULL, event_id TEXT NOT NULL, message_id TEXT NOT NULL,
         body_hash TEXT NOT NULL,
@@ -86,6 +104,7 @@ class AbsenceMixin(SqliteParts):
     );
     CREATE INDEX IF NOT EXISTS absence_explanations_by_message
         ON absence_explanations (tenant_id, message_id, at);
+    CREATE INDEX IF NOT EXISTS absence_explanations_by_at ON absence_explanations (at);
     CREATE TABLE IF NOT EXISTS absence_settings (
         tenant_id TEXT PRIMARY KEY, data TEXT NOT NULL
     ) WITHOUT ROWID

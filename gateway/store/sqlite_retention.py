@@ -1,13 +1,18 @@
 """Retention in the SQLite backend: the daily purge job removes what is older than the
-tenant's retention (Redis lets such keys expire and purges the same way)."""
+tenant's retention (Redis lets such keys expire and purges the same way): messages with
+everything recorded about them, absence records and explanations, and the webhook
+outbox's finished messages with their attempts (their bodies carry reply texts)."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
+from gateway.store.sqlite_absence import purge_absences
 from gateway.store.sqlite_base import SqliteParts, id_list, ts
+from gateway.store.sqlite_webhooks import purge_webhook_messages
 
 PURGE_BATCH = 200  # messages per transaction, so a large purge never holds the writer long
+WEBHOOK_PURGE_BATCH = 2000  # outbox messages per transaction (smaller rows, no fan-out)
 _OLD = "(SELECT value FROM json_each(?))"
 
 
@@ -49,4 +54,10 @@ class RetentionMixin(SqliteParts):
                 await db.execute(f"DELETE FROM messages WHERE id IN {_OLD}", (ids,))
         async with self._write() as db:
             await db.execute("DELETE FROM replies WHERE received_at < ?", (stamp,))
+            await purge_absences(db, stamp)
+        while True:
+            async with self._write() as db:
+                gone = await purge_webhook_messages(db, stamp, WEBHOOK_PURGE_BATCH)
+            if gone < WEBHOOK_PURGE_BATCH:
+                break
         return removed

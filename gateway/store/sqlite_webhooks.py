@@ -190,6 +190,9 @@ CREATE INDEX IF NOT EXISTS webhook_messages_by_tenant
     ON webhook_messages (tenant_id, status, created_at);
 CREATE INDEX IF NOT EXISTS webhook_messages_by_endpoint
     ON webhook_messages (endpoint_id, status);
+-- Retention looks for finished messages by age.
+CREATE INDEX IF NOT EXISTS webhook_messages_finished
+    ON webhook_messages (created_at) WHERE status != 'pending';
 
 CREATE TABLE IF NOT EXISTS webhook_attempts (
     id INTEGER PRIMARY KEY, message_id TEXT NOT NULL, at INTEGER NOT NULL,
@@ -526,6 +529,20 @@ CREATE INDEX IF NOT EXISTS webhook_attempts_by_message ON webhook_attempts (mess
                 (_send_job_id(message_id), tenant_id, JOB_WEBHOOK_SEND, message_id, stamp, stamp),
             )
         return _message(updated[0])
+
+
+async def purge_webhook_messages(db: aiosqlite.Connection, before: int, limit: int) -> int:
+    """Retention (inside the caller's write transaction): up to ``limit`` finished outbox
+    messages (delivered or failed) created before ``before`` (microseconds), with their
+    attempts; return how many went. Pending ones stay until they finish."""
+    rows = await db.execute_fetchall(
+        "SELECT id FROM webhook_messages WHERE status != 'pending' AND created_at < ? LIMIT ?",
+        (before, limit),
+    )
+    ids = [(row[0],) for row in rows]
+    await db.executemany("DELETE FROM webhook_attempts WHERE message_id = ?", ids)
+    await db.executemany("DELETE FROM webhook_messages WHERE id = ?", ids)
+    return len(ids)
 
 
 def _send_job_id(message_id: str) -> str:
