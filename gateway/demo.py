@@ -20,6 +20,7 @@ from typing import Any
 import aiohttp
 from standardwebhooks import Webhook
 
+from gateway.absence import part_message_id
 from gateway.auth import create_tenant
 from gateway.models import FINAL
 from gateway.service import Service
@@ -192,6 +193,18 @@ def demo_directory(today: date) -> dict[str, Any]:
     child("c30", 30, "g-10a", age=19, consent_guardians=True, email="c30@example.org")
     guardian("p30a", 60)
     rel("c30", "p30a")
+    # The contact teacher of 10A (told of absence reports and of children not reached).
+    persons.append(
+        {
+            "id": "s-10a",
+            "role": "staff",
+            "given_name": "Tone",
+            "family_name": "Lærer",
+            "email": "s-10a@example.org",
+            "unit_ids": ["u-solbakken"],
+            "group_ids": ["g-10a"],
+        }
+    )
     # An adult learner: no guardians at all.
     persons.append(
         {
@@ -319,13 +332,69 @@ async def run_demo(directory: Path, *, quiet: bool = False) -> int:
             }
         )
         status = await _wait_final(client, accepted["message_id"])
+        absence = await absence_demo(client, service.clock.now().date())
         if not quiet:
             print_table(status, directory_batch)
-        return 0 if status["deliveries"] else 1
+            print_absence(absence)
+        return 0 if status["deliveries"] and all(absence.values()) else 1
     finally:
         if client is not None:
             await client.close()
         await service.stop()
+
+
+async def absence_demo(client: DemoClient, today: date) -> dict[str, Any]:
+    """One absence alert (c01 missing in lesson 2) and one guardian report from the app
+    (p02a: c02 is sick); the statuses of what they made, by part."""
+    alert = await client.post_signed_event(
+        {
+            "id": "demo-absence-1",
+            "type": "absence.recorded",
+            "data": {
+                "child_id": "c01",
+                "date": today.isoformat(),
+                "lesson": {"number": 2, "name": "Matematikk", "from": "09:00", "to": "09:45"},
+                "recorded_by": "s-10a",
+                "note": "Not sent to guardians (staff only)",
+            },
+        }
+    )
+    token = await client.call("POST", "/v1/guardians/p02a/tokens")
+    report = await client.call(
+        "POST",
+        "/v1/me/absences",
+        {"child_id": "c02", "date": today.isoformat(), "kind": "sick", "text": "Feber"},
+        headers={"Authorization": f"Bearer {token['token']}"},
+    )
+    parts = {
+        "alert (to guardians with rights)": alert["message_id"],
+        "report (to the contact teacher)": report["message_id"],
+        "confirmation (to the reporter)": part_message_id(
+            client.tenant_id, report["event_id"], "confirmation"
+        ),
+        "information (to the co-guardian)": part_message_id(
+            client.tenant_id, report["event_id"], "informed"
+        ),
+    }
+    return {part: await _wait_final(client, mid) for part, mid in parts.items()}
+
+
+def print_absence(parts: dict[str, Any]) -> None:
+    """A short second table: who each absence message went to, on which channels."""
+    print()
+    print("Absence: an alert for c01 (lesson 2) and a report by p02a for c02 (sick)")
+    total = 0
+    for part, status in parts.items():
+        by_recipient: dict[str, list[str]] = {}
+        for d in status["deliveries"]:
+            by_recipient.setdefault(d["recipient_id"], []).append(
+                f"{d['channel']}:{d['status']}" + (f"({d['reason']})" if d["reason"] else "")
+            )
+        total += len(status["deliveries"])
+        print(f"  {part}: {status['subject']}")
+        for recipient, channels in sorted(by_recipient.items()):
+            print(f"    {recipient:<10} {' '.join(sorted(channels))}")
+    print(f"absence: {len(parts)} messages  deliveries: {total}")
 
 
 async def _wait_final(client: DemoClient, message_id: str, timeout: float = 60) -> Any:

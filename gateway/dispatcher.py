@@ -18,11 +18,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from channels.base import Channel
@@ -43,11 +44,12 @@ from gateway.models import (
     Job,
     Message,
 )
+from gateway.outcomes import OutcomeBatcher
 from gateway.planner import plan_deliveries
 from gateway.render import Renderer
 from gateway.resolver import resolve
 from gateway.settings import DispatchSettings
-from gateway.store import Store
+from gateway.store import SendOutcome, Store
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,7 @@ JobHandler = Callable[[Job], Awaitable[None]]
 
 PLAN_BATCH = 1000
 UNAVAILABLE_RECHECK = 60.0  # seconds before a stopped channel is tried again
+RATE_WAIT = 1.0  # longest wait for a rate-limit slot in a send; longer: the job waits
 
 
 def backoff(attempt: int, base: float, cap: float, retry_after: float | None) -> float:
@@ -84,11 +87,22 @@ class Dispatcher:
         self.settings = settings
         self.work_available = work_available or asyncio.Event()
         self.unavailable = unavailable if unavailable is not None else {}
+        # channel -> when a send may probe it again (on self.clock, so tests control it)
+        self._recheck_at: dict[str, datetime] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._messages: OrderedDict[str, Message] = OrderedDict()
+        self._loading: dict[str, asyncio.Future[Message | None]] = {}
+        self._slot_freed = asyncio.Event()
+        # Deliveries of the send jobs just claimed, read in one round trip (see run_once).
+        self._prefetched: dict[str, Delivery] = {}
+        # Send outcomes are committed in batches (one transaction for many sends).
+        self._outcomes = OutcomeBatcher(store)
         self._stopping = asyncio.Event()
         # Job kind -> handler. Features (webhooks, escalation, ...) add theirs with register().
         self._handlers: dict[str, JobHandler] = {JOB_PLAN: self.plan, JOB_SEND: self.send}
+        # Escalation's hooks (gateway/escalation.py): a message planned, a delivery failed.
+        self.on_planned: Callable[[Message], Awaitable[None]] | None = None
+        self.on_failed: Callable[[Delivery], Awaitable[None]] | None = None
 
     def register(self, kind: str, handler: JobHandler) -> None:
         """Do jobs of ``kind`` with ``handler``. A handler finishes or retries its job itself;
@@ -108,6 +122,7 @@ class Dispatcher:
                         self.work_available.wait(), timeout=self.settings.poll_interval
                     )
         await self._drain_in_flight()
+        await self._outcomes.drain()
 
     def stop(self) -> None:
         self._stopping.set()
@@ -120,7 +135,10 @@ class Dispatcher:
         """
         free = self._free_slots()
         if free == 0:
-            await asyncio.sleep(0.005)
+            # Claim again as soon as a send finishes (not on a timer): no slot stays empty.
+            self._slot_freed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._slot_freed.wait(), timeout=self.settings.poll_interval)
             return -1  # busy, not idle
         jobs = await self.store.claim_jobs(
             tuple(self._handlers),
@@ -128,6 +146,9 @@ class Dispatcher:
             self.clock.now(),
             self.settings.lease_seconds,
         )
+        refs = [job.ref for job in jobs if job.kind == JOB_SEND]
+        if len(refs) > 1:
+            self._prefetched.update(await self.store.get_deliveries(refs))
         started = [self._start(job) for job in jobs]
         if wait and started:
             await asyncio.gather(*started)
@@ -146,8 +167,12 @@ class Dispatcher:
     def _start(self, job: Job) -> asyncio.Task[None]:
         task = asyncio.create_task(self._do(job))
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._finished)
         return task
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._slot_freed.set()
 
     async def _drain_in_flight(self) -> None:
         if not self._tasks:
@@ -210,6 +235,8 @@ class Dispatcher:
                 deliveries, jobs = [], []
         await self._write_plan(deliveries, jobs)
         await self.store.mark_planned(message.tenant_id, message.id, self.clock.now())
+        if self.on_planned is not None:
+            await self.on_planned(message)
         await self.store.finish_job(job.id)
 
     async def _write_plan(self, deliveries: list[Delivery], jobs: list[Job]) -> None:
@@ -220,29 +247,35 @@ class Dispatcher:
     # ------------------------------------------------------------------ send
 
     async def send(self, job: Job) -> None:
-        delivery = await self.store.get_delivery(job.ref)
+        delivery = self._prefetched.pop(job.ref, None) or await self.store.get_delivery(job.ref)
         if delivery is None or delivery.status in FINAL:
             # Finished before a crash, or cancelled: never send twice.
             await self.store.finish_job(job.id)
             return
         now = self.clock.now()
         if delivery.not_before is not None and delivery.not_before > now:
-            await self.store.retry_job(job.id, delivery.not_before, "deferred")
+            await self.store.postpone_job(job.id, delivery.not_before, "deferred")
             return
         channel = self.channels.get(delivery.channel)
         if channel is None:
             await self._finish(job, delivery, DeliveryStatus.failed, reason="no_such_channel")
             return
         if delivery.channel in self.unavailable:
-            await self.store.retry_job(
-                job.id, now + timedelta(seconds=UNAVAILABLE_RECHECK), "channel_unavailable"
-            )
-            return
+            recheck_at = self._recheck_at.get(delivery.channel)
+            if recheck_at is None or now < recheck_at:
+                due = recheck_at or now + timedelta(seconds=UNAVAILABLE_RECHECK)
+                await self.store.postpone_job(job.id, due, "channel_unavailable")
+                return
+            # Time to probe: this send tries the provider again; the others wait for it.
+            self._recheck_at[delivery.channel] = now + timedelta(seconds=UNAVAILABLE_RECHECK)
         message = await self._message(delivery)
         if message is None:
             await self._finish(job, delivery, DeliveryStatus.failed, reason="message_missing")
             return
         content = self.renderer.render(message, delivery)
+        rate = channel.rate_per_second  # one limit for the whole deployment
+        if rate and not await self._rate_slot(job, delivery.channel, rate):
+            return
         # Concurrency is bounded by how many jobs run_once claims (free task slots).
         started = time.perf_counter()
         outcome = "sent"
@@ -261,36 +294,66 @@ class Dispatcher:
             outcome = "unavailable"
             await self._channel_down(job, delivery, exc)
         else:
-            await self.store.finish_send(
-                job.id,
-                delivery.id,
-                receipt.status,
-                self.clock.now(),
-                detail=receipt.detail,
-                provider_id=receipt.provider_id,
-                segments=receipt.segments,
+            await self._outcomes.commit(
+                SendOutcome(
+                    job.id,
+                    delivery.id,
+                    receipt.status,
+                    self.clock.now(),
+                    detail=receipt.detail,
+                    provider_id=receipt.provider_id,
+                    segments=receipt.segments,
+                )
             )
         finally:
+            if outcome != "unavailable" and delivery.channel in self.unavailable:
+                # Any answer but a refusal of our credentials shows the channel works again.
+                del self.unavailable[delivery.channel]
+                self._recheck_at.pop(delivery.channel, None)
+                log.info("channel works again", extra={"channel": delivery.channel})
             elapsed = time.perf_counter() - started
             PROVIDER_LATENCY.labels(delivery.channel, outcome).observe(elapsed)
             SENDS.labels(delivery.channel, outcome).inc()
 
+    async def _rate_slot(self, job: Job, channel: str, rate: float) -> bool:
+        """Wait for a slot of the channel's limit, shared by every process (one second's
+        worth may go at once); False when it is further off: the job is put off to then."""
+        now = self.clock.now()
+        key = f"channel:{channel}"
+        wait = await self.store.acquire_rate(key, rate, math.ceil(rate), now, max_wait=RATE_WAIT)
+        if wait > RATE_WAIT:
+            await self.store.postpone_job(job.id, now + timedelta(seconds=wait), "rate_limited")
+            return False
+        if wait > 0:
+            await asyncio.sleep(wait)
+        return True
+
     async def _message(self, delivery: Delivery) -> Message | None:
-        message = self._messages.get(delivery.message_id)
-        if message is None:
-            message = await self.store.get_message(delivery.tenant_id, delivery.message_id)
-            if message is not None:
-                self._messages[delivery.message_id] = message
-                if len(self._messages) > 256:
-                    self._messages.popitem(last=False)
+        message_id = delivery.message_id
+        message = self._messages.get(message_id)
+        if message is not None:
+            return message
+        # One read per message even when hundreds of its sends start at once.
+        loading = self._loading.get(message_id)
+        if loading is None:
+            loading = asyncio.ensure_future(self.store.get_message(delivery.tenant_id, message_id))
+            self._loading[message_id] = loading
+            loading.add_done_callback(lambda _: self._loading.pop(message_id, None))
+        message = await asyncio.shield(loading)
+        if message is not None:
+            self._messages[message_id] = message
+            if len(self._messages) > 256:
+                self._messages.popitem(last=False)
         return message
 
     async def _finish(
         self, job: Job, delivery: Delivery, status: DeliveryStatus, *, reason: str
     ) -> None:
-        await self.store.finish_send(
-            job.id, delivery.id, status, self.clock.now(), reason=reason, detail=reason
+        await self._outcomes.commit(
+            SendOutcome(job.id, delivery.id, status, self.clock.now(), detail=reason, reason=reason)
         )
+        if self.on_failed is not None:
+            await self.on_failed(delivery)
 
     async def _transient(self, job: Job, delivery: Delivery, exc: TransientDeliveryError) -> None:
         code = exc.code or "transient"
@@ -329,12 +392,11 @@ class Dispatcher:
                 extra={"channel": delivery.channel, "code": code},
             )
         self.unavailable[delivery.channel] = code
-        await self.store.retry_job(
-            job.id, self.clock.now() + timedelta(seconds=UNAVAILABLE_RECHECK), code
-        )
-        asyncio.get_running_loop().call_later(
-            UNAVAILABLE_RECHECK, self.unavailable.pop, delivery.channel, None
-        )
+        recheck_at = self.clock.now() + timedelta(seconds=UNAVAILABLE_RECHECK)
+        self._recheck_at[delivery.channel] = recheck_at
+        # The job waits for the recheck like the others; the channel stays unavailable
+        # (and /readyz says so) until a send gets an answer that is not this refusal.
+        await self.store.postpone_job(job.id, recheck_at, code)
 
 
 def _time_zone(snapshot: DirectorySnapshot) -> str:

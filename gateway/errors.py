@@ -7,7 +7,9 @@ BudbringerError
 │   ├── Forbidden              403: credentials valid, but not for this
 │   ├── NotFound               404
 │   ├── Conflict               409: e.g. an event id reused with a different body
-│   └── PayloadTooLarge        413
+│   ├── PayloadTooLarge        413
+│   └── LinkInvalid            404: a read link that is forged, changed or unknown
+│       └── LinkExpired        410: a genuine read link past its expiry
 ├── DeliveryError              a channel could not hand a delivery over
 │   ├── TransientDeliveryError retry later (timeouts, 429, 5xx, SMTP 4xx); carries retry_after
 │   ├── PermanentDeliveryError never retried (invalid number, SMTP 5xx, dead push token)
@@ -73,6 +75,20 @@ class Conflict(InputError):
 class PayloadTooLarge(InputError):
     status = 413
     code = "payload_too_large"
+
+
+class LinkInvalid(InputError):
+    """A read link that was not made with our secret, or was changed."""
+
+    status = 404
+    code = "link_invalid"
+
+
+class LinkExpired(LinkInvalid):
+    """A genuine read link past its expiry."""
+
+    status = 410
+    code = "link_expired"
 
 
 class DeliveryError(BudbringerError):

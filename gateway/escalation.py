@@ -34,7 +34,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from gateway.clock import Clock
-from gateway.constants import JOB_ESCALATE, JOB_SEND, SUPPRESSED_CHANNEL
+from gateway.constants import ABSENCE_CONTEXT_KEY, JOB_ESCALATE, JOB_SEND, SUPPRESSED_CHANNEL
 from gateway.models import (
     TERMINAL_FAILURES,
     Audience,
@@ -279,6 +279,10 @@ class Escalator:
         resolution = Resolution(recipients=recipients, suppressed=[])
         for delivery in plan_deliveries(message, snapshot, resolution, self.clock.now()):
             if delivery.channel == chosen.get(delivery.recipient_id):
+                # Facts a feature put in the context (absence) go out on the next channel too.
+                first = targets[delivery.recipient_id][0].context
+                if ABSENCE_CONTEXT_KEY in first:
+                    delivery.context[ABSENCE_CONTEXT_KEY] = first[ABSENCE_CONTEXT_KEY]
                 delivery.context[ESCALATION_KEY] = marker
                 planned.append(delivery)
         return planned, more

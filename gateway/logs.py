@@ -27,6 +27,19 @@ def mask(text: str) -> str:
     return _PHONE.sub(lambda m: "***" + m.group(0)[-2:], text)
 
 
+def _masked(value: Any) -> Any:
+    """``value`` with every string in it masked; other objects become masked text."""
+    if isinstance(value, str):
+        return mask(value)
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, dict):
+        return {mask(str(k)): _masked(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_masked(v) for v in value]
+    return mask(str(value))
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -37,7 +50,7 @@ class JsonFormatter(logging.Formatter):
         }
         for key, value in record.__dict__.items():
             if key not in _STANDARD and not key.startswith("_"):
-                entry[key] = mask(value) if isinstance(value, str) else value
+                entry[key] = _masked(value)  # lists, dicts and objects too, not only str
         if record.exc_info:
             entry["exception"] = mask(self.formatException(record.exc_info))
         return json.dumps(entry, default=str, ensure_ascii=False)

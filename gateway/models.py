@@ -7,7 +7,7 @@ but ``constants``.
 from __future__ import annotations
 
 import hashlib
-from datetime import date, datetime
+from datetime import date, datetime, time
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -471,6 +471,8 @@ class Rendered(BaseModel):
     html: str | None = None
     short: str | None = None  # push body / SMS fallback
     language: str | None = None  # the language actually rendered (nb, nn, en)
+    # email: the personal one-click unsubscribe link (RFC 8058), None without read links
+    unsubscribe_url: str | None = None
 
 
 class Receipt(BaseModel):
@@ -506,3 +508,258 @@ class InboxItem(BaseModel):
     status: DeliveryStatus
     created_at: datetime
     read_at: datetime | None = None
+
+
+class ReadRecord(BaseModel):
+    """The first read of a message by one recipient (in the app, through a read link, ...)."""
+
+    person_id: str
+    at: datetime
+    via: str
+
+
+class Reached(BaseModel):
+    """The moment a message first reached a subject: for absence and emergency a child
+    (``subject_kind`` "child": a recipient with rights to that child read it), for other
+    categories a recipient ("guardian": that guardian, staff member or adult pupil read
+    it). ``by_id`` is the recipient who read."""
+
+    tenant_id: str
+    message_id: str
+    subject_kind: Literal["child", "guardian"]
+    subject_id: str
+    by_id: str
+    at: datetime
+
+
+# --------------------------------------------------------------------------- webhooks
+
+
+class WebhookEndpoint(BaseModel):
+    """A platform URL that receives one tenant's events, signed with the endpoint's secret."""
+
+    id: str
+    tenant_id: str
+    url: str
+    event_types: list[str]
+    description: str = ""
+    enabled: bool = True
+    disabled_reason: str | None = None  # e.g. "endpoint_gone" after a 410
+    secret: str  # whsec_...: shown once, kept in clear because signing needs it
+    # After a rotation the old secret signs too (a second v1 signature) until this time.
+    previous_secret: str | None = None
+    previous_secret_until: datetime | None = None
+    created_at: datetime
+    updated_at: datetime
+
+
+class WebhookStatus(StrEnum):
+    pending = "pending"
+    delivered = "delivered"
+    failed = "failed"
+
+
+class WebhookMessage(BaseModel):
+    """One event for one endpoint in the outbox. ``id`` is the ``webhook-id``, stable across
+    retries and replays; ``body`` is the exact JSON sent every time."""
+
+    id: str
+    tenant_id: str
+    endpoint_id: str
+    event_type: str
+    body: str
+    status: WebhookStatus = WebhookStatus.pending
+    attempts: int = 0  # since it was queued or last replayed
+    next_attempt_at: datetime | None = None
+    reason: str | None = None  # code of the last failure: http_500, timeout, endpoint_gone, ...
+    last_status_code: int | None = None
+    created_at: datetime
+    updated_at: datetime
+
+
+class WebhookAttempt(BaseModel):
+    """One POST of a webhook message. ``response`` holds at most 200 characters."""
+
+    at: datetime
+    status_code: int | None = None
+    duration_ms: int = 0
+    error: str | None = None  # a code: timeout, connection_error, ...
+    response: str | None = None
+
+
+class Change(BaseModel):
+    """One entry of the change feed that the webhook fan-out reads, in commit order."""
+
+    seq: int
+    tenant_id: str
+    type: str  # a webhook event type
+    at: datetime
+    data: dict[str, Any]
+
+
+# --------------------------------------------------------------------------- absence
+# Events of the absence flows (gateway/absence.py) and what the store keeps of them.
+
+Day = date  # a field named ``date`` cannot be annotated with ``date`` itself
+
+
+class AbsenceKind(StrEnum):
+    """Why a child is away, as a guardian tells it (a report, or an answer to an alert)."""
+
+    sick = "sick"
+    appointment = "appointment"  # doctor, dentist, ...
+    leave = "leave"  # permisjon, holiday
+    other = "other"
+
+
+class Lesson(Strict):
+    """A lesson or period of the school day; every part is optional."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, populate_by_name=True)
+
+    number: int | None = Field(default=None, ge=0, le=20)
+    name: str | None = Field(default=None, min_length=1, max_length=100)
+    start: time | None = Field(default=None, alias="from")
+    end: time | None = Field(default=None, alias="to")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Lesson:
+        if self.start is not None and self.end is not None and self.end <= self.start:
+            raise ValueError("a lesson must end after it starts")
+        return self
+
+    def key(self) -> str:
+        """What tells two marks of one day apart: the number, else the name, else the start."""
+        if self.number is not None:
+            return f"n{self.number}"
+        if self.name:
+            return "name:" + " ".join(self.name.casefold().split())
+        if self.start is not None:
+            return f"at:{self.start:%H:%M}"
+        return "day"
+
+
+class AbsenceRecordedData(Strict):
+    """Staff marked a child absent without notice (a lesson or the day), or a kindergarten
+    child has not arrived by ``expected_arrival``. ``note`` is for staff only: it is never
+    sent to guardians. ``date`` defaults to today in the unit's time zone."""
+
+    child_id: Id
+    unit_id: Id | None = None
+    group_id: Id | None = None
+    date: Day | None = None
+    lesson: Lesson | None = None
+    expected_arrival: time | None = None
+    recorded_by: Id | None = None  # the staff member; None for an automatic mark
+    note: str | None = Field(default=None, max_length=2000)
+
+
+class AbsenceRecorded(Strict):
+    """``absence.recorded``: alert every guardian with rights at once (the adult pupil or
+    learner themself), without any reason."""
+
+    id: Id
+    type: Literal["absence.recorded"]
+    timestamp: datetime | None = None
+    data: AbsenceRecordedData
+
+
+class AbsenceReportedData(Strict):
+    """A guardian (or an adult pupil) reports an absence: one ``date`` or several ``dates``."""
+
+    child_id: Id
+    guardian_id: Id
+    date: Day | None = None
+    dates: list[Day] = Field(default_factory=list, max_length=31)
+    kind: AbsenceKind = AbsenceKind.other
+    text: str | None = Field(default=None, max_length=1000)
+
+    @model_validator(mode="after")
+    def _some_day(self) -> AbsenceReportedData:
+        if self.date is None and not self.dates:
+            raise ValueError("give date or dates")
+        return self
+
+    def days(self) -> list[Day]:
+        """Every day reported, sorted, each once."""
+        return sorted({*self.dates, *([self.date] if self.date else [])})
+
+
+class AbsenceReported(Strict):
+    """``absence.reported``: the contact teachers (else the unit's staff) are told, the
+    reporter gets a confirmation, the other guardians with rights are informed."""
+
+    id: Id
+    type: Literal["absence.reported"]
+    timestamp: datetime | None = None
+    data: AbsenceReportedData
+
+
+class AbsenceCancelledData(Strict):
+    """Which mark was a mistake: its event id, or the same child, day and lesson."""
+
+    absence_event_id: Id | None = None
+    child_id: Id | None = None
+    date: Day | None = None
+    lesson: Lesson | None = None
+    cancelled_by: Id | None = None
+
+    @model_validator(mode="after")
+    def _names_one(self) -> AbsenceCancelledData:
+        if self.absence_event_id is None and (self.child_id is None or self.date is None):
+            raise ValueError("give absence_event_id, or child_id and date")
+        return self
+
+
+class AbsenceCancelled(Strict):
+    """``absence.cancelled``: pending alerts are cancelled; who got one gets a correction."""
+
+    id: Id
+    type: Literal["absence.cancelled"]
+    timestamp: datetime | None = None
+    data: AbsenceCancelledData
+
+
+class AbsenceRecord(BaseModel):
+    """An absence alert or report as the store keeps it, by its message.
+
+    ``key`` (child|date|lesson; "" for reports) is what de-duplication compares;
+    ``data`` is the event's data (for an alert: of its latest mark); ``marks`` are the
+    event ids merged into it, the first first."""
+
+    tenant_id: str
+    message_id: str
+    event_id: str
+    kind: Literal["recorded", "reported"]
+    child_id: str
+    key: str = ""
+    data: dict[str, Any]
+    marks: list[str] = Field(default_factory=list)
+    created_at: datetime
+    updated_at: datetime
+    cancelled_at: datetime | None = None
+    cancel_event_id: str | None = None
+
+
+class AbsenceClaim(BaseModel):
+    """What :meth:`Store.claim_absence` did with an event: ``new`` (stored as is),
+    ``merged`` (a repeated mark folded into ``record``) or ``known`` (this event id was
+    claimed before: nothing changed). ``body_hash`` is the one stored with the event id."""
+
+    outcome: Literal["new", "merged", "known"]
+    record: AbsenceRecord
+    body_hash: str
+
+
+class AbsenceExplanation(BaseModel):
+    """A guardian's answer to an alert. Personal data: shown to staff, never logged."""
+
+    id: str  # derived from the provider's id (SMS) or the request, so a retry adds nothing
+    tenant_id: str
+    message_id: str
+    child_id: str
+    person_id: str
+    kind: AbsenceKind
+    text: str = ""
+    via: str  # "sms" or "inapp"
+    at: datetime

@@ -83,7 +83,7 @@ def route(
         routes = _ordered(available, (ChannelName.inapp, *wanted))
         if len(routes) > 1 or category not in MANDATORY_CATEGORIES:
             return routes
-    return _ordered(available, _default_channels(person, available))
+    return _ordered(available, _default_channels(person, available, category))
 
 
 def _available(
@@ -110,10 +110,17 @@ def _available(
 
 
 def _default_channels(
-    person: Person, available: dict[ChannelName, list[Route]]
+    person: Person,
+    available: dict[ChannelName, list[Route]],
+    category: Category = Category.general,
 ) -> tuple[ChannelName, ...]:
     if person.role is Role.staff:
         return (ChannelName.inapp, ChannelName.email)
+    if category == Category.absence and (
+        ChannelName.push in available or ChannelName.sms in available
+    ):
+        # A child not where the guardians think: push and SMS at once; email only without.
+        return (ChannelName.inapp, ChannelName.push, ChannelName.sms)
     # Push if the app is installed, else SMS; email alongside either.
     nudge = ChannelName.push if ChannelName.push in available else ChannelName.sms
     return (ChannelName.inapp, nudge, ChannelName.email)

@@ -39,6 +39,8 @@ from gateway.errors import ConfigError, LinkExpired, LinkInvalid
 from gateway.models import Delivery
 
 READ_PATH = "/r/"
+# The same token under this path is the email's one-click unsubscribe link (RFC 8058).
+UNSUBSCRIBE_PATH = "/u/"
 
 _TOKEN_KEY_LABEL = b"budbringer/read-link/aes-256-gcm/v1"
 _CSRF_KEY_LABEL = b"budbringer/read-link/csrf/v1"

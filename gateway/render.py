@@ -11,8 +11,10 @@ its sender): nothing about other recipients ever reaches a template.
 
 from __future__ import annotations
 
+import functools
 import re
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +28,15 @@ from jinja2 import (
     select_autoescape,
 )
 
-from gateway.constants import DEFAULT_LANGUAGE, SUPPORTED_LANGUAGES
+from gateway.constants import (
+    ABSENCE_CONTEXT_KEY,
+    ABSENCE_MESSAGE_TYPES,
+    DEFAULT_LANGUAGE,
+    SUPPORTED_LANGUAGES,
+)
 from gateway.errors import ConfigError
 from gateway.models import Category, Delivery, Message, Rendered
+from gateway.readlinks import READ_PATH, UNSUBSCRIBE_PATH
 
 PUSH_BODY_MAX = 178
 ELLIPSIS = "…"
@@ -40,8 +48,14 @@ _PARTS: dict[str, tuple[str, ...]] = {
     "sms": ("txt", "short.txt"),
     "push": ("txt", "short.txt"),
 }
-# Event type -> template name; every event type so far is a staff-written message.
-_TEMPLATES: dict[str, str] = {"message.created": "message"}
+# Channels whose content carries the recipient's personal read link (when there is one).
+_READ_LINK_CHANNELS = frozenset({"email", "sms"})
+# Event type -> template name: a staff-written message, or absence texts of our own.
+_ABSENCE_TEMPLATE = "absence"
+_TEMPLATES: dict[str, str] = {
+    "message.created": "message",
+    **dict.fromkeys(ABSENCE_MESSAGE_TYPES, _ABSENCE_TEMPLATE),
+}
 _DEFAULT_TEMPLATE = "message"
 
 # Language subtags (ISO 639-1 and -2) that map onto a language we have texts for.
@@ -88,10 +102,17 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+@functools.lru_cache(maxsize=64)  # a broadcast renders one body thousands of times
 def _paragraphs(body: str) -> list[list[str]]:
     """Split staff text into paragraphs of lines, for escaped HTML output."""
     blocks = re.split(r"\n\s*\n", body.replace("\r\n", "\n").strip())
     return [[line.rstrip() for line in block.split("\n")] for block in blocks if block.strip()]
+
+
+@functools.lru_cache(maxsize=4096)
+def _name_list(names: tuple[str, ...], lang: str) -> str:
+    """Names as "Ola, Kari og Nora": babel's list formatting, cached (it parses the locale)."""
+    return format_list(list(names), locale=lang)
 
 
 def _context_names(value: Any) -> list[str]:
@@ -105,10 +126,22 @@ def _context_text(value: Any) -> str | None:
 
 
 class Renderer:
-    """Renders deliveries. Build once at startup: templates are compiled once and cached."""
+    """Renders deliveries. Build once at startup: templates are compiled once and cached.
 
-    def __init__(self, templates_dir: Path, public_url: str) -> None:
+    ``link_for`` gives the personal read link (``<public url>/r/<token>``) of an
+    email or SMS delivery, or None for none; without it no read link is rendered.
+    An email's ``unsubscribe_url`` is ``<public url>/u/<token>`` with the same token.
+    """
+
+    def __init__(
+        self,
+        templates_dir: Path,
+        public_url: str,
+        *,
+        link_for: Callable[[Delivery], str | None] | None = None,
+    ) -> None:
         self._public_url = public_url.rstrip("/")
+        self._link_for = link_for
         try:
             with (templates_dir / "texts.toml").open("rb") as file:
                 self._texts: dict[str, dict[str, str]] = tomllib.load(file)
@@ -138,6 +171,8 @@ class Renderer:
                 template = self._env.get_template(name)
             except TemplateError as exc:
                 raise ConfigError(f"template {name} is missing or broken") from exc
+            # A flat dict instead of jinja's ChainMap: every render copies the globals.
+            template.globals = dict(template.globals)
             self._cache[name] = template
         return template
 
@@ -148,8 +183,13 @@ class Renderer:
         if parts is None:
             raise ConfigError(f"no templates for channel {channel!r}")
         lang = resolve_language(delivery.language)
-        variables = self._variables(message, delivery, lang)
+        read_url = self._read_url(delivery)
+        variables = self._variables(message, delivery, lang, read_url)
         template = _TEMPLATES.get(message.event_type, _DEFAULT_TEMPLATE)
+        if template == _ABSENCE_TEMPLATE:
+            # Our own texts: the subject too is in the recipient's language.
+            subject = self._template("subject/absence.txt").render(variables)
+            variables["subject"] = _one_line(subject)
         out = {
             part: self._template(f"{channel}/{template}.{part}").render(variables).strip()
             for part in parts
@@ -163,9 +203,12 @@ class Renderer:
             html=out.get("html"),
             short=short,
             language=lang,
+            unsubscribe_url=self._unsubscribe_url(channel, read_url),
         )
 
-    def _variables(self, message: Message, delivery: Delivery, lang: str) -> dict[str, Any]:
+    def _variables(
+        self, message: Message, delivery: Delivery, lang: str, read_url: str | None
+    ) -> dict[str, Any]:
         texts = self._texts[lang]
         context = delivery.context
         children = _context_names(context.get("children"))
@@ -186,7 +229,7 @@ class Renderer:
             "paragraphs": _paragraphs(message.body),
             "header": texts["header"].format(sender=from_name) if from_name else None,
             "concerns": (
-                texts["concerns"].format(children=format_list(children, locale=lang))
+                texts["concerns"].format(children=_name_list(tuple(children), lang))
                 if children
                 else None
             ),
@@ -195,4 +238,21 @@ class Renderer:
             "read_in_app": texts["read_in_app"],
             "preferences_url": f"{self._public_url}/preferences",
             "app_url": f"{self._public_url}/app",
+            "read_link": texts["read_link"],
+            "read_url": read_url,
+            # Absence facts (gateway/absence.py) and the texts they are told with.
+            "absence": context.get(ABSENCE_CONTEXT_KEY) or {},
+            "t": texts,
         }
+
+    def _read_url(self, delivery: Delivery) -> str | None:
+        if self._link_for is None or delivery.channel not in _READ_LINK_CHANNELS:
+            return None
+        return self._link_for(delivery)
+
+    def _unsubscribe_url(self, channel: str, read_url: str | None) -> str | None:
+        """The email's one-click unsubscribe link: the read link's token under /u/."""
+        if channel != "email" or read_url is None or READ_PATH not in read_url:
+            return None
+        token = read_url.rpartition(READ_PATH)[2]
+        return f"{self._public_url}{UNSUBSCRIBE_PATH}{token}" if token else None

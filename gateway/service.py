@@ -12,19 +12,26 @@ import logging
 import os
 import secrets
 import signal
+from datetime import timedelta
 from pathlib import Path
 
 from aiohttp import web
 
 from channels import Channel, build_channels
+from gateway.absence import Absences
 from gateway.api.app import create_app
 from gateway.api.context import AppContext
 from gateway.clock import Clock, SystemClock
+from gateway.constants import JOB_ESCALATE, JOB_PURGE
 from gateway.dispatcher import Dispatcher
 from gateway.errors import ConfigError
+from gateway.escalation import Escalator
+from gateway.readlinks import read_link_maker
 from gateway.render import Renderer
+from gateway.retention import Retention
 from gateway.settings import Settings
 from gateway.store import Store, open_store
+from gateway.webhooks import WebhookService
 
 log = logging.getLogger(__name__)
 
@@ -67,14 +74,24 @@ class Service:
         self.clock = clock or SystemClock()
         self.api = api
         self.workers = workers
-        self.store = store or open_store(settings.store_url)
+        self.store = store or open_store(settings.store_url, retention_days=settings.retention_days)
         self.channels = channels if channels is not None else build_channels(settings)
-        self.renderer = Renderer(settings.templates_dir or TEMPLATES_DIR, settings.public_url)
+        secret = load_secret(settings)
+        self.renderer = Renderer(
+            settings.templates_dir or TEMPLATES_DIR,
+            settings.public_url,
+            link_for=read_link_maker(
+                secret,
+                settings.public_url,
+                timedelta(days=settings.read_link_ttl_days),
+                self.clock,
+            ),
+        )
         self.ctx = AppContext(
             settings=settings,
             store=self.store,
             clock=self.clock,
-            secret=load_secret(settings),
+            secret=secret,
             renderer=self.renderer,
         )
         self.dispatcher = Dispatcher(
@@ -86,6 +103,25 @@ class Service:
             work_available=self.ctx.work_available,
             unavailable=self.ctx.unavailable_channels,
         )
+        self.webhooks = WebhookService(self.store, self.clock, settings.webhooks)
+        self.webhooks.register(self.dispatcher)
+        self.escalator = Escalator(
+            self.store, self.clock, settings.escalation, work_available=self.ctx.work_available
+        )
+        self.dispatcher.register(JOB_ESCALATE, self.escalator.run)
+        self.absences = Absences(
+            self.store,
+            self.clock,
+            settings,
+            renderer=self.renderer,
+            escalator=self.escalator,
+            work_available=self.ctx.work_available,
+        )
+        self.absences.register(self.dispatcher, self.escalator.run)
+        self.retention = Retention(self.store, self.clock, settings.retention_days)
+        self.dispatcher.register(JOB_PURGE, self.retention.run)
+        self.dispatcher.on_planned = self.escalator.after_plan
+        self.dispatcher.on_failed = self.escalator.on_failed
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
         self._worker_task: asyncio.Task[None] | None = None
@@ -96,6 +132,8 @@ class Service:
         if self.workers:
             for channel in self.channels.values():
                 await channel.start()
+            await self.webhooks.start()
+            await self.retention.schedule()
             self._worker_task = asyncio.create_task(self.dispatcher.run())
         if self.api:
             self._runner = web.AppRunner(
@@ -113,16 +151,22 @@ class Service:
 
     async def stop(self) -> None:
         """Stop intake first, then let in-flight sends finish within the timeout."""
+        if self._worker_task is not None:
+            # At once, not after the HTTP drain (which clients can stretch to its timeout):
+            # no new job is claimed from here on, while in-flight sends go on.
+            self.dispatcher.stop()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
         if self._worker_task is not None:
-            self.dispatcher.stop()
             await self._worker_task
             self._worker_task = None
+        if self.workers:
+            # Also after a failed start: channels opened before the failure are closed.
             for channel in self.channels.values():
                 with contextlib.suppress(Exception):
                     await channel.aclose()
+            await self.webhooks.aclose()
         await self.store.close()
 
 
@@ -132,8 +176,10 @@ async def run_until_signalled(service: Service) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await service.start()
     try:
+        # Inside the try: a start that fails half-way (a missing credentials file, a
+        # port in use) must still close the store, or its threads keep the process alive.
+        await service.start()
         await stop.wait()
         log.info("stopping")
     finally:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -20,6 +20,8 @@ _PLACEHOLDERS = {"changeme", "change-me", "secret", "password", "xxx", ""}
 
 
 class SmtpSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not ignored
+
     host: str
     port: int = 587
     tls: Literal["none", "starttls", "implicit"] = "starttls"
@@ -33,6 +35,8 @@ class SmtpSettings(BaseModel):
 
 
 class TwilioSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not ignored
+
     account_sid: str = Field(pattern=r"^AC[0-9a-fA-F]{32}$")
     auth_token: SecretStr
     # An API key (SK...) and its secret may replace the auth token for the REST calls;
@@ -51,6 +55,8 @@ class TwilioSettings(BaseModel):
 
 
 class FcmSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not ignored
+
     service_account_file: Path
     project_id: str | None = None
     base_url: str = "https://fcm.googleapis.com"
@@ -60,6 +66,8 @@ class FcmSettings(BaseModel):
 
 
 class DispatchSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not ignored
+
     concurrency: int = Field(default=64, ge=1, le=4096)
     batch: int = Field(default=256, ge=1, le=10_000)
     lease_seconds: float = Field(default=60.0, gt=0)
@@ -68,6 +76,82 @@ class DispatchSettings(BaseModel):
     backoff_max: float = Field(default=3600.0, gt=0)
     poll_interval: float = Field(default=0.2, gt=0)
     shutdown_timeout: float = Field(default=20.0, gt=0)
+
+
+class WebhookSettings(BaseModel):
+    """Outbound webhooks to the platform."""
+
+    # Seconds before retry 1, 2, ...: about 26 hours in all; then the message is failed.
+    retry_schedule: list[float] = Field(
+        default=[5, 30, 120, 600, 1800, 3600, 7200, 14_400, 28_800, 36_000], min_length=1
+    )
+    # Each wait is stretched by up to this fraction at random, never shortened.
+    jitter: float = Field(default=0.25, ge=0, le=1)
+    timeout: float = Field(default=10.0, gt=0)
+    max_retry_after: float = Field(default=36_000.0, gt=0)  # cap on a receiver's Retry-After
+    fanout_batch: int = Field(default=500, ge=1, le=10_000)
+    connections: int = Field(default=32, ge=1, le=1024)
+    # After a secret rotation the old secret keeps signing (a second signature) this long.
+    rotation_grace: float = Field(default=86_400.0, ge=0)
+
+    @field_validator("retry_schedule")
+    @classmethod
+    def _positive(cls, value: list[float]) -> list[float]:
+        if any(delay <= 0 for delay in value):
+            raise ValueError("every retry delay must be positive")
+        return value
+
+
+class EscalationDelays(BaseModel):
+    """Minutes an unread message waits before it goes out on the next channel, per category."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    general: int = Field(default=24 * 60, ge=1, le=30 * 24 * 60)
+    reminder: int = Field(default=12 * 60, ge=1, le=30 * 24 * 60)
+    confidential: int = Field(default=24 * 60, ge=1, le=30 * 24 * 60)
+    emergency: int = Field(default=15, ge=1, le=30 * 24 * 60)
+    absence: int = Field(default=10, ge=1, le=30 * 24 * 60)
+
+
+EscalationChannel = Literal["push", "sms", "email"]
+
+
+def _escalation_order() -> list[EscalationChannel]:
+    return ["push", "sms", "email"]
+
+
+class EscalationSettings(BaseModel):
+    """Escalation of messages that ask for a read receipt (emergency and absence always):
+    unread after ``after_minutes`` of its category, a message goes out again on the next
+    channel of ``channels`` the recipient has and has not been sent on. A tenant may
+    override these (``PUT /v1/settings/escalation``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    after_minutes: EscalationDelays = Field(default_factory=EscalationDelays)
+    channels: list[EscalationChannel] = Field(default_factory=_escalation_order, max_length=3)
+
+    @field_validator("channels")
+    @classmethod
+    def _each_once(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("a channel may appear only once")
+        return value
+
+
+class AbsenceSettings(BaseModel):
+    """Absence alerts (gateway/absence.py). A tenant may override these
+    (``PUT /v1/settings/absence``). How long an unread alert waits before the next channel
+    is the escalation policy's ``after_minutes.absence``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Repeated marks of one child, day and lesson within this many minutes make one alert.
+    dedup_window_minutes: int = Field(default=120, ge=0, le=24 * 60)
+    # No guardian reached this many minutes after the alert: the unit's staff are told, once.
+    staff_after_minutes: int = Field(default=30, ge=1, le=24 * 60)
 
 
 class Settings(BaseSettings):
@@ -87,13 +171,18 @@ class Settings(BaseSettings):
     templates_dir: Path | None = None  # default: templates/ of the source tree
     max_body_bytes: int = Field(default=1_000_000, ge=1024)
     guardian_token_ttl: int = Field(default=3600, ge=60, le=86_400)
+    read_link_ttl_days: int = Field(default=30, ge=1, le=366)  # read links in email/SMS
+    # Delivery records, messages and replies are kept this long: a school year plus margin.
+    retention_days: int = Field(default=396, ge=1, le=3650)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    workers: bool = True  # run dispatch workers in the serve process
 
     smtp: SmtpSettings | None = None
     twilio: TwilioSettings | None = None
     fcm: FcmSettings | None = None
     dispatch: DispatchSettings = Field(default_factory=DispatchSettings)
+    escalation: EscalationSettings = Field(default_factory=EscalationSettings)
+    webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
+    absence: AbsenceSettings = Field(default_factory=AbsenceSettings)
 
     @field_validator("store_url")
     @classmethod

@@ -23,8 +23,21 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from gateway import __version__
+from gateway.api.absence import AbsenceReply, AbsenceReport
 from gateway.api.events import EVENT_TYPES
+from gateway.api.oneroster import OneRosterApplied
+from gateway.api.webhooks import (
+    WebhookEndpointCreate,
+    WebhookEndpointList,
+    WebhookEndpointPatch,
+    WebhookEndpointView,
+    WebhookEndpointWithSecret,
+    WebhookMessageDetail,
+    WebhookMessageList,
+    WebhookMessageView,
+)
 from gateway.models import (
+    AbsenceKind,
     Category,
     DeliveryStatus,
     Device,
@@ -36,6 +49,7 @@ from gateway.models import (
     RelationFlags,
     Role,
 )
+from gateway.settings import AbsenceSettings, EscalationSettings
 
 OUTPUT = Path(__file__).resolve().parents[1] / "gateway" / "openapi.json"
 REF = "#/components/schemas/{model}"
@@ -63,6 +77,8 @@ class EventAccepted(BaseModel):
     event_id: str
     status: Literal["accepted"]
     duplicate: bool
+    # absence.recorded: a repeated mark went into this earlier alert (its message id)
+    deduplicated_into: str | None = None
 
 
 class HistoryEntry(BaseModel):
@@ -94,16 +110,91 @@ class ReplyView(BaseModel):
     received_at: datetime
 
 
+class ChildStatus(BaseModel):
+    """One child the message concerns: reached once a recipient with rights to it read it."""
+
+    child_id: str
+    reached: bool
+    reached_by: list[str]
+    reached_at: datetime | None
+
+
+class GuardianStatus(BaseModel):
+    """One recipient: the best status across channels (read > opened > delivered > sent ...)."""
+
+    recipient_id: str
+    role: Role
+    best_status: DeliveryStatus
+    channels: dict[str, DeliveryStatus]
+    read_at: datetime | None
+    via: str | None
+
+
+class StatusSummary(BaseModel):
+    guardians_total: int
+    guardians_read: int
+    children_total: int
+    children_reached: int
+    children_not_reached: list[str]
+
+
+class ExplanationView(BaseModel):
+    """A guardian's answer to an absence alert (in the app or an SMS keyword)."""
+
+    id: str
+    by: str
+    kind: AbsenceKind
+    text: str
+    via: str
+    at: datetime
+
+
+class AbsenceView(BaseModel):
+    """The absence of an absence message (alert, correction, notice, report, ...)."""
+
+    kind: Literal["recorded", "reported"]
+    absence_message_id: str
+    absence_event_id: str
+    child_id: str
+    dates: list[str]
+    lesson: dict[str, Any] | None
+    expected_arrival: str | None
+    recorded_by: str | None
+    note: str | None
+    reported_by: str | None
+    reason: AbsenceKind | None
+    text: str | None
+    marks: list[str]
+    cancelled_at: datetime | None
+    cancel_event_id: str | None
+    explanations: list[ExplanationView]
+
+
+class AbsenceReplyAck(BaseModel):
+    message_id: str
+    kind: AbsenceKind
+    text: str
+    at: datetime
+
+
 class MessageStatus(BaseModel):
+    """Persons with a protected address appear as `protected-<hex>` pseudonyms unless the
+    key has the `protected` scope."""
+
     id: str
     event_id: str
     category: Category
     subject: str
+    read_receipt: bool
     created_at: datetime
     planned_at: datetime | None
     counts: dict[str, int]
+    summary: StatusSummary
+    children: list[ChildStatus]
+    guardians: list[GuardianStatus]
     deliveries: list[DeliveryView]
     replies: list[ReplyView]
+    absence: AbsenceView | None
 
 
 class Health(BaseModel):
@@ -155,14 +246,27 @@ class DeviceList(BaseModel):
 
 
 INPUT_MODELS: list[type[BaseModel]] = [
+    WebhookEndpointCreate,
+    WebhookEndpointPatch,
     *(kind.model for kind in EVENT_TYPES.values()),
     DirectoryBatch,
     DirectoryDeletion,
     FlagChange,
     Preferences,
     Device,
+    EscalationSettings,
+    AbsenceReport,
+    AbsenceReply,
+    AbsenceSettings,
 ]
 OUTPUT_MODELS: list[type[BaseModel]] = [
+    AbsenceReplyAck,
+    WebhookEndpointList,
+    WebhookEndpointView,
+    WebhookEndpointWithSecret,
+    WebhookMessageDetail,
+    WebhookMessageList,
+    WebhookMessageView,
     Error,
     EventAccepted,
     MessageStatus,
@@ -170,6 +274,7 @@ OUTPUT_MODELS: list[type[BaseModel]] = [
     Readiness,
     DirectoryApplied,
     DirectoryDeleted,
+    OneRosterApplied,
     GuardianToken,
     InboxPage,
     ReadAck,
@@ -204,6 +309,7 @@ def errors(*codes: int) -> dict[str, Any]:
         404: "Not found (or another tenant's)",
         409: "Conflict",
         413: "Body too large",
+        415: "Unsupported Content-Type",
         422: "Invalid input; `errors` names each location",
     }
     return {str(code): ok(Error, words[code]) for code in codes}
@@ -386,6 +492,80 @@ def status_paths() -> dict[str, Any]:
     }
 
 
+def escalation_paths() -> dict[str, Any]:
+    policy = ok(EscalationSettings, "The policy in force (settings with the override over them)")
+    return {
+        "/v1/settings/escalation": {
+            "get": {
+                "tags": ["settings"],
+                "summary": "The tenant's escalation policy in force",
+                "security": TENANT,
+                "responses": {"200": policy, **errors(401)},
+            },
+            "put": {
+                "tags": ["settings"],
+                "summary": "Override any part of the escalation policy (`{}` removes the override)",
+                "security": TENANT,
+                "requestBody": json_body(ref(EscalationSettings)),
+                "responses": {"200": policy, **errors(401, 413, 422)},
+            },
+        }
+    }
+
+
+def absence_paths() -> dict[str, Any]:
+    settings = ok(AbsenceSettings, "The settings in force (with the tenant's override)")
+    return {
+        "/v1/settings/absence": {
+            "get": {
+                "tags": ["settings"],
+                "summary": "The tenant's absence settings in force",
+                "security": TENANT,
+                "responses": {"200": settings, **errors(401)},
+            },
+            "put": {
+                "tags": ["settings"],
+                "summary": "Override the de-duplication window or the staff notice delay"
+                " (`{}` removes the override)",
+                "security": TENANT,
+                "requestBody": json_body(ref(AbsenceSettings)),
+                "responses": {"200": settings, **errors(401, 413, 422)},
+            },
+        },
+        "/v1/me/absences": {
+            "post": {
+                "tags": ["parent app"],
+                "summary": "Report an absence (the `absence.reported` flow)",
+                "description": (
+                    "The child's contact teachers (else the unit's staff) are told, the"
+                    " reporter gets a confirmation, the other guardians with rights are"
+                    " informed without being told who reported. `id` makes a retry"
+                    " idempotent; the same `id` with another report is 409."
+                ),
+                "security": GUARDIAN,
+                "requestBody": json_body(ref(AbsenceReport)),
+                "responses": {
+                    "202": ok(EventAccepted, "Accepted (or accepted before: duplicate)"),
+                    **errors(401, 403, 409, 413, 422),
+                },
+            }
+        },
+        "/v1/me/inbox/{message_id}/absence-reply": {
+            "post": {
+                "tags": ["parent app"],
+                "summary": "Answer an absence alert (an `absence.explained` webhook; a read)",
+                "security": GUARDIAN,
+                "parameters": [path_param("message_id", "Message id of the alert")],
+                "requestBody": json_body(ref(AbsenceReply)),
+                "responses": {
+                    "200": ok(AbsenceReplyAck, "Recorded"),
+                    **errors(401, 404, 413, 422),
+                },
+            }
+        },
+    }
+
+
 def directory_paths() -> dict[str, Any]:
     return {
         "/v1/directory": {
@@ -450,6 +630,62 @@ def directory_paths() -> dict[str, Any]:
                 },
             }
         },
+    }
+
+
+def oneroster_paths() -> dict[str, Any]:
+    def flag(name: str, description: str) -> dict[str, Any]:
+        return {
+            "name": name,
+            "in": "query",
+            "required": False,
+            "description": description,
+            "schema": {"type": "boolean", "default": False},
+        }
+
+    return {
+        "/v1/directory/oneroster": {
+            "post": {
+                "tags": ["directory"],
+                "summary": "Import a zipped OneRoster 1.1/1.2 CSV export, all or nothing",
+                "description": (
+                    "The body is a zip of `manifest.csv` and the bulk CSV files. Errors name"
+                    " `[file, row, field]` (row: the line in the CSV, header = 1), never the"
+                    " value. New relations of parents and guardians get parental"
+                    " responsibility; existing relations, protection and manual flags are kept."
+                ),
+                "security": TENANT,
+                "parameters": [
+                    {
+                        "name": "phone_region",
+                        "in": "query",
+                        "required": False,
+                        "description": "Region of numbers without a country code",
+                        "schema": {"type": "string", "default": "NO", "pattern": "^[A-Za-z]{2}$"},
+                    },
+                    flag("assume_minor", "Placeholder birth date (age 10) for students without"),
+                    flag("skip_invalid_contacts", "Leave invalid phones/emails out, with warnings"),
+                    {
+                        "name": "responsibility_roles",
+                        "in": "query",
+                        "required": False,
+                        "description": "Roles whose new relations get parental responsibility",
+                        "schema": {"type": "string", "default": "parent,guardian"},
+                    },
+                    flag("dry_run", "Validate only; write nothing"),
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/zip": {"schema": {"type": "string", "format": "binary"}}
+                    },
+                },
+                "responses": {
+                    "200": ok(OneRosterApplied, "Imported; counts per kind, skipped, warnings"),
+                    **errors(401, 413, 415, 422),
+                },
+            }
+        }
     }
 
 
@@ -625,6 +861,283 @@ def provider_paths() -> dict[str, Any]:
     }
 
 
+def read_link_paths() -> dict[str, Any]:
+    token = path_param(
+        "token", "The opaque token of a personal read link (64 base64url characters)"
+    )
+    page = {"content": {"text/html": {"schema": {"type": "string"}}}}
+    invalid = {"description": "Friendly page (nb + en): the link is forged or changed", **page}
+    gone = {
+        "description": "Friendly page (nb + en): the link has expired or the message is gone",
+        **page,
+    }
+    return {
+        "/r/{token}": {
+            "get": {
+                "tags": ["pages"],
+                "summary": "Read-link page: the message in the guardian's language",
+                "description": (
+                    "Server-rendered HTML with a confirm button. Records at most `opened`"
+                    " (link scanners fetch links too); never `read`."
+                ),
+                "security": [],
+                "parameters": [
+                    token,
+                    {
+                        "name": "done",
+                        "in": "query",
+                        "required": False,
+                        "description": "`1` after a confirmation: the page says thank you",
+                        "schema": {"type": "string"},
+                    },
+                ],
+                "responses": {
+                    **html("The message, with the confirm form unless already read"),
+                    "404": invalid,
+                    "410": gone,
+                },
+            },
+            "post": {
+                "tags": ["pages"],
+                "summary": "Confirm the read (the page's form), then 303 back to the page",
+                "security": [],
+                "parameters": [token],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/x-www-form-urlencoded": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {
+                                    "csrf": {
+                                        "type": "string",
+                                        "description": "The hidden field of the page's form",
+                                    }
+                                },
+                                "required": ["csrf"],
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "303": {"description": "Read recorded; see `/r/{token}?done=1`"},
+                    "403": {"description": "Friendly page: missing or wrong form field", **page},
+                    "404": invalid,
+                    "410": gone,
+                },
+            },
+        },
+        "/static/read.css": {
+            "get": {
+                "tags": ["pages"],
+                "summary": "Stylesheet of the read-link page",
+                "security": [],
+                "responses": {
+                    "200": {
+                        "description": "CSS",
+                        "content": {"text/css": {"schema": {"type": "string"}}},
+                    }
+                },
+            }
+        },
+    }
+
+
+def unsubscribe_paths() -> dict[str, Any]:
+    token = path_param(
+        "token", "The token of the email's personal link (the read link's, 64 characters)"
+    )
+    page = {"content": {"text/html": {"schema": {"type": "string"}}}}
+    invalid = {"description": "Friendly page (nb + en): forged link, or not an email's", **page}
+    gone = {
+        "description": "Friendly page (nb + en): the link has expired or the message is gone",
+        **page,
+    }
+    form = {
+        "type": "object",
+        "properties": {
+            "List-Unsubscribe": {
+                "type": "string",
+                "enum": ["One-Click"],
+                "description": "RFC 8058 one-click: what a mail provider posts",
+            },
+            "csrf": {"type": "string", "description": "The hidden field of the page's form"},
+        },
+    }
+    return {
+        "/u/{token}": {
+            "get": {
+                "tags": ["pages"],
+                "summary": "Unsubscribe page: asks before switching email off",
+                "description": (
+                    "Server-rendered HTML in the recipient's language with a confirm button;"
+                    " changes nothing (link scanners fetch links too)."
+                ),
+                "security": [],
+                "parameters": [token],
+                "responses": {
+                    **html("The question, or what is already so"),
+                    "404": invalid,
+                    "410": gone,
+                },
+            },
+            "post": {
+                "tags": ["pages"],
+                "summary": "Stop email for the message's category (RFC 8058 one-click)",
+                "description": (
+                    "The target of `List-Unsubscribe` with `List-Unsubscribe-Post:"
+                    " List-Unsubscribe=One-Click`. Takes the one-click body (no CSRF field)"
+                    " or the page's form with its CSRF field. Email leaves the category in the"
+                    " recipient's preferences; absence and emergency alerts cannot be switched"
+                    " off, so nothing changes for them and the page says so."
+                ),
+                "security": [],
+                "parameters": [token],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/x-www-form-urlencoded": {"schema": form},
+                        "multipart/form-data": {"schema": form},
+                    },
+                },
+                "responses": {
+                    **html("Done (or: cannot be switched off by email)"),
+                    "403": {"description": "Friendly page: neither one-click nor the form", **page},
+                    "404": invalid,
+                    "410": gone,
+                },
+            },
+        },
+    }
+
+
+def webhook_paths() -> dict[str, Any]:
+    endpoint_id = path_param("id", "Endpoint id")
+    message_id = path_param("id", "Webhook message id (the `webhook-id` header)")
+    query = [
+        {
+            "name": "status",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "string", "enum": ["pending", "delivered", "failed"]},
+        },
+        {"name": "endpoint_id", "in": "query", "required": False, "schema": {"type": "string"}},
+        {
+            "name": "limit",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "integer", "minimum": 1, "maximum": 500},
+        },
+        {
+            "name": "before",
+            "in": "query",
+            "required": False,
+            "description": "Page: the `next_before` of the previous page",
+            "schema": {"type": "string", "format": "date-time"},
+        },
+    ]
+    return {
+        "/v1/webhooks/endpoints": {
+            "post": {
+                "tags": ["webhooks"],
+                "summary": "Add a webhook endpoint; its `whsec_` secret is shown this once",
+                "description": (
+                    "Events: `delivery.updated`, `message.read`, `message.reached`,"
+                    " `reply.received`, `absence.explained` (all when `event_types` is left"
+                    " out). Each is POSTed"
+                    " as `{type, timestamp, data}` with Standard Webhooks headers"
+                    " `webhook-id` (stable across retries), `webhook-timestamp` and"
+                    " `webhook-signature`. https is required in production."
+                ),
+                "security": TENANT,
+                "requestBody": json_body(ref(WebhookEndpointCreate)),
+                "responses": {
+                    "201": ok(WebhookEndpointWithSecret, "Created, with its secret"),
+                    **errors(401, 409, 413, 422),
+                },
+            },
+            "get": {
+                "tags": ["webhooks"],
+                "summary": "The tenant's webhook endpoints (no secrets)",
+                "security": TENANT,
+                "responses": {"200": ok(WebhookEndpointList, "Endpoints"), **errors(401)},
+            },
+        },
+        "/v1/webhooks/endpoints/{id}": {
+            "get": {
+                "tags": ["webhooks"],
+                "summary": "One webhook endpoint (no secret)",
+                "security": TENANT,
+                "parameters": [endpoint_id],
+                "responses": {"200": ok(WebhookEndpointView, "Endpoint"), **errors(401, 404)},
+            },
+            "patch": {
+                "tags": ["webhooks"],
+                "summary": "Change url, event_types, description or enabled (re-enable)",
+                "security": TENANT,
+                "parameters": [endpoint_id],
+                "requestBody": json_body(ref(WebhookEndpointPatch)),
+                "responses": {
+                    "200": ok(WebhookEndpointView, "Changed"),
+                    **errors(401, 404, 413, 422),
+                },
+            },
+            "delete": {
+                "tags": ["webhooks"],
+                "summary": "Delete an endpoint and its outbox messages",
+                "security": TENANT,
+                "parameters": [endpoint_id],
+                "responses": {"204": {"description": "Deleted"}, **errors(401, 404)},
+            },
+        },
+        "/v1/webhooks/endpoints/{id}/rotate-secret": {
+            "post": {
+                "tags": ["webhooks"],
+                "summary": "A new secret, shown once; the old one also signs for a grace period",
+                "security": TENANT,
+                "parameters": [endpoint_id],
+                "responses": {
+                    "200": ok(WebhookEndpointWithSecret, "Rotated, with the new secret"),
+                    **errors(401, 404),
+                },
+            }
+        },
+        "/v1/webhooks/messages": {
+            "get": {
+                "tags": ["webhooks"],
+                "summary": "The webhook outbox, newest first (`?status=failed` for attention)",
+                "security": TENANT,
+                "parameters": query,
+                "responses": {
+                    "200": ok(WebhookMessageList, "A page of the outbox"),
+                    **errors(401, 422),
+                },
+            }
+        },
+        "/v1/webhooks/messages/{id}": {
+            "get": {
+                "tags": ["webhooks"],
+                "summary": "One webhook message with every attempt",
+                "security": TENANT,
+                "parameters": [message_id],
+                "responses": {"200": ok(WebhookMessageDetail, "Message"), **errors(401, 404)},
+            }
+        },
+        "/v1/webhooks/messages/{id}/replay": {
+            "post": {
+                "tags": ["webhooks"],
+                "summary": "Send a failed message again, now, with the same webhook-id",
+                "security": TENANT,
+                "parameters": [message_id],
+                "responses": {
+                    "200": ok(WebhookMessageView, "Pending again"),
+                    **errors(401, 404, 409),
+                },
+            }
+        },
+    }
+
+
 # --------------------------------------------------------------------------- document
 
 
@@ -673,9 +1186,15 @@ def build_spec() -> dict[str, Any]:
         ops_paths,
         event_paths,
         status_paths,
+        escalation_paths,
+        absence_paths,
         directory_paths,
+        oneroster_paths,
         guardian_paths,
         provider_paths,
+        webhook_paths,
+        read_link_paths,
+        unsubscribe_paths,
     ):
         paths.update(part())
     return {

@@ -68,7 +68,6 @@ def settings(tmp_path: Path) -> Settings:
         store_url=f"sqlite:///{tmp_path / 'budbringer.db'}",
         outbox_dir=tmp_path / "outbox",
         secret_key=SECRET_KEY,
-        workers=False,
     )
 
 

@@ -133,7 +133,7 @@ async def test_unknown_field_is_422_naming_it(
 async def test_unsupported_type_is_422_listing_supported(
     app_client: TestClient, tenant: Any, make_event: Any
 ) -> None:
-    for kind in ("absence.reported", None, 7):
+    for kind in ("homework.assigned", None, 7):
         body = {**make_event(), "type": kind}
         [error] = await errors_of(
             await app_client.post("/v1/events", json=body, headers=bearer(tenant.api_key))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import pytest
 from gateway.auth import create_tenant
 from gateway.demo import DemoClient
 from gateway.models import FINAL, Delivery, DeliveryStatus
+from gateway.readlinks import open_read_token
 from gateway.service import Service
 from gateway.settings import load_settings
 from tests.conftest import SECRET_KEY
@@ -201,7 +203,11 @@ async def test_headers_are_complete_and_deterministic(run: Run) -> None:
         assert message["Message-ID"] == f"<{delivery_id}@asker.kommune.no>"
         assert str(message["From"]) == "Kontaktlærer 5A <varsel@asker.kommune.no>"
         assert message["Subject"] == "Tur til skogen"
-        assert message["List-Unsubscribe"] == f"<{PUBLIC_URL}/preferences>"
+        # the personal one-click link (RFC 8058): the read link's token under /u/
+        unsubscribe = message["List-Unsubscribe"]
+        assert unsubscribe.startswith(f"<{PUBLIC_URL}/u/") and unsubscribe.endswith(">")
+        token = unsubscribe.removeprefix(f"<{PUBLIC_URL}/u/").removesuffix(">")
+        assert open_read_token(SECRET_KEY.encode(), token, datetime.now(UTC)) == delivery_id
         assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
         assert message["Date"] is not None
         assert message["Content-Language"] == LANGUAGE[pid]

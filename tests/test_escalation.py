@@ -16,6 +16,7 @@ from gateway.escalation import effective_policy
 from gateway.models import (
     Audience,
     Category,
+    ChannelName,
     DeliveryStatus,
     Device,
     DirectoryBatch,
@@ -211,6 +212,11 @@ async def absence(gw: Gateway, tenant_id: str, children: list[str]) -> Message:
         ref=message.id,
         due_at=gw.clock.now(),
     )
+    # Absence goes by push and SMS at once by default; moved to push only here, so that
+    # escalation has SMS left to go to.
+    for guardian in ("p5a", "p5b", "p6"):
+        prefs = Preferences(channels={Category.absence: [ChannelName.push]})
+        await gw.service.store.set_preferences(tenant_id, guardian, prefs)
     await gw.service.store.accept_message(message, plan)
     await gw.run()
     return message

@@ -107,7 +107,6 @@ def _serve(tmp: Path, ready: threading.Event, box: dict[str, Any]) -> None:
             store_url=f"sqlite:///{tmp / 'live.db'}",
             outbox_dir=tmp / "outbox",
             secret_key=SECRET_KEY,
-            workers=False,
         )
         clock = ManualClock()
         store = SqliteStore(str(settings.sqlite_path))

@@ -130,11 +130,20 @@ def test_preferred_channel_without_contact_point_is_skipped() -> None:
     assert channels(route(person(), failing, [], Category.general, ["phone"])) == ["inapp"]
 
 
-@pytest.mark.parametrize("category", [Category.absence, Category.emergency])
-def test_absence_and_emergency_cannot_be_switched_off(category: Category) -> None:
+@pytest.mark.parametrize(
+    ("category", "default"),
+    [
+        # absence by default goes by push and SMS (here: no app, so SMS), not email
+        (Category.absence, ["inapp", "sms"]),
+        (Category.emergency, ["inapp", "sms", "email"]),
+    ],
+)
+def test_absence_and_emergency_cannot_be_switched_off(
+    category: Category, default: list[str]
+) -> None:
     for wanted in ([], [ChannelName.inapp], [ChannelName.push]):
         prefs = Preferences(channels={category: wanted})
-        assert channels(route(person(), prefs, [], category)) == ["inapp", "sms", "email"]
+        assert channels(route(person(), prefs, [], category)) == default
 
 
 def test_absence_may_move_between_channels() -> None:

@@ -237,3 +237,69 @@ def test_unknown_channel_is_a_config_error(renderer: Renderer) -> None:
 def test_missing_templates_fail_at_startup(tmp_path: Path) -> None:
     with pytest.raises(ConfigError):
         Renderer(tmp_path, URL)
+
+
+# --------------------------------------------------------------------------- read links
+
+LINK = f"{URL}/r/" + "A" * 43 + "_-" + "b" * 19
+
+
+@pytest.fixture(scope="module")
+def linking_renderer() -> Renderer:
+    def link_for(delivery: Delivery) -> str:
+        assert delivery.channel in ("email", "sms")  # push and in-app never ask
+        return LINK
+
+    return Renderer(TEMPLATES, URL, link_for=link_for)
+
+
+@pytest.mark.parametrize(
+    ("language", "label"),
+    [("nb", "Les meldingen"), ("nn", "Les meldinga"), ("en", "Read the message")],
+)
+def test_email_carries_the_read_link(linking_renderer: Renderer, language: str, label: str) -> None:
+    out = linking_renderer.render(message(), delivery("email", language))
+    assert f"{label}: {LINK}\n" in out.text
+    # after the staff text, before the footer
+    assert out.text.index("Hilsen skolen") < out.text.index(LINK) < out.text.index("-- \n")
+    assert f'<a href="{LINK}"' in (out.html or "")
+    assert f">{label}</a>" in (out.html or "")
+
+
+@pytest.mark.parametrize(
+    ("language", "label"),
+    [("nb", "Les meldingen"), ("nn", "Les meldinga"), ("en", "Read the message")],
+)
+def test_sms_carries_the_read_link_also_in_the_short_fallback(
+    linking_renderer: Renderer, language: str, label: str
+) -> None:
+    urgent = message(subject="Stengt", body="Skolen er stengt i dag.", category=Category.emergency)
+    out = linking_renderer.render(urgent, delivery("sms", language))
+    assert f"{label}: {LINK}\n" in out.text
+    assert out.short is not None
+    assert out.short.endswith(f"\n{label}: {LINK}")
+    assert f"{URL}/app" not in out.short
+    assert encoding(out.text) == "GSM-7", out.text
+    assert encoding(out.short) == "GSM-7", out.short
+
+
+def test_push_and_inapp_have_no_read_link(linking_renderer: Renderer) -> None:
+    for channel in ("push", "inapp"):
+        out = linking_renderer.render(message(), delivery(channel, "nb"))
+        everything = " ".join(filter(None, [out.text, out.html, out.short]))
+        assert "/r/" not in everything
+
+
+def test_no_link_when_link_for_gives_none() -> None:
+    renderer = Renderer(TEMPLATES, URL, link_for=lambda delivery: None)
+    email = renderer.render(message(), delivery("email", "nb"))
+    sms = renderer.render(message(), delivery("sms", "nb"))
+    assert "Les meldingen:" not in email.text and "/r/" not in (email.html or "")
+    assert "Les meldingen:" not in sms.text
+    assert sms.short == f"Foreldremøte\nLes meldingen i appen: {URL}/app"
+
+
+def test_read_link_in_html_is_escaped() -> None:
+    renderer = Renderer(TEMPLATES, URL, link_for=lambda delivery: 'https://x.example/r/a"b<c')
+    html = renderer.render(message(), delivery("email", "nb")).html or ""
+    assert 'href="https://x.example/r/a&#34;b&lt;c"' in html

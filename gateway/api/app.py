@@ -7,7 +7,20 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from gateway.api import directory, events, guardian, ops, providers, status
+from gateway.api import (
+    absence,
+    directory,
+    escalation,
+    events,
+    guardian,
+    oneroster,
+    ops,
+    providers,
+    readlinks,
+    status,
+    unsubscribe,
+    webhooks,
+)
 from gateway.api.context import CTX, AppContext
 from gateway.errors import InputError
 
@@ -43,6 +56,19 @@ def create_app(ctx: AppContext) -> web.Application:
         middlewares=[error_middleware], client_max_size=ctx.settings.max_body_bytes
     )
     app[CTX] = ctx
-    for module in (ops, events, directory, status, guardian, providers):
+    for module in (
+        ops,
+        events,
+        directory,
+        oneroster,
+        status,
+        escalation,
+        guardian,
+        providers,
+        readlinks,
+        unsubscribe,
+        webhooks,
+        absence,
+    ):
         module.setup(app)
     return app

@@ -16,12 +16,23 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from gateway import constants
+from gateway.api import absence
 from gateway.api.body import parse_json, read_raw, to_model
 from gateway.api.context import CTX, AppContext
 from gateway.auth import authenticate_event
 from gateway.errors import Conflict, InputError, ValidationFailed
 from gateway.metrics import EVENTS
-from gateway.models import Audience, Job, Message, MessageCreated, Tenant, derive_id
+from gateway.models import (
+    AbsenceCancelled,
+    AbsenceRecorded,
+    AbsenceReported,
+    Audience,
+    Job,
+    Message,
+    MessageCreated,
+    Tenant,
+    derive_id,
+)
 
 # An accepted event: the message as stored, and whether it was stored before.
 Accepted = tuple[Message, bool]
@@ -32,6 +43,9 @@ EventHandler = Callable[[AppContext, Tenant, Any, str], Awaitable[Accepted]]
 class EventType:
     model: type[BaseModel]
     handle: EventHandler
+    # More fields for the 202, from the stored message and the event (e.g. absence's
+    # "deduplicated_into" when a repeated mark went into an earlier alert).
+    answer: Callable[[Message, Any], dict[str, Any]] | None = None
 
 
 _SINGULAR = {
@@ -107,6 +121,11 @@ async def handle_message_created(
 
 EVENT_TYPES: dict[str, EventType] = {
     "message.created": EventType(MessageCreated, handle_message_created),
+    "absence.recorded": EventType(
+        AbsenceRecorded, absence.handle_recorded, absence.deduplicated_into
+    ),
+    "absence.reported": EventType(AbsenceReported, absence.handle_reported),
+    "absence.cancelled": EventType(AbsenceCancelled, absence.handle_cancelled),
 }
 
 
@@ -179,9 +198,10 @@ async def accept_event(
         ctx.work_available.set()
     return 202, {
         "message_id": stored.id,
-        "event_id": stored.event_id,
+        "event_id": event_id,
         "status": "accepted",
         "duplicate": duplicate,
+        **(kind.answer(stored, event) if kind.answer is not None else {}),
     }
 
 

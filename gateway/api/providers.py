@@ -31,6 +31,7 @@ from twilio.request_validator import (
 )
 
 from channels.sms import DEAD_NUMBER_CODES, INBOUND_PATH, STATUS_CALLBACK_PATH
+from gateway.api.absence import absences
 from gateway.api.context import CTX
 from gateway.errors import Forbidden, NotFound, ValidationFailed
 from gateway.models import TERMINAL_FAILURES, DeliveryStatus, Reply, derive_id
@@ -162,6 +163,10 @@ async def inbound_message(request: web.Request) -> web.Response:
         log.info("inbound sms from an address we never sent to", extra={"provider_id": sid})
         return twiml
     delivery = await ctx.store.latest_delivery_to(tenant_id, "sms", sender)
+    # An answer to an absence alert (a keyword) or an absence report is absence's to take.
+    if await absences(ctx).inbound_sms(tenant_id, delivery, form.get("Body", ""), sid):
+        log.info("inbound sms taken as absence", extra={"tenant_id": tenant_id, "provider_id": sid})
+        return twiml
     reply = Reply(
         id=derive_id("twilio", sid),
         tenant_id=tenant_id,

@@ -24,6 +24,7 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.api.absence import absences
 from gateway.api.context import CTX
 from gateway.auth import authenticate_bearer
 from gateway.constants import SCOPE_PROTECTED, SUPPRESSED_CHANNEL
@@ -127,10 +128,12 @@ async def get_message(request: web.Request) -> web.Response:
     counts = await ctx.store.count_by_status(tenant.id, message.id)
     replies = await ctx.store.list_replies(tenant.id, message.id)
     view = reach(message, deliveries, await ctx.store.list_reads(tenant.id, message.id))
+    absence = await absences(ctx).status(message)
     protected: set[str] = set()
     if SCOPE_PROTECTED not in await ctx.store.get_tenant_scopes(tenant.id):
         persons = {d.recipient_id for d in deliveries} | set(view.children)
         persons.update(r.person_id for r in replies if r.person_id)
+        persons.update(absence.persons if absence is not None else ())
         protected = await ctx.store.protected_persons(tenant.id, sorted(persons))
     name = Names(ctx.secret, tenant.id, protected)
     children = sorted((_child(c, name) for c in view.children.values()), key=itemgetter("child_id"))
@@ -152,6 +155,8 @@ async def get_message(request: web.Request) -> web.Response:
             "guardians": guardians,
             "deliveries": [_delivery(d, history.get(d.id, []), name) for d in deliveries],
             "replies": [_reply(r, name) for r in replies],
+            # absence alerts and reports: the absence, its marks and guardians' answers
+            "absence": absence.view(name) if absence is not None else None,
         }
     )
 

@@ -20,10 +20,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from gateway.models import (
+    AbsenceClaim,
+    AbsenceExplanation,
+    AbsenceRecord,
     Audience,
+    Change,
     Delivery,
     DeliveryStatus,
     Device,
@@ -35,10 +39,16 @@ from gateway.models import (
     Message,
     Person,
     Preferences,
+    Reached,
+    ReadRecord,
     RelationFlags,
     Reply,
     StatusChange,
     Tenant,
+    WebhookAttempt,
+    WebhookEndpoint,
+    WebhookMessage,
+    WebhookStatus,
 )
 
 
@@ -315,12 +325,243 @@ class Store(Protocol):
         Waiting = not leased right now (due or deferred); the age is 0.0 when no
         waiting job is due yet."""
 
+    # ---- webhooks
+    # Outbound webhooks to the platform: endpoints per tenant, a change feed, an outbox.
 
-def open_store(url: str) -> Store:
-    """The backend for a store URL (``sqlite:///path`` or ``redis://...``)."""
+    async def create_webhook_endpoint(self, endpoint: WebhookEndpoint) -> None:
+        """Insert an endpoint. From then on, while the tenant has an enabled endpoint, its
+        changes enter the feed (see :meth:`changes_since`)."""
+
+    async def list_webhook_endpoints(self, tenant_id: str) -> list[WebhookEndpoint]:
+        """The tenant's endpoints, oldest first, secrets included (callers hide them)."""
+
+    async def get_webhook_endpoint(
+        self, tenant_id: str, endpoint_id: str
+    ) -> WebhookEndpoint | None: ...
+
+    async def update_webhook_endpoint(self, endpoint: WebhookEndpoint) -> bool:
+        """Replace the stored endpoint of this tenant and id; False if there is none."""
+
+    async def delete_webhook_endpoint(self, tenant_id: str, endpoint_id: str) -> bool:
+        """Delete an endpoint with its outbox messages, their attempts and send jobs."""
+
+    async def disable_webhook_endpoint(
+        self, tenant_id: str, endpoint_id: str, reason: str, at: datetime
+    ) -> int:
+        """Disable an endpoint (``disabled_reason`` = reason) and fail its pending messages
+        with that reason, removing their send jobs; return how many were failed."""
+
+    async def append_change(
+        self, tenant_id: str, event_type: str, data: dict[str, Any], at: datetime
+    ) -> int | None:
+        """Add an event no table records by itself (e.g. ``message.reached``) to the feed
+        and make sure the fan-out job exists; return its seq. None, recording nothing,
+        when the tenant has no enabled endpoint."""
+
+    async def changes_since(self, cursor: int, limit: int) -> tuple[list[Change], int]:
+        """Up to ``limit`` changes with ``seq > cursor`` in commit order, and the cursor to
+        pass next (the last seq returned, or ``cursor`` when there are none).
+
+        Only tenants with an enabled endpoint at the time of the change are recorded.
+        A change is ``delivery.updated`` (a new status history row, except the internal
+        steps planned/queued/sending; data: message_id, delivery_id, recipient_id, channel,
+        status, reason, at), ``message.read`` (a new read; message_id, recipient_id, via,
+        at), ``reply.received`` (a new reply; reply_id, message_id, recipient_id, channel,
+        body, received_at) or whatever :meth:`append_change` added. Times in ``data`` are
+        ISO 8601 strings. Recording a change also makes sure the fan-out job
+        (``webhook_fanout``, tenant "") exists, due at the change's time."""
+
+    async def webhook_cursor(self) -> int:
+        """The fan-out's position in the feed (0 before the first fan-out)."""
+
+    async def enqueue_webhooks(
+        self,
+        cursor: int,
+        next_cursor: int,
+        messages: Sequence[WebhookMessage],
+        jobs: Sequence[Job],
+        fanout_job_id: str,
+    ) -> bool:
+        """One fan-out step, atomically: if the stored cursor is still ``cursor``, insert the
+        messages and their jobs (existing ids are left untouched), move the cursor to
+        ``next_cursor`` and forget the feed up to it. A message's send job has the id
+        ``webhook_send:<message id>``. The fan-out job is removed when the
+        feed holds nothing after the cursor. Returns True when the fan-out should run
+        again (more changes, or the cursor had moved and nothing was written)."""
+
+    async def get_webhook_message(self, message_id: str) -> WebhookMessage | None: ...
+
+    async def list_webhook_messages(
+        self,
+        tenant_id: str,
+        *,
+        status: WebhookStatus | None = None,
+        endpoint_id: str | None = None,
+        limit: int = 100,
+        before: datetime | None = None,
+    ) -> list[WebhookMessage]:
+        """The tenant's outbox, newest first; ``before`` pages by ``created_at``."""
+
+    async def webhook_attempts(self, message_id: str) -> list[WebhookAttempt]:
+        """Every attempt of a message, oldest first (replays keep the earlier ones)."""
+
+    async def record_webhook_attempt(
+        self,
+        message_id: str,
+        job_id: str,
+        attempt: WebhookAttempt | None,
+        status: WebhookStatus,
+        *,
+        next_attempt_at: datetime | None = None,
+        reason: str | None = None,
+        at: datetime,
+    ) -> bool:
+        """The outcome of one send, atomically: append the attempt (if any), count it, and
+        move the message to ``status``: pending = the job becomes due at
+        ``next_attempt_at``; delivered or failed = the job is removed. Only a pending
+        message changes; False (nothing written) otherwise."""
+
+    async def replay_webhook_message(
+        self, tenant_id: str, message_id: str, at: datetime
+    ) -> WebhookMessage | None:
+        """A failed message back to pending, due at ``at``, attempts counted from zero,
+        with its send job; same id. None if unknown; Conflict if it is not failed."""
+
+    # ---- tracking
+    # Reached (per child or per recipient), reads, escalation policy overrides, key scopes.
+
+    async def add_reached(self, rows: Sequence[Reached]) -> list[Reached]:
+        """Record subjects reached for the first time; return the rows that were new.
+
+        A subject is (tenant, message, subject_kind, subject_id): the first row kept is
+        never replaced, so a later read by someone else changes nothing."""
+
+    async def list_reached(self, tenant_id: str, message_id: str) -> list[Reached]:
+        """The reached rows of a message in the order they were recorded."""
+
+    async def list_reads(self, tenant_id: str, message_id: str) -> list[ReadRecord]:
+        """The first read of each recipient of a message (rows of :meth:`mark_read`),
+        oldest first."""
+
+    async def recipient_deliveries(
+        self, tenant_id: str, message_id: str, recipient_id: str
+    ) -> list[Delivery]:
+        """Every delivery of one message to one recipient (suppression records included),
+        ordered by channel and target: what a read or an escalation looks at."""
+
+    async def get_escalation_override(self, tenant_id: str) -> dict[str, Any] | None:
+        """The tenant's escalation override as stored (a partial EscalationSettings), or None."""
+
+    async def set_escalation_override(
+        self, tenant_id: str, override: dict[str, Any] | None
+    ) -> None:
+        """Replace the tenant's escalation override; None removes it."""
+
+    async def get_tenant_scopes(self, tenant_id: str) -> list[str]:
+        """The scopes of the tenant's API key; ``["staff"]`` unless set."""
+
+    async def set_tenant_scopes(self, tenant_id: str, scopes: Sequence[str]) -> None:
+        """Replace the scopes of the tenant's API key (deduplicated, sorted)."""
+
+    async def protected_persons(self, tenant_id: str, person_ids: Sequence[str]) -> set[str]:
+        """Those of ``person_ids`` with a protected address (protection other than none)."""
+
+    # ---- postpone
+    async def postpone_job(self, job_id: str, due_at: datetime, reason: str) -> None:
+        """Like :meth:`retry_job`, but the claim that led here does not count: ``attempts``
+        goes back down by one. For work put off without trying it (quiet hours, a stopped
+        channel), so a long wait never uses up the attempts of real sends."""
+
+    # ---- rate limits
+    async def acquire_rate(
+        self,
+        key: str,
+        rate_per_second: float,
+        burst: int,
+        now: datetime,
+        *,
+        max_wait: float | None = None,
+    ) -> float:
+        """Take the next slot of the limit ``key`` (GCRA: ``rate_per_second`` on average,
+        up to ``burst`` at once) and return the seconds to wait before using it (0.0: go
+        now). One limit for the whole deployment: every process shares it. If the wait
+        would exceed ``max_wait``, take nothing and return that wait."""
+
+    # ---- retention
+    async def purge_before(self, cutoff: datetime) -> int:
+        """Remove messages created before ``cutoff`` with their deliveries, status history,
+        reads and replies, and replies received before it; absence records created before
+        it with their claimed event ids and explanations; finished (delivered or failed)
+        webhook outbox messages created before it with their attempts (pending ones stay
+        until they finish). Return how many deliveries were removed."""
+
+    # ---- absence
+    # Absence alerts and reports (gateway/absence.py): their records, de-duplication of
+    # repeated marks, guardians' explanations, staff lookups, per-tenant settings.
+
+    async def claim_absence(
+        self, record: AbsenceRecord, body_hash: str, window_start: datetime
+    ) -> AbsenceClaim:
+        """Claim ``record.event_id`` for an absence, atomically (two racing marks never
+        make two alerts).
+
+        * The event id was claimed before: change nothing; ``known``, with the record it
+          went into and the body hash stored then.
+        * ``record.key`` is not "" and a record with that key, not cancelled, was created at
+          or after ``window_start``: fold the event into it (``data`` replaced by
+          ``record.data``, the event id appended to ``marks``, ``updated_at`` set);
+          ``merged``, with that record.
+        * Otherwise store ``record`` (it becomes the key's latest record); ``new``.
+        """
+
+    async def get_absence(self, tenant_id: str, message_id: str) -> AbsenceRecord | None: ...
+
+    async def find_absence(
+        self, tenant_id: str, *, event_id: str | None = None, key: str | None = None
+    ) -> AbsenceRecord | None:
+        """The record an event id was claimed into, or the latest record of a key."""
+
+    async def cancel_absence(
+        self, tenant_id: str, message_id: str, event_id: str, at: datetime
+    ) -> AbsenceRecord | None:
+        """Mark a record cancelled by ``event_id`` (the first cancellation is kept) and
+        return it; None if there is no such record. From then on
+        ``find_absence(event_id=event_id)`` finds the record too."""
+
+    async def add_absence_explanation(self, explanation: AbsenceExplanation) -> bool:
+        """Store a guardian's explanation; False if its id exists already."""
+
+    async def list_absence_explanations(
+        self, tenant_id: str, message_id: str
+    ) -> list[AbsenceExplanation]:
+        """The explanations of one alert, oldest first."""
+
+    async def staff_members(
+        self, tenant_id: str, *, group_ids: Sequence[str] = (), unit_ids: Sequence[str] = ()
+    ) -> list[str]:
+        """Ids of the persons with role staff who belong to any of these groups or units,
+        sorted."""
+
+    async def get_absence_settings(self, tenant_id: str) -> dict[str, Any] | None:
+        """The tenant's override of AbsenceSettings as stored, or None."""
+
+    async def set_absence_settings(self, tenant_id: str, override: dict[str, Any] | None) -> None:
+        """Replace the tenant's absence settings override; None removes it."""
+
+
+def open_store(url: str, *, retention_days: int | None = None) -> Store:
+    """The backend for a store URL (``sqlite:///path`` or ``redis://...``; a Redis URL
+    may carry ``?prefix=name`` to keep several deployments apart on one Redis).
+    ``retention_days`` is how long Redis keeps per-message keys (default 396)."""
     if url.startswith("sqlite:"):
         from gateway.store.sqlite import SqliteStore
 
         path = url.removeprefix("sqlite:///").removeprefix("sqlite://") or "budbringer.db"
         return SqliteStore(path)
+    if url.startswith(("redis:", "rediss:")):
+        from gateway.store.redis import RedisStore
+
+        if retention_days is None:
+            return RedisStore(url)
+        return RedisStore(url, retention_days=retention_days)
     raise ValueError("unsupported store URL scheme")

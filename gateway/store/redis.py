@@ -68,6 +68,7 @@ from gateway.models import (
 )
 from gateway.store import FlagHistoryEntry, SendOutcome
 from gateway.store import redis_lua as lua
+from gateway.store.redis_absence import AbsenceMixin
 from gateway.store.redis_base import (
     Lua,
     RedisParts,
@@ -79,7 +80,6 @@ from gateway.store.redis_base import (
     us,
     us_opt,
 )
-from gateway.store.redis_absence import AbsenceMixin
 from gateway.store.redis_tracking import TrackingMixin
 from gateway.store.redis_webhooks import WebhookMixin
 from gateway.store.sqlite import _batch_errors, _Known, _reference_error
@@ -1450,9 +1450,15 @@ class RedisStore(TrackingMixin, WebhookMixin, AbsenceMixin, RedisParts):
 
     async def purge_before(self, cutoff: datetime) -> int:
         """Remove messages created before ``cutoff`` with their deliveries, history, reads
-        and replies, and replies received before it; return how many deliveries went."""
+        and replies, and replies received before it; the same for absence records and
+        finished webhook messages; return how many deliveries went."""
         removed = 0
-        for tenant_id in sorted(await self._redis.smembers(self._g("active"))):
+        active = await self._redis.smembers(self._g("active"))
+        tenants = sorted(active | {t.id for t in await self.list_tenants()})
+        for tenant_id in tenants:
+            await self._purge_absences(tenant_id, cutoff)
+            await self._purge_webhook_messages(tenant_id, cutoff)
+        for tenant_id in sorted(active):
             tp = self._tp(tenant_id)
             more = True
             while more:

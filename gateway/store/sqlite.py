@@ -54,7 +54,13 @@ from gateway.models import (
     can_transition,
 )
 from gateway.store import FlagHistoryEntry, SendOutcome
+from gateway.store.sqlite_absence import AbsenceMixin
 from gateway.store.sqlite_base import SqliteParts, dt, dt_opt, id_list, to_json, ts, ts_opt
+from gateway.store.sqlite_postpone import PostponeMixin
+from gateway.store.sqlite_ratelimit import RateLimitMixin
+from gateway.store.sqlite_retention import RetentionMixin
+from gateway.store.sqlite_tracking import TrackingMixin
+from gateway.store.sqlite_webhooks import WebhookMixin
 
 SCHEMA_VERSION = 1
 MAX_REPORTED_ERRORS = 100
@@ -423,7 +429,15 @@ class _Known(NamedTuple):
 # --------------------------------------------------------------------------- the store
 
 
-class SqliteStore(SqliteParts):
+class SqliteStore(
+    TrackingMixin,
+    WebhookMixin,
+    PostponeMixin,
+    RateLimitMixin,
+    RetentionMixin,
+    AbsenceMixin,
+    SqliteParts,
+):
     """The :class:`gateway.store.Store` on one SQLite file (WAL, one writer connection)."""
 
     def __init__(self, path: str | Path, *, busy_timeout_ms: int = 5000) -> None:
