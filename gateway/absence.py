@@ -61,7 +61,6 @@ from gateway.constants import (
     JOB_ABSENCE_PLAN,
     JOB_ABSENCE_UNREACHED,
     JOB_ESCALATE,
-    JOB_SEND,
     SUPPORTED_LANGUAGES,
     WEBHOOK_ABSENCE_EXPLAINED,
 )
@@ -87,7 +86,7 @@ from gateway.models import (
     Urgency,
     derive_id,
 )
-from gateway.planner import plan_deliveries
+from gateway.planner import plan_deliveries, queue
 from gateway.resolver import Recipient, Resolution, resolve
 from gateway.settings import AbsenceSettings, Settings
 from gateway.store import Store
@@ -609,9 +608,9 @@ class Absences:
             # An adult pupil or learner is told about themself ("You have not been ...").
             own = d.recipient_id == record.child_id
             d.context[ABSENCE_CONTEXT_KEY] = facts | {"self": True} if own else facts
-            if d.status is DeliveryStatus.planned:
-                d.status = DeliveryStatus.queued
-                jobs.append(_send_job(d, now))
+            send_job = queue(d, now)
+            if send_job is not None:
+                jobs.append(send_job)
             deliveries.append(d)
         if deliveries:
             await self.store.add_deliveries(deliveries, jobs)
@@ -908,13 +907,3 @@ class AbsenceStatus:
 
 def _zone(unit: Unit | None) -> ZoneInfo:
     return ZoneInfo(unit.time_zone if unit is not None else DEFAULT_TIME_ZONE)
-
-
-def _send_job(delivery: Delivery, now: datetime) -> Job:
-    return Job(
-        id=f"{JOB_SEND}:{delivery.id}",
-        tenant_id=delivery.tenant_id,
-        kind=JOB_SEND,
-        ref=delivery.id,
-        due_at=delivery.not_before or now,
-    )

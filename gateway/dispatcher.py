@@ -45,7 +45,7 @@ from gateway.models import (
     Message,
 )
 from gateway.outcomes import OutcomeBatcher
-from gateway.planner import plan_deliveries
+from gateway.planner import plan_deliveries, queue
 from gateway.render import Renderer
 from gateway.resolver import resolve
 from gateway.settings import DispatchSettings
@@ -218,17 +218,9 @@ class Dispatcher:
         deliveries: list[Delivery] = []
         jobs: list[Job] = []
         for delivery in plan_deliveries(message, snapshot, resolution, now):
-            if delivery.status is DeliveryStatus.planned:
-                delivery.status = DeliveryStatus.queued
-                jobs.append(
-                    Job(
-                        id=f"{JOB_SEND}:{delivery.id}",
-                        tenant_id=delivery.tenant_id,
-                        kind=JOB_SEND,
-                        ref=delivery.id,
-                        due_at=delivery.not_before or now,
-                    )
-                )
+            send_job = queue(delivery, now)
+            if send_job is not None:
+                jobs.append(send_job)
             deliveries.append(delivery)
             if len(deliveries) >= PLAN_BATCH:
                 await self._write_plan(deliveries, jobs)

@@ -34,21 +34,20 @@ from typing import Any
 from pydantic import ValidationError
 
 from gateway.clock import Clock
-from gateway.constants import ABSENCE_CONTEXT_KEY, JOB_ESCALATE, JOB_SEND, SUPPRESSED_CHANNEL
+from gateway.constants import ABSENCE_CONTEXT_KEY, JOB_ESCALATE, SUPPRESSED_CHANNEL
 from gateway.models import (
     TERMINAL_FAILURES,
     Audience,
     Category,
     ChannelName,
     Delivery,
-    DeliveryStatus,
     DirectorySnapshot,
     Job,
     Message,
     Preferences,
     Role,
 )
-from gateway.planner import plan_deliveries, route
+from gateway.planner import plan_deliveries, queue, route
 from gateway.resolver import Recipient, Resolution
 from gateway.settings import EscalationSettings
 from gateway.store import Store
@@ -312,17 +311,9 @@ class Escalator:
         now = self.clock.now()
         jobs: list[Job] = []
         for delivery in deliveries:
-            if delivery.status is DeliveryStatus.planned:
-                delivery.status = DeliveryStatus.queued
-                jobs.append(
-                    Job(
-                        id=f"{JOB_SEND}:{delivery.id}",
-                        tenant_id=delivery.tenant_id,
-                        kind=JOB_SEND,
-                        ref=delivery.id,
-                        due_at=delivery.not_before or now,
-                    )
-                )
+            send_job = queue(delivery, now)
+            if send_job is not None:
+                jobs.append(send_job)
         jobs.extend(extra)
         if deliveries or jobs:
             await self.store.add_deliveries(deliveries, jobs)

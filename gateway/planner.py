@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 from gateway.constants import (
     DEFAULT_LANGUAGE,
     DEFAULT_TIME_ZONE,
+    JOB_SEND,
     MANDATORY_CATEGORIES,
     SUPPRESSED_CHANNEL,
     URGENT_CATEGORIES,
@@ -26,6 +27,7 @@ from gateway.models import (
     DeliveryStatus,
     Device,
     DirectorySnapshot,
+    Job,
     Message,
     Person,
     Preferences,
@@ -315,3 +317,25 @@ class _Planner:
             "category": self.message.category.value,
             "urgency": self.message.urgency.value,
         }
+
+
+def queue(delivery: Delivery, now: datetime) -> Job | None:
+    """Make a freshly planned delivery ready to go; return its send job, if it needs one.
+
+    An in-app delivery needs none: its row is the inbox entry, so it is
+    delivered the moment it is stored (unless quiet hours defer it). A
+    suppression record needs none either.
+    """
+    if delivery.status is not DeliveryStatus.planned:
+        return None
+    if delivery.channel == ChannelName.inapp and delivery.not_before is None:
+        delivery.status = DeliveryStatus.delivered
+        return None
+    delivery.status = DeliveryStatus.queued
+    return Job(
+        id=f"{JOB_SEND}:{delivery.id}",
+        tenant_id=delivery.tenant_id,
+        kind=JOB_SEND,
+        ref=delivery.id,
+        due_at=delivery.not_before or now,
+    )
