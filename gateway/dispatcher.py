@@ -21,7 +21,7 @@ import logging
 import math
 import random
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -95,6 +95,9 @@ class Dispatcher:
         self._slot_freed = asyncio.Event()
         # Deliveries of the send jobs just claimed, read in one round trip (see run_once).
         self._prefetched: dict[str, Delivery] = {}
+        # Claimed but not started yet: jobs are claimed a batch at a time, not one per
+        # freed slot, so a broadcast costs one claim transaction per batch.
+        self._ready: deque[Job] = deque()
         # Send outcomes are committed in batches (one transaction for many sends).
         self._outcomes = OutcomeBatcher(store)
         self._stopping = asyncio.Event()
@@ -123,6 +126,7 @@ class Dispatcher:
                     )
         await self._drain_in_flight()
         await self._outcomes.drain()
+        await self._release_ready()
 
     def stop(self) -> None:
         self._stopping.set()
@@ -140,19 +144,21 @@ class Dispatcher:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._slot_freed.wait(), timeout=self.settings.poll_interval)
             return -1  # busy, not idle
-        jobs = await self.store.claim_jobs(
-            tuple(self._handlers),
-            min(free, self.settings.batch),
-            self.clock.now(),
-            self.settings.lease_seconds,
-        )
-        refs = [job.ref for job in jobs if job.kind == JOB_SEND]
-        if len(refs) > 1:
-            self._prefetched.update(await self.store.get_deliveries(refs))
-        started = [self._start(job) for job in jobs]
+        if not self._ready:
+            jobs = await self.store.claim_jobs(
+                tuple(self._handlers),
+                max(free, self.settings.batch),
+                self.clock.now(),
+                self.settings.lease_seconds,
+            )
+            refs = [job.ref for job in jobs if job.kind == JOB_SEND]
+            if len(refs) > 1:
+                self._prefetched.update(await self.store.get_deliveries(refs))
+            self._ready.extend(jobs)
+        started = [self._start(self._ready.popleft()) for _ in range(min(free, len(self._ready)))]
         if wait and started:
             await asyncio.gather(*started)
-        return len(jobs)
+        return len(started)
 
     async def run_until_idle(self, max_rounds: int = 10_000) -> None:
         """Do every job that is due now, including jobs that those jobs queue."""
@@ -173,6 +179,15 @@ class Dispatcher:
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         self._slot_freed.set()
+
+    async def _release_ready(self) -> None:
+        """Hand claimed jobs that never started back to the queue, due now, so the next
+        start (or another worker) takes them at once instead of after their lease."""
+        now = self.clock.now()
+        while self._ready:
+            job = self._ready.popleft()
+            self._prefetched.pop(job.ref, None)
+            await self.store.postpone_job(job.id, now, "shutdown")
 
     async def _drain_in_flight(self) -> None:
         if not self._tasks:
