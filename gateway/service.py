@@ -74,7 +74,11 @@ class Service:
         self.clock = clock or SystemClock()
         self.api = api
         self.workers = workers
-        self.store = store or open_store(settings.store_url, retention_days=settings.retention_days)
+        self.store = store or open_store(
+            settings.store_url,
+            retention_days=settings.retention_days,
+            concurrency=settings.dispatch.concurrency,
+        )
         self.channels = channels if channels is not None else build_channels(settings)
         secret = load_secret(settings)
         self.renderer = Renderer(

@@ -143,3 +143,22 @@ async def test_a_rate_limit_is_shared_by_every_process(prefix: str) -> None:
     finally:
         await one.close()
         await two.close()
+
+
+async def test_an_exhausted_connection_pool_makes_callers_wait_not_fail(prefix: str) -> None:
+    """More concurrent store calls than connections: each waits for one. Failing instead
+    would make the dispatcher retry jobs whose sends already happened."""
+    import asyncio
+
+    store = await opened(prefix, max_connections=2)
+    try:
+        now = datetime.now(UTC)
+        await store.add_deliveries([], [job(f"send:{n}", now) for n in range(40)])
+        results = await asyncio.gather(*(store.ping() for _ in range(200)))
+        assert all(results)
+        claimed = await asyncio.gather(*(store.claim_jobs(["send"], 1, now, 60) for _ in range(40)))
+        assert sorted(j.id for batch in claimed for j in batch) == sorted(
+            f"send:{n}" for n in range(40)
+        )
+    finally:
+        await store.close()

@@ -549,19 +549,24 @@ class Store(Protocol):
         """Replace the tenant's absence settings override; None removes it."""
 
 
-def open_store(url: str, *, retention_days: int | None = None) -> Store:
+def open_store(
+    url: str, *, retention_days: int | None = None, concurrency: int | None = None
+) -> Store:
     """The backend for a store URL (``sqlite:///path`` or ``redis://...``; a Redis URL
     may carry ``?prefix=name`` to keep several deployments apart on one Redis).
-    ``retention_days`` is how long Redis keeps per-message keys (default 396)."""
+    ``retention_days`` is how long Redis keeps per-message keys (default 396);
+    ``concurrency`` (the dispatcher's) sizes the Redis connection pool above it."""
     if url.startswith("sqlite:"):
         from gateway.store.sqlite import SqliteStore
 
         path = url.removeprefix("sqlite:///").removeprefix("sqlite://") or "budbringer.db"
         return SqliteStore(path)
     if url.startswith(("redis:", "rediss:")):
-        from gateway.store.redis import RedisStore
+        from gateway.store.redis import DEFAULT_RETENTION_DAYS, RedisStore
 
-        if retention_days is None:
-            return RedisStore(url)
-        return RedisStore(url, retention_days=retention_days)
+        return RedisStore(
+            url,
+            retention_days=retention_days if retention_days is not None else DEFAULT_RETENTION_DAYS,
+            max_connections=max(128, (concurrency or 0) + 64),
+        )
     raise ValueError("unsupported store URL scheme")

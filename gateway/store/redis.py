@@ -35,7 +35,7 @@ from datetime import UTC, date, datetime
 from typing import Any, NamedTuple, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import WatchError
 
 from gateway.constants import JOB_SEND
@@ -379,8 +379,12 @@ class RedisStore(TrackingMixin, WebhookMixin, AbsenceMixin, RedisParts):
         prefix: str | None = None,
         retention_days: int = DEFAULT_RETENTION_DAYS,
         consumer: str | None = None,
+        max_connections: int = 128,
     ) -> None:
         self._url, url_prefix = split_url(url)
+        # A pool that is exhausted must make callers wait, never fail: a failed outcome
+        # commit means the job is retried and the message sent twice.
+        self._max_connections = max_connections
         self._prefix = prefix or url_prefix or DEFAULT_PREFIX
         self._ttl = retention_days * 86_400 + _TTL_MARGIN
         self.consumer = consumer or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
@@ -395,12 +399,15 @@ class RedisStore(TrackingMixin, WebhookMixin, AbsenceMixin, RedisParts):
         """Connect, check Redis answers and load the scripts."""
         if self._client is not None:
             return
-        self._client = Redis.from_url(
+        pool = BlockingConnectionPool.from_url(
             self._url,
+            max_connections=self._max_connections,
+            timeout=30,
             decode_responses=True,
             socket_connect_timeout=10,
             health_check_interval=30,
         )
+        self._client = Redis.from_pool(pool)  # closing the client closes the pool
         try:
             await self._client.ping()
             await self._load_scripts()
