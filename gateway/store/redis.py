@@ -68,6 +68,13 @@ from gateway.models import (
 )
 from gateway.store import FlagHistoryEntry, SendOutcome
 from gateway.store import redis_lua as lua
+from gateway.store.directory_checks import (
+    CHILD_ROLES,
+    MAX_REPORTED_ERRORS,
+    Known,
+    batch_errors,
+    reference_error,
+)
 from gateway.store.redis_absence import AbsenceMixin
 from gateway.store.redis_base import (
     Lua,
@@ -82,17 +89,14 @@ from gateway.store.redis_base import (
 )
 from gateway.store.redis_tracking import TrackingMixin
 from gateway.store.redis_webhooks import WebhookMixin
-from gateway.store.sqlite import _batch_errors, _Known, _reference_error
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PREFIX = "bb"
 DEFAULT_RETENTION_DAYS = 396
-MAX_REPORTED_ERRORS = 100
 # Keys live a day longer than the retention: the daily purge job normally removes them
 # first (and keeps the counters right); the expiry is the guarantee.
 _TTL_MARGIN = 86_400
-_CHILD_ROLES = (Role.child.value, Role.learner.value)
 _FLAG_REASONS = {"information_granted": "ir", "blocked": "br"}
 _FLAG_VALUES = {"information_granted": "ig", "blocked": "b"}
 _WHERE_CACHE = 50_000
@@ -512,7 +516,7 @@ class RedisStore(TrackingMixin, WebhookMixin, AbsenceMixin, RedisParts):
     async def apply_directory(self, tenant_id: str, batch: DirectoryBatch) -> dict[str, int]:
         async def body(pipe: Any) -> int:
             known = await self._known_for(tenant_id, batch)
-            errors = _batch_errors(batch, known)
+            errors = batch_errors(batch, known)
             if errors:
                 raise ValidationFailed(
                     "the directory batch refers to unknown or unfit rows; nothing was written",
@@ -594,7 +598,7 @@ class RedisStore(TrackingMixin, WebhookMixin, AbsenceMixin, RedisParts):
             )
             pipe.sadd(t("rg", r.guardian_id), r.child_id)
 
-    async def _known_for(self, tenant_id: str, batch: DirectoryBatch) -> _Known:
+    async def _known_for(self, tenant_id: str, batch: DirectoryBatch) -> Known:
         units = {u.id for u in batch.units}
         groups = {g.id for g in batch.groups}
         roles = {p.id: p.role.value for p in batch.persons}
@@ -617,7 +621,7 @@ class RedisStore(TrackingMixin, WebhookMixin, AbsenceMixin, RedisParts):
         roles.update(
             {p: v for p, v in zip(more_persons, found_roles, strict=False) if v is not None}
         )
-        return _Known(units, groups, roles)
+        return Known(units, groups, roles)
 
     async def delete_directory(self, tenant_id: str, deletion: DirectoryDeletion) -> dict[str, int]:
         t = self._tk(tenant_id)
@@ -634,7 +638,7 @@ class RedisStore(TrackingMixin, WebhookMixin, AbsenceMixin, RedisParts):
                 ("persons", deletion.persons, persons),
             ):
                 errors.extend(
-                    _reference_error([kind, i], "unknown id", "not_found")
+                    reference_error([kind, i], "unknown id", "not_found")
                     for i, (_, value) in enumerate(zip(ids, found, strict=False))
                     if value is None
                 )
@@ -646,7 +650,7 @@ class RedisStore(TrackingMixin, WebhookMixin, AbsenceMixin, RedisParts):
                         read.hget(t("rc", child_id), guardian_id)
                     related = await read.execute()
                 errors.extend(
-                    _reference_error(["relations", i], "unknown relation", "not_found")
+                    reference_error(["relations", i], "unknown relation", "not_found")
                     for i, value in enumerate(related)
                     if value is None
                 )
@@ -654,7 +658,7 @@ class RedisStore(TrackingMixin, WebhookMixin, AbsenceMixin, RedisParts):
             for i, unit_id in enumerate(deletion.units):
                 if set(await r.smembers(t("ug", unit_id))) - leaving:
                     errors.append(
-                        _reference_error(["units", i], "the unit still has groups", "in_use")
+                        reference_error(["units", i], "the unit still has groups", "in_use")
                     )
             if errors:
                 raise ValidationFailed(
@@ -765,7 +769,7 @@ class RedisStore(TrackingMixin, WebhookMixin, AbsenceMixin, RedisParts):
     ) -> RelationFlags:
         if flag not in _FLAG_VALUES:
             raise ValidationFailed(
-                "unknown flag", errors=[_reference_error(["flag"], "unknown flag", "enum")]
+                "unknown flag", errors=[reference_error(["flag"], "unknown flag", "enum")]
             )
         t = self._tk(tenant_id)
         field = f"{child_id}\x1f{guardian_id}"
@@ -804,7 +808,7 @@ class RedisStore(TrackingMixin, WebhookMixin, AbsenceMixin, RedisParts):
 
     async def missing_ids(self, tenant_id: str, audience: Audience) -> list[tuple[str, str]]:
         checks: list[tuple[str, list[str], str, tuple[str, ...]]] = [
-            ("children", audience.children, "roles", _CHILD_ROLES),
+            ("children", audience.children, "roles", CHILD_ROLES),
             ("groups", audience.groups, "groups", ()),
             ("units", audience.units, "units", ()),
             ("guardians", audience.guardians, "roles", (Role.guardian.value,)),
@@ -861,7 +865,7 @@ class RedisStore(TrackingMixin, WebhookMixin, AbsenceMixin, RedisParts):
         more = sorted(candidates - roles.keys())
         if more:
             roles.update(zip(more, await r.hmget(t("roles"), more), strict=True))
-        children = sorted(c for c in candidates if roles.get(c) in _CHILD_ROLES)
+        children = sorted(c for c in candidates if roles.get(c) in CHILD_ROLES)
         relations = await self._load_relations(tenant_id, children, audience.guardians)
         wanted = dict.fromkeys(children)
         for relation in relations:
@@ -1249,7 +1253,7 @@ class RedisStore(TrackingMixin, WebhookMixin, AbsenceMixin, RedisParts):
         if kind not in ("email", "phone"):
             raise ValidationFailed(
                 "unknown contact kind",
-                errors=[_reference_error(["kind"], "unknown contact kind", "enum")],
+                errors=[reference_error(["kind"], "unknown contact kind", "enum")],
             )
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.hset(

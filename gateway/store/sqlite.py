@@ -54,6 +54,13 @@ from gateway.models import (
     can_transition,
 )
 from gateway.store import FlagHistoryEntry, SendOutcome
+from gateway.store.directory_checks import (
+    CHILD_ROLES,
+    MAX_REPORTED_ERRORS,
+    Known,
+    batch_errors,
+    reference_error,
+)
 from gateway.store.sqlite_absence import AbsenceMixin
 from gateway.store.sqlite_base import SqliteParts, dt, dt_opt, id_list, to_json, ts, ts_opt
 from gateway.store.sqlite_postpone import PostponeMixin
@@ -63,9 +70,7 @@ from gateway.store.sqlite_tracking import TrackingMixin
 from gateway.store.sqlite_webhooks import WebhookMixin
 
 SCHEMA_VERSION = 1
-MAX_REPORTED_ERRORS = 100
 
-_CHILD_ROLES = (Role.child.value, Role.learner.value)
 _FLAG_COLUMNS = {
     "information_granted": "information_reason",
     "blocked": "blocked_reason",
@@ -403,11 +408,6 @@ def _inbox_item(row: Any) -> InboxItem:
     )
 
 
-def _reference_error(loc: list[str | int], message: str, kind: str) -> dict[str, Any]:
-    # Messages name the kind of problem only, never the row's personal data.
-    return {"loc": loc, "message": message, "type": kind}
-
-
 class _Move(NamedTuple):
     delivery_id: str
     status: DeliveryStatus
@@ -416,14 +416,6 @@ class _Move(NamedTuple):
     reason: str | None = None
     provider_id: str | None = None
     segments: int | None = None
-
-
-class _Known(NamedTuple):
-    """What a directory batch may refer to: its own rows plus the stored ones."""
-
-    units: set[str]
-    groups: set[str]
-    roles: dict[str, str]
 
 
 # --------------------------------------------------------------------------- the store
@@ -614,7 +606,7 @@ class SqliteStore(
     async def apply_directory(self, tenant_id: str, batch: DirectoryBatch) -> dict[str, int]:
         async with self._write() as db:
             known = await self._known_for(db, tenant_id, batch)
-            errors = _batch_errors(batch, known)
+            errors = batch_errors(batch, known)
             if errors:
                 raise ValidationFailed(
                     "the directory batch refers to unknown or unfit rows; nothing was written",
@@ -643,7 +635,7 @@ class SqliteStore(
 
     async def _known_for(
         self, db: aiosqlite.Connection, tenant_id: str, batch: DirectoryBatch
-    ) -> _Known:
+    ) -> Known:
         units = {u.id for u in batch.units}
         groups = {g.id for g in batch.groups}
         roles = {p.id: p.role.value for p in batch.persons}
@@ -662,7 +654,7 @@ class SqliteStore(
                 (tenant_id, _id_list(missing)),
             )
             roles.update({row[0]: row[1] for row in rows})
-        return _Known(units, groups, roles)
+        return Known(units, groups, roles)
 
     async def _upsert_directory(
         self, db: aiosqlite.Connection, tenant_id: str, batch: DirectoryBatch
@@ -802,7 +794,7 @@ class SqliteStore(
         ):
             found = await _existing(db, table, tenant_id, set(ids))
             errors.extend(
-                _reference_error([kind, i], "unknown id", "not_found")
+                reference_error([kind, i], "unknown id", "not_found")
                 for i, row_id in enumerate(ids)
                 if row_id not in found
             )
@@ -815,7 +807,7 @@ class SqliteStore(
             )
             pairs = {(row[0], row[1]) for row in rows}
             errors.extend(
-                _reference_error(["relations", i], "unknown relation", "not_found")
+                reference_error(["relations", i], "unknown relation", "not_found")
                 for i, r in enumerate(deletion.relations)
                 if (r.child_id, r.guardian_id) not in pairs
             )
@@ -828,7 +820,7 @@ class SqliteStore(
             leaving = set(deletion.groups)
             used = {row[1] for row in rows if row[0] not in leaving}
             errors.extend(
-                _reference_error(["units", i], "the unit still has groups", "in_use")
+                reference_error(["units", i], "the unit still has groups", "in_use")
                 for i, unit_id in enumerate(deletion.units)
                 if unit_id in used
             )
@@ -875,7 +867,7 @@ class SqliteStore(
         if reason_column is None:
             raise ValidationFailed(
                 "unknown flag",
-                errors=[_reference_error(["flag"], "unknown flag", "enum")],
+                errors=[reference_error(["flag"], "unknown flag", "enum")],
             )
         async with self._write() as db:
             found = await _existing(db, "persons", tenant_id, {child_id, guardian_id})
@@ -927,7 +919,7 @@ class SqliteStore(
 
     async def missing_ids(self, tenant_id: str, audience: Audience) -> list[tuple[str, str]]:
         checks: list[tuple[str, list[str], str, tuple[str, ...]]] = [
-            ("children", audience.children, "persons", _CHILD_ROLES),
+            ("children", audience.children, "persons", CHILD_ROLES),
             ("groups", audience.groups, "unit_groups", ()),
             ("units", audience.units, "units", ()),
             ("guardians", audience.guardians, "persons", (Role.guardian.value,)),
@@ -1240,7 +1232,7 @@ class SqliteStore(
         if kind not in ("email", "phone"):
             raise ValidationFailed(
                 "unknown contact kind",
-                errors=[_reference_error(["kind"], "unknown contact kind", "enum")],
+                errors=[reference_error(["kind"], "unknown contact kind", "enum")],
             )
         async with self._write() as db:
             await db.execute(
@@ -1488,48 +1480,6 @@ async def _existing(
         params.extend(roles)
     rows = await db.execute_fetchall(sql, params)
     return {row[0] for row in rows}
-
-
-def _batch_errors(batch: DirectoryBatch, known: _Known) -> list[dict[str, Any]]:
-    """Every referential error of the batch, each naming its row and field."""
-    errors: list[dict[str, Any]] = [
-        _reference_error(["groups", i, "unit_id"], "unknown unit", "unknown_reference")
-        for i, group in enumerate(batch.groups)
-        if group.unit_id not in known.units
-    ]
-    for i, person in enumerate(batch.persons):
-        errors.extend(
-            _reference_error(["persons", i, "unit_ids", j], "unknown unit", "unknown_reference")
-            for j, unit_id in enumerate(person.unit_ids)
-            if unit_id not in known.units
-        )
-        errors.extend(
-            _reference_error(["persons", i, "group_ids", j], "unknown group", "unknown_reference")
-            for j, group_id in enumerate(person.group_ids)
-            if group_id not in known.groups
-        )
-    for i, relation in enumerate(batch.relations):
-        for field, person_id, fit in (
-            ("child_id", relation.child_id, _CHILD_ROLES),
-            ("guardian_id", relation.guardian_id, (Role.guardian.value,)),
-        ):
-            role = known.roles.get(person_id)
-            if role is None:
-                errors.append(
-                    _reference_error(["relations", i, field], "unknown person", "unknown_reference")
-                )
-            elif role not in fit:
-                errors.append(
-                    _reference_error(
-                        ["relations", i, field], "the person has the wrong role", "wrong_role"
-                    )
-                )
-    errors.extend(
-        _reference_error(["preferences", person_id], "unknown person", "unknown_reference")
-        for person_id in batch.preferences
-        if person_id not in known.roles
-    )
-    return errors
 
 
 async def _insert_jobs(db: aiosqlite.Connection, jobs: Sequence[Job]) -> None:
