@@ -22,62 +22,12 @@ from standardwebhooks import Webhook
 
 from gateway.absence import part_message_id
 from gateway.auth import create_tenant
+from gateway.bench.synth import FAMILY, GIVEN
 from gateway.models import FINAL
 from gateway.service import Service
 from gateway.settings import load_settings
 
 DEMO_FILE = Path(__file__).resolve().parent.parent / "config" / "demo-directory.json"
-
-FIRST = [
-    "Ola",
-    "Kari",
-    "Emma",
-    "Noah",
-    "Sara",
-    "Jakob",
-    "Nora",
-    "Filip",
-    "Ella",
-    "Lucas",
-    "Maja",
-    "Emil",
-    "Ingrid",
-    "Oskar",
-    "Sofie",
-    "Aksel",
-    "Leah",
-    "Henrik",
-    "Ida",
-    "Johannes",
-    "Frida",
-    "Isak",
-    "Tiril",
-    "Magnus",
-    "Astrid",
-    "Mohammed",
-    "Amina",
-    "Jonas",
-    "Selma",
-    "Ali",
-]
-FAMILY = [
-    "Hansen",
-    "Johansen",
-    "Olsen",
-    "Larsen",
-    "Andersen",
-    "Pedersen",
-    "Nilsen",
-    "Kristiansen",
-    "Jensen",
-    "Karlsen",
-    "Berg",
-    "Haugen",
-    "Hagen",
-    "Eriksen",
-    "Bakken",
-    "Ahmed",
-]
 
 
 def demo_directory(today: date) -> dict[str, Any]:
@@ -115,7 +65,7 @@ def demo_directory(today: date) -> dict[str, Any]:
             {
                 "id": cid,
                 "role": "child",
-                "given_name": FIRST[n % 30],
+                "given_name": GIVEN[n % 30],
                 "family_name": FAMILY[n % 16],
                 "birth_date": born(age),
                 "unit_ids": ["u-solbakken"],
@@ -128,7 +78,7 @@ def demo_directory(today: date) -> dict[str, Any]:
         row: dict[str, Any] = {
             "id": gid,
             "role": "guardian",
-            "given_name": FIRST[(n + 7) % 30],
+            "given_name": GIVEN[(n + 7) % 30],
             "family_name": FAMILY[n % 16],
             **extra,
         }
@@ -421,20 +371,25 @@ def print_table(status: dict[str, Any], directory: dict[str, Any]) -> None:
     rows = sorted(
         status["deliveries"], key=lambda d: (d["recipient_id"], d["channel"], d["target"])
     )
-    print(
-        f"{'recipient':<10} {'name':<22} {'role':<9} {'channel':<7} {'status':<11} "
-        f"{'children':<14} reason"
+    # Protected persons come back as pseudonyms (rule 4): no name to show for them.
+    who = max(len("recipient"), *(len(d["recipient_id"]) for d in rows))
+    kids = [",".join(d.get("child_ids") or []) or "-" for d in rows]
+    width = max(len("children"), *(len(k) for k in kids))
+    header = (
+        f"{'recipient':<{who}} {'name':<22} {'role':<9} {'channel':<7} {'status':<11} "
+        f"{'children':<{width}} reason"
     )
-    print("-" * 92)
-    for d in rows:
-        children = ",".join(d.get("child_ids") or []) or "-"
+    print(header)
+    print("-" * (len(header) + 20))
+    for d, children in zip(rows, kids, strict=True):
         reason = d.get("reason") or ""
         if d["channel"] == "none" and d.get("target"):
             reason = f"{reason} (for {d['target']})"
+        name = names.get(d["recipient_id"], "(protected)")[:22]
         print(
-            f"{d['recipient_id']:<10} {names.get(d['recipient_id'], '?')[:22]:<22} "
-            f"{d['recipient_role']:<9} {d['channel']:<7} {d['status']:<11} {children:<14} {reason}"
+            f"{d['recipient_id']:<{who}} {name:<22} {d['recipient_role']:<9} {d['channel']:<7} "
+            f"{d['status']:<11} {children:<{width}} {reason}"
         )
-    print("-" * 92)
+    print("-" * (len(header) + 20))
     counts = ", ".join(f"{k}: {v}" for k, v in sorted(status["counts"].items()))
     print(f"message {status['id']}  deliveries: {len(rows)}  ({counts})")

@@ -21,13 +21,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 from aiohttp import web
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from google.auth import exceptions as auth_exceptions
 from google.auth import jwt
+
+from gateway.bench import sinks as bench_sinks
 
 JWT_GRANT_TYPE = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 # google-auth always signs the assertion for Google's endpoint, whatever token_uri says.
@@ -79,28 +79,7 @@ FCM_ERRORS: dict[str, tuple[int, str, str]] = {
 
 def write_service_account(path: Path, token_uri: str, project_id: str = "budbringer-test") -> Path:
     """Write a service-account JSON in Google's format with a freshly generated RSA key."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
-    email = f"firebase-adminsdk-test@{project_id}.iam.gserviceaccount.com"
-    info = {
-        "type": "service_account",
-        "project_id": project_id,
-        "private_key_id": secrets.token_hex(20),
-        "private_key": pem,
-        "client_email": email,
-        "client_id": str(secrets.randbelow(10**21)).zfill(21),
-        "auth_uri": "https://accounts.google.com/o/oauth2/auth",
-        "token_uri": token_uri,
-        "auth_provider_x509_cert_url": "https://www.googleapis.com/oauth2/v1/certs",
-        "client_x509_cert_url": "https://www.googleapis.com/robot/v1/metadata/x509/" + quote(email),
-        "universe_domain": "googleapis.com",
-    }
-    path.write_text(json.dumps(info, indent=2), encoding="utf-8")
-    return path
+    return bench_sinks.write_service_account(path, token_uri, project_id)
 
 
 def fcm_error_body(fcm_code: str) -> tuple[int, dict[str, Any]]:
