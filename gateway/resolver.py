@@ -96,6 +96,9 @@ def is_adult(person: Person, on: date) -> bool:
     return person.birth_date is not None and age_on(person.birth_date, on) >= ADULT_AGE
 
 
+_NAMING_CANNOT_OVERRIDE = frozenset({BLOCKED, INFORMATION_REVOKED, ADULT_NO_CONSENT})
+
+
 class _Outcome:
     """Per (person, child) decisions, merged so that ``blocked`` always wins."""
 
@@ -253,6 +256,15 @@ def _resolve_named(
         # Already recorded per child when a blocked child is in the audience.
         if not any(r.child_id in in_audience for r in relations):
             outcome.suppress(person.id, person.role, None, BLOCKED)
+        return
+    # Naming a person never overrides a refusal about a child the message concerns: a
+    # blocked or revoked relation, or an adult pupil's missing consent, keeps them out
+    # (their suppression for that child is already recorded).
+    if any(
+        outcome.suppressed.get((person.id, r.child_id)) in _NAMING_CANNOT_OVERRIDE
+        for r in relations
+        if r.child_id in in_audience
+    ):
         return
     outcome.roles[person.id] = person.role
     outcome.named.add(person.id)

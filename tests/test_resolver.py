@@ -144,6 +144,33 @@ def test_blocked_parent_named_directly_is_still_suppressed_for_that_child() -> N
         assert reasons(res)[("voldelig", "c1")] == "blocked"
 
 
+def test_naming_a_guardian_never_overrides_a_block_on_a_child_of_the_audience() -> None:
+    # Blocked for c1, an ordinary parent of c2: a confidential message about c1 that
+    # also names the guardian must not reach them (it is about the blocked child).
+    d = Directory()
+    family(d, "c1", "5a")
+    family(d, "c2", "5b")
+    d.guardian("voldelig")
+    d.relate("c1", "voldelig", blocked=True)
+    d.relate("c2", "voldelig")
+    for category in (Category.confidential, Category.general):
+        res = run(d, Audience(children=["c1"], guardians=["voldelig"]), category)
+        assert "voldelig" not in recipients(res)
+        assert reasons(res)[("voldelig", "c1")] == "blocked"
+
+
+def test_naming_a_guardian_never_overrides_revoked_information_or_missing_consent() -> None:
+    d = Directory()
+    family(d, "c1", "5a")
+    d.guardian("far")
+    d.relate("c1", "far", pr=False, information_reason="revoked 2026-11-01")
+    family(d, "c2", "5b")
+    d.relate("c2", "far")
+    res = run(d, Audience(children=["c1"], guardians=["far"]), Category.confidential)
+    assert "far" not in recipients(res)
+    assert reasons(res)[("far", "c1")] == "information_revoked"
+
+
 def test_named_guardian_whose_every_relation_is_blocked_is_suppressed() -> None:
     d = Directory()
     family(d, "c1", "5a")
