@@ -612,10 +612,10 @@ def directory_paths() -> dict[str, Any]:
         "/v1/persons/{person_id}": {
             "get": {
                 "tags": ["directory"],
-                "summary": "One person record",
+                "summary": "One person record (a protected person: only with the protected scope)",
                 "security": TENANT,
                 "parameters": [path_param("person_id", "Person id")],
-                "responses": {"200": ok(Person, "The person"), **errors(401, 404)},
+                "responses": {"200": ok(Person, "The person"), **errors(401, 403, 404)},
             }
         },
         "/v1/guardians/{guardian_id}/tokens": {

@@ -320,3 +320,18 @@ async def test_guardian_token_is_refused_on_tenant_routes(app_client, tenant) ->
     ):
         resp = await app_client.request(method, path, json=BATCH, headers=auth(token))
         assert resp.status == 401, path
+
+
+async def test_a_protected_person_needs_the_protected_scope(app_client, tenant, store) -> None:
+    body = batch()
+    body["persons"][1]["protection"] = "strictly_confidential"
+    resp = await app_client.post("/v1/directory", json=body, headers=auth(tenant.api_key))
+    assert resp.status == 200
+    resp = await app_client.get("/v1/persons/p1", headers=auth(tenant.api_key))
+    assert resp.status == 403
+    assert "Ola" not in await resp.text() and "+4790012345" not in await resp.text()
+    assert (await app_client.get("/v1/persons/p2", headers=auth(tenant.api_key))).status == 200
+    await store.set_tenant_scopes(tenant.tenant.id, ["staff", "protected"])
+    resp = await app_client.get("/v1/persons/p1", headers=auth(tenant.api_key))
+    assert resp.status == 200
+    assert (await resp.json())["phone"] == "+4790012345"

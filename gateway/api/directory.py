@@ -16,9 +16,9 @@ from gateway.api.body import read_model
 from gateway.api.context import CTX
 from gateway.api.guardian import mandatory_channel_errors
 from gateway.auth import authenticate_bearer
-from gateway.constants import ADULT_AGE, DEFAULT_TIME_ZONE
+from gateway.constants import ADULT_AGE, DEFAULT_TIME_ZONE, SCOPE_PROTECTED
 from gateway.errors import Forbidden, NotFound, ValidationFailed
-from gateway.models import DirectoryBatch, DirectoryDeletion, FlagChange, Person, Role
+from gateway.models import DirectoryBatch, DirectoryDeletion, FlagChange, Person, Protection, Role
 from gateway.tokens import issue_guardian_token
 
 FLAGS = frozenset({"information_granted", "blocked"})
@@ -84,6 +84,12 @@ async def get_person(request: web.Request) -> web.Response:
     person = await ctx.store.get_person(tenant.id, request.match_info["person_id"])
     if person is None:
         raise NotFound("person not found")
+    # A protected address (rule 4): the record is shown only to keys with that scope,
+    # as in the message status, where such persons appear as pseudonyms.
+    if person.protection is not Protection.none and SCOPE_PROTECTED not in (
+        await ctx.store.get_tenant_scopes(tenant.id)
+    ):
+        raise Forbidden("this person has a protected address; the key needs the protected scope")
     return web.json_response(person.model_dump(mode="json"))
 
 

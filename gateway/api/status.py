@@ -34,6 +34,7 @@ from gateway.tracker import ChildReach, Reach, RecipientReach, reach
 
 PSEUDONYM_PREFIX = "protected-"
 _PSEUDONYM_LABEL = b"budbringer/status-pseudonym/v1"
+PROTECTED_SUBJECT = "(protected)"
 
 
 class Names:
@@ -145,7 +146,8 @@ async def get_message(request: web.Request) -> web.Response:
             "id": message.id,
             "event_id": message.event_id,
             "category": message.category.value,
-            "subject": message.subject,
+            # An absence subject names the child: hidden when a protected person is involved.
+            "subject": PROTECTED_SUBJECT if protected and absence is not None else message.subject,
             "read_receipt": message.read_receipt,
             "created_at": message.created_at.isoformat(),
             "planned_at": message.planned_at.isoformat() if message.planned_at else None,
