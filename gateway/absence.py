@@ -486,6 +486,9 @@ class Absences:
         else:
             days = [date.fromisoformat(d) for d in data["days"]]
         reporting = record.kind == "reported"
+        # The reporter's reason goes to staff only (rule 10): never stored on the
+        # deliveries of the confirmation or of the co-guardians' information.
+        for_staff = reporting and kind == "report"
         return {
             "kind": kind,
             "child": child.given_name if child else "",
@@ -499,8 +502,8 @@ class Absences:
             "date": _per_language(days[:1]),
             "dates": _per_language(days),
             # Only staff messages render these two (templates: details, kind "report").
-            "report_kind": data.get("kind") if reporting else None,
-            "report_text": (data.get("text") or None) if reporting else None,
+            "report_kind": data.get("kind") if for_staff else None,
+            "report_text": (data.get("text") or None) if for_staff else None,
             "self": reporting and data.get("guardian_id") == record.child_id,
         }
 

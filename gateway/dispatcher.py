@@ -97,7 +97,7 @@ class Dispatcher:
         self._prefetched: dict[str, Delivery] = {}
         # Claimed but not started yet: jobs are claimed a batch at a time, not one per
         # freed slot, so a broadcast costs one claim transaction per batch.
-        self._ready: deque[Job] = deque()
+        self._ready: deque[tuple[Job, datetime]] = deque()  # (job, when claimed)
         # Send outcomes are committed in batches (one transaction for many sends).
         self._outcomes = OutcomeBatcher(store)
         self._stopping = asyncio.Event()
@@ -144,21 +144,36 @@ class Dispatcher:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._slot_freed.wait(), timeout=self.settings.poll_interval)
             return -1  # busy, not idle
+        await self._release_stale()
         if not self._ready:
+            now = self.clock.now()
             jobs = await self.store.claim_jobs(
                 tuple(self._handlers),
-                max(free, self.settings.batch),
-                self.clock.now(),
+                # A buffer of at most one round of sends, so a buffered job starts well
+                # within its lease (see _release_stale for when it does not).
+                max(free, min(self.settings.batch, self.settings.concurrency)),
+                now,
                 self.settings.lease_seconds,
             )
             refs = [job.ref for job in jobs if job.kind == JOB_SEND]
             if len(refs) > 1:
                 self._prefetched.update(await self.store.get_deliveries(refs))
-            self._ready.extend(jobs)
-        started = [self._start(self._ready.popleft()) for _ in range(min(free, len(self._ready)))]
+            self._ready.extend((job, now) for job in jobs)
+        started = [
+            self._start(self._ready.popleft()[0]) for _ in range(min(free, len(self._ready)))
+        ]
         if wait and started:
             await asyncio.gather(*started)
         return len(started)
+
+    async def _release_stale(self) -> None:
+        """Give back buffered jobs that waited half their lease (slow providers held every
+        slot): started later, another worker could take them over mid-send."""
+        limit = self.clock.now() - timedelta(seconds=self.settings.lease_seconds / 2)
+        while self._ready and self._ready[0][1] <= limit:
+            job, _ = self._ready.popleft()
+            self._prefetched.pop(job.ref, None)
+            await self.store.postpone_job(job.id, self.clock.now(), "lease_half_gone")
 
     async def run_until_idle(self, max_rounds: int = 10_000) -> None:
         """Do every job that is due now, including jobs that those jobs queue."""
@@ -185,7 +200,7 @@ class Dispatcher:
         start (or another worker) takes them at once instead of after their lease."""
         now = self.clock.now()
         while self._ready:
-            job = self._ready.popleft()
+            job, _ = self._ready.popleft()
             self._prefetched.pop(job.ref, None)
             await self.store.postpone_job(job.id, now, "shutdown")
 
@@ -212,6 +227,17 @@ class Dispatcher:
             raise
         except Exception as exc:
             log.exception("job failed unexpectedly", extra={"kind": job.kind})
+            if job.kind == JOB_SEND and job.attempts >= self.settings.max_attempts:
+                # A bug (a broken template, say) must not keep a delivery queued forever.
+                await self.store.finish_send(
+                    job.id,
+                    job.ref,
+                    DeliveryStatus.failed,
+                    self.clock.now(),
+                    reason=f"error:{type(exc).__name__}",
+                    detail=f"gave up after {job.attempts} attempts",
+                )
+                return
             delay = backoff(
                 job.attempts, self.settings.backoff_base, self.settings.backoff_max, None
             )

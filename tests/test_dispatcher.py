@@ -618,3 +618,41 @@ async def test_every_delivery_goes_to_exactly_one_recipient(rig: Rig) -> None:
         ["+4791000003"],
     ]
     assert [s.body["message"]["token"] for s in rig.fcm.sent] == ["tok-1"]
+
+
+class _BrokenAdapter:
+    """A provider adapter with a bug: it raises something outside our error tree."""
+
+    name = "sms"
+    max_body = None
+    rate_per_second = None
+    calls = 0
+
+    async def start(self) -> None:
+        return None
+
+    async def send(self, delivery: Any, content: Any) -> Any:
+        _BrokenAdapter.calls += 1
+        raise RuntimeError("adapter bug")
+
+    async def aclose(self) -> None:
+        return None
+
+
+@pytest.mark.parametrize(
+    "rig", [dict(max_attempts=3, backoff_base=1.0, backoff_max=1.0)], indirect=True
+)
+async def test_an_unexpected_error_fails_the_delivery_after_max_attempts(rig: Rig) -> None:
+    rig.dispatcher.channels = {**rig.dispatcher.channels, "sms": _BrokenAdapter()}
+    _BrokenAdapter.calls = 0
+    await rig.load(directory(family(1, email=False, phone=True)))
+    message = await rig.post("e1", {"groups": ["g1"]})
+    await rig.dispatcher.run_until_idle()
+    for _ in range(6):
+        await rig.advance(2.0)
+
+    sms = await rig.one(message, "sms")
+    assert sms.status is DeliveryStatus.failed
+    assert sms.reason == "error:RuntimeError"
+    assert _BrokenAdapter.calls == 3
+    assert rig.jobs() == []

@@ -309,7 +309,8 @@ def _query_errors(query: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
             )
     if "limit" in query:
         raw = query["limit"]
-        if not raw.isdigit() or not 1 <= int(raw) <= MAX_MESSAGES_LIMIT:
+        # isdecimal+isascii: "²".isdigit() is True but int("²") fails.
+        if not (raw.isascii() and raw.isdecimal()) or not 1 <= int(raw) <= MAX_MESSAGES_LIMIT:
             errors.append(
                 {
                     "loc": ["query", "limit"],
