@@ -93,6 +93,21 @@ class WebhookSettings(BaseModel):
     connections: int = Field(default=32, ge=1, le=1024)
     # After a secret rotation the old secret keeps signing (a second signature) this long.
     rotation_grace: float = Field(default=86_400.0, ge=0)
+    # In production only public addresses are reached; list internal networks (CIDR) the
+    # platform really lives on, e.g. ["10.20.0.0/16"].
+    allowed_networks: list[str] = Field(default_factory=list)
+
+    @field_validator("allowed_networks")
+    @classmethod
+    def _cidrs(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        for cidr in value:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"not a network in CIDR form: {cidr}") from exc
+        return value
 
     @field_validator("retry_schedule")
     @classmethod

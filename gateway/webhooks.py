@@ -32,8 +32,10 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from standardwebhooks.webhooks import Webhook
+from yarl import URL
 
 from gateway import __version__
+from gateway.addresses import PublicOnlyResolver, is_ip_literal, parse_networks, permitted
 from gateway.clock import Clock
 from gateway.constants import JOB_WEBHOOK_FANOUT, JOB_WEBHOOK_SEND
 from gateway.models import (
@@ -175,11 +177,15 @@ class WebhookService:
         *,
         session: aiohttp.ClientSession | None = None,
         wall: Callable[[], datetime] = wall_clock,
+        public_only: bool = False,
     ) -> None:
         self.store = store
         self.clock = clock
         self.settings = settings
         self.wall = wall
+        # Production: reach only public addresses (or allowed networks) — no SSRF.
+        self.public_only = public_only
+        self._allowed = parse_networks(settings.allowed_networks)
         self._session = session
         self._own_session = session is None
 
@@ -195,7 +201,10 @@ class WebhookService:
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=self.settings.timeout),
-                connector=aiohttp.TCPConnector(limit=self.settings.connections),
+                connector=aiohttp.TCPConnector(
+                    limit=self.settings.connections,
+                    resolver=PublicOnlyResolver(self._allowed) if self.public_only else None,
+                ),
                 headers={"User-Agent": USER_AGENT},
             )
         return self._session
@@ -356,6 +365,13 @@ class WebhookService:
         response: str | None = None
         retry_after: float | None = None
         code: str | None
+        host = URL(endpoint.url).host or ""
+        # aiohttp does not ask the resolver about a literal IP: check it here.
+        if self.public_only and is_ip_literal(host) and not permitted(host, self._allowed):
+            attempt = WebhookAttempt(
+                at=at, status_code=None, duration_ms=0, error="address_not_public", response=None
+            )
+            return Outcome(attempt, "address_not_public", None)
         try:
             async with session.post(
                 endpoint.url,

@@ -19,6 +19,7 @@ from aiohttp import web
 from pydantic import BaseModel, Field, field_validator, model_validator
 from yarl import URL
 
+from gateway.addresses import is_ip_literal, parse_networks, permitted
 from gateway.api.body import read_model
 from gateway.api.context import CTX
 from gateway.auth import authenticate_bearer, new_webhook_secret
@@ -162,6 +163,13 @@ def url_errors(value: str, settings: Settings, loc: list[str | int]) -> list[dic
             return error("https is required in production", "url_https_required")
         if not _is_loopback(url.host):
             return error("plain http is allowed only to 127.0.0.1 in development", "url_https")
+    if (
+        settings.environment == "production"
+        and is_ip_literal(url.host)
+        and not permitted(url.host.strip("[]"), parse_networks(settings.webhooks.allowed_networks))
+    ):
+        # Names are checked when connecting (after DNS); a literal address can be now.
+        return error("the address is not public (see webhooks.allowed_networks)", "url_private")
     return []
 
 
