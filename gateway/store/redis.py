@@ -35,7 +35,7 @@ from datetime import UTC, date, datetime
 from typing import Any, NamedTuple, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
 from redis.exceptions import WatchError
 
 from gateway.constants import JOB_SEND
@@ -137,13 +137,15 @@ class _Move(NamedTuple):
     segments: int | None = None
 
 
-def split_url(url: str) -> tuple[str, str | None]:
-    """The Redis URL without our own ``prefix`` query parameter, and that prefix."""
+def split_url(url: str) -> tuple[str, str | None, bool]:
+    """The Redis URL without our own query parameters, the ``prefix`` it names, and
+    whether ``cluster`` (``?cluster=1``: the URL names any node of a Redis Cluster)."""
     parts = urlsplit(url)
     query = parse_qsl(parts.query, keep_blank_values=True)
     prefix = next((v for k, v in query if k == "prefix"), None)
-    rest = urlencode([(k, v) for k, v in query if k != "prefix"])
-    return urlunsplit(parts._replace(query=rest)), prefix
+    cluster = next((v for k, v in query if k == "cluster"), "").lower() in ("1", "true", "yes")
+    rest = urlencode([(k, v) for k, v in query if k not in ("prefix", "cluster")])
+    return urlunsplit(parts._replace(query=rest)), prefix, cluster
 
 
 # --------------------------------------------------------------------------- conversions
@@ -349,7 +351,8 @@ def _job(f: list[Any]) -> Job:
 
 
 class RedisStore(TrackingMixin, WebhookMixin, AbsenceMixin, RedisParts):
-    """The :class:`gateway.store.Store` on Redis. ``url`` is a redis:// or rediss:// URL;
+    """The :class:`gateway.store.Store` on Redis. ``url`` is a redis:// or rediss:// URL
+    (``?cluster=1``: of any node of a Redis Cluster, through redis-py's RedisCluster);
     a ``prefix`` query parameter (or the keyword) names the keyspace, ``bb`` by default.
     ``retention_days`` is how long per-message keys live; ``consumer`` names this
     process in the queue's consumer group (default: host, pid and a random tag)."""
@@ -385,7 +388,8 @@ class RedisStore(TrackingMixin, WebhookMixin, AbsenceMixin, RedisParts):
         consumer: str | None = None,
         max_connections: int = 128,
     ) -> None:
-        self._url, url_prefix = split_url(url)
+        self._url, url_prefix, self._cluster = split_url(url)
+        self._fed = {}
         # A pool that is exhausted must make callers wait, never fail: a failed outcome
         # commit means the job is retried and the message sent twice.
         self._max_connections = max_connections
@@ -403,18 +407,31 @@ class RedisStore(TrackingMixin, WebhookMixin, AbsenceMixin, RedisParts):
         """Connect, check Redis answers and load the scripts."""
         if self._client is not None:
             return
-        pool = BlockingConnectionPool.from_url(
-            self._url,
-            max_connections=self._max_connections,
-            timeout=30,
-            decode_responses=True,
-            socket_connect_timeout=10,
-            health_check_interval=30,
-        )
-        self._client = Redis.from_pool(pool)  # closing the client closes the pool
+        if self._cluster:
+            # RedisCluster fails a call when a node's pool is exhausted (it has no blocking
+            # pool), so its limit is set far above any real concurrency.
+            self._client = RedisCluster.from_url(
+                self._url,
+                max_connections=max(self._max_connections, 10_000),
+                decode_responses=True,
+                socket_connect_timeout=10,
+                health_check_interval=30,
+            )
+        else:
+            pool = BlockingConnectionPool.from_url(
+                self._url,
+                max_connections=self._max_connections,
+                timeout=30,
+                decode_responses=True,
+                socket_connect_timeout=10,
+                health_check_interval=30,
+            )
+            self._client = Redis.from_pool(pool)  # closing the client closes the pool
+        self._client.set_response_callback("EVALSHA", self._unwrap_fed)
         try:
             await self._client.ping()
             await self._load_scripts()
+            await self._sweep_feeds()
         except BaseException:
             await self._client.aclose()
             self._client = None
@@ -1469,6 +1486,7 @@ class RedisStore(TrackingMixin, WebhookMixin, AbsenceMixin, RedisParts):
         for tenant_id in tenants:
             await self._purge_absences(tenant_id, cutoff)
             await self._purge_webhook_messages(tenant_id, cutoff)
+        await self._sweep_feeds()
         for tenant_id in sorted(active):
             tp = self._tp(tenant_id)
             more = True

@@ -28,10 +28,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, ParamSpec, TypeVar
 
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import NoScriptError, RedisError
 
 from gateway.errors import BudbringerError, StoreError
+from gateway.store.redis_lua import FED
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
@@ -88,12 +89,18 @@ def _mapped(fn: Callable[_P, Awaitable[_R]]) -> Callable[_P, Awaitable[_R]]:
 
     @functools.wraps(fn)
     async def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        store: Any = args[0]
         try:
             try:
                 return await fn(*args, **kwargs)
             except NoScriptError:
-                await args[0]._load_scripts()  # type: ignore[attr-defined]
+                await store._load_scripts()
                 return await fn(*args, **kwargs)
+            finally:
+                # A tenant script fed its change feed: mark the tenant pending (the second
+                # step of recording a change, see redis_webhooks) before the call returns.
+                if store._fed and store._client is not None:
+                    await store._mark_fed()
         except BudbringerError:
             raise
         except RedisError as exc:
@@ -108,9 +115,12 @@ class RedisParts:
     # Scripts a mixin uses; all are loaded in open().
     SCRIPTS: ClassVar[Sequence[Lua]] = ()
 
-    _client: Redis | None
+    _client: Redis | RedisCluster | None
     _prefix: str
     _ttl: int  # seconds that per-message keys live (the retention)
+    # Tenants whose change feed got entries and are not marked pending yet -> the earliest
+    # change time (us); filled by the EVALSHA response callback, emptied by _mark_fed.
+    _fed: dict[str, int]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         # Every public coroutine method of the backend maps Redis errors to StoreError.
@@ -164,11 +174,33 @@ class RedisParts:
         return list(seen.values())
 
     async def _load_scripts(self) -> None:
+        if isinstance(self._client, RedisCluster):
+            # SCRIPT LOAD goes to every primary; a cluster pipeline needs keys to route.
+            for lua in self.all_scripts():
+                await self._redis.script_load(lua.source)
+            return
         async with self._redis.pipeline(transaction=False) as pipe:
             for lua in self.all_scripts():
                 pipe.script_load(lua.source)
             await pipe.execute()
 
+    def _unwrap_fed(self, response: Any, **options: Any) -> Any:
+        """The EVALSHA response callback: a tenant script that fed its change feed
+        answers ``[FED, tenant, earliest change time, result]`` (redis_lua.tenant_script);
+        note the tenant and give the caller the result."""
+        if isinstance(response, list) and len(response) >= 3 and response[0] == FED:
+            tenant, at = str(response[1]), int(response[2])
+            known = self._fed.get(tenant)
+            self._fed[tenant] = at if known is None else min(known, at)
+            return response[3] if len(response) > 3 else None
+        return response
+
+    async def _mark_fed(self) -> None:
+        """Mark the tenants in ``_fed`` pending for the fan-out (WebhookMixin)."""
+        self._fed.clear()
+
     def _eval(self, target: Any, lua: Lua, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        """EVALSHA on the client (awaitable) or queued on a pipeline."""
-        return target.evalsha(lua.sha, len(keys), *keys, *args)
+        """EVALSHA on the client (awaitable) or queued on a pipeline. Through
+        execute_command: a cluster pipeline blocks its ``evalsha`` method, yet routes the
+        command by its keys (every script's keys share one hash tag)."""
+        return target.execute_command("EVALSHA", lua.sha, len(keys), *keys, *args)

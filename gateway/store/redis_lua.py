@@ -11,6 +11,23 @@ otherwise (``opt()`` below), so an empty string stays distinguishable.
 
 from __future__ import annotations
 
+# A tenant script that fed the change feed returns {FED, tenant, earliest change time,
+# its own result}; RedisStore unwraps that in a response callback (redis_webhooks).
+FED = "\0fed"
+
+
+def tenant_script(body: str) -> str:
+    """A script on ``_COMMON`` that reports whether it fed the tenant's change feed."""
+    return (
+        "local FED_TP, FED_AT\nlocal function main()\n"
+        + _COMMON
+        + body
+        + "\nend\nlocal out = main()\nif FED_TP then\n"
+        + "  return {'\\0fed', string.match(FED_TP, '^.-:{(.*)}:$'), FED_AT, out}\n"
+        + "end\nreturn out\n"
+    )
+
+
 # Shared Lua: the forward-only rule (gateway.models.can_transition) and one status move.
 _COMMON = r"""
 local RANK = {planned=0, queued=1, sending=2, sent=3, delivered=4, opened=5, read=6}
@@ -34,22 +51,16 @@ local function split(s, sep)
   end
 end
 -- The webhook change feed (see redis_webhooks): only while the tenant has an enabled
--- endpoint. The feed and the fan-out job live in the queue's slot: the one place where
--- a tenant script writes outside its tenant's slot (docs/redis.md, Cluster).
+-- endpoint, into the tenant's own feed (its slot), committed with the change. The
+-- script then reports the change to the caller (tenant_script below), which marks the
+-- tenant pending in the queue's slot: a second step, as Cluster allows no other.
 local function feed(tp, kind, data, at)
   if redis.call('EXISTS', tp .. 'wh:on') == 0 then return nil end
-  local P, tenant = string.match(tp, '^(.-):{(.*)}:$')
-  local qp = P .. ':{q}:'
-  local seq = redis.call('INCR', qp .. 'wh:seq')
-  redis.call('ZADD', qp .. 'wh:feed', seq,
-    seq .. '\31' .. tenant .. '\31' .. kind .. '\31' .. at .. '\31'
+  local seq = redis.call('INCR', tp .. 'wh:seq')
+  redis.call('ZADD', tp .. 'wh:feed', seq, seq .. '\31' .. kind .. '\31' .. at .. '\31'
     .. (type(data) == 'string' and data or cjson.encode(data)))
-  local job = qp .. 'j:webhook_fanout'
-  if redis.call('EXISTS', job) == 0 then
-    redis.call('HSET', job, 'k', 'webhook_fanout', 't', '', 'r', '', 'd', at, 'a', 0)
-    redis.call('ZADD', qp .. 'z:webhook_fanout', at, 'webhook_fanout')
-    redis.call('SADD', qp .. 'kinds', 'webhook_fanout')
-  end
+  FED_TP = tp
+  if FED_AT == nil or tonumber(at) < tonumber(FED_AT) then FED_AT = at end
   return seq
 end
 local function move(tp, id, status, at, detail, reason, pid, segs)
@@ -87,9 +98,8 @@ end
 """
 
 # KEYS[1] tenant anchor. ARGV: tp, then 7 per move: id status at detail reason pid segs.
-TRANSITION = (
-    _COMMON
-    + r"""
+TRANSITION = tenant_script(
+    r"""
 local tp = ARGV[1]
 local out = {}
 for i = 2, #ARGV, 7 do
@@ -113,9 +123,8 @@ return {1}
 
 # KEYS[1] tenant anchor. ARGV: tp ttl, then 2 per delivery: meta json. meta fields (\31):
 # id message recipient channel status created20 updated not_before reason pid segs addrkey
-ADD_DELIVERIES = (
-    _COMMON
-    + r"""
+ADD_DELIVERIES = tenant_script(
+    r"""
 local tp, ttl = ARGV[1], tonumber(ARGV[2])
 local new = 0
 local touched = {}
@@ -178,9 +187,8 @@ return 1
 """
 
 # KEYS[1] tenant anchor. ARGV: tp ttl message recipient at via
-MARK_READ = (
-    _COMMON
-    + r"""
+MARK_READ = tenant_script(
+    r"""
 local tp, ttl, mid, who, at, via = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5], ARGV[6]
 local ids = redis.call('HGET', tp .. 'mr:' .. mid, who)
 if not ids then return 0 end
@@ -206,9 +214,8 @@ return 1
 
 # KEYS[1] the reply key. ARGV: tp ttl reply_id json message_id(opt) received_us person(opt)
 # channel body
-ADD_REPLY = (
-    _COMMON
-    + r"""
+ADD_REPLY = tenant_script(
+    r"""
 local tp, ttl = ARGV[1], tonumber(ARGV[2])
 if not redis.call('SET', KEYS[1], ARGV[4], 'NX', 'EX', ttl) then return 0 end
 local mid = opt(ARGV[5])
@@ -589,9 +596,8 @@ return num(wait)
 """
 
 # KEYS[1] tenant anchor. ARGV: tp kind data_json at_us. The change's seq, or nil.
-APPEND_CHANGE = (
-    _COMMON
-    + r"""
+APPEND_CHANGE = tenant_script(
+    r"""
 return feed(ARGV[1], ARGV[2], ARGV[3], ARGV[4])
 """
 )
@@ -607,9 +613,8 @@ end
 
 # KEYS[1] the devices version. ARGV: tp person device_id doc token(opt) fid(opt)
 # A token or fid belongs to one device: another device holding it is removed.
-UPSERT_DEVICE = (
-    _COMMON
-    + _DEVICE_COMMON
+UPSERT_DEVICE = tenant_script(
+    _DEVICE_COMMON
     + r"""
 local who, id, doc = ARGV[2], ARGV[3], ARGV[4]
 local me = who .. '\31' .. id

@@ -3,10 +3,22 @@
 Endpoints are per tenant (``P:{t}:wh:ep``, a hash of endpoint JSON); the flag
 ``P:{t}:wh:on`` exists while the tenant has an enabled endpoint, and the
 tenant scripts that record a status change, a read or a reply check it and
-then append to the feed in the same script (``feed()`` in redis_lua), so a
-change enters the feed atomically with the change itself, in commit order.
+then append to the tenant's own feed in the same script (``feed()`` in
+redis_lua): ``P:{t}:wh:feed`` (sorted set by the tenant's ``wh:seq``). So a
+change enters the feed atomically with the change itself, in commit order, and
+every script stays in one slot (Redis Cluster).
 
-The feed, its cursor and the outbox live in the queue's slot beside their
+Such a script reports that it fed the feed (``redis_lua.tenant_script``); the
+store then marks the tenant pending in the queue's slot (``P:{q}:wh:pend``, tenant
+-> a counter bumped per mark) and makes sure the fan-out job exists: a second step.
+``changes_since`` first relays the pending tenants' feeds into the global feed
+``P:{q}:wh:feed`` (giving each change its global seq once: ``wh:rel`` holds the last
+tenant seq relayed per tenant), trims them, and unmarks a tenant only if its counter
+did not move meanwhile. A crash between a change and its mark leaves the change in
+the tenant's feed: tenants that ever had an endpoint (``P:{tenants}:wh``) are swept
+for non-empty feeds when a store opens and by the daily purge.
+
+The global feed, its cursor and the outbox live in the queue's slot beside their
 jobs: ``P:{q}:wh:feed`` (sorted set by seq), ``wh:seq``, ``wh:cursor``,
 ``wh:m:<id>`` (a message), ``wh:a:<id>`` (its attempts), ``wh:t:<tenant>`` (the
 tenant's outbox by creation time) and ``wh:e:<tenant>\\x1f<endpoint>`` (ids per
@@ -96,6 +108,7 @@ end
 redis.call('SET', KEYS[1], ARGV[3])
 redis.call('ZREMRANGEBYSCORE', qp .. 'wh:feed', '-inf', ARGV[3])
 if redis.call('ZCARD', qp .. 'wh:feed') > 0 then return 1 end
+if redis.call('HLEN', qp .. 'wh:pend') > 0 then return 1 end
 drop_job(ARGV[4])
 return 0
 """
@@ -216,6 +229,53 @@ PURGE_BATCH = 1000
 
 _APPEND_CHANGE = Lua(lua.APPEND_CHANGE)
 
+# KEYS[1] the pending tenants (wh:pend). ARGV: then 2 per tenant: tenant earliest_change_us.
+# Marks them pending and makes sure the fan-out job exists, due at the change's time.
+_MARK_FED = Lua(
+    r"""
+local qp = string.sub(KEYS[1], 1, -8)
+for i = 1, #ARGV, 2 do
+  redis.call('HINCRBY', KEYS[1], ARGV[i], 1)
+  local job = qp .. 'j:webhook_fanout'
+  if redis.call('EXISTS', job) == 0 then
+    redis.call('HSET', job, 'k', 'webhook_fanout', 't', '', 'r', '', 'd', ARGV[i + 1], 'a', 0)
+    redis.call('ZADD', qp .. 'z:webhook_fanout', ARGV[i + 1], 'webhook_fanout')
+    redis.call('SADD', qp .. 'kinds', 'webhook_fanout')
+  end
+end
+return 1
+"""
+)
+
+# KEYS[1] the last tenant seq relayed per tenant (wh:rel). ARGV: qp tenant, then 2 per
+# change of the tenant's feed: tenant_seq "kind\31at\31data". Gives each change not relayed
+# yet its global seq in the global feed; returns the last tenant seq relayed.
+_RELAY = Lua(
+    r"""
+local qp, tenant = ARGV[1], ARGV[2]
+local last = tonumber(redis.call('HGET', KEYS[1], tenant) or '0')
+for i = 3, #ARGV, 2 do
+  local tseq = tonumber(ARGV[i])
+  if tseq > last then
+    local seq = redis.call('INCR', qp .. 'wh:seq')
+    redis.call('ZADD', qp .. 'wh:feed', seq, seq .. '\31' .. tenant .. '\31' .. ARGV[i + 1])
+    last = tseq
+  end
+end
+redis.call('HSET', KEYS[1], tenant, last)
+return last
+"""
+)
+
+# KEYS[1] wh:pend. ARGV: tenant mark. Unmarks the tenant unless it was marked again.
+_UNMARK = Lua(
+    r"""
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then redis.call('HDEL', KEYS[1], ARGV[1]) end
+return 1
+"""
+)
+RELAY_BATCH = 1000
+
 
 def _endpoint(doc: str) -> WebhookEndpoint:
     return WebhookEndpoint.model_validate_json(doc)
@@ -250,6 +310,9 @@ class WebhookMixin(RedisParts):
         _ENDPOINT_MESSAGES,
         _APPEND_CHANGE,
         _PURGE,
+        _MARK_FED,
+        _RELAY,
+        _UNMARK,
     )
 
     # ------------------------------------------------------------------ endpoints
@@ -263,6 +326,8 @@ class WebhookMixin(RedisParts):
         before, or None if there was none."""
         key = self._t(tenant_id, "wh", "ep")
         flag = self._t(tenant_id, "wh", "on")
+        # First, so the sweep for stranded changes knows every tenant that may have some.
+        await self._redis.sadd(self._g("{tenants}", "wh"), tenant_id)
         while True:
             async with self._redis.pipeline(transaction=True) as pipe:
                 try:
@@ -361,7 +426,56 @@ class WebhookMixin(RedisParts):
         )
         return None if seq is None else int(seq)
 
+    async def _mark_fed(self) -> None:
+        fed, self._fed = self._fed, {}
+        args: list[Any] = []
+        for tenant_id, at in sorted(fed.items()):
+            args.extend((tenant_id, at))
+        try:
+            await self._eval(self._redis, _MARK_FED, [self._qp + "wh:pend"], args)
+        except BaseException:
+            for tenant_id, at in fed.items():  # the next call tries again
+                self._fed[tenant_id] = min(at, self._fed.get(tenant_id, at))
+            raise
+
+    async def _sweep_feeds(self) -> None:
+        """Mark pending every tenant whose feed holds changes: recovers the changes of a
+        process that crashed between a change and its mark (run by ``open`` and the purge)."""
+        tenants = sorted(await self._redis.smembers(self._g("{tenants}", "wh")))
+        if not tenants:
+            return
+        pipe: Any
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for tenant_id in tenants:
+                pipe.zrange(self._t(tenant_id, "wh", "feed"), 0, 0)
+            firsts = await pipe.execute()
+        for tenant_id, first in zip(tenants, firsts, strict=True):
+            if first:
+                at = int(first[0].split("\x1f", 3)[2])
+                self._fed[tenant_id] = min(at, self._fed.get(tenant_id, at))
+        if self._fed:
+            await self._mark_fed()
+
+    async def _relay_feeds(self) -> None:
+        """Move the pending tenants' changes into the global feed, in each tenant's commit
+        order, and unmark the tenants that got nothing new meanwhile."""
+        pending: dict[str, str] = await self._redis.hgetall(self._qp + "wh:pend")
+        for tenant_id, mark in sorted(pending.items()):
+            feed = self._t(tenant_id, "wh", "feed")
+            while True:
+                rows = await self._redis.zrange(feed, 0, RELAY_BATCH - 1)
+                if rows:
+                    args: list[Any] = [self._qp, tenant_id]
+                    for row in rows:
+                        args.extend(row.split("\x1f", 1))
+                    last = await self._eval(self._redis, _RELAY, [self._qp + "wh:rel"], args)
+                    await self._redis.zremrangebyscore(feed, "-inf", int(last))
+                if len(rows) < RELAY_BATCH:
+                    break
+            await self._eval(self._redis, _UNMARK, [self._qp + "wh:pend"], [tenant_id, mark])
+
     async def changes_since(self, cursor: int, limit: int) -> tuple[list[Change], int]:
+        await self._relay_feeds()
         rows = await self._redis.zrangebyscore(
             self._qp + "wh:feed", f"({cursor}", "+inf", start=0, num=max(0, limit)
         )

@@ -3,8 +3,9 @@
 A backend is a factory ``location -> async context manager yielding an open
 Store``. Opening the same location twice must reach the same data (that is
 how the durability and multi-instance tests work). To add a backend, write
-its factory and add one line to ``BACKENDS``; e.g. a Redis factory would
-derive a key prefix (or a database number) from ``location``.
+its factory and add one line to ``BACKENDS``; the Redis factories derive a key
+prefix from ``location``. ``redis-cluster`` runs the suite on a three-node Redis
+Cluster the session starts (skipped without redis-server, failing in CI).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import pytest
 from gateway.store import Store
 from gateway.store.redis import RedisStore
 from gateway.store.sqlite import SqliteStore
+from tests.peers import redis_cluster as cluster_peer
+from tests.peers.redis_cluster import ClusterPeer
 
 StoreFactory = Callable[[Path], AbstractAsyncContextManager[Store]]
 
@@ -54,9 +57,24 @@ async def redis_backend(location: Path) -> AsyncIterator[Store]:
         await store.close()
 
 
+# A three-node Redis Cluster started once per session (tests/peers/redis_cluster.py).
+_cluster: list[ClusterPeer] = []
+
+
+@asynccontextmanager
+async def redis_cluster_backend(location: Path) -> AsyncIterator[Store]:
+    store = RedisStore(_cluster[0].url, prefix=redis_prefix(location))
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
 BACKENDS: dict[str, StoreFactory] = {
     "sqlite": sqlite_backend,
     "redis": redis_backend,
+    "redis-cluster": redis_cluster_backend,
 }
 
 
@@ -78,10 +96,27 @@ def require_redis() -> None:
         with redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2) as client:
             client.ping()
     except redis.RedisError as exc:  # connection refused, timeout, ...
-        reason = f"Redis is not reachable at {REDIS_URL}: {type(exc).__name__}"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{reason} (CI must run the Redis half of the contract suite)")
-        pytest.skip(reason)
+        _skip_or_fail(f"Redis is not reachable at {REDIS_URL}: {type(exc).__name__}")
+
+
+def _skip_or_fail(reason: str) -> None:
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{reason} (CI must run the Redis half of the contract suite)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterPeer | None]:
+    """The session's Redis Cluster, started on first use; None without redis-server."""
+    if not cluster_peer.available():
+        yield None
+        return
+    with ClusterPeer(tmp_path_factory.mktemp("redis-cluster")) as peer:
+        _cluster.append(peer)
+        try:
+            yield peer
+        finally:
+            _cluster.remove(peer)
 
 
 @dataclass(frozen=True)
@@ -97,11 +132,18 @@ class Backend:
 
 @pytest.fixture(params=sorted(BACKENDS))
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    cluster: ClusterPeer | None = None
     if request.param == "redis":
         require_redis()
+    elif request.param == "redis-cluster":
+        cluster = request.getfixturevalue("redis_cluster")
+        if cluster is None:
+            _skip_or_fail("redis-server is not installed: no Redis Cluster")
     yield Backend(name=request.param, location=tmp_path)
     if request.param == "redis":
         forget_keys(redis_prefix(tmp_path))
+    elif cluster is not None:
+        cluster.forget_keys(redis_prefix(tmp_path))
 
 
 @pytest.fixture
