@@ -46,6 +46,7 @@ from gateway.models import (
 )
 from gateway.outcomes import OutcomeBatcher
 from gateway.planner import plan_deliveries, queue
+from gateway.recheck import held
 from gateway.render import Renderer
 from gateway.resolver import resolve
 from gateway.settings import DispatchSettings
@@ -286,8 +287,8 @@ class Dispatcher:
             await self.store.finish_job(job.id)
             return
         now = self.clock.now()
-        if delivery.not_before is not None and delivery.not_before > now:
-            await self.store.postpone_job(job.id, delivery.not_before, "deferred")
+        # Quiet hours not over yet; or rights or reach changed since planning (gateway/recheck).
+        if await held(self.store, self._message, self._outcomes.commit, job, delivery, now):
             return
         channel = self.channels.get(delivery.channel)
         if channel is None:

@@ -19,7 +19,9 @@ Escalated deliveries are planned by the normal planner, so their ids derive
 from (event, recipient, channel, target) like every other delivery: a channel
 once used is never planned twice. They carry ``context["escalation"]`` naming
 the step (``step:2``, ``failover:sms``), which makes a step that runs again
-after a crash a no-op.
+after a crash a no-op. Before planning, the resolver runs again on a fresh snapshot
+(:mod:`gateway.recheck`): a guardian blocked or whose information access was revoked
+since planning gets no further step, and a suppression record with the reason instead.
 """
 
 from __future__ import annotations
@@ -48,7 +50,8 @@ from gateway.models import (
     Role,
 )
 from gateway.planner import plan_deliveries, queue, route
-from gateway.resolver import Recipient, Resolution
+from gateway.recheck import allowed_children, local_time, recheck_audience
+from gateway.resolver import Recipient, Resolution, Suppression, resolve
 from gateway.settings import EscalationSettings
 from gateway.store import Store
 from gateway.tracker import ESCALATION_KEY, PER_CHILD, asks_receipt, reach
@@ -238,9 +241,13 @@ class Escalator:
         if not targets:
             return [], False
         snapshot = await self._snapshot(message.tenant_id, targets)
+        # Rights may have changed since planning (blocked, information revoked): ask again.
+        children, suppressed = self._still_allowed(message, snapshot, targets)
         chosen: dict[str, str] = {}
         more = False
         for person_id, theirs in targets.items():
+            if person_id not in children:
+                continue
             person = snapshot.persons.get(person_id)
             if person is None:
                 continue  # deleted from the directory since
@@ -260,7 +267,7 @@ class Escalator:
             if left:
                 chosen[person_id] = left[0]
                 more = more or len(left) > 1
-        if not chosen:
+        if not chosen and not suppressed:
             return [], more
         recipients = []
         for person_id, channel in chosen.items():
@@ -270,14 +277,15 @@ class Escalator:
                 update={"channels": {message.category: [ChannelName(channel)]}}
             )
             theirs = targets[person_id]
-            child_ids = sorted({c for d in theirs for c in d.child_ids})
             recipients.append(
-                Recipient(person_id, theirs[0].recipient_role, tuple(child_ids), ESCALATION_KEY)
+                Recipient(person_id, theirs[0].recipient_role, children[person_id], ESCALATION_KEY)
             )
         planned = []
-        resolution = Resolution(recipients=recipients, suppressed=[])
+        resolution = Resolution(recipients=recipients, suppressed=suppressed)
         for delivery in plan_deliveries(message, snapshot, resolution, self.clock.now()):
-            if delivery.channel == chosen.get(delivery.recipient_id):
+            if delivery.channel == SUPPRESSED_CHANNEL:
+                planned.append(delivery)  # recorded with the reason, like at planning
+            elif delivery.channel == chosen.get(delivery.recipient_id):
                 # Facts a feature put in the context (absence) go out on the next channel too.
                 first = targets[delivery.recipient_id][0].context
                 if ABSENCE_CONTEXT_KEY in first:
@@ -285,6 +293,46 @@ class Escalator:
                 delivery.context[ESCALATION_KEY] = marker
                 planned.append(delivery)
         return planned, more
+
+    def _still_allowed(
+        self,
+        message: Message,
+        snapshot: DirectorySnapshot,
+        targets: Mapping[str, list[Delivery]],
+    ) -> tuple[dict[str, tuple[str, ...]], list[Suppression]]:
+        """Targets the resolver still lets us tell (person -> the children still allowed),
+        and the suppressions of those dropped or narrowed."""
+        people = [
+            (pid, theirs[0].recipient_role, sorted({c for d in theirs for c in d.child_ids}))
+            for pid, theirs in targets.items()
+        ]
+        audience = recheck_audience(message, [p for p in people if p[1] is Role.guardian])
+        on = local_time(snapshot, self.clock.now()).date()
+        resolution = resolve(snapshot, audience, message.category, on)
+        kept: dict[str, tuple[str, ...]] = {}
+        suppressed: list[Suppression] = []
+        for person_id, role, child_ids in people:
+            if role is not Role.guardian:
+                # Rules 2 and 3 are about guardians' relations; staff are told by role.
+                kept[person_id] = tuple(child_ids)
+                continue
+            allowed, reason = allowed_children(resolution, person_id, child_ids)
+            if reason is not None:
+                suppressed.extend(
+                    s
+                    for s in resolution.suppressed
+                    if s.person_id == person_id and (s.child_id is None or s.child_id in child_ids)
+                )
+                # Absence facts name the child: narrowing them is not safe, so drop.
+                absence = ABSENCE_CONTEXT_KEY in targets[person_id][0].context
+                if not allowed or absence:
+                    log.info(
+                        "escalation withheld: no longer allowed",
+                        extra={"message_id": message.id, "reason": reason},
+                    )
+                    continue
+            kept[person_id] = tuple(allowed)
+        return kept, suppressed
 
     async def _snapshot(
         self, tenant_id: str, targets: Mapping[str, list[Delivery]]

@@ -107,7 +107,12 @@ class Service:
             work_available=self.ctx.work_available,
             unavailable=self.ctx.unavailable_channels,
         )
-        self.webhooks = WebhookService(self.store, self.clock, settings.webhooks)
+        self.webhooks = WebhookService(
+            self.store,
+            self.clock,
+            settings.webhooks,
+            public_only=settings.environment == "production",
+        )
         self.webhooks.register(self.dispatcher)
         self.escalator = Escalator(
             self.store, self.clock, settings.escalation, work_available=self.ctx.work_available
@@ -126,6 +131,7 @@ class Service:
         self.dispatcher.register(JOB_PURGE, self.retention.run)
         self.dispatcher.on_planned = self.escalator.after_plan
         self.dispatcher.on_failed = self.escalator.on_failed
+        self.ctx.on_failed = self.escalator.on_failed
         self._runner: web.AppRunner | None = None
         self._site: web.TCPSite | None = None
         self._worker_task: asyncio.Task[None] | None = None

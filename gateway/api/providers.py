@@ -59,6 +59,10 @@ TWILIO_STATUS: dict[str, DeliveryStatus | None] = {
 }
 
 
+# Callback outcomes that leave the recipient untold on this channel: escalation's failover.
+FAILOVER_STATUSES = frozenset({DeliveryStatus.failed, DeliveryStatus.undelivered})
+
+
 def _is_dead_number(error_code: str | None) -> bool:
     return bool(error_code and error_code.isdigit() and int(error_code) in DEAD_NUMBER_CODES)
 
@@ -146,6 +150,9 @@ async def status_callback(request: web.Request) -> web.Response:
             f"twilio_{error_code}",
             now,
         )
+    if moved and status in FAILOVER_STATUSES and ctx.on_failed is not None:
+        # A permanent failure moves the recipient on to the next channel at once.
+        await ctx.on_failed(delivery)
     return web.Response(status=200)
 
 
