@@ -98,6 +98,14 @@ async def seed_directory(store: Store, tenant_id: str) -> None:
     )
 
 
+async def reloaded(store: Store, delivery_id: str, status: DeliveryStatus) -> Delivery:
+    """The delivery as stored now, asserting its status."""
+    stored = await store.get_delivery(delivery_id)
+    assert stored is not None
+    assert stored.status is status
+    return stored
+
+
 async def sent_delivery(
     store: Store,
     clock: ManualClock,
@@ -143,9 +151,7 @@ async def sent_delivery(
         provider_id=receipt.provider_id,
         segments=receipt.segments,
     )
-    stored = await store.get_delivery(delivery.id)
-    assert stored is not None
-    assert stored.status is DeliveryStatus.sent
+    stored = await reloaded(store, delivery.id, DeliveryStatus.sent)
     return stored
 
 
@@ -172,9 +178,7 @@ async def test_signed_callbacks_move_the_delivery_forward(
     result = await peer.send_status(str(delivery.provider_id), "delivered", via=via(app_client))
     assert (result.status, result.text) == (200, "")
 
-    stored = await store.get_delivery(delivery.id)
-    assert stored is not None
-    assert stored.status is DeliveryStatus.delivered
+    stored = await reloaded(store, delivery.id, DeliveryStatus.delivered)
     assert stored.segments == 1
     assert await statuses(store, delivery.id) == [
         DeliveryStatus.planned,
@@ -202,9 +206,7 @@ async def test_out_of_order_and_duplicate_callbacks_are_harmless(
     result = await peer.send_status(sid, "undelivered", error_code=30003, via=via(app_client))
     assert result.status == 200
 
-    stored = await store.get_delivery(delivery.id)
-    assert stored is not None
-    assert stored.status is DeliveryStatus.delivered
+    stored = await reloaded(store, delivery.id, DeliveryStatus.delivered)
     assert stored.reason is None
     assert await statuses(store, delivery.id) == [
         DeliveryStatus.planned,
@@ -223,9 +225,7 @@ async def test_read_status_from_twilio_is_applied(
 ) -> None:
     delivery = await sent_delivery(store, clock, sms, tenant.tenant.id)
     await peer.send_status(str(delivery.provider_id), "read", via=via(app_client))
-    stored = await store.get_delivery(delivery.id)
-    assert stored is not None
-    assert stored.status is DeliveryStatus.read
+    await reloaded(store, delivery.id, DeliveryStatus.read)
 
 
 @pytest.mark.parametrize("signature", [None, "wrong", "forged-with-another-token"])
@@ -252,9 +252,7 @@ async def test_unsigned_or_wrongly_signed_callbacks_are_refused(
 
     assert result.status == 403
     assert result.content_type.startswith("application/json")
-    stored = await store.get_delivery(delivery.id)
-    assert stored is not None
-    assert stored.status is DeliveryStatus.sent
+    await reloaded(store, delivery.id, DeliveryStatus.sent)
 
 
 async def test_a_signature_for_another_url_or_altered_params_is_refused(
@@ -279,9 +277,7 @@ async def test_a_signature_for_another_url_or_altered_params_is_refused(
     genuine = peer.sign(STATUS_URL, peer.status_params(sid, "sent"))["X-Twilio-Signature"]
     result = await peer.post_webhook(STATUS_URL, params, via=via(app_client), signature=genuine)
     assert result.status == 403
-    stored = await store.get_delivery(delivery.id)
-    assert stored is not None
-    assert stored.status is DeliveryStatus.sent
+    await reloaded(store, delivery.id, DeliveryStatus.sent)
 
 
 async def test_dead_number_fails_the_delivery_and_marks_the_phone(
@@ -300,9 +296,7 @@ async def test_dead_number_fails_the_delivery_and_marks_the_phone(
     )
     assert result.status == 200
 
-    stored = await store.get_delivery(delivery.id)
-    assert stored is not None
-    assert stored.status is DeliveryStatus.undelivered
+    stored = await reloaded(store, delivery.id, DeliveryStatus.undelivered)
     assert stored.reason == "twilio_30006"
     snapshot = await store.load_audience(tenant_id, Audience(children=["c1"]))
     assert snapshot.failing == {"g1": ["phone"]}
@@ -323,9 +317,8 @@ async def test_other_failures_do_not_mark_the_phone(
     await peer.send_status(
         str(delivery.provider_id), "failed", error_code=30003, via=via(app_client)
     )
-    stored = await store.get_delivery(delivery.id)
-    assert stored is not None
-    assert (stored.status, stored.reason) == (DeliveryStatus.failed, "twilio_30003")
+    stored = await reloaded(store, delivery.id, DeliveryStatus.failed)
+    assert stored.reason == "twilio_30003"
     snapshot = await store.load_audience(tenant_id, Audience(children=["c1"]))
     assert snapshot.failing == {}
 
@@ -353,9 +346,7 @@ async def test_sha256_shared_key_signatures_are_accepted(
     peer.algorithm = "HMAC_SHA256"
     result = await peer.send_status(str(delivery.provider_id), "delivered", via=via(app_client))
     assert result.status == 200
-    stored = await store.get_delivery(delivery.id)
-    assert stored is not None
-    assert stored.status is DeliveryStatus.delivered
+    await reloaded(store, delivery.id, DeliveryStatus.delivered)
 
 
 async def test_sha256_only_refuses_sha1_signatures(
