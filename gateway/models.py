@@ -267,6 +267,14 @@ class FlagChange(Strict):
     actor: str = Field(min_length=1, max_length=200)
 
 
+class ProtectionChange(Strict):
+    """Body of ``PUT /v1/persons/{id}/protection``: the only call that lowers protection."""
+
+    level: Protection
+    reason: str = Field(min_length=3, max_length=1000)
+    actor: str = Field(min_length=1, max_length=200)
+
+
 class RelationKey(Strict):
     child_id: Id
     guardian_id: Id

@@ -320,40 +320,27 @@ def _zip_error(loc: list[str | int], message: str) -> ValidationFailed:
 # --------------------------------------------------------------------------- writing
 
 
-async def apply_oneroster(store: Store, tenant_id: str, batch: DirectoryBatch) -> dict[str, int]:
+async def apply_oneroster(
+    store: Store, tenant_id: str, batch: DirectoryBatch, at: datetime | None = None
+) -> dict[str, int]:
     """Write an imported batch all or nothing; return the counts ``apply_directory`` gives.
 
     What OneRoster cannot express is kept as stored: a person's protection
-    (sperret adresse), language and consent_guardians, and an existing relation's
-    parental_responsibility and daily_care (the platform sends the real foreldreansvar
-    through ``POST /v1/directory``). Manual flags are never touched (the store
-    guarantees it).
+    (sperret adresse), language and consent_guardians are never in the batch, so the
+    store keeps them (gateway/protection.py: absent means keep, protection only goes
+    up); an existing relation's parental_responsibility and daily_care are kept here
+    (the platform sends the real foreldreansvar through ``POST /v1/directory``).
+    Manual flags are never touched (the store guarantees it).
     """
-    if batch.persons:
+    if batch.relations:
         stored = await store.load_audience(
-            tenant_id,
-            Audience(
-                children=[p.id for p in batch.persons if p.role in _CHILD_ROLES],
-                staff=[p.id for p in batch.persons],  # loads every listed person by id
-            ),
+            tenant_id, Audience(children=sorted({r.child_id for r in batch.relations}))
         )
         batch = _keep_stored(batch, stored)
-    return await store.apply_directory(tenant_id, batch)
+    return await store.apply_directory(tenant_id, batch, at)
 
 
 def _keep_stored(batch: DirectoryBatch, stored: DirectorySnapshot) -> DirectoryBatch:
-    persons = []
-    for person in batch.persons:
-        old = stored.persons.get(person.id)
-        if old is not None:
-            person = person.model_copy(
-                update={
-                    "protection": old.protection,
-                    "language": old.language,
-                    "consent_guardians": old.consent_guardians,
-                }
-            )
-        persons.append(person)
     old_relations = {(r.child_id, r.guardian_id): r for r in stored.relations}
     relations = []
     for relation in batch.relations:
@@ -366,7 +353,7 @@ def _keep_stored(batch: DirectoryBatch, stored: DirectorySnapshot) -> DirectoryB
                 }
             )
         relations.append(relation)
-    return batch.model_copy(update={"persons": persons, "relations": relations})
+    return batch.model_copy(update={"relations": relations})
 
 
 # --------------------------------------------------------------------------- internals

@@ -1,0 +1,254 @@
+"""Issue 10: protected and excluded persons never show through, on both store backends.
+
+Everything goes through the HTTP API of a whole gateway (tests/harness.py) with a
+real SMTP peer (aiosmtpd) and a real webhook receiver; the workers run on a
+ManualClock. Each test fails on the code before the issue was fixed.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from gateway.auth import create_tenant
+from gateway.clock import ManualClock
+from gateway.settings import Settings
+from tests.conftest import SECRET_KEY
+from tests.contract.conftest import REDIS_URL, forget_keys, require_redis
+from tests.harness import Gateway, running
+from tests.peers.smtp import SmtpPeer
+
+SENDER = "Asker kommune <varsel@asker.kommune.no>"
+
+# A class 5A of Solvang skole: Kari (c1) with a strictly protected mother (p1) and a
+# father (p2), both with parental responsibility; Per (c2) with his mother (p3).
+DIRECTORY: dict[str, Any] = {
+    "units": [{"id": "u1", "kind": "school", "name": "Solvang skole"}],
+    "groups": [{"id": "g1", "unit_id": "u1", "kind": "class", "name": "5A"}],
+    "persons": [
+        {
+            "id": "c1",
+            "role": "child",
+            "given_name": "Kari",
+            "birth_date": "2015-03-01",
+            "unit_ids": ["u1"],
+            "group_ids": ["g1"],
+        },
+        {
+            "id": "c2",
+            "role": "child",
+            "given_name": "Per",
+            "birth_date": "2015-06-01",
+            "unit_ids": ["u1"],
+            "group_ids": ["g1"],
+        },
+        {
+            "id": "p1",
+            "role": "guardian",
+            "given_name": "Hemmelig",
+            "email": "hemmelig@example.no",
+            "phone": "90012345",
+            "protection": "strictly_confidential",
+        },
+        {"id": "p2", "role": "guardian", "given_name": "Far", "email": "far@example.no"},
+        {"id": "p3", "role": "guardian", "given_name": "Mor", "email": "mor@example.no"},
+    ],
+    "relations": [
+        {"child_id": "c1", "guardian_id": "p1", "parental_responsibility": True},
+        {"child_id": "c1", "guardian_id": "p2", "parental_responsibility": True},
+        {"child_id": "c2", "guardian_id": "p3", "parental_responsibility": True},
+    ],
+}
+
+
+def without_protection(directory: dict[str, Any]) -> dict[str, Any]:
+    """The same batch as a platform that does not carry protection sends it."""
+    body = copy.deepcopy(directory)
+    for person in body["persons"]:
+        person.pop("protection", None)
+    return body
+
+
+@dataclass
+class Hooks:
+    """The platform's webhook receiver: every body it got, parsed."""
+
+    base: str = ""
+    bodies: list[dict[str, Any]] = field(default_factory=list)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.bodies.append(json.loads(await request.text()))
+        return web.Response(status=204)
+
+
+@dataclass
+class Rig:
+    gw: Gateway
+    smtp: SmtpPeer
+    hooks: Hooks
+    tenant_id: str
+    key: str
+
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
+
+    async def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        async with self.gw.session.request(
+            method, f"{self.gw.url}{path}", json=body, headers=self.auth()
+        ) as resp:
+            text = await resp.text()
+            return resp.status, (json.loads(text) if text else None)
+
+    async def load(self, body: dict[str, Any]) -> None:
+        status, answer = await self.call("POST", "/v1/directory", body)
+        assert status == 200, answer
+
+    async def post(self, event_id: str, **data: Any) -> tuple[int, Any]:
+        event = {
+            "id": event_id,
+            "type": "message.created",
+            "data": {"subject": "Tur", "body": "Vi går på tur fredag.", **data},
+        }
+        return await self.call("POST", "/v1/events", event)
+
+    async def send(self, event_id: str, **data: Any) -> str:
+        status, answer = await self.post(event_id, **data)
+        assert status == 202, answer
+        await self.gw.run()
+        return str(answer["message_id"])
+
+    async def status(self, message_id: str) -> dict[str, Any]:
+        status, answer = await self.call("GET", f"/v1/messages/{message_id}")
+        assert status == 200, answer
+        return dict(answer)
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+async def rig(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Rig]:
+    prefix = ""
+    if request.param == "redis":
+        require_redis()
+        prefix = f"bbtest-privacy-{uuid.uuid4().hex[:12]}"
+        store_url = f"{REDIS_URL}?prefix={prefix}"
+    else:
+        store_url = f"sqlite:///{tmp_path / 'budbringer.db'}"
+    hooks = Hooks()
+    app = web.Application()
+    app.router.add_post("/hook", hooks.handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    hooks.base = f"http://{host}:{port}"
+    clock = ManualClock()
+    try:
+        async with SmtpPeer() as smtp:
+            settings = Settings(
+                store_url=store_url,
+                outbox_dir=tmp_path / "outbox",
+                secret_key=SECRET_KEY,
+                smtp={"host": smtp.host, "port": smtp.port, "tls": "none", "sender": SENDER},
+            )
+            async with running(settings, clock) as gw:
+                tenant, key, _ = await create_tenant(gw.service.store, "Asker kommune", clock.now())
+                built = Rig(gw, smtp, hooks, tenant.id, key)
+                await built.load(DIRECTORY)
+                yield built
+    finally:
+        await runner.cleanup()
+        if prefix:
+            forget_keys(prefix)
+
+
+async def grant_protected_scope(rig: Rig) -> None:
+    await rig.gw.service.store.set_tenant_scopes(rig.tenant_id, ["staff", "protected"])
+
+
+# --------------------------------------------------------------------------- finding 1
+
+
+async def test_a_reimport_without_protection_keeps_the_address_hidden(rig: Rig) -> None:
+    await rig.load(without_protection(DIRECTORY))
+    status, answer = await rig.call("GET", "/v1/persons/p1")
+    assert status == 403, answer  # still protected: the record is not shown
+    message_id = await rig.send("evt-1", audience={"groups": ["g1"]})
+    view = await rig.status(message_id)
+    recipients = {d["recipient_id"] for d in view["deliveries"]}
+    assert "p1" not in recipients
+    assert any(r.startswith("protected-") for r in recipients)
+    # A lower level sent explicitly does not lower it either.
+    lowered = copy.deepcopy(DIRECTORY)
+    lowered["persons"][2]["protection"] = "none"
+    await rig.load(lowered)
+    assert (await rig.call("GET", "/v1/persons/p1"))[0] == 403
+
+
+async def test_only_the_audited_call_lowers_protection(rig: Rig) -> None:
+    change = {"level": "none", "reason": "Vedtak opphevet 2026-11-30", "actor": "rektor"}
+    status, answer = await rig.call("PUT", "/v1/persons/p1/protection", change)
+    assert status == 403, answer  # lowering needs the protected scope
+    await grant_protected_scope(rig)
+    status, answer = await rig.call("PUT", "/v1/persons/p1/protection", {"level": "none"})
+    assert status == 422  # no reason, no actor
+    assert {tuple(e["loc"]) for e in answer["errors"]} == {("reason",), ("actor",)}
+    status, answer = await rig.call("PUT", "/v1/persons/p1/protection", change)
+    assert status == 200, answer
+    assert answer["protection"] == "none"
+    assert [(h["previous"], h["level"], h["actor"]) for h in answer["history"]] == [
+        ("none", "strictly_confidential", "import"),
+        ("strictly_confidential", "none", "rektor"),
+    ]
+    status, person = await rig.call("GET", "/v1/persons/p1")
+    assert (status, person["protection"]) == (200, "none")
+    status, answer = await rig.call("GET", "/v1/persons/p1/protection")
+    assert status == 200 and answer["history"][-1]["reason"] == change["reason"]
+    status, _ = await rig.call("PUT", "/v1/persons/ghost/protection", change)
+    assert status == 404
+
+
+async def test_raising_protection_needs_no_scope(rig: Rig) -> None:
+    change = {"level": "confidential", "reason": "Fortrolig adresse", "actor": "rektor"}
+    status, answer = await rig.call("PUT", "/v1/persons/p2/protection", change)
+    assert (status, answer["protection"]) == (200, "confidential")
+    assert (await rig.call("GET", "/v1/persons/p2"))[0] == 403
+
+
+# --------------------------------------------------------------------------- finding 3
+
+
+async def test_webhooks_use_the_same_pseudonyms_as_the_status(rig: Rig) -> None:
+    status, answer = await rig.call(
+        "POST",
+        "/v1/webhooks/endpoints",
+        {"url": f"{rig.hooks.base}/hook", "event_types": ["delivery.updated", "message.read"]},
+    )
+    assert status == 201, answer
+    message_id = await rig.send("evt-1", audience={"groups": ["g1"]})
+    await rig.gw.run()
+    view = await rig.status(message_id)
+    shown = {d["id"]: d["recipient_id"] for d in view["deliveries"]}
+    sent = [b["data"] for b in rig.hooks.bodies if b["type"] == "delivery.updated"]
+    assert sent, "no delivery.updated webhooks arrived"
+    assert all("p1" != d["recipient_id"] for d in sent)
+    for data in sent:
+        assert data["recipient_id"] == shown[data["delivery_id"]]
+    assert any(d["recipient_id"].startswith("protected-") for d in sent)
+    # The outbox listing shows the same bodies.
+    status, listing = await rig.call("GET", "/v1/webhooks/messages")
+    assert status == 200
+    assert '"p1"' not in json.dumps(listing)
+    # With the protected scope the real ids come through.
+    await grant_protected_scope(rig)
+    await rig.send("evt-2", audience={"groups": ["g1"]})
+    await rig.gw.run()
+    later = [b["data"]["recipient_id"] for b in rig.hooks.bodies if b["type"] == "delivery.updated"]
+    assert "p1" in later
