@@ -238,7 +238,7 @@ async def test_webhooks_use_the_same_pseudonyms_as_the_status(rig: Rig) -> None:
     shown = {d["id"]: d["recipient_id"] for d in view["deliveries"]}
     sent = [b["data"] for b in rig.hooks.bodies if b["type"] == "delivery.updated"]
     assert sent, "no delivery.updated webhooks arrived"
-    assert all("p1" != d["recipient_id"] for d in sent)
+    assert all(d["recipient_id"] != "p1" for d in sent)
     for data in sent:
         assert data["recipient_id"] == shown[data["delivery_id"]]
     assert any(d["recipient_id"].startswith("protected-") for d in sent)
