@@ -252,3 +252,87 @@ async def test_webhooks_use_the_same_pseudonyms_as_the_status(rig: Rig) -> None:
     await rig.gw.run()
     later = [b["data"]["recipient_id"] for b in rig.hooks.bodies if b["type"] == "delivery.updated"]
     assert "p1" in later
+
+
+# --------------------------------------------------------------------------- finding 4
+
+
+async def test_every_child_of_the_audience_is_listed_with_why_nobody_was_told(rig: Rig) -> None:
+    more = copy.deepcopy(DIRECTORY)
+    more["persons"] += [
+        # c3 has no guardian in the directory at all; c4's only guardian is blocked.
+        {
+            "id": "c3",
+            "role": "child",
+            "given_name": "Ola",
+            "birth_date": "2015-01-01",
+            "unit_ids": ["u1"],
+            "group_ids": ["g1"],
+        },
+        {
+            "id": "c4",
+            "role": "child",
+            "given_name": "Nora",
+            "birth_date": "2015-02-01",
+            "unit_ids": ["u1"],
+            "group_ids": ["g1"],
+        },
+        {"id": "p4", "role": "guardian", "given_name": "Sperret", "email": "p4@example.no"},
+    ]
+    more["relations"].append(
+        {"child_id": "c4", "guardian_id": "p4", "parental_responsibility": True}
+    )
+    await rig.load(more)
+    block = {"value": True, "reason": "Court order 2026-11-01", "actor": "rektor"}
+    status, _ = await rig.call("PUT", "/v1/relations/c4/p4/flags/blocked", block)
+    assert status == 200
+    status, accepted = await rig.post("evt-1", audience={"groups": ["g1"]})
+    assert status == 202
+    assert accepted["recipients"] == 3  # p1, p2, p3
+    assert accepted["suppressed"] == {"blocked": 1, "no_recipient": 1}
+    await rig.gw.run()
+    view = await rig.status(accepted["message_id"])
+    children = {c["child_id"]: c for c in view["children"]}
+    assert children["c3"]["reached"] is False
+    assert children["c3"]["reason"] == "no_recipient"
+    assert children["c4"]["reason"] == "all_suppressed"
+    assert children["c2"]["reason"] is None
+    summary = view["summary"]
+    assert summary["children_total"] == 4
+    assert {"c3", "c4"} <= set(summary["children_not_reached"])
+    assert summary["children_not_told"] == 2
+    # Nobody was sent anything about c3 or c4.
+    assert sorted(m.rcpt_tos[0] for m in rig.smtp.received) == [
+        "far@example.no",
+        "hemmelig@example.no",
+        "mor@example.no",
+    ]
+
+
+# --------------------------------------------------------------------------- finding 6
+
+
+async def test_confidential_content_that_reaches_nobody_is_refused(rig: Rig) -> None:
+    status, answer = await rig.post(
+        "evt-c1", category="confidential", audience={"children": ["c2"]}
+    )
+    assert status == 422, answer
+    [error] = answer["errors"]
+    assert error["loc"] == ["data", "audience"]
+    assert error["type"] == "no_recipients"
+    assert "confidential_not_named" in error["message"]
+    assert "Mor" not in json.dumps(answer) and "p3" not in json.dumps(answer)
+    # Nothing was stored: the same id may be sent again, now accepting it.
+    status, answer = await rig.post(
+        "evt-c1",
+        category="confidential",
+        audience={"children": ["c2"]},
+        allow_no_recipients=True,
+    )
+    assert status == 202, answer
+    assert (answer["recipients"], answer["suppressed"]) == (0, {"confidential_not_named": 1})
+    # Named by id, it goes through and says how many.
+    status, answer = await rig.post(
+        "evt-c2", category="confidential", audience={"guardians": ["p3"]}
+    )
+    assert (status, answer["recipients"]) == (202, 1)

@@ -70,6 +70,8 @@ def _child(child: ChildReach, name: Names) -> dict[str, Any]:
         "reached": child.reached,
         "reached_by": name.all(child.reached_by),
         "reached_at": child.reached_at.isoformat() if child.reached_at else None,
+        # why nobody could be told: no_recipient, all_suppressed, all_failed (else null)
+        "reason": child.reason,
     }
 
 
@@ -92,6 +94,7 @@ def _summary(view: Reach, name: Names) -> dict[str, Any]:
         "children_total": len(view.children),
         "children_reached": sum(1 for c in children if c.reached),
         "children_not_reached": sorted(name(c.child_id) for c in children if not c.reached),
+        "children_not_told": sum(1 for c in children if c.reason is not None),
     }
 
 
