@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -336,3 +337,79 @@ async def test_confidential_content_that_reaches_nobody_is_refused(rig: Rig) -> 
         "evt-c2", category="confidential", audience={"guardians": ["p3"]}
     )
     assert (status, answer["recipients"]) == (202, 1)
+
+
+# --------------------------------------------------------------------------- finding 5
+
+
+def read_link(rig: Rig, address: str) -> str:
+    """The path of the personal read link in the last email to ``address``."""
+    [*_, mail] = [m for m in rig.smtp.received if m.rcpt_tos == [address]]
+    text = mail.message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    match = re.search(r"https?://[^/\s]+(/r/[A-Za-z0-9_\-]+)", text)
+    assert match, "no read link in the email"
+    return match.group(1)
+
+
+async def app_token(rig: Rig, person_id: str) -> dict[str, str]:
+    status, answer = await rig.call("POST", f"/v1/guardians/{person_id}/tokens")
+    assert status == 201, answer
+    return {"Authorization": f"Bearer {answer['token']}"}
+
+
+async def opens(rig: Rig, path: str, headers: dict[str, str] | None = None) -> int:
+    async with rig.gw.session.get(f"{rig.gw.url}{path}", headers=headers) as resp:
+        await resp.read()
+        return resp.status
+
+
+async def inbox(rig: Rig, headers: dict[str, str]) -> list[str]:
+    async with rig.gw.session.get(f"{rig.gw.url}/v1/me/inbox", headers=headers) as resp:
+        assert resp.status == 200
+        return [i["message_id"] for i in (await resp.json())["items"]]
+
+
+@pytest.mark.parametrize("change", ["blocked", "information_revoked"])
+async def test_a_block_or_revocation_withdraws_links_and_inbox_items(rig: Rig, change: str) -> None:
+    if change == "information_revoked":
+        # p2 is told about c1 only by a § 47 grant, revoked later.
+        body = copy.deepcopy(DIRECTORY)
+        body["relations"][1]["parental_responsibility"] = False
+        await rig.load(body)
+        grant = {"value": True, "reason": "bl § 47", "actor": "rektor"}
+        assert (await rig.call("PUT", "/v1/relations/c1/p2/flags/information_granted", grant))[
+            0
+        ] == 200
+    message_id = await rig.send("evt-1", audience={"groups": ["g1"]})
+    link = read_link(rig, "far@example.no")
+    token = await app_token(rig, "p2")
+    assert await opens(rig, link) == 200
+    assert await inbox(rig, token) == [message_id]
+
+    flag, value = ("blocked", True) if change == "blocked" else ("information_granted", False)
+    body = {"value": value, "reason": "Court order 2026-11-01", "actor": "rektor"}
+    assert (await rig.call("PUT", f"/v1/relations/c1/p2/flags/{flag}", body))[0] == 200
+
+    assert await opens(rig, link) == 410
+    assert await inbox(rig, token) == []
+    assert await opens(rig, f"/v1/me/inbox/{message_id}", token) == 404
+    # The co-guardian's access is untouched, and the change is in the flag history.
+    assert await opens(rig, read_link(rig, "hemmelig@example.no")) == 200
+    history = await rig.gw.service.store.flag_history(rig.tenant_id, "c1", "p2")
+    assert history[-1].reason == "Court order 2026-11-01"
+
+
+async def test_protection_raised_on_a_co_guardian_withdraws_the_others_access(rig: Rig) -> None:
+    await grant_protected_scope(rig)
+    lower = {"level": "none", "reason": "ikke lenger sperret", "actor": "rektor"}
+    assert (await rig.call("PUT", "/v1/persons/p1/protection", lower))[0] == 200
+    message_id = await rig.send("evt-1", audience={"groups": ["g1"]})
+    father, mother = read_link(rig, "far@example.no"), read_link(rig, "hemmelig@example.no")
+    token = await app_token(rig, "p2")
+    assert await opens(rig, father) == 200
+    rig.gw.clock.advance(60)
+    raise_ = {"level": "strictly_confidential", "reason": "sperret igjen", "actor": "rektor"}
+    assert (await rig.call("PUT", "/v1/persons/p1/protection", raise_))[0] == 200
+    assert await opens(rig, father) == 410
+    assert message_id not in await inbox(rig, token)
+    assert await opens(rig, mother) == 200  # the protected person keeps her own access

@@ -17,12 +17,13 @@ from typing import Any
 from aiohttp import web
 
 from gateway.api.body import parse_json, read_model, read_raw, to_model
-from gateway.api.context import CTX
+from gateway.api.context import CTX, AppContext
 from gateway.constants import MANDATORY_CATEGORIES
 from gateway.errors import NotFound, Unauthorized, ValidationFailed
 from gateway.models import Category, Device, InboxItem, Preferences
 from gateway.tokens import verify_guardian_token
 from gateway.tracker import record_read
+from gateway.withdrawal import visible_items
 
 MAX_INBOX_LIMIT = 200
 DEFAULT_INBOX_LIMIT = 50
@@ -112,16 +113,31 @@ async def get_inbox(request: web.Request) -> web.Response:
     tenant_id, guardian_id = await authenticate_guardian(request)
     limit, before = _inbox_query(request)
     items = await ctx.store.list_inbox(tenant_id, guardian_id, limit=limit, before=before)
-    rows = [_item_json(item) for item in items]
+    full = len(items) == limit
+    # Items about a child whose access was withdrawn (a block, ...) are left out.
+    visible = await visible_items(ctx.store, tenant_id, guardian_id, items, ctx.clock.now())
+    rows = [_item_json(item) for item in visible]
     # a full page may have more: the client passes next_before as ``before``
-    next_before = rows[-1]["created_at"] if len(rows) == limit else None
+    next_before = _item_json(items[-1])["created_at"] if full else None
     return web.json_response({"items": rows, "next_before": next_before})
+
+
+async def _visible_item(
+    ctx: AppContext, tenant_id: str, guardian_id: str, message_id: str
+) -> InboxItem | None:
+    """One inbox item, unless it is gone or access to it was withdrawn."""
+    item = await ctx.store.inbox_item(tenant_id, guardian_id, message_id)
+    if item is None:
+        return None
+    now = ctx.clock.now()
+    visible = await visible_items(ctx.store, tenant_id, guardian_id, [item], now)
+    return visible[0] if visible else None
 
 
 async def get_inbox_item(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     tenant_id, guardian_id = await authenticate_guardian(request)
-    item = await ctx.store.inbox_item(tenant_id, guardian_id, request.match_info["message_id"])
+    item = await _visible_item(ctx, tenant_id, guardian_id, request.match_info["message_id"])
     if item is None:
         raise NotFound("message not found")
     return web.json_response(_item_json(item))
@@ -133,7 +149,7 @@ async def post_inbox_read(request: web.Request) -> web.Response:
     tenant_id, guardian_id = await authenticate_guardian(request)
     message_id = request.match_info["message_id"]
     # Only what the inbox shows can be marked from the app.
-    if await ctx.store.inbox_item(tenant_id, guardian_id, message_id) is None:
+    if await _visible_item(ctx, tenant_id, guardian_id, message_id) is None:
         raise NotFound("message not found")
     if not await record_read(
         ctx.store, tenant_id, guardian_id, message_id, ctx.clock.now(), via="inapp"
