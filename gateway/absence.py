@@ -61,6 +61,7 @@ from gateway.constants import (
     JOB_ABSENCE_PLAN,
     JOB_ABSENCE_UNREACHED,
     JOB_ESCALATE,
+    NEUTRAL_KEY,
     SUPPORTED_LANGUAGES,
     WEBHOOK_ABSENCE_EXPLAINED,
 )
@@ -610,7 +611,10 @@ class Absences:
         for d in plan_deliveries(message, snapshot, resolution, now):
             # An adult pupil or learner is told about themself ("You have not been ...").
             own = d.recipient_id == record.child_id
-            d.context[ABSENCE_CONTEXT_KEY] = facts | {"self": True} if own else facts
+            mine = facts | {"self": True} if own else facts
+            if d.context.get(NEUTRAL_KEY):
+                mine = mine | {"unit": "", "group": None}  # rule 4: the renderer words it
+            d.context[ABSENCE_CONTEXT_KEY] = mine
             send_job = queue(d, now)
             if send_job is not None:
                 jobs.append(send_job)

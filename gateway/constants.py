@@ -70,3 +70,6 @@ ABSENCE_MESSAGE_TYPES = (
     ABSENCE_UNREACHED,
 )
 ABSENCE_CONTEXT_KEY = "absence"
+# Delivery.context flag: a protected child or co-guardian, so the wording names no unit,
+# group, sender or staff (gateway/protection.py: hides_places).
+NEUTRAL_KEY = "neutral"

@@ -17,6 +17,7 @@ from gateway.constants import (
     DEFAULT_TIME_ZONE,
     JOB_SEND,
     MANDATORY_CATEGORIES,
+    NEUTRAL_KEY,
     SUPPRESSED_CHANNEL,
     URGENT_CATEGORIES,
 )
@@ -34,6 +35,7 @@ from gateway.models import (
     Role,
     Unit,
 )
+from gateway.protection import hides_places, sensitive_children
 from gateway.resolver import Recipient, Resolution, Suppression
 
 # Failing contact kinds, as the store records them.
@@ -214,6 +216,8 @@ class _Planner:
         self.message = message
         self.snapshot = snapshot
         self.now = now
+        # Children whose place is hidden from other recipients (rule 4), found once.
+        self.sensitive = sensitive_children(snapshot)
 
     def deliveries(self, recipient: Recipient) -> Iterator[Delivery]:
         person = self.snapshot.persons.get(recipient.person_id)
@@ -236,7 +240,11 @@ class _Planner:
         time_zone = unit.time_zone if unit is not None else DEFAULT_TIME_ZONE
         not_before = defer_until(prefs, time_zone, self.message.category, self.now)
         language = choose_language(person, prefs)
-        context = self._context(recipient.child_ids, unit)
+        neutral = hides_places(person, recipient.child_ids, self.sensitive)
+        context = self._context(recipient.child_ids, None if neutral else unit)
+        if neutral:
+            # A protected child or co-guardian: no unit, group, sender or staff name.
+            context.update(sender=None, sms_sender=None, **{NEUTRAL_KEY: True})
         for r in routes:
             yield self._delivery(
                 recipient.person_id,
@@ -306,6 +314,7 @@ class _Planner:
         return None
 
     def _context(self, child_ids: tuple[str, ...], unit: Unit | None) -> dict[str, Any]:
+        """``unit`` None: neither the unit nor the unit's sender is named."""
         # Only the recipient's own children: never a co-guardian or another family.
         persons = self.snapshot.persons
         return {

@@ -21,10 +21,11 @@ Every raise by an import is written to the protection history too (actor
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from gateway.models import Person, Protection
+from gateway.models import DirectorySnapshot, Person, Protection, Role
 
 IMPORT_ACTOR = "import"
 IMPORT_REASON = "raised by a directory import"
@@ -79,3 +80,30 @@ def raised_by_import(stored: Person | None, written: Person) -> bool:
     """Whether writing ``written`` over ``stored`` raises the protection level (to record)."""
     before = stored.protection if stored is not None else Protection.none
     return RANK[written.protection] > RANK[before]
+
+
+def sensitive_children(snapshot: DirectorySnapshot) -> frozenset[str]:
+    """The children of ``snapshot`` who are protected (either level) or have a protected
+    guardian: whatever names their place is hidden from other recipients (rule 4)."""
+    persons = snapshot.persons
+    found = {p.id for p in persons.values() if p.protection is not Protection.none}
+    found.update(
+        r.child_id
+        for r in snapshot.relations
+        if r.guardian_id in persons and persons[r.guardian_id].protection is not Protection.none
+    )
+    return frozenset(found)
+
+
+def hides_places(recipient: Person, child_ids: Sequence[str], sensitive: frozenset[str]) -> bool:
+    """Whether ``recipient`` must get neutral wording about ``child_ids`` (DESIGN.md rule 4).
+
+    When a child the message concerns, or another guardian of that child, has a
+    protected address (either level; ``sensitive`` from :func:`sensitive_children`),
+    no recipient but the protected persons themselves may learn where the child is:
+    the unit, group, sender and staff names are left out of every channel and page
+    (templates use neutral texts instead). Staff are told by role and know their own
+    unit; they are never neutralised."""
+    if recipient.role is Role.staff or recipient.protection is not Protection.none:
+        return False
+    return any(c in sensitive for c in child_ids)

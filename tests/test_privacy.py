@@ -25,9 +25,13 @@ from gateway.settings import Settings
 from tests.conftest import SECRET_KEY
 from tests.contract.conftest import REDIS_URL, forget_keys, require_redis
 from tests.harness import Gateway, running
+from tests.peers.fcm import FcmServer, write_service_account
 from tests.peers.smtp import SmtpPeer
+from tests.peers.twilio import TwilioPeer
+from tests.test_sms import ACCOUNT_SID, AUTH_TOKEN, twilio_settings
 
 SENDER = "Asker kommune <varsel@asker.kommune.no>"
+PROJECT = "budbringer-test"
 
 # A class 5A of Solvang skole: Kari (c1) with a strictly protected mother (p1) and a
 # father (p2), both with parental responsibility; Per (c2) with his mother (p3).
@@ -94,6 +98,8 @@ class Hooks:
 class Rig:
     gw: Gateway
     smtp: SmtpPeer
+    twilio: TwilioPeer
+    fcm: FcmServer
     hooks: Hooks
     tenant_id: str
     key: str
@@ -152,16 +158,28 @@ async def rig(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[R
     hooks.base = f"http://{host}:{port}"
     clock = ManualClock()
     try:
-        async with SmtpPeer() as smtp:
+        async with (
+            SmtpPeer() as smtp,
+            TwilioPeer(ACCOUNT_SID, AUTH_TOKEN) as twilio,
+            FcmServer(project_id=PROJECT) as fcm,
+        ):
+            account = write_service_account(tmp_path / "sa.json", fcm.token_url, PROJECT)
+            fcm.trust(account)
             settings = Settings(
                 store_url=store_url,
                 outbox_dir=tmp_path / "outbox",
                 secret_key=SECRET_KEY,
                 smtp={"host": smtp.host, "port": smtp.port, "tls": "none", "sender": SENDER},
+                twilio=twilio_settings(twilio.base_url),
+                fcm={
+                    "service_account_file": account,
+                    "base_url": fcm.url,
+                    "token_url": fcm.token_url,
+                },
             )
             async with running(settings, clock) as gw:
                 tenant, key, _ = await create_tenant(gw.service.store, "Asker kommune", clock.now())
-                built = Rig(gw, smtp, hooks, tenant.id, key)
+                built = Rig(gw, smtp, twilio, fcm, hooks, tenant.id, key)
                 await built.load(DIRECTORY)
                 yield built
     finally:
@@ -413,3 +431,93 @@ async def test_protection_raised_on_a_co_guardian_withdraws_the_others_access(ri
     assert await opens(rig, father) == 410
     assert message_id not in await inbox(rig, token)
     assert await opens(rig, mother) == 200  # the protected person keeps her own access
+
+
+# --------------------------------------------------------------------------- finding 2
+
+# Everything that would tell where the protected child is: unit, unit's SMS sender and
+# sender name, class, the sending teacher.
+PLACE_WORDS = ("Solvang", "SolvangSk", "Rektor Solvang", "5A", "Hansen")
+NEUTRAL_HEADERS = {
+    "nb": "Melding fra kommunen",
+    "nn": "Melding frå kommunen",
+    "en": "Message from the municipality",
+}
+
+
+def everything_sent_to(rig: Rig, email: str, phone: str, device_token: str) -> list[str]:
+    """Every text (headers included) any channel carried to this person."""
+    texts = [m.raw.decode("utf-8", "replace") for m in rig.smtp.received if m.rcpt_tos == [email]]
+    for mail in rig.smtp.received:
+        if mail.rcpt_tos == [email]:
+            texts += [
+                part.get_content()
+                for part in mail.message.walk()
+                if part.get_content_maintype() == "text"
+            ]
+    texts += [json.dumps(r.form) for r in rig.twilio.requests if r.field("To") == phone]
+    texts += [
+        json.dumps(s.body, ensure_ascii=False)
+        for s in rig.fcm.sent
+        if s.body["message"].get("token") == device_token
+    ]
+    return texts
+
+
+@pytest.mark.parametrize("language", ["nb", "nn", "en"])
+async def test_a_protected_co_guardian_hides_the_place_from_the_other_parent(
+    rig: Rig, language: str
+) -> None:
+    body = copy.deepcopy(DIRECTORY)
+    body["units"][0].update(sender_name="Rektor Solvang", sms_sender="SolvangSk")
+    far = body["persons"][3]
+    far.update(phone="91234567", language=language)
+    mor = body["persons"][4]
+    mor.update(phone="92345678")
+    # Every channel for everyday messages, so each template is used.
+    everything = {"channels": {"general": ["push", "sms", "email"]}}
+    body["preferences"] = {"p2": everything, "p3": everything}
+    await rig.load(body)
+    token = await app_token(rig, "p2")
+    async with rig.gw.session.put(
+        f"{rig.gw.url}/v1/me/devices/d1",
+        json={"token": "tok-far", "platform": "android"},
+        headers=token,
+    ) as resp:
+        assert resp.status in (200, 201), await resp.text()
+
+    message_id = await rig.send("evt-1", audience={"groups": ["g1"]}, sender_name="Lærer Hansen")
+    status, answer = await rig.call(
+        "POST",
+        "/v1/events",
+        {
+            "id": "abs-1",
+            "type": "absence.recorded",
+            "data": {"child_id": "c1", "group_id": "g1", "lesson": {"number": 2}},
+        },
+    )
+    assert status == 202, answer
+    await rig.gw.run()
+
+    sent = everything_sent_to(rig, "far@example.no", "+4791234567", "tok-far")
+    assert len(sent) >= 6, "email, SMS and push of both messages should have gone"
+    for text in sent:
+        for word in PLACE_WORDS:
+            assert word not in text, (word, text[:300])
+    assert any(NEUTRAL_HEADERS[language] in text for text in sent)
+    # The app inbox and the read page say no more.
+    async with rig.gw.session.get(f"{rig.gw.url}/v1/me/inbox", headers=token) as resp:
+        items = (await resp.json())["items"]
+    assert {i["message_id"] for i in items} >= {message_id}
+    for word in PLACE_WORDS:
+        assert word not in json.dumps(items, ensure_ascii=False)
+    async with rig.gw.session.get(f"{rig.gw.url}{read_link(rig, 'far@example.no')}") as resp:
+        page = await resp.text()
+    assert resp.status == 200
+    for word in PLACE_WORDS:
+        assert word not in page
+    # Another family in the class, and the protected mother herself, see the school.
+    mother_of_per = everything_sent_to(rig, "mor@example.no", "+4792345678", "-")
+    assert any("Solvang skole" in text for text in mother_of_per)
+    protected = everything_sent_to(rig, "hemmelig@example.no", "+4790012345", "-")
+    assert any("Solvang skole" in text for text in protected)
