@@ -36,12 +36,15 @@ WEBHOOK_MESSAGE_READ = "message.read"
 WEBHOOK_MESSAGE_REACHED = "message.reached"
 WEBHOOK_REPLY_RECEIVED = "reply.received"
 WEBHOOK_ABSENCE_EXPLAINED = "absence.explained"
+# A guardian's absence report that no staff member is there to receive (issue 10).
+WEBHOOK_ABSENCE_UNROUTED = "absence.unrouted"
 WEBHOOK_EVENT_TYPES = (
     WEBHOOK_DELIVERY_UPDATED,
     WEBHOOK_MESSAGE_READ,
     WEBHOOK_MESSAGE_REACHED,
     WEBHOOK_REPLY_RECEIVED,
     WEBHOOK_ABSENCE_EXPLAINED,
+    WEBHOOK_ABSENCE_UNROUTED,
 )
 
 # Scopes of a tenant's API key. Without "protected", the status API shows persons with a

@@ -204,6 +204,11 @@ class AbsenceView(BaseModel):
     marks: list[str]
     cancelled_at: datetime | None
     cancel_event_id: str | None
+    unrouted: Literal["no_staff"] | None = Field(
+        default=None,
+        description="A report no contact teacher or unit staff could receive"
+        " (an `absence.unrouted` webhook was raised)",
+    )
     explanations: list[ExplanationView]
 
 
@@ -1108,7 +1113,8 @@ def webhook_paths() -> dict[str, Any]:
                 "summary": "Add a webhook endpoint; its `whsec_` secret is shown this once",
                 "description": (
                     "Events: `delivery.updated`, `message.read`, `message.reached`,"
-                    " `reply.received`, `absence.explained` (all when `event_types` is left"
+                    " `reply.received`, `absence.explained`, `absence.unrouted` (all when"
+                    " `event_types` is left"
                     " out). Each is POSTed"
                     " as `{type, timestamp, data}` with Standard Webhooks headers"
                     " `webhook-id` (stable across retries), `webhook-timestamp` and"

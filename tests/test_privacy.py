@@ -521,3 +521,41 @@ async def test_a_protected_co_guardian_hides_the_place_from_the_other_parent(
     assert any("Solvang skole" in text for text in mother_of_per)
     protected = everything_sent_to(rig, "hemmelig@example.no", "+4790012345", "-")
     assert any("Solvang skole" in text for text in protected)
+
+
+# --------------------------------------------------------------------------- absence
+
+
+async def test_an_absence_report_no_staff_can_receive_raises_absence_unrouted(rig: Rig) -> None:
+    status, answer = await rig.call(
+        "POST",
+        "/v1/webhooks/endpoints",
+        {"url": f"{rig.hooks.base}/hook", "event_types": ["absence.unrouted"]},
+    )
+    assert status == 201, answer
+    report = {
+        "id": "rep-1",
+        "type": "absence.reported",
+        "data": {"child_id": "c2", "guardian_id": "p3", "date": "2026-11-30", "kind": "sick"},
+    }
+    status, answer = await rig.call("POST", "/v1/events", report)
+    assert status == 202, answer
+    await rig.gw.run()
+    [hook] = [b for b in rig.hooks.bodies if b["type"] == "absence.unrouted"]
+    assert hook["data"]["child_id"] == "c2"
+    assert hook["data"]["reason"] == "no_staff"
+    assert hook["data"]["message_id"] == answer["message_id"]
+    view = await rig.status(answer["message_id"])
+    assert view["absence"]["unrouted"] == "no_staff"
+    # With a member of staff at the unit, a report is routed and nothing is raised.
+    staffed = copy.deepcopy(DIRECTORY)
+    staffed["persons"].append(
+        {"id": "s1", "role": "staff", "given_name": "Lærer", "unit_ids": ["u1"]}
+    )
+    await rig.load(staffed)
+    report["id"], report["data"]["date"] = "rep-2", "2026-12-01"
+    status, answer = await rig.call("POST", "/v1/events", report)
+    assert status == 202, answer
+    await rig.gw.run()
+    assert len([b for b in rig.hooks.bodies if b["type"] == "absence.unrouted"]) == 1
+    assert (await rig.status(answer["message_id"]))["absence"]["unrouted"] is None
