@@ -87,6 +87,8 @@ def sensitive_children(snapshot: DirectorySnapshot) -> frozenset[str]:
     guardian: whatever names their place is hidden from other recipients (rule 4)."""
     persons = snapshot.persons
     found = {p.id for p in persons.values() if p.protection is not Protection.none}
+    if not found:
+        return frozenset()
     found.update(
         r.child_id
         for r in snapshot.relations

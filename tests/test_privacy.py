@@ -559,3 +559,39 @@ async def test_an_absence_report_no_staff_can_receive_raises_absence_unrouted(ri
     await rig.gw.run()
     assert len([b for b in rig.hooks.bodies if b["type"] == "absence.unrouted"]) == 1
     assert (await rig.status(answer["message_id"]))["absence"]["unrouted"] is None
+
+
+# --------------------------------------------------------------------------- two roles
+
+
+async def test_a_teacher_who_is_also_a_parent_gets_one_message_per_contact_point(
+    rig: Rig,
+) -> None:
+    body = copy.deepcopy(DIRECTORY)
+    body["persons"][3]["phone"] = "91234567"  # p2, Kari's father ...
+    body["persons"].append(  # ... is also the class's teacher, as a row of its own
+        {
+            "id": "s1",
+            "role": "staff",
+            "given_name": "Far",
+            "email": "far@example.no",
+            "phone": "+4791234567",
+            "unit_ids": ["u1"],
+            "group_ids": ["g1"],
+        }
+    )
+    body["preferences"] = {"p2": {"channels": {"general": ["sms", "email"]}}}
+    await rig.load(body)
+    message_id = await rig.send("evt-1", audience={"groups": ["g1"], "staff": ["s1"]})
+    assert [m.rcpt_tos for m in rig.smtp.received].count(["far@example.no"]) == 1
+    assert [r.field("To") for r in rig.twilio.requests].count("+4791234567") == 1
+    view = await rig.status(message_id)
+    merged = [
+        (d["recipient_id"], d["channel"])
+        for d in view["deliveries"]
+        if d["reason"] == "same_contact_point"
+    ]
+    assert ("s1", "email") in merged
+    # The parent's own message (naming Kari) is the one that went.
+    [mail] = [m for m in rig.smtp.received if m.rcpt_tos == ["far@example.no"]]
+    assert "Kari" in mail.message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
