@@ -666,9 +666,13 @@ def directory_paths() -> dict[str, Any]:
             "get": {
                 "tags": ["directory"],
                 "summary": "A person's protection level and its history (who, when, why)",
+                "description": "For a protected person only with the `protected` scope.",
                 "security": TENANT,
                 "parameters": [path_param("person_id", "Person id")],
-                "responses": {"200": ok(ProtectionView, "Level and history"), **errors(401, 404)},
+                "responses": {
+                    "200": ok(ProtectionView, "Level and history"),
+                    **errors(401, 403, 404),
+                },
             },
             "put": {
                 "tags": ["directory"],
@@ -677,7 +681,7 @@ def directory_paths() -> dict[str, Any]:
                     "Imports (directory batch, OneRoster) only ever raise protection; an"
                     " absent or lower level keeps the stored one. This call sets any level and"
                     " keeps the change in the history; lowering needs a key with the"
-                    " `protected` scope."
+                    " `protected` scope, and the history is shown only to such a key."
                 ),
                 "security": TENANT,
                 "parameters": [path_param("person_id", "Person id")],

@@ -238,7 +238,9 @@ async def test_raising_protection_needs_no_scope(rig: Rig) -> None:
     change = {"level": "confidential", "reason": "Fortrolig adresse", "actor": "rektor"}
     status, answer = await rig.call("PUT", "/v1/persons/p2/protection", change)
     assert (status, answer["protection"]) == (200, "confidential")
+    assert answer["history"] == []  # reasons are for keys with the protected scope
     assert (await rig.call("GET", "/v1/persons/p2"))[0] == 403
+    assert (await rig.call("GET", "/v1/persons/p2/protection"))[0] == 403
 
 
 # --------------------------------------------------------------------------- finding 3

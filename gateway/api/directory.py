@@ -143,18 +143,25 @@ async def put_person_protection(request: web.Request) -> web.Response:
     await ctx.store.set_protection(
         tenant.id, person_id, change.level, change.reason, change.actor, ctx.clock.now()
     )
-    history = await ctx.store.protection_history(tenant.id, person_id)
-    return web.json_response(_protection_view(person_id, history))
+    # The history (reasons: court orders, ...) only for keys that may see protected persons.
+    full = change.level is Protection.none or await _may_see_protected(ctx, tenant.id)
+    history = await ctx.store.protection_history(tenant.id, person_id) if full else []
+    view = _protection_view(person_id, history)
+    view["protection"] = change.level.value
+    return web.json_response(view)
 
 
 async def get_person_protection(request: web.Request) -> web.Response:
-    """A person's protection level and every change of it (who, when, why)."""
+    """A person's protection level and every change of it (who, when, why); for a
+    protected person only with the ``protected`` scope (as ``GET /v1/persons/{id}``)."""
     ctx = request.app[CTX]
     tenant = await authenticate_bearer(request, ctx.store)
     person_id = request.match_info["person_id"]
     person = await ctx.store.get_person(tenant.id, person_id)
     if person is None:
         raise NotFound("person not found")
+    if person.protection is not Protection.none and not await _may_see_protected(ctx, tenant.id):
+        raise Forbidden("this person has a protected address; the key needs the protected scope")
     view = _protection_view(person_id, await ctx.store.protection_history(tenant.id, person_id))
     view["protection"] = person.protection.value
     return web.json_response(view)
