@@ -93,3 +93,14 @@ async def visible_items(
                 continue
         kept.append(item)
     return kept
+
+
+async def visible_item(
+    store: Store, tenant_id: str, person_id: str, message_id: str, now: datetime
+) -> InboxItem | None:
+    """One inbox item, unless it is gone or access to it was withdrawn."""
+    item = await store.inbox_item(tenant_id, person_id, message_id)
+    if item is None:
+        return None
+    visible = await visible_items(store, tenant_id, person_id, [item], now)
+    return visible[0] if visible else None

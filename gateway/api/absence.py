@@ -38,6 +38,7 @@ from gateway.models import (
     derive_id,
 )
 from gateway.settings import AbsenceSettings
+from gateway.withdrawal import visible_item
 
 
 class AbsenceReport(Strict):
@@ -138,7 +139,8 @@ async def post_absence_reply(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     tenant_id, guardian_id = await authenticate_guardian(request)
     message_id = request.match_info["message_id"]
-    if await ctx.store.inbox_item(tenant_id, guardian_id, message_id) is None:
+    # Only what the inbox shows (not withdrawn by a block, ...) can be answered.
+    if await visible_item(ctx.store, tenant_id, guardian_id, message_id, ctx.clock.now()) is None:
         raise NotFound("message not found")
     body = await read_model(request, AbsenceReply, ctx.settings.max_body_bytes)
     explanation_id = derive_id("inapp", tenant_id, message_id, guardian_id, body.model_dump_json())

@@ -17,7 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.api.body import parse_json, read_model, read_raw, to_model
-from gateway.api.context import CTX, AppContext
+from gateway.api.context import CTX
 from gateway.constants import (
     ABSENCE_CONTEXT_KEY,
     ABSENCE_RECORDED,
@@ -39,7 +39,7 @@ from gateway.models import (
 from gateway.render import Renderer
 from gateway.tokens import verify_guardian_token
 from gateway.tracker import record_read
-from gateway.withdrawal import visible_items
+from gateway.withdrawal import visible_item, visible_items
 
 MAX_INBOX_LIMIT = 200
 DEFAULT_INBOX_LIMIT = 50
@@ -175,22 +175,12 @@ async def get_inbox(request: web.Request) -> web.Response:
     return web.json_response({"items": rows, "next_before": next_before})
 
 
-async def _visible_item(
-    ctx: AppContext, tenant_id: str, guardian_id: str, message_id: str
-) -> InboxItem | None:
-    """One inbox item, unless it is gone or access to it was withdrawn."""
-    item = await ctx.store.inbox_item(tenant_id, guardian_id, message_id)
-    if item is None:
-        return None
-    now = ctx.clock.now()
-    visible = await visible_items(ctx.store, tenant_id, guardian_id, [item], now)
-    return visible[0] if visible else None
-
-
 async def get_inbox_item(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     tenant_id, guardian_id = await authenticate_guardian(request)
-    item = await _visible_item(ctx, tenant_id, guardian_id, request.match_info["message_id"])
+    item = await visible_item(
+        ctx.store, tenant_id, guardian_id, request.match_info["message_id"], ctx.clock.now()
+    )
     if item is None:
         raise NotFound("message not found")
     return web.json_response(_item_json(item, ctx.renderer))
@@ -202,7 +192,7 @@ async def post_inbox_read(request: web.Request) -> web.Response:
     tenant_id, guardian_id = await authenticate_guardian(request)
     message_id = request.match_info["message_id"]
     # Only what the inbox shows can be marked from the app.
-    if await _visible_item(ctx, tenant_id, guardian_id, message_id) is None:
+    if await visible_item(ctx.store, tenant_id, guardian_id, message_id, ctx.clock.now()) is None:
         raise NotFound("message not found")
     if not await record_read(
         ctx.store, tenant_id, guardian_id, message_id, ctx.clock.now(), via="inapp"
