@@ -304,7 +304,13 @@ class _Planner:
         context = self._context(recipient.child_ids, None if neutral else unit)
         if neutral:
             # A protected child or co-guardian: no unit, group, sender or staff name.
-            context.update(sender=None, sms_sender=None, **{NEUTRAL_KEY: True})
+            # The kind ("the school") says nothing about which one; the wording needs it.
+            context.update(
+                sender=None,
+                sms_sender=None,
+                unit_kind=unit.kind.value if unit is not None else None,
+                **{NEUTRAL_KEY: True},
+            )
         for r in routes:
             yield self._delivery(
                 recipient.person_id,

@@ -225,7 +225,9 @@ class Renderer:
             # Rule 4: a protected child or co-guardian; say where from without a name.
             unit, from_name = None, None
             if absence:
-                absence = absence | {"unit": texts["neutral_unit"], "group": None}
+                kind = context.get("unit_kind")
+                place = texts.get(f"neutral_unit_{kind}", texts["neutral_unit"])
+                absence = absence | {"unit": place, "group": None}
         subject = _one_line(message.subject)
         if message.category is Category.emergency:
             subject = f"{texts['important']} {subject}"

@@ -441,6 +441,7 @@ async def test_protection_raised_on_a_co_guardian_withdraws_the_others_access(ri
 # sender name, class, the sending teacher.
 # (Words long enough never to turn up by chance in a random read-link token.)
 PLACE_WORDS = ("Solvang", "SolvangSk", "Rektor Solvang", "Ekornklassen", "Hansen")
+NEUTRAL_PLACES = {"nb": "ved skolen", "nn": "ved skulen", "en": "at the school"}
 NEUTRAL_HEADERS = {
     "nb": "Melding fra kommunen",
     "nn": "Melding frå kommunen",
@@ -513,6 +514,8 @@ async def test_a_protected_co_guardian_hides_the_place_from_the_other_parent(
         for word in PLACE_WORDS:
             assert word not in text, (word, text[:300])
     assert any(NEUTRAL_HEADERS[language] in text for text in sent)
+    # The absence alert says where by kind only: "... til stede ved skolen ...".
+    assert any(NEUTRAL_PLACES[language] in text for text in sent)
     # The app inbox and the read page say no more.
     async with rig.gw.session.get(f"{rig.gw.url}/v1/me/inbox", headers=token) as resp:
         items = (await resp.json())["items"]
