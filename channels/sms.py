@@ -24,6 +24,7 @@ import logging
 import re
 from contextvars import ContextVar
 from typing import Any, ClassVar, Literal
+from urllib.parse import urlencode
 
 import aiohttp
 from twilio.base.exceptions import TwilioRestException, TwilioServiceException
@@ -49,6 +50,10 @@ http_log = logging.getLogger(f"{__name__}.http")
 http_log.setLevel(logging.WARNING)
 
 STATUS_CALLBACK_PATH = "/v1/providers/twilio/status"
+# The query parameter of the StatusCallback URL that names our delivery: Twilio posts
+# to the URL as given and signs it whole, so a callback names its delivery itself and
+# applies even when it overtakes the commit of the send's outcome (and its SID).
+DELIVERY_PARAM = "d"
 INBOUND_PATH = "/v1/providers/twilio/inbound"
 
 # Twilio error codes that say the number itself is dead: the contact point is
@@ -200,6 +205,10 @@ class SmsChannel:
         self._http = None
         self._client = None
 
+    def status_callback_for(self, delivery: Delivery) -> str:
+        """The StatusCallback URL of one delivery: the public callback path naming it."""
+        return f"{self._status_callback}?{urlencode({DELIVERY_PARAM: delivery.id})}"
+
     def sender_for(self, delivery: Delivery) -> tuple[SenderKind, str]:
         """The unit's own sender (``context["sms_sender"]``) if valid, else the fallback."""
         unit_sender = delivery.context.get("sms_sender")
@@ -241,7 +250,7 @@ class SmsChannel:
         params: dict[str, Any] = {
             "to": delivery.address,
             "body": text,
-            "status_callback": self._status_callback,
+            "status_callback": self.status_callback_for(delivery),
         }
         if kind == "messaging_service":
             params["messaging_service_sid"] = sender

@@ -64,6 +64,8 @@ class SendOutcome:
     reason: str | None = None
     provider_id: str | None = None
     segments: int | None = None
+    # Follow-ups the outcome causes (gateway/followups.py), stored with it.
+    jobs: tuple[Job, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +217,7 @@ class Store(Protocol):
         reason: str | None = None,
         provider_id: str | None = None,
         segments: int | None = None,
+        jobs: Sequence[Job] = (),
     ) -> bool:
         """Move a delivery forward (see can_transition) and append history.
 
@@ -223,6 +226,12 @@ class Store(Protocol):
         status does not move (e.g. a provider id arriving with a late receipt);
         ``reason`` only with a move, since it explains the current status, and
         ``detail`` goes to the history row only.
+
+        ``jobs`` (follow-ups of the move: gateway/followups.py) are stored with it, moved
+        or not (existing ids are left untouched): SQLite in the same transaction; Redis in
+        the same round trip, queued before the move and due at the earliest
+        ``FOLLOWUP_GRACE`` seconds after their ``due_at``, so a crash never leaves a move
+        without its follow-ups and a follow-up never runs before its move.
         """
 
     async def delivery_by_provider_id(self, channel: str, provider_id: str) -> Delivery | None: ...
@@ -314,7 +323,8 @@ class Store(Protocol):
     async def finish_sends(self, outcomes: Sequence[SendOutcome]) -> int:
         """Many ``finish_send`` in one transaction (the dispatcher batches commits under
         load); return how many deliveries moved. Outcomes apply in order, so two for
-        one delivery behave as two calls."""
+        one delivery behave as two calls. Each outcome's ``jobs`` are stored with it, as
+        :meth:`transition` stores its ``jobs``."""
 
     async def retry_job(self, job_id: str, due_at: datetime, error: str) -> None:
         """Release the lease and make the job due again at ``due_at`` (``attempts`` is kept)."""

@@ -1169,10 +1169,12 @@ class SqliteStore(
         reason: str | None = None,
         provider_id: str | None = None,
         segments: int | None = None,
+        jobs: Sequence[Job] = (),
     ) -> bool:
         move = _Move(delivery_id, status, at, detail, reason, provider_id, segments)
         async with self._write() as db:
             moved = await _apply_moves(db, [move])
+            await _insert_jobs(db, jobs)
         return moved[0]
 
     async def delivery_by_provider_id(self, channel: str, provider_id: str) -> Delivery | None:
@@ -1410,6 +1412,7 @@ class SqliteStore(
         async with self._write() as db:
             moved = await _apply_moves(db, moves)
             await db.executemany("DELETE FROM jobs WHERE id = ?", [(o.job_id,) for o in outcomes])
+            await _insert_jobs(db, [job for o in outcomes for job in o.jobs])
         return sum(moved)
 
     async def retry_job(self, job_id: str, due_at: datetime, error: str) -> None:

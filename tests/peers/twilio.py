@@ -8,7 +8,8 @@ credentials, 400/21211 for an invalid To, 21602/21603 for a missing body or
 sender, a chosen code for numbers marked dead, and scripted failures (429 with
 Retry-After, 500, 503) queued with :meth:`TwilioPeer.fail_next`.
 
-It then posts status callbacks and inbound messages to the gateway on demand,
+It then posts status callbacks and inbound messages to the gateway on demand, or
+(``auto_callbacks``) by itself right after accepting a message, as Twilio does,
 signed with ``X-Twilio-Signature`` exactly as Twilio does
 (``RequestValidator(token).compute_signature(url, params)``), in any order and
 as often as the test asks.
@@ -18,9 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
+import random
 import re
 import secrets
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -76,6 +80,22 @@ class Failure:
 
 
 @dataclass
+class AutoCallbacks:
+    """How the peer posts callbacks by itself (``TwilioPeer.auto_callbacks``).
+
+    ``outcome(to)`` gives the (MessageStatus, ErrorCode) callbacks of a message to ``to``
+    in Twilio's order; the peer posts each after a delay of 0 or up to ``max_delay``
+    seconds, in shuffled order, a ``duplicate_share`` of them twice, to ``via``.
+    """
+
+    outcome: Callable[[str], list[tuple[str, int | None]]]
+    via: str | None = None
+    max_delay: float = 0.05
+    duplicate_share: float = 0.3
+    rng: random.Random = field(default_factory=lambda: random.Random(12))
+
+
+@dataclass
 class CallbackResult:
     status: int
     text: str
@@ -109,6 +129,9 @@ class TwilioPeer:
         self._failures: deque[Failure] = deque()
         # While set, requests hang until the peer closes (to exercise client timeouts).
         self.stall = False
+        # Status callbacks posted by the peer itself after accepting (auto_callbacks).
+        self._auto: AutoCallbacks | None = None
+        self._callback_tasks: set[asyncio.Task[CallbackResult]] = set()
         self._closing = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -160,6 +183,20 @@ class TwilioPeer:
         for _ in range(times):
             self._failures.append(Failure(status, payload, headers))
 
+    def auto_callbacks(self, script: AutoCallbacks) -> None:
+        """From now on, post status callbacks by themselves after accepting each message,
+        as Twilio does: see :class:`AutoCallbacks`."""
+        self._auto = script
+
+    async def settle(self) -> list[CallbackResult]:
+        """Wait until every automatic callback posted so far has been answered."""
+        results: list[CallbackResult] = []
+        while self._callback_tasks:
+            done = list(self._callback_tasks)
+            self._callback_tasks.difference_update(done)
+            results.extend(await asyncio.gather(*done))
+        return results
+
     def mark_dead(self, number: str, code: int = 21614) -> None:
         """Requests to this number answer 400 with ``code`` (e.g. 21614 not a mobile)."""
         self.dead_numbers[number] = code
@@ -200,7 +237,17 @@ class TwilioPeer:
                     status=failure.status, text=failure.body, headers=failure.headers
                 )
             return web.json_response(failure.body, status=failure.status, headers=failure.headers)
-        return self._accept(record)
+        response = self._accept(record)
+        sid = self._accepted_sid(response)
+        if sid is not None and sid in self.callback_urls and self._auto is not None:
+            await self._callbacks(sid, self._auto)
+        return response
+
+    def _accepted_sid(self, response: web.Response) -> str | None:
+        if response.status != 201 or not isinstance(response.body, bytes):
+            return None
+        sid: str = json.loads(response.body)["sid"]
+        return sid
 
     def _accept(self, record: Recorded) -> web.Response:
         to = record.field("To") or ""
@@ -254,6 +301,29 @@ class TwilioPeer:
         if callback:
             self.callback_urls[sid] = callback
         return web.json_response(resource, status=201)
+
+    async def _callbacks(self, sid: str, script: AutoCallbacks) -> None:
+        """Post this message's callbacks within ``script.max_delay`` seconds of accepting
+        it, shuffled and some of them twice; those with a delay of 0 are posted (and
+        answered) before the 201 leaves: the gateway does not know the SID yet."""
+        rng = script.rng
+        to = self.messages[sid]["to"]
+        posts = list(script.outcome(to))
+        posts += [post for post in posts if rng.random() < script.duplicate_share]
+        rng.shuffle(posts)
+        for status, error_code in posts:
+            delay = rng.choice((0.0, rng.uniform(0, script.max_delay)))
+            if delay == 0:
+                await self.send_status(sid, status, error_code=error_code, via=script.via)
+                continue
+            task = asyncio.create_task(self._post_later(delay, sid, status, error_code, script))
+            self._callback_tasks.add(task)
+
+    async def _post_later(
+        self, delay: float, sid: str, status: str, error_code: int | None, script: AutoCallbacks
+    ) -> CallbackResult:
+        await asyncio.sleep(delay)
+        return await self.send_status(sid, status, error_code=error_code, via=script.via)
 
     # ------------------------------------------------------------------ callbacks to the gateway
     def sign(self, url: str, params: dict[str, str]) -> dict[str, str]:
