@@ -270,12 +270,15 @@ class Store(Protocol):
         *,
         limit: int = 50,
         before: datetime | None = None,
+        before_id: str | None = None,
         now: datetime | None = None,
     ) -> list[InboxItem]:
         """The in-app deliveries of this recipient (not suppressed or cancelled, not
-        deferred past ``now``), newest message first, joined with their message.
-        ``before`` pages by the message's ``created_at``; ``now`` defaults to the
-        system clock."""
+        deferred past ``now``), newest message first (by the message's ``created_at``,
+        then its id, both descending), joined with their message. Paging is by that key:
+        with ``before`` and ``before_id`` (the last item's message) only items after it
+        in that order; with ``before`` alone, messages created before it. ``now``
+        defaults to the system clock."""
 
     async def inbox_item(
         self, tenant_id: str, guardian_id: str, message_id: str, *, now: datetime | None = None
@@ -409,8 +412,12 @@ class Store(Protocol):
         endpoint_id: str | None = None,
         limit: int = 100,
         before: datetime | None = None,
+        before_id: str | None = None,
     ) -> list[WebhookMessage]:
-        """The tenant's outbox, newest first; ``before`` pages by ``created_at``."""
+        """The tenant's outbox, newest first (``created_at``, then id, both descending).
+        Paging is by that key: with ``before`` and ``before_id`` (the last message seen)
+        only messages after it in that order; with ``before`` alone, those created
+        before it (many share one ``created_at``: page with both)."""
 
     async def webhook_attempts(self, message_id: str) -> list[WebhookAttempt]:
         """Every attempt of a message, oldest first (replays keep the earlier ones)."""

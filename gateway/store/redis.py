@@ -1333,16 +1333,27 @@ class RedisStore(TrackingMixin, WebhookMixin, AbsenceMixin, RedisParts):
         *,
         limit: int = 50,
         before: datetime | None = None,
+        before_id: str | None = None,
         now: datetime | None = None,
     ) -> list[InboxItem]:
         if limit <= 0:
             return []
         top = "+inf" if before is None else f"({us(before)}"
+        if before is not None and before_id is not None:
+            top = str(us(before))  # that instant too, past before_id (ids descending)
         rows = await self._eval(
             self._redis,
             _INBOX,
             [self._t(tenant_id, "ib", guardian_id)],
-            [self._tp(tenant_id), guardian_id, top, us(now or datetime.now(UTC)), limit],
+            [
+                self._tp(tenant_id),
+                guardian_id,
+                top,
+                us(now or datetime.now(UTC)),
+                limit,
+                "",
+                before_id if before is not None and before_id is not None else "",
+            ],
         )
         return [_inbox_item(*rows[i : i + 4]) for i in range(0, len(rows), 4)]
 

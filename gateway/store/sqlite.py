@@ -1294,11 +1294,15 @@ class SqliteStore(
         *,
         limit: int = 50,
         before: datetime | None = None,
+        before_id: str | None = None,
         now: datetime | None = None,
     ) -> list[InboxItem]:
         params: list[Any] = [tenant_id, guardian_id, *_NOT_IN_INBOX, _ts(now or datetime.now(UTC))]
         query = _INBOX_QUERY
-        if before is not None:
+        if before is not None and before_id is not None:
+            query += " AND (m.created_at < ? OR (m.created_at = ? AND m.id < ?))"
+            params.extend((_ts(before), _ts(before), before_id))
+        elif before is not None:
             query += " AND m.created_at < ?"
             params.append(_ts(before))
         query += " ORDER BY m.created_at DESC, m.id DESC LIMIT ?"

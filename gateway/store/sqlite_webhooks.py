@@ -410,6 +410,7 @@ CREATE INDEX IF NOT EXISTS webhook_attempts_by_message ON webhook_attempts (mess
         endpoint_id: str | None = None,
         limit: int = 100,
         before: datetime | None = None,
+        before_id: str | None = None,
     ) -> list[WebhookMessage]:
         sql = f"SELECT {_MESSAGE_COLUMNS} FROM webhook_messages WHERE tenant_id = ?"
         params: list[Any] = [tenant_id]
@@ -419,7 +420,10 @@ CREATE INDEX IF NOT EXISTS webhook_attempts_by_message ON webhook_attempts (mess
         if endpoint_id is not None:
             sql += " AND endpoint_id = ?"
             params.append(endpoint_id)
-        if before is not None:
+        if before is not None and before_id is not None:
+            sql += " AND (created_at < ? OR (created_at = ? AND id < ?))"
+            params.extend((ts(before), ts(before), before_id))
+        elif before is not None:
             sql += " AND created_at < ?"
             params.append(ts(before))
         sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
