@@ -433,10 +433,15 @@ class Dispatcher:
             job.attempts, self.settings.backoff_base, self.settings.backoff_max, exc.retry_after
         )
         now = self.clock.now()
-        await self.store.transition(
-            delivery.id, DeliveryStatus.sending, now, detail=f"retry in {delay:.1f}s: {code}"
+        due = now + timedelta(seconds=delay)
+        # One history row per failed attempt: its number, the error, the next try.
+        detail = (
+            f"attempt {job.attempts} failed: {code}; next try at "
+            f"{due.isoformat(timespec='seconds')} (in {delay:.1f}s)"
         )
-        await self.store.retry_job(job.id, now + timedelta(seconds=delay), code)
+        if not await self.store.transition(delivery.id, DeliveryStatus.sending, now, detail=detail):
+            await self.store.note_attempt(delivery.id, now, detail)
+        await self.store.retry_job(job.id, due, code)
 
     async def _channel_down(self, job: Job, delivery: Delivery, exc: ChannelUnavailable) -> None:
         code = exc.code or "unavailable"

@@ -305,6 +305,15 @@ async def test_gives_up_after_max_attempts(rig: Rig) -> None:
     assert sms.status is DeliveryStatus.failed
     assert sms.reason == "gave_up:http_503"
     assert len(rig.twilio.requests) == 3
+    # Every attempt is in the history: its number, the error and the next try (issue 12).
+    history = (await rig.store.history([sms.id]))[sms.id]
+    retries = [h.detail or "" for h in history if h.status is DeliveryStatus.sending]
+    assert [r.split(";")[0] for r in retries] == [
+        "attempt 1 failed: http_503",
+        "attempt 2 failed: http_503",
+    ]
+    assert all("; next try at 20" in r for r in retries)
+    assert history[-1].status is DeliveryStatus.failed
     # only the failover, committed with the failure (gateway/followups.py)
     assert [(job_id.split(":")[-2:], kind) for job_id, kind, *_ in rig.jobs()] == [
         (["failover", "sms"], "escalate")

@@ -234,6 +234,11 @@ class Store(Protocol):
         without its follow-ups and a follow-up never runs before its move.
         """
 
+    async def note_attempt(self, delivery_id: str, at: datetime, detail: str) -> bool:
+        """Append a history row for a failed attempt of a send being retried: the status
+        stays ``sending``, ``detail`` says which attempt, why and when the next one is.
+        False, writing nothing, if the delivery is unknown or not ``sending``."""
+
     async def delivery_by_provider_id(self, channel: str, provider_id: str) -> Delivery | None: ...
 
     async def count_by_status(self, tenant_id: str, message_id: str) -> dict[str, int]: ...

@@ -121,6 +121,12 @@ _FORGET_CONSUMERS = Lua(lua.FORGET_CONSUMERS)
 _ACQUIRE_RATE = Lua(lua.ACQUIRE_RATE)
 _UPSERT_DEVICE = Lua(lua.UPSERT_DEVICE)
 _REMOVE_DEVICE = Lua(lua.REMOVE_DEVICE)
+# KEYS: delivery hash, its history. ARGV: at (µs), detail. A row for a failed attempt.
+_NOTE_ATTEMPT = Lua(
+    "if redis.call('HGET', KEYS[1], 's') ~= 'sending' then return 0 end "
+    "redis.call('RPUSH', KEYS[2], 'sending' .. '\\31' .. ARGV[1] .. '\\31' .. ARGV[2]) "
+    "return 1"
+)
 _HSET_IF_EXISTS = Lua(
     "if redis.call('EXISTS', KEYS[1]) == 1 then "
     "return redis.call('HSET', KEYS[1], unpack(ARGV)) end return 0"
@@ -361,6 +367,7 @@ class RedisStore(TrackingMixin, WebhookMixin, AbsenceMixin, RedisParts):
 
     SCRIPTS = (
         _TRANSITION,
+        _NOTE_ATTEMPT,
         _ACCEPT,
         _ADD_DELIVERIES,
         _KEEP_GREATEST,
@@ -1236,6 +1243,13 @@ class RedisStore(TrackingMixin, WebhookMixin, AbsenceMixin, RedisParts):
             for n, flag in zip(indexes, flags, strict=True):
                 moved[n] = bool(flag)
         return moved
+
+    async def note_attempt(self, delivery_id: str, at: datetime, detail: str) -> bool:
+        tenant_id = (await self._tenants_of([delivery_id])).get(delivery_id)
+        if tenant_id is None:
+            return False
+        keys = [self._t(tenant_id, "d", delivery_id), self._t(tenant_id, "h", delivery_id)]
+        return bool(await self._eval(self._redis, _NOTE_ATTEMPT, keys, [us(at), detail]))
 
     async def delivery_by_provider_id(self, channel: str, provider_id: str) -> Delivery | None:
         ref = await self._redis.get(self._g("pid", digest(provider_id)))

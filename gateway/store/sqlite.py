@@ -1177,6 +1177,15 @@ class SqliteStore(
             await _insert_jobs(db, jobs)
         return moved[0]
 
+    async def note_attempt(self, delivery_id: str, at: datetime, detail: str) -> bool:
+        async with self._write() as db:
+            cursor = await db.execute(
+                "INSERT INTO status_history (delivery_id, status, at, detail) "
+                "SELECT id, status, ?, ? FROM deliveries WHERE id = ? AND status = 'sending'",
+                (_ts(at), detail, delivery_id),
+            )
+        return cursor.rowcount == 1
+
     async def delivery_by_provider_id(self, channel: str, provider_id: str) -> Delivery | None:
         async with self._read() as db:
             rows = list(
