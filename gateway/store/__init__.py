@@ -456,7 +456,9 @@ class Store(Protocol):
         """Record subjects reached for the first time; return the rows that were new.
 
         A subject is (tenant, message, subject_kind, subject_id): the first row kept is
-        never replaced, so a later read by someone else changes nothing."""
+        never replaced, so a later read by someone else changes nothing. Each new row
+        records a ``message.reached`` change (data: :func:`gateway.models.reached_data`)
+        in the same transaction, as :meth:`append_change` would."""
 
     async def list_reached(self, tenant_id: str, message_id: str) -> list[Reached]:
         """The reached rows of a message in the order they were recorded."""
@@ -550,8 +552,12 @@ class Store(Protocol):
         return it; None if there is no such record. From then on
         ``find_absence(event_id=event_id)`` finds the record too."""
 
-    async def add_absence_explanation(self, explanation: AbsenceExplanation) -> bool:
-        """Store a guardian's explanation; False if its id exists already."""
+    async def add_absence_explanation(
+        self, explanation: AbsenceExplanation, *, change: dict[str, Any] | None = None
+    ) -> bool:
+        """Store a guardian's explanation; False if its id exists already. With ``change``,
+        a new explanation records an ``absence.explained`` change with that data in the
+        same transaction, as :meth:`append_change` would."""
 
     async def list_absence_explanations(
         self, tenant_id: str, message_id: str
