@@ -675,3 +675,38 @@ async def test_an_unexpected_error_fails_the_delivery_after_max_attempts(rig: Ri
     assert [(job_id.split(":")[-2:], kind) for job_id, kind, *_ in rig.jobs()] == [
         (["failover", "sms"], "escalate")
     ]
+
+
+@pytest.mark.parametrize("rig", [dict(backoff_base=1.0, backoff_max=1.0)], indirect=True)
+async def test_a_5xx_after_twilio_took_the_sms_does_not_send_it_twice(rig: Rig) -> None:
+    """Issue 12: Twilio accepted the SMS but the answer was a 500. The retry first lists the
+    account's recent messages to the number (as Twilio's API allows), finds it and records
+    its SID instead of sending a second SMS."""
+    await rig.load(directory(family(1, email=False, phone=True)))
+    rig.twilio.fail_after_accept(500)
+    message = await rig.post("e1", {"groups": ["g1"]})
+    await rig.dispatcher.run_until_idle()
+    for _ in range(3):
+        await rig.advance(1.0)
+
+    sms = await rig.one(message, "sms")
+    [sid] = rig.twilio.messages
+    assert (sms.status, sms.provider_id) == (DeliveryStatus.sent, sid)
+    assert len(rig.twilio.requests) == 1  # one POST: never sent again
+    assert [q.get("To") for q in rig.twilio.list_requests] == [sms.address]
+
+
+@pytest.mark.parametrize("rig", [dict(backoff_base=1.0, backoff_max=1.0)], indirect=True)
+async def test_a_5xx_before_twilio_took_the_sms_sends_it_after_the_lookup(rig: Rig) -> None:
+    await rig.load(directory(family(1, email=False, phone=True)))
+    rig.twilio.fail_next(503, message="Service Unavailable")
+    message = await rig.post("e1", {"groups": ["g1"]})
+    await rig.dispatcher.run_until_idle()
+    for _ in range(3):
+        await rig.advance(1.0)
+
+    sms = await rig.one(message, "sms")
+    [sid] = rig.twilio.messages
+    assert (sms.status, sms.provider_id) == (DeliveryStatus.sent, sid)
+    assert len(rig.twilio.requests) == 2
+    assert len(rig.twilio.list_requests) == 1

@@ -127,6 +127,10 @@ class TwilioPeer:
         self.callback_urls: dict[str, str] = {}
         self.dead_numbers: dict[str, int] = {}
         self._failures: deque[Failure] = deque()
+        # Failures answered AFTER the message was accepted (a 5xx or a hang-up whose
+        # message Twilio did take): see fail_after_accept.
+        self._after_accept: deque[Failure] = deque()
+        self.list_requests: list[dict[str, str]] = []
         # While set, requests hang until the peer closes (to exercise client timeouts).
         self.stall = False
         # Status callbacks posted by the peer itself after accepting (auto_callbacks).
@@ -141,6 +145,7 @@ class TwilioPeer:
     async def start(self) -> str:
         app = web.Application()
         app.router.add_post("/2010-04-01/Accounts/{account_sid}/Messages.json", self._create)
+        app.router.add_get("/2010-04-01/Accounts/{account_sid}/Messages.json", self._list)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -197,6 +202,13 @@ class TwilioPeer:
             results.extend(await asyncio.gather(*done))
         return results
 
+    def fail_after_accept(self, status: int, *, times: int = 1) -> None:
+        """The next ``times`` valid requests create the message (it is in ``messages``, its
+        callbacks may follow) but answer ``status`` with Twilio's error body — what the
+        gateway sees when Twilio took the message and the answer was lost."""
+        for _ in range(times):
+            self._after_accept.append(Failure(status, twilio_error(status, status, "Error")))
+
     def mark_dead(self, number: str, code: int = 21614) -> None:
         """Requests to this number answer 400 with ``code`` (e.g. 21614 not a mobile)."""
         self.dead_numbers[number] = code
@@ -239,9 +251,44 @@ class TwilioPeer:
             return web.json_response(failure.body, status=failure.status, headers=failure.headers)
         response = self._accept(record)
         sid = self._accepted_sid(response)
+        if sid is not None and self._after_accept:
+            failure = self._after_accept.popleft()
+            return web.json_response(failure.body, status=failure.status)
         if sid is not None and sid in self.callback_urls and self._auto is not None:
             await self._callbacks(sid, self._auto)
         return response
+
+    async def _list(self, request: web.Request) -> web.Response:
+        """Twilio's Read-multiple-Messages: newest first, filtered by To and From, one page
+        of PageSize (default 50, at most 1000), in Twilio's list envelope."""
+        account_sid = request.match_info["account_sid"]
+        if not self._authorized(request, account_sid):
+            return web.json_response(twilio_error(401, 20003, "Authenticate"), status=401)
+        query = dict(request.query)
+        self.list_requests.append(query)
+        try:
+            page_size = min(int(query.get("PageSize", "50")), 1000)
+        except ValueError:
+            return web.json_response(twilio_error(400, 20001, "Invalid PageSize"), status=400)
+        found = [
+            m
+            for m in reversed(self.messages.values())
+            if query.get("To") in (None, m["to"]) and query.get("From") in (None, m["from"])
+        ]
+        uri = request.path_qs
+        return web.json_response(
+            {
+                "messages": found[:page_size],
+                "end": min(len(found), page_size) - 1,
+                "first_page_uri": uri,
+                "next_page_uri": None,
+                "page": 0,
+                "page_size": page_size,
+                "previous_page_uri": None,
+                "start": 0,
+                "uri": uri,
+            }
+        )
 
     def _accepted_sid(self, response: web.Response) -> str | None:
         if response.status != 201 or not isinstance(response.body, bytes):
