@@ -16,12 +16,15 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 
+from gateway.api.app import create_app
+from gateway.api.context import AppContext
 from gateway.clock import ManualClock
 from gateway.constants import JOB_ESCALATE
 from gateway.escalation import Escalator
 from gateway.models import AbsenceExplanation, AbsenceKind, DeliveryStatus, WebhookEndpoint
-from gateway.settings import EscalationSettings, Settings
+from gateway.settings import EscalationSettings, Settings, TwilioSettings
 from gateway.store import SendOutcome, Store
 from gateway.store.sqlite import SqliteStore
 from gateway.tracker import ESCALATION_KEY, record_read
@@ -29,8 +32,14 @@ from tests.conftest import TenantCreds
 from tests.peers.fcm import FcmServer
 from tests.peers.smtp import SmtpPeer
 from tests.peers.twilio import TwilioPeer
-from tests.test_dispatcher import directory, family, make_rig
-from tests.test_sms import ACCOUNT_SID, AUTH_TOKEN
+from tests.test_dispatcher import (
+    ACCOUNT_SID,
+    AUTH_TOKEN,
+    PUBLIC_URL,
+    directory,
+    family,
+    make_rig,
+)
 
 PROJECT = "budbringer-test"
 
@@ -226,3 +235,52 @@ async def test_a_crash_right_after_an_explanation_keeps_its_webhook(
     assert await add(explanation, change={"explanation_id": "x1", "message_id": "m1"})
     async with reopened(crashing.copy) as after:
         assert await _changes(after) == ["absence.explained"]
+
+
+async def test_a_crash_right_after_an_undelivered_callback_keeps_its_failover(
+    wrapped: Callable[..., SnapshotAfter],
+    store: Store,
+    clock: ManualClock,
+    tenant: TenantCreds,
+    settings: Settings,
+    peers: tuple[SmtpPeer, TwilioPeer, FcmServer],
+    tmp_path: Path,
+) -> None:
+    smtp, twilio, fcm = peers
+    rig, channels = await make_rig(store, clock, tenant, settings, smtp, twilio, fcm, tmp_path)
+    try:
+        await rig.load(directory(family(1, email=True, phone=True)))
+        await store.set_preferences(rig.tenant_id, "p1", _prefs({"general": ["sms"]}))
+        message = await rig.post("e1", {"groups": ["g1"]})
+        await rig.dispatcher.run_until_idle()
+    finally:
+        for channel in channels:
+            await channel.aclose()
+    [sid] = twilio.messages
+    crashing = wrapped("transition")
+    twilio_settings = settings.model_copy(
+        update={
+            "public_url": PUBLIC_URL,
+            "twilio": TwilioSettings(
+                account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN, default_sender="Skolen"
+            ),
+        }
+    )
+    ctx = AppContext(settings=twilio_settings, store=cast(Store, crashing), clock=clock)
+    client = TestClient(TestServer(create_app(ctx)))
+    await client.start_server()
+    try:
+        via = str(client.make_url("/"))
+        result = await twilio.send_status(sid, "undelivered", error_code=30003, via=via)
+        assert result.status == 200
+    finally:
+        await client.close()
+    assert crashing.taken == 1
+    async with reopened(crashing.copy) as after:
+        found = await after.list_deliveries(rig.tenant_id, message.id)
+        [sms] = [d for d in found if d.channel == "sms"]
+        assert sms.status is DeliveryStatus.undelivered
+        assert await fail_over(after, clock) >= 1
+        again = await after.list_deliveries(rig.tenant_id, message.id)
+        email = [d for d in again if d.channel == "email"]
+        assert [d.context.get(ESCALATION_KEY) for d in email] == ["failover:sms"]

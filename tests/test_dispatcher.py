@@ -710,3 +710,19 @@ async def test_a_5xx_before_twilio_took_the_sms_sends_it_after_the_lookup(rig: R
     assert (sms.status, sms.provider_id) == (DeliveryStatus.sent, sid)
     assert len(rig.twilio.requests) == 2
     assert len(rig.twilio.list_requests) == 1
+
+
+async def test_a_send_job_left_behind_by_a_failed_send_queues_its_failover(rig: Rig) -> None:
+    """On Redis a crash can end a failed send's commit after the move and before its job
+    ends and its follow-ups are queued; the job comes back, and the dispatcher that drops
+    it (the delivery is final) queues the failover again (issue 12)."""
+    await rig.load(directory(family(1, email=False, phone=True)))
+    message = await rig.post("e1", {"groups": ["g1"]})
+    [plan] = await rig.store.claim_jobs([JOB_PLAN], 1, rig.clock.now(), 60)
+    await rig.dispatcher.plan(plan)
+    sms = await rig.one(message, "sms")
+    assert await rig.store.transition(sms.id, DeliveryStatus.failed, rig.clock.now())
+    await rig.dispatcher.run_until_idle()
+    assert rig.twilio.requests == []  # never sent
+    kinds = [(job_id.split(":")[-2:], kind) for job_id, kind, *_ in rig.jobs()]
+    assert kinds == [(["failover", "sms"], "escalate")]
