@@ -410,8 +410,9 @@ class Dispatcher:
 
     async def _drop(self, job: Job, delivery: Delivery | None) -> None:
         """End the job of a delivery that is gone or final. If it failed, its failover is
-        queued again (a no-op when it exists or ran): with Redis a crash can end a failed
-        send's commit before its follow-ups were stored, leaving this job behind."""
+        queued again (ignored while it is queued; run again, it plans nothing new): on
+        Redis Cluster the follow-ups and the move of a failed send go to two nodes, and a
+        crash can leave the move without them — and this job behind."""
         failover = None
         if delivery is not None and delivery.status in (
             DeliveryStatus.failed,
