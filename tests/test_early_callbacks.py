@@ -148,3 +148,9 @@ async def test_early_shuffled_duplicated_callbacks_all_land(
             expected = {pid for pid, d in sms.items() if ends_undelivered(str(d.address))}
             assert failover == expected
             assert len(expected) == GUARDIANS // 3
+            print(
+                f"\n{len(results) + twilio.early_callbacks} callbacks, "
+                f"{twilio.early_callbacks} of them answered before Twilio's 201 left: "
+                f"{GUARDIANS - len(wrong)} of {GUARDIANS} SMS ended right, "
+                f"{len(failover)} failed over to email"
+            )

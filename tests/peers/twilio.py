@@ -136,6 +136,7 @@ class TwilioPeer:
         # Status callbacks posted by the peer itself after accepting (auto_callbacks).
         self._auto: AutoCallbacks | None = None
         self._callback_tasks: set[asyncio.Task[CallbackResult]] = set()
+        self.early_callbacks = 0  # automatic callbacks answered before their message's 201
         self._closing = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -362,6 +363,7 @@ class TwilioPeer:
             delay = rng.choice((0.0, rng.uniform(0, script.max_delay)))
             if delay == 0:
                 await self.send_status(sid, status, error_code=error_code, via=script.via)
+                self.early_callbacks += 1
                 continue
             task = asyncio.create_task(self._post_later(delay, sid, status, error_code, script))
             self._callback_tasks.add(task)
