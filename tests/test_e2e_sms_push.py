@@ -192,9 +192,15 @@ async def test_push_per_device_sms_without_app_and_callbacks(gateway: Gateway) -
     # The dead token: failed with the reason, and pruned from the registry.
     [dead] = found[("p3", "push")]
     assert (dead["status"], dead["reason"]) == ("failed", "fcm_UNREGISTERED")
-    devices = await gateway.client.call(
-        "GET", "/v1/me/devices", headers=await gateway.guardian_token("p3")
-    )
+    # (pruned by a job committed with the failure: wait for the worker to do it)
+    deadline = time.monotonic() + 10
+    while True:
+        devices = await gateway.client.call(
+            "GET", "/v1/me/devices", headers=await gateway.guardian_token("p3")
+        )
+        if devices == {"devices": []} or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.05)
     assert devices == {"devices": []}
     still = await gateway.client.call(
         "GET", "/v1/me/devices", headers=await gateway.guardian_token("p1")
