@@ -17,6 +17,7 @@ from gateway.api import (
     ops,
     providers,
     readlinks,
+    staff_pages,
     status,
     unsubscribe,
     webhooks,
@@ -69,6 +70,7 @@ def create_app(ctx: AppContext) -> web.Application:
         unsubscribe,
         webhooks,
         absence,
+        staff_pages,
     ):
         module.setup(app)
     return app

@@ -1,0 +1,423 @@
+"""Staff pages (``/staff/...``): sign-in by link, and who one message reached.
+
+* ``POST /v1/staff/{staff_id}/tokens`` (tenant key): a short-lived sign-in link for
+  a staff member, optionally straight to one message. A tenant key alone never
+  opens a page: only the cookie the link sets does.
+* ``GET /staff/signin/{token}``: sets the session (a signed, HttpOnly, SameSite
+  cookie with an expiry) and redirects to the message or the list.
+* ``GET /staff/messages/{id}``: per child, grouped by class, whether the message
+  reached a guardian with rights, by whom, how and when; the children not reached
+  first, each with why in plain words (gateway/notreached.py); per guardian the
+  channels and statuses, and why anyone was left out.
+* ``GET /staff/messages/{id}/not-reached.csv``: the children not reached with their
+  guardians' phone numbers, for phoning round.
+* ``POST /staff/signout``: ends the session.
+
+What a staff member may see: messages they sent or received, and messages that
+concern a group they belong to or a child in one; a staff member who belongs to a
+unit but to none of its groups (the office) sees the whole unit. Anything else is
+403. Persons with a protected address appear exactly as in the status API: without
+the tenant's ``protected`` scope only as the status API's pseudonym
+(:class:`gateway.api.status.Names`), without name, class or number.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from aiohttp import web
+from pydantic import Field
+
+from gateway.api.body import read_model
+from gateway.api.context import CTX, AppContext
+from gateway.api.pages import (
+    CSRF_FIELD,
+    checked_form,
+    full_name,
+    load_texts,
+    problem,
+    read_pages,
+    render,
+    respond,
+    session_from,
+    set_session_cookie,
+    when,
+)
+from gateway.api.readlinks import SECURITY_HEADERS
+from gateway.api.status import Names
+from gateway.auth import authenticate_bearer
+from gateway.constants import SCOPE_PROTECTED, SUPPRESSED_CHANNEL
+from gateway.errors import Forbidden, LinkInvalid, NotFound
+from gateway.models import Audience, Delivery, DirectorySnapshot, Message, Person, Role, Strict
+from gateway.notreached import Why, why_not_reached
+from gateway.render import resolve_language
+from gateway.sessions import STAFF_SESSION_SALT, PageSession, open_staff_link, staff_link
+from gateway.tracker import RecipientReach, reach
+
+STAFF_COOKIE = "budbringer_staff"
+STAFF_PATH = "/staff"
+SIGNIN_PATH = "/staff/signin/"
+TEXTS = web.AppKey("staff_texts", dict)
+
+
+class StaffLinkRequest(Strict):
+    """Body of ``POST /v1/staff/{staff_id}/tokens`` (may be left out)."""
+
+    message_id: str | None = Field(default=None, min_length=1, max_length=64)
+
+
+# --------------------------------------------------------------------------- sign-in
+
+
+async def post_staff_token(request: web.Request) -> web.Response:
+    """201 ``{"link", "token", "expires_at"}``: a sign-in link for a staff member.
+
+    404 if the person (or the message) is not in this tenant; 403 if the person is
+    not staff."""
+    ctx = request.app[CTX]
+    tenant = await authenticate_bearer(request, ctx.store)
+    person = await ctx.store.get_person(tenant.id, request.match_info["staff_id"])
+    if person is None:
+        raise NotFound("person not found")
+    if person.role is not Role.staff:
+        raise Forbidden("only staff members sign in to the staff pages")
+    body = StaffLinkRequest()
+    if request.can_read_body:
+        body = await read_model(request, StaffLinkRequest, ctx.settings.max_body_bytes)
+    message_id = body.message_id or ""
+    if message_id and await ctx.store.get_message(tenant.id, message_id) is None:
+        raise NotFound("message not found")
+    ttl = timedelta(seconds=ctx.settings.staff_link_ttl)
+    token, expires_at = staff_link(
+        ctx.secret, tenant.id, person.id, message_id, ctx.clock.now(), ttl
+    )
+    link = ctx.settings.public_url.rstrip("/") + SIGNIN_PATH + token
+    return web.json_response(
+        {"link": link, "token": token, "expires_at": expires_at.isoformat()}, status=201
+    )
+
+
+def _problem(request: web.Request, kind: str, status: int, root: str) -> web.Response:
+    return problem(read_pages(request.app), request.app[TEXTS]["problems"][kind], status, root)
+
+
+async def sign_in(request: web.Request) -> web.StreamResponse:
+    """Open a sign-in link: set the session cookie and go to the message (or the list)."""
+    ctx = request.app[CTX]
+    try:
+        tenant_id, staff_id, message_id = open_staff_link(
+            ctx.secret, request.match_info["token"], ctx.clock.now()
+        )
+    except LinkInvalid:
+        return _problem(request, "link", 401, "../../")
+    person = await ctx.store.get_person(tenant_id, staff_id)
+    if person is None or person.role is not Role.staff:
+        return _problem(request, "link", 401, "../../")
+    # Relative, so it works behind a proxy with a path prefix.
+    target = f"../messages/{message_id}" if message_id else "../messages"
+    response = web.HTTPSeeOther(location=target, headers=SECURITY_HEADERS)
+    ttl = timedelta(seconds=ctx.settings.staff_session_ttl)
+    set_session_cookie(
+        response, ctx, STAFF_COOKIE, STAFF_SESSION_SALT, (tenant_id, staff_id), ttl, STAFF_PATH
+    )
+    raise response
+
+
+@dataclass(frozen=True)
+class Staff:
+    session: PageSession
+    person: Person
+    lang: str
+    texts: dict[str, Any]
+
+
+async def _staff(request: web.Request, root: str) -> Staff | web.Response:
+    """The signed-in staff member, or the page asking to sign in (again)."""
+    ctx = request.app[CTX]
+    try:
+        session = session_from(request, STAFF_COOKIE, STAFF_SESSION_SALT)
+    except LinkInvalid:  # none, forged or expired alike: sign in again
+        return _problem(request, "signin", 401, root)
+    person = await ctx.store.get_person(session.tenant_id, session.person_id)
+    if person is None or person.role is not Role.staff:
+        return _problem(request, "signin", 401, root)
+    lang = resolve_language(person.language)
+    return Staff(session, person, lang, request.app[TEXTS][lang])
+
+
+async def sign_out(request: web.Request) -> web.StreamResponse:
+    staff = await _staff(request, "../")
+    if isinstance(staff, web.Response):
+        return staff
+    if await checked_form(request, staff.session) is None:
+        return _problem(request, "refused", 403, "../")
+    response = _problem(request, "signed_out", 200, "../")
+    response.del_cookie(STAFF_COOKIE, path=STAFF_PATH)
+    return response
+
+
+# --------------------------------------------------------------------------- who may see
+
+
+@dataclass(frozen=True)
+class Scope:
+    """The groups a staff member sees, and the units they see whole (the office)."""
+
+    groups: frozenset[str]
+    units: frozenset[str]
+
+    @classmethod
+    def of(cls, person: Person, directory: DirectorySnapshot) -> Scope:
+        group_units = {
+            directory.groups[g].unit_id for g in person.group_ids if g in directory.groups
+        }
+        return cls(frozenset(person.group_ids), frozenset(set(person.unit_ids) - group_units))
+
+    def covers(self, person: Person) -> bool:
+        return bool(self.groups.intersection(person.group_ids)) or bool(
+            self.units.intersection(person.unit_ids)
+        )
+
+
+def _involved(message: Message, staff_id: str) -> bool:
+    return message.sender_id == staff_id or staff_id in message.audience.staff
+
+
+def _may_see(message: Message, staff: Person, scope: Scope, children: list[Person]) -> bool:
+    audience = message.audience
+    return (
+        _involved(message, staff.id)
+        or bool(scope.groups.intersection(audience.groups))
+        or bool(scope.units.intersection(audience.units))
+        or any(scope.covers(child) for child in children)
+    )
+
+
+# --------------------------------------------------------------------------- one message
+
+
+@dataclass
+class ChildRow:
+    name: str
+    reached: bool
+    line: str  # who read it, how and when; or why not
+    guardians: list[str] = field(default_factory=list)
+    phones: list[str] = field(default_factory=list)  # for the CSV
+    group: str = ""
+
+
+@dataclass
+class MessageView:
+    message: Message
+    not_reached: list[ChildRow]
+    reached: list[ChildRow]
+    summary: str
+
+
+class _Namer:
+    """Names of persons as this staff member may see them (one rule: status.Names)."""
+
+    def __init__(self, directory: DirectorySnapshot, names: Names, protected: set[str], t: Any):
+        self.directory, self.names, self.protected, self.t = directory, names, protected, t
+
+    def __call__(self, person_id: str) -> str:
+        if person_id in self.protected:
+            return str(self.t["protected"].format(alias=self.names(person_id)))
+        person = self.directory.persons.get(person_id)
+        return full_name(person) if person is not None else self.names(person_id)
+
+    def group(self, person_id: str) -> str:
+        person = self.directory.persons.get(person_id)
+        if person is None or person_id in self.protected:
+            return str(self.t["no_class"])
+        classes = [
+            self.directory.groups[g].name for g in person.group_ids if g in self.directory.groups
+        ]
+        return ", ".join(sorted(classes)) or str(self.t["no_class"])
+
+    def phone(self, person_id: str) -> str | None:
+        person = self.directory.persons.get(person_id)
+        if person is None or person_id in self.protected:
+            return None
+        return person.phone
+
+
+def _why_line(why: Why, t: Any, lang: str) -> str:
+    text: str = t["why"][why.code]
+    channel = t["channels"].get(why.channel or "", why.channel or "")
+    at = when(why.at, lang) if why.at is not None else ""
+    return text.format(when=at, channel=channel)
+
+
+def _guardian_line(recipient: RecipientReach, name: str, t: Any) -> str:
+    parts = [
+        t["channel_status"].format(
+            channel=t["channels"].get(channel, channel), status=t["statuses"][status.value]
+        )
+        for channel, status in sorted(recipient.channels.items())
+    ]
+    if recipient.read_at is not None:
+        parts.insert(0, t["read_via"].format(via=t["via"].get(recipient.via or "", "")).strip())
+    return str(t["guardian_status"].format(name=name, status=", ".join(parts)))
+
+
+async def _message_view(
+    ctx: AppContext, staff: Staff, message: Message, deliveries: list[Delivery]
+) -> MessageView | None:
+    """What the page shows, or None when the staff member may not see the message."""
+    tenant_id, t, lang = staff.session.tenant_id, staff.texts, staff.lang
+    view = reach(message, deliveries, await ctx.store.list_reads(tenant_id, message.id))
+    recipients = sorted({d.recipient_id for d in deliveries})
+    directory = await ctx.store.load_audience(
+        tenant_id,
+        Audience(children=sorted(view.children), guardians=[], staff=[staff.person.id]),
+    )
+    extra = [p for p in recipients if p not in directory.persons]
+    for person_id in extra:
+        person = await ctx.store.get_person(tenant_id, person_id)
+        if person is not None:
+            directory.persons[person_id] = person
+    children = [directory.persons[c] for c in view.children if c in directory.persons]
+    scope = Scope.of(staff.person, directory)
+    if not _may_see(message, staff.person, scope, children):
+        return None
+    shown = set(view.children)
+    if not _involved(message, staff.person.id) and not scope.units:
+        shown = {c.id for c in children if scope.covers(c)} or shown
+    protected: set[str] = set()
+    if SCOPE_PROTECTED not in await ctx.store.get_tenant_scopes(tenant_id):
+        protected = await ctx.store.protected_persons(tenant_id, sorted(shown | set(recipients)))
+    namer = _Namer(directory, Names(ctx.secret, tenant_id, protected), protected, t)
+    why = why_not_reached(view, deliveries, ctx.clock.now())
+    left_out: dict[str, list[tuple[str, str]]] = {}
+    for d in deliveries:
+        if d.channel == SUPPRESSED_CHANNEL:
+            reason = t["left_out"].get(d.reason or "", t["left_out"]["other"])
+            left_out.setdefault(d.target, []).append((d.recipient_id, reason))
+    rows_not: list[ChildRow] = []
+    rows_yes: list[ChildRow] = []
+    for child_id in sorted(shown, key=lambda c: (namer.group(c), namer(c))):
+        child = view.children[child_id]
+        told = [r for r in view.recipients.values() if child_id in r.child_ids]
+        guardians = [_guardian_line(r, namer(r.recipient_id), t) for r in told]
+        guardians += [
+            t["guardian_left_out"].format(name=namer(pid), reason=reason)
+            for pid, reason in left_out.get(child_id, [])
+        ]
+        if child.reached:
+            first = view.recipients[child.reached_by[0]]
+            line = t["reached_by"].format(
+                names=", ".join(namer(r) for r in child.reached_by),
+                via=t["via"].get(first.via or "", ""),
+                when=when(child.reached_at, lang) if child.reached_at else "",
+            )
+        else:
+            line = _why_line(why[child_id], t, lang)
+        phones = [p for r in told if (p := namer.phone(r.recipient_id))]
+        row = ChildRow(namer(child_id), child.reached, " ".join(line.split()), guardians, phones)
+        row.group = namer.group(child_id)
+        (rows_yes if child.reached else rows_not).append(row)
+    total = len(view.recipients)
+    read = sum(1 for r in view.recipients.values() if r.read_at is not None)
+    summary = t["summary"].format(read=read, total=total, not_reached=len(rows_not))
+    return MessageView(message, rows_not, rows_yes, summary)
+
+
+def _grouped(rows: list[ChildRow]) -> list[tuple[str, list[ChildRow]]]:
+    groups: dict[str, list[ChildRow]] = {}
+    for row in rows:
+        groups.setdefault(row.group, []).append(row)
+    return list(groups.items())
+
+
+async def _load_message(
+    request: web.Request, root: str
+) -> tuple[Staff, MessageView] | web.Response:
+    ctx = request.app[CTX]
+    staff = await _staff(request, root)
+    if isinstance(staff, web.Response):
+        return staff
+    message = await ctx.store.get_message(staff.session.tenant_id, request.match_info["id"])
+    if message is None:
+        return _problem(request, "gone", 404, root)
+    deliveries = await ctx.store.list_deliveries(staff.session.tenant_id, message.id)
+    view = await _message_view(ctx, staff, message, deliveries)
+    if view is None:
+        return _problem(request, "forbidden", 403, root)
+    return staff, view
+
+
+async def message_page(request: web.Request) -> web.Response:
+    root = "../../"
+    found = await _load_message(request, root)
+    if isinstance(found, web.Response):
+        return found
+    staff, view = found
+    ctx = request.app[CTX]
+    t = staff.texts
+    message = view.message
+    html = render(
+        read_pages(request.app),
+        "pages/staff_message.html",
+        root,
+        lang=staff.lang,
+        t=t,
+        wide=True,
+        title=" ".join(message.subject.split()),
+        subject=" ".join(message.subject.split()),
+        category=t["categories"][message.category.value],
+        sent=t["sent"].format(when=when(message.created_at, staff.lang)),
+        summary=view.summary,
+        not_reached=_grouped(view.not_reached),
+        reached=_grouped(view.reached),
+        counts=(len(view.not_reached), len(view.reached)),
+        csv_href=f"{message.id}/not-reached.csv",
+        signed_in=t["signed_in"].format(name=full_name(staff.person)),
+        csrf=staff.session.csrf(ctx.secret),
+        csrf_field=CSRF_FIELD,
+    )
+    return respond(html)
+
+
+def _cell(value: str) -> str:
+    """A CSV cell a spreadsheet will not run as a formula."""
+    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+
+
+async def not_reached_csv(request: web.Request) -> web.Response:
+    found = await _load_message(request, "../../../")
+    if isinstance(found, web.Response):
+        return found
+    staff, view = found
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(staff.texts["csv_header"])
+    for row in view.not_reached:
+        # names come from the directory; numbers are E.164, checked on import
+        writer.writerow(
+            [_cell(row.name), _cell(row.group), _cell(row.line), " / ".join(row.phones)]
+        )
+    return web.Response(
+        body=("\ufeff" + out.getvalue()).encode("utf-8"),  # BOM: Excel reads UTF-8
+        content_type="text/csv",
+        charset="utf-8",
+        headers={
+            **SECURITY_HEADERS,
+            "Content-Disposition": 'attachment; filename="not-reached.csv"',
+        },
+    )
+
+
+def setup(app: web.Application) -> None:
+    app[TEXTS] = load_texts(app[CTX].settings.templates_dir, "staff.toml")
+    pages = read_pages(app)
+    pages.env.get_template("pages/staff_message.html")  # broken templates stop startup
+    app.router.add_post("/v1/staff/{staff_id}/tokens", post_staff_token)
+    app.router.add_get("/staff/signin/{token}", sign_in)
+    app.router.add_get("/staff/messages/{id}", message_page)
+    app.router.add_get("/staff/messages/{id}/not-reached.csv", not_reached_csv)
+    app.router.add_post("/staff/signout", sign_out)
