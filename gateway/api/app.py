@@ -15,6 +15,7 @@ from gateway.api import (
     guardian,
     oneroster,
     ops,
+    parent_pages,
     providers,
     readlinks,
     staff_pages,
@@ -71,6 +72,7 @@ def create_app(ctx: AppContext) -> web.Application:
         webhooks,
         absence,
         staff_pages,
+        parent_pages,
     ):
         module.setup(app)
     return app
