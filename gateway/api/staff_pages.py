@@ -62,6 +62,8 @@ STAFF_COOKIE = "budbringer_staff"
 STAFF_PATH = "/staff"
 SIGNIN_PATH = "/staff/signin/"
 TEXTS = web.AppKey("staff_texts", dict)
+# Channels in the order the planner uses them (gateway/planner.py), in-app first.
+_CHANNEL_ORDER = {"inapp": 0, "push": 1, "sms": 2, "email": 3}
 
 
 class StaffLinkRequest(Strict):
@@ -258,7 +260,9 @@ def _guardian_line(recipient: RecipientReach, name: str, t: Any) -> str:
         t["channel_status"].format(
             channel=t["channels"].get(channel, channel), status=t["statuses"][status.value]
         )
-        for channel, status in sorted(recipient.channels.items())
+        for channel, status in sorted(
+            recipient.channels.items(), key=lambda item: _CHANNEL_ORDER.get(item[0], 9)
+        )
     ]
     if recipient.read_at is not None:
         parts.insert(0, t["read_via"].format(via=t["via"].get(recipient.via or "", "")).strip())
@@ -321,8 +325,14 @@ async def _message_view(
         row = ChildRow(namer(child_id), child.reached, " ".join(line.split()), guardians, phones)
         row.group = namer.group(child_id)
         (rows_yes if child.reached else rows_not).append(row)
-    total = len(view.recipients)
-    read = sum(1 for r in view.recipients.values() if r.read_at is not None)
+    # the guardians of the children shown (a teacher sees their class of a wider message)
+    counted = [
+        r
+        for r in view.recipients.values()
+        if shown == set(view.children) or shown.intersection(r.child_ids)
+    ]
+    total = len(counted)
+    read = sum(1 for r in counted if r.read_at is not None)
     summary = t["summary"].format(read=read, total=total, not_reached=len(rows_not))
     return MessageView(message, rows_not, rows_yes, summary)
 
