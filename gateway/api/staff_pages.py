@@ -26,11 +26,11 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from aiohttp import web
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from gateway.api.body import read_model
 from gateway.api.context import CTX, AppContext
@@ -70,6 +70,14 @@ class StaffLinkRequest(Strict):
     """Body of ``POST /v1/staff/{staff_id}/tokens`` (may be left out)."""
 
     message_id: str | None = Field(default=None, min_length=1, max_length=64)
+
+
+class StaffLink(BaseModel):
+    """Response of ``POST /v1/staff/{staff_id}/tokens``: the link, valid until ``expires_at``."""
+
+    link: str
+    token: str
+    expires_at: datetime
 
 
 # --------------------------------------------------------------------------- sign-in
