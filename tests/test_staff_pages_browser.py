@@ -354,3 +354,63 @@ async def test_axe_and_no_horizontal_scroll(
     finally:
         await context.close()
     assert await axe_violations(browser, live.page, width) == []  # the sign-in page
+
+
+async def test_the_message_list_filters_pages_and_counts(
+    live: Live,
+    browser: Browser,  # noqa: F811
+) -> None:
+    # 21 short notes to t1 alone, to page through (newest first)
+    for n in range(21):
+        live.clock.advance(60)
+        await live.gateway.post_event(
+            live.api_key,
+            {
+                "id": f"evt-note-{n}",
+                "type": "message.created",
+                "data": {
+                    "audience": {"staff": ["t1"]},
+                    "subject": f"Notat {n:02d}",
+                    "body": "Husk møtet.",
+                },
+            },
+        )
+    await live.gateway.run()
+    context = await browser.new_context()
+    try:
+        page, status, problems = await open_page(context, await live.link("t1", message=False))
+        assert status == 200 and page.url == f"{live.gateway.url}/staff/messages"
+        rows = page.locator("main .row")
+        assert await rows.count() == 20
+        assert await rows.first.locator("a").inner_text() == "Notat 20"
+        await page.get_by_role("link", name="Eldre meldinger").click()
+        texts = await page.locator("main .rows").inner_text()
+        assert "Notat 00" in texts and "Tur <i>fredag</i>" in texts
+        assert "Lest av 1 av 4 foresatte · 4 barn ikke nådd" in texts
+        assert "Notat 20" not in texts
+        # filters: category, subject search, group; each keeps the others
+        await page.goto(f"{live.gateway.url}/staff/messages")
+        await page.get_by_role("combobox", name="Kategori").select_option("emergency")
+        await page.get_by_role("button", name="Vis").click()
+        assert await rows.count() == 1
+        assert await rows.first.locator("a").inner_text() == "Tur <i>fredag</i>"
+        await page.get_by_role("searchbox", name="Søk i emnet").fill("notat")
+        await page.get_by_role("button", name="Vis").click()
+        assert await rows.count() == 0
+        assert "Ingen meldinger å vise." in await page.locator("main").inner_text()
+        await page.goto(f"{live.gateway.url}/staff/messages?q=TUR&group=g1")
+        assert await rows.count() == 1
+        await rows.first.locator("a").click()
+        assert page.url == live.page
+        assert problems == []
+        await page.close()
+        # another unit's staff see nothing of it
+        page, status, _ = await open_page(context, await live.link("t3", message=False))
+        assert status == 200
+        assert await page.locator("main .row").count() == 0
+        await page.close()
+    finally:
+        await context.close()
+    ensure_node_modules(AXE)
+    for width in (390, 1280):
+        assert await axe_violations(browser, await live.link("t2", message=False), width) == []

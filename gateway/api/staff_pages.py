@@ -28,6 +28,7 @@ import io
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlencode
 
 from aiohttp import web
 from pydantic import BaseModel, Field
@@ -52,7 +53,16 @@ from gateway.api.status import Names
 from gateway.auth import authenticate_bearer
 from gateway.constants import SCOPE_PROTECTED, SUPPRESSED_CHANNEL
 from gateway.errors import Forbidden, LinkInvalid, NotFound
-from gateway.models import Audience, Delivery, DirectorySnapshot, Message, Person, Role, Strict
+from gateway.models import (
+    Audience,
+    Category,
+    Delivery,
+    DirectorySnapshot,
+    Message,
+    Person,
+    Role,
+    Strict,
+)
 from gateway.notreached import Why, why_not_reached
 from gateway.render import resolve_language
 from gateway.sessions import STAFF_SESSION_SALT, PageSession, open_staff_link, staff_link
@@ -223,9 +233,11 @@ class ChildRow:
 @dataclass
 class MessageView:
     message: Message
+    subject: str
     not_reached: list[ChildRow]
     reached: list[ChildRow]
     summary: str
+    group_ids: set[str]  # the classes of the children shown
 
 
 class _Namer:
@@ -342,7 +354,18 @@ async def _message_view(
     total = len(counted)
     read = sum(1 for r in counted if r.read_at is not None)
     summary = t["summary"].format(read=read, total=total, not_reached=len(rows_not))
-    return MessageView(message, rows_not, rows_yes, summary)
+    # An absence subject names the child: hidden when a protected person is involved,
+    # as in the status API.
+    subject = " ".join(message.subject.split())
+    if protected and message.category is Category.absence:
+        subject = t["protected_subject"]
+    group_ids = {
+        g
+        for c in shown
+        if c in directory.persons and c not in protected
+        for g in directory.persons[c].group_ids
+    }
+    return MessageView(message, subject, rows_not, rows_yes, summary, group_ids)
 
 
 def _grouped(rows: list[ChildRow]) -> list[tuple[str, list[ChildRow]]]:
@@ -385,8 +408,8 @@ async def message_page(request: web.Request) -> web.Response:
         lang=staff.lang,
         t=t,
         wide=True,
-        title=" ".join(message.subject.split()),
-        subject=" ".join(message.subject.split()),
+        title=view.subject,
+        subject=view.subject,
         category=t["categories"][message.category.value],
         sent=t["sent"].format(when=when(message.created_at, staff.lang)),
         summary=view.summary,
@@ -394,6 +417,134 @@ async def message_page(request: web.Request) -> web.Response:
         reached=_grouped(view.reached),
         counts=(len(view.not_reached), len(view.reached)),
         csv_href=f"{message.id}/not-reached.csv",
+        current="",
+        signed_in=t["signed_in"].format(name=full_name(staff.person)),
+        csrf=staff.session.csrf(ctx.secret),
+        csrf_field=CSRF_FIELD,
+    )
+    return respond(html)
+
+
+# --------------------------------------------------------------------------- the list
+
+LIST_PAGE = 20
+LIST_BATCH = 50
+LIST_SCAN = 300  # messages looked at for one page at most; "older" goes on from there
+
+
+@dataclass(frozen=True)
+class ListQuery:
+    category: str
+    group: str
+    q: str
+    before: datetime | None
+
+    @classmethod
+    def of(cls, request: web.Request) -> ListQuery:
+        category = request.query.get("category", "")
+        if category not in {c.value for c in Category}:
+            category = ""
+        before = None
+        raw = request.query.get("before")
+        if raw:
+            try:
+                parsed = datetime.fromisoformat(raw.replace(" ", "+"))
+            except ValueError:
+                parsed = None
+            if parsed is not None and parsed.tzinfo is not None:
+                before = parsed
+        group = request.query.get("group", "")[:128]
+        return cls(category, group, " ".join(request.query.get("q", "").split())[:200], before)
+
+    def matches(self, message: Message) -> bool:
+        if self.category and message.category.value != self.category:
+            return False
+        return not self.q or self.q.casefold() in message.subject.casefold()
+
+
+async def _group_choices(ctx: AppContext, staff: Staff) -> list[tuple[str, str]]:
+    """The groups a staff member can filter by: theirs, and every group of a unit they
+    see whole."""
+    person = staff.person
+    directory = await ctx.store.load_audience(staff.session.tenant_id, Audience(staff=[person.id]))
+    scope = Scope.of(person, directory)
+    if scope.units:
+        wider = await ctx.store.load_audience(
+            staff.session.tenant_id, Audience(units=sorted(scope.units), staff=[person.id])
+        )
+        directory.groups.update(wider.groups)
+    return sorted(
+        (
+            (g.id, g.name)
+            for g in directory.groups.values()
+            if g.id in scope.groups or g.unit_id in scope.units
+        ),
+        key=lambda item: item[1],
+    )
+
+
+async def messages_page(request: web.Request) -> web.Response:
+    """The messages a staff member may see, newest first, with their reach in one line."""
+    root = "../"
+    ctx = request.app[CTX]
+    staff = await _staff(request, root)
+    if isinstance(staff, web.Response):
+        return staff
+    query = ListQuery.of(request)
+    t, tenant_id = staff.texts, staff.session.tenant_id
+    rows: list[dict[str, Any]] = []
+    cursor, scanned, exhausted = query.before, 0, False
+    while len(rows) < LIST_PAGE and scanned < LIST_SCAN:
+        batch = await ctx.store.list_messages(tenant_id, limit=LIST_BATCH, before=cursor)
+        if not batch:
+            exhausted = True
+            break
+        for message in batch:
+            cursor, scanned = message.created_at, scanned + 1
+            if not query.matches(message):
+                continue
+            deliveries = await ctx.store.list_deliveries(tenant_id, message.id)
+            view = await _message_view(ctx, staff, message, deliveries)
+            if view is None:
+                continue
+            if query.group and not (
+                query.group in view.group_ids or query.group in message.audience.groups
+            ):
+                continue
+            rows.append(
+                {
+                    "href": f"messages/{message.id}",
+                    "subject": view.subject,
+                    "category": t["categories"][message.category.value],
+                    "when": when(message.created_at, staff.lang),
+                    "summary": view.summary,
+                    "missing": bool(view.not_reached),
+                }
+            )
+            if len(rows) == LIST_PAGE:
+                break
+        if len(batch) < LIST_BATCH and len(rows) < LIST_PAGE:
+            exhausted = True
+            break
+    older = None
+    if not exhausted and cursor is not None:
+        params = {"category": query.category, "group": query.group, "q": query.q}
+        params = {k: v for k, v in params.items() if v}
+        older = "messages?" + urlencode({**params, "before": cursor.isoformat()})
+    html = render(
+        read_pages(request.app),
+        "pages/staff_messages.html",
+        root,
+        lang=staff.lang,
+        t=t,
+        wide=True,
+        title=t["list_title"],
+        current="messages",
+        rows=rows,
+        older=older,
+        chosen=query,
+        categories=[(c.value, t["categories"][c.value]) for c in Category],
+        groups=await _group_choices(ctx, staff),
         signed_in=t["signed_in"].format(name=full_name(staff.person)),
         csrf=staff.session.csrf(ctx.secret),
         csrf_field=CSRF_FIELD,
@@ -433,9 +584,11 @@ async def not_reached_csv(request: web.Request) -> web.Response:
 def setup(app: web.Application) -> None:
     app[TEXTS] = load_texts(app[CTX].settings.templates_dir, "staff.toml")
     pages = read_pages(app)
-    pages.env.get_template("pages/staff_message.html")  # broken templates stop startup
+    for name in ("pages/staff_message.html", "pages/staff_messages.html"):
+        pages.env.get_template(name)  # broken templates stop startup
     app.router.add_post("/v1/staff/{staff_id}/tokens", post_staff_token)
     app.router.add_get("/staff/signin/{token}", sign_in)
+    app.router.add_get("/staff/messages", messages_page)
     app.router.add_get("/staff/messages/{id}", message_page)
     app.router.add_get("/staff/messages/{id}/not-reached.csv", not_reached_csv)
     app.router.add_post("/staff/signout", sign_out)

@@ -187,6 +187,12 @@ class Store(Protocol):
 
     async def get_message(self, tenant_id: str, message_id: str) -> Message | None: ...
 
+    async def list_messages(
+        self, tenant_id: str, *, limit: int = 50, before: datetime | None = None
+    ) -> list[Message]:
+        """The tenant's messages, newest first (``created_at``, then id, descending);
+        ``before`` pages by ``created_at`` (strictly earlier)."""
+
     async def mark_planned(self, tenant_id: str, message_id: str, at: datetime) -> None: ...
 
     # ------------------------------------------------------------------ deliveries

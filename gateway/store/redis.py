@@ -1061,6 +1061,24 @@ class RedisStore(TrackingMixin, WebhookMixin, AbsenceMixin, RedisParts):
         doc, planned = await self._redis.hmget(self._t(tenant_id, "m", message_id), ["j", "p"])
         return None if doc is None else _message(doc, planned)
 
+    async def list_messages(
+        self, tenant_id: str, *, limit: int = 50, before: datetime | None = None
+    ) -> list[Message]:
+        # msgs: the tenant's message ids scored by created_at (us), kept by accept/purge
+        top = f"({us(before)}" if before is not None else "+inf"
+        ids = await self._redis.zrevrangebyscore(
+            self._t(tenant_id, "msgs"), top, "-inf", start=0, num=limit
+        )
+        if not ids:
+            return []
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for message_id in ids:
+                pipe.hmget(self._t(tenant_id, "m", message_id), ["j", "p"])
+            found = await pipe.execute()
+        messages = [_message(doc, planned) for doc, planned in found if doc is not None]
+        # equal times: the same order as SQLite (newest first, then id descending)
+        return sorted(messages, key=lambda m: (m.created_at, m.id), reverse=True)
+
     async def mark_planned(self, tenant_id: str, message_id: str, at: datetime) -> None:
         await self._eval(
             self._redis, _HSET_IF_EXISTS, [self._t(tenant_id, "m", message_id)], ["p", us(at)]
