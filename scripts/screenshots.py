@@ -37,6 +37,7 @@ async def shoot(out: Path) -> list[Path]:
             # name -> (sign-in link to open first or "", the page)
             pages = {
                 "staff-message": (links["staff"], ""),
+                "staff-messages": (links["staff"], f"{url}/staff/messages"),
                 "staff-not-signed-in": ("", f"{url}/staff/messages/{run.message_id}"),
                 "parent-inbox": (links["parent"], ""),
                 "parent-preferences": (links["parent"] + "?to=preferences", ""),
