@@ -166,6 +166,32 @@ def page_paths(errors: Any) -> dict[str, Any]:
                 },
             }
         },
+        "/staff/absence": _get(
+            "Today's absence alerts and reports for the staff member's groups",
+            "The explanations received, and who is still unexplained, first." + COOKIE_NOTE,
+            [],
+            s200="The page",
+            s401="Page (nb + en): sign in (again)",
+        ),
+        "/staff/contacts": _get(
+            "Guardians whose number or email failed for good",
+            "So the office can ask for a new one." + COOKIE_NOTE,
+            [],
+            s200="The page",
+            s401="Page (nb + en): sign in (again)",
+        ),
+        "/staff/messages": _get(
+            "The messages a staff member may see, newest first, with their reach",
+            "Filtered by category, group and subject; paged with `before`." + COOKIE_NOTE,
+            [
+                _param("category", "A category, or empty for all", "query"),
+                _param("group", "A group id, or empty for all", "query"),
+                _param("q", "Words the subject contains", "query"),
+                _param("before", "Page: messages created before this ISO 8601 time", "query"),
+            ],
+            s200="The list",
+            s401="Page (nb + en): sign in (again)",
+        ),
         "/staff/signout": {
             "post": _form_post(
                 "End the staff session",

@@ -23,9 +23,10 @@ from gateway.settings import Settings
 from gateway.tracker import record_read
 from tests.conftest import SECRET_KEY
 from tests.harness import Gateway, new_tenant, running
-from tests.peers.npm import ensure_node_modules
+from tests.peers.npm import NODE_MODULES, ensure_node_modules
 from tests.test_read_page_browser import (
     AXE,
+    AXE_TAGS,
     axe_violations,
     browser,  # noqa: F401  (the module's Chromium, a fixture)
     no_horizontal_scroll,
@@ -414,3 +415,92 @@ async def test_the_message_list_filters_pages_and_counts(
     ensure_node_modules(AXE)
     for width in (390, 1280):
         assert await axe_violations(browser, await live.link("t2", message=False), width) == []
+
+
+async def test_absence_today_and_contact_problems(
+    live: Live,
+    browser: Browser,  # noqa: F811
+) -> None:
+    gw, store = live.gateway, live.gateway.service.store
+    today = live.clock.now().date().isoformat()
+    # an alert for Lise (not explained), an alert for Kari that Anne explains, a report
+    for event_id, child in (("evt-abs-lise", "c3"), ("evt-abs-kari", "c1")):
+        await gw.post_event(
+            live.api_key,
+            {
+                "id": event_id,
+                "type": "absence.recorded",
+                "data": {
+                    "child_id": child,
+                    "date": today,
+                    "lesson": {"number": 2, "name": "Matte"},
+                    "note": "Sett i gangen <b>før</b> timen",
+                },
+            },
+        )
+    await gw.run()
+    kari_alert = next(
+        m for m in await store.list_messages(live.tenant_id) if m.event_id == "evt-abs-kari"
+    )
+    token = await _guardian_token(live, "p1")
+    async with gw.session.post(
+        f"{gw.url}/v1/me/inbox/{kari_alert.id}/absence-reply",
+        json={"kind": "sick", "text": "Feber"},
+        headers={"Authorization": f"Bearer {token}"},
+    ) as resp:
+        assert resp.status == 200, await resp.text()
+    # p3's email bounced for good: the planner stops using it, the office is told
+    await store.mark_contact_failing(
+        live.tenant_id, "p3", "email", "p3@familie.no", "bounced", live.clock.now()
+    )
+    context = await browser.new_context()
+    try:
+        page, _, problems = await open_page(context, await live.link("t1", message=False))
+        await page.get_by_role("link", name="Fravær i dag").click()
+        open_part = await page.locator("section[aria-labelledby=open]").inner_text()
+        done_part = await page.locator("section[aria-labelledby=done]").inner_text()
+        assert "Lise Elev" in open_part and "time Matte" in open_part
+        assert "Notat: Sett i gangen <b>før</b> timen" in open_part  # escaped, staff only
+        assert "Kari Elev" in done_part and "Syk: «Feber» (Anne Berg," in done_part
+        await page.get_by_role("link", name="Kontaktproblemer").click()
+        text = await page.locator("main").inner_text()
+        assert "Siri Dale" in text and "E-post virker ikke" in text and "Per Elev (5A)" in text
+        assert "Anne Berg" not in text
+        assert problems == []
+        await page.close()
+        # another unit's staff see none of it
+        page, _, _ = await open_page(context, await live.link("t3", message=False))
+        await page.goto(f"{gw.url}/staff/absence")
+        assert "Lise" not in await page.locator("main").inner_text()
+        await page.goto(f"{gw.url}/staff/contacts")
+        assert "Siri" not in await page.locator("main").inner_text()
+        await page.close()
+    finally:
+        await context.close()
+    ensure_node_modules(AXE)
+    for width in (390, 1280):
+        for path in ("absence", "contacts"):
+            ctx = await browser.new_context(
+                viewport={"width": width, "height": 800}, bypass_csp=True
+            )
+            try:
+                page = await ctx.new_page()
+                await page.goto(await live.link("t1", message=False))
+                await page.goto(f"{gw.url}/staff/{path}")
+                await page.add_script_tag(path=str(NODE_MODULES / AXE))
+                result = await page.evaluate(
+                    "tags => axe.run(document, {runOnly: {type: 'tag', values: tags}})", AXE_TAGS
+                )
+                assert result["violations"] == [], (path, width)
+            finally:
+                await ctx.close()
+
+
+async def _guardian_token(live: Live, guardian_id: str) -> str:
+    async with live.gateway.session.post(
+        f"{live.gateway.url}/v1/guardians/{guardian_id}/tokens",
+        headers=live.gateway.headers(live.api_key),
+    ) as resp:
+        assert resp.status == 201
+        token: str = (await resp.json())["token"]
+    return token

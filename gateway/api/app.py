@@ -18,6 +18,7 @@ from gateway.api import (
     parent_pages,
     providers,
     readlinks,
+    staff_absence,
     staff_pages,
     status,
     unsubscribe,
@@ -72,6 +73,7 @@ def create_app(ctx: AppContext) -> web.Application:
         webhooks,
         absence,
         staff_pages,
+        staff_absence,
         parent_pages,
     ):
         module.setup(app)

@@ -121,7 +121,7 @@ async def post_staff_token(request: web.Request) -> web.Response:
     )
 
 
-def _problem(request: web.Request, kind: str, status: int, root: str) -> web.Response:
+def staff_problem(request: web.Request, kind: str, status: int, root: str) -> web.Response:
     return problem(read_pages(request.app), request.app[TEXTS]["problems"][kind], status, root)
 
 
@@ -133,10 +133,10 @@ async def sign_in(request: web.Request) -> web.StreamResponse:
             ctx.secret, request.match_info["token"], ctx.clock.now()
         )
     except LinkInvalid:
-        return _problem(request, "link", 401, "../../")
+        return staff_problem(request, "link", 401, "../../")
     person = await ctx.store.get_person(tenant_id, staff_id)
     if person is None or person.role is not Role.staff:
-        return _problem(request, "link", 401, "../../")
+        return staff_problem(request, "link", 401, "../../")
     # Relative, so it works behind a proxy with a path prefix.
     target = f"../messages/{message_id}" if message_id else "../messages"
     response = web.HTTPSeeOther(location=target, headers=SECURITY_HEADERS)
@@ -155,27 +155,27 @@ class Staff:
     texts: dict[str, Any]
 
 
-async def _staff(request: web.Request, root: str) -> Staff | web.Response:
+async def signed_in_staff(request: web.Request, root: str) -> Staff | web.Response:
     """The signed-in staff member, or the page asking to sign in (again)."""
     ctx = request.app[CTX]
     try:
         session = session_from(request, STAFF_COOKIE, STAFF_SESSION_SALT)
     except LinkInvalid:  # none, forged or expired alike: sign in again
-        return _problem(request, "signin", 401, root)
+        return staff_problem(request, "signin", 401, root)
     person = await ctx.store.get_person(session.tenant_id, session.person_id)
     if person is None or person.role is not Role.staff:
-        return _problem(request, "signin", 401, root)
+        return staff_problem(request, "signin", 401, root)
     lang = resolve_language(person.language)
     return Staff(session, person, lang, request.app[TEXTS][lang])
 
 
 async def sign_out(request: web.Request) -> web.StreamResponse:
-    staff = await _staff(request, "../")
+    staff = await signed_in_staff(request, "../")
     if isinstance(staff, web.Response):
         return staff
     if await checked_form(request, staff.session) is None:
-        return _problem(request, "refused", 403, "../")
-    response = _problem(request, "signed_out", 200, "../")
+        return staff_problem(request, "refused", 403, "../")
+    response = staff_problem(request, "signed_out", 200, "../")
     response.del_cookie(STAFF_COOKIE, path=STAFF_PATH)
     return response
 
@@ -240,7 +240,7 @@ class MessageView:
     group_ids: set[str]  # the classes of the children shown
 
 
-class _Namer:
+class Namer:
     """Names of persons as this staff member may see them (one rule: status.Names)."""
 
     def __init__(self, directory: DirectorySnapshot, names: Names, protected: set[str], t: Any):
@@ -315,7 +315,7 @@ async def _message_view(
     protected: set[str] = set()
     if SCOPE_PROTECTED not in await ctx.store.get_tenant_scopes(tenant_id):
         protected = await ctx.store.protected_persons(tenant_id, sorted(shown | set(recipients)))
-    namer = _Namer(directory, Names(ctx.secret, tenant_id, protected), protected, t)
+    namer = Namer(directory, Names(ctx.secret, tenant_id, protected), protected, t)
     why = why_not_reached(view, deliveries, ctx.clock.now())
     left_out: dict[str, list[tuple[str, str]]] = {}
     for d in deliveries:
@@ -379,16 +379,16 @@ async def _load_message(
     request: web.Request, root: str
 ) -> tuple[Staff, MessageView] | web.Response:
     ctx = request.app[CTX]
-    staff = await _staff(request, root)
+    staff = await signed_in_staff(request, root)
     if isinstance(staff, web.Response):
         return staff
     message = await ctx.store.get_message(staff.session.tenant_id, request.match_info["id"])
     if message is None:
-        return _problem(request, "gone", 404, root)
+        return staff_problem(request, "gone", 404, root)
     deliveries = await ctx.store.list_deliveries(staff.session.tenant_id, message.id)
     view = await _message_view(ctx, staff, message, deliveries)
     if view is None:
-        return _problem(request, "forbidden", 403, root)
+        return staff_problem(request, "forbidden", 403, root)
     return staff, view
 
 
@@ -487,7 +487,7 @@ async def messages_page(request: web.Request) -> web.Response:
     """The messages a staff member may see, newest first, with their reach in one line."""
     root = "../"
     ctx = request.app[CTX]
-    staff = await _staff(request, root)
+    staff = await signed_in_staff(request, root)
     if isinstance(staff, web.Response):
         return staff
     query = ListQuery.of(request)
