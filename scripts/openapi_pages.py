@@ -35,6 +35,25 @@ PREFERENCES_FORM = {
     },
     "required": ["csrf"],
 }
+_KIND = {"type": "string", "enum": ["sick", "appointment", "leave", "other"]}
+_TEXT = {"type": "string", "maxLength": 1000}
+_CSRF = {"type": "string", "description": "The hidden field of the form"}
+ABSENCE_ANSWER_FORM = {
+    "type": "object",
+    "properties": {"csrf": _CSRF, "kind": _KIND, "text": _TEXT},
+    "required": ["csrf", "kind"],
+}
+ABSENCE_REPORT_FORM = {
+    "type": "object",
+    "properties": {
+        "csrf": _CSRF,
+        "kind": _KIND,
+        "text": _TEXT,
+        "child": {"type": "string", "description": "The child's id"},
+        "day": {"type": "string", "description": "Today or tomorrow, YYYY-MM-DD"},
+    },
+    "required": ["csrf", "kind", "child", "day"],
+}
 COOKIE_NOTE = " Needs the session cookie a sign-in link sets; a tenant key alone opens no page."
 
 
@@ -244,6 +263,37 @@ def page_paths(errors: Any) -> dict[str, Any]:
                 s403="Page: missing or wrong form field",
                 s422="The form again, saying what to correct",
             ),
+        },
+        "/p/absence": _get(
+            "Absence: answer an alert, report an absence for today or tomorrow",
+            "Needs the parent session cookie.",
+            [_param("done", "`answered` or `reported`: the page says thank you", "query")],
+            s200="The page",
+            s401="Page (nb + en): how to open the pages",
+        ),
+        "/p/absence/report": {
+            "post": _form_post(
+                "Report an absence (as the app's POST /v1/me/absences)",
+                ABSENCE_REPORT_FORM,
+                s303="Reported; back to the page",
+                s401="Page (nb + en): how to open the pages",
+                s403="Page: missing or wrong form field",
+                s422="The page again, saying what to correct",
+            )
+        },
+        "/p/absence/{id}/answer": {
+            "post": {
+                **_form_post(
+                    "Answer an absence alert (as the app's absence-reply)",
+                    ABSENCE_ANSWER_FORM,
+                    s303="Answered; back to the page",
+                    s401="Page (nb + en): how to open the pages",
+                    s403="Page: missing or wrong form field",
+                    s404="Page (nb + en): not an alert of the guardian's",
+                    s422="The page again, saying what to correct",
+                ),
+                "parameters": [message_id],
+            }
         },
         "/preferences": _get(
             "Settings link of older emails and SMS",

@@ -24,11 +24,12 @@ from gateway.demo import DemoClient
 from gateway.service import Service
 from gateway.settings import load_settings
 from tests.conftest import SECRET_KEY
-from tests.peers.npm import ensure_node_modules
+from tests.peers.npm import NODE_MODULES, ensure_node_modules
 from tests.peers.smtp import SmtpPeer
 from tests.test_e2e_email import texts, wait_final
 from tests.test_read_page_browser import (
     AXE,
+    AXE_TAGS,
     axe_violations,
     browser,  # noqa: F401  (the module's Chromium, a fixture)
     no_horizontal_scroll,
@@ -303,3 +304,96 @@ async def test_axe_finds_no_violations_and_nothing_scrolls_sideways(
             await page.close()
     finally:
         await context.close()
+
+
+async def test_a_parent_answers_an_alert_and_reports_tomorrow(
+    live: Live,
+    browser: Browser,  # noqa: F811
+) -> None:
+    await _first_message(live)
+    alert = await live.client.post_signed_event(
+        {
+            "id": "evt-absence-1",
+            "type": "absence.recorded",
+            "data": {"child_id": "c1", "lesson": {"number": 2, "name": "Matte"}},
+        }
+    )
+    await wait_final(live.client, alert["message_id"])
+    context = await _signed_in(browser, live, viewport={"width": 390, "height": 844})
+    try:
+        page, status, problems = await open_page(context, f"{live.url}/p/absence")
+        assert status == 200
+        alerts = page.locator("section[aria-labelledby=alerts]")
+        form = alerts.locator("form")
+        assert await form.count() == 1
+        await form.get_by_role("radio", name=re.compile("^(Lege|Doctor)")).check()
+        await form.get_by_role("textbox").fill("Tannlege <kl. 9>")
+        await form.get_by_role("button").click()
+        await page.wait_for_url("**/p/absence?done=answered")
+        assert await page.get_by_role("status").count() == 1
+        assert await alerts.locator("form").count() == 0  # answered: no longer waiting
+        status_json = await live.client.call("GET", f"/v1/messages/{alert['message_id']}")
+        [explanation] = status_json["absence"]["explanations"]
+        assert explanation["kind"] == "appointment"
+        assert explanation["text"] == "Tannlege <kl. 9>"
+        # report tomorrow (the default day) as sick
+        report = page.locator("section[aria-labelledby=report] form")
+        await report.get_by_role("button").click()
+        await page.wait_for_url("**/p/absence?done=reported")
+        reports = [
+            m
+            for m in await live.service.store.list_messages(live.tenant_id)
+            if m.event_type == "absence.reported"
+        ]
+        [reported] = reports
+        record = await live.service.store.get_absence(live.tenant_id, reported.id)
+        assert record is not None and record.child_id == "c1"
+        tomorrow = (datetime.now(ZoneInfo("Europe/Oslo")) + timedelta(days=1)).date()
+        assert record.data["date"] == tomorrow.isoformat() and record.data["kind"] == "sick"
+        assert problems == []
+        # a forged day or child is refused with the page, not a 500
+        cookie = next(c for c in await context.cookies() if c["name"] == "budbringer_parent")
+        csrf = await page.locator("input[name=csrf]").first.get_attribute("value")
+        jar = aiohttp.CookieJar(unsafe=True)
+        async with aiohttp.ClientSession(
+            cookie_jar=jar, cookies={cookie["name"]: cookie["value"]}
+        ) as s:
+            for data in (
+                {"csrf": csrf, "child": "c1", "day": "2020-01-01", "kind": "sick"},
+                {
+                    "csrf": csrf,
+                    "child": "someone-else",
+                    "day": tomorrow.isoformat(),
+                    "kind": "sick",
+                },
+                {"csrf": csrf, "child": "c1", "day": tomorrow.isoformat(), "kind": "bored"},
+            ):
+                async with s.post(f"{live.url}/p/absence/report", data=data) as resp:
+                    assert resp.status == 422, data
+            async with s.post(
+                f"{live.url}/p/absence/nope/answer", data={"csrf": csrf, "kind": "sick"}
+            ) as resp:
+                assert resp.status == 404
+            async with s.post(
+                f"{live.url}/p/absence/report", data={"csrf": "forged", "child": "c1"}
+            ) as resp:
+                assert resp.status == 403
+        await page.close()
+    finally:
+        await context.close()
+    ensure_node_modules(AXE)
+    for width in (390, 1280):
+        ctx = await browser.new_context(viewport={"width": width, "height": 800}, bypass_csp=True)
+        try:
+            page = await ctx.new_page()
+            await page.goto(_links(live, 0)["settings"].replace("?to=preferences", ""))
+            await page.goto(f"{live.url}/p/absence")
+            await page.add_script_tag(path=str(NODE_MODULES / AXE))
+            result = await page.evaluate(
+                "tags => axe.run(document, {runOnly: {type: 'tag', values: tags}})", AXE_TAGS
+            )
+            assert result["violations"] == [], width
+            await page.evaluate("document.documentElement.style.fontSize = '200%'")
+            assert await no_horizontal_scroll(page)
+        finally:
+            await ctx.close()

@@ -12,6 +12,8 @@ the app, reached by the personal link of a message, never by a password.
   off, emergency always goes everywhere: said plainly), the language and quiet
   hours. Saved as the guardian's own preferences (an import never overwrites them),
   so they apply from the next message.
+* ``GET /p/absence``: answer an absence alert (syk, lege, fri, annet and a text) and
+  report an absence for today or tomorrow, as the app can (gateway/api/absence.py).
 * ``/preferences``, ``/app`` and ``/app/messages/{id}`` (the links in older emails and
   SMS, and the push ``data.link``) go to those pages when a session exists, and
   otherwise explain how to open them.
@@ -21,16 +23,21 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
 
 from aiohttp import web
+from babel.dates import format_date
+from pydantic import ValidationError
 
-from gateway.api.context import CTX
+from gateway.api.absence import AbsenceReply, AbsenceReport, absences, answer_alert, report_absence
+from gateway.api.context import CTX, AppContext
 from gateway.api.pages import (
     CSRF_FIELD,
     checked_form,
+    full_name,
     load_texts,
     problem,
     read_pages,
@@ -41,9 +48,15 @@ from gateway.api.pages import (
     when,
 )
 from gateway.api.readlinks import SECURITY_HEADERS
-from gateway.constants import MANDATORY_CATEGORIES, SUPPORTED_LANGUAGES
-from gateway.errors import LinkInvalid
+from gateway.constants import (
+    ABSENCE_RECORDED,
+    DEFAULT_TIME_ZONE,
+    MANDATORY_CATEGORIES,
+    SUPPORTED_LANGUAGES,
+)
+from gateway.errors import Forbidden, LinkInvalid, NotFound
 from gateway.models import (
+    AbsenceKind,
     Category,
     ChannelName,
     Delivery,
@@ -312,6 +325,136 @@ async def save_preferences(request: web.Request) -> web.StreamResponse:
     raise web.HTTPSeeOther(location="preferences?saved=1", headers=SECURITY_HEADERS)
 
 
+# --------------------------------------------------------------------------- absence
+
+ALERT_WINDOW = timedelta(days=7)  # alerts this recent can still be answered here
+_DONE = {"answered": "absence_answered", "reported": "absence_reported"}
+
+
+async def _open_alerts(ctx: AppContext, parent: Parent) -> list[dict[str, str]]:
+    """Absence alerts in the guardian's inbox from the last week they have not answered."""
+    tenant_id, person_id = parent.session.tenant_id, parent.person.id
+    now = ctx.clock.now()
+    alerts = []
+    for item in await ctx.store.list_inbox(tenant_id, person_id, limit=50, now=now):
+        if item.category is not Category.absence or item.created_at < now - ALERT_WINDOW:
+            continue
+        message = await ctx.store.get_message(tenant_id, item.message_id)
+        if message is None or message.event_type != ABSENCE_RECORDED:
+            continue
+        answers = await ctx.store.list_absence_explanations(tenant_id, item.message_id)
+        if any(a.person_id == person_id for a in answers):
+            continue
+        alerts.append(
+            {
+                "id": item.message_id,
+                "subject": " ".join(item.subject.split()),
+                "when": when(item.created_at, parent.lang),
+            }
+        )
+    return alerts
+
+
+def _days(now: datetime, lang: str, t: dict[str, Any]) -> list[tuple[str, str]]:
+    """Today and tomorrow in Norwegian time, as (ISO date, label)."""
+    today = now.astimezone(ZoneInfo(DEFAULT_TIME_ZONE)).date()
+    return [
+        (day.isoformat(), t[key].format(date=format_date(day, "long", locale=lang)))
+        for day, key in ((today, "absence_today"), (today + timedelta(days=1), "absence_tomorrow"))
+    ]
+
+
+async def _absence_html(
+    request: web.Request, parent: Parent, done: str | None, error: str | None
+) -> str:
+    ctx = request.app[CTX]
+    children = await absences(ctx).children_of(parent.session.tenant_id, parent.person.id)
+    return _page(
+        request,
+        parent,
+        "pages/parent_absence.html",
+        "absence",
+        title=parent.texts["absence"],
+        alerts=await _open_alerts(ctx, parent),
+        children=[(c.id, full_name(c)) for c in children],
+        days=_days(ctx.clock.now(), parent.lang, parent.texts),
+        kind_values=[k.value for k in AbsenceKind],
+        done=done,
+        error=error,
+    )
+
+
+async def absence_page(request: web.Request) -> web.Response:
+    parent = await _parent(request, "../")
+    if isinstance(parent, web.Response):
+        return parent
+    done_key = _DONE.get(request.query.get("done", ""))
+    done = parent.texts[done_key] if done_key else None
+    return respond(await _absence_html(request, parent, done, None))
+
+
+def _one(form: dict[str, list[str]], key: str) -> str:
+    return (form.get(key) or [""])[0].strip()
+
+
+async def _absence_form(
+    request: web.Request, root: str
+) -> tuple[Parent, dict[str, list[str]]] | web.Response:
+    parent = await _parent(request, root)
+    if isinstance(parent, web.Response):
+        return parent
+    form = await checked_form(request, parent.session)
+    if form is None:
+        return _problem(request, "refused", 403, root)
+    return parent, form
+
+
+async def _invalid(request: web.Request, parent: Parent) -> web.Response:
+    html = await _absence_html(request, parent, None, parent.texts["absence_invalid"])
+    return respond(html, 422)
+
+
+async def answer_alert_form(request: web.Request) -> web.StreamResponse:
+    found = await _absence_form(request, "../../../")
+    if isinstance(found, web.Response):
+        return found
+    parent, form = found
+    ctx = request.app[CTX]
+    try:
+        body = AbsenceReply(kind=AbsenceKind(_one(form, "kind")), text=_one(form, "text")[:1000])
+        await answer_alert(
+            ctx, parent.session.tenant_id, parent.person.id, request.match_info["id"], body
+        )
+    except (ValueError, ValidationError):
+        return await _invalid(request, parent)
+    except NotFound:
+        return _problem(request, "gone", 404, "../../../")
+    raise web.HTTPSeeOther(location="../../absence?done=answered", headers=SECURITY_HEADERS)
+
+
+async def report_form(request: web.Request) -> web.StreamResponse:
+    found = await _absence_form(request, "../../")
+    if isinstance(found, web.Response):
+        return found
+    parent, form = found
+    ctx = request.app[CTX]
+    allowed = {day for day, _ in _days(ctx.clock.now(), parent.lang, parent.texts)}
+    text = _one(form, "text")[:1000]
+    try:
+        if _one(form, "day") not in allowed:
+            raise ValueError("day")
+        body = AbsenceReport(
+            child_id=_one(form, "child"),
+            date=date.fromisoformat(_one(form, "day")),
+            kind=AbsenceKind(_one(form, "kind")),
+            text=text or None,
+        )
+        await report_absence(ctx, parent.session.tenant_id, parent.person.id, body)
+    except (ValueError, ValidationError, Forbidden):
+        return await _invalid(request, parent)
+    raise web.HTTPSeeOther(location="../absence?done=reported", headers=SECURITY_HEADERS)
+
+
 # --------------------------------------------------------------------------- old links
 
 
@@ -339,12 +482,19 @@ async def old_app_message(request: web.Request) -> web.StreamResponse:
 def setup(app: web.Application) -> None:
     app[TEXTS] = load_texts(app[CTX].settings.templates_dir, "parent.toml")
     pages = read_pages(app)
-    for name in ("pages/parent_inbox.html", "pages/parent_preferences.html"):
+    for name in (
+        "pages/parent_inbox.html",
+        "pages/parent_preferences.html",
+        "pages/parent_absence.html",
+    ):
         pages.env.get_template(name)  # broken templates stop startup
     app.router.add_get("/p/inbox", inbox)
     app.router.add_get("/p/preferences", preferences_page)
     app.router.add_post("/p/preferences", save_preferences)
     app.router.add_get("/p/messages/{id}", message)
+    app.router.add_get("/p/absence", absence_page)
+    app.router.add_post("/p/absence/report", report_form)
+    app.router.add_post("/p/absence/{id}/answer", answer_alert_form)
     app.router.add_get("/p/{token}", open_link)
     app.router.add_get("/preferences", old_preferences)
     app.router.add_get("/app", old_app)
