@@ -38,9 +38,12 @@ async def shoot(out: Path) -> list[Path]:
             pages = {
                 "staff-message": (links["staff"], ""),
                 "staff-messages": (links["staff"], f"{url}/staff/messages"),
+                "staff-absence": (links["staff"], f"{url}/staff/absence"),
+                "staff-contacts": (links["staff"], f"{url}/staff/contacts"),
                 "staff-not-signed-in": ("", f"{url}/staff/messages/{run.message_id}"),
                 "parent-inbox": (links["parent"], ""),
                 "parent-preferences": (links["parent"] + "?to=preferences", ""),
+                "parent-absence": (links["parent"], f"{url}/p/absence"),
                 "parent-no-session": ("", f"{url}/preferences"),
                 "read": ("", links["read"]),
                 "unsubscribe": ("", links["unsubscribe"]),
