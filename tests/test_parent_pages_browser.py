@@ -21,6 +21,7 @@ from playwright.async_api import Browser, BrowserContext
 
 from gateway.auth import create_tenant
 from gateway.demo import DemoClient
+from gateway.models import Category, ChannelName
 from gateway.service import Service
 from gateway.settings import load_settings
 from tests.conftest import SECRET_KEY
@@ -397,3 +398,39 @@ async def test_a_parent_answers_an_alert_and_reports_tomorrow(
             assert await no_horizontal_scroll(page)
         finally:
             await ctx.close()
+
+
+async def test_the_settings_work_by_keyboard_alone_with_a_visible_focus(
+    live: Live,
+    browser: Browser,  # noqa: F811
+) -> None:
+    await _first_message(live)
+    context = await _signed_in(browser, live)
+    try:
+        page, _, _ = await open_page(context, f"{live.url}/p/preferences")
+        sms = page.locator("input[name=ch_reminder][value=sms]")
+        was = await sms.is_checked()
+
+        async def tab_to(selector: str) -> None:
+            for _ in range(60):
+                await page.keyboard.press("Tab")
+                if await page.evaluate(f"document.activeElement.matches({selector!r})"):
+                    outline = await page.evaluate(
+                        "(() => { const s = getComputedStyle(document.activeElement);"
+                        " return [s.outlineStyle, s.outlineWidth]; })()"
+                    )
+                    assert outline == ["solid", "3px"], selector
+                    return
+            raise AssertionError(f"Tab never reached {selector}")
+
+        await tab_to("input[name=ch_reminder][value=sms]")
+        await page.keyboard.press("Space")
+        await tab_to("button[type=submit]")
+        await page.keyboard.press("Enter")
+        await page.wait_for_url("**/p/preferences?saved=1")
+        prefs = await live.service.store.get_preferences(live.tenant_id, "p1")
+        assert prefs is not None
+        assert (ChannelName.sms in prefs.channels[Category.reminder]) is not was
+        await page.close()
+    finally:
+        await context.close()

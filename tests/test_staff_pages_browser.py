@@ -74,11 +74,13 @@ DIRECTORY: dict[str, Any] = {
         _child("c3", "Lise", "g1"),
         _child("c4", "Nils", "g2"),
         _child("c5", "Sol", "g1", protection="strictly_confidential"),
+        _child("c9", "Vilde", "g9"),
         _person("p1", "guardian", "Anne", "Berg", email="p1@familie.no", phone="41100001"),
         _person("p2", "guardian", "Bjørn", "Berg", email="p2@familie.no"),
         _person("p3", "guardian", "Siri", "Dale", email="p3@familie.no"),
         _person("p4", "guardian", "Jon", "Lund", email="p4@familie.no", phone="41100004"),
         _person("p5", "guardian", "Geir", "Vik", email="p5@familie.no"),
+        _person("p9", "guardian", "Nina", "Haug", email="p9@familie.no"),
         _person(
             "p6",
             "guardian",
@@ -96,6 +98,7 @@ DIRECTORY: dict[str, Any] = {
         {"child_id": "c3", "guardian_id": "p4", "parental_responsibility": True},
         {"child_id": "c4", "guardian_id": "p5", "parental_responsibility": True},
         {"child_id": "c5", "guardian_id": "p6", "parental_responsibility": True},
+        {"child_id": "c9", "guardian_id": "p9", "parental_responsibility": True},
     ],
 }
 
@@ -245,6 +248,37 @@ async def test_the_office_sees_the_whole_unit_and_the_blocked_child(
         assert "Ingen foresatt har rett til å få meldingen" in missing
         assert "Geir Vik: får ikke meldingen (sperret)" in missing
         await page.close()
+    finally:
+        await context.close()
+
+
+async def test_the_office_of_one_unit_sees_only_its_own_children_of_a_wider_message(
+    live: Live,
+    browser: Browser,  # noqa: F811
+) -> None:
+    gw = live.gateway
+    message_id = await gw.post_event(
+        live.api_key,
+        {
+            "id": "evt-kommune",
+            "type": "message.created",
+            "data": {"audience": {"units": ["u1", "u2"]}, "subject": "Hele kommunen", "body": "."},
+        },
+    )
+    await gw.run()
+    context = await browser.new_context()
+    try:
+        for staff_id, sees, hidden in (("t2", "Kari Elev", "Vilde"), ("t3", "Vilde Elev", "Kari")):
+            body = {"message_id": message_id}
+            async with gw.session.post(
+                f"{gw.url}/v1/staff/{staff_id}/tokens", json=body, headers=gw.headers(live.api_key)
+            ) as resp:
+                link = (await resp.json())["link"]
+            page, status, _ = await open_page(context, link)
+            assert status == 200
+            text = await page.locator("main").inner_text()
+            assert sees in text and hidden not in text, staff_id
+            await page.close()
     finally:
         await context.close()
 
@@ -405,10 +439,11 @@ async def test_the_message_list_filters_pages_and_counts(
         assert page.url == live.page
         assert problems == []
         await page.close()
-        # another unit's staff see nothing of it
+        # another unit's staff see nothing of it (nor the notes to t1)
         page, status, _ = await open_page(context, await live.link("t3", message=False))
         assert status == 200
-        assert await page.locator("main .row").count() == 0
+        listed = await page.locator("main").inner_text()
+        assert "Tur" not in listed and "Notat" not in listed
         await page.close()
     finally:
         await context.close()

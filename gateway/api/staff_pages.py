@@ -309,9 +309,11 @@ async def _message_view(
     scope = Scope.of(staff.person, directory)
     if not _may_see(message, staff.person, scope, children):
         return None
+    # Who sent or received it sees every child; others the children of their groups
+    # (the office: of their units), never another unit's.
     shown = set(view.children)
-    if not _involved(message, staff.person.id) and not scope.units:
-        shown = {c.id for c in children if scope.covers(c)} or shown
+    if not _involved(message, staff.person.id):
+        shown = {c.id for c in children if scope.covers(c)}
     protected: set[str] = set()
     if SCOPE_PROTECTED not in await ctx.store.get_tenant_scopes(tenant_id):
         protected = await ctx.store.protected_persons(tenant_id, sorted(shown | set(recipients)))
