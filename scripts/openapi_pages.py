@@ -206,7 +206,8 @@ def page_paths(errors: Any) -> dict[str, Any]:
                 _param("category", "A category, or empty for all", "query"),
                 _param("group", "A group id, or empty for all", "query"),
                 _param("q", "Words the subject contains", "query"),
-                _param("before", "Page: messages created before this ISO 8601 time", "query"),
+                _param("before", "Page: the last message's created_at (ISO 8601)", "query"),
+                _param("before_id", "Page: the last message's id", "query"),
             ],
             s200="The list",
             s401="Page (nb + en): sign in (again)",
@@ -234,7 +235,10 @@ def page_paths(errors: Any) -> dict[str, Any]:
         "/p/inbox": _get(
             "The guardian's own messages, newest first",
             "Needs the parent session cookie a /p/ link sets.",
-            [_param("before", "Page: messages created before this ISO 8601 time", "query")],
+            [
+                _param("before", "Page: the last message's created_at (ISO 8601)", "query"),
+                _param("before_id", "Page: the last message's id", "query"),
+            ],
             s200="The inbox",
             s401="Page (nb + en): how to open the pages",
         ),

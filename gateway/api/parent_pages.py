@@ -163,11 +163,14 @@ async def inbox(request: web.Request) -> web.Response:
         return parent
     ctx = request.app[CTX]
     tenant_id, person_id = parent.session.tenant_id, parent.person.id
+    before = _before(request.query.get("before"))
+    before_id = request.query.get("before_id", "")[:128] or None
     items = await ctx.store.list_inbox(
         tenant_id,
         person_id,
         limit=INBOX_PAGE,
-        before=_before(request.query.get("before")),
+        before=before,
+        before_id=before_id if before is not None else None,
         now=ctx.clock.now(),
     )
     rows = [
@@ -182,7 +185,10 @@ async def inbox(request: web.Request) -> web.Response:
     ]
     older = None
     if len(items) == INBOX_PAGE:
-        older = "inbox?" + urlencode({"before": items[-1].created_at.isoformat()})
+        last = items[-1]
+        older = "inbox?" + urlencode(
+            {"before": last.created_at.isoformat(), "before_id": last.message_id}
+        )
     title = parent.texts["inbox"]
     return respond(
         _page(

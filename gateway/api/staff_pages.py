@@ -440,6 +440,7 @@ class ListQuery:
     group: str
     q: str
     before: datetime | None
+    before_id: str | None
 
     @classmethod
     def of(cls, request: web.Request) -> ListQuery:
@@ -456,7 +457,9 @@ class ListQuery:
             if parsed is not None and parsed.tzinfo is not None:
                 before = parsed
         group = request.query.get("group", "")[:128]
-        return cls(category, group, " ".join(request.query.get("q", "").split())[:200], before)
+        before_id = request.query.get("before_id", "")[:128] or None
+        q = " ".join(request.query.get("q", "").split())[:200]
+        return cls(category, group, q, before, before_id if before else None)
 
     def matches(self, message: Message) -> bool:
         if self.category and message.category.value != self.category:
@@ -495,14 +498,17 @@ async def messages_page(request: web.Request) -> web.Response:
     query = ListQuery.of(request)
     t, tenant_id = staff.texts, staff.session.tenant_id
     rows: list[dict[str, Any]] = []
-    cursor, scanned, exhausted = query.before, 0, False
+    cursor, cursor_id = query.before, query.before_id
+    scanned, exhausted = 0, False
     while len(rows) < LIST_PAGE and scanned < LIST_SCAN:
-        batch = await ctx.store.list_messages(tenant_id, limit=LIST_BATCH, before=cursor)
+        batch = await ctx.store.list_messages(
+            tenant_id, limit=LIST_BATCH, before=cursor, before_id=cursor_id
+        )
         if not batch:
             exhausted = True
             break
         for message in batch:
-            cursor, scanned = message.created_at, scanned + 1
+            cursor, cursor_id, scanned = message.created_at, message.id, scanned + 1
             if not query.matches(message):
                 continue
             deliveries = await ctx.store.list_deliveries(tenant_id, message.id)
@@ -532,7 +538,8 @@ async def messages_page(request: web.Request) -> web.Response:
     if not exhausted and cursor is not None:
         params = {"category": query.category, "group": query.group, "q": query.q}
         params = {k: v for k, v in params.items() if v}
-        older = "messages?" + urlencode({**params, "before": cursor.isoformat()})
+        cursor_params = {"before": cursor.isoformat(), "before_id": cursor_id or ""}
+        older = "messages?" + urlencode({**params, **cursor_params})
     html = render(
         read_pages(request.app),
         "pages/staff_messages.html",

@@ -1079,11 +1079,19 @@ class SqliteStore(
         return _message(rows[0]) if rows else None
 
     async def list_messages(
-        self, tenant_id: str, *, limit: int = 50, before: datetime | None = None
+        self,
+        tenant_id: str,
+        *,
+        limit: int = 50,
+        before: datetime | None = None,
+        before_id: str | None = None,
     ) -> list[Message]:
         sql = f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE tenant_id = ?"
         args: list[Any] = [tenant_id]
-        if before is not None:
+        if before is not None and before_id is not None:
+            sql += " AND (created_at < ? OR (created_at = ? AND id < ?))"
+            args.extend((_ts(before), _ts(before), before_id))
+        elif before is not None:
             sql += " AND created_at < ?"
             args.append(_ts(before))
         sql += " ORDER BY created_at DESC, id DESC LIMIT ?"

@@ -29,3 +29,18 @@ async def test_a_purged_message_is_no_longer_listed(store: Store) -> None:
     await accepted(store, message(A, "new", created=T0 + timedelta(days=400)))
     await store.purge_before(T0 + timedelta(days=1))
     assert [m.event_id for m in await store.list_messages(A)] == ["new"]
+
+
+async def test_paging_by_time_and_id_never_skips_messages_of_one_moment(store: Store) -> None:
+    for n in range(5):
+        await accepted(store, message(A, f"same{n}", created=T0))
+    await accepted(store, message(A, "earlier", created=T0 - timedelta(minutes=1)))
+    seen: list[str] = []
+    page = await store.list_messages(A, limit=2)
+    while page:
+        seen += [m.event_id for m in page]
+        last = page[-1]
+        page = await store.list_messages(A, limit=2, before=last.created_at, before_id=last.id)
+    assert len(seen) == 6 and len(set(seen)) == 6 and seen[-1] == "earlier"
+    ids = [m.id for m in await store.list_messages(A)]
+    assert ids[:5] == sorted(ids[:5], reverse=True)  # equal times: id descending
