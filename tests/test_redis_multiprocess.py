@@ -39,7 +39,7 @@ from tests.peers.smtp import SmtpPeer
 from tests.peers.twilio import TwilioPeer
 from tests.test_crash_restart import free_port
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
 
 ROOT = Path(__file__).resolve().parents[1]
 GUARDIANS = 2_500  # each: in-app, SMS and email = 7,500 deliveries, 5,000 of them to sinks
