@@ -10,7 +10,8 @@ scope sees real ids everywhere.
 
 Every surface calls :func:`names_for` (which asks the store once) and then maps ids
 with the :class:`Names` it returns; :func:`pseudonymise_data` maps the person fields
-of a webhook event's ``data``.
+of a webhook event's ``data``, and :func:`hides_subject` says when a message's
+subject must be hidden too (the status API and the staff pages ask it).
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ import secrets
 from collections.abc import Collection, Iterable
 from typing import Any
 
-from gateway.constants import SCOPE_PROTECTED
+from gateway.constants import ABSENCE_MESSAGE_TYPES, SCOPE_PROTECTED
+from gateway.models import Category, Message
 from gateway.store import Store
 
 PSEUDONYM_PREFIX = "protected-"
@@ -42,6 +44,10 @@ class Names:
     @property
     def hides_any(self) -> bool:
         return bool(self._protected)
+
+    def hides(self, person_id: str) -> bool:
+        """Whether ``person_id`` appears only by its pseudonym (no name, class, number)."""
+        return person_id in self._protected
 
     def __call__(self, person_id: str) -> str:
         if person_id not in self._protected:
@@ -65,6 +71,14 @@ async def names_for(
     if wanted and SCOPE_PROTECTED not in await store.get_tenant_scopes(tenant_id):
         protected = await store.protected_persons(tenant_id, wanted)
     return Names(secret or secrets.token_bytes(32), tenant_id, protected)
+
+
+def hides_subject(message: Message, name: Names) -> bool:
+    """Whether ``message``'s subject must be hidden from a caller seeing ``name``: an
+    absence message's subject names the child, so it is hidden whenever a protected
+    person it involves is hidden."""
+    absence = message.category is Category.absence or message.event_type in ABSENCE_MESSAGE_TYPES
+    return name.hides_any and absence
 
 
 def person_ids_in(data: dict[str, Any]) -> set[str]:

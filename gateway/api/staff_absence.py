@@ -27,10 +27,9 @@ from gateway.constants import (
     ABSENCE_RECORDED,
     ABSENCE_REPORTED,
     DEFAULT_TIME_ZONE,
-    SCOPE_PROTECTED,
 )
 from gateway.models import Audience, DirectorySnapshot, Message, Role
-from gateway.pseudonyms import Names
+from gateway.pseudonyms import names_for
 
 SCAN_LIMIT = 2000  # messages looked at for today's absence at most
 _BATCH = 200
@@ -39,11 +38,8 @@ _BATCH = 200
 async def _namer(
     ctx: AppContext, staff: Staff, directory: DirectorySnapshot, person_ids: set[str]
 ) -> Namer:
-    tenant_id = staff.session.tenant_id
-    protected: set[str] = set()
-    if SCOPE_PROTECTED not in await ctx.store.get_tenant_scopes(tenant_id):
-        protected = await ctx.store.protected_persons(tenant_id, sorted(person_ids))
-    return Namer(directory, Names(ctx.secret, tenant_id, protected), protected, staff.texts)
+    names = await names_for(ctx.store, ctx.secret, staff.session.tenant_id, person_ids)
+    return Namer(directory, names, staff.texts)
 
 
 def _page(request: web.Request, staff: Staff, name: str, current: str, **variables: Any) -> str:
@@ -177,7 +173,7 @@ async def contacts_page(request: web.Request) -> web.Response:
             if relation.guardian_id in failing and relation.child_id in directory.audience_children:
                 children_of.setdefault(relation.guardian_id, []).append(relation.child_id)
         for pid, kinds in failing.items():
-            if pid in namer.protected:
+            if namer.hides(pid):
                 continue  # a protected guardian's contact details are not the page's to show
             rows.append(
                 {

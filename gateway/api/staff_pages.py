@@ -17,8 +17,9 @@ What a staff member may see: messages they sent or received, and messages that
 concern a group they belong to or a child in one; a staff member who belongs to a
 unit but to none of its groups (the office) sees the whole unit. Anything else is
 403. Persons with a protected address appear exactly as in the status API: without
-the tenant's ``protected`` scope only as the status API's pseudonym
-(:class:`gateway.api.status.Names`), without name, class or number.
+the tenant's ``protected`` scope only as the status API's pseudonym, without name,
+class or number; an absence subject is hidden then too. Both are decided by
+:mod:`gateway.pseudonyms` alone (``names_for``, ``hides_subject``).
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ from gateway.api.pages import (
 )
 from gateway.api.readlinks import SECURITY_HEADERS
 from gateway.auth import authenticate_bearer
-from gateway.constants import SCOPE_PROTECTED, SUPPRESSED_CHANNEL
+from gateway.constants import SUPPRESSED_CHANNEL
 from gateway.errors import Forbidden, LinkInvalid, NotFound
 from gateway.models import (
     Audience,
@@ -63,7 +64,7 @@ from gateway.models import (
     Strict,
 )
 from gateway.notreached import Why, why_not_reached
-from gateway.pseudonyms import Names
+from gateway.pseudonyms import Names, hides_subject, names_for
 from gateway.render import resolve_language
 from gateway.sessions import STAFF_SESSION_SALT, PageSession, open_staff_link, staff_link
 from gateway.tracker import RecipientReach, reach
@@ -241,20 +242,23 @@ class MessageView:
 
 
 class Namer:
-    """Names of persons as this staff member may see them (one rule: status.Names)."""
+    """Names of persons as this staff member may see them (one rule: pseudonyms.Names)."""
 
-    def __init__(self, directory: DirectorySnapshot, names: Names, protected: set[str], t: Any):
-        self.directory, self.names, self.protected, self.t = directory, names, protected, t
+    def __init__(self, directory: DirectorySnapshot, names: Names, t: Any):
+        self.directory, self.names, self.t = directory, names, t
+
+    def hides(self, person_id: str) -> bool:
+        return self.names.hides(person_id)
 
     def __call__(self, person_id: str) -> str:
-        if person_id in self.protected:
+        if self.names.hides(person_id):
             return str(self.t["protected"].format(alias=self.names(person_id)))
         person = self.directory.persons.get(person_id)
         return full_name(person) if person is not None else self.names(person_id)
 
     def group(self, person_id: str) -> str:
         person = self.directory.persons.get(person_id)
-        if person is None or person_id in self.protected:
+        if person is None or self.names.hides(person_id):
             return str(self.t["no_class"])
         classes = [
             self.directory.groups[g].name for g in person.group_ids if g in self.directory.groups
@@ -263,7 +267,7 @@ class Namer:
 
     def phone(self, person_id: str) -> str | None:
         person = self.directory.persons.get(person_id)
-        if person is None or person_id in self.protected:
+        if person is None or self.names.hides(person_id):
             return None
         return person.phone
 
@@ -314,10 +318,8 @@ async def _message_view(
     shown = set(view.children)
     if not _involved(message, staff.person.id):
         shown = {c.id for c in children if scope.covers(c)}
-    protected: set[str] = set()
-    if SCOPE_PROTECTED not in await ctx.store.get_tenant_scopes(tenant_id):
-        protected = await ctx.store.protected_persons(tenant_id, sorted(shown | set(recipients)))
-    namer = Namer(directory, Names(ctx.secret, tenant_id, protected), protected, t)
+    names = await names_for(ctx.store, ctx.secret, tenant_id, shown | set(recipients))
+    namer = Namer(directory, names, t)
     why = why_not_reached(view, deliveries, ctx.clock.now())
     left_out: dict[str, list[tuple[str, str]]] = {}
     for d in deliveries:
@@ -356,15 +358,13 @@ async def _message_view(
     total = len(counted)
     read = sum(1 for r in counted if r.read_at is not None)
     summary = t["summary"].format(read=read, total=total, not_reached=len(rows_not))
-    # An absence subject names the child: hidden when a protected person is involved,
-    # as in the status API.
     subject = " ".join(message.subject.split())
-    if protected and message.category is Category.absence:
+    if hides_subject(message, names):
         subject = t["protected_subject"]
     group_ids = {
         g
         for c in shown
-        if c in directory.persons and c not in protected
+        if c in directory.persons and not names.hides(c)
         for g in directory.persons[c].group_ids
     }
     return MessageView(message, subject, rows_not, rows_yes, summary, group_ids)

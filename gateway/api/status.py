@@ -27,7 +27,7 @@ from gateway.auth import authenticate_bearer
 from gateway.constants import SUPPRESSED_CHANNEL
 from gateway.errors import NotFound
 from gateway.models import Delivery, Reply, StatusChange
-from gateway.pseudonyms import Names, names_for
+from gateway.pseudonyms import Names, hides_subject, names_for
 from gateway.tracker import ChildReach, Reach, RecipientReach, reach
 
 PROTECTED_SUBJECT = "(protected)"
@@ -124,10 +124,7 @@ async def get_message(request: web.Request) -> web.Response:
             "id": message.id,
             "event_id": message.event_id,
             "category": message.category.value,
-            # An absence subject names the child: hidden when a protected person is involved.
-            "subject": PROTECTED_SUBJECT
-            if name.hides_any and absence is not None
-            else message.subject,
+            "subject": PROTECTED_SUBJECT if hides_subject(message, name) else message.subject,
             "read_receipt": message.read_receipt,
             "created_at": message.created_at.isoformat(),
             "planned_at": message.planned_at.isoformat() if message.planned_at else None,
