@@ -96,10 +96,19 @@ async def visible_items(
 
 
 async def visible_item(
-    store: Store, tenant_id: str, person_id: str, message_id: str, now: datetime
+    store: Store,
+    tenant_id: str,
+    person_id: str,
+    message_id: str,
+    now: datetime,
+    *,
+    hide_deferred: bool = False,
 ) -> InboxItem | None:
-    """One inbox item, unless it is gone or access to it was withdrawn."""
-    item = await store.inbox_item(tenant_id, person_id, message_id)
+    """One inbox item, unless it is gone or access to it was withdrawn (and, with
+    ``hide_deferred``, unless it waits for quiet hours to end)."""
+    item = await store.inbox_item(
+        tenant_id, person_id, message_id, now=now if hide_deferred else None
+    )
     if item is None:
         return None
     visible = await visible_items(store, tenant_id, person_id, [item], now)

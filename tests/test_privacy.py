@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 
@@ -419,6 +420,87 @@ async def test_a_block_or_revocation_withdraws_links_and_inbox_items(rig: Rig, c
     assert history[-1].reason == "Court order 2026-11-01"
 
 
+class ParentPages:
+    """A browser-like client of the parent pages (/p/...), with its own cookie jar."""
+
+    def __init__(self, rig: Rig) -> None:
+        self.url = rig.gw.url
+        self.http = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+
+    async def get(self, path: str) -> tuple[int, str]:
+        async with self.http.get(f"{self.url}{path}", allow_redirects=False) as resp:
+            return resp.status, await resp.text()
+
+    async def open(self, read_link_path: str) -> int:
+        """Open a message's personal link under /p/ (the read link's token)."""
+        status, _ = await self.get(read_link_path.replace("/r/", "/p/", 1))
+        return status
+
+    async def post(self, path: str, form: dict[str, str]) -> int:
+        async with self.http.post(f"{self.url}{path}", data=form, allow_redirects=False) as resp:
+            await resp.read()
+            return resp.status
+
+    async def close(self) -> None:
+        await self.http.close()
+
+
+async def record_absence(rig: Rig, event_id: str, child_id: str) -> str:
+    event = {
+        "id": event_id,
+        "type": "absence.recorded",
+        "data": {"child_id": child_id, "group_id": "g1", "lesson": {"number": 2}},
+    }
+    status, answer = await rig.call("POST", "/v1/events", event)
+    assert status == 202, answer
+    await rig.gw.run()
+    return str(answer["message_id"])
+
+
+async def test_a_block_withdraws_access_on_the_parent_pages_too(rig: Rig) -> None:
+    message_id = await rig.send("evt-1", audience={"groups": ["g1"]})
+    alert_id = await record_absence(rig, "abs-1", "c1")
+    link = read_link(rig, "far@example.no")
+    pages = ParentPages(rig)
+    try:
+        assert await pages.open(link) == 303
+        status, page = await pages.get("/p/inbox")
+        assert status == 200
+        assert f"messages/{message_id}" in page and f"messages/{alert_id}" in page
+        status, page = await pages.get("/p/absence")
+        assert f"absence/{alert_id}/answer" in page
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page)
+        assert csrf
+
+        body = {"value": True, "reason": "Court order 2026-11-01", "actor": "rektor"}
+        assert (await rig.call("PUT", "/v1/relations/c1/p2/flags/blocked", body))[0] == 200
+
+        # The link no longer opens a session; the open session no longer shows the child.
+        fresh = ParentPages(rig)
+        try:
+            assert await fresh.open(link) == 410
+        finally:
+            await fresh.close()
+        status, page = await pages.get("/p/inbox")
+        assert status == 200
+        assert message_id not in page and alert_id not in page
+        assert (await pages.get(f"/p/messages/{message_id}"))[0] == 404
+        status, page = await pages.get("/p/absence")
+        assert status == 200 and alert_id not in page
+        answer = {"csrf": csrf.group(1), "kind": "sick", "text": "Feber"}
+        assert await pages.post(f"/p/absence/{alert_id}/answer", answer) == 404
+        assert await rig.gw.service.store.list_absence_explanations(rig.tenant_id, alert_id) == []
+        # The protected co-guardian keeps hers.
+        mother = ParentPages(rig)
+        try:
+            assert await mother.open(read_link(rig, "hemmelig@example.no")) == 303
+            assert message_id in (await mother.get("/p/inbox"))[1]
+        finally:
+            await mother.close()
+    finally:
+        await pages.close()
+
+
 async def test_protection_raised_on_a_co_guardian_withdraws_the_others_access(rig: Rig) -> None:
     await grant_protected_scope(rig)
     lower = {"level": "none", "reason": "ikke lenger sperret", "actor": "rektor"}
@@ -527,6 +609,17 @@ async def test_a_protected_co_guardian_hides_the_place_from_the_other_parent(
     assert resp.status == 200
     for word in PLACE_WORDS:
         assert word not in page
+    # Nor do the parent pages: the inbox and the open absence alerts.
+    pages = ParentPages(rig)
+    try:
+        assert await pages.open(read_link(rig, "far@example.no")) == 303
+        for path in ("/p/inbox", "/p/absence"):
+            status, page = await pages.get(path)
+            assert status == 200, path
+            for word in PLACE_WORDS:
+                assert word not in page, (path, word)
+    finally:
+        await pages.close()
     # Another family in the class, and the protected mother herself, see the school.
     mother_of_per = everything_sent_to(rig, "mor@example.no", "+4792345678", "-")
     assert any("Solvang skole" in text for text in mother_of_per)

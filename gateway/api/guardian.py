@@ -79,18 +79,25 @@ async def authenticate_guardian(request: web.Request) -> tuple[str, str]:
     return tenant_id, guardian_id
 
 
+def shown_item(item: InboxItem, renderer: Renderer | None) -> InboxItem:
+    """An inbox item as its recipient may see it, in the app and on the parent pages.
+
+    Rule 4, a protected child or co-guardian: no sender, and an absence text of our
+    own is told again from this delivery's neutral facts."""
+    if not item.context.get(NEUTRAL_KEY):
+        return item
+    update: dict[str, Any] = {"sender_name": None}
+    if item.context.get(ABSENCE_CONTEXT_KEY):
+        update["subject"], update["body"] = _neutral_absence_text(item, renderer)
+    return item.model_copy(update=update)
+
+
 def _item_json(item: InboxItem, renderer: Renderer | None = None) -> dict[str, Any]:
     """An inbox item as the app sees it: the render context is reduced to the children's
     names (the planner puts only the recipient's own children there)."""
-    data = item.model_dump(mode="json", exclude={"context"})
+    data = shown_item(item, renderer).model_dump(mode="json", exclude={"context"})
     children = item.context.get("children", [])
     data["children"] = children if isinstance(children, list) else []
-    if item.context.get(NEUTRAL_KEY):
-        # Rule 4, a protected child or co-guardian: no sender, and an absence text of
-        # our own is told again from this delivery's neutral facts.
-        data["sender_name"] = None
-        if item.context.get(ABSENCE_CONTEXT_KEY):
-            data["subject"], data["body"] = _neutral_absence_text(item, renderer)
     return data
 
 

@@ -34,6 +34,7 @@ from pydantic import ValidationError
 
 from gateway.api.absence import AbsenceReply, AbsenceReport, absences, answer_alert, report_absence
 from gateway.api.context import CTX, AppContext
+from gateway.api.guardian import shown_item
 from gateway.api.pages import (
     CSRF_FIELD,
     checked_form,
@@ -47,7 +48,7 @@ from gateway.api.pages import (
     set_session_cookie,
     when,
 )
-from gateway.api.readlinks import SECURITY_HEADERS
+from gateway.api.readlinks import SECURITY_HEADERS, load_delivery
 from gateway.constants import (
     ABSENCE_RECORDED,
     DEFAULT_TIME_ZONE,
@@ -69,6 +70,7 @@ from gateway.planner import route
 from gateway.readlinks import make_read_token, open_read_token
 from gateway.render import resolve_language
 from gateway.sessions import PARENT_SESSION_SALT, PageSession
+from gateway.withdrawal import visible_item, visible_items
 
 PARENT_COOKIE = "budbringer_parent"
 INBOX_PAGE = 20
@@ -78,7 +80,6 @@ CHOICES = (ChannelName.push, ChannelName.sms, ChannelName.email)
 # Categories with a choice; emergency always goes on every channel (gateway/planner.py).
 EDITABLE = (Category.general, Category.reminder, Category.confidential, Category.absence)
 _TIME = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
-_GONE = frozenset({DeliveryStatus.cancelled, DeliveryStatus.suppressed})
 
 
 def _problem(request: web.Request, kind: str, status: int, root: str) -> web.Response:
@@ -86,15 +87,17 @@ def _problem(request: web.Request, kind: str, status: int, root: str) -> web.Res
 
 
 async def open_link(request: web.Request) -> web.StreamResponse:
-    """A message's personal link under /p/: start a session for its recipient."""
+    """A message's personal link under /p/: start a session for its recipient, unless
+    the link no longer opens the message either (gone, or access withdrawn: 410)."""
     ctx = request.app[CTX]
     try:
         delivery_id = open_read_token(ctx.secret, request.match_info["token"], ctx.clock.now())
     except LinkInvalid:
         return _problem(request, "signin", 404, "../")
-    delivery = await ctx.store.get_delivery(delivery_id)
-    if delivery is None or delivery.status in _GONE:
+    found = await load_delivery(ctx, delivery_id)
+    if found is None:
         return _problem(request, "gone", 410, "../")
+    delivery, _ = found
     person = await ctx.store.get_person(delivery.tenant_id, delivery.recipient_id)
     if person is None or person.role is Role.staff:
         return _problem(request, "gone", 410, "../")
@@ -173,6 +176,10 @@ async def inbox(request: web.Request) -> web.Response:
         before_id=before_id if before is not None else None,
         now=ctx.clock.now(),
     )
+    # Items whose access was withdrawn are left out (the cursor follows the store's page),
+    # and each is shown as the app shows it (neutral for a protected child or co-guardian).
+    visible = await visible_items(ctx.store, tenant_id, person_id, items, ctx.clock.now())
+    shown = [shown_item(item, ctx.renderer) for item in visible]
     rows = [
         {
             "href": f"messages/{item.message_id}",
@@ -181,7 +188,7 @@ async def inbox(request: web.Request) -> web.Response:
             "when": when(item.created_at, parent.lang),
             "unread": item.read_at is None and item.status is not DeliveryStatus.read,
         }
-        for item in items
+        for item in shown
     ]
     older = None
     if len(items) == INBOX_PAGE:
@@ -206,7 +213,7 @@ async def message(request: web.Request) -> web.StreamResponse:
     tenant_id, person_id = parent.session.tenant_id, parent.person.id
     message_id = request.match_info["id"]
     now = ctx.clock.now()
-    item = await ctx.store.inbox_item(tenant_id, person_id, message_id, now=now)
+    item = await visible_item(ctx.store, tenant_id, person_id, message_id, now, hide_deferred=True)
     stored = await ctx.store.get_message(tenant_id, message_id) if item else None
     if stored is None:
         return _problem(request, "gone", 404, "../../")
@@ -342,7 +349,9 @@ async def _open_alerts(ctx: AppContext, parent: Parent) -> list[dict[str, str]]:
     tenant_id, person_id = parent.session.tenant_id, parent.person.id
     now = ctx.clock.now()
     alerts = []
-    for item in await ctx.store.list_inbox(tenant_id, person_id, limit=50, now=now):
+    listed = await ctx.store.list_inbox(tenant_id, person_id, limit=50, now=now)
+    for found in await visible_items(ctx.store, tenant_id, person_id, listed, now):
+        item = shown_item(found, ctx.renderer)
         if item.category is not Category.absence or item.created_at < now - ALERT_WINDOW:
             continue
         message = await ctx.store.get_message(tenant_id, item.message_id)

@@ -128,7 +128,7 @@ def _token_problem(pages: ReadPages, exc: LinkInvalid) -> web.Response:
     return _problem(pages, "invalid", 404)
 
 
-async def _load(ctx: AppContext, delivery_id: str) -> tuple[Delivery, Message] | None:
+async def load_delivery(ctx: AppContext, delivery_id: str) -> tuple[Delivery, Message] | None:
     """The delivery and its message, or None when either is gone, the recipient has
     been removed from the directory since, or their access was withdrawn
     (gateway/withdrawal.py)."""
@@ -199,7 +199,7 @@ async def read_page(request: web.Request) -> web.Response:
         delivery_id = open_read_token(ctx.secret, token, now)
     except LinkInvalid as exc:
         return _token_problem(pages, exc)
-    found = await _load(ctx, delivery_id)
+    found = await load_delivery(ctx, delivery_id)
     if found is None:
         return _problem(pages, "gone", 410)
     delivery, message = found
@@ -242,7 +242,7 @@ async def confirm_read(request: web.Request) -> web.StreamResponse:
         return _token_problem(pages, exc)
     if not csrf_valid(ctx.secret, token, await _csrf_value(request)):
         return _problem(pages, "refused", 403)
-    found = await _load(ctx, delivery_id)
+    found = await load_delivery(ctx, delivery_id)
     if found is None:
         return _problem(pages, "gone", 410)
     delivery, _ = found
