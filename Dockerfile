@@ -2,7 +2,7 @@
 # Python 3.11.10 or later: earlier patch releases write RFC 2047 encoded words that
 # hold line breaks into headers unquoted (CVE-2024-6923). Budbringer builds its own
 # email headers safely on any 3.11, but other code in the process may not; the
-# `3.11-slim` tag always takes the newest patch release (3.11.14 at the last build).
+# `3.11-slim` tag takes the newest patch release; the build stops on an older one.
 ARG PYTHON_MIN=3.11.10
 FROM python:3.11-slim AS build
 WORKDIR /src
