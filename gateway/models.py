@@ -347,7 +347,20 @@ class DirectorySnapshot(BaseModel):
 # --------------------------------------------------------------------------- events
 
 
+# The audience rule in JSON Schema: at least one of the lists has an id.
+_AUDIENCE_NOT_EMPTY: dict[str, Any] = {
+    "anyOf": [
+        {"required": [name], "properties": {name: {"minItems": 1}}}
+        for name in ("children", "groups", "units", "guardians", "staff")
+    ]
+}
+
+
 class Audience(Strict):
+    model_config = ConfigDict(
+        extra="forbid", str_strip_whitespace=True, json_schema_extra=_AUDIENCE_NOT_EMPTY
+    )
+
     children: list[Id] = Field(default_factory=list, max_length=100_000)
     groups: list[Id] = Field(default_factory=list, max_length=10_000)
     units: list[Id] = Field(default_factory=list, max_length=10_000)

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from aiohttp import web
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from yarl import URL
 
 from gateway.addresses import (
@@ -66,8 +66,24 @@ class WebhookEndpointCreate(Strict):
     _dedupe = field_validator("event_types")(_unique)
 
 
+def _patch_schema(schema: dict[str, Any]) -> None:
+    """The PATCH rules in JSON Schema: at least one field, and none of them null."""
+    schema["minProperties"] = 1
+    for prop in schema.get("properties", {}).values():
+        options = [o for o in prop.pop("anyOf", []) if o.get("type") != "null"]
+        if len(options) == 1:
+            prop.update(options[0])
+        elif options:
+            prop["anyOf"] = options
+        prop.pop("default", None)
+
+
 class WebhookEndpointPatch(Strict):
     """Body of ``PATCH /v1/webhooks/endpoints/{id}``: the fields to change."""
+
+    model_config = ConfigDict(
+        extra="forbid", str_strip_whitespace=True, json_schema_extra=_patch_schema
+    )
 
     url: str | None = Field(default=None, min_length=1, max_length=2000)
     event_types: list[WebhookEventType] | None = Field(default=None, min_length=1)
