@@ -182,7 +182,7 @@ def fuzz(live: Live, who: str, credential: str, max_examples: int, seed: int) ->
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--max-examples", type=int, default=400, help="per operation and phase")
+    parser.add_argument("--max-examples", type=int, default=500, help="per operation and phase")
     parser.add_argument("--seed", type=int, default=11)
     args = parser.parse_args(argv)
     total = Tally()
