@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import unicodedata
 from email.errors import HeaderParseError
-from email.header import decode_header, make_header
+from email.header import decode_header
 
 # Bidirectional embeddings, overrides and isolates: they reorder what a reader sees
 # (``moc.elpmaxe@`` shown as ``@example.com``). Zero-width joiners stay: emoji and
@@ -28,19 +28,32 @@ def _unsafe(char: str) -> bool:
     return char in _BIDI_CONTROLS or unicodedata.category(char) in ("Cc", "Zl", "Zp")
 
 
+def _decoded_once(value: str) -> str:
+    try:
+        parts = decode_header(value)
+    except (HeaderParseError, ValueError):  # e.g. broken base64: no reader decodes it
+        return value
+    text = []
+    for chunk, charset in parts:
+        if isinstance(chunk, str):
+            text.append(chunk)
+            continue
+        try:
+            text.append(chunk.decode(charset or "ascii", "replace"))
+        except LookupError:  # an unknown charset: read its bytes as Latin-1, as some do
+            text.append(chunk.decode("latin-1"))
+    return "".join(text)
+
+
 def decode_encoded_words(value: str) -> str:
     """``value`` with RFC 2047 encoded words decoded, repeatedly, as far as they nest.
 
-    A value that does not decode (an unknown charset, broken base64) is kept as it is:
-    a reader cannot decode it either.
+    Unknown charsets are read as Latin-1, so a line break hidden in one still shows.
     """
     for _ in range(_MAX_DECODE_ROUNDS):
         if "=?" not in value:
             return value
-        try:
-            decoded = str(make_header(decode_header(value)))
-        except (HeaderParseError, LookupError, UnicodeError, ValueError):
-            return value
+        decoded = _decoded_once(value)
         if decoded == value:
             return value
         value = decoded

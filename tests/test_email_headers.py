@@ -159,6 +159,8 @@ def test_both_serialisations_read_the_same(hostile: str) -> None:
         ("=?utf-8?q?x=0D=0ABcc:_a@b?=", True),
         (_b("\r\nReply-To: e@x"), True),
         (_b(_b("\nBcc: e@x")), True),
+        ("=?x-unknown?q?a=0D=0ABcc:_b@c?=", True),  # an unknown charset hides nothing
+        ("=?utf-8?b?not base64!?=", False),
         ("\u202eevil", True),
         ("line\u2028separator", True),
     ],
