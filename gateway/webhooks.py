@@ -402,6 +402,9 @@ class WebhookService:
             code = None if 200 <= status < 300 else f"http_{status}"
         except TimeoutError:
             code = "timeout"
+        except aiohttp.ClientConnectorError as exc:
+            refused = isinstance(exc.os_error, AddressRefused)
+            code = "address_not_public" if refused else "connection_error"
         except aiohttp.ClientConnectionError:
             code = "connection_error"
         except aiohttp.ClientError:

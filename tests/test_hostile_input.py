@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -164,3 +165,22 @@ async def test_an_unhandled_error_logs_the_route_template_not_the_token(
     lines = [JsonFormatter().format(r) for r in caplog.records]
     assert lines and all(secret not in line for line in lines)
     assert json.loads(lines[-1])["route"] == "/x/{token}"
+
+
+def test_the_documents_rules_match_the_apis() -> None:
+    spec = json.loads(
+        (Path(__file__).resolve().parents[1] / "gateway" / "openapi.json").read_text("utf-8")
+    )
+    schemas = spec["components"]["schemas"]
+    audience = schemas["Audience"]
+    assert {tuple(option["required"]) for option in audience["anyOf"]} == {
+        ("children",), ("groups",), ("units",), ("guardians",), ("staff",)
+    }  # fmt: skip
+    assert all(
+        option["properties"][option["required"][0]]["minItems"] == 1 for option in audience["anyOf"]
+    )
+    patch = schemas["WebhookEndpointPatch"]
+    assert patch["minProperties"] == 1
+    assert "null" not in json.dumps(patch)
+    events = spec["paths"]["/v1/events"]["post"]["responses"]
+    assert {"400", "413", "415", "422"} <= set(events)
