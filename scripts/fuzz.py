@@ -2,10 +2,12 @@
 
     .venv/bin/python -m scripts.fuzz                       # make fuzz: >= 30,000 cases
     .venv/bin/python -m scripts.fuzz --max-examples 5      # a quick look
+    .venv/bin/python -m scripts.fuzz --max-time 1800       # stop each run after 30 min
 
 Starts the app on 127.0.0.1 (SQLite in a temporary folder, a small directory with a
 child and a guardian), then runs ``schemathesis run`` over every operation of
-gateway/openapi.json twice: with a tenant API key and with a guardian token, in the
+gateway/openapi.json twice, side by side: with a tenant API key and with a guardian
+token, in the
 examples, coverage, fuzzing and stateful phases, checking only ``not_a_server_error``.
 Prints the number of cases and 5xx answers of each run and exits 1 if any answer was
 a 5xx (or schemathesis failed otherwise).
@@ -142,58 +144,74 @@ def _tally(ndjson: Path) -> Tally:
     return tally
 
 
-def fuzz(live: Live, who: str, credential: str, max_examples: int, seed: int) -> Tally:
-    """One schemathesis run with one credential."""
+def _command(live: Live, credential: str, ndjson: Path, args: argparse.Namespace) -> list[str]:
+    command = [
+        sys.executable,
+        "-m",
+        "schemathesis.cli",
+        "run",
+        f"{live.url}/openapi.json",
+        "--checks=not_a_server_error",
+        f"--max-examples={args.max_examples}",
+        f"--seed={args.seed}",
+        "--workers=2",
+        "--no-shrink",
+        "--continue-on-failure",
+        "--suppress-health-check=all",
+        "--report=ndjson",
+        f"--report-ndjson-path={ndjson}",
+        "--output-sanitize=true",
+        "--warnings=off",
+        f"--header=Authorization: Bearer {credential}",
+    ]
+    if args.max_time:
+        command.append(f"--max-time={args.max_time}")
+    return command
+
+
+def fuzz(live: Live, args: argparse.Namespace) -> Tally:
+    """One schemathesis run per credential, side by side; their tallies added up."""
+    env = {**os.environ, "SCHEMATHESIS_HOOKS": "scripts.fuzz_hooks"}
+    total = Tally()
     with tempfile.TemporaryDirectory() as reports:
-        ndjson = Path(reports) / "events.ndjson"
-        command = [
-            sys.executable,
-            "-m",
-            "schemathesis.cli",
-            "run",
-            f"{live.url}/openapi.json",
-            "--checks=not_a_server_error",
-            f"--max-examples={max_examples}",
-            f"--seed={seed}",
-            "--workers=2",
-            "--no-shrink",
-            "--continue-on-failure",
-            "--suppress-health-check=all",
-            "--report=ndjson",
-            f"--report-ndjson-path={ndjson}",
-            "--output-sanitize=true",
-            "--warnings=off",
-            f"--header=Authorization: Bearer {credential}",
-        ]
-        env = {**os.environ, "SCHEMATHESIS_HOOKS": "scripts.fuzz_hooks"}
-        finished = subprocess.run(
-            command, check=False, capture_output=True, text=True, env=env, cwd=ROOT
-        )
-        tally = _tally(ndjson) if ndjson.exists() else Tally()
-        summary = finished.stdout.rpartition("SUMMARY")[2].strip()
-        print(f"--- {who}\n{summary}")
-        print(f"{who}: {tally.cases} cases, {tally.server_errors} answers 5xx")
-        if finished.returncode != 0:
-            print(finished.stdout[-4000:])
-            print(finished.stderr[-2000:], file=sys.stderr)
-            tally.server_errors = max(tally.server_errors, 1)
-        return tally
+        runs = []
+        for who, credential in (
+            ("guardian token", live.guardian_token),
+            ("tenant key", live.api_key),
+        ):
+            ndjson = Path(reports) / f"{who.replace(' ', '-')}.ndjson"
+            process = subprocess.Popen(
+                _command(live, credential, ndjson, args),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env,
+                cwd=ROOT,
+            )
+            runs.append((who, ndjson, process))
+        for who, ndjson, process in runs:
+            stdout, stderr = process.communicate()
+            tally = _tally(ndjson) if ndjson.exists() else Tally()
+            summary = stdout.rpartition("SUMMARY")[2].strip()
+            print(f"--- {who}\n{summary}")
+            print(f"{who}: {tally.cases} cases, {tally.server_errors} answers 5xx")
+            if process.returncode != 0:
+                print(stdout[-4000:])
+                print(stderr[-2000:], file=sys.stderr)
+                tally.server_errors = max(tally.server_errors, 1)
+            total.cases += tally.cases
+            total.server_errors += tally.server_errors
+    return total
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--max-examples", type=int, default=500, help="per operation and phase")
     parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--max-time", type=int, default=0, help="seconds per run (0: none)")
     args = parser.parse_args(argv)
-    total = Tally()
     with tempfile.TemporaryDirectory() as folder, serving(Path(folder)) as live:
-        for who, credential in (
-            ("guardian token", live.guardian_token),
-            ("tenant key", live.api_key),
-        ):
-            tally = fuzz(live, who, credential, args.max_examples, args.seed)
-            total.cases += tally.cases
-            total.server_errors += tally.server_errors
+        total = fuzz(live, args)
     print(f"total: {total.cases} cases, {total.server_errors} answers 5xx")
     return 1 if total.server_errors else 0
 
