@@ -50,6 +50,7 @@ from gateway.models import (
     Role,
 )
 from gateway.settings import AbsenceSettings, EscalationSettings
+from scripts.openapi_pages import StaffLink, StaffLinkRequest, page_paths
 
 OUTPUT = Path(__file__).resolve().parents[1] / "gateway" / "openapi.json"
 REF = "#/components/schemas/{model}"
@@ -232,9 +233,24 @@ class InboxEntry(BaseModel):
     read_at: datetime | None
 
 
+# Keyset paging by (created_at, id): gateway/api/paging.py.
+BEFORE_ID: dict[str, Any] = {
+    "name": "before_id",
+    "in": "query",
+    "required": False,
+    "description": (
+        "Page: the `next_before_id` of the previous page, with `before`. Rows sharing one"
+        " `created_at` are paged by id, so none is skipped; `before` alone lists only rows"
+        " created earlier"
+    ),
+    "schema": {"type": "string", "maxLength": 128},
+}
+
+
 class InboxPage(BaseModel):
     items: list[InboxEntry]
     next_before: datetime | None
+    next_before_id: str | None
 
 
 class ReadAck(BaseModel):
@@ -258,6 +274,7 @@ INPUT_MODELS: list[type[BaseModel]] = [
     AbsenceReport,
     AbsenceReply,
     AbsenceSettings,
+    StaffLinkRequest,
 ]
 OUTPUT_MODELS: list[type[BaseModel]] = [
     AbsenceReplyAck,
@@ -276,6 +293,7 @@ OUTPUT_MODELS: list[type[BaseModel]] = [
     DirectoryDeleted,
     OneRosterApplied,
     GuardianToken,
+    StaffLink,
     InboxPage,
     ReadAck,
     DeviceList,
@@ -429,22 +447,6 @@ def ops_paths() -> dict[str, Any]:
                         "content": {"application/json": {"schema": {"type": "object"}}},
                     }
                 },
-            }
-        },
-        "/preferences": {
-            "get": {
-                "tags": ["pages"],
-                "summary": "Page linked from emails/SMS: settings live in the parent app",
-                "security": [],
-                "responses": html("HTML page (Norwegian)"),
-            }
-        },
-        "/app": {
-            "get": {
-                "tags": ["pages"],
-                "summary": "Page linked from emails/SMS about the parent app",
-                "security": [],
-                "responses": html("HTML page (Norwegian)"),
             }
         },
     }
@@ -716,6 +718,7 @@ def guardian_paths() -> dict[str, Any]:
                         "description": "Page: the `next_before` of the previous page",
                         "schema": {"type": "string", "format": "date-time"},
                     },
+                    BEFORE_ID,
                 ],
                 "responses": {"200": ok(InboxPage, "A page of the inbox"), **errors(401, 422)},
             }
@@ -1041,6 +1044,7 @@ def webhook_paths() -> dict[str, Any]:
             "description": "Page: the `next_before` of the previous page",
             "schema": {"type": "string", "format": "date-time"},
         },
+        BEFORE_ID,
     ]
     return {
         "/v1/webhooks/endpoints": {
@@ -1203,6 +1207,7 @@ def build_spec() -> dict[str, Any]:
         unsubscribe_paths,
     ):
         paths.update(part())
+    paths.update(page_paths(errors))
     return {
         "openapi": "3.1.0",
         "info": {
