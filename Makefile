@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo demo-serve screenshots run test lint bench clean
+.PHONY: demo demo-serve screenshots run test lint bench fuzz clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,9 @@ lint: $(STAMP)  ## ruff and mypy strict
 
 bench: $(STAMP) ## the emergency-broadcast benchmark (not part of the tests)
 	$(BIN)/budbringer bench
+
+fuzz: $(STAMP)  ## schemathesis against the running API, tenant key and guardian token: no 5xx
+	$(BIN)/python -m scripts.fuzz
 
 clean:
 	rm -rf $(VENV) demo outbox screenshots budbringer.db* .budbringer-secret .pytest_cache .mypy_cache .ruff_cache
