@@ -169,6 +169,13 @@ class AbsenceSettings(BaseModel):
     staff_after_minutes: int = Field(default=30, ge=1, le=24 * 60)
 
 
+ChannelName = Literal["inapp", "push", "sms", "email"]
+
+
+def _all_channels() -> list[ChannelName]:
+    return ["inapp", "push", "sms", "email"]
+
+
 class Settings(BaseSettings):
     """Everything configurable. With nothing set, runs on ./budbringer.db and ./outbox/."""
 
@@ -190,6 +197,13 @@ class Settings(BaseSettings):
     # Delivery records, messages and replies are kept this long: a school year plus margin.
     retention_days: int = Field(default=396, ge=1, le=3650)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # One line per HTTP request (method, route template, status, duration, tenant).
+    access_log: bool = True
+    # The channels this deployment sends on. In production each needs its provider.
+    channels: list[ChannelName] = Field(default_factory=_all_channels, min_length=1)
+    # Production normally refuses to write email/SMS/push into outbox_dir; a staging box
+    # may say so explicitly (a WARNING is logged at every start).
+    outbox_in_production: bool = False
 
     smtp: SmtpSettings | None = None
     twilio: TwilioSettings | None = None
@@ -240,6 +254,10 @@ _TOML_FILE: dict[str, Path] = {}
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
     """Build settings: explicit overrides, then environment, then the TOML file."""
+    import os
+
+    from gateway.config_check import check_names
+
     _TOML_FILE.clear()
     if config_file is not None:
         from gateway.errors import ConfigError
@@ -247,6 +265,7 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         if not config_file.is_file():
             raise ConfigError(f"config file not found: {config_file}")
         _TOML_FILE["path"] = config_file
+    check_names(os.environ, config_file)
     try:
         return Settings(**overrides)
     finally:
