@@ -38,3 +38,9 @@ EVENTS = Counter(
     ["type", "outcome"],
     registry=REGISTRY,
 )
+CHANNEL_STATE = Gauge(
+    "budbringer_channel_state",
+    "1 for the state each channel is in (ok, degraded, stopped), 0 for the others.",
+    ["channel", "state"],
+    registry=REGISTRY,
+)

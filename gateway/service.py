@@ -22,6 +22,7 @@ from gateway.absence import Absences
 from gateway.api.app import create_app
 from gateway.api.context import AppContext
 from gateway.clock import Clock, SystemClock
+from gateway.config_check import refuse_unsafe_production
 from gateway.constants import JOB_ESCALATE, JOB_PURGE
 from gateway.dispatcher import Dispatcher
 from gateway.errors import ConfigError
@@ -70,6 +71,13 @@ class Service:
         store: Store | None = None,
         channels: dict[str, Channel] | None = None,
     ) -> None:
+        refuse_unsafe_production(settings)
+        if settings.environment == "production" and settings.outbox_in_production:
+            log.warning(
+                "outbox_in_production: channels without a provider write into files, "
+                "nothing reaches a guardian",
+                extra={"outbox_dir": str(settings.outbox_dir)},
+            )
         self.settings = settings
         self.clock = clock or SystemClock()
         self.api = api
@@ -105,8 +113,9 @@ class Service:
             self.clock,
             settings.dispatch,
             work_available=self.ctx.work_available,
-            unavailable=self.ctx.unavailable_channels,
         )
+        if workers:
+            self.ctx.channel_health = self.dispatcher.health
         self.webhooks = WebhookService(
             self.store,
             self.clock,

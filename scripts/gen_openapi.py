@@ -19,7 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from gateway import __version__
@@ -201,9 +201,21 @@ class Health(BaseModel):
     status: Literal["ok"]
 
 
+class ChannelStatus(BaseModel):
+    state: Literal["ok", "degraded", "stopped"]
+    since: datetime
+    last_error: str | None = None
+
+
 class Readiness(BaseModel):
     status: Literal["ready", "unavailable"]
-    reasons: list[str] = []
+    reasons: list[str] = Field(default=[], description="Only `store_unavailable` makes a 503.")
+    channels: dict[str, ChannelStatus] = Field(
+        default={},
+        description="Each channel's state from the workers' circuit breaker (absent in an "
+        "API-only process). A failing channel never makes /readyz 503: alert on "
+        "`budbringer_channel_state` instead.",
+    )
 
 
 class DirectoryApplied(BaseModel):
@@ -393,11 +405,11 @@ def ops_paths() -> dict[str, Any]:
         "/readyz": {
             "get": {
                 "tags": ["operations"],
-                "summary": "Readiness: the store answers and no channel is down",
+                "summary": "Readiness: the store answers (events can be accepted); channel states",
                 "security": [],
                 "responses": {
                     "200": ok(Readiness, "Ready"),
-                    "503": ok(Readiness, "Not ready; `reasons` lists the codes"),
+                    "503": ok(Readiness, "The store does not answer; `reasons` lists the codes"),
                 },
             }
         },

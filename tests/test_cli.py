@@ -137,14 +137,13 @@ async def test_a_misspelt_variable_is_named_with_the_closest_known_one(tmp_path:
     code, _, err = await run_cli(gw, "serve")
     assert code == 2
     assert err == (
-        "budbringer: unknown variable BUDBRINGER_SMTP_HOST"
-        " (did you mean BUDBRINGER_SMTP__HOST?)\n"
+        "budbringer: unknown variable BUDBRINGER_SMTP_HOST (did you mean BUDBRINGER_SMTP__HOST?)\n"
     )
 
 
 async def test_broken_toml_is_one_line_without_traceback(tmp_path: Path) -> None:
     config = tmp_path / "bb.toml"
-    config.write_text('port = 8080\n[smtp\n', encoding="utf-8")
+    config.write_text("port = 8080\n[smtp\n", encoding="utf-8")
     gw = gateway_env(tmp_path)
     code, _, err = await run_cli(gw, "serve", "--config", str(config))
     assert code == 2 and "Traceback" not in err

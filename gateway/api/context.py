@@ -15,6 +15,7 @@ from gateway.settings import Settings
 from gateway.store import Store
 
 if TYPE_CHECKING:
+    from gateway.channel_health import ChannelHealth
     from gateway.render import Renderer
 
 
@@ -28,8 +29,9 @@ class AppContext:
     renderer: Renderer | None = None
     # set whenever new work is queued, so idle workers wake at once (absence latency)
     work_available: asyncio.Event = field(default_factory=asyncio.Event)
-    # channels that reported ChannelUnavailable (name -> reason code), for /readyz
-    unavailable_channels: dict[str, str] = field(default_factory=dict)
+    # each channel's state (ok, degraded, stopped) from the workers' circuit breaker; None
+    # in an API-only process (it sends nothing, so it knows nothing about the providers)
+    channel_health: ChannelHealth | None = None
     # escalation's hook for a delivery a provider callback reported failed (failover at once)
     on_failed: Callable[[Delivery], Awaitable[None]] | None = None
 

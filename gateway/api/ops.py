@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 from importlib import resources
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -19,7 +20,11 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Ready when the store answers and no channel is down; 503 lists the reasons."""
+    """Ready when the store answers: the gateway can accept events. 503 only then.
+
+    The body also lists each channel's state (``ok``, ``degraded``, ``stopped``, since
+    when, last error code); a failing channel never takes intake out of a load
+    balancer: alert on ``budbringer_channel_state`` instead."""
     ctx = request.app[CTX]
     reasons: list[str] = []
     try:
@@ -27,13 +32,12 @@ async def readyz(request: web.Request) -> web.Response:
             reasons.append("store_unavailable")
     except Exception:  # a failing ping is exactly what readiness reports
         reasons.append("store_unavailable")
-    reasons += [
-        f"channel_unavailable:{name}:{code}"
-        for name, code in sorted(ctx.unavailable_channels.items())
-    ]
+    body: dict[str, Any] = {"status": "unavailable" if reasons else "ready"}
     if reasons:
-        return web.json_response({"status": "unavailable", "reasons": reasons}, status=503)
-    return web.json_response({"status": "ready"})
+        body["reasons"] = reasons
+    if ctx.channel_health is not None:
+        body["channels"] = ctx.channel_health.snapshot()
+    return web.json_response(body, status=503 if reasons else 200)
 
 
 async def metrics(request: web.Request) -> web.Response:
