@@ -100,6 +100,11 @@ class DeliveryView(BaseModel):
     segments: int | None
     child_ids: list[str]
     history: list[HistoryEntry]
+    waiting_for: str | None = Field(
+        description="Why a delivery that is not out yet waits: `quiet_hours until <time>`, "
+        "`channel_stopped: sms` / `channel_degraded: email`, or the last retry "
+        "(`retry at <time>, attempt 3: smtp_connection`); null when it is not waiting."
+    )
 
 
 class ReplyView(BaseModel):

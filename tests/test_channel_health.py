@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 
+from gateway.api.app import create_app
+from gateway.api.context import AppContext
 from gateway.auth import create_tenant
 from gateway.clock import ManualClock
 from gateway.models import DeliveryStatus, DirectoryBatch
@@ -102,16 +106,77 @@ async def test_a_relay_answering_421_for_30_s_is_probed_not_hammered(
     assert [(i[1], i[2]) for i in infos] == [("channel works again", "email")]
 
 
-async def test_failures_below_the_threshold_keep_the_channel_ok(rig: Rig) -> None:
+@pytest.fixture
+async def client(rig: Rig, settings: Settings) -> AsyncIterator[TestClient]:
+    """The HTTP API over the rig's store, showing the rig's channel states."""
+    ctx = AppContext(
+        settings=settings,
+        store=rig.store,
+        clock=rig.clock,
+        secret=SECRET_KEY.encode(),
+        channel_health=rig.dispatcher.health,
+    )
+    async with TestClient(TestServer(create_app(ctx))) as test_client:
+        yield test_client
+
+
+async def waiting(
+    client: TestClient, tenant: TenantCreds, message_id: str
+) -> dict[tuple[str, str], str | None]:
+    """(recipient, channel) -> waiting_for, from GET /v1/messages/{id}."""
+    resp = await client.get(
+        f"/v1/messages/{message_id}", headers={"Authorization": f"Bearer {tenant.api_key}"}
+    )
+    assert resp.status == 200
+    return {
+        (d["recipient_id"], d["channel"]): d["waiting_for"]
+        for d in (await resp.json())["deliveries"]
+    }
+
+
+async def test_failures_below_the_threshold_keep_the_channel_ok(
+    rig: Rig, client: TestClient, tenant: TenantCreds
+) -> None:
     await rig.load(directory(family(1)))
     rig.smtp.reply_to_mail("421 4.3.2 Try later")
     message = await rig.post("e1", {"groups": ["g1"]})
     await rig.dispatcher.run_until_idle()
     assert rig.smtp.connections == 1
     assert rig.dispatcher.health.snapshot()["email"]["state"] == "ok"
+    [note] = [v for k, v in (await waiting(client, tenant, message.id)).items() if v]
+    assert re.fullmatch(r"retry at 2026-11-27T09:00:0\d\+00:00, attempt 1: smtp_421", note)
     rig.smtp.reply_to_mail(None)
     await rig.advance(10)
     assert (await rig.one(message, "email")).status is DeliveryStatus.sent
+    assert set((await waiting(client, tenant, message.id)).values()) == {None}
+
+
+async def test_each_waiting_delivery_says_why(
+    rig: Rig, client: TestClient, tenant: TenantCreds
+) -> None:
+    # p1 has quiet hours 08-12 Oslo (until 11:00 UTC); p6 also has a phone.
+    prefs = {"p1": {"quiet_start": "08:00", "quiet_end": "12:00"}}
+    families = [family(n, phone=n == 6) for n in range(1, 7)]
+    await rig.load(directory(*families, preferences=prefs))
+    rig.smtp.reply_to_mail("421 4.3.2 Try later")
+    rig.twilio.credentials[ACCOUNT_SID] = "not-our-token-" + "z" * 20  # refuses ours
+    message = await rig.post("e1", {"groups": ["g1"]})
+    await rig.dispatcher.run_until_idle()
+
+    found = await waiting(client, tenant, message.id)
+    assert found[("p1", "email")] == "quiet_hours until 2026-11-27T11:00:00+00:00"
+    for n in range(2, 7):
+        assert found[(f"p{n}", "email")] == "channel_degraded: email"
+    assert found[("p6", "sms")] == "channel_stopped: sms"
+    assert found[("p1", "inapp")] is None  # delivered
+
+    rig.smtp.reply_to_mail(None)
+    rig.twilio.credentials[ACCOUNT_SID] = AUTH_TOKEN
+    for _ in range(int(120 / STEP)):
+        await rig.advance(STEP)
+    found = await waiting(client, tenant, message.id)
+    assert found.pop(("p1", "email")) == "quiet_hours until 2026-11-27T11:00:00+00:00"
+    assert set(found.values()) == {None}
 
 
 async def test_a_refused_recipient_does_not_count_against_the_channel(rig: Rig) -> None:

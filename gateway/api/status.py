@@ -31,6 +31,7 @@ from gateway.constants import SCOPE_PROTECTED, SUPPRESSED_CHANNEL
 from gateway.errors import NotFound
 from gateway.models import Delivery, Reply, StatusChange
 from gateway.tracker import ChildReach, Reach, RecipientReach, reach
+from gateway.waiting import waiting_for
 
 PSEUDONYM_PREFIX = "protected-"
 _PSEUDONYM_LABEL = b"budbringer/status-pseudonym/v1"
@@ -55,7 +56,9 @@ class Names:
         return [self(p) for p in person_ids]
 
 
-def _delivery(delivery: Delivery, history: list[StatusChange], name: Names) -> dict[str, Any]:
+def _delivery(
+    delivery: Delivery, history: list[StatusChange], name: Names, waiting: str | None
+) -> dict[str, Any]:
     # A suppression record's target is the child it was about.
     suppressed = delivery.channel == SUPPRESSED_CHANNEL
     return {
@@ -72,6 +75,7 @@ def _delivery(delivery: Delivery, history: list[StatusChange], name: Names) -> d
             {"status": change.status.value, "at": change.at.isoformat(), "detail": change.detail}
             for change in history
         ],
+        "waiting_for": waiting,
     }
 
 
@@ -137,6 +141,7 @@ async def get_message(request: web.Request) -> web.Response:
         persons.update(absence.persons if absence is not None else ())
         protected = await ctx.store.protected_persons(tenant.id, sorted(persons))
     name = Names(ctx.secret, tenant.id, protected)
+    now = ctx.clock.now()
     children = sorted((_child(c, name) for c in view.children.values()), key=itemgetter("child_id"))
     guardians = sorted(
         (_guardian(r, name) for r in view.recipients.values()), key=itemgetter("recipient_id")
@@ -155,7 +160,15 @@ async def get_message(request: web.Request) -> web.Response:
             "summary": _summary(view, name),
             "children": children,
             "guardians": guardians,
-            "deliveries": [_delivery(d, history.get(d.id, []), name) for d in deliveries],
+            "deliveries": [
+                _delivery(
+                    d,
+                    history.get(d.id, []),
+                    name,
+                    waiting_for(d, history.get(d.id, []), ctx.channel_health, now),
+                )
+                for d in deliveries
+            ],
             "replies": [_reply(r, name) for r in replies],
             # absence alerts and reports: the absence, its marks and guardians' answers
             "absence": absence.view(name) if absence is not None else None,
