@@ -1,4 +1,7 @@
-"""The ``budbringer`` command."""
+"""Budbringer: the messaging gateway for home-school communication.
+
+Run a command with --help for its options. Settings come from BUDBRINGER_* variables
+and an optional --config TOML file (see config/budbringer.example.toml)."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from gateway import __version__
 from gateway.errors import BudbringerError, ConfigError
 from gateway.logs import configure
 from gateway.settings import Settings, load_settings
@@ -122,8 +126,13 @@ async def _import_oneroster(settings: Settings, args: argparse.Namespace) -> int
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="budbringer", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="budbringer",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"budbringer {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         p.add_argument("--config", metavar="FILE", help="a TOML settings file")
@@ -131,9 +140,19 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = with_config(sub.add_parser("serve", help="run the HTTP API and the workers"))
     serve.add_argument("--no-workers", action="store_true", help="API only")
-    serve.add_argument("--host")
-    serve.add_argument("--port", type=int)
+    serve.add_argument(
+        "--host", help="address to listen on (default: BUDBRINGER_HOST, else 127.0.0.1)"
+    )
+    serve.add_argument(
+        "--port", type=int, help="port to listen on (default: BUDBRINGER_PORT, else 8080)"
+    )
     with_config(sub.add_parser("worker", help="run the workers only"))
+    with_config(
+        sub.add_parser(
+            "doctor",
+            help="check the store, SMTP, Twilio, FCM and webhook endpoints (sends nothing)",
+        )
+    )
 
     tenants = sub.add_parser("tenants", help="manage tenants")
     tsub = tenants.add_subparsers(dest="tenants_command", required=True)
@@ -211,6 +230,10 @@ def main(argv: list[str] | None = None) -> int:
             settings = _settings(args, **overrides)
             configure(settings.log_level)
             asyncio.run(_serve(settings, api=True, workers=not args.no_workers))
+        elif args.command == "doctor":
+            from gateway.doctor import doctor
+
+            return asyncio.run(doctor(_settings(args)))
         elif args.command == "worker":
             settings = _settings(args)
             configure(settings.log_level)

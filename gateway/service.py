@@ -25,6 +25,7 @@ from gateway.clock import Clock, SystemClock
 from gateway.config_check import refuse_unsafe_production
 from gateway.constants import JOB_ESCALATE, JOB_PURGE
 from gateway.dispatcher import Dispatcher
+from gateway.doctor import log_checks
 from gateway.errors import ConfigError
 from gateway.escalation import Escalator
 from gateway.readlinks import read_link_maker
@@ -145,6 +146,7 @@ class Service:
         self._site: web.TCPSite | None = None
         self._worker_task: asyncio.Task[None] | None = None
         self.port: int | None = None
+        self._doctor_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self.store.open()
@@ -167,9 +169,17 @@ class Service:
             sockets = getattr(server, "sockets", None) or []
             self.port = sockets[0].getsockname()[1] if sockets else self.settings.port
             log.info("listening", extra={"host": self.settings.host, "port": self.port})
+        if self.settings.environment == "production":
+            # The doctor's checks, into the log; a provider that is down must not keep the
+            # gateway from taking events, so this never stops the start.
+            self._doctor_task = asyncio.create_task(log_checks(self.settings))
 
     async def stop(self) -> None:
         """Stop intake first, then let in-flight sends finish within the timeout."""
+        if self._doctor_task is not None:
+            self._doctor_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._doctor_task
         if self._worker_task is not None:
             # At once, not after the HTTP drain (which clients can stretch to its timeout):
             # no new job is claimed from here on, while in-flight sends go on.

@@ -103,6 +103,7 @@ class TwilioPeer:
         self.signing_key_sid = signing_key_sid
         self.algorithm = algorithm
         self.requests: list[Recorded] = []
+        self.account_fetches = 0  # GET Accounts/{sid}.json (doctor's credential check)
         self.messages: dict[str, dict[str, Any]] = {}
         self.callback_urls: dict[str, str] = {}
         self.dead_numbers: dict[str, int] = {}
@@ -118,6 +119,7 @@ class TwilioPeer:
     async def start(self) -> str:
         app = web.Application()
         app.router.add_post("/2010-04-01/Accounts/{account_sid}/Messages.json", self._create)
+        app.router.add_get("/2010-04-01/Accounts/{account_sid}.json", self._account)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -178,6 +180,22 @@ class TwilioPeer:
             expected is not None
             and secrets.compare_digest(expected, password)
             and account_sid == self.account_sid
+        )
+
+    async def _account(self, request: web.Request) -> web.Response:
+        """``GET /2010-04-01/Accounts/{AccountSid}.json``: the read-only account fetch
+        ``budbringer doctor`` uses to check the credentials."""
+        account_sid = request.match_info["account_sid"]
+        self.account_fetches += 1
+        if not self._authorized(request, account_sid):
+            return web.json_response(twilio_error(401, 20003, "Authenticate"), status=401)
+        return web.json_response(
+            {
+                "sid": self.account_sid,
+                "status": "active",
+                "type": "Full",
+                "api_version": API_VERSION,
+            }
         )
 
     async def _create(self, request: web.Request) -> web.Response:
