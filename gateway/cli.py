@@ -81,6 +81,7 @@ async def _import_oneroster(settings: Settings, args: argparse.Namespace) -> int
         load_oneroster_zip,
         parse_responsibility_roles,
     )
+    from gateway.progress import stages
     from gateway.store import open_store
 
     try:
@@ -94,21 +95,24 @@ async def _import_oneroster(settings: Settings, args: argparse.Namespace) -> int
         raise ConfigError(str(exc)) from exc
     path = Path(args.path)
     try:
-        if path.is_file():
-            result = load_oneroster_zip(path.read_bytes(), options)
-        else:
-            result = load_oneroster(path, options)
-        if args.dry_run:
-            applied = counts(result.batch)
-        else:
-            store = open_store(settings.store_url)
-            await store.open()
-            try:
-                if await store.get_tenant(args.tenant) is None:
-                    raise ConfigError("unknown tenant (see budbringer tenants list)")
-                applied = await apply_oneroster(store, args.tenant, result.batch)
-            finally:
-                await store.close()
+        # A bar on a terminal (a municipality's export takes many seconds); quiet otherwise.
+        with stages(1 if args.dry_run else 3) as step:
+            step("reading and checking the export")
+            if path.is_file():
+                result = load_oneroster_zip(path.read_bytes(), options)
+            else:
+                result = load_oneroster(path, options)
+            if args.dry_run:
+                applied = counts(result.batch)
+            else:
+                store = open_store(settings.store_url)
+                await store.open()
+                try:
+                    if await store.get_tenant(args.tenant) is None:
+                        raise ConfigError("unknown tenant (see budbringer tenants list)")
+                    applied = await apply_oneroster(store, args.tenant, result.batch, step)
+                finally:
+                    await store.close()
     except ValidationFailed as exc:
         print(f"budbringer: {exc.message}", file=sys.stderr)
         for error in exc.errors:

@@ -320,7 +320,12 @@ def _zip_error(loc: list[str | int], message: str) -> ValidationFailed:
 # --------------------------------------------------------------------------- writing
 
 
-async def apply_oneroster(store: Store, tenant_id: str, batch: DirectoryBatch) -> dict[str, int]:
+async def apply_oneroster(
+    store: Store,
+    tenant_id: str,
+    batch: DirectoryBatch,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, int]:
     """Write an imported batch all or nothing; return the counts ``apply_directory`` gives.
 
     What OneRoster cannot express is kept as stored: a person's protection
@@ -329,6 +334,8 @@ async def apply_oneroster(store: Store, tenant_id: str, batch: DirectoryBatch) -
     through ``POST /v1/directory``). Manual flags are never touched (the store
     guarantees it).
     """
+    if progress is not None:
+        progress("comparing with the stored directory")
     if batch.persons:
         stored = await store.load_audience(
             tenant_id,
@@ -338,6 +345,8 @@ async def apply_oneroster(store: Store, tenant_id: str, batch: DirectoryBatch) -
             ),
         )
         batch = _keep_stored(batch, stored)
+    if progress is not None:
+        progress(f"writing {len(batch.persons)} persons")
     return await store.apply_directory(tenant_id, batch)
 
 
