@@ -33,6 +33,10 @@ TENANT_HEADER = "X-Budbringer-Tenant"
 WEBHOOK_HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
 
 
+# The authenticated tenant of a request, for the access log.
+TENANT_ID = web.RequestKey("tenant_id", str)
+
+
 def new_api_key() -> str:
     """A fresh tenant API key, shown once to whoever creates the tenant."""
     return API_KEY_PREFIX + secrets.token_urlsafe(32)
@@ -94,6 +98,7 @@ async def authenticate_bearer(request: web.Request, store: Store) -> Tenant:
     tenant = await store.tenant_by_key_hash(hash_api_key(key)) if key else None
     if tenant is None:
         raise Unauthorized("missing or invalid credentials")
+    request[TENANT_ID] = tenant.id  # for the access log (gateway/api/access.py)
     return tenant
 
 

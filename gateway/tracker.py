@@ -26,6 +26,7 @@ from typing import Any
 
 from gateway import webhooks
 from gateway.constants import SUPPRESSED_CHANNEL, WEBHOOK_MESSAGE_REACHED
+from gateway.metrics import REACHED
 from gateway.models import (
     PROGRESS,
     TERMINAL_FAILURES,
@@ -213,6 +214,7 @@ async def record_read(
         return True
     theirs = await store.recipient_deliveries(tenant_id, message_id, person_id)
     for row in await store.add_reached(reached_rows(message, person_id, theirs, at)):
+        REACHED.inc()
         await webhooks.emit(store, tenant_id, WEBHOOK_MESSAGE_REACHED, reached_data(row), row.at)
     for d in theirs:
         waiting = d.not_before is not None and d.not_before > at

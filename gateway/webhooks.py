@@ -38,6 +38,7 @@ from gateway import __version__
 from gateway.addresses import PublicOnlyResolver, is_ip_literal, parse_networks, permitted
 from gateway.clock import Clock
 from gateway.constants import JOB_WEBHOOK_FANOUT, JOB_WEBHOOK_SEND
+from gateway.metrics import WEBHOOK_ATTEMPTS
 from gateway.models import (
     Change,
     Job,
@@ -312,6 +313,7 @@ class WebhookService:
                 message.id, job.id, outcome.attempt, WebhookStatus.delivered, at=now
             )
             log.info("webhook delivered", extra=extra)
+            WEBHOOK_ATTEMPTS.labels("delivered").inc()
             return
         if outcome.attempt.status_code == 410:
             await self.store.record_webhook_attempt(
@@ -328,6 +330,7 @@ class WebhookService:
             log.warning(
                 "webhook endpoint answered 410 Gone: disabled", extra={**extra, "stopped": stopped}
             )
+            WEBHOOK_ATTEMPTS.labels("gone").inc()
             return
         delay = retry_delay(attempts, self.settings, outcome.retry_after)
         if delay is None:
@@ -340,6 +343,7 @@ class WebhookService:
                 at=now,
             )
             log.warning("webhook failed after the whole retry schedule", extra=extra)
+            WEBHOOK_ATTEMPTS.labels("failed").inc()
             return
         await self.store.record_webhook_attempt(
             message.id,
@@ -350,7 +354,12 @@ class WebhookService:
             reason=outcome.code,
             at=now,
         )
-        log.info("webhook attempt failed; retrying", extra={**extra, "retry_in": round(delay, 1)})
+        # A receiver that fails is the platform's outage: visible at WARNING, not INFO.
+        log.warning(
+            "webhook attempt failed; retrying",
+            extra={**extra, "code": outcome.code, "retry_in": round(delay, 1)},
+        )
+        WEBHOOK_ATTEMPTS.labels("retrying").inc()
 
     async def _post(self, endpoint: WebhookEndpoint, message: WebhookMessage) -> Outcome:
         session = self._client()

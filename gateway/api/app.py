@@ -21,6 +21,7 @@ from gateway.api import (
     unsubscribe,
     webhooks,
 )
+from gateway.api.access import access_middleware
 from gateway.api.context import CTX, AppContext
 from gateway.errors import InputError
 
@@ -53,7 +54,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 def create_app(ctx: AppContext) -> web.Application:
     app = web.Application(
-        middlewares=[error_middleware], client_max_size=ctx.settings.max_body_bytes
+        # access outermost: it sees the status error_middleware made of an exception
+        middlewares=[access_middleware(ctx.settings.access_log), error_middleware],
+        client_max_size=ctx.settings.max_body_bytes,
     )
     app[CTX] = ctx
     for module in (

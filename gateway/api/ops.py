@@ -11,7 +11,8 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.api.context import CTX
-from gateway.metrics import DELIVERIES, QUEUE_AGE, QUEUE_DEPTH, REGISTRY
+from gateway.constants import JOB_WEBHOOK_SEND
+from gateway.metrics import DELIVERIES, QUEUE_AGE, QUEUE_DEPTH, REGISTRY, WEBHOOK_BACKLOG
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -54,6 +55,7 @@ async def metrics(request: web.Request) -> web.Response:
     for kind, (depth, age) in queues.items():
         QUEUE_DEPTH.labels(kind).set(depth)
         QUEUE_AGE.labels(kind).set(age)
+    WEBHOOK_BACKLOG.set(queues.get(JOB_WEBHOOK_SEND, (0, 0.0))[0])
     return web.Response(
         body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST}
     )
