@@ -145,6 +145,11 @@ async def test_failures_below_the_threshold_keep_the_channel_ok(
     assert rig.dispatcher.health.snapshot()["email"]["state"] == "ok"
     [note] = [v for k, v in (await waiting(client, tenant, message.id)).items() if v]
     assert re.fullmatch(r"retry at 2026-11-27T09:00:0\d\+00:00, attempt 1: smtp_421", note)
+    while rig.smtp.connections < 3:  # two more tries, each refused
+        await rig.advance(STEP)
+    [note] = [v for k, v in (await waiting(client, tenant, message.id)).items() if v]
+    assert re.fullmatch(r"retry at 2026-11-27T09:00:\d\d\+00:00, attempt 3: smtp_421", note)
+    assert rig.dispatcher.health.snapshot()["email"]["state"] == "ok"  # 3 < 5 in a row
     rig.smtp.reply_to_mail(None)
     await rig.advance(10)
     assert (await rig.one(message, "email")).status is DeliveryStatus.sent

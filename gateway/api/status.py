@@ -30,8 +30,9 @@ from gateway.auth import authenticate_bearer
 from gateway.constants import SCOPE_PROTECTED, SUPPRESSED_CHANNEL
 from gateway.errors import NotFound
 from gateway.models import Delivery, Reply, StatusChange
+from gateway.planner import send_job_id
 from gateway.tracker import ChildReach, Reach, RecipientReach, reach
-from gateway.waiting import waiting_for
+from gateway.waiting import WAITING, waiting_for
 
 PSEUDONYM_PREFIX = "protected-"
 _PSEUDONYM_LABEL = b"budbringer/status-pseudonym/v1"
@@ -142,6 +143,7 @@ async def get_message(request: web.Request) -> web.Response:
         protected = await ctx.store.protected_persons(tenant.id, sorted(persons))
     name = Names(ctx.secret, tenant.id, protected)
     now = ctx.clock.now()
+    jobs = await ctx.store.get_jobs([send_job_id(d.id) for d in deliveries if d.status in WAITING])
     children = sorted((_child(c, name) for c in view.children.values()), key=itemgetter("child_id"))
     guardians = sorted(
         (_guardian(r, name) for r in view.recipients.values()), key=itemgetter("recipient_id")
@@ -165,7 +167,7 @@ async def get_message(request: web.Request) -> web.Response:
                     d,
                     history.get(d.id, []),
                     name,
-                    waiting_for(d, history.get(d.id, []), ctx.channel_health, now),
+                    waiting_for(d, jobs.get(send_job_id(d.id)), ctx.channel_health, now),
                 )
                 for d in deliveries
             ],

@@ -472,6 +472,10 @@ class Store(Protocol):
         goes back down by one. For work put off without trying it (quiet hours, a stopped
         channel), so a long wait never uses up the attempts of real sends."""
 
+    async def get_jobs(self, job_ids: Sequence[str]) -> dict[str, Job]:
+        """id -> job (``due_at``, ``attempts``, ``last_error`` as stored now) for the ids
+        that exist; for the status API's ``waiting_for``."""
+
     # ---- rate limits
     async def acquire_rate(
         self,

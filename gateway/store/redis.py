@@ -1443,6 +1443,19 @@ class RedisStore(TrackingMixin, WebhookMixin, AbsenceMixin, RedisParts):
             [self._qp, job_id, us(due_at), reason, "1"],
         )
 
+    async def get_jobs(self, job_ids: Sequence[str]) -> dict[str, Job]:
+        if not job_ids:
+            return {}
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.hmget(self._qp + "j:" + job_id, "t", "k", "r", "d", "a", "e")
+            rows = await pipe.execute()
+        return {
+            job_id: _job([job_id, *row])
+            for job_id, row in zip(job_ids, rows, strict=True)
+            if row[1] is not None
+        }
+
     async def queue_stats(self, now: datetime) -> dict[str, tuple[int, float]]:
         stamp = us(now)
         out = await self._eval(self._redis, _QUEUE_STATS, [self._qp + "kinds"], [self._qp, stamp])
