@@ -54,7 +54,6 @@ from gateway.render import Renderer
 from gateway.resolver import resolve
 from gateway.settings import DispatchSettings
 from gateway.store import SendOutcome, Store
-from gateway.waiting import RETRY_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -407,13 +406,10 @@ class Dispatcher:
             job.attempts, self.settings.backoff_base, self.settings.backoff_max, exc.retry_after
         )
         now = self.clock.now()
-        due = now + timedelta(seconds=delay)
-        # The status API shows this as ``waiting_for`` (gateway/waiting.py).
-        detail = (
-            f"{RETRY_PREFIX}{due.isoformat(timespec='seconds')}, attempt {job.attempts}: {code}"
+        await self.store.transition(
+            delivery.id, DeliveryStatus.sending, now, detail=f"retry in {delay:.1f}s: {code}"
         )
-        await self.store.transition(delivery.id, DeliveryStatus.sending, now, detail=detail)
-        await self.store.retry_job(job.id, due, code)
+        await self.store.retry_job(job.id, now + timedelta(seconds=delay), code)
 
     async def _dead_address(self, job: Job, delivery: Delivery, exc: DeadAddress) -> None:
         reason = exc.code or "dead_address"
