@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 
 ENV_PREFIX = "BUDBRINGER_"
 NESTED = "__"
+# Variables of the test suite (e.g. BUDBRINGER_TEST_REDIS_URL), not settings.
+NOT_SETTINGS = "BUDBRINGER_TEST_"
 
 # channel -> (the settings section of its provider, what to set)
 PROVIDERS: dict[str, tuple[str, str]] = {
@@ -72,6 +74,8 @@ def unknown_env(environ: Mapping[str, str], model: type[BaseModel]) -> list[str]
     for name in sorted(environ):
         upper = name.upper()
         if upper.startswith(ENV_PREFIX) and upper not in known:
+            if upper.startswith(NOT_SETTINGS):
+                continue
             problems.append(f"unknown variable {name}{_suggest(upper, known)}")
     return problems
 

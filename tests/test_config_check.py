@@ -136,6 +136,7 @@ def test_known_nested_variables_are_accepted(
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("BUDBRINGER_ESCALATION__AFTER_MINUTES__EMERGENCY", "5")
     monkeypatch.setenv("BUDBRINGER_WEBHOOKS__RETRY_SCHEDULE", "[1, 2]")
+    monkeypatch.setenv("BUDBRINGER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")  # the suite's
     settings = load_settings()
     assert settings.escalation.after_minutes.emergency == 5
 
