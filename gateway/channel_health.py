@@ -93,7 +93,8 @@ class ChannelHealth:
         if health.open_until is not None and now < health.open_until:
             return health.open_until
         if health.probing:
-            return now + timedelta(seconds=max(health.pause, self.first_pause))
+            # Soon: if the probe gets through, the waiting sends go within a second.
+            return now + timedelta(seconds=self.first_pause)
         return None
 
     def admit(self, channel: str) -> tuple[datetime | None, bool]:

@@ -37,5 +37,7 @@ def waiting_for(
         if state is not ChannelState.ok:
             return f"channel_{state.value}: {delivery.channel}"
     if job is not None and job.due_at > now and job.last_error:
+        if job.attempts == 0:  # put off before any try (a paused channel, a rate limit)
+            return f"waiting until {job.due_at.isoformat(timespec='seconds')}: {job.last_error}"
         return retry_note(job.due_at, job.attempts, job.last_error)
     return None
