@@ -7,6 +7,8 @@ way api.twilio.com does — or with Twilio's JSON error bodies: 401/20003 for ba
 credentials, 400/21211 for an invalid To, 21602/21603 for a missing body or
 sender, a chosen code for numbers marked dead, and scripted failures (429 with
 Retry-After, 500, 503) queued with :meth:`TwilioPeer.fail_next`.
+``GET /2010-04-01/Accounts/{AccountSid}.json`` answers the account (or 401/20003)
+with the same credential check: the read-only call ``budbringer doctor`` makes.
 
 It then posts status callbacks and inbound messages to the gateway on demand,
 signed with ``X-Twilio-Signature`` exactly as Twilio does
