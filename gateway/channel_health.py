@@ -123,7 +123,9 @@ class ChannelHealth:
             if error.per_recipient:
                 self.worked(channel)
             else:
-                self.failed(channel, error.code or "transient", probe=probe)
+                self.failed(
+                    channel, error.code or "transient", probe=probe, retry_after=error.retry_after
+                )
         elif isinstance(error, ChannelUnavailable):
             self.refused(channel, error.code or "unavailable", probe=probe)
         elif probe:
@@ -143,9 +145,12 @@ class ChannelHealth:
         self._set(channel, health, ChannelState.ok)
         health.pause, health.open_until, health.probing = 0.0, None, False
 
-    def failed(self, channel: str, code: str, *, probe: bool) -> None:
+    def failed(
+        self, channel: str, code: str, *, probe: bool, retry_after: float | None = None
+    ) -> None:
         """A channel-wide transient failure (connection, 421, 5xx, timeout) of a send
-        (``probe``: the one :meth:`admit` let through while the breaker was open)."""
+        (``probe``: the one :meth:`admit` let through while the breaker was open). A
+        provider's ``Retry-After`` keeps the breaker open at least that long."""
         health = self._get(channel)
         health.last_error = code
         health.failures += 1
@@ -161,7 +166,7 @@ class ChannelHealth:
             health.pause = min(max(health.pause * 2, self.first_pause), self.max_pause)
         else:
             return  # a send that started before the breaker opened: no new information
-        self._open(channel, health, health.pause)
+        self._open(channel, health, max(health.pause, retry_after or 0.0))
 
     def refused(self, channel: str, code: str, *, probe: bool) -> None:
         """The provider refused our credentials: the channel is stopped."""
