@@ -61,6 +61,7 @@ class ChannelHealth:
         max_pause: float = 60.0,
         stopped_pause: float = 60.0,
         warn_every: float = 60.0,
+        follow_max: float = 5.0,
     ) -> None:
         self.clock = clock
         self.threshold = threshold
@@ -68,6 +69,7 @@ class ChannelHealth:
         self.max_pause = max_pause
         self.stopped_pause = stopped_pause
         self.warn_every = warn_every
+        self.follow_max = follow_max  # longest wait of a send behind a probe in flight
         self._health: dict[str, _Health] = {}
 
     def watch(self, channels: list[str]) -> None:
@@ -93,8 +95,10 @@ class ChannelHealth:
         if health.open_until is not None and now < health.open_until:
             return health.open_until
         if health.probing:
-            # Soon: if the probe gets through, the waiting sends go within a second.
-            return now + timedelta(seconds=self.first_pause)
+            # Soon: if the probe gets through, the waiting sends follow within seconds; not
+            # every second either, so a slow probe does not churn the whole queue.
+            wait = min(max(self.first_pause, health.pause / 2), self.follow_max)
+            return now + timedelta(seconds=wait)
         return None
 
     def admit(self, channel: str) -> tuple[datetime | None, bool]:
@@ -161,6 +165,10 @@ class ChannelHealth:
             self._set(channel, health, ChannelState.degraded)
             self._warn(channel, health, "channel failing: sends paused, probing with backoff")
             health.pause = self.first_pause
+        elif probe and health.state is ChannelState.stopped:
+            # Our credentials pass again; the provider is only busy: back off from the start.
+            self._set(channel, health, ChannelState.degraded)
+            health.pause = self.first_pause
         elif probe:
             # The probe failed: wait twice as long before the next one.
             health.pause = min(max(health.pause * 2, self.first_pause), self.max_pause)
@@ -174,6 +182,7 @@ class ChannelHealth:
         health.last_error = code
         if health.state is ChannelState.stopped and not probe:
             return  # a send that started before the channel stopped
+        health.pause = self.stopped_pause
         if health.state is not ChannelState.stopped:
             self._set(channel, health, ChannelState.stopped)
             log.error(
