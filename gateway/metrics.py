@@ -90,3 +90,10 @@ ESCALATED = Counter(
     ["kind"],
     registry=REGISTRY,
 )
+CALLBACKS_PARKED = Counter(
+    "budbringer_callbacks_parked_total",
+    "Provider status callbacks whose message id was not known yet: parked, later applied,"
+    " or given up after the wait.",
+    ["outcome"],
+    registry=REGISTRY,
+)

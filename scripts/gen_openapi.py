@@ -249,9 +249,24 @@ class InboxEntry(BaseModel):
     read_at: datetime | None
 
 
+# Keyset paging by (created_at, id): gateway/api/paging.py.
+BEFORE_ID: dict[str, Any] = {
+    "name": "before_id",
+    "in": "query",
+    "required": False,
+    "description": (
+        "Page: the `next_before_id` of the previous page, with `before`. Rows sharing one"
+        " `created_at` are paged by id, so none is skipped; `before` alone lists only rows"
+        " created earlier"
+    ),
+    "schema": {"type": "string", "maxLength": 128},
+}
+
+
 class InboxPage(BaseModel):
     items: list[InboxEntry]
     next_before: datetime | None
+    next_before_id: str | None
 
 
 class ReadAck(BaseModel):
@@ -729,6 +744,7 @@ def guardian_paths() -> dict[str, Any]:
                         "description": "Page: the `next_before` of the previous page",
                         "schema": {"type": "string", "format": "date-time"},
                     },
+                    BEFORE_ID,
                 ],
                 "responses": {"200": ok(InboxPage, "A page of the inbox"), **errors(401, 422)},
             }
@@ -1052,6 +1068,7 @@ def webhook_paths() -> dict[str, Any]:
             "description": "Page: the `next_before` of the previous page",
             "schema": {"type": "string", "format": "date-time"},
         },
+        BEFORE_ID,
     ]
     return {
         "/v1/webhooks/endpoints": {

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from gateway.clock import Clock
-from gateway.models import Delivery
 from gateway.settings import Settings
 from gateway.store import Store
 
@@ -32,8 +30,6 @@ class AppContext:
     # each channel's state (ok, degraded, stopped) from the workers' circuit breaker; None
     # in an API-only process (it sends nothing, so it knows nothing about the providers)
     channel_health: ChannelHealth | None = None
-    # escalation's hook for a delivery a provider callback reported failed (failover at once)
-    on_failed: Callable[[Delivery], Awaitable[None]] | None = None
 
 
 CTX = web.AppKey("ctx", AppContext)
