@@ -264,8 +264,11 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
 
         if not config_file.is_file():
             raise ConfigError(f"config file not found: {config_file}")
-        _TOML_FILE["path"] = config_file
+    # Before the TOML file is handed to the settings source: a refusal must not leave it
+    # behind for the next Settings() of this process.
     check_names(os.environ, config_file)
+    if config_file is not None:
+        _TOML_FILE["path"] = config_file
     try:
         return Settings(**overrides)
     finally:

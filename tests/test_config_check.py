@@ -166,3 +166,5 @@ def test_broken_toml_is_one_line_naming_the_place(
     text = str(info.value)
     assert text.startswith(f"{config} is not valid TOML: ") and "line 2" in text
     assert "\n" not in text
+    # The refused file is not left behind for the next settings of this process.
+    assert Settings().port == 8080
