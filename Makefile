@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo run test test-deps lint bench constraints clean
+.PHONY: demo demo-serve screenshots run test test-deps lint bench constraints clean
 
 # The pinned set (constraints.txt) over the ranges of pyproject.toml.
 $(STAMP): pyproject.toml constraints.txt
@@ -15,6 +15,12 @@ $(STAMP): pyproject.toml constraints.txt
 
 demo: $(STAMP)  ## seed a demo municipality, send a message, print who got what
 	$(BIN)/budbringer demo
+
+demo-serve: $(STAMP)  ## the demo, then keep the gateway running with staff and parent page links
+	$(BIN)/budbringer demo --serve
+
+screenshots: $(STAMP)  ## every page at 390 and 1280 px into screenshots/ (git-ignored)
+	$(BIN)/python -m scripts.screenshots
 
 run: $(STAMP)   ## run the gateway on 127.0.0.1:8080 with the embedded store and the outbox
 	$(BIN)/budbringer serve
@@ -38,4 +44,4 @@ constraints: $(STAMP) ## re-pin constraints.txt to what the venv has now
 	mv constraints.txt.new constraints.txt
 
 clean:
-	rm -rf $(VENV) demo outbox budbringer.db* .budbringer-secret .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) demo outbox screenshots budbringer.db* .budbringer-secret .pytest_cache .mypy_cache .ruff_cache

@@ -50,6 +50,7 @@ from gateway.models import (
     Role,
 )
 from gateway.settings import AbsenceSettings, EscalationSettings
+from scripts.openapi_pages import StaffLink, StaffLinkRequest, page_paths
 
 OUTPUT = Path(__file__).resolve().parents[1] / "gateway" / "openapi.json"
 REF = "#/components/schemas/{model}"
@@ -290,6 +291,7 @@ INPUT_MODELS: list[type[BaseModel]] = [
     AbsenceReport,
     AbsenceReply,
     AbsenceSettings,
+    StaffLinkRequest,
 ]
 OUTPUT_MODELS: list[type[BaseModel]] = [
     AbsenceReplyAck,
@@ -308,6 +310,7 @@ OUTPUT_MODELS: list[type[BaseModel]] = [
     DirectoryDeleted,
     OneRosterApplied,
     GuardianToken,
+    StaffLink,
     InboxPage,
     ReadAck,
     DeviceList,
@@ -457,22 +460,6 @@ def ops_paths() -> dict[str, Any]:
                         "content": {"application/json": {"schema": {"type": "object"}}},
                     }
                 },
-            }
-        },
-        "/preferences": {
-            "get": {
-                "tags": ["pages"],
-                "summary": "Page linked from emails/SMS: settings live in the parent app",
-                "security": [],
-                "responses": html("HTML page (Norwegian)"),
-            }
-        },
-        "/app": {
-            "get": {
-                "tags": ["pages"],
-                "summary": "Page linked from emails/SMS about the parent app",
-                "security": [],
-                "responses": html("HTML page (Norwegian)"),
             }
         },
     }
@@ -1231,6 +1218,7 @@ def build_spec() -> dict[str, Any]:
         unsubscribe_paths,
     ):
         paths.update(part())
+    paths.update(page_paths(errors))
     return {
         "openapi": "3.1.0",
         "info": {

@@ -15,8 +15,11 @@ from gateway.api import (
     guardian,
     oneroster,
     ops,
+    parent_pages,
     providers,
     readlinks,
+    staff_absence,
+    staff_pages,
     status,
     unsubscribe,
     webhooks,
@@ -72,6 +75,9 @@ def create_app(ctx: AppContext) -> web.Application:
         unsubscribe,
         webhooks,
         absence,
+        staff_pages,
+        staff_absence,
+        parent_pages,
     ):
         module.setup(app)
     return app

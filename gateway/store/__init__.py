@@ -189,6 +189,18 @@ class Store(Protocol):
 
     async def get_message(self, tenant_id: str, message_id: str) -> Message | None: ...
 
+    async def list_messages(
+        self,
+        tenant_id: str,
+        *,
+        limit: int = 50,
+        before: datetime | None = None,
+        before_id: str | None = None,
+    ) -> list[Message]:
+        """The tenant's messages, newest first (``created_at``, then id, descending).
+        With ``before`` and ``before_id`` (the last message of a page) only those after
+        it in that order; with ``before`` alone, those created before it."""
+
     async def mark_planned(self, tenant_id: str, message_id: str, at: datetime) -> None: ...
 
     # ------------------------------------------------------------------ deliveries

@@ -306,6 +306,10 @@ def _delivery(delivery_id: str, h: dict[str, str]) -> Delivery:
     )
 
 
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def _message_doc(m: Message) -> str:
     return m.model_dump_json(exclude={"planned_at"})
 
@@ -1069,6 +1073,36 @@ class RedisStore(TrackingMixin, WebhookMixin, AbsenceMixin, RedisParts):
     async def get_message(self, tenant_id: str, message_id: str) -> Message | None:
         doc, planned = await self._redis.hmget(self._t(tenant_id, "m", message_id), ["j", "p"])
         return None if doc is None else _message(doc, planned)
+
+    async def list_messages(
+        self,
+        tenant_id: str,
+        *,
+        limit: int = 50,
+        before: datetime | None = None,
+        before_id: str | None = None,
+    ) -> list[Message]:
+        # msgs: the tenant's message ids scored by created_at (us), kept by accept/purge;
+        # equal scores come in id order, so the ties of the last page continue first.
+        key = self._t(tenant_id, "msgs")
+        ids: list[Any] = []
+        if before is not None and before_id is not None:
+            ties = await self._redis.zrevrangebyscore(key, us(before), us(before))
+            ids = [i for i in ties if _text(i) < before_id][:limit]
+        top = f"({us(before)}" if before is not None else "+inf"
+        if len(ids) < limit:
+            ids += await self._redis.zrevrangebyscore(
+                key, top, "-inf", start=0, num=limit - len(ids)
+            )
+        if not ids:
+            return []
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for message_id in ids:
+                pipe.hmget(self._t(tenant_id, "m", message_id), ["j", "p"])
+            found = await pipe.execute()
+        messages = [_message(doc, planned) for doc, planned in found if doc is not None]
+        # equal times: the same order as SQLite (newest first, then id descending)
+        return sorted(messages, key=lambda m: (m.created_at, m.id), reverse=True)
 
     async def mark_planned(self, tenant_id: str, message_id: str, at: datetime) -> None:
         await self._eval(

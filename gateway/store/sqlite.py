@@ -178,6 +178,7 @@ CREATE TABLE IF NOT EXISTS messages (
     read_receipt INTEGER NOT NULL, sender_id TEXT, sender_name TEXT,
     audience TEXT NOT NULL, created_at INTEGER NOT NULL, planned_at INTEGER
 );
+CREATE INDEX IF NOT EXISTS messages_by_tenant_created ON messages (tenant_id, created_at);
 
 CREATE TABLE IF NOT EXISTS deliveries (
     id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, message_id TEXT NOT NULL,
@@ -1076,6 +1077,28 @@ class SqliteStore(
                 )
             )
         return _message(rows[0]) if rows else None
+
+    async def list_messages(
+        self,
+        tenant_id: str,
+        *,
+        limit: int = 50,
+        before: datetime | None = None,
+        before_id: str | None = None,
+    ) -> list[Message]:
+        sql = f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE tenant_id = ?"
+        args: list[Any] = [tenant_id]
+        if before is not None and before_id is not None:
+            sql += " AND (created_at < ? OR (created_at = ? AND id < ?))"
+            args.extend((_ts(before), _ts(before), before_id))
+        elif before is not None:
+            sql += " AND created_at < ?"
+            args.append(_ts(before))
+        sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
+        args.append(limit)
+        async with self._read() as db:
+            rows = list(await db.execute_fetchall(sql, args))
+        return [_message(row) for row in rows]
 
     async def mark_planned(self, tenant_id: str, message_id: str, at: datetime) -> None:
         async with self._write() as db:
