@@ -110,7 +110,7 @@ async def _import_oneroster(settings: Settings, args: argparse.Namespace) -> int
                 try:
                     if await store.get_tenant(args.tenant) is None:
                         raise ConfigError("unknown tenant (see budbringer tenants list)")
-                    applied = await apply_oneroster(store, args.tenant, result.batch, step)
+                    applied = await apply_oneroster(store, args.tenant, result.batch, progress=step)
                 finally:
                     await store.close()
     except ValidationFailed as exc:

@@ -194,22 +194,48 @@ class Preferences(Strict):
     quiet_end: str | None = Field(default=None, pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
 
 
+_REPLACES = "Replaces the stored value; absent clears it."
+
+
 class Person(Strict):
-    """A child/pupil, guardian, staff member or adult learner."""
+    """A child/pupil, guardian, staff member or adult learner.
+
+    In a directory batch, an absent ``protection``, ``language`` or
+    ``consent_guardians`` keeps the stored value ("absent means keep"), and protection
+    is never lowered by an import (gateway/protection.py); every other field is the
+    platform's truth and replaces the stored value."""
 
     id: Id
-    role: Role
-    given_name: str = Field(min_length=1, max_length=200)
-    family_name: str = Field(default="", max_length=200)
-    birth_date: date | None = None
-    protection: Protection = Protection.none
-    email: str | None = None
-    phone: str | None = None
-    language: str | None = Field(default=None, pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
-    unit_ids: list[Id] = Field(default_factory=list)
-    group_ids: list[Id] = Field(default_factory=list)
+    role: Role = Field(description="Replaces the stored value.")
+    given_name: str = Field(min_length=1, max_length=200, description="Replaces the stored value.")
+    family_name: str = Field(default="", max_length=200, description=_REPLACES)
+    birth_date: date | None = Field(
+        default=None, description="Required for children and learners. " + _REPLACES
+    )
+    protection: Protection = Field(
+        default=Protection.none,
+        description="Absent means keep. An import may raise it, never lower it (a lower"
+        " level is ignored); only PUT /v1/persons/{id}/protection lowers it.",
+    )
+    email: str | None = Field(default=None, description=_REPLACES)
+    phone: str | None = Field(default=None, description="E.164 after normalising. " + _REPLACES)
+    language: str | None = Field(
+        default=None,
+        pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$",
+        description="Absent means keep; given (also null) replaces.",
+    )
+    unit_ids: list[Id] = Field(
+        default_factory=list, description="The memberships are exactly these. " + _REPLACES
+    )
+    group_ids: list[Id] = Field(
+        default_factory=list, description="The memberships are exactly these. " + _REPLACES
+    )
     # A pupil of 18 or more may consent to their guardians still being told.
-    consent_guardians: bool = False
+    consent_guardians: bool = Field(
+        default=False,
+        description="A pupil of 18+ consents to guardians being told. Absent means keep;"
+        " given replaces.",
+    )
 
     @field_validator("email")
     @classmethod
@@ -237,8 +263,14 @@ class Relation(Strict):
 
     child_id: Id
     guardian_id: Id
-    parental_responsibility: bool = False  # foreldreansvar
-    daily_care: bool = False  # daglig omsorg
+    parental_responsibility: bool = Field(
+        default=False,
+        description="Foreldreansvar. Replaces the stored value (OneRoster keeps the stored one).",
+    )
+    daily_care: bool = Field(
+        default=False,
+        description="Daglig omsorg. Replaces the stored value (OneRoster keeps the stored one).",
+    )
 
 
 class RelationFlags(BaseModel):
@@ -263,6 +295,14 @@ class FlagChange(Strict):
     """Body of the explicit flag calls. A reason is required to set a flag."""
 
     value: bool
+    reason: str = Field(min_length=3, max_length=1000)
+    actor: str = Field(min_length=1, max_length=200)
+
+
+class ProtectionChange(Strict):
+    """Body of ``PUT /v1/persons/{id}/protection``: the only call that lowers protection."""
+
+    level: Protection
     reason: str = Field(min_length=3, max_length=1000)
     actor: str = Field(min_length=1, max_length=200)
 
@@ -350,6 +390,8 @@ class MessageData(Strict):
     body: str = Field(min_length=1, max_length=20_000)
     urgency: Urgency = Urgency.normal
     read_receipt: bool = False
+    # A confidential message that would reach nobody is refused (422) unless this is true.
+    allow_no_recipients: bool = False
 
     @model_validator(mode="after")
     def _absence_not_here(self) -> MessageData:

@@ -32,6 +32,7 @@ from gateway.constants import (
     ABSENCE_CONTEXT_KEY,
     ABSENCE_MESSAGE_TYPES,
     DEFAULT_LANGUAGE,
+    NEUTRAL_KEY,
     SUPPORTED_LANGUAGES,
 )
 from gateway.errors import ConfigError
@@ -214,10 +215,19 @@ class Renderer:
         children = _context_names(context.get("children"))
         unit = _context_text(context.get("unit"))
         sender = _context_text(context.get("sender"))
+        neutral = bool(context.get(NEUTRAL_KEY))
         if sender and unit and sender != unit:
             from_name: str | None = f"{sender}, {unit}"
         else:
             from_name = sender or unit
+        absence: dict[str, Any] = context.get(ABSENCE_CONTEXT_KEY) or {}
+        if neutral:
+            # Rule 4: a protected child or co-guardian; say where from without a name.
+            unit, from_name = None, None
+            if absence:
+                kind = context.get("unit_kind")
+                place = texts.get(f"neutral_unit_{kind}", texts["neutral_unit"])
+                absence = absence | {"unit": place, "group": None}
         subject = _one_line(message.subject)
         if message.category is Category.emergency:
             subject = f"{texts['important']} {subject}"
@@ -227,7 +237,13 @@ class Renderer:
             "subject": subject,
             "body": message.body.strip(),
             "paragraphs": _paragraphs(message.body),
-            "header": texts["header"].format(sender=from_name) if from_name else None,
+            "header": (
+                texts["header"].format(sender=from_name)
+                if from_name
+                else texts["neutral_header"]
+                if neutral
+                else None
+            ),
             "concerns": (
                 texts["concerns"].format(children=_name_list(tuple(children), lang))
                 if children
@@ -241,7 +257,7 @@ class Renderer:
             "read_link": texts["read_link"],
             "read_url": read_url,
             # Absence facts (gateway/absence.py) and the texts they are told with.
-            "absence": context.get(ABSENCE_CONTEXT_KEY) or {},
+            "absence": absence,
             "t": texts,
         }
 

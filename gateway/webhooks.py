@@ -48,6 +48,7 @@ from gateway.models import (
     WebhookStatus,
     derive_id,
 )
+from gateway.pseudonyms import Names, names_for, person_ids_in, pseudonymise_data
 from gateway.settings import WebhookSettings
 from gateway.store import Store
 
@@ -179,8 +180,12 @@ class WebhookService:
         session: aiohttp.ClientSession | None = None,
         wall: Callable[[], datetime] = wall_clock,
         public_only: bool = False,
+        secret: bytes = b"",
     ) -> None:
         self.store = store
+        # Pseudonyms of protected persons for tenants without the protected scope
+        # (gateway/pseudonyms.py), the same as the status API shows.
+        self.secret = secret
         self.clock = clock
         self.settings = settings
         self.wall = wall
@@ -236,6 +241,12 @@ class WebhookService:
         messages: list[WebhookMessage] = []
         jobs: list[Job] = []
         endpoints: dict[str, list[WebhookEndpoint]] = {}
+        names: dict[str, Names] = {}
+        for tenant_id in dict.fromkeys(c.tenant_id for c in changes):
+            persons = {
+                p for c in changes if c.tenant_id == tenant_id for p in person_ids_in(c.data)
+            }
+            names[tenant_id] = await names_for(self.store, self.secret, tenant_id, persons)
         for change in changes:
             if change.tenant_id not in endpoints:
                 endpoints[change.tenant_id] = [
@@ -243,7 +254,10 @@ class WebhookService:
                     for e in await self.store.list_webhook_endpoints(change.tenant_id)
                     if e.enabled
                 ]
-            body = envelope(change)
+            name = names[change.tenant_id]
+            body = envelope(
+                change.model_copy(update={"data": pseudonymise_data(change.data, name)})
+            )
             for endpoint in endpoints[change.tenant_id]:
                 if change.type not in endpoint.event_types:
                     continue

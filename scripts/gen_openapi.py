@@ -46,6 +46,8 @@ from gateway.models import (
     FlagChange,
     Person,
     Preferences,
+    Protection,
+    ProtectionChange,
     RelationFlags,
     Role,
 )
@@ -80,6 +82,32 @@ class EventAccepted(BaseModel):
     duplicate: bool
     # absence.recorded: a repeated mark went into this earlier alert (its message id)
     deduplicated_into: str | None = None
+    # message.created: who the audience resolves to now (a preview; the status says what
+    # happened). 0 recipients is said at once; confidential content to nobody is a 422.
+    recipients: int | None = Field(
+        default=None, description="Persons the audience resolves to now (message.created)"
+    )
+    suppressed: dict[str, int] | None = Field(
+        default=None,
+        description="Reason code -> how many were left out (blocked, confidential_not_named,"
+        " no_recipient, ...), message.created only",
+    )
+
+
+class ProtectionHistoryView(BaseModel):
+    level: Protection
+    previous: Protection
+    reason: str
+    actor: str  # "import" when a directory import raised it
+    at: datetime
+
+
+class ProtectionView(BaseModel):
+    """A person's protection level and every change of it."""
+
+    person_id: str
+    protection: Protection
+    history: list[ProtectionHistoryView]
 
 
 class HistoryEntry(BaseModel):
@@ -123,6 +151,12 @@ class ChildStatus(BaseModel):
     reached: bool
     reached_by: list[str]
     reached_at: datetime | None
+    reason: Literal["no_recipient", "all_suppressed", "all_failed"] | None = Field(
+        description="Why nobody could be told about this child: nobody is related to it"
+        " (`no_recipient`), everyone related was left out (`all_suppressed`, see the"
+        " suppression records), or every send failed for good (`all_failed`); null while"
+        " somebody was or may still be told."
+    )
 
 
 class GuardianStatus(BaseModel):
@@ -142,6 +176,9 @@ class StatusSummary(BaseModel):
     children_total: int
     children_reached: int
     children_not_reached: list[str]
+    children_not_told: int = Field(
+        description="Children of the audience about whom nobody could be told (reason set)"
+    )
 
 
 class ExplanationView(BaseModel):
@@ -173,6 +210,11 @@ class AbsenceView(BaseModel):
     marks: list[str]
     cancelled_at: datetime | None
     cancel_event_id: str | None
+    unrouted: Literal["no_staff"] | None = Field(
+        default=None,
+        description="A report no contact teacher or unit staff could receive"
+        " (an `absence.unrouted` webhook was raised)",
+    )
     explanations: list[ExplanationView]
 
 
@@ -285,6 +327,7 @@ INPUT_MODELS: list[type[BaseModel]] = [
     DirectoryBatch,
     DirectoryDeletion,
     FlagChange,
+    ProtectionChange,
     Preferences,
     Device,
     EscalationSettings,
@@ -315,6 +358,7 @@ OUTPUT_MODELS: list[type[BaseModel]] = [
     ReadAck,
     DeviceList,
     Person,
+    ProtectionView,
     RelationFlags,
 ]
 
@@ -636,6 +680,36 @@ def directory_paths() -> dict[str, Any]:
                 "parameters": [path_param("person_id", "Person id")],
                 "responses": {"200": ok(Person, "The person"), **errors(401, 403, 404)},
             }
+        },
+        "/v1/persons/{person_id}/protection": {
+            "get": {
+                "tags": ["directory"],
+                "summary": "A person's protection level and its history (who, when, why)",
+                "description": "For a protected person only with the `protected` scope.",
+                "security": TENANT,
+                "parameters": [path_param("person_id", "Person id")],
+                "responses": {
+                    "200": ok(ProtectionView, "Level and history"),
+                    **errors(401, 403, 404),
+                },
+            },
+            "put": {
+                "tags": ["directory"],
+                "summary": "Set protection with a reason: the only way to lower it",
+                "description": (
+                    "Imports (directory batch, OneRoster) only ever raise protection; an"
+                    " absent or lower level keeps the stored one. This call sets any level and"
+                    " keeps the change in the history; lowering needs a key with the"
+                    " `protected` scope, and the history is shown only to such a key."
+                ),
+                "security": TENANT,
+                "parameters": [path_param("person_id", "Person id")],
+                "requestBody": json_body(ref(ProtectionChange)),
+                "responses": {
+                    "200": ok(ProtectionView, "Level and history after the change"),
+                    **errors(401, 403, 404, 413, 422),
+                },
+            },
         },
         "/v1/guardians/{guardian_id}/tokens": {
             "post": {
@@ -1064,7 +1138,8 @@ def webhook_paths() -> dict[str, Any]:
                 "summary": "Add a webhook endpoint; its `whsec_` secret is shown this once",
                 "description": (
                     "Events: `delivery.updated`, `message.read`, `message.reached`,"
-                    " `reply.received`, `absence.explained` (all when `event_types` is left"
+                    " `reply.received`, `absence.explained`, `absence.unrouted` (all when"
+                    " `event_types` is left"
                     " out). Each is POSTed"
                     " as `{type, timestamp, data}` with Standard Webhooks headers"
                     " `webhook-id` (stable across retries), `webhook-timestamp` and"

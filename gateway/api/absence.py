@@ -39,6 +39,7 @@ from gateway.models import (
     derive_id,
 )
 from gateway.settings import AbsenceSettings
+from gateway.withdrawal import visible_item
 
 
 class AbsenceReport(Strict):
@@ -149,7 +150,8 @@ async def answer_alert(
 ) -> AbsenceExplanation:
     """A guardian's answer to an alert in their inbox (the app's or the parent pages');
     NotFound when it is not an alert of theirs."""
-    if await ctx.store.inbox_item(tenant_id, guardian_id, message_id) is None:
+    # Only what the inbox shows (not withdrawn by a block, ...) can be answered.
+    if await visible_item(ctx.store, tenant_id, guardian_id, message_id, ctx.clock.now()) is None:
         raise NotFound("message not found")
     explanation_id = derive_id("inapp", tenant_id, message_id, guardian_id, body.model_dump_json())
     explanation = await absences(ctx).explain(

@@ -23,7 +23,6 @@ from gateway.api.absence import absences
 from gateway.api.context import CTX, AppContext
 from gateway.api.pages import CSRF_FIELD, full_name, read_pages, render, respond, when
 from gateway.api.staff_pages import Namer, Scope, Staff, signed_in_staff
-from gateway.api.status import Names
 from gateway.constants import (
     ABSENCE_RECORDED,
     ABSENCE_REPORTED,
@@ -31,6 +30,7 @@ from gateway.constants import (
     SCOPE_PROTECTED,
 )
 from gateway.models import Audience, DirectorySnapshot, Message, Role
+from gateway.pseudonyms import Names
 
 SCAN_LIMIT = 2000  # messages looked at for today's absence at most
 _BATCH = 200

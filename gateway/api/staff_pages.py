@@ -49,7 +49,6 @@ from gateway.api.pages import (
     when,
 )
 from gateway.api.readlinks import SECURITY_HEADERS
-from gateway.api.status import Names
 from gateway.auth import authenticate_bearer
 from gateway.constants import SCOPE_PROTECTED, SUPPRESSED_CHANNEL
 from gateway.errors import Forbidden, LinkInvalid, NotFound
@@ -64,6 +63,7 @@ from gateway.models import (
     Strict,
 )
 from gateway.notreached import Why, why_not_reached
+from gateway.pseudonyms import Names
 from gateway.render import resolve_language
 from gateway.sessions import STAFF_SESSION_SALT, PageSession, open_staff_link, staff_link
 from gateway.tracker import RecipientReach, reach

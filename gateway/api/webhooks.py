@@ -42,7 +42,12 @@ DEFAULT_MESSAGES_LIMIT = 100
 DISABLED_BY_API = "disabled"
 
 WebhookEventType = Literal[
-    "delivery.updated", "message.read", "message.reached", "reply.received", "absence.explained"
+    "delivery.updated",
+    "message.read",
+    "message.reached",
+    "reply.received",
+    "absence.explained",
+    "absence.unrouted",
 ]
 
 
