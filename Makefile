@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo demo-serve screenshots run test test-deps lint bench constraints clean
+.PHONY: demo demo-serve screenshots run test test-deps lint bench fuzz constraints clean
 
 # The pinned set (constraints.txt) over the ranges of pyproject.toml.
 $(STAMP): pyproject.toml constraints.txt
@@ -38,6 +38,9 @@ lint: $(STAMP)  ## ruff and mypy strict
 
 bench: $(STAMP) ## the emergency-broadcast benchmark (not part of the tests)
 	$(BIN)/budbringer bench
+
+fuzz: $(STAMP)  ## schemathesis against the running API, tenant key and guardian token: no 5xx
+	$(BIN)/python -m scripts.fuzz
 
 constraints: $(STAMP) ## re-pin constraints.txt to what the venv has now
 	@{ sed -n '1,3p' constraints.txt; $(BIN)/python -m pip freeze --exclude-editable | grep -v '^budbringer'; } > constraints.txt.new

@@ -1,7 +1,7 @@
 """Pydantic models of the directory, events, messages and deliveries.
 
 These are the shapes every layer shares. ``models`` imports nothing of ours
-but ``constants``.
+but ``constants`` and ``headertext``.
 """
 
 from __future__ import annotations
@@ -13,11 +13,31 @@ from typing import Annotated, Any, Literal
 
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from gateway.constants import DEFAULT_PHONE_REGION, DEFAULT_TIME_ZONE
+from gateway.headertext import header_text_problem
 
 Id = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:\-]+$")]
+
+
+def _header_safe(value: str) -> str:
+    problem = header_text_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
+# Text that may reach an email header (subjects, names): no control characters, also
+# not inside RFC 2047 encoded words (gateway/headertext.py).
+HeaderText = Annotated[str, AfterValidator(_header_safe)]
 
 
 class Strict(BaseModel):
@@ -159,9 +179,9 @@ def normalise_email(value: str) -> str:
 class Unit(Strict):
     id: Id
     kind: UnitKind
-    name: str = Field(min_length=1, max_length=200)
+    name: HeaderText = Field(min_length=1, max_length=200)
     time_zone: str = DEFAULT_TIME_ZONE
-    sender_name: str | None = Field(default=None, max_length=200)
+    sender_name: HeaderText | None = Field(default=None, max_length=200)
     # SMS sender: alphanumeric id (1-11), an E.164 number or a Messaging Service SID.
     sms_sender: str | None = Field(default=None, max_length=34)
 
@@ -181,7 +201,7 @@ class Group(Strict):
     id: Id
     unit_id: Id
     kind: GroupKind
-    name: str = Field(min_length=1, max_length=200)
+    name: HeaderText = Field(min_length=1, max_length=200)
 
 
 class Preferences(Strict):
@@ -207,8 +227,10 @@ class Person(Strict):
 
     id: Id
     role: Role = Field(description="Replaces the stored value.")
-    given_name: str = Field(min_length=1, max_length=200, description="Replaces the stored value.")
-    family_name: str = Field(default="", max_length=200, description=_REPLACES)
+    given_name: HeaderText = Field(
+        min_length=1, max_length=200, description="Replaces the stored value."
+    )
+    family_name: HeaderText = Field(default="", max_length=200, description=_REPLACES)
     birth_date: date | None = Field(
         default=None, description="Required for children and learners. " + _REPLACES
     )
@@ -367,7 +389,20 @@ class DirectorySnapshot(BaseModel):
 # --------------------------------------------------------------------------- events
 
 
+# The audience rule in JSON Schema: at least one of the lists has an id.
+_AUDIENCE_NOT_EMPTY: dict[str, Any] = {
+    "anyOf": [
+        {"required": [name], "properties": {name: {"minItems": 1}}}
+        for name in ("children", "groups", "units", "guardians", "staff")
+    ]
+}
+
+
 class Audience(Strict):
+    model_config = ConfigDict(
+        extra="forbid", str_strip_whitespace=True, json_schema_extra=_AUDIENCE_NOT_EMPTY
+    )
+
     children: list[Id] = Field(default_factory=list, max_length=100_000)
     groups: list[Id] = Field(default_factory=list, max_length=10_000)
     units: list[Id] = Field(default_factory=list, max_length=10_000)
@@ -383,10 +418,10 @@ class Audience(Strict):
 
 class MessageData(Strict):
     sender_id: Id | None = None  # the staff member who sends
-    sender_name: str | None = Field(default=None, max_length=200)
+    sender_name: HeaderText | None = Field(default=None, max_length=200)
     audience: Audience
     category: Category = Category.general
-    subject: str = Field(min_length=1, max_length=200)
+    subject: HeaderText = Field(min_length=1, max_length=200)
     body: str = Field(min_length=1, max_length=20_000)
     urgency: Urgency = Urgency.normal
     read_receipt: bool = False
@@ -671,7 +706,7 @@ class Lesson(Strict):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, populate_by_name=True)
 
     number: int | None = Field(default=None, ge=0, le=20)
-    name: str | None = Field(default=None, min_length=1, max_length=100)
+    name: HeaderText | None = Field(default=None, min_length=1, max_length=100)
     start: time | None = Field(default=None, alias="from")
     end: time | None = Field(default=None, alias="to")
 

@@ -35,7 +35,13 @@ from standardwebhooks.webhooks import Webhook
 from yarl import URL
 
 from gateway import __version__
-from gateway.addresses import PublicOnlyResolver, is_ip_literal, parse_networks, permitted
+from gateway.addresses import (
+    AddressRefused,
+    Network,
+    PublicOnlyResolver,
+    check_literal,
+    parse_networks,
+)
 from gateway.clock import Clock
 from gateway.constants import JOB_WEBHOOK_FANOUT, JOB_WEBHOOK_SEND
 from gateway.metrics import WEBHOOK_ATTEMPTS
@@ -155,6 +161,14 @@ def retry_delay(
     if retry_after is not None:
         delay = max(delay, min(retry_after, settings.max_retry_after))
     return delay
+
+
+def _refused_literal(host: str, allowed: Sequence[Network]) -> bool:
+    try:
+        check_literal(host, allowed)
+    except AddressRefused:
+        return True
+    return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -389,8 +403,9 @@ class WebhookService:
         retry_after: float | None = None
         code: str | None
         host = URL(endpoint.url).host or ""
-        # aiohttp does not ask the resolver about a literal IP: check it here.
-        if self.public_only and is_ip_literal(host) and not permitted(host, self._allowed):
+        # aiohttp does not ask the resolver about a literal IP: check it here. Names are
+        # checked by the resolver, on every connection.
+        if self.public_only and _refused_literal(host, self._allowed):
             attempt = WebhookAttempt(
                 at=at, status_code=None, duration_ms=0, error="address_not_public", response=None
             )
@@ -410,6 +425,9 @@ class WebhookService:
             code = None if 200 <= status < 300 else f"http_{status}"
         except TimeoutError:
             code = "timeout"
+        except aiohttp.ClientConnectorError as exc:
+            refused = isinstance(exc.os_error, AddressRefused)
+            code = "address_not_public" if refused else "connection_error"
         except aiohttp.ClientConnectionError:
             code = "connection_error"
         except aiohttp.ClientError:

@@ -387,11 +387,15 @@ def errors(*codes: int) -> dict[str, Any]:
         403: "Not allowed for this caller",
         404: "Not found (or another tenant's)",
         409: "Conflict",
+        400: "Malformed body: not UTF-8 (or with a byte order mark), JSON nested deeper"
+        " than 32 levels, a number longer than 40 characters, a form that cannot be read",
         413: "Body too large",
-        415: "Unsupported Content-Type",
+        415: "Unsupported Content-Type, or a charset other than UTF-8",
         422: "Invalid input; `errors` names each location",
     }
-    return {str(code): ok(Error, words[code]) for code in codes}
+    if 413 in codes:  # every route that reads a body reads it the same way (api/body.py)
+        codes = (400, *codes, 415) if 415 not in codes else (400, *codes)
+    return {str(code): ok(Error, words[code]) for code in sorted(codes)}
 
 
 def path_param(name: str, description: str, **schema: Any) -> dict[str, Any]:
@@ -1015,6 +1019,7 @@ def read_link_paths() -> dict[str, Any]:
                 },
                 "responses": {
                     "303": {"description": "Read recorded; see `/r/{token}?done=1`"},
+                    **errors(400),
                     "403": {"description": "Friendly page: missing or wrong form field", **page},
                     "404": invalid,
                     "410": gone,
@@ -1096,6 +1101,7 @@ def unsubscribe_paths() -> dict[str, Any]:
                 },
                 "responses": {
                     **html("Done (or: cannot be switched off by email)"),
+                    **errors(400),
                     "403": {"description": "Friendly page: neither one-click nor the form", **page},
                     "404": invalid,
                     "410": gone,

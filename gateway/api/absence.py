@@ -198,7 +198,7 @@ async def put_settings(request: web.Request) -> web.Response:
             "the body is not valid",
             errors=[{"loc": [], "message": "must be a JSON object", "type": "dict_type"}],
         )
-    policy = to_model(AbsenceSettings, {**ctx.settings.absence.model_dump(), **override})
+    policy = to_model(AbsenceSettings, {**ctx.settings.absence.model_dump(mode="json"), **override})
     await ctx.store.set_absence_settings(tenant.id, override or None)
     return web.json_response(policy.model_dump(mode="json"))
 

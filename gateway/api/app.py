@@ -27,6 +27,7 @@ from gateway.api import (
 from gateway.api.access import access_middleware
 from gateway.api.context import CTX, AppContext
 from gateway.errors import InputError
+from gateway.logs import route_of
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             headers={k: v for k, v in exc.headers.items() if k.lower() == "allow"},
         )
     except Exception:
-        log.exception("unhandled error", extra={"path": request.path, "method": request.method})
+        log.exception(
+            "unhandled error", extra={"route": route_of(request), "method": request.method}
+        )
         return web.json_response(
             {"error": "internal", "message": "internal error; it has been logged"}, status=500
         )

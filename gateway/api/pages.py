@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 from aiohttp import web
 from babel.dates import format_date, format_time
 
+from gateway.api.body import read_form
 from gateway.api.context import CTX, AppContext
 from gateway.api.readlinks import DEFAULT_TEMPLATES, PAGES, SECURITY_HEADERS, ReadPages
 from gateway.constants import DEFAULT_TIME_ZONE
@@ -123,10 +124,7 @@ async def checked_form(request: web.Request, session: PageSession) -> dict[str, 
     session and the browser does not say it comes from another site; None otherwise."""
     if request.headers.get("Sec-Fetch-Site", "same-origin") == "cross-site":
         return None
-    try:
-        form = await request.post()
-    except ValueError:  # a malformed multipart or urlencoded body
-        return None
+    form = await read_form(request)  # a malformed body: 400
     if not session.csrf_valid(request.app[CTX].secret, form.get(CSRF_FIELD)):
         return None
     fields: dict[str, list[str]] = {}

@@ -28,6 +28,7 @@ from babel.dates import format_date, format_time
 from babel.lists import format_list
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
+from gateway.api.body import read_form
 from gateway.api.context import CTX, AppContext
 from gateway.constants import DEFAULT_TIME_ZONE
 from gateway.errors import ConfigError, LinkExpired, LinkInvalid
@@ -222,10 +223,7 @@ async def _csrf_value(request: web.Request) -> str | None:
     # A browser says where a form post comes from; refuse another site outright.
     if request.headers.get("Sec-Fetch-Site", "same-origin") == "cross-site":
         return None
-    try:
-        form = await request.post()
-    except ValueError:  # a malformed multipart or urlencoded body
-        return None
+    form = await read_form(request)  # a malformed body: 400
     value = form.get(CSRF_FIELD)
     return value if isinstance(value, str) else None
 

@@ -31,6 +31,7 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.api.body import read_form
 from gateway.api.context import CTX, AppContext
 from gateway.api.readlinks import CSRF_FIELD, DEFAULT_TEMPLATES, PAGES, SECURITY_HEADERS, ReadPages
 from gateway.constants import MANDATORY_CATEGORIES
@@ -185,10 +186,7 @@ async def unsubscribe_page(request: web.Request) -> web.Response:
 async def _allowed(request: web.Request, ctx: AppContext, token: str) -> bool:
     """A one-click POST (RFC 8058: no CSRF field, from anywhere) or our own form's POST
     (its CSRF field, and not from another site)."""
-    try:
-        form = await request.post()
-    except ValueError:  # a malformed multipart or urlencoded body
-        return False
+    form = await read_form(request)  # a malformed body: 400
     if form.get(ONE_CLICK_FIELD) == ONE_CLICK_VALUE:
         return True
     if request.headers.get("Sec-Fetch-Site", "same-origin") == "cross-site":
