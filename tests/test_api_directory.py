@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from gateway.auth import create_tenant
+from gateway.auth import create_api_key, create_tenant
 from gateway.clock import ManualClock
-from gateway.models import Audience, RelationFlags
+from gateway.models import Audience, RelationFlags, Scope
 from gateway.settings import Settings
 from gateway.store import Store
 
@@ -331,7 +331,9 @@ async def test_a_protected_person_needs_the_protected_scope(app_client, tenant, 
     assert resp.status == 403
     assert "Ola" not in await resp.text() and "+4790012345" not in await resp.text()
     assert (await app_client.get("/v1/persons/p2", headers=auth(tenant.api_key))).status == 200
-    await store.set_tenant_scopes(tenant.tenant.id, ["staff", "protected"])
-    resp = await app_client.get("/v1/persons/p1", headers=auth(tenant.api_key))
+    _, key = await create_api_key(
+        store, tenant.tenant.id, [Scope.directory, Scope.protected], datetime.now(UTC)
+    )
+    resp = await app_client.get("/v1/persons/p1", headers=auth(key))
     assert resp.status == 200
     assert (await resp.json())["phone"] == "+4790012345"

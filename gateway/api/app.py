@@ -13,6 +13,7 @@ from gateway.api import (
     escalation,
     events,
     guardian,
+    keys,
     oneroster,
     ops,
     providers,
@@ -69,6 +70,7 @@ def create_app(ctx: AppContext) -> web.Application:
         unsubscribe,
         webhooks,
         absence,
+        keys,
     ):
         module.setup(app)
     return app

@@ -1,7 +1,7 @@
 """Directory routes: the platform loads units, groups, persons and relations; staff set
 the manual relation flags; the platform asks for guardian tokens for the parent app.
 
-All routes here take the tenant API key (``Authorization: Bearer bbk_...``).
+All routes here take a tenant API key with the ``directory`` scope.
 """
 
 from __future__ import annotations
@@ -15,10 +15,18 @@ from pydantic import BaseModel
 from gateway.api.body import read_model
 from gateway.api.context import CTX
 from gateway.api.guardian import mandatory_channel_errors
-from gateway.auth import authenticate_bearer
-from gateway.constants import ADULT_AGE, DEFAULT_TIME_ZONE, SCOPE_PROTECTED
+from gateway.auth import authenticate_bearer, key_has
+from gateway.constants import ADULT_AGE, DEFAULT_TIME_ZONE
 from gateway.errors import Forbidden, NotFound, ValidationFailed
-from gateway.models import DirectoryBatch, DirectoryDeletion, FlagChange, Person, Protection, Role
+from gateway.models import (
+    DirectoryBatch,
+    DirectoryDeletion,
+    FlagChange,
+    Person,
+    Protection,
+    Role,
+    Scope,
+)
 from gateway.tokens import issue_guardian_token
 
 FLAGS = frozenset({"information_granted", "blocked"})
@@ -34,7 +42,7 @@ class GuardianToken(BaseModel):
 async def post_directory(request: web.Request) -> web.Response:
     """Upsert a batch, all or nothing: 200 ``{"applied": counts}``, or 422 naming row and field."""
     ctx = request.app[CTX]
-    tenant = await authenticate_bearer(request, ctx.store)
+    tenant = await authenticate_bearer(request, ctx.store, ctx.clock.now(), Scope.directory)
     batch = await read_model(request, DirectoryBatch, ctx.settings.max_body_bytes)
     errors = [
         err
@@ -50,7 +58,7 @@ async def post_directory(request: web.Request) -> web.Response:
 async def post_directory_delete(request: web.Request) -> web.Response:
     """Delete rows by id, all or nothing: 200 ``{"deleted": counts}``; unknown ids are 422."""
     ctx = request.app[CTX]
-    tenant = await authenticate_bearer(request, ctx.store)
+    tenant = await authenticate_bearer(request, ctx.store, ctx.clock.now(), Scope.directory)
     deletion = await read_model(request, DirectoryDeletion, ctx.settings.max_body_bytes)
     counts = await ctx.store.delete_directory(tenant.id, deletion)
     return web.json_response({"deleted": counts})
@@ -59,7 +67,7 @@ async def post_directory_delete(request: web.Request) -> web.Response:
 async def put_relation_flag(request: web.Request) -> web.Response:
     """Set ``information_granted`` or ``blocked`` with a reason: the only way flags change."""
     ctx = request.app[CTX]
-    tenant = await authenticate_bearer(request, ctx.store)
+    tenant = await authenticate_bearer(request, ctx.store, ctx.clock.now(), Scope.directory)
     flag = request.match_info["flag"]
     if flag not in FLAGS:
         raise NotFound("unknown flag; use information_granted or blocked")
@@ -80,15 +88,13 @@ async def put_relation_flag(request: web.Request) -> web.Response:
 async def get_person(request: web.Request) -> web.Response:
     """One person record of this tenant (404 for another tenant's)."""
     ctx = request.app[CTX]
-    tenant = await authenticate_bearer(request, ctx.store)
+    tenant = await authenticate_bearer(request, ctx.store, ctx.clock.now(), Scope.directory)
     person = await ctx.store.get_person(tenant.id, request.match_info["person_id"])
     if person is None:
         raise NotFound("person not found")
     # A protected address (rule 4): the record is shown only to keys with that scope,
     # as in the message status, where such persons appear as pseudonyms.
-    if person.protection is not Protection.none and SCOPE_PROTECTED not in (
-        await ctx.store.get_tenant_scopes(tenant.id)
-    ):
+    if person.protection is not Protection.none and not key_has(request, Scope.protected):
         raise Forbidden("this person has a protected address; the key needs the protected scope")
     return web.json_response(person.model_dump(mode="json"))
 
@@ -117,7 +123,7 @@ async def post_guardian_token(request: web.Request) -> web.Response:
     (staff, children under 18).
     """
     ctx = request.app[CTX]
-    tenant = await authenticate_bearer(request, ctx.store)
+    tenant = await authenticate_bearer(request, ctx.store, ctx.clock.now(), Scope.directory)
     person = await ctx.store.get_person(tenant.id, request.match_info["guardian_id"])
     if person is None:
         raise NotFound("person not found")

@@ -20,6 +20,7 @@ from gateway.api.context import CTX
 from gateway.auth import authenticate_bearer
 from gateway.constants import DEFAULT_PHONE_REGION, DEFAULT_TIME_ZONE
 from gateway.errors import ValidationFailed
+from gateway.models import Scope
 from gateway.oneroster import (
     DEFAULT_RESPONSIBILITY_ROLES,
     ImportOptions,
@@ -86,7 +87,7 @@ async def post_oneroster(request: web.Request) -> web.Response:
     Content-Type.
     """
     ctx = request.app[CTX]
-    tenant = await authenticate_bearer(request, ctx.store)
+    tenant = await authenticate_bearer(request, ctx.store, ctx.clock.now(), Scope.directory)
     if request.content_type.lower() != ZIP:
         raise web.HTTPUnsupportedMediaType()  # the JSON error says unsupported_media_type
     query = _query(request.query)

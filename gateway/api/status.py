@@ -26,10 +26,10 @@ from aiohttp import web
 
 from gateway.api.absence import absences
 from gateway.api.context import CTX
-from gateway.auth import authenticate_bearer
-from gateway.constants import SCOPE_PROTECTED, SUPPRESSED_CHANNEL
+from gateway.auth import authenticate_bearer, key_has
+from gateway.constants import SUPPRESSED_CHANNEL
 from gateway.errors import NotFound
-from gateway.models import Delivery, Reply, StatusChange
+from gateway.models import Delivery, Reply, Scope, StatusChange
 from gateway.tracker import ChildReach, Reach, RecipientReach, reach
 
 PSEUDONYM_PREFIX = "protected-"
@@ -120,7 +120,7 @@ def _summary(view: Reach, name: Names) -> dict[str, Any]:
 async def get_message(request: web.Request) -> web.Response:
     """The status of one message of the calling tenant; another tenant's is 404."""
     ctx = request.app[CTX]
-    tenant = await authenticate_bearer(request, ctx.store)
+    tenant = await authenticate_bearer(request, ctx.store, ctx.clock.now(), Scope.status)
     message = await ctx.store.get_message(tenant.id, request.match_info["id"])
     if message is None:
         raise NotFound("no such message")
@@ -131,7 +131,7 @@ async def get_message(request: web.Request) -> web.Response:
     view = reach(message, deliveries, await ctx.store.list_reads(tenant.id, message.id))
     absence = await absences(ctx).status(message)
     protected: set[str] = set()
-    if SCOPE_PROTECTED not in await ctx.store.get_tenant_scopes(tenant.id):
+    if not key_has(request, Scope.protected):
         persons = {d.recipient_id for d in deliveries} | set(view.children)
         persons.update(r.person_id for r in replies if r.person_id)
         persons.update(absence.persons if absence is not None else ())

@@ -26,6 +26,7 @@ import aiosqlite
 from gateway.constants import SUPPRESSED_CHANNEL
 from gateway.errors import Conflict, NotFound, StoreError, ValidationFailed
 from gateway.models import (
+    ApiKey,
     Audience,
     Category,
     Delivery,
@@ -52,6 +53,7 @@ from gateway.models import (
     UnitKind,
     Urgency,
     can_transition,
+    first_api_key,
 )
 from gateway.store import FlagHistoryEntry, SendOutcome
 from gateway.store.directory_checks import (
@@ -63,6 +65,7 @@ from gateway.store.directory_checks import (
 )
 from gateway.store.sqlite_absence import AbsenceMixin
 from gateway.store.sqlite_base import SqliteParts, dt, dt_opt, id_list, to_json, ts, ts_opt
+from gateway.store.sqlite_keys import KeysMixin, insert_api_key, migrate_api_keys
 from gateway.store.sqlite_postpone import PostponeMixin
 from gateway.store.sqlite_ratelimit import RateLimitMixin
 from gateway.store.sqlite_retention import RetentionMixin
@@ -428,6 +431,7 @@ class SqliteStore(
     RateLimitMixin,
     RetentionMixin,
     AbsenceMixin,
+    KeysMixin,
     SqliteParts,
 ):
     """The :class:`gateway.store.Store` on one SQLite file (WAL, one writer connection)."""
@@ -488,6 +492,7 @@ class SqliteStore(
                 for statement in schema.split(";"):
                     if statement.strip():
                         await db.execute(statement)
+            await migrate_api_keys(db)
             rows = list(await db.execute_fetchall("SELECT version FROM schema_version"))
             if not rows:
                 await db.execute(
@@ -560,7 +565,7 @@ class SqliteStore(
 
     # ------------------------------------------------------------------ tenants
 
-    async def create_tenant(self, tenant: Tenant) -> None:
+    async def create_tenant(self, tenant: Tenant, first_key: ApiKey | None = None) -> None:
         async with self._write() as db:
             try:
                 await db.execute(
@@ -576,9 +581,7 @@ class SqliteStore(
                 )
             except sqlite3.IntegrityError as exc:
                 raise Conflict("a tenant with this id or key exists already") from exc
-
-    async def tenant_by_key_hash(self, api_key_hash: str) -> Tenant | None:
-        return await self._one_tenant("api_key_hash", api_key_hash)
+            await insert_api_key(db, first_key or first_api_key(tenant))
 
     async def get_tenant(self, tenant_id: str) -> Tenant | None:
         return await self._one_tenant("id", tenant_id)
