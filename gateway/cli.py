@@ -138,7 +138,7 @@ async def _import_oneroster(settings: Settings, args: argparse.Namespace) -> int
     path = Path(args.path)
     try:
         if path.is_file():
-            result = load_oneroster_zip(path.read_bytes(), options)
+            result = load_oneroster_zip(path.read_bytes(), options, limits=settings.archive)
         else:
             result = load_oneroster(path, options)
         if args.dry_run:

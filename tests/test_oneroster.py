@@ -42,7 +42,7 @@ from gateway.oneroster import (
     read_oneroster_zip,
     unit_kind,
 )
-from gateway.settings import Settings
+from gateway.settings import ArchiveSettings, Settings
 from gateway.store import Store
 from gateway.store.sqlite import SqliteStore
 from tests.conftest import TenantCreds
@@ -349,7 +349,7 @@ def test_zip_errors() -> None:
         read_oneroster_zip(b"not a zip at all")
     assert errors_of(exc) == [("archive", "not a zip archive")]
     with pytest.raises(PayloadTooLarge):
-        load_oneroster_zip(zipped(NORDBY), max_uncompressed=1000)
+        load_oneroster_zip(zipped(NORDBY), limits=ArchiveSettings(max_total_bytes=1024))
 
 
 @needs_samples

@@ -100,7 +100,7 @@ async def post_oneroster(request: web.Request) -> web.Response:
         today=ctx.clock.now().astimezone(ZoneInfo(DEFAULT_TIME_ZONE)).date(),
     )
     # Parsing a municipality's export takes a while: keep the event loop free meanwhile.
-    result = await asyncio.to_thread(load_oneroster_zip, raw, options)
+    result = await asyncio.to_thread(load_oneroster_zip, raw, options, limits=ctx.settings.archive)
     dry_run = bool(query.get("dry_run", False))
     applied = (
         counts(result.batch)
