@@ -23,6 +23,7 @@ from gateway.api import (
     webhooks,
 )
 from gateway.api.context import CTX, AppContext
+from gateway.api.limits import body_deadline
 from gateway.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 def create_app(ctx: AppContext) -> web.Application:
     app = web.Application(
-        middlewares=[error_middleware], client_max_size=ctx.settings.max_body_bytes
+        middlewares=[error_middleware, body_deadline], client_max_size=ctx.settings.max_body_bytes
     )
     app[CTX] = ctx
     for module in (

@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from gateway.api.body import read_model
 from gateway.api.context import CTX
 from gateway.api.guardian import mandatory_channel_errors
+from gateway.api.limits import body_limit
 from gateway.auth import authenticate_bearer, key_has
 from gateway.constants import ADULT_AGE, DEFAULT_TIME_ZONE
 from gateway.errors import Forbidden, NotFound, ValidationFailed
@@ -43,7 +44,7 @@ async def post_directory(request: web.Request) -> web.Response:
     """Upsert a batch, all or nothing: 200 ``{"applied": counts}``, or 422 naming row and field."""
     ctx = request.app[CTX]
     tenant = await authenticate_bearer(request, ctx.store, ctx.clock.now(), Scope.directory)
-    batch = await read_model(request, DirectoryBatch, ctx.settings.max_body_bytes)
+    batch = await read_model(request, DirectoryBatch, body_limit(request))
     errors = [
         err
         for guardian_id, prefs in batch.preferences.items()

@@ -17,6 +17,7 @@ from pydantic import BaseModel
 
 from gateway.api.body import read_raw
 from gateway.api.context import CTX
+from gateway.api.limits import body_limit
 from gateway.auth import authenticate_bearer
 from gateway.constants import DEFAULT_PHONE_REGION, DEFAULT_TIME_ZONE
 from gateway.errors import ValidationFailed
@@ -91,7 +92,7 @@ async def post_oneroster(request: web.Request) -> web.Response:
     if request.content_type.lower() != ZIP:
         raise web.HTTPUnsupportedMediaType()  # the JSON error says unsupported_media_type
     query = _query(request.query)
-    raw = await read_raw(request, ctx.settings.max_body_bytes)
+    raw = await read_raw(request, body_limit(request))
     options = ImportOptions(
         phone_region=query.get("phone_region", DEFAULT_PHONE_REGION),
         assume_minor=query.get("assume_minor", False),
