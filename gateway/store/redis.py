@@ -24,6 +24,7 @@ scripts in :mod:`gateway.store.redis_lua`, the deployment notes in docs/redis.md
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -535,7 +536,8 @@ class RedisStore(TrackingMixin, WebhookMixin, AbsenceMixin, KeysMixin, RedisPart
     async def apply_directory(self, tenant_id: str, batch: DirectoryBatch) -> dict[str, int]:
         async def body(pipe: Any) -> int:
             known = await self._known_for(tenant_id, batch)
-            errors = batch_errors(batch, known)
+            # 100,000s of rows: checked and queued in a thread, so the loop keeps serving.
+            errors = await asyncio.to_thread(batch_errors, batch, known)
             if errors:
                 raise ValidationFailed(
                     "the directory batch refers to unknown or unfit rows; nothing was written",
@@ -549,7 +551,16 @@ class RedisStore(TrackingMixin, WebhookMixin, AbsenceMixin, KeysMixin, RedisPart
                 read.hmget(self._t(tenant_id, "prefs"), list(batch.preferences) or ["-"])
                 old_persons, old_groups, prefs = await read.execute()
             pipe.multi()
-            self._queue_upserts(pipe, tenant_id, batch, persons, groups, old_persons, old_groups)
+            await asyncio.to_thread(
+                self._queue_upserts,
+                pipe,
+                tenant_id,
+                batch,
+                persons,
+                groups,
+                old_persons,
+                old_groups,
+            )
             applied = 0
             for (person_id, p), cur in zip(batch.preferences.items(), prefs, strict=False):
                 if cur is None or cur.startswith("i"):  # "g": the guardian's own, kept
