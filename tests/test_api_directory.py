@@ -303,6 +303,28 @@ async def test_no_token_for_staff_or_minors(
     assert resp.status == 403
 
 
+async def test_no_token_for_a_guardian_blocked_on_every_relation(app_client, tenant) -> None:
+    body = batch()
+    body["relations"].append({"child_id": "adult", "guardian_id": "p1"})
+    await load(app_client, tenant.api_key, body)
+    block = {"value": True, "reason": "Court order 2026-11-01", "actor": "rektor"}
+    for child in ("c1", "adult"):
+        resp = await app_client.put(
+            f"/v1/relations/{child}/p1/flags/blocked", json=block, headers=auth(tenant.api_key)
+        )
+        assert resp.status == 200
+        # One relation still open: the guardian may still be told (named, or about it).
+        resp = await app_client.post("/v1/guardians/p1/tokens", headers=auth(tenant.api_key))
+        assert resp.status == (201 if child == "c1" else 403)
+    body = await resp.json()
+    assert body["message"] == (
+        "this guardian is blocked on every relation and may not use the parent app"
+    )
+    # Without parental responsibility but not blocked: may still be named in a message.
+    resp = await app_client.post("/v1/guardians/p2/tokens", headers=auth(tenant.api_key))
+    assert resp.status == 201
+
+
 async def test_no_token_for_unknown_person(app_client, tenant) -> None:
     resp = await app_client.post("/v1/guardians/nobody/tokens", headers=auth(tenant.api_key))
     assert resp.status == 404

@@ -20,6 +20,7 @@ from gateway.auth import authenticate_bearer, key_has
 from gateway.constants import ADULT_AGE, DEFAULT_TIME_ZONE
 from gateway.errors import Forbidden, NotFound, ValidationFailed
 from gateway.models import (
+    Audience,
     DirectoryBatch,
     DirectoryDeletion,
     FlagChange,
@@ -28,6 +29,7 @@ from gateway.models import (
     Role,
     Scope,
 )
+from gateway.resolver import blocked_everywhere
 from gateway.tokens import issue_guardian_token
 
 FLAGS = frozenset({"information_granted", "blocked"})
@@ -121,7 +123,7 @@ async def post_guardian_token(request: web.Request) -> web.Response:
     """A short-lived token for the parent app: 201 ``{"token", "expires_at"}``.
 
     404 if the person is not in this tenant; 403 if they may not use the app
-    (staff, children under 18).
+    (staff, children under 18, a guardian blocked on every relation).
     """
     ctx = request.app[CTX]
     tenant = await authenticate_bearer(request, ctx.store, ctx.clock.now(), Scope.directory)
@@ -131,6 +133,13 @@ async def post_guardian_token(request: web.Request) -> web.Response:
     now = ctx.clock.now()
     if not may_use_parent_app(person, now):
         raise Forbidden("this person may not use the parent app")
+    if person.role is Role.guardian:
+        snapshot = await ctx.store.load_audience(tenant.id, Audience(guardians=[person.id]))
+        mine = [r for r in snapshot.relations if r.guardian_id == person.id]
+        if blocked_everywhere(mine):
+            raise Forbidden(
+                "this guardian is blocked on every relation and may not use the parent app"
+            )
     token, expires_at = issue_guardian_token(
         ctx.secret, tenant.id, person.id, now, ctx.settings.guardian_token_ttl
     )
