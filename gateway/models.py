@@ -802,6 +802,17 @@ class AbsenceClaim(BaseModel):
     body_hash: str
 
 
+class AlertPhone(BaseModel):
+    """An absence alert whose recipient has this phone number: what an SMS answer from the
+    number may be about (matched across tenants, gateway/absence.py). Personal data."""
+
+    phone: str  # E.164
+    tenant_id: str
+    message_id: str
+    person_id: str
+    at: datetime
+
+
 class AbsenceExplanation(BaseModel):
     """A guardian's answer to an alert. Personal data: shown to staff, never logged."""
 

@@ -26,6 +26,7 @@ from gateway.models import (
     AbsenceClaim,
     AbsenceExplanation,
     AbsenceRecord,
+    AlertPhone,
     ApiKey,
     Audience,
     Change,
@@ -545,6 +546,14 @@ class Store(Protocol):
 
     async def add_absence_explanation(self, explanation: AbsenceExplanation) -> bool:
         """Store a guardian's explanation; False if its id exists already."""
+
+    async def add_alert_phones(self, rows: Sequence[AlertPhone]) -> None:
+        """Remember the phone numbers of an alert's recipients (a row again is kept once);
+        rows older than two days are dropped on the way."""
+
+    async def alert_phones(self, phone: str, since: datetime) -> list[AlertPhone]:
+        """The alerts of every tenant whose recipients have this number, from ``since`` on,
+        oldest first."""
 
     async def list_absence_explanations(
         self, tenant_id: str, message_id: str

@@ -79,6 +79,7 @@ from gateway.store.directory_checks import (
     reference_error,
 )
 from gateway.store.redis_absence import AbsenceMixin
+from gateway.store.redis_alert_phones import AlertPhonesMixin
 from gateway.store.redis_base import (
     Lua,
     RedisParts,
@@ -354,7 +355,9 @@ def _job(f: list[Any]) -> Job:
 # --------------------------------------------------------------------------- the store
 
 
-class RedisStore(TrackingMixin, WebhookMixin, AbsenceMixin, KeysMixin, RedisParts):
+class RedisStore(
+    TrackingMixin, WebhookMixin, AbsenceMixin, KeysMixin, AlertPhonesMixin, RedisParts
+):
     """The :class:`gateway.store.Store` on Redis. ``url`` is a redis:// or rediss:// URL
     (``?cluster=1``: of any node of a Redis Cluster, through redis-py's RedisCluster);
     a ``prefix`` query parameter (or the keyword) names the keyspace, ``bb`` by default.

@@ -64,6 +64,7 @@ from gateway.store.directory_checks import (
     reference_error,
 )
 from gateway.store.sqlite_absence import AbsenceMixin
+from gateway.store.sqlite_alert_phones import AlertPhonesMixin
 from gateway.store.sqlite_base import SqliteParts, dt, dt_opt, id_list, to_json, ts, ts_opt
 from gateway.store.sqlite_keys import KeysMixin, insert_api_key, migrate_api_keys
 from gateway.store.sqlite_postpone import PostponeMixin
@@ -448,6 +449,7 @@ class SqliteStore(
     RetentionMixin,
     AbsenceMixin,
     KeysMixin,
+    AlertPhonesMixin,
     SqliteParts,
 ):
     """The :class:`gateway.store.Store` on one SQLite file (WAL, one writer connection)."""
