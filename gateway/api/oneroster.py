@@ -21,6 +21,7 @@ from gateway.api.limits import body_limit
 from gateway.auth import authenticate_bearer
 from gateway.constants import DEFAULT_PHONE_REGION, DEFAULT_TIME_ZONE
 from gateway.errors import ValidationFailed
+from gateway.gcpause import gc_paused
 from gateway.models import Scope
 from gateway.oneroster import (
     DEFAULT_RESPONSIBILITY_ROLES,
@@ -100,17 +101,24 @@ async def post_oneroster(request: web.Request) -> web.Response:
         responsibility_roles=query.get("responsibility_roles", DEFAULT_RESPONSIBILITY_ROLES),
         today=ctx.clock.now().astimezone(ZoneInfo(DEFAULT_TIME_ZONE)).date(),
     )
-    # Parsing a municipality's export takes a while: keep the event loop free meanwhile.
-    result = await asyncio.to_thread(load_oneroster_zip, raw, options, limits=ctx.settings.archive)
     dry_run = bool(query.get("dry_run", False))
-    applied = (
-        counts(result.batch)
-        if dry_run
-        else await apply_oneroster(ctx.store, tenant.id, result.batch)
-    )
-    body = OneRosterApplied(
-        applied=applied, skipped=result.skipped, warnings=result.warnings, dry_run=dry_run
-    )
+    # A municipality's export is a big batch (see post_directory): parsed in a thread,
+    # no full GC passes meanwhile, freed in a thread.
+    with gc_paused():
+        result = await asyncio.to_thread(
+            load_oneroster_zip, raw, options, limits=ctx.settings.archive
+        )
+        applied = (
+            counts(result.batch)
+            if dry_run
+            else await apply_oneroster(ctx.store, tenant.id, result.batch)
+        )
+        body = OneRosterApplied(
+            applied=applied, skipped=result.skipped, warnings=result.warnings, dry_run=dry_run
+        )
+        held = [result]
+        del result
+        await asyncio.to_thread(held.clear)
     return web.json_response(body.model_dump(mode="json"))
 
 
