@@ -4,7 +4,6 @@ a dribbled request head and a dribbled body are cut off, connections are capped.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections.abc import AsyncIterator
 
@@ -46,10 +45,14 @@ async def dribble(writer: asyncio.StreamWriter, reader: asyncio.StreamReader, by
         except ConnectionError:
             return sent
         sent += 1
-        with contextlib.suppress(TimeoutError):
+        try:
             async with asyncio.timeout(0.25):
                 if reader.at_eof() or await reader.read(1 << 16) == b"":
                     return sent
+        except ConnectionError:  # closed with our bytes unread: a reset
+            return sent
+        except TimeoutError:
+            pass
     return sent
 
 
