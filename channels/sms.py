@@ -5,6 +5,13 @@ The client (``AsyncTwilioHttpClient`` + ``twilio.rest.Client``) is created in
 asks Twilio to post status callbacks to ``/v1/providers/twilio/status`` under
 the public URL; ``gateway/api/providers.py`` verifies and applies them.
 
+A retry after a retryable failure (5xx, timeout, connection error) may follow an
+attempt Twilio did accept with only its answer lost; before sending again, the channel
+lists the account's most recent messages to the number (Read-multiple-Messages) and,
+finding one with the same body, records it instead of sending a second SMS. Each
+message's StatusCallback URL names its delivery (``?d=``), so a status callback that
+overtakes the commit of the send's outcome still finds it (gateway/sms_status.py).
+
 Two gaps in twilio 9.13 are closed here, in :class:`_TwilioHttp`:
 
 * ``TwilioRestException`` carries no response headers, so a 429's
@@ -24,6 +31,7 @@ import logging
 import re
 from contextvars import ContextVar
 from typing import Any, ClassVar, Literal
+from urllib.parse import urlencode
 
 import aiohttp
 from twilio.base.exceptions import TwilioRestException, TwilioServiceException
@@ -49,6 +57,10 @@ http_log = logging.getLogger(f"{__name__}.http")
 http_log.setLevel(logging.WARNING)
 
 STATUS_CALLBACK_PATH = "/v1/providers/twilio/status"
+# The query parameter of the StatusCallback URL that names our delivery: Twilio posts
+# to the URL as given and signs it whole, so a callback names its delivery itself and
+# applies even when it overtakes the commit of the send's outcome (and its SID).
+DELIVERY_PARAM = "d"
 INBOUND_PATH = "/v1/providers/twilio/inbound"
 
 # Twilio error codes that say the number itself is dead: the contact point is
@@ -58,6 +70,9 @@ INBOUND_PATH = "/v1/providers/twilio/inbound"
 # 30005 unknown handset and 30006 landline or unreachable carrier.
 DEAD_NUMBER_CODES = frozenset({21211, 21214, 21408, 21610, 21612, 21614, 30005, 30006})
 AUTH_FAILED_CODE = 20003
+# How many of the number's most recent messages a retry looks at for an earlier
+# attempt Twilio accepted (one page of Read-multiple-Messages).
+LOOKBACK_MESSAGES = 50
 
 SenderKind = Literal["alphanumeric", "phone", "messaging_service"]
 
@@ -200,6 +215,35 @@ class SmsChannel:
         self._http = None
         self._client = None
 
+    async def _accepted_earlier(self, delivery: Delivery, text: str) -> Any | None:
+        """The message Twilio accepted for this delivery in an earlier attempt, if any: the
+        account's most recent messages to the number (Twilio's Read-multiple-Messages,
+        newest first) with exactly this body. The body carries the delivery's own read
+        link, so another message to the number does not match. A failed lookup is a
+        transient error: the send waits rather than risk a second SMS."""
+        try:
+            recent = await self._client.messages.list_async(
+                to=delivery.address, limit=LOOKBACK_MESSAGES
+            )
+        except (TwilioRestException, TwilioServiceException) as exc:
+            raise TransientDeliveryError(
+                f"twilio answered {exc.status} to the lookup of an earlier attempt",
+                code="twilio_lookup",
+            ) from exc
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise TransientDeliveryError(
+                "twilio could not be reached for the lookup of an earlier attempt",
+                code="twilio_lookup",
+            ) from exc
+        for message in recent:
+            if message.body == text and message.direction == "outbound-api":
+                return message
+        return None
+
+    def status_callback_for(self, delivery: Delivery) -> str:
+        """The StatusCallback URL of one delivery: the public callback path naming it."""
+        return f"{self._status_callback}?{urlencode({DELIVERY_PARAM: delivery.id})}"
+
     def sender_for(self, delivery: Delivery) -> tuple[SenderKind, str]:
         """The unit's own sender (``context["sms_sender"]``) if valid, else the fallback."""
         unit_sender = delivery.context.get("sms_sender")
@@ -241,13 +285,28 @@ class SmsChannel:
         params: dict[str, Any] = {
             "to": delivery.address,
             "body": text,
-            "status_callback": self._status_callback,
+            "status_callback": self.status_callback_for(delivery),
         }
         if kind == "messaging_service":
             params["messaging_service_sid"] = sender
         else:
             params["from_"] = sender
         _retry_after.set(None)
+        if delivery.status is DeliveryStatus.sending:
+            # An earlier attempt failed as a retryable error (a 5xx, a timeout): Twilio may
+            # have taken that message and lost only its answer. Never send it twice.
+            earlier = await self._accepted_earlier(delivery, text)
+            if earlier is not None:
+                log.info(
+                    "twilio had accepted an earlier attempt; not sent again",
+                    extra={"delivery_id": delivery.id, "provider_id": earlier.sid},
+                )
+                return Receipt(
+                    status=DeliveryStatus.sent,
+                    provider_id=earlier.sid,
+                    segments=segments,
+                    detail="accepted by an earlier attempt",
+                )
         try:
             message = await self._client.messages.create_async(**params)
         except (TwilioRestException, TwilioServiceException) as exc:

@@ -47,7 +47,6 @@ from babel.dates import format_date
 from babel.lists import format_list
 from pydantic import ValidationError
 
-from gateway import webhooks
 from gateway.clock import Clock
 from gateway.constants import (
     ABSENCE_CANCELLED,
@@ -63,7 +62,6 @@ from gateway.constants import (
     JOB_ABSENCE_UNREACHED,
     JOB_ESCALATE,
     SUPPORTED_LANGUAGES,
-    WEBHOOK_ABSENCE_EXPLAINED,
 )
 from gateway.errors import ValidationFailed
 from gateway.models import (
@@ -779,18 +777,18 @@ class Absences:
             via=via,
             at=now,
         )
-        if await self.store.add_absence_explanation(explanation):
-            data = {
-                "explanation_id": explanation.id,
-                "message_id": message_id,
-                "absence_event_id": record.event_id,
-                "child_id": record.child_id,
-                "recipient_id": person_id,
-                "kind": kind.value,
-                "text": explanation.text,
-                "channel": via,
-            }
-            await webhooks.emit(self.store, tenant_id, WEBHOOK_ABSENCE_EXPLAINED, data, now)
+        data = {
+            "explanation_id": explanation.id,
+            "message_id": message_id,
+            "absence_event_id": record.event_id,
+            "child_id": record.child_id,
+            "recipient_id": person_id,
+            "kind": kind.value,
+            "text": explanation.text,
+            "channel": via,
+        }
+        # The absence.explained webhook commits with the explanation (one transaction).
+        if await self.store.add_absence_explanation(explanation, change=data):
             log.info("absence explained", extra={"message_id": message_id, "via": via})
         # An answer reaches the child like a read does: escalation and the notice stop.
         await record_read(self.store, tenant_id, person_id, message_id, now, via="reply")

@@ -12,6 +12,8 @@ ADULT_AGE = 18
 JOB_PLAN = "plan"
 JOB_SEND = "send"
 JOB_ESCALATE = "escalate"  # a message unread too long goes out on the next channel
+JOB_CONTACT_FAILING = "contact_failing"  # prune a dead device / mark a dead address
+JOB_SMS_STATUS = "sms_status"  # a Twilio status callback waiting for its SID to be known
 JOB_PURGE = "purge"  # daily: remove what is older than the retention
 
 # Channel used on a delivery row that records a suppression (nobody was contacted).

@@ -28,16 +28,18 @@ from zoneinfo import ZoneInfo
 
 from channels.base import Channel
 from gateway.clock import Clock
-from gateway.constants import DEFAULT_TIME_ZONE, JOB_PLAN, JOB_SEND
+from gateway.constants import DEFAULT_TIME_ZONE, JOB_CONTACT_FAILING, JOB_PLAN, JOB_SEND
 from gateway.errors import (
     ChannelUnavailable,
     DeadAddress,
     PermanentDeliveryError,
     TransientDeliveryError,
 )
+from gateway.followups import after_failure, failover_job, run_contact_job
 from gateway.metrics import PROVIDER_LATENCY, SENDS
 from gateway.models import (
     FINAL,
+    TERMINAL_FAILURES,
     Delivery,
     DeliveryStatus,
     DirectorySnapshot,
@@ -103,10 +105,14 @@ class Dispatcher:
         self._outcomes = OutcomeBatcher(store)
         self._stopping = asyncio.Event()
         # Job kind -> handler. Features (webhooks, escalation, ...) add theirs with register().
-        self._handlers: dict[str, JobHandler] = {JOB_PLAN: self.plan, JOB_SEND: self.send}
-        # Escalation's hooks (gateway/escalation.py): a message planned, a delivery failed.
+        self._handlers: dict[str, JobHandler] = {
+            JOB_PLAN: self.plan,
+            JOB_SEND: self.send,
+            JOB_CONTACT_FAILING: lambda job: run_contact_job(self.store, job),
+        }
+        # Escalation's hook (gateway/escalation.py): a message planned. A failed delivery's
+        # failover is a job committed with the failure (gateway/followups.py).
         self.on_planned: Callable[[Message], Awaitable[None]] | None = None
-        self.on_failed: Callable[[Delivery], Awaitable[None]] | None = None
 
     def register(self, kind: str, handler: JobHandler) -> None:
         """Do jobs of ``kind`` with ``handler``. A handler finishes or retries its job itself;
@@ -230,14 +236,12 @@ class Dispatcher:
             log.exception("job failed unexpectedly", extra={"kind": job.kind})
             if job.kind == JOB_SEND and job.attempts >= self.settings.max_attempts:
                 # A bug (a broken template, say) must not keep a delivery queued forever.
-                await self.store.finish_send(
-                    job.id,
-                    job.ref,
-                    DeliveryStatus.failed,
-                    self.clock.now(),
-                    reason=f"error:{type(exc).__name__}",
-                    detail=f"gave up after {job.attempts} attempts",
-                )
+                delivery = await self.store.get_delivery(job.ref)
+                if delivery is None:
+                    await self.store.finish_job(job.id)
+                else:
+                    reason = f"error:{type(exc).__name__}"
+                    await self._finish(job, delivery, DeliveryStatus.failed, reason=reason)
                 return
             delay = backoff(
                 job.attempts, self.settings.backoff_base, self.settings.backoff_max, None
@@ -284,7 +288,7 @@ class Dispatcher:
         delivery = self._prefetched.pop(job.ref, None) or await self.store.get_delivery(job.ref)
         if delivery is None or delivery.status in FINAL:
             # Finished before a crash, or cancelled: never send twice.
-            await self.store.finish_job(job.id)
+            await self._drop(job, delivery)
             return
         now = self.clock.now()
         # Quiet hours not over yet; or rights or reach changed since planning (gateway/recheck).
@@ -320,7 +324,8 @@ class Dispatcher:
             await self._transient(job, delivery, exc)
         except DeadAddress as exc:
             outcome = "permanent"
-            await self._dead_address(job, delivery, exc)
+            reason = exc.code or "dead_address"
+            await self._finish(job, delivery, DeliveryStatus.failed, reason=reason, dead=True)
         except PermanentDeliveryError as exc:
             outcome = "permanent"
             await self._finish(job, delivery, DeliveryStatus.failed, reason=exc.code or "permanent")
@@ -381,13 +386,44 @@ class Dispatcher:
         return message
 
     async def _finish(
-        self, job: Job, delivery: Delivery, status: DeliveryStatus, *, reason: str
+        self,
+        job: Job,
+        delivery: Delivery,
+        status: DeliveryStatus,
+        *,
+        reason: str,
+        dead: bool = False,
     ) -> None:
+        """Commit a send's end; a failure commits its follow-ups with it (a failover, and
+        with ``dead`` the pruning of the device or the failing mark of the address)."""
+        now = self.clock.now()
+        jobs: list[Job] = []
+        if status in TERMINAL_FAILURES:
+            jobs = after_failure(delivery, now, dead_reason=reason if dead else None)
         await self._outcomes.commit(
-            SendOutcome(job.id, delivery.id, status, self.clock.now(), detail=reason, reason=reason)
+            SendOutcome(
+                job.id, delivery.id, status, now, detail=reason, reason=reason, jobs=tuple(jobs)
+            )
         )
-        if self.on_failed is not None:
-            await self.on_failed(delivery)
+        if jobs:
+            self.work_available.set()
+
+    async def _drop(self, job: Job, delivery: Delivery | None) -> None:
+        """End the job of a delivery that is gone or final. If it failed, its failover is
+        queued again (ignored while it is queued; run again, it plans nothing new): on
+        Redis Cluster the follow-ups and the move of a failed send go to two nodes, and a
+        crash can leave the move without them — and this job behind."""
+        failover = None
+        if delivery is not None and delivery.status in (
+            DeliveryStatus.failed,
+            DeliveryStatus.undelivered,
+        ):
+            failover = failover_job(delivery, self.clock.now())
+        if failover is None:
+            await self.store.finish_job(job.id)
+            return
+        await self.store.add_deliveries([], [failover])
+        await self.store.finish_job(job.id)
 
     async def _transient(self, job: Job, delivery: Delivery, exc: TransientDeliveryError) -> None:
         code = exc.code or "transient"
@@ -398,25 +434,15 @@ class Dispatcher:
             job.attempts, self.settings.backoff_base, self.settings.backoff_max, exc.retry_after
         )
         now = self.clock.now()
-        await self.store.transition(
-            delivery.id, DeliveryStatus.sending, now, detail=f"retry in {delay:.1f}s: {code}"
+        due = now + timedelta(seconds=delay)
+        # One history row per failed attempt: its number, the error, the next try.
+        detail = (
+            f"attempt {job.attempts} failed: {code}; next try at "
+            f"{due.isoformat(timespec='seconds')} (in {delay:.1f}s)"
         )
-        await self.store.retry_job(job.id, now + timedelta(seconds=delay), code)
-
-    async def _dead_address(self, job: Job, delivery: Delivery, exc: DeadAddress) -> None:
-        reason = exc.code or "dead_address"
-        await self._finish(job, delivery, DeliveryStatus.failed, reason=reason)
-        now = self.clock.now()
-        if delivery.channel == "push" and delivery.target:
-            await self.store.remove_device(
-                delivery.tenant_id, delivery.recipient_id, delivery.target
-            )
-            log.info("pruned a dead push device", extra={"reason": reason})
-        elif delivery.channel in ("sms", "email") and delivery.address:
-            kind = "phone" if delivery.channel == "sms" else "email"
-            await self.store.mark_contact_failing(
-                delivery.tenant_id, delivery.recipient_id, kind, delivery.address, reason, now
-            )
+        if not await self.store.transition(delivery.id, DeliveryStatus.sending, now, detail=detail):
+            await self.store.note_attempt(delivery.id, now, detail)
+        await self.store.retry_job(job.id, due, code)
 
     async def _channel_down(self, job: Job, delivery: Delivery, exc: ChannelUnavailable) -> None:
         code = exc.code or "unavailable"

@@ -37,6 +37,7 @@ from pydantic import ValidationError
 
 from gateway.clock import Clock
 from gateway.constants import ABSENCE_CONTEXT_KEY, JOB_ESCALATE, SUPPRESSED_CHANNEL
+from gateway.followups import FAILOVER, QUIET_CHANNELS
 from gateway.models import (
     TERMINAL_FAILURES,
     Audience,
@@ -59,8 +60,7 @@ from gateway.tracker import ESCALATION_KEY, PER_CHILD, asks_receipt, reach
 log = logging.getLogger(__name__)
 
 STEP = "step"
-FAILOVER = "failover"
-_QUIET = frozenset({ChannelName.inapp.value, SUPPRESSED_CHANNEL})
+_QUIET = QUIET_CHANNELS
 
 
 def merge_override(base: EscalationSettings, override: Mapping[str, Any]) -> dict[str, Any]:
@@ -143,21 +143,6 @@ class Escalator:
         due = self.clock.now() + delay(policy, message.category)
         # An existing job (a plan job run twice) is left as it is.
         await self.store.add_deliveries([], [step_job(message, 1, due)])
-
-    async def on_failed(self, delivery: Delivery) -> None:
-        """Queue a failover now for a delivery that failed permanently (Dispatcher hook)."""
-        if delivery.channel in _QUIET:
-            return
-        job = Job(
-            id=f"{JOB_ESCALATE}:{delivery.message_id}:{delivery.recipient_id}"
-            f":{FAILOVER}:{delivery.channel}",
-            tenant_id=delivery.tenant_id,
-            kind=JOB_ESCALATE,
-            ref=f"{delivery.message_id}:{FAILOVER}:{delivery.channel}:{delivery.recipient_id}",
-            due_at=self.clock.now(),
-        )
-        await self.store.add_deliveries([], [job])
-        self.work_available.set()
 
     # ------------------------------------------------------------------ jobs
 

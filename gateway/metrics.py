@@ -38,3 +38,10 @@ EVENTS = Counter(
     ["type", "outcome"],
     registry=REGISTRY,
 )
+CALLBACKS_PARKED = Counter(
+    "budbringer_callbacks_parked_total",
+    "Provider status callbacks whose message id was not known yet: parked, later applied,"
+    " or given up after the wait.",
+    ["outcome"],
+    registry=REGISTRY,
+)

@@ -583,6 +583,17 @@ class Reached(BaseModel):
     at: datetime
 
 
+def reached_data(row: Reached) -> dict[str, Any]:
+    """The ``data`` of a ``message.reached`` webhook event (the store records it with the
+    row; ``at`` is added by the feed)."""
+    return {
+        "message_id": row.message_id,
+        "subject_kind": row.subject_kind,
+        "subject_id": row.subject_id,
+        "recipient_id": row.by_id,
+    }
+
+
 # --------------------------------------------------------------------------- webhooks
 
 

@@ -36,7 +36,7 @@ from gateway.constants import (
 )
 from gateway.errors import ConfigError
 from gateway.models import Category, Delivery, Message, Rendered
-from gateway.readlinks import READ_PATH, UNSUBSCRIBE_PATH
+from gateway.readlinks import PARENT_PATH, READ_PATH, UNSUBSCRIBE_PATH
 
 PUSH_BODY_MAX = 178
 ELLIPSIS = "…"
@@ -236,7 +236,7 @@ class Renderer:
             "reason": texts["reason_unit"].format(unit=unit) if unit else texts["reason"],
             "settings": texts["settings"],
             "read_in_app": texts["read_in_app"],
-            "preferences_url": f"{self._public_url}/preferences",
+            "preferences_url": self._preferences_url(read_url),
             "app_url": f"{self._public_url}/app",
             "read_link": texts["read_link"],
             "read_url": read_url,
@@ -249,6 +249,14 @@ class Renderer:
         if self._link_for is None or delivery.channel not in _READ_LINK_CHANNELS:
             return None
         return self._link_for(delivery)
+
+    def _preferences_url(self, read_url: str | None) -> str:
+        """The personal settings page (the read link's token under /p/, which opens a
+        short session; gateway/api/parent_pages.py), or the general page without one."""
+        if read_url is None or READ_PATH not in read_url:
+            return f"{self._public_url}/preferences"
+        token = read_url.rpartition(READ_PATH)[2]
+        return f"{self._public_url}{PARENT_PATH}{token}?to=preferences"
 
     def _unsubscribe_url(self, channel: str, read_url: str | None) -> str | None:
         """The email's one-click unsubscribe link: the read link's token under /u/."""

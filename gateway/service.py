@@ -18,12 +18,13 @@ from pathlib import Path
 from aiohttp import web
 
 from channels import Channel, build_channels
+from gateway import sms_status
 from gateway.absence import Absences
 from gateway.api.app import create_app
 from gateway.api.context import AppContext
 from gateway.api.limits import listen, runner_options
 from gateway.clock import Clock, SystemClock
-from gateway.constants import JOB_ESCALATE, JOB_PURGE
+from gateway.constants import JOB_ESCALATE, JOB_PURGE, JOB_SMS_STATUS
 from gateway.dispatcher import Dispatcher
 from gateway.errors import ConfigError
 from gateway.escalation import Escalator
@@ -130,9 +131,13 @@ class Service:
         self.absences.register(self.dispatcher, self.escalator.run)
         self.retention = Retention(self.store, self.clock, settings.retention_days)
         self.dispatcher.register(JOB_PURGE, self.retention.run)
+        self.dispatcher.register(
+            JOB_SMS_STATUS,
+            lambda job: sms_status.run_parked(
+                self.store, job, self.clock.now(), self.ctx.work_available
+            ),
+        )
         self.dispatcher.on_planned = self.escalator.after_plan
-        self.dispatcher.on_failed = self.escalator.on_failed
-        self.ctx.on_failed = self.escalator.on_failed
         self._runner: web.AppRunner | None = None
         self._server: asyncio.Server | None = None
         self._worker_task: asyncio.Task[None] | None = None

@@ -22,10 +22,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
-from gateway import webhooks
-from gateway.constants import SUPPRESSED_CHANNEL, WEBHOOK_MESSAGE_REACHED
+from gateway.constants import SUPPRESSED_CHANNEL
 from gateway.models import (
     PROGRESS,
     TERMINAL_FAILURES,
@@ -186,24 +184,14 @@ def reached_rows(
     ]
 
 
-def reached_data(row: Reached) -> dict[str, Any]:
-    """The ``data`` of a ``message.reached`` webhook event."""
-    return {
-        "message_id": row.message_id,
-        "subject_kind": row.subject_kind,
-        "subject_id": row.subject_id,
-        "recipient_id": row.by_id,
-    }
-
-
 async def record_read(
     store: Store, tenant_id: str, person_id: str, message_id: str, at: datetime, via: str
 ) -> bool:
     """Record that ``person_id`` read ``message_id`` (via "inapp", "link", ...).
 
-    Stores the subjects this read reaches for the first time (and queues a
-    ``message.reached`` webhook for each) and cancels the reader's escalation
-    deliveries still waiting for quiet hours to end.
+    Stores the subjects this read reaches for the first time (the store records a
+    ``message.reached`` webhook for each in the same transaction) and cancels the
+    reader's escalation deliveries still waiting for quiet hours to end.
     Returns False when that person has no delivery of the message.
     """
     if not await store.mark_read(tenant_id, person_id, message_id, at, via):
@@ -212,8 +200,7 @@ async def record_read(
     if message is None:
         return True
     theirs = await store.recipient_deliveries(tenant_id, message_id, person_id)
-    for row in await store.add_reached(reached_rows(message, person_id, theirs, at)):
-        await webhooks.emit(store, tenant_id, WEBHOOK_MESSAGE_REACHED, reached_data(row), row.at)
+    await store.add_reached(reached_rows(message, person_id, theirs, at))
     for d in theirs:
         waiting = d.not_before is not None and d.not_before > at
         if ESCALATION_KEY in d.context and waiting and d.status in _NOT_SENT:

@@ -52,6 +52,7 @@ from gateway.models import (
     Scope,
 )
 from gateway.settings import AbsenceSettings, EscalationSettings
+from scripts.openapi_pages import StaffLink, StaffLinkRequest, page_paths
 
 OUTPUT = Path(__file__).resolve().parents[1] / "gateway" / "openapi.json"
 REF = "#/components/schemas/{model}"
@@ -254,9 +255,24 @@ class InboxEntry(BaseModel):
     read_at: datetime | None
 
 
+# Keyset paging by (created_at, id): gateway/api/paging.py.
+BEFORE_ID: dict[str, Any] = {
+    "name": "before_id",
+    "in": "query",
+    "required": False,
+    "description": (
+        "Page: the `next_before_id` of the previous page, with `before`. Rows sharing one"
+        " `created_at` are paged by id, so none is skipped; `before` alone lists only rows"
+        " created earlier"
+    ),
+    "schema": {"type": "string", "maxLength": 128},
+}
+
+
 class InboxPage(BaseModel):
     items: list[InboxEntry]
     next_before: datetime | None
+    next_before_id: str | None
 
 
 class ReadAck(BaseModel):
@@ -281,6 +297,7 @@ INPUT_MODELS: list[type[BaseModel]] = [
     AbsenceReply,
     AbsenceSettings,
     KeyCreate,
+    StaffLinkRequest,
 ]
 OUTPUT_MODELS: list[type[BaseModel]] = [
     KeyCreated,
@@ -301,6 +318,7 @@ OUTPUT_MODELS: list[type[BaseModel]] = [
     DirectoryDeleted,
     OneRosterApplied,
     GuardianToken,
+    StaffLink,
     InboxPage,
     ReadAck,
     DeviceList,
@@ -457,22 +475,6 @@ def ops_paths() -> dict[str, Any]:
                         "content": {"application/json": {"schema": {"type": "object"}}},
                     }
                 },
-            }
-        },
-        "/preferences": {
-            "get": {
-                "tags": ["pages"],
-                "summary": "Page linked from emails/SMS: settings live in the parent app",
-                "security": [],
-                "responses": html("HTML page (Norwegian)"),
-            }
-        },
-        "/app": {
-            "get": {
-                "tags": ["pages"],
-                "summary": "Page linked from emails/SMS about the parent app",
-                "security": [],
-                "responses": html("HTML page (Norwegian)"),
             }
         },
     }
@@ -782,6 +784,7 @@ def guardian_paths() -> dict[str, Any]:
                         "description": "Page: the `next_before` of the previous page",
                         "schema": {"type": "string", "format": "date-time"},
                     },
+                    BEFORE_ID,
                 ],
                 "responses": {"200": ok(InboxPage, "A page of the inbox"), **errors(401, 422)},
             }
@@ -1105,6 +1108,7 @@ def webhook_paths() -> dict[str, Any]:
             "description": "Page: the `next_before` of the previous page",
             "schema": {"type": "string", "format": "date-time"},
         },
+        BEFORE_ID,
     ]
     return {
         "/v1/webhooks/endpoints": {
@@ -1273,6 +1277,7 @@ def build_spec() -> dict[str, Any]:
         unsubscribe_paths,
     ):
         paths.update(part())
+    paths.update(page_paths(errors))
     # Every operation that takes a tenant key may answer 403: the key lacks the scope.
     for operations in paths.values():
         for operation in operations.values():

@@ -305,7 +305,19 @@ async def test_gives_up_after_max_attempts(rig: Rig) -> None:
     assert sms.status is DeliveryStatus.failed
     assert sms.reason == "gave_up:http_503"
     assert len(rig.twilio.requests) == 3
-    assert rig.jobs() == []
+    # Every attempt is in the history: its number, the error and the next try (issue 12).
+    history = (await rig.store.history([sms.id]))[sms.id]
+    retries = [h.detail or "" for h in history if h.status is DeliveryStatus.sending]
+    assert [r.split(";")[0] for r in retries] == [
+        "attempt 1 failed: http_503",
+        "attempt 2 failed: http_503",
+    ]
+    assert all("; next try at 20" in r for r in retries)
+    assert history[-1].status is DeliveryStatus.failed
+    # only the failover, committed with the failure (gateway/followups.py)
+    assert [(job_id.split(":")[-2:], kind) for job_id, kind, *_ in rig.jobs()] == [
+        (["failover", "sms"], "escalate")
+    ]
 
 
 async def test_permanent_error_fails_at_once_and_is_never_retried(rig: Rig) -> None:
@@ -319,7 +331,11 @@ async def test_permanent_error_fails_at_once_and_is_never_retried(rig: Rig) -> N
     email = await rig.one(message, "email")
     assert (sms.status, sms.reason) == (DeliveryStatus.failed, "twilio_21617")
     assert (email.status, email.reason) == (DeliveryStatus.failed, "smtp_554")
-    assert rig.jobs() == []
+    # only the failovers, committed with the failures (gateway/followups.py)
+    assert sorted((job_id.split(":")[-2:], kind) for job_id, kind, *_ in rig.jobs()) == [
+        (["failover", "email"], "escalate"),
+        (["failover", "sms"], "escalate"),
+    ]
     rig.smtp.reply_to_data(None)
     await rig.advance(7200)
     assert len(rig.twilio.requests) == 1
@@ -655,4 +671,58 @@ async def test_an_unexpected_error_fails_the_delivery_after_max_attempts(rig: Ri
     assert sms.status is DeliveryStatus.failed
     assert sms.reason == "error:RuntimeError"
     assert _BrokenAdapter.calls == 3
-    assert rig.jobs() == []
+    # only the failover, committed with the failure (gateway/followups.py)
+    assert [(job_id.split(":")[-2:], kind) for job_id, kind, *_ in rig.jobs()] == [
+        (["failover", "sms"], "escalate")
+    ]
+
+
+@pytest.mark.parametrize("rig", [dict(backoff_base=1.0, backoff_max=1.0)], indirect=True)
+async def test_a_5xx_after_twilio_took_the_sms_does_not_send_it_twice(rig: Rig) -> None:
+    """Issue 12: Twilio accepted the SMS but the answer was a 500. The retry first lists the
+    account's recent messages to the number (as Twilio's API allows), finds it and records
+    its SID instead of sending a second SMS."""
+    await rig.load(directory(family(1, email=False, phone=True)))
+    rig.twilio.fail_after_accept(500)
+    message = await rig.post("e1", {"groups": ["g1"]})
+    await rig.dispatcher.run_until_idle()
+    for _ in range(3):
+        await rig.advance(1.0)
+
+    sms = await rig.one(message, "sms")
+    [sid] = rig.twilio.messages
+    assert (sms.status, sms.provider_id) == (DeliveryStatus.sent, sid)
+    assert len(rig.twilio.requests) == 1  # one POST: never sent again
+    assert [q.get("To") for q in rig.twilio.list_requests] == [sms.address]
+
+
+@pytest.mark.parametrize("rig", [dict(backoff_base=1.0, backoff_max=1.0)], indirect=True)
+async def test_a_5xx_before_twilio_took_the_sms_sends_it_after_the_lookup(rig: Rig) -> None:
+    await rig.load(directory(family(1, email=False, phone=True)))
+    rig.twilio.fail_next(503, message="Service Unavailable")
+    message = await rig.post("e1", {"groups": ["g1"]})
+    await rig.dispatcher.run_until_idle()
+    for _ in range(3):
+        await rig.advance(1.0)
+
+    sms = await rig.one(message, "sms")
+    [sid] = rig.twilio.messages
+    assert (sms.status, sms.provider_id) == (DeliveryStatus.sent, sid)
+    assert len(rig.twilio.requests) == 2
+    assert len(rig.twilio.list_requests) == 1
+
+
+async def test_a_send_job_left_behind_by_a_failed_send_queues_its_failover(rig: Rig) -> None:
+    """On Redis a crash can end a failed send's commit after the move and before its job
+    ends and its follow-ups are queued; the job comes back, and the dispatcher that drops
+    it (the delivery is final) queues the failover again (issue 12)."""
+    await rig.load(directory(family(1, email=False, phone=True)))
+    message = await rig.post("e1", {"groups": ["g1"]})
+    [plan] = await rig.store.claim_jobs([JOB_PLAN], 1, rig.clock.now(), 60)
+    await rig.dispatcher.plan(plan)
+    sms = await rig.one(message, "sms")
+    assert await rig.store.transition(sms.id, DeliveryStatus.failed, rig.clock.now())
+    await rig.dispatcher.run_until_idle()
+    assert rig.twilio.requests == []  # never sent
+    kinds = [(job_id.split(":")[-2:], kind) for job_id, kind, *_ in rig.jobs()]
+    assert kinds == [(["failover", "sms"], "escalate")]

@@ -185,15 +185,22 @@ async def test_push_per_device_sms_without_app_and_callbacks(gateway: Gateway) -
     [sms_request] = [r for r in gateway.twilio.requests if r.field("To") != PHONES["p3"]]
     assert sms_request.field("To") == PHONES["p2"]
     assert sms_request.field("From") == "Solvang"
-    status_url = f"{gateway.public_url}/v1/providers/twilio/status"
+    [sms_delivery] = found[("p2", "sms")]
+    status_url = f"{gateway.public_url}/v1/providers/twilio/status?d={sms_delivery['id']}"
     assert sms_request.field("StatusCallback") == status_url
 
     # The dead token: failed with the reason, and pruned from the registry.
     [dead] = found[("p3", "push")]
     assert (dead["status"], dead["reason"]) == ("failed", "fcm_UNREGISTERED")
-    devices = await gateway.client.call(
-        "GET", "/v1/me/devices", headers=await gateway.guardian_token("p3")
-    )
+    # (pruned by a job committed with the failure: wait for the worker to do it)
+    deadline = time.monotonic() + 10
+    while True:
+        devices = await gateway.client.call(
+            "GET", "/v1/me/devices", headers=await gateway.guardian_token("p3")
+        )
+        if devices == {"devices": []} or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.05)
     assert devices == {"devices": []}
     still = await gateway.client.call(
         "GET", "/v1/me/devices", headers=await gateway.guardian_token("p1")

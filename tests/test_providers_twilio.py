@@ -4,6 +4,7 @@ public URL the signature covers is not the address the request really goes to)."
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -13,9 +14,13 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from channels.sms import SmsChannel
+from gateway import sms_status
 from gateway.api.app import create_app
 from gateway.api.context import AppContext
 from gateway.clock import ManualClock
+from gateway.constants import JOB_CONTACT_FAILING, JOB_SMS_STATUS
+from gateway.followups import run_contact_job
+from gateway.metrics import CALLBACKS_PARKED
 from gateway.models import (
     Audience,
     Category,
@@ -112,8 +117,10 @@ async def sent_delivery(
     sms: SmsChannel,
     tenant_id: str,
     event_id: str = "e1",
+    *,
+    commit: bool = True,
 ) -> Delivery:
-    """A message with one SMS delivery, handed to the peer and recorded as sent."""
+    """A message with one SMS delivery, handed to the peer and (``commit``) recorded as sent."""
     now = clock.now()
     message = Message(
         id=derive_id(tenant_id, event_id),
@@ -144,6 +151,8 @@ async def sent_delivery(
     )
     await store.add_deliveries([delivery], [])
     receipt = await sms.send(delivery, Rendered(subject="s", text=message.body))
+    if not commit:
+        return delivery
     await store.transition(
         delivery.id,
         receipt.status,
@@ -153,6 +162,14 @@ async def sent_delivery(
     )
     stored = await reloaded(store, delivery.id, DeliveryStatus.sent)
     return stored
+
+
+async def run_contact_jobs(store: Store, clock: ManualClock) -> int:
+    """Do the ``contact_failing`` jobs that are due (the dispatcher's part); how many."""
+    jobs = await store.claim_jobs([JOB_CONTACT_FAILING], 100, clock.now(), 60)
+    for job in jobs:
+        await run_contact_job(store, job)
+    return len(jobs)
 
 
 async def statuses(store: Store, delivery_id: str) -> list[DeliveryStatus]:
@@ -172,7 +189,7 @@ async def test_signed_callbacks_move_the_delivery_forward(
     sms: SmsChannel,
 ) -> None:
     delivery = await sent_delivery(store, clock, sms, tenant.tenant.id)
-    assert peer.callback_urls[str(delivery.provider_id)] == STATUS_URL
+    assert peer.callback_urls[str(delivery.provider_id)] == f"{STATUS_URL}?d={delivery.id}"
 
     clock.advance(5)
     result = await peer.send_status(str(delivery.provider_id), "delivered", via=via(app_client))
@@ -298,6 +315,7 @@ async def test_dead_number_fails_the_delivery_and_marks_the_phone(
 
     stored = await reloaded(store, delivery.id, DeliveryStatus.undelivered)
     assert stored.reason == "twilio_30006"
+    assert await run_contact_jobs(store, clock) == 1
     snapshot = await store.load_audience(tenant_id, Audience(children=["c1"]))
     assert snapshot.failing == {"g1": ["phone"]}
 
@@ -319,18 +337,80 @@ async def test_other_failures_do_not_mark_the_phone(
     )
     stored = await reloaded(store, delivery.id, DeliveryStatus.failed)
     assert stored.reason == "twilio_30003"
+    assert await run_contact_jobs(store, clock) == 0
     snapshot = await store.load_audience(tenant_id, Audience(children=["c1"]))
     assert snapshot.failing == {}
 
 
-async def test_unknown_message_sid_is_acknowledged(app_client: AppClient, peer: TwilioPeer) -> None:
-    params = {
-        "AccountSid": ACCOUNT_SID,
-        "MessageSid": "SM" + "9" * 32,
-        "MessageStatus": "delivered",
-    }
+async def test_a_callback_for_an_unknown_sid_is_parked_until_the_sid_appears(
+    app_client: AppClient,
+    store: Store,
+    clock: ManualClock,
+    tenant: TenantCreds,
+    peer: TwilioPeer,
+    sms: SmsChannel,
+) -> None:
+    """A callback whose URL names no delivery (sent before the URL did) and whose SID is not
+    stored yet is acknowledged, kept as a durable job and applied once the SID is known."""
+    delivery = await sent_delivery(store, clock, sms, tenant.tenant.id)
+    early_sid = "SM" + "9" * 32
+    params = {"AccountSid": ACCOUNT_SID, "MessageSid": early_sid, "MessageStatus": "delivered"}
     result = await peer.post_webhook(STATUS_URL, params, via=via(app_client))
     assert (result.status, result.text) == (200, "")
+    wake = asyncio.Event()
+
+    async def run_parked() -> int:
+        jobs = await store.claim_jobs([JOB_SMS_STATUS], 10, clock.now(), 60)
+        for job in jobs:
+            await sms_status.run_parked(store, job, clock.now(), wake)
+        return len(jobs)
+
+    clock.advance(3)
+    assert await run_parked() == 1  # still unknown: waits again
+    await reloaded(store, delivery.id, DeliveryStatus.sent)
+    # The send's outcome commits (here: the SID is stored on the delivery).
+    await store.transition(delivery.id, DeliveryStatus.sent, clock.now(), provider_id=early_sid)
+    clock.advance(3)
+    assert await run_parked() == 1
+    await reloaded(store, delivery.id, DeliveryStatus.delivered)
+    clock.advance(3600)
+    assert await run_parked() == 0  # done with
+
+
+async def test_a_parked_callback_gives_up_after_its_wait(
+    app_client: AppClient, store: Store, clock: ManualClock, peer: TwilioPeer
+) -> None:
+    params = {"AccountSid": ACCOUNT_SID, "MessageSid": "SM" + "8" * 32, "MessageStatus": "sent"}
+    await peer.post_webhook(STATUS_URL, params, via=via(app_client))
+    given_up = CALLBACKS_PARKED.labels("given_up")._value.get()
+    clock.advance(sms_status.PARK_LIMIT.total_seconds() + 1)
+    [job] = await store.claim_jobs([JOB_SMS_STATUS], 10, clock.now(), 60)
+    await sms_status.run_parked(store, job, clock.now(), asyncio.Event())
+    assert CALLBACKS_PARKED.labels("given_up")._value.get() == given_up + 1
+    clock.advance(3600)
+    assert await store.claim_jobs([JOB_SMS_STATUS], 10, clock.now(), 60) == []
+
+
+async def test_a_callback_naming_its_delivery_applies_before_the_sid_is_stored(
+    app_client: AppClient,
+    store: Store,
+    clock: ManualClock,
+    tenant: TenantCreds,
+    peer: TwilioPeer,
+    sms: SmsChannel,
+) -> None:
+    """The early callback: the send's outcome (with the SID) is not committed yet."""
+    delivery = await sent_delivery(store, clock, sms, tenant.tenant.id, commit=False)
+    [sid] = peer.messages
+    result = await peer.send_status(sid, "delivered", via=via(app_client))
+    assert result.status == 200
+    stored = await reloaded(store, delivery.id, DeliveryStatus.delivered)
+    assert stored.provider_id == sid
+    # The late outcome of the send moves nothing back.
+    assert not await store.finish_send(
+        f"send:{delivery.id}", delivery.id, DeliveryStatus.sent, clock.now(), provider_id=sid
+    )
+    await reloaded(store, delivery.id, DeliveryStatus.delivered)
 
 
 async def test_sha256_shared_key_signatures_are_accepted(

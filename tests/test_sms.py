@@ -82,7 +82,8 @@ HELLO = Rendered(subject="Hei", text="Hei! Foreldremøte tirsdag kl. 18 på Åsa
 
 async def test_send_returns_sid_and_segments(peer: TwilioPeer, channel: SmsChannel) -> None:
     text = "Påminnelse: " + "æøå " * 50  # 212 GSM-7 septets: two segments
-    receipt = await channel.send(make_delivery(), Rendered(subject="s", text=text))
+    delivery = make_delivery()
+    receipt = await channel.send(delivery, Rendered(subject="s", text=text))
 
     assert receipt.status is DeliveryStatus.sent
     assert receipt.provider_id is not None
@@ -96,7 +97,8 @@ async def test_send_returns_sid_and_segments(peer: TwilioPeer, channel: SmsChann
         "To": [GUARDIAN_PHONE],
         "From": ["Asker"],
         "Body": [text],
-        "StatusCallback": [f"{PUBLIC_URL}/v1/providers/twilio/status"],
+        # the URL names the delivery, so an early callback finds it (issue 12)
+        "StatusCallback": [f"{PUBLIC_URL}/v1/providers/twilio/status?d={delivery.id}"],
     }
 
 

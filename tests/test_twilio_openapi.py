@@ -136,6 +136,15 @@ async def test_short_fallback_request_matches_the_spec(channel: SmsChannel) -> N
     assert receipt.segments == 1
 
 
+async def test_the_lookup_of_an_earlier_attempt_matches_the_spec(channel: SmsChannel) -> None:
+    """A retry first lists the recent messages to the number (issue 12); Prism checks that
+    GET and answers the spec's example list, which holds no message with our body."""
+    retried = delivery().model_copy(update={"status": DeliveryStatus.sending})
+    receipt = await channel.send(retried, Rendered(subject="s", text="Ny melding i appen"))
+    assert receipt.status is DeliveryStatus.sent
+    assert receipt.detail is None  # sent now, not found as an earlier attempt
+
+
 async def test_prism_rejects_a_request_the_spec_forbids(prism_url: str) -> None:
     url = f"{prism_url}/2010-04-01/Accounts/{ACCOUNT_SID}/Messages.json"
     headers = {"Authorization": "Basic QUM6dG9rZW4="}

@@ -16,8 +16,11 @@ from gateway.api import (
     keys,
     oneroster,
     ops,
+    parent_pages,
     providers,
     readlinks,
+    staff_absence,
+    staff_pages,
     status,
     unsubscribe,
     webhooks,
@@ -72,6 +75,9 @@ def create_app(ctx: AppContext) -> web.Application:
         webhooks,
         absence,
         keys,
+        staff_pages,
+        staff_absence,
+        parent_pages,
     ):
         module.setup(app)
     return app

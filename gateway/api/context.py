@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from gateway.clock import Clock
-from gateway.models import Delivery
 from gateway.settings import Settings
 from gateway.store import Store
 
@@ -30,8 +28,6 @@ class AppContext:
     work_available: asyncio.Event = field(default_factory=asyncio.Event)
     # channels that reported ChannelUnavailable (name -> reason code), for /readyz
     unavailable_channels: dict[str, str] = field(default_factory=dict)
-    # escalation's hook for a delivery a provider callback reported failed (failover at once)
-    on_failed: Callable[[Delivery], Awaitable[None]] | None = None
 
 
 CTX = web.AppKey("ctx", AppContext)

@@ -18,6 +18,7 @@ from aiohttp import web
 
 from gateway.api.body import parse_json, read_model, read_raw, to_model
 from gateway.api.context import CTX
+from gateway.api.paging import page_after_id
 from gateway.constants import MANDATORY_CATEGORIES
 from gateway.errors import NotFound, Unauthorized, ValidationFailed
 from gateway.models import Category, Device, InboxItem, Preferences
@@ -74,8 +75,9 @@ def _query_error(field: str, message: str, kind: str) -> dict[str, Any]:
     return {"loc": ["query", field], "message": message, "type": kind}
 
 
-def _inbox_query(request: web.Request) -> tuple[int, datetime | None]:
-    """``limit`` (1..MAX_INBOX_LIMIT) and ``before`` (ISO 8601 with offset) from the query."""
+def _inbox_query(request: web.Request) -> tuple[int, datetime | None, str | None]:
+    """``limit`` (1..MAX_INBOX_LIMIT), ``before`` (ISO 8601 with offset) and ``before_id``
+    (the last message id of the previous page) from the query."""
     errors: list[dict[str, Any]] = []
     limit = DEFAULT_INBOX_LIMIT
     raw_limit = request.query.get("limit")
@@ -101,21 +103,31 @@ def _inbox_query(request: web.Request) -> tuple[int, datetime | None]:
             errors.append(_query_error("before", message, "datetime_parsing"))
         else:
             before = before.astimezone(UTC)
+    before_id = page_after_id(request.query, errors)
     if errors:
         raise ValidationFailed("the query is not valid", errors=errors)
-    return limit, before
+    return limit, before, before_id
 
 
 async def get_inbox(request: web.Request) -> web.Response:
-    """The guardian's in-app messages, newest first; page with ``before`` (a created_at)."""
+    """The guardian's in-app messages, newest first; page with ``before`` and ``before_id``
+    (the ``next_before`` and ``next_before_id`` of the previous page)."""
     ctx = request.app[CTX]
     tenant_id, guardian_id = await authenticate_guardian(request)
-    limit, before = _inbox_query(request)
-    items = await ctx.store.list_inbox(tenant_id, guardian_id, limit=limit, before=before)
+    limit, before, before_id = _inbox_query(request)
+    items = await ctx.store.list_inbox(
+        tenant_id, guardian_id, limit=limit, before=before, before_id=before_id
+    )
     rows = [_item_json(item) for item in items]
-    # a full page may have more: the client passes next_before as ``before``
-    next_before = rows[-1]["created_at"] if len(rows) == limit else None
-    return web.json_response({"items": rows, "next_before": next_before})
+    # a full page may have more: the client passes both next_ fields back
+    full = len(rows) == limit and bool(rows)
+    return web.json_response(
+        {
+            "items": rows,
+            "next_before": rows[-1]["created_at"] if full else None,
+            "next_before_id": rows[-1]["message_id"] if full else None,
+        }
+    )
 
 
 async def get_inbox_item(request: web.Request) -> web.Response:

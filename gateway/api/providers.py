@@ -11,9 +11,10 @@ token when none is set). With ``twilio.hmac_sha256_signatures`` on, only
 HMAC-SHA256 signatures are accepted.
 
 An unsigned or wrongly signed call gets 403 and changes nothing. A verified
-status callback always gets an empty 200, even for an unknown message, so
-Twilio never retries it; the store's forward-only rule makes repeated and
-out-of-order callbacks harmless. Phone numbers and reply bodies never reach logs.
+status callback always gets an empty 200, so Twilio never retries it; what it
+says is applied, or parked until its message is known (gateway/sms_status.py);
+the store's forward-only rule makes repeated and out-of-order callbacks harmless.
+Phone numbers and reply bodies never reach logs.
 """
 
 from __future__ import annotations
@@ -31,41 +32,18 @@ from twilio.request_validator import (
     get_signature_algorithm,
 )
 
-from channels.sms import DEAD_NUMBER_CODES, INBOUND_PATH, STATUS_CALLBACK_PATH
+from channels.sms import DELIVERY_PARAM, INBOUND_PATH, STATUS_CALLBACK_PATH
+from gateway import sms_status
 from gateway.api.absence import absences
 from gateway.api.context import CTX
 from gateway.errors import Forbidden, NotFound, ValidationFailed
-from gateway.models import TERMINAL_FAILURES, DeliveryStatus, Reply, derive_id
+from gateway.models import Reply, derive_id
 from gateway.settings import TwilioSettings
+from gateway.sms_status import TWILIO_STATUS, StatusReport
 
 log = logging.getLogger(__name__)
 
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
-
-# Twilio's MessageStatus -> our status. "receiving"/"received" belong to inbound
-# messages and are ignored; an unknown value is ignored too (and logged).
-TWILIO_STATUS: dict[str, DeliveryStatus | None] = {
-    "accepted": DeliveryStatus.queued,
-    "scheduled": DeliveryStatus.queued,
-    "queued": DeliveryStatus.queued,
-    "sending": DeliveryStatus.sending,
-    "sent": DeliveryStatus.sent,
-    "delivered": DeliveryStatus.delivered,
-    "read": DeliveryStatus.read,
-    "undelivered": DeliveryStatus.undelivered,
-    "failed": DeliveryStatus.failed,
-    "canceled": DeliveryStatus.cancelled,
-    "receiving": None,
-    "received": None,
-}
-
-
-# Callback outcomes that leave the recipient untold on this channel: escalation's failover.
-FAILOVER_STATUSES = frozenset({DeliveryStatus.failed, DeliveryStatus.undelivered})
-
-
-def _is_dead_number(error_code: str | None) -> bool:
-    return bool(error_code and error_code.isdigit() and int(error_code) in DEAD_NUMBER_CODES)
 
 
 def _twilio(request: web.Request) -> TwilioSettings:
@@ -117,43 +95,29 @@ async def _verified_form(request: web.Request) -> tuple[TwilioSettings, MultiDic
 
 
 async def status_callback(request: web.Request) -> web.Response:
-    """Apply a message status callback to the delivery it belongs to."""
+    """Apply a message status callback to the delivery it belongs to (gateway/sms_status):
+    the one our StatusCallback URL names, else the one with its SID; a SID not known yet
+    is parked as a durable job until it is."""
     _, form = await _verified_form(request)
     ctx = request.app[CTX]
     sid = form.get("MessageSid") or form.get("SmsSid")
     raw_status = (form.get("MessageStatus") or form.get("SmsStatus") or "").lower()
-    status = TWILIO_STATUS.get(raw_status)
-    if not sid or status is None:
-        if raw_status not in TWILIO_STATUS:
-            log.info("twilio status callback ignored", extra={"twilio_status": raw_status[:32]})
+    if raw_status not in TWILIO_STATUS:
+        log.info("twilio status callback ignored", extra={"twilio_status": raw_status[:32]})
+    if not sid or TWILIO_STATUS.get(raw_status) is None:
         return web.Response(status=200)
-    delivery = await ctx.store.delivery_by_provider_id("sms", sid)
-    if delivery is None:
-        log.info("twilio status callback for an unknown message", extra={"provider_id": sid})
-        return web.Response(status=200)
-    error_code = form.get("ErrorCode") or None
-    failed = status in TERMINAL_FAILURES
-    reason = f"twilio_{error_code}" if error_code and failed else None
     now = ctx.clock.now()
-    moved = await ctx.store.transition(
-        delivery.id, status, now, detail=f"twilio:{raw_status}", reason=reason
-    )
-    log.info(
-        "twilio status callback",
-        extra={"delivery_id": delivery.id, "twilio_status": raw_status, "applied": moved},
-    )
-    if failed and delivery.address and _is_dead_number(error_code):
-        await ctx.store.mark_contact_failing(
-            delivery.tenant_id,
-            delivery.recipient_id,
-            "phone",
-            delivery.address,
-            f"twilio_{error_code}",
-            now,
-        )
-    if moved and status in FAILOVER_STATUSES and ctx.on_failed is not None:
-        # A permanent failure moves the recipient on to the next channel at once.
-        await ctx.on_failed(delivery)
+    report = StatusReport(sid[:64], raw_status, (form.get("ErrorCode") or None), now)
+    delivery_id = request.query.get(DELIVERY_PARAM)
+    delivery = await sms_status.delivery_for(ctx.store, delivery_id, report.sid)
+    if delivery is not None:
+        await sms_status.apply(ctx.store, delivery, report, now, ctx.work_available)
+    elif delivery_id:
+        # Named in our own signed URL but gone: removed by retention (or another store).
+        log.warning("twilio status callback for a delivery not stored", extra={"provider_id": sid})
+    else:
+        await sms_status.park(ctx.store, report)
+        ctx.work_available.set()
     return web.Response(status=200)
 
 

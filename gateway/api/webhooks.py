@@ -22,6 +22,7 @@ from yarl import URL
 from gateway.addresses import is_ip_literal, parse_networks, permitted
 from gateway.api.body import read_model
 from gateway.api.context import CTX
+from gateway.api.paging import page_after_id
 from gateway.auth import authenticate_bearer, new_webhook_secret
 from gateway.constants import WEBHOOK_EVENT_TYPES
 from gateway.errors import Conflict, NotFound, ValidationFailed
@@ -125,6 +126,7 @@ class WebhookMessageDetail(WebhookMessageView):
 class WebhookMessageList(BaseModel):
     messages: list[WebhookMessageView]
     next_before: datetime | None
+    next_before_id: str | None
 
 
 # --------------------------------------------------------------------------- validation
@@ -345,22 +347,27 @@ def _query_errors(query: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
             )
     if "endpoint_id" in query:
         parsed["endpoint_id"] = query["endpoint_id"]
+    before_id = page_after_id(query, errors)
+    if before_id is not None:
+        parsed["before_id"] = before_id
     return parsed, errors
 
 
 async def list_messages(request: web.Request) -> web.Response:
-    """The outbox, newest first; ``?status=failed`` lists what needs attention."""
+    """The outbox, newest first; ``?status=failed`` lists what needs attention. Pages by
+    (created_at, id): pass ``next_before`` and ``next_before_id`` back (api/paging.py)."""
     ctx = request.app[CTX]
     tenant = await authenticate_bearer(request, ctx.store, ctx.clock.now(), Scope.webhooks)
     params, errors = _query_errors(request.query)
     if errors:
         raise ValidationFailed("the query is not valid", errors=errors)
     messages = await ctx.store.list_webhook_messages(tenant.id, **params)
-    full = len(messages) == params["limit"]
+    last = messages[-1] if len(messages) == params["limit"] and messages else None
     return web.json_response(
         {
             "messages": [message_view(m) for m in messages],
-            "next_before": messages[-1].created_at.isoformat() if full and messages else None,
+            "next_before": last.created_at.isoformat() if last else None,
+            "next_before_id": last.id if last else None,
         }
     )
 

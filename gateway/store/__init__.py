@@ -66,6 +66,8 @@ class SendOutcome:
     reason: str | None = None
     provider_id: str | None = None
     segments: int | None = None
+    # Follow-ups the outcome causes (gateway/followups.py), stored with it.
+    jobs: tuple[Job, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +190,18 @@ class Store(Protocol):
 
     async def get_message(self, tenant_id: str, message_id: str) -> Message | None: ...
 
+    async def list_messages(
+        self,
+        tenant_id: str,
+        *,
+        limit: int = 50,
+        before: datetime | None = None,
+        before_id: str | None = None,
+    ) -> list[Message]:
+        """The tenant's messages, newest first (``created_at``, then id, descending).
+        With ``before`` and ``before_id`` (the last message of a page) only those after
+        it in that order; with ``before`` alone, those created before it."""
+
     async def mark_planned(self, tenant_id: str, message_id: str, at: datetime) -> None: ...
 
     # ------------------------------------------------------------------ deliveries
@@ -216,6 +230,7 @@ class Store(Protocol):
         reason: str | None = None,
         provider_id: str | None = None,
         segments: int | None = None,
+        jobs: Sequence[Job] = (),
     ) -> bool:
         """Move a delivery forward (see can_transition) and append history.
 
@@ -224,7 +239,18 @@ class Store(Protocol):
         status does not move (e.g. a provider id arriving with a late receipt);
         ``reason`` only with a move, since it explains the current status, and
         ``detail`` goes to the history row only.
+
+        ``jobs`` (follow-ups of the move: gateway/followups.py) are stored with it, moved
+        or not (existing ids are left untouched): SQLite in the same transaction; Redis in
+        the same round trip, queued before the move and due at the earliest
+        ``FOLLOWUP_GRACE`` seconds after their ``due_at``, so a crash never leaves a move
+        without its follow-ups and a follow-up never runs before its move.
         """
+
+    async def note_attempt(self, delivery_id: str, at: datetime, detail: str) -> bool:
+        """Append a history row for a failed attempt of a send being retried: the status
+        stays ``sending``, ``detail`` says which attempt, why and when the next one is.
+        False, writing nothing, if the delivery is unknown or not ``sending``."""
 
     async def delivery_by_provider_id(self, channel: str, provider_id: str) -> Delivery | None: ...
 
@@ -262,12 +288,15 @@ class Store(Protocol):
         *,
         limit: int = 50,
         before: datetime | None = None,
+        before_id: str | None = None,
         now: datetime | None = None,
     ) -> list[InboxItem]:
         """The in-app deliveries of this recipient (not suppressed or cancelled, not
-        deferred past ``now``), newest message first, joined with their message.
-        ``before`` pages by the message's ``created_at``; ``now`` defaults to the
-        system clock."""
+        deferred past ``now``), newest message first (by the message's ``created_at``,
+        then its id, both descending), joined with their message. Paging is by that key:
+        with ``before`` and ``before_id`` (the last item's message) only items after it
+        in that order; with ``before`` alone, messages created before it. ``now``
+        defaults to the system clock."""
 
     async def inbox_item(
         self, tenant_id: str, guardian_id: str, message_id: str, *, now: datetime | None = None
@@ -315,7 +344,8 @@ class Store(Protocol):
     async def finish_sends(self, outcomes: Sequence[SendOutcome]) -> int:
         """Many ``finish_send`` in one transaction (the dispatcher batches commits under
         load); return how many deliveries moved. Outcomes apply in order, so two for
-        one delivery behave as two calls."""
+        one delivery behave as two calls. Each outcome's ``jobs`` are stored with it, as
+        :meth:`transition` stores its ``jobs``."""
 
     async def retry_job(self, job_id: str, due_at: datetime, error: str) -> None:
         """Release the lease and make the job due again at ``due_at`` (``attempts`` is kept)."""
@@ -400,8 +430,12 @@ class Store(Protocol):
         endpoint_id: str | None = None,
         limit: int = 100,
         before: datetime | None = None,
+        before_id: str | None = None,
     ) -> list[WebhookMessage]:
-        """The tenant's outbox, newest first; ``before`` pages by ``created_at``."""
+        """The tenant's outbox, newest first (``created_at``, then id, both descending).
+        Paging is by that key: with ``before`` and ``before_id`` (the last message seen)
+        only messages after it in that order; with ``before`` alone, those created
+        before it (many share one ``created_at``: page with both)."""
 
     async def webhook_attempts(self, message_id: str) -> list[WebhookAttempt]:
         """Every attempt of a message, oldest first (replays keep the earlier ones)."""
@@ -435,7 +469,9 @@ class Store(Protocol):
         """Record subjects reached for the first time; return the rows that were new.
 
         A subject is (tenant, message, subject_kind, subject_id): the first row kept is
-        never replaced, so a later read by someone else changes nothing."""
+        never replaced, so a later read by someone else changes nothing. Each new row
+        records a ``message.reached`` change (data: :func:`gateway.models.reached_data`)
+        in the same transaction, as :meth:`append_change` would."""
 
     async def list_reached(self, tenant_id: str, message_id: str) -> list[Reached]:
         """The reached rows of a message in the order they were recorded."""
@@ -544,8 +580,12 @@ class Store(Protocol):
         return it; None if there is no such record. From then on
         ``find_absence(event_id=event_id)`` finds the record too."""
 
-    async def add_absence_explanation(self, explanation: AbsenceExplanation) -> bool:
-        """Store a guardian's explanation; False if its id exists already."""
+    async def add_absence_explanation(
+        self, explanation: AbsenceExplanation, *, change: dict[str, Any] | None = None
+    ) -> bool:
+        """Store a guardian's explanation; False if its id exists already. With ``change``,
+        a new explanation records an ``absence.explained`` change with that data in the
+        same transaction, as :meth:`append_change` would."""
 
     async def add_alert_phones(self, rows: Sequence[AlertPhone]) -> None:
         """Remember the phone numbers of an alert's recipients (a row again is kept once);

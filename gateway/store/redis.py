@@ -32,7 +32,7 @@ import secrets
 import socket
 from collections import OrderedDict, defaultdict
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, NamedTuple, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -99,6 +99,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PREFIX = "bb"
 DEFAULT_RETENTION_DAYS = 396
+# Seconds a follow-up job of a move waits past its due time (see _apply_moves).
+FOLLOWUP_GRACE = 2.0
 # Keys live a day longer than the retention: the daily purge job normally removes them
 # first (and keeps the counters right); the expiry is the guarantee.
 _TTL_MARGIN = 86_400
@@ -124,6 +126,12 @@ _FORGET_CONSUMERS = Lua(lua.FORGET_CONSUMERS)
 _ACQUIRE_RATE = Lua(lua.ACQUIRE_RATE)
 _UPSERT_DEVICE = Lua(lua.UPSERT_DEVICE)
 _REMOVE_DEVICE = Lua(lua.REMOVE_DEVICE)
+# KEYS: delivery hash, its history. ARGV: at (µs), detail. A row for a failed attempt.
+_NOTE_ATTEMPT = Lua(
+    "if redis.call('HGET', KEYS[1], 's') ~= 'sending' then return 0 end "
+    "redis.call('RPUSH', KEYS[2], 'sending' .. '\\31' .. ARGV[1] .. '\\31' .. ARGV[2]) "
+    "return 1"
+)
 _HSET_IF_EXISTS = Lua(
     "if redis.call('EXISTS', KEYS[1]) == 1 then "
     "return redis.call('HSET', KEYS[1], unpack(ARGV)) end return 0"
@@ -303,6 +311,10 @@ def _delivery(delivery_id: str, h: dict[str, str]) -> Delivery:
     )
 
 
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def _message_doc(m: Message) -> str:
     return m.model_dump_json(exclude={"planned_at"})
 
@@ -366,6 +378,7 @@ class RedisStore(
 
     SCRIPTS = (
         _TRANSITION,
+        _NOTE_ATTEMPT,
         _ACCEPT,
         _ADD_DELIVERIES,
         _KEEP_GREATEST,
@@ -1077,6 +1090,36 @@ class RedisStore(
         doc, planned = await self._redis.hmget(self._t(tenant_id, "m", message_id), ["j", "p"])
         return None if doc is None else _message(doc, planned)
 
+    async def list_messages(
+        self,
+        tenant_id: str,
+        *,
+        limit: int = 50,
+        before: datetime | None = None,
+        before_id: str | None = None,
+    ) -> list[Message]:
+        # msgs: the tenant's message ids scored by created_at (us), kept by accept/purge;
+        # equal scores come in id order, so the ties of the last page continue first.
+        key = self._t(tenant_id, "msgs")
+        ids: list[Any] = []
+        if before is not None and before_id is not None:
+            ties = await self._redis.zrevrangebyscore(key, us(before), us(before))
+            ids = [i for i in ties if _text(i) < before_id][:limit]
+        top = f"({us(before)}" if before is not None else "+inf"
+        if len(ids) < limit:
+            ids += await self._redis.zrevrangebyscore(
+                key, top, "-inf", start=0, num=limit - len(ids)
+            )
+        if not ids:
+            return []
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for message_id in ids:
+                pipe.hmget(self._t(tenant_id, "m", message_id), ["j", "p"])
+            found = await pipe.execute()
+        messages = [_message(doc, planned) for doc, planned in found if doc is not None]
+        # equal times: the same order as SQLite (newest first, then id descending)
+        return sorted(messages, key=lambda m: (m.created_at, m.id), reverse=True)
+
     async def mark_planned(self, tenant_id: str, message_id: str, at: datetime) -> None:
         await self._eval(
             self._redis, _HSET_IF_EXISTS, [self._t(tenant_id, "m", message_id)], ["p", us(at)]
@@ -1184,16 +1227,23 @@ class RedisStore(
         reason: str | None = None,
         provider_id: str | None = None,
         segments: int | None = None,
+        jobs: Sequence[Job] = (),
     ) -> bool:
         move = _Move(delivery_id, status, at, detail, reason, provider_id, segments)
-        moved = await self._apply_moves([move], [])
+        moved = await self._apply_moves([move], [], jobs)
         return moved[0]
 
     async def _apply_moves(
-        self, moves: Sequence[_Move], finished_jobs: Sequence[str]
+        self, moves: Sequence[_Move], finished_jobs: Sequence[str], followups: Sequence[Job] = ()
     ) -> list[bool]:
         """Apply status moves in order (one script per tenant) and then end the jobs, in
-        one round trip. A move of an unknown delivery is refused."""
+        one round trip. A move of an unknown delivery is refused.
+
+        Follow-up jobs go first, due ``FOLLOWUP_GRACE`` later: the move is in another slot
+        (no script spans both), so a crash after them leaves jobs whose handlers find the
+        state unchanged and do nothing, while a crash before them leaves the send job (the
+        dispatcher re-queues the failover of a failed delivery it finds) — and the grace
+        keeps a follow-up from running before its move is committed."""
         where = await self._tenants_of([m.delivery_id for m in moves])
         by_tenant: dict[str, list[int]] = {}
         for n, m in enumerate(moves):
@@ -1201,6 +1251,10 @@ class RedisStore(
             if tenant_id is not None:
                 by_tenant.setdefault(tenant_id, []).append(n)
         async with self._redis.pipeline(transaction=False) as pipe:
+            grace = timedelta(seconds=FOLLOWUP_GRACE)
+            self._queue_jobs(
+                pipe, [job.model_copy(update={"due_at": job.due_at + grace}) for job in followups]
+            )
             for m in moves:
                 if m.provider_id is not None and m.delivery_id in where:
                     pipe.set(
@@ -1239,6 +1293,13 @@ class RedisStore(
             for n, flag in zip(indexes, flags, strict=True):
                 moved[n] = bool(flag)
         return moved
+
+    async def note_attempt(self, delivery_id: str, at: datetime, detail: str) -> bool:
+        tenant_id = (await self._tenants_of([delivery_id])).get(delivery_id)
+        if tenant_id is None:
+            return False
+        keys = [self._t(tenant_id, "d", delivery_id), self._t(tenant_id, "h", delivery_id)]
+        return bool(await self._eval(self._redis, _NOTE_ATTEMPT, keys, [us(at), detail]))
 
     async def delivery_by_provider_id(self, channel: str, provider_id: str) -> Delivery | None:
         ref = await self._redis.get(self._g("pid", digest(provider_id)))
@@ -1336,16 +1397,27 @@ class RedisStore(
         *,
         limit: int = 50,
         before: datetime | None = None,
+        before_id: str | None = None,
         now: datetime | None = None,
     ) -> list[InboxItem]:
         if limit <= 0:
             return []
         top = "+inf" if before is None else f"({us(before)}"
+        if before is not None and before_id is not None:
+            top = str(us(before))  # that instant too, past before_id (ids descending)
         rows = await self._eval(
             self._redis,
             _INBOX,
             [self._t(tenant_id, "ib", guardian_id)],
-            [self._tp(tenant_id), guardian_id, top, us(now or datetime.now(UTC)), limit],
+            [
+                self._tp(tenant_id),
+                guardian_id,
+                top,
+                us(now or datetime.now(UTC)),
+                limit,
+                "",
+                before_id if before is not None and before_id is not None else "",
+            ],
         )
         return [_inbox_item(*rows[i : i + 4]) for i in range(0, len(rows), 4)]
 
@@ -1438,7 +1510,8 @@ class RedisStore(
             _Move(o.delivery_id, o.status, o.at, o.detail, o.reason, o.provider_id, o.segments)
             for o in outcomes
         ]
-        moved = await self._apply_moves(moves, list(dict.fromkeys(o.job_id for o in outcomes)))
+        finished = list(dict.fromkeys(o.job_id for o in outcomes))
+        moved = await self._apply_moves(moves, finished, [j for o in outcomes for j in o.jobs])
         return sum(moved)
 
     async def retry_job(self, job_id: str, due_at: datetime, error: str) -> None:

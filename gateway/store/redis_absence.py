@@ -22,6 +22,7 @@ from redis.exceptions import WatchError
 
 from gateway.models import AbsenceClaim, AbsenceExplanation, AbsenceRecord, Role
 from gateway.store.redis_base import Lua, RedisParts, dumps, from_us, us
+from gateway.store.redis_lua import tenant_script
 
 _SEP = "\x1f"
 PURGE_BATCH = 500  # records per script call, so a large purge never blocks Redis long
@@ -29,6 +30,23 @@ PURGE_BATCH = 500  # records per script call, so a large purge never blocks Redi
 # KEYS[1] the tenant's absence index. ARGV: tp cutoff limit. Removes up to ``limit`` records
 # created before the cutoff with their explanations, the event ids claimed into them and
 # the key's pointer if it still points at them; returns how many index entries it took.
+# KEYS[1] tenant anchor. ARGV: tp ttl message_id explanation_id doc at_us [change_json].
+# 1 when new (stored, and its absence.explained change fed with it), else 0.
+_ADD_EXPLANATION = Lua(
+    tenant_script(
+        r"""
+local tp, ttl, mid, id = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
+local h, l = tp .. 'absx:' .. mid, tp .. 'absxl:' .. mid
+if redis.call('HSETNX', h, id, ARGV[5]) == 0 then return 0 end
+redis.call('RPUSH', l, id)
+redis.call('EXPIRE', h, ttl)
+redis.call('EXPIRE', l, ttl)
+if ARGV[7] then feed(tp, 'absence.explained', ARGV[7], ARGV[6]) end
+return 1
+"""
+    )
+)
+
 _PURGE = Lua(
     r"""
 local tp = ARGV[1]
@@ -69,7 +87,7 @@ def _record(doc: str) -> AbsenceRecord:
 class AbsenceMixin(RedisParts):
     """The absence part of :class:`gateway.store.Store` on Redis."""
 
-    SCRIPTS: ClassVar[Sequence[Lua]] = (_PURGE,)
+    SCRIPTS: ClassVar[Sequence[Lua]] = (_PURGE, _ADD_EXPLANATION)
 
     async def claim_absence(
         self, record: AbsenceRecord, body_hash: str, window_start: datetime
@@ -187,9 +205,10 @@ class AbsenceMixin(RedisParts):
                 except WatchError:
                     continue
 
-    async def add_absence_explanation(self, explanation: AbsenceExplanation) -> bool:
-        t = self._tk(explanation.tenant_id)
-        by_id, order = t("absx", explanation.message_id), t("absxl", explanation.message_id)
+    async def add_absence_explanation(
+        self, explanation: AbsenceExplanation, *, change: dict[str, Any] | None = None
+    ) -> bool:
+        tp = self._tp(explanation.tenant_id)
         doc = dumps(
             [
                 explanation.child_id,
@@ -200,14 +219,11 @@ class AbsenceMixin(RedisParts):
                 us(explanation.at),
             ]
         )
-        if not await self._redis.hsetnx(by_id, explanation.id, doc):
-            return False
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.rpush(order, explanation.id)
-            pipe.expire(by_id, self._ttl)
-            pipe.expire(order, self._ttl)
-            await pipe.execute()
-        return True
+        args = [tp, self._ttl, explanation.message_id, explanation.id, doc, us(explanation.at)]
+        if change is not None:
+            args.append(dumps(change))
+        added = await self._eval(self._redis, _ADD_EXPLANATION, [tp + "stats"], args)
+        return bool(added)
 
     async def list_absence_explanations(
         self, tenant_id: str, message_id: str

@@ -256,19 +256,28 @@ local function consider(mid)
   out[#out + 1] = redis.call('HGET', tp .. 'rd:' .. mid, who) or ''
   return 0
 end
-if ARGV[6] then
+if ARGV[6] and ARGV[6] ~= '' then
   if redis.call('ZSCORE', KEYS[1], ARGV[6]) then consider(ARGV[6]) end
   return out
 end
+-- Keyset paging: with ARGV[7] (the last message id seen) and an inclusive max (its
+-- score), members of that score are skipped up to and including that id.
+local bid = ARGV[7]
+if bid == '' then bid = nil end
+local edge = tonumber(max)
 local offset, chunk = 0, math.max(limit * 2, 20)
 while #out < limit * 4 do
-  local page = redis.call('ZREVRANGEBYSCORE', KEYS[1], max, '-inf', 'LIMIT', offset, chunk)
+  local page = redis.call('ZREVRANGEBYSCORE', KEYS[1], max, '-inf', 'WITHSCORES', 'LIMIT',
+    offset, chunk)
   local gone = 0
-  for _, mid in ipairs(page) do
+  for i = 1, #page, 2 do
     if #out >= limit * 4 then break end
-    gone = gone + (consider(mid) or 0)
+    local mid = page[i]
+    if not (bid and tonumber(page[i + 1]) == edge and mid >= bid) then
+      gone = gone + (consider(mid) or 0)
+    end
   end
-  if #page < chunk then break end
+  if #page < chunk * 2 then break end
   offset = offset + chunk - gone
 end
 return out

@@ -13,20 +13,24 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from gateway.constants import DEFAULT_SCOPES
-from gateway.models import Delivery, Protection, Reached, ReadRecord
+from gateway.models import Delivery, Protection, Reached, ReadRecord, reached_data
 from gateway.store.redis_base import Lua, RedisParts, dumps, from_us, us
+from gateway.store.redis_lua import tenant_script
 
-# KEYS[1] tenant anchor. ARGV: tp ttl, then 3 per row: message field row_json. Returns 0/1s.
+# KEYS[1] tenant anchor. ARGV: tp ttl, then 5 per row: message field row_json
+# webhook_data_json at_us. Returns 0/1s. A new row feeds its message.reached change.
 _ADD_REACHED = Lua(
-    r"""
+    tenant_script(
+        r"""
 local tp, ttl = ARGV[1], tonumber(ARGV[2])
 local out = {}
-for i = 3, #ARGV, 3 do
+for i = 3, #ARGV, 5 do
   local h, l = tp .. 'rch:' .. ARGV[i], tp .. 'rchl:' .. ARGV[i]
   if redis.call('HSETNX', h, ARGV[i + 1], ARGV[i + 2]) == 1 then
     redis.call('RPUSH', l, ARGV[i + 1])
     redis.call('EXPIRE', h, ttl)
     redis.call('EXPIRE', l, ttl)
+    feed(tp, 'message.reached', ARGV[i + 3], ARGV[i + 4])
     out[#out + 1] = 1
   else
     out[#out + 1] = 0
@@ -34,6 +38,7 @@ for i = 3, #ARGV, 3 do
 end
 return out
 """
+    )
 )
 
 
@@ -62,6 +67,8 @@ class TrackingMixin(RedisParts):
                         row.message_id,
                         f"{row.subject_kind}\x1f{row.subject_id}",
                         dumps([row.subject_kind, row.subject_id, row.by_id, us(row.at)]),
+                        dumps(reached_data(row)),
+                        us(row.at),
                     )
                 )
             flags = await self._eval(self._redis, _ADD_REACHED, [tp + "stats"], args)

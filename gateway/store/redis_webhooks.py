@@ -537,15 +537,27 @@ class WebhookMixin(RedisParts):
         endpoint_id: str | None = None,
         limit: int = 100,
         before: datetime | None = None,
+        before_id: str | None = None,
     ) -> list[WebhookMessage]:
         index = self._qp + "wh:t:" + tenant_id
         top = "+inf" if before is None else f"({us(before)}"
+        edge: int | None = None
+        if before is not None and before_id is not None:
+            edge = us(before)
+            top = str(edge)  # that instant too, past before_id (ids descending)
         found: list[WebhookMessage] = []
         offset, page = 0, max(limit, 100)
         while len(found) < limit:
-            ids = await self._redis.zrevrangebyscore(index, top, "-inf", start=offset, num=page)
-            if not ids:
+            scored = await self._redis.zrevrangebyscore(
+                index, top, "-inf", start=offset, num=page, withscores=True
+            )
+            if not scored:
                 break
+            ids = [
+                i
+                for i, score in scored
+                if edge is None or before_id is None or int(score) != edge or i < before_id
+            ]
             rows = await self._load_webhook_messages(ids)
             for m in rows:
                 if (status is None or m.status is status) and (

@@ -182,6 +182,7 @@ CREATE TABLE IF NOT EXISTS messages (
     read_receipt INTEGER NOT NULL, sender_id TEXT, sender_name TEXT,
     audience TEXT NOT NULL, created_at INTEGER NOT NULL, planned_at INTEGER
 );
+CREATE INDEX IF NOT EXISTS messages_by_tenant_created ON messages (tenant_id, created_at);
 
 CREATE TABLE IF NOT EXISTS deliveries (
     id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, message_id TEXT NOT NULL,
@@ -1094,6 +1095,28 @@ class SqliteStore(
             )
         return _message(rows[0]) if rows else None
 
+    async def list_messages(
+        self,
+        tenant_id: str,
+        *,
+        limit: int = 50,
+        before: datetime | None = None,
+        before_id: str | None = None,
+    ) -> list[Message]:
+        sql = f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE tenant_id = ?"
+        args: list[Any] = [tenant_id]
+        if before is not None and before_id is not None:
+            sql += " AND (created_at < ? OR (created_at = ? AND id < ?))"
+            args.extend((_ts(before), _ts(before), before_id))
+        elif before is not None:
+            sql += " AND created_at < ?"
+            args.append(_ts(before))
+        sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
+        args.append(limit)
+        async with self._read() as db:
+            rows = list(await db.execute_fetchall(sql, args))
+        return [_message(row) for row in rows]
+
     async def mark_planned(self, tenant_id: str, message_id: str, at: datetime) -> None:
         async with self._write() as db:
             await db.execute(
@@ -1186,11 +1209,22 @@ class SqliteStore(
         reason: str | None = None,
         provider_id: str | None = None,
         segments: int | None = None,
+        jobs: Sequence[Job] = (),
     ) -> bool:
         move = _Move(delivery_id, status, at, detail, reason, provider_id, segments)
         async with self._write() as db:
             moved = await _apply_moves(db, [move])
+            await _insert_jobs(db, jobs)
         return moved[0]
+
+    async def note_attempt(self, delivery_id: str, at: datetime, detail: str) -> bool:
+        async with self._write() as db:
+            cursor = await db.execute(
+                "INSERT INTO status_history (delivery_id, status, at, detail) "
+                "SELECT id, status, ?, ? FROM deliveries WHERE id = ? AND status = 'sending'",
+                (_ts(at), detail, delivery_id),
+            )
+        return cursor.rowcount == 1
 
     async def delivery_by_provider_id(self, channel: str, provider_id: str) -> Delivery | None:
         async with self._read() as db:
@@ -1309,11 +1343,15 @@ class SqliteStore(
         *,
         limit: int = 50,
         before: datetime | None = None,
+        before_id: str | None = None,
         now: datetime | None = None,
     ) -> list[InboxItem]:
         params: list[Any] = [tenant_id, guardian_id, *_NOT_IN_INBOX, _ts(now or datetime.now(UTC))]
         query = _INBOX_QUERY
-        if before is not None:
+        if before is not None and before_id is not None:
+            query += " AND (m.created_at < ? OR (m.created_at = ? AND m.id < ?))"
+            params.extend((_ts(before), _ts(before), before_id))
+        elif before is not None:
             query += " AND m.created_at < ?"
             params.append(_ts(before))
         query += " ORDER BY m.created_at DESC, m.id DESC LIMIT ?"
@@ -1427,6 +1465,7 @@ class SqliteStore(
         async with self._write() as db:
             moved = await _apply_moves(db, moves)
             await db.executemany("DELETE FROM jobs WHERE id = ?", [(o.job_id,) for o in outcomes])
+            await _insert_jobs(db, [job for o in outcomes for job in o.jobs])
         return sum(moved)
 
     async def retry_job(self, job_id: str, due_at: datetime, error: str) -> None:

@@ -15,8 +15,18 @@ from typing import Any, ClassVar
 
 import aiosqlite
 
+from gateway.constants import WEBHOOK_ABSENCE_EXPLAINED
 from gateway.models import AbsenceClaim, AbsenceExplanation, AbsenceKind, AbsenceRecord, Role
-from gateway.store.sqlite_base import SqliteParts, dt, dt_opt, id_list, to_json, ts, ts_opt
+from gateway.store.sqlite_base import (
+    SqliteParts,
+    dt,
+    dt_opt,
+    feed_change,
+    id_list,
+    to_json,
+    ts,
+    ts_opt,
+)
 
 _COLUMNS = (
     "tenant_id, message_id, event_id, kind, child_id, key, data, marks, created_at, "
@@ -222,7 +232,9 @@ class AbsenceMixin(SqliteParts):
                 )
             return found
 
-    async def add_absence_explanation(self, explanation: AbsenceExplanation) -> bool:
+    async def add_absence_explanation(
+        self, explanation: AbsenceExplanation, *, change: dict[str, Any] | None = None
+    ) -> bool:
         async with self._write() as db:
             cursor = await db.execute(
                 f"INSERT OR IGNORE INTO absence_explanations ({_EXPLANATION_COLUMNS}) "
@@ -239,7 +251,12 @@ class AbsenceMixin(SqliteParts):
                     ts(explanation.at),
                 ),
             )
-            return cursor.rowcount == 1
+            new = cursor.rowcount == 1
+            if new and change is not None:
+                await feed_change(
+                    db, explanation.tenant_id, WEBHOOK_ABSENCE_EXPLAINED, change, explanation.at
+                )
+            return new
 
     async def list_absence_explanations(
         self, tenant_id: str, message_id: str

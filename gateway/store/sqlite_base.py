@@ -16,6 +16,8 @@ from typing import Any, ClassVar
 
 import aiosqlite
 
+from gateway.constants import JOB_WEBHOOK_FANOUT
+
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
 
@@ -66,3 +68,28 @@ class SqliteParts:
     def feature_schemas(cls) -> list[str]:
         """The SCHEMA of every mixin in the class hierarchy, base classes first."""
         return [k.__dict__["SCHEMA"] for k in reversed(cls.__mro__) if k.__dict__.get("SCHEMA")]
+
+
+async def feed_change(
+    db: aiosqlite.Connection, tenant_id: str, event_type: str, data: dict[str, Any], at: datetime
+) -> int | None:
+    """Record a change in the webhook feed inside the caller's write transaction (so it
+    commits with the fact it reports) and make sure the fan-out job exists; its seq, or
+    None (nothing written) when the tenant has no enabled endpoint."""
+    stamp = ts(at)
+    rows = list(
+        await db.execute_fetchall(
+            "INSERT INTO webhook_feed (tenant_id, type, data, at) "
+            "SELECT ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM webhook_endpoints "
+            "WHERE tenant_id = ? AND enabled = 1) RETURNING seq",
+            (tenant_id, event_type, to_json(data), stamp, tenant_id),
+        )
+    )
+    if not rows:
+        return None
+    await db.execute(
+        "INSERT OR IGNORE INTO jobs (id, tenant_id, kind, ref, due_at, visible_at, "
+        "leased_until, attempts, last_error) VALUES (?, '', ?, '', ?, ?, NULL, 0, NULL)",
+        (JOB_WEBHOOK_FANOUT, JOB_WEBHOOK_FANOUT, stamp, stamp),
+    )
+    return int(rows[0][0])

@@ -11,9 +11,9 @@ import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from gateway.constants import DEFAULT_SCOPES
-from gateway.models import Delivery, Protection, Reached, ReadRecord
-from gateway.store.sqlite_base import SqliteParts, dt, id_list, to_json, ts
+from gateway.constants import DEFAULT_SCOPES, WEBHOOK_MESSAGE_REACHED
+from gateway.models import Delivery, Protection, Reached, ReadRecord, reached_data
+from gateway.store.sqlite_base import SqliteParts, dt, feed_change, id_list, to_json, ts
 
 _REACHED_COLUMNS = "tenant_id, message_id, subject_kind, subject_id, by_id, at"
 
@@ -69,6 +69,9 @@ class TrackingMixin(SqliteParts):
                 )
                 if cursor.rowcount == 1:
                     new.append(row)
+                    await feed_change(
+                        db, row.tenant_id, WEBHOOK_MESSAGE_REACHED, reached_data(row), row.at
+                    )
         return new
 
     async def list_reached(self, tenant_id: str, message_id: str) -> list[Reached]:

@@ -35,7 +35,7 @@ from gateway.models import (
     WebhookMessage,
     WebhookStatus,
 )
-from gateway.store.sqlite_base import SqliteParts, dt, dt_opt, to_json, ts, ts_opt
+from gateway.store.sqlite_base import SqliteParts, dt, dt_opt, feed_change, to_json, ts, ts_opt
 
 CURSOR_KEY = "feed_cursor"
 # Where a change's time goes in its data (default "at").
@@ -299,24 +299,8 @@ CREATE INDEX IF NOT EXISTS webhook_attempts_by_message ON webhook_attempts (mess
     async def append_change(
         self, tenant_id: str, event_type: str, data: dict[str, Any], at: datetime
     ) -> int | None:
-        stamp = ts(at)
         async with self._write() as db:
-            rows = list(
-                await db.execute_fetchall(
-                    "INSERT INTO webhook_feed (tenant_id, type, data, at) "
-                    "SELECT ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM webhook_endpoints "
-                    "WHERE tenant_id = ? AND enabled = 1) RETURNING seq",
-                    (tenant_id, event_type, to_json(data), stamp, tenant_id),
-                )
-            )
-            if not rows:
-                return None
-            await db.execute(
-                "INSERT OR IGNORE INTO jobs (id, tenant_id, kind, ref, due_at, visible_at, "
-                "leased_until, attempts, last_error) VALUES (?, '', ?, '', ?, ?, NULL, 0, NULL)",
-                (JOB_WEBHOOK_FANOUT, JOB_WEBHOOK_FANOUT, stamp, stamp),
-            )
-        return int(rows[0][0])
+            return await feed_change(db, tenant_id, event_type, data, at)
 
     async def changes_since(self, cursor: int, limit: int) -> tuple[list[Change], int]:
         async with self._read() as db:
@@ -410,6 +394,7 @@ CREATE INDEX IF NOT EXISTS webhook_attempts_by_message ON webhook_attempts (mess
         endpoint_id: str | None = None,
         limit: int = 100,
         before: datetime | None = None,
+        before_id: str | None = None,
     ) -> list[WebhookMessage]:
         sql = f"SELECT {_MESSAGE_COLUMNS} FROM webhook_messages WHERE tenant_id = ?"
         params: list[Any] = [tenant_id]
@@ -419,7 +404,10 @@ CREATE INDEX IF NOT EXISTS webhook_attempts_by_message ON webhook_attempts (mess
         if endpoint_id is not None:
             sql += " AND endpoint_id = ?"
             params.append(endpoint_id)
-        if before is not None:
+        if before is not None and before_id is not None:
+            sql += " AND (created_at < ? OR (created_at = ? AND id < ?))"
+            params.extend((ts(before), ts(before), before_id))
+        elif before is not None:
             sql += " AND created_at < ?"
             params.append(ts(before))
         sql += " ORDER BY created_at DESC, id DESC LIMIT ?"

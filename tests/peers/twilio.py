@@ -8,7 +8,8 @@ credentials, 400/21211 for an invalid To, 21602/21603 for a missing body or
 sender, a chosen code for numbers marked dead, and scripted failures (429 with
 Retry-After, 500, 503) queued with :meth:`TwilioPeer.fail_next`.
 
-It then posts status callbacks and inbound messages to the gateway on demand,
+It then posts status callbacks and inbound messages to the gateway on demand, or
+(``auto_callbacks``) by itself right after accepting a message, as Twilio does,
 signed with ``X-Twilio-Signature`` exactly as Twilio does
 (``RequestValidator(token).compute_signature(url, params)``), in any order and
 as often as the test asks.
@@ -18,9 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
+import random
 import re
 import secrets
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -76,6 +80,22 @@ class Failure:
 
 
 @dataclass
+class AutoCallbacks:
+    """How the peer posts callbacks by itself (``TwilioPeer.auto_callbacks``).
+
+    ``outcome(to)`` gives the (MessageStatus, ErrorCode) callbacks of a message to ``to``
+    in Twilio's order; the peer posts each after a delay of 0 or up to ``max_delay``
+    seconds, in shuffled order, a ``duplicate_share`` of them twice, to ``via``.
+    """
+
+    outcome: Callable[[str], list[tuple[str, int | None]]]
+    via: str | None = None
+    max_delay: float = 0.05
+    duplicate_share: float = 0.3
+    rng: random.Random = field(default_factory=lambda: random.Random(12))
+
+
+@dataclass
 class CallbackResult:
     status: int
     text: str
@@ -107,8 +127,16 @@ class TwilioPeer:
         self.callback_urls: dict[str, str] = {}
         self.dead_numbers: dict[str, int] = {}
         self._failures: deque[Failure] = deque()
+        # Failures answered AFTER the message was accepted (a 5xx or a hang-up whose
+        # message Twilio did take): see fail_after_accept.
+        self._after_accept: deque[Failure] = deque()
+        self.list_requests: list[dict[str, str]] = []
         # While set, requests hang until the peer closes (to exercise client timeouts).
         self.stall = False
+        # Status callbacks posted by the peer itself after accepting (auto_callbacks).
+        self._auto: AutoCallbacks | None = None
+        self._callback_tasks: set[asyncio.Task[CallbackResult]] = set()
+        self.early_callbacks = 0  # automatic callbacks answered before their message's 201
         self._closing = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -118,6 +146,7 @@ class TwilioPeer:
     async def start(self) -> str:
         app = web.Application()
         app.router.add_post("/2010-04-01/Accounts/{account_sid}/Messages.json", self._create)
+        app.router.add_get("/2010-04-01/Accounts/{account_sid}/Messages.json", self._list)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -160,6 +189,27 @@ class TwilioPeer:
         for _ in range(times):
             self._failures.append(Failure(status, payload, headers))
 
+    def auto_callbacks(self, script: AutoCallbacks) -> None:
+        """From now on, post status callbacks by themselves after accepting each message,
+        as Twilio does: see :class:`AutoCallbacks`."""
+        self._auto = script
+
+    async def settle(self) -> list[CallbackResult]:
+        """Wait until every automatic callback posted so far has been answered."""
+        results: list[CallbackResult] = []
+        while self._callback_tasks:
+            done = list(self._callback_tasks)
+            self._callback_tasks.difference_update(done)
+            results.extend(await asyncio.gather(*done))
+        return results
+
+    def fail_after_accept(self, status: int, *, times: int = 1) -> None:
+        """The next ``times`` valid requests create the message (it is in ``messages``, its
+        callbacks may follow) but answer ``status`` with Twilio's error body — what the
+        gateway sees when Twilio took the message and the answer was lost."""
+        for _ in range(times):
+            self._after_accept.append(Failure(status, twilio_error(status, status, "Error")))
+
     def mark_dead(self, number: str, code: int = 21614) -> None:
         """Requests to this number answer 400 with ``code`` (e.g. 21614 not a mobile)."""
         self.dead_numbers[number] = code
@@ -200,7 +250,52 @@ class TwilioPeer:
                     status=failure.status, text=failure.body, headers=failure.headers
                 )
             return web.json_response(failure.body, status=failure.status, headers=failure.headers)
-        return self._accept(record)
+        response = self._accept(record)
+        sid = self._accepted_sid(response)
+        if sid is not None and self._after_accept:
+            failure = self._after_accept.popleft()
+            return web.json_response(failure.body, status=failure.status)
+        if sid is not None and sid in self.callback_urls and self._auto is not None:
+            await self._callbacks(sid, self._auto)
+        return response
+
+    async def _list(self, request: web.Request) -> web.Response:
+        """Twilio's Read-multiple-Messages: newest first, filtered by To and From, one page
+        of PageSize (default 50, at most 1000), in Twilio's list envelope."""
+        account_sid = request.match_info["account_sid"]
+        if not self._authorized(request, account_sid):
+            return web.json_response(twilio_error(401, 20003, "Authenticate"), status=401)
+        query = dict(request.query)
+        self.list_requests.append(query)
+        try:
+            page_size = min(int(query.get("PageSize", "50")), 1000)
+        except ValueError:
+            return web.json_response(twilio_error(400, 20001, "Invalid PageSize"), status=400)
+        found = [
+            m
+            for m in reversed(self.messages.values())
+            if query.get("To") in (None, m["to"]) and query.get("From") in (None, m["from"])
+        ]
+        uri = request.path_qs
+        return web.json_response(
+            {
+                "messages": found[:page_size],
+                "end": min(len(found), page_size) - 1,
+                "first_page_uri": uri,
+                "next_page_uri": None,
+                "page": 0,
+                "page_size": page_size,
+                "previous_page_uri": None,
+                "start": 0,
+                "uri": uri,
+            }
+        )
+
+    def _accepted_sid(self, response: web.Response) -> str | None:
+        if response.status != 201 or not isinstance(response.body, bytes):
+            return None
+        sid: str = json.loads(response.body)["sid"]
+        return sid
 
     def _accept(self, record: Recorded) -> web.Response:
         to = record.field("To") or ""
@@ -254,6 +349,30 @@ class TwilioPeer:
         if callback:
             self.callback_urls[sid] = callback
         return web.json_response(resource, status=201)
+
+    async def _callbacks(self, sid: str, script: AutoCallbacks) -> None:
+        """Post this message's callbacks within ``script.max_delay`` seconds of accepting
+        it, shuffled and some of them twice; those with a delay of 0 are posted (and
+        answered) before the 201 leaves: the gateway does not know the SID yet."""
+        rng = script.rng
+        to = self.messages[sid]["to"]
+        posts = list(script.outcome(to))
+        posts += [post for post in posts if rng.random() < script.duplicate_share]
+        rng.shuffle(posts)
+        for status, error_code in posts:
+            delay = rng.choice((0.0, rng.uniform(0, script.max_delay)))
+            if delay == 0:
+                await self.send_status(sid, status, error_code=error_code, via=script.via)
+                self.early_callbacks += 1
+                continue
+            task = asyncio.create_task(self._post_later(delay, sid, status, error_code, script))
+            self._callback_tasks.add(task)
+
+    async def _post_later(
+        self, delay: float, sid: str, status: str, error_code: int | None, script: AutoCallbacks
+    ) -> CallbackResult:
+        await asyncio.sleep(delay)
+        return await self.send_status(sid, status, error_code=error_code, via=script.via)
 
     # ------------------------------------------------------------------ callbacks to the gateway
     def sign(self, url: str, params: dict[str, str]) -> dict[str, str]:

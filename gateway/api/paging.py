@@ -1,0 +1,41 @@
+"""Keyset paging of lists, shared by the routes that page.
+
+A list ordered newest first pages by (``created_at``, ``id``): many rows share one
+``created_at`` (a batch's messages, a broadcast's webhooks), so a page boundary by time
+alone skips or repeats them. A full page answers ``next_before`` (the last row's time)
+and ``next_before_id`` (its id); the client passes them back as ``before`` and
+``before_id``. ``before`` alone still works as before (rows created earlier).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+MAX_ID_LENGTH = 128
+
+
+def page_after_id(query: Mapping[str, str], errors: list[dict[str, Any]]) -> str | None:
+    """``before_id`` from the query (appending an error to ``errors`` if it is unusable)."""
+    raw = query.get("before_id")
+    if raw is None:
+        return None
+    if "before" not in query:
+        errors.append(
+            {
+                "loc": ["query", "before_id"],
+                "message": "before_id needs before (pass next_before and next_before_id)",
+                "type": "missing",
+            }
+        )
+        return None
+    if not raw or len(raw) > MAX_ID_LENGTH or not raw.isascii() or not raw.isprintable():
+        errors.append(
+            {
+                "loc": ["query", "before_id"],
+                "message": f"an id of 1 to {MAX_ID_LENGTH} printable ASCII characters",
+                "type": "string_type",
+            }
+        )
+        return None
+    return raw
