@@ -149,3 +149,10 @@ class StoreError(BudbringerError):
 
 class ConfigError(BudbringerError):
     """Settings are missing or wrong."""
+
+
+class RequestTimeout(InputError):
+    """The request body did not arrive within ``http.body_timeout``."""
+
+    status = 408
+    code = "request_timeout"

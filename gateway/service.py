@@ -22,6 +22,7 @@ from gateway import sms_status
 from gateway.absence import Absences
 from gateway.api.app import create_app
 from gateway.api.context import AppContext
+from gateway.api.limits import listen, runner_options
 from gateway.clock import Clock, SystemClock
 from gateway.config_check import refuse_unsafe_production
 from gateway.constants import JOB_ESCALATE, JOB_PURGE, JOB_SMS_STATUS
@@ -149,7 +150,7 @@ class Service:
         )
         self.dispatcher.on_planned = self.escalator.after_plan
         self._runner: web.AppRunner | None = None
-        self._site: web.TCPSite | None = None
+        self._server: asyncio.Server | None = None
         self._worker_task: asyncio.Task[None] | None = None
         self.port: int | None = None
         self._doctor_task: asyncio.Task[None] | None = None
@@ -167,12 +168,11 @@ class Service:
                 create_app(self.ctx),
                 access_log=None,
                 shutdown_timeout=self.settings.dispatch.shutdown_timeout,
+                **runner_options(self.settings.http),
             )
             await self._runner.setup()
-            self._site = web.TCPSite(self._runner, self.settings.host, self.settings.port)
-            await self._site.start()
-            server = self._site._server
-            sockets = getattr(server, "sockets", None) or []
+            self._server = await listen(self._runner, self.settings)
+            sockets = self._server.sockets
             self.port = sockets[0].getsockname()[1] if sockets else self.settings.port
             log.info("listening", extra={"host": self.settings.host, "port": self.port})
         if self.settings.environment == "production":
@@ -190,9 +190,14 @@ class Service:
             # At once, not after the HTTP drain (which clients can stretch to its timeout):
             # no new job is claimed from here on, while in-flight sends go on.
             self.dispatcher.stop()
+        if self._server is not None:
+            self._server.close()  # no new connections; the runner drains the open ones
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None
         if self._worker_task is not None:
             await self._worker_task
             self._worker_task = None

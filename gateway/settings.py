@@ -169,6 +169,38 @@ class AbsenceSettings(BaseModel):
     staff_after_minutes: int = Field(default=30, ge=1, le=24 * 60)
 
 
+class HttpSettings(BaseModel):
+    """Limits of the HTTP server against slow or greedy clients (README "Timeouts and
+    limits")."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Seconds a connection may take to send a complete request head, from when it opens or
+    # its previous response was sent (also how long an idle kept-alive connection lives).
+    header_timeout: float = Field(default=15.0, gt=0, le=3600)
+    # Seconds a request may take to send its whole body once the head is in.
+    body_timeout: float = Field(default=60.0, gt=0, le=3600)
+    # Connections open at once; more are answered 503 and closed.
+    max_connections: int = Field(default=1024, ge=1, le=100_000)
+    # Body limits of the routes whose schema allows more than ``max_body_bytes``:
+    # POST /v1/directory (100,000 persons, 200,000 relations) and its OneRoster zip.
+    directory_max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    # POST /v1/events: an audience of up to 100,000 ids per list.
+    events_max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+
+
+class ArchiveSettings(BaseModel):
+    """Limits of a zipped OneRoster export, enforced while it unpacks (zip bombs)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_entries: int = Field(default=100, ge=1, le=100_000)
+    max_file_bytes: int = Field(default=128 * 1024 * 1024, ge=1024)
+    max_total_bytes: int = Field(default=256 * 1024 * 1024, ge=1024)
+    # Uncompressed / compressed size of one file; CSV exports compress about 5-20 times.
+    max_ratio: float = Field(default=100.0, ge=1)
+
+
 ChannelName = Literal["inapp", "push", "sms", "email"]
 
 
@@ -217,6 +249,8 @@ class Settings(BaseSettings):
     escalation: EscalationSettings = Field(default_factory=EscalationSettings)
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
     absence: AbsenceSettings = Field(default_factory=AbsenceSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    archive: ArchiveSettings = Field(default_factory=ArchiveSettings)
 
     @field_validator("store_url")
     @classmethod

@@ -12,6 +12,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from gateway.api.access import access_middleware
 from gateway.api.app import create_app
 from gateway.api.context import CTX
+from gateway.auth import KEY_ID
 
 
 def access_lines(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
@@ -87,7 +88,7 @@ async def test_an_api_key_id_set_by_authentication_is_logged(
     app_client: TestClient, caplog: pytest.LogCaptureFixture
 ) -> None:
     async def handler(request: web.Request) -> web.Response:
-        request[web.RequestKey("key_id", str)] = "key_7f3a"
+        request[KEY_ID] = "key_7f3a"
         return web.json_response({})
 
     app = web.Application(middlewares=[access_middleware(True)])

@@ -2,7 +2,7 @@
 
 Logged: method, route template (``/r/{token}``, never the raw path: paths carry
 tokens and ids), status, duration, the tenant (when the request authenticated) and the
-API key id (``request["key_id"]``, when set). Never query strings, headers or bodies.
+API key id (``request[KEY_ID]``, when set). Never query strings, headers or bodies.
 ``BUDBRINGER_ACCESS_LOG=false`` switches the log line off; the metrics stay.
 """
 
@@ -15,13 +15,12 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from gateway.auth import TENANT_ID
+from gateway.auth import KEY_ID, TENANT_ID
 from gateway.metrics import HTTP_DURATION, HTTP_REQUESTS
 
 log = logging.getLogger("budbringer.access")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-KEY_ID = "key_id"  # an API key's id, if authentication put one on the request
 UNMATCHED = "(unmatched)"
 
 
@@ -61,19 +60,9 @@ def access_middleware(enabled: bool) -> Middleware:
                 tenant_id = request.get(TENANT_ID)
                 if tenant_id is not None:
                     extra["tenant_id"] = tenant_id
-                key_id = _named(request, KEY_ID)
+                key_id = request.get(KEY_ID)
                 if key_id is not None:
-                    extra[KEY_ID] = key_id
+                    extra["key_id"] = key_id
                 log.info("request", extra=extra)
 
     return access
-
-
-def _named(request: web.Request, name: str) -> object:
-    """A value stored on the request under ``name``, as a str or a web.RequestKey."""
-    for key, value in request.items():
-        # a RequestKey's name is "<module>.<name>"
-        label = key if isinstance(key, str) else str(getattr(key, "_name", ""))
-        if label == name or label.endswith("." + name):
-            return value
-    return None
