@@ -394,6 +394,11 @@ class _Planner:
         }
 
 
+def send_job_id(delivery_id: str) -> str:
+    """The id of a delivery's send job: one per delivery, so it is queued at most once."""
+    return f"{JOB_SEND}:{delivery_id}"
+
+
 def queue(delivery: Delivery, now: datetime) -> Job | None:
     """Make a freshly planned delivery ready to go; return its send job, if it needs one.
 
@@ -408,7 +413,7 @@ def queue(delivery: Delivery, now: datetime) -> Job | None:
         return None
     delivery.status = DeliveryStatus.queued
     return Job(
-        id=f"{JOB_SEND}:{delivery.id}",
+        id=send_job_id(delivery.id),
         tenant_id=delivery.tenant_id,
         kind=JOB_SEND,
         ref=delivery.id,
