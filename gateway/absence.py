@@ -547,6 +547,7 @@ class Absences:
             kind=JOB_ABSENCE_PLAN,
             ref=message.id,
             due_at=now,
+            urgent=True,
         )
         stored = await self.store.accept_message(message, job)
         self.work_available.set()
@@ -609,7 +610,7 @@ class Absences:
             # An adult pupil or learner is told about themself ("You have not been ...").
             own = d.recipient_id == record.child_id
             d.context[ABSENCE_CONTEXT_KEY] = facts | {"self": True} if own else facts
-            send_job = queue(d, now)
+            send_job = queue(d, now, urgent=True)
             if send_job is not None:
                 jobs.append(send_job)
             deliveries.append(d)
@@ -661,6 +662,7 @@ class Absences:
             kind=JOB_ABSENCE_UNREACHED,
             ref=message.id,
             due_at=due,
+            urgent=True,
         )
         await self.store.add_deliveries([], [job])
 

@@ -47,7 +47,7 @@ from gateway.models import (
     Message,
 )
 from gateway.outcomes import OutcomeBatcher
-from gateway.planner import plan_deliveries, queue
+from gateway.planner import plan_deliveries, queue, urgent_work
 from gateway.recheck import held
 from gateway.render import Renderer
 from gateway.resolver import resolve
@@ -161,6 +161,7 @@ class Dispatcher:
                 max(free, min(self.settings.batch, self.settings.concurrency)),
                 now,
                 self.settings.lease_seconds,
+                normal_share=self.settings.normal_share,
             )
             refs = [job.ref for job in jobs if job.kind == JOB_SEND]
             if len(refs) > 1:
@@ -263,8 +264,9 @@ class Dispatcher:
         resolution = resolve(snapshot, message.audience, message.category, on)
         deliveries: list[Delivery] = []
         jobs: list[Job] = []
+        urgent = urgent_work(message.category)
         for delivery in plan_deliveries(message, snapshot, resolution, now):
-            send_job = queue(delivery, now)
+            send_job = queue(delivery, now, urgent=urgent)
             if send_job is not None:
                 jobs.append(send_job)
             deliveries.append(delivery)
@@ -399,7 +401,9 @@ class Dispatcher:
         now = self.clock.now()
         jobs: list[Job] = []
         if status in TERMINAL_FAILURES:
-            jobs = after_failure(delivery, now, dead_reason=reason if dead else None)
+            jobs = after_failure(
+                delivery, now, dead_reason=reason if dead else None, urgent=job.urgent
+            )
         await self._outcomes.commit(
             SendOutcome(
                 job.id, delivery.id, status, now, detail=reason, reason=reason, jobs=tuple(jobs)
@@ -418,7 +422,7 @@ class Dispatcher:
             DeliveryStatus.failed,
             DeliveryStatus.undelivered,
         ):
-            failover = failover_job(delivery, self.clock.now())
+            failover = failover_job(delivery, self.clock.now(), urgent=job.urgent)
         if failover is None:
             await self.store.finish_job(job.id)
             return

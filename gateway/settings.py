@@ -76,6 +76,9 @@ class DispatchSettings(BaseModel):
     backoff_max: float = Field(default=3600.0, gt=0)
     poll_interval: float = Field(default=0.2, gt=0)
     shutdown_timeout: float = Field(default=20.0, gt=0)
+    # Share of each claim kept for normal work (general, reminder, digest) while urgent
+    # work (emergency, absence) waits: gateway/store/lanes.py.
+    normal_share: float = Field(default=0.1, ge=0, le=1)
 
 
 class WebhookSettings(BaseModel):
