@@ -27,6 +27,7 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from channels.base import Channel
+from gateway.channel_gate import ChannelGate
 from gateway.clock import Clock
 from gateway.constants import DEFAULT_TIME_ZONE, JOB_CONTACT_FAILING, JOB_PLAN, JOB_SEND
 from gateway.errors import (
@@ -96,6 +97,8 @@ class Dispatcher:
         self._messages: OrderedDict[str, Message] = OrderedDict()
         self._loading: dict[str, asyncio.Future[Message | None]] = {}
         self._slot_freed = asyncio.Event()
+        # channel -> its in-flight limit here; a send waiting for one holds no slot above.
+        self._gates: dict[str, ChannelGate] = {}
         # Deliveries of the send jobs just claimed, read in one round trip (see run_once).
         self._prefetched: dict[str, Delivery] = {}
         # Claimed but not started yet: jobs are claimed a batch at a time, not one per
@@ -191,7 +194,15 @@ class Dispatcher:
         raise RuntimeError("dispatcher did not become idle")
 
     def _free_slots(self) -> int:
-        return max(self.settings.concurrency - len(self._tasks), 0)
+        waiting = sum(gate.free_waiting for gate in self._gates.values())
+        return max(self.settings.concurrency - len(self._tasks) + waiting, 0)
+
+    def _gate(self, channel: str) -> ChannelGate:
+        gate = self._gates.get(channel)
+        if gate is None:
+            limit = self.settings.in_flight_limit(channel)
+            gate = self._gates[channel] = ChannelGate(limit, self._slot_freed.set)
+        return gate
 
     def _start(self, job: Job) -> asyncio.Task[None]:
         task = asyncio.create_task(self._do(job))
@@ -313,10 +324,10 @@ class Dispatcher:
             await self._finish(job, delivery, DeliveryStatus.failed, reason="message_missing")
             return
         content = self.renderer.render(message, delivery)
-        rate = channel.rate_per_second  # one limit for the whole deployment
-        if rate and not await self._rate_slot(job, delivery.channel, rate):
+        # Concurrency: the free task slots run_once claims for, and the channel's gate.
+        gate = await self._admit(job, delivery.channel, channel)
+        if gate is None:
             return
-        # Concurrency is bounded by how many jobs run_once claims (free task slots).
         started = time.perf_counter()
         outcome = "sent"
         try:
@@ -353,8 +364,24 @@ class Dispatcher:
                 self._recheck_at.pop(delivery.channel, None)
                 log.info("channel works again", extra={"channel": delivery.channel})
             elapsed = time.perf_counter() - started
+            gate.leave(elapsed)
             PROVIDER_LATENCY.labels(delivery.channel, outcome).observe(elapsed)
             SENDS.labels(delivery.channel, outcome).inc()
+
+    async def _admit(self, job: Job, name: str, channel: Channel) -> ChannelGate | None:
+        """Take a slot of the channel's rate limit (one for the whole deployment: the
+        setting, else the channel's own) and of its gate; None when the job was put off
+        (no rate slot within RATE_WAIT, or the channel is stalled: channel_gate.py)."""
+        rate = self.settings.channel_rate.get(name, channel.rate_per_second)
+        if rate and not await self._rate_slot(job, name, rate):
+            return None
+        gate = self._gate(name)
+        put_off = await gate.enter()
+        if put_off is None:
+            return gate
+        due = self.clock.now() + timedelta(seconds=put_off)
+        await self.store.postpone_job(job.id, due, "channel_stalled")
+        return None
 
     async def _rate_slot(self, job: Job, channel: str, rate: float) -> bool:
         """Wait for a slot of the channel's limit, shared by every process (one second's

@@ -103,7 +103,7 @@ async def test_retried_and_postponed_jobs_stay_in_their_lane(store: Store) -> No
 
 
 async def test_a_leased_urgent_job_comes_back_urgent_after_its_lease(store: Store) -> None:
-    await store.add_deliveries([], [job("send:alert", urgent=True)] + backlog(30))
+    await store.add_deliveries([], [job("send:alert", urgent=True), *backlog(30)])
     (claimed,) = await store.claim_jobs(["send"], 1, T0, 5, normal_share=0)
     assert claimed.id == "send:alert"
     (again,) = await store.claim_jobs(["send"], 1, at(6), 5, normal_share=0)
@@ -111,7 +111,7 @@ async def test_a_leased_urgent_job_comes_back_urgent_after_its_lease(store: Stor
 
 
 async def test_queue_stats_count_both_lanes(store: Store) -> None:
-    await store.add_deliveries([], backlog(3) + [job("send:alert", due=at(5), urgent=True)])
+    await store.add_deliveries([], [*backlog(3), job("send:alert", due=at(5), urgent=True)])
     waiting, age = (await store.queue_stats(at(10)))["send"]
     assert waiting == 4 and age == 10.0
 
