@@ -36,6 +36,7 @@ from gateway.models import (
     Message,
     derive_id,
 )
+from gateway.planner import urgent_work
 from gateway.render import Renderer
 from gateway.service import TEMPLATES_DIR
 from gateway.settings import DispatchSettings, FcmSettings, Settings, SmtpSettings, TwilioSettings
@@ -112,6 +113,7 @@ class Rig:
             kind=JOB_PLAN,
             ref=message.id,
             due_at=now,
+            urgent=urgent_work(category),  # as gateway/api/events.py queues it
         )
         return await self.store.accept_message(message, job)
 
@@ -764,3 +766,25 @@ async def test_a_stalled_sms_provider_does_not_hold_back_email(rig: Rig) -> None
     finally:
         rig.dispatcher.stop()
         await runner
+
+
+# --------------------------------------------------------------------------- urgent first
+
+
+@pytest.mark.parametrize("rig", [dict(concurrency=2, batch=2, normal_share=0.0)], indirect=True)
+async def test_an_emergency_posted_during_a_broadcast_is_sent_before_the_broadcast(
+    rig: Rig,
+) -> None:
+    await rig.load(directory(*(family(n) for n in range(1, 21))))
+    general = await rig.post("e1", {"groups": ["g1"]})
+    await rig.dispatcher.run_once(wait=True)  # plans the broadcast: 20 emails queued
+    assert len(await rig.deliveries(general, "email")) == 20
+    rig.clock.advance(1)  # the emergency comes later than every queued email
+    emergency = await rig.post("e2", {"children": ["c7"]}, Category.emergency)
+    await rig.dispatcher.run_until_idle()
+    (alert,) = await rig.deliveries(emergency, "email")
+    order = [str(r.message["Message-ID"]).strip("<>").split("@")[0] for r in rig.smtp.received]
+    assert len(order) == 21
+    # Claimed two at a time: its plan job comes first, then its send job: at most two
+    # emails of the broadcast go before it, not the twenty.
+    assert order.index(alert.id) <= 2, order.index(alert.id)
