@@ -1,4 +1,9 @@
 # Slim, non-root image running `budbringer serve`.
+# Python 3.11.10 or later: earlier patch releases write RFC 2047 encoded words that
+# hold line breaks into headers unquoted (CVE-2024-6923). Budbringer builds its own
+# email headers safely on any 3.11, but other code in the process may not; the
+# `3.11-slim` tag takes the newest patch release; the build stops on an older one.
+ARG PYTHON_MIN=3.11.10
 FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
@@ -7,6 +12,9 @@ COPY channels ./channels
 RUN pip install --no-cache-dir --prefix=/install .
 
 FROM python:3.11-slim
+ARG PYTHON_MIN
+RUN python -c "import sys; v = tuple(map(int, '${PYTHON_MIN}'.split('.'))); sys.exit(sys.version_info[:3] < v)" \
+    || (echo "Python ${PYTHON_MIN} or later is required (CVE-2024-6923)" >&2; exit 1)
 RUN useradd --system --uid 10001 --home /var/lib/budbringer --create-home budbringer
 COPY --from=build /install /usr/local
 COPY templates /opt/budbringer/templates

@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo run test lint bench clean
+.PHONY: demo demo-serve screenshots run test lint bench fuzz clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,6 +14,12 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)  ## seed a demo municipality, send a message, print who got what
 	$(BIN)/budbringer demo
+
+demo-serve: $(STAMP)  ## the demo, then keep the gateway running with staff and parent page links
+	$(BIN)/budbringer demo --serve
+
+screenshots: $(STAMP)  ## every page at 390 and 1280 px into screenshots/ (git-ignored)
+	$(BIN)/python -m scripts.screenshots
 
 run: $(STAMP)   ## run the gateway on 127.0.0.1:8080 with the embedded store and the outbox
 	$(BIN)/budbringer serve
@@ -29,5 +35,8 @@ lint: $(STAMP)  ## ruff and mypy strict
 bench: $(STAMP) ## the emergency-broadcast benchmark (not part of the tests)
 	$(BIN)/budbringer bench
 
+fuzz: $(STAMP)  ## schemathesis against the running API, tenant key and guardian token: no 5xx
+	$(BIN)/python -m scripts.fuzz
+
 clean:
-	rm -rf $(VENV) demo outbox budbringer.db* .budbringer-secret .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) demo outbox screenshots budbringer.db* .budbringer-secret .pytest_cache .mypy_cache .ruff_cache

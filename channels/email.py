@@ -26,6 +26,7 @@ import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from email.header import Header
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
@@ -43,6 +44,7 @@ from gateway.errors import (
     PermanentDeliveryError,
     TransientDeliveryError,
 )
+from gateway.headertext import header_text, header_text_problem
 from gateway.models import Delivery, DeliveryStatus, Receipt, Rendered
 from gateway.settings import SmtpSettings
 
@@ -51,10 +53,6 @@ log = logging.getLogger(__name__)
 # Enhanced status codes (RFC 3463) that say the mailbox itself is dead.
 _ENHANCED = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})\b")
 _DEAD_MAILBOX = re.compile(r"^5\.1\.\d+$|^5\.2\.1$")
-
-
-def _one_line(value: str) -> str:
-    return " ".join(value.split())
 
 
 # A URL that may stand in a List-Unsubscribe header as is: printable ASCII, no spaces or
@@ -83,12 +81,15 @@ def unsubscribe_headers(content: Rendered, public_url: str) -> list[tuple[str, s
 
 
 class _Verbatim(str):
-    """A header value written exactly as given: never folded, never RFC 2047 encoded.
+    """A header value written exactly as given: never refolded, never RFC 2047 encoded.
 
     The email policy would encode a header line longer than 78 characters, and mail
-    clients do not decode List-Unsubscribe. A value with a ``name`` is a header object
-    to the policy (``header_store_parse`` keeps it, ``fold`` calls its ``fold``), so
-    this holds however the message is flattened later (aiosmtplib uses its own policy).
+    clients do not decode List-Unsubscribe; From and Subject come folded and encoded
+    by :func:`from_header` and :func:`subject_header`, and the policy must not parse
+    them again (its refolding differs between patch releases, CVE-2024-6923). A value
+    with a ``name`` is a header object to the policy (``header_store_parse`` keeps it,
+    ``fold`` calls its ``fold``), so this holds however the message is flattened later
+    (aiosmtplib uses its own policy). Folds are written ``"\\r\\n "``.
     """
 
     name: str
@@ -102,14 +103,79 @@ class _Verbatim(str):
         return (self.name, str(self))  # copy and pickle call __new__ with these
 
     def fold(self, *, policy: Policy) -> str:
-        return f"{self.name}: {self}{policy.linesep}"
+        value = str(self).replace("\r\n", policy.linesep)
+        return f"{self.name}: {value}{policy.linesep}"
 
 
-def _address(value: str, display_name: str = "") -> Address:
+def _address(value: str) -> Address:
+    if header_text_problem(value):
+        raise PermanentDeliveryError("not a valid email address", code="invalid_address")
     try:
-        return Address(display_name=_one_line(display_name), addr_spec=value.strip())
+        return Address(addr_spec=value.strip())
     except (ValueError, IndexError) as exc:
         raise PermanentDeliveryError("not a valid email address", code="invalid_address") from exc
+
+
+_LINE = 78  # RFC 5322's recommended line length
+
+
+def _plain(name: str, text: str) -> bool:
+    """Whether ``text`` may stand in header ``name`` as it is: short printable ASCII
+    that no reader would take for an encoded word."""
+    return (
+        text.isascii()
+        and text.isprintable()
+        and "=?" not in text
+        and len(name) + 2 + len(text) <= _LINE
+    )
+
+
+def _encoded(name: str, text: str) -> str:
+    """``text`` as RFC 2047 encoded words (UTF-8), folded with CRLF+space: nothing in it
+    is structure to a reader, whatever the text holds."""
+    return Header(text, "utf-8", header_name=name).encode(linesep="\r\n")
+
+
+@functools.lru_cache(maxsize=256)
+def subject_header(subject: str) -> str:
+    """The Subject header's value: the subject cleaned (:func:`header_text`) and, unless
+    it is short plain ASCII, encoded. Cached: a broadcast repeats one subject."""
+    text = header_text(subject)
+    return text if _plain("Subject", text) else _encoded("Subject", text)
+
+
+@functools.lru_cache(maxsize=256)
+def from_header(display_name: str, addr_spec: str) -> str:
+    """The From header's value: our address, with the name as a display name only.
+
+    The name is cleaned (:func:`header_text`), then always a quoted string or encoded
+    words, so ``Rektor <rektor@attacker.example>`` stays text. The result is read back
+    with the email library's parser; unless it says exactly one mailbox, our address,
+    and the name as written (spaces aside), the name is left out.
+    """
+    address = _address(addr_spec)
+    name = header_text(display_name)
+    if not name:
+        return address.addr_spec
+    angle = f"<{address.addr_spec}>"
+    quoted = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if _plain("From", f"{quoted} {angle}"):
+        value = f"{quoted} {angle}"
+    else:
+        phrase = _encoded("From", name)
+        last = phrase.rpartition("\n")[2]
+        value = phrase + ("\r\n " if len(last) + 1 + len(angle) > _LINE else " ") + angle
+    parsed = SMTP_POLICY.header_factory("From", value.replace("\r\n", ""))
+    mailboxes = parsed.addresses
+    # Spaces aside: Python's parser puts one between adjacent encoded words.
+    if (
+        len(mailboxes) != 1
+        or mailboxes[0].addr_spec != address.addr_spec
+        or "".join(mailboxes[0].display_name.split()) != "".join(name.split())
+    ):
+        log.warning("the sender name did not read back as written; sent without it")
+        return address.addr_spec
+    return value
 
 
 def build_email(
@@ -133,14 +199,14 @@ def build_email(
     context_sender = delivery.context.get("sender")
     if isinstance(context_sender, str) and context_sender.strip():
         sender_name = context_sender
-    from_address = _address(sender_addr, sender_name)
+    from_address = _address(sender_addr)
     to_address = _address(delivery.address)
     domain = from_address.domain or "budbringer.invalid"
 
     message = EmailMessage(policy=SMTP_POLICY)
-    message["From"] = from_address
+    message["From"] = _Verbatim("From", from_header(sender_name, sender_addr))
     message["To"] = to_address
-    message["Subject"] = _one_line(content.subject)
+    message["Subject"] = _Verbatim("Subject", subject_header(content.subject))
     message["Date"] = format_datetime(now or datetime.now(UTC))
     message["Message-ID"] = f"<{delivery.id}@{domain}>"
     for name, value in unsubscribe_headers(content, public_url):
@@ -150,7 +216,7 @@ def build_email(
     if content.html is not None:
         message.add_alternative(content.html, subtype="html")
     # after the content: set_content clears Content-* headers
-    message["Content-Language"] = content.language or delivery.language
+    message["Content-Language"] = header_text(content.language or delivery.language)
     return message
 
 
@@ -160,20 +226,6 @@ _PLAIN_ADDRESS = re.compile(
     r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
     r"@[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)+$"
 )
-
-
-@functools.lru_cache(maxsize=256)
-def _folded(name: str, value: str) -> str:
-    """A header value folded (and RFC 2047 encoded) exactly as build_email's policy does;
-    cached, since a broadcast repeats its From and Subject thousands of times."""
-    header = SMTP_POLICY.header_store_parse(name, value)[1]
-    folded: str = header.fold(policy=SMTP_POLICY)
-    return folded.removeprefix(f"{name}: ").removesuffix("\r\n").replace("\r\n", "\n")
-
-
-@functools.lru_cache(maxsize=256)
-def _from_header(display_name: str, address: str) -> str:
-    return _folded("From", str(_address(address, display_name)))
 
 
 @functools.lru_cache(maxsize=16)
@@ -218,17 +270,17 @@ def email_bytes(
     domain = sender_addr.rpartition("@")[2]
     message_id = f"<{delivery.id}@{domain}>"
     headers = [
-        f"From: {_from_header(_one_line(sender_name), sender_addr)}",
+        f"From: {from_header(sender_name, sender_addr)}",
         f"To: {to}",
-        f"Subject: {_folded('Subject', _one_line(content.subject))}",
+        f"Subject: {subject_header(content.subject)}",
         f"Date: {format_datetime(now or datetime.now(UTC))}",
         f"Message-ID: {message_id}",
     ]
     headers.extend(f"{name}: {value}" for name, value in unsubscribe_headers(content, public_url))
     headers.append("Auto-Submitted: auto-generated")
     headers.append("MIME-Version: 1.0")
-    headers.append(f"Content-Language: {_one_line(content.language or delivery.language)}")
-    head = "\n".join(headers).encode()
+    headers.append(f"Content-Language: {header_text(content.language or delivery.language)}")
+    head = "\n".join(headers).replace("\r\n", "\n").encode()
     text = _qp_part("text/plain", content.text)
     if content.html is None:
         raw = head + b"\n" + text

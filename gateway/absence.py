@@ -46,6 +46,7 @@ from babel.dates import format_date
 from babel.lists import format_list
 from pydantic import ValidationError
 
+from gateway import webhooks
 from gateway.clock import Clock
 from gateway.constants import (
     ABSENCE_CANCELLED,
@@ -60,7 +61,9 @@ from gateway.constants import (
     JOB_ABSENCE_PLAN,
     JOB_ABSENCE_UNREACHED,
     JOB_ESCALATE,
+    NEUTRAL_KEY,
     SUPPORTED_LANGUAGES,
+    WEBHOOK_ABSENCE_UNROUTED,
 )
 from gateway.errors import ValidationFailed
 from gateway.models import (
@@ -95,6 +98,8 @@ if TYPE_CHECKING:
     from gateway.escalation import Escalator
     from gateway.render import Renderer
 
+# Why an absence report reached no staff (status "unrouted", the absence.unrouted webhook).
+NO_STAFF = "no_staff"
 log = logging.getLogger(__name__)
 
 # SMS keywords (the first word of an answer, any case, trailing punctuation ignored), in
@@ -328,6 +333,16 @@ class Absences:
         )
         claim = await self.store.claim_absence(record, body_hash, now)
         record = claim.record
+        if not staff and claim.outcome == "new":
+            # Nobody at the unit to tell: the platform must route it (issue 10).
+            unrouted = {
+                "message_id": record.message_id,
+                "absence_event_id": record.event_id,
+                "child_id": record.child_id,
+                "reason": NO_STAFF,
+            }
+            await webhooks.emit(self.store, tenant_id, WEBHOOK_ABSENCE_UNROUTED, unrouted, now)
+            log.warning("absence report reaches no staff", extra={"message_id": record.message_id})
         everyone = Audience(children=[data.child_id])
         to_staff = Audience(staff=staff) if staff else everyone  # planned to staff only
         main, _ = await self._ensure(
@@ -609,7 +624,10 @@ class Absences:
         for d in plan_deliveries(message, snapshot, resolution, now):
             # An adult pupil or learner is told about themself ("You have not been ...").
             own = d.recipient_id == record.child_id
-            d.context[ABSENCE_CONTEXT_KEY] = facts | {"self": True} if own else facts
+            mine = facts | {"self": True} if own else facts
+            if d.context.get(NEUTRAL_KEY):
+                mine = mine | {"unit": "", "group": None}  # rule 4: the renderer words it
+            d.context[ABSENCE_CONTEXT_KEY] = mine
             send_job = queue(d, now, urgent=True)
             if send_job is not None:
                 jobs.append(send_job)
@@ -894,6 +912,8 @@ class AbsenceStatus:
             "marks": record.marks,
             "cancelled_at": record.cancelled_at.isoformat() if record.cancelled_at else None,
             "cancel_event_id": record.cancel_event_id,
+            # A report with no contact teacher and no unit staff to receive it.
+            "unrouted": NO_STAFF if record.kind == "reported" and not data.get("staff") else None,
             "explanations": [
                 {
                     "id": e.id,

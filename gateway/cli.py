@@ -180,6 +180,12 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="run the demo municipality end to end")
     demo.add_argument("--dir", default="demo", help="where the demo keeps its files")
+    demo.add_argument(
+        "--serve",
+        action="store_true",
+        help="keep the gateway running after the demo and print staff and parent page links",
+    )
+    demo.add_argument("--port", type=int, default=8080, help="the port with --serve")
 
     bench = sub.add_parser("bench", help="the emergency-broadcast benchmark (a few minutes)")
     bench.add_argument("--children", type=int, default=12_000, help="size of the municipality")
@@ -235,7 +241,11 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "demo":
             from gateway.demo import run_demo
 
-            return asyncio.run(run_demo(Path(args.dir)))
+            port = args.port if args.serve else 0
+            try:
+                return asyncio.run(run_demo(Path(args.dir), serve=args.serve, port=port))
+            except KeyboardInterrupt:
+                return 0
         elif args.command == "bench":
             from gateway.bench.run import Options
             from gateway.bench.run import main as bench_main

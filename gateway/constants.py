@@ -38,12 +38,15 @@ WEBHOOK_MESSAGE_READ = "message.read"
 WEBHOOK_MESSAGE_REACHED = "message.reached"
 WEBHOOK_REPLY_RECEIVED = "reply.received"
 WEBHOOK_ABSENCE_EXPLAINED = "absence.explained"
+# A guardian's absence report that no staff member is there to receive (issue 10).
+WEBHOOK_ABSENCE_UNROUTED = "absence.unrouted"
 WEBHOOK_EVENT_TYPES = (
     WEBHOOK_DELIVERY_UPDATED,
     WEBHOOK_MESSAGE_READ,
     WEBHOOK_MESSAGE_REACHED,
     WEBHOOK_REPLY_RECEIVED,
     WEBHOOK_ABSENCE_EXPLAINED,
+    WEBHOOK_ABSENCE_UNROUTED,
 )
 
 # Scopes of a tenant's API key. Without "protected", the status API shows persons with a
@@ -72,3 +75,6 @@ ABSENCE_MESSAGE_TYPES = (
     ABSENCE_UNREACHED,
 )
 ABSENCE_CONTEXT_KEY = "absence"
+# Delivery.context flag: a protected child or co-guardian, so the wording names no unit,
+# group, sender or staff (gateway/protection.py: hides_places).
+NEUTRAL_KEY = "neutral"

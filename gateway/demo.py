@@ -12,8 +12,10 @@ import asyncio
 import json
 import secrets
 import shutil
+import socket
 import time
-from datetime import date
+from dataclasses import dataclass
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ from gateway.absence import part_message_id
 from gateway.auth import create_tenant
 from gateway.bench.synth import FAMILY, GIVEN
 from gateway.models import FINAL
+from gateway.readlinks import PARENT_PATH, READ_PATH, UNSUBSCRIBE_PATH, make_read_token
 from gateway.service import Service
 from gateway.settings import load_settings
 
@@ -187,6 +190,9 @@ FLAGS = [
     ("c26", "p26b", "blocked", "Court order (demo)"),
     ("c25", "p25c", "information_granted", "Right to information, barneloven § 47 (demo)"),
 ]
+# Who the printed page links are for: the contact teacher of 10A and a guardian in 10A.
+DEMO_STAFF = "s-10a"
+DEMO_PARENT = "p01a"
 DEVICES = ["p01a", "p02a", "p03a", "p06a", "p07b", "p10a", "p12b", "p27a", "p28f"]
 
 
@@ -232,14 +238,60 @@ class DemoClient:
         await self.http.close()
 
 
-async def run_demo(directory: Path, *, quiet: bool = False) -> int:
+@dataclass
+class DemoRun:
+    """A seeded demo on a running gateway (stop it with :meth:`close`)."""
+
+    service: Service
+    client: DemoClient
+    url: str
+    message_id: str
+    status: dict[str, Any]
+    directory: dict[str, Any]
+    absence: dict[str, Any]
+
+    async def links(self) -> dict[str, str]:
+        """A staff sign-in link (the contact teacher of 10A) and a parent link (the
+        settings-page link of a guardian's email), both to the demo's message."""
+        staff = await self.client.call(
+            "POST", f"/v1/staff/{DEMO_STAFF}/tokens", {"message_id": self.message_id}
+        )
+        [email] = [
+            d["id"]
+            for d in self.status["deliveries"]
+            if d["recipient_id"] == DEMO_PARENT and d["channel"] == "email"
+        ]
+        settings = self.service.settings
+        expires = self.service.clock.now() + timedelta(days=settings.read_link_ttl_days)
+        token = make_read_token(self.service.ctx.secret, email, expires)
+        return {
+            "staff": staff["link"],
+            "parent": f"{self.url}{PARENT_PATH}{token}",
+            "read": f"{self.url}{READ_PATH}{token}",
+            "unsubscribe": f"{self.url}{UNSUBSCRIBE_PATH}{token}",
+        }
+
+    async def close(self) -> None:
+        await self.client.close()
+        await self.service.stop()
+
+
+async def start_demo(directory: Path, *, port: int = 0) -> DemoRun:
+    """Seed the demo municipality on a fresh gateway in ``directory`` and send its
+    messages; the gateway keeps running (``port`` 0: any free port)."""
     if directory.exists():
         shutil.rmtree(directory)
     directory.mkdir(parents=True)
+    if port == 0:
+        with socket.socket() as free:
+            free.bind(("127.0.0.1", 0))
+            port = free.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
     settings = load_settings(
         store_url=f"sqlite:///{directory / 'budbringer.db'}",
         outbox_dir=directory / "outbox",
-        port=0,
+        port=port,
+        public_url=url,
         secret_key=secrets.token_urlsafe(32),
         log_level="WARNING",
     )
@@ -250,7 +302,7 @@ async def run_demo(directory: Path, *, quiet: bool = False) -> int:
         tenant, api_key, whsec = await create_tenant(
             service.store, "Asker kommune (demo)", service.clock.now()
         )
-        client = DemoClient(f"http://127.0.0.1:{service.port}", api_key, whsec, tenant.id)
+        client = DemoClient(url, api_key, whsec, tenant.id)
         directory_batch = demo_directory(service.clock.now().date())
         await client.call("POST", "/v1/directory", directory_batch)
         for child_id, guardian_id, flag, reason in FLAGS:
@@ -283,14 +335,43 @@ async def run_demo(directory: Path, *, quiet: bool = False) -> int:
         )
         status = await _wait_final(client, accepted["message_id"])
         absence = await absence_demo(client, service.clock.now().date())
-        if not quiet:
-            print_table(status, directory_batch)
-            print_absence(absence)
-        return 0 if status["deliveries"] and all(absence.values()) else 1
-    finally:
+    except BaseException:
         if client is not None:
             await client.close()
         await service.stop()
+        raise
+    return DemoRun(service, client, url, accepted["message_id"], status, directory_batch, absence)
+
+
+async def run_demo(
+    directory: Path, *, quiet: bool = False, serve: bool = False, port: int = 0
+) -> int:
+    """The demo, printed; with ``serve`` the gateway keeps running (until Ctrl-C) so the
+    printed staff and parent links open the demo's message."""
+    run = await start_demo(directory, port=port)
+    try:
+        if not quiet:
+            print_table(run.status, run.directory)
+            print_absence(run.absence)
+            print_links(await run.links(), serve)
+        ok = run.status["deliveries"] and all(run.absence.values())
+        if serve:
+            await asyncio.Event().wait()  # until the process is interrupted
+        return 0 if ok else 1
+    finally:
+        await run.close()
+
+
+def print_links(links: dict[str, str], serve: bool) -> None:
+    print()
+    if not serve:
+        print("Pages: run `make demo-serve` (budbringer demo --serve) to keep the gateway")
+        print("running and get a staff link and a parent link that open this message.")
+        return
+    print("The gateway keeps running (Ctrl-C stops it). Open in a browser:")
+    print(f"  staff (Tone Lærer, 10A), the message: {links['staff']}")
+    print(f"  parent (p01a), inbox and settings:    {links['parent']}")
+    print(f"  parent (p01a), the message itself:    {links['read']}")
 
 
 async def absence_demo(client: DemoClient, today: date) -> dict[str, Any]:

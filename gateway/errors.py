@@ -2,6 +2,8 @@
 
 BudbringerError
 ├── InputError                 bad input from a caller; maps to an HTTP 4xx with a JSON body
+│   ├── MalformedBody          400: not UTF-8, nested too deep, a number too long, a broken form
+│   ├── UnsupportedMediaType   415: a body in a charset other than UTF-8
 │   ├── ValidationFailed       one or more fields are wrong (each named with its location)
 │   ├── Unauthorized           401: no or wrong credentials
 │   ├── Forbidden              403: credentials valid, but not for this
@@ -45,6 +47,16 @@ class InputError(BudbringerError):
         if self.errors:
             body["errors"] = self.errors
         return body
+
+
+class MalformedBody(InputError):
+    status = 400
+    code = "malformed_body"
+
+
+class UnsupportedMediaType(InputError):
+    status = 415
+    code = "unsupported_media_type"
 
 
 class ValidationFailed(InputError):

@@ -14,15 +14,20 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
+from aiohttp import web
+
 _EMAIL = re.compile(r"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9.-]+\.[A-Za-z]{2,})")
 _PHONE = re.compile(r"(?<![\w])\+?\d[\d \-]{6,}\d(?![\w])")
 _BEARER = re.compile(r"(?i)(bearer\s+|whsec_|bbk_)[A-Za-z0-9._~+/=-]+")
+# A read or unsubscribe link's token in a path or URL (e.g. in a library's exception text).
+_LINK_TOKEN = re.compile(r"(/[ru]/)[A-Za-z0-9_~.+=-]{8,}")
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 
 
 def mask(text: str) -> str:
-    """Mask emails, phone numbers and credentials in free text."""
+    """Mask emails, phone numbers, credentials and link tokens in free text."""
     text = _BEARER.sub(lambda m: m.group(1) + "***", text)
+    text = _LINK_TOKEN.sub(lambda m: m.group(1) + "***", text)
     text = _EMAIL.sub(lambda m: f"{m.group(1)}***@{m.group(2)}", text)
     return _PHONE.sub(lambda m: "***" + m.group(0)[-2:], text)
 
@@ -38,6 +43,14 @@ def _masked(value: Any) -> Any:
     if isinstance(value, list | tuple | set | frozenset):
         return [_masked(v) for v in value]
     return mask(str(value))
+
+
+def route_of(request: web.Request) -> str:
+    """The route template a request matched (``/r/{token}``), for every log line that
+    names a request. Never the raw path or query: those carry read-link tokens and keys."""
+    route = request.match_info.route
+    resource = route.resource if route is not None else None
+    return resource.canonical if resource is not None else "(no route)"
 
 
 class JsonFormatter(logging.Formatter):

@@ -1,7 +1,7 @@
 """Pydantic models of the directory, events, messages and deliveries.
 
 These are the shapes every layer shares. ``models`` imports nothing of ours
-but ``constants``.
+but ``constants`` and ``headertext``.
 """
 
 from __future__ import annotations
@@ -13,11 +13,31 @@ from typing import Annotated, Any, Literal
 
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from gateway.constants import DEFAULT_PHONE_REGION, DEFAULT_TIME_ZONE
+from gateway.headertext import header_text_problem
 
 Id = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:\-]+$")]
+
+
+def _header_safe(value: str) -> str:
+    problem = header_text_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
+# Text that may reach an email header (subjects, names): no control characters, also
+# not inside RFC 2047 encoded words (gateway/headertext.py).
+HeaderText = Annotated[str, AfterValidator(_header_safe)]
 
 
 class Strict(BaseModel):
@@ -159,9 +179,9 @@ def normalise_email(value: str) -> str:
 class Unit(Strict):
     id: Id
     kind: UnitKind
-    name: str = Field(min_length=1, max_length=200)
+    name: HeaderText = Field(min_length=1, max_length=200)
     time_zone: str = DEFAULT_TIME_ZONE
-    sender_name: str | None = Field(default=None, max_length=200)
+    sender_name: HeaderText | None = Field(default=None, max_length=200)
     # SMS sender: alphanumeric id (1-11), an E.164 number or a Messaging Service SID.
     sms_sender: str | None = Field(default=None, max_length=34)
 
@@ -181,7 +201,7 @@ class Group(Strict):
     id: Id
     unit_id: Id
     kind: GroupKind
-    name: str = Field(min_length=1, max_length=200)
+    name: HeaderText = Field(min_length=1, max_length=200)
 
 
 class Preferences(Strict):
@@ -194,22 +214,50 @@ class Preferences(Strict):
     quiet_end: str | None = Field(default=None, pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
 
 
+_REPLACES = "Replaces the stored value; absent clears it."
+
+
 class Person(Strict):
-    """A child/pupil, guardian, staff member or adult learner."""
+    """A child/pupil, guardian, staff member or adult learner.
+
+    In a directory batch, an absent ``protection``, ``language`` or
+    ``consent_guardians`` keeps the stored value ("absent means keep"), and protection
+    is never lowered by an import (gateway/protection.py); every other field is the
+    platform's truth and replaces the stored value."""
 
     id: Id
-    role: Role
-    given_name: str = Field(min_length=1, max_length=200)
-    family_name: str = Field(default="", max_length=200)
-    birth_date: date | None = None
-    protection: Protection = Protection.none
-    email: str | None = None
-    phone: str | None = None
-    language: str | None = Field(default=None, pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
-    unit_ids: list[Id] = Field(default_factory=list)
-    group_ids: list[Id] = Field(default_factory=list)
+    role: Role = Field(description="Replaces the stored value.")
+    given_name: HeaderText = Field(
+        min_length=1, max_length=200, description="Replaces the stored value."
+    )
+    family_name: HeaderText = Field(default="", max_length=200, description=_REPLACES)
+    birth_date: date | None = Field(
+        default=None, description="Required for children and learners. " + _REPLACES
+    )
+    protection: Protection = Field(
+        default=Protection.none,
+        description="Absent means keep. An import may raise it, never lower it (a lower"
+        " level is ignored); only PUT /v1/persons/{id}/protection lowers it.",
+    )
+    email: str | None = Field(default=None, description=_REPLACES)
+    phone: str | None = Field(default=None, description="E.164 after normalising. " + _REPLACES)
+    language: str | None = Field(
+        default=None,
+        pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$",
+        description="Absent means keep; given (also null) replaces.",
+    )
+    unit_ids: list[Id] = Field(
+        default_factory=list, description="The memberships are exactly these. " + _REPLACES
+    )
+    group_ids: list[Id] = Field(
+        default_factory=list, description="The memberships are exactly these. " + _REPLACES
+    )
     # A pupil of 18 or more may consent to their guardians still being told.
-    consent_guardians: bool = False
+    consent_guardians: bool = Field(
+        default=False,
+        description="A pupil of 18+ consents to guardians being told. Absent means keep;"
+        " given replaces.",
+    )
 
     @field_validator("email")
     @classmethod
@@ -237,8 +285,14 @@ class Relation(Strict):
 
     child_id: Id
     guardian_id: Id
-    parental_responsibility: bool = False  # foreldreansvar
-    daily_care: bool = False  # daglig omsorg
+    parental_responsibility: bool = Field(
+        default=False,
+        description="Foreldreansvar. Replaces the stored value (OneRoster keeps the stored one).",
+    )
+    daily_care: bool = Field(
+        default=False,
+        description="Daglig omsorg. Replaces the stored value (OneRoster keeps the stored one).",
+    )
 
 
 class RelationFlags(BaseModel):
@@ -263,6 +317,14 @@ class FlagChange(Strict):
     """Body of the explicit flag calls. A reason is required to set a flag."""
 
     value: bool
+    reason: str = Field(min_length=3, max_length=1000)
+    actor: str = Field(min_length=1, max_length=200)
+
+
+class ProtectionChange(Strict):
+    """Body of ``PUT /v1/persons/{id}/protection``: the only call that lowers protection."""
+
+    level: Protection
     reason: str = Field(min_length=3, max_length=1000)
     actor: str = Field(min_length=1, max_length=200)
 
@@ -327,7 +389,20 @@ class DirectorySnapshot(BaseModel):
 # --------------------------------------------------------------------------- events
 
 
+# The audience rule in JSON Schema: at least one of the lists has an id.
+_AUDIENCE_NOT_EMPTY: dict[str, Any] = {
+    "anyOf": [
+        {"required": [name], "properties": {name: {"minItems": 1}}}
+        for name in ("children", "groups", "units", "guardians", "staff")
+    ]
+}
+
+
 class Audience(Strict):
+    model_config = ConfigDict(
+        extra="forbid", str_strip_whitespace=True, json_schema_extra=_AUDIENCE_NOT_EMPTY
+    )
+
     children: list[Id] = Field(default_factory=list, max_length=100_000)
     groups: list[Id] = Field(default_factory=list, max_length=10_000)
     units: list[Id] = Field(default_factory=list, max_length=10_000)
@@ -343,13 +418,15 @@ class Audience(Strict):
 
 class MessageData(Strict):
     sender_id: Id | None = None  # the staff member who sends
-    sender_name: str | None = Field(default=None, max_length=200)
+    sender_name: HeaderText | None = Field(default=None, max_length=200)
     audience: Audience
     category: Category = Category.general
-    subject: str = Field(min_length=1, max_length=200)
+    subject: HeaderText = Field(min_length=1, max_length=200)
     body: str = Field(min_length=1, max_length=20_000)
     urgency: Urgency = Urgency.normal
     read_receipt: bool = False
+    # A confidential message that would reach nobody is refused (422) unless this is true.
+    allow_no_recipients: bool = False
 
     @model_validator(mode="after")
     def _absence_not_here(self) -> MessageData:
@@ -632,7 +709,7 @@ class Lesson(Strict):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, populate_by_name=True)
 
     number: int | None = Field(default=None, ge=0, le=20)
-    name: str | None = Field(default=None, min_length=1, max_length=100)
+    name: HeaderText | None = Field(default=None, min_length=1, max_length=100)
     start: time | None = Field(default=None, alias="from")
     end: time | None = Field(default=None, alias="to")
 

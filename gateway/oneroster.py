@@ -141,6 +141,114 @@ _REQUIRED: dict[str, tuple[str, ...]] = {
     "roles": ("userSourcedId", "role"),
     "demographics": ("sourcedId", "birthDate"),
 }
+# The columns of the OneRoster 1.0/1.1/1.2 bulk files (with the spellings seen in real
+# exports). The import reads some and knowingly leaves the rest (README: "Not mapped");
+# any other column (``ext_*``, a vendor's own) is reported as a warning naming it, never
+# ignored in silence.
+_COMMON_COLUMNS = ("sourcedId", "status", "dateLastModified", "dataLastModified", "metadata")
+_KNOWN_COLUMNS: dict[str, frozenset[str]] = {
+    kind: frozenset((*_COMMON_COLUMNS, *columns))
+    for kind, columns in {
+        "orgs": ("name", "type", "identifier", "parentSourcedId"),
+        "classes": (
+            "title",
+            "grades",
+            "courseSourcedId",
+            "classCode",
+            "classType",
+            "location",
+            "schoolSourcedId",
+            "termSourcedIds",
+            "subjects",
+            "subjectCodes",
+            "periods",
+        ),
+        "users": (
+            "enabledUser",
+            "orgSourcedIds",
+            "role",
+            "username",
+            "userIds",
+            "givenName",
+            "familyName",
+            "middleName",
+            "identifier",
+            "email",
+            "sms",
+            "phone",
+            "agentSourcedIds",
+            "agents",  # OneRoster 1.0's name of agentSourcedIds
+            "grades",
+            "password",
+            "birthDate",
+            "userMasterIdentifier",
+            "preferredGivenName",
+            "preferredMiddleName",
+            "preferredFamilyName",
+            "prefferedGivenName",
+            "prefferedMiddleName",
+            "prefferedFamilyName",
+            "primaryOrgSourcedId",
+            "pronouns",
+        ),
+        "enrollments": (
+            "classSourcedId",
+            "schoolSourcedId",
+            "userSourcedId",
+            "role",
+            "primary",
+            "beginDate",
+            "endDate",
+        ),
+        "roles": (
+            "userSourcedId",
+            "roleType",
+            "role",
+            "orgSourcedId",
+            "userProfileSourcedId",
+            "beginDate",
+            "endDate",
+        ),
+        "demographics": (
+            "birthDate",
+            "sex",
+            "americanIndianOrAlaskaNative",
+            "asian",
+            "blackOrAfricanAmerican",
+            "nativeHawaiianOrOtherPacificIslander",
+            "white",
+            "demographicRaceTwoOrMoreRaces",
+            "hispanicOrLatinoEthnicity",
+            "countryOfBirthCode",
+            "stateOfBirthAbbreviation",
+            "cityOfBirth",
+            "publicSchoolResidenceStatus",
+        ),
+    }.items()
+}
+# OneRoster files the import knowingly does not map (README: "Not mapped"); any other
+# file in the export (relationships.csv, a vendor's own) is reported as a warning.
+_UNMAPPED_FILES = frozenset(
+    f"{name.lower()}.csv"
+    for name in (
+        "academicSessions",
+        "courses",
+        "categories",
+        "classResources",
+        "courseResources",
+        "resources",
+        "lineItems",
+        "results",
+        "scoreScales",
+        "lineItemLearningObjectiveIds",
+        "lineItemScoreScales",
+        "resultLearningObjectiveIds",
+        "resultScoreScales",
+        "userProfiles",
+        "userResources",
+    )
+)
+
 # Pydantic field -> the CSV column it came from, for error locations.
 _PERSON_FIELDS = {
     "id": "sourcedId",
@@ -254,7 +362,7 @@ def load_oneroster(directory: Path, options: ImportOptions | None = None) -> One
         path = files.get(name)
         return path.read_bytes() if path is not None else None
 
-    return _Mapper(source, options or ImportOptions()).run()
+    return _Mapper(source, options or ImportOptions(), files).run()
 
 
 def read_oneroster(directory: Path, options: ImportOptions | None = None) -> DirectoryBatch:
@@ -302,7 +410,7 @@ def load_oneroster_zip(
             budget[0] -= len(raw)
             return raw
 
-        return _Mapper(source, options or ImportOptions()).run()
+        return _Mapper(source, options or ImportOptions(), members).run()
 
 
 def read_oneroster_zip(data: bytes, options: ImportOptions | None = None) -> DirectoryBatch:
@@ -320,40 +428,27 @@ def _zip_error(loc: list[str | int], message: str) -> ValidationFailed:
 # --------------------------------------------------------------------------- writing
 
 
-async def apply_oneroster(store: Store, tenant_id: str, batch: DirectoryBatch) -> dict[str, int]:
+async def apply_oneroster(
+    store: Store, tenant_id: str, batch: DirectoryBatch, at: datetime | None = None
+) -> dict[str, int]:
     """Write an imported batch all or nothing; return the counts ``apply_directory`` gives.
 
     What OneRoster cannot express is kept as stored: a person's protection
-    (sperret adresse), language and consent_guardians, and an existing relation's
-    parental_responsibility and daily_care (the platform sends the real foreldreansvar
-    through ``POST /v1/directory``). Manual flags are never touched (the store
-    guarantees it).
+    (sperret adresse), language and consent_guardians are never in the batch, so the
+    store keeps them (gateway/protection.py: absent means keep, protection only goes
+    up); an existing relation's parental_responsibility and daily_care are kept here
+    (the platform sends the real foreldreansvar through ``POST /v1/directory``).
+    Manual flags are never touched (the store guarantees it).
     """
-    if batch.persons:
+    if batch.relations:
         stored = await store.load_audience(
-            tenant_id,
-            Audience(
-                children=[p.id for p in batch.persons if p.role in _CHILD_ROLES],
-                staff=[p.id for p in batch.persons],  # loads every listed person by id
-            ),
+            tenant_id, Audience(children=sorted({r.child_id for r in batch.relations}))
         )
         batch = _keep_stored(batch, stored)
-    return await store.apply_directory(tenant_id, batch)
+    return await store.apply_directory(tenant_id, batch, at)
 
 
 def _keep_stored(batch: DirectoryBatch, stored: DirectorySnapshot) -> DirectoryBatch:
-    persons = []
-    for person in batch.persons:
-        old = stored.persons.get(person.id)
-        if old is not None:
-            person = person.model_copy(
-                update={
-                    "protection": old.protection,
-                    "language": old.language,
-                    "consent_guardians": old.consent_guardians,
-                }
-            )
-        persons.append(person)
     old_relations = {(r.child_id, r.guardian_id): r for r in stored.relations}
     relations = []
     for relation in batch.relations:
@@ -366,7 +461,7 @@ def _keep_stored(batch: DirectoryBatch, stored: DirectorySnapshot) -> DirectoryB
                 }
             )
         relations.append(relation)
-    return batch.model_copy(update={"persons": persons, "relations": relations})
+    return batch.model_copy(update={"relations": relations})
 
 
 # --------------------------------------------------------------------------- internals
@@ -449,8 +544,14 @@ def _error_order(error: Mapping[str, Any]) -> tuple[str, int, str]:
 class _Mapper:
     """One read of one export: tables in, a batch (or every problem) out."""
 
-    def __init__(self, source: Callable[[str], bytes | None], options: ImportOptions) -> None:
+    def __init__(
+        self,
+        source: Callable[[str], bytes | None],
+        options: ImportOptions,
+        names: Iterable[str] = (),
+    ) -> None:
         self.source = source
+        self.names = sorted(names)  # every file of the export (lower case), to report extras
         self.options = options
         self.problems = _Problems()
         self.orgs: dict[str, _Row] = {}
@@ -515,7 +616,31 @@ class _Mapper:
         if version == "1.1" and "users" in tables:
             self._require(tables["users"], ("role",))
         self.problems.fail_if_any()
+        self._report_unread(tables)
         return version, tables
+
+    def _report_unread(self, tables: Mapping[str, _Table]) -> None:
+        """Warn about every file and column the import does not read, naming it."""
+        read = {MANIFEST.lower(), *(f"{kind.lower()}.csv" for kind in tables)}
+        for name in self.names:
+            if name.endswith(".csv") and name not in read and name not in _UNMAPPED_FILES:
+                self.problems.warnings.append(f"{name}: not read by the import")
+        for kind, table in tables.items():
+            for column in sorted(table.columns - _KNOWN_COLUMNS[kind]):
+                if column:
+                    self.problems.warnings.append(
+                        f"{table.name} column {column}: not read by the import"
+                    )
+        users = tables.get("users")
+        if users is not None and {"agents", "agentSourcedIds"} <= users.columns:
+            self.problems.warnings.append(
+                "users.csv column agents: not read by the import (agentSourcedIds is)"
+            )
+        demographics = tables.get("demographics")
+        if demographics is not None and not demographics.rows:
+            self.problems.warnings.append(
+                "demographics.csv: has no rows; birth dates come from users.csv (birthDate)"
+            )
 
     def _manifest(self) -> tuple[str, dict[str, tuple[Loc, str]]]:
         table = self._csv(MANIFEST)
@@ -719,9 +844,11 @@ class _Mapper:
         adult_education = [self.units[u].kind is UnitKind.adult_education for u in unit_ids]
         if role is Role.child and adult_education and all(adult_education):
             role = Role.learner
-        draft = _Draft(
-            row.line, oneroster_role, {"id": sourced_id, "role": role}, row.ids("agentSourcedIds")
+        # OneRoster 1.0 calls the column "agents"; 1.1 and 1.2 "agentSourcedIds".
+        agents = (
+            row.ids("agentSourcedIds") if "agentSourcedIds" in row.values else row.ids("agents")
         )
+        draft = _Draft(row.line, oneroster_role, {"id": sourced_id, "role": role}, agents)
         draft.data.update(
             given_name=row["givenName"],
             family_name=row["familyName"],

@@ -17,6 +17,7 @@ from gateway.constants import (
     DEFAULT_TIME_ZONE,
     JOB_SEND,
     MANDATORY_CATEGORIES,
+    NEUTRAL_KEY,
     SUPPRESSED_CHANNEL,
     URGENT_CATEGORIES,
 )
@@ -34,6 +35,7 @@ from gateway.models import (
     Role,
     Unit,
 )
+from gateway.protection import hides_places, sensitive_children
 from gateway.resolver import Recipient, Resolution, Suppression
 
 # Failing contact kinds, as the store records them.
@@ -201,10 +203,70 @@ def plan_deliveries(
 ) -> Iterator[Delivery]:
     """One delivery per (recipient, route), then one suppression record per suppression."""
     planner = _Planner(message, snapshot, now)
+    owners = contact_owners(resolution.recipients, snapshot)
     for recipient in resolution.recipients:
-        yield from planner.deliveries(recipient)
+        if owners:
+            for delivery in planner.deliveries(recipient):
+                yield one_per_contact_point(delivery, owners)
+        else:
+            yield from planner.deliveries(recipient)
     for suppression in resolution.suppressed:
         yield planner.suppression(suppression)
+
+
+# One person in two roles (a teacher who is also a parent) is two rows of the directory
+# with the same email address or phone number. Rather than a person with several roles
+# (which every store backend, the resolver, the OneRoster mapping and the platform's own
+# ids would have to learn), the planner merges by contact point: of the recipients of one
+# message sharing an address, one "owns" it and only its email or SMS goes there; the
+# others' deliveries on that address are recorded as suppressed (``same_contact_point``).
+# Their in-app inbox (per person) and push (per device) are untouched. This also covers
+# two rows for one person that no role explains (two guardian ids, one mailbox).
+SAME_CONTACT_POINT = "same_contact_point"
+_EMAIL, _SMS = ChannelName.email.value, ChannelName.sms.value
+
+
+def contact_owners(
+    recipients: Sequence[Recipient], snapshot: DirectorySnapshot
+) -> dict[tuple[str, str], str]:
+    """(channel, address) -> the recipient whose email or SMS goes to it, where several
+    recipients of one message share it: a guardian (their message names the children)
+    before staff, then the one with more children, then the smaller id."""
+    first: dict[tuple[str, str], Recipient] = {}
+    shared: dict[tuple[str, str], list[Recipient]] = {}
+    persons = snapshot.persons
+    for recipient in recipients:
+        person = persons.get(recipient.person_id)
+        if person is None:
+            continue
+        for key in ((_EMAIL, person.email), (_SMS, person.phone)):
+            if key[1]:
+                other = first.setdefault(key, recipient)  # type: ignore[arg-type]
+                if other is not recipient:
+                    shared.setdefault(key, [other]).append(recipient)  # type: ignore[arg-type]
+    return {
+        key: min(
+            sharing, key=lambda r: (r.role is Role.staff, -len(r.child_ids), r.person_id)
+        ).person_id
+        for key, sharing in shared.items()
+    }
+
+
+def one_per_contact_point(delivery: Delivery, owners: dict[tuple[str, str], str]) -> Delivery:
+    """``delivery``, or — when another recipient owns its address — a suppressed record."""
+    if not owners or delivery.address is None:
+        return delivery
+    owner = owners.get((delivery.channel, delivery.address))
+    if owner is None or owner == delivery.recipient_id:
+        return delivery
+    return delivery.model_copy(
+        update={
+            "status": DeliveryStatus.suppressed,
+            "reason": SAME_CONTACT_POINT,
+            "address": None,
+            "not_before": None,
+        }
+    )
 
 
 class _Planner:
@@ -214,6 +276,8 @@ class _Planner:
         self.message = message
         self.snapshot = snapshot
         self.now = now
+        # Children whose place is hidden from other recipients (rule 4), found once.
+        self.sensitive = sensitive_children(snapshot)
 
     def deliveries(self, recipient: Recipient) -> Iterator[Delivery]:
         person = self.snapshot.persons.get(recipient.person_id)
@@ -236,7 +300,17 @@ class _Planner:
         time_zone = unit.time_zone if unit is not None else DEFAULT_TIME_ZONE
         not_before = defer_until(prefs, time_zone, self.message.category, self.now)
         language = choose_language(person, prefs)
-        context = self._context(recipient.child_ids, unit)
+        neutral = bool(self.sensitive) and hides_places(person, recipient.child_ids, self.sensitive)
+        context = self._context(recipient.child_ids, None if neutral else unit)
+        if neutral:
+            # A protected child or co-guardian: no unit, group, sender or staff name.
+            # The kind ("the school") says nothing about which one; the wording needs it.
+            context.update(
+                sender=None,
+                sms_sender=None,
+                unit_kind=unit.kind.value if unit is not None else None,
+                **{NEUTRAL_KEY: True},
+            )
         for r in routes:
             yield self._delivery(
                 recipient.person_id,
@@ -306,6 +380,7 @@ class _Planner:
         return None
 
     def _context(self, child_ids: tuple[str, ...], unit: Unit | None) -> dict[str, Any]:
+        """``unit`` None: neither the unit nor the unit's sender is named."""
         # Only the recipient's own children: never a co-guardian or another family.
         persons = self.snapshot.persons
         return {

@@ -41,6 +41,8 @@ from gateway.models import Delivery
 READ_PATH = "/r/"
 # The same token under this path is the email's one-click unsubscribe link (RFC 8058).
 UNSUBSCRIBE_PATH = "/u/"
+# And under this path it opens the recipient's inbox and settings (gateway/api/parent_pages.py).
+PARENT_PATH = "/p/"
 
 _TOKEN_KEY_LABEL = b"budbringer/read-link/aes-256-gcm/v1"
 _CSRF_KEY_LABEL = b"budbringer/read-link/csrf/v1"

@@ -32,11 +32,12 @@ from gateway.constants import (
     ABSENCE_CONTEXT_KEY,
     ABSENCE_MESSAGE_TYPES,
     DEFAULT_LANGUAGE,
+    NEUTRAL_KEY,
     SUPPORTED_LANGUAGES,
 )
 from gateway.errors import ConfigError
 from gateway.models import Category, Delivery, Message, Rendered
-from gateway.readlinks import READ_PATH, UNSUBSCRIBE_PATH
+from gateway.readlinks import PARENT_PATH, READ_PATH, UNSUBSCRIBE_PATH
 
 PUSH_BODY_MAX = 178
 ELLIPSIS = "…"
@@ -214,10 +215,19 @@ class Renderer:
         children = _context_names(context.get("children"))
         unit = _context_text(context.get("unit"))
         sender = _context_text(context.get("sender"))
+        neutral = bool(context.get(NEUTRAL_KEY))
         if sender and unit and sender != unit:
             from_name: str | None = f"{sender}, {unit}"
         else:
             from_name = sender or unit
+        absence: dict[str, Any] = context.get(ABSENCE_CONTEXT_KEY) or {}
+        if neutral:
+            # Rule 4: a protected child or co-guardian; say where from without a name.
+            unit, from_name = None, None
+            if absence:
+                kind = context.get("unit_kind")
+                place = texts.get(f"neutral_unit_{kind}", texts["neutral_unit"])
+                absence = absence | {"unit": place, "group": None}
         subject = _one_line(message.subject)
         if message.category is Category.emergency:
             subject = f"{texts['important']} {subject}"
@@ -227,7 +237,13 @@ class Renderer:
             "subject": subject,
             "body": message.body.strip(),
             "paragraphs": _paragraphs(message.body),
-            "header": texts["header"].format(sender=from_name) if from_name else None,
+            "header": (
+                texts["header"].format(sender=from_name)
+                if from_name
+                else texts["neutral_header"]
+                if neutral
+                else None
+            ),
             "concerns": (
                 texts["concerns"].format(children=_name_list(tuple(children), lang))
                 if children
@@ -236,12 +252,12 @@ class Renderer:
             "reason": texts["reason_unit"].format(unit=unit) if unit else texts["reason"],
             "settings": texts["settings"],
             "read_in_app": texts["read_in_app"],
-            "preferences_url": f"{self._public_url}/preferences",
+            "preferences_url": self._preferences_url(read_url),
             "app_url": f"{self._public_url}/app",
             "read_link": texts["read_link"],
             "read_url": read_url,
             # Absence facts (gateway/absence.py) and the texts they are told with.
-            "absence": context.get(ABSENCE_CONTEXT_KEY) or {},
+            "absence": absence,
             "t": texts,
         }
 
@@ -249,6 +265,14 @@ class Renderer:
         if self._link_for is None or delivery.channel not in _READ_LINK_CHANNELS:
             return None
         return self._link_for(delivery)
+
+    def _preferences_url(self, read_url: str | None) -> str:
+        """The personal settings page (the read link's token under /p/, which opens a
+        short session; gateway/api/parent_pages.py), or the general page without one."""
+        if read_url is None or READ_PATH not in read_url:
+            return f"{self._public_url}/preferences"
+        token = read_url.rpartition(READ_PATH)[2]
+        return f"{self._public_url}{PARENT_PATH}{token}?to=preferences"
 
     def _unsubscribe_url(self, channel: str, read_url: str | None) -> str | None:
         """The email's one-click unsubscribe link: the read link's token under /u/."""

@@ -16,6 +16,9 @@ Reason codes of a ``Suppression``:
 - ``daily_care_confidential``: daily care without foreldreansvar, confidential content.
 - ``minor_not_recipient``: a child under 18 named directly; children are told via guardians.
 - ``unknown_person`` / ``unknown_child``: an id the snapshot does not hold.
+- ``no_recipient``: a child of the audience whom nobody may be told about and who has
+  no other record (no guardian at all): recorded with the child as ``person_id``, so
+  the status still lists the child as not reached.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ DAILY_CARE_CONFIDENTIAL = "daily_care_confidential"
 MINOR_NOT_RECIPIENT = "minor_not_recipient"
 UNKNOWN_PERSON = "unknown_person"
 UNKNOWN_CHILD = "unknown_child"
+NO_RECIPIENT = "no_recipient"
 
 # When one person is reached on several grounds, the Recipient shows the strongest.
 _BASIS_RANK = {
@@ -170,7 +174,19 @@ def resolve(
         else:
             _resolve_named(outcome, person, named_relations[person_id], in_audience, on)
 
+    _record_untold(outcome, children, persons)
     return _finish(outcome)
+
+
+def _record_untold(outcome: _Outcome, children: list[str], persons: dict[str, Person]) -> None:
+    """A child of the audience with no recipient and no record at all gets a
+    ``no_recipient`` record of its own: staff must see exactly these children."""
+    told = {c for by_child in outcome.granted.values() for c in by_child}
+    recorded = {child_id for (_, child_id) in outcome.suppressed}
+    for child_id in children:
+        child = persons.get(child_id)
+        if child is not None and child_id not in told and child_id not in recorded:
+            outcome.suppress(child_id, child.role, child_id, NO_RECIPIENT)
 
 
 def _resolve_pupil(

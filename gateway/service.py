@@ -113,6 +113,7 @@ class Service:
             self.clock,
             settings.webhooks,
             public_only=settings.environment == "production",
+            secret=self.ctx.secret,
         )
         self.webhooks.register(self.dispatcher)
         self.escalator = Escalator(

@@ -226,6 +226,11 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1_000_000, ge=1024)
     guardian_token_ttl: int = Field(default=3600, ge=60, le=86_400)
     read_link_ttl_days: int = Field(default=30, ge=1, le=366)  # read links in email/SMS
+    # Staff pages: sign-in links (POST /v1/staff/{id}/tokens) and the session they open.
+    staff_link_ttl: int = Field(default=600, ge=30, le=86_400)
+    staff_session_ttl: int = Field(default=8 * 3600, ge=60, le=7 * 86_400)
+    # Parent pages: the session a read link opens under /p/.
+    parent_session_ttl: int = Field(default=3600, ge=60, le=86_400)
     # Delivery records, messages and replies are kept this long: a school year plus margin.
     retention_days: int = Field(default=396, ge=1, le=3650)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

@@ -81,17 +81,37 @@ class RecipientReach:
         return best_status(self.channels.values()) or DeliveryStatus.planned
 
 
+# Why nobody could be told about a child (ChildReach.reason).
+NO_RECIPIENT = "no_recipient"  # nobody is related to the child at all
+ALL_SUPPRESSED = "all_suppressed"  # everyone related was left out (blocked, no rights, ...)
+ALL_FAILED = "all_failed"  # every send about the child failed for good
+
+
 @dataclass
 class ChildReach:
-    """One child the message concerns: who with rights to the child has read it."""
+    """One child the message concerns: who with rights to the child has read it, and
+    whether anybody could be told at all."""
 
     child_id: str
     reached_by: list[str] = field(default_factory=list)  # recipient ids, first reader first
     reached_at: datetime | None = None
+    sends: list[DeliveryStatus] = field(default_factory=list)  # of deliveries naming the child
+    left_out: list[str] = field(default_factory=list)  # reasons of suppression records
 
     @property
     def reached(self) -> bool:
         return bool(self.reached_by)
+
+    @property
+    def reason(self) -> str | None:
+        """Why nobody was told about this child, or None while somebody was (or may be)."""
+        if self.reached:
+            return None
+        if not self.sends:
+            return NO_RECIPIENT if set(self.left_out) <= {NO_RECIPIENT} else ALL_SUPPRESSED
+        if all(status in TERMINAL_FAILURES for status in self.sends):
+            return ALL_FAILED
+        return None
 
 
 @dataclass
@@ -121,16 +141,22 @@ def reach(message: Message, deliveries: Sequence[Delivery], reads: Sequence[Read
     """The reach of a message from its deliveries and its reads.
 
     Children are those any delivery names, suppression records included: a child
-    whose every guardian was left out shows as not reached. A child nobody is
-    related to at all has no delivery and does not appear.
+    whose every guardian was left out shows as not reached, and a child nobody is
+    related to has a ``no_recipient`` record of its own (gateway/resolver.py), so
+    every child of the audience appears.
     """
     read = {r.person_id: r for r in reads}
     recipients: dict[str, RecipientReach] = {}
     children: dict[str, ChildReach] = {}
     for d in deliveries:
+        suppressed = d.channel == SUPPRESSED_CHANNEL
         for child_id in d.child_ids:
-            children.setdefault(child_id, ChildReach(child_id))
-        if d.channel == SUPPRESSED_CHANNEL:
+            child = children.setdefault(child_id, ChildReach(child_id))
+            if suppressed:
+                child.left_out.append(d.reason or "")
+            else:
+                child.sends.append(d.status)
+        if suppressed:
             continue
         recipient = recipients.get(d.recipient_id)
         if recipient is None:

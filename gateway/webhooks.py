@@ -35,7 +35,13 @@ from standardwebhooks.webhooks import Webhook
 from yarl import URL
 
 from gateway import __version__
-from gateway.addresses import PublicOnlyResolver, is_ip_literal, parse_networks, permitted
+from gateway.addresses import (
+    AddressRefused,
+    Network,
+    PublicOnlyResolver,
+    check_literal,
+    parse_networks,
+)
 from gateway.clock import Clock
 from gateway.constants import JOB_WEBHOOK_FANOUT, JOB_WEBHOOK_SEND
 from gateway.models import (
@@ -47,6 +53,7 @@ from gateway.models import (
     WebhookStatus,
     derive_id,
 )
+from gateway.pseudonyms import Names, names_for, person_ids_in, pseudonymise_data
 from gateway.settings import WebhookSettings
 from gateway.store import Store
 
@@ -155,6 +162,14 @@ def retry_delay(
     return delay
 
 
+def _refused_literal(host: str, allowed: Sequence[Network]) -> bool:
+    try:
+        check_literal(host, allowed)
+    except AddressRefused:
+        return True
+    return False
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """What one POST came to: the attempt record, a failure code (None: delivered), and
@@ -178,8 +193,12 @@ class WebhookService:
         session: aiohttp.ClientSession | None = None,
         wall: Callable[[], datetime] = wall_clock,
         public_only: bool = False,
+        secret: bytes = b"",
     ) -> None:
         self.store = store
+        # Pseudonyms of protected persons for tenants without the protected scope
+        # (gateway/pseudonyms.py), the same as the status API shows.
+        self.secret = secret
         self.clock = clock
         self.settings = settings
         self.wall = wall
@@ -235,6 +254,12 @@ class WebhookService:
         messages: list[WebhookMessage] = []
         jobs: list[Job] = []
         endpoints: dict[str, list[WebhookEndpoint]] = {}
+        names: dict[str, Names] = {}
+        for tenant_id in dict.fromkeys(c.tenant_id for c in changes):
+            persons = {
+                p for c in changes if c.tenant_id == tenant_id for p in person_ids_in(c.data)
+            }
+            names[tenant_id] = await names_for(self.store, self.secret, tenant_id, persons)
         for change in changes:
             if change.tenant_id not in endpoints:
                 endpoints[change.tenant_id] = [
@@ -242,7 +267,10 @@ class WebhookService:
                     for e in await self.store.list_webhook_endpoints(change.tenant_id)
                     if e.enabled
                 ]
-            body = envelope(change)
+            name = names[change.tenant_id]
+            body = envelope(
+                change.model_copy(update={"data": pseudonymise_data(change.data, name)})
+            )
             for endpoint in endpoints[change.tenant_id]:
                 if change.type not in endpoint.event_types:
                     continue
@@ -366,8 +394,9 @@ class WebhookService:
         retry_after: float | None = None
         code: str | None
         host = URL(endpoint.url).host or ""
-        # aiohttp does not ask the resolver about a literal IP: check it here.
-        if self.public_only and is_ip_literal(host) and not permitted(host, self._allowed):
+        # aiohttp does not ask the resolver about a literal IP: check it here. Names are
+        # checked by the resolver, on every connection.
+        if self.public_only and _refused_literal(host, self._allowed):
             attempt = WebhookAttempt(
                 at=at, status_code=None, duration_ms=0, error="address_not_public", response=None
             )
@@ -387,6 +416,9 @@ class WebhookService:
             code = None if 200 <= status < 300 else f"http_{status}"
         except TimeoutError:
             code = "timeout"
+        except aiohttp.ClientConnectorError as exc:
+            refused = isinstance(exc.os_error, AddressRefused)
+            code = "address_not_public" if refused else "connection_error"
         except aiohttp.ClientConnectionError:
             code = "connection_error"
         except aiohttp.ClientError:

@@ -19,7 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from gateway import __version__
@@ -46,10 +46,13 @@ from gateway.models import (
     FlagChange,
     Person,
     Preferences,
+    Protection,
+    ProtectionChange,
     RelationFlags,
     Role,
 )
 from gateway.settings import AbsenceSettings, EscalationSettings
+from scripts.openapi_pages import StaffLink, StaffLinkRequest, page_paths
 
 OUTPUT = Path(__file__).resolve().parents[1] / "gateway" / "openapi.json"
 REF = "#/components/schemas/{model}"
@@ -79,6 +82,32 @@ class EventAccepted(BaseModel):
     duplicate: bool
     # absence.recorded: a repeated mark went into this earlier alert (its message id)
     deduplicated_into: str | None = None
+    # message.created: who the audience resolves to now (a preview; the status says what
+    # happened). 0 recipients is said at once; confidential content to nobody is a 422.
+    recipients: int | None = Field(
+        default=None, description="Persons the audience resolves to now (message.created)"
+    )
+    suppressed: dict[str, int] | None = Field(
+        default=None,
+        description="Reason code -> how many were left out (blocked, confidential_not_named,"
+        " no_recipient, ...), message.created only",
+    )
+
+
+class ProtectionHistoryView(BaseModel):
+    level: Protection
+    previous: Protection
+    reason: str
+    actor: str  # "import" when a directory import raised it
+    at: datetime
+
+
+class ProtectionView(BaseModel):
+    """A person's protection level and every change of it."""
+
+    person_id: str
+    protection: Protection
+    history: list[ProtectionHistoryView]
 
 
 class HistoryEntry(BaseModel):
@@ -117,6 +146,12 @@ class ChildStatus(BaseModel):
     reached: bool
     reached_by: list[str]
     reached_at: datetime | None
+    reason: Literal["no_recipient", "all_suppressed", "all_failed"] | None = Field(
+        description="Why nobody could be told about this child: nobody is related to it"
+        " (`no_recipient`), everyone related was left out (`all_suppressed`, see the"
+        " suppression records), or every send failed for good (`all_failed`); null while"
+        " somebody was or may still be told."
+    )
 
 
 class GuardianStatus(BaseModel):
@@ -136,6 +171,9 @@ class StatusSummary(BaseModel):
     children_total: int
     children_reached: int
     children_not_reached: list[str]
+    children_not_told: int = Field(
+        description="Children of the audience about whom nobody could be told (reason set)"
+    )
 
 
 class ExplanationView(BaseModel):
@@ -167,6 +205,11 @@ class AbsenceView(BaseModel):
     marks: list[str]
     cancelled_at: datetime | None
     cancel_event_id: str | None
+    unrouted: Literal["no_staff"] | None = Field(
+        default=None,
+        description="A report no contact teacher or unit staff could receive"
+        " (an `absence.unrouted` webhook was raised)",
+    )
     explanations: list[ExplanationView]
 
 
@@ -267,12 +310,14 @@ INPUT_MODELS: list[type[BaseModel]] = [
     DirectoryBatch,
     DirectoryDeletion,
     FlagChange,
+    ProtectionChange,
     Preferences,
     Device,
     EscalationSettings,
     AbsenceReport,
     AbsenceReply,
     AbsenceSettings,
+    StaffLinkRequest,
 ]
 OUTPUT_MODELS: list[type[BaseModel]] = [
     AbsenceReplyAck,
@@ -291,10 +336,12 @@ OUTPUT_MODELS: list[type[BaseModel]] = [
     DirectoryDeleted,
     OneRosterApplied,
     GuardianToken,
+    StaffLink,
     InboxPage,
     ReadAck,
     DeviceList,
     Person,
+    ProtectionView,
     RelationFlags,
 ]
 
@@ -323,11 +370,15 @@ def errors(*codes: int) -> dict[str, Any]:
         403: "Not allowed for this caller",
         404: "Not found (or another tenant's)",
         409: "Conflict",
+        400: "Malformed body: not UTF-8 (or with a byte order mark), JSON nested deeper"
+        " than 32 levels, a number longer than 40 characters, a form that cannot be read",
         413: "Body too large",
-        415: "Unsupported Content-Type",
+        415: "Unsupported Content-Type, or a charset other than UTF-8",
         422: "Invalid input; `errors` names each location",
     }
-    return {str(code): ok(Error, words[code]) for code in codes}
+    if 413 in codes:  # every route that reads a body reads it the same way (api/body.py)
+        codes = (400, *codes, 415) if 415 not in codes else (400, *codes)
+    return {str(code): ok(Error, words[code]) for code in sorted(codes)}
 
 
 def path_param(name: str, description: str, **schema: Any) -> dict[str, Any]:
@@ -440,22 +491,6 @@ def ops_paths() -> dict[str, Any]:
                         "content": {"application/json": {"schema": {"type": "object"}}},
                     }
                 },
-            }
-        },
-        "/preferences": {
-            "get": {
-                "tags": ["pages"],
-                "summary": "Page linked from emails/SMS: settings live in the parent app",
-                "security": [],
-                "responses": html("HTML page (Norwegian)"),
-            }
-        },
-        "/app": {
-            "get": {
-                "tags": ["pages"],
-                "summary": "Page linked from emails/SMS about the parent app",
-                "security": [],
-                "responses": html("HTML page (Norwegian)"),
             }
         },
     }
@@ -632,6 +667,36 @@ def directory_paths() -> dict[str, Any]:
                 "parameters": [path_param("person_id", "Person id")],
                 "responses": {"200": ok(Person, "The person"), **errors(401, 403, 404)},
             }
+        },
+        "/v1/persons/{person_id}/protection": {
+            "get": {
+                "tags": ["directory"],
+                "summary": "A person's protection level and its history (who, when, why)",
+                "description": "For a protected person only with the `protected` scope.",
+                "security": TENANT,
+                "parameters": [path_param("person_id", "Person id")],
+                "responses": {
+                    "200": ok(ProtectionView, "Level and history"),
+                    **errors(401, 403, 404),
+                },
+            },
+            "put": {
+                "tags": ["directory"],
+                "summary": "Set protection with a reason: the only way to lower it",
+                "description": (
+                    "Imports (directory batch, OneRoster) only ever raise protection; an"
+                    " absent or lower level keeps the stored one. This call sets any level and"
+                    " keeps the change in the history; lowering needs a key with the"
+                    " `protected` scope, and the history is shown only to such a key."
+                ),
+                "security": TENANT,
+                "parameters": [path_param("person_id", "Person id")],
+                "requestBody": json_body(ref(ProtectionChange)),
+                "responses": {
+                    "200": ok(ProtectionView, "Level and history after the change"),
+                    **errors(401, 403, 404, 413, 422),
+                },
+            },
         },
         "/v1/guardians/{guardian_id}/tokens": {
             "post": {
@@ -937,6 +1002,7 @@ def read_link_paths() -> dict[str, Any]:
                 },
                 "responses": {
                     "303": {"description": "Read recorded; see `/r/{token}?done=1`"},
+                    **errors(400),
                     "403": {"description": "Friendly page: missing or wrong form field", **page},
                     "404": invalid,
                     "410": gone,
@@ -1018,6 +1084,7 @@ def unsubscribe_paths() -> dict[str, Any]:
                 },
                 "responses": {
                     **html("Done (or: cannot be switched off by email)"),
+                    **errors(400),
                     "403": {"description": "Friendly page: neither one-click nor the form", **page},
                     "404": invalid,
                     "410": gone,
@@ -1060,7 +1127,8 @@ def webhook_paths() -> dict[str, Any]:
                 "summary": "Add a webhook endpoint; its `whsec_` secret is shown this once",
                 "description": (
                     "Events: `delivery.updated`, `message.read`, `message.reached`,"
-                    " `reply.received`, `absence.explained` (all when `event_types` is left"
+                    " `reply.received`, `absence.explained`, `absence.unrouted` (all when"
+                    " `event_types` is left"
                     " out). Each is POSTed"
                     " as `{type, timestamp, data}` with Standard Webhooks headers"
                     " `webhook-id` (stable across retries), `webhook-timestamp` and"
@@ -1214,6 +1282,7 @@ def build_spec() -> dict[str, Any]:
         unsubscribe_paths,
     ):
         paths.update(part())
+    paths.update(page_paths(errors))
     return {
         "openapi": "3.1.0",
         "info": {

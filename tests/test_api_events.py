@@ -51,6 +51,8 @@ async def test_accepted_event_is_durable_with_one_plan_job(
         "event_id": "evt-1",
         "status": "accepted",
         "duplicate": False,
+        "recipients": 1,
+        "suppressed": {},
     }
 
     stored = await store.get_message(tenant.tenant.id, message_id)

@@ -73,11 +73,13 @@ async def test_openapi_is_served(app_client: TestClient) -> None:
 
 
 async def test_link_pages_are_norwegian_html(app_client: TestClient) -> None:
-    for path in ("/preferences", "/app"):
-        resp = await app_client.get(path)
+    # Without a parent session (gateway/api/parent_pages.py), they say how to get one.
+    for path in ("/preferences", "/app", "/app/messages/m1"):
+        resp = await app_client.get(path, allow_redirects=False)
         assert resp.status == 200
         assert resp.content_type == "text/html"
         page = await resp.text()
         assert '<html lang="nb">' in page
         assert "<main>" in page and "<h1>" in page and "<title>" in page
-        assert "foreldreappen" in page
+        assert "Åpne lenken i meldingen" in page
+        assert "Content-Security-Policy" in resp.headers

@@ -234,6 +234,7 @@ async def test_status_says_who_was_reached_and_hides_protected_persons(
         "children_total": 2,
         "children_reached": 2,
         "children_not_reached": [],
+        "children_not_told": 0,
     }
     guardians = {g["recipient_id"]: g for g in status["guardians"]}
     assert guardians["p1"] == {
@@ -253,6 +254,7 @@ async def test_status_says_who_was_reached_and_hides_protected_persons(
         "reached": True,
         "reached_by": ["p1"],
         "reached_at": (start + timedelta(seconds=120)).isoformat(),
+        "reason": None,
     }
 
     # the same call again: the pseudonyms are stable
@@ -308,4 +310,7 @@ async def test_children_not_reached_for_an_unread_message(
         "children_total": 2,
         "children_reached": 0,
         "children_not_reached": ["c1", "c9"],
+        "children_not_told": 1,
     }
+    children = {c["child_id"]: c["reason"] for c in status["children"]}
+    assert children == {"c1": None, "c9": "all_suppressed"}

@@ -6,9 +6,10 @@ import json
 from datetime import date
 from pathlib import Path
 
+import aiohttp
 import pytest
 
-from gateway.demo import demo_directory, run_demo
+from gateway.demo import demo_directory, run_demo, start_demo
 
 
 async def test_quiet_demo_fills_the_outbox(
@@ -59,4 +60,27 @@ async def test_demo_table_shows_channels_and_suppressions_with_reasons(
     assert {x.split()[3] for x in pseudonymous} == {"inapp", "push", "email"}  # still told
     ordinary = persons["p27b"]
     assert f"{ordinary['given_name']} {ordinary['family_name']}" in out
-    assert "deliveries:" in out.splitlines()[-1]
+    tables, _, pages = out.partition("\nPages: ")
+    assert "deliveries:" in tables.splitlines()[-1]
+    assert "budbringer demo --serve" in pages
+
+
+async def test_the_served_demo_links_open_its_message_for_staff_and_a_parent(
+    tmp_path: Path,
+) -> None:
+    run = await start_demo(tmp_path / "demo")
+    try:
+        links = await run.links()
+        assert links["staff"].startswith(run.url + "/staff/signin/")
+        # unsafe: the jar keeps cookies of an IP address (127.0.0.1)
+        for name, expected in (("staff", "Foreldremøte torsdag"), ("parent", "Foreldremøte")):
+            jar = aiohttp.CookieJar(unsafe=True)
+            async with (
+                aiohttp.ClientSession(cookie_jar=jar) as session,
+                session.get(links[name]) as resp,
+            ):
+                assert resp.status == 200, name
+                assert expected in await resp.text()
+                assert resp.url.path in (f"/staff/messages/{run.message_id}", "/p/inbox")
+    finally:
+        await run.close()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import inspect
-import time as timer
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
@@ -455,14 +454,12 @@ def test_plan_streams_a_large_broadcast_fast() -> None:
             d.device(guardian, f"d{i}")
     audience = Audience(units=["u1"])
     snapshot = d.snapshot(audience)
-    started = timer.perf_counter()
     res = resolve(snapshot, audience, Category.emergency, TODAY)
     planned = plan_deliveries(message(audience, Category.emergency), snapshot, res, NOW)
     assert next(planned).recipient_id == "g0"
     count = 1 + sum(1 for _ in planned)
-    elapsed = timer.perf_counter() - started
     assert len(res.recipients) == n
     # inapp + sms + email for everyone, plus push for every other guardian
     assert count == n * 3 + n // 2
-    # About half a second here; a quadratic step would take minutes.
-    assert elapsed < 5
+    # Speed is measured by `make bench`, not asserted here: a quadratic step would
+    # still show up as this test taking minutes instead of about half a second.

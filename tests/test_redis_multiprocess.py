@@ -39,7 +39,7 @@ from tests.peers.smtp import SmtpPeer
 from tests.peers.twilio import TwilioPeer
 from tests.test_crash_restart import free_port
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
 
 ROOT = Path(__file__).resolve().parents[1]
 GUARDIANS = 2_500  # each: in-app, SMS and email = 7,500 deliveries, 5,000 of them to sinks
@@ -147,7 +147,7 @@ async def processes(
         procs.append(api)
         workers = [await spawn(env, tmp, "worker") for _ in range(WORKERS)]
         procs.extend(workers)
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 120  # a guard against hanging, not a speed goal
         async with aiohttp.ClientSession() as http:
             while True:
                 if api.returncode is not None:
@@ -247,7 +247,7 @@ async def test_workers_share_one_redis_and_a_killed_one_loses_nothing(tmp_path: 
                     assert resp.status == 202, await resp.text()
             victim = workers[1]
             while len(smtp.received) + len(twilio.requests) < 2 * GUARDIANS * 2 // 5:
-                assert time.monotonic() - started < 60, "the broadcast did not get going"
+                assert time.monotonic() - started < 180, "the broadcast did not get going"
                 assert victim.returncode is None
                 await asyncio.sleep(0.005)
             victim.send_signal(signal.SIGKILL)
@@ -256,7 +256,7 @@ async def test_workers_share_one_redis_and_a_killed_one_loses_nothing(tmp_path: 
             consumer = await consumer_of(redis, prefix, victim.pid)
             in_flight = await pending_jobs(redis, prefix, consumer)
             message_id = derive_id(tenant.id, EVENT_ID)
-            await wait_final(store, tenant.id, message_id, timeout=60)
+            await wait_final(store, tenant.id, message_id, timeout=180)
             elapsed = time.monotonic() - started
             for worker in workers:
                 assert worker is victim or worker.returncode is None  # the others live on

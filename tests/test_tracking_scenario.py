@@ -242,6 +242,7 @@ async def test_read_receipts_escalation_status_and_webhooks_tell_one_story(
         "children_total": 4,
         "children_reached": 3,
         "children_not_reached": ["c3"],
+        "children_not_told": 0,
     }
     children = {c["child_id"]: c for c in status["children"]}
     assert children["c3"] == {
@@ -249,6 +250,7 @@ async def test_read_receipts_escalation_status_and_webhooks_tell_one_story(
         "reached": False,
         "reached_by": [],
         "reached_at": None,
+        "reason": None,
     }
     assert sorted(children["c4"]["reached_by"]) == ["p4a", "p4b"]
     guardians = {g["recipient_id"]: g for g in status["guardians"]}

@@ -27,6 +27,7 @@ from gateway.constants import ABSENCE_RECORDED, ABSENCE_REPORTED
 from gateway.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from gateway.models import (
     AbsenceCancelled,
+    AbsenceExplanation,
     AbsenceKind,
     AbsenceRecorded,
     AbsenceReported,
@@ -38,6 +39,7 @@ from gateway.models import (
     derive_id,
 )
 from gateway.settings import AbsenceSettings
+from gateway.withdrawal import visible_item
 
 
 class AbsenceReport(Strict):
@@ -100,11 +102,12 @@ def deduplicated_into(stored: Message, event: Any) -> dict[str, Any]:
 # --------------------------------------------------------------------------- parent app
 
 
-async def post_absence(request: web.Request) -> web.Response:
-    """Report an absence from the app: 202 like an accepted event."""
-    ctx = request.app[CTX]
-    tenant_id, guardian_id = await authenticate_guardian(request)
-    body = await read_model(request, AbsenceReport, ctx.settings.max_body_bytes)
+async def report_absence(
+    ctx: AppContext, tenant_id: str, guardian_id: str, body: AbsenceReport
+) -> tuple[Message, AbsenceReported, bool]:
+    """A guardian's report (the app's or the parent pages'): the stored message, the
+    event it became and whether it was a repeat. Forbidden for another's child;
+    Conflict when the report id was used for another report."""
     flows = absences(ctx)
     if body.child_id not in {c.id for c in await flows.children_of(tenant_id, guardian_id)}:
         raise Forbidden("you cannot report an absence for this child")
@@ -122,6 +125,15 @@ async def post_absence(request: web.Request) -> web.Response:
     stored, duplicate = await flows.report(tenant_id, report, digest)
     if stored.body_hash != digest:
         raise Conflict("this report id was used before for another report")
+    return stored, report, duplicate
+
+
+async def post_absence(request: web.Request) -> web.Response:
+    """Report an absence from the app: 202 like an accepted event."""
+    ctx = request.app[CTX]
+    tenant_id, guardian_id = await authenticate_guardian(request)
+    body = await read_model(request, AbsenceReport, ctx.settings.max_body_bytes)
+    stored, report, duplicate = await report_absence(ctx, tenant_id, guardian_id, body)
     return web.json_response(
         {
             "message_id": stored.id,
@@ -133,20 +145,30 @@ async def post_absence(request: web.Request) -> web.Response:
     )
 
 
-async def post_absence_reply(request: web.Request) -> web.Response:
-    """Answer an absence alert in the inbox: 200 with the explanation."""
-    ctx = request.app[CTX]
-    tenant_id, guardian_id = await authenticate_guardian(request)
-    message_id = request.match_info["message_id"]
-    if await ctx.store.inbox_item(tenant_id, guardian_id, message_id) is None:
+async def answer_alert(
+    ctx: AppContext, tenant_id: str, guardian_id: str, message_id: str, body: AbsenceReply
+) -> AbsenceExplanation:
+    """A guardian's answer to an alert in their inbox (the app's or the parent pages');
+    NotFound when it is not an alert of theirs."""
+    # Only what the inbox shows (not withdrawn by a block, ...) can be answered.
+    if await visible_item(ctx.store, tenant_id, guardian_id, message_id, ctx.clock.now()) is None:
         raise NotFound("message not found")
-    body = await read_model(request, AbsenceReply, ctx.settings.max_body_bytes)
     explanation_id = derive_id("inapp", tenant_id, message_id, guardian_id, body.model_dump_json())
     explanation = await absences(ctx).explain(
         tenant_id, message_id, guardian_id, body.kind, body.text, "inapp", explanation_id
     )
     if explanation is None:
         raise NotFound("no absence alert with this id")
+    return explanation
+
+
+async def post_absence_reply(request: web.Request) -> web.Response:
+    """Answer an absence alert in the inbox: 200 with the explanation."""
+    ctx = request.app[CTX]
+    tenant_id, guardian_id = await authenticate_guardian(request)
+    message_id = request.match_info["message_id"]
+    body = await read_model(request, AbsenceReply, ctx.settings.max_body_bytes)
+    explanation = await answer_alert(ctx, tenant_id, guardian_id, message_id, body)
     return web.json_response(
         {
             "message_id": message_id,
@@ -176,7 +198,7 @@ async def put_settings(request: web.Request) -> web.Response:
             "the body is not valid",
             errors=[{"loc": [], "message": "must be a JSON object", "type": "dict_type"}],
         )
-    policy = to_model(AbsenceSettings, {**ctx.settings.absence.model_dump(), **override})
+    policy = to_model(AbsenceSettings, {**ctx.settings.absence.model_dump(mode="json"), **override})
     await ctx.store.set_absence_settings(tenant.id, override or None)
     return web.json_response(policy.model_dump(mode="json"))
 

@@ -15,14 +15,18 @@ from gateway.api import (
     guardian,
     oneroster,
     ops,
+    parent_pages,
     providers,
     readlinks,
+    staff_absence,
+    staff_pages,
     status,
     unsubscribe,
     webhooks,
 )
 from gateway.api.context import CTX, AppContext
 from gateway.errors import InputError
+from gateway.logs import route_of
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +49,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             headers={k: v for k, v in exc.headers.items() if k.lower() == "allow"},
         )
     except Exception:
-        log.exception("unhandled error", extra={"path": request.path, "method": request.method})
+        log.exception(
+            "unhandled error", extra={"route": route_of(request), "method": request.method}
+        )
         return web.json_response(
             {"error": "internal", "message": "internal error; it has been logged"}, status=500
         )
@@ -69,6 +75,9 @@ def create_app(ctx: AppContext) -> web.Application:
         unsubscribe,
         webhooks,
         absence,
+        staff_pages,
+        staff_absence,
+        parent_pages,
     ):
         module.setup(app)
     return app

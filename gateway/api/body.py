@@ -1,16 +1,34 @@
-"""Reading and validating JSON bodies, with errors that say what and where."""
+"""Reading and validating JSON bodies, with errors that say what and where.
+
+A body is UTF-8 JSON (RFC 8259) and nothing else: another charset is 415, a byte order
+mark, bytes that are not UTF-8, nesting deeper than ``MAX_DEPTH`` or a number longer
+than ``MAX_NUMBER_CHARS`` are 400, before the parser could recurse or convert without
+bound. Input is validated strictly, as JSON: ``0`` is no date, ``true`` no integer.
+"""
 
 from __future__ import annotations
 
+import codecs
 import json
+import re
 from typing import Any, TypeVar
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from multidict import MultiDictProxy
 from pydantic import BaseModel, ValidationError
 
-from gateway.errors import PayloadTooLarge, ValidationFailed
+from gateway.errors import MalformedBody, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
 
 M = TypeVar("M", bound=BaseModel)
+
+MAX_DEPTH = 32  # our deepest schema nests 5 levels
+MAX_NUMBER_CHARS = 40  # an int64 has 19 digits; a float's shortest repr fits in 24
+
+# A JSON string (escapes included), and the brackets left once strings are gone.
+_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_UTF8 = frozenset({"utf-8", "utf8", "us-ascii", "ascii"})
 
 
 def validation_errors(exc: ValidationError) -> list[dict[str, Any]]:
@@ -22,7 +40,18 @@ def validation_errors(exc: ValidationError) -> list[dict[str, Any]]:
     ]
 
 
+def _malformed(message: str, kind: str) -> MalformedBody:
+    return MalformedBody(message, errors=[{"loc": ["body"], "message": message, "type": kind}])
+
+
 async def read_raw(request: web.Request, limit: int) -> bytes:
+    charset = request.charset
+    if charset is not None and charset.lower() not in _UTF8:
+        raise UnsupportedMediaType(
+            "bodies are UTF-8 only",
+            errors=[{"loc": ["header", "Content-Type"], "message": "charset must be utf-8",
+                     "type": "charset"}],
+        )  # fmt: skip
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"body larger than {limit} bytes")
     # StreamReader.read(n) returns what is buffered, not n bytes: read to the end.
@@ -34,28 +63,89 @@ async def read_raw(request: web.Request, limit: int) -> bytes:
     return bytes(raw)
 
 
-def parse_json(raw: bytes) -> Any:
+def decode_utf8(raw: bytes) -> str:
+    """The body as text: UTF-8 without a byte order mark, else 400."""
+    if raw.startswith((codecs.BOM_UTF8, codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise _malformed("the body starts with a byte order mark; send UTF-8 without one", "bom")
     try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        where = getattr(exc, "lineno", None), getattr(exc, "colno", None)
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _malformed(f"the body is not UTF-8 (byte {exc.start})", "not_utf8") from exc
+
+
+def _check_depth(text: str) -> None:
+    brackets = _NOT_BRACKET.sub("", _STRING.sub("", text))
+    if len(brackets) <= 2 * MAX_DEPTH:
+        return
+    depth = 0
+    for char in brackets:
+        if char in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise _malformed(f"JSON nested deeper than {MAX_DEPTH} levels", "json_too_deep")
+        else:
+            depth -= 1
+
+
+def _number(kind: type[int] | type[float]) -> Any:
+    def convert(text: str) -> int | float:
+        if len(text) > MAX_NUMBER_CHARS:
+            raise _malformed(f"a number longer than {MAX_NUMBER_CHARS} characters", "json_number")
+        return kind(text)
+
+    return convert
+
+
+def _constant(name: str) -> Any:
+    raise _malformed(f"{name} is not JSON", "json_invalid")
+
+
+def parse_json(raw: bytes) -> Any:
+    text = decode_utf8(raw)
+    _check_depth(text)
+    try:
+        return json.loads(
+            text,
+            parse_int=_number(int),
+            parse_float=_number(float),
+            parse_constant=_constant,
+        )
+    except json.JSONDecodeError as exc:
         raise ValidationFailed(
             "malformed JSON",
             errors=[
                 {
                     "loc": ["body"],
-                    "message": f"{exc.__class__.__name__} at line {where[0]} column {where[1]}",
+                    "message": f"{exc.__class__.__name__} at line {exc.lineno} column {exc.colno}",
                     "type": "json_invalid",
                 }
             ],
         ) from exc
+    except RecursionError as exc:  # the depth check above should make this unreachable
+        raise _malformed("JSON nested too deep", "json_too_deep") from exc
 
 
 def to_model(model: type[M], data: Any) -> M:
+    """``data`` (parsed JSON) validated strictly, with JSON's types: no string or number
+    becomes a date unless it is an ISO date string, no boolean an integer."""
     try:
-        return model.model_validate(data)
+        return model.model_validate_json(json.dumps(data), strict=True)
     except ValidationError as exc:
         raise ValidationFailed("the body is not valid", errors=validation_errors(exc)) from exc
+
+
+async def read_form(
+    request: web.Request,
+) -> MultiDictProxy[str | bytes | bytearray | web.FileField]:
+    """The form fields of a urlencoded or multipart body; a body aiohttp cannot parse
+    (no boundary, an unknown charset or transfer encoding, broken headers, bytes that
+    are not UTF-8) is 400."""
+    try:
+        return await request.post()
+    except web.HTTPException:
+        raise  # 413 from aiohttp's own size limit
+    except (ValueError, LookupError, RuntimeError, AssertionError, HttpProcessingError) as exc:
+        raise _malformed("the form body cannot be read", "form_invalid") from exc
 
 
 async def read_model(request: web.Request, model: type[M], limit: int) -> M:

@@ -7,18 +7,28 @@ All routes here take the tenant API key (``Authorization: Bearer bbk_...``).
 from __future__ import annotations
 
 from datetime import date, datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from aiohttp import web
 from pydantic import BaseModel
 
 from gateway.api.body import read_model
-from gateway.api.context import CTX
+from gateway.api.context import CTX, AppContext
 from gateway.api.guardian import mandatory_channel_errors
 from gateway.auth import authenticate_bearer
 from gateway.constants import ADULT_AGE, DEFAULT_TIME_ZONE, SCOPE_PROTECTED
 from gateway.errors import Forbidden, NotFound, ValidationFailed
-from gateway.models import DirectoryBatch, DirectoryDeletion, FlagChange, Person, Protection, Role
+from gateway.models import (
+    DirectoryBatch,
+    DirectoryDeletion,
+    FlagChange,
+    Person,
+    Protection,
+    ProtectionChange,
+    Role,
+)
+from gateway.protection import RANK, ProtectionHistoryEntry
 from gateway.tokens import issue_guardian_token
 
 FLAGS = frozenset({"information_granted", "blocked"})
@@ -43,7 +53,7 @@ async def post_directory(request: web.Request) -> web.Response:
     ]
     if errors:
         raise ValidationFailed("the body is not valid", errors=errors)
-    counts = await ctx.store.apply_directory(tenant.id, batch)
+    counts = await ctx.store.apply_directory(tenant.id, batch, ctx.clock.now())
     return web.json_response({"applied": counts})
 
 
@@ -93,6 +103,70 @@ async def get_person(request: web.Request) -> web.Response:
     return web.json_response(person.model_dump(mode="json"))
 
 
+def _protection_view(person_id: str, history: list[ProtectionHistoryEntry]) -> dict[str, Any]:
+    return {
+        "person_id": person_id,
+        "protection": history[-1].level.value if history else Protection.none.value,
+        "history": [
+            {
+                "level": h.level.value,
+                "previous": h.previous.value,
+                "reason": h.reason,
+                "actor": h.actor,
+                "at": h.at.isoformat(),
+            }
+            for h in history
+        ],
+    }
+
+
+async def _may_see_protected(ctx: AppContext, tenant_id: str) -> bool:
+    return SCOPE_PROTECTED in await ctx.store.get_tenant_scopes(tenant_id)
+
+
+async def put_person_protection(request: web.Request) -> web.Response:
+    """Set a person's protection level with a reason and an actor; the history is kept.
+
+    An import can only raise protection; this call is the only way to lower it, and
+    lowering needs a key with the ``protected`` scope (a key that may not see a
+    protected person may not expose one either)."""
+    ctx = request.app[CTX]
+    tenant = await authenticate_bearer(request, ctx.store)
+    person_id = request.match_info["person_id"]
+    change = await read_model(request, ProtectionChange, ctx.settings.max_body_bytes)
+    person = await ctx.store.get_person(tenant.id, person_id)
+    if person is None:
+        raise NotFound("person not found")
+    lowering = RANK[change.level] < RANK[person.protection]
+    if lowering and not await _may_see_protected(ctx, tenant.id):
+        raise Forbidden("lowering protection needs a key with the protected scope")
+    await ctx.store.set_protection(
+        tenant.id, person_id, change.level, change.reason, change.actor, ctx.clock.now()
+    )
+    # The history (reasons: court orders, ...) only for keys that may see protected persons.
+    full = change.level is Protection.none or await _may_see_protected(ctx, tenant.id)
+    history = await ctx.store.protection_history(tenant.id, person_id) if full else []
+    view = _protection_view(person_id, history)
+    view["protection"] = change.level.value
+    return web.json_response(view)
+
+
+async def get_person_protection(request: web.Request) -> web.Response:
+    """A person's protection level and every change of it (who, when, why); for a
+    protected person only with the ``protected`` scope (as ``GET /v1/persons/{id}``)."""
+    ctx = request.app[CTX]
+    tenant = await authenticate_bearer(request, ctx.store)
+    person_id = request.match_info["person_id"]
+    person = await ctx.store.get_person(tenant.id, person_id)
+    if person is None:
+        raise NotFound("person not found")
+    if person.protection is not Protection.none and not await _may_see_protected(ctx, tenant.id):
+        raise Forbidden("this person has a protected address; the key needs the protected scope")
+    view = _protection_view(person_id, await ctx.store.protection_history(tenant.id, person_id))
+    view["protection"] = person.protection.value
+    return web.json_response(view)
+
+
 def _age(birth_date: date, now: datetime) -> int:
     today = now.astimezone(ZoneInfo(DEFAULT_TIME_ZONE)).date()
     before_birthday = (today.month, today.day) < (birth_date.month, birth_date.day)
@@ -135,4 +209,6 @@ def setup(app: web.Application) -> None:
     app.router.add_post("/v1/directory/delete", post_directory_delete)
     app.router.add_put("/v1/relations/{child_id}/{guardian_id}/flags/{flag}", put_relation_flag)
     app.router.add_get("/v1/persons/{person_id}", get_person)
+    app.router.add_put("/v1/persons/{person_id}/protection", put_person_protection)
+    app.router.add_get("/v1/persons/{person_id}/protection", get_person_protection)
     app.router.add_post("/v1/guardians/{guardian_id}/tokens", post_guardian_token)

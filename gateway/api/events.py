@@ -16,7 +16,7 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from gateway import constants
-from gateway.api import absence
+from gateway.api import absence, recipients
 from gateway.api.body import parse_json, read_raw, to_model
 from gateway.api.context import CTX, AppContext
 from gateway.auth import authenticate_event
@@ -47,6 +47,8 @@ class EventType:
     # More fields for the 202, from the stored message and the event (e.g. absence's
     # "deduplicated_into" when a repeated mark went into an earlier alert).
     answer: Callable[[Message, Any], dict[str, Any]] | None = None
+    # Fields for the 202 that need the directory (message.created: "recipients").
+    preview: Callable[[AppContext, Tenant, Any], Awaitable[dict[str, Any]]] | None = None
 
 
 _SINGULAR = {
@@ -101,6 +103,7 @@ async def handle_message_created(
     ctx: AppContext, tenant: Tenant, event: MessageCreated, body_hash: str
 ) -> Accepted:
     await check_audience(ctx, tenant, event.data.audience)
+    await recipients.refuse_confidential_to_nobody(ctx, tenant, event)
     data = event.data
     message = Message(
         id=derive_id(tenant.id, event.id),
@@ -122,7 +125,9 @@ async def handle_message_created(
 
 
 EVENT_TYPES: dict[str, EventType] = {
-    "message.created": EventType(MessageCreated, handle_message_created),
+    "message.created": EventType(
+        MessageCreated, handle_message_created, preview=recipients.recipients_answer
+    ),
     "absence.recorded": EventType(
         AbsenceRecorded, absence.handle_recorded, absence.deduplicated_into
     ),
@@ -204,6 +209,7 @@ async def accept_event(
         "status": "accepted",
         "duplicate": duplicate,
         **(kind.answer(stored, event) if kind.answer is not None else {}),
+        **(await kind.preview(ctx, tenant, event) if kind.preview is not None else {}),
     }
 
 

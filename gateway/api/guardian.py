@@ -19,11 +19,28 @@ from aiohttp import web
 from gateway.api.body import parse_json, read_model, read_raw, to_model
 from gateway.api.context import CTX
 from gateway.api.paging import page_after_id
-from gateway.constants import MANDATORY_CATEGORIES
+from gateway.constants import (
+    ABSENCE_CONTEXT_KEY,
+    ABSENCE_RECORDED,
+    DEFAULT_LANGUAGE,
+    MANDATORY_CATEGORIES,
+    NEUTRAL_KEY,
+)
 from gateway.errors import NotFound, Unauthorized, ValidationFailed
-from gateway.models import Category, Device, InboxItem, Preferences
+from gateway.models import (
+    Audience,
+    Category,
+    Delivery,
+    Device,
+    InboxItem,
+    Message,
+    Preferences,
+    Role,
+)
+from gateway.render import Renderer
 from gateway.tokens import verify_guardian_token
 from gateway.tracker import record_read
+from gateway.withdrawal import visible_item, visible_items
 
 MAX_INBOX_LIMIT = 200
 DEFAULT_INBOX_LIMIT = 50
@@ -62,13 +79,50 @@ async def authenticate_guardian(request: web.Request) -> tuple[str, str]:
     return tenant_id, guardian_id
 
 
-def _item_json(item: InboxItem) -> dict[str, Any]:
+def _item_json(item: InboxItem, renderer: Renderer | None = None) -> dict[str, Any]:
     """An inbox item as the app sees it: the render context is reduced to the children's
     names (the planner puts only the recipient's own children there)."""
     data = item.model_dump(mode="json", exclude={"context"})
     children = item.context.get("children", [])
     data["children"] = children if isinstance(children, list) else []
+    if item.context.get(NEUTRAL_KEY):
+        # Rule 4, a protected child or co-guardian: no sender, and an absence text of
+        # our own is told again from this delivery's neutral facts.
+        data["sender_name"] = None
+        if item.context.get(ABSENCE_CONTEXT_KEY):
+            data["subject"], data["body"] = _neutral_absence_text(item, renderer)
     return data
+
+
+def _neutral_absence_text(item: InboxItem, renderer: Renderer | None) -> tuple[str, str]:
+    if renderer is None:
+        return item.subject, ""
+    message = Message(
+        id=item.message_id,
+        tenant_id="",
+        event_id="",
+        event_type=ABSENCE_RECORDED,
+        body_hash="",
+        category=Category.absence,
+        subject=item.subject,
+        body=item.body,
+        audience=Audience.model_construct(children=item.child_ids),
+        created_at=item.created_at,
+    )
+    probe = Delivery(
+        id="probe",
+        tenant_id="",
+        message_id=item.message_id,
+        recipient_id="",
+        recipient_role=Role.guardian,
+        channel="inapp",
+        language=DEFAULT_LANGUAGE,
+        context=item.context,
+        created_at=item.created_at,
+        updated_at=item.created_at,
+    )
+    out = renderer.render(message, probe)
+    return out.subject, out.text
 
 
 def _query_error(field: str, message: str, kind: str) -> dict[str, Any]:
@@ -118,14 +172,18 @@ async def get_inbox(request: web.Request) -> web.Response:
     items = await ctx.store.list_inbox(
         tenant_id, guardian_id, limit=limit, before=before, before_id=before_id
     )
-    rows = [_item_json(item) for item in items]
     # a full page may have more: the client passes both next_ fields back
-    full = len(rows) == limit and bool(rows)
+    full = len(items) == limit and bool(items)
+    # Items about a child whose access was withdrawn (a block, ...) are left out; the
+    # cursor still follows the store's page, so paging goes on past them.
+    visible = await visible_items(ctx.store, tenant_id, guardian_id, items, ctx.clock.now())
+    rows = [_item_json(item, ctx.renderer) for item in visible]
+    last = _item_json(items[-1]) if full else None
     return web.json_response(
         {
             "items": rows,
-            "next_before": rows[-1]["created_at"] if full else None,
-            "next_before_id": rows[-1]["message_id"] if full else None,
+            "next_before": last["created_at"] if last else None,
+            "next_before_id": last["message_id"] if last else None,
         }
     )
 
@@ -133,10 +191,12 @@ async def get_inbox(request: web.Request) -> web.Response:
 async def get_inbox_item(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     tenant_id, guardian_id = await authenticate_guardian(request)
-    item = await ctx.store.inbox_item(tenant_id, guardian_id, request.match_info["message_id"])
+    item = await visible_item(
+        ctx.store, tenant_id, guardian_id, request.match_info["message_id"], ctx.clock.now()
+    )
     if item is None:
         raise NotFound("message not found")
-    return web.json_response(_item_json(item))
+    return web.json_response(_item_json(item, ctx.renderer))
 
 
 async def post_inbox_read(request: web.Request) -> web.Response:
@@ -145,7 +205,7 @@ async def post_inbox_read(request: web.Request) -> web.Response:
     tenant_id, guardian_id = await authenticate_guardian(request)
     message_id = request.match_info["message_id"]
     # Only what the inbox shows can be marked from the app.
-    if await ctx.store.inbox_item(tenant_id, guardian_id, message_id) is None:
+    if await visible_item(ctx.store, tenant_id, guardian_id, message_id, ctx.clock.now()) is None:
         raise NotFound("message not found")
     if not await record_read(
         ctx.store, tenant_id, guardian_id, message_id, ctx.clock.now(), via="inapp"

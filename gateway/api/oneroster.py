@@ -104,7 +104,7 @@ async def post_oneroster(request: web.Request) -> web.Response:
     applied = (
         counts(result.batch)
         if dry_run
-        else await apply_oneroster(ctx.store, tenant.id, result.batch)
+        else await apply_oneroster(ctx.store, tenant.id, result.batch, ctx.clock.now())
     )
     body = OneRosterApplied(
         applied=applied, skipped=result.skipped, warnings=result.warnings, dry_run=dry_run

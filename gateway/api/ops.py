@@ -65,52 +65,8 @@ async def openapi(request: web.Request) -> web.Response:
     return web.Response(body=openapi_document(), content_type="application/json")
 
 
-_PAGE = """<!doctype html>
-<html lang="nb">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{title} – Budbringer</title>
-<style>
-body {{ font-family: system-ui, sans-serif; font-size: 1.125rem; line-height: 1.5;
-       color: #1a1a1a; background: #fff; max-width: 40rem; margin: 0 auto; padding: 1rem; }}
-</style>
-</head>
-<body>
-<main>
-<h1>{title}</h1>
-<p>{text}</p>
-</main>
-</body>
-</html>
-"""
-
-
-def _page(title: str, text: str) -> web.Response:
-    return web.Response(text=_PAGE.format(title=title, text=text), content_type="text/html")
-
-
-async def preferences_page(request: web.Request) -> web.Response:
-    return _page(
-        "Varslingsinnstillinger",
-        "Du endrer hvordan og når du får varsler fra skolen og barnehagen i "
-        "foreldreappen til skolen eller barnehagen. Åpne appen og gå til innstillinger.",
-    )
-
-
-async def app_page(request: web.Request) -> web.Response:
-    return _page(
-        "Foreldreappen",
-        "Meldinger fra skolen og barnehagen, og innstillingene for varsler, finner du i "
-        "foreldreappen til skolen eller barnehagen. Spør skolen eller barnehagen hvis du "
-        "ikke har appen.",
-    )
-
-
 def setup(app: web.Application) -> None:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/openapi.json", openapi)
-    app.router.add_get("/preferences", preferences_page)
-    app.router.add_get("/app", app_page)

@@ -34,8 +34,10 @@ from twilio.request_validator import (
 from channels.sms import DELIVERY_PARAM, INBOUND_PATH, STATUS_CALLBACK_PATH
 from gateway import sms_status
 from gateway.api.absence import absences
+from gateway.api.body import read_form
 from gateway.api.context import CTX
 from gateway.errors import Forbidden, NotFound, ValidationFailed
+from gateway.logs import route_of
 from gateway.models import Reply, derive_id
 from gateway.settings import TwilioSettings
 from gateway.sms_status import TWILIO_STATUS, StatusReport
@@ -74,7 +76,7 @@ async def _verified_form(request: web.Request) -> tuple[TwilioSettings, MultiDic
     settings = _twilio(request)
     if request.content_type != "application/x-www-form-urlencoded":
         raise ValidationFailed("Twilio webhooks are form-encoded")
-    posted = await request.post()
+    posted = await read_form(request)
     form: MultiDict[str] = MultiDict()
     for key, value in posted.items():
         if not isinstance(value, str):
@@ -83,12 +85,12 @@ async def _verified_form(request: web.Request) -> tuple[TwilioSettings, MultiDic
     public_url = request.app[CTX].settings.public_url.rstrip("/") + request.path_qs
     if not _signature_valid(settings, public_url, form, request):
         log.warning(
-            "twilio webhook with a missing or wrong signature", extra={"path": request.path}
+            "twilio webhook with a missing or wrong signature", extra={"route": route_of(request)}
         )
         raise Forbidden("missing or invalid X-Twilio-Signature")
     if form.get("AccountSid") not in (None, settings.account_sid):
         # Signed by our secret but for another account (e.g. a subaccount): not ours to apply.
-        log.warning("twilio webhook for another account", extra={"path": request.path})
+        log.warning("twilio webhook for another account", extra={"route": route_of(request)})
         raise Forbidden("the webhook is for another account")
     return settings, form
 

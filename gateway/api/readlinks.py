@@ -28,6 +28,7 @@ from babel.dates import format_date, format_time
 from babel.lists import format_list
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
+from gateway.api.body import read_form
 from gateway.api.context import CTX, AppContext
 from gateway.constants import DEFAULT_TIME_ZONE
 from gateway.errors import ConfigError, LinkExpired, LinkInvalid
@@ -42,6 +43,7 @@ from gateway.models import (
 from gateway.readlinks import csrf_field, csrf_valid, open_read_token
 from gateway.render import resolve_language
 from gateway.tracker import record_read
+from gateway.withdrawal import withdrawn
 
 log = logging.getLogger(__name__)
 
@@ -128,8 +130,9 @@ def _token_problem(pages: ReadPages, exc: LinkInvalid) -> web.Response:
 
 
 async def _load(ctx: AppContext, delivery_id: str) -> tuple[Delivery, Message] | None:
-    """The delivery and its message, or None when either is gone or the recipient
-    has been removed from the directory since."""
+    """The delivery and its message, or None when either is gone, the recipient has
+    been removed from the directory since, or their access was withdrawn
+    (gateway/withdrawal.py)."""
     delivery = await ctx.store.get_delivery(delivery_id)
     if delivery is None or delivery.status in _GONE:
         return None
@@ -137,6 +140,18 @@ async def _load(ctx: AppContext, delivery_id: str) -> tuple[Delivery, Message] |
     if message is None:
         return None
     if await ctx.store.get_person(delivery.tenant_id, delivery.recipient_id) is None:
+        return None
+    why = await withdrawn(
+        ctx.store,
+        message,
+        delivery.recipient_id,
+        delivery.recipient_role,
+        delivery.child_ids,
+        ctx.clock.now(),
+    )
+    if why is not None:
+        # A block, a revoked grant or a raised protection ended this access (issue 10).
+        log.info("read link withdrawn", extra={"delivery_id": delivery.id, "reason": why})
         return None
     return delivery, message
 
@@ -208,10 +223,7 @@ async def _csrf_value(request: web.Request) -> str | None:
     # A browser says where a form post comes from; refuse another site outright.
     if request.headers.get("Sec-Fetch-Site", "same-origin") == "cross-site":
         return None
-    try:
-        form = await request.post()
-    except ValueError:  # a malformed multipart or urlencoded body
-        return None
+    form = await read_form(request)  # a malformed body: 400
     value = form.get(CSRF_FIELD)
     return value if isinstance(value, str) else None
 

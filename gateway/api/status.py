@@ -16,9 +16,6 @@ the status still adds up, but it cannot be turned back into the id.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-from collections.abc import Collection
 from operator import itemgetter
 from typing import Any
 
@@ -27,32 +24,13 @@ from aiohttp import web
 from gateway.api.absence import absences
 from gateway.api.context import CTX
 from gateway.auth import authenticate_bearer
-from gateway.constants import SCOPE_PROTECTED, SUPPRESSED_CHANNEL
+from gateway.constants import SUPPRESSED_CHANNEL
 from gateway.errors import NotFound
 from gateway.models import Delivery, Reply, StatusChange
+from gateway.pseudonyms import Names, names_for
 from gateway.tracker import ChildReach, Reach, RecipientReach, reach
 
-PSEUDONYM_PREFIX = "protected-"
-_PSEUDONYM_LABEL = b"budbringer/status-pseudonym/v1"
 PROTECTED_SUBJECT = "(protected)"
-
-
-class Names:
-    """How a caller sees person ids: as they are, or protected ones as pseudonyms."""
-
-    def __init__(self, secret: bytes, tenant_id: str, protected: Collection[str]) -> None:
-        self._key = hmac.new(secret, _PSEUDONYM_LABEL, hashlib.sha256).digest()
-        self._tenant_id = tenant_id
-        self._protected = protected
-
-    def __call__(self, person_id: str) -> str:
-        if person_id not in self._protected:
-            return person_id
-        data = f"{self._tenant_id}\x1f{person_id}".encode()
-        return PSEUDONYM_PREFIX + hmac.new(self._key, data, hashlib.sha256).hexdigest()[:16]
-
-    def all(self, person_ids: list[str]) -> list[str]:
-        return [self(p) for p in person_ids]
 
 
 def _delivery(delivery: Delivery, history: list[StatusChange], name: Names) -> dict[str, Any]:
@@ -92,6 +70,8 @@ def _child(child: ChildReach, name: Names) -> dict[str, Any]:
         "reached": child.reached,
         "reached_by": name.all(child.reached_by),
         "reached_at": child.reached_at.isoformat() if child.reached_at else None,
+        # why nobody could be told: no_recipient, all_suppressed, all_failed (else null)
+        "reason": child.reason,
     }
 
 
@@ -114,6 +94,7 @@ def _summary(view: Reach, name: Names) -> dict[str, Any]:
         "children_total": len(view.children),
         "children_reached": sum(1 for c in children if c.reached),
         "children_not_reached": sorted(name(c.child_id) for c in children if not c.reached),
+        "children_not_told": sum(1 for c in children if c.reason is not None),
     }
 
 
@@ -130,13 +111,10 @@ async def get_message(request: web.Request) -> web.Response:
     replies = await ctx.store.list_replies(tenant.id, message.id)
     view = reach(message, deliveries, await ctx.store.list_reads(tenant.id, message.id))
     absence = await absences(ctx).status(message)
-    protected: set[str] = set()
-    if SCOPE_PROTECTED not in await ctx.store.get_tenant_scopes(tenant.id):
-        persons = {d.recipient_id for d in deliveries} | set(view.children)
-        persons.update(r.person_id for r in replies if r.person_id)
-        persons.update(absence.persons if absence is not None else ())
-        protected = await ctx.store.protected_persons(tenant.id, sorted(persons))
-    name = Names(ctx.secret, tenant.id, protected)
+    persons = {d.recipient_id for d in deliveries} | set(view.children)
+    persons.update(r.person_id for r in replies if r.person_id)
+    persons.update(absence.persons if absence is not None else ())
+    name = await names_for(ctx.store, ctx.secret, tenant.id, persons)
     children = sorted((_child(c, name) for c in view.children.values()), key=itemgetter("child_id"))
     guardians = sorted(
         (_guardian(r, name) for r in view.recipients.values()), key=itemgetter("recipient_id")
@@ -147,7 +125,9 @@ async def get_message(request: web.Request) -> web.Response:
             "event_id": message.event_id,
             "category": message.category.value,
             # An absence subject names the child: hidden when a protected person is involved.
-            "subject": PROTECTED_SUBJECT if protected and absence is not None else message.subject,
+            "subject": PROTECTED_SUBJECT
+            if name.hides_any and absence is not None
+            else message.subject,
             "read_receipt": message.read_receipt,
             "created_at": message.created_at.isoformat(),
             "planned_at": message.planned_at.isoformat() if message.planned_at else None,

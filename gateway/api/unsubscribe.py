@@ -31,13 +31,14 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.api.body import read_form
 from gateway.api.context import CTX, AppContext
 from gateway.api.readlinks import CSRF_FIELD, DEFAULT_TEMPLATES, PAGES, SECURITY_HEADERS, ReadPages
 from gateway.constants import MANDATORY_CATEGORIES
 from gateway.errors import ConfigError, LinkExpired, LinkInvalid
 from gateway.models import Category, ChannelName, Delivery, Message, Person, Preferences
 from gateway.planner import route
-from gateway.readlinks import csrf_field, csrf_valid, open_read_token
+from gateway.readlinks import PARENT_PATH, csrf_field, csrf_valid, open_read_token
 from gateway.render import resolve_language
 
 log = logging.getLogger(__name__)
@@ -72,8 +73,11 @@ class UnsubscribePages:
         html = self.pages.html("pages/problem.html", lang="nb", title=texts["nb_title"], p=texts)
         return _respond(html, status)
 
-    def page(self, message: Message, lang: str, state: str, **variables: Any) -> web.Response:
-        """``state``: confirm (the form), done (email is off) or mandatory (cannot be)."""
+    def page(
+        self, message: Message, lang: str, state: str, token: str, **variables: Any
+    ) -> web.Response:
+        """``state``: confirm (the form), done (email is off) or mandatory (cannot be).
+        Every state links to the recipient's notification settings (/p/, the same token)."""
         t = self.texts[lang]
         category = t["categories"][message.category.value]
         heading = {
@@ -91,6 +95,8 @@ class UnsubscribePages:
             about=t["about"].format(subject=" ".join(message.subject.split())),
             state=state,
             text=text.format(category=category),
+            token=token,
+            preferences_href=f"..{PARENT_PATH}{token}?to=preferences",
             **variables,
         )
         return _respond(html)
@@ -170,20 +176,17 @@ async def unsubscribe_page(request: web.Request) -> web.Response:
         return target
     message, lang = target.message, target.lang
     if message.category.value in MANDATORY_CATEGORIES:
-        return pages.page(message, lang, "mandatory")
+        return pages.page(message, lang, "mandatory", token)
     prefs = await ctx.store.get_preferences(target.delivery.tenant_id, target.person.id)
     if email_off(prefs, message.category):
-        return pages.page(message, lang, "done")
-    return pages.page(message, lang, "confirm", token=token, csrf=csrf_field(ctx.secret, token))
+        return pages.page(message, lang, "done", token)
+    return pages.page(message, lang, "confirm", token, csrf=csrf_field(ctx.secret, token))
 
 
 async def _allowed(request: web.Request, ctx: AppContext, token: str) -> bool:
     """A one-click POST (RFC 8058: no CSRF field, from anywhere) or our own form's POST
     (its CSRF field, and not from another site)."""
-    try:
-        form = await request.post()
-    except ValueError:  # a malformed multipart or urlencoded body
-        return False
+    form = await read_form(request)  # a malformed body: 400
     if form.get(ONE_CLICK_FIELD) == ONE_CLICK_VALUE:
         return True
     if request.headers.get("Sec-Fetch-Site", "same-origin") == "cross-site":
@@ -204,7 +207,7 @@ async def unsubscribe(request: web.Request) -> web.Response:
         return pages.problem("refused", 403)
     message, lang = target.message, target.lang
     if message.category.value in MANDATORY_CATEGORIES:
-        return pages.page(message, lang, "mandatory")
+        return pages.page(message, lang, "mandatory", token)
     tenant_id = target.delivery.tenant_id
     prefs = await without_email(ctx, target)
     await ctx.store.set_preferences(tenant_id, target.person.id, prefs)
@@ -212,7 +215,7 @@ async def unsubscribe(request: web.Request) -> web.Response:
         "email switched off by unsubscribe link",
         extra={"tenant_id": tenant_id, "category": message.category.value},
     )
-    return pages.page(message, lang, "done")
+    return pages.page(message, lang, "done", token)
 
 
 def setup(app: web.Application) -> None:

@@ -16,10 +16,17 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from aiohttp import web
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from yarl import URL
 
-from gateway.addresses import is_ip_literal, parse_networks, permitted
+from gateway.addresses import (
+    AddressRefused,
+    check_host,
+    check_literal,
+    is_local_name,
+    literal_address,
+    parse_networks,
+)
 from gateway.api.body import read_model
 from gateway.api.context import CTX
 from gateway.api.paging import page_after_id
@@ -42,7 +49,12 @@ DEFAULT_MESSAGES_LIMIT = 100
 DISABLED_BY_API = "disabled"
 
 WebhookEventType = Literal[
-    "delivery.updated", "message.read", "message.reached", "reply.received", "absence.explained"
+    "delivery.updated",
+    "message.read",
+    "message.reached",
+    "reply.received",
+    "absence.explained",
+    "absence.unrouted",
 ]
 
 
@@ -60,8 +72,24 @@ class WebhookEndpointCreate(Strict):
     _dedupe = field_validator("event_types")(_unique)
 
 
+def _patch_schema(schema: dict[str, Any]) -> None:
+    """The PATCH rules in JSON Schema: at least one field, and none of them null."""
+    schema["minProperties"] = 1
+    for prop in schema.get("properties", {}).values():
+        options = [o for o in prop.pop("anyOf", []) if o.get("type") != "null"]
+        if len(options) == 1:
+            prop.update(options[0])
+        elif options:
+            prop["anyOf"] = options
+        prop.pop("default", None)
+
+
 class WebhookEndpointPatch(Strict):
     """Body of ``PATCH /v1/webhooks/endpoints/{id}``: the fields to change."""
+
+    model_config = ConfigDict(
+        extra="forbid", str_strip_whitespace=True, json_schema_extra=_patch_schema
+    )
 
     url: str | None = Field(default=None, min_length=1, max_length=2000)
     event_types: list[WebhookEventType] | None = Field(default=None, min_length=1)
@@ -165,18 +193,36 @@ def url_errors(value: str, settings: Settings, loc: list[str | int]) -> list[dic
             return error("https is required in production", "url_https_required")
         if not _is_loopback(url.host):
             return error("plain http is allowed only to 127.0.0.1 in development", "url_https")
-    if (
-        settings.environment == "production"
-        and is_ip_literal(url.host)
-        and not permitted(url.host.strip("[]"), parse_networks(settings.webhooks.allowed_networks))
-    ):
-        # Names are checked when connecting (after DNS); a literal address can be now.
-        return error("the address is not public (see webhooks.allowed_networks)", "url_private")
+    if settings.environment == "production":
+        allowed = parse_networks(settings.webhooks.allowed_networks)
+        try:
+            check_literal(url.host, allowed)
+        except AddressRefused as exc:
+            return error(f"{exc} (see webhooks.allowed_networks)", "url_private")
+        if literal_address(url.host) is None and is_local_name(url.host) and not allowed:
+            return error(
+                "a local name is not public (see webhooks.allowed_networks)", "url_private"
+            )
     return []
 
 
-def _check_url(value: str, settings: Settings) -> None:
+async def _check_url(value: str, settings: Settings) -> None:
+    """The URL's form, then in production its host resolved now: every address public
+    (or allowed). Each delivery checks again, since DNS can change."""
     errors = url_errors(value, settings, ["url"])
+    if not errors and settings.environment == "production":
+        url = URL(value)
+        allowed = parse_networks(settings.webhooks.allowed_networks)
+        try:
+            await check_host(url.host or "", url.port or 443, allowed)
+        except AddressRefused as exc:
+            errors = [
+                {
+                    "loc": ["url"],
+                    "message": f"{exc} (see webhooks.allowed_networks)",
+                    "type": "url_private",
+                }
+            ]
     if errors:
         raise ValidationFailed("the body is not valid", errors=errors)
 
@@ -215,7 +261,7 @@ async def create_endpoint(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     tenant = await authenticate_bearer(request, ctx.store)
     body = await read_model(request, WebhookEndpointCreate, ctx.settings.max_body_bytes)
-    _check_url(body.url, ctx.settings)
+    await _check_url(body.url, ctx.settings)
     if len(await ctx.store.list_webhook_endpoints(tenant.id)) >= MAX_ENDPOINTS:
         raise Conflict(f"a tenant may have at most {MAX_ENDPOINTS} webhook endpoints")
     now = ctx.clock.now()
@@ -256,7 +302,7 @@ async def patch_endpoint(request: web.Request) -> web.Response:
     endpoint = await _endpoint(request, tenant)
     changes: dict[str, Any] = {"updated_at": ctx.clock.now()}
     if body.url is not None:
-        _check_url(body.url, ctx.settings)
+        await _check_url(body.url, ctx.settings)
         changes["url"] = body.url
     if body.event_types is not None:
         changes["event_types"] = list(body.event_types)

@@ -39,6 +39,7 @@ from gateway.models import (
     Message,
     Person,
     Preferences,
+    Protection,
     Reached,
     ReadRecord,
     RelationFlags,
@@ -50,6 +51,7 @@ from gateway.models import (
     WebhookMessage,
     WebhookStatus,
 )
+from gateway.protection import ProtectionHistoryEntry
 from gateway.store.lanes import DEFAULT_NORMAL_SHARE
 
 
@@ -101,10 +103,16 @@ class Store(Protocol):
     async def list_tenants(self) -> list[Tenant]: ...
 
     # ------------------------------------------------------------------ directory
-    async def apply_directory(self, tenant_id: str, batch: DirectoryBatch) -> dict[str, int]:
+    async def apply_directory(
+        self, tenant_id: str, batch: DirectoryBatch, at: datetime | None = None
+    ) -> dict[str, int]:
         """Upsert all rows of the batch in one transaction; return counts per kind.
 
-        Manual relation flags are never changed here. Preferences in a batch
+        Manual relation flags are never changed here. Each person is merged with the
+        stored one by :func:`gateway.protection.merge_imported` in the same transaction:
+        protection only goes up (a raise is written to the protection history at
+        ``at``, default now), an absent language or consent_guardians keeps the stored
+        value. Preferences in a batch
         only apply to guardians who have not set their own in the app.
         Upserting a person replaces its unit and group memberships. A relation's
         child must have role child or learner and its guardian role guardian.
@@ -144,6 +152,25 @@ class Store(Protocol):
         self, tenant_id: str, child_id: str, guardian_id: str
     ) -> list[FlagHistoryEntry]:
         """Every change of the manual flags of this relation, oldest first."""
+
+    async def set_protection(
+        self,
+        tenant_id: str,
+        person_id: str,
+        level: Protection,
+        reason: str,
+        actor: str,
+        at: datetime,
+    ) -> ProtectionHistoryEntry:
+        """Set a person's protection level (the only way to lower it) and keep a history
+        row with reason, actor and the previous level. Raises NotFound for an unknown
+        person."""
+
+    async def protection_history(
+        self, tenant_id: str, person_id: str
+    ) -> list[ProtectionHistoryEntry]:
+        """Every change of this person's protection level, oldest first (explicit calls
+        and raises by imports)."""
 
     async def get_person(self, tenant_id: str, person_id: str) -> Person | None: ...
 
@@ -189,6 +216,18 @@ class Store(Protocol):
         """
 
     async def get_message(self, tenant_id: str, message_id: str) -> Message | None: ...
+
+    async def list_messages(
+        self,
+        tenant_id: str,
+        *,
+        limit: int = 50,
+        before: datetime | None = None,
+        before_id: str | None = None,
+    ) -> list[Message]:
+        """The tenant's messages, newest first (``created_at``, then id, descending).
+        With ``before`` and ``before_id`` (the last message of a page) only those after
+        it in that order; with ``before`` alone, those created before it."""
 
     async def mark_planned(self, tenant_id: str, message_id: str, at: datetime) -> None: ...
 

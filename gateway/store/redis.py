@@ -66,6 +66,12 @@ from gateway.models import (
     Unit,
     UnitKind,
 )
+from gateway.protection import (
+    ProtectionHistoryEntry,
+    import_raise,
+    merge_imported,
+    raised_by_import,
+)
 from gateway.store import FlagHistoryEntry, SendOutcome, lanes
 from gateway.store import redis_lua as lua
 from gateway.store.directory_checks import (
@@ -195,6 +201,10 @@ def _person_doc(p: Person) -> str:
     )
 
 
+def _protection_doc(entry: ProtectionHistoryEntry) -> str:
+    return dumps([entry.level.value, entry.previous.value, entry.reason, entry.actor, us(entry.at)])
+
+
 def _person(person_id: str, doc: str) -> Person:
     f = json.loads(doc)
     return Person.model_construct(
@@ -304,6 +314,10 @@ def _delivery(delivery_id: str, h: dict[str, str]) -> Delivery:
         created_at=from_us(f[12]),
         updated_at=from_us(h["u"]),
     )
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _message_doc(m: Message) -> str:
@@ -540,7 +554,11 @@ class RedisStore(TrackingMixin, WebhookMixin, AbsenceMixin, RedisParts):
 
     # ------------------------------------------------------------------ directory
 
-    async def apply_directory(self, tenant_id: str, batch: DirectoryBatch) -> dict[str, int]:
+    async def apply_directory(
+        self, tenant_id: str, batch: DirectoryBatch, at: datetime | None = None
+    ) -> dict[str, int]:
+        when = at or datetime.now(UTC)
+
         async def body(pipe: Any) -> int:
             known = await self._known_for(tenant_id, batch)
             errors = batch_errors(batch, known)
@@ -556,8 +574,22 @@ class RedisStore(TrackingMixin, WebhookMixin, AbsenceMixin, RedisParts):
                 read.hmget(self._t(tenant_id, "groups"), [g.id for g in groups] or ["-"])
                 read.hmget(self._t(tenant_id, "prefs"), list(batch.preferences) or ["-"])
                 old_persons, old_groups, prefs = await read.execute()
+            # Every row merges with what is stored (or with its own earlier row).
+            current = {
+                p.id: None if old is None else _person(p.id, old)
+                for p, old in zip(persons, old_persons, strict=False)  # ["-"] when empty
+            }
+            raises: list[tuple[str, ProtectionHistoryEntry]] = []
+            for imported in batch.persons:
+                before = current[imported.id]
+                current[imported.id] = merged = merge_imported(before, imported)
+                if raised_by_import(before, merged):
+                    raises.append((imported.id, import_raise(before, merged, when)))
+            persons = [merged for merged in current.values() if merged is not None]
             pipe.multi()
             self._queue_upserts(pipe, tenant_id, batch, persons, groups, old_persons, old_groups)
+            for person_id, entry in raises:
+                pipe.rpush(self._t(tenant_id, "ph", person_id), _protection_doc(entry))
             applied = 0
             for (person_id, p), cur in zip(batch.preferences.items(), prefs, strict=False):
                 if cur is None or cur.startswith("i"):  # "g": the guardian's own, kept
@@ -829,6 +861,43 @@ class RedisStore(TrackingMixin, WebhookMixin, AbsenceMixin, RedisParts):
             for f in map(json.loads, rows)
         ]
 
+    async def set_protection(
+        self,
+        tenant_id: str,
+        person_id: str,
+        level: Protection,
+        reason: str,
+        actor: str,
+        at: datetime,
+    ) -> ProtectionHistoryEntry:
+        t = self._tk(tenant_id)
+
+        async def body(pipe: Any) -> ProtectionHistoryEntry:
+            doc = await self._redis.hget(t("persons"), person_id)
+            if doc is None:
+                raise NotFound("unknown person")
+            person = _person(person_id, doc)
+            entry = ProtectionHistoryEntry(level, person.protection, reason, actor, at)
+            pipe.multi()
+            pipe.hset(
+                t("persons"),
+                person_id,
+                _person_doc(person.model_copy(update={"protection": level})),
+            )
+            pipe.rpush(t("ph", person_id), _protection_doc(entry))
+            return entry
+
+        return await self._directory_write(tenant_id, body)
+
+    async def protection_history(
+        self, tenant_id: str, person_id: str
+    ) -> list[ProtectionHistoryEntry]:
+        rows = await self._redis.lrange(self._t(tenant_id, "ph", person_id), 0, -1)
+        return [
+            ProtectionHistoryEntry(Protection(f[0]), Protection(f[1]), f[2], f[3], from_us(f[4]))
+            for f in map(json.loads, rows)
+        ]
+
     async def get_person(self, tenant_id: str, person_id: str) -> Person | None:
         doc = await self._redis.hget(self._t(tenant_id, "persons"), person_id)
         return None if doc is None else _person(person_id, doc)
@@ -1070,6 +1139,36 @@ class RedisStore(TrackingMixin, WebhookMixin, AbsenceMixin, RedisParts):
     async def get_message(self, tenant_id: str, message_id: str) -> Message | None:
         doc, planned = await self._redis.hmget(self._t(tenant_id, "m", message_id), ["j", "p"])
         return None if doc is None else _message(doc, planned)
+
+    async def list_messages(
+        self,
+        tenant_id: str,
+        *,
+        limit: int = 50,
+        before: datetime | None = None,
+        before_id: str | None = None,
+    ) -> list[Message]:
+        # msgs: the tenant's message ids scored by created_at (us), kept by accept/purge;
+        # equal scores come in id order, so the ties of the last page continue first.
+        key = self._t(tenant_id, "msgs")
+        ids: list[Any] = []
+        if before is not None and before_id is not None:
+            ties = await self._redis.zrevrangebyscore(key, us(before), us(before))
+            ids = [i for i in ties if _text(i) < before_id][:limit]
+        top = f"({us(before)}" if before is not None else "+inf"
+        if len(ids) < limit:
+            ids += await self._redis.zrevrangebyscore(
+                key, top, "-inf", start=0, num=limit - len(ids)
+            )
+        if not ids:
+            return []
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for message_id in ids:
+                pipe.hmget(self._t(tenant_id, "m", message_id), ["j", "p"])
+            found = await pipe.execute()
+        messages = [_message(doc, planned) for doc, planned in found if doc is not None]
+        # equal times: the same order as SQLite (newest first, then id descending)
+        return sorted(messages, key=lambda m: (m.created_at, m.id), reverse=True)
 
     async def mark_planned(self, tenant_id: str, message_id: str, at: datetime) -> None:
         await self._eval(

@@ -53,6 +53,12 @@ from gateway.models import (
     Urgency,
     can_transition,
 )
+from gateway.protection import (
+    ProtectionHistoryEntry,
+    import_raise,
+    merge_imported,
+    raised_by_import,
+)
 from gateway.store import FlagHistoryEntry, SendOutcome, lanes
 from gateway.store.directory_checks import (
     CHILD_ROLES,
@@ -149,6 +155,16 @@ CREATE TABLE IF NOT EXISTS relation_flag_history (
 CREATE INDEX IF NOT EXISTS relation_flag_history_by_relation
     ON relation_flag_history (tenant_id, child_id, guardian_id, id);
 
+-- Every change of a person's protection level (gateway/protection.py), kept for audit.
+CREATE TABLE IF NOT EXISTS protection_history (
+    id INTEGER PRIMARY KEY,
+    tenant_id TEXT NOT NULL, person_id TEXT NOT NULL,
+    level TEXT NOT NULL, previous TEXT NOT NULL, reason TEXT NOT NULL,
+    actor TEXT NOT NULL, at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS protection_history_by_person
+    ON protection_history (tenant_id, person_id, id);
+
 CREATE TABLE IF NOT EXISTS preferences (
     tenant_id TEXT NOT NULL, person_id TEXT NOT NULL,
     source TEXT NOT NULL CHECK (source IN ('import', 'guardian')),
@@ -178,6 +194,7 @@ CREATE TABLE IF NOT EXISTS messages (
     read_receipt INTEGER NOT NULL, sender_id TEXT, sender_name TEXT,
     audience TEXT NOT NULL, created_at INTEGER NOT NULL, planned_at INTEGER
 );
+CREATE INDEX IF NOT EXISTS messages_by_tenant_created ON messages (tenant_id, created_at);
 
 CREATE TABLE IF NOT EXISTS deliveries (
     id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, message_id TEXT NOT NULL,
@@ -603,7 +620,10 @@ class SqliteStore(
 
     # ------------------------------------------------------------------ directory
 
-    async def apply_directory(self, tenant_id: str, batch: DirectoryBatch) -> dict[str, int]:
+    async def apply_directory(
+        self, tenant_id: str, batch: DirectoryBatch, at: datetime | None = None
+    ) -> dict[str, int]:
+        at = at or datetime.now(UTC)
         async with self._write() as db:
             known = await self._known_for(db, tenant_id, batch)
             errors = batch_errors(batch, known)
@@ -612,7 +632,7 @@ class SqliteStore(
                     "the directory batch refers to unknown or unfit rows; nothing was written",
                     errors=errors[:MAX_REPORTED_ERRORS],
                 )
-            await self._upsert_directory(db, tenant_id, batch)
+            await self._upsert_directory(db, tenant_id, batch, at)
             applied = 0
             if batch.preferences:
                 cursor = await db.executemany(
@@ -657,7 +677,7 @@ class SqliteStore(
         return Known(units, groups, roles)
 
     async def _upsert_directory(
-        self, db: aiosqlite.Connection, tenant_id: str, batch: DirectoryBatch
+        self, db: aiosqlite.Connection, tenant_id: str, batch: DirectoryBatch, at: datetime
     ) -> None:
         await db.executemany(
             "INSERT INTO units (tenant_id, id, kind, name, time_zone, sender_name, sms_sender) "
@@ -675,6 +695,16 @@ class SqliteStore(
             "kind = excluded.kind, name = excluded.name",
             [(tenant_id, g.id, g.unit_id, g.kind.value, g.name) for g in batch.groups],
         )
+        stored = await _load_persons(db, tenant_id, [p.id for p in batch.persons])
+        persons = []
+        for imported in batch.persons:
+            before = stored.get(imported.id)
+            written = merge_imported(before, imported)
+            if raised_by_import(before, written):
+                entry = import_raise(before, written, at)
+                await _write_protection_history(db, tenant_id, written.id, entry)
+            stored[written.id] = written  # a repeated row merges with the one before
+            persons.append(written)
         await db.executemany(
             f"INSERT INTO persons (tenant_id, {_PERSON_COLUMNS}) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tenant_id, id) DO UPDATE SET "
@@ -696,7 +726,7 @@ class SqliteStore(
                     p.language,
                     int(p.consent_guardians),
                 )
-                for p in batch.persons
+                for p in persons
             ],
         )
         if batch.persons:
@@ -912,6 +942,47 @@ class SqliteStore(
             for r in rows
         ]
 
+    async def set_protection(
+        self,
+        tenant_id: str,
+        person_id: str,
+        level: Protection,
+        reason: str,
+        actor: str,
+        at: datetime,
+    ) -> ProtectionHistoryEntry:
+        async with self._write() as db:
+            rows = list(
+                await db.execute_fetchall(
+                    "SELECT protection FROM persons WHERE tenant_id = ? AND id = ?",
+                    (tenant_id, person_id),
+                )
+            )
+            if not rows:
+                raise NotFound("unknown person")
+            previous = Protection(rows[0][0])
+            await db.execute(
+                "UPDATE persons SET protection = ? WHERE tenant_id = ? AND id = ?",
+                (level.value, tenant_id, person_id),
+            )
+            entry = ProtectionHistoryEntry(level, previous, reason, actor, at)
+            await _write_protection_history(db, tenant_id, person_id, entry)
+        return entry
+
+    async def protection_history(
+        self, tenant_id: str, person_id: str
+    ) -> list[ProtectionHistoryEntry]:
+        async with self._read() as db:
+            rows = await db.execute_fetchall(
+                "SELECT level, previous, reason, actor, at FROM protection_history "
+                "WHERE tenant_id = ? AND person_id = ? ORDER BY id",
+                (tenant_id, person_id),
+            )
+        return [
+            ProtectionHistoryEntry(Protection(r[0]), Protection(r[1]), r[2], r[3], _dt(r[4]))
+            for r in rows
+        ]
+
     async def get_person(self, tenant_id: str, person_id: str) -> Person | None:
         async with self._read(snapshot=True) as db:
             persons = await _load_persons(db, tenant_id, [person_id])
@@ -1076,6 +1147,28 @@ class SqliteStore(
                 )
             )
         return _message(rows[0]) if rows else None
+
+    async def list_messages(
+        self,
+        tenant_id: str,
+        *,
+        limit: int = 50,
+        before: datetime | None = None,
+        before_id: str | None = None,
+    ) -> list[Message]:
+        sql = f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE tenant_id = ?"
+        args: list[Any] = [tenant_id]
+        if before is not None and before_id is not None:
+            sql += " AND (created_at < ? OR (created_at = ? AND id < ?))"
+            args.extend((_ts(before), _ts(before), before_id))
+        elif before is not None:
+            sql += " AND created_at < ?"
+            args.append(_ts(before))
+        sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
+        args.append(limit)
+        async with self._read() as db:
+            rows = list(await db.execute_fetchall(sql, args))
+        return [_message(row) for row in rows]
 
     async def mark_planned(self, tenant_id: str, message_id: str, at: datetime) -> None:
         async with self._write() as db:
@@ -1665,6 +1758,24 @@ async def _load_relations(
         )
         for row in rows
     ]
+
+
+async def _write_protection_history(
+    db: aiosqlite.Connection, tenant_id: str, person_id: str, entry: ProtectionHistoryEntry
+) -> None:
+    await db.execute(
+        "INSERT INTO protection_history (tenant_id, person_id, level, previous, reason, actor, "
+        "at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (
+            tenant_id,
+            person_id,
+            entry.level.value,
+            entry.previous.value,
+            entry.reason,
+            entry.actor,
+            _ts(entry.at),
+        ),
+    )
 
 
 async def _load_persons(

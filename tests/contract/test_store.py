@@ -626,7 +626,8 @@ async def test_failing_contact_is_cleared_by_a_new_address(school: Store) -> Non
     assert snapshot.failing == {"p2": ["email"]}
 
 
-async def test_load_audience_scales_without_per_row_queries(store: Store) -> None:
+async def test_load_audience_of_a_large_unit_is_complete(store: Store) -> None:
+    # Its speed (no query per row) is measured by `make bench`, not asserted here.
     classes = 40
     batch = DirectoryBatch(
         units=[unit("u1")],
@@ -637,14 +638,10 @@ async def test_load_audience_scales_without_per_row_queries(store: Store) -> Non
         + [rel(f"c{i}", f"p{2_000 + i % 1_400}") for i in range(2_000)],
     )
     await store.apply_directory(A, batch)
-    loop = asyncio.get_running_loop()
-    started = loop.time()
     snapshot = await store.load_audience(A, Audience(units=["u1"]))
-    elapsed = loop.time() - started
     assert len(snapshot.audience_children) == 2_000
     assert len(snapshot.relations) == 4_000
     assert len(snapshot.persons) == 5_400
-    assert elapsed < 5.0  # generous: one query per row would take far longer
 
 
 # --------------------------------------------------------------------------- messages, deliveries

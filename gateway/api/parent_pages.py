@@ -1,0 +1,507 @@
+"""Parent pages (``/p/...``): an inbox and notification settings for guardians without
+the app, reached by the personal link of a message, never by a password.
+
+* ``GET /p/{token}``: the token of a read link (gateway/readlinks.py; the same link
+  under ``/r/`` shows the message) opens a short session for the recipient of that
+  delivery (a signed, HttpOnly, SameSite cookie) and goes to the inbox, or with
+  ``?to=preferences`` to the settings. Emails and SMS carry this as their
+  "notification settings" link.
+* ``GET /p/inbox``: the guardian's own messages, newest first (``?before=`` pages);
+  ``GET /p/messages/{id}`` opens one on the read page with a fresh read link.
+* ``GET|POST /p/preferences``: per category the channels (absence cannot be switched
+  off, emergency always goes everywhere: said plainly), the language and quiet
+  hours. Saved as the guardian's own preferences (an import never overwrites them),
+  so they apply from the next message.
+* ``GET /p/absence``: answer an absence alert (syk, lege, fri, annet and a text) and
+  report an absence for today or tomorrow, as the app can (gateway/api/absence.py).
+* ``/preferences``, ``/app`` and ``/app/messages/{id}`` (the links in older emails and
+  SMS, and the push ``data.link``) go to those pages when a session exists, and
+  otherwise explain how to open them.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
+
+from aiohttp import web
+from babel.dates import format_date
+from pydantic import ValidationError
+
+from gateway.api.absence import AbsenceReply, AbsenceReport, absences, answer_alert, report_absence
+from gateway.api.context import CTX, AppContext
+from gateway.api.pages import (
+    CSRF_FIELD,
+    checked_form,
+    full_name,
+    load_texts,
+    problem,
+    read_pages,
+    render,
+    respond,
+    session_from,
+    set_session_cookie,
+    when,
+)
+from gateway.api.readlinks import SECURITY_HEADERS
+from gateway.constants import (
+    ABSENCE_RECORDED,
+    DEFAULT_TIME_ZONE,
+    MANDATORY_CATEGORIES,
+    SUPPORTED_LANGUAGES,
+)
+from gateway.errors import Forbidden, LinkInvalid, NotFound
+from gateway.models import (
+    AbsenceKind,
+    Category,
+    ChannelName,
+    Delivery,
+    DeliveryStatus,
+    Person,
+    Preferences,
+    Role,
+)
+from gateway.planner import route
+from gateway.readlinks import make_read_token, open_read_token
+from gateway.render import resolve_language
+from gateway.sessions import PARENT_SESSION_SALT, PageSession
+
+PARENT_COOKIE = "budbringer_parent"
+INBOX_PAGE = 20
+TEXTS = web.AppKey("parent_texts", dict)
+# The channels a guardian chooses between; the inbox (in-app) always has the message.
+CHOICES = (ChannelName.push, ChannelName.sms, ChannelName.email)
+# Categories with a choice; emergency always goes on every channel (gateway/planner.py).
+EDITABLE = (Category.general, Category.reminder, Category.confidential, Category.absence)
+_TIME = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+_GONE = frozenset({DeliveryStatus.cancelled, DeliveryStatus.suppressed})
+
+
+def _problem(request: web.Request, kind: str, status: int, root: str) -> web.Response:
+    return problem(read_pages(request.app), request.app[TEXTS]["problems"][kind], status, root)
+
+
+async def open_link(request: web.Request) -> web.StreamResponse:
+    """A message's personal link under /p/: start a session for its recipient."""
+    ctx = request.app[CTX]
+    try:
+        delivery_id = open_read_token(ctx.secret, request.match_info["token"], ctx.clock.now())
+    except LinkInvalid:
+        return _problem(request, "signin", 404, "../")
+    delivery = await ctx.store.get_delivery(delivery_id)
+    if delivery is None or delivery.status in _GONE:
+        return _problem(request, "gone", 410, "../")
+    person = await ctx.store.get_person(delivery.tenant_id, delivery.recipient_id)
+    if person is None or person.role is Role.staff:
+        return _problem(request, "gone", 410, "../")
+    target = "preferences" if request.query.get("to") == "preferences" else "inbox"
+    response = web.HTTPSeeOther(location=target, headers=SECURITY_HEADERS)
+    ttl = timedelta(seconds=ctx.settings.parent_session_ttl)
+    set_session_cookie(
+        response, ctx, PARENT_COOKIE, PARENT_SESSION_SALT, (delivery.tenant_id, person.id), ttl, "/"
+    )
+    raise response
+
+
+@dataclass(frozen=True)
+class Parent:
+    session: PageSession
+    person: Person
+    lang: str
+    texts: dict[str, Any]
+
+
+async def _parent(request: web.Request, root: str) -> Parent | web.Response:
+    ctx = request.app[CTX]
+    try:
+        session = session_from(request, PARENT_COOKIE, PARENT_SESSION_SALT)
+    except LinkInvalid:
+        return _problem(request, "signin", 401, root)
+    person = await ctx.store.get_person(session.tenant_id, session.person_id)
+    if person is None:
+        return _problem(request, "signin", 401, root)
+    prefs = await ctx.store.get_preferences(session.tenant_id, person.id)
+    lang = resolve_language((prefs.language if prefs else None) or person.language)
+    return Parent(session, person, lang, request.app[TEXTS][lang])
+
+
+def _page(request: web.Request, parent: Parent, name: str, current: str, **variables: Any) -> str:
+    ctx = request.app[CTX]
+    return render(
+        read_pages(request.app),
+        name,
+        "../",
+        lang=parent.lang,
+        t=parent.texts,
+        current=current,
+        csrf=parent.session.csrf(ctx.secret),
+        csrf_field=CSRF_FIELD,
+        **variables,
+    )
+
+
+# --------------------------------------------------------------------------- inbox
+
+
+def _before(raw: str | None) -> datetime | None:
+    if raw is None:
+        return None
+    try:
+        at = datetime.fromisoformat(raw.replace(" ", "+"))
+    except ValueError:
+        return None
+    return at.astimezone(UTC) if at.tzinfo is not None else None
+
+
+async def inbox(request: web.Request) -> web.Response:
+    parent = await _parent(request, "../")
+    if isinstance(parent, web.Response):
+        return parent
+    ctx = request.app[CTX]
+    tenant_id, person_id = parent.session.tenant_id, parent.person.id
+    before = _before(request.query.get("before"))
+    before_id = request.query.get("before_id", "")[:128] or None
+    items = await ctx.store.list_inbox(
+        tenant_id,
+        person_id,
+        limit=INBOX_PAGE,
+        before=before,
+        before_id=before_id if before is not None else None,
+        now=ctx.clock.now(),
+    )
+    rows = [
+        {
+            "href": f"messages/{item.message_id}",
+            "subject": " ".join(item.subject.split()),
+            "from": item.sender_name or item.context.get("unit") or "",
+            "when": when(item.created_at, parent.lang),
+            "unread": item.read_at is None and item.status is not DeliveryStatus.read,
+        }
+        for item in items
+    ]
+    older = None
+    if len(items) == INBOX_PAGE:
+        last = items[-1]
+        older = "inbox?" + urlencode(
+            {"before": last.created_at.isoformat(), "before_id": last.message_id}
+        )
+    title = parent.texts["inbox"]
+    return respond(
+        _page(
+            request, parent, "pages/parent_inbox.html", "inbox", title=title, rows=rows, older=older
+        )
+    )
+
+
+async def message(request: web.Request) -> web.StreamResponse:
+    """One message of the inbox, on the read page (a fresh read link of its in-app row)."""
+    parent = await _parent(request, "../../")
+    if isinstance(parent, web.Response):
+        return parent
+    ctx = request.app[CTX]
+    tenant_id, person_id = parent.session.tenant_id, parent.person.id
+    message_id = request.match_info["id"]
+    now = ctx.clock.now()
+    item = await ctx.store.inbox_item(tenant_id, person_id, message_id, now=now)
+    stored = await ctx.store.get_message(tenant_id, message_id) if item else None
+    if stored is None:
+        return _problem(request, "gone", 404, "../../")
+    delivery_id = Delivery.make_id(tenant_id, stored.event_id, person_id, ChannelName.inapp)
+    ttl = timedelta(seconds=ctx.settings.parent_session_ttl)
+    token = make_read_token(ctx.secret, delivery_id, now + ttl)
+    raise web.HTTPSeeOther(location=f"../../r/{token}", headers=SECURITY_HEADERS)
+
+
+# --------------------------------------------------------------------------- preferences
+
+
+async def _choices(
+    request: web.Request, parent: Parent, prefs: Preferences | None
+) -> dict[str, Any]:
+    """What the form offers and what is ticked now (the default routing when the guardian
+    has made no choice for a category)."""
+    ctx = request.app[CTX]
+    devices = await ctx.store.list_devices(parent.session.tenant_id, parent.person.id)
+    person = parent.person
+    available = [
+        c
+        for c in CHOICES
+        if (c is ChannelName.push and devices)
+        or (c is ChannelName.sms and person.phone)
+        or (c is ChannelName.email and person.email)
+    ]
+    ticked: dict[str, list[str]] = {}
+    for category in EDITABLE:
+        chosen = prefs.channels.get(category) if prefs is not None else None
+        if chosen is None:
+            chosen = [r.channel for r in route(person, None, devices, category)]
+        ticked[category.value] = [c.value for c in chosen if c in available]
+    return {"available": [c.value for c in available], "ticked": ticked}
+
+
+def _prefs_page(
+    request: web.Request,
+    parent: Parent,
+    choices: dict[str, Any],
+    values: dict[str, str],
+    errors: list[str],
+    saved: bool,
+) -> str:
+    return _page(
+        request,
+        parent,
+        "pages/parent_preferences.html",
+        "preferences",
+        title=parent.texts["preferences"],
+        categories=[c.value for c in EDITABLE],
+        mandatory=sorted(MANDATORY_CATEGORIES),
+        languages=list(SUPPORTED_LANGUAGES),
+        values=values,
+        errors=errors,
+        saved=saved,
+        **choices,
+    )
+
+
+async def preferences_page(request: web.Request) -> web.Response:
+    parent = await _parent(request, "../")
+    if isinstance(parent, web.Response):
+        return parent
+    ctx = request.app[CTX]
+    prefs = await ctx.store.get_preferences(parent.session.tenant_id, parent.person.id)
+    choices = await _choices(request, parent, prefs)
+    values = {
+        "language": parent.lang,
+        "quiet_start": (prefs.quiet_start if prefs else None) or "",
+        "quiet_end": (prefs.quiet_end if prefs else None) or "",
+    }
+    saved = request.query.get("saved") == "1"
+    return respond(_prefs_page(request, parent, choices, values, [], saved))
+
+
+async def save_preferences(request: web.Request) -> web.StreamResponse:
+    parent = await _parent(request, "../")
+    if isinstance(parent, web.Response):
+        return parent
+    form = await checked_form(request, parent.session)
+    if form is None:
+        return _problem(request, "refused", 403, "../")
+    ctx = request.app[CTX]
+    tenant_id, person_id = parent.session.tenant_id, parent.person.id
+    old = await ctx.store.get_preferences(tenant_id, person_id) or Preferences()
+    choices = await _choices(request, parent, old)
+    available = set(choices["available"])
+    t = parent.texts
+    channels: dict[Category, list[ChannelName]] = {}
+    for category in EDITABLE:
+        picked = form.get(f"ch_{category.value}", [])
+        channels[category] = [c for c in CHOICES if c.value in picked and c.value in available]
+    errors = []
+    if available and any(
+        not channels[Category(c)] for c in MANDATORY_CATEGORIES if Category(c) in channels
+    ):
+        errors.append(t["error_mandatory"])
+    language = (form.get("language") or [""])[0]
+    start = (form.get("quiet_start") or [""])[0].strip()
+    end = (form.get("quiet_end") or [""])[0].strip()
+    if (start or end) and not (_TIME.match(start) and _TIME.match(end)):
+        errors.append(t["error_quiet"])
+    if errors:
+        choices["ticked"] = {c.value: [x.value for x in channels[c]] for c in EDITABLE}
+        values = {"language": language, "quiet_start": start, "quiet_end": end}
+        html = _prefs_page(request, parent, choices, values, errors, False)
+        return respond(html, 422)
+    # absence with nothing but the inbox left is the default routing (never switched off)
+    for category, picked_channels in list(channels.items()):
+        if not picked_channels and category.value in MANDATORY_CATEGORIES:
+            del channels[category]
+    if Category.emergency in old.channels:
+        channels[Category.emergency] = old.channels[Category.emergency]
+    prefs = Preferences(
+        language=language if language in SUPPORTED_LANGUAGES else old.language,
+        channels=channels,
+        quiet_start=start or None,
+        quiet_end=end or None,
+    )
+    await ctx.store.set_preferences(tenant_id, person_id, prefs)
+    raise web.HTTPSeeOther(location="preferences?saved=1", headers=SECURITY_HEADERS)
+
+
+# --------------------------------------------------------------------------- absence
+
+ALERT_WINDOW = timedelta(days=7)  # alerts this recent can still be answered here
+_DONE = {"answered": "absence_answered", "reported": "absence_reported"}
+
+
+async def _open_alerts(ctx: AppContext, parent: Parent) -> list[dict[str, str]]:
+    """Absence alerts in the guardian's inbox from the last week they have not answered."""
+    tenant_id, person_id = parent.session.tenant_id, parent.person.id
+    now = ctx.clock.now()
+    alerts = []
+    for item in await ctx.store.list_inbox(tenant_id, person_id, limit=50, now=now):
+        if item.category is not Category.absence or item.created_at < now - ALERT_WINDOW:
+            continue
+        message = await ctx.store.get_message(tenant_id, item.message_id)
+        if message is None or message.event_type != ABSENCE_RECORDED:
+            continue
+        answers = await ctx.store.list_absence_explanations(tenant_id, item.message_id)
+        if any(a.person_id == person_id for a in answers):
+            continue
+        alerts.append(
+            {
+                "id": item.message_id,
+                "subject": " ".join(item.subject.split()),
+                "when": when(item.created_at, parent.lang),
+            }
+        )
+    return alerts
+
+
+def _days(now: datetime, lang: str, t: dict[str, Any]) -> list[tuple[str, str]]:
+    """Today and tomorrow in Norwegian time, as (ISO date, label)."""
+    today = now.astimezone(ZoneInfo(DEFAULT_TIME_ZONE)).date()
+    return [
+        (day.isoformat(), t[key].format(date=format_date(day, "long", locale=lang)))
+        for day, key in ((today, "absence_today"), (today + timedelta(days=1), "absence_tomorrow"))
+    ]
+
+
+async def _absence_html(
+    request: web.Request, parent: Parent, done: str | None, error: str | None
+) -> str:
+    ctx = request.app[CTX]
+    children = await absences(ctx).children_of(parent.session.tenant_id, parent.person.id)
+    return _page(
+        request,
+        parent,
+        "pages/parent_absence.html",
+        "absence",
+        title=parent.texts["absence"],
+        alerts=await _open_alerts(ctx, parent),
+        children=[(c.id, full_name(c)) for c in children],
+        days=_days(ctx.clock.now(), parent.lang, parent.texts),
+        kind_values=[k.value for k in AbsenceKind],
+        done=done,
+        error=error,
+    )
+
+
+async def absence_page(request: web.Request) -> web.Response:
+    parent = await _parent(request, "../")
+    if isinstance(parent, web.Response):
+        return parent
+    done_key = _DONE.get(request.query.get("done", ""))
+    done = parent.texts[done_key] if done_key else None
+    return respond(await _absence_html(request, parent, done, None))
+
+
+def _one(form: dict[str, list[str]], key: str) -> str:
+    return (form.get(key) or [""])[0].strip()
+
+
+async def _absence_form(
+    request: web.Request, root: str
+) -> tuple[Parent, dict[str, list[str]]] | web.Response:
+    parent = await _parent(request, root)
+    if isinstance(parent, web.Response):
+        return parent
+    form = await checked_form(request, parent.session)
+    if form is None:
+        return _problem(request, "refused", 403, root)
+    return parent, form
+
+
+async def _invalid(request: web.Request, parent: Parent) -> web.Response:
+    html = await _absence_html(request, parent, None, parent.texts["absence_invalid"])
+    return respond(html, 422)
+
+
+async def answer_alert_form(request: web.Request) -> web.StreamResponse:
+    found = await _absence_form(request, "../../../")
+    if isinstance(found, web.Response):
+        return found
+    parent, form = found
+    ctx = request.app[CTX]
+    try:
+        body = AbsenceReply(kind=AbsenceKind(_one(form, "kind")), text=_one(form, "text")[:1000])
+        await answer_alert(
+            ctx, parent.session.tenant_id, parent.person.id, request.match_info["id"], body
+        )
+    except (ValueError, ValidationError):
+        return await _invalid(request, parent)
+    except NotFound:
+        return _problem(request, "gone", 404, "../../../")
+    raise web.HTTPSeeOther(location="../../absence?done=answered", headers=SECURITY_HEADERS)
+
+
+async def report_form(request: web.Request) -> web.StreamResponse:
+    found = await _absence_form(request, "../../")
+    if isinstance(found, web.Response):
+        return found
+    parent, form = found
+    ctx = request.app[CTX]
+    allowed = {day for day, _ in _days(ctx.clock.now(), parent.lang, parent.texts)}
+    text = _one(form, "text")[:1000]
+    try:
+        if _one(form, "day") not in allowed:
+            raise ValueError("day")
+        body = AbsenceReport(
+            child_id=_one(form, "child"),
+            date=date.fromisoformat(_one(form, "day")),
+            kind=AbsenceKind(_one(form, "kind")),
+            text=text or None,
+        )
+        await report_absence(ctx, parent.session.tenant_id, parent.person.id, body)
+    except (ValueError, ValidationError, Forbidden):
+        return await _invalid(request, parent)
+    raise web.HTTPSeeOther(location="../absence?done=reported", headers=SECURITY_HEADERS)
+
+
+# --------------------------------------------------------------------------- old links
+
+
+async def _to_pages(request: web.Request, target: str, root: str) -> web.StreamResponse:
+    """With a parent session, on to the page; without, how to open the pages."""
+    try:
+        session_from(request, PARENT_COOKIE, PARENT_SESSION_SALT)
+    except LinkInvalid:
+        return _problem(request, "signin", 200, root)
+    raise web.HTTPSeeOther(location=root + target, headers=SECURITY_HEADERS)
+
+
+async def old_preferences(request: web.Request) -> web.StreamResponse:
+    return await _to_pages(request, "p/preferences", "")
+
+
+async def old_app(request: web.Request) -> web.StreamResponse:
+    return await _to_pages(request, "p/inbox", "")
+
+
+async def old_app_message(request: web.Request) -> web.StreamResponse:
+    return await _to_pages(request, f"p/messages/{request.match_info['id']}", "../../")
+
+
+def setup(app: web.Application) -> None:
+    app[TEXTS] = load_texts(app[CTX].settings.templates_dir, "parent.toml")
+    pages = read_pages(app)
+    for name in (
+        "pages/parent_inbox.html",
+        "pages/parent_preferences.html",
+        "pages/parent_absence.html",
+    ):
+        pages.env.get_template(name)  # broken templates stop startup
+    app.router.add_get("/p/inbox", inbox)
+    app.router.add_get("/p/preferences", preferences_page)
+    app.router.add_post("/p/preferences", save_preferences)
+    app.router.add_get("/p/messages/{id}", message)
+    app.router.add_get("/p/absence", absence_page)
+    app.router.add_post("/p/absence/report", report_form)
+    app.router.add_post("/p/absence/{id}/answer", answer_alert_form)
+    app.router.add_get("/p/{token}", open_link)
+    app.router.add_get("/preferences", old_preferences)
+    app.router.add_get("/app", old_app)
+    app.router.add_get("/app/messages/{id}", old_app_message)

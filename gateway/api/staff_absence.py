@@ -1,0 +1,205 @@
+"""Staff pages for the day: absence and contact problems.
+
+* ``GET /staff/absence``: today's absence alerts and guardians' reports (Norwegian
+  time) for the children of the staff member's groups (the office: the unit), the
+  explanations received, and who is still unexplained, first.
+* ``GET /staff/contacts``: guardians of those children whose number or email failed
+  for good (the planner skips it until a re-import brings another one), so the
+  office can ask for a new one.
+
+Sign-in, scope and the naming of protected persons are the message pages' own
+(gateway/api/staff_pages.py).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from aiohttp import web
+
+from gateway.api.absence import absences
+from gateway.api.context import CTX, AppContext
+from gateway.api.pages import CSRF_FIELD, full_name, read_pages, render, respond, when
+from gateway.api.staff_pages import Namer, Scope, Staff, signed_in_staff
+from gateway.constants import (
+    ABSENCE_RECORDED,
+    ABSENCE_REPORTED,
+    DEFAULT_TIME_ZONE,
+    SCOPE_PROTECTED,
+)
+from gateway.models import Audience, DirectorySnapshot, Message, Role
+from gateway.pseudonyms import Names
+
+SCAN_LIMIT = 2000  # messages looked at for today's absence at most
+_BATCH = 200
+
+
+async def _namer(
+    ctx: AppContext, staff: Staff, directory: DirectorySnapshot, person_ids: set[str]
+) -> Namer:
+    tenant_id = staff.session.tenant_id
+    protected: set[str] = set()
+    if SCOPE_PROTECTED not in await ctx.store.get_tenant_scopes(tenant_id):
+        protected = await ctx.store.protected_persons(tenant_id, sorted(person_ids))
+    return Namer(directory, Names(ctx.secret, tenant_id, protected), protected, staff.texts)
+
+
+def _page(request: web.Request, staff: Staff, name: str, current: str, **variables: Any) -> str:
+    ctx = request.app[CTX]
+    t = staff.texts
+    return render(
+        read_pages(request.app),
+        name,
+        "../",
+        lang=staff.lang,
+        t=t,
+        wide=True,
+        title=t[current],
+        current=current,
+        signed_in=t["signed_in"].format(name=full_name(staff.person)),
+        csrf=staff.session.csrf(ctx.secret),
+        csrf_field=CSRF_FIELD,
+        **variables,
+    )
+
+
+async def _todays_absence(ctx: AppContext, tenant_id: str, now: datetime) -> list[Message]:
+    """Alerts and reports created today (Norwegian time), newest first."""
+    zone = ZoneInfo(DEFAULT_TIME_ZONE)
+    start = now.astimezone(zone).replace(hour=0, minute=0, second=0, microsecond=0)
+    found: list[Message] = []
+    cursor, scanned = None, 0
+    while scanned < SCAN_LIMIT:
+        batch = await ctx.store.list_messages(tenant_id, limit=_BATCH, before=cursor)
+        for message in batch:
+            if message.created_at < start:
+                return found
+            if message.event_type in (ABSENCE_RECORDED, ABSENCE_REPORTED):
+                found.append(message)
+        if len(batch) < _BATCH:
+            break
+        cursor, scanned = batch[-1].created_at, scanned + len(batch)
+    return found
+
+
+async def absence_page(request: web.Request) -> web.Response:
+    staff = await signed_in_staff(request, "../")
+    if isinstance(staff, web.Response):
+        return staff
+    ctx = request.app[CTX]
+    t, lang, tenant_id = staff.texts, staff.lang, staff.session.tenant_id
+    flows = absences(ctx)
+    statuses = []
+    for message in await _todays_absence(ctx, tenant_id, ctx.clock.now()):
+        status = await flows.status(message)
+        if status is not None and status.record.cancelled_at is None:
+            statuses.append(status)
+    children = sorted({s.record.child_id for s in statuses})
+    directory = await ctx.store.load_audience(
+        tenant_id, Audience(children=children, staff=[staff.person.id])
+    )
+    scope = Scope.of(staff.person, directory)
+    mine = [
+        s
+        for s in statuses
+        if (child := directory.persons.get(s.record.child_id)) is not None and scope.covers(child)
+    ]
+    namer = await _namer(ctx, staff, directory, set().union(*(s.persons for s in mine)))
+    open_rows: list[dict[str, Any]] = []
+    done_rows: list[dict[str, Any]] = []
+    for status in mine:
+        view = status.view(namer)
+        lesson = view.get("lesson") or {}
+        label = lesson.get("name") or (str(lesson["number"]) if lesson.get("number") else "")
+        what = [t["absence_alert"] if view["kind"] == "recorded" else t["absence_report"]]
+        if label:
+            what.append(t["absence_lesson"].format(lesson=label))
+        lines = []
+        if view["kind"] == "reported":
+            by = view["reported_by"] or ""
+            kind = t["kinds"].get(view["reason"] or "other", "")
+            text = view["text"] or ""
+            at = when(status.record.created_at, lang)
+            key = "absence_explained" if text else "absence_explained_short"
+            lines.append(t[key].format(kind=kind, text=text, by=by, when=at))
+        for e in status.explanations:
+            key = "absence_explained" if e.text else "absence_explained_short"
+            lines.append(
+                t[key].format(
+                    kind=t["kinds"][e.kind.value],
+                    text=e.text,
+                    by=namer(e.person_id),
+                    when=when(e.at, lang),
+                )
+            )
+        if view.get("note"):
+            lines.append(t["absence_note"].format(note=view["note"]))
+        row = {
+            "name": namer(status.record.child_id),
+            "group": namer.group(status.record.child_id),
+            "what": " · ".join(what),
+            "lines": lines,
+        }
+        explained = view["kind"] == "reported" or status.explanations
+        (done_rows if explained else open_rows).append(row)
+    html = _page(
+        request, staff, "pages/staff_absence.html", "absence", open=open_rows, done=done_rows
+    )
+    return respond(html)
+
+
+async def contacts_page(request: web.Request) -> web.Response:
+    staff = await signed_in_staff(request, "../")
+    if isinstance(staff, web.Response):
+        return staff
+    ctx = request.app[CTX]
+    t, tenant_id = staff.texts, staff.session.tenant_id
+    own = await ctx.store.load_audience(tenant_id, Audience(staff=[staff.person.id]))
+    scope = Scope.of(staff.person, own)
+    rows = []
+    if scope.groups or scope.units:
+        directory = await ctx.store.load_audience(
+            tenant_id,
+            Audience(
+                groups=sorted(scope.groups), units=sorted(scope.units), staff=[staff.person.id]
+            ),
+        )
+        failing = {
+            pid: kinds
+            for pid, kinds in directory.failing.items()
+            if pid in directory.persons and directory.persons[pid].role is Role.guardian
+        }
+        namer = await _namer(ctx, staff, directory, set(failing) | set(directory.audience_children))
+        children_of: dict[str, list[str]] = {}
+        for relation in directory.relations:
+            if relation.guardian_id in failing and relation.child_id in directory.audience_children:
+                children_of.setdefault(relation.guardian_id, []).append(relation.child_id)
+        for pid, kinds in failing.items():
+            if pid in namer.protected:
+                continue  # a protected guardian's contact details are not the page's to show
+            rows.append(
+                {
+                    "name": namer(pid),
+                    "what": t["contacts_row"].format(
+                        kinds=", ".join(t["contact_kinds"].get(k, k) for k in kinds)
+                    ),
+                    "children": t["contacts_children"].format(
+                        children=", ".join(
+                            f"{namer(c)} ({namer.group(c)})"
+                            for c in sorted(children_of.get(pid, []))
+                        )
+                    ),
+                }
+            )
+        rows.sort(key=lambda r: r["name"])
+    return respond(_page(request, staff, "pages/staff_contacts.html", "contacts", rows=rows))
+
+
+def setup(app: web.Application) -> None:
+    pages = read_pages(app)
+    for name in ("pages/staff_absence.html", "pages/staff_contacts.html"):
+        pages.env.get_template(name)
+    app.router.add_get("/staff/absence", absence_page)
+    app.router.add_get("/staff/contacts", contacts_page)

@@ -1,0 +1,603 @@
+"""Staff pages (``/staff/...``): sign-in by link, and who one message reached.
+
+* ``POST /v1/staff/{staff_id}/tokens`` (tenant key): a short-lived sign-in link for
+  a staff member, optionally straight to one message. A tenant key alone never
+  opens a page: only the cookie the link sets does.
+* ``GET /staff/signin/{token}``: sets the session (a signed, HttpOnly, SameSite
+  cookie with an expiry) and redirects to the message or the list.
+* ``GET /staff/messages/{id}``: per child, grouped by class, whether the message
+  reached a guardian with rights, by whom, how and when; the children not reached
+  first, each with why in plain words (gateway/notreached.py); per guardian the
+  channels and statuses, and why anyone was left out.
+* ``GET /staff/messages/{id}/not-reached.csv``: the children not reached with their
+  guardians' phone numbers, for phoning round.
+* ``POST /staff/signout``: ends the session.
+
+What a staff member may see: messages they sent or received, and messages that
+concern a group they belong to or a child in one; a staff member who belongs to a
+unit but to none of its groups (the office) sees the whole unit. Anything else is
+403. Persons with a protected address appear exactly as in the status API: without
+the tenant's ``protected`` scope only as the status API's pseudonym
+(:class:`gateway.api.status.Names`), without name, class or number.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import urlencode
+
+from aiohttp import web
+from pydantic import BaseModel, Field
+
+from gateway.api.body import read_model
+from gateway.api.context import CTX, AppContext
+from gateway.api.pages import (
+    CSRF_FIELD,
+    checked_form,
+    full_name,
+    load_texts,
+    problem,
+    read_pages,
+    render,
+    respond,
+    session_from,
+    set_session_cookie,
+    when,
+)
+from gateway.api.readlinks import SECURITY_HEADERS
+from gateway.auth import authenticate_bearer
+from gateway.constants import SCOPE_PROTECTED, SUPPRESSED_CHANNEL
+from gateway.errors import Forbidden, LinkInvalid, NotFound
+from gateway.models import (
+    Audience,
+    Category,
+    Delivery,
+    DirectorySnapshot,
+    Message,
+    Person,
+    Role,
+    Strict,
+)
+from gateway.notreached import Why, why_not_reached
+from gateway.pseudonyms import Names
+from gateway.render import resolve_language
+from gateway.sessions import STAFF_SESSION_SALT, PageSession, open_staff_link, staff_link
+from gateway.tracker import RecipientReach, reach
+
+STAFF_COOKIE = "budbringer_staff"
+STAFF_PATH = "/staff"
+SIGNIN_PATH = "/staff/signin/"
+TEXTS = web.AppKey("staff_texts", dict)
+# Channels in the order the planner uses them (gateway/planner.py), in-app first.
+_CHANNEL_ORDER = {"inapp": 0, "push": 1, "sms": 2, "email": 3}
+
+
+class StaffLinkRequest(Strict):
+    """Body of ``POST /v1/staff/{staff_id}/tokens`` (may be left out)."""
+
+    message_id: str | None = Field(default=None, min_length=1, max_length=64)
+
+
+class StaffLink(BaseModel):
+    """Response of ``POST /v1/staff/{staff_id}/tokens``: the link, valid until ``expires_at``."""
+
+    link: str
+    token: str
+    expires_at: datetime
+
+
+# --------------------------------------------------------------------------- sign-in
+
+
+async def post_staff_token(request: web.Request) -> web.Response:
+    """201 ``{"link", "token", "expires_at"}``: a sign-in link for a staff member.
+
+    404 if the person (or the message) is not in this tenant; 403 if the person is
+    not staff."""
+    ctx = request.app[CTX]
+    tenant = await authenticate_bearer(request, ctx.store)
+    person = await ctx.store.get_person(tenant.id, request.match_info["staff_id"])
+    if person is None:
+        raise NotFound("person not found")
+    if person.role is not Role.staff:
+        raise Forbidden("only staff members sign in to the staff pages")
+    body = StaffLinkRequest()
+    if request.can_read_body:
+        body = await read_model(request, StaffLinkRequest, ctx.settings.max_body_bytes)
+    message_id = body.message_id or ""
+    if message_id and await ctx.store.get_message(tenant.id, message_id) is None:
+        raise NotFound("message not found")
+    ttl = timedelta(seconds=ctx.settings.staff_link_ttl)
+    token, expires_at = staff_link(
+        ctx.secret, tenant.id, person.id, message_id, ctx.clock.now(), ttl
+    )
+    link = ctx.settings.public_url.rstrip("/") + SIGNIN_PATH + token
+    return web.json_response(
+        {"link": link, "token": token, "expires_at": expires_at.isoformat()}, status=201
+    )
+
+
+def staff_problem(request: web.Request, kind: str, status: int, root: str) -> web.Response:
+    return problem(read_pages(request.app), request.app[TEXTS]["problems"][kind], status, root)
+
+
+async def sign_in(request: web.Request) -> web.StreamResponse:
+    """Open a sign-in link: set the session cookie and go to the message (or the list)."""
+    ctx = request.app[CTX]
+    try:
+        tenant_id, staff_id, message_id = open_staff_link(
+            ctx.secret, request.match_info["token"], ctx.clock.now()
+        )
+    except LinkInvalid:
+        return staff_problem(request, "link", 401, "../../")
+    person = await ctx.store.get_person(tenant_id, staff_id)
+    if person is None or person.role is not Role.staff:
+        return staff_problem(request, "link", 401, "../../")
+    # Relative, so it works behind a proxy with a path prefix.
+    target = f"../messages/{message_id}" if message_id else "../messages"
+    response = web.HTTPSeeOther(location=target, headers=SECURITY_HEADERS)
+    ttl = timedelta(seconds=ctx.settings.staff_session_ttl)
+    set_session_cookie(
+        response, ctx, STAFF_COOKIE, STAFF_SESSION_SALT, (tenant_id, staff_id), ttl, STAFF_PATH
+    )
+    raise response
+
+
+@dataclass(frozen=True)
+class Staff:
+    session: PageSession
+    person: Person
+    lang: str
+    texts: dict[str, Any]
+
+
+async def signed_in_staff(request: web.Request, root: str) -> Staff | web.Response:
+    """The signed-in staff member, or the page asking to sign in (again)."""
+    ctx = request.app[CTX]
+    try:
+        session = session_from(request, STAFF_COOKIE, STAFF_SESSION_SALT)
+    except LinkInvalid:  # none, forged or expired alike: sign in again
+        return staff_problem(request, "signin", 401, root)
+    person = await ctx.store.get_person(session.tenant_id, session.person_id)
+    if person is None or person.role is not Role.staff:
+        return staff_problem(request, "signin", 401, root)
+    lang = resolve_language(person.language)
+    return Staff(session, person, lang, request.app[TEXTS][lang])
+
+
+async def sign_out(request: web.Request) -> web.StreamResponse:
+    staff = await signed_in_staff(request, "../")
+    if isinstance(staff, web.Response):
+        return staff
+    if await checked_form(request, staff.session) is None:
+        return staff_problem(request, "refused", 403, "../")
+    response = staff_problem(request, "signed_out", 200, "../")
+    response.del_cookie(STAFF_COOKIE, path=STAFF_PATH)
+    return response
+
+
+# --------------------------------------------------------------------------- who may see
+
+
+@dataclass(frozen=True)
+class Scope:
+    """The groups a staff member sees, and the units they see whole (the office)."""
+
+    groups: frozenset[str]
+    units: frozenset[str]
+
+    @classmethod
+    def of(cls, person: Person, directory: DirectorySnapshot) -> Scope:
+        group_units = {
+            directory.groups[g].unit_id for g in person.group_ids if g in directory.groups
+        }
+        return cls(frozenset(person.group_ids), frozenset(set(person.unit_ids) - group_units))
+
+    def covers(self, person: Person) -> bool:
+        return bool(self.groups.intersection(person.group_ids)) or bool(
+            self.units.intersection(person.unit_ids)
+        )
+
+
+def _involved(message: Message, staff_id: str) -> bool:
+    return message.sender_id == staff_id or staff_id in message.audience.staff
+
+
+def _may_see(message: Message, staff: Person, scope: Scope, children: list[Person]) -> bool:
+    audience = message.audience
+    return (
+        _involved(message, staff.id)
+        or bool(scope.groups.intersection(audience.groups))
+        or bool(scope.units.intersection(audience.units))
+        or any(scope.covers(child) for child in children)
+    )
+
+
+# --------------------------------------------------------------------------- one message
+
+
+@dataclass
+class ChildRow:
+    name: str
+    reached: bool
+    line: str  # who read it, how and when; or why not
+    guardians: list[str] = field(default_factory=list)
+    phones: list[str] = field(default_factory=list)  # for the CSV
+    group: str = ""
+
+
+@dataclass
+class MessageView:
+    message: Message
+    subject: str
+    not_reached: list[ChildRow]
+    reached: list[ChildRow]
+    summary: str
+    group_ids: set[str]  # the classes of the children shown
+
+
+class Namer:
+    """Names of persons as this staff member may see them (one rule: status.Names)."""
+
+    def __init__(self, directory: DirectorySnapshot, names: Names, protected: set[str], t: Any):
+        self.directory, self.names, self.protected, self.t = directory, names, protected, t
+
+    def __call__(self, person_id: str) -> str:
+        if person_id in self.protected:
+            return str(self.t["protected"].format(alias=self.names(person_id)))
+        person = self.directory.persons.get(person_id)
+        return full_name(person) if person is not None else self.names(person_id)
+
+    def group(self, person_id: str) -> str:
+        person = self.directory.persons.get(person_id)
+        if person is None or person_id in self.protected:
+            return str(self.t["no_class"])
+        classes = [
+            self.directory.groups[g].name for g in person.group_ids if g in self.directory.groups
+        ]
+        return ", ".join(sorted(classes)) or str(self.t["no_class"])
+
+    def phone(self, person_id: str) -> str | None:
+        person = self.directory.persons.get(person_id)
+        if person is None or person_id in self.protected:
+            return None
+        return person.phone
+
+
+def _why_line(why: Why, t: Any, lang: str) -> str:
+    text: str = t["why"][why.code]
+    channel = t["channels"].get(why.channel or "", why.channel or "")
+    at = when(why.at, lang) if why.at is not None else ""
+    return text.format(when=at, channel=channel)
+
+
+def _guardian_line(recipient: RecipientReach, name: str, t: Any) -> str:
+    parts = [
+        t["channel_status"].format(
+            channel=t["channels"].get(channel, channel), status=t["statuses"][status.value]
+        )
+        for channel, status in sorted(
+            recipient.channels.items(), key=lambda item: _CHANNEL_ORDER.get(item[0], 9)
+        )
+    ]
+    if recipient.read_at is not None:
+        parts.insert(0, t["read_via"].format(via=t["via"].get(recipient.via or "", "")).strip())
+    return str(t["guardian_status"].format(name=name, status=", ".join(parts)))
+
+
+async def _message_view(
+    ctx: AppContext, staff: Staff, message: Message, deliveries: list[Delivery]
+) -> MessageView | None:
+    """What the page shows, or None when the staff member may not see the message."""
+    tenant_id, t, lang = staff.session.tenant_id, staff.texts, staff.lang
+    view = reach(message, deliveries, await ctx.store.list_reads(tenant_id, message.id))
+    recipients = sorted({d.recipient_id for d in deliveries})
+    directory = await ctx.store.load_audience(
+        tenant_id,
+        Audience(children=sorted(view.children), guardians=[], staff=[staff.person.id]),
+    )
+    extra = [p for p in recipients if p not in directory.persons]
+    for person_id in extra:
+        person = await ctx.store.get_person(tenant_id, person_id)
+        if person is not None:
+            directory.persons[person_id] = person
+    children = [directory.persons[c] for c in view.children if c in directory.persons]
+    scope = Scope.of(staff.person, directory)
+    if not _may_see(message, staff.person, scope, children):
+        return None
+    # Who sent or received it sees every child; others the children of their groups
+    # (the office: of their units), never another unit's.
+    shown = set(view.children)
+    if not _involved(message, staff.person.id):
+        shown = {c.id for c in children if scope.covers(c)}
+    protected: set[str] = set()
+    if SCOPE_PROTECTED not in await ctx.store.get_tenant_scopes(tenant_id):
+        protected = await ctx.store.protected_persons(tenant_id, sorted(shown | set(recipients)))
+    namer = Namer(directory, Names(ctx.secret, tenant_id, protected), protected, t)
+    why = why_not_reached(view, deliveries, ctx.clock.now())
+    left_out: dict[str, list[tuple[str, str]]] = {}
+    for d in deliveries:
+        if d.channel == SUPPRESSED_CHANNEL:
+            reason = t["left_out"].get(d.reason or "", t["left_out"]["other"])
+            left_out.setdefault(d.target, []).append((d.recipient_id, reason))
+    rows_not: list[ChildRow] = []
+    rows_yes: list[ChildRow] = []
+    for child_id in sorted(shown, key=lambda c: (namer.group(c), namer(c))):
+        child = view.children[child_id]
+        told = [r for r in view.recipients.values() if child_id in r.child_ids]
+        guardians = [_guardian_line(r, namer(r.recipient_id), t) for r in told]
+        guardians += [
+            t["guardian_left_out"].format(name=namer(pid), reason=reason)
+            for pid, reason in left_out.get(child_id, [])
+        ]
+        if child.reached:
+            first = view.recipients[child.reached_by[0]]
+            line = t["reached_by"].format(
+                names=", ".join(namer(r) for r in child.reached_by),
+                via=t["via"].get(first.via or "", ""),
+                when=when(child.reached_at, lang) if child.reached_at else "",
+            )
+        else:
+            line = _why_line(why[child_id], t, lang)
+        phones = [p for r in told if (p := namer.phone(r.recipient_id))]
+        row = ChildRow(namer(child_id), child.reached, " ".join(line.split()), guardians, phones)
+        row.group = namer.group(child_id)
+        (rows_yes if child.reached else rows_not).append(row)
+    # the guardians of the children shown (a teacher sees their class of a wider message)
+    counted = [
+        r
+        for r in view.recipients.values()
+        if shown == set(view.children) or shown.intersection(r.child_ids)
+    ]
+    total = len(counted)
+    read = sum(1 for r in counted if r.read_at is not None)
+    summary = t["summary"].format(read=read, total=total, not_reached=len(rows_not))
+    # An absence subject names the child: hidden when a protected person is involved,
+    # as in the status API.
+    subject = " ".join(message.subject.split())
+    if protected and message.category is Category.absence:
+        subject = t["protected_subject"]
+    group_ids = {
+        g
+        for c in shown
+        if c in directory.persons and c not in protected
+        for g in directory.persons[c].group_ids
+    }
+    return MessageView(message, subject, rows_not, rows_yes, summary, group_ids)
+
+
+def _grouped(rows: list[ChildRow]) -> list[tuple[str, list[ChildRow]]]:
+    groups: dict[str, list[ChildRow]] = {}
+    for row in rows:
+        groups.setdefault(row.group, []).append(row)
+    return list(groups.items())
+
+
+async def _load_message(
+    request: web.Request, root: str
+) -> tuple[Staff, MessageView] | web.Response:
+    ctx = request.app[CTX]
+    staff = await signed_in_staff(request, root)
+    if isinstance(staff, web.Response):
+        return staff
+    message = await ctx.store.get_message(staff.session.tenant_id, request.match_info["id"])
+    if message is None:
+        return staff_problem(request, "gone", 404, root)
+    deliveries = await ctx.store.list_deliveries(staff.session.tenant_id, message.id)
+    view = await _message_view(ctx, staff, message, deliveries)
+    if view is None:
+        return staff_problem(request, "forbidden", 403, root)
+    return staff, view
+
+
+async def message_page(request: web.Request) -> web.Response:
+    root = "../../"
+    found = await _load_message(request, root)
+    if isinstance(found, web.Response):
+        return found
+    staff, view = found
+    ctx = request.app[CTX]
+    t = staff.texts
+    message = view.message
+    html = render(
+        read_pages(request.app),
+        "pages/staff_message.html",
+        root,
+        lang=staff.lang,
+        t=t,
+        wide=True,
+        title=view.subject,
+        subject=view.subject,
+        category=t["categories"][message.category.value],
+        sent=t["sent"].format(when=when(message.created_at, staff.lang)),
+        summary=view.summary,
+        not_reached=_grouped(view.not_reached),
+        reached=_grouped(view.reached),
+        counts=(len(view.not_reached), len(view.reached)),
+        csv_href=f"{message.id}/not-reached.csv",
+        current="",
+        signed_in=t["signed_in"].format(name=full_name(staff.person)),
+        csrf=staff.session.csrf(ctx.secret),
+        csrf_field=CSRF_FIELD,
+    )
+    return respond(html)
+
+
+# --------------------------------------------------------------------------- the list
+
+LIST_PAGE = 20
+LIST_BATCH = 50
+LIST_SCAN = 300  # messages looked at for one page at most; "older" goes on from there
+
+
+@dataclass(frozen=True)
+class ListQuery:
+    category: str
+    group: str
+    q: str
+    before: datetime | None
+    before_id: str | None
+
+    @classmethod
+    def of(cls, request: web.Request) -> ListQuery:
+        category = request.query.get("category", "")
+        if category not in {c.value for c in Category}:
+            category = ""
+        before = None
+        raw = request.query.get("before")
+        if raw:
+            try:
+                parsed = datetime.fromisoformat(raw.replace(" ", "+"))
+            except ValueError:
+                parsed = None
+            if parsed is not None and parsed.tzinfo is not None:
+                before = parsed
+        group = request.query.get("group", "")[:128]
+        before_id = request.query.get("before_id", "")[:128] or None
+        q = " ".join(request.query.get("q", "").split())[:200]
+        return cls(category, group, q, before, before_id if before else None)
+
+    def matches(self, message: Message) -> bool:
+        if self.category and message.category.value != self.category:
+            return False
+        return not self.q or self.q.casefold() in message.subject.casefold()
+
+
+async def _group_choices(ctx: AppContext, staff: Staff) -> list[tuple[str, str]]:
+    """The groups a staff member can filter by: theirs, and every group of a unit they
+    see whole."""
+    person = staff.person
+    directory = await ctx.store.load_audience(staff.session.tenant_id, Audience(staff=[person.id]))
+    scope = Scope.of(person, directory)
+    if scope.units:
+        wider = await ctx.store.load_audience(
+            staff.session.tenant_id, Audience(units=sorted(scope.units), staff=[person.id])
+        )
+        directory.groups.update(wider.groups)
+    return sorted(
+        (
+            (g.id, g.name)
+            for g in directory.groups.values()
+            if g.id in scope.groups or g.unit_id in scope.units
+        ),
+        key=lambda item: item[1],
+    )
+
+
+async def messages_page(request: web.Request) -> web.Response:
+    """The messages a staff member may see, newest first, with their reach in one line."""
+    root = "../"
+    ctx = request.app[CTX]
+    staff = await signed_in_staff(request, root)
+    if isinstance(staff, web.Response):
+        return staff
+    query = ListQuery.of(request)
+    t, tenant_id = staff.texts, staff.session.tenant_id
+    rows: list[dict[str, Any]] = []
+    cursor, cursor_id = query.before, query.before_id
+    scanned, exhausted = 0, False
+    while len(rows) < LIST_PAGE and scanned < LIST_SCAN:
+        batch = await ctx.store.list_messages(
+            tenant_id, limit=LIST_BATCH, before=cursor, before_id=cursor_id
+        )
+        if not batch:
+            exhausted = True
+            break
+        for message in batch:
+            cursor, cursor_id, scanned = message.created_at, message.id, scanned + 1
+            if not query.matches(message):
+                continue
+            deliveries = await ctx.store.list_deliveries(tenant_id, message.id)
+            view = await _message_view(ctx, staff, message, deliveries)
+            if view is None:
+                continue
+            if query.group and not (
+                query.group in view.group_ids or query.group in message.audience.groups
+            ):
+                continue
+            rows.append(
+                {
+                    "href": f"messages/{message.id}",
+                    "subject": view.subject,
+                    "category": t["categories"][message.category.value],
+                    "when": when(message.created_at, staff.lang),
+                    "summary": view.summary,
+                    "missing": bool(view.not_reached),
+                }
+            )
+            if len(rows) == LIST_PAGE:
+                break
+        if len(batch) < LIST_BATCH and len(rows) < LIST_PAGE:
+            exhausted = True
+            break
+    older = None
+    if not exhausted and cursor is not None:
+        params = {"category": query.category, "group": query.group, "q": query.q}
+        params = {k: v for k, v in params.items() if v}
+        cursor_params = {"before": cursor.isoformat(), "before_id": cursor_id or ""}
+        older = "messages?" + urlencode({**params, **cursor_params})
+    html = render(
+        read_pages(request.app),
+        "pages/staff_messages.html",
+        root,
+        lang=staff.lang,
+        t=t,
+        wide=True,
+        title=t["list_title"],
+        current="messages",
+        rows=rows,
+        older=older,
+        chosen=query,
+        categories=[(c.value, t["categories"][c.value]) for c in Category],
+        groups=await _group_choices(ctx, staff),
+        signed_in=t["signed_in"].format(name=full_name(staff.person)),
+        csrf=staff.session.csrf(ctx.secret),
+        csrf_field=CSRF_FIELD,
+    )
+    return respond(html)
+
+
+def _cell(value: str) -> str:
+    """A CSV cell a spreadsheet will not run as a formula."""
+    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+
+
+async def not_reached_csv(request: web.Request) -> web.Response:
+    found = await _load_message(request, "../../../")
+    if isinstance(found, web.Response):
+        return found
+    staff, view = found
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(staff.texts["csv_header"])
+    for row in view.not_reached:
+        # names come from the directory; numbers are E.164, checked on import
+        writer.writerow(
+            [_cell(row.name), _cell(row.group), _cell(row.line), " / ".join(row.phones)]
+        )
+    return web.Response(
+        body=("\ufeff" + out.getvalue()).encode("utf-8"),  # BOM: Excel reads UTF-8
+        content_type="text/csv",
+        charset="utf-8",
+        headers={
+            **SECURITY_HEADERS,
+            "Content-Disposition": 'attachment; filename="not-reached.csv"',
+        },
+    )
+
+
+def setup(app: web.Application) -> None:
+    app[TEXTS] = load_texts(app[CTX].settings.templates_dir, "staff.toml")
+    pages = read_pages(app)
+    for name in ("pages/staff_message.html", "pages/staff_messages.html"):
+        pages.env.get_template(name)  # broken templates stop startup
+    app.router.add_post("/v1/staff/{staff_id}/tokens", post_staff_token)
+    app.router.add_get("/staff/signin/{token}", sign_in)
+    app.router.add_get("/staff/messages", messages_page)
+    app.router.add_get("/staff/messages/{id}", message_page)
+    app.router.add_get("/staff/messages/{id}/not-reached.csv", not_reached_csv)
+    app.router.add_post("/staff/signout", sign_out)

@@ -1,0 +1,86 @@
+"""One function decides how a caller without the ``protected`` scope sees person ids.
+
+Persons with a protected address (fortrolig / strengt fortrolig), recipients or
+children, appear on every outward surface (the status API, webhooks, the webhook
+outbox listing, exports) only by a stable opaque pseudonym: ``protected-`` + 16 hex
+digits of an HMAC under the gateway secret, per tenant. The pseudonym is the same
+in every field, every call and every surface, so a status and the webhooks still
+add up, but it cannot be turned back into the id. A tenant with the ``protected``
+scope sees real ids everywhere.
+
+Every surface calls :func:`names_for` (which asks the store once) and then maps ids
+with the :class:`Names` it returns; :func:`pseudonymise_data` maps the person fields
+of a webhook event's ``data``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections.abc import Collection, Iterable
+from typing import Any
+
+from gateway.constants import SCOPE_PROTECTED
+from gateway.store import Store
+
+PSEUDONYM_PREFIX = "protected-"
+_PSEUDONYM_LABEL = b"budbringer/status-pseudonym/v1"
+# Fields of webhook event data that hold one person id, and those that hold a list.
+PERSON_FIELDS = frozenset({"recipient_id", "subject_id", "person_id", "child_id", "guardian_id"})
+PERSON_LIST_FIELDS = frozenset({"child_ids", "recipient_ids"})
+
+
+class Names:
+    """How a caller sees person ids: as they are, or protected ones as pseudonyms."""
+
+    def __init__(self, secret: bytes, tenant_id: str, protected: Collection[str]) -> None:
+        self._key = hmac.new(secret, _PSEUDONYM_LABEL, hashlib.sha256).digest()
+        self._tenant_id = tenant_id
+        self._protected = protected
+
+    @property
+    def hides_any(self) -> bool:
+        return bool(self._protected)
+
+    def __call__(self, person_id: str) -> str:
+        if person_id not in self._protected:
+            return person_id
+        data = f"{self._tenant_id}\x1f{person_id}".encode()
+        return PSEUDONYM_PREFIX + hmac.new(self._key, data, hashlib.sha256).hexdigest()[:16]
+
+    def all(self, person_ids: list[str]) -> list[str]:
+        return [self(p) for p in person_ids]
+
+
+async def names_for(
+    store: Store, secret: bytes, tenant_id: str, person_ids: Iterable[str]
+) -> Names:
+    """The names a tenant sees for these persons: real ids with the ``protected`` scope,
+    else pseudonyms for the protected ones among them. The one decision for every
+    surface. An empty ``secret`` (a test rig without one) gets a random key: the
+    pseudonyms then differ between surfaces but can never be reversed."""
+    protected: set[str] = set()
+    wanted = sorted({p for p in person_ids if p})
+    if wanted and SCOPE_PROTECTED not in await store.get_tenant_scopes(tenant_id):
+        protected = await store.protected_persons(tenant_id, wanted)
+    return Names(secret or secrets.token_bytes(32), tenant_id, protected)
+
+
+def person_ids_in(data: dict[str, Any]) -> set[str]:
+    """The person ids a webhook event's ``data`` names."""
+    found = {v for k, v in data.items() if k in PERSON_FIELDS and isinstance(v, str)}
+    for key in PERSON_LIST_FIELDS & data.keys():
+        found.update(v for v in data[key] or () if isinstance(v, str))
+    return found
+
+
+def pseudonymise_data(data: dict[str, Any], name: Names) -> dict[str, Any]:
+    """``data`` with every person field mapped through ``name``."""
+    out = dict(data)
+    for key, value in data.items():
+        if key in PERSON_FIELDS and isinstance(value, str):
+            out[key] = name(value)
+        elif key in PERSON_LIST_FIELDS and isinstance(value, list):
+            out[key] = [name(v) if isinstance(v, str) else v for v in value]
+    return out

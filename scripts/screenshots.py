@@ -1,0 +1,90 @@
+"""Screenshots of every page at phone (390 px) and desktop (1280 px) width.
+
+    make screenshots        # or: .venv/bin/python -m scripts.screenshots [--out DIR]
+
+Runs the demo municipality on a gateway of its own (gateway/demo.py), signs in
+through a staff sign-in link and a parent link the way a person would, and saves
+full-page PNGs into ``screenshots/`` (git-ignored: look at them, do not commit
+them). Needs Chromium (``/usr/bin/chromium``, else Playwright's own).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from playwright.async_api import async_playwright
+
+from gateway.demo import start_demo
+
+ROOT = Path(__file__).resolve().parents[1]
+WIDTHS = (390, 1280)
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+async def shoot(out: Path) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    with tempfile.TemporaryDirectory() as work:
+        run = await start_demo(Path(work) / "demo")
+        try:
+            links = await run.links()
+            url = run.url
+            # name -> (sign-in link to open first or "", the page)
+            pages = {
+                "staff-message": (links["staff"], ""),
+                "staff-messages": (links["staff"], f"{url}/staff/messages"),
+                "staff-absence": (links["staff"], f"{url}/staff/absence"),
+                "staff-contacts": (links["staff"], f"{url}/staff/contacts"),
+                "staff-not-signed-in": ("", f"{url}/staff/messages/{run.message_id}"),
+                "parent-inbox": (links["parent"], ""),
+                "parent-preferences": (links["parent"] + "?to=preferences", ""),
+                "parent-absence": (links["parent"], f"{url}/p/absence"),
+                "parent-no-session": ("", f"{url}/preferences"),
+                "read": ("", links["read"]),
+                "unsubscribe": ("", links["unsubscribe"]),
+            }
+            async with async_playwright() as playwright:
+                launch = {"executable_path": str(CHROMIUM)} if CHROMIUM.is_file() else {}
+                browser = await playwright.chromium.launch(
+                    headless=True, args=["--no-sandbox"], **launch
+                )
+                try:
+                    for width in WIDTHS:
+                        for name, (first, page_url) in pages.items():
+                            context = await browser.new_context(
+                                viewport={"width": width, "height": 900}
+                            )
+                            page = await context.new_page()
+                            await page.goto(first or page_url)
+                            if first and page_url:
+                                await page.goto(page_url)
+                            path = out / f"{name}-{width}.png"
+                            await page.screenshot(path=str(path), full_page=True)
+                            written.append(path)
+                            await context.close()
+                finally:
+                    await browser.close()
+        finally:
+            await run.close()
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=str(ROOT / "screenshots"), help="where to write")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    if out.exists():
+        shutil.rmtree(out)
+    for path in asyncio.run(shoot(out)):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
