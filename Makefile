@@ -4,12 +4,13 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo demo-serve screenshots run test lint bench fuzz clean
+.PHONY: demo demo-serve screenshots run test test-deps lint bench fuzz constraints clean
 
-$(STAMP): pyproject.toml
+# The pinned set (constraints.txt) over the ranges of pyproject.toml.
+$(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	@touch $(STAMP)
 
 demo: $(STAMP)  ## seed a demo municipality, send a message, print who got what
@@ -24,8 +25,11 @@ screenshots: $(STAMP)  ## every page at 390 and 1280 px into screenshots/ (git-i
 run: $(STAMP)   ## run the gateway on 127.0.0.1:8080 with the embedded store and the outbox
 	$(BIN)/budbringer serve
 
-test: $(STAMP)  ## the whole test suite
-	$(BIN)/pytest -q
+test: $(STAMP) test-deps  ## the whole test suite (installs or starts what it needs first)
+	CI=$${CI:-true} $(BIN)/pytest -q
+
+test-deps:      ## redis-server on 127.0.0.1:6379, Debian's chromium, the locked Node packages
+	scripts/test-deps.sh
 
 lint: $(STAMP)  ## ruff and mypy strict
 	$(BIN)/ruff check .
@@ -37,6 +41,10 @@ bench: $(STAMP) ## the emergency-broadcast benchmark (not part of the tests)
 
 fuzz: $(STAMP)  ## schemathesis against the running API, tenant key and guardian token: no 5xx
 	$(BIN)/python -m scripts.fuzz
+
+constraints: $(STAMP) ## re-pin constraints.txt to what the venv has now
+	@{ sed -n '1,3p' constraints.txt; $(BIN)/python -m pip freeze --exclude-editable | grep -v '^budbringer'; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
 
 clean:
 	rm -rf $(VENV) demo outbox screenshots budbringer.db* .budbringer-secret .pytest_cache .mypy_cache .ruff_cache

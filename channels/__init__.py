@@ -23,7 +23,7 @@ def build_channels(settings: Settings) -> dict[str, Channel]:
 
     outbox = settings.outbox_dir
     url = settings.public_url
-    return {
+    built: dict[str, Channel] = {
         "inapp": InAppChannel(),
         "email": (
             EmailChannel(settings.smtp, url)
@@ -37,3 +37,6 @@ def build_channels(settings: Settings) -> dict[str, Channel]:
         if settings.fcm
         else OutboxChannel("push", outbox, url),
     }
+    # A channel the deployment does not use is not built: its deliveries fail with
+    # ``no_such_channel`` instead of landing in the outbox.
+    return {name: channel for name, channel in built.items() if name in settings.channels}

@@ -304,7 +304,9 @@ def email_bytes(
 def _refused(code: int, text: str) -> DeliveryError:
     """A recipient refused: dead mailbox, or a permanent/transient problem with this send."""
     if 400 <= code < 500:
-        return TransientDeliveryError("recipient deferred by the SMTP server", code=f"smtp_{code}")
+        return TransientDeliveryError(
+            "recipient deferred by the SMTP server", code=f"smtp_{code}", per_recipient=True
+        )
     if code in (530, 535):
         return ChannelUnavailable("SMTP server requires authentication", code=f"smtp_{code}")
     enhanced = _ENHANCED.match(text)

@@ -186,6 +186,10 @@ class PushChannel:
             self.token_refreshes += 1
             return token
 
+    async def verify(self) -> None:
+        """Fetch an access token now (``budbringer doctor``); raises like a send would."""
+        await self._refresh(stale=None)
+
     def _fresh_enough(self) -> bool:
         return self._expiry is not None and self._expiry - self._now() > MIN_VALIDITY
 

@@ -38,6 +38,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
@@ -73,6 +74,7 @@ from gateway.models import (
     AbsenceRecord,
     AbsenceRecorded,
     AbsenceReported,
+    AlertPhone,
     Audience,
     Category,
     Delivery,
@@ -136,6 +138,23 @@ _KINDS = {
 }
 _DATE_FORMATS = {"nb": "EEEE d. MMMM", "nn": "EEEE d. MMMM", "en": "EEEE d MMMM"}
 _SUFFIX = "#"  # joins an event id and the part of it a derived message is
+
+
+# The answer to an SMS keyword that fits open alerts of several children (GSM-7, nb + en).
+AMBIGUOUS_ANSWER = (
+    "Vi har varslet fravær for flere barn. Send svaret på nytt med barnets fornavn, "
+    'f.eks. "SYK Kari", eller svar i appen. / Absence alerts were sent for several '
+    'children: reply again with the child\'s first name, e.g. "SICK Kari", or use the app.'
+)
+
+
+@dataclass(frozen=True)
+class SmsAnswer:
+    """What became of an SMS keyword answer: the alerts it explained, and a text to send
+    back (when it fitted several children and explained nothing)."""
+
+    explained: int
+    reply: str | None
 
 
 def _word(token: str) -> str:
@@ -635,6 +654,21 @@ class Absences:
         if deliveries:
             await self.store.add_deliveries(deliveries, jobs)
             self.work_available.set()
+        if alert:
+            # What an SMS answer from these numbers may be about (answer_sms).
+            await self.store.add_alert_phones(
+                [
+                    AlertPhone(
+                        phone=phone,
+                        tenant_id=message.tenant_id,
+                        message_id=message.id,
+                        person_id=r.person_id,
+                        at=message.created_at,
+                    )
+                    for r in resolution.recipients
+                    if (phone := getattr(snapshot.persons.get(r.person_id), "phone", None))
+                ]
+            )
         await self.store.mark_planned(message.tenant_id, message.id, self.clock.now())
         if alert:
             await self._after_alert(message, record, any(jobs))
@@ -780,32 +814,62 @@ class Absences:
         await record_read(self.store, tenant_id, person_id, message_id, now, via="reply")
         return explanation
 
+    async def answer_sms(self, phone: str, body: str, provider_id: str) -> SmsAnswer | None:
+        """An SMS that starts with a keyword, matched against the OPEN alerts of every
+        tenant whose recipients have this number: sent within ``ANSWER_WINDOW``, not
+        cancelled, not answered by that recipient with another SMS. Never by "the latest
+        SMS to this number", which a later message or another municipality changes.
+
+        The alerts of one child (in one tenant) are answered together. Alerts of several
+        children: the one whose first name the text holds ("SYK Kari"), else nothing is
+        recorded and the answer asks to name the child (``SmsAnswer.reply``). None: no
+        keyword, or no open alert (then the SMS may be a report or a plain reply)."""
+        answer = parse_answer(body)
+        if answer is None:
+            return None
+        explanation_id = derive_id("twilio", provider_id)
+        by_child: dict[tuple[str, str], list[AlertPhone]] = {}
+        names: dict[tuple[str, str], str] = {}
+        for row in await self.store.alert_phones(phone, self.clock.now() - ANSWER_WINDOW):
+            record = await self.store.get_absence(row.tenant_id, row.message_id)
+            if record is None or record.kind != "recorded" or record.cancelled_at is not None:
+                continue
+            answered = await self.store.list_absence_explanations(row.tenant_id, row.message_id)
+            if any(e.person_id == row.person_id and e.id != explanation_id for e in answered):
+                continue  # answered already (the same SMS again is a provider's retry)
+            child = (row.tenant_id, record.child_id)
+            by_child.setdefault(child, []).append(row)
+            if child not in names:
+                person = await self.store.get_person(*child)
+                names[child] = person.given_name.casefold() if person is not None else ""
+        if not by_child:
+            return None
+        if len(by_child) > 1:
+            words = {w.strip(".,;:!?()").casefold() for w in body.split()}
+            by_child = {c: rows for c, rows in by_child.items() if names[c] in words}
+            if len(by_child) != 1:
+                log.info("sms answer fits several children", extra={"provider_id": provider_id})
+                return SmsAnswer(explained=0, reply=AMBIGUOUS_ANSWER)
+        (rows,) = by_child.values()
+        for row in rows:
+            await self.explain(
+                row.tenant_id,
+                row.message_id,
+                row.person_id,
+                answer[0],
+                answer[1],
+                "sms",
+                explanation_id,
+            )
+        return SmsAnswer(explained=len(rows), reply=None)
+
     async def inbound_sms(
         self, tenant_id: str, delivery: Delivery | None, body: str, provider_id: str
     ) -> bool:
-        """Take an inbound SMS if it is an answer to a recent alert (a keyword) or an
-        absence report; False leaves it a plain reply."""
+        """Take an inbound SMS that reports an absence (answers are :meth:`answer_sms`'s);
+        False leaves it a plain reply."""
         if delivery is None:
             return False
-        message = await self.store.get_message(tenant_id, delivery.message_id)
-        now = self.clock.now()
-        if (
-            message is not None
-            and message.event_type == ABSENCE_RECORDED
-            and now - message.created_at <= ANSWER_WINDOW
-        ):
-            answer = parse_answer(body)
-            if answer is not None:
-                await self.explain(
-                    tenant_id,
-                    message.id,
-                    delivery.recipient_id,
-                    answer[0],
-                    answer[1],
-                    "sms",
-                    derive_id("twilio", provider_id),
-                )
-                return True
         kind = parse_report(body)
         if kind is None:
             return False

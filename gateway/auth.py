@@ -2,7 +2,10 @@
 
 A tenant (a municipality, a platform) authenticates in one of two ways:
 
-* ``Authorization: Bearer bbk_...`` — a tenant API key. Only its sha256 is stored.
+* ``Authorization: Bearer bbk_...`` — one of the tenant's API keys. Only its sha256 is
+  stored. Each key has its own scopes and an optional expiry, and can be revoked; a
+  route names the scope it needs. The key's id (never the key) is put on the request
+  as ``request[KEY_ID]`` (a ``web.RequestKey`` named ``key_id``) for the access log.
 * Standard Webhooks signing (``webhook-id``, ``webhook-timestamp``,
   ``webhook-signature``) with the tenant's ``whsec_`` secret, for ``POST /v1/events``
   only. A signed request also names its tenant in ``X-Budbringer-Tenant``, because
@@ -25,12 +28,21 @@ from aiohttp import web
 from standardwebhooks.webhooks import Webhook
 
 from gateway.constants import API_KEY_PREFIX, WEBHOOK_SECRET_PREFIX, WEBHOOK_TOLERANCE_SECONDS
-from gateway.errors import Unauthorized
-from gateway.models import Tenant
+from gateway.errors import Forbidden, Unauthorized
+from gateway.models import ApiKey, Scope, Tenant, first_api_key
 from gateway.store import Store
 
 TENANT_HEADER = "X-Budbringer-Tenant"
+# Set on the request by authentication, for the routes and the access log:
+# ``request[KEY_ID]`` is the id of the API key used (None when an event came signed;
+# absent before authentication), ``request[KEY_SCOPES]`` that key's scopes.
+KEY_ID: web.RequestKey[str | None] = web.RequestKey("key_id")
+KEY_SCOPES: web.RequestKey[frozenset[Scope]] = web.RequestKey("key_scopes")
 WEBHOOK_HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
+
+
+# The authenticated tenant of a request, for the access log.
+TENANT_ID = web.RequestKey("tenant_id", str)
 
 
 def new_api_key() -> str:
@@ -59,11 +71,18 @@ def _slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", folded).strip("-")[:40].strip("-") or "tenant"
 
 
-async def create_tenant(store: Store, name: str, now: datetime) -> tuple[Tenant, str, str]:
+def new_key_id() -> str:
+    return "key_" + secrets.token_hex(8)
+
+
+async def create_tenant(
+    store: Store, name: str, now: datetime, *, protected: bool = False
+) -> tuple[Tenant, str, str]:
     """Create a tenant; return (tenant, api_key, webhook_secret).
 
-    The API key is returned in clear only here; the store keeps its hash. The
-    webhook secret is stored in clear because verifying an HMAC needs it.
+    The first API key has every scope but ``protected`` (unless ``protected``). It is
+    returned in clear only here; the store keeps its hash. The webhook secret is stored
+    in clear because verifying an HMAC needs it.
     """
     api_key = new_api_key()
     whsec = new_webhook_secret()
@@ -74,8 +93,32 @@ async def create_tenant(store: Store, name: str, now: datetime) -> tuple[Tenant,
         webhook_secret=whsec,
         created_at=now,
     )
-    await store.create_tenant(tenant)
+    await store.create_tenant(tenant, first_api_key(tenant, protected=protected))
     return tenant, api_key, whsec
+
+
+async def create_api_key(
+    store: Store,
+    tenant_id: str,
+    scopes: list[Scope],
+    now: datetime,
+    *,
+    name: str = "",
+    expires_at: datetime | None = None,
+) -> tuple[ApiKey, str]:
+    """Another key for the tenant; return (its record, the key shown this once)."""
+    api_key = new_api_key()
+    record = ApiKey(
+        id=new_key_id(),
+        tenant_id=tenant_id,
+        key_hash=hash_api_key(api_key),
+        name=name,
+        scopes=sorted(set(scopes)),
+        created_at=now,
+        expires_at=expires_at,
+    )
+    await store.add_api_key(record)
+    return record, api_key
 
 
 def _bearer_key(request: web.Request) -> str | None:
@@ -84,17 +127,36 @@ def _bearer_key(request: web.Request) -> str | None:
     return key if scheme.lower() == "bearer" and key else None
 
 
-async def authenticate_bearer(request: web.Request, store: Store) -> Tenant:
-    """The tenant whose API key is in ``Authorization: Bearer``; Unauthorized otherwise.
+async def authenticate_bearer(
+    request: web.Request, store: Store, now: datetime, scope: Scope
+) -> Tenant:
+    """The tenant whose API key is in ``Authorization: Bearer``, if the key has ``scope``.
 
-    The error never says whether the header, the scheme or the key was wrong.
+    Unauthorized (401) for a missing, unknown, revoked or expired key — an unknown key
+    never says whether the header, the scheme or the key was wrong; Forbidden (403) for
+    a valid key without ``scope``. Sets ``request[KEY_ID]`` and ``request[KEY_SCOPES]``.
     """
     key = _bearer_key(request)
     # Looking up by hash leaks at most timing about a hash, which says nothing about a key.
-    tenant = await store.tenant_by_key_hash(hash_api_key(key)) if key else None
-    if tenant is None:
+    record = await store.api_key_by_hash(hash_api_key(key)) if key else None
+    tenant = await store.get_tenant(record.tenant_id) if record is not None else None
+    if record is None or tenant is None:
         raise Unauthorized("missing or invalid credentials")
+    request[TENANT_ID] = tenant.id  # for the access log (gateway/api/access.py)
+    if record.revoked_at is not None:
+        raise Unauthorized("this API key has been revoked")
+    if not record.usable(now):
+        raise Unauthorized("this API key has expired")
+    request[KEY_ID] = record.id
+    request[KEY_SCOPES] = frozenset(record.scopes)
+    if scope not in record.scopes:
+        raise Forbidden(f"this API key lacks the {scope.value} scope")
     return tenant
+
+
+def key_has(request: web.Request, scope: Scope) -> bool:
+    """Whether the API key that authenticated this request has ``scope``."""
+    return scope in request.get(KEY_SCOPES, frozenset())
 
 
 def _failed(check: str, message: str, header: str) -> Unauthorized:
@@ -151,7 +213,8 @@ async def authenticate_event(
     whose ``errors`` name the check that failed (never a secret).
     """
     if "Authorization" in request.headers:
-        return await authenticate_bearer(request, store)
+        return await authenticate_bearer(request, store, now, Scope.events)
+    request[KEY_ID] = None
     headers = request.headers
     if not any(name in headers for name in (*WEBHOOK_HEADERS, TENANT_HEADER)):
         raise Unauthorized(

@@ -63,11 +63,12 @@ class ChannelGate:
             self.waiting -= 1
             self.excess -= excess
 
-    def leave(self, seconds: float) -> None:
-        """Give the slot back after a send that took ``seconds``."""
+    def leave(self, seconds: float | None) -> None:
+        """Give the slot back after a send that took ``seconds`` (None: none was made)."""
         self._slots.release()
-        self._stalled = False
-        self._latency += SMOOTHING * (seconds - self._latency)
+        if seconds is not None:
+            self._stalled = False
+            self._latency += SMOOTHING * (seconds - self._latency)
 
     def _put_off(self) -> float:
         now = time.monotonic()

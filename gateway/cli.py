@@ -1,4 +1,7 @@
-"""The ``budbringer`` command."""
+"""Budbringer: the messaging gateway for home-school communication.
+
+Run a command with --help for its options. Settings come from BUDBRINGER_* variables
+and an optional --config TOML file (see config/budbringer.example.toml)."""
 
 from __future__ import annotations
 
@@ -10,10 +13,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from gateway import __version__
 from gateway.bench.latency import NO_LATENCY
 from gateway.bench.latency import argument as latency_argument
 from gateway.errors import BudbringerError, ConfigError
 from gateway.logs import configure
+from gateway.models import Scope
 from gateway.settings import Settings, load_settings
 
 
@@ -44,9 +49,12 @@ async def _tenants_create(settings: Settings, name: str, scopes: list[str] | Non
     store = open_store(settings.store_url)
     await store.open()
     try:
-        tenant, api_key, whsec = await create_tenant(store, name, SystemClock().now())
-        if scopes:
-            await store.set_tenant_scopes(tenant.id, ["staff", *scopes])
+        protected = "protected" in (scopes or [])
+        tenant, api_key, whsec = await create_tenant(
+            store, name, SystemClock().now(), protected=protected
+        )
+        if protected:  # the staff pages still read the tenant-wide scope
+            await store.set_tenant_scopes(tenant.id, ["staff", "protected"])
     finally:
         await store.close()
     print(f"tenant id:       {tenant.id}")
@@ -67,6 +75,52 @@ async def _tenants_list(settings: Settings) -> None:
         await store.close()
 
 
+async def _keys(settings: Settings, args: argparse.Namespace) -> None:
+    """``budbringer keys create | list | revoke`` for one tenant."""
+    from datetime import timedelta
+
+    from gateway.api.keys import key_view
+    from gateway.auth import create_api_key
+    from gateway.clock import SystemClock
+    from gateway.store import open_store
+
+    now = SystemClock().now()
+    store = open_store(settings.store_url)
+    await store.open()
+    try:
+        if await store.get_tenant(args.tenant) is None:
+            raise ConfigError("unknown tenant (see budbringer tenants list)")
+        if args.keys_command == "create":
+            expires = now + timedelta(days=args.expires_in_days) if args.expires_in_days else None
+            record, api_key = await create_api_key(
+                store,
+                args.tenant,
+                [Scope(s) for s in args.scope],
+                now,
+                name=args.name,
+                expires_at=expires,
+            )
+            print(f"key id:   {record.id}")
+            print(f"api key:  {api_key}")
+            print(f"scopes:   {' '.join(record.scopes)}")
+            print(f"expires:  {expires.isoformat() if expires else 'never'}")
+            print("Store the key now: it is shown only this once (only a hash of it is kept).")
+        elif args.keys_command == "list":
+            for key in await store.list_api_keys(args.tenant):
+                view = key_view(key, now)
+                state = "active" if view["active"] else "revoked" if key.revoked_at else "expired"
+                print(
+                    f"{key.id}\t{state}\t{','.join(view['scopes'])}\t"
+                    f"{view['expires_at'] or 'never'}\t{key.name}"
+                )
+        elif await store.revoke_api_key(args.tenant, args.key_id, now) is None:
+            raise ConfigError("this tenant has no key with that id (see budbringer keys list)")
+        else:
+            print(f"revoked {args.key_id}")
+    finally:
+        await store.close()
+
+
 async def _import_oneroster(settings: Settings, args: argparse.Namespace) -> int:
     """``budbringer import oneroster``: counts on stdout, or one line per problem and 2."""
     from gateway.errors import ValidationFailed
@@ -79,6 +133,7 @@ async def _import_oneroster(settings: Settings, args: argparse.Namespace) -> int
         load_oneroster_zip,
         parse_responsibility_roles,
     )
+    from gateway.progress import stages
     from gateway.store import open_store
 
     try:
@@ -92,21 +147,24 @@ async def _import_oneroster(settings: Settings, args: argparse.Namespace) -> int
         raise ConfigError(str(exc)) from exc
     path = Path(args.path)
     try:
-        if path.is_file():
-            result = load_oneroster_zip(path.read_bytes(), options)
-        else:
-            result = load_oneroster(path, options)
-        if args.dry_run:
-            applied = counts(result.batch)
-        else:
-            store = open_store(settings.store_url)
-            await store.open()
-            try:
-                if await store.get_tenant(args.tenant) is None:
-                    raise ConfigError("unknown tenant (see budbringer tenants list)")
-                applied = await apply_oneroster(store, args.tenant, result.batch)
-            finally:
-                await store.close()
+        # A bar on a terminal (a municipality's export takes many seconds); quiet otherwise.
+        with stages(1 if args.dry_run else 3) as step:
+            step("reading and checking the export")
+            if path.is_file():
+                result = load_oneroster_zip(path.read_bytes(), options, limits=settings.archive)
+            else:
+                result = load_oneroster(path, options)
+            if args.dry_run:
+                applied = counts(result.batch)
+            else:
+                store = open_store(settings.store_url)
+                await store.open()
+                try:
+                    if await store.get_tenant(args.tenant) is None:
+                        raise ConfigError("unknown tenant (see budbringer tenants list)")
+                    applied = await apply_oneroster(store, args.tenant, result.batch, progress=step)
+                finally:
+                    await store.close()
     except ValidationFailed as exc:
         print(f"budbringer: {exc.message}", file=sys.stderr)
         for error in exc.errors:
@@ -124,8 +182,13 @@ async def _import_oneroster(settings: Settings, args: argparse.Namespace) -> int
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="budbringer", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="budbringer",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"budbringer {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         p.add_argument("--config", metavar="FILE", help="a TOML settings file")
@@ -133,9 +196,19 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = with_config(sub.add_parser("serve", help="run the HTTP API and the workers"))
     serve.add_argument("--no-workers", action="store_true", help="API only")
-    serve.add_argument("--host")
-    serve.add_argument("--port", type=int)
+    serve.add_argument(
+        "--host", help="address to listen on (default: BUDBRINGER_HOST, else 127.0.0.1)"
+    )
+    serve.add_argument(
+        "--port", type=int, help="port to listen on (default: BUDBRINGER_PORT, else 8080)"
+    )
     with_config(sub.add_parser("worker", help="run the workers only"))
+    with_config(
+        sub.add_parser(
+            "doctor",
+            help="check the store, SMTP, Twilio, FCM and webhook endpoints (sends nothing)",
+        )
+    )
 
     tenants = sub.add_parser("tenants", help="manage tenants")
     tsub = tenants.add_subparsers(dest="tenants_command", required=True)
@@ -145,9 +218,27 @@ def _parser() -> argparse.ArgumentParser:
         "--scope",
         action="append",
         choices=("protected",),
-        help="also let the key see persons with a protected address in the status API",
+        help="also let the first key see persons with a protected address",
     )
     with_config(tsub.add_parser("list", help="list tenants"))
+
+    keys = sub.add_parser("keys", help="manage a tenant's API keys (rotate, scope, revoke)")
+    ksub = keys.add_subparsers(dest="keys_command", required=True)
+    kcreate = with_config(ksub.add_parser("create", help="another key; printed once"))
+    kcreate.add_argument(
+        "--scope",
+        action="append",
+        required=True,
+        choices=[s.value for s in Scope],
+        help="what the key may do (repeat for several)",
+    )
+    kcreate.add_argument("--name", default="", help="a label, e.g. the app that holds it")
+    kcreate.add_argument("--expires-in-days", type=int, metavar="DAYS", help="default: never")
+    klist = with_config(ksub.add_parser("list", help="the tenant's keys (never the keys)"))
+    krevoke = with_config(ksub.add_parser("revoke", help="revoke a key: it stops at once"))
+    krevoke.add_argument("key_id")
+    for p in (kcreate, klist, krevoke):
+        p.add_argument("--tenant", required=True, metavar="TENANT_ID")
 
     imports = sub.add_parser("import", help="import a directory from another system's export")
     isub = imports.add_subparsers(dest="import_command", required=True)
@@ -226,6 +317,10 @@ def main(argv: list[str] | None = None) -> int:
             settings = _settings(args, **overrides)
             configure(settings.log_level)
             asyncio.run(_serve(settings, api=True, workers=not args.no_workers))
+        elif args.command == "doctor":
+            from gateway.doctor import doctor
+
+            return asyncio.run(doctor(_settings(args)))
         elif args.command == "worker":
             settings = _settings(args)
             configure(settings.log_level)
@@ -236,6 +331,8 @@ def main(argv: list[str] | None = None) -> int:
                 asyncio.run(_tenants_create(settings, args.name, args.scope))
             else:
                 asyncio.run(_tenants_list(settings))
+        elif args.command == "keys":
+            asyncio.run(_keys(_settings(args), args))
         elif args.command == "import":
             return asyncio.run(_import_oneroster(_settings(args), args))
         elif args.command == "demo":

@@ -24,7 +24,6 @@ from standardwebhooks import Webhook
 
 from gateway.absence import part_message_id
 from gateway.auth import create_tenant
-from gateway.bench.synth import FAMILY, GIVEN
 from gateway.models import FINAL
 from gateway.readlinks import PARENT_PATH, READ_PATH, UNSUBSCRIBE_PATH, make_read_token
 from gateway.service import Service
@@ -33,157 +32,32 @@ from gateway.settings import load_settings
 DEMO_FILE = Path(__file__).resolve().parent.parent / "config" / "demo-directory.json"
 
 
+# Birth dates in the file are for this year; the demo moves them by whole years, so
+# the 15-year-olds stay 15 and the pupils who turned 18 stay adults.
+DEMO_FILE_YEAR = 2026
+
+
 def demo_directory(today: date) -> dict[str, Any]:
-    """The demo municipality as a directory batch (also written to config/)."""
+    """The demo municipality: ``config/demo-directory.json``, a complete
+    ``POST /v1/directory`` body (README, "The directory"), with birth dates moved to
+    ``today``'s year.
 
-    def born(age: int, month: int = 3) -> str:
-        return date(today.year - age, month, 14).isoformat()
-
-    units = [
-        {
-            "id": "u-solbakken",
-            "kind": "school",
-            "name": "Solbakken skole",
-            "sender_name": "Solbakken skole",
-            "sms_sender": "Solbakken",
-        },
-        {
-            "id": "u-vo",
-            "kind": "adult_education",
-            "name": "Asker voksenopplæring",
-            "sender_name": "Asker voksenopplæring",
-        },
-    ]
-    groups = [
-        {"id": "g-10a", "unit_id": "u-solbakken", "kind": "class", "name": "10A"},
-        {"id": "g-10b", "unit_id": "u-solbakken", "kind": "class", "name": "10B"},
-        {"id": "g-norsk", "unit_id": "u-vo", "kind": "class", "name": "Norsk B1"},
-    ]
-    persons: list[dict[str, Any]] = []
-    relations: list[dict[str, Any]] = []
-    preferences: dict[str, Any] = {}
-
-    def child(cid: str, n: int, group: str, age: int = 15, **extra: Any) -> None:
-        persons.append(
-            {
-                "id": cid,
-                "role": "child",
-                "given_name": GIVEN[n % 30],
-                "family_name": FAMILY[n % 16],
-                "birth_date": born(age),
-                "unit_ids": ["u-solbakken"],
-                "group_ids": [group],
-                **extra,
-            }
-        )
-
-    def guardian(gid: str, n: int, *, phone: bool = True, email: bool = True, **extra: Any) -> None:
-        row: dict[str, Any] = {
-            "id": gid,
-            "role": "guardian",
-            "given_name": GIVEN[(n + 7) % 30],
-            "family_name": FAMILY[n % 16],
-            **extra,
-        }
-        if phone:
-            row["phone"] = f"+47 9{n:03d} {(n * 7919) % 10000:04d}"
-        if email:
-            row["email"] = f"{gid}@example.org"
-        persons.append(row)
-
-    def rel(c: str, g: str, pr: bool = True, care: bool = False) -> None:
-        relations.append(
-            {"child_id": c, "guardian_id": g, "parental_responsibility": pr, "daily_care": care}
-        )
-
-    # Ordinary families: 22 children, two guardians each with parental responsibility.
-    for i in range(1, 23):
-        group = "g-10a" if i <= 11 else "g-10b"
-        child(f"c{i:02d}", i, group)
-        guardian(f"p{i:02d}a", 2 * i)
-        guardian(f"p{i:02d}b", 2 * i + 1, email=i % 4 != 0)
-        rel(f"c{i:02d}", f"p{i:02d}a")
-        rel(f"c{i:02d}", f"p{i:02d}b")
-    # Siblings in one class share guardians: one message naming both children.
-    child("c23", 23, "g-10a", age=15)
-    rel("c23", "p01a")
-    rel("c23", "p01b")
-    # A guardian with children in both classes of the audience.
-    child("c24", 24, "g-10b", age=16)
-    rel("c24", "p02a")
-    guardian("p24b", 48)
-    rel("c24", "p24b")
-    # A father without parental responsibility (never told), and one granted information.
-    child("c25", 25, "g-10a")
-    guardian("p25a", 50)
-    guardian("p25b", 51)
-    guardian("p25c", 52)
-    rel("c25", "p25a")
-    rel("c25", "p25b", pr=False)
-    rel("c25", "p25c", pr=False)
-    # A blocked parent (court order): receives nothing, ever.
-    child("c26", 26, "g-10b")
-    guardian("p26a", 53)
-    guardian("p26b", 54)
-    rel("c26", "p26a")
-    rel("c26", "p26b")
-    # A guardian with a strictly confidential address, and the co-guardian.
-    child("c27", 27, "g-10a", protection="strictly_confidential")
-    guardian("p27a", 55, protection="strictly_confidential")
-    guardian("p27b", 56)
-    rel("c27", "p27a")
-    rel("c27", "p27b")
-    # A foster child: daily care without parental responsibility.
-    child("c28", 28, "g-10b")
-    guardian("p28a", 57)
-    guardian("p28f", 58)
-    rel("c28", "p28a")
-    rel("c28", "p28f", pr=False, care=True)
-    # Pupils who turned 18: one without consent, one with.
-    child("c29", 29, "g-10b", age=18, phone="+47 41 00 00 29", email="c29@example.org")
-    guardian("p29a", 59)
-    rel("c29", "p29a")
-    child("c30", 30, "g-10a", age=19, consent_guardians=True, email="c30@example.org")
-    guardian("p30a", 60)
-    rel("c30", "p30a")
-    # The contact teacher of 10A (told of absence reports and of children not reached).
-    persons.append(
-        {
-            "id": "s-10a",
-            "role": "staff",
-            "given_name": "Tone",
-            "family_name": "Lærer",
-            "email": "s-10a@example.org",
-            "unit_ids": ["u-solbakken"],
-            "group_ids": ["g-10a"],
-        }
-    )
-    # An adult learner: no guardians at all.
-    persons.append(
-        {
-            "id": "l01",
-            "role": "learner",
-            "given_name": "Amina",
-            "family_name": "Ahmed",
-            "birth_date": born(34),
-            "unit_ids": ["u-vo"],
-            "group_ids": ["g-norsk"],
-            "email": "l01@example.org",
-            "phone": "+47 41 00 01 01",
-            "language": "en",
-        }
-    )
-    # Languages and channel preferences.
-    preferences["p03a"] = {"language": "nn"}
-    preferences["p04a"] = {"language": "en", "channels": {"general": ["sms"]}}
-    preferences["p05b"] = {"channels": {"general": ["email"]}}
-    return {
-        "units": units,
-        "groups": groups,
-        "persons": persons,
-        "relations": relations,
-        "preferences": preferences,
-    }
+    It holds ordinary two-guardian families; siblings sharing guardians; a guardian
+    with children in both classes; fathers without parental responsibility (one later
+    granted information, barneloven § 47); a parent later blocked by a court order; a
+    guardian and child with a strictly confidential address; a foster child (daily
+    care without parental responsibility); pupils of 18 and 19 (one consenting to
+    guardians being told); a contact teacher; an adult learner; and language and
+    channel preferences.
+    """
+    batch: dict[str, Any] = json.loads(DEMO_FILE.read_text(encoding="utf-8"))
+    shift = today.year - DEMO_FILE_YEAR
+    for person in batch["persons"]:
+        born = person.get("birth_date")
+        if born:
+            day = date.fromisoformat(born)
+            person["birth_date"] = day.replace(year=day.year + shift).isoformat()
+    return batch
 
 
 FLAGS = [

@@ -28,6 +28,7 @@ from zoneinfo import ZoneInfo
 
 from channels.base import Channel
 from gateway.channel_gate import ChannelGate
+from gateway.channel_health import ChannelHealth
 from gateway.clock import Clock
 from gateway.constants import DEFAULT_TIME_ZONE, JOB_CONTACT_FAILING, JOB_PLAN, JOB_SEND
 from gateway.errors import (
@@ -46,6 +47,8 @@ from gateway.models import (
     DirectorySnapshot,
     Job,
     Message,
+    Receipt,
+    Rendered,
 )
 from gateway.outcomes import OutcomeBatcher
 from gateway.planner import plan_deliveries, queue, urgent_work
@@ -82,7 +85,7 @@ class Dispatcher:
         settings: DispatchSettings,
         *,
         work_available: asyncio.Event | None = None,
-        unavailable: dict[str, str] | None = None,
+        health: ChannelHealth | None = None,
     ) -> None:
         self.store = store
         self.channels = channels
@@ -90,9 +93,9 @@ class Dispatcher:
         self.clock = clock
         self.settings = settings
         self.work_available = work_available or asyncio.Event()
-        self.unavailable = unavailable if unavailable is not None else {}
-        # channel -> when a send may probe it again (on self.clock, so tests control it)
-        self._recheck_at: dict[str, datetime] = {}
+        # Per-channel circuit breaker and the state /readyz shows (gateway/channel_health).
+        self.health = health or ChannelHealth(clock, stopped_pause=UNAVAILABLE_RECHECK)
+        self.health.watch(list(channels))
         self._tasks: set[asyncio.Task[None]] = set()
         self._messages: OrderedDict[str, Message] = OrderedDict()
         self._loading: dict[str, asyncio.Future[Message | None]] = {}
@@ -311,27 +314,22 @@ class Dispatcher:
         if channel is None:
             await self._finish(job, delivery, DeliveryStatus.failed, reason="no_such_channel")
             return
-        if delivery.channel in self.unavailable:
-            recheck_at = self._recheck_at.get(delivery.channel)
-            if recheck_at is None or now < recheck_at:
-                due = recheck_at or now + timedelta(seconds=UNAVAILABLE_RECHECK)
-                await self.store.postpone_job(job.id, due, "channel_unavailable")
-                return
-            # Time to probe: this send tries the provider again; the others wait for it.
-            self._recheck_at[delivery.channel] = now + timedelta(seconds=UNAVAILABLE_RECHECK)
+        if await self._breaker_open(job, delivery.channel):
+            return
         message = await self._message(delivery)
         if message is None:
             await self._finish(job, delivery, DeliveryStatus.failed, reason="message_missing")
             return
         content = self.renderer.render(message, delivery)
         # Concurrency: the free task slots run_once claims for, and the channel's gate.
-        gate = await self._admit(job, delivery.channel, channel)
-        if gate is None:
+        admitted = await self._admit(job, delivery.channel, channel)
+        if admitted is None:
             return
+        gate, probe = admitted
         started = time.perf_counter()
         outcome = "sent"
         try:
-            receipt = await channel.send(delivery, content)
+            receipt = await self._provider_send(channel, delivery, content, probe)
         except TransientDeliveryError as exc:
             outcome = "transient"
             await self._transient(job, delivery, exc)
@@ -358,30 +356,47 @@ class Dispatcher:
                 )
             )
         finally:
-            if outcome != "unavailable" and delivery.channel in self.unavailable:
-                # Any answer but a refusal of our credentials shows the channel works again.
-                del self.unavailable[delivery.channel]
-                self._recheck_at.pop(delivery.channel, None)
-                log.info("channel works again", extra={"channel": delivery.channel})
             elapsed = time.perf_counter() - started
             gate.leave(elapsed)
             PROVIDER_LATENCY.labels(delivery.channel, outcome).observe(elapsed)
             SENDS.labels(delivery.channel, outcome).inc()
 
-    async def _admit(self, job: Job, name: str, channel: Channel) -> ChannelGate | None:
+    async def _admit(
+        self, job: Job, name: str, channel: Channel
+    ) -> tuple[ChannelGate, bool] | None:
         """Take a slot of the channel's rate limit (one for the whole deployment: the
-        setting, else the channel's own) and of its gate; None when the job was put off
-        (no rate slot within RATE_WAIT, or the channel is stalled: channel_gate.py)."""
+        setting, else the channel's own), pass its circuit breaker and take a slot of its
+        gate; (gate, whether this send probes the breaker), or None when the job was put
+        off (no rate slot within RATE_WAIT, the breaker is open, or the channel is
+        stalled: channel_gate.py)."""
         rate = self.settings.channel_rate.get(name, channel.rate_per_second)
         if rate and not await self._rate_slot(job, name, rate):
             return None
         gate = self._gate(name)
         put_off = await gate.enter()
-        if put_off is None:
-            return gate
-        due = self.clock.now() + timedelta(seconds=put_off)
-        await self.store.postpone_job(job.id, due, "channel_stalled")
-        return None
+        if put_off is not None:
+            due = self.clock.now() + timedelta(seconds=put_off)
+            await self.store.postpone_job(job.id, due, "channel_stalled")
+            return None
+        # Last, so a send the breaker lets through as its probe surely goes.
+        wait_until, probe = self.health.admit(name)
+        if wait_until is not None:  # the breaker opened while this send waited for a slot
+            gate.leave(None)
+            await self.store.postpone_job(job.id, wait_until, self.health.reason(name))
+            return None
+        return gate, probe
+
+    async def _provider_send(
+        self, channel: Channel, delivery: Delivery, content: Rendered, probe: bool
+    ) -> Receipt:
+        """``channel.send``, its outcome reported to the channel's circuit breaker."""
+        try:
+            receipt = await channel.send(delivery, content)
+        except BaseException as exc:
+            self.health.record(delivery.channel, exc, probe=probe)
+            raise
+        self.health.record(delivery.channel, None, probe=probe)
+        return receipt
 
     async def _rate_slot(self, job: Job, channel: str, rate: float) -> bool:
         """Wait for a slot of the channel's limit, shared by every process (one second's
@@ -476,18 +491,23 @@ class Dispatcher:
         await self.store.retry_job(job.id, due, code)
 
     async def _channel_down(self, job: Job, delivery: Delivery, exc: ChannelUnavailable) -> None:
-        code = exc.code or "unavailable"
-        if delivery.channel not in self.unavailable:
-            log.error(
-                "channel stopped: provider refused our credentials",
-                extra={"channel": delivery.channel, "code": code},
-            )
-        self.unavailable[delivery.channel] = code
-        recheck_at = self.clock.now() + timedelta(seconds=UNAVAILABLE_RECHECK)
-        self._recheck_at[delivery.channel] = recheck_at
-        # The job waits for the recheck like the others; the channel stays unavailable
-        # (and /readyz says so) until a send gets an answer that is not this refusal.
-        await self.store.postpone_job(job.id, recheck_at, code)
+        # The job waits for the next probe like the others; the channel stays stopped
+        # (/readyz's body says so) until a send gets an answer that is not this refusal.
+        due = self.health.paused_until(delivery.channel) or self.clock.now()
+        await self.store.postpone_job(job.id, due, exc.code or "unavailable")
+
+    async def _breaker_open(self, job: Job, channel: str) -> bool:
+        """True when the channel's breaker is open: the job waits (no attempt used up)."""
+        wait_until = self.health.paused_until(channel)
+        if wait_until is None:
+            return False
+        await self.store.postpone_job(job.id, wait_until, self.health.reason(channel))
+        return True
+
+    @property
+    def unavailable(self) -> dict[str, str]:
+        """Channels not ok -> their last error code."""
+        return self.health.unavailable()
 
 
 def _time_zone(snapshot: DirectorySnapshot) -> str:

@@ -113,13 +113,22 @@ class DeliveryError(BudbringerError):
 
 
 class TransientDeliveryError(DeliveryError):
-    """Try again later; ``retry_after`` (seconds) is the provider's hint, if any."""
+    """Try again later; ``retry_after`` (seconds) is the provider's hint, if any.
+
+    ``per_recipient``: only this recipient was deferred (an SMTP 4xx to RCPT); the
+    provider itself works, so the channel's circuit breaker does not count it."""
 
     def __init__(
-        self, message: str, *, code: str | None = None, retry_after: float | None = None
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        retry_after: float | None = None,
+        per_recipient: bool = False,
     ) -> None:
         super().__init__(message, code=code)
         self.retry_after = retry_after
+        self.per_recipient = per_recipient
 
 
 class PermanentDeliveryError(DeliveryError):
@@ -140,3 +149,10 @@ class StoreError(BudbringerError):
 
 class ConfigError(BudbringerError):
     """Settings are missing or wrong."""
+
+
+class RequestTimeout(InputError):
+    """The request body did not arrive within ``http.body_timeout``."""
+
+    status = 408
+    code = "request_timeout"

@@ -38,6 +38,7 @@ from pydantic import ValidationError
 from gateway.clock import Clock
 from gateway.constants import ABSENCE_CONTEXT_KEY, JOB_ESCALATE, SUPPRESSED_CHANNEL
 from gateway.followups import FAILOVER, QUIET_CHANNELS
+from gateway.metrics import ESCALATED
 from gateway.models import (
     TERMINAL_FAILURES,
     Audience,
@@ -177,6 +178,7 @@ class Escalator:
         planned, more = await self._plan(message, targets, f"{STEP}:{step}", policy.channels)
         later = self.clock.now() + delay(policy, message.category)
         await self._write(message, planned, [step_job(message, step + 1, later)] if more else [])
+        ESCALATED.labels("step").inc(len(planned))
         log.info(
             "escalation step",
             extra={
@@ -204,6 +206,7 @@ class Escalator:
             message, {recipient_id: told}, f"{FAILOVER}:{channel}", policy.channels
         )
         await self._write(message, planned, [])
+        ESCALATED.labels("failover").inc(len(planned))
         log.info("failover", extra={"message_id": message.id, "deliveries": len(planned)})
 
     async def _reached(self, message: Message, recipient_id: str, told: list[Delivery]) -> bool:

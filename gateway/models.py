@@ -458,6 +458,57 @@ class Tenant(BaseModel):
     created_at: datetime
 
 
+class Scope(StrEnum):
+    """What a tenant API key may do (README "Keys and scopes")."""
+
+    events = "events"  # POST /v1/events
+    directory = "directory"  # directory, OneRoster import, persons, guardian tokens
+    status = "status"  # GET /v1/messages/{id}
+    protected = "protected"  # see persons with a protected address (with status/directory)
+    webhooks = "webhooks"  # webhook endpoints and messages
+    admin = "admin"  # API keys and the tenant's settings
+
+
+# The scopes of a tenant's first key (and of a key from before keys had scopes): all of
+# them but ``protected``, which is granted only on request.
+FIRST_KEY_SCOPES = tuple(s for s in Scope if s is not Scope.protected)
+
+
+class ApiKey(BaseModel):
+    """One of a tenant's API keys. Only the sha256 of the key itself is stored."""
+
+    id: str
+    tenant_id: str
+    key_hash: str
+    name: str = ""
+    scopes: list[Scope]
+    created_at: datetime
+    expires_at: datetime | None = None
+    revoked_at: datetime | None = None
+
+    def usable(self, now: datetime) -> bool:
+        return self.revoked_at is None and (self.expires_at is None or now < self.expires_at)
+
+
+def first_key_id(api_key_hash: str) -> str:
+    """The id of a tenant's first key, derived from its hash so that creating it again
+    (the migration of tenants from before keys had ids) can never make a second row."""
+    return "key_" + hashlib.sha256(b"first-key\x1f" + api_key_hash.encode()).hexdigest()[:16]
+
+
+def first_api_key(tenant: Tenant, *, protected: bool = False) -> ApiKey:
+    """The key record of ``tenant.api_key_hash``, the key made with the tenant."""
+    scopes = [*FIRST_KEY_SCOPES, Scope.protected] if protected else list(FIRST_KEY_SCOPES)
+    return ApiKey(
+        id=first_key_id(tenant.api_key_hash),
+        tenant_id=tenant.id,
+        key_hash=tenant.api_key_hash,
+        name="first key",
+        scopes=sorted(scopes),
+        created_at=tenant.created_at,
+    )
+
+
 def derive_id(*parts: str) -> str:
     """A stable id from its parts, so the same inputs can never make a second row."""
     digest = hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
@@ -840,6 +891,17 @@ class AbsenceClaim(BaseModel):
     outcome: Literal["new", "merged", "known"]
     record: AbsenceRecord
     body_hash: str
+
+
+class AlertPhone(BaseModel):
+    """An absence alert whose recipient has this phone number: what an SMS answer from the
+    number may be about (matched across tenants, gateway/absence.py). Personal data."""
+
+    phone: str  # E.164
+    tenant_id: str
+    message_id: str
+    person_id: str
+    at: datetime
 
 
 class AbsenceExplanation(BaseModel):

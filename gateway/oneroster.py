@@ -46,15 +46,16 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 from zoneinfo import ZoneInfo
 
 import phonenumbers
 from pydantic import BaseModel, ValidationError
 
+from gateway.archive import checked_members, zip_error
 from gateway.constants import DEFAULT_PHONE_REGION, DEFAULT_TIME_ZONE
-from gateway.errors import PayloadTooLarge, ValidationFailed
+from gateway.errors import ValidationFailed
 from gateway.models import (
     Audience,
     DirectoryBatch,
@@ -69,6 +70,7 @@ from gateway.models import (
     normalise_email,
     normalise_phone,
 )
+from gateway.settings import ArchiveSettings
 
 if TYPE_CHECKING:
     from gateway.store import Store
@@ -77,7 +79,6 @@ VERSIONS = ("1.1", "1.2")
 MANIFEST = "manifest.csv"
 MAX_REPORTED_ERRORS = 100
 MAX_WARNINGS = 100
-MAX_UNCOMPRESSED = 256 * 1024 * 1024  # what a zip may unpack to (zip bombs)
 PLACEHOLDER_AGE = 10  # --assume-minor: a student without a birth date is taken to be ten
 
 GUARDIAN_ROLES = frozenset({"parent", "guardian", "relativeof"})
@@ -374,41 +375,29 @@ def load_oneroster_zip(
     data: bytes,
     options: ImportOptions | None = None,
     *,
-    max_uncompressed: int = MAX_UNCOMPRESSED,
+    limits: ArchiveSettings | None = None,
 ) -> OneRosterImport:
     """Like :func:`load_oneroster` for a zip of the CSV files (folders inside are ignored).
 
-    PayloadTooLarge if the files read unpack to more than ``max_uncompressed`` bytes.
+    PayloadTooLarge if the archive exceeds ``limits`` (entries, a file's or all files'
+    uncompressed size, compression ratio): found while streaming, before anything is
+    kept (:mod:`gateway.archive`).
     """
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
     except (zipfile.BadZipFile, OSError, EOFError) as exc:
-        raise _zip_error(["archive"], "not a zip archive") from exc
+        raise zip_error(["archive"], "not a zip archive") from exc
     with archive:
-        members: dict[str, zipfile.ZipInfo] = {}
-        for info in archive.infolist():
-            path = PurePosixPath(info.filename)
-            if info.is_dir() or "__MACOSX" in path.parts or path.name.startswith("."):
-                continue
-            name = path.name.lower()
-            if name in members:
-                raise _zip_error([name], "the archive holds this file twice")
-            members[name] = info
-        budget = [max_uncompressed]
+        members = checked_members(archive, limits or ArchiveSettings())
 
         def source(name: str) -> bytes | None:
             info = members.get(name)
             if info is None:
                 return None
             try:
-                with archive.open(info) as member:
-                    raw = member.read(budget[0] + 1)
+                return archive.read(info)  # within the limits: checked_members read it
             except (zipfile.BadZipFile, RuntimeError, NotImplementedError, zlib.error) as exc:
-                raise _zip_error([name], "cannot be read from the archive") from exc
-            if len(raw) > budget[0]:
-                raise PayloadTooLarge(f"the archive unpacks to more than {max_uncompressed} bytes")
-            budget[0] -= len(raw)
-            return raw
+                raise zip_error([name], "cannot be read from the archive") from exc
 
         return _Mapper(source, options or ImportOptions(), members).run()
 
@@ -418,18 +407,15 @@ def read_oneroster_zip(data: bytes, options: ImportOptions | None = None) -> Dir
     return load_oneroster_zip(data, options).batch
 
 
-def _zip_error(loc: list[str | int], message: str) -> ValidationFailed:
-    return ValidationFailed(
-        "the archive cannot be read",
-        errors=[{"loc": loc, "message": message, "type": "zip_invalid"}],
-    )
-
-
 # --------------------------------------------------------------------------- writing
 
 
 async def apply_oneroster(
-    store: Store, tenant_id: str, batch: DirectoryBatch, at: datetime | None = None
+    store: Store,
+    tenant_id: str,
+    batch: DirectoryBatch,
+    at: datetime | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> dict[str, int]:
     """Write an imported batch all or nothing; return the counts ``apply_directory`` gives.
 
@@ -440,11 +426,15 @@ async def apply_oneroster(
     (the platform sends the real foreldreansvar through ``POST /v1/directory``).
     Manual flags are never touched (the store guarantees it).
     """
+    if progress is not None:
+        progress("comparing with the stored directory")
     if batch.relations:
         stored = await store.load_audience(
             tenant_id, Audience(children=sorted({r.child_id for r in batch.relations}))
         )
         batch = _keep_stored(batch, stored)
+    if progress is not None:
+        progress(f"writing {len(batch.persons)} persons")
     return await store.apply_directory(tenant_id, batch, at)
 
 

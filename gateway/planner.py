@@ -394,6 +394,11 @@ class _Planner:
         }
 
 
+def send_job_id(delivery_id: str) -> str:
+    """The id of a delivery's send job: one per delivery, so it is queued at most once."""
+    return f"{JOB_SEND}:{delivery_id}"
+
+
 def urgent_work(category: str) -> bool:
     """Whether a message's work (planning, sending, escalation) goes in the urgent lane."""
     return category in URGENT_CATEGORIES
@@ -414,7 +419,7 @@ def queue(delivery: Delivery, now: datetime, *, urgent: bool) -> Job | None:
         return None
     delivery.status = DeliveryStatus.queued
     return Job(
-        id=f"{JOB_SEND}:{delivery.id}",
+        id=send_job_id(delivery.id),
         tenant_id=delivery.tenant_id,
         kind=JOB_SEND,
         ref=delivery.id,

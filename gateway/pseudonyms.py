@@ -54,15 +54,24 @@ class Names:
 
 
 async def names_for(
-    store: Store, secret: bytes, tenant_id: str, person_ids: Iterable[str]
+    store: Store,
+    secret: bytes,
+    tenant_id: str,
+    person_ids: Iterable[str],
+    *,
+    sees_protected: bool | None = None,
 ) -> Names:
-    """The names a tenant sees for these persons: real ids with the ``protected`` scope,
+    """The names a caller sees for these persons: real ids with the ``protected`` scope,
     else pseudonyms for the protected ones among them. The one decision for every
-    surface. An empty ``secret`` (a test rig without one) gets a random key: the
-    pseudonyms then differ between surfaces but can never be reversed."""
+    surface. ``sees_protected`` is the caller's own right (the API key's scope); None
+    means the tenant's setting, for surfaces no key reads (webhooks, staff pages). An
+    empty ``secret`` (a test rig without one) gets a random key: the pseudonyms then
+    differ between surfaces but can never be reversed."""
     protected: set[str] = set()
     wanted = sorted({p for p in person_ids if p})
-    if wanted and SCOPE_PROTECTED not in await store.get_tenant_scopes(tenant_id):
+    if sees_protected is None and wanted:
+        sees_protected = SCOPE_PROTECTED in await store.get_tenant_scopes(tenant_id)
+    if wanted and not sees_protected:
         protected = await store.protected_persons(tenant_id, wanted)
     return Names(secret or secrets.token_bytes(32), tenant_id, protected)
 

@@ -257,6 +257,13 @@ def _relation_basis(
     return (CONSENT if adult else basis), ""
 
 
+def blocked_everywhere(relations: Iterable[RelationRecord]) -> bool:
+    """A person with relations, every one of them blocked: never told anything, not even
+    when named by id (and so given no parent-app token either)."""
+    relations = list(relations)
+    return bool(relations) and all(r.flags.blocked for r in relations)
+
+
 def _resolve_named(
     outcome: _Outcome,
     person: Person,
@@ -268,7 +275,7 @@ def _resolve_named(
     if person.role is Role.child and not is_adult(person, on):
         outcome.suppress(person.id, person.role, None, MINOR_NOT_RECIPIENT)
         return
-    if relations and all(r.flags.blocked for r in relations):
+    if blocked_everywhere(relations):
         # Already recorded per child when a blocked child is in the audience.
         if not any(r.child_id in in_audience for r in relations):
             outcome.suppress(person.id, person.role, None, BLOCKED)

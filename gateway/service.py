@@ -22,9 +22,12 @@ from gateway import sms_status
 from gateway.absence import Absences
 from gateway.api.app import create_app
 from gateway.api.context import AppContext
+from gateway.api.limits import listen, runner_options
 from gateway.clock import Clock, SystemClock
+from gateway.config_check import refuse_unsafe_production
 from gateway.constants import JOB_ESCALATE, JOB_PURGE, JOB_SMS_STATUS
 from gateway.dispatcher import Dispatcher
+from gateway.doctor import log_checks
 from gateway.errors import ConfigError
 from gateway.escalation import Escalator
 from gateway.readlinks import read_link_maker
@@ -71,6 +74,13 @@ class Service:
         store: Store | None = None,
         channels: dict[str, Channel] | None = None,
     ) -> None:
+        refuse_unsafe_production(settings)
+        if settings.environment == "production" and settings.outbox_in_production:
+            log.warning(
+                "outbox_in_production: channels without a provider write into files, "
+                "nothing reaches a guardian",
+                extra={"outbox_dir": str(settings.outbox_dir)},
+            )
         self.settings = settings
         self.clock = clock or SystemClock()
         self.api = api
@@ -106,8 +116,9 @@ class Service:
             self.clock,
             settings.dispatch,
             work_available=self.ctx.work_available,
-            unavailable=self.ctx.unavailable_channels,
         )
+        if workers:
+            self.ctx.channel_health = self.dispatcher.health
         self.webhooks = WebhookService(
             self.store,
             self.clock,
@@ -139,9 +150,10 @@ class Service:
         )
         self.dispatcher.on_planned = self.escalator.after_plan
         self._runner: web.AppRunner | None = None
-        self._site: web.TCPSite | None = None
+        self._server: asyncio.Server | None = None
         self._worker_task: asyncio.Task[None] | None = None
         self.port: int | None = None
+        self._doctor_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self.store.open()
@@ -156,24 +168,36 @@ class Service:
                 create_app(self.ctx),
                 access_log=None,
                 shutdown_timeout=self.settings.dispatch.shutdown_timeout,
+                **runner_options(self.settings.http),
             )
             await self._runner.setup()
-            self._site = web.TCPSite(self._runner, self.settings.host, self.settings.port)
-            await self._site.start()
-            server = self._site._server
-            sockets = getattr(server, "sockets", None) or []
+            self._server = await listen(self._runner, self.settings)
+            sockets = self._server.sockets
             self.port = sockets[0].getsockname()[1] if sockets else self.settings.port
             log.info("listening", extra={"host": self.settings.host, "port": self.port})
+        if self.settings.environment == "production":
+            # The doctor's checks, into the log; a provider that is down must not keep the
+            # gateway from taking events, so this never stops the start.
+            self._doctor_task = asyncio.create_task(log_checks(self.settings))
 
     async def stop(self) -> None:
         """Stop intake first, then let in-flight sends finish within the timeout."""
+        if self._doctor_task is not None:
+            self._doctor_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._doctor_task
         if self._worker_task is not None:
             # At once, not after the HTTP drain (which clients can stretch to its timeout):
             # no new job is claimed from here on, while in-flight sends go on.
             self.dispatcher.stop()
+        if self._server is not None:
+            self._server.close()  # no new connections; the runner drains the open ones
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None
         if self._worker_task is not None:
             await self._worker_task
             self._worker_task = None

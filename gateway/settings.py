@@ -208,6 +208,45 @@ class AbsenceSettings(BaseModel):
     staff_after_minutes: int = Field(default=30, ge=1, le=24 * 60)
 
 
+class HttpSettings(BaseModel):
+    """Limits of the HTTP server against slow or greedy clients (README "Timeouts and
+    limits")."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Seconds a connection may take to send a complete request head, from when it opens or
+    # its previous response was sent (also how long an idle kept-alive connection lives).
+    header_timeout: float = Field(default=15.0, gt=0, le=3600)
+    # Seconds a request may take to send its whole body once the head is in.
+    body_timeout: float = Field(default=60.0, gt=0, le=3600)
+    # Connections open at once; more are answered 503 and closed.
+    max_connections: int = Field(default=1024, ge=1, le=100_000)
+    # Body limits of the routes whose schema allows more than ``max_body_bytes``:
+    # POST /v1/directory (100,000 persons, 200,000 relations) and its OneRoster zip.
+    directory_max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    # POST /v1/events: an audience of up to 100,000 ids per list.
+    events_max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+
+
+class ArchiveSettings(BaseModel):
+    """Limits of a zipped OneRoster export, enforced while it unpacks (zip bombs)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_entries: int = Field(default=100, ge=1, le=100_000)
+    max_file_bytes: int = Field(default=128 * 1024 * 1024, ge=1024)
+    max_total_bytes: int = Field(default=256 * 1024 * 1024, ge=1024)
+    # Uncompressed / compressed size of one file; CSV exports compress about 5-20 times.
+    max_ratio: float = Field(default=100.0, ge=1)
+
+
+ChannelName = Literal["inapp", "push", "sms", "email"]
+
+
+def _all_channels() -> list[ChannelName]:
+    return ["inapp", "push", "sms", "email"]
+
+
 class Settings(BaseSettings):
     """Everything configurable. With nothing set, runs on ./budbringer.db and ./outbox/."""
 
@@ -234,6 +273,13 @@ class Settings(BaseSettings):
     # Delivery records, messages and replies are kept this long: a school year plus margin.
     retention_days: int = Field(default=396, ge=1, le=3650)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # One line per HTTP request (method, route template, status, duration, tenant).
+    access_log: bool = True
+    # The channels this deployment sends on. In production each needs its provider.
+    channels: list[ChannelName] = Field(default_factory=_all_channels, min_length=1)
+    # Production normally refuses to write email/SMS/push into outbox_dir; a staging box
+    # may say so explicitly (a WARNING is logged at every start).
+    outbox_in_production: bool = False
 
     smtp: SmtpSettings | None = None
     twilio: TwilioSettings | None = None
@@ -242,6 +288,8 @@ class Settings(BaseSettings):
     escalation: EscalationSettings = Field(default_factory=EscalationSettings)
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
     absence: AbsenceSettings = Field(default_factory=AbsenceSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    archive: ArchiveSettings = Field(default_factory=ArchiveSettings)
 
     @field_validator("store_url")
     @classmethod
@@ -284,12 +332,20 @@ _TOML_FILE: dict[str, Path] = {}
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
     """Build settings: explicit overrides, then environment, then the TOML file."""
+    import os
+
+    from gateway.config_check import check_names
+
     _TOML_FILE.clear()
     if config_file is not None:
         from gateway.errors import ConfigError
 
         if not config_file.is_file():
             raise ConfigError(f"config file not found: {config_file}")
+    # Before the TOML file is handed to the settings source: a refusal must not leave it
+    # behind for the next Settings() of this process.
+    check_names(os.environ, config_file)
+    if config_file is not None:
         _TOML_FILE["path"] = config_file
     try:
         return Settings(**overrides)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from gateway.constants import SUPPRESSED_CHANNEL
+from gateway.metrics import REACHED
 from gateway.models import (
     PROGRESS,
     TERMINAL_FAILURES,
@@ -226,7 +227,7 @@ async def record_read(
     if message is None:
         return True
     theirs = await store.recipient_deliveries(tenant_id, message_id, person_id)
-    await store.add_reached(reached_rows(message, person_id, theirs, at))
+    REACHED.inc(len(await store.add_reached(reached_rows(message, person_id, theirs, at))))
     for d in theirs:
         waiting = d.not_before is not None and d.not_before > at
         if ESCALATION_KEY in d.context and waiting and d.status in _NOT_SENT:

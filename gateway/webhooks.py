@@ -44,6 +44,7 @@ from gateway.addresses import (
 )
 from gateway.clock import Clock
 from gateway.constants import JOB_WEBHOOK_FANOUT, JOB_WEBHOOK_SEND
+from gateway.metrics import WEBHOOK_ATTEMPTS
 from gateway.models import (
     Change,
     Job,
@@ -340,6 +341,7 @@ class WebhookService:
                 message.id, job.id, outcome.attempt, WebhookStatus.delivered, at=now
             )
             log.info("webhook delivered", extra=extra)
+            WEBHOOK_ATTEMPTS.labels("delivered").inc()
             return
         if outcome.attempt.status_code == 410:
             await self.store.record_webhook_attempt(
@@ -356,6 +358,7 @@ class WebhookService:
             log.warning(
                 "webhook endpoint answered 410 Gone: disabled", extra={**extra, "stopped": stopped}
             )
+            WEBHOOK_ATTEMPTS.labels("gone").inc()
             return
         delay = retry_delay(attempts, self.settings, outcome.retry_after)
         if delay is None:
@@ -368,6 +371,7 @@ class WebhookService:
                 at=now,
             )
             log.warning("webhook failed after the whole retry schedule", extra=extra)
+            WEBHOOK_ATTEMPTS.labels("failed").inc()
             return
         await self.store.record_webhook_attempt(
             message.id,
@@ -378,7 +382,12 @@ class WebhookService:
             reason=outcome.code,
             at=now,
         )
-        log.info("webhook attempt failed; retrying", extra={**extra, "retry_in": round(delay, 1)})
+        # A receiver that fails is the platform's outage: visible at WARNING, not INFO.
+        log.warning(
+            "webhook attempt failed; retrying",
+            extra={**extra, "code": outcome.code, "retry_in": round(delay, 1)},
+        )
+        WEBHOOK_ATTEMPTS.labels("retrying").inc()
 
     async def _post(self, endpoint: WebhookEndpoint, message: WebhookMessage) -> Outcome:
         session = self._client()

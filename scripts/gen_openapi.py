@@ -25,6 +25,7 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 from gateway import __version__
 from gateway.api.absence import AbsenceReply, AbsenceReport
 from gateway.api.events import EVENT_TYPES
+from gateway.api.keys import KeyCreate
 from gateway.api.oneroster import OneRosterApplied
 from gateway.api.webhooks import (
     WebhookEndpointCreate,
@@ -50,6 +51,7 @@ from gateway.models import (
     ProtectionChange,
     RelationFlags,
     Role,
+    Scope,
 )
 from gateway.settings import AbsenceSettings, EscalationSettings
 from scripts.openapi_pages import StaffLink, StaffLinkRequest, page_paths
@@ -110,6 +112,26 @@ class ProtectionView(BaseModel):
     history: list[ProtectionHistoryView]
 
 
+class KeyView(BaseModel):
+    """A tenant API key as the API shows it: never the key, never its hash."""
+
+    id: str
+    name: str
+    scopes: list[Scope]
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    active: bool  # neither revoked nor expired
+
+
+class KeyCreated(KeyView):
+    key: str  # shown this once
+
+
+class KeyList(BaseModel):
+    keys: list[KeyView]
+
+
 class HistoryEntry(BaseModel):
     status: DeliveryStatus
     at: datetime
@@ -129,6 +151,11 @@ class DeliveryView(BaseModel):
     segments: int | None
     child_ids: list[str]
     history: list[HistoryEntry]
+    waiting_for: str | None = Field(
+        description="Why a delivery that is not out yet waits: `quiet_hours until <time>`, "
+        "`channel_stopped: sms` / `channel_degraded: email`, or the last retry "
+        "(`retry at <time>, attempt 3: smtp_connection`); null when it is not waiting."
+    )
 
 
 class ReplyView(BaseModel):
@@ -244,9 +271,21 @@ class Health(BaseModel):
     status: Literal["ok"]
 
 
+class ChannelStatus(BaseModel):
+    state: Literal["ok", "degraded", "stopped"]
+    since: datetime
+    last_error: str | None = None
+
+
 class Readiness(BaseModel):
     status: Literal["ready", "unavailable"]
-    reasons: list[str] = []
+    reasons: list[str] = Field(default=[], description="Only `store_unavailable` makes a 503.")
+    channels: dict[str, ChannelStatus] = Field(
+        default={},
+        description="Each channel's state from the workers' circuit breaker (absent in an "
+        "API-only process). A failing channel never makes /readyz 503: alert on "
+        "`budbringer_channel_state` instead.",
+    )
 
 
 class DirectoryApplied(BaseModel):
@@ -317,9 +356,12 @@ INPUT_MODELS: list[type[BaseModel]] = [
     AbsenceReport,
     AbsenceReply,
     AbsenceSettings,
+    KeyCreate,
     StaffLinkRequest,
 ]
 OUTPUT_MODELS: list[type[BaseModel]] = [
+    KeyCreated,
+    KeyList,
     AbsenceReplyAck,
     WebhookEndpointList,
     WebhookEndpointView,
@@ -411,6 +453,13 @@ def html(description: str) -> dict[str, Any]:
 
 
 TENANT: list[dict[str, list[str]]] = [{"bearer": []}]
+
+
+def tenant(scope: str) -> list[dict[str, list[str]]]:
+    """A tenant API key with this scope (README "Keys and scopes"); 403 without it."""
+    return [{"bearer": [scope]}]
+
+
 GUARDIAN: list[dict[str, list[str]]] = [{"guardianToken": []}]
 ID = {"minLength": 1, "maxLength": 128, "pattern": r"^[A-Za-z0-9_.:\-]+$"}
 
@@ -459,11 +508,11 @@ def ops_paths() -> dict[str, Any]:
         "/readyz": {
             "get": {
                 "tags": ["operations"],
-                "summary": "Readiness: the store answers and no channel is down",
+                "summary": "Readiness: the store answers (events can be accepted); channel states",
                 "security": [],
                 "responses": {
                     "200": ok(Readiness, "Ready"),
-                    "503": ok(Readiness, "Not ready; `reasons` lists the codes"),
+                    "503": ok(Readiness, "The store does not answer; `reasons` lists the codes"),
                 },
             }
         },
@@ -509,7 +558,7 @@ def event_paths() -> dict[str, Any]:
                     " stored durably before the 202. Replaying it gives the same answer with"
                     " `duplicate: true`; the same id with another body is 409."
                 ),
-                "security": [{"bearer": []}, {"standardWebhooks": []}],
+                "security": [{"bearer": ["events"]}, {"standardWebhooks": []}],
                 "parameters": [
                     header_param("webhook-id", "Standard Webhooks message id (= event id)"),
                     header_param("webhook-timestamp", "Unix seconds; ±5 minutes"),
@@ -531,7 +580,7 @@ def status_paths() -> dict[str, Any]:
             "get": {
                 "tags": ["status"],
                 "summary": "A message with its deliveries, their history, and replies",
-                "security": TENANT,
+                "security": tenant("status"),
                 "parameters": [path_param("id", "Message id (from the 202)")],
                 "responses": {
                     "200": ok(MessageStatus, "Message status"),
@@ -542,6 +591,44 @@ def status_paths() -> dict[str, Any]:
     }
 
 
+def key_paths() -> dict[str, Any]:
+    admin = tenant("admin")
+    return {
+        "/v1/keys": {
+            "post": {
+                "tags": ["keys"],
+                "summary": "Another API key for the tenant, with its scopes and optional expiry",
+                "description": (
+                    "The key is in the answer and nowhere else (only its hash is stored). A"
+                    " key can grant only scopes it has itself (403 otherwise). Rotate by"
+                    " creating a new key, moving the clients, and revoking the old one."
+                ),
+                "security": admin,
+                "requestBody": json_body(ref(KeyCreate)),
+                "responses": {
+                    "201": ok(KeyCreated, "The new key, shown this once"),
+                    **errors(401, 403, 413, 422),
+                },
+            },
+            "get": {
+                "tags": ["keys"],
+                "summary": "The tenant's keys, revoked and expired ones included (never the keys)",
+                "security": admin,
+                "responses": {"200": ok(KeyList, "Keys, oldest first"), **errors(401, 403)},
+            },
+        },
+        "/v1/keys/{key_id}": {
+            "delete": {
+                "tags": ["keys"],
+                "summary": "Revoke a key: it is refused from now on",
+                "security": admin,
+                "parameters": [path_param("key_id", "Key id (from POST or GET /v1/keys)")],
+                "responses": {"204": {"description": "Revoked"}, **errors(401, 403, 404)},
+            }
+        },
+    }
+
+
 def escalation_paths() -> dict[str, Any]:
     policy = ok(EscalationSettings, "The policy in force (settings with the override over them)")
     return {
@@ -549,13 +636,13 @@ def escalation_paths() -> dict[str, Any]:
             "get": {
                 "tags": ["settings"],
                 "summary": "The tenant's escalation policy in force",
-                "security": TENANT,
+                "security": tenant("admin"),
                 "responses": {"200": policy, **errors(401)},
             },
             "put": {
                 "tags": ["settings"],
                 "summary": "Override any part of the escalation policy (`{}` removes the override)",
-                "security": TENANT,
+                "security": tenant("admin"),
                 "requestBody": json_body(ref(EscalationSettings)),
                 "responses": {"200": policy, **errors(401, 413, 422)},
             },
@@ -570,14 +657,14 @@ def absence_paths() -> dict[str, Any]:
             "get": {
                 "tags": ["settings"],
                 "summary": "The tenant's absence settings in force",
-                "security": TENANT,
+                "security": tenant("admin"),
                 "responses": {"200": settings, **errors(401)},
             },
             "put": {
                 "tags": ["settings"],
                 "summary": "Override the de-duplication window or the staff notice delay"
                 " (`{}` removes the override)",
-                "security": TENANT,
+                "security": tenant("admin"),
                 "requestBody": json_body(ref(AbsenceSettings)),
                 "responses": {"200": settings, **errors(401, 413, 422)},
             },
@@ -622,7 +709,7 @@ def directory_paths() -> dict[str, Any]:
             "post": {
                 "tags": ["directory"],
                 "summary": "Upsert a directory batch, all or nothing",
-                "security": TENANT,
+                "security": tenant("directory"),
                 "requestBody": json_body(ref(DirectoryBatch)),
                 "responses": {
                     "200": ok(DirectoryApplied, "Applied; counts per kind"),
@@ -634,7 +721,7 @@ def directory_paths() -> dict[str, Any]:
             "post": {
                 "tags": ["directory"],
                 "summary": "Delete directory rows by id, all or nothing",
-                "security": TENANT,
+                "security": tenant("directory"),
                 "requestBody": json_body(ref(DirectoryDeletion)),
                 "responses": {
                     "200": ok(DirectoryDeleted, "Deleted; counts per kind"),
@@ -646,7 +733,7 @@ def directory_paths() -> dict[str, Any]:
             "put": {
                 "tags": ["directory"],
                 "summary": "Set a manual relation flag with a reason (survives re-imports)",
-                "security": TENANT,
+                "security": tenant("directory"),
                 "parameters": [
                     path_param("child_id", "Child id", **ID),
                     path_param("guardian_id", "Guardian id", **ID),
@@ -663,7 +750,7 @@ def directory_paths() -> dict[str, Any]:
             "get": {
                 "tags": ["directory"],
                 "summary": "One person record (a protected person: only with the protected scope)",
-                "security": TENANT,
+                "security": tenant("directory"),
                 "parameters": [path_param("person_id", "Person id")],
                 "responses": {"200": ok(Person, "The person"), **errors(401, 403, 404)},
             }
@@ -702,7 +789,7 @@ def directory_paths() -> dict[str, Any]:
             "post": {
                 "tags": ["directory"],
                 "summary": "Issue a short-lived guardian token for the parent app",
-                "security": TENANT,
+                "security": tenant("directory"),
                 "parameters": [path_param("guardian_id", "Guardian (or adult pupil) id")],
                 "responses": {
                     "201": ok(GuardianToken, "Token issued"),
@@ -734,7 +821,7 @@ def oneroster_paths() -> dict[str, Any]:
                     " value. New relations of parents and guardians get parental"
                     " responsibility; existing relations, protection and manual flags are kept."
                 ),
-                "security": TENANT,
+                "security": tenant("directory"),
                 "parameters": [
                     {
                         "name": "phone_region",
@@ -1134,7 +1221,7 @@ def webhook_paths() -> dict[str, Any]:
                     " `webhook-id` (stable across retries), `webhook-timestamp` and"
                     " `webhook-signature`. https is required in production."
                 ),
-                "security": TENANT,
+                "security": tenant("webhooks"),
                 "requestBody": json_body(ref(WebhookEndpointCreate)),
                 "responses": {
                     "201": ok(WebhookEndpointWithSecret, "Created, with its secret"),
@@ -1144,7 +1231,7 @@ def webhook_paths() -> dict[str, Any]:
             "get": {
                 "tags": ["webhooks"],
                 "summary": "The tenant's webhook endpoints (no secrets)",
-                "security": TENANT,
+                "security": tenant("webhooks"),
                 "responses": {"200": ok(WebhookEndpointList, "Endpoints"), **errors(401)},
             },
         },
@@ -1152,14 +1239,14 @@ def webhook_paths() -> dict[str, Any]:
             "get": {
                 "tags": ["webhooks"],
                 "summary": "One webhook endpoint (no secret)",
-                "security": TENANT,
+                "security": tenant("webhooks"),
                 "parameters": [endpoint_id],
                 "responses": {"200": ok(WebhookEndpointView, "Endpoint"), **errors(401, 404)},
             },
             "patch": {
                 "tags": ["webhooks"],
                 "summary": "Change url, event_types, description or enabled (re-enable)",
-                "security": TENANT,
+                "security": tenant("webhooks"),
                 "parameters": [endpoint_id],
                 "requestBody": json_body(ref(WebhookEndpointPatch)),
                 "responses": {
@@ -1170,7 +1257,7 @@ def webhook_paths() -> dict[str, Any]:
             "delete": {
                 "tags": ["webhooks"],
                 "summary": "Delete an endpoint and its outbox messages",
-                "security": TENANT,
+                "security": tenant("webhooks"),
                 "parameters": [endpoint_id],
                 "responses": {"204": {"description": "Deleted"}, **errors(401, 404)},
             },
@@ -1179,7 +1266,7 @@ def webhook_paths() -> dict[str, Any]:
             "post": {
                 "tags": ["webhooks"],
                 "summary": "A new secret, shown once; the old one also signs for a grace period",
-                "security": TENANT,
+                "security": tenant("webhooks"),
                 "parameters": [endpoint_id],
                 "responses": {
                     "200": ok(WebhookEndpointWithSecret, "Rotated, with the new secret"),
@@ -1191,7 +1278,7 @@ def webhook_paths() -> dict[str, Any]:
             "get": {
                 "tags": ["webhooks"],
                 "summary": "The webhook outbox, newest first (`?status=failed` for attention)",
-                "security": TENANT,
+                "security": tenant("webhooks"),
                 "parameters": query,
                 "responses": {
                     "200": ok(WebhookMessageList, "A page of the outbox"),
@@ -1203,7 +1290,7 @@ def webhook_paths() -> dict[str, Any]:
             "get": {
                 "tags": ["webhooks"],
                 "summary": "One webhook message with every attempt",
-                "security": TENANT,
+                "security": tenant("webhooks"),
                 "parameters": [message_id],
                 "responses": {"200": ok(WebhookMessageDetail, "Message"), **errors(401, 404)},
             }
@@ -1212,7 +1299,7 @@ def webhook_paths() -> dict[str, Any]:
             "post": {
                 "tags": ["webhooks"],
                 "summary": "Send a failed message again, now, with the same webhook-id",
-                "security": TENANT,
+                "security": tenant("webhooks"),
                 "parameters": [message_id],
                 "responses": {
                     "200": ok(WebhookMessageView, "Pending again"),
@@ -1240,7 +1327,12 @@ def components() -> dict[str, Any]:
                 "type": "http",
                 "scheme": "bearer",
                 "bearerFormat": "bbk_ API key",
-                "description": "A tenant API key: `Authorization: Bearer bbk_...`.",
+                "description": (
+                    "A tenant API key: `Authorization: Bearer bbk_...`. Each key has scopes"
+                    " (events, directory, status, protected, webhooks, admin); an operation"
+                    " names the scope it needs, and a key without it gets 403. A revoked or"
+                    " expired key gets 401."
+                ),
             },
             "guardianToken": {
                 "type": "http",
@@ -1272,6 +1364,7 @@ def build_spec() -> dict[str, Any]:
         event_paths,
         status_paths,
         escalation_paths,
+        key_paths,
         absence_paths,
         directory_paths,
         oneroster_paths,
@@ -1283,6 +1376,12 @@ def build_spec() -> dict[str, Any]:
     ):
         paths.update(part())
     paths.update(page_paths(errors))
+    # Every operation that takes a tenant key may answer 403: the key lacks the scope.
+    for operations in paths.values():
+        for operation in operations.values():
+            if any(req.get("bearer") for req in operation.get("security", [])):
+                operation["responses"].setdefault("403", errors(403)["403"])
+                operation["responses"] = dict(sorted(operation["responses"].items()))
     return {
         "openapi": "3.1.0",
         "info": {

@@ -124,7 +124,7 @@ def page_paths(errors: Any) -> dict[str, Any]:
                     "Opening the link sets a signed, HttpOnly, SameSite session cookie and"
                     " goes to the message (``message_id``) or the message list."
                 ),
-                "security": [{"bearer": []}],
+                "security": [{"bearer": ["directory"]}],
                 "parameters": [
                     {
                         "name": "staff_id",

@@ -652,3 +652,96 @@ async def test_quiet_hours_never_hold_an_alert(rig: Rig) -> None:
     (to_p2,) = [d for d in sms if d.recipient_id == "p2" and d.channel == "sms"]
     assert to_p2.not_before is None and to_p2.status is DeliveryStatus.sent
     assert PHONES["p2"] in rig.new_sms()
+
+
+# --------------------------------------------------------------------------- SMS answers
+# An answer is matched against the OPEN alerts sent to the number, in every tenant, never
+# by the latest SMS sent to it.
+
+
+async def answer(rig: Rig, settings: Settings, sender: str, body: str) -> str:
+    """Send an SMS to us; the TwiML the gateway answered with."""
+    result = await rig.twilio.send_inbound(
+        settings.public_url + INBOUND_PATH, from_=sender, to=OUR_NUMBER, body=body, via=rig.gw.url
+    )
+    assert result.status == 200
+    return result.text
+
+
+async def explanations(rig: Rig, key: str, message_id: str) -> list[tuple[str, str, str]]:
+    status = await rig.gw.status(key, message_id)
+    return [(e["by"], e["kind"], e["text"]) for e in status["absence"]["explanations"]]
+
+
+def emergency(event_id: str, guardian: str) -> dict[str, Any]:
+    return {
+        "id": event_id,
+        "type": "message.created",
+        "data": {
+            "audience": {"guardians": [guardian]},
+            "category": "emergency",
+            "subject": "Stengt skole",
+            "body": "Skolen er stengt i dag.",
+        },
+    }
+
+
+async def test_an_answer_after_a_later_sms_still_answers_the_alert(
+    rig: Rig, configured: Settings
+) -> None:
+    alert_id = (await rig.post(recorded("evt-a1")))["message_id"]
+    await rig.run()
+    await rig.post(emergency("evt-later", "p2"))  # a later SMS to the same number
+    await rig.run()
+    assert PHONES["p2"] in rig.new_sms()
+    twiml = await answer(rig, configured, PHONES["p2"], "SYK feber")
+    await rig.run()
+    assert "<Message>" not in twiml
+    assert await explanations(rig, rig.key, alert_id) == [("p2", "sick", "feber")]
+    # Not taken as a report of a new absence either.
+    assert not [m for m in outbox(configured, "email") if "Fraværsmelding" in m]
+
+
+async def test_a_parent_in_two_municipalities(
+    rig: Rig, configured: Settings, clock: ManualClock
+) -> None:
+    # p2's number is also a guardian's in Bærum, of Ola there.
+    other = DirectoryBatch.model_validate(
+        {
+            "units": [{"id": "b1", "kind": "school", "name": "Bærum skole"}],
+            "persons": [
+                {"id": "bc", "role": "child", "given_name": "Ola", "birth_date": "2016-01-01",
+                 "unit_ids": ["b1"]},
+                {"id": "bp", "role": "guardian", "given_name": "Pia", "phone": PHONES["p2"]},
+            ],
+            "relations": [{"child_id": "bc", "guardian_id": "bp", "parental_responsibility": True}],
+        }
+    )  # fmt: skip
+    _, bkey = await new_tenant(rig.gw.service, clock, other)
+    alert_a = (await rig.post(recorded("evt-a1")))["message_id"]
+    await rig.run()
+    async with rig.gw.session.post(
+        f"{rig.gw.url}/v1/events", json=recorded("evt-b1", child="bc"), headers=rig.gw.headers(bkey)
+    ) as resp:
+        assert resp.status == 202
+        alert_b = (await resp.json())["message_id"]
+    await rig.run()
+    assert PHONES["p2"] in rig.new_sms()
+
+    # Two children, two municipalities: the answer names neither, so it explains nothing
+    # and asks for the child's name.
+    twiml = await answer(rig, configured, PHONES["p2"], "SYK")
+    await rig.run()
+    assert "<Message>" in twiml and "barnets fornavn" in twiml
+    assert await explanations(rig, rig.key, alert_a) == []
+    assert await explanations(rig, bkey, alert_b) == []
+    # Naming the child picks the alert, in its own municipality.
+    assert "<Message>" not in await answer(rig, configured, PHONES["p2"], "SYK Kari har feber")
+    await rig.run()
+    assert await explanations(rig, rig.key, alert_a) == [("p2", "sick", "Kari har feber")]
+    assert await explanations(rig, bkey, alert_b) == []
+    # Kari's alert is answered: the next answer can only be about Ola.
+    assert "<Message>" not in await answer(rig, configured, PHONES["p2"], "LEGE tannlege")
+    await rig.run()
+    assert await explanations(rig, bkey, alert_b) == [("bp", "appointment", "tannlege")]
+    assert await explanations(rig, rig.key, alert_a) == [("p2", "sick", "Kari har feber")]

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from gateway.auth import create_tenant
+from gateway.auth import create_api_key, create_tenant
 from gateway.clock import ManualClock
-from gateway.models import Audience, RelationFlags
+from gateway.models import Audience, RelationFlags, Scope
 from gateway.settings import Settings
 from gateway.store import Store
 
@@ -303,6 +303,28 @@ async def test_no_token_for_staff_or_minors(
     assert resp.status == 403
 
 
+async def test_no_token_for_a_guardian_blocked_on_every_relation(app_client, tenant) -> None:
+    body = batch()
+    body["relations"].append({"child_id": "adult", "guardian_id": "p1"})
+    await load(app_client, tenant.api_key, body)
+    block = {"value": True, "reason": "Court order 2026-11-01", "actor": "rektor"}
+    for child in ("c1", "adult"):
+        resp = await app_client.put(
+            f"/v1/relations/{child}/p1/flags/blocked", json=block, headers=auth(tenant.api_key)
+        )
+        assert resp.status == 200
+        # One relation still open: the guardian may still be told (named, or about it).
+        resp = await app_client.post("/v1/guardians/p1/tokens", headers=auth(tenant.api_key))
+        assert resp.status == (201 if child == "c1" else 403)
+    body = await resp.json()
+    assert body["message"] == (
+        "this guardian is blocked on every relation and may not use the parent app"
+    )
+    # Without parental responsibility but not blocked: may still be named in a message.
+    resp = await app_client.post("/v1/guardians/p2/tokens", headers=auth(tenant.api_key))
+    assert resp.status == 201
+
+
 async def test_no_token_for_unknown_person(app_client, tenant) -> None:
     resp = await app_client.post("/v1/guardians/nobody/tokens", headers=auth(tenant.api_key))
     assert resp.status == 404
@@ -331,7 +353,9 @@ async def test_a_protected_person_needs_the_protected_scope(app_client, tenant, 
     assert resp.status == 403
     assert "Ola" not in await resp.text() and "+4790012345" not in await resp.text()
     assert (await app_client.get("/v1/persons/p2", headers=auth(tenant.api_key))).status == 200
-    await store.set_tenant_scopes(tenant.tenant.id, ["staff", "protected"])
-    resp = await app_client.get("/v1/persons/p1", headers=auth(tenant.api_key))
+    _, key = await create_api_key(
+        store, tenant.tenant.id, [Scope.directory, Scope.protected], datetime.now(UTC)
+    )
+    resp = await app_client.get("/v1/persons/p1", headers=auth(key))
     assert resp.status == 200
     assert (await resp.json())["phone"] == "+4790012345"

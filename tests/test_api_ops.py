@@ -9,6 +9,7 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 
 from gateway.api.context import CTX
+from gateway.channel_health import ChannelHealth
 from gateway.clock import ManualClock
 from gateway.store import Store
 
@@ -21,18 +22,33 @@ async def test_healthz(app_client: TestClient) -> None:
     assert await resp.json() == {"status": "ok"}
 
 
-async def test_readyz_reports_channels_down(app_client: TestClient) -> None:
+async def test_readyz_shows_a_stopped_channel_but_stays_ready(
+    app_client: TestClient, clock: ManualClock
+) -> None:
     resp = await app_client.get("/readyz")
     assert resp.status == 200
     assert (await resp.json())["status"] == "ready"
 
-    app_client.app[CTX].unavailable_channels["sms"] = "auth_rejected"
+    health = ChannelHealth(clock)
+    health.watch(["email", "sms"])
+    app_client.app[CTX].channel_health = health
+    health.refused("sms", "twilio_20003", probe=False)
     resp = await app_client.get("/readyz")
-    assert resp.status == 503
+    assert resp.status == 200  # intake (absence, email) goes on: alert on the channel state
     assert await resp.json() == {
-        "status": "unavailable",
-        "reasons": ["channel_unavailable:sms:auth_rejected"],
+        "status": "ready",
+        "channels": {
+            "email": {"state": "ok", "since": clock.now().isoformat(), "last_error": None},
+            "sms": {
+                "state": "stopped",
+                "since": clock.now().isoformat(),
+                "last_error": "twilio_20003",
+            },
+        },
     }
+    metrics = await (await app_client.get("/metrics")).text()
+    assert 'budbringer_channel_state{channel="sms",state="stopped"} 1.0' in metrics
+    assert 'budbringer_channel_state{channel="sms",state="ok"} 0.0' in metrics
 
 
 async def test_readyz_reports_a_closed_store(app_client: TestClient, store: Store) -> None:

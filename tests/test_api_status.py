@@ -8,9 +8,9 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from gateway.auth import create_tenant
+from gateway.auth import create_api_key, create_tenant
 from gateway.clock import ManualClock
-from gateway.models import Delivery, DeliveryStatus, Reply, Role
+from gateway.models import Delivery, DeliveryStatus, Reply, Role, Scope
 from gateway.store import Store
 
 
@@ -264,8 +264,10 @@ async def test_status_says_who_was_reached_and_hides_protected_persons(
     assert again["children"] == status["children"]
 
     # a key with the "protected" scope sees the ids
-    await store.set_tenant_scopes(tenant.tenant.id, ["staff", "protected"])
-    resp = await app_client.get(f"/v1/messages/{message_id}", headers=bearer(tenant.api_key))
+    _, key = await create_api_key(
+        store, tenant.tenant.id, [Scope.status, Scope.protected], clock.now()
+    )
+    resp = await app_client.get(f"/v1/messages/{message_id}", headers=bearer(key))
     allowed = await resp.json()
     assert {g["recipient_id"] for g in allowed["guardians"]} == {"p1", "p2", "p3"}
     assert {c["child_id"]: c["reached_by"] for c in allowed["children"]} == {

@@ -64,6 +64,8 @@ async def test_serve_with_the_example_config(tmp_path: Path) -> None:
         BUDBRINGER_SECRET_KEY="an-example-secret-that-is-long-enough-0123",
         BUDBRINGER_TWILIO__AUTH_TOKEN="example-auth-token",
         BUDBRINGER_FCM__SERVICE_ACCOUNT_FILE=str(account),
+        # production: links in emails must be https (the test never follows them)
+        BUDBRINGER_PUBLIC_URL="https://varsel.asker.kommune.no",
     )
     async with serving(gw, "--config", str(EXAMPLE)) as proc:
         async with aiohttp.ClientSession() as http:
@@ -117,3 +119,33 @@ async def test_missing_config_file_and_unknown_key(tmp_path: Path) -> None:
     code, _, err = await run_cli(gw, "serve", "--config", str(config))
     assert (code, "Traceback" in err) == (2, False)
     assert "prot" in err and "dispatch.concurency" in err
+
+
+async def test_production_without_providers_refuses_to_start_in_one_line(tmp_path: Path) -> None:
+    gw = gateway_env(tmp_path, BUDBRINGER_ENVIRONMENT="production")
+    code, out, err = await run_cli(gw, "serve")
+    assert (code, out) == (2, "")
+    [line] = err.splitlines()
+    assert line.startswith("budbringer: refusing to start in production: ")
+    for piece in ("email channel", "sms channel", "push channel", "BUDBRINGER_PUBLIC_URL"):
+        assert piece in line
+    assert not gw.db.exists()  # refused before anything was opened
+
+
+async def test_a_misspelt_variable_is_named_with_the_closest_known_one(tmp_path: Path) -> None:
+    gw = gateway_env(tmp_path, BUDBRINGER_SMTP_HOST="relay.asker.kommune.no")
+    code, _, err = await run_cli(gw, "serve")
+    assert code == 2
+    assert err == (
+        "budbringer: unknown variable BUDBRINGER_SMTP_HOST (did you mean BUDBRINGER_SMTP__HOST?)\n"
+    )
+
+
+async def test_broken_toml_is_one_line_without_traceback(tmp_path: Path) -> None:
+    config = tmp_path / "bb.toml"
+    config.write_text("port = 8080\n[smtp\n", encoding="utf-8")
+    gw = gateway_env(tmp_path)
+    code, _, err = await run_cli(gw, "serve", "--config", str(config))
+    assert code == 2 and "Traceback" not in err
+    [line] = err.splitlines()
+    assert line.startswith(f"budbringer: {config} is not valid TOML: ")

@@ -84,3 +84,17 @@ async def test_the_served_demo_links_open_its_message_for_staff_and_a_parent(
                 assert resp.url.path in (f"/staff/messages/{run.message_id}", "/p/inbox")
     finally:
         await run.close()
+
+
+def test_the_example_directory_file_is_what_the_demo_posts() -> None:
+    """config/demo-directory.json is a complete POST /v1/directory body (README)."""
+    from gateway.demo import DEMO_FILE, DEMO_FILE_YEAR
+    from gateway.models import DirectoryBatch
+
+    raw = json.loads(DEMO_FILE.read_text(encoding="utf-8"))
+    batch = DirectoryBatch.model_validate(raw)
+    assert len(batch.persons) > 60 and batch.relations and batch.preferences
+    assert demo_directory(date(DEMO_FILE_YEAR, 11, 27)) == raw
+    moved = demo_directory(date(DEMO_FILE_YEAR + 3, 1, 2))
+    [c29] = [p for p in moved["persons"] if p["id"] == "c29"]
+    assert c29["birth_date"].startswith(str(DEMO_FILE_YEAR + 3 - 18))

@@ -439,12 +439,20 @@ async def test_rejected_credentials_stop_the_channel_without_burning_jobs(
         store=rig.store,
         clock=rig.clock,
         secret=SECRET_KEY.encode(),
-        unavailable_channels=rig.dispatcher.unavailable,
+        channel_health=rig.dispatcher.health,
     )
     async with TestClient(TestServer(create_app(ctx))) as client:
+        # A refused credential shows in /readyz's body but never takes intake away.
         resp = await client.get("/readyz")
-        assert resp.status == 503
-        assert (await resp.json())["reasons"] == ["channel_unavailable:sms:twilio_20003"]
+        assert resp.status == 200
+        body = await resp.json()
+        assert body["status"] == "ready" and "reasons" not in body
+        assert body["channels"]["sms"] == {
+            "state": "stopped",
+            "since": rig.clock.now().isoformat(),
+            "last_error": "twilio_20003",
+        }
+        assert body["channels"]["email"]["state"] == "ok"
 
         # Outages longer than max_attempts rechecks: still postponed, never failed.
         for _ in range(4):
@@ -464,7 +472,9 @@ async def test_rejected_credentials_stop_the_channel_without_burning_jobs(
         assert [d.status for d in sms] == [DeliveryStatus.sent] * 5
         assert len(rig.twilio.requests) == 5 + 1 + 5
         assert rig.dispatcher.unavailable == {}
-        assert (await client.get("/readyz")).status == 200
+        resp = await client.get("/readyz")
+        assert resp.status == 200
+        assert (await resp.json())["channels"]["sms"]["state"] == "ok"
 
 
 # --------------------------------------------------------------------------- never twice

@@ -19,8 +19,9 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from gateway.auth import create_tenant
+from gateway.auth import create_tenant, hash_api_key, new_api_key
 from gateway.clock import ManualClock
+from gateway.models import ApiKey, Scope
 from gateway.settings import Settings
 from tests.conftest import SECRET_KEY
 from tests.contract.conftest import REDIS_URL, forget_keys, require_redis
@@ -189,7 +190,19 @@ async def rig(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[R
 
 
 async def grant_protected_scope(rig: Rig) -> None:
-    await rig.gw.service.store.set_tenant_scopes(rig.tenant_id, ["staff", "protected"])
+    """The tenant's setting (webhooks, which no key reads) and the rig's own key."""
+    store = rig.gw.service.store
+    await store.set_tenant_scopes(rig.tenant_id, ["staff", "protected"])
+    rig.key = new_api_key()
+    await store.add_api_key(
+        ApiKey(
+            id="key_protected",
+            tenant_id=rig.tenant_id,
+            key_hash=hash_api_key(rig.key),
+            scopes=sorted(Scope),
+            created_at=rig.gw.clock.now(),
+        )
+    )
 
 
 # --------------------------------------------------------------------------- finding 1

@@ -492,7 +492,8 @@ async def test_redirects_are_not_followed(rig: Rig) -> None:
     assert [h.endpoint for h in rig.receiver.hits] == ["platform"]
 
 
-async def test_connection_errors_are_retried(rig: Rig) -> None:
+async def test_connection_errors_are_retried(rig: Rig, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="gateway.webhooks")
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -510,6 +511,9 @@ async def test_connection_errors_are_retried(rig: Rig) -> None:
         "connection_error",
         1,
     )
+    # A receiver that fails is visible at WARNING, with the reason and no address.
+    [failed] = [r for r in caplog.records if r.getMessage() == "webhook attempt failed; retrying"]
+    assert (failed.levelno, getattr(failed, "code", None)) == (logging.WARNING, "connection_error")
 
 
 async def test_timeouts_are_retried(rig: Rig) -> None:

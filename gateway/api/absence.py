@@ -34,6 +34,7 @@ from gateway.models import (
     Day,
     Id,
     Message,
+    Scope,
     Strict,
     Tenant,
     derive_id,
@@ -184,14 +185,14 @@ async def post_absence_reply(request: web.Request) -> web.Response:
 
 async def get_settings(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
-    tenant = await authenticate_bearer(request, ctx.store)
+    tenant = await authenticate_bearer(request, ctx.store, ctx.clock.now(), Scope.admin)
     policy = await absences(ctx).policy(tenant.id)
     return web.json_response(policy.model_dump(mode="json"))
 
 
 async def put_settings(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
-    tenant = await authenticate_bearer(request, ctx.store)
+    tenant = await authenticate_bearer(request, ctx.store, ctx.clock.now(), Scope.admin)
     override = parse_json(await read_raw(request, ctx.settings.max_body_bytes))
     if not isinstance(override, dict):
         raise ValidationFailed(

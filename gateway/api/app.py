@@ -13,6 +13,7 @@ from gateway.api import (
     escalation,
     events,
     guardian,
+    keys,
     oneroster,
     ops,
     parent_pages,
@@ -24,7 +25,9 @@ from gateway.api import (
     unsubscribe,
     webhooks,
 )
+from gateway.api.access import access_middleware
 from gateway.api.context import CTX, AppContext
+from gateway.api.limits import body_deadline
 from gateway.errors import InputError
 from gateway.logs import route_of
 
@@ -59,7 +62,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 def create_app(ctx: AppContext) -> web.Application:
     app = web.Application(
-        middlewares=[error_middleware], client_max_size=ctx.settings.max_body_bytes
+        # access outermost: it sees the status error_middleware made of an exception
+        middlewares=[access_middleware(ctx.settings.access_log), error_middleware, body_deadline],
+        client_max_size=ctx.settings.max_body_bytes,
     )
     app[CTX] = ctx
     for module in (
@@ -75,6 +80,7 @@ def create_app(ctx: AppContext) -> web.Application:
         unsubscribe,
         webhooks,
         absence,
+        keys,
         staff_pages,
         staff_absence,
         parent_pages,

@@ -13,6 +13,7 @@ from gateway.settings import Settings
 from gateway.store import Store
 
 if TYPE_CHECKING:
+    from gateway.channel_health import ChannelHealth
     from gateway.render import Renderer
 
 
@@ -26,8 +27,9 @@ class AppContext:
     renderer: Renderer | None = None
     # set whenever new work is queued, so idle workers wake at once (absence latency)
     work_available: asyncio.Event = field(default_factory=asyncio.Event)
-    # channels that reported ChannelUnavailable (name -> reason code), for /readyz
-    unavailable_channels: dict[str, str] = field(default_factory=dict)
+    # each channel's state (ok, degraded, stopped) from the workers' circuit breaker; None
+    # in an API-only process (it sends nothing, so it knows nothing about the providers)
+    channel_health: ChannelHealth | None = None
 
 
 CTX = web.AppKey("ctx", AppContext)

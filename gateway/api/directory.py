@@ -1,11 +1,12 @@
 """Directory routes: the platform loads units, groups, persons and relations; staff set
 the manual relation flags; the platform asks for guardian tokens for the parent app.
 
-All routes here take the tenant API key (``Authorization: Bearer bbk_...``).
+All routes here take a tenant API key with the ``directory`` scope.
 """
 
 from __future__ import annotations
 
+import asyncio
 from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -14,12 +15,15 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from gateway.api.body import read_model
-from gateway.api.context import CTX, AppContext
+from gateway.api.context import CTX
 from gateway.api.guardian import mandatory_channel_errors
-from gateway.auth import authenticate_bearer
-from gateway.constants import ADULT_AGE, DEFAULT_TIME_ZONE, SCOPE_PROTECTED
+from gateway.api.limits import body_limit
+from gateway.auth import authenticate_bearer, key_has
+from gateway.constants import ADULT_AGE, DEFAULT_TIME_ZONE
 from gateway.errors import Forbidden, NotFound, ValidationFailed
+from gateway.gcpause import gc_paused
 from gateway.models import (
+    Audience,
     DirectoryBatch,
     DirectoryDeletion,
     FlagChange,
@@ -27,8 +31,10 @@ from gateway.models import (
     Protection,
     ProtectionChange,
     Role,
+    Scope,
 )
 from gateway.protection import RANK, ProtectionHistoryEntry
+from gateway.resolver import blocked_everywhere
 from gateway.tokens import issue_guardian_token
 
 FLAGS = frozenset({"information_granted", "blocked"})
@@ -44,23 +50,29 @@ class GuardianToken(BaseModel):
 async def post_directory(request: web.Request) -> web.Response:
     """Upsert a batch, all or nothing: 200 ``{"applied": counts}``, or 422 naming row and field."""
     ctx = request.app[CTX]
-    tenant = await authenticate_bearer(request, ctx.store)
-    batch = await read_model(request, DirectoryBatch, ctx.settings.max_body_bytes)
-    errors = [
-        err
-        for guardian_id, prefs in batch.preferences.items()
-        for err in mandatory_channel_errors(prefs, ["preferences", guardian_id])
-    ]
-    if errors:
-        raise ValidationFailed("the body is not valid", errors=errors)
-    counts = await ctx.store.apply_directory(tenant.id, batch, ctx.clock.now())
+    tenant = await authenticate_bearer(request, ctx.store, ctx.clock.now(), Scope.directory)
+    # Millions of objects for a big batch: full GC passes would stall the event loop.
+    with gc_paused():
+        batch = await read_model(request, DirectoryBatch, body_limit(request))
+        errors = [
+            err
+            for guardian_id, prefs in batch.preferences.items()
+            for err in mandatory_channel_errors(prefs, ["preferences", guardian_id])
+        ]
+        if errors:
+            raise ValidationFailed("the body is not valid", errors=errors)
+        counts = await ctx.store.apply_directory(tenant.id, batch, ctx.clock.now())
+        # Freeing it takes as long as a full GC pass: done in a thread, not on the loop.
+        held = [batch]
+        del batch
+        await asyncio.to_thread(held.clear)
     return web.json_response({"applied": counts})
 
 
 async def post_directory_delete(request: web.Request) -> web.Response:
     """Delete rows by id, all or nothing: 200 ``{"deleted": counts}``; unknown ids are 422."""
     ctx = request.app[CTX]
-    tenant = await authenticate_bearer(request, ctx.store)
+    tenant = await authenticate_bearer(request, ctx.store, ctx.clock.now(), Scope.directory)
     deletion = await read_model(request, DirectoryDeletion, ctx.settings.max_body_bytes)
     counts = await ctx.store.delete_directory(tenant.id, deletion)
     return web.json_response({"deleted": counts})
@@ -69,7 +81,7 @@ async def post_directory_delete(request: web.Request) -> web.Response:
 async def put_relation_flag(request: web.Request) -> web.Response:
     """Set ``information_granted`` or ``blocked`` with a reason: the only way flags change."""
     ctx = request.app[CTX]
-    tenant = await authenticate_bearer(request, ctx.store)
+    tenant = await authenticate_bearer(request, ctx.store, ctx.clock.now(), Scope.directory)
     flag = request.match_info["flag"]
     if flag not in FLAGS:
         raise NotFound("unknown flag; use information_granted or blocked")
@@ -90,15 +102,13 @@ async def put_relation_flag(request: web.Request) -> web.Response:
 async def get_person(request: web.Request) -> web.Response:
     """One person record of this tenant (404 for another tenant's)."""
     ctx = request.app[CTX]
-    tenant = await authenticate_bearer(request, ctx.store)
+    tenant = await authenticate_bearer(request, ctx.store, ctx.clock.now(), Scope.directory)
     person = await ctx.store.get_person(tenant.id, request.match_info["person_id"])
     if person is None:
         raise NotFound("person not found")
     # A protected address (rule 4): the record is shown only to keys with that scope,
     # as in the message status, where such persons appear as pseudonyms.
-    if person.protection is not Protection.none and SCOPE_PROTECTED not in (
-        await ctx.store.get_tenant_scopes(tenant.id)
-    ):
+    if person.protection is not Protection.none and not key_has(request, Scope.protected):
         raise Forbidden("this person has a protected address; the key needs the protected scope")
     return web.json_response(person.model_dump(mode="json"))
 
@@ -120,10 +130,6 @@ def _protection_view(person_id: str, history: list[ProtectionHistoryEntry]) -> d
     }
 
 
-async def _may_see_protected(ctx: AppContext, tenant_id: str) -> bool:
-    return SCOPE_PROTECTED in await ctx.store.get_tenant_scopes(tenant_id)
-
-
 async def put_person_protection(request: web.Request) -> web.Response:
     """Set a person's protection level with a reason and an actor; the history is kept.
 
@@ -131,20 +137,20 @@ async def put_person_protection(request: web.Request) -> web.Response:
     lowering needs a key with the ``protected`` scope (a key that may not see a
     protected person may not expose one either)."""
     ctx = request.app[CTX]
-    tenant = await authenticate_bearer(request, ctx.store)
+    tenant = await authenticate_bearer(request, ctx.store, ctx.clock.now(), Scope.directory)
     person_id = request.match_info["person_id"]
     change = await read_model(request, ProtectionChange, ctx.settings.max_body_bytes)
     person = await ctx.store.get_person(tenant.id, person_id)
     if person is None:
         raise NotFound("person not found")
     lowering = RANK[change.level] < RANK[person.protection]
-    if lowering and not await _may_see_protected(ctx, tenant.id):
+    if lowering and not key_has(request, Scope.protected):
         raise Forbidden("lowering protection needs a key with the protected scope")
     await ctx.store.set_protection(
         tenant.id, person_id, change.level, change.reason, change.actor, ctx.clock.now()
     )
     # The history (reasons: court orders, ...) only for keys that may see protected persons.
-    full = change.level is Protection.none or await _may_see_protected(ctx, tenant.id)
+    full = change.level is Protection.none or key_has(request, Scope.protected)
     history = await ctx.store.protection_history(tenant.id, person_id) if full else []
     view = _protection_view(person_id, history)
     view["protection"] = change.level.value
@@ -155,12 +161,12 @@ async def get_person_protection(request: web.Request) -> web.Response:
     """A person's protection level and every change of it (who, when, why); for a
     protected person only with the ``protected`` scope (as ``GET /v1/persons/{id}``)."""
     ctx = request.app[CTX]
-    tenant = await authenticate_bearer(request, ctx.store)
+    tenant = await authenticate_bearer(request, ctx.store, ctx.clock.now(), Scope.directory)
     person_id = request.match_info["person_id"]
     person = await ctx.store.get_person(tenant.id, person_id)
     if person is None:
         raise NotFound("person not found")
-    if person.protection is not Protection.none and not await _may_see_protected(ctx, tenant.id):
+    if person.protection is not Protection.none and not key_has(request, Scope.protected):
         raise Forbidden("this person has a protected address; the key needs the protected scope")
     view = _protection_view(person_id, await ctx.store.protection_history(tenant.id, person_id))
     view["protection"] = person.protection.value
@@ -188,16 +194,23 @@ async def post_guardian_token(request: web.Request) -> web.Response:
     """A short-lived token for the parent app: 201 ``{"token", "expires_at"}``.
 
     404 if the person is not in this tenant; 403 if they may not use the app
-    (staff, children under 18).
+    (staff, children under 18, a guardian blocked on every relation).
     """
     ctx = request.app[CTX]
-    tenant = await authenticate_bearer(request, ctx.store)
+    tenant = await authenticate_bearer(request, ctx.store, ctx.clock.now(), Scope.directory)
     person = await ctx.store.get_person(tenant.id, request.match_info["guardian_id"])
     if person is None:
         raise NotFound("person not found")
     now = ctx.clock.now()
     if not may_use_parent_app(person, now):
         raise Forbidden("this person may not use the parent app")
+    if person.role is Role.guardian:
+        snapshot = await ctx.store.load_audience(tenant.id, Audience(guardians=[person.id]))
+        mine = [r for r in snapshot.relations if r.guardian_id == person.id]
+        if blocked_everywhere(mine):
+            raise Forbidden(
+                "this guardian is blocked on every relation and may not use the parent app"
+            )
     token, expires_at = issue_guardian_token(
         ctx.secret, tenant.id, person.id, now, ctx.settings.guardian_token_ttl
     )

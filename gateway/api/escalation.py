@@ -15,12 +15,13 @@ from gateway.api.context import CTX
 from gateway.auth import authenticate_bearer
 from gateway.errors import ValidationFailed
 from gateway.escalation import merge_override, policy_in_force
+from gateway.models import Scope
 from gateway.settings import EscalationSettings
 
 
 async def get_escalation(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
-    tenant = await authenticate_bearer(request, ctx.store)
+    tenant = await authenticate_bearer(request, ctx.store, ctx.clock.now(), Scope.admin)
     override = await ctx.store.get_escalation_override(tenant.id)
     policy = policy_in_force(ctx.settings.escalation, override, tenant.id)
     return web.json_response(policy.model_dump(mode="json"))
@@ -28,7 +29,7 @@ async def get_escalation(request: web.Request) -> web.Response:
 
 async def put_escalation(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
-    tenant = await authenticate_bearer(request, ctx.store)
+    tenant = await authenticate_bearer(request, ctx.store, ctx.clock.now(), Scope.admin)
     override = parse_json(await read_raw(request, ctx.settings.max_body_bytes))
     if not isinstance(override, dict):
         raise ValidationFailed(

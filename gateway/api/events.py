@@ -19,6 +19,7 @@ from gateway import constants
 from gateway.api import absence, recipients
 from gateway.api.body import parse_json, read_raw, to_model
 from gateway.api.context import CTX, AppContext
+from gateway.api.limits import body_limit
 from gateway.auth import authenticate_event
 from gateway.errors import Conflict, InputError, ValidationFailed
 from gateway.metrics import EVENTS
@@ -215,7 +216,7 @@ async def accept_event(
 
 async def post_event(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
-    raw = await read_raw(request, ctx.settings.max_body_bytes)
+    raw = await read_raw(request, body_limit(request))
     tenant = await authenticate_event(request, raw, ctx.store, ctx.clock.now())
     status, answer = await accept_event(
         ctx, tenant, raw, webhook_id=request.headers.get("webhook-id")

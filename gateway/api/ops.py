@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import functools
 from importlib import resources
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.api.context import CTX
-from gateway.metrics import DELIVERIES, QUEUE_AGE, QUEUE_DEPTH, REGISTRY
+from gateway.constants import JOB_WEBHOOK_SEND
+from gateway.metrics import DELIVERIES, QUEUE_AGE, QUEUE_DEPTH, REGISTRY, WEBHOOK_BACKLOG
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -19,7 +21,11 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Ready when the store answers and no channel is down; 503 lists the reasons."""
+    """Ready when the store answers: the gateway can accept events. 503 only then.
+
+    The body also lists each channel's state (``ok``, ``degraded``, ``stopped``, since
+    when, last error code); a failing channel never takes intake out of a load
+    balancer: alert on ``budbringer_channel_state`` instead."""
     ctx = request.app[CTX]
     reasons: list[str] = []
     try:
@@ -27,13 +33,12 @@ async def readyz(request: web.Request) -> web.Response:
             reasons.append("store_unavailable")
     except Exception:  # a failing ping is exactly what readiness reports
         reasons.append("store_unavailable")
-    reasons += [
-        f"channel_unavailable:{name}:{code}"
-        for name, code in sorted(ctx.unavailable_channels.items())
-    ]
+    body: dict[str, Any] = {"status": "unavailable" if reasons else "ready"}
     if reasons:
-        return web.json_response({"status": "unavailable", "reasons": reasons}, status=503)
-    return web.json_response({"status": "ready"})
+        body["reasons"] = reasons
+    if ctx.channel_health is not None:
+        body["channels"] = ctx.channel_health.snapshot()
+    return web.json_response(body, status=503 if reasons else 200)
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -50,6 +55,7 @@ async def metrics(request: web.Request) -> web.Response:
     for kind, (depth, age) in queues.items():
         QUEUE_DEPTH.labels(kind).set(depth)
         QUEUE_AGE.labels(kind).set(age)
+    WEBHOOK_BACKLOG.set(queues.get(JOB_WEBHOOK_SEND, (0, 0.0))[0])
     return web.Response(
         body=generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST}
     )

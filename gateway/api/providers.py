@@ -20,6 +20,7 @@ Phone numbers and reply bodies never reach logs.
 from __future__ import annotations
 
 import logging
+from xml.sax.saxutils import escape
 
 from aiohttp import web
 from multidict import MultiDict
@@ -122,8 +123,16 @@ async def status_callback(request: web.Request) -> web.Response:
     return web.Response(status=200)
 
 
+def twiml_message(text: str | None) -> str:
+    """TwiML that answers an inbound SMS with ``text`` (nothing when None)."""
+    if text is None:
+        return EMPTY_TWIML
+    return EMPTY_TWIML.replace("</Response>", f"<Message>{escape(text)}</Message></Response>")
+
+
 async def inbound_message(request: web.Request) -> web.Response:
-    """Store an SMS a guardian sent us as a reply to the latest message sent to that number."""
+    """An SMS a guardian sent us: an answer to open absence alerts, an absence report, or
+    else a reply to the latest message sent to that number."""
     _, form = await _verified_form(request)
     ctx = request.app[CTX]
     twiml = web.Response(text=EMPTY_TWIML, content_type="text/xml")
@@ -131,12 +140,21 @@ async def inbound_message(request: web.Request) -> web.Response:
     sid = form.get("MessageSid") or form.get("SmsSid")
     if not sender or not sid:
         return twiml
+    # A keyword answer is matched against the open alerts of every tenant sent to this
+    # number; one that fits several children is answered with a question instead.
+    answered = await absences(ctx).answer_sms(sender, form.get("Body", ""), sid)
+    if answered is not None:
+        log.info(
+            "inbound sms taken as an absence answer",
+            extra={"provider_id": sid, "explained": answered.explained},
+        )
+        return web.Response(text=twiml_message(answered.reply), content_type="text/xml")
     tenant_id = await ctx.store.tenant_for_address("sms", sender)
     if tenant_id is None:
         log.info("inbound sms from an address we never sent to", extra={"provider_id": sid})
         return twiml
     delivery = await ctx.store.latest_delivery_to(tenant_id, "sms", sender)
-    # An answer to an absence alert (a keyword) or an absence report is absence's to take.
+    # An absence report ("FRAVÆR ...", or a keyword that answers no alert) is absence's.
     if await absences(ctx).inbound_sms(tenant_id, delivery, form.get("Body", ""), sid):
         log.info("inbound sms taken as absence", extra={"tenant_id": tenant_id, "provider_id": sid})
         return twiml

@@ -62,6 +62,7 @@ from gateway.models import (
     Role,
     Strict,
 )
+from gateway.models import Scope as KeyScope
 from gateway.notreached import Why, why_not_reached
 from gateway.pseudonyms import Names
 from gateway.render import resolve_language
@@ -99,7 +100,7 @@ async def post_staff_token(request: web.Request) -> web.Response:
     404 if the person (or the message) is not in this tenant; 403 if the person is
     not staff."""
     ctx = request.app[CTX]
-    tenant = await authenticate_bearer(request, ctx.store)
+    tenant = await authenticate_bearer(request, ctx.store, ctx.clock.now(), KeyScope.directory)
     person = await ctx.store.get_person(tenant.id, request.match_info["staff_id"])
     if person is None:
         raise NotFound("person not found")

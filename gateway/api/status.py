@@ -23,17 +23,21 @@ from aiohttp import web
 
 from gateway.api.absence import absences
 from gateway.api.context import CTX
-from gateway.auth import authenticate_bearer
+from gateway.auth import authenticate_bearer, key_has
 from gateway.constants import SUPPRESSED_CHANNEL
 from gateway.errors import NotFound
-from gateway.models import Delivery, Reply, StatusChange
+from gateway.models import Delivery, Reply, Scope, StatusChange
+from gateway.planner import send_job_id
 from gateway.pseudonyms import Names, names_for
 from gateway.tracker import ChildReach, Reach, RecipientReach, reach
+from gateway.waiting import WAITING, waiting_for
 
 PROTECTED_SUBJECT = "(protected)"
 
 
-def _delivery(delivery: Delivery, history: list[StatusChange], name: Names) -> dict[str, Any]:
+def _delivery(
+    delivery: Delivery, history: list[StatusChange], name: Names, waiting: str | None
+) -> dict[str, Any]:
     # A suppression record's target is the child it was about.
     suppressed = delivery.channel == SUPPRESSED_CHANNEL
     return {
@@ -50,6 +54,7 @@ def _delivery(delivery: Delivery, history: list[StatusChange], name: Names) -> d
             {"status": change.status.value, "at": change.at.isoformat(), "detail": change.detail}
             for change in history
         ],
+        "waiting_for": waiting,
     }
 
 
@@ -101,7 +106,7 @@ def _summary(view: Reach, name: Names) -> dict[str, Any]:
 async def get_message(request: web.Request) -> web.Response:
     """The status of one message of the calling tenant; another tenant's is 404."""
     ctx = request.app[CTX]
-    tenant = await authenticate_bearer(request, ctx.store)
+    tenant = await authenticate_bearer(request, ctx.store, ctx.clock.now(), Scope.status)
     message = await ctx.store.get_message(tenant.id, request.match_info["id"])
     if message is None:
         raise NotFound("no such message")
@@ -114,7 +119,11 @@ async def get_message(request: web.Request) -> web.Response:
     persons = {d.recipient_id for d in deliveries} | set(view.children)
     persons.update(r.person_id for r in replies if r.person_id)
     persons.update(absence.persons if absence is not None else ())
-    name = await names_for(ctx.store, ctx.secret, tenant.id, persons)
+    name = await names_for(
+        ctx.store, ctx.secret, tenant.id, persons, sees_protected=key_has(request, Scope.protected)
+    )
+    now = ctx.clock.now()
+    jobs = await ctx.store.get_jobs([send_job_id(d.id) for d in deliveries if d.status in WAITING])
     children = sorted((_child(c, name) for c in view.children.values()), key=itemgetter("child_id"))
     guardians = sorted(
         (_guardian(r, name) for r in view.recipients.values()), key=itemgetter("recipient_id")
@@ -135,7 +144,15 @@ async def get_message(request: web.Request) -> web.Response:
             "summary": _summary(view, name),
             "children": children,
             "guardians": guardians,
-            "deliveries": [_delivery(d, history.get(d.id, []), name) for d in deliveries],
+            "deliveries": [
+                _delivery(
+                    d,
+                    history.get(d.id, []),
+                    name,
+                    waiting_for(d, jobs.get(send_job_id(d.id)), ctx.channel_health, now),
+                )
+                for d in deliveries
+            ],
             "replies": [_reply(r, name) for r in replies],
             # absence alerts and reports: the absence, its marks and guardians' answers
             "absence": absence.view(name) if absence is not None else None,

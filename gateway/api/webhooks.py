@@ -34,6 +34,7 @@ from gateway.auth import authenticate_bearer, new_webhook_secret
 from gateway.constants import WEBHOOK_EVENT_TYPES
 from gateway.errors import Conflict, NotFound, ValidationFailed
 from gateway.models import (
+    Scope,
     Strict,
     Tenant,
     WebhookAttempt,
@@ -259,7 +260,7 @@ async def _endpoint(request: web.Request, tenant: Tenant) -> WebhookEndpoint:
 async def create_endpoint(request: web.Request) -> web.Response:
     """Create an endpoint: 201 with its secret, shown this once."""
     ctx = request.app[CTX]
-    tenant = await authenticate_bearer(request, ctx.store)
+    tenant = await authenticate_bearer(request, ctx.store, ctx.clock.now(), Scope.webhooks)
     body = await read_model(request, WebhookEndpointCreate, ctx.settings.max_body_bytes)
     await _check_url(body.url, ctx.settings)
     if len(await ctx.store.list_webhook_endpoints(tenant.id)) >= MAX_ENDPOINTS:
@@ -281,14 +282,14 @@ async def create_endpoint(request: web.Request) -> web.Response:
 
 async def list_endpoints(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
-    tenant = await authenticate_bearer(request, ctx.store)
+    tenant = await authenticate_bearer(request, ctx.store, ctx.clock.now(), Scope.webhooks)
     endpoints = await ctx.store.list_webhook_endpoints(tenant.id)
     return web.json_response({"endpoints": [endpoint_view(e) for e in endpoints]})
 
 
 async def get_endpoint(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
-    tenant = await authenticate_bearer(request, ctx.store)
+    tenant = await authenticate_bearer(request, ctx.store, ctx.clock.now(), Scope.webhooks)
     return web.json_response(endpoint_view(await _endpoint(request, tenant)))
 
 
@@ -297,7 +298,7 @@ async def patch_endpoint(request: web.Request) -> web.Response:
     endpoint disabled by a 410 or by this call; messages failed meanwhile stay failed
     (replay them one by one)."""
     ctx = request.app[CTX]
-    tenant = await authenticate_bearer(request, ctx.store)
+    tenant = await authenticate_bearer(request, ctx.store, ctx.clock.now(), Scope.webhooks)
     body = await read_model(request, WebhookEndpointPatch, ctx.settings.max_body_bytes)
     endpoint = await _endpoint(request, tenant)
     changes: dict[str, Any] = {"updated_at": ctx.clock.now()}
@@ -320,7 +321,7 @@ async def patch_endpoint(request: web.Request) -> web.Response:
 async def delete_endpoint(request: web.Request) -> web.Response:
     """Delete an endpoint and its outbox messages."""
     ctx = request.app[CTX]
-    tenant = await authenticate_bearer(request, ctx.store)
+    tenant = await authenticate_bearer(request, ctx.store, ctx.clock.now(), Scope.webhooks)
     if not await ctx.store.delete_webhook_endpoint(tenant.id, request.match_info["id"]):
         raise NotFound("no such webhook endpoint")
     return web.Response(status=204)
@@ -329,7 +330,7 @@ async def delete_endpoint(request: web.Request) -> web.Response:
 async def rotate_secret(request: web.Request) -> web.Response:
     """A new secret, shown once; the old one also signs during the grace period."""
     ctx = request.app[CTX]
-    tenant = await authenticate_bearer(request, ctx.store)
+    tenant = await authenticate_bearer(request, ctx.store, ctx.clock.now(), Scope.webhooks)
     endpoint = await _endpoint(request, tenant)
     now = ctx.clock.now()
     grace = timedelta(seconds=ctx.settings.webhooks.rotation_grace)
@@ -402,7 +403,7 @@ async def list_messages(request: web.Request) -> web.Response:
     """The outbox, newest first; ``?status=failed`` lists what needs attention. Pages by
     (created_at, id): pass ``next_before`` and ``next_before_id`` back (api/paging.py)."""
     ctx = request.app[CTX]
-    tenant = await authenticate_bearer(request, ctx.store)
+    tenant = await authenticate_bearer(request, ctx.store, ctx.clock.now(), Scope.webhooks)
     params, errors = _query_errors(request.query)
     if errors:
         raise ValidationFailed("the query is not valid", errors=errors)
@@ -427,7 +428,7 @@ async def _message(request: web.Request, tenant: Tenant) -> WebhookMessage:
 async def get_message(request: web.Request) -> web.Response:
     """One outbox message with every attempt (status code, time, duration)."""
     ctx = request.app[CTX]
-    tenant = await authenticate_bearer(request, ctx.store)
+    tenant = await authenticate_bearer(request, ctx.store, ctx.clock.now(), Scope.webhooks)
     message = await _message(request, tenant)
     history = await ctx.store.webhook_attempts(message.id)
     return web.json_response(
@@ -438,7 +439,7 @@ async def get_message(request: web.Request) -> web.Response:
 async def replay_message(request: web.Request) -> web.Response:
     """Send a failed message again: pending, due now, the same ``webhook-id``."""
     ctx = request.app[CTX]
-    tenant = await authenticate_bearer(request, ctx.store)
+    tenant = await authenticate_bearer(request, ctx.store, ctx.clock.now(), Scope.webhooks)
     message = await _message(request, tenant)
     endpoint = await ctx.store.get_webhook_endpoint(tenant.id, message.endpoint_id)
     if endpoint is None or not endpoint.enabled:

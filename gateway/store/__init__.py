@@ -26,6 +26,8 @@ from gateway.models import (
     AbsenceClaim,
     AbsenceExplanation,
     AbsenceRecord,
+    AlertPhone,
+    ApiKey,
     Audience,
     Change,
     Delivery,
@@ -93,10 +95,9 @@ class Store(Protocol):
         """True when the backend answers (for /readyz)."""
 
     # ------------------------------------------------------------------ tenants
-    async def create_tenant(self, tenant: Tenant) -> None:
-        """Insert a tenant; raises Conflict if the id exists."""
-
-    async def tenant_by_key_hash(self, api_key_hash: str) -> Tenant | None: ...
+    async def create_tenant(self, tenant: Tenant, first_key: ApiKey | None = None) -> None:
+        """Insert a tenant and the key row of ``tenant.api_key_hash`` (``first_key``, else
+        ``first_api_key(tenant)``); raises Conflict if the id or the key exists."""
 
     async def get_tenant(self, tenant_id: str) -> Tenant | None: ...
 
@@ -530,10 +531,25 @@ class Store(Protocol):
         """Replace the tenant's escalation override; None removes it."""
 
     async def get_tenant_scopes(self, tenant_id: str) -> list[str]:
-        """The scopes of the tenant's API key; ``["staff"]`` unless set."""
+        """Legacy: the scopes of a tenant's single key from before keys had their own
+        (read once, when the store gives that key its row); ``["staff"]`` unless set."""
 
     async def set_tenant_scopes(self, tenant_id: str, scopes: Sequence[str]) -> None:
-        """Replace the scopes of the tenant's API key (deduplicated, sorted)."""
+        """Legacy: replace the tenant-wide scopes (deduplicated, sorted)."""
+
+    # ---- API keys (several per tenant, each with scopes; only hashes are stored)
+    async def add_api_key(self, key: ApiKey) -> None:
+        """Insert a key; raises Conflict if its id or hash exists."""
+
+    async def api_key_by_hash(self, key_hash: str) -> ApiKey | None:
+        """The key with this sha256, whatever its tenant, revoked or expired included."""
+
+    async def list_api_keys(self, tenant_id: str) -> list[ApiKey]:
+        """The tenant's keys, oldest first, revoked and expired ones included."""
+
+    async def revoke_api_key(self, tenant_id: str, key_id: str, at: datetime) -> ApiKey | None:
+        """Revoke this tenant's key (a second revocation keeps the first time); the key as
+        it is now, or None if the tenant has no key with this id."""
 
     async def protected_persons(self, tenant_id: str, person_ids: Sequence[str]) -> set[str]:
         """Those of ``person_ids`` with a protected address (protection other than none)."""
@@ -543,6 +559,10 @@ class Store(Protocol):
         """Like :meth:`retry_job`, but the claim that led here does not count: ``attempts``
         goes back down by one. For work put off without trying it (quiet hours, a stopped
         channel), so a long wait never uses up the attempts of real sends."""
+
+    async def get_jobs(self, job_ids: Sequence[str]) -> dict[str, Job]:
+        """id -> job (``due_at``, ``attempts``, ``last_error`` as stored now) for the ids
+        that exist; for the status API's ``waiting_for``."""
 
     # ---- rate limits
     async def acquire_rate(
@@ -606,6 +626,14 @@ class Store(Protocol):
         """Store a guardian's explanation; False if its id exists already. With ``change``,
         a new explanation records an ``absence.explained`` change with that data in the
         same transaction, as :meth:`append_change` would."""
+
+    async def add_alert_phones(self, rows: Sequence[AlertPhone]) -> None:
+        """Remember the phone numbers of an alert's recipients (a row again is kept once);
+        rows older than two days are dropped on the way."""
+
+    async def alert_phones(self, phone: str, since: datetime) -> list[AlertPhone]:
+        """The alerts of every tenant whose recipients have this number, from ``since`` on,
+        oldest first."""
 
     async def list_absence_explanations(
         self, tenant_id: str, message_id: str

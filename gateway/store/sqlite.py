@@ -26,6 +26,7 @@ import aiosqlite
 from gateway.constants import SUPPRESSED_CHANNEL
 from gateway.errors import Conflict, NotFound, StoreError, ValidationFailed
 from gateway.models import (
+    ApiKey,
     Audience,
     Category,
     Delivery,
@@ -52,6 +53,7 @@ from gateway.models import (
     UnitKind,
     Urgency,
     can_transition,
+    first_api_key,
 )
 from gateway.protection import (
     ProtectionHistoryEntry,
@@ -68,7 +70,9 @@ from gateway.store.directory_checks import (
     reference_error,
 )
 from gateway.store.sqlite_absence import AbsenceMixin
+from gateway.store.sqlite_alert_phones import AlertPhonesMixin
 from gateway.store.sqlite_base import SqliteParts, dt, dt_opt, id_list, to_json, ts, ts_opt
+from gateway.store.sqlite_keys import KeysMixin, insert_api_key, migrate_api_keys
 from gateway.store.sqlite_postpone import PostponeMixin
 from gateway.store.sqlite_ratelimit import RateLimitMixin
 from gateway.store.sqlite_retention import RetentionMixin
@@ -287,6 +291,22 @@ def _tenant(row: Any) -> Tenant:
     )
 
 
+def _batch_refs(
+    batch: DirectoryBatch,
+) -> tuple[set[str], set[str], dict[str, str], set[str], set[str], set[str]]:
+    """The ids a batch brings and the ids it refers to (in a thread: 100,000s of rows)."""
+    units = {u.id for u in batch.units}
+    groups = {g.id for g in batch.groups}
+    roles = {p.id: p.role.value for p in batch.persons}
+    wanted_units = {g.unit_id for g in batch.groups}
+    wanted_units.update(u for p in batch.persons for u in p.unit_ids)
+    wanted_groups = {g for p in batch.persons for g in p.group_ids}
+    wanted_persons = {r.child_id for r in batch.relations}
+    wanted_persons.update(r.guardian_id for r in batch.relations)
+    wanted_persons.update(batch.preferences)
+    return units, groups, roles, wanted_units, wanted_groups, wanted_persons
+
+
 def _delivery(row: Any) -> Delivery:
     # Rows were validated on the way in; model_construct keeps the hot path cheap.
     return Delivery.model_construct(
@@ -444,6 +464,8 @@ class SqliteStore(
     RateLimitMixin,
     RetentionMixin,
     AbsenceMixin,
+    KeysMixin,
+    AlertPhonesMixin,
     SqliteParts,
 ):
     """The :class:`gateway.store.Store` on one SQLite file (WAL, one writer connection)."""
@@ -505,6 +527,7 @@ class SqliteStore(
                     if statement.strip():
                         await db.execute(statement)
             await _add_job_lanes(db)
+            await migrate_api_keys(db)
             rows = list(await db.execute_fetchall("SELECT version FROM schema_version"))
             if not rows:
                 await db.execute(
@@ -577,7 +600,7 @@ class SqliteStore(
 
     # ------------------------------------------------------------------ tenants
 
-    async def create_tenant(self, tenant: Tenant) -> None:
+    async def create_tenant(self, tenant: Tenant, first_key: ApiKey | None = None) -> None:
         async with self._write() as db:
             try:
                 await db.execute(
@@ -593,9 +616,7 @@ class SqliteStore(
                 )
             except sqlite3.IntegrityError as exc:
                 raise Conflict("a tenant with this id or key exists already") from exc
-
-    async def tenant_by_key_hash(self, api_key_hash: str) -> Tenant | None:
-        return await self._one_tenant("api_key_hash", api_key_hash)
+            await insert_api_key(db, first_key or first_api_key(tenant))
 
     async def get_tenant(self, tenant_id: str) -> Tenant | None:
         return await self._one_tenant("id", tenant_id)
@@ -626,7 +647,7 @@ class SqliteStore(
         at = at or datetime.now(UTC)
         async with self._write() as db:
             known = await self._known_for(db, tenant_id, batch)
-            errors = batch_errors(batch, known)
+            errors = await asyncio.to_thread(batch_errors, batch, known)  # 100,000s of rows
             if errors:
                 raise ValidationFailed(
                     "the directory batch refers to unknown or unfit rows; nothing was written",
@@ -656,15 +677,9 @@ class SqliteStore(
     async def _known_for(
         self, db: aiosqlite.Connection, tenant_id: str, batch: DirectoryBatch
     ) -> Known:
-        units = {u.id for u in batch.units}
-        groups = {g.id for g in batch.groups}
-        roles = {p.id: p.role.value for p in batch.persons}
-        wanted_units = {g.unit_id for g in batch.groups}
-        wanted_units.update(u for p in batch.persons for u in p.unit_ids)
-        wanted_groups = {g for p in batch.persons for g in p.group_ids}
-        wanted_persons = {r.child_id for r in batch.relations}
-        wanted_persons.update(r.guardian_id for r in batch.relations)
-        wanted_persons.update(batch.preferences)
+        units, groups, roles, wanted_units, wanted_groups, wanted_persons = await asyncio.to_thread(
+            _batch_refs, batch
+        )
         units |= await _existing(db, "units", tenant_id, wanted_units - units)
         groups |= await _existing(db, "unit_groups", tenant_id, wanted_groups - groups)
         missing = wanted_persons - roles.keys()
@@ -679,21 +694,23 @@ class SqliteStore(
     async def _upsert_directory(
         self, db: aiosqlite.Connection, tenant_id: str, batch: DirectoryBatch, at: datetime
     ) -> None:
+        # Rows are generators: aiosqlite's thread builds them as it inserts, so a batch of
+        # 100,000 persons never holds the event loop.
         await db.executemany(
             "INSERT INTO units (tenant_id, id, kind, name, time_zone, sender_name, sms_sender) "
             "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tenant_id, id) DO UPDATE SET "
             "kind = excluded.kind, name = excluded.name, time_zone = excluded.time_zone, "
             "sender_name = excluded.sender_name, sms_sender = excluded.sms_sender",
-            [
+            (
                 (tenant_id, u.id, u.kind.value, u.name, u.time_zone, u.sender_name, u.sms_sender)
                 for u in batch.units
-            ],
+            ),
         )
         await db.executemany(
             "INSERT INTO unit_groups (tenant_id, id, unit_id, kind, name) VALUES (?, ?, ?, ?, ?) "
             "ON CONFLICT (tenant_id, id) DO UPDATE SET unit_id = excluded.unit_id, "
             "kind = excluded.kind, name = excluded.name",
-            [(tenant_id, g.id, g.unit_id, g.kind.value, g.name) for g in batch.groups],
+            ((tenant_id, g.id, g.unit_id, g.kind.value, g.name) for g in batch.groups),
         )
         stored = await _load_persons(db, tenant_id, [p.id for p in batch.persons])
         persons = []
@@ -712,7 +729,7 @@ class SqliteStore(
             "family_name = excluded.family_name, birth_date = excluded.birth_date, "
             "protection = excluded.protection, email = excluded.email, phone = excluded.phone, "
             "language = excluded.language, consent_guardians = excluded.consent_guardians",
-            [
+            (
                 (
                     tenant_id,
                     p.id,
@@ -727,7 +744,7 @@ class SqliteStore(
                     int(p.consent_guardians),
                 )
                 for p in persons
-            ],
+            ),
         )
         if batch.persons:
             # An upserted person's memberships are exactly those of the batch.
@@ -740,27 +757,27 @@ class SqliteStore(
             await db.executemany(
                 "INSERT OR IGNORE INTO person_units (tenant_id, unit_id, person_id, pos) "
                 "VALUES (?, ?, ?, ?)",
-                [
+                (
                     (tenant_id, unit_id, p.id, pos)
                     for p in batch.persons
                     for pos, unit_id in enumerate(p.unit_ids)
-                ],
+                ),
             )
             await db.executemany(
                 "INSERT OR IGNORE INTO person_groups (tenant_id, group_id, person_id, pos) "
                 "VALUES (?, ?, ?, ?)",
-                [
+                (
                     (tenant_id, group_id, p.id, pos)
                     for p in batch.persons
                     for pos, group_id in enumerate(p.group_ids)
-                ],
+                ),
             )
         await db.executemany(
             "INSERT INTO relations (tenant_id, child_id, guardian_id, parental_responsibility, "
             "daily_care) VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant_id, child_id, guardian_id) "
             "DO UPDATE SET parental_responsibility = excluded.parental_responsibility, "
             "daily_care = excluded.daily_care",
-            [
+            (
                 (
                     tenant_id,
                     r.child_id,
@@ -769,7 +786,7 @@ class SqliteStore(
                     int(r.daily_care),
                 )
                 for r in batch.relations
-            ],
+            ),
         )
 
     async def delete_directory(self, tenant_id: str, deletion: DirectoryDeletion) -> dict[str, int]:

@@ -36,3 +36,21 @@ async def test_postpone_never_goes_below_zero_and_ignores_unknown_jobs(store: St
     (claimed,) = await store.claim_jobs(["send"], 1, at(5), 300)
     assert claimed.attempts == 1
     await store.postpone_job("send:unknown", at(5), "deferred")
+
+
+async def test_get_jobs_reads_due_attempts_and_last_error_as_stored(store: Store) -> None:
+    await store.add_deliveries([], [job("send:1")])
+    for n in range(1, 4):  # three tries, each failing
+        (claimed,) = await store.claim_jobs(["send"], 1, at(10 * n), 300)
+        await store.retry_job(claimed.id, at(10 * n + 10), f"smtp_{n}")
+    await store.add_deliveries([], [job("send:2")])
+    found = await store.get_jobs(["send:1", "send:2", "send:unknown"])
+    assert set(found) == {"send:1", "send:2"}
+    first = found["send:1"]
+    assert (first.due_at, first.attempts, first.last_error) == (at(40), 3, "smtp_3")
+    assert (first.tenant_id, first.kind, first.ref) == ("t1", "send", "send:1")
+    second = found["send:2"]
+    assert (second.due_at, second.attempts, second.last_error) == (T0, 0, None)
+    await store.finish_job("send:1")
+    assert set(await store.get_jobs(["send:1"])) == set()
+    assert await store.get_jobs([]) == {}

@@ -205,8 +205,9 @@ async def test_tenants_round_trip_and_conflict(store: Store) -> None:
     )
     await store.create_tenant(tenant)
     assert await store.get_tenant(A) == tenant
-    assert await store.tenant_by_key_hash("hash-a") == tenant
-    assert await store.tenant_by_key_hash("hash-b") is None
+    key = await store.api_key_by_hash("hash-a")
+    assert key is not None and key.tenant_id == A
+    assert await store.api_key_by_hash("hash-b") is None
     assert await store.get_tenant(B) is None
     with pytest.raises(Conflict):
         await store.create_tenant(tenant.model_copy(update={"api_key_hash": "other"}))

@@ -94,6 +94,7 @@ class _State:
     received: list[Received] = field(default_factory=list)
     rcpt_replies: dict[str, str] = field(default_factory=dict)
     data_reply: str | None = None
+    mail_reply: str | None = None  # e.g. "421 4.3.2 Try later": every MAIL FROM refused
     data_delay: float = 0.0  # seconds DATA waits before the message is taken and answered
     quits: int = 0
 
@@ -114,6 +115,20 @@ class _Handler:
         if reply is not None:
             return reply
         envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_MAIL(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        mail_options: list[str],
+    ) -> str:
+        if self._state.mail_reply is not None:
+            return self._state.mail_reply
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
         return "250 OK"
 
     async def handle_QUIT(self, server: SMTP, session: Session, envelope: Envelope) -> str:
@@ -183,6 +198,11 @@ class SmtpPeer:
     def reply_to_recipient(self, address: str, reply: str) -> None:
         """Answer RCPT TO for ``address`` with ``reply`` (e.g. "550 5.1.1 No such user")."""
         self._state.rcpt_replies[address.lower()] = reply
+
+    def reply_to_mail(self, reply: str | None) -> None:
+        """Answer every MAIL FROM with ``reply`` (e.g. "421 4.3.2 Service not available",
+        a relay refusing all mail for a while); None: accept again."""
+        self._state.mail_reply = reply
 
     def reply_to_data(self, reply: str | None) -> None:
         """Answer every DATA with ``reply`` (None: accept again)."""

@@ -7,6 +7,8 @@ way api.twilio.com does — or with Twilio's JSON error bodies: 401/20003 for ba
 credentials, 400/21211 for an invalid To, 21602/21603 for a missing body or
 sender, a chosen code for numbers marked dead, and scripted failures (429 with
 Retry-After, 500, 503) queued with :meth:`TwilioPeer.fail_next`.
+``GET /2010-04-01/Accounts/{AccountSid}.json`` answers the account (or 401/20003)
+with the same credential check: the read-only call ``budbringer doctor`` makes.
 
 It then posts status callbacks and inbound messages to the gateway on demand, or
 (``auto_callbacks``) by itself right after accepting a message, as Twilio does,
@@ -123,6 +125,7 @@ class TwilioPeer:
         self.signing_key_sid = signing_key_sid
         self.algorithm = algorithm
         self.requests: list[Recorded] = []
+        self.account_fetches = 0  # GET Accounts/{sid}.json (doctor's credential check)
         self.messages: dict[str, dict[str, Any]] = {}
         self.callback_urls: dict[str, str] = {}
         self.dead_numbers: dict[str, int] = {}
@@ -146,6 +149,7 @@ class TwilioPeer:
     async def start(self) -> str:
         app = web.Application()
         app.router.add_post("/2010-04-01/Accounts/{account_sid}/Messages.json", self._create)
+        app.router.add_get("/2010-04-01/Accounts/{account_sid}.json", self._account)
         app.router.add_get("/2010-04-01/Accounts/{account_sid}/Messages.json", self._list)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
@@ -228,6 +232,22 @@ class TwilioPeer:
             expected is not None
             and secrets.compare_digest(expected, password)
             and account_sid == self.account_sid
+        )
+
+    async def _account(self, request: web.Request) -> web.Response:
+        """``GET /2010-04-01/Accounts/{AccountSid}.json``: the read-only account fetch
+        ``budbringer doctor`` uses to check the credentials."""
+        account_sid = request.match_info["account_sid"]
+        self.account_fetches += 1
+        if not self._authorized(request, account_sid):
+            return web.json_response(twilio_error(401, 20003, "Authenticate"), status=401)
+        return web.json_response(
+            {
+                "sid": self.account_sid,
+                "status": "active",
+                "type": "Full",
+                "api_version": API_VERSION,
+            }
         )
 
     async def _create(self, request: web.Request) -> web.Response:

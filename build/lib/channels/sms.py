@@ -1,0 +1,261 @@
+"""SMS over Twilio's Messages API, with twilio's own async client.
+
+The client (``AsyncTwilioHttpClient`` + ``twilio.rest.Client``) is created in
+``start()`` inside the running loop and closed in ``aclose()``. Every message
+asks Twilio to post status callbacks to ``/v1/providers/twilio/status`` under
+the public URL; ``gateway/api/providers.py`` verifies and applies them.
+
+Two gaps in twilio 9.13 are closed here, in :class:`_TwilioHttp`:
+
+* ``TwilioRestException`` carries no response headers, so a 429's
+  ``Retry-After`` would be lost. The HTTP client keeps the header of the last
+  error response in a context variable that :meth:`SmsChannel.send` reads
+  (each send runs in its own task context, so concurrent sends never mix them).
+* ``AsyncTwilioHttpClient`` ignores the timeout it is constructed with (it
+  passes ``None`` to aiohttp, meaning no timeout at all); the subclass passes it.
+* It hands Basic auth to aiohttp's ``auth=`` argument, deprecated in aiohttp
+  3.14; the subclass sends the ``Authorization`` header itself.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import re
+from contextvars import ContextVar
+from typing import Any, ClassVar, Literal
+
+import aiohttp
+from twilio.base.exceptions import TwilioRestException, TwilioServiceException
+from twilio.http.async_http_client import AsyncTwilioHttpClient
+from twilio.rest import Client
+
+from channels.gsm import count_segments
+from gateway.errors import (
+    ChannelUnavailable,
+    ConfigError,
+    DeadAddress,
+    DeliveryError,
+    PermanentDeliveryError,
+    TransientDeliveryError,
+)
+from gateway.models import Delivery, DeliveryStatus, Receipt, Rendered, normalise_phone
+from gateway.settings import TwilioSettings
+
+log = logging.getLogger(__name__)
+# twilio's HTTP client logs every request and response at INFO (no bodies, but about
+# eight lines per SMS); quiet by default so a broadcast does not flood the logs.
+http_log = logging.getLogger(f"{__name__}.http")
+http_log.setLevel(logging.WARNING)
+
+STATUS_CALLBACK_PATH = "/v1/providers/twilio/status"
+INBOUND_PATH = "/v1/providers/twilio/inbound"
+
+# Twilio error codes that say the number itself is dead: the contact point is
+# marked failing and the delivery is never retried. 21211 invalid To, 21214 To
+# cannot be reached, 21408 region not enabled, 21610 recipient replied STOP,
+# 21612 no route to the number, 21614 not a mobile number; in status callbacks
+# 30005 unknown handset and 30006 landline or unreachable carrier.
+DEAD_NUMBER_CODES = frozenset({21211, 21214, 21408, 21610, 21612, 21614, 30005, 30006})
+AUTH_FAILED_CODE = 20003
+
+SenderKind = Literal["alphanumeric", "phone", "messaging_service"]
+
+_MESSAGING_SERVICE = re.compile(r"^MG[0-9a-fA-F]{32}$")
+_ALPHANUMERIC = re.compile(r"^[A-Za-z0-9 ]{1,11}$")
+_E164 = re.compile(r"^\+[1-9][0-9]{1,14}$")
+
+# Retry-After of the last error response seen by the HTTP client in this task.
+_retry_after: ContextVar[str | None] = ContextVar("twilio_retry_after", default=None)
+
+
+def parse_sender(value: str) -> tuple[SenderKind, str]:
+    """Classify and validate an SMS sender; raise ValueError if it is none of the three.
+
+    An alphanumeric sender id is 1-11 characters of ``[A-Za-z0-9 ]`` with at
+    least one letter; a phone number must be E.164; a Messaging Service SID is
+    ``MG`` + 32 hex digits. Usable as a pydantic validator (``AfterValidator``).
+    """
+    candidate = value.strip()
+    if _MESSAGING_SERVICE.fullmatch(candidate):
+        return "messaging_service", candidate
+    if _E164.fullmatch(candidate):
+        return "phone", normalise_phone(candidate)
+    if _ALPHANUMERIC.fullmatch(candidate) and any(char.isalpha() for char in candidate):
+        return "alphanumeric", candidate
+    raise ValueError(
+        "an SMS sender must be an alphanumeric id (1-11 letters, digits or spaces, at least"
+        " one letter), an E.164 phone number or a Messaging Service SID (MG...)"
+    )
+
+
+def _parse_retry_after(value: str | None) -> float | None:
+    """Retry-After in seconds (Twilio sends delta-seconds); None when absent or unusable."""
+    if value is None:
+        return None
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        return None
+    return seconds if seconds >= 0 else None
+
+
+def map_error(status: int, code: int | None, retry_after: float | None = None) -> DeliveryError:
+    """Translate a Twilio REST error (HTTP status, Twilio error code) into our error tree."""
+    # twilio puts the HTTP status in ``code`` when the body had no Twilio code.
+    label = f"twilio_{code}" if code is not None and code != status else f"http_{status}"
+    if status == 429 or status >= 500:
+        return TransientDeliveryError(
+            f"twilio answered {status}", code=label, retry_after=retry_after
+        )
+    if status in (401, 403) or code == AUTH_FAILED_CODE:
+        return ChannelUnavailable(f"twilio rejected the credentials ({status})", code=label)
+    if code in DEAD_NUMBER_CODES:
+        return DeadAddress(f"twilio rejected the number ({label})", code=label)
+    return PermanentDeliveryError(f"twilio rejected the message ({status})", code=label)
+
+
+class _TwilioHttp(AsyncTwilioHttpClient):  # type: ignore[misc]  # twilio ships no types
+    """Twilio's aiohttp client, with the three fixes in the module docstring."""
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        params: dict[str, object] | None = None,
+        data: dict[str, object] | None = None,
+        headers: dict[str, str] | None = None,
+        auth: tuple[str, str] | None = None,
+        timeout: float | None = None,
+        allow_redirects: bool = False,
+    ) -> Any:
+        if auth is not None:
+            # aiohttp 3.14 deprecates its ``auth=`` argument, which twilio still passes.
+            credentials = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode("ascii")
+            headers = {**(headers or {}), "Authorization": f"Basic {credentials}"}
+        response = await super().request(
+            method,
+            url,
+            params=params,
+            data=data,
+            headers=headers,
+            auth=None,
+            timeout=timeout if timeout is not None else self.timeout,
+            allow_redirects=allow_redirects,
+        )
+        if response.status_code >= 400 and response.headers is not None:
+            _retry_after.set(response.headers.get("Retry-After"))
+        return response
+
+
+class SmsChannel:
+    """SMS through Twilio. One delivery = one message to one number."""
+
+    name: ClassVar[str] = "sms"
+    max_body: ClassVar[int | None] = 1600  # Twilio's limit for a message body
+    rate_per_second: ClassVar[float | None] = None  # Twilio queues and paces per sender
+
+    def __init__(
+        self, settings: TwilioSettings, public_url: str, *, default_sender: str | None = None
+    ) -> None:
+        self._settings = settings
+        self._status_callback = public_url.rstrip("/") + STATUS_CALLBACK_PATH
+        fallback = settings.messaging_service_sid or default_sender or settings.default_sender
+        if fallback is None:
+            raise ConfigError(
+                "twilio needs messaging_service_sid or default_sender as the fallback sender"
+            )
+        try:
+            self._fallback_sender = parse_sender(fallback)
+        except ValueError as exc:
+            raise ConfigError(f"twilio default sender: {exc}") from exc
+        self._http: _TwilioHttp | None = None
+        self._client: Any = None
+
+    async def start(self) -> None:
+        """Create twilio's aiohttp-based client inside the running loop."""
+        if self._client is not None:
+            return
+        settings = self._settings
+        if settings.api_key_sid and settings.api_key_secret:
+            username, password = settings.api_key_sid, settings.api_key_secret.get_secret_value()
+        else:
+            username, password = settings.account_sid, settings.auth_token.get_secret_value()
+        self._http = _TwilioHttp(timeout=settings.timeout, logger=http_log)
+        client = Client(
+            username, password, account_sid=settings.account_sid, http_client=self._http
+        )
+        if settings.base_url:
+            # Client reads TWILIO_EDGE/TWILIO_REGION from the environment and would
+            # rewrite the host of any URL into "<prefix>.<edge>.<region>.<suffix>".
+            client.edge = None
+            client.region = None
+            client.api.base_url = settings.base_url.rstrip("/")
+        self._client = client
+
+    async def aclose(self) -> None:
+        """Close the HTTP session."""
+        if self._http is not None:
+            await self._http.close()
+        self._http = None
+        self._client = None
+
+    def sender_for(self, delivery: Delivery) -> tuple[SenderKind, str]:
+        """The unit's own sender (``context["sms_sender"]``) if valid, else the fallback."""
+        unit_sender = delivery.context.get("sms_sender")
+        if isinstance(unit_sender, str) and unit_sender:
+            try:
+                return parse_sender(unit_sender)
+            except ValueError:
+                log.warning(
+                    "invalid unit SMS sender; using the default sender",
+                    extra={"tenant_id": delivery.tenant_id, "delivery_id": delivery.id},
+                )
+        return self._fallback_sender
+
+    def choose_text(self, content: Rendered) -> tuple[str, int]:
+        """The text to send and its segment count: the short text past max_segments."""
+        text = content.text
+        segments = count_segments(text)
+        if segments > self._settings.max_segments:
+            if content.short is None:
+                raise PermanentDeliveryError(
+                    f"the SMS is {segments} segments and has no short text", code="sms_too_long"
+                )
+            text = content.short
+            segments = count_segments(text)
+            if segments > self._settings.max_segments:
+                raise PermanentDeliveryError(
+                    f"the short SMS is still {segments} segments", code="sms_too_long"
+                )
+        return text, segments
+
+    async def send(self, delivery: Delivery, content: Rendered) -> Receipt:
+        """Hand one SMS to Twilio; the Receipt carries the message SID and our segment count."""
+        if self._client is None:
+            raise ChannelUnavailable("the SMS channel is not started", code="not_started")
+        if not delivery.address:
+            raise DeadAddress("the delivery has no phone number", code="no_address")
+        text, segments = self.choose_text(content)
+        kind, sender = self.sender_for(delivery)
+        params: dict[str, Any] = {
+            "to": delivery.address,
+            "body": text,
+            "status_callback": self._status_callback,
+        }
+        if kind == "messaging_service":
+            params["messaging_service_sid"] = sender
+        else:
+            params["from_"] = sender
+        _retry_after.set(None)
+        try:
+            message = await self._client.messages.create_async(**params)
+        except (TwilioRestException, TwilioServiceException) as exc:
+            status = int(exc.status)
+            code = int(exc.code) if exc.code is not None else None
+            raise map_error(status, code, _parse_retry_after(_retry_after.get())) from exc
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise TransientDeliveryError(
+                "twilio could not be reached", code="twilio_connection"
+            ) from exc
+        return Receipt(status=DeliveryStatus.sent, provider_id=message.sid, segments=segments)

@@ -1,0 +1,188 @@
+"""Absence over HTTP: the intake handlers of the absence events (registered in
+:data:`gateway.api.events.EVENT_TYPES`), the parent-app routes, and the tenant's settings.
+
+* ``POST /v1/me/absences`` (guardian token): report an absence; the same flow as an
+  ``absence.reported`` event. ``id`` (optional) makes a retry idempotent.
+* ``POST /v1/me/inbox/{message_id}/absence-reply`` (guardian token): answer an alert
+  with a kind and a short text; the same as an SMS keyword answer.
+* ``GET``/``PUT /v1/settings/absence`` (tenant API key): the de-duplication window and
+  when staff are told of an unreached child; ``{}`` removes the override.
+
+See :mod:`gateway.absence` for the flows.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from pydantic import Field
+
+from gateway.absence import Absences, body_hash_of
+from gateway.api.body import parse_json, read_model, read_raw, to_model
+from gateway.api.context import CTX, AppContext
+from gateway.api.guardian import authenticate_guardian
+from gateway.auth import authenticate_bearer
+from gateway.constants import ABSENCE_RECORDED, ABSENCE_REPORTED
+from gateway.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from gateway.models import (
+    AbsenceCancelled,
+    AbsenceKind,
+    AbsenceRecorded,
+    AbsenceReported,
+    Day,
+    Id,
+    Message,
+    Strict,
+    Tenant,
+    derive_id,
+)
+from gateway.settings import AbsenceSettings
+
+
+class AbsenceReport(Strict):
+    """Body of ``POST /v1/me/absences``: one ``date`` or several ``dates``."""
+
+    id: Id | None = None  # the app's own id of this report: a retry with it changes nothing
+    child_id: Id
+    date: Day | None = None
+    dates: list[Day] = Field(default_factory=list, max_length=31)
+    kind: AbsenceKind = AbsenceKind.other
+    text: str | None = Field(default=None, max_length=1000)
+
+
+class AbsenceReply(Strict):
+    """Body of ``POST /v1/me/inbox/{message_id}/absence-reply``."""
+
+    kind: AbsenceKind
+    text: str = Field(default="", max_length=1000)
+
+
+def absences(ctx: AppContext) -> Absences:
+    """The absence flows for a request (cheap: no state of their own)."""
+    return Absences(
+        ctx.store,
+        ctx.clock,
+        ctx.settings,
+        renderer=ctx.renderer,
+        work_available=ctx.work_available,
+    )
+
+
+# --------------------------------------------------------------------------- events
+
+
+async def handle_recorded(
+    ctx: AppContext, tenant: Tenant, event: AbsenceRecorded, body_hash: str
+) -> tuple[Message, bool]:
+    return await absences(ctx).record(tenant.id, event, body_hash)
+
+
+async def handle_reported(
+    ctx: AppContext, tenant: Tenant, event: AbsenceReported, body_hash: str
+) -> tuple[Message, bool]:
+    return await absences(ctx).report(tenant.id, event, body_hash)
+
+
+async def handle_cancelled(
+    ctx: AppContext, tenant: Tenant, event: AbsenceCancelled, body_hash: str
+) -> tuple[Message, bool]:
+    return await absences(ctx).cancel(tenant.id, event, body_hash)
+
+
+def deduplicated_into(stored: Message, event: Any) -> dict[str, Any]:
+    """A repeated mark is answered with the alert it went into."""
+    if stored.event_type == ABSENCE_RECORDED and stored.event_id != getattr(event, "id", None):
+        return {"deduplicated_into": stored.id}
+    return {}
+
+
+# --------------------------------------------------------------------------- parent app
+
+
+async def post_absence(request: web.Request) -> web.Response:
+    """Report an absence from the app: 202 like an accepted event."""
+    ctx = request.app[CTX]
+    tenant_id, guardian_id = await authenticate_guardian(request)
+    body = await read_model(request, AbsenceReport, ctx.settings.max_body_bytes)
+    flows = absences(ctx)
+    if body.child_id not in {c.id for c in await flows.children_of(tenant_id, guardian_id)}:
+        raise Forbidden("you cannot report an absence for this child")
+    key = body.id or derive_id(guardian_id, body.model_dump_json())
+    event = {
+        "id": "app-" + derive_id(tenant_id, guardian_id, key)[:24],
+        "type": ABSENCE_REPORTED,
+        "data": {
+            **body.model_dump(mode="json", exclude={"id"}, exclude_none=True),
+            "guardian_id": guardian_id,
+        },
+    }
+    report = to_model(AbsenceReported, event)
+    digest = body_hash_of(event)
+    stored, duplicate = await flows.report(tenant_id, report, digest)
+    if stored.body_hash != digest:
+        raise Conflict("this report id was used before for another report")
+    return web.json_response(
+        {
+            "message_id": stored.id,
+            "event_id": report.id,
+            "status": "accepted",
+            "duplicate": duplicate,
+        },
+        status=202,
+    )
+
+
+async def post_absence_reply(request: web.Request) -> web.Response:
+    """Answer an absence alert in the inbox: 200 with the explanation."""
+    ctx = request.app[CTX]
+    tenant_id, guardian_id = await authenticate_guardian(request)
+    message_id = request.match_info["message_id"]
+    if await ctx.store.inbox_item(tenant_id, guardian_id, message_id) is None:
+        raise NotFound("message not found")
+    body = await read_model(request, AbsenceReply, ctx.settings.max_body_bytes)
+    explanation_id = derive_id("inapp", tenant_id, message_id, guardian_id, body.model_dump_json())
+    explanation = await absences(ctx).explain(
+        tenant_id, message_id, guardian_id, body.kind, body.text, "inapp", explanation_id
+    )
+    if explanation is None:
+        raise NotFound("no absence alert with this id")
+    return web.json_response(
+        {
+            "message_id": message_id,
+            "kind": explanation.kind.value,
+            "text": explanation.text,
+            "at": explanation.at.isoformat(),
+        }
+    )
+
+
+# --------------------------------------------------------------------------- settings
+
+
+async def get_settings(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    tenant = await authenticate_bearer(request, ctx.store)
+    policy = await absences(ctx).policy(tenant.id)
+    return web.json_response(policy.model_dump(mode="json"))
+
+
+async def put_settings(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    tenant = await authenticate_bearer(request, ctx.store)
+    override = parse_json(await read_raw(request, ctx.settings.max_body_bytes))
+    if not isinstance(override, dict):
+        raise ValidationFailed(
+            "the body is not valid",
+            errors=[{"loc": [], "message": "must be a JSON object", "type": "dict_type"}],
+        )
+    policy = to_model(AbsenceSettings, {**ctx.settings.absence.model_dump(), **override})
+    await ctx.store.set_absence_settings(tenant.id, override or None)
+    return web.json_response(policy.model_dump(mode="json"))
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_post("/v1/me/absences", post_absence)
+    app.router.add_post("/v1/me/inbox/{message_id}/absence-reply", post_absence_reply)
+    app.router.add_get("/v1/settings/absence", get_settings)
+    app.router.add_put("/v1/settings/absence", put_settings)

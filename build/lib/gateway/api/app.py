@@ -1,0 +1,77 @@
+"""The aiohttp application: routes from each resource module, one error shape."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from gateway.api import (
+    absence,
+    directory,
+    escalation,
+    events,
+    guardian,
+    oneroster,
+    ops,
+    providers,
+    readlinks,
+    status,
+    unsubscribe,
+    webhooks,
+)
+from gateway.api.access import access_middleware
+from gateway.api.context import CTX, AppContext
+from gateway.errors import InputError
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error leaves as JSON: ``{"error": code, "message": ..., "errors": [...]}``."""
+    try:
+        return await handler(request)
+    except InputError as exc:
+        return web.json_response(exc.to_json(), status=exc.status)
+    except web.HTTPException as exc:
+        if exc.status < 400 or exc.content_type == "application/json":
+            raise
+        return web.json_response(
+            {"error": exc.reason.lower().replace(" ", "_"), "message": exc.reason},
+            status=exc.status,
+            headers={k: v for k, v in exc.headers.items() if k.lower() == "allow"},
+        )
+    except Exception:
+        log.exception("unhandled error", extra={"path": request.path, "method": request.method})
+        return web.json_response(
+            {"error": "internal", "message": "internal error; it has been logged"}, status=500
+        )
+
+
+def create_app(ctx: AppContext) -> web.Application:
+    app = web.Application(
+        # access outermost: it sees the status error_middleware made of an exception
+        middlewares=[access_middleware(ctx.settings.access_log), error_middleware],
+        client_max_size=ctx.settings.max_body_bytes,
+    )
+    app[CTX] = ctx
+    for module in (
+        ops,
+        events,
+        directory,
+        oneroster,
+        status,
+        escalation,
+        guardian,
+        providers,
+        readlinks,
+        unsubscribe,
+        webhooks,
+        absence,
+    ):
+        module.setup(app)
+    return app

@@ -1,0 +1,39 @@
+"""What every route handler reaches through ``request.app[CTX]``."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from gateway.clock import Clock
+from gateway.models import Delivery
+from gateway.settings import Settings
+from gateway.store import Store
+
+if TYPE_CHECKING:
+    from gateway.channel_health import ChannelHealth
+    from gateway.render import Renderer
+
+
+@dataclass
+class AppContext:
+    settings: Settings
+    store: Store
+    clock: Clock
+    # signs guardian tokens and read links (settings.secret_key, or a generated local one)
+    secret: bytes = b""
+    renderer: Renderer | None = None
+    # set whenever new work is queued, so idle workers wake at once (absence latency)
+    work_available: asyncio.Event = field(default_factory=asyncio.Event)
+    # each channel's state (ok, degraded, stopped) from the workers' circuit breaker; None
+    # in an API-only process (it sends nothing, so it knows nothing about the providers)
+    channel_health: ChannelHealth | None = None
+    # escalation's hook for a delivery a provider callback reported failed (failover at once)
+    on_failed: Callable[[Delivery], Awaitable[None]] | None = None
+
+
+CTX = web.AppKey("ctx", AppContext)

@@ -1,0 +1,46 @@
+"""``/v1/settings/escalation``: the tenant's escalation policy (tenant API key).
+
+``GET`` gives the policy in force: the gateway's settings with the tenant's
+override laid over them. ``PUT`` stores a new override: any part of the policy
+(``{"after_minutes": {"general": 120}}`` changes only that delay); ``{}`` removes
+the override. Both answer with the policy in force.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from gateway.api.body import parse_json, read_raw, to_model
+from gateway.api.context import CTX
+from gateway.auth import authenticate_bearer
+from gateway.errors import ValidationFailed
+from gateway.escalation import merge_override, policy_in_force
+from gateway.settings import EscalationSettings
+
+
+async def get_escalation(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    tenant = await authenticate_bearer(request, ctx.store)
+    override = await ctx.store.get_escalation_override(tenant.id)
+    policy = policy_in_force(ctx.settings.escalation, override, tenant.id)
+    return web.json_response(policy.model_dump(mode="json"))
+
+
+async def put_escalation(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    tenant = await authenticate_bearer(request, ctx.store)
+    override = parse_json(await read_raw(request, ctx.settings.max_body_bytes))
+    if not isinstance(override, dict):
+        raise ValidationFailed(
+            "the body is not valid",
+            errors=[{"loc": [], "message": "must be a JSON object", "type": "dict_type"}],
+        )
+    # Validated as the whole policy it makes, so errors name the same fields.
+    policy = to_model(EscalationSettings, merge_override(ctx.settings.escalation, override))
+    await ctx.store.set_escalation_override(tenant.id, override or None)
+    return web.json_response(policy.model_dump(mode="json"))
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_get("/v1/settings/escalation", get_escalation)
+    app.router.add_put("/v1/settings/escalation", put_escalation)

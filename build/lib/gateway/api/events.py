@@ -1,0 +1,219 @@
+"""``POST /v1/events``: the intake. An accepted event is stored durably before the 202.
+
+Each event type is one entry in :data:`EVENT_TYPES`: the model that validates it
+and the handler that turns it into a stored message and its planning job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel
+
+from gateway import constants
+from gateway.api import absence
+from gateway.api.body import parse_json, read_raw, to_model
+from gateway.api.context import CTX, AppContext
+from gateway.auth import authenticate_event
+from gateway.errors import Conflict, InputError, ValidationFailed
+from gateway.metrics import EVENTS
+from gateway.models import (
+    AbsenceCancelled,
+    AbsenceRecorded,
+    AbsenceReported,
+    Audience,
+    Job,
+    Message,
+    MessageCreated,
+    Tenant,
+    derive_id,
+)
+
+# An accepted event: the message as stored, and whether it was stored before.
+Accepted = tuple[Message, bool]
+EventHandler = Callable[[AppContext, Tenant, Any, str], Awaitable[Accepted]]
+
+
+@dataclass(frozen=True)
+class EventType:
+    model: type[BaseModel]
+    handle: EventHandler
+    # More fields for the 202, from the stored message and the event (e.g. absence's
+    # "deduplicated_into" when a repeated mark went into an earlier alert).
+    answer: Callable[[Message, Any], dict[str, Any]] | None = None
+
+
+_SINGULAR = {
+    "children": "child",
+    "groups": "group",
+    "units": "unit",
+    "guardians": "guardian",
+    "staff": "staff member",
+}
+
+
+async def check_audience(ctx: AppContext, tenant: Tenant, audience: Audience) -> None:
+    """Raise ValidationFailed naming every audience id the directory does not know."""
+    missing = await ctx.store.missing_ids(tenant.id, audience)
+    if not missing:
+        return
+    errors: list[dict[str, Any]] = []
+    for kind, ref in missing:
+        ids: list[str] = getattr(audience, kind, [])
+        where: list[Any] = ["data", "audience", kind]
+        if ref in ids:
+            where.append(ids.index(ref))
+        errors.append(
+            {
+                "loc": where,
+                "message": f"unknown {_SINGULAR.get(kind, kind)}",
+                "type": "unknown_reference",
+            }
+        )
+    raise ValidationFailed("the audience names unknown ids", errors=errors)
+
+
+async def store_message(ctx: AppContext, message: Message) -> Accepted:
+    """Store a message with its planning job, or find the one stored before."""
+    existing = await ctx.store.get_message(message.tenant_id, message.id)
+    if existing is not None:
+        return existing, True
+    job = Job(
+        id=f"{constants.JOB_PLAN}:{message.id}",
+        tenant_id=message.tenant_id,
+        kind=constants.JOB_PLAN,
+        ref=message.id,
+        due_at=message.created_at,
+    )
+    stored = await ctx.store.accept_message(message, job)
+    # Two identical events racing past get_message: the loser gets the winner's row.
+    return stored, stored != message
+
+
+async def handle_message_created(
+    ctx: AppContext, tenant: Tenant, event: MessageCreated, body_hash: str
+) -> Accepted:
+    await check_audience(ctx, tenant, event.data.audience)
+    data = event.data
+    message = Message(
+        id=derive_id(tenant.id, event.id),
+        tenant_id=tenant.id,
+        event_id=event.id,
+        event_type=event.type,
+        body_hash=body_hash,
+        category=data.category,
+        subject=data.subject,
+        body=data.body,
+        urgency=data.urgency,
+        read_receipt=data.read_receipt,
+        sender_id=data.sender_id,
+        sender_name=data.sender_name,
+        audience=data.audience,
+        created_at=ctx.clock.now(),
+    )
+    return await store_message(ctx, message)
+
+
+EVENT_TYPES: dict[str, EventType] = {
+    "message.created": EventType(MessageCreated, handle_message_created),
+    "absence.recorded": EventType(
+        AbsenceRecorded, absence.handle_recorded, absence.deduplicated_into
+    ),
+    "absence.reported": EventType(AbsenceReported, absence.handle_reported),
+    "absence.cancelled": EventType(AbsenceCancelled, absence.handle_cancelled),
+}
+
+
+def body_hash(parsed: Any) -> str:
+    """sha256 of the canonical JSON, so key order and whitespace do not make a new body."""
+    canonical = json.dumps(parsed, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _event_type(parsed: Any) -> tuple[str, EventType]:
+    if not isinstance(parsed, dict):
+        raise ValidationFailed(
+            "the body is not valid",
+            errors=[{"loc": [], "message": "expected a JSON object", "type": "dict_type"}],
+        )
+    name = parsed.get("type")
+    kind = EVENT_TYPES.get(name) if isinstance(name, str) else None
+    if kind is None:
+        supported = ", ".join(sorted(EVENT_TYPES))
+        raise ValidationFailed(
+            "unsupported event type",
+            errors=[
+                {
+                    "loc": ["type"],
+                    "message": f"unsupported event type; supported: {supported}",
+                    "type": "unsupported_event_type",
+                }
+            ],
+        )
+    return str(name), kind
+
+
+async def accept_event(
+    ctx: AppContext, tenant: Tenant, raw: bytes, *, webhook_id: str | None = None
+) -> tuple[int, dict[str, Any]]:
+    """Validate and store one event; return (HTTP status, JSON answer).
+
+    Raises InputError subclasses (422 invalid, 409 same id with another body).
+    A replay of an accepted event gets the same answer with ``duplicate: true``.
+    """
+    type_label = "unknown"
+    try:
+        parsed = parse_json(raw)
+        type_label, kind = _event_type(parsed)
+        event = to_model(kind.model, parsed)
+        event_id: str = getattr(event, "id")  # noqa: B009 - every event model has an id
+        if webhook_id is not None and webhook_id != event_id:
+            raise ValidationFailed(
+                "webhook-id and event id differ",
+                errors=[
+                    {
+                        "loc": ["header", "webhook-id"],
+                        "message": "must equal the event id",
+                        "type": "id_mismatch",
+                    }
+                ],
+            )
+        digest = body_hash(parsed)
+        stored, duplicate = await kind.handle(ctx, tenant, event, digest)
+        if stored.body_hash != digest:
+            EVENTS.labels(type_label, "conflict").inc()
+            raise Conflict("this event id was accepted before with a different body")
+    except Conflict:
+        raise
+    except InputError:
+        EVENTS.labels(type_label, "rejected").inc()
+        raise
+    EVENTS.labels(type_label, "duplicate" if duplicate else "accepted").inc()
+    if not duplicate:
+        ctx.work_available.set()
+    return 202, {
+        "message_id": stored.id,
+        "event_id": event_id,
+        "status": "accepted",
+        "duplicate": duplicate,
+        **(kind.answer(stored, event) if kind.answer is not None else {}),
+    }
+
+
+async def post_event(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    raw = await read_raw(request, ctx.settings.max_body_bytes)
+    tenant = await authenticate_event(request, raw, ctx.store, ctx.clock.now())
+    status, answer = await accept_event(
+        ctx, tenant, raw, webhook_id=request.headers.get("webhook-id")
+    )
+    return web.json_response(answer, status=status)
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_post("/v1/events", post_event)

@@ -1,0 +1,212 @@
+"""Parent-app routes (``/v1/me/...``): inbox, read marks, preferences, devices.
+
+Authenticated by a guardian token (``Authorization: Bearer <token>`` from
+``POST /v1/guardians/{id}/tokens``). A tenant API key is not accepted here,
+and a guardian token is not accepted on tenant routes.
+
+Devices: ``PUT /v1/me/devices/{device_id}`` takes a Device body whose ``id``
+may be left out; if given it must equal the path id. ``last_seen`` is always
+set by the server to now (a value in the body is ignored).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+from gateway.api.body import parse_json, read_model, read_raw, to_model
+from gateway.api.context import CTX
+from gateway.constants import MANDATORY_CATEGORIES
+from gateway.errors import NotFound, Unauthorized, ValidationFailed
+from gateway.models import Category, Device, InboxItem, Preferences
+from gateway.tokens import verify_guardian_token
+from gateway.tracker import record_read
+
+MAX_INBOX_LIMIT = 200
+DEFAULT_INBOX_LIMIT = 50
+
+
+def mandatory_channel_errors(prefs: Preferences, loc: list[Any]) -> list[dict[str, Any]]:
+    """Error rows for absence/emergency switched off (an empty channel list).
+
+    Those categories may be moved between channels but never switched off; a
+    category left out keeps the default routing.
+    """
+    return [
+        {
+            "loc": [*loc, "channels", category.value],
+            "message": f"{category.value} messages cannot be switched off; give at least"
+            " one channel",
+            "type": "mandatory_category",
+        }
+        for category in Category
+        if category.value in MANDATORY_CATEGORIES
+        and category in prefs.channels
+        and not prefs.channels[category]
+    ]
+
+
+async def authenticate_guardian(request: web.Request) -> tuple[str, str]:
+    """``(tenant_id, guardian_id)`` from a valid guardian token whose person still exists."""
+    ctx = request.app[CTX]
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("a guardian token is required")
+    tenant_id, guardian_id = verify_guardian_token(ctx.secret, token.strip(), ctx.clock.now())
+    # A person deleted from the directory loses access before the token expires.
+    if await ctx.store.get_person(tenant_id, guardian_id) is None:
+        raise Unauthorized("invalid guardian token")
+    return tenant_id, guardian_id
+
+
+def _item_json(item: InboxItem) -> dict[str, Any]:
+    """An inbox item as the app sees it: the render context is reduced to the children's
+    names (the planner puts only the recipient's own children there)."""
+    data = item.model_dump(mode="json", exclude={"context"})
+    children = item.context.get("children", [])
+    data["children"] = children if isinstance(children, list) else []
+    return data
+
+
+def _query_error(field: str, message: str, kind: str) -> dict[str, Any]:
+    return {"loc": ["query", field], "message": message, "type": kind}
+
+
+def _inbox_query(request: web.Request) -> tuple[int, datetime | None]:
+    """``limit`` (1..MAX_INBOX_LIMIT) and ``before`` (ISO 8601 with offset) from the query."""
+    errors: list[dict[str, Any]] = []
+    limit = DEFAULT_INBOX_LIMIT
+    raw_limit = request.query.get("limit")
+    if raw_limit is not None:
+        try:
+            limit = int(raw_limit)
+        except ValueError:
+            limit = 0
+        if not 1 <= limit <= MAX_INBOX_LIMIT:
+            errors.append(
+                _query_error("limit", f"an integer from 1 to {MAX_INBOX_LIMIT}", "int_range")
+            )
+    before: datetime | None = None
+    raw_before = request.query.get("before")
+    if raw_before is not None:
+        # an unencoded "+01:00" offset arrives as " 01:00"; a space is never valid here
+        try:
+            before = datetime.fromisoformat(raw_before.replace(" ", "+"))
+        except ValueError:
+            before = None
+        if before is None or before.tzinfo is None:
+            message = "an ISO 8601 date-time with a time zone offset"
+            errors.append(_query_error("before", message, "datetime_parsing"))
+        else:
+            before = before.astimezone(UTC)
+    if errors:
+        raise ValidationFailed("the query is not valid", errors=errors)
+    return limit, before
+
+
+async def get_inbox(request: web.Request) -> web.Response:
+    """The guardian's in-app messages, newest first; page with ``before`` (a created_at)."""
+    ctx = request.app[CTX]
+    tenant_id, guardian_id = await authenticate_guardian(request)
+    limit, before = _inbox_query(request)
+    items = await ctx.store.list_inbox(tenant_id, guardian_id, limit=limit, before=before)
+    rows = [_item_json(item) for item in items]
+    # a full page may have more: the client passes next_before as ``before``
+    next_before = rows[-1]["created_at"] if len(rows) == limit else None
+    return web.json_response({"items": rows, "next_before": next_before})
+
+
+async def get_inbox_item(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    tenant_id, guardian_id = await authenticate_guardian(request)
+    item = await ctx.store.inbox_item(tenant_id, guardian_id, request.match_info["message_id"])
+    if item is None:
+        raise NotFound("message not found")
+    return web.json_response(_item_json(item))
+
+
+async def post_inbox_read(request: web.Request) -> web.Response:
+    """Mark an inbox message read (the first read is kept): 200 ``{"read": true}``."""
+    ctx = request.app[CTX]
+    tenant_id, guardian_id = await authenticate_guardian(request)
+    message_id = request.match_info["message_id"]
+    # Only what the inbox shows can be marked from the app.
+    if await ctx.store.inbox_item(tenant_id, guardian_id, message_id) is None:
+        raise NotFound("message not found")
+    if not await record_read(
+        ctx.store, tenant_id, guardian_id, message_id, ctx.clock.now(), via="inapp"
+    ):
+        raise NotFound("message not found")
+    return web.json_response({"read": True})
+
+
+async def get_preferences(request: web.Request) -> web.Response:
+    """The guardian's preferences; defaults (empty) when none are stored."""
+    ctx = request.app[CTX]
+    tenant_id, guardian_id = await authenticate_guardian(request)
+    prefs = await ctx.store.get_preferences(tenant_id, guardian_id) or Preferences()
+    return web.json_response(prefs.model_dump(mode="json"))
+
+
+async def put_preferences(request: web.Request) -> web.Response:
+    """Replace the guardian's preferences; absence/emergency cannot be switched off (422)."""
+    ctx = request.app[CTX]
+    tenant_id, guardian_id = await authenticate_guardian(request)
+    prefs = await read_model(request, Preferences, ctx.settings.max_body_bytes)
+    errors = mandatory_channel_errors(prefs, [])
+    if errors:
+        raise ValidationFailed("the body is not valid", errors=errors)
+    await ctx.store.set_preferences(tenant_id, guardian_id, prefs)
+    return web.json_response(prefs.model_dump(mode="json"))
+
+
+async def get_devices(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    tenant_id, guardian_id = await authenticate_guardian(request)
+    devices = await ctx.store.list_devices(tenant_id, guardian_id)
+    return web.json_response({"devices": [d.model_dump(mode="json") for d in devices]})
+
+
+async def put_device(request: web.Request) -> web.Response:
+    """Register or update a device; 200 with the stored device."""
+    ctx = request.app[CTX]
+    tenant_id, guardian_id = await authenticate_guardian(request)
+    device_id = request.match_info["device_id"]
+    data = parse_json(await read_raw(request, ctx.settings.max_body_bytes))
+    if isinstance(data, dict):  # anything else: to_model words the error
+        if data.setdefault("id", device_id) != device_id:
+            raise ValidationFailed(
+                "the body is not valid",
+                errors=[
+                    {
+                        "loc": ["id"],
+                        "message": "must equal the device id in the path",
+                        "type": "id_mismatch",
+                    }
+                ],
+            )
+        data["last_seen"] = ctx.clock.now().isoformat()
+    device = to_model(Device, data)
+    await ctx.store.upsert_device(tenant_id, guardian_id, device)
+    return web.json_response(device.model_dump(mode="json"))
+
+
+async def delete_device(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    tenant_id, guardian_id = await authenticate_guardian(request)
+    if not await ctx.store.remove_device(tenant_id, guardian_id, request.match_info["device_id"]):
+        raise NotFound("device not found")
+    return web.Response(status=204)
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_get("/v1/me/inbox", get_inbox)
+    app.router.add_get("/v1/me/inbox/{message_id}", get_inbox_item)
+    app.router.add_post("/v1/me/inbox/{message_id}/read", post_inbox_read)
+    app.router.add_get("/v1/me/preferences", get_preferences)
+    app.router.add_put("/v1/me/preferences", put_preferences)
+    app.router.add_get("/v1/me/devices", get_devices)
+    app.router.add_put("/v1/me/devices/{device_id}", put_device)
+    app.router.add_delete("/v1/me/devices/{device_id}", delete_device)

@@ -1,0 +1,116 @@
+"""``POST /v1/directory/oneroster``: the platform uploads a zipped OneRoster CSV export.
+
+Tenant API key (``Authorization: Bearer bbk_...``); the body is the zip itself
+(``Content-Type: application/zip``), at most ``settings.max_body_bytes``. The
+import options are query parameters. The mapping is :mod:`gateway.oneroster`'s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from aiohttp import web
+from pydantic import BaseModel
+
+from gateway.api.body import read_raw
+from gateway.api.context import CTX
+from gateway.auth import authenticate_bearer
+from gateway.constants import DEFAULT_PHONE_REGION, DEFAULT_TIME_ZONE
+from gateway.errors import ValidationFailed
+from gateway.oneroster import (
+    DEFAULT_RESPONSIBILITY_ROLES,
+    ImportOptions,
+    apply_oneroster,
+    counts,
+    load_oneroster_zip,
+    parse_phone_region,
+    parse_responsibility_roles,
+)
+
+ZIP = "application/zip"
+
+
+class OneRosterApplied(BaseModel):
+    """Response of ``POST /v1/directory/oneroster``."""
+
+    applied: dict[str, int]  # rows per kind written (would be written, on a dry run)
+    skipped: dict[str, int]  # rows or links left out, per reason
+    warnings: list[str]  # one line each, without personal data
+    dry_run: bool = False
+
+
+def _flag(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("true", "1", "yes"):
+        return True
+    if lowered in ("false", "0", "no"):
+        return False
+    raise ValueError("expected true or false")
+
+
+QUERY: dict[str, Callable[[str], Any]] = {
+    "phone_region": parse_phone_region,
+    "assume_minor": _flag,
+    "skip_invalid_contacts": _flag,
+    "responsibility_roles": parse_responsibility_roles,
+    "dry_run": _flag,
+}
+
+
+def _query(query: Mapping[str, str]) -> dict[str, Any]:
+    """The import options in the query string; every wrong one named in a 422."""
+    values: dict[str, Any] = {}
+    errors: list[dict[str, Any]] = []
+    for name, value in query.items():
+        parse = QUERY.get(name)
+        if parse is None:
+            errors.append({"loc": ["query", name], "message": "unknown parameter", "type": "extra"})
+            continue
+        try:
+            values[name] = parse(value)
+        except ValueError as exc:
+            errors.append({"loc": ["query", name], "message": str(exc), "type": "value_error"})
+    if errors:
+        raise ValidationFailed("the query is not valid", errors=errors)
+    return values
+
+
+async def post_oneroster(request: web.Request) -> web.Response:
+    """Import a zipped OneRoster 1.1/1.2 export, all or nothing.
+
+    200 ``{"applied", "skipped", "warnings", "dry_run"}``; 422 with one row per
+    problem, ``loc`` = ``[file, row, field]`` (never the value); 415 for another
+    Content-Type.
+    """
+    ctx = request.app[CTX]
+    tenant = await authenticate_bearer(request, ctx.store)
+    if request.content_type.lower() != ZIP:
+        raise web.HTTPUnsupportedMediaType()  # the JSON error says unsupported_media_type
+    query = _query(request.query)
+    raw = await read_raw(request, ctx.settings.max_body_bytes)
+    options = ImportOptions(
+        phone_region=query.get("phone_region", DEFAULT_PHONE_REGION),
+        assume_minor=query.get("assume_minor", False),
+        skip_invalid_contacts=query.get("skip_invalid_contacts", False),
+        responsibility_roles=query.get("responsibility_roles", DEFAULT_RESPONSIBILITY_ROLES),
+        today=ctx.clock.now().astimezone(ZoneInfo(DEFAULT_TIME_ZONE)).date(),
+    )
+    # Parsing a municipality's export takes a while: keep the event loop free meanwhile.
+    result = await asyncio.to_thread(load_oneroster_zip, raw, options)
+    dry_run = bool(query.get("dry_run", False))
+    applied = (
+        counts(result.batch)
+        if dry_run
+        else await apply_oneroster(ctx.store, tenant.id, result.batch)
+    )
+    body = OneRosterApplied(
+        applied=applied, skipped=result.skipped, warnings=result.warnings, dry_run=dry_run
+    )
+    return web.json_response(body.model_dump(mode="json"))
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_post("/v1/directory/oneroster", post_oneroster)

@@ -1,0 +1,257 @@
+"""The read-link page: ``/r/{token}`` from the personal link in an email or SMS.
+
+``GET`` shows the message in the guardian's language and records at most
+``opened``: mail systems' link scanners fetch links on their own, so a GET
+never counts as a read. ``POST`` (the confirm button, with the form's CSRF
+field) records the read through :func:`gateway.tracker.record_read`, moves the
+delivery itself to ``read`` and redirects (303) back to the page, which then
+says thank you. A forged, changed or expired token, or a message that is gone,
+gets a friendly page in Bokmål and English and changes nothing.
+
+The page is server-rendered HTML without JavaScript (WCAG 2.1 AA; see
+tests/test_read_page_browser.py) and is sent with a strict Content-Security-Policy,
+no caching and no referrer (the token is in the URL). Nothing is rate-limited
+yet: a token is 2**128 guesses wide, but a proxy limit per client is advisable.
+"""
+
+from __future__ import annotations
+
+import logging
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from aiohttp import web
+from babel.dates import format_date, format_time
+from babel.lists import format_list
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+
+from gateway.api.context import CTX, AppContext
+from gateway.constants import DEFAULT_TIME_ZONE
+from gateway.errors import ConfigError, LinkExpired, LinkInvalid
+from gateway.models import (
+    TERMINAL_FAILURES,
+    Category,
+    Delivery,
+    DeliveryStatus,
+    Message,
+    can_transition,
+)
+from gateway.readlinks import csrf_field, csrf_valid, open_read_token
+from gateway.render import resolve_language
+from gateway.tracker import record_read
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
+CSS_PATH = "/static/read.css"
+CSRF_FIELD = "csrf"
+# Statuses after which the page no longer shows the message.
+_GONE = frozenset({DeliveryStatus.cancelled, DeliveryStatus.suppressed})
+# A provider may call a delivery failed that did arrive (an SMS "undelivered"): its read
+# is recorded, but the delivery cannot leave that state, so the page trusts ?done=1.
+FAILED = TERMINAL_FAILURES - _GONE
+
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self';"
+        " frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+    "X-Frame-Options": "DENY",
+    "X-Robots-Tag": "noindex, nofollow",
+}
+
+
+@dataclass(frozen=True)
+class ReadPages:
+    """The page templates, texts and stylesheet, loaded once at startup."""
+
+    env: Environment
+    texts: dict[str, Any]
+    css: bytes
+
+    @classmethod
+    def load(cls, templates_dir: Path | None) -> ReadPages:
+        """Templates from ``templates_dir``/pages, falling back to the built-in ones."""
+        dirs = [d for d in (templates_dir, DEFAULT_TEMPLATES) if d is not None]
+        pages = next((d / "pages" for d in dirs if (d / "pages" / "texts.toml").is_file()), None)
+        if pages is None:
+            raise ConfigError("templates/pages/texts.toml is missing")
+        try:
+            texts = tomllib.loads((pages / "texts.toml").read_text(encoding="utf-8"))
+            css = (pages / "read.css").read_bytes()
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError("templates/pages is incomplete or not valid") from exc
+        env = Environment(
+            loader=FileSystemLoader([str(d) for d in dirs]),
+            autoescape=select_autoescape(enabled_extensions=("html",), default=True),
+            undefined=StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            auto_reload=False,
+        )
+        # Compile now, so a broken template stops startup rather than a guardian's visit.
+        for name in ("pages/read.html", "pages/problem.html"):
+            env.get_template(name)
+        return cls(env, texts, css)
+
+    def html(self, name: str, **variables: Any) -> str:
+        # From /r/<token>, "../" is the application root even behind a path prefix.
+        return self.env.get_template(name).render(static_prefix="../", **variables)
+
+
+PAGES = web.AppKey("read_pages", ReadPages)
+
+
+def _respond(text: str, status: int = 200) -> web.Response:
+    return web.Response(
+        text=text, status=status, content_type="text/html", headers=SECURITY_HEADERS
+    )
+
+
+def _problem(pages: ReadPages, kind: str, status: int) -> web.Response:
+    texts = pages.texts["problems"][kind]
+    return _respond(
+        pages.html("pages/problem.html", lang="nb", title=texts["nb_title"], p=texts), status
+    )
+
+
+def _token_problem(pages: ReadPages, exc: LinkInvalid) -> web.Response:
+    if isinstance(exc, LinkExpired):
+        return _problem(pages, "expired", 410)
+    return _problem(pages, "invalid", 404)
+
+
+async def _load(ctx: AppContext, delivery_id: str) -> tuple[Delivery, Message] | None:
+    """The delivery and its message, or None when either is gone or the recipient
+    has been removed from the directory since."""
+    delivery = await ctx.store.get_delivery(delivery_id)
+    if delivery is None or delivery.status in _GONE:
+        return None
+    message = await ctx.store.get_message(delivery.tenant_id, delivery.message_id)
+    if message is None:
+        return None
+    if await ctx.store.get_person(delivery.tenant_id, delivery.recipient_id) is None:
+        return None
+    return delivery, message
+
+
+def _text(value: Any) -> str | None:
+    return value.strip() if isinstance(value, str) and value.strip() else None
+
+
+def _page_variables(
+    pages: ReadPages, delivery: Delivery, message: Message, lang: str
+) -> dict[str, Any]:
+    texts = pages.texts[lang]
+    context = delivery.context
+    # "Rektor Hansen, Solvang skole", as in the email's header line
+    sender = _text(context.get("sender"))
+    unit = _text(context.get("unit"))
+    sender_line = ", ".join(dict.fromkeys(x for x in (sender, unit) if x)) or None
+    names = context.get("children")
+    children = [n.strip() for n in names if isinstance(n, str) and n.strip()] if names else []
+    subject = " ".join(message.subject.split())
+    if message.category is Category.emergency:
+        subject = f"{texts['important']} {subject}"
+    sent_at = message.created_at.astimezone(ZoneInfo(DEFAULT_TIME_ZONE))
+    return {
+        "lang": lang,
+        "t": texts,
+        "title": subject,
+        "subject": subject,
+        "sender": sender_line,
+        "children": format_list(children, locale=lang) if children else None,
+        "sent": texts["sent"].format(
+            date=format_date(sent_at, "long", locale=lang),
+            time=format_time(sent_at, "short", locale=lang),
+        ),
+        "body": message.body.strip(),
+    }
+
+
+async def read_page(request: web.Request) -> web.Response:
+    """Show the message; record ``opened`` (never ``read``)."""
+    ctx = request.app[CTX]
+    pages = request.app[PAGES]
+    token = request.match_info["token"]
+    now = ctx.clock.now()
+    try:
+        delivery_id = open_read_token(ctx.secret, token, now)
+    except LinkInvalid as exc:
+        return _token_problem(pages, exc)
+    found = await _load(ctx, delivery_id)
+    if found is None:
+        return _problem(pages, "gone", 410)
+    delivery, message = found
+    if can_transition(delivery.status, DeliveryStatus.opened):
+        await ctx.store.transition(delivery.id, DeliveryStatus.opened, now, detail="link opened")
+    lang = resolve_language(delivery.language)
+    done = request.query.get("done") == "1"
+    html = pages.html(
+        "pages/read.html",
+        **_page_variables(pages, delivery, message, lang),
+        token=token,
+        csrf=csrf_field(ctx.secret, token),
+        read=delivery.status is DeliveryStatus.read or (done and delivery.status in FAILED),
+        done=done,
+    )
+    return _respond(html)
+
+
+async def _csrf_value(request: web.Request) -> str | None:
+    # A browser says where a form post comes from; refuse another site outright.
+    if request.headers.get("Sec-Fetch-Site", "same-origin") == "cross-site":
+        return None
+    try:
+        form = await request.post()
+    except ValueError:  # a malformed multipart or urlencoded body
+        return None
+    value = form.get(CSRF_FIELD)
+    return value if isinstance(value, str) else None
+
+
+async def confirm_read(request: web.Request) -> web.StreamResponse:
+    """Record the read (the confirm button) and redirect back to the page."""
+    ctx = request.app[CTX]
+    pages = request.app[PAGES]
+    token = request.match_info["token"]
+    now = ctx.clock.now()
+    try:
+        delivery_id = open_read_token(ctx.secret, token, now)
+    except LinkInvalid as exc:
+        return _token_problem(pages, exc)
+    if not csrf_valid(ctx.secret, token, await _csrf_value(request)):
+        return _problem(pages, "refused", 403)
+    found = await _load(ctx, delivery_id)
+    if found is None:
+        return _problem(pages, "gone", 410)
+    delivery, _ = found
+    await record_read(
+        ctx.store, delivery.tenant_id, delivery.recipient_id, delivery.message_id, now, via="link"
+    )
+    if can_transition(delivery.status, DeliveryStatus.read):
+        await ctx.store.transition(delivery.id, DeliveryStatus.read, now, detail="link")
+    # Relative, like the form's action: right behind a proxy with a path prefix too.
+    raise web.HTTPSeeOther(location=f"{token}?done=1", headers=SECURITY_HEADERS)
+
+
+async def stylesheet(request: web.Request) -> web.Response:
+    return web.Response(
+        body=request.app[PAGES].css,
+        content_type="text/css",
+        charset="utf-8",
+        headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "public, max-age=3600"},
+    )
+
+
+def setup(app: web.Application) -> None:
+    app[PAGES] = ReadPages.load(app[CTX].settings.templates_dir)
+    app.router.add_get("/r/{token}", read_page)
+    app.router.add_post("/r/{token}", confirm_read)
+    app.router.add_get(CSS_PATH, stylesheet)

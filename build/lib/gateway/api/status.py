@@ -1,0 +1,182 @@
+"""``GET /v1/messages/{id}``: a message, who it reached, its deliveries and replies.
+
+Addresses are never shown, nor the render context (it carries children's names):
+persons appear by id only. Besides the deliveries with their history the answer
+says, per child the message concerns, whether it was reached and by whom
+(``children``); per recipient, the best status across channels and the read
+(``guardians``); and the counts (``summary``). See :mod:`gateway.tracker` for what
+"reached" means per category.
+
+Persons with a protected address (fortrolig / strengt fortrolig), recipients or
+children, appear only by a stable opaque pseudonym (``protected-`` + 16 hex
+digits of an HMAC under the gateway secret) unless the caller's key has the
+``protected`` scope. The pseudonym is the same in every field and every call, so
+the status still adds up, but it cannot be turned back into the id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Collection
+from operator import itemgetter
+from typing import Any
+
+from aiohttp import web
+
+from gateway.api.absence import absences
+from gateway.api.context import CTX
+from gateway.auth import authenticate_bearer
+from gateway.constants import SCOPE_PROTECTED, SUPPRESSED_CHANNEL
+from gateway.errors import NotFound
+from gateway.models import Delivery, Reply, StatusChange
+from gateway.planner import send_job_id
+from gateway.tracker import ChildReach, Reach, RecipientReach, reach
+from gateway.waiting import WAITING, waiting_for
+
+PSEUDONYM_PREFIX = "protected-"
+_PSEUDONYM_LABEL = b"budbringer/status-pseudonym/v1"
+PROTECTED_SUBJECT = "(protected)"
+
+
+class Names:
+    """How a caller sees person ids: as they are, or protected ones as pseudonyms."""
+
+    def __init__(self, secret: bytes, tenant_id: str, protected: Collection[str]) -> None:
+        self._key = hmac.new(secret, _PSEUDONYM_LABEL, hashlib.sha256).digest()
+        self._tenant_id = tenant_id
+        self._protected = protected
+
+    def __call__(self, person_id: str) -> str:
+        if person_id not in self._protected:
+            return person_id
+        data = f"{self._tenant_id}\x1f{person_id}".encode()
+        return PSEUDONYM_PREFIX + hmac.new(self._key, data, hashlib.sha256).hexdigest()[:16]
+
+    def all(self, person_ids: list[str]) -> list[str]:
+        return [self(p) for p in person_ids]
+
+
+def _delivery(
+    delivery: Delivery, history: list[StatusChange], name: Names, waiting: str | None
+) -> dict[str, Any]:
+    # A suppression record's target is the child it was about.
+    suppressed = delivery.channel == SUPPRESSED_CHANNEL
+    return {
+        "id": delivery.id,
+        "recipient_id": name(delivery.recipient_id),
+        "recipient_role": delivery.recipient_role.value,
+        "channel": delivery.channel,
+        "target": name(delivery.target) if suppressed else delivery.target,
+        "status": delivery.status.value,
+        "reason": delivery.reason,
+        "segments": delivery.segments,
+        "child_ids": name.all(delivery.child_ids),
+        "history": [
+            {"status": change.status.value, "at": change.at.isoformat(), "detail": change.detail}
+            for change in history
+        ],
+        "waiting_for": waiting,
+    }
+
+
+def _reply(reply: Reply, name: Names) -> dict[str, Any]:
+    # Staff may read replies to their own message; the sender's address is left out.
+    return {
+        "id": reply.id,
+        "channel": reply.channel,
+        "person_id": name(reply.person_id) if reply.person_id else None,
+        "body": reply.body,
+        "received_at": reply.received_at.isoformat(),
+    }
+
+
+def _child(child: ChildReach, name: Names) -> dict[str, Any]:
+    return {
+        "child_id": name(child.child_id),
+        "reached": child.reached,
+        "reached_by": name.all(child.reached_by),
+        "reached_at": child.reached_at.isoformat() if child.reached_at else None,
+    }
+
+
+def _guardian(recipient: RecipientReach, name: Names) -> dict[str, Any]:
+    return {
+        "recipient_id": name(recipient.recipient_id),
+        "role": recipient.role.value,
+        "best_status": recipient.best_status.value,
+        "channels": {channel: status.value for channel, status in recipient.channels.items()},
+        "read_at": recipient.read_at.isoformat() if recipient.read_at else None,
+        "via": recipient.via,
+    }
+
+
+def _summary(view: Reach, name: Names) -> dict[str, Any]:
+    children = view.children.values()
+    return {
+        "guardians_total": len(view.recipients),
+        "guardians_read": sum(1 for r in view.recipients.values() if r.read_at is not None),
+        "children_total": len(view.children),
+        "children_reached": sum(1 for c in children if c.reached),
+        "children_not_reached": sorted(name(c.child_id) for c in children if not c.reached),
+    }
+
+
+async def get_message(request: web.Request) -> web.Response:
+    """The status of one message of the calling tenant; another tenant's is 404."""
+    ctx = request.app[CTX]
+    tenant = await authenticate_bearer(request, ctx.store)
+    message = await ctx.store.get_message(tenant.id, request.match_info["id"])
+    if message is None:
+        raise NotFound("no such message")
+    deliveries = await ctx.store.list_deliveries(tenant.id, message.id)
+    history = await ctx.store.history([d.id for d in deliveries])
+    counts = await ctx.store.count_by_status(tenant.id, message.id)
+    replies = await ctx.store.list_replies(tenant.id, message.id)
+    view = reach(message, deliveries, await ctx.store.list_reads(tenant.id, message.id))
+    absence = await absences(ctx).status(message)
+    protected: set[str] = set()
+    if SCOPE_PROTECTED not in await ctx.store.get_tenant_scopes(tenant.id):
+        persons = {d.recipient_id for d in deliveries} | set(view.children)
+        persons.update(r.person_id for r in replies if r.person_id)
+        persons.update(absence.persons if absence is not None else ())
+        protected = await ctx.store.protected_persons(tenant.id, sorted(persons))
+    name = Names(ctx.secret, tenant.id, protected)
+    now = ctx.clock.now()
+    jobs = await ctx.store.get_jobs([send_job_id(d.id) for d in deliveries if d.status in WAITING])
+    children = sorted((_child(c, name) for c in view.children.values()), key=itemgetter("child_id"))
+    guardians = sorted(
+        (_guardian(r, name) for r in view.recipients.values()), key=itemgetter("recipient_id")
+    )
+    return web.json_response(
+        {
+            "id": message.id,
+            "event_id": message.event_id,
+            "category": message.category.value,
+            # An absence subject names the child: hidden when a protected person is involved.
+            "subject": PROTECTED_SUBJECT if protected and absence is not None else message.subject,
+            "read_receipt": message.read_receipt,
+            "created_at": message.created_at.isoformat(),
+            "planned_at": message.planned_at.isoformat() if message.planned_at else None,
+            "counts": counts,
+            "summary": _summary(view, name),
+            "children": children,
+            "guardians": guardians,
+            "deliveries": [
+                _delivery(
+                    d,
+                    history.get(d.id, []),
+                    name,
+                    waiting_for(d, jobs.get(send_job_id(d.id)), ctx.channel_health, now),
+                )
+                for d in deliveries
+            ],
+            "replies": [_reply(r, name) for r in replies],
+            # absence alerts and reports: the absence, its marks and guardians' answers
+            "absence": absence.view(name) if absence is not None else None,
+        }
+    )
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_get("/v1/messages/{id}", get_message)

@@ -1,0 +1,283 @@
+"""Budbringer: the messaging gateway for home-school communication.
+
+Run a command with --help for its options. Settings come from BUDBRINGER_* variables
+and an optional --config TOML file (see config/budbringer.example.toml)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from gateway import __version__
+from gateway.errors import BudbringerError, ConfigError
+from gateway.logs import configure
+from gateway.settings import Settings, load_settings
+
+
+def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
+    config = getattr(args, "config", None)
+    try:
+        return load_settings(Path(config) if config else None, **overrides)
+    except ValidationError as exc:
+        rows = "; ".join(
+            # a model-wide check (e.g. production secrets) has no loc: its message names it
+            ".".join(str(p) for p in err["loc"]) + ": " * bool(err["loc"]) + err["msg"]
+            for err in exc.errors(include_url=False, include_input=False)
+        )
+        raise ConfigError(f"invalid settings: {rows}") from exc
+
+
+async def _serve(settings: Settings, *, api: bool, workers: bool) -> None:
+    from gateway.service import Service, run_until_signalled
+
+    await run_until_signalled(Service(settings, api=api, workers=workers))
+
+
+async def _tenants_create(settings: Settings, name: str, scopes: list[str] | None = None) -> None:
+    from gateway.auth import create_tenant
+    from gateway.clock import SystemClock
+    from gateway.store import open_store
+
+    store = open_store(settings.store_url)
+    await store.open()
+    try:
+        tenant, api_key, whsec = await create_tenant(store, name, SystemClock().now())
+        if scopes:
+            await store.set_tenant_scopes(tenant.id, ["staff", *scopes])
+    finally:
+        await store.close()
+    print(f"tenant id:       {tenant.id}")
+    print(f"api key:         {api_key}")
+    print(f"signing secret:  {whsec}")
+    print("Store both now: they are shown only this once (only a hash of the key is kept).")
+
+
+async def _tenants_list(settings: Settings) -> None:
+    from gateway.store import open_store
+
+    store = open_store(settings.store_url)
+    await store.open()
+    try:
+        for tenant in await store.list_tenants():
+            print(f"{tenant.id}\t{tenant.name}\t{tenant.created_at.isoformat()}")
+    finally:
+        await store.close()
+
+
+async def _import_oneroster(settings: Settings, args: argparse.Namespace) -> int:
+    """``budbringer import oneroster``: counts on stdout, or one line per problem and 2."""
+    from gateway.errors import ValidationFailed
+    from gateway.oneroster import (
+        ImportOptions,
+        apply_oneroster,
+        counts,
+        describe,
+        load_oneroster,
+        load_oneroster_zip,
+        parse_responsibility_roles,
+    )
+    from gateway.progress import stages
+    from gateway.store import open_store
+
+    try:
+        options = ImportOptions(
+            phone_region=args.phone_region,
+            assume_minor=args.assume_minor,
+            skip_invalid_contacts=args.skip_invalid_contacts,
+            responsibility_roles=parse_responsibility_roles(args.responsibility_roles),
+        )
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    path = Path(args.path)
+    try:
+        # A bar on a terminal (a municipality's export takes many seconds); quiet otherwise.
+        with stages(1 if args.dry_run else 3) as step:
+            step("reading and checking the export")
+            if path.is_file():
+                result = load_oneroster_zip(path.read_bytes(), options)
+            else:
+                result = load_oneroster(path, options)
+            if args.dry_run:
+                applied = counts(result.batch)
+            else:
+                store = open_store(settings.store_url)
+                await store.open()
+                try:
+                    if await store.get_tenant(args.tenant) is None:
+                        raise ConfigError("unknown tenant (see budbringer tenants list)")
+                    applied = await apply_oneroster(store, args.tenant, result.batch, step)
+                finally:
+                    await store.close()
+    except ValidationFailed as exc:
+        print(f"budbringer: {exc.message}", file=sys.stderr)
+        for error in exc.errors:
+            print(describe(error), file=sys.stderr)
+        return 2
+    if args.dry_run:
+        print("dry run: nothing was written")
+    for kind, count in applied.items():
+        print(f"{kind}: {count}")
+    for reason, count in result.skipped.items():
+        print(f"skipped {reason}: {count}")
+    for warning in result.warnings:
+        print(f"warning: {warning}")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="budbringer",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"budbringer {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--config", metavar="FILE", help="a TOML settings file")
+        return p
+
+    serve = with_config(sub.add_parser("serve", help="run the HTTP API and the workers"))
+    serve.add_argument("--no-workers", action="store_true", help="API only")
+    serve.add_argument(
+        "--host", help="address to listen on (default: BUDBRINGER_HOST, else 127.0.0.1)"
+    )
+    serve.add_argument(
+        "--port", type=int, help="port to listen on (default: BUDBRINGER_PORT, else 8080)"
+    )
+    with_config(sub.add_parser("worker", help="run the workers only"))
+    with_config(
+        sub.add_parser(
+            "doctor",
+            help="check the store, SMTP, Twilio, FCM and webhook endpoints (sends nothing)",
+        )
+    )
+
+    tenants = sub.add_parser("tenants", help="manage tenants")
+    tsub = tenants.add_subparsers(dest="tenants_command", required=True)
+    create = with_config(tsub.add_parser("create", help="create a tenant; prints its keys once"))
+    create.add_argument("name")
+    create.add_argument(
+        "--scope",
+        action="append",
+        choices=("protected",),
+        help="also let the key see persons with a protected address in the status API",
+    )
+    with_config(tsub.add_parser("list", help="list tenants"))
+
+    imports = sub.add_parser("import", help="import a directory from another system's export")
+    isub = imports.add_subparsers(dest="import_command", required=True)
+    oneroster = with_config(
+        isub.add_parser("oneroster", help="a OneRoster 1.1/1.2 CSV export (folder or zip)")
+    )
+    oneroster.add_argument("path", help="the folder with manifest.csv, or a zip of its files")
+    oneroster.add_argument("--tenant", required=True, metavar="TENANT_ID")
+    oneroster.add_argument(
+        "--phone-region", default="NO", help="region of numbers without +country (default NO)"
+    )
+    oneroster.add_argument(
+        "--assume-minor",
+        action="store_true",
+        help="give students without a birth date a placeholder one (age 10) instead of failing",
+    )
+    oneroster.add_argument(
+        "--skip-invalid-contacts",
+        action="store_true",
+        help="leave invalid phone numbers and emails out (with a warning) instead of failing",
+    )
+    oneroster.add_argument(
+        "--responsibility-roles",
+        default="parent,guardian",
+        metavar="ROLES",
+        help="roles whose new relations get parental responsibility (default parent,guardian;"
+        " '' for none)",
+    )
+    oneroster.add_argument("--dry-run", action="store_true", help="validate only; write nothing")
+
+    demo = sub.add_parser("demo", help="run the demo municipality end to end")
+    demo.add_argument("--dir", default="demo", help="where the demo keeps its files")
+
+    bench = sub.add_parser("bench", help="the emergency-broadcast benchmark (a few minutes)")
+    bench.add_argument("--children", type=int, default=12_000, help="size of the municipality")
+    bench.add_argument("--seed", type=int, default=1, help="seed of the synthetic directory")
+    bench.add_argument("--backend", choices=("sqlite", "redis"), default="sqlite")
+    bench.add_argument(
+        "--workers", type=int, default=1, help="gateway processes (only 1 with sqlite)"
+    )
+    bench.add_argument("--absence-events", type=int, default=300)
+    bench.add_argument(
+        "--concurrency", type=int, help="sends in flight, gateway and ceiling (default: settings)"
+    )
+    bench.add_argument(
+        "--smtp-connections", type=int, default=16, help="SMTP pool (gateway and ceiling)"
+    )
+    bench.add_argument(
+        "--timeout", type=float, default=240.0, help="seconds each stage may wait at most"
+    )
+    bench.add_argument("--keep", action="store_true", help="keep the work directory and logs")
+    bench.add_argument(
+        "--profile", metavar="FILE", help="py-spy collapsed stacks of the gateway's emergency"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v}
+            settings = _settings(args, **overrides)
+            configure(settings.log_level)
+            asyncio.run(_serve(settings, api=True, workers=not args.no_workers))
+        elif args.command == "doctor":
+            from gateway.doctor import doctor
+
+            return asyncio.run(doctor(_settings(args)))
+        elif args.command == "worker":
+            settings = _settings(args)
+            configure(settings.log_level)
+            asyncio.run(_serve(settings, api=False, workers=True))
+        elif args.command == "tenants":
+            settings = _settings(args)
+            if args.tenants_command == "create":
+                asyncio.run(_tenants_create(settings, args.name, args.scope))
+            else:
+                asyncio.run(_tenants_list(settings))
+        elif args.command == "import":
+            return asyncio.run(_import_oneroster(_settings(args), args))
+        elif args.command == "demo":
+            from gateway.demo import run_demo
+
+            return asyncio.run(run_demo(Path(args.dir)))
+        elif args.command == "bench":
+            from gateway.bench.run import Options
+            from gateway.bench.run import main as bench_main
+            from gateway.settings import DispatchSettings
+
+            return bench_main(
+                Options(
+                    children=args.children,
+                    seed=args.seed,
+                    backend=args.backend,
+                    workers=args.workers,
+                    absence_events=args.absence_events,
+                    concurrency=args.concurrency or DispatchSettings().concurrency,
+                    smtp_connections=args.smtp_connections,
+                    timeout=args.timeout,
+                    keep=args.keep,
+                    profile=Path(args.profile).resolve() if args.profile else None,
+                )
+            )
+    except BudbringerError as exc:
+        print(f"budbringer: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,72 @@
+"""Magic strings and defaults kept in one place."""
+
+from __future__ import annotations
+
+DEFAULT_LANGUAGE = "nb"
+SUPPORTED_LANGUAGES = ("nb", "nn", "en")
+DEFAULT_TIME_ZONE = "Europe/Oslo"
+DEFAULT_PHONE_REGION = "NO"
+ADULT_AGE = 18
+
+# Job kinds in the durable work queue.
+JOB_PLAN = "plan"
+JOB_SEND = "send"
+JOB_ESCALATE = "escalate"  # a message unread too long goes out on the next channel
+JOB_PURGE = "purge"  # daily: remove what is older than the retention
+
+# Channel used on a delivery row that records a suppression (nobody was contacted).
+SUPPRESSED_CHANNEL = "none"
+
+API_KEY_PREFIX = "bbk_"
+WEBHOOK_SECRET_PREFIX = "whsec_"
+WEBHOOK_TOLERANCE_SECONDS = 5 * 60
+
+# Everyday categories that a relation with daily care (daglig omsorg) receives.
+EVERYDAY_CATEGORIES = frozenset({"general", "reminder", "absence", "emergency"})
+# Categories that may be moved between channels but never switched off.
+MANDATORY_CATEGORIES = frozenset({"absence", "emergency"})
+# Categories that ignore quiet hours.
+URGENT_CATEGORIES = frozenset({"absence", "emergency"})
+
+# Outbound webhooks to the platform: job kinds and event types.
+JOB_WEBHOOK_FANOUT = "webhook_fanout"
+JOB_WEBHOOK_SEND = "webhook_send"
+WEBHOOK_DELIVERY_UPDATED = "delivery.updated"
+WEBHOOK_MESSAGE_READ = "message.read"
+WEBHOOK_MESSAGE_REACHED = "message.reached"
+WEBHOOK_REPLY_RECEIVED = "reply.received"
+WEBHOOK_ABSENCE_EXPLAINED = "absence.explained"
+WEBHOOK_EVENT_TYPES = (
+    WEBHOOK_DELIVERY_UPDATED,
+    WEBHOOK_MESSAGE_READ,
+    WEBHOOK_MESSAGE_REACHED,
+    WEBHOOK_REPLY_RECEIVED,
+    WEBHOOK_ABSENCE_EXPLAINED,
+)
+
+# Scopes of a tenant's API key. Without "protected", the status API shows persons with a
+# protected address (fortrolig / strengt fortrolig) only by an opaque pseudonym.
+SCOPE_STAFF = "staff"
+SCOPE_PROTECTED = "protected"
+DEFAULT_SCOPES = (SCOPE_STAFF,)
+
+# Absence (gateway/absence.py): job kinds, the message types its messages carry (event
+# types the platform sends, and the ones absence makes itself), and the delivery context
+# key of the absence facts the templates render.
+JOB_ABSENCE_PLAN = "absence_plan"
+JOB_ABSENCE_UNREACHED = "absence_unreached"
+ABSENCE_RECORDED = "absence.recorded"
+ABSENCE_REPORTED = "absence.reported"
+ABSENCE_CANCELLED = "absence.cancelled"
+ABSENCE_CONFIRMATION = "absence.confirmation"
+ABSENCE_INFORMED = "absence.informed"
+ABSENCE_UNREACHED = "absence.unreached"
+ABSENCE_MESSAGE_TYPES = (
+    ABSENCE_RECORDED,
+    ABSENCE_REPORTED,
+    ABSENCE_CANCELLED,
+    ABSENCE_CONFIRMATION,
+    ABSENCE_INFORMED,
+    ABSENCE_UNREACHED,
+)
+ABSENCE_CONTEXT_KEY = "absence"

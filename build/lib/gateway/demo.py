@@ -1,0 +1,269 @@
+"""``budbringer demo``: a small municipality, end to end, through the real HTTP API.
+
+Seeds a school and an adult-education unit with the edge cases of the
+resolution rules, registers a few parent-app devices, posts a signed message
+to two classes and a course, waits until every delivery is final and prints
+who was told on which channel, and who was left out and why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import shutil
+import time
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from standardwebhooks import Webhook
+
+from gateway.absence import part_message_id
+from gateway.auth import create_tenant
+from gateway.models import FINAL
+from gateway.service import Service
+from gateway.settings import load_settings
+
+DEMO_FILE = Path(__file__).resolve().parent.parent / "config" / "demo-directory.json"
+
+
+# Birth dates in the file are for this year; the demo moves them by whole years, so
+# the 15-year-olds stay 15 and the pupils who turned 18 stay adults.
+DEMO_FILE_YEAR = 2026
+
+
+def demo_directory(today: date) -> dict[str, Any]:
+    """The demo municipality: ``config/demo-directory.json``, a complete
+    ``POST /v1/directory`` body (README, "The directory"), with birth dates moved to
+    ``today``'s year.
+
+    It holds ordinary two-guardian families; siblings sharing guardians; a guardian
+    with children in both classes; fathers without parental responsibility (one later
+    granted information, barneloven § 47); a parent later blocked by a court order; a
+    guardian and child with a strictly confidential address; a foster child (daily
+    care without parental responsibility); pupils of 18 and 19 (one consenting to
+    guardians being told); a contact teacher; an adult learner; and language and
+    channel preferences.
+    """
+    batch: dict[str, Any] = json.loads(DEMO_FILE.read_text(encoding="utf-8"))
+    shift = today.year - DEMO_FILE_YEAR
+    for person in batch["persons"]:
+        born = person.get("birth_date")
+        if born:
+            day = date.fromisoformat(born)
+            person["birth_date"] = day.replace(year=day.year + shift).isoformat()
+    return batch
+
+
+FLAGS = [
+    ("c26", "p26b", "blocked", "Court order (demo)"),
+    ("c25", "p25c", "information_granted", "Right to information, barneloven § 47 (demo)"),
+]
+DEVICES = ["p01a", "p02a", "p03a", "p06a", "p07b", "p10a", "p12b", "p27a", "p28f"]
+
+
+class DemoClient:
+    def __init__(self, base: str, api_key: str, whsec: str, tenant_id: str) -> None:
+        self.base = base
+        self.auth = {"Authorization": f"Bearer {api_key}"}
+        self.webhook = Webhook(whsec)
+        self.tenant_id = tenant_id
+        self.http = aiohttp.ClientSession()
+
+    async def call(
+        self, method: str, path: str, body: Any = None, *, headers: dict[str, str] | None = None
+    ) -> Any:
+        async with self.http.request(
+            method, self.base + path, json=body, headers=headers or self.auth
+        ) as resp:
+            data = await resp.json() if resp.content_type == "application/json" else None
+            if resp.status >= 400:
+                raise RuntimeError(f"{method} {path} -> {resp.status}: {data}")
+            return data
+
+    async def post_signed_event(self, event: dict[str, Any]) -> Any:
+        """POST an event signed the Standard Webhooks way, as a platform would."""
+        body = json.dumps(event)
+        from datetime import UTC, datetime
+
+        signature = self.webhook.sign(event["id"], datetime.now(UTC), body)
+        headers = {
+            "webhook-id": event["id"],
+            "webhook-timestamp": str(int(time.time())),
+            "webhook-signature": signature,
+            "X-Budbringer-Tenant": self.tenant_id,
+            "Content-Type": "application/json",
+        }
+        async with self.http.post(self.base + "/v1/events", data=body, headers=headers) as resp:
+            data = await resp.json()
+            if resp.status != 202:
+                raise RuntimeError(f"POST /v1/events -> {resp.status}: {data}")
+            return data
+
+    async def close(self) -> None:
+        await self.http.close()
+
+
+async def run_demo(directory: Path, *, quiet: bool = False) -> int:
+    if directory.exists():
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True)
+    settings = load_settings(
+        store_url=f"sqlite:///{directory / 'budbringer.db'}",
+        outbox_dir=directory / "outbox",
+        port=0,
+        secret_key=secrets.token_urlsafe(32),
+        log_level="WARNING",
+    )
+    service = Service(settings)
+    await service.start()
+    client: DemoClient | None = None
+    try:
+        tenant, api_key, whsec = await create_tenant(
+            service.store, "Asker kommune (demo)", service.clock.now()
+        )
+        client = DemoClient(f"http://127.0.0.1:{service.port}", api_key, whsec, tenant.id)
+        directory_batch = demo_directory(service.clock.now().date())
+        await client.call("POST", "/v1/directory", directory_batch)
+        for child_id, guardian_id, flag, reason in FLAGS:
+            await client.call(
+                "PUT",
+                f"/v1/relations/{child_id}/{guardian_id}/flags/{flag}",
+                {"value": True, "reason": reason, "actor": "rektor"},
+            )
+        for n, guardian_id in enumerate(DEVICES):
+            token = await client.call("POST", f"/v1/guardians/{guardian_id}/tokens")
+            await client.call(
+                "PUT",
+                f"/v1/me/devices/d-{guardian_id}",
+                {"token": f"demo-fcm-token-{n}-{secrets.token_hex(8)}", "platform": "android"},
+                headers={"Authorization": f"Bearer {token['token']}"},
+            )
+        accepted = await client.post_signed_event(
+            {
+                "id": "demo-evt-1",
+                "type": "message.created",
+                "data": {
+                    "sender_name": "Kontaktlærer 10. trinn",
+                    "audience": {"groups": ["g-10a", "g-10b", "g-norsk"]},
+                    "category": "general",
+                    "subject": "Foreldremøte torsdag",
+                    "body": "Velkommen til foreldremøte torsdag kl. 18 i aulaen.",
+                    "read_receipt": True,
+                },
+            }
+        )
+        status = await _wait_final(client, accepted["message_id"])
+        absence = await absence_demo(client, service.clock.now().date())
+        if not quiet:
+            print_table(status, directory_batch)
+            print_absence(absence)
+        return 0 if status["deliveries"] and all(absence.values()) else 1
+    finally:
+        if client is not None:
+            await client.close()
+        await service.stop()
+
+
+async def absence_demo(client: DemoClient, today: date) -> dict[str, Any]:
+    """One absence alert (c01 missing in lesson 2) and one guardian report from the app
+    (p02a: c02 is sick); the statuses of what they made, by part."""
+    alert = await client.post_signed_event(
+        {
+            "id": "demo-absence-1",
+            "type": "absence.recorded",
+            "data": {
+                "child_id": "c01",
+                "date": today.isoformat(),
+                "lesson": {"number": 2, "name": "Matematikk", "from": "09:00", "to": "09:45"},
+                "recorded_by": "s-10a",
+                "note": "Not sent to guardians (staff only)",
+            },
+        }
+    )
+    token = await client.call("POST", "/v1/guardians/p02a/tokens")
+    report = await client.call(
+        "POST",
+        "/v1/me/absences",
+        {"child_id": "c02", "date": today.isoformat(), "kind": "sick", "text": "Feber"},
+        headers={"Authorization": f"Bearer {token['token']}"},
+    )
+    parts = {
+        "alert (to guardians with rights)": alert["message_id"],
+        "report (to the contact teacher)": report["message_id"],
+        "confirmation (to the reporter)": part_message_id(
+            client.tenant_id, report["event_id"], "confirmation"
+        ),
+        "information (to the co-guardian)": part_message_id(
+            client.tenant_id, report["event_id"], "informed"
+        ),
+    }
+    return {part: await _wait_final(client, mid) for part, mid in parts.items()}
+
+
+def print_absence(parts: dict[str, Any]) -> None:
+    """A short second table: who each absence message went to, on which channels."""
+    print()
+    print("Absence: an alert for c01 (lesson 2) and a report by p02a for c02 (sick)")
+    total = 0
+    for part, status in parts.items():
+        by_recipient: dict[str, list[str]] = {}
+        for d in status["deliveries"]:
+            by_recipient.setdefault(d["recipient_id"], []).append(
+                f"{d['channel']}:{d['status']}" + (f"({d['reason']})" if d["reason"] else "")
+            )
+        total += len(status["deliveries"])
+        print(f"  {part}: {status['subject']}")
+        for recipient, channels in sorted(by_recipient.items()):
+            print(f"    {recipient:<10} {' '.join(sorted(channels))}")
+    print(f"absence: {len(parts)} messages  deliveries: {total}")
+
+
+async def _wait_final(client: DemoClient, message_id: str, timeout: float = 60) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        status = await client.call("GET", f"/v1/messages/{message_id}")
+        deliveries = status["deliveries"]
+        if (
+            status.get("planned_at")
+            and deliveries
+            and all(d["status"] in FINAL for d in deliveries)
+        ):
+            return status
+        if time.monotonic() > deadline:
+            raise RuntimeError("deliveries did not finish in time")
+        await asyncio.sleep(0.1)
+
+
+def print_table(status: dict[str, Any], directory: dict[str, Any]) -> None:
+    names = {
+        p["id"]: f"{p['given_name']} {p.get('family_name', '')}".strip()
+        for p in directory["persons"]
+    }
+    rows = sorted(
+        status["deliveries"], key=lambda d: (d["recipient_id"], d["channel"], d["target"])
+    )
+    # Protected persons come back as pseudonyms (rule 4): no name to show for them.
+    who = max(len("recipient"), *(len(d["recipient_id"]) for d in rows))
+    kids = [",".join(d.get("child_ids") or []) or "-" for d in rows]
+    width = max(len("children"), *(len(k) for k in kids))
+    header = (
+        f"{'recipient':<{who}} {'name':<22} {'role':<9} {'channel':<7} {'status':<11} "
+        f"{'children':<{width}} reason"
+    )
+    print(header)
+    print("-" * (len(header) + 20))
+    for d, children in zip(rows, kids, strict=True):
+        reason = d.get("reason") or ""
+        if d["channel"] == "none" and d.get("target"):
+            reason = f"{reason} (for {d['target']})"
+        name = names.get(d["recipient_id"], "(protected)")[:22]
+        print(
+            f"{d['recipient_id']:<{who}} {name:<22} {d['recipient_role']:<9} {d['channel']:<7} "
+            f"{d['status']:<11} {children:<{width}} {reason}"
+        )
+    print("-" * (len(header) + 20))
+    counts = ", ".join(f"{k}: {v}" for k, v in sorted(status["counts"].items()))
+    print(f"message {status['id']}  deliveries: {len(rows)}  ({counts})")

@@ -1,0 +1,452 @@
+"""The dispatcher: takes durable jobs from the store and does them.
+
+Two kinds of job:
+
+* ``plan`` — one per accepted message: load the audience, resolve who may be
+  told, plan deliveries and their ``send`` jobs. Planning streams: deliveries
+  are written in batches and sending starts while planning goes on.
+* ``send`` — one per delivery: render, hand to the channel, record the outcome.
+
+Jobs are leased, so a crashed worker's jobs become visible again after the
+lease; a job whose delivery is already final is dropped, never sent again.
+Transient errors are retried with exponential backoff and full jitter,
+honouring ``Retry-After``; permanent errors are recorded and never retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import random
+import time
+from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from channels.base import Channel
+from gateway.channel_health import ChannelHealth
+from gateway.clock import Clock
+from gateway.constants import DEFAULT_TIME_ZONE, JOB_PLAN, JOB_SEND
+from gateway.errors import (
+    ChannelUnavailable,
+    DeadAddress,
+    PermanentDeliveryError,
+    TransientDeliveryError,
+)
+from gateway.metrics import PROVIDER_LATENCY, SENDS
+from gateway.models import (
+    FINAL,
+    Delivery,
+    DeliveryStatus,
+    DirectorySnapshot,
+    Job,
+    Message,
+    Receipt,
+    Rendered,
+)
+from gateway.outcomes import OutcomeBatcher
+from gateway.planner import plan_deliveries, queue
+from gateway.recheck import held
+from gateway.render import Renderer
+from gateway.resolver import resolve
+from gateway.settings import DispatchSettings
+from gateway.store import SendOutcome, Store
+
+log = logging.getLogger(__name__)
+
+JobHandler = Callable[[Job], Awaitable[None]]
+
+PLAN_BATCH = 1000
+UNAVAILABLE_RECHECK = 60.0  # seconds before a stopped channel is tried again
+RATE_WAIT = 1.0  # longest wait for a rate-limit slot in a send; longer: the job waits
+
+
+def backoff(attempt: int, base: float, cap: float, retry_after: float | None) -> float:
+    """Seconds to wait before attempt ``attempt + 1``: full jitter, at least Retry-After."""
+    delay = random.uniform(0, min(cap, base * 2 ** max(attempt - 1, 0)))
+    if retry_after is not None:
+        delay = max(delay, retry_after)
+    return delay
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        store: Store,
+        channels: Mapping[str, Channel],
+        renderer: Renderer,
+        clock: Clock,
+        settings: DispatchSettings,
+        *,
+        work_available: asyncio.Event | None = None,
+        health: ChannelHealth | None = None,
+    ) -> None:
+        self.store = store
+        self.channels = channels
+        self.renderer = renderer
+        self.clock = clock
+        self.settings = settings
+        self.work_available = work_available or asyncio.Event()
+        # Per-channel circuit breaker and the state /readyz shows (gateway/channel_health).
+        self.health = health or ChannelHealth(clock, stopped_pause=UNAVAILABLE_RECHECK)
+        self.health.watch(list(channels))
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._messages: OrderedDict[str, Message] = OrderedDict()
+        self._loading: dict[str, asyncio.Future[Message | None]] = {}
+        self._slot_freed = asyncio.Event()
+        # Deliveries of the send jobs just claimed, read in one round trip (see run_once).
+        self._prefetched: dict[str, Delivery] = {}
+        # Claimed but not started yet: jobs are claimed a batch at a time, not one per
+        # freed slot, so a broadcast costs one claim transaction per batch.
+        self._ready: deque[tuple[Job, datetime]] = deque()  # (job, when claimed)
+        # Send outcomes are committed in batches (one transaction for many sends).
+        self._outcomes = OutcomeBatcher(store)
+        self._stopping = asyncio.Event()
+        # Job kind -> handler. Features (webhooks, escalation, ...) add theirs with register().
+        self._handlers: dict[str, JobHandler] = {JOB_PLAN: self.plan, JOB_SEND: self.send}
+        # Escalation's hooks (gateway/escalation.py): a message planned, a delivery failed.
+        self.on_planned: Callable[[Message], Awaitable[None]] | None = None
+        self.on_failed: Callable[[Delivery], Awaitable[None]] | None = None
+
+    def register(self, kind: str, handler: JobHandler) -> None:
+        """Do jobs of ``kind`` with ``handler``. A handler finishes or retries its job itself;
+        an exception it raises is logged and the job retried with backoff."""
+        self._handlers[kind] = handler
+
+    # ------------------------------------------------------------------ loop
+
+    async def run(self) -> None:
+        """Claim and do jobs until :meth:`stop`; then let in-flight work finish."""
+        while not self._stopping.is_set():
+            claimed = await self.run_once(wait=False)
+            if claimed == 0:
+                self.work_available.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        self.work_available.wait(), timeout=self.settings.poll_interval
+                    )
+        await self._drain_in_flight()
+        await self._outcomes.drain()
+        await self._release_ready()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.work_available.set()
+
+    async def run_once(self, *, wait: bool = True) -> int:
+        """Claim what is due now (as many as there are free slots) and start it.
+
+        With ``wait`` the call returns only when those jobs are done (tests, demo).
+        """
+        free = self._free_slots()
+        if free == 0:
+            # Claim again as soon as a send finishes (not on a timer): no slot stays empty.
+            self._slot_freed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._slot_freed.wait(), timeout=self.settings.poll_interval)
+            return -1  # busy, not idle
+        await self._release_stale()
+        if not self._ready:
+            now = self.clock.now()
+            jobs = await self.store.claim_jobs(
+                tuple(self._handlers),
+                # A buffer of at most one round of sends, so a buffered job starts well
+                # within its lease (see _release_stale for when it does not).
+                max(free, min(self.settings.batch, self.settings.concurrency)),
+                now,
+                self.settings.lease_seconds,
+            )
+            refs = [job.ref for job in jobs if job.kind == JOB_SEND]
+            if len(refs) > 1:
+                self._prefetched.update(await self.store.get_deliveries(refs))
+            self._ready.extend((job, now) for job in jobs)
+        started = [
+            self._start(self._ready.popleft()[0]) for _ in range(min(free, len(self._ready)))
+        ]
+        if wait and started:
+            await asyncio.gather(*started)
+        return len(started)
+
+    async def _release_stale(self) -> None:
+        """Give back buffered jobs that waited half their lease (slow providers held every
+        slot): started later, another worker could take them over mid-send."""
+        limit = self.clock.now() - timedelta(seconds=self.settings.lease_seconds / 2)
+        while self._ready and self._ready[0][1] <= limit:
+            job, _ = self._ready.popleft()
+            self._prefetched.pop(job.ref, None)
+            await self.store.postpone_job(job.id, self.clock.now(), "lease_half_gone")
+
+    async def run_until_idle(self, max_rounds: int = 10_000) -> None:
+        """Do every job that is due now, including jobs that those jobs queue."""
+        for _ in range(max_rounds):
+            if await self.run_once(wait=True) == 0 and not self._tasks:
+                return
+        raise RuntimeError("dispatcher did not become idle")
+
+    def _free_slots(self) -> int:
+        return max(self.settings.concurrency - len(self._tasks), 0)
+
+    def _start(self, job: Job) -> asyncio.Task[None]:
+        task = asyncio.create_task(self._do(job))
+        self._tasks.add(task)
+        task.add_done_callback(self._finished)
+        return task
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._slot_freed.set()
+
+    async def _release_ready(self) -> None:
+        """Hand claimed jobs that never started back to the queue, due now, so the next
+        start (or another worker) takes them at once instead of after their lease."""
+        now = self.clock.now()
+        while self._ready:
+            job, _ = self._ready.popleft()
+            self._prefetched.pop(job.ref, None)
+            await self.store.postpone_job(job.id, now, "shutdown")
+
+    async def _drain_in_flight(self) -> None:
+        if not self._tasks:
+            return
+        _, pending = await asyncio.wait(set(self._tasks), timeout=self.settings.shutdown_timeout)
+        for task in pending:
+            task.cancel()
+        if pending:
+            # Their leases run out and another start picks them up: nothing is lost.
+            log.warning("shutdown left jobs unfinished", extra={"jobs": len(pending)})
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _do(self, job: Job) -> None:
+        handler = self._handlers.get(job.kind)
+        try:
+            if handler is None:
+                log.error("unknown job kind", extra={"kind": job.kind})
+                await self.store.finish_job(job.id)
+            else:
+                await handler(job)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("job failed unexpectedly", extra={"kind": job.kind})
+            if job.kind == JOB_SEND and job.attempts >= self.settings.max_attempts:
+                # A bug (a broken template, say) must not keep a delivery queued forever.
+                await self.store.finish_send(
+                    job.id,
+                    job.ref,
+                    DeliveryStatus.failed,
+                    self.clock.now(),
+                    reason=f"error:{type(exc).__name__}",
+                    detail=f"gave up after {job.attempts} attempts",
+                )
+                return
+            delay = backoff(
+                job.attempts, self.settings.backoff_base, self.settings.backoff_max, None
+            )
+            await self.store.retry_job(
+                job.id, self.clock.now() + timedelta(seconds=delay), type(exc).__name__
+            )
+
+    # ------------------------------------------------------------------ plan
+
+    async def plan(self, job: Job) -> None:
+        message = await self.store.get_message(job.tenant_id, job.ref)
+        if message is None:
+            await self.store.finish_job(job.id)
+            return
+        snapshot = await self.store.load_audience(message.tenant_id, message.audience)
+        now = self.clock.now()
+        on = now.astimezone(ZoneInfo(_time_zone(snapshot))).date()
+        resolution = resolve(snapshot, message.audience, message.category, on)
+        deliveries: list[Delivery] = []
+        jobs: list[Job] = []
+        for delivery in plan_deliveries(message, snapshot, resolution, now):
+            send_job = queue(delivery, now)
+            if send_job is not None:
+                jobs.append(send_job)
+            deliveries.append(delivery)
+            if len(deliveries) >= PLAN_BATCH:
+                await self._write_plan(deliveries, jobs)
+                deliveries, jobs = [], []
+        await self._write_plan(deliveries, jobs)
+        await self.store.mark_planned(message.tenant_id, message.id, self.clock.now())
+        if self.on_planned is not None:
+            await self.on_planned(message)
+        await self.store.finish_job(job.id)
+
+    async def _write_plan(self, deliveries: list[Delivery], jobs: list[Job]) -> None:
+        if deliveries:
+            await self.store.add_deliveries(deliveries, jobs)
+            self.work_available.set()
+
+    # ------------------------------------------------------------------ send
+
+    async def send(self, job: Job) -> None:
+        delivery = self._prefetched.pop(job.ref, None) or await self.store.get_delivery(job.ref)
+        if delivery is None or delivery.status in FINAL:
+            # Finished before a crash, or cancelled: never send twice.
+            await self.store.finish_job(job.id)
+            return
+        now = self.clock.now()
+        # Quiet hours not over yet; or rights or reach changed since planning (gateway/recheck).
+        if await held(self.store, self._message, self._outcomes.commit, job, delivery, now):
+            return
+        channel = self.channels.get(delivery.channel)
+        if channel is None:
+            await self._finish(job, delivery, DeliveryStatus.failed, reason="no_such_channel")
+            return
+        if await self._breaker_open(job, delivery.channel):
+            return
+        message = await self._message(delivery)
+        if message is None:
+            await self._finish(job, delivery, DeliveryStatus.failed, reason="message_missing")
+            return
+        content = self.renderer.render(message, delivery)
+        rate = channel.rate_per_second  # one limit for the whole deployment
+        if rate and not await self._rate_slot(job, delivery.channel, rate):
+            return
+        wait_until, probe = self.health.admit(delivery.channel)
+        if wait_until is not None:  # the breaker opened while this send waited for a slot
+            await self.store.postpone_job(job.id, wait_until, self.health.reason(delivery.channel))
+            return
+        # Concurrency is bounded by how many jobs run_once claims (free task slots).
+        started = time.perf_counter()
+        outcome = "sent"
+        try:
+            receipt = await self._provider_send(channel, delivery, content, probe)
+        except TransientDeliveryError as exc:
+            outcome = "transient"
+            await self._transient(job, delivery, exc)
+        except DeadAddress as exc:
+            outcome = "permanent"
+            await self._dead_address(job, delivery, exc)
+        except PermanentDeliveryError as exc:
+            outcome = "permanent"
+            await self._finish(job, delivery, DeliveryStatus.failed, reason=exc.code or "permanent")
+        except ChannelUnavailable as exc:
+            outcome = "unavailable"
+            await self._channel_down(job, delivery, exc)
+        else:
+            await self._outcomes.commit(
+                SendOutcome(
+                    job.id,
+                    delivery.id,
+                    receipt.status,
+                    self.clock.now(),
+                    detail=receipt.detail,
+                    provider_id=receipt.provider_id,
+                    segments=receipt.segments,
+                )
+            )
+        finally:
+            elapsed = time.perf_counter() - started
+            PROVIDER_LATENCY.labels(delivery.channel, outcome).observe(elapsed)
+            SENDS.labels(delivery.channel, outcome).inc()
+
+    async def _provider_send(
+        self, channel: Channel, delivery: Delivery, content: Rendered, probe: bool
+    ) -> Receipt:
+        """``channel.send``, its outcome reported to the channel's circuit breaker."""
+        try:
+            receipt = await channel.send(delivery, content)
+        except BaseException as exc:
+            self.health.record(delivery.channel, exc, probe=probe)
+            raise
+        self.health.record(delivery.channel, None, probe=probe)
+        return receipt
+
+    async def _rate_slot(self, job: Job, channel: str, rate: float) -> bool:
+        """Wait for a slot of the channel's limit, shared by every process (one second's
+        worth may go at once); False when it is further off: the job is put off to then."""
+        now = self.clock.now()
+        key = f"channel:{channel}"
+        wait = await self.store.acquire_rate(key, rate, math.ceil(rate), now, max_wait=RATE_WAIT)
+        if wait > RATE_WAIT:
+            await self.store.postpone_job(job.id, now + timedelta(seconds=wait), "rate_limited")
+            return False
+        if wait > 0:
+            await asyncio.sleep(wait)
+        return True
+
+    async def _message(self, delivery: Delivery) -> Message | None:
+        message_id = delivery.message_id
+        message = self._messages.get(message_id)
+        if message is not None:
+            return message
+        # One read per message even when hundreds of its sends start at once.
+        loading = self._loading.get(message_id)
+        if loading is None:
+            loading = asyncio.ensure_future(self.store.get_message(delivery.tenant_id, message_id))
+            self._loading[message_id] = loading
+            loading.add_done_callback(lambda _: self._loading.pop(message_id, None))
+        message = await asyncio.shield(loading)
+        if message is not None:
+            self._messages[message_id] = message
+            if len(self._messages) > 256:
+                self._messages.popitem(last=False)
+        return message
+
+    async def _finish(
+        self, job: Job, delivery: Delivery, status: DeliveryStatus, *, reason: str
+    ) -> None:
+        await self._outcomes.commit(
+            SendOutcome(job.id, delivery.id, status, self.clock.now(), detail=reason, reason=reason)
+        )
+        if self.on_failed is not None:
+            await self.on_failed(delivery)
+
+    async def _transient(self, job: Job, delivery: Delivery, exc: TransientDeliveryError) -> None:
+        code = exc.code or "transient"
+        if job.attempts >= self.settings.max_attempts:
+            await self._finish(job, delivery, DeliveryStatus.failed, reason=f"gave_up:{code}")
+            return
+        delay = backoff(
+            job.attempts, self.settings.backoff_base, self.settings.backoff_max, exc.retry_after
+        )
+        now = self.clock.now()
+        await self.store.transition(
+            delivery.id, DeliveryStatus.sending, now, detail=f"retry in {delay:.1f}s: {code}"
+        )
+        await self.store.retry_job(job.id, now + timedelta(seconds=delay), code)
+
+    async def _dead_address(self, job: Job, delivery: Delivery, exc: DeadAddress) -> None:
+        reason = exc.code or "dead_address"
+        await self._finish(job, delivery, DeliveryStatus.failed, reason=reason)
+        now = self.clock.now()
+        if delivery.channel == "push" and delivery.target:
+            await self.store.remove_device(
+                delivery.tenant_id, delivery.recipient_id, delivery.target
+            )
+            log.info("pruned a dead push device", extra={"reason": reason})
+        elif delivery.channel in ("sms", "email") and delivery.address:
+            kind = "phone" if delivery.channel == "sms" else "email"
+            await self.store.mark_contact_failing(
+                delivery.tenant_id, delivery.recipient_id, kind, delivery.address, reason, now
+            )
+
+    async def _channel_down(self, job: Job, delivery: Delivery, exc: ChannelUnavailable) -> None:
+        # The job waits for the next probe like the others; the channel stays stopped
+        # (/readyz's body says so) until a send gets an answer that is not this refusal.
+        due = self.health.paused_until(delivery.channel) or self.clock.now()
+        await self.store.postpone_job(job.id, due, exc.code or "unavailable")
+
+    async def _breaker_open(self, job: Job, channel: str) -> bool:
+        """True when the channel's breaker is open: the job waits (no attempt used up)."""
+        wait_until = self.health.paused_until(channel)
+        if wait_until is None:
+            return False
+        await self.store.postpone_job(job.id, wait_until, self.health.reason(channel))
+        return True
+
+    @property
+    def unavailable(self) -> dict[str, str]:
+        """Channels not ok -> their last error code."""
+        return self.health.unavailable()
+
+
+def _time_zone(snapshot: DirectorySnapshot) -> str:
+    for unit in snapshot.units.values():
+        return unit.time_zone
+    return DEFAULT_TIME_ZONE

@@ -1,0 +1,139 @@
+"""The one exception tree of Budbringer.
+
+BudbringerError
+├── InputError                 bad input from a caller; maps to an HTTP 4xx with a JSON body
+│   ├── ValidationFailed       one or more fields are wrong (each named with its location)
+│   ├── Unauthorized           401: no or wrong credentials
+│   ├── Forbidden              403: credentials valid, but not for this
+│   ├── NotFound               404
+│   ├── Conflict               409: e.g. an event id reused with a different body
+│   ├── PayloadTooLarge        413
+│   └── LinkInvalid            404: a read link that is forged, changed or unknown
+│       └── LinkExpired        410: a genuine read link past its expiry
+├── DeliveryError              a channel could not hand a delivery over
+│   ├── TransientDeliveryError retry later (timeouts, 429, 5xx, SMTP 4xx); carries retry_after
+│   ├── PermanentDeliveryError never retried (invalid number, SMTP 5xx, dead push token)
+│   │   └── DeadAddress        the address itself is dead: prune/mark the contact point
+│   └── ChannelUnavailable     the channel as a whole is down (bad credentials): stop it, alert
+├── StoreError                 the store failed
+└── ConfigError                settings are missing or wrong
+
+Channel adapters translate their provider's errors into this tree with
+``raise Mapped(...) from exc``. Messages never contain personal data.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class BudbringerError(Exception):
+    """Base of every error Budbringer raises on purpose."""
+
+
+class InputError(BudbringerError):
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, *, errors: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.errors = errors or []
+
+    def to_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"error": self.code, "message": self.message}
+        if self.errors:
+            body["errors"] = self.errors
+        return body
+
+
+class ValidationFailed(InputError):
+    status = 422
+    code = "validation_failed"
+
+
+class Unauthorized(InputError):
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(InputError):
+    status = 403
+    code = "forbidden"
+
+
+class NotFound(InputError):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(InputError):
+    status = 409
+    code = "conflict"
+
+
+class PayloadTooLarge(InputError):
+    status = 413
+    code = "payload_too_large"
+
+
+class LinkInvalid(InputError):
+    """A read link that was not made with our secret, or was changed."""
+
+    status = 404
+    code = "link_invalid"
+
+
+class LinkExpired(LinkInvalid):
+    """A genuine read link past its expiry."""
+
+    status = 410
+    code = "link_expired"
+
+
+class DeliveryError(BudbringerError):
+    """A channel could not hand over a delivery. ``code`` is the provider's error code."""
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+class TransientDeliveryError(DeliveryError):
+    """Try again later; ``retry_after`` (seconds) is the provider's hint, if any.
+
+    ``per_recipient``: only this recipient was deferred (an SMTP 4xx to RCPT); the
+    provider itself works, so the channel's circuit breaker does not count it."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        retry_after: float | None = None,
+        per_recipient: bool = False,
+    ) -> None:
+        super().__init__(message, code=code)
+        self.retry_after = retry_after
+        self.per_recipient = per_recipient
+
+
+class PermanentDeliveryError(DeliveryError):
+    """Never retried; recorded on the delivery as ``failed``."""
+
+
+class DeadAddress(PermanentDeliveryError):
+    """The address (phone number, push token, mailbox) is dead and should be pruned."""
+
+
+class ChannelUnavailable(DeliveryError):
+    """The channel cannot send anything (e.g. rejected credentials); stop it and alert."""
+
+
+class StoreError(BudbringerError):
+    """The store failed."""
+
+
+class ConfigError(BudbringerError):
+    """Settings are missing or wrong."""

@@ -1,0 +1,87 @@
+"""Group commit of send outcomes: many finished sends, one store transaction.
+
+Under load every send ends with a write (its status and the end of its job). One
+transaction per send serialises the dispatcher behind the store's single writer;
+:class:`OutcomeBatcher` collects the outcomes that arrive while a commit is under
+way and commits them together with :meth:`Store.finish_sends`. A caller's
+``commit`` returns only once its outcome is durable, so a job is never reported
+done before its outcome is stored. When idle, an outcome is committed at once
+(after one turn of the event loop), so a single alert waits for nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+
+from gateway.errors import StoreError
+from gateway.store import SendOutcome, Store
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 500  # outcomes per transaction
+RETRY_DELAYS = (0.05, 0.25, 1.0)  # seconds before the 2nd, 3rd and 4th commit attempt
+
+
+class OutcomeBatcher:
+    """Commits :class:`SendOutcome` rows in batches; ``await commit(o)`` until stored."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        max_batch: int = MAX_BATCH,
+        retry_delays: Sequence[float] = RETRY_DELAYS,
+    ) -> None:
+        self._store = store
+        self._max_batch = max_batch
+        self._retry_delays = tuple(retry_delays)
+        self._pending: list[tuple[SendOutcome, asyncio.Future[None]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def commit(self, outcome: SendOutcome) -> None:
+        """Store ``outcome`` (its transition and the end of its job) with others; raise what
+        the store raised if that commit failed."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((outcome, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+        # Shielded: a cancelled sender still gets its outcome stored with the batch.
+        await asyncio.shield(future)
+
+    async def _flush(self) -> None:
+        while self._pending:
+            await asyncio.sleep(0)  # let the outcomes of this loop turn join the batch
+            batch = self._pending[: self._max_batch]
+            del self._pending[: self._max_batch]
+            try:
+                await self._commit([outcome for outcome, _ in batch])
+            except Exception as exc:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+            else:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_result(None)
+
+    async def _commit(self, outcomes: list[SendOutcome]) -> None:
+        # These sends happened: a failed commit would make their jobs retry and send again,
+        # so a passing store error (a full pool, a failover) is waited out first. Applying
+        # a batch twice is harmless: the second application moves nothing.
+        for delay in self._retry_delays:
+            try:
+                await self._store.finish_sends(outcomes)
+                return
+            except StoreError:
+                log.warning("committing send outcomes failed; retrying", extra={"n": len(outcomes)})
+                await asyncio.sleep(delay)
+        await self._store.finish_sends(outcomes)
+
+    async def drain(self) -> None:
+        """Wait until every outcome handed in so far is committed (graceful shutdown)."""
+        while self._flusher is not None and not self._flusher.done():
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._flusher)

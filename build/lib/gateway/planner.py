@@ -1,0 +1,346 @@
+"""Which channels, which language, and when: turns a ``Resolution`` into deliveries.
+
+Pure functions, no I/O. ``plan_deliveries`` is a generator so a broadcast to a
+whole municipality streams instead of building every delivery in memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from gateway.constants import (
+    DEFAULT_LANGUAGE,
+    DEFAULT_TIME_ZONE,
+    JOB_SEND,
+    MANDATORY_CATEGORIES,
+    SUPPRESSED_CHANNEL,
+    URGENT_CATEGORIES,
+)
+from gateway.models import (
+    Category,
+    ChannelName,
+    Delivery,
+    DeliveryStatus,
+    Device,
+    DirectorySnapshot,
+    Job,
+    Message,
+    Person,
+    Preferences,
+    Role,
+    Unit,
+)
+from gateway.resolver import Recipient, Resolution, Suppression
+
+# Failing contact kinds, as the store records them.
+PHONE = "phone"
+EMAIL = "email"
+
+_ORDER = (ChannelName.inapp, ChannelName.push, ChannelName.sms, ChannelName.email)
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One way to reach one person: a channel and, for push, the device."""
+
+    channel: ChannelName
+    target: str  # device id for push, "" otherwise
+    address: str | None  # email / E.164 phone / push token-or-fid; None for inapp
+    address_kind: str = ""  # push: "token" (FCM registration token) or "fid" (installation id)
+
+
+def choose_language(person: Person, prefs: Preferences | None) -> str:
+    """The person's chosen language, else the directory's, else Norwegian Bokmål.
+
+    Any BCP 47 tag is kept as given; rendering falls back when it has no template.
+    """
+    if prefs is not None and prefs.language:
+        return prefs.language
+    return person.language or DEFAULT_LANGUAGE
+
+
+def route(
+    person: Person,
+    prefs: Preferences | None,
+    devices: list[Device],
+    category: Category,
+    failing: Sequence[str] = (),
+) -> list[Route]:
+    """The routes for one person and one category, in-app first.
+
+    Emergency goes on every channel the person has. A preference for the
+    category picks exactly its channels (those without a contact point are
+    skipped); absence and emergency fall back to the default if a preference
+    leaves nothing but in-app. Contact kinds in ``failing`` are never used.
+    """
+    available = _available(person, devices, failing)
+    if category == Category.emergency:
+        return _ordered(available, _ORDER)
+    wanted = prefs.channels.get(category) if prefs is not None else None
+    if wanted is not None:
+        routes = _ordered(available, (ChannelName.inapp, *wanted))
+        if len(routes) > 1 or category not in MANDATORY_CATEGORIES:
+            return routes
+    return _ordered(available, _default_channels(person, available, category))
+
+
+def _available(
+    person: Person, devices: list[Device], failing: Sequence[str]
+) -> dict[ChannelName, list[Route]]:
+    """Every usable route of the person, by channel (a channel without one is absent)."""
+    available = {ChannelName.inapp: [Route(ChannelName.inapp, "", None)]}
+    push = [
+        Route(
+            ChannelName.push,
+            device.id,
+            device.token or device.fid,
+            "token" if device.token else "fid",
+        )
+        for device in sorted(devices, key=lambda d: d.id)
+    ]
+    if push:
+        available[ChannelName.push] = push
+    if person.phone and PHONE not in failing:
+        available[ChannelName.sms] = [Route(ChannelName.sms, "", person.phone)]
+    if person.email and EMAIL not in failing:
+        available[ChannelName.email] = [Route(ChannelName.email, "", person.email)]
+    return available
+
+
+def _default_channels(
+    person: Person,
+    available: dict[ChannelName, list[Route]],
+    category: Category = Category.general,
+) -> tuple[ChannelName, ...]:
+    if person.role is Role.staff:
+        return (ChannelName.inapp, ChannelName.email)
+    if category == Category.absence and (
+        ChannelName.push in available or ChannelName.sms in available
+    ):
+        # A child not where the guardians think: push and SMS at once; email only without.
+        return (ChannelName.inapp, ChannelName.push, ChannelName.sms)
+    # Push if the app is installed, else SMS; email alongside either.
+    nudge = ChannelName.push if ChannelName.push in available else ChannelName.sms
+    return (ChannelName.inapp, nudge, ChannelName.email)
+
+
+def _ordered(
+    available: dict[ChannelName, list[Route]], channels: Iterable[ChannelName]
+) -> list[Route]:
+    wanted = set(channels)
+    return [r for channel in _ORDER if channel in wanted for r in available.get(channel, ())]
+
+
+def defer_until(
+    prefs: Preferences | None, time_zone: str, category: Category, now: datetime
+) -> datetime | None:
+    """The end of the person's quiet hours (UTC) if ``now`` is inside them, else None.
+
+    Quiet hours are wall-clock times in ``time_zone`` and may wrap midnight.
+    Urgent categories ignore them. On a daylight-saving night the end is the
+    first instant the clock shows that time (or later, if the time is skipped).
+    """
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    if prefs is None or not prefs.quiet_start or not prefs.quiet_end:
+        return None
+    if category in URGENT_CATEGORIES:
+        return None
+    start, end = _hhmm(prefs.quiet_start), _hhmm(prefs.quiet_end)
+    if start == end:
+        return None
+    zone = ZoneInfo(time_zone)
+    local = now.astimezone(zone)
+    clock = local.time().replace(tzinfo=None)
+    if start < end:
+        inside, end_day = start <= clock < end, local.date()
+    elif clock >= start:  # wraps midnight, before it
+        inside, end_day = True, local.date() + timedelta(days=1)
+    else:  # wraps midnight, after it
+        inside, end_day = clock < end, local.date()
+    if not inside:
+        return None
+    return _wall_clock_to_utc(end_day, end, zone, now)
+
+
+def _hhmm(value: str) -> time:
+    hours, minutes = value.split(":")
+    return time(int(hours), int(minutes))
+
+
+def _wall_clock_to_utc(day: date, at: time, zone: ZoneInfo, after: datetime) -> datetime:
+    """The first instant after ``after`` at which the clock in ``zone`` reads ``day`` ``at``.
+
+    A time repeated when clocks go back resolves to its next occurrence; a time
+    skipped when clocks go forward resolves to the moment of the jump.
+    """
+    wall = datetime.combine(day, at)
+    earlier = wall.replace(tzinfo=zone, fold=0).astimezone(UTC)
+    later = wall.replace(tzinfo=zone, fold=1).astimezone(UTC)
+    if earlier.astimezone(zone).replace(tzinfo=None) == wall:
+        # The time exists (once, or twice when clocks go back: fold=0 is the first).
+        return earlier if earlier > after or later <= earlier else later
+    # Skipped: fold=1 reads the wall time with the new offset (before the jump), fold=0
+    # with the old one (after it). Search the jump between them to the second.
+    low, high = min(earlier, later), max(earlier, later)
+    while high - low > timedelta(seconds=1):
+        middle = low + (high - low) / 2
+        if middle.astimezone(zone).replace(tzinfo=None) >= wall:
+            high = middle
+        else:
+            low = middle
+    return high.replace(microsecond=0)
+
+
+def plan_deliveries(
+    message: Message, snapshot: DirectorySnapshot, resolution: Resolution, now: datetime
+) -> Iterator[Delivery]:
+    """One delivery per (recipient, route), then one suppression record per suppression."""
+    planner = _Planner(message, snapshot, now)
+    for recipient in resolution.recipients:
+        yield from planner.deliveries(recipient)
+    for suppression in resolution.suppressed:
+        yield planner.suppression(suppression)
+
+
+class _Planner:
+    """Per-message state and lookups, built once for the whole plan."""
+
+    def __init__(self, message: Message, snapshot: DirectorySnapshot, now: datetime) -> None:
+        self.message = message
+        self.snapshot = snapshot
+        self.now = now
+
+    def deliveries(self, recipient: Recipient) -> Iterator[Delivery]:
+        person = self.snapshot.persons.get(recipient.person_id)
+        if person is None:
+            # The resolver never yields one; be safe rather than send to nobody knows whom.
+            yield self.suppression(
+                Suppression(recipient.person_id, recipient.role, None, "unknown_person")
+            )
+            return
+        pid = person.id
+        prefs = self.snapshot.preferences.get(pid)
+        routes = route(
+            person,
+            prefs,
+            self.snapshot.devices.get(pid, []),
+            self.message.category,
+            self.snapshot.failing.get(pid, ()),
+        )
+        unit = self._unit(person, recipient.child_ids)
+        time_zone = unit.time_zone if unit is not None else DEFAULT_TIME_ZONE
+        not_before = defer_until(prefs, time_zone, self.message.category, self.now)
+        language = choose_language(person, prefs)
+        context = self._context(recipient.child_ids, unit)
+        for r in routes:
+            yield self._delivery(
+                recipient.person_id,
+                recipient.role,
+                r.channel.value,
+                r.target,
+                address=r.address,
+                language=language,
+                child_ids=list(recipient.child_ids),
+                # Context is per recipient; each delivery gets its own copy to mutate.
+                context=(
+                    {
+                        **context,
+                        "children": list(context["children"]),
+                        "address_kind": r.address_kind,
+                    }
+                    if r.address_kind
+                    else {**context, "children": list(context["children"])}
+                ),
+                # An inbox entry disturbs nobody: only the noisy channels wait.
+                not_before=None if r.channel is ChannelName.inapp else not_before,
+            )
+
+    def suppression(self, suppression: Suppression) -> Delivery:
+        person = self.snapshot.persons.get(suppression.person_id)
+        language = (
+            choose_language(person, self.snapshot.preferences.get(person.id))
+            if person is not None
+            else DEFAULT_LANGUAGE
+        )
+        return self._delivery(
+            suppression.person_id,
+            suppression.role,
+            SUPPRESSED_CHANNEL,
+            suppression.child_id or "",
+            address=None,
+            language=language,
+            child_ids=[suppression.child_id] if suppression.child_id else [],
+            status=DeliveryStatus.suppressed,
+            reason=suppression.reason,
+        )
+
+    def _delivery(
+        self, person_id: str, role: Role, channel: str, target: str, **fields: Any
+    ) -> Delivery:
+        message = self.message
+        return Delivery(
+            id=Delivery.make_id(message.tenant_id, message.event_id, person_id, channel, target),
+            tenant_id=message.tenant_id,
+            message_id=message.id,
+            recipient_id=person_id,
+            recipient_role=role,
+            channel=channel,
+            target=target,
+            created_at=self.now,
+            updated_at=self.now,
+            **fields,
+        )
+
+    def _unit(self, person: Person, child_ids: tuple[str, ...]) -> Unit | None:
+        """The first unit of the first child the message concerns, else of the person."""
+        owner = self.snapshot.persons.get(child_ids[0]) if child_ids else None
+        for unit_id in (owner or person).unit_ids:
+            unit = self.snapshot.units.get(unit_id)
+            if unit is not None:
+                return unit
+        return None
+
+    def _context(self, child_ids: tuple[str, ...], unit: Unit | None) -> dict[str, Any]:
+        # Only the recipient's own children: never a co-guardian or another family.
+        persons = self.snapshot.persons
+        return {
+            "children": [persons[c].given_name for c in child_ids if c in persons],
+            "unit": unit.name if unit is not None else None,
+            "sender": self.message.sender_name or (unit.sender_name if unit else None),
+            "sms_sender": unit.sms_sender if unit is not None else None,
+            # Channels set priority and TTL from these (push: high priority for urgent ones).
+            "category": self.message.category.value,
+            "urgency": self.message.urgency.value,
+        }
+
+
+def send_job_id(delivery_id: str) -> str:
+    """The id of a delivery's send job: one per delivery, so it is queued at most once."""
+    return f"{JOB_SEND}:{delivery_id}"
+
+
+def queue(delivery: Delivery, now: datetime) -> Job | None:
+    """Make a freshly planned delivery ready to go; return its send job, if it needs one.
+
+    An in-app delivery needs none: its row is the inbox entry, so it is
+    delivered the moment it is stored (unless quiet hours defer it). A
+    suppression record needs none either.
+    """
+    if delivery.status is not DeliveryStatus.planned:
+        return None
+    if delivery.channel == ChannelName.inapp and delivery.not_before is None:
+        delivery.status = DeliveryStatus.delivered
+        return None
+    delivery.status = DeliveryStatus.queued
+    return Job(
+        id=send_job_id(delivery.id),
+        tenant_id=delivery.tenant_id,
+        kind=JOB_SEND,
+        ref=delivery.id,
+        due_at=delivery.not_before or now,
+    )

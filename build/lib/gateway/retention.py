@@ -1,0 +1,43 @@
+"""Retention: delivery records, messages, replies, absence records with their
+explanations and finished webhook outbox messages are kept ``retention_days`` (396 by
+default: a school year plus margin), then removed by a daily purge job.
+
+On Redis the per-message keys also expire by themselves (``EXPIRE``, a day after the
+purge would have removed them); the job keeps the counters right and does the same for
+SQLite, where nothing expires on its own.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from gateway.clock import Clock
+from gateway.constants import JOB_PURGE
+from gateway.models import Job
+from gateway.store import Store
+
+log = logging.getLogger(__name__)
+
+PURGE_EVERY = timedelta(days=1)
+
+
+class Retention:
+    """The purge job: ``schedule()`` makes sure it exists; ``run`` is its handler."""
+
+    def __init__(self, store: Store, clock: Clock, days: int) -> None:
+        self.store = store
+        self.clock = clock
+        self.keep = timedelta(days=days)
+
+    async def schedule(self) -> None:
+        """Queue the daily purge unless it is queued already (any process may call this)."""
+        job = Job(id=JOB_PURGE, tenant_id="", kind=JOB_PURGE, ref="", due_at=self.clock.now())
+        await self.store.add_deliveries([], [job])
+
+    async def run(self, job: Job) -> None:
+        now = self.clock.now()
+        removed = await self.store.purge_before(now - self.keep)
+        log.info("purged old deliveries", extra={"deliveries": removed})
+        # The same job again tomorrow; postponing does not count as an attempt.
+        await self.store.postpone_job(job.id, now + PURGE_EVERY, "daily")

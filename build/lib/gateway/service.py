@@ -1,0 +1,215 @@
+"""Assembles a running gateway: store, channels, renderer, dispatcher and HTTP API.
+
+``budbringer serve`` runs API and workers in one process; ``--no-workers``
+runs the API only; ``budbringer worker`` runs workers only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import signal
+from datetime import timedelta
+from pathlib import Path
+
+from aiohttp import web
+
+from channels import Channel, build_channels
+from gateway.absence import Absences
+from gateway.api.app import create_app
+from gateway.api.context import AppContext
+from gateway.clock import Clock, SystemClock
+from gateway.config_check import refuse_unsafe_production
+from gateway.constants import JOB_ESCALATE, JOB_PURGE
+from gateway.dispatcher import Dispatcher
+from gateway.doctor import log_checks
+from gateway.errors import ConfigError
+from gateway.escalation import Escalator
+from gateway.readlinks import read_link_maker
+from gateway.render import Renderer
+from gateway.retention import Retention
+from gateway.settings import Settings
+from gateway.store import Store, open_store
+from gateway.webhooks import WebhookService
+
+log = logging.getLogger(__name__)
+
+TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
+
+
+def load_secret(settings: Settings) -> bytes:
+    """The key that signs guardian tokens and read links.
+
+    Production requires ``secret_key``. In development a random key is kept in a
+    file beside the SQLite database, so tokens survive a restart.
+    """
+    if settings.secret_key is not None:
+        return settings.secret_key.get_secret_value().encode()
+    if settings.environment == "production" or not settings.store_url.startswith("sqlite"):
+        raise ConfigError("BUDBRINGER_SECRET_KEY must be set")
+    path = settings.sqlite_path.parent / ".budbringer-secret"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_urlsafe(48))
+    return path.read_text().strip().encode()
+
+
+class Service:
+    """One gateway process. ``start`` then ``stop``; ``port`` is the bound port."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Clock | None = None,
+        api: bool = True,
+        workers: bool = True,
+        store: Store | None = None,
+        channels: dict[str, Channel] | None = None,
+    ) -> None:
+        refuse_unsafe_production(settings)
+        if settings.environment == "production" and settings.outbox_in_production:
+            log.warning(
+                "outbox_in_production: channels without a provider write into files, "
+                "nothing reaches a guardian",
+                extra={"outbox_dir": str(settings.outbox_dir)},
+            )
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        self.api = api
+        self.workers = workers
+        self.store = store or open_store(
+            settings.store_url,
+            retention_days=settings.retention_days,
+            concurrency=settings.dispatch.concurrency,
+        )
+        self.channels = channels if channels is not None else build_channels(settings)
+        secret = load_secret(settings)
+        self.renderer = Renderer(
+            settings.templates_dir or TEMPLATES_DIR,
+            settings.public_url,
+            link_for=read_link_maker(
+                secret,
+                settings.public_url,
+                timedelta(days=settings.read_link_ttl_days),
+                self.clock,
+            ),
+        )
+        self.ctx = AppContext(
+            settings=settings,
+            store=self.store,
+            clock=self.clock,
+            secret=secret,
+            renderer=self.renderer,
+        )
+        self.dispatcher = Dispatcher(
+            self.store,
+            self.channels,
+            self.renderer,
+            self.clock,
+            settings.dispatch,
+            work_available=self.ctx.work_available,
+        )
+        if workers:
+            self.ctx.channel_health = self.dispatcher.health
+        self.webhooks = WebhookService(
+            self.store,
+            self.clock,
+            settings.webhooks,
+            public_only=settings.environment == "production",
+        )
+        self.webhooks.register(self.dispatcher)
+        self.escalator = Escalator(
+            self.store, self.clock, settings.escalation, work_available=self.ctx.work_available
+        )
+        self.dispatcher.register(JOB_ESCALATE, self.escalator.run)
+        self.absences = Absences(
+            self.store,
+            self.clock,
+            settings,
+            renderer=self.renderer,
+            escalator=self.escalator,
+            work_available=self.ctx.work_available,
+        )
+        self.absences.register(self.dispatcher, self.escalator.run)
+        self.retention = Retention(self.store, self.clock, settings.retention_days)
+        self.dispatcher.register(JOB_PURGE, self.retention.run)
+        self.dispatcher.on_planned = self.escalator.after_plan
+        self.dispatcher.on_failed = self.escalator.on_failed
+        self.ctx.on_failed = self.escalator.on_failed
+        self._runner: web.AppRunner | None = None
+        self._site: web.TCPSite | None = None
+        self._worker_task: asyncio.Task[None] | None = None
+        self.port: int | None = None
+        self._doctor_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.store.open()
+        if self.workers:
+            for channel in self.channels.values():
+                await channel.start()
+            await self.webhooks.start()
+            await self.retention.schedule()
+            self._worker_task = asyncio.create_task(self.dispatcher.run())
+        if self.api:
+            self._runner = web.AppRunner(
+                create_app(self.ctx),
+                access_log=None,
+                shutdown_timeout=self.settings.dispatch.shutdown_timeout,
+            )
+            await self._runner.setup()
+            self._site = web.TCPSite(self._runner, self.settings.host, self.settings.port)
+            await self._site.start()
+            server = self._site._server
+            sockets = getattr(server, "sockets", None) or []
+            self.port = sockets[0].getsockname()[1] if sockets else self.settings.port
+            log.info("listening", extra={"host": self.settings.host, "port": self.port})
+        if self.settings.environment == "production":
+            # The doctor's checks, into the log; a provider that is down must not keep the
+            # gateway from taking events, so this never stops the start.
+            self._doctor_task = asyncio.create_task(log_checks(self.settings))
+
+    async def stop(self) -> None:
+        """Stop intake first, then let in-flight sends finish within the timeout."""
+        if self._doctor_task is not None:
+            self._doctor_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._doctor_task
+        if self._worker_task is not None:
+            # At once, not after the HTTP drain (which clients can stretch to its timeout):
+            # no new job is claimed from here on, while in-flight sends go on.
+            self.dispatcher.stop()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        if self._worker_task is not None:
+            await self._worker_task
+            self._worker_task = None
+        if self.workers:
+            # Also after a failed start: channels opened before the failure are closed.
+            for channel in self.channels.values():
+                with contextlib.suppress(Exception):
+                    await channel.aclose()
+            await self.webhooks.aclose()
+        await self.store.close()
+
+
+async def run_until_signalled(service: Service) -> None:
+    """Run until SIGTERM or SIGINT, then stop gracefully."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        # Inside the try: a start that fails half-way (a missing credentials file, a
+        # port in use) must still close the store, or its threads keep the process alive.
+        await service.start()
+        await stop.wait()
+        log.info("stopping")
+    finally:
+        await service.stop()

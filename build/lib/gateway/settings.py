@@ -1,0 +1,272 @@
+"""Settings: environment (BUDBRINGER_, nested with __) and an optional TOML file.
+
+Built once in ``main()`` and passed down; nothing imports a global.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+_PLACEHOLDERS = {"changeme", "change-me", "secret", "password", "xxx", ""}
+
+
+class SmtpSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not ignored
+
+    host: str
+    port: int = 587
+    tls: Literal["none", "starttls", "implicit"] = "starttls"
+    username: str | None = None
+    password: SecretStr | None = None
+    sender: str  # the From address, e.g. "Asker kommune <varsel@asker.kommune.no>"
+    connections: int = Field(default=8, ge=1, le=128)
+    timeout: float = Field(default=30.0, gt=0)
+    # Extra CA bundle to trust for the server certificate (a private relay; tests).
+    ca_file: Path | None = None
+
+
+class TwilioSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not ignored
+
+    account_sid: str = Field(pattern=r"^AC[0-9a-fA-F]{32}$")
+    auth_token: SecretStr
+    # An API key (SK...) and its secret may replace the auth token for the REST calls;
+    # the auth token is still what signs callbacks.
+    api_key_sid: str | None = None
+    api_key_secret: SecretStr | None = None
+    base_url: str | None = None  # e.g. http://127.0.0.1:9000 for tests/staging
+    messaging_service_sid: str | None = Field(default=None, pattern=r"^MG[0-9a-fA-F]{32}$")
+    default_sender: str | None = None
+    max_segments: int = Field(default=4, ge=1, le=10)
+    timeout: float = Field(default=15.0, gt=0)
+    hmac_sha256_signatures: bool = False  # accept only HMAC-SHA256 signed webhooks
+    # The secret of the SharedKey a Twilio Webhook Setting signs with (requests carrying
+    # X-Twilio-Webhooks-Signature-Settings); without it the auth token is used.
+    webhook_signing_key: SecretStr | None = None
+
+
+class FcmSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not ignored
+
+    service_account_file: Path
+    project_id: str | None = None
+    base_url: str = "https://fcm.googleapis.com"
+    token_url: str | None = None  # override the OAuth token endpoint (tests)
+    connections: int = Field(default=64, ge=1, le=1024)
+    timeout: float = Field(default=10.0, gt=0)
+
+
+class DispatchSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not ignored
+
+    concurrency: int = Field(default=64, ge=1, le=4096)
+    batch: int = Field(default=256, ge=1, le=10_000)
+    lease_seconds: float = Field(default=60.0, gt=0)
+    max_attempts: int = Field(default=10, ge=1)
+    backoff_base: float = Field(default=2.0, gt=0)
+    backoff_max: float = Field(default=3600.0, gt=0)
+    poll_interval: float = Field(default=0.2, gt=0)
+    shutdown_timeout: float = Field(default=20.0, gt=0)
+
+
+class WebhookSettings(BaseModel):
+    """Outbound webhooks to the platform."""
+
+    # Seconds before retry 1, 2, ...: about 26 hours in all; then the message is failed.
+    retry_schedule: list[float] = Field(
+        default=[5, 30, 120, 600, 1800, 3600, 7200, 14_400, 28_800, 36_000], min_length=1
+    )
+    # Each wait is stretched by up to this fraction at random, never shortened.
+    jitter: float = Field(default=0.25, ge=0, le=1)
+    timeout: float = Field(default=10.0, gt=0)
+    max_retry_after: float = Field(default=36_000.0, gt=0)  # cap on a receiver's Retry-After
+    fanout_batch: int = Field(default=500, ge=1, le=10_000)
+    connections: int = Field(default=32, ge=1, le=1024)
+    # After a secret rotation the old secret keeps signing (a second signature) this long.
+    rotation_grace: float = Field(default=86_400.0, ge=0)
+    # In production only public addresses are reached; list internal networks (CIDR) the
+    # platform really lives on, e.g. ["10.20.0.0/16"].
+    allowed_networks: list[str] = Field(default_factory=list)
+
+    @field_validator("allowed_networks")
+    @classmethod
+    def _cidrs(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        for cidr in value:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"not a network in CIDR form: {cidr}") from exc
+        return value
+
+    @field_validator("retry_schedule")
+    @classmethod
+    def _positive(cls, value: list[float]) -> list[float]:
+        if any(delay <= 0 for delay in value):
+            raise ValueError("every retry delay must be positive")
+        return value
+
+
+class EscalationDelays(BaseModel):
+    """Minutes an unread message waits before it goes out on the next channel, per category."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    general: int = Field(default=24 * 60, ge=1, le=30 * 24 * 60)
+    reminder: int = Field(default=12 * 60, ge=1, le=30 * 24 * 60)
+    confidential: int = Field(default=24 * 60, ge=1, le=30 * 24 * 60)
+    emergency: int = Field(default=15, ge=1, le=30 * 24 * 60)
+    absence: int = Field(default=10, ge=1, le=30 * 24 * 60)
+
+
+EscalationChannel = Literal["push", "sms", "email"]
+
+
+def _escalation_order() -> list[EscalationChannel]:
+    return ["push", "sms", "email"]
+
+
+class EscalationSettings(BaseModel):
+    """Escalation of messages that ask for a read receipt (emergency and absence always):
+    unread after ``after_minutes`` of its category, a message goes out again on the next
+    channel of ``channels`` the recipient has and has not been sent on. A tenant may
+    override these (``PUT /v1/settings/escalation``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    after_minutes: EscalationDelays = Field(default_factory=EscalationDelays)
+    channels: list[EscalationChannel] = Field(default_factory=_escalation_order, max_length=3)
+
+    @field_validator("channels")
+    @classmethod
+    def _each_once(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("a channel may appear only once")
+        return value
+
+
+class AbsenceSettings(BaseModel):
+    """Absence alerts (gateway/absence.py). A tenant may override these
+    (``PUT /v1/settings/absence``). How long an unread alert waits before the next channel
+    is the escalation policy's ``after_minutes.absence``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Repeated marks of one child, day and lesson within this many minutes make one alert.
+    dedup_window_minutes: int = Field(default=120, ge=0, le=24 * 60)
+    # No guardian reached this many minutes after the alert: the unit's staff are told, once.
+    staff_after_minutes: int = Field(default=30, ge=1, le=24 * 60)
+
+
+ChannelName = Literal["inapp", "push", "sms", "email"]
+
+
+def _all_channels() -> list[ChannelName]:
+    return ["inapp", "push", "sms", "email"]
+
+
+class Settings(BaseSettings):
+    """Everything configurable. With nothing set, runs on ./budbringer.db and ./outbox/."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="BUDBRINGER_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    environment: Literal["development", "production"] = "development"
+    store_url: str = "sqlite:///./budbringer.db"
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    public_url: str = "http://127.0.0.1:8080"  # how providers and guardians reach us
+    secret_key: SecretStr | None = None  # signs guardian tokens and read links
+    outbox_dir: Path = Path("./outbox")
+    templates_dir: Path | None = None  # default: templates/ of the source tree
+    max_body_bytes: int = Field(default=1_000_000, ge=1024)
+    guardian_token_ttl: int = Field(default=3600, ge=60, le=86_400)
+    read_link_ttl_days: int = Field(default=30, ge=1, le=366)  # read links in email/SMS
+    # Delivery records, messages and replies are kept this long: a school year plus margin.
+    retention_days: int = Field(default=396, ge=1, le=3650)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # One line per HTTP request (method, route template, status, duration, tenant).
+    access_log: bool = True
+    # The channels this deployment sends on. In production each needs its provider.
+    channels: list[ChannelName] = Field(default_factory=_all_channels, min_length=1)
+    # Production normally refuses to write email/SMS/push into outbox_dir; a staging box
+    # may say so explicitly (a WARNING is logged at every start).
+    outbox_in_production: bool = False
+
+    smtp: SmtpSettings | None = None
+    twilio: TwilioSettings | None = None
+    fcm: FcmSettings | None = None
+    dispatch: DispatchSettings = Field(default_factory=DispatchSettings)
+    escalation: EscalationSettings = Field(default_factory=EscalationSettings)
+    webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
+    absence: AbsenceSettings = Field(default_factory=AbsenceSettings)
+
+    @field_validator("store_url")
+    @classmethod
+    def _known_store(cls, value: str) -> str:
+        if not value.startswith(("sqlite://", "redis://", "rediss://")):
+            raise ValueError("store_url must start with sqlite:// or redis://")
+        return value
+
+    @model_validator(mode="after")
+    def _no_placeholder_secrets_in_production(self) -> Settings:
+        if self.environment == "production":
+            if self.secret_key is None or self.secret_key.get_secret_value() in _PLACEHOLDERS:
+                raise ValueError("secret_key must be set to a real secret in production")
+            if len(self.secret_key.get_secret_value()) < 32:
+                raise ValueError("secret_key must be at least 32 characters in production")
+        return self
+
+    @property
+    def sqlite_path(self) -> Path:
+        return Path(self.store_url.removeprefix("sqlite:///").removeprefix("sqlite://"))
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: tuple[PydanticBaseSettingsSource, ...] = (init_settings, env_settings)
+        toml_file = _TOML_FILE.get("path")
+        if toml_file is not None:
+            sources += (TomlConfigSettingsSource(settings_cls, toml_file=toml_file),)
+        return sources
+
+
+_TOML_FILE: dict[str, Path] = {}
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build settings: explicit overrides, then environment, then the TOML file."""
+    import os
+
+    from gateway.config_check import check_names
+
+    _TOML_FILE.clear()
+    if config_file is not None:
+        from gateway.errors import ConfigError
+
+        if not config_file.is_file():
+            raise ConfigError(f"config file not found: {config_file}")
+        _TOML_FILE["path"] = config_file
+    check_names(os.environ, config_file)
+    try:
+        return Settings(**overrides)
+    finally:
+        _TOML_FILE.clear()

@@ -1,0 +1,68 @@
+"""Shared pieces of the SQLite backend, so features can live in their own mixin modules.
+
+``SqliteStore`` (in ``sqlite.py``) owns the connections. A feature (tracking,
+webhooks, absence, ...) adds its tables and queries in a module of its own as a
+mixin subclassing :class:`SqliteParts`; its ``SCHEMA`` is created in ``open()``
+with the rest, and it reaches the database through ``_write()`` and ``_read()``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from contextlib import AbstractAsyncContextManager
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar
+
+import aiosqlite
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
+
+
+def ts(value: datetime) -> int:
+    """Microseconds since the epoch; a naive datetime is taken as UTC."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return (value - _EPOCH) // _US
+
+
+def ts_opt(value: datetime | None) -> int | None:
+    return None if value is None else ts(value)
+
+
+def dt(value: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=value)
+
+
+def dt_opt(value: int | None) -> datetime | None:
+    return None if value is None else dt(value)
+
+
+def to_json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def id_list(ids: Iterable[str]) -> str:
+    """Ids as one JSON array, expanded in SQL with ``json_each``."""
+    return json.dumps(list(ids))
+
+
+class SqliteParts:
+    """Base of SqliteStore's feature mixins: their schema and database access."""
+
+    # CREATE TABLE/INDEX IF NOT EXISTS statements separated by ";", run in open().
+    SCHEMA: ClassVar[str] = ""
+
+    def _write(self) -> AbstractAsyncContextManager[aiosqlite.Connection]:
+        """One write transaction (BEGIN IMMEDIATE ... COMMIT, rollback on error)."""
+        raise NotImplementedError  # provided by SqliteStore
+
+    def _read(self, *, snapshot: bool = False) -> AbstractAsyncContextManager[aiosqlite.Connection]:
+        """The read connection; ``snapshot`` wraps several reads in one transaction."""
+        raise NotImplementedError  # provided by SqliteStore
+
+    @classmethod
+    def feature_schemas(cls) -> list[str]:
+        """The SCHEMA of every mixin in the class hierarchy, base classes first."""
+        return [k.__dict__["SCHEMA"] for k in reversed(cls.__mro__) if k.__dict__.get("SCHEMA")]

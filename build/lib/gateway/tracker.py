@@ -1,0 +1,223 @@
+"""The tracker: turns reads, receipts and replies into status, and status into answers.
+
+Every path that learns a guardian read a message (the parent app, a read link)
+goes through :func:`record_read`, so what follows a read (reached, stopping
+escalation, webhooks) happens in one place.
+
+**Reached** is defined per message and category:
+
+* absence and emergency: per child. A child is reached as soon as any recipient
+  with rights to that child (a recipient whose deliveries name the child) has read
+  the message; an adult pupil or learner is their own recipient and child.
+* general, reminder, confidential: per recipient. A guardian (or a staff member,
+  or an adult pupil) is reached when they have read it.
+
+The first time a read reaches a subject, a :class:`gateway.models.Reached` row is
+stored (``Store.add_reached``). :func:`reach` computes the whole picture of one
+message from its deliveries and reads, for the status API and for escalation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from gateway import webhooks
+from gateway.constants import SUPPRESSED_CHANNEL, WEBHOOK_MESSAGE_REACHED
+from gateway.metrics import REACHED
+from gateway.models import (
+    PROGRESS,
+    TERMINAL_FAILURES,
+    Category,
+    Delivery,
+    DeliveryStatus,
+    Message,
+    Reached,
+    ReadRecord,
+    Role,
+)
+from gateway.store import Store
+
+# Categories reached per child; the others are reached per recipient.
+PER_CHILD = frozenset({Category.absence, Category.emergency})
+# Categories that ask for a read receipt (and so escalate) whatever the event says.
+ALWAYS_RECEIPT = frozenset({Category.absence, Category.emergency})
+# Marks a delivery planned by escalation (its value says which step) in Delivery.context.
+ESCALATION_KEY = "escalation"
+
+_RANK = {status: rank for rank, status in enumerate(PROGRESS)}
+_NOT_SENT = frozenset({DeliveryStatus.planned, DeliveryStatus.queued})
+
+
+def asks_receipt(message: Message) -> bool:
+    """Whether unread recipients of this message are followed up (escalation)."""
+    return message.read_receipt or message.category in ALWAYS_RECEIPT
+
+
+def status_rank(status: DeliveryStatus) -> int:
+    """The forward ranking (planned < ... < read); every terminal failure ranks below."""
+    return -1 if status in TERMINAL_FAILURES else _RANK[status]
+
+
+def best_status(statuses: Iterable[DeliveryStatus]) -> DeliveryStatus | None:
+    return max(statuses, key=status_rank, default=None)
+
+
+@dataclass
+class RecipientReach:
+    """One recipient of a message: their channels' best statuses and their read."""
+
+    recipient_id: str
+    role: Role
+    child_ids: list[str] = field(default_factory=list)
+    channels: dict[str, DeliveryStatus] = field(default_factory=dict)
+    read_at: datetime | None = None
+    via: str | None = None
+
+    @property
+    def best_status(self) -> DeliveryStatus:
+        """``read`` once they read (also via a link), else the best status of any channel."""
+        if self.read_at is not None:
+            return DeliveryStatus.read
+        return best_status(self.channels.values()) or DeliveryStatus.planned
+
+
+@dataclass
+class ChildReach:
+    """One child the message concerns: who with rights to the child has read it."""
+
+    child_id: str
+    reached_by: list[str] = field(default_factory=list)  # recipient ids, first reader first
+    reached_at: datetime | None = None
+
+    @property
+    def reached(self) -> bool:
+        return bool(self.reached_by)
+
+
+@dataclass
+class Reach:
+    """Who a message reached: per recipient and per child."""
+
+    category: Category
+    recipients: dict[str, RecipientReach]
+    children: dict[str, ChildReach]
+
+    def is_reached(self, recipient_id: str) -> bool:
+        """Whether following this recipient up is pointless: they read it, or (absence,
+        emergency) every child it concerns them for has been reached by someone."""
+        recipient = self.recipients.get(recipient_id)
+        if recipient is None or recipient.read_at is not None:
+            return True
+        if self.category in PER_CHILD and recipient.child_ids:
+            return all(self.children[c].reached for c in recipient.child_ids)
+        return False
+
+    def unreached(self) -> list[str]:
+        """Recipients still to be followed up, sorted by id."""
+        return [r for r in sorted(self.recipients) if not self.is_reached(r)]
+
+
+def reach(message: Message, deliveries: Sequence[Delivery], reads: Sequence[ReadRecord]) -> Reach:
+    """The reach of a message from its deliveries and its reads.
+
+    Children are those any delivery names, suppression records included: a child
+    whose every guardian was left out shows as not reached. A child nobody is
+    related to at all has no delivery and does not appear.
+    """
+    read = {r.person_id: r for r in reads}
+    recipients: dict[str, RecipientReach] = {}
+    children: dict[str, ChildReach] = {}
+    for d in deliveries:
+        for child_id in d.child_ids:
+            children.setdefault(child_id, ChildReach(child_id))
+        if d.channel == SUPPRESSED_CHANNEL:
+            continue
+        recipient = recipients.get(d.recipient_id)
+        if recipient is None:
+            recipient = recipients[d.recipient_id] = RecipientReach(
+                d.recipient_id, d.recipient_role
+            )
+            first = read.get(d.recipient_id)
+            if first is not None:
+                recipient.read_at, recipient.via = first.at, first.via
+        for child_id in d.child_ids:
+            if child_id not in recipient.child_ids:
+                recipient.child_ids.append(child_id)
+        known = recipient.channels.get(d.channel)
+        if known is None or status_rank(d.status) > status_rank(known):
+            recipient.channels[d.channel] = d.status
+    readers = sorted(
+        (r for r in recipients.values() if r.read_at is not None),
+        key=lambda r: (r.read_at, r.recipient_id),
+    )
+    for reader in readers:
+        for child_id in reader.child_ids:
+            child = children[child_id]
+            child.reached_by.append(reader.recipient_id)
+            child.reached_at = child.reached_at or reader.read_at
+    for recipient in recipients.values():
+        recipient.child_ids.sort()
+    return Reach(message.category, recipients, children)
+
+
+def reached_rows(
+    message: Message, person_id: str, deliveries: Sequence[Delivery], at: datetime
+) -> list[Reached]:
+    """The subjects a read by ``person_id`` reaches (``deliveries``: theirs, of this message)."""
+    child_ids = sorted(
+        {c for d in deliveries if d.channel != SUPPRESSED_CHANNEL for c in d.child_ids}
+    )
+    if message.category in PER_CHILD and child_ids:
+        subjects = [("child", c) for c in child_ids]
+    else:
+        subjects = [("guardian", person_id)]
+    return [
+        Reached(
+            tenant_id=message.tenant_id,
+            message_id=message.id,
+            subject_kind=kind,
+            subject_id=subject,
+            by_id=person_id,
+            at=at,
+        )
+        for kind, subject in subjects
+    ]
+
+
+def reached_data(row: Reached) -> dict[str, Any]:
+    """The ``data`` of a ``message.reached`` webhook event."""
+    return {
+        "message_id": row.message_id,
+        "subject_kind": row.subject_kind,
+        "subject_id": row.subject_id,
+        "recipient_id": row.by_id,
+    }
+
+
+async def record_read(
+    store: Store, tenant_id: str, person_id: str, message_id: str, at: datetime, via: str
+) -> bool:
+    """Record that ``person_id`` read ``message_id`` (via "inapp", "link", ...).
+
+    Stores the subjects this read reaches for the first time (and queues a
+    ``message.reached`` webhook for each) and cancels the reader's escalation
+    deliveries still waiting for quiet hours to end.
+    Returns False when that person has no delivery of the message.
+    """
+    if not await store.mark_read(tenant_id, person_id, message_id, at, via):
+        return False
+    message = await store.get_message(tenant_id, message_id)
+    if message is None:
+        return True
+    theirs = await store.recipient_deliveries(tenant_id, message_id, person_id)
+    for row in await store.add_reached(reached_rows(message, person_id, theirs, at)):
+        REACHED.inc()
+        await webhooks.emit(store, tenant_id, WEBHOOK_MESSAGE_REACHED, reached_data(row), row.at)
+    for d in theirs:
+        waiting = d.not_before is not None and d.not_before > at
+        if ESCALATION_KEY in d.context and waiting and d.status in _NOT_SENT:
+            await store.transition(d.id, DeliveryStatus.cancelled, at, detail="reached")
+    return True

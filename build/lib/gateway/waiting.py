@@ -1,0 +1,43 @@
+"""Why a delivery that is not out yet is waiting, in one line for the status API.
+
+``quiet_hours until 2026-11-27T11:00:00+00:00`` (held by the recipient's quiet hours),
+``channel_stopped: sms`` / ``channel_degraded: email`` (the channel's circuit breaker,
+gateway/channel_health), or the send job's next try: ``retry at …, attempt 3:
+smtp_connection`` (the attempts made so far and the last error).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from gateway.channel_health import ChannelHealth, ChannelState
+from gateway.models import Delivery, DeliveryStatus, Job
+
+RETRY_PREFIX = "retry at "
+WAITING = (DeliveryStatus.planned, DeliveryStatus.queued, DeliveryStatus.sending)
+
+
+def retry_note(due: datetime, attempts: int, error: str) -> str:
+    """``retry at 2026-11-27T09:00:04+00:00, attempt 3: smtp_connection``."""
+    return f"{RETRY_PREFIX}{due.isoformat(timespec='seconds')}, attempt {attempts}: {error}"
+
+
+def waiting_for(
+    delivery: Delivery, job: Job | None, health: ChannelHealth | None, now: datetime
+) -> str | None:
+    """The reason ``delivery`` is still waiting, or None (out already, or due now).
+
+    ``job`` is the delivery's send job as stored now (None once it is done)."""
+    if delivery.status not in WAITING:
+        return None
+    if delivery.not_before is not None and delivery.not_before > now:
+        return f"quiet_hours until {delivery.not_before.isoformat(timespec='seconds')}"
+    if health is not None:
+        state = health.state(delivery.channel)
+        if state is not ChannelState.ok:
+            return f"channel_{state.value}: {delivery.channel}"
+    if job is not None and job.due_at > now and job.last_error:
+        if job.attempts == 0:  # put off before any try (a paused channel, a rate limit)
+            return f"waiting until {job.due_at.isoformat(timespec='seconds')}: {job.last_error}"
+        return retry_note(job.due_at, job.attempts, job.last_error)
+    return None

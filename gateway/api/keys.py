@@ -1,0 +1,88 @@
+"""``/v1/keys``: a tenant's API keys — create, list, revoke — for rotation without downtime.
+
+A key with the ``admin`` scope manages the tenant's keys. It can only hand out
+scopes it has itself, so no key can make a stronger one. Only the key's sha256 is
+stored; the key itself is in the 201 answer and nowhere else.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from aiohttp import web
+from pydantic import AwareDatetime, Field
+
+from gateway.api.body import read_model
+from gateway.api.context import CTX
+from gateway.auth import KEY_SCOPES, authenticate_bearer, create_api_key
+from gateway.errors import Forbidden, NotFound, ValidationFailed
+from gateway.models import ApiKey, Scope, Strict
+
+
+class KeyCreate(Strict):
+    """Body of ``POST /v1/keys``."""
+
+    name: Annotated[str, Field(max_length=100)] = ""
+    scopes: Annotated[list[Scope], Field(min_length=1, max_length=len(Scope))]
+    expires_at: AwareDatetime | None = None
+
+
+def key_view(key: ApiKey, now: datetime) -> dict[str, Any]:
+    """A key as the API shows it: never the key, never its hash."""
+    return {
+        "id": key.id,
+        "name": key.name,
+        "scopes": sorted(key.scopes),
+        "created_at": key.created_at.isoformat(),
+        "expires_at": key.expires_at.isoformat() if key.expires_at else None,
+        "revoked_at": key.revoked_at.isoformat() if key.revoked_at else None,
+        "active": key.usable(now),
+    }
+
+
+async def post_key(request: web.Request) -> web.Response:
+    """201 with the new key, shown this once; 403 for scopes the calling key lacks."""
+    ctx = request.app[CTX]
+    now = ctx.clock.now()
+    tenant = await authenticate_bearer(request, ctx.store, now, Scope.admin)
+    body = await read_model(request, KeyCreate, ctx.settings.max_body_bytes)
+    if body.expires_at is not None and body.expires_at <= now:
+        raise ValidationFailed(
+            "the body is not valid",
+            errors=[{"loc": ["expires_at"], "message": "must be in the future", "type": "past"}],
+        )
+    granted: frozenset[Scope] = request[KEY_SCOPES]
+    missing = sorted(set(body.scopes) - granted)
+    if missing:
+        raise Forbidden(
+            "a key cannot grant scopes it lacks: " + ", ".join(s.value for s in missing)
+        )
+    record, api_key = await create_api_key(
+        ctx.store, tenant.id, body.scopes, now, name=body.name, expires_at=body.expires_at
+    )
+    return web.json_response({**key_view(record, now), "key": api_key}, status=201)
+
+
+async def list_keys(request: web.Request) -> web.Response:
+    ctx = request.app[CTX]
+    now = ctx.clock.now()
+    tenant = await authenticate_bearer(request, ctx.store, now, Scope.admin)
+    keys = await ctx.store.list_api_keys(tenant.id)
+    return web.json_response({"keys": [key_view(k, now) for k in keys]})
+
+
+async def delete_key(request: web.Request) -> web.Response:
+    """Revoke a key: it stops working at once. 204; 404 for an unknown id."""
+    ctx = request.app[CTX]
+    now = ctx.clock.now()
+    tenant = await authenticate_bearer(request, ctx.store, now, Scope.admin)
+    if await ctx.store.revoke_api_key(tenant.id, request.match_info["key_id"], now) is None:
+        raise NotFound("no such API key")
+    return web.Response(status=204)
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_post("/v1/keys", post_key)
+    app.router.add_get("/v1/keys", list_keys)
+    app.router.add_delete("/v1/keys/{key_id}", delete_key)

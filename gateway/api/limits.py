@@ -1,0 +1,156 @@
+"""HTTP limits against slow and greedy clients (settings ``http.*``, README "Timeouts and
+limits").
+
+* **Header timeout**: a connection must send a complete request head within
+  ``header_timeout`` seconds of opening (or of its previous response); otherwise
+  it is closed. This is aiohttp's keep-alive timer, which runs from the start of a
+  connection and closes it when no complete request has arrived.
+* **Body timeout**: once the head is in, the whole body must arrive within
+  ``body_timeout`` seconds; a read of the body after that fails, the client gets
+  ``408`` and the connection is closed (:func:`body_deadline`).
+* **Connections**: at most ``max_connections`` open at once; one more is answered
+  ``503`` and closed at once (:class:`ConnectionLimit`).
+* **Body size** per route: :func:`body_limit`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+from gateway.api.context import CTX
+from gateway.errors import RequestTimeout
+from gateway.settings import HttpSettings, Settings
+
+Handler = Callable[[web.Request], Any]
+
+
+def runner_options(http: HttpSettings) -> dict[str, Any]:
+    """Keyword arguments of ``web.AppRunner`` that enforce the header timeout."""
+    return {
+        "keepalive_timeout": http.header_timeout,
+        # After an early answer (401, 408, 413) the rest of a body is drained this long at
+        # most, so the client can read the answer, then the connection is closed.
+        "lingering_time": min(2.0, http.body_timeout),
+    }
+
+
+def body_limit(request: web.Request) -> int:
+    """The body size limit of this request's route: larger where the schema needs it."""
+    settings: Settings = request.app[CTX].settings
+    resource = request.match_info.route.resource
+    path = resource.canonical if resource is not None else ""
+    if path in ("/v1/directory", "/v1/directory/oneroster"):
+        return settings.http.directory_max_body_bytes
+    if path == "/v1/events":
+        return settings.http.events_max_body_bytes
+    return settings.max_body_bytes
+
+
+class _BodyTimedOut(TimeoutError):
+    """Set on a request's body stream when its deadline passes: whatever reads the body
+    then fails (and aiohttp's drain of the rest stops, as for any timeout)."""
+
+
+@web.middleware
+async def body_deadline(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Fail reads of a body that has not fully arrived ``body_timeout`` seconds after the
+    head: 408. A body that is all in by then is never touched."""
+    if not request.body_exists:
+        response: web.StreamResponse = await handler(request)
+        return response
+    timeout = request.app[CTX].settings.http.body_timeout
+    content = request.content
+
+    def expire() -> None:
+        if not content.is_eof():
+            content.set_exception(_BodyTimedOut())
+
+    timer = asyncio.get_running_loop().call_later(timeout, expire)
+    try:
+        response = await handler(request)
+        return response
+    except _BodyTimedOut as exc:
+        raise RequestTimeout(f"the body did not arrive within {timeout:g} s") from exc
+    finally:
+        timer.cancel()
+
+
+_BUSY = json.dumps(
+    {"error": "service_unavailable", "message": "too many connections; try again shortly"}
+).encode()
+
+
+class _Busy(asyncio.Protocol):
+    """Answers a connection over the limit with 503 and closes it."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        transport.write(
+            b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+            b"Retry-After: 1\r\nConnection: close\r\n"
+            + f"Content-Length: {len(_BUSY)}\r\n\r\n".encode()
+            + _BUSY
+        )
+        transport.close()
+
+
+class _Counted(asyncio.Protocol):
+    """Hands everything to aiohttp's protocol; counts the connection while it is open."""
+
+    def __init__(self, inner: asyncio.Protocol, limit: ConnectionLimit) -> None:
+        self._inner = inner
+        self._limit = limit
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._inner.connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._limit.open -= 1
+        self._inner.connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        self._inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self._inner.eof_received()
+
+    def pause_writing(self) -> None:
+        self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._inner.resume_writing()
+
+
+class ConnectionLimit:
+    """The protocol factory of the listening socket: aiohttp's, up to ``limit`` connections
+    open at once; beyond that each new connection gets 503 and is closed."""
+
+    def __init__(self, factory: Callable[[], asyncio.Protocol], limit: int) -> None:
+        self._factory = factory
+        self._limit = limit
+        self.open = 0
+
+    def __call__(self) -> asyncio.Protocol:
+        if self.open >= self._limit:
+            return _Busy()
+        self.open += 1
+        return _Counted(self._factory(), self)
+
+
+async def listen(runner: web.AppRunner, settings: Settings) -> asyncio.Server:
+    """Listen on ``settings.host:port`` for the runner's app, within the connection limit."""
+    server = runner.server
+    assert server is not None, "runner.setup() first"
+    loop = asyncio.get_running_loop()
+    return await loop.create_server(
+        ConnectionLimit(server, settings.http.max_connections),
+        settings.host,
+        settings.port,
+        backlog=128,
+        reuse_address=True,
+    )
