@@ -581,6 +581,7 @@ class Absences:
             kind=JOB_ABSENCE_PLAN,
             ref=message.id,
             due_at=now,
+            urgent=True,
         )
         stored = await self.store.accept_message(message, job)
         self.work_available.set()
@@ -646,7 +647,7 @@ class Absences:
             if d.context.get(NEUTRAL_KEY):
                 mine = mine | {"unit": "", "group": None}  # rule 4: the renderer words it
             d.context[ABSENCE_CONTEXT_KEY] = mine
-            send_job = queue(d, now)
+            send_job = queue(d, now, urgent=True)
             if send_job is not None:
                 jobs.append(send_job)
             deliveries.append(d)
@@ -713,6 +714,7 @@ class Absences:
             kind=JOB_ABSENCE_UNREACHED,
             ref=message.id,
             due_at=due,
+            urgent=True,
         )
         await self.store.add_deliveries([], [job])
 

@@ -14,6 +14,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from gateway import __version__
+from gateway.bench.latency import NO_LATENCY
+from gateway.bench.latency import argument as latency_argument
 from gateway.errors import BudbringerError, ConfigError
 from gateway.logs import configure
 from gateway.models import Scope
@@ -293,6 +295,13 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--timeout", type=float, default=240.0, help="seconds each stage may wait at most"
     )
+    bench.add_argument(
+        "--latency",
+        type=latency_argument,
+        default=NO_LATENCY,
+        help="how long the provider sinks take to answer: 80ms, or 50ms:300ms (median:p99, "
+        "the slowest in 1000 takes 2 s); the ceiling meets the same",
+    )
     bench.add_argument("--keep", action="store_true", help="keep the work directory and logs")
     bench.add_argument(
         "--profile", metavar="FILE", help="py-spy collapsed stacks of the gateway's emergency"
@@ -351,6 +360,7 @@ def main(argv: list[str] | None = None) -> int:
                     timeout=args.timeout,
                     keep=args.keep,
                     profile=Path(args.profile).resolve() if args.profile else None,
+                    latency=args.latency,
                 )
             )
     except BudbringerError as exc:

@@ -27,6 +27,7 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from channels.base import Channel
+from gateway.channel_gate import ChannelGate
 from gateway.channel_health import ChannelHealth
 from gateway.clock import Clock
 from gateway.constants import DEFAULT_TIME_ZONE, JOB_CONTACT_FAILING, JOB_PLAN, JOB_SEND
@@ -50,7 +51,7 @@ from gateway.models import (
     Rendered,
 )
 from gateway.outcomes import OutcomeBatcher
-from gateway.planner import plan_deliveries, queue
+from gateway.planner import plan_deliveries, queue, urgent_work
 from gateway.recheck import held
 from gateway.render import Renderer
 from gateway.resolver import resolve
@@ -99,6 +100,8 @@ class Dispatcher:
         self._messages: OrderedDict[str, Message] = OrderedDict()
         self._loading: dict[str, asyncio.Future[Message | None]] = {}
         self._slot_freed = asyncio.Event()
+        # channel -> its in-flight limit here; a send waiting for one holds no slot above.
+        self._gates: dict[str, ChannelGate] = {}
         # Deliveries of the send jobs just claimed, read in one round trip (see run_once).
         self._prefetched: dict[str, Delivery] = {}
         # Claimed but not started yet: jobs are claimed a batch at a time, not one per
@@ -164,6 +167,7 @@ class Dispatcher:
                 max(free, min(self.settings.batch, self.settings.concurrency)),
                 now,
                 self.settings.lease_seconds,
+                normal_share=self.settings.normal_share,
             )
             refs = [job.ref for job in jobs if job.kind == JOB_SEND]
             if len(refs) > 1:
@@ -193,7 +197,15 @@ class Dispatcher:
         raise RuntimeError("dispatcher did not become idle")
 
     def _free_slots(self) -> int:
-        return max(self.settings.concurrency - len(self._tasks), 0)
+        waiting = sum(gate.free_waiting for gate in self._gates.values())
+        return max(self.settings.concurrency - len(self._tasks) + waiting, 0)
+
+    def _gate(self, channel: str) -> ChannelGate:
+        gate = self._gates.get(channel)
+        if gate is None:
+            limit = self.settings.in_flight_limit(channel)
+            gate = self._gates[channel] = ChannelGate(limit, self._slot_freed.set)
+        return gate
 
     def _start(self, job: Job) -> asyncio.Task[None]:
         task = asyncio.create_task(self._do(job))
@@ -266,8 +278,9 @@ class Dispatcher:
         resolution = resolve(snapshot, message.audience, message.category, on)
         deliveries: list[Delivery] = []
         jobs: list[Job] = []
+        urgent = urgent_work(message.category)
         for delivery in plan_deliveries(message, snapshot, resolution, now):
-            send_job = queue(delivery, now)
+            send_job = queue(delivery, now, urgent=urgent)
             if send_job is not None:
                 jobs.append(send_job)
             deliveries.append(delivery)
@@ -308,14 +321,11 @@ class Dispatcher:
             await self._finish(job, delivery, DeliveryStatus.failed, reason="message_missing")
             return
         content = self.renderer.render(message, delivery)
-        rate = channel.rate_per_second  # one limit for the whole deployment
-        if rate and not await self._rate_slot(job, delivery.channel, rate):
+        # Concurrency: the free task slots run_once claims for, and the channel's gate.
+        admitted = await self._admit(job, delivery.channel, channel)
+        if admitted is None:
             return
-        wait_until, probe = self.health.admit(delivery.channel)
-        if wait_until is not None:  # the breaker opened while this send waited for a slot
-            await self.store.postpone_job(job.id, wait_until, self.health.reason(delivery.channel))
-            return
-        # Concurrency is bounded by how many jobs run_once claims (free task slots).
+        gate, probe = admitted
         started = time.perf_counter()
         outcome = "sent"
         try:
@@ -347,8 +357,34 @@ class Dispatcher:
             )
         finally:
             elapsed = time.perf_counter() - started
+            gate.leave(elapsed)
             PROVIDER_LATENCY.labels(delivery.channel, outcome).observe(elapsed)
             SENDS.labels(delivery.channel, outcome).inc()
+
+    async def _admit(
+        self, job: Job, name: str, channel: Channel
+    ) -> tuple[ChannelGate, bool] | None:
+        """Take a slot of the channel's rate limit (one for the whole deployment: the
+        setting, else the channel's own), pass its circuit breaker and take a slot of its
+        gate; (gate, whether this send probes the breaker), or None when the job was put
+        off (no rate slot within RATE_WAIT, the breaker is open, or the channel is
+        stalled: channel_gate.py)."""
+        rate = self.settings.channel_rate.get(name, channel.rate_per_second)
+        if rate and not await self._rate_slot(job, name, rate):
+            return None
+        gate = self._gate(name)
+        put_off = await gate.enter()
+        if put_off is not None:
+            due = self.clock.now() + timedelta(seconds=put_off)
+            await self.store.postpone_job(job.id, due, "channel_stalled")
+            return None
+        # Last, so a send the breaker lets through as its probe surely goes.
+        wait_until, probe = self.health.admit(name)
+        if wait_until is not None:  # the breaker opened while this send waited for a slot
+            gate.leave(None)
+            await self.store.postpone_job(job.id, wait_until, self.health.reason(name))
+            return None
+        return gate, probe
 
     async def _provider_send(
         self, channel: Channel, delivery: Delivery, content: Rendered, probe: bool
@@ -407,7 +443,9 @@ class Dispatcher:
         now = self.clock.now()
         jobs: list[Job] = []
         if status in TERMINAL_FAILURES:
-            jobs = after_failure(delivery, now, dead_reason=reason if dead else None)
+            jobs = after_failure(
+                delivery, now, dead_reason=reason if dead else None, urgent=job.urgent
+            )
         await self._outcomes.commit(
             SendOutcome(
                 job.id, delivery.id, status, now, detail=reason, reason=reason, jobs=tuple(jobs)
@@ -426,7 +464,7 @@ class Dispatcher:
             DeliveryStatus.failed,
             DeliveryStatus.undelivered,
         ):
-            failover = failover_job(delivery, self.clock.now())
+            failover = failover_job(delivery, self.clock.now(), urgent=job.urgent)
         if failover is None:
             await self.store.finish_job(job.id)
             return

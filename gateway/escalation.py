@@ -51,7 +51,7 @@ from gateway.models import (
     Preferences,
     Role,
 )
-from gateway.planner import plan_deliveries, queue, route
+from gateway.planner import plan_deliveries, queue, route, urgent_work
 from gateway.recheck import allowed_children, local_time, recheck_audience
 from gateway.resolver import Recipient, Resolution, Suppression, resolve
 from gateway.settings import EscalationSettings
@@ -108,6 +108,7 @@ def step_job(message: Message, step: int, due: datetime) -> Job:
         kind=JOB_ESCALATE,
         ref=f"{message.id}:{STEP}:{step}",
         due_at=due,
+        urgent=urgent_work(message.category),
     )
 
 
@@ -176,7 +177,7 @@ class Escalator:
                 targets[d.recipient_id].append(d)
         planned, more = await self._plan(message, targets, f"{STEP}:{step}", policy.channels)
         later = self.clock.now() + delay(policy, message.category)
-        await self._write(planned, [step_job(message, step + 1, later)] if more else [])
+        await self._write(message, planned, [step_job(message, step + 1, later)] if more else [])
         ESCALATED.labels("step").inc(len(planned))
         log.info(
             "escalation step",
@@ -204,7 +205,7 @@ class Escalator:
         planned, _ = await self._plan(
             message, {recipient_id: told}, f"{FAILOVER}:{channel}", policy.channels
         )
-        await self._write(planned, [])
+        await self._write(message, planned, [])
         ESCALATED.labels("failover").inc(len(planned))
         log.info("failover", extra={"message_id": message.id, "deliveries": len(planned)})
 
@@ -343,11 +344,12 @@ class Escalator:
         )
         return await self.store.load_audience(tenant_id, audience)
 
-    async def _write(self, deliveries: list[Delivery], extra: list[Job]) -> None:
+    async def _write(self, message: Message, deliveries: list[Delivery], extra: list[Job]) -> None:
         now = self.clock.now()
         jobs: list[Job] = []
+        urgent = urgent_work(message.category)
         for delivery in deliveries:
-            send_job = queue(delivery, now)
+            send_job = queue(delivery, now, urgent=urgent)
             if send_job is not None:
                 jobs.append(send_job)
         jobs.extend(extra)

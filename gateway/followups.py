@@ -32,8 +32,9 @@ QUIET_CHANNELS = frozenset({ChannelName.inapp.value, SUPPRESSED_CHANNEL})
 CONTACT_KIND = {"sms": "phone", "email": "email"}
 
 
-def failover_job(delivery: Delivery, at: datetime) -> Job | None:
-    """The escalate job that moves the recipient on from this failed delivery's channel."""
+def failover_job(delivery: Delivery, at: datetime, *, urgent: bool) -> Job | None:
+    """The escalate job that moves the recipient on from this failed delivery's channel
+    (in the urgent lane with ``urgent``: the message is an emergency or absence)."""
     if delivery.channel in QUIET_CHANNELS:
         return None
     return Job(
@@ -43,6 +44,7 @@ def failover_job(delivery: Delivery, at: datetime) -> Job | None:
         kind=JOB_ESCALATE,
         ref=f"{delivery.message_id}:{FAILOVER}:{delivery.channel}:{delivery.recipient_id}",
         due_at=at,
+        urgent=urgent,
     )
 
 
@@ -63,10 +65,12 @@ def contact_job(delivery: Delivery, reason: str, at: datetime) -> Job | None:
     )
 
 
-def after_failure(delivery: Delivery, at: datetime, *, dead_reason: str | None = None) -> list[Job]:
+def after_failure(
+    delivery: Delivery, at: datetime, *, urgent: bool, dead_reason: str | None = None
+) -> list[Job]:
     """Every follow-up of a delivery that failed for good (``dead_reason``: the address is
-    dead, with this code)."""
-    jobs = [failover_job(delivery, at)]
+    dead, with this code; ``urgent``: its message is an emergency or absence)."""
+    jobs = [failover_job(delivery, at, urgent=urgent)]
     if dead_reason is not None:
         jobs.append(contact_job(delivery, dead_reason, at))
     return [job for job in jobs if job is not None]

@@ -589,6 +589,9 @@ class Job(BaseModel):
     due_at: datetime
     attempts: int = 0
     last_error: str | None = None
+    # The urgent lane (emergency and absence work) is claimed before the normal one; see
+    # gateway/store/lanes.py for the share the normal lane keeps.
+    urgent: bool = False
 
 
 class Rendered(BaseModel):

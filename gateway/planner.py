@@ -399,8 +399,14 @@ def send_job_id(delivery_id: str) -> str:
     return f"{JOB_SEND}:{delivery_id}"
 
 
-def queue(delivery: Delivery, now: datetime) -> Job | None:
-    """Make a freshly planned delivery ready to go; return its send job, if it needs one.
+def urgent_work(category: str) -> bool:
+    """Whether a message's work (planning, sending, escalation) goes in the urgent lane."""
+    return category in URGENT_CATEGORIES
+
+
+def queue(delivery: Delivery, now: datetime, *, urgent: bool) -> Job | None:
+    """Make a freshly planned delivery ready to go; return its send job, if it needs one
+    (in the urgent lane with ``urgent``: the message is an emergency or absence).
 
     An in-app delivery needs none: its row is the inbox entry, so it is
     delivered the moment it is stored (unless quiet hours defer it). A
@@ -418,4 +424,5 @@ def queue(delivery: Delivery, now: datetime) -> Job | None:
         kind=JOB_SEND,
         ref=delivery.id,
         due_at=delivery.not_before or now,
+        urgent=urgent,
     )

@@ -65,10 +65,18 @@ class FcmSettings(BaseModel):
     timeout: float = Field(default=10.0, gt=0)
 
 
+# Default sends in flight per channel and process: with providers answering in 50-300 ms
+# that is ~150-1000 SMS/s, well above what a Twilio sender is paced at, and below the
+# 100 concurrent requests Twilio allows an account (shared by every process, 429 above);
+# FCM takes far more; SMTP sends queue for the pooled connections (SMTP__CONNECTIONS).
+CHANNEL_CONCURRENCY = {"sms": 48, "push": 64, "email": 32}
+
+
 class DispatchSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not ignored
 
-    concurrency: int = Field(default=64, ge=1, le=4096)
+    # Sends in flight per process, all channels: room for every channel's default limit.
+    concurrency: int = Field(default=144, ge=1, le=4096)
     batch: int = Field(default=256, ge=1, le=10_000)
     lease_seconds: float = Field(default=60.0, gt=0)
     max_attempts: int = Field(default=10, ge=1)
@@ -76,6 +84,37 @@ class DispatchSettings(BaseModel):
     backoff_max: float = Field(default=3600.0, gt=0)
     poll_interval: float = Field(default=0.2, gt=0)
     shutdown_timeout: float = Field(default=20.0, gt=0)
+    # Share of each claim kept for normal work (general, reminder, digest) while urgent
+    # work (emergency, absence) waits: gateway/store/lanes.py.
+    normal_share: float = Field(default=0.1, ge=0, le=1)
+    # Sends in flight per channel in one process (a slow provider holds at most this many;
+    # the other channels go on). Each channel named here overrides its default in
+    # CHANNEL_CONCURRENCY; see in_flight_limit.
+    channel_concurrency: dict[str, int] = Field(default_factory=dict)
+    # Sends per second per channel for the whole deployment (every process); a channel
+    # not named: no limit of ours (Twilio queues and paces per sender itself).
+    channel_rate: dict[str, float] = Field(default_factory=dict)
+
+    def in_flight_limit(self, channel: str) -> int:
+        """The most sends of ``channel`` in flight at once in one process."""
+        limit = self.channel_concurrency.get(channel, CHANNEL_CONCURRENCY.get(channel))
+        return self.concurrency if limit is None else limit
+
+    @field_validator("channel_concurrency")
+    @classmethod
+    def _positive_limits(cls, value: dict[str, int]) -> dict[str, int]:
+        for channel, limit in value.items():
+            if limit < 1:
+                raise ValueError(f"channel_concurrency of {channel!r} must be at least 1")
+        return value
+
+    @field_validator("channel_rate")
+    @classmethod
+    def _positive_rates(cls, value: dict[str, float]) -> dict[str, float]:
+        for channel, rate in value.items():
+            if rate <= 0:
+                raise ValueError(f"channel_rate of {channel!r} must be above 0")
+        return value
 
 
 class WebhookSettings(BaseModel):

@@ -26,6 +26,7 @@ from gateway.constants import JOB_SMS_STATUS
 from gateway.followups import after_failure
 from gateway.metrics import CALLBACKS_PARKED
 from gateway.models import TERMINAL_FAILURES, Delivery, DeliveryStatus, Job
+from gateway.planner import urgent_work
 from gateway.store import Store
 
 log = logging.getLogger(__name__)
@@ -86,7 +87,9 @@ async def apply(
     jobs: list[Job] = []
     if status in FAILOVER_STATUSES:
         dead = reason if _is_dead_number(report.error_code) else None
-        jobs = after_failure(delivery, now, dead_reason=dead)
+        message = await store.get_message(delivery.tenant_id, delivery.message_id)
+        urgent = message is not None and urgent_work(message.category)
+        jobs = after_failure(delivery, now, dead_reason=dead, urgent=urgent)
     moved = await store.transition(
         delivery.id,
         status,

@@ -36,6 +36,7 @@ from gateway.models import (
     Message,
     derive_id,
 )
+from gateway.planner import urgent_work
 from gateway.render import Renderer
 from gateway.service import TEMPLATES_DIR
 from gateway.settings import DispatchSettings, FcmSettings, Settings, SmtpSettings, TwilioSettings
@@ -112,6 +113,7 @@ class Rig:
             kind=JOB_PLAN,
             ref=message.id,
             due_at=now,
+            urgent=urgent_work(category),  # as gateway/api/events.py queues it
         )
         return await self.store.accept_message(message, job)
 
@@ -150,6 +152,7 @@ async def make_rig(
     tmp_path: Path,
     *,
     auth_token: str = AUTH_TOKEN,
+    sms_timeout: float = 5.0,
     **dispatch: Any,
 ) -> tuple[Rig, list[Channel]]:
     account = write_service_account(tmp_path / "sa.json", fcm.token_url, PROJECT)
@@ -166,7 +169,7 @@ async def make_rig(
             auth_token=auth_token,
             base_url=twilio.base_url,
             default_sender="Skolen",
-            timeout=5.0,
+            timeout=sms_timeout,
         ),
         PUBLIC_URL,
     )
@@ -736,3 +739,62 @@ async def test_a_send_job_left_behind_by_a_failed_send_queues_its_failover(rig: 
     assert rig.twilio.requests == []  # never sent
     kinds = [(job_id.split(":")[-2:], kind) for job_id, kind, *_ in rig.jobs()]
     assert kinds == [(["failover", "sms"], "escalate")]
+
+
+# --------------------------------------------------------------------------- channel limits
+
+
+@pytest.mark.parametrize(
+    "rig",
+    [dict(concurrency=4, channel_concurrency={"sms": 2}, sms_timeout=120.0, shutdown_timeout=0.5)],
+    indirect=True,
+)
+async def test_a_stalled_sms_provider_does_not_hold_back_email(rig: Rig) -> None:
+    families = [family(n, phone=True) for n in range(1, 13)]
+    await rig.load(directory(*families))
+    rig.twilio.stall = True  # Twilio takes the requests and answers none
+    message = await rig.post("e1", {"groups": ["g1"]}, Category.emergency)
+    runner = asyncio.create_task(rig.dispatcher.run())
+    try:
+        # SMS: two in flight, two waiting; one more waits holding a slot until the
+        # channel counts as stalled (channel_gate.STALL_WAIT), then the rest are put off.
+        # Wait (not a timing assertion: the SMS client waits 120 s) for every email.
+        for _ in range(3000):
+            if len(rig.smtp.received) == len(families) or runner.done():
+                break
+            await asyncio.sleep(0.01)
+        emails = await rig.deliveries(message, "email")
+        assert len(rig.smtp.received) == len(emails) == len(families)
+        sms = await rig.deliveries(message, "sms")
+        # All SMS still wait: at most the channel's limit reached Twilio, none failed.
+        assert len(sms) == len(families)
+        assert 1 <= len(rig.twilio.requests) <= 2
+        assert {d.status for d in sms} <= {DeliveryStatus.queued, DeliveryStatus.sending}
+        # the ones put off are queued again, nothing is lost
+        queued = {job_id for job_id, kind, *_ in rig.jobs() if kind == JOB_SEND}
+        assert {f"{JOB_SEND}:{d.id}" for d in sms} <= queued
+    finally:
+        rig.dispatcher.stop()
+        await runner
+
+
+# --------------------------------------------------------------------------- urgent first
+
+
+@pytest.mark.parametrize("rig", [dict(concurrency=2, batch=2, normal_share=0.0)], indirect=True)
+async def test_an_emergency_posted_during_a_broadcast_is_sent_before_the_broadcast(
+    rig: Rig,
+) -> None:
+    await rig.load(directory(*(family(n) for n in range(1, 21))))
+    general = await rig.post("e1", {"groups": ["g1"]})
+    await rig.dispatcher.run_once(wait=True)  # plans the broadcast: 20 emails queued
+    assert len(await rig.deliveries(general, "email")) == 20
+    rig.clock.advance(1)  # the emergency comes later than every queued email
+    emergency = await rig.post("e2", {"children": ["c7"]}, Category.emergency)
+    await rig.dispatcher.run_until_idle()
+    (alert,) = await rig.deliveries(emergency, "email")
+    order = [str(r.message["Message-ID"]).strip("<>").split("@")[0] for r in rig.smtp.received]
+    assert len(order) == 21
+    # Claimed two at a time: its plan job comes first, then its send job: at most two
+    # emails of the broadcast go before it, not the twenty.
+    assert order.index(alert.id) <= 2, order.index(alert.id)

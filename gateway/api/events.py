@@ -34,6 +34,7 @@ from gateway.models import (
     Tenant,
     derive_id,
 )
+from gateway.planner import urgent_work
 
 # An accepted event: the message as stored, and whether it was stored before.
 Accepted = tuple[Message, bool]
@@ -92,6 +93,7 @@ async def store_message(ctx: AppContext, message: Message) -> Accepted:
         kind=constants.JOB_PLAN,
         ref=message.id,
         due_at=message.created_at,
+        urgent=urgent_work(message.category),
     )
     stored = await ctx.store.accept_message(message, job)
     # Two identical events racing past get_message: the loser gets the winner's row.

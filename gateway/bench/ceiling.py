@@ -16,7 +16,7 @@ import base64
 import json
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
@@ -40,6 +40,8 @@ class Work:
     sms: int
     email: int
     concurrency: int
+    # sends in flight per channel at most, as the gateway's DISPATCH__CHANNEL_CONCURRENCY
+    limits: dict[str, int] = field(default_factory=dict)
     push_connections: int = 64
     sms_connections: int = 100
     smtp_connections: int = 16
@@ -186,11 +188,17 @@ async def run_ceiling(
                 idle.put_nowait(client)
 
         senders = {"push": send_push, "sms": send_sms, "email": send_email}
+        limits = {c: asyncio.Semaphore(n) for c, n in work.limits.items()}
         jobs = iter(enumerate(work.order()))
 
         async def worker() -> None:
             for n, channel in jobs:
-                await senders[channel](n)
+                limit = limits.get(channel)
+                if limit is None:
+                    await senders[channel](n)
+                    continue
+                async with limit:
+                    await senders[channel](n)
 
         started = time.time()
         await asyncio.gather(*(worker() for _ in range(work.concurrency)))

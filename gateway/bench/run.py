@@ -30,6 +30,7 @@ from typing import IO, Any
 import aiohttp
 
 from gateway.bench import ceiling
+from gateway.bench.latency import NO_LATENCY, Latency
 from gateway.bench.sinks import (
     ACCOUNT_SID,
     AUTH_TOKEN,
@@ -55,6 +56,7 @@ JSON_KEYS = (
     "push_ratio",
     "sms_ratio",
     "email_ratio",
+    "latency",
     "absence_p50_ms",
     "absence_p99_ms",
     "peak_rss_mb",
@@ -81,6 +83,7 @@ class Options:
     timeout: float = 240.0  # for each waiting stage
     keep: bool = False  # keep the work directory (database, logs)
     profile: Path | None = None  # py-spy collapsed stacks of the gateway during the emergency
+    latency: Latency = NO_LATENCY  # how long the sinks take to answer (gateway and ceiling)
     log: IO[str] = field(default_factory=lambda: sys.stderr)
 
 
@@ -128,7 +131,10 @@ class Bench:
         self.o = options
         self.work = Path(tempfile.mkdtemp(prefix="budbringer-bench-"))
         self.log_file = (self.work / "processes.log").open("ab")
-        self.sinks = {kind: SinkProcess(kind, self.log_file) for kind in ("fcm", "twilio", "smtp")}
+        self.sinks = {
+            kind: SinkProcess(kind, self.log_file, options.latency)
+            for kind in ("fcm", "twilio", "smtp")
+        }
         self.gateways: list[Any] = []  # subprocess.Popen of serve/worker processes
         self.port = 0
         self.http: aiohttp.ClientSession | None = None
@@ -522,6 +528,8 @@ class Bench:
             sms=counts["sms"],
             email=counts["email"],
             concurrency=self.o.concurrency,
+            # the gateway's own per-channel limits (DISPATCH__CHANNEL_CONCURRENCY defaults)
+            limits={c: DispatchSettings().in_flight_limit(c) for c in CHANNELS},
             push_connections=FCM_CONNECTIONS,
             sms_connections=TWILIO_CONNECTIONS,
             smtp_connections=self.o.smtp_connections,
@@ -601,6 +609,7 @@ class Bench:
             "lost": emergency["lost"],
             "duplicates": emergency["duplicates"],
             "concurrency": self.o.concurrency,
+            "latency": str(self.o.latency),
             "smtp_connections": self.o.smtp_connections,
             "setup_s": round(setup_s, 1),
             "channel_seconds": {c: round(v, 3) for c, v in emergency["channel_seconds"].items()},
@@ -673,7 +682,9 @@ def table(result: dict[str, Any]) -> str:
     r = result
     lines = [
         f"Budbringer benchmark — {r['backend']} store, {r['workers']} gateway process(es), "
-        f"dispatch concurrency {r['concurrency']}, {r['smtp_connections']} SMTP connections",
+        f"dispatch concurrency {r['concurrency']}, {r['smtp_connections']} SMTP connections, "
+        f"sinks answer in {r['latency']}"
+        + (" (median:p99, slowest 1 in 1000: 2 s)" if ":" in r["latency"] else ""),
         f"municipality: {r['children']} children, {r['guardians']} guardians "
         f"(set-up through the API: {r['setup_s']} s)",
         "",

@@ -14,6 +14,9 @@ hand-over by delivery key, and answers control requests on ``/_bench/...``:
 * ``smtp`` — an aiosmtpd server; the key is the delivery id in the Message-ID
   (``<delivery id@domain>``). Its control server listens on a second port.
 
+Each answers after the time ``--latency`` draws (gateway/bench/latency.py; default 0),
+and records the hand-over when it answers.
+
 Control: ``GET /_bench/stats`` (received, distinct, duplicates, CPU seconds),
 ``GET /_bench/records`` (key -> first hand-over time), ``POST /_bench/reset``.
 :class:`SinkProcess` starts a sink and talks to it from the benchmark.
@@ -41,6 +44,9 @@ from urllib.parse import quote
 
 import aiohttp
 from aiohttp import web
+
+from gateway.bench.latency import NO_LATENCY, Latency, Sampler
+from gateway.bench.latency import argument as latency_argument
 
 KINDS = ("fcm", "twilio", "smtp")
 BENCH_TOKEN = "ya29.bench-token"
@@ -131,7 +137,14 @@ def control_routes(app: web.Application, recorder: Recorder) -> None:
     app.router.add_post("/_bench/reset", reset)
 
 
-def fcm_app(recorder: Recorder) -> web.Application:
+async def answer_after(sampler: Sampler) -> None:
+    """Wait as long as the provider takes to answer this request."""
+    delay = sampler.draw()
+    if delay > 0:
+        await asyncio.sleep(delay)
+
+
+def fcm_app(recorder: Recorder, sampler: Sampler) -> web.Application:
     names = itertools.count(1)
 
     async def token(request: web.Request) -> web.Response:
@@ -150,6 +163,7 @@ def fcm_app(recorder: Recorder) -> web.Application:
         message = body.get("message") if isinstance(body, dict) else None
         if not isinstance(message, dict) or not (message.get("token") or message.get("fid")):
             return web.json_response({"error": {"status": "INVALID_ARGUMENT"}}, status=400)
+        await answer_after(sampler)
         data = message.get("data") or {}
         recorder.record(str(data.get("delivery_id") or f"?{next(names)}"))
         project = request.match_info["project"]
@@ -162,7 +176,7 @@ def fcm_app(recorder: Recorder) -> web.Application:
     return app
 
 
-def twilio_app(recorder: Recorder) -> web.Application:
+def twilio_app(recorder: Recorder, sampler: Sampler) -> web.Application:
     sids = itertools.count(1)
 
     async def create(request: web.Request) -> web.Response:
@@ -172,6 +186,7 @@ def twilio_app(recorder: Recorder) -> web.Application:
         to, body = str(form.get("To") or ""), str(form.get("Body") or "")
         if not to or not body:
             return web.json_response({"code": 21602, "status": 400}, status=400)
+        await answer_after(sampler)
         sid = f"SM{next(sids):032x}"
         same = hashlib.blake2b(f"{to}\x1f{body}".encode(), digest_size=16).hexdigest()
         recorder.record(sid, same)
@@ -203,8 +218,9 @@ def twilio_app(recorder: Recorder) -> web.Application:
 class SmtpHandler:
     """aiosmtpd handler: accept every message, record it by the delivery id in its Message-ID."""
 
-    def __init__(self, recorder: Recorder) -> None:
+    def __init__(self, recorder: Recorder, sampler: Sampler) -> None:
         self.recorder = recorder
+        self.sampler = sampler
         self.unkeyed = itertools.count(1)
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
@@ -212,6 +228,7 @@ class SmtpHandler:
         head = content.split(b"\r\n\r\n", 1)[0]
         match = _MESSAGE_ID.search(head)
         key = match.group(1).decode() if match else f"?{next(self.unkeyed)}"
+        await answer_after(self.sampler)
         self.recorder.record(key)
         return "250 2.0.0 OK"
 
@@ -224,9 +241,10 @@ async def _serve_http(app: web.Application) -> tuple[web.AppRunner, int]:
     return runner, runner.addresses[0][1]
 
 
-async def serve(kind: str) -> None:
+async def serve(kind: str, latency: Latency = NO_LATENCY) -> None:
     """Run one sink until SIGTERM/SIGINT; print its ports as one JSON line first."""
     recorder = Recorder()
+    sampler = latency.sampler(kind)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -234,17 +252,17 @@ async def serve(kind: str) -> None:
     runners: list[web.AppRunner] = []
     server: asyncio.Server | None = None
     if kind == "fcm":
-        runner, port = await _serve_http(fcm_app(recorder))
+        runner, port = await _serve_http(fcm_app(recorder, sampler))
         runners.append(runner)
         control = port
     elif kind == "twilio":
-        runner, port = await _serve_http(twilio_app(recorder))
+        runner, port = await _serve_http(twilio_app(recorder, sampler))
         runners.append(runner)
         control = port
     elif kind == "smtp":
         from aiosmtpd.smtp import SMTP
 
-        handler = SmtpHandler(recorder)
+        handler = SmtpHandler(recorder, sampler)
         server = await loop.create_server(
             lambda: SMTP(handler, hostname="bench-sink", ident="bench-sink"), "127.0.0.1", 0
         )
@@ -296,8 +314,9 @@ def kill_group(proc: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
 class SinkProcess:
     """One sink in its own process, started with :meth:`start`, queried over HTTP."""
 
-    def __init__(self, kind: str, log: IO[bytes]) -> None:
+    def __init__(self, kind: str, log: IO[bytes], latency: Latency = NO_LATENCY) -> None:
         self.kind = kind
+        self.latency = latency
         self._log = log
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
@@ -314,7 +333,8 @@ class SinkProcess:
         return self.proc.pid
 
     async def start(self, timeout: float = 20.0) -> None:
-        self.proc = spawn([sys.executable, "-m", "gateway.bench.sinks", self.kind], None, self._log)
+        argv = [sys.executable, "-m", "gateway.bench.sinks", self.kind, "--latency"]
+        self.proc = spawn([*argv, str(self.latency)], None, self._log)
         assert self.proc.stdout is not None
         line = await asyncio.wait_for(asyncio.to_thread(self.proc.stdout.readline), timeout)
         if not line:
@@ -351,8 +371,11 @@ class SinkProcess:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m gateway.bench.sinks")
     parser.add_argument("kind", choices=KINDS)
+    parser.add_argument(
+        "--latency", type=latency_argument, default=NO_LATENCY, help="e.g. 80ms or 50ms:300ms"
+    )
     args = parser.parse_args(argv)
-    asyncio.run(serve(args.kind))
+    asyncio.run(serve(args.kind, args.latency))
 
 
 if __name__ == "__main__":

@@ -54,6 +54,7 @@ from gateway.models import (
     WebhookStatus,
 )
 from gateway.protection import ProtectionHistoryEntry
+from gateway.store.lanes import DEFAULT_NORMAL_SHARE
 
 
 @dataclass(frozen=True, slots=True)
@@ -340,9 +341,17 @@ class Store(Protocol):
 
     # ------------------------------------------------------------------ work queue
     async def claim_jobs(
-        self, kinds: Sequence[str], limit: int, now: datetime, lease_seconds: float
+        self,
+        kinds: Sequence[str],
+        limit: int,
+        now: datetime,
+        lease_seconds: float,
+        *,
+        normal_share: float = DEFAULT_NORMAL_SHARE,
     ) -> list[Job]:
-        """Lease up to ``limit`` due jobs of these kinds, oldest due first.
+        """Lease up to ``limit`` due jobs of these kinds, urgent lane first, oldest due
+        first in each lane; ``normal_share`` of the claim is kept for the normal lane
+        (split by :func:`gateway.store.lanes.split`). Urgent jobs come first in the list.
 
         A job is due when ``due_at <= now`` and it has no lease or its lease
         ended. Claiming sets the lease to now + lease_seconds and increments

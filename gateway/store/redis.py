@@ -75,7 +75,7 @@ from gateway.protection import (
     merge_imported,
     raised_by_import,
 )
-from gateway.store import FlagHistoryEntry, SendOutcome
+from gateway.store import FlagHistoryEntry, SendOutcome, lanes
 from gateway.store import redis_lua as lua
 from gateway.store.directory_checks import (
     CHILD_ROLES,
@@ -371,6 +371,7 @@ def _job(f: list[Any]) -> Job:
         due_at=from_us(f[4]),
         attempts=int(f[5]),
         last_error=f[6] or None,
+        urgent=f[7] == "1",
     )
 
 
@@ -1238,7 +1239,16 @@ class RedisStore(
         args: list[Any] = [self._qp]
         for j in jobs:
             args.extend(
-                (j.id, j.tenant_id, j.kind, j.ref, us(j.due_at), j.attempts, opt(j.last_error))
+                (
+                    j.id,
+                    j.tenant_id,
+                    j.kind,
+                    j.ref,
+                    us(j.due_at),
+                    j.attempts,
+                    opt(j.last_error),
+                    "1" if j.urgent else "0",
+                )
             )
         self._eval(pipe, _ADD_JOBS, [self._qp + "kinds"], args)
 
@@ -1519,10 +1529,17 @@ class RedisStore(
     # ------------------------------------------------------------------ work queue
 
     async def claim_jobs(
-        self, kinds: Sequence[str], limit: int, now: datetime, lease_seconds: float
+        self,
+        kinds: Sequence[str],
+        limit: int,
+        now: datetime,
+        lease_seconds: float,
+        *,
+        normal_share: float = lanes.DEFAULT_NORMAL_SHARE,
     ) -> list[Job]:
         if not kinds or limit <= 0:
             return []
+        split = lanes.split(limit, normal_share)
         stamp = us(now)
         out = await self._eval(
             self._redis,
@@ -1535,17 +1552,18 @@ class RedisStore(
                 max(1, round(lease_seconds * 1000)),
                 limit,
                 self.consumer,
+                split.normal_reserved,
                 *dict.fromkeys(kinds),
             ],
         )
         if out[-1] and not self._clamp_warned:
             self._clamp_warned = True
             log.warning("this worker's clock is ahead of Redis's: leases are checked on ours")
-        jobs = [_job(out[i : i + 7]) for i in range(0, len(out) - 1, 7)]
+        jobs = [_job(out[i : i + 8]) for i in range(0, len(out) - 1, 8)]
         for job in jobs:
             if job.kind == JOB_SEND:
                 self._remember(job.ref, job.tenant_id)
-        jobs.sort(key=lambda job: (job.due_at, job.id))
+        jobs.sort(key=lambda job: (not job.urgent, job.due_at, job.id))
         return jobs
 
     async def finish_job(self, job_id: str) -> None:

@@ -346,9 +346,11 @@ return 1
 # ----------------------------------------------------------------------------- work queue
 #
 # Per job kind a stream ``s:<kind>`` with the consumer group ``workers`` and a sorted set
-# ``z:<kind>`` of waiting jobs by due time; per job a hash ``j:<id>``: k kind, t tenant,
-# r ref, d due (µs), a attempts, e last error, x stream entry id while leased, l lease end
-# (µs), c claim time (µs). Times are on the CALLER's clock (the Protocol passes ``now``).
+# ``z:<kind>`` of waiting jobs by due time (``u:<kind>`` for the urgent lane, see
+# gateway/store/lanes.py); per job a hash ``j:<id>``: k kind, t tenant, r ref, d due (µs),
+# a attempts, e last error, x stream entry id while leased, l lease end (µs), c claim time
+# (µs), p '1' in the urgent lane (absent: normal, as every job of older versions).
+# Times are on the CALLER's clock (the Protocol passes ``now``).
 #
 # Leases and XAUTOCLAIM: a pending entry's delivery time is set (XCLAIM ... TIME) to the
 # claim time on the caller's clock minus a per-keyspace offset K (``clock``; 0 for real
@@ -367,6 +369,11 @@ local function ensure_group(stream)
     redis.call('XGROUP', 'CREATE', stream, GROUP, '0', 'MKSTREAM')
   end
 end
+-- The sorted set a waiting job sits in: its kind's, in its lane.
+local function waiting(kind, urgent)
+  if urgent == '1' then return qp .. 'u:' .. kind end
+  return qp .. 'z:' .. kind
+end
 local function drop_entry(kind, eid)
   if eid and eid ~= '' then
     redis.call('XACK', qp .. 's:' .. kind, GROUP, eid)
@@ -375,19 +382,21 @@ local function drop_entry(kind, eid)
 end
 """
 
-# KEYS[1] the kinds set. ARGV: qp, then 7 per job: id tenant kind ref due_us attempts error
+# KEYS[1] the kinds set. ARGV: qp, then 8 per job: id tenant kind ref due_us attempts error
+# urgent(1/0)
 ADD_JOBS = (
     _QUEUE_COMMON
     + r"""
 local added = 0
-for i = 2, #ARGV, 7 do
+for i = 2, #ARGV, 8 do
   local key = qp .. 'j:' .. ARGV[i]
   if redis.call('EXISTS', key) == 0 then
     local f = {'k', ARGV[i + 2], 't', ARGV[i + 1], 'r', ARGV[i + 3], 'd', ARGV[i + 4],
       'a', ARGV[i + 5]}
     if ARGV[i + 6] ~= '' then f[#f + 1] = 'e'; f[#f + 1] = string.sub(ARGV[i + 6], 2) end
+    if ARGV[i + 7] == '1' then f[#f + 1] = 'p'; f[#f + 1] = '1' end
     redis.call('HSET', key, unpack(f))
-    redis.call('ZADD', qp .. 'z:' .. ARGV[i + 2], ARGV[i + 4], ARGV[i])
+    redis.call('ZADD', waiting(ARGV[i + 2], ARGV[i + 7]), ARGV[i + 4], ARGV[i])
     redis.call('SADD', KEYS[1], ARGV[i + 2])
     added = added + 1
   end
@@ -396,13 +405,15 @@ return added
 """
 )
 
-# KEYS[1] the clock key. ARGV: qp now_ms now_us lease_ms limit consumer kind...
-# Returns 7 per job (id tenant kind ref due attempts error), then the clamp warning flag.
+# KEYS[1] the clock key. ARGV: qp now_ms now_us lease_ms limit consumer normal_reserved
+# kind... Returns 8 per job (id tenant kind ref due attempts error urgent), then the clamp
+# warning flag.
 CLAIM = (
     _QUEUE_COMMON
     + r"""
 local now_ms, now_us = tonumber(ARGV[2]), tonumber(ARGV[3])
 local lease_ms, limit, consumer = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
+local normal_reserved = tonumber(ARGV[7])
 local t = redis.call('TIME')
 local server_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local K = tonumber(redis.call('GET', KEYS[1]) or '-1')
@@ -425,21 +436,22 @@ local function take(kind, stream, eid, id, redelivery)
   end
   local a = redis.call('HINCRBY', key, 'a', 1)
   redis.call('HSET', key, 'x', eid, 'l', num(lease_end), 'c', ARGV[3])
-  local j = redis.call('HMGET', key, 't', 'r', 'd', 'e')
+  local j = redis.call('HMGET', key, 't', 'r', 'd', 'e', 'p')
   out[#out + 1] = id; out[#out + 1] = j[1]; out[#out + 1] = kind; out[#out + 1] = j[2]
   out[#out + 1] = j[3]; out[#out + 1] = a; out[#out + 1] = j[4] or ''
+  out[#out + 1] = j[5] or '0'
 end
 local kinds = {}
-for i = 7, #ARGV do kinds[#kinds + 1] = ARGV[i] end
+for i = 8, #ARGV do kinds[#kinds + 1] = ARGV[i] end
 -- 1. Jobs of crashed (or too slow) workers: XAUTOCLAIM after the lease.
 local min_idle = math.max(0, lease_ms + K + server_ms - now_ms - 1000)
 for _, kind in ipairs(kinds) do
   local stream = qp .. 's:' .. kind
-  if #out >= limit * 7 then break end
+  if #out >= limit * 8 then break end
   if redis.call('EXISTS', stream) == 1 then
     local cursor = '0-0'
     repeat
-      local want = limit - #out / 7
+      local want = limit - #out / 8
       -- JUSTID: the delivery counter moves only for entries really taken (take()).
       local r = redis.call('XAUTOCLAIM', stream, GROUP, consumer, num(min_idle), cursor,
         'COUNT', want, 'JUSTID')
@@ -458,29 +470,40 @@ for _, kind in ipairs(kinds) do
           take(kind, stream, eid, id, true)
         end
       end
-    until cursor == '0-0' or #out >= limit * 7
+    until cursor == '0-0' or #out >= limit * 8
   end
 end
--- 2. Due jobs, oldest due first over all kinds, moved from the sorted sets into the
--- streams (exactly once: ZREM and XADD in this one script) and read by this consumer.
-local want = limit - #out / 7
+-- 2. Due jobs, urgent lane first (the normal lane keeps normal_reserved of the claim:
+-- gateway/store/lanes.py, take()), oldest due first over all kinds in each lane, moved
+-- from the sorted sets into the streams (exactly once: ZREM and XADD in this one script)
+-- and read by this consumer.
+local want = limit - #out / 8
 if want > 0 then
-  local due = {}
-  for _, kind in ipairs(kinds) do
-    local z = redis.call('ZRANGEBYSCORE', qp .. 'z:' .. kind, '-inf', ARGV[3], 'WITHSCORES',
-      'LIMIT', 0, want)
-    for i = 1, #z, 2 do due[#due + 1] = {tonumber(z[i + 1]), z[i], kind} end
+  local lanes = {}
+  for _, urgent in ipairs({'1', '0'}) do
+    local due = {}
+    for _, kind in ipairs(kinds) do
+      local z = redis.call('ZRANGEBYSCORE', waiting(kind, urgent), '-inf', ARGV[3],
+        'WITHSCORES', 'LIMIT', 0, want)
+      for i = 1, #z, 2 do due[#due + 1] = {tonumber(z[i + 1]), z[i], kind, urgent} end
+    end
+    table.sort(due, function(a, b)
+      if a[1] ~= b[1] then return a[1] < b[1] end
+      return a[2] < b[2]
+    end)
+    lanes[urgent] = due
   end
-  table.sort(due, function(a, b)
-    if a[1] ~= b[1] then return a[1] < b[1] end
-    return a[2] < b[2]
-  end)
+  local n_normal = math.min(#lanes['0'], math.max(normal_reserved, want - #lanes['1']))
+  local n_urgent = math.min(#lanes['1'], want - n_normal)
+  local due = {}
+  for i = 1, n_urgent do due[#due + 1] = lanes['1'][i] end
+  for i = 1, n_normal do due[#due + 1] = lanes['0'][i] end
   local per_kind = {}
-  for i = 1, math.min(want, #due) do
-    local score, id, kind = due[i][1], due[i][2], due[i][3]
+  for i = 1, #due do
+    local id, kind = due[i][2], due[i][3]
     local stream = qp .. 's:' .. kind
     ensure_group(stream)
-    redis.call('ZREM', qp .. 'z:' .. kind, id)
+    redis.call('ZREM', waiting(kind, due[i][4]), id)
     redis.call('XADD', stream, '*', 'j', id)
     per_kind[kind] = (per_kind[kind] or 0) + 1
   end
@@ -506,10 +529,10 @@ FINISH_JOBS = (
     + r"""
 for i = 2, #ARGV do
   local key = qp .. 'j:' .. ARGV[i]
-  local j = redis.call('HMGET', key, 'k', 'x')
+  local j = redis.call('HMGET', key, 'k', 'x', 'p')
   if j[1] then
     drop_entry(j[1], j[2])
-    redis.call('ZREM', qp .. 'z:' .. j[1], ARGV[i])
+    redis.call('ZREM', waiting(j[1], j[3]), ARGV[i])
     redis.call('DEL', key)
   end
 end
@@ -522,13 +545,13 @@ RETRY_JOB = (
     _QUEUE_COMMON
     + r"""
 local key = qp .. 'j:' .. ARGV[2]
-local j = redis.call('HMGET', key, 'k', 'x', 'a')
+local j = redis.call('HMGET', key, 'k', 'x', 'a', 'p')
 if not j[1] then return 0 end
 drop_entry(j[1], j[2])
 if ARGV[5] == '1' and tonumber(j[3]) > 0 then redis.call('HINCRBY', key, 'a', -1) end
 redis.call('HSET', key, 'd', ARGV[3], 'e', ARGV[4], 'x', '')
 redis.call('HDEL', key, 'l', 'c')
-redis.call('ZADD', qp .. 'z:' .. j[1], ARGV[3], ARGV[2])
+redis.call('ZADD', waiting(j[1], j[4]), ARGV[3], ARGV[2])
 return 1
 """
 )
@@ -540,11 +563,16 @@ QUEUE_STATS = (
 local now = tonumber(ARGV[2])
 local out = {}
 for _, kind in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  local z = qp .. 'z:' .. kind
-  local waiting = redis.call('ZCARD', z)
+  local count = 0
   local oldest = nil
-  local first = redis.call('ZRANGEBYSCORE', z, '-inf', ARGV[2], 'WITHSCORES', 'LIMIT', 0, 1)
-  if first[2] then oldest = tonumber(first[2]) end
+  for _, urgent in ipairs({'1', '0'}) do
+    local z = waiting(kind, urgent)
+    count = count + redis.call('ZCARD', z)
+    local first = redis.call('ZRANGEBYSCORE', z, '-inf', ARGV[2], 'WITHSCORES', 'LIMIT', 0, 1)
+    if first[2] and (oldest == nil or tonumber(first[2]) < oldest) then
+      oldest = tonumber(first[2])
+    end
+  end
   local stream = qp .. 's:' .. kind
   if redis.call('EXISTS', stream) == 1 then
     local pending = redis.call('XPENDING', stream, GROUP, '-', '+', 10000)
@@ -553,15 +581,15 @@ for _, kind in ipairs(redis.call('SMEMBERS', KEYS[1])) do
       if entry[1] then
         local j = redis.call('HMGET', qp .. 'j:' .. entry[1][2][2], 'l', 'd')
         if j[1] and tonumber(j[1]) <= now then
-          waiting = waiting + 1
+          count = count + 1
           local d = tonumber(j[2])
           if d <= now and (oldest == nil or d < oldest) then oldest = d end
         end
       end
     end
   end
-  if waiting > 0 then
-    out[#out + 1] = kind; out[#out + 1] = waiting
+  if count > 0 then
+    out[#out + 1] = kind; out[#out + 1] = count
     out[#out + 1] = oldest and string.format('%.0f', oldest) or ''
   end
 end

@@ -61,7 +61,7 @@ from gateway.protection import (
     merge_imported,
     raised_by_import,
 )
-from gateway.store import FlagHistoryEntry, SendOutcome
+from gateway.store import FlagHistoryEntry, SendOutcome, lanes
 from gateway.store.directory_checks import (
     CHILD_ROLES,
     MAX_REPORTED_ERRORS,
@@ -227,10 +227,8 @@ CREATE INDEX IF NOT EXISTS status_history_by_delivery ON status_history (deliver
 CREATE TABLE IF NOT EXISTS jobs (
     id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, kind TEXT NOT NULL, ref TEXT NOT NULL,
     due_at INTEGER NOT NULL, visible_at INTEGER NOT NULL, leased_until INTEGER,
-    attempts INTEGER NOT NULL, last_error TEXT
+    attempts INTEGER NOT NULL, last_error TEXT, urgent INTEGER NOT NULL DEFAULT 0
 );
--- id in the index lets a claim read jobs in (visible_at, id) order without sorting.
-CREATE INDEX IF NOT EXISTS jobs_by_kind_visible ON jobs (kind, visible_at, id);
 
 CREATE TABLE IF NOT EXISTS replies (
     id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, channel TEXT NOT NULL,
@@ -259,7 +257,7 @@ _MESSAGE_COLUMNS = (
     "id, tenant_id, event_id, event_type, body_hash, category, subject, body, urgency, "
     "read_receipt, sender_id, sender_name, audience, created_at, planned_at"
 )
-_JOB_COLUMNS = "id, tenant_id, kind, ref, due_at, attempts, last_error"
+_JOB_COLUMNS = "id, tenant_id, kind, ref, due_at, attempts, last_error, urgent"
 _INBOX_QUERY = """
 SELECT m.id, m.subject, m.body, m.category, m.sender_name, d.child_ids, d.context,
        d.status, m.created_at, r.at
@@ -387,6 +385,7 @@ def _job(row: Any) -> Job:
         due_at=_dt(row[4]),
         attempts=row[5],
         last_error=row[6],
+        urgent=bool(row[7]),
     )
 
 
@@ -527,6 +526,7 @@ class SqliteStore(
                 for statement in schema.split(";"):
                     if statement.strip():
                         await db.execute(statement)
+            await _add_job_lanes(db)
             await migrate_api_keys(db)
             rows = list(await db.execute_fetchall("SELECT version FROM schema_version"))
             if not rows:
@@ -1474,33 +1474,49 @@ class SqliteStore(
     # ------------------------------------------------------------------ work queue
 
     async def claim_jobs(
-        self, kinds: Sequence[str], limit: int, now: datetime, lease_seconds: float
+        self,
+        kinds: Sequence[str],
+        limit: int,
+        now: datetime,
+        lease_seconds: float,
+        *,
+        normal_share: float = lanes.DEFAULT_NORMAL_SHARE,
     ) -> list[Job]:
         if not kinds or limit <= 0:
             return []
+        split = lanes.split(limit, normal_share)
         lease_end = _ts(now + timedelta(seconds=lease_seconds))
         stamp = _ts(now)
-        # One index-ordered, limited arm per kind: no sort over every due job.
+        # One index-ordered, limited arm per kind and lane: no sort over every due job.
         arm = (
-            "SELECT * FROM (SELECT id, visible_at FROM jobs WHERE kind = ? AND visible_at <= ? "
-            "ORDER BY visible_at, id LIMIT ?)"
+            "SELECT * FROM (SELECT id, urgent, visible_at FROM jobs WHERE kind = ? "
+            "AND urgent = ? AND visible_at <= ? ORDER BY visible_at, id LIMIT ?)"
         )
         wanted = list(dict.fromkeys(kinds))
-        candidates = " UNION ALL ".join(arm for _ in wanted)
-        params: list[Any] = [lease_end, lease_end]
-        for kind in wanted:
-            params.extend((kind, stamp, limit))
-        params.append(limit)
-        # One statement: the claim is atomic even against another process.
-        sql = (
-            "UPDATE jobs SET visible_at = ?, leased_until = ?, attempts = attempts + 1 "
-            f"WHERE id IN (SELECT id FROM ({candidates}) ORDER BY visible_at, id LIMIT ?) "
-            f"RETURNING {_JOB_COLUMNS}"
-        )
         async with self._write() as db:
-            rows = await db.execute_fetchall(sql, params)
+            # Inside one write transaction: the claim is atomic even against another process.
+            due: dict[int, list[str]] = {}
+            for lane in (1, 0):
+                params: list[Any] = []
+                for kind in wanted:
+                    params.extend((kind, lane, stamp, limit))
+                rows = await db.execute_fetchall(
+                    f"SELECT id FROM ({' UNION ALL '.join(arm for _ in wanted)}) "
+                    "ORDER BY visible_at, id LIMIT ?",
+                    [*params, limit],
+                )
+                due[lane] = [row[0] for row in rows]
+            urgent, normal = lanes.take(split, len(due[1]), len(due[0]))
+            chosen = due[1][:urgent] + due[0][:normal]
+            if not chosen:
+                return []
+            rows = await db.execute_fetchall(
+                "UPDATE jobs SET visible_at = ?, leased_until = ?, attempts = attempts + 1 "
+                f"WHERE id IN {_IDS} RETURNING {_JOB_COLUMNS}",
+                [lease_end, lease_end, _id_list(chosen)],
+            )
         jobs = [_job(row) for row in rows]
-        jobs.sort(key=lambda job: (job.due_at, job.id))
+        jobs.sort(key=lambda job: (not job.urgent, job.due_at, job.id))
         return jobs
 
     async def finish_job(self, job_id: str) -> None:
@@ -1608,12 +1624,25 @@ async def _existing(
     return {row[0] for row in rows}
 
 
+async def _add_job_lanes(db: aiosqlite.Connection) -> None:
+    """Give a jobs table of an older version its lane column (the jobs queued there are
+    normal work) and the index claims read each lane through."""
+    columns = {row[1] for row in await db.execute_fetchall("PRAGMA table_info(jobs)")}
+    if "urgent" not in columns:
+        await db.execute("ALTER TABLE jobs ADD COLUMN urgent INTEGER NOT NULL DEFAULT 0")
+    await db.execute("DROP INDEX IF EXISTS jobs_by_kind_visible")
+    # id in the index lets a claim read a lane in (visible_at, id) order without sorting.
+    await db.execute(
+        "CREATE INDEX IF NOT EXISTS jobs_by_lane_visible ON jobs (kind, urgent, visible_at, id)"
+    )
+
+
 async def _insert_jobs(db: aiosqlite.Connection, jobs: Sequence[Job]) -> None:
     if not jobs:
         return
     await db.executemany(
         "INSERT OR IGNORE INTO jobs (id, tenant_id, kind, ref, due_at, visible_at, leased_until, "
-        "attempts, last_error) VALUES (?, ?, ?, ?, ?, ?, NULL, ?, ?)",
+        "attempts, last_error, urgent) VALUES (?, ?, ?, ?, ?, ?, NULL, ?, ?, ?)",
         [
             (
                 j.id,
@@ -1624,6 +1653,7 @@ async def _insert_jobs(db: aiosqlite.Connection, jobs: Sequence[Job]) -> None:
                 _ts(j.due_at),
                 j.attempts,
                 j.last_error,
+                int(j.urgent),
             )
             for j in jobs
         ],

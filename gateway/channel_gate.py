@@ -1,0 +1,78 @@
+"""The in-flight limit of one channel in one dispatcher (``DISPATCH__CHANNEL_CONCURRENCY``).
+
+A slow provider must not take every send slot of the process. A channel has at most
+``limit`` sends in flight; up to ``limit`` more wait here for one WITHOUT holding a
+slot of the dispatcher (``DISPATCH__CONCURRENCY``), so the other channels go on.
+A send beyond those waits too, holding its slot, but at most :data:`STALL_WAIT`
+seconds: if no send of the channel finished by then the channel is stalled, and it and
+every further send beyond the waiting ones is put off (its job handed back, due later)
+until a send of the channel finishes again. Put-off sends are spread over the time the
+channel needs for the sends ahead of them at its measured latency, so a large backlog
+of a stalled channel is handed back about once, not in a loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+INITIAL_LATENCY = 0.1  # seconds a send is assumed to take before one was measured
+SMOOTHING = 0.2  # weight of the newest send in the moving average of the latency
+STALL_WAIT = 5.0  # seconds a send beyond the waiting ones waits before it is put off
+
+
+class ChannelGate:
+    def __init__(self, limit: int, on_wait: Callable[[], None] = lambda: None) -> None:
+        """``on_wait``: called when a send starts waiting here without a slot."""
+        self.limit = limit
+        self._on_wait = on_wait
+        self.waiting = 0  # sends waiting here for a slot of the channel
+        self.excess = 0  # of which this many hold a slot of the dispatcher
+        self._slots = asyncio.Semaphore(limit)
+        self._stalled = False
+        self._latency = INITIAL_LATENCY
+        self._clear_at = 0.0  # time.monotonic() when the sends put off so far may go
+
+    @property
+    def free_waiting(self) -> int:
+        """Sends waiting here that hold no slot of the dispatcher."""
+        return self.waiting - self.excess
+
+    async def enter(self) -> float | None:
+        """Take a slot of the channel: None once taken (call :meth:`leave` after the
+        send), or the seconds to put the send off by (the channel is stalled)."""
+        excess = self.waiting >= self.limit
+        if excess and self._stalled:
+            return self._put_off()
+        self.waiting += 1
+        self.excess += excess
+        try:
+            if not excess:
+                if self._slots.locked():
+                    self._on_wait()
+                await self._slots.acquire()
+                return None
+            try:
+                await asyncio.wait_for(self._slots.acquire(), STALL_WAIT)
+            except TimeoutError:
+                self._stalled = True
+                return self._put_off()
+            return None
+        finally:
+            self.waiting -= 1
+            self.excess -= excess
+
+    def leave(self, seconds: float | None) -> None:
+        """Give the slot back after a send that took ``seconds`` (None: none was made)."""
+        self._slots.release()
+        if seconds is not None:
+            self._stalled = False
+            self._latency += SMOOTHING * (seconds - self._latency)
+
+    def _put_off(self) -> float:
+        now = time.monotonic()
+        per_send = self._latency / self.limit
+        ahead = now + (self.waiting + self.limit) * per_send
+        self._clear_at = max(self._clear_at, ahead) + per_send
+        return max(self._clear_at - now, STALL_WAIT)
