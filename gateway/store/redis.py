@@ -1620,7 +1620,7 @@ class RedisStore(
             return {}
         async with self._redis.pipeline(transaction=False) as pipe:
             for job_id in job_ids:
-                pipe.hmget(self._qp + "j:" + job_id, "t", "k", "r", "d", "a", "e")
+                pipe.hmget(self._qp + "j:" + job_id, "t", "k", "r", "d", "a", "e", "p")
             rows = await pipe.execute()
         return {
             job_id: _job([job_id, *row])
