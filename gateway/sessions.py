@@ -27,6 +27,7 @@ from typing import Any
 from itsdangerous import BadData, URLSafeSerializer
 
 from gateway.errors import ConfigError, LinkExpired, LinkInvalid
+from gateway.models import Person
 
 STAFF_LINK_SALT = "budbringer.staff-link.v1"
 STAFF_SESSION_SALT = "budbringer.staff-session.v1"
@@ -118,3 +119,13 @@ def new_session(
 def open_session(secret: bytes, salt: str, value: str, now: datetime) -> PageSession:
     found = unseal(secret, salt, value, now, ("t", "p", "n"))
     return PageSession(found["t"], found["p"], found["n"])
+
+
+@dataclass(frozen=True)
+class PageUser:
+    """Who a page is for: the session, the person record and the texts in their language."""
+
+    session: PageSession
+    person: Person
+    lang: str
+    texts: dict[str, Any]

@@ -22,7 +22,6 @@ the app, reached by the personal link of a message, never by a password.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
@@ -62,14 +61,13 @@ from gateway.models import (
     ChannelName,
     Delivery,
     DeliveryStatus,
-    Person,
     Preferences,
     Role,
 )
 from gateway.planner import route
 from gateway.readlinks import make_read_token, open_read_token
 from gateway.render import resolve_language
-from gateway.sessions import PARENT_SESSION_SALT, PageSession
+from gateway.sessions import PARENT_SESSION_SALT, PageUser
 from gateway.withdrawal import visible_item, visible_items
 
 PARENT_COOKIE = "budbringer_parent"
@@ -110,15 +108,7 @@ async def open_link(request: web.Request) -> web.StreamResponse:
     raise response
 
 
-@dataclass(frozen=True)
-class Parent:
-    session: PageSession
-    person: Person
-    lang: str
-    texts: dict[str, Any]
-
-
-async def _parent(request: web.Request, root: str) -> Parent | web.Response:
+async def _parent(request: web.Request, root: str) -> PageUser | web.Response:
     ctx = request.app[CTX]
     try:
         session = session_from(request, PARENT_COOKIE, PARENT_SESSION_SALT)
@@ -129,10 +119,10 @@ async def _parent(request: web.Request, root: str) -> Parent | web.Response:
         return _problem(request, "signin", 401, root)
     prefs = await ctx.store.get_preferences(session.tenant_id, person.id)
     lang = resolve_language((prefs.language if prefs else None) or person.language)
-    return Parent(session, person, lang, request.app[TEXTS][lang])
+    return PageUser(session, person, lang, request.app[TEXTS][lang])
 
 
-def _page(request: web.Request, parent: Parent, name: str, current: str, **variables: Any) -> str:
+def _page(request: web.Request, parent: PageUser, name: str, current: str, **variables: Any) -> str:
     ctx = request.app[CTX]
     return render(
         read_pages(request.app),
@@ -227,7 +217,7 @@ async def message(request: web.Request) -> web.StreamResponse:
 
 
 async def _choices(
-    request: web.Request, parent: Parent, prefs: Preferences | None
+    request: web.Request, parent: PageUser, prefs: Preferences | None
 ) -> dict[str, Any]:
     """What the form offers and what is ticked now (the default routing when the guardian
     has made no choice for a category)."""
@@ -252,7 +242,7 @@ async def _choices(
 
 def _prefs_page(
     request: web.Request,
-    parent: Parent,
+    parent: PageUser,
     choices: dict[str, Any],
     values: dict[str, str],
     errors: list[str],
@@ -344,7 +334,7 @@ ALERT_WINDOW = timedelta(days=7)  # alerts this recent can still be answered her
 _DONE = {"answered": "absence_answered", "reported": "absence_reported"}
 
 
-async def _open_alerts(ctx: AppContext, parent: Parent) -> list[dict[str, str]]:
+async def _open_alerts(ctx: AppContext, parent: PageUser) -> list[dict[str, str]]:
     """Absence alerts in the guardian's inbox from the last week they have not answered."""
     tenant_id, person_id = parent.session.tenant_id, parent.person.id
     now = ctx.clock.now()
@@ -380,7 +370,7 @@ def _days(now: datetime, lang: str, t: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 async def _absence_html(
-    request: web.Request, parent: Parent, done: str | None, error: str | None
+    request: web.Request, parent: PageUser, done: str | None, error: str | None
 ) -> str:
     ctx = request.app[CTX]
     children = await absences(ctx).children_of(parent.session.tenant_id, parent.person.id)
@@ -414,7 +404,7 @@ def _one(form: dict[str, list[str]], key: str) -> str:
 
 async def _absence_form(
     request: web.Request, root: str
-) -> tuple[Parent, dict[str, list[str]]] | web.Response:
+) -> tuple[PageUser, dict[str, list[str]]] | web.Response:
     parent = await _parent(request, root)
     if isinstance(parent, web.Response):
         return parent
@@ -424,7 +414,7 @@ async def _absence_form(
     return parent, form
 
 
-async def _invalid(request: web.Request, parent: Parent) -> web.Response:
+async def _invalid(request: web.Request, parent: PageUser) -> web.Response:
     html = await _absence_html(request, parent, None, parent.texts["absence_invalid"])
     return respond(html, 422)
 

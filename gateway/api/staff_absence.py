@@ -22,7 +22,7 @@ from aiohttp import web
 from gateway.api.absence import absences
 from gateway.api.context import CTX, AppContext
 from gateway.api.pages import CSRF_FIELD, full_name, read_pages, render, respond, when
-from gateway.api.staff_pages import Namer, Scope, Staff, signed_in_staff
+from gateway.api.staff_pages import Namer, Scope, signed_in_staff
 from gateway.constants import (
     ABSENCE_RECORDED,
     ABSENCE_REPORTED,
@@ -30,19 +30,20 @@ from gateway.constants import (
 )
 from gateway.models import Audience, DirectorySnapshot, Message, Role
 from gateway.pseudonyms import names_for
+from gateway.sessions import PageUser
 
 SCAN_LIMIT = 2000  # messages looked at for today's absence at most
 _BATCH = 200
 
 
 async def _namer(
-    ctx: AppContext, staff: Staff, directory: DirectorySnapshot, person_ids: set[str]
+    ctx: AppContext, staff: PageUser, directory: DirectorySnapshot, person_ids: set[str]
 ) -> Namer:
     names = await names_for(ctx.store, ctx.secret, staff.session.tenant_id, person_ids)
     return Namer(directory, names, staff.texts)
 
 
-def _page(request: web.Request, staff: Staff, name: str, current: str, **variables: Any) -> str:
+def _page(request: web.Request, staff: PageUser, name: str, current: str, **variables: Any) -> str:
     ctx = request.app[CTX]
     t = staff.texts
     return render(

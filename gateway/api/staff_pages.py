@@ -67,7 +67,7 @@ from gateway.models import Scope as KeyScope
 from gateway.notreached import Why, why_not_reached
 from gateway.pseudonyms import Names, hides_subject, names_for
 from gateway.render import resolve_language
-from gateway.sessions import STAFF_SESSION_SALT, PageSession, open_staff_link, staff_link
+from gateway.sessions import STAFF_SESSION_SALT, PageUser, open_staff_link, staff_link
 from gateway.tracker import RecipientReach, reach
 
 STAFF_COOKIE = "budbringer_staff"
@@ -149,15 +149,7 @@ async def sign_in(request: web.Request) -> web.StreamResponse:
     raise response
 
 
-@dataclass(frozen=True)
-class Staff:
-    session: PageSession
-    person: Person
-    lang: str
-    texts: dict[str, Any]
-
-
-async def signed_in_staff(request: web.Request, root: str) -> Staff | web.Response:
+async def signed_in_staff(request: web.Request, root: str) -> PageUser | web.Response:
     """The signed-in staff member, or the page asking to sign in (again)."""
     ctx = request.app[CTX]
     try:
@@ -168,7 +160,7 @@ async def signed_in_staff(request: web.Request, root: str) -> Staff | web.Respon
     if person is None or person.role is not Role.staff:
         return staff_problem(request, "signin", 401, root)
     lang = resolve_language(person.language)
-    return Staff(session, person, lang, request.app[TEXTS][lang])
+    return PageUser(session, person, lang, request.app[TEXTS][lang])
 
 
 async def sign_out(request: web.Request) -> web.StreamResponse:
@@ -295,7 +287,7 @@ def _guardian_line(recipient: RecipientReach, name: str, t: Any) -> str:
 
 
 async def _message_view(
-    ctx: AppContext, staff: Staff, message: Message, deliveries: list[Delivery]
+    ctx: AppContext, staff: PageUser, message: Message, deliveries: list[Delivery]
 ) -> MessageView | None:
     """What the page shows, or None when the staff member may not see the message."""
     tenant_id, t, lang = staff.session.tenant_id, staff.texts, staff.lang
@@ -380,7 +372,7 @@ def _grouped(rows: list[ChildRow]) -> list[tuple[str, list[ChildRow]]]:
 
 async def _load_message(
     request: web.Request, root: str
-) -> tuple[Staff, MessageView] | web.Response:
+) -> tuple[PageUser, MessageView] | web.Response:
     ctx = request.app[CTX]
     staff = await signed_in_staff(request, root)
     if isinstance(staff, web.Response):
@@ -468,7 +460,7 @@ class ListQuery:
         return not self.q or self.q.casefold() in message.subject.casefold()
 
 
-async def _group_choices(ctx: AppContext, staff: Staff) -> list[tuple[str, str]]:
+async def _group_choices(ctx: AppContext, staff: PageUser) -> list[tuple[str, str]]:
     """The groups a staff member can filter by: theirs, and every group of a unit they
     see whole."""
     person = staff.person
