@@ -45,12 +45,17 @@ def _masked(value: Any) -> Any:
     return mask(str(value))
 
 
+UNMATCHED = "(unmatched)"  # a request no route took (404, 405)
+
+
 def route_of(request: web.Request) -> str:
     """The route template a request matched (``/r/{token}``), for every log line that
     names a request. Never the raw path or query: those carry read-link tokens and keys."""
     route = request.match_info.route
     resource = route.resource if route is not None else None
-    return resource.canonical if resource is not None else "(no route)"
+    if resource is None or isinstance(request.match_info.http_exception, web.HTTPException):
+        return UNMATCHED
+    return resource.canonical
 
 
 class JsonFormatter(logging.Formatter):

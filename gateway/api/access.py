@@ -16,21 +16,12 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from gateway.auth import KEY_ID, TENANT_ID
+from gateway.logs import route_of
 from gateway.metrics import HTTP_DURATION, HTTP_REQUESTS
 
 log = logging.getLogger("budbringer.access")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-UNMATCHED = "(unmatched)"
-
-
-def route_template(request: web.Request) -> str:
-    """The route the request matched, as registered: ``/v1/messages/{id}``."""
-    route = request.match_info.route
-    resource = route.resource if route is not None else None
-    if resource is None or isinstance(request.match_info.http_exception, web.HTTPException):
-        return UNMATCHED
-    return resource.canonical
 
 
 def access_middleware(enabled: bool) -> Middleware:
@@ -47,7 +38,7 @@ def access_middleware(enabled: bool) -> Middleware:
             raise
         finally:
             elapsed = time.perf_counter() - started
-            route = route_template(request)
+            route = route_of(request)
             HTTP_REQUESTS.labels(request.method, route, str(status)).inc()
             HTTP_DURATION.labels(route).observe(elapsed)
             if enabled:
