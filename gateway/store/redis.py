@@ -40,7 +40,7 @@ from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
 from redis.exceptions import WatchError
 
 from gateway.constants import JOB_SEND
-from gateway.errors import Conflict, NotFound, ValidationFailed
+from gateway.errors import Conflict, NotFound, StoreError, ValidationFailed
 from gateway.models import (
     ApiKey,
     Audience,
@@ -144,6 +144,10 @@ _HSET_IF_EXISTS = Lua(
 )
 
 _T = TypeVar("_T")
+
+
+# How often load_audience reads before it gives up on a directory that keeps changing.
+_SNAPSHOT_TRIES = 10
 
 
 class _Move(NamedTuple):
@@ -938,14 +942,17 @@ class RedisStore(
         return missing
 
     async def load_audience(self, tenant_id: str, audience: Audience) -> DirectorySnapshot:
+        """Several reads, checked against the directory versions: a snapshot is returned
+        only when no directory write landed in between; under writes that never pause it
+        gives up with a (transient) StoreError rather than answer with a torn one."""
         versions = [self._t(tenant_id, v) for v in ("dirv", "prefv", "devv")]
-        snapshot = DirectorySnapshot()
-        for _ in range(10):
+        for attempt in range(_SNAPSHOT_TRIES):
             before = await self._redis.mget(versions)
             snapshot = await self._load_audience(tenant_id, audience)
             if await self._redis.mget(versions) == before:
-                break  # no directory write in between: a consistent snapshot
-        return snapshot
+                return snapshot  # no directory write in between: a consistent snapshot
+            await asyncio.sleep(0.001 * 2**attempt)  # let the writers pass
+        raise StoreError("the directory kept changing while it was read; try again")
 
     async def _load_audience(self, tenant_id: str, audience: Audience) -> DirectorySnapshot:
         t = self._tk(tenant_id)

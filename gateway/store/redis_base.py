@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import inspect
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -32,6 +31,7 @@ from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import NoScriptError, RedisError
 
 from gateway.errors import BudbringerError, StoreError
+from gateway.store.mapping import map_public
 from gateway.store.redis_lua import FED
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -125,9 +125,7 @@ class RedisParts:
     def __init_subclass__(cls, **kwargs: Any) -> None:
         # Every public coroutine method of the backend maps Redis errors to StoreError.
         super().__init_subclass__(**kwargs)
-        for name, value in list(vars(cls).items()):
-            if not name.startswith("_") and inspect.iscoroutinefunction(value):
-                setattr(cls, name, _mapped(value))
+        map_public(cls, _mapped)
 
     @property
     def _redis(self) -> Any:

@@ -9,6 +9,7 @@ with the rest, and it reaches the database through ``_write()`` and ``_read()``.
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Iterable
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
@@ -17,6 +18,7 @@ from typing import Any, ClassVar
 import aiosqlite
 
 from gateway.constants import JOB_WEBHOOK_FANOUT
+from gateway.store.mapping import map_public, mapping
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
@@ -50,8 +52,18 @@ def id_list(ids: Iterable[str]) -> str:
     return json.dumps(list(ids))
 
 
+# What SQLite and its driver raise: sqlite3.Error, and OverflowError for an integer
+# wider than SQLite's 64 bits (the Redis backend refuses the same value with an error).
+_mapped = mapping((sqlite3.Error, OverflowError), "the SQLite store failed")
+
+
 class SqliteParts:
     """Base of SqliteStore's feature mixins: their schema and database access."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # Every public coroutine method of the backend maps SQLite errors to StoreError.
+        super().__init_subclass__(**kwargs)
+        map_public(cls, _mapped)
 
     # CREATE TABLE/INDEX IF NOT EXISTS statements separated by ";", run in open().
     SCHEMA: ClassVar[str] = ""
