@@ -31,8 +31,8 @@ from gateway.models import (
     derive_id,
 )
 from gateway.store import SendOutcome, open_store
-from gateway.store import redis_lua as lua
 from gateway.store.redis import RedisStore
+from gateway.store.redis import scripts as lua
 from tests.conftest import DIRECTORY
 from tests.peers import redis_cluster as cluster_peer
 from tests.peers.redis_cluster import ClusterPeer

@@ -180,7 +180,7 @@ class Bench:
             )
         if o.backend == "redis" and importlib.util.find_spec("gateway.store.redis") is None:
             raise BenchError(
-                "the redis backend is not available yet (gateway/store/redis.py is missing); "
+                "the redis backend is not available yet (gateway/store/redis/ is missing); "
                 "run with --backend sqlite"
             )
         if o.children < 10:
