@@ -592,7 +592,12 @@ class Store(Protocol):
     # repeated marks, guardians' explanations, staff lookups, per-tenant settings.
 
     async def claim_absence(
-        self, record: AbsenceRecord, body_hash: str, window_start: datetime
+        self,
+        record: AbsenceRecord,
+        body_hash: str,
+        window_start: datetime,
+        *,
+        unrouted: dict[str, Any] | None = None,
     ) -> AbsenceClaim:
         """Claim ``record.event_id`` for an absence, atomically (two racing marks never
         make two alerts).
@@ -603,7 +608,9 @@ class Store(Protocol):
           or after ``window_start``: fold the event into it (``data`` replaced by
           ``record.data``, the event id appended to ``marks``, ``updated_at`` set);
           ``merged``, with that record.
-        * Otherwise store ``record`` (it becomes the key's latest record); ``new``.
+        * Otherwise store ``record`` (it becomes the key's latest record); ``new``. With
+          ``unrouted``, a new record records an ``absence.unrouted`` change with that data
+          in the same transaction, as :meth:`append_change` would.
         """
 
     async def get_absence(self, tenant_id: str, message_id: str) -> AbsenceRecord | None: ...

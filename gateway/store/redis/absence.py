@@ -20,10 +20,11 @@ from typing import Any, ClassVar
 
 from redis.exceptions import WatchError
 
+from gateway.constants import WEBHOOK_ABSENCE_UNROUTED
 from gateway.models import AbsenceClaim, AbsenceExplanation, AbsenceRecord, Role
 from gateway.store.encoding import dumps, from_us, us
 from gateway.store.redis.base import Lua, RedisParts
-from gateway.store.redis.scripts import read, tenant_script
+from gateway.store.redis.scripts import APPEND_CHANGE, read, tenant_script
 
 _SEP = "\x1f"
 PURGE_BATCH = 500  # records per script call, so a large purge never blocks Redis long
@@ -52,7 +53,12 @@ class AbsenceMixin(RedisParts):
     SCRIPTS: ClassVar[Sequence[Lua]] = (_PURGE, _ADD_EXPLANATION)
 
     async def claim_absence(
-        self, record: AbsenceRecord, body_hash: str, window_start: datetime
+        self,
+        record: AbsenceRecord,
+        body_hash: str,
+        window_start: datetime,
+        *,
+        unrouted: dict[str, Any] | None = None,
     ) -> AbsenceClaim:
         t = self._tk(record.tenant_id)
         event_key = t("absev", record.event_id)
@@ -108,7 +114,24 @@ class AbsenceMixin(RedisParts):
                     # the index existed join it here, or simply expire).
                     pipe.zadd(t("absidx"), {stored.message_id: us(stored.created_at)}, nx=True)
                     pipe.expire(t("absidx"), self._ttl)
-                    await pipe.execute()
+                    feeds = claim.outcome == "new" and unrouted is not None
+                    if feeds:
+                        # In the transaction (EVAL, not EVALSHA: a missing script must
+                        # not fail one command of an EXEC whose others commit).
+                        tp = self._tp(record.tenant_id)
+                        pipe.execute_command(
+                            "EVAL",
+                            APPEND_CHANGE,
+                            1,
+                            tp + "wh:on",
+                            tp,
+                            WEBHOOK_ABSENCE_UNROUTED,
+                            dumps(unrouted),
+                            us(record.created_at),
+                        )
+                    results = await pipe.execute()
+                    if feeds:
+                        self._unwrap_fed(results[-1])  # the tenant is marked pending next
                     return claim
                 except WatchError:
                     continue

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 import aiosqlite
 
-from gateway.constants import WEBHOOK_ABSENCE_EXPLAINED
+from gateway.constants import WEBHOOK_ABSENCE_EXPLAINED, WEBHOOK_ABSENCE_UNROUTED
 from gateway.models import AbsenceClaim, AbsenceExplanation, AbsenceKind, AbsenceRecord, Role
 from gateway.store.encoding import dumps, from_us, from_us_opt, us, us_opt
 from gateway.store.sqlite.base import SqliteParts, feed_change, id_list
@@ -113,7 +113,12 @@ class AbsenceMixin(SqliteParts):
     """
 
     async def claim_absence(
-        self, record: AbsenceRecord, body_hash: str, window_start: datetime
+        self,
+        record: AbsenceRecord,
+        body_hash: str,
+        window_start: datetime,
+        *,
+        unrouted: dict[str, Any] | None = None,
     ) -> AbsenceClaim:
         tenant_id = record.tenant_id
         async with self._write() as db:
@@ -176,6 +181,10 @@ class AbsenceMixin(SqliteParts):
                     ),
                 )
                 claim = AbsenceClaim(outcome="new", record=record, body_hash=body_hash)
+                if unrouted is not None:
+                    await feed_change(
+                        db, tenant_id, WEBHOOK_ABSENCE_UNROUTED, unrouted, record.created_at
+                    )
             await db.execute(
                 "INSERT OR REPLACE INTO absence_events (tenant_id, event_id, message_id, "
                 "body_hash) VALUES (?, ?, ?, ?)",
