@@ -131,7 +131,7 @@ class AbsenceMixin(RedisParts):
                         )
                     results = await pipe.execute()
                     if feeds:
-                        self._unwrap_fed(results[-1])  # the tenant is marked pending next
+                        self._feed.unwrap(results[-1])  # the tenant is marked pending next
                     return claim
                 except WatchError:
                     continue

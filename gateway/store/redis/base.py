@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import hashlib
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, ClassVar, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, ParamSpec, TypeVar
 
 from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import NoScriptError, RedisError
@@ -20,7 +20,9 @@ from redis.exceptions import NoScriptError, RedisError
 from gateway.errors import BudbringerError, StoreError
 from gateway.store.mapping import map_public
 from gateway.store.redis import keys
-from gateway.store.redis.scripts import FED
+
+if TYPE_CHECKING:
+    from gateway.store.redis.feed import FeedMarks
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -61,8 +63,8 @@ def _mapped(fn: Callable[_P, Awaitable[_R]]) -> Callable[_P, Awaitable[_R]]:
             finally:
                 # A tenant script fed its change feed: mark the tenant pending (the second
                 # step of recording a change, see redis/webhooks.py) before the call returns.
-                if store._fed and store._client is not None:
-                    await store._mark_fed()
+                if store._feed.pending and store._client is not None:
+                    await store._feed.flush(store._client)
         except BudbringerError:
             raise
         except RedisError as exc:
@@ -80,9 +82,8 @@ class RedisParts:
     _client: Redis | RedisCluster | None
     _prefix: str
     _ttl: int  # seconds that per-message keys live (the retention)
-    # Tenants whose change feed got entries and are not marked pending yet -> the earliest
-    # change time (us); filled by the EVALSHA response callback, emptied by _mark_fed.
-    _fed: dict[str, int]
+    # The tenants whose change feed got entries, to be marked pending (redis/feed.py).
+    _feed: FeedMarks
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         # Every public coroutine method of the backend maps Redis errors to StoreError.
@@ -138,21 +139,6 @@ class RedisParts:
             for lua in self.all_scripts():
                 pipe.script_load(lua.source)
             await pipe.execute()
-
-    def _unwrap_fed(self, response: Any, **options: Any) -> Any:
-        """The EVALSHA response callback: a tenant script that fed its change feed
-        answers ``[FED, tenant, earliest change time, result]`` (scripts.tenant_script);
-        note the tenant and give the caller the result."""
-        if isinstance(response, list) and len(response) >= 3 and response[0] == FED:
-            tenant, at = str(response[1]), int(response[2])
-            known = self._fed.get(tenant)
-            self._fed[tenant] = at if known is None else min(known, at)
-            return response[3] if len(response) > 3 else None
-        return response
-
-    async def _mark_fed(self) -> None:
-        """Mark the tenants in ``_fed`` pending for the fan-out (WebhookMixin)."""
-        self._fed.clear()
 
     def _eval(self, target: Any, lua: Lua, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """EVALSHA on the client (awaitable) or queued on a pipeline. Through

@@ -84,11 +84,13 @@ from gateway.store.directory_checks import (
     reference_error,
 )
 from gateway.store.encoding import dumps, from_us, from_us_opt, us, us_opt
+from gateway.store.redis import keys
 from gateway.store.redis import scripts as lua
 from gateway.store.redis.absence import AbsenceMixin
 from gateway.store.redis.alert_phones import AlertPhonesMixin
 from gateway.store.redis.api_keys import KeysMixin
 from gateway.store.redis.base import Lua, RedisParts, digest, opt
+from gateway.store.redis.feed import FeedMarks
 from gateway.store.redis.scripts import read
 from gateway.store.redis.tracking import TrackingMixin
 from gateway.store.redis.webhooks import WebhookMixin
@@ -399,11 +401,11 @@ class RedisStore(
         max_connections: int = 128,
     ) -> None:
         self._url, url_prefix, self._cluster = split_url(url)
-        self._fed = {}
         # A pool that is exhausted must make callers wait, never fail: a failed outcome
         # commit means the job is retried and the message sent twice.
         self._max_connections = max_connections
         self._prefix = prefix or url_prefix or DEFAULT_PREFIX
+        self._feed = FeedMarks(keys.queue_prefix(self._prefix))
         self._ttl = retention_days * 86_400 + _TTL_MARGIN
         self.consumer = consumer or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self._client = None
@@ -437,7 +439,7 @@ class RedisStore(
                 health_check_interval=30,
             )
             self._client = Redis.from_pool(pool)  # closing the client closes the pool
-        self._client.set_response_callback("EVALSHA", self._unwrap_fed)
+        self._client.set_response_callback("EVALSHA", self._feed.unwrap)
         try:
             await self._client.ping()
             await self._load_scripts()

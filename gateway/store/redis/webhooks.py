@@ -51,6 +51,7 @@ from gateway.models import (
 from gateway.store.encoding import dumps, from_us, from_us_opt, us, us_opt
 from gateway.store.redis import scripts as lua
 from gateway.store.redis.base import Lua, RedisParts, opt
+from gateway.store.redis.feed import MARK_FED
 from gateway.store.redis.scripts import read
 
 # Where a change's time goes in its data (default "at").
@@ -81,10 +82,6 @@ _PURGE = Lua(read("webhooks_purge"))
 PURGE_BATCH = 1000
 
 _APPEND_CHANGE = Lua(lua.APPEND_CHANGE)
-
-# KEYS[1] the pending tenants (wh:pend). ARGV: then 2 per tenant: tenant earliest_change_us.
-# Marks them pending and makes sure the fan-out job exists, due at the change's time.
-_MARK_FED = Lua(read("webhooks_mark_fed"))
 
 # KEYS[1] the last tenant seq relayed per tenant (wh:rel). ARGV: qp tenant, then 2 per
 # change of the tenant's feed: tenant_seq "kind\31at\31data". Gives each change not relayed
@@ -129,7 +126,7 @@ class WebhookMixin(RedisParts):
         _ENDPOINT_MESSAGES,
         _APPEND_CHANGE,
         _PURGE,
-        _MARK_FED,
+        MARK_FED,
         _RELAY,
         _UNMARK,
     )
@@ -245,18 +242,6 @@ class WebhookMixin(RedisParts):
         )
         return None if seq is None else int(seq)
 
-    async def _mark_fed(self) -> None:
-        fed, self._fed = self._fed, {}
-        args: list[Any] = []
-        for tenant_id, at in sorted(fed.items()):
-            args.extend((tenant_id, at))
-        try:
-            await self._eval(self._redis, _MARK_FED, [self._qp + "wh:pend"], args)
-        except BaseException:
-            for tenant_id, at in fed.items():  # the next call tries again
-                self._fed[tenant_id] = min(at, self._fed.get(tenant_id, at))
-            raise
-
     async def _sweep_feeds(self) -> None:
         """Mark pending every tenant whose feed holds changes: recovers the changes of a
         process that crashed between a change and its mark (run by ``open`` and the purge)."""
@@ -270,10 +255,8 @@ class WebhookMixin(RedisParts):
             firsts = await pipe.execute()
         for tenant_id, first in zip(tenants, firsts, strict=True):
             if first:
-                at = int(first[0].split("\x1f", 3)[2])
-                self._fed[tenant_id] = min(at, self._fed.get(tenant_id, at))
-        if self._fed:
-            await self._mark_fed()
+                self._feed.note(tenant_id, int(first[0].split("\x1f", 3)[2]))
+        await self._feed.flush(self._redis)
 
     async def _relay_feeds(self) -> None:
         """Move the pending tenants' changes into the global feed, in each tenant's commit
