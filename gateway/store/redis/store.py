@@ -40,7 +40,7 @@ from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
 from redis.exceptions import WatchError
 
 from gateway.constants import JOB_SEND
-from gateway.errors import Conflict, NotFound, StoreError, ValidationFailed
+from gateway.errors import Conflict, NotFound, StoreError
 from gateway.models import (
     ApiKey,
     Audience,
@@ -78,10 +78,14 @@ from gateway.protection import (
 from gateway.store import FlagHistoryEntry, SendOutcome, lanes
 from gateway.store.directory_checks import (
     CHILD_ROLES,
-    MAX_REPORTED_ERRORS,
+    DeletionFacts,
     Known,
-    batch_errors,
-    reference_error,
+    audience_ids,
+    batch_refs,
+    check_batch,
+    check_contact_kind,
+    check_deletion,
+    check_relation_flag,
 )
 from gateway.store.encoding import dumps, from_us, from_us_opt, us, us_opt
 from gateway.store.redis import keys
@@ -359,6 +363,10 @@ def _job(f: list[Any]) -> Job:
 # --------------------------------------------------------------------------- the store
 
 
+# The hash of each kind of directory row (directory_checks.AUDIENCE_CHECKS).
+_HASHES = {"person": "roles", "group": "groups", "unit": "units"}
+
+
 class RedisStore(
     TrackingMixin, WebhookMixin, AbsenceMixin, KeysMixin, AlertPhonesMixin, RedisParts
 ):
@@ -549,12 +557,7 @@ class RedisStore(
         async def body(pipe: Any) -> int:
             known = await self._known_for(tenant_id, batch)
             # 100,000s of rows: checked and queued in a thread, so the loop keeps serving.
-            errors = await asyncio.to_thread(batch_errors, batch, known)
-            if errors:
-                raise ValidationFailed(
-                    "the directory batch refers to unknown or unfit rows; nothing was written",
-                    errors=errors[:MAX_REPORTED_ERRORS],
-                )
+            await asyncio.to_thread(check_batch, batch, known)
             persons = list({p.id: p for p in batch.persons}.values())
             groups = list({g.id: g for g in batch.groups}.values())
             async with self._redis.pipeline(transaction=False) as read:
@@ -655,18 +658,11 @@ class RedisStore(
             pipe.sadd(t("rg", r.guardian_id), r.child_id)
 
     async def _known_for(self, tenant_id: str, batch: DirectoryBatch) -> Known:
-        units = {u.id for u in batch.units}
-        groups = {g.id for g in batch.groups}
-        roles = {p.id: p.role.value for p in batch.persons}
-        wanted_units = {g.unit_id for g in batch.groups}
-        wanted_units.update(u for p in batch.persons for u in p.unit_ids)
-        wanted_groups = {g for p in batch.persons for g in p.group_ids}
-        wanted_persons = {r.child_id for r in batch.relations}
-        wanted_persons.update(r.guardian_id for r in batch.relations)
-        wanted_persons.update(batch.preferences)
-        more_units = sorted(wanted_units - units)
-        more_groups = sorted(wanted_groups - groups)
-        more_persons = sorted(wanted_persons - roles.keys())
+        refs = batch_refs(batch)
+        units, groups, roles = refs.known
+        more_units = sorted(refs.wanted_units)
+        more_groups = sorted(refs.wanted_groups)
+        more_persons = sorted(refs.wanted_persons)
         async with self._redis.pipeline(transaction=False) as read:
             read.hmget(self._t(tenant_id, "units"), more_units or ["-"])
             read.hmget(self._t(tenant_id, "groups"), more_groups or ["-"])
@@ -687,17 +683,6 @@ class RedisStore(
             units = await r.hmget(t("units"), deletion.units or ["-"])
             groups = await r.hmget(t("groups"), deletion.groups or ["-"])
             persons = await r.hmget(t("persons"), deletion.persons or ["-"])
-            errors: list[dict[str, Any]] = []
-            for kind, ids, found in (
-                ("units", deletion.units, units),
-                ("groups", deletion.groups, groups),
-                ("persons", deletion.persons, persons),
-            ):
-                errors.extend(
-                    reference_error([kind, i], "unknown id", "not_found")
-                    for i, (_, value) in enumerate(zip(ids, found, strict=False))
-                    if value is None
-                )
             pairs = [(k.child_id, k.guardian_id) for k in deletion.relations]
             related: list[str | None] = []
             if pairs:
@@ -705,22 +690,14 @@ class RedisStore(
                     for child_id, guardian_id in pairs:
                         read.hget(t("rc", child_id), guardian_id)
                     related = await read.execute()
-                errors.extend(
-                    reference_error(["relations", i], "unknown relation", "not_found")
-                    for i, value in enumerate(related)
-                    if value is None
-                )
-            leaving = set(deletion.groups)
-            for i, unit_id in enumerate(deletion.units):
-                if set(await r.smembers(t("ug", unit_id))) - leaving:
-                    errors.append(
-                        reference_error(["units", i], "the unit still has groups", "in_use")
-                    )
-            if errors:
-                raise ValidationFailed(
-                    "the deletion names unknown or still used rows; nothing was deleted",
-                    errors=errors[:MAX_REPORTED_ERRORS],
-                )
+            facts = DeletionFacts(
+                {u for u, v in zip(deletion.units, units, strict=False) if v is not None},
+                {g for g, v in zip(deletion.groups, groups, strict=False) if v is not None},
+                {p for p, v in zip(deletion.persons, persons, strict=False) if v is not None},
+                {pair for pair, v in zip(pairs, related, strict=False) if v is not None},
+                {u: set(await r.smembers(t("ug", u))) for u in dict.fromkeys(deletion.units)},
+            )
+            check_deletion(deletion, facts)
             plan = await self._deletion_plan(tenant_id, deletion)
             pipe.multi()
             for child_id, guardian_id in set(pairs):
@@ -823,10 +800,7 @@ class RedisStore(
         actor: str,
         at: datetime,
     ) -> RelationFlags:
-        if flag not in _FLAG_VALUES:
-            raise ValidationFailed(
-                "unknown flag", errors=[reference_error(["flag"], "unknown flag", "enum")]
-            )
+        check_relation_flag(flag)
         t = self._tk(tenant_id)
         field = f"{child_id}\x1f{guardian_id}"
 
@@ -900,22 +874,16 @@ class RedisStore(
         return None if doc is None else _person(person_id, doc)
 
     async def missing_ids(self, tenant_id: str, audience: Audience) -> list[tuple[str, str]]:
-        checks: list[tuple[str, list[str], str, tuple[str, ...]]] = [
-            ("children", audience.children, "roles", CHILD_ROLES),
-            ("groups", audience.groups, "groups", ()),
-            ("units", audience.units, "units", ()),
-            ("guardians", audience.guardians, "roles", (Role.guardian.value,)),
-            ("staff", audience.staff, "roles", (Role.staff.value,)),
-        ]
+        checks = audience_ids(audience)
         missing: list[tuple[str, str]] = []
         async with self._redis.pipeline(transaction=False) as read:
-            for _, ids, table, _roles in checks:
-                read.hmget(self._t(tenant_id, table), list(dict.fromkeys(ids)) or ["-"])
+            for _, kind, _roles, ids in checks:
+                read.hmget(self._t(tenant_id, _HASHES[kind]), ids or ["-"])
             found = await read.execute()
-        for (kind, ids, _, roles), values in zip(checks, found, strict=True):
-            for i, value in zip(dict.fromkeys(ids), values, strict=False):
+        for (field, _, roles, ids), values in zip(checks, found, strict=True):
+            for i, value in zip(ids, values, strict=False):
                 if value is None or (roles and value not in roles):
-                    missing.append((kind, i))
+                    missing.append((field, i))
         return missing
 
     async def load_audience(self, tenant_id: str, audience: Audience) -> DirectorySnapshot:
@@ -1406,11 +1374,7 @@ class RedisStore(
     async def mark_contact_failing(
         self, tenant_id: str, person_id: str, kind: str, address: str, code: str, at: datetime
     ) -> None:
-        if kind not in ("email", "phone"):
-            raise ValidationFailed(
-                "unknown contact kind",
-                errors=[reference_error(["kind"], "unknown contact kind", "enum")],
-            )
+        check_contact_kind(kind)
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.hset(
                 self._t(tenant_id, "fail"), f"{person_id}\x1f{kind}", dumps([address, code, us(at)])

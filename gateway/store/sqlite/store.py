@@ -24,7 +24,7 @@ from typing import Any
 import aiosqlite
 
 from gateway.constants import SUPPRESSED_CHANNEL
-from gateway.errors import Conflict, NotFound, StoreError, ValidationFailed
+from gateway.errors import Conflict, NotFound, StoreError
 from gateway.models import (
     ApiKey,
     Audience,
@@ -63,11 +63,14 @@ from gateway.protection import (
 )
 from gateway.store import FlagHistoryEntry, SendOutcome, lanes
 from gateway.store.directory_checks import (
-    CHILD_ROLES,
-    MAX_REPORTED_ERRORS,
+    DeletionFacts,
     Known,
-    batch_errors,
-    reference_error,
+    audience_ids,
+    batch_refs,
+    check_batch,
+    check_contact_kind,
+    check_deletion,
+    check_relation_flag,
 )
 from gateway.store.encoding import dumps, from_us, from_us_opt, us, us_opt
 from gateway.store.sqlite.absence import AbsenceMixin
@@ -292,22 +295,6 @@ def _tenant(row: Any) -> Tenant:
     )
 
 
-def _batch_refs(
-    batch: DirectoryBatch,
-) -> tuple[set[str], set[str], dict[str, str], set[str], set[str], set[str]]:
-    """The ids a batch brings and the ids it refers to (in a thread: 100,000s of rows)."""
-    units = {u.id for u in batch.units}
-    groups = {g.id for g in batch.groups}
-    roles = {p.id: p.role.value for p in batch.persons}
-    wanted_units = {g.unit_id for g in batch.groups}
-    wanted_units.update(u for p in batch.persons for u in p.unit_ids)
-    wanted_groups = {g for p in batch.persons for g in p.group_ids}
-    wanted_persons = {r.child_id for r in batch.relations}
-    wanted_persons.update(r.guardian_id for r in batch.relations)
-    wanted_persons.update(batch.preferences)
-    return units, groups, roles, wanted_units, wanted_groups, wanted_persons
-
-
 def _delivery(row: Any) -> Delivery:
     # Rows were validated on the way in; model_construct keeps the hot path cheap.
     return Delivery.model_construct(
@@ -446,6 +433,10 @@ def _inbox_item(row: Any) -> InboxItem:
 
 
 # --------------------------------------------------------------------------- the store
+
+
+# The table of each kind of directory row (directory_checks.AUDIENCE_CHECKS).
+_TABLES = {"person": "persons", "group": "unit_groups", "unit": "units"}
 
 
 class SqliteStore(
@@ -638,12 +629,7 @@ class SqliteStore(
         at = at or datetime.now(UTC)
         async with self._write() as db:
             known = await self._known_for(db, tenant_id, batch)
-            errors = await asyncio.to_thread(batch_errors, batch, known)  # 100,000s of rows
-            if errors:
-                raise ValidationFailed(
-                    "the directory batch refers to unknown or unfit rows; nothing was written",
-                    errors=errors[:MAX_REPORTED_ERRORS],
-                )
+            await asyncio.to_thread(check_batch, batch, known)  # 100,000s of rows
             await self._upsert_directory(db, tenant_id, batch, at)
             applied = 0
             if batch.preferences:
@@ -668,12 +654,11 @@ class SqliteStore(
     async def _known_for(
         self, db: aiosqlite.Connection, tenant_id: str, batch: DirectoryBatch
     ) -> Known:
-        units, groups, roles, wanted_units, wanted_groups, wanted_persons = await asyncio.to_thread(
-            _batch_refs, batch
-        )
-        units |= await _existing(db, "units", tenant_id, wanted_units - units)
-        groups |= await _existing(db, "unit_groups", tenant_id, wanted_groups - groups)
-        missing = wanted_persons - roles.keys()
+        refs = await asyncio.to_thread(batch_refs, batch)
+        units, groups, roles = refs.known
+        units |= await _existing(db, "units", tenant_id, refs.wanted_units)
+        groups |= await _existing(db, "unit_groups", tenant_id, refs.wanted_groups)
+        missing = refs.wanted_persons
         if missing:
             rows = await db.execute_fetchall(
                 f"SELECT id, role FROM persons WHERE tenant_id = ? AND id IN {_IDS}",
@@ -782,12 +767,7 @@ class SqliteStore(
 
     async def delete_directory(self, tenant_id: str, deletion: DirectoryDeletion) -> dict[str, int]:
         async with self._write() as db:
-            errors = await self._deletion_errors(db, tenant_id, deletion)
-            if errors:
-                raise ValidationFailed(
-                    "the deletion names unknown or still used rows; nothing was deleted",
-                    errors=errors[:MAX_REPORTED_ERRORS],
-                )
+            check_deletion(deletion, await self._deletion_facts(db, tenant_id, deletion))
             counts = {"units": 0, "groups": 0, "persons": 0, "relations": 0}
             if deletion.relations:
                 cursor = await db.executemany(
@@ -821,21 +801,18 @@ class SqliteStore(
                 counts["units"] = cursor.rowcount
         return counts
 
-    async def _deletion_errors(
+    async def _deletion_facts(
         self, db: aiosqlite.Connection, tenant_id: str, deletion: DirectoryDeletion
-    ) -> list[dict[str, Any]]:
-        errors: list[dict[str, Any]] = []
-        for kind, table, ids in (
-            ("units", "units", deletion.units),
-            ("groups", "unit_groups", deletion.groups),
-            ("persons", "persons", deletion.persons),
-        ):
-            found = await _existing(db, table, tenant_id, set(ids))
-            errors.extend(
-                reference_error([kind, i], "unknown id", "not_found")
-                for i, row_id in enumerate(ids)
-                if row_id not in found
+    ) -> DeletionFacts:
+        found = [
+            await _existing(db, table, tenant_id, set(ids))
+            for table, ids in (
+                ("units", deletion.units),
+                ("unit_groups", deletion.groups),
+                ("persons", deletion.persons),
             )
+        ]
+        pairs: set[tuple[str, str]] = set()
         if deletion.relations:
             rows = await db.execute_fetchall(
                 "SELECT child_id, guardian_id FROM relations WHERE tenant_id = ? AND "
@@ -844,25 +821,15 @@ class SqliteStore(
                 (tenant_id, _json([[r.child_id, r.guardian_id] for r in deletion.relations])),
             )
             pairs = {(row[0], row[1]) for row in rows}
-            errors.extend(
-                reference_error(["relations", i], "unknown relation", "not_found")
-                for i, r in enumerate(deletion.relations)
-                if (r.child_id, r.guardian_id) not in pairs
-            )
+        unit_groups: dict[str, set[str]] = {}
         if deletion.units:
-            # A unit goes only together with its groups: a group never points nowhere.
             rows = await db.execute_fetchall(
                 f"SELECT id, unit_id FROM unit_groups WHERE tenant_id = ? AND unit_id IN {_IDS}",
                 (tenant_id, _id_list(deletion.units)),
             )
-            leaving = set(deletion.groups)
-            used = {row[1] for row in rows if row[0] not in leaving}
-            errors.extend(
-                reference_error(["units", i], "the unit still has groups", "in_use")
-                for i, unit_id in enumerate(deletion.units)
-                if unit_id in used
-            )
-        return errors
+            for row in rows:
+                unit_groups.setdefault(row[1], set()).add(row[0])
+        return DeletionFacts(found[0], found[1], found[2], pairs, unit_groups)
 
     @staticmethod
     async def _delete_persons(db: aiosqlite.Connection, tenant_id: str, ids: list[str]) -> int:
@@ -901,12 +868,8 @@ class SqliteStore(
         actor: str,
         at: datetime,
     ) -> RelationFlags:
-        reason_column = _FLAG_COLUMNS.get(flag)
-        if reason_column is None:
-            raise ValidationFailed(
-                "unknown flag",
-                errors=[reference_error(["flag"], "unknown flag", "enum")],
-            )
+        check_relation_flag(flag)
+        reason_column = _FLAG_COLUMNS[flag]
         async with self._write() as db:
             found = await _existing(db, "persons", tenant_id, {child_id, guardian_id})
             if found != {child_id, guardian_id}:
@@ -997,20 +960,13 @@ class SqliteStore(
         return persons.get(person_id)
 
     async def missing_ids(self, tenant_id: str, audience: Audience) -> list[tuple[str, str]]:
-        checks: list[tuple[str, list[str], str, tuple[str, ...]]] = [
-            ("children", audience.children, "persons", CHILD_ROLES),
-            ("groups", audience.groups, "unit_groups", ()),
-            ("units", audience.units, "units", ()),
-            ("guardians", audience.guardians, "persons", (Role.guardian.value,)),
-            ("staff", audience.staff, "persons", (Role.staff.value,)),
-        ]
         missing: list[tuple[str, str]] = []
         async with self._read(snapshot=True) as db:
-            for kind, ids, table, roles in checks:
+            for field, kind, roles, ids in audience_ids(audience):
                 if not ids:
                     continue
-                found = await _existing(db, table, tenant_id, set(ids), roles=roles)
-                missing.extend((kind, i) for i in dict.fromkeys(ids) if i not in found)
+                found = await _existing(db, _TABLES[kind], tenant_id, set(ids), roles=roles)
+                missing.extend((field, i) for i in ids if i not in found)
         return missing
 
     async def load_audience(self, tenant_id: str, audience: Audience) -> DirectorySnapshot:
@@ -1341,11 +1297,7 @@ class SqliteStore(
     async def mark_contact_failing(
         self, tenant_id: str, person_id: str, kind: str, address: str, code: str, at: datetime
     ) -> None:
-        if kind not in ("email", "phone"):
-            raise ValidationFailed(
-                "unknown contact kind",
-                errors=[reference_error(["kind"], "unknown contact kind", "enum")],
-            )
+        check_contact_kind(kind)
         async with self._write() as db:
             await db.execute(
                 "INSERT OR REPLACE INTO contact_failures (tenant_id, person_id, kind, address, "
