@@ -139,9 +139,6 @@ QUEUE_STATS = _QUEUE_COMMON + read("queue_stats")
 # and consumers that hold nothing and were idle a day (killed processes) from the groups.
 FORGET_CONSUMERS = read("forget_consumers")
 
-# KEYS[1] the limit's key. ARGV: now_us interval_us burst max_wait_us (-1: none)
-# GCRA: returns the µs to wait for the slot it took; a wait above max_wait takes nothing.
-ACQUIRE_RATE = read("acquire_rate")
 
 # KEYS[1] tenant anchor. ARGV: tp kind data_json at_us. The change's seq, or nil.
 APPEND_CHANGE = tenant_script(

@@ -1,8 +1,9 @@
 """The scale-out store backend: Redis through redis-py's asyncio client.
 
 Any number of ``budbringer serve`` and ``budbringer worker`` processes share one
-Redis. The key layout is in :mod:`gateway.store.redis.base`, the atomic
-scripts in :mod:`gateway.store.redis.scripts`, the deployment notes in docs/redis.md.
+Redis. The key layout is in :mod:`gateway.store.redis.keys`, the atomic
+scripts in ``redis/lua/*.lua`` (composed by :mod:`gateway.store.redis.scripts`), the
+deployment notes in docs/redis.md.
 
 * Work: one Redis Stream per job kind with the consumer group ``workers``; each
   process is one consumer. Waiting jobs sit in a sorted set by due time and are
@@ -20,6 +21,18 @@ scripts in :mod:`gateway.store.redis.scripts`, the deployment notes in docs/redi
   ``load_audience`` returns a consistent snapshot.
 * Per-message keys expire after the retention (``EXPIRE``); ``purge_before``
   removes them earlier and keeps the counters right.
+
+Features: each has the same file name in ``store/sqlite/`` and ``store/redis/``
+(absence, alert_phones, api_keys, ratelimit, tracking, webhooks; SQLite also postpone
+and retention, which Redis keeps in this module). A composed feature (rate limits;
+on Redis also the change-feed marks, ``feed.FeedMarks``) gets what it needs of the
+store by constructor injection (the client, key names) and the store delegates its
+Protocol method to it in one line: explicit delegation keeps the class checked
+against the Store Protocol by mypy strict, which ``__getattr__`` forwarding would
+not. The older features are still mixins on
+:class:`~gateway.store.redis.base.RedisParts`, which gives them the connection and nothing
+else; error mapping is installed on every public coroutine
+by that base (:mod:`gateway.store.mapping`), so no feature can miss it.
 """
 
 from __future__ import annotations
@@ -88,7 +101,7 @@ from gateway.store.directory_checks import (
     check_relation_flag,
 )
 from gateway.store.encoding import dumps, from_us, from_us_opt, us, us_opt
-from gateway.store.redis import keys
+from gateway.store.redis import keys, ratelimit
 from gateway.store.redis import scripts as lua
 from gateway.store.redis.absence import AbsenceMixin
 from gateway.store.redis.alert_phones import AlertPhonesMixin
@@ -127,7 +140,6 @@ _FINISH_JOBS = Lua(lua.FINISH_JOBS)
 _RETRY_JOB = Lua(lua.RETRY_JOB)
 _QUEUE_STATS = Lua(lua.QUEUE_STATS)
 _FORGET_CONSUMERS = Lua(lua.FORGET_CONSUMERS)
-_ACQUIRE_RATE = Lua(lua.ACQUIRE_RATE)
 _UPSERT_DEVICE = Lua(lua.UPSERT_DEVICE)
 _REMOVE_DEVICE = Lua(lua.REMOVE_DEVICE)
 # KEYS: delivery hash, its history. ARGV: at (µs), detail. A row for a failed attempt.
@@ -393,7 +405,7 @@ class RedisStore(
         _RETRY_JOB,
         _QUEUE_STATS,
         _FORGET_CONSUMERS,
-        _ACQUIRE_RATE,
+        ratelimit.ACQUIRE_RATE,
         _HSET_IF_EXISTS,
         _UPSERT_DEVICE,
         _REMOVE_DEVICE,
@@ -414,6 +426,8 @@ class RedisStore(
         self._max_connections = max_connections
         self._prefix = prefix or url_prefix or DEFAULT_PREFIX
         self._feed = FeedMarks(keys.queue_prefix(self._prefix))
+        # Composed features: each gets what it needs of the store, nothing more.
+        self._rates = ratelimit.RateLimits(lambda: self._redis, lambda k: self._g("rl", k))
         self._ttl = retention_days * 86_400 + _TTL_MARGIN
         self.consumer = consumer or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self._client = None
@@ -1597,15 +1611,7 @@ class RedisStore(
         *,
         max_wait: float | None = None,
     ) -> float:
-        """GCRA in one script, shared by every process (see Store.acquire_rate)."""
-        interval = max(1, round(1e6 / rate_per_second))
-        wait = await self._eval(
-            self._redis,
-            _ACQUIRE_RATE,
-            [self._g("rl", key)],
-            [us(now), interval, max(1, burst), -1 if max_wait is None else round(max_wait * 1e6)],
-        )
-        return float(wait) / 1e6
+        return await self._rates.acquire_rate(key, rate_per_second, burst, now, max_wait=max_wait)
 
     # ---- retention
 

@@ -1,17 +1,25 @@
-"""Rate limits in the SQLite backend: the same GCRA as the Redis script (see
-redis/scripts.py ACQUIRE_RATE), its state in the database so every process and store
+"""Rate limits in the SQLite backend: the same GCRA as the Redis script
+(redis/lua/acquire_rate.lua), its state in the database so every process and store
 instance on the file shares one limit, as the Protocol promises. Each call is one
-short write transaction (read the key's theoretical arrival time, move it on)."""
+short write transaction (read the key's theoretical arrival time, move it on).
+
+A composed feature: :class:`RateLimits` gets the store's write transaction by
+constructor injection and knows nothing else of the store."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 
+import aiosqlite
+
 from gateway.store.encoding import us
-from gateway.store.sqlite.base import SqliteParts
+
+Write = Callable[[], AbstractAsyncContextManager[aiosqlite.Connection]]
 
 
-class RateLimitMixin(SqliteParts):
+class RateLimits:
     """``acquire_rate`` of :class:`gateway.store.Store` for the embedded backend."""
 
     SCHEMA = """
@@ -20,6 +28,9 @@ class RateLimitMixin(SqliteParts):
         tat INTEGER NOT NULL  -- theoretical arrival time of the next slot (us)
     ) WITHOUT ROWID
     """
+
+    def __init__(self, write: Write) -> None:
+        self._write = write
 
     async def acquire_rate(
         self,

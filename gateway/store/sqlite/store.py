@@ -6,6 +6,18 @@ which WAL lets run beside a write. Datetimes are stored as integer
 microseconds since the epoch (exact, and compared cheaply), JSON columns as
 text. Sets of ids are passed as one JSON array and expanded with
 ``json_each``, so no query grows with the size of an audience.
+
+Features: each has the same file name in ``store/sqlite/`` and ``store/redis/``
+(absence, alert_phones, api_keys, ratelimit, tracking, webhooks; SQLite also postpone
+and retention, which Redis keeps in this module). A composed feature (rate limits;
+on Redis also the change-feed marks, ``feed.FeedMarks``) gets what it needs of the
+store by constructor injection (the write transaction) and the store delegates its
+Protocol method to it in one line: explicit delegation keeps the class checked
+against the Store Protocol by mypy strict, which ``__getattr__`` forwarding would
+not. The older features are still mixins on
+:class:`~gateway.store.sqlite.base.SqliteParts`, which gives them the connection and nothing
+else; error mapping is installed on every public coroutine
+by that base (:mod:`gateway.store.mapping`), so no feature can miss it.
 """
 
 from __future__ import annotations
@@ -78,7 +90,7 @@ from gateway.store.sqlite.alert_phones import AlertPhonesMixin
 from gateway.store.sqlite.api_keys import KeysMixin, insert_api_key, migrate_api_keys
 from gateway.store.sqlite.base import SqliteParts, id_list
 from gateway.store.sqlite.postpone import PostponeMixin
-from gateway.store.sqlite.ratelimit import RateLimitMixin
+from gateway.store.sqlite.ratelimit import RateLimits
 from gateway.store.sqlite.retention import RetentionMixin
 from gateway.store.sqlite.tracking import TrackingMixin
 from gateway.store.sqlite.webhooks import WebhookMixin
@@ -443,7 +455,6 @@ class SqliteStore(
     TrackingMixin,
     WebhookMixin,
     PostponeMixin,
-    RateLimitMixin,
     RetentionMixin,
     AbsenceMixin,
     KeysMixin,
@@ -459,6 +470,8 @@ class SqliteStore(
         self._reader: aiosqlite.Connection | None = None
         self._write_lock = asyncio.Lock()
         self._read_lock = asyncio.Lock()
+        # Composed features: each gets what it needs of the store, nothing more.
+        self._rates = RateLimits(self._write)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -504,7 +517,7 @@ class SqliteStore(
     async def _create_schema(self, db: aiosqlite.Connection) -> None:
         await db.execute("BEGIN IMMEDIATE")
         try:
-            for schema in (_SCHEMA, *self.feature_schemas()):
+            for schema in (_SCHEMA, *self.feature_schemas(), RateLimits.SCHEMA):
                 for statement in schema.split(";"):
                     if statement.strip():
                         await db.execute(statement)
@@ -545,6 +558,19 @@ class SqliteStore(
         except StoreError:
             return False
         return rows == [(1,)]
+
+    # ------------------------------------------------------------------ composed features
+
+    async def acquire_rate(
+        self,
+        key: str,
+        rate_per_second: float,
+        burst: int,
+        now: datetime,
+        *,
+        max_wait: float | None = None,
+    ) -> float:
+        return await self._rates.acquire_rate(key, rate_per_second, burst, now, max_wait=max_wait)
 
     @asynccontextmanager
     async def _write(self) -> AsyncIterator[aiosqlite.Connection]:
