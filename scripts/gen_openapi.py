@@ -15,15 +15,18 @@ the running app against the document.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from pathlib import Path
+from pkgutil import iter_modules
 from typing import Any
 
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
-from gateway import __version__
+from gateway import __version__, api, models
+from gateway import settings as config
 from gateway.api.absence import AbsenceReply, AbsenceReplyAck, AbsenceReport
 from gateway.api.accepted import EventAccepted
 from gateway.api.directory import (
@@ -60,7 +63,7 @@ from gateway.models import (
     RelationFlags,
 )
 from gateway.settings import AbsenceSettings, EscalationSettings
-from scripts.openapi_pages import StaffLink, StaffLinkRequest, page_paths
+from scripts.openapi_pages import page_paths
 
 OUTPUT = Path(__file__).resolve().parents[1] / "gateway" / "openapi.json"
 REF = "#/components/schemas/{model}"
@@ -78,52 +81,6 @@ BEFORE_ID: dict[str, Any] = {
     ),
     "schema": {"type": "string", "maxLength": 128},
 }
-
-
-INPUT_MODELS: list[type[BaseModel]] = [
-    WebhookEndpointCreate,
-    WebhookEndpointPatch,
-    *(kind.model for kind in EVENT_TYPES.values()),
-    DirectoryBatch,
-    DirectoryDeletion,
-    FlagChange,
-    ProtectionChange,
-    Preferences,
-    Device,
-    EscalationSettings,
-    AbsenceReport,
-    AbsenceReply,
-    AbsenceSettings,
-    KeyCreate,
-    StaffLinkRequest,
-]
-OUTPUT_MODELS: list[type[BaseModel]] = [
-    KeyCreated,
-    KeyList,
-    AbsenceReplyAck,
-    WebhookEndpointList,
-    WebhookEndpointView,
-    WebhookEndpointWithSecret,
-    WebhookMessageDetail,
-    WebhookMessageList,
-    WebhookMessageView,
-    Error,
-    EventAccepted,
-    MessageStatus,
-    Health,
-    Readiness,
-    DirectoryApplied,
-    DirectoryDeleted,
-    OneRosterApplied,
-    GuardianToken,
-    StaffLink,
-    InboxPage,
-    ReadAck,
-    DeviceList,
-    Person,
-    ProtectionView,
-    RelationFlags,
-]
 
 
 # --------------------------------------------------------------------------- helpers
@@ -1051,10 +1008,44 @@ def webhook_paths() -> dict[str, Any]:
 # --------------------------------------------------------------------------- document
 
 
-def components() -> dict[str, Any]:
+def _named(node: Any, into: set[str], read: set[str], written: set[str]) -> None:
+    """Collect the model names ``node`` refers to: under a requestBody they are read,
+    under responses written."""
+    if isinstance(node, list):
+        for item in node:
+            _named(item, into, read, written)
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            if key == "$ref":
+                into.add(value.rsplit("/", 1)[1])
+            else:
+                target = {"requestBody": read, "responses": written}.get(key, into)
+                _named(value, target, read, written)
+
+
+def _models() -> dict[str, type[BaseModel]]:
+    """Every pydantic model of the API modules (each beside its handler), the domain
+    models and the settings, by name."""
+    modules = [importlib.import_module(f"gateway.api.{m.name}") for m in iter_modules(api.__path__)]
+    found: dict[str, type[BaseModel]] = {}
+    for module in [*modules, models, config]:
+        for name, value in vars(module).items():
+            model = isinstance(value, type) and issubclass(value, BaseModel)
+            if model and value is not BaseModel and found.setdefault(name, value) is not value:
+                raise SystemExit(f"two models are named {name}: rename one")
+    return found
+
+
+def components(paths: dict[str, Any]) -> dict[str, Any]:
+    """The schemas of the models the paths name: a request body's as validated, an
+    answer's as serialised (a model that is both is documented as read)."""
+    read: set[str] = set()
+    written: set[str] = set()
+    _named(paths, written, read, written)
+    pool = _models()
     pairs: list[tuple[type[BaseModel], JsonSchemaMode]] = [
-        *((m, "validation") for m in INPUT_MODELS),
-        *((m, "serialization") for m in OUTPUT_MODELS),
+        *((pool[name], "validation") for name in sorted(read)),
+        *((pool[name], "serialization") for name in sorted(written - read)),
     ]
     _, top = models_json_schema(pairs, ref_template=REF)
     schemas: dict[str, Any] = top["$defs"]
@@ -1133,7 +1124,7 @@ def build_spec() -> dict[str, Any]:
         },
         "security": TENANT,
         "paths": dict(sorted(paths.items())),
-        "components": components(),
+        "components": components(paths),
     }
 
 
