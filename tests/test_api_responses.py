@@ -227,3 +227,16 @@ async def test_events_status_parent_app_and_webhooks_answer_as_documented(api: A
     first = {"id": outbox["messages"][0]["id"]}
     await api.call("GET", "/v1/webhooks/messages/{id}", 200, path=first)
     await api.call("DELETE", "/v1/webhooks/endpoints/{id}", 204, path=one)
+
+
+async def test_aiohttp_errors_leave_as_the_documented_error_shape(api: Api) -> None:
+    validator = Draft202012Validator({**closed(SPEC["components"]["schemas"]["Error"])})
+    async with api.gw.session.delete(f"{api.gw.url}/healthz") as resp:
+        assert resp.status == 405 and resp.headers["Allow"] == "GET,HEAD"
+        body = await resp.json()
+    assert body == {"error": "method_not_allowed", "message": "Method Not Allowed"}
+    async with api.gw.session.get(f"{api.gw.url}/v1/nowhere") as resp:
+        assert resp.status == 404
+        body = await resp.json()
+    assert body == {"error": "not_found", "message": "Not Found"}
+    assert list(validator.iter_errors(body)) == []
