@@ -19,6 +19,7 @@ from aiohttp import web
 from gateway.api.body import parse_json, read_model, read_raw, to_model
 from gateway.api.context import CTX
 from gateway.api.paging import page_after_id
+from gateway.attachments import describe
 from gateway.constants import (
     ABSENCE_CONTEXT_KEY,
     ABSENCE_RECORDED,
@@ -203,7 +204,12 @@ async def get_inbox_item(request: web.Request) -> web.Response:
     )
     if item is None:
         raise NotFound("message not found")
-    return web.json_response(_item_json(item, ctx.renderer))
+    data = _item_json(item, ctx.renderer)
+    if ctx.attachments is not None:
+        files = await ctx.attachments.for_message(tenant_id, item.message_id)
+        base = f"/v1/me/inbox/{item.message_id}/files/"
+        data["attachments"] = [describe(a, base + a.id) for a in files]
+    return web.json_response(data)
 
 
 async def post_inbox_read(request: web.Request) -> web.Response:
