@@ -15,10 +15,12 @@ import pytest
 from PIL import Image
 
 from gateway.clock import ManualClock
-from gateway.models import DirectoryBatch
+from gateway.constants import JOB_PURGE
+from gateway.models import DirectoryBatch, Job
 from gateway.settings import load_settings
 from tests.conftest import SECRET_KEY
 from tests.harness import Gateway, new_tenant, running
+from tests.peers.s3 import S3Peer
 from tests.peers.smtp import SmtpPeer
 
 PUBLIC_URL = "https://budbringer.example.no"
@@ -358,3 +360,52 @@ async def test_upload_needs_the_events_scope(gw: Gateway) -> None:
         f"{gw.url}/v1/attachments", data=minimal_pdf(), headers={"Authorization": "Bearer bbk_x"}
     ) as resp:
         assert resp.status == 401
+
+
+async def test_s3_bucket_keeps_and_serves_the_files(tmp_path: Path, smtp: SmtpPeer) -> None:
+    with S3Peer() as s3:
+        s3.create_bucket("skolefiler")
+        settings = settings_for(tmp_path, smtp, storage="s3", s3=s3.settings("skolefiler"))
+        async with running(settings, ManualClock()) as gw:
+            tenant, key = await new_tenant(gw.service, gw.clock, DIRECTORY)
+            photo = photo_with_gps(400)
+            _, sent = await upload(gw, key, photo, "tur.jpg")
+            stored_key = f"files/{tenant.id}/{sent['id']}"
+            assert s3.keys("skolefiler") == [stored_key]
+            data, content_type = s3.get("skolefiler", stored_key)
+            assert content_type == "image/jpeg"
+            assert dict(Image.open(io.BytesIO(data)).getexif()) == {}  # cleaned before storing
+            await gw.post_event(key, message_event("evt-s3", "g1", [sent["id"]]))
+            await gw.run()
+            [received] = smtp.received
+            text = str(received.message.get_body(("plain",)).get_content())  # type: ignore[union-attr]
+            [link] = re.findall(rf"{re.escape(PUBLIC_URL)}/r/\S+/files/{sent['id']}", text)
+            async with gw.session.get(local(link, gw)) as resp:
+                assert resp.status == 200
+                assert await resp.read() == data
+            # Past the retention the message's file leaves the bucket.
+            gw.clock.advance(settings.retention_days * 86_400 + 60)
+            await gw.service.retention.run(purge_job(gw))
+            assert s3.keys("skolefiler") == []
+
+
+def purge_job(gw: Gateway) -> Job:
+    return Job(id=JOB_PURGE, tenant_id="", kind=JOB_PURGE, ref="", due_at=gw.clock.now())
+
+
+async def test_retention_removes_a_messages_files_and_unused_uploads(gw: Gateway) -> None:
+    tenant, key = await new_tenant(gw.service, gw.clock, DIRECTORY)
+    _, used = await upload(gw, key, minimal_pdf(), "a.pdf")
+    await gw.post_event(key, message_event("evt-r", "g1", [used["id"]]))
+    await gw.run()
+    gw.clock.advance(3600)
+    _, unused = await upload(gw, key, minimal_pdf(), "b.pdf")
+    folder = gw.service.settings.attachments.folder / tenant.id
+    assert sorted(p.name for p in folder.iterdir()) == sorted([used["id"], unused["id"]])
+    gw.clock.advance(25 * 3600)  # past unused_hours (24), far within the retention
+    await gw.service.retention.run(purge_job(gw))
+    assert [p.name for p in folder.iterdir()] == [used["id"]]
+    gw.clock.advance(gw.service.settings.retention_days * 86_400)
+    await gw.service.retention.run(purge_job(gw))
+    assert list(folder.iterdir()) == []
+    assert await gw.service.store.attachments.get(tenant.id, [used["id"]]) == []
