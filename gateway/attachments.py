@@ -146,9 +146,10 @@ def _reencode(source: Path, target: Path, mime: str, max_side: int) -> str:
     a PNG stays PNG (it may be a screenshot with text, where JPEG would blur)."""
     with Image.open(source) as opened:
         opened.load()
-        image = ImageOps.exif_transpose(opened) or opened.copy()  # upright, then EXIF goes
-        image.thumbnail((max_side, max_side))
         icc = opened.info.get("icc_profile")
+        ImageOps.exif_transpose(opened, in_place=True)  # upright, in place: no second copy
+        image: Image.Image = opened
+        image.thumbnail((max_side, max_side))
         # Pillow writes what info holds (EXIF, XMP, comments, text chunks): nothing of it.
         image.info = {}
         options: dict[str, Any] = {"icc_profile": icc} if icc else {}
@@ -157,7 +158,7 @@ def _reencode(source: Path, target: Path, mime: str, max_side: int) -> str:
             return PNG
         if image.mode not in ("RGB", "L"):
             image = image.convert("RGB")
-        image.save(target, format="JPEG", quality=88, optimize=True, **options)
+        image.save(target, format="JPEG", quality=88, **options)
         return JPEG
 
 

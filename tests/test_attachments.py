@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 from gateway.clock import ManualClock
 from gateway.constants import JOB_PURGE
@@ -283,9 +283,18 @@ async def test_allowed_types_pass(gw: Gateway) -> None:
     assert status == 201, body
     assert body["name"] == "plan.docx"
     png = io.BytesIO()
-    Image.new("RGBA", (20, 10), (255, 0, 0, 128)).save(png, "PNG")
+    exif = Image.Exif()
+    exif[0x8825] = GPS
+    text = PngImagePlugin.PngInfo()
+    text.add_text("Comment", "Tatt hjemme hos Berg")
+    Image.new("RGBA", (20, 10), (255, 0, 0, 128)).save(png, "PNG", exif=exif, pnginfo=text)
+    assert Image.open(io.BytesIO(png.getvalue())).getexif().get_ifd(0x8825)
     status, body = await upload(gw, key, png.getvalue(), "skjerm.png")
     assert (status, body["content_type"]) == (201, "image/png")
+    kept = next(gw.service.settings.attachments.folder.rglob(body["id"])).read_bytes()
+    image = Image.open(io.BytesIO(kept))
+    assert dict(image.getexif()) == {} and "Comment" not in image.info
+    assert image.mode == "RGBA"
 
 
 async def test_heic_is_converted_to_jpeg(gw: Gateway) -> None:
@@ -409,3 +418,17 @@ async def test_retention_removes_a_messages_files_and_unused_uploads(gw: Gateway
     await gw.service.retention.run(purge_job(gw))
     assert list(folder.iterdir()) == []
     assert await gw.service.store.attachments.get(tenant.id, [used["id"]]) == []
+
+
+async def test_a_sideways_photo_is_turned_upright_before_its_exif_goes(gw: Gateway) -> None:
+    _, key = await new_tenant(gw.service, gw.clock, DIRECTORY)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90° clockwise to show
+    photo = io.BytesIO()
+    Image.new("RGB", (60, 20), "blue").save(photo, "JPEG", exif=exif)
+    status, body = await upload(gw, key, photo.getvalue(), "sidelengs.jpg")
+    assert status == 201
+    kept = next(gw.service.settings.attachments.folder.rglob(body["id"])).read_bytes()
+    image = Image.open(io.BytesIO(kept))
+    assert image.size == (20, 60)
+    assert dict(image.getexif()) == {}
