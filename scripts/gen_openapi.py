@@ -342,7 +342,7 @@ class InboxMessage(InboxEntry):
 
 
 class InboxPage(BaseModel):
-    items: list[InboxEntry]
+    items: list[InboxMessage]
     next_before: datetime | None
     next_before_id: str | None
 

@@ -432,3 +432,33 @@ async def test_a_sideways_photo_is_turned_upright_before_its_exif_goes(gw: Gatew
     image = Image.open(io.BytesIO(kept))
     assert image.size == (20, 60)
     assert dict(image.getexif()) == {}
+
+
+async def test_a_block_after_sending_ends_the_downloads(gw: Gateway, smtp: SmtpPeer) -> None:
+    _, key = await new_tenant(gw.service, gw.clock, DIRECTORY)
+    _, sent = await upload(gw, key, minimal_pdf(), "lapp.pdf")
+    message_id = await gw.post_event(key, message_event("evt-blk", "g1", [sent["id"]]))
+    await gw.run()
+    [received] = smtp.received
+    text = str(received.message.get_body(("plain",)).get_content())  # type: ignore[union-attr]
+    [link] = re.findall(rf"{re.escape(PUBLIC_URL)}/r/[A-Za-z0-9_-]+", text)
+    token = await guardian_token(gw, key, "p1")
+    bearer = {"Authorization": f"Bearer {token}"}
+    async with gw.session.get(f"{gw.url}/v1/me/inbox", headers=bearer) as resp:
+        [item] = (await resp.json())["items"]
+    assert [a["id"] for a in item["attachments"]] == [sent["id"]]
+    async with gw.session.get(local(f"{link}/files/{sent['id']}", gw)) as resp:
+        assert resp.status == 200
+    async with gw.session.put(
+        f"{gw.url}/v1/relations/c1/p1/flags/blocked",
+        json={"value": True, "reason": "Court order", "actor": "rektor"},
+        headers=gw.headers(key),
+    ) as resp:
+        assert resp.status == 200, await resp.text()
+    async with gw.session.get(local(f"{link}/files/{sent['id']}", gw)) as resp:
+        assert resp.status == 410
+        assert b"%PDF" not in await resp.read()
+    async with gw.session.get(
+        f"{gw.url}/v1/me/inbox/{message_id}/files/{sent['id']}", headers=bearer
+    ) as resp:
+        assert resp.status == 404
