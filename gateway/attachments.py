@@ -24,6 +24,7 @@ import re
 import secrets
 import tempfile
 import unicodedata
+import warnings
 import zipfile
 from collections import OrderedDict
 from collections.abc import AsyncIterator
@@ -105,9 +106,10 @@ def file_rows(attachments: list[Attachment], prefix: str) -> list[dict[str, str]
 
 
 def clean_name(name: str | None, content_type: str) -> str:
-    """A safe file name: no path, no control or reserved characters, at most 120
-    characters, and the extension of what the file really is."""
+    """A safe file name: no path, no control, format (bidi) or reserved characters, a
+    stem of at most 100 characters, and the extension of what the file really is."""
     raw = unicodedata.normalize("NFC", (name or "").replace("\\", "/").rpartition("/")[2])
+    raw = "".join(c for c in raw if unicodedata.category(c)[0] != "C")
     stem = _ILLEGAL_NAME.sub(" ", raw).strip(" .")
     stem = re.sub(r"\.[A-Za-z0-9]{1,5}$", "", stem).strip(" .")[:100] or "vedlegg"
     if header_text_problem(stem) is not None:
@@ -122,29 +124,38 @@ def _refused(message: str, kind: str) -> UnsupportedMediaType:
 
 
 def _is_docx(path: Path) -> bool:
+    """A Word document without macros (a .docm renamed .docx is refused)."""
     try:
         with zipfile.ZipFile(path) as archive:
             names = set(archive.namelist())
-    except (zipfile.BadZipFile, OSError):
+            types = archive.read("[Content_Types].xml") if "[Content_Types].xml" in names else b""
+    except (zipfile.BadZipFile, OSError, KeyError, RuntimeError):
         return False
-    return "[Content_Types].xml" in names and "word/document.xml" in names
+    macros = "word/vbaProject.bin" in names or b"macroEnabled" in types
+    return bool(types) and "word/document.xml" in names and not macros
 
 
 def sniff(path: Path) -> str | None:
     """The file's type from its bytes: an allowed type, a HEIC type, or None."""
     kind = filetype.guess(str(path))
     mime = str(kind.mime) if kind is not None else None
+    if mime in (DOCX, "application/zip"):
+        return DOCX if _is_docx(path) else None
     if mime in EXTENSIONS or mime in HEIC:
         return mime
-    if mime == "application/zip" and _is_docx(path):
-        return DOCX
     return None
 
 
 def _reencode(source: Path, target: Path, mime: str, max_side: int) -> str:
     """Decode and encode again: EXIF/XMP/comments are not carried over. HEIC becomes JPEG;
     a PNG stays PNG (it may be a screenshot with text, where JPEG would blur)."""
-    with Image.open(source) as opened:
+    with warnings.catch_warnings():
+        # More pixels than Pillow's bomb limit: refused, never decoded (memory).
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        opened = Image.open(source)
+    with opened:
+        if opened.format == "JPEG":
+            opened.draft("RGB", (max_side, max_side))  # the decoder scales down: less memory
         opened.load()
         icc = opened.info.get("icc_profile")
         ImageOps.exif_transpose(opened, in_place=True)  # upright, in place: no second copy
@@ -174,7 +185,13 @@ def inspect_file(source: Path, max_side: int) -> tuple[Path, str]:
     target = source.with_suffix(".clean")
     try:
         kept = _reencode(source, target, mime, max_side)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+    except (
+        OSError,
+        ValueError,
+        SyntaxError,
+        Image.DecompressionBombError,
+        Image.DecompressionBombWarning,
+    ) as exc:
         target.unlink(missing_ok=True)
         raise _refused("the image cannot be read", "image_invalid") from exc
     source.unlink(missing_ok=True)

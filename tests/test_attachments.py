@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import io
 import re
+import struct
 import zipfile
+import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -85,6 +87,18 @@ def photo_with_gps(size: int = 300) -> bytes:
     out = io.BytesIO()
     image.save(out, "JPEG", exif=exif, comment=b"Tatt hjemme hos Berg")
     return out.getvalue()
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG signature and header of any size, and no pixels."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
 
 
 def docx() -> bytes:
@@ -462,3 +476,20 @@ async def test_a_block_after_sending_ends_the_downloads(gw: Gateway, smtp: SmtpP
         f"{gw.url}/v1/me/inbox/{message_id}/files/{sent['id']}", headers=bearer
     ) as resp:
         assert resp.status == 404
+
+
+async def test_macros_bombs_and_spoofed_names_are_refused_or_cleaned(gw: Gateway) -> None:
+    _, key = await new_tenant(gw.service, gw.clock, DIRECTORY)
+    docm = io.BytesIO()
+    with zipfile.ZipFile(docm, "w") as archive:
+        archive.writestr("[Content_Types].xml", "<Types/>")
+        archive.writestr("word/document.xml", "<w:document/>")
+        archive.writestr("word/vbaProject.bin", b"\x00macro")
+    assert (await upload(gw, key, docm.getvalue(), "plan.docx"))[0] == 415
+    # A PNG that says it is 10,000 x 10,000 pixels: refused before anything is decoded.
+    for side in (10_000, 30_000):  # above Pillow's warning limit, and above its error limit
+        status, body = await upload(gw, key, png_header(side, side), "bomb.png")
+        assert (status, body["errors"][0]["type"]) == (415, "image_invalid")
+    # A right-to-left override would show "lapp<RLO>fdp.exe" as "lappexe.pdf".
+    status, body = await upload(gw, key, minimal_pdf(), "lapp\u202efdp.exe")
+    assert (status, body["name"]) == (201, "lappfdp.pdf")
