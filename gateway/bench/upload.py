@@ -73,7 +73,6 @@ async def measure(megabytes: int, kind: str) -> None:
                 "folder": str(folder / "files"),
                 "max_file_bytes": size,
                 "max_message_bytes": size,
-                "max_image_pixels": 16_384,
             },
         )
         source = folder / f"upload.{kind}"
