@@ -493,3 +493,31 @@ async def test_macros_bombs_and_spoofed_names_are_refused_or_cleaned(gw: Gateway
     # A right-to-left override would show "lapp<RLO>fdp.exe" as "lappexe.pdf".
     status, body = await upload(gw, key, minimal_pdf(), "lapp\u202efdp.exe")
     assert (status, body["name"]) == (201, "lappfdp.pdf")
+
+
+async def test_the_parent_pages_session_reaches_the_files(gw: Gateway, smtp: SmtpPeer) -> None:
+    _, key = await new_tenant(gw.service, gw.clock, DIRECTORY)
+    _, sent = await upload(gw, key, minimal_pdf(), "lapp.pdf")
+    message_id = await gw.post_event(key, message_event("evt-p", "g1", [sent["id"]]))
+    await gw.run()
+    [received] = smtp.received
+    text = str(received.message.get_body(("plain",)).get_content())  # type: ignore[union-attr]
+    [link] = re.findall(rf"{re.escape(PUBLIC_URL)}/r/[A-Za-z0-9_-]+", text)
+    parent_link = local(link, gw).replace("/r/", "/p/")
+    # The session cookie is Secure (the public URL is https): carried by hand over http.
+    async with gw.session.get(parent_link, allow_redirects=False) as resp:
+        assert resp.status == 303
+        cookie = {"Cookie": "; ".join(f"{k}={m.value}" for k, m in resp.cookies.items())}
+    async with gw.session.get(
+        f"{gw.url}/p/messages/{message_id}", headers=cookie, allow_redirects=False
+    ) as resp:
+        assert resp.status == 303  # to a fresh read link of the session's own person
+        page_url = f"{gw.url}/p/messages/{resp.headers['Location']}"
+    async with gw.session.get(page_url) as resp:
+        assert resp.status == 200
+        page = await resp.text()
+        page_url = str(resp.url)
+    [href] = re.findall(r'href="([^"]+/files/[^"]+)"', page)
+    async with gw.session.get(f"{page_url.rsplit('/', 1)[0]}/{href}") as resp:
+        assert resp.status == 200
+        assert await resp.read() == minimal_pdf()
