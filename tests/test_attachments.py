@@ -508,6 +508,9 @@ async def test_the_parent_pages_session_reaches_the_files(gw: Gateway, smtp: Smt
     async with gw.session.get(parent_link, allow_redirects=False) as resp:
         assert resp.status == 303
         cookie = {"Cookie": "; ".join(f"{k}={m.value}" for k, m in resp.cookies.items())}
+    async with gw.session.get(f"{gw.url}/p/inbox", headers=cookie) as resp:
+        assert "Tur til skogen" in (inbox := await resp.text())
+        assert "1\u00a0vedlegg" in inbox
     async with gw.session.get(
         f"{gw.url}/p/messages/{message_id}", headers=cookie, allow_redirects=False
     ) as resp:
