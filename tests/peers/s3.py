@@ -8,6 +8,7 @@ with S3Peer() as s3:
 
 from __future__ import annotations
 
+import urllib.request
 from types import TracebackType
 from typing import Any
 
@@ -36,6 +37,10 @@ class S3Peer:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        # moto keeps its buckets per process, not per server: the next peer starts empty.
+        reset = urllib.request.Request(f"{self.url}/moto-api/reset", method="POST")
+        with urllib.request.urlopen(reset, timeout=10):
+            pass
         self._server.stop()
 
     def client(self) -> Any:
