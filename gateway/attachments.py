@@ -38,7 +38,7 @@ from PIL import Image, ImageOps
 
 from gateway.clock import Clock
 from gateway.errors import PayloadTooLarge, UnsupportedMediaType, ValidationFailed
-from gateway.filestore import FileStore
+from gateway.filestore import FileStore, FolderFiles
 from gateway.headertext import header_text_problem
 from gateway.models import Attachment
 from gateway.settings import AttachmentSettings
@@ -229,8 +229,8 @@ class Attachments:
 
     def _work_dir(self) -> Path:
         # Beside the files on the folder backend, so keeping one is a rename.
-        if self.settings.storage == "folder":
-            folder = self.settings.folder / ".incoming"
+        if isinstance(self.files, FolderFiles):
+            folder = self.files.folder / ".incoming"
             folder.mkdir(parents=True, exist_ok=True)
             return folder
         return Path(tempfile.gettempdir())
