@@ -15,10 +15,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
+from gateway.api.attachment_models import AttachmentView, attachment_view
 from gateway.api.body import parse_json, read_model, read_raw, to_model
-from gateway.api.context import CTX
+from gateway.api.context import CTX, AppContext
 from gateway.api.paging import page_after_id
 from gateway.api.responses import respond_json
 from gateway.constants import (
@@ -64,8 +65,12 @@ class InboxEntry(BaseModel):
     read_at: datetime | None
 
 
+class InboxMessage(InboxEntry):
+    attachments: list[AttachmentView] = Field(default_factory=list)
+
+
 class InboxPage(BaseModel):
-    items: list[InboxEntry]
+    items: list[InboxMessage]
     next_before: datetime | None
     next_before_id: str | None
 
@@ -221,7 +226,7 @@ async def get_inbox(request: web.Request) -> web.Response:
     last = items[-1] if full else None
     return respond_json(
         InboxPage(
-            items=[_entry(item, ctx.renderer) for item in visible],
+            items=[await _with_files(ctx, tenant_id, _entry(i, ctx.renderer)) for i in visible],
             next_before=last.created_at if last else None,
             next_before_id=last.message_id if last else None,
         )
@@ -236,7 +241,18 @@ async def get_inbox_item(request: web.Request) -> web.Response:
     )
     if item is None:
         raise NotFound("message not found")
-    return respond_json(_entry(item, ctx.renderer))
+    return respond_json(await _with_files(ctx, tenant_id, _entry(item, ctx.renderer)))
+
+
+async def _with_files(ctx: AppContext, tenant_id: str, entry: InboxEntry) -> InboxMessage:
+    """An inbox message with its attachments and where the app downloads them."""
+    message_id = entry.message_id
+    files = (
+        [] if ctx.attachments is None else await ctx.attachments.for_message(tenant_id, message_id)
+    )
+    base = f"/v1/me/inbox/{message_id}/files/"
+    attachments = [attachment_view(a, base + a.id) for a in files]
+    return InboxMessage(**dict(entry), attachments=attachments)
 
 
 async def post_inbox_read(request: web.Request) -> web.Response:
