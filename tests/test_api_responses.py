@@ -21,6 +21,7 @@ from gateway.clock import ManualClock
 from gateway.models import DirectoryBatch
 from gateway.settings import Settings
 from tests.harness import Gateway, new_tenant, running
+from tests.test_attachments import minimal_pdf
 
 SPEC: dict[str, Any] = json.loads(
     (Path(__file__).resolve().parents[1] / "gateway" / "openapi.json").read_text("utf-8")
@@ -166,10 +167,18 @@ async def test_events_status_parent_app_and_webhooks_answer_as_documented(api: A
     await api.call("GET", "/v1/webhooks/endpoints/{id}", 200, path=one)
     await api.call("PATCH", "/v1/webhooks/endpoints/{id}", 200, path=one, json={"enabled": True})
     await api.call("POST", "/v1/webhooks/endpoints/{id}/rotate-secret", 200, path=one)
+    params = {"name": "plan.pdf"}
+    pdf = await api.call("POST", "/v1/attachments", 201, params=params, data=minimal_pdf())
+    assert "url" not in pdf  # only the parent app's copy says where to download it
     event = {
         "id": "evt-1",
         "type": "message.created",
-        "data": {"audience": {"groups": ["g1"]}, "subject": "Tur", "body": "Vi går på tur."},
+        "data": {
+            "audience": {"groups": ["g1"]},
+            "subject": "Tur",
+            "body": "Vi går på tur.",
+            "attachments": [pdf["id"]],
+        },
     }
     accepted = await api.call("POST", "/v1/events", 202, json=event)
     assert {"recipients", "suppressed"} <= accepted.keys()
@@ -202,7 +211,10 @@ async def test_events_status_parent_app_and_webhooks_answer_as_documented(api: A
     await api.call("GET", "/v1/me/inbox", 422, token=token, params={"limit": "0"})
     await api.call("GET", "/v1/me/inbox", 401, token="garbage")
     item = {"message_id": accepted["message_id"]}
-    await api.call("GET", "/v1/me/inbox/{message_id}", 200, path=item, token=token)
+    shown = await api.call("GET", "/v1/me/inbox/{message_id}", 200, path=item, token=token)
+    assert [a["url"] for a in shown["attachments"]] == [
+        f"/v1/me/inbox/{item['message_id']}/files/{pdf['id']}"
+    ]
     await api.call("POST", "/v1/me/inbox/{message_id}/read", 200, path=item, token=token)
     reply = "/v1/me/inbox/{message_id}/absence-reply"
     answer = {"kind": "sick", "text": "Feber"}
