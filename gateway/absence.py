@@ -10,7 +10,7 @@ delivery's context (``context["absence"]``; never the staff note, never a reason
   pupil or learner: themself), at once, by push and SMS by default; quiet hours do not
   apply (category absence). Repeated marks of the same child, day and lesson within the
   tenant's window (``AbsenceSettings.dedup_window_minutes``) make one alert: the store
-  folds the later mark into the first (:meth:`gateway.store.Store.claim_absence`), and
+  folds the later mark into the first (:meth:`gateway.store.ports.AbsenceStore.claim_absence`), and
   the event is answered with ``deduplicated_into``.
 * **Escalation**: unread and unanswered after the escalation policy's
   ``after_minutes.absence``, the alert goes out on the next channel (the Escalator);
@@ -40,7 +40,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from zoneinfo import ZoneInfo
 
 from babel.dates import format_date
@@ -92,8 +92,8 @@ from gateway.models import (
 from gateway.planner import plan_deliveries, queue
 from gateway.resolver import Recipient, Resolution, resolve
 from gateway.settings import AbsenceSettings, Settings
-from gateway.store import Store
-from gateway.tracker import reach, record_read
+from gateway.store.ports import AbsenceStore, AudienceReader, ChangeFeed, JobQueue, PolicyStore
+from gateway.tracker import ReadStore, reach, record_read
 
 if TYPE_CHECKING:
     from gateway.dispatcher import Dispatcher, JobHandler
@@ -227,13 +227,20 @@ def part_message_id(tenant_id: str, event_id: str, part: str) -> str:
     return derive_id(tenant_id, f"{event_id}{_SUFFIX}{part}")
 
 
+class AbsenceFlowStore(
+    AbsenceStore, ReadStore, AudienceReader, JobQueue, PolicyStore, ChangeFeed, Protocol
+):
+    """What the absence flows need: their records, messages and deliveries with reads, the
+    audience, the queue, the tenant's settings and the change feed."""
+
+
 class Absences:
     """The absence flows. The API builds one per request (intake, answers, status); the
     service builds one with the Escalator and registers its jobs with the dispatcher."""
 
     def __init__(
         self,
-        store: Store,
+        store: AbsenceFlowStore,
         clock: Clock,
         settings: Settings,
         *,

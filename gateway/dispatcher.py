@@ -24,6 +24,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
+from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from channels.base import Channel
@@ -37,7 +38,7 @@ from gateway.errors import (
     PermanentDeliveryError,
     TransientDeliveryError,
 )
-from gateway.followups import after_failure, failover_job, run_contact_job
+from gateway.followups import ContactStore, after_failure, failover_job, run_contact_job
 from gateway.metrics import PROVIDER_LATENCY, SENDS
 from gateway.models import (
     FINAL,
@@ -52,11 +53,16 @@ from gateway.models import (
 )
 from gateway.outcomes import OutcomeBatcher
 from gateway.planner import plan_deliveries, queue, urgent_work
-from gateway.recheck import held
+from gateway.recheck import HoldStore, held
 from gateway.render import Renderer
 from gateway.resolver import resolve
 from gateway.settings import DispatchSettings
-from gateway.store import SendOutcome, Store
+from gateway.store.ports import (
+    MessageStore,
+    RateLimiter,
+    SendLedger,
+)
+from gateway.store.records import SendOutcome
 
 log = logging.getLogger(__name__)
 
@@ -75,10 +81,15 @@ def backoff(attempt: int, base: float, cap: float, retry_after: float | None) ->
     return delay
 
 
+class DispatchStore(HoldStore, ContactStore, MessageStore, SendLedger, RateLimiter, Protocol):
+    """What the dispatcher needs: the queue, messages, deliveries and the audience to plan
+    and recheck (through HoldStore and ContactStore), the send ledger, the rate limits."""
+
+
 class Dispatcher:
     def __init__(
         self,
-        store: Store,
+        store: DispatchStore,
         channels: Mapping[str, Channel],
         renderer: Renderer,
         clock: Clock,

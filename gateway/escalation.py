@@ -31,7 +31,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import ValidationError
 
@@ -52,10 +52,10 @@ from gateway.models import (
     Role,
 )
 from gateway.planner import plan_deliveries, queue, route, urgent_work
-from gateway.recheck import allowed_children, local_time, recheck_audience
+from gateway.recheck import RecheckStore, allowed_children, local_time, recheck_audience
 from gateway.resolver import Recipient, Resolution, Suppression, resolve
 from gateway.settings import EscalationSettings
-from gateway.store import Store
+from gateway.store.ports import DeliveryStore, JobQueue, MessageStore, PolicyStore
 from gateway.tracker import ESCALATION_KEY, PER_CHILD, asks_receipt, reach
 
 log = logging.getLogger(__name__)
@@ -112,12 +112,17 @@ def step_job(message: Message, step: int, due: datetime) -> Job:
     )
 
 
+class EscalationStore(DeliveryStore, MessageStore, JobQueue, PolicyStore, RecheckStore, Protocol):
+    """What escalation needs: deliveries and reads of a message, its audience, the queue
+    and the tenant's policy override."""
+
+
 class Escalator:
     """Schedules and does escalation work; ``run`` is the handler of ``escalate`` jobs."""
 
     def __init__(
         self,
-        store: Store,
+        store: EscalationStore,
         clock: Clock,
         settings: EscalationSettings,
         *,

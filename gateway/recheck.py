@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime
+from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from gateway.constants import DEFAULT_TIME_ZONE
@@ -28,10 +29,19 @@ from gateway.models import (
     Role,
 )
 from gateway.resolver import BLOCKED, Resolution, resolve
-from gateway.store import SendOutcome, Store
+from gateway.store.ports import AudienceReader, JobQueue, ReachStore
+from gateway.store.records import SendOutcome
 from gateway.tracker import ESCALATION_KEY, PER_CHILD
 
 REACHED = "reached"
+
+
+class RecheckStore(AudienceReader, ReachStore, Protocol):
+    """What checking rights and reach again needs."""
+
+
+class HoldStore(RecheckStore, JobQueue, Protocol):
+    """The dispatcher's gate: the recheck plus putting a job off."""
 
 
 def needs_recheck(delivery: Delivery) -> bool:
@@ -86,7 +96,7 @@ def allowed_children(
 
 
 async def is_reached(
-    store: Store, message: Message, recipient_id: str, child_ids: Iterable[str]
+    store: ReachStore, message: Message, recipient_id: str, child_ids: Iterable[str]
 ) -> bool:
     """Whether following ``recipient_id`` up is pointless: they read it, or (absence,
     emergency) every child it concerns them for was reached by someone."""
@@ -101,7 +111,7 @@ async def is_reached(
 
 
 async def withheld(
-    store: Store, message: Message, delivery: Delivery, now: datetime
+    store: RecheckStore, message: Message, delivery: Delivery, now: datetime
 ) -> tuple[DeliveryStatus, str] | None:
     """Why a deferred or escalation delivery must not go now, or None when it may.
 
@@ -131,7 +141,7 @@ async def withheld(
 
 
 async def held(
-    store: Store,
+    store: HoldStore,
     load_message: Callable[[Delivery], Awaitable[Message | None]],
     commit: Callable[[SendOutcome], Awaitable[None]],
     job: Job,

@@ -11,21 +11,26 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
+from typing import Protocol
 
 from gateway.clock import Clock
 from gateway.constants import JOB_PURGE
 from gateway.models import Job
-from gateway.store import Store
+from gateway.store.ports import DeliveryStore, JobQueue, RetentionStore
 
 log = logging.getLogger(__name__)
 
 PURGE_EVERY = timedelta(days=1)
 
 
+class PurgeStore(RetentionStore, JobQueue, DeliveryStore, Protocol):
+    """The purge, and its daily job (queued through ``add_deliveries``)."""
+
+
 class Retention:
     """The purge job: ``schedule()`` makes sure it exists; ``run`` is its handler."""
 
-    def __init__(self, store: Store, clock: Clock, days: int) -> None:
+    def __init__(self, store: PurgeStore, clock: Clock, days: int) -> None:
         self.store = store
         self.clock = clock
         self.keep = timedelta(days=days)

@@ -20,6 +20,7 @@ import asyncio
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from channels.sms import DEAD_NUMBER_CODES
 from gateway.constants import JOB_SMS_STATUS
@@ -27,7 +28,7 @@ from gateway.followups import after_failure
 from gateway.metrics import CALLBACKS_PARKED
 from gateway.models import TERMINAL_FAILURES, Delivery, DeliveryStatus, Job
 from gateway.planner import urgent_work
-from gateway.store import Store
+from gateway.store.ports import DeliveryStore, JobQueue, MessageStore
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,10 @@ FAILOVER_STATUSES = frozenset({DeliveryStatus.failed, DeliveryStatus.undelivered
 _SEP = "\x1f"
 
 
+class CallbackStore(DeliveryStore, MessageStore, JobQueue, Protocol):
+    """What applying and parking callbacks needs."""
+
+
 @dataclass(frozen=True, slots=True)
 class StatusReport:
     """What one Twilio status callback says (nothing personal: no number, no body)."""
@@ -76,7 +81,11 @@ def _is_dead_number(error_code: str | None) -> bool:
 
 
 async def apply(
-    store: Store, delivery: Delivery, report: StatusReport, now: datetime, wake: asyncio.Event
+    store: CallbackStore,
+    delivery: Delivery,
+    report: StatusReport,
+    now: datetime,
+    wake: asyncio.Event,
 ) -> bool:
     """Apply a report to its delivery, with its follow-ups; True when the status moved."""
     status = report.status
@@ -108,7 +117,7 @@ async def apply(
     return moved
 
 
-async def delivery_for(store: Store, delivery_id: str | None, sid: str) -> Delivery | None:
+async def delivery_for(store: DeliveryStore, delivery_id: str | None, sid: str) -> Delivery | None:
     """The SMS delivery a callback is about: the one its URL names, else by SID."""
     if delivery_id:
         delivery = await store.get_delivery(delivery_id)
@@ -130,7 +139,7 @@ def park_job(report: StatusReport) -> Job:
     )
 
 
-async def park(store: Store, report: StatusReport) -> None:
+async def park(store: DeliveryStore, report: StatusReport) -> None:
     await store.add_deliveries([], [park_job(report)])
     CALLBACKS_PARKED.labels("parked").inc()
     log.info("twilio status callback parked: SID not known yet", extra={"provider_id": report.sid})
@@ -141,7 +150,7 @@ def _report(job: Job) -> StatusReport:
     return StatusReport(sid, raw_status, error_code or None, datetime.fromisoformat(received))
 
 
-async def run_parked(store: Store, job: Job, now: datetime, wake: asyncio.Event) -> None:
+async def run_parked(store: CallbackStore, job: Job, now: datetime, wake: asyncio.Event) -> None:
     """Handler of ``sms_status`` jobs: apply the parked callback once its SID is known."""
     report = _report(job)
     delivery = await store.delivery_by_provider_id("sms", report.sid)

@@ -13,7 +13,7 @@ escalation, webhooks) happens in one place.
   or an adult pupil) is reached when they have read it.
 
 The first time a read reaches a subject, a :class:`gateway.models.Reached` row is
-stored (``Store.add_reached``). :func:`reach` computes the whole picture of one
+stored (``ReachStore.add_reached``). :func:`reach` computes the whole picture of one
 message from its deliveries and reads, for the status API and for escalation.
 """
 
@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Protocol
 
 from gateway.constants import SUPPRESSED_CHANNEL
 from gateway.metrics import REACHED
@@ -36,7 +37,7 @@ from gateway.models import (
     ReadRecord,
     Role,
 )
-from gateway.store import Store
+from gateway.store.ports import DeliveryStore, InboxStore, MessageStore, ReachStore
 
 # Categories reached per child; the others are reached per recipient.
 PER_CHILD = frozenset({Category.absence, Category.emergency})
@@ -47,6 +48,10 @@ ESCALATION_KEY = "escalation"
 
 _RANK = {status: rank for rank, status in enumerate(PROGRESS)}
 _NOT_SENT = frozenset({DeliveryStatus.planned, DeliveryStatus.queued})
+
+
+class ReadStore(InboxStore, MessageStore, DeliveryStore, ReachStore, Protocol):
+    """What recording a read needs: the inbox's read, the message, its deliveries, reach."""
 
 
 def asks_receipt(message: Message) -> bool:
@@ -212,7 +217,7 @@ def reached_rows(
 
 
 async def record_read(
-    store: Store, tenant_id: str, person_id: str, message_id: str, at: datetime, via: str
+    store: ReadStore, tenant_id: str, person_id: str, message_id: str, at: datetime, via: str
 ) -> bool:
     """Record that ``person_id`` read ``message_id`` (via "inapp", "link", ...).
 

@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
 from standardwebhooks.webhooks import Webhook
@@ -54,9 +54,9 @@ from gateway.models import (
     WebhookStatus,
     derive_id,
 )
-from gateway.pseudonyms import Names, names_for, person_ids_in, pseudonymise_data
+from gateway.pseudonyms import Names, NamesStore, names_for, person_ids_in, pseudonymise_data
 from gateway.settings import WebhookSettings
-from gateway.store import Store
+from gateway.store.ports import ChangeFeed, JobQueue, WebhookEndpoints, WebhookOutbox
 
 if TYPE_CHECKING:
     from gateway.dispatcher import Dispatcher
@@ -78,7 +78,7 @@ def wall_clock() -> datetime:
 
 
 async def emit(
-    store: Store, tenant_id: str, event_type: str, data: dict[str, Any], at: datetime
+    store: ChangeFeed, tenant_id: str, event_type: str, data: dict[str, Any], at: datetime
 ) -> bool:
     """Queue a webhook event that no stored row records by itself (e.g. ``message.reached``).
 
@@ -181,13 +181,18 @@ class Outcome:
     retry_after: float | None
 
 
+class WebhookStore(WebhookEndpoints, WebhookOutbox, JobQueue, NamesStore, Protocol):
+    """What the fan-out and the sends need: endpoints, the feed and outbox, their jobs,
+    and the names to pseudonymise."""
+
+
 class WebhookService:
     """The fan-out and the sender. ``register`` its jobs with a dispatcher, ``start`` it in
     the running loop (one shared aiohttp session), ``aclose`` it at shutdown."""
 
     def __init__(
         self,
-        store: Store,
+        store: WebhookStore,
         clock: Clock,
         settings: WebhookSettings,
         *,

@@ -24,17 +24,26 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Protocol
 
 from gateway.models import InboxItem, Message, Protection, Role
 from gateway.recheck import allowed_children, local_time, recheck_audience
 from gateway.resolver import resolve
-from gateway.store import Store
+from gateway.store.ports import AudienceReader, DirectoryStore, InboxStore, MessageStore
 
 PROTECTION_RAISED = "protection_raised"
 
 
+class RightsStore(AudienceReader, DirectoryStore, Protocol):
+    """The audience as it is now and the protection history."""
+
+
+class WithdrawalStore(RightsStore, MessageStore, InboxStore, Protocol):
+    """Rights plus the inbox items and their messages."""
+
+
 async def withdrawn(
-    store: Store,
+    store: RightsStore,
     message: Message,
     person_id: str,
     role: Role,
@@ -69,7 +78,11 @@ async def withdrawn(
 
 
 async def visible_items(
-    store: Store, tenant_id: str, person_id: str, items: Sequence[InboxItem], now: datetime
+    store: WithdrawalStore,
+    tenant_id: str,
+    person_id: str,
+    items: Sequence[InboxItem],
+    now: datetime,
 ) -> list[InboxItem]:
     """The inbox items ``person_id`` may still see (see :func:`withdrawn`)."""
     if not any(item.child_ids for item in items):
@@ -96,7 +109,7 @@ async def visible_items(
 
 
 async def visible_item(
-    store: Store,
+    store: WithdrawalStore,
     tenant_id: str,
     person_id: str,
     message_id: str,
