@@ -1,12 +1,13 @@
 """The read-link page: ``/r/{token}`` from the personal link in an email or SMS.
 
 ``GET`` shows the message in the guardian's language and records at most
-``opened``: mail systems' link scanners fetch links on their own, so a GET
-never counts as a read. ``POST`` (the confirm button, with the form's CSRF
-field) records the read through :func:`gateway.tracker.record_read`, moves the
-delivery itself to ``read`` and redirects (303) back to the page, which then
-says thank you. A forged, changed or expired token, or a message that is gone,
-gets a friendly page in Bokmål and English and changes nothing.
+``opened`` (:func:`gateway.tracker.link_opened`): mail systems' link scanners fetch
+links on their own, so a GET never counts as a read. ``POST`` (the confirm button,
+with the form's CSRF field) records the read through the tracker
+(:func:`gateway.tracker.link_read`: the read, and the delivery itself to ``read``) and
+redirects (303) back to the page, which then says thank you. A forged, changed or
+expired token, or a message that is gone, gets a friendly page in Bokmål and English
+and changes nothing.
 
 The page is server-rendered HTML without JavaScript (WCAG 2.1 AA; see
 tests/test_read_page_browser.py) and is sent with a strict Content-Security-Policy,
@@ -28,6 +29,7 @@ from babel.dates import format_date, format_time
 from babel.lists import format_list
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
+from gateway import tracker
 from gateway.api.body import read_form
 from gateway.api.context import CTX, AppContext
 from gateway.constants import DEFAULT_TIME_ZONE
@@ -38,11 +40,9 @@ from gateway.models import (
     Delivery,
     DeliveryStatus,
     Message,
-    can_transition,
 )
 from gateway.readlinks import csrf_field, csrf_valid, open_read_token
 from gateway.render import resolve_language
-from gateway.tracker import record_read
 from gateway.withdrawal import withdrawn
 
 log = logging.getLogger(__name__)
@@ -204,8 +204,7 @@ async def read_page(request: web.Request) -> web.Response:
     if found is None:
         return _problem(pages, "gone", 410)
     delivery, message = found
-    if can_transition(delivery.status, DeliveryStatus.opened):
-        await ctx.store.transition(delivery.id, DeliveryStatus.opened, now, detail="link opened")
+    await tracker.link_opened(ctx.store, delivery, now)
     lang = resolve_language(delivery.language)
     done = request.query.get("done") == "1"
     html = pages.html(
@@ -244,11 +243,7 @@ async def confirm_read(request: web.Request) -> web.StreamResponse:
     if found is None:
         return _problem(pages, "gone", 410)
     delivery, _ = found
-    await record_read(
-        ctx.store, delivery.tenant_id, delivery.recipient_id, delivery.message_id, now, via="link"
-    )
-    if can_transition(delivery.status, DeliveryStatus.read):
-        await ctx.store.transition(delivery.id, DeliveryStatus.read, now, detail="link")
+    await tracker.link_read(ctx.store, delivery, now)
     # Relative, like the form's action: right behind a proxy with a path prefix too.
     raise web.HTTPSeeOther(location=f"{token}?done=1", headers=SECURITY_HEADERS)
 
