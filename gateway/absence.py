@@ -47,7 +47,7 @@ from babel.dates import format_date
 from babel.lists import format_list
 from pydantic import ValidationError
 
-from gateway import webhooks
+from gateway.changes import emit
 from gateway.clock import Clock
 from gateway.constants import (
     ABSENCE_CANCELLED,
@@ -367,7 +367,7 @@ class Absences:
                 "child_id": record.child_id,
                 "reason": NO_STAFF,
             }
-            await webhooks.emit(self.store, tenant_id, WEBHOOK_ABSENCE_UNROUTED, unrouted, now)
+            await emit(self.store, tenant_id, WEBHOOK_ABSENCE_UNROUTED, unrouted, now)
             log.warning("absence report reaches no staff", extra={"message_id": record.message_id})
         everyone = Audience(children=[data.child_id])
         to_staff = Audience(staff=staff) if staff else everyone  # planned to staff only

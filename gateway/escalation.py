@@ -36,7 +36,13 @@ from typing import Any, Protocol
 from pydantic import ValidationError
 
 from gateway.clock import Clock
-from gateway.constants import ABSENCE_CONTEXT_KEY, JOB_ESCALATE, SUPPRESSED_CHANNEL
+from gateway.constants import (
+    ABSENCE_CONTEXT_KEY,
+    ESCALATION_KEY,
+    JOB_ESCALATE,
+    PER_CHILD,
+    SUPPRESSED_CHANNEL,
+)
 from gateway.followups import FAILOVER, QUIET_CHANNELS
 from gateway.metrics import ESCALATED
 from gateway.models import (
@@ -56,7 +62,7 @@ from gateway.recheck import RecheckStore, allowed_children, local_time, recheck_
 from gateway.resolver import Recipient, Resolution, Suppression, resolve
 from gateway.settings import EscalationSettings
 from gateway.store.ports import DeliveryStore, JobQueue, MessageStore, PolicyStore
-from gateway.tracker import ESCALATION_KEY, PER_CHILD, asks_receipt, reach
+from gateway.tracker import asks_receipt, reach
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
-from gateway.constants import DEFAULT_TIME_ZONE
+from gateway.constants import DEFAULT_TIME_ZONE, ESCALATION_KEY, PER_CHILD
 from gateway.models import (
     Audience,
     Category,
@@ -31,7 +31,6 @@ from gateway.models import (
 from gateway.resolver import BLOCKED, Resolution, resolve
 from gateway.store.ports import AudienceReader, JobQueue, ReachStore
 from gateway.store.records import SendOutcome
-from gateway.tracker import ESCALATION_KEY, PER_CHILD
 
 REACHED = "reached"
 

@@ -34,7 +34,8 @@ from gateway.readlinks import read_link_maker
 from gateway.render import Renderer
 from gateway.retention import Retention
 from gateway.settings import Settings
-from gateway.store import Store, open_store
+from gateway.store import Store
+from gateway.store.backends import open_store
 from gateway.webhooks import WebhookService
 
 log = logging.getLogger(__name__)

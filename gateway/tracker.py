@@ -30,7 +30,7 @@ from datetime import datetime
 from typing import Protocol
 
 from gateway import sms_status
-from gateway.constants import SUPPRESSED_CHANNEL
+from gateway.constants import ESCALATION_KEY, PER_CHILD, SUPPRESSED_CHANNEL
 from gateway.metrics import REACHED
 from gateway.models import (
     PROGRESS,
@@ -57,12 +57,8 @@ from gateway.store.ports import (
 
 log = logging.getLogger(__name__)
 
-# Categories reached per child; the others are reached per recipient.
-PER_CHILD = frozenset({Category.absence, Category.emergency})
 # Categories that ask for a read receipt (and so escalate) whatever the event says.
 ALWAYS_RECEIPT = frozenset({Category.absence, Category.emergency})
-# Marks a delivery planned by escalation (its value says which step) in Delivery.context.
-ESCALATION_KEY = "escalation"
 
 _RANK = {status: rank for rank, status in enumerate(PROGRESS)}
 _NOT_SENT = frozenset({DeliveryStatus.planned, DeliveryStatus.queued})

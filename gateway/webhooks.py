@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import aiohttp
 from standardwebhooks.webhooks import Webhook
@@ -56,7 +56,7 @@ from gateway.models import (
 )
 from gateway.pseudonyms import Names, NamesStore, names_for, person_ids_in, pseudonymise_data
 from gateway.settings import WebhookSettings
-from gateway.store.ports import ChangeFeed, JobQueue, WebhookEndpoints, WebhookOutbox
+from gateway.store.ports import JobQueue, WebhookEndpoints, WebhookOutbox
 
 if TYPE_CHECKING:
     from gateway.dispatcher import Dispatcher
@@ -75,17 +75,6 @@ def wall_clock() -> datetime:
     """Real time. Signatures always use it: receivers check timestamps against their own
     clock, whatever clock schedules our retries."""
     return datetime.now(UTC)
-
-
-async def emit(
-    store: ChangeFeed, tenant_id: str, event_type: str, data: dict[str, Any], at: datetime
-) -> bool:
-    """Queue a webhook event that no stored row records by itself (e.g. ``message.reached``).
-
-    ``data`` is the event's ``data`` object; ``at`` is added to it as ``"at"`` unless
-    present. Does nothing (returns False) when the tenant has no enabled endpoint.
-    """
-    return await store.append_change(tenant_id, event_type, data, at) is not None
 
 
 def envelope(change: Change) -> str:

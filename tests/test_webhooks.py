@@ -27,6 +27,7 @@ from gateway.api.app import create_app
 from gateway.api.context import CTX, AppContext
 from gateway.api.webhooks import WebhookEventType
 from gateway.auth import create_tenant
+from gateway.changes import emit
 from gateway.clock import ManualClock
 from gateway.constants import WEBHOOK_EVENT_TYPES
 from gateway.dispatcher import Dispatcher
@@ -38,7 +39,6 @@ from gateway.store import Store
 from gateway.store.sqlite import SqliteStore
 from gateway.webhooks import (
     WebhookService,
-    emit,
     retry_after_seconds,
     retry_delay,
     sign,
