@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -44,6 +44,7 @@ from gateway.constants import (
     SUPPRESSED_CHANNEL,
 )
 from gateway.followups import FAILOVER, QUIET_CHANNELS
+from gateway.jobs import JobHandler
 from gateway.metrics import ESCALATED
 from gateway.models import (
     TERMINAL_FAILURES,
@@ -57,8 +58,8 @@ from gateway.models import (
     Preferences,
     Role,
 )
-from gateway.planner import plan_deliveries, queue, route, urgent_work
-from gateway.recheck import RecheckStore, allowed_children, local_time, recheck_audience
+from gateway.planner import local_time, plan_deliveries, queue, route, urgent_work
+from gateway.recheck import RecheckStore, allowed_children, recheck_audience
 from gateway.resolver import Recipient, Resolution, Suppression, resolve
 from gateway.settings import EscalationSettings
 from gateway.store.ports import DeliveryStore, JobQueue, MessageStore, PolicyStore
@@ -133,11 +134,19 @@ class Escalator:
         settings: EscalationSettings,
         *,
         work_available: asyncio.Event | None = None,
+        stop: Callable[[Job], Awaitable[bool]] | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
         self.settings = settings
         self.work_available = work_available or asyncio.Event()
+        # Whether a job's message is no longer followed up at all (a cancelled absence
+        # alert: gateway.absence.alert_cancelled), given by the service.
+        self.stop = stop
+
+    def handlers(self) -> dict[str, JobHandler]:
+        """Escalation's timed steps and failovers."""
+        return {JOB_ESCALATE: self.run}
 
     async def policy(self, tenant_id: str) -> EscalationSettings:
         """The tenant's policy in force."""
@@ -161,6 +170,9 @@ class Escalator:
 
     async def run(self, job: Job) -> None:
         """Do one ``escalate`` job: a timed step or a failover."""
+        if self.stop is not None and await self.stop(job):
+            await self.store.finish_job(job.id)
+            return
         message_id, _, rest = job.ref.partition(":")
         kind, _, argument = rest.partition(":")
         message = await self.store.get_message(job.tenant_id, message_id)

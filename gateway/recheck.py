@@ -15,19 +15,18 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Protocol
-from zoneinfo import ZoneInfo
 
-from gateway.constants import DEFAULT_TIME_ZONE, ESCALATION_KEY, PER_CHILD
+from gateway.constants import ESCALATION_KEY, PER_CHILD
 from gateway.models import (
     Audience,
     Category,
     Delivery,
     DeliveryStatus,
-    DirectorySnapshot,
     Job,
     Message,
     Role,
 )
+from gateway.planner import local_time
 from gateway.resolver import BLOCKED, Resolution, resolve
 from gateway.store.ports import AudienceReader, JobQueue, ReachStore
 from gateway.store.records import SendOutcome
@@ -46,12 +45,6 @@ class HoldStore(RecheckStore, JobQueue, Protocol):
 def needs_recheck(delivery: Delivery) -> bool:
     """Whether a send must re-check rights first: it was deferred, or escalation planned it."""
     return delivery.not_before is not None or ESCALATION_KEY in delivery.context
-
-
-def local_time(snapshot: DirectorySnapshot, at: datetime) -> datetime:
-    """``at`` in the time zone of the snapshot's (first) unit."""
-    zone = next((u.time_zone for u in snapshot.units.values()), DEFAULT_TIME_ZONE)
-    return at.astimezone(ZoneInfo(zone))
 
 
 def recheck_audience(

@@ -15,6 +15,7 @@ from typing import Protocol
 
 from gateway.clock import Clock
 from gateway.constants import JOB_PURGE
+from gateway.jobs import JobHandler
 from gateway.models import Job
 from gateway.store.ports import DeliveryStore, JobQueue, RetentionStore
 
@@ -39,6 +40,10 @@ class Retention:
         """Queue the daily purge unless it is queued already (any process may call this)."""
         job = Job(id=JOB_PURGE, tenant_id="", kind=JOB_PURGE, ref="", due_at=self.clock.now())
         await self.store.add_deliveries([], [job])
+
+    def handlers(self) -> dict[str, JobHandler]:
+        """The daily purge."""
+        return {JOB_PURGE: self.run}
 
     async def run(self, job: Job) -> None:
         now = self.clock.now()

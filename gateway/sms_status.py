@@ -23,8 +23,10 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from channels.sms import DEAD_NUMBER_CODES
+from gateway.clock import Clock
 from gateway.constants import JOB_SMS_STATUS
 from gateway.followups import after_failure
+from gateway.jobs import JobHandler
 from gateway.metrics import CALLBACKS_PARKED
 from gateway.models import TERMINAL_FAILURES, Delivery, DeliveryStatus, Job
 from gateway.planner import urgent_work
@@ -168,3 +170,12 @@ async def run_parked(store: CallbackStore, job: Job, now: datetime, wake: asynci
         await store.finish_job(job.id)
         return
     await store.postpone_job(job.id, now + PARK_RETRY, "sid_unknown")
+
+
+def handlers(store: CallbackStore, clock: Clock, wake: asyncio.Event) -> dict[str, JobHandler]:
+    """Parked callbacks, looked at again until their SID is known."""
+
+    async def parked(job: Job) -> None:
+        await run_parked(store, job, clock.now(), wake)
+
+    return {JOB_SMS_STATUS: parked}

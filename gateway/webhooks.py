@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import aiohttp
 from standardwebhooks.webhooks import Webhook
@@ -44,6 +44,7 @@ from gateway.addresses import (
 )
 from gateway.clock import Clock
 from gateway.constants import JOB_WEBHOOK_FANOUT, JOB_WEBHOOK_SEND
+from gateway.jobs import JobHandler
 from gateway.metrics import WEBHOOK_ATTEMPTS
 from gateway.models import (
     Change,
@@ -57,9 +58,6 @@ from gateway.models import (
 from gateway.pseudonyms import Names, NamesStore, names_for, person_ids_in, pseudonymise_data
 from gateway.settings import WebhookSettings
 from gateway.store.ports import JobQueue, WebhookEndpoints, WebhookOutbox
-
-if TYPE_CHECKING:
-    from gateway.dispatcher import Dispatcher
 
 log = logging.getLogger(__name__)
 
@@ -203,9 +201,9 @@ class WebhookService:
         self._session = session
         self._own_session = session is None
 
-    def register(self, dispatcher: Dispatcher) -> None:
-        dispatcher.register(JOB_WEBHOOK_FANOUT, self.fan_out)
-        dispatcher.register(JOB_WEBHOOK_SEND, self.send)
+    def handlers(self) -> dict[str, JobHandler]:
+        """The fan-out of the change feed and the sends of the outbox."""
+        return {JOB_WEBHOOK_FANOUT: self.fan_out, JOB_WEBHOOK_SEND: self.send}
 
     async def start(self) -> None:
         self._client()

@@ -27,7 +27,8 @@ from datetime import datetime
 from typing import Protocol
 
 from gateway.models import InboxItem, Message, Protection, Role
-from gateway.recheck import allowed_children, local_time, recheck_audience
+from gateway.planner import local_time
+from gateway.recheck import allowed_children, recheck_audience
 from gateway.resolver import resolve
 from gateway.store.ports import AudienceReader, DirectoryStore, InboxStore, MessageStore
 
