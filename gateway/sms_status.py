@@ -30,7 +30,7 @@ from gateway.jobs import JobHandler
 from gateway.metrics import CALLBACKS_PARKED
 from gateway.models import TERMINAL_FAILURES, Delivery, DeliveryStatus, Job
 from gateway.planner import urgent_work
-from gateway.store.ports import DeliveryStore, JobQueue, MessageStore
+from gateway.store.ports import DeliveryStore, JobQueue, MessageStore, ProviderLookup
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ FAILOVER_STATUSES = frozenset({DeliveryStatus.failed, DeliveryStatus.undelivered
 _SEP = "\x1f"
 
 
-class CallbackStore(DeliveryStore, MessageStore, JobQueue, Protocol):
+class CallbackStore(DeliveryStore, ProviderLookup, MessageStore, JobQueue, Protocol):
     """What applying and parking callbacks needs."""
 
 
@@ -119,7 +119,7 @@ async def apply(
     return moved
 
 
-async def delivery_for(store: DeliveryStore, delivery_id: str | None, sid: str) -> Delivery | None:
+async def delivery_for(store: CallbackStore, delivery_id: str | None, sid: str) -> Delivery | None:
     """The SMS delivery a callback is about: the one its URL names, else by SID."""
     if delivery_id:
         delivery = await store.get_delivery(delivery_id)

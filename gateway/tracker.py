@@ -51,6 +51,7 @@ from gateway.store.ports import (
     DeliveryStore,
     InboxStore,
     MessageStore,
+    ProviderLookup,
     ReachStore,
     ReplyStore,
 )
@@ -66,10 +67,6 @@ _NOT_SENT = frozenset({DeliveryStatus.planned, DeliveryStatus.queued})
 
 class ReadStore(InboxStore, MessageStore, DeliveryStore, ReachStore, Protocol):
     """What recording a read needs: the inbox's read, the message, its deliveries, reach."""
-
-
-class ReplyIntakeStore(DeliveryStore, ReplyStore, Protocol):
-    """What linking and storing an inbound reply needs."""
 
 
 def asks_receipt(message: Message) -> bool:
@@ -303,7 +300,7 @@ async def provider_status(
 
 
 async def reply_target(
-    store: DeliveryStore, channel: str, address: str
+    store: ProviderLookup, channel: str, address: str
 ) -> tuple[str, Delivery | None] | None:
     """The tenant an inbound message from ``address`` belongs to and the latest delivery
     to that address (the one a reply answers); None when we never sent to it."""

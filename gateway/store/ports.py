@@ -202,7 +202,8 @@ class DirectoryStore(Protocol):
 
 
 class GuardianStore(Protocol):
-    """A guardian's own settings: preferences and devices (guardian API, parent pages)."""
+    """A person's contact settings: a guardian's own preferences and devices (guardian API,
+    parent pages), and contact points found failing (gateway/followups.py)."""
 
     async def set_preferences(self, tenant_id: str, guardian_id: str, prefs: Preferences) -> None:
         """Preferences set by the guardian in the app; an import never overwrites them."""
@@ -217,6 +218,13 @@ class GuardianStore(Protocol):
     async def remove_device(self, tenant_id: str, guardian_id: str, device_id: str) -> bool: ...
 
     async def list_devices(self, tenant_id: str, guardian_id: str) -> list[Device]: ...
+
+    async def mark_contact_failing(
+        self, tenant_id: str, person_id: str, kind: str, address: str, code: str, at: datetime
+    ) -> None:
+        """Mark a person's contact point (kind "email" or "phone", at this address) as
+        failing. The planner skips it while the person's current address is that one;
+        a re-import with another address clears it by itself."""
 
 
 class MessageStore(Protocol):
@@ -247,7 +255,8 @@ class MessageStore(Protocol):
 
 
 class DeliveryStore(Protocol):
-    """Deliveries and their forward-only status (dispatcher, tracker, escalation)."""
+    """Deliveries and their forward-only status (dispatcher, tracker, escalation); with
+    no deliveries, ``add_deliveries`` also queues jobs of any kind."""
 
     async def add_deliveries(self, deliveries: Sequence[Delivery], jobs: Sequence[Job]) -> int:
         """Insert deliveries (existing ids are left untouched) and their jobs in one
@@ -266,9 +275,6 @@ class DeliveryStore(Protocol):
     ) -> list[Delivery]:
         """Every delivery of one message to one recipient (suppression records included),
         ordered by channel and target: what a read or an escalation looks at."""
-
-    async def history(self, delivery_ids: Sequence[str]) -> dict[str, list[StatusChange]]:
-        """Status history per delivery, oldest first."""
 
     async def transition(
         self,
@@ -302,12 +308,11 @@ class DeliveryStore(Protocol):
         stays ``sending``, ``detail`` says which attempt, why and when the next one is.
         False, writing nothing, if the delivery is unknown or not ``sending``."""
 
+
+class ProviderLookup(Protocol):
+    """The delivery an inbound callback or reply is about (tracker, provider callbacks)."""
+
     async def delivery_by_provider_id(self, channel: str, provider_id: str) -> Delivery | None: ...
-
-    async def count_by_status(self, tenant_id: str, message_id: str) -> dict[str, int]: ...
-
-    async def delivery_stats(self) -> dict[tuple[str, str], int]:
-        """(channel, status) -> count over all tenants, for /metrics."""
 
     async def latest_delivery_to(
         self, tenant_id: str, channel: str, address: str
@@ -317,12 +322,17 @@ class DeliveryStore(Protocol):
     async def tenant_for_address(self, channel: str, address: str) -> str | None:
         """The tenant of the most recent delivery to this address on this channel."""
 
-    async def mark_contact_failing(
-        self, tenant_id: str, person_id: str, kind: str, address: str, code: str, at: datetime
-    ) -> None:
-        """Mark a person's contact point (kind "email" or "phone", at this address) as
-        failing. The planner skips it while the person's current address is that one;
-        a re-import with another address clears it by itself."""
+
+class DeliveryReport(Protocol):
+    """Counts and histories of deliveries (status API, metrics)."""
+
+    async def history(self, delivery_ids: Sequence[str]) -> dict[str, list[StatusChange]]:
+        """Status history per delivery, oldest first."""
+
+    async def count_by_status(self, tenant_id: str, message_id: str) -> dict[str, int]: ...
+
+    async def delivery_stats(self) -> dict[tuple[str, str], int]:
+        """(channel, status) -> count over all tenants, for /metrics."""
 
 
 class SendLedger(Protocol):

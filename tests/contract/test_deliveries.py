@@ -1,4 +1,5 @@
-"""Store contract: messages and deliveries (ports MessageStore, DeliveryStore).
+"""Store contract: messages and deliveries (ports MessageStore, DeliveryStore,
+ProviderLookup, DeliveryReport).
 
 These tests speak only the ports: nothing here may know which backend runs.
 """
