@@ -240,8 +240,9 @@ class AbsenceFlowStore(
 
 
 class Absences:
-    """The absence flows. The API builds one per request (intake, answers, status); the
-    service builds one with the Escalator and registers its jobs with the dispatcher."""
+    """The absence flows (intake, answers, status, planning). The service builds one, with
+    the Escalator, puts it in the app context for the API and gives its ``handlers()``
+    to the job registry."""
 
     def __init__(
         self,
