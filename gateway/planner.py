@@ -218,9 +218,10 @@ def resolution_for(
 def planned(
     message: Message, snapshot: DirectorySnapshot, resolution: Resolution, now: datetime
 ) -> Iterator[tuple[Delivery, Job | None]]:
-    """The planning pipeline every stage uses (the dispatcher's ``plan``, absence's plan,
-    escalation): each delivery of the resolution, made ready with its send job (None for
-    an in-app delivery or a suppression record), urgent for absence and emergency."""
+    """The planning pipeline of a message (the dispatcher's ``plan`` and absence's): each
+    delivery of the resolution, made ready with its send job (None for an in-app delivery
+    or a suppression record), urgent for absence and emergency. Escalation picks one
+    channel per person and uses :func:`plan_deliveries` and :func:`queue` itself."""
     urgent = urgent_work(message.category)
     for delivery in plan_deliveries(message, snapshot, resolution, now):
         yield delivery, queue(delivery, now, urgent=urgent)
