@@ -22,17 +22,28 @@ where it is made (the flag history, the protection history).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol
 
-from gateway.models import InboxItem, Message, Protection, Role
+from gateway.models import Delivery, DeliveryStatus, InboxItem, Message, Protection, Role
 from gateway.planner import local_time
 from gateway.recheck import allowed_children, recheck_audience
 from gateway.resolver import resolve
-from gateway.store.ports import AudienceReader, DirectoryStore, InboxStore, MessageStore
+from gateway.store.ports import (
+    AudienceReader,
+    DeliveryStore,
+    DirectoryStore,
+    InboxStore,
+    MessageStore,
+)
+
+log = logging.getLogger(__name__)
 
 PROTECTION_RAISED = "protection_raised"
+# Statuses after which a link no longer shows its message.
+LINK_GONE = frozenset({DeliveryStatus.cancelled, DeliveryStatus.suppressed})
 
 
 class RightsStore(AudienceReader, DirectoryStore, Protocol):
@@ -41,6 +52,10 @@ class RightsStore(AudienceReader, DirectoryStore, Protocol):
 
 class WithdrawalStore(RightsStore, MessageStore, InboxStore, Protocol):
     """Rights plus the inbox items and their messages."""
+
+
+class LinkStore(RightsStore, MessageStore, DeliveryStore, Protocol):
+    """Rights plus the delivery a personal link names and its message."""
 
 
 async def withdrawn(
@@ -127,3 +142,27 @@ async def visible_item(
         return None
     visible = await visible_items(store, tenant_id, person_id, [item], now)
     return visible[0] if visible else None
+
+
+async def linked_delivery(
+    store: LinkStore, delivery_id: str, now: datetime
+) -> tuple[Delivery, Message] | None:
+    """The delivery a personal link names and its message, or None when either is gone
+    (or the delivery was cancelled or suppressed), the recipient has been removed from
+    the directory since, or their access was withdrawn (:func:`withdrawn`)."""
+    delivery = await store.get_delivery(delivery_id)
+    if delivery is None or delivery.status in LINK_GONE:
+        return None
+    message = await store.get_message(delivery.tenant_id, delivery.message_id)
+    if message is None:
+        return None
+    if await store.get_person(delivery.tenant_id, delivery.recipient_id) is None:
+        return None
+    why = await withdrawn(
+        store, message, delivery.recipient_id, delivery.recipient_role, delivery.child_ids, now
+    )
+    if why is not None:
+        # A block, a revoked grant or a raised protection ended this access (issue 10).
+        log.info("read link withdrawn", extra={"delivery_id": delivery.id, "reason": why})
+        return None
+    return delivery, message

@@ -17,7 +17,6 @@ yet: a token is 2**128 guesses wide, but a proxy limit per client is advisable.
 
 from __future__ import annotations
 
-import logging
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,18 +42,14 @@ from gateway.models import (
 )
 from gateway.readlinks import csrf_field, csrf_valid, open_read_token
 from gateway.render import resolve_language
-from gateway.withdrawal import withdrawn
-
-log = logging.getLogger(__name__)
+from gateway.withdrawal import LINK_GONE, linked_delivery
 
 DEFAULT_TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 CSS_PATH = "/static/read.css"
 CSRF_FIELD = "csrf"
-# Statuses after which the page no longer shows the message.
-_GONE = frozenset({DeliveryStatus.cancelled, DeliveryStatus.suppressed})
 # A provider may call a delivery failed that did arrive (an SMS "undelivered"): its read
 # is recorded, but the delivery cannot leave that state, so the page trusts ?done=1.
-FAILED = TERMINAL_FAILURES - _GONE
+FAILED = TERMINAL_FAILURES - LINK_GONE
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -130,30 +125,9 @@ def _token_problem(pages: ReadPages, exc: LinkInvalid) -> web.Response:
 
 
 async def load_delivery(ctx: AppContext, delivery_id: str) -> tuple[Delivery, Message] | None:
-    """The delivery and its message, or None when either is gone, the recipient has
-    been removed from the directory since, or their access was withdrawn
-    (gateway/withdrawal.py)."""
-    delivery = await ctx.store.get_delivery(delivery_id)
-    if delivery is None or delivery.status in _GONE:
-        return None
-    message = await ctx.store.get_message(delivery.tenant_id, delivery.message_id)
-    if message is None:
-        return None
-    if await ctx.store.get_person(delivery.tenant_id, delivery.recipient_id) is None:
-        return None
-    why = await withdrawn(
-        ctx.store,
-        message,
-        delivery.recipient_id,
-        delivery.recipient_role,
-        delivery.child_ids,
-        ctx.clock.now(),
-    )
-    if why is not None:
-        # A block, a revoked grant or a raised protection ended this access (issue 10).
-        log.info("read link withdrawn", extra={"delivery_id": delivery.id, "reason": why})
-        return None
-    return delivery, message
+    """The delivery a link names and its message, while the link may still show it
+    (:func:`gateway.withdrawal.linked_delivery`)."""
+    return await linked_delivery(ctx.store, delivery_id, ctx.clock.now())
 
 
 def _text(value: Any) -> str | None:
