@@ -118,8 +118,9 @@ class Api:
 
 
 @pytest.fixture
-async def api(settings: Settings, clock: ManualClock) -> AsyncIterator[Api]:
-    async with running(settings, clock) as gw:
+async def api(settings: Settings, clock: ManualClock, tmp_path: Path) -> AsyncIterator[Api]:
+    files = settings.attachments.model_copy(update={"folder": tmp_path / "files"})
+    async with running(settings.model_copy(update={"attachments": files}), clock) as gw:
         _, key = await new_tenant(gw.service, clock, DirectoryBatch.model_validate(DIRECTORY))
         yield Api(gw, key)
 
