@@ -30,7 +30,8 @@ from gateway.models import (
     WebhookEndpoint,
     derive_id,
 )
-from gateway.store import SendOutcome, open_store
+from gateway.store import SendOutcome
+from gateway.store.backends import open_store
 from gateway.store.redis import RedisStore
 from gateway.store.redis import scripts as lua
 from tests.conftest import DIRECTORY

@@ -24,8 +24,8 @@ from gateway.models import AbsenceReported, DirectoryBatch, Tenant, WebhookEndpo
 from gateway.settings import Settings
 from gateway.store import Store
 
+from .builders import child, guardian, rel, unit
 from .conftest import Backend
-from .test_store import child, guardian, rel, unit
 
 T0 = datetime(2026, 11, 30, 7, 0, tzinfo=UTC)
 A = "tenant-a"

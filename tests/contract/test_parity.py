@@ -22,8 +22,8 @@ from gateway.errors import StoreError
 from gateway.models import Audience, DirectoryBatch, DirectorySnapshot
 from gateway.store import Store
 
+from .builders import child, group, guardian, rel, unit
 from .conftest import Backend
-from .test_store import child, group, guardian, rel, unit
 
 T0 = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
 A = "tenant-a"

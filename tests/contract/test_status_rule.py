@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from gateway.models import DeliveryStatus, can_transition
 from gateway.store import Store
 
+from .builders import A, at, delivery, message, plan_job
 from .conftest import Backend
-from .test_store import A, at, delivery, message, plan_job
 
 STATUSES = list(DeliveryStatus)
 PAIRS = list(itertools.product(STATUSES, STATUSES))

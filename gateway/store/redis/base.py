@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, ParamSpec, TypeVar
 
 from redis.asyncio import Redis, RedisCluster
@@ -46,7 +46,9 @@ class Lua:
         self.sha = hashlib.sha1(source.encode()).hexdigest()
 
 
-def _mapped(fn: Callable[_P, Awaitable[_R]]) -> Callable[_P, Awaitable[_R]]:
+def _mapped(
+    fn: Callable[_P, Coroutine[Any, Any, _R]],
+) -> Callable[_P, Coroutine[Any, Any, _R]]:
     """Map Redis errors into the exception tree; reload scripts once if Redis lost them
     (a restart or failover) and run the call again (nothing ran: NOSCRIPT is checked
     before a script starts)."""

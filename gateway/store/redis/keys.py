@@ -50,6 +50,8 @@ The keys (``{t}`` a tenant's tag):
   positions, and the outbox (beside their jobs)
 * `P:{tenants}:wh` — tenants that ever had a webhook endpoint (the sweep for stranded
   changes)
+* `P:{t}:att:<id>`, `attmsg:<msg>`; `P:att:unused`, `P:att:used` — attachments and a
+  message's attachments by position; attachments by upload or use time (retention)
 * `P:did:<id>`, `P:pid:<hash>`, `P:addr:<hash>`, `P:rl:<key>`, `P:active` — single-key
   lookups, rate limits, tenants with data
 

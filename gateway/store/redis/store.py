@@ -106,6 +106,7 @@ from gateway.store.redis import scripts as lua
 from gateway.store.redis.absence import AbsenceMixin
 from gateway.store.redis.alert_phones import AlertPhonesMixin
 from gateway.store.redis.api_keys import KeysMixin
+from gateway.store.redis.attachments import RedisAttachments
 from gateway.store.redis.base import Lua, RedisParts, digest, opt
 from gateway.store.redis.feed import FeedMarks
 from gateway.store.redis.scripts import read
@@ -434,6 +435,7 @@ class RedisStore(
         # delivery id -> tenant: ids never move, so this cache is never wrong.
         self._where: OrderedDict[str, str] = OrderedDict()
         self._clamp_warned = False
+        self.attachments = RedisAttachments(self)
 
     # ------------------------------------------------------------------ lifecycle
 

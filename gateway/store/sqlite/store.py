@@ -88,6 +88,7 @@ from gateway.store.encoding import dumps, from_us, from_us_opt, us, us_opt
 from gateway.store.sqlite.absence import AbsenceMixin
 from gateway.store.sqlite.alert_phones import AlertPhonesMixin
 from gateway.store.sqlite.api_keys import KeysMixin, insert_api_key, migrate_api_keys
+from gateway.store.sqlite.attachments import SqliteAttachments
 from gateway.store.sqlite.base import SqliteParts, id_list
 from gateway.store.sqlite.postpone import PostponeMixin
 from gateway.store.sqlite.ratelimit import RateLimits
@@ -472,6 +473,7 @@ class SqliteStore(
         self._read_lock = asyncio.Lock()
         # Composed features: each gets what it needs of the store, nothing more.
         self._rates = RateLimits(self._write)
+        self.attachments = SqliteAttachments(self)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -517,7 +519,12 @@ class SqliteStore(
     async def _create_schema(self, db: aiosqlite.Connection) -> None:
         await db.execute("BEGIN IMMEDIATE")
         try:
-            for schema in (_SCHEMA, *self.feature_schemas(), RateLimits.SCHEMA):
+            for schema in (
+                _SCHEMA,
+                *self.feature_schemas(),
+                RateLimits.SCHEMA,
+                SqliteAttachments.SCHEMA,
+            ):
                 for statement in schema.split(";"):
                     if statement.strip():
                         await db.execute(statement)
