@@ -16,6 +16,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from gateway.store.lanes import DEFAULT_NORMAL_SHARE
+
 _PLACEHOLDERS = {"changeme", "change-me", "secret", "password", "xxx", ""}
 
 
@@ -85,8 +87,8 @@ class DispatchSettings(BaseModel):
     poll_interval: float = Field(default=0.2, gt=0)
     shutdown_timeout: float = Field(default=20.0, gt=0)
     # Share of each claim kept for normal work (general, reminder, digest) while urgent
-    # work (emergency, absence) waits: gateway/store/lanes.py.
-    normal_share: float = Field(default=0.1, ge=0, le=1)
+    # work (emergency, absence) waits: gateway/store/lanes.py (the one default).
+    normal_share: float = Field(default=DEFAULT_NORMAL_SHARE, ge=0, le=1)
     # Sends in flight per channel in one process (a slow provider holds at most this many;
     # the other channels go on). Each channel named here overrides its default in
     # CHANNEL_CONCURRENCY; see in_flight_limit.
