@@ -58,14 +58,17 @@ async def _first_hand_over(bench: Bench) -> None:
 async def settle(bench: Bench, message_ids: list[str]) -> tuple[list[Any], dict[str, Any]]:
     """The messages' deliveries and the sinks' records once every provider delivery was
     handed over and no new one was planned meanwhile (a job in progress is not in the
-    queue depth that ``wait_idle`` reads)."""
+    queue depth that ``wait_idle`` reads). Every message here has deliveries."""
     while True:
         deliveries = await bench.deliveries(message_ids)
         provider = [d for d in deliveries if d.channel in CHANNELS]
         records = await bench.wait_for_records(provider, "mixed")
+        await asyncio.sleep(0.3)  # planning in progress would add some meanwhile
         again = await bench.deliveries(message_ids)
-        if len(again) == len(deliveries) and all(
-            d.channel != "inapp" or d.status.value == "delivered" for d in again
+        if (
+            deliveries
+            and len(again) == len(deliveries)
+            and all(d.channel != "inapp" or d.status.value == "delivered" for d in again)
         ):
             return again, records
         await asyncio.sleep(0.2)
