@@ -55,22 +55,41 @@ async def _first_hand_over(bench: Bench) -> None:
     raise BenchError("mixed: the broadcast reached no sink in time")
 
 
+async def quiet(bench: Bench, still: float = 1.0) -> None:
+    """Until the queues are empty and no sink got a new hand-over for ``still`` seconds:
+    the point to read the meters, before the store reads of :func:`settle` (which would
+    count as Redis commands)."""
+    deadline = time.monotonic() + bench.o.timeout
+    seen, since = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        count = sum([(await bench.sinks[s].stats())["distinct"] for s in SINK_OF.values()])
+        if count != seen:
+            seen, since = count, time.monotonic()
+        elif time.monotonic() - since >= still:
+            await bench.wait_idle()
+            return
+        await asyncio.sleep(0.1)
+    raise BenchError("mixed: the sinks did not come to rest in time")
+
+
 async def settle(bench: Bench, message_ids: list[str]) -> tuple[list[Any], dict[str, Any]]:
     """The messages' deliveries and the sinks' records once every provider delivery was
-    handed over and no new one was planned meanwhile (a job in progress is not in the
-    queue depth that ``wait_idle`` reads). Every message here has deliveries."""
+    handed over, every in-app one delivered, and no new one was planned meanwhile (a job
+    in progress is not in the queue depth that ``wait_idle`` reads; a SMS's SID is known
+    once its outcome is committed). Every message here has deliveries."""
+    deadline = time.monotonic() + bench.o.timeout
     while True:
         deliveries = await bench.deliveries(message_ids)
         provider = [d for d in deliveries if d.channel in CHANNELS]
-        records = await bench.wait_for_records(provider, "mixed")
-        await asyncio.sleep(0.3)  # planning in progress would add some meanwhile
-        again = await bench.deliveries(message_ids)
-        if (
-            deliveries
-            and len(again) == len(deliveries)
-            and all(d.channel != "inapp" or d.status.value == "delivered" for d in again)
-        ):
-            return again, records
+        records = {c: await bench.sinks[s].records() for c, s in SINK_OF.items()}
+        matched = sum(len(v) for v in hand_overs(provider, records).values())
+        inapp_done = all(d.channel != "inapp" or d.status.value == "delivered" for d in deliveries)
+        if deliveries and matched >= len(provider) and inapp_done:
+            await asyncio.sleep(0.3)  # planning in progress would add some meanwhile
+            if len(await bench.deliveries(message_ids)) == len(deliveries):
+                return deliveries, records
+        if time.monotonic() > deadline:
+            raise BenchError("mixed: not every delivery was handed over in time")
         await asyncio.sleep(0.2)
 
 
@@ -106,8 +125,9 @@ async def run_mixed(bench: Bench) -> dict[str, Any]:
     for message_id, at in await asyncio.gather(*posts):
         absence_at[message_id] = at
     await bench.wait_idle()
-    deliveries, records = await settle(bench, [broadcast_id, emergency_id, *absence_at])
+    await quiet(bench)
     after = await bench.meters()
+    deliveries, records = await settle(bench, [broadcast_id, emergency_id, *absence_at])
     provider = [d for d in deliveries if d.channel in CHANNELS]
     await bench.stop_profiler(profiler)
     await asyncio.sleep(0.5)  # a late duplicate would show up now

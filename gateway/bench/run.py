@@ -443,19 +443,6 @@ class Bench:
             await asyncio.to_thread(profiler.wait, 60)
             self.say(f"profile of the gateway written to {self.o.profile}")
 
-    async def wait_for_records(
-        self, deliveries: Sequence[Any], what: str
-    ) -> dict[str, dict[str, float]]:
-        """The sinks' records once every one of ``deliveries`` was handed over."""
-        deadline = time.monotonic() + self.o.timeout
-        while True:
-            records = {c: await self.sinks[s].records() for c, s in _SINK_OF.items()}
-            if sum(len(v) for v in _hand_overs(deliveries, records).values()) >= len(deliveries):
-                return records
-            if time.monotonic() > deadline:
-                raise BenchError(f"{what}: not every delivery was handed over in time")
-            await asyncio.sleep(0.1)
-
     def start_profiler(self) -> Any:
         """py-spy on the serve process (collapsed stacks, threads and idle included)."""
         if self.o.profile is None:
