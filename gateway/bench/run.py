@@ -634,6 +634,7 @@ class Bench:
             "cpu_s_per_1000": round(meters.cpu_s / per * 1000, 3),
             "redis_commands_per_delivery": round(redis.total / per, 1) if redis else None,
             "redis_scripts_per_delivery": round(redis.scripts / per, 2) if redis else None,
+            "redis_top_commands": redis.top(per) if redis else None,
         }
 
     def _mixed_result(
