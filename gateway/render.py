@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import re
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from jinja2 import (
     select_autoescape,
 )
 
+from gateway.attachments import human_size, travels_in_email
 from gateway.constants import (
     ABSENCE_CONTEXT_KEY,
     ABSENCE_MESSAGE_TYPES,
@@ -36,7 +37,7 @@ from gateway.constants import (
     SUPPORTED_LANGUAGES,
 )
 from gateway.errors import ConfigError
-from gateway.models import Category, Delivery, Message, Rendered
+from gateway.models import Attachment, Category, Delivery, Message, Rendered
 from gateway.readlinks import PARENT_PATH, READ_PATH, UNSUBSCRIBE_PATH
 
 PUSH_BODY_MAX = 178
@@ -140,9 +141,12 @@ class Renderer:
         public_url: str,
         *,
         link_for: Callable[[Delivery], str | None] | None = None,
+        email_max_bytes: int = 0,
     ) -> None:
         self._public_url = public_url.rstrip("/")
         self._link_for = link_for
+        # Attachments up to this size travel in the email; larger ones as links.
+        self._email_max_bytes = email_max_bytes
         try:
             with (templates_dir / "texts.toml").open("rb") as file:
                 self._texts: dict[str, dict[str, str]] = tomllib.load(file)
@@ -177,8 +181,11 @@ class Renderer:
             self._cache[name] = template
         return template
 
-    def render(self, message: Message, delivery: Delivery) -> Rendered:
-        """Render ``message`` for ``delivery``'s channel and language."""
+    def render(
+        self, message: Message, delivery: Delivery, files: Sequence[Attachment] = ()
+    ) -> Rendered:
+        """Render ``message`` for ``delivery``'s channel and language; ``files`` are its
+        attachments (listed, and linked where the delivery has a read link)."""
         channel = delivery.channel
         parts = _PARTS.get(channel)
         if parts is None:
@@ -186,6 +193,7 @@ class Renderer:
         lang = resolve_language(delivery.language)
         read_url = self._read_url(delivery)
         variables = self._variables(message, delivery, lang, read_url)
+        variables["files"] = self._files(files, channel, read_url)
         template = _TEMPLATES.get(message.event_type, _DEFAULT_TEMPLATE)
         if template == _ABSENCE_TEMPLATE:
             # Our own texts: the subject too is in the recipient's language.
@@ -260,6 +268,21 @@ class Renderer:
             "absence": absence,
             "t": texts,
         }
+
+    def _files(
+        self, files: Sequence[Attachment], channel: str, read_url: str | None
+    ) -> list[dict[str, Any]]:
+        """Each file's name, size, download link (the read link's /files/<id>) and whether
+        the email carries it itself."""
+        return [
+            {
+                "name": f.name,
+                "size": human_size(f.size),
+                "url": f"{read_url}/files/{f.id}" if read_url else None,
+                "attached": channel == "email" and travels_in_email(f.size, self._email_max_bytes),
+            }
+            for f in files
+        ]
 
     def _read_url(self, delivery: Delivery) -> str | None:
         if self._link_for is None or delivery.channel not in _READ_LINK_CHANNELS:

@@ -279,7 +279,7 @@ class Bench:
     async def _create_tenant(self) -> None:
         from gateway.auth import create_tenant
         from gateway.clock import SystemClock
-        from gateway.store import open_store
+        from gateway.store.backends import open_store
 
         store = open_store(self.store_url)
         await store.open()
@@ -455,7 +455,7 @@ class Bench:
         return spawn(argv, None, self.log_file)
 
     async def deliveries(self, message_ids: Sequence[str]) -> list[Any]:
-        from gateway.store import open_store
+        from gateway.store.backends import open_store
 
         store = open_store(self.store_url)
         await store.open()
