@@ -15,6 +15,7 @@ import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 from pydantic import (
     AfterValidator,
+    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -427,6 +428,8 @@ class MessageData(Strict):
     read_receipt: bool = False
     # A confidential message that would reach nobody is refused (422) unless this is true.
     allow_no_recipients: bool = False
+    # Scheduled sending: resolved and sent at this time (in the future, within the horizon).
+    send_at: AwareDatetime | None = None
 
     @model_validator(mode="after")
     def _absence_not_here(self) -> MessageData:

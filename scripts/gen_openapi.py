@@ -94,6 +94,9 @@ class EventAccepted(BaseModel):
         description="Reason code -> how many were left out (blocked, confidential_not_named,"
         " no_recipient, ...), message.created only",
     )
+    scheduled_for: datetime | None = Field(
+        default=None, description="message.created with send_at: when it will be sent"
+    )
 
 
 class ProtectionHistoryView(BaseModel):
@@ -247,6 +250,20 @@ class AbsenceReplyAck(BaseModel):
     at: datetime
 
 
+class ScheduleView(BaseModel):
+    """A scheduled message (``send_at`` on message.created): ``scheduled`` until its
+    planning starts at ``send_at``, then ``started``; ``cancelled`` after a cancel."""
+
+    state: Literal["scheduled", "started", "cancelled"]
+    send_at: datetime
+    cancelled_at: datetime | None
+
+
+class CancelAnswer(BaseModel):
+    id: str
+    schedule: ScheduleView
+
+
 class MessageStatus(BaseModel):
     """Persons with a protected address appear as `protected-<hex>` pseudonyms unless the
     key has the `protected` scope."""
@@ -258,6 +275,7 @@ class MessageStatus(BaseModel):
     read_receipt: bool
     created_at: datetime
     planned_at: datetime | None
+    schedule: ScheduleView | None
     counts: dict[str, int]
     summary: StatusSummary
     children: list[ChildStatus]
@@ -372,6 +390,8 @@ OUTPUT_MODELS: list[type[BaseModel]] = [
     Error,
     EventAccepted,
     MessageStatus,
+    CancelAnswer,
+    ScheduleView,
     Health,
     Readiness,
     DirectoryApplied,
@@ -587,7 +607,24 @@ def status_paths() -> dict[str, Any]:
                     **errors(401, 404),
                 },
             }
-        }
+        },
+        "/v1/messages/{id}/cancel": {
+            "post": {
+                "tags": ["status"],
+                "summary": "Cancel a scheduled message before it starts",
+                "description": (
+                    "Only a message.created with send_at, until its planning starts at"
+                    " send_at; 409 once it has started or if the message was not scheduled."
+                    " Cancelling again answers the same."
+                ),
+                "security": tenant("events"),
+                "parameters": [path_param("id", "Message id (from the 202)")],
+                "responses": {
+                    "200": ok(CancelAnswer, "Cancelled"),
+                    **errors(401, 404, 409),
+                },
+            }
+        },
     }
 
 

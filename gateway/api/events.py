@@ -10,12 +10,13 @@ import hashlib
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel
 
-from gateway import constants
+from gateway import constants, scheduling
 from gateway.api import absence, recipients
 from gateway.api.body import parse_json, read_raw, to_model
 from gateway.api.context import CTX, AppContext
@@ -82,17 +83,22 @@ async def check_audience(ctx: AppContext, tenant: Tenant, audience: Audience) ->
     raise ValidationFailed("the audience names unknown ids", errors=errors)
 
 
-async def store_message(ctx: AppContext, message: Message) -> Accepted:
-    """Store a message with its planning job, or find the one stored before."""
+async def store_message(
+    ctx: AppContext, message: Message, *, send_at: datetime | None = None
+) -> Accepted:
+    """Store a message with its planning job (due at ``send_at``, else now), or find the
+    one stored before."""
     existing = await ctx.store.get_message(message.tenant_id, message.id)
     if existing is not None:
         return existing, True
+    if send_at is not None:
+        await scheduling.remember(ctx.store, message, send_at)
     job = Job(
-        id=f"{constants.JOB_PLAN}:{message.id}",
+        id=scheduling.plan_job_id(message.id),
         tenant_id=message.tenant_id,
         kind=constants.JOB_PLAN,
         ref=message.id,
-        due_at=message.created_at,
+        due_at=send_at or message.created_at,
         urgent=urgent_work(message.category),
     )
     stored = await ctx.store.accept_message(message, job)
@@ -103,9 +109,13 @@ async def store_message(ctx: AppContext, message: Message) -> Accepted:
 async def handle_message_created(
     ctx: AppContext, tenant: Tenant, event: MessageCreated, body_hash: str
 ) -> Accepted:
+    data = event.data
+    now = ctx.clock.now()
+    if await ctx.store.get_message(tenant.id, derive_id(tenant.id, event.id)) is None:
+        # Not for a replay: a scheduled event sent again after its send_at is a duplicate.
+        scheduling.check_send_at(data.send_at, now, ctx.settings.schedule_horizon_days)
     await check_audience(ctx, tenant, event.data.audience)
     await recipients.refuse_confidential_to_nobody(ctx, tenant, event)
-    data = event.data
     message = Message(
         id=derive_id(tenant.id, event.id),
         tenant_id=tenant.id,
@@ -120,14 +130,17 @@ async def handle_message_created(
         sender_id=data.sender_id,
         sender_name=data.sender_name,
         audience=data.audience,
-        created_at=ctx.clock.now(),
+        created_at=now,
     )
-    return await store_message(ctx, message)
+    return await store_message(ctx, message, send_at=data.send_at)
 
 
 EVENT_TYPES: dict[str, EventType] = {
     "message.created": EventType(
-        MessageCreated, handle_message_created, preview=recipients.recipients_answer
+        MessageCreated,
+        handle_message_created,
+        answer=lambda _, event: scheduling.accepted_answer(event.data.send_at),
+        preview=recipients.recipients_answer,
     ),
     "absence.recorded": EventType(
         AbsenceRecorded, absence.handle_recorded, absence.deduplicated_into

@@ -21,6 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway import scheduling
 from gateway.api.absence import absences
 from gateway.api.context import CTX
 from gateway.auth import authenticate_bearer, key_has
@@ -123,6 +124,7 @@ async def get_message(request: web.Request) -> web.Response:
         ctx.store, ctx.secret, tenant.id, persons, sees_protected=key_has(request, Scope.protected)
     )
     now = ctx.clock.now()
+    schedule = await scheduling.schedule_of(ctx.store, message)
     jobs = await ctx.store.get_jobs([send_job_id(d.id) for d in deliveries if d.status in WAITING])
     children = sorted((_child(c, name) for c in view.children.values()), key=itemgetter("child_id"))
     guardians = sorted(
@@ -137,6 +139,8 @@ async def get_message(request: web.Request) -> web.Response:
             "read_receipt": message.read_receipt,
             "created_at": message.created_at.isoformat(),
             "planned_at": message.planned_at.isoformat() if message.planned_at else None,
+            # scheduled sending: state (scheduled, started, cancelled), send_at, cancelled_at
+            "schedule": schedule.to_json() if schedule is not None else None,
             "counts": counts,
             "summary": _summary(view, name),
             "children": children,
@@ -157,5 +161,14 @@ async def get_message(request: web.Request) -> web.Response:
     )
 
 
+async def cancel_message(request: web.Request) -> web.Response:
+    """Cancel a scheduled message before it starts; 409 once it has (or if not scheduled)."""
+    ctx = request.app[CTX]
+    tenant = await authenticate_bearer(request, ctx.store, ctx.clock.now(), Scope.events)
+    view = await scheduling.cancel(ctx.store, tenant.id, request.match_info["id"], ctx.clock.now())
+    return web.json_response({"id": request.match_info["id"], "schedule": view.to_json()})
+
+
 def setup(app: web.Application) -> None:
     app.router.add_get("/v1/messages/{id}", get_message)
+    app.router.add_post("/v1/messages/{id}/cancel", cancel_message)

@@ -55,6 +55,7 @@ from gateway.models import (
 )
 from gateway.protection import ProtectionHistoryEntry
 from gateway.store.lanes import DEFAULT_NORMAL_SHARE
+from gateway.store.schedules import Schedules
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +86,9 @@ class FlagHistoryEntry:
 
 
 class Store(Protocol):
+    # Scheduled messages (gateway/store/schedules.py), a part composed into each backend.
+    schedules: Schedules
+
     # ------------------------------------------------------------------ lifecycle
     async def open(self) -> None:
         """Create the schema if missing and get ready."""

@@ -98,8 +98,10 @@ from gateway.store.redis_base import (
     us_opt,
 )
 from gateway.store.redis_keys import KeysMixin
+from gateway.store.redis_schedules import RedisSchedules
 from gateway.store.redis_tracking import TrackingMixin
 from gateway.store.redis_webhooks import WebhookMixin
+from gateway.store.schedules import Schedules
 
 log = logging.getLogger(__name__)
 
@@ -431,6 +433,7 @@ class RedisStore(
         # delivery id -> tenant: ids never move, so this cache is never wrong.
         self._where: OrderedDict[str, str] = OrderedDict()
         self._clamp_warned = False
+        self.schedules: Schedules = RedisSchedules(self)
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -69,6 +69,7 @@ from gateway.store.directory_checks import (
     batch_errors,
     reference_error,
 )
+from gateway.store.schedules import Schedules
 from gateway.store.sqlite_absence import AbsenceMixin
 from gateway.store.sqlite_alert_phones import AlertPhonesMixin
 from gateway.store.sqlite_base import SqliteParts, dt, dt_opt, id_list, to_json, ts, ts_opt
@@ -76,6 +77,8 @@ from gateway.store.sqlite_keys import KeysMixin, insert_api_key, migrate_api_key
 from gateway.store.sqlite_postpone import PostponeMixin
 from gateway.store.sqlite_ratelimit import RateLimitMixin
 from gateway.store.sqlite_retention import RetentionMixin
+from gateway.store.sqlite_schedules import SCHEMA as SCHEDULES_SCHEMA
+from gateway.store.sqlite_schedules import SqliteSchedules
 from gateway.store.sqlite_tracking import TrackingMixin
 from gateway.store.sqlite_webhooks import WebhookMixin
 
@@ -477,6 +480,7 @@ class SqliteStore(
         self._reader: aiosqlite.Connection | None = None
         self._write_lock = asyncio.Lock()
         self._read_lock = asyncio.Lock()
+        self.schedules: Schedules = SqliteSchedules(self)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -522,7 +526,7 @@ class SqliteStore(
     async def _create_schema(self, db: aiosqlite.Connection) -> None:
         await db.execute("BEGIN IMMEDIATE")
         try:
-            for schema in (_SCHEMA, *self.feature_schemas()):
+            for schema in (_SCHEMA, *self.feature_schemas(), SCHEDULES_SCHEMA):
                 for statement in schema.split(";"):
                     if statement.strip():
                         await db.execute(statement)
