@@ -13,6 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from gateway.auth import create_tenant
@@ -55,6 +56,7 @@ class Rig:
             "id": event_id,
             "type": "message.created",
             "data": {
+                "sender_id": "t1",
                 "audience": {"groups": ["g1"]},
                 "subject": "Tur mandag",
                 "body": "Husk matpakke.",
@@ -92,7 +94,15 @@ async def rig(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[R
             try:
                 tenant, key, _ = await create_tenant(gw.service.store, "Asker kommune", clock.now())
                 built.key, built.tenant_id = key, tenant.id
-                batch = DirectoryBatch.model_validate(DIRECTORY)
+                teacher = {
+                    "id": "t1",
+                    "role": "staff",
+                    "given_name": "Tone",
+                    "unit_ids": ["u1"],
+                    "group_ids": ["g1"],
+                }
+                directory = {**DIRECTORY, "persons": [*DIRECTORY["persons"], teacher]}
+                batch = DirectoryBatch.model_validate(directory)
                 await gw.service.store.apply_directory(tenant.id, batch)
                 yield built
             finally:
@@ -195,3 +205,27 @@ async def test_cancel_of_an_unknown_or_unscheduled_message(rig: Rig) -> None:
     assert status == 202, answer
     status, answer = await rig.call("POST", f"/v1/messages/{answer['message_id']}/cancel")
     assert status == 409, answer
+
+
+async def staff_page(rig: Rig, message_id: str) -> str:
+    status, answer = await rig.call("POST", "/v1/staff/t1/tokens", {"message_id": message_id})
+    assert status == 201, answer
+    path = "/staff/" + answer["link"].split("/staff/", 1)[1]
+    jar = aiohttp.CookieJar(unsafe=True)  # the session cookie, on 127.0.0.1
+    async with (
+        aiohttp.ClientSession(cookie_jar=jar) as browser,
+        browser.get(rig.gw.url + path) as resp,
+    ):
+        assert resp.status == 200
+        return await resp.text()
+
+
+async def test_the_staff_page_says_scheduled_for_and_cancelled(rig: Rig) -> None:
+    send_at = rig.clock.now().replace(hour=6, minute=30) + timedelta(days=3)  # 07:30 in Oslo
+    status, answer = await rig.post("evt-1", send_at.isoformat())
+    assert status == 202, answer
+    page = await staff_page(rig, answer["message_id"])
+    assert "Planlagt sendt 30. november 2026 07:30" in page
+    await rig.call("POST", f"/v1/messages/{answer['message_id']}/cancel")
+    page = await staff_page(rig, answer["message_id"])
+    assert "Avlyst, skulle vært sendt 30. november 2026 07:30" in page
