@@ -55,6 +55,7 @@ from gateway.planner import plan_deliveries, queue, urgent_work
 from gateway.recheck import held
 from gateway.render import Renderer
 from gateway.resolver import resolve
+from gateway.sender_unit import add_sender_units
 from gateway.settings import DispatchSettings
 from gateway.store import SendOutcome, Store
 
@@ -273,6 +274,7 @@ class Dispatcher:
             await self.store.finish_job(job.id)
             return
         snapshot = await self.store.load_audience(message.tenant_id, message.audience)
+        await add_sender_units(self.store, message, snapshot)
         now = self.clock.now()
         on = now.astimezone(ZoneInfo(_time_zone(snapshot))).date()
         resolution = resolve(snapshot, message.audience, message.category, on)

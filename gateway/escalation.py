@@ -54,6 +54,7 @@ from gateway.models import (
 from gateway.planner import plan_deliveries, queue, route, urgent_work
 from gateway.recheck import allowed_children, local_time, recheck_audience
 from gateway.resolver import Recipient, Resolution, Suppression, resolve
+from gateway.sender_unit import add_sender_units
 from gateway.settings import EscalationSettings
 from gateway.store import Store
 from gateway.tracker import ESCALATION_KEY, PER_CHILD, asks_receipt, reach
@@ -230,6 +231,7 @@ class Escalator:
         if not targets:
             return [], False
         snapshot = await self._snapshot(message.tenant_id, targets)
+        await add_sender_units(self.store, message, snapshot)
         # Rights may have changed since planning (blocked, information revoked): ask again.
         children, suppressed = self._still_allowed(message, snapshot, targets)
         chosen: dict[str, str] = {}

@@ -380,6 +380,9 @@ class DirectorySnapshot(BaseModel):
     persons: dict[str, Person] = Field(default_factory=dict)
     # children in the audience (ids into persons), after expanding groups and units
     audience_children: list[str] = Field(default_factory=list)
+    # The units a message names when it concerns no child of a unit (to guardians or staff
+    # directly): the sender's, then the audience's (gateway/sender_unit.py); ids into units.
+    sender_units: list[str] = Field(default_factory=list)
     relations: list[RelationRecord] = Field(default_factory=list)
     preferences: dict[str, Preferences] = Field(default_factory=dict)
     devices: dict[str, list[Device]] = Field(default_factory=dict)

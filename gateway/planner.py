@@ -278,6 +278,11 @@ class _Planner:
         self.now = now
         # Children whose place is hidden from other recipients (rule 4), found once.
         self.sensitive = sensitive_children(snapshot)
+        self.related: dict[str, tuple[str, ...]] = {}
+        if self.sensitive:
+            for relation in snapshot.relations:
+                known = self.related.get(relation.guardian_id, ())
+                self.related[relation.guardian_id] = (*known, relation.child_id)
 
     def deliveries(self, recipient: Recipient) -> Iterator[Delivery]:
         person = self.snapshot.persons.get(recipient.person_id)
@@ -300,7 +305,10 @@ class _Planner:
         time_zone = unit.time_zone if unit is not None else DEFAULT_TIME_ZONE
         not_before = defer_until(prefs, time_zone, self.message.category, self.now)
         language = choose_language(person, prefs)
-        neutral = bool(self.sensitive) and hides_places(person, recipient.child_ids, self.sensitive)
+        # A message to a guardian directly concerns no child: their own children decide
+        # whether the sender's unit may be named (rule 4).
+        concerned = recipient.child_ids or self.related.get(pid, ())
+        neutral = bool(self.sensitive) and hides_places(person, concerned, self.sensitive)
         context = self._context(recipient.child_ids, None if neutral else unit)
         if neutral:
             # A protected child or co-guardian: no unit, group, sender or staff name.
@@ -371,9 +379,11 @@ class _Planner:
         )
 
     def _unit(self, person: Person, child_ids: tuple[str, ...]) -> Unit | None:
-        """The first unit of the first child the message concerns, else of the person."""
+        """The first unit of the first child the message concerns, else of the person, else
+        the sender's."""
         owner = self.snapshot.persons.get(child_ids[0]) if child_ids else None
-        for unit_id in (owner or person).unit_ids:
+        # Else the sender's unit (a message to guardians or staff directly names it too).
+        for unit_id in (*(owner or person).unit_ids, *self.snapshot.sender_units):
             unit = self.snapshot.units.get(unit_id)
             if unit is not None:
                 return unit

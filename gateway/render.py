@@ -38,6 +38,7 @@ from gateway.constants import (
 from gateway.errors import ConfigError
 from gateway.models import Category, Delivery, Message, Rendered
 from gateway.readlinks import PARENT_PATH, READ_PATH, UNSUBSCRIBE_PATH
+from gateway.sms_budget import is_reminder, sms_answerable
 
 PUSH_BODY_MAX = 178
 ELLIPSIS = "…"
@@ -140,9 +141,12 @@ class Renderer:
         public_url: str,
         *,
         link_for: Callable[[Delivery], str | None] | None = None,
+        sms_fallback_sender: str | None = None,
     ) -> None:
         self._public_url = public_url.rstrip("/")
         self._link_for = link_for
+        # The SMS channel's sender when a unit has none (gateway/sms_budget.py).
+        self._sms_fallback_sender = sms_fallback_sender
         try:
             with (templates_dir / "texts.toml").open("rb") as file:
                 self._texts: dict[str, dict[str, str]] = tomllib.load(file)
@@ -231,6 +235,9 @@ class Renderer:
         subject = _one_line(message.subject)
         if message.category is Category.emergency:
             subject = f"{texts['important']} {subject}"
+        reminder = is_reminder(delivery)
+        if reminder:
+            subject = f"{texts['reminder_prefix']} {subject}"
         return {
             "lang": lang,
             "category": message.category.value,
@@ -256,6 +263,15 @@ class Renderer:
             "app_url": f"{self._public_url}/app",
             "read_link": texts["read_link"],
             "read_url": read_url,
+            # A send of an escalation step (not read in time): "Vi har ikke fått svar ...".
+            "reminder": texts["not_answered"] if reminder else None,
+            # A read receipt is asked: the email says so, with a button to the read page.
+            "receipt": texts["receipt_asked"] if message.read_receipt and read_url else None,
+            "receipt_button": texts["receipt_button"],
+            # SMS: "<sender>: <subject>" on the first line (neutral: "Kommunen").
+            "sms_from": from_name or (texts["neutral_sender"] if neutral else None),
+            # SMS: whether the sender can receive an answer (not an alphanumeric id).
+            "sms_answerable": sms_answerable(delivery, self._sms_fallback_sender),
             # Absence facts (gateway/absence.py) and the texts they are told with.
             "absence": absence,
             "t": texts,

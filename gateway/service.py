@@ -42,6 +42,12 @@ log = logging.getLogger(__name__)
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
 
 
+def sms_fallback_sender(settings: Settings) -> str | None:
+    """The SMS sender of a unit without its own (as channels/sms.py chooses it)."""
+    twilio = settings.twilio
+    return None if twilio is None else twilio.messaging_service_sid or twilio.default_sender
+
+
 def load_secret(settings: Settings) -> bytes:
     """The key that signs guardian tokens and read links.
 
@@ -101,6 +107,7 @@ class Service:
                 timedelta(days=settings.read_link_ttl_days),
                 self.clock,
             ),
+            sms_fallback_sender=sms_fallback_sender(settings),
         )
         self.ctx = AppContext(
             settings=settings,
