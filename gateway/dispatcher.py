@@ -38,7 +38,7 @@ from gateway.errors import (
     TransientDeliveryError,
 )
 from gateway.followups import after_failure, failover_job, run_contact_job
-from gateway.metrics import PROVIDER_LATENCY, SENDS
+from gateway.metrics import PROVIDER_LATENCY, SENDS, SMS_SEGMENTS
 from gateway.models import (
     FINAL,
     TERMINAL_FAILURES,
@@ -346,6 +346,8 @@ class Dispatcher:
             outcome = "unavailable"
             await self._channel_down(job, delivery, exc)
         else:
+            if receipt.segments:
+                SMS_SEGMENTS.observe(receipt.segments)
             await self._outcomes.commit(
                 SendOutcome(
                     job.id,

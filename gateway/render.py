@@ -256,6 +256,8 @@ class Renderer:
                 if children
                 else None
             ),
+            # SMS: the children on the sender's line ("Solvang skole (Ola og Kari): ...").
+            "children_names": _name_list(tuple(children), lang) if children else None,
             "reason": texts["reason_unit"].format(unit=unit) if unit else texts["reason"],
             "settings": texts["settings"],
             "read_in_app": texts["read_in_app"],

@@ -277,6 +277,7 @@ class MessageStatus(BaseModel):
     planned_at: datetime | None
     schedule: ScheduleView | None
     counts: dict[str, int]
+    sms_segments: int = Field(description="SMS segments sent for this message, every recipient")
     summary: StatusSummary
     children: list[ChildStatus]
     guardians: list[GuardianStatus]

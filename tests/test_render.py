@@ -177,7 +177,7 @@ FROM = "Rektor Hansen, Solvang skole"  # the sender line of an SMS
 def test_sms_text_and_short(renderer: Renderer) -> None:
     out = renderer.render(message(), delivery("sms", "nb"))
     # The sender first, on the subject's line; no settings line (it is on the linked page).
-    assert out.text.startswith(f"{FROM}: Foreldremøte\nGjelder: Ola og Kari")
+    assert out.text.startswith(f"{FROM} (Ola og Kari): Foreldremøte\nVelkommen")
     assert "varslingsinnstillingene" not in out.text
     assert out.html is None
     assert (
@@ -282,7 +282,8 @@ def test_sms_carries_the_read_link_also_in_the_short_fallback(
 ) -> None:
     urgent = message(subject="Stengt", body="Skolen er stengt i dag.", category=Category.emergency)
     out = linking_renderer.render(urgent, delivery("sms", language))
-    assert out.text.endswith(f"\n{label}: {LINK}")  # last: no settings line in an SMS
+    # The bare link, last: no label and no settings line in an SMS (tests/test_sms_budget.py).
+    assert out.text.endswith(f"\n{LINK}")
     assert out.short is not None
     assert out.short.endswith(f"\n{label}: {LINK}")
     assert f"{URL}/app" not in out.short

@@ -142,6 +142,8 @@ async def get_message(request: web.Request) -> web.Response:
             # scheduled sending: state (scheduled, started, cancelled), send_at, cancelled_at
             "schedule": schedule.to_json() if schedule is not None else None,
             "counts": counts,
+            # SMS segments handed to the provider for this message (the SMS budget)
+            "sms_segments": sum(d.segments or 0 for d in deliveries if d.channel == "sms"),
             "summary": _summary(view, name),
             "children": children,
             "guardians": guardians,
