@@ -54,6 +54,7 @@ from gateway.models import (
     WebhookStatus,
 )
 from gateway.protection import ProtectionHistoryEntry
+from gateway.store.digests import Digests
 from gateway.store.lanes import DEFAULT_NORMAL_SHARE
 from gateway.store.schedules import Schedules
 
@@ -88,6 +89,8 @@ class FlagHistoryEntry:
 class Store(Protocol):
     # Scheduled messages (gateway/store/schedules.py), a part composed into each backend.
     schedules: Schedules
+    # The daily digest's entries (gateway/store/digests.py).
+    digests: Digests
 
     # ------------------------------------------------------------------ lifecycle
     async def open(self) -> None:

@@ -77,6 +77,7 @@ from gateway.protection import (
 )
 from gateway.store import FlagHistoryEntry, SendOutcome, lanes
 from gateway.store import redis_lua as lua
+from gateway.store.digests import Digests
 from gateway.store.directory_checks import (
     CHILD_ROLES,
     MAX_REPORTED_ERRORS,
@@ -97,6 +98,7 @@ from gateway.store.redis_base import (
     us,
     us_opt,
 )
+from gateway.store.redis_digests import RedisDigests
 from gateway.store.redis_keys import KeysMixin
 from gateway.store.redis_schedules import RedisSchedules
 from gateway.store.redis_tracking import TrackingMixin
@@ -434,6 +436,7 @@ class RedisStore(
         self._where: OrderedDict[str, str] = OrderedDict()
         self._clamp_warned = False
         self.schedules: Schedules = RedisSchedules(self)
+        self.digests: Digests = RedisDigests(self)
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -62,6 +62,7 @@ from gateway.protection import (
     raised_by_import,
 )
 from gateway.store import FlagHistoryEntry, SendOutcome, lanes
+from gateway.store.digests import Digests
 from gateway.store.directory_checks import (
     CHILD_ROLES,
     MAX_REPORTED_ERRORS,
@@ -73,6 +74,8 @@ from gateway.store.schedules import Schedules
 from gateway.store.sqlite_absence import AbsenceMixin
 from gateway.store.sqlite_alert_phones import AlertPhonesMixin
 from gateway.store.sqlite_base import SqliteParts, dt, dt_opt, id_list, to_json, ts, ts_opt
+from gateway.store.sqlite_digests import SCHEMA as DIGESTS_SCHEMA
+from gateway.store.sqlite_digests import SqliteDigests
 from gateway.store.sqlite_keys import KeysMixin, insert_api_key, migrate_api_keys
 from gateway.store.sqlite_postpone import PostponeMixin
 from gateway.store.sqlite_ratelimit import RateLimitMixin
@@ -481,6 +484,7 @@ class SqliteStore(
         self._write_lock = asyncio.Lock()
         self._read_lock = asyncio.Lock()
         self.schedules: Schedules = SqliteSchedules(self)
+        self.digests: Digests = SqliteDigests(self)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -526,7 +530,7 @@ class SqliteStore(
     async def _create_schema(self, db: aiosqlite.Connection) -> None:
         await db.execute("BEGIN IMMEDIATE")
         try:
-            for schema in (_SCHEMA, *self.feature_schemas(), SCHEDULES_SCHEMA):
+            for schema in (_SCHEMA, *self.feature_schemas(), SCHEDULES_SCHEMA, DIGESTS_SCHEMA):
                 for statement in schema.split(";"):
                     if statement.strip():
                         await db.execute(statement)
