@@ -31,6 +31,7 @@ from gateway.channel_gate import ChannelGate
 from gateway.channel_health import ChannelHealth
 from gateway.clock import Clock
 from gateway.constants import DEFAULT_TIME_ZONE, JOB_CONTACT_FAILING, JOB_PLAN, JOB_SEND
+from gateway.digest_plan import digest_entries
 from gateway.errors import (
     ChannelUnavailable,
     DeadAddress,
@@ -297,6 +298,8 @@ class Dispatcher:
 
     async def _write_plan(self, deliveries: list[Delivery], jobs: list[Job]) -> None:
         if deliveries:
+            # Held for a daily digest: the digest's entries first (gateway/store/digests.py).
+            await self.store.digests.add_digest_entries(digest_entries(deliveries))
             await self.store.add_deliveries(deliveries, jobs)
             self.work_available.set()
 

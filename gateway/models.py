@@ -205,6 +205,10 @@ class Group(Strict):
     name: HeaderText = Field(min_length=1, max_length=200)
 
 
+# The categories a guardian may take as a daily digest (never absence or emergency).
+DigestCategory = Literal["general", "reminder"]
+
+
 class Preferences(Strict):
     """A guardian's language and channels per category. Absent category = default routing."""
 
@@ -213,6 +217,11 @@ class Preferences(Strict):
     # Quiet hours in the unit's time zone, "HH:MM"; messages are deferred, not dropped.
     quiet_start: str | None = Field(default=None, pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
     quiet_end: str | None = Field(default=None, pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+    # Daily digest per category (general, reminder only): "HH:MM" in the unit's time zone
+    # collects the day's messages into one email, push or SMS then; absent = instantly.
+    digest: dict[DigestCategory, Annotated[str, Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")]] = (
+        Field(default_factory=dict)
+    )
 
 
 _REPLACES = "Replaces the stored value; absent clears it."

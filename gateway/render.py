@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import re
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -278,6 +278,55 @@ class Renderer:
             "absence": absence,
             "t": texts,
         }
+
+    def render_digest(
+        self, items: Sequence[tuple[Message, Delivery]], carrier: Delivery
+    ) -> Rendered:
+        """One daily digest on ``carrier``'s channel (email, push or SMS) listing ``items``
+        (each message with the recipient's held delivery of it on that channel, whose read
+        link it carries), in the carrier's language (gateway/digest.py)."""
+        channel = carrier.channel
+        parts = _PARTS.get(channel)
+        if parts is None or not items:
+            raise ConfigError(f"no digest for channel {channel!r}")
+        lang = resolve_language(carrier.language)
+        entries = []
+        for message, delivery in items:
+            link = self._read_url(delivery)
+            one = self._variables(message, delivery, lang, link)
+            entries.append(
+                {
+                    "sender": one["sms_from"],
+                    "children_names": one["children_names"],
+                    "subject": one["subject"],
+                    "read_url": link,
+                }
+            )
+        link = self._read_url(carrier)
+        variables = self._variables(items[0][0], carrier, lang, link)
+        subject = self._texts[lang]["digest_subject"].format(count=len(items))
+        variables.update(items=entries, subject=subject, inbox_url=self._inbox_url(link))
+        out = {
+            part: self._template(f"{channel}/digest.{part}").render(variables).strip()
+            for part in parts
+        }
+        short = out.get("short.txt")
+        if channel == "push" and short is not None:
+            short = shorten(short, PUSH_BODY_MAX)
+        return Rendered(
+            subject=subject,
+            text=out["txt"],
+            html=out.get("html"),
+            short=short,
+            language=lang,
+            unsubscribe_url=self._unsubscribe_url(channel, link),
+        )
+
+    def _inbox_url(self, read_url: str | None) -> str:
+        """The guardian's inbox on the parent pages (the read link's token under /p/)."""
+        if read_url is None or READ_PATH not in read_url:
+            return f"{self._public_url}/app"
+        return f"{self._public_url}{PARENT_PATH}{read_url.rpartition(READ_PATH)[2]}"
 
     def _read_url(self, delivery: Delivery) -> str | None:
         if self._link_for is None or delivery.channel not in _READ_LINK_CHANNELS:

@@ -25,7 +25,8 @@ from gateway.api.context import AppContext
 from gateway.api.limits import listen, runner_options
 from gateway.clock import Clock, SystemClock
 from gateway.config_check import refuse_unsafe_production
-from gateway.constants import JOB_ESCALATE, JOB_PURGE, JOB_SMS_STATUS
+from gateway.constants import JOB_DIGEST, JOB_ESCALATE, JOB_PURGE, JOB_SMS_STATUS
+from gateway.digest import DigestSender
 from gateway.dispatcher import Dispatcher
 from gateway.doctor import log_checks
 from gateway.errors import ConfigError
@@ -155,6 +156,14 @@ class Service:
                 self.store, job, self.clock.now(), self.ctx.work_available
             ),
         )
+        self.digests = DigestSender(
+            self.store,
+            self.channels,
+            self.renderer,
+            self.clock,
+            work_available=self.ctx.work_available,
+        )
+        self.dispatcher.register(JOB_DIGEST, self.digests.run)
         self.dispatcher.on_planned = self.escalator.after_plan
         self._runner: web.AppRunner | None = None
         self._server: asyncio.Server | None = None
