@@ -23,6 +23,7 @@ from gateway.auth import create_tenant
 from gateway.clock import ManualClock
 from gateway.digest_plan import digest_time
 from gateway.models import Category, DirectoryBatch, Preferences
+from gateway.readlinks import make_read_token
 from gateway.settings import Settings
 from tests.conftest import DIRECTORY, SECRET_KEY
 from tests.contract.conftest import REDIS_URL, forget_keys, require_redis
@@ -234,4 +235,35 @@ async def test_without_a_digest_every_message_goes_at_once(rig: Rig) -> None:
     assert [m.message["Subject"] for m in rig.smtp.received] == ["Tur mandag"]
 
 
-_ = aiohttp  # the harness's session type
+async def test_the_preferences_page_sets_and_clears_the_digest(rig: Rig) -> None:
+    message_id = await rig.post("evt-1", "Tur mandag", "general")
+    await rig.run_all()
+    (email,) = [
+        d for d in await rig.gw.deliveries(rig.tenant_id, message_id) if d.channel == "email"
+    ]
+    token = make_read_token(SECRET_KEY.encode(), email.id, rig.clock.now() + timedelta(days=1))
+    jar = aiohttp.CookieJar(unsafe=True)
+    async with aiohttp.ClientSession(cookie_jar=jar) as browser:
+        async with browser.get(f"{rig.gw.url}/p/{token}?to=preferences") as resp:
+            assert resp.status == 200
+            page = await resp.text()
+        assert "Daglig sammendrag" in page
+        field = re.search(r'<input type="hidden" name="([^"]+)" value="([^"]+)">', page)
+        assert field is not None
+        form = {field.group(1): field.group(2), "ch_absence": ["sms", "email"]}
+        async with browser.post(
+            f"{rig.gw.url}/p/preferences", data={**form, "digest_general": "25:00"}
+        ) as resp:
+            assert resp.status == 422
+            assert "tt:mm" in await resp.text()
+        async with browser.post(
+            f"{rig.gw.url}/p/preferences", data={**form, "digest_reminder": "07:30"}
+        ) as resp:
+            assert resp.status == 200  # after the 303 back to the page
+            assert 'value="07:30"' in await resp.text()
+        stored = await rig.gw.service.store.get_preferences(rig.tenant_id, "p1")
+        assert stored is not None and stored.digest == {"reminder": "07:30"}
+        async with browser.post(f"{rig.gw.url}/p/preferences", data=form) as resp:
+            assert resp.status == 200
+        stored = await rig.gw.service.store.get_preferences(rig.tenant_id, "p1")
+        assert stored is not None and stored.digest == {}
