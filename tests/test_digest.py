@@ -267,3 +267,30 @@ async def test_the_preferences_page_sets_and_clears_the_digest(rig: Rig) -> None
             assert resp.status == 200
         stored = await rig.gw.service.store.get_preferences(rig.tenant_id, "p1")
         assert stored is not None and stored.digest == {}
+
+
+@pytest.mark.parametrize(
+    ("language", "title"),
+    [
+        ("nb", "Dagens meldinger (3)"),
+        ("nn", "Dagens meldingar (3)"),
+        ("en", "Today's messages (3)"),
+    ],
+)
+def test_a_digest_by_sms_or_push_lists_the_messages_in_the_guardians_language(
+    language: str, title: str
+) -> None:
+    from tests.test_sms_budget import delivery, message, renderer
+
+    render = renderer.__wrapped__()  # type: ignore[attr-defined]
+    subjects = ("Tur mandag", "Husk gymtøy", "Foreldremøte")
+    for channel in ("sms", "push"):
+        items = [(message(subject=s), delivery(channel, language)) for s in subjects]
+        out = render.render_digest(items, items[0][1])
+        assert out.subject == title and out.language == language
+        for subject in subjects:
+            assert subject in out.text
+            # push: the notification's body; SMS: the short fallback is title and link only
+            assert (subject in (out.short or "")) == (channel == "push")
+        if channel == "sms":
+            assert "/p/" in out.text  # one link: the guardian's inbox
