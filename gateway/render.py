@@ -28,6 +28,7 @@ from jinja2 import (
     select_autoescape,
 )
 
+from gateway.attachments import human_size, travels_in_email
 from gateway.constants import (
     ABSENCE_CONTEXT_KEY,
     ABSENCE_MESSAGE_TYPES,
@@ -36,7 +37,7 @@ from gateway.constants import (
     SUPPORTED_LANGUAGES,
 )
 from gateway.errors import ConfigError
-from gateway.models import Category, Delivery, Message, Rendered
+from gateway.models import Attachment, Category, Delivery, Message, Rendered
 from gateway.readlinks import PARENT_PATH, READ_PATH, UNSUBSCRIBE_PATH
 from gateway.sms_budget import is_reminder, sms_answerable
 
@@ -142,11 +143,14 @@ class Renderer:
         *,
         link_for: Callable[[Delivery], str | None] | None = None,
         sms_fallback_sender: str | None = None,
+        email_max_bytes: int = 0,
     ) -> None:
         self._public_url = public_url.rstrip("/")
         self._link_for = link_for
         # The SMS channel's sender when a unit has none (gateway/sms_budget.py).
         self._sms_fallback_sender = sms_fallback_sender
+        # Attachments up to this size travel in the email; larger ones as links.
+        self._email_max_bytes = email_max_bytes
         try:
             with (templates_dir / "texts.toml").open("rb") as file:
                 self._texts: dict[str, dict[str, str]] = tomllib.load(file)
@@ -181,8 +185,11 @@ class Renderer:
             self._cache[name] = template
         return template
 
-    def render(self, message: Message, delivery: Delivery) -> Rendered:
-        """Render ``message`` for ``delivery``'s channel and language."""
+    def render(
+        self, message: Message, delivery: Delivery, files: Sequence[Attachment] = ()
+    ) -> Rendered:
+        """Render ``message`` for ``delivery``'s channel and language; ``files`` are its
+        attachments (listed, and linked where the delivery has a read link)."""
         channel = delivery.channel
         parts = _PARTS.get(channel)
         if parts is None:
@@ -190,6 +197,7 @@ class Renderer:
         lang = resolve_language(delivery.language)
         read_url = self._read_url(delivery)
         variables = self._variables(message, delivery, lang, read_url)
+        variables["files"] = self._files(files, channel, read_url)
         template = _TEMPLATES.get(message.event_type, _DEFAULT_TEMPLATE)
         if template == _ABSENCE_TEMPLATE:
             # Our own texts: the subject too is in the recipient's language.
@@ -327,6 +335,21 @@ class Renderer:
         if read_url is None or READ_PATH not in read_url:
             return f"{self._public_url}/app"
         return f"{self._public_url}{PARENT_PATH}{read_url.rpartition(READ_PATH)[2]}"
+
+    def _files(
+        self, files: Sequence[Attachment], channel: str, read_url: str | None
+    ) -> list[dict[str, Any]]:
+        """Each file's name, size, download link (the read link's /files/<id>) and whether
+        the email carries it itself."""
+        return [
+            {
+                "name": f.name,
+                "size": human_size(f.size),
+                "url": f"{read_url}/files/{f.id}" if read_url else None,
+                "attached": channel == "email" and travels_in_email(f.size, self._email_max_bytes),
+            }
+            for f in files
+        ]
 
     def _read_url(self, delivery: Delivery) -> str | None:
         if self._link_for is None or delivery.channel not in _READ_LINK_CHANNELS:

@@ -179,7 +179,7 @@ async def test_three_messages_make_one_digest_at_1800_oslo_time_across_the_dst_c
     # The emergency goes at once; the three wait (in the inbox at once, though).
     assert [m.message["Subject"] for m in rig.smtp.received] == ["VIKTIG: Skolen er stengt"]
 
-    status, view = await rig.call("GET", f"/v1/messages/{ids[0]}")
+    _, view = await rig.call("GET", f"/v1/messages/{ids[0]}")
     (email,) = [d for d in view["deliveries"] if d["channel"] == "email"]
     assert email["waiting_for"] == "digest at 2026-10-25T17:00:00+00:00"
     rig.clock.set(SUNDAY_1800 - timedelta(hours=1))  # 18:00 at the summer offset: not yet

@@ -54,6 +54,7 @@ from gateway.models import (
     WebhookStatus,
 )
 from gateway.protection import ProtectionHistoryEntry
+from gateway.store.attachments import AttachmentStore
 from gateway.store.digests import Digests
 from gateway.store.lanes import DEFAULT_NORMAL_SHARE
 from gateway.store.schedules import Schedules
@@ -91,6 +92,10 @@ class Store(Protocol):
     schedules: Schedules
     # The daily digest's entries (gateway/store/digests.py).
     digests: Digests
+
+    @property
+    def attachments(self) -> AttachmentStore:
+        """Uploads and the messages that took them (gateway/store/attachments.py)."""
 
     # ------------------------------------------------------------------ lifecycle
     async def open(self) -> None:

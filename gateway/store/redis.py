@@ -87,6 +87,7 @@ from gateway.store.directory_checks import (
 )
 from gateway.store.redis_absence import AbsenceMixin
 from gateway.store.redis_alert_phones import AlertPhonesMixin
+from gateway.store.redis_attachments import RedisAttachments
 from gateway.store.redis_base import (
     Lua,
     RedisParts,
@@ -437,6 +438,7 @@ class RedisStore(
         self._clamp_warned = False
         self.schedules: Schedules = RedisSchedules(self)
         self.digests: Digests = RedisDigests(self)
+        self.attachments = RedisAttachments(self)
 
     # ------------------------------------------------------------------ lifecycle
 

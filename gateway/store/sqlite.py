@@ -73,6 +73,7 @@ from gateway.store.directory_checks import (
 from gateway.store.schedules import Schedules
 from gateway.store.sqlite_absence import AbsenceMixin
 from gateway.store.sqlite_alert_phones import AlertPhonesMixin
+from gateway.store.sqlite_attachments import SqliteAttachments
 from gateway.store.sqlite_base import SqliteParts, dt, dt_opt, id_list, to_json, ts, ts_opt
 from gateway.store.sqlite_digests import SCHEMA as DIGESTS_SCHEMA
 from gateway.store.sqlite_digests import SqliteDigests
@@ -485,6 +486,7 @@ class SqliteStore(
         self._read_lock = asyncio.Lock()
         self.schedules: Schedules = SqliteSchedules(self)
         self.digests: Digests = SqliteDigests(self)
+        self.attachments = SqliteAttachments(self)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -530,7 +532,13 @@ class SqliteStore(
     async def _create_schema(self, db: aiosqlite.Connection) -> None:
         await db.execute("BEGIN IMMEDIATE")
         try:
-            for schema in (_SCHEMA, *self.feature_schemas(), SCHEDULES_SCHEMA, DIGESTS_SCHEMA):
+            for schema in (
+                _SCHEMA,
+                *self.feature_schemas(),
+                SqliteAttachments.SCHEMA,
+                SCHEDULES_SCHEMA,
+                DIGESTS_SCHEMA,
+            ):
                 for statement in schema.split(";"):
                     if statement.strip():
                         await db.execute(statement)
