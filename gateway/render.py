@@ -37,7 +37,7 @@ from gateway.constants import (
     SUPPORTED_LANGUAGES,
 )
 from gateway.errors import ConfigError
-from gateway.models import Attachment, Category, Delivery, Message, Rendered
+from gateway.models import Attachment, Category, Delivery, Message, Rendered, Role
 from gateway.readlinks import PARENT_PATH, READ_PATH, UNSUBSCRIBE_PATH
 from gateway.sms_budget import is_reminder, sms_answerable
 
@@ -266,6 +266,13 @@ class Renderer:
             ),
             # SMS: the children on the sender's line ("Solvang skole (Ola og Kari): ...").
             "children_names": _name_list(tuple(children), lang) if children else None,
+            # Staff get a staff footer (why they get it, the staff pages), not the parent one.
+            "staff": delivery.recipient_role is Role.staff,
+            "staff_reason": (
+                texts["staff_reason_unit"].format(unit=unit) if unit else texts["staff_reason"]
+            ),
+            "staff_pages": texts["staff_pages"],
+            "staff_pages_url": f"{self._public_url}/staff/{'absence' if absence else 'messages'}",
             "reason": texts["reason_unit"].format(unit=unit) if unit else texts["reason"],
             "settings": texts["settings"],
             "read_in_app": texts["read_in_app"],

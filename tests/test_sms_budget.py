@@ -277,3 +277,27 @@ async def test_a_message_to_guardians_directly_names_the_senders_unit_and_counts
         metrics = await resp.text()
     count = [x for x in metrics.splitlines() if x.startswith("budbringer_sms_segments_count")]
     assert count and float(count[0].split()[-1]) >= 2
+
+
+@pytest.mark.parametrize(
+    ("language", "why", "parent_line"),
+    [
+        ("nb", "som ansatt ved Solvang skole", "Endre varslingsinnstillingene dine"),
+        ("nn", "som tilsett ved Solvang skole", "Endre varslingsinnstillingane dine"),
+        ("en", "as a member of staff at Solvang skole", "Change your notification settings"),
+    ],
+)
+def test_staff_emails_have_a_staff_footer_not_the_parent_one(
+    renderer: Renderer, language: str, why: str, parent_line: str
+) -> None:
+    report = message(Category.absence, event_type="absence.reported", subject="-", body="-")
+    for msg, context in ((message(), {}), (report, {"absence": facts("report")})):
+        staff = delivery("email", language, **context).model_copy(
+            update={"recipient_role": Role.staff}
+        )
+        out = renderer.render(msg, staff)
+        assert why in out.text and why in (out.html or "")
+        assert parent_line not in out.text and parent_line not in (out.html or "")
+        assert f"{PUBLIC_URL}/staff/" in out.text
+        parent = renderer.render(msg, delivery("email", language, **context))
+        assert parent_line in parent.text and why not in parent.text
