@@ -21,8 +21,10 @@ from collections.abc import Mapping
 
 from channels.base import Channel
 from gateway.clock import Clock
+from gateway.constants import JOB_DIGEST
 from gateway.digest_plan import DIGEST_KEY
 from gateway.errors import PermanentDeliveryError
+from gateway.jobs import JobHandler
 from gateway.metrics import SENDS, SMS_SEGMENTS
 from gateway.models import Delivery, DeliveryStatus, Job, Message
 from gateway.recheck import withheld
@@ -52,6 +54,10 @@ class DigestSender:
         self.renderer = renderer
         self.clock = clock
         self.work_available = work_available
+
+    def handlers(self) -> dict[str, JobHandler]:
+        """The job kinds this feature does (gateway/jobs.py)."""
+        return {JOB_DIGEST: self.run}
 
     async def run(self, job: Job) -> None:
         entries = await self.store.digests.digest_entries(job.tenant_id, job.id)

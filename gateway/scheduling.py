@@ -17,7 +17,7 @@ from gateway.constants import JOB_PLAN
 from gateway.errors import Conflict, NotFound, ValidationFailed
 from gateway.models import Message
 from gateway.store import Store
-from gateway.store.schedules import CancelResult, Schedule
+from gateway.store.schedules import CancelResult
 
 SCHEDULED = "scheduled"  # waits for send_at
 STARTED = "started"  # planning has begun (or is done): sent, or being sent
@@ -77,12 +77,6 @@ async def schedule_of(store: Store, message: Message) -> ScheduleView | None:
     if job is None:  # taken back by a cancel that did not get to write its mark
         return ScheduleView(CANCELLED, schedule.send_at, None)
     return ScheduleView(STARTED if job.attempts else SCHEDULED, schedule.send_at, None)
-
-
-async def remember(store: Store, message: Message, send_at: datetime) -> None:
-    """Keep ``send_at`` before the message is stored (a crash in between leaves a
-    schedule without a message, which nothing reads)."""
-    await store.schedules.add_schedule(Schedule(message.tenant_id, message.id, send_at))
 
 
 async def cancel(store: Store, tenant_id: str, message_id: str, at: datetime) -> ScheduleView:

@@ -11,10 +11,12 @@ a protected child gets the neutral sender instead.
 from __future__ import annotations
 
 from gateway.models import Audience, DirectorySnapshot, Message
-from gateway.store import Store
+from gateway.store.ports import AudienceReader
 
 
-async def add_sender_units(store: Store, message: Message, snapshot: DirectorySnapshot) -> None:
+async def add_sender_units(
+    store: AudienceReader, message: Message, snapshot: DirectorySnapshot
+) -> None:
     """Set ``snapshot.sender_units`` (and load those units) for ``message``."""
     ids = list(message.audience.units)
     sender_id = message.sender_id

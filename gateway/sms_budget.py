@@ -15,8 +15,8 @@ for the answer through the link instead.
 from __future__ import annotations
 
 from channels.sms import parse_sender
+from gateway.constants import ESCALATION_KEY
 from gateway.models import Delivery
-from gateway.tracker import ESCALATION_KEY
 
 STEP_MARKER = "step:"  # gateway/escalation.py: an escalation step, sent because unread
 

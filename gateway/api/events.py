@@ -10,18 +10,19 @@ import hashlib
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel
 
-from gateway import constants, scheduling
+from gateway import intake, scheduling
 from gateway.api import absence, recipients
+from gateway.api.accepted import EventAccepted
 from gateway.api.attachments import attachment_service
 from gateway.api.body import parse_json, read_raw, to_model
 from gateway.api.context import CTX, AppContext
 from gateway.api.limits import body_limit
+from gateway.api.responses import respond_json
 from gateway.auth import authenticate_event
 from gateway.errors import Conflict, InputError, ValidationFailed
 from gateway.metrics import EVENTS
@@ -30,13 +31,11 @@ from gateway.models import (
     AbsenceRecorded,
     AbsenceReported,
     Audience,
-    Job,
     Message,
     MessageCreated,
     Tenant,
     derive_id,
 )
-from gateway.planner import urgent_work
 
 # An accepted event: the message as stored, and whether it was stored before.
 Accepted = tuple[Message, bool]
@@ -84,29 +83,6 @@ async def check_audience(ctx: AppContext, tenant: Tenant, audience: Audience) ->
     raise ValidationFailed("the audience names unknown ids", errors=errors)
 
 
-async def store_message(
-    ctx: AppContext, message: Message, *, send_at: datetime | None = None
-) -> Accepted:
-    """Store a message with its planning job (due at ``send_at``, else now), or find the
-    one stored before."""
-    existing = await ctx.store.get_message(message.tenant_id, message.id)
-    if existing is not None:
-        return existing, True
-    if send_at is not None:
-        await scheduling.remember(ctx.store, message, send_at)
-    job = Job(
-        id=scheduling.plan_job_id(message.id),
-        tenant_id=message.tenant_id,
-        kind=constants.JOB_PLAN,
-        ref=message.id,
-        due_at=send_at or message.created_at,
-        urgent=urgent_work(message.category),
-    )
-    stored = await ctx.store.accept_message(message, job)
-    # Two identical events racing past get_message: the loser gets the winner's row.
-    return stored, stored != message
-
-
 async def handle_message_created(
     ctx: AppContext, tenant: Tenant, event: MessageCreated, body_hash: str
 ) -> Accepted:
@@ -135,7 +111,7 @@ async def handle_message_created(
     )
     if data.attachments:
         await attachment_service(ctx).claim(tenant.id, data.attachments, message.id)
-    return await store_message(ctx, message, send_at=data.send_at)
+    return await intake.accept(ctx.store, message, send_at=data.send_at)
 
 
 EVENT_TYPES: dict[str, EventType] = {
@@ -184,8 +160,8 @@ def _event_type(parsed: Any) -> tuple[str, EventType]:
 
 async def accept_event(
     ctx: AppContext, tenant: Tenant, raw: bytes, *, webhook_id: str | None = None
-) -> tuple[int, dict[str, Any]]:
-    """Validate and store one event; return (HTTP status, JSON answer).
+) -> tuple[int, EventAccepted]:
+    """Validate and store one event; return (HTTP status, answer).
 
     Raises InputError subclasses (422 invalid, 409 same id with another body).
     A replay of an accepted event gets the same answer with ``duplicate: true``.
@@ -220,14 +196,14 @@ async def accept_event(
     EVENTS.labels(type_label, "duplicate" if duplicate else "accepted").inc()
     if not duplicate:
         ctx.work_available.set()
-    return 202, {
-        "message_id": stored.id,
-        "event_id": event_id,
-        "status": "accepted",
-        "duplicate": duplicate,
+    return 202, EventAccepted(
+        message_id=stored.id,
+        event_id=event_id,
+        status="accepted",
+        duplicate=duplicate,
         **(kind.answer(stored, event) if kind.answer is not None else {}),
         **(await kind.preview(ctx, tenant, event) if kind.preview is not None else {}),
-    }
+    )
 
 
 async def post_event(request: web.Request) -> web.Response:
@@ -237,7 +213,7 @@ async def post_event(request: web.Request) -> web.Response:
     status, answer = await accept_event(
         ctx, tenant, raw, webhook_id=request.headers.get("webhook-id")
     )
-    return web.json_response(answer, status=status)
+    return respond_json(answer, status=status)
 
 
 def setup(app: web.Application) -> None:
