@@ -326,6 +326,8 @@ class Settings(BaseSettings):
     parent_session_ttl: int = Field(default=3600, ge=60, le=86_400)
     # Delivery records, messages and replies are kept this long: a school year plus margin.
     retention_days: int = Field(default=396, ge=1, le=3650)
+    # How far ahead a message.created may set send_at (scheduled sending).
+    schedule_horizon_days: int = Field(default=90, ge=1, le=366)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # One line per HTTP request (method, route template, status, duration, tenant).
     access_log: bool = True

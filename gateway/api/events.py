@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel
 
-from gateway import intake
+from gateway import intake, scheduling
 from gateway.api import absence, recipients
 from gateway.api.accepted import EventAccepted
 from gateway.api.attachments import attachment_service
@@ -86,9 +86,13 @@ async def check_audience(ctx: AppContext, tenant: Tenant, audience: Audience) ->
 async def handle_message_created(
     ctx: AppContext, tenant: Tenant, event: MessageCreated, body_hash: str
 ) -> Accepted:
+    data = event.data
+    now = ctx.clock.now()
+    if await ctx.store.get_message(tenant.id, derive_id(tenant.id, event.id)) is None:
+        # Not for a replay: a scheduled event sent again after its send_at is a duplicate.
+        scheduling.check_send_at(data.send_at, now, ctx.settings.schedule_horizon_days)
     await check_audience(ctx, tenant, event.data.audience)
     await recipients.refuse_confidential_to_nobody(ctx, tenant, event)
-    data = event.data
     message = Message(
         id=derive_id(tenant.id, event.id),
         tenant_id=tenant.id,
@@ -103,16 +107,19 @@ async def handle_message_created(
         sender_id=data.sender_id,
         sender_name=data.sender_name,
         audience=data.audience,
-        created_at=ctx.clock.now(),
+        created_at=now,
     )
     if data.attachments:
         await attachment_service(ctx).claim(tenant.id, data.attachments, message.id)
-    return await intake.accept(ctx.store, message)
+    return await intake.accept(ctx.store, message, send_at=data.send_at)
 
 
 EVENT_TYPES: dict[str, EventType] = {
     "message.created": EventType(
-        MessageCreated, handle_message_created, preview=recipients.recipients_answer
+        MessageCreated,
+        handle_message_created,
+        answer=lambda _, event: scheduling.accepted_answer(event.data.send_at),
+        preview=recipients.recipients_answer,
     ),
     "absence.recorded": EventType(
         AbsenceRecorded, absence.handle_recorded, absence.deduplicated_into

@@ -34,6 +34,7 @@ from urllib.parse import urlencode
 from aiohttp import web
 from pydantic import BaseModel, Field
 
+from gateway import scheduling
 from gateway.api.body import read_model
 from gateway.api.context import CTX, AppContext
 from gateway.api.pages import (
@@ -386,6 +387,15 @@ async def _load_message(
     return staff, view
 
 
+async def _sent_line(ctx: AppContext, message: Message, t: Any, lang: str) -> str:
+    """ "Sent …", or for a scheduled message "Scheduled for …" / "Cancelled …"."""
+    schedule = await scheduling.schedule_of(ctx.store, message)
+    if schedule is None:
+        return str(t["sent"].format(when=when(message.created_at, lang)))
+    key = {scheduling.SCHEDULED: "scheduled_for", scheduling.CANCELLED: "schedule_cancelled"}
+    return str(t[key.get(schedule.state, "sent")].format(when=when(schedule.send_at, lang)))
+
+
 async def message_page(request: web.Request) -> web.Response:
     root = "../../"
     found = await _load_message(request, root)
@@ -405,7 +415,7 @@ async def message_page(request: web.Request) -> web.Response:
         title=view.subject,
         subject=view.subject,
         category=t["categories"][message.category.value],
-        sent=t["sent"].format(when=when(message.created_at, staff.lang)),
+        sent=await _sent_line(ctx, message, t, staff.lang),
         summary=view.summary,
         not_reached=_grouped(view.not_reached),
         reached=_grouped(view.reached),

@@ -20,17 +20,20 @@ from operator import attrgetter
 
 from aiohttp import web
 
+from gateway import scheduling
 from gateway.api.absence import absences
 from gateway.api.context import CTX
 from gateway.api.responses import respond_json
 from gateway.api.status_models import (
     AbsenceView,
+    CancelAnswer,
     ChildStatus,
     DeliveryView,
     GuardianStatus,
     HistoryEntry,
     MessageStatus,
     ReplyView,
+    ScheduleView,
     StatusSummary,
 )
 from gateway.auth import authenticate_bearer, key_has
@@ -130,6 +133,7 @@ async def get_message(request: web.Request) -> web.Response:
         ctx.store, ctx.secret, tenant.id, persons, sees_protected=key_has(request, Scope.protected)
     )
     now = ctx.clock.now()
+    schedule = await scheduling.schedule_of(ctx.store, message)
     jobs = await ctx.store.get_jobs([send_job_id(d.id) for d in deliveries if d.status in WAITING])
     children = sorted((_child(c, name) for c in view.children.values()), key=attrgetter("child_id"))
     guardians = sorted(
@@ -144,7 +148,9 @@ async def get_message(request: web.Request) -> web.Response:
             read_receipt=message.read_receipt,
             created_at=message.created_at,
             planned_at=message.planned_at,
+            schedule=None if schedule is None else ScheduleView.of(schedule),
             counts=counts,
+            sms_segments=sum(d.segments or 0 for d in deliveries if d.channel == "sms"),
             summary=_summary(view, name),
             children=children,
             guardians=guardians,
@@ -164,5 +170,14 @@ async def get_message(request: web.Request) -> web.Response:
     )
 
 
+async def cancel_message(request: web.Request) -> web.Response:
+    """Cancel a scheduled message before it starts; 409 once it has (or if not scheduled)."""
+    ctx = request.app[CTX]
+    tenant = await authenticate_bearer(request, ctx.store, ctx.clock.now(), Scope.events)
+    view = await scheduling.cancel(ctx.store, tenant.id, request.match_info["id"], ctx.clock.now())
+    return respond_json(CancelAnswer(id=request.match_info["id"], schedule=ScheduleView.of(view)))
+
+
 def setup(app: web.Application) -> None:
     app.router.add_get("/v1/messages/{id}", get_message)
+    app.router.add_post("/v1/messages/{id}/cancel", cancel_message)

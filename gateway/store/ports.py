@@ -49,8 +49,10 @@ from gateway.models import (
 )
 from gateway.protection import ProtectionHistoryEntry
 from gateway.store.attachments import AttachmentStore
+from gateway.store.digests import Digests
 from gateway.store.lanes import DEFAULT_NORMAL_SHARE
 from gateway.store.records import FlagHistoryEntry, SendOutcome
+from gateway.store.schedules import Schedules
 
 
 class Lifecycle(Protocol):
@@ -700,3 +702,15 @@ class AttachmentFiles(Protocol):
     @property
     def attachments(self) -> AttachmentStore:
         """Uploads and the messages that took them (gateway/store/attachments.py)."""
+
+
+class ScheduleFiles(Protocol):
+    @property
+    def schedules(self) -> Schedules:
+        """Scheduled messages: send_at and cancels (gateway/store/schedules.py)."""
+
+
+class DigestFiles(Protocol):
+    @property
+    def digests(self) -> Digests:
+        """The daily digest's entries (gateway/store/digests.py)."""

@@ -115,25 +115,25 @@ CREATE_TENANT = read("create_tenant")
 # The lease end kept in the job hash has the last word, so a clock far off can make a
 # claim later, never earlier.
 
-_QUEUE_COMMON = read("queue_common")
+QUEUE_COMMON = read("queue_common")
 
 # KEYS[1] the kinds set. ARGV: qp, then 8 per job: id tenant kind ref due_us attempts error
 # urgent(1/0)
-ADD_JOBS = _QUEUE_COMMON + read("add_jobs")
+ADD_JOBS = QUEUE_COMMON + read("add_jobs")
 
 # KEYS[1] the clock key. ARGV: qp now_ms now_us lease_ms limit consumer normal_reserved
 # kind... Returns 8 per job (id tenant kind ref due attempts error urgent), then the clamp
 # warning flag.
-CLAIM = _QUEUE_COMMON + read("claim")
+CLAIM = QUEUE_COMMON + read("claim")
 
 # KEYS[1] the kinds set. ARGV: qp job_id...
-FINISH_JOBS = _QUEUE_COMMON + read("finish_jobs")
+FINISH_JOBS = QUEUE_COMMON + read("finish_jobs")
 
 # KEYS[1] the kinds set. ARGV: qp job_id due_us error give_back(1: attempts - 1, not below 0)
-RETRY_JOB = _QUEUE_COMMON + read("retry_job")
+RETRY_JOB = QUEUE_COMMON + read("retry_job")
 
 # KEYS[1] the kinds set. ARGV: qp now_us. Returns kind waiting oldest_due_us|'' per kind.
-QUEUE_STATS = _QUEUE_COMMON + read("queue_stats")
+QUEUE_STATS = QUEUE_COMMON + read("queue_stats")
 
 # KEYS[1] the kinds set. ARGV: qp consumer. Removes this consumer (if it holds nothing)
 # and consumers that hold nothing and were idle a day (killed processes) from the groups.

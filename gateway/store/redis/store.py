@@ -89,6 +89,7 @@ from gateway.protection import (
     raised_by_import,
 )
 from gateway.store import FlagHistoryEntry, SendOutcome, lanes
+from gateway.store.digests import Digests
 from gateway.store.directory_checks import (
     CHILD_ROLES,
     DeletionFacts,
@@ -108,10 +109,13 @@ from gateway.store.redis.alert_phones import AlertPhonesMixin
 from gateway.store.redis.api_keys import KeysMixin
 from gateway.store.redis.attachments import RedisAttachments
 from gateway.store.redis.base import Lua, RedisParts, digest, opt
+from gateway.store.redis.digests import RedisDigests
 from gateway.store.redis.feed import FeedMarks
+from gateway.store.redis.schedules import RedisSchedules
 from gateway.store.redis.scripts import read
 from gateway.store.redis.tracking import TrackingMixin
 from gateway.store.redis.webhooks import WebhookMixin
+from gateway.store.schedules import Schedules
 
 log = logging.getLogger(__name__)
 
@@ -435,6 +439,8 @@ class RedisStore(
         # delivery id -> tenant: ids never move, so this cache is never wrong.
         self._where: OrderedDict[str, str] = OrderedDict()
         self._clamp_warned = False
+        self.schedules: Schedules = RedisSchedules(self)
+        self.digests: Digests = RedisDigests(self)
         self.attachments = RedisAttachments(self)
 
     # ------------------------------------------------------------------ lifecycle

@@ -62,17 +62,17 @@ _MESSAGE_FIELDS = read("webhooks_message_fields")
 # KEYS[1] the cursor. ARGV: qp cursor next_cursor fanout_job n_messages, 11 per message
 # (id tenant endpoint doc status attempts next_at reason code created updated), then 6 per
 # job (id tenant kind ref due attempts). Returns 1 when the fan-out should run again.
-_ENQUEUE = Lua(lua._QUEUE_COMMON + _MESSAGE_FIELDS + read("webhooks_enqueue"))
+_ENQUEUE = Lua(lua.QUEUE_COMMON + _MESSAGE_FIELDS + read("webhooks_enqueue"))
 
 # KEYS[1] the message. ARGV: qp id job_id attempt_json status counted next_at reason code at
 # ttl (seconds a finished message is kept)
-_ATTEMPT = Lua(lua._QUEUE_COMMON + _MESSAGE_FIELDS + read("webhooks_attempt"))
+_ATTEMPT = Lua(lua.QUEUE_COMMON + _MESSAGE_FIELDS + read("webhooks_attempt"))
 
 # KEYS[1] the message. ARGV: qp id tenant at send_kind. Returns 0 unknown, -1 not failed, 1.
-_REPLAY = Lua(lua._QUEUE_COMMON + _MESSAGE_FIELDS + read("webhooks_replay"))
+_REPLAY = Lua(lua.QUEUE_COMMON + _MESSAGE_FIELDS + read("webhooks_replay"))
 
 # KEYS[1] the endpoint's id set. ARGV: qp mode(delete|fail) reason at send_kind ttl
-_ENDPOINT_MESSAGES = Lua(lua._QUEUE_COMMON + _MESSAGE_FIELDS + read("webhooks_endpoint_messages"))
+_ENDPOINT_MESSAGES = Lua(lua.QUEUE_COMMON + _MESSAGE_FIELDS + read("webhooks_endpoint_messages"))
 
 # KEYS[1] the tenant's outbox index (wh:t:<tenant>). ARGV: qp cutoff offset limit. Looks at
 # up to ``limit`` messages created before the cutoff, from rank ``offset``: removes the

@@ -47,7 +47,7 @@ class RetentionMixin(SqliteParts):
                         params,
                     )
                     removed += cursor.rowcount
-                    for table in ("reads", "reached", "replies"):
+                    for table in ("reads", "reached", "replies", "schedules", "digest_entries"):
                         await db.execute(
                             f"DELETE FROM {table} WHERE tenant_id = ? AND message_id IN {_OLD}",
                             params,

@@ -74,6 +74,7 @@ from gateway.protection import (
     raised_by_import,
 )
 from gateway.store import FlagHistoryEntry, SendOutcome, lanes
+from gateway.store.digests import Digests
 from gateway.store.directory_checks import (
     DeletionFacts,
     Known,
@@ -85,14 +86,19 @@ from gateway.store.directory_checks import (
     check_relation_flag,
 )
 from gateway.store.encoding import dumps, from_us, from_us_opt, us, us_opt
+from gateway.store.schedules import Schedules
 from gateway.store.sqlite.absence import AbsenceMixin
 from gateway.store.sqlite.alert_phones import AlertPhonesMixin
 from gateway.store.sqlite.api_keys import KeysMixin, insert_api_key, migrate_api_keys
 from gateway.store.sqlite.attachments import SqliteAttachments
 from gateway.store.sqlite.base import SqliteParts, id_list
+from gateway.store.sqlite.digests import SCHEMA as DIGESTS_SCHEMA
+from gateway.store.sqlite.digests import SqliteDigests
 from gateway.store.sqlite.postpone import PostponeMixin
 from gateway.store.sqlite.ratelimit import RateLimits
 from gateway.store.sqlite.retention import RetentionMixin
+from gateway.store.sqlite.schedules import SCHEMA as SCHEDULES_SCHEMA
+from gateway.store.sqlite.schedules import SqliteSchedules
 from gateway.store.sqlite.tracking import TrackingMixin
 from gateway.store.sqlite.webhooks import WebhookMixin
 
@@ -473,6 +479,8 @@ class SqliteStore(
         self._read_lock = asyncio.Lock()
         # Composed features: each gets what it needs of the store, nothing more.
         self._rates = RateLimits(self._write)
+        self.schedules: Schedules = SqliteSchedules(self)
+        self.digests: Digests = SqliteDigests(self)
         self.attachments = SqliteAttachments(self)
 
     # ------------------------------------------------------------------ lifecycle
@@ -524,6 +532,8 @@ class SqliteStore(
                 *self.feature_schemas(),
                 RateLimits.SCHEMA,
                 SqliteAttachments.SCHEMA,
+                SCHEDULES_SCHEMA,
+                DIGESTS_SCHEMA,
             ):
                 for statement in schema.split(";"):
                     if statement.strip():
