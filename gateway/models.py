@@ -416,6 +416,16 @@ class Audience(Strict):
         return self
 
 
+LanguageCode = Annotated[str, Field(pattern=r"^[a-z]{2,3}$")]
+
+
+class OwnTranslation(Strict):
+    """A teacher's own translation of the message into one language (wins over the machine)."""
+
+    subject: HeaderText = Field(min_length=1, max_length=200)
+    body: str = Field(min_length=1, max_length=20_000)
+
+
 class MessageData(Strict):
     sender_id: Id | None = None  # the staff member who sends
     sender_name: HeaderText | None = Field(default=None, max_length=200)
@@ -427,6 +437,11 @@ class MessageData(Strict):
     read_receipt: bool = False
     # A confidential message that would reach nobody is refused (422) unless this is true.
     allow_no_recipients: bool = False
+    # The language subject and body are written in (ISO 639-1); recipients with another
+    # language get a translation (gateway/translations.py).
+    language: LanguageCode = "nb"
+    # The teacher's own translations by language; these win over machine translation.
+    translations: dict[LanguageCode, OwnTranslation] = Field(default_factory=dict, max_length=20)
 
     @model_validator(mode="after")
     def _absence_not_here(self) -> MessageData:
@@ -916,3 +931,29 @@ class AbsenceExplanation(BaseModel):
     text: str = ""
     via: str  # "sms" or "inapp"
     at: datetime
+
+
+class TranslationOrigin(StrEnum):
+    source = "source"  # the language the message was written in (no text of its own)
+    teacher = "teacher"  # the sender's own translation
+    machine = "machine"  # made by the translation provider
+    failed = "failed"  # the provider could not: the original went out (``reason`` says why)
+
+
+class Translation(BaseModel):
+    """A message's subject and body in one language, made once and reused by every channel
+    and escalation. Personal data like the message itself: never logged."""
+
+    tenant_id: str
+    message_id: str
+    language: str
+    origin: TranslationOrigin
+    subject: str = ""
+    body: str = ""
+    provider: str | None = None
+    reason: str | None = None  # why it failed (a code, never personal data)
+    at: datetime
+
+    @property
+    def usable(self) -> bool:
+        return self.origin in (TranslationOrigin.teacher, TranslationOrigin.machine)

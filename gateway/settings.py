@@ -240,6 +240,37 @@ class ArchiveSettings(BaseModel):
     max_ratio: float = Field(default=100.0, ge=1)
 
 
+class TranslationSettings(BaseModel):
+    """Machine translation of staff text (gateway/translations.py). ``provider`` "none"
+    (the default) sends every message in the language it was written in."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    provider: Literal["none", "libretranslate", "deepl"] = "none"
+    # LibreTranslate: the server (required), e.g. https://translate.kommune.no.
+    # DeepL: optional; by default api-free.deepl.com for keys ending in ":fx", else
+    # api.deepl.com.
+    url: str = ""
+    api_key: SecretStr | None = None  # DeepL: required; LibreTranslate: if the server wants one
+    timeout: float = Field(default=10.0, gt=0, le=120)  # seconds per request
+    attempts: int = Field(default=3, ge=1, le=10)  # tries per batch (429, 5xx, timeouts)
+    # Longest wait between tries; a provider asking for longer (Retry-After) counts as
+    # down and the original goes out at once.
+    max_wait: float = Field(default=5.0, ge=0, le=60)
+
+    @model_validator(mode="after")
+    def _provider_complete(self) -> TranslationSettings:
+        if self.provider == "libretranslate" and not self.url:
+            raise ValueError("translation.url must name the LibreTranslate server")
+        if self.provider == "deepl" and (
+            self.api_key is None or not self.api_key.get_secret_value().strip()
+        ):
+            raise ValueError("translation.api_key must be set for DeepL")
+        if self.url and not self.url.startswith(("http://", "https://")):
+            raise ValueError("translation.url must start with http:// or https://")
+        return self
+
+
 ChannelName = Literal["inapp", "push", "sms", "email"]
 
 
@@ -290,6 +321,7 @@ class Settings(BaseSettings):
     absence: AbsenceSettings = Field(default_factory=AbsenceSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     archive: ArchiveSettings = Field(default_factory=ArchiveSettings)
+    translation: TranslationSettings = Field(default_factory=TranslationSettings)
 
     @field_validator("store_url")
     @classmethod

@@ -55,6 +55,7 @@ from gateway.models import (
 )
 from gateway.protection import ProtectionHistoryEntry
 from gateway.store.lanes import DEFAULT_NORMAL_SHARE
+from gateway.store.translations import TranslationStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +86,9 @@ class FlagHistoryEntry:
 
 
 class Store(Protocol):
+    # Message translations per language (gateway/store/translations.py).
+    translations: TranslationStore
+
     # ------------------------------------------------------------------ lifecycle
     async def open(self) -> None:
         """Create the schema if missing and get ready."""

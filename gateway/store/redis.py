@@ -86,6 +86,8 @@ from gateway.store.directory_checks import (
 )
 from gateway.store.redis_absence import AbsenceMixin
 from gateway.store.redis_alert_phones import AlertPhonesMixin
+from gateway.store.redis_translations import RedisTranslations
+from gateway.store.translations import TranslationStore
 from gateway.store.redis_base import (
     Lua,
     RedisParts,
@@ -431,6 +433,7 @@ class RedisStore(
         # delivery id -> tenant: ids never move, so this cache is never wrong.
         self._where: OrderedDict[str, str] = OrderedDict()
         self._clamp_warned = False
+        self.translations: TranslationStore = RedisTranslations(self, self._ttl)
 
     # ------------------------------------------------------------------ lifecycle
 

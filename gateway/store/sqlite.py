@@ -75,6 +75,9 @@ from gateway.store.sqlite_base import SqliteParts, dt, dt_opt, id_list, to_json,
 from gateway.store.sqlite_keys import KeysMixin, insert_api_key, migrate_api_keys
 from gateway.store.sqlite_postpone import PostponeMixin
 from gateway.store.sqlite_ratelimit import RateLimitMixin
+from gateway.store.sqlite_translations import SCHEMA as TRANSLATIONS_SCHEMA
+from gateway.store.sqlite_translations import SqliteTranslations
+from gateway.store.translations import TranslationStore
 from gateway.store.sqlite_retention import RetentionMixin
 from gateway.store.sqlite_tracking import TrackingMixin
 from gateway.store.sqlite_webhooks import WebhookMixin
@@ -477,6 +480,7 @@ class SqliteStore(
         self._reader: aiosqlite.Connection | None = None
         self._write_lock = asyncio.Lock()
         self._read_lock = asyncio.Lock()
+        self.translations: TranslationStore = SqliteTranslations(self)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -522,7 +526,7 @@ class SqliteStore(
     async def _create_schema(self, db: aiosqlite.Connection) -> None:
         await db.execute("BEGIN IMMEDIATE")
         try:
-            for schema in (_SCHEMA, *self.feature_schemas()):
+            for schema in (_SCHEMA, *self.feature_schemas(), TRANSLATIONS_SCHEMA):
                 for statement in schema.split(";"):
                     if statement.strip():
                         await db.execute(statement)
