@@ -57,6 +57,7 @@ from gateway.render import Renderer
 from gateway.resolver import resolve
 from gateway.settings import DispatchSettings
 from gateway.store import SendOutcome, Store
+from gateway.translations import Translations
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +87,11 @@ class Dispatcher:
         *,
         work_available: asyncio.Event | None = None,
         health: ChannelHealth | None = None,
+        translations: Translations | None = None,
     ) -> None:
         self.store = store
+        # Staff text per recipient language (gateway/translations.py); None: never.
+        self.translations = translations
         self.channels = channels
         self.renderer = renderer
         self.clock = clock
@@ -276,6 +280,11 @@ class Dispatcher:
         now = self.clock.now()
         on = now.astimezone(ZoneInfo(_time_zone(snapshot))).date()
         resolution = resolve(snapshot, message.audience, message.category, on)
+        if self.translations is not None and message.event_type == "message.created":
+            # Before any delivery exists: every send of the message finds its language's
+            # row (a provider outage ends in a "failed" row, never a delay past its timeout).
+            recipients = {r.person_id for r in resolution.recipients}
+            await self.translations.prepare(message, snapshot, recipients)
         deliveries: list[Delivery] = []
         jobs: list[Job] = []
         urgent = urgent_work(message.category)
@@ -320,7 +329,7 @@ class Dispatcher:
         if message is None:
             await self._finish(job, delivery, DeliveryStatus.failed, reason="message_missing")
             return
-        content = self.renderer.render(message, delivery)
+        content = await self._render(message, delivery)
         # Concurrency: the free task slots run_once claims for, and the channel's gate.
         admitted = await self._admit(job, delivery.channel, channel)
         if admitted is None:
@@ -360,6 +369,14 @@ class Dispatcher:
             gate.leave(elapsed)
             PROVIDER_LATENCY.labels(delivery.channel, outcome).observe(elapsed)
             SENDS.labels(delivery.channel, outcome).inc()
+
+    async def _render(self, message: Message, delivery: Delivery) -> Rendered:
+        if self.translations is None or message.event_type != "message.created":
+            return self.renderer.render(message, delivery)
+        source, translation = await self.translations.for_language(message, delivery.language)
+        return self.renderer.render(
+            message, delivery, translation=translation, source_language=source
+        )
 
     async def _admit(
         self, job: Job, name: str, channel: Channel

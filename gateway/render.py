@@ -1,7 +1,9 @@
 """Render a message for one delivery: its channel, its language, its recipient's context.
 
-The staff member's subject and body are used as written (never translated); our
-own wrapper texts (header, "concerns" line, footer) come from
+The staff member's subject and body are used as written, or as translated for the
+recipient's language (gateway/translations.py: a teacher's own or a machine translation,
+announced by a one-line notice linking to the original); our own wrapper texts
+(header, "concerns" line, footer) come from
 ``templates/texts.toml`` in nb, nn or en, and the channel templates in
 ``templates/<channel>/<template>.<part>`` lay them out. See templates/README.md.
 
@@ -18,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from babel import Locale, UnknownLocaleError
 from babel.lists import format_list
 from jinja2 import (
     Environment,
@@ -36,7 +39,7 @@ from gateway.constants import (
     SUPPORTED_LANGUAGES,
 )
 from gateway.errors import ConfigError
-from gateway.models import Category, Delivery, Message, Rendered
+from gateway.models import Category, Delivery, Message, Rendered, Translation, TranslationOrigin
 from gateway.readlinks import PARENT_PATH, READ_PATH, UNSUBSCRIBE_PATH
 
 PUSH_BODY_MAX = 178
@@ -116,6 +119,18 @@ def _name_list(names: tuple[str, ...], lang: str) -> str:
     return format_list(list(names), locale=lang)
 
 
+@functools.lru_cache(maxsize=256)
+def language_name(language: str, lang: str, norwegian: str) -> str:
+    """The name of ``language`` in the wrapper language ``lang`` ("norsk", "Polish")."""
+    if language in ("nb", "nn", "no"):
+        return norwegian
+    try:
+        name = Locale.parse(lang).languages.get(language)
+    except (UnknownLocaleError, ValueError):
+        name = None
+    return name or language
+
+
 def _context_names(value: Any) -> list[str]:
     if not isinstance(value, list):
         return []
@@ -177,8 +192,16 @@ class Renderer:
             self._cache[name] = template
         return template
 
-    def render(self, message: Message, delivery: Delivery) -> Rendered:
-        """Render ``message`` for ``delivery``'s channel and language."""
+    def render(
+        self,
+        message: Message,
+        delivery: Delivery,
+        *,
+        translation: Translation | None = None,
+        source_language: str = DEFAULT_LANGUAGE,
+    ) -> Rendered:
+        """Render ``message`` for ``delivery``'s channel and language; with ``translation``
+        its subject and body replace the original's, announced by a notice."""
         channel = delivery.channel
         parts = _PARTS.get(channel)
         if parts is None:
@@ -187,6 +210,9 @@ class Renderer:
         read_url = self._read_url(delivery)
         variables = self._variables(message, delivery, lang, read_url)
         template = _TEMPLATES.get(message.event_type, _DEFAULT_TEMPLATE)
+        if translation is not None and template != _ABSENCE_TEMPLATE:
+            variables.update(self._translated(message, translation, lang, source_language))
+            variables["original_url"] = read_url
         if template == _ABSENCE_TEMPLATE:
             # Our own texts: the subject too is in the recipient's language.
             subject = self._template("subject/absence.txt").render(variables)
@@ -256,9 +282,30 @@ class Renderer:
             "app_url": f"{self._public_url}/app",
             "read_link": texts["read_link"],
             "read_url": read_url,
+            "notice": None,  # a translation's notice (see _translated)
+            "original_url": None,
             # Absence facts (gateway/absence.py) and the texts they are told with.
             "absence": absence,
             "t": texts,
+        }
+
+    def _translated(
+        self, message: Message, translation: Translation, lang: str, source: str
+    ) -> dict[str, Any]:
+        texts = self._texts[lang]
+        key = (
+            "sender_translated"
+            if translation.origin is TranslationOrigin.teacher
+            else "machine_translated"
+        )
+        subject = _one_line(translation.subject)
+        if message.category is Category.emergency:
+            subject = f"{texts['important']} {subject}"
+        return {
+            "subject": subject,
+            "body": translation.body.strip(),
+            "paragraphs": _paragraphs(translation.body),
+            "notice": texts[key].format(language=language_name(source, lang, texts["norwegian"])),
         }
 
     def _read_url(self, delivery: Delivery) -> str | None:

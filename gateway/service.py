@@ -35,6 +35,8 @@ from gateway.render import Renderer
 from gateway.retention import Retention
 from gateway.settings import Settings
 from gateway.store import Store, open_store
+from gateway.translations import Translations
+from gateway.translators import build_translator
 from gateway.webhooks import WebhookService
 
 log = logging.getLogger(__name__)
@@ -109,6 +111,9 @@ class Service:
             secret=secret,
             renderer=self.renderer,
         )
+        self.translations = Translations(
+            self.store, build_translator(settings.translation), self.clock
+        )
         self.dispatcher = Dispatcher(
             self.store,
             self.channels,
@@ -116,6 +121,7 @@ class Service:
             self.clock,
             settings.dispatch,
             work_available=self.ctx.work_available,
+            translations=self.translations,
         )
         if workers:
             self.ctx.channel_health = self.dispatcher.health
@@ -207,6 +213,7 @@ class Service:
                 with contextlib.suppress(Exception):
                     await channel.aclose()
             await self.webhooks.aclose()
+        await self.translations.aclose()
         await self.store.close()
 
 

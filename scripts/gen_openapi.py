@@ -247,6 +247,20 @@ class AbsenceReplyAck(BaseModel):
     at: datetime
 
 
+class TranslationView(BaseModel):
+    """The message in one recipients' language: the teacher's own, the machine's, or why
+    there is none (`failed`: the original went out; `reason` e.g. `provider_503`,
+    `rate_limited`, `timeout`, `unsupported_language`, `no_provider`)."""
+
+    language: str
+    origin: Literal["teacher", "machine", "failed"]
+    provider: str | None
+    reason: str | None
+    subject: str | None = Field(description="null when the subject is hidden (protected)")
+    body: str | None = Field(description="null when the subject is hidden (protected)")
+    at: datetime
+
+
 class MessageStatus(BaseModel):
     """Persons with a protected address appear as `protected-<hex>` pseudonyms unless the
     key has the `protected` scope."""
@@ -265,6 +279,8 @@ class MessageStatus(BaseModel):
     deliveries: list[DeliveryView]
     replies: list[ReplyView]
     absence: AbsenceView | None
+    language: str = Field(description="The language subject and body were written in")
+    translations: list[TranslationView]
 
 
 class Health(BaseModel):

@@ -35,6 +35,7 @@ from gateway.models import (
     derive_id,
 )
 from gateway.planner import urgent_work
+from gateway.translations import intake_rows
 
 # An accepted event: the message as stored, and whether it was stored before.
 Accepted = tuple[Message, bool]
@@ -122,6 +123,9 @@ async def handle_message_created(
         audience=data.audience,
         created_at=ctx.clock.now(),
     )
+    if await ctx.store.get_message(tenant.id, message.id) is None:
+        # Before the message (and its planning job): planning finds the teacher's own.
+        await ctx.store.translations.add(intake_rows(message, data.language, data.translations))
     return await store_message(ctx, message)
 
 

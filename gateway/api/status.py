@@ -22,14 +22,15 @@ from typing import Any
 from aiohttp import web
 
 from gateway.api.absence import absences
-from gateway.api.context import CTX
+from gateway.api.context import CTX, AppContext
 from gateway.auth import authenticate_bearer, key_has
 from gateway.constants import SUPPRESSED_CHANNEL
 from gateway.errors import NotFound
-from gateway.models import Delivery, Reply, Scope, StatusChange
+from gateway.models import Delivery, Message, Reply, Scope, StatusChange, TranslationOrigin
 from gateway.planner import send_job_id
 from gateway.pseudonyms import Names, hides_subject, names_for
 from gateway.tracker import ChildReach, Reach, RecipientReach, reach
+from gateway.translations import source_language
 from gateway.waiting import WAITING, waiting_for
 
 PROTECTED_SUBJECT = "(protected)"
@@ -103,6 +104,27 @@ def _summary(view: Reach, name: Names) -> dict[str, Any]:
     }
 
 
+async def translations_view(ctx: AppContext, message: Message, *, hidden: bool) -> dict[str, Any]:
+    """The message's language and its translations (gateway/translations.py)."""
+    rows = await ctx.store.translations.of_message(message.tenant_id, message.id)
+    return {
+        "language": source_language(rows),
+        "translations": [
+            {
+                "language": row.language,
+                "origin": row.origin.value,
+                "provider": row.provider,
+                "reason": row.reason,
+                "subject": None if hidden or not row.usable else row.subject,
+                "body": None if hidden or not row.usable else row.body,
+                "at": row.at.isoformat(),
+            }
+            for _, row in sorted(rows.items())
+            if row.origin is not TranslationOrigin.source
+        ],
+    }
+
+
 async def get_message(request: web.Request) -> web.Response:
     """The status of one message of the calling tenant; another tenant's is 404."""
     ctx = request.app[CTX]
@@ -153,6 +175,7 @@ async def get_message(request: web.Request) -> web.Response:
             "replies": [_reply(r, name) for r in replies],
             # absence alerts and reports: the absence, its marks and guardians' answers
             "absence": absence.view(name) if absence is not None else None,
+            **await translations_view(ctx, message, hidden=hides_subject(message, name)),
         }
     )
 

@@ -86,8 +86,6 @@ from gateway.store.directory_checks import (
 )
 from gateway.store.redis_absence import AbsenceMixin
 from gateway.store.redis_alert_phones import AlertPhonesMixin
-from gateway.store.redis_translations import RedisTranslations
-from gateway.store.translations import TranslationStore
 from gateway.store.redis_base import (
     Lua,
     RedisParts,
@@ -101,7 +99,9 @@ from gateway.store.redis_base import (
 )
 from gateway.store.redis_keys import KeysMixin
 from gateway.store.redis_tracking import TrackingMixin
+from gateway.store.redis_translations import RedisTranslations
 from gateway.store.redis_webhooks import WebhookMixin
+from gateway.store.translations import TranslationStore
 
 log = logging.getLogger(__name__)
 

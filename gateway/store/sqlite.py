@@ -75,12 +75,12 @@ from gateway.store.sqlite_base import SqliteParts, dt, dt_opt, id_list, to_json,
 from gateway.store.sqlite_keys import KeysMixin, insert_api_key, migrate_api_keys
 from gateway.store.sqlite_postpone import PostponeMixin
 from gateway.store.sqlite_ratelimit import RateLimitMixin
-from gateway.store.sqlite_translations import SCHEMA as TRANSLATIONS_SCHEMA
-from gateway.store.sqlite_translations import SqliteTranslations
-from gateway.store.translations import TranslationStore
 from gateway.store.sqlite_retention import RetentionMixin
 from gateway.store.sqlite_tracking import TrackingMixin
+from gateway.store.sqlite_translations import SCHEMA as TRANSLATIONS_SCHEMA
+from gateway.store.sqlite_translations import SqliteTranslations
 from gateway.store.sqlite_webhooks import WebhookMixin
+from gateway.store.translations import TranslationStore
 
 SCHEMA_VERSION = 1
 

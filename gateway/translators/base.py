@@ -100,9 +100,7 @@ class HttpCaller:
                 raise TranslationRejected(message, code=code)
         except (TimeoutError, aiohttp.ClientError) as exc:
             code = "timeout" if isinstance(exc, TimeoutError) else "unreachable"
-            raise TranslationUnavailable(
-                f"translation provider {code}", code=code
-            ) from exc
+            raise TranslationUnavailable(f"translation provider {code}", code=code) from exc
 
 
 def status_code(status: int) -> tuple[str, bool]:

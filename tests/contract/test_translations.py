@@ -11,7 +11,9 @@ from gateway.store import Store
 T0 = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
 
 
-def row(language: str, origin: TranslationOrigin, body: str = "", tenant: str = "t1") -> Translation:
+def row(
+    language: str, origin: TranslationOrigin, body: str = "", tenant: str = "t1"
+) -> Translation:
     return Translation(
         tenant_id=tenant,
         message_id="m1",
