@@ -20,7 +20,7 @@ from gateway.settings import Settings, TranslationSettings
 from tests.harness import Gateway, new_tenant, running
 from tests.peers.translate import DeepLPeer, LibreTranslatePeer
 
-NOTICE = "Maskinoversatt fra norsk — se originalen"
+NOTICE = "Maskinoversatt fra norsk - se originalen"
 BODY = "Amina og klassen går på tur 24.12. kl. 08.30.\n\nTa med matpakke."
 # guardian -> (language, has email)
 GUARDIANS = {"gar": "ar", "gso": "so", "gpl": "pl", "gnb": "nb"}
@@ -221,7 +221,7 @@ async def test_a_teachers_own_translation_wins(
         await gw.run()
         owners = await by_recipient(gw, tenant_id, message_id)
         (sms,) = sms_texts(settings, "gpl", owners)
-        assert "Oversatt fra norsk av avsenderen — se originalen" in sms
+        assert "Oversatt fra norsk av avsenderen - se originalen" in sms
         assert "Wycieczka" in sms and own["body"] in sms and "[pl]" not in sms
         assert sorted(r["target"] for r in libre.requests) == ["ar", "so"]
         status = await gw.status(key, message_id)
