@@ -4,14 +4,16 @@ max_wait), wrong settings refused before anything starts."""
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import AsyncIterator
 
 import pytest
 from pydantic import ValidationError
 
+from gateway.config_check import check_names
 from gateway.errors import ConfigError, TranslationRejected, TranslationUnavailable
-from gateway.settings import Settings, TranslationSettings, load_settings
+from gateway.settings import Settings, TranslationSettings
 from gateway.translate_guard import guard, restore
 from gateway.translators import build_translator
 from gateway.translators.deepl import DeepL
@@ -197,5 +199,5 @@ def test_wrong_translation_settings_fail_at_start(monkeypatch: pytest.MonkeyPatc
         TranslationSettings.model_validate({"provider": "google"})
     monkeypatch.setenv("BUDBRINGER_TRANSLATION__PROVIDR", "deepl")
     with pytest.raises(ConfigError, match="TRANSLATION__PROVIDER"):  # the suggestion
-        load_settings()
+        check_names(os.environ, None)
     assert build_translator(Settings().translation) is None
