@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from gateway.config_check import check_names
 from gateway.errors import ConfigError, TranslationRejected, TranslationUnavailable
-from gateway.settings import Settings, TranslationSettings
+from gateway.settings import TranslationSettings
 from gateway.translate_guard import guard, restore
 from gateway.translators import build_translator
 from gateway.translators.deepl import DeepL
@@ -200,4 +200,4 @@ def test_wrong_translation_settings_fail_at_start(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("BUDBRINGER_TRANSLATION__PROVIDR", "deepl")
     with pytest.raises(ConfigError, match="TRANSLATION__PROVIDER"):  # the suggestion
         check_names(os.environ, None)
-    assert build_translator(Settings().translation) is None
+    assert build_translator(TranslationSettings()) is None
