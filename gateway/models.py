@@ -93,6 +93,7 @@ class ChannelName(StrEnum):
     email = "email"
     sms = "sms"
     push = "push"
+    voice = "voice"  # a phone call: only as an escalation step (gateway/escalation.py)
 
 
 class DeliveryStatus(StrEnum):
@@ -617,6 +618,8 @@ class Rendered(BaseModel):
     html: str | None = None
     short: str | None = None  # push body / SMS fallback
     language: str | None = None  # the language actually rendered (nb, nn, en)
+    # The language of the staff text itself: a translation's, else the message's own.
+    text_language: str | None = None
     # email: the personal one-click unsubscribe link (RFC 8058), None without read links
     unsubscribe_url: str | None = None
 

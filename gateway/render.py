@@ -51,6 +51,7 @@ _PARTS: dict[str, tuple[str, ...]] = {
     "inapp": ("txt",),
     "sms": ("txt", "short.txt"),
     "push": ("txt", "short.txt"),
+    "voice": ("txt", "short.txt"),  # what is said; "press 1 to confirm"
 }
 # Channels whose content carries the recipient's personal read link (when there is one).
 _READ_LINK_CHANNELS = frozenset({"email", "sms"})
@@ -180,6 +181,10 @@ class Renderer:
             for part in parts:
                 self._template(f"{channel}/{_DEFAULT_TEMPLATE}.{part}")
 
+    def text(self, lang: str, key: str) -> str:
+        """One wrapper text of ``templates/texts.toml`` in ``lang`` (nb, nn, en)."""
+        return self._texts[lang][key]
+
     def _template(self, name: str) -> Template:
         template = self._cache.get(name)
         if template is None:
@@ -210,9 +215,11 @@ class Renderer:
         read_url = self._read_url(delivery)
         variables = self._variables(message, delivery, lang, read_url)
         template = _TEMPLATES.get(message.event_type, _DEFAULT_TEMPLATE)
+        variables["text_language"] = source_language
         if translation is not None and template != _ABSENCE_TEMPLATE:
             variables.update(self._translated(message, translation, lang, source_language))
             variables["original_url"] = read_url
+            variables["text_language"] = translation.language
         if template == _ABSENCE_TEMPLATE:
             # Our own texts: the subject too is in the recipient's language.
             subject = self._template("subject/absence.txt").render(variables)
@@ -230,6 +237,7 @@ class Renderer:
             html=out.get("html"),
             short=short,
             language=lang,
+            text_language=variables["text_language"],
             unsubscribe_url=self._unsubscribe_url(channel, read_url),
         )
 
@@ -282,6 +290,7 @@ class Renderer:
             "app_url": f"{self._public_url}/app",
             "read_link": texts["read_link"],
             "read_url": read_url,
+            "text_language": None,  # the staff text's language (set by render)
             "notice": None,  # a translation's notice (see _translated)
             "original_url": None,
             # Absence facts (gateway/absence.py) and the texts they are told with.

@@ -134,7 +134,11 @@ class Service:
         )
         self.webhooks.register(self.dispatcher)
         self.escalator = Escalator(
-            self.store, self.clock, settings.escalation, work_available=self.ctx.work_available
+            self.store,
+            self.clock,
+            settings.escalation,
+            work_available=self.ctx.work_available,
+            voice=settings.voice,
         )
         self.dispatcher.register(JOB_ESCALATE, self.escalator.run)
         self.absences = Absences(

@@ -168,7 +168,7 @@ class EscalationDelays(BaseModel):
     absence: int = Field(default=10, ge=1, le=30 * 24 * 60)
 
 
-EscalationChannel = Literal["push", "sms", "email"]
+EscalationChannel = Literal["push", "sms", "email", "voice"]
 
 
 def _escalation_order() -> list[EscalationChannel]:
@@ -185,7 +185,7 @@ class EscalationSettings(BaseModel):
 
     enabled: bool = True
     after_minutes: EscalationDelays = Field(default_factory=EscalationDelays)
-    channels: list[EscalationChannel] = Field(default_factory=_escalation_order, max_length=3)
+    channels: list[EscalationChannel] = Field(default_factory=_escalation_order, max_length=4)
 
     @field_validator("channels")
     @classmethod
@@ -238,6 +238,33 @@ class ArchiveSettings(BaseModel):
     max_total_bytes: int = Field(default=256 * 1024 * 1024, ge=1024)
     # Uncompressed / compressed size of one file; CSV exports compress about 5-20 times.
     max_ratio: float = Field(default=100.0, ge=1)
+
+
+CategoryName = Literal["emergency", "absence", "general", "reminder", "confidential"]
+
+
+def _emergency_only() -> list[CategoryName]:
+    return ["emergency"]
+
+
+class VoiceSettings(BaseModel):
+    """Phone calls over Twilio's Calls API (channels/voice.py): ``<Say>`` the message in
+    the guardian's language where Twilio has a voice for it, then ``<Gather>`` "press 1
+    to confirm"; pressing 1 counts as read. Used as the last escalation step of the
+    ``categories`` (or wherever a tenant's escalation ``channels`` list "voice")."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = False
+    caller_id: str | None = Field(default=None, pattern=r"^\+[1-9][0-9]{6,14}$")  # Twilio number
+    categories: list[CategoryName] = Field(default_factory=_emergency_only)
+    ring_seconds: int = Field(default=30, ge=5, le=600)  # Twilio's Timeout
+
+    @model_validator(mode="after")
+    def _caller(self) -> VoiceSettings:
+        if self.enabled and self.caller_id is None:
+            raise ValueError("voice.caller_id (the Twilio number calls come from) must be set")
+        return self
 
 
 class TranslationSettings(BaseModel):
@@ -322,6 +349,7 @@ class Settings(BaseSettings):
     http: HttpSettings = Field(default_factory=HttpSettings)
     archive: ArchiveSettings = Field(default_factory=ArchiveSettings)
     translation: TranslationSettings = Field(default_factory=TranslationSettings)
+    voice: VoiceSettings = Field(default_factory=VoiceSettings)
 
     @field_validator("store_url")
     @classmethod

@@ -72,7 +72,7 @@ def _signature_valid(
     return bool(validator.validate(url, form, signature, algorithm))
 
 
-async def _verified_form(request: web.Request) -> tuple[TwilioSettings, MultiDict[str]]:
+async def verified_form(request: web.Request) -> tuple[TwilioSettings, MultiDict[str]]:
     """The form fields of a correctly signed Twilio webhook; Forbidden otherwise."""
     settings = _twilio(request)
     if request.content_type != "application/x-www-form-urlencoded":
@@ -100,7 +100,7 @@ async def status_callback(request: web.Request) -> web.Response:
     """Apply a message status callback to the delivery it belongs to (gateway/sms_status):
     the one our StatusCallback URL names, else the one with its SID; a SID not known yet
     is parked as a durable job until it is."""
-    _, form = await _verified_form(request)
+    _, form = await verified_form(request)
     ctx = request.app[CTX]
     sid = form.get("MessageSid") or form.get("SmsSid")
     raw_status = (form.get("MessageStatus") or form.get("SmsStatus") or "").lower()
@@ -133,7 +133,7 @@ def twiml_message(text: str | None) -> str:
 async def inbound_message(request: web.Request) -> web.Response:
     """An SMS a guardian sent us: an answer to open absence alerts, an absence report, or
     else a reply to the latest message sent to that number."""
-    _, form = await _verified_form(request)
+    _, form = await verified_form(request)
     ctx = request.app[CTX]
     twiml = web.Response(text=EMPTY_TWIML, content_type="text/xml")
     sender = form.get("From")
