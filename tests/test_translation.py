@@ -12,10 +12,11 @@ from email import message_from_bytes, policy
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from gateway.clock import ManualClock
-from gateway.models import Device, DirectoryBatch
+from gateway.models import Device, DirectoryBatch, Person
 from gateway.settings import Settings, TranslationSettings
 from tests.harness import Gateway, new_tenant, running
 from tests.peers.translate import DeepLPeer, LibreTranslatePeer
@@ -281,3 +282,40 @@ async def test_deepl_translates_what_it_supports(settings: Settings, clock: Manu
             owners = await by_recipient(gw, tenant_id, message_id)
             (sms,) = sms_texts(settings, "gar", owners)
             assert "[AR] " in sms and "Amina" in sms
+
+
+async def test_staff_see_the_translations_on_the_message_page(
+    settings: Settings, clock: ManualClock, libre: LibreTranslatePeer
+) -> None:
+    settings = with_provider(
+        settings, provider="libretranslate", url=libre.base_url, api_key="lt-key"
+    )
+    libre.unsupported.add("so")
+    batch = directory()
+    batch.persons.append(
+        Person.model_validate(
+            {"id": "t1", "role": "staff", "given_name": "Lærer", "unit_ids": ["u1"]}
+        )
+    )
+    own = {"subject": "Wycieczka", "body": "Idziemy na wycieczkę."}
+    async with running(settings, clock) as gw:
+        _, key = await new_tenant(gw.service, gw.clock, batch)
+        message_id = await gw.post_event(key, event(sender_id="t1", translations={"pl": own}))
+        await gw.run()
+        async with gw.session.post(
+            f"{gw.url}/v1/staff/t1/tokens",
+            json={"message_id": message_id},
+            headers=gw.headers(key),
+        ) as resp:
+            assert resp.status == 201, await resp.text()
+            link: str = (await resp.json())["link"]
+        jar = aiohttp.CookieJar(unsafe=True)
+        async with aiohttp.ClientSession(cookie_jar=jar) as browser:
+            url = link.replace(settings.public_url, gw.url)
+            async with browser.get(url) as resp:
+                assert resp.status == 200, await resp.text()
+                page = await resp.text()
+        assert "Oversettelser" in page
+        assert "arabisk: maskinoversatt (libretranslate)" in page
+        assert "polsk: avsenderens egen oversettelse" in page
+        assert "somali: originalen ble sendt, oversettelsen feilet (unsupported_language)" in page
