@@ -25,7 +25,7 @@ from gateway.api.context import AppContext
 from gateway.api.limits import listen, runner_options
 from gateway.clock import Clock, SystemClock
 from gateway.config_check import refuse_unsafe_production
-from gateway.constants import JOB_ESCALATE, JOB_PURGE, JOB_SMS_STATUS
+from gateway.constants import JOB_ESCALATE, JOB_PURGE, JOB_SMS_STATUS, JOB_TRANSLATE_REPLY
 from gateway.dispatcher import Dispatcher
 from gateway.doctor import log_checks
 from gateway.errors import ConfigError
@@ -152,6 +152,7 @@ class Service:
         self.absences.register(self.dispatcher, self.escalator.run)
         self.retention = Retention(self.store, self.clock, settings.retention_days)
         self.dispatcher.register(JOB_PURGE, self.retention.run)
+        self.dispatcher.register(JOB_TRANSLATE_REPLY, self.translations.run_reply_job)
         self.dispatcher.register(
             JOB_SMS_STATUS,
             lambda job: sms_status.run_parked(

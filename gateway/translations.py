@@ -18,14 +18,18 @@ import logging
 import re
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 
 from gateway.clock import Clock
-from gateway.constants import DEFAULT_LANGUAGE
+from gateway.constants import DEFAULT_LANGUAGE, JOB_TRANSLATE_REPLY
 from gateway.errors import TranslationError
 from gateway.models import (
+    Audience,
     DirectorySnapshot,
+    Job,
     Message,
     OwnTranslation,
+    Reply,
     Translation,
     TranslationOrigin,
 )
@@ -37,6 +41,24 @@ from gateway.translators import Translator
 log = logging.getLogger(__name__)
 
 NO_PROVIDER = "no_provider"
+REPLY_PREFIX = "reply:"  # translations of a reply are stored under "reply:<reply id>"
+
+
+def reply_key(reply_id: str) -> str:
+    return REPLY_PREFIX + reply_id
+
+
+def reply_job(reply: Reply, at: datetime) -> Job | None:
+    """The job that translates a guardian's reply for staff (None: no message to go by)."""
+    if reply.message_id is None or reply.person_id is None:
+        return None
+    return Job(
+        id=f"{JOB_TRANSLATE_REPLY}:{reply.id}",
+        tenant_id=reply.tenant_id,
+        kind=JOB_TRANSLATE_REPLY,
+        ref=f"{reply.message_id}:{reply.id}",
+        due_at=at,
+    )
 
 
 def primary(tag: str | None) -> str:
@@ -74,6 +96,18 @@ def intake_rows(
                 )
             )
     return rows
+
+
+async def reply_translations(
+    store: Store, tenant_id: str, reply_ids: Iterable[str]
+) -> dict[str, Translation]:
+    """reply id -> its translation for staff, for the replies that have one."""
+    found = {}
+    for reply_id in reply_ids:
+        rows = await store.translations.of_message(tenant_id, reply_key(reply_id))
+        for row in rows.values():
+            found[reply_id] = row
+    return found
 
 
 def source_language(rows: dict[str, Translation]) -> str:
@@ -125,12 +159,56 @@ class Translations:
         await self.store.translations.add(rows)
         self._cache.pop(message.id, None)
 
+    async def run_reply_job(self, job: Job) -> None:
+        """Translate a guardian's reply into the message's language for staff (once; the
+        original is kept as it is). The guardian's language is the one they were sent."""
+        message_id, _, reply_id = job.ref.partition(":")
+        message = await self.store.get_message(job.tenant_id, message_id)
+        replies = await self.store.list_replies(job.tenant_id, message_id) if message else []
+        reply = next((r for r in replies if r.id == reply_id), None)
+        if message is not None and reply is not None and reply.person_id is not None:
+            await self._translate_reply(message, reply, reply.person_id)
+        await self.store.finish_job(job.id)
+
+    async def _translate_reply(self, message: Message, reply: Reply, person_id: str) -> None:
+        theirs = await self.store.recipient_deliveries(reply.tenant_id, message.id, person_id)
+        if not theirs:
+            return
+        rows = await self.of_message(message)
+        target = source_language(rows)
+        source = primary(theirs[0].language)
+        if source == target or not reply.body.strip():
+            return
+        # The names of the guardian's family (and the sender's), as for the message itself.
+        audience = Audience.model_construct(
+            children=sorted({c for d in theirs for c in d.child_ids}),
+            groups=[],
+            units=[],
+            guardians=[person_id],
+            staff=[],
+        )
+        snapshot = await self.store.load_audience(reply.tenant_id, audience)
+        names = list(_names(snapshot, message))
+        for delivery in theirs:
+            names.extend(n for n in delivery.context.get("children") or () if isinstance(n, str))
+        row = await self._translate(
+            message, source, target, names, texts=("", reply.body), key=reply_key(reply.id)
+        )
+        await self.store.translations.add([row])
+
     async def _translate(
-        self, message: Message, source: str, target: str, names: Sequence[str]
+        self,
+        message: Message,
+        source: str,
+        target: str,
+        names: Sequence[str],
+        *,
+        texts: tuple[str, str] | None = None,
+        key: str | None = None,
     ) -> Translation:
         row = Translation(
             tenant_id=message.tenant_id,
-            message_id=message.id,
+            message_id=key or message.id,
             language=target,
             origin=TranslationOrigin.failed,
             at=self.clock.now(),
@@ -140,10 +218,13 @@ class Translations:
         provider = self.translator.name
         if not self.translator.supports(source, target):
             return row.model_copy(update={"provider": provider, "reason": "unsupported_language"})
-        texts = [guard(message.subject, names), guard(message.body, names)]
+        subject_in, body_in = texts or (message.subject, message.body)
+        # One batch: subject and body (a reply has only a body).
+        guarded = [guard(text, names) for text in (subject_in, body_in) if text]
         try:
-            out = await self.translator.translate([t.markup for t in texts], source, target)
-            subject, body = (restore(m, t.spans) for m, t in zip(out, texts, strict=True))
+            out = await self.translator.translate([t.markup for t in guarded], source, target)
+            done = [restore(m, t.spans) for m, t in zip(out, guarded, strict=True)]
+            subject, body = done if len(done) == 2 else ("", done[0])
         except TranslationError as exc:
             # The provider's reason only: never the text.
             log.warning(

@@ -158,12 +158,24 @@ class DeliveryView(BaseModel):
     )
 
 
+class ReplyTranslationView(BaseModel):
+    """A guardian's reply in the message's language, for staff (`body` of the reply stays
+    the original); `failed` with `reason` when the provider could not."""
+
+    language: str
+    origin: Literal["machine", "failed"]
+    provider: str | None
+    reason: str | None
+    body: str | None
+
+
 class ReplyView(BaseModel):
     id: str
     channel: str
     person_id: str | None
     body: str
     received_at: datetime
+    translation: ReplyTranslationView | None
 
 
 class ChildStatus(BaseModel):

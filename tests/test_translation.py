@@ -15,11 +15,14 @@ from typing import Any
 import aiohttp
 import pytest
 
+from channels.sms import INBOUND_PATH
 from gateway.clock import ManualClock
 from gateway.models import Device, DirectoryBatch, Person
 from gateway.settings import Settings, TranslationSettings
 from tests.harness import Gateway, new_tenant, running
 from tests.peers.translate import DeepLPeer, LibreTranslatePeer
+from tests.peers.twilio import TwilioPeer
+from tests.test_sms import ACCOUNT_SID, AUTH_TOKEN, twilio_settings
 
 NOTICE = "Maskinoversatt fra norsk - se originalen"
 BODY = "Amina og klassen går på tur 24.12. kl. 08.30.\n\nTa med matpakke."
@@ -319,3 +322,35 @@ async def test_staff_see_the_translations_on_the_message_page(
         assert "arabisk: maskinoversatt (libretranslate)" in page
         assert "polsk: avsenderens egen oversettelse" in page
         assert "somali: originalen ble sendt, oversettelsen feilet (unsupported_language)" in page
+
+
+async def test_a_guardians_reply_is_translated_for_staff_and_the_original_kept(
+    settings: Settings, clock: ManualClock, libre: LibreTranslatePeer
+) -> None:
+    async with TwilioPeer(ACCOUNT_SID, AUTH_TOKEN) as twilio:
+        settings = with_provider(
+            settings, provider="libretranslate", url=libre.base_url, api_key="lt-key"
+        ).model_copy(update={"twilio": twilio_settings(twilio.base_url)})
+        async with running(settings, clock) as gw:
+            _, key = await start(gw)
+            message_id = await gw.post_event(key, event(audience={"guardians": ["gpl", "gnb"]}))
+            await gw.run()
+            inbound = f"{settings.public_url}{INBOUND_PATH}"
+            for n, text in ((2, "Dziękuję, Barn gpl przyjdzie."), (3, "Takk!")):
+                answer = await twilio.send_inbound(
+                    inbound, from_=f"+47410000{n:02d}", to="+4740000000", body=text, via=gw.url
+                )
+                assert answer.status == 200
+            await gw.run()
+            status = await gw.status(key, message_id)
+            replies = {r["person_id"]: r for r in status["replies"]}
+            polish = replies["gpl"]
+            assert polish["body"] == "Dziękuję, Barn gpl przyjdzie."  # the original, kept
+            assert polish["translation"]["language"] == "nb"
+            assert polish["translation"]["origin"] == "machine"
+            assert polish["translation"]["body"].startswith("[nb] Dziękuję")
+            assert "Barn gpl" in polish["translation"]["body"]  # the child's name protected
+            assert replies["gnb"]["translation"] is None  # already in the message's language
+            reply_requests = [r for r in libre.requests if r["target"] == "nb"]
+            assert len(reply_requests) == 1 and reply_requests[0]["source"] == "pl"
+            assert "Barn gpl" not in json.dumps(reply_requests, ensure_ascii=False)

@@ -42,6 +42,7 @@ from gateway.logs import route_of
 from gateway.models import Reply, derive_id
 from gateway.settings import TwilioSettings
 from gateway.sms_status import TWILIO_STATUS, StatusReport
+from gateway.translations import reply_job
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +170,11 @@ async def inbound_message(request: web.Request) -> web.Response:
         received_at=ctx.clock.now(),
     )
     added = await ctx.store.add_reply(reply)
+    job = reply_job(reply, ctx.clock.now()) if added else None
+    if job is not None:
+        # Translated for staff by a worker (gateway/translations.py), never in this webhook.
+        await ctx.store.add_deliveries([], [job])
+        ctx.work_available.set()
     log.info(
         "inbound sms stored" if added else "inbound sms already stored",
         extra={"tenant_id": tenant_id, "reply_id": reply.id, "message_id": reply.message_id},

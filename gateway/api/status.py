@@ -26,11 +26,19 @@ from gateway.api.context import CTX, AppContext
 from gateway.auth import authenticate_bearer, key_has
 from gateway.constants import SUPPRESSED_CHANNEL
 from gateway.errors import NotFound
-from gateway.models import Delivery, Message, Reply, Scope, StatusChange, TranslationOrigin
+from gateway.models import (
+    Delivery,
+    Message,
+    Reply,
+    Scope,
+    StatusChange,
+    Translation,
+    TranslationOrigin,
+)
 from gateway.planner import send_job_id
 from gateway.pseudonyms import Names, hides_subject, names_for
 from gateway.tracker import ChildReach, Reach, RecipientReach, reach
-from gateway.translations import source_language
+from gateway.translations import reply_translations, source_language
 from gateway.waiting import WAITING, waiting_for
 
 PROTECTED_SUBJECT = "(protected)"
@@ -59,7 +67,7 @@ def _delivery(
     }
 
 
-def _reply(reply: Reply, name: Names) -> dict[str, Any]:
+def _reply(reply: Reply, name: Names, translation: Translation | None) -> dict[str, Any]:
     # Staff may read replies to their own message; the sender's address is left out.
     return {
         "id": reply.id,
@@ -67,6 +75,16 @@ def _reply(reply: Reply, name: Names) -> dict[str, Any]:
         "person_id": name(reply.person_id) if reply.person_id else None,
         "body": reply.body,
         "received_at": reply.received_at.isoformat(),
+        # In the message's language for staff (the body above stays the original).
+        "translation": None
+        if translation is None
+        else {
+            "language": translation.language,
+            "origin": translation.origin.value,
+            "provider": translation.provider,
+            "reason": translation.reason,
+            "body": translation.body if translation.usable else None,
+        },
     }
 
 
@@ -145,6 +163,7 @@ async def get_message(request: web.Request) -> web.Response:
         ctx.store, ctx.secret, tenant.id, persons, sees_protected=key_has(request, Scope.protected)
     )
     now = ctx.clock.now()
+    reply_rows = await reply_translations(ctx.store, tenant.id, [r.id for r in replies])
     jobs = await ctx.store.get_jobs([send_job_id(d.id) for d in deliveries if d.status in WAITING])
     children = sorted((_child(c, name) for c in view.children.values()), key=itemgetter("child_id"))
     guardians = sorted(
@@ -172,7 +191,7 @@ async def get_message(request: web.Request) -> web.Response:
                 )
                 for d in deliveries
             ],
-            "replies": [_reply(r, name) for r in replies],
+            "replies": [_reply(r, name, reply_rows.get(r.id)) for r in replies],
             # absence alerts and reports: the absence, its marks and guardians' answers
             "absence": absence.view(name) if absence is not None else None,
             **await translations_view(ctx, message, hidden=hides_subject(message, name)),
