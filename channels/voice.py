@@ -95,8 +95,8 @@ class VoiceChannel:
             "from_": self._voice.caller_id,
             "twiml": twiml(content, self.url_for(GATHER_PATH, delivery)),
             "timeout": self._voice.ring_seconds,
+            # Without StatusCallbackEvent Twilio posts only "completed", all we need.
             "status_callback": self.url_for(CALL_STATUS_PATH, delivery),
-            "status_callback_event": ["completed"],
         }
         try:
             call = await self._client.calls.create_async(**params)
