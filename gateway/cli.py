@@ -44,7 +44,7 @@ async def _serve(settings: Settings, *, api: bool, workers: bool) -> None:
 async def _tenants_create(settings: Settings, name: str, scopes: list[str] | None = None) -> None:
     from gateway.auth import create_tenant
     from gateway.clock import SystemClock
-    from gateway.store import open_store
+    from gateway.store.backends import open_store
 
     store = open_store(settings.store_url)
     await store.open()
@@ -64,7 +64,7 @@ async def _tenants_create(settings: Settings, name: str, scopes: list[str] | Non
 
 
 async def _tenants_list(settings: Settings) -> None:
-    from gateway.store import open_store
+    from gateway.store.backends import open_store
 
     store = open_store(settings.store_url)
     await store.open()
@@ -80,9 +80,10 @@ async def _keys(settings: Settings, args: argparse.Namespace) -> None:
     from datetime import timedelta
 
     from gateway.api.keys import key_view
+    from gateway.api.responses import dump
     from gateway.auth import create_api_key
     from gateway.clock import SystemClock
-    from gateway.store import open_store
+    from gateway.store.backends import open_store
 
     now = SystemClock().now()
     store = open_store(settings.store_url)
@@ -107,7 +108,7 @@ async def _keys(settings: Settings, args: argparse.Namespace) -> None:
             print("Store the key now: it is shown only this once (only a hash of it is kept).")
         elif args.keys_command == "list":
             for key in await store.list_api_keys(args.tenant):
-                view = key_view(key, now)
+                view = dump(key_view(key, now))
                 state = "active" if view["active"] else "revoked" if key.revoked_at else "expired"
                 print(
                     f"{key.id}\t{state}\t{','.join(view['scopes'])}\t"
@@ -134,7 +135,7 @@ async def _import_oneroster(settings: Settings, args: argparse.Namespace) -> int
         parse_responsibility_roles,
     )
     from gateway.progress import stages
-    from gateway.store import open_store
+    from gateway.store.backends import open_store
 
     try:
         options = ImportOptions(

@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import re
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from jinja2 import (
     select_autoescape,
 )
 
+from gateway.attachments import human_size, travels_in_email
 from gateway.constants import (
     ABSENCE_CONTEXT_KEY,
     ABSENCE_MESSAGE_TYPES,
@@ -39,7 +40,15 @@ from gateway.constants import (
     SUPPORTED_LANGUAGES,
 )
 from gateway.errors import ConfigError
-from gateway.models import Category, Delivery, Message, Rendered, Translation, TranslationOrigin
+from gateway.models import (
+    Attachment,
+    Category,
+    Delivery,
+    Message,
+    Rendered,
+    Translation,
+    TranslationOrigin,
+)
 from gateway.readlinks import PARENT_PATH, READ_PATH, UNSUBSCRIBE_PATH
 
 PUSH_BODY_MAX = 178
@@ -156,9 +165,12 @@ class Renderer:
         public_url: str,
         *,
         link_for: Callable[[Delivery], str | None] | None = None,
+        email_max_bytes: int = 0,
     ) -> None:
         self._public_url = public_url.rstrip("/")
         self._link_for = link_for
+        # Attachments up to this size travel in the email; larger ones as links.
+        self._email_max_bytes = email_max_bytes
         try:
             with (templates_dir / "texts.toml").open("rb") as file:
                 self._texts: dict[str, dict[str, str]] = tomllib.load(file)
@@ -201,12 +213,14 @@ class Renderer:
         self,
         message: Message,
         delivery: Delivery,
+        files: Sequence[Attachment] = (),
         *,
         translation: Translation | None = None,
         source_language: str = DEFAULT_LANGUAGE,
     ) -> Rendered:
-        """Render ``message`` for ``delivery``'s channel and language; with ``translation``
-        its subject and body replace the original's, announced by a notice."""
+        """Render ``message`` for ``delivery``'s channel and language; ``files`` are its
+        attachments (listed, and linked where the delivery has a read link); with
+        ``translation`` its subject and body replace the original's, announced by a notice."""
         channel = delivery.channel
         parts = _PARTS.get(channel)
         if parts is None:
@@ -214,6 +228,7 @@ class Renderer:
         lang = resolve_language(delivery.language)
         read_url = self._read_url(delivery)
         variables = self._variables(message, delivery, lang, read_url)
+        variables["files"] = self._files(files, channel, read_url)
         template = _TEMPLATES.get(message.event_type, _DEFAULT_TEMPLATE)
         variables["text_language"] = source_language
         if translation is not None and template != _ABSENCE_TEMPLATE:
@@ -316,6 +331,21 @@ class Renderer:
             "paragraphs": _paragraphs(translation.body),
             "notice": texts[key].format(language=language_name(source, lang, texts["norwegian"])),
         }
+
+    def _files(
+        self, files: Sequence[Attachment], channel: str, read_url: str | None
+    ) -> list[dict[str, Any]]:
+        """Each file's name, size, download link (the read link's /files/<id>) and whether
+        the email carries it itself."""
+        return [
+            {
+                "name": f.name,
+                "size": human_size(f.size),
+                "url": f"{read_url}/files/{f.id}" if read_url else None,
+                "attached": channel == "email" and travels_in_email(f.size, self._email_max_bytes),
+            }
+            for f in files
+        ]
 
     def _read_url(self, delivery: Delivery) -> str | None:
         if self._link_for is None or delivery.channel not in _READ_LINK_CHANNELS:

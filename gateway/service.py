@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import secrets
@@ -19,22 +20,25 @@ from aiohttp import web
 
 from channels import Channel, build_channels
 from gateway import sms_status
-from gateway.absence import Absences
+from gateway.absence import Absences, alert_cancelled
 from gateway.api.app import create_app
 from gateway.api.context import AppContext
 from gateway.api.limits import listen, runner_options
+from gateway.attachments import Attachments
 from gateway.clock import Clock, SystemClock
 from gateway.config_check import refuse_unsafe_production
-from gateway.constants import JOB_ESCALATE, JOB_PURGE, JOB_SMS_STATUS, JOB_TRANSLATE_REPLY
 from gateway.dispatcher import Dispatcher
 from gateway.doctor import log_checks
 from gateway.errors import ConfigError
 from gateway.escalation import Escalator
+from gateway.filestore import open_file_store
+from gateway.jobs import registry
 from gateway.readlinks import read_link_maker
 from gateway.render import Renderer
 from gateway.retention import Retention
 from gateway.settings import Settings
-from gateway.store import Store, open_store
+from gateway.store import Store
+from gateway.store.backends import open_store
 from gateway.translations import Translations
 from gateway.translators import build_translator
 from gateway.webhooks import WebhookService
@@ -94,6 +98,8 @@ class Service:
         )
         self.channels = channels if channels is not None else build_channels(settings)
         secret = load_secret(settings)
+        self.files = open_file_store(settings.attachments)
+        self.attachments = Attachments(self.store, self.files, settings.attachments, self.clock)
         self.renderer = Renderer(
             settings.templates_dir or TEMPLATES_DIR,
             settings.public_url,
@@ -103,6 +109,59 @@ class Service:
                 timedelta(days=settings.read_link_ttl_days),
                 self.clock,
             ),
+            email_max_bytes=settings.attachments.email_max_bytes,
+        )
+        # Set whenever new work is queued, so idle workers wake at once.
+        wake = asyncio.Event()
+        self.escalator = Escalator(
+            self.store,
+            self.clock,
+            settings.escalation,
+            work_available=wake,
+            stop=functools.partial(alert_cancelled, self.store),
+            voice=settings.voice,
+        )
+        self.absences = Absences(
+            self.store,
+            self.clock,
+            settings,
+            renderer=self.renderer,
+            escalator=self.escalator,
+            work_available=wake,
+        )
+        self.webhooks = WebhookService(
+            self.store,
+            self.clock,
+            settings.webhooks,
+            public_only=settings.environment == "production",
+            secret=secret,
+        )
+        self.retention = Retention(
+            self.store, self.clock, settings.retention_days, attachments=self.attachments
+        )
+        # Staff text per recipient language, made once (gateway/translations.py).
+        self.translations = Translations(
+            self.store, build_translator(settings.translation), self.clock
+        )
+        # One registry of every feature's jobs: a kind claimed twice stops the start here.
+        self.dispatcher = Dispatcher(
+            self.store,
+            self.channels,
+            self.renderer,
+            self.clock,
+            settings.dispatch,
+            work_available=wake,
+            attachments=self.attachments,
+            translations=self.translations,
+            handlers=registry(
+                self.translations.handlers(),
+                self.webhooks.handlers(),
+                self.escalator.handlers(),
+                self.absences.handlers(),
+                self.retention.handlers(),
+                sms_status.handlers(self.store, self.clock, wake),
+            ),
+            on_planned=self.escalator.after_plan,
         )
         self.ctx = AppContext(
             settings=settings,
@@ -110,56 +169,11 @@ class Service:
             clock=self.clock,
             secret=secret,
             renderer=self.renderer,
+            work_available=wake,
+            channel_health=self.dispatcher.health if workers else None,
+            absences=self.absences,
+            attachments=self.attachments,
         )
-        self.translations = Translations(
-            self.store, build_translator(settings.translation), self.clock
-        )
-        self.dispatcher = Dispatcher(
-            self.store,
-            self.channels,
-            self.renderer,
-            self.clock,
-            settings.dispatch,
-            work_available=self.ctx.work_available,
-            translations=self.translations,
-        )
-        if workers:
-            self.ctx.channel_health = self.dispatcher.health
-        self.webhooks = WebhookService(
-            self.store,
-            self.clock,
-            settings.webhooks,
-            public_only=settings.environment == "production",
-            secret=self.ctx.secret,
-        )
-        self.webhooks.register(self.dispatcher)
-        self.escalator = Escalator(
-            self.store,
-            self.clock,
-            settings.escalation,
-            work_available=self.ctx.work_available,
-            voice=settings.voice,
-        )
-        self.dispatcher.register(JOB_ESCALATE, self.escalator.run)
-        self.absences = Absences(
-            self.store,
-            self.clock,
-            settings,
-            renderer=self.renderer,
-            escalator=self.escalator,
-            work_available=self.ctx.work_available,
-        )
-        self.absences.register(self.dispatcher, self.escalator.run)
-        self.retention = Retention(self.store, self.clock, settings.retention_days)
-        self.dispatcher.register(JOB_PURGE, self.retention.run)
-        self.dispatcher.register(JOB_TRANSLATE_REPLY, self.translations.run_reply_job)
-        self.dispatcher.register(
-            JOB_SMS_STATUS,
-            lambda job: sms_status.run_parked(
-                self.store, job, self.clock.now(), self.ctx.work_available
-            ),
-        )
-        self.dispatcher.on_planned = self.escalator.after_plan
         self._runner: web.AppRunner | None = None
         self._server: asyncio.Server | None = None
         self._worker_task: asyncio.Task[None] | None = None
@@ -219,6 +233,7 @@ class Service:
                     await channel.aclose()
             await self.webhooks.aclose()
         await self.translations.aclose()
+        await self.files.aclose()
         await self.store.close()
 
 

@@ -298,6 +298,56 @@ class TranslationSettings(BaseModel):
         return self
 
 
+class S3Settings(BaseModel):
+    """An S3-compatible bucket for attachment files (AWS S3, MinIO, Ceph, Garage...)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    bucket: str = Field(min_length=3, max_length=63, pattern=r"^[a-z0-9][a-z0-9.\-]+[a-z0-9]$")
+    # e.g. https://s3.eu-north-1.amazonaws.com or http://127.0.0.1:9000 (MinIO); None: AWS
+    endpoint_url: str | None = None
+    region: str = "us-east-1"
+    access_key_id: str | None = None  # None: the usual AWS credential chain
+    secret_access_key: SecretStr | None = None
+    prefix: str = Field(default="attachments/", max_length=200)  # key prefix in the bucket
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> S3Settings:
+        if (self.access_key_id is None) != (self.secret_access_key is None):
+            raise ValueError("set both access_key_id and secret_access_key, or neither")
+        return self
+
+
+class AttachmentSettings(BaseModel):
+    """Files sent with messages (README "Attachments"): limits and where they are kept."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # "folder": files under ``folder`` (one process or a shared disk); "s3": a bucket, for
+    # many processes on many machines.
+    storage: Literal["folder", "s3"] = "folder"
+    folder: Path = Path("./attachments")
+    s3: S3Settings | None = None
+    max_file_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, le=1024**3)
+    max_message_bytes: int = Field(default=25 * 1024 * 1024, ge=1024, le=4 * 1024**3)
+    max_files: int = Field(default=10, ge=1, le=20)  # per message
+    # Files up to this size travel in the email itself; larger ones as a link. Most mail
+    # systems refuse messages above 10-25 MB, and base64 adds a third.
+    email_max_bytes: int = Field(default=2 * 1024 * 1024, ge=0, le=15 * 1024 * 1024)
+    # Largest width or height of a re-encoded image; larger photos are scaled down.
+    max_image_pixels: int = Field(default=4096, ge=256, le=16_384)
+    # An upload no message has used is removed after this many hours.
+    unused_hours: int = Field(default=24, ge=1, le=24 * 30)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AttachmentSettings:
+        if self.max_file_bytes > self.max_message_bytes:
+            raise ValueError("max_file_bytes must not be larger than max_message_bytes")
+        if self.storage == "s3" and self.s3 is None:
+            raise ValueError("storage = 's3' needs the s3 settings (at least s3.bucket)")
+        return self
+
+
 ChannelName = Literal["inapp", "push", "sms", "email"]
 
 
@@ -350,6 +400,7 @@ class Settings(BaseSettings):
     archive: ArchiveSettings = Field(default_factory=ArchiveSettings)
     translation: TranslationSettings = Field(default_factory=TranslationSettings)
     voice: VoiceSettings = Field(default_factory=VoiceSettings)
+    attachments: AttachmentSettings = Field(default_factory=AttachmentSettings)
 
     @field_validator("store_url")
     @classmethod
@@ -394,7 +445,7 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     """Build settings: explicit overrides, then environment, then the TOML file."""
     import os
 
-    from gateway.config_check import check_names
+    from gateway.config_names import check_names
 
     _TOML_FILE.clear()
     if config_file is not None:
@@ -404,7 +455,7 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
             raise ConfigError(f"config file not found: {config_file}")
     # Before the TOML file is handed to the settings source: a refusal must not leave it
     # behind for the next Settings() of this process.
-    check_names(os.environ, config_file)
+    check_names(os.environ, config_file, Settings)
     if config_file is not None:
         _TOML_FILE["path"] = config_file
     try:

@@ -23,6 +23,7 @@ from datetime import datetime
 from gateway.clock import Clock
 from gateway.constants import DEFAULT_LANGUAGE, JOB_TRANSLATE_REPLY
 from gateway.errors import TranslationError
+from gateway.jobs import JobHandler
 from gateway.models import (
     Audience,
     DirectorySnapshot,
@@ -158,6 +159,10 @@ class Translations:
         )
         await self.store.translations.add(rows)
         self._cache.pop(message.id, None)
+
+    def handlers(self) -> dict[str, JobHandler]:
+        """Translation's job: a guardian's reply, for staff."""
+        return {JOB_TRANSLATE_REPLY: self.run_reply_job}
 
     async def run_reply_job(self, job: Job) -> None:
         """Translate a guardian's reply into the message's language for staff (once; the

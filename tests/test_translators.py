@@ -11,9 +11,9 @@ from collections.abc import AsyncIterator
 import pytest
 from pydantic import ValidationError
 
-from gateway.config_check import check_names
+from gateway.config_names import check_names
 from gateway.errors import ConfigError, TranslationRejected, TranslationUnavailable
-from gateway.settings import TranslationSettings
+from gateway.settings import Settings, TranslationSettings
 from gateway.translate_guard import guard, restore
 from gateway.translators import build_translator
 from gateway.translators.deepl import DeepL
@@ -199,5 +199,5 @@ def test_wrong_translation_settings_fail_at_start(monkeypatch: pytest.MonkeyPatc
         TranslationSettings.model_validate({"provider": "google"})
     monkeypatch.setenv("BUDBRINGER_TRANSLATION__PROVIDR", "deepl")
     with pytest.raises(ConfigError, match="TRANSLATION__PROVIDER"):  # the suggestion
-        check_names(os.environ, None)
+        check_names(os.environ, None, Settings)
     assert build_translator(TranslationSettings()) is None

@@ -15,11 +15,14 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel
 
-from gateway import constants
+from gateway import intake
 from gateway.api import absence, recipients
+from gateway.api.accepted import EventAccepted
+from gateway.api.attachments import attachment_service
 from gateway.api.body import parse_json, read_raw, to_model
 from gateway.api.context import CTX, AppContext
 from gateway.api.limits import body_limit
+from gateway.api.responses import respond_json
 from gateway.auth import authenticate_event
 from gateway.errors import Conflict, InputError, ValidationFailed
 from gateway.metrics import EVENTS
@@ -28,13 +31,11 @@ from gateway.models import (
     AbsenceRecorded,
     AbsenceReported,
     Audience,
-    Job,
     Message,
     MessageCreated,
     Tenant,
     derive_id,
 )
-from gateway.planner import urgent_work
 from gateway.translations import intake_rows
 
 # An accepted event: the message as stored, and whether it was stored before.
@@ -83,24 +84,6 @@ async def check_audience(ctx: AppContext, tenant: Tenant, audience: Audience) ->
     raise ValidationFailed("the audience names unknown ids", errors=errors)
 
 
-async def store_message(ctx: AppContext, message: Message) -> Accepted:
-    """Store a message with its planning job, or find the one stored before."""
-    existing = await ctx.store.get_message(message.tenant_id, message.id)
-    if existing is not None:
-        return existing, True
-    job = Job(
-        id=f"{constants.JOB_PLAN}:{message.id}",
-        tenant_id=message.tenant_id,
-        kind=constants.JOB_PLAN,
-        ref=message.id,
-        due_at=message.created_at,
-        urgent=urgent_work(message.category),
-    )
-    stored = await ctx.store.accept_message(message, job)
-    # Two identical events racing past get_message: the loser gets the winner's row.
-    return stored, stored != message
-
-
 async def handle_message_created(
     ctx: AppContext, tenant: Tenant, event: MessageCreated, body_hash: str
 ) -> Accepted:
@@ -126,7 +109,9 @@ async def handle_message_created(
     if await ctx.store.get_message(tenant.id, message.id) is None:
         # Before the message (and its planning job): planning finds the teacher's own.
         await ctx.store.translations.add(intake_rows(message, data.language, data.translations))
-    return await store_message(ctx, message)
+    if data.attachments:
+        await attachment_service(ctx).claim(tenant.id, data.attachments, message.id)
+    return await intake.accept(ctx.store, message)
 
 
 EVENT_TYPES: dict[str, EventType] = {
@@ -172,8 +157,8 @@ def _event_type(parsed: Any) -> tuple[str, EventType]:
 
 async def accept_event(
     ctx: AppContext, tenant: Tenant, raw: bytes, *, webhook_id: str | None = None
-) -> tuple[int, dict[str, Any]]:
-    """Validate and store one event; return (HTTP status, JSON answer).
+) -> tuple[int, EventAccepted]:
+    """Validate and store one event; return (HTTP status, answer).
 
     Raises InputError subclasses (422 invalid, 409 same id with another body).
     A replay of an accepted event gets the same answer with ``duplicate: true``.
@@ -208,14 +193,14 @@ async def accept_event(
     EVENTS.labels(type_label, "duplicate" if duplicate else "accepted").inc()
     if not duplicate:
         ctx.work_available.set()
-    return 202, {
-        "message_id": stored.id,
-        "event_id": event_id,
-        "status": "accepted",
-        "duplicate": duplicate,
+    return 202, EventAccepted(
+        message_id=stored.id,
+        event_id=event_id,
+        status="accepted",
+        duplicate=duplicate,
         **(kind.answer(stored, event) if kind.answer is not None else {}),
         **(await kind.preview(ctx, tenant, event) if kind.preview is not None else {}),
-    }
+    )
 
 
 async def post_event(request: web.Request) -> web.Response:
@@ -225,7 +210,7 @@ async def post_event(request: web.Request) -> web.Response:
     status, answer = await accept_event(
         ctx, tenant, raw, webhook_id=request.headers.get("webhook-id")
     )
-    return web.json_response(answer, status=status)
+    return respond_json(answer, status=status)
 
 
 def setup(app: web.Application) -> None:
