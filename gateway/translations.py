@@ -21,10 +21,11 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 from gateway.clock import Clock
-from gateway.constants import DEFAULT_LANGUAGE, JOB_TRANSLATE_REPLY
+from gateway.constants import DEFAULT_LANGUAGE, JOB_TRANSLATE_EXPLANATION, JOB_TRANSLATE_REPLY
 from gateway.errors import TranslationError
 from gateway.jobs import JobHandler
 from gateway.models import (
+    AbsenceExplanation,
     Audience,
     DirectorySnapshot,
     Job,
@@ -45,8 +46,29 @@ NO_PROVIDER = "no_provider"
 REPLY_PREFIX = "reply:"  # translations of a reply are stored under "reply:<reply id>"
 
 
+EXPLANATION_PREFIX = "explanation:"  # and of an absence explanation "explanation:<id>"
+
+
 def reply_key(reply_id: str) -> str:
     return REPLY_PREFIX + reply_id
+
+
+def explanation_key(explanation_id: str) -> str:
+    return EXPLANATION_PREFIX + explanation_id
+
+
+def explanation_job(explanation: AbsenceExplanation, at: datetime) -> Job | None:
+    """The job that translates a guardian's absence explanation for staff."""
+    if not explanation.text.strip():
+        return None
+    return Job(
+        id=f"{JOB_TRANSLATE_EXPLANATION}:{explanation.id}",
+        tenant_id=explanation.tenant_id,
+        kind=JOB_TRANSLATE_EXPLANATION,
+        ref=f"{explanation.message_id}:{explanation.id}",
+        due_at=at,
+        urgent=True,  # absence work: staff act on it today
+    )
 
 
 def reply_job(reply: Reply, at: datetime) -> Job | None:
@@ -111,6 +133,18 @@ async def reply_translations(
     return found
 
 
+async def explanation_translations(
+    store: Store, tenant_id: str, explanation_ids: Iterable[str]
+) -> dict[str, Translation]:
+    """explanation id -> its translation for staff, for those that have one."""
+    found = {}
+    for explanation_id in explanation_ids:
+        rows = await store.translations.of_message(tenant_id, explanation_key(explanation_id))
+        for row in rows.values():
+            found[explanation_id] = row
+    return found
+
+
 def source_language(rows: dict[str, Translation]) -> str:
     for row in rows.values():
         if row.origin is TranslationOrigin.source:
@@ -162,7 +196,22 @@ class Translations:
 
     def handlers(self) -> dict[str, JobHandler]:
         """Translation's job: a guardian's reply, for staff."""
-        return {JOB_TRANSLATE_REPLY: self.run_reply_job}
+        return {
+            JOB_TRANSLATE_REPLY: self.run_reply_job,
+            JOB_TRANSLATE_EXPLANATION: self.run_explanation_job,
+        }
+
+    async def run_explanation_job(self, job: Job) -> None:
+        """Translate an absence explanation into the alert's language (nb) for staff."""
+        message_id, _, explanation_id = job.ref.partition(":")
+        message = await self.store.get_message(job.tenant_id, message_id)
+        found = await self.store.list_absence_explanations(job.tenant_id, message_id)
+        explanation = next((e for e in found if e.id == explanation_id), None)
+        if message is not None and explanation is not None:
+            await self._translate_answer(
+                message, explanation.person_id, explanation.text, explanation_key(explanation.id)
+            )
+        await self.store.finish_job(job.id)
 
     async def run_reply_job(self, job: Job) -> None:
         """Translate a guardian's reply into the message's language for staff (once; the
@@ -172,17 +221,21 @@ class Translations:
         replies = await self.store.list_replies(job.tenant_id, message_id) if message else []
         reply = next((r for r in replies if r.id == reply_id), None)
         if message is not None and reply is not None and reply.person_id is not None:
-            await self._translate_reply(message, reply, reply.person_id)
+            await self._translate_answer(message, reply.person_id, reply.body, reply_key(reply.id))
         await self.store.finish_job(job.id)
 
-    async def _translate_reply(self, message: Message, reply: Reply, person_id: str) -> None:
-        theirs = await self.store.recipient_deliveries(reply.tenant_id, message.id, person_id)
+    async def _translate_answer(
+        self, message: Message, person_id: str, text: str, key: str
+    ) -> None:
+        """A guardian's text about ``message`` in the message's language, stored under
+        ``key`` (the original stays where it is)."""
+        theirs = await self.store.recipient_deliveries(message.tenant_id, message.id, person_id)
         if not theirs:
             return
         rows = await self.of_message(message)
         target = source_language(rows)
         source = primary(theirs[0].language)
-        if source == target or not reply.body.strip():
+        if source == target or not text.strip():
             return
         # The names of the guardian's family (and the sender's), as for the message itself.
         audience = Audience.model_construct(
@@ -192,13 +245,11 @@ class Translations:
             guardians=[person_id],
             staff=[],
         )
-        snapshot = await self.store.load_audience(reply.tenant_id, audience)
+        snapshot = await self.store.load_audience(message.tenant_id, audience)
         names = list(_names(snapshot, message))
         for delivery in theirs:
             names.extend(n for n in delivery.context.get("children") or () if isinstance(n, str))
-        row = await self._translate(
-            message, source, target, names, texts=("", reply.body), key=reply_key(reply.id)
-        )
+        row = await self._translate(message, source, target, names, texts=("", text), key=key)
         await self.store.translations.add([row])
 
     async def _translate(

@@ -354,3 +354,47 @@ async def test_a_guardians_reply_is_translated_for_staff_and_the_original_kept(
             reply_requests = [r for r in libre.requests if r["target"] == "nb"]
             assert len(reply_requests) == 1 and reply_requests[0]["source"] == "pl"
             assert "Barn gpl" not in json.dumps(reply_requests, ensure_ascii=False)
+
+
+async def test_an_absence_explanation_is_translated_for_staff_and_the_original_kept(
+    settings: Settings, clock: ManualClock, libre: LibreTranslatePeer
+) -> None:
+    settings = with_provider(
+        settings, provider="libretranslate", url=libre.base_url, api_key="lt-key"
+    )
+    async with running(settings, clock) as gw:
+        _, key = await start(gw)
+        recorded = {
+            "id": "evt-abs",
+            "type": "absence.recorded",
+            "data": {
+                "child_id": "c-gpl",
+                "date": clock.now().date().isoformat(),
+                "lesson": {"number": 2, "from": "08:15", "to": "09:00"},
+            },
+        }
+        alert_id = await gw.post_event(key, recorded)
+        await gw.run()
+        async with gw.session.post(
+            f"{gw.url}/v1/guardians/gpl/tokens", headers=gw.headers(key)
+        ) as resp:
+            assert resp.status == 201, await resp.text()
+            app = gw.headers((await resp.json())["token"])
+        text = "Dentysta, Barn gpl wróci o 10.00"
+        async with gw.session.post(
+            f"{gw.url}/v1/me/inbox/{alert_id}/absence-reply",
+            json={"kind": "appointment", "text": text},
+            headers=app,
+        ) as resp:
+            assert resp.status == 200, await resp.text()
+        await gw.run()
+        status = await gw.status(key, alert_id)
+        (explanation,) = status["absence"]["explanations"]
+        assert explanation["text"] == text  # the original, kept
+        translated = explanation["translation"]
+        assert (translated["language"], translated["origin"]) == ("nb", "machine")
+        assert translated["body"].startswith("[nb] Dentysta")
+        assert "Barn gpl" in translated["body"] and "10.00" in translated["body"]
+        asked = [r for r in libre.requests if r["target"] == "nb"]
+        assert len(asked) == 1 and asked[0]["source"] == "pl"
+        assert "Barn gpl" not in json.dumps(asked, ensure_ascii=False)

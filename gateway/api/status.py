@@ -51,7 +51,7 @@ from gateway.models import (
 from gateway.planner import send_job_id
 from gateway.pseudonyms import Names, hides_subject, names_for
 from gateway.tracker import ChildReach, Reach, RecipientReach, reach
-from gateway.translations import reply_translations, source_language
+from gateway.translations import explanation_translations, reply_translations, source_language
 from gateway.waiting import WAITING, waiting_for
 
 PROTECTED_SUBJECT = "(protected)"
@@ -77,6 +77,28 @@ def _delivery(
     )
 
 
+def _answer_translation(translation: Translation | None) -> ReplyTranslationView | None:
+    if translation is None:
+        return None
+    return ReplyTranslationView(
+        language=translation.language,
+        origin="machine" if translation.usable else "failed",
+        provider=translation.provider,
+        reason=translation.reason,
+        body=translation.body if translation.usable else None,
+    )
+
+
+async def _absence_view(ctx: AppContext, tenant_id: str, view: dict[str, Any]) -> AbsenceView:
+    """The absence with each explanation's translation for staff (gateway/translations)."""
+    found = AbsenceView.model_validate(view)
+    ids = [e.id for e in found.explanations]
+    rows = await explanation_translations(ctx.store, tenant_id, ids)
+    for explanation in found.explanations:
+        explanation.translation = _answer_translation(rows.get(explanation.id))
+    return found
+
+
 def _reply(reply: Reply, name: Names, translation: Translation | None) -> ReplyView:
     # Staff may read replies to their own message; the sender's address is left out.
     return ReplyView(
@@ -86,15 +108,7 @@ def _reply(reply: Reply, name: Names, translation: Translation | None) -> ReplyV
         body=reply.body,
         received_at=reply.received_at,
         # In the message's language for staff (the body above stays the original).
-        translation=None
-        if translation is None
-        else ReplyTranslationView(
-            language=translation.language,
-            origin="machine" if translation.usable else "failed",
-            provider=translation.provider,
-            reason=translation.reason,
-            body=translation.body if translation.usable else None,
-        ),
+        translation=_answer_translation(translation),
     )
 
 
@@ -203,7 +217,9 @@ async def get_message(request: web.Request) -> web.Response:
             ],
             replies=[_reply(r, name, reply_rows.get(r.id)) for r in replies],
             # absence alerts and reports: the absence, its marks and guardians' answers
-            absence=None if absence is None else AbsenceView.model_validate(absence.view(name)),
+            absence=None
+            if absence is None
+            else await _absence_view(ctx, tenant.id, absence.view(name)),
             **await translations_view(ctx, message, hidden=hides_subject(message, name)),
         )
     )

@@ -120,6 +120,9 @@ class ExplanationView(BaseModel):
     text: str
     via: str
     at: Instant
+    translation: ReplyTranslationView | None = Field(
+        default=None, description="The text in the alert's language, for staff"
+    )
 
 
 class AbsenceView(BaseModel):
