@@ -37,6 +37,18 @@ def build_channels(settings: Settings) -> dict[str, Channel]:
         if settings.fcm
         else OutboxChannel("push", outbox, url),
     }
+    if settings.voice.enabled:
+        from channels.voice import VoiceChannel
+
+        built["voice"] = (
+            VoiceChannel(settings.twilio, settings.voice, url)
+            if settings.twilio
+            else OutboxChannel("voice", outbox, url)
+        )
     # A channel the deployment does not use is not built: its deliveries fail with
-    # ``no_such_channel`` instead of landing in the outbox.
-    return {name: channel for name, channel in built.items() if name in settings.channels}
+    # ``no_such_channel`` instead of landing in the outbox. Voice: voice.enabled says.
+    return {
+        name: channel
+        for name, channel in built.items()
+        if name in settings.channels or name == "voice"
+    }

@@ -167,6 +167,39 @@ class _TwilioHttp(AsyncTwilioHttpClient):  # type: ignore[misc]  # twilio ships 
         return response
 
 
+def open_client(settings: TwilioSettings) -> tuple[_TwilioHttp, Any]:
+    """Twilio's REST client on our HTTP client (also the voice channel's, channels/voice)."""
+    username, password = _credentials(settings)
+    http = _TwilioHttp(timeout=settings.timeout, logger=http_log)
+    client = Client(username, password, account_sid=settings.account_sid, http_client=http)
+    if settings.base_url:
+        # Client reads TWILIO_EDGE/TWILIO_REGION from the environment and would
+        # rewrite the host of any URL into "<prefix>.<edge>.<region>.<suffix>".
+        client.edge = None
+        client.region = None
+        client.api.base_url = settings.base_url.rstrip("/")
+    return http, client
+
+
+def _credentials(settings: TwilioSettings) -> tuple[str, str]:
+    """An API key when one is set, else the account SID and auth token."""
+    if settings.api_key_sid and settings.api_key_secret:
+        return settings.api_key_sid, settings.api_key_secret.get_secret_value()
+    return settings.account_sid, settings.auth_token.get_secret_value()
+
+
+def _basic_auth(settings: TwilioSettings) -> str:
+    """The Authorization header of a bare Twilio request: the same credentials as the client."""
+    username, password = _credentials(settings)
+    credentials = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
+    return f"Basic {credentials}"
+
+
+def last_retry_after() -> float | None:
+    """The Retry-After of the last Twilio error answer in this task (see _TwilioHttp)."""
+    return _parse_retry_after(_retry_after.get())
+
+
 class SmsChannel:
     """SMS through Twilio. One delivery = one message to one number."""
 
@@ -196,24 +229,10 @@ class SmsChannel:
         """Create twilio's aiohttp-based client inside the running loop."""
         if self._client is not None:
             return
-        settings = self._settings
-        if settings.api_key_sid and settings.api_key_secret:
-            username, password = settings.api_key_sid, settings.api_key_secret.get_secret_value()
-        else:
-            username, password = settings.account_sid, settings.auth_token.get_secret_value()
-        self._http = _TwilioHttp(timeout=settings.timeout, logger=http_log)
-        client = Client(
-            username, password, account_sid=settings.account_sid, http_client=self._http
+        self._http, self._client = open_client(self._settings)
+        self._create = MessageCreate(
+            self._client, _basic_auth(self._settings), self._settings.timeout, _retry_after
         )
-        if settings.base_url:
-            # Client reads TWILIO_EDGE/TWILIO_REGION from the environment and would
-            # rewrite the host of any URL into "<prefix>.<edge>.<region>.<suffix>".
-            client.edge = None
-            client.region = None
-            client.api.base_url = settings.base_url.rstrip("/")
-        self._client = client
-        credentials = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
-        self._create = MessageCreate(client, f"Basic {credentials}", settings.timeout, _retry_after)
 
     async def aclose(self) -> None:
         """Close the HTTP session."""

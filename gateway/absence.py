@@ -90,6 +90,7 @@ from gateway.resolver import Recipient, Resolution, resolve
 from gateway.settings import AbsenceSettings, Settings
 from gateway.store.ports import AbsenceStore, AudienceReader, ChangeFeed, JobQueue, PolicyStore
 from gateway.tracker import ReadStore, reach, record_read
+from gateway.translations import explanation_job
 
 if TYPE_CHECKING:
     from gateway.escalation import Escalator
@@ -809,6 +810,10 @@ class Absences:
         # The absence.explained webhook commits with the explanation (one transaction).
         if await self.store.add_absence_explanation(explanation, change=data):
             log.info("absence explained", extra={"message_id": message_id, "via": via})
+            job = explanation_job(explanation, now)
+            if job is not None:  # translated for staff by a worker (gateway/translations)
+                await self.store.add_deliveries([], [job])
+                self.work_available.set()
         # An answer reaches the child like a read does: escalation and the notice stop.
         await record_read(self.store, tenant_id, person_id, message_id, now, via="reply")
         return explanation

@@ -39,6 +39,11 @@ def production_problems(settings: Settings) -> list[str]:
                     f" leave {channel} out of BUDBRINGER_CHANNELS, or set"
                     " BUDBRINGER_OUTBOX_IN_PRODUCTION=true on a staging box"
                 )
+    if settings.voice.enabled and settings.twilio is None and not settings.outbox_in_production:
+        problems.append(
+            "voice.enabled needs Twilio (BUDBRINGER_TWILIO__ACCOUNT_SID and"
+            " BUDBRINGER_TWILIO__AUTH_TOKEN) for its calls"
+        )
     if not settings.public_url.startswith("https://"):
         problems.append(
             "BUDBRINGER_PUBLIC_URL must be the https:// address guardians and providers reach"

@@ -14,6 +14,8 @@ JOB_SEND = "send"
 JOB_ESCALATE = "escalate"  # a message unread too long goes out on the next channel
 JOB_CONTACT_FAILING = "contact_failing"  # prune a dead device / mark a dead address
 JOB_SMS_STATUS = "sms_status"  # a Twilio status callback waiting for its SID to be known
+JOB_TRANSLATE_REPLY = "translate_reply"  # a guardian's reply, translated for staff
+JOB_TRANSLATE_EXPLANATION = "translate_explanation"  # an absence explanation, for staff
 JOB_PURGE = "purge"  # daily: remove what is older than the retention
 JOB_DIGEST = "digest"  # a guardian's daily digest of the day's messages (gateway/digest.py)
 

@@ -31,7 +31,7 @@ from gateway.attachments import Attachments
 from gateway.channel_gate import ChannelGate
 from gateway.channel_health import ChannelHealth
 from gateway.clock import Clock
-from gateway.constants import JOB_CONTACT_FAILING, JOB_PLAN, JOB_SEND
+from gateway.constants import DEFAULT_LANGUAGE, JOB_CONTACT_FAILING, JOB_PLAN, JOB_SEND
 from gateway.digest_plan import digest_entries
 from gateway.errors import (
     ChannelUnavailable,
@@ -67,6 +67,7 @@ from gateway.store.ports import (
     SendLedger,
 )
 from gateway.store.records import SendOutcome
+from gateway.translations import Translations
 
 log = logging.getLogger(__name__)
 
@@ -101,11 +102,14 @@ class Dispatcher:
         *,
         work_available: asyncio.Event | None = None,
         health: ChannelHealth | None = None,
+        translations: Translations | None = None,
         attachments: Attachments | None = None,
         handlers: Mapping[str, JobHandler] | None = None,
         on_planned: Callable[[Message], Awaitable[None]] | None = None,
     ) -> None:
         self.store = store
+        # Staff text per recipient language (gateway/translations.py); None: never.
+        self.translations = translations
         self.channels = channels
         self.renderer = renderer
         self.attachments = attachments
@@ -302,6 +306,11 @@ class Dispatcher:
         await add_sender_units(self.store, message, snapshot)
         now = self.clock.now()
         resolution = resolution_for(message, snapshot, now)
+        if self.translations is not None and message.event_type == "message.created":
+            # Before any delivery exists: every send of the message finds its language's
+            # row (a provider outage ends in a "failed" row, never a delay past its timeout).
+            recipients = {r.person_id for r in resolution.recipients}
+            await self.translations.prepare(message, snapshot, recipients)
         deliveries: list[Delivery] = []
         jobs: list[Job] = []
         for delivery, send_job in planned(message, snapshot, resolution, now):
@@ -443,7 +452,13 @@ class Dispatcher:
         """The content for this delivery, with the message's files (an email carries
         the small ones itself)."""
         files = await self._files(message)
-        content = self.renderer.render(message, delivery, files)
+        translation, source = None, DEFAULT_LANGUAGE
+        if self.translations is not None and message.event_type == "message.created":
+            # The stored row of the recipient's language (gateway/translations.py).
+            source, translation = await self.translations.for_language(message, delivery.language)
+        content = self.renderer.render(
+            message, delivery, files, translation=translation, source_language=source
+        )
         if files and delivery.channel == ChannelName.email and self.attachments is not None:
             content.files = await self.attachments.email_files(files)
         return content

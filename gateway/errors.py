@@ -17,6 +17,9 @@ BudbringerError
 │   ├── PermanentDeliveryError never retried (invalid number, SMTP 5xx, dead push token)
 │   │   └── DeadAddress        the address itself is dead: prune/mark the contact point
 │   └── ChannelUnavailable     the channel as a whole is down (bad credentials): stop it, alert
+├── TranslationError           a translation provider could not translate (the original goes out)
+│   ├── TranslationUnavailable try later: timeouts, 429, 5xx; carries retry_after
+│   └── TranslationRejected    never retried: bad key, quota used up, language unsupported
 ├── StoreError                 the store failed
 └── ConfigError                settings are missing or wrong
 
@@ -141,6 +144,28 @@ class DeadAddress(PermanentDeliveryError):
 
 class ChannelUnavailable(DeliveryError):
     """The channel cannot send anything (e.g. rejected credentials); stop it and alert."""
+
+
+class TranslationError(BudbringerError):
+    """A translation provider did not translate. ``code`` is a short reason for the status
+    (never personal data); the message goes out in its original language."""
+
+    def __init__(self, message: str, *, code: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+class TranslationUnavailable(TranslationError):
+    """Try again later (timeouts, 429, 5xx); ``retry_after`` is the provider's hint."""
+
+    def __init__(self, message: str, *, code: str, retry_after: float | None = None) -> None:
+        super().__init__(message, code=code)
+        self.retry_after = retry_after
+
+
+class TranslationRejected(TranslationError):
+    """Never retried: rejected credentials, quota used up, an unsupported language."""
 
 
 class StoreError(BudbringerError):

@@ -62,7 +62,7 @@ from gateway.planner import local_time, plan_deliveries, queue, route, urgent_wo
 from gateway.recheck import RecheckStore, allowed_children, recheck_audience
 from gateway.resolver import Recipient, Resolution, Suppression, resolve
 from gateway.sender_unit import add_sender_units
-from gateway.settings import EscalationSettings
+from gateway.settings import EscalationSettings, VoiceSettings
 from gateway.store.ports import DeliveryStore, JobQueue, MessageStore, PolicyStore
 from gateway.tracker import asks_receipt, reach
 
@@ -135,11 +135,14 @@ class Escalator:
         settings: EscalationSettings,
         *,
         work_available: asyncio.Event | None = None,
+        voice: VoiceSettings | None = None,
         stop: Callable[[Job], Awaitable[bool]] | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
         self.settings = settings
+        # Calls as the last step of voice.categories (channels/voice.py), when enabled.
+        self.voice = voice
         self.work_available = work_available or asyncio.Event()
         # Whether a job's message is no longer followed up at all (a cancelled absence
         # alert: gateway.absence.alert_cancelled), given by the service.
@@ -148,6 +151,18 @@ class Escalator:
     def handlers(self) -> dict[str, JobHandler]:
         """Escalation's timed steps and failovers."""
         return {JOB_ESCALATE: self.run}
+
+    def order(self, policy: EscalationSettings, message: Message) -> list[str]:
+        """The escalation channels for ``message``: the policy's, a call last where voice
+        is enabled for its category (a policy listing "voice" already keeps its place)."""
+        order: list[str] = list(policy.channels)
+        voice = self.voice
+        if voice is not None and voice.enabled and message.category.value in voice.categories:
+            if ChannelName.voice.value not in order:
+                order.append(ChannelName.voice.value)
+        elif ChannelName.voice.value in order and (voice is None or not voice.enabled):
+            order.remove(ChannelName.voice.value)  # no call without the voice channel
+        return order
 
     async def policy(self, tenant_id: str) -> EscalationSettings:
         """The tenant's policy in force."""
@@ -199,7 +214,8 @@ class Escalator:
         for d in deliveries:
             if d.recipient_id in wanted and d.channel != SUPPRESSED_CHANNEL:
                 targets[d.recipient_id].append(d)
-        planned, more = await self._plan(message, targets, f"{STEP}:{step}", policy.channels)
+        order = self.order(policy, message)
+        planned, more = await self._plan(message, targets, f"{STEP}:{step}", order)
         later = self.clock.now() + delay(policy, message.category)
         await self._write(message, planned, [step_job(message, step + 1, later)] if more else [])
         ESCALATED.labels("step").inc(len(planned))
@@ -227,7 +243,7 @@ class Escalator:
         if await self._reached(message, recipient_id, told):
             return
         planned, _ = await self._plan(
-            message, {recipient_id: told}, f"{FAILOVER}:{channel}", policy.channels
+            message, {recipient_id: told}, f"{FAILOVER}:{channel}", self.order(policy, message)
         )
         await self._write(message, planned, [])
         ESCALATED.labels("failover").inc(len(planned))
@@ -273,6 +289,8 @@ class Escalator:
                 snapshot.failing.get(person_id, ()),
             )
             has = {r.channel.value for r in routes}
+            if ChannelName.sms.value in has:
+                has.add(ChannelName.voice.value)  # a number that takes SMS takes calls
             used = {d.channel for d in theirs}
             left = [c for c in order if c in has and c not in used]
             if any(d.context.get(ESCALATION_KEY) == marker for d in theirs):

@@ -94,6 +94,7 @@ class ChannelName(StrEnum):
     email = "email"
     sms = "sms"
     push = "push"
+    voice = "voice"  # a phone call: only as an escalation step (gateway/escalation.py)
 
 
 class DeliveryStatus(StrEnum):
@@ -429,6 +430,16 @@ class Audience(Strict):
         return self
 
 
+LanguageCode = Annotated[str, Field(pattern=r"^[a-z]{2,3}$")]
+
+
+class OwnTranslation(Strict):
+    """A teacher's own translation of the message into one language (wins over the machine)."""
+
+    subject: HeaderText = Field(min_length=1, max_length=200)
+    body: str = Field(min_length=1, max_length=20_000)
+
+
 class MessageData(Strict):
     sender_id: Id | None = None  # the staff member who sends
     sender_name: HeaderText | None = Field(default=None, max_length=200)
@@ -442,6 +453,11 @@ class MessageData(Strict):
     allow_no_recipients: bool = False
     # Scheduled sending: resolved and sent at this time (in the future, within the horizon).
     send_at: AwareDatetime | None = None
+    # The language subject and body are written in (ISO 639-1); recipients with another
+    # language get a translation (gateway/translations.py).
+    language: LanguageCode = "nb"
+    # The teacher's own translations by language; these win over machine translation.
+    translations: dict[LanguageCode, OwnTranslation] = Field(default_factory=dict, max_length=20)
     # Ids from POST /v1/attachments, each used by one message only (gateway/attachments.py).
     attachments: list[Id] = Field(default_factory=list, max_length=20)
 
@@ -644,6 +660,8 @@ class Rendered(BaseModel):
     html: str | None = None
     short: str | None = None  # push body / SMS fallback
     language: str | None = None  # the language actually rendered (nb, nn, en)
+    # The language of the staff text itself: a translation's, else the message's own.
+    text_language: str | None = None
     # Files the email carries as MIME attachments: (name, content type, bytes).
     files: list[tuple[str, str, bytes]] = Field(default_factory=list)
     # email: the personal one-click unsubscribe link (RFC 8058), None without read links
@@ -960,3 +978,29 @@ class AbsenceExplanation(BaseModel):
     text: str = ""
     via: str  # "sms" or "inapp"
     at: datetime
+
+
+class TranslationOrigin(StrEnum):
+    source = "source"  # the language the message was written in (no text of its own)
+    teacher = "teacher"  # the sender's own translation
+    machine = "machine"  # made by the translation provider
+    failed = "failed"  # the provider could not: the original went out (``reason`` says why)
+
+
+class Translation(BaseModel):
+    """A message's subject and body in one language, made once and reused by every channel
+    and escalation. Personal data like the message itself: never logged."""
+
+    tenant_id: str
+    message_id: str
+    language: str
+    origin: TranslationOrigin
+    subject: str = ""
+    body: str = ""
+    provider: str | None = None
+    reason: str | None = None  # why it failed (a code, never personal data)
+    at: datetime
+
+    @property
+    def usable(self) -> bool:
+        return self.origin in (TranslationOrigin.teacher, TranslationOrigin.machine)

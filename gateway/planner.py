@@ -84,9 +84,11 @@ def route(
     leaves nothing but in-app. Contact kinds in ``failing`` are never used.
     """
     available = _available(person, devices, failing)
-    if category == Category.emergency:
-        return _ordered(available, _ORDER)
     wanted = prefs.channels.get(category) if prefs is not None else None
+    if category == Category.emergency:
+        # A phone call only where asked for (a preference, or escalation's pinned step).
+        call = (ChannelName.voice,) if wanted and ChannelName.voice in wanted else ()
+        return _ordered(available, (*_ORDER, *call))
     if wanted is not None:
         routes = _ordered(available, (ChannelName.inapp, *wanted))
         if len(routes) > 1 or category not in MANDATORY_CATEGORIES:
@@ -112,6 +114,8 @@ def _available(
         available[ChannelName.push] = push
     if person.phone and PHONE not in failing:
         available[ChannelName.sms] = [Route(ChannelName.sms, "", person.phone)]
+        # Never by default (_ORDER, _default_channels): a preference or escalation asks.
+        available[ChannelName.voice] = [Route(ChannelName.voice, "", person.phone)]
     if person.email and EMAIL not in failing:
         available[ChannelName.email] = [Route(ChannelName.email, "", person.email)]
     return available
@@ -138,7 +142,12 @@ def _ordered(
     available: dict[ChannelName, list[Route]], channels: Iterable[ChannelName]
 ) -> list[Route]:
     wanted = set(channels)
-    return [r for channel in _ORDER if channel in wanted for r in available.get(channel, ())]
+    return [
+        r
+        for channel in (*_ORDER, ChannelName.voice)
+        if channel in wanted
+        for r in available.get(channel, ())
+    ]
 
 
 def defer_until(

@@ -1,7 +1,9 @@
 """Render a message for one delivery: its channel, its language, its recipient's context.
 
-The staff member's subject and body are used as written (never translated); our
-own wrapper texts (header, "concerns" line, footer) come from
+The staff member's subject and body are used as written, or as translated for the
+recipient's language (gateway/translations.py: a teacher's own or a machine translation,
+announced by a one-line notice linking to the original); our own wrapper texts
+(header, "concerns" line, footer) come from
 ``templates/texts.toml`` in nb, nn or en, and the channel templates in
 ``templates/<channel>/<template>.<part>`` lay them out. See templates/README.md.
 
@@ -18,6 +20,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from babel import Locale, UnknownLocaleError
 from babel.lists import format_list
 from jinja2 import (
     Environment,
@@ -37,7 +40,16 @@ from gateway.constants import (
     SUPPORTED_LANGUAGES,
 )
 from gateway.errors import ConfigError
-from gateway.models import Attachment, Category, Delivery, Message, Rendered, Role
+from gateway.models import (
+    Attachment,
+    Category,
+    Delivery,
+    Message,
+    Rendered,
+    Role,
+    Translation,
+    TranslationOrigin,
+)
 from gateway.readlinks import PARENT_PATH, READ_PATH, UNSUBSCRIBE_PATH
 from gateway.sms_budget import is_reminder, sms_answerable
 
@@ -50,6 +62,7 @@ _PARTS: dict[str, tuple[str, ...]] = {
     "inapp": ("txt",),
     "sms": ("txt", "short.txt"),
     "push": ("txt", "short.txt"),
+    "voice": ("txt", "short.txt"),  # what is said; "press 1 to confirm"
 }
 # Channels whose content carries the recipient's personal read link (when there is one).
 _READ_LINK_CHANNELS = frozenset({"email", "sms"})
@@ -118,6 +131,18 @@ def _name_list(names: tuple[str, ...], lang: str) -> str:
     return format_list(list(names), locale=lang)
 
 
+@functools.lru_cache(maxsize=256)
+def language_name(language: str, lang: str, norwegian: str) -> str:
+    """The name of ``language`` in the wrapper language ``lang`` ("norsk", "Polish")."""
+    if language in ("nb", "nn", "no"):
+        return norwegian
+    try:
+        name = Locale.parse(lang).languages.get(language)
+    except (UnknownLocaleError, ValueError):
+        name = None
+    return name or language
+
+
 def _context_names(value: Any) -> list[str]:
     if not isinstance(value, list):
         return []
@@ -173,6 +198,10 @@ class Renderer:
             for part in parts:
                 self._template(f"{channel}/{_DEFAULT_TEMPLATE}.{part}")
 
+    def text(self, lang: str, key: str) -> str:
+        """One wrapper text of ``templates/texts.toml`` in ``lang`` (nb, nn, en)."""
+        return self._texts[lang][key]
+
     def _template(self, name: str) -> Template:
         template = self._cache.get(name)
         if template is None:
@@ -186,10 +215,17 @@ class Renderer:
         return template
 
     def render(
-        self, message: Message, delivery: Delivery, files: Sequence[Attachment] = ()
+        self,
+        message: Message,
+        delivery: Delivery,
+        files: Sequence[Attachment] = (),
+        *,
+        translation: Translation | None = None,
+        source_language: str = DEFAULT_LANGUAGE,
     ) -> Rendered:
         """Render ``message`` for ``delivery``'s channel and language; ``files`` are its
-        attachments (listed, and linked where the delivery has a read link)."""
+        attachments (listed, and linked where the delivery has a read link); with
+        ``translation`` its subject and body replace the original's, announced by a notice."""
         channel = delivery.channel
         parts = _PARTS.get(channel)
         if parts is None:
@@ -199,6 +235,11 @@ class Renderer:
         variables = self._variables(message, delivery, lang, read_url)
         variables["files"] = self._files(files, channel, read_url)
         template = _TEMPLATES.get(message.event_type, _DEFAULT_TEMPLATE)
+        variables["text_language"] = source_language
+        if translation is not None and template != _ABSENCE_TEMPLATE:
+            variables.update(self._translated(message, translation, lang, source_language))
+            variables["original_url"] = read_url
+            variables["text_language"] = translation.language
         if template == _ABSENCE_TEMPLATE:
             # Our own texts: the subject too is in the recipient's language.
             subject = self._template("subject/absence.txt").render(variables)
@@ -216,6 +257,7 @@ class Renderer:
             html=out.get("html"),
             short=short,
             language=lang,
+            text_language=variables["text_language"],
             unsubscribe_url=self._unsubscribe_url(channel, read_url),
         )
 
@@ -289,6 +331,9 @@ class Renderer:
             "sms_from": from_name or (texts["neutral_sender"] if neutral else None),
             # SMS: whether the sender can receive an answer (not an alphanumeric id).
             "sms_answerable": sms_answerable(delivery, self._sms_fallback_sender),
+            "text_language": None,  # the staff text's language (set by render)
+            "notice": None,  # a translation's notice (see _translated)
+            "original_url": None,
             # Absence facts (gateway/absence.py) and the texts they are told with.
             "absence": absence,
             "t": texts,
@@ -342,6 +387,25 @@ class Renderer:
         if read_url is None or READ_PATH not in read_url:
             return f"{self._public_url}/app"
         return f"{self._public_url}{PARENT_PATH}{read_url.rpartition(READ_PATH)[2]}"
+
+    def _translated(
+        self, message: Message, translation: Translation, lang: str, source: str
+    ) -> dict[str, Any]:
+        texts = self._texts[lang]
+        key = (
+            "sender_translated"
+            if translation.origin is TranslationOrigin.teacher
+            else "machine_translated"
+        )
+        subject = _one_line(translation.subject)
+        if message.category is Category.emergency:
+            subject = f"{texts['important']} {subject}"
+        return {
+            "subject": subject,
+            "body": translation.body.strip(),
+            "paragraphs": _paragraphs(translation.body),
+            "notice": texts[key].format(language=language_name(source, lang, texts["norwegian"])),
+        }
 
     def _files(
         self, files: Sequence[Attachment], channel: str, read_url: str | None

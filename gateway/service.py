@@ -40,6 +40,8 @@ from gateway.retention import Retention
 from gateway.settings import Settings
 from gateway.store import Store
 from gateway.store.backends import open_store
+from gateway.translations import Translations
+from gateway.translators import build_translator
 from gateway.webhooks import WebhookService
 
 log = logging.getLogger(__name__)
@@ -125,6 +127,7 @@ class Service:
             settings.escalation,
             work_available=wake,
             stop=functools.partial(alert_cancelled, self.store),
+            voice=settings.voice,
         )
         self.absences = Absences(
             self.store,
@@ -148,6 +151,10 @@ class Service:
         self.digests = DigestSender(
             self.store, self.channels, self.renderer, self.clock, work_available=wake
         )
+        # Staff text per recipient language, made once (gateway/translations.py).
+        self.translations = Translations(
+            self.store, build_translator(settings.translation), self.clock
+        )
         # One registry of every feature's jobs: a kind claimed twice stops the start here.
         self.dispatcher = Dispatcher(
             self.store,
@@ -157,7 +164,9 @@ class Service:
             settings.dispatch,
             work_available=wake,
             attachments=self.attachments,
+            translations=self.translations,
             handlers=registry(
+                self.translations.handlers(),
                 self.webhooks.handlers(),
                 self.escalator.handlers(),
                 self.absences.handlers(),
@@ -236,6 +245,7 @@ class Service:
                 with contextlib.suppress(Exception):
                     await channel.aclose()
             await self.webhooks.aclose()
+        await self.translations.aclose()
         await self.files.aclose()
         await self.store.close()
 

@@ -172,7 +172,7 @@ class EscalationDelays(BaseModel):
     absence: int = Field(default=10, ge=1, le=30 * 24 * 60)
 
 
-EscalationChannel = Literal["push", "sms", "email"]
+EscalationChannel = Literal["push", "sms", "email", "voice"]
 
 
 def _escalation_order() -> list[EscalationChannel]:
@@ -189,7 +189,7 @@ class EscalationSettings(BaseModel):
 
     enabled: bool = True
     after_minutes: EscalationDelays = Field(default_factory=EscalationDelays)
-    channels: list[EscalationChannel] = Field(default_factory=_escalation_order, max_length=3)
+    channels: list[EscalationChannel] = Field(default_factory=_escalation_order, max_length=4)
 
     @field_validator("channels")
     @classmethod
@@ -242,6 +242,64 @@ class ArchiveSettings(BaseModel):
     max_total_bytes: int = Field(default=256 * 1024 * 1024, ge=1024)
     # Uncompressed / compressed size of one file; CSV exports compress about 5-20 times.
     max_ratio: float = Field(default=100.0, ge=1)
+
+
+CategoryName = Literal["emergency", "absence", "general", "reminder", "confidential"]
+
+
+def _emergency_only() -> list[CategoryName]:
+    return ["emergency"]
+
+
+class VoiceSettings(BaseModel):
+    """Phone calls over Twilio's Calls API (channels/voice.py): ``<Say>`` the message in
+    the guardian's language where Twilio has a voice for it, then ``<Gather>`` "press 1
+    to confirm"; pressing 1 counts as read. Used as the last escalation step of the
+    ``categories`` (or wherever a tenant's escalation ``channels`` list "voice")."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = False
+    caller_id: str | None = Field(default=None, pattern=r"^\+[1-9][0-9]{6,14}$")  # Twilio number
+    categories: list[CategoryName] = Field(default_factory=_emergency_only)
+    ring_seconds: int = Field(default=30, ge=5, le=600)  # Twilio's Timeout
+
+    @model_validator(mode="after")
+    def _caller(self) -> VoiceSettings:
+        if self.enabled and self.caller_id is None:
+            raise ValueError("voice.caller_id (the Twilio number calls come from) must be set")
+        return self
+
+
+class TranslationSettings(BaseModel):
+    """Machine translation of staff text (gateway/translations.py). ``provider`` "none"
+    (the default) sends every message in the language it was written in."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    provider: Literal["none", "libretranslate", "deepl"] = "none"
+    # LibreTranslate: the server (required), e.g. https://translate.kommune.no.
+    # DeepL: optional; by default api-free.deepl.com for keys ending in ":fx", else
+    # api.deepl.com.
+    url: str = ""
+    api_key: SecretStr | None = None  # DeepL: required; LibreTranslate: if the server wants one
+    timeout: float = Field(default=10.0, gt=0, le=120)  # seconds per request
+    attempts: int = Field(default=3, ge=1, le=10)  # tries per batch (429, 5xx, timeouts)
+    # Longest wait between tries; a provider asking for longer (Retry-After) counts as
+    # down and the original goes out at once.
+    max_wait: float = Field(default=5.0, ge=0, le=60)
+
+    @model_validator(mode="after")
+    def _provider_complete(self) -> TranslationSettings:
+        if self.provider == "libretranslate" and not self.url:
+            raise ValueError("translation.url must name the LibreTranslate server")
+        if self.provider == "deepl" and (
+            self.api_key is None or not self.api_key.get_secret_value().strip()
+        ):
+            raise ValueError("translation.api_key must be set for DeepL")
+        if self.url and not self.url.startswith(("http://", "https://")):
+            raise ValueError("translation.url must start with http:// or https://")
+        return self
 
 
 class S3Settings(BaseModel):
@@ -346,6 +404,8 @@ class Settings(BaseSettings):
     absence: AbsenceSettings = Field(default_factory=AbsenceSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     archive: ArchiveSettings = Field(default_factory=ArchiveSettings)
+    translation: TranslationSettings = Field(default_factory=TranslationSettings)
+    voice: VoiceSettings = Field(default_factory=VoiceSettings)
     attachments: AttachmentSettings = Field(default_factory=AttachmentSettings)
 
     @field_validator("store_url")

@@ -692,6 +692,13 @@ def provider_paths() -> dict[str, Any]:
         "Twilio's signature of the public URL and the form (RequestValidator)",
         required=True,
     )
+    delivery_param = {
+        "name": "d",
+        "in": "query",
+        "required": True,
+        "description": "The delivery of the call (our own signed URL)",
+        "schema": {"type": "string"},
+    }
     refused = {
         "403": ok(Error, "Missing or invalid signature, or another account's webhook"),
         "404": ok(Error, "Twilio is not configured"),
@@ -740,6 +747,50 @@ def provider_paths() -> dict[str, Any]:
                     },
                     **refused,
                 },
+            }
+        },
+        "/v1/providers/twilio/voice/gather": {
+            "post": {
+                "tags": ["providers"],
+                "summary": "The key a guardian pressed in a call (<Gather> action)",
+                "description": "`d` names the call's delivery. Digits=1 records a read:"
+                " the guardian (and their children) count as reached.",
+                "security": [],
+                "parameters": [signature, delivery_param],
+                "requestBody": _twilio_form(
+                    {
+                        "CallSid": "Twilio's call id",
+                        "Digits": "The key pressed",
+                        "AccountSid": "The account",
+                    },
+                    ["CallSid"],
+                ),
+                "responses": {
+                    "200": {
+                        "description": "TwiML: thanks when 1 was pressed, else empty",
+                        "content": {"text/xml": {"schema": {"type": "string"}}},
+                    },
+                    **refused,
+                },
+            }
+        },
+        "/v1/providers/twilio/voice/status": {
+            "post": {
+                "tags": ["providers"],
+                "summary": "Twilio call status callback",
+                "description": "completed -> delivered; busy, no-answer -> undelivered;"
+                " failed, canceled -> failed. Always an empty 200 once verified.",
+                "security": [],
+                "parameters": [signature, delivery_param],
+                "requestBody": _twilio_form(
+                    {
+                        "CallSid": "Twilio's call id",
+                        "CallStatus": "completed, busy, no-answer, failed, canceled, ...",
+                        "AccountSid": "The account",
+                    },
+                    ["CallSid", "CallStatus"],
+                ),
+                "responses": {"200": {"description": "Applied or ignored"}, **refused},
             }
         },
     }

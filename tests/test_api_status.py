@@ -107,6 +107,7 @@ async def test_status_shows_counts_history_and_replies_but_no_address(
             "person_id": "p1",
             "body": "Takk!",
             "received_at": clock.now().isoformat(),
+            "translation": None,  # in the message's own language: nothing to translate
         }
     ]
     # never the address, the provider id, or names from the render context

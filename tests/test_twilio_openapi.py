@@ -21,9 +21,10 @@ import aiohttp
 import pytest
 
 from channels.sms import SmsChannel
+from channels.voice import VoiceChannel
 from gateway.errors import PermanentDeliveryError
 from gateway.models import Delivery, DeliveryStatus, Rendered, Role
-from gateway.settings import TwilioSettings
+from gateway.settings import TwilioSettings, VoiceSettings
 from tests.peers.npm import ensure_node_modules
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -167,3 +168,22 @@ async def test_a_request_outside_the_spec_is_a_permanent_error(prism_url: str) -
     finally:
         await sms.aclose()
     assert caught.value.code == "http_422"
+
+
+async def test_a_voice_call_request_matches_the_spec(prism_url: str) -> None:
+    """Issue 17: the Calls API request of the voice channel (To, From, Twiml, Timeout,
+    StatusCallback, StatusCallbackEvent) is one Twilio's OpenAPI document accepts."""
+    voice = VoiceChannel(
+        settings(prism_url), VoiceSettings(enabled=True, caller_id="+4721000000"), PUBLIC_URL
+    )
+    await voice.start()
+    call = delivery().model_copy(update={"channel": "voice"})
+    content = Rendered(
+        subject="s", text="Skolen er stengt.", short="Trykk 1.", language="nb", text_language="pl"
+    )
+    try:
+        receipt = await voice.send(call, content)
+    finally:
+        await voice.aclose()
+    assert receipt.status is DeliveryStatus.sent
+    assert receipt.provider_id is not None and receipt.provider_id.startswith("CA")

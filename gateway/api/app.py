@@ -24,6 +24,7 @@ from gateway.api import (
     staff_pages,
     status,
     unsubscribe,
+    voice,
     webhooks,
 )
 from gateway.api.access import access_middleware
@@ -78,6 +79,7 @@ def create_app(ctx: AppContext) -> web.Application:
         escalation,
         guardian,
         providers,
+        voice,
         readlinks,
         unsubscribe,
         webhooks,

@@ -36,6 +36,7 @@ from gateway.models import (
     Tenant,
     derive_id,
 )
+from gateway.translations import intake_rows
 
 # An accepted event: the message as stored, and whether it was stored before.
 Accepted = tuple[Message, bool]
@@ -109,6 +110,9 @@ async def handle_message_created(
         audience=data.audience,
         created_at=now,
     )
+    if await ctx.store.get_message(tenant.id, message.id) is None:
+        # Before the message (and its planning job): planning finds the teacher's own.
+        await ctx.store.translations.add(intake_rows(message, data.language, data.translations))
     if data.attachments:
         await attachment_service(ctx).claim(tenant.id, data.attachments, message.id)
     return await intake.accept(ctx.store, message, send_at=data.send_at)

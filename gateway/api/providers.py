@@ -42,6 +42,7 @@ from gateway.errors import Forbidden, NotFound, ValidationFailed
 from gateway.logs import route_of
 from gateway.settings import TwilioSettings
 from gateway.sms_status import StatusReport
+from gateway.translations import reply_job
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ def _signature_valid(
     return bool(validator.validate(url, form, signature, algorithm))
 
 
-async def _verified_form(request: web.Request) -> tuple[TwilioSettings, MultiDict[str]]:
+async def verified_form(request: web.Request) -> tuple[TwilioSettings, MultiDict[str]]:
     """The form fields of a correctly signed Twilio webhook; Forbidden otherwise."""
     settings = _twilio(request)
     if request.content_type != "application/x-www-form-urlencoded":
@@ -99,7 +100,7 @@ async def _verified_form(request: web.Request) -> tuple[TwilioSettings, MultiDic
 async def status_callback(request: web.Request) -> web.Response:
     """Hand a verified message status callback to the tracker
     (:func:`gateway.tracker.provider_status`); always an empty 200."""
-    _, form = await _verified_form(request)
+    _, form = await verified_form(request)
     ctx = request.app[CTX]
     sid = form.get("MessageSid") or form.get("SmsSid")
     if not sid:
@@ -122,7 +123,7 @@ def twiml_message(text: str | None) -> str:
 async def inbound_message(request: web.Request) -> web.Response:
     """An SMS a guardian sent us: an answer to open absence alerts, an absence report, or
     else a reply to the latest message sent to that number."""
-    _, form = await _verified_form(request)
+    _, form = await verified_form(request)
     ctx = request.app[CTX]
     twiml = web.Response(text=EMPTY_TWIML, content_type="text/xml")
     sender = form.get("From")
@@ -147,9 +148,15 @@ async def inbound_message(request: web.Request) -> web.Response:
     if await absences(ctx).inbound_sms(tenant_id, delivery, form.get("Body", ""), sid):
         log.info("inbound sms taken as absence", extra={"tenant_id": tenant_id, "provider_id": sid})
         return twiml
-    await tracker.record_reply(
+    reply = await tracker.record_reply(
         ctx.store, tenant_id, "sms", delivery, form.get("Body", ""), sid, ctx.clock.now()
     )
+    job = reply_job(reply, ctx.clock.now())
+    if job is not None:
+        # Translated for staff by a worker (gateway/translations.py), never in this webhook;
+        # a redelivered webhook queues it again, and the stored translation stays.
+        await ctx.store.add_deliveries([], [job])
+        ctx.work_available.set()
     return twiml
 
 

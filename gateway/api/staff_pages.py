@@ -64,11 +64,12 @@ from gateway.models import (
     Person,
     Role,
     Strict,
+    TranslationOrigin,
 )
 from gateway.models import Scope as KeyScope
 from gateway.notreached import Why, why_not_reached
 from gateway.pseudonyms import Names, hides_subject, names_for
-from gateway.render import resolve_language
+from gateway.render import language_name, resolve_language
 from gateway.sessions import STAFF_SESSION_SALT, PageUser, open_staff_link, staff_link
 from gateway.tracker import RecipientReach, reach
 
@@ -232,6 +233,7 @@ class MessageView:
     reached: list[ChildRow]
     summary: str
     group_ids: set[str]  # the classes of the children shown
+    hidden: bool = False  # the subject is hidden (a protected person): so are translations
 
 
 class Namer:
@@ -360,7 +362,8 @@ async def _message_view(
         if c in directory.persons and not names.hides(c)
         for g in directory.persons[c].group_ids
     }
-    return MessageView(message, subject, rows_not, rows_yes, summary, group_ids)
+    hidden = hides_subject(message, names)
+    return MessageView(message, subject, rows_not, rows_yes, summary, group_ids, hidden)
 
 
 def _grouped(rows: list[ChildRow]) -> list[tuple[str, list[ChildRow]]]:
@@ -396,6 +399,25 @@ async def _sent_line(ctx: AppContext, message: Message, t: Any, lang: str) -> st
     return str(t[key.get(schedule.state, "sent")].format(when=when(schedule.send_at, lang)))
 
 
+async def _translation_lines(
+    ctx: AppContext, message: Message, lang: str, t: Any, *, hidden: bool
+) -> list[str]:
+    """One line per language the message went out in besides its own (gateway/translations)."""
+    if hidden:
+        return []
+    rows = await ctx.store.translations.of_message(message.tenant_id, message.id)
+    lines = []
+    for code, row in sorted(rows.items()):
+        if row.origin is TranslationOrigin.source:
+            continue
+        language = language_name(code, lang, code)
+        line = t[f"translation_{row.origin.value}"].format(
+            language=language, provider=row.provider or "", reason=row.reason or ""
+        )
+        lines.append(line)
+    return lines
+
+
 async def message_page(request: web.Request) -> web.Response:
     root = "../../"
     found = await _load_message(request, root)
@@ -405,6 +427,7 @@ async def message_page(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     t = staff.texts
     message = view.message
+    translations = await _translation_lines(ctx, message, staff.lang, t, hidden=view.hidden)
     html = render(
         read_pages(request.app),
         "pages/staff_message.html",
@@ -421,6 +444,7 @@ async def message_page(request: web.Request) -> web.Response:
         reached=_grouped(view.reached),
         counts=(len(view.not_reached), len(view.reached)),
         csv_href=f"{message.id}/not-reached.csv",
+        translations=translations,
         current="",
         signed_in=t["signed_in"].format(name=full_name(staff.person)),
         csrf=staff.session.csrf(ctx.secret),

@@ -17,12 +17,13 @@ the status still adds up, but it cannot be turned back into the id.
 from __future__ import annotations
 
 from operator import attrgetter
+from typing import Any
 
 from aiohttp import web
 
 from gateway import scheduling
 from gateway.api.absence import absences
-from gateway.api.context import CTX
+from gateway.api.context import CTX, AppContext
 from gateway.api.responses import respond_json
 from gateway.api.status_models import (
     AbsenceView,
@@ -32,17 +33,28 @@ from gateway.api.status_models import (
     GuardianStatus,
     HistoryEntry,
     MessageStatus,
+    ReplyTranslationView,
     ReplyView,
     ScheduleView,
     StatusSummary,
+    TranslationView,
 )
 from gateway.auth import authenticate_bearer, key_has
 from gateway.constants import SUPPRESSED_CHANNEL
 from gateway.errors import NotFound
-from gateway.models import Delivery, Reply, Scope, StatusChange
+from gateway.models import (
+    Delivery,
+    Message,
+    Reply,
+    Scope,
+    StatusChange,
+    Translation,
+    TranslationOrigin,
+)
 from gateway.planner import send_job_id
 from gateway.pseudonyms import Names, hides_subject, names_for
 from gateway.tracker import ChildReach, Reach, RecipientReach, reach
+from gateway.translations import explanation_translations, reply_translations, source_language
 from gateway.waiting import WAITING, waiting_for
 
 PROTECTED_SUBJECT = "(protected)"
@@ -68,7 +80,29 @@ def _delivery(
     )
 
 
-def _reply(reply: Reply, name: Names) -> ReplyView:
+def _answer_translation(translation: Translation | None) -> ReplyTranslationView | None:
+    if translation is None:
+        return None
+    return ReplyTranslationView(
+        language=translation.language,
+        origin="machine" if translation.usable else "failed",
+        provider=translation.provider,
+        reason=translation.reason,
+        body=translation.body if translation.usable else None,
+    )
+
+
+async def _absence_view(ctx: AppContext, tenant_id: str, view: dict[str, Any]) -> AbsenceView:
+    """The absence with each explanation's translation for staff (gateway/translations)."""
+    found = AbsenceView.model_validate(view)
+    ids = [e.id for e in found.explanations]
+    rows = await explanation_translations(ctx.store, tenant_id, ids)
+    for explanation in found.explanations:
+        explanation.translation = _answer_translation(rows.get(explanation.id))
+    return found
+
+
+def _reply(reply: Reply, name: Names, translation: Translation | None) -> ReplyView:
     # Staff may read replies to their own message; the sender's address is left out.
     return ReplyView(
         id=reply.id,
@@ -76,6 +110,8 @@ def _reply(reply: Reply, name: Names) -> ReplyView:
         person_id=name(reply.person_id) if reply.person_id else None,
         body=reply.body,
         received_at=reply.received_at,
+        # In the message's language for staff (the body above stays the original).
+        translation=_answer_translation(translation),
     )
 
 
@@ -113,6 +149,27 @@ def _summary(view: Reach, name: Names) -> StatusSummary:
     )
 
 
+async def translations_view(ctx: AppContext, message: Message, *, hidden: bool) -> dict[str, Any]:
+    """The message's language and its translations (gateway/translations.py)."""
+    rows = await ctx.store.translations.of_message(message.tenant_id, message.id)
+    return {
+        "language": source_language(rows),
+        "translations": [
+            TranslationView(
+                language=row.language,
+                origin=row.origin.value,  # never "source" here
+                provider=row.provider,
+                reason=row.reason,
+                subject=None if hidden or not row.usable else row.subject,
+                body=None if hidden or not row.usable else row.body,
+                at=row.at,
+            )
+            for _, row in sorted(rows.items())
+            if row.origin is not TranslationOrigin.source
+        ],
+    }
+
+
 async def get_message(request: web.Request) -> web.Response:
     """The status of one message of the calling tenant; another tenant's is 404."""
     ctx = request.app[CTX]
@@ -134,6 +191,7 @@ async def get_message(request: web.Request) -> web.Response:
     )
     now = ctx.clock.now()
     schedule = await scheduling.schedule_of(ctx.store, message)
+    reply_rows = await reply_translations(ctx.store, tenant.id, [r.id for r in replies])
     jobs = await ctx.store.get_jobs([send_job_id(d.id) for d in deliveries if d.status in WAITING])
     children = sorted((_child(c, name) for c in view.children.values()), key=attrgetter("child_id"))
     guardians = sorted(
@@ -163,9 +221,12 @@ async def get_message(request: web.Request) -> web.Response:
                 )
                 for d in deliveries
             ],
-            replies=[_reply(r, name) for r in replies],
+            replies=[_reply(r, name, reply_rows.get(r.id)) for r in replies],
             # absence alerts and reports: the absence, its marks and guardians' answers
-            absence=None if absence is None else AbsenceView.model_validate(absence.view(name)),
+            absence=None
+            if absence is None
+            else await _absence_view(ctx, tenant.id, absence.view(name)),
+            **await translations_view(ctx, message, hidden=hides_subject(message, name)),
         )
     )
 

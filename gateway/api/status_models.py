@@ -41,12 +41,38 @@ class DeliveryView(BaseModel):
     )
 
 
+class ReplyTranslationView(BaseModel):
+    """A guardian's reply in the message's language, for staff (`body` of the reply stays
+    the original); `failed` with `reason` when the provider could not."""
+
+    language: str
+    origin: Literal["machine", "failed"]
+    provider: str | None
+    reason: str | None
+    body: str | None
+
+
 class ReplyView(BaseModel):
     id: str
     channel: str
     person_id: str | None
     body: str
     received_at: Instant
+    translation: ReplyTranslationView | None = None
+
+
+class TranslationView(BaseModel):
+    """The message in one recipients' language: the teacher's own, the machine's, or why
+    there is none (`failed`: the original went out; `reason` e.g. `provider_503`,
+    `rate_limited`, `timeout`, `unsupported_language`, `no_provider`)."""
+
+    language: str
+    origin: Literal["teacher", "machine", "failed"]
+    provider: str | None
+    reason: str | None
+    subject: str | None = Field(description="null when the subject is hidden (protected)")
+    body: str | None = Field(description="null when the subject is hidden (protected)")
+    at: Instant
 
 
 class ChildStatus(BaseModel):
@@ -95,6 +121,9 @@ class ExplanationView(BaseModel):
     text: str
     via: str
     at: Instant
+    translation: ReplyTranslationView | None = Field(
+        default=None, description="The text in the alert's language, for staff"
+    )
 
 
 class AbsenceView(BaseModel):
@@ -167,3 +196,5 @@ class MessageStatus(BaseModel):
     deliveries: list[DeliveryView]
     replies: list[ReplyView]
     absence: AbsenceView | None
+    language: str = Field(description="The language subject and body were written in")
+    translations: list[TranslationView]

@@ -44,6 +44,7 @@ from gateway.store.ports import (
     ScheduleFiles,
     SendLedger,
     TenantStore,
+    Translations,
     WebhookEndpoints,
     WebhookOutbox,
 )
@@ -78,6 +79,7 @@ class Store(
     AttachmentFiles,
     ScheduleFiles,
     DigestFiles,
+    Translations,
     Protocol,
 ):
     """Every port at once: what a backend implements and what the service wires. Flow

@@ -53,6 +53,7 @@ from gateway.store.digests import Digests
 from gateway.store.lanes import DEFAULT_NORMAL_SHARE
 from gateway.store.records import FlagHistoryEntry, SendOutcome
 from gateway.store.schedules import Schedules
+from gateway.store.translations import TranslationStore
 
 
 class Lifecycle(Protocol):
@@ -696,6 +697,12 @@ class RetentionStore(Protocol):
         it with their claimed event ids and explanations; finished (delivered or failed)
         webhook outbox messages created before it with their attempts (pending ones stay
         until they finish). Return how many deliveries were removed."""
+
+
+class Translations(Protocol):
+    @property
+    def translations(self) -> TranslationStore:
+        """A message's subject and body per language (gateway/store/translations.py)."""
 
 
 class AttachmentFiles(Protocol):

@@ -1,4 +1,9 @@
-"""A local server that behaves like Twilio's Messages API, for tests and the demo.
+"""A local server that behaves like Twilio's Messages and Calls APIs, for tests and the demo.
+
+``POST /2010-04-01/Accounts/{AccountSid}/Calls.json`` creates a call (checks To,
+From, one of Twiml/Url/ApplicationSid, Timeout; Twilio's error codes otherwise);
+:meth:`TwilioPeer.press` then posts the call's ``<Gather>`` action with ``Digits``
+and :meth:`TwilioPeer.end_call` its status callback, both signed.
 
 ``POST /2010-04-01/Accounts/{AccountSid}/Messages.json`` takes the form body the
 twilio library sends, checks Basic auth (account SID + auth token, or an API key
@@ -134,6 +139,9 @@ class TwilioPeer:
         # message Twilio did take): see fail_after_accept.
         self._after_accept: deque[Failure] = deque()
         self.list_requests: list[dict[str, str]] = []
+        # Calls API: every request as it arrived, and the calls accepted (by CallSid).
+        self.call_requests: list[Recorded] = []
+        self.calls: dict[str, dict[str, Any]] = {}
         # While set, requests hang until the peer closes (to exercise client timeouts).
         self.stall = False
         # Seconds every create request takes (a slow provider), and how many were in
@@ -156,6 +164,7 @@ class TwilioPeer:
         app.router.add_post("/2010-04-01/Accounts/{account_sid}/Messages.json", self._create)
         app.router.add_get("/2010-04-01/Accounts/{account_sid}.json", self._account)
         app.router.add_get("/2010-04-01/Accounts/{account_sid}/Messages.json", self._list)
+        app.router.add_post("/2010-04-01/Accounts/{account_sid}/Calls.json", self._create_call)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -290,6 +299,93 @@ class TwilioPeer:
         if sid is not None and sid in self.callback_urls and self._auto is not None:
             await self._callbacks(sid, self._auto)
         return response
+
+    async def _create_call(self, request: web.Request) -> web.Response:
+        """Twilio's Create-a-Call: To and From required (E.164), exactly one of Twiml, Url
+        or ApplicationSid, a Timeout of 1-600; 201 with a Call resource in state queued.
+        Scripted failures (fail_next) answer here too."""
+        account_sid = request.match_info["account_sid"]
+        form = await request.post()
+        fields: dict[str, list[str]] = {}
+        for key, value in form.items():
+            fields.setdefault(key, []).append(str(value))
+        authorized = self._authorized(request, account_sid)
+        record = Recorded(account_sid, fields, authorized, dict(request.headers))
+        self.call_requests.append(record)
+        if not authorized:
+            return web.json_response(twilio_error(401, 20003, "Authenticate"), status=401)
+        if self._failures:
+            failure = self._failures.popleft()
+            return web.json_response(failure.body, status=failure.status, headers=failure.headers)
+        to, from_ = record.field("To") or "", record.field("From") or ""
+        if not _E164.match(to):
+            return web.json_response(
+                twilio_error(400, 21217, "Phone number does not appear to be valid"), status=400
+            )
+        if not _E164.match(from_):
+            return web.json_response(
+                twilio_error(400, 21212, "Invalid From Phone Number"), status=400
+            )
+        sources = [name for name in ("Twiml", "Url", "ApplicationSid") if record.field(name)]
+        if len(sources) != 1:
+            return web.json_response(
+                twilio_error(400, 21205, "Url, Twiml or ApplicationSid is required"), status=400
+            )
+        timeout = record.field("Timeout")
+        if timeout is not None and not (timeout.isdigit() and 1 <= int(timeout) <= 600):
+            return web.json_response(twilio_error(400, 21216, "Invalid Timeout"), status=400)
+        sid = "CA" + secrets.token_hex(16)
+        now = format_datetime(datetime.now(UTC))
+        call = {
+            "sid": sid,
+            "account_sid": account_sid,
+            "to": to,
+            "from": from_,
+            "status": "queued",
+            "direction": "outbound-api",
+            "date_created": now,
+            "date_updated": now,
+            "api_version": API_VERSION,
+            "uri": f"/{API_VERSION}/Accounts/{account_sid}/Calls/{sid}.json",
+            "twiml": record.field("Twiml"),
+            "status_callback": record.field("StatusCallback"),
+        }
+        self.calls[sid] = call
+        return web.json_response({k: v for k, v in call.items() if k != "twiml"}, status=201)
+
+    def call_params(self, sid: str, status: str, **extra: str) -> dict[str, str]:
+        call = self.calls[sid]
+        return {
+            "AccountSid": self.account_sid,
+            "ApiVersion": API_VERSION,
+            "CallSid": sid,
+            "CallStatus": status,
+            "Direction": "outbound-api",
+            "To": call["to"],
+            "From": call["from"],
+            **extra,
+        }
+
+    async def press(self, sid: str, digits: str = "1", *, via: str | None = None) -> CallbackResult:
+        """The guardian answers and presses ``digits``: POST the <Gather> action of the
+        call's TwiML (signed) with Digits, as Twilio does; its TwiML answer comes back."""
+        import xml.etree.ElementTree as ET
+
+        gather = ET.fromstring(self.calls[sid]["twiml"]).find("Gather")
+        assert gather is not None, "the call's TwiML has no <Gather>"
+        action = gather.get("action")
+        assert action, "the <Gather> has no action"
+        self.calls[sid]["status"] = "in-progress"
+        params = self.call_params(sid, "in-progress", Digits=digits, FinishedOnKey="")
+        return await self.post_webhook(action, params, via=via)
+
+    async def end_call(
+        self, sid: str, status: str = "completed", *, via: str | None = None
+    ) -> CallbackResult:
+        """The call ends: POST its StatusCallback with CallStatus (completed, busy, ...)."""
+        self.calls[sid]["status"] = status
+        params = self.call_params(sid, status, CallDuration="12")
+        return await self.post_webhook(self.calls[sid]["status_callback"], params, via=via)
 
     async def _list(self, request: web.Request) -> web.Response:
         """Twilio's Read-multiple-Messages: newest first, filtered by To and From, one page

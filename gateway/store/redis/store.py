@@ -114,8 +114,10 @@ from gateway.store.redis.feed import FeedMarks
 from gateway.store.redis.schedules import RedisSchedules
 from gateway.store.redis.scripts import read
 from gateway.store.redis.tracking import TrackingMixin
+from gateway.store.redis.translations import RedisTranslations
 from gateway.store.redis.webhooks import WebhookMixin
 from gateway.store.schedules import Schedules
+from gateway.store.translations import TranslationStore
 
 log = logging.getLogger(__name__)
 
@@ -441,6 +443,7 @@ class RedisStore(
         self._clamp_warned = False
         self.schedules: Schedules = RedisSchedules(self)
         self.digests: Digests = RedisDigests(self)
+        self.translations: TranslationStore = RedisTranslations(self, self._ttl)
         self.attachments = RedisAttachments(self)
 
     # ------------------------------------------------------------------ lifecycle

@@ -55,6 +55,8 @@ class RetentionMixin(SqliteParts):
                 await db.execute(f"DELETE FROM messages WHERE id IN {_OLD}", (ids,))
         async with self._write() as db:
             await db.execute("DELETE FROM replies WHERE received_at < ?", (stamp,))
+            # Message and reply translations (sqlite_translations.py; Redis: their TTL).
+            await db.execute("DELETE FROM translations WHERE at < ?", (stamp,))
             await purge_absences(db, stamp)
         while True:
             async with self._write() as db:

@@ -100,7 +100,10 @@ from gateway.store.sqlite.retention import RetentionMixin
 from gateway.store.sqlite.schedules import SCHEMA as SCHEDULES_SCHEMA
 from gateway.store.sqlite.schedules import SqliteSchedules
 from gateway.store.sqlite.tracking import TrackingMixin
+from gateway.store.sqlite.translations import SCHEMA as TRANSLATIONS_SCHEMA
+from gateway.store.sqlite.translations import SqliteTranslations
 from gateway.store.sqlite.webhooks import WebhookMixin
+from gateway.store.translations import TranslationStore
 
 SCHEMA_VERSION = 1
 
@@ -481,6 +484,7 @@ class SqliteStore(
         self._rates = RateLimits(self._write)
         self.schedules: Schedules = SqliteSchedules(self)
         self.digests: Digests = SqliteDigests(self)
+        self.translations: TranslationStore = SqliteTranslations(self)
         self.attachments = SqliteAttachments(self)
 
     # ------------------------------------------------------------------ lifecycle
@@ -534,6 +538,7 @@ class SqliteStore(
                 SqliteAttachments.SCHEMA,
                 SCHEDULES_SCHEMA,
                 DIGESTS_SCHEMA,
+                TRANSLATIONS_SCHEMA,
             ):
                 for statement in schema.split(";"):
                     if statement.strip():

@@ -1,0 +1,91 @@
+"""Twilio's webhooks of a call (channels/voice.py), signed and verified like SMS ones.
+
+* ``POST /v1/providers/twilio/voice/gather?d=<delivery>``: the ``<Gather>`` action with
+  the key the guardian pressed (``Digits``). "1" records a read of the message by the
+  call's recipient (gateway/tracker.py), so the child counts as reached and escalation
+  stops; the answer is TwiML thanking them in their wrapper language.
+* ``POST /v1/providers/twilio/voice/status?d=<delivery>``: the call's end
+  (``CallStatus``): completed -> delivered; busy, no-answer -> undelivered; failed,
+  canceled -> failed; applied like an SMS status callback (gateway/sms_status.py).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+from twilio.twiml.voice_response import VoiceResponse
+
+from channels.sms import DELIVERY_PARAM
+from channels.voice import CALL_STATUS_PATH, CONFIRM_DIGIT, GATHER_PATH, say_language
+from gateway import sms_status
+from gateway.api.context import CTX
+from gateway.api.providers import verified_form
+from gateway.models import Delivery
+from gateway.render import resolve_language
+from gateway.sms_status import StatusReport
+from gateway.tracker import record_read
+
+log = logging.getLogger(__name__)
+
+# Twilio's CallStatus -> the MessageStatus word sms_status applies the same way.
+CALL_STATUS = {
+    "completed": "delivered",
+    "busy": "undelivered",
+    "no-answer": "undelivered",
+    "failed": "failed",
+    "canceled": "canceled",
+}
+
+
+async def _call_delivery(request: web.Request) -> Delivery | None:
+    delivery_id = request.query.get(DELIVERY_PARAM)
+    if not delivery_id:
+        return None
+    delivery = await request.app[CTX].store.get_delivery(delivery_id)
+    return delivery if delivery is not None and delivery.channel == "voice" else None
+
+
+def _twiml(response: VoiceResponse) -> web.Response:
+    return web.Response(text=str(response), content_type="text/xml")
+
+
+async def gather(request: web.Request) -> web.Response:
+    _, form = await verified_form(request)
+    ctx = request.app[CTX]
+    delivery = await _call_delivery(request)
+    response = VoiceResponse()
+    if delivery is None or form.get("Digits") != CONFIRM_DIGIT:
+        return _twiml(response)
+    await record_read(
+        ctx.store,
+        delivery.tenant_id,
+        delivery.recipient_id,
+        delivery.message_id,
+        ctx.clock.now(),
+        "voice",
+    )
+    log.info("call confirmed", extra={"delivery_id": delivery.id})
+    if ctx.renderer is not None:
+        lang = resolve_language(delivery.language)
+        response.say(ctx.renderer.text(lang, "voice_confirmed"), language=say_language(lang))
+    return _twiml(response)
+
+
+async def call_status(request: web.Request) -> web.Response:
+    _, form = await verified_form(request)
+    ctx = request.app[CTX]
+    raw = CALL_STATUS.get((form.get("CallStatus") or "").lower())
+    sid = form.get("CallSid") or ""
+    delivery = await _call_delivery(request)
+    if raw is None or delivery is None or not sid:
+        return web.Response(status=200)
+    now = ctx.clock.now()
+    report = StatusReport(sid[:64], raw, form.get("ErrorCode") or None, now)
+    await sms_status.apply(ctx.store, delivery, report, now, ctx.work_available)
+    return web.Response(status=200)
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_post(GATHER_PATH, gather)
+    app.router.add_post(CALL_STATUS_PATH, call_status)
