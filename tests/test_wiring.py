@@ -62,6 +62,8 @@ def test_the_service_wires_every_job_kind_once(settings: Settings, clock: Manual
             constants.JOB_WEBHOOK_SEND,
             constants.JOB_PURGE,
             constants.JOB_SMS_STATUS,
+            constants.JOB_TRANSLATE_REPLY,
+            constants.JOB_TRANSLATE_EXPLANATION,
         }
     )
     # The escalate handler is the escalator's own, stopped for cancelled absence alerts.
