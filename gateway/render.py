@@ -1,9 +1,17 @@
 """Render a message for one delivery: its channel, its language, its recipient's context.
 
 The staff member's subject and body are used as written (never translated); our
-own wrapper texts (header, "concerns" line, footer) come from
-``templates/texts.toml`` in nb, nn or en, and the channel templates in
+own wrapper texts (header, "concerns" line, footer) come from the ``texts`` entries
+of ``templates/locale/<lang>.po`` (gateway/locales.py), and the channel templates in
 ``templates/<channel>/<template>.<part>`` lay them out. See templates/README.md.
+
+Names, numbers and links filled into our texts are marked with Unicode isolates
+(FSI ... PDI): the HTML email turns them into ``<bdi>`` (filter ``bdi``), plain text
+in a right-to-left language keeps them, and plain text in any other language drops
+them (they would make a Latin SMS UCS-2 for nothing). An SMS whose only non-GSM-7
+characters come from our texts (Polish, Lithuanian, Sámi letters) is rendered again
+with those texts folded to GSM-7 (channels/gsm.py ``fold``), so it is not billed
+as UCS-2 for the wrapper alone.
 
 Only the delivery's own context is rendered (its children's first names, its unit,
 its sender): nothing about other recipients ever reaches a template.
@@ -13,7 +21,6 @@ from __future__ import annotations
 
 import functools
 import re
-import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,15 +34,17 @@ from jinja2 import (
     TemplateError,
     select_autoescape,
 )
+from markupsafe import Markup, escape
 
+from channels.gsm import encoding, fold
 from gateway.constants import (
     ABSENCE_CONTEXT_KEY,
     ABSENCE_MESSAGE_TYPES,
-    DEFAULT_LANGUAGE,
     NEUTRAL_KEY,
-    SUPPORTED_LANGUAGES,
 )
 from gateway.errors import ConfigError
+from gateway.locales import FSI, PDI, direction, is_rtl, resolve_language
+from gateway.locales import load as load_locales
 from gateway.models import Category, Delivery, Message, Rendered
 from gateway.readlinks import PARENT_PATH, READ_PATH, UNSUBSCRIBE_PATH
 
@@ -58,31 +67,6 @@ _TEMPLATES: dict[str, str] = {
     **dict.fromkeys(ABSENCE_MESSAGE_TYPES, _ABSENCE_TEMPLATE),
 }
 _DEFAULT_TEMPLATE = "message"
-
-# Language subtags (ISO 639-1 and -2) that map onto a language we have texts for.
-_LANGUAGE_ALIASES = {
-    "nb": "nb",
-    "nob": "nb",
-    "no": "nb",
-    "nor": "nb",
-    "nn": "nn",
-    "nno": "nn",
-    "en": "en",
-    "eng": "en",
-}
-
-
-def resolve_language(tag: str | None) -> str:
-    """The wrapper language for a language tag: nb, nn or en; anything else gives nb.
-
-    "no", "nb-NO", "nb_NO" and "nob" are Bokmål; "nn-NO" and "nno" Nynorsk;
-    "en-GB", "en-US" English.
-    """
-    if not tag:
-        return DEFAULT_LANGUAGE
-    primary = re.split(r"[-_]", tag.strip().lower(), maxsplit=1)[0]
-    language = _LANGUAGE_ALIASES.get(primary, DEFAULT_LANGUAGE)
-    return language if language in SUPPORTED_LANGUAGES else DEFAULT_LANGUAGE
 
 
 def shorten(text: str, limit: int) -> str:
@@ -126,12 +110,47 @@ def _context_text(value: Any) -> str | None:
     return value.strip() if isinstance(value, str) and value.strip() else None
 
 
+def _mark(value: str) -> str:
+    """A name, number or link filled into our text: isolated (see the module doc)."""
+    return f"{FSI}{value}{PDI}"
+
+
+def _unmark(text: str) -> str:
+    return text.replace(FSI, "").replace(PDI, "")
+
+
+def bdi(value: Any) -> Markup:
+    """Jinja filter for HTML: escape (like ``forceescape``), then each isolated
+    stretch becomes ``<bdi>``: a name keeps its own direction in any page direction."""
+    escaped = str(escape(str(value)))
+    return Markup(escaped.replace(FSI, "<bdi>").replace(PDI, "</bdi>"))
+
+
+# Absence facts that are names, numbers or dates: isolated like the other values.
+_MARKED_FACTS = ("child", "unit", "group", "lesson_name", "start", "end", "arrival")
+_MARKED_PER_LANGUAGE = ("date", "dates")
+
+
+def _marked_absence(absence: dict[str, Any], lang: str, sms_fold: bool) -> dict[str, Any]:
+    out = dict(absence)
+    for key in _MARKED_FACTS:
+        if isinstance(out.get(key), str) and out[key]:
+            out[key] = _mark(out[key])
+    for key in _MARKED_PER_LANGUAGE:
+        per_language = out.get(key)
+        if isinstance(per_language, dict):
+            text = str(per_language.get(lang) or per_language.get("nb") or "")
+            out[key] = {lang: _mark(fold(text) if sms_fold else text)}
+    return out
+
+
 class Renderer:
     """Renders deliveries. Build once at startup: templates are compiled once and cached.
 
     ``link_for`` gives the personal read link (``<public url>/r/<token>``) of an
     email or SMS delivery, or None for none; without it no read link is rendered.
     An email's ``unsubscribe_url`` is ``<public url>/u/<token>`` with the same token.
+    ``locale_dir`` holds a municipality's corrections of our texts (gateway/locales.py).
     """
 
     def __init__(
@@ -140,17 +159,16 @@ class Renderer:
         public_url: str,
         *,
         link_for: Callable[[Delivery], str | None] | None = None,
+        locale_dir: Path | None = None,
     ) -> None:
         self._public_url = public_url.rstrip("/")
         self._link_for = link_for
-        try:
-            with (templates_dir / "texts.toml").open("rb") as file:
-                self._texts: dict[str, dict[str, str]] = tomllib.load(file)
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError("templates/texts.toml is missing or not valid TOML") from exc
-        missing = [lang for lang in SUPPORTED_LANGUAGES if lang not in self._texts]
-        if missing:
-            raise ConfigError(f"templates/texts.toml lacks languages: {', '.join(missing)}")
+        self._texts: dict[str, dict[str, Any]] = load_locales(locale_dir)["texts"]
+        # The same texts folded to GSM-7 where that makes them GSM-7 (SMS only).
+        self._folded = {
+            lang: {key: fold(text) for key, text in texts.items()}
+            for lang, texts in self._texts.items()
+        }
         self._env = Environment(
             loader=FileSystemLoader(templates_dir),
             autoescape=select_autoescape(enabled_extensions=("html",), default=False),
@@ -159,6 +177,8 @@ class Renderer:
             lstrip_blocks=True,
             auto_reload=False,
         )
+        self._env.filters["bdi"] = bdi
+        self._env.filters["iso"] = _mark
         self._cache: dict[str, Template] = {}
         # Compile the templates every delivery uses now, so a broken one fails at startup.
         for channel, parts in _PARTS.items():
@@ -185,21 +205,17 @@ class Renderer:
             raise ConfigError(f"no templates for channel {channel!r}")
         lang = resolve_language(delivery.language)
         read_url = self._read_url(delivery)
-        variables = self._variables(message, delivery, lang, read_url)
-        template = _TEMPLATES.get(message.event_type, _DEFAULT_TEMPLATE)
-        if template == _ABSENCE_TEMPLATE:
-            # Our own texts: the subject too is in the recipient's language.
-            subject = self._template("subject/absence.txt").render(variables)
-            variables["subject"] = _one_line(subject)
-        out = {
-            part: self._template(f"{channel}/{template}.{part}").render(variables).strip()
-            for part in parts
-        }
+        subject, out = self._render_parts(message, delivery, lang, read_url, parts, False)
+        if channel == "sms" and any(encoding(text) == "UCS-2" for text in out.values()):
+            # Only our texts' letters (ą, č, á...) may be what makes it UCS-2: try folded.
+            folded = self._render_parts(message, delivery, lang, read_url, parts, True)
+            if all(encoding(text) == "GSM-7" for text in folded[1].values()):
+                subject, out = folded
         short = out.get("short.txt")
         if channel == "push" and short is not None:
             short = shorten(short, PUSH_BODY_MAX)
         return Rendered(
-            subject=variables["subject"],
+            subject=subject,
             text=out["txt"],
             html=out.get("html"),
             short=short,
@@ -207,10 +223,39 @@ class Renderer:
             unsubscribe_url=self._unsubscribe_url(channel, read_url),
         )
 
+    def _render_parts(
+        self,
+        message: Message,
+        delivery: Delivery,
+        lang: str,
+        read_url: str | None,
+        parts: tuple[str, ...],
+        sms_fold: bool,
+    ) -> tuple[str, dict[str, str]]:
+        """The subject and each part, isolates kept (right to left) or dropped."""
+        variables = self._variables(message, delivery, lang, read_url, sms_fold)
+        template = _TEMPLATES.get(message.event_type, _DEFAULT_TEMPLATE)
+        if template == _ABSENCE_TEMPLATE:
+            # Our own texts: the subject too is in the recipient's language.
+            subject = self._template("subject/absence.txt").render(variables)
+            variables["subject"] = _one_line(subject)
+        rtl = is_rtl(lang)
+        out: dict[str, str] = {}
+        for part in parts:
+            text = self._template(f"{delivery.channel}/{template}.{part}").render(variables)
+            out[part] = text.strip() if rtl else _unmark(text.strip())
+        subject = variables["subject"]
+        return (subject if rtl else _unmark(subject)), out
+
     def _variables(
-        self, message: Message, delivery: Delivery, lang: str, read_url: str | None
+        self,
+        message: Message,
+        delivery: Delivery,
+        lang: str,
+        read_url: str | None,
+        sms_fold: bool = False,
     ) -> dict[str, Any]:
-        texts = self._texts[lang]
+        texts = (self._folded if sms_fold else self._texts)[lang]
         context = delivery.context
         children = _context_names(context.get("children"))
         unit = _context_text(context.get("unit"))
@@ -228,28 +273,31 @@ class Renderer:
                 kind = context.get("unit_kind")
                 place = texts.get(f"neutral_unit_{kind}", texts["neutral_unit"])
                 absence = absence | {"unit": place, "group": None}
+        if absence:
+            absence = _marked_absence(absence, lang, sms_fold)
         subject = _one_line(message.subject)
         if message.category is Category.emergency:
-            subject = f"{texts['important']} {subject}"
+            subject = f"{texts['important']} {_mark(subject)}"
         return {
             "lang": lang,
+            "dir": direction(lang),
             "category": message.category.value,
             "subject": subject,
             "body": message.body.strip(),
             "paragraphs": _paragraphs(message.body),
             "header": (
-                texts["header"].format(sender=from_name)
+                texts["header"].format(sender=_mark(from_name))
                 if from_name
                 else texts["neutral_header"]
                 if neutral
                 else None
             ),
             "concerns": (
-                texts["concerns"].format(children=_name_list(tuple(children), lang))
+                texts["concerns"].format(children=_mark(_name_list(tuple(children), lang)))
                 if children
                 else None
             ),
-            "reason": texts["reason_unit"].format(unit=unit) if unit else texts["reason"],
+            "reason": texts["reason_unit"].format(unit=_mark(unit)) if unit else texts["reason"],
             "settings": texts["settings"],
             "read_in_app": texts["read_in_app"],
             "preferences_url": self._preferences_url(read_url),

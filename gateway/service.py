@@ -101,6 +101,7 @@ class Service:
                 timedelta(days=settings.read_link_ttl_days),
                 self.clock,
             ),
+            locale_dir=settings.locale_dir,
         )
         self.ctx = AppContext(
             settings=settings,

@@ -55,6 +55,7 @@ from gateway.constants import (
     SUPPORTED_LANGUAGES,
 )
 from gateway.errors import Forbidden, LinkInvalid, NotFound
+from gateway.locales import language_names, resolve_language
 from gateway.models import (
     AbsenceKind,
     Category,
@@ -66,7 +67,6 @@ from gateway.models import (
 )
 from gateway.planner import route
 from gateway.readlinks import make_read_token, open_read_token
-from gateway.render import resolve_language
 from gateway.sessions import PARENT_SESSION_SALT, PageUser
 from gateway.withdrawal import visible_item, visible_items
 
@@ -257,6 +257,7 @@ def _prefs_page(
         categories=[c.value for c in EDITABLE],
         mandatory=sorted(MANDATORY_CATEGORIES),
         languages=list(SUPPORTED_LANGUAGES),
+        language_names=language_names(),
         values=values,
         errors=errors,
         saved=saved,
@@ -485,7 +486,8 @@ async def old_app_message(request: web.Request) -> web.StreamResponse:
 
 
 def setup(app: web.Application) -> None:
-    app[TEXTS] = load_texts(app[CTX].settings.templates_dir, "parent.toml")
+    settings = app[CTX].settings
+    app[TEXTS] = load_texts(settings.templates_dir, "parent.toml", "parent", settings.locale_dir)
     pages = read_pages(app)
     for name in (
         "pages/parent_inbox.html",

@@ -32,6 +32,8 @@ from gateway.api.body import read_form
 from gateway.api.context import CTX, AppContext
 from gateway.constants import DEFAULT_TIME_ZONE
 from gateway.errors import ConfigError, LinkExpired, LinkInvalid
+from gateway.locales import RTL_LANGUAGES, fill, resolve_language
+from gateway.locales import load as load_locales
 from gateway.models import (
     TERMINAL_FAILURES,
     Category,
@@ -41,7 +43,6 @@ from gateway.models import (
     can_transition,
 )
 from gateway.readlinks import csrf_field, csrf_valid, open_read_token
-from gateway.render import resolve_language
 from gateway.tracker import record_read
 from gateway.withdrawal import withdrawn
 
@@ -78,8 +79,9 @@ class ReadPages:
     css: bytes
 
     @classmethod
-    def load(cls, templates_dir: Path | None) -> ReadPages:
-        """Templates from ``templates_dir``/pages, falling back to the built-in ones."""
+    def load(cls, templates_dir: Path | None, locale_dir: Path | None = None) -> ReadPages:
+        """Templates from ``templates_dir``/pages, falling back to the built-in ones; the
+        texts of each language from the catalogues (gateway/locales.py)."""
         dirs = [d for d in (templates_dir, DEFAULT_TEMPLATES) if d is not None]
         pages = next((d / "pages" for d in dirs if (d / "pages" / "texts.toml").is_file()), None)
         if pages is None:
@@ -97,10 +99,12 @@ class ReadPages:
             lstrip_blocks=True,
             auto_reload=False,
         )
+        env.filters["fill"] = fill
+        env.globals["rtl_languages"] = RTL_LANGUAGES
         # Compile now, so a broken template stops startup rather than a guardian's visit.
         for name in ("pages/read.html", "pages/problem.html"):
             env.get_template(name)
-        return cls(env, texts, css)
+        return cls(env, texts | load_locales(locale_dir)["pages"], css)
 
     def html(self, name: str, **variables: Any) -> str:
         # From /r/<token>, "../" is the application root even behind a path prefix.
@@ -263,7 +267,8 @@ async def stylesheet(request: web.Request) -> web.Response:
 
 
 def setup(app: web.Application) -> None:
-    app[PAGES] = ReadPages.load(app[CTX].settings.templates_dir)
+    settings = app[CTX].settings
+    app[PAGES] = ReadPages.load(settings.templates_dir, settings.locale_dir)
     app.router.add_get("/r/{token}", read_page)
     app.router.add_post("/r/{token}", confirm_read)
     app.router.add_get(CSS_PATH, stylesheet)

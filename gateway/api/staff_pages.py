@@ -51,8 +51,9 @@ from gateway.api.pages import (
 )
 from gateway.api.readlinks import SECURITY_HEADERS
 from gateway.auth import authenticate_bearer
-from gateway.constants import SUPPRESSED_CHANNEL
+from gateway.constants import STAFF_LANGUAGES, SUPPRESSED_CHANNEL
 from gateway.errors import Forbidden, LinkInvalid, NotFound
+from gateway.locales import resolve_language
 from gateway.models import (
     Audience,
     Category,
@@ -66,7 +67,6 @@ from gateway.models import (
 from gateway.models import Scope as KeyScope
 from gateway.notreached import Why, why_not_reached
 from gateway.pseudonyms import Names, hides_subject, names_for
-from gateway.render import resolve_language
 from gateway.sessions import STAFF_SESSION_SALT, PageUser, open_staff_link, staff_link
 from gateway.tracker import RecipientReach, reach
 
@@ -159,7 +159,7 @@ async def signed_in_staff(request: web.Request, root: str) -> PageUser | web.Res
     person = await ctx.store.get_person(session.tenant_id, session.person_id)
     if person is None or person.role is not Role.staff:
         return staff_problem(request, "signin", 401, root)
-    lang = resolve_language(person.language)
+    lang = resolve_language(person.language, STAFF_LANGUAGES)
     return PageUser(session, person, lang, request.app[TEXTS][lang])
 
 

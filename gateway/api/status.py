@@ -26,6 +26,7 @@ from gateway.api.context import CTX
 from gateway.auth import authenticate_bearer, key_has
 from gateway.constants import SUPPRESSED_CHANNEL
 from gateway.errors import NotFound
+from gateway.locales import is_fallback, resolve_language
 from gateway.models import Delivery, Reply, Scope, StatusChange
 from gateway.planner import send_job_id
 from gateway.pseudonyms import Names, hides_subject, names_for
@@ -49,6 +50,11 @@ def _delivery(
         "status": delivery.status.value,
         "reason": delivery.reason,
         "segments": delivery.segments,
+        # The language asked for, the one our texts were written in, and whether that is
+        # the Bokmål fallback for a language we have no texts for (never silent).
+        "language": delivery.language,
+        "wrapper_language": resolve_language(delivery.language),
+        "language_fallback": is_fallback(delivery.language),
         "child_ids": name.all(delivery.child_ids),
         "history": [
             {"status": change.status.value, "at": change.at.isoformat(), "detail": change.detail}
