@@ -21,6 +21,7 @@ status API reports it: never silent).
 from __future__ import annotations
 
 import functools
+import io
 import re
 import string
 from pathlib import Path
@@ -112,11 +113,19 @@ def placeholders(text: str) -> set[str]:
         raise ValueError(f"broken placeholder in {text!r}") from exc
 
 
+# A line of a .po file: a comment, a keyword with its quoted string, or a continued string.
+_PO_LINE = re.compile(r'^(#.*|(msgctxt|msgid|msgid_plural|msgstr(\[\d+\])?)\s+".*"|".*")$')
+
+
 def read_catalogue(path: Path, lang: str) -> Catalog:
-    """One .po file, parsed (strictly: a syntax error names the file and line)."""
+    """One .po file, parsed strictly: a broken line (an unclosed quote, a stray word)
+    names the file and line, where Babel alone would quietly cut the text."""
     try:
-        with path.open("rb") as file:
-            return read_po(file, locale=lang, abort_invalid=True)
+        raw = path.read_bytes()
+        for number, line in enumerate(raw.decode("utf-8").splitlines(), start=1):
+            if line.strip() and not _PO_LINE.match(line.strip()):
+                raise ValueError(f"line {number} is not valid .po syntax")
+        return read_po(io.BytesIO(raw), locale=lang, abort_invalid=True)
     except (OSError, PoFileError, ValueError) as exc:
         raise ConfigError(f"{path.name} is missing or not a valid .po file: {exc}") from exc
 
