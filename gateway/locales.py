@@ -208,6 +208,10 @@ def language_names() -> dict[str, str]:
 
 def fill(text: str, **values: Any) -> Markup:
     """Jinja filter for pages: our ``text`` escaped, each value escaped inside ``<bdi>``
-    (``{{ t.from | fill(sender=name) }}``): a name or number keeps its own direction."""
-    wrapped = {key: Markup("<bdi>{}</bdi>").format(value) for key, value in values.items()}
+    (``{{ t.from | fill(sender=name) }}``): a name or number keeps its own direction.
+    A value that is already markup (a list of isolated names) goes in as it is."""
+    wrapped = {
+        key: value if isinstance(value, Markup) else Markup("<bdi>{}</bdi>").format(value)
+        for key, value in values.items()
+    }
     return escape(text).format(**wrapped)

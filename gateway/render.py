@@ -293,7 +293,8 @@ class Renderer:
                 else None
             ),
             "concerns": (
-                texts["concerns"].format(children=_mark(_name_list(tuple(children), lang)))
+                # each name isolated: "Kari" and "Magnus" around an Arabic "and"
+                texts["concerns"].format(children=_name_list(tuple(map(_mark, children)), lang))
                 if children
                 else None
             ),

@@ -27,6 +27,7 @@ from aiohttp import web
 from babel.dates import format_date, format_time
 from babel.lists import format_list
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from markupsafe import Markup
 
 from gateway.api.body import read_form
 from gateway.api.context import CTX, AppContext
@@ -185,13 +186,20 @@ def _page_variables(
         "title": subject,
         "subject": subject,
         "sender": sender_line,
-        "children": format_list(children, locale=lang) if children else None,
+        "children": _names(children, lang) if children else None,
         "sent": texts["sent"].format(
             date=format_date(sent_at, "long", locale=lang),
             time=format_time(sent_at, "short", locale=lang),
         ),
         "body": message.body.strip(),
     }
+
+
+def _names(names: list[str], lang: str) -> Markup:
+    """ "<bdi>Kari</bdi> og <bdi>Per</bdi>": each name isolated, the list joined by babel
+    (CLDR's joiners hold no markup; each name is escaped)."""
+    marked = [str(Markup("<bdi>{}</bdi>").format(name)) for name in names]
+    return Markup(format_list(marked, locale=lang))
 
 
 async def read_page(request: web.Request) -> web.Response:
