@@ -21,15 +21,20 @@ status API reports it: never silent).
 from __future__ import annotations
 
 import functools
+import gettext
 import io
 import re
 import string
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from babel import Locale
 from babel.messages.catalog import Catalog
+from babel.messages.plurals import get_plural
 from babel.messages.pofile import PoFileError, read_po
+from babel.numbers import format_decimal
 from markupsafe import Markup, escape
 
 from gateway.constants import DEFAULT_LANGUAGE, SUPPORTED_LANGUAGES
@@ -130,18 +135,54 @@ def read_catalogue(path: Path, lang: str) -> Catalog:
         raise ConfigError(f"{path.name} is missing or not a valid .po file: {exc}") from exc
 
 
-def _entries(catalogue: Catalog) -> dict[tuple[str, str], str]:
+@dataclass(frozen=True)
+class PluralText:
+    """A text with one form per plural category of its language (``msgid_plural``):
+    ``t.unread_count.format(count=3)`` picks the form by Babel's plural rule for the
+    language ("3 nieprzeczytane wiadomości", "5 nieprzeczytanych wiadomości") and
+    writes the number the language's way."""
+
+    forms: tuple[str, ...]
+    lang: str
+
+    def format(self, count: int) -> str:
+        index = _plural_index(self.lang)(count)
+        form = self.forms[min(index, len(self.forms) - 1)]
+        return form.format(count=format_decimal(count, locale=self.lang))
+
+    def placeholders(self) -> set[str]:
+        return set().union(*(placeholders(form) for form in self.forms))
+
+
+@functools.lru_cache(maxsize=32)
+def _plural_index(lang: str) -> Callable[[int], int]:
+    """The gettext plural formula of ``lang`` (from Babel's table) as a function."""
+    return gettext.c2py(get_plural(lang).plural_expr)
+
+
+Text = str | PluralText
+Entries = dict[tuple[str, str], Text]  # (context, key) -> text
+
+
+def _entries(catalogue: Catalog, lang: str) -> Entries:
     """(context, key) -> text of the translated, non-fuzzy entries."""
-    out: dict[tuple[str, str], str] = {}
+    out: Entries = {}
     for message in catalogue:
-        if not message.id or message.fuzzy or not isinstance(message.string, str):
+        if not message.id or message.fuzzy or not message.string:
             continue
-        if message.string and isinstance(message.id, str):
-            out[(message.context or "", message.id)] = message.string
+        key = message.id if isinstance(message.id, str) else str(message.id[0])
+        if isinstance(message.string, str):
+            out[(message.context or "", key)] = message.string
+        elif all(message.string):
+            out[(message.context or "", key)] = PluralText(tuple(message.string), lang)
     return out
 
 
-def _nest(entries: dict[str, str]) -> dict[str, Any]:
+def _uses(text: Text) -> set[str]:
+    return text.placeholders() if isinstance(text, PluralText) else placeholders(text)
+
+
+def _nest(entries: dict[str, Text]) -> dict[str, Any]:
     """``{"categories.general": x}`` -> ``{"categories": {"general": x}}``."""
     out: dict[str, Any] = {}
     for key, text in entries.items():
@@ -161,12 +202,12 @@ def load(locale_dir: Path | None = None, builtin: Path = BUILTIN_LOCALE_DIR) -> 
     A key a language lacks falls back to the Bokmål text (the completeness test keeps
     the built-in catalogues whole; a municipality's file may hold a few entries).
     """
-    merged: dict[str, dict[tuple[str, str], str]] = {}
+    merged: dict[str, Entries] = {}
     for lang in SUPPORTED_LANGUAGES:
-        entries = _entries(read_catalogue(builtin / f"{lang}.po", lang))
+        entries = _entries(read_catalogue(builtin / f"{lang}.po", lang), lang)
         override = locale_dir / f"{lang}.po" if locale_dir is not None else None
         if override is not None and override.is_file():
-            entries |= _entries(read_catalogue(override, lang))
+            entries |= _entries(read_catalogue(override, lang), lang)
         merged[lang] = entries
     base = merged[DEFAULT_LANGUAGE]
     for lang, entries in merged.items():
@@ -180,14 +221,12 @@ def load(locale_dir: Path | None = None, builtin: Path = BUILTIN_LOCALE_DIR) -> 
     return areas
 
 
-def _check(
-    lang: str, entries: dict[tuple[str, str], str], base: dict[tuple[str, str], str]
-) -> None:
+def _check(lang: str, entries: Entries, base: Entries) -> None:
     """A text may only use the placeholders its Bokmål text has (else rendering fails)."""
     for (context, key), text in entries.items():
         try:
-            used = placeholders(text)
-            allowed = placeholders(base.get((context, key), text))
+            used = _uses(text)
+            allowed = _uses(base.get((context, key), text))
         except ValueError as exc:
             raise ConfigError(f"{lang}.po: {context} {key}: {exc}") from exc
         unknown = used - allowed

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from babel.messages.plurals import get_plural
 
 from channels.gsm import count_segments, encoding, fold
 from gateway.constants import SUPPORTED_LANGUAGES
@@ -39,8 +40,16 @@ LANGUAGES = ["nb", "nn", "se", "en", "pl", "lt", "so", "ar", "ti", "uk", "ur", "
 
 
 def entries(lang: str) -> dict[tuple[str, str], str]:
+    """(context, key) -> text; a plural's forms joined by " | "."""
     catalogue = read_catalogue(BUILTIN_LOCALE_DIR / f"{lang}.po", lang)
-    return {(str(m.context), str(m.id)): str(m.string) for m in catalogue if m.id}
+    found = {}
+    for m in catalogue:
+        if not m.id:
+            continue
+        key = m.id if isinstance(m.id, str) else m.id[0]
+        text = m.string if isinstance(m.string, str) else " | ".join(m.string)
+        found[(str(m.context), key)] = text
+    return found
 
 
 def test_the_twelve_languages_are_supported() -> None:
@@ -63,6 +72,12 @@ def test_every_key_exists_and_every_placeholder_is_used(lang: str) -> None:
     assert set(texts) == set(nb), set(texts) ^ set(nb)
     for key, text in texts.items():
         assert text, f"{lang} {key} is empty"
+        if " | " in nb[key]:  # a plural: every form filled, the last (other) uses {count}
+            forms = text.split(" | ")
+            assert len(forms) == get_plural(lang).num_plurals, (lang, key)
+            assert all(forms), (lang, key)
+            assert placeholders(forms[-1]) == placeholders(nb[key].split(" | ")[-1])
+            continue
         assert placeholders(text) == placeholders(nb[key]), (lang, key, text)
         # a fragment that starts with a space in Bokmål is glued onto a sentence
         assert text == text.rstrip(), (lang, key)
@@ -104,6 +119,46 @@ def test_direction_and_isolates() -> None:
     ]
     assert isolate("Ola", "ar") == f"{FSI}Ola{PDI}"
     assert isolate("Ola", "nb") == "Ola"  # an isolate would make a Latin SMS UCS-2
+
+
+@pytest.mark.parametrize(
+    ("lang", "counts"),
+    [
+        ("nb", {1: "1 ulest melding", 2: "2 uleste meldinger"}),
+        ("en", {1: "1 unread message", 21: "21 unread messages"}),
+        (
+            "pl",
+            {
+                1: "1 nieprzeczytana wiadomość",
+                3: "3 nieprzeczytane wiadomości",
+                5: "5 nieprzeczytanych wiadomości",
+                22: "22 nieprzeczytane wiadomości",
+            },
+        ),
+        (
+            "uk",
+            {
+                21: "21 непрочитане повідомлення",
+                4: "4 непрочитані повідомлення",
+                11: "11 непрочитаних повідомлень",
+            },
+        ),
+        (
+            "ar",
+            {
+                1: "رسالة واحدة غير مقروءة",
+                2: "رسالتان غير مقروءتين",
+                3: "3 رسائل غير مقروءة",
+                11: "11 رسالة غير مقروءة",
+            },
+        ),
+        ("lt", {1: "1 neperskaitytas pranešimas", 12: "12 neperskaitytų pranešimų"}),
+    ],
+)
+def test_plural_forms_follow_babels_rules(lang: str, counts: dict[int, str]) -> None:
+    unread = load()["parent"][lang]["unread_count"]
+    for count, text in counts.items():
+        assert unread.format(count=count) == text
 
 
 # --------------------------------------------------------------- a municipality's correction

@@ -229,6 +229,8 @@ async def test_the_parent_pages_in_arabic(
             )
             assert widths == ["8px", "1px"]
             assert await row.locator("a").evaluate("e => getComputedStyle(e).direction") == "ltr"
+            # one unread message, by the Arabic plural rule (Babel): its own form for 1
+            assert await page.locator(".summary").inner_text() == "رسالة واحدة غير مقروءة"
         if name == "preferences":
             # every language by its own name, each marked with its language and direction
             arabic = page.locator('span[lang="ar"]')

@@ -187,11 +187,20 @@ async def inbox(request: web.Request) -> web.Response:
             {"before": last.created_at.isoformat(), "before_id": last.message_id}
         )
     title = parent.texts["inbox"]
-    return respond(
-        _page(
-            request, parent, "pages/parent_inbox.html", "inbox", title=title, rows=rows, older=older
-        )
+    unread = sum(1 for row in rows if row["unread"])
+    # "3 uleste meldinger", "5 nieprzeczytanych wiadomości": the language's plural rule
+    unread_count = parent.texts["unread_count"].format(count=unread) if unread else None
+    page = _page(
+        request,
+        parent,
+        "pages/parent_inbox.html",
+        "inbox",
+        title=title,
+        rows=rows,
+        older=older,
+        unread_count=unread_count,
     )
+    return respond(page)
 
 
 async def message(request: web.Request) -> web.StreamResponse:
