@@ -601,7 +601,7 @@ class Rendered(BaseModel):
     text: str
     html: str | None = None
     short: str | None = None  # push body / SMS fallback
-    language: str | None = None  # the language actually rendered (nb, nn, en)
+    language: str | None = None  # the language actually rendered (one of SUPPORTED_LANGUAGES)
     # email: the personal one-click unsubscribe link (RFC 8058), None without read links
     unsubscribe_url: str | None = None
 

@@ -166,7 +166,9 @@ class Renderer:
         self._texts: dict[str, dict[str, Any]] = load_locales(locale_dir)["texts"]
         # The same texts folded to GSM-7 where that makes them GSM-7 (SMS only).
         self._folded = {
-            lang: {key: fold(text) for key, text in texts.items()}
+            lang: {
+                key: fold(text) if isinstance(text, str) else text for key, text in texts.items()
+            }
             for lang, texts in self._texts.items()
         }
         self._env = Environment(

@@ -7,6 +7,7 @@ to Bokmål and says so; SMS in a Latin script is not made UCS-2 by our letters a
 from __future__ import annotations
 
 import re
+import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from gateway.locales import (
 from gateway.models import Audience, Category, Delivery, Message, Role
 from gateway.render import Renderer
 from gateway.service import TEMPLATES_DIR
+from scripts import locale_keys
 
 NOW = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
 URL = "https://varsel.example.no"
@@ -283,3 +285,23 @@ def test_every_language_renders_every_channel(lang: str) -> None:
         assert not re.search(r"\{[a-z_]+\}", out.text), out.text  # every placeholder filled
     html = renderer.render(message(), delivery("email", lang)).html or ""
     assert f'<html lang="{lang}" dir="{direction(lang)}">' in html
+
+
+def test_keys_added_the_old_way_can_be_moved_into_the_catalogues(tmp_path: Path) -> None:
+    """scripts/locale_keys.py: a branch that added a key to the old texts.toml."""
+    locale = tmp_path / "locale"
+    shutil.copytree(BUILTIN_LOCALE_DIR, locale)
+    toml = tmp_path / "texts.toml"
+    toml.write_text(
+        '[nb]\nheader = "Melding fra {sender}"\nreminder_due = "Frist: {date}"\n'
+        '[nn]\nreminder_due = "Frist: {date}"\n'
+        '[en]\nreminder_due = "Due: {date}"\n',
+        encoding="utf-8",
+    )
+    assert locale_keys.add(toml, "texts", locale) == ["reminder_due"]
+    assert locale_keys.add(toml, "texts", locale) == []  # already there: left alone
+    texts = load(None, locale)["texts"]
+    assert texts["nb"]["reminder_due"] == "Frist: {date}"
+    assert texts["en"]["reminder_due"] == "Due: {date}"
+    assert texts["ar"]["reminder_due"] == "Due: {date}"  # until a translator writes it
+    assert "UNTRANSLATED" in (locale / "ar.po").read_text(encoding="utf-8")

@@ -18,7 +18,7 @@ the recipient and the message's category.
 
 A forged, changed or expired token, or a message that is gone, gets a friendly
 page and changes nothing. Pages reuse the read page's layout and stylesheet,
-security headers included, in the recipient's language (nb, nn, en).
+security headers included, in the recipient's language (templates/locale).
 """
 
 from __future__ import annotations
