@@ -305,3 +305,14 @@ def test_keys_added_the_old_way_can_be_moved_into_the_catalogues(tmp_path: Path)
     assert texts["en"]["reminder_due"] == "Due: {date}"
     assert texts["ar"]["reminder_due"] == "Due: {date}"  # until a translator writes it
     assert "UNTRANSLATED" in (locale / "ar.po").read_text(encoding="utf-8")
+
+
+def test_the_email_title_carries_no_markup() -> None:
+    """<title> is raw text: a <bdi> there would show as letters in the window title."""
+    renderer = Renderer(TEMPLATES_DIR, URL)
+    urgent = message().model_copy(update={"category": Category.emergency})
+    for lang in ("ar", "nb"):
+        html = renderer.render(urgent, delivery("email", lang)).html or ""
+        title = html.split("<title>")[1].split("</title>")[0]
+        assert "<" not in title and "&lt;" not in title, title
+        assert "Foreldremøte" in title
