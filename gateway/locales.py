@@ -235,6 +235,14 @@ def _check(lang: str, entries: Entries, base: Entries) -> None:
             raise ConfigError(f"{lang}.po: {context} {key} uses unknown placeholders: {names}")
 
 
+@functools.lru_cache(maxsize=256)
+def language_name(tag: str, in_lang: str) -> str:
+    """The name of the language ``tag`` names, in ``in_lang`` ("de" in nb: "tysk"); the
+    tag itself when Babel does not know it."""
+    name = Locale.parse(in_lang).languages.get(primary_subtag(tag))
+    return str(name) if name else tag
+
+
 @functools.lru_cache(maxsize=1)
 def language_names() -> dict[str, str]:
     """Each language's name in itself (for a language picker): nb -> "Norsk bokmål"."""

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import Any
 
+import aiohttp
 import pytest
 import pytest_asyncio
 
@@ -89,6 +90,17 @@ def directory() -> dict[str, Any]:
         relations.append(
             {"child_id": child_id, "guardian_id": guardian_id, "parental_responsibility": True}
         )
+    # the class's contact teacher, who looks at the message's page
+    persons.append(
+        {
+            "id": "t1",
+            "role": "staff",
+            "given_name": "Tone",
+            "family_name": "Lærer",
+            "unit_ids": ["u1"],
+            "group_ids": ["g1"],
+        }
+    )
     return {
         "units": [{"id": "u1", "kind": "school", "name": "Solvang skole", "sms_sender": "Solvang"}],
         "groups": [{"id": "g1", "unit_id": "u1", "kind": "class", "name": "5A"}],
@@ -102,6 +114,7 @@ class Sent:
     status: dict[str, Any]
     emails: dict[str, EmailMessage]  # guardian id -> the email
     sms: dict[str, str]  # guardian id -> the SMS text
+    staff_page: str  # the message's page on the staff pages, as the teacher sees it
 
 
 def html_of(message: EmailMessage) -> str:
@@ -125,6 +138,22 @@ async def wait_final(client: DemoClient, message_id: str, timeout: float = 30) -
             return status
         assert time.monotonic() < deadline, status["counts"]
         await asyncio.sleep(0.05)
+
+
+async def staff_page_of(client: DemoClient, port: int | None, message_id: str) -> str:
+    """The teacher's page of the message: the sign-in link (on the public URL: asked of
+    the local server here), then the page with the session cookie it set."""
+    link = await client.call("POST", "/v1/staff/t1/tokens", {"message_id": message_id})
+    local = f"http://127.0.0.1:{port}"
+    async with aiohttp.ClientSession() as session:
+        signin = link["link"].replace(PUBLIC_URL, local)
+        async with session.get(signin, allow_redirects=False) as resp:
+            assert resp.status == 303, resp.status
+            cookie = resp.cookies["budbringer_staff"].value
+        page = f"{local}/staff/messages/{message_id}"
+        async with session.get(page, headers={"Cookie": f"budbringer_staff={cookie}"}) as resp:
+            assert resp.status == 200, resp.status
+            return await resp.text()
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
@@ -168,11 +197,13 @@ async def sent(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Sent]:
                 }
             )
             status = await wait_final(client, accepted["message_id"])
+            staff_page = await staff_page_of(client, service.port, accepted["message_id"])
             phones = {f"+479100000{n}": g for n, g in enumerate(GUARDIANS, start=1)}
             yield Sent(
                 status,
                 {r.rcpt_tos[0].partition("@")[0]: r.message for r in smtp.received},
                 {phones[str(r.field("To"))]: str(r.field("Body")) for r in twilio.requests},
+                staff_page,
             )
         finally:
             if client is not None:
@@ -251,3 +282,10 @@ async def test_the_status_records_a_language_fallback(sent: Sent) -> None:
         assert delivery["language"] == asked
         assert delivery["wrapper_language"] == wrapper
         assert delivery["language_fallback"] is (delivery["recipient_id"] == "p-de")
+
+
+async def test_the_staff_page_says_who_got_bokmal_instead(sent: Sent) -> None:
+    page = sent.staff_page
+    assert page.count("fikk våre tekster på bokmål: vi har dem ikke på tysk") == 1
+    line = next(li for li in page.split("<li>") if "tysk" in li)
+    assert "Forelder5" in line  # p-de, the German-speaking guardian

@@ -53,7 +53,7 @@ from gateway.api.readlinks import SECURITY_HEADERS
 from gateway.auth import authenticate_bearer
 from gateway.constants import STAFF_LANGUAGES, SUPPRESSED_CHANNEL
 from gateway.errors import Forbidden, LinkInvalid, NotFound
-from gateway.locales import resolve_language
+from gateway.locales import is_fallback, language_name, resolve_language
 from gateway.models import (
     Audience,
     Category,
@@ -272,7 +272,9 @@ def _why_line(why: Why, t: Any, lang: str) -> str:
     return text.format(when=at, channel=channel)
 
 
-def _guardian_line(recipient: RecipientReach, name: str, t: Any) -> str:
+def _guardian_line(
+    recipient: RecipientReach, name: str, t: Any, fallback: str | None = None
+) -> str:
     parts = [
         t["channel_status"].format(
             channel=t["channels"].get(channel, channel), status=t["statuses"][status.value]
@@ -283,6 +285,8 @@ def _guardian_line(recipient: RecipientReach, name: str, t: Any) -> str:
     ]
     if recipient.read_at is not None:
         parts.insert(0, t["read_via"].format(via=t["via"].get(recipient.via or "", "")).strip())
+    if fallback is not None:  # never silent: we wrote in Bokmål, not in their language
+        parts.append(t["language_fallback"].format(language=fallback))
     return str(t["guardian_status"].format(name=name, status=", ".join(parts)))
 
 
@@ -319,12 +323,19 @@ async def _message_view(
         if d.channel == SUPPRESSED_CHANNEL:
             reason = t["left_out"].get(d.reason or "", t["left_out"]["other"])
             left_out.setdefault(d.target, []).append((d.recipient_id, reason))
+    fallbacks = {
+        d.recipient_id: language_name(d.language, lang)
+        for d in deliveries
+        if d.channel != SUPPRESSED_CHANNEL and is_fallback(d.language)
+    }
     rows_not: list[ChildRow] = []
     rows_yes: list[ChildRow] = []
     for child_id in sorted(shown, key=lambda c: (namer.group(c), namer(c))):
         child = view.children[child_id]
         told = [r for r in view.recipients.values() if child_id in r.child_ids]
-        guardians = [_guardian_line(r, namer(r.recipient_id), t) for r in told]
+        guardians = [
+            _guardian_line(r, namer(r.recipient_id), t, fallbacks.get(r.recipient_id)) for r in told
+        ]
         guardians += [
             t["guardian_left_out"].format(name=namer(pid), reason=reason)
             for pid, reason in left_out.get(child_id, [])
