@@ -111,8 +111,9 @@ def _context_text(value: Any) -> str | None:
 
 
 def _mark(value: str) -> str:
-    """A name, number or link filled into our text: isolated (see the module doc)."""
-    return f"{FSI}{value}{PDI}"
+    """A name, number or link filled into our text: isolated (see the module doc). Any
+    isolate characters of its own are dropped, so every ``<bdi>`` made of them closes."""
+    return f"{FSI}{_unmark(value)}{PDI}"
 
 
 def _unmark(text: str) -> str:
@@ -277,7 +278,7 @@ class Renderer:
                 absence = absence | {"unit": place, "group": None}
         if absence:
             absence = _marked_absence(absence, lang, sms_fold)
-        subject = _one_line(message.subject)
+        subject = _unmark(_one_line(message.subject))  # only ours mark the text
         if message.category is Category.emergency:
             subject = f"{texts['important']} {_mark(subject)}"
         return {

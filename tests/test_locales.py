@@ -316,3 +316,12 @@ def test_the_email_title_carries_no_markup() -> None:
         title = html.split("<title>")[1].split("</title>")[0]
         assert "<" not in title and "&lt;" not in title, title
         assert "Foreldremøte" in title
+
+
+def test_isolates_typed_by_staff_never_unbalance_the_html() -> None:
+    renderer = Renderer(TEMPLATES_DIR, URL)
+    sneaky = message().model_copy(update={"subject": f"Møte {FSI}i dag", "body": f"Hei {PDI}"})
+    for lang in ("ar", "nb"):
+        html = renderer.render(sneaky, delivery("email", lang, children=[f"O{PDI}la"])).html
+        assert html is not None
+        assert html.count("<bdi>") == html.count("</bdi>") > 0
