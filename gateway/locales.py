@@ -72,6 +72,14 @@ _ALIASES = {
 Texts = dict[str, dict[str, Any]]
 
 
+def catalogue_dir(templates_dir: Path | None) -> Path:
+    """Where the built-in catalogues are: ``<TEMPLATES_DIR>/locale`` (the Docker image
+    copies the templates apart from the installed package), else the source tree's."""
+    if templates_dir is not None and (templates_dir / "locale").is_dir():
+        return templates_dir / "locale"
+    return BUILTIN_LOCALE_DIR
+
+
 def primary_subtag(tag: str | None) -> str:
     """``"nb-NO"`` -> ``"nb"``; the alias of a three-letter code; "" for none."""
     if not tag:

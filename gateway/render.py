@@ -43,7 +43,7 @@ from gateway.constants import (
     NEUTRAL_KEY,
 )
 from gateway.errors import ConfigError
-from gateway.locales import FSI, PDI, direction, is_rtl, resolve_language
+from gateway.locales import FSI, PDI, catalogue_dir, direction, is_rtl, resolve_language
 from gateway.locales import load as load_locales
 from gateway.models import Category, Delivery, Message, Rendered
 from gateway.readlinks import PARENT_PATH, READ_PATH, UNSUBSCRIBE_PATH
@@ -164,7 +164,8 @@ class Renderer:
     ) -> None:
         self._public_url = public_url.rstrip("/")
         self._link_for = link_for
-        self._texts: dict[str, dict[str, Any]] = load_locales(locale_dir)["texts"]
+        catalogues = load_locales(locale_dir, catalogue_dir(templates_dir))
+        self._texts: dict[str, dict[str, Any]] = catalogues["texts"]
         # The same texts folded to GSM-7 where that makes them GSM-7 (SMS only).
         self._folded = {
             lang: {

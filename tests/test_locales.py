@@ -325,3 +325,19 @@ def test_isolates_typed_by_staff_never_unbalance_the_html() -> None:
         html = renderer.render(sneaky, delivery("email", lang, children=[f"O{PDI}la"])).html
         assert html is not None
         assert html.count("<bdi>") == html.count("</bdi>") > 0
+
+
+def test_the_catalogues_come_with_templates_dir(tmp_path: Path) -> None:
+    """The Docker image copies templates/ apart from the installed package and sets
+    TEMPLATES_DIR: the catalogues are read from there, not from the package's path."""
+    templates = tmp_path / "templates"
+    shutil.copytree(TEMPLATES_DIR, templates)
+    nb = templates / "locale" / "nb.po"
+    nb.write_text(
+        nb.read_text(encoding="utf-8").replace(
+            'msgstr "Melding fra {sender}"', 'msgstr "Beskjed fra {sender}"'
+        ),
+        encoding="utf-8",
+    )
+    out = Renderer(templates, URL).render(message(), delivery("sms", "nb"))
+    assert "Beskjed fra Rektor Hansen, Solvang skole" in out.text

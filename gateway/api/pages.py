@@ -23,6 +23,7 @@ from gateway.api.context import CTX, AppContext
 from gateway.api.readlinks import DEFAULT_TEMPLATES, PAGES, SECURITY_HEADERS, ReadPages
 from gateway.constants import DEFAULT_TIME_ZONE
 from gateway.errors import ConfigError, LinkInvalid
+from gateway.locales import catalogue_dir
 from gateway.locales import load as load_locales
 from gateway.models import Person
 from gateway.sessions import PageSession, new_session, open_session
@@ -39,7 +40,7 @@ def load_texts(
     toml = _load_toml(templates_dir, name)
     if area is None:
         return toml
-    return toml | load_locales(locale_dir)[area]
+    return toml | load_locales(locale_dir, catalogue_dir(templates_dir))[area]
 
 
 def _load_toml(templates_dir: Path | None, name: str) -> dict[str, Any]:

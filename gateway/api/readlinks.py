@@ -33,7 +33,7 @@ from gateway.api.body import read_form
 from gateway.api.context import CTX, AppContext
 from gateway.constants import DEFAULT_TIME_ZONE
 from gateway.errors import ConfigError, LinkExpired, LinkInvalid
-from gateway.locales import RTL_LANGUAGES, fill, resolve_language
+from gateway.locales import RTL_LANGUAGES, catalogue_dir, fill, resolve_language
 from gateway.locales import load as load_locales
 from gateway.models import (
     TERMINAL_FAILURES,
@@ -105,7 +105,8 @@ class ReadPages:
         # Compile now, so a broken template stops startup rather than a guardian's visit.
         for name in ("pages/read.html", "pages/problem.html"):
             env.get_template(name)
-        return cls(env, texts | load_locales(locale_dir)["pages"], css)
+        catalogues = load_locales(locale_dir, catalogue_dir(templates_dir))
+        return cls(env, texts | catalogues["pages"], css)
 
     def html(self, name: str, **variables: Any) -> str:
         # From /r/<token>, "../" is the application root even behind a path prefix.

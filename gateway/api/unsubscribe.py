@@ -36,7 +36,7 @@ from gateway.api.context import CTX, AppContext
 from gateway.api.readlinks import CSRF_FIELD, DEFAULT_TEMPLATES, PAGES, SECURITY_HEADERS, ReadPages
 from gateway.constants import MANDATORY_CATEGORIES
 from gateway.errors import ConfigError, LinkExpired, LinkInvalid
-from gateway.locales import fill, resolve_language
+from gateway.locales import catalogue_dir, fill, resolve_language
 from gateway.locales import load as load_locales
 from gateway.models import Category, ChannelName, Delivery, Message, Person, Preferences
 from gateway.planner import route
@@ -69,7 +69,8 @@ class UnsubscribePages:
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError("templates/pages/unsubscribe.toml is not valid") from exc
         pages.env.get_template(TEMPLATE)  # a broken template stops startup, not a visit
-        return cls(pages, texts | load_locales(locale_dir)["unsubscribe"])
+        catalogues = load_locales(locale_dir, catalogue_dir(templates_dir))
+        return cls(pages, texts | catalogues["unsubscribe"])
 
     def problem(self, kind: str, status: int) -> web.Response:
         texts = self.texts["problems"][kind]
