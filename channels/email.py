@@ -215,6 +215,9 @@ def build_email(
     message.set_content(content.text)
     if content.html is not None:
         message.add_alternative(content.html, subtype="html")
+    for name, content_type, data in content.files:
+        maintype, _, subtype = content_type.partition("/")
+        message.add_attachment(data, maintype=maintype, subtype=subtype, filename=name)
     # after the content: set_content clears Content-* headers
     message["Content-Language"] = header_text(content.language or delivery.language)
     return message
@@ -406,7 +409,8 @@ class EmailChannel:
         """Send one email to ``delivery.address``; raises from gateway.errors."""
         sender, url = self._settings.sender, self._public_url
         message: EmailMessage | bytes
-        direct = email_bytes(delivery, content, sender, url)
+        # Attachments take build_email's path: the direct one writes text parts only.
+        direct = None if content.files else email_bytes(delivery, content, sender, url)
         if direct is not None:
             message, address, message_id = direct
         else:

@@ -70,6 +70,33 @@ DEMO_PARENT = "p01a"
 DEVICES = ["p01a", "p02a", "p03a", "p06a", "p07b", "p10a", "p12b", "p27a", "p28f"]
 
 
+def demo_pdf(line: str) -> bytes:
+    """A one-page PDF saying ``line`` (ASCII), for the demo's attachment."""
+    text = line.replace("\\", "").replace("(", "").replace(")", "")
+    stream = f"BT /F1 18 Tf 72 720 Td ({text}) Tj ET".encode()
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Contents 4 0 R"
+        b" /Resources << /Font << /F1 5 0 R >> >> >>",
+        b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream",
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+    ]
+    out = bytearray(b"%PDF-1.4\n")
+    offsets = []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
+        len(objects) + 1,
+        xref,
+    )
+    return bytes(out)
+
+
 class DemoClient:
     def __init__(self, base: str, api_key: str, whsec: str, tenant_id: str) -> None:
         self.base = base
@@ -107,6 +134,16 @@ class DemoClient:
             if resp.status != 202:
                 raise RuntimeError(f"POST /v1/events -> {resp.status}: {data}")
             return data
+
+    async def upload(self, data: bytes, name: str) -> Any:
+        """POST /v1/attachments: the file itself as the body; its id for an event."""
+        async with self.http.post(
+            self.base + "/v1/attachments", params={"name": name}, data=data, headers=self.auth
+        ) as resp:
+            answer = await resp.json()
+            if resp.status != 201:
+                raise RuntimeError(f"POST /v1/attachments -> {resp.status}: {answer}")
+            return answer
 
     async def close(self) -> None:
         await self.http.close()
@@ -172,6 +209,7 @@ async def start_demo(
         public_url=url,
         secret_key=secrets.token_urlsafe(32),
         log_level="WARNING",
+        attachments={"folder": str(directory / "attachments")},
     )
     service = Service(settings)
     await service.start()
@@ -201,6 +239,7 @@ async def start_demo(
                 {"token": f"demo-fcm-token-{n}-{secrets.token_hex(8)}", "platform": "android"},
                 headers={"Authorization": f"Bearer {token['token']}"},
             )
+        invitation = await client.upload(demo_pdf("Foreldremote torsdag kl. 18"), "Innkalling.pdf")
         accepted = await client.post_signed_event(
             {
                 "id": "demo-evt-1",
@@ -212,6 +251,7 @@ async def start_demo(
                     "subject": "Foreldremøte torsdag",
                     "body": "Velkommen til foreldremøte torsdag kl. 18 i aulaen.",
                     "read_receipt": True,
+                    "attachments": [invitation["id"]],
                 },
             }
         )

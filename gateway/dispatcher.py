@@ -27,6 +27,7 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from channels.base import Channel
+from gateway.attachments import Attachments
 from gateway.channel_gate import ChannelGate
 from gateway.channel_health import ChannelHealth
 from gateway.clock import Clock
@@ -42,6 +43,8 @@ from gateway.metrics import PROVIDER_LATENCY, SENDS
 from gateway.models import (
     FINAL,
     TERMINAL_FAILURES,
+    Attachment,
+    ChannelName,
     Delivery,
     DeliveryStatus,
     DirectorySnapshot,
@@ -86,10 +89,12 @@ class Dispatcher:
         *,
         work_available: asyncio.Event | None = None,
         health: ChannelHealth | None = None,
+        attachments: Attachments | None = None,
     ) -> None:
         self.store = store
         self.channels = channels
         self.renderer = renderer
+        self.attachments = attachments
         self.clock = clock
         self.settings = settings
         self.work_available = work_available or asyncio.Event()
@@ -98,6 +103,7 @@ class Dispatcher:
         self.health.watch(list(channels))
         self._tasks: set[asyncio.Task[None]] = set()
         self._messages: OrderedDict[str, Message] = OrderedDict()
+        self._attachments: OrderedDict[str, list[Attachment]] = OrderedDict()
         self._loading: dict[str, asyncio.Future[Message | None]] = {}
         self._slot_freed = asyncio.Event()
         # channel -> its in-flight limit here; a send waiting for one holds no slot above.
@@ -320,7 +326,7 @@ class Dispatcher:
         if message is None:
             await self._finish(job, delivery, DeliveryStatus.failed, reason="message_missing")
             return
-        content = self.renderer.render(message, delivery)
+        content = await self._render(message, delivery)
         # Concurrency: the free task slots run_once claims for, and the channel's gate.
         admitted = await self._admit(job, delivery.channel, channel)
         if admitted is None:
@@ -410,6 +416,26 @@ class Dispatcher:
         if wait > 0:
             await asyncio.sleep(wait)
         return True
+
+    async def _render(self, message: Message, delivery: Delivery) -> Rendered:
+        """The content for this delivery, with the message's files (an email carries
+        the small ones itself)."""
+        files = await self._files(message)
+        content = self.renderer.render(message, delivery, files)
+        if files and delivery.channel == ChannelName.email and self.attachments is not None:
+            content.files = await self.attachments.email_files(files)
+        return content
+
+    async def _files(self, message: Message) -> list[Attachment]:
+        if self.attachments is None or message.event_type != "message.created":
+            return []
+        files = self._attachments.get(message.id)
+        if files is None:
+            files = await self.attachments.for_message(message.tenant_id, message.id)
+            self._attachments[message.id] = files
+            if len(self._attachments) > 256:
+                self._attachments.popitem(last=False)
+        return files
 
     async def _message(self, delivery: Delivery) -> Message | None:
         message_id = delivery.message_id

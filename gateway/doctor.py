@@ -7,6 +7,8 @@ One line per check, each failure with what to fix:
   QUIT: no mail is sent;
 * Twilio — fetches the account (``GET /2010-04-01/Accounts/{sid}.json``), read-only;
 * FCM — fetches an OAuth access token for the service account;
+* files — the attachment folder is writable, or the S3 bucket answers (``HeadBucket``,
+  read-only) with the configured credentials;
 * webhooks — each enabled endpoint's host resolves, and in production to an address
   the gateway may reach (public, or in ``webhooks.allowed_networks``).
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import os
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
@@ -30,7 +33,13 @@ import aiosmtplib
 
 from gateway.addresses import parse_networks, permitted
 from gateway.errors import BudbringerError, DeliveryError
-from gateway.settings import FcmSettings, Settings, SmtpSettings, TwilioSettings
+from gateway.settings import (
+    AttachmentSettings,
+    FcmSettings,
+    Settings,
+    SmtpSettings,
+    TwilioSettings,
+)
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +91,42 @@ async def check_store(settings: Settings) -> str:
     finally:
         await store.close()
     return f"{settings.store_url.split('://', 1)[0]} store answers"
+
+
+# ---------------------------------------------------------------------- attachment files
+
+
+async def check_files(files: AttachmentSettings) -> str:
+    if files.storage == "folder":
+        folder = files.folder.resolve()
+        existing = next(p for p in (folder, *folder.parents) if p.exists())
+        if not (existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)):
+            raise Failed(
+                f"cannot write attachments under {folder}",
+                "make BUDBRINGER_ATTACHMENTS__FOLDER a folder the gateway may write to",
+            )
+        return f"attachments go to {folder}"
+    s3 = files.s3
+    if s3 is None:  # the settings refuse this already
+        raise Failed("no bucket configured", "set BUDBRINGER_ATTACHMENTS__S3__BUCKET")
+    from aiobotocore.session import get_session
+
+    secret = s3.secret_access_key.get_secret_value() if s3.secret_access_key else None
+    try:
+        async with get_session().create_client(
+            "s3",
+            endpoint_url=s3.endpoint_url,
+            region_name=s3.region,
+            aws_access_key_id=s3.access_key_id,
+            aws_secret_access_key=secret,
+        ) as client:
+            await client.head_bucket(Bucket=s3.bucket)
+    except Exception as exc:  # botocore's errors: no credentials, 403, 404, no connection
+        raise Failed(
+            f"the bucket {s3.bucket} does not answer ({type(exc).__name__})",
+            "check BUDBRINGER_ATTACHMENTS__S3__BUCKET, __ENDPOINT_URL and the credentials",
+        ) from exc
+    return f"bucket {s3.bucket} answers (read-only check)"
 
 
 # ---------------------------------------------------------------------- SMTP
@@ -302,6 +347,7 @@ async def run_checks(settings: Settings) -> list[Check]:
             checks.append(
                 Check(name, True, f"not configured: {channel} goes into {settings.outbox_dir}/")
             )
+    checks.append(await _one("files", lambda: check_files(settings.attachments)))
     if checks[0].ok:
         checks += await check_webhooks(settings)
     return checks

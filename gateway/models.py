@@ -427,6 +427,8 @@ class MessageData(Strict):
     read_receipt: bool = False
     # A confidential message that would reach nobody is refused (422) unless this is true.
     allow_no_recipients: bool = False
+    # Ids from POST /v1/attachments, each used by one message only (gateway/attachments.py).
+    attachments: list[Id] = Field(default_factory=list, max_length=20)
 
     @model_validator(mode="after")
     def _absence_not_here(self) -> MessageData:
@@ -535,6 +537,31 @@ class Message(BaseModel):
     planned_at: datetime | None = None  # set when every delivery has been planned
 
 
+class Attachment(BaseModel):
+    """A file uploaded with ``POST /v1/attachments``: its metadata (the bytes are in the
+    file storage under :attr:`key`). ``message_id`` is set once a message uses it."""
+
+    id: str
+    tenant_id: str
+    name: str  # the file name shown to the recipient (personal data may be in it: not logged)
+    content_type: str  # what the bytes are, never what the uploader said
+    size: int
+    sha256: str
+    created_at: datetime
+    message_id: str | None = None
+    used_at: datetime | None = None  # when a message took it: its retention runs from then
+    position: int = 0  # its place in the message's list
+
+    @property
+    def key(self) -> str:
+        return self.key_of(self.tenant_id, self.id)
+
+    @staticmethod
+    def key_of(tenant_id: str, attachment_id: str) -> str:
+        """Where the bytes are in the file storage: derived, so a purge needs no lookup."""
+        return f"{tenant_id}/{attachment_id}"
+
+
 class Delivery(BaseModel):
     """One (recipient, channel, target) of one message.
 
@@ -602,6 +629,8 @@ class Rendered(BaseModel):
     html: str | None = None
     short: str | None = None  # push body / SMS fallback
     language: str | None = None  # the language actually rendered (one of SUPPORTED_LANGUAGES)
+    # Files the email carries as MIME attachments: (name, content type, bytes).
+    files: list[tuple[str, str, bytes]] = Field(default_factory=list)
     # email: the personal one-click unsubscribe link (RFC 8058), None without read links
     unsubscribe_url: str | None = None
 

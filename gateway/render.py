@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,15 +37,24 @@ from jinja2 import (
 from markupsafe import Markup, escape
 
 from channels.gsm import encoding, fold
+from gateway.attachments import human_size, travels_in_email
 from gateway.constants import (
     ABSENCE_CONTEXT_KEY,
     ABSENCE_MESSAGE_TYPES,
     NEUTRAL_KEY,
 )
 from gateway.errors import ConfigError
-from gateway.locales import FSI, PDI, catalogue_dir, direction, is_rtl, resolve_language
+from gateway.locales import (
+    FSI,
+    PDI,
+    PluralText,
+    catalogue_dir,
+    direction,
+    is_rtl,
+    resolve_language,
+)
 from gateway.locales import load as load_locales
-from gateway.models import Category, Delivery, Message, Rendered
+from gateway.models import Attachment, Category, Delivery, Message, Rendered
 from gateway.readlinks import PARENT_PATH, READ_PATH, UNSUBSCRIBE_PATH
 
 PUSH_BODY_MAX = 178
@@ -120,6 +129,12 @@ def _unmark(text: str) -> str:
     return text.replace(FSI, "").replace(PDI, "")
 
 
+def _folded(text: str | PluralText) -> str | PluralText:
+    if isinstance(text, PluralText):
+        return PluralText(tuple(map(fold, text.forms)), text.lang)
+    return fold(text)
+
+
 def bdi(value: Any) -> Markup:
     """Jinja filter for HTML: escape (like ``forceescape``), then each isolated
     stretch becomes ``<bdi>``: a name keeps its own direction in any page direction."""
@@ -161,16 +176,17 @@ class Renderer:
         *,
         link_for: Callable[[Delivery], str | None] | None = None,
         locale_dir: Path | None = None,
+        email_max_bytes: int = 0,
     ) -> None:
         self._public_url = public_url.rstrip("/")
         self._link_for = link_for
+        # Attachments up to this size travel in the email; larger ones as links.
+        self._email_max_bytes = email_max_bytes
         catalogues = load_locales(locale_dir, catalogue_dir(templates_dir))
         self._texts: dict[str, dict[str, Any]] = catalogues["texts"]
         # The same texts folded to GSM-7 where that makes them GSM-7 (SMS only).
-        self._folded = {
-            lang: {
-                key: fold(text) if isinstance(text, str) else text for key, text in texts.items()
-            }
+        self._folded: dict[str, dict[str, Any]] = {
+            lang: {key: _folded(text) for key, text in texts.items()}
             for lang, texts in self._texts.items()
         }
         self._env = Environment(
@@ -201,18 +217,21 @@ class Renderer:
             self._cache[name] = template
         return template
 
-    def render(self, message: Message, delivery: Delivery) -> Rendered:
-        """Render ``message`` for ``delivery``'s channel and language."""
+    def render(
+        self, message: Message, delivery: Delivery, files: Sequence[Attachment] = ()
+    ) -> Rendered:
+        """Render ``message`` for ``delivery``'s channel and language; ``files`` are its
+        attachments (listed, and linked where the delivery has a read link)."""
         channel = delivery.channel
         parts = _PARTS.get(channel)
         if parts is None:
             raise ConfigError(f"no templates for channel {channel!r}")
         lang = resolve_language(delivery.language)
         read_url = self._read_url(delivery)
-        subject, out = self._render_parts(message, delivery, lang, read_url, parts, False)
+        subject, out = self._render_parts(message, delivery, lang, read_url, parts, files, False)
         if channel == "sms" and any(encoding(text) == "UCS-2" for text in out.values()):
             # Only our texts' letters (ą, č, á...) may be what makes it UCS-2: try folded.
-            folded = self._render_parts(message, delivery, lang, read_url, parts, True)
+            folded = self._render_parts(message, delivery, lang, read_url, parts, files, True)
             if all(encoding(text) == "GSM-7" for text in folded[1].values()):
                 subject, out = folded
         short = out.get("short.txt")
@@ -234,10 +253,12 @@ class Renderer:
         lang: str,
         read_url: str | None,
         parts: tuple[str, ...],
+        files: Sequence[Attachment],
         sms_fold: bool,
     ) -> tuple[str, dict[str, str]]:
         """The subject and each part, isolates kept (right to left) or dropped."""
         variables = self._variables(message, delivery, lang, read_url, sms_fold)
+        variables["files"] = self._files(files, delivery.channel, read_url)
         template = _TEMPLATES.get(message.event_type, _DEFAULT_TEMPLATE)
         if template == _ABSENCE_TEMPLATE:
             # Our own texts: the subject too is in the recipient's language.
@@ -313,6 +334,21 @@ class Renderer:
             "absence": absence,
             "t": texts,
         }
+
+    def _files(
+        self, files: Sequence[Attachment], channel: str, read_url: str | None
+    ) -> list[dict[str, Any]]:
+        """Each file's name, size, download link (the read link's /files/<id>) and whether
+        the email carries it itself."""
+        return [
+            {
+                "name": f.name,
+                "size": human_size(f.size),
+                "url": f"{read_url}/files/{f.id}" if read_url else None,
+                "attached": channel == "email" and travels_in_email(f.size, self._email_max_bytes),
+            }
+            for f in files
+        ]
 
     def _read_url(self, delivery: Delivery) -> str | None:
         if self._link_for is None or delivery.channel not in _READ_LINK_CHANNELS:

@@ -1,6 +1,7 @@
-"""Retention: delivery records, messages, replies, absence records with their
-explanations and finished webhook outbox messages are kept ``retention_days`` (396 by
-default: a school year plus margin), then removed by a daily purge job.
+"""Retention: delivery records, messages with their attachments, replies, absence
+records with their explanations and finished webhook outbox messages are kept
+``retention_days`` (396 by default: a school year plus margin), then removed by a daily
+purge job.
 
 On Redis the per-message keys also expire by themselves (``EXPIRE``, a day after the
 purge would have removed them); the job keeps the counters right and does the same for
@@ -12,6 +13,7 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
+from gateway.attachments import Attachments
 from gateway.clock import Clock
 from gateway.constants import JOB_PURGE
 from gateway.models import Job
@@ -25,8 +27,11 @@ PURGE_EVERY = timedelta(days=1)
 class Retention:
     """The purge job: ``schedule()`` makes sure it exists; ``run`` is its handler."""
 
-    def __init__(self, store: Store, clock: Clock, days: int) -> None:
+    def __init__(
+        self, store: Store, clock: Clock, days: int, *, attachments: Attachments | None = None
+    ) -> None:
         self.store = store
+        self.attachments = attachments
         self.clock = clock
         self.keep = timedelta(days=days)
 
@@ -39,5 +44,9 @@ class Retention:
         now = self.clock.now()
         removed = await self.store.purge_before(now - self.keep)
         log.info("purged old deliveries", extra={"deliveries": removed})
+        if self.attachments is not None:
+            # A message's files go with it; uploads no message took go sooner.
+            files = await self.attachments.purge(now - self.keep)
+            log.info("purged old attachments", extra={"attachments": files})
         # The same job again tomorrow; postponing does not count as an attempt.
         await self.store.postpone_job(job.id, now + PURGE_EVERY, "daily")

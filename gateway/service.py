@@ -23,6 +23,7 @@ from gateway.absence import Absences
 from gateway.api.app import create_app
 from gateway.api.context import AppContext
 from gateway.api.limits import listen, runner_options
+from gateway.attachments import Attachments
 from gateway.clock import Clock, SystemClock
 from gateway.config_check import refuse_unsafe_production
 from gateway.constants import JOB_ESCALATE, JOB_PURGE, JOB_SMS_STATUS
@@ -30,6 +31,7 @@ from gateway.dispatcher import Dispatcher
 from gateway.doctor import log_checks
 from gateway.errors import ConfigError
 from gateway.escalation import Escalator
+from gateway.filestore import open_file_store
 from gateway.readlinks import read_link_maker
 from gateway.render import Renderer
 from gateway.retention import Retention
@@ -92,6 +94,8 @@ class Service:
         )
         self.channels = channels if channels is not None else build_channels(settings)
         secret = load_secret(settings)
+        self.files = open_file_store(settings.attachments)
+        self.attachments = Attachments(self.store, self.files, settings.attachments, self.clock)
         self.renderer = Renderer(
             settings.templates_dir or TEMPLATES_DIR,
             settings.public_url,
@@ -102,6 +106,7 @@ class Service:
                 self.clock,
             ),
             locale_dir=settings.locale_dir,
+            email_max_bytes=settings.attachments.email_max_bytes,
         )
         self.ctx = AppContext(
             settings=settings,
@@ -109,6 +114,7 @@ class Service:
             clock=self.clock,
             secret=secret,
             renderer=self.renderer,
+            attachments=self.attachments,
         )
         self.dispatcher = Dispatcher(
             self.store,
@@ -117,6 +123,7 @@ class Service:
             self.clock,
             settings.dispatch,
             work_available=self.ctx.work_available,
+            attachments=self.attachments,
         )
         if workers:
             self.ctx.channel_health = self.dispatcher.health
@@ -141,7 +148,9 @@ class Service:
             work_available=self.ctx.work_available,
         )
         self.absences.register(self.dispatcher, self.escalator.run)
-        self.retention = Retention(self.store, self.clock, settings.retention_days)
+        self.retention = Retention(
+            self.store, self.clock, settings.retention_days, attachments=self.attachments
+        )
         self.dispatcher.register(JOB_PURGE, self.retention.run)
         self.dispatcher.register(
             JOB_SMS_STATUS,
@@ -208,6 +217,7 @@ class Service:
                 with contextlib.suppress(Exception):
                     await channel.aclose()
             await self.webhooks.aclose()
+        await self.files.aclose()
         await self.store.close()
 
 

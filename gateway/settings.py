@@ -240,6 +240,56 @@ class ArchiveSettings(BaseModel):
     max_ratio: float = Field(default=100.0, ge=1)
 
 
+class S3Settings(BaseModel):
+    """An S3-compatible bucket for attachment files (AWS S3, MinIO, Ceph, Garage...)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    bucket: str = Field(min_length=3, max_length=63, pattern=r"^[a-z0-9][a-z0-9.\-]+[a-z0-9]$")
+    # e.g. https://s3.eu-north-1.amazonaws.com or http://127.0.0.1:9000 (MinIO); None: AWS
+    endpoint_url: str | None = None
+    region: str = "us-east-1"
+    access_key_id: str | None = None  # None: the usual AWS credential chain
+    secret_access_key: SecretStr | None = None
+    prefix: str = Field(default="attachments/", max_length=200)  # key prefix in the bucket
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> S3Settings:
+        if (self.access_key_id is None) != (self.secret_access_key is None):
+            raise ValueError("set both access_key_id and secret_access_key, or neither")
+        return self
+
+
+class AttachmentSettings(BaseModel):
+    """Files sent with messages (README "Attachments"): limits and where they are kept."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # "folder": files under ``folder`` (one process or a shared disk); "s3": a bucket, for
+    # many processes on many machines.
+    storage: Literal["folder", "s3"] = "folder"
+    folder: Path = Path("./attachments")
+    s3: S3Settings | None = None
+    max_file_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, le=1024**3)
+    max_message_bytes: int = Field(default=25 * 1024 * 1024, ge=1024, le=4 * 1024**3)
+    max_files: int = Field(default=10, ge=1, le=20)  # per message
+    # Files up to this size travel in the email itself; larger ones as a link. Most mail
+    # systems refuse messages above 10-25 MB, and base64 adds a third.
+    email_max_bytes: int = Field(default=2 * 1024 * 1024, ge=0, le=15 * 1024 * 1024)
+    # Largest width or height of a re-encoded image; larger photos are scaled down.
+    max_image_pixels: int = Field(default=4096, ge=256, le=16_384)
+    # An upload no message has used is removed after this many hours.
+    unused_hours: int = Field(default=24, ge=1, le=24 * 30)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AttachmentSettings:
+        if self.max_file_bytes > self.max_message_bytes:
+            raise ValueError("max_file_bytes must not be larger than max_message_bytes")
+        if self.storage == "s3" and self.s3 is None:
+            raise ValueError("storage = 's3' needs the s3 settings (at least s3.bucket)")
+        return self
+
+
 ChannelName = Literal["inapp", "push", "sms", "email"]
 
 
@@ -292,6 +342,7 @@ class Settings(BaseSettings):
     absence: AbsenceSettings = Field(default_factory=AbsenceSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     archive: ArchiveSettings = Field(default_factory=ArchiveSettings)
+    attachments: AttachmentSettings = Field(default_factory=AttachmentSettings)
 
     @field_validator("store_url")
     @classmethod

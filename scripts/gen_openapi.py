@@ -335,8 +335,21 @@ BEFORE_ID: dict[str, Any] = {
 }
 
 
+class AttachmentView(BaseModel):
+    id: str
+    name: str
+    content_type: str = Field(description="What the bytes are (never what the upload said)")
+    size: int
+    sha256: str
+    url: str | None = Field(default=None, description="Download path (parent app only)")
+
+
+class InboxMessage(InboxEntry):
+    attachments: list[AttachmentView] = Field(default_factory=list)
+
+
 class InboxPage(BaseModel):
-    items: list[InboxEntry]
+    items: list[InboxMessage]
     next_before: datetime | None
     next_before_id: str | None
 
@@ -367,6 +380,8 @@ INPUT_MODELS: list[type[BaseModel]] = [
     StaffLinkRequest,
 ]
 OUTPUT_MODELS: list[type[BaseModel]] = [
+    AttachmentView,
+    InboxMessage,
     KeyCreated,
     KeyList,
     AbsenceReplyAck,
@@ -897,7 +912,10 @@ def guardian_paths() -> dict[str, Any]:
                 "summary": "One inbox message",
                 "security": GUARDIAN,
                 "parameters": [message_id],
-                "responses": {"200": ok(InboxEntry, "The message"), **errors(401, 404)},
+                "responses": {
+                    "200": ok(InboxMessage, "The message, with its attachments"),
+                    **errors(401, 404),
+                },
             }
         },
         "/v1/me/inbox/{message_id}/read": {
@@ -1030,6 +1048,91 @@ def provider_paths() -> dict[str, Any]:
                         "content": {"text/xml": {"schema": {"type": "string"}}},
                     },
                     **refused,
+                },
+            }
+        },
+    }
+
+
+FILE = {
+    "description": (
+        "The file, with `Content-Disposition: attachment`, `X-Content-Type-Options: nosniff`"
+        " and its real type"
+    ),
+    "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+}
+
+
+def attachment_paths() -> dict[str, Any]:
+    attachment_id = path_param("id", "The attachment id", **ID)
+    return {
+        "/v1/attachments": {
+            "post": {
+                "tags": ["events"],
+                "summary": 'Upload a file for a message (README "Attachments")',
+                "description": (
+                    "The body is the file itself, streamed; its type is read from its bytes:"
+                    " PDF, JPEG, PNG, DOCX, HEIC (converted to JPEG). Images are re-encoded"
+                    " without EXIF. Name the returned id in `message.created`'s"
+                    " `data.attachments`."
+                ),
+                "security": tenant("events"),
+                "parameters": [
+                    {
+                        "name": "name",
+                        "in": "query",
+                        "required": False,
+                        "description": "The file name shown to recipients",
+                        "schema": {"type": "string", "maxLength": 1000},
+                    }
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/octet-stream": {
+                            "schema": {"type": "string", "format": "binary"}
+                        }
+                    },
+                },
+                "responses": {
+                    "201": ok(AttachmentView, "Stored"),
+                    **{
+                        code: value
+                        for code, value in errors(401, 413, 422).items()
+                        if code != "400"
+                    },
+                    "415": ok(Error, "Not an allowed kind of file (judged from its bytes)"),
+                },
+            }
+        },
+        "/v1/me/inbox/{message_id}/files/{id}": {
+            "get": {
+                "tags": ["parent app"],
+                "summary": "Download an attachment of a message in the guardian's inbox",
+                "security": GUARDIAN,
+                "parameters": [path_param("message_id", "The message id", **ID), attachment_id],
+                "responses": {"200": FILE, **errors(401, 404)},
+            }
+        },
+        "/r/{token}/files/{id}": {
+            "get": {
+                "tags": ["pages"],
+                "summary": "Download an attachment of the message behind a read link",
+                "security": [],
+                "parameters": [
+                    path_param("token", "The opaque token of a personal read link"),
+                    attachment_id,
+                ],
+                "responses": {
+                    "200": FILE,
+                    "404": {
+                        "description": "Friendly page: the link is forged, or no such file",
+                        "content": {"text/html": {"schema": {"type": "string"}}},
+                    },
+                    "410": {
+                        "description": "Friendly page: the link expired or the message is gone",
+                        "content": {"text/html": {"schema": {"type": "string"}}},
+                    },
                 },
             }
         },
@@ -1379,6 +1482,7 @@ def build_spec() -> dict[str, Any]:
         provider_paths,
         webhook_paths,
         read_link_paths,
+        attachment_paths,
         unsubscribe_paths,
     ):
         paths.update(part())

@@ -29,6 +29,9 @@ async def test_quiet_demo_fills_the_outbox(
         assert len({x["delivery_id"] for x in lines}) == len(lines)  # each sent once
     first = emails[0].read_text(encoding="utf-8")
     assert "Message-ID: <" in first and "List-Unsubscribe:" in first
+    # The class message carries the invitation as a PDF attachment (issue 16).
+    invitations = [e for e in emails if 'filename="Innkalling.pdf"' in e.read_text("utf-8")]
+    assert len(invitations) > 20
 
 
 async def test_demo_table_shows_channels_and_suppressions_with_reasons(

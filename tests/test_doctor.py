@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,13 +14,14 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from gateway.doctor import Check, run_checks
+from gateway.doctor import Check, _one, check_files, run_checks
 from gateway.models import WebhookEndpoint
 from gateway.service import Service
 from gateway.settings import Settings
 from gateway.store.sqlite import SqliteStore
 from tests.conftest import SECRET_KEY
 from tests.peers.fcm import FcmServer, write_service_account
+from tests.peers.s3 import S3Peer
 from tests.peers.smtp import SmtpPeer
 from tests.peers.twilio import TwilioPeer
 from tests.test_crash_restart import gateway_env, run_cli
@@ -239,6 +241,7 @@ async def test_the_doctor_command_prints_a_line_per_check_and_exits_1_on_failure
         ["ok", "smtp"],
         ["ok", "twilio"],
         ["ok", "fcm"],
+        ["ok", "files"],
         ["ok", "webhooks"],
     ]
 
@@ -272,8 +275,35 @@ async def test_serve_in_production_logs_the_checks_and_starts_even_when_one_fail
             "smtp": (logging.WARNING, "doctor: failed"),
             "twilio": (logging.INFO, "doctor: ok"),
             "fcm": (logging.INFO, "doctor: ok"),
+            "files": (logging.INFO, "doctor: ok"),
             "webhooks": (logging.INFO, "doctor: ok"),
         }
         assert service.port is not None
     finally:
         await service.stop()
+
+
+async def test_the_attachment_bucket_or_folder_is_checked(tmp_path: Path) -> None:
+    with S3Peer() as s3:
+        s3.create_bucket("skolefiler")
+        good = Settings(attachments={"storage": "s3", "s3": s3.settings("skolefiler")})
+        assert (await check_files_line(good)).startswith("ok    files     bucket skolefiler")
+        missing = Settings(attachments={"storage": "s3", "s3": s3.settings("finnes-ikke")})
+        line = await check_files_line(missing)
+        assert line.startswith("FAIL  files") and "BUDBRINGER_ATTACHMENTS__S3__BUCKET" in line
+        assert "testing-secret-key" not in line
+    read_only = tmp_path / "ro"
+    read_only.mkdir()
+    read_only.chmod(0o500)
+    try:
+        settings = Settings(attachments={"folder": str(read_only / "files")})
+        line = await check_files_line(settings)
+        # root may write anywhere: then the folder passes, as it would in production
+        assert line.startswith("ok") == os.access(read_only, os.W_OK), line
+    finally:
+        read_only.chmod(0o700)
+    assert not (read_only / "files").exists()  # a check writes nothing
+
+
+async def check_files_line(settings: Settings) -> str:
+    return (await _one("files", lambda: check_files(settings.attachments))).line()

@@ -341,3 +341,15 @@ def test_the_catalogues_come_with_templates_dir(tmp_path: Path) -> None:
     )
     out = Renderer(templates, URL).render(message(), delivery("sms", "nb"))
     assert "Beskjed fra Rektor Hansen, Solvang skole" in out.text
+
+
+def test_attachments_are_counted_by_plural_rule_and_folded_in_sms() -> None:
+    from tests.test_attachment_texts import FILES
+
+    renderer = Renderer(TEMPLATES_DIR, URL, link_for=lambda d: f"{URL}/r/tok")
+    sms = renderer.render(message(), delivery("sms", "pl"), FILES).text
+    assert "(2 zalaczniki): " in sms  # folded: the staff text is GSM-7
+    push = renderer.render(message(), delivery("push", "pl"), FILES).short or ""
+    assert push.startswith("2 załączniki. ")  # push is not SMS: nothing to fold
+    arabic = renderer.render(message(), delivery("sms", "ar"), FILES[:1]).text
+    assert "(مرفق واحد)" in arabic  # Arabic has a form of its own for one

@@ -10,6 +10,7 @@ Needs ``/usr/bin/chromium`` (``apt-get install -y chromium``) and axe-core, whic
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -28,14 +29,17 @@ from playwright.async_api import (
 
 from gateway.api.app import create_app
 from gateway.api.context import AppContext
+from gateway.attachments import Attachments
 from gateway.auth import create_tenant
 from gateway.clock import ManualClock
+from gateway.filestore import FolderFiles
 from gateway.models import DeliveryStatus, DirectoryBatch
 from gateway.readlinks import make_read_token
 from gateway.settings import Settings
 from gateway.store import Store
 from tests.conftest import DIRECTORY, SECRET_KEY
 from tests.peers.npm import NODE_MODULES, ensure_node_modules
+from tests.test_attachments import minimal_pdf, photo_with_gps
 from tests.test_readlinks import Seeded, seed
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -83,6 +87,10 @@ class Live(NamedTuple):
         return delivery.status
 
 
+async def _chunks(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def live(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Live]:
     from gateway.store.sqlite import SqliteStore
@@ -109,7 +117,20 @@ async def live(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Live]:
             body=BODY,
             event_id=f"evt-{language}",
         )
-    ctx = AppContext(settings=settings, store=store, clock=clock, secret=SECRET_KEY.encode())
+    # The axe page's message has two attachments (issue 16): the page lists them.
+    files = Attachments(store, FolderFiles(tmp / "files"), settings.attachments, clock)
+    uploaded = [
+        await files.upload(tenant.id, _chunks(minimal_pdf()), "Lapp til turen.pdf"),
+        await files.upload(tenant.id, _chunks(photo_with_gps()), "Bilde fra Vestmarka.jpg"),
+    ]
+    await store.attachments.claim(tenant.id, [a.id for a in uploaded], "m-evt-nb-axe", clock.now())
+    ctx = AppContext(
+        settings=settings,
+        store=store,
+        clock=clock,
+        secret=SECRET_KEY.encode(),
+        attachments=files,
+    )
     runner = web.AppRunner(create_app(ctx))
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -283,6 +304,26 @@ async def test_no_horizontal_scrolling_at_320_px(
             await page.close()
     finally:
         await ctx.close()
+
+
+async def test_the_page_lists_the_attachments_and_downloads_them(
+    live: Live, context: BrowserContext
+) -> None:
+    page, status, blocked = await open_page(context, live.link("nb-axe"))
+    assert status == 200 and blocked == []
+    section = page.get_by_role("region", name="Vedlegg")
+    links = section.get_by_role("link")
+    pdf, photo = await links.all_inner_texts()
+    assert pdf == "Last ned Lapp til turen.pdf (1 kB)"
+    assert re.fullmatch(
+        r"Last ned Bilde fra Vestmarka\.jpg \(\d+ kB\)", photo
+    )  # noise: size varies
+    async with page.expect_download() as waiting:
+        await links.first.click()
+    download = await waiting.value
+    assert download.suggested_filename == "Lapp til turen.pdf"
+    assert Path(await download.path()).read_bytes() == minimal_pdf()
+    await page.close()
 
 
 async def test_axe_finds_no_violations(live: Live, browser: Browser) -> None:

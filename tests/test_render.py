@@ -10,8 +10,8 @@ import pytest
 
 from channels.gsm import encoding
 from gateway.errors import ConfigError
+from gateway.locales import PluralText, resolve_language
 from gateway.locales import load as load_locales
-from gateway.locales import resolve_language
 from gateway.models import Audience, Category, Delivery, Message, Role
 from gateway.render import PUSH_BODY_MAX, Renderer, shorten
 
@@ -199,7 +199,8 @@ def test_norwegian_and_english_texts_are_gsm7() -> None:
     texts = load_locales()["texts"]
     for language in ("nb", "nn", "en"):
         for value in texts[language].values():
-            assert encoding(value) == "GSM-7", value
+            for form in value.forms if isinstance(value, PluralText) else [value]:
+                assert encoding(form) == "GSM-7", form
     for template in (TEMPLATES / "sms").iterdir():
         assert encoding(template.read_text(encoding="utf-8")) == "GSM-7", template.name
 

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from gateway.api import (
     absence,
+    attachments,
     directory,
     escalation,
     events,
@@ -84,6 +85,7 @@ def create_app(ctx: AppContext) -> web.Application:
         staff_pages,
         staff_absence,
         parent_pages,
+        attachments,
     ):
         module.setup(app)
     return app

@@ -13,6 +13,7 @@ from gateway.settings import Settings
 from gateway.store import Store
 
 if TYPE_CHECKING:
+    from gateway.attachments import Attachments
     from gateway.channel_health import ChannelHealth
     from gateway.render import Renderer
 
@@ -30,6 +31,8 @@ class AppContext:
     # each channel's state (ok, degraded, stopped) from the workers' circuit breaker; None
     # in an API-only process (it sends nothing, so it knows nothing about the providers)
     channel_health: ChannelHealth | None = None
+    # uploads, downloads and their storage (gateway/attachments.py); None: not offered
+    attachments: Attachments | None = None
 
 
 CTX = web.AppKey("ctx", AppContext)

@@ -17,6 +17,7 @@ from pydantic import BaseModel
 
 from gateway import constants
 from gateway.api import absence, recipients
+from gateway.api.attachments import attachment_service
 from gateway.api.body import parse_json, read_raw, to_model
 from gateway.api.context import CTX, AppContext
 from gateway.api.limits import body_limit
@@ -122,6 +123,8 @@ async def handle_message_created(
         audience=data.audience,
         created_at=ctx.clock.now(),
     )
+    if data.attachments:
+        await attachment_service(ctx).claim(tenant.id, data.attachments, message.id)
     return await store_message(ctx, message)
 
 

@@ -17,8 +17,9 @@ from typing import Any
 from aiohttp import web
 
 from gateway.api.body import parse_json, read_model, read_raw, to_model
-from gateway.api.context import CTX
+from gateway.api.context import CTX, AppContext
 from gateway.api.paging import page_after_id
+from gateway.attachments import describe
 from gateway.constants import (
     ABSENCE_CONTEXT_KEY,
     ABSENCE_RECORDED,
@@ -184,7 +185,7 @@ async def get_inbox(request: web.Request) -> web.Response:
     # Items about a child whose access was withdrawn (a block, ...) are left out; the
     # cursor still follows the store's page, so paging goes on past them.
     visible = await visible_items(ctx.store, tenant_id, guardian_id, items, ctx.clock.now())
-    rows = [_item_json(item, ctx.renderer) for item in visible]
+    rows = [await _with_files(ctx, tenant_id, _item_json(item, ctx.renderer)) for item in visible]
     last = _item_json(items[-1]) if full else None
     return web.json_response(
         {
@@ -203,7 +204,18 @@ async def get_inbox_item(request: web.Request) -> web.Response:
     )
     if item is None:
         raise NotFound("message not found")
-    return web.json_response(_item_json(item, ctx.renderer))
+    return web.json_response(await _with_files(ctx, tenant_id, _item_json(item, ctx.renderer)))
+
+
+async def _with_files(ctx: AppContext, tenant_id: str, data: dict[str, Any]) -> dict[str, Any]:
+    """An inbox item's JSON with its attachments and where the app downloads them."""
+    message_id = data["message_id"]
+    files = (
+        [] if ctx.attachments is None else await ctx.attachments.for_message(tenant_id, message_id)
+    )
+    base = f"/v1/me/inbox/{message_id}/files/"
+    data["attachments"] = [describe(a, base + a.id) for a in files]
+    return data
 
 
 async def post_inbox_read(request: web.Request) -> web.Response:

@@ -177,6 +177,7 @@ async def inbox(request: web.Request) -> web.Response:
             "from": item.sender_name or item.context.get("unit") or "",
             "when": when(item.created_at, parent.lang),
             "unread": item.read_at is None and item.status is not DeliveryStatus.read,
+            "files": await _file_count(ctx, tenant_id, item.message_id),
         }
         for item in shown
     ]
@@ -201,6 +202,12 @@ async def inbox(request: web.Request) -> web.Response:
         unread_count=unread_count,
     )
     return respond(page)
+
+
+async def _file_count(ctx: AppContext, tenant_id: str, message_id: str) -> int:
+    if ctx.attachments is None:
+        return 0
+    return len(await ctx.attachments.for_message(tenant_id, message_id))
 
 
 async def message(request: web.Request) -> web.StreamResponse:

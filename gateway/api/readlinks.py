@@ -31,6 +31,7 @@ from markupsafe import Markup
 
 from gateway.api.body import read_form
 from gateway.api.context import CTX, AppContext
+from gateway.attachments import file_rows
 from gateway.constants import DEFAULT_TIME_ZONE
 from gateway.errors import ConfigError, LinkExpired, LinkInvalid
 from gateway.locales import RTL_LANGUAGES, catalogue_dir, fill, resolve_language
@@ -122,17 +123,17 @@ def _respond(text: str, status: int = 200) -> web.Response:
     )
 
 
-def _problem(pages: ReadPages, kind: str, status: int) -> web.Response:
+def problem(pages: ReadPages, kind: str, status: int) -> web.Response:
     texts = pages.texts["problems"][kind]
     return _respond(
         pages.html("pages/problem.html", lang="nb", title=texts["nb_title"], p=texts), status
     )
 
 
-def _token_problem(pages: ReadPages, exc: LinkInvalid) -> web.Response:
+def token_problem(pages: ReadPages, exc: LinkInvalid) -> web.Response:
     if isinstance(exc, LinkExpired):
-        return _problem(pages, "expired", 410)
-    return _problem(pages, "invalid", 404)
+        return problem(pages, "expired", 410)
+    return problem(pages, "invalid", 404)
 
 
 async def load_delivery(ctx: AppContext, delivery_id: str) -> tuple[Delivery, Message] | None:
@@ -212,18 +213,25 @@ async def read_page(request: web.Request) -> web.Response:
     try:
         delivery_id = open_read_token(ctx.secret, token, now)
     except LinkInvalid as exc:
-        return _token_problem(pages, exc)
+        return token_problem(pages, exc)
     found = await load_delivery(ctx, delivery_id)
     if found is None:
-        return _problem(pages, "gone", 410)
+        return problem(pages, "gone", 410)
     delivery, message = found
     if can_transition(delivery.status, DeliveryStatus.opened):
         await ctx.store.transition(delivery.id, DeliveryStatus.opened, now, detail="link opened")
     lang = resolve_language(delivery.language)
     done = request.query.get("done") == "1"
+    files = (
+        await ctx.attachments.for_message(message.tenant_id, message.id)
+        if (ctx.attachments is not None)
+        else []
+    )
     html = pages.html(
         "pages/read.html",
         **_page_variables(pages, delivery, message, lang),
+        # Relative to /r/<token>: <token>/files/<id> (gateway/api/attachments.py).
+        files=file_rows(files, f"{token}/files/"),
         token=token,
         csrf=csrf_field(ctx.secret, token),
         read=delivery.status is DeliveryStatus.read or (done and delivery.status in FAILED),
@@ -250,12 +258,12 @@ async def confirm_read(request: web.Request) -> web.StreamResponse:
     try:
         delivery_id = open_read_token(ctx.secret, token, now)
     except LinkInvalid as exc:
-        return _token_problem(pages, exc)
+        return token_problem(pages, exc)
     if not csrf_valid(ctx.secret, token, await _csrf_value(request)):
-        return _problem(pages, "refused", 403)
+        return problem(pages, "refused", 403)
     found = await load_delivery(ctx, delivery_id)
     if found is None:
-        return _problem(pages, "gone", 410)
+        return problem(pages, "gone", 410)
     delivery, _ = found
     await record_read(
         ctx.store, delivery.tenant_id, delivery.recipient_id, delivery.message_id, now, via="link"

@@ -54,6 +54,7 @@ from gateway.models import (
     WebhookStatus,
 )
 from gateway.protection import ProtectionHistoryEntry
+from gateway.store.attachments import AttachmentStore
 from gateway.store.lanes import DEFAULT_NORMAL_SHARE
 
 
@@ -85,6 +86,10 @@ class FlagHistoryEntry:
 
 
 class Store(Protocol):
+    @property
+    def attachments(self) -> AttachmentStore:
+        """Uploads and the messages that took them (gateway/store/attachments.py)."""
+
     # ------------------------------------------------------------------ lifecycle
     async def open(self) -> None:
         """Create the schema if missing and get ready."""

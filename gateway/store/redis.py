@@ -86,6 +86,7 @@ from gateway.store.directory_checks import (
 )
 from gateway.store.redis_absence import AbsenceMixin
 from gateway.store.redis_alert_phones import AlertPhonesMixin
+from gateway.store.redis_attachments import RedisAttachments
 from gateway.store.redis_base import (
     Lua,
     RedisParts,
@@ -431,6 +432,7 @@ class RedisStore(
         # delivery id -> tenant: ids never move, so this cache is never wrong.
         self._where: OrderedDict[str, str] = OrderedDict()
         self._clamp_warned = False
+        self.attachments = RedisAttachments(self)
 
     # ------------------------------------------------------------------ lifecycle
 

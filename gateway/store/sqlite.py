@@ -71,6 +71,7 @@ from gateway.store.directory_checks import (
 )
 from gateway.store.sqlite_absence import AbsenceMixin
 from gateway.store.sqlite_alert_phones import AlertPhonesMixin
+from gateway.store.sqlite_attachments import SqliteAttachments
 from gateway.store.sqlite_base import SqliteParts, dt, dt_opt, id_list, to_json, ts, ts_opt
 from gateway.store.sqlite_keys import KeysMixin, insert_api_key, migrate_api_keys
 from gateway.store.sqlite_postpone import PostponeMixin
@@ -477,6 +478,7 @@ class SqliteStore(
         self._reader: aiosqlite.Connection | None = None
         self._write_lock = asyncio.Lock()
         self._read_lock = asyncio.Lock()
+        self.attachments = SqliteAttachments(self)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -522,7 +524,7 @@ class SqliteStore(
     async def _create_schema(self, db: aiosqlite.Connection) -> None:
         await db.execute("BEGIN IMMEDIATE")
         try:
-            for schema in (_SCHEMA, *self.feature_schemas()):
+            for schema in (_SCHEMA, *self.feature_schemas(), SqliteAttachments.SCHEMA):
                 for statement in schema.split(";"):
                     if statement.strip():
                         await db.execute(statement)
