@@ -32,10 +32,11 @@ test: $(STAMP) test-deps  ## the whole test suite (installs or starts what it ne
 test-deps:      ## redis-server on 127.0.0.1:6379, Debian's chromium, the locked Node packages
 	scripts/test-deps.sh
 
-lint: $(STAMP)  ## ruff and mypy strict
+lint: $(STAMP)  ## ruff, mypy strict and the import rules of docs/architecture.md
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 bench: $(STAMP) ## the emergency-broadcast benchmark (not part of the tests)
 	$(BIN)/budbringer bench
@@ -48,4 +49,4 @@ constraints: $(STAMP) ## re-pin constraints.txt to what the venv has now
 	mv constraints.txt.new constraints.txt
 
 clean:
-	rm -rf $(VENV) demo outbox screenshots budbringer.db* .budbringer-secret .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) demo outbox screenshots budbringer.db* .budbringer-secret .pytest_cache .mypy_cache .ruff_cache .import_linter_cache

@@ -10,7 +10,7 @@ delivery's context (``context["absence"]``; never the staff note, never a reason
   pupil or learner: themself), at once, by push and SMS by default; quiet hours do not
   apply (category absence). Repeated marks of the same child, day and lesson within the
   tenant's window (``AbsenceSettings.dedup_window_minutes``) make one alert: the store
-  folds the later mark into the first (:meth:`gateway.store.Store.claim_absence`), and
+  folds the later mark into the first (:meth:`gateway.store.ports.AbsenceStore.claim_absence`), and
   the event is answered with ``deduplicated_into``.
 * **Escalation**: unread and unanswered after the escalation policy's
   ``after_minutes.absence``, the alert goes out on the next channel (the Escalator);
@@ -40,14 +40,13 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import TYPE_CHECKING, Any
-from zoneinfo import ZoneInfo
+from typing import TYPE_CHECKING, Any, Protocol
 
 from babel.dates import format_date, format_skeleton
 from babel.lists import format_list
 from pydantic import ValidationError
 
-from gateway import webhooks
+from gateway.changes import emit
 from gateway.clock import Clock
 from gateway.constants import (
     ABSENCE_CANCELLED,
@@ -58,15 +57,14 @@ from gateway.constants import (
     ABSENCE_REPORTED,
     ABSENCE_UNREACHED,
     DEFAULT_LANGUAGE,
-    DEFAULT_TIME_ZONE,
     JOB_ABSENCE_PLAN,
     JOB_ABSENCE_UNREACHED,
-    JOB_ESCALATE,
     NEUTRAL_KEY,
     SUPPORTED_LANGUAGES,
     WEBHOOK_ABSENCE_UNROUTED,
 )
 from gateway.errors import ValidationFailed
+from gateway.jobs import JobHandler
 from gateway.models import (
     AbsenceCancelled,
     AbsenceExplanation,
@@ -89,14 +87,13 @@ from gateway.models import (
     Urgency,
     derive_id,
 )
-from gateway.planner import plan_deliveries, queue
+from gateway.planner import local_time, planned, resolution_for
 from gateway.resolver import Recipient, Resolution, resolve
 from gateway.settings import AbsenceSettings, Settings
-from gateway.store import Store
-from gateway.tracker import reach, record_read
+from gateway.store.ports import AbsenceStore, AudienceReader, ChangeFeed, JobQueue, PolicyStore
+from gateway.tracker import ReadStore, reach, record_read
 
 if TYPE_CHECKING:
-    from gateway.dispatcher import Dispatcher, JobHandler
     from gateway.escalation import Escalator
     from gateway.render import Renderer
 
@@ -233,13 +230,29 @@ def part_message_id(tenant_id: str, event_id: str, part: str) -> str:
     return derive_id(tenant_id, f"{event_id}{_SUFFIX}{part}")
 
 
+async def alert_cancelled(store: AbsenceStore, job: Job) -> bool:
+    """Whether an ``escalate`` job is about an absence alert cancelled since: such an alert
+    is not followed up (the service gives this to the Escalator as its ``stop``)."""
+    message_id = job.ref.partition(":")[0]
+    record = await store.get_absence(job.tenant_id, message_id)
+    return record is not None and record.cancelled_at is not None
+
+
+class AbsenceFlowStore(
+    AbsenceStore, ReadStore, AudienceReader, JobQueue, PolicyStore, ChangeFeed, Protocol
+):
+    """What the absence flows need: their records, messages and deliveries with reads, the
+    audience, the queue, the tenant's settings and the change feed."""
+
+
 class Absences:
-    """The absence flows. The API builds one per request (intake, answers, status); the
-    service builds one with the Escalator and registers its jobs with the dispatcher."""
+    """The absence flows (intake, answers, status, planning). The service builds one, with
+    the Escalator, puts it in the app context for the API and gives its ``handlers()``
+    to the job registry."""
 
     def __init__(
         self,
-        store: Store,
+        store: AbsenceFlowStore,
         clock: Clock,
         settings: Settings,
         *,
@@ -254,11 +267,10 @@ class Absences:
         self.escalator = escalator
         self.work_available = work_available or asyncio.Event()
 
-    def register(self, dispatcher: Dispatcher, escalate: JobHandler) -> None:
-        """Do absence jobs on ``dispatcher``; escalation of a cancelled alert stops."""
-        dispatcher.register(JOB_ABSENCE_PLAN, self.plan)
-        dispatcher.register(JOB_ABSENCE_UNREACHED, self.unreached)
-        dispatcher.register(JOB_ESCALATE, self._guard(escalate))
+    def handlers(self) -> dict[str, JobHandler]:
+        """Absence's own jobs: planning its messages and the staff notice of an unreached
+        child. (Escalation of a cancelled alert stops through :func:`alert_cancelled`.)"""
+        return {JOB_ABSENCE_PLAN: self.plan, JOB_ABSENCE_UNREACHED: self.unreached}
 
     async def policy(self, tenant_id: str) -> AbsenceSettings:
         """The tenant's absence settings in force (settings with its override over them)."""
@@ -285,7 +297,7 @@ class Absences:
         snapshot = await self._child_snapshot(tenant_id, data.child_id, data.unit_id, data.group_id)
         now = self.clock.now()
         unit = self._unit(snapshot, data.child_id, data.unit_id)
-        day = data.date or now.astimezone(_zone(unit)).date()
+        day = data.date or local_time(snapshot, now, unit).date()
         lesson_key = data.lesson.key() if data.lesson is not None else "day"
         stored = data.model_dump(mode="json", by_alias=True) | {"date": day.isoformat()}
         record = AbsenceRecord(
@@ -366,7 +378,7 @@ class Absences:
                 "child_id": record.child_id,
                 "reason": NO_STAFF,
             }
-            await webhooks.emit(self.store, tenant_id, WEBHOOK_ABSENCE_UNROUTED, unrouted, now)
+            await emit(self.store, tenant_id, WEBHOOK_ABSENCE_UNROUTED, unrouted, now)
             log.warning("absence report reaches no staff", extra={"message_id": record.message_id})
         everyone = Audience(children=[data.child_id])
         to_staff = Audience(staff=staff) if staff else everyone  # planned to staff only
@@ -489,7 +501,7 @@ class Absences:
         now: datetime,
         unit: Unit | None,
     ) -> bool:
-        on = now.astimezone(_zone(unit)).date()
+        on = local_time(snapshot, now, unit).date()
         audience = Audience(children=[child_id])
         resolution = resolve(snapshot, audience, Category.absence, on)
         return any(
@@ -634,8 +646,7 @@ class Absences:
                 message.tenant_id, Audience(children=[record.child_id])
             )
         unit = self._unit(facts_from, record.child_id, record.data.get("unit_id"))
-        on = now.astimezone(_zone(unit)).date()
-        resolution = resolve(snapshot, message.audience, message.category, on)
+        resolution = resolution_for(message, snapshot, now, unit)
         keep = await self._keep(message, record)
         alert = message.event_type == ABSENCE_RECORDED
         resolution = Resolution(
@@ -646,14 +657,13 @@ class Absences:
         facts = self._facts(_KINDS[message.event_type], record, facts_from)
         deliveries: list[Delivery] = []
         jobs: list[Job] = []
-        for d in plan_deliveries(message, snapshot, resolution, now):
+        for d, send_job in planned(message, snapshot, resolution, now):
             # An adult pupil or learner is told about themself ("You have not been ...").
             own = d.recipient_id == record.child_id
             mine = facts | {"self": True} if own else facts
             if d.context.get(NEUTRAL_KEY):
                 mine = mine | {"unit": "", "group": None}  # rule 4: the renderer words it
             d.context[ABSENCE_CONTEXT_KEY] = mine
-            send_job = queue(d, now, urgent=True)
             if send_job is not None:
                 jobs.append(send_job)
             deliveries.append(d)
@@ -762,17 +772,6 @@ class Absences:
         )
         if not existed:
             log.info("staff told of an unreached absence", extra={"message_id": alert.id})
-
-    def _guard(self, escalate: JobHandler) -> JobHandler:
-        async def guarded(job: Job) -> None:
-            message_id = job.ref.partition(":")[0]
-            record = await self.store.get_absence(job.tenant_id, message_id)
-            if record is not None and record.cancelled_at is not None:
-                await self.store.finish_job(job.id)  # a cancelled alert is not followed up
-                return
-            await escalate(job)
-
-        return guarded
 
     # ------------------------------------------------------------------ answers
 
@@ -894,7 +893,7 @@ class Absences:
             return False  # which child is unclear: staff read it as a plain reply
         child = children[0]
         snapshot = await self.store.load_audience(tenant_id, Audience(children=[child.id]))
-        today = self.clock.now().astimezone(_zone(self._unit(snapshot, child.id, None))).date()
+        today = local_time(snapshot, self.clock.now(), self._unit(snapshot, child.id, None)).date()
         event = {
             "id": "sms-" + derive_id("twilio", provider_id)[:24],
             "type": ABSENCE_REPORTED,
@@ -926,7 +925,7 @@ class Absences:
             return []
         snapshot = await self.store.load_audience(tenant_id, Audience(children=ids))
         unit = next(iter(snapshot.units.values()), None)
-        on = self.clock.now().astimezone(_zone(unit)).date()
+        on = local_time(snapshot, self.clock.now(), unit).date()
         resolution = resolve(snapshot, Audience(children=ids), Category.absence, on)
         allowed = {
             c for r in resolution.recipients if r.person_id == person_id for c in r.child_ids
@@ -996,7 +995,3 @@ class AbsenceStatus:
                 for e in self.explanations
             ],
         }
-
-
-def _zone(unit: Unit | None) -> ZoneInfo:
-    return ZoneInfo(unit.time_zone if unit is not None else DEFAULT_TIME_ZONE)

@@ -22,7 +22,7 @@ import re
 import secrets
 import unicodedata
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 from standardwebhooks.webhooks import Webhook
@@ -30,7 +30,7 @@ from standardwebhooks.webhooks import Webhook
 from gateway.constants import API_KEY_PREFIX, WEBHOOK_SECRET_PREFIX, WEBHOOK_TOLERANCE_SECONDS
 from gateway.errors import Forbidden, Unauthorized
 from gateway.models import ApiKey, Scope, Tenant, first_api_key
-from gateway.store import Store
+from gateway.store.ports import KeyStore, TenantStore
 
 TENANT_HEADER = "X-Budbringer-Tenant"
 # Set on the request by authentication, for the routes and the access log:
@@ -43,6 +43,10 @@ WEBHOOK_HEADERS = ("webhook-id", "webhook-timestamp", "webhook-signature")
 
 # The authenticated tenant of a request, for the access log.
 TENANT_ID = web.RequestKey("tenant_id", str)
+
+
+class AuthStore(KeyStore, TenantStore, Protocol):
+    """What authenticating a request needs: the key by its hash and its tenant."""
 
 
 def new_api_key() -> str:
@@ -76,7 +80,7 @@ def new_key_id() -> str:
 
 
 async def create_tenant(
-    store: Store, name: str, now: datetime, *, protected: bool = False
+    store: TenantStore, name: str, now: datetime, *, protected: bool = False
 ) -> tuple[Tenant, str, str]:
     """Create a tenant; return (tenant, api_key, webhook_secret).
 
@@ -98,7 +102,7 @@ async def create_tenant(
 
 
 async def create_api_key(
-    store: Store,
+    store: KeyStore,
     tenant_id: str,
     scopes: list[Scope],
     now: datetime,
@@ -128,7 +132,7 @@ def _bearer_key(request: web.Request) -> str | None:
 
 
 async def authenticate_bearer(
-    request: web.Request, store: Store, now: datetime, scope: Scope
+    request: web.Request, store: AuthStore, now: datetime, scope: Scope
 ) -> Tenant:
     """The tenant whose API key is in ``Authorization: Bearer``, if the key has ``scope``.
 
@@ -203,7 +207,7 @@ def _signature_matches(
 
 
 async def authenticate_event(
-    request: web.Request, raw: bytes, store: Store, now: datetime
+    request: web.Request, raw: bytes, store: AuthStore, now: datetime
 ) -> Tenant:
     """The tenant that sent this event: by API key, or by a Standard Webhooks signature.
 

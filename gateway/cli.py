@@ -44,7 +44,7 @@ async def _serve(settings: Settings, *, api: bool, workers: bool) -> None:
 async def _tenants_create(settings: Settings, name: str, scopes: list[str] | None = None) -> None:
     from gateway.auth import create_tenant
     from gateway.clock import SystemClock
-    from gateway.store import open_store
+    from gateway.store.backends import open_store
 
     store = open_store(settings.store_url)
     await store.open()
@@ -64,7 +64,7 @@ async def _tenants_create(settings: Settings, name: str, scopes: list[str] | Non
 
 
 async def _tenants_list(settings: Settings) -> None:
-    from gateway.store import open_store
+    from gateway.store.backends import open_store
 
     store = open_store(settings.store_url)
     await store.open()
@@ -82,7 +82,7 @@ async def _keys(settings: Settings, args: argparse.Namespace) -> None:
     from gateway.api.keys import key_view
     from gateway.auth import create_api_key
     from gateway.clock import SystemClock
-    from gateway.store import open_store
+    from gateway.store.backends import open_store
 
     now = SystemClock().now()
     store = open_store(settings.store_url)
@@ -134,7 +134,7 @@ async def _import_oneroster(settings: Settings, args: argparse.Namespace) -> int
         parse_responsibility_roles,
     )
     from gateway.progress import stages
-    from gateway.store import open_store
+    from gateway.store.backends import open_store
 
     try:
         options = ImportOptions(

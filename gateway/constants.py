@@ -32,6 +32,10 @@ EVERYDAY_CATEGORIES = frozenset({"general", "reminder", "absence", "emergency"})
 MANDATORY_CATEGORIES = frozenset({"absence", "emergency"})
 # Categories that ignore quiet hours.
 URGENT_CATEGORIES = frozenset({"absence", "emergency"})
+# Categories reached per child (gateway/tracker.py); the others per recipient.
+PER_CHILD = frozenset({"absence", "emergency"})
+# Marks a delivery planned by escalation (its value says which step) in Delivery.context.
+ESCALATION_KEY = "escalation"
 
 # Outbound webhooks to the platform: job kinds and event types.
 JOB_WEBHOOK_FANOUT = "webhook_fanout"

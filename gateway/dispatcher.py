@@ -24,21 +24,22 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
-from zoneinfo import ZoneInfo
+from typing import Protocol
 
 from channels.base import Channel
 from gateway.attachments import Attachments
 from gateway.channel_gate import ChannelGate
 from gateway.channel_health import ChannelHealth
 from gateway.clock import Clock
-from gateway.constants import DEFAULT_TIME_ZONE, JOB_CONTACT_FAILING, JOB_PLAN, JOB_SEND
+from gateway.constants import JOB_CONTACT_FAILING, JOB_PLAN, JOB_SEND
 from gateway.errors import (
     ChannelUnavailable,
     DeadAddress,
     PermanentDeliveryError,
     TransientDeliveryError,
 )
-from gateway.followups import after_failure, failover_job, run_contact_job
+from gateway.followups import ContactStore, after_failure, failover_job, run_contact_job
+from gateway.jobs import JobHandler, registry
 from gateway.metrics import PROVIDER_LATENCY, SENDS
 from gateway.models import (
     FINAL,
@@ -47,23 +48,24 @@ from gateway.models import (
     ChannelName,
     Delivery,
     DeliveryStatus,
-    DirectorySnapshot,
     Job,
     Message,
     Receipt,
     Rendered,
 )
 from gateway.outcomes import OutcomeBatcher
-from gateway.planner import plan_deliveries, queue, urgent_work
-from gateway.recheck import held
+from gateway.planner import planned, resolution_for
+from gateway.recheck import HoldStore, held
 from gateway.render import Renderer
-from gateway.resolver import resolve
 from gateway.settings import DispatchSettings
-from gateway.store import SendOutcome, Store
+from gateway.store.ports import (
+    MessageStore,
+    RateLimiter,
+    SendLedger,
+)
+from gateway.store.records import SendOutcome
 
 log = logging.getLogger(__name__)
-
-JobHandler = Callable[[Job], Awaitable[None]]
 
 PLAN_BATCH = 1000
 UNAVAILABLE_RECHECK = 60.0  # seconds before a stopped channel is tried again
@@ -78,10 +80,15 @@ def backoff(attempt: int, base: float, cap: float, retry_after: float | None) ->
     return delay
 
 
+class DispatchStore(HoldStore, ContactStore, MessageStore, SendLedger, RateLimiter, Protocol):
+    """What the dispatcher needs: the queue, messages, deliveries and the audience to plan
+    and recheck (through HoldStore and ContactStore), the send ledger, the rate limits."""
+
+
 class Dispatcher:
     def __init__(
         self,
-        store: Store,
+        store: DispatchStore,
         channels: Mapping[str, Channel],
         renderer: Renderer,
         clock: Clock,
@@ -90,6 +97,8 @@ class Dispatcher:
         work_available: asyncio.Event | None = None,
         health: ChannelHealth | None = None,
         attachments: Attachments | None = None,
+        handlers: Mapping[str, JobHandler] | None = None,
+        on_planned: Callable[[Message], Awaitable[None]] | None = None,
     ) -> None:
         self.store = store
         self.channels = channels
@@ -116,20 +125,26 @@ class Dispatcher:
         # Send outcomes are committed in batches (one transaction for many sends).
         self._outcomes = OutcomeBatcher(store)
         self._stopping = asyncio.Event()
-        # Job kind -> handler. Features (webhooks, escalation, ...) add theirs with register().
-        self._handlers: dict[str, JobHandler] = {
+        # Job kind -> handler: the dispatcher's own and the features' (the service builds
+        # them with gateway.jobs.registry); a kind handled twice is refused here too.
+        self._handlers = registry(self.handlers(), handlers or {})
+        # Escalation's hook (gateway/escalation.py): a message planned. A failed delivery's
+        # failover is a job committed with the failure (gateway/followups.py).
+        self.on_planned = on_planned
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """The job kinds this dispatcher claims: those it has a handler for."""
+        return tuple(self._handlers)
+
+    def handlers(self) -> dict[str, JobHandler]:
+        """The dispatcher's own jobs: plan a message, send a delivery, and the follow-up of
+        a dead address or device (gateway/followups.py)."""
+        return {
             JOB_PLAN: self.plan,
             JOB_SEND: self.send,
             JOB_CONTACT_FAILING: lambda job: run_contact_job(self.store, job),
         }
-        # Escalation's hook (gateway/escalation.py): a message planned. A failed delivery's
-        # failover is a job committed with the failure (gateway/followups.py).
-        self.on_planned: Callable[[Message], Awaitable[None]] | None = None
-
-    def register(self, kind: str, handler: JobHandler) -> None:
-        """Do jobs of ``kind`` with ``handler``. A handler finishes or retries its job itself;
-        an exception it raises is logged and the job retried with backoff."""
-        self._handlers[kind] = handler
 
     # ------------------------------------------------------------------ loop
 
@@ -167,7 +182,7 @@ class Dispatcher:
         if not self._ready:
             now = self.clock.now()
             jobs = await self.store.claim_jobs(
-                tuple(self._handlers),
+                self.kinds,
                 # A buffer of at most one round of sends, so a buffered job starts well
                 # within its lease (see _release_stale for when it does not).
                 max(free, min(self.settings.batch, self.settings.concurrency)),
@@ -280,13 +295,10 @@ class Dispatcher:
             return
         snapshot = await self.store.load_audience(message.tenant_id, message.audience)
         now = self.clock.now()
-        on = now.astimezone(ZoneInfo(_time_zone(snapshot))).date()
-        resolution = resolve(snapshot, message.audience, message.category, on)
+        resolution = resolution_for(message, snapshot, now)
         deliveries: list[Delivery] = []
         jobs: list[Job] = []
-        urgent = urgent_work(message.category)
-        for delivery in plan_deliveries(message, snapshot, resolution, now):
-            send_job = queue(delivery, now, urgent=urgent)
+        for delivery, send_job in planned(message, snapshot, resolution, now):
             if send_job is not None:
                 jobs.append(send_job)
             deliveries.append(delivery)
@@ -534,9 +546,3 @@ class Dispatcher:
     def unavailable(self) -> dict[str, str]:
         """Channels not ok -> their last error code."""
         return self.health.unavailable()
-
-
-def _time_zone(snapshot: DirectorySnapshot) -> str:
-    for unit in snapshot.units.values():
-        return unit.time_zone
-    return DEFAULT_TIME_ZONE

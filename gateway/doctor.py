@@ -73,7 +73,7 @@ class Failed(Exception):
 
 
 async def check_store(settings: Settings) -> str:
-    from gateway.store import open_store
+    from gateway.store.backends import open_store
 
     store = open_store(settings.store_url)
     try:
@@ -272,7 +272,7 @@ async def check_fcm(fcm: FcmSettings, public_url: str) -> str:
 
 
 async def check_webhooks(settings: Settings) -> list[Check]:
-    from gateway.store import open_store
+    from gateway.store.backends import open_store
 
     store = open_store(settings.store_url)
     await store.open()

@@ -29,15 +29,22 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import ValidationError
 
 from gateway.clock import Clock
-from gateway.constants import ABSENCE_CONTEXT_KEY, JOB_ESCALATE, SUPPRESSED_CHANNEL
+from gateway.constants import (
+    ABSENCE_CONTEXT_KEY,
+    ESCALATION_KEY,
+    JOB_ESCALATE,
+    PER_CHILD,
+    SUPPRESSED_CHANNEL,
+)
 from gateway.followups import FAILOVER, QUIET_CHANNELS
+from gateway.jobs import JobHandler
 from gateway.metrics import ESCALATED
 from gateway.models import (
     TERMINAL_FAILURES,
@@ -51,12 +58,12 @@ from gateway.models import (
     Preferences,
     Role,
 )
-from gateway.planner import plan_deliveries, queue, route, urgent_work
-from gateway.recheck import allowed_children, local_time, recheck_audience
+from gateway.planner import local_time, plan_deliveries, queue, route, urgent_work
+from gateway.recheck import RecheckStore, allowed_children, recheck_audience
 from gateway.resolver import Recipient, Resolution, Suppression, resolve
 from gateway.settings import EscalationSettings
-from gateway.store import Store
-from gateway.tracker import ESCALATION_KEY, PER_CHILD, asks_receipt, reach
+from gateway.store.ports import DeliveryStore, JobQueue, MessageStore, PolicyStore
+from gateway.tracker import asks_receipt, reach
 
 log = logging.getLogger(__name__)
 
@@ -112,21 +119,34 @@ def step_job(message: Message, step: int, due: datetime) -> Job:
     )
 
 
+class EscalationStore(DeliveryStore, MessageStore, JobQueue, PolicyStore, RecheckStore, Protocol):
+    """What escalation needs: deliveries and reads of a message, its audience, the queue
+    and the tenant's policy override."""
+
+
 class Escalator:
     """Schedules and does escalation work; ``run`` is the handler of ``escalate`` jobs."""
 
     def __init__(
         self,
-        store: Store,
+        store: EscalationStore,
         clock: Clock,
         settings: EscalationSettings,
         *,
         work_available: asyncio.Event | None = None,
+        stop: Callable[[Job], Awaitable[bool]] | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
         self.settings = settings
         self.work_available = work_available or asyncio.Event()
+        # Whether a job's message is no longer followed up at all (a cancelled absence
+        # alert: gateway.absence.alert_cancelled), given by the service.
+        self.stop = stop
+
+    def handlers(self) -> dict[str, JobHandler]:
+        """Escalation's timed steps and failovers."""
+        return {JOB_ESCALATE: self.run}
 
     async def policy(self, tenant_id: str) -> EscalationSettings:
         """The tenant's policy in force."""
@@ -150,6 +170,9 @@ class Escalator:
 
     async def run(self, job: Job) -> None:
         """Do one ``escalate`` job: a timed step or a failover."""
+        if self.stop is not None and await self.stop(job):
+            await self.store.finish_job(job.id)
+            return
         message_id, _, rest = job.ref.partition(":")
         kind, _, argument = rest.partition(":")
         message = await self.store.get_message(job.tenant_id, message_id)

@@ -6,7 +6,7 @@ channel (an ``escalate`` job), and a dead address is dealt with (a push device
 pruned, a phone number or email address marked failing: a ``contact_failing``
 job). They used to run as a second step after the outcome's commit, so a crash
 in between lost them. Now the caller hands the jobs to the store together with
-the outcome (:attr:`gateway.store.SendOutcome.jobs`, ``Store.transition(jobs=)``):
+the outcome (:attr:`gateway.store.SendOutcome.jobs`, ``DeliveryStore.transition(jobs=)``):
 SQLite stores them in the outcome's transaction; Redis queues them in the same
 round trip, due a moment later (see ``RedisStore``). Their handlers check the state
 they act on, so a job stored with a refused move, or run twice, does no harm.
@@ -18,18 +18,23 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
+from typing import Protocol
 
 from gateway.constants import JOB_CONTACT_FAILING, JOB_ESCALATE, SUPPRESSED_CHANNEL
 from gateway.models import ChannelName, Delivery, Job
-from gateway.store import Store
+from gateway.store.ports import DeliveryStore, GuardianStore, JobQueue
 
 log = logging.getLogger(__name__)
 
 FAILOVER = "failover"  # the kind of an escalate job's ref (see gateway/escalation.py)
 # Channels without failover: in-app is the fallback of everything, suppression tells nobody.
 QUIET_CHANNELS = frozenset({ChannelName.inapp.value, SUPPRESSED_CHANNEL})
-# The contact kind a channel's address is, for Store.mark_contact_failing.
+# The contact kind a channel's address is, for DeliveryStore.mark_contact_failing.
 CONTACT_KIND = {"sms": "phone", "email": "email"}
+
+
+class ContactStore(DeliveryStore, GuardianStore, JobQueue, Protocol):
+    """What a contact job needs: the delivery, the failing mark, the device to drop."""
 
 
 def failover_job(delivery: Delivery, at: datetime, *, urgent: bool) -> Job | None:
@@ -76,7 +81,7 @@ def after_failure(
     return [job for job in jobs if job is not None]
 
 
-async def run_contact_job(store: Store, job: Job) -> None:
+async def run_contact_job(store: ContactStore, job: Job) -> None:
     """Do a ``contact_failing`` job: prune the device or mark the address, then end it."""
     delivery_id, _, reason = job.ref.partition(":")
     delivery = await store.get_delivery(delivery_id)

@@ -19,9 +19,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from gateway.constants import SUPPRESSED_CHANNEL
+from gateway.constants import ESCALATION_KEY, SUPPRESSED_CHANNEL
 from gateway.models import TERMINAL_FAILURES, ChannelName, Delivery, DeliveryStatus
-from gateway.tracker import ESCALATION_KEY, Reach
+from gateway.tracker import Reach
 
 ALL_SUPPRESSED = "all_suppressed"
 ALL_FAILED = "all_failed"

@@ -33,7 +33,7 @@ is pure and reports every problem at once as :class:`ValidationFailed` rows
 ``{"loc": [file, row, field], ...}``; ``row`` is the 1-based line in the CSV
 file where the record starts (the header is line 1). Messages never contain
 the values themselves: they may be personal data. :func:`apply_oneroster`
-writes the result through the all-or-nothing ``Store.apply_directory``.
+writes the result through the all-or-nothing ``DirectoryStore.apply_directory``.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Protocol, TypeVar
 from zoneinfo import ZoneInfo
 
 import phonenumbers
@@ -71,9 +71,7 @@ from gateway.models import (
     normalise_phone,
 )
 from gateway.settings import ArchiveSettings
-
-if TYPE_CHECKING:
-    from gateway.store import Store
+from gateway.store.ports import AudienceReader, DirectoryStore
 
 VERSIONS = ("1.1", "1.2")
 MANIFEST = "manifest.csv"
@@ -337,7 +335,7 @@ def describe(error: Mapping[str, Any]) -> str:
 
 
 def counts(batch: DirectoryBatch) -> dict[str, int]:
-    """Rows per kind, in the shape ``Store.apply_directory`` returns (for a dry run)."""
+    """Rows per kind, in the shape ``DirectoryStore.apply_directory`` returns (for a dry run)."""
     return {
         "units": len(batch.units),
         "groups": len(batch.groups),
@@ -410,8 +408,12 @@ def read_oneroster_zip(data: bytes, options: ImportOptions | None = None) -> Dir
 # --------------------------------------------------------------------------- writing
 
 
+class ImportStore(DirectoryStore, AudienceReader, Protocol):
+    """The directory's writes, and its reads to compare an import with."""
+
+
 async def apply_oneroster(
-    store: Store,
+    store: ImportStore,
     tenant_id: str,
     batch: DirectoryBatch,
     at: datetime | None = None,

@@ -3,7 +3,7 @@
 Under load every send ends with a write (its status and the end of its job). One
 transaction per send serialises the dispatcher behind the store's single writer;
 :class:`OutcomeBatcher` collects the outcomes that arrive while a commit is under
-way and commits them together with :meth:`Store.finish_sends`. A caller's
+way and commits them together with :meth:`SendLedger.finish_sends`. A caller's
 ``commit`` returns only once its outcome is durable, so a job is never reported
 done before its outcome is stored. When idle, an outcome is committed at once
 (after one turn of the event loop), so a single alert waits for nothing.
@@ -17,7 +17,8 @@ import logging
 from collections.abc import Sequence
 
 from gateway.errors import StoreError
-from gateway.store import SendOutcome, Store
+from gateway.store.ports import SendLedger
+from gateway.store.records import SendOutcome
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ class OutcomeBatcher:
 
     def __init__(
         self,
-        store: Store,
+        store: SendLedger,
         *,
         max_batch: int = MAX_BATCH,
         retry_delays: Sequence[float] = RETRY_DELAYS,

@@ -36,7 +36,7 @@ from gateway.models import (
     Unit,
 )
 from gateway.protection import hides_places, sensitive_children
-from gateway.resolver import Recipient, Resolution, Suppression
+from gateway.resolver import Recipient, Resolution, Suppression, resolve
 
 # Failing contact kinds, as the store records them.
 PHONE = "phone"
@@ -196,6 +196,35 @@ def _wall_clock_to_utc(day: date, at: time, zone: ZoneInfo, after: datetime) -> 
         else:
             low = middle
     return high.replace(microsecond=0)
+
+
+def local_time(snapshot: DirectorySnapshot, at: datetime, unit: Unit | None = None) -> datetime:
+    """``at`` where the message is about: in the time zone of ``unit`` (absence: the
+    child's), else of the snapshot's first unit, else Norway's. The one time-zone rule
+    of planning, rechecks, escalation and absence."""
+    if unit is None:
+        unit = next(iter(snapshot.units.values()), None)
+    return at.astimezone(ZoneInfo(unit.time_zone if unit is not None else DEFAULT_TIME_ZONE))
+
+
+def resolution_for(
+    message: Message, snapshot: DirectorySnapshot, now: datetime, unit: Unit | None = None
+) -> Resolution:
+    """Who may be told about ``message`` (gateway/resolver.py) on today's local date."""
+    on = local_time(snapshot, now, unit).date()
+    return resolve(snapshot, message.audience, message.category, on)
+
+
+def planned(
+    message: Message, snapshot: DirectorySnapshot, resolution: Resolution, now: datetime
+) -> Iterator[tuple[Delivery, Job | None]]:
+    """The planning pipeline of a message (the dispatcher's ``plan`` and absence's): each
+    delivery of the resolution, made ready with its send job (None for an in-app delivery
+    or a suppression record), urgent for absence and emergency. Escalation picks one
+    channel per person and uses :func:`plan_deliveries` and :func:`queue` itself."""
+    urgent = urgent_work(message.category)
+    for delivery in plan_deliveries(message, snapshot, resolution, now):
+        yield delivery, queue(delivery, now, urgent=urgent)
 
 
 def plan_deliveries(

@@ -20,11 +20,11 @@ import hashlib
 import hmac
 import secrets
 from collections.abc import Collection, Iterable
-from typing import Any
+from typing import Any, Protocol
 
 from gateway.constants import ABSENCE_MESSAGE_TYPES, SCOPE_PROTECTED
 from gateway.models import Category, Message
-from gateway.store import Store
+from gateway.store.ports import AudienceReader, TenantStore
 
 PSEUDONYM_PREFIX = "protected-"
 _PSEUDONYM_LABEL = b"budbringer/status-pseudonym/v1"
@@ -59,8 +59,12 @@ class Names:
         return [self(p) for p in person_ids]
 
 
+class NamesStore(AudienceReader, TenantStore, Protocol):
+    """Who is protected and whether the tenant may see them."""
+
+
 async def names_for(
-    store: Store,
+    store: NamesStore,
     secret: bytes,
     tenant_id: str,
     person_ids: Iterable[str],

@@ -14,35 +14,37 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime
-from zoneinfo import ZoneInfo
+from typing import Protocol
 
-from gateway.constants import DEFAULT_TIME_ZONE
+from gateway.constants import ESCALATION_KEY, PER_CHILD
 from gateway.models import (
     Audience,
     Category,
     Delivery,
     DeliveryStatus,
-    DirectorySnapshot,
     Job,
     Message,
     Role,
 )
+from gateway.planner import local_time
 from gateway.resolver import BLOCKED, Resolution, resolve
-from gateway.store import SendOutcome, Store
-from gateway.tracker import ESCALATION_KEY, PER_CHILD
+from gateway.store.ports import AudienceReader, JobQueue, ReachStore
+from gateway.store.records import SendOutcome
 
 REACHED = "reached"
+
+
+class RecheckStore(AudienceReader, ReachStore, Protocol):
+    """What checking rights and reach again needs."""
+
+
+class HoldStore(RecheckStore, JobQueue, Protocol):
+    """The dispatcher's gate: the recheck plus putting a job off."""
 
 
 def needs_recheck(delivery: Delivery) -> bool:
     """Whether a send must re-check rights first: it was deferred, or escalation planned it."""
     return delivery.not_before is not None or ESCALATION_KEY in delivery.context
-
-
-def local_time(snapshot: DirectorySnapshot, at: datetime) -> datetime:
-    """``at`` in the time zone of the snapshot's (first) unit."""
-    zone = next((u.time_zone for u in snapshot.units.values()), DEFAULT_TIME_ZONE)
-    return at.astimezone(ZoneInfo(zone))
 
 
 def recheck_audience(
@@ -86,7 +88,7 @@ def allowed_children(
 
 
 async def is_reached(
-    store: Store, message: Message, recipient_id: str, child_ids: Iterable[str]
+    store: ReachStore, message: Message, recipient_id: str, child_ids: Iterable[str]
 ) -> bool:
     """Whether following ``recipient_id`` up is pointless: they read it, or (absence,
     emergency) every child it concerns them for was reached by someone."""
@@ -101,7 +103,7 @@ async def is_reached(
 
 
 async def withheld(
-    store: Store, message: Message, delivery: Delivery, now: datetime
+    store: RecheckStore, message: Message, delivery: Delivery, now: datetime
 ) -> tuple[DeliveryStatus, str] | None:
     """Why a deferred or escalation delivery must not go now, or None when it may.
 
@@ -131,7 +133,7 @@ async def withheld(
 
 
 async def held(
-    store: Store,
+    store: HoldStore,
     load_message: Callable[[Delivery], Awaitable[Message | None]],
     commit: Callable[[SendOutcome], Awaitable[None]],
     job: Job,

@@ -12,23 +12,29 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
+from typing import Protocol
 
 from gateway.attachments import Attachments
 from gateway.clock import Clock
 from gateway.constants import JOB_PURGE
+from gateway.jobs import JobHandler
 from gateway.models import Job
-from gateway.store import Store
+from gateway.store.ports import DeliveryStore, JobQueue, RetentionStore
 
 log = logging.getLogger(__name__)
 
 PURGE_EVERY = timedelta(days=1)
 
 
+class PurgeStore(RetentionStore, JobQueue, DeliveryStore, Protocol):
+    """The purge, and its daily job (queued through ``add_deliveries``)."""
+
+
 class Retention:
     """The purge job: ``schedule()`` makes sure it exists; ``run`` is its handler."""
 
     def __init__(
-        self, store: Store, clock: Clock, days: int, *, attachments: Attachments | None = None
+        self, store: PurgeStore, clock: Clock, days: int, *, attachments: Attachments | None = None
     ) -> None:
         self.store = store
         self.attachments = attachments
@@ -39,6 +45,10 @@ class Retention:
         """Queue the daily purge unless it is queued already (any process may call this)."""
         job = Job(id=JOB_PURGE, tenant_id="", kind=JOB_PURGE, ref="", due_at=self.clock.now())
         await self.store.add_deliveries([], [job])
+
+    def handlers(self) -> dict[str, JobHandler]:
+        """The daily purge."""
+        return {JOB_PURGE: self.run}
 
     async def run(self, job: Job) -> None:
         now = self.clock.now()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import secrets
@@ -19,24 +20,25 @@ from aiohttp import web
 
 from channels import Channel, build_channels
 from gateway import sms_status
-from gateway.absence import Absences
+from gateway.absence import Absences, alert_cancelled
 from gateway.api.app import create_app
 from gateway.api.context import AppContext
 from gateway.api.limits import listen, runner_options
 from gateway.attachments import Attachments
 from gateway.clock import Clock, SystemClock
 from gateway.config_check import refuse_unsafe_production
-from gateway.constants import JOB_ESCALATE, JOB_PURGE, JOB_SMS_STATUS
 from gateway.dispatcher import Dispatcher
 from gateway.doctor import log_checks
 from gateway.errors import ConfigError
 from gateway.escalation import Escalator
 from gateway.filestore import open_file_store
+from gateway.jobs import registry
 from gateway.readlinks import read_link_maker
 from gateway.render import Renderer
 from gateway.retention import Retention
 from gateway.settings import Settings
-from gateway.store import Store, open_store
+from gateway.store import Store
+from gateway.store.backends import open_store
 from gateway.webhooks import WebhookService
 
 log = logging.getLogger(__name__)
@@ -108,57 +110,62 @@ class Service:
             locale_dir=settings.locale_dir,
             email_max_bytes=settings.attachments.email_max_bytes,
         )
-        self.ctx = AppContext(
-            settings=settings,
-            store=self.store,
-            clock=self.clock,
-            secret=secret,
-            renderer=self.renderer,
-            attachments=self.attachments,
-        )
-        self.dispatcher = Dispatcher(
-            self.store,
-            self.channels,
-            self.renderer,
-            self.clock,
-            settings.dispatch,
-            work_available=self.ctx.work_available,
-            attachments=self.attachments,
-        )
-        if workers:
-            self.ctx.channel_health = self.dispatcher.health
-        self.webhooks = WebhookService(
-            self.store,
-            self.clock,
-            settings.webhooks,
-            public_only=settings.environment == "production",
-            secret=self.ctx.secret,
-        )
-        self.webhooks.register(self.dispatcher)
+        # Set whenever new work is queued, so idle workers wake at once.
+        wake = asyncio.Event()
         self.escalator = Escalator(
-            self.store, self.clock, settings.escalation, work_available=self.ctx.work_available
+            self.store,
+            self.clock,
+            settings.escalation,
+            work_available=wake,
+            stop=functools.partial(alert_cancelled, self.store),
         )
-        self.dispatcher.register(JOB_ESCALATE, self.escalator.run)
         self.absences = Absences(
             self.store,
             self.clock,
             settings,
             renderer=self.renderer,
             escalator=self.escalator,
-            work_available=self.ctx.work_available,
+            work_available=wake,
         )
-        self.absences.register(self.dispatcher, self.escalator.run)
+        self.webhooks = WebhookService(
+            self.store,
+            self.clock,
+            settings.webhooks,
+            public_only=settings.environment == "production",
+            secret=secret,
+        )
         self.retention = Retention(
             self.store, self.clock, settings.retention_days, attachments=self.attachments
         )
-        self.dispatcher.register(JOB_PURGE, self.retention.run)
-        self.dispatcher.register(
-            JOB_SMS_STATUS,
-            lambda job: sms_status.run_parked(
-                self.store, job, self.clock.now(), self.ctx.work_available
+        # One registry of every feature's jobs: a kind claimed twice stops the start here.
+        self.dispatcher = Dispatcher(
+            self.store,
+            self.channels,
+            self.renderer,
+            self.clock,
+            settings.dispatch,
+            work_available=wake,
+            attachments=self.attachments,
+            handlers=registry(
+                self.webhooks.handlers(),
+                self.escalator.handlers(),
+                self.absences.handlers(),
+                self.retention.handlers(),
+                sms_status.handlers(self.store, self.clock, wake),
             ),
+            on_planned=self.escalator.after_plan,
         )
-        self.dispatcher.on_planned = self.escalator.after_plan
+        self.ctx = AppContext(
+            settings=settings,
+            store=self.store,
+            clock=self.clock,
+            secret=secret,
+            renderer=self.renderer,
+            work_available=wake,
+            channel_health=self.dispatcher.health if workers else None,
+            absences=self.absences,
+            attachments=self.attachments,
+        )
         self._runner: web.AppRunner | None = None
         self._server: asyncio.Server | None = None
         self._worker_task: asyncio.Task[None] | None = None

@@ -387,7 +387,7 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     """Build settings: explicit overrides, then environment, then the TOML file."""
     import os
 
-    from gateway.config_check import check_names
+    from gateway.config_names import check_names
 
     _TOML_FILE.clear()
     if config_file is not None:
@@ -397,7 +397,7 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
             raise ConfigError(f"config file not found: {config_file}")
     # Before the TOML file is handed to the settings source: a refusal must not leave it
     # behind for the next Settings() of this process.
-    check_names(os.environ, config_file)
+    check_names(os.environ, config_file, Settings)
     if config_file is not None:
         _TOML_FILE["path"] = config_file
     try:

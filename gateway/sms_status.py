@@ -20,14 +20,17 @@ import asyncio
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from channels.sms import DEAD_NUMBER_CODES
+from gateway.clock import Clock
 from gateway.constants import JOB_SMS_STATUS
 from gateway.followups import after_failure
+from gateway.jobs import JobHandler
 from gateway.metrics import CALLBACKS_PARKED
 from gateway.models import TERMINAL_FAILURES, Delivery, DeliveryStatus, Job
 from gateway.planner import urgent_work
-from gateway.store import Store
+from gateway.store.ports import DeliveryStore, JobQueue, MessageStore, ProviderLookup
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +60,10 @@ FAILOVER_STATUSES = frozenset({DeliveryStatus.failed, DeliveryStatus.undelivered
 _SEP = "\x1f"
 
 
+class CallbackStore(DeliveryStore, ProviderLookup, MessageStore, JobQueue, Protocol):
+    """What applying and parking callbacks needs."""
+
+
 @dataclass(frozen=True, slots=True)
 class StatusReport:
     """What one Twilio status callback says (nothing personal: no number, no body)."""
@@ -76,7 +83,11 @@ def _is_dead_number(error_code: str | None) -> bool:
 
 
 async def apply(
-    store: Store, delivery: Delivery, report: StatusReport, now: datetime, wake: asyncio.Event
+    store: CallbackStore,
+    delivery: Delivery,
+    report: StatusReport,
+    now: datetime,
+    wake: asyncio.Event,
 ) -> bool:
     """Apply a report to its delivery, with its follow-ups; True when the status moved."""
     status = report.status
@@ -108,7 +119,7 @@ async def apply(
     return moved
 
 
-async def delivery_for(store: Store, delivery_id: str | None, sid: str) -> Delivery | None:
+async def delivery_for(store: CallbackStore, delivery_id: str | None, sid: str) -> Delivery | None:
     """The SMS delivery a callback is about: the one its URL names, else by SID."""
     if delivery_id:
         delivery = await store.get_delivery(delivery_id)
@@ -130,7 +141,7 @@ def park_job(report: StatusReport) -> Job:
     )
 
 
-async def park(store: Store, report: StatusReport) -> None:
+async def park(store: DeliveryStore, report: StatusReport) -> None:
     await store.add_deliveries([], [park_job(report)])
     CALLBACKS_PARKED.labels("parked").inc()
     log.info("twilio status callback parked: SID not known yet", extra={"provider_id": report.sid})
@@ -141,7 +152,7 @@ def _report(job: Job) -> StatusReport:
     return StatusReport(sid, raw_status, error_code or None, datetime.fromisoformat(received))
 
 
-async def run_parked(store: Store, job: Job, now: datetime, wake: asyncio.Event) -> None:
+async def run_parked(store: CallbackStore, job: Job, now: datetime, wake: asyncio.Event) -> None:
     """Handler of ``sms_status`` jobs: apply the parked callback once its SID is known."""
     report = _report(job)
     delivery = await store.delivery_by_provider_id("sms", report.sid)
@@ -159,3 +170,12 @@ async def run_parked(store: Store, job: Job, now: datetime, wake: asyncio.Event)
         await store.finish_job(job.id)
         return
     await store.postpone_job(job.id, now + PARK_RETRY, "sid_unknown")
+
+
+def handlers(store: CallbackStore, clock: Clock, wake: asyncio.Event) -> dict[str, JobHandler]:
+    """Parked callbacks, looked at again until their SID is known."""
+
+    async def parked(job: Job) -> None:
+        await run_parked(store, job, clock.now(), wake)
+
+    return {JOB_SMS_STATUS: parked}

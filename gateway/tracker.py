@@ -1,8 +1,11 @@
 """The tracker: turns reads, receipts and replies into status, and status into answers.
 
-Every path that learns a guardian read a message (the parent app, a read link)
-goes through :func:`record_read`, so what follows a read (reached, stopping
-escalation, webhooks) happens in one place.
+Every path that learns a guardian read a message (the parent app, a read link,
+an SMS answer) goes through :func:`record_read`, so what follows a read (reached,
+stopping escalation, webhooks) happens in one place. The HTTP layer only
+authenticates and calls in: a read link's page through :func:`link_opened` and
+:func:`link_read`, a provider's status callback through :func:`provider_status`,
+an inbound reply through :func:`record_reply`.
 
 **Reached** is defined per message and category:
 
@@ -13,17 +16,21 @@ escalation, webhooks) happens in one place.
   or an adult pupil) is reached when they have read it.
 
 The first time a read reaches a subject, a :class:`gateway.models.Reached` row is
-stored (``Store.add_reached``). :func:`reach` computes the whole picture of one
+stored (``ReachStore.add_reached``). :func:`reach` computes the whole picture of one
 message from its deliveries and reads, for the status API and for escalation.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Protocol
 
-from gateway.constants import SUPPRESSED_CHANNEL
+from gateway import sms_status
+from gateway.constants import ESCALATION_KEY, PER_CHILD, SUPPRESSED_CHANNEL
 from gateway.metrics import REACHED
 from gateway.models import (
     PROGRESS,
@@ -34,19 +41,32 @@ from gateway.models import (
     Message,
     Reached,
     ReadRecord,
+    Reply,
     Role,
+    can_transition,
+    derive_id,
 )
-from gateway.store import Store
+from gateway.sms_status import CallbackStore, StatusReport
+from gateway.store.ports import (
+    DeliveryStore,
+    InboxStore,
+    MessageStore,
+    ProviderLookup,
+    ReachStore,
+    ReplyStore,
+)
 
-# Categories reached per child; the others are reached per recipient.
-PER_CHILD = frozenset({Category.absence, Category.emergency})
+log = logging.getLogger(__name__)
+
 # Categories that ask for a read receipt (and so escalate) whatever the event says.
 ALWAYS_RECEIPT = frozenset({Category.absence, Category.emergency})
-# Marks a delivery planned by escalation (its value says which step) in Delivery.context.
-ESCALATION_KEY = "escalation"
 
 _RANK = {status: rank for rank, status in enumerate(PROGRESS)}
 _NOT_SENT = frozenset({DeliveryStatus.planned, DeliveryStatus.queued})
+
+
+class ReadStore(InboxStore, MessageStore, DeliveryStore, ReachStore, Protocol):
+    """What recording a read needs: the inbox's read, the message, its deliveries, reach."""
 
 
 def asks_receipt(message: Message) -> bool:
@@ -212,7 +232,7 @@ def reached_rows(
 
 
 async def record_read(
-    store: Store, tenant_id: str, person_id: str, message_id: str, at: datetime, via: str
+    store: ReadStore, tenant_id: str, person_id: str, message_id: str, at: datetime, via: str
 ) -> bool:
     """Record that ``person_id`` read ``message_id`` (via "inapp", "link", ...).
 
@@ -233,3 +253,87 @@ async def record_read(
         if ESCALATION_KEY in d.context and waiting and d.status in _NOT_SENT:
             await store.transition(d.id, DeliveryStatus.cancelled, at, detail="reached")
     return True
+
+
+async def link_opened(store: DeliveryStore, delivery: Delivery, at: datetime) -> None:
+    """A read link's page was shown: ``opened`` at most (a link scanner fetches pages on
+    its own, so showing one never counts as a read)."""
+    if can_transition(delivery.status, DeliveryStatus.opened):
+        await store.transition(delivery.id, DeliveryStatus.opened, at, detail="link opened")
+
+
+async def link_read(store: ReadStore, delivery: Delivery, at: datetime) -> None:
+    """A read link's confirm button: the recipient read the message (:func:`record_read`,
+    which moves their in-app delivery) and the linked delivery itself moves to ``read``."""
+    await record_read(
+        store, delivery.tenant_id, delivery.recipient_id, delivery.message_id, at, via="link"
+    )
+    if can_transition(delivery.status, DeliveryStatus.read):
+        await store.transition(delivery.id, DeliveryStatus.read, at, detail="link")
+
+
+async def provider_status(
+    store: CallbackStore, report: StatusReport, delivery_id: str | None, wake: asyncio.Event
+) -> None:
+    """A provider's status callback (Twilio's, gateway/sms_status.py) applied to its
+    delivery: the one ``delivery_id`` names (our signed callback URL), else the one with
+    its SID; a SID not known yet is parked as a durable job until it is. A status we do
+    not map (inbound-only or unknown) changes nothing. Follow-ups of a failure (the
+    failover, the failing mark of a dead number) are committed with the move."""
+    if report.status is None:
+        if report.raw_status not in sms_status.TWILIO_STATUS:
+            log.info(
+                "twilio status callback ignored", extra={"twilio_status": report.raw_status[:32]}
+            )
+        return
+    delivery = await sms_status.delivery_for(store, delivery_id, report.sid)
+    if delivery is not None:
+        await sms_status.apply(store, delivery, report, report.received_at, wake)
+    elif delivery_id:
+        # Named in our own signed URL but gone: removed by retention (or another store).
+        log.warning(
+            "twilio status callback for a delivery not stored", extra={"provider_id": report.sid}
+        )
+    else:
+        await sms_status.park(store, report)
+        wake.set()
+
+
+async def reply_target(
+    store: ProviderLookup, channel: str, address: str
+) -> tuple[str, Delivery | None] | None:
+    """The tenant an inbound message from ``address`` belongs to and the latest delivery
+    to that address (the one a reply answers); None when we never sent to it."""
+    tenant_id = await store.tenant_for_address(channel, address)
+    if tenant_id is None:
+        return None
+    return tenant_id, await store.latest_delivery_to(tenant_id, channel, address)
+
+
+async def record_reply(
+    store: ReplyStore,
+    tenant_id: str,
+    channel: str,
+    delivery: Delivery | None,
+    body: str,
+    provider_id: str,
+    at: datetime,
+) -> Reply:
+    """Store an inbound reply linked to the delivery it answers (idempotent by the
+    provider's id); the store records its ``reply.received`` change with it."""
+    reply = Reply(
+        id=derive_id("twilio", provider_id),
+        tenant_id=tenant_id,
+        channel=channel,
+        message_id=delivery.message_id if delivery else None,
+        person_id=delivery.recipient_id if delivery else None,
+        body=body,
+        provider_id=provider_id,
+        received_at=at,
+    )
+    added = await store.add_reply(reply)
+    log.info(
+        "inbound sms stored" if added else "inbound sms already stored",
+        extra={"tenant_id": tenant_id, "reply_id": reply.id, "message_id": reply.message_id},
+    )
+    return reply

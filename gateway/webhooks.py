@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Protocol
 
 import aiohttp
 from standardwebhooks.webhooks import Webhook
@@ -44,6 +44,7 @@ from gateway.addresses import (
 )
 from gateway.clock import Clock
 from gateway.constants import JOB_WEBHOOK_FANOUT, JOB_WEBHOOK_SEND
+from gateway.jobs import JobHandler
 from gateway.metrics import WEBHOOK_ATTEMPTS
 from gateway.models import (
     Change,
@@ -54,12 +55,9 @@ from gateway.models import (
     WebhookStatus,
     derive_id,
 )
-from gateway.pseudonyms import Names, names_for, person_ids_in, pseudonymise_data
+from gateway.pseudonyms import Names, NamesStore, names_for, person_ids_in, pseudonymise_data
 from gateway.settings import WebhookSettings
-from gateway.store import Store
-
-if TYPE_CHECKING:
-    from gateway.dispatcher import Dispatcher
+from gateway.store.ports import JobQueue, WebhookEndpoints, WebhookOutbox
 
 log = logging.getLogger(__name__)
 
@@ -75,17 +73,6 @@ def wall_clock() -> datetime:
     """Real time. Signatures always use it: receivers check timestamps against their own
     clock, whatever clock schedules our retries."""
     return datetime.now(UTC)
-
-
-async def emit(
-    store: Store, tenant_id: str, event_type: str, data: dict[str, Any], at: datetime
-) -> bool:
-    """Queue a webhook event that no stored row records by itself (e.g. ``message.reached``).
-
-    ``data`` is the event's ``data`` object; ``at`` is added to it as ``"at"`` unless
-    present. Does nothing (returns False) when the tenant has no enabled endpoint.
-    """
-    return await store.append_change(tenant_id, event_type, data, at) is not None
 
 
 def envelope(change: Change) -> str:
@@ -181,13 +168,18 @@ class Outcome:
     retry_after: float | None
 
 
+class WebhookStore(WebhookEndpoints, WebhookOutbox, JobQueue, NamesStore, Protocol):
+    """What the fan-out and the sends need: endpoints, the feed and outbox, their jobs,
+    and the names to pseudonymise."""
+
+
 class WebhookService:
     """The fan-out and the sender. ``register`` its jobs with a dispatcher, ``start`` it in
     the running loop (one shared aiohttp session), ``aclose`` it at shutdown."""
 
     def __init__(
         self,
-        store: Store,
+        store: WebhookStore,
         clock: Clock,
         settings: WebhookSettings,
         *,
@@ -209,9 +201,9 @@ class WebhookService:
         self._session = session
         self._own_session = session is None
 
-    def register(self, dispatcher: Dispatcher) -> None:
-        dispatcher.register(JOB_WEBHOOK_FANOUT, self.fan_out)
-        dispatcher.register(JOB_WEBHOOK_SEND, self.send)
+    def handlers(self) -> dict[str, JobHandler]:
+        """The fan-out of the change feed and the sends of the outbox."""
+        return {JOB_WEBHOOK_FANOUT: self.fan_out, JOB_WEBHOOK_SEND: self.send}
 
     async def start(self) -> None:
         self._client()

@@ -22,19 +22,44 @@ where it is made (the flag history, the protection history).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Protocol
 
-from gateway.models import InboxItem, Message, Protection, Role
-from gateway.recheck import allowed_children, local_time, recheck_audience
+from gateway.models import Delivery, DeliveryStatus, InboxItem, Message, Protection, Role
+from gateway.planner import local_time
+from gateway.recheck import allowed_children, recheck_audience
 from gateway.resolver import resolve
-from gateway.store import Store
+from gateway.store.ports import (
+    AudienceReader,
+    DeliveryStore,
+    DirectoryStore,
+    InboxStore,
+    MessageStore,
+)
+
+log = logging.getLogger(__name__)
 
 PROTECTION_RAISED = "protection_raised"
+# Statuses after which a link no longer shows its message.
+LINK_GONE = frozenset({DeliveryStatus.cancelled, DeliveryStatus.suppressed})
+
+
+class RightsStore(AudienceReader, DirectoryStore, Protocol):
+    """The audience as it is now and the protection history."""
+
+
+class WithdrawalStore(RightsStore, MessageStore, InboxStore, Protocol):
+    """Rights plus the inbox items and their messages."""
+
+
+class LinkStore(RightsStore, MessageStore, DeliveryStore, Protocol):
+    """Rights plus the delivery a personal link names and its message."""
 
 
 async def withdrawn(
-    store: Store,
+    store: RightsStore,
     message: Message,
     person_id: str,
     role: Role,
@@ -69,7 +94,11 @@ async def withdrawn(
 
 
 async def visible_items(
-    store: Store, tenant_id: str, person_id: str, items: Sequence[InboxItem], now: datetime
+    store: WithdrawalStore,
+    tenant_id: str,
+    person_id: str,
+    items: Sequence[InboxItem],
+    now: datetime,
 ) -> list[InboxItem]:
     """The inbox items ``person_id`` may still see (see :func:`withdrawn`)."""
     if not any(item.child_ids for item in items):
@@ -96,7 +125,7 @@ async def visible_items(
 
 
 async def visible_item(
-    store: Store,
+    store: WithdrawalStore,
     tenant_id: str,
     person_id: str,
     message_id: str,
@@ -113,3 +142,27 @@ async def visible_item(
         return None
     visible = await visible_items(store, tenant_id, person_id, [item], now)
     return visible[0] if visible else None
+
+
+async def linked_delivery(
+    store: LinkStore, delivery_id: str, now: datetime
+) -> tuple[Delivery, Message] | None:
+    """The delivery a personal link names and its message, or None when either is gone
+    (or the delivery was cancelled or suppressed), the recipient has been removed from
+    the directory since, or their access was withdrawn (:func:`withdrawn`)."""
+    delivery = await store.get_delivery(delivery_id)
+    if delivery is None or delivery.status in LINK_GONE:
+        return None
+    message = await store.get_message(delivery.tenant_id, delivery.message_id)
+    if message is None:
+        return None
+    if await store.get_person(delivery.tenant_id, delivery.recipient_id) is None:
+        return None
+    why = await withdrawn(
+        store, message, delivery.recipient_id, delivery.recipient_role, delivery.child_ids, now
+    )
+    if why is not None:
+        # A block, a revoked grant or a raised protection ended this access (issue 10).
+        log.info("read link withdrawn", extra={"delivery_id": delivery.id, "reason": why})
+        return None
+    return delivery, message

@@ -30,8 +30,9 @@ from gateway.models import (
     WebhookEndpoint,
     derive_id,
 )
-from gateway.store import SendOutcome, open_store
+from gateway.store import SendOutcome
 from gateway.store import redis_lua as lua
+from gateway.store.backends import open_store
 from gateway.store.redis import RedisStore
 from tests.conftest import DIRECTORY
 from tests.peers import redis_cluster as cluster_peer

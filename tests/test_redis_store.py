@@ -12,7 +12,7 @@ import pytest
 from redis.asyncio import Redis
 
 from gateway.models import Audience, Category, Delivery, Job, Message, Role, derive_id
-from gateway.store import open_store
+from gateway.store.backends import open_store
 from gateway.store.redis import RedisStore
 from tests.contract.conftest import REDIS_URL, forget_keys, require_redis
 

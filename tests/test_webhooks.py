@@ -27,6 +27,7 @@ from gateway.api.app import create_app
 from gateway.api.context import CTX, AppContext
 from gateway.api.webhooks import WebhookEventType
 from gateway.auth import create_tenant
+from gateway.changes import emit
 from gateway.clock import ManualClock
 from gateway.constants import WEBHOOK_EVENT_TYPES
 from gateway.dispatcher import Dispatcher
@@ -38,7 +39,6 @@ from gateway.store import Store
 from gateway.store.sqlite import SqliteStore
 from gateway.webhooks import (
     WebhookService,
-    emit,
     retry_after_seconds,
     retry_delay,
     sign,
@@ -216,22 +216,28 @@ def event_key(body: str) -> tuple[str, ...]:
     return (payload["type"], json.dumps(data, sort_keys=True))
 
 
-def build_worker(rig_store: Store, clock: ManualClock, settings: Settings, tmp: Path) -> Any:
+def build_worker(
+    rig_store: Store,
+    clock: ManualClock,
+    settings: Settings,
+    tmp: Path,
+    webhook_settings: WebhookSettings | None = None,
+) -> Any:
     channels = {
         "inapp": InAppChannel(),
         "email": OutboxChannel("email", tmp / "outbox", PUBLIC_URL),
         "sms": OutboxChannel("sms", tmp / "outbox", PUBLIC_URL),
         "push": OutboxChannel("push", tmp / "outbox", PUBLIC_URL),
     }
+    webhooks = WebhookService(rig_store, clock, webhook_settings or settings.webhooks)
     dispatcher = Dispatcher(
         rig_store,
         channels,  # type: ignore[arg-type]
         Renderer(TEMPLATES_DIR, PUBLIC_URL),
         clock,
         settings.dispatch,
+        handlers=webhooks.handlers(),
     )
-    webhooks = WebhookService(rig_store, clock, settings.webhooks)
-    webhooks.register(dispatcher)
     return dispatcher, webhooks
 
 
@@ -518,8 +524,9 @@ async def test_connection_errors_are_retried(rig: Rig, caplog: pytest.LogCapture
 
 async def test_timeouts_are_retried(rig: Rig) -> None:
     await rig.endpoint("platform", event_types=["reply.received"])
-    quick = WebhookService(rig.store, rig.clock, WebhookSettings(timeout=0.2))
-    quick.register(rig.dispatcher)
+    rig.dispatcher, quick = build_worker(
+        rig.store, rig.clock, rig.settings, rig.tmp, WebhookSettings(timeout=0.2)
+    )
     rig.receiver.slow["platform"] = 2.0
     try:
         await rig.reply(None, "Hei")

@@ -62,14 +62,9 @@ class AbsenceReply(Strict):
 
 
 def absences(ctx: AppContext) -> Absences:
-    """The absence flows for a request (cheap: no state of their own)."""
-    return Absences(
-        ctx.store,
-        ctx.clock,
-        ctx.settings,
-        renderer=ctx.renderer,
-        work_available=ctx.work_available,
-    )
+    """The app's absence flows (one instance, in the app context)."""
+    assert ctx.absences is not None  # AppContext.__post_init__ makes sure
+    return ctx.absences
 
 
 # --------------------------------------------------------------------------- events

@@ -1,4 +1,9 @@
-"""What every route handler reaches through ``request.app[CTX]``."""
+"""What every route handler reaches through ``request.app[CTX]``.
+
+One instance of each flow object lives here (built by the service with everything it
+needs, e.g. the absence flows with the escalator); handlers call these, never build
+their own.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from gateway.absence import Absences
 from gateway.clock import Clock
 from gateway.settings import Settings
 from gateway.store import Store
@@ -33,6 +39,19 @@ class AppContext:
     channel_health: ChannelHealth | None = None
     # uploads, downloads and their storage (gateway/attachments.py); None: not offered
     attachments: Attachments | None = None
+    # The absence flows (gateway/absence.py). The service passes its own, wired with the
+    # escalator; without one (an app built in a test) one is made here, once per app.
+    absences: Absences | None = None
+
+    def __post_init__(self) -> None:
+        if self.absences is None:
+            self.absences = Absences(
+                self.store,
+                self.clock,
+                self.settings,
+                renderer=self.renderer,
+                work_available=self.work_available,
+            )
 
 
 CTX = web.AppKey("ctx", AppContext)

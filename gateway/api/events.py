@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel
 
-from gateway import constants
+from gateway import intake
 from gateway.api import absence, recipients
 from gateway.api.attachments import attachment_service
 from gateway.api.body import parse_json, read_raw, to_model
@@ -29,13 +29,11 @@ from gateway.models import (
     AbsenceRecorded,
     AbsenceReported,
     Audience,
-    Job,
     Message,
     MessageCreated,
     Tenant,
     derive_id,
 )
-from gateway.planner import urgent_work
 
 # An accepted event: the message as stored, and whether it was stored before.
 Accepted = tuple[Message, bool]
@@ -83,24 +81,6 @@ async def check_audience(ctx: AppContext, tenant: Tenant, audience: Audience) ->
     raise ValidationFailed("the audience names unknown ids", errors=errors)
 
 
-async def store_message(ctx: AppContext, message: Message) -> Accepted:
-    """Store a message with its planning job, or find the one stored before."""
-    existing = await ctx.store.get_message(message.tenant_id, message.id)
-    if existing is not None:
-        return existing, True
-    job = Job(
-        id=f"{constants.JOB_PLAN}:{message.id}",
-        tenant_id=message.tenant_id,
-        kind=constants.JOB_PLAN,
-        ref=message.id,
-        due_at=message.created_at,
-        urgent=urgent_work(message.category),
-    )
-    stored = await ctx.store.accept_message(message, job)
-    # Two identical events racing past get_message: the loser gets the winner's row.
-    return stored, stored != message
-
-
 async def handle_message_created(
     ctx: AppContext, tenant: Tenant, event: MessageCreated, body_hash: str
 ) -> Accepted:
@@ -125,7 +105,7 @@ async def handle_message_created(
     )
     if data.attachments:
         await attachment_service(ctx).claim(tenant.id, data.attachments, message.id)
-    return await store_message(ctx, message)
+    return await intake.accept(ctx.store, message)
 
 
 EVENT_TYPES: dict[str, EventType] = {

@@ -12,8 +12,9 @@ HMAC-SHA256 signatures are accepted.
 
 An unsigned or wrongly signed call gets 403 and changes nothing. A verified
 status callback always gets an empty 200, so Twilio never retries it; what it
-says is applied, or parked until its message is known (gateway/sms_status.py);
-the store's forward-only rule makes repeated and out-of-order callbacks harmless.
+says is handed to the tracker, which applies it or parks it until its message is
+known (gateway/tracker.py, gateway/sms_status.py); an inbound message goes to absence
+or, as a reply, to the tracker. This module only verifies and calls a stage.
 Phone numbers and reply bodies never reach logs.
 """
 
@@ -33,15 +34,14 @@ from twilio.request_validator import (
 )
 
 from channels.sms import DELIVERY_PARAM, INBOUND_PATH, STATUS_CALLBACK_PATH
-from gateway import sms_status
+from gateway import tracker
 from gateway.api.absence import absences
 from gateway.api.body import read_form
 from gateway.api.context import CTX
 from gateway.errors import Forbidden, NotFound, ValidationFailed
 from gateway.logs import route_of
-from gateway.models import Reply, derive_id
 from gateway.settings import TwilioSettings
-from gateway.sms_status import TWILIO_STATUS, StatusReport
+from gateway.sms_status import StatusReport
 
 log = logging.getLogger(__name__)
 
@@ -97,29 +97,18 @@ async def _verified_form(request: web.Request) -> tuple[TwilioSettings, MultiDic
 
 
 async def status_callback(request: web.Request) -> web.Response:
-    """Apply a message status callback to the delivery it belongs to (gateway/sms_status):
-    the one our StatusCallback URL names, else the one with its SID; a SID not known yet
-    is parked as a durable job until it is."""
+    """Hand a verified message status callback to the tracker
+    (:func:`gateway.tracker.provider_status`); always an empty 200."""
     _, form = await _verified_form(request)
     ctx = request.app[CTX]
     sid = form.get("MessageSid") or form.get("SmsSid")
-    raw_status = (form.get("MessageStatus") or form.get("SmsStatus") or "").lower()
-    if raw_status not in TWILIO_STATUS:
-        log.info("twilio status callback ignored", extra={"twilio_status": raw_status[:32]})
-    if not sid or TWILIO_STATUS.get(raw_status) is None:
+    if not sid:
         return web.Response(status=200)
-    now = ctx.clock.now()
-    report = StatusReport(sid[:64], raw_status, (form.get("ErrorCode") or None), now)
-    delivery_id = request.query.get(DELIVERY_PARAM)
-    delivery = await sms_status.delivery_for(ctx.store, delivery_id, report.sid)
-    if delivery is not None:
-        await sms_status.apply(ctx.store, delivery, report, now, ctx.work_available)
-    elif delivery_id:
-        # Named in our own signed URL but gone: removed by retention (or another store).
-        log.warning("twilio status callback for a delivery not stored", extra={"provider_id": sid})
-    else:
-        await sms_status.park(ctx.store, report)
-        ctx.work_available.set()
+    raw_status = (form.get("MessageStatus") or form.get("SmsStatus") or "").lower()
+    report = StatusReport(sid[:64], raw_status, (form.get("ErrorCode") or None), ctx.clock.now())
+    await tracker.provider_status(
+        ctx.store, report, request.query.get(DELIVERY_PARAM), ctx.work_available
+    )
     return web.Response(status=200)
 
 
@@ -149,29 +138,17 @@ async def inbound_message(request: web.Request) -> web.Response:
             extra={"provider_id": sid, "explained": answered.explained},
         )
         return web.Response(text=twiml_message(answered.reply), content_type="text/xml")
-    tenant_id = await ctx.store.tenant_for_address("sms", sender)
-    if tenant_id is None:
+    target = await tracker.reply_target(ctx.store, "sms", sender)
+    if target is None:
         log.info("inbound sms from an address we never sent to", extra={"provider_id": sid})
         return twiml
-    delivery = await ctx.store.latest_delivery_to(tenant_id, "sms", sender)
+    tenant_id, delivery = target
     # An absence report ("FRAVÆR ...", or a keyword that answers no alert) is absence's.
     if await absences(ctx).inbound_sms(tenant_id, delivery, form.get("Body", ""), sid):
         log.info("inbound sms taken as absence", extra={"tenant_id": tenant_id, "provider_id": sid})
         return twiml
-    reply = Reply(
-        id=derive_id("twilio", sid),
-        tenant_id=tenant_id,
-        channel="sms",
-        message_id=delivery.message_id if delivery else None,
-        person_id=delivery.recipient_id if delivery else None,
-        body=form.get("Body", ""),
-        provider_id=sid,
-        received_at=ctx.clock.now(),
-    )
-    added = await ctx.store.add_reply(reply)
-    log.info(
-        "inbound sms stored" if added else "inbound sms already stored",
-        extra={"tenant_id": tenant_id, "reply_id": reply.id, "message_id": reply.message_id},
+    await tracker.record_reply(
+        ctx.store, tenant_id, "sms", delivery, form.get("Body", ""), sid, ctx.clock.now()
     )
     return twiml
 

@@ -1,12 +1,13 @@
 """The read-link page: ``/r/{token}`` from the personal link in an email or SMS.
 
 ``GET`` shows the message in the guardian's language and records at most
-``opened``: mail systems' link scanners fetch links on their own, so a GET
-never counts as a read. ``POST`` (the confirm button, with the form's CSRF
-field) records the read through :func:`gateway.tracker.record_read`, moves the
-delivery itself to ``read`` and redirects (303) back to the page, which then
-says thank you. A forged, changed or expired token, or a message that is gone,
-gets a friendly page in Bokmål and English and changes nothing.
+``opened`` (:func:`gateway.tracker.link_opened`): mail systems' link scanners fetch
+links on their own, so a GET never counts as a read. ``POST`` (the confirm button,
+with the form's CSRF field) records the read through the tracker
+(:func:`gateway.tracker.link_read`: the read, and the delivery itself to ``read``) and
+redirects (303) back to the page, which then says thank you. A forged, changed or
+expired token, or a message that is gone, gets a friendly page in Bokmål and English
+and changes nothing.
 
 The page is server-rendered HTML without JavaScript (WCAG 2.1 AA; see
 tests/test_read_page_browser.py) and is sent with a strict Content-Security-Policy,
@@ -16,7 +17,6 @@ yet: a token is 2**128 guesses wide, but a proxy limit per client is advisable.
 
 from __future__ import annotations
 
-import logging
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +29,7 @@ from babel.lists import format_list
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup
 
+from gateway import tracker
 from gateway.api.body import read_form
 from gateway.api.context import CTX, AppContext
 from gateway.attachments import file_rows
@@ -42,22 +43,16 @@ from gateway.models import (
     Delivery,
     DeliveryStatus,
     Message,
-    can_transition,
 )
 from gateway.readlinks import csrf_field, csrf_valid, open_read_token
-from gateway.tracker import record_read
-from gateway.withdrawal import withdrawn
-
-log = logging.getLogger(__name__)
+from gateway.withdrawal import LINK_GONE, linked_delivery
 
 DEFAULT_TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 CSS_PATH = "/static/read.css"
 CSRF_FIELD = "csrf"
-# Statuses after which the page no longer shows the message.
-_GONE = frozenset({DeliveryStatus.cancelled, DeliveryStatus.suppressed})
 # A provider may call a delivery failed that did arrive (an SMS "undelivered"): its read
 # is recorded, but the delivery cannot leave that state, so the page trusts ?done=1.
-FAILED = TERMINAL_FAILURES - _GONE
+FAILED = TERMINAL_FAILURES - LINK_GONE
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -137,30 +132,9 @@ def token_problem(pages: ReadPages, exc: LinkInvalid) -> web.Response:
 
 
 async def load_delivery(ctx: AppContext, delivery_id: str) -> tuple[Delivery, Message] | None:
-    """The delivery and its message, or None when either is gone, the recipient has
-    been removed from the directory since, or their access was withdrawn
-    (gateway/withdrawal.py)."""
-    delivery = await ctx.store.get_delivery(delivery_id)
-    if delivery is None or delivery.status in _GONE:
-        return None
-    message = await ctx.store.get_message(delivery.tenant_id, delivery.message_id)
-    if message is None:
-        return None
-    if await ctx.store.get_person(delivery.tenant_id, delivery.recipient_id) is None:
-        return None
-    why = await withdrawn(
-        ctx.store,
-        message,
-        delivery.recipient_id,
-        delivery.recipient_role,
-        delivery.child_ids,
-        ctx.clock.now(),
-    )
-    if why is not None:
-        # A block, a revoked grant or a raised protection ended this access (issue 10).
-        log.info("read link withdrawn", extra={"delivery_id": delivery.id, "reason": why})
-        return None
-    return delivery, message
+    """The delivery a link names and its message, while the link may still show it
+    (:func:`gateway.withdrawal.linked_delivery`)."""
+    return await linked_delivery(ctx.store, delivery_id, ctx.clock.now())
 
 
 def _text(value: Any) -> str | None:
@@ -218,8 +192,7 @@ async def read_page(request: web.Request) -> web.Response:
     if found is None:
         return problem(pages, "gone", 410)
     delivery, message = found
-    if can_transition(delivery.status, DeliveryStatus.opened):
-        await ctx.store.transition(delivery.id, DeliveryStatus.opened, now, detail="link opened")
+    await tracker.link_opened(ctx.store, delivery, now)
     lang = resolve_language(delivery.language)
     done = request.query.get("done") == "1"
     files = (
@@ -265,11 +238,7 @@ async def confirm_read(request: web.Request) -> web.StreamResponse:
     if found is None:
         return problem(pages, "gone", 410)
     delivery, _ = found
-    await record_read(
-        ctx.store, delivery.tenant_id, delivery.recipient_id, delivery.message_id, now, via="link"
-    )
-    if can_transition(delivery.status, DeliveryStatus.read):
-        await ctx.store.transition(delivery.id, DeliveryStatus.read, now, detail="link")
+    await tracker.link_read(ctx.store, delivery, now)
     # Relative, like the form's action: right behind a proxy with a path prefix too.
     raise web.HTTPSeeOther(location=f"{token}?done=1", headers=SECURITY_HEADERS)
 

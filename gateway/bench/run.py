@@ -249,7 +249,7 @@ class Bench:
     async def _create_tenant(self) -> None:
         from gateway.auth import create_tenant
         from gateway.clock import SystemClock
-        from gateway.store import open_store
+        from gateway.store.backends import open_store
 
         store = open_store(self.store_url)
         await store.open()
@@ -416,7 +416,7 @@ class Bench:
         return spawn(argv, None, self.log_file)
 
     async def _deliveries(self, message_ids: Sequence[str]) -> list[Any]:
-        from gateway.store import open_store
+        from gateway.store.backends import open_store
 
         store = open_store(self.store_url)
         await store.open()

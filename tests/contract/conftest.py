@@ -22,6 +22,7 @@ import pytest
 from gateway.store import Store
 from gateway.store.redis import RedisStore
 from gateway.store.sqlite import SqliteStore
+from tests.contract.builders import A, school_batch
 from tests.peers import redis_cluster as cluster_peer
 from tests.peers.redis_cluster import ClusterPeer
 
@@ -150,3 +151,10 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
 async def store(backend: Backend) -> AsyncIterator[Store]:
     async with backend.open() as opened:
         yield opened
+
+
+@pytest.fixture
+async def school(store: Store) -> Store:
+    """A store holding the school directory of :func:`builders.school_batch` for tenant A."""
+    await store.apply_directory(A, school_batch())
+    return store

@@ -18,8 +18,8 @@ from gateway.models import (
 )
 from gateway.store import Store
 
+from .builders import A, B, at, group, school_batch, unit
 from .conftest import Backend
-from .test_store import A, B, at, group, school_batch, unit
 
 KEY = "c1|2026-11-27|n2"
 WINDOW = timedelta(hours=2)

@@ -8,7 +8,7 @@ from datetime import timedelta
 from gateway.models import DeliveryStatus, Job
 from gateway.store import SendOutcome, Store
 
-from .test_store import T0, accepted, delivery, message
+from .builders import T0, accepted, delivery, message
 
 A = "tenant-a"
 

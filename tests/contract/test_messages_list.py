@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from gateway.store import Store
 
-from .test_store import T0, A, B, accepted, message
+from .builders import T0, A, B, accepted, message
 
 
 async def test_newest_first_paged_and_per_tenant(store: Store) -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from gateway.store import Store
 
-from .test_store import accepted, delivery, message
+from .builders import accepted, delivery, message
 from .test_webhooks import T0, outbox, queued, send_job
 
 A = "tenant-a"

@@ -22,8 +22,8 @@ from gateway.oneroster import apply_oneroster
 from gateway.protection import IMPORT_ACTOR, RANK
 from gateway.store import Store
 
+from .builders import T0, A, B, at, school_batch
 from .conftest import Backend
-from .test_store import T0, A, B, at, school_batch
 
 LEVELS = list(Protection)
 

@@ -16,8 +16,8 @@ from gateway.models import (
 )
 from gateway.store import Store
 
+from .builders import A, B, accepted, at, delivery, message
 from .conftest import Backend
-from .test_store import A, B, accepted, at, delivery, message
 
 
 def reached(

@@ -1,0 +1,139 @@
+"""Store contract: the work queue and the send ledger (ports JobQueue, SendLedger).
+
+These tests speak only the ports: nothing here may know which backend runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from gateway.models import DeliveryStatus
+from gateway.store import SendOutcome, Store
+
+from .builders import T0, accepted, at, delivery, job, message
+from .conftest import Backend
+
+
+async def test_claim_leases_a_job_until_the_lease_ends(store: Store) -> None:
+    await store.add_deliveries([], [job("send:1", due=at(0)), job("send:2", due=at(10))])
+    (first,) = await store.claim_jobs(["send"], 10, at(5), lease_seconds=30)
+    assert (first.id, first.attempts, first.due_at) == ("send:1", 1, at(0))
+    assert [j.id for j in await store.claim_jobs(["send"], 10, at(20), 30)] == ["send:2"]
+    assert await store.claim_jobs(["send"], 10, at(34), 30) == []
+    (again,) = await store.claim_jobs(["send"], 10, at(35), 30)
+    assert (again.id, again.attempts) == ("send:1", 2)
+
+
+async def test_claim_takes_oldest_due_first_and_only_given_kinds(store: Store) -> None:
+    jobs = [job(f"send:{i}", due=at(10 - i)) for i in range(5)] + [job("plan:x", kind="plan")]
+    await store.add_deliveries([], jobs)
+    claimed = await store.claim_jobs(["send"], 2, at(100), 30)
+    assert [j.id for j in claimed] == ["send:4", "send:3"]
+    both = await store.claim_jobs(["send", "plan"], 10, at(100), 30)
+    assert {j.id for j in both} == {"send:0", "send:1", "send:2", "plan:x"}
+    assert await store.claim_jobs([], 10, at(100), 30) == []
+    assert await store.claim_jobs(["send"], 0, at(1000), 30) == []
+
+
+async def test_concurrent_claimers_never_share_a_job(store: Store) -> None:
+    await store.add_deliveries([], [job(f"send:{i:03}") for i in range(60)])
+    batches = await asyncio.gather(*(store.claim_jobs(["send"], 7, T0, 30) for _ in range(12)))
+    ids = [j.id for batch in batches for j in batch]
+    assert len(ids) == len(set(ids)) == 60
+
+
+async def test_two_store_instances_never_share_a_job(backend: Backend) -> None:
+    async with backend.open() as one, backend.open() as two:
+        await one.add_deliveries([], [job(f"send:{i:03}") for i in range(40)])
+        batches = await asyncio.gather(
+            *(s.claim_jobs(["send"], 3, T0, 30) for s in (one, two) * 10)
+        )
+    ids = [j.id for batch in batches for j in batch]
+    assert len(ids) == len(set(ids)) == 40
+
+
+async def test_retry_job_makes_it_due_later(store: Store) -> None:
+    await store.add_deliveries([], [job("send:1")])
+    (claimed,) = await store.claim_jobs(["send"], 1, T0, 300)
+    await store.retry_job(claimed.id, at(60), "timeout")
+    assert await store.claim_jobs(["send"], 1, at(59), 300) == []
+    (again,) = await store.claim_jobs(["send"], 1, at(60), 300)
+    assert (again.attempts, again.last_error, again.due_at) == (2, "timeout", at(60))
+    # a retry moves a job earlier, too (Retry-After shorter than the lease)
+    await store.retry_job(again.id, at(61), "429")
+    (third,) = await store.claim_jobs(["send"], 1, at(61), 300)
+    assert third.attempts == 3
+
+
+async def test_finish_job_removes_it(store: Store) -> None:
+    await store.add_deliveries([], [job("plan:1", kind="plan")])
+    (claimed,) = await store.claim_jobs(["plan"], 1, T0, 1)
+    await store.finish_job(claimed.id)
+    assert await store.claim_jobs(["plan"], 1, at(3600), 1) == []
+    await store.finish_job("plan:unknown")  # finishing twice is harmless
+
+
+async def test_finish_send(store: Store) -> None:
+    msg = await accepted(store, message())
+    d = delivery(msg, "p1", "sms", address="+4791234567")
+    await store.add_deliveries([d], [job(f"send:{d.id}")])
+    (claimed,) = await store.claim_jobs(["send"], 1, T0, 30)
+    assert await store.finish_send(
+        claimed.id, d.id, DeliveryStatus.sent, at(1), provider_id="SM1", segments=1
+    )
+    stored = await store.get_delivery(d.id)
+    assert stored is not None
+    assert (stored.status, stored.provider_id, stored.segments) == (DeliveryStatus.sent, "SM1", 1)
+    assert await store.claim_jobs(["send"], 1, at(3600), 30) == []
+    # a refused move still ends the job
+    await store.add_deliveries([], [job("send:again")])
+    assert not await store.finish_send("send:again", d.id, DeliveryStatus.queued, at(2))
+    assert await store.claim_jobs(["send"], 1, at(3600), 30) == []
+
+
+async def test_finish_sends_in_one_batch(store: Store) -> None:
+    msg = await accepted(store, message())
+    ds = [delivery(msg, f"p{i}") for i in range(5)]
+    await store.add_deliveries(ds, [job(f"send:{d.id}") for d in ds])
+    await store.transition(ds[4].id, DeliveryStatus.failed, at(1), reason="dead")
+    claimed = await store.claim_jobs(["send"], 10, at(2), 30)
+    assert len(claimed) == 5
+    outcomes = [
+        SendOutcome(f"send:{ds[0].id}", ds[0].id, DeliveryStatus.sent, at(3), provider_id="x0"),
+        SendOutcome(f"send:{ds[1].id}", ds[1].id, DeliveryStatus.sent, at(3)),
+        SendOutcome(f"send:{ds[2].id}", ds[2].id, DeliveryStatus.failed, at(3), reason="400"),
+        SendOutcome(f"send:{ds[3].id}", ds[3].id, DeliveryStatus.delivered, at(3)),
+        SendOutcome(f"send:{ds[3].id}", ds[3].id, DeliveryStatus.sent, at(4)),  # behind
+        SendOutcome(f"send:{ds[4].id}", ds[4].id, DeliveryStatus.sent, at(3)),  # final already
+    ]
+    assert await store.finish_sends(outcomes) == 4
+    stored = await store.get_deliveries([d.id for d in ds])
+    assert [stored[d.id].status for d in ds] == [
+        DeliveryStatus.sent,
+        DeliveryStatus.sent,
+        DeliveryStatus.failed,
+        DeliveryStatus.delivered,
+        DeliveryStatus.failed,
+    ]
+    assert stored[ds[0].id].provider_id == "x0"
+    assert stored[ds[2].id].reason == "400"
+    assert await store.claim_jobs(["send"], 10, at(3600), 30) == []
+    assert await store.finish_sends([]) == 0
+
+
+async def test_queue_stats(store: Store) -> None:
+    await store.add_deliveries(
+        [],
+        [
+            job("send:1", due=at(0)),
+            job("send:2", due=at(50)),
+            job("send:3", due=at(500)),
+            job("plan:1", kind="plan", due=at(90)),
+        ],
+    )
+    await store.claim_jobs(["send"], 1, at(60), 600)  # send:1 is leased
+    stats = await store.queue_stats(at(100))
+    assert stats["send"] == (2, 50.0)
+    assert stats["plan"] == (1, 10.0)
+    quiet = await store.queue_stats(at(30))
+    assert quiet["send"] == (2, 0.0)  # send:2 and send:3 wait, none of them is due yet
