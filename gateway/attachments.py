@@ -84,20 +84,6 @@ def human_size(size: int) -> str:
     return f"{max(1, round(size / 1000))} kB"
 
 
-def describe(attachment: Attachment, url: str | None = None) -> dict[str, Any]:
-    """An attachment as the API shows it."""
-    data: dict[str, Any] = {
-        "id": attachment.id,
-        "name": attachment.name,
-        "content_type": attachment.content_type,
-        "size": attachment.size,
-        "sha256": attachment.sha256,
-    }
-    if url is not None:
-        data["url"] = url
-    return data
-
-
 def file_rows(attachments: list[Attachment], prefix: str) -> list[dict[str, str]]:
     """Name, size and link of each file, for pages and templates (``prefix`` + id links)."""
     return [

@@ -80,6 +80,7 @@ async def _keys(settings: Settings, args: argparse.Namespace) -> None:
     from datetime import timedelta
 
     from gateway.api.keys import key_view
+    from gateway.api.responses import dump
     from gateway.auth import create_api_key
     from gateway.clock import SystemClock
     from gateway.store.backends import open_store
@@ -107,7 +108,7 @@ async def _keys(settings: Settings, args: argparse.Namespace) -> None:
             print("Store the key now: it is shown only this once (only a hash of it is kept).")
         elif args.keys_command == "list":
             for key in await store.list_api_keys(args.tenant):
-                view = key_view(key, now)
+                view = dump(key_view(key, now))
                 state = "active" if view["active"] else "revoked" if key.revoked_at else "expired"
                 print(
                     f"{key.id}\t{state}\t{','.join(view['scopes'])}\t"

@@ -5,28 +5,44 @@ Run from the repository root after changing a route or a model:
     .venv/bin/python -m scripts.gen_openapi          # write gateway/openapi.json
     .venv/bin/python -m scripts.gen_openapi --check  # exit 1 if the file is stale
 
-Request bodies are the models the handlers validate with; the response models
-below mirror what the handlers return, and tests/test_openapi.py checks the
-running app against them.
+Request bodies are the models the handlers validate with, and responses are the
+models the handlers answer with (each beside its handler in gateway/api, written by
+gateway/api/responses.py); this script only collects them with the routes, the
+security and the examples. tests/test_openapi.py and tests/test_api_responses.py check
+the running app against the document.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
-from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from pkgutil import iter_modules
+from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
-from gateway import __version__
-from gateway.api.absence import AbsenceReply, AbsenceReport
+from gateway import __version__, api, models
+from gateway import settings as config
+from gateway.api.absence import AbsenceReply, AbsenceReplyAck, AbsenceReport
+from gateway.api.accepted import EventAccepted
+from gateway.api.attachment_models import AttachmentView
+from gateway.api.directory import (
+    DirectoryApplied,
+    DirectoryDeleted,
+    GuardianToken,
+    ProtectionView,
+)
 from gateway.api.events import EVENT_TYPES
-from gateway.api.keys import KeyCreate
+from gateway.api.guardian import DeviceList, InboxMessage, InboxPage, ReadAck
+from gateway.api.keys import KeyCreate, KeyCreated, KeyList
 from gateway.api.oneroster import OneRosterApplied
+from gateway.api.ops import Health, Readiness
+from gateway.api.responses import Error
+from gateway.api.status_models import MessageStatus
 from gateway.api.webhooks import (
     WebhookEndpointCreate,
     WebhookEndpointList,
@@ -38,287 +54,20 @@ from gateway.api.webhooks import (
     WebhookMessageView,
 )
 from gateway.models import (
-    AbsenceKind,
-    Category,
-    DeliveryStatus,
     Device,
     DirectoryBatch,
     DirectoryDeletion,
     FlagChange,
     Person,
     Preferences,
-    Protection,
     ProtectionChange,
     RelationFlags,
-    Role,
-    Scope,
 )
 from gateway.settings import AbsenceSettings, EscalationSettings
-from scripts.openapi_pages import StaffLink, StaffLinkRequest, page_paths
+from scripts.openapi_pages import page_paths
 
 OUTPUT = Path(__file__).resolve().parents[1] / "gateway" / "openapi.json"
 REF = "#/components/schemas/{model}"
-
-
-# --------------------------------------------------------------------------- response shapes
-
-
-class ErrorRow(BaseModel):
-    loc: list[str | int]
-    message: str
-    type: str
-
-
-class Error(BaseModel):
-    """Every error response: a code, a message, and for input errors the rows at fault."""
-
-    error: str
-    message: str
-    errors: list[ErrorRow] = []
-
-
-class EventAccepted(BaseModel):
-    message_id: str
-    event_id: str
-    status: Literal["accepted"]
-    duplicate: bool
-    # absence.recorded: a repeated mark went into this earlier alert (its message id)
-    deduplicated_into: str | None = None
-    # message.created: who the audience resolves to now (a preview; the status says what
-    # happened). 0 recipients is said at once; confidential content to nobody is a 422.
-    recipients: int | None = Field(
-        default=None, description="Persons the audience resolves to now (message.created)"
-    )
-    suppressed: dict[str, int] | None = Field(
-        default=None,
-        description="Reason code -> how many were left out (blocked, confidential_not_named,"
-        " no_recipient, ...), message.created only",
-    )
-
-
-class ProtectionHistoryView(BaseModel):
-    level: Protection
-    previous: Protection
-    reason: str
-    actor: str  # "import" when a directory import raised it
-    at: datetime
-
-
-class ProtectionView(BaseModel):
-    """A person's protection level and every change of it."""
-
-    person_id: str
-    protection: Protection
-    history: list[ProtectionHistoryView]
-
-
-class KeyView(BaseModel):
-    """A tenant API key as the API shows it: never the key, never its hash."""
-
-    id: str
-    name: str
-    scopes: list[Scope]
-    created_at: datetime
-    expires_at: datetime | None
-    revoked_at: datetime | None
-    active: bool  # neither revoked nor expired
-
-
-class KeyCreated(KeyView):
-    key: str  # shown this once
-
-
-class KeyList(BaseModel):
-    keys: list[KeyView]
-
-
-class HistoryEntry(BaseModel):
-    status: DeliveryStatus
-    at: datetime
-    detail: str | None
-
-
-class DeliveryView(BaseModel):
-    """One delivery; never the address, never names."""
-
-    id: str
-    recipient_id: str
-    recipient_role: Role
-    channel: str
-    target: str
-    status: DeliveryStatus
-    reason: str | None
-    segments: int | None
-    language: str = Field(description="The language asked for (the guardian's choice), as given.")
-    wrapper_language: str = Field(
-        description="The language our own texts (header, footer, links) were written in."
-    )
-    language_fallback: bool = Field(
-        description="True when we have no texts in `language` and wrote in Bokmål (nb) instead."
-    )
-    child_ids: list[str]
-    history: list[HistoryEntry]
-    waiting_for: str | None = Field(
-        description="Why a delivery that is not out yet waits: `quiet_hours until <time>`, "
-        "`channel_stopped: sms` / `channel_degraded: email`, or the last retry "
-        "(`retry at <time>, attempt 3: smtp_connection`); null when it is not waiting."
-    )
-
-
-class ReplyView(BaseModel):
-    id: str
-    channel: str
-    person_id: str | None
-    body: str
-    received_at: datetime
-
-
-class ChildStatus(BaseModel):
-    """One child the message concerns: reached once a recipient with rights to it read it."""
-
-    child_id: str
-    reached: bool
-    reached_by: list[str]
-    reached_at: datetime | None
-    reason: Literal["no_recipient", "all_suppressed", "all_failed"] | None = Field(
-        description="Why nobody could be told about this child: nobody is related to it"
-        " (`no_recipient`), everyone related was left out (`all_suppressed`, see the"
-        " suppression records), or every send failed for good (`all_failed`); null while"
-        " somebody was or may still be told."
-    )
-
-
-class GuardianStatus(BaseModel):
-    """One recipient: the best status across channels (read > opened > delivered > sent ...)."""
-
-    recipient_id: str
-    role: Role
-    best_status: DeliveryStatus
-    channels: dict[str, DeliveryStatus]
-    read_at: datetime | None
-    via: str | None
-
-
-class StatusSummary(BaseModel):
-    guardians_total: int
-    guardians_read: int
-    children_total: int
-    children_reached: int
-    children_not_reached: list[str]
-    children_not_told: int = Field(
-        description="Children of the audience about whom nobody could be told (reason set)"
-    )
-
-
-class ExplanationView(BaseModel):
-    """A guardian's answer to an absence alert (in the app or an SMS keyword)."""
-
-    id: str
-    by: str
-    kind: AbsenceKind
-    text: str
-    via: str
-    at: datetime
-
-
-class AbsenceView(BaseModel):
-    """The absence of an absence message (alert, correction, notice, report, ...)."""
-
-    kind: Literal["recorded", "reported"]
-    absence_message_id: str
-    absence_event_id: str
-    child_id: str
-    dates: list[str]
-    lesson: dict[str, Any] | None
-    expected_arrival: str | None
-    recorded_by: str | None
-    note: str | None
-    reported_by: str | None
-    reason: AbsenceKind | None
-    text: str | None
-    marks: list[str]
-    cancelled_at: datetime | None
-    cancel_event_id: str | None
-    unrouted: Literal["no_staff"] | None = Field(
-        default=None,
-        description="A report no contact teacher or unit staff could receive"
-        " (an `absence.unrouted` webhook was raised)",
-    )
-    explanations: list[ExplanationView]
-
-
-class AbsenceReplyAck(BaseModel):
-    message_id: str
-    kind: AbsenceKind
-    text: str
-    at: datetime
-
-
-class MessageStatus(BaseModel):
-    """Persons with a protected address appear as `protected-<hex>` pseudonyms unless the
-    key has the `protected` scope."""
-
-    id: str
-    event_id: str
-    category: Category
-    subject: str
-    read_receipt: bool
-    created_at: datetime
-    planned_at: datetime | None
-    counts: dict[str, int]
-    summary: StatusSummary
-    children: list[ChildStatus]
-    guardians: list[GuardianStatus]
-    deliveries: list[DeliveryView]
-    replies: list[ReplyView]
-    absence: AbsenceView | None
-
-
-class Health(BaseModel):
-    status: Literal["ok"]
-
-
-class ChannelStatus(BaseModel):
-    state: Literal["ok", "degraded", "stopped"]
-    since: datetime
-    last_error: str | None = None
-
-
-class Readiness(BaseModel):
-    status: Literal["ready", "unavailable"]
-    reasons: list[str] = Field(default=[], description="Only `store_unavailable` makes a 503.")
-    channels: dict[str, ChannelStatus] = Field(
-        default={},
-        description="Each channel's state from the workers' circuit breaker (absent in an "
-        "API-only process). A failing channel never makes /readyz 503: alert on "
-        "`budbringer_channel_state` instead.",
-    )
-
-
-class DirectoryApplied(BaseModel):
-    applied: dict[str, int]
-
-
-class DirectoryDeleted(BaseModel):
-    deleted: dict[str, int]
-
-
-class GuardianToken(BaseModel):
-    token: str
-    expires_at: datetime
-
-
-class InboxEntry(BaseModel):
-    message_id: str
-    subject: str
-    body: str
-    category: Category
-    sender_name: str | None
-    child_ids: list[str]
-    children: list[Any]
-    status: DeliveryStatus
-    created_at: datetime
-    read_at: datetime | None
 
 
 # Keyset paging by (created_at, id): gateway/api/paging.py.
@@ -333,81 +82,6 @@ BEFORE_ID: dict[str, Any] = {
     ),
     "schema": {"type": "string", "maxLength": 128},
 }
-
-
-class AttachmentView(BaseModel):
-    id: str
-    name: str
-    content_type: str = Field(description="What the bytes are (never what the upload said)")
-    size: int
-    sha256: str
-    url: str | None = Field(default=None, description="Download path (parent app only)")
-
-
-class InboxMessage(InboxEntry):
-    attachments: list[AttachmentView] = Field(default_factory=list)
-
-
-class InboxPage(BaseModel):
-    items: list[InboxMessage]
-    next_before: datetime | None
-    next_before_id: str | None
-
-
-class ReadAck(BaseModel):
-    read: bool
-
-
-class DeviceList(BaseModel):
-    devices: list[Device]
-
-
-INPUT_MODELS: list[type[BaseModel]] = [
-    WebhookEndpointCreate,
-    WebhookEndpointPatch,
-    *(kind.model for kind in EVENT_TYPES.values()),
-    DirectoryBatch,
-    DirectoryDeletion,
-    FlagChange,
-    ProtectionChange,
-    Preferences,
-    Device,
-    EscalationSettings,
-    AbsenceReport,
-    AbsenceReply,
-    AbsenceSettings,
-    KeyCreate,
-    StaffLinkRequest,
-]
-OUTPUT_MODELS: list[type[BaseModel]] = [
-    AttachmentView,
-    InboxMessage,
-    KeyCreated,
-    KeyList,
-    AbsenceReplyAck,
-    WebhookEndpointList,
-    WebhookEndpointView,
-    WebhookEndpointWithSecret,
-    WebhookMessageDetail,
-    WebhookMessageList,
-    WebhookMessageView,
-    Error,
-    EventAccepted,
-    MessageStatus,
-    Health,
-    Readiness,
-    DirectoryApplied,
-    DirectoryDeleted,
-    OneRosterApplied,
-    GuardianToken,
-    StaffLink,
-    InboxPage,
-    ReadAck,
-    DeviceList,
-    Person,
-    ProtectionView,
-    RelationFlags,
-]
 
 
 # --------------------------------------------------------------------------- helpers
@@ -1423,10 +1097,44 @@ def webhook_paths() -> dict[str, Any]:
 # --------------------------------------------------------------------------- document
 
 
-def components() -> dict[str, Any]:
+def _named(node: Any, into: set[str], read: set[str], written: set[str]) -> None:
+    """Collect the model names ``node`` refers to: under a requestBody they are read,
+    under responses written."""
+    if isinstance(node, list):
+        for item in node:
+            _named(item, into, read, written)
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            if key == "$ref":
+                into.add(value.rsplit("/", 1)[1])
+            else:
+                target = {"requestBody": read, "responses": written}.get(key, into)
+                _named(value, target, read, written)
+
+
+def _models() -> dict[str, type[BaseModel]]:
+    """Every pydantic model of the API modules (each beside its handler), the domain
+    models and the settings, by name."""
+    modules = [importlib.import_module(f"gateway.api.{m.name}") for m in iter_modules(api.__path__)]
+    found: dict[str, type[BaseModel]] = {}
+    for module in [*modules, models, config]:
+        for name, value in vars(module).items():
+            model = isinstance(value, type) and issubclass(value, BaseModel)
+            if model and value is not BaseModel and found.setdefault(name, value) is not value:
+                raise SystemExit(f"two models are named {name}: rename one")
+    return found
+
+
+def components(paths: dict[str, Any]) -> dict[str, Any]:
+    """The schemas of the models the paths name: a request body's as validated, an
+    answer's as serialised (a model that is both is documented as read)."""
+    read: set[str] = set()
+    written: set[str] = set()
+    _named(paths, written, read, written)
+    pool = _models()
     pairs: list[tuple[type[BaseModel], JsonSchemaMode]] = [
-        *((m, "validation") for m in INPUT_MODELS),
-        *((m, "serialization") for m in OUTPUT_MODELS),
+        *((pool[name], "validation") for name in sorted(read)),
+        *((pool[name], "serialization") for name in sorted(written - read)),
     ]
     _, top = models_json_schema(pairs, ref_template=REF)
     schemas: dict[str, Any] = top["$defs"]
@@ -1506,7 +1214,7 @@ def build_spec() -> dict[str, Any]:
         },
         "security": TENANT,
         "paths": dict(sorted(paths.items())),
-        "components": components(),
+        "components": components(paths),
     }
 
 

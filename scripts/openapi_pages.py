@@ -5,10 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.api.staff_pages import StaffLink, StaffLinkRequest
-
-__all__ = ["StaffLink", "StaffLinkRequest", "page_paths"]
-
 REF = "#/components/schemas/{model}"
 PAGE = {"content": {"text/html": {"schema": {"type": "string"}}}}
 CSV = {"content": {"text/csv": {"schema": {"type": "string"}}}}

@@ -20,7 +20,7 @@ from gateway.api.context import AppContext
 from gateway.auth import create_tenant
 from gateway.clock import ManualClock
 from gateway.models import DirectoryBatch, Tenant
-from gateway.settings import Settings
+from gateway.settings import AttachmentSettings, Settings
 from gateway.store import Store
 
 SECRET_KEY = "test-secret-key-that-is-long-enough-0123456789"
@@ -68,6 +68,7 @@ def settings(tmp_path: Path) -> Settings:
         store_url=f"sqlite:///{tmp_path / 'budbringer.db'}",
         outbox_dir=tmp_path / "outbox",
         secret_key=SECRET_KEY,
+        attachments=AttachmentSettings(folder=tmp_path / "attachments"),
     )
 
 

@@ -16,12 +16,14 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp import web
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from gateway.absence import Absences, body_hash_of
+from gateway.api.accepted import EventAccepted
 from gateway.api.body import parse_json, read_model, read_raw, to_model
 from gateway.api.context import CTX, AppContext
 from gateway.api.guardian import authenticate_guardian
+from gateway.api.responses import Instant, respond_json
 from gateway.auth import authenticate_bearer
 from gateway.constants import ABSENCE_RECORDED, ABSENCE_REPORTED
 from gateway.errors import Conflict, Forbidden, NotFound, ValidationFailed
@@ -59,6 +61,15 @@ class AbsenceReply(Strict):
 
     kind: AbsenceKind
     text: str = Field(default="", max_length=1000)
+
+
+class AbsenceReplyAck(BaseModel):
+    """Response of ``POST /v1/me/inbox/{message_id}/absence-reply``."""
+
+    message_id: str
+    kind: AbsenceKind
+    text: str
+    at: Instant
 
 
 def absences(ctx: AppContext) -> Absences:
@@ -130,13 +141,10 @@ async def post_absence(request: web.Request) -> web.Response:
     tenant_id, guardian_id = await authenticate_guardian(request)
     body = await read_model(request, AbsenceReport, ctx.settings.max_body_bytes)
     stored, report, duplicate = await report_absence(ctx, tenant_id, guardian_id, body)
-    return web.json_response(
-        {
-            "message_id": stored.id,
-            "event_id": report.id,
-            "status": "accepted",
-            "duplicate": duplicate,
-        },
+    return respond_json(
+        EventAccepted(
+            message_id=stored.id, event_id=report.id, status="accepted", duplicate=duplicate
+        ),
         status=202,
     )
 
@@ -165,13 +173,10 @@ async def post_absence_reply(request: web.Request) -> web.Response:
     message_id = request.match_info["message_id"]
     body = await read_model(request, AbsenceReply, ctx.settings.max_body_bytes)
     explanation = await answer_alert(ctx, tenant_id, guardian_id, message_id, body)
-    return web.json_response(
-        {
-            "message_id": message_id,
-            "kind": explanation.kind.value,
-            "text": explanation.text,
-            "at": explanation.at.isoformat(),
-        }
+    return respond_json(
+        AbsenceReplyAck(
+            message_id=message_id, kind=explanation.kind, text=explanation.text, at=explanation.at
+        )
     )
 
 
@@ -182,7 +187,7 @@ async def get_settings(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     tenant = await authenticate_bearer(request, ctx.store, ctx.clock.now(), Scope.admin)
     policy = await absences(ctx).policy(tenant.id)
-    return web.json_response(policy.model_dump(mode="json"))
+    return respond_json(policy)
 
 
 async def put_settings(request: web.Request) -> web.Response:
@@ -196,7 +201,7 @@ async def put_settings(request: web.Request) -> web.Response:
         )
     policy = to_model(AbsenceSettings, {**ctx.settings.absence.model_dump(mode="json"), **override})
     await ctx.store.set_absence_settings(tenant.id, override or None)
-    return web.json_response(policy.model_dump(mode="json"))
+    return respond_json(policy)
 
 
 def setup(app: web.Application) -> None:

@@ -29,6 +29,7 @@ from gateway.api import (
 from gateway.api.access import access_middleware
 from gateway.api.context import CTX, AppContext
 from gateway.api.limits import body_deadline
+from gateway.api.responses import Error, respond_json
 from gateway.errors import InputError
 from gateway.logs import route_of
 
@@ -47,17 +48,17 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except web.HTTPException as exc:
         if exc.status < 400 or exc.content_type == "application/json":
             raise
-        return web.json_response(
-            {"error": exc.reason.lower().replace(" ", "_"), "message": exc.reason},
-            status=exc.status,
-            headers={k: v for k, v in exc.headers.items() if k.lower() == "allow"},
+        answer = respond_json(
+            Error(error=exc.reason.lower().replace(" ", "_"), message=exc.reason), exc.status
         )
+        answer.headers.update({k: v for k, v in exc.headers.items() if k.lower() == "allow"})
+        return answer
     except Exception:
         log.exception(
             "unhandled error", extra={"route": route_of(request), "method": request.method}
         )
-        return web.json_response(
-            {"error": "internal", "message": "internal error; it has been logged"}, status=500
+        return respond_json(
+            Error(error="internal", message="internal error; it has been logged"), 500
         )
 
 

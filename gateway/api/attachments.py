@@ -18,10 +18,12 @@ from urllib.parse import quote
 
 from aiohttp import web
 
+from gateway.api.attachment_models import attachment_view
 from gateway.api.context import CTX, AppContext
 from gateway.api.guardian import authenticate_guardian
 from gateway.api.readlinks import PAGES, load_delivery, problem, token_problem
-from gateway.attachments import Attachments, describe
+from gateway.api.responses import respond_json
+from gateway.attachments import Attachments
 from gateway.auth import authenticate_bearer
 from gateway.errors import LinkInvalid, NotFound, PayloadTooLarge, StoreError, ValidationFailed
 from gateway.models import Attachment, Scope
@@ -58,7 +60,7 @@ async def upload(request: web.Request) -> web.Response:
         raise PayloadTooLarge(f"the file is larger than {limit} bytes")
     name = request.query.get("name")
     attachment = await service.upload(tenant.id, request.content.iter_chunked(64 * 1024), name)
-    return web.json_response(describe(attachment), status=201)
+    return respond_json(attachment_view(attachment), status=201)
 
 
 async def _send_file(

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 from datetime import date, datetime
-from typing import Any
 from zoneinfo import ZoneInfo
 
 from aiohttp import web
@@ -18,6 +17,7 @@ from gateway.api.body import read_model
 from gateway.api.context import CTX
 from gateway.api.guardian import mandatory_channel_errors
 from gateway.api.limits import body_limit
+from gateway.api.responses import Instant, respond_json
 from gateway.auth import authenticate_bearer, key_has
 from gateway.constants import ADULT_AGE, DEFAULT_TIME_ZONE
 from gateway.errors import Forbidden, NotFound, ValidationFailed
@@ -44,7 +44,31 @@ class GuardianToken(BaseModel):
     """Response of ``POST /v1/guardians/{guardian_id}/tokens``."""
 
     token: str
-    expires_at: datetime
+    expires_at: Instant
+
+
+class DirectoryApplied(BaseModel):
+    applied: dict[str, int]
+
+
+class DirectoryDeleted(BaseModel):
+    deleted: dict[str, int]
+
+
+class ProtectionHistoryView(BaseModel):
+    level: Protection
+    previous: Protection
+    reason: str
+    actor: str  # "import" when a directory import raised it
+    at: Instant
+
+
+class ProtectionView(BaseModel):
+    """A person's protection level and every change of it."""
+
+    person_id: str
+    protection: Protection
+    history: list[ProtectionHistoryView]
 
 
 async def post_directory(request: web.Request) -> web.Response:
@@ -66,7 +90,7 @@ async def post_directory(request: web.Request) -> web.Response:
         held = [batch]
         del batch
         await asyncio.to_thread(held.clear)
-    return web.json_response({"applied": counts})
+    return respond_json(DirectoryApplied(applied=counts))
 
 
 async def post_directory_delete(request: web.Request) -> web.Response:
@@ -75,7 +99,7 @@ async def post_directory_delete(request: web.Request) -> web.Response:
     tenant = await authenticate_bearer(request, ctx.store, ctx.clock.now(), Scope.directory)
     deletion = await read_model(request, DirectoryDeletion, ctx.settings.max_body_bytes)
     counts = await ctx.store.delete_directory(tenant.id, deletion)
-    return web.json_response({"deleted": counts})
+    return respond_json(DirectoryDeleted(deleted=counts))
 
 
 async def put_relation_flag(request: web.Request) -> web.Response:
@@ -96,7 +120,7 @@ async def put_relation_flag(request: web.Request) -> web.Response:
         change.actor,
         ctx.clock.now(),
     )
-    return web.json_response(flags.model_dump(mode="json"))
+    return respond_json(flags)
 
 
 async def get_person(request: web.Request) -> web.Response:
@@ -110,24 +134,22 @@ async def get_person(request: web.Request) -> web.Response:
     # as in the message status, where such persons appear as pseudonyms.
     if person.protection is not Protection.none and not key_has(request, Scope.protected):
         raise Forbidden("this person has a protected address; the key needs the protected scope")
-    return web.json_response(person.model_dump(mode="json"))
+    return respond_json(person)
 
 
-def _protection_view(person_id: str, history: list[ProtectionHistoryEntry]) -> dict[str, Any]:
-    return {
-        "person_id": person_id,
-        "protection": history[-1].level.value if history else Protection.none.value,
-        "history": [
-            {
-                "level": h.level.value,
-                "previous": h.previous.value,
-                "reason": h.reason,
-                "actor": h.actor,
-                "at": h.at.isoformat(),
-            }
+def _protection_view(
+    person_id: str, level: Protection, history: list[ProtectionHistoryEntry]
+) -> ProtectionView:
+    return ProtectionView(
+        person_id=person_id,
+        protection=level,
+        history=[
+            ProtectionHistoryView(
+                level=h.level, previous=h.previous, reason=h.reason, actor=h.actor, at=h.at
+            )
             for h in history
         ],
-    }
+    )
 
 
 async def put_person_protection(request: web.Request) -> web.Response:
@@ -152,9 +174,7 @@ async def put_person_protection(request: web.Request) -> web.Response:
     # The history (reasons: court orders, ...) only for keys that may see protected persons.
     full = change.level is Protection.none or key_has(request, Scope.protected)
     history = await ctx.store.protection_history(tenant.id, person_id) if full else []
-    view = _protection_view(person_id, history)
-    view["protection"] = change.level.value
-    return web.json_response(view)
+    return respond_json(_protection_view(person_id, change.level, history))
 
 
 async def get_person_protection(request: web.Request) -> web.Response:
@@ -168,9 +188,8 @@ async def get_person_protection(request: web.Request) -> web.Response:
         raise NotFound("person not found")
     if person.protection is not Protection.none and not key_has(request, Scope.protected):
         raise Forbidden("this person has a protected address; the key needs the protected scope")
-    view = _protection_view(person_id, await ctx.store.protection_history(tenant.id, person_id))
-    view["protection"] = person.protection.value
-    return web.json_response(view)
+    history = await ctx.store.protection_history(tenant.id, person_id)
+    return respond_json(_protection_view(person_id, person.protection, history))
 
 
 def _age(birth_date: date, now: datetime) -> int:
@@ -214,7 +233,7 @@ async def post_guardian_token(request: web.Request) -> web.Response:
     token, expires_at = issue_guardian_token(
         ctx.secret, tenant.id, person.id, now, ctx.settings.guardian_token_ttl
     )
-    return web.json_response({"token": token, "expires_at": expires_at.isoformat()}, status=201)
+    return respond_json(GuardianToken(token=token, expires_at=expires_at), status=201)
 
 
 def setup(app: web.Application) -> None:

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from gateway.api.body import parse_json, read_raw, to_model
 from gateway.api.context import CTX
+from gateway.api.responses import respond_json
 from gateway.auth import authenticate_bearer
 from gateway.errors import ValidationFailed
 from gateway.escalation import merge_override, policy_in_force
@@ -24,7 +25,7 @@ async def get_escalation(request: web.Request) -> web.Response:
     tenant = await authenticate_bearer(request, ctx.store, ctx.clock.now(), Scope.admin)
     override = await ctx.store.get_escalation_override(tenant.id)
     policy = policy_in_force(ctx.settings.escalation, override, tenant.id)
-    return web.json_response(policy.model_dump(mode="json"))
+    return respond_json(policy)
 
 
 async def put_escalation(request: web.Request) -> web.Response:
@@ -39,7 +40,7 @@ async def put_escalation(request: web.Request) -> web.Response:
     # Validated as the whole policy it makes, so errors name the same fields.
     policy = to_model(EscalationSettings, merge_override(ctx.settings.escalation, override))
     await ctx.store.set_escalation_override(tenant.id, override or None)
-    return web.json_response(policy.model_dump(mode="json"))
+    return respond_json(policy)
 
 
 def setup(app: web.Application) -> None:

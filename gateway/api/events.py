@@ -17,10 +17,12 @@ from pydantic import BaseModel
 
 from gateway import intake
 from gateway.api import absence, recipients
+from gateway.api.accepted import EventAccepted
 from gateway.api.attachments import attachment_service
 from gateway.api.body import parse_json, read_raw, to_model
 from gateway.api.context import CTX, AppContext
 from gateway.api.limits import body_limit
+from gateway.api.responses import respond_json
 from gateway.auth import authenticate_event
 from gateway.errors import Conflict, InputError, ValidationFailed
 from gateway.metrics import EVENTS
@@ -151,8 +153,8 @@ def _event_type(parsed: Any) -> tuple[str, EventType]:
 
 async def accept_event(
     ctx: AppContext, tenant: Tenant, raw: bytes, *, webhook_id: str | None = None
-) -> tuple[int, dict[str, Any]]:
-    """Validate and store one event; return (HTTP status, JSON answer).
+) -> tuple[int, EventAccepted]:
+    """Validate and store one event; return (HTTP status, answer).
 
     Raises InputError subclasses (422 invalid, 409 same id with another body).
     A replay of an accepted event gets the same answer with ``duplicate: true``.
@@ -187,14 +189,14 @@ async def accept_event(
     EVENTS.labels(type_label, "duplicate" if duplicate else "accepted").inc()
     if not duplicate:
         ctx.work_available.set()
-    return 202, {
-        "message_id": stored.id,
-        "event_id": event_id,
-        "status": "accepted",
-        "duplicate": duplicate,
+    return 202, EventAccepted(
+        message_id=stored.id,
+        event_id=event_id,
+        status="accepted",
+        duplicate=duplicate,
         **(kind.answer(stored, event) if kind.answer is not None else {}),
         **(await kind.preview(ctx, tenant, event) if kind.preview is not None else {}),
-    }
+    )
 
 
 async def post_event(request: web.Request) -> web.Response:
@@ -204,7 +206,7 @@ async def post_event(request: web.Request) -> web.Response:
     status, answer = await accept_event(
         ctx, tenant, raw, webhook_id=request.headers.get("webhook-id")
     )
-    return web.json_response(answer, status=status)
+    return respond_json(answer, status=status)
 
 
 def setup(app: web.Application) -> None:

@@ -15,11 +15,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
+from pydantic import BaseModel, Field
 
+from gateway.api.attachment_models import AttachmentView, attachment_view
 from gateway.api.body import parse_json, read_model, read_raw, to_model
 from gateway.api.context import CTX, AppContext
 from gateway.api.paging import page_after_id
-from gateway.attachments import describe
+from gateway.api.responses import respond_json
 from gateway.constants import (
     ABSENCE_CONTEXT_KEY,
     ABSENCE_RECORDED,
@@ -32,6 +34,7 @@ from gateway.models import (
     Audience,
     Category,
     Delivery,
+    DeliveryStatus,
     Device,
     InboxItem,
     Message,
@@ -45,6 +48,39 @@ from gateway.withdrawal import visible_item, visible_items
 
 MAX_INBOX_LIMIT = 200
 DEFAULT_INBOX_LIMIT = 50
+
+
+class InboxEntry(BaseModel):
+    """An inbox message as the app sees it (the render context reduced to ``children``)."""
+
+    message_id: str
+    subject: str
+    body: str
+    category: Category
+    sender_name: str | None
+    child_ids: list[str]
+    children: list[Any]
+    status: DeliveryStatus
+    created_at: datetime
+    read_at: datetime | None
+
+
+class InboxMessage(InboxEntry):
+    attachments: list[AttachmentView] = Field(default_factory=list)
+
+
+class InboxPage(BaseModel):
+    items: list[InboxMessage]
+    next_before: datetime | None
+    next_before_id: str | None
+
+
+class ReadAck(BaseModel):
+    read: bool
+
+
+class DeviceList(BaseModel):
+    devices: list[Device]
 
 
 def mandatory_channel_errors(prefs: Preferences, loc: list[Any]) -> list[dict[str, Any]]:
@@ -93,13 +129,15 @@ def shown_item(item: InboxItem, renderer: Renderer | None) -> InboxItem:
     return item.model_copy(update=update)
 
 
-def _item_json(item: InboxItem, renderer: Renderer | None = None) -> dict[str, Any]:
+def _entry(item: InboxItem, renderer: Renderer | None = None) -> InboxEntry:
     """An inbox item as the app sees it: the render context is reduced to the children's
     names (the planner puts only the recipient's own children there)."""
-    data = shown_item(item, renderer).model_dump(mode="json", exclude={"context"})
+    shown = shown_item(item, renderer)
     children = item.context.get("children", [])
-    data["children"] = children if isinstance(children, list) else []
-    return data
+    return InboxEntry(
+        **shown.model_dump(exclude={"context"}),
+        children=children if isinstance(children, list) else [],
+    )
 
 
 def _neutral_absence_text(item: InboxItem, renderer: Renderer | None) -> tuple[str, str]:
@@ -185,14 +223,13 @@ async def get_inbox(request: web.Request) -> web.Response:
     # Items about a child whose access was withdrawn (a block, ...) are left out; the
     # cursor still follows the store's page, so paging goes on past them.
     visible = await visible_items(ctx.store, tenant_id, guardian_id, items, ctx.clock.now())
-    rows = [await _with_files(ctx, tenant_id, _item_json(item, ctx.renderer)) for item in visible]
-    last = _item_json(items[-1]) if full else None
-    return web.json_response(
-        {
-            "items": rows,
-            "next_before": last["created_at"] if last else None,
-            "next_before_id": last["message_id"] if last else None,
-        }
+    last = items[-1] if full else None
+    return respond_json(
+        InboxPage(
+            items=[await _with_files(ctx, tenant_id, _entry(i, ctx.renderer)) for i in visible],
+            next_before=last.created_at if last else None,
+            next_before_id=last.message_id if last else None,
+        )
     )
 
 
@@ -204,18 +241,18 @@ async def get_inbox_item(request: web.Request) -> web.Response:
     )
     if item is None:
         raise NotFound("message not found")
-    return web.json_response(await _with_files(ctx, tenant_id, _item_json(item, ctx.renderer)))
+    return respond_json(await _with_files(ctx, tenant_id, _entry(item, ctx.renderer)))
 
 
-async def _with_files(ctx: AppContext, tenant_id: str, data: dict[str, Any]) -> dict[str, Any]:
-    """An inbox item's JSON with its attachments and where the app downloads them."""
-    message_id = data["message_id"]
+async def _with_files(ctx: AppContext, tenant_id: str, entry: InboxEntry) -> InboxMessage:
+    """An inbox message with its attachments and where the app downloads them."""
+    message_id = entry.message_id
     files = (
         [] if ctx.attachments is None else await ctx.attachments.for_message(tenant_id, message_id)
     )
     base = f"/v1/me/inbox/{message_id}/files/"
-    data["attachments"] = [describe(a, base + a.id) for a in files]
-    return data
+    attachments = [attachment_view(a, base + a.id) for a in files]
+    return InboxMessage(**dict(entry), attachments=attachments)
 
 
 async def post_inbox_read(request: web.Request) -> web.Response:
@@ -230,7 +267,7 @@ async def post_inbox_read(request: web.Request) -> web.Response:
         ctx.store, tenant_id, guardian_id, message_id, ctx.clock.now(), via="inapp"
     ):
         raise NotFound("message not found")
-    return web.json_response({"read": True})
+    return respond_json(ReadAck(read=True))
 
 
 async def get_preferences(request: web.Request) -> web.Response:
@@ -238,7 +275,7 @@ async def get_preferences(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     tenant_id, guardian_id = await authenticate_guardian(request)
     prefs = await ctx.store.get_preferences(tenant_id, guardian_id) or Preferences()
-    return web.json_response(prefs.model_dump(mode="json"))
+    return respond_json(prefs)
 
 
 async def put_preferences(request: web.Request) -> web.Response:
@@ -250,14 +287,14 @@ async def put_preferences(request: web.Request) -> web.Response:
     if errors:
         raise ValidationFailed("the body is not valid", errors=errors)
     await ctx.store.set_preferences(tenant_id, guardian_id, prefs)
-    return web.json_response(prefs.model_dump(mode="json"))
+    return respond_json(prefs)
 
 
 async def get_devices(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     tenant_id, guardian_id = await authenticate_guardian(request)
     devices = await ctx.store.list_devices(tenant_id, guardian_id)
-    return web.json_response({"devices": [d.model_dump(mode="json") for d in devices]})
+    return respond_json(DeviceList(devices=devices))
 
 
 async def put_device(request: web.Request) -> web.Response:
@@ -281,7 +318,7 @@ async def put_device(request: web.Request) -> web.Response:
         data["last_seen"] = ctx.clock.now().isoformat()
     device = to_model(Device, data)
     await ctx.store.upsert_device(tenant_id, guardian_id, device)
-    return web.json_response(device.model_dump(mode="json"))
+    return respond_json(device)
 
 
 async def delete_device(request: web.Request) -> web.Response:

@@ -8,13 +8,14 @@ stored; the key itself is in the 201 answer and nowhere else.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from aiohttp import web
-from pydantic import AwareDatetime, Field
+from pydantic import AwareDatetime, BaseModel, Field
 
 from gateway.api.body import read_model
 from gateway.api.context import CTX
+from gateway.api.responses import Instant, respond_json
 from gateway.auth import KEY_SCOPES, authenticate_bearer, create_api_key
 from gateway.errors import Forbidden, NotFound, ValidationFailed
 from gateway.models import ApiKey, Scope, Strict
@@ -28,17 +29,37 @@ class KeyCreate(Strict):
     expires_at: AwareDatetime | None = None
 
 
-def key_view(key: ApiKey, now: datetime) -> dict[str, Any]:
+class KeyView(BaseModel):
+    """A tenant API key as the API shows it: never the key, never its hash."""
+
+    id: str
+    name: str
+    scopes: list[Scope]
+    created_at: Instant
+    expires_at: Instant | None
+    revoked_at: Instant | None
+    active: bool  # neither revoked nor expired
+
+
+class KeyCreated(KeyView):
+    key: str  # shown this once
+
+
+class KeyList(BaseModel):
+    keys: list[KeyView]
+
+
+def key_view(key: ApiKey, now: datetime) -> KeyView:
     """A key as the API shows it: never the key, never its hash."""
-    return {
-        "id": key.id,
-        "name": key.name,
-        "scopes": sorted(key.scopes),
-        "created_at": key.created_at.isoformat(),
-        "expires_at": key.expires_at.isoformat() if key.expires_at else None,
-        "revoked_at": key.revoked_at.isoformat() if key.revoked_at else None,
-        "active": key.usable(now),
-    }
+    return KeyView(
+        id=key.id,
+        name=key.name,
+        scopes=sorted(key.scopes),
+        created_at=key.created_at,
+        expires_at=key.expires_at,
+        revoked_at=key.revoked_at,
+        active=key.usable(now),
+    )
 
 
 async def post_key(request: web.Request) -> web.Response:
@@ -61,7 +82,7 @@ async def post_key(request: web.Request) -> web.Response:
     record, api_key = await create_api_key(
         ctx.store, tenant.id, body.scopes, now, name=body.name, expires_at=body.expires_at
     )
-    return web.json_response({**key_view(record, now), "key": api_key}, status=201)
+    return respond_json(KeyCreated(**dict(key_view(record, now)), key=api_key), status=201)
 
 
 async def list_keys(request: web.Request) -> web.Response:
@@ -69,7 +90,7 @@ async def list_keys(request: web.Request) -> web.Response:
     now = ctx.clock.now()
     tenant = await authenticate_bearer(request, ctx.store, now, Scope.admin)
     keys = await ctx.store.list_api_keys(tenant.id)
-    return web.json_response({"keys": [key_view(k, now) for k in keys]})
+    return respond_json(KeyList(keys=[key_view(k, now) for k in keys]))
 
 
 async def delete_key(request: web.Request) -> web.Response:

@@ -18,6 +18,7 @@ from pydantic import BaseModel
 from gateway.api.body import read_raw
 from gateway.api.context import CTX
 from gateway.api.limits import body_limit
+from gateway.api.responses import respond_json
 from gateway.auth import authenticate_bearer
 from gateway.constants import DEFAULT_PHONE_REGION, DEFAULT_TIME_ZONE
 from gateway.errors import ValidationFailed
@@ -119,7 +120,7 @@ async def post_oneroster(request: web.Request) -> web.Response:
         held = [result]
         del result
         await asyncio.to_thread(held.clear)
-    return web.json_response(body.model_dump(mode="json"))
+    return respond_json(body)
 
 
 def setup(app: web.Application) -> None:

@@ -5,19 +5,45 @@ from __future__ import annotations
 
 import functools
 from importlib import resources
-from typing import Any
+from typing import Literal
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, Field
 
 from gateway.api.context import CTX
+from gateway.api.responses import Absent, Instant, omitted, respond_json
 from gateway.constants import JOB_WEBHOOK_SEND
 from gateway.metrics import DELIVERIES, QUEUE_AGE, QUEUE_DEPTH, REGISTRY, WEBHOOK_BACKLOG
 
 
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class ChannelStatus(BaseModel):
+    state: Literal["ok", "degraded", "stopped"]
+    since: Instant
+    last_error: str | None = None
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "unavailable"]
+    reasons: list[str] = Field(
+        default=[],
+        exclude_if=lambda reasons: not reasons,
+        description="Only `store_unavailable` makes a 503.",
+    )
+    channels: dict[str, ChannelStatus] | Absent = omitted(
+        description="Each channel's state from the workers' circuit breaker (absent in an "
+        "API-only process). A failing channel never makes /readyz 503: alert on "
+        "`budbringer_channel_state` instead.",
+    )
+
+
 async def healthz(request: web.Request) -> web.Response:
     """The process runs and serves HTTP."""
-    return web.json_response({"status": "ok"})
+    return respond_json(Health(status="ok"))
 
 
 async def readyz(request: web.Request) -> web.Response:
@@ -33,12 +59,13 @@ async def readyz(request: web.Request) -> web.Response:
             reasons.append("store_unavailable")
     except Exception:  # a failing ping is exactly what readiness reports
         reasons.append("store_unavailable")
-    body: dict[str, Any] = {"status": "unavailable" if reasons else "ready"}
-    if reasons:
-        body["reasons"] = reasons
-    if ctx.channel_health is not None:
-        body["channels"] = ctx.channel_health.snapshot()
-    return web.json_response(body, status=503 if reasons else 200)
+    channels = ctx.channel_health.snapshot() if ctx.channel_health is not None else None
+    body = Readiness(
+        status="unavailable" if reasons else "ready",
+        reasons=reasons,
+        channels=None if channels is None else {n: ChannelStatus(**c) for n, c in channels.items()},
+    )
+    return respond_json(body, status=503 if reasons else 200)
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -50,6 +50,7 @@ from gateway.api.pages import (
     when,
 )
 from gateway.api.readlinks import SECURITY_HEADERS
+from gateway.api.responses import Instant, respond_json
 from gateway.auth import authenticate_bearer
 from gateway.constants import STAFF_LANGUAGES, SUPPRESSED_CHANNEL
 from gateway.errors import Forbidden, LinkInvalid, NotFound
@@ -89,7 +90,7 @@ class StaffLink(BaseModel):
 
     link: str
     token: str
-    expires_at: datetime
+    expires_at: Instant
 
 
 # --------------------------------------------------------------------------- sign-in
@@ -118,9 +119,7 @@ async def post_staff_token(request: web.Request) -> web.Response:
         ctx.secret, tenant.id, person.id, message_id, ctx.clock.now(), ttl
     )
     link = ctx.settings.public_url.rstrip("/") + SIGNIN_PATH + token
-    return web.json_response(
-        {"link": link, "token": token, "expires_at": expires_at.isoformat()}, status=201
-    )
+    return respond_json(StaffLink(link=link, token=token, expires_at=expires_at), status=201)
 
 
 def staff_problem(request: web.Request, kind: str, status: int, root: str) -> web.Response:

@@ -16,13 +16,23 @@ the status still adds up, but it cannot be turned back into the id.
 
 from __future__ import annotations
 
-from operator import itemgetter
-from typing import Any
+from operator import attrgetter
 
 from aiohttp import web
 
 from gateway.api.absence import absences
 from gateway.api.context import CTX
+from gateway.api.responses import respond_json
+from gateway.api.status_models import (
+    AbsenceView,
+    ChildStatus,
+    DeliveryView,
+    GuardianStatus,
+    HistoryEntry,
+    MessageStatus,
+    ReplyView,
+    StatusSummary,
+)
 from gateway.auth import authenticate_bearer, key_has
 from gateway.constants import SUPPRESSED_CHANNEL
 from gateway.errors import NotFound
@@ -38,75 +48,72 @@ PROTECTED_SUBJECT = "(protected)"
 
 def _delivery(
     delivery: Delivery, history: list[StatusChange], name: Names, waiting: str | None
-) -> dict[str, Any]:
+) -> DeliveryView:
     # A suppression record's target is the child it was about.
     suppressed = delivery.channel == SUPPRESSED_CHANNEL
-    return {
-        "id": delivery.id,
-        "recipient_id": name(delivery.recipient_id),
-        "recipient_role": delivery.recipient_role.value,
-        "channel": delivery.channel,
-        "target": name(delivery.target) if suppressed else delivery.target,
-        "status": delivery.status.value,
-        "reason": delivery.reason,
-        "segments": delivery.segments,
+    return DeliveryView(
+        id=delivery.id,
+        recipient_id=name(delivery.recipient_id),
+        recipient_role=delivery.recipient_role,
+        channel=delivery.channel,
+        target=name(delivery.target) if suppressed else delivery.target,
+        status=delivery.status,
+        reason=delivery.reason,
+        segments=delivery.segments,
         # The language asked for, the one our texts were written in, and whether that is
         # the Bokmål fallback for a language we have no texts for (never silent).
-        "language": delivery.language,
-        "wrapper_language": resolve_language(delivery.language),
-        "language_fallback": is_fallback(delivery.language),
-        "child_ids": name.all(delivery.child_ids),
-        "history": [
-            {"status": change.status.value, "at": change.at.isoformat(), "detail": change.detail}
-            for change in history
-        ],
-        "waiting_for": waiting,
-    }
+        language=delivery.language,
+        wrapper_language=resolve_language(delivery.language),
+        language_fallback=is_fallback(delivery.language),
+        child_ids=name.all(delivery.child_ids),
+        history=[HistoryEntry(status=c.status, at=c.at, detail=c.detail) for c in history],
+        waiting_for=waiting,
+    )
 
 
-def _reply(reply: Reply, name: Names) -> dict[str, Any]:
+def _reply(reply: Reply, name: Names) -> ReplyView:
     # Staff may read replies to their own message; the sender's address is left out.
-    return {
-        "id": reply.id,
-        "channel": reply.channel,
-        "person_id": name(reply.person_id) if reply.person_id else None,
-        "body": reply.body,
-        "received_at": reply.received_at.isoformat(),
-    }
+    return ReplyView(
+        id=reply.id,
+        channel=reply.channel,
+        person_id=name(reply.person_id) if reply.person_id else None,
+        body=reply.body,
+        received_at=reply.received_at,
+    )
 
 
-def _child(child: ChildReach, name: Names) -> dict[str, Any]:
-    return {
-        "child_id": name(child.child_id),
-        "reached": child.reached,
-        "reached_by": name.all(child.reached_by),
-        "reached_at": child.reached_at.isoformat() if child.reached_at else None,
+def _child(child: ChildReach, name: Names) -> ChildStatus:
+    return ChildStatus(
+        child_id=name(child.child_id),
+        reached=child.reached,
+        reached_by=name.all(child.reached_by),
+        reached_at=child.reached_at,
         # why nobody could be told: no_recipient, all_suppressed, all_failed (else null)
-        "reason": child.reason,
-    }
+        reason=child.reason,
+    )
 
 
-def _guardian(recipient: RecipientReach, name: Names) -> dict[str, Any]:
-    return {
-        "recipient_id": name(recipient.recipient_id),
-        "role": recipient.role.value,
-        "best_status": recipient.best_status.value,
-        "channels": {channel: status.value for channel, status in recipient.channels.items()},
-        "read_at": recipient.read_at.isoformat() if recipient.read_at else None,
-        "via": recipient.via,
-    }
+def _guardian(recipient: RecipientReach, name: Names) -> GuardianStatus:
+    return GuardianStatus(
+        recipient_id=name(recipient.recipient_id),
+        role=recipient.role,
+        best_status=recipient.best_status,
+        channels=recipient.channels,
+        read_at=recipient.read_at,
+        via=recipient.via,
+    )
 
 
-def _summary(view: Reach, name: Names) -> dict[str, Any]:
+def _summary(view: Reach, name: Names) -> StatusSummary:
     children = view.children.values()
-    return {
-        "guardians_total": len(view.recipients),
-        "guardians_read": sum(1 for r in view.recipients.values() if r.read_at is not None),
-        "children_total": len(view.children),
-        "children_reached": sum(1 for c in children if c.reached),
-        "children_not_reached": sorted(name(c.child_id) for c in children if not c.reached),
-        "children_not_told": sum(1 for c in children if c.reason is not None),
-    }
+    return StatusSummary(
+        guardians_total=len(view.recipients),
+        guardians_read=sum(1 for r in view.recipients.values() if r.read_at is not None),
+        children_total=len(view.children),
+        children_reached=sum(1 for c in children if c.reached),
+        children_not_reached=sorted(name(c.child_id) for c in children if not c.reached),
+        children_not_told=sum(1 for c in children if c.reason is not None),
+    )
 
 
 async def get_message(request: web.Request) -> web.Response:
@@ -130,24 +137,24 @@ async def get_message(request: web.Request) -> web.Response:
     )
     now = ctx.clock.now()
     jobs = await ctx.store.get_jobs([send_job_id(d.id) for d in deliveries if d.status in WAITING])
-    children = sorted((_child(c, name) for c in view.children.values()), key=itemgetter("child_id"))
+    children = sorted((_child(c, name) for c in view.children.values()), key=attrgetter("child_id"))
     guardians = sorted(
-        (_guardian(r, name) for r in view.recipients.values()), key=itemgetter("recipient_id")
+        (_guardian(r, name) for r in view.recipients.values()), key=attrgetter("recipient_id")
     )
-    return web.json_response(
-        {
-            "id": message.id,
-            "event_id": message.event_id,
-            "category": message.category.value,
-            "subject": PROTECTED_SUBJECT if hides_subject(message, name) else message.subject,
-            "read_receipt": message.read_receipt,
-            "created_at": message.created_at.isoformat(),
-            "planned_at": message.planned_at.isoformat() if message.planned_at else None,
-            "counts": counts,
-            "summary": _summary(view, name),
-            "children": children,
-            "guardians": guardians,
-            "deliveries": [
+    return respond_json(
+        MessageStatus(
+            id=message.id,
+            event_id=message.event_id,
+            category=message.category,
+            subject=PROTECTED_SUBJECT if hides_subject(message, name) else message.subject,
+            read_receipt=message.read_receipt,
+            created_at=message.created_at,
+            planned_at=message.planned_at,
+            counts=counts,
+            summary=_summary(view, name),
+            children=children,
+            guardians=guardians,
+            deliveries=[
                 _delivery(
                     d,
                     history.get(d.id, []),
@@ -156,10 +163,10 @@ async def get_message(request: web.Request) -> web.Response:
                 )
                 for d in deliveries
             ],
-            "replies": [_reply(r, name) for r in replies],
+            replies=[_reply(r, name) for r in replies],
             # absence alerts and reports: the absence, its marks and guardians' answers
-            "absence": absence.view(name) if absence is not None else None,
-        }
+            absence=None if absence is None else AbsenceView.model_validate(absence.view(name)),
+        )
     )
 
 

@@ -30,6 +30,7 @@ from gateway.addresses import (
 from gateway.api.body import read_model
 from gateway.api.context import CTX
 from gateway.api.paging import page_after_id
+from gateway.api.responses import Instant, respond_json
 from gateway.auth import authenticate_bearer, new_webhook_secret
 from gateway.constants import WEBHOOK_EVENT_TYPES
 from gateway.errors import Conflict, NotFound, ValidationFailed
@@ -153,7 +154,7 @@ class WebhookMessageDetail(WebhookMessageView):
 
 class WebhookMessageList(BaseModel):
     messages: list[WebhookMessageView]
-    next_before: datetime | None
+    next_before: Instant | None
     next_before_id: str | None
 
 
@@ -231,18 +232,16 @@ async def _check_url(value: str, settings: Settings) -> None:
 # --------------------------------------------------------------------------- views
 
 
-def endpoint_view(endpoint: WebhookEndpoint) -> dict[str, Any]:
-    return WebhookEndpointView.model_validate(endpoint, from_attributes=True).model_dump(
-        mode="json"
-    )
+def endpoint_view(endpoint: WebhookEndpoint) -> WebhookEndpointView:
+    return WebhookEndpointView.model_validate(endpoint, from_attributes=True)
 
 
-def _with_secret(endpoint: WebhookEndpoint) -> dict[str, Any]:
-    return {**endpoint_view(endpoint), "secret": endpoint.secret}
+def _with_secret(endpoint: WebhookEndpoint) -> WebhookEndpointWithSecret:
+    return WebhookEndpointWithSecret.model_validate(endpoint, from_attributes=True)
 
 
-def message_view(message: WebhookMessage) -> dict[str, Any]:
-    return WebhookMessageView.model_validate(message, from_attributes=True).model_dump(mode="json")
+def message_view(message: WebhookMessage) -> WebhookMessageView:
+    return WebhookMessageView.model_validate(message, from_attributes=True)
 
 
 async def _endpoint(request: web.Request, tenant: Tenant) -> WebhookEndpoint:
@@ -277,20 +276,20 @@ async def create_endpoint(request: web.Request) -> web.Response:
         updated_at=now,
     )
     await ctx.store.create_webhook_endpoint(endpoint)
-    return web.json_response(_with_secret(endpoint), status=201)
+    return respond_json(_with_secret(endpoint), status=201)
 
 
 async def list_endpoints(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     tenant = await authenticate_bearer(request, ctx.store, ctx.clock.now(), Scope.webhooks)
     endpoints = await ctx.store.list_webhook_endpoints(tenant.id)
-    return web.json_response({"endpoints": [endpoint_view(e) for e in endpoints]})
+    return respond_json(WebhookEndpointList(endpoints=[endpoint_view(e) for e in endpoints]))
 
 
 async def get_endpoint(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     tenant = await authenticate_bearer(request, ctx.store, ctx.clock.now(), Scope.webhooks)
-    return web.json_response(endpoint_view(await _endpoint(request, tenant)))
+    return respond_json(endpoint_view(await _endpoint(request, tenant)))
 
 
 async def patch_endpoint(request: web.Request) -> web.Response:
@@ -315,7 +314,7 @@ async def patch_endpoint(request: web.Request) -> web.Response:
     updated = endpoint.model_copy(update=changes)
     if not await ctx.store.update_webhook_endpoint(updated):
         raise NotFound("no such webhook endpoint")
-    return web.json_response(endpoint_view(updated))
+    return respond_json(endpoint_view(updated))
 
 
 async def delete_endpoint(request: web.Request) -> web.Response:
@@ -344,7 +343,7 @@ async def rotate_secret(request: web.Request) -> web.Response:
     )
     if not await ctx.store.update_webhook_endpoint(rotated):
         raise NotFound("no such webhook endpoint")
-    return web.json_response(_with_secret(rotated))
+    return respond_json(_with_secret(rotated))
 
 
 # --------------------------------------------------------------------------- outbox
@@ -409,12 +408,12 @@ async def list_messages(request: web.Request) -> web.Response:
         raise ValidationFailed("the query is not valid", errors=errors)
     messages = await ctx.store.list_webhook_messages(tenant.id, **params)
     last = messages[-1] if len(messages) == params["limit"] and messages else None
-    return web.json_response(
-        {
-            "messages": [message_view(m) for m in messages],
-            "next_before": last.created_at.isoformat() if last else None,
-            "next_before_id": last.id if last else None,
-        }
+    return respond_json(
+        WebhookMessageList(
+            messages=[message_view(m) for m in messages],
+            next_before=last.created_at if last else None,
+            next_before_id=last.id if last else None,
+        )
     )
 
 
@@ -431,9 +430,7 @@ async def get_message(request: web.Request) -> web.Response:
     tenant = await authenticate_bearer(request, ctx.store, ctx.clock.now(), Scope.webhooks)
     message = await _message(request, tenant)
     history = await ctx.store.webhook_attempts(message.id)
-    return web.json_response(
-        {**message_view(message), "history": [a.model_dump(mode="json") for a in history]}
-    )
+    return respond_json(WebhookMessageDetail(**dict(message_view(message)), history=history))
 
 
 async def replay_message(request: web.Request) -> web.Response:
@@ -448,7 +445,7 @@ async def replay_message(request: web.Request) -> web.Response:
     if replayed is None:
         raise NotFound("no such webhook message")
     ctx.work_available.set()
-    return web.json_response(message_view(replayed))
+    return respond_json(message_view(replayed))
 
 
 def setup(app: web.Application) -> None:
