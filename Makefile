@@ -21,6 +21,7 @@ demo-serve: $(STAMP)  ## the demo, then keep the gateway running with staff and 
 
 screenshots: $(STAMP)  ## every page at 390 and 1280 px into screenshots/ (git-ignored)
 	$(BIN)/python -m scripts.screenshots
+	$(BIN)/python -m scripts.screenshots --language ar
 
 run: $(STAMP)   ## run the gateway on 127.0.0.1:8080 with the embedded store and the outbox
 	$(BIN)/budbringer serve

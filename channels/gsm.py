@@ -11,6 +11,7 @@ segment, and a surrogate pair (an emoji) is never split either.
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Literal
 
 Encoding = Literal["GSM-7", "UCS-2"]
@@ -72,9 +73,13 @@ def _septets(char: str) -> int | None:
     return None
 
 
+_GSM7_ALL = GSM7_BASIC | GSM7_EXTENSION
+
+
 def encoding(text: str) -> Encoding:
-    """The encoding an SMS with this text is sent in."""
-    return "GSM-7" if all(_septets(char) is not None for char in text) else "UCS-2"
+    """The encoding an SMS with this text is sent in (a set test: every render of an
+    SMS asks, so it runs in C rather than a Python loop over the characters)."""
+    return "GSM-7" if _GSM7_ALL.issuperset(text) else "UCS-2"
 
 
 def _units(text: str, enc: Encoding) -> list[int]:
@@ -120,3 +125,25 @@ def sanitize(text: str) -> str:
     non-breaking spaces. Everything else is left as it is.
     """
     return text.translate(_REPLACEMENTS)
+
+
+# Letters without a GSM-7 form that decomposition does not reach (Polish, Sámi, ...).
+_FOLD_EXTRA = str.maketrans(
+    {"ł": "l", "Ł": "L", "đ": "d", "Đ": "D", "ŋ": "n", "Ŋ": "N", "ŧ": "t", "Ŧ": "T", "ı": "i"}
+)
+
+
+def _fold_char(char: str) -> str:
+    if _septets(char) is not None:
+        return char
+    plain = "".join(c for c in unicodedata.normalize("NFKD", char) if not unicodedata.combining(c))
+    plain = plain.translate(_FOLD_EXTRA)
+    return plain if plain and all(_septets(c) is not None for c in plain) else char
+
+
+def fold(text: str) -> str:
+    """Our own Latin-script text with its non-GSM-7 letters folded to GSM-7 ones
+    ("Wiadomość" -> "Wiadomosc", "Dieđáhus" -> "Diedahus"), after
+    :func:`sanitize`. Letters of other scripts (Arabic, Cyrillic, Ge'ez) stay: an SMS
+    in them is UCS-2 whatever we do. Never used on what staff or guardians wrote."""
+    return "".join(_fold_char(char) for char in sanitize(text).translate(_FOLD_EXTRA))

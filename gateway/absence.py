@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
-from babel.dates import format_date
+from babel.dates import format_date, format_skeleton
 from babel.lists import format_list
 from pydantic import ValidationError
 
@@ -133,6 +133,7 @@ _KINDS = {
     ABSENCE_UNREACHED: "unreached",
 }
 _DATE_FORMATS = {"nb": "EEEE d. MMMM", "nn": "EEEE d. MMMM", "en": "EEEE d MMMM"}
+_DATE_SKELETON = "MMMMEEEEd"  # the other languages: weekday, day, month in CLDR's order
 _SUFFIX = "#"  # joins an event id and the part of it a derived message is
 
 
@@ -196,13 +197,18 @@ def dates_text(days: Sequence[date], lang: str) -> str:
             runs[-1].append(day)
         else:
             runs.append([day])
-    pattern = _DATE_FORMATS[lang]
     parts = [
-        format_date(run[0], pattern, locale=lang)
-        + ("" if len(run) == 1 else " - " + format_date(run[-1], pattern, locale=lang))
-        for run in runs
+        _day(run[0], lang) + ("" if len(run) == 1 else " - " + _day(run[-1], lang)) for run in runs
     ]
     return format_list(parts, locale=lang)
+
+
+def _day(day: date, lang: str) -> str:
+    """Weekday, day and month: our pattern for nb, nn, en; CLDR's own order elsewhere."""
+    pattern = _DATE_FORMATS.get(lang)
+    if pattern is None:
+        return format_skeleton(_DATE_SKELETON, day, locale=lang)
+    return format_date(day, pattern, locale=lang)
 
 
 def _per_language(days: Sequence[date]) -> dict[str, str]:

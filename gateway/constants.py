@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 DEFAULT_LANGUAGE = "nb"
-SUPPORTED_LANGUAGES = ("nb", "nn", "en")
+# Languages of our own texts (templates/locale/<lang>.po); anything else gets Bokmål.
+SUPPORTED_LANGUAGES = ("nb", "nn", "se", "en", "pl", "lt", "so", "ar", "ti", "uk", "ur", "fa")
+# The staff pages (templates/pages/staff.toml) are in these.
+STAFF_LANGUAGES = ("nb", "nn", "en")
 DEFAULT_TIME_ZONE = "Europe/Oslo"
 DEFAULT_PHONE_REGION = "NO"
 ADULT_AGE = 18

@@ -180,6 +180,7 @@ class DemoRun:
         expires = self.service.clock.now() + timedelta(days=settings.read_link_ttl_days)
         token = make_read_token(self.service.ctx.secret, email, expires)
         return {
+            "email": str(settings.outbox_dir / "email" / f"{email}.eml"),
             "staff": staff["link"],
             "parent": f"{self.url}{PARENT_PATH}{token}",
             "read": f"{self.url}{READ_PATH}{token}",
@@ -191,9 +192,12 @@ class DemoRun:
         await self.service.stop()
 
 
-async def start_demo(directory: Path, *, port: int = 0) -> DemoRun:
+async def start_demo(
+    directory: Path, *, port: int = 0, parent_language: str | None = None
+) -> DemoRun:
     """Seed the demo municipality on a fresh gateway in ``directory`` and send its
-    messages; the gateway keeps running (``port`` 0: any free port)."""
+    messages; the gateway keeps running (``port`` 0: any free port). ``parent_language``
+    sets the language of the guardian whose links :meth:`DemoRun.links` gives."""
     if directory.exists():
         shutil.rmtree(directory)
     directory.mkdir(parents=True)
@@ -220,6 +224,10 @@ async def start_demo(directory: Path, *, port: int = 0) -> DemoRun:
         )
         client = DemoClient(url, api_key, whsec, tenant.id)
         directory_batch = demo_directory(service.clock.now().date())
+        if parent_language:
+            for person in directory_batch["persons"]:
+                if person["id"] == DEMO_PARENT:
+                    person["language"] = parent_language
         await client.call("POST", "/v1/directory", directory_batch)
         for child_id, guardian_id, flag, reason in FLAGS:
             await client.call(

@@ -659,7 +659,7 @@ class Rendered(BaseModel):
     text: str
     html: str | None = None
     short: str | None = None  # push body / SMS fallback
-    language: str | None = None  # the language actually rendered (nb, nn, en)
+    language: str | None = None  # the language actually rendered (one of SUPPORTED_LANGUAGES)
     # The language of the staff text itself: a translation's, else the message's own.
     text_language: str | None = None
     # Files the email carries as MIME attachments: (name, content type, bytes).

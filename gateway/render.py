@@ -3,9 +3,17 @@
 The staff member's subject and body are used as written, or as translated for the
 recipient's language (gateway/translations.py: a teacher's own or a machine translation,
 announced by a one-line notice linking to the original); our own wrapper texts
-(header, "concerns" line, footer) come from
-``templates/texts.toml`` in nb, nn or en, and the channel templates in
+(header, "concerns" line, footer) come from the ``texts`` entries
+of ``templates/locale/<lang>.po`` (gateway/locales.py), and the channel templates in
 ``templates/<channel>/<template>.<part>`` lay them out. See templates/README.md.
+
+Names, numbers and links filled into our texts are marked with Unicode isolates
+(FSI ... PDI): the HTML email turns them into ``<bdi>`` (filter ``bdi``), plain text
+in a right-to-left language keeps them, and plain text in any other language drops
+them (they would make a Latin SMS UCS-2 for nothing). An SMS whose only non-GSM-7
+characters come from our texts (Polish, Lithuanian, Sámi letters) is rendered again
+with those texts folded to GSM-7 (channels/gsm.py ``fold``), so it is not billed
+as UCS-2 for the wrapper alone.
 
 Only the delivery's own context is rendered (its children's first names, its unit,
 its sender): nothing about other recipients ever reaches a template.
@@ -15,12 +23,10 @@ from __future__ import annotations
 
 import functools
 import re
-import tomllib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from babel import Locale, UnknownLocaleError
 from babel.lists import format_list
 from jinja2 import (
     Environment,
@@ -30,16 +36,28 @@ from jinja2 import (
     TemplateError,
     select_autoescape,
 )
+from markupsafe import Markup, escape
 
+from channels.gsm import encoding, fold
 from gateway.attachments import human_size, travels_in_email
 from gateway.constants import (
     ABSENCE_CONTEXT_KEY,
     ABSENCE_MESSAGE_TYPES,
     DEFAULT_LANGUAGE,
     NEUTRAL_KEY,
-    SUPPORTED_LANGUAGES,
 )
 from gateway.errors import ConfigError
+from gateway.locales import (
+    FSI,
+    PDI,
+    PluralText,
+    catalogue_dir,
+    direction,
+    is_rtl,
+    language_name,
+    resolve_language,
+)
+from gateway.locales import load as load_locales
 from gateway.models import (
     Attachment,
     Category,
@@ -74,31 +92,6 @@ _TEMPLATES: dict[str, str] = {
 }
 _DEFAULT_TEMPLATE = "message"
 
-# Language subtags (ISO 639-1 and -2) that map onto a language we have texts for.
-_LANGUAGE_ALIASES = {
-    "nb": "nb",
-    "nob": "nb",
-    "no": "nb",
-    "nor": "nb",
-    "nn": "nn",
-    "nno": "nn",
-    "en": "en",
-    "eng": "en",
-}
-
-
-def resolve_language(tag: str | None) -> str:
-    """The wrapper language for a language tag: nb, nn or en; anything else gives nb.
-
-    "no", "nb-NO", "nb_NO" and "nob" are Bokmål; "nn-NO" and "nno" Nynorsk;
-    "en-GB", "en-US" English.
-    """
-    if not tag:
-        return DEFAULT_LANGUAGE
-    primary = re.split(r"[-_]", tag.strip().lower(), maxsplit=1)[0]
-    language = _LANGUAGE_ALIASES.get(primary, DEFAULT_LANGUAGE)
-    return language if language in SUPPORTED_LANGUAGES else DEFAULT_LANGUAGE
-
 
 def shorten(text: str, limit: int) -> str:
     """Collapse whitespace and cut ``text`` to at most ``limit`` characters on a word
@@ -131,16 +124,10 @@ def _name_list(names: tuple[str, ...], lang: str) -> str:
     return format_list(list(names), locale=lang)
 
 
-@functools.lru_cache(maxsize=256)
-def language_name(language: str, lang: str, norwegian: str) -> str:
-    """The name of ``language`` in the wrapper language ``lang`` ("norsk", "Polish")."""
-    if language in ("nb", "nn", "no"):
-        return norwegian
-    try:
-        name = Locale.parse(lang).languages.get(language)
-    except (UnknownLocaleError, ValueError):
-        name = None
-    return name or language
+def _source_name(language: str, lang: str, norwegian: str) -> str:
+    """The name of the staff text's ``language`` in the wrapper language ``lang``
+    ("norsk" for any Norwegian, else Babel's: "Polish")."""
+    return norwegian if language in ("nb", "nn", "no") else language_name(language, lang)
 
 
 def _context_names(value: Any) -> list[str]:
@@ -153,12 +140,54 @@ def _context_text(value: Any) -> str | None:
     return value.strip() if isinstance(value, str) and value.strip() else None
 
 
+def _mark(value: str) -> str:
+    """A name, number or link filled into our text: isolated (see the module doc). Any
+    isolate characters of its own are dropped, so every ``<bdi>`` made of them closes."""
+    return f"{FSI}{_unmark(value)}{PDI}"
+
+
+def _unmark(text: str) -> str:
+    return text.replace(FSI, "").replace(PDI, "")
+
+
+def _folded(text: str | PluralText) -> str | PluralText:
+    if isinstance(text, PluralText):
+        return PluralText(tuple(map(fold, text.forms)), text.lang)
+    return fold(text)
+
+
+def bdi(value: Any) -> Markup:
+    """Jinja filter for HTML: escape (like ``forceescape``), then each isolated
+    stretch becomes ``<bdi>``: a name keeps its own direction in any page direction."""
+    escaped = str(escape(str(value)))
+    return Markup(escaped.replace(FSI, "<bdi>").replace(PDI, "</bdi>"))
+
+
+# Absence facts that are names, numbers or dates: isolated like the other values.
+_MARKED_FACTS = ("child", "unit", "group", "lesson_name", "start", "end", "arrival")
+_MARKED_PER_LANGUAGE = ("date", "dates")
+
+
+def _marked_absence(absence: dict[str, Any], lang: str, sms_fold: bool) -> dict[str, Any]:
+    out = dict(absence)
+    for key in _MARKED_FACTS:
+        if isinstance(out.get(key), str) and out[key]:
+            out[key] = _mark(out[key])
+    for key in _MARKED_PER_LANGUAGE:
+        per_language = out.get(key)
+        if isinstance(per_language, dict):
+            text = str(per_language.get(lang) or per_language.get("nb") or "")
+            out[key] = {lang: _mark(fold(text) if sms_fold else text)}
+    return out
+
+
 class Renderer:
     """Renders deliveries. Build once at startup: templates are compiled once and cached.
 
     ``link_for`` gives the personal read link (``<public url>/r/<token>``) of an
     email or SMS delivery, or None for none; without it no read link is rendered.
     An email's ``unsubscribe_url`` is ``<public url>/u/<token>`` with the same token.
+    ``locale_dir`` holds a municipality's corrections of our texts (gateway/locales.py).
     """
 
     def __init__(
@@ -168,6 +197,7 @@ class Renderer:
         *,
         link_for: Callable[[Delivery], str | None] | None = None,
         sms_fallback_sender: str | None = None,
+        locale_dir: Path | None = None,
         email_max_bytes: int = 0,
     ) -> None:
         self._public_url = public_url.rstrip("/")
@@ -176,14 +206,13 @@ class Renderer:
         self._sms_fallback_sender = sms_fallback_sender
         # Attachments up to this size travel in the email; larger ones as links.
         self._email_max_bytes = email_max_bytes
-        try:
-            with (templates_dir / "texts.toml").open("rb") as file:
-                self._texts: dict[str, dict[str, str]] = tomllib.load(file)
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError("templates/texts.toml is missing or not valid TOML") from exc
-        missing = [lang for lang in SUPPORTED_LANGUAGES if lang not in self._texts]
-        if missing:
-            raise ConfigError(f"templates/texts.toml lacks languages: {', '.join(missing)}")
+        catalogues = load_locales(locale_dir, catalogue_dir(templates_dir))
+        self._texts: dict[str, dict[str, Any]] = catalogues["texts"]
+        # The same texts folded to GSM-7 where that makes them GSM-7 (SMS only).
+        self._folded: dict[str, dict[str, Any]] = {
+            lang: {key: _folded(text) for key, text in texts.items()}
+            for lang, texts in self._texts.items()
+        }
         self._env = Environment(
             loader=FileSystemLoader(templates_dir),
             autoescape=select_autoescape(enabled_extensions=("html",), default=False),
@@ -192,6 +221,8 @@ class Renderer:
             lstrip_blocks=True,
             auto_reload=False,
         )
+        self._env.filters["bdi"] = bdi
+        self._env.filters["iso"] = _mark
         self._cache: dict[str, Template] = {}
         # Compile the templates every delivery uses now, so a broken one fails at startup.
         for channel, parts in _PARTS.items():
@@ -199,8 +230,8 @@ class Renderer:
                 self._template(f"{channel}/{_DEFAULT_TEMPLATE}.{part}")
 
     def text(self, lang: str, key: str) -> str:
-        """One wrapper text of ``templates/texts.toml`` in ``lang`` (nb, nn, en)."""
-        return self._texts[lang][key]
+        """One wrapper text (the ``texts`` entries of ``templates/locale/<lang>.po``)."""
+        return str(self._texts[lang][key])
 
     def _template(self, name: str) -> Template:
         template = self._cache.get(name)
@@ -232,39 +263,71 @@ class Renderer:
             raise ConfigError(f"no templates for channel {channel!r}")
         lang = resolve_language(delivery.language)
         read_url = self._read_url(delivery)
-        variables = self._variables(message, delivery, lang, read_url)
-        variables["files"] = self._files(files, channel, read_url)
-        template = _TEMPLATES.get(message.event_type, _DEFAULT_TEMPLATE)
-        variables["text_language"] = source_language
-        if translation is not None and template != _ABSENCE_TEMPLATE:
-            variables.update(self._translated(message, translation, lang, source_language))
-            variables["original_url"] = read_url
-            variables["text_language"] = translation.language
-        if template == _ABSENCE_TEMPLATE:
-            # Our own texts: the subject too is in the recipient's language.
-            subject = self._template("subject/absence.txt").render(variables)
-            variables["subject"] = _one_line(subject)
-        out = {
-            part: self._template(f"{channel}/{template}.{part}").render(variables).strip()
-            for part in parts
-        }
+        args = (message, delivery, lang, read_url, parts, files, translation, source_language)
+        subject, out, text_language = self._render_parts(*args, sms_fold=False)
+        if channel == "sms" and any(encoding(text) == "UCS-2" for text in out.values()):
+            # Only our texts' letters (ą, č, á...) may be what makes it UCS-2: try folded.
+            folded = self._render_parts(*args, sms_fold=True)
+            if all(encoding(text) == "GSM-7" for text in folded[1].values()):
+                subject, out, text_language = folded
         short = out.get("short.txt")
         if channel == "push" and short is not None:
             short = shorten(short, PUSH_BODY_MAX)
         return Rendered(
-            subject=variables["subject"],
+            subject=subject,
             text=out["txt"],
             html=out.get("html"),
             short=short,
             language=lang,
-            text_language=variables["text_language"],
+            text_language=text_language,
             unsubscribe_url=self._unsubscribe_url(channel, read_url),
         )
 
+    def _render_parts(
+        self,
+        message: Message,
+        delivery: Delivery,
+        lang: str,
+        read_url: str | None,
+        parts: tuple[str, ...],
+        files: Sequence[Attachment],
+        translation: Translation | None,
+        source_language: str,
+        *,
+        sms_fold: bool,
+    ) -> tuple[str, dict[str, str], str]:
+        """The subject, each part (isolates kept for right to left, else dropped) and the
+        language the staff text is in (a translation's, else the message's own)."""
+        variables = self._variables(message, delivery, lang, read_url, sms_fold)
+        variables["files"] = self._files(files, delivery.channel, read_url)
+        template = _TEMPLATES.get(message.event_type, _DEFAULT_TEMPLATE)
+        text_language = source_language
+        if translation is not None and template != _ABSENCE_TEMPLATE:
+            texts = (self._folded if sms_fold else self._texts)[lang]
+            variables.update(self._translated(message, translation, texts, lang, source_language))
+            variables["original_url"] = read_url
+            text_language = translation.language
+        if template == _ABSENCE_TEMPLATE:
+            # Our own texts: the subject too is in the recipient's language.
+            subject = self._template("subject/absence.txt").render(variables)
+            variables["subject"] = _one_line(subject)
+        rtl = is_rtl(lang)
+        out: dict[str, str] = {}
+        for part in parts:
+            text = self._template(f"{delivery.channel}/{template}.{part}").render(variables)
+            out[part] = text.strip() if rtl else _unmark(text.strip())
+        subject = variables["subject"]
+        return (subject if rtl else _unmark(subject)), out, text_language
+
     def _variables(
-        self, message: Message, delivery: Delivery, lang: str, read_url: str | None
+        self,
+        message: Message,
+        delivery: Delivery,
+        lang: str,
+        read_url: str | None,
+        sms_fold: bool = False,
     ) -> dict[str, Any]:
-        texts = self._texts[lang]
+        texts = (self._folded if sms_fold else self._texts)[lang]
         context = delivery.context
         children = _context_names(context.get("children"))
         unit = _context_text(context.get("unit"))
@@ -282,27 +345,31 @@ class Renderer:
                 kind = context.get("unit_kind")
                 place = texts.get(f"neutral_unit_{kind}", texts["neutral_unit"])
                 absence = absence | {"unit": place, "group": None}
-        subject = _one_line(message.subject)
+        if absence:
+            absence = _marked_absence(absence, lang, sms_fold)
+        subject = _unmark(_one_line(message.subject))  # only ours mark the text
         if message.category is Category.emergency:
-            subject = f"{texts['important']} {subject}"
+            subject = f"{texts['important']} {_mark(subject)}"
         reminder = is_reminder(delivery)
         if reminder:
             subject = f"{texts['reminder_prefix']} {subject}"
         return {
             "lang": lang,
+            "dir": direction(lang),
             "category": message.category.value,
             "subject": subject,
             "body": message.body.strip(),
             "paragraphs": _paragraphs(message.body),
             "header": (
-                texts["header"].format(sender=from_name)
+                texts["header"].format(sender=_mark(from_name))
                 if from_name
                 else texts["neutral_header"]
                 if neutral
                 else None
             ),
             "concerns": (
-                texts["concerns"].format(children=_name_list(tuple(children), lang))
+                # each name isolated: "Kari" and "Magnus" around an Arabic "and"
+                texts["concerns"].format(children=_name_list(tuple(map(_mark, children)), lang))
                 if children
                 else None
             ),
@@ -311,11 +378,13 @@ class Renderer:
             # Staff get a staff footer (why they get it, the staff pages), not the parent one.
             "staff": delivery.recipient_role is Role.staff,
             "staff_reason": (
-                texts["staff_reason_unit"].format(unit=unit) if unit else texts["staff_reason"]
+                texts["staff_reason_unit"].format(unit=_mark(unit))
+                if unit
+                else texts["staff_reason"]
             ),
             "staff_pages": texts["staff_pages"],
             "staff_pages_url": f"{self._public_url}/staff/{'absence' if absence else 'messages'}",
-            "reason": texts["reason_unit"].format(unit=unit) if unit else texts["reason"],
+            "reason": texts["reason_unit"].format(unit=_mark(unit)) if unit else texts["reason"],
             "settings": texts["settings"],
             "read_in_app": texts["read_in_app"],
             "preferences_url": self._preferences_url(read_url),
@@ -331,7 +400,6 @@ class Renderer:
             "sms_from": from_name or (texts["neutral_sender"] if neutral else None),
             # SMS: whether the sender can receive an answer (not an alphanumeric id).
             "sms_answerable": sms_answerable(delivery, self._sms_fallback_sender),
-            "text_language": None,  # the staff text's language (set by render)
             "notice": None,  # a translation's notice (see _translated)
             "original_url": None,
             # Absence facts (gateway/absence.py) and the texts they are told with.
@@ -389,9 +457,13 @@ class Renderer:
         return f"{self._public_url}{PARENT_PATH}{read_url.rpartition(READ_PATH)[2]}"
 
     def _translated(
-        self, message: Message, translation: Translation, lang: str, source: str
+        self,
+        message: Message,
+        translation: Translation,
+        texts: Mapping[str, Any],
+        lang: str,
+        source: str,
     ) -> dict[str, Any]:
-        texts = self._texts[lang]
         key = (
             "sender_translated"
             if translation.origin is TranslationOrigin.teacher
@@ -399,12 +471,12 @@ class Renderer:
         )
         subject = _one_line(translation.subject)
         if message.category is Category.emergency:
-            subject = f"{texts['important']} {subject}"
+            subject = f"{texts['important']} {_mark(subject)}"
         return {
             "subject": subject,
             "body": translation.body.strip(),
             "paragraphs": _paragraphs(translation.body),
-            "notice": texts[key].format(language=language_name(source, lang, texts["norwegian"])),
+            "notice": texts[key].format(language=_source_name(source, lang, texts["norwegian"])),
         }
 
     def _files(

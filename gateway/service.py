@@ -117,6 +117,7 @@ class Service:
                 self.clock,
             ),
             sms_fallback_sender=sms_fallback_sender(settings),
+            locale_dir=settings.locale_dir,
             email_max_bytes=settings.attachments.email_max_bytes,
         )
         # Set whenever new work is queued, so idle workers wake at once.

@@ -374,6 +374,8 @@ class Settings(BaseSettings):
     secret_key: SecretStr | None = None  # signs guardian tokens and read links
     outbox_dir: Path = Path("./outbox")
     templates_dir: Path | None = None  # default: templates/ of the source tree
+    # Corrections of our texts: <lang>.po files whose entries win over templates/locale/.
+    locale_dir: Path | None = None
     max_body_bytes: int = Field(default=1_000_000, ge=1024)
     guardian_token_ttl: int = Field(default=3600, ge=60, le=86_400)
     read_link_ttl_days: int = Field(default=30, ge=1, le=366)  # read links in email/SMS

@@ -5,13 +5,17 @@
 Runs the demo municipality on a gateway of its own (gateway/demo.py), signs in
 through a staff sign-in link and a parent link the way a person would, and saves
 full-page PNGs into ``screenshots/`` (git-ignored: look at them, do not commit
-them). Needs Chromium (``/usr/bin/chromium``, else Playwright's own).
+them). ``--language ar`` gives the guardian's pages and email in Arabic (right to
+left), saved as ``<page>-ar-<width>.png`` next to the others. Needs Chromium
+(``/usr/bin/chromium``, else Playwright's own).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import email
+import email.policy
 import shutil
 import sys
 import tempfile
@@ -26,11 +30,21 @@ WIDTHS = (390, 1280)
 CHROMIUM = Path("/usr/bin/chromium")
 
 
-async def shoot(out: Path) -> list[Path]:
+def email_html(eml: Path, work: Path) -> str:
+    """The demo guardian's email (from the outbox) as an HTML file to open."""
+    message = email.message_from_bytes(eml.read_bytes(), policy=email.policy.default)
+    part = message.get_body(preferencelist=("html",))  # type: ignore[attr-defined]
+    html = work / "email.html"
+    html.write_text(str(part.get_content()) if part else "", encoding="utf-8")
+    return html.as_uri()
+
+
+async def shoot(out: Path, language: str | None = None) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
+    suffix = f"-{language}" if language else ""
     with tempfile.TemporaryDirectory() as work:
-        run = await start_demo(Path(work) / "demo")
+        run = await start_demo(Path(work) / "demo", parent_language=language)
         try:
             links = await run.links()
             url = run.url
@@ -47,6 +61,7 @@ async def shoot(out: Path) -> list[Path]:
                 "parent-no-session": ("", f"{url}/preferences"),
                 "read": ("", links["read"]),
                 "unsubscribe": ("", links["unsubscribe"]),
+                "email": ("", email_html(Path(links["email"]), Path(work))),
             }
             async with async_playwright() as playwright:
                 launch = {"executable_path": str(CHROMIUM)} if CHROMIUM.is_file() else {}
@@ -63,7 +78,7 @@ async def shoot(out: Path) -> list[Path]:
                             await page.goto(first or page_url)
                             if first and page_url:
                                 await page.goto(page_url)
-                            path = out / f"{name}-{width}.png"
+                            path = out / f"{name}{suffix}-{width}.png"
                             await page.screenshot(path=str(path), full_page=True)
                             written.append(path)
                             await context.close()
@@ -77,11 +92,14 @@ async def shoot(out: Path) -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(ROOT / "screenshots"), help="where to write")
+    parser.add_argument(
+        "--language", help="the demo guardian's language (e.g. ar: right to left), in file names"
+    )
     args = parser.parse_args(argv)
     out = Path(args.out)
-    if out.exists():
+    if out.exists() and not args.language:
         shutil.rmtree(out)
-    for path in asyncio.run(shoot(out)):
+    for path in asyncio.run(shoot(out, args.language)):
         print(path)
     return 0
 

@@ -163,7 +163,7 @@ def test_every_kind_renders_in_every_language(
             assert encoding(out.subject) == "GSM-7"
     email = render(renderer, message_type, "email", lang)
     assert "<script>" not in (email.html or "")
-    assert f'<html lang="{lang}">' in (email.html or "")
+    assert f'<html lang="{lang}" dir="ltr">' in (email.html or "")
 
 
 def test_lesson_zero_name_and_start(renderer: Renderer) -> None:

@@ -95,7 +95,7 @@ async def test_link_pages_are_norwegian_html(app_client: TestClient) -> None:
         assert resp.status == 200
         assert resp.content_type == "text/html"
         page = await resp.text()
-        assert '<html lang="nb">' in page
+        assert '<html lang="nb" dir="ltr">' in page
         assert "<main>" in page and "<h1>" in page and "<title>" in page
         assert "Åpne lenken i meldingen" in page
         assert "Content-Security-Policy" in resp.headers

@@ -54,7 +54,7 @@ def test_email_lists_carried_files_and_links_large_ones(
     assert f'href="{READ}/files/a2"' in out.html and f"{READ}/files/a1" not in out.html
 
 
-@pytest.mark.parametrize(("language", "count"), [("nb", "2 vedlegg"), ("en", "2 attachment(s)")])
+@pytest.mark.parametrize(("language", "count"), [("nb", "2 vedlegg"), ("en", "2 attachments")])
 def test_sms_and_push_say_how_many_and_stay_gsm7(
     renderer: Renderer, language: str, count: str
 ) -> None:

@@ -230,7 +230,7 @@ async def test_one_click_stops_email_for_the_category_and_keeps_the_rest(
     resp = await app_client.post(f"/u/{token}", data=ONE_CLICK)
     assert resp.status == 200
     html = await resp.text()
-    assert '<html lang="nb">' in html
+    assert '<html lang="nb" dir="ltr">' in html
     assert "Du er meldt av" in html
     assert "meldinger på e-post" in html
     assert resp.headers["Cache-Control"] == "no-store"
@@ -325,7 +325,7 @@ async def test_absence_and_emergency_cannot_be_switched_off_by_email(
     resp = await app_client.post(f"/u/{token}", data=ONE_CLICK)
     assert resp.status == 200
     html = await resp.text()
-    assert f'<html lang="{language}">' in html
+    assert f'<html lang="{language}" dir="ltr">' in html
     assert words in html
     assert await prefs_of(store, seeded) is None
     assert ChannelName.email in await email_routes(store, seeded, Category.reminder)
@@ -357,7 +357,7 @@ async def test_get_asks_first_and_changes_nothing(
     resp = await app_client.get(f"/u/{token}")
     assert resp.status == 200
     html = await resp.text()
-    assert f'<html lang="{language}">' in html
+    assert f'<html lang="{language}" dir="ltr">' in html
     assert question in html
     assert f">{button}</button>" in html
     assert f'<form method="post" action="{token}">' in html

@@ -23,14 +23,27 @@ from gateway.api.context import CTX, AppContext
 from gateway.api.readlinks import DEFAULT_TEMPLATES, PAGES, SECURITY_HEADERS, ReadPages
 from gateway.constants import DEFAULT_TIME_ZONE
 from gateway.errors import ConfigError, LinkInvalid
+from gateway.locales import catalogue_dir
+from gateway.locales import load as load_locales
 from gateway.models import Person
 from gateway.sessions import PageSession, new_session, open_session
 
 CSRF_FIELD = "csrf"
 
 
-def load_texts(templates_dir: Path | None, name: str) -> dict[str, Any]:
-    """``templates/pages/<name>`` (TOML) from the configured templates, else the built-in."""
+def load_texts(
+    templates_dir: Path | None, name: str, area: str | None = None, locale_dir: Path | None = None
+) -> dict[str, Any]:
+    """``templates/pages/<name>`` (TOML) from the configured templates, else the built-in;
+    with ``area``, each language's texts come from the catalogues (gateway/locales.py)
+    and the TOML file keeps only the bilingual problem pages."""
+    toml = _load_toml(templates_dir, name)
+    if area is None:
+        return toml
+    return toml | load_locales(locale_dir, catalogue_dir(templates_dir))[area]
+
+
+def _load_toml(templates_dir: Path | None, name: str) -> dict[str, Any]:
     dirs = [d for d in (templates_dir, DEFAULT_TEMPLATES) if d is not None]
     found = next((d / "pages" / name for d in dirs if (d / "pages" / name).is_file()), None)
     if found is None:
@@ -45,7 +58,8 @@ def read_pages(app: web.Application) -> ReadPages:
     """The read page's templates (loaded by the read-link module, or here)."""
     pages = app.get(PAGES)
     if pages is None:
-        pages = app[PAGES] = ReadPages.load(app[CTX].settings.templates_dir)
+        settings = app[CTX].settings
+        pages = app[PAGES] = ReadPages.load(settings.templates_dir, settings.locale_dir)
     return pages
 
 

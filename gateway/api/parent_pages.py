@@ -55,6 +55,7 @@ from gateway.constants import (
     SUPPORTED_LANGUAGES,
 )
 from gateway.errors import Forbidden, LinkInvalid, NotFound
+from gateway.locales import language_names, resolve_language
 from gateway.models import (
     AbsenceKind,
     Category,
@@ -67,7 +68,6 @@ from gateway.models import (
 )
 from gateway.planner import route
 from gateway.readlinks import make_read_token, open_read_token
-from gateway.render import resolve_language
 from gateway.sessions import PARENT_SESSION_SALT, PageUser
 from gateway.withdrawal import visible_item, visible_items
 
@@ -191,11 +191,20 @@ async def inbox(request: web.Request) -> web.Response:
             {"before": last.created_at.isoformat(), "before_id": last.message_id}
         )
     title = parent.texts["inbox"]
-    return respond(
-        _page(
-            request, parent, "pages/parent_inbox.html", "inbox", title=title, rows=rows, older=older
-        )
+    unread = sum(1 for row in rows if row["unread"])
+    # "3 uleste meldinger", "5 nieprzeczytanych wiadomości": the language's plural rule
+    unread_count = parent.texts["unread_count"].format(count=unread) if unread else None
+    page = _page(
+        request,
+        parent,
+        "pages/parent_inbox.html",
+        "inbox",
+        title=title,
+        rows=rows,
+        older=older,
+        unread_count=unread_count,
     )
+    return respond(page)
 
 
 async def _file_count(ctx: AppContext, tenant_id: str, message_id: str) -> int:
@@ -268,6 +277,7 @@ def _prefs_page(
         digest_categories=DIGEST_CHOICES,
         mandatory=sorted(MANDATORY_CATEGORIES),
         languages=list(SUPPORTED_LANGUAGES),
+        language_names=language_names(),
         values=values,
         errors=errors,
         saved=saved,
@@ -502,7 +512,8 @@ async def old_app_message(request: web.Request) -> web.StreamResponse:
 
 
 def setup(app: web.Application) -> None:
-    app[TEXTS] = load_texts(app[CTX].settings.templates_dir, "parent.toml")
+    settings = app[CTX].settings
+    app[TEXTS] = load_texts(settings.templates_dir, "parent.toml", "parent", settings.locale_dir)
     pages = read_pages(app)
     for name in (
         "pages/parent_inbox.html",

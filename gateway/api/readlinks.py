@@ -27,6 +27,7 @@ from aiohttp import web
 from babel.dates import format_date, format_time
 from babel.lists import format_list
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from markupsafe import Markup
 
 from gateway import tracker
 from gateway.api.body import read_form
@@ -34,6 +35,8 @@ from gateway.api.context import CTX, AppContext
 from gateway.attachments import file_rows
 from gateway.constants import DEFAULT_TIME_ZONE
 from gateway.errors import ConfigError, LinkExpired, LinkInvalid
+from gateway.locales import RTL_LANGUAGES, catalogue_dir, fill, resolve_language
+from gateway.locales import load as load_locales
 from gateway.models import (
     TERMINAL_FAILURES,
     Category,
@@ -42,7 +45,6 @@ from gateway.models import (
     Message,
 )
 from gateway.readlinks import csrf_field, csrf_valid, open_read_token
-from gateway.render import resolve_language
 from gateway.withdrawal import LINK_GONE, linked_delivery
 
 DEFAULT_TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
@@ -74,8 +76,9 @@ class ReadPages:
     css: bytes
 
     @classmethod
-    def load(cls, templates_dir: Path | None) -> ReadPages:
-        """Templates from ``templates_dir``/pages, falling back to the built-in ones."""
+    def load(cls, templates_dir: Path | None, locale_dir: Path | None = None) -> ReadPages:
+        """Templates from ``templates_dir``/pages, falling back to the built-in ones; the
+        texts of each language from the catalogues (gateway/locales.py)."""
         dirs = [d for d in (templates_dir, DEFAULT_TEMPLATES) if d is not None]
         pages = next((d / "pages" for d in dirs if (d / "pages" / "texts.toml").is_file()), None)
         if pages is None:
@@ -93,10 +96,13 @@ class ReadPages:
             lstrip_blocks=True,
             auto_reload=False,
         )
+        env.filters["fill"] = fill
+        env.globals["rtl_languages"] = RTL_LANGUAGES
         # Compile now, so a broken template stops startup rather than a guardian's visit.
         for name in ("pages/read.html", "pages/problem.html"):
             env.get_template(name)
-        return cls(env, texts, css)
+        catalogues = load_locales(locale_dir, catalogue_dir(templates_dir))
+        return cls(env, texts | catalogues["pages"], css)
 
     def html(self, name: str, **variables: Any) -> str:
         # From /r/<token>, "../" is the application root even behind a path prefix.
@@ -156,13 +162,20 @@ def _page_variables(
         "title": subject,
         "subject": subject,
         "sender": sender_line,
-        "children": format_list(children, locale=lang) if children else None,
+        "children": _names(children, lang) if children else None,
         "sent": texts["sent"].format(
             date=format_date(sent_at, "long", locale=lang),
             time=format_time(sent_at, "short", locale=lang),
         ),
         "body": message.body.strip(),
     }
+
+
+def _names(names: list[str], lang: str) -> Markup:
+    """ "<bdi>Kari</bdi> og <bdi>Per</bdi>": each name isolated, the list joined by babel
+    (CLDR's joiners hold no markup; each name is escaped)."""
+    marked = [str(Markup("<bdi>{}</bdi>").format(name)) for name in names]
+    return Markup(format_list(marked, locale=lang))
 
 
 async def read_page(request: web.Request) -> web.Response:
@@ -240,7 +253,8 @@ async def stylesheet(request: web.Request) -> web.Response:
 
 
 def setup(app: web.Application) -> None:
-    app[PAGES] = ReadPages.load(app[CTX].settings.templates_dir)
+    settings = app[CTX].settings
+    app[PAGES] = ReadPages.load(settings.templates_dir, settings.locale_dir)
     app.router.add_get("/r/{token}", read_page)
     app.router.add_post("/r/{token}", confirm_read)
     app.router.add_get(CSS_PATH, stylesheet)

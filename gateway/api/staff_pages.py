@@ -53,8 +53,9 @@ from gateway.api.pages import (
 from gateway.api.readlinks import SECURITY_HEADERS
 from gateway.api.responses import Instant, respond_json
 from gateway.auth import authenticate_bearer
-from gateway.constants import SUPPRESSED_CHANNEL
+from gateway.constants import STAFF_LANGUAGES, SUPPRESSED_CHANNEL
 from gateway.errors import Forbidden, LinkInvalid, NotFound
+from gateway.locales import is_fallback, language_name, resolve_language
 from gateway.models import (
     Audience,
     Category,
@@ -69,7 +70,6 @@ from gateway.models import (
 from gateway.models import Scope as KeyScope
 from gateway.notreached import Why, why_not_reached
 from gateway.pseudonyms import Names, hides_subject, names_for
-from gateway.render import language_name, resolve_language
 from gateway.sessions import STAFF_SESSION_SALT, PageUser, open_staff_link, staff_link
 from gateway.tracker import RecipientReach, reach
 
@@ -160,7 +160,7 @@ async def signed_in_staff(request: web.Request, root: str) -> PageUser | web.Res
     person = await ctx.store.get_person(session.tenant_id, session.person_id)
     if person is None or person.role is not Role.staff:
         return staff_problem(request, "signin", 401, root)
-    lang = resolve_language(person.language)
+    lang = resolve_language(person.language, STAFF_LANGUAGES)
     return PageUser(session, person, lang, request.app[TEXTS][lang])
 
 
@@ -274,7 +274,9 @@ def _why_line(why: Why, t: Any, lang: str) -> str:
     return text.format(when=at, channel=channel)
 
 
-def _guardian_line(recipient: RecipientReach, name: str, t: Any) -> str:
+def _guardian_line(
+    recipient: RecipientReach, name: str, t: Any, fallback: str | None = None
+) -> str:
     parts = [
         t["channel_status"].format(
             channel=t["channels"].get(channel, channel), status=t["statuses"][status.value]
@@ -285,6 +287,8 @@ def _guardian_line(recipient: RecipientReach, name: str, t: Any) -> str:
     ]
     if recipient.read_at is not None:
         parts.insert(0, t["read_via"].format(via=t["via"].get(recipient.via or "", "")).strip())
+    if fallback is not None:  # never silent: we wrote in Bokmål, not in their language
+        parts.append(t["language_fallback"].format(language=fallback))
     return str(t["guardian_status"].format(name=name, status=", ".join(parts)))
 
 
@@ -321,12 +325,19 @@ async def _message_view(
         if d.channel == SUPPRESSED_CHANNEL:
             reason = t["left_out"].get(d.reason or "", t["left_out"]["other"])
             left_out.setdefault(d.target, []).append((d.recipient_id, reason))
+    fallbacks = {
+        d.recipient_id: language_name(d.language, lang)
+        for d in deliveries
+        if d.channel != SUPPRESSED_CHANNEL and is_fallback(d.language)
+    }
     rows_not: list[ChildRow] = []
     rows_yes: list[ChildRow] = []
     for child_id in sorted(shown, key=lambda c: (namer.group(c), namer(c))):
         child = view.children[child_id]
         told = [r for r in view.recipients.values() if child_id in r.child_ids]
-        guardians = [_guardian_line(r, namer(r.recipient_id), t) for r in told]
+        guardians = [
+            _guardian_line(r, namer(r.recipient_id), t, fallbacks.get(r.recipient_id)) for r in told
+        ]
         guardians += [
             t["guardian_left_out"].format(name=namer(pid), reason=reason)
             for pid, reason in left_out.get(child_id, [])
@@ -410,7 +421,7 @@ async def _translation_lines(
     for code, row in sorted(rows.items()):
         if row.origin is TranslationOrigin.source:
             continue
-        language = language_name(code, lang, code)
+        language = language_name(code, lang)
         line = t[f"translation_{row.origin.value}"].format(
             language=language, provider=row.provider or "", reason=row.reason or ""
         )

@@ -42,6 +42,7 @@ from gateway.api.status_models import (
 from gateway.auth import authenticate_bearer, key_has
 from gateway.constants import SUPPRESSED_CHANNEL
 from gateway.errors import NotFound
+from gateway.locales import is_fallback, resolve_language
 from gateway.models import (
     Delivery,
     Message,
@@ -74,6 +75,11 @@ def _delivery(
         status=delivery.status,
         reason=delivery.reason,
         segments=delivery.segments,
+        # The language asked for, the one our texts were written in, and whether that is
+        # the Bokmål fallback for a language we have no texts for (never silent).
+        language=delivery.language,
+        wrapper_language=resolve_language(delivery.language),
+        language_fallback=is_fallback(delivery.language),
         child_ids=name.all(delivery.child_ids),
         history=[HistoryEntry(status=c.status, at=c.at, detail=c.detail) for c in history],
         waiting_for=waiting,

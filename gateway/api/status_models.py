@@ -32,6 +32,13 @@ class DeliveryView(BaseModel):
     status: DeliveryStatus
     reason: str | None
     segments: int | None
+    language: str = Field(description="The language asked for (the guardian's choice), as given.")
+    wrapper_language: str = Field(
+        description="The language our own texts (header, footer, links) were written in."
+    )
+    language_fallback: bool = Field(
+        description="True when we have no texts in `language` and wrote in Bokmål (nb) instead."
+    )
     child_ids: list[str]
     history: list[HistoryEntry]
     waiting_for: str | None = Field(

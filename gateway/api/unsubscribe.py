@@ -18,7 +18,7 @@ the recipient and the message's category.
 
 A forged, changed or expired token, or a message that is gone, gets a friendly
 page and changes nothing. Pages reuse the read page's layout and stylesheet,
-security headers included, in the recipient's language (nb, nn, en).
+security headers included, in the recipient's language (templates/locale).
 """
 
 from __future__ import annotations
@@ -36,10 +36,11 @@ from gateway.api.context import CTX, AppContext
 from gateway.api.readlinks import CSRF_FIELD, DEFAULT_TEMPLATES, PAGES, SECURITY_HEADERS, ReadPages
 from gateway.constants import MANDATORY_CATEGORIES
 from gateway.errors import ConfigError, LinkExpired, LinkInvalid
+from gateway.locales import catalogue_dir, fill, resolve_language
+from gateway.locales import load as load_locales
 from gateway.models import Category, ChannelName, Delivery, Message, Person, Preferences
 from gateway.planner import route
 from gateway.readlinks import PARENT_PATH, csrf_field, csrf_valid, open_read_token
-from gateway.render import resolve_language
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,9 @@ class UnsubscribePages:
     texts: dict[str, Any]
 
     @classmethod
-    def load(cls, pages: ReadPages, templates_dir: Path | None) -> UnsubscribePages:
+    def load(
+        cls, pages: ReadPages, templates_dir: Path | None, locale_dir: Path | None = None
+    ) -> UnsubscribePages:
         dirs = [d for d in (templates_dir, DEFAULT_TEMPLATES) if d is not None]
         found = next((d / "pages" / "unsubscribe.toml" for d in dirs if _has_texts(d)), None)
         if found is None:
@@ -66,7 +69,8 @@ class UnsubscribePages:
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError("templates/pages/unsubscribe.toml is not valid") from exc
         pages.env.get_template(TEMPLATE)  # a broken template stops startup, not a visit
-        return cls(pages, texts)
+        catalogues = load_locales(locale_dir, catalogue_dir(templates_dir))
+        return cls(pages, texts | catalogues["unsubscribe"])
 
     def problem(self, kind: str, status: int) -> web.Response:
         texts = self.texts["problems"][kind]
@@ -92,7 +96,7 @@ class UnsubscribePages:
             t=t,
             title=t["title"],
             heading=heading[:1].upper() + heading[1:],
-            about=t["about"].format(subject=" ".join(message.subject.split())),
+            about=fill(t["about"], subject=" ".join(message.subject.split())),
             state=state,
             text=text.format(category=category),
             token=token,
@@ -222,7 +226,9 @@ def setup(app: web.Application) -> None:
     settings = app[CTX].settings
     pages = app.get(PAGES)
     if pages is None:  # the read-link module normally loads them first
-        pages = app[PAGES] = ReadPages.load(settings.templates_dir)
-    app[UNSUBSCRIBE_PAGES] = UnsubscribePages.load(pages, settings.templates_dir)
+        pages = app[PAGES] = ReadPages.load(settings.templates_dir, settings.locale_dir)
+    app[UNSUBSCRIBE_PAGES] = UnsubscribePages.load(
+        pages, settings.templates_dir, settings.locale_dir
+    )
     app.router.add_get("/u/{token}", unsubscribe_page)
     app.router.add_post("/u/{token}", unsubscribe)

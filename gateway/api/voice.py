@@ -21,8 +21,8 @@ from channels.voice import CALL_STATUS_PATH, CONFIRM_DIGIT, GATHER_PATH, say_lan
 from gateway import sms_status
 from gateway.api.context import CTX
 from gateway.api.providers import verified_form
+from gateway.locales import resolve_language
 from gateway.models import Delivery
-from gateway.render import resolve_language
 from gateway.sms_status import StatusReport
 from gateway.tracker import record_read
 
