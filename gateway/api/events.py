@@ -10,7 +10,7 @@ import hashlib
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 from pydantic import BaseModel
@@ -23,7 +23,7 @@ from gateway.api.body import parse_json, read_raw, to_model
 from gateway.api.context import CTX, AppContext
 from gateway.api.limits import body_limit
 from gateway.api.responses import respond_json
-from gateway.auth import authenticate_event
+from gateway.auth import AuthStore, authenticate_event
 from gateway.errors import Conflict, InputError, ValidationFailed
 from gateway.metrics import EVENTS
 from gateway.models import (
@@ -36,10 +36,19 @@ from gateway.models import (
     Tenant,
     derive_id,
 )
+from gateway.store.ports import AudienceReader, MessageStore
 
 # An accepted event: the message as stored, and whether it was stored before.
 Accepted = tuple[Message, bool]
 EventHandler = Callable[[AppContext, Tenant, Any, str], Awaitable[Accepted]]
+
+
+class _Ports(AuthStore, AudienceReader, MessageStore, Protocol):
+    """The store ports this module calls (the union stays in the wiring)."""
+
+
+def _store(ctx: AppContext) -> _Ports:
+    return ctx.store
 
 
 @dataclass(frozen=True)
@@ -64,7 +73,7 @@ _SINGULAR = {
 
 async def check_audience(ctx: AppContext, tenant: Tenant, audience: Audience) -> None:
     """Raise ValidationFailed naming every audience id the directory does not know."""
-    missing = await ctx.store.missing_ids(tenant.id, audience)
+    missing = await _store(ctx).missing_ids(tenant.id, audience)
     if not missing:
         return
     errors: list[dict[str, Any]] = []
@@ -107,7 +116,7 @@ async def handle_message_created(
     )
     if data.attachments:
         await attachment_service(ctx).claim(tenant.id, data.attachments, message.id)
-    return await intake.accept(ctx.store, message)
+    return await intake.accept(_store(ctx), message)
 
 
 EVENT_TYPES: dict[str, EventType] = {
@@ -202,7 +211,7 @@ async def accept_event(
 async def post_event(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     raw = await read_raw(request, body_limit(request))
-    tenant = await authenticate_event(request, raw, ctx.store, ctx.clock.now())
+    tenant = await authenticate_event(request, raw, _store(ctx), ctx.clock.now())
     status, answer = await accept_event(
         ctx, tenant, raw, webhook_id=request.headers.get("webhook-id")
     )

@@ -11,7 +11,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
-from gateway.api.context import CTX
+from gateway.api.context import CTX, AppContext
 from gateway.api.responses import Absent, Instant, omitted, respond_json
 from gateway.constants import JOB_WEBHOOK_SEND
 from gateway.metrics import DELIVERIES, QUEUE_AGE, QUEUE_DEPTH, REGISTRY, WEBHOOK_BACKLOG
@@ -22,8 +22,8 @@ class _Ports(Lifecycle, DeliveryReport, JobQueue, Protocol):
     """The store ports this module calls (the union stays in the wiring)."""
 
 
-def _store(request: web.Request) -> _Ports:
-    return request.app[CTX].store
+def _store(ctx: AppContext) -> _Ports:
+    return ctx.store
 
 
 class Health(BaseModel):
@@ -64,7 +64,7 @@ async def readyz(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     reasons: list[str] = []
     try:
-        if not await _store(request).ping():
+        if not await _store(ctx).ping():
             reasons.append("store_unavailable")
     except Exception:  # a failing ping is exactly what readiness reports
         reasons.append("store_unavailable")
@@ -80,8 +80,8 @@ async def readyz(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus text format; store-derived gauges are refreshed at scrape time."""
     ctx = request.app[CTX]
-    deliveries = await _store(request).delivery_stats()
-    queues = await _store(request).queue_stats(ctx.clock.now())
+    deliveries = await _store(ctx).delivery_stats()
+    queues = await _store(ctx).queue_stats(ctx.clock.now())
     # clear() first, so a (channel, status) that has gone to zero rows disappears.
     DELIVERIES.clear()
     for (channel, status), count in deliveries.items():
