@@ -46,7 +46,6 @@ from babel.dates import format_date
 from babel.lists import format_list
 from pydantic import ValidationError
 
-from gateway.changes import emit
 from gateway.clock import Clock
 from gateway.constants import (
     ABSENCE_CANCELLED,
@@ -61,7 +60,6 @@ from gateway.constants import (
     JOB_ABSENCE_UNREACHED,
     NEUTRAL_KEY,
     SUPPORTED_LANGUAGES,
-    WEBHOOK_ABSENCE_UNROUTED,
 )
 from gateway.errors import ValidationFailed
 from gateway.jobs import JobHandler
@@ -362,17 +360,19 @@ class Absences:
             created_at=now,
             updated_at=now,
         )
-        claim = await self.store.claim_absence(record, body_hash, now)
-        record = claim.record
-        if not staff and claim.outcome == "new":
-            # Nobody at the unit to tell: the platform must route it (issue 10).
+        # Nobody at the unit to tell: the platform must route it (issue 10). The change is
+        # recorded with a new claim, in its transaction, so a crash cannot lose it.
+        unrouted = None
+        if not staff:
             unrouted = {
                 "message_id": record.message_id,
                 "absence_event_id": record.event_id,
                 "child_id": record.child_id,
                 "reason": NO_STAFF,
             }
-            await emit(self.store, tenant_id, WEBHOOK_ABSENCE_UNROUTED, unrouted, now)
+        claim = await self.store.claim_absence(record, body_hash, now, unrouted=unrouted)
+        record = claim.record
+        if not staff and claim.outcome == "new":
             log.warning("absence report reaches no staff", extra={"message_id": record.message_id})
         everyone = Audience(children=[data.child_id])
         to_staff = Audience(staff=staff) if staff else everyone  # planned to staff only

@@ -303,6 +303,14 @@ def _parser() -> argparse.ArgumentParser:
         help="how long the provider sinks take to answer: 80ms, or 50ms:300ms (median:p99, "
         "the slowest in 1000 takes 2 s); the ceiling meets the same",
     )
+    bench.add_argument(
+        "--scenario",
+        choices=("emergency", "mixed"),
+        default="emergency",
+        help="emergency: one emergency to every unit, then absence alerts; mixed: a general "
+        "notice to every unit, and during it an emergency to one unit and the absence alerts",
+    )
+    bench.add_argument("--redis-url", help="the Redis to use with --backend redis")
     bench.add_argument("--keep", action="store_true", help="keep the work directory and logs")
     bench.add_argument(
         "--profile", metavar="FILE", help="py-spy collapsed stacks of the gateway's emergency"
@@ -362,6 +370,8 @@ def main(argv: list[str] | None = None) -> int:
                     keep=args.keep,
                     profile=Path(args.profile).resolve() if args.profile else None,
                     latency=args.latency,
+                    scenario=args.scenario,
+                    **({"redis_url": args.redis_url} if args.redis_url else {}),
                 )
             )
     except BudbringerError as exc:

@@ -15,6 +15,7 @@ JOB_ESCALATE = "escalate"  # a message unread too long goes out on the next chan
 JOB_CONTACT_FAILING = "contact_failing"  # prune a dead device / mark a dead address
 JOB_SMS_STATUS = "sms_status"  # a Twilio status callback waiting for its SID to be known
 JOB_PURGE = "purge"  # daily: remove what is older than the retention
+JOB_DIGEST = "digest"  # a guardian's daily digest of the day's messages (gateway/digest.py)
 
 # Channel used on a delivery row that records a suppression (nobody was contacted).
 SUPPRESSED_CHANNEL = "none"

@@ -15,15 +15,18 @@ import shutil
 import socket
 import time
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
+from datetime import time as wall_time
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import aiohttp
 from standardwebhooks import Webhook
 
 from gateway.absence import part_message_id
 from gateway.auth import create_tenant
+from gateway.constants import DEFAULT_TIME_ZONE
 from gateway.models import FINAL
 from gateway.readlinks import PARENT_PATH, READ_PATH, UNSUBSCRIBE_PATH, make_read_token
 from gateway.service import Service
@@ -160,6 +163,7 @@ class DemoRun:
     status: dict[str, Any]
     directory: dict[str, Any]
     absence: dict[str, Any]
+    scheduled: dict[str, Any]  # the status of a message scheduled for next Monday
 
     async def links(self) -> dict[str, str]:
         """A staff sign-in link (the contact teacher of 10A) and a parent link (the
@@ -249,12 +253,15 @@ async def start_demo(directory: Path, *, port: int = 0) -> DemoRun:
         )
         status = await _wait_final(client, accepted["message_id"])
         absence = await absence_demo(client, service.clock.now().date())
+        scheduled = await scheduled_demo(client, service.clock.now())
     except BaseException:
         if client is not None:
             await client.close()
         await service.stop()
         raise
-    return DemoRun(service, client, url, accepted["message_id"], status, directory_batch, absence)
+    return DemoRun(
+        service, client, url, accepted["message_id"], status, directory_batch, absence, scheduled
+    )
 
 
 async def run_demo(
@@ -266,9 +273,14 @@ async def run_demo(
     try:
         if not quiet:
             print_table(run.status, run.directory)
+            print_scheduled(run.scheduled)
             print_absence(run.absence)
             print_links(await run.links(), serve)
-        ok = run.status["deliveries"] and all(run.absence.values())
+        ok = (
+            run.status["deliveries"]
+            and all(run.absence.values())
+            and run.scheduled["schedule"]["state"] == "scheduled"
+        )
         if serve:
             await asyncio.Event().wait()  # until the process is interrupted
         return 0 if ok else 1
@@ -324,6 +336,27 @@ async def absence_demo(client: DemoClient, today: date) -> dict[str, Any]:
     return {part: await _wait_final(client, mid) for part, mid in parts.items()}
 
 
+async def scheduled_demo(client: DemoClient, now: datetime) -> Any:
+    """A notice timed for next Monday 07:30 in Oslo: stored now, sent then (its status)."""
+    local = now.astimezone(ZoneInfo(DEFAULT_TIME_ZONE))
+    monday = local.date() + timedelta(days=7 - local.weekday())
+    send_at = datetime.combine(monday, wall_time(7, 30), tzinfo=ZoneInfo(DEFAULT_TIME_ZONE))
+    accepted = await client.post_signed_event(
+        {
+            "id": "demo-evt-scheduled",
+            "type": "message.created",
+            "data": {
+                "audience": {"groups": ["g-10a"]},
+                "category": "reminder",
+                "subject": "Turdag i dag",
+                "body": "Husk matpakke, drikke og klær etter været.",
+                "send_at": send_at.isoformat(),
+            },
+        }
+    )
+    return await client.call("GET", f"/v1/messages/{accepted['message_id']}")
+
+
 def print_absence(parts: dict[str, Any]) -> None:
     """A short second table: who each absence message went to, on which channels."""
     print()
@@ -340,6 +373,12 @@ def print_absence(parts: dict[str, Any]) -> None:
         for recipient, channels in sorted(by_recipient.items()):
             print(f"    {recipient:<10} {' '.join(sorted(channels))}")
     print(f"absence: {len(parts)} messages  deliveries: {total}")
+
+
+def print_scheduled(status: dict[str, Any]) -> None:
+    schedule = status["schedule"]
+    print()
+    print(f"Scheduled: {status['subject']!r} for {schedule['send_at']} ({schedule['state']})")
 
 
 async def _wait_final(client: DemoClient, message_id: str, timeout: float = 60) -> Any:

@@ -32,6 +32,7 @@ from gateway.channel_gate import ChannelGate
 from gateway.channel_health import ChannelHealth
 from gateway.clock import Clock
 from gateway.constants import JOB_CONTACT_FAILING, JOB_PLAN, JOB_SEND
+from gateway.digest_plan import digest_entries
 from gateway.errors import (
     ChannelUnavailable,
     DeadAddress,
@@ -40,7 +41,7 @@ from gateway.errors import (
 )
 from gateway.followups import ContactStore, after_failure, failover_job, run_contact_job
 from gateway.jobs import JobHandler, registry
-from gateway.metrics import PROVIDER_LATENCY, SENDS
+from gateway.metrics import PROVIDER_LATENCY, SENDS, SMS_SEGMENTS
 from gateway.models import (
     FINAL,
     TERMINAL_FAILURES,
@@ -57,8 +58,10 @@ from gateway.outcomes import OutcomeBatcher
 from gateway.planner import planned, resolution_for
 from gateway.recheck import HoldStore, held
 from gateway.render import Renderer
+from gateway.sender_unit import add_sender_units
 from gateway.settings import DispatchSettings
 from gateway.store.ports import (
+    DigestFiles,
     MessageStore,
     RateLimiter,
     SendLedger,
@@ -80,7 +83,9 @@ def backoff(attempt: int, base: float, cap: float, retry_after: float | None) ->
     return delay
 
 
-class DispatchStore(HoldStore, ContactStore, MessageStore, SendLedger, RateLimiter, Protocol):
+class DispatchStore(
+    HoldStore, ContactStore, MessageStore, SendLedger, RateLimiter, DigestFiles, Protocol
+):
     """What the dispatcher needs: the queue, messages, deliveries and the audience to plan
     and recheck (through HoldStore and ContactStore), the send ledger, the rate limits."""
 
@@ -294,6 +299,7 @@ class Dispatcher:
             await self.store.finish_job(job.id)
             return
         snapshot = await self.store.load_audience(message.tenant_id, message.audience)
+        await add_sender_units(self.store, message, snapshot)
         now = self.clock.now()
         resolution = resolution_for(message, snapshot, now)
         deliveries: list[Delivery] = []
@@ -313,6 +319,8 @@ class Dispatcher:
 
     async def _write_plan(self, deliveries: list[Delivery], jobs: list[Job]) -> None:
         if deliveries:
+            # Held for a daily digest: the digest's entries first (gateway/store/digests.py).
+            await self.store.digests.add_digest_entries(digest_entries(deliveries))
             await self.store.add_deliveries(deliveries, jobs)
             self.work_available.set()
 
@@ -362,6 +370,8 @@ class Dispatcher:
             outcome = "unavailable"
             await self._channel_down(job, delivery, exc)
         else:
+            if receipt.segments:
+                SMS_SEGMENTS.observe(receipt.segments)
             await self._outcomes.commit(
                 SendOutcome(
                     job.id,

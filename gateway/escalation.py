@@ -61,6 +61,7 @@ from gateway.models import (
 from gateway.planner import local_time, plan_deliveries, queue, route, urgent_work
 from gateway.recheck import RecheckStore, allowed_children, recheck_audience
 from gateway.resolver import Recipient, Resolution, Suppression, resolve
+from gateway.sender_unit import add_sender_units
 from gateway.settings import EscalationSettings
 from gateway.store.ports import DeliveryStore, JobQueue, MessageStore, PolicyStore
 from gateway.tracker import asks_receipt, reach
@@ -253,6 +254,7 @@ class Escalator:
         if not targets:
             return [], False
         snapshot = await self._snapshot(message.tenant_id, targets)
+        await add_sender_units(self.store, message, snapshot)
         # Rights may have changed since planning (blocked, information revoked): ask again.
         children, suppressed = self._still_allowed(message, snapshot, targets)
         chosen: dict[str, str] = {}

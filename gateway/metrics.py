@@ -43,6 +43,12 @@ SENDS = Counter(
     ["channel", "outcome"],
     registry=REGISTRY,
 )
+SMS_SEGMENTS = Histogram(
+    "budbringer_sms_segments",
+    "Segments of each SMS handed to the provider (its _sum is the segments billed).",
+    buckets=(1, 2, 3, 4, 6, 10),
+    registry=REGISTRY,
+)
 EVENTS = Counter(
     "budbringer_events_total",
     "Events received, by type and outcome (accepted, duplicate, conflict, rejected).",

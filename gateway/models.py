@@ -15,6 +15,7 @@ import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 from pydantic import (
     AfterValidator,
+    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -204,6 +205,10 @@ class Group(Strict):
     name: HeaderText = Field(min_length=1, max_length=200)
 
 
+# The categories a guardian may take as a daily digest (never absence or emergency).
+DigestCategory = Literal["general", "reminder"]
+
+
 class Preferences(Strict):
     """A guardian's language and channels per category. Absent category = default routing."""
 
@@ -212,6 +217,11 @@ class Preferences(Strict):
     # Quiet hours in the unit's time zone, "HH:MM"; messages are deferred, not dropped.
     quiet_start: str | None = Field(default=None, pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
     quiet_end: str | None = Field(default=None, pattern=r"^([01]\d|2[0-3]):[0-5]\d$")
+    # Daily digest per category (general, reminder only): "HH:MM" in the unit's time zone
+    # collects the day's messages into one email, push or SMS then; absent = instantly.
+    digest: dict[DigestCategory, Annotated[str, Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")]] = (
+        Field(default_factory=dict)
+    )
 
 
 _REPLACES = "Replaces the stored value; absent clears it."
@@ -379,6 +389,9 @@ class DirectorySnapshot(BaseModel):
     persons: dict[str, Person] = Field(default_factory=dict)
     # children in the audience (ids into persons), after expanding groups and units
     audience_children: list[str] = Field(default_factory=list)
+    # The units a message names when it concerns no child of a unit (to guardians or staff
+    # directly): the sender's, then the audience's (gateway/sender_unit.py); ids into units.
+    sender_units: list[str] = Field(default_factory=list)
     relations: list[RelationRecord] = Field(default_factory=list)
     preferences: dict[str, Preferences] = Field(default_factory=dict)
     devices: dict[str, list[Device]] = Field(default_factory=dict)
@@ -427,6 +440,8 @@ class MessageData(Strict):
     read_receipt: bool = False
     # A confidential message that would reach nobody is refused (422) unless this is true.
     allow_no_recipients: bool = False
+    # Scheduled sending: resolved and sent at this time (in the future, within the horizon).
+    send_at: AwareDatetime | None = None
     # Ids from POST /v1/attachments, each used by one message only (gateway/attachments.py).
     attachments: list[Id] = Field(default_factory=list, max_length=20)
 

@@ -8,19 +8,21 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from gateway.constants import (
     DEFAULT_LANGUAGE,
     DEFAULT_TIME_ZONE,
+    ESCALATION_KEY,
     JOB_SEND,
     MANDATORY_CATEGORIES,
     NEUTRAL_KEY,
     SUPPRESSED_CHANNEL,
     URGENT_CATEGORIES,
 )
+from gateway.digest_plan import DIGEST_KEY, digest_job, digest_job_id, digest_time
 from gateway.models import (
     Category,
     ChannelName,
@@ -37,6 +39,8 @@ from gateway.models import (
 )
 from gateway.protection import hides_places, sensitive_children
 from gateway.resolver import Recipient, Resolution, Suppression, resolve
+from gateway.wallclock import hhmm as _hhmm
+from gateway.wallclock import wall_clock_to_utc as _wall_clock_to_utc
 
 # Failing contact kinds, as the store records them.
 PHONE = "phone"
@@ -169,35 +173,6 @@ def defer_until(
     return _wall_clock_to_utc(end_day, end, zone, now)
 
 
-def _hhmm(value: str) -> time:
-    hours, minutes = value.split(":")
-    return time(int(hours), int(minutes))
-
-
-def _wall_clock_to_utc(day: date, at: time, zone: ZoneInfo, after: datetime) -> datetime:
-    """The first instant after ``after`` at which the clock in ``zone`` reads ``day`` ``at``.
-
-    A time repeated when clocks go back resolves to its next occurrence; a time
-    skipped when clocks go forward resolves to the moment of the jump.
-    """
-    wall = datetime.combine(day, at)
-    earlier = wall.replace(tzinfo=zone, fold=0).astimezone(UTC)
-    later = wall.replace(tzinfo=zone, fold=1).astimezone(UTC)
-    if earlier.astimezone(zone).replace(tzinfo=None) == wall:
-        # The time exists (once, or twice when clocks go back: fold=0 is the first).
-        return earlier if earlier > after or later <= earlier else later
-    # Skipped: fold=1 reads the wall time with the new offset (before the jump), fold=0
-    # with the old one (after it). Search the jump between them to the second.
-    low, high = min(earlier, later), max(earlier, later)
-    while high - low > timedelta(seconds=1):
-        middle = low + (high - low) / 2
-        if middle.astimezone(zone).replace(tzinfo=None) >= wall:
-            high = middle
-        else:
-            low = middle
-    return high.replace(microsecond=0)
-
-
 def local_time(snapshot: DirectorySnapshot, at: datetime, unit: Unit | None = None) -> datetime:
     """``at`` where the message is about: in the time zone of ``unit`` (absence: the
     child's), else of the snapshot's first unit, else Norway's. The one time-zone rule
@@ -307,6 +282,11 @@ class _Planner:
         self.now = now
         # Children whose place is hidden from other recipients (rule 4), found once.
         self.sensitive = sensitive_children(snapshot)
+        self.related: dict[str, tuple[str, ...]] = {}
+        if self.sensitive:
+            for relation in snapshot.relations:
+                known = self.related.get(relation.guardian_id, ())
+                self.related[relation.guardian_id] = (*known, relation.child_id)
 
     def deliveries(self, recipient: Recipient) -> Iterator[Delivery]:
         person = self.snapshot.persons.get(recipient.person_id)
@@ -328,8 +308,15 @@ class _Planner:
         unit = self._unit(person, recipient.child_ids)
         time_zone = unit.time_zone if unit is not None else DEFAULT_TIME_ZONE
         not_before = defer_until(prefs, time_zone, self.message.category, self.now)
+        # A daily digest holds the noisy channels until its time (not escalation steps).
+        digest = None
+        if recipient.basis != ESCALATION_KEY:
+            digest = digest_time(prefs, time_zone, self.message.category, self.now)
         language = choose_language(person, prefs)
-        neutral = bool(self.sensitive) and hides_places(person, recipient.child_ids, self.sensitive)
+        # A message to a guardian directly concerns no child: their own children decide
+        # whether the sender's unit may be named (rule 4).
+        concerned = recipient.child_ids or self.related.get(pid, ())
+        neutral = bool(self.sensitive) and hides_places(person, concerned, self.sensitive)
         context = self._context(recipient.child_ids, None if neutral else unit)
         if neutral:
             # A protected child or co-guardian: no unit, group, sender or staff name.
@@ -341,6 +328,15 @@ class _Planner:
                 **{NEUTRAL_KEY: True},
             )
         for r in routes:
+            # Context is per recipient; each delivery gets its own copy to mutate.
+            own = {**context, "children": list(context["children"])}
+            if r.address_kind:
+                own["address_kind"] = r.address_kind
+            # An inbox entry disturbs nobody: only the noisy channels wait.
+            waits = None if r.channel is ChannelName.inapp else not_before
+            if digest is not None and r.channel is not ChannelName.inapp:
+                own[DIGEST_KEY] = digest_job_id(self.message.tenant_id, pid, digest)
+                waits = digest
             yield self._delivery(
                 recipient.person_id,
                 recipient.role,
@@ -349,18 +345,8 @@ class _Planner:
                 address=r.address,
                 language=language,
                 child_ids=list(recipient.child_ids),
-                # Context is per recipient; each delivery gets its own copy to mutate.
-                context=(
-                    {
-                        **context,
-                        "children": list(context["children"]),
-                        "address_kind": r.address_kind,
-                    }
-                    if r.address_kind
-                    else {**context, "children": list(context["children"])}
-                ),
-                # An inbox entry disturbs nobody: only the noisy channels wait.
-                not_before=None if r.channel is ChannelName.inapp else not_before,
+                context=own,
+                not_before=waits,
             )
 
     def suppression(self, suppression: Suppression) -> Delivery:
@@ -400,9 +386,11 @@ class _Planner:
         )
 
     def _unit(self, person: Person, child_ids: tuple[str, ...]) -> Unit | None:
-        """The first unit of the first child the message concerns, else of the person."""
+        """The first unit of the first child the message concerns, else of the person, else
+        the sender's."""
         owner = self.snapshot.persons.get(child_ids[0]) if child_ids else None
-        for unit_id in (owner or person).unit_ids:
+        # Else the sender's unit (a message to guardians or staff directly names it too).
+        for unit_id in (*(owner or person).unit_ids, *self.snapshot.sender_units):
             unit = self.snapshot.units.get(unit_id)
             if unit is not None:
                 return unit
@@ -447,6 +435,8 @@ def queue(delivery: Delivery, now: datetime, *, urgent: bool) -> Job | None:
         delivery.status = DeliveryStatus.delivered
         return None
     delivery.status = DeliveryStatus.queued
+    if DIGEST_KEY in delivery.context:
+        return digest_job(delivery, urgent=urgent)  # held for the guardian's daily digest
     return Job(
         id=send_job_id(delivery.id),
         tenant_id=delivery.tenant_id,

@@ -37,8 +37,9 @@ from gateway.constants import (
     SUPPORTED_LANGUAGES,
 )
 from gateway.errors import ConfigError
-from gateway.models import Attachment, Category, Delivery, Message, Rendered
+from gateway.models import Attachment, Category, Delivery, Message, Rendered, Role
 from gateway.readlinks import PARENT_PATH, READ_PATH, UNSUBSCRIBE_PATH
+from gateway.sms_budget import is_reminder, sms_answerable
 
 PUSH_BODY_MAX = 178
 ELLIPSIS = "…"
@@ -141,10 +142,13 @@ class Renderer:
         public_url: str,
         *,
         link_for: Callable[[Delivery], str | None] | None = None,
+        sms_fallback_sender: str | None = None,
         email_max_bytes: int = 0,
     ) -> None:
         self._public_url = public_url.rstrip("/")
         self._link_for = link_for
+        # The SMS channel's sender when a unit has none (gateway/sms_budget.py).
+        self._sms_fallback_sender = sms_fallback_sender
         # Attachments up to this size travel in the email; larger ones as links.
         self._email_max_bytes = email_max_bytes
         try:
@@ -239,6 +243,9 @@ class Renderer:
         subject = _one_line(message.subject)
         if message.category is Category.emergency:
             subject = f"{texts['important']} {subject}"
+        reminder = is_reminder(delivery)
+        if reminder:
+            subject = f"{texts['reminder_prefix']} {subject}"
         return {
             "lang": lang,
             "category": message.category.value,
@@ -257,6 +264,15 @@ class Renderer:
                 if children
                 else None
             ),
+            # SMS: the children on the sender's line ("Solvang skole (Ola og Kari): ...").
+            "children_names": _name_list(tuple(children), lang) if children else None,
+            # Staff get a staff footer (why they get it, the staff pages), not the parent one.
+            "staff": delivery.recipient_role is Role.staff,
+            "staff_reason": (
+                texts["staff_reason_unit"].format(unit=unit) if unit else texts["staff_reason"]
+            ),
+            "staff_pages": texts["staff_pages"],
+            "staff_pages_url": f"{self._public_url}/staff/{'absence' if absence else 'messages'}",
             "reason": texts["reason_unit"].format(unit=unit) if unit else texts["reason"],
             "settings": texts["settings"],
             "read_in_app": texts["read_in_app"],
@@ -264,10 +280,68 @@ class Renderer:
             "app_url": f"{self._public_url}/app",
             "read_link": texts["read_link"],
             "read_url": read_url,
+            # A send of an escalation step (not read in time): "Vi har ikke fått svar ...".
+            "reminder": texts["not_answered"] if reminder else None,
+            # A read receipt is asked: the email says so, with a button to the read page.
+            "receipt": texts["receipt_asked"] if message.read_receipt and read_url else None,
+            "receipt_button": texts["receipt_button"],
+            # SMS: "<sender>: <subject>" on the first line (neutral: "Kommunen").
+            "sms_from": from_name or (texts["neutral_sender"] if neutral else None),
+            # SMS: whether the sender can receive an answer (not an alphanumeric id).
+            "sms_answerable": sms_answerable(delivery, self._sms_fallback_sender),
             # Absence facts (gateway/absence.py) and the texts they are told with.
             "absence": absence,
             "t": texts,
         }
+
+    def render_digest(
+        self, items: Sequence[tuple[Message, Delivery]], carrier: Delivery
+    ) -> Rendered:
+        """One daily digest on ``carrier``'s channel (email, push or SMS) listing ``items``
+        (each message with the recipient's held delivery of it on that channel, whose read
+        link it carries), in the carrier's language (gateway/digest.py)."""
+        channel = carrier.channel
+        parts = _PARTS.get(channel)
+        if parts is None or not items:
+            raise ConfigError(f"no digest for channel {channel!r}")
+        lang = resolve_language(carrier.language)
+        entries = []
+        for message, delivery in items:
+            link = self._read_url(delivery)
+            one = self._variables(message, delivery, lang, link)
+            entries.append(
+                {
+                    "sender": one["sms_from"],
+                    "children_names": one["children_names"],
+                    "subject": one["subject"],
+                    "read_url": link,
+                }
+            )
+        link = self._read_url(carrier)
+        variables = self._variables(items[0][0], carrier, lang, link)
+        subject = self._texts[lang]["digest_subject"].format(count=len(items))
+        variables.update(items=entries, subject=subject, inbox_url=self._inbox_url(link))
+        out = {
+            part: self._template(f"{channel}/digest.{part}").render(variables).strip()
+            for part in parts
+        }
+        short = out.get("short.txt")
+        if channel == "push" and short is not None:
+            short = shorten(short, PUSH_BODY_MAX)
+        return Rendered(
+            subject=subject,
+            text=out["txt"],
+            html=out.get("html"),
+            short=short,
+            language=lang,
+            unsubscribe_url=self._unsubscribe_url(channel, link),
+        )
+
+    def _inbox_url(self, read_url: str | None) -> str:
+        """The guardian's inbox on the parent pages (the read link's token under /p/)."""
+        if read_url is None or READ_PATH not in read_url:
+            return f"{self._public_url}/app"
+        return f"{self._public_url}{PARENT_PATH}{read_url.rpartition(READ_PATH)[2]}"
 
     def _files(
         self, files: Sequence[Attachment], channel: str, read_url: str | None

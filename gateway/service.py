@@ -27,6 +27,7 @@ from gateway.api.limits import listen, runner_options
 from gateway.attachments import Attachments
 from gateway.clock import Clock, SystemClock
 from gateway.config_check import refuse_unsafe_production
+from gateway.digest import DigestSender
 from gateway.dispatcher import Dispatcher
 from gateway.doctor import log_checks
 from gateway.errors import ConfigError
@@ -44,6 +45,12 @@ from gateway.webhooks import WebhookService
 log = logging.getLogger(__name__)
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
+
+
+def sms_fallback_sender(settings: Settings) -> str | None:
+    """The SMS sender of a unit without its own (as channels/sms.py chooses it)."""
+    twilio = settings.twilio
+    return None if twilio is None else twilio.messaging_service_sid or twilio.default_sender
 
 
 def load_secret(settings: Settings) -> bytes:
@@ -107,6 +114,7 @@ class Service:
                 timedelta(days=settings.read_link_ttl_days),
                 self.clock,
             ),
+            sms_fallback_sender=sms_fallback_sender(settings),
             email_max_bytes=settings.attachments.email_max_bytes,
         )
         # Set whenever new work is queued, so idle workers wake at once.
@@ -136,6 +144,10 @@ class Service:
         self.retention = Retention(
             self.store, self.clock, settings.retention_days, attachments=self.attachments
         )
+        # The daily digest (gateway/digest.py): one job per guardian and digest time.
+        self.digests = DigestSender(
+            self.store, self.channels, self.renderer, self.clock, work_available=wake
+        )
         # One registry of every feature's jobs: a kind claimed twice stops the start here.
         self.dispatcher = Dispatcher(
             self.store,
@@ -151,6 +163,7 @@ class Service:
                 self.absences.handlers(),
                 self.retention.handlers(),
                 sms_status.handlers(self.store, self.clock, wake),
+                self.digests.handlers(),
             ),
             on_planned=self.escalator.after_plan,
         )

@@ -16,6 +16,10 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+# Share of each claim kept for normal work while urgent work waits (gateway/store/lanes.py
+# applies it; the store's own default comes from here).
+DEFAULT_NORMAL_SHARE = 0.1
+
 _PLACEHOLDERS = {"changeme", "change-me", "secret", "password", "xxx", ""}
 
 
@@ -86,7 +90,7 @@ class DispatchSettings(BaseModel):
     shutdown_timeout: float = Field(default=20.0, gt=0)
     # Share of each claim kept for normal work (general, reminder, digest) while urgent
     # work (emergency, absence) waits: gateway/store/lanes.py.
-    normal_share: float = Field(default=0.1, ge=0, le=1)
+    normal_share: float = Field(default=DEFAULT_NORMAL_SHARE, ge=0, le=1)
     # Sends in flight per channel in one process (a slow provider holds at most this many;
     # the other channels go on). Each channel named here overrides its default in
     # CHANNEL_CONCURRENCY; see in_flight_limit.
@@ -322,6 +326,8 @@ class Settings(BaseSettings):
     parent_session_ttl: int = Field(default=3600, ge=60, le=86_400)
     # Delivery records, messages and replies are kept this long: a school year plus margin.
     retention_days: int = Field(default=396, ge=1, le=3650)
+    # How far ahead a message.created may set send_at (scheduled sending).
+    schedule_horizon_days: int = Field(default=90, ge=1, le=366)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # One line per HTTP request (method, route template, status, duration, tenant).
     access_log: bool = True

@@ -1,6 +1,7 @@
 """Why a delivery that is not out yet is waiting, in one line for the status API.
 
 ``quiet_hours until 2026-11-27T11:00:00+00:00`` (held by the recipient's quiet hours),
+``digest at 2026-11-27T17:00:00+00:00`` (held for the recipient's daily digest),
 ``channel_stopped: sms`` / ``channel_degraded: email`` (the channel's circuit breaker,
 gateway/channel_health), or the send job's next try: ``retry at …, attempt 3:
 smtp_connection`` (the attempts made so far and the last error).
@@ -11,6 +12,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from gateway.channel_health import ChannelHealth, ChannelState
+from gateway.digest_plan import DIGEST_KEY
 from gateway.models import Delivery, DeliveryStatus, Job
 
 RETRY_PREFIX = "retry at "
@@ -31,6 +33,8 @@ def waiting_for(
     if delivery.status not in WAITING:
         return None
     if delivery.not_before is not None and delivery.not_before > now:
+        if DIGEST_KEY in delivery.context:  # held for the guardian's daily digest
+            return f"digest at {delivery.not_before.isoformat(timespec='seconds')}"
         return f"quiet_hours until {delivery.not_before.isoformat(timespec='seconds')}"
     if health is not None:
         state = health.state(delivery.channel)

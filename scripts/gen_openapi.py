@@ -42,7 +42,7 @@ from gateway.api.keys import KeyCreate, KeyCreated, KeyList
 from gateway.api.oneroster import OneRosterApplied
 from gateway.api.ops import Health, Readiness
 from gateway.api.responses import Error
-from gateway.api.status_models import MessageStatus
+from gateway.api.status_models import CancelAnswer, MessageStatus
 from gateway.api.webhooks import (
     WebhookEndpointCreate,
     WebhookEndpointList,
@@ -283,7 +283,24 @@ def status_paths() -> dict[str, Any]:
                     **errors(401, 404),
                 },
             }
-        }
+        },
+        "/v1/messages/{id}/cancel": {
+            "post": {
+                "tags": ["status"],
+                "summary": "Cancel a scheduled message before it starts",
+                "description": (
+                    "Only a message.created with send_at, until its planning starts at"
+                    " send_at; 409 once it has started or if the message was not scheduled."
+                    " Cancelling again answers the same."
+                ),
+                "security": tenant("events"),
+                "parameters": [path_param("id", "Message id (from the 202)")],
+                "responses": {
+                    "200": ok(CancelAnswer, "Cancelled"),
+                    **errors(401, 404, 409),
+                },
+            }
+        },
     }
 
 

@@ -160,7 +160,10 @@ async def receiver() -> AsyncIterator[Receiver]:
 
 @pytest.fixture
 def configured(settings: Settings, twilio: TwilioPeer) -> Settings:
-    return settings.model_copy(update={"twilio": twilio_settings(twilio.base_url)})
+    # A sender number that can receive answers (an alphanumeric id cannot: the alert then
+    # asks for the answer through its link, tests/test_sms_budget.py).
+    sender = twilio_settings(twilio.base_url, default_sender="+4741234567")
+    return settings.model_copy(update={"twilio": sender})
 
 
 class Rig:

@@ -260,6 +260,7 @@ async def test_preferences_round_trip(app_client, guardians, store) -> None:
         "channels": {"general": [], "absence": ["sms", "push"], "emergency": ["sms"]},
         "quiet_start": "21:00",
         "quiet_end": "07:00",
+        "digest": {"general": "18:00"},  # a daily digest of general messages (issue 16)
     }
     resp = await app_client.put("/v1/me/preferences", json=prefs, headers=bearer(guardians.a))
     assert resp.status == 200

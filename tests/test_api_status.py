@@ -93,6 +93,7 @@ async def test_status_shows_counts_history_and_replies_but_no_address(
     by_channel = {d["channel"]: d for d in status["deliveries"]}
     assert by_channel["sms"]["status"] == "sent"
     assert by_channel["sms"]["segments"] == 2
+    assert status["sms_segments"] == 2  # per message: the SMS budget
     assert by_channel["sms"]["recipient_id"] == "p1"
     assert by_channel["sms"]["recipient_role"] == "guardian"
     assert by_channel["sms"]["child_ids"] == ["c1"]

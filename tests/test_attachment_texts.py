@@ -60,7 +60,8 @@ def test_sms_and_push_say_how_many_and_stay_gsm7(
 ) -> None:
     short = message(subject="Tur", body="Se lappen.")
     sms = renderer.render(short, delivery("sms", language), FILES)
-    assert f"({count}): {READ}" in sms.text
+    # The SMS budget's layout (tests/test_sms_budget.py): the count before the bare link.
+    assert sms.text.endswith(f"\n{count}: {READ}")
     assert "Lapp.pdf" not in sms.text  # names stay on the page: the SMS stays short
     assert encoding(sms.text) == "GSM-7"
     push = renderer.render(short, delivery("push", language), FILES)

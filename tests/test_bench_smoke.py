@@ -13,6 +13,7 @@ import sys
 
 import pytest
 
+from gateway.bench.redis_stats import CommandCounts, counts_of
 from gateway.bench.run import JSON_KEYS, percentile
 from gateway.bench.synth import generate
 from gateway.cli import main
@@ -45,6 +46,10 @@ def test_a_small_municipality_end_to_end() -> None:
     assert result["absence_kind"].startswith(("absence.recorded", "absence-like"))
     assert all(result[f"{c}_ratio"] > 0 for c in ("push", "sms", "email"))
     assert "Emergency to every unit" in run.stdout
+    assert result["scenario"] == "emergency"
+    assert result["handover_s"] == result["seconds"] and result["ratio"] > 0
+    assert result["cpu_s_per_1000"] > 0
+    assert result["redis_commands_per_delivery"] is None  # SQLite
 
 
 def test_sqlite_refuses_more_than_one_gateway_process(capsys: pytest.CaptureFixture[str]) -> None:
@@ -82,3 +87,41 @@ def test_percentile_is_nearest_rank() -> None:
     assert percentile(values, 99) == 99.0
     assert percentile([3.0], 99) == 3.0
     assert percentile([], 50) == 0.0
+
+
+def test_the_mixed_scenario_on_redis_with_two_workers_and_latency() -> None:
+    """Urgent work posted during a general broadcast, every figure in the JSON line."""
+    argv = ["bench", "--children", "200", "--absence-events", "20", "--timeout", "60"]
+    argv += ["--scenario", "mixed", "--backend", "redis", "--workers", "2", "--latency", "5ms"]
+    run = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", *argv],
+        capture_output=True,
+        text=True,
+        timeout=150,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert set(JSON_KEYS) <= set(result)
+    assert result["scenario"] == "mixed"
+    assert (result["lost"], result["duplicates"]) == (0, 0)
+    assert result["broadcast_deliveries"] > 0 and result["emergency_deliveries"] > 0
+    assert result["absence_events"] == 20
+    assert 0 < result["urgent_p50_ms"] <= result["urgent_p99_ms"]
+    assert result["handover_s"] > 0 and result["ratio"] > 0
+    assert result["cpu_s_per_1000"] > 0
+    # INFO commandstats delta: scripts' inner calls included, at least one script call
+    assert result["redis_commands_per_delivery"] >= result["redis_scripts_per_delivery"] > 0
+    assert result["latency"] == "5ms"
+    assert "Posted during the broadcast" in run.stdout
+
+
+def test_commandstats_are_summed_with_scripts_apart() -> None:
+    stats = {
+        "cmdstat_evalsha": {"calls": 3, "usec": 10},
+        "cmdstat_hset": {"calls": 20},
+        "cmdstat_info": {"calls": 5},
+    }
+    counts = counts_of(stats)
+    assert (counts.total, counts.scripts) == (23, 3)
+    assert counts - counts_of({"cmdstat_hset": {"calls": 3}}) == CommandCounts(20, 3)

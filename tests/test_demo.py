@@ -65,6 +65,7 @@ async def test_demo_table_shows_channels_and_suppressions_with_reasons(
     assert f"{ordinary['given_name']} {ordinary['family_name']}" in out
     tables, _, pages = out.partition("\nPages: ")
     assert "deliveries:" in tables.splitlines()[-1]
+    assert "Scheduled: 'Turdag i dag' for " in tables and "(scheduled)" in tables
     assert "budbringer demo --serve" in pages
 
 

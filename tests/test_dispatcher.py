@@ -778,6 +778,26 @@ async def test_a_stalled_sms_provider_does_not_hold_back_email(rig: Rig) -> None
         await runner
 
 
+@pytest.mark.parametrize(
+    "rig", [dict(concurrency=16, batch=64, channel_concurrency={"sms": 5})], indirect=True
+)
+async def test_a_slow_sms_provider_gets_every_send_the_channel_limit_allows(rig: Rig) -> None:
+    """Throughput follows provider latency up to the setting: with every answer slow, the
+    dispatcher keeps exactly the channel's limit in flight (never fewer, never more)
+    while the other channels go on, and every SMS is sent once."""
+    families = [family(n, phone=True) for n in range(1, 21)]
+    await rig.load(directory(*families))
+    rig.twilio.delay = 0.2
+    message = await rig.post("e1", {"groups": ["g1"]}, Category.emergency)
+    await rig.dispatcher.run_until_idle()
+    sms = await rig.deliveries(message, "sms")
+    assert len(sms) == len(families)
+    assert {d.status for d in sms} == {DeliveryStatus.sent}
+    assert len(rig.twilio.requests) == len(families)  # each once: none put off, none repeated
+    assert rig.twilio.peak_in_flight == 5  # the limit was reached and held to
+    assert len(rig.smtp.received) == len(families)
+
+
 # --------------------------------------------------------------------------- urgent first
 
 

@@ -4,6 +4,8 @@ failure moves on at once. A whole gateway runs on a ManualClock: no sleeps."""
 
 from __future__ import annotations
 
+import email
+import email.policy
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from typing import Any
@@ -154,6 +156,17 @@ async def test_unread_goes_out_once_per_channel_until_the_channels_are_exhausted
     step2 = await channels(gw, tenant_id, message_id)
     assert step2["p2"] == step1["p2"] | {"email"}  # only p2 had a channel left
     assert step2["p1"] == step1["p1"]
+    # The step says it is a reminder, and that no answer came (issue 16).
+    (step_email,) = [
+        d
+        for d in await gw.deliveries(tenant_id, message_id)
+        if (d.recipient_id, d.channel) == ("p2", "email")
+    ]
+    outbox = gw.service.settings.outbox_dir / "email" / f"{step_email.id}.eml"
+    sent = email.message_from_bytes(outbox.read_bytes(), policy=email.policy.default)
+    assert sent["Subject"] == "Påminnelse: Tur"
+    body = sent.get_body(("plain",))
+    assert body is not None and "Vi har ikke fått svar fra deg" in body.get_content()
 
     await advance(gw, 72 * HOUR)
     assert await channels(gw, tenant_id, message_id) == step2

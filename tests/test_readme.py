@@ -28,4 +28,11 @@ def test_every_route_is_in_the_readme(settings: Settings, store: Store) -> None:
 def test_the_readme_activates_the_venv_before_the_first_cli_command() -> None:
     text = README.read_text()
     assert text.index("source .venv/bin/activate") < text.index("budbringer tenants create")
-    assert "digest" not in text
+
+
+def test_the_digest_the_readme_describes_exists() -> None:
+    # It once named a digest that did not exist; now its preference field is the model's.
+    from gateway.models import Preferences
+
+    assert '"digest": {"general": "18:00"' in README.read_text()
+    assert Preferences.model_validate({"digest": {"general": "18:00"}}).digest

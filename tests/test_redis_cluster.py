@@ -31,9 +31,9 @@ from gateway.models import (
     derive_id,
 )
 from gateway.store import SendOutcome
-from gateway.store import redis_lua as lua
 from gateway.store.backends import open_store
 from gateway.store.redis import RedisStore
+from gateway.store.redis import scripts as lua
 from tests.conftest import DIRECTORY
 from tests.peers import redis_cluster as cluster_peer
 from tests.peers.redis_cluster import ClusterPeer

@@ -171,11 +171,18 @@ def test_html_escapes_the_staff_text(renderer: Renderer) -> None:
     assert "<script>" in out.text
 
 
+FROM = "Rektor Hansen, Solvang skole"  # the sender line of an SMS
+
+
 def test_sms_text_and_short(renderer: Renderer) -> None:
     out = renderer.render(message(), delivery("sms", "nb"))
-    assert out.text.startswith("Foreldremøte\nGjelder: Ola og Kari")
+    # The sender first, on the subject's line; no settings line (it is on the linked page).
+    assert out.text.startswith(f"{FROM} (Ola og Kari): Foreldremøte\nVelkommen")
+    assert "varslingsinnstillingene" not in out.text
     assert out.html is None
-    assert out.short == f"Foreldremøte\nLes meldingen i appen: {URL}/app"
+    assert (
+        out.short == f"Rektor Hansen, Solvang skole: Foreldremøte\nLes meldingen i appen: {URL}/app"
+    )
 
 
 @pytest.mark.parametrize("language", ["nb", "nn", "en"])
@@ -275,7 +282,8 @@ def test_sms_carries_the_read_link_also_in_the_short_fallback(
 ) -> None:
     urgent = message(subject="Stengt", body="Skolen er stengt i dag.", category=Category.emergency)
     out = linking_renderer.render(urgent, delivery("sms", language))
-    assert f"{label}: {LINK}\n" in out.text
+    # The bare link, last: no label and no settings line in an SMS (tests/test_sms_budget.py).
+    assert out.text.endswith(f"\n{LINK}")
     assert out.short is not None
     assert out.short.endswith(f"\n{label}: {LINK}")
     assert f"{URL}/app" not in out.short
@@ -296,7 +304,9 @@ def test_no_link_when_link_for_gives_none() -> None:
     sms = renderer.render(message(), delivery("sms", "nb"))
     assert "Les meldingen:" not in email.text and "/r/" not in (email.html or "")
     assert "Les meldingen:" not in sms.text
-    assert sms.short == f"Foreldremøte\nLes meldingen i appen: {URL}/app"
+    assert (
+        sms.short == f"Rektor Hansen, Solvang skole: Foreldremøte\nLes meldingen i appen: {URL}/app"
+    )
 
 
 def test_read_link_in_html_is_escaped() -> None:

@@ -20,9 +20,12 @@ from gateway.models import (
     WebhookMessage,
     WebhookStatus,
 )
-from gateway.store import Store, redis_absence, redis_webhooks, sqlite_retention
+from gateway.store import Store
 from gateway.store.redis import RedisStore
+from gateway.store.redis import absence as redis_absence
+from gateway.store.redis import webhooks as redis_webhooks
 from gateway.store.sqlite import SqliteStore
+from gateway.store.sqlite import retention as sqlite_retention
 from tests.contract.conftest import REDIS_URL, forget_keys, require_redis
 from tests.contract.test_retention import accept, message
 

@@ -368,3 +368,57 @@ def test_parse_sender_rejects(value: str) -> None:
 def test_map_error(status: int, code: int | None, kind: type[Exception]) -> None:
     error = map_error(status, code)
     assert type(error) is kind
+
+
+# ------------------------------------------------------- the bare POST against twilio's own
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "body"),
+    [(429, 20429, None), (400, 21211, None), (401, 20003, None), (503, None, "<html>down</html>")],
+)
+async def test_a_failed_create_raises_what_twilios_create_async_raises(
+    peer: TwilioPeer, channel: SmsChannel, status: int, code: int | None, body: str | None
+) -> None:
+    """channels/twilio_form.py replaces ``messages.create_async``; twilio stays the
+    reference: the same answer gives the same exception type, status, code and message,
+    and both send the same form."""
+    from twilio.base.exceptions import TwilioRestException
+
+    form = {"To": GUARDIAN_PHONE, "From": "Asker", "Body": "Hei", "StatusCallback": PUBLIC_URL}
+    peer.fail_next(status, code=code, message="Nope", body=body, times=2)
+    with pytest.raises(TwilioRestException) as ours:
+        await channel._create.create(form)  # type: ignore[union-attr]
+    with pytest.raises(TwilioRestException) as theirs:
+        await channel._client.messages.create_async(
+            to=GUARDIAN_PHONE, from_="Asker", body="Hei", status_callback=PUBLIC_URL
+        )
+    mine, twilios = ours.value, theirs.value
+    assert type(mine) is type(twilios)
+    assert (mine.status, mine.code, mine.msg, mine.uri, mine.method) == (
+        twilios.status,
+        twilios.code,
+        twilios.msg,
+        twilios.uri,
+        twilios.method,
+    )
+    first, second = peer.requests[-2:]
+    assert first.form == second.form
+    assert first.authorized and second.authorized
+
+
+async def test_the_bare_post_creates_the_message_twilio_would(
+    peer: TwilioPeer, channel: SmsChannel
+) -> None:
+    sid = await channel._create.create(  # type: ignore[union-attr]
+        {"To": GUARDIAN_PHONE, "From": "Asker", "Body": "Hei på deg", "StatusCallback": PUBLIC_URL}
+    )
+    message = await channel._client.messages.create_async(
+        to=GUARDIAN_PHONE, from_="Asker", body="Hei på deg", status_callback=PUBLIC_URL
+    )
+    assert sid in peer.messages and message.sid in peer.messages and sid != message.sid
+    ours, theirs = peer.requests[-2:]
+    assert ours.form == theirs.form
+    assert {k: ours.headers[k] for k in ("User-Agent", "Accept", "Content-Type")} == {
+        k: theirs.headers[k] for k in ("User-Agent", "Accept", "Content-Type")
+    }

@@ -55,6 +55,7 @@ def test_the_service_wires_every_job_kind_once(settings: Settings, clock: Manual
             constants.JOB_SEND,
             constants.JOB_CONTACT_FAILING,
             constants.JOB_ESCALATE,
+            constants.JOB_DIGEST,
             constants.JOB_ABSENCE_PLAN,
             constants.JOB_ABSENCE_UNREACHED,
             constants.JOB_WEBHOOK_FANOUT,

@@ -27,3 +27,6 @@ class EventAccepted(BaseModel):
         description="Reason code -> how many were left out (blocked, confidential_not_named,"
         " no_recipient, ...), message.created only",
     )
+    scheduled_for: str | Absent = omitted(
+        description="message.created with send_at: when it will be sent (ISO 8601)"
+    )

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 from aiohttp import web
 from pydantic import BaseModel
 
-from gateway import intake
+from gateway import intake, scheduling
 from gateway.api import absence, recipients
 from gateway.api.accepted import EventAccepted
 from gateway.api.attachments import attachment_service
@@ -25,6 +25,7 @@ from gateway.api.limits import body_limit
 from gateway.api.responses import respond_json
 from gateway.auth import AuthStore, authenticate_event
 from gateway.errors import Conflict, InputError, ValidationFailed
+from gateway.intake import IntakeStore
 from gateway.metrics import EVENTS
 from gateway.models import (
     AbsenceCancelled,
@@ -36,14 +37,14 @@ from gateway.models import (
     Tenant,
     derive_id,
 )
-from gateway.store.ports import AudienceReader, MessageStore
+from gateway.store.ports import AudienceReader
 
 # An accepted event: the message as stored, and whether it was stored before.
 Accepted = tuple[Message, bool]
 EventHandler = Callable[[AppContext, Tenant, Any, str], Awaitable[Accepted]]
 
 
-class _Ports(AuthStore, AudienceReader, MessageStore, Protocol):
+class _Ports(AuthStore, AudienceReader, IntakeStore, Protocol):
     """The store ports this module calls (the union stays in the wiring)."""
 
 
@@ -95,9 +96,13 @@ async def check_audience(ctx: AppContext, tenant: Tenant, audience: Audience) ->
 async def handle_message_created(
     ctx: AppContext, tenant: Tenant, event: MessageCreated, body_hash: str
 ) -> Accepted:
+    data = event.data
+    now = ctx.clock.now()
+    if await _store(ctx).get_message(tenant.id, derive_id(tenant.id, event.id)) is None:
+        # Not for a replay: a scheduled event sent again after its send_at is a duplicate.
+        scheduling.check_send_at(data.send_at, now, ctx.settings.schedule_horizon_days)
     await check_audience(ctx, tenant, event.data.audience)
     await recipients.refuse_confidential_to_nobody(ctx, tenant, event)
-    data = event.data
     message = Message(
         id=derive_id(tenant.id, event.id),
         tenant_id=tenant.id,
@@ -112,16 +117,19 @@ async def handle_message_created(
         sender_id=data.sender_id,
         sender_name=data.sender_name,
         audience=data.audience,
-        created_at=ctx.clock.now(),
+        created_at=now,
     )
     if data.attachments:
         await attachment_service(ctx).claim(tenant.id, data.attachments, message.id)
-    return await intake.accept(_store(ctx), message)
+    return await intake.accept(_store(ctx), message, send_at=data.send_at)
 
 
 EVENT_TYPES: dict[str, EventType] = {
     "message.created": EventType(
-        MessageCreated, handle_message_created, preview=recipients.recipients_answer
+        MessageCreated,
+        handle_message_created,
+        answer=lambda _, event: scheduling.accepted_answer(event.data.send_at),
+        preview=recipients.recipients_answer,
     ),
     "absence.recorded": EventType(
         AbsenceRecorded, absence.handle_recorded, absence.deduplicated_into

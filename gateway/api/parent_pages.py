@@ -61,6 +61,7 @@ from gateway.models import (
     ChannelName,
     Delivery,
     DeliveryStatus,
+    DigestCategory,
     Preferences,
     Role,
 )
@@ -82,6 +83,8 @@ CHOICES = (ChannelName.push, ChannelName.sms, ChannelName.email)
 # Categories with a choice; emergency always goes on every channel (gateway/planner.py).
 EDITABLE = (Category.general, Category.reminder, Category.confidential, Category.absence)
 _TIME = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+# The categories a guardian may take as a daily digest (gateway/digest_plan.py).
+DIGEST_CHOICES: tuple[DigestCategory, ...] = ("general", "reminder")
 
 
 class _Ports(WithdrawalStore, AbsenceStore, GuardianStore, Protocol):
@@ -276,6 +279,7 @@ def _prefs_page(
         "preferences",
         title=parent.texts["preferences"],
         categories=[c.value for c in EDITABLE],
+        digest_categories=DIGEST_CHOICES,
         mandatory=sorted(MANDATORY_CATEGORIES),
         languages=list(SUPPORTED_LANGUAGES),
         values=values,
@@ -296,6 +300,7 @@ async def preferences_page(request: web.Request) -> web.Response:
         "language": parent.lang,
         "quiet_start": (prefs.quiet_start if prefs else None) or "",
         "quiet_end": (prefs.quiet_end if prefs else None) or "",
+        **{f"digest_{c}": (prefs.digest.get(c) if prefs else None) or "" for c in DIGEST_CHOICES},
     }
     saved = request.query.get("saved") == "1"
     return respond(_prefs_page(request, parent, choices, values, [], saved))
@@ -328,9 +333,13 @@ async def save_preferences(request: web.Request) -> web.StreamResponse:
     end = (form.get("quiet_end") or [""])[0].strip()
     if (start or end) and not (_TIME.match(start) and _TIME.match(end)):
         errors.append(t["error_quiet"])
+    digest = {c: (form.get(f"digest_{c}") or [""])[0].strip() for c in DIGEST_CHOICES}
+    if any(at and not _TIME.match(at) for at in digest.values()):
+        errors.append(t["error_digest"])
     if errors:
         choices["ticked"] = {c.value: [x.value for x in channels[c]] for c in EDITABLE}
         values = {"language": language, "quiet_start": start, "quiet_end": end}
+        values.update({f"digest_{c}": at for c, at in digest.items()})
         html = _prefs_page(request, parent, choices, values, errors, False)
         return respond(html, 422)
     # absence with nothing but the inbox left is the default routing (never switched off)
@@ -344,6 +353,7 @@ async def save_preferences(request: web.Request) -> web.StreamResponse:
         channels=channels,
         quiet_start=start or None,
         quiet_end=end or None,
+        digest={c: at for c, at in digest.items() if at},
     )
     await _store(ctx).set_preferences(tenant_id, person_id, prefs)
     raise web.HTTPSeeOther(location="preferences?saved=1", headers=SECURITY_HEADERS)

@@ -34,6 +34,7 @@ from urllib.parse import urlencode
 from aiohttp import web
 from pydantic import BaseModel, Field
 
+from gateway import scheduling
 from gateway.api.body import read_model
 from gateway.api.context import CTX, AppContext
 from gateway.api.pages import (
@@ -69,7 +70,7 @@ from gateway.notreached import Why, why_not_reached
 from gateway.pseudonyms import Names, NamesStore, hides_subject, names_for
 from gateway.render import resolve_language
 from gateway.sessions import STAFF_SESSION_SALT, PageUser, open_staff_link, staff_link
-from gateway.store.ports import DeliveryStore, MessageStore, ReachStore
+from gateway.store.ports import DeliveryStore, JobQueue, MessageStore, ReachStore, ScheduleFiles
 from gateway.tracker import RecipientReach, reach
 
 STAFF_COOKIE = "budbringer_staff"
@@ -80,7 +81,16 @@ TEXTS = web.AppKey("staff_texts", dict)
 _CHANNEL_ORDER = {"inapp": 0, "push": 1, "sms": 2, "email": 3}
 
 
-class _Ports(AuthStore, NamesStore, DeliveryStore, MessageStore, ReachStore, Protocol):
+class _Ports(
+    AuthStore,
+    NamesStore,
+    DeliveryStore,
+    MessageStore,
+    ReachStore,
+    ScheduleFiles,
+    JobQueue,
+    Protocol,
+):
     """The store ports this module calls (the union stays in the wiring)."""
 
 
@@ -395,6 +405,15 @@ async def _load_message(
     return staff, view
 
 
+async def _sent_line(ctx: AppContext, message: Message, t: Any, lang: str) -> str:
+    """ "Sent …", or for a scheduled message "Scheduled for …" / "Cancelled …"."""
+    schedule = await scheduling.schedule_of(_store(ctx), message)
+    if schedule is None:
+        return str(t["sent"].format(when=when(message.created_at, lang)))
+    key = {scheduling.SCHEDULED: "scheduled_for", scheduling.CANCELLED: "schedule_cancelled"}
+    return str(t[key.get(schedule.state, "sent")].format(when=when(schedule.send_at, lang)))
+
+
 async def message_page(request: web.Request) -> web.Response:
     root = "../../"
     found = await _load_message(request, root)
@@ -414,7 +433,7 @@ async def message_page(request: web.Request) -> web.Response:
         title=view.subject,
         subject=view.subject,
         category=t["categories"][message.category.value],
-        sent=t["sent"].format(when=when(message.created_at, staff.lang)),
+        sent=await _sent_line(ctx, message, t, staff.lang),
         summary=view.summary,
         not_reached=_grouped(view.not_reached),
         reached=_grouped(view.reached),

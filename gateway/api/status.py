@@ -21,17 +21,20 @@ from typing import Protocol
 
 from aiohttp import web
 
+from gateway import scheduling
 from gateway.api.absence import absences
 from gateway.api.context import CTX, AppContext
 from gateway.api.responses import respond_json
 from gateway.api.status_models import (
     AbsenceView,
+    CancelAnswer,
     ChildStatus,
     DeliveryView,
     GuardianStatus,
     HistoryEntry,
     MessageStatus,
     ReplyView,
+    ScheduleView,
     StatusSummary,
 )
 from gateway.auth import AuthStore, authenticate_bearer, key_has
@@ -47,6 +50,7 @@ from gateway.store.ports import (
     MessageStore,
     ReachStore,
     ReplyStore,
+    ScheduleFiles,
 )
 from gateway.tracker import ChildReach, Reach, RecipientReach, reach
 from gateway.waiting import WAITING, waiting_for
@@ -63,6 +67,7 @@ class _Ports(
     ReachStore,
     ReplyStore,
     JobQueue,
+    ScheduleFiles,
     Protocol,
 ):
     """The store ports this module calls (the union stays in the wiring)."""
@@ -161,6 +166,7 @@ async def get_message(request: web.Request) -> web.Response:
         sees_protected=key_has(request, Scope.protected),
     )
     now = ctx.clock.now()
+    schedule = await scheduling.schedule_of(_store(ctx), message)
     jobs = await _store(ctx).get_jobs(
         [send_job_id(d.id) for d in deliveries if d.status in WAITING]
     )
@@ -177,7 +183,9 @@ async def get_message(request: web.Request) -> web.Response:
             read_receipt=message.read_receipt,
             created_at=message.created_at,
             planned_at=message.planned_at,
+            schedule=None if schedule is None else ScheduleView.of(schedule),
             counts=counts,
+            sms_segments=sum(d.segments or 0 for d in deliveries if d.channel == "sms"),
             summary=_summary(view, name),
             children=children,
             guardians=guardians,
@@ -197,5 +205,16 @@ async def get_message(request: web.Request) -> web.Response:
     )
 
 
+async def cancel_message(request: web.Request) -> web.Response:
+    """Cancel a scheduled message before it starts; 409 once it has (or if not scheduled)."""
+    ctx = request.app[CTX]
+    tenant = await authenticate_bearer(request, _store(ctx), ctx.clock.now(), Scope.events)
+    view = await scheduling.cancel(
+        _store(ctx), tenant.id, request.match_info["id"], ctx.clock.now()
+    )
+    return respond_json(CancelAnswer(id=request.match_info["id"], schedule=ScheduleView.of(view)))
+
+
 def setup(app: web.Application) -> None:
     app.router.add_get("/v1/messages/{id}", get_message)
+    app.router.add_post("/v1/messages/{id}/cancel", cancel_message)

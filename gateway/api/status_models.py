@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from gateway import scheduling
 from gateway.api.responses import Instant
 from gateway.models import AbsenceKind, Category, DeliveryStatus, Role
 
@@ -122,6 +123,28 @@ class AbsenceView(BaseModel):
     explanations: list[ExplanationView]
 
 
+class ScheduleView(BaseModel):
+    """A scheduled message (``send_at`` on message.created): ``scheduled`` until its
+    planning starts at ``send_at``, then ``started``; ``cancelled`` after a cancel."""
+
+    state: Literal["scheduled", "started", "cancelled"]
+    send_at: Instant
+    cancelled_at: Instant | None
+
+    @classmethod
+    def of(cls, view: scheduling.ScheduleView) -> ScheduleView:
+        return cls.model_validate(
+            {"state": view.state, "send_at": view.send_at, "cancelled_at": view.cancelled_at}
+        )
+
+
+class CancelAnswer(BaseModel):
+    """``POST /v1/messages/{id}/cancel``: the message's schedule after the cancel."""
+
+    id: str
+    schedule: ScheduleView
+
+
 class MessageStatus(BaseModel):
     """Persons with a protected address appear as `protected-<hex>` pseudonyms unless the
     key has the `protected` scope."""
@@ -133,7 +156,11 @@ class MessageStatus(BaseModel):
     read_receipt: bool
     created_at: Instant
     planned_at: Instant | None
+    schedule: ScheduleView | None = Field(
+        description="Scheduled sending (send_at on message.created); null when sent at once"
+    )
     counts: dict[str, int]
+    sms_segments: int = Field(description="SMS segments sent for this message, every recipient")
     summary: StatusSummary
     children: list[ChildStatus]
     guardians: list[GuardianStatus]

@@ -31,6 +31,7 @@ import aiohttp
 
 from gateway.bench import ceiling
 from gateway.bench.latency import NO_LATENCY, Latency
+from gateway.bench.redis_stats import CommandCounts, snapshot
 from gateway.bench.sinks import (
     ACCOUNT_SID,
     AUTH_TOKEN,
@@ -47,6 +48,14 @@ CHANNELS = ("push", "sms", "email")
 TWILIO_CONNECTIONS = 100  # aiohttp's default pool, which twilio's async client uses
 FCM_CONNECTIONS = 64  # FcmSettings.connections (default)
 JSON_KEYS = (
+    "scenario",
+    "handover_s",
+    "ratio",
+    "urgent_p50_ms",
+    "urgent_p99_ms",
+    "cpu_s_per_1000",
+    "redis_commands_per_delivery",
+    "redis_scripts_per_delivery",
     "backend",
     "children",
     "guardians",
@@ -63,6 +72,23 @@ JSON_KEYS = (
     "lost",
     "duplicates",
 )
+
+
+SCENARIOS = ("emergency", "mixed")
+
+
+@dataclass(frozen=True)
+class Meters:
+    """What the gateway used so far: CPU seconds of its processes, Redis commands."""
+
+    cpu_s: float = 0.0
+    redis: CommandCounts | None = None
+
+    def __sub__(self, other: Meters) -> Meters:
+        redis = None
+        if self.redis is not None and other.redis is not None:
+            redis = self.redis - other.redis
+        return Meters(self.cpu_s - other.cpu_s, redis)
 
 
 class BenchError(Exception):
@@ -84,6 +110,7 @@ class Options:
     keep: bool = False  # keep the work directory (database, logs)
     profile: Path | None = None  # py-spy collapsed stacks of the gateway during the emergency
     latency: Latency = NO_LATENCY  # how long the sinks take to answer (gateway and ceiling)
+    scenario: str = "emergency"  # or "mixed": urgent work during a general broadcast
     log: IO[str] = field(default_factory=lambda: sys.stderr)
 
 
@@ -142,6 +169,7 @@ class Bench:
         self.tenant_id = ""
         self.town: Municipality | None = None
         self.result: dict[str, Any] = {}
+        self.probe_id = ""  # the message of the absence.recorded probe, if there was one
         # A keyspace of its own on a shared Redis, removed again in cleanup().
         self.redis_prefix = f"bench{secrets.token_hex(4)}"
 
@@ -180,11 +208,13 @@ class Bench:
             )
         if o.backend == "redis" and importlib.util.find_spec("gateway.store.redis") is None:
             raise BenchError(
-                "the redis backend is not available yet (gateway/store/redis.py is missing); "
+                "the redis backend is not available yet (gateway/store/redis/ is missing); "
                 "run with --backend sqlite"
             )
         if o.children < 10:
             raise BenchError("--children must be at least 10")
+        if o.scenario not in SCENARIOS:
+            raise BenchError(f"--scenario must be one of {', '.join(SCENARIOS)}")
 
     def gateway_env(self, service_account: Path) -> dict[str, str]:
         fcm, twilio, smtp = self.sinks["fcm"], self.sinks["twilio"], self.sinks["smtp"]
@@ -345,7 +375,7 @@ class Bench:
         for sink in self.sinks.values():
             await sink.reset()
         rss_before = sum(proc_status(p.pid).get("VmRSS", 0) for p in self.gateways)
-        cpu_before = sum(cpu_seconds(p.pid) for p in self.gateways)
+        before = await self.meters()
         event = {
             "id": f"bench-emergency-{self.o.seed}-{secrets.token_hex(4)}",
             "type": "message.created",
@@ -360,19 +390,16 @@ class Bench:
             },
         }
         self.say(f"emergency to {len(town.unit_ids)} units; expecting {expected}")
-        profiler = self._start_profiler()
+        profiler = self.start_profiler()
         message_id, accepted = await self.post_event(event)
         await self.wait_for({c: expected[c] for c in CHANNELS}, "emergency")
-        cpu_used = sum(cpu_seconds(p.pid) for p in self.gateways) - cpu_before
-        if profiler is not None:
-            os.killpg(profiler.pid, signal.SIGINT)  # py-spy writes its output on SIGINT
-            await asyncio.to_thread(profiler.wait, 60)
-            self.say(f"profile of the gateway written to {self.o.profile}")
+        used = await self.meters() - before
+        await self.stop_profiler(profiler)
         await self.wait_idle()
         await asyncio.sleep(0.5)  # a late duplicate would show up now
         records = {c: await self.sinks[s].records() for c, s in _SINK_OF.items()}
         stats = {c: await self.sinks[s].stats() for c, s in _SINK_OF.items()}
-        deliveries = await self._deliveries([message_id])
+        deliveries = await self.deliveries([message_id])
         by_delivery = _hand_overs(deliveries, records)
         planned = {c: sum(1 for d in deliveries if d.channel == c) for c in (*CHANNELS, "inapp")}
         inapp_done = sum(
@@ -399,12 +426,24 @@ class Bench:
             "p99_ms": percentile(latencies, 99) * 1000,
             "lost": lost,
             "duplicates": duplicates,
-            "gateway_cpu_s": cpu_used,
+            "gateway_cpu_s": used.cpu_s,
+            "meters": used,
             "rss_before_mb": rss_before / 1024,
             "sink_cpu_s": {c: round(stats[c]["cpu_s"], 1) for c in CHANNELS},
         }
 
-    def _start_profiler(self) -> Any:
+    async def meters(self) -> Meters:
+        cpu = sum(cpu_seconds(p.pid) for p in self.gateways)
+        redis = await snapshot(self.o.redis_url) if self.o.backend == "redis" else None
+        return Meters(cpu, redis)
+
+    async def stop_profiler(self, profiler: Any) -> None:
+        if profiler is not None:
+            os.killpg(profiler.pid, signal.SIGINT)  # py-spy writes its output on SIGINT
+            await asyncio.to_thread(profiler.wait, 60)
+            self.say(f"profile of the gateway written to {self.o.profile}")
+
+    def start_profiler(self) -> Any:
         """py-spy on the serve process (collapsed stacks, threads and idle included)."""
         if self.o.profile is None:
             return None
@@ -415,7 +454,7 @@ class Bench:
         argv += ["--rate", "200", "--idle", "--threads", "--output", str(self.o.profile)]
         return spawn(argv, None, self.log_file)
 
-    async def _deliveries(self, message_ids: Sequence[str]) -> list[Any]:
+    async def deliveries(self, message_ids: Sequence[str]) -> list[Any]:
         from gateway.store.backends import open_store
 
         store = open_store(self.store_url)
@@ -428,7 +467,7 @@ class Bench:
         finally:
             await store.close()
 
-    def _absence_event(self, n: int, child_id: str, real: bool) -> dict[str, Any]:
+    def absence_event(self, n: int, child_id: str, real: bool) -> dict[str, Any]:
         if real:
             return {
                 "id": f"bench-absence-{self.o.seed}-{n}-{secrets.token_hex(3)}",
@@ -447,6 +486,20 @@ class Bench:
             },
         }
 
+    async def absence_is_real(self, child_id: str) -> bool:
+        """Whether the gateway takes ``absence.recorded`` (else: single-child emergencies)."""
+        from gateway.api.events import EVENT_TYPES
+
+        if "absence.recorded" not in EVENT_TYPES:
+            return False
+        try:  # a mark for another lesson than the measured ones: never de-duplicated
+            probe = await self.call("POST", "/v1/events", self.absence_event(-1, child_id, True))
+            self.probe_id = str(probe["message_id"])
+        except BenchError as exc:
+            self.say(f"absence.recorded refused our event ({exc}); measuring absence-like")
+            return False
+        return True
+
     async def absence(self) -> dict[str, Any]:
         """Scenario 2: single-child alerts at a steady rate, each 202 -> SMS and push."""
         assert self.town is not None
@@ -454,18 +507,8 @@ class Bench:
         rng = random.Random(self.o.seed + 1)
         children = town.children_told()
         picked = rng.sample(children, min(self.o.absence_events, len(children)))
-        from gateway.api.events import EVENT_TYPES
-
-        real = "absence.recorded" in EVENT_TYPES
-        kind = "absence.recorded"
-        if real:
-            try:  # a mark for another lesson than the measured ones: never de-duplicated
-                await self.call("POST", "/v1/events", self._absence_event(-1, picked[0], True))
-            except BenchError as exc:
-                self.say(f"absence.recorded refused our event ({exc}); measuring absence-like")
-                real = False
-        if not real:
-            kind = "absence-like (absence.recorded not implemented yet)"
+        real = await self.absence_is_real(picked[0])
+        kind = "absence.recorded" if real else "absence-like (absence.recorded not implemented yet)"
         await self.wait_idle()
         for sink in self.sinks.values():
             await sink.reset()
@@ -476,14 +519,14 @@ class Bench:
         posts = []
         for n, child_id in enumerate(picked):
             await asyncio.sleep(max(0.0, start + n * interval - time.monotonic()))
-            event = self._absence_event(n, child_id, real)
+            event = self.absence_event(n, child_id, real)
             posts.append(asyncio.ensure_future(self.post_event(event)))
         for message_id, at in await asyncio.gather(*posts):
             accepted[message_id] = at
         await self.wait_idle()
         # What the gateway planned on SMS and push for these alerts, then their hand-overs.
         deliveries = [
-            d for d in await self._deliveries(list(accepted)) if d.channel in ("push", "sms")
+            d for d in await self.deliveries(list(accepted)) if d.channel in ("push", "sms")
         ]
         deadline = time.monotonic() + self.o.timeout
         while True:
@@ -495,7 +538,7 @@ class Bench:
                 raise BenchError("absence: not every SMS and push was handed over in time")
             await asyncio.sleep(0.2)
             deliveries = [
-                d for d in await self._deliveries(list(accepted)) if d.channel in ("push", "sms")
+                d for d in await self.deliveries(list(accepted)) if d.channel in ("push", "sms")
             ]
         latest: dict[str, float] = {}
         for d in deliveries:
@@ -557,11 +600,90 @@ class Bench:
         await self.start()
         setup_s = await self.seed()
         await self.wait_idle()
+        if self.o.scenario == "mixed":
+            from gateway.bench.mixed import run_mixed
+
+            mixed = await run_mixed(self)
+            peak = await self.stop_gateway()
+            ceil = await self.ceiling(mixed["broadcast_counts"])
+            return self._mixed_result(setup_s, mixed, ceil, peak)
         emergency = await self.emergency()
         absence = await self.absence()
         peak = await self.stop_gateway()
         ceil = await self.ceiling(emergency["handed"])
         return self._result(setup_s, emergency, absence, ceil, peak)
+
+    def _figures(
+        self,
+        seconds: float,
+        ceiling_seconds: float,
+        deliveries: int,
+        urgent: tuple[float, float],
+        meters: Meters,
+    ) -> dict[str, Any]:
+        """The figures every scenario reports (first in the JSON line)."""
+        per = max(deliveries, 1)
+        redis = meters.redis
+        return {
+            "scenario": self.o.scenario,
+            "handover_s": round(seconds, 3),
+            # the ceiling client's time for the same traffic under the same latency
+            "ratio": round(ceiling_seconds / seconds, 3) if seconds > 0 else 0.0,
+            "urgent_p50_ms": round(urgent[0], 1),
+            "urgent_p99_ms": round(urgent[1], 1),
+            "cpu_s_per_1000": round(meters.cpu_s / per * 1000, 3),
+            "redis_commands_per_delivery": round(redis.total / per, 1) if redis else None,
+            "redis_scripts_per_delivery": round(redis.scripts / per, 2) if redis else None,
+            "redis_top_commands": redis.top(per) if redis else None,
+        }
+
+    def _mixed_result(
+        self, setup_s: float, mixed: dict[str, Any], ceil: dict[str, Any], peak: float
+    ) -> dict[str, Any]:
+        assert self.town is not None
+        counts, b_seconds = mixed["broadcast_counts"], mixed["broadcast_seconds"]
+        broadcast = sum(counts.values())
+        handover = max(b_seconds.values())
+        rates = {c: counts[c] / b_seconds[c] if b_seconds[c] > 0 else 0.0 for c in CHANNELS}
+        ratios = {
+            c: round(rates[c] / ceil["rates"][c], 3) if counts[c] and ceil["rates"][c] else None
+            for c in CHANNELS
+        }
+        urgent = (mixed["absence_p50_ms"], mixed["absence_p99_ms"])
+        figures = self._figures(
+            handover, max(ceil["seconds"].values()), mixed["deliveries"], urgent, mixed["meters"]
+        )
+        return {
+            **figures,
+            "backend": self.o.backend,
+            "workers": self.o.workers,
+            "children": len(self.town.children),
+            "guardians": len(self.town.guardians),
+            "deliveries": mixed["deliveries"],
+            "broadcast_deliveries": broadcast,
+            "broadcast_inapp": mixed["broadcast_inapp"],
+            "seconds": round(mixed["seconds"], 3),
+            "deliveries_per_s": round(broadcast / max(handover, 1e-9), 1),
+            **{f"{c}_per_s": round(rates[c], 1) for c in CHANNELS},
+            **{f"ceiling_{c}_per_s": round(ceil["rates"][c], 1) for c in CHANNELS},
+            **{f"{c}_ratio": ratios[c] for c in CHANNELS},
+            "emergency_deliveries": mixed["emergency_deliveries"],
+            "emergency_s": round(mixed["emergency_s"], 3),
+            "absence_kind": mixed["absence_kind"],
+            "absence_events": mixed["absence_events"],
+            "absence_p50_ms": round(mixed["absence_p50_ms"], 1),
+            "absence_p99_ms": round(mixed["absence_p99_ms"], 1),
+            "peak_rss_mb": round(peak, 1),
+            "gateway_cpu_s": round(mixed["meters"].cpu_s, 1),
+            "lost": mixed["lost"],
+            "duplicates": mixed["duplicates"],
+            "concurrency": self.o.concurrency,
+            "latency": str(self.o.latency),
+            "smtp_connections": self.o.smtp_connections,
+            "setup_s": round(setup_s, 1),
+            "channel_seconds": {c: round(v, 3) for c, v in b_seconds.items()},
+            "ceiling_seconds": {c: round(v, 3) for c, v in ceil["seconds"].items()},
+        }
 
     def _result(
         self,
@@ -577,7 +699,16 @@ class Bench:
             c: emergency["rates"][c] / ceil["rates"][c] if ceil["rates"][c] else 0.0
             for c in CHANNELS
         }
+        urgent = (absence["p50_ms"], absence["p99_ms"])
+        figures = self._figures(
+            emergency["seconds"],
+            max(ceil["seconds"].values()),
+            deliveries,
+            urgent,
+            emergency["meters"],
+        )
         return {
+            **figures,
             "backend": self.o.backend,
             "workers": self.o.workers,
             "children": len(self.town.children),
@@ -677,17 +808,75 @@ def _hand_overs(
     return out
 
 
-def table(result: dict[str, Any]) -> str:
-    """The readable summary printed above the JSON line."""
-    r = result
-    lines = [
-        f"Budbringer benchmark — {r['backend']} store, {r['workers']} gateway process(es), "
-        f"dispatch concurrency {r['concurrency']}, {r['smtp_connections']} SMTP connections, "
-        f"sinks answer in {r['latency']}"
+def _heading(r: dict[str, Any]) -> list[str]:
+    return [
+        f"Budbringer benchmark ({r['scenario']}) — {r['backend']} store, {r['workers']} "
+        f"gateway process(es), dispatch concurrency {r['concurrency']}, "
+        f"{r['smtp_connections']} SMTP connections, sinks answer in {r['latency']}"
         + (" (median:p99, slowest 1 in 1000: 2 s)" if ":" in r["latency"] else ""),
         f"municipality: {r['children']} children, {r['guardians']} guardians "
         f"(set-up through the API: {r['setup_s']} s)",
         "",
+    ]
+
+
+def _channel_rows(r: dict[str, Any]) -> list[str]:
+    lines = [f"  {'channel':<8}{'gateway/s':>11}{'last at s':>11}{'ceiling/s':>11}{'ratio':>8}"]
+    for c in CHANNELS:
+        ratio = r[f"{c}_ratio"]
+        lines.append(
+            f"  {c:<8}{r[f'{c}_per_s']:>11.0f}{r['channel_seconds'][c]:>11.2f}"
+            f"{r[f'ceiling_{c}_per_s']:>11.0f}"
+            + (f"{ratio:>8.2f}" if ratio is not None else f"{'-':>8}")
+        )
+    return lines
+
+
+def _figure_rows(r: dict[str, Any]) -> list[str]:
+    redis = (
+        f"{r['redis_commands_per_delivery']} Redis commands per delivery (scripts' inner "
+        f"calls included; whole server), {r['redis_scripts_per_delivery']} script calls"
+        if r["redis_commands_per_delivery"] is not None
+        else "Redis commands: - (SQLite store)"
+    )
+    return [
+        "",
+        f"figures: hand-over {r['handover_s']:.2f} s, ratio {r['ratio']:.2f} to the bare "
+        f"client under the same latency, urgent p50 {r['urgent_p50_ms']:.0f} ms / p99 "
+        f"{r['urgent_p99_ms']:.0f} ms",
+        f"  CPU {r['cpu_s_per_1000']:.3f} s per 1,000 deliveries; {redis}; "
+        f"lost {r['lost']} duplicates {r['duplicates']}",
+    ]
+
+
+def mixed_table(r: dict[str, Any]) -> str:
+    lines = [
+        *_heading(r),
+        f"General notice to every unit: {r['broadcast_deliveries']} provider deliveries "
+        f"(+{r['broadcast_inapp']} in-app)",
+        f"  all handed over in {r['handover_s']:.2f} s  ({r['deliveries_per_s']:.0f} "
+        f"deliveries/s); everything (with the urgent work) in {r['seconds']:.2f} s",
+        f"  lost {r['lost']}  duplicates {r['duplicates']}  gateway peak RSS "
+        f"{r['peak_rss_mb']:.0f} MB  gateway CPU {r['gateway_cpu_s']:.1f} s",
+        "",
+        *_channel_rows(r),
+        "",
+        "Posted during the broadcast:",
+        f"  emergency to one unit: {r['emergency_deliveries']} provider deliveries, all "
+        f"handed over {r['emergency_s'] * 1000:.0f} ms after its 202",
+        f"  {r['absence_kind']}: {r['absence_events']} events, 202 -> SMS and push handed "
+        f"over p50 {r['absence_p50_ms']:.1f} ms  p99 {r['absence_p99_ms']:.1f} ms",
+    ]
+    return "\n".join(lines + _figure_rows(r))
+
+
+def table(result: dict[str, Any]) -> str:
+    """The readable summary printed above the JSON line."""
+    r = result
+    if r["scenario"] == "mixed":
+        return mixed_table(r)
+    lines = [
+        *_heading(r),
         f"Emergency to every unit: {r['deliveries']} provider deliveries (+{r['inapp']} in-app)",
         f"  all handed over in {r['seconds']:.2f} s  ({r['deliveries_per_s']:.0f} deliveries/s)",
         f"  accept -> hand-over  first {r['first_ms']:.0f} ms  p50 {r['p50_ms']:.0f} ms  "
@@ -697,19 +886,14 @@ def table(result: dict[str, Any]) -> str:
         f"gateway peak RSS {r['peak_rss_mb']:.0f} MB (before: {r['rss_before_mb']:.0f} MB)  "
         f"gateway CPU {r['gateway_cpu_s']:.1f} s",
         "",
-        f"  {'channel':<8}{'gateway/s':>11}{'last at s':>11}{'ceiling/s':>11}{'ratio':>8}",
+        *_channel_rows(r),
     ]
-    for c in CHANNELS:
-        lines.append(
-            f"  {c:<8}{r[f'{c}_per_s']:>11.0f}{r['channel_seconds'][c]:>11.2f}"
-            f"{r[f'ceiling_{c}_per_s']:>11.0f}{r[f'{c}_ratio']:>8.2f}"
-        )
     lines += [
         "",
         f"{r['absence_kind']}: {r['absence_events']} events, 202 -> SMS and push handed over",
         f"  p50 {r['absence_p50_ms']:.1f} ms  p99 {r['absence_p99_ms']:.1f} ms",
     ]
-    return "\n".join(lines)
+    return "\n".join(lines + _figure_rows(r))
 
 
 async def _main(bench: Bench) -> dict[str, Any]:

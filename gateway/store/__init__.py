@@ -27,6 +27,7 @@ from gateway.store.ports import (
     ChangeFeed,
     DeliveryReport,
     DeliveryStore,
+    DigestFiles,
     DirectoryStore,
     GuardianStore,
     InboxStore,
@@ -40,6 +41,7 @@ from gateway.store.ports import (
     ReachStore,
     ReplyStore,
     RetentionStore,
+    ScheduleFiles,
     SendLedger,
     TenantStore,
     WebhookEndpoints,
@@ -74,6 +76,8 @@ class Store(
     RateLimiter,
     RetentionStore,
     AttachmentFiles,
+    ScheduleFiles,
+    DigestFiles,
     Protocol,
 ):
     """Every port at once: what a backend implements and what the service wires. Flow

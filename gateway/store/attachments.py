@@ -1,8 +1,8 @@
 """The attachment part of the store: what was uploaded, and which message took it.
 
 Each backend composes one of these with its connection handle (``store.attachments``):
-:class:`gateway.store.sqlite_attachments.SqliteAttachments` and
-:class:`gateway.store.redis_attachments.RedisAttachments`. The contract suite
+:class:`gateway.store.sqlite.attachments.SqliteAttachments` and
+:class:`gateway.store.redis.attachments.RedisAttachments`. The contract suite
 (tests/contract/test_attachments.py) runs on every backend.
 """
 

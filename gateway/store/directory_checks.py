@@ -1,12 +1,17 @@
-"""Referential checks of directory batches, shared by every store backend so each
-reports the same errors: every problem at once, each naming its row and field,
-never the row's personal data."""
+"""The backend-neutral directory rules, shared by every store backend so each reports
+the same errors: every problem at once, each naming its row and field, never the
+row's personal data. A backend reads the facts (which ids exist, with which role);
+the rules here decide: referential checks of a batch (:func:`batch_errors`, with the
+half of "what may it refer to" that needs no store, :func:`batch_refs`), the role
+table of ``missing_ids`` (:data:`AUDIENCE_CHECKS`), deletion checks
+(:func:`check_deletion`) and the contact kinds of ``mark_contact_failing``."""
 
 from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from gateway.models import DirectoryBatch, Role
+from gateway.errors import ValidationFailed
+from gateway.models import Audience, DirectoryBatch, DirectoryDeletion, Role
 
 MAX_REPORTED_ERRORS = 100
 CHILD_ROLES = (Role.child.value, Role.learner.value)
@@ -23,6 +28,17 @@ class Known(NamedTuple):
     units: set[str]
     groups: set[str]
     roles: dict[str, str]
+
+
+def check_batch(batch: DirectoryBatch, known: Known) -> None:
+    """Raise ValidationFailed naming every referential error; nothing is written then.
+    (Blocking: run it in a thread for a large batch.)"""
+    errors = batch_errors(batch, known)
+    if errors:
+        raise ValidationFailed(
+            "the directory batch refers to unknown or unfit rows; nothing was written",
+            errors=errors[:MAX_REPORTED_ERRORS],
+        )
 
 
 def batch_errors(batch: DirectoryBatch, known: Known) -> list[dict[str, Any]]:
@@ -65,3 +81,117 @@ def batch_errors(batch: DirectoryBatch, known: Known) -> list[dict[str, Any]]:
         if person_id not in known.roles
     )
     return errors
+
+
+class BatchRefs(NamedTuple):
+    """The ids a directory batch brings (``known``) and the stored ids it refers to and
+    must be looked up (``wanted_*``, minus what the batch brings)."""
+
+    known: Known
+    wanted_units: set[str]
+    wanted_groups: set[str]
+    wanted_persons: set[str]
+
+
+def batch_refs(batch: DirectoryBatch) -> BatchRefs:
+    """The half of "what may this batch refer to" that needs no store (run it in a
+    thread for a large batch: 100,000s of rows)."""
+    units = {u.id for u in batch.units}
+    groups = {g.id for g in batch.groups}
+    roles = {p.id: p.role.value for p in batch.persons}
+    wanted_units = {g.unit_id for g in batch.groups}
+    wanted_units.update(u for p in batch.persons for u in p.unit_ids)
+    wanted_groups = {g for p in batch.persons for g in p.group_ids}
+    wanted_persons = {r.child_id for r in batch.relations}
+    wanted_persons.update(r.guardian_id for r in batch.relations)
+    wanted_persons.update(batch.preferences)
+    return BatchRefs(
+        Known(units, groups, roles),
+        wanted_units - units,
+        wanted_groups - groups,
+        wanted_persons - roles.keys(),
+    )
+
+
+# missing_ids: which audience field names which kind of row, and the roles that fit
+# (() = any). A backend maps the kind to its table.
+AUDIENCE_CHECKS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("children", "person", CHILD_ROLES),
+    ("groups", "group", ()),
+    ("units", "unit", ()),
+    ("guardians", "person", (Role.guardian.value,)),
+    ("staff", "person", (Role.staff.value,)),
+)
+
+
+def audience_ids(audience: Audience) -> list[tuple[str, str, tuple[str, ...], list[str]]]:
+    """(field, row kind, fitting roles, distinct ids) per field of an audience."""
+    return [
+        (field, kind, roles, list(dict.fromkeys(getattr(audience, field))))
+        for field, kind, roles in AUDIENCE_CHECKS
+    ]
+
+
+class DeletionFacts(NamedTuple):
+    """What a deletion needs to know of the stored directory."""
+
+    units: set[str]  # of the deletion's units, those that exist
+    groups: set[str]
+    persons: set[str]
+    relations: set[tuple[str, str]]  # of the deletion's (child, guardian) pairs, existing
+    unit_groups: dict[str, set[str]]  # the groups of each unit to delete
+
+
+def check_deletion(deletion: DirectoryDeletion, facts: DeletionFacts) -> None:
+    """Raise ValidationFailed naming every unknown or still used row; nothing is deleted
+    then. A unit goes only together with its groups: a group never points nowhere."""
+    errors: list[dict[str, Any]] = []
+    for kind, ids, found in (
+        ("units", deletion.units, facts.units),
+        ("groups", deletion.groups, facts.groups),
+        ("persons", deletion.persons, facts.persons),
+    ):
+        errors.extend(
+            reference_error([kind, i], "unknown id", "not_found")
+            for i, row_id in enumerate(ids)
+            if row_id not in found
+        )
+    errors.extend(
+        reference_error(["relations", i], "unknown relation", "not_found")
+        for i, r in enumerate(deletion.relations)
+        if (r.child_id, r.guardian_id) not in facts.relations
+    )
+    leaving = set(deletion.groups)
+    errors.extend(
+        reference_error(["units", i], "the unit still has groups", "in_use")
+        for i, unit_id in enumerate(deletion.units)
+        if facts.unit_groups.get(unit_id, set()) - leaving
+    )
+    if errors:
+        raise ValidationFailed(
+            "the deletion names unknown or still used rows; nothing was deleted",
+            errors=errors[:MAX_REPORTED_ERRORS],
+        )
+
+
+CONTACT_KINDS = ("email", "phone")
+
+
+def check_contact_kind(kind: str) -> None:
+    """``mark_contact_failing``'s kind: email or phone."""
+    if kind not in CONTACT_KINDS:
+        raise ValidationFailed(
+            "unknown contact kind",
+            errors=[reference_error(["kind"], "unknown contact kind", "enum")],
+        )
+
+
+RELATION_FLAGS = ("information_granted", "blocked")
+
+
+def check_relation_flag(flag: str) -> None:
+    """``set_relation_flag``'s flag: one of the manual relation flags."""
+    if flag not in RELATION_FLAGS:
+        raise ValidationFailed(
+            "unknown flag", errors=[reference_error(["flag"], "unknown flag", "enum")]
+        )

@@ -16,7 +16,9 @@ import math
 import random
 from typing import NamedTuple
 
-DEFAULT_NORMAL_SHARE = 0.1
+from gateway.settings import DEFAULT_NORMAL_SHARE
+
+__all__ = ["DEFAULT_NORMAL_SHARE", "Split", "split", "take"]
 
 
 class Split(NamedTuple):

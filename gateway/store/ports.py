@@ -49,8 +49,10 @@ from gateway.models import (
 )
 from gateway.protection import ProtectionHistoryEntry
 from gateway.store.attachments import AttachmentStore
+from gateway.store.digests import Digests
 from gateway.store.lanes import DEFAULT_NORMAL_SHARE
 from gateway.store.records import FlagHistoryEntry, SendOutcome
+from gateway.store.schedules import Schedules
 
 
 class Lifecycle(Protocol):
@@ -605,7 +607,12 @@ class AbsenceStore(Protocol):
     repeated marks, guardians' explanations, alert phones, staff lookups."""
 
     async def claim_absence(
-        self, record: AbsenceRecord, body_hash: str, window_start: datetime
+        self,
+        record: AbsenceRecord,
+        body_hash: str,
+        window_start: datetime,
+        *,
+        unrouted: dict[str, Any] | None = None,
     ) -> AbsenceClaim:
         """Claim ``record.event_id`` for an absence, atomically (two racing marks never
         make two alerts).
@@ -616,7 +623,9 @@ class AbsenceStore(Protocol):
           or after ``window_start``: fold the event into it (``data`` replaced by
           ``record.data``, the event id appended to ``marks``, ``updated_at`` set);
           ``merged``, with that record.
-        * Otherwise store ``record`` (it becomes the key's latest record); ``new``.
+        * Otherwise store ``record`` (it becomes the key's latest record); ``new``. With
+          ``unrouted``, a new record records an ``absence.unrouted`` change with that data
+          in the same transaction, as :meth:`append_change` would.
         """
 
     async def get_absence(self, tenant_id: str, message_id: str) -> AbsenceRecord | None: ...
@@ -693,3 +702,15 @@ class AttachmentFiles(Protocol):
     @property
     def attachments(self) -> AttachmentStore:
         """Uploads and the messages that took them (gateway/store/attachments.py)."""
+
+
+class ScheduleFiles(Protocol):
+    @property
+    def schedules(self) -> Schedules:
+        """Scheduled messages: send_at and cancels (gateway/store/schedules.py)."""
+
+
+class DigestFiles(Protocol):
+    @property
+    def digests(self) -> Digests:
+        """The daily digest's entries (gateway/store/digests.py)."""

@@ -136,6 +136,11 @@ class TwilioPeer:
         self.list_requests: list[dict[str, str]] = []
         # While set, requests hang until the peer closes (to exercise client timeouts).
         self.stall = False
+        # Seconds every create request takes (a slow provider), and how many were in
+        # flight at once at most.
+        self.delay = 0.0
+        self.in_flight = 0
+        self.peak_in_flight = 0
         # Status callbacks posted by the peer itself after accepting (auto_callbacks).
         self._auto: AutoCallbacks | None = None
         self._callback_tasks: set[asyncio.Task[CallbackResult]] = set()
@@ -261,6 +266,13 @@ class TwilioPeer:
         self.requests.append(record)
         if self.stall:
             await self._closing.wait()
+        if self.delay:
+            self.in_flight += 1
+            self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+            try:
+                await asyncio.sleep(self.delay)
+            finally:
+                self.in_flight -= 1
         if not authorized:
             return web.json_response(twilio_error(401, 20003, "Authenticate"), status=401)
         if self._failures:

@@ -1,0 +1,144 @@
+"""The daily digest: one email (or push, or SMS) with the day's messages, sent once.
+
+The planner holds a guardian's push, SMS and email deliveries of ``general`` and
+``reminder`` messages for their daily digest (gateway/digest_plan.py); their entries
+are in the store (gateway/store/digests.py) and one ``digest`` job per guardian and
+time sends them. The job is leased like every job, so with many processes one of them
+sends it. When it runs it takes the held deliveries that are still queued, picks the
+guardian's channel (email, else push, else SMS; push goes to each device), renders one
+digest listing each message with its own read link (a read there counts for that
+message: the read page's confirm button, as always) and moves the held deliveries on
+that channel to the send's outcome; those on the other channels are ``cancelled``
+(reason ``in_digest``). Absence and emergency are never held.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Mapping
+
+from channels.base import Channel
+from gateway.clock import Clock
+from gateway.constants import JOB_DIGEST
+from gateway.digest_plan import DIGEST_KEY
+from gateway.errors import PermanentDeliveryError
+from gateway.jobs import JobHandler
+from gateway.metrics import SENDS, SMS_SEGMENTS
+from gateway.models import Delivery, DeliveryStatus, Job, Message
+from gateway.recheck import withheld
+from gateway.render import Renderer
+from gateway.store import Store
+
+log = logging.getLogger(__name__)
+
+ORDER = ("email", "push", "sms")  # the digest goes on the first the guardian has held
+IN_DIGEST = "in_digest"
+
+
+class DigestSender:
+    """The handler of ``digest`` jobs (register it with the dispatcher)."""
+
+    def __init__(
+        self,
+        store: Store,
+        channels: Mapping[str, Channel],
+        renderer: Renderer,
+        clock: Clock,
+        *,
+        work_available: asyncio.Event | None = None,
+    ) -> None:
+        self.store = store
+        self.channels = channels
+        self.renderer = renderer
+        self.clock = clock
+        self.work_available = work_available
+
+    def handlers(self) -> dict[str, JobHandler]:
+        """The job kinds this feature does (gateway/jobs.py)."""
+        return {JOB_DIGEST: self.run}
+
+    async def run(self, job: Job) -> None:
+        entries = await self.store.digests.digest_entries(job.tenant_id, job.id)
+        found = await self.store.get_deliveries([e.delivery_id for e in entries])
+        held = [
+            found[e.delivery_id]
+            for e in entries
+            if e.delivery_id in found
+            and found[e.delivery_id].status is DeliveryStatus.queued
+            and found[e.delivery_id].context.get(DIGEST_KEY) == job.id
+        ]
+        by_channel: dict[str, list[Delivery]] = defaultdict(list)
+        for delivery in held:
+            by_channel[delivery.channel].append(delivery)
+        chosen = next((c for c in ORDER if c in by_channel and c in self.channels), None)
+        if chosen is not None:
+            messages = await self._messages(job.tenant_id, by_channel[chosen])
+            by_target: dict[str, list[Delivery]] = defaultdict(list)
+            for delivery in by_channel[chosen]:
+                message = messages.get(delivery.message_id)
+                if message is None:
+                    continue
+                # Rights are checked again at the digest's time (a block since holds).
+                why = await withheld(self.store, message, delivery, self.clock.now())
+                if why is not None:
+                    status, reason = why
+                    now = self.clock.now()
+                    await self.store.transition(delivery.id, status, now, reason=reason)
+                    continue
+                by_target[delivery.target].append(delivery)
+            for group in by_target.values():
+                await self._send(self.channels[chosen], group, messages)
+        now = self.clock.now()
+        for channel, deliveries in by_channel.items():
+            if channel != chosen:
+                for delivery in deliveries:
+                    await self.store.transition(
+                        delivery.id, DeliveryStatus.cancelled, now, reason=IN_DIGEST, detail=job.id
+                    )
+        await self.store.digests.drop_digest_entries(
+            job.tenant_id, job.id, [e.delivery_id for e in entries]
+        )
+        await self.store.finish_job(job.id)
+
+    async def _messages(self, tenant_id: str, deliveries: list[Delivery]) -> dict[str, Message]:
+        messages: dict[str, Message] = {}
+        for message_id in dict.fromkeys(d.message_id for d in deliveries):
+            message = await self.store.get_message(tenant_id, message_id)
+            if message is not None:
+                messages[message_id] = message
+        return messages
+
+    async def _send(
+        self, channel: Channel, group: list[Delivery], messages: Mapping[str, Message]
+    ) -> None:
+        """One digest for the deliveries of one address or device; a transient error
+        raises, so the dispatcher retries the whole job later (nothing was moved)."""
+        carrier = group[0]
+        items = [(messages[d.message_id], d) for d in group]
+        content = self.renderer.render_digest(items, carrier)
+        try:
+            receipt = await channel.send(carrier, content)
+        except PermanentDeliveryError as exc:
+            SENDS.labels(carrier.channel, "permanent").inc()
+            now = self.clock.now()
+            for delivery in group:
+                await self.store.transition(
+                    delivery.id, DeliveryStatus.failed, now, reason=exc.code or "permanent"
+                )
+            return
+        SENDS.labels(carrier.channel, "sent").inc()
+        if receipt.segments:
+            SMS_SEGMENTS.observe(receipt.segments)
+        now = self.clock.now()
+        for delivery in group:
+            own = delivery.id == carrier.id
+            await self.store.transition(
+                delivery.id,
+                receipt.status,
+                now,
+                detail=f"digest of {len(group)}" if own else f"in the digest of {carrier.id}",
+                provider_id=receipt.provider_id if own else None,
+                segments=receipt.segments if own else None,
+            )

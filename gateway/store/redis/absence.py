@@ -1,0 +1,287 @@
+"""Redis keys and queries of absence: records, claimed event ids, explanations, settings.
+
+Under the tenant's hash tag: ``P:{t}:abs:<message>`` (a record's JSON),
+``P:{t}:absev:<event>`` ("<message>\\x1f<body hash>" for every event id claimed),
+``P:{t}:abskey:<key>`` (the message id of the key's latest record),
+``P:{t}:absx:<message>`` / ``absxl:<message>`` (explanations by id, and their order),
+``P:{t}:absidx`` (message ids by creation time, for the purge).
+All of them expire with the retention, like the messages they belong to, and
+``purge_before`` removes them earlier (:meth:`AbsenceMixin._purge_absences`). A claim is
+one WATCHed transaction over the event's and the key's keys, so two racing marks never
+make two alerts. The settings override is the field ``absence`` of ``P:{t}:settings``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, ClassVar
+
+from redis.exceptions import WatchError
+
+from gateway.constants import WEBHOOK_ABSENCE_UNROUTED
+from gateway.models import AbsenceClaim, AbsenceExplanation, AbsenceRecord, Role
+from gateway.store.encoding import dumps, from_us, us
+from gateway.store.redis.base import Lua, RedisParts
+from gateway.store.redis.scripts import APPEND_CHANGE, read, tenant_script
+
+_SEP = "\x1f"
+PURGE_BATCH = 500  # records per script call, so a large purge never blocks Redis long
+
+# KEYS[1] the tenant's absence index. ARGV: tp cutoff limit. Removes up to ``limit`` records
+# created before the cutoff with their explanations, the event ids claimed into them and
+# the key's pointer if it still points at them; returns how many index entries it took.
+# KEYS[1] tenant anchor. ARGV: tp ttl message_id explanation_id doc at_us [change_json].
+# 1 when new (stored, and its absence.explained change fed with it), else 0.
+_ADD_EXPLANATION = Lua(tenant_script(read("absence_add_explanation")))
+
+_PURGE = Lua(read("absence_purge"))
+
+
+def _record_doc(record: AbsenceRecord) -> str:
+    return record.model_dump_json()
+
+
+def _record(doc: str) -> AbsenceRecord:
+    return AbsenceRecord.model_validate_json(doc)
+
+
+class AbsenceMixin(RedisParts):
+    """The absence part of :class:`gateway.store.Store` on Redis."""
+
+    SCRIPTS: ClassVar[Sequence[Lua]] = (_PURGE, _ADD_EXPLANATION)
+
+    async def claim_absence(
+        self,
+        record: AbsenceRecord,
+        body_hash: str,
+        window_start: datetime,
+        *,
+        unrouted: dict[str, Any] | None = None,
+    ) -> AbsenceClaim:
+        t = self._tk(record.tenant_id)
+        event_key = t("absev", record.event_id)
+        key_key = t("abskey", record.key) if record.key else None
+        while True:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                try:
+                    await pipe.watch(event_key, *([key_key] if key_key else []))
+                    known = await pipe.get(event_key)
+                    if known is not None:
+                        message_id, _, stored_hash = known.partition(_SEP)
+                        doc = await pipe.get(t("abs", message_id))
+                        if doc is not None:
+                            await pipe.unwatch()
+                            return AbsenceClaim(
+                                outcome="known", record=_record(doc), body_hash=stored_hash
+                            )
+                        # The record expired (retention): the event is claimed afresh.
+                    first: AbsenceRecord | None = None
+                    if key_key is not None:
+                        latest = await pipe.get(key_key)
+                        if latest is not None:
+                            await pipe.watch(t("abs", latest))
+                            doc = await pipe.get(t("abs", latest))
+                            candidate = None if doc is None else _record(doc)
+                            if (
+                                candidate is not None
+                                and candidate.cancelled_at is None
+                                and candidate.created_at >= window_start
+                            ):
+                                first = candidate
+                    if first is not None:
+                        claim = AbsenceClaim(
+                            outcome="merged",
+                            record=first.model_copy(
+                                update={
+                                    "data": record.data,
+                                    "marks": [*first.marks, record.event_id],
+                                    "updated_at": record.updated_at,
+                                }
+                            ),
+                            body_hash=body_hash,
+                        )
+                    else:
+                        claim = AbsenceClaim(outcome="new", record=record, body_hash=body_hash)
+                    stored = claim.record
+                    pipe.multi()
+                    pipe.set(t("abs", stored.message_id), _record_doc(stored), ex=self._ttl)
+                    pipe.set(event_key, f"{stored.message_id}{_SEP}{body_hash}", ex=self._ttl)
+                    if key_key is not None and claim.outcome == "new":
+                        pipe.set(key_key, stored.message_id, ex=self._ttl)
+                    # NX: a merge keeps the record's creation time (records from before
+                    # the index existed join it here, or simply expire).
+                    pipe.zadd(t("absidx"), {stored.message_id: us(stored.created_at)}, nx=True)
+                    pipe.expire(t("absidx"), self._ttl)
+                    feeds = claim.outcome == "new" and unrouted is not None
+                    if feeds:
+                        # In the transaction (EVAL, not EVALSHA: a missing script must
+                        # not fail one command of an EXEC whose others commit).
+                        tp = self._tp(record.tenant_id)
+                        pipe.execute_command(
+                            "EVAL",
+                            APPEND_CHANGE,
+                            1,
+                            tp + "wh:on",
+                            tp,
+                            WEBHOOK_ABSENCE_UNROUTED,
+                            dumps(unrouted),
+                            us(record.created_at),
+                        )
+                    results = await pipe.execute()
+                    if feeds:
+                        self._feed.unwrap(results[-1])  # the tenant is marked pending next
+                    return claim
+                except WatchError:
+                    continue
+
+    async def get_absence(self, tenant_id: str, message_id: str) -> AbsenceRecord | None:
+        doc = await self._redis.get(self._t(tenant_id, "abs", message_id))
+        return None if doc is None else _record(doc)
+
+    async def find_absence(
+        self, tenant_id: str, *, event_id: str | None = None, key: str | None = None
+    ) -> AbsenceRecord | None:
+        t = self._tk(tenant_id)
+        message_id: str | None = None
+        if event_id is not None:
+            known = await self._redis.get(t("absev", event_id))
+            message_id = None if known is None else known.partition(_SEP)[0]
+        elif key:
+            message_id = await self._redis.get(t("abskey", key))
+        if message_id is None:
+            return None
+        return await self.get_absence(tenant_id, message_id)
+
+    async def cancel_absence(
+        self, tenant_id: str, message_id: str, event_id: str, at: datetime
+    ) -> AbsenceRecord | None:
+        key = self._t(tenant_id, "abs", message_id)
+        while True:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                try:
+                    await pipe.watch(key)
+                    doc = await pipe.get(key)
+                    if doc is None:
+                        await pipe.unwatch()
+                        return None
+                    record = _record(doc)
+                    first = record.cancelled_at is None
+                    if first:
+                        record = record.model_copy(
+                            update={
+                                "cancelled_at": at,
+                                "cancel_event_id": event_id,
+                                "updated_at": at,
+                            }
+                        )
+                    pipe.multi()
+                    if first:
+                        pipe.set(key, _record_doc(record), keepttl=True)
+                    pipe.set(
+                        self._t(tenant_id, "absev", event_id),
+                        f"{message_id}{_SEP}",
+                        nx=True,
+                        ex=self._ttl,
+                    )
+                    await pipe.execute()
+                    return record
+                except WatchError:
+                    continue
+
+    async def add_absence_explanation(
+        self, explanation: AbsenceExplanation, *, change: dict[str, Any] | None = None
+    ) -> bool:
+        tp = self._tp(explanation.tenant_id)
+        doc = dumps(
+            [
+                explanation.child_id,
+                explanation.person_id,
+                explanation.kind.value,
+                explanation.text,
+                explanation.via,
+                us(explanation.at),
+            ]
+        )
+        args = [tp, self._ttl, explanation.message_id, explanation.id, doc, us(explanation.at)]
+        if change is not None:
+            args.append(dumps(change))
+        added = await self._eval(self._redis, _ADD_EXPLANATION, [tp + "stats"], args)
+        return bool(added)
+
+    async def list_absence_explanations(
+        self, tenant_id: str, message_id: str
+    ) -> list[AbsenceExplanation]:
+        t = self._tk(tenant_id)
+        ids: list[str] = await self._redis.lrange(t("absxl", message_id), 0, -1)
+        if not ids:
+            return []
+        docs = await self._redis.hmget(t("absx", message_id), ids)
+        out = []
+        for explanation_id, doc in zip(ids, docs, strict=True):
+            if doc is None:
+                continue
+            child_id, person_id, kind, text, via, at = json.loads(doc)
+            out.append(
+                AbsenceExplanation(
+                    id=explanation_id,
+                    tenant_id=tenant_id,
+                    message_id=message_id,
+                    child_id=child_id,
+                    person_id=person_id,
+                    kind=kind,
+                    text=text,
+                    via=via,
+                    at=from_us(at),
+                )
+            )
+        return sorted(out, key=lambda e: (e.at, e.id))
+
+    async def staff_members(
+        self, tenant_id: str, *, group_ids: Sequence[str] = (), unit_ids: Sequence[str] = ()
+    ) -> list[str]:
+        t = self._tk(tenant_id)
+        keys = [t("gm", g) for g in group_ids] + [t("um", u) for u in unit_ids]
+        if not keys:
+            return []
+        members: set[str] = set()
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.smembers(key)
+            for found in await pipe.execute():
+                members |= found
+        ids = sorted(members)
+        if not ids:
+            return []
+        docs = await self._redis.hmget(t("persons"), ids)
+        return [
+            p
+            for p, doc in zip(ids, docs, strict=True)
+            if doc is not None and json.loads(doc)[0] == Role.staff.value
+        ]
+
+    async def get_absence_settings(self, tenant_id: str) -> dict[str, Any] | None:
+        doc = await self._redis.hget(self._t(tenant_id, "settings"), "absence")
+        if doc is None:
+            return None
+        data: dict[str, Any] = json.loads(doc)
+        return data
+
+    async def set_absence_settings(self, tenant_id: str, override: dict[str, Any] | None) -> None:
+        key = self._t(tenant_id, "settings")
+        if override is None:
+            await self._redis.hdel(key, "absence")
+        else:
+            await self._redis.hset(key, "absence", dumps(override))
+
+    async def _purge_absences(self, tenant_id: str, cutoff: datetime) -> None:
+        """Retention: remove the tenant's records created before ``cutoff`` with their
+        explanations and claimed event ids (called by ``purge_before``)."""
+        index = self._t(tenant_id, "absidx")
+        while True:
+            taken = await self._eval(
+                self._redis, _PURGE, [index], [self._tp(tenant_id), us(cutoff), PURGE_BATCH]
+            )
+            if int(taken) < PURGE_BATCH:
+                return

@@ -1,0 +1,59 @@
+"""Redis keys of the phone numbers absence alerts went to (SMS answers are matched against
+them across tenants): ``P:aph:<digest of the number>``, a sorted set of
+``[tenant, message, person]`` by time (µs), living two days (an answer counts for 24 h)."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from gateway.models import AlertPhone
+from gateway.store.encoding import dumps, from_us, us
+from gateway.store.redis.base import RedisParts, digest
+
+KEEP = timedelta(days=2)
+
+
+class AlertPhonesMixin(RedisParts):
+    """The alert-phone part of :class:`gateway.store.Store` on Redis."""
+
+    def _aph(self, phone: str) -> str:
+        return self._g("aph", digest("alert-phone", phone))
+
+    async def add_alert_phones(self, rows: Sequence[AlertPhone]) -> None:
+        by_phone: dict[str, list[AlertPhone]] = defaultdict(list)
+        for row in rows:
+            by_phone[row.phone].append(row)
+        for phone, mine in by_phone.items():
+            key = self._aph(phone)
+            newest = max(r.at for r in mine)
+            # One key per number: no cross-slot commands on a cluster.
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.zremrangebyscore(key, "-inf", f"({us(newest - KEEP)}")
+                pipe.zadd(
+                    key,
+                    {dumps([r.tenant_id, r.message_id, r.person_id]): us(r.at) for r in mine},
+                    nx=True,
+                )
+                pipe.expire(key, int(KEEP.total_seconds()))
+                await pipe.execute()
+
+    async def alert_phones(self, phone: str, since: datetime) -> list[AlertPhone]:
+        found = await self._redis.zrangebyscore(
+            self._aph(phone), us(since), "+inf", withscores=True
+        )
+        rows = []
+        for member, score in found:
+            tenant_id, message_id, person_id = json.loads(member)
+            rows.append(
+                AlertPhone(
+                    phone=phone,
+                    tenant_id=tenant_id,
+                    message_id=message_id,
+                    person_id=person_id,
+                    at=from_us(int(score)),
+                )
+            )
+        return sorted(rows, key=lambda r: (r.at, r.tenant_id, r.message_id, r.person_id))

@@ -1,0 +1,126 @@
+"""Redis keys and queries of tenant API keys (several per tenant, each with scopes).
+
+Keys (all in the ``{tenants}`` hash tag, so one script may touch them together):
+
+* ``P:{tenants}:apikeys`` — hash: sha256 of a key -> the key's JSON (never the key);
+* ``P:{tenants}:apikey-ids`` — hash: key id -> sha256;
+* ``P:{tenants}:apikey-revoked`` — hash: key id -> revocation time (µs), set once;
+* ``P:{tenants}:tkeys:<tenant>`` — set of the tenant's key ids.
+
+A tenant made before keys had ids and scopes has only its hash in
+``P:{tenants}:keys``; ``open()`` gives that key its row (``_migrate_api_keys``) with
+every scope but ``protected`` unless the tenant's old scopes had it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, ClassVar
+
+from gateway.constants import SCOPE_PROTECTED
+from gateway.errors import Conflict
+from gateway.models import ApiKey, Tenant, first_api_key
+from gateway.store.encoding import dumps, from_us, from_us_opt, us, us_opt
+from gateway.store.redis.base import Lua, RedisParts
+from gateway.store.redis.scripts import read
+
+# KEYS[1] docs by hash, KEYS[2] hash by id, KEYS[3] the tenant's id set. ARGV: hash id doc
+_ADD_KEY = Lua(read("api_keys_add_key"))
+
+
+def _doc(key: ApiKey) -> str:
+    return dumps(
+        {
+            "id": key.id,
+            "tenant_id": key.tenant_id,
+            "key_hash": key.key_hash,
+            "name": key.name,
+            "scopes": sorted(key.scopes),
+            "created_at": us(key.created_at),
+            "expires_at": us_opt(key.expires_at),
+        }
+    )
+
+
+def _key(doc: str, revoked: str | None) -> ApiKey:
+    d = json.loads(doc)
+    return ApiKey(
+        id=d["id"],
+        tenant_id=d["tenant_id"],
+        key_hash=d["key_hash"],
+        name=d["name"],
+        scopes=d["scopes"],
+        created_at=from_us(d["created_at"]),
+        expires_at=from_us_opt(d["expires_at"]),
+        revoked_at=from_us_opt(revoked),
+    )
+
+
+def _tenant(doc: str) -> Tenant:
+    d = json.loads(doc)
+    return Tenant(**{**d, "created_at": from_us(d["created_at"])})
+
+
+class KeysMixin(RedisParts):
+    """The API-key part of :class:`gateway.store.Store` on Redis."""
+
+    SCRIPTS: ClassVar[Sequence[Lua]] = (_ADD_KEY,)
+
+    if TYPE_CHECKING:  # provided by TrackingMixin
+
+        async def get_tenant_scopes(self, tenant_id: str) -> list[str]: ...
+
+    def _kk(self, *parts: str) -> str:
+        return self._g("{tenants}", *parts)
+
+    async def _add_key(self, key: ApiKey) -> bool:
+        added = await self._eval(
+            self._redis,
+            _ADD_KEY,
+            [self._kk("apikeys"), self._kk("apikey-ids"), self._kk("tkeys", key.tenant_id)],
+            [key.key_hash, key.id, _doc(key)],
+        )
+        return bool(added)
+
+    async def _migrate_api_keys(self) -> None:
+        """Give every tenant's original key its row, once (idempotent, any process)."""
+        docs: dict[str, str] = await self._redis.hgetall(self._kk("all"))
+        tenants = [_tenant(doc) for doc in docs.values()]
+        if not tenants:
+            return
+        known = await self._redis.hmget(self._kk("apikeys"), [t.api_key_hash for t in tenants])
+        for tenant, found in zip(tenants, known, strict=True):
+            if found is None:
+                legacy: list[str] = await self.get_tenant_scopes(tenant.id)
+                await self._add_key(first_api_key(tenant, protected=SCOPE_PROTECTED in legacy))
+
+    async def add_api_key(self, key: ApiKey) -> None:
+        if not await self._add_key(key):
+            raise Conflict("an API key with this id or key exists already")
+
+    async def api_key_by_hash(self, key_hash: str) -> ApiKey | None:
+        doc = await self._redis.hget(self._kk("apikeys"), key_hash)
+        if doc is None:
+            return None
+        key_id = json.loads(doc)["id"]
+        return _key(doc, await self._redis.hget(self._kk("apikey-revoked"), key_id))
+
+    async def list_api_keys(self, tenant_id: str) -> list[ApiKey]:
+        ids = sorted(await self._redis.smembers(self._kk("tkeys", tenant_id)))
+        if not ids:
+            return []
+        hashes = await self._redis.hmget(self._kk("apikey-ids"), ids)
+        docs = await self._redis.hmget(self._kk("apikeys"), hashes)
+        revoked = await self._redis.hmget(self._kk("apikey-revoked"), ids)
+        keys = [_key(doc, r) for doc, r in zip(docs, revoked, strict=True) if doc is not None]
+        return sorted(keys, key=lambda k: (k.created_at, k.id))
+
+    async def revoke_api_key(self, tenant_id: str, key_id: str, at: datetime) -> ApiKey | None:
+        if not await self._redis.sismember(self._kk("tkeys", tenant_id), key_id):
+            return None
+        # Key ids never move between tenants, so checking first and setting after is safe.
+        await self._redis.hsetnx(self._kk("apikey-revoked"), key_id, us(at))
+        key_hash = await self._redis.hget(self._kk("apikey-ids"), key_id)
+        return await self.api_key_by_hash(key_hash)

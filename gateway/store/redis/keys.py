@@ -1,0 +1,95 @@
+"""The Redis key layout: every key name the backend uses is built here or from the
+prefixes made here, and this docstring is the one list of them (docs/redis.md
+repeats it for operators).
+
+``P`` is the key prefix (``bb`` unless configured); ``{…}`` is the Cluster hash tag:
+
+* ``P:{<tenant>}:...`` (:func:`tenant_prefix`) — everything a tenant owns. The hash
+  tag keeps a tenant in one Cluster slot, so a tenant's multi-key scripts are legal.
+* ``P:{q}:...`` (:func:`queue_prefix`) — the work queue and the global webhook feed,
+  one slot.
+* ``P:{tenants}:...`` — tenants, API keys, tenants with webhooks (one slot).
+* ``P:<name>:<id>`` (:func:`global_key`) — single-key lookups without a tenant,
+  spread over the cluster.
+
+The keys (``{t}`` a tenant's tag):
+
+* `P:{tenants}:all`, `P:{tenants}:keys` — tenants; the first API key's hash → tenant
+* `P:{tenants}:apikeys`, `P:{tenants}:apikey-ids`, `P:{tenants}:apikey-revoked`,
+  `P:{tenants}:tkeys:<tenant>` — API keys: hash → key (id, tenant, scopes, expiry; never
+  the key), id → hash, id → revocation time, a tenant's key ids
+* `P:aph:<hash of a phone number>` — absence alerts whose recipients have that number
+  (tenant, message, person by time; two days), for SMS answers
+* `P:{t}:units`, `groups`, `persons`, `roles` — directory rows (hashes of JSON)
+* `P:{t}:um:<unit>`, `gm:<group>`, `ug:<unit>` — members of units and groups, groups of
+  units
+* `P:{t}:rc:<child>`, `rg:<guardian>` — relations both ways; `flags`,
+  `fh:<child>\\x1f<guardian>` manual flags and their history
+* `P:{t}:prefs`, `dev:<person>`, `tok`, `fid`, `fail` — preferences, devices and their
+  token index, failing contacts
+* `P:{t}:dirv`, `prefv`, `devv` — versions: directory writes are WATCHed transactions,
+  `load_audience` a checked snapshot
+* `P:{t}:m:<id>`, `msgs` — messages; messages by creation time (retention)
+* `P:{t}:d:<id>`, `h:<id>` — deliveries and their status history
+* `P:{t}:mr:<msg>`, `mc:<msg>`, `rd:<msg>` — deliveries per recipient, counts per
+  status, reads
+* `P:{t}:ib:<guardian>`, `la:<hash>`, `stats` — inbox, latest delivery per address,
+  counts per channel and status
+* `P:{t}:r:<id>`, `mrep:<msg>`, `reps` — replies, replies per message, replies by time
+* `P:{t}:rch:<msg>`, `rchl:<msg>`, `settings` — tracking (reached), tenant settings
+  (escalation, scopes)
+* `P:{t}:wh:ep`, `wh:on` — webhook endpoints; "has an enabled endpoint"
+* `P:{t}:abs:<msg>`, `absev:<event>`, `abskey:<key>`, `absx:<msg>`, `absxl:<msg>`,
+  `absidx` — absence records, claimed event ids, latest record per key, explanations,
+  records by creation time (retention)
+* `P:{q}:s:<kind>`, `z:<kind>`, `u:<kind>`, `j:<id>`, `kinds`, `clock` — the work queue
+  (`u:` the urgent lane)
+* `P:{t}:wh:feed`, `wh:seq` — the tenant's change feed (relayed into the global one)
+* `P:{q}:wh:feed`, `wh:seq`, `wh:cursor`, `wh:pend`, `wh:rel`, `wh:m:<id>`, `wh:a:<id>`,
+  `wh:t:<tenant>`, `wh:e:…` — global webhook change feed, pending tenants, relay
+  positions, and the outbox (beside their jobs)
+* `P:{tenants}:wh` — tenants that ever had a webhook endpoint (the sweep for stranded
+  changes)
+* `P:{t}:att:<id>`, `attmsg:<msg>`; `P:att:unused`, `P:att:used` — attachments and a
+  message's attachments by position; attachments by upload or use time (retention)
+* `P:did:<id>`, `P:pid:<hash>`, `P:addr:<hash>`, `P:rl:<key>`, `P:active` — single-key
+  lookups, rate limits, tenants with data
+
+The Lua scripts (``lua/*.lua``) get these prefixes as ``ARGV[1]`` and append the same
+suffixes. Addresses and provider ids appear in key names only hashed
+(:func:`gateway.store.redis.base.digest`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+
+def tenant_prefix(prefix: str, tenant_id: str) -> str:
+    """The key prefix of a tenant (hash-tagged): ``P:{tenant}:``."""
+    return f"{prefix}:{{{tenant_id}}}:"
+
+
+def tenant_key(prefix: str, tenant_id: str, *parts: str) -> str:
+    """``P:{tenant}:part:part``."""
+    return tenant_prefix(prefix, tenant_id) + ":".join(parts)
+
+
+def tenant_keys(prefix: str, tenant_id: str) -> Callable[..., str]:
+    """``t = tenant_keys(P, tenant)``; ``t("gm", g)`` is the key ``P:{tenant}:gm:g``."""
+    tp = tenant_prefix(prefix, tenant_id)
+
+    def key(*parts: str) -> str:
+        return tp + ":".join(parts)
+
+    return key
+
+
+def global_key(prefix: str, *parts: str) -> str:
+    """A key without a hash tag (spread over the cluster): ``P:part:part``."""
+    return f"{prefix}:" + ":".join(parts)
+
+
+def queue_prefix(prefix: str) -> str:
+    """The work queue's prefix (one slot): ``P:{q}:``."""
+    return f"{prefix}:{{q}}:"

@@ -1,0 +1,109 @@
+local now_ms, now_us = tonumber(ARGV[2]), tonumber(ARGV[3])
+local lease_ms, limit, consumer = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
+local normal_reserved = tonumber(ARGV[7])
+local t = redis.call('TIME')
+local server_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local K = tonumber(redis.call('GET', KEYS[1]) or '-1')
+if K < 0 then
+  local skew = now_ms - server_ms
+  if skew > 1000 then K = skew + 86400000 else K = 0 end
+  redis.call('SET', KEYS[1], num(K))
+end
+local stamp = now_ms - K
+local clamped = 0
+if stamp > server_ms then clamped = 1 end
+local lease_end = now_us + lease_ms * 1000
+local out = {}
+local function take(kind, stream, eid, id, redelivery)
+  local key = qp .. 'j:' .. id
+  if redelivery then  -- counts in the entry's delivery counter, like XREADGROUP did
+    redis.call('XCLAIM', stream, GROUP, consumer, 0, eid, 'TIME', num(stamp))
+  else
+    redis.call('XCLAIM', stream, GROUP, consumer, 0, eid, 'TIME', num(stamp), 'JUSTID')
+  end
+  local a = redis.call('HINCRBY', key, 'a', 1)
+  redis.call('HSET', key, 'x', eid, 'l', num(lease_end), 'c', ARGV[3])
+  local j = redis.call('HMGET', key, 't', 'r', 'd', 'e', 'p')
+  out[#out + 1] = id; out[#out + 1] = j[1]; out[#out + 1] = kind; out[#out + 1] = j[2]
+  out[#out + 1] = j[3]; out[#out + 1] = a; out[#out + 1] = j[4] or ''
+  out[#out + 1] = j[5] or '0'
+end
+local kinds = {}
+for i = 8, #ARGV do kinds[#kinds + 1] = ARGV[i] end
+-- 1. Jobs of crashed (or too slow) workers: XAUTOCLAIM after the lease.
+local min_idle = math.max(0, lease_ms + K + server_ms - now_ms - 1000)
+for _, kind in ipairs(kinds) do
+  local stream = qp .. 's:' .. kind
+  if #out >= limit * 8 then break end
+  if redis.call('EXISTS', stream) == 1 then
+    local cursor = '0-0'
+    repeat
+      local want = limit - #out / 8
+      -- JUSTID: the delivery counter moves only for entries really taken (take()).
+      local r = redis.call('XAUTOCLAIM', stream, GROUP, consumer, num(min_idle), cursor,
+        'COUNT', want, 'JUSTID')
+      cursor = r[1]
+      for _, eid in ipairs(r[2]) do
+        local entry = redis.call('XRANGE', stream, eid, eid)[1]
+        local id = entry and entry[2][2]
+        local j = id and redis.call('HMGET', qp .. 'j:' .. id, 'x', 'l', 'c') or {}
+        if j[1] ~= eid then
+          drop_entry(kind, eid)  -- finished or retried meanwhile: a stale entry
+        elseif tonumber(j[2]) > now_us then
+          -- not over on the caller's clock: give the entry its delivery time back
+          redis.call('XCLAIM', stream, GROUP, consumer, 0, eid, 'TIME',
+            num(math.floor(tonumber(j[3]) / 1000) - K), 'JUSTID')
+        else
+          take(kind, stream, eid, id, true)
+        end
+      end
+    until cursor == '0-0' or #out >= limit * 8
+  end
+end
+-- 2. Due jobs, urgent lane first (the normal lane keeps normal_reserved of the claim:
+-- gateway/store/lanes.py, take()), oldest due first over all kinds in each lane, moved
+-- from the sorted sets into the streams (exactly once: ZREM and XADD in this one script)
+-- and read by this consumer.
+local want = limit - #out / 8
+if want > 0 then
+  local lanes = {}
+  for _, urgent in ipairs({'1', '0'}) do
+    local due = {}
+    for _, kind in ipairs(kinds) do
+      local z = redis.call('ZRANGEBYSCORE', waiting(kind, urgent), '-inf', ARGV[3],
+        'WITHSCORES', 'LIMIT', 0, want)
+      for i = 1, #z, 2 do due[#due + 1] = {tonumber(z[i + 1]), z[i], kind, urgent} end
+    end
+    table.sort(due, function(a, b)
+      if a[1] ~= b[1] then return a[1] < b[1] end
+      return a[2] < b[2]
+    end)
+    lanes[urgent] = due
+  end
+  local n_normal = math.min(#lanes['0'], math.max(normal_reserved, want - #lanes['1']))
+  local n_urgent = math.min(#lanes['1'], want - n_normal)
+  local due = {}
+  for i = 1, n_urgent do due[#due + 1] = lanes['1'][i] end
+  for i = 1, n_normal do due[#due + 1] = lanes['0'][i] end
+  local per_kind = {}
+  for i = 1, #due do
+    local id, kind = due[i][2], due[i][3]
+    local stream = qp .. 's:' .. kind
+    ensure_group(stream)
+    redis.call('ZREM', waiting(kind, due[i][4]), id)
+    redis.call('XADD', stream, '*', 'j', id)
+    per_kind[kind] = (per_kind[kind] or 0) + 1
+  end
+  for _, kind in ipairs(kinds) do
+    local n = per_kind[kind]
+    if n then
+      local stream = qp .. 's:' .. kind
+      local r = redis.call('XREADGROUP', 'GROUP', GROUP, consumer, 'COUNT', n,
+        'STREAMS', stream, '>')
+      for _, entry in ipairs(r[1][2]) do take(kind, stream, entry[1], entry[2][2]) end
+      per_kind[kind] = nil
+    end
+  end
+end
+out[#out + 1] = clamped
+return out

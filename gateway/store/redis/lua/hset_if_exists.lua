@@ -1,0 +1,4 @@
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return redis.call('HSET', KEYS[1], unpack(ARGV))
+end
+return 0

@@ -1,0 +1,20 @@
+local qp = ARGV[1]
+-- Lua would print 1.7e+15: integers go to Redis written out in full.
+local function num(x) return string.format('%.0f', x) end
+local GROUP = 'workers'
+local function ensure_group(stream)
+  if redis.call('EXISTS', stream) == 0 then
+    redis.call('XGROUP', 'CREATE', stream, GROUP, '0', 'MKSTREAM')
+  end
+end
+-- The sorted set a waiting job sits in: its kind's, in its lane.
+local function waiting(kind, urgent)
+  if urgent == '1' then return qp .. 'u:' .. kind end
+  return qp .. 'z:' .. kind
+end
+local function drop_entry(kind, eid)
+  if eid and eid ~= '' then
+    redis.call('XACK', qp .. 's:' .. kind, GROUP, eid)
+    redis.call('XDEL', qp .. 's:' .. kind, eid)
+  end
+end

@@ -1,0 +1,34 @@
+local now = tonumber(ARGV[2])
+local out = {}
+for _, kind in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local count = 0
+  local oldest = nil
+  for _, urgent in ipairs({'1', '0'}) do
+    local z = waiting(kind, urgent)
+    count = count + redis.call('ZCARD', z)
+    local first = redis.call('ZRANGEBYSCORE', z, '-inf', ARGV[2], 'WITHSCORES', 'LIMIT', 0, 1)
+    if first[2] and (oldest == nil or tonumber(first[2]) < oldest) then
+      oldest = tonumber(first[2])
+    end
+  end
+  local stream = qp .. 's:' .. kind
+  if redis.call('EXISTS', stream) == 1 then
+    local pending = redis.call('XPENDING', stream, GROUP, '-', '+', 10000)
+    for _, p in ipairs(pending) do
+      local entry = redis.call('XRANGE', stream, p[1], p[1])
+      if entry[1] then
+        local j = redis.call('HMGET', qp .. 'j:' .. entry[1][2][2], 'l', 'd')
+        if j[1] and tonumber(j[1]) <= now then
+          count = count + 1
+          local d = tonumber(j[2])
+          if d <= now and (oldest == nil or d < oldest) then oldest = d end
+        end
+      end
+    end
+  end
+  if count > 0 then
+    out[#out + 1] = kind; out[#out + 1] = count
+    out[#out + 1] = oldest and string.format('%.0f', oldest) or ''
+  end
+end
+return out

@@ -1,0 +1,15 @@
+local tp, ttl = ARGV[1], tonumber(ARGV[2])
+local out = {}
+for i = 3, #ARGV, 5 do
+  local h, l = tp .. 'rch:' .. ARGV[i], tp .. 'rchl:' .. ARGV[i]
+  if redis.call('HSETNX', h, ARGV[i + 1], ARGV[i + 2]) == 1 then
+    redis.call('RPUSH', l, ARGV[i + 1])
+    redis.call('EXPIRE', h, ttl)
+    redis.call('EXPIRE', l, ttl)
+    feed(tp, 'message.reached', ARGV[i + 3], ARGV[i + 4])
+    out[#out + 1] = 1
+  else
+    out[#out + 1] = 0
+  end
+end
+return out

@@ -1,0 +1,103 @@
+"""Redis part of scheduled messages (gateway/store/schedules.py).
+
+The schedule is a hash in the tenant's slot (``P:{tenant}:sched:<message id>``: ``s``
+send_at, ``c`` cancelled_at, in microseconds), kept as long as the message. A cancel
+first takes the planning job out of the queue (its slot, one script: only a job never
+claimed), then marks the schedule; a crash in between leaves a message that is never
+planned and a schedule without its mark, which the status reads as cancelled too
+(no planning job, never planned).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from gateway.errors import StoreError
+from gateway.store.encoding import from_us, from_us_opt, us
+from gateway.store.redis.base import RedisParts
+from gateway.store.redis.scripts import QUEUE_COMMON
+from gateway.store.schedules import CancelResult, Schedule
+
+# KEYS[1] the kinds set. ARGV: qp job_id. 1: removed; 0: no such job; -1: claimed before.
+_TAKE_UNSTARTED = (
+    QUEUE_COMMON
+    + r"""
+local key = qp .. 'j:' .. ARGV[2]
+local j = redis.call('HMGET', key, 'k', 'x', 'a', 'p', 'l')
+if not j[1] then return 0 end
+if tonumber(j[3]) > 0 or (j[5] and j[5] ~= '') then return -1 end
+drop_entry(j[1], j[2])
+redis.call('ZREM', waiting(j[1], j[4]), ARGV[2])
+redis.call('DEL', key)
+return 1
+"""
+)
+
+
+class RedisSchedules:
+    """:class:`gateway.store.schedules.Schedules` on the store's client."""
+
+    def __init__(self, parts: RedisParts) -> None:
+        self._parts = parts
+
+    def _key(self, tenant_id: str, message_id: str) -> str:
+        return self._parts._t(tenant_id, "sched", message_id)
+
+    @property
+    def _redis(self) -> Any:
+        return self._parts._redis
+
+    async def add_schedule(self, schedule: Schedule) -> None:
+        key = self._key(schedule.tenant_id, schedule.message_id)
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.hsetnx(key, "s", us(schedule.send_at))
+                pipe.expire(key, self._parts._ttl)
+                await pipe.execute()
+        except RedisError as exc:
+            raise StoreError("the Redis store failed") from exc
+
+    async def get_schedule(self, tenant_id: str, message_id: str) -> Schedule | None:
+        try:
+            send_at, cancelled = await self._redis.hmget(
+                self._key(tenant_id, message_id), ["s", "c"]
+            )
+        except RedisError as exc:
+            raise StoreError("the Redis store failed") from exc
+        if send_at is None:
+            return None
+        return Schedule(tenant_id, message_id, from_us(send_at), from_us_opt(cancelled))
+
+    async def cancel_scheduled(
+        self, tenant_id: str, message_id: str, plan_job_id: str, at: datetime
+    ) -> CancelResult:
+        schedule = await self.get_schedule(tenant_id, message_id)
+        if schedule is None:
+            return CancelResult.unknown
+        if schedule.cancelled_at is not None:
+            return CancelResult.cancelled
+        qp = self._parts._qp
+        try:
+            taken = await self._redis.execute_command(
+                "EVAL", _TAKE_UNSTARTED, 1, qp + "kinds", qp, plan_job_id
+            )
+        except RedisError as exc:
+            raise StoreError("the Redis store failed") from exc
+        # 0: no job: planned, or a cancel that crashed after taking it, before the mark.
+        if int(taken) == -1 or (int(taken) == 0 and await self._planned(tenant_id, message_id)):
+            return CancelResult.started
+        try:
+            await self._redis.hsetnx(self._key(tenant_id, message_id), "c", us(at))
+        except RedisError as exc:
+            raise StoreError("the Redis store failed") from exc
+        return CancelResult.cancelled
+
+    async def _planned(self, tenant_id: str, message_id: str) -> bool:
+        try:
+            planned = await self._redis.hget(self._parts._t(tenant_id, "m", message_id), "p")
+        except RedisError as exc:
+            raise StoreError("the Redis store failed") from exc
+        return bool(planned)

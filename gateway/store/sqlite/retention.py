@@ -1,0 +1,64 @@
+"""Retention in the SQLite backend: the daily purge job removes what is older than the
+tenant's retention (Redis lets such keys expire and purges the same way): messages with
+everything recorded about them, absence records and explanations, and the webhook
+outbox's finished messages with their attempts (their bodies carry reply texts)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from gateway.store.encoding import us
+from gateway.store.sqlite.absence import purge_absences
+from gateway.store.sqlite.base import SqliteParts, id_list
+from gateway.store.sqlite.webhooks import purge_webhook_messages
+
+PURGE_BATCH = 200  # messages per transaction, so a large purge never holds the writer long
+WEBHOOK_PURGE_BATCH = 2000  # outbox messages per transaction (smaller rows, no fan-out)
+_OLD = "(SELECT value FROM json_each(?))"
+
+
+class RetentionMixin(SqliteParts):
+    """``purge_before`` of :class:`gateway.store.Store` on SQLite."""
+
+    async def purge_before(self, cutoff: datetime) -> int:
+        stamp = us(cutoff)
+        removed = 0
+        while True:
+            async with self._write() as db:
+                rows = list(
+                    await db.execute_fetchall(
+                        "SELECT tenant_id, id FROM messages WHERE created_at < ? LIMIT ?",
+                        (stamp, PURGE_BATCH),
+                    )
+                )
+                if not rows:
+                    break
+                ids = id_list(row[1] for row in rows)
+                # deliveries_by_message is (tenant_id, message_id): one tenant at a time.
+                for tenant_id in {row[0] for row in rows}:
+                    params = (tenant_id, ids)
+                    await db.execute(
+                        "DELETE FROM status_history WHERE delivery_id IN (SELECT id FROM "
+                        f"deliveries WHERE tenant_id = ? AND message_id IN {_OLD})",
+                        params,
+                    )
+                    cursor = await db.execute(
+                        f"DELETE FROM deliveries WHERE tenant_id = ? AND message_id IN {_OLD}",
+                        params,
+                    )
+                    removed += cursor.rowcount
+                    for table in ("reads", "reached", "replies", "schedules", "digest_entries"):
+                        await db.execute(
+                            f"DELETE FROM {table} WHERE tenant_id = ? AND message_id IN {_OLD}",
+                            params,
+                        )
+                await db.execute(f"DELETE FROM messages WHERE id IN {_OLD}", (ids,))
+        async with self._write() as db:
+            await db.execute("DELETE FROM replies WHERE received_at < ?", (stamp,))
+            await purge_absences(db, stamp)
+        while True:
+            async with self._write() as db:
+                gone = await purge_webhook_messages(db, stamp, WEBHOOK_PURGE_BATCH)
+            if gone < WEBHOOK_PURGE_BATCH:
+                break
+        return removed
