@@ -11,17 +11,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from gateway.constants import JOB_PLAN
 from gateway.errors import Conflict, NotFound, ValidationFailed
 from gateway.models import Message
-from gateway.store import Store
+from gateway.store.ports import JobQueue, MessageStore, ScheduleFiles
 from gateway.store.schedules import CancelResult
 
 SCHEDULED = "scheduled"  # waits for send_at
 STARTED = "started"  # planning has begun (or is done): sent, or being sent
 CANCELLED = "cancelled"
+
+
+class ScheduleStore(ScheduleFiles, MessageStore, JobQueue, Protocol):
+    """What scheduling needs: the schedules, their messages and plan jobs."""
 
 
 def plan_job_id(message_id: str) -> str:
@@ -64,7 +68,7 @@ class ScheduleView:
         }
 
 
-async def schedule_of(store: Store, message: Message) -> ScheduleView | None:
+async def schedule_of(store: ScheduleStore, message: Message) -> ScheduleView | None:
     """Where a scheduled message stands; None for a message sent at once."""
     schedule = await store.schedules.get_schedule(message.tenant_id, message.id)
     if schedule is None:
@@ -79,7 +83,9 @@ async def schedule_of(store: Store, message: Message) -> ScheduleView | None:
     return ScheduleView(STARTED if job.attempts else SCHEDULED, schedule.send_at, None)
 
 
-async def cancel(store: Store, tenant_id: str, message_id: str, at: datetime) -> ScheduleView:
+async def cancel(
+    store: ScheduleStore, tenant_id: str, message_id: str, at: datetime
+) -> ScheduleView:
     """Cancel a scheduled message that has not started; NotFound / Conflict otherwise."""
     message = await store.get_message(tenant_id, message_id)
     if message is None:

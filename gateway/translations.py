@@ -37,6 +37,7 @@ from gateway.models import (
 )
 from gateway.planner import choose_language
 from gateway.store import Store
+from gateway.store.ports import Translations as TranslationsPort
 from gateway.translate_guard import guard, restore
 from gateway.translators import Translator
 
@@ -122,7 +123,7 @@ def intake_rows(
 
 
 async def reply_translations(
-    store: Store, tenant_id: str, reply_ids: Iterable[str]
+    store: TranslationsPort, tenant_id: str, reply_ids: Iterable[str]
 ) -> dict[str, Translation]:
     """reply id -> its translation for staff, for the replies that have one."""
     found = {}
@@ -134,7 +135,7 @@ async def reply_translations(
 
 
 async def explanation_translations(
-    store: Store, tenant_id: str, explanation_ids: Iterable[str]
+    store: TranslationsPort, tenant_id: str, explanation_ids: Iterable[str]
 ) -> dict[str, Translation]:
     """explanation id -> its translation for staff, for those that have one."""
     found = {}

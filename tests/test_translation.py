@@ -17,6 +17,8 @@ import pytest
 
 from channels.sms import INBOUND_PATH
 from gateway.clock import ManualClock
+from gateway.locales import load as load_locales
+from gateway.locales import resolve_language
 from gateway.models import Device, DirectoryBatch, Person
 from gateway.settings import Settings, TranslationSettings
 from tests.harness import Gateway, new_tenant, running
@@ -25,6 +27,14 @@ from tests.peers.twilio import TwilioPeer
 from tests.test_sms import ACCOUNT_SID, AUTH_TOKEN, twilio_settings
 
 NOTICE = "Maskinoversatt fra norsk - se originalen"
+
+
+def notice(lang: str, key: str = "machine_translated") -> str:
+    """The notice in ``lang``'s wrapper texts (templates/locale/<lang>.po)."""
+    texts = load_locales()["texts"][resolve_language(lang)]
+    return str(texts[key]).format(language=texts["norwegian"])
+
+
 BODY = "Amina og klassen går på tur 24.12. kl. 08.30.\n\nTa med matpakke."
 # guardian -> (language, has email)
 GUARDIANS = {"gar": "ar", "gso": "so", "gpl": "pl", "gnb": "nb"}
@@ -132,9 +142,9 @@ async def test_each_language_gets_the_providers_text_with_the_notice(
             if lang == "nb":
                 assert NOTICE not in sms and "Tur" in sms and "Ta med matpakke." in sms
                 continue
-            assert NOTICE in sms
+            assert notice(lang) in sms
             assert f"[{lang}] Tur" in sms  # the provider's subject and body
-            assert f"[{lang}] " in sms.split(NOTICE, 1)[1]
+            assert f"[{lang}] " in sms.split(notice(lang), 1)[1]
             assert "24.12." in sms and "08.30" in sms  # dates come back as written
         (gar_sms,) = sms_texts(settings, "gar", owners)
         assert "Amina" in gar_sms
@@ -145,8 +155,8 @@ async def test_each_language_gets_the_providers_text_with_the_notice(
             if d.recipient_id == "gpl" and d.channel == "email"
         )
         text, html = email_text(settings.outbox_dir, email_id)
-        assert f"{NOTICE}: {settings.public_url}/r/" in text
-        assert NOTICE in html and 'href="http://127.0.0.1:8080/r/' in html
+        assert f"{notice('pl')}: {settings.public_url}/r/" in text
+        assert notice("pl") in html and 'href="http://127.0.0.1:8080/r/' in html
 
         # One batch request per language (subject and body), nb never asked for.
         assert sorted(r["target"] for r in libre.requests) == ["ar", "pl", "so"]
@@ -175,7 +185,7 @@ async def test_a_provider_outage_sends_the_original_and_the_status_says_why(
         await gw.run()
         owners = await by_recipient(gw, tenant_id, message_id)
         (sms,) = sms_texts(settings, "gar", owners)
-        assert NOTICE not in sms and "Amina og klassen går på tur" in sms
+        assert notice("ar") not in sms and "Amina og klassen går på tur" in sms
         status = await gw.status(key, message_id)
         assert status["counts"].get("sent", 0) >= 8  # nobody waits for the provider
         failed = {t["language"]: t for t in status["translations"]}
@@ -225,7 +235,7 @@ async def test_a_teachers_own_translation_wins(
         await gw.run()
         owners = await by_recipient(gw, tenant_id, message_id)
         (sms,) = sms_texts(settings, "gpl", owners)
-        assert "Oversatt fra norsk av avsenderen - se originalen" in sms
+        assert notice("pl", "sender_translated") in sms
         assert "Wycieczka" in sms and own["body"] in sms and "[pl]" not in sms
         assert sorted(r["target"] for r in libre.requests) == ["ar", "so"]
         status = await gw.status(key, message_id)
@@ -255,7 +265,7 @@ async def test_the_translation_is_made_once_and_reused_by_an_escalation(
         assert "sms" in channels
         owners = await by_recipient(gw, tenant_id, message_id)
         (sms,) = sms_texts(settings, "gar", owners)
-        assert NOTICE in sms and "[ar] " in sms
+        assert notice("ar") in sms and "[ar] " in sms
         assert len(libre.requests) == 1  # the escalation read the stored row
         push = (settings.outbox_dir / "push.jsonl").read_text()
         assert "[ar] " in push

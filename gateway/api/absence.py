@@ -13,7 +13,7 @@ See :mod:`gateway.absence` for the flows.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 from pydantic import BaseModel, Field
@@ -24,7 +24,7 @@ from gateway.api.body import parse_json, read_model, read_raw, to_model
 from gateway.api.context import CTX, AppContext
 from gateway.api.guardian import authenticate_guardian
 from gateway.api.responses import Instant, respond_json
-from gateway.auth import authenticate_bearer
+from gateway.auth import AuthStore, authenticate_bearer
 from gateway.constants import ABSENCE_RECORDED, ABSENCE_REPORTED
 from gateway.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from gateway.models import (
@@ -42,7 +42,16 @@ from gateway.models import (
     derive_id,
 )
 from gateway.settings import AbsenceSettings
-from gateway.withdrawal import visible_item
+from gateway.store.ports import PolicyStore
+from gateway.withdrawal import WithdrawalStore, visible_item
+
+
+class _Ports(AuthStore, PolicyStore, WithdrawalStore, Protocol):
+    """The store ports this module calls (the union stays in the wiring)."""
+
+
+def _store(ctx: AppContext) -> _Ports:
+    return ctx.store
 
 
 class AbsenceReport(Strict):
@@ -155,7 +164,7 @@ async def answer_alert(
     """A guardian's answer to an alert in their inbox (the app's or the parent pages');
     NotFound when it is not an alert of theirs."""
     # Only what the inbox shows (not withdrawn by a block, ...) can be answered.
-    if await visible_item(ctx.store, tenant_id, guardian_id, message_id, ctx.clock.now()) is None:
+    if await visible_item(_store(ctx), tenant_id, guardian_id, message_id, ctx.clock.now()) is None:
         raise NotFound("message not found")
     explanation_id = derive_id("inapp", tenant_id, message_id, guardian_id, body.model_dump_json())
     explanation = await absences(ctx).explain(
@@ -185,14 +194,14 @@ async def post_absence_reply(request: web.Request) -> web.Response:
 
 async def get_settings(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
-    tenant = await authenticate_bearer(request, ctx.store, ctx.clock.now(), Scope.admin)
+    tenant = await authenticate_bearer(request, _store(ctx), ctx.clock.now(), Scope.admin)
     policy = await absences(ctx).policy(tenant.id)
     return respond_json(policy)
 
 
 async def put_settings(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
-    tenant = await authenticate_bearer(request, ctx.store, ctx.clock.now(), Scope.admin)
+    tenant = await authenticate_bearer(request, _store(ctx), ctx.clock.now(), Scope.admin)
     override = parse_json(await read_raw(request, ctx.settings.max_body_bytes))
     if not isinstance(override, dict):
         raise ValidationFailed(
@@ -200,7 +209,7 @@ async def put_settings(request: web.Request) -> web.Response:
             errors=[{"loc": [], "message": "must be a JSON object", "type": "dict_type"}],
         )
     policy = to_model(AbsenceSettings, {**ctx.settings.absence.model_dump(mode="json"), **override})
-    await ctx.store.set_absence_settings(tenant.id, override or None)
+    await _store(ctx).set_absence_settings(tenant.id, override or None)
     return respond_json(policy)
 
 

@@ -14,6 +14,7 @@ as ``Content-Disposition: attachment`` with ``X-Content-Type-Options: nosniff``.
 
 from __future__ import annotations
 
+from typing import Protocol
 from urllib.parse import quote
 
 from aiohttp import web
@@ -24,11 +25,11 @@ from gateway.api.guardian import authenticate_guardian
 from gateway.api.readlinks import PAGES, load_delivery, problem, token_problem
 from gateway.api.responses import respond_json
 from gateway.attachments import Attachments
-from gateway.auth import authenticate_bearer
+from gateway.auth import AuthStore, authenticate_bearer
 from gateway.errors import LinkInvalid, NotFound, PayloadTooLarge, StoreError, ValidationFailed
 from gateway.models import Attachment, Scope
 from gateway.readlinks import open_read_token
-from gateway.withdrawal import visible_item
+from gateway.withdrawal import WithdrawalStore, visible_item
 
 FILES_PATH = "files"
 DOWNLOAD_HEADERS = {
@@ -38,6 +39,14 @@ DOWNLOAD_HEADERS = {
     # Should a browser show it anyway: no script, no plugin, no same-origin access.
     "Content-Security-Policy": "default-src 'none'; sandbox",
 }
+
+
+class _Ports(AuthStore, WithdrawalStore, Protocol):
+    """The store ports this module calls (the union stays in the wiring)."""
+
+
+def _store(ctx: AppContext) -> _Ports:
+    return ctx.store
 
 
 def attachment_service(ctx: AppContext) -> Attachments:
@@ -54,7 +63,7 @@ def attachment_service(ctx: AppContext) -> Attachments:
 async def upload(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     service = attachment_service(ctx)
-    tenant = await authenticate_bearer(request, ctx.store, ctx.clock.now(), Scope.events)
+    tenant = await authenticate_bearer(request, _store(ctx), ctx.clock.now(), Scope.events)
     limit = service.settings.max_file_bytes
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"the file is larger than {limit} bytes")
@@ -122,7 +131,7 @@ async def inbox_download(request: web.Request) -> web.StreamResponse:
     tenant_id, guardian_id = await authenticate_guardian(request)
     message_id = request.match_info["message_id"]
     service = attachment_service(ctx)
-    if await visible_item(ctx.store, tenant_id, guardian_id, message_id, ctx.clock.now()) is None:
+    if await visible_item(_store(ctx), tenant_id, guardian_id, message_id, ctx.clock.now()) is None:
         raise NotFound("message not found")
     attachment = _find(await service.for_message(tenant_id, message_id), request.match_info["id"])
     if attachment is None:

@@ -8,17 +8,18 @@ from __future__ import annotations
 
 import asyncio
 from datetime import date, datetime
+from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from aiohttp import web
 from pydantic import BaseModel
 
 from gateway.api.body import read_model
-from gateway.api.context import CTX
+from gateway.api.context import CTX, AppContext
 from gateway.api.guardian import mandatory_channel_errors
 from gateway.api.limits import body_limit
 from gateway.api.responses import Instant, respond_json
-from gateway.auth import authenticate_bearer, key_has
+from gateway.auth import AuthStore, authenticate_bearer, key_has
 from gateway.constants import ADULT_AGE, DEFAULT_TIME_ZONE
 from gateway.errors import Forbidden, NotFound, ValidationFailed
 from gateway.gcpause import gc_paused
@@ -35,9 +36,18 @@ from gateway.models import (
 )
 from gateway.protection import RANK, ProtectionHistoryEntry
 from gateway.resolver import blocked_everywhere
+from gateway.store.ports import AudienceReader, DirectoryStore
 from gateway.tokens import issue_guardian_token
 
 FLAGS = frozenset({"information_granted", "blocked"})
+
+
+class _Ports(AuthStore, AudienceReader, DirectoryStore, Protocol):
+    """The store ports this module calls (the union stays in the wiring)."""
+
+
+def _store(ctx: AppContext) -> _Ports:
+    return ctx.store
 
 
 class GuardianToken(BaseModel):
@@ -74,7 +84,7 @@ class ProtectionView(BaseModel):
 async def post_directory(request: web.Request) -> web.Response:
     """Upsert a batch, all or nothing: 200 ``{"applied": counts}``, or 422 naming row and field."""
     ctx = request.app[CTX]
-    tenant = await authenticate_bearer(request, ctx.store, ctx.clock.now(), Scope.directory)
+    tenant = await authenticate_bearer(request, _store(ctx), ctx.clock.now(), Scope.directory)
     # Millions of objects for a big batch: full GC passes would stall the event loop.
     with gc_paused():
         batch = await read_model(request, DirectoryBatch, body_limit(request))
@@ -85,7 +95,7 @@ async def post_directory(request: web.Request) -> web.Response:
         ]
         if errors:
             raise ValidationFailed("the body is not valid", errors=errors)
-        counts = await ctx.store.apply_directory(tenant.id, batch, ctx.clock.now())
+        counts = await _store(ctx).apply_directory(tenant.id, batch, ctx.clock.now())
         # Freeing it takes as long as a full GC pass: done in a thread, not on the loop.
         held = [batch]
         del batch
@@ -96,21 +106,21 @@ async def post_directory(request: web.Request) -> web.Response:
 async def post_directory_delete(request: web.Request) -> web.Response:
     """Delete rows by id, all or nothing: 200 ``{"deleted": counts}``; unknown ids are 422."""
     ctx = request.app[CTX]
-    tenant = await authenticate_bearer(request, ctx.store, ctx.clock.now(), Scope.directory)
+    tenant = await authenticate_bearer(request, _store(ctx), ctx.clock.now(), Scope.directory)
     deletion = await read_model(request, DirectoryDeletion, ctx.settings.max_body_bytes)
-    counts = await ctx.store.delete_directory(tenant.id, deletion)
+    counts = await _store(ctx).delete_directory(tenant.id, deletion)
     return respond_json(DirectoryDeleted(deleted=counts))
 
 
 async def put_relation_flag(request: web.Request) -> web.Response:
     """Set ``information_granted`` or ``blocked`` with a reason: the only way flags change."""
     ctx = request.app[CTX]
-    tenant = await authenticate_bearer(request, ctx.store, ctx.clock.now(), Scope.directory)
+    tenant = await authenticate_bearer(request, _store(ctx), ctx.clock.now(), Scope.directory)
     flag = request.match_info["flag"]
     if flag not in FLAGS:
         raise NotFound("unknown flag; use information_granted or blocked")
     change = await read_model(request, FlagChange, ctx.settings.max_body_bytes)
-    flags = await ctx.store.set_relation_flag(
+    flags = await _store(ctx).set_relation_flag(
         tenant.id,
         request.match_info["child_id"],
         request.match_info["guardian_id"],
@@ -126,8 +136,8 @@ async def put_relation_flag(request: web.Request) -> web.Response:
 async def get_person(request: web.Request) -> web.Response:
     """One person record of this tenant (404 for another tenant's)."""
     ctx = request.app[CTX]
-    tenant = await authenticate_bearer(request, ctx.store, ctx.clock.now(), Scope.directory)
-    person = await ctx.store.get_person(tenant.id, request.match_info["person_id"])
+    tenant = await authenticate_bearer(request, _store(ctx), ctx.clock.now(), Scope.directory)
+    person = await _store(ctx).get_person(tenant.id, request.match_info["person_id"])
     if person is None:
         raise NotFound("person not found")
     # A protected address (rule 4): the record is shown only to keys with that scope,
@@ -159,21 +169,21 @@ async def put_person_protection(request: web.Request) -> web.Response:
     lowering needs a key with the ``protected`` scope (a key that may not see a
     protected person may not expose one either)."""
     ctx = request.app[CTX]
-    tenant = await authenticate_bearer(request, ctx.store, ctx.clock.now(), Scope.directory)
+    tenant = await authenticate_bearer(request, _store(ctx), ctx.clock.now(), Scope.directory)
     person_id = request.match_info["person_id"]
     change = await read_model(request, ProtectionChange, ctx.settings.max_body_bytes)
-    person = await ctx.store.get_person(tenant.id, person_id)
+    person = await _store(ctx).get_person(tenant.id, person_id)
     if person is None:
         raise NotFound("person not found")
     lowering = RANK[change.level] < RANK[person.protection]
     if lowering and not key_has(request, Scope.protected):
         raise Forbidden("lowering protection needs a key with the protected scope")
-    await ctx.store.set_protection(
+    await _store(ctx).set_protection(
         tenant.id, person_id, change.level, change.reason, change.actor, ctx.clock.now()
     )
     # The history (reasons: court orders, ...) only for keys that may see protected persons.
     full = change.level is Protection.none or key_has(request, Scope.protected)
-    history = await ctx.store.protection_history(tenant.id, person_id) if full else []
+    history = await _store(ctx).protection_history(tenant.id, person_id) if full else []
     return respond_json(_protection_view(person_id, change.level, history))
 
 
@@ -181,14 +191,14 @@ async def get_person_protection(request: web.Request) -> web.Response:
     """A person's protection level and every change of it (who, when, why); for a
     protected person only with the ``protected`` scope (as ``GET /v1/persons/{id}``)."""
     ctx = request.app[CTX]
-    tenant = await authenticate_bearer(request, ctx.store, ctx.clock.now(), Scope.directory)
+    tenant = await authenticate_bearer(request, _store(ctx), ctx.clock.now(), Scope.directory)
     person_id = request.match_info["person_id"]
-    person = await ctx.store.get_person(tenant.id, person_id)
+    person = await _store(ctx).get_person(tenant.id, person_id)
     if person is None:
         raise NotFound("person not found")
     if person.protection is not Protection.none and not key_has(request, Scope.protected):
         raise Forbidden("this person has a protected address; the key needs the protected scope")
-    history = await ctx.store.protection_history(tenant.id, person_id)
+    history = await _store(ctx).protection_history(tenant.id, person_id)
     return respond_json(_protection_view(person_id, person.protection, history))
 
 
@@ -216,15 +226,15 @@ async def post_guardian_token(request: web.Request) -> web.Response:
     (staff, children under 18, a guardian blocked on every relation).
     """
     ctx = request.app[CTX]
-    tenant = await authenticate_bearer(request, ctx.store, ctx.clock.now(), Scope.directory)
-    person = await ctx.store.get_person(tenant.id, request.match_info["guardian_id"])
+    tenant = await authenticate_bearer(request, _store(ctx), ctx.clock.now(), Scope.directory)
+    person = await _store(ctx).get_person(tenant.id, request.match_info["guardian_id"])
     if person is None:
         raise NotFound("person not found")
     now = ctx.clock.now()
     if not may_use_parent_app(person, now):
         raise Forbidden("this person may not use the parent app")
     if person.role is Role.guardian:
-        snapshot = await ctx.store.load_audience(tenant.id, Audience(guardians=[person.id]))
+        snapshot = await _store(ctx).load_audience(tenant.id, Audience(guardians=[person.id]))
         mine = [r for r in snapshot.relations if r.guardian_id == person.id]
         if blocked_everywhere(mine):
             raise Forbidden(

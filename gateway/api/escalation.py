@@ -8,29 +8,40 @@ the override. Both answer with the policy in force.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from aiohttp import web
 
 from gateway.api.body import parse_json, read_raw, to_model
-from gateway.api.context import CTX
+from gateway.api.context import CTX, AppContext
 from gateway.api.responses import respond_json
-from gateway.auth import authenticate_bearer
+from gateway.auth import AuthStore, authenticate_bearer
 from gateway.errors import ValidationFailed
 from gateway.escalation import merge_override, policy_in_force
 from gateway.models import Scope
 from gateway.settings import EscalationSettings
+from gateway.store.ports import PolicyStore
+
+
+class _Ports(AuthStore, PolicyStore, Protocol):
+    """The store ports this module calls (the union stays in the wiring)."""
+
+
+def _store(ctx: AppContext) -> _Ports:
+    return ctx.store
 
 
 async def get_escalation(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
-    tenant = await authenticate_bearer(request, ctx.store, ctx.clock.now(), Scope.admin)
-    override = await ctx.store.get_escalation_override(tenant.id)
+    tenant = await authenticate_bearer(request, _store(ctx), ctx.clock.now(), Scope.admin)
+    override = await _store(ctx).get_escalation_override(tenant.id)
     policy = policy_in_force(ctx.settings.escalation, override, tenant.id)
     return respond_json(policy)
 
 
 async def put_escalation(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
-    tenant = await authenticate_bearer(request, ctx.store, ctx.clock.now(), Scope.admin)
+    tenant = await authenticate_bearer(request, _store(ctx), ctx.clock.now(), Scope.admin)
     override = parse_json(await read_raw(request, ctx.settings.max_body_bytes))
     if not isinstance(override, dict):
         raise ValidationFailed(
@@ -39,7 +50,7 @@ async def put_escalation(request: web.Request) -> web.Response:
         )
     # Validated as the whole policy it makes, so errors name the same fields.
     policy = to_model(EscalationSettings, merge_override(ctx.settings.escalation, override))
-    await ctx.store.set_escalation_override(tenant.id, override or None)
+    await _store(ctx).set_escalation_override(tenant.id, override or None)
     return respond_json(policy)
 
 

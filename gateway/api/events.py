@@ -10,7 +10,7 @@ import hashlib
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 from pydantic import BaseModel
@@ -23,8 +23,9 @@ from gateway.api.body import parse_json, read_raw, to_model
 from gateway.api.context import CTX, AppContext
 from gateway.api.limits import body_limit
 from gateway.api.responses import respond_json
-from gateway.auth import authenticate_event
+from gateway.auth import AuthStore, authenticate_event
 from gateway.errors import Conflict, InputError, ValidationFailed
+from gateway.intake import IntakeStore
 from gateway.metrics import EVENTS
 from gateway.models import (
     AbsenceCancelled,
@@ -36,11 +37,20 @@ from gateway.models import (
     Tenant,
     derive_id,
 )
+from gateway.store.ports import AudienceReader, Translations
 from gateway.translations import intake_rows
 
 # An accepted event: the message as stored, and whether it was stored before.
 Accepted = tuple[Message, bool]
 EventHandler = Callable[[AppContext, Tenant, Any, str], Awaitable[Accepted]]
+
+
+class _Ports(AuthStore, AudienceReader, IntakeStore, Translations, Protocol):
+    """The store ports this module calls (the union stays in the wiring)."""
+
+
+def _store(ctx: AppContext) -> _Ports:
+    return ctx.store
 
 
 @dataclass(frozen=True)
@@ -65,7 +75,7 @@ _SINGULAR = {
 
 async def check_audience(ctx: AppContext, tenant: Tenant, audience: Audience) -> None:
     """Raise ValidationFailed naming every audience id the directory does not know."""
-    missing = await ctx.store.missing_ids(tenant.id, audience)
+    missing = await _store(ctx).missing_ids(tenant.id, audience)
     if not missing:
         return
     errors: list[dict[str, Any]] = []
@@ -89,7 +99,7 @@ async def handle_message_created(
 ) -> Accepted:
     data = event.data
     now = ctx.clock.now()
-    if await ctx.store.get_message(tenant.id, derive_id(tenant.id, event.id)) is None:
+    if await _store(ctx).get_message(tenant.id, derive_id(tenant.id, event.id)) is None:
         # Not for a replay: a scheduled event sent again after its send_at is a duplicate.
         scheduling.check_send_at(data.send_at, now, ctx.settings.schedule_horizon_days)
     await check_audience(ctx, tenant, event.data.audience)
@@ -110,12 +120,12 @@ async def handle_message_created(
         audience=data.audience,
         created_at=now,
     )
-    if await ctx.store.get_message(tenant.id, message.id) is None:
+    if await _store(ctx).get_message(tenant.id, message.id) is None:
         # Before the message (and its planning job): planning finds the teacher's own.
-        await ctx.store.translations.add(intake_rows(message, data.language, data.translations))
+        await _store(ctx).translations.add(intake_rows(message, data.language, data.translations))
     if data.attachments:
         await attachment_service(ctx).claim(tenant.id, data.attachments, message.id)
-    return await intake.accept(ctx.store, message, send_at=data.send_at)
+    return await intake.accept(_store(ctx), message, send_at=data.send_at)
 
 
 EVENT_TYPES: dict[str, EventType] = {
@@ -213,7 +223,7 @@ async def accept_event(
 async def post_event(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     raw = await read_raw(request, body_limit(request))
-    tenant = await authenticate_event(request, raw, ctx.store, ctx.clock.now())
+    tenant = await authenticate_event(request, raw, _store(ctx), ctx.clock.now())
     status, answer = await accept_event(
         ctx, tenant, raw, webhook_id=request.headers.get("webhook-id")
     )

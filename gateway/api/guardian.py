@@ -12,7 +12,7 @@ set by the server to now (a value in the body is ignored).
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 from pydantic import BaseModel, Field
@@ -22,6 +22,7 @@ from gateway.api.body import parse_json, read_model, read_raw, to_model
 from gateway.api.context import CTX, AppContext
 from gateway.api.paging import page_after_id
 from gateway.api.responses import respond_json
+from gateway.auth import AuthStore
 from gateway.constants import (
     ABSENCE_CONTEXT_KEY,
     ABSENCE_RECORDED,
@@ -42,12 +43,39 @@ from gateway.models import (
     Role,
 )
 from gateway.render import Renderer
+from gateway.store.ports import (
+    AudienceReader,
+    DeliveryStore,
+    DirectoryStore,
+    GuardianStore,
+    InboxStore,
+    MessageStore,
+    ReachStore,
+)
 from gateway.tokens import verify_guardian_token
 from gateway.tracker import record_read
 from gateway.withdrawal import visible_item, visible_items
 
 MAX_INBOX_LIMIT = 200
 DEFAULT_INBOX_LIMIT = 50
+
+
+class _Ports(
+    AuthStore,
+    AudienceReader,
+    DirectoryStore,
+    GuardianStore,
+    InboxStore,
+    MessageStore,
+    DeliveryStore,
+    ReachStore,
+    Protocol,
+):
+    """The store ports this module calls (the union stays in the wiring)."""
+
+
+def _store(ctx: AppContext) -> _Ports:
+    return ctx.store
 
 
 class InboxEntry(BaseModel):
@@ -111,7 +139,7 @@ async def authenticate_guardian(request: web.Request) -> tuple[str, str]:
         raise Unauthorized("a guardian token is required")
     tenant_id, guardian_id = verify_guardian_token(ctx.secret, token.strip(), ctx.clock.now())
     # A person deleted from the directory loses access before the token expires.
-    if await ctx.store.get_person(tenant_id, guardian_id) is None:
+    if await _store(ctx).get_person(tenant_id, guardian_id) is None:
         raise Unauthorized("invalid guardian token")
     return tenant_id, guardian_id
 
@@ -215,14 +243,14 @@ async def get_inbox(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     tenant_id, guardian_id = await authenticate_guardian(request)
     limit, before, before_id = _inbox_query(request)
-    items = await ctx.store.list_inbox(
+    items = await _store(ctx).list_inbox(
         tenant_id, guardian_id, limit=limit, before=before, before_id=before_id
     )
     # a full page may have more: the client passes both next_ fields back
     full = len(items) == limit and bool(items)
     # Items about a child whose access was withdrawn (a block, ...) are left out; the
     # cursor still follows the store's page, so paging goes on past them.
-    visible = await visible_items(ctx.store, tenant_id, guardian_id, items, ctx.clock.now())
+    visible = await visible_items(_store(ctx), tenant_id, guardian_id, items, ctx.clock.now())
     last = items[-1] if full else None
     return respond_json(
         InboxPage(
@@ -237,7 +265,7 @@ async def get_inbox_item(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     tenant_id, guardian_id = await authenticate_guardian(request)
     item = await visible_item(
-        ctx.store, tenant_id, guardian_id, request.match_info["message_id"], ctx.clock.now()
+        _store(ctx), tenant_id, guardian_id, request.match_info["message_id"], ctx.clock.now()
     )
     if item is None:
         raise NotFound("message not found")
@@ -261,10 +289,10 @@ async def post_inbox_read(request: web.Request) -> web.Response:
     tenant_id, guardian_id = await authenticate_guardian(request)
     message_id = request.match_info["message_id"]
     # Only what the inbox shows can be marked from the app.
-    if await visible_item(ctx.store, tenant_id, guardian_id, message_id, ctx.clock.now()) is None:
+    if await visible_item(_store(ctx), tenant_id, guardian_id, message_id, ctx.clock.now()) is None:
         raise NotFound("message not found")
     if not await record_read(
-        ctx.store, tenant_id, guardian_id, message_id, ctx.clock.now(), via="inapp"
+        _store(ctx), tenant_id, guardian_id, message_id, ctx.clock.now(), via="inapp"
     ):
         raise NotFound("message not found")
     return respond_json(ReadAck(read=True))
@@ -274,7 +302,7 @@ async def get_preferences(request: web.Request) -> web.Response:
     """The guardian's preferences; defaults (empty) when none are stored."""
     ctx = request.app[CTX]
     tenant_id, guardian_id = await authenticate_guardian(request)
-    prefs = await ctx.store.get_preferences(tenant_id, guardian_id) or Preferences()
+    prefs = await _store(ctx).get_preferences(tenant_id, guardian_id) or Preferences()
     return respond_json(prefs)
 
 
@@ -286,14 +314,14 @@ async def put_preferences(request: web.Request) -> web.Response:
     errors = mandatory_channel_errors(prefs, [])
     if errors:
         raise ValidationFailed("the body is not valid", errors=errors)
-    await ctx.store.set_preferences(tenant_id, guardian_id, prefs)
+    await _store(ctx).set_preferences(tenant_id, guardian_id, prefs)
     return respond_json(prefs)
 
 
 async def get_devices(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     tenant_id, guardian_id = await authenticate_guardian(request)
-    devices = await ctx.store.list_devices(tenant_id, guardian_id)
+    devices = await _store(ctx).list_devices(tenant_id, guardian_id)
     return respond_json(DeviceList(devices=devices))
 
 
@@ -317,14 +345,14 @@ async def put_device(request: web.Request) -> web.Response:
             )
         data["last_seen"] = ctx.clock.now().isoformat()
     device = to_model(Device, data)
-    await ctx.store.upsert_device(tenant_id, guardian_id, device)
+    await _store(ctx).upsert_device(tenant_id, guardian_id, device)
     return respond_json(device)
 
 
 async def delete_device(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     tenant_id, guardian_id = await authenticate_guardian(request)
-    if not await ctx.store.remove_device(tenant_id, guardian_id, request.match_info["device_id"]):
+    if not await _store(ctx).remove_device(tenant_id, guardian_id, request.match_info["device_id"]):
         raise NotFound("device not found")
     return web.Response(status=204)
 

@@ -8,17 +8,25 @@ stored; the key itself is in the 201 answer and nowhere else.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Protocol
 
 from aiohttp import web
 from pydantic import AwareDatetime, BaseModel, Field
 
 from gateway.api.body import read_model
-from gateway.api.context import CTX
+from gateway.api.context import CTX, AppContext
 from gateway.api.responses import Instant, respond_json
-from gateway.auth import KEY_SCOPES, authenticate_bearer, create_api_key
+from gateway.auth import KEY_SCOPES, AuthStore, authenticate_bearer, create_api_key
 from gateway.errors import Forbidden, NotFound, ValidationFailed
 from gateway.models import ApiKey, Scope, Strict
+
+
+class _Ports(AuthStore, Protocol):
+    """The store ports this module calls (the union stays in the wiring)."""
+
+
+def _store(ctx: AppContext) -> _Ports:
+    return ctx.store
 
 
 class KeyCreate(Strict):
@@ -66,7 +74,7 @@ async def post_key(request: web.Request) -> web.Response:
     """201 with the new key, shown this once; 403 for scopes the calling key lacks."""
     ctx = request.app[CTX]
     now = ctx.clock.now()
-    tenant = await authenticate_bearer(request, ctx.store, now, Scope.admin)
+    tenant = await authenticate_bearer(request, _store(ctx), now, Scope.admin)
     body = await read_model(request, KeyCreate, ctx.settings.max_body_bytes)
     if body.expires_at is not None and body.expires_at <= now:
         raise ValidationFailed(
@@ -80,7 +88,7 @@ async def post_key(request: web.Request) -> web.Response:
             "a key cannot grant scopes it lacks: " + ", ".join(s.value for s in missing)
         )
     record, api_key = await create_api_key(
-        ctx.store, tenant.id, body.scopes, now, name=body.name, expires_at=body.expires_at
+        _store(ctx), tenant.id, body.scopes, now, name=body.name, expires_at=body.expires_at
     )
     return respond_json(KeyCreated(**dict(key_view(record, now)), key=api_key), status=201)
 
@@ -88,8 +96,8 @@ async def post_key(request: web.Request) -> web.Response:
 async def list_keys(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     now = ctx.clock.now()
-    tenant = await authenticate_bearer(request, ctx.store, now, Scope.admin)
-    keys = await ctx.store.list_api_keys(tenant.id)
+    tenant = await authenticate_bearer(request, _store(ctx), now, Scope.admin)
+    keys = await _store(ctx).list_api_keys(tenant.id)
     return respond_json(KeyList(keys=[key_view(k, now) for k in keys]))
 
 
@@ -97,8 +105,8 @@ async def delete_key(request: web.Request) -> web.Response:
     """Revoke a key: it stops working at once. 204; 404 for an unknown id."""
     ctx = request.app[CTX]
     now = ctx.clock.now()
-    tenant = await authenticate_bearer(request, ctx.store, now, Scope.admin)
-    if await ctx.store.revoke_api_key(tenant.id, request.match_info["key_id"], now) is None:
+    tenant = await authenticate_bearer(request, _store(ctx), now, Scope.admin)
+    if await _store(ctx).revoke_api_key(tenant.id, request.match_info["key_id"], now) is None:
         raise NotFound("no such API key")
     return web.Response(status=204)
 

@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from aiohttp import web
 from pydantic import BaseModel
 
 from gateway.api.body import read_raw
-from gateway.api.context import CTX
+from gateway.api.context import CTX, AppContext
 from gateway.api.limits import body_limit
 from gateway.api.responses import respond_json
-from gateway.auth import authenticate_bearer
+from gateway.auth import AuthStore, authenticate_bearer
 from gateway.constants import DEFAULT_PHONE_REGION, DEFAULT_TIME_ZONE
 from gateway.errors import ValidationFailed
 from gateway.gcpause import gc_paused
@@ -27,6 +27,7 @@ from gateway.models import Scope
 from gateway.oneroster import (
     DEFAULT_RESPONSIBILITY_ROLES,
     ImportOptions,
+    ImportStore,
     apply_oneroster,
     counts,
     load_oneroster_zip,
@@ -35,6 +36,14 @@ from gateway.oneroster import (
 )
 
 ZIP = "application/zip"
+
+
+class _Ports(AuthStore, ImportStore, Protocol):
+    """The store ports this module calls (the union stays in the wiring)."""
+
+
+def _store(ctx: AppContext) -> _Ports:
+    return ctx.store
 
 
 class OneRosterApplied(BaseModel):
@@ -90,7 +99,7 @@ async def post_oneroster(request: web.Request) -> web.Response:
     Content-Type.
     """
     ctx = request.app[CTX]
-    tenant = await authenticate_bearer(request, ctx.store, ctx.clock.now(), Scope.directory)
+    tenant = await authenticate_bearer(request, _store(ctx), ctx.clock.now(), Scope.directory)
     if request.content_type.lower() != ZIP:
         raise web.HTTPUnsupportedMediaType()  # the JSON error says unsupported_media_type
     query = _query(request.query)
@@ -112,7 +121,7 @@ async def post_oneroster(request: web.Request) -> web.Response:
         applied = (
             counts(result.batch)
             if dry_run
-            else await apply_oneroster(ctx.store, tenant.id, result.batch, ctx.clock.now())
+            else await apply_oneroster(_store(ctx), tenant.id, result.batch, ctx.clock.now())
         )
         body = OneRosterApplied(
             applied=applied, skipped=result.skipped, warnings=result.warnings, dry_run=dry_run

@@ -5,16 +5,25 @@ from __future__ import annotations
 
 import functools
 from importlib import resources
-from typing import Literal
+from typing import Literal, Protocol
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
-from gateway.api.context import CTX
+from gateway.api.context import CTX, AppContext
 from gateway.api.responses import Absent, Instant, omitted, respond_json
 from gateway.constants import JOB_WEBHOOK_SEND
 from gateway.metrics import DELIVERIES, QUEUE_AGE, QUEUE_DEPTH, REGISTRY, WEBHOOK_BACKLOG
+from gateway.store.ports import DeliveryReport, JobQueue, Lifecycle
+
+
+class _Ports(Lifecycle, DeliveryReport, JobQueue, Protocol):
+    """The store ports this module calls (the union stays in the wiring)."""
+
+
+def _store(ctx: AppContext) -> _Ports:
+    return ctx.store
 
 
 class Health(BaseModel):
@@ -55,7 +64,7 @@ async def readyz(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     reasons: list[str] = []
     try:
-        if not await ctx.store.ping():
+        if not await _store(ctx).ping():
             reasons.append("store_unavailable")
     except Exception:  # a failing ping is exactly what readiness reports
         reasons.append("store_unavailable")
@@ -71,8 +80,8 @@ async def readyz(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus text format; store-derived gauges are refreshed at scrape time."""
     ctx = request.app[CTX]
-    deliveries = await ctx.store.delivery_stats()
-    queues = await ctx.store.queue_stats(ctx.clock.now())
+    deliveries = await _store(ctx).delivery_stats()
+    queues = await _store(ctx).queue_stats(ctx.clock.now())
     # clear() first, so a (channel, status) that has gone to zero rows disappears.
     DELIVERIES.clear()
     for (channel, status), count in deliveries.items():

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
@@ -69,7 +69,11 @@ from gateway.models import (
 from gateway.planner import route
 from gateway.readlinks import make_read_token, open_read_token
 from gateway.sessions import PARENT_SESSION_SALT, PageUser
-from gateway.withdrawal import visible_item, visible_items
+from gateway.store.ports import (
+    AbsenceStore,
+    GuardianStore,
+)
+from gateway.withdrawal import WithdrawalStore, visible_item, visible_items
 
 PARENT_COOKIE = "budbringer_parent"
 INBOX_PAGE = 20
@@ -81,6 +85,14 @@ EDITABLE = (Category.general, Category.reminder, Category.confidential, Category
 _TIME = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 # The categories a guardian may take as a daily digest (gateway/digest_plan.py).
 DIGEST_CHOICES: tuple[DigestCategory, ...] = ("general", "reminder")
+
+
+class _Ports(WithdrawalStore, AbsenceStore, GuardianStore, Protocol):
+    """The store ports this module calls (the union stays in the wiring)."""
+
+
+def _store(ctx: AppContext) -> _Ports:
+    return ctx.store
 
 
 def _problem(request: web.Request, kind: str, status: int, root: str) -> web.Response:
@@ -99,7 +111,7 @@ async def open_link(request: web.Request) -> web.StreamResponse:
     if found is None:
         return _problem(request, "gone", 410, "../")
     delivery, _ = found
-    person = await ctx.store.get_person(delivery.tenant_id, delivery.recipient_id)
+    person = await _store(ctx).get_person(delivery.tenant_id, delivery.recipient_id)
     if person is None or person.role is Role.staff:
         return _problem(request, "gone", 410, "../")
     target = "preferences" if request.query.get("to") == "preferences" else "inbox"
@@ -117,10 +129,10 @@ async def _parent(request: web.Request, root: str) -> PageUser | web.Response:
         session = session_from(request, PARENT_COOKIE, PARENT_SESSION_SALT)
     except LinkInvalid:
         return _problem(request, "signin", 401, root)
-    person = await ctx.store.get_person(session.tenant_id, session.person_id)
+    person = await _store(ctx).get_person(session.tenant_id, session.person_id)
     if person is None:
         return _problem(request, "signin", 401, root)
-    prefs = await ctx.store.get_preferences(session.tenant_id, person.id)
+    prefs = await _store(ctx).get_preferences(session.tenant_id, person.id)
     lang = resolve_language((prefs.language if prefs else None) or person.language)
     return PageUser(session, person, lang, request.app[TEXTS][lang])
 
@@ -161,7 +173,7 @@ async def inbox(request: web.Request) -> web.Response:
     tenant_id, person_id = parent.session.tenant_id, parent.person.id
     before = _before(request.query.get("before"))
     before_id = request.query.get("before_id", "")[:128] or None
-    items = await ctx.store.list_inbox(
+    items = await _store(ctx).list_inbox(
         tenant_id,
         person_id,
         limit=INBOX_PAGE,
@@ -171,7 +183,7 @@ async def inbox(request: web.Request) -> web.Response:
     )
     # Items whose access was withdrawn are left out (the cursor follows the store's page),
     # and each is shown as the app shows it (neutral for a protected child or co-guardian).
-    visible = await visible_items(ctx.store, tenant_id, person_id, items, ctx.clock.now())
+    visible = await visible_items(_store(ctx), tenant_id, person_id, items, ctx.clock.now())
     shown = [shown_item(item, ctx.renderer) for item in visible]
     rows = [
         {
@@ -222,8 +234,10 @@ async def message(request: web.Request) -> web.StreamResponse:
     tenant_id, person_id = parent.session.tenant_id, parent.person.id
     message_id = request.match_info["id"]
     now = ctx.clock.now()
-    item = await visible_item(ctx.store, tenant_id, person_id, message_id, now, hide_deferred=True)
-    stored = await ctx.store.get_message(tenant_id, message_id) if item else None
+    item = await visible_item(
+        _store(ctx), tenant_id, person_id, message_id, now, hide_deferred=True
+    )
+    stored = await _store(ctx).get_message(tenant_id, message_id) if item else None
     if stored is None:
         return _problem(request, "gone", 404, "../../")
     delivery_id = Delivery.make_id(tenant_id, stored.event_id, person_id, ChannelName.inapp)
@@ -241,7 +255,7 @@ async def _choices(
     """What the form offers and what is ticked now (the default routing when the guardian
     has made no choice for a category)."""
     ctx = request.app[CTX]
-    devices = await ctx.store.list_devices(parent.session.tenant_id, parent.person.id)
+    devices = await _store(ctx).list_devices(parent.session.tenant_id, parent.person.id)
     person = parent.person
     available = [
         c
@@ -290,7 +304,7 @@ async def preferences_page(request: web.Request) -> web.Response:
     if isinstance(parent, web.Response):
         return parent
     ctx = request.app[CTX]
-    prefs = await ctx.store.get_preferences(parent.session.tenant_id, parent.person.id)
+    prefs = await _store(ctx).get_preferences(parent.session.tenant_id, parent.person.id)
     choices = await _choices(request, parent, prefs)
     values = {
         "language": parent.lang,
@@ -311,7 +325,7 @@ async def save_preferences(request: web.Request) -> web.StreamResponse:
         return _problem(request, "refused", 403, "../")
     ctx = request.app[CTX]
     tenant_id, person_id = parent.session.tenant_id, parent.person.id
-    old = await ctx.store.get_preferences(tenant_id, person_id) or Preferences()
+    old = await _store(ctx).get_preferences(tenant_id, person_id) or Preferences()
     choices = await _choices(request, parent, old)
     available = set(choices["available"])
     t = parent.texts
@@ -351,7 +365,7 @@ async def save_preferences(request: web.Request) -> web.StreamResponse:
         quiet_end=end or None,
         digest={c: at for c, at in digest.items() if at},
     )
-    await ctx.store.set_preferences(tenant_id, person_id, prefs)
+    await _store(ctx).set_preferences(tenant_id, person_id, prefs)
     raise web.HTTPSeeOther(location="preferences?saved=1", headers=SECURITY_HEADERS)
 
 
@@ -366,15 +380,15 @@ async def _open_alerts(ctx: AppContext, parent: PageUser) -> list[dict[str, str]
     tenant_id, person_id = parent.session.tenant_id, parent.person.id
     now = ctx.clock.now()
     alerts = []
-    listed = await ctx.store.list_inbox(tenant_id, person_id, limit=50, now=now)
-    for found in await visible_items(ctx.store, tenant_id, person_id, listed, now):
+    listed = await _store(ctx).list_inbox(tenant_id, person_id, limit=50, now=now)
+    for found in await visible_items(_store(ctx), tenant_id, person_id, listed, now):
         item = shown_item(found, ctx.renderer)
         if item.category is not Category.absence or item.created_at < now - ALERT_WINDOW:
             continue
-        message = await ctx.store.get_message(tenant_id, item.message_id)
+        message = await _store(ctx).get_message(tenant_id, item.message_id)
         if message is None or message.event_type != ABSENCE_RECORDED:
             continue
-        answers = await ctx.store.list_absence_explanations(tenant_id, item.message_id)
+        answers = await _store(ctx).list_absence_explanations(tenant_id, item.message_id)
         if any(a.person_id == person_id for a in answers):
             continue
         alerts.append(

@@ -21,6 +21,7 @@ Phone numbers and reply bodies never reach logs.
 from __future__ import annotations
 
 import logging
+from typing import Protocol
 from xml.sax.saxutils import escape
 
 from aiohttp import web
@@ -37,16 +38,25 @@ from channels.sms import DELIVERY_PARAM, INBOUND_PATH, STATUS_CALLBACK_PATH
 from gateway import tracker
 from gateway.api.absence import absences
 from gateway.api.body import read_form
-from gateway.api.context import CTX
+from gateway.api.context import CTX, AppContext
 from gateway.errors import Forbidden, NotFound, ValidationFailed
 from gateway.logs import route_of
 from gateway.settings import TwilioSettings
-from gateway.sms_status import StatusReport
+from gateway.sms_status import CallbackStore, StatusReport
+from gateway.store.ports import ProviderLookup, ReplyStore
 from gateway.translations import reply_job
 
 log = logging.getLogger(__name__)
 
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
+
+
+class _Ports(CallbackStore, ProviderLookup, ReplyStore, Protocol):
+    """The store ports this module calls (the union stays in the wiring)."""
+
+
+def _store(ctx: AppContext) -> _Ports:
+    return ctx.store
 
 
 def _twilio(request: web.Request) -> TwilioSettings:
@@ -108,7 +118,7 @@ async def status_callback(request: web.Request) -> web.Response:
     raw_status = (form.get("MessageStatus") or form.get("SmsStatus") or "").lower()
     report = StatusReport(sid[:64], raw_status, (form.get("ErrorCode") or None), ctx.clock.now())
     await tracker.provider_status(
-        ctx.store, report, request.query.get(DELIVERY_PARAM), ctx.work_available
+        _store(ctx), report, request.query.get(DELIVERY_PARAM), ctx.work_available
     )
     return web.Response(status=200)
 
@@ -139,7 +149,7 @@ async def inbound_message(request: web.Request) -> web.Response:
             extra={"provider_id": sid, "explained": answered.explained},
         )
         return web.Response(text=twiml_message(answered.reply), content_type="text/xml")
-    target = await tracker.reply_target(ctx.store, "sms", sender)
+    target = await tracker.reply_target(_store(ctx), "sms", sender)
     if target is None:
         log.info("inbound sms from an address we never sent to", extra={"provider_id": sid})
         return twiml
@@ -149,13 +159,13 @@ async def inbound_message(request: web.Request) -> web.Response:
         log.info("inbound sms taken as absence", extra={"tenant_id": tenant_id, "provider_id": sid})
         return twiml
     reply = await tracker.record_reply(
-        ctx.store, tenant_id, "sms", delivery, form.get("Body", ""), sid, ctx.clock.now()
+        _store(ctx), tenant_id, "sms", delivery, form.get("Body", ""), sid, ctx.clock.now()
     )
     job = reply_job(reply, ctx.clock.now())
     if job is not None:
         # Translated for staff by a worker (gateway/translations.py), never in this webhook;
         # a redelivered webhook queues it again, and the stored translation stays.
-        await ctx.store.add_deliveries([], [job])
+        await _store(ctx).add_deliveries([], [job])
         ctx.work_available.set()
     return twiml
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from aiohttp import web
@@ -45,7 +45,8 @@ from gateway.models import (
     Message,
 )
 from gateway.readlinks import csrf_field, csrf_valid, open_read_token
-from gateway.withdrawal import LINK_GONE, linked_delivery
+from gateway.tracker import ReadStore
+from gateway.withdrawal import LINK_GONE, LinkStore, linked_delivery
 
 DEFAULT_TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 CSS_PATH = "/static/read.css"
@@ -65,6 +66,14 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "X-Robots-Tag": "noindex, nofollow",
 }
+
+
+class _Ports(LinkStore, ReadStore, Protocol):
+    """The store ports this module calls (the union stays in the wiring)."""
+
+
+def _store(ctx: AppContext) -> _Ports:
+    return ctx.store
 
 
 @dataclass(frozen=True)
@@ -134,7 +143,7 @@ def token_problem(pages: ReadPages, exc: LinkInvalid) -> web.Response:
 async def load_delivery(ctx: AppContext, delivery_id: str) -> tuple[Delivery, Message] | None:
     """The delivery a link names and its message, while the link may still show it
     (:func:`gateway.withdrawal.linked_delivery`)."""
-    return await linked_delivery(ctx.store, delivery_id, ctx.clock.now())
+    return await linked_delivery(_store(ctx), delivery_id, ctx.clock.now())
 
 
 def _text(value: Any) -> str | None:
@@ -192,7 +201,7 @@ async def read_page(request: web.Request) -> web.Response:
     if found is None:
         return problem(pages, "gone", 410)
     delivery, message = found
-    await tracker.link_opened(ctx.store, delivery, now)
+    await tracker.link_opened(_store(ctx), delivery, now)
     lang = resolve_language(delivery.language)
     done = request.query.get("done") == "1"
     files = (
@@ -238,7 +247,7 @@ async def confirm_read(request: web.Request) -> web.StreamResponse:
     if found is None:
         return problem(pages, "gone", 410)
     delivery, _ = found
-    await tracker.link_read(ctx.store, delivery, now)
+    await tracker.link_read(_store(ctx), delivery, now)
     # Relative, like the form's action: right behind a proxy with a path prefix too.
     raise web.HTTPSeeOther(location=f"{token}?done=1", headers=SECURITY_HEADERS)
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from gateway.api.context import AppContext
@@ -28,8 +28,17 @@ from gateway.constants import DEFAULT_TIME_ZONE
 from gateway.errors import ValidationFailed
 from gateway.models import Audience, Category, MessageCreated, Tenant
 from gateway.resolver import resolve
+from gateway.store.ports import AudienceReader
 
 NO_RECIPIENTS = "no_recipients"
+
+
+class _Ports(AudienceReader, Protocol):
+    """The store ports this module calls (the union stays in the wiring)."""
+
+
+def _store(ctx: AppContext) -> _Ports:
+    return ctx.store
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +54,7 @@ async def preview(
     ctx: AppContext, tenant_id: str, audience: Audience, category: Category
 ) -> Preview:
     """Resolve the audience as the planner will, now."""
-    snapshot = await ctx.store.load_audience(tenant_id, audience)
+    snapshot = await _store(ctx).load_audience(tenant_id, audience)
     zone = next(iter(snapshot.units.values())).time_zone if snapshot.units else DEFAULT_TIME_ZONE
     on = ctx.clock.now().astimezone(ZoneInfo(zone)).date()
     resolution = resolve(snapshot, audience, category, on)

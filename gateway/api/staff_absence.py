@@ -14,7 +14,7 @@ Sign-in, scope and the naming of protected persons are the message pages' own
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from aiohttp import web
@@ -29,17 +29,26 @@ from gateway.constants import (
     DEFAULT_TIME_ZONE,
 )
 from gateway.models import Audience, DirectorySnapshot, Message, Role
-from gateway.pseudonyms import names_for
+from gateway.pseudonyms import NamesStore, names_for
 from gateway.sessions import PageUser
+from gateway.store.ports import MessageStore
 
 SCAN_LIMIT = 2000  # messages looked at for today's absence at most
 _BATCH = 200
 
 
+class _Ports(NamesStore, MessageStore, Protocol):
+    """The store ports this module calls (the union stays in the wiring)."""
+
+
+def _store(ctx: AppContext) -> _Ports:
+    return ctx.store
+
+
 async def _namer(
     ctx: AppContext, staff: PageUser, directory: DirectorySnapshot, person_ids: set[str]
 ) -> Namer:
-    names = await names_for(ctx.store, ctx.secret, staff.session.tenant_id, person_ids)
+    names = await names_for(_store(ctx), ctx.secret, staff.session.tenant_id, person_ids)
     return Namer(directory, names, staff.texts)
 
 
@@ -69,7 +78,7 @@ async def _todays_absence(ctx: AppContext, tenant_id: str, now: datetime) -> lis
     found: list[Message] = []
     cursor, scanned = None, 0
     while scanned < SCAN_LIMIT:
-        batch = await ctx.store.list_messages(tenant_id, limit=_BATCH, before=cursor)
+        batch = await _store(ctx).list_messages(tenant_id, limit=_BATCH, before=cursor)
         for message in batch:
             if message.created_at < start:
                 return found
@@ -94,7 +103,7 @@ async def absence_page(request: web.Request) -> web.Response:
         if status is not None and status.record.cancelled_at is None:
             statuses.append(status)
     children = sorted({s.record.child_id for s in statuses})
-    directory = await ctx.store.load_audience(
+    directory = await _store(ctx).load_audience(
         tenant_id, Audience(children=children, staff=[staff.person.id])
     )
     scope = Scope.of(staff.person, directory)
@@ -153,11 +162,11 @@ async def contacts_page(request: web.Request) -> web.Response:
         return staff
     ctx = request.app[CTX]
     t, tenant_id = staff.texts, staff.session.tenant_id
-    own = await ctx.store.load_audience(tenant_id, Audience(staff=[staff.person.id]))
+    own = await _store(ctx).load_audience(tenant_id, Audience(staff=[staff.person.id]))
     scope = Scope.of(staff.person, own)
     rows = []
     if scope.groups or scope.units:
-        directory = await ctx.store.load_audience(
+        directory = await _store(ctx).load_audience(
             tenant_id,
             Audience(
                 groups=sorted(scope.groups), units=sorted(scope.units), staff=[staff.person.id]

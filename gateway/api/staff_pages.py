@@ -28,7 +28,7 @@ import csv
 import io
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlencode
 
 from aiohttp import web
@@ -52,7 +52,7 @@ from gateway.api.pages import (
 )
 from gateway.api.readlinks import SECURITY_HEADERS
 from gateway.api.responses import Instant, respond_json
-from gateway.auth import authenticate_bearer
+from gateway.auth import AuthStore, authenticate_bearer
 from gateway.constants import STAFF_LANGUAGES, SUPPRESSED_CHANNEL
 from gateway.errors import Forbidden, LinkInvalid, NotFound
 from gateway.locales import is_fallback, language_name, resolve_language
@@ -69,8 +69,16 @@ from gateway.models import (
 )
 from gateway.models import Scope as KeyScope
 from gateway.notreached import Why, why_not_reached
-from gateway.pseudonyms import Names, hides_subject, names_for
+from gateway.pseudonyms import Names, NamesStore, hides_subject, names_for
 from gateway.sessions import STAFF_SESSION_SALT, PageUser, open_staff_link, staff_link
+from gateway.store.ports import (
+    DeliveryStore,
+    JobQueue,
+    MessageStore,
+    ReachStore,
+    ScheduleFiles,
+    Translations,
+)
 from gateway.tracker import RecipientReach, reach
 
 STAFF_COOKIE = "budbringer_staff"
@@ -79,6 +87,24 @@ SIGNIN_PATH = "/staff/signin/"
 TEXTS = web.AppKey("staff_texts", dict)
 # Channels in the order the planner uses them (gateway/planner.py), in-app first.
 _CHANNEL_ORDER = {"inapp": 0, "push": 1, "sms": 2, "email": 3}
+
+
+class _Ports(
+    AuthStore,
+    NamesStore,
+    DeliveryStore,
+    MessageStore,
+    ReachStore,
+    ScheduleFiles,
+    Translations,
+    JobQueue,
+    Protocol,
+):
+    """The store ports this module calls (the union stays in the wiring)."""
+
+
+def _store(ctx: AppContext) -> _Ports:
+    return ctx.store
 
 
 class StaffLinkRequest(Strict):
@@ -104,8 +130,8 @@ async def post_staff_token(request: web.Request) -> web.Response:
     404 if the person (or the message) is not in this tenant; 403 if the person is
     not staff."""
     ctx = request.app[CTX]
-    tenant = await authenticate_bearer(request, ctx.store, ctx.clock.now(), KeyScope.directory)
-    person = await ctx.store.get_person(tenant.id, request.match_info["staff_id"])
+    tenant = await authenticate_bearer(request, _store(ctx), ctx.clock.now(), KeyScope.directory)
+    person = await _store(ctx).get_person(tenant.id, request.match_info["staff_id"])
     if person is None:
         raise NotFound("person not found")
     if person.role is not Role.staff:
@@ -114,7 +140,7 @@ async def post_staff_token(request: web.Request) -> web.Response:
     if request.can_read_body:
         body = await read_model(request, StaffLinkRequest, ctx.settings.max_body_bytes)
     message_id = body.message_id or ""
-    if message_id and await ctx.store.get_message(tenant.id, message_id) is None:
+    if message_id and await _store(ctx).get_message(tenant.id, message_id) is None:
         raise NotFound("message not found")
     ttl = timedelta(seconds=ctx.settings.staff_link_ttl)
     token, expires_at = staff_link(
@@ -137,7 +163,7 @@ async def sign_in(request: web.Request) -> web.StreamResponse:
         )
     except LinkInvalid:
         return staff_problem(request, "link", 401, "../../")
-    person = await ctx.store.get_person(tenant_id, staff_id)
+    person = await _store(ctx).get_person(tenant_id, staff_id)
     if person is None or person.role is not Role.staff:
         return staff_problem(request, "link", 401, "../../")
     # Relative, so it works behind a proxy with a path prefix.
@@ -157,7 +183,7 @@ async def signed_in_staff(request: web.Request, root: str) -> PageUser | web.Res
         session = session_from(request, STAFF_COOKIE, STAFF_SESSION_SALT)
     except LinkInvalid:  # none, forged or expired alike: sign in again
         return staff_problem(request, "signin", 401, root)
-    person = await ctx.store.get_person(session.tenant_id, session.person_id)
+    person = await _store(ctx).get_person(session.tenant_id, session.person_id)
     if person is None or person.role is not Role.staff:
         return staff_problem(request, "signin", 401, root)
     lang = resolve_language(person.language, STAFF_LANGUAGES)
@@ -297,15 +323,15 @@ async def _message_view(
 ) -> MessageView | None:
     """What the page shows, or None when the staff member may not see the message."""
     tenant_id, t, lang = staff.session.tenant_id, staff.texts, staff.lang
-    view = reach(message, deliveries, await ctx.store.list_reads(tenant_id, message.id))
+    view = reach(message, deliveries, await _store(ctx).list_reads(tenant_id, message.id))
     recipients = sorted({d.recipient_id for d in deliveries})
-    directory = await ctx.store.load_audience(
+    directory = await _store(ctx).load_audience(
         tenant_id,
         Audience(children=sorted(view.children), guardians=[], staff=[staff.person.id]),
     )
     extra = [p for p in recipients if p not in directory.persons]
     for person_id in extra:
-        person = await ctx.store.get_person(tenant_id, person_id)
+        person = await _store(ctx).get_person(tenant_id, person_id)
         if person is not None:
             directory.persons[person_id] = person
     children = [directory.persons[c] for c in view.children if c in directory.persons]
@@ -317,7 +343,7 @@ async def _message_view(
     shown = set(view.children)
     if not _involved(message, staff.person.id):
         shown = {c.id for c in children if scope.covers(c)}
-    names = await names_for(ctx.store, ctx.secret, tenant_id, shown | set(recipients))
+    names = await names_for(_store(ctx), ctx.secret, tenant_id, shown | set(recipients))
     namer = Namer(directory, names, t)
     why = why_not_reached(view, deliveries, ctx.clock.now())
     left_out: dict[str, list[tuple[str, str]]] = {}
@@ -391,10 +417,10 @@ async def _load_message(
     staff = await signed_in_staff(request, root)
     if isinstance(staff, web.Response):
         return staff
-    message = await ctx.store.get_message(staff.session.tenant_id, request.match_info["id"])
+    message = await _store(ctx).get_message(staff.session.tenant_id, request.match_info["id"])
     if message is None:
         return staff_problem(request, "gone", 404, root)
-    deliveries = await ctx.store.list_deliveries(staff.session.tenant_id, message.id)
+    deliveries = await _store(ctx).list_deliveries(staff.session.tenant_id, message.id)
     view = await _message_view(ctx, staff, message, deliveries)
     if view is None:
         return staff_problem(request, "forbidden", 403, root)
@@ -403,7 +429,7 @@ async def _load_message(
 
 async def _sent_line(ctx: AppContext, message: Message, t: Any, lang: str) -> str:
     """ "Sent …", or for a scheduled message "Scheduled for …" / "Cancelled …"."""
-    schedule = await scheduling.schedule_of(ctx.store, message)
+    schedule = await scheduling.schedule_of(_store(ctx), message)
     if schedule is None:
         return str(t["sent"].format(when=when(message.created_at, lang)))
     key = {scheduling.SCHEDULED: "scheduled_for", scheduling.CANCELLED: "schedule_cancelled"}
@@ -416,7 +442,7 @@ async def _translation_lines(
     """One line per language the message went out in besides its own (gateway/translations)."""
     if hidden:
         return []
-    rows = await ctx.store.translations.of_message(message.tenant_id, message.id)
+    rows = await _store(ctx).translations.of_message(message.tenant_id, message.id)
     lines = []
     for code, row in sorted(rows.items()):
         if row.origin is TranslationOrigin.source:
@@ -508,10 +534,12 @@ async def _group_choices(ctx: AppContext, staff: PageUser) -> list[tuple[str, st
     """The groups a staff member can filter by: theirs, and every group of a unit they
     see whole."""
     person = staff.person
-    directory = await ctx.store.load_audience(staff.session.tenant_id, Audience(staff=[person.id]))
+    directory = await _store(ctx).load_audience(
+        staff.session.tenant_id, Audience(staff=[person.id])
+    )
     scope = Scope.of(person, directory)
     if scope.units:
-        wider = await ctx.store.load_audience(
+        wider = await _store(ctx).load_audience(
             staff.session.tenant_id, Audience(units=sorted(scope.units), staff=[person.id])
         )
         directory.groups.update(wider.groups)
@@ -538,7 +566,7 @@ async def messages_page(request: web.Request) -> web.Response:
     cursor, cursor_id = query.before, query.before_id
     scanned, exhausted = 0, False
     while len(rows) < LIST_PAGE and scanned < LIST_SCAN:
-        batch = await ctx.store.list_messages(
+        batch = await _store(ctx).list_messages(
             tenant_id, limit=LIST_BATCH, before=cursor, before_id=cursor_id
         )
         if not batch:
@@ -548,7 +576,7 @@ async def messages_page(request: web.Request) -> web.Response:
             cursor, cursor_id, scanned = message.created_at, message.id, scanned + 1
             if not query.matches(message):
                 continue
-            deliveries = await ctx.store.list_deliveries(tenant_id, message.id)
+            deliveries = await _store(ctx).list_deliveries(tenant_id, message.id)
             view = await _message_view(ctx, staff, message, deliveries)
             if view is None:
                 continue

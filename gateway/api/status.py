@@ -17,7 +17,7 @@ the status still adds up, but it cannot be turned back into the id.
 from __future__ import annotations
 
 from operator import attrgetter
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -39,7 +39,7 @@ from gateway.api.status_models import (
     StatusSummary,
     TranslationView,
 )
-from gateway.auth import authenticate_bearer, key_has
+from gateway.auth import AuthStore, authenticate_bearer, key_has
 from gateway.constants import SUPPRESSED_CHANNEL
 from gateway.errors import NotFound
 from gateway.locales import is_fallback, resolve_language
@@ -53,12 +53,42 @@ from gateway.models import (
     TranslationOrigin,
 )
 from gateway.planner import send_job_id
-from gateway.pseudonyms import Names, hides_subject, names_for
+from gateway.pseudonyms import Names, NamesStore, hides_subject, names_for
+from gateway.store.ports import (
+    DeliveryReport,
+    DeliveryStore,
+    JobQueue,
+    MessageStore,
+    ReachStore,
+    ReplyStore,
+    ScheduleFiles,
+    Translations,
+)
 from gateway.tracker import ChildReach, Reach, RecipientReach, reach
 from gateway.translations import explanation_translations, reply_translations, source_language
 from gateway.waiting import WAITING, waiting_for
 
 PROTECTED_SUBJECT = "(protected)"
+
+
+class _Ports(
+    AuthStore,
+    NamesStore,
+    MessageStore,
+    DeliveryStore,
+    DeliveryReport,
+    ReachStore,
+    ReplyStore,
+    JobQueue,
+    ScheduleFiles,
+    Translations,
+    Protocol,
+):
+    """The store ports this module calls (the union stays in the wiring)."""
+
+
+def _store(ctx: AppContext) -> _Ports:
+    return ctx.store
 
 
 def _delivery(
@@ -179,26 +209,32 @@ async def translations_view(ctx: AppContext, message: Message, *, hidden: bool) 
 async def get_message(request: web.Request) -> web.Response:
     """The status of one message of the calling tenant; another tenant's is 404."""
     ctx = request.app[CTX]
-    tenant = await authenticate_bearer(request, ctx.store, ctx.clock.now(), Scope.status)
-    message = await ctx.store.get_message(tenant.id, request.match_info["id"])
+    tenant = await authenticate_bearer(request, _store(ctx), ctx.clock.now(), Scope.status)
+    message = await _store(ctx).get_message(tenant.id, request.match_info["id"])
     if message is None:
         raise NotFound("no such message")
-    deliveries = await ctx.store.list_deliveries(tenant.id, message.id)
-    history = await ctx.store.history([d.id for d in deliveries])
-    counts = await ctx.store.count_by_status(tenant.id, message.id)
-    replies = await ctx.store.list_replies(tenant.id, message.id)
-    view = reach(message, deliveries, await ctx.store.list_reads(tenant.id, message.id))
+    deliveries = await _store(ctx).list_deliveries(tenant.id, message.id)
+    history = await _store(ctx).history([d.id for d in deliveries])
+    counts = await _store(ctx).count_by_status(tenant.id, message.id)
+    replies = await _store(ctx).list_replies(tenant.id, message.id)
+    view = reach(message, deliveries, await _store(ctx).list_reads(tenant.id, message.id))
     absence = await absences(ctx).status(message)
     persons = {d.recipient_id for d in deliveries} | set(view.children)
     persons.update(r.person_id for r in replies if r.person_id)
     persons.update(absence.persons if absence is not None else ())
     name = await names_for(
-        ctx.store, ctx.secret, tenant.id, persons, sees_protected=key_has(request, Scope.protected)
+        _store(ctx),
+        ctx.secret,
+        tenant.id,
+        persons,
+        sees_protected=key_has(request, Scope.protected),
     )
     now = ctx.clock.now()
-    schedule = await scheduling.schedule_of(ctx.store, message)
-    reply_rows = await reply_translations(ctx.store, tenant.id, [r.id for r in replies])
-    jobs = await ctx.store.get_jobs([send_job_id(d.id) for d in deliveries if d.status in WAITING])
+    schedule = await scheduling.schedule_of(_store(ctx), message)
+    reply_rows = await reply_translations(_store(ctx), tenant.id, [r.id for r in replies])
+    jobs = await _store(ctx).get_jobs(
+        [send_job_id(d.id) for d in deliveries if d.status in WAITING]
+    )
     children = sorted((_child(c, name) for c in view.children.values()), key=attrgetter("child_id"))
     guardians = sorted(
         (_guardian(r, name) for r in view.recipients.values()), key=attrgetter("recipient_id")
@@ -240,8 +276,10 @@ async def get_message(request: web.Request) -> web.Response:
 async def cancel_message(request: web.Request) -> web.Response:
     """Cancel a scheduled message before it starts; 409 once it has (or if not scheduled)."""
     ctx = request.app[CTX]
-    tenant = await authenticate_bearer(request, ctx.store, ctx.clock.now(), Scope.events)
-    view = await scheduling.cancel(ctx.store, tenant.id, request.match_info["id"], ctx.clock.now())
+    tenant = await authenticate_bearer(request, _store(ctx), ctx.clock.now(), Scope.events)
+    view = await scheduling.cancel(
+        _store(ctx), tenant.id, request.match_info["id"], ctx.clock.now()
+    )
     return respond_json(CancelAnswer(id=request.match_info["id"], schedule=ScheduleView.of(view)))
 
 

@@ -27,7 +27,7 @@ import logging
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -41,12 +41,21 @@ from gateway.locales import load as load_locales
 from gateway.models import Category, ChannelName, Delivery, Message, Person, Preferences
 from gateway.planner import route
 from gateway.readlinks import PARENT_PATH, csrf_field, csrf_valid, open_read_token
+from gateway.store.ports import AudienceReader, DeliveryStore, GuardianStore, MessageStore
 
 log = logging.getLogger(__name__)
 
 ONE_CLICK_FIELD = "List-Unsubscribe"
 ONE_CLICK_VALUE = "One-Click"
 TEMPLATE = "pages/unsubscribe.html"
+
+
+class _Ports(AudienceReader, DeliveryStore, GuardianStore, MessageStore, Protocol):
+    """The store ports this module calls (the union stays in the wiring)."""
+
+
+def _store(ctx: AppContext) -> _Ports:
+    return ctx.store
 
 
 @dataclass(frozen=True)
@@ -135,15 +144,15 @@ async def _target(ctx: AppContext, pages: UnsubscribePages, token: str) -> _Targ
         return pages.problem("expired", 410)
     except LinkInvalid:
         return pages.problem("invalid", 404)
-    delivery = await ctx.store.get_delivery(delivery_id)
+    delivery = await _store(ctx).get_delivery(delivery_id)
     if delivery is None:
         return pages.problem("gone", 410)
     if delivery.channel != ChannelName.email:
         return pages.problem("invalid", 404)  # a read link from an SMS is no unsubscribe link
-    message = await ctx.store.get_message(delivery.tenant_id, delivery.message_id)
+    message = await _store(ctx).get_message(delivery.tenant_id, delivery.message_id)
     if message is None:
         return pages.problem("gone", 410)
-    person = await ctx.store.get_person(delivery.tenant_id, delivery.recipient_id)
+    person = await _store(ctx).get_person(delivery.tenant_id, delivery.recipient_id)
     if person is None:
         return pages.problem("gone", 410)
     return _Target(delivery, message, person, resolve_language(delivery.language))
@@ -159,12 +168,12 @@ async def without_email(ctx: AppContext, target: _Target) -> Preferences:
     """The recipient's preferences with email taken out of the message's category."""
     tenant_id, person = target.delivery.tenant_id, target.person
     category = target.message.category
-    prefs = await ctx.store.get_preferences(tenant_id, person.id) or Preferences()
+    prefs = await _store(ctx).get_preferences(tenant_id, person.id) or Preferences()
     chosen = prefs.channels.get(category)
     if chosen is None:
         # No choice for the category yet: what its default routing gives this person
         # today becomes the choice (push if the app is installed, else SMS), less email.
-        devices = await ctx.store.list_devices(tenant_id, person.id)
+        devices = await _store(ctx).list_devices(tenant_id, person.id)
         chosen = [r.channel for r in route(person, None, devices, category)]
     kept = [ChannelName(c) for c in dict.fromkeys(chosen) if c != ChannelName.email]
     return prefs.model_copy(update={"channels": {**prefs.channels, category: kept}})
@@ -181,7 +190,7 @@ async def unsubscribe_page(request: web.Request) -> web.Response:
     message, lang = target.message, target.lang
     if message.category.value in MANDATORY_CATEGORIES:
         return pages.page(message, lang, "mandatory", token)
-    prefs = await ctx.store.get_preferences(target.delivery.tenant_id, target.person.id)
+    prefs = await _store(ctx).get_preferences(target.delivery.tenant_id, target.person.id)
     if email_off(prefs, message.category):
         return pages.page(message, lang, "done", token)
     return pages.page(message, lang, "confirm", token, csrf=csrf_field(ctx.secret, token))
@@ -214,7 +223,7 @@ async def unsubscribe(request: web.Request) -> web.Response:
         return pages.page(message, lang, "mandatory", token)
     tenant_id = target.delivery.tenant_id
     prefs = await without_email(ctx, target)
-    await ctx.store.set_preferences(tenant_id, target.person.id, prefs)
+    await _store(ctx).set_preferences(tenant_id, target.person.id, prefs)
     log.info(
         "email switched off by unsubscribe link",
         extra={"tenant_id": tenant_id, "category": message.category.value},

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Protocol
 
 from aiohttp import web
 from twilio.twiml.voice_response import VoiceResponse
@@ -19,11 +20,19 @@ from twilio.twiml.voice_response import VoiceResponse
 from channels.sms import DELIVERY_PARAM
 from channels.voice import CALL_STATUS_PATH, CONFIRM_DIGIT, GATHER_PATH, say_language
 from gateway import sms_status
-from gateway.api.context import CTX
+from gateway.api.context import CTX, AppContext
 from gateway.api.providers import verified_form
 from gateway.locales import resolve_language
 from gateway.models import Delivery
 from gateway.sms_status import StatusReport
+from gateway.store.ports import (
+    DeliveryStore,
+    InboxStore,
+    JobQueue,
+    MessageStore,
+    ProviderLookup,
+    ReachStore,
+)
 from gateway.tracker import record_read
 
 log = logging.getLogger(__name__)
@@ -42,8 +51,19 @@ async def _call_delivery(request: web.Request) -> Delivery | None:
     delivery_id = request.query.get(DELIVERY_PARAM)
     if not delivery_id:
         return None
-    delivery = await request.app[CTX].store.get_delivery(delivery_id)
+    delivery = await _store(request.app[CTX]).get_delivery(delivery_id)
     return delivery if delivery is not None and delivery.channel == "voice" else None
+
+
+class _Ports(
+    InboxStore, MessageStore, DeliveryStore, ReachStore, ProviderLookup, JobQueue, Protocol
+):
+    """The store ports this module calls: a read recorded (tracker.ReadStore) and a call
+    status applied (sms_status.CallbackStore); the union stays in the wiring."""
+
+
+def _store(ctx: AppContext) -> _Ports:
+    return ctx.store
 
 
 def _twiml(response: VoiceResponse) -> web.Response:
@@ -58,7 +78,7 @@ async def gather(request: web.Request) -> web.Response:
     if delivery is None or form.get("Digits") != CONFIRM_DIGIT:
         return _twiml(response)
     await record_read(
-        ctx.store,
+        _store(ctx),
         delivery.tenant_id,
         delivery.recipient_id,
         delivery.message_id,
@@ -82,7 +102,7 @@ async def call_status(request: web.Request) -> web.Response:
         return web.Response(status=200)
     now = ctx.clock.now()
     report = StatusReport(sid[:64], raw, form.get("ErrorCode") or None, now)
-    await sms_status.apply(ctx.store, delivery, report, now, ctx.work_available)
+    await sms_status.apply(_store(ctx), delivery, report, now, ctx.work_available)
     return web.Response(status=200)
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import ipaddress
 import secrets
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -28,10 +28,10 @@ from gateway.addresses import (
     parse_networks,
 )
 from gateway.api.body import read_model
-from gateway.api.context import CTX
+from gateway.api.context import CTX, AppContext
 from gateway.api.paging import page_after_id
 from gateway.api.responses import Instant, respond_json
-from gateway.auth import authenticate_bearer, new_webhook_secret
+from gateway.auth import AuthStore, authenticate_bearer, new_webhook_secret
 from gateway.constants import WEBHOOK_EVENT_TYPES
 from gateway.errors import Conflict, NotFound, ValidationFailed
 from gateway.models import (
@@ -44,6 +44,7 @@ from gateway.models import (
     WebhookStatus,
 )
 from gateway.settings import Settings
+from gateway.store.ports import WebhookEndpoints, WebhookOutbox
 
 MAX_ENDPOINTS = 20
 MAX_MESSAGES_LIMIT = 500
@@ -58,6 +59,14 @@ WebhookEventType = Literal[
     "absence.explained",
     "absence.unrouted",
 ]
+
+
+class _Ports(AuthStore, WebhookEndpoints, WebhookOutbox, Protocol):
+    """The store ports this module calls (the union stays in the wiring)."""
+
+
+def _store(ctx: AppContext) -> _Ports:
+    return ctx.store
 
 
 def _unique(values: list[WebhookEventType] | None) -> list[WebhookEventType] | None:
@@ -245,7 +254,7 @@ def message_view(message: WebhookMessage) -> WebhookMessageView:
 
 
 async def _endpoint(request: web.Request, tenant: Tenant) -> WebhookEndpoint:
-    endpoint = await request.app[CTX].store.get_webhook_endpoint(
+    endpoint = await _store(request.app[CTX]).get_webhook_endpoint(
         tenant.id, request.match_info["id"]
     )
     if endpoint is None:
@@ -259,10 +268,10 @@ async def _endpoint(request: web.Request, tenant: Tenant) -> WebhookEndpoint:
 async def create_endpoint(request: web.Request) -> web.Response:
     """Create an endpoint: 201 with its secret, shown this once."""
     ctx = request.app[CTX]
-    tenant = await authenticate_bearer(request, ctx.store, ctx.clock.now(), Scope.webhooks)
+    tenant = await authenticate_bearer(request, _store(ctx), ctx.clock.now(), Scope.webhooks)
     body = await read_model(request, WebhookEndpointCreate, ctx.settings.max_body_bytes)
     await _check_url(body.url, ctx.settings)
-    if len(await ctx.store.list_webhook_endpoints(tenant.id)) >= MAX_ENDPOINTS:
+    if len(await _store(ctx).list_webhook_endpoints(tenant.id)) >= MAX_ENDPOINTS:
         raise Conflict(f"a tenant may have at most {MAX_ENDPOINTS} webhook endpoints")
     now = ctx.clock.now()
     endpoint = WebhookEndpoint(
@@ -275,20 +284,20 @@ async def create_endpoint(request: web.Request) -> web.Response:
         created_at=now,
         updated_at=now,
     )
-    await ctx.store.create_webhook_endpoint(endpoint)
+    await _store(ctx).create_webhook_endpoint(endpoint)
     return respond_json(_with_secret(endpoint), status=201)
 
 
 async def list_endpoints(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
-    tenant = await authenticate_bearer(request, ctx.store, ctx.clock.now(), Scope.webhooks)
-    endpoints = await ctx.store.list_webhook_endpoints(tenant.id)
+    tenant = await authenticate_bearer(request, _store(ctx), ctx.clock.now(), Scope.webhooks)
+    endpoints = await _store(ctx).list_webhook_endpoints(tenant.id)
     return respond_json(WebhookEndpointList(endpoints=[endpoint_view(e) for e in endpoints]))
 
 
 async def get_endpoint(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
-    tenant = await authenticate_bearer(request, ctx.store, ctx.clock.now(), Scope.webhooks)
+    tenant = await authenticate_bearer(request, _store(ctx), ctx.clock.now(), Scope.webhooks)
     return respond_json(endpoint_view(await _endpoint(request, tenant)))
 
 
@@ -297,7 +306,7 @@ async def patch_endpoint(request: web.Request) -> web.Response:
     endpoint disabled by a 410 or by this call; messages failed meanwhile stay failed
     (replay them one by one)."""
     ctx = request.app[CTX]
-    tenant = await authenticate_bearer(request, ctx.store, ctx.clock.now(), Scope.webhooks)
+    tenant = await authenticate_bearer(request, _store(ctx), ctx.clock.now(), Scope.webhooks)
     body = await read_model(request, WebhookEndpointPatch, ctx.settings.max_body_bytes)
     endpoint = await _endpoint(request, tenant)
     changes: dict[str, Any] = {"updated_at": ctx.clock.now()}
@@ -312,7 +321,7 @@ async def patch_endpoint(request: web.Request) -> web.Response:
         changes["enabled"] = body.enabled
         changes["disabled_reason"] = None if body.enabled else DISABLED_BY_API
     updated = endpoint.model_copy(update=changes)
-    if not await ctx.store.update_webhook_endpoint(updated):
+    if not await _store(ctx).update_webhook_endpoint(updated):
         raise NotFound("no such webhook endpoint")
     return respond_json(endpoint_view(updated))
 
@@ -320,8 +329,8 @@ async def patch_endpoint(request: web.Request) -> web.Response:
 async def delete_endpoint(request: web.Request) -> web.Response:
     """Delete an endpoint and its outbox messages."""
     ctx = request.app[CTX]
-    tenant = await authenticate_bearer(request, ctx.store, ctx.clock.now(), Scope.webhooks)
-    if not await ctx.store.delete_webhook_endpoint(tenant.id, request.match_info["id"]):
+    tenant = await authenticate_bearer(request, _store(ctx), ctx.clock.now(), Scope.webhooks)
+    if not await _store(ctx).delete_webhook_endpoint(tenant.id, request.match_info["id"]):
         raise NotFound("no such webhook endpoint")
     return web.Response(status=204)
 
@@ -329,7 +338,7 @@ async def delete_endpoint(request: web.Request) -> web.Response:
 async def rotate_secret(request: web.Request) -> web.Response:
     """A new secret, shown once; the old one also signs during the grace period."""
     ctx = request.app[CTX]
-    tenant = await authenticate_bearer(request, ctx.store, ctx.clock.now(), Scope.webhooks)
+    tenant = await authenticate_bearer(request, _store(ctx), ctx.clock.now(), Scope.webhooks)
     endpoint = await _endpoint(request, tenant)
     now = ctx.clock.now()
     grace = timedelta(seconds=ctx.settings.webhooks.rotation_grace)
@@ -341,7 +350,7 @@ async def rotate_secret(request: web.Request) -> web.Response:
             "updated_at": now,
         }
     )
-    if not await ctx.store.update_webhook_endpoint(rotated):
+    if not await _store(ctx).update_webhook_endpoint(rotated):
         raise NotFound("no such webhook endpoint")
     return respond_json(_with_secret(rotated))
 
@@ -402,11 +411,11 @@ async def list_messages(request: web.Request) -> web.Response:
     """The outbox, newest first; ``?status=failed`` lists what needs attention. Pages by
     (created_at, id): pass ``next_before`` and ``next_before_id`` back (api/paging.py)."""
     ctx = request.app[CTX]
-    tenant = await authenticate_bearer(request, ctx.store, ctx.clock.now(), Scope.webhooks)
+    tenant = await authenticate_bearer(request, _store(ctx), ctx.clock.now(), Scope.webhooks)
     params, errors = _query_errors(request.query)
     if errors:
         raise ValidationFailed("the query is not valid", errors=errors)
-    messages = await ctx.store.list_webhook_messages(tenant.id, **params)
+    messages = await _store(ctx).list_webhook_messages(tenant.id, **params)
     last = messages[-1] if len(messages) == params["limit"] and messages else None
     return respond_json(
         WebhookMessageList(
@@ -418,7 +427,7 @@ async def list_messages(request: web.Request) -> web.Response:
 
 
 async def _message(request: web.Request, tenant: Tenant) -> WebhookMessage:
-    message = await request.app[CTX].store.get_webhook_message(request.match_info["id"])
+    message = await _store(request.app[CTX]).get_webhook_message(request.match_info["id"])
     if message is None or message.tenant_id != tenant.id:
         raise NotFound("no such webhook message")
     return message
@@ -427,21 +436,21 @@ async def _message(request: web.Request, tenant: Tenant) -> WebhookMessage:
 async def get_message(request: web.Request) -> web.Response:
     """One outbox message with every attempt (status code, time, duration)."""
     ctx = request.app[CTX]
-    tenant = await authenticate_bearer(request, ctx.store, ctx.clock.now(), Scope.webhooks)
+    tenant = await authenticate_bearer(request, _store(ctx), ctx.clock.now(), Scope.webhooks)
     message = await _message(request, tenant)
-    history = await ctx.store.webhook_attempts(message.id)
+    history = await _store(ctx).webhook_attempts(message.id)
     return respond_json(WebhookMessageDetail(**dict(message_view(message)), history=history))
 
 
 async def replay_message(request: web.Request) -> web.Response:
     """Send a failed message again: pending, due now, the same ``webhook-id``."""
     ctx = request.app[CTX]
-    tenant = await authenticate_bearer(request, ctx.store, ctx.clock.now(), Scope.webhooks)
+    tenant = await authenticate_bearer(request, _store(ctx), ctx.clock.now(), Scope.webhooks)
     message = await _message(request, tenant)
-    endpoint = await ctx.store.get_webhook_endpoint(tenant.id, message.endpoint_id)
+    endpoint = await _store(ctx).get_webhook_endpoint(tenant.id, message.endpoint_id)
     if endpoint is None or not endpoint.enabled:
         raise Conflict("the endpoint is disabled; enable it before replaying")
-    replayed = await ctx.store.replay_webhook_message(tenant.id, message.id, ctx.clock.now())
+    replayed = await _store(ctx).replay_webhook_message(tenant.id, message.id, ctx.clock.now())
     if replayed is None:
         raise NotFound("no such webhook message")
     ctx.work_available.set()
