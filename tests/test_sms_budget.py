@@ -296,7 +296,8 @@ def test_staff_emails_have_a_staff_footer_not_the_parent_one(
             update={"recipient_role": Role.staff}
         )
         out = renderer.render(msg, staff)
-        assert why in out.text and why in (out.html or "")
+        assert why in out.text
+        assert why in (out.html or "").replace("<bdi>", "").replace("</bdi>", "")
         assert parent_line not in out.text and parent_line not in (out.html or "")
         assert f"{PUBLIC_URL}/staff/" in out.text
         parent = renderer.render(msg, delivery("email", language, **context))
