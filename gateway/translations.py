@@ -17,7 +17,7 @@ import asyncio
 import logging
 import re
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 
 from gateway.clock import Clock
@@ -122,28 +122,29 @@ def intake_rows(
     return rows
 
 
+async def _staff_translations(
+    store: TranslationsPort, tenant_id: str, ids: Iterable[str], key: Callable[[str], str]
+) -> dict[str, Translation]:
+    """id -> its translation for staff (stored under ``key(id)``), for those that have one."""
+    found = {}
+    for one in ids:
+        for row in (await store.translations.of_message(tenant_id, key(one))).values():
+            found[one] = row
+    return found
+
+
 async def reply_translations(
     store: TranslationsPort, tenant_id: str, reply_ids: Iterable[str]
 ) -> dict[str, Translation]:
     """reply id -> its translation for staff, for the replies that have one."""
-    found = {}
-    for reply_id in reply_ids:
-        rows = await store.translations.of_message(tenant_id, reply_key(reply_id))
-        for row in rows.values():
-            found[reply_id] = row
-    return found
+    return await _staff_translations(store, tenant_id, reply_ids, reply_key)
 
 
 async def explanation_translations(
     store: TranslationsPort, tenant_id: str, explanation_ids: Iterable[str]
 ) -> dict[str, Translation]:
     """explanation id -> its translation for staff, for those that have one."""
-    found = {}
-    for explanation_id in explanation_ids:
-        rows = await store.translations.of_message(tenant_id, explanation_key(explanation_id))
-        for row in rows.values():
-            found[explanation_id] = row
-    return found
+    return await _staff_translations(store, tenant_id, explanation_ids, explanation_key)
 
 
 def source_language(rows: dict[str, Translation]) -> str:
