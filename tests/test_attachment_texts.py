@@ -65,7 +65,9 @@ def test_sms_and_push_say_how_many_and_stay_gsm7(
     assert "Lapp.pdf" not in sms.text  # names stay on the page: the SMS stays short
     assert encoding(sms.text) == "GSM-7"
     push = renderer.render(short, delivery("push", language), FILES)
-    assert push.short is not None and push.short.startswith(f"{count}. ")
+    assert push.short is not None and push.short.startswith(
+        f"Rektor Hansen, Solvang skole: {count}. "
+    )
 
 
 def test_without_files_nothing_changes(renderer: Renderer) -> None:

@@ -352,6 +352,8 @@ def test_attachments_are_counted_by_plural_rule_and_folded_in_sms() -> None:
     sms = renderer.render(message(), delivery("sms", "pl"), FILES).text
     assert "2 zalaczniki: " in sms  # folded: the staff text is GSM-7
     push = renderer.render(message(), delivery("push", "pl"), FILES).short or ""
-    assert push.startswith("2 załączniki. ")  # push is not SMS: nothing to fold
+    assert push.startswith(
+        "Rektor Hansen, Solvang skole: 2 załączniki. "
+    )  # push is not SMS: nothing to fold
     arabic = renderer.render(message(), delivery("sms", "ar"), FILES[:1]).text
     assert "مرفق واحد" in arabic  # Arabic has a form of its own for one

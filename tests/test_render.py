@@ -216,17 +216,20 @@ def test_push_short_is_cut_on_a_word_boundary(renderer: Renderer) -> None:
     long_body = " ".join(["Foreldremøtet"] + ["blir flyttet til gymsalen"] * 20)
     out = renderer.render(message(body=long_body), delivery("push", "nb"))
     short = out.short or ""
-    assert short.startswith("Gjelder: Ola og Kari. Foreldremøtet blir flyttet")
+    # the sender first (issue 16: every message names its sender), then the text
+    assert short.startswith("Rektor Hansen, Solvang skole: Gjelder: Ola og Kari. Foreldremøtet")
     assert len(short) <= PUSH_BODY_MAX
     assert short.endswith("…")
-    assert ("Gjelder: Ola og Kari. " + long_body).startswith(short[:-1])
+    assert ("Rektor Hansen, Solvang skole: Gjelder: Ola og Kari. " + long_body).startswith(
+        short[:-1]
+    )
     assert short[:-1].split()[-1] in {"blir", "flyttet", "til", "gymsalen"}
     assert out.subject == "Foreldremøte"
 
 
 def test_push_short_is_untouched_when_it_fits(renderer: Renderer) -> None:
     out = renderer.render(message(body="Kort\nbeskjed"), delivery("push", "en"))
-    assert out.short == "Concerns: Ola and Kari. Kort beskjed"
+    assert out.short == "Rektor Hansen, Solvang skole: Concerns: Ola and Kari. Kort beskjed"
 
 
 def test_shorten_edges() -> None:
