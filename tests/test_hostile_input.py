@@ -15,6 +15,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from gateway.api.app import create_app
 from gateway.api.context import AppContext
 from gateway.clock import ManualClock
+from gateway.errors import StoreError
 from gateway.logs import JsonFormatter
 from gateway.settings import Settings
 from gateway.store import Store
@@ -165,6 +166,27 @@ async def test_an_unhandled_error_logs_the_route_template_not_the_token(
     lines = [JsonFormatter().format(r) for r in caplog.records]
     assert lines and all(secret not in line for line in lines)
     assert json.loads(lines[-1])["route"] == "/x/{token}"
+
+
+async def test_a_store_that_will_not_answer_is_a_503_to_retry_not_a_500(
+    settings: Settings, store: Store, clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """E.g. Redis load_audience while devices keep registering: transient, so 503."""
+
+    async def torn(request: web.Request) -> web.Response:
+        raise StoreError("the directory kept changing while it was read; key t1:dirv")
+
+    ctx = AppContext(settings=settings, store=store, clock=clock, secret=SECRET_KEY.encode())
+    app = create_app(ctx)
+    app.router.add_post("/x/{token}", torn)
+    async with TestClient(TestServer(app)) as client:
+        with caplog.at_level(logging.WARNING):
+            resp = await client.post("/x/abc")
+        assert resp.status == 503
+        assert resp.headers["Retry-After"] == "1"
+        assert (await resp.json())["error"] == "unavailable"
+    lines = [JsonFormatter().format(r) for r in caplog.records]
+    assert lines and all("t1:dirv" not in line for line in lines)
 
 
 def test_the_documents_rules_match_the_apis() -> None:

@@ -31,7 +31,7 @@ from gateway.api.access import access_middleware
 from gateway.api.context import CTX, AppContext
 from gateway.api.limits import body_deadline
 from gateway.api.responses import Error, respond_json
-from gateway.errors import InputError
+from gateway.errors import InputError, StoreError
 from gateway.logs import route_of
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,23 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             Error(error=exc.reason.lower().replace(" ", "_"), message=exc.reason), exc.status
         )
         answer.headers.update({k: v for k, v in exc.headers.items() if k.lower() == "allow"})
+        return answer
+    except StoreError as exc:
+        # The store failed or would not answer consistently (e.g. the directory kept
+        # changing while it was read): transient, so 503 with Retry-After, not a 500.
+        # The class only: a store message may name keys.
+        log.warning(
+            "store unavailable",
+            extra={
+                "route": route_of(request),
+                "method": request.method,
+                "error": type(exc).__name__,
+            },
+        )
+        answer = respond_json(
+            Error(error="unavailable", message="the store is unavailable; try again shortly"), 503
+        )
+        answer.headers["Retry-After"] = "1"
         return answer
     except Exception:
         log.exception(

@@ -132,7 +132,7 @@ async def _absence_view(ctx: AppContext, tenant_id: str, view: dict[str, Any]) -
     """The absence with each explanation's translation for staff (gateway/translations)."""
     found = AbsenceView.model_validate(view)
     ids = [e.id for e in found.explanations]
-    rows = await explanation_translations(ctx.store, tenant_id, ids)
+    rows = await explanation_translations(_store(ctx), tenant_id, ids)
     for explanation in found.explanations:
         explanation.translation = _answer_translation(rows.get(explanation.id))
     return found
@@ -187,7 +187,7 @@ def _summary(view: Reach, name: Names) -> StatusSummary:
 
 async def translations_view(ctx: AppContext, message: Message, *, hidden: bool) -> dict[str, Any]:
     """The message's language and its translations (gateway/translations.py)."""
-    rows = await ctx.store.translations.of_message(message.tenant_id, message.id)
+    rows = await _store(ctx).translations.of_message(message.tenant_id, message.id)
     return {
         "language": source_language(rows),
         "translations": [
