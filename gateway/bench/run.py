@@ -74,6 +74,9 @@ JSON_KEYS = (
 )
 
 
+# How often call() tries a request the gateway answers 503 (busy) before giving up.
+_BUSY_TRIES = 10
+
 SCENARIOS = ("emergency", "mixed")
 
 
@@ -186,14 +189,22 @@ class Bench:
         return f"{self.o.redis_url}{joint}prefix={self.redis_prefix}"
 
     async def call(self, method: str, path: str, body: Any = None, token: str | None = None) -> Any:
+        """One API call as a well-behaved client makes it: a 503 (the store busy, e.g. a
+        Redis snapshot torn by concurrent writes) is tried again after its Retry-After."""
         assert self.http is not None
         headers = {"Authorization": f"Bearer {token or self.api_key}"}
         url = f"http://127.0.0.1:{self.port}{path}"
-        async with self.http.request(method, url, json=body, headers=headers) as response:
-            data = await response.json() if response.content_type == "application/json" else None
-            if response.status >= 400:
-                raise BenchError(f"{method} {path} -> {response.status}: {str(data)[:300]}")
-            return data
+        for attempt in range(_BUSY_TRIES):
+            async with self.http.request(method, url, json=body, headers=headers) as response:
+                json_body = response.content_type == "application/json"
+                data = await response.json() if json_body else None
+                if response.status == 503 and attempt + 1 < _BUSY_TRIES:
+                    await asyncio.sleep(float(response.headers.get("Retry-After", "1")))
+                    continue
+                if response.status >= 400:
+                    raise BenchError(f"{method} {path} -> {response.status}: {str(data)[:300]}")
+                return data
+        raise AssertionError("unreachable")
 
     def _check_options(self) -> None:
         o = self.o
