@@ -114,8 +114,23 @@ def split(text: str) -> list[str]:
 
 
 def count_segments(text: str) -> int:
-    """How many SMS segments this text is sent as (and billed for)."""
-    return len(split(text))
+    """How many SMS segments this text is sent as (and billed for).
+
+    Every SMS asks, so the common texts are counted in C: without escape pairs (GSM-7)
+    or surrogate pairs (UCS-2) no character can be moved to the next segment, and the
+    count is the units divided by the segment size; otherwise :func:`split` cuts it."""
+    if encoding(text) == "GSM-7":
+        single, per_segment = SINGLE_GSM7, SEGMENT_GSM7
+        pairs = sum(map(text.count, GSM7_EXTENSION))
+    else:
+        single, per_segment = SINGLE_UCS2, SEGMENT_UCS2
+        pairs = len(text.encode("utf-16-le")) // 2 - len(text)
+    units = len(text) + pairs
+    if units <= single:
+        return 1
+    if pairs:
+        return len(split(text))
+    return -(-units // per_segment)
 
 
 def sanitize(text: str) -> str:

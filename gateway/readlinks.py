@@ -62,6 +62,12 @@ def _key(secret: bytes, label: bytes) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=label).derive(secret)
 
 
+@functools.lru_cache(maxsize=8)
+def _sealer(secret: bytes) -> AESGCM:
+    """The read links' cipher; it holds no state between tokens, so one serves every token."""
+    return AESGCM(_key(secret, _TOKEN_KEY_LABEL))
+
+
 def _b64encode(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
@@ -84,9 +90,7 @@ def make_read_token(secret: bytes, delivery_id: str, expires_at: datetime) -> st
     if not 0 < minutes < 2**32:
         raise ValueError("expiry out of range")
     nonce = os.urandom(_NONCE)
-    sealed = AESGCM(_key(secret, _TOKEN_KEY_LABEL)).encrypt(
-        nonce, _PLAIN.pack(raw_id, minutes), _AAD
-    )
+    sealed = _sealer(secret).encrypt(nonce, _PLAIN.pack(raw_id, minutes), _AAD)
     return _b64encode(nonce + sealed)
 
 
@@ -108,7 +112,7 @@ def open_read_token(secret: bytes, token: str, now: datetime) -> str:
     if len(raw) != TOKEN_BYTES or _b64encode(raw) != token:
         raise LinkInvalid("unknown read link")
     try:
-        plain = AESGCM(_key(secret, _TOKEN_KEY_LABEL)).decrypt(raw[:_NONCE], raw[_NONCE:], _AAD)
+        plain = _sealer(secret).decrypt(raw[:_NONCE], raw[_NONCE:], _AAD)
     except InvalidTag as exc:
         raise LinkInvalid("unknown read link") from exc
     raw_id, minutes = _PLAIN.unpack(plain)

@@ -17,16 +17,24 @@ as UCS-2 for the wrapper alone.
 
 Only the delivery's own context is rendered (its children's first names, its unit,
 its sender): nothing about other recipients ever reaches a template.
+
+A broadcast renders each kind of delivery (message, channel, language, role, unit and
+sender...) once, with stand-ins for the read link and the children's names, and puts
+each delivery's own in (``_Stencils``): the jinja templates run per kind, not per
+delivery, and the result is the same text (tests/test_render_stencils.py).
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import re
+import secrets
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+from babel import Locale
 from babel.lists import format_list
 from jinja2 import (
     Environment,
@@ -70,6 +78,8 @@ from gateway.models import (
 )
 from gateway.readlinks import PARENT_PATH, READ_PATH, UNSUBSCRIBE_PATH
 from gateway.sms_budget import is_reminder, sms_answerable
+
+log = logging.getLogger(__name__)
 
 PUSH_BODY_MAX = 178
 ELLIPSIS = "…"
@@ -118,10 +128,16 @@ def _paragraphs(body: str) -> list[list[str]]:
     return [[line.rstrip() for line in block.split("\n")] for block in blocks if block.strip()]
 
 
+@functools.lru_cache(maxsize=64)
+def _locale(lang: str) -> Locale:
+    """A parsed locale: babel loads its data once per object, not once per list."""
+    return Locale.parse(lang)
+
+
 @functools.lru_cache(maxsize=4096)
 def _name_list(names: tuple[str, ...], lang: str) -> str:
-    """Names as "Ola, Kari og Nora": babel's list formatting, cached (it parses the locale)."""
-    return format_list(list(names), locale=lang)
+    """Names as "Ola, Kari og Nora": babel's list formatting, cached."""
+    return format_list(list(names), locale=_locale(lang))
 
 
 def _source_name(language: str, lang: str, norwegian: str) -> str:
@@ -181,6 +197,167 @@ def _marked_absence(absence: dict[str, Any], lang: str, sms_fold: bool) -> dict[
     return out
 
 
+def _children_text(
+    children: list[str], texts: Mapping[str, Any], lang: str
+) -> tuple[str | None, str | None]:
+    """The concerns line ("Gjelder: Ola og Kari") and the names alone, or None twice."""
+    if not children:
+        return None, None
+    # each name isolated: "Kari" and "Magnus" around an Arabic "and"
+    concerns = texts["concerns"].format(children=_name_list(tuple(map(_mark, children)), lang))
+    return concerns, _name_list(tuple(children), lang)
+
+
+class _Job(NamedTuple):
+    """One render's inputs."""
+
+    message: Message
+    delivery: Delivery
+    lang: str
+    read_url: str | None
+    parts: tuple[str, ...]
+    files: Sequence[Attachment]
+    translation: Translation | None
+    source_language: str
+
+
+# A read link's token that may stand in a stencil: base64url (gateway/readlinks.py), the
+# same in HTML, in GSM-7 and folded, so where it stands changes nothing else.
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{16,}")
+STENCILS = 2048  # kinds of delivery kept (unit x language x channel x ...); oldest go first
+
+_Parts = tuple[str, dict[str, str], str]  # subject, parts, language of the staff text
+RawParts = Callable[..., _Parts]
+
+
+class _Stencils:
+    """A broadcast renders one text for thousands of deliveries that differ only in their
+    read link and their children's names. The first delivery of a kind is rendered with
+    stand-ins for those (its stencil); every other delivery of the kind gets the stencil
+    with its own link and names put in, then stripped and unmarked like a direct render.
+
+    The kind is everything else a render reads: the message (and translation, files),
+    the channel, language and role, and the whole context but the children. A stencil is
+    checked against a direct render of its first delivery; if they differ (a template
+    that treats the names in a way the fill does not), that kind is rendered directly.
+    Absence texts are always rendered directly (one child, few deliveries).
+    """
+
+    def __init__(
+        self,
+        raw_parts: RawParts,
+        finish: Callable[..., _Parts],
+        texts: Callable[[str, bool], Mapping[str, Any]],
+    ) -> None:
+        self._raw_parts = raw_parts
+        self._finish = finish
+        self._texts = texts  # (language, folded) -> our texts
+        # Random per process: staff text cannot spell a stand-in, so only ours are replaced.
+        mark = secrets.token_hex(8)
+        self._mark = mark
+        self._token, self._concerns, self._names = (f"Bb{k}{mark}" for k in ("t", "c", "n"))
+        self._kept: dict[tuple[Any, ...], _Parts | None] = {}  # None: render directly
+
+    def stencil_for(self, job: _Job, sms_fold: bool) -> _Parts | None:
+        """The parts for ``job`` from its kind's stencil, or None: render it directly."""
+        key = self._key(job, sms_fold)
+        if key is None:
+            return None
+        fills = self._fills(job, key, sms_fold)
+        if fills is None:
+            return None
+        kept = key in self._kept
+        stencil = self._kept[key] if kept else self._make(job, key, sms_fold, fills)
+        return None if stencil is None else self._filled(stencil, fills, job.lang)
+
+    def _key(self, job: _Job, sms_fold: bool) -> tuple[Any, ...] | None:
+        message, delivery, translation = job.message, job.delivery, job.translation
+        if _TEMPLATES.get(message.event_type, _DEFAULT_TEMPLATE) != _DEFAULT_TEMPLATE:
+            return None
+        link: str | None = None
+        if job.read_url is not None:
+            link, found, token = job.read_url.rpartition(READ_PATH)
+            if not found or not _TOKEN.fullmatch(token):
+                return None
+        staff_text: tuple[str, ...] = (message.subject, message.body)
+        if translation is not None:
+            staff_text += (translation.subject, translation.body)
+        if any(self._mark in text for text in staff_text):
+            return None
+        context = delivery.context
+        rest = repr({k: v for k, v in context.items() if k != "children"})
+        return (
+            message.tenant_id,
+            message.id,
+            message.event_type,
+            message.category,
+            message.read_receipt,
+            staff_text,
+            None if translation is None else (translation.language, translation.origin),
+            job.source_language,
+            tuple((f.id, f.name, f.size) for f in job.files),
+            delivery.channel,
+            job.lang,
+            delivery.recipient_role,
+            link,
+            bool(_context_names(context.get("children"))),
+            rest,
+            sms_fold,
+        )
+
+    def _fills(
+        self, job: _Job, key: tuple[Any, ...], sms_fold: bool
+    ) -> dict[str, tuple[str, str]] | None:
+        """Stand-in -> (its value in HTML, in plain text) for this delivery."""
+        fills: dict[str, tuple[str, str]] = {}
+        if job.read_url is not None:
+            token = job.read_url.rpartition(READ_PATH)[2]
+            fills[self._token] = (token, token)
+        children = _context_names(job.delivery.context.get("children"))
+        if children:
+            texts = self._texts(job.lang, sms_fold)
+            concerns, names = _children_text(children, texts, job.lang)
+            assert concerns is not None and names is not None
+            # As the templates show them: "concerns | bdi" in HTML, "children_names | iso".
+            fills[self._concerns] = (str(bdi(concerns)), concerns)
+            fills[self._names] = (str(escape(names)), _unmark(names))
+        if any(self._mark in value for pair in fills.values() for value in pair):
+            return None
+        return fills
+
+    def _make(
+        self, job: _Job, key: tuple[Any, ...], sms_fold: bool, fills: dict[str, tuple[str, str]]
+    ) -> _Parts | None:
+        url = None
+        if job.read_url is not None:
+            url = job.read_url.rpartition(READ_PATH)[0] + READ_PATH + self._token
+        children = (self._concerns, self._names) if self._names in fills else None
+        stencil: _Parts | None = self._raw_parts(
+            job, sms_fold=sms_fold, read_url=url, children=children
+        )
+        direct = self._finish(job.lang, *self._raw_parts(job, sms_fold=sms_fold))
+        if stencil is None or self._filled(stencil, fills, job.lang) != direct:
+            log.warning(
+                "a stencil differs from its direct render; rendering this kind directly",
+                extra={"channel": job.delivery.channel, "language": job.lang},
+            )
+            stencil = None
+        if len(self._kept) >= STENCILS:
+            del self._kept[next(iter(self._kept))]
+        self._kept[key] = stencil
+        return stencil
+
+    def _filled(self, stencil: _Parts, fills: dict[str, tuple[str, str]], lang: str) -> _Parts:
+        subject, raw, text_language = stencil
+        out = {}
+        for part, text in raw.items():
+            html = part == "html"
+            for stand_in, (in_html, in_text) in fills.items():
+                text = text.replace(stand_in, in_html if html else in_text)
+            out[part] = text
+        return self._finish(lang, subject, out, text_language)
+
+
 class Renderer:
     """Renders deliveries. Build once at startup: templates are compiled once and cached.
 
@@ -228,6 +405,11 @@ class Renderer:
         for channel, parts in _PARTS.items():
             for part in parts:
                 self._template(f"{channel}/{_DEFAULT_TEMPLATE}.{part}")
+        self._stencils = _Stencils(
+            self._raw_parts,
+            self._finish,
+            lambda lang, sms_fold: (self._folded if sms_fold else self._texts)[lang],
+        )
 
     def text(self, lang: str, key: str) -> str:
         """One wrapper text (the ``texts`` entries of ``templates/locale/<lang>.po``)."""
@@ -263,13 +445,8 @@ class Renderer:
             raise ConfigError(f"no templates for channel {channel!r}")
         lang = resolve_language(delivery.language)
         read_url = self._read_url(delivery)
-        args = (message, delivery, lang, read_url, parts, files, translation, source_language)
-        subject, out, text_language = self._render_parts(*args, sms_fold=False)
-        if channel == "sms" and any(encoding(text) == "UCS-2" for text in out.values()):
-            # Only our texts' letters (ą, č, á...) may be what makes it UCS-2: try folded.
-            folded = self._render_parts(*args, sms_fold=True)
-            if all(encoding(text) == "GSM-7" for text in folded[1].values()):
-                subject, out, text_language = folded
+        job = _Job(message, delivery, lang, read_url, parts, files, translation, source_language)
+        subject, out, text_language = self._choose(job, self._parts_for)
         short = out.get("short.txt")
         if channel == "push" and short is not None:
             short = shorten(short, PUSH_BODY_MAX)
@@ -283,41 +460,71 @@ class Renderer:
             unsubscribe_url=self._unsubscribe_url(channel, read_url),
         )
 
-    def _render_parts(
+    def _choose(
+        self, job: _Job, render: Callable[[_Job, bool], tuple[str, dict[str, str], str]]
+    ) -> tuple[str, dict[str, str], str]:
+        """The parts, and for an SMS the parts with our texts folded to GSM-7 when only
+        our texts' letters (ą, č, á...) make it UCS-2."""
+        subject, out, text_language = render(job, False)
+        if job.delivery.channel == "sms" and any(
+            encoding(text) == "UCS-2" for text in out.values()
+        ):
+            folded = render(job, True)
+            if all(encoding(text) == "GSM-7" for text in folded[1].values()):
+                return folded
+        return subject, out, text_language
+
+    def _parts_for(self, job: _Job, sms_fold: bool) -> tuple[str, dict[str, str], str]:
+        """The parts from a stencil of deliveries like this one, else rendered for it."""
+        stencil = self._stencils.stencil_for(job, sms_fold)
+        if stencil is not None:
+            return stencil
+        return self._finish(job.lang, *self._raw_parts(job, sms_fold=sms_fold))
+
+    def _finish(
+        self, lang: str, subject: str, raw: dict[str, str], text_language: str
+    ) -> tuple[str, dict[str, str], str]:
+        """Isolates kept for right to left, else dropped; parts stripped."""
+        if is_rtl(lang):
+            return subject, {part: text.strip() for part, text in raw.items()}, text_language
+        out = {part: _unmark(text.strip()) for part, text in raw.items()}
+        return _unmark(subject), out, text_language
+
+    def _raw_parts(
         self,
-        message: Message,
-        delivery: Delivery,
-        lang: str,
-        read_url: str | None,
-        parts: tuple[str, ...],
-        files: Sequence[Attachment],
-        translation: Translation | None,
-        source_language: str,
+        job: _Job,
         *,
         sms_fold: bool,
+        read_url: str | None = None,
+        children: tuple[str, str] | None = None,
     ) -> tuple[str, dict[str, str], str]:
-        """The subject, each part (isolates kept for right to left, else dropped) and the
-        language the staff text is in (a translation's, else the message's own)."""
-        variables = self._variables(message, delivery, lang, read_url, sms_fold)
-        variables["files"] = self._files(files, delivery.channel, read_url)
+        """The subject and each part as the templates give them, and the language the
+        staff text is in (a translation's, else the message's own). ``read_url`` and
+        ``children`` (the concerns line and the names) stand in for the delivery's own
+        (a stencil's stand-ins, see :class:`_Stencils`)."""
+        message, delivery, lang = job.message, job.delivery, job.lang
+        url = job.read_url if read_url is None else read_url
+        variables = self._variables(message, delivery, lang, url, sms_fold, children)
+        variables["files"] = self._files(job.files, delivery.channel, url)
         template = _TEMPLATES.get(message.event_type, _DEFAULT_TEMPLATE)
-        text_language = source_language
+        text_language = job.source_language
+        translation = job.translation
         if translation is not None and template != _ABSENCE_TEMPLATE:
             texts = (self._folded if sms_fold else self._texts)[lang]
-            variables.update(self._translated(message, translation, texts, lang, source_language))
-            variables["original_url"] = read_url
+            variables.update(
+                self._translated(message, translation, texts, lang, job.source_language)
+            )
+            variables["original_url"] = url
             text_language = translation.language
         if template == _ABSENCE_TEMPLATE:
             # Our own texts: the subject too is in the recipient's language.
             subject = self._template("subject/absence.txt").render(variables)
             variables["subject"] = _one_line(subject)
-        rtl = is_rtl(lang)
-        out: dict[str, str] = {}
-        for part in parts:
-            text = self._template(f"{delivery.channel}/{template}.{part}").render(variables)
-            out[part] = text.strip() if rtl else _unmark(text.strip())
-        subject = variables["subject"]
-        return (subject if rtl else _unmark(subject)), out, text_language
+        raw = {
+            part: self._template(f"{delivery.channel}/{template}.{part}").render(variables)
+            for part in job.parts
+        }
+        return variables["subject"], raw, text_language
 
     def _variables(
         self,
@@ -326,10 +533,12 @@ class Renderer:
         lang: str,
         read_url: str | None,
         sms_fold: bool = False,
+        children_text: tuple[str, str] | None = None,
     ) -> dict[str, Any]:
         texts = (self._folded if sms_fold else self._texts)[lang]
         context = delivery.context
         children = _context_names(context.get("children"))
+        concerns, children_names = children_text or _children_text(children, texts, lang)
         unit = _context_text(context.get("unit"))
         sender = _context_text(context.get("sender"))
         neutral = bool(context.get(NEUTRAL_KEY))
@@ -367,14 +576,9 @@ class Renderer:
                 if neutral
                 else None
             ),
-            "concerns": (
-                # each name isolated: "Kari" and "Magnus" around an Arabic "and"
-                texts["concerns"].format(children=_name_list(tuple(map(_mark, children)), lang))
-                if children
-                else None
-            ),
+            "concerns": concerns,
             # SMS: the children on the sender's line ("Solvang skole (Ola og Kari): ...").
-            "children_names": _name_list(tuple(children), lang) if children else None,
+            "children_names": children_names,
             # Staff get a staff footer (why they get it, the staff pages), not the parent one.
             "staff": delivery.recipient_role is Role.staff,
             "staff_reason": (
