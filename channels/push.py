@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import secrets
 import warnings
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -56,6 +57,9 @@ URGENT_TTL = timedelta(minutes=15)
 BODY_CHARS = 240  # notification body when the rendering has no short text
 SHORT_CHARS = 1000
 COLLAPSE_BYTES = 64  # apns-collapse-id limit
+SKELETONS = 256  # kinds of push whose encoded skeleton is kept (see request_body)
+# Random per process, so no title or body can spell a stand-in.
+_STAND_IN = f"bb-{secrets.token_hex(8)}-"
 _FCM_HEADERS = {
     # What firebase-admin's _MessagingService sends with every messages:send.
     "X-GOOG-API-FORMAT-VERSION": "2",
@@ -90,6 +94,7 @@ class PushChannel:
         self._session = session
         self._own_session = session is None
         self._now = now or (lambda: datetime.now(UTC))
+        self._skeletons: dict[tuple[str, str, bool, bool], str] = {}  # see request_body
         self._credentials: Any = None  # google.oauth2.service_account.Credentials
         self._auth_request: google.auth.transport.requests.Request | None = None
         self._url = ""
@@ -226,7 +231,7 @@ class PushChannel:
         """Hand one push to FCM; raise from gateway.errors when FCM will not take it."""
         if self._session is None or self._credentials is None:
             raise ChannelUnavailable("the push channel is not started", code="not_started")
-        body = json.dumps({"message": self.encode(delivery, content)}).encode()
+        body = self.request_body(delivery, content)
         token = await self._access_token()
         status, raw, retry_after = await self._post(body, token)
         if status == 401 and not _fcm_error_code(raw):
@@ -259,13 +264,68 @@ class PushChannel:
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise TransientDeliveryError("FCM request failed", code="fcm_transport") from exc
 
+    def request_body(self, delivery: Delivery, content: Rendered) -> bytes:
+        """The JSON of messages:send: ``{"message": <encode()>}``, byte for byte.
+
+        firebase-admin builds and encodes one skeleton per kind of push (message,
+        category, urgency, address kind), with stand-ins for what differs per send (the
+        address, the delivery id, the title and body, the APNs expiry); each send's own
+        values are JSON-encoded into a copy of it. ``encode`` stays the reference
+        (tests/test_push.py compares the two)."""
+        if not delivery.address:
+            raise PermanentDeliveryError(
+                "push delivery without a device address", code="no_address"
+            )
+        context = delivery.context
+        values = self._values(delivery, content)
+        key = (
+            delivery.message_id,
+            str(context.get("category") or "general"),
+            context.get("urgency") == "high",
+            context.get("address_kind", "token") == "fid",
+        )
+        skeleton = self._skeletons.get(key)
+        if skeleton is None:
+            skeleton = self._skeleton(delivery, content)
+            if len(self._skeletons) >= SKELETONS:
+                del self._skeletons[next(iter(self._skeletons))]
+            self._skeletons[key] = skeleton
+        body = skeleton
+        for name, value in values.items():
+            body = body.replace(f'"{_STAND_IN}{name}"', json.dumps(value))
+        return body.encode()
+
+    def _skeleton(self, delivery: Delivery, content: Rendered) -> str:
+        stand_ins = {name: f"{_STAND_IN}{name}" for name in self._values(delivery, content)}
+        encoded = self._encode(self.build(delivery, content, stand_ins))
+        return json.dumps({"message": encoded})
+
+    def _values(self, delivery: Delivery, content: Rendered) -> dict[str, str]:
+        """What differs between two sends of one kind of push."""
+        urgent = _urgent(delivery)
+        # FCM and APNs cap the payload at 4 KB: keep even a rendered short text well inside.
+        body = _shorten(content.short, SHORT_CHARS) if content.short else None
+        values = {
+            "address": delivery.address or "",
+            "delivery_id": delivery.id,
+            "title": content.subject,
+            "body": body or _shorten(content.text, BODY_CHARS),
+        }
+        if urgent:
+            expires = self._now() + URGENT_TTL
+            values["expiration"] = str(int(expires.timestamp()))
+        return values
+
     def encode(self, delivery: Delivery, content: Rendered) -> dict[str, Any]:
         """The ``message`` object of messages:send, built and encoded by firebase-admin."""
         if not delivery.address:
             raise PermanentDeliveryError(
                 "push delivery without a device address", code="no_address"
             )
-        message = self.build(delivery, content)
+        return self._encode(self.build(delivery, content))
+
+    @staticmethod
+    def _encode(message: messaging.Message) -> dict[str, Any]:
         try:
             encoded: dict[str, Any] = messaging._MessagingService.encode_message(message)
         except ValueError as exc:
@@ -274,30 +334,30 @@ class PushChannel:
             ) from exc
         return encoded
 
-    def build(self, delivery: Delivery, content: Rendered) -> messaging.Message:
-        """The firebase-admin ``Message`` for one delivery."""
+    def build(
+        self, delivery: Delivery, content: Rendered, stand_ins: dict[str, str] | None = None
+    ) -> messaging.Message:
+        """The firebase-admin ``Message`` for one delivery (with ``stand_ins``: its
+        skeleton, see :meth:`request_body`)."""
         context = delivery.context
         category = str(context.get("category") or "general")
-        urgent = category in URGENT_CATEGORIES or context.get("urgency") == "high"
+        urgent = _urgent(delivery)
         collapse = _truncate_bytes(delivery.message_id, COLLAPSE_BYTES)
         link = f"{self._public_url}/app/messages/{delivery.message_id}"
-        title = content.subject
-        # FCM and APNs cap the payload at 4 KB: keep even a rendered short text well inside.
-        body = _shorten(content.short, SHORT_CHARS) if content.short else None
-        body = body or _shorten(content.text, BODY_CHARS)
+        values = stand_ins or self._values(delivery, content)
+        title, body = values["title"], values["body"]
         apns_headers = {
             "apns-push-type": "alert",
             "apns-priority": "10" if urgent else "5",
             "apns-collapse-id": collapse,
         }
         if urgent:
-            expires = self._now() + URGENT_TTL
-            apns_headers["apns-expiration"] = str(int(expires.timestamp()))
+            apns_headers["apns-expiration"] = values["expiration"]
         kwargs: dict[str, Any] = {
             "notification": messaging.Notification(title=title, body=body),
             "data": {
                 "message_id": delivery.message_id,
-                "delivery_id": delivery.id,
+                "delivery_id": values["delivery_id"],
                 "link": link,
                 "category": category,
             },
@@ -335,12 +395,18 @@ class PushChannel:
                 fcm_options=messaging.WebpushFCMOptions(link=link),
             )
         if context.get("address_kind", "token") == "fid":
-            return messaging.Message(fid=delivery.address, **kwargs)
+            return messaging.Message(fid=values["address"], **kwargs)
         with warnings.catch_warnings():
             # firebase-admin 7 deprecates ``token`` for ``fid``; registration tokens are
             # still what most installed apps report, and FCM v1 still takes them.
             warnings.simplefilter("ignore", DeprecationWarning)
-            return messaging.Message(token=delivery.address, **kwargs)
+            return messaging.Message(token=values["address"], **kwargs)
+
+
+def _urgent(delivery: Delivery) -> bool:
+    context = delivery.context
+    category = str(context.get("category") or "general")
+    return category in URGENT_CATEGORIES or context.get("urgency") == "high"
 
 
 # ---------------------------------------------------------------------- FCM errors

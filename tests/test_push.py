@@ -157,6 +157,26 @@ async def test_wire_format_is_what_firebase_admin_encodes(channel: PushChannel) 
     assert channel.encode(delivery, CONTENT) == json.loads(str(message))
 
 
+@pytest.mark.parametrize("category", ["general", "emergency"])
+@pytest.mark.parametrize("kind", [None, "fid"])
+async def test_request_body_is_firebase_admins_encoding_byte_for_byte(
+    channel: PushChannel, clock: ManualClock, category: str, kind: str | None
+) -> None:
+    # The skeleton is made from the first push; the others put their own values in it.
+    contents = [
+        CONTENT,
+        Rendered(subject='Stengt "i dag" \\ </script>', text="Hjem\n\u2028nå 😀", short=None),
+        Rendered(subject="", text="", short="Kort " * 300),
+    ]
+    for n, content in enumerate(contents):
+        delivery = make_delivery(
+            f"token-{n}-\u00e6", category=category, kind=kind, delivery_id=f"d-{n}"
+        )
+        expected = json.dumps({"message": channel.encode(delivery, content)}).encode()
+        assert channel.request_body(delivery, content) == expected
+        clock.advance(61)  # the APNs expiry moves with the clock
+
+
 @pytest.mark.parametrize("category", ["absence", "emergency"])
 async def test_urgent_categories_are_high_priority_with_short_ttl(
     channel: PushChannel, fcm: FcmServer, clock: ManualClock, category: str
