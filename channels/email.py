@@ -236,11 +236,19 @@ def _parse_sender(sender: str) -> tuple[str, str]:
     return parseaddr(sender)
 
 
+@functools.lru_cache(maxsize=4096)
+def _qp_line(line: bytes) -> bytes:
+    return binascii.b2a_qp(line, istext=True)
+
+
 def _qp_part(content_type: str, text: str) -> bytes:
     body = text.replace("\r\n", "\n").replace("\r", "\n")
     if not body.endswith("\n"):
         body += "\n"
-    encoded = binascii.b2a_qp(body.encode(), istext=True)
+    # Quoted-printable text is encoded line by line, so the lines every email of a
+    # broadcast shares are encoded once (only the read link's and the names' differ).
+    lines = body.encode().split(b"\n")[:-1]
+    encoded = b"".join([_qp_line(line + b"\n") for line in lines])
     return (
         f'Content-Type: {content_type}; charset="utf-8"\n'
         "Content-Transfer-Encoding: quoted-printable\n\n"
