@@ -41,7 +41,7 @@ from gateway.errors import (
 )
 from gateway.followups import ContactStore, after_failure, failover_job, run_contact_job
 from gateway.jobs import JobHandler, registry
-from gateway.metrics import PROVIDER_LATENCY, SENDS, SMS_SEGMENTS
+from gateway.metrics import SMS_SEGMENTS, send_meters
 from gateway.models import (
     FINAL,
     TERMINAL_FAILURES,
@@ -395,8 +395,9 @@ class Dispatcher:
         finally:
             elapsed = time.perf_counter() - started
             gate.leave(elapsed)
-            PROVIDER_LATENCY.labels(delivery.channel, outcome).observe(elapsed)
-            SENDS.labels(delivery.channel, outcome).inc()
+            latency, sends = send_meters(delivery.channel, outcome)
+            latency.observe(elapsed)
+            sends.inc()
 
     async def _admit(
         self, job: Job, name: str, channel: Channel

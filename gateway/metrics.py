@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from prometheus_client import (
     GC_COLLECTOR,
     PLATFORM_COLLECTOR,
@@ -103,3 +105,10 @@ CALLBACKS_PARKED = Counter(
     ["outcome"],
     registry=REGISTRY,
 )
+
+
+@functools.lru_cache(maxsize=64)
+def send_meters(channel: str, outcome: str) -> tuple[Histogram, Counter]:
+    """The latency histogram and send counter of one (channel, outcome): looked up once,
+    not twice per send (``labels`` takes a lock and builds the key each time)."""
+    return PROVIDER_LATENCY.labels(channel, outcome), SENDS.labels(channel, outcome)
