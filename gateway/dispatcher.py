@@ -74,6 +74,8 @@ log = logging.getLogger(__name__)
 PLAN_BATCH = 1000
 URGENT_PROBE = 16  # jobs claimed on a wake-up while the buffer still holds normal work
 URGENT_RESERVE = 0.1  # share of the dispatch slots normal work never takes
+URGENT_POLL = 1.0  # seconds between claims for urgent work of other processes while busy
+PLAN_GIVE_WAY = 0.5  # longest wait of a normal plan between two batches for urgent work
 UNAVAILABLE_RECHECK = 60.0  # seconds before a stopped channel is tried again
 RATE_WAIT = 1.0  # longest wait for a rate-limit slot in a send; longer: the job waits
 
@@ -207,22 +209,28 @@ class Dispatcher:
 
     def _wake_due(self) -> bool:
         """Whether to claim although the buffer still holds work: new work was queued in
-        this process, or a poll interval passed since the last claim."""
+        this process, or URGENT_POLL passed since the last claim (work queued by another
+        process, or due now). Not every poll interval: with SQLite each claim is a write
+        transaction that the outcomes and plan batches of the broadcast wait for."""
         since = time.monotonic() - self._claimed_at
-        return self.work_available.is_set() or since >= self.settings.poll_interval
+        return self.work_available.is_set() or since >= URGENT_POLL
 
     def _claim_size(self, free: int, buffered: bool) -> int:
-        """A round of sends when the buffer is empty and there is room; a probe for urgent
-        work otherwise (any normal jobs it takes join the buffer: the lanes give it
-        urgent work first), a single job once the buffer holds several rounds."""
+        """A round of sends when the buffer is empty and there is room. Otherwise a probe
+        for urgent work (the lanes give it urgent work first; any normal jobs it takes
+        join the buffer) as large as the room urgent jobs have, so a large urgent message
+        is not claimed a few jobs at a time; a single job once the buffer holds several
+        rounds of normal work."""
         round_ = min(self.settings.batch, self.settings.concurrency)
         if free and not buffered:
             return max(free, round_)
-        return URGENT_PROBE if len(self._ready) < 4 * round_ else 1
+        urgent_room = self.settings.concurrency - len(self._urgent_tasks) - len(self._ready_urgent)
+        if len(self._ready) >= 4 * round_:
+            return max(urgent_room, 1)
+        return max(urgent_room, URGENT_PROBE)
 
     async def _claim(self, limit: int) -> None:
         self.work_available.clear()  # what is queued from now on wakes the next claim
-        self._claimed_at = time.monotonic()
         now = self.clock.now()
         jobs = await self.store.claim_jobs(
             self.kinds,
@@ -231,6 +239,7 @@ class Dispatcher:
             self.settings.lease_seconds,
             normal_share=self.settings.normal_share,
         )
+        self._claimed_at = time.monotonic()  # the poll interval runs from the answer
         refs = [job.ref for job in jobs if job.kind == JOB_SEND]
         if len(refs) > 1:
             self._prefetched.update(await self.store.get_deliveries(refs))
@@ -389,6 +398,8 @@ class Dispatcher:
                 jobs.append(send_job)
             deliveries.append(delivery)
             if len(deliveries) >= PLAN_BATCH:
+                if not job.urgent:
+                    await self._give_way()
                 await self._write_plan(deliveries, jobs)
                 deliveries, jobs = [], []
         await self._write_plan(deliveries, jobs)
@@ -396,6 +407,16 @@ class Dispatcher:
         if self.on_planned is not None:
             await self.on_planned(message)
         await self.store.finish_job(job.id)
+
+    async def _give_way(self) -> None:
+        """Between two batches of a normal message's plan: wait while urgent jobs run (at
+        most PLAN_GIVE_WAY seconds, so a broadcast's planning goes on at least at one
+        batch per PLAN_GIVE_WAY): its write transaction and CPU slice would delay them."""
+        deadline = time.monotonic() + PLAN_GIVE_WAY
+        while self._urgent_tasks and (left := deadline - time.monotonic()) > 0:
+            await asyncio.wait(
+                set(self._urgent_tasks), timeout=left, return_when=asyncio.FIRST_COMPLETED
+            )
 
     async def _write_plan(self, deliveries: list[Delivery], jobs: list[Job]) -> None:
         if deliveries:
