@@ -9,12 +9,17 @@ every further send beyond the waiting ones is put off (its job handed back, due 
 until a send of the channel finishes again. Put-off sends are spread over the time the
 channel needs for the sends ahead of them at its measured latency, so a large backlog
 of a stalled channel is handed back about once, not in a loop.
+
+Urgent sends (emergency, absence) take a freed slot before every normal send waiting
+here: an alert posted during a broadcast waits for one send of the channel to finish,
+not for the broadcast's sends queued ahead of it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Callable
 
 INITIAL_LATENCY = 0.1  # seconds a send is assumed to take before one was measured
@@ -29,7 +34,12 @@ class ChannelGate:
         self._on_wait = on_wait
         self.waiting = 0  # sends waiting here for a slot of the channel
         self.excess = 0  # of which this many hold a slot of the dispatcher
-        self._slots = asyncio.Semaphore(limit)
+        self.in_flight = 0
+        # Sends waiting for a slot, urgent ones first; a freed slot goes to the first.
+        self._queues: tuple[deque[asyncio.Future[None]], deque[asyncio.Future[None]]] = (
+            deque(),
+            deque(),
+        )
         self._stalled = False
         self._latency = INITIAL_LATENCY
         self._clear_at = 0.0  # time.monotonic() when the sends put off so far may go
@@ -39,9 +49,10 @@ class ChannelGate:
         """Sends waiting here that hold no slot of the dispatcher."""
         return self.waiting - self.excess
 
-    async def enter(self) -> float | None:
+    async def enter(self, *, urgent: bool = False) -> float | None:
         """Take a slot of the channel: None once taken (call :meth:`leave` after the
-        send), or the seconds to put the send off by (the channel is stalled)."""
+        send), or the seconds to put the send off by (the channel is stalled). An urgent
+        send is given a slot before any normal one that waits."""
         excess = self.waiting >= self.limit
         if excess and self._stalled:
             return self._put_off()
@@ -49,12 +60,12 @@ class ChannelGate:
         self.excess += excess
         try:
             if not excess:
-                if self._slots.locked():
+                if self._full(urgent):
                     self._on_wait()
-                await self._slots.acquire()
+                await self._acquire(urgent)
                 return None
             try:
-                await asyncio.wait_for(self._slots.acquire(), STALL_WAIT)
+                await asyncio.wait_for(self._acquire(urgent), STALL_WAIT)
             except TimeoutError:
                 self._stalled = True
                 return self._put_off()
@@ -65,10 +76,42 @@ class ChannelGate:
 
     def leave(self, seconds: float | None) -> None:
         """Give the slot back after a send that took ``seconds`` (None: none was made)."""
-        self._slots.release()
+        self.in_flight -= 1
+        self._hand_on()
         if seconds is not None:
             self._stalled = False
             self._latency += SMOOTHING * (seconds - self._latency)
+
+    def _full(self, urgent: bool) -> bool:
+        """Whether a send must queue: no free slot, or others (that go first) wait."""
+        ahead = self._queues[0] if urgent else self._queues[0] or self._queues[1]
+        return self.in_flight >= self.limit or bool(ahead)
+
+    async def _acquire(self, urgent: bool) -> None:
+        if not self._full(urgent):
+            self.in_flight += 1
+            return
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        queue = self._queues[0 if urgent else 1]
+        queue.append(turn)
+        try:
+            await turn  # _hand_on counted the slot for this send
+        except BaseException:
+            if turn.done() and not turn.cancelled():
+                self.in_flight -= 1  # handed a slot, but gave up: pass it on
+                self._hand_on()
+            elif turn in queue:
+                queue.remove(turn)
+            raise
+
+    def _hand_on(self) -> None:
+        """Give free slots to the first waiting sends, urgent ones first."""
+        for queue in self._queues:
+            while queue and self.in_flight < self.limit:
+                turn = queue.popleft()
+                if not turn.done():
+                    self.in_flight += 1
+                    turn.set_result(None)
 
     def _put_off(self) -> float:
         now = time.monotonic()

@@ -72,6 +72,10 @@ from gateway.translations import Translations
 log = logging.getLogger(__name__)
 
 PLAN_BATCH = 1000
+URGENT_PROBE = 16  # jobs claimed on a wake-up while the buffer still holds normal work
+URGENT_RESERVE = 0.1  # share of the dispatch slots normal work never takes
+URGENT_POLL = 1.0  # seconds between claims for urgent work of other processes while busy
+PLAN_GIVE_WAY = 0.5  # longest wait of a normal plan between two batches for urgent work
 UNAVAILABLE_RECHECK = 60.0  # seconds before a stopped channel is tried again
 RATE_WAIT = 1.0  # longest wait for a rate-limit slot in a send; longer: the job waits
 
@@ -130,7 +134,11 @@ class Dispatcher:
         self._prefetched: dict[str, Delivery] = {}
         # Claimed but not started yet: jobs are claimed a batch at a time, not one per
         # freed slot, so a broadcast costs one claim transaction per batch.
+        # Urgent jobs (emergency, absence) have a buffer of their own and start first.
         self._ready: deque[tuple[Job, datetime]] = deque()  # (job, when claimed)
+        self._ready_urgent: deque[tuple[Job, datetime]] = deque()
+        self._urgent_tasks: set[asyncio.Task[None]] = set()
+        self._claimed_at = -math.inf  # time.monotonic() of the last claim
         # Send outcomes are committed in batches (one transaction for many sends).
         self._outcomes = OutcomeBatcher(store)
         self._stopping = asyncio.Event()
@@ -162,7 +170,7 @@ class Dispatcher:
         while not self._stopping.is_set():
             claimed = await self.run_once(wait=False)
             if claimed == 0:
-                self.work_available.clear()
+                # run_once cleared the event before its claim: a job queued since is seen.
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(
                         self.work_available.wait(), timeout=self.settings.poll_interval
@@ -179,45 +187,113 @@ class Dispatcher:
         """Claim what is due now (as many as there are free slots) and start it.
 
         With ``wait`` the call returns only when those jobs are done (tests, demo).
+        Urgent work preempts: while the dispatcher is busy with a broadcast it still
+        claims as soon as work is queued in this process (``work_available``) or a poll
+        interval passed (work queued by another process), so an urgent job does not wait
+        for the buffer to drain; urgent jobs start first, on slots normal work never
+        takes, and while they run normal work keeps only its share of the slots.
         """
-        free = self._free_slots()
-        if free == 0:
-            # Claim again as soon as a send finishes (not on a timer): no slot stays empty.
-            self._slot_freed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._slot_freed.wait(), timeout=self.settings.poll_interval)
-            return -1  # busy, not idle
         await self._release_stale()
-        if not self._ready:
-            now = self.clock.now()
-            jobs = await self.store.claim_jobs(
-                self.kinds,
-                # A buffer of at most one round of sends, so a buffered job starts well
-                # within its lease (see _release_stale for when it does not).
-                max(free, min(self.settings.batch, self.settings.concurrency)),
-                now,
-                self.settings.lease_seconds,
-                normal_share=self.settings.normal_share,
-            )
-            refs = [job.ref for job in jobs if job.kind == JOB_SEND]
-            if len(refs) > 1:
-                self._prefetched.update(await self.store.get_deliveries(refs))
-            self._ready.extend((job, now) for job in jobs)
-        started = [
-            self._start(self._ready.popleft()[0]) for _ in range(min(free, len(self._ready)))
-        ]
+        free = self._free_slots()
+        buffered = bool(self._ready or self._ready_urgent)
+        if (free and not buffered) or self._wake_due():
+            await self._claim(self._claim_size(free, buffered))
+        started = self._start_ready()
+        if not started and (free == 0 or self._ready or self._ready_urgent):
+            # Claim again as soon as a send finishes (not on a timer): no slot stays empty.
+            await self._busy_wait()
+            return -1  # busy, not idle
         if wait and started:
             await asyncio.gather(*started)
         return len(started)
+
+    def _wake_due(self) -> bool:
+        """Whether to claim although the buffer still holds work: new work was queued in
+        this process, or URGENT_POLL passed since the last claim (work queued by another
+        process, or due now). Not every poll interval: with SQLite each claim is a write
+        transaction that the outcomes and plan batches of the broadcast wait for."""
+        since = time.monotonic() - self._claimed_at
+        return self.work_available.is_set() or since >= URGENT_POLL
+
+    def _claim_size(self, free: int, buffered: bool) -> int:
+        """A round of sends when the buffer is empty and there is room. Otherwise a probe
+        for urgent work (the lanes give it urgent work first; any normal jobs it takes
+        join the buffer) as large as the room urgent jobs have, so a large urgent message
+        is not claimed a few jobs at a time; a single job once the buffer holds several
+        rounds of normal work."""
+        round_ = min(self.settings.batch, self.settings.concurrency)
+        if free and not buffered:
+            return max(free, round_)
+        urgent_room = self.settings.concurrency - len(self._urgent_tasks) - len(self._ready_urgent)
+        if len(self._ready) >= 4 * round_:
+            return max(urgent_room, 1)
+        return max(urgent_room, URGENT_PROBE)
+
+    async def _claim(self, limit: int) -> None:
+        self.work_available.clear()  # what is queued from now on wakes the next claim
+        now = self.clock.now()
+        jobs = await self.store.claim_jobs(
+            self.kinds,
+            limit,
+            now,
+            self.settings.lease_seconds,
+            normal_share=self.settings.normal_share,
+        )
+        self._claimed_at = time.monotonic()  # the poll interval runs from the answer
+        refs = [job.ref for job in jobs if job.kind == JOB_SEND]
+        if len(refs) > 1:
+            self._prefetched.update(await self.store.get_deliveries(refs))
+        for job in jobs:
+            (self._ready_urgent if job.urgent else self._ready).append((job, now))
+
+    def _start_ready(self) -> list[asyncio.Task[None]]:
+        """Start buffered jobs while there is room: urgent ones first."""
+        started = []
+        while self._ready_urgent and self._room(urgent=True):
+            started.append(self._start(self._ready_urgent.popleft()[0]))
+        while self._ready and self._room(urgent=False):
+            started.append(self._start(self._ready.popleft()[0]))
+        return started
+
+    def _room(self, *, urgent: bool) -> bool:
+        """Whether one more job may start. Urgent jobs may take every slot; normal jobs
+        leave URGENT_RESERVE of them free, and while urgent jobs run or wait they keep
+        only ``normal_share`` of the slots (at least one: never starved)."""
+        busy = self.settings.concurrency - self._free_slots()
+        if urgent:
+            return busy < self.settings.concurrency
+        reserve = math.ceil(self.settings.concurrency * URGENT_RESERVE)
+        if busy >= max(self.settings.concurrency - reserve, 1):
+            return False
+        if self._urgent_tasks or self._ready_urgent:
+            share = max(math.ceil(self.settings.concurrency * self.settings.normal_share), 1)
+            return len(self._tasks) - len(self._urgent_tasks) < share
+        return True
+
+    async def _busy_wait(self) -> None:
+        """Until a send finishes or work is queued (at most a poll interval)."""
+        self._slot_freed.clear()
+        freed = asyncio.ensure_future(self._slot_freed.wait())
+        queued = asyncio.ensure_future(self.work_available.wait())
+        try:
+            await asyncio.wait(
+                (freed, queued),
+                timeout=self.settings.poll_interval,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            freed.cancel()
+            queued.cancel()
 
     async def _release_stale(self) -> None:
         """Give back buffered jobs that waited half their lease (slow providers held every
         slot): started later, another worker could take them over mid-send."""
         limit = self.clock.now() - timedelta(seconds=self.settings.lease_seconds / 2)
-        while self._ready and self._ready[0][1] <= limit:
-            job, _ = self._ready.popleft()
-            self._prefetched.pop(job.ref, None)
-            await self.store.postpone_job(job.id, self.clock.now(), "lease_half_gone")
+        for ready in (self._ready_urgent, self._ready):
+            while ready and ready[0][1] <= limit:
+                job, _ = ready.popleft()
+                self._prefetched.pop(job.ref, None)
+                await self.store.postpone_job(job.id, self.clock.now(), "lease_half_gone")
 
     async def run_until_idle(self, max_rounds: int = 10_000) -> None:
         """Do every job that is due now, including jobs that those jobs queue."""
@@ -240,21 +316,25 @@ class Dispatcher:
     def _start(self, job: Job) -> asyncio.Task[None]:
         task = asyncio.create_task(self._do(job))
         self._tasks.add(task)
+        if job.urgent:
+            self._urgent_tasks.add(task)
         task.add_done_callback(self._finished)
         return task
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
+        self._urgent_tasks.discard(task)
         self._slot_freed.set()
 
     async def _release_ready(self) -> None:
         """Hand claimed jobs that never started back to the queue, due now, so the next
         start (or another worker) takes them at once instead of after their lease."""
         now = self.clock.now()
-        while self._ready:
-            job, _ = self._ready.popleft()
-            self._prefetched.pop(job.ref, None)
-            await self.store.postpone_job(job.id, now, "shutdown")
+        for ready in (self._ready_urgent, self._ready):
+            while ready:
+                job, _ = ready.popleft()
+                self._prefetched.pop(job.ref, None)
+                await self.store.postpone_job(job.id, now, "shutdown")
 
     async def _drain_in_flight(self) -> None:
         if not self._tasks:
@@ -318,6 +398,8 @@ class Dispatcher:
                 jobs.append(send_job)
             deliveries.append(delivery)
             if len(deliveries) >= PLAN_BATCH:
+                if not job.urgent:
+                    await self._give_way()
                 await self._write_plan(deliveries, jobs)
                 deliveries, jobs = [], []
         await self._write_plan(deliveries, jobs)
@@ -325,6 +407,16 @@ class Dispatcher:
         if self.on_planned is not None:
             await self.on_planned(message)
         await self.store.finish_job(job.id)
+
+    async def _give_way(self) -> None:
+        """Between two batches of a normal message's plan: wait while urgent jobs run (at
+        most PLAN_GIVE_WAY seconds, so a broadcast's planning goes on at least at one
+        batch per PLAN_GIVE_WAY): its write transaction and CPU slice would delay them."""
+        deadline = time.monotonic() + PLAN_GIVE_WAY
+        while self._urgent_tasks and (left := deadline - time.monotonic()) > 0:
+            await asyncio.wait(
+                set(self._urgent_tasks), timeout=left, return_when=asyncio.FIRST_COMPLETED
+            )
 
     async def _write_plan(self, deliveries: list[Delivery], jobs: list[Job]) -> None:
         if deliveries:
@@ -417,7 +509,7 @@ class Dispatcher:
         ):
             return None
         gate = self._gate(name)
-        put_off = await gate.enter()
+        put_off = await gate.enter(urgent=job.urgent)
         if put_off is not None:
             due = self.clock.now() + timedelta(seconds=put_off)
             await self.store.postpone_job(job.id, due, "channel_stalled")

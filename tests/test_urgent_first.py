@@ -1,0 +1,182 @@
+"""Urgent work preempts a running broadcast, on SQLite and Redis: an urgent job queued
+while the dispatcher is busy sending a low-priority backlog is claimed and done before
+the backlog is, without waiting for the claimed batch to drain; normal work still gets
+its share while urgent work runs; every job is done once.
+
+The jobs are of a kind of the test's own whose handler waits for the test ("the
+provider"), so what is claimed and started when is decided by the dispatcher alone;
+the waits below are bounded loops for a state, never timing assertions."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from gateway.channel_gate import ChannelGate
+from gateway.clock import ManualClock
+from gateway.dispatcher import Dispatcher
+from gateway.models import Job
+from gateway.render import Renderer
+from gateway.service import TEMPLATES_DIR
+from gateway.settings import DispatchSettings
+from gateway.store import Store
+from tests.contract.conftest import (
+    forget_keys,
+    redis_backend,
+    redis_prefix,
+    require_redis,
+    sqlite_backend,
+)
+
+KIND = "work"
+TENANT = "tenant-a"
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+async def queue(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    if request.param == "redis":
+        require_redis()
+        factory = redis_backend
+    else:
+        factory = sqlite_backend
+    try:
+        async with factory(tmp_path) as store:
+            yield store
+    finally:
+        if request.param == "redis":
+            forget_keys(redis_prefix(tmp_path))
+
+
+class Provider:
+    """The handler of KIND jobs: records each start, holds every job until released."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.started: list[str] = []
+        self.done: list[str] = []
+        self.open = asyncio.Event()
+        self.urgent_open = asyncio.Event()
+
+    async def __call__(self, job: Job) -> None:
+        self.started.append(job.id)
+        await (self.urgent_open if job.urgent else self.open).wait()
+        await self.store.finish_job(job.id)
+        self.done.append(job.id)
+
+
+def jobs(clock: ManualClock, prefix: str, n: int, *, urgent: bool = False) -> list[Job]:
+    now = clock.now()
+    return [
+        Job(
+            id=f"{KIND}:{prefix}{i:03}",
+            tenant_id=TENANT,
+            kind=KIND,
+            ref=f"{prefix}{i}",
+            due_at=now,
+            urgent=urgent,
+        )
+        for i in range(n)
+    ]
+
+
+def dispatcher(
+    store: Store, clock: ManualClock, provider: Provider, **options: float
+) -> Dispatcher:
+    settings = DispatchSettings(**{"concurrency": 10, "batch": 10, **options})
+    return Dispatcher(
+        store,  # type: ignore[arg-type]  # only the queue is used by KIND jobs
+        {},
+        Renderer(TEMPLATES_DIR, "https://budbringer.test"),
+        clock,
+        settings,
+        handlers={KIND: provider},
+    )
+
+
+async def until(state: Callable[[], bool], runner: asyncio.Task[None]) -> None:
+    """Let the dispatcher run until ``state`` holds (bounded; fails if it never does)."""
+    for _ in range(2000):
+        if state() or runner.done():
+            break
+        await asyncio.sleep(0.005)
+    assert state(), "the dispatcher never got there"
+
+
+async def test_an_urgent_job_queued_during_a_backlog_is_done_before_the_backlog(
+    queue: Store, clock: ManualClock
+) -> None:
+    provider = Provider(queue)
+    worker = dispatcher(queue, clock, provider)
+    backlog = jobs(clock, "low", 60)
+    await queue.add_deliveries([], backlog)
+    runner = asyncio.create_task(worker.run())
+    try:
+        # Busy with the broadcast: every slot normal work may take is held, a batch is
+        # claimed and waits in the buffer.
+        await until(lambda: len(provider.started) == 9, runner)
+        (alert,) = jobs(clock, "alert", 1, urgent=True)
+        await queue.add_deliveries([], [alert])
+        worker.work_available.set()  # as the intake does in this process
+        provider.urgent_open.set()
+        await until(lambda: alert.id in provider.done, runner)
+        # Done while the backlog's first sends were still held: not after the buffer.
+        assert len(provider.started) <= 10
+        assert not any(job_id in provider.done for job_id in (j.id for j in backlog))
+        provider.open.set()
+        await until(lambda: len(provider.done) == 61, runner)
+    finally:
+        worker.stop()
+        await runner
+    assert sorted(provider.done) == sorted([alert.id, *(j.id for j in backlog)])  # once each
+    assert await queue.claim_jobs([KIND], 100, clock.now(), 30) == []
+
+
+async def test_normal_work_keeps_its_share_while_urgent_work_runs(
+    queue: Store, clock: ManualClock
+) -> None:
+    provider = Provider(queue)
+    worker = dispatcher(queue, clock, provider, normal_share=0.2)
+    urgent = jobs(clock, "alert", 30, urgent=True)
+    await queue.add_deliveries([], urgent + jobs(clock, "low", 30))
+    runner = asyncio.create_task(worker.run())
+    try:
+        # Every slot is taken, urgent jobs first, yet normal work holds its share (2 of
+        # 10 here) of the slots: never starved by a stream of urgent work.
+        def normal_started() -> int:
+            return sum(1 for job_id in provider.started if "low" in job_id)
+
+        await until(lambda: len(provider.started) == 10 and normal_started() >= 1, runner)
+        assert 1 <= normal_started() <= 2
+        provider.open.set()
+        provider.urgent_open.set()
+        await until(lambda: len(provider.done) == 60, runner)
+    finally:
+        worker.stop()
+        await runner
+    assert len(set(provider.done)) == 60
+
+
+async def test_an_urgent_send_takes_the_channels_next_free_slot() -> None:
+    gate = ChannelGate(3)
+    for _ in range(3):  # every slot: broadcast sends in flight
+        assert await gate.enter() is None
+    order: list[str] = []
+
+    async def send(name: str, urgent: bool) -> None:
+        assert await gate.enter(urgent=urgent) is None
+        order.append(name)
+        gate.leave(0.01)
+
+    waiting = [asyncio.create_task(send(f"normal{i}", False)) for i in range(2)]
+    await asyncio.sleep(0)  # the broadcast's sends queue first
+    waiting.append(asyncio.create_task(send("alert", True)))
+    await asyncio.sleep(0)
+    gate.leave(0.01)  # one broadcast send ends: its slot goes to the alert
+    await asyncio.gather(*waiting)
+    assert order == ["alert", "normal0", "normal1"]
+    gate.leave(0.01)
+    gate.leave(0.01)
+    assert gate.in_flight == 0
