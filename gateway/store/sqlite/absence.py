@@ -1,4 +1,4 @@
-"""SQLite tables and queries of absence: records, claimed event ids, explanations, settings.
+"""SQLite tables and queries of absence: records, claimed event ids, explanations.
 
 ``absences`` holds one row per alert or report (by its message id);
 ``absence_events`` maps every event id claimed for an absence (the first mark and the
@@ -18,7 +18,7 @@ import aiosqlite
 from gateway.constants import WEBHOOK_ABSENCE_EXPLAINED, WEBHOOK_ABSENCE_UNROUTED
 from gateway.models import AbsenceClaim, AbsenceExplanation, AbsenceKind, AbsenceRecord, Role
 from gateway.store.encoding import dumps, from_us, from_us_opt, us, us_opt
-from gateway.store.sqlite.base import SqliteParts, feed_change, id_list
+from gateway.store.sqlite.base import Feature, feed_change, id_list
 
 _COLUMNS = (
     "tenant_id, message_id, event_id, kind, child_id, key, data, marks, created_at, "
@@ -80,8 +80,9 @@ async def purge_absences(db: aiosqlite.Connection, before: int) -> None:
     await db.execute("DELETE FROM absences WHERE created_at < ?", (before,))
 
 
-class AbsenceMixin(SqliteParts):
-    """The absence part of :class:`gateway.store.Store` on SQLite."""
+class SqliteAbsence(Feature):
+    """Absence records, the event ids claimed for them, and explanations (the
+    ``AbsenceStore`` port; its alert phones are ``alert_phones.py``)."""
 
     SCHEMA: ClassVar[str] = """
     CREATE TABLE IF NOT EXISTS absences (
@@ -106,10 +107,7 @@ class AbsenceMixin(SqliteParts):
     );
     CREATE INDEX IF NOT EXISTS absence_explanations_by_message
         ON absence_explanations (tenant_id, message_id, at);
-    CREATE INDEX IF NOT EXISTS absence_explanations_by_at ON absence_explanations (at);
-    CREATE TABLE IF NOT EXISTS absence_settings (
-        tenant_id TEXT PRIMARY KEY, data TEXT NOT NULL
-    ) WITHOUT ROWID
+    CREATE INDEX IF NOT EXISTS absence_explanations_by_at ON absence_explanations (at)
     """
 
     async def claim_absence(
@@ -121,7 +119,7 @@ class AbsenceMixin(SqliteParts):
         unrouted: dict[str, Any] | None = None,
     ) -> AbsenceClaim:
         tenant_id = record.tenant_id
-        async with self._write() as db:
+        async with self._db.write() as db:
             rows = list(
                 await db.execute_fetchall(
                     "SELECT message_id, body_hash FROM absence_events "
@@ -193,13 +191,13 @@ class AbsenceMixin(SqliteParts):
         return claim
 
     async def get_absence(self, tenant_id: str, message_id: str) -> AbsenceRecord | None:
-        async with self._read() as db:
+        async with self._db.read() as db:
             return await _one(db, "tenant_id = ? AND message_id = ?", (tenant_id, message_id))
 
     async def find_absence(
         self, tenant_id: str, *, event_id: str | None = None, key: str | None = None
     ) -> AbsenceRecord | None:
-        async with self._read(snapshot=True) as db:
+        async with self._db.read(snapshot=True) as db:
             if event_id is not None:
                 return await _one(
                     db,
@@ -218,7 +216,7 @@ class AbsenceMixin(SqliteParts):
     async def cancel_absence(
         self, tenant_id: str, message_id: str, event_id: str, at: datetime
     ) -> AbsenceRecord | None:
-        async with self._write() as db:
+        async with self._db.write() as db:
             await db.execute(
                 "UPDATE absences SET cancelled_at = ?, cancel_event_id = ?, updated_at = ? "
                 "WHERE tenant_id = ? AND message_id = ? AND cancelled_at IS NULL",
@@ -236,7 +234,7 @@ class AbsenceMixin(SqliteParts):
     async def add_absence_explanation(
         self, explanation: AbsenceExplanation, *, change: dict[str, Any] | None = None
     ) -> bool:
-        async with self._write() as db:
+        async with self._db.write() as db:
             cursor = await db.execute(
                 f"INSERT OR IGNORE INTO absence_explanations ({_EXPLANATION_COLUMNS}) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -262,7 +260,7 @@ class AbsenceMixin(SqliteParts):
     async def list_absence_explanations(
         self, tenant_id: str, message_id: str
     ) -> list[AbsenceExplanation]:
-        async with self._read() as db:
+        async with self._db.read() as db:
             rows = await db.execute_fetchall(
                 f"SELECT {_EXPLANATION_COLUMNS} FROM absence_explanations "
                 "WHERE tenant_id = ? AND message_id = ? ORDER BY at, id",
@@ -275,7 +273,7 @@ class AbsenceMixin(SqliteParts):
     ) -> list[str]:
         if not group_ids and not unit_ids:
             return []
-        async with self._read() as db:
+        async with self._db.read() as db:
             rows = await db.execute_fetchall(
                 "SELECT id FROM persons WHERE tenant_id = ? AND role = ? AND id IN ("
                 " SELECT person_id FROM person_groups WHERE tenant_id = ?"
@@ -293,25 +291,3 @@ class AbsenceMixin(SqliteParts):
                 ),
             )
         return [row[0] for row in rows]
-
-    async def get_absence_settings(self, tenant_id: str) -> dict[str, Any] | None:
-        async with self._read() as db:
-            rows = list(
-                await db.execute_fetchall(
-                    "SELECT data FROM absence_settings WHERE tenant_id = ?", (tenant_id,)
-                )
-            )
-        if not rows:
-            return None
-        data: dict[str, Any] = json.loads(rows[0][0])
-        return data
-
-    async def set_absence_settings(self, tenant_id: str, override: dict[str, Any] | None) -> None:
-        async with self._write() as db:
-            if override is None:
-                await db.execute("DELETE FROM absence_settings WHERE tenant_id = ?", (tenant_id,))
-            else:
-                await db.execute(
-                    "INSERT OR REPLACE INTO absence_settings (tenant_id, data) VALUES (?, ?)",
-                    (tenant_id, dumps(override)),
-                )

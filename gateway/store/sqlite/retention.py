@@ -9,7 +9,7 @@ from datetime import datetime
 
 from gateway.store.encoding import us
 from gateway.store.sqlite.absence import purge_absences
-from gateway.store.sqlite.base import SqliteParts, id_list
+from gateway.store.sqlite.base import Feature, id_list
 from gateway.store.sqlite.webhooks import purge_webhook_messages
 
 PURGE_BATCH = 200  # messages per transaction, so a large purge never holds the writer long
@@ -17,14 +17,14 @@ WEBHOOK_PURGE_BATCH = 2000  # outbox messages per transaction (smaller rows, no 
 _OLD = "(SELECT value FROM json_each(?))"
 
 
-class RetentionMixin(SqliteParts):
+class SqliteRetention(Feature):
     """``purge_before`` of :class:`gateway.store.Store` on SQLite."""
 
     async def purge_before(self, cutoff: datetime) -> int:
         stamp = us(cutoff)
         removed = 0
         while True:
-            async with self._write() as db:
+            async with self._db.write() as db:
                 rows = list(
                     await db.execute_fetchall(
                         "SELECT tenant_id, id FROM messages WHERE created_at < ? LIMIT ?",
@@ -53,13 +53,13 @@ class RetentionMixin(SqliteParts):
                             params,
                         )
                 await db.execute(f"DELETE FROM messages WHERE id IN {_OLD}", (ids,))
-        async with self._write() as db:
+        async with self._db.write() as db:
             await db.execute("DELETE FROM replies WHERE received_at < ?", (stamp,))
             # Message and reply translations (sqlite_translations.py; Redis: their TTL).
             await db.execute("DELETE FROM translations WHERE at < ?", (stamp,))
             await purge_absences(db, stamp)
         while True:
-            async with self._write() as db:
+            async with self._db.write() as db:
                 gone = await purge_webhook_messages(db, stamp, WEBHOOK_PURGE_BATCH)
             if gone < WEBHOOK_PURGE_BATCH:
                 break
