@@ -18,7 +18,7 @@ import aiosqlite
 from gateway.constants import WEBHOOK_ABSENCE_EXPLAINED, WEBHOOK_ABSENCE_UNROUTED
 from gateway.models import AbsenceClaim, AbsenceExplanation, AbsenceKind, AbsenceRecord, Role
 from gateway.store.encoding import dumps, from_us, from_us_opt, us, us_opt
-from gateway.store.sqlite.base import Feature, feed_change, id_list
+from gateway.store.sqlite.base import SqliteFeature, feed_change, id_list
 
 _COLUMNS = (
     "tenant_id, message_id, event_id, kind, child_id, key, data, marks, created_at, "
@@ -63,6 +63,51 @@ async def _one(db: aiosqlite.Connection, where: str, params: Sequence[Any]) -> A
     return _record(rows[0]) if rows else None
 
 
+async def _merge(
+    db: aiosqlite.Connection, first: AbsenceRecord, record: AbsenceRecord
+) -> AbsenceRecord:
+    """Fold a repeated mark into the first record of its window; the merged record."""
+    merged = first.model_copy(
+        update={
+            "data": record.data,
+            "marks": [*first.marks, record.event_id],
+            "updated_at": record.updated_at,
+        }
+    )
+    await db.execute(
+        "UPDATE absences SET data = ?, marks = ?, updated_at = ? "
+        "WHERE tenant_id = ? AND message_id = ?",
+        (
+            dumps(merged.data),
+            dumps(merged.marks),
+            us(merged.updated_at),
+            merged.tenant_id,
+            merged.message_id,
+        ),
+    )
+    return merged
+
+
+async def _insert(db: aiosqlite.Connection, record: AbsenceRecord) -> None:
+    await db.execute(
+        f"INSERT OR IGNORE INTO absences ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            record.tenant_id,
+            record.message_id,
+            record.event_id,
+            record.kind,
+            record.child_id,
+            record.key,
+            dumps(record.data),
+            dumps(record.marks),
+            us(record.created_at),
+            us(record.updated_at),
+            us_opt(record.cancelled_at),
+            record.cancel_event_id,
+        ),
+    )
+
+
 async def purge_absences(db: aiosqlite.Connection, before: int) -> None:
     """Retention (inside the caller's write transaction): records created before ``before``
     (microseconds) with their claimed event ids and explanations, and explanations given
@@ -80,7 +125,7 @@ async def purge_absences(db: aiosqlite.Connection, before: int) -> None:
     await db.execute("DELETE FROM absences WHERE created_at < ?", (before,))
 
 
-class SqliteAbsence(Feature):
+class SqliteAbsence(SqliteFeature):
     """Absence records, the event ids claimed for them, and explanations (the
     ``AbsenceStore`` port; its alert phones are ``alert_phones.py``)."""
 
@@ -140,44 +185,10 @@ class SqliteAbsence(Feature):
                     (tenant_id, record.key, us(window_start)),
                 )
             if first is not None:
-                merged = first.model_copy(
-                    update={
-                        "data": record.data,
-                        "marks": [*first.marks, record.event_id],
-                        "updated_at": record.updated_at,
-                    }
-                )
-                await db.execute(
-                    "UPDATE absences SET data = ?, marks = ?, updated_at = ? "
-                    "WHERE tenant_id = ? AND message_id = ?",
-                    (
-                        dumps(merged.data),
-                        dumps(merged.marks),
-                        us(merged.updated_at),
-                        tenant_id,
-                        merged.message_id,
-                    ),
-                )
+                merged = await _merge(db, first, record)
                 claim = AbsenceClaim(outcome="merged", record=merged, body_hash=body_hash)
             else:
-                await db.execute(
-                    f"INSERT OR IGNORE INTO absences ({_COLUMNS}) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        tenant_id,
-                        record.message_id,
-                        record.event_id,
-                        record.kind,
-                        record.child_id,
-                        record.key,
-                        dumps(record.data),
-                        dumps(record.marks),
-                        us(record.created_at),
-                        us(record.updated_at),
-                        us_opt(record.cancelled_at),
-                        record.cancel_event_id,
-                    ),
-                )
+                await _insert(db, record)
                 claim = AbsenceClaim(outcome="new", record=record, body_hash=body_hash)
                 if unrouted is not None:
                     await feed_change(

@@ -9,12 +9,12 @@ from typing import ClassVar
 
 from gateway.models import AlertPhone
 from gateway.store.encoding import from_us, us
-from gateway.store.sqlite.base import Feature
+from gateway.store.sqlite.base import SqliteFeature
 
 KEEP = timedelta(days=2)
 
 
-class SqliteAlertPhones(Feature):
+class SqliteAlertPhones(SqliteFeature):
     """The alert-phone part of :class:`gateway.store.Store` on SQLite."""
 
     SCHEMA: ClassVar[str] = """

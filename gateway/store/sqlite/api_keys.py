@@ -19,7 +19,7 @@ from gateway.constants import SCOPE_PROTECTED
 from gateway.errors import Conflict
 from gateway.models import ApiKey, Tenant, first_api_key
 from gateway.store.encoding import dumps, from_us, from_us_opt, us, us_opt
-from gateway.store.sqlite.base import Feature
+from gateway.store.sqlite.base import SqliteFeature
 
 _COLUMNS = "id, tenant_id, key_hash, name, scopes, created_at, expires_at, revoked_at"
 
@@ -76,7 +76,7 @@ async def migrate_api_keys(db: aiosqlite.Connection) -> None:
         await insert_api_key(db, first_api_key(tenant, protected=SCOPE_PROTECTED in legacy_scopes))
 
 
-class SqliteKeys(Feature):
+class SqliteApiKeys(SqliteFeature):
     """The API-key part of :class:`gateway.store.Store` on SQLite."""
 
     SCHEMA: ClassVar[str] = """

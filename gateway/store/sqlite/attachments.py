@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 from gateway.models import Attachment
 from gateway.store.attachments import UNKNOWN, USED
 from gateway.store.encoding import from_us, from_us_opt, us
-from gateway.store.sqlite.base import Feature, id_list
+from gateway.store.sqlite.base import SqliteFeature, id_list
 
 _COLUMNS = (
     "tenant_id, id, name, content_type, size, sha256, created_at, message_id, used_at, position"
@@ -30,7 +30,7 @@ def _row(row: Any) -> Attachment:
     )
 
 
-class SqliteAttachments(Feature):
+class SqliteAttachments(SqliteFeature):
     """:class:`gateway.store.attachments.AttachmentStore` on the SQLite store's handle."""
 
     SCHEMA: ClassVar[str] = """

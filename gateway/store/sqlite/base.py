@@ -4,10 +4,10 @@
 connection carries every write, serialised by an asyncio lock and wrapped in
 ``BEGIN IMMEDIATE ... COMMIT``; a second connection serves reads, which WAL lets run
 beside a write. A feature (``tenants.py``, ``deliveries.py``, ...) is a
-:class:`Feature` built with the handle: it declares its tables in ``SCHEMA`` and
+:class:`SqliteFeature` built with the handle: it declares its tables in ``SCHEMA`` and
 reaches the database only through :meth:`SqliteHandle.write` and
 :meth:`SqliteHandle.read`. Every public coroutine of a feature maps SQLite's errors to
-:class:`~gateway.errors.StoreError` (installed by :class:`Feature` itself, so no
+:class:`~gateway.errors.StoreError` (installed by :class:`SqliteFeature` itself, so no
 feature can miss it), whether they come from a query or from binding its parameters.
 """
 
@@ -145,7 +145,7 @@ class SqliteHandle:
                     await settle(db)
 
 
-class Feature:
+class SqliteFeature:
     """A part of the SQLite store: its tables (``SCHEMA``) and queries on the handle."""
 
     # CREATE TABLE/INDEX IF NOT EXISTS statements separated by ";", run when opening.

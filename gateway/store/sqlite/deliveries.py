@@ -17,7 +17,7 @@ import aiosqlite
 from gateway.models import Delivery, DeliveryStatus, Job, Role, StatusChange, can_transition
 from gateway.store import SendOutcome
 from gateway.store.encoding import dumps, from_us, from_us_opt, us, us_opt
-from gateway.store.sqlite.base import IDS, Feature, id_list, insert_jobs
+from gateway.store.sqlite.base import IDS, SqliteFeature, id_list, insert_jobs
 
 _DELIVERY_COLUMNS = (
     "id, tenant_id, message_id, recipient_id, recipient_role, channel, target, address, "
@@ -75,7 +75,7 @@ def _delivery_row(d: Delivery) -> tuple[Any, ...]:
     )
 
 
-class SqliteDeliveries(Feature):
+class SqliteDeliveries(SqliteFeature):
     """Deliveries, their status moves and history, and the lookups of provider callbacks."""
 
     SCHEMA: ClassVar[str] = """

@@ -6,10 +6,10 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 from gateway.store.digests import DigestEntry
-from gateway.store.sqlite.base import Feature, id_list
+from gateway.store.sqlite.base import SqliteFeature, id_list
 
 
-class SqliteDigests(Feature):
+class SqliteDigests(SqliteFeature):
     """:class:`gateway.store.digests.Digests` on the store's handle."""
 
     SCHEMA: ClassVar[str] = """

@@ -49,7 +49,7 @@ from gateway.store.directory_checks import (
     check_relation_flag,
 )
 from gateway.store.encoding import dumps, from_us, from_us_opt, us
-from gateway.store.sqlite.base import IDS, Feature, id_list
+from gateway.store.sqlite.base import IDS, SqliteFeature, id_list
 from gateway.store.sqlite.guardians import load_devices, load_failing, load_preferences
 
 _FLAG_COLUMNS = {
@@ -93,7 +93,7 @@ def _flags(row: Any) -> RelationFlags:
     )
 
 
-class SqliteDirectory(Feature):
+class SqliteDirectory(SqliteFeature):
     """Units, groups, persons and relations: written by imports, read as audiences."""
 
     SCHEMA: ClassVar[str] = """
@@ -217,98 +217,11 @@ CREATE INDEX IF NOT EXISTS protection_history_by_person
     ) -> None:
         # Rows are generators: aiosqlite's thread builds them as it inserts, so a batch of
         # 100,000 persons never holds the event loop.
-        await db.executemany(
-            "INSERT INTO units (tenant_id, id, kind, name, time_zone, sender_name, sms_sender) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tenant_id, id) DO UPDATE SET "
-            "kind = excluded.kind, name = excluded.name, time_zone = excluded.time_zone, "
-            "sender_name = excluded.sender_name, sms_sender = excluded.sms_sender",
-            (
-                (tenant_id, u.id, u.kind.value, u.name, u.time_zone, u.sender_name, u.sms_sender)
-                for u in batch.units
-            ),
-        )
-        await db.executemany(
-            "INSERT INTO unit_groups (tenant_id, id, unit_id, kind, name) VALUES (?, ?, ?, ?, ?) "
-            "ON CONFLICT (tenant_id, id) DO UPDATE SET unit_id = excluded.unit_id, "
-            "kind = excluded.kind, name = excluded.name",
-            ((tenant_id, g.id, g.unit_id, g.kind.value, g.name) for g in batch.groups),
-        )
-        stored = await _load_persons(db, tenant_id, [p.id for p in batch.persons])
-        persons = []
-        for imported in batch.persons:
-            before = stored.get(imported.id)
-            written = merge_imported(before, imported)
-            if raised_by_import(before, written):
-                entry = import_raise(before, written, at)
-                await _write_protection_history(db, tenant_id, written.id, entry)
-            stored[written.id] = written  # a repeated row merges with the one before
-            persons.append(written)
-        await db.executemany(
-            f"INSERT INTO persons (tenant_id, {_PERSON_COLUMNS}) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tenant_id, id) DO UPDATE SET "
-            "role = excluded.role, given_name = excluded.given_name, "
-            "family_name = excluded.family_name, birth_date = excluded.birth_date, "
-            "protection = excluded.protection, email = excluded.email, phone = excluded.phone, "
-            "language = excluded.language, consent_guardians = excluded.consent_guardians",
-            (
-                (
-                    tenant_id,
-                    p.id,
-                    p.role.value,
-                    p.given_name,
-                    p.family_name,
-                    None if p.birth_date is None else p.birth_date.isoformat(),
-                    p.protection.value,
-                    p.email,
-                    p.phone,
-                    p.language,
-                    int(p.consent_guardians),
-                )
-                for p in persons
-            ),
-        )
+        await _upsert_units_and_groups(db, tenant_id, batch)
+        await _upsert_persons(db, tenant_id, batch, at)
         if batch.persons:
-            # An upserted person's memberships are exactly those of the batch.
-            person_ids = id_list(p.id for p in batch.persons)
-            for table in ("person_units", "person_groups"):
-                await db.execute(
-                    f"DELETE FROM {table} WHERE tenant_id = ? AND person_id IN {IDS}",
-                    (tenant_id, person_ids),
-                )
-            await db.executemany(
-                "INSERT OR IGNORE INTO person_units (tenant_id, unit_id, person_id, pos) "
-                "VALUES (?, ?, ?, ?)",
-                (
-                    (tenant_id, unit_id, p.id, pos)
-                    for p in batch.persons
-                    for pos, unit_id in enumerate(p.unit_ids)
-                ),
-            )
-            await db.executemany(
-                "INSERT OR IGNORE INTO person_groups (tenant_id, group_id, person_id, pos) "
-                "VALUES (?, ?, ?, ?)",
-                (
-                    (tenant_id, group_id, p.id, pos)
-                    for p in batch.persons
-                    for pos, group_id in enumerate(p.group_ids)
-                ),
-            )
-        await db.executemany(
-            "INSERT INTO relations (tenant_id, child_id, guardian_id, parental_responsibility, "
-            "daily_care) VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant_id, child_id, guardian_id) "
-            "DO UPDATE SET parental_responsibility = excluded.parental_responsibility, "
-            "daily_care = excluded.daily_care",
-            (
-                (
-                    tenant_id,
-                    r.child_id,
-                    r.guardian_id,
-                    int(r.parental_responsibility),
-                    int(r.daily_care),
-                )
-                for r in batch.relations
-            ),
-        )
+            await _replace_memberships(db, tenant_id, batch)
+        await _upsert_relations(db, tenant_id, batch)
 
     async def delete_directory(self, tenant_id: str, deletion: DirectoryDeletion) -> dict[str, int]:
         async with self._db.write() as db:
@@ -557,6 +470,119 @@ CREATE INDEX IF NOT EXISTS protection_history_by_person
                 (tenant_id, id_list(set(person_ids)), Protection.none.value),
             )
         return {row[0] for row in rows}
+
+
+async def _upsert_units_and_groups(
+    db: aiosqlite.Connection, tenant_id: str, batch: DirectoryBatch
+) -> None:
+    await db.executemany(
+        "INSERT INTO units (tenant_id, id, kind, name, time_zone, sender_name, sms_sender) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tenant_id, id) DO UPDATE SET "
+        "kind = excluded.kind, name = excluded.name, time_zone = excluded.time_zone, "
+        "sender_name = excluded.sender_name, sms_sender = excluded.sms_sender",
+        (
+            (tenant_id, u.id, u.kind.value, u.name, u.time_zone, u.sender_name, u.sms_sender)
+            for u in batch.units
+        ),
+    )
+    await db.executemany(
+        "INSERT INTO unit_groups (tenant_id, id, unit_id, kind, name) VALUES (?, ?, ?, ?, ?) "
+        "ON CONFLICT (tenant_id, id) DO UPDATE SET unit_id = excluded.unit_id, "
+        "kind = excluded.kind, name = excluded.name",
+        ((tenant_id, g.id, g.unit_id, g.kind.value, g.name) for g in batch.groups),
+    )
+
+
+async def _upsert_persons(
+    db: aiosqlite.Connection, tenant_id: str, batch: DirectoryBatch, at: datetime
+) -> None:
+    """Merge each imported person with the stored one (an import never lowers a
+    protection level; a raise is written to the history)."""
+    stored = await _load_persons(db, tenant_id, [p.id for p in batch.persons])
+    persons = []
+    for imported in batch.persons:
+        before = stored.get(imported.id)
+        written = merge_imported(before, imported)
+        if raised_by_import(before, written):
+            entry = import_raise(before, written, at)
+            await _write_protection_history(db, tenant_id, written.id, entry)
+        stored[written.id] = written  # a repeated row merges with the one before
+        persons.append(written)
+    await db.executemany(
+        f"INSERT INTO persons (tenant_id, {_PERSON_COLUMNS}) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tenant_id, id) DO UPDATE SET "
+        "role = excluded.role, given_name = excluded.given_name, "
+        "family_name = excluded.family_name, birth_date = excluded.birth_date, "
+        "protection = excluded.protection, email = excluded.email, phone = excluded.phone, "
+        "language = excluded.language, consent_guardians = excluded.consent_guardians",
+        (
+            (
+                tenant_id,
+                p.id,
+                p.role.value,
+                p.given_name,
+                p.family_name,
+                None if p.birth_date is None else p.birth_date.isoformat(),
+                p.protection.value,
+                p.email,
+                p.phone,
+                p.language,
+                int(p.consent_guardians),
+            )
+            for p in persons
+        ),
+    )
+
+
+async def _replace_memberships(
+    db: aiosqlite.Connection, tenant_id: str, batch: DirectoryBatch
+) -> None:
+    """An upserted person's memberships are exactly those of the batch."""
+    person_ids = id_list(p.id for p in batch.persons)
+    for table in ("person_units", "person_groups"):
+        await db.execute(
+            f"DELETE FROM {table} WHERE tenant_id = ? AND person_id IN {IDS}",
+            (tenant_id, person_ids),
+        )
+    await db.executemany(
+        "INSERT OR IGNORE INTO person_units (tenant_id, unit_id, person_id, pos) "
+        "VALUES (?, ?, ?, ?)",
+        (
+            (tenant_id, unit_id, p.id, pos)
+            for p in batch.persons
+            for pos, unit_id in enumerate(p.unit_ids)
+        ),
+    )
+    await db.executemany(
+        "INSERT OR IGNORE INTO person_groups (tenant_id, group_id, person_id, pos) "
+        "VALUES (?, ?, ?, ?)",
+        (
+            (tenant_id, group_id, p.id, pos)
+            for p in batch.persons
+            for pos, group_id in enumerate(p.group_ids)
+        ),
+    )
+
+
+async def _upsert_relations(
+    db: aiosqlite.Connection, tenant_id: str, batch: DirectoryBatch
+) -> None:
+    await db.executemany(
+        "INSERT INTO relations (tenant_id, child_id, guardian_id, parental_responsibility, "
+        "daily_care) VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant_id, child_id, guardian_id) "
+        "DO UPDATE SET parental_responsibility = excluded.parental_responsibility, "
+        "daily_care = excluded.daily_care",
+        (
+            (
+                tenant_id,
+                r.child_id,
+                r.guardian_id,
+                int(r.parental_responsibility),
+                int(r.daily_care),
+            )
+            for r in batch.relations
+        ),
+    )
 
 
 async def _existing(

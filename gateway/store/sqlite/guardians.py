@@ -14,7 +14,7 @@ import aiosqlite
 from gateway.models import Device, Preferences
 from gateway.store.directory_checks import check_contact_kind
 from gateway.store.encoding import from_us_opt, us, us_opt
-from gateway.store.sqlite.base import IDS, Feature, id_list
+from gateway.store.sqlite.base import IDS, SqliteFeature, id_list
 
 
 def _device(row: Any) -> Device:
@@ -28,7 +28,7 @@ def _device(row: Any) -> Device:
     )
 
 
-class SqliteGuardians(Feature):
+class SqliteGuardians(SqliteFeature):
     """Preferences, devices and failing contacts of guardians."""
 
     SCHEMA: ClassVar[str] = """

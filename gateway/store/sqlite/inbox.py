@@ -12,7 +12,7 @@ from gateway.constants import SUPPRESSED_CHANNEL
 from gateway.models import Category, DeliveryStatus, InboxItem
 from gateway.store import SendOutcome
 from gateway.store.encoding import from_us, from_us_opt, us
-from gateway.store.sqlite.base import Feature
+from gateway.store.sqlite.base import SqliteFeature
 from gateway.store.sqlite.deliveries import apply_moves
 
 _NOT_IN_INBOX = (DeliveryStatus.suppressed.value, DeliveryStatus.cancelled.value)
@@ -43,7 +43,7 @@ def _inbox_item(row: Any) -> InboxItem:
     )
 
 
-class SqliteInbox(Feature):
+class SqliteInbox(SqliteFeature):
     """A guardian's inbox, one item of it, and marking a message read."""
 
     SCHEMA: ClassVar[str] = """

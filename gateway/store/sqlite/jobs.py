@@ -17,7 +17,7 @@ import aiosqlite
 from gateway.models import DeliveryStatus, Job
 from gateway.store import SendOutcome, lanes
 from gateway.store.encoding import from_us, us
-from gateway.store.sqlite.base import IDS, Feature, id_list, insert_jobs
+from gateway.store.sqlite.base import IDS, SqliteFeature, id_list, insert_jobs
 from gateway.store.sqlite.deliveries import apply_moves
 
 _JOB_COLUMNS = "id, tenant_id, kind, ref, due_at, attempts, last_error, urgent"
@@ -36,7 +36,7 @@ def _job(row: Any) -> Job:
     )
 
 
-class SqliteJobs(Feature):
+class SqliteJobs(SqliteFeature):
     """Claim, finish, retry and postpone jobs; finish sends with their status moves."""
 
     SCHEMA: ClassVar[str] = """

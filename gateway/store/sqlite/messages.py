@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 from gateway.models import Audience, Category, Job, Message, Urgency
 from gateway.store.encoding import from_us, from_us_opt, us, us_opt
-from gateway.store.sqlite.base import Feature, insert_jobs
+from gateway.store.sqlite.base import SqliteFeature, insert_jobs
 
 _MESSAGE_COLUMNS = (
     "id, tenant_id, event_id, event_type, body_hash, category, subject, body, urgency, "
@@ -36,7 +36,7 @@ def _message(row: Any) -> Message:
     )
 
 
-class SqliteMessages(Feature):
+class SqliteMessages(SqliteFeature):
     """Accepted messages: read by id or in pages, marked once planned."""
 
     SCHEMA: ClassVar[str] = """

@@ -8,13 +8,13 @@ import json
 from typing import Any, ClassVar
 
 from gateway.store.encoding import dumps
-from gateway.store.sqlite.base import Feature
+from gateway.store.sqlite.base import SqliteFeature
 
 # The table of each kind of override; both are (tenant_id, data) rows.
 _TABLES = {"escalation": "escalation_overrides", "absence": "absence_settings"}
 
 
-class SqlitePolicy(Feature):
+class SqlitePolicy(SqliteFeature):
     """Escalation and absence settings per tenant."""
 
     SCHEMA: ClassVar[str] = """

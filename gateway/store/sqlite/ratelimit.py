@@ -12,10 +12,10 @@ from datetime import datetime
 from typing import ClassVar
 
 from gateway.store.encoding import us
-from gateway.store.sqlite.base import Feature
+from gateway.store.sqlite.base import SqliteFeature
 
 
-class SqliteRateLimits(Feature):
+class SqliteRateLimits(SqliteFeature):
     """The ``RateLimiter`` port for the embedded backend."""
 
     SCHEMA: ClassVar[str] = """

@@ -7,10 +7,10 @@ from typing import ClassVar
 
 from gateway.models import Reply
 from gateway.store.encoding import from_us, us
-from gateway.store.sqlite.base import Feature
+from gateway.store.sqlite.base import SqliteFeature
 
 
-class SqliteReplies(Feature):
+class SqliteReplies(SqliteFeature):
     """Replies received by SMS, e-mail or in the app, per message."""
 
     SCHEMA: ClassVar[str] = """

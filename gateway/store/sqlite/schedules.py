@@ -7,10 +7,10 @@ from typing import ClassVar
 
 from gateway.store.encoding import from_us, from_us_opt, us
 from gateway.store.schedules import CancelResult, Schedule
-from gateway.store.sqlite.base import Feature
+from gateway.store.sqlite.base import SqliteFeature
 
 
-class SqliteSchedules(Feature):
+class SqliteSchedules(SqliteFeature):
     """:class:`gateway.store.schedules.Schedules` on the store's handle."""
 
     SCHEMA: ClassVar[str] = """

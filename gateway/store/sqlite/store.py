@@ -63,9 +63,9 @@ from gateway.store.records import FlagHistoryEntry, SendOutcome
 from gateway.store.schedules import Schedules
 from gateway.store.sqlite.absence import SqliteAbsence
 from gateway.store.sqlite.alert_phones import SqliteAlertPhones
-from gateway.store.sqlite.api_keys import SqliteKeys, migrate_api_keys
+from gateway.store.sqlite.api_keys import SqliteApiKeys, migrate_api_keys
 from gateway.store.sqlite.attachments import SqliteAttachments
-from gateway.store.sqlite.base import Feature, SqliteHandle, mapped, settle
+from gateway.store.sqlite.base import SqliteFeature, SqliteHandle, mapped, settle
 from gateway.store.sqlite.deliveries import SqliteDeliveries
 from gateway.store.sqlite.digests import SqliteDigests
 from gateway.store.sqlite.directory import SqliteDirectory
@@ -93,7 +93,7 @@ class SqliteStore:
     def __init__(self, path: str | Path, *, busy_timeout_ms: int = 5000) -> None:
         self._db = db = SqliteHandle(str(path), busy_timeout_ms)
         self._tenants = SqliteTenants(db)
-        self._keys = SqliteKeys(db)
+        self._keys = SqliteApiKeys(db)
         self._directory = SqliteDirectory(db)
         self._guardians = SqliteGuardians(db)
         self._messages = SqliteMessages(db)
@@ -120,8 +120,8 @@ class SqliteStore:
         """Open both connections, switch to WAL and create the schema if missing."""
         await self._db.open(self._create_schema)
 
-    def _features(self) -> list[Feature]:
-        return [f for f in vars(self).values() if isinstance(f, Feature)]
+    def _features(self) -> list[SqliteFeature]:
+        return [f for f in vars(self).values() if isinstance(f, SqliteFeature)]
 
     async def _create_schema(self, db: aiosqlite.Connection) -> None:
         await db.execute("BEGIN IMMEDIATE")

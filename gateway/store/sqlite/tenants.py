@@ -12,7 +12,7 @@ from gateway.errors import Conflict
 from gateway.models import ApiKey, Tenant, first_api_key
 from gateway.store.encoding import dumps, from_us, us
 from gateway.store.sqlite.api_keys import insert_api_key
-from gateway.store.sqlite.base import Feature
+from gateway.store.sqlite.base import SqliteFeature
 
 
 def _tenant(row: Any) -> Tenant:
@@ -25,7 +25,7 @@ def _tenant(row: Any) -> Tenant:
     )
 
 
-class SqliteTenants(Feature):
+class SqliteTenants(SqliteFeature):
     """Tenants (with the first API key each is made with) and their scopes."""
 
     SCHEMA: ClassVar[str] = """

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 from gateway.constants import WEBHOOK_MESSAGE_REACHED
 from gateway.models import Reached, ReadRecord, reached_data
 from gateway.store.encoding import from_us, us
-from gateway.store.sqlite.base import Feature, feed_change
+from gateway.store.sqlite.base import SqliteFeature, feed_change
 
 _REACHED_COLUMNS = "tenant_id, message_id, subject_kind, subject_id, by_id, at"
 
@@ -29,7 +29,7 @@ def _reached(row: Any) -> Reached:
     )
 
 
-class SqliteTracking(Feature):
+class SqliteTracking(SqliteFeature):
     """Who of a message's subjects was reached, when and by whom; and who read it."""
 
     SCHEMA: ClassVar[str] = """

@@ -7,12 +7,12 @@ from typing import ClassVar
 
 from gateway.models import Translation, TranslationOrigin
 from gateway.store.encoding import from_us, us
-from gateway.store.sqlite.base import Feature
+from gateway.store.sqlite.base import SqliteFeature
 
 _COLUMNS = "tenant_id, message_id, language, origin, subject, body, provider, reason, at"
 
 
-class SqliteTranslations(Feature):
+class SqliteTranslations(SqliteFeature):
     """:class:`gateway.store.translations.TranslationStore` on the store's handle."""
 
     SCHEMA: ClassVar[str] = """

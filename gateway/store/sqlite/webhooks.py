@@ -36,7 +36,7 @@ from gateway.models import (
     WebhookStatus,
 )
 from gateway.store.encoding import dumps, from_us, from_us_opt, us, us_opt
-from gateway.store.sqlite.base import Feature, feed_change
+from gateway.store.sqlite.base import SqliteFeature, feed_change
 
 CURSOR_KEY = "feed_cursor"
 # Where a change's time goes in its data (default "at").
@@ -160,7 +160,7 @@ def _message(row: Any) -> WebhookMessage:
     )
 
 
-class SqliteWebhooks(Feature):
+class SqliteWebhooks(SqliteFeature):
     """Webhook endpoints, the change feed and the outbox (see the module docstring)."""
 
     SCHEMA: ClassVar[str] = """
