@@ -100,8 +100,9 @@ async def test_rate_limit_is_shared_between_instances(backend: Backend) -> None:
         lambda s: s.list_messages(A, limit=2**63),
         lambda s: s.list_inbox(A, "p1", limit=2**63),
         lambda s: s.claim_jobs(["send"], 2**63, T0, 30.0),
+        lambda s: s.attachments.expired(T0, T0, 2**63),
     ],
-    ids=["list_messages", "list_inbox", "claim_jobs"],
+    ids=["list_messages", "list_inbox", "claim_jobs", "attachments"],
 )
 async def test_a_value_the_backend_cannot_hold_is_a_store_error(store: Store, call: Any) -> None:
     with pytest.raises(StoreError):

@@ -1,4 +1,4 @@
-"""SQLite tables and queries of absence: records, claimed event ids, explanations, settings.
+"""SQLite tables and queries of absence: records, claimed event ids, explanations.
 
 ``absences`` holds one row per alert or report (by its message id);
 ``absence_events`` maps every event id claimed for an absence (the first mark and the
@@ -18,7 +18,7 @@ import aiosqlite
 from gateway.constants import WEBHOOK_ABSENCE_EXPLAINED, WEBHOOK_ABSENCE_UNROUTED
 from gateway.models import AbsenceClaim, AbsenceExplanation, AbsenceKind, AbsenceRecord, Role
 from gateway.store.encoding import dumps, from_us, from_us_opt, us, us_opt
-from gateway.store.sqlite.base import SqliteParts, feed_change, id_list
+from gateway.store.sqlite.base import SqliteFeature, feed_change, id_list
 
 _COLUMNS = (
     "tenant_id, message_id, event_id, kind, child_id, key, data, marks, created_at, "
@@ -63,6 +63,51 @@ async def _one(db: aiosqlite.Connection, where: str, params: Sequence[Any]) -> A
     return _record(rows[0]) if rows else None
 
 
+async def _merge(
+    db: aiosqlite.Connection, first: AbsenceRecord, record: AbsenceRecord
+) -> AbsenceRecord:
+    """Fold a repeated mark into the first record of its window; the merged record."""
+    merged = first.model_copy(
+        update={
+            "data": record.data,
+            "marks": [*first.marks, record.event_id],
+            "updated_at": record.updated_at,
+        }
+    )
+    await db.execute(
+        "UPDATE absences SET data = ?, marks = ?, updated_at = ? "
+        "WHERE tenant_id = ? AND message_id = ?",
+        (
+            dumps(merged.data),
+            dumps(merged.marks),
+            us(merged.updated_at),
+            merged.tenant_id,
+            merged.message_id,
+        ),
+    )
+    return merged
+
+
+async def _insert(db: aiosqlite.Connection, record: AbsenceRecord) -> None:
+    await db.execute(
+        f"INSERT OR IGNORE INTO absences ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            record.tenant_id,
+            record.message_id,
+            record.event_id,
+            record.kind,
+            record.child_id,
+            record.key,
+            dumps(record.data),
+            dumps(record.marks),
+            us(record.created_at),
+            us(record.updated_at),
+            us_opt(record.cancelled_at),
+            record.cancel_event_id,
+        ),
+    )
+
+
 async def purge_absences(db: aiosqlite.Connection, before: int) -> None:
     """Retention (inside the caller's write transaction): records created before ``before``
     (microseconds) with their claimed event ids and explanations, and explanations given
@@ -80,8 +125,9 @@ async def purge_absences(db: aiosqlite.Connection, before: int) -> None:
     await db.execute("DELETE FROM absences WHERE created_at < ?", (before,))
 
 
-class AbsenceMixin(SqliteParts):
-    """The absence part of :class:`gateway.store.Store` on SQLite."""
+class SqliteAbsence(SqliteFeature):
+    """Absence records, the event ids claimed for them, and explanations (the
+    ``AbsenceStore`` port; its alert phones are ``alert_phones.py``)."""
 
     SCHEMA: ClassVar[str] = """
     CREATE TABLE IF NOT EXISTS absences (
@@ -106,10 +152,7 @@ class AbsenceMixin(SqliteParts):
     );
     CREATE INDEX IF NOT EXISTS absence_explanations_by_message
         ON absence_explanations (tenant_id, message_id, at);
-    CREATE INDEX IF NOT EXISTS absence_explanations_by_at ON absence_explanations (at);
-    CREATE TABLE IF NOT EXISTS absence_settings (
-        tenant_id TEXT PRIMARY KEY, data TEXT NOT NULL
-    ) WITHOUT ROWID
+    CREATE INDEX IF NOT EXISTS absence_explanations_by_at ON absence_explanations (at)
     """
 
     async def claim_absence(
@@ -121,7 +164,7 @@ class AbsenceMixin(SqliteParts):
         unrouted: dict[str, Any] | None = None,
     ) -> AbsenceClaim:
         tenant_id = record.tenant_id
-        async with self._write() as db:
+        async with self._db.write() as db:
             rows = list(
                 await db.execute_fetchall(
                     "SELECT message_id, body_hash FROM absence_events "
@@ -142,44 +185,10 @@ class AbsenceMixin(SqliteParts):
                     (tenant_id, record.key, us(window_start)),
                 )
             if first is not None:
-                merged = first.model_copy(
-                    update={
-                        "data": record.data,
-                        "marks": [*first.marks, record.event_id],
-                        "updated_at": record.updated_at,
-                    }
-                )
-                await db.execute(
-                    "UPDATE absences SET data = ?, marks = ?, updated_at = ? "
-                    "WHERE tenant_id = ? AND message_id = ?",
-                    (
-                        dumps(merged.data),
-                        dumps(merged.marks),
-                        us(merged.updated_at),
-                        tenant_id,
-                        merged.message_id,
-                    ),
-                )
+                merged = await _merge(db, first, record)
                 claim = AbsenceClaim(outcome="merged", record=merged, body_hash=body_hash)
             else:
-                await db.execute(
-                    f"INSERT OR IGNORE INTO absences ({_COLUMNS}) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        tenant_id,
-                        record.message_id,
-                        record.event_id,
-                        record.kind,
-                        record.child_id,
-                        record.key,
-                        dumps(record.data),
-                        dumps(record.marks),
-                        us(record.created_at),
-                        us(record.updated_at),
-                        us_opt(record.cancelled_at),
-                        record.cancel_event_id,
-                    ),
-                )
+                await _insert(db, record)
                 claim = AbsenceClaim(outcome="new", record=record, body_hash=body_hash)
                 if unrouted is not None:
                     await feed_change(
@@ -193,13 +202,13 @@ class AbsenceMixin(SqliteParts):
         return claim
 
     async def get_absence(self, tenant_id: str, message_id: str) -> AbsenceRecord | None:
-        async with self._read() as db:
+        async with self._db.read() as db:
             return await _one(db, "tenant_id = ? AND message_id = ?", (tenant_id, message_id))
 
     async def find_absence(
         self, tenant_id: str, *, event_id: str | None = None, key: str | None = None
     ) -> AbsenceRecord | None:
-        async with self._read(snapshot=True) as db:
+        async with self._db.read(snapshot=True) as db:
             if event_id is not None:
                 return await _one(
                     db,
@@ -218,7 +227,7 @@ class AbsenceMixin(SqliteParts):
     async def cancel_absence(
         self, tenant_id: str, message_id: str, event_id: str, at: datetime
     ) -> AbsenceRecord | None:
-        async with self._write() as db:
+        async with self._db.write() as db:
             await db.execute(
                 "UPDATE absences SET cancelled_at = ?, cancel_event_id = ?, updated_at = ? "
                 "WHERE tenant_id = ? AND message_id = ? AND cancelled_at IS NULL",
@@ -236,7 +245,7 @@ class AbsenceMixin(SqliteParts):
     async def add_absence_explanation(
         self, explanation: AbsenceExplanation, *, change: dict[str, Any] | None = None
     ) -> bool:
-        async with self._write() as db:
+        async with self._db.write() as db:
             cursor = await db.execute(
                 f"INSERT OR IGNORE INTO absence_explanations ({_EXPLANATION_COLUMNS}) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -262,7 +271,7 @@ class AbsenceMixin(SqliteParts):
     async def list_absence_explanations(
         self, tenant_id: str, message_id: str
     ) -> list[AbsenceExplanation]:
-        async with self._read() as db:
+        async with self._db.read() as db:
             rows = await db.execute_fetchall(
                 f"SELECT {_EXPLANATION_COLUMNS} FROM absence_explanations "
                 "WHERE tenant_id = ? AND message_id = ? ORDER BY at, id",
@@ -275,7 +284,7 @@ class AbsenceMixin(SqliteParts):
     ) -> list[str]:
         if not group_ids and not unit_ids:
             return []
-        async with self._read() as db:
+        async with self._db.read() as db:
             rows = await db.execute_fetchall(
                 "SELECT id FROM persons WHERE tenant_id = ? AND role = ? AND id IN ("
                 " SELECT person_id FROM person_groups WHERE tenant_id = ?"
@@ -293,25 +302,3 @@ class AbsenceMixin(SqliteParts):
                 ),
             )
         return [row[0] for row in rows]
-
-    async def get_absence_settings(self, tenant_id: str) -> dict[str, Any] | None:
-        async with self._read() as db:
-            rows = list(
-                await db.execute_fetchall(
-                    "SELECT data FROM absence_settings WHERE tenant_id = ?", (tenant_id,)
-                )
-            )
-        if not rows:
-            return None
-        data: dict[str, Any] = json.loads(rows[0][0])
-        return data
-
-    async def set_absence_settings(self, tenant_id: str, override: dict[str, Any] | None) -> None:
-        async with self._write() as db:
-            if override is None:
-                await db.execute("DELETE FROM absence_settings WHERE tenant_id = ?", (tenant_id,))
-            else:
-                await db.execute(
-                    "INSERT OR REPLACE INTO absence_settings (tenant_id, data) VALUES (?, ?)",
-                    (tenant_id, dumps(override)),
-                )

@@ -9,12 +9,12 @@ from typing import ClassVar
 
 from gateway.models import AlertPhone
 from gateway.store.encoding import from_us, us
-from gateway.store.sqlite.base import SqliteParts
+from gateway.store.sqlite.base import SqliteFeature
 
 KEEP = timedelta(days=2)
 
 
-class AlertPhonesMixin(SqliteParts):
+class SqliteAlertPhones(SqliteFeature):
     """The alert-phone part of :class:`gateway.store.Store` on SQLite."""
 
     SCHEMA: ClassVar[str] = """
@@ -29,7 +29,7 @@ class AlertPhonesMixin(SqliteParts):
     async def add_alert_phones(self, rows: Sequence[AlertPhone]) -> None:
         if not rows:
             return
-        async with self._write() as db:
+        async with self._db.write() as db:
             await db.execute(
                 "DELETE FROM alert_phones WHERE at < ?", (us(max(r.at for r in rows) - KEEP),)
             )
@@ -40,7 +40,7 @@ class AlertPhonesMixin(SqliteParts):
             )
 
     async def alert_phones(self, phone: str, since: datetime) -> list[AlertPhone]:
-        async with self._read() as db:
+        async with self._db.read() as db:
             rows = await db.execute_fetchall(
                 "SELECT phone, tenant_id, message_id, person_id, at FROM alert_phones "
                 "WHERE phone = ? AND at >= ? ORDER BY at, tenant_id, message_id, person_id",

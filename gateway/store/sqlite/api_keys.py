@@ -19,7 +19,7 @@ from gateway.constants import SCOPE_PROTECTED
 from gateway.errors import Conflict
 from gateway.models import ApiKey, Tenant, first_api_key
 from gateway.store.encoding import dumps, from_us, from_us_opt, us, us_opt
-from gateway.store.sqlite.base import SqliteParts
+from gateway.store.sqlite.base import SqliteFeature
 
 _COLUMNS = "id, tenant_id, key_hash, name, scopes, created_at, expires_at, revoked_at"
 
@@ -76,7 +76,7 @@ async def migrate_api_keys(db: aiosqlite.Connection) -> None:
         await insert_api_key(db, first_api_key(tenant, protected=SCOPE_PROTECTED in legacy_scopes))
 
 
-class KeysMixin(SqliteParts):
+class SqliteApiKeys(SqliteFeature):
     """The API-key part of :class:`gateway.store.Store` on SQLite."""
 
     SCHEMA: ClassVar[str] = """
@@ -94,11 +94,11 @@ class KeysMixin(SqliteParts):
     """
 
     async def add_api_key(self, key: ApiKey) -> None:
-        async with self._write() as db:
+        async with self._db.write() as db:
             await insert_api_key(db, key)
 
     async def api_key_by_hash(self, key_hash: str) -> ApiKey | None:
-        async with self._read() as db:
+        async with self._db.read() as db:
             rows = list(
                 await db.execute_fetchall(
                     f"SELECT {_COLUMNS} FROM api_keys WHERE key_hash = ?", (key_hash,)
@@ -107,7 +107,7 @@ class KeysMixin(SqliteParts):
         return _key(rows[0]) if rows else None
 
     async def list_api_keys(self, tenant_id: str) -> list[ApiKey]:
-        async with self._read() as db:
+        async with self._db.read() as db:
             rows = await db.execute_fetchall(
                 f"SELECT {_COLUMNS} FROM api_keys WHERE tenant_id = ? ORDER BY created_at, id",
                 (tenant_id,),
@@ -115,7 +115,7 @@ class KeysMixin(SqliteParts):
         return [_key(row) for row in rows]
 
     async def revoke_api_key(self, tenant_id: str, key_id: str, at: datetime) -> ApiKey | None:
-        async with self._write() as db:
+        async with self._db.write() as db:
             await db.execute(
                 "UPDATE api_keys SET revoked_at = ? "
                 "WHERE tenant_id = ? AND id = ? AND revoked_at IS NULL",

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 from gateway.models import Attachment
 from gateway.store.attachments import UNKNOWN, USED
 from gateway.store.encoding import from_us, from_us_opt, us
-from gateway.store.sqlite.base import SqliteParts, id_list
+from gateway.store.sqlite.base import SqliteFeature, id_list
 
 _COLUMNS = (
     "tenant_id, id, name, content_type, size, sha256, created_at, message_id, used_at, position"
@@ -30,8 +30,8 @@ def _row(row: Any) -> Attachment:
     )
 
 
-class SqliteAttachments:
-    """:class:`gateway.store.attachments.AttachmentStore` on the SQLite store's connections."""
+class SqliteAttachments(SqliteFeature):
+    """:class:`gateway.store.attachments.AttachmentStore` on the SQLite store's handle."""
 
     SCHEMA: ClassVar[str] = """
     CREATE TABLE IF NOT EXISTS attachments (
@@ -48,12 +48,9 @@ class SqliteAttachments:
         WHERE message_id IS NOT NULL
     """
 
-    def __init__(self, db: SqliteParts) -> None:
-        self._db = db
-
     async def add(self, attachment: Attachment) -> None:
         a = attachment
-        async with self._db._write() as db:
+        async with self._db.write() as db:
             await db.execute(
                 f"INSERT OR IGNORE INTO attachments ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
                 (a.tenant_id, a.id, a.name, a.content_type, a.size, a.sha256,
@@ -62,7 +59,7 @@ class SqliteAttachments:
             )  # fmt: skip
 
     async def get(self, tenant_id: str, ids: list[str]) -> list[Attachment]:
-        async with self._db._read() as db:
+        async with self._db.read() as db:
             rows = await db.execute_fetchall(
                 f"SELECT {_COLUMNS} FROM attachments WHERE tenant_id = ? "
                 "AND id IN (SELECT value FROM json_each(?))",
@@ -75,7 +72,7 @@ class SqliteAttachments:
     ) -> dict[str, str]:
         if not ids:
             return {}
-        async with self._db._write() as db:
+        async with self._db.write() as db:
             rows = await db.execute_fetchall(
                 "SELECT id, message_id FROM attachments WHERE tenant_id = ? "
                 "AND id IN (SELECT value FROM json_each(?))",
@@ -97,7 +94,7 @@ class SqliteAttachments:
         return {}
 
     async def for_message(self, tenant_id: str, message_id: str) -> list[Attachment]:
-        async with self._db._read() as db:
+        async with self._db.read() as db:
             rows = await db.execute_fetchall(
                 f"SELECT {_COLUMNS} FROM attachments WHERE tenant_id = ? AND message_id = ? "
                 "ORDER BY position, id",
@@ -108,7 +105,7 @@ class SqliteAttachments:
     async def expired(
         self, used_before: datetime, unused_before: datetime, limit: int
     ) -> list[tuple[str, str]]:
-        async with self._db._read() as db:
+        async with self._db.read() as db:
             rows = await db.execute_fetchall(
                 "SELECT tenant_id, id FROM attachments WHERE message_id IS NOT NULL "
                 "AND used_at < ? UNION ALL SELECT tenant_id, id FROM attachments "
@@ -120,5 +117,5 @@ class SqliteAttachments:
     async def remove(self, pairs: list[tuple[str, str]]) -> None:
         if not pairs:
             return
-        async with self._db._write() as db:
+        async with self._db.write() as db:
             await db.executemany("DELETE FROM attachments WHERE tenant_id = ? AND id = ?", pairs)

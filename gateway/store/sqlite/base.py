@@ -1,25 +1,42 @@
-"""Shared pieces of the SQLite backend, so features can live in their own mixin modules.
+"""The handle of the SQLite backend, shared by its features, and their common pieces.
 
-``SqliteStore`` (in ``sqlite/store.py``) owns the connections. A feature (tracking,
-webhooks, absence, ...) adds its tables and queries in a module of its own as a
-mixin subclassing :class:`SqliteParts`; its ``SCHEMA`` is created in ``open()``
-with the rest, and it reaches the database through ``_write()`` and ``_read()``.
+:class:`SqliteHandle` owns the connections of one database file: one writer
+connection carries every write, serialised by an asyncio lock and wrapped in
+``BEGIN IMMEDIATE ... COMMIT``; a second connection serves reads, which WAL lets run
+beside a write. A feature (``tenants.py``, ``deliveries.py``, ...) is a
+:class:`SqliteFeature` built with the handle: it declares its tables in ``SCHEMA`` and
+reaches the database only through :meth:`SqliteHandle.write` and
+:meth:`SqliteHandle.read`. Every public coroutine of a feature maps SQLite's errors to
+:class:`~gateway.errors.StoreError` (installed by :class:`SqliteFeature` itself, so no
+feature can miss it), whether they come from a query or from binding its parameters.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import sqlite3
-from collections.abc import Iterable
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
 from datetime import datetime
+from pathlib import Path
 from typing import Any, ClassVar
 
 import aiosqlite
 
 from gateway.constants import JOB_WEBHOOK_FANOUT
+from gateway.errors import StoreError
+from gateway.models import Job
 from gateway.store.encoding import dumps, us
 from gateway.store.mapping import map_public, mapping
+
+# A set of ids passed as one JSON array (``id_list``) and expanded in SQL.
+IDS = "(SELECT value FROM json_each(?))"
+
+# What SQLite and its driver raise: sqlite3.Error, and OverflowError for an integer
+# wider than SQLite's 64 bits (the Redis backend refuses the same value with an error).
+mapped = mapping((sqlite3.Error, OverflowError), "the SQLite store failed")
 
 
 def id_list(ids: Iterable[str]) -> str:
@@ -27,34 +44,165 @@ def id_list(ids: Iterable[str]) -> str:
     return json.dumps(list(ids))
 
 
-# What SQLite and its driver raise: sqlite3.Error, and OverflowError for an integer
-# wider than SQLite's 64 bits (the Redis backend refuses the same value with an error).
-_mapped = mapping((sqlite3.Error, OverflowError), "the SQLite store failed")
+class SqliteHandle:
+    """The connections of one SQLite file (WAL): what every feature is built with."""
+
+    def __init__(self, path: str, busy_timeout_ms: int) -> None:
+        self.path = path
+        self._busy_timeout_ms = busy_timeout_ms
+        self._writer: aiosqlite.Connection | None = None
+        self._reader: aiosqlite.Connection | None = None
+        self._write_lock = asyncio.Lock()
+        self._read_lock = asyncio.Lock()
+
+    async def open(self, prepare: Callable[[aiosqlite.Connection], Awaitable[None]]) -> None:
+        """Open both connections, switch to WAL and ``prepare`` (the schema) on the writer."""
+        if self._writer is not None:
+            return
+        memory = self.path == ":memory:"
+        if not memory:
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            writer = await self._connect()
+            self._writer = writer
+            await writer.execute("PRAGMA journal_mode = WAL")
+            await prepare(writer)
+            if memory:
+                # Two connections would see two databases: share one, and its lock.
+                self._reader = writer
+                self._read_lock = self._write_lock
+            else:
+                self._reader = await self._connect()
+                await self._reader.execute("PRAGMA query_only = ON")
+        except BaseException as exc:
+            await self.close()
+            if isinstance(exc, sqlite3.Error):
+                raise StoreError("cannot open the SQLite store") from exc
+            raise
+
+    async def _connect(self) -> aiosqlite.Connection:
+        # isolation_level=None: no implicit transactions, we say BEGIN ourselves.
+        db = await aiosqlite.connect(self.path, isolation_level=None)
+        try:
+            await db.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+            await db.execute("PRAGMA synchronous = NORMAL")
+            await db.execute("PRAGMA temp_store = MEMORY")
+            await db.execute("PRAGMA cache_size = -32000")
+            await db.execute("PRAGMA foreign_keys = OFF")  # apply_directory checks references
+        except BaseException:
+            await db.close()
+            raise
+        return db
+
+    async def close(self) -> None:
+        """Wait for the running read and write, then close both connections."""
+        async with self._write_lock:
+            writer, reader = self._writer, self._reader
+            self._writer = self._reader = None
+            if reader is not None and reader is not writer:
+                async with self._read_lock:
+                    await reader.close()
+            if writer is not None:
+                try:
+                    await writer.execute("PRAGMA optimize")
+                except sqlite3.Error:
+                    pass  # only a hint for the query planner; closing matters more
+                finally:
+                    await writer.close()
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[aiosqlite.Connection]:
+        """One write transaction on the writer connection; rolled back on any error."""
+        async with self._write_lock:
+            db = self._writer
+            if db is None:
+                raise StoreError("the store is not open")
+            try:
+                await db.execute("BEGIN IMMEDIATE")
+                yield db
+                await db.execute("COMMIT")
+            except BaseException as exc:
+                await settle(db)
+                if isinstance(exc, sqlite3.Error):
+                    raise StoreError("store write failed") from exc
+                raise
+
+    @asynccontextmanager
+    async def read(self, *, snapshot: bool = False) -> AsyncIterator[aiosqlite.Connection]:
+        """The read connection; ``snapshot`` wraps several reads in one transaction."""
+        async with self._read_lock:
+            db = self._reader
+            if db is None:
+                raise StoreError("the store is not open")
+            try:
+                if snapshot:
+                    await db.execute("BEGIN")
+                yield db
+            except sqlite3.Error as exc:
+                raise StoreError("store read failed") from exc
+            finally:
+                if snapshot:
+                    await settle(db)
 
 
-class SqliteParts:
-    """Base of SqliteStore's feature mixins: their schema and database access."""
+class SqliteFeature:
+    """A part of the SQLite store: its tables (``SCHEMA``) and queries on the handle."""
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        # Every public coroutine method of the backend maps SQLite errors to StoreError.
-        super().__init_subclass__(**kwargs)
-        map_public(cls, _mapped)
-
-    # CREATE TABLE/INDEX IF NOT EXISTS statements separated by ";", run in open().
+    # CREATE TABLE/INDEX IF NOT EXISTS statements separated by ";", run when opening.
     SCHEMA: ClassVar[str] = ""
 
-    def _write(self) -> AbstractAsyncContextManager[aiosqlite.Connection]:
-        """One write transaction (BEGIN IMMEDIATE ... COMMIT, rollback on error)."""
-        raise NotImplementedError  # provided by SqliteStore
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # Every public coroutine method of a feature maps SQLite errors to StoreError.
+        super().__init_subclass__(**kwargs)
+        map_public(cls, mapped)
 
-    def _read(self, *, snapshot: bool = False) -> AbstractAsyncContextManager[aiosqlite.Connection]:
-        """The read connection; ``snapshot`` wraps several reads in one transaction."""
-        raise NotImplementedError  # provided by SqliteStore
+    def __init__(self, db: SqliteHandle) -> None:
+        self._db = db
 
-    @classmethod
-    def feature_schemas(cls) -> list[str]:
-        """The SCHEMA of every mixin in the class hierarchy, base classes first."""
-        return [k.__dict__["SCHEMA"] for k in reversed(cls.__mro__) if k.__dict__.get("SCHEMA")]
+
+async def _rollback(db: aiosqlite.Connection) -> None:
+    # Unconditional: the connection's worker runs calls in order, so this comes after
+    # any statement of a cancelled caller. "No transaction is active" is fine too.
+    with contextlib.suppress(sqlite3.Error):
+        await db.execute("ROLLBACK")
+
+
+async def settle(db: aiosqlite.Connection) -> None:
+    """Roll back and wait for it, even through repeated cancellation, so the lock is
+    never released over an open transaction; a cancellation is passed on afterwards."""
+    rollback = asyncio.ensure_future(_rollback(db))
+    cancelled = False
+    while not rollback.done():
+        try:
+            await asyncio.shield(rollback)
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
+
+
+async def insert_jobs(db: aiosqlite.Connection, jobs: Sequence[Job]) -> None:
+    """Queue jobs inside the caller's write transaction (a job that exists stays)."""
+    if not jobs:
+        return
+    await db.executemany(
+        "INSERT OR IGNORE INTO jobs (id, tenant_id, kind, ref, due_at, visible_at, leased_until, "
+        "attempts, last_error, urgent) VALUES (?, ?, ?, ?, ?, ?, NULL, ?, ?, ?)",
+        [
+            (
+                j.id,
+                j.tenant_id,
+                j.kind,
+                j.ref,
+                us(j.due_at),
+                us(j.due_at),
+                j.attempts,
+                j.last_error,
+                int(j.urgent),
+            )
+            for j in jobs
+        ],
+    )
 
 
 async def feed_change(

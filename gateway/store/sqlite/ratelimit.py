@@ -3,34 +3,27 @@
 instance on the file shares one limit, as the Protocol promises. Each call is one
 short write transaction (read the key's theoretical arrival time, move it on).
 
-A composed feature: :class:`RateLimits` gets the store's write transaction by
+A composed feature: :class:`SqliteRateLimits` gets the store's handle by
 constructor injection and knows nothing else of the store."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
 from datetime import datetime
-
-import aiosqlite
+from typing import ClassVar
 
 from gateway.store.encoding import us
+from gateway.store.sqlite.base import SqliteFeature
 
-Write = Callable[[], AbstractAsyncContextManager[aiosqlite.Connection]]
 
+class SqliteRateLimits(SqliteFeature):
+    """The ``RateLimiter`` port for the embedded backend."""
 
-class RateLimits:
-    """``acquire_rate`` of :class:`gateway.store.Store` for the embedded backend."""
-
-    SCHEMA = """
+    SCHEMA: ClassVar[str] = """
     CREATE TABLE IF NOT EXISTS rate_limits (
         key TEXT PRIMARY KEY,
         tat INTEGER NOT NULL  -- theoretical arrival time of the next slot (us)
     ) WITHOUT ROWID
     """
-
-    def __init__(self, write: Write) -> None:
-        self._write = write
 
     async def acquire_rate(
         self,
@@ -43,7 +36,7 @@ class RateLimits:
     ) -> float:
         stamp = us(now)
         interval = max(1, round(1e6 / rate_per_second))
-        async with self._write() as db:
+        async with self._db.write() as db:
             rows = list(
                 await db.execute_fetchall("SELECT tat FROM rate_limits WHERE key = ?", (key,))
             )

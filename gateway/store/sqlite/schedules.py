@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import ClassVar
 
 from gateway.store.encoding import from_us, from_us_opt, us
 from gateway.store.schedules import CancelResult, Schedule
-from gateway.store.sqlite.base import SqliteParts
+from gateway.store.sqlite.base import SqliteFeature
 
-SCHEMA = """
+
+class SqliteSchedules(SqliteFeature):
+    """:class:`gateway.store.schedules.Schedules` on the store's handle."""
+
+    SCHEMA: ClassVar[str] = """
 CREATE TABLE IF NOT EXISTS schedules (
     tenant_id TEXT NOT NULL, message_id TEXT NOT NULL, send_at INTEGER NOT NULL,
     cancelled_at INTEGER,
@@ -16,22 +21,15 @@ CREATE TABLE IF NOT EXISTS schedules (
 ) WITHOUT ROWID
 """
 
-
-class SqliteSchedules:
-    """:class:`gateway.store.schedules.Schedules` on the store's connections."""
-
-    def __init__(self, db: SqliteParts) -> None:
-        self._db = db
-
     async def add_schedule(self, schedule: Schedule) -> None:
-        async with self._db._write() as db:
+        async with self._db.write() as db:
             await db.execute(
                 "INSERT OR IGNORE INTO schedules (tenant_id, message_id, send_at) VALUES (?, ?, ?)",
                 (schedule.tenant_id, schedule.message_id, us(schedule.send_at)),
             )
 
     async def get_schedule(self, tenant_id: str, message_id: str) -> Schedule | None:
-        async with self._db._read() as db:
+        async with self._db.read() as db:
             rows = list(
                 await db.execute_fetchall(
                     "SELECT send_at, cancelled_at FROM schedules "
@@ -46,7 +44,7 @@ class SqliteSchedules:
     async def cancel_scheduled(
         self, tenant_id: str, message_id: str, plan_job_id: str, at: datetime
     ) -> CancelResult:
-        async with self._db._write() as db:
+        async with self._db.write() as db:
             rows = list(
                 await db.execute_fetchall(
                     "SELECT cancelled_at FROM schedules WHERE tenant_id = ? AND message_id = ?",

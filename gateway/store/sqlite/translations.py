@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import ClassVar
 
 from gateway.models import Translation, TranslationOrigin
 from gateway.store.encoding import from_us, us
+from gateway.store.sqlite.base import SqliteFeature
 
-if TYPE_CHECKING:
-    from gateway.store.sqlite.base import SqliteParts
+_COLUMNS = "tenant_id, message_id, language, origin, subject, body, provider, reason, at"
 
-SCHEMA = """
+
+class SqliteTranslations(SqliteFeature):
+    """:class:`gateway.store.translations.TranslationStore` on the store's handle."""
+
+    SCHEMA: ClassVar[str] = """
 CREATE TABLE IF NOT EXISTS translations (
     tenant_id TEXT NOT NULL, message_id TEXT NOT NULL, language TEXT NOT NULL,
     origin TEXT NOT NULL, subject TEXT NOT NULL, body TEXT NOT NULL,
@@ -19,19 +23,11 @@ CREATE TABLE IF NOT EXISTS translations (
     PRIMARY KEY (tenant_id, message_id, language)
 ) WITHOUT ROWID
 """
-_COLUMNS = "tenant_id, message_id, language, origin, subject, body, provider, reason, at"
-
-
-class SqliteTranslations:
-    """Composed with the store's connections (``_write``/``_read``)."""
-
-    def __init__(self, db: SqliteParts) -> None:
-        self._db = db
 
     async def add(self, rows: Sequence[Translation]) -> list[Translation]:
         if not rows:
             return []
-        async with self._db._write() as db:
+        async with self._db.write() as db:
             await db.executemany(
                 f"INSERT OR IGNORE INTO translations ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)",
                 [
@@ -59,7 +55,7 @@ class SqliteTranslations:
         return out
 
     async def of_message(self, tenant_id: str, message_id: str) -> dict[str, Translation]:
-        async with self._db._read() as db:
+        async with self._db.read() as db:
             rows = await db.execute_fetchall(
                 f"SELECT {_COLUMNS} FROM translations WHERE tenant_id = ? AND message_id = ?",
                 (tenant_id, message_id),

@@ -36,7 +36,7 @@ from gateway.models import (
     WebhookStatus,
 )
 from gateway.store.encoding import dumps, from_us, from_us_opt, us, us_opt
-from gateway.store.sqlite.base import SqliteParts, feed_change
+from gateway.store.sqlite.base import SqliteFeature, feed_change
 
 CURSOR_KEY = "feed_cursor"
 # Where a change's time goes in its data (default "at").
@@ -160,7 +160,7 @@ def _message(row: Any) -> WebhookMessage:
     )
 
 
-class WebhookMixin(SqliteParts):
+class SqliteWebhooks(SqliteFeature):
     """Webhook endpoints, the change feed and the outbox (see the module docstring)."""
 
     SCHEMA: ClassVar[str] = """
@@ -205,7 +205,7 @@ CREATE INDEX IF NOT EXISTS webhook_attempts_by_message ON webhook_attempts (mess
     # ------------------------------------------------------------------ endpoints
 
     async def create_webhook_endpoint(self, endpoint: WebhookEndpoint) -> None:
-        async with self._write() as db:
+        async with self._db.write() as db:
             for trigger in _TRIGGERS:
                 await db.execute(trigger)
             try:
@@ -218,7 +218,7 @@ CREATE INDEX IF NOT EXISTS webhook_attempts_by_message ON webhook_attempts (mess
                 raise Conflict("an endpoint with this id exists already") from exc
 
     async def list_webhook_endpoints(self, tenant_id: str) -> list[WebhookEndpoint]:
-        async with self._read() as db:
+        async with self._db.read() as db:
             rows = await db.execute_fetchall(
                 f"SELECT {_ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE tenant_id = ? "
                 "ORDER BY created_at, id",
@@ -229,7 +229,7 @@ CREATE INDEX IF NOT EXISTS webhook_attempts_by_message ON webhook_attempts (mess
     async def get_webhook_endpoint(
         self, tenant_id: str, endpoint_id: str
     ) -> WebhookEndpoint | None:
-        async with self._read() as db:
+        async with self._db.read() as db:
             rows = list(
                 await db.execute_fetchall(
                     f"SELECT {_ENDPOINT_COLUMNS} FROM webhook_endpoints "
@@ -241,7 +241,7 @@ CREATE INDEX IF NOT EXISTS webhook_attempts_by_message ON webhook_attempts (mess
 
     async def update_webhook_endpoint(self, endpoint: WebhookEndpoint) -> bool:
         row = _endpoint_row(endpoint)
-        async with self._write() as db:
+        async with self._db.write() as db:
             cursor = await db.execute(
                 "UPDATE webhook_endpoints SET url = ?, event_types = ?, description = ?, "
                 "enabled = ?, disabled_reason = ?, secret = ?, previous_secret = ?, "
@@ -251,7 +251,7 @@ CREATE INDEX IF NOT EXISTS webhook_attempts_by_message ON webhook_attempts (mess
             return cursor.rowcount == 1
 
     async def delete_webhook_endpoint(self, tenant_id: str, endpoint_id: str) -> bool:
-        async with self._write() as db:
+        async with self._db.write() as db:
             cursor = await db.execute(
                 "DELETE FROM webhook_endpoints WHERE tenant_id = ? AND id = ?",
                 (tenant_id, endpoint_id),
@@ -275,7 +275,7 @@ CREATE INDEX IF NOT EXISTS webhook_attempts_by_message ON webhook_attempts (mess
         self, tenant_id: str, endpoint_id: str, reason: str, at: datetime
     ) -> int:
         stamp = us(at)
-        async with self._write() as db:
+        async with self._db.write() as db:
             cursor = await db.execute(
                 "UPDATE webhook_endpoints SET enabled = 0, disabled_reason = ?, updated_at = ? "
                 "WHERE tenant_id = ? AND id = ?",
@@ -300,11 +300,11 @@ CREATE INDEX IF NOT EXISTS webhook_attempts_by_message ON webhook_attempts (mess
     async def append_change(
         self, tenant_id: str, event_type: str, data: dict[str, Any], at: datetime
     ) -> int | None:
-        async with self._write() as db:
+        async with self._db.write() as db:
             return await feed_change(db, tenant_id, event_type, data, at)
 
     async def changes_since(self, cursor: int, limit: int) -> tuple[list[Change], int]:
-        async with self._read() as db:
+        async with self._db.read() as db:
             rows = await db.execute_fetchall(
                 "SELECT seq, tenant_id, type, data, at FROM webhook_feed WHERE seq > ? "
                 "ORDER BY seq LIMIT ?",
@@ -321,7 +321,7 @@ CREATE INDEX IF NOT EXISTS webhook_attempts_by_message ON webhook_attempts (mess
         return changes, (changes[-1].seq if changes else cursor)
 
     async def webhook_cursor(self) -> int:
-        async with self._read() as db:
+        async with self._db.read() as db:
             return await _cursor(db)
 
     async def enqueue_webhooks(
@@ -332,7 +332,7 @@ CREATE INDEX IF NOT EXISTS webhook_attempts_by_message ON webhook_attempts (mess
         jobs: Sequence[Job],
         fanout_job_id: str,
     ) -> bool:
-        async with self._write() as db:
+        async with self._db.write() as db:
             if await _cursor(db) != cursor:
                 return True  # another fan-out did this batch: read the cursor again
             await db.executemany(
@@ -378,7 +378,7 @@ CREATE INDEX IF NOT EXISTS webhook_attempts_by_message ON webhook_attempts (mess
     # ------------------------------------------------------------------ outbox
 
     async def get_webhook_message(self, message_id: str) -> WebhookMessage | None:
-        async with self._read() as db:
+        async with self._db.read() as db:
             rows = list(
                 await db.execute_fetchall(
                     f"SELECT {_MESSAGE_COLUMNS} FROM webhook_messages WHERE id = ?",
@@ -413,12 +413,12 @@ CREATE INDEX IF NOT EXISTS webhook_attempts_by_message ON webhook_attempts (mess
             params.append(us(before))
         sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
         params.append(limit)
-        async with self._read() as db:
+        async with self._db.read() as db:
             rows = await db.execute_fetchall(sql, params)
         return [_message(row) for row in rows]
 
     async def webhook_attempts(self, message_id: str) -> list[WebhookAttempt]:
-        async with self._read() as db:
+        async with self._db.read() as db:
             rows = await db.execute_fetchall(
                 "SELECT at, status_code, duration_ms, error, response FROM webhook_attempts "
                 "WHERE message_id = ? ORDER BY id",
@@ -448,7 +448,7 @@ CREATE INDEX IF NOT EXISTS webhook_attempts_by_message ON webhook_attempts (mess
     ) -> bool:
         pending = status is WebhookStatus.pending
         due = us_opt(next_attempt_at) if pending else None
-        async with self._write() as db:
+        async with self._db.write() as db:
             cursor = await db.execute(
                 "UPDATE webhook_messages SET status = ?, attempts = attempts + ?, "
                 "next_attempt_at = ?, reason = ?, "
@@ -493,7 +493,7 @@ CREATE INDEX IF NOT EXISTS webhook_attempts_by_message ON webhook_attempts (mess
         self, tenant_id: str, message_id: str, at: datetime
     ) -> WebhookMessage | None:
         stamp = us(at)
-        async with self._write() as db:
+        async with self._db.write() as db:
             rows = list(
                 await db.execute_fetchall(
                     "SELECT status, tenant_id FROM webhook_messages WHERE id = ? AND tenant_id = ?",

@@ -1,0 +1,196 @@
+"""The work queue in the SQLite backend: the ``JobQueue`` and ``SendLedger`` ports.
+
+``visible_at`` is when a claimer may take a job (its due time, or the end of its
+lease); a claim is one write transaction, so it is atomic against other processes
+too. Postponing (a job put off for a reason that is no attempt) gives the attempt
+back. Finishing a send moves its delivery by the status rule (``deliveries.py``) in
+the transaction that ends its job."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any, ClassVar
+
+import aiosqlite
+
+from gateway.models import DeliveryStatus, Job
+from gateway.store import SendOutcome, lanes
+from gateway.store.encoding import from_us, us
+from gateway.store.sqlite.base import IDS, SqliteFeature, id_list, insert_jobs
+from gateway.store.sqlite.deliveries import apply_moves
+
+_JOB_COLUMNS = "id, tenant_id, kind, ref, due_at, attempts, last_error, urgent"
+
+
+def _job(row: Any) -> Job:
+    return Job.model_construct(
+        id=row[0],
+        tenant_id=row[1],
+        kind=row[2],
+        ref=row[3],
+        due_at=from_us(row[4]),
+        attempts=row[5],
+        last_error=row[6],
+        urgent=bool(row[7]),
+    )
+
+
+class SqliteJobs(SqliteFeature):
+    """Claim, finish, retry and postpone jobs; finish sends with their status moves."""
+
+    SCHEMA: ClassVar[str] = """
+-- visible_at is when a claimer may take the job: due_at, or the end of its lease.
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, kind TEXT NOT NULL, ref TEXT NOT NULL,
+    due_at INTEGER NOT NULL, visible_at INTEGER NOT NULL, leased_until INTEGER,
+    attempts INTEGER NOT NULL, last_error TEXT, urgent INTEGER NOT NULL DEFAULT 0
+);
+"""
+
+    async def claim_jobs(
+        self,
+        kinds: Sequence[str],
+        limit: int,
+        now: datetime,
+        lease_seconds: float,
+        *,
+        normal_share: float = lanes.DEFAULT_NORMAL_SHARE,
+    ) -> list[Job]:
+        if not kinds or limit <= 0:
+            return []
+        split = lanes.split(limit, normal_share)
+        lease_end = us(now + timedelta(seconds=lease_seconds))
+        stamp = us(now)
+        # One index-ordered, limited arm per kind and lane: no sort over every due job.
+        arm = (
+            "SELECT * FROM (SELECT id, urgent, visible_at FROM jobs WHERE kind = ? "
+            "AND urgent = ? AND visible_at <= ? ORDER BY visible_at, id LIMIT ?)"
+        )
+        wanted = list(dict.fromkeys(kinds))
+        async with self._db.write() as db:
+            # Inside one write transaction: the claim is atomic even against another process.
+            due: dict[int, list[str]] = {}
+            for lane in (1, 0):
+                params: list[Any] = []
+                for kind in wanted:
+                    params.extend((kind, lane, stamp, limit))
+                rows = await db.execute_fetchall(
+                    f"SELECT id FROM ({' UNION ALL '.join(arm for _ in wanted)}) "
+                    "ORDER BY visible_at, id LIMIT ?",
+                    [*params, limit],
+                )
+                due[lane] = [row[0] for row in rows]
+            urgent, normal = lanes.take(split, len(due[1]), len(due[0]))
+            chosen = due[1][:urgent] + due[0][:normal]
+            if not chosen:
+                return []
+            rows = await db.execute_fetchall(
+                "UPDATE jobs SET visible_at = ?, leased_until = ?, attempts = attempts + 1 "
+                f"WHERE id IN {IDS} RETURNING {_JOB_COLUMNS}",
+                [lease_end, lease_end, id_list(chosen)],
+            )
+        jobs = [_job(row) for row in rows]
+        jobs.sort(key=lambda job: (not job.urgent, job.due_at, job.id))
+        return jobs
+
+    async def finish_job(self, job_id: str) -> None:
+        async with self._db.write() as db:
+            await db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+
+    async def finish_send(
+        self,
+        job_id: str,
+        delivery_id: str,
+        status: DeliveryStatus,
+        at: datetime,
+        *,
+        detail: str | None = None,
+        reason: str | None = None,
+        provider_id: str | None = None,
+        segments: int | None = None,
+    ) -> bool:
+        move = SendOutcome("", delivery_id, status, at, detail, reason, provider_id, segments)
+        async with self._db.write() as db:
+            moved = await apply_moves(db, [move])
+            await db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+        return moved[0]
+
+    async def finish_sends(self, outcomes: Sequence[SendOutcome]) -> int:
+        if not outcomes:
+            return 0
+        moves = outcomes  # a send outcome is a status move with the end of its job
+        async with self._db.write() as db:
+            moved = await apply_moves(db, moves)
+            await db.executemany("DELETE FROM jobs WHERE id = ?", [(o.job_id,) for o in outcomes])
+            await insert_jobs(db, [job for o in outcomes for job in o.jobs])
+        return sum(moved)
+
+    async def retry_job(self, job_id: str, due_at: datetime, error: str) -> None:
+        due = us(due_at)
+        async with self._db.write() as db:
+            await db.execute(
+                "UPDATE jobs SET due_at = ?, visible_at = ?, leased_until = NULL, last_error = ? "
+                "WHERE id = ?",
+                (due, due, error, job_id),
+            )
+
+    async def queue_stats(self, now: datetime) -> dict[str, tuple[int, float]]:
+        stamp = us(now)
+        async with self._db.read() as db:
+            rows = await db.execute_fetchall(
+                "SELECT kind, "
+                "SUM(leased_until IS NULL OR leased_until <= :now), "
+                "MIN(CASE WHEN (leased_until IS NULL OR leased_until <= :now) "
+                "AND visible_at <= :now THEN due_at END) "
+                "FROM jobs GROUP BY kind",
+                {"now": stamp},
+            )
+        return {
+            row[0]: (int(row[1]), 0.0 if row[2] is None else max(0.0, (stamp - row[2]) / 1e6))
+            for row in rows
+        }
+
+    async def postpone_job(self, job_id: str, due_at: datetime, reason: str) -> None:
+        due = us(due_at)
+        async with self._db.write() as db:
+            await db.execute(
+                "UPDATE jobs SET due_at = ?, visible_at = ?, leased_until = NULL, "
+                "last_error = ?, attempts = MAX(attempts - 1, 0) WHERE id = ?",
+                (due, due, reason, job_id),
+            )
+
+    async def get_jobs(self, job_ids: Sequence[str]) -> dict[str, Job]:
+        if not job_ids:
+            return {}
+        async with self._db.read() as db:
+            rows = await db.execute_fetchall(
+                "SELECT id, tenant_id, kind, ref, due_at, attempts, last_error FROM jobs "
+                f"WHERE id IN {IDS}",
+                (id_list(job_ids),),
+            )
+        return {
+            row[0]: Job.model_construct(
+                id=row[0],
+                tenant_id=row[1],
+                kind=row[2],
+                ref=row[3],
+                due_at=from_us(row[4]),
+                attempts=row[5],
+                last_error=row[6],
+            )
+            for row in rows
+        }
+
+
+async def add_job_lanes(db: aiosqlite.Connection) -> None:
+    """Give a jobs table of an older version its lane column (the jobs queued there are
+    normal work) and the index claims read each lane through."""
+    columns = {row[1] for row in await db.execute_fetchall("PRAGMA table_info(jobs)")}
+    if "urgent" not in columns:
+        await db.execute("ALTER TABLE jobs ADD COLUMN urgent INTEGER NOT NULL DEFAULT 0")
+    await db.execute("DROP INDEX IF EXISTS jobs_by_kind_visible")
+    # id in the index lets a claim read a lane in (visible_at, id) order without sorting.
+    await db.execute(
+        "CREATE INDEX IF NOT EXISTS jobs_by_lane_visible ON jobs (kind, urgent, visible_at, id)"
+    )
