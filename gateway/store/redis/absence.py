@@ -23,8 +23,8 @@ from redis.exceptions import WatchError
 from gateway.constants import WEBHOOK_ABSENCE_UNROUTED
 from gateway.models import AbsenceClaim, AbsenceExplanation, AbsenceRecord, Role
 from gateway.store.encoding import dumps, from_us, us
-from gateway.store.redis.base import Lua, RedisFeature
-from gateway.store.redis.scripts import APPEND_CHANGE, read, tenant_script
+from gateway.store.redis.base import RedisFeature
+from gateway.store.redis.scripts import APPEND_CHANGE, Lua, read, tenant_script
 
 _SEP = "\x1f"
 PURGE_BATCH = 500  # records per script call, so a large purge never blocks Redis long

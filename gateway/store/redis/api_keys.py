@@ -22,8 +22,8 @@ from datetime import datetime
 from gateway.errors import Conflict
 from gateway.models import ApiKey
 from gateway.store.encoding import dumps, from_us, from_us_opt, us, us_opt
-from gateway.store.redis.base import Lua, RedisFeature
-from gateway.store.redis.scripts import read
+from gateway.store.redis.base import RedisFeature
+from gateway.store.redis.scripts import Lua, read
 
 # KEYS[1] docs by hash, KEYS[2] hash by id, KEYS[3] the tenant's id set. ARGV: hash id doc
 _ADD_KEY = Lua(read("api_keys_add_key"))

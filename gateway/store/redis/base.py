@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import hashlib
 from collections.abc import Callable, Coroutine, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar, ParamSpec, TypeVar
+from typing import Any, ClassVar, ParamSpec, TypeVar
 
 from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import NoScriptError, RedisError
@@ -22,9 +22,8 @@ from redis.exceptions import NoScriptError, RedisError
 from gateway.errors import BudbringerError, StoreError
 from gateway.store.mapping import map_public
 from gateway.store.redis import keys
-
-if TYPE_CHECKING:
-    from gateway.store.redis.feed import FeedMarks
+from gateway.store.redis.feed import FeedMarks
+from gateway.store.redis.scripts import Lua
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -38,14 +37,6 @@ def opt(value: object | None) -> str:
 def digest(*parts: str) -> str:
     """A short stable hash for key names that would otherwise carry personal data."""
     return hashlib.blake2b("\x1f".join(parts).encode(), digest_size=12).hexdigest()
-
-
-class Lua:
-    """A script loaded once per connection pool and run by its SHA1."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.sha = hashlib.sha1(source.encode()).hexdigest()
 
 
 class RedisHandle:

@@ -21,9 +21,9 @@ from gateway.models import Delivery, DeliveryStatus, Job, Role, StatusChange
 from gateway.store import SendOutcome
 from gateway.store.encoding import dumps, from_us, from_us_opt, us, us_opt
 from gateway.store.redis import scripts as lua
-from gateway.store.redis.base import Lua, RedisFeature, RedisHandle, digest, opt
+from gateway.store.redis.base import RedisFeature, RedisHandle, digest, opt
 from gateway.store.redis.jobs import RedisJobs
-from gateway.store.redis.scripts import read
+from gateway.store.redis.scripts import Lua, read
 
 # Seconds a follow-up job of a move waits past its due time (see apply_moves).
 FOLLOWUP_GRACE = 2.0

@@ -16,7 +16,8 @@ from gateway.models import Device, Preferences
 from gateway.store.directory_checks import check_contact_kind
 from gateway.store.encoding import dumps, from_us_opt, us, us_opt
 from gateway.store.redis import scripts as lua
-from gateway.store.redis.base import Lua, RedisFeature, opt
+from gateway.store.redis.base import RedisFeature, opt
+from gateway.store.redis.scripts import Lua
 
 _UPSERT_DEVICE = Lua(lua.UPSERT_DEVICE)
 _REMOVE_DEVICE = Lua(lua.REMOVE_DEVICE)

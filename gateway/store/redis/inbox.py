@@ -10,7 +10,8 @@ from datetime import UTC, datetime
 from gateway.models import Category, DeliveryStatus, InboxItem
 from gateway.store.encoding import from_us, us
 from gateway.store.redis import scripts as lua
-from gateway.store.redis.base import Lua, RedisFeature
+from gateway.store.redis.base import RedisFeature
+from gateway.store.redis.scripts import Lua
 
 _INBOX = Lua(lua.INBOX)
 _MARK_READ = Lua(lua.MARK_READ)

@@ -17,7 +17,8 @@ from gateway.models import DeliveryStatus, Job
 from gateway.store import SendOutcome, lanes
 from gateway.store.encoding import from_us, us
 from gateway.store.redis import scripts as lua
-from gateway.store.redis.base import Lua, RedisFeature, RedisHandle, opt
+from gateway.store.redis.base import RedisFeature, RedisHandle, opt
+from gateway.store.redis.scripts import Lua
 
 log = logging.getLogger(__name__)
 

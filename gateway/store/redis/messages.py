@@ -10,9 +10,9 @@ from typing import Any
 from gateway.models import Job, Message
 from gateway.store.encoding import from_us_opt, us
 from gateway.store.redis import scripts as lua
-from gateway.store.redis.base import Lua, RedisFeature, RedisHandle
+from gateway.store.redis.base import RedisFeature, RedisHandle
 from gateway.store.redis.jobs import RedisJobs
-from gateway.store.redis.scripts import read
+from gateway.store.redis.scripts import Lua, read
 
 _ACCEPT = Lua(lua.ACCEPT_MESSAGE)
 _HSET_IF_EXISTS = Lua(read("hset_if_exists"))

@@ -8,8 +8,8 @@ from __future__ import annotations
 from datetime import datetime
 
 from gateway.store.encoding import us
-from gateway.store.redis.base import Lua, RedisFeature
-from gateway.store.redis.scripts import read
+from gateway.store.redis.base import RedisFeature
+from gateway.store.redis.scripts import Lua, read
 
 # KEYS[1] the limit's key. ARGV: now_us interval_us burst max_wait_us (-1: none)
 # Returns the µs to wait for the slot it took; a wait above max_wait takes nothing.

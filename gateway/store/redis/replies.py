@@ -7,7 +7,8 @@ from __future__ import annotations
 from gateway.models import Reply
 from gateway.store.encoding import us
 from gateway.store.redis import scripts as lua
-from gateway.store.redis.base import Lua, RedisFeature, opt
+from gateway.store.redis.base import RedisFeature, opt
+from gateway.store.redis.scripts import Lua
 
 _ADD_REPLY = Lua(lua.ADD_REPLY)
 

@@ -11,8 +11,9 @@ from datetime import datetime
 from gateway.store.encoding import us
 from gateway.store.redis import scripts as lua
 from gateway.store.redis.absence import RedisAbsence
-from gateway.store.redis.base import Lua, RedisFeature, RedisHandle
+from gateway.store.redis.base import RedisFeature, RedisHandle
 from gateway.store.redis.deliveries import DeliveryOwners
+from gateway.store.redis.scripts import Lua
 from gateway.store.redis.tenants import RedisTenants
 from gateway.store.redis.webhooks import RedisWebhooks
 

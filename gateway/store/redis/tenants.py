@@ -13,7 +13,8 @@ from gateway.models import ApiKey, Tenant, first_api_key
 from gateway.store.encoding import dumps, from_us, us
 from gateway.store.redis import scripts as lua
 from gateway.store.redis.api_keys import RedisApiKeys
-from gateway.store.redis.base import Lua, RedisFeature, RedisHandle
+from gateway.store.redis.base import RedisFeature, RedisHandle
+from gateway.store.redis.scripts import Lua
 
 _CREATE_TENANT = Lua(lua.CREATE_TENANT)
 

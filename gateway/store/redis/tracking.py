@@ -13,8 +13,8 @@ from typing import Any
 
 from gateway.models import Reached, ReadRecord, reached_data
 from gateway.store.encoding import dumps, from_us, us
-from gateway.store.redis.base import Lua, RedisFeature
-from gateway.store.redis.scripts import read, tenant_script
+from gateway.store.redis.base import RedisFeature
+from gateway.store.redis.scripts import Lua, read, tenant_script
 
 # KEYS[1] tenant anchor. ARGV: tp ttl, then 5 per row: message field row_json
 # webhook_data_json at_us. Returns 0/1s. A new row feeds its message.reached change.

@@ -50,9 +50,9 @@ from gateway.models import (
 )
 from gateway.store.encoding import dumps, from_us, from_us_opt, us, us_opt
 from gateway.store.redis import scripts as lua
-from gateway.store.redis.base import Lua, RedisFeature, opt
+from gateway.store.redis.base import RedisFeature, opt
 from gateway.store.redis.feed import MARK_FED
-from gateway.store.redis.scripts import read
+from gateway.store.redis.scripts import Lua, read
 
 # Where a change's time goes in its data (default "at").
 _TIME_FIELD = {WEBHOOK_REPLY_RECEIVED: "received_at"}
