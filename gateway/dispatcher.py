@@ -402,12 +402,18 @@ class Dispatcher:
         self, job: Job, name: str, channel: Channel
     ) -> tuple[ChannelGate, bool] | None:
         """Take a slot of the channel's rate limit (one for the whole deployment: the
-        setting, else the channel's own), pass its circuit breaker and take a slot of its
+        setting, else the channel's own) and of the tenant's share of it where a
+        ``tenant_channel_rate`` is set, pass its circuit breaker and take a slot of its
         gate; (gate, whether this send probes the breaker), or None when the job was put
         off (no rate slot within RATE_WAIT, the breaker is open, or the channel is
         stalled: channel_gate.py)."""
         rate = self.settings.channel_rate.get(name, channel.rate_per_second)
-        if rate and not await self._rate_slot(job, name, rate):
+        if rate and not await self._rate_slot(job, f"channel:{name}", rate):
+            return None
+        tenant_rate = self.settings.tenant_channel_rate.get(name)
+        if tenant_rate and not await self._rate_slot(
+            job, f"tenant:{job.tenant_id}:{name}", tenant_rate
+        ):
             return None
         gate = self._gate(name)
         put_off = await gate.enter()
@@ -435,11 +441,11 @@ class Dispatcher:
         self.health.record(delivery.channel, None, probe=probe)
         return receipt
 
-    async def _rate_slot(self, job: Job, channel: str, rate: float) -> bool:
-        """Wait for a slot of the channel's limit, shared by every process (one second's
-        worth may go at once); False when it is further off: the job is put off to then."""
+    async def _rate_slot(self, job: Job, key: str, rate: float) -> bool:
+        """Wait for a slot of the limit named ``key``, shared by every process (one
+        second's worth may go at once); False when it is further off: the job is put off
+        to then."""
         now = self.clock.now()
-        key = f"channel:{channel}"
         wait = await self.store.acquire_rate(key, rate, math.ceil(rate), now, max_wait=RATE_WAIT)
         if wait > RATE_WAIT:
             await self.store.postpone_job(job.id, now + timedelta(seconds=wait), "rate_limited")

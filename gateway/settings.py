@@ -8,7 +8,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -76,6 +84,10 @@ class FcmSettings(BaseModel):
 CHANNEL_CONCURRENCY = {"sms": 48, "push": 64, "email": 32}
 
 
+def _tenant_rates() -> dict[str, float]:
+    return {"voice": 0.5}
+
+
 class DispatchSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not ignored
 
@@ -98,6 +110,10 @@ class DispatchSettings(BaseModel):
     # Sends per second per channel for the whole deployment (every process); a channel
     # not named: no limit of ours (Twilio queues and paces per sender itself).
     channel_rate: dict[str, float] = Field(default_factory=dict)
+    # Sends per second per channel for each tenant (every process), on top of
+    # channel_rate: one school's emergency must not take every call the Twilio account
+    # may place (voice: 30 calls a minute per tenant, the account's 1 a second overall).
+    tenant_channel_rate: dict[str, float] = Field(default_factory=_tenant_rates)
 
     def in_flight_limit(self, channel: str) -> int:
         """The most sends of ``channel`` in flight at once in one process."""
@@ -112,12 +128,12 @@ class DispatchSettings(BaseModel):
                 raise ValueError(f"channel_concurrency of {channel!r} must be at least 1")
         return value
 
-    @field_validator("channel_rate")
+    @field_validator("channel_rate", "tenant_channel_rate")
     @classmethod
-    def _positive_rates(cls, value: dict[str, float]) -> dict[str, float]:
+    def _positive_rates(cls, value: dict[str, float], info: ValidationInfo) -> dict[str, float]:
         for channel, rate in value.items():
             if rate <= 0:
-                raise ValueError(f"channel_rate of {channel!r} must be above 0")
+                raise ValueError(f"{info.field_name} of {channel!r} must be above 0")
         return value
 
 

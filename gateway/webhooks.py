@@ -3,8 +3,8 @@
 How an event travels:
 
 1. A change is recorded by the store in the same transaction that makes it (a
-   status history row, a read, a reply; or :func:`emit` for ``message.reached``),
-   into a change feed, only for tenants with an enabled endpoint.
+   status history row, a read, a reply, a child reached, an explanation, an absence
+   no staff can receive), into a change feed, only for tenants with an enabled endpoint.
 2. One ``webhook_fanout`` job (one job id, so one runs at a time anywhere) reads
    the feed from its cursor and writes one outbox message per (change, subscribed
    endpoint), with a deterministic id, and moves the cursor, in one transaction.

@@ -23,6 +23,7 @@ from tests.test_sms import ACCOUNT_SID, AUTH_TOKEN, twilio_settings
 
 CALLER = "+4721000000"
 PHONE = "+4741000011"
+PHONE2 = "+4741000012"
 
 
 def directory(language: str) -> DirectoryBatch:
@@ -70,22 +71,24 @@ def voice_settings(settings: Settings, twilio: TwilioPeer, libre: LibreTranslate
     )
 
 
+EMERGENCY: dict[str, Any] = {
+    "id": "evt-1",
+    "type": "message.created",
+    "data": {
+        "audience": {"children": ["c1"]},
+        "category": "emergency",
+        "subject": "Skolen er stengt",
+        "body": "Hent Amina innen kl. 12.00.",
+    },
+}
+
+
 async def emergency(gw: Gateway, language: str) -> tuple[str, str, str]:
     tenant, key = await new_tenant(gw.service, gw.clock, directory(language))
     await gw.service.store.upsert_device(
         tenant.id, "p1", Device(id="d1", token="tok-1", platform="android")
     )
-    event: dict[str, Any] = {
-        "id": "evt-1",
-        "type": "message.created",
-        "data": {
-            "audience": {"children": ["c1"]},
-            "category": "emergency",
-            "subject": "Skolen er stengt",
-            "body": "Hent Amina innen kl. 12.00.",
-        },
-    }
-    message_id = await gw.post_event(key, event)
+    message_id = await gw.post_event(key, EMERGENCY)
     await gw.run()
     return tenant.id, key, message_id
 
@@ -167,3 +170,43 @@ def test_say_languages_fall_back_to_norwegian() -> None:
     assert say_language("pl-PL") == "pl-PL"
     assert say_language("ti") == "nb-NO"
     assert say_language(None) == "nb-NO"
+
+
+def two_guardians() -> DirectoryBatch:
+    """The directory of :func:`directory`, with a second guardian of the same child."""
+    batch = directory("nb").model_dump(mode="json")
+    batch["persons"].append({"id": "p2", "role": "guardian", "given_name": "To", "phone": PHONE2})
+    batch["relations"].append(
+        {"child_id": "c1", "guardian_id": "p2", "parental_responsibility": True}
+    )
+    return DirectoryBatch.model_validate(batch)
+
+
+async def test_calls_keep_to_the_tenants_share_of_the_account(
+    settings: Settings, clock: ManualClock, peers: tuple[TwilioPeer, LibreTranslatePeer]
+) -> None:
+    """One call a minute per tenant: the second guardian of one tenant is called a minute
+    later, while another tenant's call goes at once (the account's own limit is high)."""
+    twilio, libre = peers
+    configured = voice_settings(settings, twilio, libre)
+    dispatch = configured.dispatch.model_copy(
+        update={"channel_rate": {"voice": 100.0}, "tenant_channel_rate": {"voice": 1 / 60}}
+    )
+    async with running(configured.model_copy(update={"dispatch": dispatch}), clock) as gw:
+        _, busy_key = await new_tenant(gw.service, gw.clock, two_guardians())
+        busy_message = await gw.post_event(busy_key, {**EMERGENCY, "id": "evt-busy"})
+        await gw.run()
+        await emergency(gw, "nb")
+
+        clock.advance(16 * 60)  # all unread: the call step for the three guardians
+        await gw.run()
+        assert len(twilio.call_requests) == 2  # one of the busy tenant's two, the other's
+        status = await gw.status(busy_key, busy_message)
+        waiting = [d["waiting_for"] for d in status["deliveries"] if d["channel"] == "voice"]
+        (put_off,) = [w for w in waiting if w]
+        assert put_off.startswith("waiting until ") and put_off.endswith(": rate_limited")
+
+        clock.advance(60)
+        await gw.run()
+        called = sorted(r.field("To") or "" for r in twilio.call_requests)
+        assert called == sorted([PHONE, PHONE, PHONE2])

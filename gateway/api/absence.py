@@ -19,6 +19,7 @@ from aiohttp import web
 from pydantic import BaseModel, Field
 
 from gateway.absence import Absences, body_hash_of
+from gateway.api import spec
 from gateway.api.accepted import EventAccepted
 from gateway.api.body import parse_json, read_model, read_raw, to_model
 from gateway.api.context import CTX, AppContext
@@ -211,6 +212,50 @@ async def put_settings(request: web.Request) -> web.Response:
     policy = to_model(AbsenceSettings, {**ctx.settings.absence.model_dump(mode="json"), **override})
     await _store(ctx).set_absence_settings(tenant.id, override or None)
     return respond_json(policy)
+
+
+_SETTINGS = spec.Response("The settings in force (with the tenant's override)", AbsenceSettings)
+OPERATIONS: dict[spec.Route, spec.Operation] = {
+    ("GET", "/v1/settings/absence"): spec.Operation(
+        tag="settings",
+        summary="The tenant's absence settings in force",
+        security=spec.tenant("admin"),
+        responses={200: _SETTINGS},
+        errors=(401,),
+    ),
+    ("PUT", "/v1/settings/absence"): spec.Operation(
+        tag="settings",
+        summary="Override the de-duplication window or the staff notice delay"
+        " (`{}` removes the override)",
+        security=spec.tenant("admin"),
+        body=spec.Body(AbsenceSettings),
+        responses={200: _SETTINGS},
+        errors=(401, *spec.BODY_ERRORS, 422),
+    ),
+    ("POST", "/v1/me/absences"): spec.Operation(
+        tag="parent app",
+        summary="Report an absence (the `absence.reported` flow)",
+        description=(
+            "The child's contact teachers (else the unit's staff) are told, the"
+            " reporter gets a confirmation, the other guardians with rights are"
+            " informed without being told who reported. `id` makes a retry"
+            " idempotent; the same `id` with another report is 409."
+        ),
+        security=spec.GUARDIAN,
+        body=spec.Body(AbsenceReport),
+        responses={202: spec.Response("Accepted (or accepted before: duplicate)", EventAccepted)},
+        errors=(401, 403, 409, *spec.BODY_ERRORS, 422),
+    ),
+    ("POST", "/v1/me/inbox/{message_id}/absence-reply"): spec.Operation(
+        tag="parent app",
+        summary="Answer an absence alert (an `absence.explained` webhook; a read)",
+        security=spec.GUARDIAN,
+        params=(spec.path("message_id", "Message id of the alert"),),
+        body=spec.Body(AbsenceReply),
+        responses={200: spec.Response("Recorded", AbsenceReplyAck)},
+        errors=(401, 404, *spec.BODY_ERRORS, 422),
+    ),
+}
 
 
 def setup(app: web.Application) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from aiohttp import web
 
@@ -31,12 +32,45 @@ from gateway.api.access import access_middleware
 from gateway.api.context import CTX, AppContext
 from gateway.api.limits import body_deadline
 from gateway.api.responses import Error, respond_json
+from gateway.api.spec import Operation, Route
 from gateway.errors import InputError, StoreError
 from gateway.logs import route_of
 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class RouteModule(Protocol):
+    """A module of routes: ``setup`` registers them, ``OPERATIONS`` describes each one
+    for gateway/openapi.json (gateway/api/spec.py)."""
+
+    OPERATIONS: dict[Route, Operation]
+
+    def setup(self, app: web.Application) -> None: ...
+
+
+ROUTES: tuple[RouteModule, ...] = (
+    ops,
+    events,
+    directory,
+    oneroster,
+    status,
+    escalation,
+    guardian,
+    providers,
+    voice,
+    readlinks,
+    unsubscribe,
+    webhooks,
+    absence,
+    keys,
+    staff_pages,
+    staff_absence,
+    parent_pages,
+    attachments,
+)
+"""Every module with routes, in the order they are registered."""
 
 
 @web.middleware
@@ -87,25 +121,6 @@ def create_app(ctx: AppContext) -> web.Application:
         client_max_size=ctx.settings.max_body_bytes,
     )
     app[CTX] = ctx
-    for module in (
-        ops,
-        events,
-        directory,
-        oneroster,
-        status,
-        escalation,
-        guardian,
-        providers,
-        voice,
-        readlinks,
-        unsubscribe,
-        webhooks,
-        absence,
-        keys,
-        staff_pages,
-        staff_absence,
-        parent_pages,
-        attachments,
-    ):
+    for module in ROUTES:
         module.setup(app)
     return app

@@ -19,11 +19,12 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from gateway.api.attachment_models import attachment_view
+from gateway.api import spec
+from gateway.api.attachment_models import AttachmentView, attachment_view
 from gateway.api.context import CTX, AppContext
 from gateway.api.guardian import authenticate_guardian
 from gateway.api.readlinks import PAGES, load_delivery, problem, token_problem
-from gateway.api.responses import respond_json
+from gateway.api.responses import Error, respond_json
 from gateway.attachments import Attachments
 from gateway.auth import AuthStore, authenticate_bearer
 from gateway.errors import LinkInvalid, NotFound, PayloadTooLarge, StoreError, ValidationFailed
@@ -137,6 +138,57 @@ async def inbox_download(request: web.Request) -> web.StreamResponse:
     if attachment is None:
         raise NotFound("attachment not found")
     return await _send_file(request, service, attachment)
+
+
+_FILE = spec.Response(
+    "The file, with `Content-Disposition: attachment`, `X-Content-Type-Options: nosniff`"
+    " and its real type",
+    spec.BINARY,
+    "application/octet-stream",
+)
+_ATTACHMENT_ID = spec.path("id", "The attachment id", **spec.ID)
+OPERATIONS: dict[spec.Route, spec.Operation] = {
+    ("POST", "/v1/attachments"): spec.Operation(
+        tag="events",
+        summary='Upload a file for a message (README "Attachments")',
+        description=(
+            "The body is the file itself, streamed; its type is read from its bytes:"
+            " PDF, JPEG, PNG, DOCX, HEIC (converted to JPEG). Images are re-encoded"
+            " without EXIF. Name the returned id in `message.created`'s"
+            " `data.attachments`."
+        ),
+        security=spec.tenant("events"),
+        params=(
+            spec.query("name", "The file name shown to recipients", type="string", maxLength=1000),
+        ),
+        body=spec.Body(spec.BINARY, ("application/octet-stream",)),
+        responses={
+            201: spec.Response("Stored", AttachmentView),
+            415: spec.Response("Not an allowed kind of file (judged from its bytes)", Error),
+        },
+        # streamed, not read by api/body.py: no 400
+        errors=(401, 413, 422),
+    ),
+    ("GET", "/v1/me/inbox/{message_id}/files/{id}"): spec.Operation(
+        tag="parent app",
+        summary="Download an attachment of a message in the guardian's inbox",
+        security=spec.GUARDIAN,
+        params=(spec.path("message_id", "The message id", **spec.ID), _ATTACHMENT_ID),
+        responses={200: _FILE},
+        errors=(401, 404),
+    ),
+    ("GET", "/r/{token}/files/{id}"): spec.Operation(
+        tag="pages",
+        summary="Download an attachment of the message behind a read link",
+        security=spec.PUBLIC,
+        params=(spec.path("token", "The opaque token of a personal read link"), _ATTACHMENT_ID),
+        responses={
+            200: _FILE,
+            404: spec.page("Friendly page: the link is forged, or no such file"),
+            410: spec.page("Friendly page: the link expired or the message is gone"),
+        },
+    ),
+}
 
 
 def setup(app: web.Application) -> None:

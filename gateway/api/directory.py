@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 from aiohttp import web
 from pydantic import BaseModel
 
+from gateway.api import spec
 from gateway.api.body import read_model
 from gateway.api.context import CTX, AppContext
 from gateway.api.guardian import mandatory_channel_errors
@@ -31,6 +32,7 @@ from gateway.models import (
     Person,
     Protection,
     ProtectionChange,
+    RelationFlags,
     Role,
     Scope,
 )
@@ -244,6 +246,79 @@ async def post_guardian_token(request: web.Request) -> web.Response:
         ctx.secret, tenant.id, person.id, now, ctx.settings.guardian_token_ttl
     )
     return respond_json(GuardianToken(token=token, expires_at=expires_at), status=201)
+
+
+OPERATIONS: dict[spec.Route, spec.Operation] = {
+    ("POST", "/v1/directory"): spec.Operation(
+        tag="directory",
+        summary="Upsert a directory batch, all or nothing",
+        security=spec.tenant("directory"),
+        body=spec.Body(DirectoryBatch),
+        responses={200: spec.Response("Applied; counts per kind", DirectoryApplied)},
+        errors=(401, *spec.BODY_ERRORS, 422),
+    ),
+    ("POST", "/v1/directory/delete"): spec.Operation(
+        tag="directory",
+        summary="Delete directory rows by id, all or nothing",
+        security=spec.tenant("directory"),
+        body=spec.Body(DirectoryDeletion),
+        responses={200: spec.Response("Deleted; counts per kind", DirectoryDeleted)},
+        errors=(401, *spec.BODY_ERRORS, 422),
+    ),
+    ("PUT", "/v1/relations/{child_id}/{guardian_id}/flags/{flag}"): spec.Operation(
+        tag="directory",
+        summary="Set a manual relation flag with a reason (survives re-imports)",
+        security=spec.tenant("directory"),
+        params=(
+            spec.path("child_id", "Child id", **spec.ID),
+            spec.path("guardian_id", "Guardian id", **spec.ID),
+            spec.path("flag", "Which flag", enum=["information_granted", "blocked"]),
+        ),
+        body=spec.Body(FlagChange),
+        responses={200: spec.Response("The relation's flags after the change", RelationFlags)},
+        errors=(401, 404, *spec.BODY_ERRORS, 422),
+    ),
+    ("GET", "/v1/persons/{person_id}"): spec.Operation(
+        tag="directory",
+        summary="One person record (a protected person: only with the protected scope)",
+        security=spec.tenant("directory"),
+        params=(spec.path("person_id", "Person id"),),
+        responses={200: spec.Response("The person", Person)},
+        errors=(401, 403, 404),
+    ),
+    ("GET", "/v1/persons/{person_id}/protection"): spec.Operation(
+        tag="directory",
+        summary="A person's protection level and its history (who, when, why)",
+        description="For a protected person only with the `protected` scope.",
+        security=spec.ANY_TENANT,
+        params=(spec.path("person_id", "Person id"),),
+        responses={200: spec.Response("Level and history", ProtectionView)},
+        errors=(401, 403, 404),
+    ),
+    ("PUT", "/v1/persons/{person_id}/protection"): spec.Operation(
+        tag="directory",
+        summary="Set protection with a reason: the only way to lower it",
+        description=(
+            "Imports (directory batch, OneRoster) only ever raise protection; an"
+            " absent or lower level keeps the stored one. This call sets any level and"
+            " keeps the change in the history; lowering needs a key with the"
+            " `protected` scope, and the history is shown only to such a key."
+        ),
+        security=spec.ANY_TENANT,
+        params=(spec.path("person_id", "Person id"),),
+        body=spec.Body(ProtectionChange),
+        responses={200: spec.Response("Level and history after the change", ProtectionView)},
+        errors=(401, 403, 404, *spec.BODY_ERRORS, 422),
+    ),
+    ("POST", "/v1/guardians/{guardian_id}/tokens"): spec.Operation(
+        tag="directory",
+        summary="Issue a short-lived guardian token for the parent app",
+        security=spec.tenant("directory"),
+        params=(spec.path("guardian_id", "Guardian (or adult pupil) id"),),
+        responses={201: spec.Response("Token issued", GuardianToken)},
+        errors=(401, 403, 404),
+    ),
+}
 
 
 def setup(app: web.Application) -> None:

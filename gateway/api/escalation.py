@@ -12,6 +12,7 @@ from typing import Protocol
 
 from aiohttp import web
 
+from gateway.api import spec
 from gateway.api.body import parse_json, read_raw, to_model
 from gateway.api.context import CTX, AppContext
 from gateway.api.responses import respond_json
@@ -52,6 +53,28 @@ async def put_escalation(request: web.Request) -> web.Response:
     policy = to_model(EscalationSettings, merge_override(ctx.settings.escalation, override))
     await _store(ctx).set_escalation_override(tenant.id, override or None)
     return respond_json(policy)
+
+
+_POLICY = spec.Response(
+    "The policy in force (settings with the override over them)", EscalationSettings
+)
+OPERATIONS: dict[spec.Route, spec.Operation] = {
+    ("GET", "/v1/settings/escalation"): spec.Operation(
+        tag="settings",
+        summary="The tenant's escalation policy in force",
+        security=spec.tenant("admin"),
+        responses={200: _POLICY},
+        errors=(401,),
+    ),
+    ("PUT", "/v1/settings/escalation"): spec.Operation(
+        tag="settings",
+        summary="Override any part of the escalation policy (`{}` removes the override)",
+        security=spec.tenant("admin"),
+        body=spec.Body(EscalationSettings),
+        responses={200: _POLICY},
+        errors=(401, *spec.BODY_ERRORS, 422),
+    ),
+}
 
 
 def setup(app: web.Application) -> None:

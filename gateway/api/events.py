@@ -16,7 +16,7 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from gateway import intake, scheduling
-from gateway.api import absence, recipients
+from gateway.api import absence, recipients, spec
 from gateway.api.accepted import EventAccepted
 from gateway.api.attachments import attachment_service
 from gateway.api.body import parse_json, read_raw, to_model
@@ -228,6 +228,47 @@ async def post_event(request: web.Request) -> web.Response:
         ctx, tenant, raw, webhook_id=request.headers.get("webhook-id")
     )
     return respond_json(answer, status=status)
+
+
+EVENT_EXAMPLE = {
+    "id": "evt-2026-000123",
+    "type": "message.created",
+    "timestamp": "2026-11-27T09:00:00Z",
+    "data": {
+        "sender_id": "s1",
+        "sender_name": "Kontaktlærer 5A",
+        "audience": {"groups": ["g1"]},
+        "category": "general",
+        "subject": "Tur til skogen fredag",
+        "body": "Husk matpakke og gode sko.",
+    },
+}
+
+OPERATIONS: dict[spec.Route, spec.Operation] = {
+    ("POST", "/v1/events"): spec.Operation(
+        tag="events",
+        summary="Accept an event (idempotent on the event id)",
+        description=(
+            "Authenticate with the tenant API key, or sign the request the Standard"
+            " Webhooks way with the tenant's `whsec_` secret and name the tenant in"
+            " `X-Budbringer-Tenant`. `webhook-id` must equal the event `id`. The event is"
+            " stored durably before the 202. Replaying it gives the same answer with"
+            " `duplicate: true`; the same id with another body is 409."
+        ),
+        security=spec.tenant("events") + spec.SIGNED,
+        params=(
+            spec.header("webhook-id", "Standard Webhooks message id (= event id)"),
+            spec.header("webhook-timestamp", "Unix seconds; ±5 minutes"),
+            spec.header("X-Budbringer-Tenant", "Tenant id; required when signed"),
+        ),
+        body=spec.Body(
+            spec.OneOf("type", {name: kind.model for name, kind in EVENT_TYPES.items()}),
+            example=EVENT_EXAMPLE,
+        ),
+        responses={202: spec.Response("Accepted (or accepted before: duplicate)", EventAccepted)},
+        errors=(401, 409, *spec.BODY_ERRORS, 422),
+    ),
+}
 
 
 def setup(app: web.Application) -> None:

@@ -17,10 +17,11 @@ from typing import Any, Protocol
 from aiohttp import web
 from pydantic import BaseModel, Field
 
+from gateway.api import spec
 from gateway.api.attachment_models import AttachmentView, attachment_view
 from gateway.api.body import parse_json, read_model, read_raw, to_model
 from gateway.api.context import CTX, AppContext
-from gateway.api.paging import page_after_id
+from gateway.api.paging import BEFORE_ID, page_after_id
 from gateway.api.responses import respond_json
 from gateway.auth import AuthStore
 from gateway.constants import (
@@ -355,6 +356,84 @@ async def delete_device(request: web.Request) -> web.Response:
     if not await _store(ctx).remove_device(tenant_id, guardian_id, request.match_info["device_id"]):
         raise NotFound("device not found")
     return web.Response(status=204)
+
+
+_MESSAGE_ID = spec.path("message_id", "Message id")
+_DEVICE_ID = spec.path("device_id", "Device id", **spec.ID)
+OPERATIONS: dict[spec.Route, spec.Operation] = {
+    ("GET", "/v1/me/inbox"): spec.Operation(
+        tag="parent app",
+        summary="The guardian's in-app messages, newest first",
+        security=spec.GUARDIAN,
+        params=(
+            spec.query("limit", type="integer", minimum=1, maximum=200),
+            spec.query(
+                "before",
+                "Page: the `next_before` of the previous page",
+                type="string",
+                format="date-time",
+            ),
+            BEFORE_ID,
+        ),
+        responses={200: spec.Response("A page of the inbox", InboxPage)},
+        errors=(401, 422),
+    ),
+    ("GET", "/v1/me/inbox/{message_id}"): spec.Operation(
+        tag="parent app",
+        summary="One inbox message",
+        security=spec.GUARDIAN,
+        params=(_MESSAGE_ID,),
+        responses={200: spec.Response("The message, with its attachments", InboxMessage)},
+        errors=(401, 404),
+    ),
+    ("POST", "/v1/me/inbox/{message_id}/read"): spec.Operation(
+        tag="parent app",
+        summary="Mark a message read (the first read is kept)",
+        security=spec.GUARDIAN,
+        params=(_MESSAGE_ID,),
+        responses={200: spec.Response("Marked read", ReadAck)},
+        errors=(401, 404),
+    ),
+    ("GET", "/v1/me/preferences"): spec.Operation(
+        tag="parent app",
+        summary="The guardian's preferences",
+        security=spec.GUARDIAN,
+        responses={200: spec.Response("Preferences", Preferences)},
+        errors=(401,),
+    ),
+    ("PUT", "/v1/me/preferences"): spec.Operation(
+        tag="parent app",
+        summary="Replace the preferences (absence/emergency cannot be switched off)",
+        security=spec.GUARDIAN,
+        body=spec.Body(Preferences),
+        responses={200: spec.Response("Stored preferences", Preferences)},
+        errors=(401, *spec.BODY_ERRORS, 422),
+    ),
+    ("GET", "/v1/me/devices"): spec.Operation(
+        tag="parent app",
+        summary="The guardian's registered devices",
+        security=spec.GUARDIAN,
+        responses={200: spec.Response("Devices", DeviceList)},
+        errors=(401,),
+    ),
+    ("PUT", "/v1/me/devices/{device_id}"): spec.Operation(
+        tag="parent app",
+        summary="Register or update a push device (`id` may be left out)",
+        security=spec.GUARDIAN,
+        params=(_DEVICE_ID,),
+        body=spec.Body(Device),
+        responses={200: spec.Response("The stored device", Device)},
+        errors=(401, *spec.BODY_ERRORS, 422),
+    ),
+    ("DELETE", "/v1/me/devices/{device_id}"): spec.Operation(
+        tag="parent app",
+        summary="Remove a device",
+        security=spec.GUARDIAN,
+        params=(_DEVICE_ID,),
+        responses={204: spec.Response("Removed")},
+        errors=(401, 404),
+    ),
+}
 
 
 def setup(app: web.Application) -> None:

@@ -13,6 +13,7 @@ from typing import Annotated, Protocol
 from aiohttp import web
 from pydantic import AwareDatetime, BaseModel, Field
 
+from gateway.api import spec
 from gateway.api.body import read_model
 from gateway.api.context import CTX, AppContext
 from gateway.api.responses import Instant, respond_json
@@ -109,6 +110,38 @@ async def delete_key(request: web.Request) -> web.Response:
     if await _store(ctx).revoke_api_key(tenant.id, request.match_info["key_id"], now) is None:
         raise NotFound("no such API key")
     return web.Response(status=204)
+
+
+OPERATIONS: dict[spec.Route, spec.Operation] = {
+    ("POST", "/v1/keys"): spec.Operation(
+        tag="keys",
+        summary="Another API key for the tenant, with its scopes and optional expiry",
+        description=(
+            "The key is in the answer and nowhere else (only its hash is stored). A"
+            " key can grant only scopes it has itself (403 otherwise). Rotate by"
+            " creating a new key, moving the clients, and revoking the old one."
+        ),
+        security=spec.tenant("admin"),
+        body=spec.Body(KeyCreate),
+        responses={201: spec.Response("The new key, shown this once", KeyCreated)},
+        errors=(401, 403, *spec.BODY_ERRORS, 422),
+    ),
+    ("GET", "/v1/keys"): spec.Operation(
+        tag="keys",
+        summary="The tenant's keys, revoked and expired ones included (never the keys)",
+        security=spec.tenant("admin"),
+        responses={200: spec.Response("Keys, oldest first", KeyList)},
+        errors=(401, 403),
+    ),
+    ("DELETE", "/v1/keys/{key_id}"): spec.Operation(
+        tag="keys",
+        summary="Revoke a key: it is refused from now on",
+        security=spec.tenant("admin"),
+        params=(spec.path("key_id", "Key id (from POST or GET /v1/keys)"),),
+        responses={204: spec.Response("Revoked")},
+        errors=(401, 403, 404),
+    ),
+}
 
 
 def setup(app: web.Application) -> None:

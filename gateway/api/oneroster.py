@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 from aiohttp import web
 from pydantic import BaseModel
 
+from gateway.api import spec
 from gateway.api.body import read_raw
 from gateway.api.context import CTX, AppContext
 from gateway.api.limits import body_limit
@@ -130,6 +131,48 @@ async def post_oneroster(request: web.Request) -> web.Response:
         del result
         await asyncio.to_thread(held.clear)
     return respond_json(body)
+
+
+def _switch(name: str, description: str) -> spec.Param:
+    return spec.query(name, description, type="boolean", default=False)
+
+
+OPERATIONS: dict[spec.Route, spec.Operation] = {
+    ("POST", "/v1/directory/oneroster"): spec.Operation(
+        tag="directory",
+        summary="Import a zipped OneRoster 1.1/1.2 CSV export, all or nothing",
+        description=(
+            "The body is a zip of `manifest.csv` and the bulk CSV files. Errors name"
+            " `[file, row, field]` (row: the line in the CSV, header = 1), never the"
+            " value. New relations of parents and guardians get parental"
+            " responsibility; existing relations, protection and manual flags are kept."
+        ),
+        security=spec.tenant("directory"),
+        params=(
+            spec.query(
+                "phone_region",
+                "Region of numbers without a country code",
+                type="string",
+                default="NO",
+                pattern="^[A-Za-z]{2}$",
+            ),
+            _switch("assume_minor", "Placeholder birth date (age 10) for students without"),
+            _switch("skip_invalid_contacts", "Leave invalid phones/emails out, with warnings"),
+            spec.query(
+                "responsibility_roles",
+                "Roles whose new relations get parental responsibility",
+                type="string",
+                default="parent,guardian",
+            ),
+            _switch("dry_run", "Validate only; write nothing"),
+        ),
+        body=spec.Body(spec.BINARY, ("application/zip",)),
+        responses={
+            200: spec.Response("Imported; counts per kind, skipped, warnings", OneRosterApplied)
+        },
+        errors=(401, *spec.BODY_ERRORS, 422),
+    ),
+}
 
 
 def setup(app: web.Application) -> None:

@@ -11,6 +11,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
+from gateway.api import spec
 from gateway.api.context import CTX, AppContext
 from gateway.api.responses import Absent, Instant, omitted, respond_json
 from gateway.constants import JOB_WEBHOOK_SEND
@@ -105,6 +106,37 @@ def openapi_document() -> bytes:
 
 async def openapi(request: web.Request) -> web.Response:
     return web.Response(body=openapi_document(), content_type="application/json")
+
+
+OPERATIONS: dict[spec.Route, spec.Operation] = {
+    ("GET", "/healthz"): spec.Operation(
+        tag="operations",
+        summary="Liveness: the process runs",
+        security=spec.PUBLIC,
+        responses={200: spec.Response("Alive", Health)},
+    ),
+    ("GET", "/readyz"): spec.Operation(
+        tag="operations",
+        summary="Readiness: the store answers (events can be accepted); channel states",
+        security=spec.PUBLIC,
+        responses={
+            200: spec.Response("Ready", Readiness),
+            503: spec.Response("The store does not answer; `reasons` lists the codes", Readiness),
+        },
+    ),
+    ("GET", "/metrics"): spec.Operation(
+        tag="operations",
+        summary="Prometheus metrics (text exposition format)",
+        security=spec.PUBLIC,
+        responses={200: spec.Response("Metrics", spec.TEXT, "text/plain")},
+    ),
+    ("GET", "/openapi.json"): spec.Operation(
+        tag="operations",
+        summary="This document",
+        security=spec.PUBLIC,
+        responses={200: spec.Response("OpenAPI document", {"type": "object"})},
+    ),
+}
 
 
 def setup(app: web.Application) -> None:

@@ -10,6 +10,7 @@ opaque ids and tokens.
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from zoneinfo import ZoneInfo
 from aiohttp import web
 from babel.dates import format_date, format_time
 
+from gateway.api import spec
 from gateway.api.body import read_form
 from gateway.api.context import CTX, AppContext
 from gateway.api.readlinks import DEFAULT_TEMPLATES, PAGES, SECURITY_HEADERS, ReadPages
@@ -146,3 +148,47 @@ async def checked_form(request: web.Request, session: PageSession) -> dict[str, 
         if isinstance(value, str):
             fields.setdefault(key, []).append(value)
     return fields
+
+
+# The OpenAPI description the page routes share (gateway/api/spec.py).
+CSRF_SCHEMA: dict[str, Any] = {"type": "string", "description": "The hidden field of the form"}
+FORM_CSRF: dict[str, Any] = {
+    "type": "object",
+    "properties": {"csrf": CSRF_SCHEMA},
+    "required": ["csrf"],
+}
+BAD_FORM = spec.page("Page: missing or wrong form field")
+
+
+def page_get(
+    summary: str,
+    description: str,
+    params: tuple[spec.Param, ...],
+    responses: dict[int, spec.Response],
+) -> spec.Operation:
+    """A page anyone may fetch (its session cookie, if any, is checked by the handler)."""
+    return spec.Operation(
+        tag="pages",
+        summary=summary,
+        description=description,
+        security=spec.PUBLIC,
+        params=params,
+        responses=responses,
+    )
+
+
+def page_post(
+    summary: str,
+    schema: Mapping[str, Any],
+    responses: dict[int, spec.Response],
+    params: tuple[spec.Param, ...] | None = None,
+) -> spec.Operation:
+    """A page's form post (CSRF-checked by :func:`read_page_form`)."""
+    return spec.Operation(
+        tag="pages",
+        summary=summary,
+        security=spec.PUBLIC,
+        params=params,
+        body=spec.form(schema),
+        responses=responses,
+    )

@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from gateway.api import spec
+
 MAX_ID_LENGTH = 128
 
 
@@ -39,3 +41,14 @@ def page_after_id(query: Mapping[str, str], errors: list[dict[str, Any]]) -> str
         )
         return None
     return raw
+
+
+BEFORE_ID = spec.query(
+    "before_id",
+    "Page: the `next_before_id` of the previous page, with `before`. Rows sharing one"
+    " `created_at` are paged by id, so none is skipped; `before` alone lists only rows"
+    " created earlier",
+    type="string",
+    maxLength=MAX_ID_LENGTH,
+)
+"""The ``before_id`` query parameter, for the OpenAPI description of each paged route."""

@@ -31,14 +31,19 @@ from aiohttp import web
 from babel.dates import format_date
 from pydantic import ValidationError
 
+from gateway.api import spec
 from gateway.api.absence import AbsenceReply, AbsenceReport, absences, answer_alert, report_absence
 from gateway.api.context import CTX, AppContext
 from gateway.api.guardian import shown_item
 from gateway.api.pages import (
+    BAD_FORM,
     CSRF_FIELD,
+    CSRF_SCHEMA,
     checked_form,
     full_name,
     load_texts,
+    page_get,
+    page_post,
     problem,
     read_pages,
     render,
@@ -523,6 +528,144 @@ async def old_app(request: web.Request) -> web.StreamResponse:
 
 async def old_app_message(request: web.Request) -> web.StreamResponse:
     return await _to_pages(request, f"p/messages/{request.match_info['id']}", "../../")
+
+
+HOW_TO_OPEN = spec.page("Page (nb + en): how to open the pages")
+PREFERENCES_FORM = {
+    "type": "object",
+    "properties": {
+        "csrf": CSRF_SCHEMA,
+        **{
+            f"ch_{category}": {
+                "type": "array",
+                "items": {"type": "string", "enum": ["push", "sms", "email"]},
+                "description": f"The channels for {category} (the inbox always has them)",
+            }
+            for category in ("general", "reminder", "confidential", "absence")
+        },
+        "language": {"type": "string", "enum": ["nb", "nn", "en"]},
+        "quiet_start": {"type": "string", "description": "HH:MM, or empty"},
+        "quiet_end": {"type": "string", "description": "HH:MM, or empty"},
+    },
+    "required": ["csrf"],
+}
+_KIND = {"type": "string", "enum": ["sick", "appointment", "leave", "other"]}
+_TEXT = {"type": "string", "maxLength": 1000}
+ABSENCE_ANSWER_FORM = {
+    "type": "object",
+    "properties": {"csrf": CSRF_SCHEMA, "kind": _KIND, "text": _TEXT},
+    "required": ["csrf", "kind"],
+}
+ABSENCE_REPORT_FORM = {
+    "type": "object",
+    "properties": {
+        "csrf": CSRF_SCHEMA,
+        "kind": _KIND,
+        "text": _TEXT,
+        "child": {"type": "string", "description": "The child's id"},
+        "day": {"type": "string", "description": "Today or tomorrow, YYYY-MM-DD"},
+    },
+    "required": ["csrf", "kind", "child", "day"],
+}
+_MESSAGE_ID = spec.path("id", "Message id")
+_PAGE_BEFORE = (
+    spec.query("before", "Page: the last message's created_at (ISO 8601)"),
+    spec.query("before_id", "Page: the last message's id"),
+)
+OPERATIONS: dict[spec.Route, spec.Operation] = {
+    ("GET", "/p/inbox"): page_get(
+        "The guardian's own messages, newest first",
+        "Needs the parent session cookie a /p/ link sets.",
+        _PAGE_BEFORE,
+        {200: spec.page("The inbox"), 401: HOW_TO_OPEN},
+    ),
+    ("GET", "/p/preferences"): page_get(
+        "Notification settings: channels per category, language, quiet hours",
+        "Absence cannot be switched off and emergency always goes everywhere, said"
+        " plainly. Needs the parent session cookie.",
+        (spec.query("saved", "`1` after saving: the page says so"),),
+        {200: spec.page("The settings form"), 401: HOW_TO_OPEN},
+    ),
+    ("POST", "/p/preferences"): page_post(
+        "Save the settings; they apply from the next message",
+        PREFERENCES_FORM,
+        {
+            303: spec.Response("Saved; on to the page with ?saved=1"),
+            401: HOW_TO_OPEN,
+            403: BAD_FORM,
+            422: spec.page("The form again, saying what to correct"),
+        },
+    ),
+    ("GET", "/p/messages/{id}"): page_get(
+        "One message of the inbox: 303 to its read page",
+        "Needs the parent session cookie.",
+        (_MESSAGE_ID,),
+        {
+            303: spec.Response("On to the read page with a fresh read link"),
+            401: HOW_TO_OPEN,
+            404: spec.page("Page (nb + en): not one of the guardian's messages"),
+        },
+    ),
+    ("GET", "/p/absence"): page_get(
+        "Absence: answer an alert, report an absence for today or tomorrow",
+        "Needs the parent session cookie.",
+        (spec.query("done", "`answered` or `reported`: the page says thank you"),),
+        {200: spec.page("The page"), 401: HOW_TO_OPEN},
+    ),
+    ("POST", "/p/absence/report"): page_post(
+        "Report an absence (as the app's POST /v1/me/absences)",
+        ABSENCE_REPORT_FORM,
+        {
+            303: spec.Response("Reported; back to the page"),
+            401: HOW_TO_OPEN,
+            403: BAD_FORM,
+            422: spec.page("The page again, saying what to correct"),
+        },
+    ),
+    ("POST", "/p/absence/{id}/answer"): page_post(
+        "Answer an absence alert (as the app's absence-reply)",
+        ABSENCE_ANSWER_FORM,
+        {
+            303: spec.Response("Answered; back to the page"),
+            401: HOW_TO_OPEN,
+            403: BAD_FORM,
+            404: spec.page("Page (nb + en): not an alert of the guardian's"),
+            422: spec.page("The page again, saying what to correct"),
+        },
+        params=(_MESSAGE_ID,),
+    ),
+    ("GET", "/p/{token}"): page_get(
+        "A message's personal link under /p/: a short parent session, then 303 on",
+        "The read link's token. `?to=preferences` goes to the settings, else the inbox.",
+        (
+            spec.path("token", "The read link's token (64 characters)"),
+            spec.query("to", "`preferences` for the settings page"),
+        ),
+        {
+            303: spec.Response("Signed in; on to the inbox or the settings"),
+            404: spec.page("Page (nb + en): the link is invalid or has expired"),
+            410: spec.page("Page (nb + en): the message is gone"),
+        },
+    ),
+    ("GET", "/preferences"): page_get(
+        "Settings link of older emails and SMS",
+        "With a parent session, on to /p/preferences; without, how to open the pages.",
+        (),
+        {200: HOW_TO_OPEN, 303: spec.Response("On to /p/preferences")},
+    ),
+    ("GET", "/app"): page_get(
+        "App link of SMS",
+        "With a parent session, on to /p/inbox; without, how to open the pages.",
+        (),
+        {200: HOW_TO_OPEN, 303: spec.Response("On to /p/inbox")},
+    ),
+    ("GET", "/app/messages/{id}"): page_get(
+        "The push notification's `data.link`",
+        "With a parent session, on to /p/messages/{id}; without, how to open the pages.",
+        (_MESSAGE_ID,),
+        {200: HOW_TO_OPEN, 303: spec.Response("On to the message")},
+    ),
+}
 
 
 def setup(app: web.Application) -> None:

@@ -36,9 +36,11 @@ from twilio.request_validator import (
 
 from channels.sms import DELIVERY_PARAM, INBOUND_PATH, STATUS_CALLBACK_PATH
 from gateway import tracker
+from gateway.api import spec
 from gateway.api.absence import absences
 from gateway.api.body import read_form
 from gateway.api.context import CTX, AppContext
+from gateway.api.responses import Error
 from gateway.errors import Forbidden, NotFound, ValidationFailed
 from gateway.logs import route_of
 from gateway.settings import TwilioSettings
@@ -168,6 +170,73 @@ async def inbound_message(request: web.Request) -> web.Response:
         await _store(ctx).add_deliveries([], [job])
         ctx.work_available.set()
     return twiml
+
+
+SIGNATURE = spec.header(
+    "X-Twilio-Signature",
+    "Twilio's signature of the public URL and the form (RequestValidator)",
+    required=True,
+)
+REFUSED: dict[int, spec.Response] = {
+    403: spec.Response("Missing or invalid signature, or another account's webhook", Error),
+    404: spec.Response("Twilio is not configured", Error),
+    422: spec.Response("Not a form post", Error),
+}
+"""What every Twilio callback answers before it reads the form."""
+TWIML = "text/xml"
+
+
+def twilio_form(fields: dict[str, str], required: list[str]) -> spec.Body:
+    """A Twilio callback's form: these fields described, any others allowed."""
+    properties = {name: {"type": "string", "description": text} for name, text in fields.items()}
+    schema = {
+        "type": "object",
+        "properties": properties,
+        "required": required,
+        "additionalProperties": True,
+    }
+    return spec.Body(schema, (spec.FORM,))
+
+
+OPERATIONS: dict[spec.Route, spec.Operation] = {
+    ("POST", STATUS_CALLBACK_PATH): spec.Operation(
+        tag="providers",
+        summary="Twilio message status callback",
+        description="Always an empty 200 once verified, so Twilio never retries.",
+        security=spec.PUBLIC,
+        params=(SIGNATURE,),
+        body=twilio_form(
+            {
+                "MessageSid": "Twilio's message id",
+                "MessageStatus": "queued, sent, delivered, undelivered, failed, ...",
+                "ErrorCode": "Twilio error code, if any",
+                "AccountSid": "The account",
+            },
+            ["MessageSid", "MessageStatus"],
+        ),
+        responses={200: spec.Response("Applied or ignored"), **REFUSED},
+    ),
+    ("POST", INBOUND_PATH): spec.Operation(
+        tag="providers",
+        summary="Inbound SMS (a reply) from Twilio",
+        security=spec.PUBLIC,
+        params=(SIGNATURE,),
+        body=twilio_form(
+            {
+                "MessageSid": "Twilio's message id",
+                "From": "Sender (E.164)",
+                "To": "Our number",
+                "Body": "The text",
+                "AccountSid": "The account",
+            },
+            ["MessageSid", "From"],
+        ),
+        responses={
+            200: spec.Response("Stored (or ignored): an empty TwiML response", spec.TEXT, TWIML),
+            **REFUSED,
+        },
+    ),
+}
 
 
 def setup(app: web.Application) -> None:

@@ -30,6 +30,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from markupsafe import Markup
 
 from gateway import tracker
+from gateway.api import spec
 from gateway.api.body import read_form
 from gateway.api.context import CTX, AppContext
 from gateway.attachments import file_rows
@@ -259,6 +260,60 @@ async def stylesheet(request: web.Request) -> web.Response:
         charset="utf-8",
         headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "public, max-age=3600"},
     )
+
+
+_TOKEN = spec.path("token", "The opaque token of a personal read link (64 base64url characters)")
+_INVALID = spec.page("Friendly page (nb + en): the link is forged or changed")
+GONE = spec.page("Friendly page (nb + en): the link has expired or the message is gone")
+OPERATIONS: dict[spec.Route, spec.Operation] = {
+    ("GET", "/r/{token}"): spec.Operation(
+        tag="pages",
+        summary="Read-link page: the message in the guardian's language",
+        description=(
+            "Server-rendered HTML with a confirm button. Records at most `opened`"
+            " (link scanners fetch links too); never `read`."
+        ),
+        security=spec.PUBLIC,
+        params=(
+            _TOKEN,
+            spec.query("done", "`1` after a confirmation: the page says thank you"),
+        ),
+        responses={
+            200: spec.page("The message, with the confirm form unless already read"),
+            404: _INVALID,
+            410: GONE,
+        },
+    ),
+    ("POST", "/r/{token}"): spec.Operation(
+        tag="pages",
+        summary="Confirm the read (the page's form), then 303 back to the page",
+        security=spec.PUBLIC,
+        params=(_TOKEN,),
+        body=spec.Body(
+            {
+                "type": "object",
+                "properties": {
+                    "csrf": {"type": "string", "description": "The hidden field of the page's form"}
+                },
+                "required": ["csrf"],
+            },
+            (spec.FORM,),
+        ),
+        responses={
+            303: spec.Response("Read recorded; see `/r/{token}?done=1`"),
+            403: spec.page("Friendly page: missing or wrong form field"),
+            404: _INVALID,
+            410: GONE,
+        },
+        errors=(400,),
+    ),
+    ("GET", CSS_PATH): spec.Operation(
+        tag="pages",
+        summary="Stylesheet of the read-link page",
+        security=spec.PUBLIC,
+        responses={200: spec.Response("CSS", spec.TEXT, "text/css")},
+    ),
+}
 
 
 def setup(app: web.Application) -> None:

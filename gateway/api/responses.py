@@ -1,8 +1,9 @@
 """How a JSON answer leaves the API: a pydantic response model, serialised in one place.
 
 Each handler's response model lives beside it (or in ``<area>_models.py`` next to it);
-:func:`respond_json` turns it into the HTTP response, and ``scripts/gen_openapi.py`` puts the
-same models in ``gateway/openapi.json``, so the document says what the code sends.
+:func:`respond_json` turns it into the HTTP response, and the route's description
+(``OPERATIONS``, :mod:`gateway.api.spec`) names the same model for ``gateway/openapi.json``,
+so the document says what the code sends.
 
 Two field types keep answers as they always were:
 

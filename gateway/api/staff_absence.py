@@ -19,10 +19,11 @@ from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
+from gateway.api import spec
 from gateway.api.absence import absences
 from gateway.api.context import CTX, AppContext
-from gateway.api.pages import CSRF_FIELD, full_name, read_pages, render, respond, when
-from gateway.api.staff_pages import Namer, Scope, signed_in_staff
+from gateway.api.pages import CSRF_FIELD, full_name, page_get, read_pages, render, respond, when
+from gateway.api.staff_pages import COOKIE_NOTE, SIGN_IN_AGAIN, Namer, Scope, signed_in_staff
 from gateway.constants import (
     ABSENCE_RECORDED,
     ABSENCE_REPORTED,
@@ -201,6 +202,22 @@ async def contacts_page(request: web.Request) -> web.Response:
             )
         rows.sort(key=lambda r: r["name"])
     return respond(_page(request, staff, "pages/staff_contacts.html", "contacts", rows=rows))
+
+
+OPERATIONS: dict[spec.Route, spec.Operation] = {
+    ("GET", "/staff/absence"): page_get(
+        "Today's absence alerts and reports for the staff member's groups",
+        "The explanations received, and who is still unexplained, first." + COOKIE_NOTE,
+        (),
+        {200: spec.page("The page"), 401: SIGN_IN_AGAIN},
+    ),
+    ("GET", "/staff/contacts"): page_get(
+        "Guardians whose number or email failed for good",
+        "So the office can ask for a new one." + COOKIE_NOTE,
+        (),
+        {200: spec.page("The page"), 401: SIGN_IN_AGAIN},
+    ),
+}
 
 
 def setup(app: web.Application) -> None:

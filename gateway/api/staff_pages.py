@@ -35,13 +35,18 @@ from aiohttp import web
 from pydantic import BaseModel, Field
 
 from gateway import scheduling
+from gateway.api import spec
 from gateway.api.body import read_model
 from gateway.api.context import CTX, AppContext
 from gateway.api.pages import (
+    BAD_FORM,
     CSRF_FIELD,
+    FORM_CSRF,
     checked_form,
     full_name,
     load_texts,
+    page_get,
+    page_post,
     problem,
     read_pages,
     render,
@@ -653,6 +658,81 @@ async def not_reached_csv(request: web.Request) -> web.Response:
             "Content-Disposition": 'attachment; filename="not-reached.csv"',
         },
     )
+
+
+COOKIE_NOTE = " Needs the session cookie a sign-in link sets; a tenant key alone opens no page."
+SIGN_IN_AGAIN = spec.page("Page (nb + en): sign in (again)")
+_MESSAGE_ID = spec.path("id", "Message id")
+OPERATIONS: dict[spec.Route, spec.Operation] = {
+    ("POST", "/v1/staff/{staff_id}/tokens"): spec.Operation(
+        tag="directory",
+        summary="A short-lived sign-in link to the staff pages for a staff member",
+        description=(
+            "Opening the link sets a signed, HttpOnly, SameSite session cookie and"
+            " goes to the message (``message_id``) or the message list."
+        ),
+        security=spec.tenant("directory"),
+        params=(spec.path("staff_id", "Staff member id"),),
+        body=spec.Body(StaffLinkRequest, required=False),
+        responses={201: spec.Response("Sign-in link issued", StaffLink)},
+        errors=(401, 403, 404, *spec.BODY_ERRORS, 422),
+    ),
+    ("GET", "/staff/signin/{token}"): page_get(
+        "Open a staff sign-in link: set the session cookie, then 303 to the message",
+        "The token of `POST /v1/staff/{staff_id}/tokens`.",
+        (spec.path("token", "The sign-in token"),),
+        {
+            303: spec.Response("Signed in; on to the message or the list"),
+            401: spec.page("Page (nb + en): the link is invalid or has expired"),
+        },
+    ),
+    ("GET", "/staff/messages"): page_get(
+        "The messages a staff member may see, newest first, with their reach",
+        "Filtered by category, group and subject; paged with `before`." + COOKIE_NOTE,
+        (
+            spec.query("category", "A category, or empty for all"),
+            spec.query("group", "A group id, or empty for all"),
+            spec.query("q", "Words the subject contains"),
+            spec.query("before", "Page: the last message's created_at (ISO 8601)"),
+            spec.query("before_id", "Page: the last message's id"),
+        ),
+        {200: spec.page("The list"), 401: SIGN_IN_AGAIN},
+    ),
+    ("GET", "/staff/messages/{id}"): page_get(
+        "Who one message reached, per child by class, the children not reached first",
+        "Why each child was not reached, per guardian the channels and statuses, and who"
+        " was left out and why." + COOKIE_NOTE,
+        (_MESSAGE_ID,),
+        {
+            200: spec.page("The page, in the staff member's language"),
+            401: SIGN_IN_AGAIN,
+            403: spec.page(
+                "Page (nb + en): the message is not for the staff member's units or groups"
+            ),
+            404: spec.page("Page (nb + en): no such message"),
+        },
+    ),
+    ("GET", "/staff/messages/{id}/not-reached.csv"): page_get(
+        "The children not reached, with their guardians' numbers (CSV)",
+        "For phoning round." + COOKIE_NOTE,
+        (_MESSAGE_ID,),
+        {
+            200: spec.Response("CSV (UTF-8 with a BOM)", spec.TEXT, "text/csv"),
+            401: SIGN_IN_AGAIN,
+            403: spec.page("Page (nb + en): not the staff member's"),
+            404: spec.page("Page (nb + en): no such message"),
+        },
+    ),
+    ("POST", "/staff/signout"): page_post(
+        "End the staff session",
+        FORM_CSRF,
+        {
+            200: spec.page("Page: signed out"),
+            401: spec.page("Page: not signed in"),
+            403: BAD_FORM,
+        },
+    ),
+}
 
 
 def setup(app: web.Application) -> None:

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from gateway import scheduling
+from gateway.api import spec
 from gateway.api.absence import absences
 from gateway.api.context import CTX, AppContext
 from gateway.api.responses import respond_json
@@ -281,6 +282,31 @@ async def cancel_message(request: web.Request) -> web.Response:
         _store(ctx), tenant.id, request.match_info["id"], ctx.clock.now()
     )
     return respond_json(CancelAnswer(id=request.match_info["id"], schedule=ScheduleView.of(view)))
+
+
+OPERATIONS: dict[spec.Route, spec.Operation] = {
+    ("GET", "/v1/messages/{id}"): spec.Operation(
+        tag="status",
+        summary="A message with its deliveries, their history, and replies",
+        security=spec.tenant("status"),
+        params=(spec.path("id", "Message id (from the 202)"),),
+        responses={200: spec.Response("Message status", MessageStatus)},
+        errors=(401, 404),
+    ),
+    ("POST", "/v1/messages/{id}/cancel"): spec.Operation(
+        tag="status",
+        summary="Cancel a scheduled message before it starts",
+        description=(
+            "Only a message.created with send_at, until its planning starts at"
+            " send_at; 409 once it has started or if the message was not scheduled."
+            " Cancelling again answers the same."
+        ),
+        security=spec.tenant("events"),
+        params=(spec.path("id", "Message id (from the 202)"),),
+        responses={200: spec.Response("Cancelled", CancelAnswer)},
+        errors=(401, 404, 409),
+    ),
+}
 
 
 def setup(app: web.Application) -> None:

@@ -31,9 +31,17 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from gateway.api import spec
 from gateway.api.body import read_form
 from gateway.api.context import CTX, AppContext
-from gateway.api.readlinks import CSRF_FIELD, DEFAULT_TEMPLATES, PAGES, SECURITY_HEADERS, ReadPages
+from gateway.api.readlinks import (
+    CSRF_FIELD,
+    DEFAULT_TEMPLATES,
+    GONE,
+    PAGES,
+    SECURITY_HEADERS,
+    ReadPages,
+)
 from gateway.constants import MANDATORY_CATEGORIES
 from gateway.errors import ConfigError, LinkExpired, LinkInvalid
 from gateway.locales import catalogue_dir, fill, resolve_language
@@ -229,6 +237,61 @@ async def unsubscribe(request: web.Request) -> web.Response:
         extra={"tenant_id": tenant_id, "category": message.category.value},
     )
     return pages.page(message, lang, "done", token)
+
+
+_TOKEN = spec.path(
+    "token", "The token of the email's personal link (the read link's, 64 characters)"
+)
+_INVALID = spec.page("Friendly page (nb + en): forged link, or not an email's")
+_FORM = {
+    "type": "object",
+    "properties": {
+        "List-Unsubscribe": {
+            "type": "string",
+            "enum": ["One-Click"],
+            "description": "RFC 8058 one-click: what a mail provider posts",
+        },
+        "csrf": {"type": "string", "description": "The hidden field of the page's form"},
+    },
+}
+OPERATIONS: dict[spec.Route, spec.Operation] = {
+    ("GET", "/u/{token}"): spec.Operation(
+        tag="pages",
+        summary="Unsubscribe page: asks before switching email off",
+        description=(
+            "Server-rendered HTML in the recipient's language with a confirm button;"
+            " changes nothing (link scanners fetch links too)."
+        ),
+        security=spec.PUBLIC,
+        params=(_TOKEN,),
+        responses={
+            200: spec.page("The question, or what is already so"),
+            404: _INVALID,
+            410: GONE,
+        },
+    ),
+    ("POST", "/u/{token}"): spec.Operation(
+        tag="pages",
+        summary="Stop email for the message's category (RFC 8058 one-click)",
+        description=(
+            "The target of `List-Unsubscribe` with `List-Unsubscribe-Post:"
+            " List-Unsubscribe=One-Click`. Takes the one-click body (no CSRF field)"
+            " or the page's form with its CSRF field. Email leaves the category in the"
+            " recipient's preferences; absence and emergency alerts cannot be switched"
+            " off, so nothing changes for them and the page says so."
+        ),
+        security=spec.PUBLIC,
+        params=(_TOKEN,),
+        body=spec.form(_FORM),
+        responses={
+            200: spec.page("Done (or: cannot be switched off by email)"),
+            403: spec.page("Friendly page: neither one-click nor the form"),
+            404: _INVALID,
+            410: GONE,
+        },
+        errors=(400,),
+    ),
+}
 
 
 def setup(app: web.Application) -> None:

@@ -20,8 +20,9 @@ from twilio.twiml.voice_response import VoiceResponse
 from channels.sms import DELIVERY_PARAM
 from channels.voice import CALL_STATUS_PATH, CONFIRM_DIGIT, GATHER_PATH, say_language
 from gateway import sms_status
+from gateway.api import spec
 from gateway.api.context import CTX, AppContext
-from gateway.api.providers import verified_form
+from gateway.api.providers import REFUSED, SIGNATURE, TWIML, twilio_form, verified_form
 from gateway.locales import resolve_language
 from gateway.models import Delivery
 from gateway.sms_status import StatusReport
@@ -104,6 +105,50 @@ async def call_status(request: web.Request) -> web.Response:
     report = StatusReport(sid[:64], raw, form.get("ErrorCode") or None, now)
     await sms_status.apply(_store(ctx), delivery, report, now, ctx.work_available)
     return web.Response(status=200)
+
+
+_DELIVERY = spec.Param(
+    DELIVERY_PARAM, "query", "The delivery of the call (our own signed URL)", required=True
+)
+OPERATIONS: dict[spec.Route, spec.Operation] = {
+    ("POST", GATHER_PATH): spec.Operation(
+        tag="providers",
+        summary="The key a guardian pressed in a call (<Gather> action)",
+        description="`d` names the call's delivery. Digits=1 records a read:"
+        " the guardian (and their children) count as reached.",
+        security=spec.PUBLIC,
+        params=(SIGNATURE, _DELIVERY),
+        body=twilio_form(
+            {
+                "CallSid": "Twilio's call id",
+                "Digits": "The key pressed",
+                "AccountSid": "The account",
+            },
+            ["CallSid"],
+        ),
+        responses={
+            200: spec.Response("TwiML: thanks when 1 was pressed, else empty", spec.TEXT, TWIML),
+            **REFUSED,
+        },
+    ),
+    ("POST", CALL_STATUS_PATH): spec.Operation(
+        tag="providers",
+        summary="Twilio call status callback",
+        description="completed -> delivered; busy, no-answer -> undelivered;"
+        " failed, canceled -> failed. Always an empty 200 once verified.",
+        security=spec.PUBLIC,
+        params=(SIGNATURE, _DELIVERY),
+        body=twilio_form(
+            {
+                "CallSid": "Twilio's call id",
+                "CallStatus": "completed, busy, no-answer, failed, canceled, ...",
+                "AccountSid": "The account",
+            },
+            ["CallSid", "CallStatus"],
+        ),
+        responses={200: spec.Response("Applied or ignored"), **REFUSED},
+    ),
+}
 
 
 def setup(app: web.Application) -> None:

@@ -27,9 +27,10 @@ from gateway.addresses import (
     literal_address,
     parse_networks,
 )
+from gateway.api import spec
 from gateway.api.body import read_model
 from gateway.api.context import CTX, AppContext
-from gateway.api.paging import page_after_id
+from gateway.api.paging import BEFORE_ID, page_after_id
 from gateway.api.responses import Instant, respond_json
 from gateway.auth import AuthStore, authenticate_bearer, new_webhook_secret
 from gateway.constants import WEBHOOK_EVENT_TYPES
@@ -455,6 +456,102 @@ async def replay_message(request: web.Request) -> web.Response:
         raise NotFound("no such webhook message")
     ctx.work_available.set()
     return respond_json(message_view(replayed))
+
+
+_ENDPOINT_ID = spec.path("id", "Endpoint id")
+_MESSAGE_ID = spec.path("id", "Webhook message id (the `webhook-id` header)")
+OPERATIONS: dict[spec.Route, spec.Operation] = {
+    ("POST", "/v1/webhooks/endpoints"): spec.Operation(
+        tag="webhooks",
+        summary="Add a webhook endpoint; its `whsec_` secret is shown this once",
+        description=(
+            "Events: `delivery.updated`, `message.read`, `message.reached`,"
+            " `reply.received`, `absence.explained`, `absence.unrouted` (all when"
+            " `event_types` is left out). Each is POSTed as `{type, timestamp, data}` with"
+            " Standard Webhooks headers `webhook-id` (stable across retries),"
+            " `webhook-timestamp` and `webhook-signature`. https is required in production."
+        ),
+        security=spec.tenant("webhooks"),
+        body=spec.Body(WebhookEndpointCreate),
+        responses={201: spec.Response("Created, with its secret", WebhookEndpointWithSecret)},
+        errors=(401, 409, *spec.BODY_ERRORS, 422),
+    ),
+    ("GET", "/v1/webhooks/endpoints"): spec.Operation(
+        tag="webhooks",
+        summary="The tenant's webhook endpoints (no secrets)",
+        security=spec.tenant("webhooks"),
+        responses={200: spec.Response("Endpoints", WebhookEndpointList)},
+        errors=(401,),
+    ),
+    ("GET", "/v1/webhooks/endpoints/{id}"): spec.Operation(
+        tag="webhooks",
+        summary="One webhook endpoint (no secret)",
+        security=spec.tenant("webhooks"),
+        params=(_ENDPOINT_ID,),
+        responses={200: spec.Response("Endpoint", WebhookEndpointView)},
+        errors=(401, 404),
+    ),
+    ("PATCH", "/v1/webhooks/endpoints/{id}"): spec.Operation(
+        tag="webhooks",
+        summary="Change url, event_types, description or enabled (re-enable)",
+        security=spec.tenant("webhooks"),
+        params=(_ENDPOINT_ID,),
+        body=spec.Body(WebhookEndpointPatch),
+        responses={200: spec.Response("Changed", WebhookEndpointView)},
+        errors=(401, 404, *spec.BODY_ERRORS, 422),
+    ),
+    ("DELETE", "/v1/webhooks/endpoints/{id}"): spec.Operation(
+        tag="webhooks",
+        summary="Delete an endpoint and its outbox messages",
+        security=spec.tenant("webhooks"),
+        params=(_ENDPOINT_ID,),
+        responses={204: spec.Response("Deleted")},
+        errors=(401, 404),
+    ),
+    ("POST", "/v1/webhooks/endpoints/{id}/rotate-secret"): spec.Operation(
+        tag="webhooks",
+        summary="A new secret, shown once; the old one also signs for a grace period",
+        security=spec.tenant("webhooks"),
+        params=(_ENDPOINT_ID,),
+        responses={200: spec.Response("Rotated, with the new secret", WebhookEndpointWithSecret)},
+        errors=(401, 404),
+    ),
+    ("GET", "/v1/webhooks/messages"): spec.Operation(
+        tag="webhooks",
+        summary="The webhook outbox, newest first (`?status=failed` for attention)",
+        security=spec.tenant("webhooks"),
+        params=(
+            spec.query("status", type="string", enum=["pending", "delivered", "failed"]),
+            spec.query("endpoint_id", type="string"),
+            spec.query("limit", type="integer", minimum=1, maximum=500),
+            spec.query(
+                "before",
+                "Page: the `next_before` of the previous page",
+                type="string",
+                format="date-time",
+            ),
+            BEFORE_ID,
+        ),
+        responses={200: spec.Response("A page of the outbox", WebhookMessageList)},
+        errors=(401, 422),
+    ),
+    ("GET", "/v1/webhooks/messages/{id}"): spec.Operation(
+        tag="webhooks",
+        summary="One webhook message with every attempt",
+        security=spec.tenant("webhooks"),
+        params=(_MESSAGE_ID,),
+        responses={200: spec.Response("Message", WebhookMessageDetail)},
+        errors=(401, 404),
+    ),
+    ("POST", "/v1/webhooks/messages/{id}/replay"): spec.Operation(
+        tag="webhooks",
+        summary="Send a failed message again, now, with the same webhook-id",
+        security=spec.tenant("webhooks"),
+        params=(_MESSAGE_ID,),
+        responses={200: spec.Response("Pending again", WebhookMessageView)},
+        errors=(401, 404, 409),
+    ),
+}
 
 
 def setup(app: web.Application) -> None:
