@@ -8,7 +8,7 @@ job). They used to run as a second step after the outcome's commit, so a crash
 in between lost them. Now the caller hands the jobs to the store together with
 the outcome (:attr:`gateway.store.SendOutcome.jobs`, ``DeliveryStore.transition(jobs=)``):
 SQLite stores them in the outcome's transaction; Redis queues them in the same
-round trip, due a moment later (see ``RedisStore``). Their handlers check the state
+round trip, due a moment later (see ``RedisDeliveries.apply_moves``). Their handlers check the state
 they act on, so a job stored with a refused move, or run twice, does no harm.
 
 Job ids are deterministic, so the same follow-up queued twice is one job.

@@ -1,4 +1,4 @@
-"""Redis keys and queries of absence: records, claimed event ids, explanations, settings.
+"""Redis keys and queries of absence: records, claimed event ids, explanations, staff.
 
 Under the tenant's hash tag: ``P:{t}:abs:<message>`` (a record's JSON),
 ``P:{t}:absev:<event>`` ("<message>\\x1f<body hash>" for every event id claimed),
@@ -6,9 +6,9 @@ Under the tenant's hash tag: ``P:{t}:abs:<message>`` (a record's JSON),
 ``P:{t}:absx:<message>`` / ``absxl:<message>`` (explanations by id, and their order),
 ``P:{t}:absidx`` (message ids by creation time, for the purge).
 All of them expire with the retention, like the messages they belong to, and
-``purge_before`` removes them earlier (:meth:`AbsenceMixin._purge_absences`). A claim is
+``purge_before`` removes them earlier (:meth:`RedisAbsence.purge`). A claim is
 one WATCHed transaction over the event's and the key's keys, so two racing marks never
-make two alerts. The settings override is the field ``absence`` of ``P:{t}:settings``.
+make two alerts. The settings override is in redis/policy.py.
 """
 
 from __future__ import annotations
@@ -16,15 +16,15 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any
 
 from redis.exceptions import WatchError
 
 from gateway.constants import WEBHOOK_ABSENCE_UNROUTED
 from gateway.models import AbsenceClaim, AbsenceExplanation, AbsenceRecord, Role
 from gateway.store.encoding import dumps, from_us, us
-from gateway.store.redis.base import Lua, RedisParts
-from gateway.store.redis.scripts import APPEND_CHANGE, read, tenant_script
+from gateway.store.redis.base import RedisFeature
+from gateway.store.redis.scripts import APPEND_CHANGE, Lua, read, tenant_script
 
 _SEP = "\x1f"
 PURGE_BATCH = 500  # records per script call, so a large purge never blocks Redis long
@@ -47,10 +47,11 @@ def _record(doc: str) -> AbsenceRecord:
     return AbsenceRecord.model_validate_json(doc)
 
 
-class AbsenceMixin(RedisParts):
-    """The absence part of :class:`gateway.store.Store` on Redis."""
+class RedisAbsence(RedisFeature):
+    """:class:`gateway.store.ports.AbsenceStore` on Redis, but for the alert phones
+    (redis/alert_phones.py)."""
 
-    SCRIPTS: ClassVar[Sequence[Lua]] = (_PURGE, _ADD_EXPLANATION)
+    SCRIPTS = (_PURGE, _ADD_EXPLANATION)
 
     async def claim_absence(
         self,
@@ -60,7 +61,7 @@ class AbsenceMixin(RedisParts):
         *,
         unrouted: dict[str, Any] | None = None,
     ) -> AbsenceClaim:
-        t = self._tk(record.tenant_id)
+        t = self._db.tk(record.tenant_id)
         event_key = t("absev", record.event_id)
         key_key = t("abskey", record.key) if record.key else None
         while True:
@@ -106,19 +107,19 @@ class AbsenceMixin(RedisParts):
                         claim = AbsenceClaim(outcome="new", record=record, body_hash=body_hash)
                     stored = claim.record
                     pipe.multi()
-                    pipe.set(t("abs", stored.message_id), _record_doc(stored), ex=self._ttl)
-                    pipe.set(event_key, f"{stored.message_id}{_SEP}{body_hash}", ex=self._ttl)
+                    pipe.set(t("abs", stored.message_id), _record_doc(stored), ex=self._db.ttl)
+                    pipe.set(event_key, f"{stored.message_id}{_SEP}{body_hash}", ex=self._db.ttl)
                     if key_key is not None and claim.outcome == "new":
-                        pipe.set(key_key, stored.message_id, ex=self._ttl)
+                        pipe.set(key_key, stored.message_id, ex=self._db.ttl)
                     # NX: a merge keeps the record's creation time (records from before
                     # the index existed join it here, or simply expire).
                     pipe.zadd(t("absidx"), {stored.message_id: us(stored.created_at)}, nx=True)
-                    pipe.expire(t("absidx"), self._ttl)
+                    pipe.expire(t("absidx"), self._db.ttl)
                     feeds = claim.outcome == "new" and unrouted is not None
                     if feeds:
                         # In the transaction (EVAL, not EVALSHA: a missing script must
                         # not fail one command of an EXEC whose others commit).
-                        tp = self._tp(record.tenant_id)
+                        tp = self._db.tp(record.tenant_id)
                         pipe.execute_command(
                             "EVAL",
                             APPEND_CHANGE,
@@ -131,19 +132,19 @@ class AbsenceMixin(RedisParts):
                         )
                     results = await pipe.execute()
                     if feeds:
-                        self._feed.unwrap(results[-1])  # the tenant is marked pending next
+                        self._db.feed.unwrap(results[-1])  # the tenant is marked pending next
                     return claim
                 except WatchError:
                     continue
 
     async def get_absence(self, tenant_id: str, message_id: str) -> AbsenceRecord | None:
-        doc = await self._redis.get(self._t(tenant_id, "abs", message_id))
+        doc = await self._redis.get(self._db.t(tenant_id, "abs", message_id))
         return None if doc is None else _record(doc)
 
     async def find_absence(
         self, tenant_id: str, *, event_id: str | None = None, key: str | None = None
     ) -> AbsenceRecord | None:
-        t = self._tk(tenant_id)
+        t = self._db.tk(tenant_id)
         message_id: str | None = None
         if event_id is not None:
             known = await self._redis.get(t("absev", event_id))
@@ -157,7 +158,7 @@ class AbsenceMixin(RedisParts):
     async def cancel_absence(
         self, tenant_id: str, message_id: str, event_id: str, at: datetime
     ) -> AbsenceRecord | None:
-        key = self._t(tenant_id, "abs", message_id)
+        key = self._db.t(tenant_id, "abs", message_id)
         while True:
             async with self._redis.pipeline(transaction=True) as pipe:
                 try:
@@ -180,10 +181,10 @@ class AbsenceMixin(RedisParts):
                     if first:
                         pipe.set(key, _record_doc(record), keepttl=True)
                     pipe.set(
-                        self._t(tenant_id, "absev", event_id),
+                        self._db.t(tenant_id, "absev", event_id),
                         f"{message_id}{_SEP}",
                         nx=True,
-                        ex=self._ttl,
+                        ex=self._db.ttl,
                     )
                     await pipe.execute()
                     return record
@@ -193,7 +194,7 @@ class AbsenceMixin(RedisParts):
     async def add_absence_explanation(
         self, explanation: AbsenceExplanation, *, change: dict[str, Any] | None = None
     ) -> bool:
-        tp = self._tp(explanation.tenant_id)
+        tp = self._db.tp(explanation.tenant_id)
         doc = dumps(
             [
                 explanation.child_id,
@@ -204,16 +205,16 @@ class AbsenceMixin(RedisParts):
                 us(explanation.at),
             ]
         )
-        args = [tp, self._ttl, explanation.message_id, explanation.id, doc, us(explanation.at)]
+        args = [tp, self._db.ttl, explanation.message_id, explanation.id, doc, us(explanation.at)]
         if change is not None:
             args.append(dumps(change))
-        added = await self._eval(self._redis, _ADD_EXPLANATION, [tp + "stats"], args)
+        added = await self._db.eval(self._redis, _ADD_EXPLANATION, [tp + "stats"], args)
         return bool(added)
 
     async def list_absence_explanations(
         self, tenant_id: str, message_id: str
     ) -> list[AbsenceExplanation]:
-        t = self._tk(tenant_id)
+        t = self._db.tk(tenant_id)
         ids: list[str] = await self._redis.lrange(t("absxl", message_id), 0, -1)
         if not ids:
             return []
@@ -241,7 +242,7 @@ class AbsenceMixin(RedisParts):
     async def staff_members(
         self, tenant_id: str, *, group_ids: Sequence[str] = (), unit_ids: Sequence[str] = ()
     ) -> list[str]:
-        t = self._tk(tenant_id)
+        t = self._db.tk(tenant_id)
         keys = [t("gm", g) for g in group_ids] + [t("um", u) for u in unit_ids]
         if not keys:
             return []
@@ -261,27 +262,13 @@ class AbsenceMixin(RedisParts):
             if doc is not None and json.loads(doc)[0] == Role.staff.value
         ]
 
-    async def get_absence_settings(self, tenant_id: str) -> dict[str, Any] | None:
-        doc = await self._redis.hget(self._t(tenant_id, "settings"), "absence")
-        if doc is None:
-            return None
-        data: dict[str, Any] = json.loads(doc)
-        return data
-
-    async def set_absence_settings(self, tenant_id: str, override: dict[str, Any] | None) -> None:
-        key = self._t(tenant_id, "settings")
-        if override is None:
-            await self._redis.hdel(key, "absence")
-        else:
-            await self._redis.hset(key, "absence", dumps(override))
-
-    async def _purge_absences(self, tenant_id: str, cutoff: datetime) -> None:
+    async def purge(self, tenant_id: str, cutoff: datetime) -> None:
         """Retention: remove the tenant's records created before ``cutoff`` with their
-        explanations and claimed event ids (called by ``purge_before``)."""
-        index = self._t(tenant_id, "absidx")
+        explanations and claimed event ids (called by ``purge_before``, redis/retention.py)."""
+        index = self._db.t(tenant_id, "absidx")
         while True:
-            taken = await self._eval(
-                self._redis, _PURGE, [index], [self._tp(tenant_id), us(cutoff), PURGE_BATCH]
+            taken = await self._db.eval(
+                self._redis, _PURGE, [index], [self._db.tp(tenant_id), us(cutoff), PURGE_BATCH]
             )
             if int(taken) < PURGE_BATCH:
                 return

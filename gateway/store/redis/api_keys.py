@@ -8,8 +8,9 @@ Keys (all in the ``{tenants}`` hash tag, so one script may touch them together):
 * ``P:{tenants}:tkeys:<tenant>`` — set of the tenant's key ids.
 
 A tenant made before keys had ids and scopes has only its hash in
-``P:{tenants}:keys``; ``open()`` gives that key its row (``_migrate_api_keys``) with
-every scope but ``protected`` unless the tenant's old scopes had it.
+``P:{tenants}:keys``; ``open()`` gives that key its row
+(:meth:`~gateway.store.redis.tenants.RedisTenants.migrate_api_keys`) with every scope
+but ``protected`` unless the tenant's old scopes had it.
 """
 
 from __future__ import annotations
@@ -17,14 +18,12 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, ClassVar
 
-from gateway.constants import SCOPE_PROTECTED
 from gateway.errors import Conflict
-from gateway.models import ApiKey, Tenant, first_api_key
+from gateway.models import ApiKey
 from gateway.store.encoding import dumps, from_us, from_us_opt, us, us_opt
-from gateway.store.redis.base import Lua, RedisParts
-from gateway.store.redis.scripts import read
+from gateway.store.redis.base import RedisFeature
+from gateway.store.redis.scripts import Lua, read
 
 # KEYS[1] docs by hash, KEYS[2] hash by id, KEYS[3] the tenant's id set. ARGV: hash id doc
 _ADD_KEY = Lua(read("api_keys_add_key"))
@@ -58,25 +57,17 @@ def _key(doc: str, revoked: str | None) -> ApiKey:
     )
 
 
-def _tenant(doc: str) -> Tenant:
-    d = json.loads(doc)
-    return Tenant(**{**d, "created_at": from_us(d["created_at"])})
+class RedisApiKeys(RedisFeature):
+    """:class:`gateway.store.ports.KeyStore` on Redis."""
 
-
-class KeysMixin(RedisParts):
-    """The API-key part of :class:`gateway.store.Store` on Redis."""
-
-    SCRIPTS: ClassVar[Sequence[Lua]] = (_ADD_KEY,)
-
-    if TYPE_CHECKING:  # provided by TrackingMixin
-
-        async def get_tenant_scopes(self, tenant_id: str) -> list[str]: ...
+    SCRIPTS = (_ADD_KEY,)
 
     def _kk(self, *parts: str) -> str:
-        return self._g("{tenants}", *parts)
+        return self._db.g("{tenants}", *parts)
 
-    async def _add_key(self, key: ApiKey) -> bool:
-        added = await self._eval(
+    async def insert(self, key: ApiKey) -> bool:
+        """Store a key's row; False (nothing written) if its id or hash is taken."""
+        added = await self._db.eval(
             self._redis,
             _ADD_KEY,
             [self._kk("apikeys"), self._kk("apikey-ids"), self._kk("tkeys", key.tenant_id)],
@@ -84,20 +75,13 @@ class KeysMixin(RedisParts):
         )
         return bool(added)
 
-    async def _migrate_api_keys(self) -> None:
-        """Give every tenant's original key its row, once (idempotent, any process)."""
-        docs: dict[str, str] = await self._redis.hgetall(self._kk("all"))
-        tenants = [_tenant(doc) for doc in docs.values()]
-        if not tenants:
-            return
-        known = await self._redis.hmget(self._kk("apikeys"), [t.api_key_hash for t in tenants])
-        for tenant, found in zip(tenants, known, strict=True):
-            if found is None:
-                legacy: list[str] = await self.get_tenant_scopes(tenant.id)
-                await self._add_key(first_api_key(tenant, protected=SCOPE_PROTECTED in legacy))
+    async def known_hashes(self, key_hashes: Sequence[str]) -> list[bool]:
+        """Whether each of these key hashes has its row."""
+        found = await self._redis.hmget(self._kk("apikeys"), list(key_hashes))
+        return [doc is not None for doc in found]
 
     async def add_api_key(self, key: ApiKey) -> None:
-        if not await self._add_key(key):
+        if not await self.insert(key):
             raise Conflict("an API key with this id or key exists already")
 
     async def api_key_by_hash(self, key_hash: str) -> ApiKey | None:

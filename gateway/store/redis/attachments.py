@@ -13,20 +13,14 @@ from __future__ import annotations
 import json
 from datetime import datetime
 
-from redis.exceptions import RedisError
-
 from gateway.models import Attachment
 from gateway.store.encoding import dumps, from_us, from_us_opt, us
-from gateway.store.mapping import mapping
-from gateway.store.redis.base import RedisParts
+from gateway.store.redis.base import RedisFeature
 from gateway.store.redis.scripts import read
 
 # KEYS: the message's set, then one hash per id. ARGV: message id, time (us), ttl (s).
 # Returns {} or a flat list: position (1-based), problem, position, problem, ...
 _CLAIM = read("attachments_claim")
-
-
-_mapped = mapping((RedisError,), "the Redis store failed")
 
 
 def _fields(a: Attachment) -> dict[str, str | int]:
@@ -64,72 +58,62 @@ def _pair(member: str) -> tuple[str, str]:
     return str(tenant_id), str(attachment_id)
 
 
-class RedisAttachments:
-    """:class:`gateway.store.attachments.AttachmentStore` on the Redis store's client."""
-
-    def __init__(self, parts: RedisParts) -> None:
-        self._parts = parts
+class RedisAttachments(RedisFeature):
+    """:class:`gateway.store.attachments.AttachmentStore` on the Redis store's handle."""
 
     def _key(self, tenant_id: str, attachment_id: str) -> str:
-        return self._parts._t(tenant_id, "att", attachment_id)
+        return self._db.t(tenant_id, "att", attachment_id)
 
     def _index(self, which: str) -> str:
-        return self._parts._g("att", which)
+        return self._db.g("att", which)
 
-    @_mapped
     async def add(self, attachment: Attachment) -> None:
-        redis = self._parts._redis
+        redis = self._redis
         member = dumps([attachment.tenant_id, attachment.id])
         # The index first: an entry without its key is harmless, a key without one is kept.
         await redis.zadd(self._index("unused"), {member: us(attachment.created_at)}, nx=True)
         key = self._key(attachment.tenant_id, attachment.id)
         async with redis.pipeline(transaction=True) as pipe:
             pipe.hset(key, mapping=_fields(attachment))
-            pipe.expire(key, self._parts._ttl)
+            pipe.expire(key, self._db.ttl)
             await pipe.execute()
 
-    @_mapped
     async def get(self, tenant_id: str, ids: list[str]) -> list[Attachment]:
         if not ids:
             return []
-        async with self._parts._redis.pipeline(transaction=False) as pipe:
+        async with self._redis.pipeline(transaction=False) as pipe:
             for i in ids:
                 pipe.hgetall(self._key(tenant_id, i))
             rows: list[dict[str, str]] = await pipe.execute()
         return [_attachment(row) for row in rows if row]
 
-    @_mapped
     async def claim(
         self, tenant_id: str, ids: list[str], message_id: str, at: datetime
     ) -> dict[str, str]:
         if not ids:
             return {}
-        keys = [self._parts._t(tenant_id, "attmsg", message_id)]
+        keys = [self._db.t(tenant_id, "attmsg", message_id)]
         keys += [self._key(tenant_id, i) for i in ids]
-        answer = await self._parts._redis.eval(
-            _CLAIM, len(keys), *keys, message_id, us(at), self._parts._ttl
-        )
+        answer = await self._redis.eval(_CLAIM, len(keys), *keys, message_id, us(at), self._db.ttl)
         if answer:
             return {ids[int(answer[n]) - 1]: str(answer[n + 1]) for n in range(0, len(answer), 2)}
         members = [dumps([tenant_id, i]) for i in ids]
-        await self._parts._redis.zadd(self._index("used"), dict.fromkeys(members, us(at)))
-        await self._parts._redis.zrem(self._index("unused"), *members)
+        await self._redis.zadd(self._index("used"), dict.fromkeys(members, us(at)))
+        await self._redis.zrem(self._index("unused"), *members)
         return {}
 
-    @_mapped
     async def for_message(self, tenant_id: str, message_id: str) -> list[Attachment]:
-        redis = self._parts._redis
-        ids: list[str] = await redis.zrange(self._parts._t(tenant_id, "attmsg", message_id), 0, -1)
+        redis = self._redis
+        ids: list[str] = await redis.zrange(self._db.t(tenant_id, "attmsg", message_id), 0, -1)
         if not ids:
             return []
         found = await self.get(tenant_id, ids)
         return [a for a in found if a.message_id == message_id]
 
-    @_mapped
     async def expired(
         self, used_before: datetime, unused_before: datetime, limit: int
     ) -> list[tuple[str, str]]:
-        redis = self._parts._redis
+        redis = self._redis
         used = await redis.zrangebyscore(
             self._index("used"), "-inf", f"({us(used_before)}", start=0, num=limit
         )
@@ -149,14 +133,13 @@ class RedisAttachments:
             due.append((tenant_id, attachment_id))
         return due[:limit]
 
-    @_mapped
     async def remove(self, pairs: list[tuple[str, str]]) -> None:
-        redis = self._parts._redis
+        redis = self._redis
         for tenant_id, attachment_id in pairs:
             key = self._key(tenant_id, attachment_id)
             owner = await redis.hget(key, "message_id")
             if owner:
-                await redis.zrem(self._parts._t(tenant_id, "attmsg", owner), attachment_id)
+                await redis.zrem(self._db.t(tenant_id, "attmsg", owner), attachment_id)
             await redis.delete(key)
             member = dumps([tenant_id, attachment_id])
             await redis.zrem(self._index("used"), member)

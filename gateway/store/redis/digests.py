@@ -9,55 +9,38 @@ within a day).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
-from redis.exceptions import RedisError
-
-from gateway.errors import StoreError
 from gateway.store.digests import DigestEntry
-from gateway.store.redis.base import RedisParts
+from gateway.store.redis.base import RedisFeature
 
 TTL = 3 * 86_400
 
 
-class RedisDigests:
-    """:class:`gateway.store.digests.Digests` on the store's client."""
-
-    def __init__(self, parts: RedisParts) -> None:
-        self._parts = parts
+class RedisDigests(RedisFeature):
+    """:class:`gateway.store.digests.Digests` on the store's handle."""
 
     def _key(self, tenant_id: str, digest_id: str) -> str:
-        return self._parts._t(tenant_id, "digest", digest_id)
-
-    @property
-    def _redis(self) -> Any:
-        return self._parts._redis
+        return self._db.t(tenant_id, "digest", digest_id)
 
     async def add_digest_entries(self, entries: Sequence[DigestEntry]) -> None:
         by_key: dict[str, list[DigestEntry]] = {}
         for entry in entries:
             by_key.setdefault(self._key(entry.tenant_id, entry.digest_id), []).append(entry)
-        try:
-            for key, rows in by_key.items():
-                # One slot per key: a counter member keeps the order across calls.
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    pipe.incrby(key + ":n", len(rows))
-                    pipe.expire(key + ":n", TTL)
-                    (top, _) = await pipe.execute()
-                first = int(top) - len(rows)
-                members = {f"{e.delivery_id}:{e.message_id}": first + i for i, e in enumerate(rows)}
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    pipe.zadd(key, members, nx=True)
-                    pipe.expire(key, TTL)
-                    await pipe.execute()
-        except RedisError as exc:
-            raise StoreError("the Redis store failed") from exc
+        for key, rows in by_key.items():
+            # One slot per key: a counter member keeps the order across calls.
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.incrby(key + ":n", len(rows))
+                pipe.expire(key + ":n", TTL)
+                (top, _) = await pipe.execute()
+            first = int(top) - len(rows)
+            members = {f"{e.delivery_id}:{e.message_id}": first + i for i, e in enumerate(rows)}
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.zadd(key, members, nx=True)
+                pipe.expire(key, TTL)
+                await pipe.execute()
 
     async def digest_entries(self, tenant_id: str, digest_id: str) -> list[DigestEntry]:
-        try:
-            members = await self._redis.zrange(self._key(tenant_id, digest_id), 0, -1)
-        except RedisError as exc:
-            raise StoreError("the Redis store failed") from exc
+        members = await self._redis.zrange(self._key(tenant_id, digest_id), 0, -1)
         out = []
         for member in members:
             delivery_id, _, message_id = str(member).partition(":")
@@ -70,10 +53,7 @@ class RedisDigests:
         if not delivery_ids:
             return
         key = self._key(tenant_id, digest_id)
-        try:
-            members = await self._redis.zrange(key, 0, -1)
-            gone = [m for m in members if str(m).partition(":")[0] in set(delivery_ids)]
-            if gone:
-                await self._redis.zrem(key, *gone)
-        except RedisError as exc:
-            raise StoreError("the Redis store failed") from exc
+        members = await self._redis.zrange(key, 0, -1)
+        gone = [m for m in members if str(m).partition(":")[0] in set(delivery_ids)]
+        if gone:
+            await self._redis.zrem(key, *gone)

@@ -5,16 +5,16 @@ change time, result]`` (:func:`gateway.store.redis.scripts.tenant_script`); the
 EVALSHA response callback (:meth:`FeedMarks.unwrap`) notes the tenant and hands the
 caller the result, and before the store call returns, :meth:`FeedMarks.flush` marks
 the noted tenants pending in the queue's slot (``P:{q}:wh:pend``) and makes sure the
-fan-out job exists. A plain object the store owns and passes its client: the error
-wrapper, the webhook feature and the absence feature use the same one.
+fan-out job exists. A plain object the handle (redis/base.py) is built with: the error
+wrapper settles it through the handle, and the webhook and absence features reach
+the same one there.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from gateway.store.redis.base import Lua
-from gateway.store.redis.scripts import FED, read
+from gateway.store.redis.scripts import FED, Lua, read
 
 # KEYS[1] the pending tenants (wh:pend). ARGV: 2 per tenant: tenant earliest_change_us.
 # Marks them pending and makes sure the fan-out job exists, due at the change's time.

@@ -11,13 +11,9 @@ planned and a schedule without its mark, which the status reads as cancelled too
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
-from redis.exceptions import RedisError
-
-from gateway.errors import StoreError
 from gateway.store.encoding import from_us, from_us_opt, us
-from gateway.store.redis.base import RedisParts
+from gateway.store.redis.base import RedisFeature
 from gateway.store.redis.scripts import QUEUE_COMMON
 from gateway.store.schedules import CancelResult, Schedule
 
@@ -37,36 +33,21 @@ return 1
 )
 
 
-class RedisSchedules:
-    """:class:`gateway.store.schedules.Schedules` on the store's client."""
-
-    def __init__(self, parts: RedisParts) -> None:
-        self._parts = parts
+class RedisSchedules(RedisFeature):
+    """:class:`gateway.store.schedules.Schedules` on the store's handle."""
 
     def _key(self, tenant_id: str, message_id: str) -> str:
-        return self._parts._t(tenant_id, "sched", message_id)
-
-    @property
-    def _redis(self) -> Any:
-        return self._parts._redis
+        return self._db.t(tenant_id, "sched", message_id)
 
     async def add_schedule(self, schedule: Schedule) -> None:
         key = self._key(schedule.tenant_id, schedule.message_id)
-        try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.hsetnx(key, "s", us(schedule.send_at))
-                pipe.expire(key, self._parts._ttl)
-                await pipe.execute()
-        except RedisError as exc:
-            raise StoreError("the Redis store failed") from exc
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hsetnx(key, "s", us(schedule.send_at))
+            pipe.expire(key, self._db.ttl)
+            await pipe.execute()
 
     async def get_schedule(self, tenant_id: str, message_id: str) -> Schedule | None:
-        try:
-            send_at, cancelled = await self._redis.hmget(
-                self._key(tenant_id, message_id), ["s", "c"]
-            )
-        except RedisError as exc:
-            raise StoreError("the Redis store failed") from exc
+        send_at, cancelled = await self._redis.hmget(self._key(tenant_id, message_id), ["s", "c"])
         if send_at is None:
             return None
         return Schedule(tenant_id, message_id, from_us(send_at), from_us_opt(cancelled))
@@ -79,25 +60,16 @@ class RedisSchedules:
             return CancelResult.unknown
         if schedule.cancelled_at is not None:
             return CancelResult.cancelled
-        qp = self._parts._qp
-        try:
-            taken = await self._redis.execute_command(
-                "EVAL", _TAKE_UNSTARTED, 1, qp + "kinds", qp, plan_job_id
-            )
-        except RedisError as exc:
-            raise StoreError("the Redis store failed") from exc
+        qp = self._db.qp
+        taken = await self._redis.execute_command(
+            "EVAL", _TAKE_UNSTARTED, 1, qp + "kinds", qp, plan_job_id
+        )
         # 0: no job: planned, or a cancel that crashed after taking it, before the mark.
         if int(taken) == -1 or (int(taken) == 0 and await self._planned(tenant_id, message_id)):
             return CancelResult.started
-        try:
-            await self._redis.hsetnx(self._key(tenant_id, message_id), "c", us(at))
-        except RedisError as exc:
-            raise StoreError("the Redis store failed") from exc
+        await self._redis.hsetnx(self._key(tenant_id, message_id), "c", us(at))
         return CancelResult.cancelled
 
     async def _planned(self, tenant_id: str, message_id: str) -> bool:
-        try:
-            planned = await self._redis.hget(self._parts._t(tenant_id, "m", message_id), "p")
-        except RedisError as exc:
-            raise StoreError("the Redis store failed") from exc
+        planned = await self._redis.hget(self._db.t(tenant_id, "m", message_id), "p")
         return bool(planned)

@@ -18,9 +18,18 @@ composes the files (the shared blocks ``common``, ``queue_common``,
 
 from __future__ import annotations
 
+import hashlib
 from importlib.resources import files
 
 from gateway.models import DeliveryStatus, can_transition
+
+
+class Lua:
+    """A script loaded once per connection pool and run by its SHA1."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
 
 
 def read(name: str) -> str:
@@ -47,7 +56,7 @@ def status_rule() -> str:
 
 
 # A tenant script that fed the change feed returns {FED, tenant, earliest change time,
-# its own result}; RedisStore unwraps that in a response callback (redis/webhooks.py).
+# its own result}; the client's EVALSHA response callback unwraps that (redis/feed.py).
 FED = "\0fed"
 
 

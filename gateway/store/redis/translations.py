@@ -5,29 +5,22 @@ long as the message's other keys."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from gateway.models import Translation
-
-if TYPE_CHECKING:
-    from gateway.store.redis.base import RedisParts
+from gateway.store.redis.base import RedisFeature
 
 
-class RedisTranslations:
-    """Composed with the store's client; one hash per message, so no cross-slot command."""
-
-    def __init__(self, db: RedisParts, ttl: int) -> None:
-        self._db = db
-        self._ttl = ttl
+class RedisTranslations(RedisFeature):
+    """Built with the store's handle; one hash per message, so no cross-slot command."""
 
     async def add(self, rows: Sequence[Translation]) -> list[Translation]:
         if not rows:
             return []
         for row in rows:
-            key = self._db._t(row.tenant_id, "tr", row.message_id)
-            async with self._db._redis.pipeline(transaction=True) as pipe:
+            key = self._db.t(row.tenant_id, "tr", row.message_id)
+            async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.hsetnx(key, row.language, row.model_dump_json())
-                pipe.expire(key, self._ttl)
+                pipe.expire(key, self._db.ttl)
                 await pipe.execute()
         out = []
         for row in rows:
@@ -36,6 +29,6 @@ class RedisTranslations:
         return out
 
     async def of_message(self, tenant_id: str, message_id: str) -> dict[str, Translation]:
-        raw = await self._db._redis.hgetall(self._db._t(tenant_id, "tr", message_id))
+        raw = await self._redis.hgetall(self._db.t(tenant_id, "tr", message_id))
         rows = (Translation.model_validate_json(value) for value in raw.values())
         return {row.language: row for row in rows if row.tenant_id == tenant_id}

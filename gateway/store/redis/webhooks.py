@@ -34,7 +34,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any
 
 from redis.exceptions import WatchError
 
@@ -50,9 +50,9 @@ from gateway.models import (
 )
 from gateway.store.encoding import dumps, from_us, from_us_opt, us, us_opt
 from gateway.store.redis import scripts as lua
-from gateway.store.redis.base import Lua, RedisParts, opt
+from gateway.store.redis.base import RedisFeature, opt
 from gateway.store.redis.feed import MARK_FED
-from gateway.store.redis.scripts import read
+from gateway.store.redis.scripts import Lua, read
 
 # Where a change's time goes in its data (default "at").
 _TIME_FIELD = {WEBHOOK_REPLY_RECEIVED: "received_at"}
@@ -116,10 +116,11 @@ def _message(message_id: str, h: dict[str, str]) -> WebhookMessage:
     )
 
 
-class WebhookMixin(RedisParts):
-    """The webhook part of :class:`gateway.store.Store` on Redis."""
+class RedisWebhooks(RedisFeature):
+    """:class:`gateway.store.ports.ChangeFeed`, ``WebhookEndpoints`` and
+    ``WebhookOutbox`` on Redis."""
 
-    SCRIPTS: ClassVar[Sequence[Lua]] = (
+    SCRIPTS = (
         _ENQUEUE,
         _ATTEMPT,
         _REPLAY,
@@ -140,10 +141,10 @@ class WebhookMixin(RedisParts):
         write nothing; ``delete`` removes it) and keep the tenant's "has an enabled
         endpoint" flag right, in one WATCHed transaction. Returns the endpoint as it was
         before, or None if there was none."""
-        key = self._t(tenant_id, "wh", "ep")
-        flag = self._t(tenant_id, "wh", "on")
+        key = self._db.t(tenant_id, "wh", "ep")
+        flag = self._db.t(tenant_id, "wh", "on")
         # First, so the sweep for stranded changes knows every tenant that may have some.
-        await self._redis.sadd(self._g("{tenants}", "wh"), tenant_id)
+        await self._redis.sadd(self._db.g("{tenants}", "wh"), tenant_id)
         while True:
             async with self._redis.pipeline(transaction=True) as pipe:
                 try:
@@ -182,13 +183,13 @@ class WebhookMixin(RedisParts):
         await self._endpoints_write(endpoint.tenant_id, endpoint.id, change)
 
     async def list_webhook_endpoints(self, tenant_id: str) -> list[WebhookEndpoint]:
-        docs = await self._redis.hvals(self._t(tenant_id, "wh", "ep"))
+        docs = await self._redis.hvals(self._db.t(tenant_id, "wh", "ep"))
         return sorted(map(_endpoint, docs), key=lambda e: (e.created_at, e.id))
 
     async def get_webhook_endpoint(
         self, tenant_id: str, endpoint_id: str
     ) -> WebhookEndpoint | None:
-        doc = await self._redis.hget(self._t(tenant_id, "wh", "ep"), endpoint_id)
+        doc = await self._redis.hget(self._db.t(tenant_id, "wh", "ep"), endpoint_id)
         return None if doc is None else _endpoint(doc)
 
     async def update_webhook_endpoint(self, endpoint: WebhookEndpoint) -> bool:
@@ -223,11 +224,11 @@ class WebhookMixin(RedisParts):
     async def _endpoint_messages(
         self, tenant_id: str, endpoint_id: str, mode: str, reason: str, at: int
     ) -> int:
-        n = await self._eval(
+        n = await self._db.eval(
             self._redis,
             _ENDPOINT_MESSAGES,
-            [self._qp + f"wh:e:{tenant_id}\x1f{endpoint_id}"],
-            [self._qp, mode, reason, at, JOB_WEBHOOK_SEND, self._ttl],
+            [self._db.qp + f"wh:e:{tenant_id}\x1f{endpoint_id}"],
+            [self._db.qp, mode, reason, at, JOB_WEBHOOK_SEND, self._db.ttl],
         )
         return int(n)
 
@@ -236,50 +237,50 @@ class WebhookMixin(RedisParts):
     async def append_change(
         self, tenant_id: str, event_type: str, data: dict[str, Any], at: datetime
     ) -> int | None:
-        tp = self._tp(tenant_id)
-        seq = await self._eval(
+        tp = self._db.tp(tenant_id)
+        seq = await self._db.eval(
             self._redis, _APPEND_CHANGE, [tp + "wh:on"], [tp, event_type, dumps(data), us(at)]
         )
         return None if seq is None else int(seq)
 
-    async def _sweep_feeds(self) -> None:
+    async def sweep_feeds(self) -> None:
         """Mark pending every tenant whose feed holds changes: recovers the changes of a
         process that crashed between a change and its mark (run by ``open`` and the purge)."""
-        tenants = sorted(await self._redis.smembers(self._g("{tenants}", "wh")))
+        tenants = sorted(await self._redis.smembers(self._db.g("{tenants}", "wh")))
         if not tenants:
             return
         pipe: Any
         async with self._redis.pipeline(transaction=False) as pipe:
             for tenant_id in tenants:
-                pipe.zrange(self._t(tenant_id, "wh", "feed"), 0, 0)
+                pipe.zrange(self._db.t(tenant_id, "wh", "feed"), 0, 0)
             firsts = await pipe.execute()
         for tenant_id, first in zip(tenants, firsts, strict=True):
             if first:
-                self._feed.note(tenant_id, int(first[0].split("\x1f", 3)[2]))
-        await self._feed.flush(self._redis)
+                self._db.feed.note(tenant_id, int(first[0].split("\x1f", 3)[2]))
+        await self._db.feed.flush(self._redis)
 
     async def _relay_feeds(self) -> None:
         """Move the pending tenants' changes into the global feed, in each tenant's commit
         order, and unmark the tenants that got nothing new meanwhile."""
-        pending: dict[str, str] = await self._redis.hgetall(self._qp + "wh:pend")
+        pending: dict[str, str] = await self._redis.hgetall(self._db.qp + "wh:pend")
         for tenant_id, mark in sorted(pending.items()):
-            feed = self._t(tenant_id, "wh", "feed")
+            feed = self._db.t(tenant_id, "wh", "feed")
             while True:
                 rows = await self._redis.zrange(feed, 0, RELAY_BATCH - 1)
                 if rows:
-                    args: list[Any] = [self._qp, tenant_id]
+                    args: list[Any] = [self._db.qp, tenant_id]
                     for row in rows:
                         args.extend(row.split("\x1f", 1))
-                    last = await self._eval(self._redis, _RELAY, [self._qp + "wh:rel"], args)
+                    last = await self._db.eval(self._redis, _RELAY, [self._db.qp + "wh:rel"], args)
                     await self._redis.zremrangebyscore(feed, "-inf", int(last))
                 if len(rows) < RELAY_BATCH:
                     break
-            await self._eval(self._redis, _UNMARK, [self._qp + "wh:pend"], [tenant_id, mark])
+            await self._db.eval(self._redis, _UNMARK, [self._db.qp + "wh:pend"], [tenant_id, mark])
 
     async def changes_since(self, cursor: int, limit: int) -> tuple[list[Change], int]:
         await self._relay_feeds()
         rows = await self._redis.zrangebyscore(
-            self._qp + "wh:feed", f"({cursor}", "+inf", start=0, num=max(0, limit)
+            self._db.qp + "wh:feed", f"({cursor}", "+inf", start=0, num=max(0, limit)
         )
         changes: list[Change] = []
         for row in rows:
@@ -293,7 +294,7 @@ class WebhookMixin(RedisParts):
         return changes, (changes[-1].seq if changes else cursor)
 
     async def webhook_cursor(self) -> int:
-        return int(await self._redis.get(self._qp + "wh:cursor") or 0)
+        return int(await self._redis.get(self._db.qp + "wh:cursor") or 0)
 
     async def enqueue_webhooks(
         self,
@@ -303,7 +304,7 @@ class WebhookMixin(RedisParts):
         jobs: Sequence[Job],
         fanout_job_id: str,
     ) -> bool:
-        args: list[Any] = [self._qp, cursor, next_cursor, fanout_job_id, len(messages)]
+        args: list[Any] = [self._db.qp, cursor, next_cursor, fanout_job_id, len(messages)]
         for m in messages:
             args.extend(
                 (
@@ -322,13 +323,13 @@ class WebhookMixin(RedisParts):
             )
         for j in jobs:
             args.extend((j.id, j.tenant_id, j.kind, j.ref, us(j.due_at), j.attempts))
-        more = await self._eval(self._redis, _ENQUEUE, [self._qp + "wh:cursor"], args)
+        more = await self._db.eval(self._redis, _ENQUEUE, [self._db.qp + "wh:cursor"], args)
         return bool(more)
 
     # ------------------------------------------------------------------ outbox
 
     async def get_webhook_message(self, message_id: str) -> WebhookMessage | None:
-        h = await self._redis.hgetall(self._qp + "wh:m:" + message_id)
+        h = await self._redis.hgetall(self._db.qp + "wh:m:" + message_id)
         return _message(message_id, h) if h else None
 
     async def list_webhook_messages(
@@ -341,7 +342,7 @@ class WebhookMixin(RedisParts):
         before: datetime | None = None,
         before_id: str | None = None,
     ) -> list[WebhookMessage]:
-        index = self._qp + "wh:t:" + tenant_id
+        index = self._db.qp + "wh:t:" + tenant_id
         top = "+inf" if before is None else f"({us(before)}"
         edge: int | None = None
         if before is not None and before_id is not None:
@@ -373,12 +374,12 @@ class WebhookMixin(RedisParts):
         pipe: Any
         async with self._redis.pipeline(transaction=False) as pipe:
             for i in ids:
-                pipe.hgetall(self._qp + "wh:m:" + i)
+                pipe.hgetall(self._db.qp + "wh:m:" + i)
             rows = await pipe.execute()
         return [_message(i, h) for i, h in zip(ids, rows, strict=True) if h]
 
     async def webhook_attempts(self, message_id: str) -> list[WebhookAttempt]:
-        rows = await self._redis.lrange(self._qp + "wh:a:" + message_id, 0, -1)
+        rows = await self._redis.lrange(self._db.qp + "wh:a:" + message_id, 0, -1)
         return [
             WebhookAttempt(
                 at=from_us(f[0]), status_code=f[1], duration_ms=f[2], error=f[3], response=f[4]
@@ -406,12 +407,12 @@ class WebhookMixin(RedisParts):
             )
             code = "" if attempt.status_code is None else attempt.status_code
         due = us_opt(next_attempt_at) if status is WebhookStatus.pending else None
-        moved = await self._eval(
+        moved = await self._db.eval(
             self._redis,
             _ATTEMPT,
-            [self._qp + "wh:m:" + message_id],
+            [self._db.qp + "wh:m:" + message_id],
             [
-                self._qp,
+                self._db.qp,
                 message_id,
                 job_id,
                 attempt_doc,
@@ -421,7 +422,7 @@ class WebhookMixin(RedisParts):
                 opt(reason),
                 code,
                 us(at),
-                self._ttl,
+                self._db.ttl,
             ],
         )
         return bool(moved)
@@ -429,11 +430,11 @@ class WebhookMixin(RedisParts):
     async def replay_webhook_message(
         self, tenant_id: str, message_id: str, at: datetime
     ) -> WebhookMessage | None:
-        done = await self._eval(
+        done = await self._db.eval(
             self._redis,
             _REPLAY,
-            [self._qp + "wh:m:" + message_id],
-            [self._qp, message_id, tenant_id, us(at), JOB_WEBHOOK_SEND],
+            [self._db.qp + "wh:m:" + message_id],
+            [self._db.qp, message_id, tenant_id, us(at), JOB_WEBHOOK_SEND],
         )
         if done == 0:
             return None
@@ -441,14 +442,14 @@ class WebhookMixin(RedisParts):
             raise Conflict("only a failed message can be replayed")
         return await self.get_webhook_message(message_id)
 
-    async def _purge_webhook_messages(self, tenant_id: str, cutoff: datetime) -> None:
+    async def purge_messages(self, tenant_id: str, cutoff: datetime) -> None:
         """Retention: remove the tenant's finished outbox messages created before ``cutoff``
-        with their attempts (called by ``purge_before``)."""
-        index = self._qp + "wh:t:" + tenant_id
+        with their attempts (called by ``purge_before``, redis/retention.py)."""
+        index = self._db.qp + "wh:t:" + tenant_id
         offset = 0  # the pending messages kept so far sit before it in the index
         while True:
-            dropped, seen = await self._eval(
-                self._redis, _PURGE, [index], [self._qp, us(cutoff), offset, PURGE_BATCH]
+            dropped, seen = await self._db.eval(
+                self._redis, _PURGE, [index], [self._db.qp, us(cutoff), offset, PURGE_BATCH]
             )
             offset += int(seen) - int(dropped)
             if int(seen) < PURGE_BATCH:

@@ -1,0 +1,372 @@
+"""Deliveries in the Redis backend, with the indexes the status API and the providers need.
+
+Under the tenant's hash tag: ``P:{t}:d:<id>`` (a hash: the delivery as JSON and its
+moving fields), ``h:<id>`` (its status history), ``mr:<message>`` (deliveries per
+recipient), ``mc:<message>`` (counts per status), ``stats`` (counts per channel and
+status), ``la:<hash>`` (latest delivery per address). Lookups without a tenant are
+single global keys: ``P:did:<id>`` (the delivery's tenant), ``P:pid:<hash>`` (a provider
+id's delivery), ``P:addr:<hash>`` (the latest delivery to an address). A status move is
+one tenant script (lua/transition.lua) that keeps the forward-only rule.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict, defaultdict
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from gateway.models import Delivery, DeliveryStatus, Job, Role, StatusChange
+from gateway.store import SendOutcome
+from gateway.store.encoding import dumps, from_us, from_us_opt, us, us_opt
+from gateway.store.redis import scripts as lua
+from gateway.store.redis.base import RedisFeature, RedisHandle, digest, opt
+from gateway.store.redis.jobs import RedisJobs
+from gateway.store.redis.scripts import Lua, read
+
+# Seconds a follow-up job of a move waits past its due time (see apply_moves).
+FOLLOWUP_GRACE = 2.0
+_WHERE_CACHE = 50_000
+
+_TRANSITION = Lua(lua.TRANSITION)
+_ADD_DELIVERIES = Lua(lua.ADD_DELIVERIES)
+_KEEP_GREATEST = Lua(lua.KEEP_GREATEST)
+# KEYS: delivery hash, its history. ARGV: at (µs), detail. A row for a failed attempt.
+_NOTE_ATTEMPT = Lua(read("note_attempt"))
+
+
+def _delivery_doc(d: Delivery) -> str:
+    return dumps(
+        [
+            d.tenant_id,
+            d.message_id,
+            d.recipient_id,
+            d.recipient_role.value,
+            d.channel,
+            d.target,
+            d.address,
+            d.language,
+            d.child_ids,
+            d.context,
+            d.attempts,
+            us_opt(d.not_before),
+            us(d.created_at),
+        ]
+    )
+
+
+def _delivery(delivery_id: str, h: dict[str, str]) -> Delivery:
+    f = json.loads(h["j"])
+    segments = h.get("n")
+    return Delivery.model_construct(
+        id=delivery_id,
+        tenant_id=f[0],
+        message_id=f[1],
+        recipient_id=f[2],
+        recipient_role=Role(f[3]),
+        channel=f[4],
+        target=f[5],
+        address=f[6],
+        language=f[7],
+        child_ids=f[8],
+        context=f[9],
+        status=DeliveryStatus(h["s"]),
+        reason=h.get("r"),
+        provider_id=h.get("p"),
+        segments=None if segments is None else int(segments),
+        attempts=f[10],
+        not_before=from_us_opt(f[11]),
+        created_at=from_us(f[12]),
+        updated_at=from_us(h["u"]),
+    )
+
+
+def _history(delivery_id: str, entry: str) -> StatusChange:
+    parts = entry.split("\x1f", 2)
+    return StatusChange.model_construct(
+        delivery_id=delivery_id,
+        status=DeliveryStatus(parts[0]),
+        at=from_us(parts[1]),
+        detail=parts[2] if len(parts) == 3 else None,
+    )
+
+
+def _delivery_meta(d: Delivery) -> str:
+    return "\x1f".join(
+        (
+            d.id,
+            d.message_id,
+            d.recipient_id,
+            d.channel,
+            d.status.value,
+            f"{us(d.created_at):020d}",
+            str(us(d.updated_at)),
+            "" if d.not_before is None else str(us(d.not_before)),
+            opt(d.reason),
+            opt(d.provider_id),
+            opt(d.segments),
+            digest(d.channel, d.address) if d.address else "",
+        )
+    )
+
+
+class DeliveryOwners(RedisFeature):
+    """Which tenant a delivery id belongs to (``P:did:<id>``), with a bounded cache: ids
+    never move, so the cache is never wrong. Shared by the deliveries, the queue (which
+    learns a send job's tenant when it claims it) and the purge (which forgets)."""
+
+    def __init__(self, db: RedisHandle) -> None:
+        super().__init__(db)
+        self._where: OrderedDict[str, str] = OrderedDict()
+
+    async def of(self, ids: Sequence[str]) -> dict[str, str]:
+        where = {i: self._where[i] for i in ids if i in self._where}
+        missing = [i for i in dict.fromkeys(ids) if i not in where]
+        if missing:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for i in missing:
+                    pipe.get(self._db.g("did", i))
+                found = await pipe.execute()
+            for i, tenant in zip(missing, found, strict=True):
+                if tenant is not None:
+                    where[i] = tenant
+                    self.remember(i, tenant)
+        return where
+
+    def remember(self, delivery_id: str, tenant_id: str) -> None:
+        self._where[delivery_id] = tenant_id
+        if len(self._where) > _WHERE_CACHE:
+            self._where.popitem(last=False)
+
+    def forget(self, delivery_ids: Sequence[str]) -> None:
+        for i in delivery_ids:
+            self._where.pop(i, None)
+
+
+class RedisDeliveries(RedisFeature):
+    """:class:`gateway.store.ports.DeliveryStore`, ``ProviderLookup`` and
+    ``DeliveryReport`` on Redis. A delivery's jobs, and the jobs a move ends or
+    follows with, go through the queue (``jobs``) in the same round trip."""
+
+    SCRIPTS = (_TRANSITION, _ADD_DELIVERIES, _KEEP_GREATEST, _NOTE_ATTEMPT)
+
+    def __init__(self, db: RedisHandle, owners: DeliveryOwners, jobs: RedisJobs) -> None:
+        super().__init__(db)
+        self._owners = owners
+        self._jobs = jobs
+
+    async def add_deliveries(self, deliveries: Sequence[Delivery], jobs: Sequence[Job]) -> int:
+        by_tenant: defaultdict[str, list[Delivery]] = defaultdict(list)
+        for d in {d.id: d for d in reversed(deliveries)}.values():
+            by_tenant[d.tenant_id].append(d)
+        new = 0
+        if by_tenant:
+            # Deliveries first, then their jobs: a job never runs before its delivery
+            # exists; a crash in between leaves the plan job, whose rerun adds the jobs.
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.sadd(self._db.g("active"), *by_tenant)
+                for tenant_id, rows in by_tenant.items():
+                    for d in rows:
+                        pipe.set(self._db.g("did", d.id), tenant_id, ex=self._db.ttl, nx=True)
+                    tp = self._db.tp(tenant_id)
+                    args: list[Any] = [tp, self._db.ttl]
+                    for d in reversed(rows):
+                        args.append(_delivery_meta(d))
+                        args.append(_delivery_doc(d))
+                    self._db.eval(pipe, _ADD_DELIVERIES, [tp + "stats"], args)
+                results = await pipe.execute()
+            n_scripts = len(by_tenant)
+            new = sum(int(x) for x in results[-n_scripts:])
+            for tenant_id, rows in by_tenant.items():
+                for d in rows:
+                    self._owners.remember(d.id, tenant_id)
+        addressed = [d for rows in by_tenant.values() for d in rows if d.address]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for d in addressed:
+                assert d.address is not None
+                self._db.eval(
+                    pipe,
+                    _KEEP_GREATEST,
+                    [self._db.g("addr", digest(d.channel, d.address))],
+                    [f"{us(d.created_at):020d}\x1f{d.id}\x1f{d.tenant_id}", self._db.ttl],
+                )
+            self._jobs.queue(pipe, jobs)
+            await pipe.execute()
+        return new
+
+    async def get_delivery(self, delivery_id: str) -> Delivery | None:
+        found = await self.get_deliveries([delivery_id])
+        return found.get(delivery_id)
+
+    async def get_deliveries(self, delivery_ids: Sequence[str]) -> dict[str, Delivery]:
+        if not delivery_ids:
+            return {}
+        where = await self._owners.of(delivery_ids)
+        ids = [i for i in dict.fromkeys(delivery_ids) if i in where]
+        return await self.load([(where[i], i) for i in ids])
+
+    async def load(self, refs: Sequence[tuple[str, str]]) -> dict[str, Delivery]:
+        if not refs:
+            return {}
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for tenant_id, delivery_id in refs:
+                pipe.hgetall(self._db.t(tenant_id, "d", delivery_id))
+            rows = await pipe.execute()
+        return {i: _delivery(i, h) for (_, i), h in zip(refs, rows, strict=True) if h}
+
+    async def list_deliveries(self, tenant_id: str, message_id: str) -> list[Delivery]:
+        rows = await self._redis.hvals(self._db.t(tenant_id, "mr", message_id))
+        ids = [i for row in rows for i in row.split()]
+        found = await self.load([(tenant_id, i) for i in ids])
+        return sorted(found.values(), key=lambda d: (d.created_at, d.id))
+
+    async def history(self, delivery_ids: Sequence[str]) -> dict[str, list[StatusChange]]:
+        result: dict[str, list[StatusChange]] = {i: [] for i in delivery_ids}
+        if not result:
+            return result
+        where = await self._owners.of(list(result))
+        ids = [i for i in result if i in where]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for i in ids:
+                pipe.lrange(self._db.t(where[i], "h", i), 0, -1)
+            rows = await pipe.execute()
+        for i, entries in zip(ids, rows, strict=True):
+            result[i] = [_history(i, e) for e in entries]
+        return result
+
+    async def transition(
+        self,
+        delivery_id: str,
+        status: DeliveryStatus,
+        at: datetime,
+        *,
+        detail: str | None = None,
+        reason: str | None = None,
+        provider_id: str | None = None,
+        segments: int | None = None,
+        jobs: Sequence[Job] = (),
+    ) -> bool:
+        move = SendOutcome("", delivery_id, status, at, detail, reason, provider_id, segments)
+        moved = await self.apply_moves([move], [], jobs)
+        return moved[0]
+
+    async def apply_moves(
+        self,
+        moves: Sequence[SendOutcome],
+        finished_jobs: Sequence[str],
+        followups: Sequence[Job] = (),
+    ) -> list[bool]:
+        """Apply status moves in order (one script per tenant) and then end the jobs, in
+        one round trip. A move of an unknown delivery is refused.
+
+        Follow-up jobs go first, due ``FOLLOWUP_GRACE`` later: the move is in another slot
+        (no script spans both), so a crash after them leaves jobs whose handlers find the
+        state unchanged and do nothing, while a crash before them leaves the send job (the
+        dispatcher re-queues the failover of a failed delivery it finds) — and the grace
+        keeps a follow-up from running before its move is committed."""
+        where = await self._owners.of([m.delivery_id for m in moves])
+        by_tenant: dict[str, list[int]] = {}
+        for n, m in enumerate(moves):
+            tenant_id = where.get(m.delivery_id)
+            if tenant_id is not None:
+                by_tenant.setdefault(tenant_id, []).append(n)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            grace = timedelta(seconds=FOLLOWUP_GRACE)
+            self._jobs.queue(
+                pipe, [job.model_copy(update={"due_at": job.due_at + grace}) for job in followups]
+            )
+            for m in moves:
+                if m.provider_id is not None and m.delivery_id in where:
+                    pipe.set(
+                        self._db.g("pid", digest(m.provider_id)),
+                        f"{where[m.delivery_id]}\x1f{m.delivery_id}",
+                        ex=self._db.ttl,
+                    )
+            scripts = 0
+            for tenant_id, indexes in by_tenant.items():
+                tp = self._db.tp(tenant_id)
+                args: list[Any] = [tp]
+                for n in indexes:
+                    m = moves[n]
+                    args.extend(
+                        (
+                            m.delivery_id,
+                            m.status.value,
+                            us(m.at),
+                            opt(m.detail),
+                            opt(m.reason),
+                            opt(m.provider_id),
+                            opt(m.segments),
+                        )
+                    )
+                self._db.eval(pipe, _TRANSITION, [tp + "stats"], args)
+                scripts += 1
+            if finished_jobs:
+                self._jobs.queue_finish(pipe, finished_jobs)
+            results = await pipe.execute()
+        if finished_jobs:
+            results = results[:-1]
+        moved = [False] * len(moves)
+        for indexes, flags in zip(
+            by_tenant.values(), results[len(results) - scripts :], strict=True
+        ):
+            for n, flag in zip(indexes, flags, strict=True):
+                moved[n] = bool(flag)
+        return moved
+
+    async def note_attempt(self, delivery_id: str, at: datetime, detail: str) -> bool:
+        tenant_id = (await self._owners.of([delivery_id])).get(delivery_id)
+        if tenant_id is None:
+            return False
+        keys = [self._db.t(tenant_id, "d", delivery_id), self._db.t(tenant_id, "h", delivery_id)]
+        return bool(await self._db.eval(self._redis, _NOTE_ATTEMPT, keys, [us(at), detail]))
+
+    async def delivery_by_provider_id(self, channel: str, provider_id: str) -> Delivery | None:
+        ref = await self._redis.get(self._db.g("pid", digest(provider_id)))
+        if ref is None:
+            return None
+        tenant_id, delivery_id = ref.split("\x1f", 1)
+        found = (await self.load([(tenant_id, delivery_id)])).get(delivery_id)
+        if found is None or found.channel != channel or found.provider_id != provider_id:
+            return None
+        return found
+
+    async def count_by_status(self, tenant_id: str, message_id: str) -> dict[str, int]:
+        counts = await self._redis.hgetall(self._db.t(tenant_id, "mc", message_id))
+        return {k: int(v) for k, v in counts.items() if int(v) > 0}
+
+    async def delivery_stats(self) -> dict[tuple[str, str], int]:
+        tenants = sorted(await self._redis.smembers(self._db.g("active")))
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for tenant_id in tenants:
+                pipe.hgetall(self._db.t(tenant_id, "stats"))
+            rows = await pipe.execute()
+        stats: defaultdict[tuple[str, str], int] = defaultdict(int)
+        for row in rows:
+            for key, value in row.items():
+                channel, status = key.split("\x1f", 1)
+                stats[(channel, status)] += int(value)
+        return {k: v for k, v in stats.items() if v > 0}
+
+    async def latest_delivery_to(
+        self, tenant_id: str, channel: str, address: str
+    ) -> Delivery | None:
+        ref = await self._redis.get(self._db.t(tenant_id, "la", digest(channel, address)))
+        if ref is None:
+            return None
+        delivery_id = ref.split("\x1f", 1)[1]
+        return (await self.load([(tenant_id, delivery_id)])).get(delivery_id)
+
+    async def tenant_for_address(self, channel: str, address: str) -> str | None:
+        ref = await self._redis.get(self._db.g("addr", digest(channel, address)))
+        return None if ref is None else ref.split("\x1f", 2)[2]
+
+    async def recipient_deliveries(
+        self, tenant_id: str, message_id: str, recipient_id: str
+    ) -> list[Delivery]:
+        ids = await self._redis.hget(self._db.t(tenant_id, "mr", message_id), recipient_id)
+        if not ids:
+            return []
+        found = await self.load([(tenant_id, i) for i in ids.split()])
+        return sorted(found.values(), key=lambda d: (d.channel, d.target))

@@ -1,0 +1,706 @@
+"""The school directory in the Redis backend: units, groups, persons, relations, flags.
+
+Under the tenant's hash tag: ``P:{t}:units``, ``groups``, ``persons``, ``roles`` (rows
+as JSON lists), ``um:<unit>``, ``gm:<group>``, ``ug:<unit>`` (members, groups of a
+unit), ``rc:<child>`` / ``rg:<guardian>`` (relations both ways), ``flags`` and
+``fh:<pair>`` (manual flags, their history), ``ph:<person>`` (protection history).
+Writes are optimistic transactions (WATCH on the version of each part they read:
+``dirv``, ``prefv``, ``devv``, then MULTI/EXEC); ``load_audience`` reads are checked
+against the same versions, so it returns a consistent snapshot or a StoreError. The
+rules every backend keeps are in :mod:`gateway.store.directory_checks`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, date, datetime
+from typing import Any, TypeVar
+
+from redis.exceptions import WatchError
+
+from gateway.errors import NotFound, StoreError
+from gateway.models import (
+    Audience,
+    Device,
+    DirectoryBatch,
+    DirectoryDeletion,
+    DirectorySnapshot,
+    Group,
+    GroupKind,
+    Person,
+    Preferences,
+    Protection,
+    RelationFlags,
+    RelationRecord,
+    Role,
+    Unit,
+    UnitKind,
+)
+from gateway.protection import (
+    ProtectionHistoryEntry,
+    import_raise,
+    merge_imported,
+    raised_by_import,
+)
+from gateway.store import FlagHistoryEntry
+from gateway.store.directory_checks import (
+    CHILD_ROLES,
+    DeletionFacts,
+    Known,
+    audience_ids,
+    batch_refs,
+    check_batch,
+    check_deletion,
+    check_relation_flag,
+)
+from gateway.store.encoding import dumps, from_us, from_us_opt, us
+from gateway.store.redis.base import RedisFeature
+from gateway.store.redis.guardians import device_from_doc
+
+_FLAG_REASONS = {"information_granted": "ir", "blocked": "br"}
+_FLAG_VALUES = {"information_granted": "ig", "blocked": "b"}
+
+# How often load_audience reads before it gives up on a directory that keeps changing.
+_SNAPSHOT_TRIES = 10
+
+# The hash of each kind of directory row (directory_checks.AUDIENCE_CHECKS).
+_HASHES = {"person": "roles", "group": "groups", "unit": "units"}
+
+_T = TypeVar("_T")
+
+
+def _person_doc(p: Person) -> str:
+    return dumps(
+        [
+            p.role.value,
+            p.given_name,
+            p.family_name,
+            None if p.birth_date is None else p.birth_date.isoformat(),
+            p.protection.value,
+            p.email,
+            p.phone,
+            p.language,
+            p.unit_ids,
+            p.group_ids,
+            p.consent_guardians,
+        ]
+    )
+
+
+def _protection_doc(entry: ProtectionHistoryEntry) -> str:
+    return dumps([entry.level.value, entry.previous.value, entry.reason, entry.actor, us(entry.at)])
+
+
+def _person(person_id: str, doc: str) -> Person:
+    f = json.loads(doc)
+    return Person.model_construct(
+        id=person_id,
+        role=Role(f[0]),
+        given_name=f[1],
+        family_name=f[2],
+        birth_date=None if f[3] is None else date.fromisoformat(f[3]),
+        protection=Protection(f[4]),
+        email=f[5],
+        phone=f[6],
+        language=f[7],
+        unit_ids=f[8],
+        group_ids=f[9],
+        consent_guardians=f[10],
+    )
+
+
+def _unit(unit_id: str, doc: str) -> Unit:
+    f = json.loads(doc)
+    return Unit.model_construct(
+        id=unit_id,
+        kind=UnitKind(f[0]),
+        name=f[1],
+        time_zone=f[2],
+        sender_name=f[3],
+        sms_sender=f[4],
+    )
+
+
+def _group(group_id: str, doc: str) -> Group:
+    f = json.loads(doc)
+    return Group.model_construct(id=group_id, unit_id=f[0], kind=GroupKind(f[1]), name=f[2])
+
+
+def _flags(doc: str | None) -> RelationFlags:
+    if doc is None:
+        return RelationFlags()
+    f = json.loads(doc)
+    return RelationFlags.model_construct(
+        information_granted=f.get("ig", False),
+        information_reason=f.get("ir"),
+        blocked=f.get("b", False),
+        blocked_reason=f.get("br"),
+        updated_by=f.get("by"),
+        updated_at=from_us_opt(f.get("at")),
+    )
+
+
+def _queue_person_deletion(
+    pipe: Any, t: Callable[..., str], p: str, doc: str | None, devices: dict[str, str]
+) -> None:
+    """Queue the removal of a person with memberships, devices, preferences, failures."""
+    if doc is not None:
+        person = _person(p, doc)
+        for u in person.unit_ids:
+            pipe.srem(t("um", u), p)
+        for g in person.group_ids:
+            pipe.srem(t("gm", g), p)
+    for device_id, ddoc in devices.items():
+        device = device_from_doc(device_id, ddoc)
+        if device.token is not None:
+            pipe.hdel(t("tok"), device.token)
+        if device.fid is not None:
+            pipe.hdel(t("fid"), device.fid)
+    pipe.delete(t("dev", p), t("rc", p), t("rg", p))
+    pipe.hdel(t("persons"), p)
+    pipe.hdel(t("roles"), p)
+    pipe.hdel(t("prefs"), p)
+    pipe.hdel(t("fail"), f"{p}\x1femail", f"{p}\x1fphone")
+
+
+class RedisDirectory(RedisFeature):
+    """:class:`gateway.store.ports.DirectoryStore` and ``AudienceReader`` on Redis."""
+
+    async def _directory_write(
+        self,
+        tenant_id: str,
+        body: Callable[[Any], Awaitable[_T]],
+        *,
+        watch: Sequence[str] = ("dirv",),
+    ) -> _T:
+        """An optimistic directory transaction: ``body`` reads (with the client or the
+        pipeline), then calls ``pipe.multi()`` and queues writes; it runs again if any
+        other write of what it read committed meanwhile.
+
+        Each part of the directory has a version: ``dirv`` (units, groups, persons,
+        relations, flags), ``prefv`` (preferences), ``devv`` (devices, failing contacts).
+        A write bumps the version of its part; ``watch`` names the parts ``body`` reads,
+        so a device registered meanwhile never makes an import start over."""
+        versions = [self._db.t(tenant_id, v) for v in watch]
+        while True:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                try:
+                    await pipe.watch(*versions)
+                    result = await body(pipe)
+                    pipe.incr(versions[0])
+                    await pipe.execute()
+                    return result
+                except WatchError:
+                    continue
+
+    # ------------------------------------------------------------------ directory
+
+    async def apply_directory(
+        self, tenant_id: str, batch: DirectoryBatch, at: datetime | None = None
+    ) -> dict[str, int]:
+        when = at or datetime.now(UTC)
+
+        async def body(pipe: Any) -> int:
+            known = await self._known_for(tenant_id, batch)
+            # 100,000s of rows: checked and queued in a thread, so the loop keeps serving.
+            await asyncio.to_thread(check_batch, batch, known)
+            persons = list({p.id: p for p in batch.persons}.values())
+            groups = list({g.id: g for g in batch.groups}.values())
+            async with self._redis.pipeline(transaction=False) as read:
+                read.hmget(self._db.t(tenant_id, "persons"), [p.id for p in persons] or ["-"])
+                read.hmget(self._db.t(tenant_id, "groups"), [g.id for g in groups] or ["-"])
+                read.hmget(self._db.t(tenant_id, "prefs"), list(batch.preferences) or ["-"])
+                old_persons, old_groups, prefs = await read.execute()
+            # Every row merges with what is stored (or with its own earlier row).
+            current = {
+                p.id: None if old is None else _person(p.id, old)
+                for p, old in zip(persons, old_persons, strict=False)  # ["-"] when empty
+            }
+            raises: list[tuple[str, ProtectionHistoryEntry]] = []
+            for imported in batch.persons:
+                before = current[imported.id]
+                current[imported.id] = merged = merge_imported(before, imported)
+                if raised_by_import(before, merged):
+                    raises.append((imported.id, import_raise(before, merged, when)))
+            persons = [merged for merged in current.values() if merged is not None]
+            pipe.multi()
+            await asyncio.to_thread(
+                self._queue_upserts,
+                pipe,
+                tenant_id,
+                batch,
+                persons,
+                groups,
+                old_persons,
+                old_groups,
+            )
+            for person_id, entry in raises:
+                pipe.rpush(self._db.t(tenant_id, "ph", person_id), _protection_doc(entry))
+            applied = 0
+            for (person_id, p), cur in zip(batch.preferences.items(), prefs, strict=False):
+                if cur is None or cur.startswith("i"):  # "g": the guardian's own, kept
+                    pipe.hset(self._db.t(tenant_id, "prefs"), person_id, "i" + p.model_dump_json())
+                    applied += 1
+            return applied
+
+        watch = ("dirv", "prefv") if batch.preferences else ("dirv",)
+        applied = await self._directory_write(tenant_id, body, watch=watch)
+        return {
+            "units": len(batch.units),
+            "groups": len(batch.groups),
+            "persons": len(batch.persons),
+            "relations": len(batch.relations),
+            "preferences": applied,
+        }
+
+    def _queue_upserts(
+        self,
+        pipe: Any,
+        tenant_id: str,
+        batch: DirectoryBatch,
+        persons: list[Person],
+        groups: list[Group],
+        old_persons: list[str | None],
+        old_groups: list[str | None],
+    ) -> None:
+        t = self._db.tk(tenant_id)
+        if batch.units:
+            pipe.hset(
+                t("units"),
+                mapping={
+                    u.id: dumps([u.kind.value, u.name, u.time_zone, u.sender_name, u.sms_sender])
+                    for u in batch.units
+                },
+            )
+        for g, old in zip(groups, old_groups, strict=False):
+            if old is not None and json.loads(old)[0] != g.unit_id:
+                pipe.srem(t("ug", json.loads(old)[0]), g.id)
+            pipe.sadd(t("ug", g.unit_id), g.id)
+        if groups:
+            pipe.hset(
+                t("groups"),
+                mapping={g.id: dumps([g.unit_id, g.kind.value, g.name]) for g in groups},
+            )
+        for p, old in zip(persons, old_persons, strict=False):
+            if old is not None:
+                before = _person(p.id, old)
+                for unit_id in set(before.unit_ids) - set(p.unit_ids):
+                    pipe.srem(t("um", unit_id), p.id)
+                for group_id in set(before.group_ids) - set(p.group_ids):
+                    pipe.srem(t("gm", group_id), p.id)
+            for unit_id in p.unit_ids:
+                pipe.sadd(t("um", unit_id), p.id)
+            for group_id in p.group_ids:
+                pipe.sadd(t("gm", group_id), p.id)
+        if persons:
+            pipe.hset(t("persons"), mapping={p.id: _person_doc(p) for p in persons})
+            pipe.hset(t("roles"), mapping={p.id: p.role.value for p in persons})
+        for r in batch.relations:
+            pipe.hset(
+                t("rc", r.child_id),
+                r.guardian_id,
+                f"{int(r.parental_responsibility)}{int(r.daily_care)}",
+            )
+            pipe.sadd(t("rg", r.guardian_id), r.child_id)
+
+    async def _known_for(self, tenant_id: str, batch: DirectoryBatch) -> Known:
+        refs = batch_refs(batch)
+        units, groups, roles = refs.known
+        more_units = sorted(refs.wanted_units)
+        more_groups = sorted(refs.wanted_groups)
+        more_persons = sorted(refs.wanted_persons)
+        async with self._redis.pipeline(transaction=False) as read:
+            read.hmget(self._db.t(tenant_id, "units"), more_units or ["-"])
+            read.hmget(self._db.t(tenant_id, "groups"), more_groups or ["-"])
+            read.hmget(self._db.t(tenant_id, "roles"), more_persons or ["-"])
+            found_units, found_groups, found_roles = await read.execute()
+        units.update(u for u, v in zip(more_units, found_units, strict=False) if v is not None)
+        groups.update(g for g, v in zip(more_groups, found_groups, strict=False) if v is not None)
+        roles.update(
+            {p: v for p, v in zip(more_persons, found_roles, strict=False) if v is not None}
+        )
+        return Known(units, groups, roles)
+
+    async def delete_directory(self, tenant_id: str, deletion: DirectoryDeletion) -> dict[str, int]:
+        t = self._db.tk(tenant_id)
+
+        async def body(pipe: Any) -> dict[str, int]:
+            r = self._redis
+            units = await r.hmget(t("units"), deletion.units or ["-"])
+            groups = await r.hmget(t("groups"), deletion.groups or ["-"])
+            persons = await r.hmget(t("persons"), deletion.persons or ["-"])
+            pairs = [(k.child_id, k.guardian_id) for k in deletion.relations]
+            related: list[str | None] = []
+            if pairs:
+                async with r.pipeline(transaction=False) as read:
+                    for child_id, guardian_id in pairs:
+                        read.hget(t("rc", child_id), guardian_id)
+                    related = await read.execute()
+            facts = DeletionFacts(
+                {u for u, v in zip(deletion.units, units, strict=False) if v is not None},
+                {g for g, v in zip(deletion.groups, groups, strict=False) if v is not None},
+                {p for p, v in zip(deletion.persons, persons, strict=False) if v is not None},
+                {pair for pair, v in zip(pairs, related, strict=False) if v is not None},
+                {u: set(await r.smembers(t("ug", u))) for u in dict.fromkeys(deletion.units)},
+            )
+            check_deletion(deletion, facts)
+            plan = await self._deletion_plan(tenant_id, deletion)
+            pipe.multi()
+            for child_id, guardian_id in set(pairs):
+                pipe.hdel(t("rc", child_id), guardian_id)
+                pipe.srem(t("rg", guardian_id), child_id)
+            plan(pipe)
+            return {
+                "units": len(set(deletion.units)),
+                "groups": len(set(deletion.groups)),
+                "persons": len(set(deletion.persons)),
+                "relations": len(set(pairs)),
+            }
+
+        return await self._directory_write(tenant_id, body, watch=("dirv", "devv", "prefv"))
+
+    async def _deletion_plan(
+        self, tenant_id: str, deletion: DirectoryDeletion
+    ) -> Callable[[Any], None]:
+        """Read what deleting persons, groups and units touches; return the writes."""
+        t = self._db.tk(tenant_id)
+        r = self._redis
+        person_ids = list(dict.fromkeys(deletion.persons))
+        group_ids = list(dict.fromkeys(deletion.groups))
+        unit_ids = list(dict.fromkeys(deletion.units))
+        async with r.pipeline(transaction=False) as read:
+            read.hmget(t("persons"), person_ids or ["-"])
+            for p in person_ids:
+                read.hgetall(t("dev", p))
+                read.hkeys(t("rc", p))
+                read.smembers(t("rg", p))
+            for g in group_ids:
+                read.smembers(t("gm", g))
+                read.hget(t("groups"), g)
+            for u in unit_ids:
+                read.smembers(t("um", u))
+            got = await read.execute()
+        docs = dict(zip(person_ids, got[0], strict=False))
+        at = 1
+        devices: dict[str, dict[str, str]] = {}
+        as_child: dict[str, list[str]] = {}
+        as_guardian: dict[str, set[str]] = {}
+        for p in person_ids:
+            devices[p], as_child[p], as_guardian[p] = got[at], got[at + 1], got[at + 2]
+            at += 3
+        group_members: dict[str, set[str]] = {}
+        group_units: dict[str, str] = {}
+        for g in group_ids:
+            group_members[g] = got[at]
+            group_units[g] = json.loads(got[at + 1])[0]
+            at += 2
+        unit_members = {u: got[at + i] for i, u in enumerate(unit_ids)}
+        # Persons who stay but lose a group or unit get their document rewritten.
+        leaving = set(person_ids)
+        touched = (set().union(*group_members.values(), *unit_members.values())) - leaving
+        rewritten = await self._without(tenant_id, sorted(touched), set(group_ids), set(unit_ids))
+
+        def writes(pipe: Any) -> None:
+            for p in person_ids:
+                _queue_person_deletion(pipe, t, p, docs.get(p), devices[p])
+                for guardian_id in as_child[p]:
+                    pipe.srem(t("rg", guardian_id), p)
+                for child_id in as_guardian[p]:
+                    pipe.hdel(t("rc", child_id), p)
+            for g in group_ids:
+                pipe.delete(t("gm", g))
+                pipe.srem(t("ug", group_units[g]), g)
+                pipe.hdel(t("groups"), g)
+            for u in unit_ids:
+                pipe.delete(t("um", u), t("ug", u))
+                pipe.hdel(t("units"), u)
+            if rewritten:
+                pipe.hset(t("persons"), mapping=rewritten)
+
+        return writes
+
+    async def _without(
+        self, tenant_id: str, person_ids: list[str], groups: set[str], units: set[str]
+    ) -> dict[str, str]:
+        """The documents of these persons without the groups and units that go."""
+        if not person_ids:
+            return {}
+        docs = await self._redis.hmget(self._db.t(tenant_id, "persons"), person_ids)
+        rewritten: dict[str, str] = {}
+        for p, doc in zip(person_ids, docs, strict=True):
+            if doc is not None:
+                person = _person(p, doc)
+                person.group_ids = [g for g in person.group_ids if g not in groups]
+                person.unit_ids = [u for u in person.unit_ids if u not in units]
+                rewritten[p] = _person_doc(person)
+        return rewritten
+
+    async def set_relation_flag(
+        self,
+        tenant_id: str,
+        child_id: str,
+        guardian_id: str,
+        flag: str,
+        value: bool,
+        reason: str,
+        actor: str,
+        at: datetime,
+    ) -> RelationFlags:
+        check_relation_flag(flag)
+        t = self._db.tk(tenant_id)
+        field = f"{child_id}\x1f{guardian_id}"
+
+        async def body(pipe: Any) -> RelationFlags:
+            roles = await self._redis.hmget(t("roles"), [child_id, guardian_id])
+            if None in roles:
+                raise NotFound("unknown person")
+            current = await self._redis.hget(t("flags"), field)
+            doc: dict[str, Any] = json.loads(current) if current else {}
+            doc[_FLAG_VALUES[flag]] = value
+            doc[_FLAG_REASONS[flag]] = reason
+            doc["by"] = actor
+            doc["at"] = us(at)
+            pipe.multi()
+            pipe.hset(t("flags"), field, dumps(doc))
+            pipe.rpush(t("fh", field), dumps([flag, value, reason, actor, us(at)]))
+            return _flags(dumps(doc))
+
+        return await self._directory_write(tenant_id, body)
+
+    async def flag_history(
+        self, tenant_id: str, child_id: str, guardian_id: str
+    ) -> list[FlagHistoryEntry]:
+        rows = await self._redis.lrange(
+            self._db.t(tenant_id, "fh", f"{child_id}\x1f{guardian_id}"), 0, -1
+        )
+        return [
+            FlagHistoryEntry(flag=f[0], value=f[1], reason=f[2], actor=f[3], at=from_us(f[4]))
+            for f in map(json.loads, rows)
+        ]
+
+    async def set_protection(
+        self,
+        tenant_id: str,
+        person_id: str,
+        level: Protection,
+        reason: str,
+        actor: str,
+        at: datetime,
+    ) -> ProtectionHistoryEntry:
+        t = self._db.tk(tenant_id)
+
+        async def body(pipe: Any) -> ProtectionHistoryEntry:
+            doc = await self._redis.hget(t("persons"), person_id)
+            if doc is None:
+                raise NotFound("unknown person")
+            person = _person(person_id, doc)
+            entry = ProtectionHistoryEntry(level, person.protection, reason, actor, at)
+            pipe.multi()
+            pipe.hset(
+                t("persons"),
+                person_id,
+                _person_doc(person.model_copy(update={"protection": level})),
+            )
+            pipe.rpush(t("ph", person_id), _protection_doc(entry))
+            return entry
+
+        return await self._directory_write(tenant_id, body)
+
+    async def protection_history(
+        self, tenant_id: str, person_id: str
+    ) -> list[ProtectionHistoryEntry]:
+        rows = await self._redis.lrange(self._db.t(tenant_id, "ph", person_id), 0, -1)
+        return [
+            ProtectionHistoryEntry(Protection(f[0]), Protection(f[1]), f[2], f[3], from_us(f[4]))
+            for f in map(json.loads, rows)
+        ]
+
+    async def get_person(self, tenant_id: str, person_id: str) -> Person | None:
+        doc = await self._redis.hget(self._db.t(tenant_id, "persons"), person_id)
+        return None if doc is None else _person(person_id, doc)
+
+    async def missing_ids(self, tenant_id: str, audience: Audience) -> list[tuple[str, str]]:
+        checks = audience_ids(audience)
+        missing: list[tuple[str, str]] = []
+        async with self._redis.pipeline(transaction=False) as read:
+            for _, kind, _roles, ids in checks:
+                read.hmget(self._db.t(tenant_id, _HASHES[kind]), ids or ["-"])
+            found = await read.execute()
+        for (field, _, roles, ids), values in zip(checks, found, strict=True):
+            for i, value in zip(ids, values, strict=False):
+                if value is None or (roles and value not in roles):
+                    missing.append((field, i))
+        return missing
+
+    async def load_audience(self, tenant_id: str, audience: Audience) -> DirectorySnapshot:
+        """Several reads, checked against the directory versions: a snapshot is returned
+        only when no directory write landed in between; under writes that never pause it
+        gives up with a (transient) StoreError rather than answer with a torn one."""
+        versions = [self._db.t(tenant_id, v) for v in ("dirv", "prefv", "devv")]
+        for attempt in range(_SNAPSHOT_TRIES):
+            before = await self._redis.mget(versions)
+            snapshot = await self._load_audience(tenant_id, audience)
+            if await self._redis.mget(versions) == before:
+                return snapshot  # no directory write in between: a consistent snapshot
+            await asyncio.sleep(0.001 * 2**attempt)  # let the writers pass
+        raise StoreError("the directory kept changing while it was read; try again")
+
+    async def _load_audience(self, tenant_id: str, audience: Audience) -> DirectorySnapshot:
+        t = self._db.tk(tenant_id)
+        r = self._redis
+        async with r.pipeline(transaction=False) as read:
+            for g in audience.groups:
+                read.smembers(t("gm", g))
+            for u in audience.units:
+                read.smembers(t("um", u))
+                read.smembers(t("ug", u))
+            got = await read.execute()
+        candidates = set(audience.children)
+        unit_groups: set[str] = set()
+        for members in got[: len(audience.groups)]:
+            candidates |= members
+        rest = got[len(audience.groups) :]
+        for i in range(0, len(rest), 2):
+            candidates |= rest[i]
+            unit_groups |= rest[i + 1]
+        async with r.pipeline(transaction=False) as read:
+            for g in sorted(unit_groups):
+                read.smembers(t("gm", g))
+            ordered = sorted(candidates)
+            read.hmget(t("roles"), ordered or ["-"])
+            got = await read.execute()
+        for members in got[:-1]:
+            candidates |= members
+        roles = dict(zip(ordered, got[-1], strict=False))
+        more = sorted(candidates - roles.keys())
+        if more:
+            roles.update(zip(more, await r.hmget(t("roles"), more), strict=True))
+        children = sorted(c for c in candidates if roles.get(c) in CHILD_ROLES)
+        relations = await self._load_relations(tenant_id, children, audience.guardians)
+        wanted = dict.fromkeys(children)
+        for relation in relations:
+            wanted[relation.child_id] = None
+            wanted[relation.guardian_id] = None
+        wanted.update(dict.fromkeys(audience.guardians))
+        wanted.update(dict.fromkeys(audience.staff))
+        persons, preferences, devices, failing = await self._load_persons(tenant_id, list(wanted))
+        group_ids = dict.fromkeys(audience.groups)
+        unit_ids = dict.fromkeys(audience.units)
+        for person in persons.values():
+            group_ids.update(dict.fromkeys(person.group_ids))
+            unit_ids.update(dict.fromkeys(person.unit_ids))
+        gids = list(group_ids)
+        groups = {
+            g: _group(g, doc)
+            for g, doc in zip(gids, await r.hmget(t("groups"), gids or ["-"]), strict=False)
+            if doc is not None
+        }
+        unit_ids.update(dict.fromkeys(g.unit_id for g in groups.values()))
+        uids = list(unit_ids)
+        units = {
+            u: _unit(u, doc)
+            for u, doc in zip(uids, await r.hmget(t("units"), uids or ["-"]), strict=False)
+            if doc is not None
+        }
+        return DirectorySnapshot.model_construct(
+            units=units,
+            groups=groups,
+            persons=persons,
+            audience_children=children,
+            relations=relations,
+            preferences=preferences,
+            devices=devices,
+            failing=failing,
+        )
+
+    async def _load_relations(
+        self, tenant_id: str, children: list[str], guardians: list[str]
+    ) -> list[RelationRecord]:
+        t = self._db.tk(tenant_id)
+        async with self._redis.pipeline(transaction=False) as read:
+            for c in children:
+                read.hgetall(t("rc", c))
+            for g in guardians:
+                read.smembers(t("rg", g))
+            got = await read.execute()
+        found: dict[tuple[str, str], str] = {}
+        for c, row in zip(children, got, strict=False):
+            for g, value in row.items():
+                found[(c, g)] = value
+        extra = [
+            (c, g)
+            for g, kids in zip(guardians, got[len(children) :], strict=True)
+            for c in kids
+            if (c, g) not in found
+        ]
+        keys = sorted(set(found) | set(extra))
+        async with self._redis.pipeline(transaction=False) as read:
+            for c, g in extra:
+                read.hget(t("rc", c), g)
+            read.hmget(t("flags"), [f"{c}\x1f{g}" for c, g in keys] or ["-"])
+            got = await read.execute()
+        for pair, value in zip(extra, got[:-1], strict=True):
+            if value is not None:
+                found[pair] = value
+        flags = dict(zip(keys, got[-1], strict=False))
+        return [
+            RelationRecord.model_construct(
+                child_id=c,
+                guardian_id=g,
+                parental_responsibility=found[(c, g)][0] == "1",
+                daily_care=found[(c, g)][1] == "1",
+                flags=_flags(flags.get((c, g))),
+            )
+            for c, g in keys
+            if (c, g) in found
+        ]
+
+    async def _load_persons(
+        self, tenant_id: str, ids: list[str]
+    ) -> tuple[
+        dict[str, Person], dict[str, Preferences], dict[str, list[Device]], dict[str, list[str]]
+    ]:
+        t = self._db.tk(tenant_id)
+        if not ids:
+            return {}, {}, {}, {}
+        async with self._redis.pipeline(transaction=False) as read:
+            read.hmget(t("persons"), ids)
+            read.hmget(t("prefs"), ids)
+            read.hmget(t("fail"), [f"{p}\x1f{k}" for p in ids for k in ("email", "phone")])
+            for p in ids:
+                read.hgetall(t("dev", p))
+            got = await read.execute()
+        persons = {p: _person(p, doc) for p, doc in zip(ids, got[0], strict=True) if doc}
+        preferences = {
+            p: Preferences.model_validate_json(doc[1:])
+            for p, doc in zip(ids, got[1], strict=True)
+            if doc is not None and p in persons
+        }
+        failing: dict[str, list[str]] = {}
+        for i, p in enumerate(ids):
+            person = persons.get(p)
+            if person is None:
+                continue
+            for j, (kind, current) in enumerate((("email", person.email), ("phone", person.phone))):
+                doc = got[2][2 * i + j]
+                if doc is not None and current is not None and json.loads(doc)[0] == current:
+                    failing.setdefault(p, []).append(kind)
+        devices = {
+            p: [device_from_doc(d, rows[d]) for d in sorted(rows)]
+            for p, rows in zip(ids, got[3:], strict=True)
+            if rows and p in persons
+        }
+        return persons, preferences, devices, failing
+
+    async def protected_persons(self, tenant_id: str, person_ids: Sequence[str]) -> set[str]:
+        ids = list(dict.fromkeys(person_ids))
+        if not ids:
+            return set()
+        docs = await self._redis.hmget(self._db.t(tenant_id, "persons"), ids)
+        return {
+            p
+            for p, doc in zip(ids, docs, strict=True)
+            if doc is not None and json.loads(doc)[4] != Protection.none.value
+        }

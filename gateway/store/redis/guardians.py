@@ -1,0 +1,89 @@
+"""Guardians' own settings in the Redis backend: preferences, devices, failing contacts.
+
+Under the tenant's hash tag: ``P:{t}:prefs`` (person -> "g" + the guardian's own
+preferences, or "i" + imported ones), ``P:{t}:dev:<person>`` (device id -> device),
+``P:{t}:tok`` / ``fid`` (a token or FID -> its device; one device each) and
+``P:{t}:fail`` ("<person>\\x1f<email|phone>" -> the failing address). A write bumps the
+version of its part (``prefv``, ``devv``), which ``load_audience`` checks.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+from gateway.models import Device, Preferences
+from gateway.store.directory_checks import check_contact_kind
+from gateway.store.encoding import dumps, from_us_opt, us, us_opt
+from gateway.store.redis import scripts as lua
+from gateway.store.redis.base import RedisFeature, opt
+from gateway.store.redis.scripts import Lua
+
+_UPSERT_DEVICE = Lua(lua.UPSERT_DEVICE)
+_REMOVE_DEVICE = Lua(lua.REMOVE_DEVICE)
+
+
+def device_doc(d: Device) -> str:
+    """A device as stored in ``dev:<person>``."""
+    return dumps([d.token, d.fid, d.platform, d.app_version, us_opt(d.last_seen)])
+
+
+def device_from_doc(device_id: str, doc: str) -> Device:
+    f = json.loads(doc)
+    return Device.model_construct(
+        id=device_id,
+        token=f[0],
+        fid=f[1],
+        platform=f[2],
+        app_version=f[3],
+        last_seen=from_us_opt(f[4]),
+    )
+
+
+class RedisGuardians(RedisFeature):
+    """:class:`gateway.store.ports.GuardianStore` on Redis."""
+
+    SCRIPTS = (_UPSERT_DEVICE, _REMOVE_DEVICE)
+
+    async def set_preferences(self, tenant_id: str, guardian_id: str, prefs: Preferences) -> None:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self._db.t(tenant_id, "prefs"), guardian_id, "g" + prefs.model_dump_json())
+            pipe.incr(self._db.t(tenant_id, "prefv"))
+            await pipe.execute()
+
+    async def get_preferences(self, tenant_id: str, guardian_id: str) -> Preferences | None:
+        doc = await self._redis.hget(self._db.t(tenant_id, "prefs"), guardian_id)
+        return None if doc is None else Preferences.model_validate_json(doc[1:])
+
+    async def upsert_device(self, tenant_id: str, guardian_id: str, device: Device) -> None:
+        tp = self._db.tp(tenant_id)
+        await self._db.eval(
+            self._redis,
+            _UPSERT_DEVICE,
+            [tp + "devv"],
+            [tp, guardian_id, device.id, device_doc(device), opt(device.token), opt(device.fid)],
+        )
+
+    async def remove_device(self, tenant_id: str, guardian_id: str, device_id: str) -> bool:
+        tp = self._db.tp(tenant_id)
+        removed = await self._db.eval(
+            self._redis, _REMOVE_DEVICE, [tp + "devv"], [tp, guardian_id, device_id]
+        )
+        return bool(removed)
+
+    async def list_devices(self, tenant_id: str, guardian_id: str) -> list[Device]:
+        rows = await self._redis.hgetall(self._db.t(tenant_id, "dev", guardian_id))
+        return [device_from_doc(d, rows[d]) for d in sorted(rows)]
+
+    async def mark_contact_failing(
+        self, tenant_id: str, person_id: str, kind: str, address: str, code: str, at: datetime
+    ) -> None:
+        check_contact_kind(kind)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(
+                self._db.t(tenant_id, "fail"),
+                f"{person_id}\x1f{kind}",
+                dumps([address, code, us(at)]),
+            )
+            pipe.incr(self._db.t(tenant_id, "devv"))
+            await pipe.execute()

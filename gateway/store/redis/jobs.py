@@ -1,0 +1,212 @@
+"""The work queue in the Redis backend (the layout is in redis/scripts.py): one Stream
+per job kind with the consumer group ``workers`` (each process one consumer), a sorted
+set of waiting jobs per kind by due time, moved into the stream when due by whichever
+claimer gets there first, in the claim script itself; a crashed worker's entries are
+taken over with XAUTOCLAIM when their lease ends. All in the queue's slot ``P:{q}:``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+from gateway.constants import JOB_SEND
+from gateway.models import DeliveryStatus, Job
+from gateway.store import SendOutcome, lanes
+from gateway.store.encoding import from_us, us
+from gateway.store.redis import scripts as lua
+from gateway.store.redis.base import RedisFeature, RedisHandle, opt
+from gateway.store.redis.scripts import Lua
+
+log = logging.getLogger(__name__)
+
+_ADD_JOBS = Lua(lua.ADD_JOBS)
+_CLAIM = Lua(lua.CLAIM)
+_FINISH_JOBS = Lua(lua.FINISH_JOBS)
+_RETRY_JOB = Lua(lua.RETRY_JOB)
+_QUEUE_STATS = Lua(lua.QUEUE_STATS)
+_FORGET_CONSUMERS = Lua(lua.FORGET_CONSUMERS)
+
+# Apply status moves and end jobs in one round trip (RedisDeliveries.apply_moves).
+ApplyMoves = Callable[[Sequence[SendOutcome], Sequence[str], Sequence[Job]], Awaitable[list[bool]]]
+
+
+def _job(f: list[Any]) -> Job:
+    return Job.model_construct(
+        id=f[0],
+        tenant_id=f[1],
+        kind=f[2],
+        ref=f[3],
+        due_at=from_us(f[4]),
+        attempts=int(f[5]),
+        last_error=f[6] or None,
+        urgent=f[7] == "1",
+    )
+
+
+# --------------------------------------------------------------------------- the store
+
+
+class RedisJobs(RedisFeature):
+    """:class:`gateway.store.ports.JobQueue` on Redis. ``consumer`` names this process in
+    the consumer group; ``claimed_send`` learns the tenant of each send job claimed (the
+    delivery's tenant, kept by redis/deliveries.py)."""
+
+    SCRIPTS = (_ADD_JOBS, _CLAIM, _FINISH_JOBS, _RETRY_JOB, _QUEUE_STATS, _FORGET_CONSUMERS)
+
+    def __init__(
+        self, db: RedisHandle, consumer: str, claimed_send: Callable[[str, str], None]
+    ) -> None:
+        super().__init__(db)
+        self._consumer = consumer
+        self._claimed_send = claimed_send
+        self._clamp_warned = False
+
+    def queue(self, pipe: Any, jobs: Sequence[Job]) -> None:
+        """Queue the insertion of jobs (existing ids are left untouched) on a pipeline."""
+        if not jobs:
+            return
+        args: list[Any] = [self._db.qp]
+        for j in jobs:
+            args.extend(
+                (
+                    j.id,
+                    j.tenant_id,
+                    j.kind,
+                    j.ref,
+                    us(j.due_at),
+                    j.attempts,
+                    opt(j.last_error),
+                    "1" if j.urgent else "0",
+                )
+            )
+        self._db.eval(pipe, _ADD_JOBS, [self._db.qp + "kinds"], args)
+
+    def queue_finish(self, pipe: Any, job_ids: Sequence[str]) -> None:
+        """Queue the end of jobs on a pipeline."""
+        self._db.eval(pipe, _FINISH_JOBS, [self._db.qp + "kinds"], [self._db.qp, *job_ids])
+
+    async def claim_jobs(
+        self,
+        kinds: Sequence[str],
+        limit: int,
+        now: datetime,
+        lease_seconds: float,
+        *,
+        normal_share: float = lanes.DEFAULT_NORMAL_SHARE,
+    ) -> list[Job]:
+        if not kinds or limit <= 0:
+            return []
+        split = lanes.split(limit, normal_share)
+        stamp = us(now)
+        out = await self._db.eval(
+            self._redis,
+            _CLAIM,
+            [self._db.qp + "clock"],
+            [
+                self._db.qp,
+                stamp // 1000,
+                stamp,
+                max(1, round(lease_seconds * 1000)),
+                limit,
+                self._consumer,
+                split.normal_reserved,
+                *dict.fromkeys(kinds),
+            ],
+        )
+        if out[-1] and not self._clamp_warned:
+            self._clamp_warned = True
+            log.warning("this worker's clock is ahead of Redis's: leases are checked on ours")
+        jobs = [_job(out[i : i + 8]) for i in range(0, len(out) - 1, 8)]
+        for job in jobs:
+            if job.kind == JOB_SEND:
+                self._claimed_send(job.ref, job.tenant_id)
+        jobs.sort(key=lambda job: (not job.urgent, job.due_at, job.id))
+        return jobs
+
+    async def finish_job(self, job_id: str) -> None:
+        await self._db.eval(
+            self._redis, _FINISH_JOBS, [self._db.qp + "kinds"], [self._db.qp, job_id]
+        )
+
+    async def retry_job(self, job_id: str, due_at: datetime, error: str) -> None:
+        await self._db.eval(
+            self._redis,
+            _RETRY_JOB,
+            [self._db.qp + "kinds"],
+            [self._db.qp, job_id, us(due_at), error, "0"],
+        )
+
+    async def postpone_job(self, job_id: str, due_at: datetime, reason: str) -> None:
+        await self._db.eval(
+            self._redis,
+            _RETRY_JOB,
+            [self._db.qp + "kinds"],
+            [self._db.qp, job_id, us(due_at), reason, "1"],
+        )
+
+    async def get_jobs(self, job_ids: Sequence[str]) -> dict[str, Job]:
+        if not job_ids:
+            return {}
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.hmget(self._db.qp + "j:" + job_id, "t", "k", "r", "d", "a", "e", "p")
+            rows = await pipe.execute()
+        return {
+            job_id: _job([job_id, *row])
+            for job_id, row in zip(job_ids, rows, strict=True)
+            if row[1] is not None
+        }
+
+    async def queue_stats(self, now: datetime) -> dict[str, tuple[int, float]]:
+        stamp = us(now)
+        out = await self._db.eval(
+            self._redis, _QUEUE_STATS, [self._db.qp + "kinds"], [self._db.qp, stamp]
+        )
+        stats: dict[str, tuple[int, float]] = {}
+        for i in range(0, len(out), 3):
+            oldest = out[i + 2]
+            age = 0.0 if oldest == "" else max(0.0, (stamp - int(oldest)) / 1e6)
+            stats[out[i]] = (int(out[i + 1]), age)
+        return stats
+
+    async def forget_consumer(self, client: Any) -> None:
+        """Take this process out of the consumer groups (on close, with the last client)."""
+        qp = self._db.qp
+        await client.evalsha(_FORGET_CONSUMERS.sha, 1, qp + "kinds", qp, self._consumer)
+
+
+class RedisSendLedger(RedisFeature):
+    """:class:`gateway.store.ports.SendLedger` on Redis: a send's outcome is a status move
+    with the end of its job, applied by the deliveries (``moves``)."""
+
+    def __init__(self, db: RedisHandle, moves: ApplyMoves) -> None:
+        super().__init__(db)
+        self._moves = moves
+
+    async def finish_send(
+        self,
+        job_id: str,
+        delivery_id: str,
+        status: DeliveryStatus,
+        at: datetime,
+        *,
+        detail: str | None = None,
+        reason: str | None = None,
+        provider_id: str | None = None,
+        segments: int | None = None,
+    ) -> bool:
+        # The move first, then the end of the job: a crash in between leaves the job,
+        # which the dispatcher then drops because the delivery is final.
+        move = SendOutcome("", delivery_id, status, at, detail, reason, provider_id, segments)
+        return (await self._moves([move], [job_id], ()))[0]
+
+    async def finish_sends(self, outcomes: Sequence[SendOutcome]) -> int:
+        if not outcomes:
+            return 0
+        moves = outcomes  # a send outcome is a status move with the end of its job
+        finished = list(dict.fromkeys(o.job_id for o in outcomes))
+        moved = await self._moves(moves, finished, [j for o in outcomes for j in o.jobs])
+        return sum(moved)
