@@ -28,6 +28,7 @@ from typing import Protocol
 
 from channels.base import Channel
 from gateway.attachments import Attachments
+from gateway.audience_handoff import AudienceHandoff
 from gateway.channel_gate import ChannelGate
 from gateway.channel_health import ChannelHealth
 from gateway.clock import Clock
@@ -110,8 +111,11 @@ class Dispatcher:
         attachments: Attachments | None = None,
         handlers: Mapping[str, JobHandler] | None = None,
         on_planned: Callable[[Message], Awaitable[None]] | None = None,
+        audiences: AudienceHandoff | None = None,
     ) -> None:
         self.store = store
+        # The snapshots the intake read for its 202 (gateway/audience_handoff.py).
+        self.audiences = audiences
         # Staff text per recipient language (gateway/translations.py); None: never.
         self.translations = translations
         self.channels = channels
@@ -382,7 +386,9 @@ class Dispatcher:
         if message is None:
             await self.store.finish_job(job.id)
             return
-        snapshot = await self.store.load_audience(message.tenant_id, message.audience)
+        snapshot = self.audiences.take(message) if self.audiences is not None else None
+        if snapshot is None:
+            snapshot = await self.store.load_audience(message.tenant_id, message.audience)
         await add_sender_units(self.store, message, snapshot)
         now = self.clock.now()
         resolution = resolution_for(message, snapshot, now)

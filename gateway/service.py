@@ -25,6 +25,7 @@ from gateway.api.app import create_app
 from gateway.api.context import AppContext
 from gateway.api.limits import listen, runner_options
 from gateway.attachments import Attachments
+from gateway.audience_handoff import AudienceHandoff
 from gateway.clock import Clock, SystemClock
 from gateway.config_check import refuse_unsafe_production
 from gateway.digest import DigestSender
@@ -122,6 +123,8 @@ class Service:
         )
         # Set whenever new work is queued, so idle workers wake at once.
         wake = asyncio.Event()
+        # The intake's audience snapshot for this process's planner: only where both run.
+        audiences = AudienceHandoff() if api and workers else None
         self.escalator = Escalator(
             self.store,
             self.clock,
@@ -176,6 +179,7 @@ class Service:
                 self.digests.handlers(),
             ),
             on_planned=self.escalator.after_plan,
+            audiences=audiences,
         )
         self.ctx = AppContext(
             settings=settings,
@@ -187,6 +191,7 @@ class Service:
             channel_health=self.dispatcher.health if workers else None,
             absences=self.absences,
             attachments=self.attachments,
+            audiences=audiences,
         )
         self._runner: web.AppRunner | None = None
         self._server: asyncio.Server | None = None

@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 
 from gateway.absence import Absences, body_hash_of
 from gateway.api import spec
-from gateway.api.accepted import EventAccepted
+from gateway.api.accepted import Accepted, EventAccepted
 from gateway.api.body import parse_json, read_model, read_raw, to_model
 from gateway.api.context import CTX, AppContext
 from gateway.api.guardian import authenticate_guardian
@@ -93,20 +93,20 @@ def absences(ctx: AppContext) -> Absences:
 
 async def handle_recorded(
     ctx: AppContext, tenant: Tenant, event: AbsenceRecorded, body_hash: str
-) -> tuple[Message, bool]:
-    return await absences(ctx).record(tenant.id, event, body_hash)
+) -> Accepted:
+    return Accepted(*await absences(ctx).record(tenant.id, event, body_hash))
 
 
 async def handle_reported(
     ctx: AppContext, tenant: Tenant, event: AbsenceReported, body_hash: str
-) -> tuple[Message, bool]:
-    return await absences(ctx).report(tenant.id, event, body_hash)
+) -> Accepted:
+    return Accepted(*await absences(ctx).report(tenant.id, event, body_hash))
 
 
 async def handle_cancelled(
     ctx: AppContext, tenant: Tenant, event: AbsenceCancelled, body_hash: str
-) -> tuple[Message, bool]:
-    return await absences(ctx).cancel(tenant.id, event, body_hash)
+) -> Accepted:
+    return Accepted(*await absences(ctx).cancel(tenant.id, event, body_hash))
 
 
 def deduplicated_into(stored: Message, event: Any) -> dict[str, Any]:

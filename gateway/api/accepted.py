@@ -3,11 +3,21 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel
 
 from gateway.api.responses import Absent, omitted
+from gateway.models import Message
+
+
+class Accepted(NamedTuple):
+    """What an event's handler says: the message as stored, whether it was stored before,
+    and fields of the 202 only the handler knows (message.created: the recipients)."""
+
+    message: Message
+    duplicate: bool
+    fields: dict[str, Any] | None = None
 
 
 class EventAccepted(BaseModel):

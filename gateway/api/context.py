@@ -20,6 +20,7 @@ from gateway.store import Store
 
 if TYPE_CHECKING:
     from gateway.attachments import Attachments
+    from gateway.audience_handoff import AudienceHandoff
     from gateway.channel_health import ChannelHealth
     from gateway.render import Renderer
 
@@ -42,6 +43,9 @@ class AppContext:
     # The absence flows (gateway/absence.py). The service passes its own, wired with the
     # escalator; without one (an app built in a test) one is made here, once per app.
     absences: Absences | None = None
+    # message.created's audience snapshot, handed from the intake to this process's
+    # planner (gateway/audience_handoff.py); None where this process plans nothing.
+    audiences: AudienceHandoff | None = None
 
     def __post_init__(self) -> None:
         if self.absences is None:

@@ -17,7 +17,7 @@ from pydantic import BaseModel
 
 from gateway import intake, scheduling
 from gateway.api import absence, recipients, spec
-from gateway.api.accepted import EventAccepted
+from gateway.api.accepted import Accepted, EventAccepted
 from gateway.api.attachments import attachment_service
 from gateway.api.body import parse_json, read_raw, to_model
 from gateway.api.context import CTX, AppContext
@@ -40,8 +40,6 @@ from gateway.models import (
 from gateway.store.ports import AudienceReader, Translations
 from gateway.translations import intake_rows
 
-# An accepted event: the message as stored, and whether it was stored before.
-Accepted = tuple[Message, bool]
 EventHandler = Callable[[AppContext, Tenant, Any, str], Awaitable[Accepted]]
 
 
@@ -60,8 +58,6 @@ class EventType:
     # More fields for the 202, from the stored message and the event (e.g. absence's
     # "deduplicated_into" when a repeated mark went into an earlier alert).
     answer: Callable[[Message, Any], dict[str, Any]] | None = None
-    # Fields for the 202 that need the directory (message.created: "recipients").
-    preview: Callable[[AppContext, Tenant, Any], Awaitable[dict[str, Any]]] | None = None
 
 
 _SINGULAR = {
@@ -103,7 +99,10 @@ async def handle_message_created(
         # Not for a replay: a scheduled event sent again after its send_at is a duplicate.
         scheduling.check_send_at(data.send_at, now, ctx.settings.schedule_horizon_days)
     await check_audience(ctx, tenant, event.data.audience)
-    await recipients.refuse_confidential_to_nobody(ctx, tenant, event)
+    # Read once: for the 202's preview, the confidential check and then the planner.
+    audience = await recipients.read(ctx, tenant.id, data.audience)
+    seen = recipients.preview(ctx, audience.snapshot, event)
+    recipients.refuse_confidential_to_nobody(seen, event)
     message = Message(
         id=derive_id(tenant.id, event.id),
         tenant_id=tenant.id,
@@ -125,7 +124,11 @@ async def handle_message_created(
         await _store(ctx).translations.add(intake_rows(message, data.language, data.translations))
     if data.attachments:
         await attachment_service(ctx).claim(tenant.id, data.attachments, message.id)
-    return await intake.accept(_store(ctx), message, send_at=data.send_at)
+    if ctx.audiences is not None:
+        # Before the planning job exists, so its planner finds it.
+        ctx.audiences.hand_over(message, audience.snapshot, audience.read_at)
+    stored, duplicate = await intake.accept(_store(ctx), message, send_at=data.send_at)
+    return Accepted(stored, duplicate, seen.answer())
 
 
 EVENT_TYPES: dict[str, EventType] = {
@@ -133,7 +136,6 @@ EVENT_TYPES: dict[str, EventType] = {
         MessageCreated,
         handle_message_created,
         answer=lambda _, event: scheduling.accepted_answer(event.data.send_at),
-        preview=recipients.recipients_answer,
     ),
     "absence.recorded": EventType(
         AbsenceRecorded, absence.handle_recorded, absence.deduplicated_into
@@ -198,7 +200,7 @@ async def accept_event(
                 ],
             )
         digest = body_hash(parsed)
-        stored, duplicate = await kind.handle(ctx, tenant, event, digest)
+        stored, duplicate, fields = await kind.handle(ctx, tenant, event, digest)
         if stored.body_hash != digest:
             EVENTS.labels(type_label, "conflict").inc()
             raise Conflict("this event id was accepted before with a different body")
@@ -216,7 +218,7 @@ async def accept_event(
         status="accepted",
         duplicate=duplicate,
         **(kind.answer(stored, event) if kind.answer is not None else {}),
-        **(await kind.preview(ctx, tenant, event) if kind.preview is not None else {}),
+        **(fields or {}),
     )
 
 

@@ -13,7 +13,9 @@ resolves the audience once, the same way the planner will
   reasons, unless the event says ``"allow_no_recipients": true``.
 
 The numbers are a preview: the directory may change before planning, and the status
-(``GET /v1/messages/{id}``) is what happened.
+(``GET /v1/messages/{id}``) is what happened. The snapshot read here goes on to the
+planner of the same process (``gateway/audience_handoff.py``), which then does not
+read the audience again and plans exactly the recipients counted here.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from zoneinfo import ZoneInfo
 from gateway.api.context import AppContext
 from gateway.constants import DEFAULT_TIME_ZONE
 from gateway.errors import ValidationFailed
-from gateway.models import Audience, Category, MessageCreated, Tenant
+from gateway.models import Audience, Category, DirectorySnapshot, MessageCreated
 from gateway.resolver import resolve
 from gateway.store.ports import AudienceReader
 
@@ -50,26 +52,34 @@ class Preview:
         return {"recipients": self.recipients, "suppressed": self.suppressed}
 
 
-async def preview(
-    ctx: AppContext, tenant_id: str, audience: Audience, category: Category
-) -> Preview:
+@dataclass(frozen=True, slots=True)
+class Read:
+    """The audience as the intake read it, for the preview and then the planner."""
+
+    snapshot: DirectorySnapshot
+    read_at: float  # AudienceHandoff.now() when the read began
+
+
+async def read(ctx: AppContext, tenant_id: str, audience: Audience) -> Read:
+    read_at = ctx.audiences.now() if ctx.audiences is not None else 0.0
+    return Read(await _store(ctx).load_audience(tenant_id, audience), read_at)
+
+
+def preview(ctx: AppContext, snapshot: DirectorySnapshot, event: MessageCreated) -> Preview:
     """Resolve the audience as the planner will, now."""
-    snapshot = await _store(ctx).load_audience(tenant_id, audience)
+    data = event.data
     zone = next(iter(snapshot.units.values())).time_zone if snapshot.units else DEFAULT_TIME_ZONE
     on = ctx.clock.now().astimezone(ZoneInfo(zone)).date()
-    resolution = resolve(snapshot, audience, category, on)
+    resolution = resolve(snapshot, data.audience, data.category, on)
     reasons = Counter(s.reason for s in resolution.suppressed)
     return Preview(len(resolution.recipients), dict(sorted(reasons.items())))
 
 
-async def refuse_confidential_to_nobody(
-    ctx: AppContext, tenant: Tenant, event: MessageCreated
-) -> None:
+def refuse_confidential_to_nobody(seen: Preview, event: MessageCreated) -> None:
     """422 for confidential content that would reach nobody, unless the sender accepts it."""
     data = event.data
     if data.category is not Category.confidential or data.allow_no_recipients:
         return
-    seen = await preview(ctx, tenant.id, data.audience, data.category)
     if seen.recipients:
         return
     why = ", ".join(f"{code}: {n}" for code, n in seen.suppressed.items()) or NO_RECIPIENTS
@@ -87,11 +97,3 @@ async def refuse_confidential_to_nobody(
             }
         ],
     )
-
-
-async def recipients_answer(
-    ctx: AppContext, tenant: Tenant, event: MessageCreated
-) -> dict[str, Any]:
-    """The ``recipients`` and ``suppressed`` fields of a 202."""
-    data = event.data
-    return (await preview(ctx, tenant.id, data.audience, data.category)).answer()
