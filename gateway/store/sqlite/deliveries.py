@@ -18,6 +18,7 @@ from gateway.models import Delivery, DeliveryStatus, Job, Role, StatusChange, ca
 from gateway.store import SendOutcome
 from gateway.store.encoding import dumps, from_us, from_us_opt, us, us_opt
 from gateway.store.sqlite.base import IDS, SqliteFeature, id_list, insert_jobs
+from gateway.store.trusted import builder
 
 _DELIVERY_COLUMNS = (
     "id, tenant_id, message_id, recipient_id, recipient_role, channel, target, address, "
@@ -26,9 +27,12 @@ _DELIVERY_COLUMNS = (
 )
 
 
+_new_delivery = builder(Delivery)
+
+
 def _delivery(row: Any) -> Delivery:
-    # Rows were validated on the way in; model_construct keeps the hot path cheap.
-    return Delivery.model_construct(
+    # Rows were validated on the way in: built without validation (gateway/store/trusted).
+    return _new_delivery(
         id=row[0],
         tenant_id=row[1],
         message_id=row[2],

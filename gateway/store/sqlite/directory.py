@@ -51,6 +51,7 @@ from gateway.store.directory_checks import (
 from gateway.store.encoding import dumps, from_us, from_us_opt, us
 from gateway.store.sqlite.base import IDS, SqliteFeature, id_list
 from gateway.store.sqlite.guardians import load_devices, load_failing, load_preferences
+from gateway.store.trusted import builder
 
 _FLAG_COLUMNS = {
     "information_granted": "information_reason",
@@ -64,8 +65,14 @@ _PERSON_COLUMNS = (
 _TABLES = {"person": "persons", "group": "unit_groups", "unit": "units"}
 
 
+# Rows were validated on the way in: built without validation (gateway/store/trusted).
+_new_person = builder(Person)
+_new_flags = builder(RelationFlags)
+_new_relation = builder(RelationRecord)
+
+
 def _person(row: Any, unit_ids: list[str], group_ids: list[str]) -> Person:
-    return Person.model_construct(
+    return _new_person(
         id=row[0],
         role=Role(row[1]),
         given_name=row[2],
@@ -83,7 +90,7 @@ def _person(row: Any, unit_ids: list[str], group_ids: list[str]) -> Person:
 
 def _flags(row: Any) -> RelationFlags:
     """Flags from the six flag columns (information_granted ... updated_at), NULLs as unset."""
-    return RelationFlags.model_construct(
+    return _new_flags(
         information_granted=bool(row[0]),
         information_reason=row[1],
         blocked=bool(row[2]),
@@ -659,7 +666,7 @@ async def _load_relations(
         {"t": tenant_id, "children": id_list(child_ids), "guardians": id_list(guardian_ids)},
     )
     return [
-        RelationRecord.model_construct(
+        _new_relation(
             child_id=row[0],
             guardian_id=row[1],
             parental_responsibility=bool(row[2]),

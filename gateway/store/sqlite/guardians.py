@@ -15,10 +15,13 @@ from gateway.models import Device, Preferences
 from gateway.store.directory_checks import check_contact_kind
 from gateway.store.encoding import from_us_opt, us, us_opt
 from gateway.store.sqlite.base import IDS, SqliteFeature, id_list
+from gateway.store.trusted import builder
+
+_new_device = builder(Device)
 
 
 def _device(row: Any) -> Device:
-    return Device.model_construct(
+    return _new_device(
         id=row[0],
         token=row[1],
         fid=row[2],

@@ -19,12 +19,16 @@ from gateway.store import SendOutcome, lanes
 from gateway.store.encoding import from_us, us
 from gateway.store.sqlite.base import IDS, SqliteFeature, id_list, insert_jobs
 from gateway.store.sqlite.deliveries import apply_moves
+from gateway.store.trusted import builder
 
 _JOB_COLUMNS = "id, tenant_id, kind, ref, due_at, attempts, last_error, urgent"
 
 
+_new_job = builder(Job)
+
+
 def _job(row: Any) -> Job:
-    return Job.model_construct(
+    return _new_job(
         id=row[0],
         tenant_id=row[1],
         kind=row[2],
