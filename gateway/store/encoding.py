@@ -34,5 +34,9 @@ def from_us_opt(value: int | str | None) -> datetime | None:
     return None if value is None or value == "" else from_us(value)
 
 
+# One encoder: json.dumps with options builds a new one per call (per delivery row).
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return _ENCODER.encode(value)
