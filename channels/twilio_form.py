@@ -16,13 +16,28 @@ from __future__ import annotations
 import json
 from contextvars import ContextVar
 from typing import Any
-from urllib.parse import urlencode
 
 import aiohttp
 from twilio.http.response import Response
 
 CONNECTIONS = 100  # the pool twilio's AsyncTwilioHttpClient gets from aiohttp's default
 CREATE_FAILED = "Unable to create record"  # twilio's message for a failed create
+
+# What urlencode (quote_plus) makes of each UTF-8 byte: unreserved as is, space as +.
+_UNRESERVED = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~"
+_FORM_BYTE = [chr(b) if b in _UNRESERVED else "+" if b == 0x20 else f"%{b:02X}" for b in range(256)]
+
+
+def _quoted(text: str) -> str:
+    return "".join(map(_FORM_BYTE.__getitem__, text.encode("utf-8")))
+
+
+def form_body(form: dict[str, str]) -> bytes:
+    """``urlencode(form).encode("ascii")``, byte for byte, without urllib's per-byte
+    Python loop (an SMS body is a few hundred bytes, most of them escaped in Norwegian)."""
+    return "&".join(f"{_quoted(key)}={_quoted(value)}" for key, value in form.items()).encode(
+        "ascii"
+    )
 
 
 class MessageCreate:
@@ -46,7 +61,7 @@ class MessageCreate:
         if self._session is None:
             connector = aiohttp.TCPConnector(limit=CONNECTIONS)
             self._session = aiohttp.ClientSession(connector=connector)
-        body = urlencode(form).encode("ascii")
+        body = form_body(form)
         async with self._session.post(
             self._url, data=body, headers=self._headers, timeout=self._timeout
         ) as response:
