@@ -4,6 +4,7 @@ is read once, and the 202 counts exactly the recipients that are planned."""
 from __future__ import annotations
 
 import copy
+from datetime import timedelta
 from typing import Any
 
 from gateway.audience_handoff import MAX_HELD, AudienceHandoff
@@ -133,3 +134,28 @@ async def test_a_planner_later_than_max_age_reads_the_audience_again(
         deliveries = await gw.deliveries(tenant.id, answer["message_id"])
     assert planned_recipients(deliveries) == {"p1"}
     assert {d.recipient_id for d in deliveries if d.reason == "blocked"} == {"p2"}
+
+
+async def test_a_scheduled_message_is_not_handed_over(
+    settings: Settings, clock: ManualClock
+) -> None:
+    async with running(settings, clock) as gw:
+        handoff = AudienceHandoff()
+        gw.service.ctx.audiences = gw.service.dispatcher.audiences = handoff
+        _, key = await new_tenant(gw.service, clock, DirectoryBatch.model_validate(TWO_GUARDIANS))
+        event = {
+            "id": "evt-later",
+            "type": "message.created",
+            "data": {
+                "audience": {"groups": ["g1"]},
+                "subject": "Tur",
+                "body": "Vi går på tur.",
+                "send_at": (clock.now() + timedelta(days=1)).isoformat(),
+            },
+        }
+        async with gw.session.post(
+            f"{gw.url}/v1/events", json=event, headers=gw.headers(key)
+        ) as resp:
+            assert resp.status == 202
+            assert (await resp.json())["recipients"] == 2
+    assert len(handoff) == 0  # resolved again when it is due

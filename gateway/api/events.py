@@ -124,8 +124,9 @@ async def handle_message_created(
         await _store(ctx).translations.add(intake_rows(message, data.language, data.translations))
     if data.attachments:
         await attachment_service(ctx).claim(tenant.id, data.attachments, message.id)
-    if ctx.audiences is not None:
-        # Before the planning job exists, so its planner finds it.
+    if ctx.audiences is not None and data.send_at is None:
+        # Before the planning job exists, so its planner finds it (a scheduled message is
+        # resolved when it is due, long after the snapshot could be used).
         ctx.audiences.hand_over(message, audience.snapshot, audience.read_at)
     stored, duplicate = await intake.accept(_store(ctx), message, send_at=data.send_at)
     return Accepted(stored, duplicate, seen.answer())
