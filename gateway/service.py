@@ -34,6 +34,7 @@ from gateway.doctor import log_checks
 from gateway.errors import ConfigError
 from gateway.escalation import Escalator
 from gateway.filestore import open_file_store
+from gateway.gcpause import settle
 from gateway.jobs import registry
 from gateway.readlinks import read_link_maker
 from gateway.render import Renderer
@@ -266,6 +267,7 @@ async def run_until_signalled(service: Service) -> None:
         # Inside the try: a start that fails half-way (a missing credentials file, a
         # port in use) must still close the store, or its threads keep the process alive.
         await service.start()
+        settle()  # a long-running process: the collector tuned for it (gateway/gcpause.py)
         await stop.wait()
         log.info("stopping")
     finally:
