@@ -7,7 +7,8 @@ unit), ``rc:<child>`` / ``rg:<guardian>`` (relations both ways), ``flags`` and
 Writes are optimistic transactions (WATCH on the version of each part they read:
 ``dirv``, ``prefv``, ``devv``, then MULTI/EXEC); ``load_audience`` reads are checked
 against the same versions, so it returns a consistent snapshot or a StoreError. The
-rules every backend keeps are in :mod:`gateway.store.directory_checks`.
+rules every backend keeps are in :mod:`gateway.store.directory_checks` and (audience
+expansion over this module's ``_RedisRead``) :mod:`gateway.store.audience`.
 """
 
 from __future__ import annotations
@@ -20,17 +21,15 @@ from typing import Any, TypeVar
 
 from redis.exceptions import WatchError
 
-from gateway.errors import NotFound, StoreError
+from gateway.errors import NotFound
 from gateway.models import (
     Audience,
-    Device,
     DirectoryBatch,
     DirectoryDeletion,
     DirectorySnapshot,
     Group,
     GroupKind,
     Person,
-    Preferences,
     Protection,
     RelationFlags,
     RelationRecord,
@@ -45,8 +44,8 @@ from gateway.protection import (
     raised_by_import,
 )
 from gateway.store import FlagHistoryEntry
+from gateway.store.audience import Members, People, Places, checked, expand
 from gateway.store.directory_checks import (
-    CHILD_ROLES,
     DeletionFacts,
     Known,
     audience_ids,
@@ -57,13 +56,10 @@ from gateway.store.directory_checks import (
 )
 from gateway.store.encoding import dumps, from_us, from_us_opt, us
 from gateway.store.redis.base import RedisFeature
-from gateway.store.redis.guardians import device_from_doc
+from gateway.store.redis.guardians import contacts_from, device_from_doc, read_contacts
 
 _FLAG_REASONS = {"information_granted": "ir", "blocked": "br"}
 _FLAG_VALUES = {"information_granted": "ig", "blocked": "b"}
-
-# How often load_audience reads before it gives up on a directory that keeps changing.
-_SNAPSHOT_TRIES = 10
 
 # The hash of each kind of directory row (directory_checks.AUDIENCE_CHECKS).
 _HASHES = {"person": "roles", "group": "groups", "unit": "units"}
@@ -536,163 +532,16 @@ class RedisDirectory(RedisFeature):
 
     async def load_audience(self, tenant_id: str, audience: Audience) -> DirectorySnapshot:
         """Several reads, checked against the directory versions: a snapshot is returned
-        only when no directory write landed in between; under writes that never pause it
-        gives up with a (transient) StoreError rather than answer with a torn one."""
+        only when no directory write landed in between (store/audience.checked)."""
         versions = [self._db.t(tenant_id, v) for v in ("dirv", "prefv", "devv")]
-        for attempt in range(_SNAPSHOT_TRIES):
+        read = _RedisRead(self._redis, self._db.tk(tenant_id))
+
+        async def once() -> DirectorySnapshot | None:
             before = await self._redis.mget(versions)
-            snapshot = await self._load_audience(tenant_id, audience)
-            if await self._redis.mget(versions) == before:
-                return snapshot  # no directory write in between: a consistent snapshot
-            await asyncio.sleep(0.001 * 2**attempt)  # let the writers pass
-        raise StoreError("the directory kept changing while it was read; try again")
+            snapshot = await expand(read, audience)
+            return snapshot if await self._redis.mget(versions) == before else None
 
-    async def _load_audience(self, tenant_id: str, audience: Audience) -> DirectorySnapshot:
-        t = self._db.tk(tenant_id)
-        r = self._redis
-        async with r.pipeline(transaction=False) as read:
-            for g in audience.groups:
-                read.smembers(t("gm", g))
-            for u in audience.units:
-                read.smembers(t("um", u))
-                read.smembers(t("ug", u))
-            got = await read.execute()
-        candidates = set(audience.children)
-        unit_groups: set[str] = set()
-        for members in got[: len(audience.groups)]:
-            candidates |= members
-        rest = got[len(audience.groups) :]
-        for i in range(0, len(rest), 2):
-            candidates |= rest[i]
-            unit_groups |= rest[i + 1]
-        async with r.pipeline(transaction=False) as read:
-            for g in sorted(unit_groups):
-                read.smembers(t("gm", g))
-            ordered = sorted(candidates)
-            read.hmget(t("roles"), ordered or ["-"])
-            got = await read.execute()
-        for members in got[:-1]:
-            candidates |= members
-        roles = dict(zip(ordered, got[-1], strict=False))
-        more = sorted(candidates - roles.keys())
-        if more:
-            roles.update(zip(more, await r.hmget(t("roles"), more), strict=True))
-        children = sorted(c for c in candidates if roles.get(c) in CHILD_ROLES)
-        relations = await self._load_relations(tenant_id, children, audience.guardians)
-        wanted = dict.fromkeys(children)
-        for relation in relations:
-            wanted[relation.child_id] = None
-            wanted[relation.guardian_id] = None
-        wanted.update(dict.fromkeys(audience.guardians))
-        wanted.update(dict.fromkeys(audience.staff))
-        persons, preferences, devices, failing = await self._load_persons(tenant_id, list(wanted))
-        group_ids = dict.fromkeys(audience.groups)
-        unit_ids = dict.fromkeys(audience.units)
-        for person in persons.values():
-            group_ids.update(dict.fromkeys(person.group_ids))
-            unit_ids.update(dict.fromkeys(person.unit_ids))
-        gids = list(group_ids)
-        groups = {
-            g: _group(g, doc)
-            for g, doc in zip(gids, await r.hmget(t("groups"), gids or ["-"]), strict=False)
-            if doc is not None
-        }
-        unit_ids.update(dict.fromkeys(g.unit_id for g in groups.values()))
-        uids = list(unit_ids)
-        units = {
-            u: _unit(u, doc)
-            for u, doc in zip(uids, await r.hmget(t("units"), uids or ["-"]), strict=False)
-            if doc is not None
-        }
-        return DirectorySnapshot.model_construct(
-            units=units,
-            groups=groups,
-            persons=persons,
-            audience_children=children,
-            relations=relations,
-            preferences=preferences,
-            devices=devices,
-            failing=failing,
-        )
-
-    async def _load_relations(
-        self, tenant_id: str, children: list[str], guardians: list[str]
-    ) -> list[RelationRecord]:
-        t = self._db.tk(tenant_id)
-        async with self._redis.pipeline(transaction=False) as read:
-            for c in children:
-                read.hgetall(t("rc", c))
-            for g in guardians:
-                read.smembers(t("rg", g))
-            got = await read.execute()
-        found: dict[tuple[str, str], str] = {}
-        for c, row in zip(children, got, strict=False):
-            for g, value in row.items():
-                found[(c, g)] = value
-        extra = [
-            (c, g)
-            for g, kids in zip(guardians, got[len(children) :], strict=True)
-            for c in kids
-            if (c, g) not in found
-        ]
-        keys = sorted(set(found) | set(extra))
-        async with self._redis.pipeline(transaction=False) as read:
-            for c, g in extra:
-                read.hget(t("rc", c), g)
-            read.hmget(t("flags"), [f"{c}\x1f{g}" for c, g in keys] or ["-"])
-            got = await read.execute()
-        for pair, value in zip(extra, got[:-1], strict=True):
-            if value is not None:
-                found[pair] = value
-        flags = dict(zip(keys, got[-1], strict=False))
-        return [
-            RelationRecord.model_construct(
-                child_id=c,
-                guardian_id=g,
-                parental_responsibility=found[(c, g)][0] == "1",
-                daily_care=found[(c, g)][1] == "1",
-                flags=_flags(flags.get((c, g))),
-            )
-            for c, g in keys
-            if (c, g) in found
-        ]
-
-    async def _load_persons(
-        self, tenant_id: str, ids: list[str]
-    ) -> tuple[
-        dict[str, Person], dict[str, Preferences], dict[str, list[Device]], dict[str, list[str]]
-    ]:
-        t = self._db.tk(tenant_id)
-        if not ids:
-            return {}, {}, {}, {}
-        async with self._redis.pipeline(transaction=False) as read:
-            read.hmget(t("persons"), ids)
-            read.hmget(t("prefs"), ids)
-            read.hmget(t("fail"), [f"{p}\x1f{k}" for p in ids for k in ("email", "phone")])
-            for p in ids:
-                read.hgetall(t("dev", p))
-            got = await read.execute()
-        persons = {p: _person(p, doc) for p, doc in zip(ids, got[0], strict=True) if doc}
-        preferences = {
-            p: Preferences.model_validate_json(doc[1:])
-            for p, doc in zip(ids, got[1], strict=True)
-            if doc is not None and p in persons
-        }
-        failing: dict[str, list[str]] = {}
-        for i, p in enumerate(ids):
-            person = persons.get(p)
-            if person is None:
-                continue
-            for j, (kind, current) in enumerate((("email", person.email), ("phone", person.phone))):
-                doc = got[2][2 * i + j]
-                if doc is not None and current is not None and json.loads(doc)[0] == current:
-                    failing.setdefault(p, []).append(kind)
-        devices = {
-            p: [device_from_doc(d, rows[d]) for d in sorted(rows)]
-            for p, rows in zip(ids, got[3:], strict=True)
-            if rows and p in persons
-        }
-        return persons, preferences, devices, failing
+        return await checked(once)
 
     async def protected_persons(self, tenant_id: str, person_ids: Sequence[str]) -> set[str]:
         ids = list(dict.fromkeys(person_ids))
@@ -704,3 +553,86 @@ class RedisDirectory(RedisFeature):
             for p, doc in zip(ids, docs, strict=True)
             if doc is not None and json.loads(doc)[4] != Protection.none.value
         }
+
+
+class _RedisRead:
+    """:class:`gateway.store.audience.DirectoryRead` on a tenant's keys (``t``); its
+    consistency is checked by the caller against the directory versions."""
+
+    def __init__(self, redis: Any, t: Callable[..., str]) -> None:
+        self._redis = redis
+        self._t = t
+
+    async def members(self, groups: Sequence[str], units: Sequence[str]) -> Members:
+        t = self._t
+        async with self._redis.pipeline(transaction=False) as read:
+            for g in groups:
+                read.smembers(t("gm", g))
+            for u in units:
+                read.smembers(t("um", u))
+            for u in units:
+                read.smembers(t("ug", u))
+            got: list[set[str]] = await read.execute()
+        placed = len(groups) + len(units)
+        return Members(set().union(*got[:placed]), set().union(*got[placed:]))
+
+    async def people(self, ids: Sequence[str]) -> People:
+        if not ids:
+            return People()
+        async with self._redis.pipeline(transaction=False) as read:
+            read.hmget(self._t("persons"), ids)
+            read_contacts(read, self._t, ids)
+            got = await read.execute()
+        found = People({p: _person(p, doc) for p, doc in zip(ids, got[0], strict=True) if doc})
+        contacts_from(ids, got[1:], found)
+        return found
+
+    async def relations(
+        self, children: Sequence[str], guardians: Sequence[str]
+    ) -> list[RelationRecord]:
+        t = self._t
+        async with self._redis.pipeline(transaction=False) as read:
+            for c in children:
+                read.hgetall(t("rc", c))
+            for g in guardians:
+                read.smembers(t("rg", g))
+            got = await read.execute()
+        found = {(c, g): v for c, row in zip(children, got, strict=False) for g, v in row.items()}
+        extra = [
+            (c, g)
+            for g, kids in zip(guardians, got[len(children) :], strict=True)
+            for c in kids
+            if (c, g) not in found
+        ]
+        pairs = sorted(set(found) | set(extra))
+        async with self._redis.pipeline(transaction=False) as read:
+            for c, g in extra:
+                read.hget(t("rc", c), g)
+            read.hmget(t("flags"), [f"{c}\x1f{g}" for c, g in pairs] or ["-"])
+            got = await read.execute()
+        for pair, value in zip(extra, got[:-1], strict=True):
+            if value is not None:
+                found[pair] = value
+        flags = dict(zip(pairs, got[-1], strict=False))
+        kept = [p for p in pairs if p in found]
+        return [_relation(c, g, found[c, g], flags.get((c, g))) for c, g in kept]
+
+    async def places(self, groups: Sequence[str], units: Sequence[str]) -> Places:
+        async with self._redis.pipeline(transaction=False) as read:
+            read.hmget(self._t("groups"), list(groups) or ["-"])
+            read.hmget(self._t("units"), list(units) or ["-"])
+            got = await read.execute()
+        return Places(
+            {g: _group(g, doc) for g, doc in zip(groups, got[0], strict=False) if doc is not None},
+            {u: _unit(u, doc) for u, doc in zip(units, got[1], strict=False) if doc is not None},
+        )
+
+
+def _relation(child_id: str, guardian_id: str, doc: str, flags: str | None) -> RelationRecord:
+    return RelationRecord.model_construct(
+        child_id=child_id,
+        guardian_id=guardian_id,
+        parental_responsibility=doc[0] == "1",
+        daily_care=doc[1] == "1",
+        flags=_flags(flags),
+    )

@@ -10,9 +10,12 @@ version of its part (``prefv``, ``devv``), which ``load_audience`` checks.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import Any
 
 from gateway.models import Device, Preferences
+from gateway.store.audience import CONTACT_KINDS, People
 from gateway.store.directory_checks import check_contact_kind
 from gateway.store.encoding import dumps, from_us_opt, us, us_opt
 from gateway.store.redis import scripts as lua
@@ -87,3 +90,28 @@ class RedisGuardians(RedisFeature):
             )
             pipe.incr(self._db.t(tenant_id, "devv"))
             await pipe.execute()
+
+
+def read_contacts(read: Any, t: Callable[..., str], ids: Sequence[str]) -> None:
+    """Queue on the pipeline ``read`` the reads :func:`contacts_from` takes apart: these
+    persons' preferences, failed addresses and devices (``t`` the tenant's key names)."""
+    read.hmget(t("prefs"), ids)
+    read.hmget(t("fail"), [f"{p}\x1f{k}" for p in ids for k in CONTACT_KINDS])
+    for p in ids:
+        read.hgetall(t("dev", p))
+
+
+def contacts_from(ids: Sequence[str], replies: Sequence[Any], into: People) -> None:
+    """The replies of :func:`read_contacts`, for the persons found ``into``."""
+    prefs, failed, devices = replies[0], replies[1], replies[2:]
+    for i, p in enumerate(ids):
+        if p not in into.persons:
+            continue
+        if prefs[i] is not None:
+            into.preferences[p] = Preferences.model_validate_json(prefs[i][1:])
+        for j, kind in enumerate(CONTACT_KINDS):
+            doc = failed[len(CONTACT_KINDS) * i + j]
+            if doc is not None:
+                into.failed.setdefault(p, {})[kind] = json.loads(doc)[0]
+        if devices[i]:
+            into.devices[p] = [device_from_doc(d, devices[i][d]) for d in sorted(devices[i])]
