@@ -79,6 +79,10 @@ class RedisHandle:
     def qp(self) -> str:
         return keys.queue_prefix(self.prefix)
 
+    def q(self, *parts: str) -> str:
+        """A key of the queue's slot: ``q(K.JOB, job_id)`` is ``P:{q}:j:<job id>``."""
+        return keys.queue_key(self.prefix, *parts)
+
     # ------------------------------------------------------------------ scripts
 
     def add_scripts(self, scripts: Sequence[Lua]) -> None:

@@ -55,6 +55,7 @@ from gateway.store.directory_checks import (
     check_relation_flag,
 )
 from gateway.store.encoding import dumps, from_us, from_us_opt, us
+from gateway.store.redis import keys as K
 from gateway.store.redis.base import RedisFeature
 from gateway.store.redis.guardians import contacts_from, device_from_doc, read_contacts
 
@@ -62,7 +63,10 @@ _FLAG_REASONS = {"information_granted": "ir", "blocked": "br"}
 _FLAG_VALUES = {"information_granted": "ig", "blocked": "b"}
 
 # The hash of each kind of directory row (directory_checks.AUDIENCE_CHECKS).
-_HASHES = {"person": "roles", "group": "groups", "unit": "units"}
+# The versions a write bumps and a checked read compares: directory, preferences, devices.
+_VERSIONS = (K.DIRECTORY_VERSION, K.PREFERENCES_VERSION, K.DEVICES_VERSION)
+
+_HASHES = {"person": K.ROLES, "group": K.GROUPS, "unit": K.UNITS}
 
 _T = TypeVar("_T")
 
@@ -145,20 +149,20 @@ def _queue_person_deletion(
     if doc is not None:
         person = _person(p, doc)
         for u in person.unit_ids:
-            pipe.srem(t("um", u), p)
+            pipe.srem(t(K.UNIT_MEMBERS, u), p)
         for g in person.group_ids:
-            pipe.srem(t("gm", g), p)
+            pipe.srem(t(K.GROUP_MEMBERS, g), p)
     for device_id, ddoc in devices.items():
         device = device_from_doc(device_id, ddoc)
         if device.token is not None:
-            pipe.hdel(t("tok"), device.token)
+            pipe.hdel(t(K.TOKENS), device.token)
         if device.fid is not None:
-            pipe.hdel(t("fid"), device.fid)
-    pipe.delete(t("dev", p), t("rc", p), t("rg", p))
-    pipe.hdel(t("persons"), p)
-    pipe.hdel(t("roles"), p)
-    pipe.hdel(t("prefs"), p)
-    pipe.hdel(t("fail"), f"{p}\x1femail", f"{p}\x1fphone")
+            pipe.hdel(t(K.FIDS), device.fid)
+    pipe.delete(t(K.DEVICES, p), t(K.CHILD_RELATIONS, p), t(K.GUARDIAN_RELATIONS, p))
+    pipe.hdel(t(K.PERSONS), p)
+    pipe.hdel(t(K.ROLES), p)
+    pipe.hdel(t(K.PREFERENCES), p)
+    pipe.hdel(t(K.FAILING), f"{p}\x1femail", f"{p}\x1fphone")
 
 
 class RedisDirectory(RedisFeature):
@@ -169,7 +173,7 @@ class RedisDirectory(RedisFeature):
         tenant_id: str,
         body: Callable[[Any], Awaitable[_T]],
         *,
-        watch: Sequence[str] = ("dirv",),
+        watch: Sequence[str] = (K.DIRECTORY_VERSION,),
     ) -> _T:
         """An optimistic directory transaction: ``body`` reads (with the client or the
         pipeline), then calls ``pipe.multi()`` and queues writes; it runs again if any
@@ -205,9 +209,9 @@ class RedisDirectory(RedisFeature):
             persons = list({p.id: p for p in batch.persons}.values())
             groups = list({g.id: g for g in batch.groups}.values())
             async with self._redis.pipeline(transaction=False) as read:
-                read.hmget(self._db.t(tenant_id, "persons"), [p.id for p in persons] or ["-"])
-                read.hmget(self._db.t(tenant_id, "groups"), [g.id for g in groups] or ["-"])
-                read.hmget(self._db.t(tenant_id, "prefs"), list(batch.preferences) or ["-"])
+                read.hmget(self._db.t(tenant_id, K.PERSONS), [p.id for p in persons] or ["-"])
+                read.hmget(self._db.t(tenant_id, K.GROUPS), [g.id for g in groups] or ["-"])
+                read.hmget(self._db.t(tenant_id, K.PREFERENCES), list(batch.preferences) or ["-"])
                 old_persons, old_groups, prefs = await read.execute()
             # Every row merges with what is stored (or with its own earlier row).
             current = {
@@ -233,15 +237,23 @@ class RedisDirectory(RedisFeature):
                 old_groups,
             )
             for person_id, entry in raises:
-                pipe.rpush(self._db.t(tenant_id, "ph", person_id), _protection_doc(entry))
+                pipe.rpush(
+                    self._db.t(tenant_id, K.PROTECTION_HISTORY, person_id), _protection_doc(entry)
+                )
             applied = 0
             for (person_id, p), cur in zip(batch.preferences.items(), prefs, strict=False):
                 if cur is None or cur.startswith("i"):  # "g": the guardian's own, kept
-                    pipe.hset(self._db.t(tenant_id, "prefs"), person_id, "i" + p.model_dump_json())
+                    pipe.hset(
+                        self._db.t(tenant_id, K.PREFERENCES), person_id, "i" + p.model_dump_json()
+                    )
                     applied += 1
             return applied
 
-        watch = ("dirv", "prefv") if batch.preferences else ("dirv",)
+        watch = (
+            (K.DIRECTORY_VERSION, K.PREFERENCES_VERSION)
+            if batch.preferences
+            else (K.DIRECTORY_VERSION,)
+        )
         applied = await self._directory_write(tenant_id, body, watch=watch)
         return {
             "units": len(batch.units),
@@ -264,7 +276,7 @@ class RedisDirectory(RedisFeature):
         t = self._db.tk(tenant_id)
         if batch.units:
             pipe.hset(
-                t("units"),
+                t(K.UNITS),
                 mapping={
                     u.id: dumps([u.kind.value, u.name, u.time_zone, u.sender_name, u.sms_sender])
                     for u in batch.units
@@ -272,34 +284,34 @@ class RedisDirectory(RedisFeature):
             )
         for g, old in zip(groups, old_groups, strict=False):
             if old is not None and json.loads(old)[0] != g.unit_id:
-                pipe.srem(t("ug", json.loads(old)[0]), g.id)
-            pipe.sadd(t("ug", g.unit_id), g.id)
+                pipe.srem(t(K.UNIT_GROUPS, json.loads(old)[0]), g.id)
+            pipe.sadd(t(K.UNIT_GROUPS, g.unit_id), g.id)
         if groups:
             pipe.hset(
-                t("groups"),
+                t(K.GROUPS),
                 mapping={g.id: dumps([g.unit_id, g.kind.value, g.name]) for g in groups},
             )
         for p, old in zip(persons, old_persons, strict=False):
             if old is not None:
                 before = _person(p.id, old)
                 for unit_id in set(before.unit_ids) - set(p.unit_ids):
-                    pipe.srem(t("um", unit_id), p.id)
+                    pipe.srem(t(K.UNIT_MEMBERS, unit_id), p.id)
                 for group_id in set(before.group_ids) - set(p.group_ids):
-                    pipe.srem(t("gm", group_id), p.id)
+                    pipe.srem(t(K.GROUP_MEMBERS, group_id), p.id)
             for unit_id in p.unit_ids:
-                pipe.sadd(t("um", unit_id), p.id)
+                pipe.sadd(t(K.UNIT_MEMBERS, unit_id), p.id)
             for group_id in p.group_ids:
-                pipe.sadd(t("gm", group_id), p.id)
+                pipe.sadd(t(K.GROUP_MEMBERS, group_id), p.id)
         if persons:
-            pipe.hset(t("persons"), mapping={p.id: _person_doc(p) for p in persons})
-            pipe.hset(t("roles"), mapping={p.id: p.role.value for p in persons})
+            pipe.hset(t(K.PERSONS), mapping={p.id: _person_doc(p) for p in persons})
+            pipe.hset(t(K.ROLES), mapping={p.id: p.role.value for p in persons})
         for r in batch.relations:
             pipe.hset(
-                t("rc", r.child_id),
+                t(K.CHILD_RELATIONS, r.child_id),
                 r.guardian_id,
                 f"{int(r.parental_responsibility)}{int(r.daily_care)}",
             )
-            pipe.sadd(t("rg", r.guardian_id), r.child_id)
+            pipe.sadd(t(K.GUARDIAN_RELATIONS, r.guardian_id), r.child_id)
 
     async def _known_for(self, tenant_id: str, batch: DirectoryBatch) -> Known:
         refs = batch_refs(batch)
@@ -308,9 +320,9 @@ class RedisDirectory(RedisFeature):
         more_groups = sorted(refs.wanted_groups)
         more_persons = sorted(refs.wanted_persons)
         async with self._redis.pipeline(transaction=False) as read:
-            read.hmget(self._db.t(tenant_id, "units"), more_units or ["-"])
-            read.hmget(self._db.t(tenant_id, "groups"), more_groups or ["-"])
-            read.hmget(self._db.t(tenant_id, "roles"), more_persons or ["-"])
+            read.hmget(self._db.t(tenant_id, K.UNITS), more_units or ["-"])
+            read.hmget(self._db.t(tenant_id, K.GROUPS), more_groups or ["-"])
+            read.hmget(self._db.t(tenant_id, K.ROLES), more_persons or ["-"])
             found_units, found_groups, found_roles = await read.execute()
         units.update(u for u, v in zip(more_units, found_units, strict=False) if v is not None)
         groups.update(g for g, v in zip(more_groups, found_groups, strict=False) if v is not None)
@@ -324,29 +336,32 @@ class RedisDirectory(RedisFeature):
 
         async def body(pipe: Any) -> dict[str, int]:
             r = self._redis
-            units = await r.hmget(t("units"), deletion.units or ["-"])
-            groups = await r.hmget(t("groups"), deletion.groups or ["-"])
-            persons = await r.hmget(t("persons"), deletion.persons or ["-"])
+            units = await r.hmget(t(K.UNITS), deletion.units or ["-"])
+            groups = await r.hmget(t(K.GROUPS), deletion.groups or ["-"])
+            persons = await r.hmget(t(K.PERSONS), deletion.persons or ["-"])
             pairs = [(k.child_id, k.guardian_id) for k in deletion.relations]
             related: list[str | None] = []
             if pairs:
                 async with r.pipeline(transaction=False) as read:
                     for child_id, guardian_id in pairs:
-                        read.hget(t("rc", child_id), guardian_id)
+                        read.hget(t(K.CHILD_RELATIONS, child_id), guardian_id)
                     related = await read.execute()
             facts = DeletionFacts(
                 {u for u, v in zip(deletion.units, units, strict=False) if v is not None},
                 {g for g, v in zip(deletion.groups, groups, strict=False) if v is not None},
                 {p for p, v in zip(deletion.persons, persons, strict=False) if v is not None},
                 {pair for pair, v in zip(pairs, related, strict=False) if v is not None},
-                {u: set(await r.smembers(t("ug", u))) for u in dict.fromkeys(deletion.units)},
+                {
+                    u: set(await r.smembers(t(K.UNIT_GROUPS, u)))
+                    for u in dict.fromkeys(deletion.units)
+                },
             )
             check_deletion(deletion, facts)
             plan = await self._deletion_plan(tenant_id, deletion)
             pipe.multi()
             for child_id, guardian_id in set(pairs):
-                pipe.hdel(t("rc", child_id), guardian_id)
-                pipe.srem(t("rg", guardian_id), child_id)
+                pipe.hdel(t(K.CHILD_RELATIONS, child_id), guardian_id)
+                pipe.srem(t(K.GUARDIAN_RELATIONS, guardian_id), child_id)
             plan(pipe)
             return {
                 "units": len(set(deletion.units)),
@@ -355,7 +370,7 @@ class RedisDirectory(RedisFeature):
                 "relations": len(set(pairs)),
             }
 
-        return await self._directory_write(tenant_id, body, watch=("dirv", "devv", "prefv"))
+        return await self._directory_write(tenant_id, body, watch=_VERSIONS)
 
     async def _deletion_plan(
         self, tenant_id: str, deletion: DirectoryDeletion
@@ -367,16 +382,16 @@ class RedisDirectory(RedisFeature):
         group_ids = list(dict.fromkeys(deletion.groups))
         unit_ids = list(dict.fromkeys(deletion.units))
         async with r.pipeline(transaction=False) as read:
-            read.hmget(t("persons"), person_ids or ["-"])
+            read.hmget(t(K.PERSONS), person_ids or ["-"])
             for p in person_ids:
-                read.hgetall(t("dev", p))
-                read.hkeys(t("rc", p))
-                read.smembers(t("rg", p))
+                read.hgetall(t(K.DEVICES, p))
+                read.hkeys(t(K.CHILD_RELATIONS, p))
+                read.smembers(t(K.GUARDIAN_RELATIONS, p))
             for g in group_ids:
-                read.smembers(t("gm", g))
-                read.hget(t("groups"), g)
+                read.smembers(t(K.GROUP_MEMBERS, g))
+                read.hget(t(K.GROUPS), g)
             for u in unit_ids:
-                read.smembers(t("um", u))
+                read.smembers(t(K.UNIT_MEMBERS, u))
             got = await read.execute()
         docs = dict(zip(person_ids, got[0], strict=False))
         at = 1
@@ -402,18 +417,18 @@ class RedisDirectory(RedisFeature):
             for p in person_ids:
                 _queue_person_deletion(pipe, t, p, docs.get(p), devices[p])
                 for guardian_id in as_child[p]:
-                    pipe.srem(t("rg", guardian_id), p)
+                    pipe.srem(t(K.GUARDIAN_RELATIONS, guardian_id), p)
                 for child_id in as_guardian[p]:
-                    pipe.hdel(t("rc", child_id), p)
+                    pipe.hdel(t(K.CHILD_RELATIONS, child_id), p)
             for g in group_ids:
-                pipe.delete(t("gm", g))
-                pipe.srem(t("ug", group_units[g]), g)
-                pipe.hdel(t("groups"), g)
+                pipe.delete(t(K.GROUP_MEMBERS, g))
+                pipe.srem(t(K.UNIT_GROUPS, group_units[g]), g)
+                pipe.hdel(t(K.GROUPS), g)
             for u in unit_ids:
-                pipe.delete(t("um", u), t("ug", u))
-                pipe.hdel(t("units"), u)
+                pipe.delete(t(K.UNIT_MEMBERS, u), t(K.UNIT_GROUPS, u))
+                pipe.hdel(t(K.UNITS), u)
             if rewritten:
-                pipe.hset(t("persons"), mapping=rewritten)
+                pipe.hset(t(K.PERSONS), mapping=rewritten)
 
         return writes
 
@@ -423,7 +438,7 @@ class RedisDirectory(RedisFeature):
         """The documents of these persons without the groups and units that go."""
         if not person_ids:
             return {}
-        docs = await self._redis.hmget(self._db.t(tenant_id, "persons"), person_ids)
+        docs = await self._redis.hmget(self._db.t(tenant_id, K.PERSONS), person_ids)
         rewritten: dict[str, str] = {}
         for p, doc in zip(person_ids, docs, strict=True):
             if doc is not None:
@@ -449,18 +464,18 @@ class RedisDirectory(RedisFeature):
         field = f"{child_id}\x1f{guardian_id}"
 
         async def body(pipe: Any) -> RelationFlags:
-            roles = await self._redis.hmget(t("roles"), [child_id, guardian_id])
+            roles = await self._redis.hmget(t(K.ROLES), [child_id, guardian_id])
             if None in roles:
                 raise NotFound("unknown person")
-            current = await self._redis.hget(t("flags"), field)
+            current = await self._redis.hget(t(K.FLAGS), field)
             doc: dict[str, Any] = json.loads(current) if current else {}
             doc[_FLAG_VALUES[flag]] = value
             doc[_FLAG_REASONS[flag]] = reason
             doc["by"] = actor
             doc["at"] = us(at)
             pipe.multi()
-            pipe.hset(t("flags"), field, dumps(doc))
-            pipe.rpush(t("fh", field), dumps([flag, value, reason, actor, us(at)]))
+            pipe.hset(t(K.FLAGS), field, dumps(doc))
+            pipe.rpush(t(K.FLAG_HISTORY, field), dumps([flag, value, reason, actor, us(at)]))
             return _flags(dumps(doc))
 
         return await self._directory_write(tenant_id, body)
@@ -469,7 +484,7 @@ class RedisDirectory(RedisFeature):
         self, tenant_id: str, child_id: str, guardian_id: str
     ) -> list[FlagHistoryEntry]:
         rows = await self._redis.lrange(
-            self._db.t(tenant_id, "fh", f"{child_id}\x1f{guardian_id}"), 0, -1
+            self._db.t(tenant_id, K.FLAG_HISTORY, f"{child_id}\x1f{guardian_id}"), 0, -1
         )
         return [
             FlagHistoryEntry(flag=f[0], value=f[1], reason=f[2], actor=f[3], at=from_us(f[4]))
@@ -488,18 +503,18 @@ class RedisDirectory(RedisFeature):
         t = self._db.tk(tenant_id)
 
         async def body(pipe: Any) -> ProtectionHistoryEntry:
-            doc = await self._redis.hget(t("persons"), person_id)
+            doc = await self._redis.hget(t(K.PERSONS), person_id)
             if doc is None:
                 raise NotFound("unknown person")
             person = _person(person_id, doc)
             entry = ProtectionHistoryEntry(level, person.protection, reason, actor, at)
             pipe.multi()
             pipe.hset(
-                t("persons"),
+                t(K.PERSONS),
                 person_id,
                 _person_doc(person.model_copy(update={"protection": level})),
             )
-            pipe.rpush(t("ph", person_id), _protection_doc(entry))
+            pipe.rpush(t(K.PROTECTION_HISTORY, person_id), _protection_doc(entry))
             return entry
 
         return await self._directory_write(tenant_id, body)
@@ -507,14 +522,16 @@ class RedisDirectory(RedisFeature):
     async def protection_history(
         self, tenant_id: str, person_id: str
     ) -> list[ProtectionHistoryEntry]:
-        rows = await self._redis.lrange(self._db.t(tenant_id, "ph", person_id), 0, -1)
+        rows = await self._redis.lrange(
+            self._db.t(tenant_id, K.PROTECTION_HISTORY, person_id), 0, -1
+        )
         return [
             ProtectionHistoryEntry(Protection(f[0]), Protection(f[1]), f[2], f[3], from_us(f[4]))
             for f in map(json.loads, rows)
         ]
 
     async def get_person(self, tenant_id: str, person_id: str) -> Person | None:
-        doc = await self._redis.hget(self._db.t(tenant_id, "persons"), person_id)
+        doc = await self._redis.hget(self._db.t(tenant_id, K.PERSONS), person_id)
         return None if doc is None else _person(person_id, doc)
 
     async def missing_ids(self, tenant_id: str, audience: Audience) -> list[tuple[str, str]]:
@@ -533,7 +550,7 @@ class RedisDirectory(RedisFeature):
     async def load_audience(self, tenant_id: str, audience: Audience) -> DirectorySnapshot:
         """Several reads, checked against the directory versions: a snapshot is returned
         only when no directory write landed in between (store/audience.checked)."""
-        versions = [self._db.t(tenant_id, v) for v in ("dirv", "prefv", "devv")]
+        versions = [self._db.t(tenant_id, v) for v in _VERSIONS]
         read = _RedisRead(self._redis, self._db.tk(tenant_id))
 
         async def once() -> DirectorySnapshot | None:
@@ -547,7 +564,7 @@ class RedisDirectory(RedisFeature):
         ids = list(dict.fromkeys(person_ids))
         if not ids:
             return set()
-        docs = await self._redis.hmget(self._db.t(tenant_id, "persons"), ids)
+        docs = await self._redis.hmget(self._db.t(tenant_id, K.PERSONS), ids)
         return {
             p
             for p, doc in zip(ids, docs, strict=True)
@@ -567,11 +584,11 @@ class _RedisRead:
         t = self._t
         async with self._redis.pipeline(transaction=False) as read:
             for g in groups:
-                read.smembers(t("gm", g))
+                read.smembers(t(K.GROUP_MEMBERS, g))
             for u in units:
-                read.smembers(t("um", u))
+                read.smembers(t(K.UNIT_MEMBERS, u))
             for u in units:
-                read.smembers(t("ug", u))
+                read.smembers(t(K.UNIT_GROUPS, u))
             got: list[set[str]] = await read.execute()
         placed = len(groups) + len(units)
         return Members(set().union(*got[:placed]), set().union(*got[placed:]))
@@ -580,7 +597,7 @@ class _RedisRead:
         if not ids:
             return People()
         async with self._redis.pipeline(transaction=False) as read:
-            read.hmget(self._t("persons"), ids)
+            read.hmget(self._t(K.PERSONS), ids)
             read_contacts(read, self._t, ids)
             got = await read.execute()
         found = People({p: _person(p, doc) for p, doc in zip(ids, got[0], strict=True) if doc})
@@ -593,9 +610,9 @@ class _RedisRead:
         t = self._t
         async with self._redis.pipeline(transaction=False) as read:
             for c in children:
-                read.hgetall(t("rc", c))
+                read.hgetall(t(K.CHILD_RELATIONS, c))
             for g in guardians:
-                read.smembers(t("rg", g))
+                read.smembers(t(K.GUARDIAN_RELATIONS, g))
             got = await read.execute()
         found = {(c, g): v for c, row in zip(children, got, strict=False) for g, v in row.items()}
         extra = [
@@ -607,8 +624,8 @@ class _RedisRead:
         pairs = sorted(set(found) | set(extra))
         async with self._redis.pipeline(transaction=False) as read:
             for c, g in extra:
-                read.hget(t("rc", c), g)
-            read.hmget(t("flags"), [f"{c}\x1f{g}" for c, g in pairs] or ["-"])
+                read.hget(t(K.CHILD_RELATIONS, c), g)
+            read.hmget(t(K.FLAGS), [f"{c}\x1f{g}" for c, g in pairs] or ["-"])
             got = await read.execute()
         for pair, value in zip(extra, got[:-1], strict=True):
             if value is not None:
@@ -619,8 +636,8 @@ class _RedisRead:
 
     async def places(self, groups: Sequence[str], units: Sequence[str]) -> Places:
         async with self._redis.pipeline(transaction=False) as read:
-            read.hmget(self._t("groups"), list(groups) or ["-"])
-            read.hmget(self._t("units"), list(units) or ["-"])
+            read.hmget(self._t(K.GROUPS), list(groups) or ["-"])
+            read.hmget(self._t(K.UNITS), list(units) or ["-"])
             got = await read.execute()
         return Places(
             {g: _group(g, doc) for g, doc in zip(groups, got[0], strict=False) if doc is not None},

@@ -18,6 +18,7 @@ from gateway.models import Device, Preferences
 from gateway.store.audience import CONTACT_KINDS, People
 from gateway.store.directory_checks import check_contact_kind
 from gateway.store.encoding import dumps, from_us_opt, us, us_opt
+from gateway.store.redis import keys as K
 from gateway.store.redis import scripts as lua
 from gateway.store.redis.base import RedisFeature, opt
 from gateway.store.redis.scripts import Lua
@@ -50,12 +51,14 @@ class RedisGuardians(RedisFeature):
 
     async def set_preferences(self, tenant_id: str, guardian_id: str, prefs: Preferences) -> None:
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(self._db.t(tenant_id, "prefs"), guardian_id, "g" + prefs.model_dump_json())
-            pipe.incr(self._db.t(tenant_id, "prefv"))
+            pipe.hset(
+                self._db.t(tenant_id, K.PREFERENCES), guardian_id, "g" + prefs.model_dump_json()
+            )
+            pipe.incr(self._db.t(tenant_id, K.PREFERENCES_VERSION))
             await pipe.execute()
 
     async def get_preferences(self, tenant_id: str, guardian_id: str) -> Preferences | None:
-        doc = await self._redis.hget(self._db.t(tenant_id, "prefs"), guardian_id)
+        doc = await self._redis.hget(self._db.t(tenant_id, K.PREFERENCES), guardian_id)
         return None if doc is None else Preferences.model_validate_json(doc[1:])
 
     async def upsert_device(self, tenant_id: str, guardian_id: str, device: Device) -> None:
@@ -63,19 +66,19 @@ class RedisGuardians(RedisFeature):
         await self._db.eval(
             self._redis,
             _UPSERT_DEVICE,
-            [tp + "devv"],
+            [tp + K.DEVICES_VERSION],
             [tp, guardian_id, device.id, device_doc(device), opt(device.token), opt(device.fid)],
         )
 
     async def remove_device(self, tenant_id: str, guardian_id: str, device_id: str) -> bool:
         tp = self._db.tp(tenant_id)
         removed = await self._db.eval(
-            self._redis, _REMOVE_DEVICE, [tp + "devv"], [tp, guardian_id, device_id]
+            self._redis, _REMOVE_DEVICE, [tp + K.DEVICES_VERSION], [tp, guardian_id, device_id]
         )
         return bool(removed)
 
     async def list_devices(self, tenant_id: str, guardian_id: str) -> list[Device]:
-        rows = await self._redis.hgetall(self._db.t(tenant_id, "dev", guardian_id))
+        rows = await self._redis.hgetall(self._db.t(tenant_id, K.DEVICES, guardian_id))
         return [device_from_doc(d, rows[d]) for d in sorted(rows)]
 
     async def mark_contact_failing(
@@ -84,21 +87,21 @@ class RedisGuardians(RedisFeature):
         check_contact_kind(kind)
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.hset(
-                self._db.t(tenant_id, "fail"),
+                self._db.t(tenant_id, K.FAILING),
                 f"{person_id}\x1f{kind}",
                 dumps([address, code, us(at)]),
             )
-            pipe.incr(self._db.t(tenant_id, "devv"))
+            pipe.incr(self._db.t(tenant_id, K.DEVICES_VERSION))
             await pipe.execute()
 
 
 def read_contacts(read: Any, t: Callable[..., str], ids: Sequence[str]) -> None:
     """Queue on the pipeline ``read`` the reads :func:`contacts_from` takes apart: these
     persons' preferences, failed addresses and devices (``t`` the tenant's key names)."""
-    read.hmget(t("prefs"), ids)
-    read.hmget(t("fail"), [f"{p}\x1f{k}" for p in ids for k in CONTACT_KINDS])
+    read.hmget(t(K.PREFERENCES), ids)
+    read.hmget(t(K.FAILING), [f"{p}\x1f{k}" for p in ids for k in CONTACT_KINDS])
     for p in ids:
-        read.hgetall(t("dev", p))
+        read.hgetall(t(K.DEVICES, p))
 
 
 def contacts_from(ids: Sequence[str], replies: Sequence[Any], into: People) -> None:

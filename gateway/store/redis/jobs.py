@@ -16,6 +16,7 @@ from gateway.constants import JOB_SEND
 from gateway.models import DeliveryStatus, Job
 from gateway.store import SendOutcome, lanes
 from gateway.store.encoding import from_us, us
+from gateway.store.redis import keys as K
 from gateway.store.redis import scripts as lua
 from gateway.store.redis.base import RedisFeature, RedisHandle, opt
 from gateway.store.redis.scripts import Lua
@@ -82,11 +83,11 @@ class RedisJobs(RedisFeature):
                     "1" if j.urgent else "0",
                 )
             )
-        self._db.eval(pipe, _ADD_JOBS, [self._db.qp + "kinds"], args)
+        self._db.eval(pipe, _ADD_JOBS, [self._db.qp + K.KINDS], args)
 
     def queue_finish(self, pipe: Any, job_ids: Sequence[str]) -> None:
         """Queue the end of jobs on a pipeline."""
-        self._db.eval(pipe, _FINISH_JOBS, [self._db.qp + "kinds"], [self._db.qp, *job_ids])
+        self._db.eval(pipe, _FINISH_JOBS, [self._db.qp + K.KINDS], [self._db.qp, *job_ids])
 
     async def claim_jobs(
         self,
@@ -104,7 +105,7 @@ class RedisJobs(RedisFeature):
         out = await self._db.eval(
             self._redis,
             _CLAIM,
-            [self._db.qp + "clock"],
+            [self._db.qp + K.CLOCK],
             [
                 self._db.qp,
                 stamp // 1000,
@@ -128,14 +129,14 @@ class RedisJobs(RedisFeature):
 
     async def finish_job(self, job_id: str) -> None:
         await self._db.eval(
-            self._redis, _FINISH_JOBS, [self._db.qp + "kinds"], [self._db.qp, job_id]
+            self._redis, _FINISH_JOBS, [self._db.qp + K.KINDS], [self._db.qp, job_id]
         )
 
     async def retry_job(self, job_id: str, due_at: datetime, error: str) -> None:
         await self._db.eval(
             self._redis,
             _RETRY_JOB,
-            [self._db.qp + "kinds"],
+            [self._db.qp + K.KINDS],
             [self._db.qp, job_id, us(due_at), error, "0"],
         )
 
@@ -143,7 +144,7 @@ class RedisJobs(RedisFeature):
         await self._db.eval(
             self._redis,
             _RETRY_JOB,
-            [self._db.qp + "kinds"],
+            [self._db.qp + K.KINDS],
             [self._db.qp, job_id, us(due_at), reason, "1"],
         )
 
@@ -152,7 +153,7 @@ class RedisJobs(RedisFeature):
             return {}
         async with self._redis.pipeline(transaction=False) as pipe:
             for job_id in job_ids:
-                pipe.hmget(self._db.qp + "j:" + job_id, "t", "k", "r", "d", "a", "e", "p")
+                pipe.hmget(self._db.q(K.JOB, job_id), "t", "k", "r", "d", "a", "e", "p")
             rows = await pipe.execute()
         return {
             job_id: _job([job_id, *row])
@@ -163,7 +164,7 @@ class RedisJobs(RedisFeature):
     async def queue_stats(self, now: datetime) -> dict[str, tuple[int, float]]:
         stamp = us(now)
         out = await self._db.eval(
-            self._redis, _QUEUE_STATS, [self._db.qp + "kinds"], [self._db.qp, stamp]
+            self._redis, _QUEUE_STATS, [self._db.qp + K.KINDS], [self._db.qp, stamp]
         )
         stats: dict[str, tuple[int, float]] = {}
         for i in range(0, len(out), 3):
@@ -175,7 +176,7 @@ class RedisJobs(RedisFeature):
     async def forget_consumer(self, client: Any) -> None:
         """Take this process out of the consumer groups (on close, with the last client)."""
         qp = self._db.qp
-        await client.evalsha(_FORGET_CONSUMERS.sha, 1, qp + "kinds", qp, self._consumer)
+        await client.evalsha(_FORGET_CONSUMERS.sha, 1, qp + K.KINDS, qp, self._consumer)
 
 
 class RedisSendLedger(RedisFeature):

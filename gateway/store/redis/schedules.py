@@ -13,31 +13,20 @@ from __future__ import annotations
 from datetime import datetime
 
 from gateway.store.encoding import from_us, from_us_opt, us
+from gateway.store.redis import keys as K
 from gateway.store.redis.base import RedisFeature
-from gateway.store.redis.scripts import QUEUE_COMMON
+from gateway.store.redis.scripts import QUEUE_COMMON, Lua, read
 from gateway.store.schedules import CancelResult, Schedule
 
 # KEYS[1] the kinds set. ARGV: qp job_id. 1: removed; 0: no such job; -1: claimed before.
-_TAKE_UNSTARTED = (
-    QUEUE_COMMON
-    + r"""
-local key = qp .. 'j:' .. ARGV[2]
-local j = redis.call('HMGET', key, 'k', 'x', 'a', 'p', 'l')
-if not j[1] then return 0 end
-if tonumber(j[3]) > 0 or (j[5] and j[5] ~= '') then return -1 end
-drop_entry(j[1], j[2])
-redis.call('ZREM', waiting(j[1], j[4]), ARGV[2])
-redis.call('DEL', key)
-return 1
-"""
-)
+_TAKE_UNSTARTED = Lua(QUEUE_COMMON + read("schedules_take_unstarted"))
 
 
 class RedisSchedules(RedisFeature):
     """:class:`gateway.store.schedules.Schedules` on the store's handle."""
 
     def _key(self, tenant_id: str, message_id: str) -> str:
-        return self._db.t(tenant_id, "sched", message_id)
+        return self._db.t(tenant_id, K.SCHEDULE, message_id)
 
     async def add_schedule(self, schedule: Schedule) -> None:
         key = self._key(schedule.tenant_id, schedule.message_id)
@@ -62,7 +51,7 @@ class RedisSchedules(RedisFeature):
             return CancelResult.cancelled
         qp = self._db.qp
         taken = await self._redis.execute_command(
-            "EVAL", _TAKE_UNSTARTED, 1, qp + "kinds", qp, plan_job_id
+            "EVAL", _TAKE_UNSTARTED.source, 1, qp + K.KINDS, qp, plan_job_id
         )
         # 0: no job: planned, or a cancel that crashed after taking it, before the mark.
         if int(taken) == -1 or (int(taken) == 0 and await self._planned(tenant_id, message_id)):
@@ -71,5 +60,5 @@ class RedisSchedules(RedisFeature):
         return CancelResult.cancelled
 
     async def _planned(self, tenant_id: str, message_id: str) -> bool:
-        planned = await self._redis.hget(self._db.t(tenant_id, "m", message_id), "p")
+        planned = await self._redis.hget(self._db.t(tenant_id, K.MESSAGE, message_id), "p")
         return bool(planned)

@@ -1,0 +1,60 @@
+"""The Redis key names live in one place, gateway/store/redis/keys.py: the Lua scripts
+read them from the generated table ``K`` and the Python features from the module, so
+no script or feature spells a key suffix of its own, and no name is left unused."""
+
+from __future__ import annotations
+
+import re
+from importlib.resources import files
+from pathlib import Path
+
+import pytest
+
+from gateway.store.redis import keys
+from gateway.store.redis.scripts import Lua
+
+REDIS = Path(str(files("gateway.store.redis")))
+LUA = sorted((REDIS / "lua").glob("*.lua"))
+PYTHON = sorted(p for p in REDIS.glob("*.py") if p.name != "keys.py")
+USED = re.compile(r"\bK\.([A-Z_]+)\b")
+# A key built from a prefix and a literal: tp .. 'd:' in Lua; t(..., "d"), g("did", ...),
+# tp + "stats" in Python.
+LUA_LITERAL = re.compile(r"\b(?:tp|qp|prefix)\s*\.\.\s*'")
+PY_LITERAL = re.compile(r"\b(?:tp\s*\+|qp\s*\+|t\([^(),\"]*,|[tgq]\()\s*f?\"")
+
+
+def _uses(paths: list[Path]) -> set[str]:
+    return {name for path in paths for name in USED.findall(path.read_text("utf-8"))}
+
+
+def test_the_scripts_use_only_names_the_module_defines() -> None:
+    assert _uses(LUA) <= set(keys.names())
+
+
+def test_every_name_is_used_by_a_script_or_a_feature() -> None:
+    assert set(keys.names()) - _uses(LUA) - _uses(PYTHON) == set()
+
+
+@pytest.mark.parametrize("path", [*LUA, *PYTHON], ids=lambda p: p.name)
+def test_no_key_suffix_is_written_out(path: Path) -> None:
+    pattern = LUA_LITERAL if path.suffix == ".lua" else PY_LITERAL
+    lines = [
+        line.strip()
+        for line in path.read_text("utf-8").splitlines()
+        if pattern.search(line) and not line.lstrip().startswith(("#", "--", '"""', "``"))
+    ]
+    assert lines == []
+
+
+def test_the_table_gives_a_family_its_separator() -> None:
+    table = keys.lua_table()
+    assert "DELIVERY='d:'," in table and "STATS='stats'," in table
+    assert Lua("return 1").source.startswith(table)
+    # the same key from Python and from a script: P:{t}:d:<id>
+    tp = keys.tenant_prefix("bb", "t1")
+    assert keys.tenant_key("bb", "t1", keys.DELIVERY, "x") == tp + "d:" + "x"
+
+
+@pytest.mark.parametrize("path", LUA, ids=lambda p: p.name)
+def test_no_script_shadows_the_table(path: Path) -> None:
+    assert not re.search(r"\blocal\s+K\b", path.read_text("utf-8"))
