@@ -16,7 +16,7 @@ from gateway.store.redis.scripts import Lua
 REDIS = Path(str(files("gateway.store.redis")))
 LUA = sorted((REDIS / "lua").glob("*.lua"))
 PYTHON = sorted(p for p in REDIS.glob("*.py") if p.name != "keys.py")
-USED = re.compile(r"\bK\.([A-Z_]+)\b")
+USED = re.compile(r"\b(?:K|keys)\.([A-Z_]+)\b")
 # A key built from a prefix and a literal: tp .. 'd:' in Lua; t(..., "d"), g("did", ...),
 # tp + "stats" in Python.
 LUA_LITERAL = re.compile(r"\b(?:tp|qp|prefix)\s*\.\.\s*'")
@@ -58,3 +58,28 @@ def test_the_table_gives_a_family_its_separator() -> None:
 @pytest.mark.parametrize("path", LUA, ids=lambda p: p.name)
 def test_no_script_shadows_the_table(path: Path) -> None:
     assert not re.search(r"\blocal\s+K\b", path.read_text("utf-8"))
+
+
+# Modules that are no feature: the names, the handle, the scripts, the wiring.
+INFRASTRUCTURE = {"keys.py", "base.py", "scripts.py", "store.py", "__init__.py"}
+# feed.py is the webhook feature's half that runs inside other features' transactions.
+SAME_FEATURE = {"feed.py": "webhooks.py"}
+# Names more than one feature uses, and why.
+SHARED = {
+    "TENANTS_TAG": "a hash tag (the tenants' slot), not a key",
+    "SETTINGS": "one hash, a field per owner: tenants (scopes), policy (overrides)",
+    "PREFERENCES_VERSION": "the directory's writes and audience reads watch it",
+    "DEVICES_VERSION": "the directory's writes and audience reads watch it",
+}
+
+
+def test_each_key_family_belongs_to_one_feature() -> None:
+    owners: dict[str, set[str]] = {}
+    for path in PYTHON:
+        if path.name in INFRASTRUCTURE:
+            continue
+        feature = SAME_FEATURE.get(path.name, path.name)
+        for name in USED.findall(path.read_text("utf-8")):
+            owners.setdefault(name, set()).add(feature)
+    shared = {name: sorted(o) for name, o in owners.items() if len(o) > 1}
+    assert set(shared) == set(SHARED), shared

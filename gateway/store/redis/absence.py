@@ -1,4 +1,4 @@
-"""Redis keys and queries of absence: records, claimed event ids, explanations, staff.
+"""Redis keys and queries of absence: records, claimed event ids, explanations.
 
 Under the tenant's hash tag: ``P:{t}:abs:<message>`` (a record's JSON),
 ``P:{t}:absev:<event>`` ("<message>\\x1f<body hash>" for every event id claimed),
@@ -8,20 +8,20 @@ Under the tenant's hash tag: ``P:{t}:abs:<message>`` (a record's JSON),
 All of them expire with the retention, like the messages they belong to, and
 ``purge_before`` removes them earlier (:meth:`RedisAbsence.purge`). A claim is
 one WATCHed transaction over the event's and the key's keys, so two racing marks never
-make two alerts. The settings override is in redis/policy.py.
+make two alerts. The settings override is in redis/policy.py; ``staff_members`` reads
+the directory, so redis/directory.py answers it.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from redis.exceptions import WatchError
 
 from gateway.constants import WEBHOOK_ABSENCE_UNROUTED
-from gateway.models import AbsenceClaim, AbsenceExplanation, AbsenceRecord, Role
+from gateway.models import AbsenceClaim, AbsenceExplanation, AbsenceRecord
 from gateway.store.encoding import dumps, from_us, us
 from gateway.store.redis import keys as K
 from gateway.store.redis.base import RedisFeature
@@ -206,7 +206,9 @@ class RedisAbsence(RedisFeature):
         args = [tp, self._db.ttl, explanation.message_id, explanation.id, doc, us(explanation.at)]
         if change is not None:
             args.append(dumps(change))
-        added = await self._db.eval(self._redis, _ADD_EXPLANATION, [tp + K.STATS], args)
+        added = await self._db.eval(
+            self._redis, _ADD_EXPLANATION, [self._db.anchor(explanation.tenant_id)], args
+        )
         return bool(added)
 
     async def list_absence_explanations(
@@ -236,29 +238,6 @@ class RedisAbsence(RedisFeature):
                 )
             )
         return sorted(out, key=lambda e: (e.at, e.id))
-
-    async def staff_members(
-        self, tenant_id: str, *, group_ids: Sequence[str] = (), unit_ids: Sequence[str] = ()
-    ) -> list[str]:
-        t = self._db.tk(tenant_id)
-        keys = [t(K.GROUP_MEMBERS, g) for g in group_ids] + [t(K.UNIT_MEMBERS, u) for u in unit_ids]
-        if not keys:
-            return []
-        members: set[str] = set()
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for key in keys:
-                pipe.smembers(key)
-            for found in await pipe.execute():
-                members |= found
-        ids = sorted(members)
-        if not ids:
-            return []
-        docs = await self._redis.hmget(t(K.PERSONS), ids)
-        return [
-            p
-            for p, doc in zip(ids, docs, strict=True)
-            if doc is not None and json.loads(doc)[0] == Role.staff.value
-        ]
 
     async def purge(self, tenant_id: str, cutoff: datetime) -> None:
         """Retention: remove the tenant's records created before ``cutoff`` with their

@@ -140,7 +140,9 @@ class DeliveryOwners(RedisFeature):
         if len(self._where) > _WHERE_CACHE:
             self._where.popitem(last=False)
 
-    def forget(self, delivery_ids: Sequence[str]) -> None:
+    async def forget(self, delivery_ids: Sequence[str]) -> None:
+        """Purged deliveries: their ``did`` keys and cached owners go."""
+        await self._redis.unlink(*(self._db.g(K.DELIVERY_TENANT, i) for i in delivery_ids))
         for i in delivery_ids:
             self._where.pop(i, None)
 
@@ -166,7 +168,7 @@ class RedisDeliveries(RedisFeature):
             # Deliveries first, then their jobs: a job never runs before its delivery
             # exists; a crash in between leaves the plan job, whose rerun adds the jobs.
             async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.sadd(self._db.g(K.ACTIVE), *by_tenant)
+                pipe.sadd(self._db.active, *by_tenant)
                 for tenant_id, rows in by_tenant.items():
                     for d in rows:
                         pipe.set(
@@ -177,7 +179,7 @@ class RedisDeliveries(RedisFeature):
                     for d in reversed(rows):
                         args.append(_delivery_meta(d))
                         args.append(_delivery_doc(d))
-                    self._db.eval(pipe, _ADD_DELIVERIES, [tp + K.STATS], args)
+                    self._db.eval(pipe, _ADD_DELIVERIES, [self._db.anchor(tenant_id)], args)
                 results = await pipe.execute()
             n_scripts = len(by_tenant)
             new = sum(int(x) for x in results[-n_scripts:])
@@ -303,7 +305,7 @@ class RedisDeliveries(RedisFeature):
                             opt(m.segments),
                         )
                     )
-                self._db.eval(pipe, _TRANSITION, [tp + K.STATS], args)
+                self._db.eval(pipe, _TRANSITION, [self._db.anchor(tenant_id)], args)
                 scripts += 1
             if finished_jobs:
                 self._jobs.queue_finish(pipe, finished_jobs)
@@ -343,7 +345,7 @@ class RedisDeliveries(RedisFeature):
         return {k: int(v) for k, v in counts.items() if int(v) > 0}
 
     async def delivery_stats(self) -> dict[tuple[str, str], int]:
-        tenants = sorted(await self._redis.smembers(self._db.g(K.ACTIVE)))
+        tenants = sorted(await self._redis.smembers(self._db.active))
         async with self._redis.pipeline(transaction=False) as pipe:
             for tenant_id in tenants:
                 pipe.hgetall(self._db.t(tenant_id, K.STATS))

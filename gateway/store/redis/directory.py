@@ -57,7 +57,14 @@ from gateway.store.directory_checks import (
 from gateway.store.encoding import dumps, from_us, from_us_opt, us
 from gateway.store.redis import keys as K
 from gateway.store.redis.base import RedisFeature
-from gateway.store.redis.guardians import contacts_from, device_from_doc, read_contacts
+from gateway.store.redis.guardians import (
+    contacts_from,
+    forget_contacts,
+    import_preferences,
+    read_contacts,
+    read_devices,
+    read_preferences,
+)
 
 _FLAG_REASONS = {"information_granted": "ir", "blocked": "br"}
 _FLAG_VALUES = {"information_granted": "ig", "blocked": "b"}
@@ -152,17 +159,10 @@ def _queue_person_deletion(
             pipe.srem(t(K.UNIT_MEMBERS, u), p)
         for g in person.group_ids:
             pipe.srem(t(K.GROUP_MEMBERS, g), p)
-    for device_id, ddoc in devices.items():
-        device = device_from_doc(device_id, ddoc)
-        if device.token is not None:
-            pipe.hdel(t(K.TOKENS), device.token)
-        if device.fid is not None:
-            pipe.hdel(t(K.FIDS), device.fid)
-    pipe.delete(t(K.DEVICES, p), t(K.CHILD_RELATIONS, p), t(K.GUARDIAN_RELATIONS, p))
+    forget_contacts(pipe, t, p, devices)
+    pipe.delete(t(K.CHILD_RELATIONS, p), t(K.GUARDIAN_RELATIONS, p))
     pipe.hdel(t(K.PERSONS), p)
     pipe.hdel(t(K.ROLES), p)
-    pipe.hdel(t(K.PREFERENCES), p)
-    pipe.hdel(t(K.FAILING), f"{p}\x1femail", f"{p}\x1fphone")
 
 
 class RedisDirectory(RedisFeature):
@@ -211,7 +211,7 @@ class RedisDirectory(RedisFeature):
             async with self._redis.pipeline(transaction=False) as read:
                 read.hmget(self._db.t(tenant_id, K.PERSONS), [p.id for p in persons] or ["-"])
                 read.hmget(self._db.t(tenant_id, K.GROUPS), [g.id for g in groups] or ["-"])
-                read.hmget(self._db.t(tenant_id, K.PREFERENCES), list(batch.preferences) or ["-"])
+                read_preferences(read, self._db.tk(tenant_id), list(batch.preferences))
                 old_persons, old_groups, prefs = await read.execute()
             # Every row merges with what is stored (or with its own earlier row).
             current = {
@@ -240,14 +240,7 @@ class RedisDirectory(RedisFeature):
                 pipe.rpush(
                     self._db.t(tenant_id, K.PROTECTION_HISTORY, person_id), _protection_doc(entry)
                 )
-            applied = 0
-            for (person_id, p), cur in zip(batch.preferences.items(), prefs, strict=False):
-                if cur is None or cur.startswith("i"):  # "g": the guardian's own, kept
-                    pipe.hset(
-                        self._db.t(tenant_id, K.PREFERENCES), person_id, "i" + p.model_dump_json()
-                    )
-                    applied += 1
-            return applied
+            return import_preferences(pipe, self._db.tk(tenant_id), batch.preferences, prefs)
 
         watch = (
             (K.DIRECTORY_VERSION, K.PREFERENCES_VERSION)
@@ -384,7 +377,7 @@ class RedisDirectory(RedisFeature):
         async with r.pipeline(transaction=False) as read:
             read.hmget(t(K.PERSONS), person_ids or ["-"])
             for p in person_ids:
-                read.hgetall(t(K.DEVICES, p))
+                read_devices(read, t, p)
                 read.hkeys(t(K.CHILD_RELATIONS, p))
                 read.smembers(t(K.GUARDIAN_RELATIONS, p))
             for g in group_ids:
@@ -559,6 +552,30 @@ class RedisDirectory(RedisFeature):
             return snapshot if await self._redis.mget(versions) == before else None
 
         return await checked(once)
+
+    async def staff_members(
+        self, tenant_id: str, *, group_ids: Sequence[str] = (), unit_ids: Sequence[str] = ()
+    ) -> list[str]:
+        """Staff placed directly in these groups or units (``AbsenceStore.staff_members``)."""
+        t = self._db.tk(tenant_id)
+        keys = [t(K.GROUP_MEMBERS, g) for g in group_ids] + [t(K.UNIT_MEMBERS, u) for u in unit_ids]
+        if not keys:
+            return []
+        members: set[str] = set()
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.smembers(key)
+            for found in await pipe.execute():
+                members |= found
+        ids = sorted(members)
+        if not ids:
+            return []
+        docs = await self._redis.hmget(t(K.PERSONS), ids)
+        return [
+            p
+            for p, doc in zip(ids, docs, strict=True)
+            if doc is not None and json.loads(doc)[0] == Role.staff.value
+        ]
 
     async def protected_persons(self, tenant_id: str, person_ids: Sequence[str]) -> set[str]:
         ids = list(dict.fromkeys(person_ids))

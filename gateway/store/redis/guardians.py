@@ -118,3 +118,45 @@ def contacts_from(ids: Sequence[str], replies: Sequence[Any], into: People) -> N
                 into.failed.setdefault(p, {})[kind] = json.loads(doc)[0]
         if devices[i]:
             into.devices[p] = [device_from_doc(d, devices[i][d]) for d in sorted(devices[i])]
+
+
+# In-transaction helpers for the directory (redis/directory.py), which removes a person
+# with their contacts and imports preferences in its own WATCHed transactions.
+
+
+def read_preferences(read: Any, t: Callable[..., str], ids: Sequence[str]) -> None:
+    """Queue the read of these persons' stored preferences (for :func:`import_preferences`)."""
+    read.hmget(t(K.PREFERENCES), list(ids) or ["-"])
+
+
+def import_preferences(
+    pipe: Any, t: Callable[..., str], imported: dict[str, Preferences], stored: Sequence[Any]
+) -> int:
+    """Queue imported preferences, except over a guardian's own ("g"); how many."""
+    applied = 0
+    for (person_id, prefs), cur in zip(imported.items(), stored, strict=False):
+        if cur is None or cur.startswith("i"):  # "g": the guardian's own, kept
+            pipe.hset(t(K.PREFERENCES), person_id, "i" + prefs.model_dump_json())
+            applied += 1
+    return applied
+
+
+def read_devices(read: Any, t: Callable[..., str], person_id: str) -> None:
+    """Queue the read of a person's devices (for :func:`forget_contacts`)."""
+    read.hgetall(t(K.DEVICES, person_id))
+
+
+def forget_contacts(
+    pipe: Any, t: Callable[..., str], person_id: str, devices: dict[str, str]
+) -> None:
+    """Queue the removal of a person's devices (with their token and FID index),
+    preferences and failed addresses."""
+    for device_id, doc in devices.items():
+        device = device_from_doc(device_id, doc)
+        if device.token is not None:
+            pipe.hdel(t(K.TOKENS), device.token)
+        if device.fid is not None:
+            pipe.hdel(t(K.FIDS), device.fid)
+    pipe.delete(t(K.DEVICES, person_id))
+    pipe.hdel(t(K.PREFERENCES), person_id)
+    pipe.hdel(t(K.FAILING), *(f"{person_id}\x1f{kind}" for kind in CONTACT_KINDS))

@@ -96,7 +96,7 @@ class RedisInbox(RedisFeature):
         found = await self._db.eval(
             self._redis,
             _MARK_READ,
-            [tp + K.STATS],
+            [self._db.anchor(tenant_id)],
             [tp, self._db.ttl, message_id, guardian_id, us(at), via],
         )
         return bool(found)

@@ -19,7 +19,7 @@ from gateway.store.encoding import from_us, us
 from gateway.store.redis import keys as K
 from gateway.store.redis import scripts as lua
 from gateway.store.redis.base import RedisFeature, RedisHandle, opt
-from gateway.store.redis.scripts import Lua
+from gateway.store.redis.scripts import Lua, read
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,8 @@ _FINISH_JOBS = Lua(lua.FINISH_JOBS)
 _RETRY_JOB = Lua(lua.RETRY_JOB)
 _QUEUE_STATS = Lua(lua.QUEUE_STATS)
 _FORGET_CONSUMERS = Lua(lua.FORGET_CONSUMERS)
+# KEYS[1] the kinds set. ARGV: qp job_id. 1: removed; 0: no such job; -1: claimed before.
+_TAKE_UNSTARTED = Lua(lua.QUEUE_COMMON + read("take_unstarted"))
 
 # Apply status moves and end jobs in one round trip (RedisDeliveries.apply_moves).
 ApplyMoves = Callable[[Sequence[SendOutcome], Sequence[str], Sequence[Job]], Awaitable[list[bool]]]
@@ -55,7 +57,15 @@ class RedisJobs(RedisFeature):
     the consumer group; ``claimed_send`` learns the tenant of each send job claimed (the
     delivery's tenant, kept by redis/deliveries.py)."""
 
-    SCRIPTS = (_ADD_JOBS, _CLAIM, _FINISH_JOBS, _RETRY_JOB, _QUEUE_STATS, _FORGET_CONSUMERS)
+    SCRIPTS = (
+        _ADD_JOBS,
+        _CLAIM,
+        _FINISH_JOBS,
+        _RETRY_JOB,
+        _QUEUE_STATS,
+        _FORGET_CONSUMERS,
+        _TAKE_UNSTARTED,
+    )
 
     def __init__(
         self, db: RedisHandle, consumer: str, claimed_send: Callable[[str, str], None]
@@ -172,6 +182,13 @@ class RedisJobs(RedisFeature):
             age = 0.0 if oldest == "" else max(0.0, (stamp - int(oldest)) / 1e6)
             stats[out[i]] = (int(out[i + 1]), age)
         return stats
+
+    async def take_unstarted(self, job_id: str) -> int:
+        """Remove a job no worker ever claimed: 1 removed, 0 no such job, -1 claimed before
+        (a scheduled message's cancel, redis/schedules.py)."""
+        qp = self._db.qp
+        taken = await self._db.eval(self._redis, _TAKE_UNSTARTED, [qp + K.KINDS], [qp, job_id])
+        return int(taken)
 
     async def forget_consumer(self, client: Any) -> None:
         """Take this process out of the consumer groups (on close, with the last client)."""

@@ -46,7 +46,7 @@ class RedisMessages(RedisFeature):
     async def accept_message(self, message: Message, job: Job) -> Message:
         tp = self._db.tp(message.tenant_id)
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.sadd(self._db.g(K.ACTIVE), message.tenant_id)
+            pipe.sadd(self._db.active, message.tenant_id)
             self._db.eval(
                 pipe,
                 _ACCEPT,

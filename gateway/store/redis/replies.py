@@ -22,7 +22,7 @@ class RedisReplies(RedisFeature):
     async def add_reply(self, reply: Reply) -> bool:
         tp = self._db.tp(reply.tenant_id)
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.sadd(self._db.g(K.ACTIVE), reply.tenant_id)
+            pipe.sadd(self._db.active, reply.tenant_id)
             self._db.eval(
                 pipe,
                 _ADD_REPLY,

@@ -9,7 +9,6 @@ from __future__ import annotations
 from datetime import datetime
 
 from gateway.store.encoding import us
-from gateway.store.redis import keys as K
 from gateway.store.redis import scripts as lua
 from gateway.store.redis.absence import RedisAbsence
 from gateway.store.redis.base import RedisFeature, RedisHandle
@@ -47,7 +46,7 @@ class RedisRetention(RedisFeature):
         and replies, and replies received before it; the same for absence records and
         finished webhook messages; return how many deliveries went."""
         removed = 0
-        active = await self._redis.smembers(self._db.g(K.ACTIVE))
+        active = await self._redis.smembers(self._db.active)
         tenants = sorted(active | {t.id for t in await self._tenants.list_tenants()})
         for tenant_id in tenants:
             await self._absence.purge(tenant_id, cutoff)
@@ -58,12 +57,11 @@ class RedisRetention(RedisFeature):
             more = True
             while more:
                 out = await self._db.eval(
-                    self._redis, _PURGE, [tp + K.MESSAGES], [tp, us(cutoff), 2000]
+                    self._redis, _PURGE, [self._db.anchor(tenant_id)], [tp, us(cutoff), 2000]
                 )
                 removed += int(out[0])
                 more = bool(out[1])
                 ids = out[2:]
                 if ids:
-                    await self._redis.unlink(*(self._db.g(K.DELIVERY_TENANT, i) for i in ids))
-                    self._owners.forget(ids)
+                    await self._owners.forget(ids)
         return removed

@@ -45,7 +45,9 @@ class RedisTracking(RedisFeature):
                         us(row.at),
                     )
                 )
-            flags = await self._db.eval(self._redis, _ADD_REACHED, [tp + K.STATS], args)
+            flags = await self._db.eval(
+                self._redis, _ADD_REACHED, [self._db.anchor(tenant_id)], args
+            )
             new.extend(row for row, flag in zip(group, flags, strict=True) if flag)
         return new
 

@@ -430,6 +430,31 @@ CREATE INDEX IF NOT EXISTS protection_history_by_person
         async with self._db.read(snapshot=True) as db:
             return await expand(_SqliteRead(db, tenant_id), audience)
 
+    async def staff_members(
+        self, tenant_id: str, *, group_ids: Sequence[str] = (), unit_ids: Sequence[str] = ()
+    ) -> list[str]:
+        """Staff placed directly in these groups or units (``AbsenceStore.staff_members``)."""
+        if not group_ids and not unit_ids:
+            return []
+        async with self._db.read() as db:
+            rows = await db.execute_fetchall(
+                "SELECT id FROM persons WHERE tenant_id = ? AND role = ? AND id IN ("
+                " SELECT person_id FROM person_groups WHERE tenant_id = ?"
+                "  AND group_id IN (SELECT value FROM json_each(?))"
+                " UNION SELECT person_id FROM person_units WHERE tenant_id = ?"
+                "  AND unit_id IN (SELECT value FROM json_each(?))"
+                ") ORDER BY id",
+                (
+                    tenant_id,
+                    Role.staff.value,
+                    tenant_id,
+                    id_list(group_ids),
+                    tenant_id,
+                    id_list(unit_ids),
+                ),
+            )
+        return [row[0] for row in rows]
+
     async def protected_persons(self, tenant_id: str, person_ids: Sequence[str]) -> set[str]:
         if not person_ids:
             return set()
