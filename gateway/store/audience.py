@@ -33,6 +33,7 @@ from gateway.models import (
     Person,
     Preferences,
     RelationRecord,
+    Role,
     Unit,
 )
 from gateway.store.directory_checks import CHILD_ROLES
@@ -127,6 +128,16 @@ async def expand(read: DirectoryRead, audience: Audience) -> DirectorySnapshot:
         devices={i: v for i, v in people.devices.items() if i in persons and v},
         failing=failing(persons, people.failed),
     )
+
+
+async def staff(read: DirectoryRead, groups: Sequence[str], units: Sequence[str]) -> list[str]:
+    """The staff placed directly in these groups or units, sorted (who is told of an
+    absence: ``AbsenceStore.staff_members``)."""
+    if not groups and not units:
+        return []
+    placed = await read.members(groups, units)
+    people = await read.people(sorted(placed.persons))
+    return sorted(p.id for p in people.persons.values() if p.role is Role.staff)
 
 
 async def _audience_children(read: DirectoryRead, audience: Audience) -> People:

@@ -44,7 +44,7 @@ from gateway.protection import (
     raised_by_import,
 )
 from gateway.store import FlagHistoryEntry
-from gateway.store.audience import Members, People, Places, checked, expand
+from gateway.store.audience import Members, People, Places, checked, expand, staff
 from gateway.store.directory_checks import (
     DeletionFacts,
     Known,
@@ -557,25 +557,7 @@ class RedisDirectory(RedisFeature):
         self, tenant_id: str, *, group_ids: Sequence[str] = (), unit_ids: Sequence[str] = ()
     ) -> list[str]:
         """Staff placed directly in these groups or units (``AbsenceStore.staff_members``)."""
-        t = self._db.tk(tenant_id)
-        keys = [t(K.GROUP_MEMBERS, g) for g in group_ids] + [t(K.UNIT_MEMBERS, u) for u in unit_ids]
-        if not keys:
-            return []
-        members: set[str] = set()
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for key in keys:
-                pipe.smembers(key)
-            for found in await pipe.execute():
-                members |= found
-        ids = sorted(members)
-        if not ids:
-            return []
-        docs = await self._redis.hmget(t(K.PERSONS), ids)
-        return [
-            p
-            for p, doc in zip(ids, docs, strict=True)
-            if doc is not None and json.loads(doc)[0] == Role.staff.value
-        ]
+        return await staff(_RedisRead(self._redis, self._db.tk(tenant_id)), group_ids, unit_ids)
 
     async def protected_persons(self, tenant_id: str, person_ids: Sequence[str]) -> set[str]:
         ids = list(dict.fromkeys(person_ids))

@@ -39,7 +39,7 @@ from gateway.protection import (
     raised_by_import,
 )
 from gateway.store import FlagHistoryEntry
-from gateway.store.audience import Members, People, Places, expand
+from gateway.store.audience import Members, People, Places, expand, staff
 from gateway.store.directory_checks import (
     DeletionFacts,
     Known,
@@ -434,26 +434,8 @@ CREATE INDEX IF NOT EXISTS protection_history_by_person
         self, tenant_id: str, *, group_ids: Sequence[str] = (), unit_ids: Sequence[str] = ()
     ) -> list[str]:
         """Staff placed directly in these groups or units (``AbsenceStore.staff_members``)."""
-        if not group_ids and not unit_ids:
-            return []
-        async with self._db.read() as db:
-            rows = await db.execute_fetchall(
-                "SELECT id FROM persons WHERE tenant_id = ? AND role = ? AND id IN ("
-                " SELECT person_id FROM person_groups WHERE tenant_id = ?"
-                "  AND group_id IN (SELECT value FROM json_each(?))"
-                " UNION SELECT person_id FROM person_units WHERE tenant_id = ?"
-                "  AND unit_id IN (SELECT value FROM json_each(?))"
-                ") ORDER BY id",
-                (
-                    tenant_id,
-                    Role.staff.value,
-                    tenant_id,
-                    id_list(group_ids),
-                    tenant_id,
-                    id_list(unit_ids),
-                ),
-            )
-        return [row[0] for row in rows]
+        async with self._db.read(snapshot=True) as db:
+            return await staff(_SqliteRead(db, tenant_id), group_ids, unit_ids)
 
     async def protected_persons(self, tenant_id: str, person_ids: Sequence[str]) -> set[str]:
         if not person_ids:
