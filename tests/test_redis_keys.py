@@ -47,9 +47,12 @@ def test_no_key_suffix_is_written_out(path: Path) -> None:
 
 
 def test_the_table_gives_a_family_its_separator() -> None:
-    table = keys.lua_table()
-    assert "DELIVERY='d:'," in table and "STATS='stats'," in table
-    assert Lua("return 1").source.startswith(table)
+    table = keys.lua_table(["STATS", "DELIVERY", "STATS"])
+    assert table == "local K = {DELIVERY='d:',STATS='stats',}\n"
+    assert Lua("return tp .. K.STATS .. K.DELIVERY").source.startswith(table)
+    assert Lua("return 1").source == "return 1"
+    with pytest.raises(KeyError):
+        Lua("return K.NO_SUCH_KEY")
     # the same key from Python and from a script: P:{t}:d:<id>
     tp = keys.tenant_prefix("bb", "t1")
     assert keys.tenant_key("bb", "t1", keys.DELIVERY, "x") == tp + "d:" + "x"

@@ -65,7 +65,7 @@ only hashed (:func:`gateway.store.redis.base.digest`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Final
 
 
@@ -175,12 +175,13 @@ def names() -> dict[str, str]:
     return {k: v for k, v in globals().items() if k.isupper() and isinstance(v, str)}
 
 
-def lua_table() -> str:
-    """``local K = {...}``: each name for the Lua scripts, a family's with its ``:``."""
+def lua_table(wanted: Iterable[str]) -> str:
+    """``local K = {...}`` with the ``wanted`` names for a Lua script, a family's with
+    its ``:``; a name this module lacks is a KeyError (when the script is loaded)."""
+    known = names()
     rows = [
         f"{name}='{value}:'," if isinstance(value, Family) else f"{name}='{value}',"
-        for name, value in names().items()
-        if name != "TENANTS_TAG"
+        for name, value in ((name, known[name]) for name in sorted(set(wanted)))
     ]
     return "local K = {" + "".join(rows) + "}\n"
 

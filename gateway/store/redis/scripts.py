@@ -21,21 +21,24 @@ Nor are the key names: every script starts with the table ``K`` that
 from __future__ import annotations
 
 import hashlib
+import re
 from importlib.resources import files
 
 from gateway.models import DeliveryStatus, can_transition
 from gateway.store.redis.keys import lua_table
 
-# Every key name, for the scripts to write ``tp .. K.DELIVERY .. id`` (redis/keys.py).
-_KEY_NAMES = lua_table()
+# A key name in a script: ``tp .. K.DELIVERY .. id`` (redis/keys.py).
+_KEY_NAME = re.compile(r"\bK\.([A-Z_]+)\b")
 
 
 class Lua:
     """A script loaded once per connection pool and run by its SHA1; its source starts
-    with the key names of :mod:`gateway.store.redis.keys` (``local K = {...}``)."""
+    with the key names it uses from :mod:`gateway.store.redis.keys` (``local K = {...}``:
+    only those, as the table is built on every call)."""
 
     def __init__(self, source: str) -> None:
-        self.source = _KEY_NAMES + source
+        wanted = _KEY_NAME.findall(source)
+        self.source = (lua_table(wanted) if wanted else "") + source
         self.sha = hashlib.sha1(self.source.encode()).hexdigest()
 
 
