@@ -1,7 +1,8 @@
 """Deliveries in the Redis backend, with the indexes the status API and the providers need.
 
-Under the tenant's hash tag: ``P:{t}:d:<id>`` (a hash: the delivery as JSON and its
-moving fields), ``h:<id>`` (its status history), ``mr:<message>`` (deliveries per
+Under the tenant's hash tag: ``P:{t}:d:<id>`` (a hash: the delivery as JSON, its
+moving fields and its status history ``hn``, ``h1`` … ``hn``; older versions kept the
+history in a list ``h:<id>``), ``mr:<message>`` (deliveries per
 recipient), ``mc:<message>`` (counts per status), ``stats`` (counts per channel and
 status), ``la:<hash>`` (latest delivery per address). Lookups without a tenant are
 single global keys: ``P:did:<id>`` (the delivery's tenant), ``P:pid:<hash>`` (a provider
@@ -32,7 +33,7 @@ _WHERE_CACHE = 50_000
 _TRANSITION = Lua(lua.TRANSITION)
 _ADD_DELIVERIES = Lua(lua.ADD_DELIVERIES)
 _KEEP_GREATEST = Lua(lua.KEEP_GREATEST)
-# KEYS: delivery hash, its history. ARGV: at (µs), detail. A row for a failed attempt.
+# KEYS: delivery hash. ARGV: at (µs), detail. A history row for a failed attempt.
 _NOTE_ATTEMPT = Lua(read("note_attempt"))
 
 
@@ -90,6 +91,12 @@ def _history(delivery_id: str, entry: str) -> StatusChange:
         at=from_us(parts[1]),
         detail=parts[2] if len(parts) == 3 else None,
     )
+
+
+def _history_rows(h: dict[str, str]) -> list[str]:
+    """The history rows kept in a delivery's hash (``hn`` of them: ``h1`` … ``hn``).
+    Deliveries of older versions kept them in a list ``h:<id>``, read before these."""
+    return [h[f"h{n}"] for n in range(1, int(h.get("hn", 0)) + 1)]
 
 
 def _delivery_meta(d: Delivery) -> str:
@@ -230,8 +237,10 @@ class RedisDeliveries(RedisFeature):
         async with self._redis.pipeline(transaction=False) as pipe:
             for i in ids:
                 pipe.lrange(self._db.t(where[i], "h", i), 0, -1)
+                pipe.hgetall(self._db.t(where[i], "d", i))
             rows = await pipe.execute()
-        for i, entries in zip(ids, rows, strict=True):
+        for n, i in enumerate(ids):
+            entries = rows[2 * n] + _history_rows(rows[2 * n + 1])
             result[i] = [_history(i, e) for e in entries]
         return result
 
@@ -319,7 +328,7 @@ class RedisDeliveries(RedisFeature):
         tenant_id = (await self._owners.of([delivery_id])).get(delivery_id)
         if tenant_id is None:
             return False
-        keys = [self._db.t(tenant_id, "d", delivery_id), self._db.t(tenant_id, "h", delivery_id)]
+        keys = [self._db.t(tenant_id, "d", delivery_id)]
         return bool(await self._db.eval(self._redis, _NOTE_ATTEMPT, keys, [us(at), detail]))
 
     async def delivery_by_provider_id(self, channel: str, provider_id: str) -> Delivery | None:
