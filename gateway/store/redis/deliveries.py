@@ -6,7 +6,8 @@ history in a list ``h:<id>``), ``mr:<message>`` (deliveries per
 recipient), ``mc:<message>`` (counts per status), ``stats`` (counts per channel and
 status), ``la:<hash>`` (latest delivery per address). Lookups without a tenant are
 single global keys: ``P:did:<id>`` (the delivery's tenant), ``P:pid:<hash>`` (a provider
-id's delivery), ``P:addr:<hash>`` (the latest delivery to an address). A status move is
+id's delivery), ``P:adt:<hash>`` (the tenants that sent to an address, by their latest
+delivery's time; ``P:addr:<hash>``, the latest delivery, in older versions). A status move is
 one tenant script (lua/transition.lua) that keeps the forward-only rule.
 """
 
@@ -32,7 +33,6 @@ _WHERE_CACHE = 50_000
 
 _TRANSITION = Lua(lua.TRANSITION)
 _ADD_DELIVERIES = Lua(lua.ADD_DELIVERIES)
-_KEEP_GREATEST = Lua(lua.KEEP_GREATEST)
 # KEYS: delivery hash. ARGV: at (µs), detail. A history row for a failed attempt.
 _NOTE_ATTEMPT = Lua(read("note_attempt"))
 
@@ -156,7 +156,7 @@ class RedisDeliveries(RedisFeature):
     ``DeliveryReport`` on Redis. A delivery's jobs, and the jobs a move ends or
     follows with, go through the queue (``jobs``) in the same round trip."""
 
-    SCRIPTS = (_TRANSITION, _ADD_DELIVERIES, _KEEP_GREATEST, _NOTE_ATTEMPT)
+    SCRIPTS = (_TRANSITION, _ADD_DELIVERIES, _NOTE_ATTEMPT)
 
     def __init__(self, db: RedisHandle, owners: DeliveryOwners, jobs: RedisJobs) -> None:
         super().__init__(db)
@@ -188,19 +188,24 @@ class RedisDeliveries(RedisFeature):
             for tenant_id, rows in by_tenant.items():
                 for d in rows:
                     self._owners.remember(d.id, tenant_id)
-        addressed = [d for rows in by_tenant.values() for d in rows if d.address]
         async with self._redis.pipeline(transaction=False) as pipe:
-            for d in addressed:
-                assert d.address is not None
-                self._db.eval(
-                    pipe,
-                    _KEEP_GREATEST,
-                    [self._db.g("addr", digest(d.channel, d.address))],
-                    [f"{us(d.created_at):020d}\x1f{d.id}\x1f{d.tenant_id}", self._db.ttl],
-                )
+            self._note_addresses(pipe, [d for rows in by_tenant.values() for d in rows])
             self._jobs.queue(pipe, jobs)
             await pipe.execute()
         return new
+
+    def _note_addresses(self, pipe: Any, deliveries: Sequence[Delivery]) -> None:
+        """Per address a sorted set ``P:adt:<hash>`` of the tenants that sent to it, by
+        their latest delivery's creation time: ZADD GT keeps the latest without a read
+        (two commands per address, no script)."""
+        latest: dict[str, dict[str, int]] = {}
+        for d in deliveries:
+            if d.address:
+                tenants = latest.setdefault(self._db.g("adt", digest(d.channel, d.address)), {})
+                tenants[d.tenant_id] = max(tenants.get(d.tenant_id, 0), us(d.created_at))
+        for key, tenants in latest.items():
+            pipe.zadd(key, tenants, gt=True)
+            pipe.expire(key, self._db.ttl)
 
     async def get_delivery(self, delivery_id: str) -> Delivery | None:
         found = await self.get_deliveries([delivery_id])
@@ -368,8 +373,16 @@ class RedisDeliveries(RedisFeature):
         return (await self.load([(tenant_id, delivery_id)])).get(delivery_id)
 
     async def tenant_for_address(self, channel: str, address: str) -> str | None:
-        ref = await self._redis.get(self._db.g("addr", digest(channel, address)))
-        return None if ref is None else ref.split("\x1f", 2)[2]
+        key = digest(channel, address)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.zrevrange(self._db.g("adt", key), 0, 0, withscores=True)
+            pipe.get(self._db.g("addr", key))  # kept by older versions: "created20\x1fid\x1ft"
+            top, ref = await pipe.execute()
+        found = [(int(score), tenant) for tenant, score in top]
+        if ref is not None:
+            created, _, tenant = ref.split("\x1f", 2)
+            found.append((int(created), tenant))
+        return max(found)[1] if found else None
 
     async def recipient_deliveries(
         self, tenant_id: str, message_id: str, recipient_id: str

@@ -88,9 +88,6 @@ ACCEPT_MESSAGE = read("accept_message")
 # id message recipient channel status created20 updated not_before reason pid segs addrkey
 ADD_DELIVERIES = tenant_script(read("add_deliveries"))
 
-# KEYS[1] a global address key. ARGV: value ttl. Keeps the greatest value (created20\31id\31t).
-KEEP_GREATEST = read("keep_greatest")
-
 # KEYS[1] tenant anchor. ARGV: tp ttl message recipient at via
 MARK_READ = tenant_script(read("mark_read"))
 

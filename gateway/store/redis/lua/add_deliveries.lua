@@ -1,17 +1,36 @@
--- Per delivery: EXISTS, HSET (its first history row included), EXPIRE; an in-app one
--- ZADD + EXPIRE of the inbox. Per call: the recipients' index (HMGET + HSET per message),
--- the latest delivery per address (MGET, then SET where newer) and the counters.
+-- Per delivery: HSET (its first history row included) + EXPIRE; an in-app one ZADD +
+-- EXPIRE of the inbox. Per call and message: the recipients' index (HMGET, which also
+-- tells which deliveries exist: a delivery and its index entry are written together
+-- here and removed together by the purge, so no EXISTS per delivery, then HSET); per
+-- call: the latest delivery per address (MGET, then SET where newer) and the counters.
 local tp, ttl = ARGV[1], tonumber(ARGV[2])
 local new = 0
-local recipients = {}  -- message -> {order = {who...}, ids = {who -> 'id id'}}
-local latest = {}      -- la key -> greatest value of this call
-local latest_keys = {}
-local scores = {}      -- message -> its creation time (the inbox score) or false
-local function add_recipient(mid, who, id)
-  local r = recipients[mid]
-  if not r then r = {order = {}, ids = {}}; recipients[mid] = r end
-  if r.ids[who] then r.ids[who] = r.ids[who] .. ' ' .. id
-  else r.order[#r.order + 1] = who; r.ids[who] = id end
+local messages, order = {}, {}  -- message -> {whos = {who...}, ids = {who -> 'id id'}}
+local known = {}                 -- delivery id -> true: stored, or added by this call
+local latest, latest_keys = {}, {}  -- la key -> greatest value of this call
+local scores = {}                -- message -> its creation time (the inbox score) or false
+local function recipients(mid)
+  local r = messages[mid]
+  if not r then r = {whos = {}, ids = {}, seen = {}}; messages[mid] = r; order[#order + 1] = mid end
+  return r
+end
+-- The recipients' index of each message named: which delivery ids it already holds.
+local function read_index(rows)
+  for _, f in ipairs(rows) do
+    local r = recipients(f[2])
+    if not r.seen[f[3]] then r.seen[f[3]] = true; r.whos[#r.whos + 1] = f[3] end
+  end
+  for _, mid in ipairs(order) do
+    local r = messages[mid]
+    each_chunk(r.whos, 200, function(whos)
+      local cur = redis.call('HMGET', tp .. 'mr:' .. mid, unpack(whos))
+      for n, who in ipairs(whos) do
+        r.ids[who] = cur[n] or false
+        for id in string.gmatch(cur[n] or '', '%S+') do known[id] = true end
+      end
+    end)
+    r.whos, r.added = {}, {}
+  end
 end
 local function note_latest(lk, value)
   if latest[lk] == nil then latest_keys[#latest_keys + 1] = lk end
@@ -23,11 +42,10 @@ local function to_inbox(mid, who, at)
   redis.call('ZADD', ib, scores[mid] or at, mid)  -- short members keep a compact listpack
   redis.call('EXPIRE', ib, ttl)
 end
-local function add(meta, doc)
-  local f = split(meta, '\31')
+local function add(f, doc)
   local id, mid, who, channel, status, created = f[1], f[2], f[3], f[4], f[5], f[6]
-  local key = tp .. 'd:' .. id
-  if redis.call('EXISTS', key) == 1 then return end
+  if known[id] then return end
+  known[id] = true
   local at = string.match(created, '^0*(%d+)$')
   local reason = opt(f[9])
   local first = status .. '\31' .. at
@@ -38,9 +56,12 @@ local function add(meta, doc)
   if reason then h[#h + 1] = 'r'; h[#h + 1] = reason end
   if opt(f[10]) then h[#h + 1] = 'p'; h[#h + 1] = opt(f[10]) end
   if opt(f[11]) then h[#h + 1] = 'n'; h[#h + 1] = opt(f[11]) end
+  local key = tp .. 'd:' .. id
   redis.call('HSET', key, unpack(h))
   redis.call('EXPIRE', key, ttl)
-  add_recipient(mid, who, id)
+  local r = messages[mid]
+  if not r.added[who] then r.added[who] = true; r.whos[#r.whos + 1] = who end
+  r.ids[who] = r.ids[who] and (r.ids[who] .. ' ' .. id) or id
   count(tp .. 'mc:' .. mid, status, 1)
   count(tp .. 'stats', channel .. '\31' .. status, 1)
   if f[12] ~= '' then note_latest(tp .. 'la:' .. f[12], created .. '\31' .. id) end
@@ -51,15 +72,12 @@ local function add(meta, doc)
   end
   new = new + 1
 end
-local function index_recipients(mid, r)
+local function write_index(mid, r)
+  if #r.whos == 0 then return end
   local mr = tp .. 'mr:' .. mid
-  each_chunk(r.order, 200, function(whos)
-    local cur = redis.call('HMGET', mr, unpack(whos))
+  each_chunk(r.whos, 200, function(whos)
     local f = {}
-    for n, who in ipairs(whos) do
-      f[#f + 1] = who
-      f[#f + 1] = cur[n] and (cur[n] .. ' ' .. r.ids[who]) or r.ids[who]
-    end
+    for _, who in ipairs(whos) do f[#f + 1] = who; f[#f + 1] = r.ids[who] end
     redis.call('HSET', mr, unpack(f))
   end)
   redis.call('EXPIRE', mr, ttl)
@@ -75,7 +93,10 @@ local function keep_latest()
     end
   end)
 end
-for i = 3, #ARGV, 2 do add(ARGV[i], ARGV[i + 1]) end
-for mid, r in pairs(recipients) do index_recipients(mid, r) end
+local rows = {}
+for i = 3, #ARGV, 2 do rows[#rows + 1] = split(ARGV[i], '\31') end
+read_index(rows)
+for n, f in ipairs(rows) do add(f, ARGV[2 + 2 * n]) end
+for _, mid in ipairs(order) do write_index(mid, messages[mid]) end
 keep_latest()
 return new
