@@ -125,9 +125,10 @@ async def test_per_message_keys_expire_after_the_retention(prefix: str, redis: R
     for key in (
         f"{prefix}:{{{A}}}:m:{msg.id}",
         f"{prefix}:{{{A}}}:d:{d.id}",
-        f"{prefix}:{{{A}}}:h:{d.id}",
         f"{prefix}:{{{A}}}:mr:{msg.id}",
+        f"{prefix}:{{{A}}}:mc:{msg.id}",
         f"{prefix}:did:{d.id}",
+        *[k async for k in redis.scan_iter(match=f"{prefix}:adt:*")],
     ):
         assert three_days - 60 < await redis.ttl(key) <= three_days, key
     # no address or phone number in any key name

@@ -81,7 +81,6 @@ local function write_index(mid, r)
     redis.call('HSET', mr, unpack(f))
   end)
   redis.call('EXPIRE', mr, ttl)
-  redis.call('EXPIRE', tp .. 'mc:' .. mid, ttl)
 end
 local function keep_latest()
   each_chunk(latest_keys, 200, function(keys)
@@ -98,5 +97,9 @@ for i = 3, #ARGV, 2 do rows[#rows + 1] = split(ARGV[i], '\31') end
 read_index(rows)
 for n, f in ipairs(rows) do add(f, ARGV[2 + 2 * n]) end
 for _, mid in ipairs(order) do write_index(mid, messages[mid]) end
+flush_counts()  -- now, so that the counts per message exist for their EXPIRE
+for _, mid in ipairs(order) do
+  if #messages[mid].whos > 0 then redis.call('EXPIRE', tp .. 'mc:' .. mid, ttl) end
+end
 keep_latest()
 return new
