@@ -24,6 +24,7 @@ class CommandCounts:
     total: int = 0  # every command, scripts' inner calls included
     scripts: int = 0  # EVALSHA and friends: one round trip each
     reads: int = 0  # socket reads: round trips of any kind (upper bound)
+    cpu_s: float = 0.0  # the server's CPU seconds (user + system, INFO cpu)
     calls: dict[str, int] = field(default_factory=dict, compare=False)  # per command
 
     def __sub__(self, other: CommandCounts) -> CommandCounts:
@@ -32,6 +33,7 @@ class CommandCounts:
             self.total - other.total,
             self.scripts - other.scripts,
             self.reads - other.reads,
+            self.cpu_s - other.cpu_s,
             {k: v for k, v in calls.items() if v},
         )
 
@@ -41,9 +43,10 @@ class CommandCounts:
         return {name: round(calls / max(per, 1), 2) for name, calls in ranked}
 
 
-def counts_of(commandstats: dict[str, Any], reads: int = 0) -> CommandCounts:
+def counts_of(commandstats: dict[str, Any], reads: int = 0, cpu_s: float = 0.0) -> CommandCounts:
     """Sum ``INFO commandstats`` (as redis-py parses it: ``cmdstat_get: {calls: ..}``);
-    ``reads`` is ``total_reads_processed`` of ``INFO stats``."""
+    ``reads`` is ``total_reads_processed`` of ``INFO stats``, ``cpu_s`` the server's
+    CPU seconds from ``INFO cpu``."""
     total = scripts = 0
     calls_of: dict[str, int] = {}
     for key, value in commandstats.items():
@@ -55,7 +58,7 @@ def counts_of(commandstats: dict[str, Any], reads: int = 0) -> CommandCounts:
         calls_of[name] = calls
         if name in SCRIPT_COMMANDS:
             scripts += calls
-    return CommandCounts(total, scripts, reads, calls_of)
+    return CommandCounts(total, scripts, reads, cpu_s, calls_of)
 
 
 async def snapshot(redis_url: str) -> CommandCounts:
@@ -63,8 +66,9 @@ async def snapshot(redis_url: str) -> CommandCounts:
 
     client = aioredis.from_url(redis_url)
     try:
-        stats = await client.info("stats")
-        reads = int(stats.get("total_reads_processed", 0))
-        return counts_of(await client.info("commandstats"), reads)
+        reads = int((await client.info("stats")).get("total_reads_processed", 0))
+        cpu = await client.info("cpu")
+        cpu_s = float(cpu.get("used_cpu_user", 0)) + float(cpu.get("used_cpu_sys", 0))
+        return counts_of(await client.info("commandstats"), reads, cpu_s)
     finally:
         await client.aclose()

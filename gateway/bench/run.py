@@ -58,6 +58,7 @@ JSON_KEYS = (
     "redis_commands_per_delivery",
     "redis_scripts_per_delivery",
     "redis_round_trips_per_delivery",
+    "redis_cpu_s_per_1000",
     "backend",
     "children",
     "guardians",
@@ -657,6 +658,7 @@ class Bench:
             "redis_commands_per_delivery": round(redis.total / per, 1) if redis else None,
             "redis_scripts_per_delivery": round(redis.scripts / per, 2) if redis else None,
             "redis_round_trips_per_delivery": round(redis.reads / per, 2) if redis else None,
+            "redis_cpu_s_per_1000": round(redis.cpu_s / per * 1000, 3) if redis else None,
             "redis_top_commands": redis.top(per) if redis else None,
         }
 
@@ -862,7 +864,8 @@ def _figure_rows(r: dict[str, Any]) -> list[str]:
     redis = (
         f"{r['redis_commands_per_delivery']} Redis commands per delivery (scripts' inner "
         f"calls included), {r['redis_scripts_per_delivery']} script calls and "
-        f"{r['redis_round_trips_per_delivery']} round trips (socket reads) per delivery"
+        f"{r['redis_round_trips_per_delivery']} round trips (socket reads) per delivery, "
+        f"redis-server CPU {r['redis_cpu_s_per_1000']} s per 1,000"
         if r["redis_commands_per_delivery"] is not None
         else "Redis commands: - (SQLite store)"
     )
