@@ -23,7 +23,7 @@ local function take(kind, eid, id)
   redis.call('HSET', key, 'a', a, 'x', eid, 'l', num(lease_end), 'c', ARGV[3])
   out[#out + 1] = id; out[#out + 1] = j[1]; out[#out + 1] = kind; out[#out + 1] = j[2]
   out[#out + 1] = j[3]; out[#out + 1] = a; out[#out + 1] = j[4] or ''
-  out[#out + 1] = j[5] or '0'
+  out[#out + 1] = j[5] or '0'; out[#out + 1] = eid
 end
 local function stamp_new(stream, eids)
   each_chunk(eids, 200, function(part)
@@ -39,11 +39,11 @@ for i = 8, #ARGV do kinds[#kinds + 1] = ARGV[i] end
 local min_idle = math.max(0, lease_ms + K + server_ms - now_ms - 1000)
 for _, kind in ipairs(kinds) do
   local stream = qp .. 's:' .. kind
-  if #out >= limit * 8 then break end
+  if #out >= limit * 9 then break end
   if redis.call('EXISTS', stream) == 1 then
     local cursor = '0-0'
     repeat
-      local want = limit - #out / 8
+      local want = limit - #out / 9
       -- JUSTID: the delivery counter moves only for entries really taken (take()).
       local r = redis.call('XAUTOCLAIM', stream, GROUP, consumer, num(min_idle), cursor,
         'COUNT', want, 'JUSTID')
@@ -63,14 +63,14 @@ for _, kind in ipairs(kinds) do
           take(kind, eid, id)
         end
       end
-    until cursor == '0-0' or #out >= limit * 8
+    until cursor == '0-0' or #out >= limit * 9
   end
 end
 -- 2. Due jobs, urgent lane first (the normal lane keeps normal_reserved of the claim:
 -- gateway/store/lanes.py, take()), oldest due first over all kinds in each lane, moved
 -- from the sorted sets into the streams (exactly once: ZREM and XADD in this one script)
 -- and read by this consumer.
-local want = limit - #out / 8
+local want = limit - #out / 9
 if want > 0 then
   local lanes = {}
   for _, urgent in ipairs({'1', '0'}) do

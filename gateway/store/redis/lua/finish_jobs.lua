@@ -1,13 +1,18 @@
--- Per job one HMGET; per call one XACK and one XDEL per stream, one ZREM per waiting
--- set, one DEL.
+-- ARGV: qp, then 4 per job: id, and its kind, stream entry and lane if the caller
+-- holds it since its claim ('' '' '' otherwise: read from the job hash, one HMGET).
+-- Per call one XACK and one XDEL per stream, one ZREM per waiting set, one DEL.
 local acks, waits, dels = {}, {}, {}
-for i = 2, #ARGV do
-  local key = qp .. 'j:' .. ARGV[i]
-  local j = redis.call('HMGET', key, 'k', 'x', 'p')
-  if j[1] then
-    if j[2] and j[2] ~= '' then push(acks, j[1], j[2]) end
-    push(waits, waiting(j[1], j[3]), ARGV[i])
-    dels[#dels + 1] = key
+local function finish(id, kind, eid, urgent)
+  if eid and eid ~= '' then push(acks, kind, eid) end
+  push(waits, waiting(kind, urgent), id)
+  dels[#dels + 1] = qp .. 'j:' .. id
+end
+for i = 2, #ARGV, 4 do
+  if ARGV[i + 1] ~= '' then
+    finish(ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3])
+  else
+    local j = redis.call('HMGET', qp .. 'j:' .. ARGV[i], 'k', 'x', 'p')
+    if j[1] then finish(ARGV[i], j[1], j[2], j[3]) end
   end
 end
 bulk(acks, function(kind, eids)
