@@ -22,6 +22,7 @@ from typing import Any
 from gateway.models import Delivery, DeliveryStatus, Job, Role, StatusChange
 from gateway.store import SendOutcome
 from gateway.store.encoding import dumps, from_us, from_us_opt, us, us_opt
+from gateway.store.redis import keys as K
 from gateway.store.redis import scripts as lua
 from gateway.store.redis.base import RedisFeature, RedisHandle, digest, opt
 from gateway.store.redis.jobs import RedisJobs
@@ -133,7 +134,7 @@ class DeliveryOwners(RedisFeature):
         if missing:
             async with self._redis.pipeline(transaction=False) as pipe:
                 for i in missing:
-                    pipe.get(self._db.g("did", i))
+                    pipe.get(self._db.g(K.DELIVERY_TENANT, i))
                 found = await pipe.execute()
             for i, tenant in zip(missing, found, strict=True):
                 if tenant is not None:
@@ -146,7 +147,9 @@ class DeliveryOwners(RedisFeature):
         if len(self._where) > _WHERE_CACHE:
             self._where.popitem(last=False)
 
-    def forget(self, delivery_ids: Sequence[str]) -> None:
+    async def forget(self, delivery_ids: Sequence[str]) -> None:
+        """Purged deliveries: their ``did`` keys and cached owners go."""
+        await self._redis.unlink(*(self._db.g(K.DELIVERY_TENANT, i) for i in delivery_ids))
         for i in delivery_ids:
             self._where.pop(i, None)
 
@@ -172,16 +175,18 @@ class RedisDeliveries(RedisFeature):
             # Deliveries first, then their jobs: a job never runs before its delivery
             # exists; a crash in between leaves the plan job, whose rerun adds the jobs.
             async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.sadd(self._db.g("active"), *by_tenant)
+                pipe.sadd(self._db.active, *by_tenant)
                 for tenant_id, rows in by_tenant.items():
                     for d in rows:
-                        pipe.set(self._db.g("did", d.id), tenant_id, ex=self._db.ttl, nx=True)
+                        pipe.set(
+                            self._db.g(K.DELIVERY_TENANT, d.id), tenant_id, ex=self._db.ttl, nx=True
+                        )
                     tp = self._db.tp(tenant_id)
                     args: list[Any] = [tp, self._db.ttl]
                     for d in reversed(rows):
                         args.append(_delivery_meta(d))
                         args.append(_delivery_doc(d))
-                    self._db.eval(pipe, _ADD_DELIVERIES, [tp + "stats"], args)
+                    self._db.eval(pipe, _ADD_DELIVERIES, [self._db.anchor(tenant_id)], args)
                 results = await pipe.execute()
             n_scripts = len(by_tenant)
             new = sum(int(x) for x in results[-n_scripts:])
@@ -201,7 +206,9 @@ class RedisDeliveries(RedisFeature):
         latest: dict[str, dict[str, int]] = {}
         for d in deliveries:
             if d.address:
-                tenants = latest.setdefault(self._db.g("adt", digest(d.channel, d.address)), {})
+                tenants = latest.setdefault(
+                    self._db.g(K.ADDRESS_TENANTS, digest(d.channel, d.address)), {}
+                )
                 tenants[d.tenant_id] = max(tenants.get(d.tenant_id, 0), us(d.created_at))
         for key, tenants in latest.items():
             pipe.zadd(key, tenants, gt=True)
@@ -223,12 +230,12 @@ class RedisDeliveries(RedisFeature):
             return {}
         async with self._redis.pipeline(transaction=False) as pipe:
             for tenant_id, delivery_id in refs:
-                pipe.hgetall(self._db.t(tenant_id, "d", delivery_id))
+                pipe.hgetall(self._db.t(tenant_id, K.DELIVERY, delivery_id))
             rows = await pipe.execute()
         return {i: _delivery(i, h) for (_, i), h in zip(refs, rows, strict=True) if h}
 
     async def list_deliveries(self, tenant_id: str, message_id: str) -> list[Delivery]:
-        rows = await self._redis.hvals(self._db.t(tenant_id, "mr", message_id))
+        rows = await self._redis.hvals(self._db.t(tenant_id, K.RECIPIENTS, message_id))
         ids = [i for row in rows for i in row.split()]
         found = await self.load([(tenant_id, i) for i in ids])
         return sorted(found.values(), key=lambda d: (d.created_at, d.id))
@@ -241,8 +248,8 @@ class RedisDeliveries(RedisFeature):
         ids = [i for i in result if i in where]
         async with self._redis.pipeline(transaction=False) as pipe:
             for i in ids:
-                pipe.lrange(self._db.t(where[i], "h", i), 0, -1)
-                pipe.hgetall(self._db.t(where[i], "d", i))
+                pipe.lrange(self._db.t(where[i], K.HISTORY, i), 0, -1)
+                pipe.hgetall(self._db.t(where[i], K.DELIVERY, i))
             rows = await pipe.execute()
         for n, i in enumerate(ids):
             entries = rows[2 * n] + _history_rows(rows[2 * n + 1])
@@ -293,7 +300,7 @@ class RedisDeliveries(RedisFeature):
             for m in moves:
                 if m.provider_id is not None and m.delivery_id in where:
                     pipe.set(
-                        self._db.g("pid", digest(m.provider_id)),
+                        self._db.g(K.PROVIDER_ID, digest(m.provider_id)),
                         f"{where[m.delivery_id]}\x1f{m.delivery_id}",
                         ex=self._db.ttl,
                     )
@@ -314,7 +321,7 @@ class RedisDeliveries(RedisFeature):
                             opt(m.segments),
                         )
                     )
-                self._db.eval(pipe, _TRANSITION, [tp + "stats"], args)
+                self._db.eval(pipe, _TRANSITION, [self._db.anchor(tenant_id)], args)
                 scripts += 1
             if finished_jobs:
                 self._jobs.queue_finish(pipe, finished_jobs)
@@ -333,11 +340,11 @@ class RedisDeliveries(RedisFeature):
         tenant_id = (await self._owners.of([delivery_id])).get(delivery_id)
         if tenant_id is None:
             return False
-        keys = [self._db.t(tenant_id, "d", delivery_id)]
+        keys = [self._db.t(tenant_id, K.DELIVERY, delivery_id)]
         return bool(await self._db.eval(self._redis, _NOTE_ATTEMPT, keys, [us(at), detail]))
 
     async def delivery_by_provider_id(self, channel: str, provider_id: str) -> Delivery | None:
-        ref = await self._redis.get(self._db.g("pid", digest(provider_id)))
+        ref = await self._redis.get(self._db.g(K.PROVIDER_ID, digest(provider_id)))
         if ref is None:
             return None
         tenant_id, delivery_id = ref.split("\x1f", 1)
@@ -347,14 +354,14 @@ class RedisDeliveries(RedisFeature):
         return found
 
     async def count_by_status(self, tenant_id: str, message_id: str) -> dict[str, int]:
-        counts = await self._redis.hgetall(self._db.t(tenant_id, "mc", message_id))
+        counts = await self._redis.hgetall(self._db.t(tenant_id, K.COUNTS, message_id))
         return {k: int(v) for k, v in counts.items() if int(v) > 0}
 
     async def delivery_stats(self) -> dict[tuple[str, str], int]:
-        tenants = sorted(await self._redis.smembers(self._db.g("active")))
+        tenants = sorted(await self._redis.smembers(self._db.active))
         async with self._redis.pipeline(transaction=False) as pipe:
             for tenant_id in tenants:
-                pipe.hgetall(self._db.t(tenant_id, "stats"))
+                pipe.hgetall(self._db.t(tenant_id, K.STATS))
             rows = await pipe.execute()
         stats: defaultdict[tuple[str, str], int] = defaultdict(int)
         for row in rows:
@@ -366,7 +373,7 @@ class RedisDeliveries(RedisFeature):
     async def latest_delivery_to(
         self, tenant_id: str, channel: str, address: str
     ) -> Delivery | None:
-        ref = await self._redis.get(self._db.t(tenant_id, "la", digest(channel, address)))
+        ref = await self._redis.get(self._db.t(tenant_id, K.LATEST, digest(channel, address)))
         if ref is None:
             return None
         delivery_id = ref.split("\x1f", 1)[1]
@@ -375,8 +382,8 @@ class RedisDeliveries(RedisFeature):
     async def tenant_for_address(self, channel: str, address: str) -> str | None:
         key = digest(channel, address)
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.zrevrange(self._db.g("adt", key), 0, 0, withscores=True)
-            pipe.get(self._db.g("addr", key))  # kept by older versions: "created20\x1fid\x1ft"
+            pipe.zrevrange(self._db.g(K.ADDRESS_TENANTS, key), 0, 0, withscores=True)
+            pipe.get(self._db.g(K.ADDRESS, key))  # kept by older versions: "created20\x1fid\x1ft"
             top, ref = await pipe.execute()
         found = [(int(score), tenant) for tenant, score in top]
         if ref is not None:
@@ -387,7 +394,7 @@ class RedisDeliveries(RedisFeature):
     async def recipient_deliveries(
         self, tenant_id: str, message_id: str, recipient_id: str
     ) -> list[Delivery]:
-        ids = await self._redis.hget(self._db.t(tenant_id, "mr", message_id), recipient_id)
+        ids = await self._redis.hget(self._db.t(tenant_id, K.RECIPIENTS, message_id), recipient_id)
         if not ids:
             return []
         found = await self.load([(tenant_id, i) for i in ids.split()])

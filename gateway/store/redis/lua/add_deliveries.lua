@@ -23,7 +23,7 @@ local function read_index(rows)
   for _, mid in ipairs(order) do
     local r = messages[mid]
     each_chunk(r.whos, 200, function(whos)
-      local cur = redis.call('HMGET', tp .. 'mr:' .. mid, unpack(whos))
+      local cur = redis.call('HMGET', tp .. K.RECIPIENTS .. mid, unpack(whos))
       for n, who in ipairs(whos) do
         r.ids[who] = cur[n] or false
         for id in string.gmatch(cur[n] or '', '%S+') do known[id] = true end
@@ -37,8 +37,8 @@ local function note_latest(lk, value)
   if latest[lk] == nil or value > latest[lk] then latest[lk] = value end
 end
 local function to_inbox(mid, who, at)
-  if scores[mid] == nil then scores[mid] = redis.call('HGET', tp .. 'm:' .. mid, 'c') or false end
-  local ib = tp .. 'ib:' .. who
+  if scores[mid] == nil then scores[mid] = redis.call('HGET', tp .. K.MESSAGE .. mid, 'c') or false end
+  local ib = tp .. K.INBOX .. who
   redis.call('ZADD', ib, scores[mid] or at, mid)  -- short members keep a compact listpack
   redis.call('EXPIRE', ib, ttl)
 end
@@ -56,15 +56,15 @@ local function add(f, doc)
   if reason then h[#h + 1] = 'r'; h[#h + 1] = reason end
   if opt(f[10]) then h[#h + 1] = 'p'; h[#h + 1] = opt(f[10]) end
   if opt(f[11]) then h[#h + 1] = 'n'; h[#h + 1] = opt(f[11]) end
-  local key = tp .. 'd:' .. id
+  local key = tp .. K.DELIVERY .. id
   redis.call('HSET', key, unpack(h))
   redis.call('EXPIRE', key, ttl)
   local r = messages[mid]
   if not r.added[who] then r.added[who] = true; r.whos[#r.whos + 1] = who end
   r.ids[who] = r.ids[who] and (r.ids[who] .. ' ' .. id) or id
-  count(tp .. 'mc:' .. mid, status, 1)
-  count(tp .. 'stats', channel .. '\31' .. status, 1)
-  if f[12] ~= '' then note_latest(tp .. 'la:' .. f[12], created .. '\31' .. id) end
+  count(tp .. K.COUNTS .. mid, status, 1)
+  count(tp .. K.STATS, channel .. '\31' .. status, 1)
+  if f[12] ~= '' then note_latest(tp .. K.LATEST .. f[12], created .. '\31' .. id) end
   if channel == 'inapp' then to_inbox(mid, who, at) end
   if status ~= 'planned' and status ~= 'queued' and status ~= 'sending' then
     feed(tp, 'delivery.updated', {message_id=mid, delivery_id=id, recipient_id=who,
@@ -74,7 +74,7 @@ local function add(f, doc)
 end
 local function write_index(mid, r)
   if #r.whos == 0 then return end
-  local mr = tp .. 'mr:' .. mid
+  local mr = tp .. K.RECIPIENTS .. mid
   each_chunk(r.whos, 200, function(whos)
     local f = {}
     for _, who in ipairs(whos) do f[#f + 1] = who; f[#f + 1] = r.ids[who] end
@@ -99,7 +99,7 @@ for n, f in ipairs(rows) do add(f, ARGV[2 + 2 * n]) end
 for _, mid in ipairs(order) do write_index(mid, messages[mid]) end
 flush_counts()  -- now, so that the counts per message exist for their EXPIRE
 for _, mid in ipairs(order) do
-  if #messages[mid].whos > 0 then redis.call('EXPIRE', tp .. 'mc:' .. mid, ttl) end
+  if #messages[mid].whos > 0 then redis.call('EXPIRE', tp .. K.COUNTS .. mid, ttl) end
 end
 keep_latest()
 return new

@@ -36,10 +36,10 @@ end
 -- Whether a tenant feeds, asked once per script call (nothing in one call turns it on).
 local FEEDS = {}
 local function feed(tp, kind, data, at)
-  if FEEDS[tp] == nil then FEEDS[tp] = redis.call('EXISTS', tp .. 'wh:on') == 1 end
+  if FEEDS[tp] == nil then FEEDS[tp] = redis.call('EXISTS', tp .. K.WEBHOOKS_ON) == 1 end
   if not FEEDS[tp] then return nil end
-  local seq = redis.call('INCR', tp .. 'wh:seq')
-  redis.call('ZADD', tp .. 'wh:feed', seq, seq .. '\31' .. kind .. '\31' .. at .. '\31'
+  local seq = redis.call('INCR', tp .. K.TENANT_SEQ)
+  redis.call('ZADD', tp .. K.TENANT_FEED, seq, seq .. '\31' .. kind .. '\31' .. at .. '\31'
     .. (type(data) == 'string' and data or cjson.encode(data)))
   FED_TP = tp
   if FED_AT == nil or tonumber(at) < tonumber(FED_AT) then FED_AT = at end
@@ -48,7 +48,7 @@ end
 -- History rows of a delivery live in its hash (hn rows, h1..hn; lists h:<id> of older
 -- versions come first, see redis/deliveries.py history()).
 local function move(tp, id, status, at, detail, reason, pid, segs)
-  local key = tp .. 'd:' .. id
+  local key = tp .. K.DELIVERY .. id
   local cur = redis.call('HMGET', key, 's', 'c', 'm', 'w', 'r', 'hn')
   local old = cur[1]
   if not old then return 0 end
@@ -66,10 +66,10 @@ local function move(tp, id, status, at, detail, reason, pid, segs)
   f[#f + 1] = 'hn'; f[#f + 1] = n; f[#f + 1] = 'h' .. n; f[#f + 1] = h
   if reason then f[#f + 1] = 'r'; f[#f + 1] = reason end
   redis.call('HSET', key, unpack(f))
-  count(tp .. 'mc:' .. cur[3], old, -1)
-  count(tp .. 'mc:' .. cur[3], status, 1)
-  count(tp .. 'stats', cur[2] .. '\31' .. old, -1)
-  count(tp .. 'stats', cur[2] .. '\31' .. status, 1)
+  count(tp .. K.COUNTS .. cur[3], old, -1)
+  count(tp .. K.COUNTS .. cur[3], status, 1)
+  count(tp .. K.STATS, cur[2] .. '\31' .. old, -1)
+  count(tp .. K.STATS, cur[2] .. '\31' .. status, 1)
   if status ~= 'planned' and status ~= 'queued' and status ~= 'sending' then
     feed(tp, 'delivery.updated', {message_id=cur[3], delivery_id=id, recipient_id=cur[4],
       channel=cur[2], status=status, reason=reason or cur[5] or cjson.null}, at)
