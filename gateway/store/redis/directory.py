@@ -16,6 +16,7 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, date, datetime
+from functools import partial
 from typing import Any, TypeVar
 
 from redis.exceptions import WatchError
@@ -45,6 +46,13 @@ from gateway.protection import (
     raised_by_import,
 )
 from gateway.store import FlagHistoryEntry
+from gateway.store.directory_apply import (
+    CHUNK_ROWS,
+    ChunkHook,
+    DirectoryLocks,
+    applied_counts,
+    chunks,
+)
 from gateway.store.directory_checks import (
     CHILD_ROLES,
     DeletionFacts,
@@ -56,8 +64,9 @@ from gateway.store.directory_checks import (
     check_relation_flag,
 )
 from gateway.store.encoding import dumps, from_us, from_us_opt, us
-from gateway.store.redis.base import RedisFeature
+from gateway.store.redis.base import RedisFeature, RedisHandle
 from gateway.store.redis.guardians import device_from_doc
+from gateway.store.redis.scripts import Lua, read
 
 _FLAG_REASONS = {"information_granted": "ir", "blocked": "br"}
 _FLAG_VALUES = {"information_granted": "ig", "blocked": "b"}
@@ -69,6 +78,8 @@ _SNAPSHOT_TRIES = 10
 _HASHES = {"person": "roles", "group": "groups", "unit": "units"}
 
 _T = TypeVar("_T")
+_LOCK_RENEW = Lua(read("directory_lock_renew"))
+_LOCK_RELEASE = Lua(read("directory_lock_release"))
 
 
 def _person_doc(p: Person) -> str:
@@ -168,6 +179,12 @@ def _queue_person_deletion(
 class RedisDirectory(RedisFeature):
     """:class:`gateway.store.ports.DirectoryStore` and ``AudienceReader`` on Redis."""
 
+    SCRIPTS = (_LOCK_RENEW, _LOCK_RELEASE)
+
+    def __init__(self, db: RedisHandle) -> None:
+        super().__init__(db)
+        self._locks = DirectoryLocks(self)
+
     async def _directory_write(
         self,
         tenant_id: str,
@@ -198,62 +215,73 @@ class RedisDirectory(RedisFeature):
     # ------------------------------------------------------------------ directory
 
     async def apply_directory(
-        self, tenant_id: str, batch: DirectoryBatch, at: datetime | None = None
+        self,
+        tenant_id: str,
+        batch: DirectoryBatch,
+        at: datetime | None = None,
+        *,
+        chunk_rows: int = CHUNK_ROWS,
+        on_chunk: ChunkHook | None = None,
     ) -> dict[str, int]:
         when = at or datetime.now(UTC)
-
-        async def body(pipe: Any) -> int:
+        applied = 0
+        async with self._locks.hold(tenant_id) as lease:
             known = await self._known_for(tenant_id, batch)
-            # 100,000s of rows: checked and queued in a thread, so the loop keeps serving.
-            await asyncio.to_thread(check_batch, batch, known)
-            persons = list({p.id: p for p in batch.persons}.values())
-            groups = list({g.id: g for g in batch.groups}.values())
-            async with self._redis.pipeline(transaction=False) as read:
-                read.hmget(self._db.t(tenant_id, "persons"), [p.id for p in persons] or ["-"])
-                read.hmget(self._db.t(tenant_id, "groups"), [g.id for g in groups] or ["-"])
-                read.hmget(self._db.t(tenant_id, "prefs"), list(batch.preferences) or ["-"])
-                old_persons, old_groups, prefs = await read.execute()
-            # Every row merges with what is stored (or with its own earlier row).
-            current = {
-                p.id: None if old is None else _person(p.id, old)
-                for p, old in zip(persons, old_persons, strict=False)  # ["-"] when empty
-            }
-            raises: list[tuple[str, ProtectionHistoryEntry]] = []
-            for imported in batch.persons:
-                before = current[imported.id]
-                current[imported.id] = merged = merge_imported(before, imported)
-                if raised_by_import(before, merged):
-                    raises.append((imported.id, import_raise(before, merged, when)))
-            persons = [merged for merged in current.values() if merged is not None]
-            pipe.multi()
-            await asyncio.to_thread(
-                self._queue_upserts,
-                pipe,
-                tenant_id,
-                batch,
-                persons,
-                groups,
-                old_persons,
-                old_groups,
-            )
-            for person_id, entry in raises:
-                pipe.rpush(self._db.t(tenant_id, "ph", person_id), _protection_doc(entry))
-            applied = 0
-            for (person_id, p), cur in zip(batch.preferences.items(), prefs, strict=False):
-                if cur is None or cur.startswith("i"):  # "g": the guardian's own, kept
-                    pipe.hset(self._db.t(tenant_id, "prefs"), person_id, "i" + p.model_dump_json())
-                    applied += 1
-            return applied
+            await asyncio.to_thread(check_batch, batch, known)  # 100,000s of rows
+            for chunk in chunks(batch, chunk_rows):
+                lease.check()
+                watch = ("dirv", "prefv") if chunk.preferences else ("dirv",)
+                applied += await self._directory_write(
+                    tenant_id, partial(self._write_chunk, tenant_id, chunk, when), watch=watch
+                )
+                if on_chunk is not None:
+                    await on_chunk()
+        return applied_counts(batch, applied)
 
-        watch = ("dirv", "prefv") if batch.preferences else ("dirv",)
-        applied = await self._directory_write(tenant_id, body, watch=watch)
-        return {
-            "units": len(batch.units),
-            "groups": len(batch.groups),
-            "persons": len(batch.persons),
-            "relations": len(batch.relations),
-            "preferences": applied,
+    async def _write_chunk(
+        self, tenant_id: str, chunk: DirectoryBatch, when: datetime, pipe: Any
+    ) -> int:
+        """Queue one chunk of a checked batch on ``pipe``; the preferences written."""
+        persons = list({p.id: p for p in chunk.persons}.values())
+        groups = list({g.id: g for g in chunk.groups}.values())
+        async with self._redis.pipeline(transaction=False) as read:
+            read.hmget(self._db.t(tenant_id, "persons"), [p.id for p in persons] or ["-"])
+            read.hmget(self._db.t(tenant_id, "groups"), [g.id for g in groups] or ["-"])
+            read.hmget(self._db.t(tenant_id, "prefs"), list(chunk.preferences) or ["-"])
+            old_persons, old_groups, prefs = await read.execute()
+        # Every row merges with what is stored (or with its own earlier row).
+        current = {
+            p.id: None if old is None else _person(p.id, old)
+            for p, old in zip(persons, old_persons, strict=False)  # ["-"] when empty
         }
+        raises: list[tuple[str, ProtectionHistoryEntry]] = []
+        for imported in chunk.persons:
+            before = current[imported.id]
+            current[imported.id] = merged = merge_imported(before, imported)
+            if raised_by_import(before, merged):
+                raises.append((imported.id, import_raise(before, merged, when)))
+        persons = [merged for merged in current.values() if merged is not None]
+        pipe.multi()
+        self._queue_upserts(pipe, tenant_id, chunk, persons, groups, old_persons, old_groups)
+        for person_id, entry in raises:
+            pipe.rpush(self._db.t(tenant_id, "ph", person_id), _protection_doc(entry))
+        applied = 0
+        for (person_id, p), cur in zip(chunk.preferences.items(), prefs, strict=False):
+            if cur is None or cur.startswith("i"):  # "g": the guardian's own, kept
+                pipe.hset(self._db.t(tenant_id, "prefs"), person_id, "i" + p.model_dump_json())
+                applied += 1
+        return applied
+
+    async def try_lock(self, tenant_id: str, token: str, ttl: float) -> bool:
+        key = self._db.t(tenant_id, "dirlock")
+        return bool(await self._redis.set(key, token, nx=True, px=int(ttl * 1000)))
+
+    async def renew_lock(self, tenant_id: str, token: str, ttl: float) -> bool:
+        key = self._db.t(tenant_id, "dirlock")
+        return bool(await self._db.eval(self._redis, _LOCK_RENEW, [key], [token, int(ttl * 1000)]))
+
+    async def unlock(self, tenant_id: str, token: str) -> None:
+        await self._db.eval(self._redis, _LOCK_RELEASE, [self._db.t(tenant_id, "dirlock")], [token])
 
     def _queue_upserts(
         self,
@@ -306,7 +334,7 @@ class RedisDirectory(RedisFeature):
             pipe.sadd(t("rg", r.guardian_id), r.child_id)
 
     async def _known_for(self, tenant_id: str, batch: DirectoryBatch) -> Known:
-        refs = batch_refs(batch)
+        refs = await asyncio.to_thread(batch_refs, batch)
         units, groups, roles = refs.known
         more_units = sorted(refs.wanted_units)
         more_groups = sorted(refs.wanted_groups)
@@ -324,6 +352,12 @@ class RedisDirectory(RedisFeature):
         return Known(units, groups, roles)
 
     async def delete_directory(self, tenant_id: str, deletion: DirectoryDeletion) -> dict[str, int]:
+        async with self._locks.hold(tenant_id):
+            return await self._delete_directory(tenant_id, deletion)
+
+    async def _delete_directory(
+        self, tenant_id: str, deletion: DirectoryDeletion
+    ) -> dict[str, int]:
         t = self._db.tk(tenant_id)
 
         async def body(pipe: Any) -> dict[str, int]:

@@ -9,6 +9,7 @@ live apart from the imported relation: imports never touch them."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import UTC, date, datetime
@@ -39,6 +40,13 @@ from gateway.protection import (
     raised_by_import,
 )
 from gateway.store import FlagHistoryEntry
+from gateway.store.directory_apply import (
+    CHUNK_ROWS,
+    ChunkHook,
+    DirectoryLocks,
+    applied_counts,
+    chunks,
+)
 from gateway.store.directory_checks import (
     DeletionFacts,
     Known,
@@ -49,7 +57,7 @@ from gateway.store.directory_checks import (
     check_relation_flag,
 )
 from gateway.store.encoding import dumps, from_us, from_us_opt, us
-from gateway.store.sqlite.base import IDS, SqliteFeature, id_list
+from gateway.store.sqlite.base import IDS, SqliteFeature, SqliteHandle, id_list
 from gateway.store.sqlite.guardians import load_devices, load_failing, load_preferences
 
 _FLAG_COLUMNS = {
@@ -157,6 +165,12 @@ CREATE TABLE IF NOT EXISTS relation_flag_history (
 CREATE INDEX IF NOT EXISTS relation_flag_history_by_relation
     ON relation_flag_history (tenant_id, child_id, guardian_id, id);
 
+-- A tenant's directory writer (store/directory_apply.py): one batch or deletion at a
+-- time, across processes. A holder that dies leaves it to expire (seconds since 1970).
+CREATE TABLE IF NOT EXISTS directory_locks (
+    tenant_id TEXT NOT NULL PRIMARY KEY, token TEXT NOT NULL, expires_at REAL NOT NULL
+) WITHOUT ROWID;
+
 -- Every change of a person's protection level (gateway/protection.py), kept for audit.
 CREATE TABLE IF NOT EXISTS protection_history (
     id INTEGER PRIMARY KEY,
@@ -168,33 +182,76 @@ CREATE INDEX IF NOT EXISTS protection_history_by_person
     ON protection_history (tenant_id, person_id, id);
 """
 
+    def __init__(self, db: SqliteHandle) -> None:
+        super().__init__(db)
+        self._locks = DirectoryLocks(self)
+
     async def apply_directory(
-        self, tenant_id: str, batch: DirectoryBatch, at: datetime | None = None
+        self,
+        tenant_id: str,
+        batch: DirectoryBatch,
+        at: datetime | None = None,
+        *,
+        chunk_rows: int = CHUNK_ROWS,
+        on_chunk: ChunkHook | None = None,
     ) -> dict[str, int]:
         at = at or datetime.now(UTC)
-        async with self._db.write() as db:
-            known = await self._known_for(db, tenant_id, batch)
+        applied = 0
+        async with self._locks.hold(tenant_id) as lease:
+            async with self._db.read() as db:
+                known = await self._known_for(db, tenant_id, batch)
             await asyncio.to_thread(check_batch, batch, known)  # 100,000s of rows
-            await self._upsert_directory(db, tenant_id, batch, at)
-            applied = 0
-            if batch.preferences:
-                cursor = await db.executemany(
-                    "INSERT INTO preferences (tenant_id, person_id, source, data) "
-                    "VALUES (?, ?, 'import', ?) ON CONFLICT (tenant_id, person_id) "
-                    "DO UPDATE SET data = excluded.data WHERE preferences.source = 'import'",
-                    [
-                        (tenant_id, person_id, prefs.model_dump_json())
-                        for person_id, prefs in batch.preferences.items()
-                    ],
-                )
-                applied = cursor.rowcount
-        return {
-            "units": len(batch.units),
-            "groups": len(batch.groups),
-            "persons": len(batch.persons),
-            "relations": len(batch.relations),
-            "preferences": applied,
-        }
+            for chunk in chunks(batch, chunk_rows):
+                lease.check()
+                async with self._db.write() as db:
+                    applied += await self._write_chunk(db, tenant_id, chunk, at)
+                if on_chunk is not None:
+                    await on_chunk()
+        return applied_counts(batch, applied)
+
+    async def _write_chunk(
+        self, db: aiosqlite.Connection, tenant_id: str, chunk: DirectoryBatch, at: datetime
+    ) -> int:
+        """Write one chunk of a checked batch; the preferences written."""
+        await self._upsert_directory(db, tenant_id, chunk, at)
+        if not chunk.preferences:
+            return 0
+        cursor = await db.executemany(
+            "INSERT INTO preferences (tenant_id, person_id, source, data) "
+            "VALUES (?, ?, 'import', ?) ON CONFLICT (tenant_id, person_id) "
+            "DO UPDATE SET data = excluded.data WHERE preferences.source = 'import'",
+            [
+                (tenant_id, person_id, prefs.model_dump_json())
+                for person_id, prefs in chunk.preferences.items()
+            ],
+        )
+        return cursor.rowcount
+
+    async def try_lock(self, tenant_id: str, token: str, ttl: float) -> bool:
+        now = time.time()
+        async with self._db.write() as db:
+            cursor = await db.execute(
+                "INSERT INTO directory_locks (tenant_id, token, expires_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (tenant_id) DO UPDATE SET token = excluded.token, "
+                "expires_at = excluded.expires_at WHERE directory_locks.expires_at < ?",
+                (tenant_id, token, now + ttl, now),
+            )
+            return cursor.rowcount == 1
+
+    async def renew_lock(self, tenant_id: str, token: str, ttl: float) -> bool:
+        async with self._db.write() as db:
+            cursor = await db.execute(
+                "UPDATE directory_locks SET expires_at = ? WHERE tenant_id = ? AND token = ?",
+                (time.time() + ttl, tenant_id, token),
+            )
+            return cursor.rowcount == 1
+
+    async def unlock(self, tenant_id: str, token: str) -> None:
+        async with self._db.write() as db:
+            await db.execute(
+                "DELETE FROM directory_locks WHERE tenant_id = ? AND token = ?",
+                (tenant_id, token),
+            )
 
     async def _known_for(
         self, db: aiosqlite.Connection, tenant_id: str, batch: DirectoryBatch
@@ -224,7 +281,7 @@ CREATE INDEX IF NOT EXISTS protection_history_by_person
         await _upsert_relations(db, tenant_id, batch)
 
     async def delete_directory(self, tenant_id: str, deletion: DirectoryDeletion) -> dict[str, int]:
-        async with self._db.write() as db:
+        async with self._locks.hold(tenant_id), self._db.write() as db:
             check_deletion(deletion, await self._deletion_facts(db, tenant_id, deletion))
             counts = {"units": 0, "groups": 0, "persons": 0, "relations": 0}
             if deletion.relations:
