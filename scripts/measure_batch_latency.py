@@ -5,7 +5,8 @@ The gateway runs in its own process (API only, SQLite or Redis); this process po
 small seed directory, then the batch of ``tests/test_big_batch.py``, and meanwhile asks
 /healthz every 10 ms and posts a ``message.created`` event (to the seed child) every
 50 ms until the batch is answered. It prints one line of JSON: the batch's status and
-time, and p50, p99 and max latency of /healthz and of the events. Not a test: the
+time, and p50, p99 and max latency of /healthz and of the events (and of 20 of each
+before the batch, ``idle``). Not a test: the
 figures depend on the machine (``make bench-batch``). Run from the repository root:
 
     .venv/bin/python -m scripts.measure_batch_latency [--backend redis] [SOURCE_ROOT]
@@ -137,6 +138,13 @@ async def during_batch(url: str, key: str) -> dict[str, Any]:
             events.append(time.perf_counter() - start)
             statuses[resp.status] = statuses.get(resp.status, 0) + 1
 
+        for _ in range(20):  # the same events with no batch running, for comparison
+            await post_event()
+            await ask_healthz()
+        idle = {"healthz": summary(healthz), "events": summary(events)}
+        healthz.clear()
+        events.clear()
+        statuses.clear()
         done = asyncio.Event()
         probes = [
             asyncio.create_task(until(done, 0.01, ask_healthz)),
@@ -153,6 +161,7 @@ async def during_batch(url: str, key: str) -> dict[str, Any]:
         "batch_s": round(batch_s, 1),
         "healthz": summary(healthz),
         "events": {**summary(events), "statuses": statuses},
+        "idle": idle,
     }
 
 

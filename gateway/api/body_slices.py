@@ -4,22 +4,23 @@ the event loop.
 One C call over the whole body holds the GIL for as long as it runs, whatever thread
 it runs in: ``json.loads`` of 12 MB, the depth check's regular expressions and a
 pydantic validation of 100,000 persons each stalled ``/healthz`` for 0.3-0.6 s. So
-the body is taken in small pieces, with the GIL (or the loop) free between them:
+the body is taken in small pieces in a thread, which lets the loop in between pieces
+(:mod:`gateway.pacing`):
 
-* :func:`parse_in_pieces` (in a thread) parses a top-level object member by member
-  and each array or object member element by element (``raw_decode``), checking the
-  depth of each element; what it returns, and every error, is what ``parse_json``
-  gives.
-* :func:`validate_in_slices` (on the loop) validates the model's list and dict fields
-  a few hundred items at a time, yielding between slices, and the rest of the body in
-  one go; the errors are the rows one validation of the whole body would give
-  (``["persons", 12, "phone"]``), in the model's field order.
-* :func:`free_in_pieces` (in a thread) drops what was parsed a slice at a time.
+* :func:`parse_in_pieces` parses a top-level object member by member and each array
+  or object member element by element (``raw_decode``), checking the depth of each
+  element; what it returns, and every error, is what ``parse_json`` gives.
+* :func:`validate_in_slices` validates the model's list and dict fields a hundred
+  items at a time and the rest of the body in one go; the errors are the rows one
+  validation of the whole body would give (``["persons", 12, "phone"]``), in the
+  model's field order.
+* :func:`free_in_pieces` drops what was parsed a slice at a time.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import re
 from functools import cache
@@ -41,10 +42,11 @@ from gateway.api.body import (
     validation_errors,
 )
 from gateway.errors import ValidationFailed
+from gateway.pacing import EVERY, let_loop_in
 
 M = TypeVar("M", bound=BaseModel)
 
-SLICE = 500  # items validated (or freed) between two yields
+SLICE = 100  # items validated (or freed) between two hand-overs to the loop
 # Smaller bodies are parsed and validated in one go (a few milliseconds).
 PIECES_FROM_BYTES = 256 * 1024
 
@@ -81,7 +83,9 @@ def _members(text: str, pos: int, depth: int, keyed: bool) -> tuple[Any, int]:
     pos = _skip(text, pos + 1)
     if text.startswith(close, pos):
         return (pairs if keyed else items), pos + 1
-    while True:
+    for count in itertools.count(1):
+        if count % EVERY == 0:
+            let_loop_in()
         if keyed:
             if not text.startswith('"', pos):
                 raise json.JSONDecodeError("Expecting property name", text, pos)
@@ -93,8 +97,9 @@ def _members(text: str, pos: int, depth: int, keyed: bool) -> tuple[Any, int]:
             items.append(value)
         pos = _skip(text, pos)
         if text.startswith(close, pos):
-            return (pairs if keyed else items), pos + 1
+            break
         pos = _expect(text, pos, ",", "',' delimiter")
+    return (pairs if keyed else items), pos + 1
 
 
 def _value(text: str, pos: int, depth: int) -> tuple[Any, int]:
@@ -165,7 +170,7 @@ def _at(errors: list[dict[str, Any]], name: str, offset: int | None) -> list[dic
     return errors
 
 
-async def _validate_field(model: type[BaseModel], name: str, value: Any) -> tuple[Any, list[Any]]:
+def _validate_field(model: type[BaseModel], name: str, value: Any) -> tuple[Any, list[Any]]:
     """The field's items validated a slice at a time, and their errors."""
     bounds = _bounds(model, name)
     if bounds is not None:
@@ -179,7 +184,7 @@ async def _validate_field(model: type[BaseModel], name: str, value: Any) -> tupl
     parts: list[Any] = []
     errors: list[dict[str, Any]] = []
     for start in range(0, len(items), SLICE):
-        await asyncio.sleep(0)  # the loop answers others between slices
+        let_loop_in()
         piece = dict(items[start : start + SLICE]) if keyed else items[start : start + SLICE]
         try:
             parts.append(adapter.validate_json(json.dumps(piece), strict=True))
@@ -195,8 +200,9 @@ def _field_order(model: type[BaseModel]) -> Any:
     return lambda error: order.get(error["loc"][0] if error["loc"] else "", len(order))
 
 
-async def validate_in_slices(model: type[M], data: Any) -> M:
-    """``to_model(model, data)``, its list and dict fields a slice at a time."""
+def validate_in_slices(model: type[M], data: Any) -> M:
+    """``to_model(model, data)``, its list and dict fields a slice at a time (blocking:
+    run it in a thread)."""
     if not isinstance(data, dict):
         return to_model(model, data)
     big = _sliced_fields(model, data)
@@ -209,7 +215,7 @@ async def validate_in_slices(model: type[M], data: Any) -> M:
         errors = [e for e in validation_errors(exc) if not e["loc"] or e["loc"][0] not in big]
     values: dict[str, Any] = {}
     for name, value in big.items():
-        values[name], field_errors = await _validate_field(model, name, value)
+        values[name], field_errors = _validate_field(model, name, value)
         errors.extend(field_errors)
     if errors or base is None:
         raise ValidationFailed(
@@ -225,10 +231,12 @@ def free_in_pieces(held: list[Any]) -> None:
         if isinstance(container, list):
             while container:
                 del container[-SLICE:]
+                let_loop_in()
         elif isinstance(container, dict):
             while container:
                 for _ in range(min(SLICE, len(container))):
                     container.popitem()
+                let_loop_in()
 
 
 def big_parts(value: Any) -> list[Any]:
@@ -240,14 +248,17 @@ def big_parts(value: Any) -> list[Any]:
 
 
 async def read_big_model(request: web.Request, model: type[M], limit: int) -> M:
-    """``read_model`` for bodies of up to 100,000s of rows: parsed in pieces in a thread,
-    validated in slices on the loop, the parsed JSON dropped in pieces in a thread."""
+    """``read_model`` for bodies of up to 100,000s of rows: parsed, validated and the
+    parsed JSON dropped in pieces, in a thread that lets the loop in between them."""
     raw = await read_raw(request, limit)
     if len(raw) <= PIECES_FROM_BYTES:
         return to_model(model, parse_json(raw))
-    data = await asyncio.to_thread(parse_in_pieces, raw)
-    del raw
+    return await asyncio.to_thread(_parse_and_validate, model, raw)
+
+
+def _parse_and_validate(model: type[M], raw: bytes) -> M:
+    data = parse_in_pieces(raw)
     try:
-        return await validate_in_slices(model, data)
+        return validate_in_slices(model, data)
     finally:
-        await asyncio.to_thread(free_in_pieces, big_parts(data))
+        free_in_pieces(big_parts(data))

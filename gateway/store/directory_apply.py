@@ -36,7 +36,7 @@ from gateway.models import DirectoryBatch
 
 log = logging.getLogger(__name__)
 
-CHUNK_ROWS = 1000  # rows per transaction of a directory batch
+CHUNK_ROWS = 250  # rows per transaction of a directory batch
 LOCK_TTL = 30.0  # seconds a lock lives unless its holder renews it
 LOCK_WAIT = 300.0  # seconds a directory write waits for another one of the tenant
 
@@ -53,6 +53,29 @@ def chunks(batch: DirectoryBatch, rows: int = CHUNK_ROWS) -> Iterator[DirectoryB
     preferences = list(batch.preferences.items())
     for start in range(0, len(preferences), rows):
         yield DirectoryBatch.model_construct(preferences=dict(preferences[start : start + rows]))
+
+
+async def write_in_chunks(
+    batch: DirectoryBatch,
+    write: Callable[[DirectoryBatch], Awaitable[int]],
+    lease: Lease,
+    *,
+    rows: int,
+    on_chunk: ChunkHook | None,
+    gap: float = 0.0,
+) -> int:
+    """``write`` each chunk of a checked batch while ``lease`` holds; the preferences
+    written. After each chunk the loop waits ``gap`` seconds: whatever waited for the
+    writer (or, on Redis, reads a snapshot checked against the directory's version)
+    gets in."""
+    applied = 0
+    for chunk in chunks(batch, rows):
+        lease.check()
+        applied += await write(chunk)
+        if on_chunk is not None:
+            await on_chunk()
+        await asyncio.sleep(gap)
+    return applied
 
 
 def applied_counts(batch: DirectoryBatch, preferences: int) -> dict[str, int]:

@@ -51,7 +51,7 @@ from gateway.store.directory_apply import (
     ChunkHook,
     DirectoryLocks,
     applied_counts,
-    chunks,
+    write_in_chunks,
 )
 from gateway.store.directory_checks import (
     CHILD_ROLES,
@@ -70,6 +70,10 @@ from gateway.store.redis.scripts import Lua, read
 
 _FLAG_REASONS = {"information_granted": "ir", "blocked": "br"}
 _FLAG_VALUES = {"information_granted": "ig", "blocked": "b"}
+
+# The pause after each chunk of a directory batch: a load_audience running in this
+# process meanwhile reads between two chunks, not across one (it would start over).
+_CHUNK_GAP = 0.005
 
 # How often load_audience reads before it gives up on a directory that keeps changing.
 _SNAPSHOT_TRIES = 10
@@ -224,24 +228,30 @@ class RedisDirectory(RedisFeature):
         on_chunk: ChunkHook | None = None,
     ) -> dict[str, int]:
         when = at or datetime.now(UTC)
-        applied = 0
         async with self._locks.hold(tenant_id) as lease:
             known = await self._known_for(tenant_id, batch)
             await asyncio.to_thread(check_batch, batch, known)  # 100,000s of rows
-            for chunk in chunks(batch, chunk_rows):
-                lease.check()
-                watch = ("dirv", "prefv") if chunk.preferences else ("dirv",)
-                applied += await self._directory_write(
-                    tenant_id, partial(self._write_chunk, tenant_id, chunk, when), watch=watch
-                )
-                if on_chunk is not None:
-                    await on_chunk()
+            applied = await write_in_chunks(
+                batch,
+                partial(self._write_chunk, tenant_id, when),
+                lease,
+                rows=chunk_rows,
+                on_chunk=on_chunk,
+                gap=_CHUNK_GAP,
+            )
         return applied_counts(batch, applied)
 
-    async def _write_chunk(
+    async def _write_chunk(self, tenant_id: str, when: datetime, chunk: DirectoryBatch) -> int:
+        """One chunk of a checked batch in one MULTI/EXEC; the preferences written."""
+        watch = ("dirv", "prefv") if chunk.preferences else ("dirv",)
+        return await self._directory_write(
+            tenant_id, partial(self._queue_chunk, tenant_id, chunk, when), watch=watch
+        )
+
+    async def _queue_chunk(
         self, tenant_id: str, chunk: DirectoryBatch, when: datetime, pipe: Any
     ) -> int:
-        """Queue one chunk of a checked batch on ``pipe``; the preferences written."""
+        """Queue one chunk on ``pipe``; the preferences it writes."""
         persons = list({p.id: p for p in chunk.persons}.values())
         groups = list({g.id: g for g in chunk.groups}.values())
         async with self._redis.pipeline(transaction=False) as read:

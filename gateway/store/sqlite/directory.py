@@ -13,6 +13,7 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import UTC, date, datetime
+from functools import partial
 from typing import Any, ClassVar
 
 import aiosqlite
@@ -45,7 +46,7 @@ from gateway.store.directory_apply import (
     ChunkHook,
     DirectoryLocks,
     applied_counts,
-    chunks,
+    write_in_chunks,
 )
 from gateway.store.directory_checks import (
     DeletionFacts,
@@ -196,36 +197,23 @@ CREATE INDEX IF NOT EXISTS protection_history_by_person
         on_chunk: ChunkHook | None = None,
     ) -> dict[str, int]:
         at = at or datetime.now(UTC)
-        applied = 0
         async with self._locks.hold(tenant_id) as lease:
-            async with self._db.read() as db:
-                known = await self._known_for(db, tenant_id, batch)
+            known = await self._known_for(tenant_id, batch)
             await asyncio.to_thread(check_batch, batch, known)  # 100,000s of rows
-            for chunk in chunks(batch, chunk_rows):
-                lease.check()
-                async with self._db.write() as db:
-                    applied += await self._write_chunk(db, tenant_id, chunk, at)
-                if on_chunk is not None:
-                    await on_chunk()
+            applied = await write_in_chunks(
+                batch,
+                partial(self._write_chunk, tenant_id, at),
+                lease,
+                rows=chunk_rows,
+                on_chunk=on_chunk,
+            )
         return applied_counts(batch, applied)
 
-    async def _write_chunk(
-        self, db: aiosqlite.Connection, tenant_id: str, chunk: DirectoryBatch, at: datetime
-    ) -> int:
-        """Write one chunk of a checked batch; the preferences written."""
-        await self._upsert_directory(db, tenant_id, chunk, at)
-        if not chunk.preferences:
-            return 0
-        cursor = await db.executemany(
-            "INSERT INTO preferences (tenant_id, person_id, source, data) "
-            "VALUES (?, ?, 'import', ?) ON CONFLICT (tenant_id, person_id) "
-            "DO UPDATE SET data = excluded.data WHERE preferences.source = 'import'",
-            [
-                (tenant_id, person_id, prefs.model_dump_json())
-                for person_id, prefs in chunk.preferences.items()
-            ],
-        )
-        return cursor.rowcount
+    async def _write_chunk(self, tenant_id: str, at: datetime, chunk: DirectoryBatch) -> int:
+        """Write one chunk of a checked batch in one transaction; the preferences written."""
+        async with self._db.write() as db:
+            await self._upsert_directory(db, tenant_id, chunk, at)
+            return await _upsert_preferences(db, tenant_id, chunk)
 
     async def try_lock(self, tenant_id: str, token: str, ttl: float) -> bool:
         now = time.time()
@@ -253,27 +241,25 @@ CREATE INDEX IF NOT EXISTS protection_history_by_person
                 (tenant_id, token),
             )
 
-    async def _known_for(
-        self, db: aiosqlite.Connection, tenant_id: str, batch: DirectoryBatch
-    ) -> Known:
-        refs = await asyncio.to_thread(batch_refs, batch)
+    async def _known_for(self, tenant_id: str, batch: DirectoryBatch) -> Known:
+        refs = await asyncio.to_thread(batch_refs, batch)  # not holding the reader
         units, groups, roles = refs.known
-        units |= await _existing(db, "units", tenant_id, refs.wanted_units)
-        groups |= await _existing(db, "unit_groups", tenant_id, refs.wanted_groups)
-        missing = refs.wanted_persons
-        if missing:
-            rows = await db.execute_fetchall(
-                f"SELECT id, role FROM persons WHERE tenant_id = ? AND id IN {IDS}",
-                (tenant_id, id_list(missing)),
-            )
-            roles.update({row[0]: row[1] for row in rows})
+        async with self._db.read() as db:
+            units |= await _existing(db, "units", tenant_id, refs.wanted_units)
+            groups |= await _existing(db, "unit_groups", tenant_id, refs.wanted_groups)
+            if refs.wanted_persons:
+                rows = await db.execute_fetchall(
+                    f"SELECT id, role FROM persons WHERE tenant_id = ? AND id IN {IDS}",
+                    (tenant_id, id_list(refs.wanted_persons)),
+                )
+                roles.update({row[0]: row[1] for row in rows})
         return Known(units, groups, roles)
 
     async def _upsert_directory(
         self, db: aiosqlite.Connection, tenant_id: str, batch: DirectoryBatch, at: datetime
     ) -> None:
-        # Rows are generators: aiosqlite's thread builds them as it inserts, so a batch of
-        # 100,000 persons never holds the event loop.
+        # Rows are lists built here (a chunk has a few hundred): the writer's thread then
+        # runs SQLite's C code, which lets the loop have the GIL while it writes.
         await _upsert_units_and_groups(db, tenant_id, batch)
         await _upsert_persons(db, tenant_id, batch, at)
         if batch.persons:
@@ -529,6 +515,24 @@ CREATE INDEX IF NOT EXISTS protection_history_by_person
         return {row[0] for row in rows}
 
 
+async def _upsert_preferences(
+    db: aiosqlite.Connection, tenant_id: str, batch: DirectoryBatch
+) -> int:
+    """The batch's preferences of guardians who have not set their own; how many."""
+    if not batch.preferences:
+        return 0
+    cursor = await db.executemany(
+        "INSERT INTO preferences (tenant_id, person_id, source, data) "
+        "VALUES (?, ?, 'import', ?) ON CONFLICT (tenant_id, person_id) "
+        "DO UPDATE SET data = excluded.data WHERE preferences.source = 'import'",
+        [
+            (tenant_id, person_id, prefs.model_dump_json())
+            for person_id, prefs in batch.preferences.items()
+        ],
+    )
+    return cursor.rowcount
+
+
 async def _upsert_units_and_groups(
     db: aiosqlite.Connection, tenant_id: str, batch: DirectoryBatch
 ) -> None:
@@ -537,16 +541,16 @@ async def _upsert_units_and_groups(
         "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tenant_id, id) DO UPDATE SET "
         "kind = excluded.kind, name = excluded.name, time_zone = excluded.time_zone, "
         "sender_name = excluded.sender_name, sms_sender = excluded.sms_sender",
-        (
+        [
             (tenant_id, u.id, u.kind.value, u.name, u.time_zone, u.sender_name, u.sms_sender)
             for u in batch.units
-        ),
+        ],
     )
     await db.executemany(
         "INSERT INTO unit_groups (tenant_id, id, unit_id, kind, name) VALUES (?, ?, ?, ?, ?) "
         "ON CONFLICT (tenant_id, id) DO UPDATE SET unit_id = excluded.unit_id, "
         "kind = excluded.kind, name = excluded.name",
-        ((tenant_id, g.id, g.unit_id, g.kind.value, g.name) for g in batch.groups),
+        [(tenant_id, g.id, g.unit_id, g.kind.value, g.name) for g in batch.groups],
     )
 
 
@@ -572,7 +576,7 @@ async def _upsert_persons(
         "family_name = excluded.family_name, birth_date = excluded.birth_date, "
         "protection = excluded.protection, email = excluded.email, phone = excluded.phone, "
         "language = excluded.language, consent_guardians = excluded.consent_guardians",
-        (
+        [
             (
                 tenant_id,
                 p.id,
@@ -587,7 +591,7 @@ async def _upsert_persons(
                 int(p.consent_guardians),
             )
             for p in persons
-        ),
+        ],
     )
 
 
@@ -604,20 +608,20 @@ async def _replace_memberships(
     await db.executemany(
         "INSERT OR IGNORE INTO person_units (tenant_id, unit_id, person_id, pos) "
         "VALUES (?, ?, ?, ?)",
-        (
+        [
             (tenant_id, unit_id, p.id, pos)
             for p in batch.persons
             for pos, unit_id in enumerate(p.unit_ids)
-        ),
+        ],
     )
     await db.executemany(
         "INSERT OR IGNORE INTO person_groups (tenant_id, group_id, person_id, pos) "
         "VALUES (?, ?, ?, ?)",
-        (
+        [
             (tenant_id, group_id, p.id, pos)
             for p in batch.persons
             for pos, group_id in enumerate(p.group_ids)
-        ),
+        ],
     )
 
 
@@ -629,7 +633,7 @@ async def _upsert_relations(
         "daily_care) VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant_id, child_id, guardian_id) "
         "DO UPDATE SET parental_responsibility = excluded.parental_responsibility, "
         "daily_care = excluded.daily_care",
-        (
+        [
             (
                 tenant_id,
                 r.child_id,
@@ -638,7 +642,7 @@ async def _upsert_relations(
                 int(r.daily_care),
             )
             for r in batch.relations
-        ),
+        ],
     )
 
 
