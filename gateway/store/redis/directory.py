@@ -13,6 +13,7 @@ rules every backend keeps are in :mod:`gateway.store.directory_checks`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, date, datetime
@@ -71,9 +72,9 @@ from gateway.store.redis.scripts import Lua, read
 _FLAG_REASONS = {"information_granted": "ir", "blocked": "br"}
 _FLAG_VALUES = {"information_granted": "ig", "blocked": "b"}
 
-# The pause after each chunk of a directory batch: a load_audience running in this
-# process meanwhile reads between two chunks, not across one (it would start over).
-_CHUNK_GAP = 0.005
+# How long a directory batch waits at most between two chunks for this process's
+# snapshot reads (load_audience) to finish.
+_GIVE_WAY = 0.2
 
 # How often load_audience reads before it gives up on a directory that keeps changing.
 _SNAPSHOT_TRIES = 10
@@ -188,6 +189,11 @@ class RedisDirectory(RedisFeature):
     def __init__(self, db: RedisHandle) -> None:
         super().__init__(db)
         self._locks = DirectoryLocks(self)
+        # Snapshot reads of this process under way: a batch gives way to them between
+        # chunks (each chunk changes the version they check, so they would start over).
+        self._reading = 0
+        self._no_reads = asyncio.Event()
+        self._no_reads.set()
 
     async def _directory_write(
         self,
@@ -237,9 +243,16 @@ class RedisDirectory(RedisFeature):
                 lease,
                 rows=chunk_rows,
                 on_chunk=on_chunk,
-                gap=_CHUNK_GAP,
+                between=self._give_way,
             )
         return applied_counts(batch, applied)
+
+    async def _give_way(self) -> None:
+        """Between two chunks: let the snapshot reads under way finish (for a moment at
+        most, so a steady stream of them cannot hold a batch up)."""
+        await asyncio.sleep(0)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._no_reads.wait(), _GIVE_WAY)
 
     async def _write_chunk(self, tenant_id: str, when: datetime, chunk: DirectoryBatch) -> int:
         """One chunk of a checked batch in one MULTI/EXEC; the preferences written."""
@@ -582,6 +595,16 @@ class RedisDirectory(RedisFeature):
         """Several reads, checked against the directory versions: a snapshot is returned
         only when no directory write landed in between; under writes that never pause it
         gives up with a (transient) StoreError rather than answer with a torn one."""
+        self._reading += 1
+        self._no_reads.clear()
+        try:
+            return await self._checked_snapshot(tenant_id, audience)
+        finally:
+            self._reading -= 1
+            if not self._reading:
+                self._no_reads.set()
+
+    async def _checked_snapshot(self, tenant_id: str, audience: Audience) -> DirectorySnapshot:
         versions = [self._db.t(tenant_id, v) for v in ("dirv", "prefv", "devv")]
         for attempt in range(_SNAPSHOT_TRIES):
             before = await self._redis.mget(versions)
