@@ -44,8 +44,13 @@ ROOT = Path(__file__).resolve().parents[1]
 SEED = {
     "units": [{"id": "seed-u", "kind": "school", "name": "Seed skole"}],
     "persons": [
-        {"id": "seed-c", "role": "child", "given_name": "Kari", "birth_date": "2015-03-01",
-         "unit_ids": ["seed-u"]},
+        {
+            "id": "seed-c",
+            "role": "child",
+            "given_name": "Kari",
+            "birth_date": "2015-03-01",
+            "unit_ids": ["seed-u"],
+        },
         {"id": "seed-p", "role": "guardian", "given_name": "Ola", "email": "ola@example.org"},
     ],
     "relations": [{"child_id": "seed-c", "guardian_id": "seed-p"}],

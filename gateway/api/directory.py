@@ -85,7 +85,8 @@ class ProtectionView(BaseModel):
 
 
 async def post_directory(request: web.Request) -> web.Response:
-    """Upsert a batch, all or nothing: 200 ``{"applied": counts}``, or 422 naming row and field."""
+    """Upsert a batch validated all or nothing: 200 ``{"applied": counts}``, or 422 naming
+    row and field (nothing written). Written in chunks: see store/directory_apply.py."""
     ctx = request.app[CTX]
     tenant = await authenticate_bearer(request, _store(ctx), ctx.clock.now(), Scope.directory)
     # Millions of objects for a big batch: full GC passes would stall the event loop.
@@ -252,7 +253,7 @@ async def post_guardian_token(request: web.Request) -> web.Response:
 OPERATIONS: dict[spec.Route, spec.Operation] = {
     ("POST", "/v1/directory"): spec.Operation(
         tag="directory",
-        summary="Upsert a directory batch, all or nothing",
+        summary="Upsert a directory batch, validated all or nothing, written in chunks",
         security=spec.tenant("directory"),
         body=spec.Body(DirectoryBatch),
         responses={200: spec.Response("Applied; counts per kind", DirectoryApplied)},

@@ -139,7 +139,7 @@ def _switch(name: str, description: str) -> spec.Param:
 OPERATIONS: dict[spec.Route, spec.Operation] = {
     ("POST", "/v1/directory/oneroster"): spec.Operation(
         tag="directory",
-        summary="Import a zipped OneRoster 1.1/1.2 CSV export, all or nothing",
+        summary="Import a zipped OneRoster 1.1/1.2 CSV export, validated all or nothing",
         description=(
             "The body is a zip of `manifest.csv` and the bulk CSV files. Errors name"
             " `[file, row, field]` (row: the line in the CSV, header = 1), never the"

@@ -101,9 +101,7 @@ async def test_a_bad_last_row_writes_nothing_of_a_chunked_batch(store: Store) ->
     batch.relations.append(rel("c0", "nobody"))
     with pytest.raises(ValidationFailed) as caught:
         await store.apply_directory(A, batch, at(1), chunk_rows=5)
-    assert [e["loc"] for e in caught.value.errors] == [
-        ["relations", 2 * CHILDREN, "guardian_id"]
-    ]
+    assert [e["loc"] for e in caught.value.errors] == [["relations", 2 * CHILDREN, "guardian_id"]]
     assert await store.get_person(A, "c0") is None
     snapshot = await store.load_audience(A, Audience(units=["u0", "u1"]))
     assert snapshot.units == {} and snapshot.audience_children == []
@@ -117,9 +115,7 @@ async def _delete_at_a_chunk_boundary(writer: Store, deleter: Store) -> dict[str
     async def boundary() -> None:
         if not deletion:
             deletion.append(
-                asyncio.create_task(
-                    deleter.delete_directory(A, DirectoryDeletion(persons=["s5"]))
-                )
+                asyncio.create_task(deleter.delete_directory(A, DirectoryDeletion(persons=["s5"])))
             )
         await asyncio.sleep(0.02)  # the deletion runs as far as it may
         assert not deletion[0].done()  # neither deleted nor refused in the middle

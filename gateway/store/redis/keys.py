@@ -29,6 +29,8 @@ The keys (``{t}`` a tenant's tag):
   token index, failing contacts
 * `P:{t}:dirv`, `prefv`, `devv` — versions: directory writes are WATCHed transactions,
   `load_audience` a checked snapshot
+* `P:{t}:dirlock` — the tenant's directory lock (a token with an expiry), held while a
+  batch is written in chunks or a deletion runs
 * `P:{t}:m:<id>`, `msgs` — messages; messages by creation time (retention)
 * `P:{t}:d:<id>`, `h:<id>` — deliveries and their status history
 * `P:{t}:mr:<msg>`, `mc:<msg>`, `rd:<msg>` — deliveries per recipient, counts per
