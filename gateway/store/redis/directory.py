@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, date, datetime
 from functools import partial
@@ -181,6 +182,35 @@ def _queue_person_deletion(
     pipe.hdel(t("fail"), f"{p}\x1femail", f"{p}\x1fphone")
 
 
+def _set_changes(
+    t: Callable[..., str],
+    persons: list[Person],
+    groups: list[Group],
+    old_persons: list[str | None],
+    old_groups: list[str | None],
+) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
+    """The members to remove from and add to each set key (groups of a unit, members
+    of a unit or group) for these upserts."""
+    removed: defaultdict[str, set[str]] = defaultdict(set)
+    added: defaultdict[str, set[str]] = defaultdict(set)
+    for g, old in zip(groups, old_groups, strict=False):
+        if old is not None and json.loads(old)[0] != g.unit_id:
+            removed[t("ug", json.loads(old)[0])].add(g.id)
+        added[t("ug", g.unit_id)].add(g.id)
+    for p, old in zip(persons, old_persons, strict=False):
+        if old is not None:
+            before = _person(p.id, old)
+            for unit_id in set(before.unit_ids) - set(p.unit_ids):
+                removed[t("um", unit_id)].add(p.id)
+            for group_id in set(before.group_ids) - set(p.group_ids):
+                removed[t("gm", group_id)].add(p.id)
+        for unit_id in p.unit_ids:
+            added[t("um", unit_id)].add(p.id)
+        for group_id in p.group_ids:
+            added[t("gm", group_id)].add(p.id)
+    return removed, added
+
+
 class RedisDirectory(RedisFeature):
     """:class:`gateway.store.ports.DirectoryStore` and ``AudienceReader`` on Redis."""
 
@@ -316,6 +346,8 @@ class RedisDirectory(RedisFeature):
         old_persons: list[str | None],
         old_groups: list[str | None],
     ) -> None:
+        """Queue the writes of a chunk: one command per key touched (a chunk of 250
+        persons in one class is one SADD to the class, not 250)."""
         t = self._db.tk(tenant_id)
         if batch.units:
             pipe.hset(
@@ -325,36 +357,29 @@ class RedisDirectory(RedisFeature):
                     for u in batch.units
                 },
             )
-        for g, old in zip(groups, old_groups, strict=False):
-            if old is not None and json.loads(old)[0] != g.unit_id:
-                pipe.srem(t("ug", json.loads(old)[0]), g.id)
-            pipe.sadd(t("ug", g.unit_id), g.id)
         if groups:
             pipe.hset(
                 t("groups"),
                 mapping={g.id: dumps([g.unit_id, g.kind.value, g.name]) for g in groups},
             )
-        for p, old in zip(persons, old_persons, strict=False):
-            if old is not None:
-                before = _person(p.id, old)
-                for unit_id in set(before.unit_ids) - set(p.unit_ids):
-                    pipe.srem(t("um", unit_id), p.id)
-                for group_id in set(before.group_ids) - set(p.group_ids):
-                    pipe.srem(t("gm", group_id), p.id)
-            for unit_id in p.unit_ids:
-                pipe.sadd(t("um", unit_id), p.id)
-            for group_id in p.group_ids:
-                pipe.sadd(t("gm", group_id), p.id)
+        removed, added = _set_changes(t, persons, groups, old_persons, old_groups)
+        for key, members in removed.items():
+            pipe.srem(key, *members)
+        for key, members in added.items():
+            pipe.sadd(key, *members)
         if persons:
             pipe.hset(t("persons"), mapping={p.id: _person_doc(p) for p in persons})
             pipe.hset(t("roles"), mapping={p.id: p.role.value for p in persons})
+        by_child: defaultdict[str, dict[str, str]] = defaultdict(dict)
+        by_guardian: defaultdict[str, set[str]] = defaultdict(set)
         for r in batch.relations:
-            pipe.hset(
-                t("rc", r.child_id),
-                r.guardian_id,
-                f"{int(r.parental_responsibility)}{int(r.daily_care)}",
-            )
-            pipe.sadd(t("rg", r.guardian_id), r.child_id)
+            flags = f"{int(r.parental_responsibility)}{int(r.daily_care)}"
+            by_child[r.child_id][r.guardian_id] = flags
+            by_guardian[r.guardian_id].add(r.child_id)
+        for child_id, row in by_child.items():
+            pipe.hset(t("rc", child_id), mapping=row)
+        for guardian_id, children in by_guardian.items():
+            pipe.sadd(t("rg", guardian_id), *children)
 
     async def _known_for(self, tenant_id: str, batch: DirectoryBatch) -> Known:
         refs = await asyncio.to_thread(batch_refs, batch)
