@@ -20,6 +20,7 @@ from typing import Any
 from gateway.models import Delivery, DeliveryStatus, Job, Role, StatusChange
 from gateway.store import SendOutcome
 from gateway.store.encoding import dumps, from_us, from_us_opt, us, us_opt
+from gateway.store.redis import keys as K
 from gateway.store.redis import scripts as lua
 from gateway.store.redis.base import RedisFeature, RedisHandle, digest, opt
 from gateway.store.redis.jobs import RedisJobs
@@ -126,7 +127,7 @@ class DeliveryOwners(RedisFeature):
         if missing:
             async with self._redis.pipeline(transaction=False) as pipe:
                 for i in missing:
-                    pipe.get(self._db.g("did", i))
+                    pipe.get(self._db.g(K.DELIVERY_TENANT, i))
                 found = await pipe.execute()
             for i, tenant in zip(missing, found, strict=True):
                 if tenant is not None:
@@ -139,7 +140,9 @@ class DeliveryOwners(RedisFeature):
         if len(self._where) > _WHERE_CACHE:
             self._where.popitem(last=False)
 
-    def forget(self, delivery_ids: Sequence[str]) -> None:
+    async def forget(self, delivery_ids: Sequence[str]) -> None:
+        """Purged deliveries: their ``did`` keys and cached owners go."""
+        await self._redis.unlink(*(self._db.g(K.DELIVERY_TENANT, i) for i in delivery_ids))
         for i in delivery_ids:
             self._where.pop(i, None)
 
@@ -165,16 +168,18 @@ class RedisDeliveries(RedisFeature):
             # Deliveries first, then their jobs: a job never runs before its delivery
             # exists; a crash in between leaves the plan job, whose rerun adds the jobs.
             async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.sadd(self._db.g("active"), *by_tenant)
+                pipe.sadd(self._db.active, *by_tenant)
                 for tenant_id, rows in by_tenant.items():
                     for d in rows:
-                        pipe.set(self._db.g("did", d.id), tenant_id, ex=self._db.ttl, nx=True)
+                        pipe.set(
+                            self._db.g(K.DELIVERY_TENANT, d.id), tenant_id, ex=self._db.ttl, nx=True
+                        )
                     tp = self._db.tp(tenant_id)
                     args: list[Any] = [tp, self._db.ttl]
                     for d in reversed(rows):
                         args.append(_delivery_meta(d))
                         args.append(_delivery_doc(d))
-                    self._db.eval(pipe, _ADD_DELIVERIES, [tp + "stats"], args)
+                    self._db.eval(pipe, _ADD_DELIVERIES, [self._db.anchor(tenant_id)], args)
                 results = await pipe.execute()
             n_scripts = len(by_tenant)
             new = sum(int(x) for x in results[-n_scripts:])
@@ -188,7 +193,7 @@ class RedisDeliveries(RedisFeature):
                 self._db.eval(
                     pipe,
                     _KEEP_GREATEST,
-                    [self._db.g("addr", digest(d.channel, d.address))],
+                    [self._db.g(K.ADDRESS, digest(d.channel, d.address))],
                     [f"{us(d.created_at):020d}\x1f{d.id}\x1f{d.tenant_id}", self._db.ttl],
                 )
             self._jobs.queue(pipe, jobs)
@@ -211,12 +216,12 @@ class RedisDeliveries(RedisFeature):
             return {}
         async with self._redis.pipeline(transaction=False) as pipe:
             for tenant_id, delivery_id in refs:
-                pipe.hgetall(self._db.t(tenant_id, "d", delivery_id))
+                pipe.hgetall(self._db.t(tenant_id, K.DELIVERY, delivery_id))
             rows = await pipe.execute()
         return {i: _delivery(i, h) for (_, i), h in zip(refs, rows, strict=True) if h}
 
     async def list_deliveries(self, tenant_id: str, message_id: str) -> list[Delivery]:
-        rows = await self._redis.hvals(self._db.t(tenant_id, "mr", message_id))
+        rows = await self._redis.hvals(self._db.t(tenant_id, K.RECIPIENTS, message_id))
         ids = [i for row in rows for i in row.split()]
         found = await self.load([(tenant_id, i) for i in ids])
         return sorted(found.values(), key=lambda d: (d.created_at, d.id))
@@ -229,7 +234,7 @@ class RedisDeliveries(RedisFeature):
         ids = [i for i in result if i in where]
         async with self._redis.pipeline(transaction=False) as pipe:
             for i in ids:
-                pipe.lrange(self._db.t(where[i], "h", i), 0, -1)
+                pipe.lrange(self._db.t(where[i], K.HISTORY, i), 0, -1)
             rows = await pipe.execute()
         for i, entries in zip(ids, rows, strict=True):
             result[i] = [_history(i, e) for e in entries]
@@ -279,7 +284,7 @@ class RedisDeliveries(RedisFeature):
             for m in moves:
                 if m.provider_id is not None and m.delivery_id in where:
                     pipe.set(
-                        self._db.g("pid", digest(m.provider_id)),
+                        self._db.g(K.PROVIDER_ID, digest(m.provider_id)),
                         f"{where[m.delivery_id]}\x1f{m.delivery_id}",
                         ex=self._db.ttl,
                     )
@@ -300,7 +305,7 @@ class RedisDeliveries(RedisFeature):
                             opt(m.segments),
                         )
                     )
-                self._db.eval(pipe, _TRANSITION, [tp + "stats"], args)
+                self._db.eval(pipe, _TRANSITION, [self._db.anchor(tenant_id)], args)
                 scripts += 1
             if finished_jobs:
                 self._jobs.queue_finish(pipe, finished_jobs)
@@ -319,11 +324,14 @@ class RedisDeliveries(RedisFeature):
         tenant_id = (await self._owners.of([delivery_id])).get(delivery_id)
         if tenant_id is None:
             return False
-        keys = [self._db.t(tenant_id, "d", delivery_id), self._db.t(tenant_id, "h", delivery_id)]
+        keys = [
+            self._db.t(tenant_id, K.DELIVERY, delivery_id),
+            self._db.t(tenant_id, K.HISTORY, delivery_id),
+        ]
         return bool(await self._db.eval(self._redis, _NOTE_ATTEMPT, keys, [us(at), detail]))
 
     async def delivery_by_provider_id(self, channel: str, provider_id: str) -> Delivery | None:
-        ref = await self._redis.get(self._db.g("pid", digest(provider_id)))
+        ref = await self._redis.get(self._db.g(K.PROVIDER_ID, digest(provider_id)))
         if ref is None:
             return None
         tenant_id, delivery_id = ref.split("\x1f", 1)
@@ -333,14 +341,14 @@ class RedisDeliveries(RedisFeature):
         return found
 
     async def count_by_status(self, tenant_id: str, message_id: str) -> dict[str, int]:
-        counts = await self._redis.hgetall(self._db.t(tenant_id, "mc", message_id))
+        counts = await self._redis.hgetall(self._db.t(tenant_id, K.COUNTS, message_id))
         return {k: int(v) for k, v in counts.items() if int(v) > 0}
 
     async def delivery_stats(self) -> dict[tuple[str, str], int]:
-        tenants = sorted(await self._redis.smembers(self._db.g("active")))
+        tenants = sorted(await self._redis.smembers(self._db.active))
         async with self._redis.pipeline(transaction=False) as pipe:
             for tenant_id in tenants:
-                pipe.hgetall(self._db.t(tenant_id, "stats"))
+                pipe.hgetall(self._db.t(tenant_id, K.STATS))
             rows = await pipe.execute()
         stats: defaultdict[tuple[str, str], int] = defaultdict(int)
         for row in rows:
@@ -352,20 +360,20 @@ class RedisDeliveries(RedisFeature):
     async def latest_delivery_to(
         self, tenant_id: str, channel: str, address: str
     ) -> Delivery | None:
-        ref = await self._redis.get(self._db.t(tenant_id, "la", digest(channel, address)))
+        ref = await self._redis.get(self._db.t(tenant_id, K.LATEST, digest(channel, address)))
         if ref is None:
             return None
         delivery_id = ref.split("\x1f", 1)[1]
         return (await self.load([(tenant_id, delivery_id)])).get(delivery_id)
 
     async def tenant_for_address(self, channel: str, address: str) -> str | None:
-        ref = await self._redis.get(self._db.g("addr", digest(channel, address)))
+        ref = await self._redis.get(self._db.g(K.ADDRESS, digest(channel, address)))
         return None if ref is None else ref.split("\x1f", 2)[2]
 
     async def recipient_deliveries(
         self, tenant_id: str, message_id: str, recipient_id: str
     ) -> list[Delivery]:
-        ids = await self._redis.hget(self._db.t(tenant_id, "mr", message_id), recipient_id)
+        ids = await self._redis.hget(self._db.t(tenant_id, K.RECIPIENTS, message_id), recipient_id)
         if not ids:
             return []
         found = await self.load([(tenant_id, i) for i in ids.split()])

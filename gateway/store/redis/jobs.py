@@ -16,9 +16,10 @@ from gateway.constants import JOB_SEND
 from gateway.models import DeliveryStatus, Job
 from gateway.store import SendOutcome, lanes
 from gateway.store.encoding import from_us, us
+from gateway.store.redis import keys as K
 from gateway.store.redis import scripts as lua
 from gateway.store.redis.base import RedisFeature, RedisHandle, opt
-from gateway.store.redis.scripts import Lua
+from gateway.store.redis.scripts import Lua, read
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,8 @@ _FINISH_JOBS = Lua(lua.FINISH_JOBS)
 _RETRY_JOB = Lua(lua.RETRY_JOB)
 _QUEUE_STATS = Lua(lua.QUEUE_STATS)
 _FORGET_CONSUMERS = Lua(lua.FORGET_CONSUMERS)
+# KEYS[1] the kinds set. ARGV: qp job_id. 1: removed; 0: no such job; -1: claimed before.
+_TAKE_UNSTARTED = Lua(lua.QUEUE_COMMON + read("take_unstarted"))
 
 # Apply status moves and end jobs in one round trip (RedisDeliveries.apply_moves).
 ApplyMoves = Callable[[Sequence[SendOutcome], Sequence[str], Sequence[Job]], Awaitable[list[bool]]]
@@ -54,7 +57,15 @@ class RedisJobs(RedisFeature):
     the consumer group; ``claimed_send`` learns the tenant of each send job claimed (the
     delivery's tenant, kept by redis/deliveries.py)."""
 
-    SCRIPTS = (_ADD_JOBS, _CLAIM, _FINISH_JOBS, _RETRY_JOB, _QUEUE_STATS, _FORGET_CONSUMERS)
+    SCRIPTS = (
+        _ADD_JOBS,
+        _CLAIM,
+        _FINISH_JOBS,
+        _RETRY_JOB,
+        _QUEUE_STATS,
+        _FORGET_CONSUMERS,
+        _TAKE_UNSTARTED,
+    )
 
     def __init__(
         self, db: RedisHandle, consumer: str, claimed_send: Callable[[str, str], None]
@@ -82,11 +93,11 @@ class RedisJobs(RedisFeature):
                     "1" if j.urgent else "0",
                 )
             )
-        self._db.eval(pipe, _ADD_JOBS, [self._db.qp + "kinds"], args)
+        self._db.eval(pipe, _ADD_JOBS, [self._db.qp + K.KINDS], args)
 
     def queue_finish(self, pipe: Any, job_ids: Sequence[str]) -> None:
         """Queue the end of jobs on a pipeline."""
-        self._db.eval(pipe, _FINISH_JOBS, [self._db.qp + "kinds"], [self._db.qp, *job_ids])
+        self._db.eval(pipe, _FINISH_JOBS, [self._db.qp + K.KINDS], [self._db.qp, *job_ids])
 
     async def claim_jobs(
         self,
@@ -104,7 +115,7 @@ class RedisJobs(RedisFeature):
         out = await self._db.eval(
             self._redis,
             _CLAIM,
-            [self._db.qp + "clock"],
+            [self._db.qp + K.CLOCK],
             [
                 self._db.qp,
                 stamp // 1000,
@@ -128,14 +139,14 @@ class RedisJobs(RedisFeature):
 
     async def finish_job(self, job_id: str) -> None:
         await self._db.eval(
-            self._redis, _FINISH_JOBS, [self._db.qp + "kinds"], [self._db.qp, job_id]
+            self._redis, _FINISH_JOBS, [self._db.qp + K.KINDS], [self._db.qp, job_id]
         )
 
     async def retry_job(self, job_id: str, due_at: datetime, error: str) -> None:
         await self._db.eval(
             self._redis,
             _RETRY_JOB,
-            [self._db.qp + "kinds"],
+            [self._db.qp + K.KINDS],
             [self._db.qp, job_id, us(due_at), error, "0"],
         )
 
@@ -143,7 +154,7 @@ class RedisJobs(RedisFeature):
         await self._db.eval(
             self._redis,
             _RETRY_JOB,
-            [self._db.qp + "kinds"],
+            [self._db.qp + K.KINDS],
             [self._db.qp, job_id, us(due_at), reason, "1"],
         )
 
@@ -152,7 +163,7 @@ class RedisJobs(RedisFeature):
             return {}
         async with self._redis.pipeline(transaction=False) as pipe:
             for job_id in job_ids:
-                pipe.hmget(self._db.qp + "j:" + job_id, "t", "k", "r", "d", "a", "e", "p")
+                pipe.hmget(self._db.q(K.JOB, job_id), "t", "k", "r", "d", "a", "e", "p")
             rows = await pipe.execute()
         return {
             job_id: _job([job_id, *row])
@@ -163,7 +174,7 @@ class RedisJobs(RedisFeature):
     async def queue_stats(self, now: datetime) -> dict[str, tuple[int, float]]:
         stamp = us(now)
         out = await self._db.eval(
-            self._redis, _QUEUE_STATS, [self._db.qp + "kinds"], [self._db.qp, stamp]
+            self._redis, _QUEUE_STATS, [self._db.qp + K.KINDS], [self._db.qp, stamp]
         )
         stats: dict[str, tuple[int, float]] = {}
         for i in range(0, len(out), 3):
@@ -172,10 +183,17 @@ class RedisJobs(RedisFeature):
             stats[out[i]] = (int(out[i + 1]), age)
         return stats
 
+    async def take_unstarted(self, job_id: str) -> int:
+        """Remove a job no worker ever claimed: 1 removed, 0 no such job, -1 claimed before
+        (a scheduled message's cancel, redis/schedules.py)."""
+        qp = self._db.qp
+        taken = await self._db.eval(self._redis, _TAKE_UNSTARTED, [qp + K.KINDS], [qp, job_id])
+        return int(taken)
+
     async def forget_consumer(self, client: Any) -> None:
         """Take this process out of the consumer groups (on close, with the last client)."""
         qp = self._db.qp
-        await client.evalsha(_FORGET_CONSUMERS.sha, 1, qp + "kinds", qp, self._consumer)
+        await client.evalsha(_FORGET_CONSUMERS.sha, 1, qp + K.KINDS, qp, self._consumer)
 
 
 class RedisSendLedger(RedisFeature):

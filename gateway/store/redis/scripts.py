@@ -14,22 +14,32 @@ composes the files (the shared blocks ``common``, ``queue_common``,
 ``device_common``) and says which script reports change-feed entries
 (:func:`tenant_script`). The forward-only status rule is not written in Lua at all:
 :func:`status_rule` generates its table from :func:`gateway.models.can_transition`.
+Nor are the key names: every script starts with the table ``K`` that
+:func:`gateway.store.redis.keys.lua_table` generates (``tp .. K.DELIVERY .. id``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from importlib.resources import files
 
 from gateway.models import DeliveryStatus, can_transition
+from gateway.store.redis.keys import lua_table
+
+# A key name in a script: ``tp .. K.DELIVERY .. id`` (redis/keys.py).
+_KEY_NAME = re.compile(r"\bK\.([A-Z_]+)\b")
 
 
 class Lua:
-    """A script loaded once per connection pool and run by its SHA1."""
+    """A script loaded once per connection pool and run by its SHA1; its source starts
+    with the key names it uses from :mod:`gateway.store.redis.keys` (``local K = {...}``:
+    only those, as the table is built on every call)."""
 
     def __init__(self, source: str) -> None:
-        self.source = source
-        self.sha = hashlib.sha1(source.encode()).hexdigest()
+        wanted = _KEY_NAME.findall(source)
+        self.source = (lua_table(wanted) if wanted else "") + source
+        self.sha = hashlib.sha1(self.source.encode()).hexdigest()
 
 
 def read(name: str) -> str:
@@ -118,9 +128,9 @@ CREATE_TENANT = read("create_tenant")
 # Times are on the CALLER's clock (the Protocol passes ``now``).
 #
 # Leases and XAUTOCLAIM: a pending entry's delivery time is set (XCLAIM ... TIME) to the
-# claim time on the caller's clock minus a per-keyspace offset K (``clock``; 0 for real
+# claim time on the caller's clock minus a per-keyspace offset (``clock``; 0 for real
 # clocks), so XAUTOCLAIM's "idle >= min-idle-time", measured on Redis's clock, becomes
-# "lease ended on the caller's clock" with min-idle-time = lease + K + (redis now - now).
+# "lease ended on the caller's clock" with min-idle-time = lease + offset + (redis now - now).
 # The lease end kept in the job hash has the last word, so a clock far off can make a
 # claim later, never earlier.
 

@@ -1,6 +1,6 @@
 local added = 0
 for i = 2, #ARGV, 8 do
-  local key = qp .. 'j:' .. ARGV[i]
+  local key = qp .. K.JOB .. ARGV[i]
   if redis.call('EXISTS', key) == 0 then
     local f = {'k', ARGV[i + 2], 't', ARGV[i + 1], 'r', ARGV[i + 3], 'd', ARGV[i + 4],
       'a', ARGV[i + 5]}

@@ -3,19 +3,19 @@ local lease_ms, limit, consumer = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
 local normal_reserved = tonumber(ARGV[7])
 local t = redis.call('TIME')
 local server_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local K = tonumber(redis.call('GET', KEYS[1]) or '-1')
-if K < 0 then
+local offset = tonumber(redis.call('GET', KEYS[1]) or '-1')
+if offset < 0 then
   local skew = now_ms - server_ms
-  if skew > 1000 then K = skew + 86400000 else K = 0 end
-  redis.call('SET', KEYS[1], num(K))
+  if skew > 1000 then offset = skew + 86400000 else offset = 0 end
+  redis.call('SET', KEYS[1], num(offset))
 end
-local stamp = now_ms - K
+local stamp = now_ms - offset
 local clamped = 0
 if stamp > server_ms then clamped = 1 end
 local lease_end = now_us + lease_ms * 1000
 local out = {}
 local function take(kind, stream, eid, id, redelivery)
-  local key = qp .. 'j:' .. id
+  local key = qp .. K.JOB .. id
   if redelivery then  -- counts in the entry's delivery counter, like XREADGROUP did
     redis.call('XCLAIM', stream, GROUP, consumer, 0, eid, 'TIME', num(stamp))
   else
@@ -31,9 +31,9 @@ end
 local kinds = {}
 for i = 8, #ARGV do kinds[#kinds + 1] = ARGV[i] end
 -- 1. Jobs of crashed (or too slow) workers: XAUTOCLAIM after the lease.
-local min_idle = math.max(0, lease_ms + K + server_ms - now_ms - 1000)
+local min_idle = math.max(0, lease_ms + offset + server_ms - now_ms - 1000)
 for _, kind in ipairs(kinds) do
-  local stream = qp .. 's:' .. kind
+  local stream = qp .. K.STREAM .. kind
   if #out >= limit * 8 then break end
   if redis.call('EXISTS', stream) == 1 then
     local cursor = '0-0'
@@ -46,13 +46,13 @@ for _, kind in ipairs(kinds) do
       for _, eid in ipairs(r[2]) do
         local entry = redis.call('XRANGE', stream, eid, eid)[1]
         local id = entry and entry[2][2]
-        local j = id and redis.call('HMGET', qp .. 'j:' .. id, 'x', 'l', 'c') or {}
+        local j = id and redis.call('HMGET', qp .. K.JOB .. id, 'x', 'l', 'c') or {}
         if j[1] ~= eid then
           drop_entry(kind, eid)  -- finished or retried meanwhile: a stale entry
         elseif tonumber(j[2]) > now_us then
           -- not over on the caller's clock: give the entry its delivery time back
           redis.call('XCLAIM', stream, GROUP, consumer, 0, eid, 'TIME',
-            num(math.floor(tonumber(j[3]) / 1000) - K), 'JUSTID')
+            num(math.floor(tonumber(j[3]) / 1000) - offset), 'JUSTID')
         else
           take(kind, stream, eid, id, true)
         end
@@ -88,7 +88,7 @@ if want > 0 then
   local per_kind = {}
   for i = 1, #due do
     local id, kind = due[i][2], due[i][3]
-    local stream = qp .. 's:' .. kind
+    local stream = qp .. K.STREAM .. kind
     ensure_group(stream)
     redis.call('ZREM', waiting(kind, due[i][4]), id)
     redis.call('XADD', stream, '*', 'j', id)
@@ -97,7 +97,7 @@ if want > 0 then
   for _, kind in ipairs(kinds) do
     local n = per_kind[kind]
     if n then
-      local stream = qp .. 's:' .. kind
+      local stream = qp .. K.STREAM .. kind
       local r = redis.call('XREADGROUP', 'GROUP', GROUP, consumer, 'COUNT', n,
         'STREAMS', stream, '>')
       for _, entry in ipairs(r[1][2]) do take(kind, stream, entry[1], entry[2][2]) end

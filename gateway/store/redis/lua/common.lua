@@ -18,16 +18,16 @@ end
 -- script then reports the change to the caller (tenant_script below), which marks the
 -- tenant pending in the queue's slot: a second step, as Cluster allows no other.
 local function feed(tp, kind, data, at)
-  if redis.call('EXISTS', tp .. 'wh:on') == 0 then return nil end
-  local seq = redis.call('INCR', tp .. 'wh:seq')
-  redis.call('ZADD', tp .. 'wh:feed', seq, seq .. '\31' .. kind .. '\31' .. at .. '\31'
+  if redis.call('EXISTS', tp .. K.WEBHOOKS_ON) == 0 then return nil end
+  local seq = redis.call('INCR', tp .. K.TENANT_SEQ)
+  redis.call('ZADD', tp .. K.TENANT_FEED, seq, seq .. '\31' .. kind .. '\31' .. at .. '\31'
     .. (type(data) == 'string' and data or cjson.encode(data)))
   FED_TP = tp
   if FED_AT == nil or tonumber(at) < tonumber(FED_AT) then FED_AT = at end
   return seq
 end
 local function move(tp, id, status, at, detail, reason, pid, segs)
-  local key = tp .. 'd:' .. id
+  local key = tp .. K.DELIVERY .. id
   local cur = redis.call('HMGET', key, 's', 'c', 'm', 'w')
   local old = cur[1]
   if not old then return 0 end
@@ -39,11 +39,11 @@ local function move(tp, id, status, at, detail, reason, pid, segs)
     redis.call('HSET', key, unpack(f))
     local h = status .. '\31' .. at
     if detail then h = h .. '\31' .. detail end
-    redis.call('RPUSH', tp .. 'h:' .. id, h)
-    redis.call('HINCRBY', tp .. 'mc:' .. cur[3], old, -1)
-    redis.call('HINCRBY', tp .. 'mc:' .. cur[3], status, 1)
-    redis.call('HINCRBY', tp .. 'stats', cur[2] .. '\31' .. old, -1)
-    redis.call('HINCRBY', tp .. 'stats', cur[2] .. '\31' .. status, 1)
+    redis.call('RPUSH', tp .. K.HISTORY .. id, h)
+    redis.call('HINCRBY', tp .. K.COUNTS .. cur[3], old, -1)
+    redis.call('HINCRBY', tp .. K.COUNTS .. cur[3], status, 1)
+    redis.call('HINCRBY', tp .. K.STATS, cur[2] .. '\31' .. old, -1)
+    redis.call('HINCRBY', tp .. K.STATS, cur[2] .. '\31' .. status, 1)
     if status ~= 'planned' and status ~= 'queued' and status ~= 'sending' then
       feed(tp, 'delivery.updated', {message_id=cur[3], delivery_id=id, recipient_id=cur[4],
         channel=cur[2], status=status, reason=redis.call('HGET', key, 'r') or cjson.null}, at)

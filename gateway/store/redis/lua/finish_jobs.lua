@@ -1,5 +1,5 @@
 for i = 2, #ARGV do
-  local key = qp .. 'j:' .. ARGV[i]
+  local key = qp .. K.JOB .. ARGV[i]
   local j = redis.call('HMGET', key, 'k', 'x', 'p')
   if j[1] then
     drop_entry(j[1], j[2])
