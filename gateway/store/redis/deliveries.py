@@ -1,11 +1,13 @@
 """Deliveries in the Redis backend, with the indexes the status API and the providers need.
 
-Under the tenant's hash tag: ``P:{t}:d:<id>`` (a hash: the delivery as JSON and its
-moving fields), ``h:<id>`` (its status history), ``mr:<message>`` (deliveries per
+Under the tenant's hash tag: ``P:{t}:d:<id>`` (a hash: the delivery as JSON, its
+moving fields and its status history ``hn``, ``h1`` … ``hn``; older versions kept the
+history in a list ``h:<id>``), ``mr:<message>`` (deliveries per
 recipient), ``mc:<message>`` (counts per status), ``stats`` (counts per channel and
 status), ``la:<hash>`` (latest delivery per address). Lookups without a tenant are
 single global keys: ``P:did:<id>`` (the delivery's tenant), ``P:pid:<hash>`` (a provider
-id's delivery), ``P:addr:<hash>`` (the latest delivery to an address). A status move is
+id's delivery), ``P:adt:<hash>`` (the tenants that sent to an address, by their latest
+delivery's time; ``P:addr:<hash>``, the latest delivery, in older versions). A status move is
 one tenant script (lua/transition.lua) that keeps the forward-only rule.
 """
 
@@ -32,8 +34,7 @@ _WHERE_CACHE = 50_000
 
 _TRANSITION = Lua(lua.TRANSITION)
 _ADD_DELIVERIES = Lua(lua.ADD_DELIVERIES)
-_KEEP_GREATEST = Lua(lua.KEEP_GREATEST)
-# KEYS: delivery hash, its history. ARGV: at (µs), detail. A row for a failed attempt.
+# KEYS: delivery hash. ARGV: at (µs), detail. A history row for a failed attempt.
 _NOTE_ATTEMPT = Lua(read("note_attempt"))
 
 
@@ -91,6 +92,12 @@ def _history(delivery_id: str, entry: str) -> StatusChange:
         at=from_us(parts[1]),
         detail=parts[2] if len(parts) == 3 else None,
     )
+
+
+def _history_rows(h: dict[str, str]) -> list[str]:
+    """The history rows kept in a delivery's hash (``hn`` of them: ``h1`` … ``hn``).
+    Deliveries of older versions kept them in a list ``h:<id>``, read before these."""
+    return [h[f"h{n}"] for n in range(1, int(h.get("hn", 0)) + 1)]
 
 
 def _delivery_meta(d: Delivery) -> str:
@@ -152,7 +159,7 @@ class RedisDeliveries(RedisFeature):
     ``DeliveryReport`` on Redis. A delivery's jobs, and the jobs a move ends or
     follows with, go through the queue (``jobs``) in the same round trip."""
 
-    SCRIPTS = (_TRANSITION, _ADD_DELIVERIES, _KEEP_GREATEST, _NOTE_ATTEMPT)
+    SCRIPTS = (_TRANSITION, _ADD_DELIVERIES, _NOTE_ATTEMPT)
 
     def __init__(self, db: RedisHandle, owners: DeliveryOwners, jobs: RedisJobs) -> None:
         super().__init__(db)
@@ -186,19 +193,26 @@ class RedisDeliveries(RedisFeature):
             for tenant_id, rows in by_tenant.items():
                 for d in rows:
                     self._owners.remember(d.id, tenant_id)
-        addressed = [d for rows in by_tenant.values() for d in rows if d.address]
         async with self._redis.pipeline(transaction=False) as pipe:
-            for d in addressed:
-                assert d.address is not None
-                self._db.eval(
-                    pipe,
-                    _KEEP_GREATEST,
-                    [self._db.g(K.ADDRESS, digest(d.channel, d.address))],
-                    [f"{us(d.created_at):020d}\x1f{d.id}\x1f{d.tenant_id}", self._db.ttl],
-                )
+            self._note_addresses(pipe, [d for rows in by_tenant.values() for d in rows])
             self._jobs.queue(pipe, jobs)
             await pipe.execute()
         return new
+
+    def _note_addresses(self, pipe: Any, deliveries: Sequence[Delivery]) -> None:
+        """Per address a sorted set ``P:adt:<hash>`` of the tenants that sent to it, by
+        their latest delivery's creation time: ZADD GT keeps the latest without a read
+        (two commands per address, no script)."""
+        latest: dict[str, dict[str, int]] = {}
+        for d in deliveries:
+            if d.address:
+                tenants = latest.setdefault(
+                    self._db.g(K.ADDRESS_TENANTS, digest(d.channel, d.address)), {}
+                )
+                tenants[d.tenant_id] = max(tenants.get(d.tenant_id, 0), us(d.created_at))
+        for key, tenants in latest.items():
+            pipe.zadd(key, tenants, gt=True)
+            pipe.expire(key, self._db.ttl)
 
     async def get_delivery(self, delivery_id: str) -> Delivery | None:
         found = await self.get_deliveries([delivery_id])
@@ -235,8 +249,10 @@ class RedisDeliveries(RedisFeature):
         async with self._redis.pipeline(transaction=False) as pipe:
             for i in ids:
                 pipe.lrange(self._db.t(where[i], K.HISTORY, i), 0, -1)
+                pipe.hgetall(self._db.t(where[i], K.DELIVERY, i))
             rows = await pipe.execute()
-        for i, entries in zip(ids, rows, strict=True):
+        for n, i in enumerate(ids):
+            entries = rows[2 * n] + _history_rows(rows[2 * n + 1])
             result[i] = [_history(i, e) for e in entries]
         return result
 
@@ -324,10 +340,7 @@ class RedisDeliveries(RedisFeature):
         tenant_id = (await self._owners.of([delivery_id])).get(delivery_id)
         if tenant_id is None:
             return False
-        keys = [
-            self._db.t(tenant_id, K.DELIVERY, delivery_id),
-            self._db.t(tenant_id, K.HISTORY, delivery_id),
-        ]
+        keys = [self._db.t(tenant_id, K.DELIVERY, delivery_id)]
         return bool(await self._db.eval(self._redis, _NOTE_ATTEMPT, keys, [us(at), detail]))
 
     async def delivery_by_provider_id(self, channel: str, provider_id: str) -> Delivery | None:
@@ -367,8 +380,16 @@ class RedisDeliveries(RedisFeature):
         return (await self.load([(tenant_id, delivery_id)])).get(delivery_id)
 
     async def tenant_for_address(self, channel: str, address: str) -> str | None:
-        ref = await self._redis.get(self._db.g(K.ADDRESS, digest(channel, address)))
-        return None if ref is None else ref.split("\x1f", 2)[2]
+        key = digest(channel, address)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.zrevrange(self._db.g(K.ADDRESS_TENANTS, key), 0, 0, withscores=True)
+            pipe.get(self._db.g(K.ADDRESS, key))  # kept by older versions: "created20\x1fid\x1ft"
+            top, ref = await pipe.execute()
+        found = [(int(score), tenant) for tenant, score in top]
+        if ref is not None:
+            created, _, tenant = ref.split("\x1f", 2)
+            found.append((int(created), tenant))
+        return max(found)[1] if found else None
 
     async def recipient_deliveries(
         self, tenant_id: str, message_id: str, recipient_id: str

@@ -8,6 +8,7 @@ taken over with XAUTOCLAIM when their lease ends. All in the queue's slot ``P:{q
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any
@@ -31,6 +32,10 @@ _QUEUE_STATS = Lua(lua.QUEUE_STATS)
 _FORGET_CONSUMERS = Lua(lua.FORGET_CONSUMERS)
 # KEYS[1] the kinds set. ARGV: qp job_id. 1: removed; 0: no such job; -1: claimed before.
 _TAKE_UNSTARTED = Lua(lua.QUEUE_COMMON + read("take_unstarted"))
+
+# Jobs this process claimed and has not ended: their kind, stream entry and lane, so that
+# ending them needs no read of the job hash (bounded: a job never ended here just ages out).
+_HELD_CACHE = 100_000
 
 # Apply status moves and end jobs in one round trip (RedisDeliveries.apply_moves).
 ApplyMoves = Callable[[Sequence[SendOutcome], Sequence[str], Sequence[Job]], Awaitable[list[bool]]]
@@ -74,6 +79,7 @@ class RedisJobs(RedisFeature):
         self._consumer = consumer
         self._claimed_send = claimed_send
         self._clamp_warned = False
+        self._held: OrderedDict[str, tuple[str, str, str]] = OrderedDict()
 
     def queue(self, pipe: Any, jobs: Sequence[Job]) -> None:
         """Queue the insertion of jobs (existing ids are left untouched) on a pipeline."""
@@ -97,7 +103,21 @@ class RedisJobs(RedisFeature):
 
     def queue_finish(self, pipe: Any, job_ids: Sequence[str]) -> None:
         """Queue the end of jobs on a pipeline."""
-        self._db.eval(pipe, _FINISH_JOBS, [self._db.qp + K.KINDS], [self._db.qp, *job_ids])
+        self._db.eval(pipe, _FINISH_JOBS, [self._db.qp + K.KINDS], self._finish_args(job_ids))
+
+    def _finish_args(self, job_ids: Sequence[str]) -> list[str]:
+        """The end of a job this process holds since its claim names its stream entry (no
+        read of its hash in the script); any other job is looked up there."""
+        args = [self._db.qp]
+        for job_id in job_ids:
+            args.extend((job_id, *self._held.pop(job_id, ("", "", ""))))
+        return args
+
+    def _hold(self, jobs: Sequence[Job], entries: Sequence[str]) -> None:
+        for job, entry in zip(jobs, entries, strict=True):
+            self._held[job.id] = (job.kind, entry, "1" if job.urgent else "0")
+        while len(self._held) > _HELD_CACHE:
+            self._held.popitem(last=False)
 
     async def claim_jobs(
         self,
@@ -130,7 +150,8 @@ class RedisJobs(RedisFeature):
         if out[-1] and not self._clamp_warned:
             self._clamp_warned = True
             log.warning("this worker's clock is ahead of Redis's: leases are checked on ours")
-        jobs = [_job(out[i : i + 8]) for i in range(0, len(out) - 1, 8)]
+        jobs = [_job(out[i : i + 8]) for i in range(0, len(out) - 1, 9)]
+        self._hold(jobs, out[8:-1:9])
         for job in jobs:
             if job.kind == JOB_SEND:
                 self._claimed_send(job.ref, job.tenant_id)
@@ -139,10 +160,11 @@ class RedisJobs(RedisFeature):
 
     async def finish_job(self, job_id: str) -> None:
         await self._db.eval(
-            self._redis, _FINISH_JOBS, [self._db.qp + K.KINDS], [self._db.qp, job_id]
+            self._redis, _FINISH_JOBS, [self._db.qp + K.KINDS], self._finish_args([job_id])
         )
 
     async def retry_job(self, job_id: str, due_at: datetime, error: str) -> None:
+        self._held.pop(job_id, None)
         await self._db.eval(
             self._redis,
             _RETRY_JOB,
@@ -151,6 +173,7 @@ class RedisJobs(RedisFeature):
         )
 
     async def postpone_job(self, job_id: str, due_at: datetime, reason: str) -> None:
+        self._held.pop(job_id, None)
         await self._db.eval(
             self._redis,
             _RETRY_JOB,

@@ -32,7 +32,8 @@ The keys (``{t}`` a tenant's tag):
 * `P:{t}:dirlock` — the tenant's directory lock (a token with an expiry), held while a
   batch is written in chunks or a deletion runs
 * `P:{t}:m:<id>`, `msgs` — messages; messages by creation time (retention)
-* `P:{t}:d:<id>`, `h:<id>` — deliveries and their status history
+* `P:{t}:d:<id>`, `h:<id>` — deliveries with their status history (fields `hn`, `h1` …
+  `hn`; the `h:<id>` lists of older versions are read first)
 * `P:{t}:mr:<msg>`, `mc:<msg>`, `rd:<msg>` — deliveries per recipient, counts per
   status, reads
 * `P:{t}:ib:<guardian>`, `la:<hash>`, `stats` — inbox, latest delivery per address,
@@ -54,8 +55,10 @@ The keys (``{t}`` a tenant's tag):
   changes)
 * `P:{t}:att:<id>`, `attmsg:<msg>`; `P:att:unused`, `P:att:used` — attachments and a
   message's attachments by position; attachments by upload or use time (retention)
-* `P:did:<id>`, `P:pid:<hash>`, `P:addr:<hash>`, `P:rl:<key>`, `P:active` — single-key
-  lookups, rate limits, tenants with data
+* `P:did:<id>`, `P:pid:<hash>`, `P:adt:<hash>`, `P:rl:<key>`, `P:active` — single-key
+  lookups (`adt:` the tenants that sent to an address by their latest delivery's time;
+  `addr:`, its string form of older versions, is still read), rate limits, tenants
+  with data
 
 Each name is one constant below (a :class:`Family` is followed by ``:<id>``), used by
 the Python features and, through the table :func:`lua_table` generates, by the Lua
@@ -167,7 +170,8 @@ TENANT_KEYS: Final = Family("tkeys")
 ALERT_PHONE: Final = Family("aph")
 DELIVERY_TENANT: Final = Family("did")
 PROVIDER_ID: Final = Family("pid")
-ADDRESS: Final = Family("addr")
+ADDRESS: Final = Family("addr")  # read only: the latest delivery, as older versions kept it
+ADDRESS_TENANTS: Final = Family("adt")
 RATE_LIMIT: Final = Family("rl")
 ACTIVE: Final = "active"
 ATTACHMENTS_BY_TIME: Final = Family("att")

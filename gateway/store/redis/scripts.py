@@ -10,7 +10,7 @@ otherwise (``opt()`` below), so an empty string stays distinguishable.
 
 The Lua itself is in ``lua/<name>.lua`` beside this module (package data, so an
 installed wheel has it), read once when this module is imported; this module only
-composes the files (the shared blocks ``common``, ``queue_common``,
+composes the files (the shared blocks ``each_chunk``, ``common``, ``queue_common``,
 ``device_common``) and says which script reports change-feed entries
 (:func:`tenant_script`). The forward-only status rule is not written in Lua at all:
 :func:`status_rule` generates its table from :func:`gateway.models.can_transition`.
@@ -71,19 +71,22 @@ FED = "\0fed"
 
 
 def tenant_script(body: str) -> str:
-    """A script on ``_COMMON`` that reports whether it fed the tenant's change feed."""
+    """A script on ``_COMMON`` that reports whether it fed the tenant's change feed.
+    The counters its moves summed (``count``) are written when its body returns."""
     return (
         "local FED_TP, FED_AT\nlocal function main()\n"
         + _COMMON
+        + "local function body()\n"
         + body
-        + "\nend\nlocal out = main()\nif FED_TP then\n"
+        + "\nend\nlocal out = body()\nflush_counts()\nreturn out\n"
+        + "end\nlocal out = main()\nif FED_TP then\n"
         + "  return {'\\0fed', string.match(FED_TP, '^.-:{(.*)}:$'), FED_AT, out}\n"
         + "end\nreturn out\n"
     )
 
 
 # Shared Lua: the forward-only rule (generated) and one status move, the change feed.
-_COMMON = status_rule() + read("common")
+_COMMON = status_rule() + read("each_chunk") + read("common")
 
 # KEYS[1] tenant anchor. ARGV: tp, then 7 per move: id status at detail reason pid segs.
 TRANSITION = tenant_script(read("transition"))
@@ -94,9 +97,6 @@ ACCEPT_MESSAGE = read("accept_message")
 # KEYS[1] tenant anchor. ARGV: tp ttl, then 2 per delivery: meta json. meta fields (\31):
 # id message recipient channel status created20 updated not_before reason pid segs addrkey
 ADD_DELIVERIES = tenant_script(read("add_deliveries"))
-
-# KEYS[1] a global address key. ARGV: value ttl. Keeps the greatest value (created20\31id\31t).
-KEEP_GREATEST = read("keep_greatest")
 
 # KEYS[1] tenant anchor. ARGV: tp ttl message recipient at via
 MARK_READ = tenant_script(read("mark_read"))
@@ -134,18 +134,19 @@ CREATE_TENANT = read("create_tenant")
 # The lease end kept in the job hash has the last word, so a clock far off can make a
 # claim later, never earlier.
 
-QUEUE_COMMON = read("queue_common")
+QUEUE_COMMON = read("each_chunk") + read("queue_common")
 
 # KEYS[1] the kinds set. ARGV: qp, then 8 per job: id tenant kind ref due_us attempts error
 # urgent(1/0)
 ADD_JOBS = QUEUE_COMMON + read("add_jobs")
 
 # KEYS[1] the clock key. ARGV: qp now_ms now_us lease_ms limit consumer normal_reserved
-# kind... Returns 8 per job (id tenant kind ref due attempts error urgent), then the clamp
+# kind... Returns 9 per job (id tenant kind ref due attempts error urgent entry), then the clamp
 # warning flag.
 CLAIM = QUEUE_COMMON + read("claim")
 
-# KEYS[1] the kinds set. ARGV: qp job_id...
+# KEYS[1] the kinds set. ARGV: qp, then 4 per job: id kind entry urgent (kind '': unknown,
+# read from the job hash).
 FINISH_JOBS = QUEUE_COMMON + read("finish_jobs")
 
 # KEYS[1] the kinds set. ARGV: qp job_id due_us error give_back(1: attempts - 1, not below 0)

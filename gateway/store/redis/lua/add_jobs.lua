@@ -1,4 +1,6 @@
+-- Per job EXISTS + HSET; per call one ZADD per waiting set and one SADD.
 local added = 0
+local waits, kinds = {}, {}
 for i = 2, #ARGV, 8 do
   local key = qp .. K.JOB .. ARGV[i]
   if redis.call('EXISTS', key) == 0 then
@@ -7,9 +9,15 @@ for i = 2, #ARGV, 8 do
     if ARGV[i + 6] ~= '' then f[#f + 1] = 'e'; f[#f + 1] = string.sub(ARGV[i + 6], 2) end
     if ARGV[i + 7] == '1' then f[#f + 1] = 'p'; f[#f + 1] = '1' end
     redis.call('HSET', key, unpack(f))
-    redis.call('ZADD', waiting(ARGV[i + 2], ARGV[i + 7]), ARGV[i + 4], ARGV[i])
-    redis.call('SADD', KEYS[1], ARGV[i + 2])
+    local z = waiting(ARGV[i + 2], ARGV[i + 7])
+    push(waits, z, ARGV[i + 4])
+    push(waits, z, ARGV[i])
+    kinds[ARGV[i + 2]] = true
     added = added + 1
   end
 end
+bulk(waits, function(z, pairs_) redis.call('ZADD', z, unpack(pairs_)) end)
+local names = {}
+for kind in pairs(kinds) do names[#names + 1] = kind end
+if #names > 0 then redis.call('SADD', KEYS[1], unpack(names)) end
 return added

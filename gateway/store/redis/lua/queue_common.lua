@@ -18,3 +18,12 @@ local function drop_entry(kind, eid)
     redis.call('XDEL', qp .. K.STREAM .. kind, eid)
   end
 end
+-- Lists by key, each written with one command per key at the end of a call (bulk).
+local function push(lists, key, v)
+  local l = lists[key]
+  if not l then l = {}; lists[key] = l end
+  l[#l + 1] = v
+end
+local function bulk(lists, fn)
+  for key, l in pairs(lists) do each_chunk(l, 200, function(part) fn(key, part) end) end
+end
