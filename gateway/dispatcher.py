@@ -66,6 +66,7 @@ from gateway.store.ports import (
     RateLimiter,
     SendLedger,
 )
+from gateway.store.priority import urgent_scope
 from gateway.store.records import SendOutcome
 from gateway.translations import Translations
 
@@ -232,17 +233,20 @@ class Dispatcher:
     async def _claim(self, limit: int) -> None:
         self.work_available.clear()  # what is queued from now on wakes the next claim
         now = self.clock.now()
-        jobs = await self.store.claim_jobs(
-            self.kinds,
-            limit,
-            now,
-            self.settings.lease_seconds,
-            normal_share=self.settings.normal_share,
-        )
-        self._claimed_at = time.monotonic()  # the poll interval runs from the answer
-        refs = [job.ref for job in jobs if job.kind == JOB_SEND]
-        if len(refs) > 1:
-            self._prefetched.update(await self.store.get_deliveries(refs))
+        # Urgent work enters through the claim: it goes before the broadcast's other
+        # writes and reads (gateway/store/priority.py), as does the read of its deliveries.
+        with urgent_scope():
+            jobs = await self.store.claim_jobs(
+                self.kinds,
+                limit,
+                now,
+                self.settings.lease_seconds,
+                normal_share=self.settings.normal_share,
+            )
+            self._claimed_at = time.monotonic()  # the poll interval runs from the answer
+            refs = [job.ref for job in jobs if job.kind == JOB_SEND]
+            if len(refs) > 1:
+                self._prefetched.update(await self.store.get_deliveries(refs))
         for job in jobs:
             (self._ready_urgent if job.urgent else self._ready).append((job, now))
 
@@ -314,7 +318,8 @@ class Dispatcher:
         return gate
 
     def _start(self, job: Job) -> asyncio.Task[None]:
-        task = asyncio.create_task(self._do(job))
+        with urgent_scope(job.urgent):  # the task's store calls go first if urgent
+            task = asyncio.create_task(self._do(job))
         self._tasks.add(task)
         if job.urgent:
             self._urgent_tasks.add(task)

@@ -7,6 +7,11 @@ way and commits them together with :meth:`SendLedger.finish_sends`. A caller's
 ``commit`` returns only once its outcome is durable, so a job is never reported
 done before its outcome is stored. When idle, an outcome is committed at once
 (after one turn of the event loop), so a single alert waits for nothing.
+
+Urgent outcomes (sent inside :func:`~gateway.store.priority.urgent_scope`: an absence
+alert, an emergency) are batched apart and committed beside the normal ones, as urgent
+work at the store's writer: an alert's outcome waits neither for a batch of the
+broadcast's hundreds nor for that batch's turn at the writer.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from collections.abc import Sequence
 
 from gateway.errors import StoreError
 from gateway.store.ports import SendLedger
+from gateway.store.priority import is_urgent, urgent_scope
 from gateway.store.records import SendOutcome
 
 log = logging.getLogger(__name__)
@@ -39,26 +45,34 @@ class OutcomeBatcher:
         self._store = store
         self._max_batch = max_batch
         self._retry_delays = tuple(retry_delays)
-        self._pending: list[tuple[SendOutcome, asyncio.Future[None]]] = []
-        self._flusher: asyncio.Task[None] | None = None
+        # Per lane (urgent or not): the outcomes waiting, and the task committing them.
+        self._pending: dict[bool, list[tuple[SendOutcome, asyncio.Future[None]]]] = {
+            True: [],
+            False: [],
+        }
+        self._flushers: dict[bool, asyncio.Task[None]] = {}
 
     async def commit(self, outcome: SendOutcome) -> None:
         """Store ``outcome`` (its transition and the end of its job) with others; raise what
         the store raised if that commit failed."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((outcome, future))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush())
+        urgent = is_urgent()
+        self._pending[urgent].append((outcome, future))
+        flusher = self._flushers.get(urgent)
+        if flusher is None or flusher.done():
+            self._flushers[urgent] = asyncio.create_task(self._flush(urgent))
         # Shielded: a cancelled sender still gets its outcome stored with the batch.
         await asyncio.shield(future)
 
-    async def _flush(self) -> None:
-        while self._pending:
+    async def _flush(self, urgent: bool) -> None:
+        pending = self._pending[urgent]
+        while pending:
             await asyncio.sleep(0)  # let the outcomes of this loop turn join the batch
-            batch = self._pending[: self._max_batch]
-            del self._pending[: self._max_batch]
+            batch = pending[: self._max_batch]
+            del pending[: self._max_batch]
             try:
-                await self._commit([outcome for outcome, _ in batch])
+                with urgent_scope(urgent):
+                    await self._commit([outcome for outcome, _ in batch])
             except Exception as exc:
                 for _, future in batch:
                     if not future.done():
@@ -83,6 +97,6 @@ class OutcomeBatcher:
 
     async def drain(self) -> None:
         """Wait until every outcome handed in so far is committed (graceful shutdown)."""
-        while self._flusher is not None and not self._flusher.done():
+        while running := [f for f in self._flushers.values() if not f.done()]:
             with contextlib.suppress(Exception):
-                await asyncio.shield(self._flusher)
+                await asyncio.shield(running[0])
