@@ -140,6 +140,7 @@ class Dispatcher:
         self._ready_urgent: deque[tuple[Job, datetime]] = deque()
         self._urgent_tasks: set[asyncio.Task[None]] = set()
         self._claimed_at = -math.inf  # time.monotonic() of the last claim
+        self._urgent_flowing = False  # whether the last claim brought urgent jobs
         # Send outcomes are committed in batches (one transaction for many sends).
         self._outcomes = OutcomeBatcher(store)
         self._stopping = asyncio.Event()
@@ -214,7 +215,18 @@ class Dispatcher:
         process, or due now). Not every poll interval: with SQLite each claim is a write
         transaction that the outcomes and plan batches of the broadcast wait for."""
         since = time.monotonic() - self._claimed_at
-        return self.work_available.is_set() or since >= URGENT_POLL
+        return self.work_available.is_set() or since >= URGENT_POLL or self._urgent_refill_due()
+
+    def _urgent_refill_due(self) -> bool:
+        """Whether urgent work is flowing (the last claim brought some) and its buffer ran
+        dry with room for URGENT_PROBE more: an emergency of thousands of sends is claimed
+        as fast as its sends end, not a buffer's worth per URGENT_POLL."""
+        room = min(URGENT_PROBE, self.settings.concurrency)
+        return self._urgent_flowing and not self._ready_urgent and self._urgent_room() >= room
+
+    def _urgent_room(self) -> int:
+        """Slots urgent work could take that it holds neither running nor buffered."""
+        return self.settings.concurrency - len(self._urgent_tasks) - len(self._ready_urgent)
 
     def _claim_size(self, free: int, buffered: bool) -> int:
         """A round of sends when the buffer is empty and there is room. Otherwise a probe
@@ -225,7 +237,7 @@ class Dispatcher:
         round_ = min(self.settings.batch, self.settings.concurrency)
         if free and not buffered:
             return max(free, round_)
-        urgent_room = self.settings.concurrency - len(self._urgent_tasks) - len(self._ready_urgent)
+        urgent_room = self._urgent_room()
         if len(self._ready) >= 4 * round_:
             return max(urgent_room, 1)
         return max(urgent_room, URGENT_PROBE)
@@ -249,6 +261,7 @@ class Dispatcher:
                 self._prefetched.update(await self.store.get_deliveries(refs))
         for job in jobs:
             (self._ready_urgent if job.urgent else self._ready).append((job, now))
+        self._urgent_flowing = any(job.urgent for job in jobs)
 
     def _start_ready(self) -> list[asyncio.Task[None]]:
         """Start buffered jobs while there is room: urgent ones first."""

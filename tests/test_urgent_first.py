@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway import dispatcher as dispatching
 from gateway.channel_gate import ChannelGate
 from gateway.clock import ManualClock
 from gateway.dispatcher import Dispatcher
@@ -132,6 +133,32 @@ async def test_an_urgent_job_queued_during_a_backlog_is_done_before_the_backlog(
         await runner
     assert sorted(provider.done) == sorted([alert.id, *(j.id for j in backlog)])  # once each
     assert await queue.claim_jobs([KIND], 100, clock.now(), 30) == []
+
+
+async def test_an_urgent_message_larger_than_a_claim_is_claimed_as_its_sends_end(
+    queue: Store, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No periodic claim to fall back on: only the urgent work's own flow claims again.
+    monkeypatch.setattr(dispatching, "URGENT_POLL", 3600.0)
+    provider = Provider(queue)
+    provider.urgent_open.set()  # the provider answers urgent sends at once
+    worker = dispatcher(queue, clock, provider)
+    backlog = jobs(clock, "low", 60)
+    await queue.add_deliveries([], backlog)
+    runner = asyncio.create_task(worker.run())
+    try:
+        await until(lambda: len(provider.started) == 9, runner)
+        emergency = jobs(clock, "emergency", 40, urgent=True)  # four claims' worth
+        await queue.add_deliveries([], emergency)
+        worker.work_available.set()  # once, as the intake does
+        await until(lambda: all(j.id in provider.done for j in emergency), runner)
+        assert not any(j.id in provider.done for j in backlog)  # the broadcast still held
+        provider.open.set()
+        await until(lambda: len(provider.done) == 100, runner)
+    finally:
+        worker.stop()
+        await runner
+    assert len(set(provider.done)) == 100
 
 
 async def test_normal_work_keeps_its_share_while_urgent_work_runs(
