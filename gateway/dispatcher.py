@@ -76,6 +76,7 @@ PLAN_BATCH = 1000
 URGENT_PROBE = 16  # jobs claimed on a wake-up while the buffer still holds normal work
 URGENT_RESERVE = 0.1  # share of the dispatch slots normal work never takes
 URGENT_POLL = 1.0  # seconds between claims for urgent work of other processes while busy
+PLAN_BESIDE_URGENT = 100  # deliveries per plan transaction of normal work beside urgent
 PLAN_GIVE_WAY = 0.5  # longest wait of a normal plan between two batches for urgent work
 UNAVAILABLE_RECHECK = 60.0  # seconds before a stopped channel is tried again
 RATE_WAIT = 1.0  # longest wait for a rate-limit slot in a send; longer: the job waits
@@ -142,7 +143,7 @@ class Dispatcher:
         self._claimed_at = -math.inf  # time.monotonic() of the last claim
         self._urgent_flowing = False  # whether the last claim brought urgent jobs
         # Send outcomes are committed in batches (one transaction for many sends).
-        self._outcomes = OutcomeBatcher(store)
+        self._outcomes = OutcomeBatcher(store, urgent_active=self._urgent_active)
         self._stopping = asyncio.Event()
         # Job kind -> handler: the dispatcher's own and the features' (the service builds
         # them with gateway.jobs.registry); a kind handled twice is refused here too.
@@ -223,6 +224,10 @@ class Dispatcher:
         as fast as its sends end, not a buffer's worth per URGENT_POLL."""
         room = min(URGENT_PROBE, self.settings.concurrency)
         return self._urgent_flowing and not self._ready_urgent and self._urgent_room() >= room
+
+    def _urgent_active(self) -> bool:
+        """Whether urgent jobs run or wait here: the broadcast's writes are kept short."""
+        return bool(self._urgent_tasks or self._ready_urgent)
 
     def _urgent_room(self) -> int:
         """Slots urgent work could take that it holds neither running nor buffered."""
@@ -418,9 +423,9 @@ class Dispatcher:
             if len(deliveries) >= PLAN_BATCH:
                 if not job.urgent:
                     await self._give_way()
-                await self._write_plan(deliveries, jobs)
+                await self._write_plan(deliveries, jobs, yields=not job.urgent)
                 deliveries, jobs = [], []
-        await self._write_plan(deliveries, jobs)
+        await self._write_plan(deliveries, jobs, yields=not job.urgent)
         await self.store.mark_planned(message.tenant_id, message.id, self.clock.now())
         if self.on_planned is not None:
             await self.on_planned(message)
@@ -436,11 +441,21 @@ class Dispatcher:
                 set(self._urgent_tasks), timeout=left, return_when=asyncio.FIRST_COMPLETED
             )
 
-    async def _write_plan(self, deliveries: list[Delivery], jobs: list[Job]) -> None:
+    async def _write_plan(
+        self, deliveries: list[Delivery], jobs: list[Job], *, yields: bool = False
+    ) -> None:
+        """Store planned deliveries and their send jobs; with ``yields`` (a normal message)
+        in short transactions while urgent work runs, as an urgent write may wait for one."""
         if deliveries:
             # Held for a daily digest: the digest's entries first (gateway/store/digests.py).
             await self.store.digests.add_digest_entries(digest_entries(deliveries))
-            await self.store.add_deliveries(deliveries, jobs)
+            step = len(deliveries)
+            if yields and self._urgent_active():
+                step = PLAN_BESIDE_URGENT
+            for start in range(0, len(deliveries), step):
+                part = deliveries[start : start + step]
+                ids = {delivery.id for delivery in part}
+                await self.store.add_deliveries(part, [j for j in jobs if j.ref in ids])
             self.work_available.set()
 
     # ------------------------------------------------------------------ send

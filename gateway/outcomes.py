@@ -11,7 +11,9 @@ done before its outcome is stored. When idle, an outcome is committed at once
 Urgent outcomes (sent inside :func:`~gateway.store.priority.urgent_scope`: an absence
 alert, an emergency) are batched apart and committed beside the normal ones, as urgent
 work at the store's writer: an alert's outcome waits neither for a batch of the
-broadcast's hundreds nor for that batch's turn at the writer.
+broadcast's hundreds nor for that batch's turn at the writer. While urgent work runs,
+normal batches are kept small (``BESIDE_URGENT_BATCH``), so the transaction an urgent
+write waits for is short.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from gateway.errors import StoreError
 from gateway.store.ports import SendLedger
@@ -29,6 +31,9 @@ from gateway.store.records import SendOutcome
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 500  # outcomes per transaction
+# Normal outcomes per transaction while urgent work runs: each of them is a write an
+# urgent one may have to wait for (gateway/store/priority.py lets it wait for one only).
+BESIDE_URGENT_BATCH = 50
 RETRY_DELAYS = (0.05, 0.25, 1.0)  # seconds before the 2nd, 3rd and 4th commit attempt
 
 
@@ -41,9 +46,12 @@ class OutcomeBatcher:
         *,
         max_batch: int = MAX_BATCH,
         retry_delays: Sequence[float] = RETRY_DELAYS,
+        urgent_active: Callable[[], bool] = lambda: False,
     ) -> None:
         self._store = store
         self._max_batch = max_batch
+        # Whether urgent work runs now: normal batches are kept small meanwhile.
+        self._urgent_active = urgent_active
         self._retry_delays = tuple(retry_delays)
         # Per lane (urgent or not): the outcomes waiting, and the task committing them.
         self._pending: dict[bool, list[tuple[SendOutcome, asyncio.Future[None]]]] = {
@@ -68,8 +76,9 @@ class OutcomeBatcher:
         pending = self._pending[urgent]
         while pending:
             await asyncio.sleep(0)  # let the outcomes of this loop turn join the batch
-            batch = pending[: self._max_batch]
-            del pending[: self._max_batch]
+            size = self._batch_size(urgent)
+            batch = pending[:size]
+            del pending[:size]
             try:
                 with urgent_scope(urgent):
                     await self._commit([outcome for outcome, _ in batch])
@@ -81,6 +90,11 @@ class OutcomeBatcher:
                 for _, future in batch:
                     if not future.done():
                         future.set_result(None)
+
+    def _batch_size(self, urgent: bool) -> int:
+        if urgent or not self._urgent_active():
+            return self._max_batch
+        return min(self._max_batch, BESIDE_URGENT_BATCH)
 
     async def _commit(self, outcomes: list[SendOutcome]) -> None:
         # These sends happened: a failed commit would make their jobs retry and send again,

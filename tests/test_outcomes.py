@@ -12,7 +12,7 @@ import pytest
 
 from gateway.errors import StoreError
 from gateway.models import Delivery, DeliveryStatus, Job, Role
-from gateway.outcomes import OutcomeBatcher
+from gateway.outcomes import BESIDE_URGENT_BATCH, OutcomeBatcher
 from gateway.store import SendOutcome
 from gateway.store.priority import is_urgent, urgent_scope
 from gateway.store.sqlite import SqliteStore
@@ -150,3 +150,22 @@ async def test_an_urgent_outcome_does_not_wait_for_the_broadcasts_batch(
     assert list(zip(store.batches, store.lanes, strict=True)) == [(3, False), (1, True)]
     stored = await store.get_deliveries([f"d{n:04d}" for n in (0, 1, 2, 9)])
     assert {d.status for d in stored.values()} == {DeliveryStatus.sent}
+
+
+async def test_normal_outcomes_go_in_short_transactions_while_urgent_work_runs(
+    store: CountingStore,
+) -> None:
+    more = [delivery(n) for n in range(100, 220)]
+    await store.add_deliveries(
+        more,
+        [Job(id=f"send:{d.id}", tenant_id="t1", kind="send", ref=d.id, due_at=NOW) for d in more],
+    )
+    urgent_running = True
+    batcher = OutcomeBatcher(store, urgent_active=lambda: urgent_running)
+    await asyncio.gather(*(batcher.commit(sent(n)) for n in range(100, 220)))
+    assert sum(store.batches) == 120
+    assert max(store.batches) <= BESIDE_URGENT_BATCH < 120
+    store.batches.clear()
+    urgent_running = False  # alone again: one transaction for all of them
+    await asyncio.gather(*(batcher.commit(sent(n)) for n in range(40)))
+    assert store.batches == [40]
