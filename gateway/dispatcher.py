@@ -40,6 +40,7 @@ from gateway.errors import (
     TransientDeliveryError,
 )
 from gateway.followups import ContactStore, after_failure, failover_job, run_contact_job
+from gateway.handoff import Handoff
 from gateway.jobs import JobHandler, registry
 from gateway.metrics import SMS_SEGMENTS, send_meters
 from gateway.models import (
@@ -112,8 +113,11 @@ class Dispatcher:
         attachments: Attachments | None = None,
         handlers: Mapping[str, JobHandler] | None = None,
         on_planned: Callable[[Message], Awaitable[None]] | None = None,
+        handoff: Handoff | None = None,
     ) -> None:
         self.store = store
+        # Small urgent work queued in this process comes here past the queue (handoff.py).
+        self.handoff = handoff or Handoff(settings.urgent_handoff)
         # Staff text per recipient language (gateway/translations.py); None: never.
         self.translations = translations
         self.channels = channels
@@ -170,14 +174,18 @@ class Dispatcher:
 
     async def run(self) -> None:
         """Claim and do jobs until :meth:`stop`; then let in-flight work finish."""
-        while not self._stopping.is_set():
-            claimed = await self.run_once(wait=False)
-            if claimed == 0:
-                # run_once cleared the event before its claim: a job queued since is seen.
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(
-                        self.work_available.wait(), timeout=self.settings.poll_interval
-                    )
+        self.handoff.attach(self._take_over, self.settings.lease_seconds)
+        try:
+            while not self._stopping.is_set():
+                claimed = await self.run_once(wait=False)
+                if claimed == 0:
+                    # run_once cleared the event before its claim: a job queued since is seen.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(
+                            self.work_available.wait(), timeout=self.settings.poll_interval
+                        )
+        finally:
+            self.handoff.detach()
         await self._drain_in_flight()
         await self._outcomes.drain()
         await self._release_ready()
@@ -209,6 +217,15 @@ class Dispatcher:
         if wait and started:
             await asyncio.gather(*started)
         return len(started)
+
+    def _take_over(self, jobs: list[Job], deliveries: dict[str, Delivery]) -> None:
+        """Jobs handed over in this process (gateway/handoff.py), stored as claimed by it:
+        ahead of the urgent buffer, started at once where there is room."""
+        now = self.clock.now()
+        self._prefetched.update(deliveries)
+        self._ready_urgent.extendleft((job, now) for job in reversed(jobs))
+        self._start_ready()
+        self._slot_freed.set()  # the run loop starts the rest as slots free up
 
     def _wake_due(self) -> bool:
         """Whether to claim although the buffer still holds work: new work was queued in

@@ -33,6 +33,7 @@ from gateway.doctor import log_checks
 from gateway.errors import ConfigError
 from gateway.escalation import Escalator
 from gateway.filestore import open_file_store
+from gateway.handoff import Handoff
 from gateway.jobs import registry
 from gateway.readlinks import read_link_maker
 from gateway.render import Renderer
@@ -122,6 +123,8 @@ class Service:
         )
         # Set whenever new work is queued, so idle workers wake at once.
         wake = asyncio.Event()
+        # Small urgent work to this process's dispatcher past the queue (gateway/handoff.py).
+        handoff = Handoff(settings.dispatch.urgent_handoff)
         self.escalator = Escalator(
             self.store,
             self.clock,
@@ -137,6 +140,7 @@ class Service:
             renderer=self.renderer,
             escalator=self.escalator,
             work_available=wake,
+            handoff=handoff,
         )
         self.webhooks = WebhookService(
             self.store,
@@ -176,6 +180,7 @@ class Service:
                 self.digests.handlers(),
             ),
             on_planned=self.escalator.after_plan,
+            handoff=handoff,
         )
         self.ctx = AppContext(
             settings=settings,

@@ -19,6 +19,7 @@ from gateway import dispatcher as dispatching
 from gateway.channel_gate import ChannelGate
 from gateway.clock import ManualClock
 from gateway.dispatcher import Dispatcher
+from gateway.handoff import Handoff
 from gateway.models import Job
 from gateway.render import Renderer
 from gateway.service import TEMPLATES_DIR
@@ -207,3 +208,67 @@ async def test_an_urgent_send_takes_the_channels_next_free_slot() -> None:
     gate.leave(0.01)
     gate.leave(0.01)
     assert gate.in_flight == 0
+
+
+async def test_small_urgent_work_handed_over_runs_before_the_urgent_backlog(
+    queue: Store, clock: ManualClock
+) -> None:
+    provider = Provider(queue)  # holds the backlog: an emergency's sends, say
+    done: list[str] = []
+    freed = asyncio.Semaphore(0)
+
+    async def alert_handler(job: Job) -> None:
+        done.append(job.id)
+        provider.started.append(job.id)  # one order for both kinds
+        await queue.finish_job(job.id)
+
+    async def backlog_handler(job: Job) -> None:
+        provider.started.append(job.id)
+        await freed.acquire()  # one backlog job ends per release
+        await queue.finish_job(job.id)
+        provider.done.append(job.id)
+
+    worker = Dispatcher(
+        queue,  # type: ignore[arg-type]  # only the queue is used by these jobs
+        {},
+        Renderer(TEMPLATES_DIR, "https://budbringer.test"),
+        clock,
+        DispatchSettings(concurrency=10, batch=10),
+        handlers={KIND: backlog_handler, "alert": alert_handler},
+    )
+    (alert,) = [
+        Job(id="alert:1", tenant_id=TENANT, kind="alert", ref="1", due_at=clock.now(), urgent=True)
+    ]
+    assert worker.handoff.lease([alert], clock.now()) is None  # no run loop yet: queued
+    await queue.add_deliveries([], jobs(clock, "emergency", 40, urgent=True))
+    runner = asyncio.create_task(worker.run())
+    try:
+        await until(lambda: len(provider.started) == 10, runner)  # every slot taken
+        leased = worker.handoff.lease([alert], clock.now())
+        assert leased is not None and leased[0].attempts == 1
+        await queue.add_deliveries([], leased)
+        # Stored as claimed by this process: no other worker may take it meanwhile.
+        assert await queue.claim_jobs(["alert"], 10, clock.now(), 30) == []
+        assert worker.handoff.hand(leased)
+        freed.release()  # one backlog job ends: its slot goes to the alert
+        await until(lambda: done == [alert.id], runner)
+        assert provider.started.index(alert.id) == 10  # before the backlog's eleventh
+        for _ in range(40):
+            freed.release()
+        await until(lambda: len(provider.done) == 40, runner)
+    finally:
+        worker.stop()
+        await runner
+    assert worker.handoff.lease([alert], clock.now()) is None  # stopped: queued again
+    assert await queue.claim_jobs(["alert", KIND], 100, clock.now(), 30) == []
+
+
+async def test_only_a_few_urgent_jobs_are_handed_over() -> None:
+    clock = ManualClock()
+    handoff = Handoff(2)
+    handoff.attach(lambda jobs, deliveries: None, 60)
+    urgent = jobs(clock, "u", 3, urgent=True)
+    assert handoff.lease(urgent[:2], clock.now()) is not None
+    assert handoff.lease(urgent, clock.now()) is None  # more than the limit
+    assert handoff.lease(jobs(clock, "n", 1), clock.now()) is None  # not urgent
+    assert Handoff(0).lease(urgent[:1], clock.now()) is None  # switched off
