@@ -90,6 +90,7 @@ from gateway.planner import local_time, planned, resolution_for
 from gateway.resolver import Recipient, Resolution, resolve
 from gateway.settings import AbsenceSettings, Settings
 from gateway.store.ports import AbsenceStore, AudienceReader, ChangeFeed, JobQueue, PolicyStore
+from gateway.store.priority import urgent_work
 from gateway.tracker import ReadStore, reach, record_read
 from gateway.translations import explanation_job
 
@@ -290,6 +291,7 @@ class Absences:
 
     # ------------------------------------------------------------------ intake
 
+    @urgent_work
     async def record(
         self, tenant_id: str, event: AbsenceRecorded, body_hash: str
     ) -> tuple[Message, bool]:
@@ -334,6 +336,7 @@ class Absences:
         # The stored body hash of THIS event id decides a conflict, not the alert's.
         return message.model_copy(update={"body_hash": claim.body_hash}), claim.outcome == "known"
 
+    @urgent_work
     async def report(
         self, tenant_id: str, event: AbsenceReported, body_hash: str
     ) -> tuple[Message, bool]:
@@ -412,6 +415,7 @@ class Absences:
             )
         return main.model_copy(update={"body_hash": claim.body_hash}), claim.outcome == "known"
 
+    @urgent_work
     async def cancel(
         self, tenant_id: str, event: AbsenceCancelled, body_hash: str
     ) -> tuple[Message, bool]:

@@ -14,7 +14,7 @@ from pathlib import Path
 import aiosqlite
 import pytest
 
-from gateway.store.priority import PriorityLock, is_urgent, urgent_scope
+from gateway.store.priority import PriorityLock, is_urgent, urgent_scope, urgent_work
 from gateway.store.sqlite.base import SqliteHandle
 
 
@@ -133,3 +133,12 @@ async def test_an_urgent_write_commits_before_normal_writes_queued_earlier(
     async with handle.read() as conn:
         rows = await conn.execute_fetchall("SELECT name FROM writes ORDER BY seq")
     assert [row[0] for row in rows] == ["batch", "alert", "outcomes", "plan"]
+
+
+async def test_a_function_marked_as_urgent_work_runs_in_the_scope() -> None:
+    @urgent_work
+    async def intake(value: int) -> tuple[int, bool]:
+        return value, is_urgent()
+
+    assert await intake(7) == (7, True)
+    assert not is_urgent()

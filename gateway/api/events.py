@@ -37,9 +37,7 @@ from gateway.models import (
     Tenant,
     derive_id,
 )
-from gateway.planner import urgent_work
 from gateway.store.ports import AudienceReader, Translations
-from gateway.store.priority import urgent_scope
 from gateway.translations import intake_rows
 
 # An accepted event: the message as stored, and whether it was stored before.
@@ -64,8 +62,6 @@ class EventType:
     answer: Callable[[Message, Any], dict[str, Any]] | None = None
     # Fields for the 202 that need the directory (message.created: "recipients").
     preview: Callable[[AppContext, Tenant, Any], Awaitable[dict[str, Any]]] | None = None
-    # Whether the event's work is urgent, so its store writes go first (absence: always).
-    urgent: Callable[[Any], bool] = lambda _: True
 
 
 _SINGULAR = {
@@ -138,7 +134,6 @@ EVENT_TYPES: dict[str, EventType] = {
         handle_message_created,
         answer=lambda _, event: scheduling.accepted_answer(event.data.send_at),
         preview=recipients.recipients_answer,
-        urgent=lambda event: urgent_work(event.data.category),
     ),
     "absence.recorded": EventType(
         AbsenceRecorded, absence.handle_recorded, absence.deduplicated_into
@@ -203,8 +198,7 @@ async def accept_event(
                 ],
             )
         digest = body_hash(parsed)
-        with urgent_scope(kind.urgent(event)):
-            stored, duplicate = await kind.handle(ctx, tenant, event, digest)
+        stored, duplicate = await kind.handle(ctx, tenant, event, digest)
         if stored.body_hash != digest:
             EVENTS.labels(type_label, "conflict").inc()
             raise Conflict("this event id was accepted before with a different body")

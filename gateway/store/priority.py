@@ -10,8 +10,8 @@ to urgent waiters before normal ones, so urgent work waits for at most the trans
 in progress.
 
 Which work is urgent is carried by a context variable (:func:`urgent_scope`), set by
-the code that knows it: the dispatcher around an urgent job, the events API around an
-urgent event, the outcome batcher around a batch of urgent outcomes. Tasks started
+the code that knows it: the dispatcher around an urgent job and its claims, the intake
+of absence events (:func:`urgent_work`), the outcome batcher around urgent outcomes. Tasks started
 inside a scope inherit it (asyncio copies the context).
 """
 
@@ -19,11 +19,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextvars import ContextVar
+from typing import ParamSpec, TypeVar
 
 _URGENT: ContextVar[bool] = ContextVar("budbringer_urgent_work", default=False)
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 
 
 def is_urgent() -> bool:
@@ -39,6 +43,17 @@ def urgent_scope(urgent: bool = True) -> Iterator[None]:
         yield
     finally:
         _URGENT.reset(token)
+
+
+def urgent_work(fn: Callable[_P, Awaitable[_T]]) -> Callable[_P, Awaitable[_T]]:
+    """A coroutine function whose store calls are urgent work (absence intake)."""
+
+    @functools.wraps(fn)
+    async def urgent(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+        with urgent_scope():
+            return await fn(*args, **kwargs)
+
+    return urgent
 
 
 class PriorityLock:
