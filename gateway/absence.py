@@ -62,7 +62,6 @@ from gateway.constants import (
     SUPPORTED_LANGUAGES,
 )
 from gateway.errors import ValidationFailed
-from gateway.handoff import Handoff
 from gateway.jobs import JobHandler
 from gateway.models import (
     AbsenceCancelled,
@@ -93,6 +92,7 @@ from gateway.store.ports import AbsenceStore, AudienceReader, ChangeFeed, JobQue
 from gateway.store.priority import urgent_work
 from gateway.tracker import ReadStore, reach, record_read
 from gateway.translations import explanation_job
+from gateway.urgent_handoff import UrgentHandoff
 
 if TYPE_CHECKING:
     from gateway.escalation import Escalator
@@ -260,7 +260,7 @@ class Absences:
         renderer: Renderer | None = None,
         escalator: Escalator | None = None,
         work_available: asyncio.Event | None = None,
-        handoff: Handoff | None = None,
+        handoff: UrgentHandoff | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -269,7 +269,7 @@ class Absences:
         self.escalator = escalator
         self.work_available = work_available or asyncio.Event()
         # An alert's plan and sends go to this process's dispatcher past the urgent queue.
-        self.handoff = handoff or Handoff(0)
+        self.handoff = handoff or UrgentHandoff(0)
 
     def handlers(self) -> dict[str, JobHandler]:
         """Absence's own jobs: planning its messages and the staff notice of an unreached
@@ -709,7 +709,7 @@ class Absences:
         self, job: Job, deliveries: list[Delivery], sends: list[Job], now: datetime
     ) -> None:
         """Store the deliveries and their send jobs; handed to this process's dispatcher
-        (gateway/handoff.py) on the plan's first run when every delivery is new, so none of
+        (gateway/urgent_handoff.py) on the plan's first run when every delivery is new, so none of
         them can be queued already: a plan run again after a crash queues them."""
         leased = self.handoff.lease(sends, now) if job.attempts <= 1 else None
         new = await self.store.add_deliveries(deliveries, leased or sends)

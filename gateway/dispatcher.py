@@ -40,7 +40,6 @@ from gateway.errors import (
     TransientDeliveryError,
 )
 from gateway.followups import ContactStore, after_failure, failover_job, run_contact_job
-from gateway.handoff import Handoff
 from gateway.jobs import JobHandler, registry
 from gateway.metrics import SMS_SEGMENTS, send_meters
 from gateway.models import (
@@ -70,6 +69,7 @@ from gateway.store.ports import (
 from gateway.store.priority import urgent_scope
 from gateway.store.records import SendOutcome
 from gateway.translations import Translations
+from gateway.urgent_handoff import UrgentHandoff
 
 log = logging.getLogger(__name__)
 
@@ -113,11 +113,11 @@ class Dispatcher:
         attachments: Attachments | None = None,
         handlers: Mapping[str, JobHandler] | None = None,
         on_planned: Callable[[Message], Awaitable[None]] | None = None,
-        handoff: Handoff | None = None,
+        handoff: UrgentHandoff | None = None,
     ) -> None:
         self.store = store
-        # Small urgent work queued in this process comes here past the queue (handoff.py).
-        self.handoff = handoff or Handoff(settings.urgent_handoff)
+        # Small urgent work queued in this process comes here past the queue (urgent_handoff.py).
+        self.handoff = handoff or UrgentHandoff(settings.urgent_handoff)
         # Staff text per recipient language (gateway/translations.py); None: never.
         self.translations = translations
         self.channels = channels
@@ -219,7 +219,7 @@ class Dispatcher:
         return len(started)
 
     def _take_over(self, jobs: list[Job], deliveries: dict[str, Delivery]) -> None:
-        """Jobs handed over in this process (gateway/handoff.py), stored as claimed by it:
+        """Jobs handed over in this process (gateway/urgent_handoff.py), stored as claimed by it:
         ahead of the urgent buffer, started at once where there is room."""
         now = self.clock.now()
         self._prefetched.update(deliveries)

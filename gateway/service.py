@@ -33,7 +33,6 @@ from gateway.doctor import log_checks
 from gateway.errors import ConfigError
 from gateway.escalation import Escalator
 from gateway.filestore import open_file_store
-from gateway.handoff import Handoff
 from gateway.jobs import registry
 from gateway.readlinks import read_link_maker
 from gateway.render import Renderer
@@ -43,6 +42,7 @@ from gateway.store import Store
 from gateway.store.backends import open_store
 from gateway.translations import Translations
 from gateway.translators import build_translator
+from gateway.urgent_handoff import UrgentHandoff
 from gateway.webhooks import WebhookService
 
 log = logging.getLogger(__name__)
@@ -123,8 +123,8 @@ class Service:
         )
         # Set whenever new work is queued, so idle workers wake at once.
         wake = asyncio.Event()
-        # Small urgent work to this process's dispatcher past the queue (gateway/handoff.py).
-        handoff = Handoff(settings.dispatch.urgent_handoff)
+        # Small urgent work to this process's dispatcher past the queue (gateway/urgent_handoff.py).
+        handoff = UrgentHandoff(settings.dispatch.urgent_handoff)
         self.escalator = Escalator(
             self.store,
             self.clock,

@@ -105,7 +105,7 @@ class DispatchSettings(BaseModel):
     normal_share: float = Field(default=DEFAULT_NORMAL_SHARE, ge=0, le=1)
     # Most jobs of a small piece of urgent work (an absence alert's plan, its sends) that
     # the process queueing it runs itself at once, stored as claimed, instead of queueing
-    # them behind older urgent work; 0: never (gateway/handoff.py).
+    # them behind older urgent work; 0: never (gateway/urgent_handoff.py).
     urgent_handoff: int = Field(default=16, ge=0, le=1000)
     # Sends in flight per channel in one process (a slow provider holds at most this many;
     # the other channels go on). Each channel named here overrides its default in

@@ -19,12 +19,12 @@ from gateway import dispatcher as dispatching
 from gateway.channel_gate import ChannelGate
 from gateway.clock import ManualClock
 from gateway.dispatcher import Dispatcher
-from gateway.handoff import Handoff
 from gateway.models import Job
 from gateway.render import Renderer
 from gateway.service import TEMPLATES_DIR
 from gateway.settings import DispatchSettings
 from gateway.store import Store
+from gateway.urgent_handoff import UrgentHandoff
 from tests.contract.conftest import (
     forget_keys,
     redis_backend,
@@ -265,10 +265,10 @@ async def test_small_urgent_work_handed_over_runs_before_the_urgent_backlog(
 
 async def test_only_a_few_urgent_jobs_are_handed_over() -> None:
     clock = ManualClock()
-    handoff = Handoff(2)
+    handoff = UrgentHandoff(2)
     handoff.attach(lambda jobs, deliveries: None, 60)
     urgent = jobs(clock, "u", 3, urgent=True)
     assert handoff.lease(urgent[:2], clock.now()) is not None
     assert handoff.lease(urgent, clock.now()) is None  # more than the limit
     assert handoff.lease(jobs(clock, "n", 1), clock.now()) is None  # not urgent
-    assert Handoff(0).lease(urgent[:1], clock.now()) is None  # switched off
+    assert UrgentHandoff(0).lease(urgent[:1], clock.now()) is None  # switched off

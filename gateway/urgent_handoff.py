@@ -5,8 +5,8 @@ just after an emergency to a unit waited for every one of the emergency's sends,
 thousand, to be claimed before its own plan job, and then again before its own two or
 three sends. Queued in a process whose dispatcher runs, such work is instead stored *as
 claimed by this process*: due only when a lease would end, its first attempt counted
-(:meth:`Handoff.lease`), and, once stored, handed straight to the dispatcher's urgent
-buffer (:meth:`Handoff.hand`).
+(:meth:`UrgentHandoff.lease`), and, once stored, handed straight to the dispatcher's urgent
+buffer (:meth:`UrgentHandoff.hand`).
 
 Durability does not change: the job is stored before it runs, and if this process dies
 its "lease" runs out and any worker claims it, as for any claimed job; the dispatcher
@@ -25,7 +25,7 @@ from gateway.models import Delivery, Job
 Taker = Callable[[list[Job], dict[str, Delivery]], None]
 
 
-class Handoff:
+class UrgentHandoff:
     """Between the code that queues small urgent work and the dispatcher of its process.
 
     ``limit`` is the most jobs handed at once (``DISPATCH__URGENT_HANDOFF``; 0: never).
