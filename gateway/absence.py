@@ -708,9 +708,9 @@ class Absences:
     async def _queue_sends(
         self, job: Job, deliveries: list[Delivery], sends: list[Job], now: datetime
     ) -> None:
-        """Store the deliveries and their send jobs; handed to this process's dispatcher
-        (gateway/urgent_handoff.py) on the plan's first run when every delivery is new, so none of
-        them can be queued already: a plan run again after a crash queues them."""
+        """Store the deliveries and their send jobs, handed to this process's dispatcher
+        (gateway/urgent_handoff.py) on the plan's first run when every delivery is new,
+        so none of them can be queued already: a plan run again after a crash queues them."""
         leased = self.handoff.lease(sends, now) if job.attempts <= 1 else None
         new = await self.store.add_deliveries(deliveries, leased or sends)
         if leased and new == len({d.id for d in deliveries}):

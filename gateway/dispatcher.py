@@ -116,7 +116,8 @@ class Dispatcher:
         handoff: UrgentHandoff | None = None,
     ) -> None:
         self.store = store
-        # Small urgent work queued in this process comes here past the queue (urgent_handoff.py).
+        # Small urgent work queued in this process comes here past the queue
+        # (gateway/urgent_handoff.py).
         self.handoff = handoff or UrgentHandoff(settings.urgent_handoff)
         # Staff text per recipient language (gateway/translations.py); None: never.
         self.translations = translations
@@ -219,8 +220,8 @@ class Dispatcher:
         return len(started)
 
     def _take_over(self, jobs: list[Job], deliveries: dict[str, Delivery]) -> None:
-        """Jobs handed over in this process (gateway/urgent_handoff.py), stored as claimed by it:
-        ahead of the urgent buffer, started at once where there is room."""
+        """Jobs handed over in this process (gateway/urgent_handoff.py), stored as claimed
+        by it: ahead of the urgent buffer, started at once where there is room."""
         now = self.clock.now()
         self._prefetched.update(deliveries)
         self._ready_urgent.extendleft((job, now) for job in reversed(jobs))
