@@ -71,11 +71,6 @@ class PriorityLock:
     def locked(self) -> bool:
         return self._locked
 
-    @property
-    def urgent_waiting(self) -> int:
-        """How many urgent waiters there are (for a writer that could yield to them)."""
-        return sum(1 for fut in self._urgent if not fut.done())
-
     async def acquire(self) -> None:
         if not self._locked:  # never unlocked while someone waits: it is handed over
             self._locked = True
