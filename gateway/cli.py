@@ -310,7 +310,11 @@ def _parser() -> argparse.ArgumentParser:
         help="emergency: one emergency to every unit, then absence alerts; mixed: a general "
         "notice to every unit, and during it an emergency to one unit and the absence alerts",
     )
-    bench.add_argument("--redis-url", help="the Redis to use with --backend redis")
+    bench.add_argument(
+        "--redis-url",
+        help="the Redis to use with --backend redis (default: a redis-server of its own, "
+        "so the command counts are the gateway's alone)",
+    )
     bench.add_argument("--keep", action="store_true", help="keep the work directory and logs")
     bench.add_argument(
         "--profile", metavar="FILE", help="py-spy collapsed stacks of the gateway's emergency"

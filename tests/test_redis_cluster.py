@@ -267,8 +267,9 @@ async def test_a_change_stranded_by_a_crash_is_relayed_when_a_store_opens(
     # pending: run the script directly, without the store's second step.
     tp = f"{prefix}:{{{OSLO}}}:"
     with redis.RedisCluster(host="127.0.0.1", port=cluster.ports[0]) as client:
-        client.script_load(lua.APPEND_CHANGE)
-        client.eval(lua.APPEND_CHANGE, 1, tp + "wh:on", tp, "message.reached", "{}", 1)
+        source = lua.Lua(lua.APPEND_CHANGE).source  # with the key names
+        client.script_load(source)
+        client.eval(source, 1, tp + "wh:on", tp, "message.reached", "{}", 1)
     assert await store.claim_jobs(["webhook_fanout"], 1, at(1), 60) == []
     assert await store.changes_since(0, 10) == ([], 0)
 

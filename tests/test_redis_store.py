@@ -11,12 +11,24 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from redis.asyncio import Redis
 
-from gateway.models import Audience, Category, Delivery, Job, Message, Role, derive_id
+from gateway.models import (
+    Audience,
+    Category,
+    Delivery,
+    DeliveryStatus,
+    Job,
+    Message,
+    Role,
+    derive_id,
+)
 from gateway.store.backends import open_store
+from gateway.store.encoding import us
 from gateway.store.redis import RedisStore
+from gateway.store.redis.base import digest
 from tests.contract.conftest import REDIS_URL, forget_keys, require_redis
 
 A = "tenant-a"
+T = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -125,9 +137,10 @@ async def test_per_message_keys_expire_after_the_retention(prefix: str, redis: R
     for key in (
         f"{prefix}:{{{A}}}:m:{msg.id}",
         f"{prefix}:{{{A}}}:d:{d.id}",
-        f"{prefix}:{{{A}}}:h:{d.id}",
         f"{prefix}:{{{A}}}:mr:{msg.id}",
+        f"{prefix}:{{{A}}}:mc:{msg.id}",
         f"{prefix}:did:{d.id}",
+        *[k async for k in redis.scan_iter(match=f"{prefix}:adt:*")],
     ):
         assert three_days - 60 < await redis.ttl(key) <= three_days, key
     # no address or phone number in any key name
@@ -160,5 +173,54 @@ async def test_an_exhausted_connection_pool_makes_callers_wait_not_fail(prefix: 
         assert sorted(j.id for batch in claimed for j in batch) == sorted(
             f"send:{n}" for n in range(40)
         )
+    finally:
+        await store.close()
+
+
+async def test_history_and_address_kept_by_an_older_version_are_still_read(
+    prefix: str, redis: Redis
+) -> None:
+    """Before 2026-12-06 a delivery's history was a list ``h:<id>`` and the latest
+    delivery to an address a string ``addr:<hash>``; data written so stays readable."""
+    store = await opened(prefix)
+    try:
+        msg = Message(
+            id=derive_id(A, "ev1"),
+            tenant_id=A,
+            event_id="ev1",
+            event_type="message.created",
+            body_hash="h",
+            category=Category.general,
+            subject="S",
+            body="B",
+            audience=Audience(groups=["g1"]),
+            created_at=T,
+        )
+        await store.accept_message(msg, job(f"plan:{msg.id}", T))
+        d = Delivery(
+            id=Delivery.make_id(A, "ev1", "p1", "sms"),
+            tenant_id=A,
+            message_id=msg.id,
+            recipient_id="p1",
+            recipient_role=Role.guardian,
+            channel="sms",
+            address="+4791234567",
+            language="nb",
+            created_at=T,
+            updated_at=T,
+        )
+        await store.add_deliveries([d], [])
+        # as an older version left it: the first row in a list, none in the hash
+        key = f"{prefix}:{{{A}}}:d:{d.id}"
+        first = await redis.hget(key, "h1")
+        await redis.hdel(key, "hn", "h1")
+        await redis.rpush(f"{prefix}:{{{A}}}:h:{d.id}", first)
+        assert await store.transition(d.id, DeliveryStatus.sent, T + timedelta(seconds=1))
+        history = (await store.history([d.id]))[d.id]
+        assert [h.status for h in history] == [DeliveryStatus.planned, DeliveryStatus.sent]
+        # another tenant's later delivery to the number, recorded the older way
+        later = f"{us(T + timedelta(days=1)):020d}\x1fd-b\x1ftenant-b"
+        await redis.set(f"{prefix}:addr:{digest('sms', '+4791234567')}", later)
+        assert await store.tenant_for_address("sms", "+4791234567") == "tenant-b"
     finally:
         await store.close()

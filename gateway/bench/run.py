@@ -18,7 +18,6 @@ import random
 import secrets
 import shutil
 import signal
-import socket
 import sys
 import tempfile
 import time
@@ -29,14 +28,16 @@ from typing import IO, Any
 
 import aiohttp
 
-from gateway.bench import ceiling
+from gateway.bench import ceiling, redis_server
 from gateway.bench.latency import NO_LATENCY, Latency
+from gateway.bench.redis_server import RedisServer
 from gateway.bench.redis_stats import CommandCounts, snapshot
 from gateway.bench.sinks import (
     ACCOUNT_SID,
     AUTH_TOKEN,
     PROJECT_ID,
     SinkProcess,
+    free_port,
     kill_group,
     spawn,
     write_service_account,
@@ -56,6 +57,8 @@ JSON_KEYS = (
     "cpu_s_per_1000",
     "redis_commands_per_delivery",
     "redis_scripts_per_delivery",
+    "redis_round_trips_per_delivery",
+    "redis_cpu_s_per_1000",
     "backend",
     "children",
     "guardians",
@@ -108,7 +111,7 @@ class Options:
     smtp_connections: int = 16  # the gateway's SMTP pool and the ceiling's connections
     absence_events: int = 300
     absence_rate: float = 20.0  # events per second
-    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_url: str = ""  # empty: a redis-server of the benchmark's own (redis_server.py)
     timeout: float = 240.0  # for each waiting stage
     keep: bool = False  # keep the work directory (database, logs)
     profile: Path | None = None  # py-spy collapsed stacks of the gateway during the emergency
@@ -147,13 +150,6 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 class Bench:
     """One run. :meth:`run` returns the result dict; :meth:`cleanup` always follows."""
 
@@ -175,6 +171,8 @@ class Bench:
         self.probe_id = ""  # the message of the absence.recorded probe, if there was one
         # A keyspace of its own on a shared Redis, removed again in cleanup().
         self.redis_prefix = f"bench{secrets.token_hex(4)}"
+        self.redis_url = options.redis_url
+        self.redis_server: RedisServer | None = None
 
     # ------------------------------------------------------------------ helpers
 
@@ -185,8 +183,8 @@ class Bench:
     def store_url(self) -> str:
         if self.o.backend == "sqlite":
             return f"sqlite:///{self.work / 'bench.db'}"
-        joint = "&" if "?" in self.o.redis_url else "?"
-        return f"{self.o.redis_url}{joint}prefix={self.redis_prefix}"
+        joint = "&" if "?" in self.redis_url else "?"
+        return f"{self.redis_url}{joint}prefix={self.redis_prefix}"
 
     async def call(self, method: str, path: str, body: Any = None, token: str | None = None) -> Any:
         """One API call as a well-behaved client makes it: a 503 (the store busy, e.g. a
@@ -263,11 +261,12 @@ class Bench:
         self._check_options()
         self.say(f"work directory {self.work}")
         await asyncio.gather(*(sink.start() for sink in self.sinks.values()))
+        await self._start_redis()
         service_account = write_service_account(
             self.work / "service-account.json", f"{self.sinks['fcm'].url}/token"
         )
         await self._create_tenant()
-        self.port = _free_port()
+        self.port = free_port()
         env = self.gateway_env(service_account)
         cli = [sys.executable, "-m", "gateway.cli"]
         self.gateways.append(spawn([*cli, "serve"], env, self.log_file))
@@ -286,6 +285,19 @@ class Bench:
                 raise BenchError("the gateway did not become ready in 30 s")
             await asyncio.sleep(0.1)
         self.say(f"gateway ready on port {self.port} ({self.o.backend}, {self.o.workers} process)")
+
+    async def _start_redis(self) -> None:
+        """With ``--backend redis`` and no ``--redis-url``: a private redis-server, so
+        the command counts are the gateway's alone (the shared one otherwise)."""
+        if self.o.backend != "redis" or self.redis_url:
+            return
+        if not redis_server.available():
+            self.redis_url = _SHARED_REDIS
+            self.say(f"no redis-server on the PATH: using {_SHARED_REDIS} (counts whole server)")
+            return
+        self.redis_server = RedisServer(self.work, self.log_file)
+        self.redis_url = await self.redis_server.start()
+        self.say(f"a redis-server of its own: {self.redis_url}")
 
     async def _create_tenant(self) -> None:
         from gateway.auth import create_tenant
@@ -445,7 +457,7 @@ class Bench:
 
     async def meters(self) -> Meters:
         cpu = sum(cpu_seconds(p.pid) for p in self.gateways)
-        redis = await snapshot(self.o.redis_url) if self.o.backend == "redis" else None
+        redis = await snapshot(self.redis_url) if self.o.backend == "redis" else None
         return Meters(cpu, redis)
 
     async def stop_profiler(self, profiler: Any) -> None:
@@ -645,6 +657,8 @@ class Bench:
             "cpu_s_per_1000": round(meters.cpu_s / per * 1000, 3),
             "redis_commands_per_delivery": round(redis.total / per, 1) if redis else None,
             "redis_scripts_per_delivery": round(redis.scripts / per, 2) if redis else None,
+            "redis_round_trips_per_delivery": round(redis.reads / per, 2) if redis else None,
+            "redis_cpu_s_per_1000": round(redis.cpu_s / per * 1000, 3) if redis else None,
             "redis_top_commands": redis.top(per) if redis else None,
         }
 
@@ -766,13 +780,13 @@ class Bench:
         for proc in self.gateways:
             await asyncio.to_thread(kill_group, proc)
         await asyncio.gather(*(sink.stop() for sink in self.sinks.values()))
-        if self.o.backend == "redis" and not self.o.keep:
+        if self.o.backend == "redis" and not self.o.keep and self.redis_server is None:
             await self._drop_redis_keys()
 
     async def _drop_redis_keys(self) -> None:
         import redis.asyncio as aioredis
 
-        client = aioredis.from_url(self.o.redis_url)
+        client = aioredis.from_url(self.redis_url)
         try:
             batch: list[Any] = []
             async for key in client.scan_iter(match=f"{self.redis_prefix}:*", count=1000):
@@ -790,11 +804,14 @@ class Bench:
         procs = [*self.gateways, *(s.proc for s in self.sinks.values() if s.proc is not None)]
         for proc in procs:
             kill_group(proc, timeout=3.0)
+        if self.redis_server is not None:
+            self.redis_server.stop()
         self.log_file.close()
         if not self.o.keep:
             shutil.rmtree(self.work, ignore_errors=True)
 
 
+_SHARED_REDIS = "redis://127.0.0.1:6379/0"
 _SINK_OF = {"push": "fcm", "sms": "twilio", "email": "smtp"}
 _BUSY_QUEUES = ('budbringer_queue_depth{kind="plan"', 'budbringer_queue_depth{kind="send"')
 
@@ -846,7 +863,9 @@ def _channel_rows(r: dict[str, Any]) -> list[str]:
 def _figure_rows(r: dict[str, Any]) -> list[str]:
     redis = (
         f"{r['redis_commands_per_delivery']} Redis commands per delivery (scripts' inner "
-        f"calls included; whole server), {r['redis_scripts_per_delivery']} script calls"
+        f"calls included), {r['redis_scripts_per_delivery']} script calls and "
+        f"{r['redis_round_trips_per_delivery']} round trips (socket reads) per delivery, "
+        f"redis-server CPU {r['redis_cpu_s_per_1000']} s per 1,000"
         if r["redis_commands_per_delivery"] is not None
         else "Redis commands: - (SQLite store)"
     )

@@ -34,6 +34,7 @@ import os
 import re
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -282,6 +283,14 @@ async def serve(kind: str, latency: Latency = NO_LATENCY) -> None:
 
 
 # --------------------------------------------------------------------------- the bench side
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def spawn(argv: list[str], env: dict[str, str] | None, log: IO[bytes]) -> subprocess.Popen[bytes]:

@@ -1,4 +1,4 @@
-"""Redis keys and queries of absence: records, claimed event ids, explanations, staff.
+"""Redis keys and queries of absence: records, claimed event ids, explanations.
 
 Under the tenant's hash tag: ``P:{t}:abs:<message>`` (a record's JSON),
 ``P:{t}:absev:<event>`` ("<message>\\x1f<body hash>" for every event id claimed),
@@ -8,23 +8,25 @@ Under the tenant's hash tag: ``P:{t}:abs:<message>`` (a record's JSON),
 All of them expire with the retention, like the messages they belong to, and
 ``purge_before`` removes them earlier (:meth:`RedisAbsence.purge`). A claim is
 one WATCHed transaction over the event's and the key's keys, so two racing marks never
-make two alerts. The settings override is in redis/policy.py.
+make two alerts. The settings override is in redis/policy.py; ``staff_members`` reads
+the directory, so redis/directory.py answers it.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from redis.exceptions import WatchError
 
 from gateway.constants import WEBHOOK_ABSENCE_UNROUTED
-from gateway.models import AbsenceClaim, AbsenceExplanation, AbsenceRecord, Role
+from gateway.models import AbsenceClaim, AbsenceExplanation, AbsenceRecord
 from gateway.store.encoding import dumps, from_us, us
+from gateway.store.redis import keys as K
 from gateway.store.redis.base import RedisFeature
-from gateway.store.redis.scripts import APPEND_CHANGE, Lua, read, tenant_script
+from gateway.store.redis.feed import queue_change
+from gateway.store.redis.scripts import Lua, read, tenant_script
 
 _SEP = "\x1f"
 PURGE_BATCH = 500  # records per script call, so a large purge never blocks Redis long
@@ -62,8 +64,8 @@ class RedisAbsence(RedisFeature):
         unrouted: dict[str, Any] | None = None,
     ) -> AbsenceClaim:
         t = self._db.tk(record.tenant_id)
-        event_key = t("absev", record.event_id)
-        key_key = t("abskey", record.key) if record.key else None
+        event_key = t(K.ABSENCE_EVENT, record.event_id)
+        key_key = t(K.ABSENCE_KEY, record.key) if record.key else None
         while True:
             async with self._redis.pipeline(transaction=True) as pipe:
                 try:
@@ -71,7 +73,7 @@ class RedisAbsence(RedisFeature):
                     known = await pipe.get(event_key)
                     if known is not None:
                         message_id, _, stored_hash = known.partition(_SEP)
-                        doc = await pipe.get(t("abs", message_id))
+                        doc = await pipe.get(t(K.ABSENCE, message_id))
                         if doc is not None:
                             await pipe.unwatch()
                             return AbsenceClaim(
@@ -82,8 +84,8 @@ class RedisAbsence(RedisFeature):
                     if key_key is not None:
                         latest = await pipe.get(key_key)
                         if latest is not None:
-                            await pipe.watch(t("abs", latest))
-                            doc = await pipe.get(t("abs", latest))
+                            await pipe.watch(t(K.ABSENCE, latest))
+                            doc = await pipe.get(t(K.ABSENCE, latest))
                             candidate = None if doc is None else _record(doc)
                             if (
                                 candidate is not None
@@ -107,25 +109,21 @@ class RedisAbsence(RedisFeature):
                         claim = AbsenceClaim(outcome="new", record=record, body_hash=body_hash)
                     stored = claim.record
                     pipe.multi()
-                    pipe.set(t("abs", stored.message_id), _record_doc(stored), ex=self._db.ttl)
+                    pipe.set(t(K.ABSENCE, stored.message_id), _record_doc(stored), ex=self._db.ttl)
                     pipe.set(event_key, f"{stored.message_id}{_SEP}{body_hash}", ex=self._db.ttl)
                     if key_key is not None and claim.outcome == "new":
                         pipe.set(key_key, stored.message_id, ex=self._db.ttl)
                     # NX: a merge keeps the record's creation time (records from before
                     # the index existed join it here, or simply expire).
-                    pipe.zadd(t("absidx"), {stored.message_id: us(stored.created_at)}, nx=True)
-                    pipe.expire(t("absidx"), self._db.ttl)
+                    pipe.zadd(
+                        t(K.ABSENCE_INDEX), {stored.message_id: us(stored.created_at)}, nx=True
+                    )
+                    pipe.expire(t(K.ABSENCE_INDEX), self._db.ttl)
                     feeds = claim.outcome == "new" and unrouted is not None
                     if feeds:
-                        # In the transaction (EVAL, not EVALSHA: a missing script must
-                        # not fail one command of an EXEC whose others commit).
-                        tp = self._db.tp(record.tenant_id)
-                        pipe.execute_command(
-                            "EVAL",
-                            APPEND_CHANGE,
-                            1,
-                            tp + "wh:on",
-                            tp,
+                        queue_change(
+                            pipe,
+                            self._db.tp(record.tenant_id),
                             WEBHOOK_ABSENCE_UNROUTED,
                             dumps(unrouted),
                             us(record.created_at),
@@ -138,7 +136,7 @@ class RedisAbsence(RedisFeature):
                     continue
 
     async def get_absence(self, tenant_id: str, message_id: str) -> AbsenceRecord | None:
-        doc = await self._redis.get(self._db.t(tenant_id, "abs", message_id))
+        doc = await self._redis.get(self._db.t(tenant_id, K.ABSENCE, message_id))
         return None if doc is None else _record(doc)
 
     async def find_absence(
@@ -147,10 +145,10 @@ class RedisAbsence(RedisFeature):
         t = self._db.tk(tenant_id)
         message_id: str | None = None
         if event_id is not None:
-            known = await self._redis.get(t("absev", event_id))
+            known = await self._redis.get(t(K.ABSENCE_EVENT, event_id))
             message_id = None if known is None else known.partition(_SEP)[0]
         elif key:
-            message_id = await self._redis.get(t("abskey", key))
+            message_id = await self._redis.get(t(K.ABSENCE_KEY, key))
         if message_id is None:
             return None
         return await self.get_absence(tenant_id, message_id)
@@ -158,7 +156,7 @@ class RedisAbsence(RedisFeature):
     async def cancel_absence(
         self, tenant_id: str, message_id: str, event_id: str, at: datetime
     ) -> AbsenceRecord | None:
-        key = self._db.t(tenant_id, "abs", message_id)
+        key = self._db.t(tenant_id, K.ABSENCE, message_id)
         while True:
             async with self._redis.pipeline(transaction=True) as pipe:
                 try:
@@ -181,7 +179,7 @@ class RedisAbsence(RedisFeature):
                     if first:
                         pipe.set(key, _record_doc(record), keepttl=True)
                     pipe.set(
-                        self._db.t(tenant_id, "absev", event_id),
+                        self._db.t(tenant_id, K.ABSENCE_EVENT, event_id),
                         f"{message_id}{_SEP}",
                         nx=True,
                         ex=self._db.ttl,
@@ -208,17 +206,19 @@ class RedisAbsence(RedisFeature):
         args = [tp, self._db.ttl, explanation.message_id, explanation.id, doc, us(explanation.at)]
         if change is not None:
             args.append(dumps(change))
-        added = await self._db.eval(self._redis, _ADD_EXPLANATION, [tp + "stats"], args)
+        added = await self._db.eval(
+            self._redis, _ADD_EXPLANATION, [self._db.anchor(explanation.tenant_id)], args
+        )
         return bool(added)
 
     async def list_absence_explanations(
         self, tenant_id: str, message_id: str
     ) -> list[AbsenceExplanation]:
         t = self._db.tk(tenant_id)
-        ids: list[str] = await self._redis.lrange(t("absxl", message_id), 0, -1)
+        ids: list[str] = await self._redis.lrange(t(K.EXPLANATION_LIST, message_id), 0, -1)
         if not ids:
             return []
-        docs = await self._redis.hmget(t("absx", message_id), ids)
+        docs = await self._redis.hmget(t(K.EXPLANATIONS, message_id), ids)
         out = []
         for explanation_id, doc in zip(ids, docs, strict=True):
             if doc is None:
@@ -239,33 +239,10 @@ class RedisAbsence(RedisFeature):
             )
         return sorted(out, key=lambda e: (e.at, e.id))
 
-    async def staff_members(
-        self, tenant_id: str, *, group_ids: Sequence[str] = (), unit_ids: Sequence[str] = ()
-    ) -> list[str]:
-        t = self._db.tk(tenant_id)
-        keys = [t("gm", g) for g in group_ids] + [t("um", u) for u in unit_ids]
-        if not keys:
-            return []
-        members: set[str] = set()
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for key in keys:
-                pipe.smembers(key)
-            for found in await pipe.execute():
-                members |= found
-        ids = sorted(members)
-        if not ids:
-            return []
-        docs = await self._redis.hmget(t("persons"), ids)
-        return [
-            p
-            for p, doc in zip(ids, docs, strict=True)
-            if doc is not None and json.loads(doc)[0] == Role.staff.value
-        ]
-
     async def purge(self, tenant_id: str, cutoff: datetime) -> None:
         """Retention: remove the tenant's records created before ``cutoff`` with their
         explanations and claimed event ids (called by ``purge_before``, redis/retention.py)."""
-        index = self._db.t(tenant_id, "absidx")
+        index = self._db.t(tenant_id, K.ABSENCE_INDEX)
         while True:
             taken = await self._db.eval(
                 self._redis, _PURGE, [index], [self._db.tp(tenant_id), us(cutoff), PURGE_BATCH]

@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 
 from gateway.models import AlertPhone
 from gateway.store.encoding import dumps, from_us, us
+from gateway.store.redis import keys as K
 from gateway.store.redis.base import RedisFeature, digest
 
 KEEP = timedelta(days=2)
@@ -20,7 +21,7 @@ class RedisAlertPhones(RedisFeature):
     """The alert phones of :class:`gateway.store.ports.AbsenceStore` on Redis."""
 
     def _aph(self, phone: str) -> str:
-        return self._db.g("aph", digest("alert-phone", phone))
+        return self._db.g(K.ALERT_PHONE, digest("alert-phone", phone))
 
     async def add_alert_phones(self, rows: Sequence[AlertPhone]) -> None:
         by_phone: dict[str, list[AlertPhone]] = defaultdict(list)

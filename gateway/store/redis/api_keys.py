@@ -22,6 +22,7 @@ from datetime import datetime
 from gateway.errors import Conflict
 from gateway.models import ApiKey
 from gateway.store.encoding import dumps, from_us, from_us_opt, us, us_opt
+from gateway.store.redis import keys as K
 from gateway.store.redis.base import RedisFeature
 from gateway.store.redis.scripts import Lua, read
 
@@ -63,21 +64,21 @@ class RedisApiKeys(RedisFeature):
     SCRIPTS = (_ADD_KEY,)
 
     def _kk(self, *parts: str) -> str:
-        return self._db.g("{tenants}", *parts)
+        return self._db.g(K.TENANTS_TAG, *parts)
 
     async def insert(self, key: ApiKey) -> bool:
         """Store a key's row; False (nothing written) if its id or hash is taken."""
         added = await self._db.eval(
             self._redis,
             _ADD_KEY,
-            [self._kk("apikeys"), self._kk("apikey-ids"), self._kk("tkeys", key.tenant_id)],
+            [self._kk(K.API_KEYS), self._kk(K.API_KEY_IDS), self._kk(K.TENANT_KEYS, key.tenant_id)],
             [key.key_hash, key.id, _doc(key)],
         )
         return bool(added)
 
     async def known_hashes(self, key_hashes: Sequence[str]) -> list[bool]:
         """Whether each of these key hashes has its row."""
-        found = await self._redis.hmget(self._kk("apikeys"), list(key_hashes))
+        found = await self._redis.hmget(self._kk(K.API_KEYS), list(key_hashes))
         return [doc is not None for doc in found]
 
     async def add_api_key(self, key: ApiKey) -> None:
@@ -85,26 +86,26 @@ class RedisApiKeys(RedisFeature):
             raise Conflict("an API key with this id or key exists already")
 
     async def api_key_by_hash(self, key_hash: str) -> ApiKey | None:
-        doc = await self._redis.hget(self._kk("apikeys"), key_hash)
+        doc = await self._redis.hget(self._kk(K.API_KEYS), key_hash)
         if doc is None:
             return None
         key_id = json.loads(doc)["id"]
-        return _key(doc, await self._redis.hget(self._kk("apikey-revoked"), key_id))
+        return _key(doc, await self._redis.hget(self._kk(K.API_KEY_REVOKED), key_id))
 
     async def list_api_keys(self, tenant_id: str) -> list[ApiKey]:
-        ids = sorted(await self._redis.smembers(self._kk("tkeys", tenant_id)))
+        ids = sorted(await self._redis.smembers(self._kk(K.TENANT_KEYS, tenant_id)))
         if not ids:
             return []
-        hashes = await self._redis.hmget(self._kk("apikey-ids"), ids)
-        docs = await self._redis.hmget(self._kk("apikeys"), hashes)
-        revoked = await self._redis.hmget(self._kk("apikey-revoked"), ids)
+        hashes = await self._redis.hmget(self._kk(K.API_KEY_IDS), ids)
+        docs = await self._redis.hmget(self._kk(K.API_KEYS), hashes)
+        revoked = await self._redis.hmget(self._kk(K.API_KEY_REVOKED), ids)
         keys = [_key(doc, r) for doc, r in zip(docs, revoked, strict=True) if doc is not None]
         return sorted(keys, key=lambda k: (k.created_at, k.id))
 
     async def revoke_api_key(self, tenant_id: str, key_id: str, at: datetime) -> ApiKey | None:
-        if not await self._redis.sismember(self._kk("tkeys", tenant_id), key_id):
+        if not await self._redis.sismember(self._kk(K.TENANT_KEYS, tenant_id), key_id):
             return None
         # Key ids never move between tenants, so checking first and setting after is safe.
-        await self._redis.hsetnx(self._kk("apikey-revoked"), key_id, us(at))
-        key_hash = await self._redis.hget(self._kk("apikey-ids"), key_id)
+        await self._redis.hsetnx(self._kk(K.API_KEY_REVOKED), key_id, us(at))
+        key_hash = await self._redis.hget(self._kk(K.API_KEY_IDS), key_id)
         return await self.api_key_by_hash(key_hash)

@@ -15,6 +15,7 @@ from datetime import datetime
 
 from gateway.models import Attachment
 from gateway.store.encoding import dumps, from_us, from_us_opt, us
+from gateway.store.redis import keys as K
 from gateway.store.redis.base import RedisFeature
 from gateway.store.redis.scripts import read
 
@@ -62,10 +63,10 @@ class RedisAttachments(RedisFeature):
     """:class:`gateway.store.attachments.AttachmentStore` on the Redis store's handle."""
 
     def _key(self, tenant_id: str, attachment_id: str) -> str:
-        return self._db.t(tenant_id, "att", attachment_id)
+        return self._db.t(tenant_id, K.ATTACHMENT, attachment_id)
 
     def _index(self, which: str) -> str:
-        return self._db.g("att", which)
+        return self._db.g(K.ATTACHMENTS_BY_TIME, which)
 
     async def add(self, attachment: Attachment) -> None:
         redis = self._redis
@@ -92,7 +93,7 @@ class RedisAttachments(RedisFeature):
     ) -> dict[str, str]:
         if not ids:
             return {}
-        keys = [self._db.t(tenant_id, "attmsg", message_id)]
+        keys = [self._db.t(tenant_id, K.MESSAGE_ATTACHMENTS, message_id)]
         keys += [self._key(tenant_id, i) for i in ids]
         answer = await self._redis.eval(_CLAIM, len(keys), *keys, message_id, us(at), self._db.ttl)
         if answer:
@@ -104,7 +105,9 @@ class RedisAttachments(RedisFeature):
 
     async def for_message(self, tenant_id: str, message_id: str) -> list[Attachment]:
         redis = self._redis
-        ids: list[str] = await redis.zrange(self._db.t(tenant_id, "attmsg", message_id), 0, -1)
+        ids: list[str] = await redis.zrange(
+            self._db.t(tenant_id, K.MESSAGE_ATTACHMENTS, message_id), 0, -1
+        )
         if not ids:
             return []
         found = await self.get(tenant_id, ids)
@@ -139,7 +142,7 @@ class RedisAttachments(RedisFeature):
             key = self._key(tenant_id, attachment_id)
             owner = await redis.hget(key, "message_id")
             if owner:
-                await redis.zrem(self._db.t(tenant_id, "attmsg", owner), attachment_id)
+                await redis.zrem(self._db.t(tenant_id, K.MESSAGE_ATTACHMENTS, owner), attachment_id)
             await redis.delete(key)
             member = dumps([tenant_id, attachment_id])
             await redis.zrem(self._index("used"), member)

@@ -79,6 +79,21 @@ class RedisHandle:
     def qp(self) -> str:
         return keys.queue_prefix(self.prefix)
 
+    def anchor(self, tenant_id: str) -> str:
+        """``KEYS[1]`` of a tenant script that builds its keys from ``tp``: any key of the
+        tenant's slot routes the call (on Cluster); the counts per status are used."""
+        return keys.tenant_key(self.prefix, tenant_id, keys.STATS)
+
+    @property
+    def active(self) -> str:
+        """``P:active``: the tenants that have messages, deliveries or replies (for the
+        purge and the delivery stats); every feature that adds such data adds its tenant."""
+        return keys.global_key(self.prefix, keys.ACTIVE)
+
+    def q(self, *parts: str) -> str:
+        """A key of the queue's slot: ``q(K.JOB, job_id)`` is ``P:{q}:j:<job id>``."""
+        return keys.queue_key(self.prefix, *parts)
+
     # ------------------------------------------------------------------ scripts
 
     def add_scripts(self, scripts: Sequence[Lua]) -> None:

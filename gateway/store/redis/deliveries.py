@@ -1,11 +1,13 @@
 """Deliveries in the Redis backend, with the indexes the status API and the providers need.
 
-Under the tenant's hash tag: ``P:{t}:d:<id>`` (a hash: the delivery as JSON and its
-moving fields), ``h:<id>`` (its status history), ``mr:<message>`` (deliveries per
+Under the tenant's hash tag: ``P:{t}:d:<id>`` (a hash: the delivery as JSON, its
+moving fields and its status history ``hn``, ``h1`` … ``hn``; older versions kept the
+history in a list ``h:<id>``), ``mr:<message>`` (deliveries per
 recipient), ``mc:<message>`` (counts per status), ``stats`` (counts per channel and
 status), ``la:<hash>`` (latest delivery per address). Lookups without a tenant are
 single global keys: ``P:did:<id>`` (the delivery's tenant), ``P:pid:<hash>`` (a provider
-id's delivery), ``P:addr:<hash>`` (the latest delivery to an address). A status move is
+id's delivery), ``P:adt:<hash>`` (the tenants that sent to an address, by their latest
+delivery's time; ``P:addr:<hash>``, the latest delivery, in older versions). A status move is
 one tenant script (lua/transition.lua) that keeps the forward-only rule.
 """
 
@@ -20,6 +22,7 @@ from typing import Any
 from gateway.models import Delivery, DeliveryStatus, Job, Role, StatusChange
 from gateway.store import SendOutcome
 from gateway.store.encoding import dumps, from_us, from_us_opt, us, us_opt
+from gateway.store.redis import keys as K
 from gateway.store.redis import scripts as lua
 from gateway.store.redis.base import RedisFeature, RedisHandle, digest, opt
 from gateway.store.redis.jobs import RedisJobs
@@ -31,8 +34,7 @@ _WHERE_CACHE = 50_000
 
 _TRANSITION = Lua(lua.TRANSITION)
 _ADD_DELIVERIES = Lua(lua.ADD_DELIVERIES)
-_KEEP_GREATEST = Lua(lua.KEEP_GREATEST)
-# KEYS: delivery hash, its history. ARGV: at (µs), detail. A row for a failed attempt.
+# KEYS: delivery hash. ARGV: at (µs), detail. A history row for a failed attempt.
 _NOTE_ATTEMPT = Lua(read("note_attempt"))
 
 
@@ -92,6 +94,12 @@ def _history(delivery_id: str, entry: str) -> StatusChange:
     )
 
 
+def _history_rows(h: dict[str, str]) -> list[str]:
+    """The history rows kept in a delivery's hash (``hn`` of them: ``h1`` … ``hn``).
+    Deliveries of older versions kept them in a list ``h:<id>``, read before these."""
+    return [h[f"h{n}"] for n in range(1, int(h.get("hn", 0)) + 1)]
+
+
 def _delivery_meta(d: Delivery) -> str:
     return "\x1f".join(
         (
@@ -126,7 +134,7 @@ class DeliveryOwners(RedisFeature):
         if missing:
             async with self._redis.pipeline(transaction=False) as pipe:
                 for i in missing:
-                    pipe.get(self._db.g("did", i))
+                    pipe.get(self._db.g(K.DELIVERY_TENANT, i))
                 found = await pipe.execute()
             for i, tenant in zip(missing, found, strict=True):
                 if tenant is not None:
@@ -139,7 +147,9 @@ class DeliveryOwners(RedisFeature):
         if len(self._where) > _WHERE_CACHE:
             self._where.popitem(last=False)
 
-    def forget(self, delivery_ids: Sequence[str]) -> None:
+    async def forget(self, delivery_ids: Sequence[str]) -> None:
+        """Purged deliveries: their ``did`` keys and cached owners go."""
+        await self._redis.unlink(*(self._db.g(K.DELIVERY_TENANT, i) for i in delivery_ids))
         for i in delivery_ids:
             self._where.pop(i, None)
 
@@ -149,7 +159,7 @@ class RedisDeliveries(RedisFeature):
     ``DeliveryReport`` on Redis. A delivery's jobs, and the jobs a move ends or
     follows with, go through the queue (``jobs``) in the same round trip."""
 
-    SCRIPTS = (_TRANSITION, _ADD_DELIVERIES, _KEEP_GREATEST, _NOTE_ATTEMPT)
+    SCRIPTS = (_TRANSITION, _ADD_DELIVERIES, _NOTE_ATTEMPT)
 
     def __init__(self, db: RedisHandle, owners: DeliveryOwners, jobs: RedisJobs) -> None:
         super().__init__(db)
@@ -165,35 +175,44 @@ class RedisDeliveries(RedisFeature):
             # Deliveries first, then their jobs: a job never runs before its delivery
             # exists; a crash in between leaves the plan job, whose rerun adds the jobs.
             async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.sadd(self._db.g("active"), *by_tenant)
+                pipe.sadd(self._db.active, *by_tenant)
                 for tenant_id, rows in by_tenant.items():
                     for d in rows:
-                        pipe.set(self._db.g("did", d.id), tenant_id, ex=self._db.ttl, nx=True)
+                        pipe.set(
+                            self._db.g(K.DELIVERY_TENANT, d.id), tenant_id, ex=self._db.ttl, nx=True
+                        )
                     tp = self._db.tp(tenant_id)
                     args: list[Any] = [tp, self._db.ttl]
                     for d in reversed(rows):
                         args.append(_delivery_meta(d))
                         args.append(_delivery_doc(d))
-                    self._db.eval(pipe, _ADD_DELIVERIES, [tp + "stats"], args)
+                    self._db.eval(pipe, _ADD_DELIVERIES, [self._db.anchor(tenant_id)], args)
                 results = await pipe.execute()
             n_scripts = len(by_tenant)
             new = sum(int(x) for x in results[-n_scripts:])
             for tenant_id, rows in by_tenant.items():
                 for d in rows:
                     self._owners.remember(d.id, tenant_id)
-        addressed = [d for rows in by_tenant.values() for d in rows if d.address]
         async with self._redis.pipeline(transaction=False) as pipe:
-            for d in addressed:
-                assert d.address is not None
-                self._db.eval(
-                    pipe,
-                    _KEEP_GREATEST,
-                    [self._db.g("addr", digest(d.channel, d.address))],
-                    [f"{us(d.created_at):020d}\x1f{d.id}\x1f{d.tenant_id}", self._db.ttl],
-                )
+            self._note_addresses(pipe, [d for rows in by_tenant.values() for d in rows])
             self._jobs.queue(pipe, jobs)
             await pipe.execute()
         return new
+
+    def _note_addresses(self, pipe: Any, deliveries: Sequence[Delivery]) -> None:
+        """Per address a sorted set ``P:adt:<hash>`` of the tenants that sent to it, by
+        their latest delivery's creation time: ZADD GT keeps the latest without a read
+        (two commands per address, no script)."""
+        latest: dict[str, dict[str, int]] = {}
+        for d in deliveries:
+            if d.address:
+                tenants = latest.setdefault(
+                    self._db.g(K.ADDRESS_TENANTS, digest(d.channel, d.address)), {}
+                )
+                tenants[d.tenant_id] = max(tenants.get(d.tenant_id, 0), us(d.created_at))
+        for key, tenants in latest.items():
+            pipe.zadd(key, tenants, gt=True)
+            pipe.expire(key, self._db.ttl)
 
     async def get_delivery(self, delivery_id: str) -> Delivery | None:
         found = await self.get_deliveries([delivery_id])
@@ -211,12 +230,12 @@ class RedisDeliveries(RedisFeature):
             return {}
         async with self._redis.pipeline(transaction=False) as pipe:
             for tenant_id, delivery_id in refs:
-                pipe.hgetall(self._db.t(tenant_id, "d", delivery_id))
+                pipe.hgetall(self._db.t(tenant_id, K.DELIVERY, delivery_id))
             rows = await pipe.execute()
         return {i: _delivery(i, h) for (_, i), h in zip(refs, rows, strict=True) if h}
 
     async def list_deliveries(self, tenant_id: str, message_id: str) -> list[Delivery]:
-        rows = await self._redis.hvals(self._db.t(tenant_id, "mr", message_id))
+        rows = await self._redis.hvals(self._db.t(tenant_id, K.RECIPIENTS, message_id))
         ids = [i for row in rows for i in row.split()]
         found = await self.load([(tenant_id, i) for i in ids])
         return sorted(found.values(), key=lambda d: (d.created_at, d.id))
@@ -229,9 +248,11 @@ class RedisDeliveries(RedisFeature):
         ids = [i for i in result if i in where]
         async with self._redis.pipeline(transaction=False) as pipe:
             for i in ids:
-                pipe.lrange(self._db.t(where[i], "h", i), 0, -1)
+                pipe.lrange(self._db.t(where[i], K.HISTORY, i), 0, -1)
+                pipe.hgetall(self._db.t(where[i], K.DELIVERY, i))
             rows = await pipe.execute()
-        for i, entries in zip(ids, rows, strict=True):
+        for n, i in enumerate(ids):
+            entries = rows[2 * n] + _history_rows(rows[2 * n + 1])
             result[i] = [_history(i, e) for e in entries]
         return result
 
@@ -279,7 +300,7 @@ class RedisDeliveries(RedisFeature):
             for m in moves:
                 if m.provider_id is not None and m.delivery_id in where:
                     pipe.set(
-                        self._db.g("pid", digest(m.provider_id)),
+                        self._db.g(K.PROVIDER_ID, digest(m.provider_id)),
                         f"{where[m.delivery_id]}\x1f{m.delivery_id}",
                         ex=self._db.ttl,
                     )
@@ -300,7 +321,7 @@ class RedisDeliveries(RedisFeature):
                             opt(m.segments),
                         )
                     )
-                self._db.eval(pipe, _TRANSITION, [tp + "stats"], args)
+                self._db.eval(pipe, _TRANSITION, [self._db.anchor(tenant_id)], args)
                 scripts += 1
             if finished_jobs:
                 self._jobs.queue_finish(pipe, finished_jobs)
@@ -319,11 +340,11 @@ class RedisDeliveries(RedisFeature):
         tenant_id = (await self._owners.of([delivery_id])).get(delivery_id)
         if tenant_id is None:
             return False
-        keys = [self._db.t(tenant_id, "d", delivery_id), self._db.t(tenant_id, "h", delivery_id)]
+        keys = [self._db.t(tenant_id, K.DELIVERY, delivery_id)]
         return bool(await self._db.eval(self._redis, _NOTE_ATTEMPT, keys, [us(at), detail]))
 
     async def delivery_by_provider_id(self, channel: str, provider_id: str) -> Delivery | None:
-        ref = await self._redis.get(self._db.g("pid", digest(provider_id)))
+        ref = await self._redis.get(self._db.g(K.PROVIDER_ID, digest(provider_id)))
         if ref is None:
             return None
         tenant_id, delivery_id = ref.split("\x1f", 1)
@@ -333,14 +354,14 @@ class RedisDeliveries(RedisFeature):
         return found
 
     async def count_by_status(self, tenant_id: str, message_id: str) -> dict[str, int]:
-        counts = await self._redis.hgetall(self._db.t(tenant_id, "mc", message_id))
+        counts = await self._redis.hgetall(self._db.t(tenant_id, K.COUNTS, message_id))
         return {k: int(v) for k, v in counts.items() if int(v) > 0}
 
     async def delivery_stats(self) -> dict[tuple[str, str], int]:
-        tenants = sorted(await self._redis.smembers(self._db.g("active")))
+        tenants = sorted(await self._redis.smembers(self._db.active))
         async with self._redis.pipeline(transaction=False) as pipe:
             for tenant_id in tenants:
-                pipe.hgetall(self._db.t(tenant_id, "stats"))
+                pipe.hgetall(self._db.t(tenant_id, K.STATS))
             rows = await pipe.execute()
         stats: defaultdict[tuple[str, str], int] = defaultdict(int)
         for row in rows:
@@ -352,20 +373,28 @@ class RedisDeliveries(RedisFeature):
     async def latest_delivery_to(
         self, tenant_id: str, channel: str, address: str
     ) -> Delivery | None:
-        ref = await self._redis.get(self._db.t(tenant_id, "la", digest(channel, address)))
+        ref = await self._redis.get(self._db.t(tenant_id, K.LATEST, digest(channel, address)))
         if ref is None:
             return None
         delivery_id = ref.split("\x1f", 1)[1]
         return (await self.load([(tenant_id, delivery_id)])).get(delivery_id)
 
     async def tenant_for_address(self, channel: str, address: str) -> str | None:
-        ref = await self._redis.get(self._db.g("addr", digest(channel, address)))
-        return None if ref is None else ref.split("\x1f", 2)[2]
+        key = digest(channel, address)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.zrevrange(self._db.g(K.ADDRESS_TENANTS, key), 0, 0, withscores=True)
+            pipe.get(self._db.g(K.ADDRESS, key))  # kept by older versions: "created20\x1fid\x1ft"
+            top, ref = await pipe.execute()
+        found = [(int(score), tenant) for tenant, score in top]
+        if ref is not None:
+            created, _, tenant = ref.split("\x1f", 2)
+            found.append((int(created), tenant))
+        return max(found)[1] if found else None
 
     async def recipient_deliveries(
         self, tenant_id: str, message_id: str, recipient_id: str
     ) -> list[Delivery]:
-        ids = await self._redis.hget(self._db.t(tenant_id, "mr", message_id), recipient_id)
+        ids = await self._redis.hget(self._db.t(tenant_id, K.RECIPIENTS, message_id), recipient_id)
         if not ids:
             return []
         found = await self.load([(tenant_id, i) for i in ids.split()])

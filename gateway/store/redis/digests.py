@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from gateway.store.digests import DigestEntry
+from gateway.store.redis import keys as K
 from gateway.store.redis.base import RedisFeature
 
 TTL = 3 * 86_400
@@ -20,7 +21,7 @@ class RedisDigests(RedisFeature):
     """:class:`gateway.store.digests.Digests` on the store's handle."""
 
     def _key(self, tenant_id: str, digest_id: str) -> str:
-        return self._db.t(tenant_id, "digest", digest_id)
+        return self._db.t(tenant_id, K.DIGEST, digest_id)
 
     async def add_digest_entries(self, entries: Sequence[DigestEntry]) -> None:
         by_key: dict[str, list[DigestEntry]] = {}

@@ -7,7 +7,8 @@ unit), ``rc:<child>`` / ``rg:<guardian>`` (relations both ways), ``flags`` and
 Writes are optimistic transactions (WATCH on the version of each part they read:
 ``dirv``, ``prefv``, ``devv``, then MULTI/EXEC); ``load_audience`` reads are checked
 against the same versions, so it returns a consistent snapshot or a StoreError. The
-rules every backend keeps are in :mod:`gateway.store.directory_checks`.
+rules every backend keeps are in :mod:`gateway.store.directory_checks` and (audience
+expansion over this module's ``_RedisRead``) :mod:`gateway.store.audience`.
 """
 
 from __future__ import annotations
@@ -20,17 +21,15 @@ from typing import Any, TypeVar
 
 from redis.exceptions import WatchError
 
-from gateway.errors import NotFound, StoreError
+from gateway.errors import NotFound
 from gateway.models import (
     Audience,
-    Device,
     DirectoryBatch,
     DirectoryDeletion,
     DirectorySnapshot,
     Group,
     GroupKind,
     Person,
-    Preferences,
     Protection,
     RelationFlags,
     RelationRecord,
@@ -45,8 +44,8 @@ from gateway.protection import (
     raised_by_import,
 )
 from gateway.store import FlagHistoryEntry
+from gateway.store.audience import Members, People, Places, checked, expand, staff
 from gateway.store.directory_checks import (
-    CHILD_ROLES,
     DeletionFacts,
     Known,
     audience_ids,
@@ -56,17 +55,25 @@ from gateway.store.directory_checks import (
     check_relation_flag,
 )
 from gateway.store.encoding import dumps, from_us, from_us_opt, us
+from gateway.store.redis import keys as K
 from gateway.store.redis.base import RedisFeature
-from gateway.store.redis.guardians import device_from_doc
+from gateway.store.redis.guardians import (
+    contacts_from,
+    forget_contacts,
+    import_preferences,
+    read_contacts,
+    read_devices,
+    read_preferences,
+)
 
 _FLAG_REASONS = {"information_granted": "ir", "blocked": "br"}
 _FLAG_VALUES = {"information_granted": "ig", "blocked": "b"}
 
-# How often load_audience reads before it gives up on a directory that keeps changing.
-_SNAPSHOT_TRIES = 10
-
 # The hash of each kind of directory row (directory_checks.AUDIENCE_CHECKS).
-_HASHES = {"person": "roles", "group": "groups", "unit": "units"}
+# The versions a write bumps and a checked read compares: directory, preferences, devices.
+_VERSIONS = (K.DIRECTORY_VERSION, K.PREFERENCES_VERSION, K.DEVICES_VERSION)
+
+_HASHES = {"person": K.ROLES, "group": K.GROUPS, "unit": K.UNITS}
 
 _T = TypeVar("_T")
 
@@ -149,20 +156,13 @@ def _queue_person_deletion(
     if doc is not None:
         person = _person(p, doc)
         for u in person.unit_ids:
-            pipe.srem(t("um", u), p)
+            pipe.srem(t(K.UNIT_MEMBERS, u), p)
         for g in person.group_ids:
-            pipe.srem(t("gm", g), p)
-    for device_id, ddoc in devices.items():
-        device = device_from_doc(device_id, ddoc)
-        if device.token is not None:
-            pipe.hdel(t("tok"), device.token)
-        if device.fid is not None:
-            pipe.hdel(t("fid"), device.fid)
-    pipe.delete(t("dev", p), t("rc", p), t("rg", p))
-    pipe.hdel(t("persons"), p)
-    pipe.hdel(t("roles"), p)
-    pipe.hdel(t("prefs"), p)
-    pipe.hdel(t("fail"), f"{p}\x1femail", f"{p}\x1fphone")
+            pipe.srem(t(K.GROUP_MEMBERS, g), p)
+    forget_contacts(pipe, t, p, devices)
+    pipe.delete(t(K.CHILD_RELATIONS, p), t(K.GUARDIAN_RELATIONS, p))
+    pipe.hdel(t(K.PERSONS), p)
+    pipe.hdel(t(K.ROLES), p)
 
 
 class RedisDirectory(RedisFeature):
@@ -173,7 +173,7 @@ class RedisDirectory(RedisFeature):
         tenant_id: str,
         body: Callable[[Any], Awaitable[_T]],
         *,
-        watch: Sequence[str] = ("dirv",),
+        watch: Sequence[str] = (K.DIRECTORY_VERSION,),
     ) -> _T:
         """An optimistic directory transaction: ``body`` reads (with the client or the
         pipeline), then calls ``pipe.multi()`` and queues writes; it runs again if any
@@ -209,9 +209,9 @@ class RedisDirectory(RedisFeature):
             persons = list({p.id: p for p in batch.persons}.values())
             groups = list({g.id: g for g in batch.groups}.values())
             async with self._redis.pipeline(transaction=False) as read:
-                read.hmget(self._db.t(tenant_id, "persons"), [p.id for p in persons] or ["-"])
-                read.hmget(self._db.t(tenant_id, "groups"), [g.id for g in groups] or ["-"])
-                read.hmget(self._db.t(tenant_id, "prefs"), list(batch.preferences) or ["-"])
+                read.hmget(self._db.t(tenant_id, K.PERSONS), [p.id for p in persons] or ["-"])
+                read.hmget(self._db.t(tenant_id, K.GROUPS), [g.id for g in groups] or ["-"])
+                read_preferences(read, self._db.tk(tenant_id), list(batch.preferences))
                 old_persons, old_groups, prefs = await read.execute()
             # Every row merges with what is stored (or with its own earlier row).
             current = {
@@ -237,15 +237,16 @@ class RedisDirectory(RedisFeature):
                 old_groups,
             )
             for person_id, entry in raises:
-                pipe.rpush(self._db.t(tenant_id, "ph", person_id), _protection_doc(entry))
-            applied = 0
-            for (person_id, p), cur in zip(batch.preferences.items(), prefs, strict=False):
-                if cur is None or cur.startswith("i"):  # "g": the guardian's own, kept
-                    pipe.hset(self._db.t(tenant_id, "prefs"), person_id, "i" + p.model_dump_json())
-                    applied += 1
-            return applied
+                pipe.rpush(
+                    self._db.t(tenant_id, K.PROTECTION_HISTORY, person_id), _protection_doc(entry)
+                )
+            return import_preferences(pipe, self._db.tk(tenant_id), batch.preferences, prefs)
 
-        watch = ("dirv", "prefv") if batch.preferences else ("dirv",)
+        watch = (
+            (K.DIRECTORY_VERSION, K.PREFERENCES_VERSION)
+            if batch.preferences
+            else (K.DIRECTORY_VERSION,)
+        )
         applied = await self._directory_write(tenant_id, body, watch=watch)
         return {
             "units": len(batch.units),
@@ -268,7 +269,7 @@ class RedisDirectory(RedisFeature):
         t = self._db.tk(tenant_id)
         if batch.units:
             pipe.hset(
-                t("units"),
+                t(K.UNITS),
                 mapping={
                     u.id: dumps([u.kind.value, u.name, u.time_zone, u.sender_name, u.sms_sender])
                     for u in batch.units
@@ -276,34 +277,34 @@ class RedisDirectory(RedisFeature):
             )
         for g, old in zip(groups, old_groups, strict=False):
             if old is not None and json.loads(old)[0] != g.unit_id:
-                pipe.srem(t("ug", json.loads(old)[0]), g.id)
-            pipe.sadd(t("ug", g.unit_id), g.id)
+                pipe.srem(t(K.UNIT_GROUPS, json.loads(old)[0]), g.id)
+            pipe.sadd(t(K.UNIT_GROUPS, g.unit_id), g.id)
         if groups:
             pipe.hset(
-                t("groups"),
+                t(K.GROUPS),
                 mapping={g.id: dumps([g.unit_id, g.kind.value, g.name]) for g in groups},
             )
         for p, old in zip(persons, old_persons, strict=False):
             if old is not None:
                 before = _person(p.id, old)
                 for unit_id in set(before.unit_ids) - set(p.unit_ids):
-                    pipe.srem(t("um", unit_id), p.id)
+                    pipe.srem(t(K.UNIT_MEMBERS, unit_id), p.id)
                 for group_id in set(before.group_ids) - set(p.group_ids):
-                    pipe.srem(t("gm", group_id), p.id)
+                    pipe.srem(t(K.GROUP_MEMBERS, group_id), p.id)
             for unit_id in p.unit_ids:
-                pipe.sadd(t("um", unit_id), p.id)
+                pipe.sadd(t(K.UNIT_MEMBERS, unit_id), p.id)
             for group_id in p.group_ids:
-                pipe.sadd(t("gm", group_id), p.id)
+                pipe.sadd(t(K.GROUP_MEMBERS, group_id), p.id)
         if persons:
-            pipe.hset(t("persons"), mapping={p.id: _person_doc(p) for p in persons})
-            pipe.hset(t("roles"), mapping={p.id: p.role.value for p in persons})
+            pipe.hset(t(K.PERSONS), mapping={p.id: _person_doc(p) for p in persons})
+            pipe.hset(t(K.ROLES), mapping={p.id: p.role.value for p in persons})
         for r in batch.relations:
             pipe.hset(
-                t("rc", r.child_id),
+                t(K.CHILD_RELATIONS, r.child_id),
                 r.guardian_id,
                 f"{int(r.parental_responsibility)}{int(r.daily_care)}",
             )
-            pipe.sadd(t("rg", r.guardian_id), r.child_id)
+            pipe.sadd(t(K.GUARDIAN_RELATIONS, r.guardian_id), r.child_id)
 
     async def _known_for(self, tenant_id: str, batch: DirectoryBatch) -> Known:
         refs = batch_refs(batch)
@@ -312,9 +313,9 @@ class RedisDirectory(RedisFeature):
         more_groups = sorted(refs.wanted_groups)
         more_persons = sorted(refs.wanted_persons)
         async with self._redis.pipeline(transaction=False) as read:
-            read.hmget(self._db.t(tenant_id, "units"), more_units or ["-"])
-            read.hmget(self._db.t(tenant_id, "groups"), more_groups or ["-"])
-            read.hmget(self._db.t(tenant_id, "roles"), more_persons or ["-"])
+            read.hmget(self._db.t(tenant_id, K.UNITS), more_units or ["-"])
+            read.hmget(self._db.t(tenant_id, K.GROUPS), more_groups or ["-"])
+            read.hmget(self._db.t(tenant_id, K.ROLES), more_persons or ["-"])
             found_units, found_groups, found_roles = await read.execute()
         units.update(u for u, v in zip(more_units, found_units, strict=False) if v is not None)
         groups.update(g for g, v in zip(more_groups, found_groups, strict=False) if v is not None)
@@ -328,29 +329,32 @@ class RedisDirectory(RedisFeature):
 
         async def body(pipe: Any) -> dict[str, int]:
             r = self._redis
-            units = await r.hmget(t("units"), deletion.units or ["-"])
-            groups = await r.hmget(t("groups"), deletion.groups or ["-"])
-            persons = await r.hmget(t("persons"), deletion.persons or ["-"])
+            units = await r.hmget(t(K.UNITS), deletion.units or ["-"])
+            groups = await r.hmget(t(K.GROUPS), deletion.groups or ["-"])
+            persons = await r.hmget(t(K.PERSONS), deletion.persons or ["-"])
             pairs = [(k.child_id, k.guardian_id) for k in deletion.relations]
             related: list[str | None] = []
             if pairs:
                 async with r.pipeline(transaction=False) as read:
                     for child_id, guardian_id in pairs:
-                        read.hget(t("rc", child_id), guardian_id)
+                        read.hget(t(K.CHILD_RELATIONS, child_id), guardian_id)
                     related = await read.execute()
             facts = DeletionFacts(
                 {u for u, v in zip(deletion.units, units, strict=False) if v is not None},
                 {g for g, v in zip(deletion.groups, groups, strict=False) if v is not None},
                 {p for p, v in zip(deletion.persons, persons, strict=False) if v is not None},
                 {pair for pair, v in zip(pairs, related, strict=False) if v is not None},
-                {u: set(await r.smembers(t("ug", u))) for u in dict.fromkeys(deletion.units)},
+                {
+                    u: set(await r.smembers(t(K.UNIT_GROUPS, u)))
+                    for u in dict.fromkeys(deletion.units)
+                },
             )
             check_deletion(deletion, facts)
             plan = await self._deletion_plan(tenant_id, deletion)
             pipe.multi()
             for child_id, guardian_id in set(pairs):
-                pipe.hdel(t("rc", child_id), guardian_id)
-                pipe.srem(t("rg", guardian_id), child_id)
+                pipe.hdel(t(K.CHILD_RELATIONS, child_id), guardian_id)
+                pipe.srem(t(K.GUARDIAN_RELATIONS, guardian_id), child_id)
             plan(pipe)
             return {
                 "units": len(set(deletion.units)),
@@ -359,7 +363,7 @@ class RedisDirectory(RedisFeature):
                 "relations": len(set(pairs)),
             }
 
-        return await self._directory_write(tenant_id, body, watch=("dirv", "devv", "prefv"))
+        return await self._directory_write(tenant_id, body, watch=_VERSIONS)
 
     async def _deletion_plan(
         self, tenant_id: str, deletion: DirectoryDeletion
@@ -371,16 +375,16 @@ class RedisDirectory(RedisFeature):
         group_ids = list(dict.fromkeys(deletion.groups))
         unit_ids = list(dict.fromkeys(deletion.units))
         async with r.pipeline(transaction=False) as read:
-            read.hmget(t("persons"), person_ids or ["-"])
+            read.hmget(t(K.PERSONS), person_ids or ["-"])
             for p in person_ids:
-                read.hgetall(t("dev", p))
-                read.hkeys(t("rc", p))
-                read.smembers(t("rg", p))
+                read_devices(read, t, p)
+                read.hkeys(t(K.CHILD_RELATIONS, p))
+                read.smembers(t(K.GUARDIAN_RELATIONS, p))
             for g in group_ids:
-                read.smembers(t("gm", g))
-                read.hget(t("groups"), g)
+                read.smembers(t(K.GROUP_MEMBERS, g))
+                read.hget(t(K.GROUPS), g)
             for u in unit_ids:
-                read.smembers(t("um", u))
+                read.smembers(t(K.UNIT_MEMBERS, u))
             got = await read.execute()
         docs = dict(zip(person_ids, got[0], strict=False))
         at = 1
@@ -406,18 +410,18 @@ class RedisDirectory(RedisFeature):
             for p in person_ids:
                 _queue_person_deletion(pipe, t, p, docs.get(p), devices[p])
                 for guardian_id in as_child[p]:
-                    pipe.srem(t("rg", guardian_id), p)
+                    pipe.srem(t(K.GUARDIAN_RELATIONS, guardian_id), p)
                 for child_id in as_guardian[p]:
-                    pipe.hdel(t("rc", child_id), p)
+                    pipe.hdel(t(K.CHILD_RELATIONS, child_id), p)
             for g in group_ids:
-                pipe.delete(t("gm", g))
-                pipe.srem(t("ug", group_units[g]), g)
-                pipe.hdel(t("groups"), g)
+                pipe.delete(t(K.GROUP_MEMBERS, g))
+                pipe.srem(t(K.UNIT_GROUPS, group_units[g]), g)
+                pipe.hdel(t(K.GROUPS), g)
             for u in unit_ids:
-                pipe.delete(t("um", u), t("ug", u))
-                pipe.hdel(t("units"), u)
+                pipe.delete(t(K.UNIT_MEMBERS, u), t(K.UNIT_GROUPS, u))
+                pipe.hdel(t(K.UNITS), u)
             if rewritten:
-                pipe.hset(t("persons"), mapping=rewritten)
+                pipe.hset(t(K.PERSONS), mapping=rewritten)
 
         return writes
 
@@ -427,7 +431,7 @@ class RedisDirectory(RedisFeature):
         """The documents of these persons without the groups and units that go."""
         if not person_ids:
             return {}
-        docs = await self._redis.hmget(self._db.t(tenant_id, "persons"), person_ids)
+        docs = await self._redis.hmget(self._db.t(tenant_id, K.PERSONS), person_ids)
         rewritten: dict[str, str] = {}
         for p, doc in zip(person_ids, docs, strict=True):
             if doc is not None:
@@ -453,18 +457,18 @@ class RedisDirectory(RedisFeature):
         field = f"{child_id}\x1f{guardian_id}"
 
         async def body(pipe: Any) -> RelationFlags:
-            roles = await self._redis.hmget(t("roles"), [child_id, guardian_id])
+            roles = await self._redis.hmget(t(K.ROLES), [child_id, guardian_id])
             if None in roles:
                 raise NotFound("unknown person")
-            current = await self._redis.hget(t("flags"), field)
+            current = await self._redis.hget(t(K.FLAGS), field)
             doc: dict[str, Any] = json.loads(current) if current else {}
             doc[_FLAG_VALUES[flag]] = value
             doc[_FLAG_REASONS[flag]] = reason
             doc["by"] = actor
             doc["at"] = us(at)
             pipe.multi()
-            pipe.hset(t("flags"), field, dumps(doc))
-            pipe.rpush(t("fh", field), dumps([flag, value, reason, actor, us(at)]))
+            pipe.hset(t(K.FLAGS), field, dumps(doc))
+            pipe.rpush(t(K.FLAG_HISTORY, field), dumps([flag, value, reason, actor, us(at)]))
             return _flags(dumps(doc))
 
         return await self._directory_write(tenant_id, body)
@@ -473,7 +477,7 @@ class RedisDirectory(RedisFeature):
         self, tenant_id: str, child_id: str, guardian_id: str
     ) -> list[FlagHistoryEntry]:
         rows = await self._redis.lrange(
-            self._db.t(tenant_id, "fh", f"{child_id}\x1f{guardian_id}"), 0, -1
+            self._db.t(tenant_id, K.FLAG_HISTORY, f"{child_id}\x1f{guardian_id}"), 0, -1
         )
         return [
             FlagHistoryEntry(flag=f[0], value=f[1], reason=f[2], actor=f[3], at=from_us(f[4]))
@@ -492,18 +496,18 @@ class RedisDirectory(RedisFeature):
         t = self._db.tk(tenant_id)
 
         async def body(pipe: Any) -> ProtectionHistoryEntry:
-            doc = await self._redis.hget(t("persons"), person_id)
+            doc = await self._redis.hget(t(K.PERSONS), person_id)
             if doc is None:
                 raise NotFound("unknown person")
             person = _person(person_id, doc)
             entry = ProtectionHistoryEntry(level, person.protection, reason, actor, at)
             pipe.multi()
             pipe.hset(
-                t("persons"),
+                t(K.PERSONS),
                 person_id,
                 _person_doc(person.model_copy(update={"protection": level})),
             )
-            pipe.rpush(t("ph", person_id), _protection_doc(entry))
+            pipe.rpush(t(K.PROTECTION_HISTORY, person_id), _protection_doc(entry))
             return entry
 
         return await self._directory_write(tenant_id, body)
@@ -511,14 +515,16 @@ class RedisDirectory(RedisFeature):
     async def protection_history(
         self, tenant_id: str, person_id: str
     ) -> list[ProtectionHistoryEntry]:
-        rows = await self._redis.lrange(self._db.t(tenant_id, "ph", person_id), 0, -1)
+        rows = await self._redis.lrange(
+            self._db.t(tenant_id, K.PROTECTION_HISTORY, person_id), 0, -1
+        )
         return [
             ProtectionHistoryEntry(Protection(f[0]), Protection(f[1]), f[2], f[3], from_us(f[4]))
             for f in map(json.loads, rows)
         ]
 
     async def get_person(self, tenant_id: str, person_id: str) -> Person | None:
-        doc = await self._redis.hget(self._db.t(tenant_id, "persons"), person_id)
+        doc = await self._redis.hget(self._db.t(tenant_id, K.PERSONS), person_id)
         return None if doc is None else _person(person_id, doc)
 
     async def missing_ids(self, tenant_id: str, audience: Audience) -> list[tuple[str, str]]:
@@ -536,171 +542,113 @@ class RedisDirectory(RedisFeature):
 
     async def load_audience(self, tenant_id: str, audience: Audience) -> DirectorySnapshot:
         """Several reads, checked against the directory versions: a snapshot is returned
-        only when no directory write landed in between; under writes that never pause it
-        gives up with a (transient) StoreError rather than answer with a torn one."""
-        versions = [self._db.t(tenant_id, v) for v in ("dirv", "prefv", "devv")]
-        for attempt in range(_SNAPSHOT_TRIES):
+        only when no directory write landed in between (store/audience.checked)."""
+        versions = [self._db.t(tenant_id, v) for v in _VERSIONS]
+        read = _RedisRead(self._redis, self._db.tk(tenant_id))
+
+        async def once() -> DirectorySnapshot | None:
             before = await self._redis.mget(versions)
-            snapshot = await self._load_audience(tenant_id, audience)
-            if await self._redis.mget(versions) == before:
-                return snapshot  # no directory write in between: a consistent snapshot
-            await asyncio.sleep(0.001 * 2**attempt)  # let the writers pass
-        raise StoreError("the directory kept changing while it was read; try again")
+            snapshot = await expand(read, audience)
+            return snapshot if await self._redis.mget(versions) == before else None
 
-    async def _load_audience(self, tenant_id: str, audience: Audience) -> DirectorySnapshot:
-        t = self._db.tk(tenant_id)
-        r = self._redis
-        async with r.pipeline(transaction=False) as read:
-            for g in audience.groups:
-                read.smembers(t("gm", g))
-            for u in audience.units:
-                read.smembers(t("um", u))
-                read.smembers(t("ug", u))
-            got = await read.execute()
-        candidates = set(audience.children)
-        unit_groups: set[str] = set()
-        for members in got[: len(audience.groups)]:
-            candidates |= members
-        rest = got[len(audience.groups) :]
-        for i in range(0, len(rest), 2):
-            candidates |= rest[i]
-            unit_groups |= rest[i + 1]
-        async with r.pipeline(transaction=False) as read:
-            for g in sorted(unit_groups):
-                read.smembers(t("gm", g))
-            ordered = sorted(candidates)
-            read.hmget(t("roles"), ordered or ["-"])
-            got = await read.execute()
-        for members in got[:-1]:
-            candidates |= members
-        roles = dict(zip(ordered, got[-1], strict=False))
-        more = sorted(candidates - roles.keys())
-        if more:
-            roles.update(zip(more, await r.hmget(t("roles"), more), strict=True))
-        children = sorted(c for c in candidates if roles.get(c) in CHILD_ROLES)
-        relations = await self._load_relations(tenant_id, children, audience.guardians)
-        wanted = dict.fromkeys(children)
-        for relation in relations:
-            wanted[relation.child_id] = None
-            wanted[relation.guardian_id] = None
-        wanted.update(dict.fromkeys(audience.guardians))
-        wanted.update(dict.fromkeys(audience.staff))
-        persons, preferences, devices, failing = await self._load_persons(tenant_id, list(wanted))
-        group_ids = dict.fromkeys(audience.groups)
-        unit_ids = dict.fromkeys(audience.units)
-        for person in persons.values():
-            group_ids.update(dict.fromkeys(person.group_ids))
-            unit_ids.update(dict.fromkeys(person.unit_ids))
-        gids = list(group_ids)
-        groups = {
-            g: _group(g, doc)
-            for g, doc in zip(gids, await r.hmget(t("groups"), gids or ["-"]), strict=False)
-            if doc is not None
-        }
-        unit_ids.update(dict.fromkeys(g.unit_id for g in groups.values()))
-        uids = list(unit_ids)
-        units = {
-            u: _unit(u, doc)
-            for u, doc in zip(uids, await r.hmget(t("units"), uids or ["-"]), strict=False)
-            if doc is not None
-        }
-        return DirectorySnapshot.model_construct(
-            units=units,
-            groups=groups,
-            persons=persons,
-            audience_children=children,
-            relations=relations,
-            preferences=preferences,
-            devices=devices,
-            failing=failing,
-        )
+        return await checked(once)
 
-    async def _load_relations(
-        self, tenant_id: str, children: list[str], guardians: list[str]
+    async def staff_members(
+        self, tenant_id: str, *, group_ids: Sequence[str] = (), unit_ids: Sequence[str] = ()
+    ) -> list[str]:
+        """Staff placed directly in these groups or units (``AbsenceStore.staff_members``)."""
+        return await staff(_RedisRead(self._redis, self._db.tk(tenant_id)), group_ids, unit_ids)
+
+    async def protected_persons(self, tenant_id: str, person_ids: Sequence[str]) -> set[str]:
+        ids = list(dict.fromkeys(person_ids))
+        if not ids:
+            return set()
+        docs = await self._redis.hmget(self._db.t(tenant_id, K.PERSONS), ids)
+        return {
+            p
+            for p, doc in zip(ids, docs, strict=True)
+            if doc is not None and json.loads(doc)[4] != Protection.none.value
+        }
+
+
+class _RedisRead:
+    """:class:`gateway.store.audience.DirectoryRead` on a tenant's keys (``t``); its
+    consistency is checked by the caller against the directory versions."""
+
+    def __init__(self, redis: Any, t: Callable[..., str]) -> None:
+        self._redis = redis
+        self._t = t
+
+    async def members(self, groups: Sequence[str], units: Sequence[str]) -> Members:
+        t = self._t
+        async with self._redis.pipeline(transaction=False) as read:
+            for g in groups:
+                read.smembers(t(K.GROUP_MEMBERS, g))
+            for u in units:
+                read.smembers(t(K.UNIT_MEMBERS, u))
+            for u in units:
+                read.smembers(t(K.UNIT_GROUPS, u))
+            got: list[set[str]] = await read.execute()
+        placed = len(groups) + len(units)
+        return Members(set().union(*got[:placed]), set().union(*got[placed:]))
+
+    async def people(self, ids: Sequence[str]) -> People:
+        if not ids:
+            return People()
+        async with self._redis.pipeline(transaction=False) as read:
+            read.hmget(self._t(K.PERSONS), ids)
+            read_contacts(read, self._t, ids)
+            got = await read.execute()
+        found = People({p: _person(p, doc) for p, doc in zip(ids, got[0], strict=True) if doc})
+        contacts_from(ids, got[1:], found)
+        return found
+
+    async def relations(
+        self, children: Sequence[str], guardians: Sequence[str]
     ) -> list[RelationRecord]:
-        t = self._db.tk(tenant_id)
+        t = self._t
         async with self._redis.pipeline(transaction=False) as read:
             for c in children:
-                read.hgetall(t("rc", c))
+                read.hgetall(t(K.CHILD_RELATIONS, c))
             for g in guardians:
-                read.smembers(t("rg", g))
+                read.smembers(t(K.GUARDIAN_RELATIONS, g))
             got = await read.execute()
-        found: dict[tuple[str, str], str] = {}
-        for c, row in zip(children, got, strict=False):
-            for g, value in row.items():
-                found[(c, g)] = value
+        found = {(c, g): v for c, row in zip(children, got, strict=False) for g, v in row.items()}
         extra = [
             (c, g)
             for g, kids in zip(guardians, got[len(children) :], strict=True)
             for c in kids
             if (c, g) not in found
         ]
-        keys = sorted(set(found) | set(extra))
+        pairs = sorted(set(found) | set(extra))
         async with self._redis.pipeline(transaction=False) as read:
             for c, g in extra:
-                read.hget(t("rc", c), g)
-            read.hmget(t("flags"), [f"{c}\x1f{g}" for c, g in keys] or ["-"])
+                read.hget(t(K.CHILD_RELATIONS, c), g)
+            read.hmget(t(K.FLAGS), [f"{c}\x1f{g}" for c, g in pairs] or ["-"])
             got = await read.execute()
         for pair, value in zip(extra, got[:-1], strict=True):
             if value is not None:
                 found[pair] = value
-        flags = dict(zip(keys, got[-1], strict=False))
-        return [
-            RelationRecord.model_construct(
-                child_id=c,
-                guardian_id=g,
-                parental_responsibility=found[(c, g)][0] == "1",
-                daily_care=found[(c, g)][1] == "1",
-                flags=_flags(flags.get((c, g))),
-            )
-            for c, g in keys
-            if (c, g) in found
-        ]
+        flags = dict(zip(pairs, got[-1], strict=False))
+        kept = [p for p in pairs if p in found]
+        return [_relation(c, g, found[c, g], flags.get((c, g))) for c, g in kept]
 
-    async def _load_persons(
-        self, tenant_id: str, ids: list[str]
-    ) -> tuple[
-        dict[str, Person], dict[str, Preferences], dict[str, list[Device]], dict[str, list[str]]
-    ]:
-        t = self._db.tk(tenant_id)
-        if not ids:
-            return {}, {}, {}, {}
+    async def places(self, groups: Sequence[str], units: Sequence[str]) -> Places:
         async with self._redis.pipeline(transaction=False) as read:
-            read.hmget(t("persons"), ids)
-            read.hmget(t("prefs"), ids)
-            read.hmget(t("fail"), [f"{p}\x1f{k}" for p in ids for k in ("email", "phone")])
-            for p in ids:
-                read.hgetall(t("dev", p))
+            read.hmget(self._t(K.GROUPS), list(groups) or ["-"])
+            read.hmget(self._t(K.UNITS), list(units) or ["-"])
             got = await read.execute()
-        persons = {p: _person(p, doc) for p, doc in zip(ids, got[0], strict=True) if doc}
-        preferences = {
-            p: Preferences.model_validate_json(doc[1:])
-            for p, doc in zip(ids, got[1], strict=True)
-            if doc is not None and p in persons
-        }
-        failing: dict[str, list[str]] = {}
-        for i, p in enumerate(ids):
-            person = persons.get(p)
-            if person is None:
-                continue
-            for j, (kind, current) in enumerate((("email", person.email), ("phone", person.phone))):
-                doc = got[2][2 * i + j]
-                if doc is not None and current is not None and json.loads(doc)[0] == current:
-                    failing.setdefault(p, []).append(kind)
-        devices = {
-            p: [device_from_doc(d, rows[d]) for d in sorted(rows)]
-            for p, rows in zip(ids, got[3:], strict=True)
-            if rows and p in persons
-        }
-        return persons, preferences, devices, failing
+        return Places(
+            {g: _group(g, doc) for g, doc in zip(groups, got[0], strict=False) if doc is not None},
+            {u: _unit(u, doc) for u, doc in zip(units, got[1], strict=False) if doc is not None},
+        )
 
-    async def protected_persons(self, tenant_id: str, person_ids: Sequence[str]) -> set[str]:
-        ids = list(dict.fromkeys(person_ids))
-        if not ids:
-            return set()
-        docs = await self._redis.hmget(self._db.t(tenant_id, "persons"), ids)
-        return {
-            p
-            for p, doc in zip(ids, docs, strict=True)
-            if doc is not None and json.loads(doc)[4] != Protection.none.value
-        }
+
+def _relation(child_id: str, guardian_id: str, doc: str, flags: str | None) -> RelationRecord:
+    return RelationRecord.model_construct(
+        child_id=child_id,
+        guardian_id=guardian_id,
+        parental_responsibility=doc[0] == "1",
+        daily_care=doc[1] == "1",
+        flags=_flags(flags),
+    )

@@ -14,18 +14,30 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.store.redis.scripts import FED, Lua, read
+from gateway.store.redis import keys as K
+from gateway.store.redis.scripts import APPEND_CHANGE, FED, Lua, read
 
 # KEYS[1] the pending tenants (wh:pend). ARGV: 2 per tenant: tenant earliest_change_us.
 # Marks them pending and makes sure the fan-out job exists, due at the change's time.
 MARK_FED = Lua(read("feed_mark"))
+# KEYS[1] tenant anchor. ARGV: tp kind data_json at_us (scripts.APPEND_CHANGE).
+_APPEND_CHANGE = Lua(APPEND_CHANGE)
+
+
+def queue_change(pipe: Any, tp: str, kind: str, data: str, at_us: int) -> None:
+    """Queue in a MULTI/EXEC the append of one change to the tenant's feed (prefix
+    ``tp``): EVAL, not EVALSHA, since a missing script must not fail one command of an
+    EXEC whose others commit. Its answer goes through :meth:`FeedMarks.unwrap`."""
+    pipe.execute_command(
+        "EVAL", _APPEND_CHANGE.source, 1, tp + K.WEBHOOKS_ON, tp, kind, data, at_us
+    )
 
 
 class FeedMarks:
     """Tenants whose feed got entries and are not marked pending yet."""
 
     def __init__(self, queue_prefix: str) -> None:
-        self._pending_key = queue_prefix + "wh:pend"
+        self._pending_key = queue_prefix + K.PENDING
         self._fed: dict[str, int] = {}  # tenant -> earliest change time (us)
 
     @property

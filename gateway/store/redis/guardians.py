@@ -10,11 +10,15 @@ version of its part (``prefv``, ``devv``), which ``load_audience`` checks.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import Any
 
 from gateway.models import Device, Preferences
+from gateway.store.audience import CONTACT_KINDS, People
 from gateway.store.directory_checks import check_contact_kind
 from gateway.store.encoding import dumps, from_us_opt, us, us_opt
+from gateway.store.redis import keys as K
 from gateway.store.redis import scripts as lua
 from gateway.store.redis.base import RedisFeature, opt
 from gateway.store.redis.scripts import Lua
@@ -47,12 +51,14 @@ class RedisGuardians(RedisFeature):
 
     async def set_preferences(self, tenant_id: str, guardian_id: str, prefs: Preferences) -> None:
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(self._db.t(tenant_id, "prefs"), guardian_id, "g" + prefs.model_dump_json())
-            pipe.incr(self._db.t(tenant_id, "prefv"))
+            pipe.hset(
+                self._db.t(tenant_id, K.PREFERENCES), guardian_id, "g" + prefs.model_dump_json()
+            )
+            pipe.incr(self._db.t(tenant_id, K.PREFERENCES_VERSION))
             await pipe.execute()
 
     async def get_preferences(self, tenant_id: str, guardian_id: str) -> Preferences | None:
-        doc = await self._redis.hget(self._db.t(tenant_id, "prefs"), guardian_id)
+        doc = await self._redis.hget(self._db.t(tenant_id, K.PREFERENCES), guardian_id)
         return None if doc is None else Preferences.model_validate_json(doc[1:])
 
     async def upsert_device(self, tenant_id: str, guardian_id: str, device: Device) -> None:
@@ -60,19 +66,19 @@ class RedisGuardians(RedisFeature):
         await self._db.eval(
             self._redis,
             _UPSERT_DEVICE,
-            [tp + "devv"],
+            [tp + K.DEVICES_VERSION],
             [tp, guardian_id, device.id, device_doc(device), opt(device.token), opt(device.fid)],
         )
 
     async def remove_device(self, tenant_id: str, guardian_id: str, device_id: str) -> bool:
         tp = self._db.tp(tenant_id)
         removed = await self._db.eval(
-            self._redis, _REMOVE_DEVICE, [tp + "devv"], [tp, guardian_id, device_id]
+            self._redis, _REMOVE_DEVICE, [tp + K.DEVICES_VERSION], [tp, guardian_id, device_id]
         )
         return bool(removed)
 
     async def list_devices(self, tenant_id: str, guardian_id: str) -> list[Device]:
-        rows = await self._redis.hgetall(self._db.t(tenant_id, "dev", guardian_id))
+        rows = await self._redis.hgetall(self._db.t(tenant_id, K.DEVICES, guardian_id))
         return [device_from_doc(d, rows[d]) for d in sorted(rows)]
 
     async def mark_contact_failing(
@@ -81,9 +87,76 @@ class RedisGuardians(RedisFeature):
         check_contact_kind(kind)
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.hset(
-                self._db.t(tenant_id, "fail"),
+                self._db.t(tenant_id, K.FAILING),
                 f"{person_id}\x1f{kind}",
                 dumps([address, code, us(at)]),
             )
-            pipe.incr(self._db.t(tenant_id, "devv"))
+            pipe.incr(self._db.t(tenant_id, K.DEVICES_VERSION))
             await pipe.execute()
+
+
+def read_contacts(read: Any, t: Callable[..., str], ids: Sequence[str]) -> None:
+    """Queue on the pipeline ``read`` the reads :func:`contacts_from` takes apart: these
+    persons' preferences, failed addresses and devices (``t`` the tenant's key names)."""
+    read.hmget(t(K.PREFERENCES), ids)
+    read.hmget(t(K.FAILING), [f"{p}\x1f{k}" for p in ids for k in CONTACT_KINDS])
+    for p in ids:
+        read.hgetall(t(K.DEVICES, p))
+
+
+def contacts_from(ids: Sequence[str], replies: Sequence[Any], into: People) -> None:
+    """The replies of :func:`read_contacts`, for the persons found ``into``."""
+    prefs, failed, devices = replies[0], replies[1], replies[2:]
+    for i, p in enumerate(ids):
+        if p not in into.persons:
+            continue
+        if prefs[i] is not None:
+            into.preferences[p] = Preferences.model_validate_json(prefs[i][1:])
+        for j, kind in enumerate(CONTACT_KINDS):
+            doc = failed[len(CONTACT_KINDS) * i + j]
+            if doc is not None:
+                into.failed.setdefault(p, {})[kind] = json.loads(doc)[0]
+        if devices[i]:
+            into.devices[p] = [device_from_doc(d, devices[i][d]) for d in sorted(devices[i])]
+
+
+# In-transaction helpers for the directory (redis/directory.py), which removes a person
+# with their contacts and imports preferences in its own WATCHed transactions.
+
+
+def read_preferences(read: Any, t: Callable[..., str], ids: Sequence[str]) -> None:
+    """Queue the read of these persons' stored preferences (for :func:`import_preferences`)."""
+    read.hmget(t(K.PREFERENCES), list(ids) or ["-"])
+
+
+def import_preferences(
+    pipe: Any, t: Callable[..., str], imported: dict[str, Preferences], stored: Sequence[Any]
+) -> int:
+    """Queue imported preferences, except over a guardian's own ("g"); how many."""
+    applied = 0
+    for (person_id, prefs), cur in zip(imported.items(), stored, strict=False):
+        if cur is None or cur.startswith("i"):  # "g": the guardian's own, kept
+            pipe.hset(t(K.PREFERENCES), person_id, "i" + prefs.model_dump_json())
+            applied += 1
+    return applied
+
+
+def read_devices(read: Any, t: Callable[..., str], person_id: str) -> None:
+    """Queue the read of a person's devices (for :func:`forget_contacts`)."""
+    read.hgetall(t(K.DEVICES, person_id))
+
+
+def forget_contacts(
+    pipe: Any, t: Callable[..., str], person_id: str, devices: dict[str, str]
+) -> None:
+    """Queue the removal of a person's devices (with their token and FID index),
+    preferences and failed addresses."""
+    for device_id, doc in devices.items():
+        device = device_from_doc(device_id, doc)
+        if device.token is not None:
+            pipe.hdel(t(K.TOKENS), device.token)
+        if device.fid is not None:
+            pipe.hdel(t(K.FIDS), device.fid)
+    pipe.delete(t(K.DEVICES, person_id))
+    pipe.hdel(t(K.PREFERENCES), person_id)
+    pipe.hdel(t(K.FAILING), *(f"{person_id}\x1f{kind}" for kind in CONTACT_KINDS))

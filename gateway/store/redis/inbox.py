@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 from gateway.models import Category, DeliveryStatus, InboxItem
 from gateway.store.encoding import from_us, us
+from gateway.store.redis import keys as K
 from gateway.store.redis import scripts as lua
 from gateway.store.redis.base import RedisFeature
 from gateway.store.redis.scripts import Lua
@@ -57,7 +58,7 @@ class RedisInbox(RedisFeature):
         rows = await self._db.eval(
             self._redis,
             _INBOX,
-            [self._db.t(tenant_id, "ib", guardian_id)],
+            [self._db.t(tenant_id, K.INBOX, guardian_id)],
             [
                 self._db.tp(tenant_id),
                 guardian_id,
@@ -76,7 +77,7 @@ class RedisInbox(RedisFeature):
         rows = await self._db.eval(
             self._redis,
             _INBOX,
-            [self._db.t(tenant_id, "ib", guardian_id)],
+            [self._db.t(tenant_id, K.INBOX, guardian_id)],
             [
                 self._db.tp(tenant_id),
                 guardian_id,
@@ -95,7 +96,7 @@ class RedisInbox(RedisFeature):
         found = await self._db.eval(
             self._redis,
             _MARK_READ,
-            [tp + "stats"],
+            [self._db.anchor(tenant_id)],
             [tp, self._db.ttl, message_id, guardian_id, us(at), via],
         )
         return bool(found)

@@ -8,6 +8,7 @@ taken over with XAUTOCLAIM when their lease ends. All in the queue's slot ``P:{q
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any
@@ -16,9 +17,10 @@ from gateway.constants import JOB_SEND
 from gateway.models import DeliveryStatus, Job
 from gateway.store import SendOutcome, lanes
 from gateway.store.encoding import from_us, us
+from gateway.store.redis import keys as K
 from gateway.store.redis import scripts as lua
 from gateway.store.redis.base import RedisFeature, RedisHandle, opt
-from gateway.store.redis.scripts import Lua
+from gateway.store.redis.scripts import Lua, read
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +30,12 @@ _FINISH_JOBS = Lua(lua.FINISH_JOBS)
 _RETRY_JOB = Lua(lua.RETRY_JOB)
 _QUEUE_STATS = Lua(lua.QUEUE_STATS)
 _FORGET_CONSUMERS = Lua(lua.FORGET_CONSUMERS)
+# KEYS[1] the kinds set. ARGV: qp job_id. 1: removed; 0: no such job; -1: claimed before.
+_TAKE_UNSTARTED = Lua(lua.QUEUE_COMMON + read("take_unstarted"))
+
+# Jobs this process claimed and has not ended: their kind, stream entry and lane, so that
+# ending them needs no read of the job hash (bounded: a job never ended here just ages out).
+_HELD_CACHE = 100_000
 
 # Apply status moves and end jobs in one round trip (RedisDeliveries.apply_moves).
 ApplyMoves = Callable[[Sequence[SendOutcome], Sequence[str], Sequence[Job]], Awaitable[list[bool]]]
@@ -54,7 +62,15 @@ class RedisJobs(RedisFeature):
     the consumer group; ``claimed_send`` learns the tenant of each send job claimed (the
     delivery's tenant, kept by redis/deliveries.py)."""
 
-    SCRIPTS = (_ADD_JOBS, _CLAIM, _FINISH_JOBS, _RETRY_JOB, _QUEUE_STATS, _FORGET_CONSUMERS)
+    SCRIPTS = (
+        _ADD_JOBS,
+        _CLAIM,
+        _FINISH_JOBS,
+        _RETRY_JOB,
+        _QUEUE_STATS,
+        _FORGET_CONSUMERS,
+        _TAKE_UNSTARTED,
+    )
 
     def __init__(
         self, db: RedisHandle, consumer: str, claimed_send: Callable[[str, str], None]
@@ -63,6 +79,7 @@ class RedisJobs(RedisFeature):
         self._consumer = consumer
         self._claimed_send = claimed_send
         self._clamp_warned = False
+        self._held: OrderedDict[str, tuple[str, str, str]] = OrderedDict()
 
     def queue(self, pipe: Any, jobs: Sequence[Job]) -> None:
         """Queue the insertion of jobs (existing ids are left untouched) on a pipeline."""
@@ -82,11 +99,25 @@ class RedisJobs(RedisFeature):
                     "1" if j.urgent else "0",
                 )
             )
-        self._db.eval(pipe, _ADD_JOBS, [self._db.qp + "kinds"], args)
+        self._db.eval(pipe, _ADD_JOBS, [self._db.qp + K.KINDS], args)
 
     def queue_finish(self, pipe: Any, job_ids: Sequence[str]) -> None:
         """Queue the end of jobs on a pipeline."""
-        self._db.eval(pipe, _FINISH_JOBS, [self._db.qp + "kinds"], [self._db.qp, *job_ids])
+        self._db.eval(pipe, _FINISH_JOBS, [self._db.qp + K.KINDS], self._finish_args(job_ids))
+
+    def _finish_args(self, job_ids: Sequence[str]) -> list[str]:
+        """The end of a job this process holds since its claim names its stream entry (no
+        read of its hash in the script); any other job is looked up there."""
+        args = [self._db.qp]
+        for job_id in job_ids:
+            args.extend((job_id, *self._held.pop(job_id, ("", "", ""))))
+        return args
+
+    def _hold(self, jobs: Sequence[Job], entries: Sequence[str]) -> None:
+        for job, entry in zip(jobs, entries, strict=True):
+            self._held[job.id] = (job.kind, entry, "1" if job.urgent else "0")
+        while len(self._held) > _HELD_CACHE:
+            self._held.popitem(last=False)
 
     async def claim_jobs(
         self,
@@ -104,7 +135,7 @@ class RedisJobs(RedisFeature):
         out = await self._db.eval(
             self._redis,
             _CLAIM,
-            [self._db.qp + "clock"],
+            [self._db.qp + K.CLOCK],
             [
                 self._db.qp,
                 stamp // 1000,
@@ -119,7 +150,8 @@ class RedisJobs(RedisFeature):
         if out[-1] and not self._clamp_warned:
             self._clamp_warned = True
             log.warning("this worker's clock is ahead of Redis's: leases are checked on ours")
-        jobs = [_job(out[i : i + 8]) for i in range(0, len(out) - 1, 8)]
+        jobs = [_job(out[i : i + 8]) for i in range(0, len(out) - 1, 9)]
+        self._hold(jobs, out[8:-1:9])
         for job in jobs:
             if job.kind == JOB_SEND:
                 self._claimed_send(job.ref, job.tenant_id)
@@ -128,22 +160,24 @@ class RedisJobs(RedisFeature):
 
     async def finish_job(self, job_id: str) -> None:
         await self._db.eval(
-            self._redis, _FINISH_JOBS, [self._db.qp + "kinds"], [self._db.qp, job_id]
+            self._redis, _FINISH_JOBS, [self._db.qp + K.KINDS], self._finish_args([job_id])
         )
 
     async def retry_job(self, job_id: str, due_at: datetime, error: str) -> None:
+        self._held.pop(job_id, None)
         await self._db.eval(
             self._redis,
             _RETRY_JOB,
-            [self._db.qp + "kinds"],
+            [self._db.qp + K.KINDS],
             [self._db.qp, job_id, us(due_at), error, "0"],
         )
 
     async def postpone_job(self, job_id: str, due_at: datetime, reason: str) -> None:
+        self._held.pop(job_id, None)
         await self._db.eval(
             self._redis,
             _RETRY_JOB,
-            [self._db.qp + "kinds"],
+            [self._db.qp + K.KINDS],
             [self._db.qp, job_id, us(due_at), reason, "1"],
         )
 
@@ -152,7 +186,7 @@ class RedisJobs(RedisFeature):
             return {}
         async with self._redis.pipeline(transaction=False) as pipe:
             for job_id in job_ids:
-                pipe.hmget(self._db.qp + "j:" + job_id, "t", "k", "r", "d", "a", "e", "p")
+                pipe.hmget(self._db.q(K.JOB, job_id), "t", "k", "r", "d", "a", "e", "p")
             rows = await pipe.execute()
         return {
             job_id: _job([job_id, *row])
@@ -163,7 +197,7 @@ class RedisJobs(RedisFeature):
     async def queue_stats(self, now: datetime) -> dict[str, tuple[int, float]]:
         stamp = us(now)
         out = await self._db.eval(
-            self._redis, _QUEUE_STATS, [self._db.qp + "kinds"], [self._db.qp, stamp]
+            self._redis, _QUEUE_STATS, [self._db.qp + K.KINDS], [self._db.qp, stamp]
         )
         stats: dict[str, tuple[int, float]] = {}
         for i in range(0, len(out), 3):
@@ -172,10 +206,17 @@ class RedisJobs(RedisFeature):
             stats[out[i]] = (int(out[i + 1]), age)
         return stats
 
+    async def take_unstarted(self, job_id: str) -> int:
+        """Remove a job no worker ever claimed: 1 removed, 0 no such job, -1 claimed before
+        (a scheduled message's cancel, redis/schedules.py)."""
+        qp = self._db.qp
+        taken = await self._db.eval(self._redis, _TAKE_UNSTARTED, [qp + K.KINDS], [qp, job_id])
+        return int(taken)
+
     async def forget_consumer(self, client: Any) -> None:
         """Take this process out of the consumer groups (on close, with the last client)."""
         qp = self._db.qp
-        await client.evalsha(_FORGET_CONSUMERS.sha, 1, qp + "kinds", qp, self._consumer)
+        await client.evalsha(_FORGET_CONSUMERS.sha, 1, qp + K.KINDS, qp, self._consumer)
 
 
 class RedisSendLedger(RedisFeature):

@@ -30,7 +30,8 @@ The keys (``{t}`` a tenant's tag):
 * `P:{t}:dirv`, `prefv`, `devv` — versions: directory writes are WATCHed transactions,
   `load_audience` a checked snapshot
 * `P:{t}:m:<id>`, `msgs` — messages; messages by creation time (retention)
-* `P:{t}:d:<id>`, `h:<id>` — deliveries and their status history
+* `P:{t}:d:<id>`, `h:<id>` — deliveries with their status history (fields `hn`, `h1` …
+  `hn`; the `h:<id>` lists of older versions are read first)
 * `P:{t}:mr:<msg>`, `mc:<msg>`, `rd:<msg>` — deliveries per recipient, counts per
   status, reads
 * `P:{t}:ib:<guardian>`, `la:<hash>`, `stats` — inbox, latest delivery per address,
@@ -52,17 +53,141 @@ The keys (``{t}`` a tenant's tag):
   changes)
 * `P:{t}:att:<id>`, `attmsg:<msg>`; `P:att:unused`, `P:att:used` — attachments and a
   message's attachments by position; attachments by upload or use time (retention)
-* `P:did:<id>`, `P:pid:<hash>`, `P:addr:<hash>`, `P:rl:<key>`, `P:active` — single-key
-  lookups, rate limits, tenants with data
+* `P:did:<id>`, `P:pid:<hash>`, `P:adt:<hash>`, `P:rl:<key>`, `P:active` — single-key
+  lookups (`adt:` the tenants that sent to an address by their latest delivery's time;
+  `addr:`, its string form of older versions, is still read), rate limits, tenants
+  with data
 
-The Lua scripts (``lua/*.lua``) get these prefixes as ``ARGV[1]`` and append the same
-suffixes. Addresses and provider ids appear in key names only hashed
-(:func:`gateway.store.redis.base.digest`).
+Each name is one constant below (a :class:`Family` is followed by ``:<id>``), used by
+the Python features and, through the table :func:`lua_table` generates, by the Lua
+scripts (``lua/*.lua`` write ``tp .. K.DELIVERY .. id``; ``tests/test_redis_keys.py``
+fails on a suffix written out in a script or a name no script or feature uses). The
+scripts get the prefixes as ``ARGV[1]``. Addresses and provider ids appear in key names
+only hashed (:func:`gateway.store.redis.base.digest`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import Final
+
+
+class Family(str):
+    """A key family: the name, then ``:`` and an id (``d:<delivery id>``)."""
+
+    __slots__ = ()
+
+
+# ---------------------------------------------------------------- under P:{<tenant>}:
+# the directory (redis/directory.py)
+UNITS: Final = "units"
+GROUPS: Final = "groups"
+PERSONS: Final = "persons"
+ROLES: Final = "roles"
+UNIT_MEMBERS: Final = Family("um")
+GROUP_MEMBERS: Final = Family("gm")
+UNIT_GROUPS: Final = Family("ug")
+CHILD_RELATIONS: Final = Family("rc")
+GUARDIAN_RELATIONS: Final = Family("rg")
+FLAGS: Final = "flags"
+FLAG_HISTORY: Final = Family("fh")
+PROTECTION_HISTORY: Final = Family("ph")
+DIRECTORY_VERSION: Final = "dirv"
+# guardians' own settings (redis/guardians.py)
+PREFERENCES: Final = "prefs"
+DEVICES: Final = Family("dev")
+TOKENS: Final = "tok"
+FIDS: Final = "fid"
+FAILING: Final = "fail"
+PREFERENCES_VERSION: Final = "prefv"
+DEVICES_VERSION: Final = "devv"
+# messages and deliveries (redis/messages.py, deliveries.py, inbox.py, ...)
+MESSAGE: Final = Family("m")
+MESSAGES: Final = "msgs"
+DELIVERY: Final = Family("d")
+HISTORY: Final = Family("h")
+RECIPIENTS: Final = Family("mr")
+COUNTS: Final = Family("mc")
+READS: Final = Family("rd")
+INBOX: Final = Family("ib")
+LATEST: Final = Family("la")
+STATS: Final = "stats"
+REPLY: Final = Family("r")
+MESSAGE_REPLIES: Final = Family("mrep")
+REPLIES: Final = "reps"
+REACHED: Final = Family("rch")
+REACHED_LIST: Final = Family("rchl")
+SETTINGS: Final = "settings"
+SCHEDULE: Final = Family("sched")
+DIGEST: Final = Family("digest")
+TRANSLATIONS: Final = Family("tr")
+ATTACHMENT: Final = Family("att")
+MESSAGE_ATTACHMENTS: Final = Family("attmsg")
+# absence (redis/absence.py)
+ABSENCE: Final = Family("abs")
+ABSENCE_EVENT: Final = Family("absev")
+ABSENCE_KEY: Final = Family("abskey")
+EXPLANATIONS: Final = Family("absx")
+EXPLANATION_LIST: Final = Family("absxl")
+ABSENCE_INDEX: Final = "absidx"
+# webhooks (redis/webhooks.py): the tenant's endpoints and change feed
+WEBHOOK_ENDPOINTS: Final = "wh:ep"
+WEBHOOKS_ON: Final = "wh:on"
+TENANT_FEED: Final = "wh:feed"
+TENANT_SEQ: Final = "wh:seq"
+
+# ---------------------------------------------------------------- under P:{q}:
+STREAM: Final = Family("s")
+WAITING: Final = Family("z")
+URGENT: Final = Family("u")
+JOB: Final = Family("j")
+KINDS: Final = "kinds"
+CLOCK: Final = "clock"
+FEED: Final = "wh:feed"
+SEQ: Final = "wh:seq"
+CURSOR: Final = "wh:cursor"
+PENDING: Final = "wh:pend"
+RELAYED: Final = "wh:rel"
+WEBHOOK_MESSAGE: Final = Family("wh:m")
+ATTEMPTS: Final = Family("wh:a")
+TENANT_MESSAGES: Final = Family("wh:t")
+ENDPOINT_MESSAGES: Final = Family("wh:e")
+
+# ---------------------------------------------------------------- under P:{tenants}:
+TENANTS_TAG: Final = "{tenants}"
+TENANTS: Final = "all"
+TENANT_BY_KEY: Final = "keys"
+WEBHOOK_TENANTS: Final = "wh"
+API_KEYS: Final = "apikeys"
+API_KEY_IDS: Final = "apikey-ids"
+API_KEY_REVOKED: Final = "apikey-revoked"
+TENANT_KEYS: Final = Family("tkeys")
+
+# ---------------------------------------------------------------- P:<name>:<id>
+ALERT_PHONE: Final = Family("aph")
+DELIVERY_TENANT: Final = Family("did")
+PROVIDER_ID: Final = Family("pid")
+ADDRESS: Final = Family("addr")  # read only: the latest delivery, as older versions kept it
+ADDRESS_TENANTS: Final = Family("adt")
+RATE_LIMIT: Final = Family("rl")
+ACTIVE: Final = "active"
+ATTACHMENTS_BY_TIME: Final = Family("att")
+
+
+def names() -> dict[str, str]:
+    """Every key name of this module by its constant's name."""
+    return {k: v for k, v in globals().items() if k.isupper() and isinstance(v, str)}
+
+
+def lua_table(wanted: Iterable[str]) -> str:
+    """``local K = {...}`` with the ``wanted`` names for a Lua script, a family's with
+    its ``:``; a name this module lacks is a KeyError (when the script is loaded)."""
+    known = names()
+    rows = [
+        f"{name}='{value}:'," if isinstance(value, Family) else f"{name}='{value}',"
+        for name, value in ((name, known[name]) for name in sorted(set(wanted)))
+    ]
+    return "local K = {" + "".join(rows) + "}\n"
 
 
 def tenant_prefix(prefix: str, tenant_id: str) -> str:
@@ -93,3 +218,8 @@ def global_key(prefix: str, *parts: str) -> str:
 def queue_prefix(prefix: str) -> str:
     """The work queue's prefix (one slot): ``P:{q}:``."""
     return f"{prefix}:{{q}}:"
+
+
+def queue_key(prefix: str, *parts: str) -> str:
+    """``P:{q}:part:part``."""
+    return queue_prefix(prefix) + ":".join(parts)

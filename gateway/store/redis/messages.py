@@ -9,6 +9,7 @@ from typing import Any
 
 from gateway.models import Job, Message
 from gateway.store.encoding import from_us_opt, us
+from gateway.store.redis import keys as K
 from gateway.store.redis import scripts as lua
 from gateway.store.redis.base import RedisFeature, RedisHandle
 from gateway.store.redis.jobs import RedisJobs
@@ -45,11 +46,11 @@ class RedisMessages(RedisFeature):
     async def accept_message(self, message: Message, job: Job) -> Message:
         tp = self._db.tp(message.tenant_id)
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.sadd(self._db.g("active"), message.tenant_id)
+            pipe.sadd(self._db.active, message.tenant_id)
             self._db.eval(
                 pipe,
                 _ACCEPT,
-                [tp + "m:" + message.id],
+                [self._db.t(message.tenant_id, K.MESSAGE, message.id)],
                 [tp, self._db.ttl, message.id, _message_doc(message), us(message.created_at)],
             )
             _, result = await pipe.execute()
@@ -67,7 +68,9 @@ class RedisMessages(RedisFeature):
         return stored
 
     async def get_message(self, tenant_id: str, message_id: str) -> Message | None:
-        doc, planned = await self._redis.hmget(self._db.t(tenant_id, "m", message_id), ["j", "p"])
+        doc, planned = await self._redis.hmget(
+            self._db.t(tenant_id, K.MESSAGE, message_id), ["j", "p"]
+        )
         return None if doc is None else _message(doc, planned)
 
     async def list_messages(
@@ -80,7 +83,7 @@ class RedisMessages(RedisFeature):
     ) -> list[Message]:
         # msgs: the tenant's message ids scored by created_at (us), kept by accept/purge;
         # equal scores come in id order, so the ties of the last page continue first.
-        key = self._db.t(tenant_id, "msgs")
+        key = self._db.t(tenant_id, K.MESSAGES)
         ids: list[Any] = []
         if before is not None and before_id is not None:
             ties = await self._redis.zrevrangebyscore(key, us(before), us(before))
@@ -94,7 +97,7 @@ class RedisMessages(RedisFeature):
             return []
         async with self._redis.pipeline(transaction=False) as pipe:
             for message_id in ids:
-                pipe.hmget(self._db.t(tenant_id, "m", message_id), ["j", "p"])
+                pipe.hmget(self._db.t(tenant_id, K.MESSAGE, message_id), ["j", "p"])
             found = await pipe.execute()
         messages = [_message(doc, planned) for doc, planned in found if doc is not None]
         # equal times: the same order as SQLite (newest first, then id descending)
@@ -102,5 +105,8 @@ class RedisMessages(RedisFeature):
 
     async def mark_planned(self, tenant_id: str, message_id: str, at: datetime) -> None:
         await self._db.eval(
-            self._redis, _HSET_IF_EXISTS, [self._db.t(tenant_id, "m", message_id)], ["p", us(at)]
+            self._redis,
+            _HSET_IF_EXISTS,
+            [self._db.t(tenant_id, K.MESSAGE, message_id)],
+            ["p", us(at)],
         )

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from gateway.store.encoding import dumps
+from gateway.store.redis import keys as K
 from gateway.store.redis.base import RedisFeature
 
 
@@ -14,14 +15,14 @@ class RedisPolicy(RedisFeature):
     """:class:`gateway.store.ports.PolicyStore` on Redis."""
 
     async def _get(self, tenant_id: str, field: str) -> dict[str, Any] | None:
-        doc = await self._redis.hget(self._db.t(tenant_id, "settings"), field)
+        doc = await self._redis.hget(self._db.t(tenant_id, K.SETTINGS), field)
         if doc is None:
             return None
         data: dict[str, Any] = json.loads(doc)
         return data
 
     async def _set(self, tenant_id: str, field: str, override: dict[str, Any] | None) -> None:
-        key = self._db.t(tenant_id, "settings")
+        key = self._db.t(tenant_id, K.SETTINGS)
         if override is None:
             await self._redis.hdel(key, field)
         else:

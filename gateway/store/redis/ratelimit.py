@@ -8,6 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from gateway.store.encoding import us
+from gateway.store.redis import keys as K
 from gateway.store.redis.base import RedisFeature
 from gateway.store.redis.scripts import Lua, read
 
@@ -34,7 +35,7 @@ class RateLimits(RedisFeature):
         wait = await self._db.eval(
             self._redis,
             ACQUIRE_RATE,
-            [self._db.g("rl", key)],
+            [self._db.g(K.RATE_LIMIT, key)],
             [us(now), interval, max(1, burst), -1 if max_wait is None else round(max_wait * 1e6)],
         )
         return float(wait) / 1e6

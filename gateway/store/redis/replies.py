@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from gateway.models import Reply
 from gateway.store.encoding import us
+from gateway.store.redis import keys as K
 from gateway.store.redis import scripts as lua
 from gateway.store.redis.base import RedisFeature, opt
 from gateway.store.redis.scripts import Lua
@@ -21,11 +22,11 @@ class RedisReplies(RedisFeature):
     async def add_reply(self, reply: Reply) -> bool:
         tp = self._db.tp(reply.tenant_id)
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.sadd(self._db.g("active"), reply.tenant_id)
+            pipe.sadd(self._db.active, reply.tenant_id)
             self._db.eval(
                 pipe,
                 _ADD_REPLY,
-                [tp + "r:" + reply.id],
+                [self._db.t(reply.tenant_id, K.REPLY, reply.id)],
                 [
                     tp,
                     self._db.ttl,
@@ -42,8 +43,8 @@ class RedisReplies(RedisFeature):
         return bool(added)
 
     async def list_replies(self, tenant_id: str, message_id: str) -> list[Reply]:
-        ids = await self._redis.zrange(self._db.t(tenant_id, "mrep", message_id), 0, -1)
+        ids = await self._redis.zrange(self._db.t(tenant_id, K.MESSAGE_REPLIES, message_id), 0, -1)
         if not ids:
             return []
-        docs = await self._redis.mget([self._db.t(tenant_id, "r", i) for i in ids])
+        docs = await self._redis.mget([self._db.t(tenant_id, K.REPLY, i) for i in ids])
         return [Reply.model_validate_json(doc) for doc in docs if doc is not None]

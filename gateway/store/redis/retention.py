@@ -46,7 +46,7 @@ class RedisRetention(RedisFeature):
         and replies, and replies received before it; the same for absence records and
         finished webhook messages; return how many deliveries went."""
         removed = 0
-        active = await self._redis.smembers(self._db.g("active"))
+        active = await self._redis.smembers(self._db.active)
         tenants = sorted(active | {t.id for t in await self._tenants.list_tenants()})
         for tenant_id in tenants:
             await self._absence.purge(tenant_id, cutoff)
@@ -57,12 +57,11 @@ class RedisRetention(RedisFeature):
             more = True
             while more:
                 out = await self._db.eval(
-                    self._redis, _PURGE, [tp + "msgs"], [tp, us(cutoff), 2000]
+                    self._redis, _PURGE, [self._db.anchor(tenant_id)], [tp, us(cutoff), 2000]
                 )
                 removed += int(out[0])
                 more = bool(out[1])
                 ids = out[2:]
                 if ids:
-                    await self._redis.unlink(*(self._db.g("did", i) for i in ids))
-                    self._owners.forget(ids)
+                    await self._owners.forget(ids)
         return removed

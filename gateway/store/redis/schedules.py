@@ -13,31 +13,24 @@ from __future__ import annotations
 from datetime import datetime
 
 from gateway.store.encoding import from_us, from_us_opt, us
-from gateway.store.redis.base import RedisFeature
-from gateway.store.redis.scripts import QUEUE_COMMON
+from gateway.store.redis import keys as K
+from gateway.store.redis.base import RedisFeature, RedisHandle
+from gateway.store.redis.jobs import RedisJobs
+from gateway.store.redis.messages import RedisMessages
 from gateway.store.schedules import CancelResult, Schedule
-
-# KEYS[1] the kinds set. ARGV: qp job_id. 1: removed; 0: no such job; -1: claimed before.
-_TAKE_UNSTARTED = (
-    QUEUE_COMMON
-    + r"""
-local key = qp .. 'j:' .. ARGV[2]
-local j = redis.call('HMGET', key, 'k', 'x', 'a', 'p', 'l')
-if not j[1] then return 0 end
-if tonumber(j[3]) > 0 or (j[5] and j[5] ~= '') then return -1 end
-drop_entry(j[1], j[2])
-redis.call('ZREM', waiting(j[1], j[4]), ARGV[2])
-redis.call('DEL', key)
-return 1
-"""
-)
 
 
 class RedisSchedules(RedisFeature):
-    """:class:`gateway.store.schedules.Schedules` on the store's handle."""
+    """:class:`gateway.store.schedules.Schedules` on the store's handle; the planning job
+    and the message are read through their own features."""
+
+    def __init__(self, db: RedisHandle, messages: RedisMessages, jobs: RedisJobs) -> None:
+        super().__init__(db)
+        self._messages = messages
+        self._jobs = jobs
 
     def _key(self, tenant_id: str, message_id: str) -> str:
-        return self._db.t(tenant_id, "sched", message_id)
+        return self._db.t(tenant_id, K.SCHEDULE, message_id)
 
     async def add_schedule(self, schedule: Schedule) -> None:
         key = self._key(schedule.tenant_id, schedule.message_id)
@@ -60,16 +53,13 @@ class RedisSchedules(RedisFeature):
             return CancelResult.unknown
         if schedule.cancelled_at is not None:
             return CancelResult.cancelled
-        qp = self._db.qp
-        taken = await self._redis.execute_command(
-            "EVAL", _TAKE_UNSTARTED, 1, qp + "kinds", qp, plan_job_id
-        )
+        taken = await self._jobs.take_unstarted(plan_job_id)
         # 0: no job: planned, or a cancel that crashed after taking it, before the mark.
-        if int(taken) == -1 or (int(taken) == 0 and await self._planned(tenant_id, message_id)):
+        if taken == -1 or (taken == 0 and await self._planned(tenant_id, message_id)):
             return CancelResult.started
         await self._redis.hsetnx(self._key(tenant_id, message_id), "c", us(at))
         return CancelResult.cancelled
 
     async def _planned(self, tenant_id: str, message_id: str) -> bool:
-        planned = await self._redis.hget(self._db.t(tenant_id, "m", message_id), "p")
-        return bool(planned)
+        message = await self._messages.get_message(tenant_id, message_id)
+        return message is not None and message.planned_at is not None

@@ -10,26 +10,36 @@ otherwise (``opt()`` below), so an empty string stays distinguishable.
 
 The Lua itself is in ``lua/<name>.lua`` beside this module (package data, so an
 installed wheel has it), read once when this module is imported; this module only
-composes the files (the shared blocks ``common``, ``queue_common``,
+composes the files (the shared blocks ``each_chunk``, ``common``, ``queue_common``,
 ``device_common``) and says which script reports change-feed entries
 (:func:`tenant_script`). The forward-only status rule is not written in Lua at all:
 :func:`status_rule` generates its table from :func:`gateway.models.can_transition`.
+Nor are the key names: every script starts with the table ``K`` that
+:func:`gateway.store.redis.keys.lua_table` generates (``tp .. K.DELIVERY .. id``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from importlib.resources import files
 
 from gateway.models import DeliveryStatus, can_transition
+from gateway.store.redis.keys import lua_table
+
+# A key name in a script: ``tp .. K.DELIVERY .. id`` (redis/keys.py).
+_KEY_NAME = re.compile(r"\bK\.([A-Z_]+)\b")
 
 
 class Lua:
-    """A script loaded once per connection pool and run by its SHA1."""
+    """A script loaded once per connection pool and run by its SHA1; its source starts
+    with the key names it uses from :mod:`gateway.store.redis.keys` (``local K = {...}``:
+    only those, as the table is built on every call)."""
 
     def __init__(self, source: str) -> None:
-        self.source = source
-        self.sha = hashlib.sha1(source.encode()).hexdigest()
+        wanted = _KEY_NAME.findall(source)
+        self.source = (lua_table(wanted) if wanted else "") + source
+        self.sha = hashlib.sha1(self.source.encode()).hexdigest()
 
 
 def read(name: str) -> str:
@@ -61,19 +71,22 @@ FED = "\0fed"
 
 
 def tenant_script(body: str) -> str:
-    """A script on ``_COMMON`` that reports whether it fed the tenant's change feed."""
+    """A script on ``_COMMON`` that reports whether it fed the tenant's change feed.
+    The counters its moves summed (``count``) are written when its body returns."""
     return (
         "local FED_TP, FED_AT\nlocal function main()\n"
         + _COMMON
+        + "local function body()\n"
         + body
-        + "\nend\nlocal out = main()\nif FED_TP then\n"
+        + "\nend\nlocal out = body()\nflush_counts()\nreturn out\n"
+        + "end\nlocal out = main()\nif FED_TP then\n"
         + "  return {'\\0fed', string.match(FED_TP, '^.-:{(.*)}:$'), FED_AT, out}\n"
         + "end\nreturn out\n"
     )
 
 
 # Shared Lua: the forward-only rule (generated) and one status move, the change feed.
-_COMMON = status_rule() + read("common")
+_COMMON = status_rule() + read("each_chunk") + read("common")
 
 # KEYS[1] tenant anchor. ARGV: tp, then 7 per move: id status at detail reason pid segs.
 TRANSITION = tenant_script(read("transition"))
@@ -84,9 +97,6 @@ ACCEPT_MESSAGE = read("accept_message")
 # KEYS[1] tenant anchor. ARGV: tp ttl, then 2 per delivery: meta json. meta fields (\31):
 # id message recipient channel status created20 updated not_before reason pid segs addrkey
 ADD_DELIVERIES = tenant_script(read("add_deliveries"))
-
-# KEYS[1] a global address key. ARGV: value ttl. Keeps the greatest value (created20\31id\31t).
-KEEP_GREATEST = read("keep_greatest")
 
 # KEYS[1] tenant anchor. ARGV: tp ttl message recipient at via
 MARK_READ = tenant_script(read("mark_read"))
@@ -118,24 +128,25 @@ CREATE_TENANT = read("create_tenant")
 # Times are on the CALLER's clock (the Protocol passes ``now``).
 #
 # Leases and XAUTOCLAIM: a pending entry's delivery time is set (XCLAIM ... TIME) to the
-# claim time on the caller's clock minus a per-keyspace offset K (``clock``; 0 for real
+# claim time on the caller's clock minus a per-keyspace offset (``clock``; 0 for real
 # clocks), so XAUTOCLAIM's "idle >= min-idle-time", measured on Redis's clock, becomes
-# "lease ended on the caller's clock" with min-idle-time = lease + K + (redis now - now).
+# "lease ended on the caller's clock" with min-idle-time = lease + offset + (redis now - now).
 # The lease end kept in the job hash has the last word, so a clock far off can make a
 # claim later, never earlier.
 
-QUEUE_COMMON = read("queue_common")
+QUEUE_COMMON = read("each_chunk") + read("queue_common")
 
 # KEYS[1] the kinds set. ARGV: qp, then 8 per job: id tenant kind ref due_us attempts error
 # urgent(1/0)
 ADD_JOBS = QUEUE_COMMON + read("add_jobs")
 
 # KEYS[1] the clock key. ARGV: qp now_ms now_us lease_ms limit consumer normal_reserved
-# kind... Returns 8 per job (id tenant kind ref due attempts error urgent), then the clamp
+# kind... Returns 9 per job (id tenant kind ref due attempts error urgent entry), then the clamp
 # warning flag.
 CLAIM = QUEUE_COMMON + read("claim")
 
-# KEYS[1] the kinds set. ARGV: qp job_id...
+# KEYS[1] the kinds set. ARGV: qp, then 4 per job: id kind entry urgent (kind '': unknown,
+# read from the job hash).
 FINISH_JOBS = QUEUE_COMMON + read("finish_jobs")
 
 # KEYS[1] the kinds set. ARGV: qp job_id due_us error give_back(1: attempts - 1, not below 0)

@@ -102,7 +102,6 @@ class RedisStore:
         self._db = db = RedisHandle(name, ttl, FeedMarks(keys.queue_prefix(name)))
         self.consumer = consumer or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self._wire(db)
-        self.schedules: Schedules = RedisSchedules(db)
         self.digests: Digests = RedisDigests(db)
         self.translations: TranslationStore = RedisTranslations(db)
         self.attachments: AttachmentStore = RedisAttachments(db)
@@ -121,11 +120,15 @@ class RedisStore:
             db, tenants=tenants, absence=absence, webhooks=webhooks, owners=owners
         )
         self._expose_tenants(tenants, api_keys)
-        self._expose_directory(RedisDirectory(db), RedisGuardians(db))
-        self._expose_sending(RedisMessages(db, jobs), deliveries, jobs)
+        directory = RedisDirectory(db)
+        messages = RedisMessages(db, jobs)
+        self.schedules: Schedules = RedisSchedules(db, messages, jobs)
+        self._expose_directory(directory, RedisGuardians(db))
+        self._expose_sending(messages, deliveries, jobs)
         self._expose_tracking(RedisInbox(db), RedisReplies(db), RedisTracking(db))
         self._expose_webhooks(webhooks)
         self._expose_policy(RedisPolicy(db), absence, RedisAlertPhones(db))
+        self.staff_members = directory.staff_members  # AbsenceStore: the directory's rows
         self.acquire_rate = RateLimits(db).acquire_rate
         self.purge_before = retention.purge_before
 
@@ -230,7 +233,6 @@ class RedisStore:
         self.cancel_absence = absence.cancel_absence
         self.add_absence_explanation = absence.add_absence_explanation
         self.list_absence_explanations = absence.list_absence_explanations
-        self.staff_members = absence.staff_members
         self.add_alert_phones = phones.add_alert_phones
         self.alert_phones = phones.alert_phones
 

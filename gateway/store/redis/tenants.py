@@ -11,6 +11,7 @@ from gateway.constants import DEFAULT_SCOPES, SCOPE_PROTECTED
 from gateway.errors import Conflict
 from gateway.models import ApiKey, Tenant, first_api_key
 from gateway.store.encoding import dumps, from_us, us
+from gateway.store.redis import keys as K
 from gateway.store.redis import scripts as lua
 from gateway.store.redis.api_keys import RedisApiKeys
 from gateway.store.redis.base import RedisFeature, RedisHandle
@@ -51,7 +52,7 @@ class RedisTenants(RedisFeature):
         created = await self._db.eval(
             self._redis,
             _CREATE_TENANT,
-            [self._db.g("{tenants}", "all"), self._db.g("{tenants}", "keys")],
+            [self._db.g(K.TENANTS_TAG, K.TENANTS), self._db.g(K.TENANTS_TAG, K.TENANT_BY_KEY)],
             [tenant.id, tenant.api_key_hash, _tenant_doc(tenant)],
         )
         if not created:
@@ -60,15 +61,15 @@ class RedisTenants(RedisFeature):
         await self._keys.add_api_key(first_key or first_api_key(tenant))
 
     async def get_tenant(self, tenant_id: str) -> Tenant | None:
-        doc = await self._redis.hget(self._db.g("{tenants}", "all"), tenant_id)
+        doc = await self._redis.hget(self._db.g(K.TENANTS_TAG, K.TENANTS), tenant_id)
         return None if doc is None else _tenant(doc)
 
     async def list_tenants(self) -> list[Tenant]:
-        docs = await self._redis.hgetall(self._db.g("{tenants}", "all"))
+        docs = await self._redis.hgetall(self._db.g(K.TENANTS_TAG, K.TENANTS))
         return [_tenant(docs[k]) for k in sorted(docs)]
 
     async def get_tenant_scopes(self, tenant_id: str) -> list[str]:
-        doc = await self._redis.hget(self._db.t(tenant_id, "settings"), "scopes")
+        doc = await self._redis.hget(self._db.t(tenant_id, K.SETTINGS), "scopes")
         if doc is None:
             return list(DEFAULT_SCOPES)
         scopes: list[str] = json.loads(doc)
@@ -76,7 +77,7 @@ class RedisTenants(RedisFeature):
 
     async def set_tenant_scopes(self, tenant_id: str, scopes: Sequence[str]) -> None:
         await self._redis.hset(
-            self._db.t(tenant_id, "settings"), "scopes", dumps(sorted(set(scopes)))
+            self._db.t(tenant_id, K.SETTINGS), "scopes", dumps(sorted(set(scopes)))
         )
 
     async def migrate_api_keys(self) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 
 from gateway.models import Reached, ReadRecord, reached_data
 from gateway.store.encoding import dumps, from_us, us
+from gateway.store.redis import keys as K
 from gateway.store.redis.base import RedisFeature
 from gateway.store.redis.scripts import Lua, read, tenant_script
 
@@ -44,16 +45,18 @@ class RedisTracking(RedisFeature):
                         us(row.at),
                     )
                 )
-            flags = await self._db.eval(self._redis, _ADD_REACHED, [tp + "stats"], args)
+            flags = await self._db.eval(
+                self._redis, _ADD_REACHED, [self._db.anchor(tenant_id)], args
+            )
             new.extend(row for row, flag in zip(group, flags, strict=True) if flag)
         return new
 
     async def list_reached(self, tenant_id: str, message_id: str) -> list[Reached]:
         t = self._db.tk(tenant_id)
-        fields = await self._redis.lrange(t("rchl", message_id), 0, -1)
+        fields = await self._redis.lrange(t(K.REACHED_LIST, message_id), 0, -1)
         if not fields:
             return []
-        docs = await self._redis.hmget(t("rch", message_id), fields)
+        docs = await self._redis.hmget(t(K.REACHED, message_id), fields)
         out: list[Reached] = []
         for doc in docs:
             if doc is None:
@@ -72,7 +75,7 @@ class RedisTracking(RedisFeature):
         return out
 
     async def list_reads(self, tenant_id: str, message_id: str) -> list[ReadRecord]:
-        rows = await self._redis.hgetall(self._db.t(tenant_id, "rd", message_id))
+        rows = await self._redis.hgetall(self._db.t(tenant_id, K.READS, message_id))
         reads = []
         for person_id, value in rows.items():
             at, via = value.split("\x1f", 1)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from gateway.models import Translation
+from gateway.store.redis import keys as K
 from gateway.store.redis.base import RedisFeature
 
 
@@ -17,7 +18,7 @@ class RedisTranslations(RedisFeature):
         if not rows:
             return []
         for row in rows:
-            key = self._db.t(row.tenant_id, "tr", row.message_id)
+            key = self._db.t(row.tenant_id, K.TRANSLATIONS, row.message_id)
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.hsetnx(key, row.language, row.model_dump_json())
                 pipe.expire(key, self._db.ttl)
@@ -29,6 +30,6 @@ class RedisTranslations(RedisFeature):
         return out
 
     async def of_message(self, tenant_id: str, message_id: str) -> dict[str, Translation]:
-        raw = await self._redis.hgetall(self._db.t(tenant_id, "tr", message_id))
+        raw = await self._redis.hgetall(self._db.t(tenant_id, K.TRANSLATIONS, message_id))
         rows = (Translation.model_validate_json(value) for value in raw.values())
         return {row.language: row for row in rows if row.tenant_id == tenant_id}

@@ -49,6 +49,7 @@ from gateway.models import (
     WebhookStatus,
 )
 from gateway.store.encoding import dumps, from_us, from_us_opt, us, us_opt
+from gateway.store.redis import keys as K
 from gateway.store.redis import scripts as lua
 from gateway.store.redis.base import RedisFeature, opt
 from gateway.store.redis.feed import MARK_FED
@@ -141,10 +142,10 @@ class RedisWebhooks(RedisFeature):
         write nothing; ``delete`` removes it) and keep the tenant's "has an enabled
         endpoint" flag right, in one WATCHed transaction. Returns the endpoint as it was
         before, or None if there was none."""
-        key = self._db.t(tenant_id, "wh", "ep")
-        flag = self._db.t(tenant_id, "wh", "on")
+        key = self._db.t(tenant_id, K.WEBHOOK_ENDPOINTS)
+        flag = self._db.t(tenant_id, K.WEBHOOKS_ON)
         # First, so the sweep for stranded changes knows every tenant that may have some.
-        await self._redis.sadd(self._db.g("{tenants}", "wh"), tenant_id)
+        await self._redis.sadd(self._db.g(K.TENANTS_TAG, K.WEBHOOK_TENANTS), tenant_id)
         while True:
             async with self._redis.pipeline(transaction=True) as pipe:
                 try:
@@ -183,13 +184,13 @@ class RedisWebhooks(RedisFeature):
         await self._endpoints_write(endpoint.tenant_id, endpoint.id, change)
 
     async def list_webhook_endpoints(self, tenant_id: str) -> list[WebhookEndpoint]:
-        docs = await self._redis.hvals(self._db.t(tenant_id, "wh", "ep"))
+        docs = await self._redis.hvals(self._db.t(tenant_id, K.WEBHOOK_ENDPOINTS))
         return sorted(map(_endpoint, docs), key=lambda e: (e.created_at, e.id))
 
     async def get_webhook_endpoint(
         self, tenant_id: str, endpoint_id: str
     ) -> WebhookEndpoint | None:
-        doc = await self._redis.hget(self._db.t(tenant_id, "wh", "ep"), endpoint_id)
+        doc = await self._redis.hget(self._db.t(tenant_id, K.WEBHOOK_ENDPOINTS), endpoint_id)
         return None if doc is None else _endpoint(doc)
 
     async def update_webhook_endpoint(self, endpoint: WebhookEndpoint) -> bool:
@@ -227,7 +228,7 @@ class RedisWebhooks(RedisFeature):
         n = await self._db.eval(
             self._redis,
             _ENDPOINT_MESSAGES,
-            [self._db.qp + f"wh:e:{tenant_id}\x1f{endpoint_id}"],
+            [self._db.q(K.ENDPOINT_MESSAGES, f"{tenant_id}\x1f{endpoint_id}")],
             [self._db.qp, mode, reason, at, JOB_WEBHOOK_SEND, self._db.ttl],
         )
         return int(n)
@@ -239,20 +240,20 @@ class RedisWebhooks(RedisFeature):
     ) -> int | None:
         tp = self._db.tp(tenant_id)
         seq = await self._db.eval(
-            self._redis, _APPEND_CHANGE, [tp + "wh:on"], [tp, event_type, dumps(data), us(at)]
+            self._redis, _APPEND_CHANGE, [tp + K.WEBHOOKS_ON], [tp, event_type, dumps(data), us(at)]
         )
         return None if seq is None else int(seq)
 
     async def sweep_feeds(self) -> None:
         """Mark pending every tenant whose feed holds changes: recovers the changes of a
         process that crashed between a change and its mark (run by ``open`` and the purge)."""
-        tenants = sorted(await self._redis.smembers(self._db.g("{tenants}", "wh")))
+        tenants = sorted(await self._redis.smembers(self._db.g(K.TENANTS_TAG, K.WEBHOOK_TENANTS)))
         if not tenants:
             return
         pipe: Any
         async with self._redis.pipeline(transaction=False) as pipe:
             for tenant_id in tenants:
-                pipe.zrange(self._db.t(tenant_id, "wh", "feed"), 0, 0)
+                pipe.zrange(self._db.t(tenant_id, K.TENANT_FEED), 0, 0)
             firsts = await pipe.execute()
         for tenant_id, first in zip(tenants, firsts, strict=True):
             if first:
@@ -262,25 +263,25 @@ class RedisWebhooks(RedisFeature):
     async def _relay_feeds(self) -> None:
         """Move the pending tenants' changes into the global feed, in each tenant's commit
         order, and unmark the tenants that got nothing new meanwhile."""
-        pending: dict[str, str] = await self._redis.hgetall(self._db.qp + "wh:pend")
+        pending: dict[str, str] = await self._redis.hgetall(self._db.qp + K.PENDING)
         for tenant_id, mark in sorted(pending.items()):
-            feed = self._db.t(tenant_id, "wh", "feed")
+            feed = self._db.t(tenant_id, K.TENANT_FEED)
             while True:
                 rows = await self._redis.zrange(feed, 0, RELAY_BATCH - 1)
                 if rows:
                     args: list[Any] = [self._db.qp, tenant_id]
                     for row in rows:
                         args.extend(row.split("\x1f", 1))
-                    last = await self._db.eval(self._redis, _RELAY, [self._db.qp + "wh:rel"], args)
+                    last = await self._db.eval(self._redis, _RELAY, [self._db.qp + K.RELAYED], args)
                     await self._redis.zremrangebyscore(feed, "-inf", int(last))
                 if len(rows) < RELAY_BATCH:
                     break
-            await self._db.eval(self._redis, _UNMARK, [self._db.qp + "wh:pend"], [tenant_id, mark])
+            await self._db.eval(self._redis, _UNMARK, [self._db.qp + K.PENDING], [tenant_id, mark])
 
     async def changes_since(self, cursor: int, limit: int) -> tuple[list[Change], int]:
         await self._relay_feeds()
         rows = await self._redis.zrangebyscore(
-            self._db.qp + "wh:feed", f"({cursor}", "+inf", start=0, num=max(0, limit)
+            self._db.qp + K.FEED, f"({cursor}", "+inf", start=0, num=max(0, limit)
         )
         changes: list[Change] = []
         for row in rows:
@@ -294,7 +295,7 @@ class RedisWebhooks(RedisFeature):
         return changes, (changes[-1].seq if changes else cursor)
 
     async def webhook_cursor(self) -> int:
-        return int(await self._redis.get(self._db.qp + "wh:cursor") or 0)
+        return int(await self._redis.get(self._db.qp + K.CURSOR) or 0)
 
     async def enqueue_webhooks(
         self,
@@ -323,13 +324,13 @@ class RedisWebhooks(RedisFeature):
             )
         for j in jobs:
             args.extend((j.id, j.tenant_id, j.kind, j.ref, us(j.due_at), j.attempts))
-        more = await self._db.eval(self._redis, _ENQUEUE, [self._db.qp + "wh:cursor"], args)
+        more = await self._db.eval(self._redis, _ENQUEUE, [self._db.qp + K.CURSOR], args)
         return bool(more)
 
     # ------------------------------------------------------------------ outbox
 
     async def get_webhook_message(self, message_id: str) -> WebhookMessage | None:
-        h = await self._redis.hgetall(self._db.qp + "wh:m:" + message_id)
+        h = await self._redis.hgetall(self._db.q(K.WEBHOOK_MESSAGE, message_id))
         return _message(message_id, h) if h else None
 
     async def list_webhook_messages(
@@ -342,7 +343,7 @@ class RedisWebhooks(RedisFeature):
         before: datetime | None = None,
         before_id: str | None = None,
     ) -> list[WebhookMessage]:
-        index = self._db.qp + "wh:t:" + tenant_id
+        index = self._db.q(K.TENANT_MESSAGES, tenant_id)
         top = "+inf" if before is None else f"({us(before)}"
         edge: int | None = None
         if before is not None and before_id is not None:
@@ -374,12 +375,12 @@ class RedisWebhooks(RedisFeature):
         pipe: Any
         async with self._redis.pipeline(transaction=False) as pipe:
             for i in ids:
-                pipe.hgetall(self._db.qp + "wh:m:" + i)
+                pipe.hgetall(self._db.q(K.WEBHOOK_MESSAGE, i))
             rows = await pipe.execute()
         return [_message(i, h) for i, h in zip(ids, rows, strict=True) if h]
 
     async def webhook_attempts(self, message_id: str) -> list[WebhookAttempt]:
-        rows = await self._redis.lrange(self._db.qp + "wh:a:" + message_id, 0, -1)
+        rows = await self._redis.lrange(self._db.q(K.ATTEMPTS, message_id), 0, -1)
         return [
             WebhookAttempt(
                 at=from_us(f[0]), status_code=f[1], duration_ms=f[2], error=f[3], response=f[4]
@@ -410,7 +411,7 @@ class RedisWebhooks(RedisFeature):
         moved = await self._db.eval(
             self._redis,
             _ATTEMPT,
-            [self._db.qp + "wh:m:" + message_id],
+            [self._db.q(K.WEBHOOK_MESSAGE, message_id)],
             [
                 self._db.qp,
                 message_id,
@@ -433,7 +434,7 @@ class RedisWebhooks(RedisFeature):
         done = await self._db.eval(
             self._redis,
             _REPLAY,
-            [self._db.qp + "wh:m:" + message_id],
+            [self._db.q(K.WEBHOOK_MESSAGE, message_id)],
             [self._db.qp, message_id, tenant_id, us(at), JOB_WEBHOOK_SEND],
         )
         if done == 0:
@@ -445,7 +446,7 @@ class RedisWebhooks(RedisFeature):
     async def purge_messages(self, tenant_id: str, cutoff: datetime) -> None:
         """Retention: remove the tenant's finished outbox messages created before ``cutoff``
         with their attempts (called by ``purge_before``, redis/retention.py)."""
-        index = self._db.qp + "wh:t:" + tenant_id
+        index = self._db.q(K.TENANT_MESSAGES, tenant_id)
         offset = 0  # the pending messages kept so far sit before it in the index
         while True:
             dropped, seen = await self._db.eval(

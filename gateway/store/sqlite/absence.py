@@ -3,7 +3,8 @@
 ``absences`` holds one row per alert or report (by its message id);
 ``absence_events`` maps every event id claimed for an absence (the first mark and the
 repeated marks folded into it) to its record and the body hash it came with, so a
-replayed event gets the same answer. Staff lookups read the core directory tables.
+replayed event gets the same answer. ``staff_members`` reads the directory, so
+sqlite/directory.py answers it.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from typing import Any, ClassVar
 import aiosqlite
 
 from gateway.constants import WEBHOOK_ABSENCE_EXPLAINED, WEBHOOK_ABSENCE_UNROUTED
-from gateway.models import AbsenceClaim, AbsenceExplanation, AbsenceKind, AbsenceRecord, Role
+from gateway.models import AbsenceClaim, AbsenceExplanation, AbsenceKind, AbsenceRecord
 from gateway.store.encoding import dumps, from_us, from_us_opt, us, us_opt
-from gateway.store.sqlite.base import SqliteFeature, feed_change, id_list
+from gateway.store.sqlite.base import SqliteFeature, feed_change
 
 _COLUMNS = (
     "tenant_id, message_id, event_id, kind, child_id, key, data, marks, created_at, "
@@ -278,27 +279,3 @@ class SqliteAbsence(SqliteFeature):
                 (tenant_id, message_id),
             )
         return [_explanation(row) for row in rows]
-
-    async def staff_members(
-        self, tenant_id: str, *, group_ids: Sequence[str] = (), unit_ids: Sequence[str] = ()
-    ) -> list[str]:
-        if not group_ids and not unit_ids:
-            return []
-        async with self._db.read() as db:
-            rows = await db.execute_fetchall(
-                "SELECT id FROM persons WHERE tenant_id = ? AND role = ? AND id IN ("
-                " SELECT person_id FROM person_groups WHERE tenant_id = ?"
-                "  AND group_id IN (SELECT value FROM json_each(?))"
-                " UNION SELECT person_id FROM person_units WHERE tenant_id = ?"
-                "  AND unit_id IN (SELECT value FROM json_each(?))"
-                ") ORDER BY id",
-                (
-                    tenant_id,
-                    Role.staff.value,
-                    tenant_id,
-                    id_list(group_ids),
-                    tenant_id,
-                    id_list(unit_ids),
-                ),
-            )
-        return [row[0] for row in rows]

@@ -39,6 +39,7 @@ from gateway.protection import (
     raised_by_import,
 )
 from gateway.store import FlagHistoryEntry
+from gateway.store.audience import Members, People, Places, expand, staff
 from gateway.store.directory_checks import (
     DeletionFacts,
     Known,
@@ -50,7 +51,7 @@ from gateway.store.directory_checks import (
 )
 from gateway.store.encoding import dumps, from_us, from_us_opt, us
 from gateway.store.sqlite.base import IDS, SqliteFeature, id_list
-from gateway.store.sqlite.guardians import load_devices, load_failing, load_preferences
+from gateway.store.sqlite.guardians import load_devices, load_failed, load_preferences
 
 _FLAG_COLUMNS = {
     "information_granted": "information_reason",
@@ -427,38 +428,14 @@ CREATE INDEX IF NOT EXISTS protection_history_by_person
 
     async def load_audience(self, tenant_id: str, audience: Audience) -> DirectorySnapshot:
         async with self._db.read(snapshot=True) as db:
-            children = await _audience_children(db, tenant_id, audience)
-            relations = await _load_relations(db, tenant_id, children, audience.guardians)
-            wanted = dict.fromkeys(children)
-            for relation in relations:
-                wanted[relation.child_id] = None
-                wanted[relation.guardian_id] = None
-            wanted.update(dict.fromkeys(audience.guardians))
-            wanted.update(dict.fromkeys(audience.staff))
-            person_ids = list(wanted)
-            persons = await _load_persons(db, tenant_id, person_ids)
-            group_ids = dict.fromkeys(audience.groups)
-            unit_ids = dict.fromkeys(audience.units)
-            for person in persons.values():
-                group_ids.update(dict.fromkeys(person.group_ids))
-                unit_ids.update(dict.fromkeys(person.unit_ids))
-            groups = await _load_groups(db, tenant_id, list(group_ids))
-            unit_ids.update(dict.fromkeys(g.unit_id for g in groups.values()))
-            units = await _load_units(db, tenant_id, list(unit_ids))
-            ids_json = id_list(persons)
-            preferences = await load_preferences(db, tenant_id, ids_json)
-            devices = await load_devices(db, tenant_id, ids_json)
-            failing = await load_failing(db, tenant_id, ids_json)
-        return DirectorySnapshot.model_construct(
-            units=units,
-            groups=groups,
-            persons=persons,
-            audience_children=children,
-            relations=relations,
-            preferences=preferences,
-            devices=devices,
-            failing=failing,
-        )
+            return await expand(_SqliteRead(db, tenant_id), audience)
+
+    async def staff_members(
+        self, tenant_id: str, *, group_ids: Sequence[str] = (), unit_ids: Sequence[str] = ()
+    ) -> list[str]:
+        """Staff placed directly in these groups or units (``AbsenceStore.staff_members``)."""
+        async with self._db.read(snapshot=True) as db:
+            return await staff(_SqliteRead(db, tenant_id), group_ids, unit_ids)
 
     async def protected_persons(self, tenant_id: str, person_ids: Sequence[str]) -> set[str]:
         if not person_ids:
@@ -605,38 +582,54 @@ async def _existing(
     return {row[0] for row in rows}
 
 
-async def _audience_children(
-    db: aiosqlite.Connection, tenant_id: str, audience: Audience
-) -> list[str]:
-    """Children and learners listed, in the listed groups, or in the listed units
-    (directly or through one of the unit's groups); sorted, without repeats."""
-    rows = await db.execute_fetchall(
-        """
-        WITH wanted(id) AS (
-            SELECT value FROM json_each(:children)
-            UNION SELECT person_id FROM person_groups
-                WHERE tenant_id = :t AND group_id IN (SELECT value FROM json_each(:groups))
-            UNION SELECT person_id FROM person_units
-                WHERE tenant_id = :t AND unit_id IN (SELECT value FROM json_each(:units))
-            UNION SELECT pg.person_id FROM unit_groups AS g
-                JOIN person_groups AS pg ON pg.tenant_id = g.tenant_id AND pg.group_id = g.id
-                WHERE g.tenant_id = :t AND g.unit_id IN (SELECT value FROM json_each(:units))
+class _SqliteRead:
+    """:class:`gateway.store.audience.DirectoryRead` inside the caller's read transaction."""
+
+    def __init__(self, db: aiosqlite.Connection, tenant_id: str) -> None:
+        self._db = db
+        self._tenant_id = tenant_id
+
+    async def members(self, groups: Sequence[str], units: Sequence[str]) -> Members:
+        params = (self._tenant_id, id_list(groups), self._tenant_id, id_list(units))
+        persons = await self._db.execute_fetchall(
+            f"SELECT person_id FROM person_groups WHERE tenant_id = ? AND group_id IN {IDS} "
+            f"UNION SELECT person_id FROM person_units WHERE tenant_id = ? AND unit_id IN {IDS}",
+            params,
         )
-        SELECT p.id FROM wanted JOIN persons AS p ON p.tenant_id = :t AND p.id = wanted.id
-        WHERE p.role IN ('child', 'learner') ORDER BY p.id
-        """,
-        {
-            "t": tenant_id,
-            "children": id_list(audience.children),
-            "groups": id_list(audience.groups),
-            "units": id_list(audience.units),
-        },
-    )
-    return [row[0] for row in rows]
+        unit_groups = await self._db.execute_fetchall(
+            f"SELECT id FROM unit_groups WHERE tenant_id = ? AND unit_id IN {IDS}", params[2:]
+        )
+        return Members({row[0] for row in persons}, {row[0] for row in unit_groups})
+
+    async def people(self, ids: Sequence[str]) -> People:
+        persons = await _load_persons(self._db, self._tenant_id, ids)
+        if not persons:
+            return People()
+        found = id_list(persons)
+        return People(
+            persons,
+            await load_preferences(self._db, self._tenant_id, found),
+            await load_devices(self._db, self._tenant_id, found),
+            await load_failed(self._db, self._tenant_id, found),
+        )
+
+    async def relations(
+        self, children: Sequence[str], guardians: Sequence[str]
+    ) -> list[RelationRecord]:
+        return await _load_relations(self._db, self._tenant_id, children, guardians)
+
+    async def places(self, groups: Sequence[str], units: Sequence[str]) -> Places:
+        return Places(
+            await _load_groups(self._db, self._tenant_id, groups),
+            await _load_units(self._db, self._tenant_id, units),
+        )
 
 
 async def _load_relations(
-    db: aiosqlite.Connection, tenant_id: str, child_ids: list[str], guardian_ids: list[str]
+    db: aiosqlite.Connection,
+    tenant_id: str,
+    child_ids: Sequence[str],
+    guardian_ids: Sequence[str],
 ) -> list[RelationRecord]:
     rows = await db.execute_fetchall(
         """
@@ -714,7 +707,7 @@ async def _load_persons(
 
 
 async def _load_groups(
-    db: aiosqlite.Connection, tenant_id: str, group_ids: list[str]
+    db: aiosqlite.Connection, tenant_id: str, group_ids: Sequence[str]
 ) -> dict[str, Group]:
     if not group_ids:
         return {}
@@ -731,7 +724,7 @@ async def _load_groups(
 
 
 async def _load_units(
-    db: aiosqlite.Connection, tenant_id: str, unit_ids: list[str]
+    db: aiosqlite.Connection, tenant_id: str, unit_ids: Sequence[str]
 ) -> dict[str, Unit]:
     if not unit_ids:
         return {}

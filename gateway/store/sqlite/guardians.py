@@ -2,7 +2,7 @@
 preferences (imported or their own), push devices, and contact addresses found failing.
 
 The ``load_*`` readers are used inside the caller's transaction by the directory's
-audience snapshot (``directory.py``) too."""
+audience read (``directory.py``, for ``store/audience.py``) too."""
 
 from __future__ import annotations
 
@@ -152,19 +152,17 @@ async def load_devices(
     return devices
 
 
-async def load_failing(
+async def load_failed(
     db: aiosqlite.Connection, tenant_id: str, ids_json: str
-) -> dict[str, list[str]]:
-    # A failure counts only while the person's current address is the one that failed.
+) -> dict[str, dict[str, str]]:
+    """Person -> contact kind -> the address found failing (store/audience.py decides
+    whether it still counts)."""
     rows = await db.execute_fetchall(
-        "SELECT f.person_id, f.kind FROM contact_failures AS f "
-        "JOIN persons AS p ON p.tenant_id = f.tenant_id AND p.id = f.person_id "
-        f"WHERE f.tenant_id = ? AND f.person_id IN {IDS} AND ("
-        "(f.kind = 'email' AND p.email = f.address) OR (f.kind = 'phone' AND p.phone = f.address)"
-        ") ORDER BY f.person_id, f.kind",
+        "SELECT person_id, kind, address FROM contact_failures "
+        f"WHERE tenant_id = ? AND person_id IN {IDS}",
         (tenant_id, ids_json),
     )
-    failing: dict[str, list[str]] = {}
+    failed: dict[str, dict[str, str]] = {}
     for row in rows:
-        failing.setdefault(row[0], []).append(row[1])
-    return failing
+        failed.setdefault(row[0], {})[row[1]] = row[2]
+    return failed

@@ -612,7 +612,9 @@ class SqliteStore:
     async def staff_members(
         self, tenant_id: str, *, group_ids: Sequence[str] = (), unit_ids: Sequence[str] = ()
     ) -> list[str]:
-        return await self._absence.staff_members(tenant_id, group_ids=group_ids, unit_ids=unit_ids)
+        return await self._directory.staff_members(
+            tenant_id, group_ids=group_ids, unit_ids=unit_ids
+        )
 
     # RateLimiter
     async def acquire_rate(

@@ -3,42 +3,47 @@ local lease_ms, limit, consumer = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
 local normal_reserved = tonumber(ARGV[7])
 local t = redis.call('TIME')
 local server_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local K = tonumber(redis.call('GET', KEYS[1]) or '-1')
-if K < 0 then
+local offset = tonumber(redis.call('GET', KEYS[1]) or '-1')
+if offset < 0 then
   local skew = now_ms - server_ms
-  if skew > 1000 then K = skew + 86400000 else K = 0 end
-  redis.call('SET', KEYS[1], num(K))
+  if skew > 1000 then offset = skew + 86400000 else offset = 0 end
+  redis.call('SET', KEYS[1], num(offset))
 end
-local stamp = now_ms - K
+local stamp = now_ms - offset
 local clamped = 0
 if stamp > server_ms then clamped = 1 end
 local lease_end = now_us + lease_ms * 1000
 local out = {}
-local function take(kind, stream, eid, id, redelivery)
-  local key = qp .. 'j:' .. id
-  if redelivery then  -- counts in the entry's delivery counter, like XREADGROUP did
-    redis.call('XCLAIM', stream, GROUP, consumer, 0, eid, 'TIME', num(stamp))
-  else
-    redis.call('XCLAIM', stream, GROUP, consumer, 0, eid, 'TIME', num(stamp), 'JUSTID')
-  end
-  local a = redis.call('HINCRBY', key, 'a', 1)
-  redis.call('HSET', key, 'x', eid, 'l', num(lease_end), 'c', ARGV[3])
-  local j = redis.call('HMGET', key, 't', 'r', 'd', 'e', 'p')
+-- Per job taken: HMGET + HSET of its hash (the XCLAIM that stamps new entries is one
+-- per stream and call: stamp_new).
+local function take(kind, eid, id)
+  local key = qp .. K.JOB .. id
+  local j = redis.call('HMGET', key, 't', 'r', 'd', 'e', 'p', 'a')
+  local a = (tonumber(j[6]) or 0) + 1
+  redis.call('HSET', key, 'a', a, 'x', eid, 'l', num(lease_end), 'c', ARGV[3])
   out[#out + 1] = id; out[#out + 1] = j[1]; out[#out + 1] = kind; out[#out + 1] = j[2]
   out[#out + 1] = j[3]; out[#out + 1] = a; out[#out + 1] = j[4] or ''
-  out[#out + 1] = j[5] or '0'
+  out[#out + 1] = j[5] or '0'; out[#out + 1] = eid
+end
+local function stamp_new(stream, eids)
+  each_chunk(eids, 200, function(part)
+    local args = {'XCLAIM', stream, GROUP, consumer, 0}
+    for _, eid in ipairs(part) do args[#args + 1] = eid end
+    args[#args + 1] = 'TIME'; args[#args + 1] = num(stamp); args[#args + 1] = 'JUSTID'
+    redis.call(unpack(args))
+  end)
 end
 local kinds = {}
 for i = 8, #ARGV do kinds[#kinds + 1] = ARGV[i] end
 -- 1. Jobs of crashed (or too slow) workers: XAUTOCLAIM after the lease.
-local min_idle = math.max(0, lease_ms + K + server_ms - now_ms - 1000)
+local min_idle = math.max(0, lease_ms + offset + server_ms - now_ms - 1000)
 for _, kind in ipairs(kinds) do
-  local stream = qp .. 's:' .. kind
-  if #out >= limit * 8 then break end
+  local stream = qp .. K.STREAM .. kind
+  if #out >= limit * 9 then break end
   if redis.call('EXISTS', stream) == 1 then
     local cursor = '0-0'
     repeat
-      local want = limit - #out / 8
+      local want = limit - #out / 9
       -- JUSTID: the delivery counter moves only for entries really taken (take()).
       local r = redis.call('XAUTOCLAIM', stream, GROUP, consumer, num(min_idle), cursor,
         'COUNT', want, 'JUSTID')
@@ -46,25 +51,26 @@ for _, kind in ipairs(kinds) do
       for _, eid in ipairs(r[2]) do
         local entry = redis.call('XRANGE', stream, eid, eid)[1]
         local id = entry and entry[2][2]
-        local j = id and redis.call('HMGET', qp .. 'j:' .. id, 'x', 'l', 'c') or {}
+        local j = id and redis.call('HMGET', qp .. K.JOB .. id, 'x', 'l', 'c') or {}
         if j[1] ~= eid then
           drop_entry(kind, eid)  -- finished or retried meanwhile: a stale entry
         elseif tonumber(j[2]) > now_us then
           -- not over on the caller's clock: give the entry its delivery time back
           redis.call('XCLAIM', stream, GROUP, consumer, 0, eid, 'TIME',
-            num(math.floor(tonumber(j[3]) / 1000) - K), 'JUSTID')
-        else
-          take(kind, stream, eid, id, true)
+            num(math.floor(tonumber(j[3]) / 1000) - offset), 'JUSTID')
+        else  -- counts in the entry's delivery counter, like XREADGROUP did
+          redis.call('XCLAIM', stream, GROUP, consumer, 0, eid, 'TIME', num(stamp))
+          take(kind, eid, id)
         end
       end
-    until cursor == '0-0' or #out >= limit * 8
+    until cursor == '0-0' or #out >= limit * 9
   end
 end
 -- 2. Due jobs, urgent lane first (the normal lane keeps normal_reserved of the claim:
 -- gateway/store/lanes.py, take()), oldest due first over all kinds in each lane, moved
 -- from the sorted sets into the streams (exactly once: ZREM and XADD in this one script)
 -- and read by this consumer.
-local want = limit - #out / 8
+local want = limit - #out / 9
 if want > 0 then
   local lanes = {}
   for _, urgent in ipairs({'1', '0'}) do
@@ -85,22 +91,27 @@ if want > 0 then
   local due = {}
   for i = 1, n_urgent do due[#due + 1] = lanes['1'][i] end
   for i = 1, n_normal do due[#due + 1] = lanes['0'][i] end
-  local per_kind = {}
+  local per_kind, zrem = {}, {}
   for i = 1, #due do
     local id, kind = due[i][2], due[i][3]
-    local stream = qp .. 's:' .. kind
-    ensure_group(stream)
-    redis.call('ZREM', waiting(kind, due[i][4]), id)
-    redis.call('XADD', stream, '*', 'j', id)
-    per_kind[kind] = (per_kind[kind] or 0) + 1
+    if not per_kind[kind] then ensure_group(qp .. K.STREAM .. kind); per_kind[kind] = 0 end
+    push(zrem, waiting(kind, due[i][4]), id)
+    redis.call('XADD', qp .. K.STREAM .. kind, '*', 'j', id)
+    per_kind[kind] = per_kind[kind] + 1
   end
+  bulk(zrem, function(z, ids) redis.call('ZREM', z, unpack(ids)) end)
   for _, kind in ipairs(kinds) do
     local n = per_kind[kind]
     if n then
-      local stream = qp .. 's:' .. kind
+      local stream = qp .. K.STREAM .. kind
       local r = redis.call('XREADGROUP', 'GROUP', GROUP, consumer, 'COUNT', n,
         'STREAMS', stream, '>')
-      for _, entry in ipairs(r[1][2]) do take(kind, stream, entry[1], entry[2][2]) end
+      local eids = {}
+      for _, entry in ipairs(r[1][2]) do
+        eids[#eids + 1] = entry[1]
+        take(kind, entry[1], entry[2][2])
+      end
+      stamp_new(stream, eids)
       per_kind[kind] = nil
     end
   end

@@ -1,11 +1,11 @@
-local qp = string.sub(KEYS[1], 1, -8)
+local qp = string.sub(KEYS[1], 1, -(#K.PENDING + 1))
 for i = 1, #ARGV, 2 do
   redis.call('HINCRBY', KEYS[1], ARGV[i], 1)
-  local job = qp .. 'j:webhook_fanout'
+  local job = qp .. K.JOB .. 'webhook_fanout'
   if redis.call('EXISTS', job) == 0 then
     redis.call('HSET', job, 'k', 'webhook_fanout', 't', '', 'r', '', 'd', ARGV[i + 1], 'a', 0)
-    redis.call('ZADD', qp .. 'z:webhook_fanout', ARGV[i + 1], 'webhook_fanout')
-    redis.call('SADD', qp .. 'kinds', 'webhook_fanout')
+    redis.call('ZADD', qp .. K.WAITING .. 'webhook_fanout', ARGV[i + 1], 'webhook_fanout')
+    redis.call('SADD', qp .. K.KINDS, 'webhook_fanout')
   end
 end
 return 1

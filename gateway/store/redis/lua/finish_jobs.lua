@@ -1,10 +1,24 @@
-for i = 2, #ARGV do
-  local key = qp .. 'j:' .. ARGV[i]
-  local j = redis.call('HMGET', key, 'k', 'x', 'p')
-  if j[1] then
-    drop_entry(j[1], j[2])
-    redis.call('ZREM', waiting(j[1], j[3]), ARGV[i])
-    redis.call('DEL', key)
+-- ARGV: qp, then 4 per job: id, and its kind, stream entry and lane if the caller
+-- holds it since its claim ('' '' '' otherwise: read from the job hash, one HMGET).
+-- Per call one XACK and one XDEL per stream, one ZREM per waiting set, one DEL.
+local acks, waits, dels = {}, {}, {}
+local function finish(id, kind, eid, urgent)
+  if eid and eid ~= '' then push(acks, kind, eid) end
+  push(waits, waiting(kind, urgent), id)
+  dels[#dels + 1] = qp .. K.JOB .. id
+end
+for i = 2, #ARGV, 4 do
+  if ARGV[i + 1] ~= '' then
+    finish(ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3])
+  else
+    local j = redis.call('HMGET', qp .. K.JOB .. ARGV[i], 'k', 'x', 'p')
+    if j[1] then finish(ARGV[i], j[1], j[2], j[3]) end
   end
 end
+bulk(acks, function(kind, eids)
+  redis.call('XACK', qp .. K.STREAM .. kind, GROUP, unpack(eids))
+  redis.call('XDEL', qp .. K.STREAM .. kind, unpack(eids))
+end)
+bulk(waits, function(z, ids) redis.call('ZREM', z, unpack(ids)) end)
+each_chunk(dels, 200, function(keys) redis.call('DEL', unpack(keys)) end)
 return 1

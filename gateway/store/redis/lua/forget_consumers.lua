@@ -1,6 +1,6 @@
 local qp = ARGV[1]
 for _, kind in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  local stream = qp .. 's:' .. kind
+  local stream = qp .. K.STREAM .. kind
   if redis.call('EXISTS', stream) == 1 then
     for _, c in ipairs(redis.call('XINFO', 'CONSUMERS', stream, 'workers')) do
       local info = {}

@@ -2,8 +2,8 @@ local tp, who, max, now, limit = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), t
 local out = {}
 local function consider(mid)
   local d = nil
-  for id in string.gmatch(redis.call('HGET', tp .. 'mr:' .. mid, who) or '', '%S+') do
-    local h = redis.call('HMGET', tp .. 'd:' .. id, 's', 'j', 'nb', 'c')
+  for id in string.gmatch(redis.call('HGET', tp .. K.RECIPIENTS .. mid, who) or '', '%S+') do
+    local h = redis.call('HMGET', tp .. K.DELIVERY .. id, 's', 'j', 'nb', 'c')
     if h[4] == 'inapp' then d = h end
   end
   if not d then
@@ -12,12 +12,12 @@ local function consider(mid)
   end
   if d[1] == 'suppressed' or d[1] == 'cancelled' then return end
   if d[3] and tonumber(d[3]) > now then return end
-  local m = redis.call('HGET', tp .. 'm:' .. mid, 'j')
+  local m = redis.call('HGET', tp .. K.MESSAGE .. mid, 'j')
   if not m then return end
   out[#out + 1] = d[1]
   out[#out + 1] = d[2]
   out[#out + 1] = m
-  out[#out + 1] = redis.call('HGET', tp .. 'rd:' .. mid, who) or ''
+  out[#out + 1] = redis.call('HGET', tp .. K.READS .. mid, who) or ''
   return 0
 end
 if ARGV[6] and ARGV[6] ~= '' then

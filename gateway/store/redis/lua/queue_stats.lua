@@ -11,13 +11,13 @@ for _, kind in ipairs(redis.call('SMEMBERS', KEYS[1])) do
       oldest = tonumber(first[2])
     end
   end
-  local stream = qp .. 's:' .. kind
+  local stream = qp .. K.STREAM .. kind
   if redis.call('EXISTS', stream) == 1 then
     local pending = redis.call('XPENDING', stream, GROUP, '-', '+', 10000)
     for _, p in ipairs(pending) do
       local entry = redis.call('XRANGE', stream, p[1], p[1])
       if entry[1] then
-        local j = redis.call('HMGET', qp .. 'j:' .. entry[1][2][2], 'l', 'd')
+        local j = redis.call('HMGET', qp .. K.JOB .. entry[1][2][2], 'l', 'd')
         if j[1] and tonumber(j[1]) <= now then
           count = count + 1
           local d = tonumber(j[2])

@@ -1,6 +1,6 @@
-local current = redis.call('HGET', tp .. 'dev:' .. ARGV[2], ARGV[3])
+local current = redis.call('HGET', tp .. K.DEVICES .. ARGV[2], ARGV[3])
 if not current then return 0 end
 unindex(current)
-redis.call('HDEL', tp .. 'dev:' .. ARGV[2], ARGV[3])
+redis.call('HDEL', tp .. K.DEVICES .. ARGV[2], ARGV[3])
 redis.call('INCR', KEYS[1])
 return 1

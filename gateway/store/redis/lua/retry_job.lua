@@ -1,4 +1,4 @@
-local key = qp .. 'j:' .. ARGV[2]
+local key = qp .. K.JOB .. ARGV[2]
 local j = redis.call('HMGET', key, 'k', 'x', 'a', 'p')
 if not j[1] then return 0 end
 drop_entry(j[1], j[2])

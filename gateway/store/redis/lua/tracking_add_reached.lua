@@ -1,7 +1,7 @@
 local tp, ttl = ARGV[1], tonumber(ARGV[2])
 local out = {}
 for i = 3, #ARGV, 5 do
-  local h, l = tp .. 'rch:' .. ARGV[i], tp .. 'rchl:' .. ARGV[i]
+  local h, l = tp .. K.REACHED .. ARGV[i], tp .. K.REACHED_LIST .. ARGV[i]
   if redis.call('HSETNX', h, ARGV[i + 1], ARGV[i + 2]) == 1 then
     redis.call('RPUSH', l, ARGV[i + 1])
     redis.call('EXPIRE', h, ttl)

@@ -6,15 +6,15 @@ for _, a in ipairs(addresses) do
     local owner = redis.call('HGET', tp .. a[1], a[2])
     if owner and owner ~= me then
       local o = split(owner, '\31')
-      local old = redis.call('HGET', tp .. 'dev:' .. o[1], o[2])
-      redis.call('HDEL', tp .. 'dev:' .. o[1], o[2])
+      local old = redis.call('HGET', tp .. K.DEVICES .. o[1], o[2])
+      redis.call('HDEL', tp .. K.DEVICES .. o[1], o[2])
       if old then unindex(old) end
     end
   end
 end
-local current = redis.call('HGET', tp .. 'dev:' .. who, id)
+local current = redis.call('HGET', tp .. K.DEVICES .. who, id)
 if current then unindex(current) end
-redis.call('HSET', tp .. 'dev:' .. who, id, doc)
+redis.call('HSET', tp .. K.DEVICES .. who, id, doc)
 for _, a in ipairs(addresses) do
   if a[2] then redis.call('HSET', tp .. a[1], a[2], me) end
 end

@@ -9,8 +9,8 @@ if pending and ARGV[7] ~= '' then f[#f + 1] = 'n'; f[#f + 1] = ARGV[7]
 else redis.call('HDEL', key, 'n') end
 redis.call('HSET', key, unpack(f))
 redis.call('HINCRBY', key, 'a', tonumber(ARGV[6]))
-if ARGV[4] ~= '' then redis.call('RPUSH', qp .. 'wh:a:' .. ARGV[2], ARGV[4]) end
-local job = qp .. 'j:' .. ARGV[3]
+if ARGV[4] ~= '' then redis.call('RPUSH', qp .. K.ATTEMPTS .. ARGV[2], ARGV[4]) end
+local job = qp .. K.JOB .. ARGV[3]
 if pending and ARGV[7] ~= '' then
   local j = redis.call('HMGET', job, 'k', 'x')
   if j[1] then
@@ -19,13 +19,13 @@ if pending and ARGV[7] ~= '' then
     if ARGV[8] ~= '' then redis.call('HSET', job, 'e', string.sub(ARGV[8], 2))
     else redis.call('HDEL', job, 'e') end
     redis.call('HDEL', job, 'l', 'c')
-    redis.call('ZADD', qp .. 'z:' .. j[1], ARGV[7], ARGV[3])
+    redis.call('ZADD', qp .. K.WAITING .. j[1], ARGV[7], ARGV[3])
   end
 else
   drop_job(ARGV[3])
 end
 if not pending then
   redis.call('EXPIRE', key, ARGV[11])
-  redis.call('EXPIRE', qp .. 'wh:a:' .. ARGV[2], ARGV[11])
+  redis.call('EXPIRE', qp .. K.ATTEMPTS .. ARGV[2], ARGV[11])
 end
 return 1

@@ -11,8 +11,8 @@ while i <= #ARGV do
   i = i + 6
 end
 redis.call('SET', KEYS[1], ARGV[3])
-redis.call('ZREMRANGEBYSCORE', qp .. 'wh:feed', '-inf', ARGV[3])
-if redis.call('ZCARD', qp .. 'wh:feed') > 0 then return 1 end
-if redis.call('HLEN', qp .. 'wh:pend') > 0 then return 1 end
+redis.call('ZREMRANGEBYSCORE', qp .. K.FEED, '-inf', ARGV[3])
+if redis.call('ZCARD', qp .. K.FEED) > 0 then return 1 end
+if redis.call('HLEN', qp .. K.PENDING) > 0 then return 1 end
 drop_job(ARGV[4])
 return 0

@@ -1,0 +1,75 @@
+"""How many Redis commands the send path costs, counted by a redis-server of the test's
+own (``INFO commandstats`` counts a script's inner calls too): a batch of K sends is
+stored, claimed and finished in a bounded number of commands per send and in a fixed
+number of script calls, whatever K (issue 18: ≈ 50 commands per delivery before)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from gateway.bench import redis_server
+from gateway.bench.redis_server import RedisServer
+from gateway.bench.redis_stats import CommandCounts, snapshot
+from gateway.models import DeliveryStatus
+from gateway.store import SendOutcome
+from gateway.store.redis import RedisStore
+from tests.contract.builders import accepted, at, delivery, job, message
+
+K = 60
+
+
+@pytest.fixture
+async def url(tmp_path: Path) -> AsyncIterator[str]:
+    if not redis_server.available():
+        pytest.skip("no redis-server on the PATH")
+    with (tmp_path / "redis-out.log").open("ab") as log:
+        server = RedisServer(tmp_path, log)
+        try:
+            yield await server.start()
+        finally:
+            server.stop()
+
+
+@pytest.fixture
+async def store(url: str) -> AsyncIterator[RedisStore]:
+    store = RedisStore(url, prefix="bbcount")
+    await store.open()
+    yield store
+    await store.close()
+
+
+async def test_a_batch_of_sends_costs_a_bounded_number_of_commands(
+    store: RedisStore, url: str
+) -> None:
+    msg = await accepted(store, message())
+    ds = [delivery(msg, f"p{i:03}", "sms", address=f"+479{i:07}") for i in range(K)]
+
+    before = await snapshot(url)
+    await store.add_deliveries(ds, [job(f"send:{d.id}") for d in ds])
+    added = await snapshot(url) - before
+    claimed = await store.claim_jobs(["send"], K, at(1), 30)
+    claims = await snapshot(url) - before - added
+    outcomes = [
+        SendOutcome(f"send:{d.id}", d.id, DeliveryStatus.sent, at(2), provider_id=f"SM{n}")
+        for n, d in enumerate(ds)
+    ]
+    moved = await store.finish_sends(outcomes)
+    finished = await snapshot(url) - before - added - claims
+
+    assert (len(claimed), moved) == (K, K)
+    # per delivery: its hash + EXPIRE, the tenant lookup, the latest per address (SET;
+    # the global one ZADD + EXPIRE), its job (EXISTS + HSET): 8, and a few per batch
+    _assert_within(added, per_send=8, scripts=2)
+    # per job: XADD, HMGET + HSET of the job
+    _assert_within(claims, per_send=3, scripts=1)
+    # per outcome: the move (HMGET + HSET), the provider id (SET); the jobs this process
+    # claimed end without a read
+    _assert_within(finished, per_send=3, scripts=2)
+
+
+def _assert_within(used: CommandCounts, *, per_send: int, scripts: int) -> None:
+    assert used.scripts <= scripts, used.calls
+    assert used.total <= per_send * K + 25, used.calls
