@@ -83,6 +83,21 @@ UNAVAILABLE_RECHECK = 60.0  # seconds before a stopped channel is tried again
 RATE_WAIT = 1.0  # longest wait for a rate-limit slot in a send; longer: the job waits
 
 
+def _chunks(
+    deliveries: list[Delivery], jobs: list[Job], size: int
+) -> list[tuple[list[Delivery], list[Job]]]:
+    """Deliveries in chunks of ``size``, each with its send jobs; every other job (a
+    daily digest's, whose ref is no delivery) goes with the first chunk."""
+    if size >= len(deliveries):
+        return [(deliveries, jobs)]
+    chunks = [deliveries[i : i + size] for i in range(0, len(deliveries), size)]
+    where = {d.id: n for n, chunk in enumerate(chunks) for d in chunk}
+    their: list[list[Job]] = [[] for _ in chunks]
+    for job in jobs:
+        their[where.get(job.ref, 0)].append(job)
+    return list(zip(chunks, their, strict=True))
+
+
 def backoff(attempt: int, base: float, cap: float, retry_after: float | None) -> float:
     """Seconds to wait before attempt ``attempt + 1``: full jitter, at least Retry-After."""
     delay = random.uniform(0, min(cap, base * 2 ** max(attempt - 1, 0)))
@@ -470,10 +485,8 @@ class Dispatcher:
             step = len(deliveries)
             if yields and self._urgent_active():
                 step = PLAN_BESIDE_URGENT
-            for start in range(0, len(deliveries), step):
-                part = deliveries[start : start + step]
-                ids = {delivery.id for delivery in part}
-                await self.store.add_deliveries(part, [j for j in jobs if j.ref in ids])
+            for part, part_jobs in _chunks(deliveries, jobs, step):
+                await self.store.add_deliveries(part, part_jobs)
             self.work_available.set()
 
     # ------------------------------------------------------------------ send
