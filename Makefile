@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo demo-serve screenshots run test test-deps lint bench fuzz constraints clean
+.PHONY: demo demo-serve screenshots run test test-deps lint bench bench-batch fuzz constraints clean
 
 # The pinned set (constraints.txt) over the ranges of pyproject.toml.
 $(STAMP): pyproject.toml constraints.txt
@@ -40,6 +40,10 @@ lint: $(STAMP)  ## ruff, mypy strict and the import rules of docs/architecture.m
 
 bench: $(STAMP) ## the emergency-broadcast benchmark (not part of the tests)
 	$(BIN)/budbringer bench
+
+bench-batch: $(STAMP) test-deps ## /healthz and event latency while a 100k-person batch is applied (SQLite, Redis)
+	$(BIN)/python -m scripts.measure_batch_latency
+	$(BIN)/python -m scripts.measure_batch_latency --backend redis
 
 fuzz: $(STAMP)  ## schemathesis against the running API, tenant key and guardian token: no 5xx
 	$(BIN)/python -m scripts.fuzz

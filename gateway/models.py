@@ -346,7 +346,7 @@ class RelationKey(Strict):
 
 
 class DirectoryBatch(Strict):
-    """One all-or-nothing upsert of directory rows."""
+    """One upsert of directory rows, validated all or nothing (then written in chunks)."""
 
     units: list[Unit] = Field(default_factory=list, max_length=10_000)
     groups: list[Group] = Field(default_factory=list, max_length=50_000)

@@ -106,8 +106,10 @@ def env_for(prefix: str, smtp: SmtpPeer, twilio: TwilioPeer, port: int) -> dict[
         BUDBRINGER_DISPATCH__POLL_INTERVAL="0.05",
         BUDBRINGER_DISPATCH__CONCURRENCY=str(CONCURRENCY),
         BUDBRINGER_DISPATCH__BATCH=str(BATCH),
-        # The lease is twice the provider timeouts: a slow send is never taken over.
-        BUDBRINGER_DISPATCH__LEASE_SECONDS="4",
+        # The lease is five times the provider timeouts: a slow send is never taken over,
+        # even when a live worker's loop stalls for seconds on a loaded machine (at 4 s,
+        # a live worker's send was taken over and sent twice at load 12 on 2 cores).
+        BUDBRINGER_DISPATCH__LEASE_SECONDS="10",
         BUDBRINGER_DISPATCH__SHUTDOWN_TIMEOUT="2",
         BUDBRINGER_SMTP__HOST=smtp.host,
         BUDBRINGER_SMTP__PORT=str(smtp.port),

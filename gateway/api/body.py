@@ -74,16 +74,17 @@ def decode_utf8(raw: bytes) -> str:
         raise _malformed(f"the body is not UTF-8 (byte {exc.start})", "not_utf8") from exc
 
 
-def _check_depth(text: str) -> None:
+def check_depth(text: str, limit: int = MAX_DEPTH) -> None:
+    """400 if the JSON ``text`` nests deeper than ``limit`` (``MAX_DEPTH`` for a body)."""
     brackets = _NOT_BRACKET.sub("", _STRING.sub("", text))
-    if len(brackets) <= 2 * MAX_DEPTH:
+    if len(brackets) <= 2 * limit:
         return
     depth = 0
     for char in brackets:
         if char in "[{":
             depth += 1
-            if depth > MAX_DEPTH:
-                raise _malformed(f"JSON nested deeper than {MAX_DEPTH} levels", "json_too_deep")
+            if depth > limit:
+                raise too_deep()
         else:
             depth -= 1
 
@@ -101,29 +102,39 @@ def _constant(name: str) -> Any:
     raise _malformed(f"{name} is not JSON", "json_invalid")
 
 
+# The stdlib decoder with our bounds on numbers and no NaN or Infinity.
+DECODER = json.JSONDecoder(
+    parse_int=_number(int), parse_float=_number(float), parse_constant=_constant
+)
+
+
+def json_invalid(exc: json.JSONDecodeError) -> ValidationFailed:
+    """The 422 of a body that is not JSON: where, never what."""
+    return ValidationFailed(
+        "malformed JSON",
+        errors=[
+            {
+                "loc": ["body"],
+                "message": f"{exc.__class__.__name__} at line {exc.lineno} column {exc.colno}",
+                "type": "json_invalid",
+            }
+        ],
+    )
+
+
+def too_deep() -> MalformedBody:
+    return _malformed(f"JSON nested deeper than {MAX_DEPTH} levels", "json_too_deep")
+
+
 def parse_json(raw: bytes) -> Any:
     text = decode_utf8(raw)
-    _check_depth(text)
+    check_depth(text)
     try:
-        return json.loads(
-            text,
-            parse_int=_number(int),
-            parse_float=_number(float),
-            parse_constant=_constant,
-        )
+        return DECODER.decode(text)
     except json.JSONDecodeError as exc:
-        raise ValidationFailed(
-            "malformed JSON",
-            errors=[
-                {
-                    "loc": ["body"],
-                    "message": f"{exc.__class__.__name__} at line {exc.lineno} column {exc.colno}",
-                    "type": "json_invalid",
-                }
-            ],
-        ) from exc
+        raise json_invalid(exc) from exc
     except RecursionError as exc:  # the depth check above should make this unreachable
-        raise _malformed("JSON nested too deep", "json_too_deep") from exc
+        raise too_deep() from exc
 
 
 def to_model(model: type[M], data: Any) -> M:

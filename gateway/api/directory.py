@@ -16,6 +16,7 @@ from pydantic import BaseModel
 
 from gateway.api import spec
 from gateway.api.body import read_model
+from gateway.api.body_slices import big_parts, free_in_pieces, read_big_model
 from gateway.api.context import CTX, AppContext
 from gateway.api.guardian import mandatory_channel_errors
 from gateway.api.limits import body_limit
@@ -84,12 +85,13 @@ class ProtectionView(BaseModel):
 
 
 async def post_directory(request: web.Request) -> web.Response:
-    """Upsert a batch, all or nothing: 200 ``{"applied": counts}``, or 422 naming row and field."""
+    """Upsert a batch validated all or nothing: 200 ``{"applied": counts}``, or 422 naming
+    row and field (nothing written). Written in chunks: see store/directory_apply.py."""
     ctx = request.app[CTX]
     tenant = await authenticate_bearer(request, _store(ctx), ctx.clock.now(), Scope.directory)
     # Millions of objects for a big batch: full GC passes would stall the event loop.
     with gc_paused():
-        batch = await read_model(request, DirectoryBatch, body_limit(request))
+        batch = await read_big_model(request, DirectoryBatch, body_limit(request))
         errors = [
             err
             for guardian_id, prefs in batch.preferences.items()
@@ -97,11 +99,11 @@ async def post_directory(request: web.Request) -> web.Response:
         ]
         if errors:
             raise ValidationFailed("the body is not valid", errors=errors)
-        counts = await _store(ctx).apply_directory(tenant.id, batch, ctx.clock.now())
-        # Freeing it takes as long as a full GC pass: done in a thread, not on the loop.
-        held = [batch]
-        del batch
-        await asyncio.to_thread(held.clear)
+        try:
+            counts = await _store(ctx).apply_directory(tenant.id, batch, ctx.clock.now())
+        finally:
+            # Freeing it at once would hold the GIL as long as a full GC pass.
+            await asyncio.to_thread(free_in_pieces, big_parts(batch))
     return respond_json(DirectoryApplied(applied=counts))
 
 
@@ -251,7 +253,7 @@ async def post_guardian_token(request: web.Request) -> web.Response:
 OPERATIONS: dict[spec.Route, spec.Operation] = {
     ("POST", "/v1/directory"): spec.Operation(
         tag="directory",
-        summary="Upsert a directory batch, all or nothing",
+        summary="Upsert a directory batch, validated all or nothing, written in chunks",
         security=spec.tenant("directory"),
         body=spec.Body(DirectoryBatch),
         responses={200: spec.Response("Applied; counts per kind", DirectoryApplied)},

@@ -17,6 +17,7 @@ from pydantic import BaseModel
 
 from gateway.api import spec
 from gateway.api.body import read_raw
+from gateway.api.body_slices import big_parts, free_in_pieces
 from gateway.api.context import CTX, AppContext
 from gateway.api.limits import body_limit
 from gateway.api.responses import respond_json
@@ -114,7 +115,7 @@ async def post_oneroster(request: web.Request) -> web.Response:
     )
     dry_run = bool(query.get("dry_run", False))
     # A municipality's export is a big batch (see post_directory): parsed in a thread,
-    # no full GC passes meanwhile, freed in a thread.
+    # no full GC passes meanwhile, written in chunks by the store, freed in pieces.
     with gc_paused():
         result = await asyncio.to_thread(
             load_oneroster_zip, raw, options, limits=ctx.settings.archive
@@ -127,9 +128,7 @@ async def post_oneroster(request: web.Request) -> web.Response:
         body = OneRosterApplied(
             applied=applied, skipped=result.skipped, warnings=result.warnings, dry_run=dry_run
         )
-        held = [result]
-        del result
-        await asyncio.to_thread(held.clear)
+        await asyncio.to_thread(free_in_pieces, big_parts(result.batch))
     return respond_json(body)
 
 
@@ -140,7 +139,7 @@ def _switch(name: str, description: str) -> spec.Param:
 OPERATIONS: dict[spec.Route, spec.Operation] = {
     ("POST", "/v1/directory/oneroster"): spec.Operation(
         tag="directory",
-        summary="Import a zipped OneRoster 1.1/1.2 CSV export, all or nothing",
+        summary="Import a zipped OneRoster 1.1/1.2 CSV export, validated all or nothing",
         description=(
             "The body is a zip of `manifest.csv` and the bulk CSV files. Errors name"
             " `[file, row, field]` (row: the line in the CSV, header = 1), never the"

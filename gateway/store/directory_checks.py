@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 
 from gateway.errors import ValidationFailed
 from gateway.models import Audience, DirectoryBatch, DirectoryDeletion, Role
+from gateway.pacing import paced
 
 MAX_REPORTED_ERRORS = 100
 CHILD_ROLES = (Role.child.value, Role.learner.value)
@@ -45,10 +46,10 @@ def batch_errors(batch: DirectoryBatch, known: Known) -> list[dict[str, Any]]:
     """Every referential error of the batch, each naming its row and field."""
     errors: list[dict[str, Any]] = [
         reference_error(["groups", i, "unit_id"], "unknown unit", "unknown_reference")
-        for i, group in enumerate(batch.groups)
+        for i, group in enumerate(paced(batch.groups))
         if group.unit_id not in known.units
     ]
-    for i, person in enumerate(batch.persons):
+    for i, person in enumerate(paced(batch.persons)):
         errors.extend(
             reference_error(["persons", i, "unit_ids", j], "unknown unit", "unknown_reference")
             for j, unit_id in enumerate(person.unit_ids)
@@ -59,7 +60,7 @@ def batch_errors(batch: DirectoryBatch, known: Known) -> list[dict[str, Any]]:
             for j, group_id in enumerate(person.group_ids)
             if group_id not in known.groups
         )
-    for i, relation in enumerate(batch.relations):
+    for i, relation in enumerate(paced(batch.relations)):
         for field, person_id, fit in (
             ("child_id", relation.child_id, CHILD_ROLES),
             ("guardian_id", relation.guardian_id, (Role.guardian.value,)),
@@ -95,15 +96,15 @@ class BatchRefs(NamedTuple):
 
 def batch_refs(batch: DirectoryBatch) -> BatchRefs:
     """The half of "what may this batch refer to" that needs no store (run it in a
-    thread for a large batch: 100,000s of rows)."""
-    units = {u.id for u in batch.units}
-    groups = {g.id for g in batch.groups}
-    roles = {p.id: p.role.value for p in batch.persons}
-    wanted_units = {g.unit_id for g in batch.groups}
-    wanted_units.update(u for p in batch.persons for u in p.unit_ids)
-    wanted_groups = {g for p in batch.persons for g in p.group_ids}
-    wanted_persons = {r.child_id for r in batch.relations}
-    wanted_persons.update(r.guardian_id for r in batch.relations)
+    thread for a large batch: 100,000s of rows, paced for the loop)."""
+    units = {u.id for u in paced(batch.units)}
+    groups = {g.id for g in paced(batch.groups)}
+    roles = {p.id: p.role.value for p in paced(batch.persons)}
+    wanted_units = {g.unit_id for g in paced(batch.groups)}
+    wanted_units.update(u for p in paced(batch.persons) for u in p.unit_ids)
+    wanted_groups = {g for p in paced(batch.persons) for g in p.group_ids}
+    wanted_persons = {r.child_id for r in paced(batch.relations)}
+    wanted_persons.update(r.guardian_id for r in paced(batch.relations))
     wanted_persons.update(batch.preferences)
     return BatchRefs(
         Known(units, groups, roles),

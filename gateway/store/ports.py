@@ -50,6 +50,7 @@ from gateway.models import (
 from gateway.protection import ProtectionHistoryEntry
 from gateway.store.attachments import AttachmentStore
 from gateway.store.digests import Digests
+from gateway.store.directory_apply import CHUNK_ROWS, ChunkHook
 from gateway.store.lanes import DEFAULT_NORMAL_SHARE
 from gateway.store.records import FlagHistoryEntry, SendOutcome
 from gateway.store.schedules import Schedules
@@ -136,11 +137,21 @@ class DirectoryStore(Protocol):
     """The directory's writes and their audit (the directory API, imports)."""
 
     async def apply_directory(
-        self, tenant_id: str, batch: DirectoryBatch, at: datetime | None = None
+        self,
+        tenant_id: str,
+        batch: DirectoryBatch,
+        at: datetime | None = None,
+        *,
+        chunk_rows: int = CHUNK_ROWS,
+        on_chunk: ChunkHook | None = None,
     ) -> dict[str, int]:
-        """Upsert all rows of the batch in one transaction; return counts per kind.
+        """Upsert all rows of the batch; return counts per kind.
 
-        Manual relation flags are never changed here. Each person is merged with the
+        The whole batch is checked first, then written in transactions of at most
+        ``chunk_rows`` rows in dependency order, under the tenant's directory lock
+        (:mod:`gateway.store.directory_apply`: every committed prefix is consistent;
+        ``on_chunk`` is awaited after each chunk). Manual relation flags are never
+        changed here. Each person is merged with the
         stored one by :func:`gateway.protection.merge_imported` in the same transaction:
         protection only goes up (a raise is written to the protection history at
         ``at``, default now), an absent language or consent_guardians keeps the stored
@@ -155,7 +166,8 @@ class DirectoryStore(Protocol):
         """
 
     async def delete_directory(self, tenant_id: str, deletion: DirectoryDeletion) -> dict[str, int]:
-        """Delete rows by id in one transaction; return counts actually deleted.
+        """Delete rows by id in one transaction (under the tenant's directory lock);
+        return counts actually deleted.
 
         Deleting a person removes their relations, memberships, devices and
         preferences too. Unknown ids raise ValidationFailed and delete nothing.

@@ -14,9 +14,12 @@ expansion over this module's ``_RedisRead``) :mod:`gateway.store.audience`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, date, datetime
+from functools import partial
 from typing import Any, TypeVar
 
 from redis.exceptions import WatchError
@@ -45,6 +48,13 @@ from gateway.protection import (
 )
 from gateway.store import FlagHistoryEntry
 from gateway.store.audience import Members, People, Places, checked, expand, staff
+from gateway.store.directory_apply import (
+    CHUNK_ROWS,
+    ChunkHook,
+    DirectoryLocks,
+    applied_counts,
+    write_in_chunks,
+)
 from gateway.store.directory_checks import (
     DeletionFacts,
     Known,
@@ -56,7 +66,7 @@ from gateway.store.directory_checks import (
 )
 from gateway.store.encoding import dumps, from_us, from_us_opt, us
 from gateway.store.redis import keys as K
-from gateway.store.redis.base import RedisFeature
+from gateway.store.redis.base import RedisFeature, RedisHandle
 from gateway.store.redis.guardians import (
     contacts_from,
     forget_contacts,
@@ -65,6 +75,7 @@ from gateway.store.redis.guardians import (
     read_devices,
     read_preferences,
 )
+from gateway.store.redis.scripts import Lua, read
 
 _FLAG_REASONS = {"information_granted": "ir", "blocked": "br"}
 _FLAG_VALUES = {"information_granted": "ig", "blocked": "b"}
@@ -76,6 +87,12 @@ _VERSIONS = (K.DIRECTORY_VERSION, K.PREFERENCES_VERSION, K.DEVICES_VERSION)
 _HASHES = {"person": K.ROLES, "group": K.GROUPS, "unit": K.UNITS}
 
 _T = TypeVar("_T")
+_LOCK_RENEW = Lua(read("directory_lock_renew"))
+_LOCK_RELEASE = Lua(read("directory_lock_release"))
+
+# How long a directory batch waits at most between two chunks for this process's
+# snapshot reads (load_audience) to finish.
+_GIVE_WAY = 0.2
 
 
 def _person_doc(p: Person) -> str:
@@ -165,8 +182,48 @@ def _queue_person_deletion(
     pipe.hdel(t(K.ROLES), p)
 
 
+def _set_changes(
+    t: Callable[..., str],
+    persons: list[Person],
+    groups: list[Group],
+    old_persons: list[str | None],
+    old_groups: list[str | None],
+) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
+    """The members to remove from and add to each set key (groups of a unit, members
+    of a unit or group) for these upserts."""
+    removed: defaultdict[str, set[str]] = defaultdict(set)
+    added: defaultdict[str, set[str]] = defaultdict(set)
+    for g, old in zip(groups, old_groups, strict=False):
+        if old is not None and json.loads(old)[0] != g.unit_id:
+            removed[t(K.UNIT_GROUPS, json.loads(old)[0])].add(g.id)
+        added[t(K.UNIT_GROUPS, g.unit_id)].add(g.id)
+    for p, old in zip(persons, old_persons, strict=False):
+        if old is not None:
+            before = _person(p.id, old)
+            for unit_id in set(before.unit_ids) - set(p.unit_ids):
+                removed[t(K.UNIT_MEMBERS, unit_id)].add(p.id)
+            for group_id in set(before.group_ids) - set(p.group_ids):
+                removed[t(K.GROUP_MEMBERS, group_id)].add(p.id)
+        for unit_id in p.unit_ids:
+            added[t(K.UNIT_MEMBERS, unit_id)].add(p.id)
+        for group_id in p.group_ids:
+            added[t(K.GROUP_MEMBERS, group_id)].add(p.id)
+    return removed, added
+
+
 class RedisDirectory(RedisFeature):
     """:class:`gateway.store.ports.DirectoryStore` and ``AudienceReader`` on Redis."""
+
+    SCRIPTS = (_LOCK_RENEW, _LOCK_RELEASE)
+
+    def __init__(self, db: RedisHandle) -> None:
+        super().__init__(db)
+        self._locks = DirectoryLocks(self)
+        # Snapshot reads of this process under way: a batch gives way to them between
+        # chunks (each chunk changes the version they check, so they would start over).
+        self._reading = 0
+        self._no_reads = asyncio.Event()
+        self._no_reads.set()
 
     async def _directory_write(
         self,
@@ -198,63 +255,88 @@ class RedisDirectory(RedisFeature):
     # ------------------------------------------------------------------ directory
 
     async def apply_directory(
-        self, tenant_id: str, batch: DirectoryBatch, at: datetime | None = None
+        self,
+        tenant_id: str,
+        batch: DirectoryBatch,
+        at: datetime | None = None,
+        *,
+        chunk_rows: int = CHUNK_ROWS,
+        on_chunk: ChunkHook | None = None,
     ) -> dict[str, int]:
         when = at or datetime.now(UTC)
-
-        async def body(pipe: Any) -> int:
+        async with self._locks.hold(tenant_id) as lease:
             known = await self._known_for(tenant_id, batch)
-            # 100,000s of rows: checked and queued in a thread, so the loop keeps serving.
-            await asyncio.to_thread(check_batch, batch, known)
-            persons = list({p.id: p for p in batch.persons}.values())
-            groups = list({g.id: g for g in batch.groups}.values())
-            async with self._redis.pipeline(transaction=False) as read:
-                read.hmget(self._db.t(tenant_id, K.PERSONS), [p.id for p in persons] or ["-"])
-                read.hmget(self._db.t(tenant_id, K.GROUPS), [g.id for g in groups] or ["-"])
-                read_preferences(read, self._db.tk(tenant_id), list(batch.preferences))
-                old_persons, old_groups, prefs = await read.execute()
-            # Every row merges with what is stored (or with its own earlier row).
-            current = {
-                p.id: None if old is None else _person(p.id, old)
-                for p, old in zip(persons, old_persons, strict=False)  # ["-"] when empty
-            }
-            raises: list[tuple[str, ProtectionHistoryEntry]] = []
-            for imported in batch.persons:
-                before = current[imported.id]
-                current[imported.id] = merged = merge_imported(before, imported)
-                if raised_by_import(before, merged):
-                    raises.append((imported.id, import_raise(before, merged, when)))
-            persons = [merged for merged in current.values() if merged is not None]
-            pipe.multi()
-            await asyncio.to_thread(
-                self._queue_upserts,
-                pipe,
-                tenant_id,
+            await asyncio.to_thread(check_batch, batch, known)  # 100,000s of rows
+            applied = await write_in_chunks(
                 batch,
-                persons,
-                groups,
-                old_persons,
-                old_groups,
+                partial(self._write_chunk, tenant_id, when),
+                lease,
+                rows=chunk_rows,
+                on_chunk=on_chunk,
+                between=self._give_way,
             )
-            for person_id, entry in raises:
-                pipe.rpush(
-                    self._db.t(tenant_id, K.PROTECTION_HISTORY, person_id), _protection_doc(entry)
-                )
-            return import_preferences(pipe, self._db.tk(tenant_id), batch.preferences, prefs)
+        return applied_counts(batch, applied)
 
+    async def _give_way(self) -> None:
+        """Between two chunks: let the snapshot reads under way finish (for a moment at
+        most, so a steady stream of them cannot hold a batch up)."""
+        await asyncio.sleep(0)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._no_reads.wait(), _GIVE_WAY)
+
+    async def _write_chunk(self, tenant_id: str, when: datetime, chunk: DirectoryBatch) -> int:
+        """One chunk of a checked batch in one MULTI/EXEC; the preferences written."""
         watch = (
             (K.DIRECTORY_VERSION, K.PREFERENCES_VERSION)
-            if batch.preferences
+            if chunk.preferences
             else (K.DIRECTORY_VERSION,)
         )
-        applied = await self._directory_write(tenant_id, body, watch=watch)
-        return {
-            "units": len(batch.units),
-            "groups": len(batch.groups),
-            "persons": len(batch.persons),
-            "relations": len(batch.relations),
-            "preferences": applied,
+        return await self._directory_write(
+            tenant_id, partial(self._queue_chunk, tenant_id, chunk, when), watch=watch
+        )
+
+    async def _queue_chunk(
+        self, tenant_id: str, chunk: DirectoryBatch, when: datetime, pipe: Any
+    ) -> int:
+        """Queue one chunk on ``pipe``; the preferences it writes."""
+        persons = list({p.id: p for p in chunk.persons}.values())
+        groups = list({g.id: g for g in chunk.groups}.values())
+        async with self._redis.pipeline(transaction=False) as read:
+            read.hmget(self._db.t(tenant_id, K.PERSONS), [p.id for p in persons] or ["-"])
+            read.hmget(self._db.t(tenant_id, K.GROUPS), [g.id for g in groups] or ["-"])
+            read_preferences(read, self._db.tk(tenant_id), list(chunk.preferences))
+            old_persons, old_groups, prefs = await read.execute()
+        # Every row merges with what is stored (or with its own earlier row).
+        current = {
+            p.id: None if old is None else _person(p.id, old)
+            for p, old in zip(persons, old_persons, strict=False)  # ["-"] when empty
         }
+        raises: list[tuple[str, ProtectionHistoryEntry]] = []
+        for imported in chunk.persons:
+            before = current[imported.id]
+            current[imported.id] = merged = merge_imported(before, imported)
+            if raised_by_import(before, merged):
+                raises.append((imported.id, import_raise(before, merged, when)))
+        persons = [merged for merged in current.values() if merged is not None]
+        pipe.multi()
+        self._queue_upserts(pipe, tenant_id, chunk, persons, groups, old_persons, old_groups)
+        for person_id, entry in raises:
+            pipe.rpush(
+                self._db.t(tenant_id, K.PROTECTION_HISTORY, person_id), _protection_doc(entry)
+            )
+        return import_preferences(pipe, self._db.tk(tenant_id), chunk.preferences, prefs)
+
+    async def try_lock(self, tenant_id: str, token: str, ttl: float) -> bool:
+        key = self._db.t(tenant_id, K.DIRECTORY_LOCK)
+        return bool(await self._redis.set(key, token, nx=True, px=int(ttl * 1000)))
+
+    async def renew_lock(self, tenant_id: str, token: str, ttl: float) -> bool:
+        key = self._db.t(tenant_id, K.DIRECTORY_LOCK)
+        return bool(await self._db.eval(self._redis, _LOCK_RENEW, [key], [token, int(ttl * 1000)]))
+
+    async def unlock(self, tenant_id: str, token: str) -> None:
+        key = self._db.t(tenant_id, K.DIRECTORY_LOCK)
+        await self._db.eval(self._redis, _LOCK_RELEASE, [key], [token])
 
     def _queue_upserts(
         self,
@@ -266,6 +348,8 @@ class RedisDirectory(RedisFeature):
         old_persons: list[str | None],
         old_groups: list[str | None],
     ) -> None:
+        """Queue the writes of a chunk: one command per key touched (a chunk of 250
+        persons in one class is one SADD to the class, not 250)."""
         t = self._db.tk(tenant_id)
         if batch.units:
             pipe.hset(
@@ -275,39 +359,32 @@ class RedisDirectory(RedisFeature):
                     for u in batch.units
                 },
             )
-        for g, old in zip(groups, old_groups, strict=False):
-            if old is not None and json.loads(old)[0] != g.unit_id:
-                pipe.srem(t(K.UNIT_GROUPS, json.loads(old)[0]), g.id)
-            pipe.sadd(t(K.UNIT_GROUPS, g.unit_id), g.id)
         if groups:
             pipe.hset(
                 t(K.GROUPS),
                 mapping={g.id: dumps([g.unit_id, g.kind.value, g.name]) for g in groups},
             )
-        for p, old in zip(persons, old_persons, strict=False):
-            if old is not None:
-                before = _person(p.id, old)
-                for unit_id in set(before.unit_ids) - set(p.unit_ids):
-                    pipe.srem(t(K.UNIT_MEMBERS, unit_id), p.id)
-                for group_id in set(before.group_ids) - set(p.group_ids):
-                    pipe.srem(t(K.GROUP_MEMBERS, group_id), p.id)
-            for unit_id in p.unit_ids:
-                pipe.sadd(t(K.UNIT_MEMBERS, unit_id), p.id)
-            for group_id in p.group_ids:
-                pipe.sadd(t(K.GROUP_MEMBERS, group_id), p.id)
+        removed, added = _set_changes(t, persons, groups, old_persons, old_groups)
+        for key, members in removed.items():
+            pipe.srem(key, *members)
+        for key, members in added.items():
+            pipe.sadd(key, *members)
         if persons:
             pipe.hset(t(K.PERSONS), mapping={p.id: _person_doc(p) for p in persons})
             pipe.hset(t(K.ROLES), mapping={p.id: p.role.value for p in persons})
+        by_child: defaultdict[str, dict[str, str]] = defaultdict(dict)
+        by_guardian: defaultdict[str, set[str]] = defaultdict(set)
         for r in batch.relations:
-            pipe.hset(
-                t(K.CHILD_RELATIONS, r.child_id),
-                r.guardian_id,
-                f"{int(r.parental_responsibility)}{int(r.daily_care)}",
-            )
-            pipe.sadd(t(K.GUARDIAN_RELATIONS, r.guardian_id), r.child_id)
+            flags = f"{int(r.parental_responsibility)}{int(r.daily_care)}"
+            by_child[r.child_id][r.guardian_id] = flags
+            by_guardian[r.guardian_id].add(r.child_id)
+        for child_id, row in by_child.items():
+            pipe.hset(t(K.CHILD_RELATIONS, child_id), mapping=row)
+        for guardian_id, children in by_guardian.items():
+            pipe.sadd(t(K.GUARDIAN_RELATIONS, guardian_id), *children)
 
     async def _known_for(self, tenant_id: str, batch: DirectoryBatch) -> Known:
-        refs = batch_refs(batch)
+        refs = await asyncio.to_thread(batch_refs, batch)
         units, groups, roles = refs.known
         more_units = sorted(refs.wanted_units)
         more_groups = sorted(refs.wanted_groups)
@@ -325,6 +402,12 @@ class RedisDirectory(RedisFeature):
         return Known(units, groups, roles)
 
     async def delete_directory(self, tenant_id: str, deletion: DirectoryDeletion) -> dict[str, int]:
+        async with self._locks.hold(tenant_id):
+            return await self._delete_directory(tenant_id, deletion)
+
+    async def _delete_directory(
+        self, tenant_id: str, deletion: DirectoryDeletion
+    ) -> dict[str, int]:
         t = self._db.tk(tenant_id)
 
         async def body(pipe: Any) -> dict[str, int]:
@@ -551,7 +634,14 @@ class RedisDirectory(RedisFeature):
             snapshot = await expand(read, audience)
             return snapshot if await self._redis.mget(versions) == before else None
 
-        return await checked(once)
+        self._reading += 1
+        self._no_reads.clear()
+        try:
+            return await checked(once)
+        finally:
+            self._reading -= 1
+            if not self._reading:
+                self._no_reads.set()
 
     async def staff_members(
         self, tenant_id: str, *, group_ids: Sequence[str] = (), unit_ids: Sequence[str] = ()

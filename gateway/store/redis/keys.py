@@ -29,6 +29,8 @@ The keys (``{t}`` a tenant's tag):
   token index, failing contacts
 * `P:{t}:dirv`, `prefv`, `devv` — versions: directory writes are WATCHed transactions,
   `load_audience` a checked snapshot
+* `P:{t}:dirlock` — the tenant's directory lock (a token with an expiry), held while a
+  batch is written in chunks or a deletion runs
 * `P:{t}:m:<id>`, `msgs` — messages; messages by creation time (retention)
 * `P:{t}:d:<id>`, `h:<id>` — deliveries with their status history (fields `hn`, `h1` …
   `hn`; the `h:<id>` lists of older versions are read first)
@@ -93,6 +95,7 @@ FLAGS: Final = "flags"
 FLAG_HISTORY: Final = Family("fh")
 PROTECTION_HISTORY: Final = Family("ph")
 DIRECTORY_VERSION: Final = "dirv"
+DIRECTORY_LOCK: Final = "dirlock"
 # guardians' own settings (redis/guardians.py)
 PREFERENCES: Final = "prefs"
 DEVICES: Final = Family("dev")

@@ -9,9 +9,11 @@ live apart from the imported relation: imports never touch them."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import UTC, date, datetime
+from functools import partial
 from typing import Any, ClassVar
 
 import aiosqlite
@@ -40,6 +42,13 @@ from gateway.protection import (
 )
 from gateway.store import FlagHistoryEntry
 from gateway.store.audience import Members, People, Places, expand, staff
+from gateway.store.directory_apply import (
+    CHUNK_ROWS,
+    ChunkHook,
+    DirectoryLocks,
+    applied_counts,
+    write_in_chunks,
+)
 from gateway.store.directory_checks import (
     DeletionFacts,
     Known,
@@ -50,7 +59,7 @@ from gateway.store.directory_checks import (
     check_relation_flag,
 )
 from gateway.store.encoding import dumps, from_us, from_us_opt, us
-from gateway.store.sqlite.base import IDS, SqliteFeature, id_list
+from gateway.store.sqlite.base import IDS, SqliteFeature, SqliteHandle, id_list
 from gateway.store.sqlite.guardians import load_devices, load_failed, load_preferences
 
 _FLAG_COLUMNS = {
@@ -158,6 +167,12 @@ CREATE TABLE IF NOT EXISTS relation_flag_history (
 CREATE INDEX IF NOT EXISTS relation_flag_history_by_relation
     ON relation_flag_history (tenant_id, child_id, guardian_id, id);
 
+-- A tenant's directory writer (store/directory_apply.py): one batch or deletion at a
+-- time, across processes. A holder that dies leaves it to expire (seconds since 1970).
+CREATE TABLE IF NOT EXISTS directory_locks (
+    tenant_id TEXT NOT NULL PRIMARY KEY, token TEXT NOT NULL, expires_at REAL NOT NULL
+) WITHOUT ROWID;
+
 -- Every change of a person's protection level (gateway/protection.py), kept for audit.
 CREATE TABLE IF NOT EXISTS protection_history (
     id INTEGER PRIMARY KEY,
@@ -169,55 +184,83 @@ CREATE INDEX IF NOT EXISTS protection_history_by_person
     ON protection_history (tenant_id, person_id, id);
 """
 
+    def __init__(self, db: SqliteHandle) -> None:
+        super().__init__(db)
+        self._locks = DirectoryLocks(self)
+
     async def apply_directory(
-        self, tenant_id: str, batch: DirectoryBatch, at: datetime | None = None
+        self,
+        tenant_id: str,
+        batch: DirectoryBatch,
+        at: datetime | None = None,
+        *,
+        chunk_rows: int = CHUNK_ROWS,
+        on_chunk: ChunkHook | None = None,
     ) -> dict[str, int]:
         at = at or datetime.now(UTC)
-        async with self._db.write() as db:
-            known = await self._known_for(db, tenant_id, batch)
+        async with self._locks.hold(tenant_id) as lease:
+            known = await self._known_for(tenant_id, batch)
             await asyncio.to_thread(check_batch, batch, known)  # 100,000s of rows
-            await self._upsert_directory(db, tenant_id, batch, at)
-            applied = 0
-            if batch.preferences:
-                cursor = await db.executemany(
-                    "INSERT INTO preferences (tenant_id, person_id, source, data) "
-                    "VALUES (?, ?, 'import', ?) ON CONFLICT (tenant_id, person_id) "
-                    "DO UPDATE SET data = excluded.data WHERE preferences.source = 'import'",
-                    [
-                        (tenant_id, person_id, prefs.model_dump_json())
-                        for person_id, prefs in batch.preferences.items()
-                    ],
-                )
-                applied = cursor.rowcount
-        return {
-            "units": len(batch.units),
-            "groups": len(batch.groups),
-            "persons": len(batch.persons),
-            "relations": len(batch.relations),
-            "preferences": applied,
-        }
-
-    async def _known_for(
-        self, db: aiosqlite.Connection, tenant_id: str, batch: DirectoryBatch
-    ) -> Known:
-        refs = await asyncio.to_thread(batch_refs, batch)
-        units, groups, roles = refs.known
-        units |= await _existing(db, "units", tenant_id, refs.wanted_units)
-        groups |= await _existing(db, "unit_groups", tenant_id, refs.wanted_groups)
-        missing = refs.wanted_persons
-        if missing:
-            rows = await db.execute_fetchall(
-                f"SELECT id, role FROM persons WHERE tenant_id = ? AND id IN {IDS}",
-                (tenant_id, id_list(missing)),
+            applied = await write_in_chunks(
+                batch,
+                partial(self._write_chunk, tenant_id, at),
+                lease,
+                rows=chunk_rows,
+                on_chunk=on_chunk,
             )
-            roles.update({row[0]: row[1] for row in rows})
+        return applied_counts(batch, applied)
+
+    async def _write_chunk(self, tenant_id: str, at: datetime, chunk: DirectoryBatch) -> int:
+        """Write one chunk of a checked batch in one transaction; the preferences written."""
+        async with self._db.write() as db:
+            await self._upsert_directory(db, tenant_id, chunk, at)
+            return await _upsert_preferences(db, tenant_id, chunk)
+
+    async def try_lock(self, tenant_id: str, token: str, ttl: float) -> bool:
+        now = time.time()
+        async with self._db.write() as db:
+            cursor = await db.execute(
+                "INSERT INTO directory_locks (tenant_id, token, expires_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (tenant_id) DO UPDATE SET token = excluded.token, "
+                "expires_at = excluded.expires_at WHERE directory_locks.expires_at < ?",
+                (tenant_id, token, now + ttl, now),
+            )
+            return cursor.rowcount == 1
+
+    async def renew_lock(self, tenant_id: str, token: str, ttl: float) -> bool:
+        async with self._db.write() as db:
+            cursor = await db.execute(
+                "UPDATE directory_locks SET expires_at = ? WHERE tenant_id = ? AND token = ?",
+                (time.time() + ttl, tenant_id, token),
+            )
+            return cursor.rowcount == 1
+
+    async def unlock(self, tenant_id: str, token: str) -> None:
+        async with self._db.write() as db:
+            await db.execute(
+                "DELETE FROM directory_locks WHERE tenant_id = ? AND token = ?",
+                (tenant_id, token),
+            )
+
+    async def _known_for(self, tenant_id: str, batch: DirectoryBatch) -> Known:
+        refs = await asyncio.to_thread(batch_refs, batch)  # not holding the reader
+        units, groups, roles = refs.known
+        async with self._db.read() as db:
+            units |= await _existing(db, "units", tenant_id, refs.wanted_units)
+            groups |= await _existing(db, "unit_groups", tenant_id, refs.wanted_groups)
+            if refs.wanted_persons:
+                rows = await db.execute_fetchall(
+                    f"SELECT id, role FROM persons WHERE tenant_id = ? AND id IN {IDS}",
+                    (tenant_id, id_list(refs.wanted_persons)),
+                )
+                roles.update({row[0]: row[1] for row in rows})
         return Known(units, groups, roles)
 
     async def _upsert_directory(
         self, db: aiosqlite.Connection, tenant_id: str, batch: DirectoryBatch, at: datetime
     ) -> None:
-        # Rows are generators: aiosqlite's thread builds them as it inserts, so a batch of
-        # 100,000 persons never holds the event loop.
+        # Rows are lists built here (a chunk has a few hundred): the writer's thread then
+        # runs SQLite's C code, which lets the loop have the GIL while it writes.
         await _upsert_units_and_groups(db, tenant_id, batch)
         await _upsert_persons(db, tenant_id, batch, at)
         if batch.persons:
@@ -225,7 +268,7 @@ CREATE INDEX IF NOT EXISTS protection_history_by_person
         await _upsert_relations(db, tenant_id, batch)
 
     async def delete_directory(self, tenant_id: str, deletion: DirectoryDeletion) -> dict[str, int]:
-        async with self._db.write() as db:
+        async with self._locks.hold(tenant_id), self._db.write() as db:
             check_deletion(deletion, await self._deletion_facts(db, tenant_id, deletion))
             counts = {"units": 0, "groups": 0, "persons": 0, "relations": 0}
             if deletion.relations:
@@ -449,6 +492,24 @@ CREATE INDEX IF NOT EXISTS protection_history_by_person
         return {row[0] for row in rows}
 
 
+async def _upsert_preferences(
+    db: aiosqlite.Connection, tenant_id: str, batch: DirectoryBatch
+) -> int:
+    """The batch's preferences of guardians who have not set their own; how many."""
+    if not batch.preferences:
+        return 0
+    cursor = await db.executemany(
+        "INSERT INTO preferences (tenant_id, person_id, source, data) "
+        "VALUES (?, ?, 'import', ?) ON CONFLICT (tenant_id, person_id) "
+        "DO UPDATE SET data = excluded.data WHERE preferences.source = 'import'",
+        [
+            (tenant_id, person_id, prefs.model_dump_json())
+            for person_id, prefs in batch.preferences.items()
+        ],
+    )
+    return cursor.rowcount
+
+
 async def _upsert_units_and_groups(
     db: aiosqlite.Connection, tenant_id: str, batch: DirectoryBatch
 ) -> None:
@@ -457,16 +518,16 @@ async def _upsert_units_and_groups(
         "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tenant_id, id) DO UPDATE SET "
         "kind = excluded.kind, name = excluded.name, time_zone = excluded.time_zone, "
         "sender_name = excluded.sender_name, sms_sender = excluded.sms_sender",
-        (
+        [
             (tenant_id, u.id, u.kind.value, u.name, u.time_zone, u.sender_name, u.sms_sender)
             for u in batch.units
-        ),
+        ],
     )
     await db.executemany(
         "INSERT INTO unit_groups (tenant_id, id, unit_id, kind, name) VALUES (?, ?, ?, ?, ?) "
         "ON CONFLICT (tenant_id, id) DO UPDATE SET unit_id = excluded.unit_id, "
         "kind = excluded.kind, name = excluded.name",
-        ((tenant_id, g.id, g.unit_id, g.kind.value, g.name) for g in batch.groups),
+        [(tenant_id, g.id, g.unit_id, g.kind.value, g.name) for g in batch.groups],
     )
 
 
@@ -492,7 +553,7 @@ async def _upsert_persons(
         "family_name = excluded.family_name, birth_date = excluded.birth_date, "
         "protection = excluded.protection, email = excluded.email, phone = excluded.phone, "
         "language = excluded.language, consent_guardians = excluded.consent_guardians",
-        (
+        [
             (
                 tenant_id,
                 p.id,
@@ -507,7 +568,7 @@ async def _upsert_persons(
                 int(p.consent_guardians),
             )
             for p in persons
-        ),
+        ],
     )
 
 
@@ -524,20 +585,20 @@ async def _replace_memberships(
     await db.executemany(
         "INSERT OR IGNORE INTO person_units (tenant_id, unit_id, person_id, pos) "
         "VALUES (?, ?, ?, ?)",
-        (
+        [
             (tenant_id, unit_id, p.id, pos)
             for p in batch.persons
             for pos, unit_id in enumerate(p.unit_ids)
-        ),
+        ],
     )
     await db.executemany(
         "INSERT OR IGNORE INTO person_groups (tenant_id, group_id, person_id, pos) "
         "VALUES (?, ?, ?, ?)",
-        (
+        [
             (tenant_id, group_id, p.id, pos)
             for p in batch.persons
             for pos, group_id in enumerate(p.group_ids)
-        ),
+        ],
     )
 
 
@@ -549,7 +610,7 @@ async def _upsert_relations(
         "daily_care) VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant_id, child_id, guardian_id) "
         "DO UPDATE SET parental_responsibility = excluded.parental_responsibility, "
         "daily_care = excluded.daily_care",
-        (
+        [
             (
                 tenant_id,
                 r.child_id,
@@ -558,7 +619,7 @@ async def _upsert_relations(
                 int(r.daily_care),
             )
             for r in batch.relations
-        ),
+        ],
     )
 
 

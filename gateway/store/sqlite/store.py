@@ -58,6 +58,7 @@ from gateway.models import (
 )
 from gateway.protection import ProtectionHistoryEntry
 from gateway.store.digests import Digests
+from gateway.store.directory_apply import CHUNK_ROWS, ChunkHook
 from gateway.store.lanes import DEFAULT_NORMAL_SHARE
 from gateway.store.records import FlagHistoryEntry, SendOutcome
 from gateway.store.schedules import Schedules
@@ -205,9 +206,17 @@ class SqliteStore:
 
     # DirectoryStore
     async def apply_directory(
-        self, tenant_id: str, batch: DirectoryBatch, at: datetime | None = None
+        self,
+        tenant_id: str,
+        batch: DirectoryBatch,
+        at: datetime | None = None,
+        *,
+        chunk_rows: int = CHUNK_ROWS,
+        on_chunk: ChunkHook | None = None,
     ) -> dict[str, int]:
-        return await self._directory.apply_directory(tenant_id, batch, at)
+        return await self._directory.apply_directory(
+            tenant_id, batch, at, chunk_rows=chunk_rows, on_chunk=on_chunk
+        )
 
     async def delete_directory(self, tenant_id: str, deletion: DirectoryDeletion) -> dict[str, int]:
         return await self._directory.delete_directory(tenant_id, deletion)
