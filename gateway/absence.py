@@ -89,8 +89,10 @@ from gateway.planner import local_time, planned, resolution_for
 from gateway.resolver import Recipient, Resolution, resolve
 from gateway.settings import AbsenceSettings, Settings
 from gateway.store.ports import AbsenceStore, AudienceReader, ChangeFeed, JobQueue, PolicyStore
+from gateway.store.priority import urgent_work
 from gateway.tracker import ReadStore, reach, record_read
 from gateway.translations import explanation_job
+from gateway.urgent_handoff import UrgentHandoff
 
 if TYPE_CHECKING:
     from gateway.escalation import Escalator
@@ -258,6 +260,7 @@ class Absences:
         renderer: Renderer | None = None,
         escalator: Escalator | None = None,
         work_available: asyncio.Event | None = None,
+        handoff: UrgentHandoff | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -265,6 +268,8 @@ class Absences:
         self.renderer = renderer
         self.escalator = escalator
         self.work_available = work_available or asyncio.Event()
+        # An alert's plan and sends go to this process's dispatcher past the urgent queue.
+        self.handoff = handoff or UrgentHandoff(0)
 
     def handlers(self) -> dict[str, JobHandler]:
         """Absence's own jobs: planning its messages and the staff notice of an unreached
@@ -286,6 +291,7 @@ class Absences:
 
     # ------------------------------------------------------------------ intake
 
+    @urgent_work
     async def record(
         self, tenant_id: str, event: AbsenceRecorded, body_hash: str
     ) -> tuple[Message, bool]:
@@ -330,6 +336,7 @@ class Absences:
         # The stored body hash of THIS event id decides a conflict, not the alert's.
         return message.model_copy(update={"body_hash": claim.body_hash}), claim.outcome == "known"
 
+    @urgent_work
     async def report(
         self, tenant_id: str, event: AbsenceReported, body_hash: str
     ) -> tuple[Message, bool]:
@@ -408,6 +415,7 @@ class Absences:
             )
         return main.model_copy(update={"body_hash": claim.body_hash}), claim.outcome == "known"
 
+    @urgent_work
     async def cancel(
         self, tenant_id: str, event: AbsenceCancelled, body_hash: str
     ) -> tuple[Message, bool]:
@@ -602,7 +610,10 @@ class Absences:
             due_at=now,
             urgent=True,
         )
-        stored = await self.store.accept_message(message, job)
+        leased = self.handoff.lease([job], now)
+        stored = await self.store.accept_message(message, leased[0] if leased else job)
+        if leased and stored == message:  # stored now, with its job: ours to run
+            self.handoff.hand(leased)
         self.work_available.set()
         return stored, stored != message
 
@@ -669,8 +680,7 @@ class Absences:
                 jobs.append(send_job)
             deliveries.append(d)
         if deliveries:
-            await self.store.add_deliveries(deliveries, jobs)
-            self.work_available.set()
+            await self._queue_sends(job, deliveries, jobs, now)
         if alert:
             # What an SMS answer from these numbers may be about (answer_sms).
             await self.store.add_alert_phones(
@@ -694,6 +704,18 @@ class Absences:
             "absence planned",
             extra={"message_id": message.id, "type": message.event_type, "sends": len(jobs)},
         )
+
+    async def _queue_sends(
+        self, job: Job, deliveries: list[Delivery], sends: list[Job], now: datetime
+    ) -> None:
+        """Store the deliveries and their send jobs, handed to this process's dispatcher
+        (gateway/urgent_handoff.py) on the plan's first run when every delivery is new,
+        so none of them can be queued already: a plan run again after a crash queues them."""
+        leased = self.handoff.lease(sends, now) if job.attempts <= 1 else None
+        new = await self.store.add_deliveries(deliveries, leased or sends)
+        if leased and new == len({d.id for d in deliveries}):
+            self.handoff.hand(leased, deliveries)
+        self.work_available.set()
 
     async def _keep(self, message: Message, record: AbsenceRecord) -> Callable[[Recipient], bool]:
         """Which recipients of the resolution a message of this type is for."""

@@ -67,8 +67,10 @@ from gateway.store.ports import (
     RateLimiter,
     SendLedger,
 )
+from gateway.store.priority import urgent_scope
 from gateway.store.records import SendOutcome
 from gateway.translations import Translations
+from gateway.urgent_handoff import UrgentHandoff
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +78,25 @@ PLAN_BATCH = 1000
 URGENT_PROBE = 16  # jobs claimed on a wake-up while the buffer still holds normal work
 URGENT_RESERVE = 0.1  # share of the dispatch slots normal work never takes
 URGENT_POLL = 1.0  # seconds between claims for urgent work of other processes while busy
+PLAN_BESIDE_URGENT = 100  # deliveries per plan transaction of normal work beside urgent
 PLAN_GIVE_WAY = 0.5  # longest wait of a normal plan between two batches for urgent work
 UNAVAILABLE_RECHECK = 60.0  # seconds before a stopped channel is tried again
 RATE_WAIT = 1.0  # longest wait for a rate-limit slot in a send; longer: the job waits
+
+
+def _chunks(
+    deliveries: list[Delivery], jobs: list[Job], size: int
+) -> list[tuple[list[Delivery], list[Job]]]:
+    """Deliveries in chunks of ``size``, each with its send jobs; every other job (a
+    daily digest's, whose ref is no delivery) goes with the first chunk."""
+    if size >= len(deliveries):
+        return [(deliveries, jobs)]
+    chunks = [deliveries[i : i + size] for i in range(0, len(deliveries), size)]
+    where = {d.id: n for n, chunk in enumerate(chunks) for d in chunk}
+    their: list[list[Job]] = [[] for _ in chunks]
+    for job in jobs:
+        their[where.get(job.ref, 0)].append(job)
+    return list(zip(chunks, their, strict=True))
 
 
 def backoff(attempt: int, base: float, cap: float, retry_after: float | None) -> float:
@@ -112,10 +130,14 @@ class Dispatcher:
         handlers: Mapping[str, JobHandler] | None = None,
         on_planned: Callable[[Message], Awaitable[None]] | None = None,
         audiences: AudienceHandoff | None = None,
+        handoff: UrgentHandoff | None = None,
     ) -> None:
         self.store = store
         # The snapshots the intake read for its 202 (gateway/audience_handoff.py).
         self.audiences = audiences
+        # Small urgent work queued in this process comes here past the queue
+        # (gateway/urgent_handoff.py).
+        self.handoff = handoff or UrgentHandoff(settings.urgent_handoff)
         # Staff text per recipient language (gateway/translations.py); None: never.
         self.translations = translations
         self.channels = channels
@@ -143,8 +165,9 @@ class Dispatcher:
         self._ready_urgent: deque[tuple[Job, datetime]] = deque()
         self._urgent_tasks: set[asyncio.Task[None]] = set()
         self._claimed_at = -math.inf  # time.monotonic() of the last claim
+        self._urgent_flowing = False  # whether the last claim brought urgent jobs
         # Send outcomes are committed in batches (one transaction for many sends).
-        self._outcomes = OutcomeBatcher(store)
+        self._outcomes = OutcomeBatcher(store, urgent_active=self._urgent_active)
         self._stopping = asyncio.Event()
         # Job kind -> handler: the dispatcher's own and the features' (the service builds
         # them with gateway.jobs.registry); a kind handled twice is refused here too.
@@ -171,14 +194,18 @@ class Dispatcher:
 
     async def run(self) -> None:
         """Claim and do jobs until :meth:`stop`; then let in-flight work finish."""
-        while not self._stopping.is_set():
-            claimed = await self.run_once(wait=False)
-            if claimed == 0:
-                # run_once cleared the event before its claim: a job queued since is seen.
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(
-                        self.work_available.wait(), timeout=self.settings.poll_interval
-                    )
+        self.handoff.attach(self._take_over, self.settings.lease_seconds)
+        try:
+            while not self._stopping.is_set():
+                claimed = await self.run_once(wait=False)
+                if claimed == 0:
+                    # run_once cleared the event before its claim: a job queued since is seen.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(
+                            self.work_available.wait(), timeout=self.settings.poll_interval
+                        )
+        finally:
+            self.handoff.detach()
         await self._drain_in_flight()
         await self._outcomes.drain()
         await self._release_ready()
@@ -211,13 +238,37 @@ class Dispatcher:
             await asyncio.gather(*started)
         return len(started)
 
+    def _take_over(self, jobs: list[Job], deliveries: dict[str, Delivery]) -> None:
+        """Jobs handed over in this process (gateway/urgent_handoff.py), stored as claimed
+        by it: ahead of the urgent buffer, started at once where there is room."""
+        now = self.clock.now()
+        self._prefetched.update(deliveries)
+        self._ready_urgent.extendleft((job, now) for job in reversed(jobs))
+        self._start_ready()
+        self._slot_freed.set()  # the run loop starts the rest as slots free up
+
     def _wake_due(self) -> bool:
         """Whether to claim although the buffer still holds work: new work was queued in
         this process, or URGENT_POLL passed since the last claim (work queued by another
         process, or due now). Not every poll interval: with SQLite each claim is a write
         transaction that the outcomes and plan batches of the broadcast wait for."""
         since = time.monotonic() - self._claimed_at
-        return self.work_available.is_set() or since >= URGENT_POLL
+        return self.work_available.is_set() or since >= URGENT_POLL or self._urgent_refill_due()
+
+    def _urgent_refill_due(self) -> bool:
+        """Whether urgent work is flowing (the last claim brought some) and its buffer ran
+        dry with room for URGENT_PROBE more: an emergency of thousands of sends is claimed
+        as fast as its sends end, not a buffer's worth per URGENT_POLL."""
+        room = min(URGENT_PROBE, self.settings.concurrency)
+        return self._urgent_flowing and not self._ready_urgent and self._urgent_room() >= room
+
+    def _urgent_active(self) -> bool:
+        """Whether urgent jobs run or wait here: the broadcast's writes are kept short."""
+        return bool(self._urgent_tasks or self._ready_urgent)
+
+    def _urgent_room(self) -> int:
+        """Slots urgent work could take that it holds neither running nor buffered."""
+        return self.settings.concurrency - len(self._urgent_tasks) - len(self._ready_urgent)
 
     def _claim_size(self, free: int, buffered: bool) -> int:
         """A round of sends when the buffer is empty and there is room. Otherwise a probe
@@ -228,7 +279,7 @@ class Dispatcher:
         round_ = min(self.settings.batch, self.settings.concurrency)
         if free and not buffered:
             return max(free, round_)
-        urgent_room = self.settings.concurrency - len(self._urgent_tasks) - len(self._ready_urgent)
+        urgent_room = self._urgent_room()
         if len(self._ready) >= 4 * round_:
             return max(urgent_room, 1)
         return max(urgent_room, URGENT_PROBE)
@@ -236,19 +287,23 @@ class Dispatcher:
     async def _claim(self, limit: int) -> None:
         self.work_available.clear()  # what is queued from now on wakes the next claim
         now = self.clock.now()
-        jobs = await self.store.claim_jobs(
-            self.kinds,
-            limit,
-            now,
-            self.settings.lease_seconds,
-            normal_share=self.settings.normal_share,
-        )
-        self._claimed_at = time.monotonic()  # the poll interval runs from the answer
-        refs = [job.ref for job in jobs if job.kind == JOB_SEND]
-        if len(refs) > 1:
-            self._prefetched.update(await self.store.get_deliveries(refs))
+        # Urgent work enters through the claim: it goes before the broadcast's other
+        # writes and reads (gateway/store/priority.py), as does the read of its deliveries.
+        with urgent_scope():
+            jobs = await self.store.claim_jobs(
+                self.kinds,
+                limit,
+                now,
+                self.settings.lease_seconds,
+                normal_share=self.settings.normal_share,
+            )
+            self._claimed_at = time.monotonic()  # the poll interval runs from the answer
+            refs = [job.ref for job in jobs if job.kind == JOB_SEND]
+            if len(refs) > 1:
+                self._prefetched.update(await self.store.get_deliveries(refs))
         for job in jobs:
             (self._ready_urgent if job.urgent else self._ready).append((job, now))
+        self._urgent_flowing = any(job.urgent for job in jobs)
 
     def _start_ready(self) -> list[asyncio.Task[None]]:
         """Start buffered jobs while there is room: urgent ones first."""
@@ -318,7 +373,8 @@ class Dispatcher:
         return gate
 
     def _start(self, job: Job) -> asyncio.Task[None]:
-        task = asyncio.create_task(self._do(job))
+        with urgent_scope(job.urgent):  # the task's store calls go first if urgent
+            task = asyncio.create_task(self._do(job))
         self._tasks.add(task)
         if job.urgent:
             self._urgent_tasks.add(task)
@@ -406,9 +462,9 @@ class Dispatcher:
             if len(deliveries) >= PLAN_BATCH:
                 if not job.urgent:
                     await self._give_way()
-                await self._write_plan(deliveries, jobs)
+                await self._write_plan(deliveries, jobs, yields=not job.urgent)
                 deliveries, jobs = [], []
-        await self._write_plan(deliveries, jobs)
+        await self._write_plan(deliveries, jobs, yields=not job.urgent)
         await self.store.mark_planned(message.tenant_id, message.id, self.clock.now())
         if self.on_planned is not None:
             await self.on_planned(message)
@@ -424,11 +480,19 @@ class Dispatcher:
                 set(self._urgent_tasks), timeout=left, return_when=asyncio.FIRST_COMPLETED
             )
 
-    async def _write_plan(self, deliveries: list[Delivery], jobs: list[Job]) -> None:
+    async def _write_plan(
+        self, deliveries: list[Delivery], jobs: list[Job], *, yields: bool = False
+    ) -> None:
+        """Store planned deliveries and their send jobs; with ``yields`` (a normal message)
+        in short transactions while urgent work runs, as an urgent write may wait for one."""
         if deliveries:
             # Held for a daily digest: the digest's entries first (gateway/store/digests.py).
             await self.store.digests.add_digest_entries(digest_entries(deliveries))
-            await self.store.add_deliveries(deliveries, jobs)
+            step = len(deliveries)
+            if yields and self._urgent_active():
+                step = PLAN_BESIDE_URGENT
+            for part, part_jobs in _chunks(deliveries, jobs, step):
+                await self.store.add_deliveries(part, part_jobs)
             self.work_available.set()
 
     # ------------------------------------------------------------------ send

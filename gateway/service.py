@@ -44,6 +44,7 @@ from gateway.store import Store
 from gateway.store.backends import open_store
 from gateway.translations import Translations
 from gateway.translators import build_translator
+from gateway.urgent_handoff import UrgentHandoff
 from gateway.webhooks import WebhookService
 
 log = logging.getLogger(__name__)
@@ -126,6 +127,9 @@ class Service:
         wake = asyncio.Event()
         # The intake's audience snapshot for this process's planner: only where both run.
         audiences = AudienceHandoff() if api and workers else None
+        # Small urgent work to this process's dispatcher past the queue
+        # (gateway/urgent_handoff.py).
+        handoff = UrgentHandoff(settings.dispatch.urgent_handoff)
         self.escalator = Escalator(
             self.store,
             self.clock,
@@ -141,6 +145,7 @@ class Service:
             renderer=self.renderer,
             escalator=self.escalator,
             work_available=wake,
+            handoff=handoff,
         )
         self.webhooks = WebhookService(
             self.store,
@@ -181,6 +186,7 @@ class Service:
             ),
             on_planned=self.escalator.after_plan,
             audiences=audiences,
+            handoff=handoff,
         )
         self.ctx = AppContext(
             settings=settings,

@@ -103,6 +103,10 @@ class DispatchSettings(BaseModel):
     # Share of each claim kept for normal work (general, reminder, digest) while urgent
     # work (emergency, absence) waits: gateway/store/lanes.py.
     normal_share: float = Field(default=DEFAULT_NORMAL_SHARE, ge=0, le=1)
+    # Most jobs of a small piece of urgent work (an absence alert's plan, its sends) that
+    # the process queueing it runs itself at once, stored as claimed, instead of queueing
+    # them behind older urgent work; 0: never (gateway/urgent_handoff.py).
+    urgent_handoff: int = Field(default=16, ge=0, le=1000)
     # Sends in flight per channel in one process (a slow provider holds at most this many;
     # the other channels go on). Each channel named here overrides its default in
     # CHANNEL_CONCURRENCY; see in_flight_limit.

@@ -12,8 +12,9 @@ import pytest
 
 from gateway.errors import StoreError
 from gateway.models import Delivery, DeliveryStatus, Job, Role
-from gateway.outcomes import OutcomeBatcher
+from gateway.outcomes import BESIDE_URGENT_BATCH, OutcomeBatcher
 from gateway.store import SendOutcome
+from gateway.store.priority import is_urgent, urgent_scope
 from gateway.store.sqlite import SqliteStore
 
 NOW = datetime(2025, 3, 3, 8, 0, tzinfo=UTC)
@@ -26,9 +27,14 @@ class CountingStore(SqliteStore):
         super().__init__(path)
         self.batches: list[int] = []
         self.fail = 0  # how many finish_sends calls fail from now on
+        self.lanes: list[bool] = []  # whether each batch was committed as urgent work
+        self.hold: asyncio.Event | None = None  # normal batches wait for it when set
 
     async def finish_sends(self, outcomes: Sequence[SendOutcome]) -> int:
         self.batches.append(len(outcomes))
+        self.lanes.append(is_urgent())
+        if self.hold is not None and not is_urgent():
+            await self.hold.wait()  # the broadcast's batch, still being committed
         if self.fail:
             self.fail -= 1
             raise StoreError("the store failed")
@@ -120,3 +126,46 @@ async def test_a_cancelled_sender_still_has_its_outcome_stored(store: CountingSt
     task.cancel()
     await batcher.drain()
     assert (await store.get_deliveries(["d0003"]))["d0003"].status is DeliveryStatus.sent
+
+
+async def test_an_urgent_outcome_does_not_wait_for_the_broadcasts_batch(
+    store: CountingStore,
+) -> None:
+    store.hold = asyncio.Event()
+    batcher = OutcomeBatcher(store)
+    normal = [asyncio.create_task(batcher.commit(sent(n))) for n in range(3)]
+    await asyncio.sleep(0.01)  # their batch is being committed (held)
+
+    async def alert() -> None:
+        with urgent_scope():  # as the dispatcher runs an absence alert's send
+            await batcher.commit(sent(9))
+
+    await asyncio.wait_for(alert(), timeout=5)
+    assert (await store.get_deliveries(["d0009"]))["d0009"].status is DeliveryStatus.sent
+    assert not any(task.done() for task in normal)
+    store.hold.set()
+    await asyncio.gather(*normal)
+    await batcher.drain()
+    # Two batches: the broadcast's three, then the alert's alone and as urgent work.
+    assert list(zip(store.batches, store.lanes, strict=True)) == [(3, False), (1, True)]
+    stored = await store.get_deliveries([f"d{n:04d}" for n in (0, 1, 2, 9)])
+    assert {d.status for d in stored.values()} == {DeliveryStatus.sent}
+
+
+async def test_normal_outcomes_go_in_short_transactions_while_urgent_work_runs(
+    store: CountingStore,
+) -> None:
+    more = [delivery(n) for n in range(100, 220)]
+    await store.add_deliveries(
+        more,
+        [Job(id=f"send:{d.id}", tenant_id="t1", kind="send", ref=d.id, due_at=NOW) for d in more],
+    )
+    urgent_running = True
+    batcher = OutcomeBatcher(store, urgent_active=lambda: urgent_running)
+    await asyncio.gather(*(batcher.commit(sent(n)) for n in range(100, 220)))
+    assert sum(store.batches) == 120
+    assert max(store.batches) <= BESIDE_URGENT_BATCH < 120
+    store.batches.clear()
+    urgent_running = False  # alone again: one transaction for all of them
+    await asyncio.gather(*(batcher.commit(sent(n)) for n in range(40)))
+    assert store.batches == [40]

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway import dispatcher as dispatching
 from gateway.channel_gate import ChannelGate
 from gateway.clock import ManualClock
 from gateway.dispatcher import Dispatcher
@@ -23,6 +24,7 @@ from gateway.render import Renderer
 from gateway.service import TEMPLATES_DIR
 from gateway.settings import DispatchSettings
 from gateway.store import Store
+from gateway.urgent_handoff import UrgentHandoff
 from tests.contract.conftest import (
     forget_keys,
     redis_backend,
@@ -134,6 +136,32 @@ async def test_an_urgent_job_queued_during_a_backlog_is_done_before_the_backlog(
     assert await queue.claim_jobs([KIND], 100, clock.now(), 30) == []
 
 
+async def test_an_urgent_message_larger_than_a_claim_is_claimed_as_its_sends_end(
+    queue: Store, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No periodic claim to fall back on: only the urgent work's own flow claims again.
+    monkeypatch.setattr(dispatching, "URGENT_POLL", 3600.0)
+    provider = Provider(queue)
+    provider.urgent_open.set()  # the provider answers urgent sends at once
+    worker = dispatcher(queue, clock, provider)
+    backlog = jobs(clock, "low", 60)
+    await queue.add_deliveries([], backlog)
+    runner = asyncio.create_task(worker.run())
+    try:
+        await until(lambda: len(provider.started) == 9, runner)
+        emergency = jobs(clock, "emergency", 40, urgent=True)  # four claims' worth
+        await queue.add_deliveries([], emergency)
+        worker.work_available.set()  # once, as the intake does
+        await until(lambda: all(j.id in provider.done for j in emergency), runner)
+        assert not any(j.id in provider.done for j in backlog)  # the broadcast still held
+        provider.open.set()
+        await until(lambda: len(provider.done) == 100, runner)
+    finally:
+        worker.stop()
+        await runner
+    assert len(set(provider.done)) == 100
+
+
 async def test_normal_work_keeps_its_share_while_urgent_work_runs(
     queue: Store, clock: ManualClock
 ) -> None:
@@ -180,3 +208,67 @@ async def test_an_urgent_send_takes_the_channels_next_free_slot() -> None:
     gate.leave(0.01)
     gate.leave(0.01)
     assert gate.in_flight == 0
+
+
+async def test_small_urgent_work_handed_over_runs_before_the_urgent_backlog(
+    queue: Store, clock: ManualClock
+) -> None:
+    provider = Provider(queue)  # holds the backlog: an emergency's sends, say
+    done: list[str] = []
+    freed = asyncio.Semaphore(0)
+
+    async def alert_handler(job: Job) -> None:
+        done.append(job.id)
+        provider.started.append(job.id)  # one order for both kinds
+        await queue.finish_job(job.id)
+
+    async def backlog_handler(job: Job) -> None:
+        provider.started.append(job.id)
+        await freed.acquire()  # one backlog job ends per release
+        await queue.finish_job(job.id)
+        provider.done.append(job.id)
+
+    worker = Dispatcher(
+        queue,  # type: ignore[arg-type]  # only the queue is used by these jobs
+        {},
+        Renderer(TEMPLATES_DIR, "https://budbringer.test"),
+        clock,
+        DispatchSettings(concurrency=10, batch=10),
+        handlers={KIND: backlog_handler, "alert": alert_handler},
+    )
+    (alert,) = [
+        Job(id="alert:1", tenant_id=TENANT, kind="alert", ref="1", due_at=clock.now(), urgent=True)
+    ]
+    assert worker.handoff.lease([alert], clock.now()) is None  # no run loop yet: queued
+    await queue.add_deliveries([], jobs(clock, "emergency", 40, urgent=True))
+    runner = asyncio.create_task(worker.run())
+    try:
+        await until(lambda: len(provider.started) == 10, runner)  # every slot taken
+        leased = worker.handoff.lease([alert], clock.now())
+        assert leased is not None and leased[0].attempts == 1
+        await queue.add_deliveries([], leased)
+        # Stored as claimed by this process: no other worker may take it meanwhile.
+        assert await queue.claim_jobs(["alert"], 10, clock.now(), 30) == []
+        assert worker.handoff.hand(leased)
+        freed.release()  # one backlog job ends: its slot goes to the alert
+        await until(lambda: done == [alert.id], runner)
+        assert provider.started.index(alert.id) == 10  # before the backlog's eleventh
+        for _ in range(40):
+            freed.release()
+        await until(lambda: len(provider.done) == 40, runner)
+    finally:
+        worker.stop()
+        await runner
+    assert worker.handoff.lease([alert], clock.now()) is None  # stopped: queued again
+    assert await queue.claim_jobs(["alert", KIND], 100, clock.now(), 30) == []
+
+
+async def test_only_a_few_urgent_jobs_are_handed_over() -> None:
+    clock = ManualClock()
+    handoff = UrgentHandoff(2)
+    handoff.attach(lambda jobs, deliveries: None, 60)
+    urgent = jobs(clock, "u", 3, urgent=True)
+    assert handoff.lease(urgent[:2], clock.now()) is not None
+    assert handoff.lease(urgent, clock.now()) is None  # more than the limit
+    assert handoff.lease(jobs(clock, "n", 1), clock.now()) is None  # not urgent
+    assert UrgentHandoff(0).lease(urgent[:1], clock.now()) is None  # switched off

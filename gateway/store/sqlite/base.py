@@ -1,14 +1,16 @@
 """The handle of the SQLite backend, shared by its features, and their common pieces.
 
 :class:`SqliteHandle` owns the connections of one database file: one writer
-connection carries every write, serialised by an asyncio lock and wrapped in
+connection carries every write, serialised by a lock and wrapped in
 ``BEGIN IMMEDIATE ... COMMIT``; a second connection serves reads, which WAL lets run
-beside a write. A feature (``tenants.py``, ``deliveries.py``, ...) is a
-:class:`SqliteFeature` built with the handle: it declares its tables in ``SCHEMA`` and
-reaches the database only through :meth:`SqliteHandle.write` and
-:meth:`SqliteHandle.read`. Every public coroutine of a feature maps SQLite's errors to
-:class:`~gateway.errors.StoreError` (installed by :class:`SqliteFeature` itself, so no
-feature can miss it), whether they come from a query or from binding its parameters.
+beside a write. Both locks hand the connection to urgent work first
+(:class:`~gateway.store.priority.PriorityLock`). A feature (``tenants.py``,
+``deliveries.py``, ...) is a :class:`SqliteFeature` built with the handle: it declares
+its tables in ``SCHEMA`` and reaches the database only through
+:meth:`SqliteHandle.write` and :meth:`SqliteHandle.read`. Every public coroutine of a
+feature maps SQLite's errors to :class:`~gateway.errors.StoreError` (installed by
+:class:`SqliteFeature` itself, so no feature can miss it), whether they come from a
+query or from binding its parameters.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from gateway.errors import StoreError
 from gateway.models import Job
 from gateway.store.encoding import dumps, us
 from gateway.store.mapping import map_public, mapping
+from gateway.store.priority import PriorityLock
 
 # A set of ids passed as one JSON array (``id_list``) and expanded in SQL.
 IDS = "(SELECT value FROM json_each(?))"
@@ -52,8 +55,10 @@ class SqliteHandle:
         self._busy_timeout_ms = busy_timeout_ms
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
-        self._write_lock = asyncio.Lock()
-        self._read_lock = asyncio.Lock()
+        # Urgent work (an absence alert during a broadcast) waits for the transaction in
+        # progress only, not for every outcome and plan batch queued before it.
+        self._write_lock = PriorityLock()
+        self._read_lock = PriorityLock()
 
     async def open(self, prepare: Callable[[aiosqlite.Connection], Awaitable[None]]) -> None:
         """Open both connections, switch to WAL and ``prepare`` (the schema) on the writer."""
