@@ -124,7 +124,9 @@ def count_segments(text: str) -> int:
         pairs = sum(map(text.count, GSM7_EXTENSION))
     else:
         single, per_segment = SINGLE_UCS2, SEGMENT_UCS2
-        pairs = len(text.encode("utf-16-le")) // 2 - len(text)
+        # "surrogatepass": a lone surrogate (JSON allows "\ud800") is one unit, as in
+        # _units, rather than an encoding error that fails the send.
+        pairs = len(text.encode("utf-16-le", "surrogatepass")) // 2 - len(text)
     units = len(text) + pairs
     if units <= single:
         return 1

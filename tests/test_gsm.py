@@ -91,6 +91,13 @@ def test_surrogate_pairs_are_never_split() -> None:
     assert utf16_units(parts[0]) == 66
 
 
+def test_a_lone_surrogate_counts_as_one_unit() -> None:
+    # JSON can carry "\ud800" alone; counting it must not raise UnicodeEncodeError.
+    assert count_segments("\ud800") == 1
+    assert count_segments("ø" * 69 + "\ud800") == 1
+    assert count_segments("ø" * 70 + "\ud800") == len(split("ø" * 70 + "\ud800")) == 2
+
+
 def test_empty_text_is_one_sms() -> None:
     assert count_segments("") == 1
 
