@@ -357,8 +357,8 @@ def main(argv: list[str] | None = None) -> int:
             except KeyboardInterrupt:
                 return 0
         elif args.command == "bench":
+            from gateway.bench.main import main as bench_main
             from gateway.bench.run import Options
-            from gateway.bench.run import main as bench_main
             from gateway.settings import DispatchSettings
 
             return bench_main(

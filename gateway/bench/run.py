@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
-import json
 import math
 import os
 import random
@@ -21,7 +20,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -150,11 +149,17 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+Scenario = Callable[["Bench"], Awaitable[dict[str, Any]]]
+
+
 class Bench:
     """One run. :meth:`run` returns the result dict; :meth:`cleanup` always follows."""
 
-    def __init__(self, options: Options) -> None:
+    def __init__(self, options: Options, mixed: Scenario | None = None) -> None:
         self.o = options
+        # The mixed scenario (gateway/bench/mixed.py), given by gateway/bench/main.py so
+        # that this module does not import the scenario that imports it.
+        self.mixed = mixed
         self.work = Path(tempfile.mkdtemp(prefix="budbringer-bench-"))
         self.log_file = (self.work / "processes.log").open("ab")
         self.sinks = {
@@ -624,9 +629,9 @@ class Bench:
         setup_s = await self.seed()
         await self.wait_idle()
         if self.o.scenario == "mixed":
-            from gateway.bench.mixed import run_mixed
-
-            mixed = await run_mixed(self)
+            if self.mixed is None:
+                raise BenchError("the mixed scenario was not given to this benchmark")
+            mixed = await self.mixed(self)
             peak = await self.stop_gateway()
             ceil = await self.ceiling(mixed["broadcast_counts"])
             return self._mixed_result(setup_s, mixed, ceil, peak)
@@ -924,37 +929,3 @@ def table(result: dict[str, Any]) -> str:
         f"  p50 {r['absence_p50_ms']:.1f} ms  p99 {r['absence_p99_ms']:.1f} ms",
     ]
     return "\n".join(lines + _figure_rows(r))
-
-
-async def _main(bench: Bench) -> dict[str, Any]:
-    try:
-        return await bench.run()
-    finally:
-        await bench.cleanup()
-
-
-def run_bench(options: Options) -> dict[str, Any]:
-    """Run the benchmark; always stop every process it started. Returns the result dict."""
-    bench = Bench(options)
-
-    def terminate(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, terminate)
-    try:
-        return asyncio.run(_main(bench))
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        bench.kill_everything()
-
-
-def main(options: Options) -> int:
-    """Print the table and the JSON line; 0 if nothing was lost or duplicated."""
-    try:
-        result = run_bench(options)
-    except BenchError as exc:
-        print(f"budbringer bench: {exc}", file=sys.stderr)
-        return 2
-    print(table(result))
-    print(json.dumps(result, ensure_ascii=False))
-    return 0 if result["lost"] == 0 and result["duplicates"] == 0 else 1
