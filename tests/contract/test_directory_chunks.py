@@ -153,3 +153,25 @@ async def test_a_stored_person_keeps_their_place_in_a_relation_across_chunks(
         ("k2", "old"),
         ("k3", "old"),
     ]
+
+
+async def test_a_read_from_another_process_is_answered_while_a_batch_is_written(
+    backend: Backend,
+) -> None:
+    # Every chunk changes what a reader checks its snapshot against. Unless the batch
+    # waits for reads under way in any process between chunks, a reader in another
+    # process starts over at each chunk and gives up (a 503 for an emergency posted
+    # during an import).
+    async with backend.open() as writer, backend.open() as reader:
+        await writer.apply_directory(A, families(), at(1))
+        reads: list[asyncio.Task[Any]] = []
+
+        async def boundary() -> None:
+            if not reads:
+                audience = Audience(units=["u0", "u1"])
+                reads.append(asyncio.create_task(reader.load_audience(A, audience)))
+
+        many = DirectoryBatch(persons=[guardian(f"g{i}") for i in range(600)])
+        await writer.apply_directory(A, many, at(2), chunk_rows=1, on_chunk=boundary)
+        snapshot = await reads[0]
+        assert len(snapshot.audience_children) == CHILDREN

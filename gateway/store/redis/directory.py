@@ -14,8 +14,9 @@ expansion over this module's ``_RedisRead``) :mod:`gateway.store.audience`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
+import secrets
+import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, date, datetime
@@ -90,9 +91,11 @@ _T = TypeVar("_T")
 _LOCK_RENEW = Lua(read("directory_lock_renew"))
 _LOCK_RELEASE = Lua(read("directory_lock_release"))
 
-# How long a directory batch waits at most between two chunks for this process's
-# snapshot reads (load_audience) to finish.
-_GIVE_WAY = 0.2
+# Between two chunks a directory batch waits for the snapshot reads (load_audience) under
+# way in any process, each marked in the tenant's ``dirread`` sorted set until it expires.
+_GIVE_WAY = 2.0  # seconds it waits at most
+_READ_POLL = 0.005  # how often it looks again
+_READ_MARK = 10.0  # seconds a read's mark lasts if its process dies before removing it
 
 
 def _person_doc(p: Person) -> str:
@@ -219,11 +222,6 @@ class RedisDirectory(RedisFeature):
     def __init__(self, db: RedisHandle) -> None:
         super().__init__(db)
         self._locks = DirectoryLocks(self)
-        # Snapshot reads of this process under way: a batch gives way to them between
-        # chunks (each chunk changes the version they check, so they would start over).
-        self._reading = 0
-        self._no_reads = asyncio.Event()
-        self._no_reads.set()
 
     async def _directory_write(
         self,
@@ -273,16 +271,26 @@ class RedisDirectory(RedisFeature):
                 lease,
                 rows=chunk_rows,
                 on_chunk=on_chunk,
-                between=self._give_way,
+                between=partial(self._give_way, tenant_id),
             )
         return applied_counts(batch, applied)
 
-    async def _give_way(self) -> None:
-        """Between two chunks: let the snapshot reads under way finish (for a moment at
-        most, so a steady stream of them cannot hold a batch up)."""
+    async def _give_way(self, tenant_id: str) -> None:
+        """Between two chunks: let the snapshot reads under way in any process finish
+        (each chunk changes the version they check, so they would start over), for
+        ``_GIVE_WAY`` at most, so a steady stream of reads cannot hold a batch up."""
         await asyncio.sleep(0)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._no_reads.wait(), _GIVE_WAY)
+        readers = self._db.t(tenant_id, K.DIRECTORY_READERS)
+        deadline = time.monotonic() + _GIVE_WAY
+        while time.monotonic() < deadline:
+            now_ms = int(time.time() * 1000)
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.zremrangebyscore(readers, "-inf", now_ms)
+                pipe.zcard(readers)
+                _, waiting = await pipe.execute()
+            if not waiting:
+                return
+            await asyncio.sleep(_READ_POLL)
 
     async def _write_chunk(self, tenant_id: str, when: datetime, chunk: DirectoryBatch) -> int:
         """One chunk of a checked batch in one MULTI/EXEC; the preferences written."""
@@ -634,14 +642,18 @@ class RedisDirectory(RedisFeature):
             snapshot = await expand(read, audience)
             return snapshot if await self._redis.mget(versions) == before else None
 
-        self._reading += 1
-        self._no_reads.clear()
+        # Marked as under way for a batch's writer in any process (``_give_way``); the
+        # mark expires by itself should this process die mid-read.
+        readers, token = self._db.t(tenant_id, K.DIRECTORY_READERS), secrets.token_hex(8)
+        expires_ms = int(time.time() * 1000) + int(_READ_MARK * 1000)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.zadd(readers, {token: expires_ms})
+            pipe.pexpire(readers, int(_READ_MARK * 1000))
+            await pipe.execute()
         try:
             return await checked(once)
         finally:
-            self._reading -= 1
-            if not self._reading:
-                self._no_reads.set()
+            await self._redis.zrem(readers, token)
 
     async def staff_members(
         self, tenant_id: str, *, group_ids: Sequence[str] = (), unit_ids: Sequence[str] = ()

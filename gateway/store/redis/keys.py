@@ -96,6 +96,7 @@ FLAG_HISTORY: Final = Family("fh")
 PROTECTION_HISTORY: Final = Family("ph")
 DIRECTORY_VERSION: Final = "dirv"
 DIRECTORY_LOCK: Final = "dirlock"
+DIRECTORY_READERS: Final = "dirread"
 # guardians' own settings (redis/guardians.py)
 PREFERENCES: Final = "prefs"
 DEVICES: Final = Family("dev")
