@@ -62,5 +62,8 @@ class UrgentHandoff:
         (they run when their lease ends, like a stopped worker's)."""
         if self._take is None:
             return False
-        self._take(list(jobs), {delivery.id: delivery for delivery in deliveries})
+        # Only the deliveries a handed job sends: an in-app delivery or a suppression
+        # record has no send job, and nothing would ever take it out of the dispatcher.
+        refs = {job.ref for job in jobs}
+        self._take(list(jobs), {d.id: d for d in deliveries if d.id in refs})
         return True

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ from gateway import dispatcher as dispatching
 from gateway.channel_gate import ChannelGate
 from gateway.clock import ManualClock
 from gateway.dispatcher import Dispatcher
-from gateway.models import Job
+from gateway.models import Delivery, Job, Role
 from gateway.render import Renderer
 from gateway.service import TEMPLATES_DIR
 from gateway.settings import DispatchSettings
@@ -272,3 +273,33 @@ async def test_only_a_few_urgent_jobs_are_handed_over() -> None:
     assert handoff.lease(urgent, clock.now()) is None  # more than the limit
     assert handoff.lease(jobs(clock, "n", 1), clock.now()) is None  # not urgent
     assert UrgentHandoff(0).lease(urgent[:1], clock.now()) is None  # switched off
+
+
+def test_only_the_deliveries_of_handed_sends_go_to_the_dispatcher() -> None:
+    # An in-app delivery or a suppression record has no send job: handed over, nothing
+    # would ever take it out of the dispatcher's prefetched deliveries again.
+    clock = ManualClock()
+    taken: list[dict[str, Delivery]] = []
+    handoff = UrgentHandoff(4)
+    handoff.attach(lambda jobs, deliveries: taken.append(deliveries), 60)
+    sends = jobs(clock, "s", 2, urgent=True)
+    leased = handoff.lease(sends, clock.now())
+    assert leased is not None
+    handoff.hand(leased, [delivery("s0"), delivery("s1"), delivery("inapp0")])
+    assert [sorted(t) for t in taken] == [["s0", "s1"]]
+
+
+def delivery(delivery_id: str) -> Delivery:
+    now = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
+    return Delivery(
+        id=delivery_id,
+        tenant_id=TENANT,
+        message_id="m1",
+        recipient_id="p1",
+        recipient_role=Role.guardian,
+        channel="sms",
+        address="+4790000000",
+        language="nb",
+        created_at=now,
+        updated_at=now,
+    )
