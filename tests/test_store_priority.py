@@ -14,7 +14,7 @@ from pathlib import Path
 import aiosqlite
 import pytest
 
-from gateway.store.priority import PriorityLock, is_urgent, urgent_scope, urgent_work
+from gateway.store.priority import URGENT_RUN, PriorityLock, is_urgent, urgent_scope, urgent_work
 from gateway.store.sqlite.base import SqliteHandle
 
 
@@ -51,6 +51,15 @@ async def test_waiters_of_one_kind_get_the_lock_in_arrival_order() -> None:
         [("n1", False), ("u1", True), ("n2", False), ("u2", True), ("n3", False)],
     )
     assert order == ["u1", "u2", "n1", "n2", "n3"]
+
+
+async def test_a_normal_waiter_gets_its_turn_after_a_run_of_urgent_ones() -> None:
+    # An emergency keeps urgent claims and outcomes queued: a normal outcome must not
+    # wait past its job's lease (it would be sent again), so it goes after URGENT_RUN.
+    names = [("n1", False), *((f"u{i}", True) for i in range(URGENT_RUN + 3))]
+    order = await _queued(PriorityLock(), names)
+    assert order.index("n1") == URGENT_RUN
+    assert [n for n in order if n != "n1"] == [f"u{i}" for i in range(URGENT_RUN + 3)]
 
 
 async def test_a_free_lock_is_taken_at_once_whatever_the_work() -> None:

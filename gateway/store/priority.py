@@ -25,6 +25,8 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextvars import ContextVar
 from typing import ParamSpec, TypeVar
 
+# Urgent hand-overs in a row, while normal work waits, before a normal waiter's turn.
+URGENT_RUN = 8
 _URGENT: ContextVar[bool] = ContextVar("budbringer_urgent_work", default=False)
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -59,12 +61,14 @@ def urgent_work(fn: Callable[_P, Awaitable[_T]]) -> Callable[_P, Awaitable[_T]]:
 class PriorityLock:
     """An asyncio lock that, when released, passes to the longest-waiting urgent waiter
     before any normal one; FIFO within each class. Urgency is taken from
-    :func:`is_urgent` when acquiring. A normal waiter still gets the lock whenever no
-    urgent one waits: urgent work is a trickle beside a broadcast, so normal work is
-    never starved by it."""
+    :func:`is_urgent` when acquiring. A normal waiter gets the lock whenever no urgent
+    one waits, and after ``URGENT_RUN`` urgent hand-overs in a row while it waited: an
+    emergency of thousands of sends keeps urgent claims and outcomes queued for minutes,
+    and a normal outcome kept waiting past its job's lease would be sent again."""
 
     def __init__(self) -> None:
         self._locked = False
+        self._urgent_run = 0  # urgent hand-overs in a row while normal waiters waited
         self._urgent: deque[asyncio.Future[None]] = deque()
         self._normal: deque[asyncio.Future[None]] = deque()
 
@@ -92,12 +96,16 @@ class PriorityLock:
         """Hand the lock to the next waiter (urgent first), or unlock."""
         if not self._locked:
             raise RuntimeError("PriorityLock is not acquired")
-        for queue in (self._urgent, self._normal):
+        normal_due = self._urgent_run >= URGENT_RUN
+        for queue in (self._normal, self._urgent) if normal_due else (self._urgent, self._normal):
             while queue:
                 fut = queue.popleft()
                 if not fut.done():
                     fut.set_result(None)  # the lock stays locked: it now is theirs
+                    urgent_over_normal = queue is self._urgent and bool(self._normal)
+                    self._urgent_run = self._urgent_run + 1 if urgent_over_normal else 0
                     return
+        self._urgent_run = 0
         self._locked = False
 
     async def __aenter__(self) -> None:
