@@ -49,7 +49,19 @@ def batch_errors(batch: DirectoryBatch, known: Known) -> list[dict[str, Any]]:
         for i, group in enumerate(paced(batch.groups))
         if group.unit_id not in known.units
     ]
+    seen: set[str] = set()
     for i, person in enumerate(paced(batch.persons)):
+        if person.id in seen:
+            # SQLite added a repeat's memberships up, Redis kept the last row's, and in
+            # chunks a later row replaced an earlier one's: ambiguous, so refused.
+            errors.append(
+                reference_error(
+                    ["persons", i, "id"],
+                    "this person is listed twice; list each once, with all their units and groups",
+                    "duplicate",
+                )
+            )
+        seen.add(person.id)
         errors.extend(
             reference_error(["persons", i, "unit_ids", j], "unknown unit", "unknown_reference")
             for j, unit_id in enumerate(person.unit_ids)

@@ -175,3 +175,18 @@ async def test_a_read_from_another_process_is_answered_while_a_batch_is_written(
         await writer.apply_directory(A, many, at(2), chunk_rows=1, on_chunk=boundary)
         snapshot = await reads[0]
         assert len(snapshot.audience_children) == CHILDREN
+
+
+async def test_a_person_listed_twice_is_refused_and_nothing_is_written(store: Store) -> None:
+    # SQLite added a repeat's memberships up, Redis kept the last row's, and written in
+    # chunks a later row replaced an earlier one's: ambiguous input, refused on every
+    # backend.
+    places = DirectoryBatch(units=[unit("u0")], groups=[group("g1", "u0"), group("g2", "u0")])
+    await store.apply_directory(A, places)
+    batch = DirectoryBatch(
+        persons=[child("k", groups=("g1",)), child("x1"), child("k", groups=("g2",))]
+    )
+    with pytest.raises(ValidationFailed) as caught:
+        await store.apply_directory(A, batch, chunk_rows=2)
+    assert [e["loc"] for e in caught.value.errors] == [["persons", 2, "id"]]
+    assert await store.get_person(A, "k") is None
