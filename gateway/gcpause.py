@@ -50,7 +50,9 @@ def gc_paused() -> Iterator[None]:
 def settle() -> None:
     """Once a long-running process has started: keep what start-up made (modules,
     schemas, templates: never garbage) out of every later collection, and collect the
-    young generation less often (cyclic garbage waits a little longer, no more)."""
+    young generation less often (cyclic garbage waits a little longer, no more).
+    Start-up's own cyclic garbage is collected first: frozen, it would stay for good."""
+    gc.collect()
     gc.freeze()
     young, middle, old = gc.get_threshold()
     gc.set_threshold(max(young, YOUNG_THRESHOLD), middle, old)
