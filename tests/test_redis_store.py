@@ -105,32 +105,7 @@ async def test_per_message_keys_expire_after_the_retention(prefix: str, redis: R
     store = await opened(prefix, retention_days=2)
     try:
         now = datetime.now(UTC)
-        msg = Message(
-            id=derive_id(A, "ev1"),
-            tenant_id=A,
-            event_id="ev1",
-            event_type="message.created",
-            body_hash="h",
-            category=Category.general,
-            subject="S",
-            body="B",
-            audience=Audience(groups=["g1"]),
-            created_at=now,
-        )
-        await store.accept_message(msg, job(f"plan:{msg.id}", now))
-        d = Delivery(
-            id=Delivery.make_id(A, "ev1", "p1", "sms"),
-            tenant_id=A,
-            message_id=msg.id,
-            recipient_id="p1",
-            recipient_role=Role.guardian,
-            channel="sms",
-            address="+4791234567",
-            language="nb",
-            created_at=now,
-            updated_at=now,
-        )
-        await store.add_deliveries([d], [])
+        msg, d = await one_sms(store, now)
     finally:
         await store.close()
     three_days = 3 * 86_400  # two days of retention and the day the purge job has first
@@ -184,32 +159,7 @@ async def test_history_and_address_kept_by_an_older_version_are_still_read(
     delivery to an address a string ``addr:<hash>``; data written so stays readable."""
     store = await opened(prefix)
     try:
-        msg = Message(
-            id=derive_id(A, "ev1"),
-            tenant_id=A,
-            event_id="ev1",
-            event_type="message.created",
-            body_hash="h",
-            category=Category.general,
-            subject="S",
-            body="B",
-            audience=Audience(groups=["g1"]),
-            created_at=T,
-        )
-        await store.accept_message(msg, job(f"plan:{msg.id}", T))
-        d = Delivery(
-            id=Delivery.make_id(A, "ev1", "p1", "sms"),
-            tenant_id=A,
-            message_id=msg.id,
-            recipient_id="p1",
-            recipient_role=Role.guardian,
-            channel="sms",
-            address="+4791234567",
-            language="nb",
-            created_at=T,
-            updated_at=T,
-        )
-        await store.add_deliveries([d], [])
+        _, d = await one_sms(store, T)
         # as an older version left it: the first row in a list, none in the hash
         key = f"{prefix}:{{{A}}}:d:{d.id}"
         first = await redis.hget(key, "h1")
@@ -224,3 +174,34 @@ async def test_history_and_address_kept_by_an_older_version_are_still_read(
         assert await store.tenant_for_address("sms", "+4791234567") == "tenant-b"
     finally:
         await store.close()
+
+
+async def one_sms(store: RedisStore, at: datetime) -> tuple[Message, Delivery]:
+    """A stored message of tenant A with one planned SMS delivery."""
+    msg = Message(
+        id=derive_id(A, "ev1"),
+        tenant_id=A,
+        event_id="ev1",
+        event_type="message.created",
+        body_hash="h",
+        category=Category.general,
+        subject="S",
+        body="B",
+        audience=Audience(groups=["g1"]),
+        created_at=at,
+    )
+    await store.accept_message(msg, job(f"plan:{msg.id}", at))
+    d = Delivery(
+        id=Delivery.make_id(A, "ev1", "p1", "sms"),
+        tenant_id=A,
+        message_id=msg.id,
+        recipient_id="p1",
+        recipient_role=Role.guardian,
+        channel="sms",
+        address="+4791234567",
+        language="nb",
+        created_at=at,
+        updated_at=at,
+    )
+    await store.add_deliveries([d], [])
+    return msg, d
