@@ -24,7 +24,6 @@ posting the same batch again completes it (every write is an upsert).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -108,13 +107,18 @@ class LockBackend(Protocol):
 
 
 class Lease:
-    """A held directory lock; :meth:`check` before each write."""
+    """A held directory lock; :meth:`check` before each write. Besides what the renewer
+    reports, the lease knows when the lock expires unless renewed (``held_until``, loop
+    time), so a renewal that is late or failing cannot let a write pass after another
+    process could have taken the lock."""
 
-    def __init__(self) -> None:
+    def __init__(self, held_until: float) -> None:
         self.lost = False
+        self.held_until = held_until
 
     def check(self) -> None:
-        if self.lost:
+        margin = LOCK_TTL / 6  # a chunk's write must end before the lock can expire
+        if self.lost or asyncio.get_running_loop().time() > self.held_until - margin:
             raise StoreError("the directory lock was lost; post the batch again")
 
 
@@ -130,16 +134,21 @@ class DirectoryLocks:
     async def hold(self, tenant_id: str) -> AsyncIterator[Lease]:
         async with self._local.setdefault(tenant_id, asyncio.Lock()):
             token = secrets.token_hex(16)
+            loop = asyncio.get_running_loop()
+            taken_at = loop.time()
             await self._acquire(tenant_id, token)
-            lease = Lease()
+            lease = Lease(taken_at + LOCK_TTL)
             renewer = asyncio.create_task(self._renew(tenant_id, token, lease))
             try:
                 yield lease
             finally:
                 renewer.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await renewer
-                await self._backend.unlock(tenant_id, token)
+                # wait() does not raise the renewer's cancellation, only this task's own.
+                await asyncio.wait([renewer])
+                try:
+                    await self._backend.unlock(tenant_id, token)
+                except StoreError:  # it expires by itself within LOCK_TTL
+                    log.warning("a directory lock could not be released; it will expire")
 
     async def _acquire(self, tenant_id: str, token: str) -> None:
         loop = asyncio.get_running_loop()
@@ -152,13 +161,20 @@ class DirectoryLocks:
             pause = min(pause * 2, 0.5)
 
     async def _renew(self, tenant_id: str, token: str, lease: Lease) -> None:
+        """Extend the lock every third of its life; a failing renewal is tried again
+        each second (the lease itself stops the writes once the lock may expire)."""
+        loop = asyncio.get_running_loop()
+        pause = LOCK_TTL / 3
         while True:
-            await asyncio.sleep(LOCK_TTL / 3)
+            await asyncio.sleep(pause)
+            asked_at = loop.time()
             try:
                 held = await self._backend.renew_lock(tenant_id, token, LOCK_TTL)
             except StoreError:
-                held = False
+                pause = 1.0
+                continue
             if not held:
                 log.warning("a directory lock was lost before its batch was written")
                 lease.lost = True
                 return
+            lease.held_until, pause = asked_at + LOCK_TTL, LOCK_TTL / 3
