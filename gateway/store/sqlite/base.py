@@ -7,7 +7,9 @@ beside a write. Both locks hand the connection to urgent work first
 (:class:`~gateway.store.priority.PriorityLock`). A feature (``tenants.py``,
 ``deliveries.py``, ...) is a :class:`SqliteFeature` built with the handle: it declares
 its tables in ``SCHEMA`` and reaches the database only through
-:meth:`SqliteHandle.write` and :meth:`SqliteHandle.read`. Every public coroutine of a
+:meth:`SqliteHandle.write` and :meth:`SqliteHandle.read` (or, for a hot batch that
+needs no await in between, :meth:`SqliteHandle.transact`: the whole transaction in one
+call to the writer's thread). Every public coroutine of a
 feature maps SQLite's errors to :class:`~gateway.errors.StoreError` (installed by
 :class:`SqliteFeature` itself, so no feature can miss it), whether they come from a
 query or from binding its parameters.
