@@ -17,6 +17,7 @@ from gateway import __version__
 from gateway.bench.latency import NO_LATENCY
 from gateway.bench.latency import argument as latency_argument
 from gateway.errors import BudbringerError, ConfigError
+from gateway.event_loop import run
 from gateway.logs import configure
 from gateway.models import Scope
 from gateway.settings import Settings, load_settings
@@ -311,6 +312,13 @@ def _parser() -> argparse.ArgumentParser:
         "notice to every unit, and during it an emergency to one unit and the absence alerts",
     )
     bench.add_argument(
+        "--event-loop",
+        choices=("uvloop", "asyncio"),
+        default=Settings.model_fields["event_loop"].default,
+        help="the gateway's event loop (BUDBRINGER_EVENT_LOOP) and the ceiling's (default: "
+        "the setting's default)",
+    )
+    bench.add_argument(
         "--redis-url",
         help="the Redis to use with --backend redis (default: a redis-server of its own, "
         "so the command counts are the gateway's alone)",
@@ -329,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
             overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v}
             settings = _settings(args, **overrides)
             configure(settings.log_level)
-            asyncio.run(_serve(settings, api=True, workers=not args.no_workers))
+            run(_serve(settings, api=True, workers=not args.no_workers), settings.event_loop)
         elif args.command == "doctor":
             from gateway.doctor import doctor
 
@@ -337,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "worker":
             settings = _settings(args)
             configure(settings.log_level)
-            asyncio.run(_serve(settings, api=False, workers=True))
+            run(_serve(settings, api=False, workers=True), settings.event_loop)
         elif args.command == "tenants":
             settings = _settings(args)
             if args.tenants_command == "create":
@@ -375,6 +383,7 @@ def main(argv: list[str] | None = None) -> int:
                     profile=Path(args.profile).resolve() if args.profile else None,
                     latency=args.latency,
                     scenario=args.scenario,
+                    event_loop=args.event_loop,
                     **({"redis_url": args.redis_url} if args.redis_url else {}),
                 )
             )

@@ -42,7 +42,8 @@ from gateway.bench.sinks import (
     write_service_account,
 )
 from gateway.bench.synth import Municipality, generate
-from gateway.settings import DispatchSettings
+from gateway.event_loop import EventLoopKind
+from gateway.settings import DispatchSettings, Settings
 
 CHANNELS = ("push", "sms", "email")
 TWILIO_CONNECTIONS = 100  # aiohttp's default pool, which twilio's async client uses
@@ -116,6 +117,8 @@ class Options:
     profile: Path | None = None  # py-spy collapsed stacks of the gateway during the emergency
     latency: Latency = NO_LATENCY  # how long the sinks take to answer (gateway and ceiling)
     scenario: str = "emergency"  # or "mixed": urgent work during a general broadcast
+    # The gateway's event loop and this process's (so the ceiling runs on the same kind).
+    event_loop: EventLoopKind = Settings.model_fields["event_loop"].default
     log: IO[str] = field(default_factory=lambda: sys.stderr)
 
 
@@ -255,6 +258,7 @@ class Bench:
                 "BUDBRINGER_FCM__BASE_URL": fcm.url,
                 "BUDBRINGER_FCM__TOKEN_URL": f"{fcm.url}/token",
                 "BUDBRINGER_DISPATCH__CONCURRENCY": str(self.o.concurrency),
+                "BUDBRINGER_EVENT_LOOP": self.o.event_loop,
                 "PYTHONUNBUFFERED": "1",
             }
         )
@@ -710,6 +714,7 @@ class Bench:
             "concurrency": self.o.concurrency,
             "latency": str(self.o.latency),
             "smtp_connections": self.o.smtp_connections,
+            "event_loop": self.o.event_loop,
             "setup_s": round(setup_s, 1),
             "channel_seconds": {c: round(v, 3) for c, v in b_seconds.items()},
             "ceiling_seconds": {c: round(v, 3) for c, v in ceil["seconds"].items()},
@@ -772,6 +777,7 @@ class Bench:
             "concurrency": self.o.concurrency,
             "latency": str(self.o.latency),
             "smtp_connections": self.o.smtp_connections,
+            "event_loop": self.o.event_loop,
             "setup_s": round(setup_s, 1),
             "channel_seconds": {c: round(v, 3) for c, v in emergency["channel_seconds"].items()},
             "ceiling_seconds": {c: round(v, 3) for c, v in ceil["seconds"].items()},
@@ -845,7 +851,8 @@ def _heading(r: dict[str, Any]) -> list[str]:
     return [
         f"Budbringer benchmark ({r['scenario']}) — {r['backend']} store, {r['workers']} "
         f"gateway process(es), dispatch concurrency {r['concurrency']}, "
-        f"{r['smtp_connections']} SMTP connections, sinks answer in {r['latency']}"
+        f"{r['smtp_connections']} SMTP connections, {r['event_loop']} loop (gateway and "
+        f"ceiling), sinks answer in {r['latency']}"
         + (" (median:p99, slowest 1 in 1000: 2 s)" if ":" in r["latency"] else ""),
         f"municipality: {r['children']} children, {r['guardians']} guardians "
         f"(set-up through the API: {r['setup_s']} s)",
