@@ -30,14 +30,15 @@ _UNRESERVED = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.
 _FORM_BYTE = [chr(b) if b in _UNRESERVED else "+" if b == 0x20 else f"%{b:02X}" for b in range(256)]
 
 
-def _quoted(text: str) -> str:
+def form_quote(text: str) -> str:
+    """``quote_plus(text)``, byte for byte (one form or query value)."""
     return "".join(map(_FORM_BYTE.__getitem__, text.encode("utf-8")))
 
 
 def form_body(form: dict[str, str]) -> bytes:
     """``urlencode(form).encode("ascii")``, byte for byte, without urllib's per-byte
     Python loop (an SMS body is a few hundred bytes, most of them escaped in Norwegian)."""
-    return "&".join(f"{_quoted(key)}={_quoted(value)}" for key, value in form.items()).encode(
+    return "&".join(f"{form_quote(key)}={form_quote(value)}" for key, value in form.items()).encode(
         "ascii"
     )
 
