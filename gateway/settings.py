@@ -85,7 +85,9 @@ class FcmSettings(BaseModel):
 # Default sends in flight per channel and process: with providers answering in 50-300 ms
 # that is ~150-1000 SMS/s, well above what a Twilio sender is paced at, and below the
 # 100 concurrent requests Twilio allows an account (shared by every process, 429 above);
-# FCM takes far more; SMTP sends queue for the pooled connections (SMTP__CONNECTIONS).
+# FCM takes far more (600,000 messages a minute per project); email: as many as the
+# SMTP pool's default connections, each carrying one message at a time (a send beyond
+# the pool would wait for a connection holding a dispatch slot).
 CHANNEL_CONCURRENCY = {"sms": 48, "push": 64, "email": 32}
 
 
