@@ -55,7 +55,9 @@ class UrgentHandoff:
         if not all(job.urgent for job in jobs):
             return None
         due = now + self._lease
-        return [job.model_copy(update={"due_at": due, "attempts": 1}) for job in jobs]
+        # Due when the lease ends, not before (no rank moves it earlier: lanes.order_at).
+        leased = {"due_at": due, "attempts": 1, "rank": None}
+        return [job.model_copy(update=leased) for job in jobs]
 
     def hand(self, jobs: Sequence[Job], deliveries: Iterable[Delivery] = ()) -> bool:
         """Give leased jobs, stored now, to the dispatcher; False if it stopped meanwhile

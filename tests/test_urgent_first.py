@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -25,6 +25,8 @@ from gateway.render import Renderer
 from gateway.service import TEMPLATES_DIR
 from gateway.settings import DispatchSettings
 from gateway.store import Store
+from gateway.store.encoding import us
+from gateway.store.lanes import order_at
 from gateway.urgent_handoff import UrgentHandoff
 from tests.contract.conftest import (
     forget_keys,
@@ -273,6 +275,18 @@ async def test_only_a_few_urgent_jobs_are_handed_over() -> None:
     assert handoff.lease(urgent, clock.now()) is None  # more than the limit
     assert handoff.lease(jobs(clock, "n", 1), clock.now()) is None  # not urgent
     assert UrgentHandoff(0).lease(urgent[:1], clock.now()) is None  # switched off
+
+
+def test_a_handed_job_keeps_no_rank() -> None:
+    # Stored as claimed, it is due when the lease ends: a rank would move it earlier in
+    # the lane (gateway/store/lanes.py) and another worker could take it meanwhile.
+    clock = ManualClock()
+    handoff = UrgentHandoff(2)
+    handoff.attach(lambda jobs, deliveries: None, 60)
+    ranked = [job.model_copy(update={"rank": 0}) for job in jobs(clock, "u", 1, urgent=True)]
+    (leased,) = handoff.lease(ranked, clock.now()) or []
+    assert (leased.rank, leased.attempts) == (None, 1)
+    assert order_at(leased) == us(clock.now() + timedelta(seconds=60))
 
 
 def test_only_the_deliveries_of_handed_sends_go_to_the_dispatcher() -> None:

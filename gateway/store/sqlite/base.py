@@ -31,6 +31,7 @@ from gateway.constants import JOB_WEBHOOK_FANOUT
 from gateway.errors import StoreError
 from gateway.models import Job
 from gateway.store.encoding import dumps, us
+from gateway.store.lanes import order_at
 from gateway.store.mapping import map_public, mapping
 from gateway.store.priority import PriorityLock
 
@@ -200,7 +201,7 @@ async def insert_jobs(db: aiosqlite.Connection, jobs: Sequence[Job]) -> None:
                 j.kind,
                 j.ref,
                 us(j.due_at),
-                us(j.due_at),
+                order_at(j),  # visible_at: its place in its lane (lanes.order_at)
                 j.attempts,
                 j.last_error,
                 int(j.urgent),
