@@ -269,7 +269,7 @@ async def test_small_urgent_work_handed_over_runs_before_the_urgent_backlog(
 async def test_only_a_few_urgent_jobs_are_handed_over() -> None:
     clock = ManualClock()
     handoff = UrgentHandoff(2)
-    handoff.attach(lambda jobs, deliveries: None, 60)
+    handoff.attach(lambda jobs, deliveries: None, 60, [KIND])
     urgent = jobs(clock, "u", 3, urgent=True)
     assert handoff.lease(urgent[:2], clock.now()) is not None
     assert handoff.lease(urgent, clock.now()) is None  # more than the limit
@@ -277,12 +277,25 @@ async def test_only_a_few_urgent_jobs_are_handed_over() -> None:
     assert UrgentHandoff(0).lease(urgent[:1], clock.now()) is None  # switched off
 
 
+def test_only_kinds_the_dispatcher_handles_are_handed_over() -> None:
+    # A job of a kind it has no handler for would be ended as unknown there: lost. Queued,
+    # a worker that handles the kind claims it.
+    clock = ManualClock()
+    handoff = UrgentHandoff(4)
+    handoff.attach(lambda jobs, deliveries: None, 60, ["plan", KIND])
+    (send,) = jobs(clock, "s", 1, urgent=True)
+    other = send.model_copy(update={"id": "absence_plan:1", "kind": "absence_plan"})
+    assert handoff.lease([send], clock.now()) is not None
+    assert handoff.lease([other], clock.now()) is None
+    assert handoff.lease([send, other], clock.now()) is None
+
+
 def test_a_handed_job_keeps_no_rank() -> None:
     # Stored as claimed, it is due when the lease ends: a rank would move it earlier in
     # the lane (gateway/store/lanes.py) and another worker could take it meanwhile.
     clock = ManualClock()
     handoff = UrgentHandoff(2)
-    handoff.attach(lambda jobs, deliveries: None, 60)
+    handoff.attach(lambda jobs, deliveries: None, 60, [KIND])
     ranked = [job.model_copy(update={"rank": 0}) for job in jobs(clock, "u", 1, urgent=True)]
     (leased,) = handoff.lease(ranked, clock.now()) or []
     assert (leased.rank, leased.attempts) == (None, 1)
@@ -295,7 +308,7 @@ def test_only_the_deliveries_of_handed_sends_go_to_the_dispatcher() -> None:
     clock = ManualClock()
     taken: list[dict[str, Delivery]] = []
     handoff = UrgentHandoff(4)
-    handoff.attach(lambda jobs, deliveries: taken.append(deliveries), 60)
+    handoff.attach(lambda jobs, deliveries: taken.append(deliveries), 60, [KIND])
     sends = jobs(clock, "s", 2, urgent=True)
     leased = handoff.lease(sends, clock.now())
     assert leased is not None
