@@ -330,3 +330,19 @@ def delivery(delivery_id: str) -> Delivery:
         created_at=now,
         updated_at=now,
     )
+
+
+async def test_a_handed_job_is_not_counted_as_waiting_on_sqlite(tmp_path: Path) -> None:
+    # Stored as claimed by its process until its lease ends, then waiting like a job of a
+    # stopped worker. (Redis still counts it in its waiting set: docs/redis.md.)
+    clock = ManualClock()
+    handoff = UrgentHandoff(2)
+    handoff.attach(lambda jobs, deliveries: None, 60, [KIND])
+    (leased,) = handoff.lease(jobs(clock, "u", 1, urgent=True), clock.now()) or []
+    async with sqlite_backend(tmp_path) as store:
+        await store.add_deliveries([], [leased])
+        assert (await store.queue_stats(clock.now()))[KIND] == (0, 0.0)
+        later = clock.now() + timedelta(seconds=61)
+        assert await store.queue_stats(later) == {KIND: (1, 1.0)}
+        (again,) = await store.claim_jobs([KIND], 10, later, 60)
+        assert (again.id, again.attempts) == (leased.id, 2)

@@ -188,12 +188,14 @@ async def settle(db: aiosqlite.Connection) -> None:
 
 
 async def insert_jobs(db: aiosqlite.Connection, jobs: Sequence[Job]) -> None:
-    """Queue jobs inside the caller's write transaction (a job that exists stays)."""
+    """Queue jobs inside the caller's write transaction (a job that exists stays). A job
+    with an attempt counted is stored as claimed, leased until it is due (work handed
+    over in its process, gateway/urgent_handoff.py): not waiting in queue_stats."""
     if not jobs:
         return
     await db.executemany(
         "INSERT OR IGNORE INTO jobs (id, tenant_id, kind, ref, due_at, visible_at, leased_until, "
-        "attempts, last_error, urgent) VALUES (?, ?, ?, ?, ?, ?, NULL, ?, ?, ?)",
+        "attempts, last_error, urgent) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [
             (
                 j.id,
@@ -202,6 +204,7 @@ async def insert_jobs(db: aiosqlite.Connection, jobs: Sequence[Job]) -> None:
                 j.ref,
                 us(j.due_at),
                 order_at(j),  # visible_at: its place in its lane (lanes.order_at)
+                us(j.due_at) if j.attempts else None,  # leased_until
                 j.attempts,
                 j.last_error,
                 int(j.urgent),
