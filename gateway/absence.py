@@ -613,7 +613,7 @@ class Absences:
         )
         leased = self.handoff.lease([job], now)
         stored = await self.store.accept_message(message, leased[0] if leased else job)
-        if leased and stored == message:  # stored now, with its job: ours to run
+        if leased and stored is message:  # stored now, with its job: ours to run
             self.handoff.hand(leased)
         self.work_available.set()
         return stored, stored != message
