@@ -308,10 +308,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     bench.add_argument(
         "--scenario",
-        choices=("emergency", "mixed"),
+        choices=("emergency", "mixed", "urgent"),
         default="emergency",
         help="emergency: one emergency to every unit, then absence alerts; mixed: a general "
-        "notice to every unit, and during it an emergency to one unit and the absence alerts",
+        "notice to every unit, and during it an emergency to one unit and the absence alerts; "
+        "urgent: as mixed, during an emergency to every unit",
+    )
+    bench.add_argument(
+        "--urgent-handoff",
+        type=int,
+        help="the gateway's DISPATCH__URGENT_HANDOFF (0: small urgent work is queued like "
+        "any other, as when another process takes it; default: the setting's)",
     )
     bench.add_argument(
         "--event-loop",
@@ -388,6 +395,7 @@ def main(argv: list[str] | None = None) -> int:
                     latency=args.latency,
                     scenario=args.scenario,
                     event_loop=args.event_loop,
+                    urgent_handoff=args.urgent_handoff,
                     **({"redis_url": args.redis_url} if args.redis_url else {}),
                 )
             )
