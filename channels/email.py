@@ -36,6 +36,7 @@ from typing import ClassVar
 
 import aiosmtplib
 
+from channels.smtp_transaction import send_prepared
 from gateway.errors import (
     ChannelUnavailable,
     ConfigError,
@@ -469,7 +470,7 @@ class EmailChannel:
                 await client.connect()
         try:
             if isinstance(message, bytes):
-                await client.sendmail(self._envelope_from, [address], message)
+                await send_prepared(client, self._envelope_from, address, message)
             else:
                 await client.send_message(message, sender=self._envelope_from, recipients=[address])
         except aiosmtplib.SMTPServerDisconnected:
