@@ -137,6 +137,12 @@ def _locale(lang: str) -> Locale:
     return Locale.parse(lang)
 
 
+@functools.lru_cache(maxsize=256)
+def _language(tag: str | None) -> str:
+    """:func:`resolve_language`, cached: a broadcast asks for a few tags thousands of times."""
+    return resolve_language(tag)
+
+
 @functools.lru_cache(maxsize=4096)
 def _name_list(names: tuple[str, ...], lang: str) -> str:
     """Names as "Ola, Kari og Nora": babel's list formatting, cached."""
@@ -524,7 +530,7 @@ class Renderer:
         parts = _PARTS.get(channel)
         if parts is None:
             raise ConfigError(f"no templates for channel {channel!r}")
-        lang = resolve_language(delivery.language)
+        lang = _language(delivery.language)
         read_url = self._read_url(delivery)
         job = _Job(message, delivery, lang, read_url, parts, files, translation, source_language)
         subject, out, text_language = self._choose(job, self._parts_for)
