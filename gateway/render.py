@@ -360,8 +360,8 @@ class _Stencils:
         )
 
     def _fills(self, job: _Job, children: tuple[str, ...], sms_fold: bool) -> _Fills | None:
-        """Stand-in -> (its value in HTML, in plain text) for this delivery, finished for
-        its language (isolates dropped unless it is written right to left)."""
+        """Stand-in -> its value for this delivery (:data:`_Fill`: in HTML and in plain
+        text, finished for its language, then as rendered)."""
         fills: _Fills = {}
         if job.read_url is not None:
             token = job.read_url.rpartition(READ_PATH)[2]  # base64url: nothing to finish
