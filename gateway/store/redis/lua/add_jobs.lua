@@ -1,7 +1,9 @@
+-- ARGV: qp, then 9 per job: id tenant kind ref due attempts error lane score (the
+-- score orders the waiting set: gateway/store/lanes.py, order_at).
 -- Per job EXISTS + HSET; per call one ZADD per waiting set and one SADD.
 local added = 0
 local waits, kinds = {}, {}
-for i = 2, #ARGV, 8 do
+for i = 2, #ARGV, 9 do
   local key = qp .. K.JOB .. ARGV[i]
   if redis.call('EXISTS', key) == 0 then
     local f = {'k', ARGV[i + 2], 't', ARGV[i + 1], 'r', ARGV[i + 3], 'd', ARGV[i + 4],
@@ -10,7 +12,7 @@ for i = 2, #ARGV, 8 do
     if ARGV[i + 7] == '1' then f[#f + 1] = 'p'; f[#f + 1] = '1' end
     redis.call('HSET', key, unpack(f))
     local z = waiting(ARGV[i + 2], ARGV[i + 7])
-    push(waits, z, ARGV[i + 4])
+    push(waits, z, ARGV[i + 8])
     push(waits, z, ARGV[i])
     kinds[ARGV[i + 2]] = true
     added = added + 1
