@@ -21,8 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
-import time
 from collections.abc import Callable, Sequence
 
 from gateway.errors import StoreError
@@ -37,15 +35,6 @@ MAX_BATCH = 500  # outcomes per transaction
 # urgent one may have to wait for (gateway/store/priority.py lets it wait for one only).
 BESIDE_URGENT_BATCH = 50
 RETRY_DELAYS = (0.05, 0.25, 1.0)  # seconds before the 2nd, 3rd and 4th commit attempt
-# While outcomes stream in (the lane committed less than STREAMING seconds ago), a batch
-# smaller than LINGER_BATCH waits LINGER seconds for more before it is committed: a
-# gateway handing over a few hundred sends a second committed them one or two at a time,
-# and each commit costs the SQLite writer about as much as a batch of forty (issue 18).
-# A send holds its slot until its outcome is durable, so LINGER is kept short; the
-# first outcome after a quiet spell (a lone alert) is committed at once.
-LINGER = 0.02
-LINGER_BATCH = 32
-STREAMING = 0.1
 
 
 class OutcomeBatcher:
@@ -70,8 +59,6 @@ class OutcomeBatcher:
             False: [],
         }
         self._flushers: dict[bool, asyncio.Task[None]] = {}
-        # Per lane: time.monotonic() when its last commit ended.
-        self._committed_at: dict[bool, float] = {True: -math.inf, False: -math.inf}
 
     async def commit(self, outcome: SendOutcome) -> None:
         """Store ``outcome`` (its transition and the end of its job) with others; raise what
@@ -90,8 +77,6 @@ class OutcomeBatcher:
         pending = self._pending[urgent]
         while pending:
             await asyncio.sleep(0)  # let the outcomes of this loop turn join the batch
-            if len(pending) < LINGER_BATCH and self._streaming(urgent):
-                await asyncio.sleep(LINGER)
             size = self._batch_size(urgent)
             batch = pending[:size]
             del pending[:size]
@@ -99,19 +84,13 @@ class OutcomeBatcher:
                 with urgent_scope(urgent):
                     await self._commit([outcome for outcome, _ in batch])
             except Exception as exc:
-                self._committed_at[urgent] = time.monotonic()
                 for _, future in batch:
                     if not future.done():
                         future.set_exception(exc)
             else:
-                self._committed_at[urgent] = time.monotonic()
                 for _, future in batch:
                     if not future.done():
                         future.set_result(None)
-
-    def _streaming(self, urgent: bool) -> bool:
-        """Whether the lane's outcomes come in a stream: its last commit ended lately."""
-        return time.monotonic() - self._committed_at[urgent] < STREAMING
 
     def _batch_size(self, urgent: bool) -> int:
         if urgent or not self._urgent_active():

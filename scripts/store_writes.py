@@ -96,21 +96,9 @@ async def main(n: int, claim: int, outcome_batch: int, extra: list[str], count: 
     reader = store._db._reader
     assert reader is not None
 
-    own = {id(writer): writer._execute, id(reader): reader._execute}
-
     async def cpu(conn: Any) -> float:
         # CPU time of the connection's own thread (aiosqlite runs each call there).
-        return float(await own[id(conn)](time.thread_time))
-
-    calls: collections.Counter[str] = collections.Counter()
-    for name, conn in (("writer", writer), ("reader", reader)):
-        execute = conn._execute  # every call to the connection's thread goes through it
-
-        async def counted(*args: Any, execute: Any = execute, name: str = name) -> Any:
-            calls[name] += 1
-            return await execute(*args)
-
-        conn._execute = counted  # type: ignore[method-assign]
+        return float(await conn._execute(time.thread_time))
 
     start = await cpu(writer)
     for i in range(0, n, 1000):
@@ -141,8 +129,6 @@ async def main(n: int, claim: int, outcome_batch: int, extra: list[str], count: 
     for name, seconds in spent.items():
         print(f"  {name:14s} {seconds * 1e6 / n:8.1f} µs CPU per delivery")
     print(f"  writer total   {total * 1e6 / n:8.1f} µs CPU per delivery")
-    for name in ("writer", "reader"):
-        print(f"  round trips to the {name}'s thread: {calls[name] / n:.3f} per delivery")
     statements = sum(counts.values())
     print(f"statements (with trigger bodies): {statements / n:.2f} per delivery")
     for kind, count in counts.most_common():

@@ -12,7 +12,7 @@ import pytest
 
 from gateway.errors import StoreError
 from gateway.models import Delivery, DeliveryStatus, Job, Role
-from gateway.outcomes import BESIDE_URGENT_BATCH, LINGER, OutcomeBatcher
+from gateway.outcomes import BESIDE_URGENT_BATCH, OutcomeBatcher
 from gateway.store import SendOutcome
 from gateway.store.priority import is_urgent, urgent_scope
 from gateway.store.sqlite import SqliteStore
@@ -94,23 +94,6 @@ async def test_a_lone_outcome_is_committed_at_once(store: CountingStore) -> None
     await asyncio.wait_for(batcher.commit(sent(1)), timeout=2)
     assert store.batches == [1]
     assert (await store.get_deliveries(["d0001"]))["d0001"].status is DeliveryStatus.sent
-
-
-async def test_outcomes_trickling_in_after_a_commit_share_the_next_one(
-    store: CountingStore,
-) -> None:
-    batcher = OutcomeBatcher(store)
-    await batcher.commit(sent(0))  # after a quiet spell: at once, alone
-
-    async def later(n: int) -> None:
-        await asyncio.sleep(n * LINGER / 10)  # one every tenth of the linger
-        await batcher.commit(sent(n))
-
-    await asyncio.gather(*(later(n) for n in range(1, 6)))
-    # A stream of outcomes: one commit for the five, not five.
-    assert store.batches == [1, 5]
-    stored = await store.get_deliveries([f"d{n:04d}" for n in range(6)])
-    assert {d.status for d in stored.values()} == {DeliveryStatus.sent}
 
 
 async def test_a_passing_store_error_is_waited_out_not_sent_again(store: CountingStore) -> None:
