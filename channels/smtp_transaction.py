@@ -73,11 +73,16 @@ async def _content(client: aiosmtplib.SMTP, data: bytes) -> aiosmtplib.SMTPRespo
     """Write the message after DATA's 354 and read the server's answer, as aiosmtplib's
     ``data`` does (a lost connection or a timeout closes the client)."""
     protocol = client.protocol
-    if protocol is None:
+    lock = None if protocol is None else protocol._command_lock
+    if protocol is None or lock is None:
         raise aiosmtplib.SMTPServerDisconnected("Connection lost")
     try:
-        protocol.write(data)
-        return await protocol.read_response(timeout=client.timeout)
+        # As aiosmtplib's own commands: under its command lock (a QUIT from ``aclose``
+        # cannot take this answer), with the answer marked as expected before the write.
+        async with lock:
+            protocol._response_pending = True
+            protocol.write(data)
+            return await protocol.read_response(timeout=client.timeout)
     except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError):
         client.close()
         raise

@@ -457,6 +457,25 @@ class Settings(BaseSettings):
                 raise ValueError("secret_key must be at least 32 characters in production")
         return self
 
+    @model_validator(mode="after")
+    def _email_in_flight_within_the_smtp_pool(self) -> Settings:
+        """An email send beyond the SMTP pool only waits for a connection, holding one of
+        ``dispatch.concurrency``'s slots that push and SMS could use: email's in-flight
+        limit follows a smaller pool by default, and a larger one set by hand is refused."""
+        if self.smtp is None:
+            return self
+        email = self.dispatch.channel_concurrency.get("email")
+        if email is not None and email > self.smtp.connections:
+            raise ValueError(
+                f"dispatch.channel_concurrency.email ({email}) is more than "
+                f"smtp.connections ({self.smtp.connections}): the extra sends would only wait "
+                "for a connection; raise smtp.connections or lower the email limit"
+            )
+        if email is None and self.smtp.connections < self.dispatch.in_flight_limit("email"):
+            limits = {**self.dispatch.channel_concurrency, "email": self.smtp.connections}
+            self.dispatch.channel_concurrency = limits
+        return self
+
     @property
     def sqlite_path(self) -> Path:
         return Path(self.store_url.removeprefix("sqlite:///").removeprefix("sqlite://"))

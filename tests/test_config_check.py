@@ -168,3 +168,20 @@ def test_broken_toml_is_one_line_naming_the_place(
     assert "\n" not in text
     # The refused file is not left behind for the next settings of this process.
     assert Settings().port == 8080
+
+
+SMTP = {"host": "127.0.0.1", "port": 9, "sender": "Asker <varsel@asker.kommune.no>"}
+
+
+def test_email_in_flight_follows_a_smaller_smtp_pool() -> None:
+    # Microsoft 365's 3 connections: a fourth email in flight would only hold a slot
+    assert Settings(smtp={**SMTP, "connections": 3}).dispatch.in_flight_limit("email") == 3
+    assert Settings(smtp=SMTP).dispatch.in_flight_limit("email") == 32
+    pool = Settings(smtp={**SMTP, "connections": 3}, dispatch={"channel_concurrency": {"sms": 5}})
+    assert pool.dispatch.in_flight_limit("email") == 3
+    assert pool.dispatch.in_flight_limit("sms") == 5
+
+
+def test_an_email_limit_above_the_smtp_pool_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"channel_concurrency\.email \(10\) is more than"):
+        Settings(smtp={**SMTP, "connections": 3}, dispatch={"channel_concurrency": {"email": 10}})

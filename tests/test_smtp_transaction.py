@@ -4,6 +4,7 @@ after a refusal."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
@@ -159,3 +160,49 @@ async def test_the_channel_maps_errors_on_a_reused_connection(peer: SmtpPeer) ->
     delivered = [r.rcpt_tos for r in peer.received]
     assert delivered == [["foresatt1@example.no"], ["foresatt5@example.no"]]
     assert peer.connections == 1
+
+
+async def _channel(peer: SmtpPeer, timeout: float) -> EmailChannel:
+    settings = SmtpSettings(
+        host=peer.host, port=peer.port, tls="none", sender=SENDER, connections=1, timeout=timeout
+    )
+    channel = EmailChannel(settings, URL)
+    await channel.start()
+    return channel
+
+
+async def test_a_timeout_in_the_content_closes_the_connection_and_the_next_one_goes_out(
+    peer: SmtpPeer,
+) -> None:
+    channel = await _channel(peer, timeout=0.5)
+    try:
+        await channel.send(delivery(1), CONTENTS[0])
+        peer.answer_slowly(1.0)  # the answer to the content comes after our timeout
+        with pytest.raises(TransientDeliveryError):
+            await channel.send(delivery(2), CONTENTS[1])
+        peer.answer_slowly(0)
+        receipt = await channel.send(delivery(3), CONTENTS[2])
+    finally:
+        await channel.aclose()
+    assert receipt.provider_id == f"<{3:032x}@asker.kommune.no>"
+    assert peer.connections == 2  # the timed-out session was not used again
+
+
+async def test_a_send_cancelled_in_the_content_leaves_no_session_out_of_step(
+    peer: SmtpPeer,
+) -> None:
+    channel = await _channel(peer, timeout=5.0)
+    try:
+        await channel.send(delivery(1), CONTENTS[0])
+        peer.answer_slowly(0.5)
+        send = asyncio.ensure_future(channel.send(delivery(2), CONTENTS[1]))
+        await asyncio.sleep(0.2)
+        send.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await send
+        peer.answer_slowly(0)
+        receipt = await channel.send(delivery(3), CONTENTS[2])
+    finally:
+        await channel.aclose()
+    assert receipt.provider_id == f"<{3:032x}@asker.kommune.no>"
+    assert peer.connections == 2
