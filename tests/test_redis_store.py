@@ -114,9 +114,18 @@ async def test_per_message_keys_expire_after_the_retention(prefix: str, redis: R
         f"{prefix}:{{{A}}}:d:{d.id}",
         f"{prefix}:{{{A}}}:mr:{msg.id}",
         f"{prefix}:{{{A}}}:mc:{msg.id}",
-        f"{prefix}:did:{d.id}",
         *[k async for k in redis.scan_iter(match=f"{prefix}:adt:*")],
     ):
+        assert three_days - 60 < await redis.ttl(key) <= three_days, key
+    # the delivery -> tenant hashes: their expiry is renewed by the daily purge
+    store = await opened(prefix, retention_days=2)
+    try:
+        await store.purge_before(now - timedelta(days=2))
+    finally:
+        await store.close()
+    buckets = [k async for k in redis.scan_iter(match=f"{prefix}:didb:*")]
+    assert buckets
+    for key in buckets:
         assert three_days - 60 < await redis.ttl(key) <= three_days, key
     # no address or phone number in any key name
     assert not [k async for k in redis.scan_iter(match=f"{prefix}:*4791234567*")]
@@ -174,6 +183,27 @@ async def test_history_and_address_kept_by_an_older_version_are_still_read(
         assert await store.tenant_for_address("sms", "+4791234567") == "tenant-b"
     finally:
         await store.close()
+
+
+async def test_a_delivery_tenant_kept_by_an_older_version_is_still_read(
+    prefix: str, redis: Redis
+) -> None:
+    """Before 2026-12-07 a delivery's tenant was a string ``did:<id>``, not a field of
+    one of the ``didb:`` hashes; a process that never saw the delivery still finds it."""
+    store = await opened(prefix)
+    try:
+        _, d = await one_sms(store, T)
+    finally:
+        await store.close()
+    removed = [await redis.hdel(k, d.id) async for k in redis.scan_iter(match=f"{prefix}:didb:*")]
+    assert sum(removed) == 1
+    await redis.set(f"{prefix}:did:{d.id}", A)
+    other = await opened(prefix)
+    try:
+        found = await other.get_delivery(d.id)
+        assert found is not None and found.tenant_id == A
+    finally:
+        await other.close()
 
 
 async def one_sms(store: RedisStore, at: datetime) -> tuple[Message, Delivery]:

@@ -55,10 +55,12 @@ The keys (``{t}`` a tenant's tag):
   changes)
 * `P:{t}:att:<id>`, `attmsg:<msg>`; `P:att:unused`, `P:att:used` — attachments and a
   message's attachments by position; attachments by upload or use time (retention)
-* `P:did:<id>`, `P:pid:<hash>`, `P:adt:<hash>`, `P:rl:<key>`, `P:active` — single-key
-  lookups (`adt:` the tenants that sent to an address by their latest delivery's time;
-  `addr:`, its string form of older versions, is still read), rate limits, tenants
-  with data
+* `P:didb:<n>`, `P:pid:<hash>`, `P:adt:<hash>`, `P:rl:<key>`, `P:active` — lookups
+  without a tenant (`didb:` delivery id -> tenant in 64 hashes by the id's CRC-32,
+  `did:<id>` of older versions still read; `adt:` the tenants that sent to an address
+  by their latest delivery's time, `addr:` its string form of older versions still
+  read; `pid:`, `adt:` only for SMS, gateway.constants.LOOKUP_CHANNELS), rate limits,
+  tenants with data
 
 Each name is one constant below (a :class:`Family` is followed by ``:<id>``), used by
 the Python features and, through the table :func:`lua_table` generates, by the Lua
@@ -169,7 +171,8 @@ TENANT_KEYS: Final = Family("tkeys")
 
 # ---------------------------------------------------------------- P:<name>:<id>
 ALERT_PHONE: Final = Family("aph")
-DELIVERY_TENANT: Final = Family("did")
+DELIVERY_TENANT: Final = Family("did")  # read only: a delivery's tenant, as older versions kept it
+DELIVERY_TENANTS: Final = Family("didb")
 PROVIDER_ID: Final = Family("pid")
 ADDRESS: Final = Family("addr")  # read only: the latest delivery, as older versions kept it
 ADDRESS_TENANTS: Final = Family("adt")

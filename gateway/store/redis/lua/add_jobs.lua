@@ -1,14 +1,17 @@
--- Per job EXISTS + HSET; per call one ZADD per waiting set and one SADD.
+-- Per new job one HSETNX (the packed fields, read_job; no-op for an existing job), an
+-- HSET only for attempts or an error carried over; per call one ZADD per waiting set and
+-- one SADD.
 local added = 0
 local waits, kinds = {}, {}
 for i = 2, #ARGV, 8 do
   local key = qp .. K.JOB .. ARGV[i]
-  if redis.call('EXISTS', key) == 0 then
-    local f = {'k', ARGV[i + 2], 't', ARGV[i + 1], 'r', ARGV[i + 3], 'd', ARGV[i + 4],
-      'a', ARGV[i + 5]}
+  local packed = ARGV[i + 2] .. '\31' .. ARGV[i + 1] .. '\31' .. ARGV[i + 4] .. '\31'
+    .. ARGV[i + 7] .. '\31' .. ARGV[i + 3]
+  if redis.call('HSETNX', key, 'k', packed) == 1 then
+    local f = {}
+    if ARGV[i + 5] ~= '0' then f[#f + 1] = 'a'; f[#f + 1] = ARGV[i + 5] end
     if ARGV[i + 6] ~= '' then f[#f + 1] = 'e'; f[#f + 1] = string.sub(ARGV[i + 6], 2) end
-    if ARGV[i + 7] == '1' then f[#f + 1] = 'p'; f[#f + 1] = '1' end
-    redis.call('HSET', key, unpack(f))
+    if #f > 0 then redis.call('HSET', key, unpack(f)) end
     local z = waiting(ARGV[i + 2], ARGV[i + 7])
     push(waits, z, ARGV[i + 4])
     push(waits, z, ARGV[i])

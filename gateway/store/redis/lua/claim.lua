@@ -1,6 +1,7 @@
 local now_ms, now_us = tonumber(ARGV[2]), tonumber(ARGV[3])
 local lease_ms, limit, consumer = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
 local normal_reserved = tonumber(ARGV[7])
+local scan = ARGV[8] == '1'
 local t = redis.call('TIME')
 local server_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local offset = tonumber(redis.call('GET', KEYS[1]) or '-1')
@@ -18,12 +19,12 @@ local out = {}
 -- per stream and call: stamp_new).
 local function take(kind, eid, id)
   local key = qp .. K.JOB .. id
-  local j = redis.call('HMGET', key, 't', 'r', 'd', 'e', 'p', 'a')
-  local a = (tonumber(j[6]) or 0) + 1
+  local j = read_job(key, {'t', 'r', 'd', 'e', 'p', 'a'})
+  local a = (tonumber(j.a) or 0) + 1
   redis.call('HSET', key, 'a', a, 'x', eid, 'l', num(lease_end), 'c', ARGV[3])
-  out[#out + 1] = id; out[#out + 1] = j[1]; out[#out + 1] = kind; out[#out + 1] = j[2]
-  out[#out + 1] = j[3]; out[#out + 1] = a; out[#out + 1] = j[4] or ''
-  out[#out + 1] = j[5] or '0'; out[#out + 1] = eid
+  out[#out + 1] = id; out[#out + 1] = j.t; out[#out + 1] = kind; out[#out + 1] = j.r
+  out[#out + 1] = j.d; out[#out + 1] = a; out[#out + 1] = j.e or ''
+  out[#out + 1] = j.p or '0'; out[#out + 1] = eid
 end
 local function stamp_new(stream, eids)
   each_chunk(eids, 200, function(part)
@@ -34,10 +35,11 @@ local function stamp_new(stream, eids)
   end)
 end
 local kinds = {}
-for i = 8, #ARGV do kinds[#kinds + 1] = ARGV[i] end
--- 1. Jobs of crashed (or too slow) workers: XAUTOCLAIM after the lease.
+for i = 9, #ARGV do kinds[#kinds + 1] = ARGV[i] end
+-- 1. Jobs of crashed (or too slow) workers: XAUTOCLAIM after the lease (when the caller
+-- asks: it scans at most once a second, redis/jobs.py).
 local min_idle = math.max(0, lease_ms + offset + server_ms - now_ms - 1000)
-for _, kind in ipairs(kinds) do
+for _, kind in ipairs(scan and kinds or {}) do
   local stream = qp .. K.STREAM .. kind
   if #out >= limit * 9 then break end
   if redis.call('EXISTS', stream) == 1 then

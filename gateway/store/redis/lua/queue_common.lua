@@ -27,3 +27,31 @@ end
 local function bulk(lists, fn)
   for key, l in pairs(lists) do each_chunk(l, 200, function(part) fn(key, part) end) end
 end
+-- A job hash: k kind, t tenant, r ref, d due (µs), p '1' urgent, a attempts, e error; x l c
+-- while leased. A job queued by add_jobs since 2026-12-07 keeps k t d p r packed in k
+-- ("kind\31tenant\31due\31urgent\31ref": one HSETNX creates it, and an existing job of any
+-- version has k); a field written later (d by a retry) wins over the packed value.
+-- read_job(key, {'x', 'p'}) is one HMGET: {k = kind or nil (no such job), x = .., p = ..}.
+local function read_job(key, names)
+  local args = {'HMGET', key, 'k'}
+  for _, name in ipairs(names) do args[#args + 1] = name end
+  local v = redis.call(unpack(args))
+  local j = {}
+  for i, name in ipairs(names) do j[name] = v[i + 1] or nil end
+  local k = v[1] or nil
+  if k and string.find(k, '\31', 1, true) then
+    local parts, from = {}, 1
+    for i = 1, 4 do
+      local sep = string.find(k, '\31', from, true)
+      parts[i] = string.sub(k, from, sep - 1)
+      from = sep + 1
+    end
+    local packed = {t = parts[2], d = parts[3], p = parts[4], r = string.sub(k, from)}
+    for name, value in pairs(packed) do
+      if j[name] == nil then j[name] = value end
+    end
+    k = parts[1]
+  end
+  j.k = k
+  return j
+end

@@ -17,10 +17,10 @@ for _, kind in ipairs(redis.call('SMEMBERS', KEYS[1])) do
     for _, p in ipairs(pending) do
       local entry = redis.call('XRANGE', stream, p[1], p[1])
       if entry[1] then
-        local j = redis.call('HMGET', qp .. K.JOB .. entry[1][2][2], 'l', 'd')
-        if j[1] and tonumber(j[1]) <= now then
+        local j = read_job(qp .. K.JOB .. entry[1][2][2], {'l', 'd'})
+        if j.l and tonumber(j.l) <= now then
           count = count + 1
-          local d = tonumber(j[2])
+          local d = tonumber(j.d)
           if d <= now and (oldest == nil or d < oldest) then oldest = d end
         end
       end
