@@ -45,8 +45,10 @@ The keys (``{t}`` a tenant's tag):
 * `P:{t}:abs:<msg>`, `absev:<event>`, `abskey:<key>`, `absx:<msg>`, `absxl:<msg>`,
   `absidx` — absence records, claimed event ids, latest record per key, explanations,
   records by creation time (retention)
-* `P:{q}:s:<kind>`, `z:<kind>`, `u:<kind>`, `j:<id>`, `kinds`, `clock` — the work queue
-  (`u:` the urgent lane)
+* `P:{q}:s:<kind>`, `z:<kind>`, `u:<kind>`, `j:<id>`, `kinds`, `next`, `clock`, `lease` —
+  the work queue (`u:` the urgent lane; `next` a lower bound of each waiting set's
+  earliest due time, which claims read to skip the sets with nothing due; `lease` the
+  lease of the last claim that looked for ended leases, for the queue statistics)
 * `P:{t}:wh:feed`, `wh:seq` — the tenant's change feed (relayed into the global one)
 * `P:{q}:wh:feed`, `wh:seq`, `wh:cursor`, `wh:pend`, `wh:rel`, `wh:m:<id>`, `wh:a:<id>`,
   `wh:t:<tenant>`, `wh:e:…` — global webhook change feed, pending tenants, relay
@@ -148,7 +150,9 @@ WAITING: Final = Family("z")
 URGENT: Final = Family("u")
 JOB: Final = Family("j")
 KINDS: Final = "kinds"
+NEXT_DUE: Final = "next"
 CLOCK: Final = "clock"
+LEASE: Final = "lease"
 FEED: Final = "wh:feed"
 SEQ: Final = "wh:seq"
 CURSOR: Final = "wh:cursor"

@@ -2,7 +2,7 @@
 -- HSET only for attempts or an error carried over; per call one ZADD per waiting set and
 -- one SADD.
 local added = 0
-local waits, kinds = {}, {}
+local waits, kinds, firsts = {}, {}, {}
 for i = 2, #ARGV, 8 do
   local key = qp .. K.JOB .. ARGV[i]
   local packed = ARGV[i + 2] .. '\31' .. ARGV[i + 1] .. '\31' .. ARGV[i + 4] .. '\31'
@@ -15,11 +15,16 @@ for i = 2, #ARGV, 8 do
     local z = waiting(ARGV[i + 2], ARGV[i + 7])
     push(waits, z, ARGV[i + 4])
     push(waits, z, ARGV[i])
+    local h = hint(ARGV[i + 7], ARGV[i + 2])
+    if not firsts[h] or tonumber(ARGV[i + 4]) < tonumber(firsts[h]) then firsts[h] = ARGV[i + 4] end
     kinds[ARGV[i + 2]] = true
     added = added + 1
   end
 end
 bulk(waits, function(z, pairs_) redis.call('ZADD', z, unpack(pairs_)) end)
+local lows = {'ZADD', qp .. K.NEXT_DUE, 'LT'}
+for h, due in pairs(firsts) do lows[#lows + 1] = due; lows[#lows + 1] = h end
+if #lows > 3 then redis.call(unpack(lows)) end
 local names = {}
 for kind in pairs(kinds) do names[#names + 1] = kind end
 if #names > 0 then redis.call('SADD', KEYS[1], unpack(names)) end

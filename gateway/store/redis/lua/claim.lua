@@ -39,6 +39,7 @@ for i = 9, #ARGV do kinds[#kinds + 1] = ARGV[i] end
 -- 1. Jobs of crashed (or too slow) workers: XAUTOCLAIM after the lease (when the caller
 -- asks: it scans at most once a second, redis/jobs.py).
 local min_idle = math.max(0, lease_ms + offset + server_ms - now_ms - 1000)
+if scan then redis.call('SET', qp .. K.LEASE, lease_ms) end
 for _, kind in ipairs(scan and kinds or {}) do
   local stream = qp .. K.STREAM .. kind
   if #out >= limit * 9 then break end
@@ -72,12 +73,25 @@ end
 -- gateway/store/lanes.py, take()), oldest due first over all kinds in each lane, moved
 -- from the sorted sets into the streams (exactly once: ZREM and XADD in this one script)
 -- and read by this consumer.
+-- The sets read: every kind's in a claim that scans (at most once a second), else those
+-- whose hint in P:{q}:next is due (queue_common.lua); each set read gets its hint anew.
 local want = limit - #out / 9
+local visit = {['1'] = {}, ['0'] = {}}
+if scan then
+  visit['1'], visit['0'] = kinds, kinds
+elseif want > 0 then
+  local mine = {}
+  for _, kind in ipairs(kinds) do mine[kind] = true end
+  for _, h in ipairs(redis.call('ZRANGEBYSCORE', qp .. K.NEXT_DUE, '-inf', ARGV[3])) do
+    local urgent, kind = string.sub(h, 1, 1), string.sub(h, 3)
+    if mine[kind] and visit[urgent] then visit[urgent][#visit[urgent] + 1] = kind end
+  end
+end
 if want > 0 then
   local lanes = {}
   for _, urgent in ipairs({'1', '0'}) do
     local due = {}
-    for _, kind in ipairs(kinds) do
+    for _, kind in ipairs(visit[urgent]) do
       local z = redis.call('ZRANGEBYSCORE', waiting(kind, urgent), '-inf', ARGV[3],
         'WITHSCORES', 'LIMIT', 0, want)
       for i = 1, #z, 2 do due[#due + 1] = {tonumber(z[i + 1]), z[i], kind, urgent} end
@@ -102,6 +116,9 @@ if want > 0 then
     per_kind[kind] = per_kind[kind] + 1
   end
   bulk(zrem, function(z, ids) redis.call('ZREM', z, unpack(ids)) end)
+  for _, urgent in ipairs({'1', '0'}) do
+    for _, kind in ipairs(visit[urgent]) do set_next(kind, urgent) end
+  end
   for _, kind in ipairs(kinds) do
     local n = per_kind[kind]
     if n then

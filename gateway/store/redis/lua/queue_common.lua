@@ -12,6 +12,23 @@ local function waiting(kind, urgent)
   if urgent == '1' then return qp .. K.URGENT .. kind end
   return qp .. K.WAITING .. kind
 end
+-- P:{q}:next: per waiting set (member "<lane>\31<kind>") a score no later than its
+-- earliest due job, so a claim reads only the sets that may hold due work (claim.lua).
+-- Every writer of a waiting set lowers it (ZADD LT); a claim sets it anew for each set
+-- it read (set_next). A writer that did not (an older version's) delays its jobs until
+-- the next claim that reads every set, at most a second later (redis/jobs.py).
+local function hint(urgent, kind) return urgent .. '\31' .. kind end
+local function set_next(kind, urgent)
+  local first = redis.call('ZRANGE', waiting(kind, urgent), 0, 0, 'WITHSCORES')
+  if first[2] then
+    redis.call('ZADD', qp .. K.NEXT_DUE, first[2], hint(urgent, kind))
+  else
+    redis.call('ZREM', qp .. K.NEXT_DUE, hint(urgent, kind))
+  end
+end
+local function lower_next(kind, urgent, due)
+  redis.call('ZADD', qp .. K.NEXT_DUE, 'LT', due, hint(urgent, kind))
+end
 local function drop_entry(kind, eid)
   if eid and eid ~= '' then
     redis.call('XACK', qp .. K.STREAM .. kind, GROUP, eid)

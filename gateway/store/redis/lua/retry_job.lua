@@ -6,4 +6,5 @@ if ARGV[5] == '1' and (tonumber(j.a) or 0) > 0 then redis.call('HINCRBY', key, '
 redis.call('HSET', key, 'd', ARGV[3], 'e', ARGV[4], 'x', '')
 redis.call('HDEL', key, 'l', 'c')
 redis.call('ZADD', waiting(j.k, j.p), ARGV[3], ARGV[2])
+lower_next(j.k, j.p or '0', ARGV[3])
 return 1

@@ -20,6 +20,7 @@ if pending and ARGV[7] ~= '' then
     else redis.call('HDEL', job, 'e') end
     redis.call('HDEL', job, 'l', 'c')
     redis.call('ZADD', qp .. K.WAITING .. j.k, ARGV[7], ARGV[3])
+    lower_next(j.k, '0', ARGV[7])
   end
 else
   drop_job(ARGV[3])

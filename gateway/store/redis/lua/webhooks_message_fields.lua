@@ -25,5 +25,6 @@ local function put_job(id, tenant, kind, ref, due, attempts)
   if redis.call('EXISTS', key) == 1 then return end
   redis.call('HSET', key, 'k', kind, 't', tenant, 'r', ref, 'd', due, 'a', attempts)
   redis.call('ZADD', qp .. K.WAITING .. kind, due, id)
+  lower_next(kind, '0', due)
   redis.call('SADD', qp .. K.KINDS, kind)
 end
