@@ -131,6 +131,30 @@ async def test_per_message_keys_expire_after_the_retention(prefix: str, redis: R
     assert not [k async for k in redis.scan_iter(match=f"{prefix}:*4791234567*")]
 
 
+async def test_a_claim_reads_the_waiting_sets_its_hint_names_and_all_once_a_second(
+    prefix: str, redis: Redis
+) -> None:
+    """Claims between two that scan read only the waiting sets whose hint (``next``) is
+    due; every writer lowers it, and a job queued without it (an older version's) is
+    found by the next claim that reads every set, a second later at most."""
+    store = await opened(prefix)
+    qp = f"{prefix}:{{q}}:"
+    try:
+        now = datetime.now(UTC)
+        assert await store.claim_jobs(["send", "plan"], 10, now, 60) == []  # scans
+        await store.add_deliveries([], [job("send:1", now)])
+        # queued as an older version did: its waiting set, no hint
+        await redis.hset(f"{qp}j:plan:1", mapping={"k": "plan", "t": A, "r": "1", "d": us(now)})
+        await redis.zadd(f"{qp}z:plan", {"plan:1": us(now)})
+        claimed = await store.claim_jobs(["send", "plan"], 10, now, 60)
+        assert [j.id for j in claimed] == ["send:1"]
+        later = now + timedelta(seconds=1)
+        assert [j.id for j in await store.claim_jobs(["send", "plan"], 10, later, 60)] == ["plan:1"]
+        assert await redis.zrange(f"{qp}next", 0, -1) == []  # nothing waits
+    finally:
+        await store.close()
+
+
 async def test_a_rate_limit_is_shared_by_every_process(prefix: str) -> None:
     one, two = await opened(prefix), await opened(prefix)
     try:
