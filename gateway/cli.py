@@ -291,7 +291,9 @@ def _parser() -> argparse.ArgumentParser:
         "--concurrency", type=int, help="sends in flight, gateway and ceiling (default: settings)"
     )
     bench.add_argument(
-        "--smtp-connections", type=int, default=16, help="SMTP pool (gateway and ceiling)"
+        "--smtp-connections",
+        type=int,
+        help="SMTP pool, gateway and ceiling (default: settings)",
     )
     bench.add_argument(
         "--timeout", type=float, default=240.0, help="seconds each stage may wait at most"
@@ -369,7 +371,9 @@ def main(argv: list[str] | None = None) -> int:
                     workers=args.workers,
                     absence_events=args.absence_events,
                     concurrency=args.concurrency or DispatchSettings().concurrency,
-                    smtp_connections=args.smtp_connections,
+                    **(
+                        {"smtp_connections": args.smtp_connections} if args.smtp_connections else {}
+                    ),
                     timeout=args.timeout,
                     keep=args.keep,
                     profile=Path(args.profile).resolve() if args.profile else None,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -796,6 +796,47 @@ async def test_a_slow_sms_provider_gets_every_send_the_channel_limit_allows(rig:
     assert len(rig.twilio.requests) == len(families)  # each once: none put off, none repeated
     assert rig.twilio.peak_in_flight == 5  # the limit was reached and held to
     assert len(rig.smtp.received) == len(families)
+
+
+@pytest.mark.parametrize(
+    "rig", [dict(concurrency=16, batch=64, channel_concurrency={"sms": 5})], indirect=True
+)
+async def test_a_slow_provider_keeps_its_channel_at_the_limit_the_settings_allow(rig: Rig) -> None:
+    """No adaptive cut, checked by events, not by the clock: Twilio answers only when the
+    test lets it, one request at a time; after each answer the next SMS goes out at once,
+    so the channel holds exactly its limit in flight (never fewer while SMS wait, never
+    more) until the backlog is gone, and the emails are not held back meanwhile."""
+    limit, families = 5, [family(n, phone=True) for n in range(1, 21)]
+    await rig.load(directory(*families))
+    rig.twilio.hold()
+    message = await rig.post("e1", {"groups": ["g1"]}, Category.emergency)
+    runner = asyncio.create_task(rig.dispatcher.run())
+    try:
+        await until(lambda: rig.twilio.in_flight == limit, runner)
+        await until(lambda: len(rig.smtp.received) == len(families), runner)
+        assert len(rig.twilio.requests) == limit  # every email out, the SMS at the limit
+        for answered in range(1, len(families) - limit + 1):
+            rig.twilio.release()
+            await until(lambda n=answered: len(rig.twilio.requests) == limit + n, runner)
+            assert rig.twilio.in_flight == limit
+        rig.twilio.release(limit)
+        await until(lambda: rig.twilio.in_flight == 0, runner)
+        assert rig.twilio.peak_in_flight == limit
+    finally:
+        rig.dispatcher.stop()
+        await runner
+    sms = await rig.deliveries(message, "sms")
+    assert {d.status for d in sms} == {DeliveryStatus.sent}
+    assert len(rig.twilio.requests) == len(families)  # each once: none put off or repeated
+
+
+async def until(state: Callable[[], bool], runner: asyncio.Task[None]) -> None:
+    """Let the dispatcher run until ``state`` holds (bounded; fails if it never does)."""
+    for _ in range(2000):
+        if state() or runner.done():
+            break
+        await asyncio.sleep(0.005)
+    assert state(), "the dispatcher never got there"
 
 
 # --------------------------------------------------------------------------- urgent first

@@ -44,7 +44,7 @@ class Work:
     limits: dict[str, int] = field(default_factory=dict)
     push_connections: int = 64
     sms_connections: int = 100
-    smtp_connections: int = 16
+    smtp_connections: int = 32  # the gateway's SMTP__CONNECTIONS default
     seed: int = 1
 
     def order(self) -> list[str]:

@@ -42,11 +42,12 @@ from gateway.bench.sinks import (
     write_service_account,
 )
 from gateway.bench.synth import Municipality, generate
-from gateway.settings import DispatchSettings
+from gateway.settings import DispatchSettings, SmtpSettings
 
 CHANNELS = ("push", "sms", "email")
 TWILIO_CONNECTIONS = 100  # aiohttp's default pool, which twilio's async client uses
 FCM_CONNECTIONS = 64  # FcmSettings.connections (default)
+SMTP_CONNECTIONS: int = SmtpSettings.model_fields["connections"].default  # the gateway's default
 JSON_KEYS = (
     "scenario",
     "handover_s",
@@ -107,7 +108,7 @@ class Options:
     backend: str = "sqlite"
     workers: int = 1
     concurrency: int = DispatchSettings().concurrency  # sends in flight (gateway and ceiling)
-    smtp_connections: int = 16  # the gateway's SMTP pool and the ceiling's connections
+    smtp_connections: int = SMTP_CONNECTIONS  # the gateway's SMTP pool and the ceiling's
     absence_events: int = 300
     absence_rate: float = 20.0  # events per second
     redis_url: str = ""  # empty: a redis-server of the benchmark's own (redis_server.py)

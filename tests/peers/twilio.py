@@ -149,6 +149,9 @@ class TwilioPeer:
         self.delay = 0.0
         self.in_flight = 0
         self.peak_in_flight = 0
+        # While set (hold), every create request waits for a release before it answers:
+        # a provider exactly as slow as the test makes it.
+        self._answers: asyncio.Semaphore | None = None
         # Status callbacks posted by the peer itself after accepting (auto_callbacks).
         self._auto: AutoCallbacks | None = None
         self._callback_tasks: set[asyncio.Task[CallbackResult]] = set()
@@ -228,6 +231,16 @@ class TwilioPeer:
         for _ in range(times):
             self._after_accept.append(Failure(status, twilio_error(status, status, "Error")))
 
+    def hold(self) -> None:
+        """From now on every create request waits for :meth:`release` before answering."""
+        self._answers = asyncio.Semaphore(0)
+
+    def release(self, n: int = 1) -> None:
+        """Let ``n`` held create requests (the first to come) answer."""
+        assert self._answers is not None, "hold() first"
+        for _ in range(n):
+            self._answers.release()
+
     def mark_dead(self, number: str, code: int = 21614) -> None:
         """Requests to this number answer 400 with ``code`` (e.g. 21614 not a mobile)."""
         self.dead_numbers[number] = code
@@ -275,11 +288,14 @@ class TwilioPeer:
         self.requests.append(record)
         if self.stall:
             await self._closing.wait()
-        if self.delay:
+        if self.delay or self._answers is not None:
             self.in_flight += 1
             self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
             try:
-                await asyncio.sleep(self.delay)
+                if self._answers is not None:
+                    await self._answers.acquire()
+                else:
+                    await asyncio.sleep(self.delay)
             finally:
                 self.in_flight -= 1
         if not authorized:
