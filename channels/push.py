@@ -31,6 +31,8 @@ import google.auth.transport.requests
 import requests
 from firebase_admin import _utils as firebase_utils
 from firebase_admin import credentials, exceptions, messaging
+from multidict import CIMultiDict
+from yarl import URL
 
 from gateway.constants import URGENT_CATEGORIES
 from gateway.errors import (
@@ -97,7 +99,9 @@ class PushChannel:
         self._skeletons: dict[tuple[str, str, bool, bool], str] = {}  # see request_body
         self._credentials: Any = None  # google.oauth2.service_account.Credentials
         self._auth_request: google.auth.transport.requests.Request | None = None
-        self._url = ""
+        self._url = URL()
+        self._timeout = aiohttp.ClientTimeout(total=settings.timeout)
+        self._headers: tuple[str, CIMultiDict[str]] | None = None  # see _headers_for
         self._token: str | None = None
         self._expiry: datetime | None = None
         self._lock = asyncio.Lock()
@@ -115,12 +119,17 @@ class PushChannel:
         unreachable is logged; sends then fetch the token on demand.
         """
         self._credentials, project_id = await asyncio.to_thread(self._load_credentials)
-        self._url = f"{self._settings.base_url.rstrip('/')}/v1/projects/{project_id}/messages:send"
+        # Parsed once: a str would be parsed and quoted again on every send.
+        self._url = URL(
+            f"{self._settings.base_url.rstrip('/')}/v1/projects/{project_id}/messages:send",
+            encoded=True,
+        )
         self._auth_request = google.auth.transport.requests.Request(session=requests.Session())
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=self._settings.connections),
-                timeout=aiohttp.ClientTimeout(total=self._settings.timeout),
+                timeout=self._timeout,
+                cookie_jar=aiohttp.DummyCookieJar(),  # FCM keeps no state in cookies
             )
         try:
             await self._refresh(stale=None)
@@ -250,15 +259,17 @@ class PushChannel:
         error = map_fcm_error(status, raw, retry_after)
         raise error from error.__cause__
 
+    def _headers_for(self, token: str) -> CIMultiDict[str]:
+        """The request headers, built once per access token (aiohttp copies them)."""
+        if self._headers is None or self._headers[0] != token:
+            self._headers = (token, CIMultiDict(_FCM_HEADERS, Authorization=f"Bearer {token}"))
+        return self._headers[1]
+
     async def _post(self, body: bytes, token: str) -> tuple[int, bytes, str | None]:
         assert self._session is not None
-        headers = {**_FCM_HEADERS, "Authorization": f"Bearer {token}"}
         try:
             async with self._session.post(
-                self._url,
-                data=body,
-                headers=headers,
-                timeout=aiohttp.ClientTimeout(total=self._settings.timeout),
+                self._url, data=body, headers=self._headers_for(token), timeout=self._timeout
             ) as response:
                 return response.status, await response.read(), response.headers.get("Retry-After")
         except (aiohttp.ClientError, TimeoutError) as exc:

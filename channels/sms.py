@@ -34,7 +34,6 @@ import logging
 import re
 from contextvars import ContextVar
 from typing import Any, ClassVar, Literal
-from urllib.parse import urlencode
 
 import aiohttp
 from twilio.base.exceptions import TwilioRestException, TwilioServiceException
@@ -42,7 +41,7 @@ from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.rest import Client
 
 from channels.gsm import count_segments
-from channels.twilio_form import MessageCreate
+from channels.twilio_form import MessageCreate, form_quote
 from gateway.errors import (
     ChannelUnavailable,
     ConfigError,
@@ -271,7 +270,7 @@ class SmsChannel:
 
     def status_callback_for(self, delivery: Delivery) -> str:
         """The StatusCallback URL of one delivery: the public callback path naming it."""
-        return f"{self._status_callback}?{urlencode({DELIVERY_PARAM: delivery.id})}"
+        return f"{self._status_callback}?{DELIVERY_PARAM}={form_quote(delivery.id)}"
 
     def sender_for(self, delivery: Delivery) -> tuple[SenderKind, str]:
         """The unit's own sender (``context["sms_sender"]``) if valid, else the fallback."""

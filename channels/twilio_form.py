@@ -18,7 +18,9 @@ from contextvars import ContextVar
 from typing import Any
 
 import aiohttp
+from multidict import CIMultiDict
 from twilio.http.response import Response
+from yarl import URL
 
 CONNECTIONS = 100  # the pool twilio's AsyncTwilioHttpClient gets from aiohttp's default
 CREATE_FAILED = "Unable to create record"  # twilio's message for a failed create
@@ -28,14 +30,15 @@ _UNRESERVED = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.
 _FORM_BYTE = [chr(b) if b in _UNRESERVED else "+" if b == 0x20 else f"%{b:02X}" for b in range(256)]
 
 
-def _quoted(text: str) -> str:
+def form_quote(text: str) -> str:
+    """``quote_plus(text)``, byte for byte (one form or query value)."""
     return "".join(map(_FORM_BYTE.__getitem__, text.encode("utf-8")))
 
 
 def form_body(form: dict[str, str]) -> bytes:
     """``urlencode(form).encode("ascii")``, byte for byte, without urllib's per-byte
     Python loop (an SMS body is a few hundred bytes, most of them escaped in Norwegian)."""
-    return "&".join(f"{_quoted(key)}={_quoted(value)}" for key, value in form.items()).encode(
+    return "&".join(f"{form_quote(key)}={form_quote(value)}" for key, value in form.items()).encode(
         "ascii"
     )
 
@@ -51,8 +54,9 @@ class MessageCreate:
         self._version = client.api.v2010
         self._uri = f"/Accounts/{client.account_sid}/Messages.json"
         absolute = self._version.domain.absolute_url(self._version.relative_uri(self._uri))
-        self._url = client.get_hostname(absolute)
-        self._headers = {**client.get_headers("POST", None), "Authorization": authorization}
+        # Built once: aiohttp would parse a str URL and convert a dict on every send.
+        self._url = URL(client.get_hostname(absolute), encoded=True)
+        self._headers = CIMultiDict(client.get_headers("POST", None), Authorization=authorization)
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._retry_after = retry_after
         self._session: aiohttp.ClientSession | None = None
@@ -60,19 +64,22 @@ class MessageCreate:
     async def create(self, form: dict[str, str]) -> str:
         if self._session is None:
             connector = aiohttp.TCPConnector(limit=CONNECTIONS)
-            self._session = aiohttp.ClientSession(connector=connector)
+            # Twilio's API keeps no state in cookies: no jar to look up on every send.
+            cookies = aiohttp.DummyCookieJar()
+            self._session = aiohttp.ClientSession(connector=connector, cookie_jar=cookies)
         body = form_body(form)
         async with self._session.post(
             self._url, data=body, headers=self._headers, timeout=self._timeout
         ) as response:
-            text = await response.text()
+            # Bytes: Twilio answers JSON, which is UTF-8; text() would look for a charset.
+            raw = await response.read()
             status = response.status
             headers = response.headers
         if status < 200 or status >= 300:
             self._retry_after.set(headers.get("Retry-After"))
-            answer = Response(status, text, dict(headers))
+            answer = Response(status, raw.decode("utf-8", "replace"), dict(headers))
             raise self._version.exception("POST", self._uri, answer, CREATE_FAILED)
-        sid = json.loads(text).get("sid") if text else None
+        sid = json.loads(raw).get("sid") if raw else None
         if not isinstance(sid, str) or not sid:
             raise aiohttp.ClientPayloadError("twilio's answer names no message SID")
         return sid

@@ -609,10 +609,11 @@ class Absences:
             ref=message.id,
             due_at=now,
             urgent=True,
+            rank=0,  # the alert's first work: not behind another message's (store/lanes.py)
         )
         leased = self.handoff.lease([job], now)
         stored = await self.store.accept_message(message, leased[0] if leased else job)
-        if leased and stored == message:  # stored now, with its job: ours to run
+        if leased and stored is message:  # stored now, with its job: ours to run
             self.handoff.hand(leased)
         self.work_available.set()
         return stored, stored != message
@@ -754,6 +755,7 @@ class Absences:
             ref=message.id,
             due_at=due,
             urgent=True,
+            rank=None if told else 0,  # due now: before other messages' later sends
         )
         await self.store.add_deliveries([], [job])
 

@@ -17,6 +17,7 @@ from gateway import __version__
 from gateway.bench.latency import NO_LATENCY
 from gateway.bench.latency import argument as latency_argument
 from gateway.errors import BudbringerError, ConfigError
+from gateway.event_loop import run
 from gateway.logs import configure
 from gateway.models import Scope
 from gateway.settings import Settings, load_settings
@@ -307,10 +308,24 @@ def _parser() -> argparse.ArgumentParser:
     )
     bench.add_argument(
         "--scenario",
-        choices=("emergency", "mixed"),
+        choices=("emergency", "mixed", "urgent"),
         default="emergency",
         help="emergency: one emergency to every unit, then absence alerts; mixed: a general "
-        "notice to every unit, and during it an emergency to one unit and the absence alerts",
+        "notice to every unit, and during it an emergency to one unit and the absence alerts; "
+        "urgent: as mixed, during an emergency to every unit",
+    )
+    bench.add_argument(
+        "--urgent-handoff",
+        type=int,
+        help="the gateway's DISPATCH__URGENT_HANDOFF (0: small urgent work is queued like "
+        "any other, as when another process takes it; default: the setting's)",
+    )
+    bench.add_argument(
+        "--event-loop",
+        choices=("uvloop", "asyncio"),
+        default=Settings.model_fields["event_loop"].default,
+        help="the gateway's event loop (BUDBRINGER_EVENT_LOOP) and the ceiling's (default: "
+        "the setting's default)",
     )
     bench.add_argument(
         "--redis-url",
@@ -331,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
             overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v}
             settings = _settings(args, **overrides)
             configure(settings.log_level)
-            asyncio.run(_serve(settings, api=True, workers=not args.no_workers))
+            run(_serve(settings, api=True, workers=not args.no_workers), settings.event_loop)
         elif args.command == "doctor":
             from gateway.doctor import doctor
 
@@ -339,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "worker":
             settings = _settings(args)
             configure(settings.log_level)
-            asyncio.run(_serve(settings, api=False, workers=True))
+            run(_serve(settings, api=False, workers=True), settings.event_loop)
         elif args.command == "tenants":
             settings = _settings(args)
             if args.tenants_command == "create":
@@ -379,6 +394,8 @@ def main(argv: list[str] | None = None) -> int:
                     profile=Path(args.profile).resolve() if args.profile else None,
                     latency=args.latency,
                     scenario=args.scenario,
+                    event_loop=args.event_loop,
+                    urgent_handoff=args.urgent_handoff,
                     **({"redis_url": args.redis_url} if args.redis_url else {}),
                 )
             )

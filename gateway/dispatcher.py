@@ -194,7 +194,7 @@ class Dispatcher:
 
     async def run(self) -> None:
         """Claim and do jobs until :meth:`stop`; then let in-flight work finish."""
-        self.handoff.attach(self._take_over, self.settings.lease_seconds)
+        self.handoff.attach(self._take_over, self.settings.lease_seconds, self.kinds)
         try:
             while not self._stopping.is_set():
                 claimed = await self.run_once(wait=False)

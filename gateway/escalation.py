@@ -392,7 +392,7 @@ class Escalator:
         jobs: list[Job] = []
         urgent = urgent_work(message.category)
         for delivery in deliveries:
-            send_job = queue(delivery, now, urgent=urgent)
+            send_job = queue(delivery, now, urgent=urgent, rank=len(jobs))
             if send_job is not None:
                 jobs.append(send_job)
         jobs.extend(extra)

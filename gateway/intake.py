@@ -31,6 +31,7 @@ def plan_job(message: Message, send_at: datetime | None = None) -> Job:
         ref=message.id,
         due_at=send_at or message.created_at,
         urgent=urgent_work(message.category),
+        rank=None if send_at else 0,  # the message's first work (gateway/store/lanes.py)
     )
 
 

@@ -650,6 +650,10 @@ class Job(BaseModel):
     # The urgent lane (emergency and absence work) is claimed before the normal one; see
     # gateway/store/lanes.py for the share the normal lane keeps.
     urgent: bool = False
+    # Urgent work due when queued: its place in its message's work (0: the first), so
+    # a small message is not queued behind a big one's backlog (lanes.order_at). Only
+    # read when the job is queued; not stored.
+    rank: int | None = None
 
 
 class Rendered(BaseModel):

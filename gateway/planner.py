@@ -207,8 +207,11 @@ def planned(
     or a suppression record), urgent for absence and emergency. Escalation picks one
     channel per person and uses :func:`plan_deliveries` and :func:`queue` itself."""
     urgent = urgent_work(message.category)
+    rank = 0  # the send's place in the message's work (gateway/store/lanes.py)
     for delivery in plan_deliveries(message, snapshot, resolution, now):
-        yield delivery, queue(delivery, now, urgent=urgent)
+        job = queue(delivery, now, urgent=urgent, rank=rank)
+        rank += job is not None
+        yield delivery, job
 
 
 def plan_deliveries(
@@ -430,9 +433,12 @@ def urgent_work(category: str) -> bool:
     return category in URGENT_CATEGORIES
 
 
-def queue(delivery: Delivery, now: datetime, *, urgent: bool) -> Job | None:
+def queue(
+    delivery: Delivery, now: datetime, *, urgent: bool, rank: int | None = None
+) -> Job | None:
     """Make a freshly planned delivery ready to go; return its send job, if it needs one
-    (in the urgent lane with ``urgent``: the message is an emergency or absence).
+    (in the urgent lane with ``urgent``: the message is an emergency or absence; ``rank``
+    its place among the message's sends, kept when it is due now: gateway/store/lanes.py).
 
     An in-app delivery needs none: its row is the inbox entry, so it is
     delivered the moment it is stored (unless quiet hours defer it). A
@@ -453,4 +459,5 @@ def queue(delivery: Delivery, now: datetime, *, urgent: bool) -> Job | None:
         ref=delivery.id,
         due_at=delivery.not_before or now,
         urgent=urgent,
+        rank=rank if delivery.not_before is None else None,
     )

@@ -5,6 +5,7 @@ Built once in ``main()`` and passed down; nothing imports a global.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any, Literal
 
@@ -423,6 +424,9 @@ class Settings(BaseSettings):
     # Production normally refuses to write email/SMS/push into outbox_dir; a staging box
     # may say so explicitly (a WARNING is logged at every start).
     outbox_in_production: bool = False
+    # The event loop of `serve` and `worker` (gateway/event_loop.py): uvloop spends less
+    # CPU per delivery (docs/performance.md); asyncio is Python's own (and Windows' only).
+    event_loop: Literal["uvloop", "asyncio"] = "asyncio" if sys.platform == "win32" else "uvloop"
 
     smtp: SmtpSettings | None = None
     twilio: TwilioSettings | None = None

@@ -35,11 +35,14 @@ class UrgentHandoff:
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self._take: Taker | None = None
+        self._kinds: frozenset[str] = frozenset()
         self._lease = timedelta(0)
 
-    def attach(self, take: Taker, lease_seconds: float) -> None:
-        """The dispatcher's run loop started: hand it work from now on."""
+    def attach(self, take: Taker, lease_seconds: float, kinds: Iterable[str]) -> None:
+        """The dispatcher's run loop started: hand it work of ``kinds`` (those it has a
+        handler for) from now on."""
         self._take = take
+        self._kinds = frozenset(kinds)
         self._lease = timedelta(seconds=lease_seconds)
 
     def detach(self) -> None:
@@ -49,13 +52,16 @@ class UrgentHandoff:
     def lease(self, jobs: Sequence[Job], now: datetime) -> list[Job] | None:
         """``jobs`` as they are stored to be handed over (due when a lease taken now would
         end, first attempt counted), or None to queue them as they are: no dispatcher
-        here, none or too many jobs, or one that is not urgent."""
+        here, none or too many jobs, or one that is not urgent or of a kind the dispatcher
+        does not handle (it would end such a job as unknown: lost)."""
         if self._take is None or not jobs or len(jobs) > self.limit:
             return None
-        if not all(job.urgent for job in jobs):
+        if not all(job.urgent and job.kind in self._kinds for job in jobs):
             return None
         due = now + self._lease
-        return [job.model_copy(update={"due_at": due, "attempts": 1}) for job in jobs]
+        # Due when the lease ends, not before (no rank moves it earlier: lanes.order_at).
+        leased = {"due_at": due, "attempts": 1, "rank": None}
+        return [job.model_copy(update=leased) for job in jobs]
 
     def hand(self, jobs: Sequence[Job], deliveries: Iterable[Delivery] = ()) -> bool:
         """Give leased jobs, stored now, to the dispatcher; False if it stopped meanwhile

@@ -6,7 +6,8 @@
 Reads py-spy's raw collapsed stacks (one stack and a count per line), keeps the main
 thread, and gives each sample to the innermost frame that belongs to a known group
 (jinja2 called from the renderer counts as rendering; pydantic called from the store
-counts as pydantic). Shares are of all main-thread samples, idle (``select``) included.
+counts as pydantic). Shares are of all main-thread samples, idle (``select``) included;
+on uvloop idle and the loop's own work are one row (see ``UVLOOP``).
 """
 
 from __future__ import annotations
@@ -47,7 +48,14 @@ GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 
+# On uvloop the loop runs in C: py-spy (without --native) sees no Python frame above
+# asyncio.Runner.run while the loop waits or does its own work, so the two share a row.
+UVLOOP = "uvloop: idle or the loop's own work (C, not told apart)"
+
+
 def group_of(frames: list[str]) -> str:
+    if frames and "asyncio/runners.py" in frames[-1]:
+        return UVLOOP
     for frame in reversed(frames):
         for name, patterns in GROUPS:
             if any(pattern in frame for pattern in patterns):

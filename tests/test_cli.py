@@ -85,6 +85,7 @@ async def test_serve_with_the_example_config(tmp_path: Path) -> None:
         ((), {"BUDBRINGER_PORT": "99999"}, "port"),
         ((), {"BUDBRINGER_DISPATCH__CONCURRENCY": "0"}, "dispatch.concurrency"),
         ((), {"BUDBRINGER_STORE_URL": "postgres://db/budbringer"}, "store_url"),
+        ((), {"BUDBRINGER_EVENT_LOOP": "uvlop"}, "event_loop"),
         (
             ("--config", str(EXAMPLE)),
             {"BUDBRINGER_SECRET_KEY": "short", "BUDBRINGER_TWILIO__AUTH_TOKEN": "t"},
@@ -92,7 +93,7 @@ async def test_serve_with_the_example_config(tmp_path: Path) -> None:
         ),
         (("--config", str(EXAMPLE)), {}, "twilio.auth_token"),
     ],
-    ids=["port", "nested", "store-url", "production-secret", "toml-missing-secret"],
+    ids=["port", "nested", "store-url", "event-loop", "production-secret", "toml-missing-secret"],
 )
 async def test_invalid_settings_exit_2_naming_the_field(
     tmp_path: Path, args: tuple[str, ...], env: dict[str, str], field: str

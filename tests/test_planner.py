@@ -20,7 +20,14 @@ from gateway.models import (
     Protection,
     Role,
 )
-from gateway.planner import Route, choose_language, defer_until, plan_deliveries, route
+from gateway.planner import (
+    Route,
+    choose_language,
+    defer_until,
+    plan_deliveries,
+    planned,
+    route,
+)
 from gateway.resolver import resolve
 from tests.factories import NOW, TODAY, Directory, message
 
@@ -359,6 +366,31 @@ def test_suppressions_become_suppressed_deliveries() -> None:
     assert far.child_ids == ["ola"]
     assert far.context == {}
     assert far.id == Delivery.make_id("asker", "ev-1", "far", SUPPRESSED_CHANNEL, "ola")
+
+
+def test_send_jobs_carry_their_rank_in_the_message() -> None:
+    # The urgent lane orders a message's sends by it (gateway/store/lanes.py): 0, 1, 2, …
+    # over the deliveries that have a send job (an in-app delivery or a suppression has none).
+    d = siblings_directory()
+    audience = Audience(groups=["5a"])
+    snapshot = d.snapshot(audience)
+    res = resolve(snapshot, audience, Category.emergency, TODAY)
+    pairs = list(planned(message(audience, Category.emergency), snapshot, res, NOW))
+    jobs = [job for _, job in pairs if job is not None]
+    assert len(jobs) >= 2 and len(jobs) < len(pairs)
+    assert [job.rank for job in jobs] == list(range(len(jobs)))
+    assert all(job.urgent and job.due_at == NOW for job in jobs)
+
+
+def test_a_deferred_send_has_no_rank() -> None:
+    # Due later (quiet hours): only its due time orders it, a rank would make it visible early.
+    d = siblings_directory()
+    d.preferences["mor"] = quiet("08:00", "12:00")  # NOW is 10:00 in Oslo
+    audience = Audience(groups=["5a"])
+    snapshot = d.snapshot(audience)
+    res = resolve(snapshot, audience, Category.general, TODAY)
+    jobs = [job for _, job in planned(message(audience), snapshot, res, NOW) if job is not None]
+    assert jobs and all(job.rank is None and job.due_at > NOW for job in jobs)
 
 
 def test_replanning_gives_the_same_ids() -> None:

@@ -259,3 +259,45 @@ async def one_sms(store: RedisStore, at: datetime) -> tuple[Message, Delivery]:
     )
     await store.add_deliveries([d], [])
     return msg, d
+
+
+async def test_a_repost_of_an_unplanned_message_queues_a_handed_job_due_at_once(
+    prefix: str,
+) -> None:
+    # The message is stored before its plan job (two steps on Redis); a repost in between
+    # brings a job stored as claimed (gateway/urgent_handoff.py) that nobody would run
+    # until its lease ended: it is queued due at once instead.
+    store = await opened(prefix)
+    try:
+        now = datetime.now(UTC)
+        msg = Message(
+            id=derive_id(A, "ev-absence"),
+            tenant_id=A,
+            event_id="ev-absence",
+            event_type="absence.recorded",
+            body_hash="h",
+            category=Category.absence,
+            subject="S",
+            body="B",
+            audience=Audience(children=["c1"]),
+            created_at=now,
+        )
+        plan = Job(
+            id=f"absence_plan:{msg.id}",
+            tenant_id=A,
+            kind="absence_plan",
+            ref=msg.id,
+            due_at=now,
+            urgent=True,
+        )
+        assert await store.accept_message(msg, plan) is msg
+        (first,) = await store.claim_jobs(["absence_plan"], 1, now, 60)
+        await store.finish_job(first.id)  # as if its job had never been queued
+        handed = plan.model_copy(update={"due_at": now + timedelta(seconds=60), "attempts": 1})
+        repost = msg.model_copy(update={"created_at": now + timedelta(seconds=1)})
+        stored = await store.accept_message(repost, handed)
+        assert stored is not repost and stored.created_at == now
+        (again,) = await store.claim_jobs(["absence_plan"], 1, now + timedelta(seconds=2), 60)
+        assert (again.id, again.attempts, again.urgent) == (plan.id, 1, True)
+    finally:
+        await store.close()

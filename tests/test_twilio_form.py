@@ -8,7 +8,7 @@ from urllib.parse import urlencode
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from channels.twilio_form import form_body
+from channels.twilio_form import form_body, form_quote
 
 FORM = {
     "To": "+4790012345",
@@ -26,3 +26,8 @@ def test_a_message_form_is_encoded_as_urlencode_does() -> None:
 @given(st.dictionaries(st.text(max_size=20), st.text(max_size=400), max_size=5))
 def test_any_form_is_encoded_as_urlencode_does(form: dict[str, str]) -> None:
     assert form_body(form) == urlencode(form).encode("ascii")
+
+
+@given(st.text(max_size=60))
+def test_a_status_callback_query_is_quoted_as_urlencode_does(delivery_id: str) -> None:
+    assert f"d={form_quote(delivery_id)}" == urlencode({"d": delivery_id})

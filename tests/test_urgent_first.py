@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -25,6 +25,8 @@ from gateway.render import Renderer
 from gateway.service import TEMPLATES_DIR
 from gateway.settings import DispatchSettings
 from gateway.store import Store
+from gateway.store.encoding import us
+from gateway.store.lanes import order_at
 from gateway.urgent_handoff import UrgentHandoff
 from tests.contract.conftest import (
     forget_keys,
@@ -267,12 +269,37 @@ async def test_small_urgent_work_handed_over_runs_before_the_urgent_backlog(
 async def test_only_a_few_urgent_jobs_are_handed_over() -> None:
     clock = ManualClock()
     handoff = UrgentHandoff(2)
-    handoff.attach(lambda jobs, deliveries: None, 60)
+    handoff.attach(lambda jobs, deliveries: None, 60, [KIND])
     urgent = jobs(clock, "u", 3, urgent=True)
     assert handoff.lease(urgent[:2], clock.now()) is not None
     assert handoff.lease(urgent, clock.now()) is None  # more than the limit
     assert handoff.lease(jobs(clock, "n", 1), clock.now()) is None  # not urgent
     assert UrgentHandoff(0).lease(urgent[:1], clock.now()) is None  # switched off
+
+
+def test_only_kinds_the_dispatcher_handles_are_handed_over() -> None:
+    # A job of a kind it has no handler for would be ended as unknown there: lost. Queued,
+    # a worker that handles the kind claims it.
+    clock = ManualClock()
+    handoff = UrgentHandoff(4)
+    handoff.attach(lambda jobs, deliveries: None, 60, ["plan", KIND])
+    (send,) = jobs(clock, "s", 1, urgent=True)
+    other = send.model_copy(update={"id": "absence_plan:1", "kind": "absence_plan"})
+    assert handoff.lease([send], clock.now()) is not None
+    assert handoff.lease([other], clock.now()) is None
+    assert handoff.lease([send, other], clock.now()) is None
+
+
+def test_a_handed_job_keeps_no_rank() -> None:
+    # Stored as claimed, it is due when the lease ends: a rank would move it earlier in
+    # the lane (gateway/store/lanes.py) and another worker could take it meanwhile.
+    clock = ManualClock()
+    handoff = UrgentHandoff(2)
+    handoff.attach(lambda jobs, deliveries: None, 60, [KIND])
+    ranked = [job.model_copy(update={"rank": 0}) for job in jobs(clock, "u", 1, urgent=True)]
+    (leased,) = handoff.lease(ranked, clock.now()) or []
+    assert (leased.rank, leased.attempts) == (None, 1)
+    assert order_at(leased) == us(clock.now() + timedelta(seconds=60))
 
 
 def test_only_the_deliveries_of_handed_sends_go_to_the_dispatcher() -> None:
@@ -281,7 +308,7 @@ def test_only_the_deliveries_of_handed_sends_go_to_the_dispatcher() -> None:
     clock = ManualClock()
     taken: list[dict[str, Delivery]] = []
     handoff = UrgentHandoff(4)
-    handoff.attach(lambda jobs, deliveries: taken.append(deliveries), 60)
+    handoff.attach(lambda jobs, deliveries: taken.append(deliveries), 60, [KIND])
     sends = jobs(clock, "s", 2, urgent=True)
     leased = handoff.lease(sends, clock.now())
     assert leased is not None
@@ -303,3 +330,19 @@ def delivery(delivery_id: str) -> Delivery:
         created_at=now,
         updated_at=now,
     )
+
+
+async def test_a_handed_job_is_not_counted_as_waiting_on_sqlite(tmp_path: Path) -> None:
+    # Stored as claimed by its process until its lease ends, then waiting like a job of a
+    # stopped worker. (Redis still counts it in its waiting set: docs/redis.md.)
+    clock = ManualClock()
+    handoff = UrgentHandoff(2)
+    handoff.attach(lambda jobs, deliveries: None, 60, [KIND])
+    (leased,) = handoff.lease(jobs(clock, "u", 1, urgent=True), clock.now()) or []
+    async with sqlite_backend(tmp_path) as store:
+        await store.add_deliveries([], [leased])
+        assert (await store.queue_stats(clock.now()))[KIND] == (0, 0.0)
+        later = clock.now() + timedelta(seconds=61)
+        assert await store.queue_stats(later) == {KIND: (1, 1.0)}
+        (again,) = await store.claim_jobs([KIND], 10, later, 60)
+        assert (again.id, again.attempts) == (leased.id, 2)

@@ -7,7 +7,6 @@ scenario that drives a ``Bench``), so neither has to import the other's importer
 
 from __future__ import annotations
 
-import asyncio
 import json
 import signal
 import sys
@@ -15,6 +14,7 @@ from typing import Any
 
 from gateway.bench.mixed import run_mixed
 from gateway.bench.run import Bench, BenchError, Options, table
+from gateway.event_loop import run
 
 
 async def _main(bench: Bench) -> dict[str, Any]:
@@ -33,7 +33,8 @@ def run_bench(options: Options) -> dict[str, Any]:
 
     previous = signal.signal(signal.SIGTERM, terminate)
     try:
-        return asyncio.run(_main(bench))
+        # The ceiling client runs in this process: on the gateway's kind of loop.
+        return run(_main(bench), options.event_loop)
     finally:
         signal.signal(signal.SIGTERM, previous)
         bench.kill_everything()

@@ -1,11 +1,13 @@
 """``budbringer bench --scenario mixed``: urgent work posted during a general broadcast.
 
 A general notice to every unit (about 20,000 guardians with the default municipality)
-is posted; as soon as its first hand-over reaches a sink, an emergency to one unit and
-the absence events (at ``--absence-events`` / ``absence_rate``) follow while the
-broadcast is still being sent. It measures what a school feels: how long the urgent
-work waits behind the broadcast (absence 202 -> SMS and push handed over, and the
-emergency's last hand-over), and the broadcast's own time to hand-over.
+is posted (``--scenario urgent``: an emergency to every unit, so the urgent work below
+shares the urgent lane with it: gateway/store/lanes.py); as soon as its first
+hand-over reaches a sink, an emergency to one unit and the absence events (at
+``--absence-events`` / ``absence_rate``) follow while the broadcast is still being
+sent. It measures what a school feels: how long the urgent work waits behind the
+broadcast (absence 202 -> SMS and push handed over, and the emergency's last
+hand-over), and the broadcast's own time to hand-over.
 
 Hand-overs are matched to the planned deliveries at the end (push and email by
 delivery id, SMS by the SID stored as provider id), so the sinks are never reset
@@ -107,7 +109,10 @@ async def run_mixed(bench: Bench) -> dict[str, Any]:
     for sink in bench.sinks.values():
         await sink.reset()
     before = await bench.meters()
-    general = _message("general", town.unit_ids, "Foreldremøte neste uke", "general")
+    if o.scenario == "urgent":  # urgent work during an emergency to every unit
+        general = _message("emergency", town.unit_ids, "Skolene stenger i dag", "all")
+    else:
+        general = _message("general", town.unit_ids, "Foreldremøte neste uke", "general")
     profiler = bench.start_profiler()
     broadcast_id, broadcast_at = await bench.post_event(general)
     await _first_hand_over(bench)

@@ -42,7 +42,8 @@ from gateway.bench.sinks import (
     write_service_account,
 )
 from gateway.bench.synth import Municipality, generate
-from gateway.settings import DispatchSettings, SmtpSettings
+from gateway.event_loop import EventLoopKind
+from gateway.settings import DispatchSettings, Settings, SmtpSettings
 
 CHANNELS = ("push", "sms", "email")
 TWILIO_CONNECTIONS = 100  # aiohttp's default pool, which twilio's async client uses
@@ -80,7 +81,10 @@ JSON_KEYS = (
 # How often call() tries a request the gateway answers 503 (busy) before giving up.
 _BUSY_TRIES = 10
 
-SCENARIOS = ("emergency", "mixed")
+SCENARIOS = ("emergency", "mixed", "urgent")
+# Urgent work posted during a broadcast (gateway/bench/mixed.py): a general one, or an
+# emergency to every unit (fairness inside the urgent lane, gateway/store/lanes.py).
+DURING_A_BROADCAST = ("mixed", "urgent")
 
 
 @dataclass(frozen=True)
@@ -116,7 +120,10 @@ class Options:
     keep: bool = False  # keep the work directory (database, logs)
     profile: Path | None = None  # py-spy collapsed stacks of the gateway during the emergency
     latency: Latency = NO_LATENCY  # how long the sinks take to answer (gateway and ceiling)
-    scenario: str = "emergency"  # or "mixed": urgent work during a general broadcast
+    scenario: str = "emergency"  # or "mixed"/"urgent": urgent work during a broadcast
+    urgent_handoff: int | None = None  # DISPATCH__URGENT_HANDOFF of the gateway (None: its default)
+    # The gateway's event loop and this process's (so the ceiling runs on the same kind).
+    event_loop: EventLoopKind = Settings.model_fields["event_loop"].default
     log: IO[str] = field(default_factory=lambda: sys.stderr)
 
 
@@ -256,9 +263,12 @@ class Bench:
                 "BUDBRINGER_FCM__BASE_URL": fcm.url,
                 "BUDBRINGER_FCM__TOKEN_URL": f"{fcm.url}/token",
                 "BUDBRINGER_DISPATCH__CONCURRENCY": str(self.o.concurrency),
+                "BUDBRINGER_EVENT_LOOP": self.o.event_loop,
                 "PYTHONUNBUFFERED": "1",
             }
         )
+        if self.o.urgent_handoff is not None:
+            env["BUDBRINGER_DISPATCH__URGENT_HANDOFF"] = str(self.o.urgent_handoff)
         return env
 
     # ------------------------------------------------------------------ stages
@@ -629,7 +639,7 @@ class Bench:
         await self.start()
         setup_s = await self.seed()
         await self.wait_idle()
-        if self.o.scenario == "mixed":
+        if self.o.scenario in DURING_A_BROADCAST:
             if self.mixed is None:
                 raise BenchError("the mixed scenario was not given to this benchmark")
             mixed = await self.mixed(self)
@@ -704,6 +714,7 @@ class Bench:
             "absence_events": mixed["absence_events"],
             "absence_p50_ms": round(mixed["absence_p50_ms"], 1),
             "absence_p99_ms": round(mixed["absence_p99_ms"], 1),
+            "urgent_handoff": self.o.urgent_handoff,
             "peak_rss_mb": round(peak, 1),
             "gateway_cpu_s": round(mixed["meters"].cpu_s, 1),
             "lost": mixed["lost"],
@@ -711,6 +722,7 @@ class Bench:
             "concurrency": self.o.concurrency,
             "latency": str(self.o.latency),
             "smtp_connections": self.o.smtp_connections,
+            "event_loop": self.o.event_loop,
             "setup_s": round(setup_s, 1),
             "channel_seconds": {c: round(v, 3) for c, v in b_seconds.items()},
             "ceiling_seconds": {c: round(v, 3) for c, v in ceil["seconds"].items()},
@@ -773,6 +785,7 @@ class Bench:
             "concurrency": self.o.concurrency,
             "latency": str(self.o.latency),
             "smtp_connections": self.o.smtp_connections,
+            "event_loop": self.o.event_loop,
             "setup_s": round(setup_s, 1),
             "channel_seconds": {c: round(v, 3) for c, v in emergency["channel_seconds"].items()},
             "ceiling_seconds": {c: round(v, 3) for c, v in ceil["seconds"].items()},
@@ -846,7 +859,8 @@ def _heading(r: dict[str, Any]) -> list[str]:
     return [
         f"Budbringer benchmark ({r['scenario']}) — {r['backend']} store, {r['workers']} "
         f"gateway process(es), dispatch concurrency {r['concurrency']}, "
-        f"{r['smtp_connections']} SMTP connections, sinks answer in {r['latency']}"
+        f"{r['smtp_connections']} SMTP connections, {r['event_loop']} loop (gateway and "
+        f"ceiling), sinks answer in {r['latency']}"
         + (" (median:p99, slowest 1 in 1000: 2 s)" if ":" in r["latency"] else ""),
         f"municipality: {r['children']} children, {r['guardians']} guardians "
         f"(set-up through the API: {r['setup_s']} s)",
@@ -886,9 +900,10 @@ def _figure_rows(r: dict[str, Any]) -> list[str]:
 
 
 def mixed_table(r: dict[str, Any]) -> str:
+    what = "Emergency" if r["scenario"] == "urgent" else "General notice"
     lines = [
         *_heading(r),
-        f"General notice to every unit: {r['broadcast_deliveries']} provider deliveries "
+        f"{what} to every unit: {r['broadcast_deliveries']} provider deliveries "
         f"(+{r['broadcast_inapp']} in-app)",
         f"  all handed over in {r['handover_s']:.2f} s  ({r['deliveries_per_s']:.0f} "
         f"deliveries/s); everything (with the urgent work) in {r['seconds']:.2f} s",
@@ -909,7 +924,7 @@ def mixed_table(r: dict[str, Any]) -> str:
 def table(result: dict[str, Any]) -> str:
     """The readable summary printed above the JSON line."""
     r = result
-    if r["scenario"] == "mixed":
+    if r["scenario"] in DURING_A_BROADCAST:
         return mixed_table(r)
     lines = [
         *_heading(r),

@@ -247,7 +247,8 @@ class MessageStore(Protocol):
     """Accepted messages (events API, planning)."""
 
     async def accept_message(self, message: Message, job: Job) -> Message:
-        """Store a new message and its planning job in one transaction.
+        """Store a new message and its planning job in one transaction; return
+        ``message`` itself (the same object) when it was stored now.
 
         If a message with this id exists already, store nothing and return the
         stored one (the caller compares ``body_hash`` for 409).

@@ -126,6 +126,7 @@ class RedisJobs(RedisFeature):
                     j.attempts,
                     opt(j.last_error),
                     "1" if j.urgent else "0",
+                    lanes.order_at(j),  # its score in the waiting set
                 )
             )
         self._db.eval(pipe, _ADD_JOBS, [self._db.qp + K.KINDS], args)

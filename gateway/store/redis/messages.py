@@ -62,6 +62,11 @@ class RedisMessages(RedisFeature):
         if not planned:
             # Also for a stored message not planned yet: a crash between storing it and
             # queueing its plan job must not lose it (inserting an existing job is a no-op).
+            if stored is not message and job.attempts:
+                # A job stored as claimed is handed over only with a message stored now
+                # (gateway/urgent_handoff.py); for one stored before nobody runs it: it is
+                # queued due at once, not a lease later.
+                job = job.model_copy(update={"due_at": stored.created_at, "attempts": 0, "rank": 0})
             async with self._redis.pipeline(transaction=False) as pipe:
                 self._jobs.queue(pipe, [job])
                 await pipe.execute()

@@ -31,6 +31,7 @@ from gateway.constants import JOB_WEBHOOK_FANOUT
 from gateway.errors import StoreError
 from gateway.models import Job
 from gateway.store.encoding import dumps, us
+from gateway.store.lanes import order_at
 from gateway.store.mapping import map_public, mapping
 from gateway.store.priority import PriorityLock
 
@@ -187,12 +188,14 @@ async def settle(db: aiosqlite.Connection) -> None:
 
 
 async def insert_jobs(db: aiosqlite.Connection, jobs: Sequence[Job]) -> None:
-    """Queue jobs inside the caller's write transaction (a job that exists stays)."""
+    """Queue jobs inside the caller's write transaction (a job that exists stays). A job
+    with an attempt counted is stored as claimed, leased until it is due (work handed
+    over in its process, gateway/urgent_handoff.py): not waiting in queue_stats."""
     if not jobs:
         return
     await db.executemany(
         "INSERT OR IGNORE INTO jobs (id, tenant_id, kind, ref, due_at, visible_at, leased_until, "
-        "attempts, last_error, urgent) VALUES (?, ?, ?, ?, ?, ?, NULL, ?, ?, ?)",
+        "attempts, last_error, urgent) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [
             (
                 j.id,
@@ -200,7 +203,8 @@ async def insert_jobs(db: aiosqlite.Connection, jobs: Sequence[Job]) -> None:
                 j.kind,
                 j.ref,
                 us(j.due_at),
-                us(j.due_at),
+                order_at(j),  # visible_at: its place in its lane (lanes.order_at)
+                us(j.due_at) if j.attempts else None,  # leased_until
                 j.attempts,
                 j.last_error,
                 int(j.urgent),

@@ -37,6 +37,7 @@ def _job(row: Any) -> Job:
         attempts=row[5],
         last_error=row[6],
         urgent=bool(row[7]),
+        rank=None,
     )
 
 

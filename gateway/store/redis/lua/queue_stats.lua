@@ -16,10 +16,10 @@ for _, kind in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   for _, urgent in ipairs({'1', '0'}) do
     local z = waiting(kind, urgent)
     count = count + redis.call('ZCARD', z)
-    local first = redis.call('ZRANGEBYSCORE', z, '-inf', ARGV[2], 'WITHSCORES', 'LIMIT', 0, 1)
-    if first[2] and (oldest == nil or tonumber(first[2]) < oldest) then
-      oldest = tonumber(first[2])
-    end
+    -- The due time of the lane's next job (the score may be earlier: lanes.order_at).
+    local first = redis.call('ZRANGEBYSCORE', z, '-inf', ARGV[2], 'LIMIT', 0, 1)[1]
+    local d = first and tonumber(read_job(qp .. K.JOB .. first, {'d'}).d)
+    if d and (oldest == nil or d < oldest) then oldest = d end
   end
   local stream = qp .. K.STREAM .. kind
   if redis.call('EXISTS', stream) == 1 then
