@@ -23,6 +23,7 @@ import logging
 import re
 import secrets
 import ssl
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -36,6 +37,7 @@ from typing import ClassVar
 
 import aiosmtplib
 
+from channels.smtp_transaction import send_prepared
 from gateway.errors import (
     ChannelUnavailable,
     ConfigError,
@@ -231,6 +233,18 @@ _PLAIN_ADDRESS = re.compile(
 )
 
 
+@functools.lru_cache(maxsize=4)
+def _date_now(second: int) -> str:
+    """The Date header of an email sent in this second (it shows no fractions)."""
+    return format_datetime(datetime.fromtimestamp(second, UTC))
+
+
+@functools.lru_cache(maxsize=64)
+def _header_value(text: str) -> str:
+    """:func:`header_text`, cached: a broadcast repeats a few languages."""
+    return header_text(text)
+
+
 @functools.lru_cache(maxsize=16)
 def _parse_sender(sender: str) -> tuple[str, str]:
     return parseaddr(sender)
@@ -284,13 +298,13 @@ def email_bytes(
         f"From: {from_header(sender_name, sender_addr)}",
         f"To: {to}",
         f"Subject: {subject_header(content.subject)}",
-        f"Date: {format_datetime(now or datetime.now(UTC))}",
+        f"Date: {format_datetime(now) if now else _date_now(int(time.time()))}",
         f"Message-ID: {message_id}",
     ]
     headers.extend(f"{name}: {value}" for name, value in unsubscribe_headers(content, public_url))
     headers.append("Auto-Submitted: auto-generated")
     headers.append("MIME-Version: 1.0")
-    headers.append(f"Content-Language: {header_text(content.language or delivery.language)}")
+    headers.append(f"Content-Language: {_header_value(content.language or delivery.language)}")
     head = "\n".join(headers).replace("\r\n", "\n").encode()
     text = _qp_part("text/plain", content.text)
     if content.html is None:
@@ -469,7 +483,7 @@ class EmailChannel:
                 await client.connect()
         try:
             if isinstance(message, bytes):
-                await client.sendmail(self._envelope_from, [address], message)
+                await send_prepared(client, self._envelope_from, address, message)
             else:
                 await client.send_message(message, sender=self._envelope_from, recipients=[address])
         except aiosmtplib.SMTPServerDisconnected:

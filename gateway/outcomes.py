@@ -69,8 +69,9 @@ class OutcomeBatcher:
         flusher = self._flushers.get(urgent)
         if flusher is None or flusher.done():
             self._flushers[urgent] = asyncio.create_task(self._flush(urgent))
-        # Shielded: a cancelled sender still gets its outcome stored with the batch.
-        await asyncio.shield(future)
+        # A cancelled sender cancels only its future: its outcome is in the batch already
+        # and is stored with it (no shield, which cost a second future per send).
+        await future
 
     async def _flush(self, urgent: bool) -> None:
         pending = self._pending[urgent]

@@ -39,9 +39,13 @@ from gateway.models import (
 )
 from gateway.protection import hides_places, sensitive_children
 from gateway.resolver import Recipient, Resolution, Suppression, resolve
+from gateway.store.trusted import builder
 from gateway.wallclock import hhmm as _hhmm
 from gateway.wallclock import wall_clock_to_utc as _wall_clock_to_utc
 
+# Deliveries and send jobs are built from validated data without validating again.
+_new_delivery = builder(Delivery)
+_new_job = builder(Job)
 # Failing contact kinds, as the store records them.
 PHONE = "phone"
 EMAIL = "email"
@@ -384,7 +388,10 @@ class _Planner:
         self, person_id: str, role: Role, channel: str, target: str, **fields: Any
     ) -> Delivery:
         message = self.message
-        return Delivery(
+        get = fields.get
+        # Every value comes from the validated message and directory: built without
+        # validating again (gateway/store/trusted.py), the model's defaults for the rest.
+        return _new_delivery(
             id=Delivery.make_id(message.tenant_id, message.event_id, person_id, channel, target),
             tenant_id=message.tenant_id,
             message_id=message.id,
@@ -392,9 +399,18 @@ class _Planner:
             recipient_role=role,
             channel=channel,
             target=target,
+            address=get("address"),
+            language=fields["language"],
+            child_ids=get("child_ids", []),
+            context=get("context", {}),
+            status=get("status", DeliveryStatus.planned),
+            reason=get("reason"),
+            provider_id=None,
+            segments=None,
+            attempts=0,
+            not_before=get("not_before"),
             created_at=self.now,
             updated_at=self.now,
-            **fields,
         )
 
     def _unit(self, person: Person, child_ids: tuple[str, ...]) -> Unit | None:
@@ -452,12 +468,14 @@ def queue(
     delivery.status = DeliveryStatus.queued
     if DIGEST_KEY in delivery.context:
         return digest_job(delivery, urgent=urgent)  # held for the guardian's daily digest
-    return Job(
+    return _new_job(
         id=send_job_id(delivery.id),
         tenant_id=delivery.tenant_id,
         kind=JOB_SEND,
         ref=delivery.id,
         due_at=delivery.not_before or now,
+        attempts=0,
+        last_error=None,
         urgent=urgent,
         rank=rank if delivery.not_before is None else None,
     )

@@ -21,7 +21,10 @@ its sender): nothing about other recipients ever reaches a template.
 A broadcast renders each kind of delivery (message, channel, language, role, unit and
 sender...) once, with stand-ins for the read link and the children's names, and puts
 each delivery's own in (``_Stencils``): the jinja templates run per kind, not per
-delivery, and the result is the same text (tests/test_render_stencils.py).
+delivery, and the result is the same text (tests/test_render_stencils.py). A stencil is
+kept cut at its stand-ins and already finished, and a family's names (the concerns line,
+escaped for HTML) are worked out once per language for all its guardians and channels,
+so a delivery costs a join per part.
 """
 
 from __future__ import annotations
@@ -134,6 +137,12 @@ def _locale(lang: str) -> Locale:
     return Locale.parse(lang)
 
 
+@functools.lru_cache(maxsize=256)
+def _language(tag: str | None) -> str:
+    """:func:`resolve_language`, cached: a broadcast asks for a few tags thousands of times."""
+    return resolve_language(tag)
+
+
 @functools.lru_cache(maxsize=4096)
 def _name_list(names: tuple[str, ...], lang: str) -> str:
     """Names as "Ola, Kari og Nora": babel's list formatting, cached."""
@@ -230,17 +239,59 @@ _Parts = tuple[str, dict[str, str], str]  # subject, parts, language of the staf
 RawParts = Callable[..., _Parts]
 
 
+def _finished(text: str, rtl: bool) -> str:
+    """One part as :meth:`Renderer._finish` leaves it: stripped, isolates dropped unless
+    the language is written right to left."""
+    return text.strip() if rtl else _unmark(text.strip())
+
+
+class _Stencil(NamedTuple):
+    """A kind's render cut at its stand-ins: each part is literal, stand-in, literal, ...,
+    literal. Where a part's first and last literals hold text of their own, stripping
+    cannot reach a filled-in value, so they are kept finished (stripped, isolates kept or
+    dropped as :meth:`Renderer._finish` does) and a delivery costs one join; else the
+    part is kept raw, joined with raw values and finished as a whole."""
+
+    subject: str  # finished
+    parts: dict[str, tuple[bool, tuple[str, ...]]]  # part -> (finished?, pieces)
+    text_language: str
+    rtl: bool
+
+    def filled(self, fills: Mapping[str, _Fill]) -> _Parts:
+        """The parts with this delivery's values joined in."""
+        out = {}
+        for part, (finished, pieces) in self.parts.items():
+            # a fill is (html, text) finished, then (html, text) raw
+            side = (0 if part == "html" else 1) + (0 if finished else 2)
+            joined = [pieces[0]]
+            for at in range(1, len(pieces), 2):
+                joined.append(fills[pieces[at]][side])
+                joined.append(pieces[at + 1])
+            text = "".join(joined)
+            out[part] = text if finished else _finished(text, self.rtl)
+        return self.subject, out, self.text_language
+
+
+_Fill = tuple[str, str, str, str]  # a stand-in's value in HTML and in text, finished, then raw
+_Fills = dict[str, _Fill]
+CHILDREN_FILLS = 4096  # children's names kept per (names, language, folded); oldest go first
+
+
 class _Stencils:
     """A broadcast renders one text for thousands of deliveries that differ only in their
     read link and their children's names. The first delivery of a kind is rendered with
     stand-ins for those (its stencil); every other delivery of the kind gets the stencil
-    with its own link and names put in, then stripped and unmarked like a direct render.
+    with its own link and names joined in, stripped and unmarked like a direct render.
 
     The kind is everything else a render reads: the message (and translation, files),
     the channel, language and role, and the whole context but the children. A stencil is
     checked against a direct render of its first delivery; if they differ (a template
     that treats the names in a way the fill does not), that kind is rendered directly.
     Absence texts are always rendered directly (one child, few deliveries).
+
+    A stencil is kept finished and cut at its stand-ins, so a delivery costs one join per
+    part; the children's lines (concerns, names, escaped for HTML) are kept per set of
+    names and language, since a family's guardians and channels share them.
     """
 
     def __init__(
@@ -256,21 +307,24 @@ class _Stencils:
         mark = secrets.token_hex(8)
         self._mark = mark
         self._token, self._concerns, self._names = (f"Bb{k}{mark}" for k in ("t", "c", "n"))
-        self._kept: dict[tuple[Any, ...], _Parts | None] = {}  # None: render directly
+        self._cut = re.compile(f"({self._token}|{self._concerns}|{self._names})")
+        self._kept: dict[tuple[Any, ...], _Stencil | None] = {}  # None: render directly
+        self._children: dict[tuple[tuple[str, ...], str, bool], _Fills | None] = {}
 
     def stencil_for(self, job: _Job, sms_fold: bool) -> _Parts | None:
         """The parts for ``job`` from its kind's stencil, or None: render it directly."""
-        key = self._key(job, sms_fold)
+        children = tuple(_context_names(job.delivery.context.get("children")))
+        key = self._key(job, sms_fold, bool(children))
         if key is None:
             return None
-        fills = self._fills(job, key, sms_fold)
+        fills = self._fills(job, children, sms_fold)
         if fills is None:
             return None
         kept = key in self._kept
-        stencil = self._kept[key] if kept else self._make(job, key, sms_fold, fills)
-        return None if stencil is None else self._filled(stencil, fills, job.lang)
+        stencil = self._kept[key] if kept else self._make(job, key, sms_fold, fills, children)
+        return None if stencil is None else stencil.filled(fills)
 
-    def _key(self, job: _Job, sms_fold: bool) -> tuple[Any, ...] | None:
+    def _key(self, job: _Job, sms_fold: bool, children: bool) -> tuple[Any, ...] | None:
         message, delivery, translation = job.message, job.delivery, job.translation
         if _TEMPLATES.get(message.event_type, _DEFAULT_TEMPLATE) != _DEFAULT_TEMPLATE:
             return None
@@ -300,43 +354,66 @@ class _Stencils:
             job.lang,
             delivery.recipient_role,
             link,
-            bool(_context_names(context.get("children"))),
+            children,
             rest,
             sms_fold,
         )
 
-    def _fills(
-        self, job: _Job, key: tuple[Any, ...], sms_fold: bool
-    ) -> dict[str, tuple[str, str]] | None:
-        """Stand-in -> (its value in HTML, in plain text) for this delivery."""
-        fills: dict[str, tuple[str, str]] = {}
+    def _fills(self, job: _Job, children: tuple[str, ...], sms_fold: bool) -> _Fills | None:
+        """Stand-in -> its value for this delivery (:data:`_Fill`: in HTML and in plain
+        text, finished for its language, then as rendered)."""
+        fills: _Fills = {}
         if job.read_url is not None:
-            token = job.read_url.rpartition(READ_PATH)[2]
-            fills[self._token] = (token, token)
-        children = _context_names(job.delivery.context.get("children"))
+            token = job.read_url.rpartition(READ_PATH)[2]  # base64url: nothing to finish
+            fills[self._token] = (token, token, token, token)
         if children:
-            texts = self._texts(job.lang, sms_fold)
-            concerns, names = _children_text(children, texts, job.lang)
-            assert concerns is not None and names is not None
-            # As the templates show them: "concerns | bdi" in HTML, "children_names | iso".
-            fills[self._concerns] = (str(bdi(concerns)), concerns)
-            fills[self._names] = (str(escape(names)), _unmark(names))
-        if any(self._mark in value for pair in fills.values() for value in pair):
-            return None
+            named = self._children_fills(children, job.lang, sms_fold)
+            if named is None:
+                return None
+            fills.update(named)
+        return fills
+
+    def _children_fills(
+        self, children: tuple[str, ...], lang: str, sms_fold: bool
+    ) -> _Fills | None:
+        key = (children, lang, sms_fold)
+        if key in self._children:
+            return self._children[key]
+        concerns, names = _children_text(list(children), self._texts(lang, sms_fold), lang)
+        assert concerns is not None and names is not None
+        # As the templates show them: "concerns | bdi" in HTML, "children_names | iso".
+        raw = {
+            self._concerns: (str(bdi(concerns)), concerns),
+            self._names: (str(escape(names)), _unmark(names)),
+        }
+        fills: _Fills | None = None
+        if not any(self._mark in value for pair in raw.values() for value in pair):
+            rtl = is_rtl(lang)
+            fills = {
+                k: (html, text, html, text) if rtl else (_unmark(html), _unmark(text), html, text)
+                for k, (html, text) in raw.items()
+            }
+        if len(self._children) >= CHILDREN_FILLS:
+            del self._children[next(iter(self._children))]
+        self._children[key] = fills
         return fills
 
     def _make(
-        self, job: _Job, key: tuple[Any, ...], sms_fold: bool, fills: dict[str, tuple[str, str]]
-    ) -> _Parts | None:
+        self,
+        job: _Job,
+        key: tuple[Any, ...],
+        sms_fold: bool,
+        fills: _Fills,
+        children: tuple[str, ...],
+    ) -> _Stencil | None:
         url = None
         if job.read_url is not None:
             url = job.read_url.rpartition(READ_PATH)[0] + READ_PATH + self._token
-        children = (self._concerns, self._names) if self._names in fills else None
-        stencil: _Parts | None = self._raw_parts(
-            job, sms_fold=sms_fold, read_url=url, children=children
-        )
+        stand_ins = (self._concerns, self._names) if children else None
+        raw = self._raw_parts(job, sms_fold=sms_fold, read_url=url, children=stand_ins)
+        stencil = self._cut_up(raw, job.lang)
         direct = self._finish(job.lang, *self._raw_parts(job, sms_fold=sms_fold))
-        if stencil is None or self._filled(stencil, fills, job.lang) != direct:
+        if stencil is None or stencil.filled(fills) != direct:
             log.warning(
                 "a stencil differs from its direct render; rendering this kind directly",
                 extra={"channel": job.delivery.channel, "language": job.lang},
@@ -347,15 +424,25 @@ class _Stencils:
         self._kept[key] = stencil
         return stencil
 
-    def _filled(self, stencil: _Parts, fills: dict[str, tuple[str, str]], lang: str) -> _Parts:
-        subject, raw, text_language = stencil
-        out = {}
-        for part, text in raw.items():
-            html = part == "html"
-            for stand_in, (in_html, in_text) in fills.items():
-                text = text.replace(stand_in, in_html if html else in_text)
-            out[part] = text
-        return self._finish(lang, subject, out, text_language)
+    def _cut_up(self, raw: _Parts, lang: str) -> _Stencil | None:
+        """``raw`` cut at its stand-ins, finished where stripping stays in its own text."""
+        subject, texts, text_language = raw
+        if self._cut.search(subject):
+            return None
+        rtl = is_rtl(lang)
+        parts: dict[str, tuple[bool, tuple[str, ...]]] = {}
+        for part, text in texts.items():
+            pieces: list[str] = self._cut.split(text)
+            if len(pieces) == 1:
+                parts[part] = (True, (_finished(text, rtl),))
+            elif pieces[0].strip() and pieces[-1].strip():
+                pieces[0], pieces[-1] = pieces[0].lstrip(), pieces[-1].rstrip()
+                if not rtl:
+                    pieces[::2] = [_unmark(piece) for piece in pieces[::2]]
+                parts[part] = (True, tuple(pieces))
+            else:
+                parts[part] = (False, tuple(pieces))
+        return _Stencil(subject if rtl else _unmark(subject), parts, text_language, rtl)
 
 
 class Renderer:
@@ -443,7 +530,7 @@ class Renderer:
         parts = _PARTS.get(channel)
         if parts is None:
             raise ConfigError(f"no templates for channel {channel!r}")
-        lang = resolve_language(delivery.language)
+        lang = _language(delivery.language)
         read_url = self._read_url(delivery)
         job = _Job(message, delivery, lang, read_url, parts, files, translation, source_language)
         subject, out, text_language = self._choose(job, self._parts_for)

@@ -127,3 +127,49 @@ def test_any_text_survives_the_round_trip(text: str) -> None:
     if not expected.endswith("\n"):
         expected += "\n"
     assert parse(direct[0]).get_content().replace("\r\n", "\n") == expected
+
+
+# Languages and scripts a municipality writes in: right to left (Arabic, Urdu), Cyrillic,
+# Sámi and Polish letters, Tigrinya, emoji; names with quotes, isolates and HTML characters.
+WRITTEN = [
+    (
+        "ar",
+        "مدرسة سولفانغ – المدير",
+        "اجتماع أولياء الأمور يوم الثلاثاء " * 3,
+        "مرحبا \u2068Kari\u2069",
+    ),
+    ("ur", "سولوانگ اسکول", "والدین کی میٹنگ", "محترم والدین\n\nشکریہ"),
+    ("uk", "Школа «Сольванг»", "Батьківські збори у вівторок — важливо " * 4, "Вітаємо!"),
+    ("se", "Sámi skuvla", "Čoahkkin – ŋ, š, ž, đ, ŧ", "Buorre beaivi!"),
+    ("pl", 'Szkoła "Łąka" <rektor>', "Zebranie rodziców – żółć", "Cześć Łukasz & Zoë"),
+    ("ti", "ቤት ትምህርቲ", "ኣኼባ ወለዲ 📣", "ሰላም\n.ነጥቢ"),
+]
+
+
+@pytest.mark.parametrize(("language", "sender", "subject", "greeting"), WRITTEN)
+def test_every_language_reads_as_build_email_writes_it(
+    language: str, sender: str, subject: str, greeting: str
+) -> None:
+    d = delivery(sender=sender)
+    direction = "rtl" if language in ("ar", "ur") else "ltr"
+    content = Rendered(
+        subject=subject,
+        text=f"{greeting}\n\n{subject}\n" + f"{greeting} " * 30,
+        html=f'<html lang="{language}" dir="{direction}"><body><p><bdi>{greeting}</bdi></p>'
+        + f"<p>{subject * 5}</p></body></html>",
+        language=language,
+        unsubscribe_url=f"{URL}/u/" + "A" * 64,
+    )
+    fast, slow = both(d, content)
+    assert_same(fast, slow)
+    assert fast["Content-Language"] == language
+    assert fast["List-Unsubscribe"] == f"<{URL}/u/{'A' * 64}>"
+    assert str(fast["Subject"]) == " ".join(subject.split())
+
+
+def test_the_date_of_now_is_the_second_it_is_sent() -> None:
+    before = datetime.now(UTC).replace(microsecond=0)
+    direct = email_bytes(delivery(), Rendered(subject="s", text="t"), SENDER, URL)
+    after = datetime.now(UTC)
+    assert direct is not None
+    assert before <= parse(direct[0])["Date"].datetime <= after

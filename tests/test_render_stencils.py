@@ -174,3 +174,22 @@ def test_a_different_message_never_takes_anothers_stencil() -> None:
         assert renderer.render(first, one) == alone(first, one)
         assert renderer.render(second, one) == alone(second, one)
         assert "åpen likevel" in renderer.render(second, one).text
+
+
+@pytest.mark.parametrize("language", ["nb", "ar"])
+def test_a_family_shared_by_guardians_and_channels_reads_as_if_rendered_alone(
+    language: str,
+) -> None:
+    """A family's names are worked out once and joined into every guardian's delivery on
+    every channel; each still reads as if rendered alone, in a right-to-left language and
+    not (isolates kept or dropped), whether its names open the text (push) or not."""
+    renderer = Renderer(TEMPLATES, URL, link_for=link_for)
+    msg = message()
+    n = 0
+    for _ in range(2):  # the second round takes every family's names from the first
+        for children in FAMILIES[3:6]:  # HTML characters, right to left, isolates
+            for channel in ("email", "push"):
+                for role in (Role.guardian, Role.staff):
+                    n += 1
+                    one = delivery(n, channel, language, children, role=role)
+                    assert renderer.render(msg, one) == alone(msg, one), (channel, children)

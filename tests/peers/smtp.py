@@ -83,6 +83,7 @@ class Received:
 
     mail_from: str
     rcpt_tos: list[str]
+    mail_options: list[str]
     raw: bytes
     message: EmailMessage
     tls: bool
@@ -149,6 +150,7 @@ class _Handler:
             Received(
                 mail_from=envelope.mail_from or "",
                 rcpt_tos=list(envelope.rcpt_tos),
+                mail_options=list(envelope.mail_options),
                 raw=raw,
                 message=parsed,
                 tls=transport is not None and transport.get_extra_info("ssl_object") is not None,

@@ -8,7 +8,8 @@ webhook feed by a trigger (``webhooks.py``)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import sqlite3
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, ClassVar
 
@@ -279,16 +280,46 @@ CREATE INDEX IF NOT EXISTS status_history_by_delivery ON status_history (deliver
         return [found[i] for i in ids if i in found]
 
 
+_CURRENT = f"SELECT id, status FROM deliveries WHERE id IN {IDS}"
+_UPDATE = (
+    "UPDATE deliveries SET status = ?, updated_at = COALESCE(?, updated_at), "
+    "reason = COALESCE(?, reason), provider_id = COALESCE(?, provider_id), "
+    "segments = COALESCE(?, segments) WHERE id = ?"
+)
+_HISTORY = "INSERT INTO status_history (delivery_id, status, at, detail) VALUES (?, ?, ?, ?)"
+
+
 async def apply_moves(db: aiosqlite.Connection, moves: Sequence[SendOutcome]) -> list[bool]:
     """Apply status moves in order inside the caller's write transaction.
 
     Reads the current statuses once, decides each move with can_transition, and
     writes updates and history with one executemany each.
     """
-    rows = await db.execute_fetchall(
-        f"SELECT id, status FROM deliveries WHERE id IN {IDS}",
-        (id_list({m.delivery_id for m in moves}),),
-    )
+    rows = await db.execute_fetchall(_CURRENT, (id_list({m.delivery_id for m in moves}),))
+    updates, history, moved = _decide(rows, moves)
+    if updates:
+        await db.executemany(_UPDATE, updates)
+    if history:
+        await db.executemany(_HISTORY, history)
+    return moved
+
+
+def apply_moves_now(conn: sqlite3.Connection, moves: Sequence[SendOutcome]) -> list[bool]:
+    """:func:`apply_moves` inside a :meth:`SqliteHandle.transact` transaction."""
+    rows = conn.execute(_CURRENT, (id_list({m.delivery_id for m in moves}),)).fetchall()
+    updates, history, moved = _decide(rows, moves)
+    if updates:
+        conn.executemany(_UPDATE, updates)
+    if history:
+        conn.executemany(_HISTORY, history)
+    return moved
+
+
+def _decide(
+    rows: Iterable[Any], moves: Sequence[SendOutcome]
+) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[bool]]:
+    """The status rule on the current statuses (``rows``): the rows to update, the
+    history to add, and whether each move was made."""
     current = {row[0]: DeliveryStatus(row[1]) for row in rows}
     updates: list[tuple[Any, ...]] = []
     history: list[tuple[Any, ...]] = []
@@ -316,16 +347,4 @@ async def apply_moves(db: aiosqlite.Connection, moves: Sequence[SendOutcome]) ->
                 (old.value, None, None, move.provider_id, move.segments, move.delivery_id)
             )
         moved.append(False)
-    if updates:
-        await db.executemany(
-            "UPDATE deliveries SET status = ?, updated_at = COALESCE(?, updated_at), "
-            "reason = COALESCE(?, reason), provider_id = COALESCE(?, provider_id), "
-            "segments = COALESCE(?, segments) WHERE id = ?",
-            updates,
-        )
-    if history:
-        await db.executemany(
-            "INSERT INTO status_history (delivery_id, status, at, detail) VALUES (?, ?, ?, ?)",
-            history,
-        )
-    return moved
+    return updates, history, moved

@@ -8,6 +8,7 @@ the transaction that ends its job."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
@@ -17,8 +18,8 @@ import aiosqlite
 from gateway.models import DeliveryStatus, Job
 from gateway.store import SendOutcome, lanes
 from gateway.store.encoding import from_us, us
-from gateway.store.sqlite.base import IDS, SqliteFeature, id_list, insert_jobs
-from gateway.store.sqlite.deliveries import apply_moves
+from gateway.store.sqlite.base import IDS, SqliteFeature, id_list, insert_jobs_now
+from gateway.store.sqlite.deliveries import apply_moves, apply_moves_now
 from gateway.store.trusted import builder
 
 _JOB_COLUMNS = "id, tenant_id, kind, ref, due_at, attempts, last_error, urgent"
@@ -124,12 +125,16 @@ CREATE TABLE IF NOT EXISTS jobs (
     async def finish_sends(self, outcomes: Sequence[SendOutcome]) -> int:
         if not outcomes:
             return 0
-        moves = outcomes  # a send outcome is a status move with the end of its job
-        async with self._db.write() as db:
-            moved = await apply_moves(db, moves)
-            await db.executemany("DELETE FROM jobs WHERE id = ?", [(o.job_id,) for o in outcomes])
-            await insert_jobs(db, [job for o in outcomes for job in o.jobs])
-        return sum(moved)
+
+        # A send outcome is a status move with the end of its job; one round trip to the
+        # writer's thread for the whole batch (SqliteHandle.transact).
+        def finish(conn: sqlite3.Connection) -> int:
+            moved = apply_moves_now(conn, outcomes)
+            conn.executemany("DELETE FROM jobs WHERE id = ?", [(o.job_id,) for o in outcomes])
+            insert_jobs_now(conn, [job for o in outcomes for job in o.jobs])
+            return sum(moved)
+
+        return await self._db.transact(finish)
 
     async def retry_job(self, job_id: str, due_at: datetime, error: str) -> None:
         due = us(due_at)
