@@ -49,6 +49,7 @@ def test_a_small_municipality_end_to_end() -> None:
     assert result["scenario"] == "emergency"
     assert result["handover_s"] == result["seconds"] and result["ratio"] > 0
     assert result["cpu_s_per_1000"] > 0
+    assert result["ceiling_cpu_s_per_1000"] > 0
     assert result["redis_commands_per_delivery"] is None  # SQLite
 
 
@@ -110,6 +111,7 @@ def test_the_mixed_scenario_on_redis_with_two_workers_and_latency() -> None:
     assert 0 < result["urgent_p50_ms"] <= result["urgent_p99_ms"]
     assert result["handover_s"] > 0 and result["ratio"] > 0
     assert result["cpu_s_per_1000"] > 0
+    assert result["ceiling_cpu_s_per_1000"] > 0
     # INFO commandstats delta: scripts' inner calls included, at least one script call
     assert result["redis_commands_per_delivery"] >= result["redis_scripts_per_delivery"] > 0
     assert result["latency"] == "5ms"
