@@ -24,6 +24,11 @@ JOB_DIGEST = "digest"  # a guardian's daily digest of the day's messages (gatewa
 
 # Channel used on a delivery row that records a suppression (nobody was contacted).
 SUPPRESSED_CHANNEL = "none"
+# Channels whose providers call back by provider id (Twilio status callbacks) or whose
+# recipients answer (inbound SMS): ``ProviderLookup`` answers for these alone, so the
+# stores index no other channel's provider ids and addresses (on Redis two to three
+# commands per delivery saved: docs/redis.md).
+LOOKUP_CHANNELS = frozenset({"sms"})
 
 API_KEY_PREFIX = "bbk_"
 WEBHOOK_SECRET_PREFIX = "whsec_"

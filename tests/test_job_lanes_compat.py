@@ -116,3 +116,45 @@ async def test_redis_jobs_of_the_previous_version_are_claimed(prefix: str) -> No
         assert await store.queue_stats(later) == {}
     finally:
         await store.close()
+
+
+async def test_redis_jobs_of_both_layouts_are_read_and_never_queued_twice(prefix: str) -> None:
+    """Since 2026-12-07 a new job keeps kind, tenant, due, lane and ref packed in its
+    field k (one HSETNX creates it); a job of the previous layout has k too, so queueing
+    it again leaves it as it is, and both layouts read alike."""
+    qp = f"{prefix}:{{q}}:"
+    async with Redis.from_url(REDIS_URL, decode_responses=True) as raw:
+        await raw.hset(
+            f"{qp}j:send:old",
+            mapping={"k": "send", "t": A, "r": "old", "d": us(T0), "a": 2, "e": "timeout"},
+        )
+        await raw.zadd(f"{qp}z:send", {"send:old": us(T0)})
+        await raw.sadd(f"{qp}kinds", "send")
+    store = RedisStore(REDIS_URL, prefix=prefix)
+    await store.open()
+    try:
+        again = Job(id="send:old", tenant_id=A, kind="send", ref="old", due_at=T0, attempts=0)
+        await store.add_deliveries([], [again, alert(), alert()])
+        jobs = await store.get_jobs(["send:old", "send:alert"])
+        old, new = jobs["send:old"], jobs["send:alert"]
+        assert (old.ref, old.attempts, old.last_error, old.urgent) == ("old", 2, "timeout", False)
+        assert (new.tenant_id, new.ref, new.due_at, new.attempts, new.urgent) == (
+            A,
+            "alert",
+            T0 + timedelta(1),
+            0,
+            True,
+        )
+        later = T0 + timedelta(days=2)
+        assert (await store.queue_stats(later))["send"][0] == 2
+        # a retry's due time wins over the packed one
+        await store.retry_job("send:alert", later + timedelta(hours=1), "busy")
+        retried = (await store.get_jobs(["send:alert"]))["send:alert"]
+        assert (retried.due_at, retried.last_error) == (later + timedelta(hours=1), "busy")
+        claimed = await store.claim_jobs(["send"], 10, later + timedelta(hours=2), 30)
+        assert [(j.id, j.ref, j.urgent, j.attempts) for j in claimed] == [
+            ("send:alert", "alert", True, 1),
+            ("send:old", "old", False, 3),
+        ]
+    finally:
+        await store.close()

@@ -62,9 +62,10 @@ async def test_a_batch_of_sends_costs_a_bounded_number_of_commands(
     finished = await snapshot(url) - before - added - claims
 
     assert (len(claimed), moved) == (K, K)
-    # per delivery: its hash + EXPIRE, the tenant lookup, the latest per address (SET;
-    # the global one ZADD + EXPIRE), its job (EXISTS + HSET): 8, and a few per batch
-    _assert_within(added, per_send=8, scripts=2)
+    # per delivery: its hash + EXPIRE, the latest per address (SET; the global one ZADD
+    # + EXPIRE), its job (HSETNX): 6, and the tenant lookup (one HSET per bucket: at
+    # most 1), and a few per batch
+    _assert_within(added, per_send=7, scripts=2)
     # per job: XADD, HMGET + HSET of the job
     _assert_within(claims, per_send=3, scripts=1)
     # per outcome: the move (HMGET + HSET), the provider id (SET); the jobs this process
@@ -75,3 +76,29 @@ async def test_a_batch_of_sends_costs_a_bounded_number_of_commands(
 def _assert_within(used: CommandCounts, *, per_send: int, scripts: int) -> None:
     assert used.scripts <= scripts, used.calls
     assert used.total <= per_send * K + 25, used.calls
+
+
+async def test_an_email_is_not_indexed_by_address_or_provider_id(
+    store: RedisStore, url: str
+) -> None:
+    """Only SMS is looked up by address or provider id (gateway.constants.LOOKUP_CHANNELS):
+    an email delivery costs its hash, its share of the tenant lookup and its job."""
+    msg = await accepted(store, message())
+    ds = [delivery(msg, f"p{i:03}", "email", address=f"p{i}@example.no") for i in range(K)]
+    before = await snapshot(url)
+    await store.add_deliveries(ds, [job(f"send:{d.id}") for d in ds])
+    added = await snapshot(url) - before
+    await store.claim_jobs(["send"], K, at(1), 30)
+    claims = await snapshot(url) - before - added
+    outcomes = [
+        SendOutcome(f"send:{d.id}", d.id, DeliveryStatus.sent, at(2), provider_id=f"<{n}@x>")
+        for n, d in enumerate(ds)
+    ]
+    assert await store.finish_sends(outcomes) == K
+    finished = await snapshot(url) - before - added - claims
+    _assert_within(added, per_send=4, scripts=2)
+    _assert_within(finished, per_send=2, scripts=2)
+    # no provider id (SET pid:) and no address (ZADD adt:, SET la:): the jobs' ZADD and
+    # their waiting set's hint (P:{q}:next)
+    assert "set" not in finished.calls and "set" not in added.calls
+    assert added.calls["zadd"] == 2

@@ -114,12 +114,45 @@ async def test_per_message_keys_expire_after_the_retention(prefix: str, redis: R
         f"{prefix}:{{{A}}}:d:{d.id}",
         f"{prefix}:{{{A}}}:mr:{msg.id}",
         f"{prefix}:{{{A}}}:mc:{msg.id}",
-        f"{prefix}:did:{d.id}",
         *[k async for k in redis.scan_iter(match=f"{prefix}:adt:*")],
     ):
         assert three_days - 60 < await redis.ttl(key) <= three_days, key
+    # the delivery -> tenant hashes: their expiry is renewed by the daily purge
+    store = await opened(prefix, retention_days=2)
+    try:
+        await store.purge_before(now - timedelta(days=2))
+    finally:
+        await store.close()
+    buckets = [k async for k in redis.scan_iter(match=f"{prefix}:didb:*")]
+    assert buckets
+    for key in buckets:
+        assert three_days - 60 < await redis.ttl(key) <= three_days, key
     # no address or phone number in any key name
     assert not [k async for k in redis.scan_iter(match=f"{prefix}:*4791234567*")]
+
+
+async def test_a_claim_reads_the_waiting_sets_its_hint_names_and_all_once_a_second(
+    prefix: str, redis: Redis
+) -> None:
+    """Claims between two that scan read only the waiting sets whose hint (``next``) is
+    due; every writer lowers it, and a job queued without it (an older version's) is
+    found by the next claim that reads every set, a second later at most."""
+    store = await opened(prefix)
+    qp = f"{prefix}:{{q}}:"
+    try:
+        now = datetime.now(UTC)
+        assert await store.claim_jobs(["send", "plan"], 10, now, 60) == []  # scans
+        await store.add_deliveries([], [job("send:1", now)])
+        # queued as an older version did: its waiting set, no hint
+        await redis.hset(f"{qp}j:plan:1", mapping={"k": "plan", "t": A, "r": "1", "d": us(now)})
+        await redis.zadd(f"{qp}z:plan", {"plan:1": us(now)})
+        claimed = await store.claim_jobs(["send", "plan"], 10, now, 60)
+        assert [j.id for j in claimed] == ["send:1"]
+        later = now + timedelta(seconds=1)
+        assert [j.id for j in await store.claim_jobs(["send", "plan"], 10, later, 60)] == ["plan:1"]
+        assert await redis.zrange(f"{qp}next", 0, -1) == []  # nothing waits
+    finally:
+        await store.close()
 
 
 async def test_a_rate_limit_is_shared_by_every_process(prefix: str) -> None:
@@ -174,6 +207,27 @@ async def test_history_and_address_kept_by_an_older_version_are_still_read(
         assert await store.tenant_for_address("sms", "+4791234567") == "tenant-b"
     finally:
         await store.close()
+
+
+async def test_a_delivery_tenant_kept_by_an_older_version_is_still_read(
+    prefix: str, redis: Redis
+) -> None:
+    """Before 2026-12-07 a delivery's tenant was a string ``did:<id>``, not a field of
+    one of the ``didb:`` hashes; a process that never saw the delivery still finds it."""
+    store = await opened(prefix)
+    try:
+        _, d = await one_sms(store, T)
+    finally:
+        await store.close()
+    removed = [await redis.hdel(k, d.id) async for k in redis.scan_iter(match=f"{prefix}:didb:*")]
+    assert sum(removed) == 1
+    await redis.set(f"{prefix}:did:{d.id}", A)
+    other = await opened(prefix)
+    try:
+        found = await other.get_delivery(d.id)
+        assert found is not None and found.tenant_id == A
+    finally:
+        await other.close()
 
 
 async def one_sms(store: RedisStore, at: datetime) -> tuple[Message, Delivery]:

@@ -37,7 +37,7 @@ class CommandCounts:
             {k: v for k, v in calls.items() if v},
         )
 
-    def top(self, per: int, n: int = 8) -> dict[str, float]:
+    def top(self, per: int, n: int = 12) -> dict[str, float]:
         """The ``n`` most called commands, calls per ``per`` (deliveries)."""
         ranked = sorted(self.calls.items(), key=lambda kv: -kv[1])[:n]
         return {name: round(calls / max(per, 1), 2) for name, calls in ranked}

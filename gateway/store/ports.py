@@ -327,7 +327,9 @@ class DeliveryStore(Protocol):
 
 
 class ProviderLookup(Protocol):
-    """The delivery an inbound callback or reply is about (tracker, provider callbacks)."""
+    """The delivery an inbound callback or reply is about (tracker, provider callbacks).
+    Only the channels in :data:`gateway.constants.LOOKUP_CHANNELS` are looked up (SMS):
+    any other channel's provider id or address is None."""
 
     async def delivery_by_provider_id(self, channel: str, provider_id: str) -> Delivery | None: ...
 

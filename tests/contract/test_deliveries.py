@@ -167,3 +167,18 @@ async def test_latest_delivery_to_an_address(store: Store) -> None:
     latest_b = await store.latest_delivery_to(B, "sms", number)
     assert latest_b is not None and latest_b.message_id == m3.id
     assert await store.tenant_for_address("push", number) is None
+
+
+async def test_only_sms_is_looked_up_by_address_or_provider_id(store: Store) -> None:
+    """Replies and provider callbacks are looked up for LOOKUP_CHANNELS (SMS) alone: an
+    email's address or provider id finds nothing, on every backend (Redis indexes them
+    for SMS only, saving two to three commands per delivery)."""
+    m = await accepted(store, message(A, "e1"))
+    email = delivery(m, "p1", "email", address="p1@example.no")
+    await store.add_deliveries([email], [])
+    assert await store.transition(email.id, DeliveryStatus.sent, at(1), provider_id="<m1@x>")
+    assert await store.latest_delivery_to(A, "email", "p1@example.no") is None
+    assert await store.tenant_for_address("email", "p1@example.no") is None
+    assert await store.delivery_by_provider_id("email", "<m1@x>") is None
+    stored = await store.get_delivery(email.id)
+    assert stored is not None and stored.provider_id == "<m1@x>"

@@ -137,3 +137,5 @@ async def test_queue_stats(store: Store) -> None:
     assert stats["plan"] == (1, 10.0)
     quiet = await store.queue_stats(at(30))
     assert quiet["send"] == (2, 0.0)  # send:2 and send:3 wait, none of them is due yet
+    # once its lease has ended, the leased job waits again (a crashed worker's)
+    assert (await store.queue_stats(at(700)))["send"] == (3, 700.0)

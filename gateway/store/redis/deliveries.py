@@ -14,11 +14,13 @@ one tenant script (lua/transition.lua) that keeps the forward-only rule.
 from __future__ import annotations
 
 import json
+import zlib
 from collections import OrderedDict, defaultdict
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from gateway.constants import LOOKUP_CHANNELS
 from gateway.models import Delivery, DeliveryStatus, Job, Role, StatusChange
 from gateway.store import SendOutcome
 from gateway.store.encoding import dumps, from_us, from_us_opt, us, us_opt
@@ -31,6 +33,11 @@ from gateway.store.redis.scripts import Lua, read
 # Seconds a follow-up job of a move waits past its due time (see apply_moves).
 FOLLOWUP_GRACE = 2.0
 _WHERE_CACHE = 50_000
+# Delivery id -> tenant is kept in this many hashes ``P:didb:<n>``: planning costs one
+# HSET per bucket and call, not a SET per delivery. The entries leave with the purge of
+# their deliveries; the daily purge also renews the buckets' expiry (``renew``), so the
+# buckets of a deployment that stopped expire like every other key.
+_BUCKETS = 64
 
 _TRANSITION = Lua(lua.TRANSITION)
 _ADD_DELIVERIES = Lua(lua.ADD_DELIVERIES)
@@ -100,6 +107,14 @@ def _history_rows(h: dict[str, str]) -> list[str]:
     return [h[f"h{n}"] for n in range(1, int(h.get("hn", 0)) + 1)]
 
 
+def _address_key(d: Delivery) -> str | None:
+    """The hashed address under which replies to this delivery are looked up (``la:``,
+    ``adt:``), or None: no address, or a channel not in LOOKUP_CHANNELS."""
+    if d.address and d.channel in LOOKUP_CHANNELS:
+        return digest(d.channel, d.address)
+    return None
+
+
 def _delivery_meta(d: Delivery) -> str:
     return "\x1f".join(
         (
@@ -114,19 +129,40 @@ def _delivery_meta(d: Delivery) -> str:
             opt(d.reason),
             opt(d.provider_id),
             opt(d.segments),
-            digest(d.channel, d.address) if d.address else "",
+            _address_key(d) or "",
         )
     )
 
 
+def _bucket(delivery_id: str) -> str:
+    return str(zlib.crc32(delivery_id.encode()) % _BUCKETS)
+
+
 class DeliveryOwners(RedisFeature):
-    """Which tenant a delivery id belongs to (``P:did:<id>``), with a bounded cache: ids
-    never move, so the cache is never wrong. Shared by the deliveries, the queue (which
-    learns a send job's tenant when it claims it) and the purge (which forgets)."""
+    """Which tenant a delivery id belongs to (field ``<id>`` of the hash ``P:didb:<n>``,
+    ``n`` from the id; ``P:did:<id>`` in older versions, still read), with a bounded
+    cache: ids never move, so the cache is never wrong. Shared by the deliveries, the
+    queue (which learns a send job's tenant when it claims it) and the purge (which
+    forgets)."""
 
     def __init__(self, db: RedisHandle) -> None:
         super().__init__(db)
         self._where: OrderedDict[str, str] = OrderedDict()
+
+    def queue_add(self, pipe: Any, deliveries: Sequence[Delivery]) -> None:
+        """Queue the owners of new deliveries on a pipeline: one HSET per bucket."""
+        buckets: defaultdict[str, dict[str, str]] = defaultdict(dict)
+        for d in deliveries:
+            buckets[_bucket(d.id)][d.id] = d.tenant_id
+        for bucket, owners in buckets.items():
+            pipe.hset(self._db.g(K.DELIVERY_TENANTS, bucket), mapping=owners)
+
+    async def renew(self) -> None:
+        """Every bucket expires a retention (and a day) from now (the daily purge)."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for n in range(_BUCKETS):
+                pipe.expire(self._db.g(K.DELIVERY_TENANTS, str(n)), self._db.ttl)
+            await pipe.execute()
 
     async def of(self, ids: Sequence[str]) -> dict[str, str]:
         where = {i: self._where[i] for i in ids if i in self._where}
@@ -134,9 +170,11 @@ class DeliveryOwners(RedisFeature):
         if missing:
             async with self._redis.pipeline(transaction=False) as pipe:
                 for i in missing:
-                    pipe.get(self._db.g(K.DELIVERY_TENANT, i))
+                    pipe.hget(self._db.g(K.DELIVERY_TENANTS, _bucket(i)), i)
+                    pipe.get(self._db.g(K.DELIVERY_TENANT, i))  # as older versions kept it
                 found = await pipe.execute()
-            for i, tenant in zip(missing, found, strict=True):
+            for n, i in enumerate(missing):
+                tenant = found[2 * n] or found[2 * n + 1]
                 if tenant is not None:
                     where[i] = tenant
                     self.remember(i, tenant)
@@ -148,7 +186,14 @@ class DeliveryOwners(RedisFeature):
             self._where.popitem(last=False)
 
     async def forget(self, delivery_ids: Sequence[str]) -> None:
-        """Purged deliveries: their ``did`` keys and cached owners go."""
+        """Purged deliveries: their owner entries (and ``did`` keys) and cached owners go."""
+        buckets: defaultdict[str, list[str]] = defaultdict(list)
+        for i in delivery_ids:
+            buckets[_bucket(i)].append(i)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for bucket, ids in buckets.items():
+                pipe.hdel(self._db.g(K.DELIVERY_TENANTS, bucket), *ids)
+            await pipe.execute()
         await self._redis.unlink(*(self._db.g(K.DELIVERY_TENANT, i) for i in delivery_ids))
         for i in delivery_ids:
             self._where.pop(i, None)
@@ -165,6 +210,18 @@ class RedisDeliveries(RedisFeature):
         super().__init__(db)
         self._owners = owners
         self._jobs = jobs
+        # The channel of deliveries added or read here: a provider id is indexed
+        # (``pid:``) only for LOOKUP_CHANNELS, and when the channel is not known.
+        self._channels: OrderedDict[str, str] = OrderedDict()
+
+    def _note_channel(self, delivery_id: str, channel: str) -> None:
+        self._channels[delivery_id] = channel
+        if len(self._channels) > _WHERE_CACHE:
+            self._channels.popitem(last=False)
+
+    def _indexes_provider_id(self, delivery_id: str) -> bool:
+        channel = self._channels.get(delivery_id)
+        return channel is None or channel in LOOKUP_CHANNELS
 
     async def add_deliveries(self, deliveries: Sequence[Delivery], jobs: Sequence[Job]) -> int:
         by_tenant: defaultdict[str, list[Delivery]] = defaultdict(list)
@@ -176,11 +233,8 @@ class RedisDeliveries(RedisFeature):
             # exists; a crash in between leaves the plan job, whose rerun adds the jobs.
             async with self._redis.pipeline(transaction=False) as pipe:
                 pipe.sadd(self._db.active, *by_tenant)
+                self._owners.queue_add(pipe, [d for rows in by_tenant.values() for d in rows])
                 for tenant_id, rows in by_tenant.items():
-                    for d in rows:
-                        pipe.set(
-                            self._db.g(K.DELIVERY_TENANT, d.id), tenant_id, ex=self._db.ttl, nx=True
-                        )
                     tp = self._db.tp(tenant_id)
                     args: list[Any] = [tp, self._db.ttl]
                     for d in reversed(rows):
@@ -193,6 +247,7 @@ class RedisDeliveries(RedisFeature):
             for tenant_id, rows in by_tenant.items():
                 for d in rows:
                     self._owners.remember(d.id, tenant_id)
+                    self._note_channel(d.id, d.channel)
         async with self._redis.pipeline(transaction=False) as pipe:
             self._note_addresses(pipe, [d for rows in by_tenant.values() for d in rows])
             self._jobs.queue(pipe, jobs)
@@ -205,10 +260,8 @@ class RedisDeliveries(RedisFeature):
         (two commands per address, no script)."""
         latest: dict[str, dict[str, int]] = {}
         for d in deliveries:
-            if d.address:
-                tenants = latest.setdefault(
-                    self._db.g(K.ADDRESS_TENANTS, digest(d.channel, d.address)), {}
-                )
+            if (address := _address_key(d)) is not None:
+                tenants = latest.setdefault(self._db.g(K.ADDRESS_TENANTS, address), {})
                 tenants[d.tenant_id] = max(tenants.get(d.tenant_id, 0), us(d.created_at))
         for key, tenants in latest.items():
             pipe.zadd(key, tenants, gt=True)
@@ -232,7 +285,10 @@ class RedisDeliveries(RedisFeature):
             for tenant_id, delivery_id in refs:
                 pipe.hgetall(self._db.t(tenant_id, K.DELIVERY, delivery_id))
             rows = await pipe.execute()
-        return {i: _delivery(i, h) for (_, i), h in zip(refs, rows, strict=True) if h}
+        found = {i: _delivery(i, h) for (_, i), h in zip(refs, rows, strict=True) if h}
+        for i, d in found.items():
+            self._note_channel(i, d.channel)
+        return found
 
     async def list_deliveries(self, tenant_id: str, message_id: str) -> list[Delivery]:
         rows = await self._redis.hvals(self._db.t(tenant_id, K.RECIPIENTS, message_id))
@@ -298,7 +354,11 @@ class RedisDeliveries(RedisFeature):
                 pipe, [job.model_copy(update={"due_at": job.due_at + grace}) for job in followups]
             )
             for m in moves:
-                if m.provider_id is not None and m.delivery_id in where:
+                if (
+                    m.provider_id is not None
+                    and m.delivery_id in where
+                    and self._indexes_provider_id(m.delivery_id)
+                ):
                     pipe.set(
                         self._db.g(K.PROVIDER_ID, digest(m.provider_id)),
                         f"{where[m.delivery_id]}\x1f{m.delivery_id}",
@@ -344,6 +404,8 @@ class RedisDeliveries(RedisFeature):
         return bool(await self._db.eval(self._redis, _NOTE_ATTEMPT, keys, [us(at), detail]))
 
     async def delivery_by_provider_id(self, channel: str, provider_id: str) -> Delivery | None:
+        if channel not in LOOKUP_CHANNELS:
+            return None
         ref = await self._redis.get(self._db.g(K.PROVIDER_ID, digest(provider_id)))
         if ref is None:
             return None
@@ -373,6 +435,8 @@ class RedisDeliveries(RedisFeature):
     async def latest_delivery_to(
         self, tenant_id: str, channel: str, address: str
     ) -> Delivery | None:
+        if channel not in LOOKUP_CHANNELS:
+            return None
         ref = await self._redis.get(self._db.t(tenant_id, K.LATEST, digest(channel, address)))
         if ref is None:
             return None
@@ -380,6 +444,8 @@ class RedisDeliveries(RedisFeature):
         return (await self.load([(tenant_id, delivery_id)])).get(delivery_id)
 
     async def tenant_for_address(self, channel: str, address: str) -> str | None:
+        if channel not in LOOKUP_CHANNELS:
+            return None
         key = digest(channel, address)
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.zrevrange(self._db.g(K.ADDRESS_TENANTS, key), 0, 0, withscores=True)

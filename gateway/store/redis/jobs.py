@@ -33,6 +33,11 @@ _FORGET_CONSUMERS = Lua(lua.FORGET_CONSUMERS)
 # KEYS[1] the kinds set. ARGV: qp job_id. 1: removed; 0: no such job; -1: claimed before.
 _TAKE_UNSTARTED = Lua(lua.QUEUE_COMMON + read("take_unstarted"))
 
+# A claim looks for ended leases (XAUTOCLAIM per kind) at most this often on the caller's
+# clock, or a quarter of the lease if that is shorter: a takeover comes this much later,
+# and a claim under load costs one command per kind less.
+_LEASE_SCAN_EVERY = 1.0
+
 # Jobs this process claimed and has not ended: their kind, stream entry and lane, so that
 # ending them needs no read of the job hash (bounded: a job never ended here just ages out).
 _HELD_CACHE = 100_000
@@ -52,6 +57,20 @@ def _job(f: list[Any]) -> Job:
         last_error=f[6] or None,
         urgent=f[7] == "1",
     )
+
+
+def _unpacked(row: list[Any]) -> list[Any]:
+    """HMGET k t r d a e p of a job hash as [t, k, r, d, a, e, p] (``_job``'s order): a
+    job queued since 2026-12-07 keeps k t d p r packed in k, and a field written later
+    wins (lua/queue_common.lua, read_job)."""
+    kind, tenant, ref, due, attempts, error, urgent = row
+    if "\x1f" in kind:
+        kind, p_tenant, p_due, p_urgent, p_ref = kind.split("\x1f", 4)
+        tenant = p_tenant if tenant is None else tenant
+        due = p_due if due is None else due
+        urgent = p_urgent if urgent is None else urgent
+        ref = p_ref if ref is None else ref
+    return [tenant, kind, ref, due, attempts or 0, error, urgent]
 
 
 # --------------------------------------------------------------------------- the store
@@ -80,6 +99,16 @@ class RedisJobs(RedisFeature):
         self._claimed_send = claimed_send
         self._clamp_warned = False
         self._held: OrderedDict[str, tuple[str, str, str]] = OrderedDict()
+        self._scanned_at: int | None = None  # µs on the caller's clock
+
+    def _scan_now(self, stamp: int, lease_seconds: float) -> bool:
+        """Whether this claim looks for ended leases (see _LEASE_SCAN_EVERY)."""
+        every = min(_LEASE_SCAN_EVERY, lease_seconds / 4) * 1_000_000
+        last = self._scanned_at
+        if last is None or stamp < last or stamp - last >= every:
+            self._scanned_at = stamp
+            return True
+        return False
 
     def queue(self, pipe: Any, jobs: Sequence[Job]) -> None:
         """Queue the insertion of jobs (existing ids are left untouched) on a pipeline."""
@@ -145,6 +174,7 @@ class RedisJobs(RedisFeature):
                 limit,
                 self._consumer,
                 split.normal_reserved,
+                "1" if self._scan_now(stamp, lease_seconds) else "0",
                 *dict.fromkeys(kinds),
             ],
         )
@@ -187,12 +217,12 @@ class RedisJobs(RedisFeature):
             return {}
         async with self._redis.pipeline(transaction=False) as pipe:
             for job_id in job_ids:
-                pipe.hmget(self._db.q(K.JOB, job_id), "t", "k", "r", "d", "a", "e", "p")
+                pipe.hmget(self._db.q(K.JOB, job_id), "k", "t", "r", "d", "a", "e", "p")
             rows = await pipe.execute()
         return {
-            job_id: _job([job_id, *row])
+            job_id: _job([job_id, *_unpacked(row)])
             for job_id, row in zip(job_ids, rows, strict=True)
-            if row[1] is not None
+            if row[0] is not None
         }
 
     async def queue_stats(self, now: datetime) -> dict[str, tuple[int, float]]:

@@ -45,8 +45,10 @@ The keys (``{t}`` a tenant's tag):
 * `P:{t}:abs:<msg>`, `absev:<event>`, `abskey:<key>`, `absx:<msg>`, `absxl:<msg>`,
   `absidx` — absence records, claimed event ids, latest record per key, explanations,
   records by creation time (retention)
-* `P:{q}:s:<kind>`, `z:<kind>`, `u:<kind>`, `j:<id>`, `kinds`, `clock` — the work queue
-  (`u:` the urgent lane)
+* `P:{q}:s:<kind>`, `z:<kind>`, `u:<kind>`, `j:<id>`, `kinds`, `next`, `clock`, `lease` —
+  the work queue (`u:` the urgent lane; `next` a lower bound of each waiting set's
+  earliest due time, which claims read to skip the sets with nothing due; `lease` the
+  lease of the last claim that looked for ended leases, for the queue statistics)
 * `P:{t}:wh:feed`, `wh:seq` — the tenant's change feed (relayed into the global one)
 * `P:{q}:wh:feed`, `wh:seq`, `wh:cursor`, `wh:pend`, `wh:rel`, `wh:m:<id>`, `wh:a:<id>`,
   `wh:t:<tenant>`, `wh:e:…` — global webhook change feed, pending tenants, relay
@@ -55,10 +57,12 @@ The keys (``{t}`` a tenant's tag):
   changes)
 * `P:{t}:att:<id>`, `attmsg:<msg>`; `P:att:unused`, `P:att:used` — attachments and a
   message's attachments by position; attachments by upload or use time (retention)
-* `P:did:<id>`, `P:pid:<hash>`, `P:adt:<hash>`, `P:rl:<key>`, `P:active` — single-key
-  lookups (`adt:` the tenants that sent to an address by their latest delivery's time;
-  `addr:`, its string form of older versions, is still read), rate limits, tenants
-  with data
+* `P:didb:<n>`, `P:pid:<hash>`, `P:adt:<hash>`, `P:rl:<key>`, `P:active` — lookups
+  without a tenant (`didb:` delivery id -> tenant in 64 hashes by the id's CRC-32,
+  `did:<id>` of older versions still read; `adt:` the tenants that sent to an address
+  by their latest delivery's time, `addr:` its string form of older versions still
+  read; `pid:`, `adt:` only for SMS, gateway.constants.LOOKUP_CHANNELS), rate limits,
+  tenants with data
 
 Each name is one constant below (a :class:`Family` is followed by ``:<id>``), used by
 the Python features and, through the table :func:`lua_table` generates, by the Lua
@@ -146,7 +150,9 @@ WAITING: Final = Family("z")
 URGENT: Final = Family("u")
 JOB: Final = Family("j")
 KINDS: Final = "kinds"
+NEXT_DUE: Final = "next"
 CLOCK: Final = "clock"
+LEASE: Final = "lease"
 FEED: Final = "wh:feed"
 SEQ: Final = "wh:seq"
 CURSOR: Final = "wh:cursor"
@@ -169,7 +175,8 @@ TENANT_KEYS: Final = Family("tkeys")
 
 # ---------------------------------------------------------------- P:<name>:<id>
 ALERT_PHONE: Final = Family("aph")
-DELIVERY_TENANT: Final = Family("did")
+DELIVERY_TENANT: Final = Family("did")  # read only: a delivery's tenant, as older versions kept it
+DELIVERY_TENANTS: Final = Family("didb")
 PROVIDER_ID: Final = Family("pid")
 ADDRESS: Final = Family("addr")  # read only: the latest delivery, as older versions kept it
 ADDRESS_TENANTS: Final = Family("adt")

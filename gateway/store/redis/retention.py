@@ -2,7 +2,8 @@
 (the guarantee); the daily purge job removes them first and keeps the counters right:
 messages with their deliveries, history, reads and replies (lua/purge.lua), absence
 records, and the webhook outbox's finished messages. It also sweeps the change feeds
-for changes a crash left unmarked (redis/webhooks.py)."""
+for changes a crash left unmarked (redis/webhooks.py) and renews the expiry of the
+delivery → tenant hashes (redis/deliveries.py)."""
 
 from __future__ import annotations
 
@@ -64,4 +65,5 @@ class RedisRetention(RedisFeature):
                 ids = out[2:]
                 if ids:
                     await self._owners.forget(ids)
+        await self._owners.renew()
         return removed

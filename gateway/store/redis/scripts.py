@@ -141,8 +141,8 @@ QUEUE_COMMON = read("each_chunk") + read("queue_common")
 ADD_JOBS = QUEUE_COMMON + read("add_jobs")
 
 # KEYS[1] the clock key. ARGV: qp now_ms now_us lease_ms limit consumer normal_reserved
-# kind... Returns 9 per job (id tenant kind ref due attempts error urgent entry), then the clamp
-# warning flag.
+# scan(1: look for ended leases, 0: not) kind... Returns 9 per job (id tenant kind ref due
+# attempts error urgent entry), then the clamp warning flag.
 CLAIM = QUEUE_COMMON + read("claim")
 
 # KEYS[1] the kinds set. ARGV: qp, then 4 per job: id kind entry urgent (kind '': unknown,

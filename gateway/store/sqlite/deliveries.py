@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 import aiosqlite
 
+from gateway.constants import LOOKUP_CHANNELS
 from gateway.models import Delivery, DeliveryStatus, Job, Role, StatusChange, can_transition
 from gateway.store import SendOutcome
 from gateway.store.encoding import dumps, from_us, from_us_opt, us, us_opt
@@ -209,6 +210,8 @@ CREATE INDEX IF NOT EXISTS status_history_by_delivery ON status_history (deliver
         return cursor.rowcount == 1
 
     async def delivery_by_provider_id(self, channel: str, provider_id: str) -> Delivery | None:
+        if channel not in LOOKUP_CHANNELS:
+            return None
         async with self._db.read() as db:
             rows = list(
                 await db.execute_fetchall(
@@ -238,6 +241,8 @@ CREATE INDEX IF NOT EXISTS status_history_by_delivery ON status_history (deliver
     async def latest_delivery_to(
         self, tenant_id: str, channel: str, address: str
     ) -> Delivery | None:
+        if channel not in LOOKUP_CHANNELS:
+            return None
         async with self._db.read() as db:
             rows = list(
                 await db.execute_fetchall(
@@ -249,6 +254,8 @@ CREATE INDEX IF NOT EXISTS status_history_by_delivery ON status_history (deliver
         return _delivery(rows[0]) if rows else None
 
     async def tenant_for_address(self, channel: str, address: str) -> str | None:
+        if channel not in LOOKUP_CHANNELS:
+            return None
         async with self._db.read() as db:
             rows = list(
                 await db.execute_fetchall(

@@ -1,6 +1,7 @@
 local now_ms, now_us = tonumber(ARGV[2]), tonumber(ARGV[3])
 local lease_ms, limit, consumer = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
 local normal_reserved = tonumber(ARGV[7])
+local scan = ARGV[8] == '1'
 local t = redis.call('TIME')
 local server_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local offset = tonumber(redis.call('GET', KEYS[1]) or '-1')
@@ -18,12 +19,12 @@ local out = {}
 -- per stream and call: stamp_new).
 local function take(kind, eid, id)
   local key = qp .. K.JOB .. id
-  local j = redis.call('HMGET', key, 't', 'r', 'd', 'e', 'p', 'a')
-  local a = (tonumber(j[6]) or 0) + 1
+  local j = read_job(key, {'t', 'r', 'd', 'e', 'p', 'a'})
+  local a = (tonumber(j.a) or 0) + 1
   redis.call('HSET', key, 'a', a, 'x', eid, 'l', num(lease_end), 'c', ARGV[3])
-  out[#out + 1] = id; out[#out + 1] = j[1]; out[#out + 1] = kind; out[#out + 1] = j[2]
-  out[#out + 1] = j[3]; out[#out + 1] = a; out[#out + 1] = j[4] or ''
-  out[#out + 1] = j[5] or '0'; out[#out + 1] = eid
+  out[#out + 1] = id; out[#out + 1] = j.t; out[#out + 1] = kind; out[#out + 1] = j.r
+  out[#out + 1] = j.d; out[#out + 1] = a; out[#out + 1] = j.e or ''
+  out[#out + 1] = j.p or '0'; out[#out + 1] = eid
 end
 local function stamp_new(stream, eids)
   each_chunk(eids, 200, function(part)
@@ -34,10 +35,12 @@ local function stamp_new(stream, eids)
   end)
 end
 local kinds = {}
-for i = 8, #ARGV do kinds[#kinds + 1] = ARGV[i] end
--- 1. Jobs of crashed (or too slow) workers: XAUTOCLAIM after the lease.
+for i = 9, #ARGV do kinds[#kinds + 1] = ARGV[i] end
+-- 1. Jobs of crashed (or too slow) workers: XAUTOCLAIM after the lease (when the caller
+-- asks: it scans at most once a second, redis/jobs.py).
 local min_idle = math.max(0, lease_ms + offset + server_ms - now_ms - 1000)
-for _, kind in ipairs(kinds) do
+if scan then redis.call('SET', qp .. K.LEASE, lease_ms) end
+for _, kind in ipairs(scan and kinds or {}) do
   local stream = qp .. K.STREAM .. kind
   if #out >= limit * 9 then break end
   if redis.call('EXISTS', stream) == 1 then
@@ -70,12 +73,25 @@ end
 -- gateway/store/lanes.py, take()), oldest due first over all kinds in each lane, moved
 -- from the sorted sets into the streams (exactly once: ZREM and XADD in this one script)
 -- and read by this consumer.
+-- The sets read: every kind's in a claim that scans (at most once a second), else those
+-- whose hint in P:{q}:next is due (queue_common.lua); each set read gets its hint anew.
 local want = limit - #out / 9
+local visit = {['1'] = {}, ['0'] = {}}
+if scan then
+  visit['1'], visit['0'] = kinds, kinds
+elseif want > 0 then
+  local mine = {}
+  for _, kind in ipairs(kinds) do mine[kind] = true end
+  for _, h in ipairs(redis.call('ZRANGEBYSCORE', qp .. K.NEXT_DUE, '-inf', ARGV[3])) do
+    local urgent, kind = string.sub(h, 1, 1), string.sub(h, 3)
+    if mine[kind] and visit[urgent] then visit[urgent][#visit[urgent] + 1] = kind end
+  end
+end
 if want > 0 then
   local lanes = {}
   for _, urgent in ipairs({'1', '0'}) do
     local due = {}
-    for _, kind in ipairs(kinds) do
+    for _, kind in ipairs(visit[urgent]) do
       local z = redis.call('ZRANGEBYSCORE', waiting(kind, urgent), '-inf', ARGV[3],
         'WITHSCORES', 'LIMIT', 0, want)
       for i = 1, #z, 2 do due[#due + 1] = {tonumber(z[i + 1]), z[i], kind, urgent} end
@@ -100,6 +116,9 @@ if want > 0 then
     per_kind[kind] = per_kind[kind] + 1
   end
   bulk(zrem, function(z, ids) redis.call('ZREM', z, unpack(ids)) end)
+  for _, urgent in ipairs({'1', '0'}) do
+    for _, kind in ipairs(visit[urgent]) do set_next(kind, urgent) end
+  end
   for _, kind in ipairs(kinds) do
     local n = per_kind[kind]
     if n then

@@ -11,8 +11,8 @@ for i = 2, #ARGV, 4 do
   if ARGV[i + 1] ~= '' then
     finish(ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3])
   else
-    local j = redis.call('HMGET', qp .. K.JOB .. ARGV[i], 'k', 'x', 'p')
-    if j[1] then finish(ARGV[i], j[1], j[2], j[3]) end
+    local j = read_job(qp .. K.JOB .. ARGV[i], {'x', 'p'})
+    if j.k then finish(ARGV[i], j.k, j.x, j.p) end
   end
 end
 bulk(acks, function(kind, eids)

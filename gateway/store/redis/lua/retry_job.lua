@@ -1,9 +1,10 @@
 local key = qp .. K.JOB .. ARGV[2]
-local j = redis.call('HMGET', key, 'k', 'x', 'a', 'p')
-if not j[1] then return 0 end
-drop_entry(j[1], j[2])
-if ARGV[5] == '1' and tonumber(j[3]) > 0 then redis.call('HINCRBY', key, 'a', -1) end
+local j = read_job(key, {'x', 'a', 'p'})
+if not j.k then return 0 end
+drop_entry(j.k, j.x)
+if ARGV[5] == '1' and (tonumber(j.a) or 0) > 0 then redis.call('HINCRBY', key, 'a', -1) end
 redis.call('HSET', key, 'd', ARGV[3], 'e', ARGV[4], 'x', '')
 redis.call('HDEL', key, 'l', 'c')
-redis.call('ZADD', waiting(j[1], j[4]), ARGV[3], ARGV[2])
+redis.call('ZADD', waiting(j.k, j.p), ARGV[3], ARGV[2])
+lower_next(j.k, j.p or '0', ARGV[3])
 return 1

@@ -1,8 +1,8 @@
 local key = qp .. K.JOB .. ARGV[2]
-local j = redis.call('HMGET', key, 'k', 'x', 'a', 'p', 'l')
-if not j[1] then return 0 end
-if tonumber(j[3]) > 0 or (j[5] and j[5] ~= '') then return -1 end
-drop_entry(j[1], j[2])
-redis.call('ZREM', waiting(j[1], j[4]), ARGV[2])
+local j = read_job(key, {'x', 'a', 'p', 'l'})
+if not j.k then return 0 end
+if (tonumber(j.a) or 0) > 0 or (j.l and j.l ~= '') then return -1 end
+drop_entry(j.k, j.x)
+redis.call('ZREM', waiting(j.k, j.p), ARGV[2])
 redis.call('DEL', key)
 return 1

@@ -12,14 +12,15 @@ redis.call('HINCRBY', key, 'a', tonumber(ARGV[6]))
 if ARGV[4] ~= '' then redis.call('RPUSH', qp .. K.ATTEMPTS .. ARGV[2], ARGV[4]) end
 local job = qp .. K.JOB .. ARGV[3]
 if pending and ARGV[7] ~= '' then
-  local j = redis.call('HMGET', job, 'k', 'x')
-  if j[1] then
-    drop_entry(j[1], j[2])
+  local j = read_job(job, {'x'})
+  if j.k then
+    drop_entry(j.k, j.x)
     redis.call('HSET', job, 'd', ARGV[7], 'x', '')
     if ARGV[8] ~= '' then redis.call('HSET', job, 'e', string.sub(ARGV[8], 2))
     else redis.call('HDEL', job, 'e') end
     redis.call('HDEL', job, 'l', 'c')
-    redis.call('ZADD', qp .. K.WAITING .. j[1], ARGV[7], ARGV[3])
+    redis.call('ZADD', qp .. K.WAITING .. j.k, ARGV[7], ARGV[3])
+    lower_next(j.k, '0', ARGV[7])
   end
 else
   drop_job(ARGV[3])

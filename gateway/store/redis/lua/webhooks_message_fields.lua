@@ -13,10 +13,10 @@ local function put_message(id, tenant, endpoint, doc, status, attempts, next_at,
 end
 local function drop_job(id)
   local key = qp .. K.JOB .. id
-  local j = redis.call('HMGET', key, 'k', 'x')
-  if j[1] then
-    drop_entry(j[1], j[2])
-    redis.call('ZREM', qp .. K.WAITING .. j[1], id)
+  local j = read_job(key, {'x'})
+  if j.k then
+    drop_entry(j.k, j.x)
+    redis.call('ZREM', qp .. K.WAITING .. j.k, id)
     redis.call('DEL', key)
   end
 end
@@ -25,5 +25,6 @@ local function put_job(id, tenant, kind, ref, due, attempts)
   if redis.call('EXISTS', key) == 1 then return end
   redis.call('HSET', key, 'k', kind, 't', tenant, 'r', ref, 'd', due, 'a', attempts)
   redis.call('ZADD', qp .. K.WAITING .. kind, due, id)
+  lower_next(kind, '0', due)
   redis.call('SADD', qp .. K.KINDS, kind)
 end
