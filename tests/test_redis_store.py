@@ -261,43 +261,100 @@ async def one_sms(store: RedisStore, at: datetime) -> tuple[Message, Delivery]:
     return msg, d
 
 
-async def test_a_repost_of_an_unplanned_message_queues_a_handed_job_due_at_once(
+def _absence(now: datetime) -> tuple[Message, Job]:
+    msg = Message(
+        id=derive_id(A, "ev-absence"),
+        tenant_id=A,
+        event_id="ev-absence",
+        event_type="absence.recorded",
+        body_hash="h",
+        category=Category.absence,
+        subject="S",
+        body="B",
+        audience=Audience(children=["c1"]),
+        created_at=now,
+    )
+    plan = Job(
+        id=f"absence_plan:{msg.id}",
+        tenant_id=A,
+        kind="absence_plan",
+        ref=msg.id,
+        due_at=now,
+        urgent=True,
+        rank=0,
+    )
+    return msg, plan
+
+
+def _handed(plan: Job, now: datetime) -> Job:
+    """``plan`` as gateway/urgent_handoff.py stores it: claimed now for a 60 s lease."""
+    return plan.model_copy(
+        update={"due_at": now + timedelta(seconds=60), "attempts": 1, "rank": None}
+    )
+
+
+async def test_a_repost_of_an_unplanned_message_queues_a_handed_job_due_when_the_first_lease_ends(
     prefix: str,
 ) -> None:
     # The message is stored before its plan job (two steps on Redis); a repost in between
-    # brings a job stored as claimed (gateway/urgent_handoff.py) that nobody would run
-    # until its lease ended: it is queued due at once instead.
+    # brings a job stored as claimed (gateway/urgent_handoff.py). The process that stored
+    # the message may still queue and hand its own, so the repost's job keeps its attempt
+    # and is due when that process's lease would end (60 s after the message was stored),
+    # not a lease after the repost: if that process died, the alert waits at most that.
     store = await opened(prefix)
     try:
         now = datetime.now(UTC)
-        msg = Message(
-            id=derive_id(A, "ev-absence"),
-            tenant_id=A,
-            event_id="ev-absence",
-            event_type="absence.recorded",
-            body_hash="h",
-            category=Category.absence,
-            subject="S",
-            body="B",
-            audience=Audience(children=["c1"]),
-            created_at=now,
-        )
-        plan = Job(
-            id=f"absence_plan:{msg.id}",
-            tenant_id=A,
-            kind="absence_plan",
-            ref=msg.id,
-            due_at=now,
-            urgent=True,
-        )
+        msg, plan = _absence(now)
         assert await store.accept_message(msg, plan) is msg
         (first,) = await store.claim_jobs(["absence_plan"], 1, now, 60)
         await store.finish_job(first.id)  # as if its job had never been queued
-        handed = plan.model_copy(update={"due_at": now + timedelta(seconds=60), "attempts": 1})
-        repost = msg.model_copy(update={"created_at": now + timedelta(seconds=1)})
-        stored = await store.accept_message(repost, handed)
+        later = now + timedelta(seconds=1)
+        repost = msg.model_copy(update={"created_at": later})
+        stored = await store.accept_message(repost, _handed(plan, later))
         assert stored is not repost and stored.created_at == now
-        (again,) = await store.claim_jobs(["absence_plan"], 1, now + timedelta(seconds=2), 60)
-        assert (again.id, again.attempts, again.urgent) == (plan.id, 1, True)
+        ends = now + timedelta(seconds=60)
+        assert await store.claim_jobs(["absence_plan"], 1, ends - timedelta(seconds=1), 60) == []
+        (again,) = await store.claim_jobs(["absence_plan"], 1, ends, 60)
+        assert (again.id, again.attempts, again.urgent) == (plan.id, 2, True)
+    finally:
+        await store.close()
+
+
+async def test_a_repost_between_the_two_steps_leaves_the_job_to_its_first_holder(
+    prefix: str,
+) -> None:
+    # Two identical absence events race: A stores the message, B's repost queues the plan
+    # job before A does, stored as claimed as A would have stored it (due when A's lease
+    # ends), which B's process does not hand over; then A's own queueing is a no-op. A
+    # holds the job (the store returns A's very message, so A hands it over) and no other
+    # worker claims it before A's lease ends: one holder, never two.
+    store = await opened(prefix)
+    try:
+        now = datetime.now(UTC)
+        msg, plan = _absence(now)
+        # B's step, between A's two: its repost queues the job as B's accept_message does
+        # (stored as claimed, due when A's lease would end: A stored the message at now).
+        await store.add_deliveries([], [_handed(plan, now)])
+        assert await store.accept_message(msg, _handed(plan, now)) is msg
+        assert await store.claim_jobs(["absence_plan"], 1, now + timedelta(seconds=59), 60) == []
+        (job,) = await store.claim_jobs(["absence_plan"], 1, now + timedelta(seconds=60), 60)
+        assert (job.id, job.attempts) == (plan.id, 2)
+    finally:
+        await store.close()
+
+
+async def test_a_repost_queued_for_any_worker_is_not_handed_over_too(prefix: str) -> None:
+    # The same race with B in a process without a dispatcher: its job is queued as it is,
+    # due at once, for any worker; A must not hand it over as well (an equal copy of its
+    # message comes back, not the message itself).
+    store = await opened(prefix)
+    try:
+        now = datetime.now(UTC)
+        msg, plan = _absence(now)
+        await store.add_deliveries([], [plan])
+        stored = await store.accept_message(msg, _handed(plan, now))
+        assert stored is not msg and stored == msg
+        (job,) = await store.claim_jobs(["absence_plan"], 1, now, 60)
+        assert (job.id, job.attempts) == (plan.id, 1)
     finally:
         await store.close()

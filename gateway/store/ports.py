@@ -248,7 +248,11 @@ class MessageStore(Protocol):
 
     async def accept_message(self, message: Message, job: Job) -> Message:
         """Store a new message and its planning job in one transaction; return
-        ``message`` itself (the same object) when it was stored now.
+        ``message`` itself (the same object) when it was stored now with ``job`` as
+        given (only then may the caller hand ``job`` over, gateway/urgent_handoff.py).
+        Redis stores the two in two steps: a repost in between may queue the job first;
+        unless it is ``job`` as given (stored as claimed, due when the caller's lease
+        ends), the caller then gets an equal copy of ``message``.
 
         If a message with this id exists already, store nothing and return the
         stored one (the caller compares ``body_hash`` for 409).

@@ -59,18 +59,36 @@ class RedisMessages(RedisFeature):
         else:
             stored = _message(result[1], result[2] or None)
             planned = stored.planned_at is not None
-        if not planned:
-            # Also for a stored message not planned yet: a crash between storing it and
-            # queueing its plan job must not lose it (inserting an existing job is a no-op).
-            if stored is not message and job.attempts:
-                # A job stored as claimed is handed over only with a message stored now
-                # (gateway/urgent_handoff.py); for one stored before nobody runs it: it is
-                # queued due at once, not a lease later.
-                job = job.model_copy(update={"due_at": stored.created_at, "attempts": 0, "rank": 0})
-            async with self._redis.pipeline(transaction=False) as pipe:
-                self._jobs.queue(pipe, [job])
-                await pipe.execute()
+        if planned:
+            return stored
+        # Also for a stored message not planned yet: a crash between storing it and
+        # queueing its plan job must not lose it (inserting an existing job is a no-op).
+        if stored is not message and job.attempts:
+            # A job stored as claimed by a repost (gateway/urgent_handoff.py) is not handed
+            # (the message is not stored now); the process that stored the message may be
+            # about to queue and hand its own: this one keeps the attempt and is due when
+            # that process's lease would end, so no other worker claims it before.
+            lease = job.due_at - message.created_at
+            job = job.model_copy(update={"due_at": stored.created_at + lease})
+        async with self._redis.pipeline(transaction=False) as pipe:
+            self._jobs.queue(pipe, [job])
+            (added,) = await pipe.execute()
+        if stored is message and not added and not await self._same_job(job):
+            # Stored now, but a repost queued another plan job between our two steps (due
+            # at once: its process hands nothing over): not ours to hand over
+            # (ports.MessageStore.accept_message).
+            return message.model_copy()
         return stored
+
+    async def _same_job(self, job: Job) -> bool:
+        """Whether the stored job is ``job`` as the caller stores it as claimed: a repost
+        queued it just so (same attempts, due when the caller's lease ends)."""
+        found = (await self._jobs.get_jobs([job.id])).get(job.id)
+        return (
+            job.attempts > 0
+            and found is not None
+            and (found.attempts, found.due_at) == (job.attempts, job.due_at)
+        )
 
     async def get_message(self, tenant_id: str, message_id: str) -> Message | None:
         doc, planned = await self._redis.hmget(
