@@ -25,10 +25,16 @@ DELIVERIES = Gauge(
     ["channel", "status"],
     registry=REGISTRY,
 )
-QUEUE_DEPTH = Gauge("budbringer_queue_depth", "Jobs waiting, by kind.", ["kind"], registry=REGISTRY)
+QUEUE_DEPTH = Gauge(
+    "budbringer_queue_depth",
+    "Jobs waiting, by kind (on Redis also work handed over in its process until its lease ends).",
+    ["kind"],
+    registry=REGISTRY,
+)
 QUEUE_AGE = Gauge(
     "budbringer_queue_oldest_age_seconds",
-    "Age of the oldest due job, by kind.",
+    "Age of the oldest due time among the jobs claimable now (not of the next job in "
+    "the lane's rank-adjusted order), by kind; 0 when none.",
     ["kind"],
     registry=REGISTRY,
 )

@@ -131,6 +131,33 @@ async def test_queue_stats_give_the_due_time_of_ranked_work(store: Store) -> Non
     assert waiting == 2 and age == 10.0
 
 
+async def test_queue_stats_give_the_oldest_due_time_behind_ranked_work(store: Store) -> None:
+    # Ranked work sorts up to RANKS seconds ahead of its due time (lanes.order_at), so it
+    # comes before older unranked work (a retry, an ended lease): the age is still the
+    # oldest due job's, here the retry's 600 s, not the next job's 100 s.
+    retry = Job(id="send:old", tenant_id=A, kind="send", ref="old", due_at=T0, urgent=True)
+    await store.add_deliveries([], [retry, *sends("abs", 3, at(500))])
+    waiting, age = (await store.queue_stats(at(600)))["send"]
+    assert waiting == 4 and age == 600.0
+    # One not yet due among them is not the oldest due, whatever its place.
+    await store.add_deliveries([], sends("later", 2, at(700)))
+    assert (await store.queue_stats(at(600)))["send"] == (6, 600.0)
+    # The retry claimed and ended: the oldest due is the ranked work's.
+    for job in await store.claim_jobs(["send"], 10, at(600), 60):
+        if job.id == "send:old":
+            await store.finish_job(job.id)
+        else:
+            await store.retry_job(job.id, job.due_at, "again")
+    assert (await store.queue_stats(at(600)))["send"] == (5, 100.0)
+
+
+async def test_queue_stats_find_the_oldest_behind_many_ranked_jobs(store: Store) -> None:
+    # Redis reads the waiting set in pages of 100 (lua/queue_stats.lua).
+    retry = Job(id="send:old", tenant_id=A, kind="send", ref="old", due_at=T0, urgent=True)
+    await store.add_deliveries([], [retry, *sends("big", 250, at(500))])
+    assert (await store.queue_stats(at(600)))["send"] == (251, 600.0)
+
+
 async def test_fairness_across_store_instances(backend: Backend) -> None:
     async with backend.open() as api, backend.open() as worker:
         await api.add_deliveries([], sends("big", 1000, T0))

@@ -10,15 +10,35 @@ if lease_ms then
   local offset = math.max(0, tonumber(redis.call('GET', qp .. K.CLOCK) or '0'))
   min_idle = math.max(0, lease_ms + offset + server_ms - math.floor(now / 1000) - 1000)
 end
+-- The earliest due time (<= now) in a waiting set. A score is never later than its job's
+-- due time, but ranked urgent work sits up to RANKS seconds ahead of it (lanes.order_at),
+-- before older unranked work (a retry, an ended lease): jobs are read in score order until
+-- the next score is no earlier than the earliest due time found (none after it can be
+-- earlier: exact), at most STATS_READS jobs (then the age found is a lower bound).
+local STATS_READS = 1000
+local function oldest_due(z)
+  local best, from = nil, '-inf'
+  local read, page = 0, 100
+  while read < STATS_READS do
+    local top = best and ('(' .. num(best)) or ARGV[2]
+    local ids = redis.call('ZRANGEBYSCORE', z, from, top, 'WITHSCORES', 'LIMIT', read, page)
+    for i = 1, #ids, 2 do
+      local d = tonumber(read_job(qp .. K.JOB .. ids[i], {'d'}).d)
+      if d and d <= now and (best == nil or d < best) then best = d end
+      if best and tonumber(ids[i + 1]) >= best then return best end
+    end
+    if #ids < 2 * page then return best end
+    read = read + page
+  end
+  return best
+end
 for _, kind in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   local count = 0
   local oldest = nil
   for _, urgent in ipairs({'1', '0'}) do
     local z = waiting(kind, urgent)
     count = count + redis.call('ZCARD', z)
-    -- The due time of the lane's next job (the score may be earlier: lanes.order_at).
-    local first = redis.call('ZRANGEBYSCORE', z, '-inf', ARGV[2], 'LIMIT', 0, 1)[1]
-    local d = first and tonumber(read_job(qp .. K.JOB .. first, {'d'}).d)
+    local d = oldest_due(z)
     if d and (oldest == nil or d < oldest) then oldest = d end
   end
   local stream = qp .. K.STREAM .. kind
