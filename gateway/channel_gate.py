@@ -36,7 +36,7 @@ class ChannelGate:
         self.excess = 0  # of which this many hold a slot of the dispatcher
         self.in_flight = 0
         # Sends waiting for a slot, urgent ones first; a freed slot goes to the first.
-        self._queues: tuple[deque[asyncio.Future[None]], deque[asyncio.Future[None]]] = (
+        self._queues: tuple[deque[asyncio.Future[bool]], deque[asyncio.Future[bool]]] = (
             deque(),
             deque(),
         )
@@ -62,11 +62,9 @@ class ChannelGate:
             if not excess:
                 if self._full(urgent):
                     self._on_wait()
-                await self._acquire(urgent)
+                await self._acquire(urgent, None)
                 return None
-            try:
-                await asyncio.wait_for(self._acquire(urgent), STALL_WAIT)
-            except TimeoutError:
+            if not await self._acquire(urgent, STALL_WAIT):
                 self._stalled = True
                 return self._put_off()
             return None
@@ -87,22 +85,30 @@ class ChannelGate:
         ahead = self._queues[0] if urgent else self._queues[0] or self._queues[1]
         return self.in_flight >= self.limit or bool(ahead)
 
-    async def _acquire(self, urgent: bool) -> None:
+    async def _acquire(self, urgent: bool, timeout: float | None) -> bool:
+        """Take a slot, waiting in line for one if needed: True once taken, False when
+        ``timeout`` seconds passed first. The timeout is one timer that ends the turn
+        (not ``asyncio.wait_for``, which costs a task and a timer per send)."""
         if not self._full(urgent):
             self.in_flight += 1
-            return
-        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            return True
+        loop = asyncio.get_running_loop()
+        turn: asyncio.Future[bool] = loop.create_future()
         queue = self._queues[0 if urgent else 1]
         queue.append(turn)
+        timer = None if timeout is None else loop.call_later(timeout, _expire, turn, queue)
         try:
-            await turn  # _hand_on counted the slot for this send
+            return await turn  # True: _hand_on counted the slot for this send
         except BaseException:
-            if turn.done() and not turn.cancelled():
+            if turn.done() and not turn.cancelled() and turn.result():
                 self.in_flight -= 1  # handed a slot, but gave up: pass it on
                 self._hand_on()
             elif turn in queue:
                 queue.remove(turn)
             raise
+        finally:
+            if timer is not None:
+                timer.cancel()
 
     def _hand_on(self) -> None:
         """Give free slots to the first waiting sends, urgent ones first."""
@@ -111,7 +117,7 @@ class ChannelGate:
                 turn = queue.popleft()
                 if not turn.done():
                     self.in_flight += 1
-                    turn.set_result(None)
+                    turn.set_result(True)
 
     def _put_off(self) -> float:
         now = time.monotonic()
@@ -119,3 +125,10 @@ class ChannelGate:
         ahead = now + (self.waiting + self.limit) * per_send
         self._clear_at = max(self._clear_at, ahead) + per_send
         return max(self._clear_at - now, STALL_WAIT)
+
+
+def _expire(turn: asyncio.Future[bool], queue: deque[asyncio.Future[bool]]) -> None:
+    """The wait of ``turn`` is over without a slot: out of the line, answered False."""
+    if not turn.done():
+        queue.remove(turn)
+        turn.set_result(False)

@@ -213,6 +213,31 @@ async def test_an_urgent_send_takes_the_channels_next_free_slot() -> None:
     assert gate.in_flight == 0
 
 
+async def test_a_send_past_the_waiting_ones_takes_a_freed_slot_and_a_cancel_leaves_none() -> None:
+    """Past ``limit`` waiting sends a send waits with a timer (channel_gate.STALL_WAIT),
+    not a task: a slot freed in time is its, and a cancelled wait leaves the line clean."""
+    gate = ChannelGate(1)
+    assert await gate.enter() is None  # the one slot in flight
+    first = asyncio.create_task(gate.enter())  # waits without a dispatcher slot
+    await asyncio.sleep(0)
+    past = asyncio.create_task(gate.enter())  # beyond the waiting ones: excess
+    cancelled = asyncio.create_task(gate.enter())
+    await asyncio.sleep(0)
+    assert (gate.waiting, gate.excess) == (3, 2)
+    cancelled.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    gate.leave(0.01)
+    assert await first is None
+    gate.leave(0.01)
+    assert await past is None
+    assert (gate.waiting, gate.excess, gate.in_flight) == (0, 0, 1)
+    gate.leave(0.01)
+    # Nothing left in line: the next send takes the free slot at once.
+    assert await asyncio.wait_for(gate.enter(), 1) is None
+    assert gate.in_flight == 1
+
+
 async def test_small_urgent_work_handed_over_runs_before_the_urgent_backlog(
     queue: Store, clock: ManualClock
 ) -> None:
