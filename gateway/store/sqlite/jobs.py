@@ -74,28 +74,31 @@ CREATE TABLE IF NOT EXISTS jobs (
             "AND urgent = ? AND visible_at <= ? ORDER BY visible_at, id LIMIT ?)"
         )
         wanted = list(dict.fromkeys(kinds))
-        async with self._db.write() as db:
-            # Inside one write transaction: the claim is atomic even against another process.
+        select = (
+            f"SELECT id FROM ({' UNION ALL '.join(arm for _ in wanted)}) "
+            "ORDER BY visible_at, id LIMIT ?"
+        )
+
+        # One write transaction, run whole on the writer's thread (SqliteHandle.transact):
+        # atomic even against another process, and one round trip instead of five.
+        def claim(conn: sqlite3.Connection) -> list[Any]:
             due: dict[int, list[str]] = {}
             for lane in (1, 0):
                 params: list[Any] = []
                 for kind in wanted:
                     params.extend((kind, lane, stamp, limit))
-                rows = await db.execute_fetchall(
-                    f"SELECT id FROM ({' UNION ALL '.join(arm for _ in wanted)}) "
-                    "ORDER BY visible_at, id LIMIT ?",
-                    [*params, limit],
-                )
-                due[lane] = [row[0] for row in rows]
+                due[lane] = [row[0] for row in conn.execute(select, [*params, limit])]
             urgent, normal = lanes.take(split, len(due[1]), len(due[0]))
             chosen = due[1][:urgent] + due[0][:normal]
             if not chosen:
                 return []
-            rows = await db.execute_fetchall(
+            return conn.execute(
                 "UPDATE jobs SET visible_at = ?, leased_until = ?, attempts = attempts + 1 "
                 f"WHERE id IN {IDS} RETURNING {_JOB_COLUMNS}",
                 [lease_end, lease_end, id_list(chosen)],
-            )
+            ).fetchall()
+
+        rows = await self._db.transact(claim)
         jobs = [_job(row) for row in rows]
         jobs.sort(key=lambda job: (not job.urgent, job.due_at, job.id))
         return jobs
