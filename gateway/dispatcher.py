@@ -154,8 +154,6 @@ class Dispatcher:
         self._attachments: OrderedDict[str, list[Attachment]] = OrderedDict()
         self._loading: dict[str, asyncio.Future[Message | None]] = {}
         self._slot_freed = asyncio.Event()
-        # Under run(): a freed slot starts buffered jobs at once (see _slot_free).
-        self._running = False
         # channel -> its in-flight limit here; a send waiting for one holds no slot above.
         self._gates: dict[str, ChannelGate] = {}
         # Deliveries of the send jobs just claimed, read in one round trip (see run_once).
@@ -197,7 +195,6 @@ class Dispatcher:
     async def run(self) -> None:
         """Claim and do jobs until :meth:`stop`; then let in-flight work finish."""
         self.handoff.attach(self._take_over, self.settings.lease_seconds, self.kinds)
-        self._running = True
         try:
             while not self._stopping.is_set():
                 claimed = await self.run_once(wait=False)
@@ -208,7 +205,6 @@ class Dispatcher:
                             self.work_available.wait(), timeout=self.settings.poll_interval
                         )
         finally:
-            self._running = False
             self.handoff.detach()
         await self._drain_in_flight()
         await self._outcomes.drain()
@@ -231,7 +227,7 @@ class Dispatcher:
         await self._release_stale()
         free = self._free_slots()
         buffered = bool(self._ready or self._ready_urgent)
-        if self._claim_due():
+        if (free and not buffered) or self._wake_due():
             await self._claim(self._claim_size(free, buffered))
         started = self._start_ready()
         if not started and (free == 0 or self._ready or self._ready_urgent):
@@ -373,7 +369,7 @@ class Dispatcher:
         gate = self._gates.get(channel)
         if gate is None:
             limit = self.settings.in_flight_limit(channel)
-            gate = self._gates[channel] = ChannelGate(limit, self._slot_free)
+            gate = self._gates[channel] = ChannelGate(limit, self._slot_freed.set)
         return gate
 
     def _start(self, job: Job) -> asyncio.Task[None]:
@@ -388,24 +384,7 @@ class Dispatcher:
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         self._urgent_tasks.discard(task)
-        self._slot_free()
-
-    def _slot_free(self) -> None:
-        """A send finished, or waits in its channel's gate without a slot. Under
-        :meth:`run` the buffered jobs that now have room start here, and the run loop is
-        woken only when it would claim (the buffer ran dry, or a probe for urgent work is
-        due): with slow providers sends end one at a time, and a wake-up of the loop per
-        freed slot (run_once and a busy wait) cost more CPU than the start itself."""
-        if self._running and not self._stopping.is_set():
-            self._start_ready()
-            if not self._claim_due():
-                return
         self._slot_freed.set()
-
-    def _claim_due(self) -> bool:
-        """Whether run_once would claim now."""
-        buffered = bool(self._ready or self._ready_urgent)
-        return (self._free_slots() > 0 and not buffered) or self._wake_due()
 
     async def _release_ready(self) -> None:
         """Hand claimed jobs that never started back to the queue, due now, so the next
