@@ -169,3 +169,40 @@ async def test_normal_outcomes_go_in_short_transactions_while_urgent_work_runs(
     urgent_running = False  # alone again: one transaction for all of them
     await asyncio.gather(*(batcher.commit(sent(n)) for n in range(40)))
     assert store.batches == [40]
+
+
+async def test_with_many_sends_in_flight_a_normal_batch_waits_for_more(
+    store: CountingStore,
+) -> None:
+    # 16 sends in flight: a batch waits (up to its hold) for 16 / GROW = 4 outcomes, and
+    # meanwhile says their sends hold no slot.
+    holds: list[int] = []
+
+    def on_hold() -> None:
+        holds.append(batcher.held)
+
+    batcher = OutcomeBatcher(store, in_flight=lambda urgent: 16, on_hold=on_hold, hold=5.0)
+
+    async def later(n: int) -> None:
+        await asyncio.sleep(0.01 * n)  # sends ending spread out, one per loop turn or less
+        await batcher.commit(sent(n))
+
+    await asyncio.wait_for(asyncio.gather(*(later(n) for n in range(4))), timeout=2)
+    assert store.batches == [4]
+    assert holds == [1, 2, 3, 4] and batcher.held == 0
+    stored = await store.get_deliveries([f"d{n:04d}" for n in range(4)])
+    assert {d.status for d in stored.values()} == {DeliveryStatus.sent}
+
+
+async def test_a_held_batch_is_committed_after_its_hold(store: CountingStore) -> None:
+    batcher = OutcomeBatcher(store, in_flight=lambda urgent: 40, hold=0.05)
+    await asyncio.wait_for(batcher.commit(sent(1)), timeout=2)  # the other sends never end
+    assert store.batches == [1]
+
+
+async def test_a_lone_urgent_outcome_waits_for_nothing(store: CountingStore) -> None:
+    # Three urgent sends in flight (an absence alert) and a busy normal lane: no hold.
+    batcher = OutcomeBatcher(store, in_flight=lambda urgent: 3 if urgent else 400, hold=60.0)
+    with urgent_scope():
+        await asyncio.wait_for(batcher.commit(sent(2)), timeout=2)
+    assert store.batches == [1] and store.lanes == [True]
