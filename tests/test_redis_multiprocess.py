@@ -7,7 +7,7 @@ The processes are real ``budbringer serve --no-workers`` and ``budbringer worker
 subprocesses on their own key prefix. The sinks run in the test's own loop: an aiosmtpd
 server (the delivery id is in the Message-ID) and a Twilio-like server (one phone
 number per guardian). The in-flight jobs of the killed worker are read from its
-consumer's pending entries (XPENDING) right after the kill.
+consumer's pending entries (XPENDING) while it is stopped (SIGSTOP), just before the kill.
 
 One more way to send twice is not the kill's: the sinks share this test's loop, and on a
 loaded machine (load 8-16 on 2 cores) the loop stalls for seconds, so a sink may take a
@@ -267,11 +267,15 @@ async def test_workers_share_one_redis_and_a_killed_one_loses_nothing(tmp_path: 
                 assert time.monotonic() - started < 180, "the broadcast did not get going"
                 assert victim.returncode is None
                 await asyncio.sleep(0.005)
+            # Frozen first, then its pending entries read, then killed: read after the kill
+            # (a wait and dozens of round trips later, seconds in a stalled loop) an entry
+            # claimed long before could already be taken over, and its duplicate unexplained.
+            victim.send_signal(signal.SIGSTOP)
+            consumer = await consumer_of(redis, prefix, victim.pid)
+            in_flight = await pending_jobs(redis, prefix, consumer)
             victim.send_signal(signal.SIGKILL)
             await victim.wait()
             sent_at_kill = len(smtp.received) + len(twilio.requests)
-            consumer = await consumer_of(redis, prefix, victim.pid)
-            in_flight = await pending_jobs(redis, prefix, consumer)
             message_id = derive_id(tenant.id, EVENT_ID)
             await wait_final(store, tenant.id, message_id, timeout=180)
             elapsed = time.monotonic() - started
