@@ -42,12 +42,9 @@ MAX_BATCH = 500  # outcomes per transaction
 # Normal outcomes per transaction while urgent work runs: each of them is a write an
 # urgent one may have to wait for (gateway/store/priority.py lets it wait for one only).
 BESIDE_URGENT_BATCH = 50
-# A batch waits up to HOLD seconds until it holds one in GROW of its lane's sends in
-# flight: its outcomes are stored that much later (a crash meanwhile sends them again
-# after their lease, as it does any send in flight), for batches about three times
-# larger under 50ms:300ms latency (docs/performance.md, issue 18).
-HOLD = 0.025
-GROW = 2
+# A batch waits up to HOLD seconds until it holds one in GROW of its lane's sends in flight.
+HOLD = 0.01
+GROW = 4
 RETRY_DELAYS = (0.05, 0.25, 1.0)  # seconds before the 2nd, 3rd and 4th commit attempt
 
 _Waiting = tuple[SendOutcome, asyncio.Future[None]]  # an outcome and its caller's future

@@ -12,7 +12,7 @@ import pytest
 
 from gateway.errors import StoreError
 from gateway.models import Delivery, DeliveryStatus, Job, Role
-from gateway.outcomes import BESIDE_URGENT_BATCH, GROW, OutcomeBatcher
+from gateway.outcomes import BESIDE_URGENT_BATCH, OutcomeBatcher
 from gateway.store import SendOutcome
 from gateway.store.priority import is_urgent, urgent_scope
 from gateway.store.sqlite import SqliteStore
@@ -174,14 +174,14 @@ async def test_normal_outcomes_go_in_short_transactions_while_urgent_work_runs(
 async def test_with_many_sends_in_flight_a_normal_batch_waits_for_more(
     store: CountingStore,
 ) -> None:
-    # 4 * GROW sends in flight: a batch waits (up to its hold) for 4 outcomes, and
+    # 16 sends in flight: a batch waits (up to its hold) for 16 / GROW = 4 outcomes, and
     # meanwhile says their sends hold no slot.
     holds: list[int] = []
 
     def on_hold() -> None:
         holds.append(batcher.held)
 
-    batcher = OutcomeBatcher(store, in_flight=lambda urgent: 4 * GROW, on_hold=on_hold, hold=5.0)
+    batcher = OutcomeBatcher(store, in_flight=lambda urgent: 16, on_hold=on_hold, hold=5.0)
 
     async def later(n: int) -> None:
         await asyncio.sleep(0.01 * n)  # sends ending spread out, one per loop turn or less
@@ -201,8 +201,8 @@ async def test_a_held_batch_is_committed_after_its_hold(store: CountingStore) ->
 
 
 async def test_a_lone_urgent_outcome_waits_for_nothing(store: CountingStore) -> None:
-    # Few urgent sends in flight (an absence alert) and a busy normal lane: no hold.
-    batcher = OutcomeBatcher(store, in_flight=lambda urgent: GROW - 1 if urgent else 400, hold=60.0)
+    # Three urgent sends in flight (an absence alert) and a busy normal lane: no hold.
+    batcher = OutcomeBatcher(store, in_flight=lambda urgent: 3 if urgent else 400, hold=60.0)
     with urgent_scope():
         await asyncio.wait_for(batcher.commit(sent(2)), timeout=2)
     assert store.batches == [1] and store.lanes == [True]
