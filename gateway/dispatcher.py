@@ -167,12 +167,7 @@ class Dispatcher:
         self._claimed_at = -math.inf  # time.monotonic() of the last claim
         self._urgent_flowing = False  # whether the last claim brought urgent jobs
         # Send outcomes are committed in batches (one transaction for many sends).
-        self._outcomes = OutcomeBatcher(
-            store,
-            urgent_active=self._urgent_active,
-            in_flight=self._in_flight,
-            on_hold=self._slot_freed.set,
-        )
+        self._outcomes = OutcomeBatcher(store, urgent_active=self._urgent_active)
         self._stopping = asyncio.Event()
         # Job kind -> handler: the dispatcher's own and the features' (the service builds
         # them with gateway.jobs.registry); a kind handled twice is refused here too.
@@ -367,14 +362,8 @@ class Dispatcher:
         raise RuntimeError("dispatcher did not become idle")
 
     def _free_slots(self) -> int:
-        # Sends waiting at a channel's gate, or with their outcome waiting for a batch to
-        # fill (gateway/outcomes.py, at most its hold), hold no slot.
-        waiting = sum(gate.free_waiting for gate in self._gates.values()) + self._outcomes.held
+        waiting = sum(gate.free_waiting for gate in self._gates.values())
         return max(self.settings.concurrency - len(self._tasks) + waiting, 0)
-
-    def _in_flight(self, urgent: bool) -> int:
-        """Tasks of this lane running here (an outcome batch grows with them)."""
-        return len(self._urgent_tasks) if urgent else len(self._tasks) - len(self._urgent_tasks)
 
     def _gate(self, channel: str) -> ChannelGate:
         gate = self._gates.get(channel)
@@ -536,7 +525,6 @@ class Dispatcher:
         gate, probe = admitted
         started = time.perf_counter()
         outcome = "sent"
-        receipt: Receipt | None = None
         try:
             receipt = await self._provider_send(channel, delivery, content, probe)
         except TransientDeliveryError as exc:
@@ -552,15 +540,7 @@ class Dispatcher:
         except ChannelUnavailable as exc:
             outcome = "unavailable"
             await self._channel_down(job, delivery, exc)
-        finally:
-            elapsed = time.perf_counter() - started
-            gate.leave(elapsed)
-            latency, sends = send_meters(delivery.channel, outcome)
-            latency.observe(elapsed)
-            sends.inc()
-        if receipt is not None:
-            # After the channel's slot is left: the outcome may wait for others to join
-            # its batch (gateway/outcomes.py), and meanwhile holds no dispatch slot either.
+        else:
             if receipt.segments:
                 SMS_SEGMENTS.observe(receipt.segments)
             await self._outcomes.commit(
@@ -574,6 +554,12 @@ class Dispatcher:
                     segments=receipt.segments,
                 )
             )
+        finally:
+            elapsed = time.perf_counter() - started
+            gate.leave(elapsed)
+            latency, sends = send_meters(delivery.channel, outcome)
+            latency.observe(elapsed)
+            sends.inc()
 
     async def _admit(
         self, job: Job, name: str, channel: Channel

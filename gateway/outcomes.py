@@ -14,14 +14,6 @@ work at the store's writer: an alert's outcome waits neither for a batch of the
 broadcast's hundreds nor for that batch's turn at the writer. While urgent work runs,
 normal batches are kept small (``BESIDE_URGENT_BATCH``), so the transaction an urgent
 write waits for is short.
-
-With slow providers sends end spread out, one or two per loop turn, and each batch
-costs its fixed part again (on Redis two script calls and the counters of each status,
-docs/redis.md). A batch therefore waits up to ``HOLD`` seconds for more while many sends
-of its lane are in flight: until it holds one in ``GROW`` of them (``in_flight``). The
-send has been handed over by then, and its dispatch slot is counted free while it waits
-(``held``; ``on_hold`` tells the dispatcher), so the wait delays no send, urgent or not,
-only when the outcome is stored. A lone alert does not wait (too few in flight).
 """
 
 from __future__ import annotations
@@ -42,12 +34,7 @@ MAX_BATCH = 500  # outcomes per transaction
 # Normal outcomes per transaction while urgent work runs: each of them is a write an
 # urgent one may have to wait for (gateway/store/priority.py lets it wait for one only).
 BESIDE_URGENT_BATCH = 50
-# A batch waits up to HOLD seconds until it holds one in GROW of its lane's sends in flight.
-HOLD = 0.01
-GROW = 4
 RETRY_DELAYS = (0.05, 0.25, 1.0)  # seconds before the 2nd, 3rd and 4th commit attempt
-
-_Waiting = tuple[SendOutcome, asyncio.Future[None]]  # an outcome and its caller's future
 
 
 class OutcomeBatcher:
@@ -60,24 +47,14 @@ class OutcomeBatcher:
         max_batch: int = MAX_BATCH,
         retry_delays: Sequence[float] = RETRY_DELAYS,
         urgent_active: Callable[[], bool] = lambda: False,
-        in_flight: Callable[[bool], int] = lambda urgent: 0,
-        on_hold: Callable[[], None] = lambda: None,
-        hold: float = HOLD,
     ) -> None:
         self._store = store
         self._max_batch = max_batch
         # Whether urgent work runs now: normal batches are kept small meanwhile.
         self._urgent_active = urgent_active
-        # Sends of a lane (urgent or not) in flight now, their outcomes included: how large
-        # a batch may grow; on_hold is called when outcomes start waiting for it.
-        self._in_flight = in_flight
-        self._on_hold = on_hold
-        self._hold = hold
-        self._wanted = {True: 0, False: 0}  # per lane: outcomes a held batch waits for
-        self._grown = {True: asyncio.Event(), False: asyncio.Event()}
         self._retry_delays = tuple(retry_delays)
         # Per lane (urgent or not): the outcomes waiting, and the task committing them.
-        self._pending: dict[bool, list[_Waiting]] = {
+        self._pending: dict[bool, list[tuple[SendOutcome, asyncio.Future[None]]]] = {
             True: [],
             False: [],
         }
@@ -88,12 +65,7 @@ class OutcomeBatcher:
         the store raised if that commit failed."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         urgent = is_urgent()
-        pending = self._pending[urgent]
-        pending.append((outcome, future))
-        if self._wanted[urgent]:
-            self._on_hold()  # this send's slot is free while its outcome waits
-            if self._wanted[urgent] <= len(pending):
-                self._grown[urgent].set()
+        self._pending[urgent].append((outcome, future))
         flusher = self._flushers.get(urgent)
         if flusher is None or flusher.done():
             self._flushers[urgent] = asyncio.create_task(self._flush(urgent))
@@ -106,7 +78,6 @@ class OutcomeBatcher:
         while pending:
             await asyncio.sleep(0)  # let the outcomes of this loop turn join the batch
             size = self._batch_size(urgent)
-            await self._grow(urgent, size)
             batch = pending[:size]
             del pending[:size]
             try:
@@ -120,26 +91,6 @@ class OutcomeBatcher:
                 for _, future in batch:
                     if not future.done():
                         future.set_result(None)
-
-    @property
-    def held(self) -> int:
-        """Outcomes waiting for their batch to fill (their sends hold no dispatch slot)."""
-        return sum(len(self._pending[lane]) for lane, wanted in self._wanted.items() if wanted)
-
-    async def _grow(self, urgent: bool, size: int) -> None:
-        """Wait up to ``hold`` until the lane's batch holds one in GROW of its sends in
-        flight."""
-        wanted = min(size, self._in_flight(urgent) // GROW)
-        if len(self._pending[urgent]) >= wanted or self._hold <= 0:
-            return
-        self._wanted[urgent] = wanted
-        self._grown[urgent].clear()
-        self._on_hold()
-        try:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._grown[urgent].wait(), self._hold)
-        finally:
-            self._wanted[urgent] = 0
 
     def _batch_size(self, urgent: bool) -> int:
         if urgent or not self._urgent_active():
