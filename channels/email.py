@@ -37,7 +37,7 @@ from typing import ClassVar
 
 import aiosmtplib
 
-from channels.smtp_transaction import send_prepared
+from channels.smtp_transaction import ContentUnanswered, send_prepared
 from gateway.errors import (
     ChannelUnavailable,
     ConfigError,
@@ -466,6 +466,10 @@ class EmailChannel:
             try:
                 await self._transact(client, message, address)
                 return
+            except ContentUnanswered as exc:
+                # The relay may have taken it (RFC 1047): a transient failure, sent again
+                # only by the job's backoff, never at once on a fresh connection.
+                raise _map_error(exc) from exc
             except aiosmtplib.SMTPServerDisconnected as exc:
                 client.close()
                 if attempt or not reused:

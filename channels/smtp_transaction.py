@@ -26,6 +26,12 @@ from aiosmtplib.typing import SMTPStatus
 _CRLF = b"\r\n"
 
 
+class ContentUnanswered(aiosmtplib.SMTPServerDisconnected):
+    """The connection was lost after the content was written and before the server's
+    answer: the server may have taken the message (RFC 1047), so it is not to be sent
+    again at once on a fresh connection."""
+
+
 def _transmittable(raw: bytes) -> bool:
     """Whether ``raw`` is what aiosmtplib would transmit already: every line ending a
     CRLF (no lone CR or LF), ending with one."""
@@ -83,7 +89,10 @@ async def _content(client: aiosmtplib.SMTP, data: bytes) -> aiosmtplib.SMTPRespo
             protocol._response_pending = True
             protocol.write(data)
             return await protocol.read_response(timeout=client.timeout)
-    except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError):
+    except aiosmtplib.SMTPServerDisconnected as exc:
+        client.close()
+        raise ContentUnanswered(str(exc)) from exc
+    except aiosmtplib.SMTPTimeoutError:
         client.close()
         raise
 

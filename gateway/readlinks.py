@@ -8,9 +8,17 @@ a purpose label, so a read link can never be confused with a guardian token.
 Encryption keeps the delivery id out of sight (links end up in mail logs and
 link scanners); the tag makes any change to a token fail as a whole.
 
-Every token uses a fresh random 96-bit nonce; with one key that stays safe up
-to about 2**32 tokens (NIST SP 800-38D), far above what a municipality sends
-before the secret is rotated.
+:func:`make_read_token` uses a fresh random 96-bit nonce; with one key that stays
+safe up to about 2**32 tokens (NIST SP 800-38D), far above what a municipality
+sends before the secret is rotated. The links sent in messages
+(:func:`read_link_maker`) are made by :func:`delivery_read_token` instead: its nonce
+is an HMAC of the sealed content under a third derived key (a synthetic IV, as in
+SIV mode, RFC 5297), and the expiry counts from the delivery's planning, so every
+attempt of one delivery carries the same link and the same text. That is what lets
+the SMS channel recognise a text Twilio took in an attempt that got no answer
+(channels/sms.py). Two tokens share a nonce only if they seal the same delivery and
+expiry, that is, only if they are the same token; any two deliveries' nonces collide
+no more often than random ones.
 
 The confirm form carries :func:`csrf_field`, an HMAC of the token under a
 second derived key: a page from another site cannot compute it.
@@ -34,7 +42,6 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from gateway.clock import Clock
 from gateway.errors import ConfigError, LinkExpired, LinkInvalid
 from gateway.models import Delivery
 
@@ -46,6 +53,7 @@ PARENT_PATH = "/p/"
 
 _TOKEN_KEY_LABEL = b"budbringer/read-link/aes-256-gcm/v1"
 _CSRF_KEY_LABEL = b"budbringer/read-link/csrf/v1"
+_NONCE_KEY_LABEL = b"budbringer/read-link/synthetic-nonce/v1"
 _AAD = b"budbringer read link v1"
 _NONCE = 12
 _PLAIN = struct.Struct(">16sI")  # delivery id (raw), expiry (minutes since the epoch)
@@ -79,7 +87,19 @@ def _b64decode(text: str) -> bytes:
 
 def make_read_token(secret: bytes, delivery_id: str, expires_at: datetime) -> str:
     """A read-link token for this delivery, valid until ``expires_at`` (to the minute,
-    rounded down). ``delivery_id`` is a delivery id: 32 hex digits."""
+    rounded down), with a fresh random nonce. ``delivery_id`` is 32 hex digits."""
+    return _seal(secret, os.urandom(_NONCE), _plain(delivery_id, expires_at))
+
+
+def delivery_read_token(secret: bytes, delivery_id: str, expires_at: datetime) -> str:
+    """As :func:`make_read_token`, but the same token for the same delivery and expiry
+    every time (the nonce is an HMAC of the content: module docstring)."""
+    plain = _plain(delivery_id, expires_at)
+    nonce = hmac.new(_key(secret, _NONCE_KEY_LABEL), plain, hashlib.sha256).digest()[:_NONCE]
+    return _seal(secret, nonce, plain)
+
+
+def _plain(delivery_id: str, expires_at: datetime) -> bytes:
     try:
         raw_id = bytes.fromhex(delivery_id)
     except ValueError as exc:
@@ -89,9 +109,11 @@ def make_read_token(secret: bytes, delivery_id: str, expires_at: datetime) -> st
     minutes = int(expires_at.astimezone(UTC).timestamp() // 60)
     if not 0 < minutes < 2**32:
         raise ValueError("expiry out of range")
-    nonce = os.urandom(_NONCE)
-    sealed = _sealer(secret).encrypt(nonce, _PLAIN.pack(raw_id, minutes), _AAD)
-    return _b64encode(nonce + sealed)
+    return _PLAIN.pack(raw_id, minutes)
+
+
+def _seal(secret: bytes, nonce: bytes, plain: bytes) -> str:
+    return _b64encode(nonce + _sealer(secret).encrypt(nonce, plain, _AAD))
 
 
 def open_read_token(secret: bytes, token: str, now: datetime) -> str:
@@ -135,16 +157,17 @@ def csrf_valid(secret: bytes, token: str, value: str | None) -> bool:
 
 
 def read_link_maker(
-    secret: bytes, public_url: str, ttl: timedelta, clock: Clock
+    secret: bytes, public_url: str, ttl: timedelta
 ) -> Callable[[Delivery], str | None]:
-    """``link_for`` for :class:`gateway.render.Renderer`: each call makes a fresh link,
-    ``<public_url>/r/<token>``, valid for ``ttl`` from now; None for an id that is not
-    a delivery id."""
+    """``link_for`` for :class:`gateway.render.Renderer`: a delivery's link,
+    ``<public_url>/r/<token>``, valid for ``ttl`` from the delivery's planning, the
+    same in every attempt (:func:`delivery_read_token`); None for an id that is not a
+    delivery id."""
     base = public_url.rstrip("/") + READ_PATH
 
     def link_for(delivery: Delivery) -> str | None:
         if not _DELIVERY_ID.fullmatch(delivery.id):
             return None
-        return base + make_read_token(secret, delivery.id, clock.now() + ttl)
+        return base + delivery_read_token(secret, delivery.id, delivery.created_at + ttl)
 
     return link_for

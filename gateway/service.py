@@ -117,7 +117,6 @@ class Service:
                 secret,
                 settings.public_url,
                 timedelta(days=settings.read_link_ttl_days),
-                self.clock,
             ),
             sms_fallback_sender=sms_fallback_sender(settings),
             locale_dir=settings.locale_dir,

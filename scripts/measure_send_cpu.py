@@ -21,7 +21,6 @@ from pathlib import Path
 
 from channels.email import EmailChannel
 from gateway.bench.sinks import SinkProcess
-from gateway.clock import SystemClock
 from gateway.models import Audience, Category, Delivery, DeliveryStatus, Message, Rendered, Role
 from gateway.readlinks import read_link_maker
 from gateway.render import Renderer
@@ -58,7 +57,7 @@ def delivery(n: int, channel: str, language: str, children: list[str]) -> Delive
 
 
 def measure_renders(count: int) -> None:
-    link_for = read_link_maker(b"s" * 32, URL, timedelta(days=30), SystemClock())
+    link_for = read_link_maker(b"s" * 32, URL, timedelta(days=30))
     renderer = Renderer(TEMPLATES, URL, link_for=link_for)
     message = Message(
         id="m1",

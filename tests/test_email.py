@@ -316,6 +316,23 @@ async def test_dropped_idle_connection_is_replaced(
     assert "foresatt" not in caplog.text
 
 
+async def test_connection_lost_after_the_content_is_not_resent_at_once(
+    peer: SmtpPeer, channel: EmailChannel
+) -> None:
+    await channel.send(delivery(1), CONTENT)  # a pooled connection, reused next
+    peer.drop_after_data()
+    with pytest.raises(TransientDeliveryError) as caught:
+        await channel.send(delivery(2), CONTENT)
+    assert caught.value.code == "smtp_connection"
+    # Taken once; a fresh connection would have made it twice (the job's backoff may
+    # still send it again: SMTP cannot tell whether the relay kept it, RFC 1047).
+    assert [r.rcpt_tos for r in peer.received] == [
+        ["foresatt1@example.no"],
+        ["foresatt2@example.no"],
+    ]
+    assert peer.connections == 1
+
+
 async def test_silent_server_times_out() -> None:
     async def never_greet(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.read()  # until the client gives up

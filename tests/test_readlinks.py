@@ -33,6 +33,7 @@ from gateway.readlinks import (
     TOKEN_LENGTH,
     csrf_field,
     csrf_valid,
+    delivery_read_token,
     make_read_token,
     open_read_token,
     read_link_maker,
@@ -245,7 +246,7 @@ def test_csrf_field_is_bound_to_the_token_and_the_secret(clock: ManualClock) -> 
 
 
 def test_link_maker_makes_links_that_open_to_the_delivery(clock: ManualClock) -> None:
-    link_for = read_link_maker(SECRET, "https://varsel.example.no/", timedelta(days=30), clock)
+    link_for = read_link_maker(SECRET, "https://varsel.example.no/", timedelta(days=30))
     delivery = Delivery(
         id=DELIVERY_ID,
         tenant_id="t1",
@@ -265,6 +266,46 @@ def test_link_maker_makes_links_that_open_to_the_delivery(clock: ManualClock) ->
     with pytest.raises(LinkExpired):
         open_read_token(SECRET, token, clock.now() + timedelta(days=30, minutes=1))
     assert link_for(delivery.model_copy(update={"id": "not-a-delivery-id"})) is None
+
+
+def test_a_delivery_token_is_the_same_every_time_and_opens(clock: ManualClock) -> None:
+    expires = clock.now() + timedelta(days=30)
+    token = delivery_read_token(SECRET, DELIVERY_ID, expires)
+    assert delivery_read_token(SECRET, DELIVERY_ID, expires) == token
+    assert len(token) == TOKEN_LENGTH
+    assert open_read_token(SECRET, token, clock.now()) == DELIVERY_ID
+    other = delivery_read_token(SECRET, "f" * 32, expires)
+    later = delivery_read_token(SECRET, DELIVERY_ID, expires + timedelta(minutes=1))
+    # another delivery or expiry: another nonce, so nothing links the tokens
+    assert len({token[:16], other[:16], later[:16]}) == 3
+    assert delivery_read_token(b"another-secret", DELIVERY_ID, expires) != token
+    assert DELIVERY_ID not in token and DELIVERY_ID[:12] not in token
+
+
+def test_every_attempt_of_a_delivery_carries_the_same_link(clock: ManualClock) -> None:
+    """A retry's text equals the first attempt's, so the SMS channel can recognise a text
+    Twilio took in an attempt that got no answer (channels/sms.py, _accepted_earlier)."""
+    link_for = read_link_maker(SECRET, "https://varsel.example.no", timedelta(days=30))
+    delivery = Delivery(
+        id=DELIVERY_ID,
+        tenant_id="t1",
+        message_id="m1",
+        recipient_id="p1",
+        recipient_role=Role.guardian,
+        channel="sms",
+        language="nb",
+        created_at=clock.now(),
+        updated_at=clock.now(),
+    )
+    first = link_for(delivery)
+    clock.advance(5 * 3600)  # the retry, hours later
+    retried = delivery.model_copy(update={"updated_at": clock.now(), "attempts": 3})
+    assert link_for(retried) == first
+    assert first is not None
+    token = first.rsplit("/", 1)[1]
+    # valid for the TTL from the delivery's planning, not from the attempt
+    with pytest.raises(LinkExpired):
+        open_read_token(SECRET, token, delivery.created_at + timedelta(days=30))
 
 
 async def test_service_renders_email_with_a_link_that_opens(

@@ -7,7 +7,18 @@ The processes are real ``budbringer serve --no-workers`` and ``budbringer worker
 subprocesses on their own key prefix. The sinks run in the test's own loop: an aiosmtpd
 server (the delivery id is in the Message-ID) and a Twilio-like server (one phone
 number per guardian). The in-flight jobs of the killed worker are read from its
-consumer's pending entries (XPENDING) right after the kill.
+consumer's pending entries (XPENDING) while it is stopped (SIGSTOP), just before the kill.
+
+One more way to send twice is not the kill's: the sinks share this test's loop, and on a
+loaded machine (load 8-16 on 2 cores) the loop stalls for seconds, so a sink may take a
+message and answer after the sender's timeout. The sender then counts a failed attempt
+(``smtp_connection``/``twilio_connection`` in the delivery's history) and the job's
+backoff sends it again: SMTP's inherent ambiguity (RFC 1047), and for SMS a known gap
+(the lookup of an earlier attempt compares bodies, and each render makes a fresh read
+link). Such a duplicate counts as a late answer only if its delivery's history has that
+failure, the sink took the first copy no earlier than the failed attempt began, and the
+second copy came after the failure was recorded (a lease taken over from a live worker
+would send the second copy before).
 """
 
 from __future__ import annotations
@@ -31,7 +42,7 @@ from redis.asyncio import Redis
 
 from gateway.auth import create_tenant
 from gateway.clock import SystemClock
-from gateway.models import FINAL, Delivery, DirectoryBatch, derive_id
+from gateway.models import FINAL, Delivery, DirectoryBatch, StatusChange, derive_id
 from gateway.store.redis import RedisStore
 from tests.conftest import SECRET_KEY
 from tests.contract.conftest import REDIS_URL, require_redis
@@ -49,6 +60,10 @@ BATCH = 32  # per claim: started or not, the most jobs a worker holds is CONCURR
 ACCOUNT_SID = "AC" + "7" * 32
 AUTH_TOKEN = "multiprocess-test-token"
 EVENT_ID = "evt-emergency"
+TIMEOUT = 2.0  # the SMTP and Twilio timeouts of the workers
+# A failed attempt is recorded after its timeout; on a loaded machine a while after.
+RECORD_SLACK = 5.0
+_NO_ANSWER = re.compile(r"attempt \d+ failed: (smtp|twilio)_connection;")
 
 
 def directory() -> DirectoryBatch:
@@ -115,12 +130,12 @@ def env_for(prefix: str, smtp: SmtpPeer, twilio: TwilioPeer, port: int) -> dict[
         BUDBRINGER_SMTP__PORT=str(smtp.port),
         BUDBRINGER_SMTP__TLS="none",
         BUDBRINGER_SMTP__SENDER="Solvang skole <varsel@asker.kommune.no>",
-        BUDBRINGER_SMTP__TIMEOUT="2",
+        BUDBRINGER_SMTP__TIMEOUT=str(TIMEOUT),
         BUDBRINGER_TWILIO__ACCOUNT_SID=ACCOUNT_SID,
         BUDBRINGER_TWILIO__AUTH_TOKEN=AUTH_TOKEN,
         BUDBRINGER_TWILIO__BASE_URL=twilio.base_url,
         BUDBRINGER_TWILIO__DEFAULT_SENDER="Solvang",
-        BUDBRINGER_TWILIO__TIMEOUT="2",
+        BUDBRINGER_TWILIO__TIMEOUT=str(TIMEOUT),
     )
     return env
 
@@ -252,11 +267,15 @@ async def test_workers_share_one_redis_and_a_killed_one_loses_nothing(tmp_path: 
                 assert time.monotonic() - started < 180, "the broadcast did not get going"
                 assert victim.returncode is None
                 await asyncio.sleep(0.005)
+            # Frozen first, then its pending entries read, then killed: read after the kill
+            # (a wait and dozens of round trips later, seconds in a stalled loop) an entry
+            # claimed long before could already be taken over, and its duplicate unexplained.
+            victim.send_signal(signal.SIGSTOP)
+            consumer = await consumer_of(redis, prefix, victim.pid)
+            in_flight = await pending_jobs(redis, prefix, consumer)
             victim.send_signal(signal.SIGKILL)
             await victim.wait()
             sent_at_kill = len(smtp.received) + len(twilio.requests)
-            consumer = await consumer_of(redis, prefix, victim.pid)
-            in_flight = await pending_jobs(redis, prefix, consumer)
             message_id = derive_id(tenant.id, EVENT_ID)
             await wait_final(store, tenant.id, message_id, timeout=180)
             elapsed = time.monotonic() - started
@@ -281,21 +300,45 @@ async def test_workers_share_one_redis_and_a_killed_one_loses_nothing(tmp_path: 
             assert d.status in FINAL and d.status.value in ("sent", "delivered"), d.status
             statuses = [h.status for h in history[d.id]]
             assert statuses.count(d.status) == 1  # recorded as done exactly once
-        # Sent twice: only jobs the killed worker held in flight, at most its concurrency.
+        # Sent twice: only jobs the killed worker held in flight, at most its concurrency,
+        # and sends whose answer came after the sender's timeout (see the docstring).
         twice = {i for i, n in emails.items() if n > 1}
         twice |= {i for i, number in sms_ids.items() if sms[number] > 1}
         in_flight_sends = {j.removeprefix("send:") for j in in_flight if j.startswith("send:")}
         assert all(n <= 2 for n in [*emails.values(), *sms.values()])
-        assert twice <= in_flight_sends, (twice, in_flight_sends)
+        taken: dict[str, list[float]] = {}
+        for r in smtp.received:
+            taken.setdefault(_message_id(r.message["Message-ID"]), []).append(r.taken_at)
+        by_number = {number: i for i, number in sms_ids.items()}
+        for req in twilio.requests:
+            taken.setdefault(by_number[req.field("To") or ""], []).append(req.at)
+        late = {i for i in twice - in_flight_sends if _late_answer(history[i], taken[i])}
+        unexplained = {i: history[i] for i in twice - in_flight_sends - late}
+        assert not unexplained, (unexplained, {i: taken[i] for i in unexplained})
         # Held jobs include claimed ones not started yet (taken over, never sent twice);
         # only started sends can be repeated.
         assert len(in_flight_sends) <= CONCURRENCY + BATCH
-        assert len(twice) <= CONCURRENCY
+        assert len(twice - late) <= CONCURRENCY
         print(
             f"\n{3 * GUARDIANS} deliveries ({2 * GUARDIANS} to sinks) by {WORKERS} workers in "
             f"{elapsed:.1f}s; killed one after {sent_at_kill} hand-overs holding "
-            f"{len(in_flight)} jobs ({len(in_flight_sends)} sends); sent twice: {len(twice)}"
+            f"{len(in_flight)} jobs ({len(in_flight_sends)} sends); sent twice: "
+            f"{len(twice - late)} held by the killed worker, {len(late)} answered late"
         )
+
+
+def _late_answer(history: list[StatusChange], taken: list[float]) -> bool:
+    """Whether a delivery's first copy was taken by its sink during an attempt that failed
+    for want of an answer (a timeout or lost connection: taken no earlier than that
+    attempt began), and the second copy was sent after that failure was recorded."""
+    first, second = sorted(taken)[:2]
+    return any(
+        h.detail is not None
+        and _NO_ANSWER.match(h.detail) is not None
+        and h.at.timestamp() - TIMEOUT - RECORD_SLACK <= first
+        and h.at.timestamp() < second
+        for h in history
+    )
 
 
 def _message_id(header: object) -> str:

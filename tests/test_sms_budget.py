@@ -37,7 +37,7 @@ LANGUAGES = ("nb", "nn", "en")
 
 @pytest.fixture(scope="module")
 def renderer() -> Renderer:
-    links = read_link_maker(SECRET_KEY.encode(), PUBLIC_URL, timedelta(days=30), ManualClock())
+    links = read_link_maker(SECRET_KEY.encode(), PUBLIC_URL, timedelta(days=30))
     return Renderer(TEMPLATES, PUBLIC_URL, link_for=links, sms_fallback_sender="Asker")
 
 

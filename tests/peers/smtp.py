@@ -23,6 +23,7 @@ import email.policy
 import ipaddress
 import ssl
 import tempfile
+import time
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
@@ -88,6 +89,7 @@ class Received:
     message: EmailMessage
     tls: bool
     login: str | None  # the AUTH user, if the client logged in
+    taken_at: float = 0.0  # time.time() when the server took it (before it answered)
 
 
 @dataclass
@@ -97,6 +99,7 @@ class _State:
     data_reply: str | None = None
     mail_reply: str | None = None  # e.g. "421 4.3.2 Try later": every MAIL FROM refused
     data_delay: float = 0.0  # seconds DATA waits before the message is taken and answered
+    drop_after_data: bool = False  # take the message, then close instead of answering
     quits: int = 0
 
 
@@ -155,8 +158,11 @@ class _Handler:
                 message=parsed,
                 tls=transport is not None and transport.get_extra_info("ssl_object") is not None,
                 login=login.login.decode() if isinstance(login, LoginPassword) else None,
+                taken_at=time.time(),
             )
         )
+        if self._state.drop_after_data and server.transport is not None:
+            server.transport.close()  # taken, but the answer never reaches the client
         return "250 2.0.0 Message accepted for delivery"
 
 
@@ -209,6 +215,11 @@ class SmtpPeer:
     def reply_to_data(self, reply: str | None) -> None:
         """Answer every DATA with ``reply`` (None: accept again)."""
         self._state.data_reply = reply
+
+    def drop_after_data(self, drop: bool = True) -> None:
+        """Take each message, then close the connection before answering its DATA (a
+        relay that goes away after accepting, RFC 1047)."""
+        self._state.drop_after_data = drop
 
     def answer_slowly(self, seconds: float) -> None:
         """Wait ``seconds`` in every DATA before taking the message (a slow relay). The

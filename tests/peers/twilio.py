@@ -30,6 +30,7 @@ import json
 import random
 import re
 import secrets
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -73,6 +74,7 @@ class Recorded:
     form: dict[str, list[str]]
     authorized: bool
     headers: dict[str, str]
+    at: float = field(default_factory=time.time)  # when it arrived (before it was answered)
 
     def field(self, name: str) -> str | None:
         values = self.form.get(name)
