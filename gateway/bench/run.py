@@ -289,7 +289,11 @@ class Bench:
         self.gateways.append(spawn([*cli, "serve"], env, self.log_file))
         for _ in range(self.o.workers - 1):
             self.gateways.append(spawn([*cli, "worker"], env, self.log_file))
-        self.http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64))
+        # A pooled connection is dropped well before the gateway's keep-alive (its
+        # HTTP__HEADER_TIMEOUT, 15 s) ends it: at equal times a post after an idle spell
+        # could meet a connection the gateway was closing ("Cannot write to closing transport").
+        connector = aiohttp.TCPConnector(limit=64, keepalive_timeout=5.0)
+        self.http = aiohttp.ClientSession(connector=connector)
         deadline = time.monotonic() + 30
         while True:
             for proc in self.gateways:
