@@ -245,19 +245,25 @@ def test_csrf_field_is_bound_to_the_token_and_the_secret(clock: ManualClock) -> 
     assert not csrf_valid(SECRET, one, "ø" * 43)
 
 
+def _delivery(clock: ManualClock, channel: str, **fields: Any) -> Delivery:
+    """DELIVERY_ID to guardian p1, planned now (``fields`` override the rest)."""
+    values: dict[str, Any] = {
+        "id": DELIVERY_ID,
+        "tenant_id": "t1",
+        "message_id": "m1",
+        "recipient_id": "p1",
+        "recipient_role": Role.guardian,
+        "channel": channel,
+        "language": "nb",
+        "created_at": clock.now(),
+        "updated_at": clock.now(),
+    }
+    return Delivery(**{**values, **fields})
+
+
 def test_link_maker_makes_links_that_open_to_the_delivery(clock: ManualClock) -> None:
     link_for = read_link_maker(SECRET, "https://varsel.example.no/", timedelta(days=30))
-    delivery = Delivery(
-        id=DELIVERY_ID,
-        tenant_id="t1",
-        message_id="m1",
-        recipient_id="p1",
-        recipient_role=Role.guardian,
-        channel="email",
-        language="nb",
-        created_at=clock.now(),
-        updated_at=clock.now(),
-    )
+    delivery = _delivery(clock, "email")
     link = link_for(delivery)
     assert link is not None
     assert link.startswith("https://varsel.example.no/r/")
@@ -286,17 +292,7 @@ def test_every_attempt_of_a_delivery_carries_the_same_link(clock: ManualClock) -
     """A retry's text equals the first attempt's, so the SMS channel can recognise a text
     Twilio took in an attempt that got no answer (channels/sms.py, _accepted_earlier)."""
     link_for = read_link_maker(SECRET, "https://varsel.example.no", timedelta(days=30))
-    delivery = Delivery(
-        id=DELIVERY_ID,
-        tenant_id="t1",
-        message_id="m1",
-        recipient_id="p1",
-        recipient_role=Role.guardian,
-        channel="sms",
-        language="nb",
-        created_at=clock.now(),
-        updated_at=clock.now(),
-    )
+    delivery = _delivery(clock, "sms")
     first = link_for(delivery)
     clock.advance(5 * 3600)  # the retry, hours later
     retried = delivery.model_copy(update={"updated_at": clock.now(), "attempts": 3})
@@ -312,18 +308,7 @@ async def test_service_renders_email_with_a_link_that_opens(
     settings: Settings, store: Store, clock: ManualClock
 ) -> None:
     service = Service(settings, clock=clock, store=store, channels={}, api=False, workers=False)
-    delivery = Delivery(
-        id=DELIVERY_ID,
-        tenant_id="t1",
-        message_id="m1",
-        recipient_id="p1",
-        recipient_role=Role.guardian,
-        channel="sms",
-        address="+4790012345",
-        language="en",
-        created_at=clock.now(),
-        updated_at=clock.now(),
-    )
+    delivery = _delivery(clock, "sms", address="+4790012345", language="en")
     message = Message(
         id="m1",
         tenant_id="t1",
