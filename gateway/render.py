@@ -24,7 +24,8 @@ each delivery's own in (``_Stencils``): the jinja templates run per kind, not pe
 delivery, and the result is the same text (tests/test_render_stencils.py). A stencil is
 kept cut at its stand-ins and already finished, and a family's names (the concerns line,
 escaped for HTML) are worked out once per language for all its guardians and channels,
-so a delivery costs a join per part.
+so a delivery costs a join per part; an SMS kind whose own text is UCS-2
+whatever is filled in is not rendered again folded.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import functools
 import logging
 import re
 import secrets
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -49,7 +50,7 @@ from jinja2 import (
 )
 from markupsafe import Markup, escape
 
-from channels.gsm import encoding, fold
+from channels.gsm import GSM7_BASIC, GSM7_EXTENSION, encoding, fold
 from gateway.attachments import human_size, travels_in_email
 from gateway.constants import (
     ABSENCE_CONTEXT_KEY,
@@ -246,42 +247,70 @@ def _finished(text: str, rtl: bool) -> str:
 
 
 class _Stencil(NamedTuple):
-    """A kind's render cut at its stand-ins: each part is literal, stand-in, literal, ...,
-    literal. Where a part's first and last literals hold text of their own, stripping
-    cannot reach a filled-in value, so they are kept finished (stripped, isolates kept or
-    dropped as :meth:`Renderer._finish` does) and a delivery costs one join; else the
-    part is kept raw, joined with raw values and finished as a whole."""
+    """A kind's render cut at its stand-ins: each part is literal, field, literal, ...,
+    literal, a field naming the value a delivery puts in (:data:`_Values`). Where a part's
+    first and last literals hold text of their own, stripping cannot reach a filled-in
+    value, so they are kept finished (stripped, isolates kept or dropped as
+    :meth:`Renderer._finish` does) and a delivery costs one join; else the part is kept
+    raw, joined with raw values and finished as a whole."""
 
     subject: str  # finished
     parts: dict[str, tuple[bool, tuple[str, ...]]]  # part -> (finished?, pieces)
     text_language: str
     rtl: bool
+    # Its own text has a character GSM-7 lacks that finishing never drops: every SMS made
+    # from it is UCS-2, whatever is filled in.
+    ucs2: bool
+    # Its own text, finished, is all GSM-7: an SMS made from it is GSM-7 if its values are.
+    gsm: bool
 
-    def filled(self, fills: Mapping[str, _Fill]) -> _Parts:
-        """The parts with this delivery's values joined in."""
+    def filled(self, values: Mapping[str, str]) -> _Parts:
+        """The parts with this delivery's values filled in."""
         out = {}
         for part, (finished, pieces) in self.parts.items():
-            # a fill is (html, text) finished, then (html, text) raw
-            side = (0 if part == "html" else 1) + (0 if finished else 2)
             joined = [pieces[0]]
             for at in range(1, len(pieces), 2):
-                joined.append(fills[pieces[at]][side])
+                joined.append(values[pieces[at]])
                 joined.append(pieces[at + 1])
             text = "".join(joined)
             out[part] = text if finished else _finished(text, self.rtl)
         return self.subject, out, self.text_language
 
 
-_Fill = tuple[str, str, str, str]  # a stand-in's value in HTML and in text, finished, then raw
-_Fills = dict[str, _Fill]
+# A delivery's values, by field: a stand-in's letter (t: token, c: concerns, n: names) and
+# its side: 0 and 1 its HTML and text values finished for the language, 2 and 3 as rendered.
+_Values = dict[str, str]
+_SIDES = range(4)
 CHILDREN_FILLS = 4096  # children's names kept per (names, language, folded); oldest go first
+_GSM7 = GSM7_BASIC | GSM7_EXTENSION
+
+
+def _surely_ucs2(literals: str, rtl: bool) -> bool:
+    """Whether a text finished from these literals is UCS-2 whatever is filled in: one of
+    its characters is not GSM-7, nor white space (stripping may drop that at the ends),
+    nor an isolate that finishing drops (only right to left keeps them)."""
+    if not rtl:
+        literals = _unmark(literals)
+    return any(not char.isspace() for char in set(literals) - _GSM7)
+
+
+def _all_gsm(texts: Iterable[str], rtl: bool) -> bool:
+    """Whether these texts, finished (isolates dropped unless right to left), are GSM-7."""
+    return all(_GSM7.issuperset(text if rtl else _unmark(text)) for text in texts)
+
+
+class _Kind(NamedTuple):
+    """What a delivery's stencil is found by: its kind, and its children's names."""
+
+    key: tuple[Any, ...]
+    children: tuple[str, ...]
 
 
 class _Stencils:
     """A broadcast renders one text for thousands of deliveries that differ only in their
     read link and their children's names. The first delivery of a kind is rendered with
     stand-ins for those (its stencil); every other delivery of the kind gets the stencil
-    with its own link and names joined in, stripped and unmarked like a direct render.
+    with its own link and names filled in, stripped and unmarked like a direct render.
 
     The kind is everything else a render reads: the message (and translation, files),
     the channel, language and role, and the whole context but the children. A stencil is
@@ -290,8 +319,8 @@ class _Stencils:
     Absence texts are always rendered directly (one child, few deliveries).
 
     A stencil is kept finished and cut at its stand-ins, so a delivery costs one join per
-    part; the children's lines (concerns, names, escaped for HTML) are kept per set of
-    names and language, since a family's guardians and channels share them.
+    part; the children's values (concerns, names, escaped for HTML) are kept per set
+    of names and language, since a family's guardians and channels share them.
     """
 
     def __init__(
@@ -307,24 +336,37 @@ class _Stencils:
         mark = secrets.token_hex(8)
         self._mark = mark
         self._token, self._concerns, self._names = (f"Bb{k}{mark}" for k in ("t", "c", "n"))
+        self._letters = {self._token: "t", self._concerns: "c", self._names: "n"}
         self._cut = re.compile(f"({self._token}|{self._concerns}|{self._names})")
-        self._kept: dict[tuple[Any, ...], _Stencil | None] = {}  # None: render directly
-        self._children: dict[tuple[tuple[str, ...], str, bool], _Fills | None] = {}
+        # (kind, folded) -> its stencil, None: render directly
+        self._kept: dict[tuple[tuple[Any, ...], bool], _Stencil | None] = {}
+        self._children: dict[tuple[tuple[str, ...], str, bool], tuple[_Values, bool] | None] = {}
 
-    def stencil_for(self, job: _Job, sms_fold: bool) -> _Parts | None:
-        """The parts for ``job`` from its kind's stencil, or None: render it directly."""
+    def kind_of(self, job: _Job) -> _Kind | None:
+        """``job``'s kind, or None: render it directly."""
         children = tuple(_context_names(job.delivery.context.get("children")))
-        key = self._key(job, sms_fold, bool(children))
-        if key is None:
-            return None
-        fills = self._fills(job, children, sms_fold)
-        if fills is None:
-            return None
-        kept = key in self._kept
-        stencil = self._kept[key] if kept else self._make(job, key, sms_fold, fills, children)
-        return None if stencil is None else stencil.filled(fills)
+        key = self._key(job, bool(children))
+        return None if key is None else _Kind(key, children)
 
-    def _key(self, job: _Job, sms_fold: bool, children: bool) -> tuple[Any, ...] | None:
+    def parts(self, job: _Job, kind: _Kind, sms_fold: bool) -> tuple[_Parts, bool] | None:
+        """The parts for ``job`` from its kind's stencil and whether they are surely all
+        GSM-7 (its own text and its values are), or None: render it directly."""
+        found = self._values(job, kind.children, sms_fold)
+        if found is None:
+            return None
+        values, gsm = found
+        stencil = self._kept.get((kind.key, sms_fold), _UNSEEN)
+        if stencil is _UNSEEN:
+            stencil = self._make(job, (kind.key, sms_fold), sms_fold, values, kind.children)
+        return None if stencil is None else (stencil.filled(values), gsm and stencil.gsm)
+
+    def surely_ucs2(self, kind: _Kind, sms_fold: bool) -> bool:
+        """Whether every SMS of this kind is UCS-2 (:attr:`_Stencil.ucs2`), as far as its
+        stencil is made: a folded render cannot help such a kind."""
+        stencil = self._kept.get((kind.key, sms_fold))
+        return stencil is not None and stencil.ucs2
+
+    def _key(self, job: _Job, children: bool) -> tuple[Any, ...] | None:
         message, delivery, translation = job.message, job.delivery, job.translation
         if _TEMPLATES.get(message.event_type, _DEFAULT_TEMPLATE) != _DEFAULT_TEMPLATE:
             return None
@@ -333,77 +375,88 @@ class _Stencils:
             link, found, token = job.read_url.rpartition(READ_PATH)
             if not found or not _TOKEN.fullmatch(token):
                 return None
-        staff_text: tuple[str, ...] = (message.subject, message.body)
-        if translation is not None:
-            staff_text += (translation.subject, translation.body)
-        if any(self._mark in text for text in staff_text):
+        mark = self._mark
+        if mark in message.subject or mark in message.body:
             return None
+        translated: tuple[str, ...] = ()
+        if translation is not None:
+            translated = (translation.subject, translation.body)
+            if mark in translation.subject or mark in translation.body:
+                return None
         context = delivery.context
-        rest = repr({k: v for k, v in context.items() if k != "children"})
+        if "children" in context:
+            context = dict(context)
+            del context["children"]
         return (
             message.tenant_id,
             message.id,
             message.event_type,
             message.category,
             message.read_receipt,
-            staff_text,
+            message.subject,
+            message.body,
+            translated,
             None if translation is None else (translation.language, translation.origin),
             job.source_language,
-            tuple((f.id, f.name, f.size) for f in job.files),
+            tuple([(f.id, f.name, f.size) for f in job.files]) if job.files else (),
             delivery.channel,
             job.lang,
             delivery.recipient_role,
             link,
             children,
-            rest,
-            sms_fold,
+            repr(context),
         )
 
-    def _fills(self, job: _Job, children: tuple[str, ...], sms_fold: bool) -> _Fills | None:
-        """Stand-in -> its value for this delivery (:data:`_Fill`: in HTML and in plain
-        text, finished for its language, then as rendered)."""
-        fills: _Fills = {}
-        if job.read_url is not None:
-            token = job.read_url.rpartition(READ_PATH)[2]  # base64url: nothing to finish
-            fills[self._token] = (token, token, token, token)
+    def _values(
+        self, job: _Job, children: tuple[str, ...], sms_fold: bool
+    ) -> tuple[_Values, bool] | None:
+        """This delivery's values (:data:`_Values`) and whether they are all GSM-7."""
+        values: _Values = {}
+        gsm = True
         if children:
-            named = self._children_fills(children, job.lang, sms_fold)
+            named = self._children_values(children, job.lang, sms_fold)
             if named is None:
                 return None
-            fills.update(named)
-        return fills
+            values, gsm = named
+            if job.read_url is None:
+                return named
+            values = values.copy()
+        if job.read_url is not None:
+            # base64url (kind_of checked it): nothing to finish, and GSM-7
+            token = job.read_url.rpartition(READ_PATH)[2]
+            values.update(t0=token, t1=token, t2=token, t3=token)
+        return values, gsm
 
-    def _children_fills(
+    def _children_values(
         self, children: tuple[str, ...], lang: str, sms_fold: bool
-    ) -> _Fills | None:
+    ) -> tuple[_Values, bool] | None:
         key = (children, lang, sms_fold)
         if key in self._children:
             return self._children[key]
         concerns, names = _children_text(list(children), self._texts(lang, sms_fold), lang)
         assert concerns is not None and names is not None
         # As the templates show them: "concerns | bdi" in HTML, "children_names | iso".
-        raw = {
-            self._concerns: (str(bdi(concerns)), concerns),
-            self._names: (str(escape(names)), _unmark(names)),
-        }
-        fills: _Fills | None = None
+        raw = {"c": (str(bdi(concerns)), concerns), "n": (str(escape(names)), _unmark(names))}
+        found: tuple[_Values, bool] | None = None
         if not any(self._mark in value for pair in raw.values() for value in pair):
             rtl = is_rtl(lang)
-            fills = {
-                k: (html, text, html, text) if rtl else (_unmark(html), _unmark(text), html, text)
-                for k, (html, text) in raw.items()
-            }
+            values = {}
+            for letter, (html, text) in raw.items():
+                finished = (html, text) if rtl else (_unmark(html), _unmark(text))
+                for side, value in zip(_SIDES, (*finished, html, text), strict=True):
+                    values[f"{letter}{side}"] = value
+            found = values, _all_gsm(values.values(), rtl)
         if len(self._children) >= CHILDREN_FILLS:
             del self._children[next(iter(self._children))]
-        self._children[key] = fills
-        return fills
+        self._children[key] = found
+        return found
 
     def _make(
         self,
         job: _Job,
-        key: tuple[Any, ...],
+        key: tuple[tuple[Any, ...], bool],
         sms_fold: bool,
-        fills: _Fills,
+        values: _Values,
         children: tuple[str, ...],
     ) -> _Stencil | None:
         url = None
@@ -413,7 +466,7 @@ class _Stencils:
         raw = self._raw_parts(job, sms_fold=sms_fold, read_url=url, children=stand_ins)
         stencil = self._cut_up(raw, job.lang)
         direct = self._finish(job.lang, *self._raw_parts(job, sms_fold=sms_fold))
-        if stencil is None or stencil.filled(fills) != direct:
+        if stencil is None or stencil.filled(values) != direct:
             log.warning(
                 "a stencil differs from its direct render; rendering this kind directly",
                 extra={"channel": job.delivery.channel, "language": job.lang},
@@ -431,18 +484,33 @@ class _Stencils:
             return None
         rtl = is_rtl(lang)
         parts: dict[str, tuple[bool, tuple[str, ...]]] = {}
+        literals: list[str] = []
         for part, text in texts.items():
             pieces: list[str] = self._cut.split(text)
+            finished = len(pieces) == 1 or bool(pieces[0].strip() and pieces[-1].strip())
             if len(pieces) == 1:
-                parts[part] = (True, (_finished(text, rtl),))
-            elif pieces[0].strip() and pieces[-1].strip():
+                pieces[0] = _finished(text, rtl)
+            elif finished:
                 pieces[0], pieces[-1] = pieces[0].lstrip(), pieces[-1].rstrip()
                 if not rtl:
                     pieces[::2] = [_unmark(piece) for piece in pieces[::2]]
-                parts[part] = (True, tuple(pieces))
-            else:
-                parts[part] = (False, tuple(pieces))
-        return _Stencil(subject if rtl else _unmark(subject), parts, text_language, rtl)
+            literals.extend(pieces[::2])
+            # a fill is (html, text) finished, then (html, text) raw
+            side = (0 if part == "html" else 1) + (0 if finished else 2)
+            pieces[1::2] = [f"{self._letters[piece]}{side}" for piece in pieces[1::2]]
+            parts[part] = (finished, tuple(pieces))
+        own = "".join(literals)
+        return _Stencil(
+            subject if rtl else _unmark(subject),
+            parts,
+            text_language,
+            rtl,
+            ucs2=_surely_ucs2(own, rtl),
+            gsm=_all_gsm((own,), rtl),
+        )
+
+
+_UNSEEN: Any = object()
 
 
 class Renderer:
@@ -533,7 +601,7 @@ class Renderer:
         lang = _language(delivery.language)
         read_url = self._read_url(delivery)
         job = _Job(message, delivery, lang, read_url, parts, files, translation, source_language)
-        subject, out, text_language = self._choose(job, self._parts_for)
+        subject, out, text_language = self._choose(job)
         short = out.get("short.txt")
         if channel == "push" and short is not None:
             short = shorten(short, PUSH_BODY_MAX)
@@ -547,26 +615,38 @@ class Renderer:
             unsubscribe_url=self._unsubscribe_url(channel, read_url),
         )
 
-    def _choose(
-        self, job: _Job, render: Callable[[_Job, bool], tuple[str, dict[str, str], str]]
-    ) -> tuple[str, dict[str, str], str]:
+    def _choose(self, job: _Job) -> tuple[str, dict[str, str], str]:
         """The parts, and for an SMS the parts with our texts folded to GSM-7 when only
         our texts' letters (ą, č, á...) make it UCS-2."""
-        subject, out, text_language = render(job, False)
-        if job.delivery.channel == "sms" and any(
-            encoding(text) == "UCS-2" for text in out.values()
+        kind = self._kind_of(job)
+        (subject, out, text_language), gsm = self._parts_for(job, kind, False)
+        if (
+            job.delivery.channel == "sms"
+            and not gsm
+            and any(encoding(text) == "UCS-2" for text in out.values())
         ):
-            folded = render(job, True)
+            if kind is not None and self._stencils.surely_ucs2(kind, True):
+                return subject, out, text_language  # folded, it would still be UCS-2
+            folded = self._parts_for(job, kind, True)[0]
             if all(encoding(text) == "GSM-7" for text in folded[1].values()):
                 return folded
         return subject, out, text_language
 
-    def _parts_for(self, job: _Job, sms_fold: bool) -> tuple[str, dict[str, str], str]:
-        """The parts from a stencil of deliveries like this one, else rendered for it."""
-        stencil = self._stencils.stencil_for(job, sms_fold)
-        if stencil is not None:
-            return stencil
-        return self._finish(job.lang, *self._raw_parts(job, sms_fold=sms_fold))
+    def _kind_of(self, job: _Job) -> _Kind | None:
+        """The kind of delivery ``job`` is, its stencils are found by; None: render it
+        directly."""
+        return self._stencils.kind_of(job)
+
+    def _parts_for(
+        self, job: _Job, kind: _Kind | None, sms_fold: bool
+    ) -> tuple[tuple[str, dict[str, str], str], bool]:
+        """The parts from a stencil of deliveries like this one, else rendered for it, and
+        whether they are surely all GSM-7 (False: not known)."""
+        if kind is not None:
+            found = self._stencils.parts(job, kind, sms_fold)
+            if found is not None:
+                return found
+        return self._finish(job.lang, *self._raw_parts(job, sms_fold=sms_fold)), False
 
     def _finish(
         self, lang: str, subject: str, raw: dict[str, str], text_language: str

@@ -96,9 +96,17 @@ def delivery(n: int, channel: str, language: str, children: list[str], **context
     )
 
 
+class DirectRenderer(Renderer):
+    """The reference: every part rendered by the templates, no stencil (and so nothing a
+    stencil knows, such as an SMS kind's encoding)."""
+
+    def _kind_of(self, job: Any) -> None:
+        return None
+
+
 def alone(msg: Message, one: Delivery, *, email_max_bytes: int = 0, **kwargs: Any) -> Any:
-    """The delivery rendered by a renderer that has seen no other."""
-    renderer = Renderer(TEMPLATES, URL, link_for=link_for, email_max_bytes=email_max_bytes)
+    """The delivery rendered by a renderer that has seen no other, without stencils."""
+    renderer = DirectRenderer(TEMPLATES, URL, link_for=link_for, email_max_bytes=email_max_bytes)
     return renderer.render(msg, one, **kwargs)
 
 
@@ -193,3 +201,26 @@ def test_a_family_shared_by_guardians_and_channels_reads_as_if_rendered_alone(
                     n += 1
                     one = delivery(n, channel, language, children, role=role)
                     assert renderer.render(msg, one) == alone(msg, one), (channel, children)
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+@pytest.mark.parametrize(
+    "body",
+    [
+        "Alle skoler er stengt. Hold barna hjemme.",  # GSM-7: our texts decide
+        "Alle skoler er stengt – «viktig».",  # UCS-2 whatever our texts are
+        "Ł",  # one letter GSM-7 lacks, which folding never touches in staff text
+    ],
+)
+def test_an_sms_is_folded_exactly_when_a_lone_render_is(language: str, body: str) -> None:
+    """Whether an SMS goes out with our texts folded to GSM-7 is worked out from its
+    stencil (its own text GSM-7, or UCS-2 whatever is filled in) and its family's names;
+    every family's SMS still equals its render alone, folded or not."""
+    renderer = CountingRenderer(TEMPLATES, URL, link_for=link_for)
+    msg = message().model_copy(update={"body": body})
+    for _ in range(2):
+        for n, children in enumerate(FAMILIES):
+            one = delivery(n, "sms", language, children)
+            assert renderer.render(msg, one) == alone(msg, one), children
+    # A stencil (and its check) unfolded and folded at most, not a render per family.
+    assert renderer.renders <= 4
