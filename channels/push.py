@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import secrets
 import warnings
 from collections.abc import Callable
@@ -62,6 +63,9 @@ COLLAPSE_BYTES = 64  # apns-collapse-id limit
 SKELETONS = 256  # kinds of push whose encoded skeleton is kept (see request_body)
 # Random per process, so no title or body can spell a stand-in.
 _STAND_IN = f"bb-{secrets.token_hex(8)}-"
+_STAND_INS = re.compile(f'"{_STAND_IN}([a-z_]+)"')  # as JSON has it, the value's name kept
+# json.dumps of a str (ensure_ascii, the default) is this function, in C: the same bytes.
+_json_string: Callable[[str], str] = json.encoder.encode_basestring_ascii
 _FCM_HEADERS = {
     # What firebase-admin's _MessagingService sends with every messages:send.
     "X-GOOG-API-FORMAT-VERSION": "2",
@@ -96,7 +100,7 @@ class PushChannel:
         self._session = session
         self._own_session = session is None
         self._now = now or (lambda: datetime.now(UTC))
-        self._skeletons: dict[tuple[str, str, bool, bool], str] = {}  # see request_body
+        self._skeletons: dict[tuple[str, str, bool, bool], tuple[str, ...]] = {}  # request_body
         self._credentials: Any = None  # google.oauth2.service_account.Credentials
         self._auth_request: google.auth.transport.requests.Request | None = None
         self._url = URL()
@@ -280,9 +284,9 @@ class PushChannel:
 
         firebase-admin builds and encodes one skeleton per kind of push (message,
         category, urgency, address kind), with stand-ins for what differs per send (the
-        address, the delivery id, the title and body, the APNs expiry); each send's own
-        values are JSON-encoded into a copy of it. ``encode`` stays the reference
-        (tests/test_push.py compares the two)."""
+        address, the delivery id, the title and body, the APNs expiry), kept cut at its
+        stand-ins; each send's own values, JSON-encoded, are joined into it. ``encode``
+        stays the reference (tests/test_push.py compares the two)."""
         if not delivery.address:
             raise PermanentDeliveryError(
                 "push delivery without a device address", code="no_address"
@@ -295,21 +299,23 @@ class PushChannel:
             context.get("urgency") == "high",
             context.get("address_kind", "token") == "fid",
         )
-        skeleton = self._skeletons.get(key)
-        if skeleton is None:
-            skeleton = self._skeleton(delivery, content)
+        pieces = self._skeletons.get(key)
+        if pieces is None:
+            pieces = self._skeleton(delivery, content)
             if len(self._skeletons) >= SKELETONS:
                 del self._skeletons[next(iter(self._skeletons))]
-            self._skeletons[key] = skeleton
-        body = skeleton
-        for name, value in values.items():
-            body = body.replace(f'"{_STAND_IN}{name}"', json.dumps(value))
-        return body.encode()
+            self._skeletons[key] = pieces
+        joined = [pieces[0]]
+        for at in range(1, len(pieces), 2):
+            joined.append(_json_string(values[pieces[at]]))
+            joined.append(pieces[at + 1])
+        return "".join(joined).encode()
 
-    def _skeleton(self, delivery: Delivery, content: Rendered) -> str:
+    def _skeleton(self, delivery: Delivery, content: Rendered) -> tuple[str, ...]:
+        """The kind's JSON cut at its stand-ins: literal, value name, literal, ..."""
         stand_ins = {name: f"{_STAND_IN}{name}" for name in self._values(delivery, content)}
         encoded = self._encode(self.build(delivery, content, stand_ins))
-        return json.dumps({"message": encoded})
+        return tuple(_STAND_INS.split(json.dumps({"message": encoded})))
 
     def _values(self, delivery: Delivery, content: Rendered) -> dict[str, str]:
         """What differs between two sends of one kind of push."""
