@@ -277,8 +277,9 @@ class _Stencil(NamedTuple):
         return self.subject, out, self.text_language
 
 
-# A delivery's values, by field: a stand-in's letter (t: token, c: concerns, n: names) and
-# its side: 0 and 1 its HTML and text values finished for the language, 2 and 3 as rendered.
+# A delivery's values, by field: "t" its read link's token (the same on every side), and
+# for its children a letter (c: concerns, n: names) and a side: 0 and 1 the HTML and text
+# values finished for the language, 2 and 3 as rendered.
 _Values = dict[str, str]
 _SIDES = range(4)
 CHILDREN_FILLS = 4096  # children's names kept per (names, language, folded); oldest go first
@@ -336,7 +337,7 @@ class _Stencils:
         mark = secrets.token_hex(8)
         self._mark = mark
         self._token, self._concerns, self._names = (f"Bb{k}{mark}" for k in ("t", "c", "n"))
-        self._letters = {self._token: "t", self._concerns: "c", self._names: "n"}
+        self._letters = {self._concerns: "c", self._names: "n"}
         self._cut = re.compile(f"({self._token}|{self._concerns}|{self._names})")
         # (kind, folded) -> its stencil, None: render directly
         self._kept: dict[tuple[tuple[Any, ...], bool], _Stencil | None] = {}
@@ -424,7 +425,7 @@ class _Stencils:
         if job.read_url is not None:
             # base64url (kind_of checked it): nothing to finish, and GSM-7
             token = job.read_url.rpartition(READ_PATH)[2]
-            values.update(t0=token, t1=token, t2=token, t3=token)
+            values["t"] = token
         return values, gsm
 
     def _children_values(
@@ -497,7 +498,10 @@ class _Stencils:
             literals.extend(pieces[::2])
             # a fill is (html, text) finished, then (html, text) raw
             side = (0 if part == "html" else 1) + (0 if finished else 2)
-            pieces[1::2] = [f"{self._letters[piece]}{side}" for piece in pieces[1::2]]
+            pieces[1::2] = [
+                "t" if piece == self._token else f"{self._letters[piece]}{side}"
+                for piece in pieces[1::2]
+            ]
             parts[part] = (finished, tuple(pieces))
         own = "".join(literals)
         return _Stencil(
