@@ -167,9 +167,7 @@ class Dispatcher:
         self._claimed_at = -math.inf  # time.monotonic() of the last claim
         self._urgent_flowing = False  # whether the last claim brought urgent jobs
         # Send outcomes are committed in batches (one transaction for many sends).
-        self._outcomes = OutcomeBatcher(
-            store, urgent_active=self._urgent_active, in_flight=self._in_flight
-        )
+        self._outcomes = OutcomeBatcher(store, urgent_active=self._urgent_active)
         self._stopping = asyncio.Event()
         # Job kind -> handler: the dispatcher's own and the features' (the service builds
         # them with gateway.jobs.registry); a kind handled twice is refused here too.
@@ -366,10 +364,6 @@ class Dispatcher:
     def _free_slots(self) -> int:
         waiting = sum(gate.free_waiting for gate in self._gates.values())
         return max(self.settings.concurrency - len(self._tasks) + waiting, 0)
-
-    def _in_flight(self, urgent: bool) -> int:
-        """Sends of this lane running here, their outcomes' commits included."""
-        return len(self._urgent_tasks) if urgent else len(self._tasks) - len(self._urgent_tasks)
 
     def _gate(self, channel: str) -> ChannelGate:
         gate = self._gates.get(channel)

@@ -14,17 +14,6 @@ work at the store's writer: an alert's outcome waits neither for a batch of the
 broadcast's hundreds nor for that batch's turn at the writer. While urgent work runs,
 normal batches are kept small (``BESIDE_URGENT_BATCH``), so the transaction an urgent
 write waits for is short.
-
-With slow providers sends end spread out, one or two per loop turn, and each batch costs
-its fixed part again (on Redis two script calls, the webhook mark and the counters of
-each status: docs/redis.md). So while many sends of its lane are in flight
-(``in_flight``), a batch waits up to ``HOLD`` seconds until it holds one in ``GROW`` of
-them. The waiting sends keep their dispatch slots (their callers' ``commit`` has not
-returned), so a killed process still holds at most ``DISPATCH__CONCURRENCY`` sends whose
-outcomes are not stored (the README's crash bound); what the wait costs is that much
-less time in flight for new sends, a few per cent of a send at real providers' latency.
-A lone alert does not wait (too few sends in flight), nor does a normal batch while
-urgent work runs (its slots are the urgent work's next ones).
 """
 
 from __future__ import annotations
@@ -45,9 +34,6 @@ MAX_BATCH = 500  # outcomes per transaction
 # Normal outcomes per transaction while urgent work runs: each of them is a write an
 # urgent one may have to wait for (gateway/store/priority.py lets it wait for one only).
 BESIDE_URGENT_BATCH = 50
-# A batch waits up to HOLD seconds until it holds one in GROW of its lane's sends in flight.
-HOLD = 0.005
-GROW = 4
 RETRY_DELAYS = (0.05, 0.25, 1.0)  # seconds before the 2nd, 3rd and 4th commit attempt
 
 
@@ -61,20 +47,12 @@ class OutcomeBatcher:
         max_batch: int = MAX_BATCH,
         retry_delays: Sequence[float] = RETRY_DELAYS,
         urgent_active: Callable[[], bool] = lambda: False,
-        in_flight: Callable[[bool], int] = lambda urgent: 0,
-        hold: float = HOLD,
     ) -> None:
         self._store = store
         self._max_batch = max_batch
         # Whether urgent work runs now: normal batches are kept small meanwhile.
         self._urgent_active = urgent_active
         self._retry_delays = tuple(retry_delays)
-        # Sends of a lane (urgent or not) in flight now, those waiting here included: how
-        # large a batch may wait to grow, and for how long.
-        self._in_flight = in_flight
-        self._hold = hold
-        # Per lane: the size a waiting batch wants, and the future that ends its wait.
-        self._growing: dict[bool, tuple[int, asyncio.Future[None]]] = {}
         # Per lane (urgent or not): the outcomes waiting, and the task committing them.
         self._pending: dict[bool, list[tuple[SendOutcome, asyncio.Future[None]]]] = {
             True: [],
@@ -87,11 +65,7 @@ class OutcomeBatcher:
         the store raised if that commit failed."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         urgent = is_urgent()
-        pending = self._pending[urgent]
-        pending.append((outcome, future))
-        growing = self._growing.get(urgent)
-        if growing is not None and len(pending) >= growing[0] and not growing[1].done():
-            growing[1].set_result(None)
+        self._pending[urgent].append((outcome, future))
         flusher = self._flushers.get(urgent)
         if flusher is None or flusher.done():
             self._flushers[urgent] = asyncio.create_task(self._flush(urgent))
@@ -104,7 +78,6 @@ class OutcomeBatcher:
         while pending:
             await asyncio.sleep(0)  # let the outcomes of this loop turn join the batch
             size = self._batch_size(urgent)
-            await self._grow(urgent, size)
             batch = pending[:size]
             del pending[:size]
             try:
@@ -118,24 +91,6 @@ class OutcomeBatcher:
                 for _, future in batch:
                     if not future.done():
                         future.set_result(None)
-
-    async def _grow(self, urgent: bool, size: int) -> None:
-        """Wait up to ``hold`` until the lane's batch holds one in GROW of its sends in
-        flight (at most ``size``)."""
-        if self._hold <= 0 or (not urgent and self._urgent_active()):
-            return
-        wanted = min(size, self._in_flight(urgent) // GROW)
-        if len(self._pending[urgent]) >= wanted:
-            return
-        loop = asyncio.get_running_loop()
-        grown: asyncio.Future[None] = loop.create_future()
-        self._growing[urgent] = (wanted, grown)
-        timer = loop.call_later(self._hold, _settle, grown)
-        try:
-            await grown
-        finally:
-            timer.cancel()
-            del self._growing[urgent]
 
     def _batch_size(self, urgent: bool) -> int:
         if urgent or not self._urgent_active():
@@ -160,8 +115,3 @@ class OutcomeBatcher:
         while running := [f for f in self._flushers.values() if not f.done()]:
             with contextlib.suppress(Exception):
                 await asyncio.shield(running[0])
-
-
-def _settle(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)

@@ -12,7 +12,7 @@ import pytest
 
 from gateway.errors import StoreError
 from gateway.models import Delivery, DeliveryStatus, Job, Role
-from gateway.outcomes import BESIDE_URGENT_BATCH, GROW, OutcomeBatcher
+from gateway.outcomes import BESIDE_URGENT_BATCH, OutcomeBatcher
 from gateway.store import SendOutcome
 from gateway.store.priority import is_urgent, urgent_scope
 from gateway.store.sqlite import SqliteStore
@@ -169,50 +169,3 @@ async def test_normal_outcomes_go_in_short_transactions_while_urgent_work_runs(
     urgent_running = False  # alone again: one transaction for all of them
     await asyncio.gather(*(batcher.commit(sent(n)) for n in range(40)))
     assert store.batches == [40]
-
-
-async def test_with_many_sends_in_flight_a_batch_waits_for_more_and_keeps_their_callers(
-    store: CountingStore,
-) -> None:
-    """Slow providers: outcomes arrive spread out. While 4 * GROW sends are in flight a
-    batch waits (up to its hold) for GROW... one in GROW of them: 4 outcomes; the callers
-    (whose dispatch slots these are) return only once their batch is stored."""
-    batcher = OutcomeBatcher(store, in_flight=lambda urgent: 4 * GROW, hold=5.0)
-    first = asyncio.create_task(batcher.commit(sent(0)))
-    rest = []
-    for n in (1, 2):
-        await asyncio.sleep(0.01)
-        await asyncio.sleep(0)
-        assert store.batches == [] and not first.done()  # waiting, its caller too
-        rest.append(asyncio.create_task(batcher.commit(sent(n))))
-    await asyncio.sleep(0.01)
-    assert store.batches == [] and not first.done()
-    await asyncio.wait_for(batcher.commit(sent(3)), timeout=2)  # the fourth fills it
-    await asyncio.gather(first, *rest)
-    assert store.batches == [4]
-    stored = await store.get_deliveries([f"d{n:04d}" for n in range(4)])
-    assert {d.status for d in stored.values()} == {DeliveryStatus.sent}
-
-
-async def test_a_growing_batch_waits_no_longer_than_its_hold(store: CountingStore) -> None:
-    batcher = OutcomeBatcher(store, in_flight=lambda urgent: 100, hold=0.02)
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    await asyncio.wait_for(batcher.commit(sent(1)), timeout=2)
-    assert 0.02 <= loop.time() - started < 1.0
-    assert store.batches == [1]
-
-
-async def test_few_sends_in_flight_or_urgent_work_running_commit_without_waiting(
-    store: CountingStore,
-) -> None:
-    """A lone alert (fewer than GROW sends of its lane in flight) and a normal batch while
-    urgent work runs (its slots are the urgent work's next ones) are not held."""
-    in_flight = {True: GROW - 1, False: 100}
-    batcher = OutcomeBatcher(
-        store, in_flight=lambda urgent: in_flight[urgent], urgent_active=lambda: True, hold=5.0
-    )
-    with urgent_scope():
-        await asyncio.wait_for(batcher.commit(sent(1)), timeout=1)
-    await asyncio.wait_for(batcher.commit(sent(2)), timeout=1)
-    assert list(zip(store.batches, store.lanes, strict=True)) == [(1, True), (1, False)]
