@@ -21,9 +21,9 @@ import logging
 import math
 import random
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Protocol
 
 from channels.base import Channel
@@ -57,6 +57,7 @@ from gateway.models import (
 )
 from gateway.outcomes import OutcomeBatcher
 from gateway.planner import planned, resolution_for
+from gateway.ready_buffer import Ready, ReadyBuffer
 from gateway.recheck import HoldStore, held
 from gateway.render import Renderer
 from gateway.sender_unit import add_sender_units
@@ -82,6 +83,10 @@ PLAN_BESIDE_URGENT = 100  # deliveries per plan transaction of normal work besid
 PLAN_GIVE_WAY = 0.5  # longest wait of a normal plan between two batches for urgent work
 UNAVAILABLE_RECHECK = 60.0  # seconds before a stopped channel is tried again
 RATE_WAIT = 1.0  # longest wait for a rate-limit slot in a send; longer: the job waits
+# Most sends of a full channel set aside in the ready buffer: what it does in this share
+# of the lease at its limit and latency (they start well before _release_stale). Beyond
+# that, or once it stalls, its sends start and wait at its gate as before (channel_gate).
+HELD_LEASE_SHARE = 0.25
 
 
 def _chunks(
@@ -161,8 +166,13 @@ class Dispatcher:
         # Claimed but not started yet: jobs are claimed a batch at a time, not one per
         # freed slot, so a broadcast costs one claim transaction per batch.
         # Urgent jobs (emergency, absence) have a buffer of their own and start first.
-        self._ready: deque[tuple[Job, datetime]] = deque()  # (job, when claimed)
-        self._ready_urgent: deque[tuple[Job, datetime]] = deque()
+        # A send whose channel is full waits there, set aside, while the jobs behind it
+        # start (gateway/ready_buffer.py).
+        self._ready = ReadyBuffer()
+        self._ready_urgent = ReadyBuffer()
+        # channel -> its sends started and not finished; task -> its channel.
+        self._sending: dict[str, int] = {}
+        self._task_channel: dict[asyncio.Task[None], str] = {}
         self._urgent_tasks: set[asyncio.Task[None]] = set()
         self._claimed_at = -math.inf  # time.monotonic() of the last claim
         self._urgent_flowing = False  # whether the last claim brought urgent jobs
@@ -226,7 +236,7 @@ class Dispatcher:
         """
         await self._release_stale()
         free = self._free_slots()
-        buffered = bool(self._ready or self._ready_urgent)
+        buffered = self._startable()
         if (free and not buffered) or self._wake_due():
             await self._claim(self._claim_size(free, buffered))
         started = self._start_ready()
@@ -243,7 +253,7 @@ class Dispatcher:
         by it: ahead of the urgent buffer, started at once where there is room."""
         now = self.clock.now()
         self._prefetched.update(deliveries)
-        self._ready_urgent.extendleft((job, now) for job in reversed(jobs))
+        self._ready_urgent.put_first([Ready(job, now, self._channel_of(job)) for job in jobs])
         self._start_ready()
         self._slot_freed.set()  # the run loop starts the rest as slots free up
 
@@ -299,20 +309,47 @@ class Dispatcher:
             )
             self._claimed_at = time.monotonic()  # the poll interval runs from the answer
             refs = [job.ref for job in jobs if job.kind == JOB_SEND]
-            if len(refs) > 1:
+            if refs:  # their channels, to start each when its channel has room
                 self._prefetched.update(await self.store.get_deliveries(refs))
         for job in jobs:
-            (self._ready_urgent if job.urgent else self._ready).append((job, now))
+            ready = Ready(job, now, self._channel_of(job))
+            (self._ready_urgent if job.urgent else self._ready).append(ready)
         self._urgent_flowing = any(job.urgent for job in jobs)
 
     def _start_ready(self) -> list[asyncio.Task[None]]:
-        """Start buffered jobs while there is room: urgent ones first."""
+        """Start buffered jobs while there is room: urgent ones first; a send whose
+        channel is full is set aside until it has room (gateway/ready_buffer.py)."""
         started = []
-        while self._ready_urgent and self._room(urgent=True):
-            started.append(self._start(self._ready_urgent.popleft()[0]))
-        while self._ready and self._room(urgent=False):
-            started.append(self._start(self._ready.popleft()[0]))
+        for urgent, ready in ((True, self._ready_urgent), (False, self._ready)):
+            while ready and self._room(urgent=urgent):
+                job = ready.take(self._channel_fits)
+                if job is None:
+                    break
+                started.append(self._start(job))
         return started
+
+    def _channel_of(self, job: Job) -> str | None:
+        """A send job's channel, when its delivery was read with the claim."""
+        if job.kind != JOB_SEND:
+            return None
+        delivery = self._prefetched.get(job.ref)
+        return None if delivery is None else delivery.channel
+
+    def _channel_fits(self, channel: str) -> bool:
+        """Whether one more send of ``channel`` may start: fewer of its sends run than
+        its in-flight limit plus as many waiting at its gate without a dispatch slot
+        (channel_gate.py; one more would wait there holding a slot other channels use),
+        or it has more set aside than HELD_LEASE_SHARE allows, or it stalled."""
+        gate = self._gate(channel)
+        if self._sending.get(channel, 0) < 2 * gate.limit:
+            return True
+        held = self._ready_urgent.held(channel) + self._ready.held(channel)
+        return held >= gate.clears_in(self.settings.lease_seconds * HELD_LEASE_SHARE)
+
+    def _startable(self) -> bool:
+        """Whether the buffers hold a job that could start now."""
+        fits = self._channel_fits
+        return self._ready_urgent.startable(fits) or self._ready.startable(fits)
 
     def _room(self, *, urgent: bool) -> bool:
         """Whether one more job may start. Urgent jobs may take every slot; normal jobs
@@ -349,8 +386,7 @@ class Dispatcher:
         slot): started later, another worker could take them over mid-send."""
         limit = self.clock.now() - timedelta(seconds=self.settings.lease_seconds / 2)
         for ready in (self._ready_urgent, self._ready):
-            while ready and ready[0][1] <= limit:
-                job, _ = ready.popleft()
+            for job in list(ready.take_older(limit)):
                 self._prefetched.pop(job.ref, None)
                 await self.store.postpone_job(job.id, self.clock.now(), "lease_half_gone")
 
@@ -375,6 +411,10 @@ class Dispatcher:
     def _start(self, job: Job) -> asyncio.Task[None]:
         with urgent_scope(job.urgent):  # the task's store calls go first if urgent
             task = asyncio.create_task(self._do(job))
+        channel = self._channel_of(job)
+        if channel is not None:
+            self._sending[channel] = self._sending.get(channel, 0) + 1
+            self._task_channel[task] = channel
         self._tasks.add(task)
         if job.urgent:
             self._urgent_tasks.add(task)
@@ -382,6 +422,9 @@ class Dispatcher:
         return task
 
     def _finished(self, task: asyncio.Task[None]) -> None:
+        channel = self._task_channel.pop(task, None)
+        if channel is not None:
+            self._sending[channel] -= 1
         self._tasks.discard(task)
         self._urgent_tasks.discard(task)
         self._slot_freed.set()
@@ -391,8 +434,7 @@ class Dispatcher:
         start (or another worker) takes them at once instead of after their lease."""
         now = self.clock.now()
         for ready in (self._ready_urgent, self._ready):
-            while ready:
-                job, _ = ready.popleft()
+            for job in list(ready.take_all()):
                 self._prefetched.pop(job.ref, None)
                 await self.store.postpone_job(job.id, now, "shutdown")
 
@@ -526,7 +568,7 @@ class Dispatcher:
         started = time.perf_counter()
         outcome = "sent"
         try:
-            receipt = await self._provider_send(channel, delivery, content, probe)
+            receipt = await self._provider_send(channel, delivery, content, gate, probe)
         except TransientDeliveryError as exc:
             outcome = "transient"
             await self._transient(job, delivery, exc)
@@ -556,7 +598,6 @@ class Dispatcher:
             )
         finally:
             elapsed = time.perf_counter() - started
-            gate.leave(elapsed)
             latency, sends = send_meters(delivery.channel, outcome)
             latency.observe(elapsed)
             sends.inc()
@@ -593,14 +634,25 @@ class Dispatcher:
         return gate, probe
 
     async def _provider_send(
-        self, channel: Channel, delivery: Delivery, content: Rendered, probe: bool
+        self,
+        channel: Channel,
+        delivery: Delivery,
+        content: Rendered,
+        gate: ChannelGate,
+        probe: bool,
     ) -> Receipt:
-        """``channel.send``, its outcome reported to the channel's circuit breaker."""
+        """``channel.send``, its outcome reported to the channel's circuit breaker. The
+        channel's gate is left when the provider answered, not once the outcome is
+        stored: the limit is of sends at the provider, and the send keeps its dispatch
+        slot until its outcome is stored (the crash bound)."""
+        started = time.perf_counter()
         try:
             receipt = await channel.send(delivery, content)
         except BaseException as exc:
             self.health.record(delivery.channel, exc, probe=probe)
             raise
+        finally:
+            gate.leave(time.perf_counter() - started)
         self.health.record(delivery.channel, None, probe=probe)
         return receipt
 
