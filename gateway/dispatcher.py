@@ -168,8 +168,8 @@ class Dispatcher:
         # Urgent jobs (emergency, absence) have a buffer of their own and start first.
         # A send whose channel is full waits there, set aside, while the jobs behind it
         # start (gateway/ready_buffer.py).
-        self._ready = ReadyBuffer()
-        self._ready_urgent = ReadyBuffer()
+        self._ready: ReadyBuffer[Job] = ReadyBuffer()
+        self._ready_urgent: ReadyBuffer[Job] = ReadyBuffer()
         # channel -> its sends started and not finished; task -> its channel.
         self._sending: dict[str, int] = {}
         self._task_channel: dict[asyncio.Task[None], str] = {}

@@ -17,23 +17,24 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Generic, TypeVar
 
-from gateway.models import Job
+Job = TypeVar("Job")  # the dispatcher's job (gateway.models.Job)
 
 
 @dataclass(frozen=True, slots=True)
-class Ready:
+class Ready(Generic[Job]):
     job: Job
     claimed_at: datetime
     channel: str | None  # a send's channel when known; None: no channel to wait for
 
 
-class ReadyBuffer:
+class ReadyBuffer(Generic[Job]):
     """The jobs of one lane that were claimed and wait for a dispatch slot."""
 
     def __init__(self) -> None:
-        self._queue: deque[Ready] = deque()  # in claim order, none set aside yet
-        self._held: dict[str, deque[Ready]] = {}  # channel -> its sends set aside
+        self._queue: deque[Ready[Job]] = deque()  # in claim order, none set aside yet
+        self._held: dict[str, deque[Ready[Job]]] = {}  # channel -> its sends set aside
         self._held_count = 0
 
     def __len__(self) -> int:
@@ -47,10 +48,10 @@ class ReadyBuffer:
         line = self._held.get(channel)
         return len(line) if line else 0
 
-    def append(self, ready: Ready) -> None:
+    def append(self, ready: Ready[Job]) -> None:
         self._queue.append(ready)
 
-    def put_first(self, ready: list[Ready]) -> None:
+    def put_first(self, ready: list[Ready[Job]]) -> None:
         """Ahead of everything not set aside (work handed over in this process)."""
         self._queue.extendleft(reversed(ready))
 
