@@ -55,7 +55,7 @@ class ChannelGate:
         0 while it is stalled."""
         if self._stalled:
             return 0
-        return math.ceil(self.limit * seconds / self._latency)
+        return math.ceil(self.limit * seconds / max(self._latency, 1e-6))
 
     async def enter(self, *, urgent: bool = False) -> float | None:
         """Take a slot of the channel: None once taken (call :meth:`leave` after the
