@@ -4,7 +4,8 @@ The client (``AsyncTwilioHttpClient`` + ``twilio.rest.Client``) is created in
 ``start()`` inside the running loop and closed in ``aclose()``. A new message is one
 bare form POST built from that client's headers and host, whose errors are twilio's
 own exceptions (``channels/twilio_form.py``: twilio's ``create_async`` stack cost
-about 15 % of the CPU per delivery). Every message
+about 15 % of the CPU per delivery), sent over our own keep-alive HTTP/1.1 client
+(``channels/http1.py``). Every message
 asks Twilio to post status callbacks to ``/v1/providers/twilio/status`` under
 the public URL; ``gateway/api/providers.py`` verifies and applies them.
 
@@ -41,6 +42,7 @@ from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.rest import Client
 
 from channels.gsm import count_segments
+from channels.http1 import TransportError
 from channels.twilio_form import MessageCreate, form_quote
 from gateway.errors import (
     ChannelUnavailable,
@@ -339,7 +341,7 @@ class SmsChannel:
             status = int(exc.status)
             code = int(exc.code) if exc.code is not None else None
             raise map_error(status, code, _parse_retry_after(_retry_after.get())) from exc
-        except (TimeoutError, aiohttp.ClientError) as exc:
+        except TransportError as exc:  # no complete answer (a timeout included)
             raise TransientDeliveryError(
                 "twilio could not be reached", code="twilio_connection"
             ) from exc
