@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 from urllib.parse import urlsplit
 
-IDLE_SECONDS = 15.0  # an idle connection older than this is closed, never reused
+IDLE_SECONDS = 15.0  # an idle connection is closed after this long, never reused
 MAX_HEAD = 64 * 1024  # status line and headers (and a chunked body's trailers)
 MAX_BODY = 1024 * 1024  # the providers answer a few hundred bytes of JSON
 MAX_CHUNK_LINE = 1024  # one chunk-size line with its extensions
@@ -356,7 +356,7 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.closed: asyncio.Future[None] = loop.create_future()
         self.dead = False  # EOF, lost, or stray bytes: never reused
-        self.idle_since = 0.0
+        self.idle_until = 0.0  # while idle in the pool: reusable until then
         self._reader = AnswerReader(max_head, max_body)
         self._waiter: asyncio.Future[HttpAnswer] | None = None
 
@@ -409,7 +409,7 @@ class _Connection(asyncio.Protocol):
             not self.dead
             and transport is not None
             and not transport.is_closing()
-            and now - self.idle_since < IDLE_SECONDS
+            and now < self.idle_until
         )
 
     def reusable(self) -> bool:
@@ -449,6 +449,7 @@ class _Pool:
         loop: asyncio.AbstractEventLoop,
         origin: tuple[str, str, int],
         limit: int,
+        idle_seconds: float,
         ssl_context: ssl.SSLContext | None,
         max_head: int,
         max_body: int,
@@ -456,6 +457,7 @@ class _Pool:
         self.loop = loop
         self._host, self._port = origin[1], origin[2]
         self._limit = limit
+        self._idle_seconds = idle_seconds
         self._ssl = ssl_context
         self._max_head, self._max_body = max_head, max_body
         self._idle: deque[_Connection] = deque()  # oldest left, newest right
@@ -555,10 +557,10 @@ class _Pool:
         if self._closed or not connection.reusable():
             self.discard(connection)
             return
-        connection.idle_since = self.loop.time()
+        connection.idle_until = self.loop.time() + self._idle_seconds
         self._idle.append(connection)
         if self._sweep is None:
-            self._sweep = self.loop.call_at(connection.idle_since + IDLE_SECONDS, self._expire)
+            self._sweep = self.loop.call_at(connection.idle_until, self._expire)
         self._wake()
 
     def discard(self, connection: _Connection) -> None:
@@ -568,7 +570,7 @@ class _Pool:
         self._wake()
 
     def _expire(self) -> None:
-        """Close the idle connections past IDLE_SECONDS (the oldest are on the left)."""
+        """Close the idle connections past their time (the oldest are on the left)."""
         self._sweep = None
         idle = self._idle
         now = self.loop.time()
@@ -578,7 +580,7 @@ class _Pool:
             idle.remove(connection)  # lost while idle, out of order
             self.discard(connection)
         if idle:
-            self._sweep = self.loop.call_at(idle[0].idle_since + IDLE_SECONDS, self._expire)
+            self._sweep = self.loop.call_at(idle[0].idle_until, self._expire)
 
     async def aclose(self) -> None:
         self._closed = True
@@ -612,8 +614,9 @@ class HttpClient:
     """POSTs to fixed targets over pooled HTTP/1.1 keep-alive connections.
 
     ``connections`` is the limit per origin, ``timeout`` the total seconds one request
-    may take (waiting for a connection included). ``ssl_context`` is for https targets;
-    by default ``ssl.create_default_context()``, made when the first https target is.
+    may take (waiting for a connection included), ``idle_seconds`` how long an idle
+    connection is kept. ``ssl_context`` is for https targets; by default
+    ``ssl.create_default_context()``, made when the first https target is.
     """
 
     def __init__(
@@ -621,6 +624,7 @@ class HttpClient:
         *,
         connections: int,
         timeout: float,
+        idle_seconds: float = IDLE_SECONDS,
         ssl_context: ssl.SSLContext | None = None,
         max_head: int = MAX_HEAD,
         max_body: int = MAX_BODY,
@@ -629,6 +633,7 @@ class HttpClient:
             raise ValueError("an HTTP client needs at least one connection")
         self._limit = connections
         self._timeout = timeout
+        self._idle_seconds = idle_seconds
         self._ssl = ssl_context
         self._max_head, self._max_body = max_head, max_body
         self._pools: dict[tuple[str, str, int], _Pool] = {}
@@ -693,6 +698,7 @@ class HttpClient:
             asyncio.get_running_loop(),
             origin,
             self._limit,
+            self._idle_seconds,
             ssl_context,
             self._max_head,
             self._max_body,
