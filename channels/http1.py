@@ -42,7 +42,7 @@ import ssl
 from collections import deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, TypeVar, cast, overload
 from urllib.parse import urlsplit
 
 IDLE_SECONDS = 15.0  # an idle connection is closed after this long, never reused
@@ -56,6 +56,7 @@ _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _PATH = re.compile(r"/[!-~]*")  # printable ASCII, no space: already percent-encoded
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,15}")
 _NO_BODY_STATUSES = frozenset({204, 304})
+_T = TypeVar("_T")
 
 
 class TransportError(Exception):
@@ -81,6 +82,14 @@ class Headers(Mapping[str, str]):
 
     def __getitem__(self, name: str) -> str:
         return self._fields[name.lower()]
+
+    @overload
+    def get(self, name: str, /) -> str | None: ...
+    @overload
+    def get(self, name: str, /, default: str | _T) -> str | _T: ...
+    def get(self, name: str, /, default: object = None) -> object:
+        """The field's value, or ``default`` (without a KeyError raised and caught)."""
+        return self._fields.get(name.lower(), default)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._fields)
@@ -201,16 +210,16 @@ class AnswerReader:
         lines = buffer[:end].decode("latin-1").split("\r\n")
         del buffer[: end + 4]
         status, http10 = _status_line(lines[0])
-        headers = _header_fields(lines[1:])
+        fields = _header_fields(lines[1:])
         if status < 200:
             if status == 101:
                 raise MalformedAnswer("the server switched protocols")
             return True  # an interim answer (100 Continue): the real one follows
-        self._status, self._headers = status, headers
-        connection = headers.get("connection")
+        self._status, self._headers = status, Headers(fields)
+        connection = fields.get("connection")
         self.keep_alive = not http10 and not (connection and _has_token(connection, "close"))
-        encoding = headers.get("transfer-encoding")
-        length = headers.get("content-length")
+        encoding = fields.get("transfer-encoding")
+        length = fields.get("content-length")
         if status in _NO_BODY_STATUSES:
             return self._finish()
         if encoding is not None:
@@ -300,7 +309,8 @@ def _status_line(line: str) -> tuple[int, bool]:
     return int(code), version == "HTTP/1.0"
 
 
-def _header_fields(lines: list[str]) -> Headers:
+def _header_fields(lines: list[str]) -> dict[str, str]:
+    """The header lines as a dict of lower-cased names; MalformedAnswer for a bad line."""
     fields: dict[str, str] = {}
     for line in lines:
         name, colon, value = line.partition(":")
@@ -310,7 +320,7 @@ def _header_fields(lines: list[str]) -> Headers:
         value = value.strip(" \t")
         previous = fields.get(key)
         fields[key] = value if previous is None else f"{previous}, {value}"
-    return Headers(fields)
+    return fields
 
 
 def _has_token(value: str, token: str) -> bool:
@@ -561,7 +571,8 @@ class _Pool:
         self._idle.append(connection)
         if self._sweep is None:
             self._sweep = self.loop.call_at(connection.idle_until, self._expire)
-        self._wake()
+        if self._waiters:
+            self._wake()
 
     def discard(self, connection: _Connection) -> None:
         """Close a connection taken out of the pool (idle or in use) and free its slot."""
