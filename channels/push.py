@@ -126,6 +126,10 @@ class PushChannel:
             )
         self._target = None
         try:
+            self._http.target(self._url, _FCM_HEADERS)  # refused here, not at the first send
+        except ValueError as exc:
+            raise ConfigError("the FCM base_url is not a usable http(s) URL") from exc
+        try:
             await self._refresh(stale=None)
         except TransientDeliveryError:
             log.warning("fcm token endpoint unreachable at start; will retry on demand")

@@ -230,10 +230,15 @@ class SmsChannel:
         """Create twilio's aiohttp-based client inside the running loop."""
         if self._client is not None:
             return
-        self._http, self._client = open_client(self._settings)
-        self._create = MessageCreate(
-            self._client, _basic_auth(self._settings), self._settings.timeout, _retry_after
-        )
+        http, client = open_client(self._settings)
+        try:
+            create = MessageCreate(
+                client, _basic_auth(self._settings), self._settings.timeout, _retry_after
+            )
+        except ValueError as exc:  # channels/http1.py could not make a request of it
+            await http.close()
+            raise ConfigError("the Twilio base_url is not a usable http(s) URL") from exc
+        self._http, self._client, self._create = http, client, create
 
     async def aclose(self) -> None:
         """Close the HTTP session."""

@@ -22,6 +22,7 @@ from channels.push import FCM_SCOPE, PushChannel, map_fcm_error, parse_retry_aft
 from gateway.clock import ManualClock
 from gateway.errors import (
     ChannelUnavailable,
+    ConfigError,
     DeadAddress,
     PermanentDeliveryError,
     TransientDeliveryError,
@@ -334,6 +335,20 @@ async def test_untrusted_service_account_stops_the_channel_at_start(
         await push.aclose()
     assert caught.value.code == "fcm_token_rejected"
     assert fcm.token_rejections == ["Invalid grant: account not found"]
+
+
+async def test_a_base_url_no_request_can_go_to_stops_the_start(
+    fcm: FcmServer, service_account: Path
+) -> None:
+    push = PushChannel(
+        FcmSettings(service_account_file=service_account, base_url="ftp://127.0.0.1:9"),
+        PUBLIC_URL,
+    )
+    try:
+        with pytest.raises(ConfigError):
+            await push.start()
+    finally:
+        await push.aclose()
 
 
 async def test_send_before_start_is_channel_unavailable(
