@@ -43,7 +43,7 @@ from gateway.errors import (
 from gateway.followups import ContactStore, after_failure, failover_job, run_contact_job
 from gateway.jobs import JobHandler, registry
 from gateway.message_cache import MessageCache
-from gateway.metrics import SMS_SEGMENTS, send_meters
+from gateway.metrics import SEND_METERS, SMS_SEGMENTS
 from gateway.models import (
     FINAL,
     TERMINAL_FAILURES,
@@ -569,9 +569,7 @@ class Dispatcher:
         finally:
             elapsed = time.perf_counter() - started
             gate.leave(elapsed)
-            latency, sends = send_meters(name, outcome)
-            latency.observe(elapsed)
-            sends.inc()
+            SEND_METERS.observe(name, outcome, elapsed)
 
     async def _admit(
         self, job: Job, name: str, channel: Channel
@@ -626,7 +624,12 @@ class Dispatcher:
         translation, source = None, DEFAULT_LANGUAGE
         if self.translations is not None and message.event_type == "message.created":
             # The stored row of the recipient's language (gateway/translations.py).
-            source, translation = await self.translations.for_language(message, delivery.language)
+            known = self.translations.known_for_language(message, delivery.language)
+            source, translation = (
+                known
+                if known is not None
+                else await self.translations.for_language(message, delivery.language)
+            )
         content = self.renderer.render(
             message, delivery, files, translation=translation, source_language=source
         )

@@ -156,6 +156,15 @@ def source_language(rows: dict[str, Translation]) -> str:
     return DEFAULT_LANGUAGE
 
 
+def _for_language(rows: dict[str, Translation], language: str) -> tuple[str, Translation | None]:
+    source = source_language(rows)
+    wanted = primary(language)
+    if wanted == source:
+        return source, None
+    row = rows.get(wanted)
+    return source, row if row is not None and row.usable else None
+
+
 def _names(snapshot: DirectorySnapshot, message: Message) -> Iterable[str]:
     for person in snapshot.persons.values():
         yield person.given_name
@@ -312,13 +321,15 @@ class Translations:
     async def for_language(self, message: Message, language: str) -> tuple[str, Translation | None]:
         """(the message's language, the translation a reader of ``language`` gets or None:
         the original)."""
-        rows = await self.of_message(message)
-        source = source_language(rows)
-        wanted = primary(language)
-        if wanted == source:
-            return source, None
-        row = rows.get(wanted)
-        return source, row if row is not None and row.usable else None
+        return _for_language(await self.of_message(message), language)
+
+    def known_for_language(
+        self, message: Message, language: str
+    ) -> tuple[str, Translation | None] | None:
+        """:meth:`for_language`'s answer when the message's rows were read before (every
+        send but a message's first ones), without a coroutine; None: call that."""
+        rows = self._cache.get(message.id)
+        return None if rows is None else _for_language(rows, language)
 
     async def aclose(self) -> None:
         if self.translator is not None:
