@@ -32,6 +32,8 @@ _new_delivery = assembler(Delivery)
 # Text -> member: a dict lookup, where calling the enum is two Python calls per value.
 _ROLES = {role.value: role for role in Role}
 _STATUSES = {status.value: status for status in DeliveryStatus}
+# Member -> text, for the rows a plan writes (``.value`` is a Python-level property).
+_TEXT: dict[str, str] = {member: member.value for member in (*Role, *DeliveryStatus)}
 
 
 def _delivery(row: Any) -> Delivery:
@@ -68,14 +70,14 @@ def _delivery_row(d: Delivery) -> tuple[Any, ...]:
         d.tenant_id,
         d.message_id,
         d.recipient_id,
-        d.recipient_role.value,
+        _TEXT[d.recipient_role],
         d.channel,
         d.target,
         d.address,
         d.language,
         dumps(d.child_ids),
         dumps(d.context),
-        d.status.value,
+        _TEXT[d.status],
         d.reason,
         d.provider_id,
         d.segments,
@@ -133,7 +135,7 @@ CREATE INDEX IF NOT EXISTS status_history_by_delivery ON status_history (deliver
                 await db.executemany(
                     "INSERT INTO status_history (delivery_id, status, at, detail) "
                     "VALUES (?, ?, ?, ?)",
-                    [(d.id, d.status.value, us(d.created_at), d.reason) for d in new],
+                    [(d.id, _TEXT[d.status], us(d.created_at), d.reason) for d in new],
                 )
             await insert_jobs(db, jobs)
         return len(new)
@@ -334,7 +336,7 @@ def _decide(
         if old is not None and can_transition(old, move.status):
             current[move.delivery_id] = move.status
             at = us(move.at)
-            status = move.status.value
+            status = _TEXT[move.status]
             updates.append(
                 (status, at, move.reason, move.provider_id, move.segments, move.delivery_id)
             )
@@ -343,7 +345,7 @@ def _decide(
             continue
         if old is not None and (move.provider_id is not None or move.segments is not None):
             updates.append(
-                (old.value, None, None, move.provider_id, move.segments, move.delivery_id)
+                (_TEXT[old], None, None, move.provider_id, move.segments, move.delivery_id)
             )
         moved.append(False)
     return updates, history, moved
