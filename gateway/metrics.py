@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-import functools
+import math
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator, Sequence
 
 from prometheus_client import (
     GC_COLLECTOR,
@@ -13,6 +15,12 @@ from prometheus_client import (
     Gauge,
     Histogram,
 )
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 # prometheus-client's defaults: process_* (CPU, memory, open fds), python_gc_*, python_info.
@@ -38,19 +46,76 @@ QUEUE_AGE = Gauge(
     ["kind"],
     registry=REGISTRY,
 )
-PROVIDER_LATENCY = Histogram(
-    "budbringer_provider_latency_seconds",
-    "Time a channel's send took, by channel and outcome.",
-    ["channel", "outcome"],
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
-    registry=REGISTRY,
-)
-SENDS = Counter(
-    "budbringer_sends_total",
-    "Send attempts by channel and outcome (sent, transient, permanent, unavailable).",
-    ["channel", "outcome"],
-    registry=REGISTRY,
-)
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class SendMeters(Collector):
+    """``budbringer_provider_latency_seconds`` (a histogram) and ``budbringer_sends_total``,
+    by channel and outcome: what a ``Histogram`` and a ``Counter`` of prometheus_client
+    would show, but observed as plain numbers. Every send observes both, on the event
+    loop; the library's types take a lock and make about ten Python calls for that
+    (issue 18). The figures become metric families when scraped (:meth:`collect`, on
+    the same loop)."""
+
+    def __init__(self, buckets: Sequence[float] = LATENCY_BUCKETS) -> None:
+        self._bounds = (*sorted(buckets), math.inf)
+        # The le labels as prometheus_client writes them (Go's float format: "1.0", "+Inf").
+        self._les = tuple("+Inf" if b == math.inf else repr(float(b)) for b in self._bounds)
+        # (channel, outcome) -> observations per bucket (not cumulative), then their sum.
+        self._latency: dict[tuple[str, str], list[float]] = {}
+        self._sends: dict[tuple[str, str], int] = {}
+
+    def observe(self, channel: str, outcome: str, seconds: float) -> None:
+        """One send that took ``seconds``: counted, and its latency observed."""
+        key = (channel, outcome)
+        tally = self._latency.get(key)
+        if tally is None:
+            tally = self._latency[key] = [0.0] * (len(self._bounds) + 1)
+        tally[bisect_left(self._bounds, seconds)] += 1  # the first bucket with le >= it
+        tally[-1] += seconds
+        self._sends[key] = self._sends.get(key, 0) + 1
+
+    def count(self, channel: str, outcome: str) -> None:
+        """One send without a latency to observe (a digest's)."""
+        key = (channel, outcome)
+        self._sends[key] = self._sends.get(key, 0) + 1
+
+    def collect(self) -> Iterable[Metric]:
+        return [self._latency_family(), self._sends_family()]
+
+    def _latency_family(self) -> Metric:
+        family = HistogramMetricFamily(
+            "budbringer_provider_latency_seconds",
+            "Time a channel's send took, by channel and outcome.",
+            labels=("channel", "outcome"),
+        )
+        for (channel, outcome), tally in list(self._latency.items()):
+            family.add_metric(
+                [channel, outcome], list(_cumulative(self._les, tally)), sum_value=tally[-1]
+            )
+        return family
+
+    def _sends_family(self) -> Metric:
+        family = CounterMetricFamily(
+            "budbringer_sends",
+            "Send attempts by channel and outcome (sent, transient, permanent, unavailable).",
+            labels=("channel", "outcome"),
+        )
+        for (channel, outcome), sends in list(self._sends.items()):
+            family.add_metric([channel, outcome], sends)
+        return family
+
+
+def _cumulative(les: Sequence[str], tally: list[float]) -> Iterator[tuple[str, float]]:
+    """(le, observations up to it): the histogram's buckets as exposed."""
+    total = 0.0
+    for le, observed in zip(les, tally, strict=False):  # the tally's last item is its sum
+        total += observed
+        yield le, total
+
+
+SEND_METERS = SendMeters()
+REGISTRY.register(SEND_METERS)
 SMS_SEGMENTS = Histogram(
     "budbringer_sms_segments",
     "Segments of each SMS handed to the provider (its _sum is the segments billed).",
@@ -111,10 +176,3 @@ CALLBACKS_PARKED = Counter(
     ["outcome"],
     registry=REGISTRY,
 )
-
-
-@functools.lru_cache(maxsize=64)
-def send_meters(channel: str, outcome: str) -> tuple[Histogram, Counter]:
-    """The latency histogram and send counter of one (channel, outcome): looked up once,
-    not twice per send (``labels`` takes a lock and builds the key each time)."""
-    return PROVIDER_LATENCY.labels(channel, outcome), SENDS.labels(channel, outcome)

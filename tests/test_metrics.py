@@ -1,0 +1,44 @@
+"""gateway/metrics.py: the send meters expose what prometheus_client's own types would."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+from gateway.metrics import LATENCY_BUCKETS, SendMeters
+
+SECONDS = [0.0, 0.004, 0.005, 0.0051, 0.3, 1, 2.5, 29.9, 30, 31, 600]
+
+
+def _lines(registry: CollectorRegistry) -> list[str]:
+    """The exposition without the _created series (the library's own types add them)."""
+    text = generate_latest(registry).decode()
+    return [line for line in text.splitlines() if "_created" not in line]
+
+
+def test_the_send_meters_expose_what_a_histogram_and_a_counter_would() -> None:
+    theirs = CollectorRegistry()
+    latency = Histogram(
+        "budbringer_provider_latency_seconds",
+        "Time a channel's send took, by channel and outcome.",
+        ["channel", "outcome"],
+        buckets=LATENCY_BUCKETS,
+        registry=theirs,
+    )
+    sends = Counter(
+        "budbringer_sends_total",
+        "Send attempts by channel and outcome (sent, transient, permanent, unavailable).",
+        ["channel", "outcome"],
+        registry=theirs,
+    )
+    ours = CollectorRegistry()
+    meters = SendMeters()
+    ours.register(meters)
+    for n, seconds in enumerate(SECONDS):
+        channel, outcome = ("sms", "sent") if n % 3 else ("email", "transient")
+        latency.labels(channel, outcome).observe(seconds)
+        sends.labels(channel, outcome).inc()
+        meters.observe(channel, outcome, seconds)
+    sends.labels("push", "sent").inc()  # a digest's send: counted, no latency
+    meters.count("push", "sent")
+    assert _lines(ours) == _lines(theirs)
+    assert 'budbringer_sends_total{channel="sms",outcome="sent"} 7.0' in _lines(ours)
