@@ -49,30 +49,59 @@ QUEUE_AGE = Gauge(
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
-class SendMeters(Collector):
-    """``budbringer_provider_latency_seconds`` (a histogram) and ``budbringer_sends_total``,
-    by channel and outcome: what a ``Histogram`` and a ``Counter`` of prometheus_client
-    would show, but observed as plain numbers. Every send observes both, on the event
-    loop; the library's types take a lock and make about ten Python calls for that
-    (issue 18). The figures become metric families when scraped (:meth:`collect`, on
-    the same loop)."""
+class LoopHistogram(Collector):
+    """A histogram observed only on the event loop, per send: what prometheus_client's
+    ``Histogram`` shows, kept as plain numbers (the library's takes two locks and about
+    six Python calls per observation; issue 18), turned into a metric family when
+    scraped (:meth:`collect`, on the same loop)."""
 
-    def __init__(self, buckets: Sequence[float] = LATENCY_BUCKETS) -> None:
+    def __init__(
+        self, name: str, documentation: str, labels: Sequence[str], buckets: Sequence[float]
+    ) -> None:
+        self._name, self._documentation, self._labels = name, documentation, tuple(labels)
         self._bounds = (*sorted(buckets), math.inf)
         # The le labels as prometheus_client writes them (Go's float format: "1.0", "+Inf").
         self._les = tuple("+Inf" if b == math.inf else repr(float(b)) for b in self._bounds)
-        # (channel, outcome) -> observations per bucket (not cumulative), then their sum.
-        self._latency: dict[tuple[str, str], list[float]] = {}
+        # label values -> observations per bucket (not cumulative), then their sum.
+        self._tallies: dict[tuple[str, ...], list[float]] = {}
+        if not self._labels:
+            self._new(())  # shown from the start, as the library's own does
+
+    def observe(self, value: float, key: tuple[str, ...] = ()) -> None:
+        """One observation of ``value``, for the label values ``key``."""
+        tally = self._tallies.get(key) or self._new(key)
+        tally[bisect_left(self._bounds, value)] += 1  # the first bucket with le >= value
+        tally[-1] += value
+
+    def _new(self, key: tuple[str, ...]) -> list[float]:
+        tally = self._tallies[key] = [0.0] * (len(self._bounds) + 1)
+        return tally
+
+    def collect(self) -> Iterable[Metric]:
+        family = HistogramMetricFamily(self._name, self._documentation, labels=self._labels)
+        for key, tally in list(self._tallies.items()):
+            family.add_metric(list(key), list(_cumulative(self._les, tally)), sum_value=tally[-1])
+        return [family]
+
+
+class SendMeters(Collector):
+    """``budbringer_provider_latency_seconds`` (a :class:`LoopHistogram`) and
+    ``budbringer_sends_total`` (a counter kept the same way), by channel and outcome:
+    every send observes both."""
+
+    def __init__(self, buckets: Sequence[float] = LATENCY_BUCKETS) -> None:
+        self._latency = LoopHistogram(
+            "budbringer_provider_latency_seconds",
+            "Time a channel's send took, by channel and outcome.",
+            ("channel", "outcome"),
+            buckets,
+        )
         self._sends: dict[tuple[str, str], int] = {}
 
     def observe(self, channel: str, outcome: str, seconds: float) -> None:
         """One send that took ``seconds``: counted, and its latency observed."""
         key = (channel, outcome)
-        tally = self._latency.get(key)
-        if tally is None:
-            tally = self._latency[key] = [0.0] * (len(self._bounds) + 1)
-        tally[bisect_left(self._bounds, seconds)] += 1  # the first bucket with le >= it
-        tally[-1] += seconds
+        self._latency.observe(seconds, key)
         self._sends[key] = self._sends.get(key, 0) + 1
 
     def count(self, channel: str, outcome: str) -> None:
@@ -81,21 +110,6 @@ class SendMeters(Collector):
         self._sends[key] = self._sends.get(key, 0) + 1
 
     def collect(self) -> Iterable[Metric]:
-        return [self._latency_family(), self._sends_family()]
-
-    def _latency_family(self) -> Metric:
-        family = HistogramMetricFamily(
-            "budbringer_provider_latency_seconds",
-            "Time a channel's send took, by channel and outcome.",
-            labels=("channel", "outcome"),
-        )
-        for (channel, outcome), tally in list(self._latency.items()):
-            family.add_metric(
-                [channel, outcome], list(_cumulative(self._les, tally)), sum_value=tally[-1]
-            )
-        return family
-
-    def _sends_family(self) -> Metric:
         family = CounterMetricFamily(
             "budbringer_sends",
             "Send attempts by channel and outcome (sent, transient, permanent, unavailable).",
@@ -103,7 +117,7 @@ class SendMeters(Collector):
         )
         for (channel, outcome), sends in list(self._sends.items()):
             family.add_metric([channel, outcome], sends)
-        return family
+        return [*self._latency.collect(), family]
 
 
 def _cumulative(les: Sequence[str], tally: list[float]) -> Iterator[tuple[str, float]]:
@@ -116,12 +130,13 @@ def _cumulative(les: Sequence[str], tally: list[float]) -> Iterator[tuple[str, f
 
 SEND_METERS = SendMeters()
 REGISTRY.register(SEND_METERS)
-SMS_SEGMENTS = Histogram(
+SMS_SEGMENTS = LoopHistogram(
     "budbringer_sms_segments",
     "Segments of each SMS handed to the provider (its _sum is the segments billed).",
-    buckets=(1, 2, 3, 4, 6, 10),
-    registry=REGISTRY,
+    (),
+    (1, 2, 3, 4, 6, 10),
 )
+REGISTRY.register(SMS_SEGMENTS)
 EVENTS = Counter(
     "budbringer_events_total",
     "Events received, by type and outcome (accepted, duplicate, conflict, rejected).",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-from gateway.metrics import LATENCY_BUCKETS, SendMeters
+from gateway.metrics import LATENCY_BUCKETS, LoopHistogram, SendMeters
 
 SECONDS = [0.0, 0.004, 0.005, 0.0051, 0.3, 1, 2.5, 29.9, 30, 31, 600]
 
@@ -42,3 +42,19 @@ def test_the_send_meters_expose_what_a_histogram_and_a_counter_would() -> None:
     meters.count("push", "sent")
     assert _lines(ours) == _lines(theirs)
     assert 'budbringer_sends_total{channel="sms",outcome="sent"} 7.0' in _lines(ours)
+
+
+def test_a_histogram_without_labels_is_shown_from_the_start_as_the_librarys() -> None:
+    theirs, ours = CollectorRegistry(), CollectorRegistry()
+    doc = "Segments of each SMS handed to the provider (its _sum is the segments billed)."
+    segments = Histogram(
+        "budbringer_sms_segments", doc, buckets=(1, 2, 3, 4, 6, 10), registry=theirs
+    )
+    mine = LoopHistogram("budbringer_sms_segments", doc, (), (1, 2, 3, 4, 6, 10))
+    ours.register(mine)
+    assert _lines(ours) == _lines(theirs)
+    for n in (1, 1, 2, 5, 10, 11):
+        segments.observe(n)
+        mine.observe(n)
+    assert _lines(ours) == _lines(theirs)
+    assert "budbringer_sms_segments_sum 30.0" in _lines(ours)
