@@ -7,17 +7,18 @@ multidicts) was the largest single cost on the gateway's main thread (issue 18).
 client does only what those requests need:
 
 * one ``asyncio.Protocol`` per connection (asyncio and uvloop alike), pooled per origin
-  with a connection limit; idle connections are reused last in, first out, and closed
-  after ``IDLE_SECONDS``;
+  with a connection limit, first come first served; idle connections are reused last
+  in, first out, and closed after ``idle_seconds`` (``IDLE_SECONDS`` by default);
 * https with ``ssl.create_default_context()`` and SNI, or plain http, as the URL says;
 * the request head built once per :class:`Target` (request line, Host and the fixed
   headers) and joined with the per-send headers, ``Content-Length`` and body into one
   write;
 * the answer read from its status line and headers, then a ``Content-Length`` body, a
-  chunked body (Google's frontends answer chunked) or, for an answer with neither, up to
-  the close. ``Accept-Encoding`` is never sent, so nothing comes back compressed. The
-  head and the body have size limits: an oversized or malformed answer is an error,
-  never a hang. ``Connection: close`` and HTTP/1.0 answers end the connection;
+  chunked body (Google's frontends answer chunked); an answer with neither is refused,
+  since its end could not be told from a cut connection. ``Accept-Encoding`` is never
+  sent, so nothing comes back compressed. The head and the body have size limits: an
+  oversized or malformed answer is an error, never a hang. ``Connection: close`` and
+  HTTP/1.0 answers end the connection;
 * one deadline per request (one ``loop.call_at`` timer) over waiting for a free
   connection, connecting, writing and reading.
 
@@ -130,7 +131,7 @@ def header_lines(headers: Mapping[str, str]) -> bytes:
 
 # ---------------------------------------------------------------------- answers
 
-_HEAD, _LENGTH, _CHUNK_SIZE, _CHUNK_DATA, _TRAILERS, _TO_CLOSE, _DONE = range(7)
+_HEAD, _LENGTH, _CHUNK_SIZE, _CHUNK_DATA, _TRAILERS, _DONE = range(6)
 
 
 class AnswerReader:
@@ -177,12 +178,8 @@ class AnswerReader:
                 done = self._read_chunk_size(buffer)
             elif mode == _CHUNK_DATA:
                 done = self._read_chunk_data(buffer)
-            elif mode == _TRAILERS:
+            else:
                 done = self._read_trailer(buffer)
-            else:  # _TO_CLOSE: feed_eof ends it
-                if len(buffer) > self._max_body:
-                    raise MalformedAnswer("the answer's body is too large")
-                return None
             if not done:
                 return None
             if self._mode == _DONE:
@@ -191,11 +188,8 @@ class AnswerReader:
                 return HttpAnswer(self._status, self._headers, b"".join(self._body))
 
     def feed_eof(self) -> HttpAnswer:
-        """The answer when the server closed the connection; TransportError if incomplete."""
-        if self._mode != _TO_CLOSE:
-            raise TransportError("the connection closed before the answer was complete")
-        self.keep_alive = False
-        return HttpAnswer(self._status, self._headers, bytes(self._buffer))
+        """The server closed the connection before the answer was complete."""
+        raise TransportError("the connection closed before the answer was complete")
 
     def _finish(self) -> bool:
         self._mode = _DONE
@@ -237,9 +231,10 @@ class AnswerReader:
                 raise MalformedAnswer("the answer's body is too large")
             self._mode = _LENGTH
             return True
-        self._mode = _TO_CLOSE  # neither: the body ends when the server closes
-        self.keep_alive = False
-        return True
+        # Neither: the body would end at the close, and a close without TLS's close_notify
+        # (asyncio takes it as the end, uvloop as an error) or a cut connection could not
+        # be told from the end. FCM and Twilio always frame their answers.
+        raise MalformedAnswer("an answer with neither Content-Length nor chunked framing")
 
     def _read_length(self, buffer: bytearray) -> bool:
         size = self._remaining
@@ -472,14 +467,26 @@ class _Pool:
         self._max_head, self._max_body = max_head, max_body
         self._idle: deque[_Connection] = deque()  # oldest left, newest right
         self._waiters: deque[asyncio.Future[None]] = deque()
+        self._handed = 0  # waiters woken for a free slot that have not taken it yet
         self._connections: set[_Connection] = set()
+        self._closing: set[_Connection] = set()  # discarded, not closed yet (aclose waits)
         self._opening = 0  # connects under way (they count against the limit)
         self._connects: set[asyncio.Task[None]] = set()
         self._sweep: asyncio.TimerHandle | None = None
         self._closed = False
 
     async def acquire(self, deadline: _Deadline) -> _Connection:
-        """A usable connection: the newest idle one, a new one, or the next one freed."""
+        """A usable connection: the newest idle one, a new one, or the next one freed.
+
+        First come, first served: a caller queues behind those already waiting (or woken
+        and not yet running), so a busy sender cannot take every freed connection while
+        another request runs out of time in the queue."""
+        if self._closed:
+            raise TransportError("the HTTP client is closed")
+        front = False
+        if self._waiters or self._handed >= self._available():
+            await self._wait_for_slot(deadline, front=False)
+            front = True
         while True:
             if self._closed:
                 raise TransportError("the HTTP client is closed")
@@ -493,20 +500,31 @@ class _Pool:
                     self.discard(connection)
             if len(self._connections) + self._opening < self._limit:
                 return await self._connect(deadline)
-            await self._wait_for_slot(deadline)
+            # Woken, but the slot is gone (an idle connection found dead): first again.
+            await self._wait_for_slot(deadline, front=front)
+            front = True
 
-    async def _wait_for_slot(self, deadline: _Deadline) -> None:
+    def _available(self) -> int:
+        """Idle connections and unused slots (an idle one may turn out dead)."""
+        return len(self._idle) + self._limit - len(self._connections) - self._opening
+
+    async def _wait_for_slot(self, deadline: _Deadline, *, front: bool) -> None:
         waiter: asyncio.Future[None] = self.loop.create_future()
         deadline.watch(waiter)
-        self._waiters.append(waiter)
+        if front:
+            self._waiters.appendleft(waiter)
+        else:
+            self._waiters.append(waiter)
         try:
             await waiter
         except BaseException:
             if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                self._handed -= 1
                 self._wake()  # woken, but leaving: pass the free slot on
             with contextlib.suppress(ValueError):
                 self._waiters.remove(waiter)
             raise
+        self._handed -= 1
 
     def _wake(self) -> None:
         waiters = self._waiters
@@ -514,6 +532,7 @@ class _Pool:
             waiter = waiters.popleft()
             if not waiter.done():
                 waiter.set_result(None)
+                self._handed += 1
                 return
 
     async def _connect(self, deadline: _Deadline) -> _Connection:
@@ -539,7 +558,8 @@ class _Pool:
         self._opening -= 1
         if not ready.done():  # the connect was cancelled by aclose
             ready.set_exception(TransportError("the HTTP client is closed"))
-        self._wake()  # the slot this connect held is free, or its connection counted now
+        if ready.cancelled() or ready.exception() is not None:
+            self._wake()  # the slot this connect held is free (a connection made is counted)
 
     async def _open(self, ready: asyncio.Future[_Connection]) -> None:
         try:
@@ -578,6 +598,9 @@ class _Pool:
         """Close a connection taken out of the pool (idle or in use) and free its slot."""
         connection.close()
         self._connections.discard(connection)
+        if not connection.closed.done():
+            self._closing.add(connection)
+            connection.closed.add_done_callback(lambda _: self._closing.discard(connection))
         self._wake()
 
     def _expire(self) -> None:
@@ -607,9 +630,9 @@ class _Pool:
             task.cancel()
         await asyncio.gather(*connects, return_exceptions=True)
         self._idle.clear()
-        connections = list(self._connections)
-        for connection in connections:
+        for connection in list(self._connections):
             self.discard(connection)
+        connections = list(self._closing)
         closing = [c.closed for c in connections if not c.closed.done()]
         if closing:
             _, late = await asyncio.wait(closing, timeout=CLOSE_WAIT)
@@ -687,9 +710,10 @@ class HttpClient:
         deadline = _Deadline(pool.loop, self._timeout)
         try:
             connection = await pool.acquire(deadline)
+            if deadline.expired:  # while this task waited to run: nothing was written
+                pool.release(connection)
+                raise RequestTimeout("no answer within the timeout")
             try:
-                if deadline.expired:  # while this task waited to run after the connect
-                    raise RequestTimeout("no answer within the timeout")
                 pending = connection.send(data)
                 deadline.waiting = pending
                 answer = await pending

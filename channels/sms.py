@@ -242,10 +242,12 @@ class SmsChannel:
 
     async def aclose(self) -> None:
         """Close the HTTP session."""
-        if self._http is not None:
-            await self._http.close()
-        if self._create is not None:
-            await self._create.aclose()
+        try:
+            if self._http is not None:
+                await self._http.close()
+        finally:
+            if self._create is not None:
+                await self._create.aclose()
         self._http = None
         self._client = None
         self._create = None

@@ -20,13 +20,23 @@ T = TypeVar("T")
 SIZE = 256  # messages whose values are kept
 
 
+class _Read(Generic[T]):
+    """A read under way; ``stale`` once :meth:`MessageCache.forget` dropped it."""
+
+    __slots__ = ("future", "stale")
+
+    def __init__(self, future: asyncio.Future[T | None]) -> None:
+        self.future = future
+        self.stale = False
+
+
 class MessageCache(Generic[T]):
     """Values by message id, read once; None is never kept (a message not found yet)."""
 
     def __init__(self, size: int = SIZE) -> None:
         self._size = size
         self._values: OrderedDict[str, T] = OrderedDict()
-        self._loading: dict[str, asyncio.Future[T | None]] = {}
+        self._loading: dict[str, _Read[T]] = {}
 
     def get(self, key: str) -> T | None:
         """The value if kept: no await on the hot path."""
@@ -40,17 +50,25 @@ class MessageCache(Generic[T]):
             return value
         loading = self._loading.get(key)
         if loading is None:
-            loading = asyncio.ensure_future(read())
+            loading = _Read(asyncio.ensure_future(read()))
             self._loading[key] = loading
-            loading.add_done_callback(lambda _: self._loading.pop(key, None))
+            loading.future.add_done_callback(lambda _: self._settled(key, loading))
         # Shielded: a cancelled caller does not cancel the read the others wait for.
-        value = await asyncio.shield(loading)
-        if value is not None:
+        value = await asyncio.shield(loading.future)
+        if value is not None and not loading.stale:
             self._values[key] = value
             if len(self._values) > self._size:
                 self._values.popitem(last=False)
         return value
 
     def forget(self, key: str) -> None:
-        """Drop a kept value (its rows changed): the next :meth:`load` reads again."""
+        """Drop a kept value (its rows changed): the next :meth:`load` reads again, and a
+        read already under way is neither joined nor kept (it may predate the change)."""
         self._values.pop(key, None)
+        loading = self._loading.pop(key, None)
+        if loading is not None:
+            loading.stale = True
+
+    def _settled(self, key: str, loading: _Read[T]) -> None:
+        if self._loading.get(key) is loading:
+            del self._loading[key]

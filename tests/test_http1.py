@@ -2,7 +2,7 @@
 
 Each scenario runs on asyncio's loop and on uvloop. The servers are raw asyncio
 servers on 127.0.0.1 that read whole requests and answer scripted bytes, so every
-framing (Content-Length, chunked, up to the close), every way a connection ends and
+framing (Content-Length, chunked; neither is refused), every way a connection ends and
 every malformed answer can be produced exactly; they count connections and requests,
 so a resent POST would show.
 """
@@ -10,6 +10,7 @@ so a resent POST would show.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import ssl
 import time
@@ -261,7 +262,9 @@ def test_connection_close_ends_the_connection(run: Run) -> None:
     run(scenario)
 
 
-def test_an_http10_answer_is_read_to_the_close(run: Run) -> None:
+def test_an_answer_without_length_or_chunks_is_refused(run: Run) -> None:
+    """Read to the close, a cut connection would pass for the whole answer."""
+
     async def respond(request: Request, writer: asyncio.StreamWriter) -> bool:
         writer.write(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nall of ")
         await writer.drain()
@@ -270,9 +273,9 @@ def test_an_http10_answer_is_read_to_the_close(run: Run) -> None:
 
     async def scenario() -> None:
         async with RawServer(respond) as server, client() as http:
-            assert (await post(http, server)).body == b"all of it"
-            assert (await post(http, server)).body == b"all of it"
-            assert (server.connections, len(server.requests)) == (2, 2)
+            with pytest.raises(MalformedAnswer):
+                await post(http, server)
+            assert (server.connections, len(server.requests)) == (1, 1)
 
     run(scenario)
 
@@ -376,6 +379,35 @@ def test_the_timeout_covers_the_whole_request(run: Run) -> None:
             assert 0.25 < time.monotonic() - started < 2.0
             assert isinstance(caught.value, TimeoutError)
             assert len(server.requests) == 1
+
+    run(scenario)
+
+
+def test_a_waiting_request_is_served_before_a_busy_sender_posts_again(run: Run) -> None:
+    """First come, first served: a task posting back to back on the only connection
+    does not take it again while another request waits (which would time out)."""
+
+    async def respond(request: Request, writer: asyncio.StreamWriter) -> bool:
+        await asyncio.sleep(0.01)
+        writer.write(OK)
+        await writer.drain()
+        return True
+
+    async def scenario() -> None:
+        async with RawServer(respond) as server, client(connections=1, timeout=1.0) as http:
+
+            async def busy() -> None:
+                for i in range(100):
+                    await post(http, server, b"busy %d" % i)
+
+            sender = asyncio.create_task(busy())
+            await asyncio.sleep(0.05)
+            started = time.monotonic()
+            assert (await post(http, server, b"waiting")).status == 200
+            assert time.monotonic() - started < 0.5
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sender
 
     run(scenario)
 

@@ -90,3 +90,19 @@ async def test_the_newest_messages_are_kept_and_a_forgotten_one_is_read_again() 
     assert cache.get("m3") is None
     await cache.load("m3", read)
     assert read.calls == 4
+
+
+async def test_a_read_under_way_when_forgotten_is_neither_joined_nor_kept() -> None:
+    cache: MessageCache[list[str]] = MessageCache()
+    old, new = Reads(["old.pdf"]), Reads(["new.pdf"])
+    before = asyncio.create_task(cache.load("m1", old))
+    await asyncio.sleep(0)
+    cache.forget("m1")  # the rows changed while the first read was out
+    after = asyncio.create_task(cache.load("m1", new))
+    await asyncio.sleep(0)
+    old.release.set()
+    new.release.set()
+    assert await before == ["old.pdf"]  # its caller asked before the change
+    assert await after == ["new.pdf"]
+    assert (old.calls, new.calls) == (1, 1)
+    assert cache.get("m1") == ["new.pdf"]
