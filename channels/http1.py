@@ -696,8 +696,10 @@ class HttpClient:
         head = f"POST {path} HTTP/1.1\r\n".encode("ascii") + header_lines(lines)
         return Target((scheme, host, port), head)
 
-    async def post(self, target: Target, headers: Mapping[str, str], body: bytes) -> HttpAnswer:
-        """POST ``body`` to ``target`` with these extra headers; the complete answer.
+    async def post(
+        self, target: Target, body: bytes, headers: Mapping[str, str] | None = None
+    ) -> HttpAnswer:
+        """POST ``body`` to ``target`` with these extra headers, if any; the complete answer.
 
         Raises TransportError (RequestTimeout past the timeout) when no complete answer
         came; the request is never sent twice.

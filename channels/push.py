@@ -68,7 +68,6 @@ _FCM_HEADERS = {
     "x-goog-api-client": firebase_utils.get_metrics_header(),
     "Content-Type": "application/json; charset=UTF-8",
 }
-_NO_HEADERS: dict[str, str] = {}  # nothing differs per send but the body
 
 
 class PushChannel:
@@ -268,7 +267,7 @@ class PushChannel:
     async def _post(self, body: bytes, token: str) -> tuple[int, bytes, str | None]:
         assert self._http is not None
         try:
-            answer = await self._http.post(self._target_for(token), _NO_HEADERS, body)
+            answer = await self._http.post(self._target_for(token), body)
         except TransportError as exc:
             raise TransientDeliveryError("FCM request failed", code="fcm_transport") from exc
         return answer.status, answer.body, answer.headers.get("Retry-After")

@@ -25,7 +25,6 @@ from channels.http1 import HttpClient, MalformedAnswer
 
 CONNECTIONS = 100  # the pool twilio's AsyncTwilioHttpClient gets from aiohttp's default
 CREATE_FAILED = "Unable to create record"  # twilio's message for a failed create
-_NO_HEADERS: dict[str, str] = {}  # nothing differs per send but the body
 
 # What urlencode (quote_plus) makes of each UTF-8 byte: unreserved as is, space as +.
 _UNRESERVED = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~"
@@ -65,7 +64,7 @@ class MessageCreate:
     async def create(self, form: dict[str, str]) -> str:
         """The SID of the new message; twilio's exception for an error answer,
         ``channels.http1.TransportError`` when no complete answer came."""
-        answer = await self._http.post(self._target, _NO_HEADERS, form_body(form))
+        answer = await self._http.post(self._target, form_body(form))
         status, raw = answer.status, answer.body
         if status < 200 or status >= 300:
             self._retry_after.set(answer.headers.get("Retry-After"))

@@ -163,7 +163,7 @@ async def client(**options: Any) -> AsyncIterator[HttpClient]:
 
 async def post(http: HttpClient, server: RawServer, body: bytes = b"hello") -> HttpAnswer:
     target = http.target(server.url(), {"Content-Type": "text/plain"})
-    return await http.post(target, {}, body)
+    return await http.post(target, body)
 
 
 # ---------------------------------------------------------------------- answers
@@ -177,7 +177,7 @@ def test_a_content_length_answer_and_the_request_as_sent(run: Run) -> None:
                 server.url("/v1/projects/p/messages:send?x=%C3%A6"),
                 {"Authorization": "Bearer t", "Content-Type": "application/json"},
             )
-            got = await http.post(target, {"X-Per-Send": "1"}, b'{"a":1}')
+            got = await http.post(target, b'{"a":1}', {"X-Per-Send": "1"})
             assert (got.status, got.body) == (429, b"slow")
             assert got.headers.get("Retry-After") == got.headers["retry-after"] == "7"
             head = server.requests[0].head
@@ -346,7 +346,7 @@ def test_a_refused_connection_is_a_transport_error(run: Run) -> None:
             url = server.url()
         async with client() as http:
             with pytest.raises(TransportError):
-                await http.post(http.target(url, {}), {}, b"x")
+                await http.post(http.target(url, {}), b"x")
 
     run(scenario)
 
@@ -559,13 +559,13 @@ def test_https_with_a_trusted_self_signed_certificate_and_sni(run: Run, tmp_path
             async with client(ssl_context=trusting) as http:
                 target = http.target(url, {})
                 for _ in range(2):
-                    assert (await http.post(target, {}, b"x")).body == b'{"ok":true}'
+                    assert (await http.post(target, b"x")).body == b'{"ok":true}'
                 assert b"Host: localhost:" in server.requests[0].head
             assert server.connections == 1
             assert names[0] == "localhost"  # SNI names the URL's host
             async with client() as http:  # the system's trust store does not know it
                 with pytest.raises(TransportError) as caught:
-                    await http.post(http.target(url, {}), {}, b"x")
+                    await http.post(http.target(url, {}), b"x")
                 assert isinstance(caught.value.__cause__, ssl.SSLCertVerificationError)
             assert len(server.requests) == 2
 

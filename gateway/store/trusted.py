@@ -6,7 +6,9 @@ which for a broadcast's deliveries, jobs and audience (tens of thousands of pers
 and relations) was a few per cent of the gateway's CPU (issue 18). :func:`builder`
 gives a function that takes every field by keyword, in the model's order, and makes
 the same object ``model_construct`` would (same values, all fields set); called with
-any other set of names, it falls back to ``model_construct``.
+any other set of names, it falls back to ``model_construct``. :func:`assembler` is
+the same without that check or fallback, for the hottest reads: there the safety rests
+on the callers spelling out every field, which tests/test_store_trusted.py holds them to.
 """
 
 from __future__ import annotations
@@ -35,19 +37,13 @@ def _check(cls: type[BaseModel]) -> None:
 
 def builder(cls: type[M]) -> Callable[..., M]:
     """``cls.model_construct`` for rows with every field given (see the module)."""
-    _check(cls)
+    assemble = assembler(cls)
     names = frozenset(cls.model_fields)
-    new = cls.__new__
 
     def build(**values: Any) -> M:
         if values.keys() != names:
             return cls.model_construct(**values)
-        model = new(cls)
-        _set(model, "__dict__", values)
-        _set(model, "__pydantic_fields_set__", set(names))
-        _set(model, "__pydantic_extra__", None)
-        _set(model, "__pydantic_private__", None)
-        return model
+        return assemble(values)
 
     return build
 
