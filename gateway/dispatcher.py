@@ -21,7 +21,6 @@ import logging
 import math
 import random
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import timedelta
 from typing import Protocol
@@ -42,7 +41,8 @@ from gateway.errors import (
 )
 from gateway.followups import ContactStore, after_failure, failover_job, run_contact_job
 from gateway.jobs import JobHandler, registry
-from gateway.metrics import SMS_SEGMENTS, send_meters
+from gateway.message_cache import MessageCache
+from gateway.metrics import SEND_METERS, SMS_SEGMENTS
 from gateway.models import (
     FINAL,
     TERMINAL_FAILURES,
@@ -52,13 +52,12 @@ from gateway.models import (
     DeliveryStatus,
     Job,
     Message,
-    Receipt,
     Rendered,
 )
 from gateway.outcomes import OutcomeBatcher
 from gateway.planner import planned, resolution_for
 from gateway.ready_buffer import Ready, ReadyBuffer
-from gateway.recheck import HoldStore, held
+from gateway.recheck import HoldStore, held, needs_recheck
 from gateway.render import Renderer
 from gateway.sender_unit import add_sender_units
 from gateway.settings import DispatchSettings
@@ -155,9 +154,9 @@ class Dispatcher:
         self.health = health or ChannelHealth(clock, stopped_pause=UNAVAILABLE_RECHECK)
         self.health.watch(list(channels))
         self._tasks: set[asyncio.Task[None]] = set()
-        self._messages: OrderedDict[str, Message] = OrderedDict()
-        self._attachments: OrderedDict[str, list[Attachment]] = OrderedDict()
-        self._loading: dict[str, asyncio.Future[Message | None]] = {}
+        # Per message, read once however many of its sends start at once.
+        self._messages: MessageCache[Message] = MessageCache()
+        self._attachments: MessageCache[list[Attachment]] = MessageCache()
         self._slot_freed = asyncio.Event()
         # channel -> its in-flight limit here; a send waiting for one holds no slot above.
         self._gates: dict[str, ChannelGate] = {}
@@ -545,30 +544,47 @@ class Dispatcher:
             # Finished before a crash, or cancelled: never send twice.
             await self._drop(job, delivery)
             return
-        now = self.clock.now()
         # Quiet hours not over yet; or rights or reach changed since planning (gateway/recheck).
-        if await held(self.store, self._message, self._outcomes.commit, job, delivery, now):
+        # The check is sync for a normal send: no coroutine per send for a "no".
+        if needs_recheck(delivery) and await held(
+            self.store, self._message, self._outcomes.commit, job, delivery, self.clock.now()
+        ):
             return
-        channel = self.channels.get(delivery.channel)
+        name = delivery.channel
+        channel = self.channels.get(name)
         if channel is None:
             await self._finish(job, delivery, DeliveryStatus.failed, reason="no_such_channel")
             return
-        if await self._breaker_open(job, delivery.channel):
+        # The channel's breaker is open: the job waits (no attempt used up).
+        paused_until = self.health.paused_until(name)
+        if paused_until is not None:
+            await self.store.postpone_job(job.id, paused_until, self.health.reason(name))
             return
-        message = await self._message(delivery)
+        message = self._messages.get(delivery.message_id) or await self._message(delivery)
         if message is None:
             await self._finish(job, delivery, DeliveryStatus.failed, reason="message_missing")
             return
         content = await self._render(message, delivery)
         # Concurrency: the free task slots run_once claims for, and the channel's gate.
-        admitted = await self._admit(job, delivery.channel, channel)
+        admitted = await self._admit(job, name, channel)
         if admitted is None:
             return
         gate, probe = admitted
         started = time.perf_counter()
         outcome = "sent"
         try:
-            receipt = await self._provider_send(channel, delivery, content, gate, probe)
+            try:
+                receipt = await channel.send(delivery, content)
+            except BaseException as exc:
+                # The channel's circuit breaker learns of every outcome (channel_health.py).
+                self.health.record(name, exc, probe=probe)
+                raise
+            finally:
+                # Left when the provider answered, not once the outcome is stored: the
+                # limit is of sends at the provider. The dispatch slot is held until the
+                # outcome is stored (the crash bound).
+                gate.leave(time.perf_counter() - started)
+            self.health.record(name, None, probe=probe)
         except TransientDeliveryError as exc:
             outcome = "transient"
             await self._transient(job, delivery, exc)
@@ -598,9 +614,7 @@ class Dispatcher:
             )
         finally:
             elapsed = time.perf_counter() - started
-            latency, sends = send_meters(delivery.channel, outcome)
-            latency.observe(elapsed)
-            sends.inc()
+            SEND_METERS.observe(name, outcome, elapsed)
 
     async def _admit(
         self, job: Job, name: str, channel: Channel
@@ -633,29 +647,6 @@ class Dispatcher:
             return None
         return gate, probe
 
-    async def _provider_send(
-        self,
-        channel: Channel,
-        delivery: Delivery,
-        content: Rendered,
-        gate: ChannelGate,
-        probe: bool,
-    ) -> Receipt:
-        """``channel.send``, its outcome reported to the channel's circuit breaker. The
-        channel's gate is left when the provider answered, not once the outcome is
-        stored: the limit is of sends at the provider, and the send keeps its dispatch
-        slot until its outcome is stored (the crash bound)."""
-        started = time.perf_counter()
-        try:
-            receipt = await channel.send(delivery, content)
-        except BaseException as exc:
-            self.health.record(delivery.channel, exc, probe=probe)
-            raise
-        finally:
-            gate.leave(time.perf_counter() - started)
-        self.health.record(delivery.channel, None, probe=probe)
-        return receipt
-
     async def _rate_slot(self, job: Job, key: str, rate: float) -> bool:
         """Wait for a slot of the limit named ``key``, shared by every process (one
         second's worth may go at once); False when it is further off: the job is put off
@@ -672,11 +663,18 @@ class Dispatcher:
     async def _render(self, message: Message, delivery: Delivery) -> Rendered:
         """The content for this delivery, with the message's files (an email carries
         the small ones itself)."""
-        files = await self._files(message)
+        files = self._known_files(message)
+        if files is None:
+            files = await self._files(message)
         translation, source = None, DEFAULT_LANGUAGE
         if self.translations is not None and message.event_type == "message.created":
             # The stored row of the recipient's language (gateway/translations.py).
-            source, translation = await self.translations.for_language(message, delivery.language)
+            known = self.translations.known_for_language(message, delivery.language)
+            source, translation = (
+                known
+                if known is not None
+                else await self.translations.for_language(message, delivery.language)
+            )
         content = self.renderer.render(
             message, delivery, files, translation=translation, source_language=source
         )
@@ -684,34 +682,26 @@ class Dispatcher:
             content.files = await self.attachments.email_files(files)
         return content
 
-    async def _files(self, message: Message) -> list[Attachment]:
+    def _known_files(self, message: Message) -> list[Attachment] | None:
+        """The message's files when known without a read (none, or read before), else None."""
         if self.attachments is None or message.event_type != "message.created":
             return []
-        files = self._attachments.get(message.id)
-        if files is None:
-            files = await self.attachments.for_message(message.tenant_id, message.id)
-            self._attachments[message.id] = files
-            if len(self._attachments) > 256:
-                self._attachments.popitem(last=False)
-        return files
+        return self._attachments.get(message.id)
+
+    async def _files(self, message: Message) -> list[Attachment]:
+        attachments = self.attachments
+        if attachments is None or message.event_type != "message.created":
+            return []
+        files = await self._attachments.load(
+            message.id, lambda: attachments.for_message(message.tenant_id, message.id)
+        )
+        return files or []
 
     async def _message(self, delivery: Delivery) -> Message | None:
-        message_id = delivery.message_id
-        message = self._messages.get(message_id)
-        if message is not None:
-            return message
-        # One read per message even when hundreds of its sends start at once.
-        loading = self._loading.get(message_id)
-        if loading is None:
-            loading = asyncio.ensure_future(self.store.get_message(delivery.tenant_id, message_id))
-            self._loading[message_id] = loading
-            loading.add_done_callback(lambda _: self._loading.pop(message_id, None))
-        message = await asyncio.shield(loading)
-        if message is not None:
-            self._messages[message_id] = message
-            if len(self._messages) > 256:
-                self._messages.popitem(last=False)
-        return message
+        return await self._messages.load(
+            delivery.message_id,
+            lambda: self.store.get_message(delivery.tenant_id, delivery.message_id),
+        )
 
     async def _finish(
         self,
@@ -779,14 +769,6 @@ class Dispatcher:
         # (/readyz's body says so) until a send gets an answer that is not this refusal.
         due = self.health.paused_until(delivery.channel) or self.clock.now()
         await self.store.postpone_job(job.id, due, exc.code or "unavailable")
-
-    async def _breaker_open(self, job: Job, channel: str) -> bool:
-        """True when the channel's breaker is open: the job waits (no attempt used up)."""
-        wait_until = self.health.paused_until(channel)
-        if wait_until is None:
-            return False
-        await self.store.postpone_job(job.id, wait_until, self.health.reason(channel))
-        return True
 
     @property
     def unavailable(self) -> dict[str, str]:
