@@ -2,9 +2,10 @@
 
 firebase-admin provides the credentials, the message model and its encoder, and the
 error classification, so the wire format and the error handling are exactly the SDK's.
-The transport is our own: one shared aiohttp session POSTing ``messages:send``, because
-``messaging.send_each_async`` manages only some 700 messages/s (httpx pool scanning),
-far below what an emergency broadcast needs.
+The transport is our own: one keep-alive HTTP/1.1 client (channels/http1.py) POSTing
+``messages:send``, because ``messaging.send_each_async`` manages only some 700
+messages/s (httpx pool scanning), far below what an emergency broadcast needs, and
+aiohttp's general client cost more CPU per send than the rest of the channel.
 
 google-auth refreshes access tokens synchronously; the refresh runs in a thread
 (``asyncio.to_thread``) at start-up and again ahead of expiry, in the background, so a
@@ -25,16 +26,14 @@ from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar
 
-import aiohttp
 import firebase_admin
 import google.auth.exceptions
 import google.auth.transport.requests
 import requests
 from firebase_admin import _utils as firebase_utils
 from firebase_admin import credentials, exceptions, messaging
-from multidict import CIMultiDict
-from yarl import URL
 
+from channels.http1 import HttpClient, Target, TransportError
 from gateway.constants import URGENT_CATEGORIES
 from gateway.errors import (
     ChannelUnavailable,
@@ -92,20 +91,19 @@ class PushChannel:
         settings: FcmSettings,
         public_url: str,
         *,
-        session: aiohttp.ClientSession | None = None,
+        http: HttpClient | None = None,
         now: Callable[[], datetime] | None = None,
     ) -> None:
         self._settings = settings
         self._public_url = public_url.rstrip("/")
-        self._session = session
-        self._own_session = session is None
+        self._http = http
+        self._own_http = http is None
         self._now = now or (lambda: datetime.now(UTC))
         self._skeletons: dict[tuple[str, str, bool, bool], tuple[str, ...]] = {}  # request_body
         self._credentials: Any = None  # google.oauth2.service_account.Credentials
         self._auth_request: google.auth.transport.requests.Request | None = None
-        self._url = URL()
-        self._timeout = aiohttp.ClientTimeout(total=settings.timeout)
-        self._headers: tuple[str, CIMultiDict[str]] | None = None  # see _headers_for
+        self._url = ""
+        self._target: tuple[str, Target] | None = None  # see _target_for
         self._token: str | None = None
         self._expiry: datetime | None = None
         self._lock = asyncio.Lock()
@@ -116,25 +114,24 @@ class PushChannel:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        """Load the service account, open the session and fetch the first access token.
+        """Load the service account, make the HTTP client and fetch the first access token.
 
         Raises ConfigError for an unusable service-account file and ChannelUnavailable
         when the token endpoint rejects the credentials. A token endpoint that is merely
         unreachable is logged; sends then fetch the token on demand.
         """
         self._credentials, project_id = await asyncio.to_thread(self._load_credentials)
-        # Parsed once: a str would be parsed and quoted again on every send.
-        self._url = URL(
-            f"{self._settings.base_url.rstrip('/')}/v1/projects/{project_id}/messages:send",
-            encoded=True,
-        )
+        self._url = f"{self._settings.base_url.rstrip('/')}/v1/projects/{project_id}/messages:send"
         self._auth_request = google.auth.transport.requests.Request(session=requests.Session())
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self._settings.connections),
-                timeout=self._timeout,
-                cookie_jar=aiohttp.DummyCookieJar(),  # FCM keeps no state in cookies
+        if self._http is None:
+            self._http = HttpClient(
+                connections=self._settings.connections, timeout=self._settings.timeout
             )
+        self._target = None
+        try:
+            self._http.target(self._url, _FCM_HEADERS)  # refused here, not at the first send
+        except ValueError as exc:
+            raise ConfigError("the FCM base_url is not a usable http(s) URL") from exc
         try:
             await self._refresh(stale=None)
         except TransientDeliveryError:
@@ -161,9 +158,9 @@ class PushChannel:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._background
             self._background = None
-        if self._own_session and self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._own_http and self._http is not None:
+            await self._http.aclose()
+            self._http = None
         if self._auth_request is not None:
             self._auth_request.session.close()
             self._auth_request = None
@@ -242,7 +239,7 @@ class PushChannel:
 
     async def send(self, delivery: Delivery, content: Rendered) -> Receipt:
         """Hand one push to FCM; raise from gateway.errors when FCM will not take it."""
-        if self._session is None or self._credentials is None:
+        if self._http is None or self._credentials is None:
             raise ChannelUnavailable("the push channel is not started", code="not_started")
         body = self.request_body(delivery, content)
         token = await self._access_token()
@@ -263,21 +260,21 @@ class PushChannel:
         error = map_fcm_error(status, raw, retry_after)
         raise error from error.__cause__
 
-    def _headers_for(self, token: str) -> CIMultiDict[str]:
-        """The request headers, built once per access token (aiohttp copies them)."""
-        if self._headers is None or self._headers[0] != token:
-            self._headers = (token, CIMultiDict(_FCM_HEADERS, Authorization=f"Bearer {token}"))
-        return self._headers[1]
+    def _target_for(self, token: str) -> Target:
+        """The request line and headers, built once per access token."""
+        assert self._http is not None
+        if self._target is None or self._target[0] != token:
+            headers = {**_FCM_HEADERS, "Authorization": f"Bearer {token}"}
+            self._target = (token, self._http.target(self._url, headers))
+        return self._target[1]
 
     async def _post(self, body: bytes, token: str) -> tuple[int, bytes, str | None]:
-        assert self._session is not None
+        assert self._http is not None
         try:
-            async with self._session.post(
-                self._url, data=body, headers=self._headers_for(token), timeout=self._timeout
-            ) as response:
-                return response.status, await response.read(), response.headers.get("Retry-After")
-        except (aiohttp.ClientError, TimeoutError) as exc:
+            answer = await self._http.post(self._target_for(token), body)
+        except TransportError as exc:
             raise TransientDeliveryError("FCM request failed", code="fcm_transport") from exc
+        return answer.status, answer.body, answer.headers.get("Retry-After")
 
     def request_body(self, delivery: Delivery, content: Rendered) -> bytes:
         """The JSON of messages:send: ``{"message": <encode()>}``, byte for byte.

@@ -4,7 +4,8 @@ The client (``AsyncTwilioHttpClient`` + ``twilio.rest.Client``) is created in
 ``start()`` inside the running loop and closed in ``aclose()``. A new message is one
 bare form POST built from that client's headers and host, whose errors are twilio's
 own exceptions (``channels/twilio_form.py``: twilio's ``create_async`` stack cost
-about 15 % of the CPU per delivery). Every message
+about 15 % of the CPU per delivery), sent over our own keep-alive HTTP/1.1 client
+(``channels/http1.py``). Every message
 asks Twilio to post status callbacks to ``/v1/providers/twilio/status`` under
 the public URL; ``gateway/api/providers.py`` verifies and applies them.
 
@@ -41,6 +42,7 @@ from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.rest import Client
 
 from channels.gsm import count_segments
+from channels.http1 import TransportError
 from channels.twilio_form import MessageCreate, form_quote
 from gateway.errors import (
     ChannelUnavailable,
@@ -228,17 +230,24 @@ class SmsChannel:
         """Create twilio's aiohttp-based client inside the running loop."""
         if self._client is not None:
             return
-        self._http, self._client = open_client(self._settings)
-        self._create = MessageCreate(
-            self._client, _basic_auth(self._settings), self._settings.timeout, _retry_after
-        )
+        http, client = open_client(self._settings)
+        try:
+            create = MessageCreate(
+                client, _basic_auth(self._settings), self._settings.timeout, _retry_after
+            )
+        except ValueError as exc:  # channels/http1.py could not make a request of it
+            await http.close()
+            raise ConfigError("the Twilio base_url is not a usable http(s) URL") from exc
+        self._http, self._client, self._create = http, client, create
 
     async def aclose(self) -> None:
         """Close the HTTP session."""
-        if self._http is not None:
-            await self._http.close()
-        if self._create is not None:
-            await self._create.aclose()
+        try:
+            if self._http is not None:
+                await self._http.close()
+        finally:
+            if self._create is not None:
+                await self._create.aclose()
         self._http = None
         self._client = None
         self._create = None
@@ -339,7 +348,7 @@ class SmsChannel:
             status = int(exc.status)
             code = int(exc.code) if exc.code is not None else None
             raise map_error(status, code, _parse_retry_after(_retry_after.get())) from exc
-        except (TimeoutError, aiohttp.ClientError) as exc:
+        except TransportError as exc:  # no complete answer (a timeout included)
             raise TransientDeliveryError(
                 "twilio could not be reached", code="twilio_connection"
             ) from exc

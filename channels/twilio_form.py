@@ -8,7 +8,9 @@ request itself is simple and fixed by Twilio's OpenAPI document (``POST
 checks it against the document). Everything around it stays twilio's: the headers come
 from ``Client.get_headers``, the host from ``Client.get_hostname`` (TWILIO_EDGE /
 TWILIO_REGION), and an error answer becomes the exception ``create_async`` would raise
-(``Version.exception``: ``TwilioRestException`` or ``TwilioServiceException``).
+(``Version.exception``: ``TwilioRestException`` or ``TwilioServiceException``). The
+POST goes over our keep-alive HTTP/1.1 client (channels/http1.py); a request that got no
+complete answer raises its ``TransportError``, as before aiohttp's ``ClientError``.
 """
 
 from __future__ import annotations
@@ -17,10 +19,9 @@ import json
 from contextvars import ContextVar
 from typing import Any
 
-import aiohttp
-from multidict import CIMultiDict
 from twilio.http.response import Response
-from yarl import URL
+
+from channels.http1 import HttpClient, MalformedAnswer
 
 CONNECTIONS = 100  # the pool twilio's AsyncTwilioHttpClient gets from aiohttp's default
 CREATE_FAILED = "Unable to create record"  # twilio's message for a failed create
@@ -54,37 +55,25 @@ class MessageCreate:
         self._version = client.api.v2010
         self._uri = f"/Accounts/{client.account_sid}/Messages.json"
         absolute = self._version.domain.absolute_url(self._version.relative_uri(self._uri))
-        # Built once: aiohttp would parse a str URL and convert a dict on every send.
-        self._url = URL(client.get_hostname(absolute), encoded=True)
-        self._headers = CIMultiDict(client.get_headers("POST", None), Authorization=authorization)
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._http = HttpClient(connections=CONNECTIONS, timeout=timeout)
+        # The request line and headers are built once: only the body differs per send.
+        headers = {**client.get_headers("POST", None), "Authorization": authorization}
+        self._target = self._http.target(client.get_hostname(absolute), headers)
         self._retry_after = retry_after
-        self._session: aiohttp.ClientSession | None = None
 
     async def create(self, form: dict[str, str]) -> str:
-        if self._session is None:
-            connector = aiohttp.TCPConnector(limit=CONNECTIONS)
-            # Twilio's API keeps no state in cookies: no jar to look up on every send.
-            cookies = aiohttp.DummyCookieJar()
-            self._session = aiohttp.ClientSession(connector=connector, cookie_jar=cookies)
-        body = form_body(form)
-        async with self._session.post(
-            self._url, data=body, headers=self._headers, timeout=self._timeout
-        ) as response:
-            # Bytes: Twilio answers JSON, which is UTF-8; text() would look for a charset.
-            raw = await response.read()
-            status = response.status
-            headers = response.headers
+        """The SID of the new message; twilio's exception for an error answer,
+        ``channels.http1.TransportError`` when no complete answer came."""
+        answer = await self._http.post(self._target, form_body(form))
+        status, raw = answer.status, answer.body
         if status < 200 or status >= 300:
-            self._retry_after.set(headers.get("Retry-After"))
-            answer = Response(status, raw.decode("utf-8", "replace"), dict(headers))
-            raise self._version.exception("POST", self._uri, answer, CREATE_FAILED)
+            self._retry_after.set(answer.headers.get("Retry-After"))
+            response = Response(status, raw.decode("utf-8", "replace"), dict(answer.headers))
+            raise self._version.exception("POST", self._uri, response, CREATE_FAILED)
         sid = json.loads(raw).get("sid") if raw else None
         if not isinstance(sid, str) or not sid:
-            raise aiohttp.ClientPayloadError("twilio's answer names no message SID")
+            raise MalformedAnswer("twilio's answer names no message SID")
         return sid
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-        self._session = None
+        await self._http.aclose()

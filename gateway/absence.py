@@ -46,6 +46,7 @@ from babel.dates import format_date, format_skeleton
 from babel.lists import format_list
 from pydantic import ValidationError
 
+from gateway.audience_handoff import AudienceHandoff
 from gateway.clock import Clock
 from gateway.constants import (
     ABSENCE_CANCELLED,
@@ -261,6 +262,7 @@ class Absences:
         escalator: Escalator | None = None,
         work_available: asyncio.Event | None = None,
         handoff: UrgentHandoff | None = None,
+        audiences: AudienceHandoff | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -270,6 +272,9 @@ class Absences:
         self.work_available = work_available or asyncio.Event()
         # An alert's plan and sends go to this process's dispatcher past the urgent queue.
         self.handoff = handoff or UrgentHandoff(0)
+        # The child's snapshot an alert's intake read, for this process's plan of it
+        # (gateway/audience_handoff.py: within its age, else the plan reads its own).
+        self.audiences = audiences
 
     def handlers(self) -> dict[str, JobHandler]:
         """Absence's own jobs: planning its messages and the staff notice of an unreached
@@ -299,6 +304,7 @@ class Absences:
         alert it repeats (then the alert's message is returned: its ``event_id`` is not
         this event's, which the API answers with ``deduplicated_into``)."""
         data = event.data
+        read_at = self.audiences.now() if self.audiences is not None else 0.0
         snapshot = await self._child_snapshot(tenant_id, data.child_id, data.unit_id, data.group_id)
         now = self.clock.now()
         unit = self._unit(snapshot, data.child_id, data.unit_id)
@@ -330,6 +336,8 @@ class Absences:
             Audience(children=[alert.child_id]),
             self._facts("alert", alert, snapshot),
             sender_id=data.recorded_by,
+            # _child_snapshot's read is of this audience: the child alone
+            read=(snapshot, read_at) if alert.child_id == data.child_id else None,
         )
         if claim.outcome == "merged":
             log.info("absence mark merged", extra={"message_id": message.id})
@@ -577,9 +585,11 @@ class Absences:
         facts: dict[str, Any],
         *,
         sender_id: str | None = None,
+        read: tuple[DirectorySnapshot, float] | None = None,
     ) -> tuple[Message, bool]:
         """The stored message of this id, stored now (with its plan job) if missing; and
-        whether it was stored before."""
+        whether it was stored before. ``read``: a snapshot of ``audience`` and when it was
+        read (on ``self.audiences``' clock), offered to this process's plan of it."""
         existing = await self.store.get_message(tenant_id, message_id)
         if existing is not None:
             return existing, True
@@ -611,6 +621,9 @@ class Absences:
             urgent=True,
             rank=0,  # the alert's first work: not behind another message's (store/lanes.py)
         )
+        if read is not None and self.audiences is not None:
+            # Before the plan job exists, so its planner finds it (as the API's intake).
+            self.audiences.hand_over(message, *read)
         leased = self.handoff.lease([job], now)
         stored = await self.store.accept_message(message, leased[0] if leased else job)
         if leased and stored is message:  # stored now, with its job: ours to run
@@ -652,7 +665,9 @@ class Absences:
             await self.store.finish_job(job.id)
             return
         now = self.clock.now()
-        snapshot = await self.store.load_audience(message.tenant_id, message.audience)
+        snapshot = self.audiences.take(message) if self.audiences is not None else None
+        if snapshot is None:
+            snapshot = await self.store.load_audience(message.tenant_id, message.audience)
         facts_from = snapshot
         if record.child_id not in snapshot.persons:  # a staff audience
             facts_from = await self.store.load_audience(

@@ -18,6 +18,7 @@ not for the broadcast's sends queued ahead of it.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import deque
 from collections.abc import Callable
@@ -48,6 +49,13 @@ class ChannelGate:
     def free_waiting(self) -> int:
         """Sends waiting here that hold no slot of the dispatcher."""
         return self.waiting - self.excess
+
+    def clears_in(self, seconds: float) -> int:
+        """Sends the channel finishes in ``seconds`` at its limit and measured latency;
+        0 while it is stalled."""
+        if self._stalled:
+            return 0
+        return math.ceil(self.limit * seconds / max(self._latency, 1e-6))
 
     async def enter(self, *, urgent: bool = False) -> float | None:
         """Take a slot of the channel: None once taken (call :meth:`leave` after the

@@ -88,7 +88,7 @@ class ChannelHealth:
 
     def paused_until(self, channel: str) -> datetime | None:
         """When a send on ``channel`` may go ahead; None: now (no breaker, or a probe due)."""
-        health = self._get(channel)
+        health = self._health.get(channel) or self._get(channel)  # asked twice per send
         if health.state is ChannelState.ok:
             return None
         now = self.clock.now()
@@ -106,9 +106,11 @@ class ChannelHealth:
 
         While the breaker is open every send waits; when it is due, exactly one send
         (the probe: ``probe`` is True) goes ahead and the others wait another pause."""
+        health = self._health.get(channel) or self._get(channel)
+        if health.state is ChannelState.ok:
+            return None, False  # the breaker is closed: every send goes, none probes
         wait = self.paused_until(channel)
-        health = self._get(channel)
-        if wait is not None or health.state is ChannelState.ok:
+        if wait is not None:
             return wait, False
         health.probing = True
         return None, True
@@ -138,7 +140,7 @@ class ChannelHealth:
 
     def worked(self, channel: str) -> None:
         """The provider answered (sent, or refused this one delivery): the channel works."""
-        health = self._get(channel)
+        health = self._health.get(channel) or self._get(channel)  # after every send
         health.failures = 0
         if health.state is ChannelState.ok:
             return

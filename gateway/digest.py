@@ -25,7 +25,7 @@ from gateway.constants import JOB_DIGEST
 from gateway.digest_plan import DIGEST_KEY
 from gateway.errors import PermanentDeliveryError
 from gateway.jobs import JobHandler
-from gateway.metrics import SENDS, SMS_SEGMENTS
+from gateway.metrics import SEND_METERS, SMS_SEGMENTS
 from gateway.models import Delivery, DeliveryStatus, Job, Message
 from gateway.recheck import withheld
 from gateway.render import Renderer
@@ -121,14 +121,14 @@ class DigestSender:
         try:
             receipt = await channel.send(carrier, content)
         except PermanentDeliveryError as exc:
-            SENDS.labels(carrier.channel, "permanent").inc()
+            SEND_METERS.count(carrier.channel, "permanent")
             now = self.clock.now()
             for delivery in group:
                 await self.store.transition(
                     delivery.id, DeliveryStatus.failed, now, reason=exc.code or "permanent"
                 )
             return
-        SENDS.labels(carrier.channel, "sent").inc()
+        SEND_METERS.count(carrier.channel, "sent")
         if receipt.segments:
             SMS_SEGMENTS.observe(receipt.segments)
         now = self.clock.now()

@@ -21,9 +21,8 @@ import logging
 import math
 import random
 import time
-from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Protocol
 
 from channels.base import Channel
@@ -42,7 +41,8 @@ from gateway.errors import (
 )
 from gateway.followups import ContactStore, after_failure, failover_job, run_contact_job
 from gateway.jobs import JobHandler, registry
-from gateway.metrics import SMS_SEGMENTS, send_meters
+from gateway.message_cache import MessageCache
+from gateway.metrics import SEND_METERS, SMS_SEGMENTS
 from gateway.models import (
     FINAL,
     TERMINAL_FAILURES,
@@ -52,12 +52,12 @@ from gateway.models import (
     DeliveryStatus,
     Job,
     Message,
-    Receipt,
     Rendered,
 )
 from gateway.outcomes import OutcomeBatcher
 from gateway.planner import planned, resolution_for
-from gateway.recheck import HoldStore, held
+from gateway.ready_buffer import Ready, ReadyBuffer
+from gateway.recheck import HoldStore, held, needs_recheck
 from gateway.render import Renderer
 from gateway.sender_unit import add_sender_units
 from gateway.settings import DispatchSettings
@@ -82,6 +82,10 @@ PLAN_BESIDE_URGENT = 100  # deliveries per plan transaction of normal work besid
 PLAN_GIVE_WAY = 0.5  # longest wait of a normal plan between two batches for urgent work
 UNAVAILABLE_RECHECK = 60.0  # seconds before a stopped channel is tried again
 RATE_WAIT = 1.0  # longest wait for a rate-limit slot in a send; longer: the job waits
+# Most sends of a full channel set aside in the ready buffer: what it does in this share
+# of the lease at its limit and latency (they start well before _release_stale). Beyond
+# that, or once it stalls, its sends start and wait at its gate as before (channel_gate).
+HELD_LEASE_SHARE = 0.25
 
 
 def _chunks(
@@ -150,9 +154,9 @@ class Dispatcher:
         self.health = health or ChannelHealth(clock, stopped_pause=UNAVAILABLE_RECHECK)
         self.health.watch(list(channels))
         self._tasks: set[asyncio.Task[None]] = set()
-        self._messages: OrderedDict[str, Message] = OrderedDict()
-        self._attachments: OrderedDict[str, list[Attachment]] = OrderedDict()
-        self._loading: dict[str, asyncio.Future[Message | None]] = {}
+        # Per message, read once however many of its sends start at once.
+        self._messages: MessageCache[Message] = MessageCache()
+        self._attachments: MessageCache[list[Attachment]] = MessageCache()
         self._slot_freed = asyncio.Event()
         # channel -> its in-flight limit here; a send waiting for one holds no slot above.
         self._gates: dict[str, ChannelGate] = {}
@@ -161,8 +165,13 @@ class Dispatcher:
         # Claimed but not started yet: jobs are claimed a batch at a time, not one per
         # freed slot, so a broadcast costs one claim transaction per batch.
         # Urgent jobs (emergency, absence) have a buffer of their own and start first.
-        self._ready: deque[tuple[Job, datetime]] = deque()  # (job, when claimed)
-        self._ready_urgent: deque[tuple[Job, datetime]] = deque()
+        # A send whose channel is full waits there, set aside, while the jobs behind it
+        # start (gateway/ready_buffer.py).
+        self._ready: ReadyBuffer[Job] = ReadyBuffer()
+        self._ready_urgent: ReadyBuffer[Job] = ReadyBuffer()
+        # channel -> its sends started and not finished; task -> its channel.
+        self._sending: dict[str, int] = {}
+        self._task_channel: dict[asyncio.Task[None], str] = {}
         self._urgent_tasks: set[asyncio.Task[None]] = set()
         self._claimed_at = -math.inf  # time.monotonic() of the last claim
         self._urgent_flowing = False  # whether the last claim brought urgent jobs
@@ -226,7 +235,7 @@ class Dispatcher:
         """
         await self._release_stale()
         free = self._free_slots()
-        buffered = bool(self._ready or self._ready_urgent)
+        buffered = self._startable()
         if (free and not buffered) or self._wake_due():
             await self._claim(self._claim_size(free, buffered))
         started = self._start_ready()
@@ -243,7 +252,7 @@ class Dispatcher:
         by it: ahead of the urgent buffer, started at once where there is room."""
         now = self.clock.now()
         self._prefetched.update(deliveries)
-        self._ready_urgent.extendleft((job, now) for job in reversed(jobs))
+        self._ready_urgent.put_first([Ready(job, now, self._channel_of(job)) for job in jobs])
         self._start_ready()
         self._slot_freed.set()  # the run loop starts the rest as slots free up
 
@@ -299,20 +308,47 @@ class Dispatcher:
             )
             self._claimed_at = time.monotonic()  # the poll interval runs from the answer
             refs = [job.ref for job in jobs if job.kind == JOB_SEND]
-            if len(refs) > 1:
+            if refs:  # their channels, to start each when its channel has room
                 self._prefetched.update(await self.store.get_deliveries(refs))
         for job in jobs:
-            (self._ready_urgent if job.urgent else self._ready).append((job, now))
+            ready = Ready(job, now, self._channel_of(job))
+            (self._ready_urgent if job.urgent else self._ready).append(ready)
         self._urgent_flowing = any(job.urgent for job in jobs)
 
     def _start_ready(self) -> list[asyncio.Task[None]]:
-        """Start buffered jobs while there is room: urgent ones first."""
+        """Start buffered jobs while there is room: urgent ones first; a send whose
+        channel is full is set aside until it has room (gateway/ready_buffer.py)."""
         started = []
-        while self._ready_urgent and self._room(urgent=True):
-            started.append(self._start(self._ready_urgent.popleft()[0]))
-        while self._ready and self._room(urgent=False):
-            started.append(self._start(self._ready.popleft()[0]))
+        for urgent, ready in ((True, self._ready_urgent), (False, self._ready)):
+            while ready and self._room(urgent=urgent):
+                job = ready.take(self._channel_fits)
+                if job is None:
+                    break
+                started.append(self._start(job))
         return started
+
+    def _channel_of(self, job: Job) -> str | None:
+        """A send job's channel, when its delivery was read with the claim."""
+        if job.kind != JOB_SEND:
+            return None
+        delivery = self._prefetched.get(job.ref)
+        return None if delivery is None else delivery.channel
+
+    def _channel_fits(self, channel: str) -> bool:
+        """Whether one more send of ``channel`` may start: fewer of its sends run than
+        its in-flight limit plus as many waiting at its gate without a dispatch slot
+        (channel_gate.py; one more would wait there holding a slot other channels use),
+        or it has more set aside than HELD_LEASE_SHARE allows, or it stalled."""
+        gate = self._gate(channel)
+        if self._sending.get(channel, 0) < 2 * gate.limit:
+            return True
+        held = self._ready_urgent.held(channel) + self._ready.held(channel)
+        return held >= gate.clears_in(self.settings.lease_seconds * HELD_LEASE_SHARE)
+
+    def _startable(self) -> bool:
+        """Whether the buffers hold a job that could start now."""
+        fits = self._channel_fits
+        return self._ready_urgent.startable(fits) or self._ready.startable(fits)
 
     def _room(self, *, urgent: bool) -> bool:
         """Whether one more job may start. Urgent jobs may take every slot; normal jobs
@@ -349,8 +385,7 @@ class Dispatcher:
         slot): started later, another worker could take them over mid-send."""
         limit = self.clock.now() - timedelta(seconds=self.settings.lease_seconds / 2)
         for ready in (self._ready_urgent, self._ready):
-            while ready and ready[0][1] <= limit:
-                job, _ = ready.popleft()
+            for job in list(ready.take_older(limit)):
                 self._prefetched.pop(job.ref, None)
                 await self.store.postpone_job(job.id, self.clock.now(), "lease_half_gone")
 
@@ -375,6 +410,10 @@ class Dispatcher:
     def _start(self, job: Job) -> asyncio.Task[None]:
         with urgent_scope(job.urgent):  # the task's store calls go first if urgent
             task = asyncio.create_task(self._do(job))
+        channel = self._channel_of(job)
+        if channel is not None:
+            self._sending[channel] = self._sending.get(channel, 0) + 1
+            self._task_channel[task] = channel
         self._tasks.add(task)
         if job.urgent:
             self._urgent_tasks.add(task)
@@ -382,6 +421,9 @@ class Dispatcher:
         return task
 
     def _finished(self, task: asyncio.Task[None]) -> None:
+        channel = self._task_channel.pop(task, None)
+        if channel is not None:
+            self._sending[channel] -= 1
         self._tasks.discard(task)
         self._urgent_tasks.discard(task)
         self._slot_freed.set()
@@ -391,8 +433,7 @@ class Dispatcher:
         start (or another worker) takes them at once instead of after their lease."""
         now = self.clock.now()
         for ready in (self._ready_urgent, self._ready):
-            while ready:
-                job, _ = ready.popleft()
+            for job in list(ready.take_all()):
                 self._prefetched.pop(job.ref, None)
                 await self.store.postpone_job(job.id, now, "shutdown")
 
@@ -503,30 +544,47 @@ class Dispatcher:
             # Finished before a crash, or cancelled: never send twice.
             await self._drop(job, delivery)
             return
-        now = self.clock.now()
         # Quiet hours not over yet; or rights or reach changed since planning (gateway/recheck).
-        if await held(self.store, self._message, self._outcomes.commit, job, delivery, now):
+        # The check is sync for a normal send: no coroutine per send for a "no".
+        if needs_recheck(delivery) and await held(
+            self.store, self._message, self._outcomes.commit, job, delivery, self.clock.now()
+        ):
             return
-        channel = self.channels.get(delivery.channel)
+        name = delivery.channel
+        channel = self.channels.get(name)
         if channel is None:
             await self._finish(job, delivery, DeliveryStatus.failed, reason="no_such_channel")
             return
-        if await self._breaker_open(job, delivery.channel):
+        # The channel's breaker is open: the job waits (no attempt used up).
+        paused_until = self.health.paused_until(name)
+        if paused_until is not None:
+            await self.store.postpone_job(job.id, paused_until, self.health.reason(name))
             return
-        message = await self._message(delivery)
+        message = self._messages.get(delivery.message_id) or await self._message(delivery)
         if message is None:
             await self._finish(job, delivery, DeliveryStatus.failed, reason="message_missing")
             return
         content = await self._render(message, delivery)
         # Concurrency: the free task slots run_once claims for, and the channel's gate.
-        admitted = await self._admit(job, delivery.channel, channel)
+        admitted = await self._admit(job, name, channel)
         if admitted is None:
             return
         gate, probe = admitted
         started = time.perf_counter()
         outcome = "sent"
         try:
-            receipt = await self._provider_send(channel, delivery, content, probe)
+            try:
+                receipt = await channel.send(delivery, content)
+            except BaseException as exc:
+                # The channel's circuit breaker learns of every outcome (channel_health.py).
+                self.health.record(name, exc, probe=probe)
+                raise
+            finally:
+                # Left when the provider answered, not once the outcome is stored: the
+                # limit is of sends at the provider. The dispatch slot is held until the
+                # outcome is stored (the crash bound).
+                gate.leave(time.perf_counter() - started)
+            self.health.record(name, None, probe=probe)
         except TransientDeliveryError as exc:
             outcome = "transient"
             await self._transient(job, delivery, exc)
@@ -556,10 +614,7 @@ class Dispatcher:
             )
         finally:
             elapsed = time.perf_counter() - started
-            gate.leave(elapsed)
-            latency, sends = send_meters(delivery.channel, outcome)
-            latency.observe(elapsed)
-            sends.inc()
+            SEND_METERS.observe(name, outcome, elapsed)
 
     async def _admit(
         self, job: Job, name: str, channel: Channel
@@ -592,18 +647,6 @@ class Dispatcher:
             return None
         return gate, probe
 
-    async def _provider_send(
-        self, channel: Channel, delivery: Delivery, content: Rendered, probe: bool
-    ) -> Receipt:
-        """``channel.send``, its outcome reported to the channel's circuit breaker."""
-        try:
-            receipt = await channel.send(delivery, content)
-        except BaseException as exc:
-            self.health.record(delivery.channel, exc, probe=probe)
-            raise
-        self.health.record(delivery.channel, None, probe=probe)
-        return receipt
-
     async def _rate_slot(self, job: Job, key: str, rate: float) -> bool:
         """Wait for a slot of the limit named ``key``, shared by every process (one
         second's worth may go at once); False when it is further off: the job is put off
@@ -620,11 +663,18 @@ class Dispatcher:
     async def _render(self, message: Message, delivery: Delivery) -> Rendered:
         """The content for this delivery, with the message's files (an email carries
         the small ones itself)."""
-        files = await self._files(message)
+        files = self._known_files(message)
+        if files is None:
+            files = await self._files(message)
         translation, source = None, DEFAULT_LANGUAGE
         if self.translations is not None and message.event_type == "message.created":
             # The stored row of the recipient's language (gateway/translations.py).
-            source, translation = await self.translations.for_language(message, delivery.language)
+            known = self.translations.known_for_language(message, delivery.language)
+            source, translation = (
+                known
+                if known is not None
+                else await self.translations.for_language(message, delivery.language)
+            )
         content = self.renderer.render(
             message, delivery, files, translation=translation, source_language=source
         )
@@ -632,34 +682,26 @@ class Dispatcher:
             content.files = await self.attachments.email_files(files)
         return content
 
-    async def _files(self, message: Message) -> list[Attachment]:
+    def _known_files(self, message: Message) -> list[Attachment] | None:
+        """The message's files when known without a read (none, or read before), else None."""
         if self.attachments is None or message.event_type != "message.created":
             return []
-        files = self._attachments.get(message.id)
-        if files is None:
-            files = await self.attachments.for_message(message.tenant_id, message.id)
-            self._attachments[message.id] = files
-            if len(self._attachments) > 256:
-                self._attachments.popitem(last=False)
-        return files
+        return self._attachments.get(message.id)
+
+    async def _files(self, message: Message) -> list[Attachment]:
+        attachments = self.attachments
+        if attachments is None or message.event_type != "message.created":
+            return []
+        files = await self._attachments.load(
+            message.id, lambda: attachments.for_message(message.tenant_id, message.id)
+        )
+        return files or []
 
     async def _message(self, delivery: Delivery) -> Message | None:
-        message_id = delivery.message_id
-        message = self._messages.get(message_id)
-        if message is not None:
-            return message
-        # One read per message even when hundreds of its sends start at once.
-        loading = self._loading.get(message_id)
-        if loading is None:
-            loading = asyncio.ensure_future(self.store.get_message(delivery.tenant_id, message_id))
-            self._loading[message_id] = loading
-            loading.add_done_callback(lambda _: self._loading.pop(message_id, None))
-        message = await asyncio.shield(loading)
-        if message is not None:
-            self._messages[message_id] = message
-            if len(self._messages) > 256:
-                self._messages.popitem(last=False)
-        return message
+        return await self._messages.load(
+            delivery.message_id,
+            lambda: self.store.get_message(delivery.tenant_id, delivery.message_id),
+        )
 
     async def _finish(
         self,
@@ -727,14 +769,6 @@ class Dispatcher:
         # (/readyz's body says so) until a send gets an answer that is not this refusal.
         due = self.health.paused_until(delivery.channel) or self.clock.now()
         await self.store.postpone_job(job.id, due, exc.code or "unavailable")
-
-    async def _breaker_open(self, job: Job, channel: str) -> bool:
-        """True when the channel's breaker is open: the job waits (no attempt used up)."""
-        wait_until = self.health.paused_until(channel)
-        if wait_until is None:
-            return False
-        await self.store.postpone_job(job.id, wait_until, self.health.reason(channel))
-        return True
 
     @property
     def unavailable(self) -> dict[str, str]:

@@ -39,13 +39,14 @@ from gateway.models import (
 )
 from gateway.protection import hides_places, sensitive_children
 from gateway.resolver import Recipient, Resolution, Suppression, resolve
-from gateway.store.trusted import builder
+from gateway.store.trusted import assembler
 from gateway.wallclock import hhmm as _hhmm
 from gateway.wallclock import wall_clock_to_utc as _wall_clock_to_utc
 
-# Deliveries and send jobs are built from validated data without validating again.
-_new_delivery = builder(Delivery)
-_new_job = builder(Job)
+# Deliveries and send jobs are built from validated data without validating again,
+# from dicts that spell out every field (one delivery and job per send of a broadcast).
+_new_delivery = assembler(Delivery)
+_new_job = assembler(Job)
 # Failing contact kinds, as the store records them.
 PHONE = "phone"
 EMAIL = "email"
@@ -392,25 +393,29 @@ class _Planner:
         # Every value comes from the validated message and directory: built without
         # validating again (gateway/store/trusted.py), the model's defaults for the rest.
         return _new_delivery(
-            id=Delivery.make_id(message.tenant_id, message.event_id, person_id, channel, target),
-            tenant_id=message.tenant_id,
-            message_id=message.id,
-            recipient_id=person_id,
-            recipient_role=role,
-            channel=channel,
-            target=target,
-            address=get("address"),
-            language=fields["language"],
-            child_ids=get("child_ids", []),
-            context=get("context", {}),
-            status=get("status", DeliveryStatus.planned),
-            reason=get("reason"),
-            provider_id=None,
-            segments=None,
-            attempts=0,
-            not_before=get("not_before"),
-            created_at=self.now,
-            updated_at=self.now,
+            {
+                "id": Delivery.make_id(
+                    message.tenant_id, message.event_id, person_id, channel, target
+                ),
+                "tenant_id": message.tenant_id,
+                "message_id": message.id,
+                "recipient_id": person_id,
+                "recipient_role": role,
+                "channel": channel,
+                "target": target,
+                "address": get("address"),
+                "language": fields["language"],
+                "child_ids": get("child_ids", []),
+                "context": get("context", {}),
+                "status": get("status", DeliveryStatus.planned),
+                "reason": get("reason"),
+                "provider_id": None,
+                "segments": None,
+                "attempts": 0,
+                "not_before": get("not_before"),
+                "created_at": self.now,
+                "updated_at": self.now,
+            }
         )
 
     def _unit(self, person: Person, child_ids: tuple[str, ...]) -> Unit | None:
@@ -469,13 +474,15 @@ def queue(
     if DIGEST_KEY in delivery.context:
         return digest_job(delivery, urgent=urgent)  # held for the guardian's daily digest
     return _new_job(
-        id=send_job_id(delivery.id),
-        tenant_id=delivery.tenant_id,
-        kind=JOB_SEND,
-        ref=delivery.id,
-        due_at=delivery.not_before or now,
-        attempts=0,
-        last_error=None,
-        urgent=urgent,
-        rank=rank if delivery.not_before is None else None,
+        {
+            "id": send_job_id(delivery.id),
+            "tenant_id": delivery.tenant_id,
+            "kind": JOB_SEND,
+            "ref": delivery.id,
+            "due_at": delivery.not_before or now,
+            "attempts": 0,
+            "last_error": None,
+            "urgent": urgent,
+            "rank": rank if delivery.not_before is None else None,
+        }
     )

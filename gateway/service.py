@@ -145,6 +145,7 @@ class Service:
             escalator=self.escalator,
             work_available=wake,
             handoff=handoff,
+            audiences=audiences,
         )
         self.webhooks = WebhookService(
             self.store,

@@ -458,22 +458,28 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
-    def _email_in_flight_within_the_smtp_pool(self) -> Settings:
-        """An email send beyond the SMTP pool only waits for a connection, holding one of
-        ``dispatch.concurrency``'s slots that push and SMS could use: email's in-flight
+    def _in_flight_within_the_connection_pools(self) -> Settings:
+        """A send beyond its channel's connection pool (SMTP's, FCM's) only waits for a
+        connection, holding one of ``dispatch.concurrency``'s slots that the other
+        channels could use and spending its timeout in the queue: the channel's in-flight
         limit follows a smaller pool by default, and a larger one set by hand is refused."""
-        if self.smtp is None:
-            return self
-        email = self.dispatch.channel_concurrency.get("email")
-        if email is not None and email > self.smtp.connections:
-            raise ValueError(
-                f"dispatch.channel_concurrency.email ({email}) is more than "
-                f"smtp.connections ({self.smtp.connections}): the extra sends would only wait "
-                "for a connection; raise smtp.connections or lower the email limit"
-            )
-        if email is None and self.smtp.connections < self.dispatch.in_flight_limit("email"):
-            limits = {**self.dispatch.channel_concurrency, "email": self.smtp.connections}
-            self.dispatch.channel_concurrency = limits
+        pools = {
+            "email": ("smtp.connections", self.smtp.connections if self.smtp else None),
+            "push": ("fcm.connections", self.fcm.connections if self.fcm else None),
+        }
+        for channel, (name, pool) in pools.items():
+            if pool is None:
+                continue
+            limit = self.dispatch.channel_concurrency.get(channel)
+            if limit is not None and limit > pool:
+                raise ValueError(
+                    f"dispatch.channel_concurrency.{channel} ({limit}) is more than {name} "
+                    f"({pool}): the extra sends would only wait for a connection; raise "
+                    f"{name} or lower the {channel} limit"
+                )
+            if limit is None and pool < self.dispatch.in_flight_limit(channel):
+                limits = {**self.dispatch.channel_concurrency, channel: pool}
+                self.dispatch.channel_concurrency = limits
         return self
 
     @property

@@ -14,9 +14,9 @@ Names of the audience and dates are protected (gateway/translate_guard.py).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 
@@ -24,6 +24,7 @@ from gateway.clock import Clock
 from gateway.constants import DEFAULT_LANGUAGE, JOB_TRANSLATE_EXPLANATION, JOB_TRANSLATE_REPLY
 from gateway.errors import TranslationError
 from gateway.jobs import JobHandler
+from gateway.message_cache import MessageCache
 from gateway.models import (
     AbsenceExplanation,
     Audience,
@@ -85,6 +86,7 @@ def reply_job(reply: Reply, at: datetime) -> Job | None:
     )
 
 
+@functools.lru_cache(maxsize=256)  # a few tags, asked once per send
 def primary(tag: str | None) -> str:
     """The primary language subtag: "nb-NO" -> "nb", "no"/"nob" -> "nb"."""
     if not tag:
@@ -154,6 +156,15 @@ def source_language(rows: dict[str, Translation]) -> str:
     return DEFAULT_LANGUAGE
 
 
+def _for_language(rows: dict[str, Translation], language: str) -> tuple[str, Translation | None]:
+    source = source_language(rows)
+    wanted = primary(language)
+    if wanted == source:
+        return source, None
+    row = rows.get(wanted)
+    return source, row if row is not None and row.usable else None
+
+
 def _names(snapshot: DirectorySnapshot, message: Message) -> Iterable[str]:
     for person in snapshot.persons.values():
         yield person.given_name
@@ -173,7 +184,8 @@ class Translations:
         self.translator = translator
         self.clock = clock
         # message id -> its rows; rows never change once stored (the first one stays).
-        self._cache: OrderedDict[str, dict[str, Translation]] = OrderedDict()
+        # Read once per message however many of its sends start at once.
+        self._cache: MessageCache[dict[str, Translation]] = MessageCache()
 
     async def prepare(
         self, message: Message, snapshot: DirectorySnapshot, recipients: Iterable[str]
@@ -194,7 +206,7 @@ class Translations:
             *(self._translate(message, source, lang, names) for lang in missing)
         )
         await self.store.translations.add(rows)
-        self._cache.pop(message.id, None)
+        self._cache.forget(message.id)
 
     def handlers(self) -> dict[str, JobHandler]:
         """Translation's job: a guardian's reply, for staff."""
@@ -302,22 +314,22 @@ class Translations:
     async def of_message(self, message: Message) -> dict[str, Translation]:
         rows = self._cache.get(message.id)
         if rows is None:
-            rows = await self.store.translations.of_message(message.tenant_id, message.id)
-            self._cache[message.id] = rows
-            if len(self._cache) > 256:
-                self._cache.popitem(last=False)
-        return rows
+            read = self.store.translations.of_message
+            rows = await self._cache.load(message.id, lambda: read(message.tenant_id, message.id))
+        return rows or {}
 
     async def for_language(self, message: Message, language: str) -> tuple[str, Translation | None]:
         """(the message's language, the translation a reader of ``language`` gets or None:
         the original)."""
-        rows = await self.of_message(message)
-        source = source_language(rows)
-        wanted = primary(language)
-        if wanted == source:
-            return source, None
-        row = rows.get(wanted)
-        return source, row if row is not None and row.usable else None
+        return _for_language(await self.of_message(message), language)
+
+    def known_for_language(
+        self, message: Message, language: str
+    ) -> tuple[str, Translation | None] | None:
+        """:meth:`for_language`'s answer when the message's rows were read before (every
+        send but a message's first ones), without a coroutine; None: call that."""
+        rows = self._cache.get(message.id)
+        return None if rows is None else _for_language(rows, language)
 
     async def aclose(self) -> None:
         if self.translator is not None:

@@ -26,6 +26,7 @@ GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("read links (readlinks, cryptography)", ("readlinks.py", "cryptography")),
     ("email building (channels/email.py, email)", ("channels/email.py", "email/")),
     ("aiosmtplib", ("aiosmtplib", "channels/smtp_transaction.py")),
+    ("push and SMS HTTP client (channels/http1.py)", ("channels/http1.py",)),
     ("push channel (push.py, firebase_admin)", ("channels/push.py", "firebase_admin")),
     ("SMS channel (sms.py, twilio_form, twilio)", ("channels/sms.py", "twilio_form.py", "twilio/")),
     ("planner, resolver", ("gateway/planner.py", "gateway/resolver.py", "gateway/protection.py")),

@@ -159,3 +159,48 @@ async def test_a_scheduled_message_is_not_handed_over(
             assert resp.status == 202
             assert (await resp.json())["recipients"] == 2
     assert len(handoff) == 0  # resolved again when it is due
+
+
+async def post_absence_and_block(gw: Gateway, key: str) -> str:
+    """Record c1 absent, then block p2 before the alert is planned; the alert's id."""
+    event = {
+        "id": "abs-1",
+        "type": "absence.recorded",
+        "data": {"child_id": "c1", "date": "2026-11-27", "lesson": {"number": 2}},
+    }
+    async with gw.session.post(f"{gw.url}/v1/events", json=event, headers=gw.headers(key)) as resp:
+        assert resp.status == 202, await resp.text()
+        message_id: str = (await resp.json())["message_id"]
+    block = {"value": True, "reason": "Court order", "actor": "rektor"}
+    async with gw.session.put(
+        f"{gw.url}/v1/relations/c1/p2/flags/blocked", json=block, headers=gw.headers(key)
+    ) as resp:
+        assert resp.status == 200
+    return message_id
+
+
+async def test_an_absence_alert_is_planned_from_the_childs_snapshot_its_intake_read(
+    settings: Settings, clock: ManualClock
+) -> None:
+    """The alert's intake reads the child with its guardians; within MAX_AGE its plan
+    uses that read instead of reading the audience again (issue 18: Redis commands), so
+    a block made after it is, as for any message, not in this alert; after MAX_AGE the
+    plan reads again and the block holds."""
+    ticks = Ticks()
+    planned_by_age: dict[float, set[str]] = {}
+    for age in (1.5, 2.5):
+        async with running(settings, clock) as gw:
+            handoff = AudienceHandoff(clock=ticks)
+            gw.service.ctx.audiences = gw.service.dispatcher.audiences = handoff
+            gw.service.absences.audiences = handoff
+            tenant, key = await new_tenant(
+                gw.service, clock, DirectoryBatch.model_validate(TWO_GUARDIANS)
+            )
+            message_id = await post_absence_and_block(gw, key)
+            assert len(handoff) == 1
+            ticks.now += age
+            await gw.run()
+            assert len(handoff) == 0
+            deliveries = await gw.deliveries(tenant.id, message_id)
+        planned_by_age[age] = planned_recipients(deliveries)
+    assert planned_by_age == {1.5: {"p1", "p2"}, 2.5: {"p1"}}

@@ -185,3 +185,13 @@ def test_email_in_flight_follows_a_smaller_smtp_pool() -> None:
 def test_an_email_limit_above_the_smtp_pool_is_refused() -> None:
     with pytest.raises(ValueError, match=r"channel_concurrency\.email \(10\) is more than"):
         Settings(smtp={**SMTP, "connections": 3}, dispatch={"channel_concurrency": {"email": 10}})
+
+
+FCM = {"service_account_file": "/etc/budbringer/fcm.json"}
+
+
+def test_push_in_flight_follows_a_smaller_fcm_pool_and_a_larger_limit_is_refused() -> None:
+    assert Settings(fcm={**FCM, "connections": 16}).dispatch.in_flight_limit("push") == 16
+    assert Settings(fcm=FCM).dispatch.in_flight_limit("push") == 64
+    with pytest.raises(ValueError, match=r"channel_concurrency\.push \(100\) is more than"):
+        Settings(fcm={**FCM, "connections": 64}, dispatch={"channel_concurrency": {"push": 100}})

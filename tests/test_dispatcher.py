@@ -830,6 +830,43 @@ async def test_a_slow_provider_keeps_its_channel_at_the_limit_the_settings_allow
     assert len(rig.twilio.requests) == len(families)  # each once: none put off or repeated
 
 
+@pytest.mark.parametrize(
+    "rig", [dict(concurrency=4, batch=64, channel_concurrency={"sms": 1})], indirect=True
+)
+async def test_a_slow_channels_backlog_leaves_the_dispatch_slots_to_the_other_channels(
+    rig: Rig,
+) -> None:
+    """Sends are claimed in one mixed order; the SMS beyond what the SMS gate holds
+    (its limit in flight, as many waiting) are set aside unstarted, not parked in the
+    dispatch slots: with Twilio answering nothing, every email still goes out, and no
+    SMS is put off as if the channel had stalled. Checked by events, not by the clock."""
+    limit, families = 1, [family(n, phone=True) for n in range(1, 21)]
+    await rig.load(directory(*families))
+    rig.twilio.hold()
+    message = await rig.post("e1", {"groups": ["g1"]}, Category.emergency)
+    runner = asyncio.create_task(rig.dispatcher.run())
+    try:
+        await until(lambda: len(rig.smtp.received) == len(families), runner)
+        assert rig.twilio.in_flight == limit
+        waiting = {f"{JOB_SEND}:{d.id}" for d in await rig.deliveries(message, "sms")}
+        due = [due for job_id, _, due, *_ in rig.jobs() if job_id in waiting]
+        assert len(due) == len(families)
+        assert max(due) <= _us(rig.clock.now())  # none put off: each is due now, as planned
+        for answered in range(1, len(families)):
+            rig.twilio.release()
+            await until(lambda n=answered: len(rig.twilio.requests) == limit + n, runner)
+            assert rig.twilio.in_flight == limit
+        rig.twilio.release(limit)
+        await until(lambda: rig.twilio.in_flight == 0, runner)
+        assert rig.twilio.peak_in_flight == limit
+    finally:
+        rig.dispatcher.stop()
+        await runner
+    sms = await rig.deliveries(message, "sms")
+    assert {d.status for d in sms} == {DeliveryStatus.sent}
+    assert len(rig.twilio.requests) == len(families)  # each once
+
+
 async def until(state: Callable[[], bool], runner: asyncio.Task[None]) -> None:
     """Let the dispatcher run until ``state`` holds (bounded; fails if it never does)."""
     for _ in range(2000):

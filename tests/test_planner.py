@@ -495,3 +495,20 @@ def test_plan_streams_a_large_broadcast_fast() -> None:
     assert count == n * 3 + n // 2
     # Speed is measured by `make bench`, not asserted here: a quadratic step would
     # still show up as this test taking minutes instead of about half a second.
+
+
+def test_planned_deliveries_and_jobs_are_what_model_construct_makes() -> None:
+    # The planner builds them from dicts that spell out every field (trusted.assembler):
+    # none may be missing, extra, or out of the model's order.
+    d = siblings_directory()
+    audience = Audience(groups=["5a"])
+    snapshot = d.snapshot(audience)
+    res = resolve(snapshot, audience, Category.emergency, TODAY)
+    pairs = list(planned(message(audience, Category.emergency), snapshot, res, NOW))
+    jobs = [job for _, job in pairs if job is not None]
+    assert jobs and any(x.status is DeliveryStatus.suppressed for x, _ in pairs)
+    for built in [x for x, _ in pairs] + jobs:
+        expected = type(built).model_construct(**vars(built))
+        assert list(vars(built)) == list(type(built).model_fields)
+        assert built == expected
+        assert built.model_fields_set == expected.model_fields_set

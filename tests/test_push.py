@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from firebase_admin import exceptions as firebase_exceptions
 from firebase_admin import messaging
 
@@ -19,6 +22,7 @@ from channels.push import FCM_SCOPE, PushChannel, map_fcm_error, parse_retry_aft
 from gateway.clock import ManualClock
 from gateway.errors import (
     ChannelUnavailable,
+    ConfigError,
     DeadAddress,
     PermanentDeliveryError,
     TransientDeliveryError,
@@ -333,6 +337,20 @@ async def test_untrusted_service_account_stops_the_channel_at_start(
     assert fcm.token_rejections == ["Invalid grant: account not found"]
 
 
+async def test_a_base_url_no_request_can_go_to_stops_the_start(
+    fcm: FcmServer, service_account: Path
+) -> None:
+    push = PushChannel(
+        FcmSettings(service_account_file=service_account, base_url="ftp://127.0.0.1:9"),
+        PUBLIC_URL,
+    )
+    try:
+        with pytest.raises(ConfigError):
+            await push.start()
+    finally:
+        await push.aclose()
+
+
 async def test_send_before_start_is_channel_unavailable(
     fcm: FcmServer, service_account: Path
 ) -> None:
@@ -449,6 +467,104 @@ def test_retry_after_as_http_date() -> None:
     assert parse_retry_after("Fri, 27 Nov 2026 09:00:30 GMT", now) == 30.0
     assert parse_retry_after("120") == 120.0
     assert parse_retry_after("soon") is None
+
+
+# ---------------------------------------------------------------------- the transport
+# FCM's messages:send on a frontend of its own (the token still comes from the peer):
+# how the answer comes, or does not, is what these tests vary.
+
+
+@asynccontextmanager
+async def frontend(
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+) -> AsyncIterator[str]:
+    app = web.Application()
+    app.router.add_post("/v1/projects/{project}/messages:send", handler)
+    runner = web.AppRunner(app, shutdown_timeout=0.1)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        await runner.cleanup()
+
+
+async def send_through(
+    url: str, fcm: FcmServer, service_account: Path, **settings: Any
+) -> tuple[str | None, DeliveryStatus]:
+    push = PushChannel(
+        FcmSettings(
+            service_account_file=service_account, base_url=url, token_url=fcm.token_url, **settings
+        ),
+        PUBLIC_URL,
+    )
+    await push.start()
+    try:
+        receipt = await push.send(make_delivery(), CONTENT)
+    finally:
+        await push.aclose()
+    return receipt.provider_id, receipt.status
+
+
+async def test_a_chunked_answer_as_googles_frontends_send_it(
+    fcm: FcmServer, service_account: Path
+) -> None:
+    async def chunked(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        await response.write(b'{\n  "name": ')
+        await response.write(b'"projects/budbringer-test/messages/0:1"\n}\n')
+        await response.write_eof()
+        return response
+
+    async with frontend(chunked) as url:
+        provider_id, status = await send_through(url, fcm, service_account)
+    assert (provider_id, status) == ("projects/budbringer-test/messages/0:1", DeliveryStatus.sent)
+
+
+async def test_no_answer_in_time_is_transient_and_sent_once(
+    fcm: FcmServer, service_account: Path
+) -> None:
+    seen: list[bytes] = []
+
+    async def stall(request: web.Request) -> web.StreamResponse:
+        seen.append(await request.read())
+        await asyncio.sleep(30)
+        raise AssertionError("not reached")
+
+    async with frontend(stall) as url:
+        with pytest.raises(TransientDeliveryError) as caught:
+            await send_through(url, fcm, service_account, timeout=0.3)
+    assert caught.value.code == "fcm_transport"
+    assert len(seen) == 1  # never sent again on its own
+
+
+async def test_a_connection_cut_before_the_answer_is_transient(
+    fcm: FcmServer, service_account: Path
+) -> None:
+    async def cut(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        assert request.transport is not None
+        request.transport.close()
+        raise web.HTTPInternalServerError()
+
+    async with frontend(cut) as url:
+        with pytest.raises(TransientDeliveryError) as caught:
+            await send_through(url, fcm, service_account)
+    assert caught.value.code == "fcm_transport"
+
+
+async def test_a_refused_connection_is_transient(fcm: FcmServer, service_account: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # nothing listens on it
+    with pytest.raises(TransientDeliveryError) as caught:
+        await send_through(f"http://127.0.0.1:{port}", fcm, service_account)
+    assert caught.value.code == "fcm_transport"
 
 
 # ---------------------------------------------------------------------- the peer itself

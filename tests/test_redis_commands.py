@@ -102,3 +102,29 @@ async def test_an_email_is_not_indexed_by_address_or_provider_id(
     # their waiting set's hint (P:{q}:next)
     assert "set" not in finished.calls and "set" not in added.calls
     assert added.calls["zadd"] == 2
+
+
+async def test_an_outcome_batch_over_three_channels_writes_each_counter_key_in_two(
+    store: RedisStore, url: str
+) -> None:
+    """Six channel counters change (queued -1, sent +1 per channel): one HMGET + HSET of
+    the counters' hash instead of six HINCRBY, with the same counts."""
+    msg = await accepted(store, message())
+    channels = ("sms", "push", "email")
+    ds = [delivery(msg, f"p{i:03}", channels[i % 3], address=f"+479{i:07}") for i in range(12)]
+    await store.add_deliveries(ds, [job(f"send:{d.id}") for d in ds])
+    await store.claim_jobs(["send"], 12, at(1), 30)
+    outcomes = [SendOutcome(f"send:{d.id}", d.id, DeliveryStatus.sent, at(2)) for d in ds]
+
+    before = await snapshot(url)
+    assert await store.finish_sends(outcomes) == 12
+    used = await snapshot(url) - before
+
+    # the message's counters: two fields (HINCRBY each); the channel counters: HMGET + HSET
+    assert used.calls.get("hincrby", 0) == 2, used.calls
+    stats = await store.delivery_stats()
+    assert {k: v for k, v in stats.items() if k[0] in channels} == {
+        (c, "sent"): 4 for c in channels
+    }
+    counts = await store.count_by_status(msg.tenant_id, msg.id)
+    assert {k: v for k, v in counts.items() if v} == {"sent": 12}

@@ -250,6 +250,15 @@ async def test_timeout_is_transient(peer: TwilioPeer) -> None:
     assert caught.value.code == "twilio_connection"
 
 
+async def test_a_base_url_no_request_can_go_to_stops_the_start() -> None:
+    sms = SmsChannel(twilio_settings("ftp://127.0.0.1:9"), PUBLIC_URL)
+    with pytest.raises(ConfigError):
+        await sms.start()
+    with pytest.raises(ChannelUnavailable):
+        await sms.send(make_delivery(), HELLO)
+    await sms.aclose()
+
+
 async def test_edge_and_region_environment_do_not_redirect_the_base_url(
     peer: TwilioPeer, monkeypatch: pytest.MonkeyPatch
 ) -> None:

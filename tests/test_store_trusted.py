@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -20,7 +21,10 @@ from gateway.models import (
     RelationRecord,
     Role,
 )
-from gateway.store.trusted import builder
+from gateway.store.encoding import dumps, loads, us
+from gateway.store.sqlite.deliveries import _delivery
+from gateway.store.sqlite.jobs import _job
+from gateway.store.trusted import assembler, builder
 
 AT = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
 FLAGS: dict[str, Any] = {
@@ -140,3 +144,58 @@ def test_a_model_with_aliases_is_refused() -> None:
 
     with pytest.raises(TypeError):
         builder(Aliased)
+
+
+def _same(built: BaseModel, expected: BaseModel) -> None:
+    assert type(built) is type(expected)
+    assert built == expected
+    assert list(vars(built).items()) == list(vars(expected).items())
+    assert built.model_fields_set == expected.model_fields_set
+    assert repr(built) == repr(expected)
+
+
+def test_an_assembled_object_is_the_one_model_construct_makes() -> None:
+    values = ROWS[0][1]
+    _same(assembler(Delivery)(dict(values)), Delivery.model_construct(**values))
+
+
+def test_the_sqlite_rows_of_a_delivery_and_a_job_build_what_model_construct_makes() -> None:
+    # Their readers spell every field out for assembler(): none may be missing or extra.
+    d = {**ROWS[0][1], "not_before": AT, "context": {"children": ["Kari"], "unit": "Å"}}
+    row = (
+        *(d[k] for k in ("id", "tenant_id", "message_id", "recipient_id")),
+        d["recipient_role"].value,
+        *(d[k] for k in ("channel", "target", "address", "language")),
+        dumps(d["child_ids"]),
+        dumps(d["context"]),
+        d["status"].value,
+        *(d[k] for k in ("reason", "provider_id", "segments", "attempts")),
+        us(AT),
+        us(AT),
+        us(AT),
+    )
+    _same(_delivery(row), Delivery.model_construct(**d))
+    _same(
+        _delivery((*row[:16], None, *row[17:])),
+        Delivery.model_construct(**{**d, "not_before": None}),
+    )
+    j = {**ROWS[1][1], "rank": None}
+    job_row = (j["id"], j["tenant_id"], j["kind"], j["ref"], us(AT), j["attempts"], None, 1)
+    _same(_job(job_row), Job.model_construct(**j))
+
+
+@pytest.mark.parametrize(
+    "value",
+    [{"children": ["Åse", "Ola"], "unit": 'Skole "1"\n', "n": [1, 2.5, None, True]}, [], "x", 0],
+)
+def test_the_stores_json_is_what_json_writes_and_reads(value: Any) -> None:
+    text = dumps(value)
+    assert text == json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    assert loads(text) == value == json.loads(text)
+
+
+def test_text_that_is_no_json_is_a_decode_error() -> None:
+    with pytest.raises(json.JSONDecodeError):
+        loads("")
+    with pytest.raises(TypeError):
+        dumps({"a": object()})

@@ -139,3 +139,24 @@ async def test_queue_stats(store: Store) -> None:
     assert quiet["send"] == (2, 0.0)  # send:2 and send:3 wait, none of them is due yet
     # once its lease has ended, the leased job waits again (a crashed worker's)
     assert (await store.queue_stats(at(700)))["send"] == (3, 700.0)
+
+
+async def test_a_send_ended_by_its_first_holder_after_a_takeover_and_retry_is_gone(
+    backend: Backend,
+) -> None:
+    """A slow first holder's outcome wins over the retry of the process that took its job
+    over after the lease: the job is not claimed again and the queue is empty."""
+    async with backend.open() as one, backend.open() as two:
+        msg = await accepted(one, message())
+        d = delivery(msg, "p1", "sms", address="+4790000001")
+        await one.add_deliveries([d], [job(f"send:{d.id}")])
+        (first,) = await one.claim_jobs(["send"], 1, at(1), 30)
+        (taken,) = await two.claim_jobs(["send"], 1, at(40), 30)  # the lease ended
+        assert taken.id == first.id
+        await two.retry_job(taken.id, at(50), "timeout")
+        outcome = SendOutcome(first.id, d.id, DeliveryStatus.sent, at(45), provider_id="SM1")
+        assert await one.finish_sends([outcome]) == 1
+        assert await two.claim_jobs(["send"], 10, at(60), 30) == []
+        assert await one.claim_jobs(["send"], 10, at(200), 30) == []
+        assert "send" not in await one.queue_stats(at(200))  # (the message's plan job is)
+        assert (await one.get_deliveries([d.id]))[d.id].status is DeliveryStatus.sent

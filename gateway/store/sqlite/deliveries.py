@@ -7,7 +7,6 @@ webhook feed by a trigger (``webhooks.py``)."""
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Iterable, Sequence
 from datetime import datetime
@@ -18,9 +17,9 @@ import aiosqlite
 from gateway.constants import LOOKUP_CHANNELS
 from gateway.models import Delivery, DeliveryStatus, Job, Role, StatusChange, can_transition
 from gateway.store import SendOutcome
-from gateway.store.encoding import dumps, from_us, from_us_opt, us, us_opt
+from gateway.store.encoding import dumps, from_us, loads, us, us_opt
 from gateway.store.sqlite.base import IDS, SqliteFeature, id_list, insert_jobs
-from gateway.store.trusted import builder
+from gateway.store.trusted import assembler
 
 _DELIVERY_COLUMNS = (
     "id, tenant_id, message_id, recipient_id, recipient_role, channel, target, address, "
@@ -29,31 +28,39 @@ _DELIVERY_COLUMNS = (
 )
 
 
-_new_delivery = builder(Delivery)
+_new_delivery = assembler(Delivery)
+# Text -> member: a dict lookup, where calling the enum is two Python calls per value.
+_ROLES = {role.value: role for role in Role}
+_STATUSES = {status.value: status for status in DeliveryStatus}
+# Member -> text, for the rows a plan writes (``.value`` is a Python-level property).
+_TEXT: dict[str, str] = {member: member.value for member in (*Role, *DeliveryStatus)}
 
 
 def _delivery(row: Any) -> Delivery:
     # Rows were validated on the way in: built without validation (gateway/store/trusted).
+    # A claim reads a few hundred at a time, one per send of a broadcast (issue 18).
     return _new_delivery(
-        id=row[0],
-        tenant_id=row[1],
-        message_id=row[2],
-        recipient_id=row[3],
-        recipient_role=Role(row[4]),
-        channel=row[5],
-        target=row[6],
-        address=row[7],
-        language=row[8],
-        child_ids=json.loads(row[9]),
-        context=json.loads(row[10]),
-        status=DeliveryStatus(row[11]),
-        reason=row[12],
-        provider_id=row[13],
-        segments=row[14],
-        attempts=row[15],
-        not_before=from_us_opt(row[16]),
-        created_at=from_us(row[17]),
-        updated_at=from_us(row[18]),
+        {
+            "id": row[0],
+            "tenant_id": row[1],
+            "message_id": row[2],
+            "recipient_id": row[3],
+            "recipient_role": _ROLES[row[4]],
+            "channel": row[5],
+            "target": row[6],
+            "address": row[7],
+            "language": row[8],
+            "child_ids": loads(row[9]),
+            "context": loads(row[10]),
+            "status": _STATUSES[row[11]],
+            "reason": row[12],
+            "provider_id": row[13],
+            "segments": row[14],
+            "attempts": row[15],
+            "not_before": None if row[16] is None else from_us(row[16]),
+            "created_at": from_us(row[17]),
+            "updated_at": from_us(row[18]),
+        }
     )
 
 
@@ -63,14 +70,14 @@ def _delivery_row(d: Delivery) -> tuple[Any, ...]:
         d.tenant_id,
         d.message_id,
         d.recipient_id,
-        d.recipient_role.value,
+        _TEXT[d.recipient_role],
         d.channel,
         d.target,
         d.address,
         d.language,
         dumps(d.child_ids),
         dumps(d.context),
-        d.status.value,
+        _TEXT[d.status],
         d.reason,
         d.provider_id,
         d.segments,
@@ -128,7 +135,7 @@ CREATE INDEX IF NOT EXISTS status_history_by_delivery ON status_history (deliver
                 await db.executemany(
                     "INSERT INTO status_history (delivery_id, status, at, detail) "
                     "VALUES (?, ?, ?, ?)",
-                    [(d.id, d.status.value, us(d.created_at), d.reason) for d in new],
+                    [(d.id, _TEXT[d.status], us(d.created_at), d.reason) for d in new],
                 )
             await insert_jobs(db, jobs)
         return len(new)
@@ -320,7 +327,7 @@ def _decide(
 ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[bool]]:
     """The status rule on the current statuses (``rows``): the rows to update, the
     history to add, and whether each move was made."""
-    current = {row[0]: DeliveryStatus(row[1]) for row in rows}
+    current = {row[0]: _STATUSES[row[1]] for row in rows}
     updates: list[tuple[Any, ...]] = []
     history: list[tuple[Any, ...]] = []
     moved: list[bool] = []
@@ -329,22 +336,16 @@ def _decide(
         if old is not None and can_transition(old, move.status):
             current[move.delivery_id] = move.status
             at = us(move.at)
+            status = _TEXT[move.status]
             updates.append(
-                (
-                    move.status.value,
-                    at,
-                    move.reason,
-                    move.provider_id,
-                    move.segments,
-                    move.delivery_id,
-                )
+                (status, at, move.reason, move.provider_id, move.segments, move.delivery_id)
             )
-            history.append((move.delivery_id, move.status.value, at, move.detail))
+            history.append((move.delivery_id, status, at, move.detail))
             moved.append(True)
             continue
         if old is not None and (move.provider_id is not None or move.segments is not None):
             updates.append(
-                (old.value, None, None, move.provider_id, move.segments, move.delivery_id)
+                (_TEXT[old], None, None, move.provider_id, move.segments, move.delivery_id)
             )
         moved.append(False)
     return updates, history, moved

@@ -81,14 +81,19 @@ _new_flags = builder(RelationFlags)
 _new_relation = builder(RelationRecord)
 
 
+# Text -> member: a dict lookup, where calling the enum is two Python calls per person.
+_ROLES = {role.value: role for role in Role}
+_PROTECTIONS = {level.value: level for level in Protection}
+
+
 def _person(row: Any, unit_ids: list[str], group_ids: list[str]) -> Person:
     return _new_person(
         id=row[0],
-        role=Role(row[1]),
+        role=_ROLES[row[1]],
         given_name=row[2],
         family_name=row[3],
         birth_date=None if row[4] is None else date.fromisoformat(row[4]),
-        protection=Protection(row[5]),
+        protection=_PROTECTIONS[row[5]],
         email=row[6],
         phone=row[7],
         language=row[8],

@@ -20,25 +20,28 @@ from gateway.store import SendOutcome, lanes
 from gateway.store.encoding import from_us, us
 from gateway.store.sqlite.base import IDS, SqliteFeature, id_list, insert_jobs_now
 from gateway.store.sqlite.deliveries import apply_moves, apply_moves_now
-from gateway.store.trusted import builder
+from gateway.store.trusted import assembler
 
 _JOB_COLUMNS = "id, tenant_id, kind, ref, due_at, attempts, last_error, urgent"
 
 
-_new_job = builder(Job)
+_new_job = assembler(Job)
 
 
 def _job(row: Any) -> Job:
+    # One per claimed job: built as the store's deliveries are (gateway/store/trusted.py).
     return _new_job(
-        id=row[0],
-        tenant_id=row[1],
-        kind=row[2],
-        ref=row[3],
-        due_at=from_us(row[4]),
-        attempts=row[5],
-        last_error=row[6],
-        urgent=bool(row[7]),
-        rank=None,
+        {
+            "id": row[0],
+            "tenant_id": row[1],
+            "kind": row[2],
+            "ref": row[3],
+            "due_at": from_us(row[4]),
+            "attempts": row[5],
+            "last_error": row[6],
+            "urgent": bool(row[7]),
+            "rank": None,
+        }
     )
 
 

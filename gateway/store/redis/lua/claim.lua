@@ -20,6 +20,10 @@ local out = {}
 local function take(kind, eid, id)
   local key = qp .. K.JOB .. id
   local j = read_job(key, {'t', 'r', 'd', 'e', 'p', 'a'})
+  if not j.k then  -- ended meanwhile (finish_jobs.lua leaves such a member): nothing to do
+    drop_entry(kind, eid)
+    return
+  end
   local a = (tonumber(j.a) or 0) + 1
   redis.call('HSET', key, 'a', a, 'x', eid, 'l', num(lease_end), 'c', ARGV[3])
   out[#out + 1] = id; out[#out + 1] = j.t; out[#out + 1] = kind; out[#out + 1] = j.r

@@ -14,19 +14,36 @@ local function split(s, sep)
   end
 end
 -- Counters (per message and status, per channel and status) summed over a script call
--- and written once per field at its end (flush_counts, called by tenant_script).
+-- and written at its end (flush_counts, called by tenant_script): a key with one or two
+-- fields changed takes an HINCRBY each, a key with more one HMGET and one HSET (the
+-- script is atomic, so the read and write are one increment; an outcome batch moving
+-- three channels' sends changes six fields of the channel counters).
 local COUNTS = {}
 local function count(key, field, n)
   local c = COUNTS[key]
   if not c then c = {}; COUNTS[key] = c end
   c[field] = (c[field] or 0) + n
 end
-local function flush_counts()
-  for key, fields in pairs(COUNTS) do
-    for field, n in pairs(fields) do
-      if n ~= 0 then redis.call('HINCRBY', key, field, n) end
-    end
+local HMGET_FROM = 3  -- fields changed in one key from which HMGET + HSET is fewer commands
+local function add_counts(key, fields)
+  local names, deltas = {}, {}
+  for field, n in pairs(fields) do
+    if n ~= 0 then names[#names + 1] = field; deltas[#deltas + 1] = n end
   end
+  if #names < HMGET_FROM then
+    for i, field in ipairs(names) do redis.call('HINCRBY', key, field, deltas[i]) end
+    return
+  end
+  local old = redis.call('HMGET', key, unpack(names))
+  local args = {'HSET', key}
+  for i, field in ipairs(names) do
+    args[#args + 1] = field
+    args[#args + 1] = string.format('%.0f', (tonumber(old[i]) or 0) + deltas[i])
+  end
+  redis.call(unpack(args))
+end
+local function flush_counts()
+  for key, fields in pairs(COUNTS) do add_counts(key, fields) end
   COUNTS = {}
 end
 -- The webhook change feed (see redis/webhooks.py): only while the tenant has an enabled
