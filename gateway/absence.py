@@ -757,9 +757,9 @@ class Absences:
         return {d.recipient_id for d in deliveries if d.status in _GOT_IT}
 
     async def _after_alert(self, message: Message, record: AbsenceRecord, told: bool) -> None:
-        """Escalation's first step, and the staff notice check (at once if nobody is told)."""
-        if self.escalator is not None:
-            await self.escalator.after_plan(message)
+        """Escalation's first step, and the staff notice check (at once if nobody is told),
+        stored in one call (an existing job, a plan job run twice, is left as it is)."""
+        first = None if self.escalator is None else await self.escalator.first_step(message)
         policy = await self.policy(message.tenant_id)
         now = self.clock.now()
         due = now + timedelta(minutes=policy.staff_after_minutes) if told else now
@@ -772,7 +772,7 @@ class Absences:
             urgent=True,
             rank=None if told else 0,  # due now: before other messages' later sends
         )
-        await self.store.add_deliveries([], [job])
+        await self.store.add_deliveries([], [job] if first is None else [first, job])
 
     async def unreached(self, job: Job) -> None:
         """Do one ``absence_unreached`` job: no guardian reached, tell the staff (once)."""

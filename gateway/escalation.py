@@ -173,14 +173,20 @@ class Escalator:
 
     async def after_plan(self, message: Message) -> None:
         """Store the first step of a message that asks for a read receipt (Dispatcher hook)."""
+        first = await self.first_step(message)
+        if first is not None:
+            # An existing job (a plan job run twice) is left as it is.
+            await self.store.add_deliveries([], [first])
+
+    async def first_step(self, message: Message) -> Job | None:
+        """The job of a message's first step, due from now, if it asks for a read receipt
+        and the tenant's policy escalates (stored by the caller, maybe with other jobs)."""
         if not asks_receipt(message):
-            return
+            return None
         policy = await self.policy(message.tenant_id)
         if not policy.enabled or not policy.channels:
-            return
-        due = self.clock.now() + delay(policy, message.category)
-        # An existing job (a plan job run twice) is left as it is.
-        await self.store.add_deliveries([], [step_job(message, 1, due)])
+            return None
+        return step_job(message, 1, self.clock.now() + delay(policy, message.category))
 
     # ------------------------------------------------------------------ jobs
 

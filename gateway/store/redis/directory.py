@@ -619,11 +619,14 @@ class RedisDirectory(RedisFeature):
         return None if doc is None else _person(person_id, doc)
 
     async def missing_ids(self, tenant_id: str, audience: Audience) -> list[tuple[str, str]]:
-        checks = audience_ids(audience)
+        # An empty field of the audience has nothing to look up (no command for it).
+        checks = [c for c in audience_ids(audience) if c[3]]
         missing: list[tuple[str, str]] = []
+        if not checks:
+            return missing
         async with self._redis.pipeline(transaction=False) as read:
             for _, kind, _roles, ids in checks:
-                read.hmget(self._db.t(tenant_id, _HASHES[kind]), ids or ["-"])
+                read.hmget(self._db.t(tenant_id, _HASHES[kind]), ids)
             found = await read.execute()
         for (field, _, roles, ids), values in zip(checks, found, strict=True):
             for i, value in zip(ids, values, strict=False):
