@@ -338,6 +338,7 @@ class Absences:
             sender_id=data.recorded_by,
             # _child_snapshot's read is of this audience: the child alone
             read=(snapshot, read_at) if alert.child_id == data.child_id else None,
+            new=claim.outcome == "new",
         )
         if claim.outcome == "merged":
             log.info("absence mark merged", extra={"message_id": message.id})
@@ -586,13 +587,18 @@ class Absences:
         *,
         sender_id: str | None = None,
         read: tuple[DirectorySnapshot, float] | None = None,
+        new: bool = False,
     ) -> tuple[Message, bool]:
         """The stored message of this id, stored now (with its plan job) if missing; and
         whether it was stored before. ``read``: a snapshot of ``audience`` and when it was
-        read (on ``self.audiences``' clock), offered to this process's plan of it."""
-        existing = await self.store.get_message(tenant_id, message_id)
-        if existing is not None:
-            return existing, True
+        read (on ``self.audiences``' clock), offered to this process's plan of it.
+        ``new``: its absence record was stored by this call, so the message is all but
+        certainly not stored yet: no read first (``accept_message`` still keeps a stored
+        one, as for a repost)."""
+        if not new:
+            existing = await self.store.get_message(tenant_id, message_id)
+            if existing is not None:
+                return existing, True
         now = self.clock.now()
         message = self._texts(
             Message(
