@@ -12,9 +12,12 @@ loads the audience itself as before.
 What a client can rely on does not change: a directory change made before the event
 was posted is in the snapshot; one made while the message is being planned never was
 (the planner reads one snapshot at its start), and now that window starts at the
-intake's read, at most ``MAX_AGE`` earlier. Late sends are checked again anyway
-(``gateway/recheck.py``). When the snapshot is taken, the 202's numbers are exactly
-what was planned.
+intake's read, at most ``MAX_AGE`` earlier. Deferred and escalated sends are checked
+again before they go (``gateway/recheck.py``); an immediate send is not, so a block or a
+loss of parental rights stored in those at most ``MAX_AGE`` seconds between the intake
+and the plan is not seen by that message or absence alert, as one stored during its
+planning never was. When the snapshot is taken, the 202's numbers are exactly what was
+planned.
 """
 
 from __future__ import annotations

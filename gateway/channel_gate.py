@@ -43,6 +43,7 @@ class ChannelGate:
         )
         self._stalled = False
         self._latency = INITIAL_LATENCY
+        self._heard_at = 0.0  # time.monotonic() of the last answer, or of getting busy
         self._clear_at = 0.0  # time.monotonic() when the sends put off so far may go
 
     @property
@@ -56,6 +57,12 @@ class ChannelGate:
         if self._stalled:
             return 0
         return math.ceil(self.limit * seconds / max(self._latency, 1e-6))
+
+    def silent(self, seconds: float) -> bool:
+        """Whether sends are in flight and the provider answered none of them for
+        ``seconds`` (since the channel got busy): hung, before a send waited here long
+        enough to mark the channel stalled."""
+        return self.in_flight > 0 and time.monotonic() - self._heard_at > seconds
 
     async def enter(self, *, urgent: bool = False) -> float | None:
         """Take a slot of the channel: None once taken (call :meth:`leave` after the
@@ -86,6 +93,7 @@ class ChannelGate:
         self._hand_on()
         if seconds is not None:
             self._stalled = False
+            self._heard_at = time.monotonic()
             self._latency += SMOOTHING * (seconds - self._latency)
 
     def _full(self, urgent: bool) -> bool:
@@ -98,7 +106,7 @@ class ChannelGate:
         ``timeout`` seconds passed first. The timeout is one timer that ends the turn
         (not ``asyncio.wait_for``, which costs a task and a timer per send)."""
         if not self._full(urgent):
-            self.in_flight += 1
+            self._take_slot()
             return True
         loop = asyncio.get_running_loop()
         turn: asyncio.Future[bool] = loop.create_future()
@@ -124,8 +132,13 @@ class ChannelGate:
             while queue and self.in_flight < self.limit:
                 turn = queue.popleft()
                 if not turn.done():
-                    self.in_flight += 1
+                    self._take_slot()
                     turn.set_result(True)
+
+    def _take_slot(self) -> None:
+        if self.in_flight == 0:
+            self._heard_at = time.monotonic()  # silence counts from getting busy
+        self.in_flight += 1
 
     def _put_off(self) -> float:
         now = time.monotonic()

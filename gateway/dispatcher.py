@@ -28,7 +28,7 @@ from typing import Protocol
 from channels.base import Channel
 from gateway.attachments import Attachments
 from gateway.audience_handoff import AudienceHandoff
-from gateway.channel_gate import ChannelGate
+from gateway.channel_gate import STALL_WAIT, ChannelGate
 from gateway.channel_health import ChannelHealth
 from gateway.clock import Clock
 from gateway.constants import DEFAULT_LANGUAGE, JOB_CONTACT_FAILING, JOB_PLAN, JOB_SEND
@@ -171,6 +171,7 @@ class Dispatcher:
         self._ready_urgent: ReadyBuffer[Job] = ReadyBuffer()
         # channel -> its sends started and not finished; task -> its channel.
         self._sending: dict[str, int] = {}
+        self._sending_urgent: dict[str, int] = {}  # of which urgent
         self._task_channel: dict[asyncio.Task[None], str] = {}
         self._urgent_tasks: set[asyncio.Task[None]] = set()
         self._claimed_at = -math.inf  # time.monotonic() of the last claim
@@ -320,8 +321,9 @@ class Dispatcher:
         channel is full is set aside until it has room (gateway/ready_buffer.py)."""
         started = []
         for urgent, ready in ((True, self._ready_urgent), (False, self._ready)):
+            fits = self._urgent_channel_fits if urgent else self._channel_fits
             while ready and self._room(urgent=urgent):
-                job = ready.take(self._channel_fits)
+                job = ready.take(fits)
                 if job is None:
                     break
                 started.append(self._start(job))
@@ -338,17 +340,39 @@ class Dispatcher:
         """Whether one more send of ``channel`` may start: fewer of its sends run than
         its in-flight limit plus as many waiting at its gate without a dispatch slot
         (channel_gate.py; one more would wait there holding a slot other channels use),
-        or it has more set aside than HELD_LEASE_SHARE allows, or it stalled."""
+        or it has more set aside than :meth:`_held_bound` allows, or it stalled or fell
+        silent (started, the gate puts such sends off: its stall rule)."""
         gate = self._gate(channel)
-        if self._sending.get(channel, 0) < 2 * gate.limit:
+        if self._sending.get(channel, 0) < 2 * gate.limit or gate.silent(STALL_WAIT):
             return True
         held = self._ready_urgent.held(channel) + self._ready.held(channel)
-        return held >= gate.clears_in(self.settings.lease_seconds * HELD_LEASE_SHARE)
+        return held >= self._held_bound(channel, gate)
+
+    def _urgent_channel_fits(self, channel: str) -> bool:
+        """As :meth:`_channel_fits`, counting only urgent sends: an urgent send is never
+        set aside behind a broadcast's normal sends, as its gate lets it go first."""
+        gate = self._gate(channel)
+        if self._sending_urgent.get(channel, 0) < 2 * gate.limit or gate.silent(STALL_WAIT):
+            return True
+        return self._ready_urgent.held(channel) >= self._held_bound(channel, gate)
+
+    def _held_bound(self, channel: str, gate: ChannelGate) -> int:
+        """How many sends of ``channel`` may be set aside: what it gets through in
+        HELD_LEASE_SHARE of a lease at its limit and latency, and at its rate limit if it
+        has one (beyond it they start, and the rate limit puts them off to their time)."""
+        window = self.settings.lease_seconds * HELD_LEASE_SHARE
+        bound = gate.clears_in(window)
+        found = self.channels.get(channel)
+        rate = self.settings.channel_rate.get(
+            channel, found.rate_per_second if found is not None else None
+        )
+        return min(bound, math.ceil(rate * window)) if rate else bound
 
     def _startable(self) -> bool:
         """Whether the buffers hold a job that could start now."""
-        fits = self._channel_fits
-        return self._ready_urgent.startable(fits) or self._ready.startable(fits)
+        return self._ready_urgent.startable(self._urgent_channel_fits) or self._ready.startable(
+            self._channel_fits
+        )
 
     def _room(self, *, urgent: bool) -> bool:
         """Whether one more job may start. Urgent jobs may take every slot; normal jobs
@@ -417,6 +441,8 @@ class Dispatcher:
         self._tasks.add(task)
         if job.urgent:
             self._urgent_tasks.add(task)
+            if channel is not None:
+                self._sending_urgent[channel] = self._sending_urgent.get(channel, 0) + 1
         task.add_done_callback(self._finished)
         return task
 
@@ -424,6 +450,8 @@ class Dispatcher:
         channel = self._task_channel.pop(task, None)
         if channel is not None:
             self._sending[channel] -= 1
+            if task in self._urgent_tasks:
+                self._sending_urgent[channel] -= 1
         self._tasks.discard(task)
         self._urgent_tasks.discard(task)
         self._slot_freed.set()
@@ -571,6 +599,7 @@ class Dispatcher:
             return
         gate, probe = admitted
         started = time.perf_counter()
+        elapsed = 0.0
         outcome = "sent"
         try:
             try:
@@ -583,7 +612,8 @@ class Dispatcher:
                 # Left when the provider answered, not once the outcome is stored: the
                 # limit is of sends at the provider. The dispatch slot is held until the
                 # outcome is stored (the crash bound).
-                gate.leave(time.perf_counter() - started)
+                elapsed = time.perf_counter() - started
+                gate.leave(elapsed)
             self.health.record(name, None, probe=probe)
         except TransientDeliveryError as exc:
             outcome = "transient"
@@ -613,7 +643,7 @@ class Dispatcher:
                 )
             )
         finally:
-            elapsed = time.perf_counter() - started
+            # The provider's time alone, not the outcome's commit after it.
             SEND_METERS.observe(name, outcome, elapsed)
 
     async def _admit(

@@ -64,7 +64,8 @@ class ReadyBuffer(Generic[Job]):
 
     def take(self, fits: Callable[[str], bool]) -> Job | None:
         """The next job to start: set-aside sends of channels that have room again
-        first (claimed before the rest), then the queue in claim order, setting aside
+        first (claimed before the rest; each channel's in claim order, the channels in
+        the order they were first set aside), then the queue in claim order, setting aside
         each send whose channel does not ``fits``; None when nothing can start."""
         for channel, line in self._held.items():
             if line and fits(channel):

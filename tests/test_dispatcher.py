@@ -867,6 +867,44 @@ async def test_a_slow_channels_backlog_leaves_the_dispatch_slots_to_the_other_ch
     assert len(rig.twilio.requests) == len(families)  # each once
 
 
+@pytest.mark.parametrize(
+    "rig", [dict(concurrency=4, batch=64, channel_concurrency={"sms": 1})], indirect=True
+)
+async def test_an_urgent_sms_goes_first_when_a_broadcast_fills_the_sms_channel(
+    rig: Rig,
+) -> None:
+    """A broadcast's SMS fill the channel (its limit in flight, as many waiting, more set
+    aside); an emergency's SMS claimed meanwhile is not set aside behind them but takes
+    the channel's next free slot (review of the ready buffer)."""
+    families = [family(n, email=False, phone=True) for n in range(1, 11)]
+    urgent = family(99, email=False, phone=True, group="g2")
+    groups = [
+        {"id": "g1", "unit_id": "u1", "kind": "class", "name": "5A"},
+        {"id": "g2", "unit_id": "u1", "kind": "class", "name": "6B"},
+    ]
+    await rig.load(directory(*families, urgent, groups=groups))
+    rig.twilio.hold()
+    await rig.post("b1", {"groups": ["g1"]}, Category.general)
+    runner = asyncio.create_task(rig.dispatcher.run())
+    try:
+        await until(lambda: len(rig.twilio.requests) == 1, runner)
+        emergency = await rig.post("e1", {"groups": ["g2"]}, Category.emergency)
+        rig.dispatcher.work_available.set()
+        for _ in range(400):  # planned, then claimed and started within a few loop turns
+            if await rig.deliveries(emergency, "sms"):
+                break
+            await asyncio.sleep(0.005)
+        await asyncio.sleep(0.1)
+        rig.twilio.release()
+        await until(lambda: len(rig.twilio.requests) == 2, runner)
+        assert rig.twilio.requests[-1].form["To"] == ["+4791000099"]
+        rig.twilio.release(50)
+        await until(lambda: len(rig.twilio.requests) == 11, runner)
+    finally:
+        rig.dispatcher.stop()
+        await runner
+
+
 async def until(state: Callable[[], bool], runner: asyncio.Task[None]) -> None:
     """Let the dispatcher run until ``state`` holds (bounded; fails if it never does)."""
     for _ in range(2000):

@@ -371,3 +371,22 @@ async def test_a_handed_job_is_not_counted_as_waiting_on_sqlite(tmp_path: Path) 
         assert await store.queue_stats(later) == {KIND: (1, 1.0)}
         (again,) = await store.claim_jobs([KIND], 10, later, 60)
         assert (again.id, again.attempts) == (leased.id, 2)
+
+
+async def test_a_channel_is_silent_once_its_provider_answers_nothing_for_a_while() -> None:
+    """``silent`` counts from the last answer, or from getting busy after an idle spell
+    (an hour idle is no silence): the dispatcher then starts the sends it set aside, and
+    the gate's stall rule puts them off."""
+    gate = ChannelGate(2)
+    assert not gate.silent(0.05)  # nothing in flight
+    await asyncio.sleep(0.06)
+    assert await gate.enter() is None
+    assert not gate.silent(0.05)  # just got busy
+    await asyncio.sleep(0.06)
+    assert gate.silent(0.05)  # no answer since
+    assert await gate.enter() is None
+    gate.leave(0.06)  # an answer
+    assert not gate.silent(0.05)
+    gate.leave(None)  # no send was made: no answer either
+    await asyncio.sleep(0.06)
+    assert not gate.silent(0.05)  # idle again
