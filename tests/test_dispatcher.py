@@ -815,13 +815,7 @@ async def test_a_slow_provider_keeps_its_channel_at_the_limit_the_settings_allow
         await until(lambda: rig.twilio.in_flight == limit, runner)
         await until(lambda: len(rig.smtp.received) == len(families), runner)
         assert len(rig.twilio.requests) == limit  # every email out, the SMS at the limit
-        for answered in range(1, len(families) - limit + 1):
-            rig.twilio.release()
-            await until(lambda n=answered: len(rig.twilio.requests) == limit + n, runner)
-            assert rig.twilio.in_flight == limit
-        rig.twilio.release(limit)
-        await until(lambda: rig.twilio.in_flight == 0, runner)
-        assert rig.twilio.peak_in_flight == limit
+        await answer_one_at_a_time(rig, runner, limit, len(families))
     finally:
         rig.dispatcher.stop()
         await runner
@@ -852,13 +846,7 @@ async def test_a_slow_channels_backlog_leaves_the_dispatch_slots_to_the_other_ch
         due = [due for job_id, _, due, *_ in rig.jobs() if job_id in waiting]
         assert len(due) == len(families)
         assert max(due) <= _us(rig.clock.now())  # none put off: each is due now, as planned
-        for answered in range(1, len(families)):
-            rig.twilio.release()
-            await until(lambda n=answered: len(rig.twilio.requests) == limit + n, runner)
-            assert rig.twilio.in_flight == limit
-        rig.twilio.release(limit)
-        await until(lambda: rig.twilio.in_flight == 0, runner)
-        assert rig.twilio.peak_in_flight == limit
+        await answer_one_at_a_time(rig, runner, limit, len(families))
     finally:
         rig.dispatcher.stop()
         await runner
@@ -903,6 +891,20 @@ async def test_an_urgent_sms_goes_first_when_a_broadcast_fills_the_sms_channel(
     finally:
         rig.dispatcher.stop()
         await runner
+
+
+async def answer_one_at_a_time(
+    rig: Rig, runner: asyncio.Task[None], limit: int, total: int
+) -> None:
+    """Twilio, held with ``limit`` SMS in flight, answers one at a time: each answer lets
+    exactly one more in, never more than ``limit`` at once, until all ``total`` went."""
+    for answered in range(1, total - limit + 1):
+        rig.twilio.release()
+        await until(lambda n=answered: len(rig.twilio.requests) == limit + n, runner)
+        assert rig.twilio.in_flight == limit
+    rig.twilio.release(limit)
+    await until(lambda: rig.twilio.in_flight == 0, runner)
+    assert rig.twilio.peak_in_flight == limit
 
 
 async def until(state: Callable[[], bool], runner: asyncio.Task[None]) -> None:
