@@ -28,25 +28,13 @@ from channels.email import email_bytes
 from channels.push import PushChannel
 from channels.sms import SmsChannel
 from gateway.bench.sinks import ACCOUNT_SID, AUTH_TOKEN, write_service_account
-from gateway.models import Audience, Category, Delivery, Message, Rendered
+from gateway.models import Delivery, Rendered
 from gateway.readlinks import read_link_maker
 from gateway.render import Renderer
 from gateway.settings import FcmSettings, TwilioSettings
-from scripts.measure_send_cpu import NAMES, NOW, TEMPLATES, URL, delivery
+from scripts.measure_send_cpu import MESSAGE, NAMES, TEMPLATES, URL, delivery
 
 SENDER = "Asker kommune <varsel@asker.kommune.no>"
-MESSAGE = Message(
-    id="m1",
-    tenant_id="t1",
-    event_id="e1",
-    event_type="message.created",
-    body_hash="h",
-    category=Category.emergency,
-    subject="Stengt skole i dag",
-    body="Alle skoler er stengt.\n\nHold barna hjemme – «viktig».",
-    audience=Audience(children=["c1"]),
-    created_at=NOW,
-)
 
 
 def _channel_step(channel: str, work: Path) -> Callable[[Delivery, Rendered], object]:

@@ -30,6 +30,19 @@ TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
 URL = "https://varsel.example.no"
 NOW = datetime(2026, 12, 6, tzinfo=UTC)
 NAMES = ["Ola", "Kari", "Nora", "Emil", "Sara", "Mia", "Noah", "Ella", "Jonas", "Ida", "Åse"]
+# One emergency, the message every measurement renders.
+MESSAGE = Message(
+    id="m1",
+    tenant_id="t1",
+    event_id="e1",
+    event_type="message.created",
+    body_hash="h",
+    category=Category.emergency,
+    subject="Stengt skole i dag",
+    body="Alle skoler er stengt.\n\nHold barna hjemme – «viktig».",
+    audience=Audience(children=["c1"]),
+    created_at=NOW,
+)
 
 
 def delivery(n: int, channel: str, language: str, children: list[str]) -> Delivery:
@@ -59,18 +72,7 @@ def delivery(n: int, channel: str, language: str, children: list[str]) -> Delive
 def measure_renders(count: int) -> None:
     link_for = read_link_maker(b"s" * 32, URL, timedelta(days=30))
     renderer = Renderer(TEMPLATES, URL, link_for=link_for)
-    message = Message(
-        id="m1",
-        tenant_id="t1",
-        event_id="e1",
-        event_type="message.created",
-        body_hash="h",
-        category=Category.emergency,
-        subject="Stengt skole i dag",
-        body="Alle skoler er stengt.\n\nHold barna hjemme – «viktig».",
-        audience=Audience(children=["c1"]),
-        created_at=NOW,
-    )
+    message = MESSAGE
     rng = random.Random(2)
     families = [rng.sample(NAMES, rng.choice([1, 1, 2, 3])) for _ in range(2400)]
     for channel in ("email", "sms", "push"):
