@@ -187,10 +187,6 @@ class AnswerReader:
                     self.keep_alive = False  # bytes beyond the answer: the stream is out of step
                 return HttpAnswer(self._status, self._headers, b"".join(self._body))
 
-    def feed_eof(self) -> HttpAnswer:
-        """The server closed the connection before the answer was complete."""
-        raise TransportError("the connection closed before the answer was complete")
-
     def _finish(self) -> bool:
         self._mode = _DONE
         return True
@@ -389,10 +385,10 @@ class _Connection(asyncio.Protocol):
         self.dead = True
         waiter, self._waiter = self._waiter, None
         if waiter is not None and not waiter.done():
-            try:
-                waiter.set_result(self._reader.feed_eof())
-            except TransportError as exc:
-                waiter.set_exception(exc)
+            # Every answer is framed: an end of stream before its end is a cut answer.
+            waiter.set_exception(
+                TransportError("the connection closed before the answer was complete")
+            )
         return False  # the transport closes itself
 
     def connection_lost(self, exc: Exception | None) -> None:
