@@ -336,25 +336,25 @@ class Dispatcher:
         delivery = self._prefetched.get(job.ref)
         return None if delivery is None else delivery.channel
 
-    def _channel_fits(self, channel: str) -> bool:
+    def _channel_fits(self, channel: str, *, urgent: bool = False) -> bool:
         """Whether one more send of ``channel`` may start: fewer of its sends run than
         its in-flight limit plus as many waiting at its gate without a dispatch slot
         (channel_gate.py; one more would wait there holding a slot other channels use),
         or it has more set aside than :meth:`_held_bound` allows, or it stalled or fell
-        silent (started, the gate puts such sends off: its stall rule)."""
+        silent (started, the gate puts such sends off: its stall rule). An urgent send
+        counts only urgent ones: it is never set aside behind a broadcast's normal
+        sends, as its gate lets it go first."""
         gate = self._gate(channel)
-        if self._sending.get(channel, 0) < 2 * gate.limit or gate.silent(STALL_WAIT):
+        sending = self._sending_urgent if urgent else self._sending
+        if sending.get(channel, 0) < 2 * gate.limit or gate.silent(STALL_WAIT):
             return True
-        held = self._ready_urgent.held(channel) + self._ready.held(channel)
+        held = self._ready_urgent.held(channel)
+        if not urgent:
+            held += self._ready.held(channel)
         return held >= self._held_bound(channel, gate)
 
     def _urgent_channel_fits(self, channel: str) -> bool:
-        """As :meth:`_channel_fits`, counting only urgent sends: an urgent send is never
-        set aside behind a broadcast's normal sends, as its gate lets it go first."""
-        gate = self._gate(channel)
-        if self._sending_urgent.get(channel, 0) < 2 * gate.limit or gate.silent(STALL_WAIT):
-            return True
-        return self._ready_urgent.held(channel) >= self._held_bound(channel, gate)
+        return self._channel_fits(channel, urgent=True)
 
     def _held_bound(self, channel: str, gate: ChannelGate) -> int:
         """How many sends of ``channel`` may be set aside: what it gets through in
