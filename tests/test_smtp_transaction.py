@@ -1,6 +1,7 @@
 """The prepared-bytes SMTP transaction says what aiosmtplib's sendmail says, to a real
 server (aiosmtpd): the same envelope, SIZE, content; the same errors; a usable session
-after a refusal."""
+after a refusal; with and without PIPELINING advertised (tests/test_smtp_pipelining.py
+has what only a pipelined group can meet)."""
 
 from __future__ import annotations
 
@@ -64,9 +65,9 @@ def raw_email(n: int, content: Rendered) -> bytes:
     return built[0]
 
 
-@pytest.fixture
-async def peer() -> AsyncIterator[SmtpPeer]:
-    async with SmtpPeer() as server:
+@pytest.fixture(params=[False, True], ids=["one-by-one", "pipelined"])
+async def peer(request: pytest.FixtureRequest) -> AsyncIterator[SmtpPeer]:
+    async with SmtpPeer(pipelining=request.param) as server:
         yield server
 
 

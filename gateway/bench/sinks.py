@@ -12,7 +12,9 @@ hand-over by delivery key, and answers control requests on ``/_bench/...``:
   the key is the message SID it answers with (the gateway stores it as the
   delivery's provider id); repeats are recognised by (To, Body).
 * ``smtp`` — an aiosmtpd server; the key is the delivery id in the Message-ID
-  (``<delivery id@domain>``). Its control server listens on a second port.
+  (``<delivery id@domain>``). It advertises PIPELINING (RFC 2920) as the relays a
+  gateway sends through do (Postfix, Exchange, SES). Its control server listens on a
+  second port.
 
 Each answers after the time ``--latency`` draws (gateway/bench/latency.py; default 0),
 and records the hand-over when it answers.
@@ -223,6 +225,14 @@ class SmtpHandler:
         self.recorder = recorder
         self.sampler = sampler
         self.unkeyed = itertools.count(1)
+
+    async def handle_EHLO(
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        """aiosmtpd's EHLO answer plus PIPELINING: it reads commands line by line from
+        its stream, so a group written at once is answered in order."""
+        session.host_name = hostname  # what aiosmtpd does itself when there is no hook
+        return [*responses[:-1], "250-PIPELINING", responses[-1]]
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         content: bytes = envelope.original_content or envelope.content or b""

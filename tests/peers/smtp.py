@@ -10,8 +10,10 @@ It listens on 127.0.0.1, port 0 (or a given port, to come back after ``stop()``)
 counts connections, keeps every accepted message parsed, speaks STARTTLS or
 implicit TLS with a self-signed certificate made at test time, optionally
 checks AUTH credentials, and can answer chosen recipients (or DATA) with any
-reply such as "550 5.1.1 No such user" or "451 4.3.0 Try later", and can answer
-slowly (``answer_slowly``).
+reply such as "550 5.1.1 No such user" or "451 4.3.0 Try later", can answer
+slowly (``answer_slowly``), and advertises PIPELINING (RFC 2920) when asked
+(``pipelining=True``; aiosmtpd reads commands line by line, so it answers a group
+written at once in order).
 """
 
 from __future__ import annotations
@@ -104,8 +106,22 @@ class _State:
 
 
 class _Handler:
-    def __init__(self, state: _State) -> None:
+    def __init__(self, state: _State, pipelining: bool) -> None:
         self._state = state
+        self._pipelining = pipelining
+
+    async def handle_EHLO(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        session.host_name = hostname  # what aiosmtpd does itself when there is no hook
+        if not self._pipelining:
+            return responses
+        return [*responses[:-1], "250-PIPELINING", responses[-1]]
 
     async def handle_RCPT(
         self,
@@ -177,8 +193,10 @@ class SmtpPeer:
         tls: TlsMode = "none",
         credentials: tuple[str, str] | None = None,
         port: int = 0,
+        pipelining: bool = False,
     ) -> None:
         self.tls = tls
+        self.pipelining = pipelining
         self.credentials = credentials
         self.port = port
         self.connections = 0
@@ -253,7 +271,7 @@ class SmtpPeer:
             self._tempdir = tempfile.TemporaryDirectory(prefix="smtp-peer-")
             self._tls_files = make_certificate(Path(self._tempdir.name), self.host)
         context = self._server_context() if self.tls != "none" else None
-        handler = _Handler(self._state)
+        handler = _Handler(self._state, self.pipelining)
 
         def factory() -> SMTP:
             self.connections += 1
