@@ -202,10 +202,8 @@ async def _answer(protocol: SMTPProtocol, timeout: float | None) -> SMTPResponse
         raise aiosmtplib.SMTPReadTimeoutError("Timed out waiting for server response") from exc
     finally:
         # a fresh waiter for the next answer, none once the connection is gone
-        connected = protocol.transport is not None
-        protocol._response_waiter = (
-            asyncio.get_running_loop().create_future() if connected else None
-        )
+        gone = protocol.transport is None
+        protocol._response_waiter = None if gone else protocol._loop.create_future()
 
 
 async def _content(client: aiosmtplib.SMTP, data: bytes) -> aiosmtplib.SMTPResponse:
