@@ -7,6 +7,7 @@ misbehaves on request (tests/peers/smtp_scripted.py)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 import aiosmtplib
@@ -19,7 +20,7 @@ from gateway.bench.latency import NO_LATENCY
 from gateway.bench.sinks import Recorder, SmtpHandler
 from gateway.errors import DeadAddress, TransientDeliveryError
 from gateway.settings import SmtpSettings
-from tests.peers.smtp import SmtpPeer
+from tests.peers.smtp import SmtpPeer, TlsMode
 from tests.peers.smtp_scripted import ScriptedSmtp
 from tests.test_smtp_transaction import CONTENTS, FROM, SENDER, URL, delivery, raw_email
 
@@ -302,3 +303,29 @@ async def _channel(port: int, timeout: float) -> EmailChannel:
     channel = EmailChannel(settings, URL)
     await channel.start()
     return channel
+
+
+@pytest.mark.parametrize("tls", ["starttls", "implicit"])
+async def test_pipelined_over_tls_with_a_refusal_between(tls: TlsMode) -> None:
+    async with SmtpPeer(tls=tls, pipelining=True) as peer:
+        settings = SmtpSettings(
+            host=peer.host,
+            port=peer.port,
+            tls=tls,
+            ca_file=peer.ca_file,
+            sender=SENDER,
+            connections=1,
+            timeout=5.0,
+        )
+        channel = EmailChannel(settings, URL)
+        await channel.start()
+        try:
+            peer.reply_to_recipient("foresatt2@example.no", "550 5.1.1 No such user")
+            for n in (1, 2, 3):
+                with contextlib.suppress(DeadAddress):
+                    await channel.send(delivery(n), CONTENTS[n - 1])
+        finally:
+            await channel.aclose()
+    assert [r.rcpt_tos for r in peer.received] == [[f"foresatt{n}@example.no"] for n in (1, 3)]
+    assert all(r.tls for r in peer.received)
+    assert peer.connections == 1
