@@ -853,7 +853,9 @@ class Bench:
         for proc in self.gateways:
             await asyncio.to_thread(kill_group, proc)
         await asyncio.gather(*(sink.stop() for sink in self.sinks.values()))
-        if self.o.backend == "redis" and not self.o.keep and self.redis_server is None:
+        # A shared Redis (not a server of our own), if the run got as far as choosing it.
+        shared = self.redis_server is None and bool(self.redis_url)
+        if self.o.backend == "redis" and not self.o.keep and shared:
             await self._drop_redis_keys()
 
     async def _drop_redis_keys(self) -> None:
