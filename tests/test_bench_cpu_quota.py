@@ -7,6 +7,7 @@ writable cpu controller (root). Elsewhere that test skips and says why, except u
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -97,3 +98,28 @@ def test_a_process_still_running_is_moved_out_so_its_group_can_go() -> None:
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+@pytest.mark.slow
+@needs_cgroups
+def test_the_bench_holds_two_workers_to_their_budget_and_removes_the_groups() -> None:
+    argv = ["bench", "--children", "200", "--absence-events", "20", "--timeout", "60"]
+    argv += ["--backend", "redis", "--workers", "2", "--worker-cpu", "0.5"]
+    run = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", *argv],
+        capture_output=True,
+        text=True,
+        timeout=150,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert (result["lost"], result["duplicates"]) == (0, 0)
+    assert result["worker_cpu"] == 0.5
+    assert 0 <= result["worker_throttled"] <= 1  # periods were counted in both groups
+    assert result["others_cores"] > 0
+    assert "each gateway process limited to 0.5 of a core" in run.stdout
+    made = [line for line in run.stderr.splitlines() if "of a core once set up" in line]
+    assert len(made) == 1
+    top = Path(made[0].rsplit(" ", 1)[1].rstrip(")"))
+    assert not top.exists()
