@@ -28,6 +28,17 @@ _DELIVERY_COLUMNS = (
 )
 
 
+# Provider callbacks and inbound SMS look deliveries up on LOOKUP_CHANNELS alone, so
+# only their rows are indexed by provider id and address: a delivery on another channel
+# (push, email: most of a broadcast) updates neither index when planned or sent (issue
+# 18). A query reaches these partial indexes only if its WHERE holds this same term.
+_LOOKUP = "channel IN ({})".format(", ".join(f"'{c}'" for c in sorted(LOOKUP_CHANNELS)))
+# The channels are in the names, so a different set builds new indexes on open and
+# drop_unused_lookup_indexes removes the old ones.
+_LOOKUP_SUFFIX = "_".join(sorted(LOOKUP_CHANNELS))
+_PROVIDER_ID_INDEX = f"deliveries_by_provider_id_{_LOOKUP_SUFFIX}"
+_ADDRESS_INDEX = f"deliveries_by_address_{_LOOKUP_SUFFIX}"
+
 _new_delivery = assembler(Delivery)
 # Text -> member: a dict lookup, where calling the enum is two Python calls per value.
 _ROLES = {role.value: role for role in Role}
@@ -91,7 +102,7 @@ def _delivery_row(d: Delivery) -> tuple[Any, ...]:
 class SqliteDeliveries(SqliteFeature):
     """Deliveries, their status moves and history, and the lookups of provider callbacks."""
 
-    SCHEMA: ClassVar[str] = """
+    SCHEMA: ClassVar[str] = f"""
 CREATE TABLE IF NOT EXISTS deliveries (
     id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, message_id TEXT NOT NULL,
     recipient_id TEXT NOT NULL, recipient_role TEXT NOT NULL, channel TEXT NOT NULL,
@@ -103,10 +114,10 @@ CREATE TABLE IF NOT EXISTS deliveries (
 CREATE INDEX IF NOT EXISTS deliveries_by_message ON deliveries (tenant_id, message_id);
 CREATE INDEX IF NOT EXISTS deliveries_by_recipient
     ON deliveries (tenant_id, recipient_id, channel);
-CREATE INDEX IF NOT EXISTS deliveries_by_provider_id ON deliveries (channel, provider_id)
-    WHERE provider_id IS NOT NULL;
-CREATE INDEX IF NOT EXISTS deliveries_by_address ON deliveries (channel, address, created_at)
-    WHERE address IS NOT NULL;
+CREATE INDEX IF NOT EXISTS {_PROVIDER_ID_INDEX} ON deliveries (channel, provider_id)
+    WHERE {_LOOKUP} AND provider_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS {_ADDRESS_INDEX} ON deliveries (channel, address, created_at)
+    WHERE {_LOOKUP} AND address IS NOT NULL;
 CREATE INDEX IF NOT EXISTS deliveries_by_status ON deliveries (channel, status);
 
 CREATE TABLE IF NOT EXISTS status_history (
@@ -222,8 +233,8 @@ CREATE INDEX IF NOT EXISTS status_history_by_delivery ON status_history (deliver
         async with self._db.read() as db:
             rows = list(
                 await db.execute_fetchall(
-                    f"SELECT {_DELIVERY_COLUMNS} FROM deliveries "
-                    "WHERE channel = ? AND provider_id = ? ORDER BY created_at DESC LIMIT 1",
+                    f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE {_LOOKUP} "
+                    "AND channel = ? AND provider_id = ? ORDER BY created_at DESC LIMIT 1",
                     (channel, provider_id),
                 )
             )
@@ -253,8 +264,9 @@ CREATE INDEX IF NOT EXISTS status_history_by_delivery ON status_history (deliver
         async with self._db.read() as db:
             rows = list(
                 await db.execute_fetchall(
-                    f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE channel = ? "
-                    "AND address = ? AND tenant_id = ? ORDER BY created_at DESC, id DESC LIMIT 1",
+                    f"SELECT {_DELIVERY_COLUMNS} FROM deliveries WHERE {_LOOKUP} "
+                    "AND channel = ? AND address = ? AND tenant_id = ? "
+                    "ORDER BY created_at DESC, id DESC LIMIT 1",
                     (channel, address, tenant_id),
                 )
             )
@@ -266,8 +278,8 @@ CREATE INDEX IF NOT EXISTS status_history_by_delivery ON status_history (deliver
         async with self._db.read() as db:
             rows = list(
                 await db.execute_fetchall(
-                    "SELECT tenant_id FROM deliveries WHERE channel = ? AND address = ? "
-                    "ORDER BY created_at DESC, id DESC LIMIT 1",
+                    f"SELECT tenant_id FROM deliveries WHERE {_LOOKUP} AND channel = ? "
+                    "AND address = ? ORDER BY created_at DESC, id DESC LIMIT 1",
                     (channel, address),
                 )
             )
@@ -349,3 +361,15 @@ def _decide(
             )
         moved.append(False)
     return updates, history, moved
+
+
+async def drop_unused_lookup_indexes(db: aiosqlite.Connection) -> None:
+    """Drop the provider id and address indexes of an older version (every channel's
+    rows, or another set of LOOKUP_CHANNELS): the schema has built this version's."""
+    rows = await db.execute_fetchall(
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'deliveries' "
+        "AND (name LIKE 'deliveries_by_provider_id%' OR name LIKE 'deliveries_by_address%')"
+    )
+    for (name,) in rows:
+        if name not in (_PROVIDER_ID_INDEX, _ADDRESS_INDEX):
+            await db.execute(f'DROP INDEX "{name}"')

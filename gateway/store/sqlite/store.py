@@ -67,7 +67,7 @@ from gateway.store.sqlite.alert_phones import SqliteAlertPhones
 from gateway.store.sqlite.api_keys import SqliteApiKeys, migrate_api_keys
 from gateway.store.sqlite.attachments import SqliteAttachments
 from gateway.store.sqlite.base import SqliteFeature, SqliteHandle, mapped, settle
-from gateway.store.sqlite.deliveries import SqliteDeliveries
+from gateway.store.sqlite.deliveries import SqliteDeliveries, drop_unused_lookup_indexes
 from gateway.store.sqlite.digests import SqliteDigests
 from gateway.store.sqlite.directory import SqliteDirectory
 from gateway.store.sqlite.guardians import SqliteGuardians
@@ -133,6 +133,7 @@ class SqliteStore:
                     if statement.strip():
                         await db.execute(statement)
             await add_job_lanes(db)
+            await drop_unused_lookup_indexes(db)
             await migrate_api_keys(db)
             rows = list(await db.execute_fetchall("SELECT version FROM schema_version"))
             if not rows:
