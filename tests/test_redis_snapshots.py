@@ -1,0 +1,92 @@
+"""An audience read again while the directory versions have not moved costs one command
+(gateway/store/redis/snapshots.py): a broadcast read by its intake and again by its
+plan (issue 18: the second read was ≈ 1.3 commands per delivery of the mixed run at
+2,000 children). A write in any process, of any part the snapshot holds, makes the next
+read a new one; a caller's changes to its copy are not seen by the next."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from gateway.bench.redis_stats import snapshot
+from gateway.models import Audience, Device, Preferences, Unit, UnitKind
+from gateway.store.redis import RedisStore
+from tests.contract.builders import T0, A, school_batch
+from tests.test_redis_commands import url  # noqa: F401
+
+CLASS_5A = Audience(groups=["g5a"])
+
+
+async def _store(redis_url: str) -> RedisStore:
+    store = RedisStore(redis_url, prefix="bbsnap")
+    await store.open()
+    return store
+
+
+@pytest.fixture
+async def stores(url: str) -> AsyncIterator[tuple[RedisStore, RedisStore]]:  # noqa: F811
+    """Two stores on one Redis: two gateway processes."""
+    first, second = await _store(url), await _store(url)
+    await first.apply_directory(A, school_batch())
+    yield first, second
+    await first.close()
+    await second.close()
+
+
+async def test_a_second_read_of_an_unchanged_audience_costs_one_command(
+    stores: tuple[RedisStore, RedisStore],
+    url: str,  # noqa: F811
+) -> None:
+    store, _ = stores
+    before = await snapshot(url)
+    first = await store.load_audience(A, CLASS_5A)
+    read = await snapshot(url) - before
+    again = await store.load_audience(A, CLASS_5A)
+    second = await snapshot(url) - before - read
+
+    assert again == first
+    assert read.total >= 10, read.calls  # the read itself: members, persons, relations ...
+    # the MGET of the versions (HELLO: the counting client's own connection)
+    assert {k: v for k, v in second.calls.items() if k != "hello"} == {"mget": 1}
+
+
+async def test_a_write_in_another_process_makes_the_next_read_a_new_one(
+    stores: tuple[RedisStore, RedisStore],
+) -> None:
+    store, other = stores
+    first = await store.load_audience(A, CLASS_5A)
+    assert not first.relations[0].flags.blocked
+
+    # each part of the snapshot has its version: directory, devices, preferences
+    await other.set_relation_flag(A, "c1", "p1", "blocked", True, "court order", "s1", T0)
+    blocked = await store.load_audience(A, CLASS_5A)
+    assert {(r.child_id, r.guardian_id) for r in blocked.relations if r.flags.blocked} == {
+        ("c1", "p1")
+    }
+
+    await other.upsert_device(A, "p1", Device(id="d1", token="tok-1", platform="android"))
+    with_device = await store.load_audience(A, CLASS_5A)
+    assert [d.id for d in with_device.devices["p1"]] == ["d1"]
+
+    await other.set_preferences(A, "p1", Preferences(language="en"))
+    assert (await store.load_audience(A, CLASS_5A)).preferences["p1"].language == "en"
+
+
+async def test_a_callers_changes_to_its_snapshot_are_not_kept(
+    stores: tuple[RedisStore, RedisStore],
+) -> None:
+    """The planner adds the sender's units and the escalation pins preferences in the
+    snapshot it got (gateway/sender_unit.py, gateway/escalation.py)."""
+    store, _ = stores
+    mine = await store.load_audience(A, CLASS_5A)
+    mine.units["elsewhere"] = Unit(id="elsewhere", kind=UnitKind.school, name="Elsewhere")
+    mine.sender_units.append("elsewhere")
+    mine.preferences["p1"] = Preferences(language="en")
+    mine.relations.clear()
+
+    again = await store.load_audience(A, CLASS_5A)
+    assert "elsewhere" not in again.units and again.sender_units == []
+    assert "p1" not in again.preferences
+    assert again.relations
