@@ -72,7 +72,7 @@ from gateway.store.redis.guardians import (
     contacts_from,
     forget_contacts,
     import_preferences,
-    read_contacts,
+    queue_contacts,
     read_devices,
     read_preferences,
 )
@@ -716,10 +716,10 @@ class _RedisRead:
             return People()
         async with self._redis.pipeline(transaction=False) as read:
             read.hmget(self._t(K.PERSONS), ids)
-            read_contacts(read, self._t, ids)
+            queue_contacts(read, self._t, ids)
             got = await read.execute()
         found = People({p: _person(p, doc) for p, doc in zip(ids, got[0], strict=True) if doc})
-        contacts_from(ids, got[1:], found)
+        await contacts_from(self._redis, self._t, ids, got[1:], found)
         return found
 
     async def relations(

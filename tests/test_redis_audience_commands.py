@@ -90,3 +90,27 @@ async def test_a_callers_changes_to_its_snapshot_are_not_kept(
     assert "elsewhere" not in again.units and again.sender_units == []
     assert "p1" not in again.preferences
     assert again.relations
+
+
+async def test_only_the_owners_of_devices_have_their_devices_read(
+    stores: tuple[RedisStore, RedisStore],
+    url: str,  # noqa: F811
+) -> None:
+    """The tenant's token and FID indexes name every device's owner: with fewer devices
+    than persons in the audience, only owners' device hashes are read (HGETALL)."""
+    store, other = stores
+    await other.upsert_device(A, "p1", Device(id="d1", token="tok-1", platform="android"))
+    await other.upsert_device(A, "p2", Device(id="d2", fid="fid-2", platform="ios"))
+    # the token moves to p4's device: p1's device with it is gone (one device per token)
+    await other.upsert_device(A, "p4", Device(id="d4", token="tok-1", platform="web"))
+
+    before = await snapshot(url)
+    school = await store.load_audience(A, Audience(units=["u1", "u2"]))
+    used = await snapshot(url) - before
+
+    assert {p: [d.id for d in ds] for p, ds in school.devices.items()} == {
+        "p2": ["d2"],
+        "p4": ["d4"],
+    }
+    assert len(school.persons) >= 9
+    assert used.calls["hgetall"] == 2 + len(school.audience_children), used.calls  # + rc:
