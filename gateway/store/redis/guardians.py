@@ -24,6 +24,9 @@ from gateway.store.redis.base import RedisFeature, opt
 from gateway.store.redis.scripts import Lua
 
 _UPSERT_DEVICE = Lua(lua.UPSERT_DEVICE)
+# From this many persons in one read, the tenant's device count is asked (two HLEN), and
+# with fewer devices than persons only their owners' devices are read (contacts_from).
+_INDEX_FROM = 8
 _REMOVE_DEVICE = Lua(lua.REMOVE_DEVICE)
 
 
@@ -97,12 +100,14 @@ class RedisGuardians(RedisFeature):
 
 def queue_contacts(read: Any, t: Callable[..., str], ids: Sequence[str]) -> None:
     """Queue on the pipeline ``read`` the first reads :func:`contacts_from` takes apart
-    (four replies): these persons' preferences and failed addresses, and how many
-    devices the tenant has (``t`` the tenant's key names)."""
+    (four replies, two below ``_INDEX_FROM`` persons): these persons' preferences and
+    failed addresses, and how many devices the tenant has (``t`` the tenant's key
+    names)."""
     read.hmget(t(K.PREFERENCES), ids)
     read.hmget(t(K.FAILING), [f"{p}\x1f{k}" for p in ids for k in CONTACT_KINDS])
-    read.hlen(t(K.TOKENS))
-    read.hlen(t(K.FIDS))
+    if len(ids) >= _INDEX_FROM:
+        read.hlen(t(K.TOKENS))
+        read.hlen(t(K.FIDS))
 
 
 async def contacts_from(
@@ -118,9 +123,9 @@ async def contacts_from(
     when the tenant has fewer devices than there are persons to read, their owners come
     from those two indexes (HVALS) and only owners' devices are read. The caller checks
     the devices' version around the whole read (``load_audience``)."""
-    prefs, failed, tokens, fids = replies
+    prefs, failed, *counts = replies
     wanted = [p for p in ids if p in into.persons]
-    if tokens + fids < len(wanted):
+    if counts and sum(counts) < len(wanted):
         async with redis.pipeline(transaction=False) as read:
             read.hvals(t(K.TOKENS))
             read.hvals(t(K.FIDS))
