@@ -25,8 +25,11 @@ from gateway.store.redis.scripts import Lua
 
 _UPSERT_DEVICE = Lua(lua.UPSERT_DEVICE)
 # From this many persons in one read, the tenant's device count is asked (two HLEN), and
-# with fewer devices than persons only their owners' devices are read (contacts_from).
+# with fewer than _INDEX_RATIO devices per person read only their owners' devices are
+# read (contacts_from): the indexes' entries are short ("person\x1fdevice"), and two
+# HVALS of up to four per person read less than one HGETALL per person does.
 _INDEX_FROM = 8
+_INDEX_RATIO = 4
 _REMOVE_DEVICE = Lua(lua.REMOVE_DEVICE)
 
 
@@ -120,12 +123,12 @@ async def contacts_from(
     a large audience have none (children, guardians without the app). Every device is
     in exactly one of the tenant's indexes ``tok`` and ``fid`` (a device has one of the
     two: ``Device``; upsert_device.lua and the removals keep them with the devices), so
-    when the tenant has fewer devices than there are persons to read, their owners come
-    from those two indexes (HVALS) and only owners' devices are read. The caller checks
-    the devices' version around the whole read (``load_audience``)."""
+    when the tenant has fewer than four devices per person to read, their owners come
+    from those two indexes (HVALS, one command each) and only owners' devices are read.
+    The caller checks the devices' version around the whole read (``load_audience``)."""
     prefs, failed, *counts = replies
     wanted = [p for p in ids if p in into.persons]
-    if counts and sum(counts) < len(wanted):
+    if counts and sum(counts) < _INDEX_RATIO * len(wanted):
         async with redis.pipeline(transaction=False) as read:
             read.hvals(t(K.TOKENS))
             read.hvals(t(K.FIDS))
