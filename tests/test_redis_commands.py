@@ -128,3 +128,25 @@ async def test_an_outcome_batch_over_three_channels_writes_each_counter_key_in_t
     }
     counts = await store.count_by_status(msg.tenant_id, msg.id)
     assert {k: v for k, v in counts.items() if v} == {"sent": 12}
+
+
+async def test_a_claim_of_one_job_reads_its_waiting_set_once(store: RedisStore, url: str) -> None:
+    """A claim reads each waiting set it visits once (its first members by rank: the due
+    ones, and the first one left is the set's new hint) and creates a stream's group
+    only when XREADGROUP finds none (no EXISTS per kind and claim)."""
+    msg = await accepted(store, message())
+    ds = [delivery(msg, f"p{i}", "sms", address=f"+4790000{i:03}") for i in range(2)]
+    await store.add_deliveries(ds[:1], [job(f"send:{ds[0].id}")])
+    assert len(await store.claim_jobs(["send"], 10, at(1), 30)) == 1  # scans, makes the group
+    await store.add_deliveries(ds[1:], [job(f"send:{ds[1].id}")])
+
+    before = await snapshot(url)
+    assert len(await store.claim_jobs(["send"], 10, at(1.1), 30)) == 1  # no scan: hint due
+    used = await snapshot(url) - before
+
+    assert "zrangebyscore" in used.calls  # the hints due
+    assert used.calls.get("zrange") == 1, used.calls  # the one set the hint named
+    assert "exists" not in used.calls, used.calls
+    # EVALSHA, TIME, GET clock, the hints, the set, ZREM, its hint, XADD, XREADGROUP,
+    # HMGET + HSET of the job, XCLAIM (and the counting client's HELLO)
+    assert used.total <= 13, used.calls

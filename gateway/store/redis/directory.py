@@ -72,11 +72,12 @@ from gateway.store.redis.guardians import (
     contacts_from,
     forget_contacts,
     import_preferences,
-    read_contacts,
+    queue_contacts,
     read_devices,
     read_preferences,
 )
 from gateway.store.redis.scripts import Lua, read
+from gateway.store.redis.snapshots import SnapshotCache
 
 _FLAG_REASONS = {"information_granted": "ir", "blocked": "br"}
 _FLAG_VALUES = {"information_granted": "ig", "blocked": "b"}
@@ -222,6 +223,7 @@ class RedisDirectory(RedisFeature):
     def __init__(self, db: RedisHandle) -> None:
         super().__init__(db)
         self._locks = DirectoryLocks(self)
+        self._snapshots = SnapshotCache()
 
     async def _directory_write(
         self,
@@ -639,11 +641,23 @@ class RedisDirectory(RedisFeature):
         only when no directory write landed in between (store/audience.checked)."""
         versions = [self._db.t(tenant_id, v) for v in _VERSIONS]
         read = _RedisRead(self._redis, self._db.tk(tenant_id))
+        # A snapshot this process read at the versions still current is what a new read
+        # would give (redis/snapshots.py): one MGET instead of the read.
+        key = self._snapshots.key(tenant_id, audience)
+        first: list[str | None] | None = None
+        if self._snapshots.versions_of(key) is not None:
+            first = await self._redis.mget(versions)
+            kept = self._snapshots.take(key, first)
+            if kept is not None:
+                return kept
 
         async def once() -> DirectorySnapshot | None:
-            before = await self._redis.mget(versions)
+            nonlocal first
+            before, first = first or await self._redis.mget(versions), None
             snapshot = await expand(read, audience)
-            return snapshot if await self._redis.mget(versions) == before else None
+            if await self._redis.mget(versions) != before:
+                return None
+            return self._snapshots.keep(key, before, snapshot)
 
         # Marked as under way for a batch's writer in any process (``_give_way``); the
         # mark expires by itself should this process die mid-read.
@@ -702,10 +716,10 @@ class _RedisRead:
             return People()
         async with self._redis.pipeline(transaction=False) as read:
             read.hmget(self._t(K.PERSONS), ids)
-            read_contacts(read, self._t, ids)
+            queue_contacts(read, self._t, ids)
             got = await read.execute()
         found = People({p: _person(p, doc) for p, doc in zip(ids, got[0], strict=True) if doc})
-        contacts_from(ids, got[1:], found)
+        await contacts_from(self._redis, self._t, ids, got[1:], found)
         return found
 
     async def relations(

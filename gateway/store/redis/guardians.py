@@ -24,6 +24,12 @@ from gateway.store.redis.base import RedisFeature, opt
 from gateway.store.redis.scripts import Lua
 
 _UPSERT_DEVICE = Lua(lua.UPSERT_DEVICE)
+# From this many persons in one read, the tenant's device count is asked (two HLEN), and
+# with fewer than _INDEX_RATIO devices per person read only their owners' devices are
+# read (contacts_from): the indexes' entries are short ("person\x1fdevice"), and two
+# HVALS of up to four per person read less than one HGETALL per person does.
+_INDEX_FROM = 8
+_INDEX_RATIO = 4
 _REMOVE_DEVICE = Lua(lua.REMOVE_DEVICE)
 
 
@@ -95,18 +101,46 @@ class RedisGuardians(RedisFeature):
             await pipe.execute()
 
 
-def read_contacts(read: Any, t: Callable[..., str], ids: Sequence[str]) -> None:
-    """Queue on the pipeline ``read`` the reads :func:`contacts_from` takes apart: these
-    persons' preferences, failed addresses and devices (``t`` the tenant's key names)."""
+def queue_contacts(read: Any, t: Callable[..., str], ids: Sequence[str]) -> None:
+    """Queue on the pipeline ``read`` the first reads :func:`contacts_from` takes apart
+    (four replies, two below ``_INDEX_FROM`` persons): these persons' preferences and
+    failed addresses, and how many devices the tenant has (``t`` the tenant's key
+    names)."""
     read.hmget(t(K.PREFERENCES), ids)
     read.hmget(t(K.FAILING), [f"{p}\x1f{k}" for p in ids for k in CONTACT_KINDS])
-    for p in ids:
-        read.hgetall(t(K.DEVICES, p))
+    if len(ids) >= _INDEX_FROM:
+        read.hlen(t(K.TOKENS))
+        read.hlen(t(K.FIDS))
 
 
-def contacts_from(ids: Sequence[str], replies: Sequence[Any], into: People) -> None:
-    """The replies of :func:`read_contacts`, for the persons found ``into``."""
-    prefs, failed, devices = replies[0], replies[1], replies[2:]
+async def contacts_from(
+    redis: Any, t: Callable[..., str], ids: Sequence[str], replies: Sequence[Any], into: People
+) -> None:
+    """The replies of :func:`queue_contacts`, and the devices read after them, for the
+    persons found ``into``.
+
+    A person's devices are a hash of their own (one HGETALL each), and most persons in
+    a large audience have none (children, guardians without the app). Every device is
+    in exactly one of the tenant's indexes ``tok`` and ``fid`` (a device has one of the
+    two: ``Device``; upsert_device.lua and the removals keep them with the devices), so
+    when the tenant has fewer than four devices per person to read, their owners come
+    from those two indexes (HVALS, one command each) and only owners' devices are read.
+    The caller checks the devices' version around the whole read (``load_audience``)."""
+    prefs, failed, *counts = replies
+    wanted = [p for p in ids if p in into.persons]
+    if counts and sum(counts) < _INDEX_RATIO * len(wanted):
+        async with redis.pipeline(transaction=False) as read:
+            read.hvals(t(K.TOKENS))
+            read.hvals(t(K.FIDS))
+            indexed = await read.execute()
+        owners = {ref.split("\x1f", 1)[0] for refs in indexed for ref in refs}
+        wanted = [p for p in wanted if p in owners]
+    devices: dict[str, dict[str, str]] = {}
+    if wanted:
+        async with redis.pipeline(transaction=False) as read:
+            for p in wanted:
+                read.hgetall(t(K.DEVICES, p))
+            devices = dict(zip(wanted, await read.execute(), strict=True))
     for i, p in enumerate(ids):
         if p not in into.persons:
             continue
@@ -116,8 +150,8 @@ def contacts_from(ids: Sequence[str], replies: Sequence[Any], into: People) -> N
             doc = failed[len(CONTACT_KINDS) * i + j]
             if doc is not None:
                 into.failed.setdefault(p, {})[kind] = json.loads(doc)[0]
-        if devices[i]:
-            into.devices[p] = [device_from_doc(d, devices[i][d]) for d in sorted(devices[i])]
+        if rows := devices.get(p):
+            into.devices[p] = [device_from_doc(d, rows[d]) for d in sorted(rows)]
 
 
 # In-transaction helpers for the directory (redis/directory.py), which removes a person

@@ -91,14 +91,20 @@ elseif want > 0 then
     if mine[kind] and visit[urgent] then visit[urgent][#visit[urgent] + 1] = kind end
   end
 end
+-- Each set read is its first want + 1 members by rank (one ZRANGE): the due ones are
+-- candidates, and the first member this claim leaves is the set's new hint (none left:
+-- the set is empty), so no second read of the set after the ZREM.
 if want > 0 then
-  local lanes = {}
+  local now = tonumber(ARGV[3])
+  local lanes, firsts = {}, {}
   for _, urgent in ipairs({'1', '0'}) do
     local due = {}
     for _, kind in ipairs(visit[urgent]) do
-      local z = redis.call('ZRANGEBYSCORE', waiting(kind, urgent), '-inf', ARGV[3],
-        'WITHSCORES', 'LIMIT', 0, want)
-      for i = 1, #z, 2 do due[#due + 1] = {tonumber(z[i + 1]), z[i], kind, urgent} end
+      local z = redis.call('ZRANGE', waiting(kind, urgent), 0, want, 'WITHSCORES')
+      firsts[hint(urgent, kind)] = z
+      for i = 1, #z, 2 do
+        if tonumber(z[i + 1]) <= now then due[#due + 1] = {tonumber(z[i + 1]), z[i], kind, urgent} end
+      end
     end
     table.sort(due, function(a, b)
       if a[1] ~= b[1] then return a[1] < b[1] end
@@ -111,24 +117,29 @@ if want > 0 then
   local due = {}
   for i = 1, n_urgent do due[#due + 1] = lanes['1'][i] end
   for i = 1, n_normal do due[#due + 1] = lanes['0'][i] end
-  local per_kind, zrem = {}, {}
+  local per_kind, zrem, taken = {}, {}, {}
   for i = 1, #due do
     local id, kind = due[i][2], due[i][3]
-    if not per_kind[kind] then ensure_group(qp .. K.STREAM .. kind); per_kind[kind] = 0 end
+    per_kind[kind] = (per_kind[kind] or 0) + 1
     push(zrem, waiting(kind, due[i][4]), id)
+    taken[due[i][4] .. '\31' .. id] = true
     redis.call('XADD', qp .. K.STREAM .. kind, '*', 'j', id)
-    per_kind[kind] = per_kind[kind] + 1
   end
   bulk(zrem, function(z, ids) redis.call('ZREM', z, unpack(ids)) end)
   for _, urgent in ipairs({'1', '0'}) do
-    for _, kind in ipairs(visit[urgent]) do set_next(kind, urgent) end
+    for _, kind in ipairs(visit[urgent]) do
+      local z, left = firsts[hint(urgent, kind)], nil
+      for i = 1, #z, 2 do
+        if not taken[urgent .. '\31' .. z[i]] then left = z[i + 1]; break end
+      end
+      set_next(kind, urgent, left)
+    end
   end
   for _, kind in ipairs(kinds) do
     local n = per_kind[kind]
     if n then
       local stream = qp .. K.STREAM .. kind
-      local r = redis.call('XREADGROUP', 'GROUP', GROUP, consumer, 'COUNT', n,
-        'STREAMS', stream, '>')
+      local r = read_group(stream, consumer, n)
       local eids = {}
       for _, entry in ipairs(r[1][2]) do
         eids[#eids + 1] = entry[1]

@@ -2,10 +2,18 @@ local qp = ARGV[1]
 -- Lua would print 1.7e+15: integers go to Redis written out in full.
 local function num(x) return string.format('%.0f', x) end
 local GROUP = 'workers'
-local function ensure_group(stream)
-  if redis.call('EXISTS', stream) == 0 then
+-- XREADGROUP of the n newest entries of a stream this script just added to; its group is
+-- created (from the stream's start) when the read finds none, so a claim asks no EXISTS
+-- per kind before it adds.
+local function read_group(stream, consumer, n)
+  local args = {'XREADGROUP', 'GROUP', GROUP, consumer, 'COUNT', n, 'STREAMS', stream, '>'}
+  local r = redis.pcall(unpack(args))
+  if type(r) == 'table' and r.err then
+    if not string.find(r.err, 'NOGROUP', 1, true) then error(r) end
     redis.call('XGROUP', 'CREATE', stream, GROUP, '0', 'MKSTREAM')
+    r = redis.call(unpack(args))
   end
+  return r
 end
 -- The sorted set a waiting job sits in: its kind's, in its lane.
 local function waiting(kind, urgent)
@@ -18,10 +26,11 @@ end
 -- it read (set_next). A writer that did not (an older version's) delays its jobs until
 -- the next claim that reads every set, at most a second later (redis/jobs.py).
 local function hint(urgent, kind) return urgent .. '\31' .. kind end
-local function set_next(kind, urgent)
-  local first = redis.call('ZRANGE', waiting(kind, urgent), 0, 0, 'WITHSCORES')
-  if first[2] then
-    redis.call('ZADD', qp .. K.NEXT_DUE, first[2], hint(urgent, kind))
+-- ``first``: the score of the set's earliest member, known to the caller (claim.lua);
+-- nil: the set is empty.
+local function set_next(kind, urgent, first)
+  if first then
+    redis.call('ZADD', qp .. K.NEXT_DUE, first, hint(urgent, kind))
   else
     redis.call('ZREM', qp .. K.NEXT_DUE, hint(urgent, kind))
   end
