@@ -67,7 +67,7 @@ from gateway.store.ports import (
     RateLimiter,
     SendLedger,
 )
-from gateway.store.priority import urgent_scope
+from gateway.store.priority import mark_urgent, urgent_scope
 from gateway.store.records import SendOutcome
 from gateway.translations import Translations
 from gateway.urgent_handoff import UrgentHandoff
@@ -174,6 +174,8 @@ class Dispatcher:
         self._sending_urgent: dict[str, int] = {}  # of which urgent
         self._task_channel: dict[asyncio.Task[None], str] = {}
         self._urgent_tasks: set[asyncio.Task[None]] = set()
+        self._urgent_idle = asyncio.Event()  # set while no task does an urgent job
+        self._urgent_idle.set()
         self._claimed_at = -math.inf  # time.monotonic() of the last claim
         self._urgent_flowing = False  # whether the last claim brought urgent jobs
         # Send outcomes are committed in batches (one transaction for many sends).
@@ -320,14 +322,21 @@ class Dispatcher:
         """Start buffered jobs while there is room: urgent ones first; a send whose
         channel is full is set aside until it has room (gateway/ready_buffer.py)."""
         started = []
-        for urgent, ready in ((True, self._ready_urgent), (False, self._ready)):
-            fits = self._urgent_channel_fits if urgent else self._channel_fits
-            while ready and self._room(urgent=urgent):
-                job = ready.take(fits)
-                if job is None:
-                    break
-                started.append(self._start(job))
+        while (ready := self._take_next()) is not None:
+            started.append(self._start(ready))
         return started
+
+    def _take_next(self) -> Ready[Job] | None:
+        """The buffered job to start next, if one may start now: urgent ones first; a
+        send whose channel is full is set aside until it has room. The one rule both
+        :meth:`_start_ready` and a task that finished its job (:meth:`_work`) go by."""
+        if self._ready_urgent and self._room(urgent=True):
+            ready = self._ready_urgent.take(self._urgent_channel_fits)
+            if ready is not None:
+                return ready
+        if self._ready and self._room(urgent=False):
+            return self._ready.take(self._channel_fits)
+        return None
 
     def _channel_of(self, job: Job) -> str | None:
         """A send job's channel, when its delivery was read with the claim."""
@@ -390,14 +399,17 @@ class Dispatcher:
         return True
 
     async def _busy_wait(self) -> None:
-        """Until a send finishes or work is queued (at most a poll interval)."""
+        """Until a task ends or ends an urgent job, a send waits at its gate without a
+        slot, or work is queued (at most a poll interval, and URGENT_POLL)."""
         self._slot_freed.clear()
         freed = asyncio.ensure_future(self._slot_freed.wait())
         queued = asyncio.ensure_future(self.work_available.wait())
         try:
             await asyncio.wait(
                 (freed, queued),
-                timeout=self.settings.poll_interval,
+                # Tasks go on to the next job without waking this loop: URGENT_POLL is
+                # kept by the timeout, not by the ends of sends.
+                timeout=min(self.settings.poll_interval, URGENT_POLL),
                 return_when=asyncio.FIRST_COMPLETED,
             )
         finally:
@@ -421,7 +433,9 @@ class Dispatcher:
         raise RuntimeError("dispatcher did not become idle")
 
     def _free_slots(self) -> int:
-        waiting = sum(gate.free_waiting for gate in self._gates.values())
+        waiting = 0  # sends waiting at their gate without a slot (a loop: no call per gate)
+        for gate in self._gates.values():
+            waiting += gate.waiting - gate.excess
         return max(self.settings.concurrency - len(self._tasks) + waiting, 0)
 
     def _gate(self, channel: str) -> ChannelGate:
@@ -431,29 +445,78 @@ class Dispatcher:
             gate = self._gates[channel] = ChannelGate(limit, self._slot_freed.set)
         return gate
 
-    def _start(self, job: Job) -> asyncio.Task[None]:
-        with urgent_scope(job.urgent):  # the task's store calls go first if urgent
-            task = asyncio.create_task(self._do(job))
-        channel = self._channel_of(job)
+    def _start(self, ready: Ready[Job]) -> asyncio.Task[None]:
+        with urgent_scope(ready.job.urgent):  # the task's store calls go first if urgent
+            task = asyncio.create_task(self._work(ready.job))
+        self._book(task, ready)
+        task.add_done_callback(self._finished)
+        return task
+
+    async def _work(self, job: Job) -> None:
+        """Do ``job``, then the next buffered job while one may start: one task per
+        dispatch slot in use, not one per job. The slot passes from a job to the next
+        only once the first job's outcome is stored (the crash bound), and the next is
+        the one :meth:`_start_ready` would start (urgent first, a full channel's set
+        aside). Without one the task ends and the run loop claims more."""
+        task = asyncio.current_task()
+        assert task is not None
+        urgent = job.urgent
+        while True:
+            # The job's handler is awaited here, not in a function of its own: each
+            # frame of the chain is resumed at every await of a send.
+            handler = self._handlers.get(job.kind)
+            try:
+                await (self._unknown(job) if handler is None else handler(job))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                await self._failed(job, exc)
+            self._unbook(task)
+            ready = None if self._stopping.is_set() else self._take_next()
+            if ready is None:
+                self._slot_freed.set()  # the run loop claims, or starts what has room
+                return
+            if urgent and (not ready.job.urgent or not self._ready_urgent):
+                # Urgent work ends here or its buffer ran dry: the normal share and the
+                # refill of urgent work (_urgent_refill_due) are the run loop's to redo.
+                self._slot_freed.set()
+            job = ready.job
+            self._book(task, ready)
+            if job.urgent != urgent:  # the task's own context: no scope to leave
+                urgent = job.urgent
+                mark_urgent(urgent)
+
+    def _book(self, task: asyncio.Task[None], ready: Ready[Job]) -> None:
+        """Count ``task`` as doing the job: a dispatch slot, and a send of its channel."""
+        channel = ready.channel
         if channel is not None:
             self._sending[channel] = self._sending.get(channel, 0) + 1
             self._task_channel[task] = channel
         self._tasks.add(task)
-        if job.urgent:
+        if ready.job.urgent:
+            if not self._urgent_tasks:
+                self._urgent_idle.clear()
             self._urgent_tasks.add(task)
             if channel is not None:
                 self._sending_urgent[channel] = self._sending_urgent.get(channel, 0) + 1
-        task.add_done_callback(self._finished)
-        return task
 
-    def _finished(self, task: asyncio.Task[None]) -> None:
+    def _unbook(self, task: asyncio.Task[None]) -> None:
+        """Undo :meth:`_book` (nothing if already undone)."""
         channel = self._task_channel.pop(task, None)
+        urgent = task in self._urgent_tasks
         if channel is not None:
             self._sending[channel] -= 1
-            if task in self._urgent_tasks:
+            if urgent:
                 self._sending_urgent[channel] -= 1
         self._tasks.discard(task)
-        self._urgent_tasks.discard(task)
+        if urgent:
+            self._urgent_tasks.discard(task)
+            if not self._urgent_tasks:
+                self._urgent_idle.set()
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        """A task ended: after its last job, or cancelled or failed within one."""
+        self._unbook(task)
         self._slot_freed.set()
 
     async def _release_ready(self) -> None:
@@ -476,33 +539,27 @@ class Dispatcher:
             log.warning("shutdown left jobs unfinished", extra={"jobs": len(pending)})
             await asyncio.gather(*pending, return_exceptions=True)
 
-    async def _do(self, job: Job) -> None:
-        handler = self._handlers.get(job.kind)
-        try:
-            if handler is None:
-                log.error("unknown job kind", extra={"kind": job.kind})
+    async def _unknown(self, job: Job) -> None:
+        log.error("unknown job kind", extra={"kind": job.kind})
+        await self.store.finish_job(job.id)
+
+    async def _failed(self, job: Job, exc: Exception) -> None:
+        """A job's handler raised: a bug, or a store that failed. Retried later; a send
+        out of attempts is recorded as failed."""
+        log.exception("job failed unexpectedly", extra={"kind": job.kind}, exc_info=exc)
+        if job.kind == JOB_SEND and job.attempts >= self.settings.max_attempts:
+            # A bug (a broken template, say) must not keep a delivery queued forever.
+            delivery = await self.store.get_delivery(job.ref)
+            if delivery is None:
                 await self.store.finish_job(job.id)
             else:
-                await handler(job)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.exception("job failed unexpectedly", extra={"kind": job.kind})
-            if job.kind == JOB_SEND and job.attempts >= self.settings.max_attempts:
-                # A bug (a broken template, say) must not keep a delivery queued forever.
-                delivery = await self.store.get_delivery(job.ref)
-                if delivery is None:
-                    await self.store.finish_job(job.id)
-                else:
-                    reason = f"error:{type(exc).__name__}"
-                    await self._finish(job, delivery, DeliveryStatus.failed, reason=reason)
-                return
-            delay = backoff(
-                job.attempts, self.settings.backoff_base, self.settings.backoff_max, None
-            )
-            await self.store.retry_job(
-                job.id, self.clock.now() + timedelta(seconds=delay), type(exc).__name__
-            )
+                reason = f"error:{type(exc).__name__}"
+                await self._finish(job, delivery, DeliveryStatus.failed, reason=reason)
+            return
+        delay = backoff(job.attempts, self.settings.backoff_base, self.settings.backoff_max, None)
+        await self.store.retry_job(
+            job.id, self.clock.now() + timedelta(seconds=delay), type(exc).__name__
+        )
 
     # ------------------------------------------------------------------ plan
 
@@ -545,9 +602,9 @@ class Dispatcher:
         batch per PLAN_GIVE_WAY): its write transaction and CPU slice would delay them."""
         deadline = time.monotonic() + PLAN_GIVE_WAY
         while self._urgent_tasks and (left := deadline - time.monotonic()) > 0:
-            await asyncio.wait(
-                set(self._urgent_tasks), timeout=left, return_when=asyncio.FIRST_COMPLETED
-            )
+            # A task goes on to the next job: the end of its urgent one is no task's end.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._urgent_idle.wait(), timeout=left)
 
     async def _write_plan(
         self, deliveries: list[Delivery], jobs: list[Job], *, yields: bool = False
@@ -664,7 +721,8 @@ class Dispatcher:
         ):
             return None
         gate = self._gate(name)
-        put_off = await gate.enter(urgent=job.urgent)
+        # A free slot is taken without a coroutine; else the send waits in line.
+        put_off = None if gate.take_free(job.urgent) else await gate.enter(urgent=job.urgent)
         if put_off is not None:
             due = self.clock.now() + timedelta(seconds=put_off)
             await self.store.postpone_job(job.id, due, "channel_stalled")
