@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 import random
@@ -160,6 +161,12 @@ class Dispatcher:
         self._slot_freed = asyncio.Event()
         # channel -> its in-flight limit here; a send waiting for one holds no slot above.
         self._gates: dict[str, ChannelGate] = {}
+        # The ready buffer's bound on a full channel's set-aside sends (_held_bound): the
+        # share of a lease it covers, and per channel what its rate limit allows in it.
+        self._held_window = settings.lease_seconds * HELD_LEASE_SHARE
+        self._rate_held: dict[str, int | None] = {}
+        # The urgent lane's test of a channel's room (one call, not a wrapper's two).
+        self._urgent_fits = functools.partial(self._channel_fits, urgent=True)
         # Deliveries of the send jobs just claimed, read in one round trip (see run_once).
         self._prefetched: dict[str, Delivery] = {}
         # Claimed but not started yet: jobs are claimed a batch at a time, not one per
@@ -180,7 +187,7 @@ class Dispatcher:
         self._urgent_flowing = False  # whether the last claim brought urgent jobs
         # Send outcomes are committed in batches (one transaction for many sends).
         self._outcomes = OutcomeBatcher(store, urgent_active=self._urgent_active)
-        self._stopping = asyncio.Event()
+        self._stopping = False  # stop() was called: no claims, no job taken up
         # Job kind -> handler: the dispatcher's own and the features' (the service builds
         # them with gateway.jobs.registry); a kind handled twice is refused here too.
         self._handlers = registry(self.handlers(), handlers or {})
@@ -208,7 +215,7 @@ class Dispatcher:
         """Claim and do jobs until :meth:`stop`; then let in-flight work finish."""
         self.handoff.attach(self._take_over, self.settings.lease_seconds, self.kinds)
         try:
-            while not self._stopping.is_set():
+            while not self._stopping:
                 claimed = await self.run_once(wait=False)
                 if claimed == 0:
                     # run_once cleared the event before its claim: a job queued since is seen.
@@ -223,8 +230,8 @@ class Dispatcher:
         await self._release_ready()
 
     def stop(self) -> None:
-        self._stopping.set()
-        self.work_available.set()
+        self._stopping = True
+        self.work_available.set()  # wakes the run loop
 
     async def run_once(self, *, wait: bool = True) -> int:
         """Claim what is due now (as many as there are free slots) and start it.
@@ -331,7 +338,7 @@ class Dispatcher:
         send whose channel is full is set aside until it has room. The one rule both
         :meth:`_start_ready` and a task that finished its job (:meth:`_work`) go by."""
         if self._ready_urgent and self._room(urgent=True):
-            ready = self._ready_urgent.take(self._urgent_channel_fits)
+            ready = self._ready_urgent.take(self._urgent_fits)
             if ready is not None:
                 return ready
         if self._ready and self._room(urgent=False):
@@ -353,7 +360,7 @@ class Dispatcher:
         silent (started, the gate puts such sends off: its stall rule). An urgent send
         counts only urgent ones: it is never set aside behind a broadcast's normal
         sends, as its gate lets it go first."""
-        gate = self._gate(channel)
+        gate = self._gates.get(channel) or self._gate(channel)
         sending = self._sending_urgent if urgent else self._sending
         if sending.get(channel, 0) < 2 * gate.limit or gate.silent(STALL_WAIT):
             return True
@@ -362,24 +369,26 @@ class Dispatcher:
             held += self._ready.held(channel)
         return held >= self._held_bound(channel, gate)
 
-    def _urgent_channel_fits(self, channel: str) -> bool:
-        return self._channel_fits(channel, urgent=True)
-
     def _held_bound(self, channel: str, gate: ChannelGate) -> int:
         """How many sends of ``channel`` may be set aside: what it gets through in
         HELD_LEASE_SHARE of a lease at its limit and latency, and at its rate limit if it
         has one (beyond it they start, and the rate limit puts them off to their time)."""
-        window = self.settings.lease_seconds * HELD_LEASE_SHARE
-        bound = gate.clears_in(window)
+        bound = gate.clears_in(self._held_window)
+        cap = self._rate_held.get(channel)
+        return bound if cap is None else min(bound, cap)
+
+    def _rate_cap(self, channel: str) -> int | None:
+        """Sends of ``channel`` its rate limit lets through in the held window (None: no
+        rate limit); fixed by the settings and the channel, worked out once."""
         found = self.channels.get(channel)
         rate = self.settings.channel_rate.get(
             channel, found.rate_per_second if found is not None else None
         )
-        return min(bound, math.ceil(rate * window)) if rate else bound
+        return math.ceil(rate * self._held_window) if rate else None
 
     def _startable(self) -> bool:
         """Whether the buffers hold a job that could start now."""
-        return self._ready_urgent.startable(self._urgent_channel_fits) or self._ready.startable(
+        return self._ready_urgent.startable(self._urgent_fits) or self._ready.startable(
             self._channel_fits
         )
 
@@ -443,6 +452,7 @@ class Dispatcher:
         if gate is None:
             limit = self.settings.in_flight_limit(channel)
             gate = self._gates[channel] = ChannelGate(limit, self._slot_freed.set)
+            self._rate_held[channel] = self._rate_cap(channel)
         return gate
 
     def _start(self, ready: Ready[Job]) -> asyncio.Task[None]:
@@ -472,7 +482,7 @@ class Dispatcher:
             except Exception as exc:
                 await self._failed(job, exc)
             self._unbook(task)
-            ready = None if self._stopping.is_set() else self._take_next()
+            ready = None if self._stopping else self._take_next()
             if ready is None:
                 self._slot_freed.set()  # the run loop claims, or starts what has room
                 return
