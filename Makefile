@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo demo-serve screenshots run test test-deps lint bench bench-batch fuzz constraints clean
+.PHONY: demo demo-serve screenshots run test test-deps lint bench bench-batch bench-scaling fuzz constraints clean
 
 # The pinned set (constraints.txt) over the ranges of pyproject.toml.
 $(STAMP): pyproject.toml constraints.txt
@@ -44,6 +44,10 @@ bench: $(STAMP) ## the emergency-broadcast benchmark (not part of the tests)
 bench-batch: $(STAMP) test-deps ## /healthz and event latency while a 100k-person batch is applied (SQLite, Redis)
 	$(BIN)/python -m scripts.measure_batch_latency
 	$(BIN)/python -m scripts.measure_batch_latency --backend redis
+
+bench-scaling: $(STAMP) test-deps ## 1 vs 2 Redis workers, each held to 0.25 of a core (cgroups: root)
+	$(BIN)/python -m scripts.measure_worker_scaling
+	$(BIN)/python -m scripts.measure_worker_scaling --latency 50ms:300ms
 
 fuzz: $(STAMP)  ## schemathesis against the running API, tenant key and guardian token: no 5xx
 	$(BIN)/python -m scripts.fuzz

@@ -332,6 +332,14 @@ def _parser() -> argparse.ArgumentParser:
         help="the Redis to use with --backend redis (default: a redis-server of its own, "
         "so the command counts are the gateway's alone)",
     )
+    bench.add_argument(
+        "--worker-cpu",
+        type=float,
+        metavar="FRACTION",
+        help="put each gateway process (serve and every worker) in a cgroup of its own "
+        "with this share of one core as CFS quota, so the sinks and Redis cannot take it "
+        "(needs a writable cgroup cpu controller: root)",
+    )
     bench.add_argument("--keep", action="store_true", help="keep the work directory and logs")
     bench.add_argument(
         "--profile", metavar="FILE", help="py-spy collapsed stacks of the gateway's emergency"
@@ -396,6 +404,7 @@ def main(argv: list[str] | None = None) -> int:
                     scenario=args.scenario,
                     event_loop=args.event_loop,
                     urgent_handoff=args.urgent_handoff,
+                    worker_cpu=args.worker_cpu,
                     **({"redis_url": args.redis_url} if args.redis_url else {}),
                 )
             )

@@ -28,6 +28,7 @@ from typing import IO, Any
 import aiohttp
 
 from gateway.bench import ceiling, redis_server
+from gateway.bench.cpu_quota import CpuQuotaError, CpuQuotas, check_fraction
 from gateway.bench.latency import NO_LATENCY, Latency
 from gateway.bench.redis_server import RedisServer
 from gateway.bench.redis_stats import CommandCounts, snapshot
@@ -74,6 +75,7 @@ JSON_KEYS = (
     "absence_p50_ms",
     "absence_p99_ms",
     "peak_rss_mb",
+    "worker_cpu",
     "lost",
     "duplicates",
 )
@@ -90,16 +92,24 @@ DURING_A_BROADCAST = ("mixed", "urgent")
 
 @dataclass(frozen=True)
 class Meters:
-    """What the gateway used so far: CPU seconds of its processes, Redis commands."""
+    """What the gateway used so far: CPU seconds of its processes, Redis commands, and
+    with ``--worker-cpu`` its CFS periods (all, and those its budget ran out in)."""
 
     cpu_s: float = 0.0
     redis: CommandCounts | None = None
+    periods: tuple[int, int] = (0, 0)
 
     def __sub__(self, other: Meters) -> Meters:
         redis = None
         if self.redis is not None and other.redis is not None:
             redis = self.redis - other.redis
-        return Meters(self.cpu_s - other.cpu_s, redis)
+        periods = (self.periods[0] - other.periods[0], self.periods[1] - other.periods[1])
+        return Meters(self.cpu_s - other.cpu_s, redis, periods)
+
+    @property
+    def throttled(self) -> float | None:
+        """The share of CFS periods in which a gateway process had used up its budget."""
+        return round(self.periods[1] / self.periods[0], 3) if self.periods[0] else None
 
 
 class BenchError(Exception):
@@ -123,6 +133,9 @@ class Options:
     latency: Latency = NO_LATENCY  # how long the sinks take to answer (gateway and ceiling)
     scenario: str = "emergency"  # or "mixed"/"urgent": urgent work during a broadcast
     urgent_handoff: int | None = None  # DISPATCH__URGENT_HANDOFF of the gateway (None: its default)
+    # A CFS quota (share of one core) for each gateway process, in a cgroup of its own
+    # (gateway/bench/cpu_quota.py); None: no quota.
+    worker_cpu: float | None = None
     # The gateway's event loop and this process's (so the ceiling runs on the same kind).
     event_loop: EventLoopKind = Settings.model_fields["event_loop"].default
     log: IO[str] = field(default_factory=lambda: sys.stderr)
@@ -187,6 +200,7 @@ class Bench:
         self.redis_prefix = f"bench{secrets.token_hex(4)}"
         self.redis_url = options.redis_url
         self.redis_server: RedisServer | None = None
+        self.quotas: CpuQuotas | None = None
 
     # ------------------------------------------------------------------ helpers
 
@@ -238,6 +252,11 @@ class Bench:
             raise BenchError("--children must be at least 10")
         if o.scenario not in SCENARIOS:
             raise BenchError(f"--scenario must be one of {', '.join(SCENARIOS)}")
+        if o.worker_cpu is not None:
+            try:
+                check_fraction(o.worker_cpu)
+            except CpuQuotaError as exc:
+                raise BenchError(str(exc)) from exc
 
     def gateway_env(self, service_account: Path) -> dict[str, str]:
         fcm, twilio, smtp = self.sinks["fcm"], self.sinks["twilio"], self.sinks["smtp"]
@@ -286,9 +305,11 @@ class Bench:
         self.port = free_port()
         env = self.gateway_env(service_account)
         cli = [sys.executable, "-m", "gateway.cli"]
-        self.gateways.append(spawn([*cli, "serve"], env, self.log_file))
-        for _ in range(self.o.workers - 1):
-            self.gateways.append(spawn([*cli, "worker"], env, self.log_file))
+        self._open_quotas()
+        for n, command in enumerate(["serve"] + ["worker"] * (self.o.workers - 1)):
+            self.gateways.append(spawn([*cli, command], env, self.log_file))
+            if self.quotas is not None:  # placed while it still imports, before it forks
+                self.quotas.confine(self.gateways[-1].pid, f"{command}-{n}")
         # A pooled connection is dropped well before the gateway's keep-alive (its
         # HTTP__HEADER_TIMEOUT, 15 s) ends it: at equal times a post after an idle spell
         # could meet a connection the gateway was closing ("Cannot write to closing transport").
@@ -306,6 +327,17 @@ class Bench:
                 raise BenchError("the gateway did not become ready in 30 s")
             await asyncio.sleep(0.1)
         self.say(f"gateway ready on port {self.port} ({self.o.backend}, {self.o.workers} process)")
+
+    def _open_quotas(self) -> None:
+        if self.o.worker_cpu is None:
+            return
+        try:
+            self.quotas = CpuQuotas.create(self.o.worker_cpu)
+        except CpuQuotaError as exc:
+            raise BenchError(str(exc)) from exc
+        where = f"cgroup v{self.quotas.hierarchy.version} {self.quotas.top}"
+        budget = f"{self.o.worker_cpu:g} of a core"
+        self.say(f"each gateway process gets {budget} once set up ({where})")
 
     async def _start_redis(self) -> None:
         """With ``--backend redis`` and no ``--redis-url``: a private redis-server, so
@@ -420,6 +452,8 @@ class Bench:
             await sink.reset()
         rss_before = sum(proc_status(p.pid).get("VmRSS", 0) for p in self.gateways)
         before = await self.meters()
+        bench_cpu_before = time.process_time()
+        sinks_cpu_before = sum([(await sink.stats())["cpu_s"] for sink in self.sinks.values()])
         event = {
             "id": f"bench-emergency-{self.o.seed}-{secrets.token_hex(4)}",
             "type": "message.created",
@@ -438,6 +472,9 @@ class Bench:
         message_id, accepted = await self.post_event(event)
         await self.wait_for({c: expected[c] for c in CHANNELS}, "emergency")
         used = await self.meters() - before
+        bench_cpu_s = time.process_time() - bench_cpu_before
+        sinks_cpu_s = sum([(await sink.stats())["cpu_s"] for sink in self.sinks.values()])
+        sinks_cpu_s -= sinks_cpu_before
         await self.stop_profiler(profiler)
         await self.wait_idle()
         await asyncio.sleep(0.5)  # a late duplicate would show up now
@@ -474,12 +511,14 @@ class Bench:
             "meters": used,
             "rss_before_mb": rss_before / 1024,
             "sink_cpu_s": {c: round(stats[c]["cpu_s"], 1) for c in CHANNELS},
+            "others_cpu_s": bench_cpu_s + sinks_cpu_s,
         }
 
     async def meters(self) -> Meters:
         cpu = sum(cpu_seconds(p.pid) for p in self.gateways)
         redis = await snapshot(self.redis_url) if self.o.backend == "redis" else None
-        return Meters(cpu, redis)
+        periods = self.quotas.periods() if self.quotas is not None else (0, 0)
+        return Meters(cpu, redis, periods)
 
     async def stop_profiler(self, profiler: Any) -> None:
         if profiler is not None:
@@ -647,6 +686,8 @@ class Bench:
         await self.start()
         setup_s = await self.seed()
         await self.wait_idle()
+        if self.quotas is not None:
+            self.quotas.limit()
         if self.o.scenario in DURING_A_BROADCAST:
             if self.mixed is None:
                 raise BenchError("the mixed scenario was not given to this benchmark")
@@ -687,6 +728,9 @@ class Bench:
             "redis_round_trips_per_delivery": round(redis.reads / per, 2) if redis else None,
             "redis_cpu_s_per_1000": round(redis.cpu_s / per * 1000, 3) if redis else None,
             "redis_top_commands": redis.top(per) if redis else None,
+            "worker_cpu": self.o.worker_cpu,
+            # with --worker-cpu: was the budget what limited the gateway (near 1) or not
+            "worker_throttled": meters.throttled,
         }
 
     def _mixed_result(
@@ -799,6 +843,7 @@ class Bench:
             "channel_seconds": {c: round(v, 3) for c, v in emergency["channel_seconds"].items()},
             "ceiling_seconds": {c: round(v, 3) for c, v in ceil["seconds"].items()},
             "sink_cpu_s": emergency["sink_cpu_s"],
+            "others_cores": round(_others_cores(emergency), 2),
         }
 
     async def cleanup(self) -> None:
@@ -808,7 +853,9 @@ class Bench:
         for proc in self.gateways:
             await asyncio.to_thread(kill_group, proc)
         await asyncio.gather(*(sink.stop() for sink in self.sinks.values()))
-        if self.o.backend == "redis" and not self.o.keep and self.redis_server is None:
+        # A shared Redis (not a server of our own), if the run got as far as choosing it.
+        shared = self.redis_server is None and bool(self.redis_url)
+        if self.o.backend == "redis" and not self.o.keep and shared:
             await self._drop_redis_keys()
 
     async def _drop_redis_keys(self) -> None:
@@ -834,6 +881,10 @@ class Bench:
             kill_group(proc, timeout=3.0)
         if self.redis_server is not None:
             self.redis_server.stop()
+        if self.quotas is not None:
+            for group in self.quotas.remove():
+                self.say(f"could not remove the cgroup {group}; remove it by hand")
+            self.quotas = None
         self.log_file.close()
         if not self.o.keep:
             shutil.rmtree(self.work, ignore_errors=True)
@@ -842,6 +893,14 @@ class Bench:
 _SHARED_REDIS = "redis://127.0.0.1:6379/0"
 _SINK_OF = {"push": "fcm", "sms": "twilio", "email": "smtp"}
 _BUSY_QUEUES = ('budbringer_queue_depth{kind="plan"', 'budbringer_queue_depth{kind="send"')
+
+
+def _others_cores(emergency: dict[str, Any]) -> float:
+    """Cores the rest of the machine's bench used during the emergency: the sinks, the
+    redis-server and this process (what must fit beside the gateway's budgets)."""
+    redis = emergency["meters"].redis
+    used = emergency["others_cpu_s"] + (redis.cpu_s if redis is not None else 0.0)
+    return float(used / max(emergency["seconds"], 1e-9))
 
 
 def _chunks(rows: list[dict[str, Any]], size: int) -> list[list[dict[str, Any]]]:
@@ -864,13 +923,25 @@ def _hand_overs(
     return out
 
 
+def _budget(r: dict[str, Any]) -> str:
+    if r["worker_cpu"] is None:
+        return ""
+    throttled = r["worker_throttled"]
+    others = f", the rest used {r['others_cores']:.2f} cores" if "others_cores" in r else ""
+    return (
+        f"; each gateway process limited to {r['worker_cpu']:g} of a core (CFS quota; "
+        f"budget used up in {throttled or 0:.0%} of periods{others})"
+    )
+
+
 def _heading(r: dict[str, Any]) -> list[str]:
     return [
         f"Budbringer benchmark ({r['scenario']}) — {r['backend']} store, {r['workers']} "
         f"gateway process(es), dispatch concurrency {r['concurrency']}, "
         f"{r['smtp_connections']} SMTP connections, {r['event_loop']} loop (gateway and "
         f"ceiling), sinks answer in {r['latency']}"
-        + (" (median:p99, slowest 1 in 1000: 2 s)" if ":" in r["latency"] else ""),
+        + (" (median:p99, slowest 1 in 1000: 2 s)" if ":" in r["latency"] else "")
+        + _budget(r),
         f"municipality: {r['children']} children, {r['guardians']} guardians "
         f"(set-up through the API: {r['setup_s']} s)",
         "",
