@@ -19,8 +19,9 @@ client does only what those requests need:
   sent, so nothing comes back compressed. The head and the body have size limits: an
   oversized or malformed answer is an error, never a hang. ``Connection: close`` and
   HTTP/1.0 answers end the connection;
-* one deadline per request (one ``loop.call_at`` timer) over waiting for a free
-  connection, connecting, writing and reading.
+* one deadline per request over waiting for a free connection, connecting, writing
+  and reading; the deadlines of an origin's requests share one ``loop.call_at`` timer
+  (they are all as long, so they end in the order they began).
 
 A POST is never sent twice by this module: a pooled connection that is closed or
 closing, or got an EOF or stray bytes while idle, is dropped before anything is
@@ -51,6 +52,7 @@ MAX_HEAD = 64 * 1024  # status line and headers (and a chunked body's trailers)
 MAX_BODY = 1024 * 1024  # the providers answer a few hundred bytes of JSON
 MAX_CHUNK_LINE = 1024  # one chunk-size line with its extensions
 CLOSE_WAIT = 1.0  # seconds aclose waits for the connections to close before aborting them
+TIMER_SLACK = 0.001  # a deadline's timer may fire this early (libuv's resolution)
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -322,14 +324,16 @@ def _has_token(value: str, token: str) -> bool:
 
 
 class _Deadline:
-    """One request's deadline: one timer, failing whatever future the request awaits."""
+    """One request's deadline, failing whatever future the request awaits (its timer is
+    its pool's: :class:`_Deadlines`)."""
 
-    __slots__ = ("_handle", "expired", "waiting")
+    __slots__ = ("at", "expired", "over", "waiting")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
+    def __init__(self, at: float) -> None:
+        self.at = at  # loop.time() when the request runs out of time
         self.waiting: asyncio.Future[Any] | None = None
         self.expired = False
-        self._handle = loop.call_at(loop.time() + timeout, self._expire)
+        self.over = False  # the request ended, or its time ran out
 
     def watch(self, future: asyncio.Future[Any]) -> None:
         """Fail ``future`` when the deadline passes; RequestTimeout if it already has."""
@@ -337,14 +341,61 @@ class _Deadline:
             raise RequestTimeout("no answer within the timeout")
         self.waiting = future
 
-    def _expire(self) -> None:
-        self.expired = True
+    def expire(self) -> None:
+        self.expired = self.over = True
         waiting = self.waiting
         if waiting is not None and not waiting.done():
             waiting.set_exception(RequestTimeout("no answer within the timeout"))
 
     def cancel(self) -> None:
-        self._handle.cancel()
+        """The request ended: its deadline no longer matters."""
+        self.over = True
+
+
+class _Deadlines:
+    """The deadlines of one pool's requests. All are ``timeout`` long, so they end in
+    the order they began, and one timer, set for the oldest one still running, serves
+    them all: not a timer made and stopped per request (with uvloop a libuv timer
+    each, the largest cost of the client's own per request)."""
+
+    __slots__ = ("_loop", "_queue", "_timeout", "_timer")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
+        self._loop = loop
+        self._timeout = timeout
+        self._queue: deque[_Deadline] = deque()  # in the order they began (and end)
+        self._timer: asyncio.TimerHandle | None = None
+
+    def start(self) -> _Deadline:
+        """The deadline of a request that starts now."""
+        deadline = _Deadline(self._loop.time() + self._timeout)
+        queue = self._queue
+        while queue and queue[0].over:  # ended before their time: no timer needed for them
+            queue.popleft()
+        queue.append(deadline)
+        if self._timer is None:
+            self._timer = self._loop.call_at(deadline.at, self._fire)
+        return deadline
+
+    def _fire(self) -> None:
+        self._timer = None
+        queue = self._queue
+        # A timer may fire up to a millisecond early (libuv counts whole milliseconds),
+        # as the timer per request this replaces did.
+        now = self._loop.time() + TIMER_SLACK
+        while queue:
+            first = queue[0]
+            if not first.over:
+                if first.at > now:
+                    self._timer = self._loop.call_at(first.at, self._fire)
+                    return
+                first.expire()
+            queue.popleft()
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
 
 class _Connection(asyncio.Protocol):
@@ -454,8 +505,10 @@ class _Pool:
         ssl_context: ssl.SSLContext | None,
         max_head: int,
         max_body: int,
+        timeout: float,
     ) -> None:
         self.loop = loop
+        self.deadlines = _Deadlines(loop, timeout)  # of the requests to this origin
         self._host, self._port = origin[1], origin[2]
         self._limit = limit
         self._idle_seconds = idle_seconds
@@ -614,6 +667,7 @@ class _Pool:
 
     async def aclose(self) -> None:
         self._closed = True
+        self.deadlines.close()
         if self._sweep is not None:
             self._sweep.cancel()
             self._sweep = None
@@ -705,7 +759,7 @@ class HttpClient:
             pool = self._pool(target.origin)
         extra = header_lines(headers) if headers else b""
         data = b"".join((target.head, extra, b"Content-Length: %d\r\n\r\n" % len(body), body))
-        deadline = _Deadline(pool.loop, self._timeout)
+        deadline = pool.deadlines.start()
         try:
             connection = await pool.acquire(deadline)
             if deadline.expired:  # while this task waited to run: nothing was written
@@ -735,6 +789,7 @@ class HttpClient:
             ssl_context,
             self._max_head,
             self._max_body,
+            self._timeout,
         )
         self._pools[origin] = pool
         return pool

@@ -64,6 +64,14 @@ class ChannelGate:
         enough to mark the channel stalled."""
         return self.in_flight > 0 and time.monotonic() - self._heard_at > seconds
 
+    def take_free(self, urgent: bool = False) -> bool:
+        """Take a slot if one is free and no send that goes first waits: True once taken
+        (call :meth:`leave` after the send), False: :meth:`enter` waits for one."""
+        if self._full(urgent):
+            return False
+        self._take_slot()
+        return True
+
     async def enter(self, *, urgent: bool = False) -> float | None:
         """Take a slot of the channel: None once taken (call :meth:`leave` after the
         send), or the seconds to put the send off by (the channel is stalled). An urgent

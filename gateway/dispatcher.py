@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 import random
@@ -67,7 +68,7 @@ from gateway.store.ports import (
     RateLimiter,
     SendLedger,
 )
-from gateway.store.priority import urgent_scope
+from gateway.store.priority import mark_urgent, urgent_scope
 from gateway.store.records import SendOutcome
 from gateway.translations import Translations
 from gateway.urgent_handoff import UrgentHandoff
@@ -160,6 +161,12 @@ class Dispatcher:
         self._slot_freed = asyncio.Event()
         # channel -> its in-flight limit here; a send waiting for one holds no slot above.
         self._gates: dict[str, ChannelGate] = {}
+        # The ready buffer's bound on a full channel's set-aside sends (_held_bound): the
+        # share of a lease it covers, and per channel what its rate limit allows in it.
+        self._held_window = settings.lease_seconds * HELD_LEASE_SHARE
+        self._rate_held: dict[str, int | None] = {}
+        # The urgent lane's test of a channel's room (one call, not a wrapper's two).
+        self._urgent_fits = functools.partial(self._channel_fits, urgent=True)
         # Deliveries of the send jobs just claimed, read in one round trip (see run_once).
         self._prefetched: dict[str, Delivery] = {}
         # Claimed but not started yet: jobs are claimed a batch at a time, not one per
@@ -174,11 +181,13 @@ class Dispatcher:
         self._sending_urgent: dict[str, int] = {}  # of which urgent
         self._task_channel: dict[asyncio.Task[None], str] = {}
         self._urgent_tasks: set[asyncio.Task[None]] = set()
+        self._urgent_idle = asyncio.Event()  # set while no task does an urgent job
+        self._urgent_idle.set()
         self._claimed_at = -math.inf  # time.monotonic() of the last claim
         self._urgent_flowing = False  # whether the last claim brought urgent jobs
         # Send outcomes are committed in batches (one transaction for many sends).
         self._outcomes = OutcomeBatcher(store, urgent_active=self._urgent_active)
-        self._stopping = asyncio.Event()
+        self._stopping = False  # stop() was called: no claims, no job taken up
         # Job kind -> handler: the dispatcher's own and the features' (the service builds
         # them with gateway.jobs.registry); a kind handled twice is refused here too.
         self._handlers = registry(self.handlers(), handlers or {})
@@ -206,7 +215,7 @@ class Dispatcher:
         """Claim and do jobs until :meth:`stop`; then let in-flight work finish."""
         self.handoff.attach(self._take_over, self.settings.lease_seconds, self.kinds)
         try:
-            while not self._stopping.is_set():
+            while not self._stopping:
                 claimed = await self.run_once(wait=False)
                 if claimed == 0:
                     # run_once cleared the event before its claim: a job queued since is seen.
@@ -221,8 +230,8 @@ class Dispatcher:
         await self._release_ready()
 
     def stop(self) -> None:
-        self._stopping.set()
-        self.work_available.set()
+        self._stopping = True
+        self.work_available.set()  # wakes the run loop
 
     async def run_once(self, *, wait: bool = True) -> int:
         """Claim what is due now (as many as there are free slots) and start it.
@@ -320,14 +329,21 @@ class Dispatcher:
         """Start buffered jobs while there is room: urgent ones first; a send whose
         channel is full is set aside until it has room (gateway/ready_buffer.py)."""
         started = []
-        for urgent, ready in ((True, self._ready_urgent), (False, self._ready)):
-            fits = self._urgent_channel_fits if urgent else self._channel_fits
-            while ready and self._room(urgent=urgent):
-                job = ready.take(fits)
-                if job is None:
-                    break
-                started.append(self._start(job))
+        while (ready := self._take_next()) is not None:
+            started.append(self._start(ready))
         return started
+
+    def _take_next(self) -> Ready[Job] | None:
+        """The buffered job to start next, if one may start now: urgent ones first; a
+        send whose channel is full is set aside until it has room. The one rule both
+        :meth:`_start_ready` and a task that finished its job (:meth:`_work`) go by."""
+        if self._ready_urgent and self._room(urgent=True):
+            ready = self._ready_urgent.take(self._urgent_fits)
+            if ready is not None:
+                return ready
+        if self._ready and self._room(urgent=False):
+            return self._ready.take(self._channel_fits)
+        return None
 
     def _channel_of(self, job: Job) -> str | None:
         """A send job's channel, when its delivery was read with the claim."""
@@ -344,7 +360,7 @@ class Dispatcher:
         silent (started, the gate puts such sends off: its stall rule). An urgent send
         counts only urgent ones: it is never set aside behind a broadcast's normal
         sends, as its gate lets it go first."""
-        gate = self._gate(channel)
+        gate = self._gates.get(channel) or self._gate(channel)
         sending = self._sending_urgent if urgent else self._sending
         if sending.get(channel, 0) < 2 * gate.limit or gate.silent(STALL_WAIT):
             return True
@@ -353,24 +369,26 @@ class Dispatcher:
             held += self._ready.held(channel)
         return held >= self._held_bound(channel, gate)
 
-    def _urgent_channel_fits(self, channel: str) -> bool:
-        return self._channel_fits(channel, urgent=True)
-
     def _held_bound(self, channel: str, gate: ChannelGate) -> int:
         """How many sends of ``channel`` may be set aside: what it gets through in
         HELD_LEASE_SHARE of a lease at its limit and latency, and at its rate limit if it
         has one (beyond it they start, and the rate limit puts them off to their time)."""
-        window = self.settings.lease_seconds * HELD_LEASE_SHARE
-        bound = gate.clears_in(window)
+        bound = gate.clears_in(self._held_window)
+        cap = self._rate_held.get(channel)
+        return bound if cap is None else min(bound, cap)
+
+    def _rate_cap(self, channel: str) -> int | None:
+        """Sends of ``channel`` its rate limit lets through in the held window (None: no
+        rate limit); fixed by the settings and the channel, worked out once."""
         found = self.channels.get(channel)
         rate = self.settings.channel_rate.get(
             channel, found.rate_per_second if found is not None else None
         )
-        return min(bound, math.ceil(rate * window)) if rate else bound
+        return math.ceil(rate * self._held_window) if rate else None
 
     def _startable(self) -> bool:
         """Whether the buffers hold a job that could start now."""
-        return self._ready_urgent.startable(self._urgent_channel_fits) or self._ready.startable(
+        return self._ready_urgent.startable(self._urgent_fits) or self._ready.startable(
             self._channel_fits
         )
 
@@ -390,14 +408,17 @@ class Dispatcher:
         return True
 
     async def _busy_wait(self) -> None:
-        """Until a send finishes or work is queued (at most a poll interval)."""
+        """Until a task ends or ends an urgent job, a send waits at its gate without a
+        slot, or work is queued (at most a poll interval, and URGENT_POLL)."""
         self._slot_freed.clear()
         freed = asyncio.ensure_future(self._slot_freed.wait())
         queued = asyncio.ensure_future(self.work_available.wait())
         try:
             await asyncio.wait(
                 (freed, queued),
-                timeout=self.settings.poll_interval,
+                # Tasks go on to the next job without waking this loop: URGENT_POLL is
+                # kept by the timeout, not by the ends of sends.
+                timeout=min(self.settings.poll_interval, URGENT_POLL),
                 return_when=asyncio.FIRST_COMPLETED,
             )
         finally:
@@ -421,7 +442,9 @@ class Dispatcher:
         raise RuntimeError("dispatcher did not become idle")
 
     def _free_slots(self) -> int:
-        waiting = sum(gate.free_waiting for gate in self._gates.values())
+        waiting = 0  # sends waiting at their gate without a slot (a loop: no call per gate)
+        for gate in self._gates.values():
+            waiting += gate.waiting - gate.excess
         return max(self.settings.concurrency - len(self._tasks) + waiting, 0)
 
     def _gate(self, channel: str) -> ChannelGate:
@@ -429,31 +452,81 @@ class Dispatcher:
         if gate is None:
             limit = self.settings.in_flight_limit(channel)
             gate = self._gates[channel] = ChannelGate(limit, self._slot_freed.set)
+            self._rate_held[channel] = self._rate_cap(channel)
         return gate
 
-    def _start(self, job: Job) -> asyncio.Task[None]:
-        with urgent_scope(job.urgent):  # the task's store calls go first if urgent
-            task = asyncio.create_task(self._do(job))
-        channel = self._channel_of(job)
+    def _start(self, ready: Ready[Job]) -> asyncio.Task[None]:
+        with urgent_scope(ready.job.urgent):  # the task's store calls go first if urgent
+            task = asyncio.create_task(self._work(ready.job))
+        self._book(task, ready)
+        task.add_done_callback(self._finished)
+        return task
+
+    async def _work(self, job: Job) -> None:
+        """Do ``job``, then the next buffered job while one may start: one task per
+        dispatch slot in use, not one per job. The slot passes from a job to the next
+        only once the first job's outcome is stored (the crash bound), and the next is
+        the one :meth:`_start_ready` would start (urgent first, a full channel's set
+        aside). Without one the task ends and the run loop claims more."""
+        task = asyncio.current_task()
+        assert task is not None
+        urgent = job.urgent
+        while True:
+            # The job's handler is awaited here, not in a function of its own: each
+            # frame of the chain is resumed at every await of a send.
+            handler = self._handlers.get(job.kind)
+            try:
+                await (self._unknown(job) if handler is None else handler(job))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                await self._failed(job, exc)
+            self._unbook(task)
+            ready = None if self._stopping else self._take_next()
+            if ready is None:
+                self._slot_freed.set()  # the run loop claims, or starts what has room
+                return
+            if urgent and (not ready.job.urgent or not self._ready_urgent):
+                # Urgent work ends here or its buffer ran dry: the normal share and the
+                # refill of urgent work (_urgent_refill_due) are the run loop's to redo.
+                self._slot_freed.set()
+            job = ready.job
+            self._book(task, ready)
+            if job.urgent != urgent:  # the task's own context: no scope to leave
+                urgent = job.urgent
+                mark_urgent(urgent)
+
+    def _book(self, task: asyncio.Task[None], ready: Ready[Job]) -> None:
+        """Count ``task`` as doing the job: a dispatch slot, and a send of its channel."""
+        channel = ready.channel
         if channel is not None:
             self._sending[channel] = self._sending.get(channel, 0) + 1
             self._task_channel[task] = channel
         self._tasks.add(task)
-        if job.urgent:
+        if ready.job.urgent:
+            if not self._urgent_tasks:
+                self._urgent_idle.clear()
             self._urgent_tasks.add(task)
             if channel is not None:
                 self._sending_urgent[channel] = self._sending_urgent.get(channel, 0) + 1
-        task.add_done_callback(self._finished)
-        return task
 
-    def _finished(self, task: asyncio.Task[None]) -> None:
+    def _unbook(self, task: asyncio.Task[None]) -> None:
+        """Undo :meth:`_book` (nothing if already undone)."""
         channel = self._task_channel.pop(task, None)
+        urgent = task in self._urgent_tasks
         if channel is not None:
             self._sending[channel] -= 1
-            if task in self._urgent_tasks:
+            if urgent:
                 self._sending_urgent[channel] -= 1
         self._tasks.discard(task)
-        self._urgent_tasks.discard(task)
+        if urgent:
+            self._urgent_tasks.discard(task)
+            if not self._urgent_tasks:
+                self._urgent_idle.set()
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        """A task ended: after its last job, or cancelled or failed within one."""
+        self._unbook(task)
         self._slot_freed.set()
 
     async def _release_ready(self) -> None:
@@ -476,33 +549,27 @@ class Dispatcher:
             log.warning("shutdown left jobs unfinished", extra={"jobs": len(pending)})
             await asyncio.gather(*pending, return_exceptions=True)
 
-    async def _do(self, job: Job) -> None:
-        handler = self._handlers.get(job.kind)
-        try:
-            if handler is None:
-                log.error("unknown job kind", extra={"kind": job.kind})
+    async def _unknown(self, job: Job) -> None:
+        log.error("unknown job kind", extra={"kind": job.kind})
+        await self.store.finish_job(job.id)
+
+    async def _failed(self, job: Job, exc: Exception) -> None:
+        """A job's handler raised: a bug, or a store that failed. Retried later; a send
+        out of attempts is recorded as failed."""
+        log.exception("job failed unexpectedly", extra={"kind": job.kind}, exc_info=exc)
+        if job.kind == JOB_SEND and job.attempts >= self.settings.max_attempts:
+            # A bug (a broken template, say) must not keep a delivery queued forever.
+            delivery = await self.store.get_delivery(job.ref)
+            if delivery is None:
                 await self.store.finish_job(job.id)
             else:
-                await handler(job)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.exception("job failed unexpectedly", extra={"kind": job.kind})
-            if job.kind == JOB_SEND and job.attempts >= self.settings.max_attempts:
-                # A bug (a broken template, say) must not keep a delivery queued forever.
-                delivery = await self.store.get_delivery(job.ref)
-                if delivery is None:
-                    await self.store.finish_job(job.id)
-                else:
-                    reason = f"error:{type(exc).__name__}"
-                    await self._finish(job, delivery, DeliveryStatus.failed, reason=reason)
-                return
-            delay = backoff(
-                job.attempts, self.settings.backoff_base, self.settings.backoff_max, None
-            )
-            await self.store.retry_job(
-                job.id, self.clock.now() + timedelta(seconds=delay), type(exc).__name__
-            )
+                reason = f"error:{type(exc).__name__}"
+                await self._finish(job, delivery, DeliveryStatus.failed, reason=reason)
+            return
+        delay = backoff(job.attempts, self.settings.backoff_base, self.settings.backoff_max, None)
+        await self.store.retry_job(
+            job.id, self.clock.now() + timedelta(seconds=delay), type(exc).__name__
+        )
 
     # ------------------------------------------------------------------ plan
 
@@ -545,9 +612,9 @@ class Dispatcher:
         batch per PLAN_GIVE_WAY): its write transaction and CPU slice would delay them."""
         deadline = time.monotonic() + PLAN_GIVE_WAY
         while self._urgent_tasks and (left := deadline - time.monotonic()) > 0:
-            await asyncio.wait(
-                set(self._urgent_tasks), timeout=left, return_when=asyncio.FIRST_COMPLETED
-            )
+            # A task goes on to the next job: the end of its urgent one is no task's end.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._urgent_idle.wait(), timeout=left)
 
     async def _write_plan(
         self, deliveries: list[Delivery], jobs: list[Job], *, yields: bool = False
@@ -664,7 +731,8 @@ class Dispatcher:
         ):
             return None
         gate = self._gate(name)
-        put_off = await gate.enter(urgent=job.urgent)
+        # A free slot is taken without a coroutine; else the send waits in line.
+        put_off = None if gate.take_free(job.urgent) else await gate.enter(urgent=job.urgent)
         if put_off is not None:
             due = self.clock.now() + timedelta(seconds=put_off)
             await self.store.postpone_job(job.id, due, "channel_stalled")

@@ -62,19 +62,20 @@ class ReadyBuffer(Generic[Job]):
             return True
         return any(line and fits(channel) for channel, line in self._held.items())
 
-    def take(self, fits: Callable[[str], bool]) -> Job | None:
-        """The next job to start: set-aside sends of channels that have room again
-        first (claimed before the rest; each channel's in claim order, the channels in
-        the order they were first set aside), then the queue in claim order, setting aside
-        each send whose channel does not ``fits``; None when nothing can start."""
+    def take(self, fits: Callable[[str], bool]) -> Ready[Job] | None:
+        """The next job to start, with its channel: set-aside sends of channels that have
+        room again first (claimed before the rest; each channel's in claim order, the
+        channels in the order they were first set aside), then the queue in claim order,
+        setting aside each send whose channel does not ``fits``; None when nothing can
+        start."""
         for channel, line in self._held.items():
             if line and fits(channel):
                 self._held_count -= 1
-                return line.popleft().job
+                return line.popleft()
         while self._queue:
             ready = self._queue.popleft()
             if ready.channel is None or fits(ready.channel):
-                return ready.job
+                return ready
             self._held.setdefault(ready.channel, deque()).append(ready)
             self._held_count += 1
         return None

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -34,6 +34,8 @@ from gateway.models import (
     DirectoryBatch,
     Job,
     Message,
+    Receipt,
+    Rendered,
     derive_id,
 )
 from gateway.planner import urgent_work
@@ -914,6 +916,54 @@ async def until(state: Callable[[], bool], runner: asyncio.Task[None]) -> None:
             break
         await asyncio.sleep(0.005)
     assert state(), "the dispatcher never got there"
+
+
+class StoreWatchingEmail:
+    """An email channel that notes, at each send, how many emails of the message the
+    store already holds as sent: the outcomes committed before this send began."""
+
+    name: ClassVar[str] = "email"
+    max_body: ClassVar[int | None] = None
+    rate_per_second: ClassVar[float | None] = None
+
+    def __init__(self, store: Store, tenant_id: str) -> None:
+        self.store, self.tenant_id = store, tenant_id
+        self.sent_before: list[int] = []
+
+    async def start(self) -> None:
+        return None
+
+    async def send(self, delivery: Delivery, content: Rendered) -> Receipt:
+        found = await self.store.list_deliveries(self.tenant_id, delivery.message_id)
+        sent = [d for d in found if d.channel == "email" and d.status is DeliveryStatus.sent]
+        self.sent_before.append(len(sent))
+        return Receipt()
+
+    async def aclose(self) -> None:
+        return None
+
+
+@pytest.mark.parametrize("category", [Category.general, Category.emergency])
+async def test_a_dispatch_slot_goes_to_the_next_job_only_once_the_outcome_is_stored(
+    rig: Rig, category: Category
+) -> None:
+    """The crash bound with one slot: a task goes on to the next buffered job itself, and
+    only after the job before it is stored as done, so each send finds every earlier
+    send of the message stored (never two sends, or a send and an unstored outcome,
+    at once)."""
+    await rig.load(directory(*(family(n) for n in range(1, 7))))
+    email = StoreWatchingEmail(rig.store, rig.tenant_id)
+    dispatcher = Dispatcher(
+        rig.store,
+        {"inapp": InAppChannel(), "email": email},
+        Renderer(TEMPLATES_DIR, PUBLIC_URL),
+        rig.clock,
+        DispatchSettings(concurrency=1, batch=64),
+    )
+    message = await rig.post("e1", {"groups": ["g1"]}, category)
+    await dispatcher.run_until_idle()
+    assert email.sent_before == [0, 1, 2, 3, 4, 5]
+    assert {d.status for d in await rig.deliveries(message, "email")} == {DeliveryStatus.sent}
 
 
 # --------------------------------------------------------------------------- urgent first

@@ -383,6 +383,33 @@ def test_the_timeout_covers_the_whole_request(run: Run) -> None:
     run(scenario)
 
 
+def test_each_request_has_its_whole_timeout_though_the_ones_before_it_ended(run: Run) -> None:
+    """The requests share one timer: it fires for an earlier request that already ended,
+    and a later request still gets its own full timeout, no less and not much more."""
+
+    async def respond(request: Request, writer: asyncio.StreamWriter) -> bool:
+        if request.body == b"hang":
+            await asyncio.sleep(30)
+            return False
+        writer.write(OK)
+        await writer.drain()
+        return True
+
+    async def scenario() -> None:
+        async with RawServer(respond) as server, client(timeout=0.4) as http:
+            assert (await post(http, server, b"quick")).status == 200
+            await asyncio.sleep(0.2)
+            started = time.monotonic()
+            hanging = asyncio.create_task(post(http, server, b"hang"))
+            answers = await asyncio.gather(*(post(http, server, b"%d" % i) for i in range(5)))
+            assert {a.status for a in answers} == {200}
+            with pytest.raises(RequestTimeout):
+                await hanging
+            assert 0.35 < time.monotonic() - started < 1.5
+
+    run(scenario)
+
+
 def test_a_waiting_request_is_served_before_a_busy_sender_posts_again(run: Run) -> None:
     """First come, first served: a task posting back to back on the only connection
     does not take it again while another request waits (which would time out)."""

@@ -47,6 +47,12 @@ def urgent_scope(urgent: bool = True) -> Iterator[None]:
         _URGENT.reset(token)
 
 
+def mark_urgent(urgent: bool) -> None:
+    """Mark the rest of the running task as urgent work, or not (no scope to leave: for
+    a task that goes from one job to the next in its own context)."""
+    _URGENT.set(urgent)
+
+
 def urgent_work(fn: Callable[_P, Awaitable[_T]]) -> Callable[_P, Awaitable[_T]]:
     """A coroutine function whose store calls are urgent work (absence intake)."""
 
