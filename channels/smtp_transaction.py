@@ -104,17 +104,17 @@ async def _pipelined_envelope(
 ) -> list[SMTPResponse]:
     """MAIL, RCPT and DATA in one write, then their answers (RFC 2920): all three even
     after a refusal (up to a 421, after which the server says nothing more). A 354
-    after a refused MAIL or RCPT (a server that should have answered 503) gets the
-    end of an empty content, so the server takes nothing, before the refusal counts."""
+    after a refused MAIL or RCPT (a server that should have answered 503) closes the
+    connection: a server discards a mail transaction whose content never ended, where
+    ending it ("." alone) could let a broken server take an empty message. The refusal
+    is still what counts, and the next send opens a fresh connection."""
     commands = (mail, rcpt, b"DATA")
     if any(_COMMAND_INJECTION.search(command) for command in commands):
         raise ValueError("Command arg contains a prohibited control character")
     answers = await _exchange(client, _CRLF.join(commands) + _CRLF, len(commands))
     refused = _first_refused(answers)
     if refused is not None and refused < 2 and answers[-1].code == SMTPStatus.start_input:
-        # On failure the connection is closed: the refusal is still what counts.
-        with contextlib.suppress(aiosmtplib.SMTPServerDisconnected, TimeoutError):
-            await _exchange(client, b"." + _CRLF, 1)
+        client.close()
     return answers
 
 
@@ -164,7 +164,10 @@ async def _exchange(client: aiosmtplib.SMTP, data: bytes, count: int) -> list[SM
                     answers.append(await _answer(protocol, client.timeout))
             finally:
                 protocol._response_pending = False
-    except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError):
+    except BaseException:
+        # A lost connection, a timeout, an answer that does not parse or a cancellation:
+        # answers may still be unread (the server may be in DATA after its 354), so the
+        # session is out of step and is not used again.
         client.close()
         raise
     if _closing(answers):

@@ -9,10 +9,20 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
+from redis.asyncio import Redis
 
 from gateway.bench.redis_stats import snapshot
-from gateway.models import Audience, Device, DirectoryBatch, Preferences, Unit, UnitKind
+from gateway.models import (
+    Audience,
+    Device,
+    DirectoryBatch,
+    DirectorySnapshot,
+    Preferences,
+    Unit,
+    UnitKind,
+)
 from gateway.store.redis import RedisStore
+from gateway.store.redis.snapshots import MAX_AGE, SnapshotCache
 from tests.contract.builders import T0, A, child, school_batch
 from tests.test_redis_commands import url  # noqa: F401
 
@@ -122,3 +132,43 @@ async def test_only_the_owners_of_devices_have_their_devices_read(
     assert len(school.audience_children) == 15
     assert used.calls["hgetall"] == 15 + 4, used.calls
     assert used.calls["hvals"] == 2, used.calls
+
+
+async def test_a_write_after_a_failover_that_lost_the_last_one_is_seen(
+    stores: tuple[RedisStore, RedisStore],
+    url: str,  # noqa: F811
+) -> None:
+    """A failover (or a restart) may lose the last writes, the version's bump with them.
+    A later write must still move the version to one no snapshot was kept at: with +1
+    it came back to the very number the lost write had given, and the snapshot kept
+    then, without the block, was taken for current."""
+    store, other = stores
+    client = Redis.from_url(url, decode_responses=True)
+    try:
+        (version_key,) = [k async for k in client.scan_iter("*bbsnap*dirv*")]
+        before = await client.get(version_key)
+        await other.apply_directory(A, DirectoryBatch(persons=[child("c9", units=("u1",))]))
+        kept = await store.load_audience(A, CLASS_5A)  # kept at the version after that write
+        assert not any(r.flags.blocked for r in kept.relations)
+
+        await client.set(version_key, before)  # the write's bump lost with the primary
+        await other.set_relation_flag(A, "c1", "p1", "blocked", True, "court order", "s1", T0)
+
+        now = await store.load_audience(A, CLASS_5A)
+    finally:
+        await client.aclose()
+    assert {(r.child_id, r.guardian_id) for r in now.relations if r.flags.blocked} == {("c1", "p1")}
+
+
+def test_a_snapshot_past_its_age_goes_whichever_audience_is_read() -> None:
+    """A large audience's persons are not held by a process that reads nothing else."""
+    now = [0.0]
+    cache = SnapshotCache(clock=lambda: now[0])
+    school = DirectorySnapshot.model_construct(
+        units={}, groups={}, persons={}, audience_children=[], sender_units=[],
+        relations=[], preferences={}, devices={}, failing={},
+    )  # fmt: skip
+    cache.keep(("t", "school"), ("1", "1", "1"), school)
+    now[0] = MAX_AGE + 1
+    assert cache.versions_of(("t", "a class")) is None
+    assert len(cache) == 0

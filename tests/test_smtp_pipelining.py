@@ -153,7 +153,7 @@ async def test_every_answer_is_read_after_a_refusal(scripted: ScriptedSmtp) -> N
 
 
 @pytest.mark.parametrize("refused", ["MAIL", "RCPT"])
-async def test_a_354_after_a_refusal_gets_an_empty_content_and_nothing_is_sent(
+async def test_a_354_after_a_refusal_closes_the_connection_and_nothing_is_sent(
     scripted: ScriptedSmtp, refused: str
 ) -> None:
     scripted.replies[refused] = "550 5.7.1 Refused"  # and DATA 354 anyway: a broken server
@@ -164,19 +164,19 @@ async def test_a_354_after_a_refusal_gets_an_empty_content_and_nothing_is_sent(
         )
         with pytest.raises(expected):
             await send_prepared(client, FROM, TO, RAW)
-        assert client.is_connected
-        scripted.replies.clear()
+        # The content was never ended (not even by "." alone): the transaction dies
+        # with the connection, so a broken server cannot take an empty message.
+        assert not client.is_connected
+    finally:
+        client.close()
+    assert after_ehlo(scripted.reads) == [group(RAW)]
+    scripted.replies.clear()
+    client = await connected(scripted.host, scripted.port)
+    try:
         await send_prepared(client, FROM, TO, RAW)
     finally:
         client.close()
-    assert after_ehlo(scripted.reads) == [
-        group(RAW),
-        b".\r\n",
-        b"RSET\r\n",
-        group(RAW),
-        dot_stuffed(RAW),
-    ]
-    assert scripted.contents == [b"", RAW]  # the empty one, then the real one once
+    assert scripted.contents == [RAW]
 
 
 async def test_a_hang_up_after_the_group_raises_disconnected_and_nothing_is_sent(
@@ -329,3 +329,18 @@ async def test_pipelined_over_tls_with_a_refusal_between(tls: TlsMode) -> None:
     assert [r.rcpt_tos for r in peer.received] == [[f"foresatt{n}@example.no"] for n in (1, 3)]
     assert all(r.tls for r in peer.received)
     assert peer.connections == 1
+
+
+async def test_an_answer_that_does_not_parse_closes_the_connection(scripted: ScriptedSmtp) -> None:
+    scripted.replies["RCPT"] = "XYZ garbage"
+    client = await connected(scripted.host, scripted.port)
+    try:
+        with pytest.raises(aiosmtplib.SMTPException):
+            await send_prepared(client, FROM, TO, RAW)
+        # DATA's answer is still unread (the server may be taking content): the session
+        # is out of step, so it is closed at once, not reset and used again.
+        assert not client.is_connected
+    finally:
+        client.close()
+    assert after_ehlo(scripted.reads) == [group(RAW)]
+    assert scripted.contents == []

@@ -246,7 +246,7 @@ class RedisDirectory(RedisFeature):
                 try:
                     await pipe.watch(*versions)
                     result = await body(pipe)
-                    pipe.incr(versions[0])
+                    pipe.incrby(versions[0], K.version_step())
                     await pipe.execute()
                     return result
                 except WatchError:

@@ -60,7 +60,7 @@ class RedisGuardians(RedisFeature):
             pipe.hset(
                 self._db.t(tenant_id, K.PREFERENCES), guardian_id, "g" + prefs.model_dump_json()
             )
-            pipe.incr(self._db.t(tenant_id, K.PREFERENCES_VERSION))
+            pipe.incrby(self._db.t(tenant_id, K.PREFERENCES_VERSION), K.version_step())
             await pipe.execute()
 
     async def get_preferences(self, tenant_id: str, guardian_id: str) -> Preferences | None:
@@ -73,13 +73,24 @@ class RedisGuardians(RedisFeature):
             self._redis,
             _UPSERT_DEVICE,
             [tp + K.DEVICES_VERSION],
-            [tp, guardian_id, device.id, device_doc(device), opt(device.token), opt(device.fid)],
+            [
+                tp,
+                guardian_id,
+                device.id,
+                device_doc(device),
+                opt(device.token),
+                opt(device.fid),
+                K.version_step(),
+            ],
         )
 
     async def remove_device(self, tenant_id: str, guardian_id: str, device_id: str) -> bool:
         tp = self._db.tp(tenant_id)
         removed = await self._db.eval(
-            self._redis, _REMOVE_DEVICE, [tp + K.DEVICES_VERSION], [tp, guardian_id, device_id]
+            self._redis,
+            _REMOVE_DEVICE,
+            [tp + K.DEVICES_VERSION],
+            [tp, guardian_id, device_id, K.version_step()],
         )
         return bool(removed)
 
@@ -97,7 +108,7 @@ class RedisGuardians(RedisFeature):
                 f"{person_id}\x1f{kind}",
                 dumps([address, code, us(at)]),
             )
-            pipe.incr(self._db.t(tenant_id, K.DEVICES_VERSION))
+            pipe.incrby(self._db.t(tenant_id, K.DEVICES_VERSION), K.version_step())
             await pipe.execute()
 
 

@@ -74,6 +74,7 @@ only hashed (:func:`gateway.store.redis.base.digest`).
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable, Iterable
 from typing import Final
 
@@ -109,6 +110,17 @@ FIDS: Final = "fid"
 FAILING: Final = "fail"
 PREFERENCES_VERSION: Final = "prefv"
 DEVICES_VERSION: Final = "devv"
+
+
+def version_step() -> int:
+    """What a write adds to a directory version (``dirv``, ``prefv``, ``devv``): a random
+    step, not 1, so equal versions mean the same writes even across a failover or a
+    restart that lost the last writes (with +1 a lost write and a later one could give
+    the same number, and a snapshot kept at it, redis/snapshots.py, would be taken for
+    current). At most 2**32 a write: 2**31 writes before the 64-bit counter is full."""
+    return secrets.randbits(32) + 1
+
+
 # messages and deliveries (redis/messages.py, deliveries.py, inbox.py, ...)
 MESSAGE: Final = Family("m")
 MESSAGES: Final = "msgs"

@@ -61,19 +61,30 @@ class SnapshotCache:
         self._clock = clock
         self._entries: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
 
+    def __len__(self) -> int:
+        """How many snapshots are held."""
+        return len(self._entries)
+
     @staticmethod
     def key(tenant_id: str, audience: Audience) -> tuple[str, str]:
         return tenant_id, audience.model_dump_json()
 
     def versions_of(self, key: tuple[str, str]) -> Versions | None:
         """The versions the kept snapshot of ``key`` was read at (None: none kept)."""
+        self._expire()
         entry = self._entries.get(key)
-        if entry is None:
-            return None
-        if self._clock() - entry.stored_at > MAX_AGE:
-            del self._entries[key]
-            return None
-        return entry.versions
+        return None if entry is None else entry.versions
+
+    def _expire(self) -> None:
+        """Drop every snapshot older than ``MAX_AGE``, whichever audience is read now:
+        a large audience's persons are not held by an idle process. The entries are in
+        the order they were kept, so the old ones are at the front."""
+        now = self._clock()
+        while self._entries:
+            oldest = next(iter(self._entries.values()))
+            if now - oldest.stored_at <= MAX_AGE:
+                return
+            self._entries.popitem(last=False)
 
     def take(self, key: tuple[str, str], current: Sequence[str | None]) -> DirectorySnapshot | None:
         """A copy of the kept snapshot if the versions are still ``current``, else None
@@ -90,6 +101,7 @@ class SnapshotCache:
         self, key: tuple[str, str], versions: Sequence[str | None], snapshot: DirectorySnapshot
     ) -> DirectorySnapshot:
         """Keep ``snapshot`` (read at ``versions``); the caller gets a copy of it."""
+        self._expire()
         self._entries.pop(key, None)
         self._entries[key] = _Entry(tuple(versions), snapshot, self._clock())
         while len(self._entries) > MAX_ENTRIES or (

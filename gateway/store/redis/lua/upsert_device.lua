@@ -18,5 +18,5 @@ redis.call('HSET', tp .. K.DEVICES .. who, id, doc)
 for _, a in ipairs(addresses) do
   if a[2] then redis.call('HSET', tp .. a[1], a[2], me) end
 end
-redis.call('INCR', KEYS[1])
+redis.call('INCRBY', KEYS[1], ARGV[7])  -- keys.version_step()
 return 1
