@@ -23,6 +23,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from gateway.bench.run import share_text
+
 
 def bench(workers: int, args: argparse.Namespace) -> dict[str, Any]:
     argv = [sys.executable, "-m", "gateway.cli", "bench", "--backend", "redis"]
@@ -53,7 +55,7 @@ def main() -> int:
                 f"{workers} worker(s) at {args.worker_cpu:g} core: {r['deliveries']} "
                 f"deliveries handed over in {r['handover_s']:.2f} s "
                 f"({r['deliveries_per_s']:.0f}/s), budget used up in "
-                f"{r['worker_throttled']:.0%} of periods, the rest used "
+                f"{share_text(r['worker_throttled'])} of periods, the rest used "
                 f"{r['others_cores']:.2f} cores, lost {r['lost']} duplicates "
                 f"{r['duplicates']}, load before {load}",
                 flush=True,

@@ -19,6 +19,7 @@ import pytest
 from gateway.bench.cpu_quota import CpuQuotaError, CpuQuotas, check_fraction, hierarchies
 from gateway.bench.run import cpu_seconds
 from gateway.cli import main
+from tests.bench_cli import CLEAN_UP_S, run_bench
 
 
 def _writable() -> bool:
@@ -102,16 +103,11 @@ def test_a_process_still_running_is_moved_out_so_its_group_can_go() -> None:
 
 @pytest.mark.slow
 @needs_cgroups
+@pytest.mark.timeout(150 + CLEAN_UP_S + 30)
 def test_the_bench_holds_two_workers_to_their_budget_and_removes_the_groups() -> None:
-    argv = ["bench", "--children", "200", "--absence-events", "20", "--timeout", "60"]
+    argv = ["--children", "200", "--absence-events", "20", "--timeout", "60"]
     argv += ["--backend", "redis", "--workers", "2", "--worker-cpu", "0.5"]
-    run = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", *argv],
-        capture_output=True,
-        text=True,
-        timeout=150,
-        check=False,
-    )
+    run = run_bench(argv, timeout=150)
     assert run.returncode == 0, run.stderr[-2000:]
     result = json.loads(run.stdout.strip().splitlines()[-1])
     assert (result["lost"], result["duplicates"]) == (0, 0)
@@ -123,3 +119,24 @@ def test_the_bench_holds_two_workers_to_their_budget_and_removes_the_groups() ->
     assert len(made) == 1
     top = Path(made[0].rsplit(" ", 1)[1].rstrip(")"))
     assert not top.exists()
+
+
+@needs_cgroups
+def test_the_groups_of_a_killed_benchmark_go_with_the_next_one() -> None:
+    """A bench killed outright (SIGKILL) could not remove its groups; the next one does,
+    so their high weight does not outlive them."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    first = CpuQuotas.create(0.5)
+    stale = first.hierarchy.root / f"budbringer-bench-{dead.pid}-abcdef"
+    (stale / "serve-0").mkdir(parents=True)
+    try:
+        second = CpuQuotas.create(0.5)
+        assert not stale.exists()
+        assert first.top.exists()  # its process (this one) is alive: kept
+        second.remove()
+    finally:
+        first.remove()
+        for group in (stale / "serve-0", stale):
+            if group.exists():
+                group.rmdir()

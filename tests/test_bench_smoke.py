@@ -8,8 +8,6 @@ absence path and the ceiling.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
@@ -17,19 +15,15 @@ from gateway.bench.redis_stats import CommandCounts, counts_of
 from gateway.bench.run import JSON_KEYS, percentile
 from gateway.bench.synth import generate
 from gateway.cli import main
+from tests.bench_cli import CLEAN_UP_S, run_bench
 
 pytestmark = pytest.mark.slow
 
 
+@pytest.mark.timeout(90 + CLEAN_UP_S + 30)
 def test_a_small_municipality_end_to_end() -> None:
-    argv = ["bench", "--children", "300", "--absence-events", "30", "--timeout", "40"]
-    run = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", *argv],
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=False,
-    )
+    argv = ["--children", "300", "--absence-events", "30", "--timeout", "40"]
+    run = run_bench(argv, timeout=90)
     assert run.returncode == 0, run.stderr[-2000:]
     lines = run.stdout.strip().splitlines()
     result = json.loads(lines[-1])
@@ -90,17 +84,12 @@ def test_percentile_is_nearest_rank() -> None:
     assert percentile([], 50) == 0.0
 
 
+@pytest.mark.timeout(150 + CLEAN_UP_S + 30)
 def test_the_mixed_scenario_on_redis_with_two_workers_and_latency() -> None:
     """Urgent work posted during a general broadcast, every figure in the JSON line."""
-    argv = ["bench", "--children", "200", "--absence-events", "20", "--timeout", "60"]
+    argv = ["--children", "200", "--absence-events", "20", "--timeout", "60"]
     argv += ["--scenario", "mixed", "--backend", "redis", "--workers", "2", "--latency", "5ms"]
-    run = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", *argv],
-        capture_output=True,
-        text=True,
-        timeout=150,
-        check=False,
-    )
+    run = run_bench(argv, timeout=150)
     assert run.returncode == 0, run.stderr[-2000:]
     result = json.loads(run.stdout.strip().splitlines()[-1])
     assert set(JSON_KEYS) <= set(result)

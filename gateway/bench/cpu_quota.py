@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +29,7 @@ MIN_QUOTA_US = 1_000  # the kernel's smallest CFS quota
 # quota is a reservation as well as a cap (its sum stays below the machine's cores).
 WEIGHT = {1: ("cpu.shares", "102400"), 2: ("cpu.weight", "10000")}
 MOUNTS = Path("/proc/self/mounts")
+TOP_PREFIX = "budbringer-bench-"  # then the bench's pid, "-" and a random part
 
 
 class CpuQuotaError(Exception):
@@ -98,7 +100,8 @@ class CpuQuotas:
             controllers = (root / "cgroup.controllers").read_text(encoding="ascii").split()
             if "cpu" not in controllers:
                 raise CpuQuotaError(f"no cpu controller (cgroup.controllers: {controllers})")
-        top = root / f"budbringer-bench-{os.getpid()}-{secrets.token_hex(3)}"
+        _sweep(hierarchy)
+        top = root / f"{TOP_PREFIX}{os.getpid()}-{secrets.token_hex(3)}"
         top.mkdir()
         try:
             if hierarchy.version == 2:  # children of top may then set cpu.max
@@ -118,14 +121,19 @@ class CpuQuotas:
         """Give process ``pid`` (all its threads) a group of its own; its budget applies
         from :meth:`limit` on (so that setting up the benchmark is not slowed down)."""
         group = self.top / name
-        group.mkdir()
-        self.groups.append(group)
-        _write(group, *WEIGHT[self.hierarchy.version])
-        _write(group, "cgroup.procs", str(pid))
+        with _failing(f"placing a gateway process in {group}"):
+            group.mkdir()
+            self.groups.append(group)
+            _write(group, *WEIGHT[self.hierarchy.version])
+            _write(group, "cgroup.procs", str(pid))
         return group
 
     def limit(self) -> None:
         """From now on each confined process runs at most its budget."""
+        with _failing("setting the CPU budget"):
+            self._limit()
+
+    def _limit(self) -> None:
         for group in self.groups:
             if self.hierarchy.version == 1:
                 _write(group, "cpu.cfs_period_us", str(PERIOD_US))
@@ -138,7 +146,8 @@ class CpuQuotas:
         confined process used up its budget (it would have run more)."""
         periods = throttled = 0
         for group in self.groups:
-            lines = (group / "cpu.stat").read_text("ascii").splitlines()
+            with _failing(f"reading {group / 'cpu.stat'}"):
+                lines = (group / "cpu.stat").read_text("ascii").splitlines()
             stat = dict(line.split() for line in lines)
             periods += int(stat.get("nr_periods", 0))
             throttled += int(stat.get("nr_throttled", 0))
@@ -161,6 +170,35 @@ class CpuQuotas:
                 left.append(group)
         self.groups = []
         return left
+
+
+def _sweep(hierarchy: Hierarchy) -> None:
+    """Remove the groups of earlier benchmarks whose process is gone (one killed before
+    it could remove its own), so their processes' high weight does not outlive them."""
+    for top in hierarchy.root.glob(f"{TOP_PREFIX}*-*"):
+        pid = top.name.removeprefix(TOP_PREFIX).split("-")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            groups = [g for g in top.iterdir() if g.is_dir()]
+            CpuQuotas(0.0, hierarchy, top, groups).remove()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def _failing(doing: str) -> Iterator[None]:
+    """An OSError while ``doing`` as a :class:`CpuQuotaError` that says what failed."""
+    try:
+        yield
+    except OSError as exc:
+        raise CpuQuotaError(f"{doing} failed: {exc.strerror or exc}") from exc
 
 
 def _write(group: Path, name: str, value: str) -> None:

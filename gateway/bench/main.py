@@ -12,6 +12,7 @@ import signal
 import sys
 from typing import Any
 
+from gateway.bench.cpu_quota import CpuQuotaError
 from gateway.bench.mixed import run_mixed
 from gateway.bench.run import Bench, BenchError, Options, table
 from gateway.event_loop import run
@@ -44,7 +45,7 @@ def main(options: Options) -> int:
     """Print the table and the JSON line; 0 if nothing was lost or duplicated."""
     try:
         result = run_bench(options)
-    except BenchError as exc:
+    except (BenchError, CpuQuotaError) as exc:
         print(f"budbringer bench: {exc}", file=sys.stderr)
         return 2
     print(table(result))

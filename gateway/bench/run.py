@@ -923,6 +923,11 @@ def _hand_overs(
     return out
 
 
+def share_text(fraction: float | None) -> str:
+    """A share as a percentage; "n/a" when none was counted (no CFS period ended)."""
+    return "n/a" if fraction is None else f"{fraction:.0%}"
+
+
 def _budget(r: dict[str, Any]) -> str:
     if r["worker_cpu"] is None:
         return ""
@@ -930,7 +935,7 @@ def _budget(r: dict[str, Any]) -> str:
     others = f", the rest used {r['others_cores']:.2f} cores" if "others_cores" in r else ""
     return (
         f"; each gateway process limited to {r['worker_cpu']:g} of a core (CFS quota; "
-        f"budget used up in {throttled or 0:.0%} of periods{others})"
+        f"budget used up in {share_text(throttled)} of periods{others})"
     )
 
 
