@@ -348,8 +348,10 @@ class _Deadline:
             waiting.set_exception(RequestTimeout("no answer within the timeout"))
 
     def cancel(self) -> None:
-        """The request ended: its deadline no longer matters."""
+        """The request ended: its deadline no longer matters (nor its answer, which the
+        queue of deadlines would otherwise hold until the oldest one ends)."""
         self.over = True
+        self.waiting = None
 
 
 class _Deadlines:

@@ -196,6 +196,12 @@ def _basic_auth(settings: TwilioSettings) -> str:
     return f"Basic {credentials}"
 
 
+def forget_retry_after() -> None:
+    """Start a Twilio request with no Retry-After of an earlier one: a dispatch task
+    goes on from job to job in one context (gateway/dispatcher.py)."""
+    _retry_after.set(None)
+
+
 def last_retry_after() -> float | None:
     """The Retry-After of the last Twilio error answer in this task (see _TwilioHttp)."""
     return _parse_retry_after(_retry_after.get())
@@ -326,7 +332,7 @@ class SmsChannel:
             "MessagingServiceSid" if kind == "messaging_service" else "From": sender,
             "Body": text,
         }
-        _retry_after.set(None)
+        forget_retry_after()
         if delivery.status is DeliveryStatus.sending:
             # An earlier attempt failed as a retryable error (a 5xx, a timeout): Twilio may
             # have taken that message and lost only its answer. Never send it twice.

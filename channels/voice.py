@@ -18,7 +18,13 @@ import aiohttp
 from twilio.base.exceptions import TwilioRestException, TwilioServiceException
 from twilio.twiml.voice_response import Gather, VoiceResponse
 
-from channels.sms import DELIVERY_PARAM, last_retry_after, map_error, open_client
+from channels.sms import (
+    DELIVERY_PARAM,
+    forget_retry_after,
+    last_retry_after,
+    map_error,
+    open_client,
+)
 from gateway.errors import ChannelUnavailable, DeadAddress, TransientDeliveryError
 from gateway.models import Delivery, DeliveryStatus, Receipt, Rendered
 from gateway.settings import TwilioSettings, VoiceSettings
@@ -98,6 +104,7 @@ class VoiceChannel:
             # Without StatusCallbackEvent Twilio posts only "completed", all we need.
             "status_callback": self.url_for(CALL_STATUS_PATH, delivery),
         }
+        forget_retry_after()
         try:
             call = await self._client.calls.create_async(**params)
         except (TwilioRestException, TwilioServiceException) as exc:

@@ -23,7 +23,7 @@ import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from channels.base import Channel
@@ -224,6 +224,9 @@ class Dispatcher:
                             self.work_available.wait(), timeout=self.settings.poll_interval
                         )
         finally:
+            # Also when the loop died (a store error): no task takes up another job once
+            # nothing releases stale ones, claims or hands the buffer back.
+            self._stopping = True
             self.handoff.detach()
         await self._drain_in_flight()
         await self._outcomes.drain()
@@ -328,7 +331,9 @@ class Dispatcher:
     def _start_ready(self) -> list[asyncio.Task[None]]:
         """Start buffered jobs while there is room: urgent ones first; a send whose
         channel is full is set aside until it has room (gateway/ready_buffer.py)."""
-        started = []
+        started: list[asyncio.Task[None]] = []
+        if self._stopping:
+            return started
         while (ready := self._take_next()) is not None:
             started.append(self._start(ready))
         return started
@@ -428,11 +433,17 @@ class Dispatcher:
     async def _release_stale(self) -> None:
         """Give back buffered jobs that waited half their lease (slow providers held every
         slot): started later, another worker could take them over mid-send."""
-        limit = self.clock.now() - timedelta(seconds=self.settings.lease_seconds / 2)
+        limit = self._half_lease_ago()
         for ready in (self._ready_urgent, self._ready):
             for job in list(ready.take_older(limit)):
-                self._prefetched.pop(job.ref, None)
-                await self.store.postpone_job(job.id, self.clock.now(), "lease_half_gone")
+                await self._give_back_stale(job)
+
+    def _half_lease_ago(self) -> datetime:
+        return self.clock.now() - timedelta(seconds=self.settings.lease_seconds / 2)
+
+    async def _give_back_stale(self, job: Job) -> None:
+        self._prefetched.pop(job.ref, None)
+        await self.store.postpone_job(job.id, self.clock.now(), "lease_half_gone")
 
     async def run_until_idle(self, max_rounds: int = 10_000) -> None:
         """Do every job that is due now, including jobs that those jobs queue."""
@@ -483,6 +494,9 @@ class Dispatcher:
                 await self._failed(job, exc)
             self._unbook(task)
             ready = None if self._stopping else self._take_next()
+            while ready is not None and ready.claimed_at < self._half_lease_ago():
+                await self._give_back_stale(ready.job)  # as _release_stale does
+                ready = None if self._stopping else self._take_next()
             if ready is None:
                 self._slot_freed.set()  # the run loop claims, or starts what has room
                 return

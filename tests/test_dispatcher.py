@@ -986,3 +986,42 @@ async def test_an_emergency_posted_during_a_broadcast_is_sent_before_the_broadca
     # Claimed two at a time: its plan job comes first, then its send job: at most two
     # emails of the broadcast go before it, not the twenty.
     assert order.index(alert.id) <= 2, order.index(alert.id)
+
+
+@pytest.mark.parametrize(
+    "rig", [dict(concurrency=1, batch=64, channel_concurrency={"sms": 1})], indirect=True
+)
+async def test_a_send_that_waited_half_its_lease_is_given_back_not_taken_up_by_a_task(
+    rig: Rig,
+) -> None:
+    """A task that finished its job goes on to the next buffered one itself, but not to
+    one that waited half its lease (the provider was slow): started so late, another
+    worker could take it over mid-send. It is given back, as the run loop does, and
+    claimed again fresh; every SMS still goes once."""
+    families = [family(n, phone=True) for n in range(1, 4)]
+    await rig.load(directory(*families))
+    rig.twilio.hold()
+    message = await rig.post("e1", {"groups": ["g1"]}, Category.emergency)
+    runner = asyncio.create_task(rig.dispatcher.run())
+    try:
+        await until(lambda: rig.twilio.in_flight == 1, runner)
+        rig.clock.advance(rig.dispatcher.settings.lease_seconds / 2 + 1)
+        rig.twilio.release()  # the first answer: the other two waited half their lease
+        await until(lambda: len(rig.twilio.requests) == 2, runner)
+        sms_jobs = {f"{JOB_SEND}:{d.id}" for d in await rig.deliveries(message, "sms")}
+        with sqlite3.connect(rig.db_path) as db:
+            given_back = {
+                job_id
+                for (job_id,) in db.execute(
+                    "SELECT id FROM jobs WHERE last_error = 'lease_half_gone'"
+                )
+            }
+        assert len(given_back & sms_jobs) == 2  # both, before the second request went
+        rig.twilio.release(2)
+        await until(lambda: len(rig.twilio.requests) == 3 and rig.twilio.in_flight == 0, runner)
+    finally:
+        rig.dispatcher.stop()
+        await runner
+    sms = await rig.deliveries(message, "sms")
+    assert {d.status for d in sms} == {DeliveryStatus.sent}
+    assert len(rig.twilio.requests) == len(families)
