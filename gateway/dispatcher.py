@@ -867,6 +867,13 @@ class Dispatcher:
         )
         now = self.clock.now()
         due = now + timedelta(seconds=delay)
+        paused = self.health.paused_until(delivery.channel)
+        if paused is not None:
+            # The channel's breaker is open (this failure may have opened it): the send is
+            # tried again when the breaker lets the sends it holds go, not after a backoff
+            # of its own that could keep it back long after the channel works again.
+            due = max(paused, now + timedelta(seconds=exc.retry_after or 0))
+            delay = (due - now).total_seconds()
         # One history row per failed attempt: its number, the error, the next try.
         detail = (
             f"attempt {job.attempts} failed: {code}; next try at "
