@@ -477,6 +477,8 @@ class Bench:
         sinks_cpu_s -= sinks_cpu_before
         await self.stop_profiler(profiler)
         await self.wait_idle()
+        # Work a send leaves for later (outcome commits, status changes) counts too.
+        to_idle = await self.meters() - before
         await asyncio.sleep(0.5)  # a late duplicate would show up now
         records = {c: await self.sinks[s].records() for c, s in _SINK_OF.items()}
         stats = {c: await self.sinks[s].stats() for c, s in _SINK_OF.items()}
@@ -508,6 +510,7 @@ class Bench:
             "lost": lost,
             "duplicates": duplicates,
             "gateway_cpu_s": used.cpu_s,
+            "gateway_cpu_to_idle_s": to_idle.cpu_s,
             "meters": used,
             "rss_before_mb": rss_before / 1024,
             "sink_cpu_s": {c: round(stats[c]["cpu_s"], 1) for c in CHANNELS},
@@ -833,6 +836,7 @@ class Bench:
             "peak_rss_mb": round(peak, 1),
             "rss_before_mb": round(emergency["rss_before_mb"], 1),
             "gateway_cpu_s": round(emergency["gateway_cpu_s"], 1),
+            "gateway_cpu_to_idle_s": round(emergency["gateway_cpu_to_idle_s"], 2),
             "lost": emergency["lost"],
             "duplicates": emergency["duplicates"],
             "concurrency": self.o.concurrency,
