@@ -70,7 +70,11 @@ class MessageCreate:
             self._retry_after.set(answer.headers.get("Retry-After"))
             response = Response(status, raw.decode("utf-8", "replace"), dict(answer.headers))
             raise self._version.exception("POST", self._uri, response, CREATE_FAILED)
-        sid = json.loads(raw).get("sid") if raw else None
+        try:
+            created = json.loads(raw) if raw else None
+        except ValueError as exc:  # a proxy's or portal's page answering 200, say
+            raise MalformedAnswer("twilio's answer is no JSON") from exc
+        sid = created.get("sid") if isinstance(created, dict) else None
         if not isinstance(sid, str) or not sid:
             raise MalformedAnswer("twilio's answer names no message SID")
         return sid

@@ -250,6 +250,22 @@ async def test_timeout_is_transient(peer: TwilioPeer) -> None:
     assert caught.value.code == "twilio_connection"
 
 
+@pytest.mark.parametrize("body", ["<html>Welcome to the guest network</html>", "[]", "{}"])
+async def test_a_2xx_answer_without_a_message_sid_is_transient(peer: TwilioPeer, body: str) -> None:
+    """Something between us and Twilio answered 200 without Twilio's JSON: the send is
+    retried like one that got no answer (the retry asks Twilio first whether an earlier
+    attempt was accepted), not failed as a bug."""
+    peer.fail_next(200, body=body)
+    sms = SmsChannel(twilio_settings(peer.base_url), PUBLIC_URL)
+    await sms.start()
+    try:
+        with pytest.raises(TransientDeliveryError) as caught:
+            await sms.send(make_delivery(), HELLO)
+    finally:
+        await sms.aclose()
+    assert caught.value.code == "twilio_connection"
+
+
 async def test_a_base_url_no_request_can_go_to_stops_the_start() -> None:
     sms = SmsChannel(twilio_settings("ftp://127.0.0.1:9"), PUBLIC_URL)
     with pytest.raises(ConfigError):
