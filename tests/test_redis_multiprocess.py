@@ -19,11 +19,24 @@ link). Such a duplicate counts as a late answer only if its delivery's history h
 failure, the sink took the first copy no earlier than the failed attempt began, and the
 second copy came after the failure was recorded (a lease taken over from a live worker
 would send the second copy before).
+
+The third: a live worker whose send and outcome commit outlast the job's lease (a slow
+sink: SMTP's timeout is per command; seconds-long stalls at load 10+ on 2 cores) may
+have the job taken over and sent again by another worker: the at-least-once window of
+a live but stalled worker (docs/redis.md, "A live worker's lease can run out"). A
+worker logs each job that outlasted its lease (a warning with its ``job_id``, from its
+run loop while the job goes on, or when it ends), and a duplicate counts as such only
+if its job was logged so (by the killed worker too, before it was killed). Traced on
+2026-12-07: a send started 4.3 s into its 10 s lease got no answer for 11 s; another
+worker took the job over 10.1 s after the claim and sent it too, got no answer in
+time either, and its retry sent a third copy. Anything else sent twice fails the test,
+as does a copy beyond its causes (a third needs two).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import secrets
@@ -64,6 +77,7 @@ TIMEOUT = 2.0  # the SMTP and Twilio timeouts of the workers
 # A failed attempt is recorded after its timeout; on a loaded machine a while after.
 RECORD_SLACK = 5.0
 _NO_ANSWER = re.compile(r"attempt \d+ failed: (smtp|twilio)_connection;")
+OVERRAN = "a job outlasted its lease"  # a worker's warning (gateway/dispatcher.py)
 
 
 def directory() -> DirectoryBatch:
@@ -153,17 +167,28 @@ async def spawn(env: dict[str, str], tmp: Path, *args: str) -> asyncio.subproces
     )
 
 
+async def _read_log(proc: asyncio.subprocess.Process, lines: list[str]) -> None:
+    """Collect a process's log lines as they come: a pipe nobody reads fills up, and a
+    worker that writes many warnings (a loaded machine) would block on it."""
+    assert proc.stderr is not None
+    async for line in proc.stderr:
+        lines.append(line.decode(errors="replace"))
+
+
 @asynccontextmanager
 async def processes(
-    env: dict[str, str], tmp: Path, port: int
+    env: dict[str, str], tmp: Path, port: int, logs: list[str]
 ) -> AsyncIterator[tuple[asyncio.subprocess.Process, list[asyncio.subprocess.Process]]]:
-    """The API process (up when /healthz answers) and the worker processes."""
+    """The API process (up when /healthz answers) and the worker processes; their log
+    lines go to ``logs``."""
     procs: list[asyncio.subprocess.Process] = []
+    readers: list[asyncio.Task[None]] = []
     try:
         api = await spawn(env, tmp, "serve", "--no-workers")
         procs.append(api)
         workers = [await spawn(env, tmp, "worker") for _ in range(WORKERS)]
         procs.extend(workers)
+        readers.extend(asyncio.create_task(_read_log(proc, logs)) for proc in procs)
         deadline = time.monotonic() + 120  # a guard against hanging, not a speed goal
         async with aiohttp.ClientSession() as http:
             while True:
@@ -184,10 +209,11 @@ async def processes(
                 proc.send_signal(signal.SIGTERM)
         for proc in procs:
             try:
-                await asyncio.wait_for(proc.communicate(), timeout=10)
+                await asyncio.wait_for(proc.wait(), timeout=10)
             except TimeoutError:
                 proc.kill()
-                await proc.communicate()
+                await proc.wait()
+        await asyncio.gather(*readers, return_exceptions=True)
 
 
 async def consumer_of(redis: Redis, prefix: str, pid: int) -> str:
@@ -242,9 +268,10 @@ async def test_workers_share_one_redis_and_a_killed_one_loses_nothing(tmp_path: 
         tenant, api_key, _ = await create_tenant(store, "Asker kommune", SystemClock().now())
         await store.apply_directory(tenant.id, directory())
         env = env_for(prefix, smtp, twilio, port)
+        logs: list[str] = []
 
         started = time.monotonic()
-        async with processes(env, tmp_path, port) as (_, workers):
+        async with processes(env, tmp_path, port, logs) as (_, workers):
             async with aiohttp.ClientSession() as http:
                 body = {
                     "id": EVENT_ID,
@@ -274,6 +301,7 @@ async def test_workers_share_one_redis_and_a_killed_one_loses_nothing(tmp_path: 
             consumer = await consumer_of(redis, prefix, victim.pid)
             in_flight = await pending_jobs(redis, prefix, consumer)
             victim.send_signal(signal.SIGKILL)
+            killed_at = time.time()
             await victim.wait()
             sent_at_kill = len(smtp.received) + len(twilio.requests)
             message_id = derive_id(tenant.id, EVENT_ID)
@@ -301,11 +329,11 @@ async def test_workers_share_one_redis_and_a_killed_one_loses_nothing(tmp_path: 
             statuses = [h.status for h in history[d.id]]
             assert statuses.count(d.status) == 1  # recorded as done exactly once
         # Sent twice: only jobs the killed worker held in flight, at most its concurrency,
-        # and sends whose answer came after the sender's timeout (see the docstring).
+        # sends whose answer came after the sender's timeout, and sends that outlasted
+        # the lease of a live worker (see the docstring).
         twice = {i for i, n in emails.items() if n > 1}
         twice |= {i for i, number in sms_ids.items() if sms[number] > 1}
         in_flight_sends = {j.removeprefix("send:") for j in in_flight if j.startswith("send:")}
-        assert all(n <= 2 for n in [*emails.values(), *sms.values()])
         taken: dict[str, list[float]] = {}
         for r in smtp.received:
             taken.setdefault(_message_id(r.message["Message-ID"]), []).append(r.taken_at)
@@ -313,18 +341,50 @@ async def test_workers_share_one_redis_and_a_killed_one_loses_nothing(tmp_path: 
         for req in twilio.requests:
             taken.setdefault(by_number[req.field("To") or ""], []).append(req.at)
         late = {i for i in twice - in_flight_sends if _late_answer(history[i], taken[i])}
-        unexplained = {i: history[i] for i in twice - in_flight_sends - late}
-        assert not unexplained, (unexplained, {i: taken[i] for i in unexplained})
+        overran = {j.removeprefix("send:") for j in _overran(logs) if j.startswith("send:")}
+        # Each copy after the first has a cause of its own: held by the killed worker,
+        # outlasted a live worker's lease, or an attempt that got no answer.
+        copies = emails + Counter({i: sms[number] for i, number in sms_ids.items()})
+        for i, n in copies.items():
+            unanswered = sum(1 for h in history[i] if _NO_ANSWER.match(h.detail or ""))
+            causes = (i in in_flight_sends) + (i in overran) + unanswered
+            assert n <= 1 + causes, (i, n, history[i])
+        stalled = (twice - in_flight_sends - late) & overran
+        unexplained = twice - in_flight_sends - late - stalled
+        for i in sorted(unexplained):  # what to look at when this fails
+            print(
+                f"\nsent twice, unexplained: {i}; copies taken at "
+                f"{[round(t - killed_at, 3) for t in sorted(taken[i])]} s after the kill"
+            )
+            for h in history[i]:
+                print(f"  {h.at.timestamp() - killed_at:+.3f} s {h.status.value} {h.detail}")
+        assert not unexplained, ({i: history[i] for i in unexplained}, killed_at)
         # Held jobs include claimed ones not started yet (taken over, never sent twice);
         # only started sends can be repeated.
         assert len(in_flight_sends) <= CONCURRENCY + BATCH
-        assert len(twice - late) <= CONCURRENCY
+        assert len(twice - late - stalled) <= CONCURRENCY
         print(
             f"\n{3 * GUARDIANS} deliveries ({2 * GUARDIANS} to sinks) by {WORKERS} workers in "
             f"{elapsed:.1f}s; killed one after {sent_at_kill} hand-overs holding "
             f"{len(in_flight)} jobs ({len(in_flight_sends)} sends); sent twice: "
-            f"{len(twice - late)} held by the killed worker, {len(late)} answered late"
+            f"{len(twice - late - stalled)} held by the killed worker, {len(late)} answered "
+            f"late, {len(stalled)} outlasted their lease in a stalled worker ({len(overran)} "
+            "sends did)"
         )
+
+
+def _overran(logs: list[str]) -> set[str]:
+    """Ids of the jobs a worker reported as outlasting their lease (gateway/dispatcher.py,
+    _note_overrun): such a job may have been taken over and done twice."""
+    found: set[str] = set()
+    for line in logs:
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and str(entry.get("message", "")).startswith(OVERRAN):
+            found.add(str(entry["job_id"]))
+    return found
 
 
 def _late_answer(history: list[StatusChange], taken: list[float]) -> bool:
