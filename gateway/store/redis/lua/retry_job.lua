@@ -9,7 +9,7 @@ if lease ~= '' and j.c ~= lease then return -1 end
 drop_entry(j.k, j.x)
 if ARGV[5] == '1' and (tonumber(j.a) or 0) > 0 then redis.call('HINCRBY', key, 'a', -1) end
 redis.call('HSET', key, 'd', ARGV[3], 'e', ARGV[4], 'x', '')
-redis.call('HDEL', key, 'l', 'c')
+redis.call('HDEL', key, 'l', 'c', 'w')
 redis.call('ZADD', waiting(j.k, j.p), ARGV[3], ARGV[2])
 lower_next(j.k, j.p or '0', ARGV[3])
 return 1
