@@ -43,7 +43,7 @@ from gateway.errors import (
 from gateway.followups import ContactStore, after_failure, failover_job, run_contact_job
 from gateway.jobs import JobHandler, registry
 from gateway.message_cache import MessageCache
-from gateway.metrics import SEND_METERS, SMS_SEGMENTS
+from gateway.metrics import LEASE_OVERRUNS, SEND_METERS, SMS_SEGMENTS
 from gateway.models import (
     FINAL,
     TERMINAL_FAILURES,
@@ -180,6 +180,12 @@ class Dispatcher:
         self._sending: dict[str, int] = {}
         self._sending_urgent: dict[str, int] = {}  # of which urgent
         self._task_channel: dict[asyncio.Task[None], str] = {}
+        # task -> when the job it does was claimed (its lease runs from then): a send
+        # that reaches its provider only after half the lease is given back (_admit),
+        # and a job that outlasts its lease is reported (_note_overrun).
+        self._task_claimed: dict[asyncio.Task[None], tuple[datetime, str]] = {}
+        self._overran: set[asyncio.Task[None]] = set()  # reported for the job it does
+        self._overruns_checked = -math.inf  # time.monotonic() of the last look (_release_stale)
         self._urgent_tasks: set[asyncio.Task[None]] = set()
         self._urgent_idle = asyncio.Event()  # set while no task does an urgent job
         self._urgent_idle.set()
@@ -432,11 +438,43 @@ class Dispatcher:
 
     async def _release_stale(self) -> None:
         """Give back buffered jobs that waited half their lease (slow providers held every
-        slot): started later, another worker could take them over mid-send."""
+        slot): started later, another worker could take them over mid-send. And, once a
+        second, report the jobs in flight here whose lease has run out."""
+        if time.monotonic() - self._overruns_checked >= 1.0:
+            self._overruns_checked = time.monotonic()
+            lease_ago = self.clock.now() - timedelta(seconds=self.settings.lease_seconds)
+            for task, (claimed, _) in list(self._task_claimed.items()):
+                if claimed < lease_ago:
+                    self._note_overrun(task)
         limit = self._half_lease_ago()
         for ready in (self._ready_urgent, self._ready):
             for job in list(ready.take_older(limit)):
                 await self._give_back_stale(job)
+
+    def _lease_half_gone(self) -> bool:
+        """Whether the current task's job was claimed half its lease ago or earlier."""
+        task = asyncio.current_task()
+        held = self._task_claimed.get(task) if task is not None else None
+        return held is not None and held[0] < self._half_lease_ago()
+
+    def _note_overrun(self, task: asyncio.Task[None]) -> None:
+        """Report, once, a job done here that outlasted its lease (its send was slow, its
+        worker stalled: a loaded machine, a long pause): another worker may take it over
+        and do it too, the one duplicate a live worker can cause (docs/redis.md, "A live
+        worker's lease can run out"). Seen by the run loop while the job goes on, or by
+        its task when the job ends (the loop may have stalled too)."""
+        held = self._task_claimed.get(task)
+        if held is None or task in self._overran:
+            return
+        claimed, job_id = held
+        took = (self.clock.now() - claimed).total_seconds()
+        if took > self.settings.lease_seconds:
+            self._overran.add(task)
+            LEASE_OVERRUNS.inc()
+            log.warning(
+                "a job outlasted its lease; another worker may do it too",
+                extra={"job_id": job_id, "seconds": round(took, 3)},
+            )
 
     def _half_lease_ago(self) -> datetime:
         return self.clock.now() - timedelta(seconds=self.settings.lease_seconds / 2)
@@ -492,6 +530,7 @@ class Dispatcher:
                 raise
             except Exception as exc:
                 await self._failed(job, exc)
+            self._note_overrun(task)
             self._unbook(task)
             ready = None if self._stopping else self._take_next()
             while ready is not None and ready.claimed_at < self._half_lease_ago():
@@ -512,6 +551,7 @@ class Dispatcher:
 
     def _book(self, task: asyncio.Task[None], ready: Ready[Job]) -> None:
         """Count ``task`` as doing the job: a dispatch slot, and a send of its channel."""
+        self._task_claimed[task] = (ready.claimed_at, ready.job.id)
         channel = ready.channel
         if channel is not None:
             self._sending[channel] = self._sending.get(channel, 0) + 1
@@ -526,6 +566,8 @@ class Dispatcher:
 
     def _unbook(self, task: asyncio.Task[None]) -> None:
         """Undo :meth:`_book` (nothing if already undone)."""
+        self._task_claimed.pop(task, None)
+        self._overran.discard(task)
         channel = self._task_channel.pop(task, None)
         urgent = task in self._urgent_tasks
         if channel is not None:
@@ -750,6 +792,13 @@ class Dispatcher:
         if put_off is not None:
             due = self.clock.now() + timedelta(seconds=put_off)
             await self.store.postpone_job(job.id, due, "channel_stalled")
+            return None
+        if self._lease_half_gone():
+            # Taken from the buffer in time, it then waited (for its channel, a rate slot,
+            # a stalled loop) until half its lease was gone: sent now, its lease could end
+            # mid-send and another worker send it too. Given back, as the buffer's are.
+            gate.leave(None)
+            await self.store.postpone_job(job.id, self.clock.now(), "lease_half_gone")
             return None
         # Last, so a send the breaker lets through as its probe surely goes.
         wait_until, probe = self.health.admit(name)

@@ -184,6 +184,12 @@ ESCALATED = Counter(
     ["kind"],
     registry=REGISTRY,
 )
+LEASE_OVERRUNS = Counter(
+    "budbringer_lease_overruns_total",
+    "Jobs that ended after their lease (their worker stalled): another worker may have"
+    " taken one over and done it too.",
+    registry=REGISTRY,
+)
 CALLBACKS_PARKED = Counter(
     "budbringer_callbacks_parked_total",
     "Provider status callbacks whose message id was not known yet: parked, later applied,"

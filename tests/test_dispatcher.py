@@ -5,6 +5,7 @@ when a test moves it; ``run_until_idle`` does everything that is due now."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -986,6 +987,80 @@ async def test_an_emergency_posted_during_a_broadcast_is_sent_before_the_broadca
     # Claimed two at a time: its plan job comes first, then its send job: at most two
     # emails of the broadcast go before it, not the twenty.
     assert order.index(alert.id) <= 2, order.index(alert.id)
+
+
+@pytest.mark.parametrize("rig", [dict(concurrency=1, batch=64)], indirect=True)
+async def test_a_send_that_outlasts_its_lease_is_reported_once(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A send still going when its lease runs out (a slow provider, a stalled worker) may
+    be taken over and sent again by another worker: the run loop reports it while it
+    goes on, once, with its job id; its end reports nothing more."""
+    await rig.load(directory(family(1, email=False, phone=True)))
+    rig.twilio.hold()
+    message = await rig.post("e1", {"groups": ["g1"]}, Category.emergency)
+
+    def reports() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if r.getMessage().startswith("a job outlasted")]
+
+    runner = asyncio.create_task(rig.dispatcher.run())
+    try:
+        with caplog.at_level(logging.WARNING, logger="gateway.dispatcher"):
+            await until(lambda: rig.twilio.in_flight == 1, runner)
+            assert reports() == []
+            rig.clock.advance(rig.dispatcher.settings.lease_seconds + 1)
+            await until(lambda: len(reports()) == 1, runner)  # while the send goes on
+            rig.twilio.release()
+            await until(lambda: rig.twilio.in_flight == 0, runner)
+            (sms,) = await rig.deliveries(message, "sms")
+            await until(lambda: sms.id not in rig.dispatcher._prefetched, runner)
+    finally:
+        rig.dispatcher.stop()
+        await runner
+    assert [getattr(r, "job_id", None) for r in reports()] == [f"{JOB_SEND}:{sms.id}"]
+
+
+@pytest.mark.parametrize(
+    "rig", [dict(concurrency=2, batch=64, channel_concurrency={"sms": 1})], indirect=True
+)
+async def test_a_send_that_waited_at_its_channel_until_half_its_lease_went_is_given_back(
+    rig: Rig,
+) -> None:
+    """A send started in time that then waits at its channel's gate (the provider was
+    slow) until half its lease is gone is given back when the gate lets it in, not sent:
+    sent so late, its lease could end mid-send and another worker send it too. Claimed
+    again fresh, every SMS still goes once."""
+    families = [family(n, email=False, phone=True) for n in range(1, 3)]
+    await rig.load(directory(*families))
+    rig.twilio.hold()
+    store = rig.dispatcher.store
+    given_back: list[tuple[str, str]] = []
+    postpone = store.postpone_job
+
+    async def noting(job_id: str, due_at: datetime, reason: str) -> None:
+        given_back.append((job_id, reason))
+        await postpone(job_id, due_at, reason)
+
+    store.postpone_job = noting  # type: ignore[method-assign]
+    message = await rig.post("e1", {"groups": ["g1"]}, Category.emergency)
+    runner = asyncio.create_task(rig.dispatcher.run())
+    try:
+        gates = rig.dispatcher._gates
+        await until(lambda: rig.twilio.in_flight == 1 and gates["sms"].waiting == 1, runner)
+        rig.clock.advance(rig.dispatcher.settings.lease_seconds / 2 + 1)
+        rig.twilio.release()  # the first answer: the send at the gate waited half its lease
+        await until(lambda: len(rig.twilio.requests) == 2, runner)
+        rig.twilio.release()
+        await until(lambda: rig.twilio.in_flight == 0, runner)
+    finally:
+        rig.dispatcher.stop()
+        await runner
+    sms = await rig.deliveries(message, "sms")
+    assert {d.status for d in sms} == {DeliveryStatus.sent}
+    assert len(rig.twilio.requests) == len(families)
+    sms_jobs = {f"{JOB_SEND}:{d.id}" for d in sms}
+    # One, the send that waited at the gate; the first one's job ended as it was sent.
+    assert [reason for job_id, reason in given_back if job_id in sms_jobs] == ["lease_half_gone"]
 
 
 @pytest.mark.parametrize(

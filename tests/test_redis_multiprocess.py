@@ -19,11 +19,25 @@ link). Such a duplicate counts as a late answer only if its delivery's history h
 failure, the sink took the first copy no earlier than the failed attempt began, and the
 second copy came after the failure was recorded (a lease taken over from a live worker
 would send the second copy before).
+
+The third: a live worker whose send and outcome commit outlast the job's lease (a slow
+sink: SMTP's timeout is per command; seconds-long stalls at load 10+ on 2 cores) may
+have the job taken over and sent again by another worker: the at-least-once window of
+a live but stalled worker (docs/redis.md, "A live worker's lease can run out"). A
+worker logs each job that outlasted its lease (a warning with its ``job_id``, from its
+run loop while the job goes on, or when it ends), and a duplicate counts as such only
+if its job was logged so (by the killed worker too, before it was killed). Traced on
+2026-12-07: a send started 4.3 s into its 10 s lease got no answer for 11 s; another
+worker took the job over 10.1 s after the claim and sent it too, got no answer in
+time either, and its retry sent a third copy. Anything else sent twice fails the test,
+as does a copy beyond its causes (a third needs two).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import math
 import os
 import re
 import secrets
@@ -42,6 +56,7 @@ from redis.asyncio import Redis
 
 from gateway.auth import create_tenant
 from gateway.clock import SystemClock
+from gateway.dispatcher import URGENT_POLL, URGENT_PROBE
 from gateway.models import FINAL, Delivery, DirectoryBatch, StatusChange, derive_id
 from gateway.store.redis import RedisStore
 from tests.conftest import SECRET_KEY
@@ -56,7 +71,14 @@ ROOT = Path(__file__).resolve().parents[1]
 GUARDIANS = 2_500  # each: in-app, SMS and email = 7,500 deliveries, 5,000 of them to sinks
 WORKERS = 3
 CONCURRENCY = 16  # per worker: the most sends that can be in flight in the killed one
-BATCH = 32  # per claim: started or not, the most jobs a worker holds is CONCURRENCY + BATCH
+BATCH = 32  # per claim of a worker with an empty buffer
+LEASE = 10.0  # BUDBRINGER_DISPATCH__LEASE_SECONDS of the workers
+# Held (claimed, not ended) by one worker: CONCURRENCY started, and its buffer. An urgent
+# broadcast's buffer is topped up by a probe of URGENT_PROBE jobs at each wake-up (at
+# least each URGENT_POLL) even when full (Dispatcher._claim_size), and a buffered job is
+# given back at half its lease: traced at load 10, a worker claimed 16 at 7 s and 16 at
+# 6 s before its kill and held 48 jobs of its own.
+HELD = CONCURRENCY + BATCH + URGENT_PROBE * math.ceil(LEASE / 2 / URGENT_POLL)
 ACCOUNT_SID = "AC" + "7" * 32
 AUTH_TOKEN = "multiprocess-test-token"
 EVENT_ID = "evt-emergency"
@@ -64,6 +86,7 @@ TIMEOUT = 2.0  # the SMTP and Twilio timeouts of the workers
 # A failed attempt is recorded after its timeout; on a loaded machine a while after.
 RECORD_SLACK = 5.0
 _NO_ANSWER = re.compile(r"attempt \d+ failed: (smtp|twilio)_connection;")
+OVERRAN = "a job outlasted its lease"  # a worker's warning (gateway/dispatcher.py)
 
 
 def directory() -> DirectoryBatch:
@@ -124,7 +147,7 @@ def env_for(prefix: str, smtp: SmtpPeer, twilio: TwilioPeer, port: int) -> dict[
         # The lease is five times the provider timeouts: a slow send is never taken over,
         # even when a live worker's loop stalls for seconds on a loaded machine (at 4 s,
         # a live worker's send was taken over and sent twice at load 12 on 2 cores).
-        BUDBRINGER_DISPATCH__LEASE_SECONDS="10",
+        BUDBRINGER_DISPATCH__LEASE_SECONDS=str(LEASE),
         BUDBRINGER_DISPATCH__SHUTDOWN_TIMEOUT="2",
         BUDBRINGER_SMTP__HOST=smtp.host,
         BUDBRINGER_SMTP__PORT=str(smtp.port),
@@ -153,17 +176,28 @@ async def spawn(env: dict[str, str], tmp: Path, *args: str) -> asyncio.subproces
     )
 
 
+async def _read_log(proc: asyncio.subprocess.Process, lines: list[str]) -> None:
+    """Collect a process's log lines as they come: a pipe nobody reads fills up, and a
+    worker that writes many warnings (a loaded machine) would block on it."""
+    assert proc.stderr is not None
+    async for line in proc.stderr:
+        lines.append(line.decode(errors="replace"))
+
+
 @asynccontextmanager
 async def processes(
-    env: dict[str, str], tmp: Path, port: int
+    env: dict[str, str], tmp: Path, port: int, logs: list[str]
 ) -> AsyncIterator[tuple[asyncio.subprocess.Process, list[asyncio.subprocess.Process]]]:
-    """The API process (up when /healthz answers) and the worker processes."""
+    """The API process (up when /healthz answers) and the worker processes; their log
+    lines go to ``logs``."""
     procs: list[asyncio.subprocess.Process] = []
+    readers: list[asyncio.Task[None]] = []
     try:
         api = await spawn(env, tmp, "serve", "--no-workers")
         procs.append(api)
         workers = [await spawn(env, tmp, "worker") for _ in range(WORKERS)]
         procs.extend(workers)
+        readers.extend(asyncio.create_task(_read_log(proc, logs)) for proc in procs)
         deadline = time.monotonic() + 120  # a guard against hanging, not a speed goal
         async with aiohttp.ClientSession() as http:
             while True:
@@ -184,10 +218,11 @@ async def processes(
                 proc.send_signal(signal.SIGTERM)
         for proc in procs:
             try:
-                await asyncio.wait_for(proc.communicate(), timeout=10)
+                await asyncio.wait_for(proc.wait(), timeout=10)
             except TimeoutError:
                 proc.kill()
-                await proc.communicate()
+                await proc.wait()
+        await asyncio.gather(*readers, return_exceptions=True)
 
 
 async def consumer_of(redis: Redis, prefix: str, pid: int) -> str:
@@ -242,9 +277,10 @@ async def test_workers_share_one_redis_and_a_killed_one_loses_nothing(tmp_path: 
         tenant, api_key, _ = await create_tenant(store, "Asker kommune", SystemClock().now())
         await store.apply_directory(tenant.id, directory())
         env = env_for(prefix, smtp, twilio, port)
+        logs: list[str] = []
 
         started = time.monotonic()
-        async with processes(env, tmp_path, port) as (_, workers):
+        async with processes(env, tmp_path, port, logs) as (_, workers):
             async with aiohttp.ClientSession() as http:
                 body = {
                     "id": EVENT_ID,
@@ -274,6 +310,7 @@ async def test_workers_share_one_redis_and_a_killed_one_loses_nothing(tmp_path: 
             consumer = await consumer_of(redis, prefix, victim.pid)
             in_flight = await pending_jobs(redis, prefix, consumer)
             victim.send_signal(signal.SIGKILL)
+            killed_at = time.time()
             await victim.wait()
             sent_at_kill = len(smtp.received) + len(twilio.requests)
             message_id = derive_id(tenant.id, EVENT_ID)
@@ -301,11 +338,11 @@ async def test_workers_share_one_redis_and_a_killed_one_loses_nothing(tmp_path: 
             statuses = [h.status for h in history[d.id]]
             assert statuses.count(d.status) == 1  # recorded as done exactly once
         # Sent twice: only jobs the killed worker held in flight, at most its concurrency,
-        # and sends whose answer came after the sender's timeout (see the docstring).
+        # sends whose answer came after the sender's timeout, and sends that outlasted
+        # the lease of a live worker (see the docstring).
         twice = {i for i, n in emails.items() if n > 1}
         twice |= {i for i, number in sms_ids.items() if sms[number] > 1}
         in_flight_sends = {j.removeprefix("send:") for j in in_flight if j.startswith("send:")}
-        assert all(n <= 2 for n in [*emails.values(), *sms.values()])
         taken: dict[str, list[float]] = {}
         for r in smtp.received:
             taken.setdefault(_message_id(r.message["Message-ID"]), []).append(r.taken_at)
@@ -313,18 +350,52 @@ async def test_workers_share_one_redis_and_a_killed_one_loses_nothing(tmp_path: 
         for req in twilio.requests:
             taken.setdefault(by_number[req.field("To") or ""], []).append(req.at)
         late = {i for i in twice - in_flight_sends if _late_answer(history[i], taken[i])}
-        unexplained = {i: history[i] for i in twice - in_flight_sends - late}
-        assert not unexplained, (unexplained, {i: taken[i] for i in unexplained})
+        overran = {j.removeprefix("send:") for j in _overran(logs) if j.startswith("send:")}
+        # Each copy after the first has a cause of its own: held by the killed worker,
+        # outlasted a live worker's lease, or an attempt that got no answer.
+        copies = emails + Counter({i: sms[number] for i, number in sms_ids.items()})
+        beyond = {}
+        for i, n in copies.items():
+            unanswered = sum(1 for h in history[i] if _NO_ANSWER.match(h.detail or ""))
+            if n > 1 + (i in in_flight_sends) + (i in overran) + unanswered:
+                beyond[i] = n
+        stalled = (twice - in_flight_sends - late) & overran
+        unexplained = twice - in_flight_sends - late - stalled
+        for i in sorted(unexplained | set(beyond)):  # what to look at when this fails
+            print(
+                f"\nsent {copies[i]} times, unexplained: {i}; copies taken at "
+                f"{[round(t - killed_at, 3) for t in sorted(taken[i])]} s after the kill"
+            )
+            for h in history[i]:
+                print(f"  {h.at.timestamp() - killed_at:+.3f} s {h.status.value} {h.detail}")
+        assert not unexplained, ({i: history[i] for i in unexplained}, killed_at)
+        assert not beyond, beyond  # more copies than causes
         # Held jobs include claimed ones not started yet (taken over, never sent twice);
         # only started sends can be repeated.
-        assert len(in_flight_sends) <= CONCURRENCY + BATCH
-        assert len(twice - late) <= CONCURRENCY
+        assert len(in_flight_sends) <= HELD
+        assert len(twice - late - stalled) <= CONCURRENCY
         print(
             f"\n{3 * GUARDIANS} deliveries ({2 * GUARDIANS} to sinks) by {WORKERS} workers in "
             f"{elapsed:.1f}s; killed one after {sent_at_kill} hand-overs holding "
             f"{len(in_flight)} jobs ({len(in_flight_sends)} sends); sent twice: "
-            f"{len(twice - late)} held by the killed worker, {len(late)} answered late"
+            f"{len(twice - late - stalled)} held by the killed worker, {len(late)} answered "
+            f"late, {len(stalled)} outlasted their lease in a stalled worker ({len(overran)} "
+            "sends did)"
         )
+
+
+def _overran(logs: list[str]) -> set[str]:
+    """Ids of the jobs a worker reported as outlasting their lease (gateway/dispatcher.py,
+    _note_overrun): such a job may have been taken over and done twice."""
+    found: set[str] = set()
+    for line in logs:
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and str(entry.get("message", "")).startswith(OVERRAN):
+            found.add(str(entry["job_id"]))
+    return found
 
 
 def _late_answer(history: list[StatusChange], taken: list[float]) -> bool:

@@ -101,6 +101,33 @@ async def test_a_crashed_consumer_is_taken_over_after_the_lease(prefix: str, red
     assert await redis.xinfo_consumers(stream, "workers") == []
 
 
+async def test_a_lease_scan_just_before_the_lease_ends_leaves_the_entry_with_its_holder(
+    prefix: str, redis: Redis
+) -> None:
+    """A claim's XAUTOCLAIM looks a second early (the lease end in the job hash decides,
+    on the caller's clock): an entry whose lease has not ended stays in its holder's
+    pending list, so XPENDING names who holds what. It used to stay with the caller that
+    looked: the multiprocess kill test, reading a killed worker's pending entries, then
+    missed jobs it held and counted jobs others held."""
+    one, two = await opened(prefix), await opened(prefix)
+    try:
+        now = datetime.now(UTC)
+        await one.add_deliveries([], [job("send:1", now)])
+        await one.claim_jobs(["send"], 10, now, lease_seconds=30)
+        stream = f"{prefix}:{{q}}:s:send"
+        assert await two.claim_jobs(["send"], 10, now + timedelta(seconds=29.5), 30) == []
+        [entry] = await redis.xpending_range(stream, "workers", "-", "+", 10)
+        assert (entry["consumer"], entry["times_delivered"]) == (one.consumer, 1)
+        assert entry["time_since_delivered"] < 5_000  # its delivery time kept
+        (again,) = await two.claim_jobs(["send"], 10, now + timedelta(seconds=31), 30)
+        assert (again.id, again.attempts) == ("send:1", 2)
+        [entry] = await redis.xpending_range(stream, "workers", "-", "+", 10)
+        assert entry["consumer"] == two.consumer
+    finally:
+        await one.close()
+        await two.close()
+
+
 async def test_per_message_keys_expire_after_the_retention(prefix: str, redis: Redis) -> None:
     store = await opened(prefix, retention_days=2)
     try:

@@ -160,3 +160,26 @@ async def test_a_send_ended_by_its_first_holder_after_a_takeover_and_retry_is_go
         assert await one.claim_jobs(["send"], 10, at(200), 30) == []
         assert "send" not in await one.queue_stats(at(200))  # (the message's plan job is)
         assert (await one.get_deliveries([d.id]))[d.id].status is DeliveryStatus.sent
+
+
+async def test_a_holder_whose_lease_was_taken_over_gives_nothing_back(
+    backend: Backend,
+) -> None:
+    """A worker that stalled past its lease, its job taken over by another claim, then puts
+    the job off (its buffer's give-back at half the lease) or retries it (its own send
+    timed out): the claim that took it over keeps it, so no third claim gets the job and
+    sends it again while that one sends it. The holder's own retry still counts."""
+    async with backend.open() as one, backend.open() as two:
+        await one.add_deliveries([], [job("send:1"), job("send:2")])
+        first, other = await one.claim_jobs(["send"], 2, at(1), 30)
+        taken = await two.claim_jobs(["send"], 2, at(40), 30)  # both leases ended
+        assert {j.id for j in taken} == {"send:1", "send:2"}
+        await one.postpone_job(first.id, at(41), "lease_half_gone")
+        await one.retry_job(other.id, at(41), "smtp_timeout")
+        assert await one.claim_jobs(["send"], 10, at(42), 30) == []
+        assert await two.claim_jobs(["send"], 10, at(69), 30) == []
+        await two.retry_job(first.id, at(50), "timeout")  # the holder's retry counts
+        (again,) = await one.claim_jobs(["send"], 10, at(50), 30)
+        assert (again.id, again.attempts, again.last_error) == (first.id, 3, "timeout")
+        (late,) = await one.claim_jobs(["send"], 10, at(70), 30)  # two's lease ended
+        assert (late.id, late.attempts) == (other.id, 3)

@@ -38,9 +38,12 @@ _TAKE_UNSTARTED = Lua(lua.QUEUE_COMMON + read("take_unstarted"))
 # and a claim under load costs one command per kind less.
 _LEASE_SCAN_EVERY = 1.0
 
-# Jobs this process claimed and has not ended: their kind, stream entry and lane, so that
-# ending them needs no read of the job hash (bounded: a job never ended here just ages out).
+# Jobs this process claimed and has not ended: their kind, stream entry, lane and claim
+# stamp, so that ending them needs no read of the job hash, and a retry or give-back after
+# the lease was taken over by another claim is refused (retry_job.lua). Bounded: a job
+# never ended here just ages out (then its retry is not checked against a takeover).
 _HELD_CACHE = 100_000
+_NOT_HELD = ("", "", "", "")
 
 # Apply status moves and end jobs in one round trip (RedisDeliveries.apply_moves).
 ApplyMoves = Callable[[Sequence[SendOutcome], Sequence[str], Sequence[Job]], Awaitable[list[bool]]]
@@ -98,7 +101,7 @@ class RedisJobs(RedisFeature):
         self._consumer = consumer
         self._claimed_send = claimed_send
         self._clamp_warned = False
-        self._held: OrderedDict[str, tuple[str, str, str]] = OrderedDict()
+        self._held: OrderedDict[str, tuple[str, str, str, str]] = OrderedDict()
         self._scanned_at: int | None = None  # µs on the caller's clock
 
     def _scan_now(self, stamp: int, lease_seconds: float) -> bool:
@@ -140,12 +143,14 @@ class RedisJobs(RedisFeature):
         read of its hash in the script); any other job is looked up there."""
         args = [self._db.qp]
         for job_id in job_ids:
-            args.extend((job_id, *self._held.pop(job_id, ("", "", ""))))
+            kind, entry, lane, _ = self._held.pop(job_id, _NOT_HELD)
+            args.extend((job_id, kind, entry, lane))
         return args
 
-    def _hold(self, jobs: Sequence[Job], entries: Sequence[str]) -> None:
+    def _hold(self, jobs: Sequence[Job], entries: Sequence[str], stamp: int) -> None:
+        claim = str(stamp)  # the job hash's c (claim.lua, take)
         for job, entry in zip(jobs, entries, strict=True):
-            self._held[job.id] = (job.kind, entry, "1" if job.urgent else "0")
+            self._held[job.id] = (job.kind, entry, "1" if job.urgent else "0", claim)
         while len(self._held) > _HELD_CACHE:
             self._held.popitem(last=False)
 
@@ -182,7 +187,7 @@ class RedisJobs(RedisFeature):
             self._clamp_warned = True
             log.warning("this worker's clock is ahead of Redis's: leases are checked on ours")
         jobs = [_job(out[i : i + 8]) for i in range(0, len(out) - 1, 9)]
-        self._hold(jobs, out[8:-1:9])
+        self._hold(jobs, out[8:-1:9], stamp)
         for job in jobs:
             if job.kind == JOB_SEND:
                 self._claimed_send(job.ref, job.tenant_id)
@@ -195,22 +200,25 @@ class RedisJobs(RedisFeature):
         )
 
     async def retry_job(self, job_id: str, due_at: datetime, error: str) -> None:
-        self._held.pop(job_id, None)
-        await self._db.eval(
-            self._redis,
-            _RETRY_JOB,
-            [self._db.qp + K.KINDS],
-            [self._db.qp, job_id, us(due_at), error, "0"],
-        )
+        await self._retry(job_id, due_at, error, give_back="0")
 
     async def postpone_job(self, job_id: str, due_at: datetime, reason: str) -> None:
-        self._held.pop(job_id, None)
-        await self._db.eval(
+        await self._retry(job_id, due_at, reason, give_back="1")
+
+    async def _retry(self, job_id: str, due_at: datetime, error: str, *, give_back: str) -> None:
+        """Make a job due again; one this process claimed only while that claim's lease is
+        still the job's: once another claim took it over (this one stalled past its lease),
+        that claim decides, and a give-back here would let a third claim send it again
+        while the second one sends it (docs/redis.md, "Leases")."""
+        claim = self._held.pop(job_id, _NOT_HELD)[3]
+        done = await self._db.eval(
             self._redis,
             _RETRY_JOB,
             [self._db.qp + K.KINDS],
-            [self._db.qp, job_id, us(due_at), reason, "1"],
+            [self._db.qp, job_id, us(due_at), error, give_back, claim],
         )
+        if done == -1:
+            log.info("a job taken over after its lease was left to its new holder")
 
     async def get_jobs(self, job_ids: Sequence[str]) -> dict[str, Job]:
         if not job_ids:
@@ -278,6 +286,7 @@ class RedisSendLedger(RedisFeature):
     async def finish_sends(self, outcomes: Sequence[SendOutcome]) -> int:
         if not outcomes:
             return 0
+
         moves = outcomes  # a send outcome is a status move with the end of its job
         finished = list(dict.fromkeys(o.job_id for o in outcomes))
         moved = await self._moves(moves, finished, [j for o in outcomes for j in o.jobs])

@@ -150,6 +150,8 @@ CLAIM = QUEUE_COMMON + read("claim")
 FINISH_JOBS = QUEUE_COMMON + read("finish_jobs")
 
 # KEYS[1] the kinds set. ARGV: qp job_id due_us error give_back(1: attempts - 1, not below 0)
+# lease (the caller's claim stamp, '' unknown). 1: done; 0: no such job; -1: the job was
+# taken over since that claim (its lease ended): nothing done.
 RETRY_JOB = QUEUE_COMMON + read("retry_job")
 
 # KEYS[1] the kinds set. ARGV: qp now_us. Returns kind waiting oldest_due_us|'' per kind.

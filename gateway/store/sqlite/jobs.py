@@ -9,6 +9,7 @@ the transaction that ends its job."""
 from __future__ import annotations
 
 import sqlite3
+from collections import OrderedDict
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
@@ -18,14 +19,21 @@ import aiosqlite
 from gateway.models import DeliveryStatus, Job
 from gateway.store import SendOutcome, lanes
 from gateway.store.encoding import from_us, us
-from gateway.store.sqlite.base import IDS, SqliteFeature, id_list, insert_jobs_now
+from gateway.store.sqlite.base import IDS, SqliteFeature, SqliteHandle, id_list, insert_jobs_now
 from gateway.store.sqlite.deliveries import apply_moves, apply_moves_now
 from gateway.store.trusted import assembler
 
 _JOB_COLUMNS = "id, tenant_id, kind, ref, due_at, attempts, last_error, urgent"
+# A retry's condition: the caller's lease (NULL: not claimed by this store) is the job's.
+_STILL_OURS = " AND (? IS NULL OR leased_until = ?)"
 
 
 _new_job = assembler(Job)
+
+# Jobs this store claimed and has not ended -> the lease end its claim wrote: a retry or
+# give-back applies only while that lease is still the job's (bounded: a job never ended
+# here just ages out, and its retry is then not checked against a takeover).
+_HELD_CACHE = 100_000
 
 
 def _job(row: Any) -> Job:
@@ -47,6 +55,10 @@ def _job(row: Any) -> Job:
 
 class SqliteJobs(SqliteFeature):
     """Claim, finish, retry and postpone jobs; finish sends with their status moves."""
+
+    def __init__(self, db: SqliteHandle) -> None:
+        super().__init__(db)
+        self._leases: OrderedDict[str, int] = OrderedDict()
 
     SCHEMA: ClassVar[str] = """
 -- visible_at is when a claimer may take the job: due_at, or the end of its lease.
@@ -103,10 +115,15 @@ CREATE TABLE IF NOT EXISTS jobs (
 
         rows = await self._db.transact(claim)
         jobs = [_job(row) for row in rows]
+        for found in jobs:
+            self._leases[found.id] = lease_end
+        while len(self._leases) > _HELD_CACHE:
+            self._leases.popitem(last=False)
         jobs.sort(key=lambda job: (not job.urgent, job.due_at, job.id))
         return jobs
 
     async def finish_job(self, job_id: str) -> None:
+        self._leases.pop(job_id, None)
         async with self._db.write() as db:
             await db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
 
@@ -123,6 +140,7 @@ CREATE TABLE IF NOT EXISTS jobs (
         segments: int | None = None,
     ) -> bool:
         move = SendOutcome("", delivery_id, status, at, detail, reason, provider_id, segments)
+        self._leases.pop(job_id, None)
         async with self._db.write() as db:
             moved = await apply_moves(db, [move])
             await db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
@@ -131,6 +149,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     async def finish_sends(self, outcomes: Sequence[SendOutcome]) -> int:
         if not outcomes:
             return 0
+        for outcome in outcomes:
+            self._leases.pop(outcome.job_id, None)
 
         # A send outcome is a status move with the end of its job; one round trip to the
         # writer's thread for the whole batch (SqliteHandle.transact).
@@ -147,9 +167,17 @@ CREATE TABLE IF NOT EXISTS jobs (
         async with self._db.write() as db:
             await db.execute(
                 "UPDATE jobs SET due_at = ?, visible_at = ?, leased_until = NULL, last_error = ? "
-                "WHERE id = ?",
-                (due, due, error, job_id),
+                f"WHERE id = ?{_STILL_OURS}",
+                (due, due, error, job_id, *self._lease_of(job_id)),
             )
+
+    def _lease_of(self, job_id: str) -> tuple[int | None, int | None]:
+        """The parameters of _STILL_OURS: the lease this store's claim of the job wrote, if
+        it claimed it. Once another claim took the job over after that lease (this one
+        stalled past it), that claim decides: a give-back here would let a third claim send
+        it while the second one sends it (docs/redis.md, "Leases")."""
+        lease = self._leases.pop(job_id, None)
+        return lease, lease
 
     async def queue_stats(self, now: datetime) -> dict[str, tuple[int, float]]:
         stamp = us(now)
@@ -172,8 +200,8 @@ CREATE TABLE IF NOT EXISTS jobs (
         async with self._db.write() as db:
             await db.execute(
                 "UPDATE jobs SET due_at = ?, visible_at = ?, leased_until = NULL, "
-                "last_error = ?, attempts = MAX(attempts - 1, 0) WHERE id = ?",
-                (due, due, reason, job_id),
+                f"last_error = ?, attempts = MAX(attempts - 1, 0) WHERE id = ?{_STILL_OURS}",
+                (due, due, reason, job_id, *self._lease_of(job_id)),
             )
 
     async def get_jobs(self, job_ids: Sequence[str]) -> dict[str, Job]:

@@ -25,7 +25,7 @@ local function take(kind, eid, id)
     return
   end
   local a = (tonumber(j.a) or 0) + 1
-  redis.call('HSET', key, 'a', a, 'x', eid, 'l', num(lease_end), 'c', ARGV[3])
+  redis.call('HSET', key, 'a', a, 'x', eid, 'l', num(lease_end), 'c', ARGV[3], 'w', consumer)
   out[#out + 1] = id; out[#out + 1] = j.t; out[#out + 1] = kind; out[#out + 1] = j.r
   out[#out + 1] = j.d; out[#out + 1] = a; out[#out + 1] = j.e or ''
   out[#out + 1] = j.p or '0'; out[#out + 1] = eid
@@ -58,12 +58,13 @@ for _, kind in ipairs(scan and kinds or {}) do
       for _, eid in ipairs(r[2]) do
         local entry = redis.call('XRANGE', stream, eid, eid)[1]
         local id = entry and entry[2][2]
-        local j = id and redis.call('HMGET', qp .. K.JOB .. id, 'x', 'l', 'c') or {}
+        local j = id and redis.call('HMGET', qp .. K.JOB .. id, 'x', 'l', 'c', 'w') or {}
         if j[1] ~= eid then
           drop_entry(kind, eid)  -- finished or retried meanwhile: a stale entry
         elseif tonumber(j[2]) > now_us then
-          -- not over on the caller's clock: give the entry its delivery time back
-          redis.call('XCLAIM', stream, GROUP, consumer, 0, eid, 'TIME',
+          -- not over on the caller's clock: give the entry back to its holder (XAUTOCLAIM
+          -- made it this caller's; XPENDING names who holds what) with its delivery time
+          redis.call('XCLAIM', stream, GROUP, j[4] or consumer, 0, eid, 'TIME',
             num(math.floor(tonumber(j[3]) / 1000) - offset), 'JUSTID')
         else  -- counts in the entry's delivery counter, like XREADGROUP did
           redis.call('XCLAIM', stream, GROUP, consumer, 0, eid, 'TIME', num(stamp))

@@ -54,7 +54,8 @@ local function bulk(lists, fn)
   for key, l in pairs(lists) do each_chunk(l, 200, function(part) fn(key, part) end) end
 end
 -- A job hash: k kind, t tenant, r ref, d due (µs), p '1' urgent, a attempts, e error; x l c
--- while leased. A job queued by add_jobs since 2026-12-07 keeps k t d p r packed in k
+-- w while leased (stream entry, lease end, claim stamp, holder's consumer). A job queued
+-- by add_jobs since 2026-12-07 keeps k t d p r packed in k
 -- ("kind\31tenant\31due\31urgent\31ref": one HSETNX creates it, and an existing job of any
 -- version has k); a field written later (d by a retry) wins over the packed value.
 -- read_job(key, {'x', 'p'}) is one HMGET: {k = kind or nil (no such job), x = .., p = ..}.
