@@ -326,6 +326,11 @@ class Dispatcher:
                 normal_share=self.settings.normal_share,
             )
             self._claimed_at = time.monotonic()  # the poll interval runs from the answer
+            if self._task_claimed:
+                # A job still being done here whose lease ran out (a slow send) comes back
+                # with a claim: it is its task's to end, not a second send's to start.
+                doing = {job_id for _, job_id in self._task_claimed.values()}
+                jobs = [job for job in jobs if job.id not in doing]
             refs = [job.ref for job in jobs if job.kind == JOB_SEND]
             if refs:  # their channels, to start each when its channel has room
                 self._prefetched.update(await self.store.get_deliveries(refs))

@@ -995,7 +995,8 @@ async def test_a_send_that_outlasts_its_lease_is_reported_once(
 ) -> None:
     """A send still going when its lease runs out (a slow provider, a stalled worker) may
     be taken over and sent again by another worker: the run loop reports it while it
-    goes on, once, with its job id; its end reports nothing more."""
+    goes on, once, with its job id; its end reports nothing more. This process's own
+    next claim gets the job back too, and leaves it to the send under way."""
     await rig.load(directory(family(1, email=False, phone=True)))
     rig.twilio.hold()
     message = await rig.post("e1", {"groups": ["g1"]}, Category.emergency)
@@ -1018,6 +1019,7 @@ async def test_a_send_that_outlasts_its_lease_is_reported_once(
         rig.dispatcher.stop()
         await runner
     assert [getattr(r, "job_id", None) for r in reports()] == [f"{JOB_SEND}:{sms.id}"]
+    assert len(rig.twilio.requests) == 1  # not sent a second time by this process
 
 
 @pytest.mark.parametrize(
