@@ -151,6 +151,7 @@ class RedisJobs(RedisFeature):
         claim = str(stamp)  # the job hash's c (claim.lua, take)
         for job, entry in zip(jobs, entries, strict=True):
             self._held[job.id] = (job.kind, entry, "1" if job.urgent else "0", claim)
+            self._held.move_to_end(job.id)  # a job claimed again is the newest
         while len(self._held) > _HELD_CACHE:
             self._held.popitem(last=False)
 
@@ -210,15 +211,21 @@ class RedisJobs(RedisFeature):
         still the job's: once another claim took it over (this one stalled past its lease),
         that claim decides, and a give-back here would let a third claim send it again
         while the second one sends it (docs/redis.md, "Leases")."""
-        claim = self._held.pop(job_id, _NOT_HELD)[3]
+        # Forgotten only once the script ran: a call run again (a NOSCRIPT reload, a
+        # retried error) is still checked against this process's claim.
+        claim = self._held.get(job_id, _NOT_HELD)[3]
         done = await self._db.eval(
             self._redis,
             _RETRY_JOB,
             [self._db.qp + K.KINDS],
             [self._db.qp, job_id, us(due_at), error, give_back, claim],
         )
+        self._held.pop(job_id, None)
         if done == -1:
-            log.info("a job taken over after its lease was left to its new holder")
+            log.info(
+                "a job taken over after its lease was left to its new holder",
+                extra={"job_id": job_id},
+            )
 
     async def get_jobs(self, job_ids: Sequence[str]) -> dict[str, Job]:
         if not job_ids:

@@ -117,6 +117,7 @@ CREATE TABLE IF NOT EXISTS jobs (
         jobs = [_job(row) for row in rows]
         for found in jobs:
             self._leases[found.id] = lease_end
+            self._leases.move_to_end(found.id)  # a job claimed again is the newest
         while len(self._leases) > _HELD_CACHE:
             self._leases.popitem(last=False)
         jobs.sort(key=lambda job: (not job.urgent, job.due_at, job.id))
@@ -170,13 +171,14 @@ CREATE TABLE IF NOT EXISTS jobs (
                 f"WHERE id = ?{_STILL_OURS}",
                 (due, due, error, job_id, *self._lease_of(job_id)),
             )
+        self._leases.pop(job_id, None)
 
     def _lease_of(self, job_id: str) -> tuple[int | None, int | None]:
         """The parameters of _STILL_OURS: the lease this store's claim of the job wrote, if
         it claimed it. Once another claim took the job over after that lease (this one
         stalled past it), that claim decides: a give-back here would let a third claim send
         it while the second one sends it (docs/redis.md, "Leases")."""
-        lease = self._leases.pop(job_id, None)
+        lease = self._leases.get(job_id)  # forgotten once the write went through
         return lease, lease
 
     async def queue_stats(self, now: datetime) -> dict[str, tuple[int, float]]:
@@ -203,6 +205,7 @@ CREATE TABLE IF NOT EXISTS jobs (
                 f"last_error = ?, attempts = MAX(attempts - 1, 0) WHERE id = ?{_STILL_OURS}",
                 (due, due, reason, job_id, *self._lease_of(job_id)),
             )
+        self._leases.pop(job_id, None)
 
     async def get_jobs(self, job_ids: Sequence[str]) -> dict[str, Job]:
         if not job_ids:
