@@ -141,7 +141,10 @@ async def start_serve(gw: Gateway, *args: str) -> asyncio.subprocess.Process:
                         return proc
             except aiohttp.ClientConnectionError:
                 pass
-            assert time.monotonic() < deadline, "serve did not come up"
+            if time.monotonic() >= deadline:
+                proc.kill()  # not left running past the test (a loaded machine, a hang)
+                await proc.wait()
+                raise AssertionError("serve did not come up")
             await asyncio.sleep(0.05)
 
 
