@@ -34,6 +34,7 @@ from firebase_admin import _utils as firebase_utils
 from firebase_admin import credentials, exceptions, messaging
 
 from channels.http1 import HttpClient, Target, TransportError
+from gateway import __version__
 from gateway.constants import URGENT_CATEGORIES
 from gateway.errors import (
     ChannelUnavailable,
@@ -71,6 +72,9 @@ _FCM_HEADERS = {
     "X-FIREBASE-CLIENT": f"fire-admin-python/{firebase_admin.__version__}",
     "x-goog-api-client": firebase_utils.get_metrics_header(),
     "Content-Type": "application/json; charset=UTF-8",
+    # Who is calling, for Google's side of a support case (firebase-admin's requests
+    # session said python-requests; our own client said nothing).
+    "User-Agent": f"Budbringer/{__version__}",
 }
 
 

@@ -152,6 +152,7 @@ async def test_send_posts_the_exact_v1_message(channel: PushChannel, fcm: FcmSer
     }
     assert sent.headers["X-GOOG-API-FORMAT-VERSION"] == "2"
     assert sent.headers["X-FIREBASE-CLIENT"].startswith("fire-admin-python/")
+    assert sent.headers["User-Agent"].startswith("Budbringer/")
 
 
 async def test_wire_format_is_what_firebase_admin_encodes(channel: PushChannel) -> None:
