@@ -8,7 +8,6 @@ taken over with XAUTOCLAIM when their lease ends. All in the queue's slot ``P:{q
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any
@@ -17,6 +16,7 @@ from gateway.constants import JOB_SEND
 from gateway.models import DeliveryStatus, Job
 from gateway.store import SendOutcome, lanes
 from gateway.store.encoding import from_us, us
+from gateway.store.held import HeldClaims
 from gateway.store.redis import keys as K
 from gateway.store.redis import scripts as lua
 from gateway.store.redis.base import RedisFeature, RedisHandle, opt
@@ -40,9 +40,7 @@ _LEASE_SCAN_EVERY = 1.0
 
 # Jobs this process claimed and has not ended: their kind, stream entry, lane and claim
 # stamp, so that ending them needs no read of the job hash, and a retry or give-back after
-# the lease was taken over by another claim is refused (retry_job.lua). Bounded: a job
-# never ended here just ages out (then its retry is not checked against a takeover).
-_HELD_CACHE = 100_000
+# the lease was taken over by another claim is refused (retry_job.lua).
 _NOT_HELD = ("", "", "", "")
 
 # Apply status moves and end jobs in one round trip (RedisDeliveries.apply_moves).
@@ -101,7 +99,7 @@ class RedisJobs(RedisFeature):
         self._consumer = consumer
         self._claimed_send = claimed_send
         self._clamp_warned = False
-        self._held: OrderedDict[str, tuple[str, str, str, str]] = OrderedDict()
+        self._held: HeldClaims[tuple[str, str, str, str]] = HeldClaims()
         self._scanned_at: int | None = None  # µs on the caller's clock
 
     def _scan_now(self, stamp: int, lease_seconds: float) -> bool:
@@ -143,17 +141,14 @@ class RedisJobs(RedisFeature):
         read of its hash in the script); any other job is looked up there."""
         args = [self._db.qp]
         for job_id in job_ids:
-            kind, entry, lane, _ = self._held.pop(job_id, _NOT_HELD)
+            kind, entry, lane, _ = self._held.pop(job_id) or _NOT_HELD
             args.extend((job_id, kind, entry, lane))
         return args
 
     def _hold(self, jobs: Sequence[Job], entries: Sequence[str], stamp: int) -> None:
         claim = str(stamp)  # the job hash's c (claim.lua, take)
         for job, entry in zip(jobs, entries, strict=True):
-            self._held[job.id] = (job.kind, entry, "1" if job.urgent else "0", claim)
-            self._held.move_to_end(job.id)  # a job claimed again is the newest
-        while len(self._held) > _HELD_CACHE:
-            self._held.popitem(last=False)
+            self._held.hold(job.id, (job.kind, entry, "1" if job.urgent else "0", claim))
 
     async def claim_jobs(
         self,
@@ -213,14 +208,14 @@ class RedisJobs(RedisFeature):
         while the second one sends it (docs/redis.md, "Leases")."""
         # Forgotten only once the script ran: a call run again (a NOSCRIPT reload, a
         # retried error) is still checked against this process's claim.
-        claim = self._held.get(job_id, _NOT_HELD)[3]
+        claim = (self._held.get(job_id) or _NOT_HELD)[3]
         done = await self._db.eval(
             self._redis,
             _RETRY_JOB,
             [self._db.qp + K.KINDS],
             [self._db.qp, job_id, us(due_at), error, give_back, claim],
         )
-        self._held.pop(job_id, None)
+        self._held.pop(job_id)
         if done == -1:
             log.info(
                 "a job taken over after its lease was left to its new holder",
@@ -293,7 +288,6 @@ class RedisSendLedger(RedisFeature):
     async def finish_sends(self, outcomes: Sequence[SendOutcome]) -> int:
         if not outcomes:
             return 0
-
         moves = outcomes  # a send outcome is a status move with the end of its job
         finished = list(dict.fromkeys(o.job_id for o in outcomes))
         moved = await self._moves(moves, finished, [j for o in outcomes for j in o.jobs])

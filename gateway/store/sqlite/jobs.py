@@ -9,7 +9,6 @@ the transaction that ends its job."""
 from __future__ import annotations
 
 import sqlite3
-from collections import OrderedDict
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
@@ -19,6 +18,7 @@ import aiosqlite
 from gateway.models import DeliveryStatus, Job
 from gateway.store import SendOutcome, lanes
 from gateway.store.encoding import from_us, us
+from gateway.store.held import HeldClaims
 from gateway.store.sqlite.base import IDS, SqliteFeature, SqliteHandle, id_list, insert_jobs_now
 from gateway.store.sqlite.deliveries import apply_moves, apply_moves_now
 from gateway.store.trusted import assembler
@@ -29,11 +29,6 @@ _STILL_OURS = " AND (? IS NULL OR leased_until = ?)"
 
 
 _new_job = assembler(Job)
-
-# Jobs this store claimed and has not ended -> the lease end its claim wrote: a retry or
-# give-back applies only while that lease is still the job's (bounded: a job never ended
-# here just ages out, and its retry is then not checked against a takeover).
-_HELD_CACHE = 100_000
 
 
 def _job(row: Any) -> Job:
@@ -58,7 +53,9 @@ class SqliteJobs(SqliteFeature):
 
     def __init__(self, db: SqliteHandle) -> None:
         super().__init__(db)
-        self._leases: OrderedDict[str, int] = OrderedDict()
+        # The lease end each claim of this store wrote, until its job ends: a retry or
+        # give-back applies only while that lease is still the job's.
+        self._leases: HeldClaims[int] = HeldClaims()
 
     SCHEMA: ClassVar[str] = """
 -- visible_at is when a claimer may take the job: due_at, or the end of its lease.
@@ -116,15 +113,12 @@ CREATE TABLE IF NOT EXISTS jobs (
         rows = await self._db.transact(claim)
         jobs = [_job(row) for row in rows]
         for found in jobs:
-            self._leases[found.id] = lease_end
-            self._leases.move_to_end(found.id)  # a job claimed again is the newest
-        while len(self._leases) > _HELD_CACHE:
-            self._leases.popitem(last=False)
+            self._leases.hold(found.id, lease_end)
         jobs.sort(key=lambda job: (not job.urgent, job.due_at, job.id))
         return jobs
 
     async def finish_job(self, job_id: str) -> None:
-        self._leases.pop(job_id, None)
+        self._leases.pop(job_id)
         async with self._db.write() as db:
             await db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
 
@@ -141,7 +135,7 @@ CREATE TABLE IF NOT EXISTS jobs (
         segments: int | None = None,
     ) -> bool:
         move = SendOutcome("", delivery_id, status, at, detail, reason, provider_id, segments)
-        self._leases.pop(job_id, None)
+        self._leases.pop(job_id)
         async with self._db.write() as db:
             moved = await apply_moves(db, [move])
             await db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
@@ -151,7 +145,7 @@ CREATE TABLE IF NOT EXISTS jobs (
         if not outcomes:
             return 0
         for outcome in outcomes:
-            self._leases.pop(outcome.job_id, None)
+            self._leases.pop(outcome.job_id)
 
         # A send outcome is a status move with the end of its job; one round trip to the
         # writer's thread for the whole batch (SqliteHandle.transact).
@@ -171,7 +165,7 @@ CREATE TABLE IF NOT EXISTS jobs (
                 f"WHERE id = ?{_STILL_OURS}",
                 (due, due, error, job_id, *self._lease_of(job_id)),
             )
-        self._leases.pop(job_id, None)
+        self._leases.pop(job_id)
 
     def _lease_of(self, job_id: str) -> tuple[int | None, int | None]:
         """The parameters of _STILL_OURS: the lease this store's claim of the job wrote, if
@@ -205,7 +199,7 @@ CREATE TABLE IF NOT EXISTS jobs (
                 f"last_error = ?, attempts = MAX(attempts - 1, 0) WHERE id = ?{_STILL_OURS}",
                 (due, due, reason, job_id, *self._lease_of(job_id)),
             )
-        self._leases.pop(job_id, None)
+        self._leases.pop(job_id)
 
     async def get_jobs(self, job_ids: Sequence[str]) -> dict[str, Job]:
         if not job_ids:
