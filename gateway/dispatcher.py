@@ -268,7 +268,9 @@ class Dispatcher:
 
     def _take_over(self, jobs: list[Job], deliveries: dict[str, Delivery]) -> None:
         """Jobs handed over in this process (gateway/urgent_handoff.py), stored as claimed
-        by it: ahead of the urgent buffer, started at once where there is room."""
+        by it: ahead of the urgent buffer, started at once where there is room. The store
+        is told, so a retry after another worker took one over gives nothing back."""
+        self.store.hold_handed(jobs)
         now = self.clock.now()
         self._prefetched.update(deliveries)
         self._ready_urgent.put_first([Ready(job, now, self._channel_of(job)) for job in jobs])

@@ -291,6 +291,62 @@ async def test_small_urgent_work_handed_over_runs_before_the_urgent_backlog(
     assert await queue.claim_jobs(["alert", KIND], 100, clock.now(), 30) == []
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+async def test_a_handed_job_another_worker_took_over_is_left_to_it(
+    backend: str, tmp_path: Path, clock: ManualClock
+) -> None:
+    """The dispatcher tells its store which jobs it was handed: when its worker stalled past
+    the hand-over's lease and another worker took the job, the first one's retry gives
+    nothing back, so no third worker sends it while the second does."""
+    if backend == "redis":
+        require_redis()
+    factory = redis_backend if backend == "redis" else sqlite_backend
+    release = asyncio.Event()
+    retried: list[str] = []
+    alert = Job(
+        id="alert:1", tenant_id=TENANT, kind="alert", ref="1", due_at=clock.now(), urgent=True
+    )
+    try:
+        async with factory(tmp_path) as mine, factory(tmp_path) as other:
+
+            async def alert_handler(job: Job) -> None:
+                await release.wait()
+                await mine.retry_job(job.id, clock.now(), "timeout")  # its send timed out
+                retried.append(job.id)
+
+            worker = Dispatcher(
+                mine,  # type: ignore[arg-type]  # only the queue is used by these jobs
+                {},
+                Renderer(TEMPLATES_DIR, "https://budbringer.test"),
+                clock,
+                # no idle claims of its own: the takeover below is the other worker's
+                DispatchSettings(concurrency=10, batch=10, lease_seconds=30, poll_interval=3600),
+                handlers={"alert": alert_handler},
+            )
+            runner = asyncio.create_task(worker.run())
+            try:
+                await until(lambda: worker.handoff.lease([alert], clock.now()) is not None, runner)
+                leased = worker.handoff.lease([alert], clock.now())
+                assert leased is not None
+                await mine.add_deliveries([], leased)
+                assert worker.handoff.hand(leased)
+                clock.advance(31)  # this worker stalled past the hand-over's lease
+                (taken,) = await other.claim_jobs(["alert"], 10, clock.now(), 30)
+                release.set()
+                await until(lambda: retried == [alert.id], runner)
+            finally:
+                worker.stop()
+                await runner
+            assert await mine.claim_jobs(["alert"], 10, clock.now(), 30) == []  # other's
+            other_retry = clock.now()
+            await other.retry_job(taken.id, other_retry, "timeout")  # the holder's counts
+            (again,) = await mine.claim_jobs(["alert"], 10, clock.now(), 30)
+            assert again.attempts == 3
+    finally:
+        if backend == "redis":
+            forget_keys(redis_prefix(tmp_path))
+
+
 async def test_only_a_few_urgent_jobs_are_handed_over() -> None:
     clock = ManualClock()
     handoff = UrgentHandoff(2)

@@ -405,6 +405,13 @@ class JobQueue(Protocol):
         ``attempts``. Two concurrent claimers never get the same job.
         """
 
+    def hold_handed(self, jobs: Sequence[Job]) -> None:
+        """Jobs this process just stored as claimed by itself (handed over past the queue,
+        gateway/urgent_handoff.py: first attempt counted, due when their lease ends). Its
+        retry or give-back of such a job applies only while no claim has taken the job
+        since, as for a job it claimed (docs/redis.md, "A live worker's lease can run
+        out")."""
+
     async def finish_job(self, job_id: str) -> None:
         """The job is done: remove it."""
 

@@ -9,6 +9,7 @@ import asyncio
 
 from gateway.models import DeliveryStatus
 from gateway.store import SendOutcome, Store
+from gateway.urgent_handoff import UrgentHandoff
 
 from .builders import T0, accepted, at, delivery, job, message
 from .conftest import Backend
@@ -183,3 +184,37 @@ async def test_a_holder_whose_lease_was_taken_over_gives_nothing_back(
         assert (again.id, again.attempts, again.last_error) == (first.id, 3, "timeout")
         (late,) = await one.claim_jobs(["send"], 10, at(70), 30)  # two's lease ended
         assert (late.id, late.attempts) == (other.id, 3)
+
+
+async def test_a_job_handed_over_in_its_process_and_taken_over_gives_nothing_back(
+    backend: Backend,
+) -> None:
+    """Sends stored as claimed by their own process (an absence alert's, handed past the
+    queue: gateway/urgent_handoff.py) whose worker then stalled past that lease: another
+    claim took them over, and the first process's give-back or retry leaves them to it.
+    Its retry before anyone took the job still counts."""
+    handoff = UrgentHandoff(8)
+    handoff.attach(lambda jobs, deliveries: None, 30, ["send"])
+    urgent = [job(f"send:{n}").model_copy(update={"urgent": True}) for n in (1, 2, 3)]
+    handed = handoff.lease(urgent, at(0))
+    assert handed is not None
+    async with backend.open() as one, backend.open() as two:
+        await one.add_deliveries([], handed)
+        one.hold_handed(handed)
+        assert await two.claim_jobs(["send"], 10, at(29), 30) == []  # the hand-over's lease
+        await one.retry_job("send:3", at(20), "smtp_timeout")  # its own: counts
+        taken = await two.claim_jobs(["send"], 10, at(31), 30)
+        assert sorted((j.id, j.attempts) for j in taken) == [
+            ("send:1", 2),
+            ("send:2", 2),
+            ("send:3", 2),
+        ]
+        await one.postpone_job("send:1", at(32), "lease_half_gone")
+        await one.retry_job("send:2", at(32), "smtp_timeout")
+        assert await one.claim_jobs(["send"], 10, at(33), 30) == []
+        await two.finish_job("send:3")
+        late = await one.claim_jobs(["send"], 10, at(62), 30)  # two's leases ended
+        assert sorted((j.id, j.attempts, j.last_error) for j in late) == [
+            ("send:1", 3, None),
+            ("send:2", 3, None),
+        ]

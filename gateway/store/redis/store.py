@@ -187,6 +187,7 @@ class RedisStore:
         self.claim_jobs = jobs.claim_jobs
         self.finish_job = jobs.finish_job
         self.retry_job = jobs.retry_job
+        self.hold_handed = jobs.hold_handed
         self.postpone_job = jobs.postpone_job
         self.get_jobs = jobs.get_jobs
         self.queue_stats = jobs.queue_stats

@@ -117,6 +117,11 @@ CREATE TABLE IF NOT EXISTS jobs (
         jobs.sort(key=lambda job: (not job.urgent, job.due_at, job.id))
         return jobs
 
+    def hold_handed(self, jobs: Sequence[Job]) -> None:
+        # Stored with their due time as their lease's end (base._job_rows: leased_until).
+        for handed in jobs:
+            self._leases.hold(handed.id, us(handed.due_at))
+
     async def finish_job(self, job_id: str) -> None:
         self._leases.pop(job_id)
         async with self._db.write() as db:

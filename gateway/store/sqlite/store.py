@@ -411,6 +411,9 @@ class SqliteStore:
     async def finish_job(self, job_id: str) -> None:
         await self._jobs.finish_job(job_id)
 
+    def hold_handed(self, jobs: Sequence[Job]) -> None:
+        self._jobs.hold_handed(jobs)
+
     async def retry_job(self, job_id: str, due_at: datetime, error: str) -> None:
         await self._jobs.retry_job(job_id, due_at, error)
 
