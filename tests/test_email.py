@@ -351,6 +351,50 @@ async def test_silent_server_times_out() -> None:
         await server.wait_closed()
 
 
+async def test_a_relay_answering_each_command_slowly_meets_one_deadline_per_send() -> None:
+    """aiosmtplib's timeout is per command: a relay that answers each step (greeting,
+    EHLO, MAIL, RCPT, DATA, the content) just within it would hold one send for six
+    timeouts, past its job's lease (the settings keep the timeout at most half of it),
+    and another worker could send the email too. The whole send has the timeout as its
+    deadline, as the HTTP channels' requests have, and it fails as a timeout does."""
+
+    async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        async def say(line: bytes) -> None:
+            await asyncio.sleep(0.3)
+            writer.write(line)
+
+        await say(b"220 slow.example ESMTP\r\n")
+        content = False
+        while line := await reader.readline():
+            if content:
+                if line == b".\r\n":
+                    content = False
+                    await say(b"250 2.0.0 Taken\r\n")
+            elif line[:4].upper() == b"DATA":
+                content = True
+                await say(b"354 Go ahead\r\n")
+            else:
+                await say(b"250 OK\r\n")
+        writer.close()
+
+    server = await asyncio.start_server(trickle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    settings = SmtpSettings(host="127.0.0.1", port=port, tls="none", sender=SENDER, timeout=0.5)
+    email = EmailChannel(settings, URL)
+    loop = asyncio.get_running_loop()
+    try:
+        started = loop.time()
+        with pytest.raises(TransientDeliveryError) as caught:
+            await email.send(delivery(), CONTENT)
+        # 0.5 s and a little; each command in its own time would take 1.8 s and succeed.
+        assert loop.time() - started < 1.2
+        assert caught.value.code == "smtp_connection"
+    finally:
+        await email.aclose()
+        server.close()
+        await server.wait_closed()
+
+
 async def test_refused_connection_is_transient(peer: SmtpPeer) -> None:
     settings = smtp_settings(peer)
     await peer.stop()
