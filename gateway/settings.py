@@ -482,6 +482,23 @@ class Settings(BaseSettings):
                 self.dispatch.channel_concurrency = limits
         return self
 
+    @model_validator(mode="after")
+    def _sends_end_within_their_lease(self) -> Settings:
+        """A send starts only while half its job's lease is left (gateway/dispatcher.py)
+        and may take its provider's whole timeout; a longer timeout lets a live worker's
+        lease run out mid-send, and another worker send the same message again
+        (docs/redis.md, "A live worker's lease can run out")."""
+        lease = self.dispatch.lease_seconds
+        for name, section in (("smtp", self.smtp), ("twilio", self.twilio), ("fcm", self.fcm)):
+            if section is not None and section.timeout > lease / 2:
+                raise ValueError(
+                    f"{name}.timeout ({section.timeout:g} s) is more than half of "
+                    f"dispatch.lease_seconds ({lease:g} s): a send that takes that long could "
+                    f"outlast its lease and be sent again by another worker; lower "
+                    f"{name}.timeout or raise dispatch.lease_seconds"
+                )
+        return self
+
     @property
     def sqlite_path(self) -> Path:
         return Path(self.store_url.removeprefix("sqlite:///").removeprefix("sqlite://"))

@@ -195,3 +195,19 @@ def test_push_in_flight_follows_a_smaller_fcm_pool_and_a_larger_limit_is_refused
     assert Settings(fcm=FCM).dispatch.in_flight_limit("push") == 64
     with pytest.raises(ValueError, match=r"channel_concurrency\.push \(100\) is more than"):
         Settings(fcm={**FCM, "connections": 64}, dispatch={"channel_concurrency": {"push": 100}})
+
+
+def test_a_provider_timeout_over_half_the_lease_is_refused() -> None:
+    # A send starts with half its lease left at least; one that may take longer than that
+    # could be taken over by another worker mid-send and sent twice.
+    assert Settings(smtp=SMTP).smtp is not None  # the defaults fit: 30 s of a 60 s lease
+    with pytest.raises(ValueError, match=r"smtp\.timeout \(30 s\) is more than half of"):
+        Settings(smtp=SMTP, dispatch={"lease_seconds": 40})
+    with pytest.raises(ValueError, match=r"twilio\.timeout \(25 s\) is more than half of"):
+        Settings(
+            twilio={"account_sid": "AC" + "0" * 32, "auth_token": "x", "timeout": 25},
+            dispatch={"lease_seconds": 40},
+        )
+    with pytest.raises(ValueError, match=r"fcm\.timeout \(10 s\) is more than half of"):
+        Settings(fcm=FCM, dispatch={"lease_seconds": 15})
+    assert Settings(smtp={**SMTP, "timeout": 5}, dispatch={"lease_seconds": 10}).smtp

@@ -274,7 +274,8 @@ async def test_killed_server_completes_every_delivery_exactly_once(
         gw = gateway_env(
             tmp_path,
             smtp=smtp,
-            BUDBRINGER_DISPATCH__LEASE_SECONDS="2",
+            BUDBRINGER_DISPATCH__LEASE_SECONDS="4",
+            BUDBRINGER_SMTP__TIMEOUT="2",  # at most half the lease (settings)
             BUDBRINGER_DISPATCH__CONCURRENCY=str(CONCURRENCY),
             BUDBRINGER_SMTP__CONNECTIONS="6",
         )
