@@ -43,7 +43,7 @@ from gateway.errors import (
 from gateway.followups import ContactStore, after_failure, failover_job, run_contact_job
 from gateway.jobs import JobHandler, registry
 from gateway.message_cache import MessageCache
-from gateway.metrics import LEASE_OVERRUNS, SEND_METERS, SMS_SEGMENTS
+from gateway.metrics import LEASE_OVERRUNS, LEASE_TAKEOVERS, SEND_METERS, SMS_SEGMENTS
 from gateway.models import (
     FINAL,
     TERMINAL_FAILURES,
@@ -69,7 +69,7 @@ from gateway.store.ports import (
     SendLedger,
 )
 from gateway.store.priority import mark_urgent, urgent_scope
-from gateway.store.records import SendOutcome
+from gateway.store.records import LEASE_ENDED, SendOutcome
 from gateway.translations import Translations
 from gateway.urgent_handoff import UrgentHandoff
 
@@ -117,6 +117,19 @@ class DispatchStore(
 ):
     """What the dispatcher needs: the queue, messages, deliveries and the audience to plan
     and recheck (through HoldStore and ContactStore), the send ledger, the rate limits."""
+
+
+def _note_takeovers(jobs: list[Job]) -> None:
+    """Report each job a claim took over because the lease of the claim before had ended:
+    that worker stopped (a crash, a kill) or stalled, and may have done the job already,
+    so it may be done twice (docs/redis.md, "A live worker's lease can run out")."""
+    for job in jobs:
+        if job.last_error == LEASE_ENDED:
+            LEASE_TAKEOVERS.inc()
+            log.warning(
+                "a job was taken over after its lease ended; its last worker may have done it",
+                extra={"job_id": job.id},
+            )
 
 
 class Dispatcher:
@@ -333,6 +346,7 @@ class Dispatcher:
                 # with a claim: it is its task's to end, not a second send's to start.
                 doing = {job_id for _, job_id in self._task_claimed.values()}
                 jobs = [job for job in jobs if job.id not in doing]
+            _note_takeovers(jobs)
             refs = [job.ref for job in jobs if job.kind == JOB_SEND]
             if refs:  # their channels, to start each when its channel has room
                 self._prefetched.update(await self.store.get_deliveries(refs))

@@ -190,6 +190,12 @@ LEASE_OVERRUNS = Counter(
     " taken one over and done it too.",
     registry=REGISTRY,
 )
+LEASE_TAKEOVERS = Counter(
+    "budbringer_lease_takeovers_total",
+    "Jobs claimed after the lease of the claim before had ended (its worker stopped or"
+    " stalled): that worker may have done them already.",
+    registry=REGISTRY,
+)
 CALLBACKS_PARKED = Counter(
     "budbringer_callbacks_parked_total",
     "Provider status callbacks whose message id was not known yet: parked, later applied,"

@@ -26,6 +26,7 @@ from gateway.api.context import AppContext
 from gateway.clock import ManualClock
 from gateway.constants import JOB_PLAN, JOB_SEND
 from gateway.dispatcher import UNAVAILABLE_RECHECK, Dispatcher
+from gateway.metrics import REGISTRY
 from gateway.models import (
     Audience,
     Category,
@@ -1020,6 +1021,32 @@ async def test_a_send_that_outlasts_its_lease_is_reported_once(
         await runner
     assert [getattr(r, "job_id", None) for r in reports()] == [f"{JOB_SEND}:{sms.id}"]
     assert len(rig.twilio.requests) == 1  # not sent a second time by this process
+
+
+async def test_a_job_taken_over_from_a_stopped_worker_is_reported(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A job whose lease ran out in another worker (killed, or stalled) comes to this one's
+    claim saying so: reported with its job id and counted, since that worker may have
+    done it already (the duplicate a crash can cause). The work itself goes on."""
+    await rig.load(directory(family(1, email=False, phone=True)))
+    message = await rig.post("e1", {"groups": ["g1"]}, Category.emergency)
+    lease = rig.dispatcher.settings.lease_seconds
+    # Claimed by a worker that then died: its lease runs out.
+    (dead,) = await rig.dispatcher.store.claim_jobs([JOB_PLAN], 10, rig.clock.now(), lease)
+    rig.clock.advance(lease + 1)
+
+    def taken_over() -> float:
+        return REGISTRY.get_sample_value("budbringer_lease_takeovers_total") or 0.0
+
+    before = taken_over()
+    with caplog.at_level(logging.WARNING, logger="gateway.dispatcher"):
+        await rig.dispatcher.run_until_idle()
+    reports = [r for r in caplog.records if r.getMessage().startswith("a job was taken over")]
+    assert [getattr(r, "job_id", None) for r in reports] == [dead.id]
+    assert taken_over() == before + 1
+    (sms,) = await rig.deliveries(message, "sms")
+    assert sms.status == DeliveryStatus.sent and len(rig.twilio.requests) == 1
 
 
 @pytest.mark.parametrize(

@@ -48,9 +48,9 @@ from gateway.store.ports import (
     WebhookEndpoints,
     WebhookOutbox,
 )
-from gateway.store.records import FlagHistoryEntry, SendOutcome
+from gateway.store.records import LEASE_ENDED, FlagHistoryEntry, SendOutcome
 
-__all__ = ["FlagHistoryEntry", "SendOutcome", "Store"]
+__all__ = ["LEASE_ENDED", "FlagHistoryEntry", "SendOutcome", "Store"]
 
 
 class Store(

@@ -402,7 +402,9 @@ class JobQueue(Protocol):
 
         A job is due when ``due_at <= now`` and it has no lease or its lease
         ended. Claiming sets the lease to now + lease_seconds and increments
-        ``attempts``. Two concurrent claimers never get the same job.
+        ``attempts``. Two concurrent claimers never get the same job. A job taken over
+        because the lease of the claim before ended (its worker stopped or stalled, and
+        may have done it) comes with ``last_error`` :data:`~gateway.store.records.LEASE_ENDED`.
         """
 
     def hold_handed(self, jobs: Sequence[Job]) -> None:

@@ -7,6 +7,10 @@ from datetime import datetime
 
 from gateway.models import DeliveryStatus, Job
 
+# The last error of a job a claim took over because the lease of the claim before had
+# ended (its worker stopped or stalled): that worker may have done it already.
+LEASE_ENDED = "lease_ended"
+
 
 @dataclass(frozen=True, slots=True)
 class SendOutcome:

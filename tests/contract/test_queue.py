@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 
 from gateway.models import DeliveryStatus
-from gateway.store import SendOutcome, Store
+from gateway.store import LEASE_ENDED, SendOutcome, Store
 from gateway.urgent_handoff import UrgentHandoff
 
 from .builders import T0, accepted, at, delivery, job, message
@@ -186,6 +186,23 @@ async def test_a_holder_whose_lease_was_taken_over_gives_nothing_back(
         assert (late.id, late.attempts) == (other.id, 3)
 
 
+async def test_a_claim_that_takes_over_an_ended_lease_says_so(backend: Backend) -> None:
+    """A job claimed after the lease of the claim before ended (that worker stopped or
+    stalled, and may have done it) comes with LEASE_ENDED as its last error, which the
+    status API shows too; a first claim, and one after a retry, do not."""
+    async with backend.open() as one, backend.open() as two:
+        await one.add_deliveries([], [job("send:1"), job("send:2")])
+        first = await one.claim_jobs(["send"], 2, at(1), 30)
+        assert [j.last_error for j in first] == [None, None]
+        await one.retry_job("send:2", at(2), "smtp_timeout")
+        taken = await two.claim_jobs(["send"], 10, at(40), 30)
+        assert sorted((j.id, j.attempts, j.last_error) for j in taken) == [
+            ("send:1", 2, LEASE_ENDED),
+            ("send:2", 2, "smtp_timeout"),
+        ]
+        assert (await two.get_jobs(["send:1"]))["send:1"].last_error == LEASE_ENDED
+
+
 async def test_a_job_handed_over_in_its_process_and_taken_over_gives_nothing_back(
     backend: Backend,
 ) -> None:
@@ -204,10 +221,11 @@ async def test_a_job_handed_over_in_its_process_and_taken_over_gives_nothing_bac
         assert await two.claim_jobs(["send"], 10, at(29), 30) == []  # the hand-over's lease
         await one.retry_job("send:3", at(20), "smtp_timeout")  # its own: counts
         taken = await two.claim_jobs(["send"], 10, at(31), 30)
-        assert sorted((j.id, j.attempts) for j in taken) == [
-            ("send:1", 2),
-            ("send:2", 2),
-            ("send:3", 2),
+        # Taken over: the hand-over's worker may have sent them (send:3 was given back).
+        assert sorted((j.id, j.attempts, j.last_error) for j in taken) == [
+            ("send:1", 2, LEASE_ENDED),
+            ("send:2", 2, LEASE_ENDED),
+            ("send:3", 2, "smtp_timeout"),
         ]
         await one.postpone_job("send:1", at(32), "lease_half_gone")
         await one.retry_job("send:2", at(32), "smtp_timeout")
@@ -215,6 +233,6 @@ async def test_a_job_handed_over_in_its_process_and_taken_over_gives_nothing_bac
         await two.finish_job("send:3")
         late = await one.claim_jobs(["send"], 10, at(62), 30)  # two's leases ended
         assert sorted((j.id, j.attempts, j.last_error) for j in late) == [
-            ("send:1", 3, None),
-            ("send:2", 3, None),
+            ("send:1", 3, LEASE_ENDED),
+            ("send:2", 3, LEASE_ENDED),
         ]

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import aiosqlite
 
 from gateway.models import DeliveryStatus, Job
-from gateway.store import SendOutcome, lanes
+from gateway.store import LEASE_ENDED, SendOutcome, lanes
 from gateway.store.encoding import from_us, us
 from gateway.store.held import HeldClaims
 from gateway.store.sqlite.base import IDS, SqliteFeature, SqliteHandle, id_list, insert_jobs_now
@@ -104,10 +104,13 @@ CREATE TABLE IF NOT EXISTS jobs (
             chosen = due[1][:urgent] + due[0][:normal]
             if not chosen:
                 return []
+            # A lease still set is one that ended (a retry or give-back clears it): the job
+            # is taken over, and says so (the expressions read the row before the update).
             return conn.execute(
-                "UPDATE jobs SET visible_at = ?, leased_until = ?, attempts = attempts + 1 "
+                "UPDATE jobs SET visible_at = ?, leased_until = ?, attempts = attempts + 1, "
+                "last_error = CASE WHEN leased_until IS NULL THEN last_error ELSE ? END "
                 f"WHERE id IN {IDS} RETURNING {_JOB_COLUMNS}",
-                [lease_end, lease_end, id_list(chosen)],
+                [lease_end, lease_end, LEASE_ENDED, id_list(chosen)],
             ).fetchall()
 
         rows = await self._db.transact(claim)

@@ -16,16 +16,23 @@ if stamp > server_ms then clamped = 1 end
 local lease_end = now_us + lease_ms * 1000
 local out = {}
 -- Per job taken: HMGET + HSET of its hash (the XCLAIM that stamps new entries is one
--- per stream and call: stamp_new).
+-- per stream and call: stamp_new). A lease still in the hash is one that ended (a retry
+-- or give-back deletes it; a job stored as claimed has its hand-over's): the job is taken
+-- over and says so in its last error (gateway/store/records.py, LEASE_ENDED).
 local function take(kind, eid, id)
   local key = qp .. K.JOB .. id
-  local j = read_job(key, {'t', 'r', 'd', 'e', 'p', 'a'})
+  local j = read_job(key, {'t', 'r', 'd', 'e', 'p', 'a', 'l'})
   if not j.k then  -- ended meanwhile (finish_jobs.lua leaves such a member): nothing to do
     drop_entry(kind, eid)
     return
   end
   local a = (tonumber(j.a) or 0) + 1
-  redis.call('HSET', key, 'a', a, 'x', eid, 'l', num(lease_end), 'c', ARGV[3], 'w', consumer)
+  local f = {'HSET', key, 'a', a, 'x', eid, 'l', num(lease_end), 'c', ARGV[3], 'w', consumer}
+  if j.l then
+    j.e = 'lease_ended'
+    f[#f + 1] = 'e'; f[#f + 1] = j.e
+  end
+  redis.call(unpack(f))
   out[#out + 1] = id; out[#out + 1] = j.t; out[#out + 1] = kind; out[#out + 1] = j.r
   out[#out + 1] = j.d; out[#out + 1] = a; out[#out + 1] = j.e or ''
   out[#out + 1] = j.p or '0'; out[#out + 1] = eid
