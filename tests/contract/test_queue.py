@@ -188,8 +188,8 @@ async def test_a_holder_whose_lease_was_taken_over_gives_nothing_back(
 
 async def test_a_claim_that_takes_over_an_ended_lease_says_so(backend: Backend) -> None:
     """A job claimed after the lease of the claim before ended (that worker stopped or
-    stalled, and may have done it) comes with LEASE_ENDED as its last error, which the
-    status API shows too; a first claim, and one after a retry, do not."""
+    stalled, and may have done it) comes with LEASE_ENDED as its last error, and keeps it
+    while it is held; a first claim, and one after a retry, do not."""
     async with backend.open() as one, backend.open() as two:
         await one.add_deliveries([], [job("send:1"), job("send:2")])
         first = await one.claim_jobs(["send"], 2, at(1), 30)
