@@ -42,8 +42,6 @@ _LEASE_SCAN_EVERY = 1.0
 # stamp, so that ending them needs no read of the job hash, and a retry or give-back after
 # the lease was taken over by another claim is refused (retry_job.lua).
 _NOT_HELD = ("", "", "", "")
-# The claim stamp of a job stored as claimed by this process (hold_handed): none yet.
-HANDED = "-"
 
 # Apply status moves and end jobs in one round trip (RedisDeliveries.apply_moves).
 ApplyMoves = Callable[[Sequence[SendOutcome], Sequence[str], Sequence[Job]], Awaitable[list[bool]]]
@@ -153,10 +151,11 @@ class RedisJobs(RedisFeature):
             self._held.hold(job.id, (job.kind, entry, "1" if job.urgent else "0", claim))
 
     def hold_handed(self, jobs: Sequence[Job]) -> None:
-        # In their waiting set (no stream entry) and without a claim stamp until a claim
-        # takes them: HANDED asks retry_job.lua for exactly that.
+        # In their waiting set (no stream entry), stamped with their due time (add_jobs.lua)
+        # until a claim takes them over and stamps them anew.
         for handed in jobs:
-            self._held.hold(handed.id, (handed.kind, "", "1" if handed.urgent else "0", HANDED))
+            lane = "1" if handed.urgent else "0"
+            self._held.hold(handed.id, (handed.kind, "", lane, str(us(handed.due_at))))
 
     async def claim_jobs(
         self,
