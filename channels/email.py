@@ -483,25 +483,27 @@ class EmailChannel:
             await self.start()
         pool = self._pool
         assert pool is not None
-        # One deadline for the whole send, as the HTTP channels have (aiosmtplib's is per
+        # One deadline for the whole conversation with the relay (aiosmtplib's is per
         # command: connect, EHLO, MAIL, RCPT, DATA, the content, each up to the timeout).
         # A send that started with half its job's lease left then ends before the lease
         # does (settings: the timeout is at most half the lease), so no other worker takes
-        # the job over and sends it again while this one still waits on a slow relay.
+        # the job over and sends it again while this one still waits on a slow relay. The
+        # wait for a free connection is not the relay's doing and stays outside it (the
+        # dispatcher keeps at most the pool's size in flight).
+        client = await pool.get()
         try:
             async with asyncio.timeout(self._settings.timeout):
-                client = await pool.get()
-                try:
-                    await self._send_on(client, message, address, delivery.id)
-                except asyncio.CancelledError:
-                    client.close()  # an interrupted conversation leaves the session out of step
-                    raise
-                finally:
-                    pool.put_nowait(client)
+                await self._send_on(client, message, address, delivery.id)
         except TimeoutError as exc:
             # As a command's timeout: the relay may have taken it (RFC 1047), sent again
-            # only by the job's backoff.
+            # only by the job's backoff; the interrupted session is not reused.
+            client.close()
             raise _map_error(exc) from exc
+        except asyncio.CancelledError:
+            client.close()  # an interrupted conversation leaves the session out of step
+            raise
+        finally:
+            pool.put_nowait(client)
         log.debug("email handed over", extra={"delivery_id": delivery.id})
         return Receipt(status=DeliveryStatus.sent, provider_id=message_id)
 
