@@ -633,7 +633,7 @@ class Absences:
         leased = self.handoff.lease([job], now)
         stored = await self.store.accept_message(message, leased[0] if leased else job)
         if leased and stored is message:  # stored now, with its job: ours to run
-            self.handoff.hand(leased)
+            await self._hand(leased)
         self.work_available.set()
         return stored, stored != message
 
@@ -736,8 +736,19 @@ class Absences:
         leased = self.handoff.lease(sends, now) if job.attempts <= 1 else None
         new = await self.store.add_deliveries(deliveries, leased or sends)
         if leased and new == len({d.id for d in deliveries}):
-            self.handoff.hand(leased, deliveries)
+            await self._hand(leased, deliveries)
         self.work_available.set()
+
+    async def _hand(self, leased: list[Job], deliveries: list[Delivery] | None = None) -> None:
+        """Give jobs this process just stored as claimed to its dispatcher; if that
+        stopped meanwhile (a shutdown between the lease and the hand-over), give them back
+        at once, due now and not counted as tried, so a worker takes them now, not when the
+        lease ends (an alert a lease late, and reported as taken over)."""
+        if self.handoff.hand(leased, deliveries or ()):
+            return
+        now = self.clock.now()
+        for job in leased:
+            await self.store.postpone_job(job.id, now, "handoff_stopped")
 
     async def _keep(self, message: Message, record: AbsenceRecord) -> Callable[[Recipient], bool]:
         """Which recipients of the resolution a message of this type is for."""

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
 from email import policy
 from email.parser import BytesParser
 from pathlib import Path
@@ -24,10 +25,12 @@ import pytest
 from channels.gsm import encoding
 from channels.sms import INBOUND_PATH
 from gateway.clock import ManualClock
+from gateway.constants import JOB_ABSENCE_PLAN
 from gateway.models import (
     DeliveryStatus,
     Device,
     DirectoryBatch,
+    Job,
     Preferences,
     derive_id,
 )
@@ -748,3 +751,27 @@ async def test_a_parent_in_two_municipalities(
     await rig.run()
     assert await explanations(rig, bkey, alert_b) == [("bp", "appointment", "tannlege")]
     assert await explanations(rig, rig.key, alert_a) == [("p2", "sick", "Kari har feber")]
+
+
+async def test_an_alert_whose_dispatcher_stopped_before_the_hand_over_goes_out_at_once(
+    rig: Rig,
+) -> None:
+    """An alert's plan is stored as claimed by its process, to be handed to that process's
+    dispatcher (gateway/urgent_handoff.py). If the dispatcher stops between the two (a
+    shutdown), the job is given back at once, not left until its lease ends: the alert
+    goes out now, through any worker."""
+    handoff = rig.gw.service.absences.handoff
+    handed: list[list[Job]] = []
+    handoff.attach(lambda jobs, deliveries: handed.append(jobs), 60, [JOB_ABSENCE_PLAN])
+    lease = handoff.lease
+
+    def lease_then_stop(jobs: Sequence[Job], now: datetime) -> list[Job] | None:
+        leased = lease(jobs, now)
+        handoff.detach()  # the dispatcher stopped right after the lease
+        return leased
+
+    handoff.lease = lease_then_stop  # type: ignore[method-assign]
+    await rig.post(recorded("fravaer-stop"))
+    assert handed == []
+    await rig.run()  # the same moment: no lease to wait out
+    assert rig.new_sms(), "the alert waited for the hand-over's lease to end"
