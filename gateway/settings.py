@@ -487,7 +487,9 @@ class Settings(BaseSettings):
         """A send starts only while half its job's lease is left (gateway/dispatcher.py)
         and may take its provider's whole timeout; a longer timeout lets a live worker's
         lease run out mid-send, and another worker send the same message again
-        (docs/redis.md, "A live worker's lease can run out")."""
+        (docs/redis.md, "A live worker's lease can run out"). The timeout is per request:
+        a send of several (an SMS retry's look-up, a push's token refresh) can still take
+        longer, and is reported when it outlasts its lease."""
         lease = self.dispatch.lease_seconds
         for name, section in (("smtp", self.smtp), ("twilio", self.twilio), ("fcm", self.fcm)):
             if section is not None and section.timeout > lease / 2:
