@@ -746,6 +746,7 @@ class Absences:
         lease ends (an alert a lease late, and reported as taken over)."""
         if self.handoff.hand(leased, deliveries or ()):
             return
+        self.store.hold_handed(leased)  # given back only while still the hand-over's
         now = self.clock.now()
         for job in leased:
             await self.store.postpone_job(job.id, now, "handoff_stopped")

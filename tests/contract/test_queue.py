@@ -220,7 +220,9 @@ async def test_a_job_handed_over_in_its_process_and_taken_over_gives_nothing_bac
         one.hold_handed(handed)
         assert await two.claim_jobs(["send"], 10, at(29), 30) == []  # the hand-over's lease
         await one.retry_job("send:3", at(20), "smtp_timeout")  # its own: counts
-        taken = await two.claim_jobs(["send"], 10, at(31), 30)
+        # At the very microsecond the hand-over's lease ends (its stamp must not be this
+        # claim's).
+        taken = await two.claim_jobs(["send"], 10, at(30), 30)
         # Taken over: the hand-over's worker may have sent them (send:3 was given back).
         assert sorted((j.id, j.attempts, j.last_error) for j in taken) == [
             ("send:1", 2, LEASE_ENDED),
@@ -232,7 +234,7 @@ async def test_a_job_handed_over_in_its_process_and_taken_over_gives_nothing_bac
         await one.retry_job("send:2", at(32), "smtp_timeout")
         assert await one.claim_jobs(["send"], 10, at(33), 30) == []
         await two.finish_job("send:3")
-        (late,) = await one.claim_jobs(["send"], 10, at(62), 30)  # two's lease ended
+        (late,) = await one.claim_jobs(["send"], 10, at(61), 30)  # two's lease ended
         assert (late.id, late.attempts, late.last_error) == ("send:1", 3, LEASE_ENDED)
         await one.finish_job(late.id)
         (retried,) = await one.claim_jobs(["send"], 10, at(300), 30)  # after two's backoff

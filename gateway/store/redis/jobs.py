@@ -151,11 +151,12 @@ class RedisJobs(RedisFeature):
             self._held.hold(job.id, (job.kind, entry, "1" if job.urgent else "0", claim))
 
     def hold_handed(self, jobs: Sequence[Job]) -> None:
-        # In their waiting set (no stream entry), stamped with their due time (add_jobs.lua)
-        # until a claim takes them over and stamps them anew.
+        # In their waiting set (no stream entry), stamped h + their due time (add_jobs.lua:
+        # a claim at that very microsecond stamps the bare number) until a claim takes
+        # them over and stamps them anew.
         for handed in jobs:
             lane = "1" if handed.urgent else "0"
-            self._held.hold(handed.id, (handed.kind, "", lane, str(us(handed.due_at))))
+            self._held.hold(handed.id, (handed.kind, "", lane, f"h{us(handed.due_at)}"))
 
     async def claim_jobs(
         self,

@@ -2,8 +2,9 @@
 -- score orders the waiting set: gateway/store/lanes.py, order_at).
 -- Per new job one HSETNX (the packed fields, read_job; no-op for an existing job), an
 -- HSET only for attempts or an error carried over (a job with attempts is stored as
--- claimed, gateway/urgent_handoff.py: its due time is its lease's end, l, and its claim
--- stamp, c, which the process that stored it holds: redis/jobs.py, hold_handed); per call one ZADD per waiting set,
+-- claimed, gateway/urgent_handoff.py: its due time is its lease's end, l, and, marked
+-- h so that no claim's stamp can equal it, its claim stamp c, which the process that
+-- stored it holds: redis/jobs.py, hold_handed); per call one ZADD per waiting set,
 -- one ZADD LT of the sets' hints (P:{q}:next, by the same score) and one SADD.
 local added = 0
 local waits, kinds, firsts = {}, {}, {}
@@ -15,7 +16,7 @@ for i = 2, #ARGV, 9 do
     local f = {}
     if ARGV[i + 5] ~= '0' then
       f[#f + 1] = 'a'; f[#f + 1] = ARGV[i + 5]
-      f[#f + 1] = 'l'; f[#f + 1] = ARGV[i + 4]; f[#f + 1] = 'c'; f[#f + 1] = ARGV[i + 4]
+      f[#f + 1] = 'l'; f[#f + 1] = ARGV[i + 4]; f[#f + 1] = 'c'; f[#f + 1] = 'h' .. ARGV[i + 4]
     end
     if ARGV[i + 6] ~= '' then f[#f + 1] = 'e'; f[#f + 1] = string.sub(ARGV[i + 6], 2) end
     if #f > 0 then redis.call('HSET', key, unpack(f)) end

@@ -2,7 +2,7 @@ local key = qp .. K.JOB .. ARGV[2]
 local j = read_job(key, {'x', 'a', 'p', 'c'})
 if not j.k then return 0 end
 -- ARGV[6]: the claim stamp of the caller's lease ('' unknown; a job stored as claimed,
--- handed over in its process, has its due time as its stamp: add_jobs.lua). Another
+-- handed over in its process, has h + its due time as its stamp: add_jobs.lua). Another
 -- claim took the job over after that lease ended (and may be sending it, or retried it):
 -- the job is that claim's to give back, and the stalled first holder's retry or
 -- give-back is ignored.
