@@ -15,9 +15,11 @@ that channel to the send's outcome; those on the other channels are ``cancelled`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 
 from channels.base import Channel
 from gateway.clock import Clock
@@ -35,6 +37,22 @@ log = logging.getLogger(__name__)
 
 ORDER = ("email", "push", "sms")  # the digest goes on the first the guardian has held
 IN_DIGEST = "in_digest"
+
+# How a digest's send is let in: the dispatcher's (Dispatcher.admitted), so a digest keeps
+# the channel's rate limits, breaker and in-flight limit as every send does. Yields
+# False when the job was put off instead.
+Admission = Callable[[Job, str], AbstractAsyncContextManager[bool]]
+
+
+@contextlib.asynccontextmanager
+async def _let_in(job: Job, channel: str) -> AsyncIterator[bool]:
+    """Admission without a dispatcher (a sender driven by hand): every send goes."""
+    yield True
+
+
+class _PutOff(Exception):
+    """The dispatcher put the digest's job off (a rate limit, an open breaker, a stalled
+    channel): it runs again later, with the deliveries not sent yet."""
 
 
 class DigestSender:
@@ -54,6 +72,7 @@ class DigestSender:
         self.renderer = renderer
         self.clock = clock
         self.work_available = work_available
+        self.admission: Admission = _let_in  # the service sets the dispatcher's
 
     def handlers(self) -> dict[str, JobHandler]:
         """The job kinds this feature does (gateway/jobs.py)."""
@@ -88,8 +107,12 @@ class DigestSender:
                     await self.store.transition(delivery.id, status, now, reason=reason)
                     continue
                 by_target[delivery.target].append(delivery)
-            for group in by_target.values():
-                await self._send(self.channels[chosen], group, messages)
+            try:
+                for group in by_target.values():
+                    await self._send(job, self.channels[chosen], group, messages)
+            except _PutOff:
+                return  # postponed by the admission; what was sent has moved on
+
         now = self.clock.now()
         for channel, deliveries in by_channel.items():
             if channel != chosen:
@@ -111,7 +134,7 @@ class DigestSender:
         return messages
 
     async def _send(
-        self, channel: Channel, group: list[Delivery], messages: Mapping[str, Message]
+        self, job: Job, channel: Channel, group: list[Delivery], messages: Mapping[str, Message]
     ) -> None:
         """One digest for the deliveries of one address or device; a transient error
         raises, so the dispatcher retries the whole job later (nothing was moved)."""
@@ -119,7 +142,10 @@ class DigestSender:
         items = [(messages[d.message_id], d) for d in group]
         content = self.renderer.render_digest(items, carrier)
         try:
-            receipt = await channel.send(carrier, content)
+            async with self.admission(job, carrier.channel) as admitted:
+                if not admitted:
+                    raise _PutOff
+                receipt = await channel.send(carrier, content)
         except PermanentDeliveryError as exc:
             SEND_METERS.count(carrier.channel, "permanent")
             now = self.clock.now()

@@ -22,7 +22,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -828,6 +828,29 @@ class Dispatcher:
             await self.store.postpone_job(job.id, wait_until, self.health.reason(name))
             return None
         return gate, probe
+
+    @contextlib.asynccontextmanager
+    async def admitted(self, job: Job, name: str) -> AsyncIterator[bool]:
+        """For a handler that sends outside :meth:`send` (the daily digest): its send is
+        let in as a send job's is (:meth:`_admit`: the channel's rate limits, its breaker,
+        a slot of its gate). Yields False when the job was put off instead (postponed in
+        the store: the handler stops there), else True; the block's outcome goes to the
+        channel's breaker, and the gate's slot is left when the block ends."""
+        admitted = await self._admit(job, name, self.channels[name])
+        if admitted is None:
+            yield False
+            return
+        gate, probe = admitted
+        started = time.perf_counter()
+        try:
+            yield True
+        except BaseException as exc:
+            self.health.record(name, exc, probe=probe)
+            raise
+        else:
+            self.health.record(name, None, probe=probe)
+        finally:
+            gate.leave(time.perf_counter() - started)
 
     async def _rate_slot(self, job: Job, key: str, rate: float) -> bool:
         """Wait for a slot of the limit named ``key``, shared by every process (one

@@ -188,6 +188,8 @@ class Service:
             audiences=audiences,
             handoff=handoff,
         )
+        # A digest's send is let in as every send is: rate limits, breaker, in-flight.
+        self.digests.admission = self.dispatcher.admitted
         self.ctx = AppContext(
             settings=settings,
             store=self.store,

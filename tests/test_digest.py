@@ -297,3 +297,23 @@ def test_a_digest_by_sms_or_push_lists_the_messages_in_the_guardians_language(
             assert (subject in (out.short or "")) == (channel == "push")
         if channel == "sms":
             assert "/p/" in out.text  # one link: the guardian's inbox
+
+
+async def test_a_digest_waits_for_a_stopped_channel_like_every_send(rig: Rig) -> None:
+    """A digest's send is let in as every send is (the channel's rate limits, breaker and
+    in-flight limit): with the relay refusing our credentials (the channel stopped), the
+    digest is put off, not sent into it, and goes once the channel works again."""
+    await choose_digest(rig, "18:00")
+    await rig.post("evt-1", "Tur mandag", "general")
+    await rig.run_all()
+    assert rig.smtp.received == []
+    rig.clock.set(SUNDAY_1800)
+    for worker in rig.workers:
+        worker.service.dispatcher.health.refused("email", "smtp_535", probe=False)
+    await rig.run_all()
+    assert rig.smtp.received == []  # put off: the breaker holds it
+    for worker in rig.workers:
+        worker.service.dispatcher.health.worked("email")
+    rig.clock.set(SUNDAY_1800 + timedelta(hours=1))
+    await rig.run_all()
+    assert [m.message["Subject"] for m in rig.smtp.received] == ["Dagens meldinger (1)"]
