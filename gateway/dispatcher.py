@@ -836,6 +836,11 @@ class Dispatcher:
         a slot of its gate). Yields False when the job was put off instead (postponed in
         the store: the handler stops there), else True; the block's outcome goes to the
         channel's breaker, and the gate's slot is left when the block ends."""
+        paused_until = self.health.paused_until(name)
+        if paused_until is not None:  # as send: no rate slot or gate wait for an outage
+            await self.store.postpone_job(job.id, paused_until, self.health.reason(name))
+            yield False
+            return
         admitted = await self._admit(job, name, self.channels[name])
         if admitted is None:
             yield False
