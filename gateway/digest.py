@@ -5,7 +5,8 @@ The planner holds a guardian's push, SMS and email deliveries of ``general`` and
 are in the store (gateway/store/digests.py) and one ``digest`` job per guardian and
 time sends them. The job is leased like every job, so with many processes one of them
 sends it. When it runs it takes the held deliveries that are still queued, picks the
-guardian's channel (email, else push, else SMS; push goes to each device), renders one
+guardian's channel (email, else push, else SMS; push goes to each device, and a run
+put off part-way carries on on the channel it began on), renders one
 digest listing each message with its own read link (a read there counts for that
 message: the read page's confirm button, as always) and moves the held deliveries on
 that channel to the send's outcome; those on the other channels are ``cancelled``
@@ -23,7 +24,7 @@ from contextlib import AbstractAsyncContextManager
 
 from channels.base import Channel
 from gateway.clock import Clock
-from gateway.constants import JOB_DIGEST
+from gateway.constants import JOB_DIGEST, NO_SUCH_CHANNEL
 from gateway.digest_plan import DIGEST_KEY
 from gateway.errors import PermanentDeliveryError
 from gateway.jobs import JobHandler
@@ -37,6 +38,19 @@ log = logging.getLogger(__name__)
 
 ORDER = ("email", "push", "sms")  # the digest goes on the first the guardian has held
 IN_DIGEST = "in_digest"
+# What a digest's own send moves its deliveries to; the other ways out of ``queued``
+# (withheld at the digest's time, cancelled as in the digest) say nothing of its channel.
+_NOT_SENT = frozenset({DeliveryStatus.queued, DeliveryStatus.suppressed, DeliveryStatus.cancelled})
+
+
+def _went_on(deliveries: list[Delivery]) -> str | None:
+    """The channel an earlier run of the digest already sent on, if one did: a push digest
+    goes to each device in turn, and a run put off after some went on (a rate limit, an
+    open breaker) carries on there. Choosing again could pick another channel (one this
+    process lacks, or the push deliveries all ended meanwhile) and tell the guardian the
+    same messages twice."""
+    return next((d.channel for d in deliveries if d.status not in _NOT_SENT), None)
+
 
 # How a digest's send is let in: the dispatcher's (Dispatcher.admitted), so a digest keeps
 # the channel's rate limits, breaker and in-flight limit as every send does. Yields
@@ -81,38 +95,23 @@ class DigestSender:
     async def run(self, job: Job) -> None:
         entries = await self.store.digests.digest_entries(job.tenant_id, job.id)
         found = await self.store.get_deliveries([e.delivery_id for e in entries])
-        held = [
+        own = [
             found[e.delivery_id]
             for e in entries
-            if e.delivery_id in found
-            and found[e.delivery_id].status is DeliveryStatus.queued
-            and found[e.delivery_id].context.get(DIGEST_KEY) == job.id
+            if e.delivery_id in found and found[e.delivery_id].context.get(DIGEST_KEY) == job.id
         ]
         by_channel: dict[str, list[Delivery]] = defaultdict(list)
-        for delivery in held:
-            by_channel[delivery.channel].append(delivery)
-        chosen = next((c for c in ORDER if c in by_channel and c in self.channels), None)
+        for delivery in own:
+            if delivery.status is DeliveryStatus.queued:
+                by_channel[delivery.channel].append(delivery)
+        chosen = _went_on(own) or next(
+            (c for c in ORDER if c in by_channel and c in self.channels), None
+        )
         if chosen is not None:
-            messages = await self._messages(job.tenant_id, by_channel[chosen])
-            by_target: dict[str, list[Delivery]] = defaultdict(list)
-            for delivery in by_channel[chosen]:
-                message = messages.get(delivery.message_id)
-                if message is None:
-                    continue
-                # Rights are checked again at the digest's time (a block since holds).
-                why = await withheld(self.store, message, delivery, self.clock.now())
-                if why is not None:
-                    status, reason = why
-                    now = self.clock.now()
-                    await self.store.transition(delivery.id, status, now, reason=reason)
-                    continue
-                by_target[delivery.target].append(delivery)
             try:
-                for group in by_target.values():
-                    await self._send(job, self.channels[chosen], group, messages)
+                await self._send_held(job, chosen, by_channel[chosen])
             except _PutOff:
                 return  # postponed by the admission; what was sent has moved on
-
         now = self.clock.now()
         for channel, deliveries in by_channel.items():
             if channel != chosen:
@@ -124,6 +123,34 @@ class DigestSender:
             job.tenant_id, job.id, [e.delivery_id for e in entries]
         )
         await self.store.finish_job(job.id)
+
+    async def _send_held(self, job: Job, chosen: str, held: list[Delivery]) -> None:
+        """One digest per address or device of ``chosen`` for the held deliveries on it
+        that may still go; raises _PutOff when the admission put the job off."""
+        channel = self.channels.get(chosen)
+        if channel is None:
+            # An earlier run sent this digest on a channel this process has not (its
+            # settings changed since): the rest of it fails here, as a send would.
+            for delivery in held:
+                await self.store.transition(
+                    delivery.id, DeliveryStatus.failed, self.clock.now(), reason=NO_SUCH_CHANNEL
+                )
+            return
+        messages = await self._messages(job.tenant_id, held)
+        by_target: dict[str, list[Delivery]] = defaultdict(list)
+        for delivery in held:
+            message = messages.get(delivery.message_id)
+            if message is None:
+                continue
+            # Rights are checked again at the digest's time (a block since holds).
+            why = await withheld(self.store, message, delivery, self.clock.now())
+            if why is not None:
+                status, reason = why
+                await self.store.transition(delivery.id, status, self.clock.now(), reason=reason)
+                continue
+            by_target[delivery.target].append(delivery)
+        for group in by_target.values():
+            await self._send(job, channel, group, messages)
 
     async def _messages(self, tenant_id: str, deliveries: list[Delivery]) -> dict[str, Message]:
         messages: dict[str, Message] = {}

@@ -32,7 +32,13 @@ from gateway.audience_handoff import AudienceHandoff
 from gateway.channel_gate import STALL_WAIT, ChannelGate
 from gateway.channel_health import ChannelHealth
 from gateway.clock import Clock
-from gateway.constants import DEFAULT_LANGUAGE, JOB_CONTACT_FAILING, JOB_PLAN, JOB_SEND
+from gateway.constants import (
+    DEFAULT_LANGUAGE,
+    JOB_CONTACT_FAILING,
+    JOB_PLAN,
+    JOB_SEND,
+    NO_SUCH_CHANNEL,
+)
 from gateway.digest_plan import digest_entries
 from gateway.errors import (
     ChannelUnavailable,
@@ -725,7 +731,7 @@ class Dispatcher:
         name = delivery.channel
         channel = self.channels.get(name)
         if channel is None:
-            await self._finish(job, delivery, DeliveryStatus.failed, reason="no_such_channel")
+            await self._finish(job, delivery, DeliveryStatus.failed, reason=NO_SUCH_CHANNEL)
             return
         # The channel's breaker is open: the job waits (no attempt used up).
         paused_until = self.health.paused_until(name)

@@ -1,0 +1,75 @@
+"""A push digest goes to each of the guardian's devices in turn. A run put off part-way
+(the channel's rate limit, say) carries on, when it runs again, on the channel it began
+on: the guardian is never told the same messages a second time on another channel, not
+even by a process whose settings lack that channel. Real FCM and Twilio peers."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from gateway.digest import IN_DIGEST, DigestSender
+from gateway.digest_plan import DIGEST_KEY, digest_job
+from gateway.models import DeliveryStatus, Device, Job, Preferences
+from tests.test_dispatcher import (  # noqa: F401  (fixtures)
+    Rig,
+    directory,
+    family,
+    fcm,
+    rig,
+    smtp,
+    twilio,
+)
+
+
+def first_send_only() -> object:
+    """An admission that lets the first send in and puts every later one off, as the
+    dispatcher's does when the channel's rate limit runs out after one send."""
+    let_in = iter([True])
+
+    @contextlib.asynccontextmanager
+    async def admission(job: Job, channel: str) -> AsyncIterator[bool]:
+        yield next(let_in, False)
+
+    return admission
+
+
+async def test_a_digest_put_off_part_way_carries_on_on_the_channel_it_began_on(rig: Rig) -> None:
+    await rig.load(directory(family(1, email=False, phone=True)))
+    for device_id, token in (("d1", "tok-1"), ("d2", "tok-2")):
+        await rig.store.upsert_device(
+            rig.tenant_id, "p1", Device(id=device_id, token=token, platform="android")
+        )
+    # Push and SMS for general messages, as a digest at 18:00.
+    prefs = {"channels": {"general": ["push", "sms"]}, "digest": {"general": "18:00"}}
+    await rig.store.set_preferences(rig.tenant_id, "p1", Preferences.model_validate(prefs))
+    message = await rig.post("e1", {"groups": ["g1"]})
+    await rig.dispatcher.run_until_idle()
+    held = {
+        d.target or d.channel: d for d in await rig.deliveries(message) if DIGEST_KEY in d.context
+    }
+    assert sorted(held) == ["d1", "d2", "sms"]
+    assert rig.fcm.sent == [] and rig.twilio.requests == []
+    job = digest_job(held["d1"])
+    rig.clock.set(job.due_at)
+
+    channels = rig.dispatcher.channels
+    renderer = rig.dispatcher.renderer
+    first = DigestSender(rig.store, channels, renderer, rig.clock)
+    first.admission = first_send_only()  # type: ignore[assignment]
+    await first.run(job)
+    assert [s.body["message"]["token"] for s in rig.fcm.sent] == ["tok-1"]
+
+    # It runs again in a process whose settings have no push (FCM was switched off).
+    later = DigestSender(rig.store, {"sms": channels["sms"]}, renderer, rig.clock)
+    await later.run(job)
+
+    assert rig.twilio.requests == []  # not the same message again, by SMS
+    assert [s.body["message"]["token"] for s in rig.fcm.sent] == ["tok-1"]
+    after = {
+        d.target or d.channel: d for d in await rig.deliveries(message) if DIGEST_KEY in d.context
+    }
+    assert after["d1"].status is DeliveryStatus.sent
+    assert (after["d2"].status, after["d2"].reason) == (DeliveryStatus.failed, "no_such_channel")
+    sms = after["sms"]
+    assert (sms.status, sms.reason) == (DeliveryStatus.cancelled, IN_DIGEST)
