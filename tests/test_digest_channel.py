@@ -7,22 +7,43 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 
-from gateway.digest import IN_DIGEST, DigestSender
+import pytest
+
+from gateway.clock import ManualClock
+from gateway.digest import IN_DIGEST, Admission, DigestSender
 from gateway.digest_plan import DIGEST_KEY, digest_job
 from gateway.models import DeliveryStatus, Device, Job, Preferences
-from tests.test_dispatcher import (  # noqa: F401  (fixtures)
-    Rig,
-    directory,
-    family,
-    fcm,
-    rig,
-    smtp,
-    twilio,
-)
+from gateway.settings import Settings
+from gateway.store import Store
+from tests.conftest import TenantCreds
+from tests.peers.fcm import FcmServer
+from tests.peers.smtp import SmtpPeer
+from tests.peers.twilio import TwilioPeer
+from tests.test_dispatcher import ACCOUNT_SID, AUTH_TOKEN, PROJECT, Rig, directory, family, make_rig
 
 
-def first_send_only() -> object:
+@pytest.fixture
+async def rig(
+    store: Store, clock: ManualClock, tenant: TenantCreds, settings: Settings, tmp_path: Path
+) -> AsyncIterator[Rig]:
+    async with (
+        SmtpPeer() as smtp,
+        TwilioPeer(ACCOUNT_SID, AUTH_TOKEN) as twilio,
+        FcmServer(project_id=PROJECT) as fcm,
+    ):
+        built, channels = await make_rig(
+            store, clock, tenant, settings, smtp, twilio, fcm, tmp_path
+        )
+        try:
+            yield built
+        finally:
+            for channel in channels:
+                await channel.aclose()
+
+
+def first_send_only() -> Admission:
     """An admission that lets the first send in and puts every later one off, as the
     dispatcher's does when the channel's rate limit runs out after one send."""
     let_in = iter([True])
@@ -56,7 +77,7 @@ async def test_a_digest_put_off_part_way_carries_on_on_the_channel_it_began_on(r
     channels = rig.dispatcher.channels
     renderer = rig.dispatcher.renderer
     first = DigestSender(rig.store, channels, renderer, rig.clock)
-    first.admission = first_send_only()  # type: ignore[assignment]
+    first.admission = first_send_only()
     await first.run(job)
     assert [s.body["message"]["token"] for s in rig.fcm.sent] == ["tok-1"]
 
