@@ -38,7 +38,7 @@ from typing import ClassVar
 
 import aiosmtplib
 
-from channels.smtp_transaction import ContentUnanswered, send_prepared
+from channels.smtp_transaction import ContentUnanswered, refusal_behind, send_prepared
 from gateway.errors import (
     ChannelUnavailable,
     ConfigError,
@@ -496,9 +496,10 @@ class EmailChannel:
                 await self._send_on(client, message, address, delivery.id)
         except TimeoutError as exc:
             # As a command's timeout: the relay may have taken it (RFC 1047), sent again
-            # only by the job's backoff; the interrupted session is not reused.
+            # only by the job's backoff; the interrupted session is not reused. A refusal
+            # the relay gave before the deadline (during the RSET after it) still counts.
             client.close()
-            raise _map_error(exc) from exc
+            raise _map_error(refusal_behind(exc)) from exc
         except asyncio.CancelledError:
             client.close()  # an interrupted conversation leaves the session out of step
             raise

@@ -17,14 +17,15 @@ RCPT and DATA go in one write and their three answers are read in turn, then the
 content: two round trips instead of four. Every answer of the group is read, even
 after a refusal, and the first refusal raises what it raises one command at a time.
 
-A connection that has not said EHLO yet, and bytes that are not CRLF-terminated
-throughout, take ``sendmail`` itself.
+A connection that has not said EHLO yet says it first, as ``sendmail`` would. Bytes
+that are not CRLF-terminated throughout take ``sendmail`` itself; so does an email with
+files (``send_message``), whose refusal a deadline during aiosmtplib's own RSET after it
+turns into a timeout (:func:`refusal_behind` sees only ours).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 import aiosmtplib
 from aiosmtplib.protocol import COMMAND_INJECTION_REGEX as _COMMAND_INJECTION
@@ -39,6 +40,10 @@ _GO_AHEAD: tuple[tuple[int, ...], ...] = (
     (SMTPStatus.completed, SMTPStatus.will_forward),
     (SMTPStatus.start_input,),
 )
+
+
+# What a refused MAIL, RCPT, DATA or content raises (as ``sendmail`` raises it).
+REFUSALS = (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused)
 
 
 class ContentUnanswered(aiosmtplib.SMTPServerDisconnected):
@@ -65,7 +70,9 @@ def dot_stuffed(raw: bytes) -> bytes:
 async def send_prepared(client: aiosmtplib.SMTP, sender: str, recipient: str, raw: bytes) -> None:
     """Send ``raw`` from ``sender`` to ``recipient`` (plain ASCII dot-atom addresses,
     checked by the caller) on the connected ``client``. Raises what ``sendmail`` raises."""
-    if client.is_ehlo_or_helo_needed or not _transmittable(raw):
+    if client.is_ehlo_or_helo_needed:
+        await client._ehlo_or_helo_if_needed()  # what sendmail says first on a new session
+    if not _transmittable(raw):
         await client.sendmail(sender, [recipient], raw)
         return
     mail = b"MAIL FROM:<" + sender.encode("ascii") + b">"
@@ -83,8 +90,8 @@ async def send_prepared(client: aiosmtplib.SMTP, sender: str, recipient: str, ra
         response = await _content(client, dot_stuffed(raw))
         if response.code != SMTPStatus.completed:
             raise aiosmtplib.SMTPDataError(response.code, response.message)
-    except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused):
-        await _reset(client)
+    except REFUSALS as refused:
+        await _reset(client, refused)
         raise
 
 
@@ -231,7 +238,30 @@ async def _content(client: aiosmtplib.SMTP, data: bytes) -> aiosmtplib.SMTPRespo
         raise
 
 
-async def _reset(client: aiosmtplib.SMTP) -> None:
-    """RSET after a refusal, its own failure not raised (as ``sendmail`` does)."""
-    with contextlib.suppress(ConnectionError, aiosmtplib.SMTPResponseException):
+async def _reset(client: aiosmtplib.SMTP, refused: Exception) -> None:
+    """RSET after a refusal, its own failure not raised (as ``sendmail`` does): the
+    refusal is what the send raises. A session whose RSET failed, went unanswered or was
+    cut short is out of step and closed. A cancellation that cuts it short (the caller's
+    deadline) carries the refusal as its context, for :func:`refusal_behind` (Python
+    does not chain an exception thrown into a coroutine through the frames above it)."""
+    try:
         await client.rset()
+    except (aiosmtplib.SMTPException, OSError):  # OSError: TimeoutError, ConnectionError
+        client.close()
+    except asyncio.CancelledError as cut:
+        client.close()
+        cut.__context__ = refused
+        raise
+
+
+def refusal_behind(exc: TimeoutError) -> Exception:
+    """The refusal a deadline's ``TimeoutError`` cut short the RSET of, else ``exc``.
+
+    ``asyncio.timeout`` raises ``TimeoutError`` from the ``CancelledError`` it threw in;
+    one that cut an RSET short has the refusal as its context (:func:`_reset`). The
+    refusal is the server's answer to this send, so it still
+    decides the outcome (a dead mailbox stays one, not a timeout to be tried again)."""
+    cut = exc.__cause__
+    if isinstance(cut, asyncio.CancelledError) and isinstance(cut.__context__, REFUSALS):
+        return cut.__context__
+    return exc

@@ -423,3 +423,49 @@ def test_build_email_without_html_or_public_url() -> None:
     assert message["List-Unsubscribe"] is None
     assert message["Content-Language"] == "nb-NO"  # no rendered language: the delivery's
     assert message["Message-ID"] == "<d001@example.no>"
+
+
+async def test_a_refusal_stands_when_the_deadline_ends_during_the_reset_after_it() -> None:
+    """After a refused command the envelope is reset (RSET) so the session can be used
+    again. A relay slow to answer that RSET runs the send past its deadline: the refusal
+    it already gave still decides the outcome (the mailbox does not exist: a dead
+    address, not a connection failure tried again later), and the session whose RSET
+    went unanswered is not used again."""
+    connections = 0
+    ended = asyncio.Semaphore(0)
+
+    async def slow_reset(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        writer.write(b"220 relay.example ESMTP\r\n")
+        try:
+            while line := await reader.readline():
+                verb = line[:4].upper()
+                if verb == b"RCPT":
+                    writer.write(b"550 5.1.1 No such user\r\n")
+                elif verb == b"RSET":
+                    await asyncio.sleep(1.0)
+                    writer.write(b"250 OK\r\n")
+                else:
+                    writer.write(b"250 OK\r\n")
+        finally:
+            writer.close()
+            ended.release()
+
+    server = await asyncio.start_server(slow_reset, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    settings = SmtpSettings(host="127.0.0.1", port=port, tls="none", sender=SENDER, timeout=0.5)
+    email = EmailChannel(settings, URL)
+    try:
+        with pytest.raises(DeadAddress) as caught:
+            await email.send(delivery(1), CONTENT)
+        assert caught.value.code == "smtp_550"
+        with pytest.raises(DeadAddress):
+            await email.send(delivery(2), CONTENT)
+        assert connections == 2  # the first session was closed, not reused
+    finally:
+        await email.aclose()
+        for _ in range(connections):  # each session ends once its slow RSET is answered
+            await asyncio.wait_for(ended.acquire(), 5)
+        server.close()
+        await server.wait_closed()
