@@ -48,6 +48,7 @@ from gateway.errors import (
     TransientDeliveryError,
 )
 from gateway.headertext import header_text, header_text_problem
+from gateway.lease_left import room_for
 from gateway.models import Delivery, DeliveryStatus, Receipt, Rendered
 from gateway.settings import SmtpSettings
 
@@ -492,6 +493,7 @@ class EmailChannel:
         # dispatcher keeps at most the pool's size in flight).
         client = await pool.get()
         try:
+            room_for(self._settings.timeout)  # the wait for a connection may have been long
             async with asyncio.timeout(self._settings.timeout):
                 await self._send_on(client, message, address, delivery.id)
         except TimeoutError as exc:

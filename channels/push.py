@@ -44,6 +44,7 @@ from gateway.errors import (
     PermanentDeliveryError,
     TransientDeliveryError,
 )
+from gateway.lease_left import room_for
 from gateway.models import Delivery, DeliveryStatus, Receipt, Rendered
 from gateway.settings import FcmSettings
 
@@ -274,6 +275,9 @@ class PushChannel:
 
     async def _post(self, body: bytes, token: str) -> tuple[int, bytes, str | None]:
         assert self._http is not None
+        # Each request within the job's lease: the token fetched first, or refused and
+        # fetched again, may have taken much of it (gateway/lease_left.py).
+        room_for(self._settings.timeout)
         try:
             answer = await self._http.post(self._target_for(token), body)
         except TransportError as exc:

@@ -52,6 +52,7 @@ from gateway.errors import (
     PermanentDeliveryError,
     TransientDeliveryError,
 )
+from gateway.lease_left import room_for
 from gateway.models import Delivery, DeliveryStatus, Receipt, Rendered, normalise_phone
 from gateway.settings import TwilioSettings
 
@@ -333,9 +334,11 @@ class SmsChannel:
             "Body": text,
         }
         forget_retry_after()
+        timeout = self._settings.timeout
         if delivery.status is DeliveryStatus.sending:
             # An earlier attempt failed as a retryable error (a 5xx, a timeout): Twilio may
             # have taken that message and lost only its answer. Never send it twice.
+            room_for(timeout)  # each request within the job's lease (gateway/lease_left.py)
             earlier = await self._accepted_earlier(delivery, text)
             if earlier is not None:
                 log.info(
@@ -348,6 +351,7 @@ class SmsChannel:
                     segments=segments,
                     detail="accepted by an earlier attempt",
                 )
+        room_for(timeout)
         try:
             sid = await self._create.create(form)
         except (TwilioRestException, TwilioServiceException) as exc:

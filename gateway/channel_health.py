@@ -25,7 +25,12 @@ from enum import StrEnum
 from typing import Any
 
 from gateway.clock import Clock
-from gateway.errors import ChannelUnavailable, PermanentDeliveryError, TransientDeliveryError
+from gateway.errors import (
+    ChannelUnavailable,
+    LeaseShort,
+    PermanentDeliveryError,
+    TransientDeliveryError,
+)
 from gateway.metrics import CHANNEL_STATE
 
 log = logging.getLogger(__name__)
@@ -125,7 +130,7 @@ class ChannelHealth:
         """The outcome of one send (``error`` None: accepted by the provider)."""
         if error is None or isinstance(error, PermanentDeliveryError):
             self.worked(channel)  # the provider answered, if only about this delivery
-        elif isinstance(error, TransientDeliveryError):
+        elif isinstance(error, TransientDeliveryError) and not isinstance(error, LeaseShort):
             if error.per_recipient:
                 self.worked(channel)
             else:
@@ -135,7 +140,8 @@ class ChannelHealth:
         elif isinstance(error, ChannelUnavailable):
             self.refused(channel, error.code or "unavailable", probe=probe)
         elif probe:
-            # Cancelled, or a bug: nothing learnt about the provider; the next send probes.
+            # Cancelled, stopped short of its lease's end, or a bug: nothing learnt about
+            # the provider; the next send probes.
             self._get(channel).probing = False
 
     def worked(self, channel: str) -> None:

@@ -48,6 +48,7 @@ from gateway.errors import (
 )
 from gateway.followups import ContactStore, after_failure, failover_job, run_contact_job
 from gateway.jobs import JobHandler, registry
+from gateway.lease_left import lease_ends_in
 from gateway.message_cache import MessageCache
 from gateway.metrics import LEASE_OVERRUNS, LEASE_TAKEOVERS, SEND_METERS, SMS_SEGMENTS
 from gateway.models import (
@@ -503,6 +504,12 @@ class Dispatcher:
                 extra={"job_id": job_id, "seconds": round(took, 3)},
             )
 
+    def _lease_left(self, task: asyncio.Task[None]) -> float:
+        """Seconds until the lease of the job ``task`` does ends (a whole lease if unknown)."""
+        lease = self.settings.lease_seconds
+        held = self._task_claimed.get(task)
+        return lease if held is None else lease - (self.clock.now() - held[0]).total_seconds()
+
     def _half_lease_ago(self) -> datetime:
         return self.clock.now() - timedelta(seconds=self.settings.lease_seconds / 2)
 
@@ -548,6 +555,8 @@ class Dispatcher:
         assert task is not None
         urgent = job.urgent
         while True:
+            # Its channel's requests stay within the job's lease (gateway/lease_left.py).
+            lease_ends_in(self._lease_left(task))
             # The job's handler is awaited here, not in a function of its own: each
             # frame of the chain is resumed at every await of a send.
             handler = self._handlers.get(job.kind)

@@ -14,6 +14,7 @@ BudbringerError
 │       └── LinkExpired        410: a genuine read link past its expiry
 ├── DeliveryError              a channel could not hand a delivery over
 │   ├── TransientDeliveryError retry later (timeouts, 429, 5xx, SMTP 4xx); carries retry_after
+│   │   └── LeaseShort         stopped before a request that could outlast the job's lease
 │   ├── PermanentDeliveryError never retried (invalid number, SMTP 5xx, dead push token)
 │   │   └── DeadAddress        the address itself is dead: prune/mark the contact point
 │   └── ChannelUnavailable     the channel as a whole is down (bad credentials): stop it, alert
@@ -132,6 +133,12 @@ class TransientDeliveryError(DeliveryError):
         super().__init__(message, code=code)
         self.retry_after = retry_after
         self.per_recipient = per_recipient
+
+
+class LeaseShort(TransientDeliveryError):
+    """The send stopped before a request that could end after its job's lease, when
+    another worker may take the job over (gateway/lease_left.py). Nothing is learnt
+    about the provider: the channel's breaker does not count it."""
 
 
 class PermanentDeliveryError(DeliveryError):

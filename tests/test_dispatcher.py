@@ -750,7 +750,9 @@ async def test_a_send_job_left_behind_by_a_failed_send_queues_its_failover(rig: 
 
 @pytest.mark.parametrize(
     "rig",
-    [dict(concurrency=4, channel_concurrency={"sms": 2}, sms_timeout=120.0, shutdown_timeout=0.5)],
+    # The SMS timeout at its most, half the lease (60 s): a request is made only while a
+    # whole timeout of the lease is left (gateway/lease_left.py).
+    [dict(concurrency=4, channel_concurrency={"sms": 2}, sms_timeout=30.0, shutdown_timeout=0.5)],
     indirect=True,
 )
 async def test_a_stalled_sms_provider_does_not_hold_back_email(rig: Rig) -> None:
@@ -762,7 +764,7 @@ async def test_a_stalled_sms_provider_does_not_hold_back_email(rig: Rig) -> None
     try:
         # SMS: two in flight, two waiting; one more waits holding a slot until the
         # channel counts as stalled (channel_gate.STALL_WAIT), then the rest are put off.
-        # Wait (not a timing assertion: the SMS client waits 120 s) for every email.
+        # Wait (not a timing assertion: the SMS client waits 30 s) for every email.
         for _ in range(3000):
             if len(rig.smtp.received) == len(families) or runner.done():
                 break

@@ -17,9 +17,11 @@ from gateway.errors import (
     ChannelUnavailable,
     DeadAddress,
     DeliveryError,
+    LeaseShort,
     PermanentDeliveryError,
     TransientDeliveryError,
 )
+from gateway.lease_left import lease_ends_in
 from gateway.models import Delivery, DeliveryStatus, Rendered, Role
 from gateway.settings import SmtpSettings
 from tests.peers.smtp import SmtpPeer, TlsMode
@@ -467,5 +469,57 @@ async def test_a_refusal_stands_when_the_deadline_ends_during_the_reset_after_it
         await email.aclose()
         for _ in range(connections):  # each session ends once its slow RSET is answered
             await asyncio.wait_for(ended.acquire(), 5)
+        server.close()
+        await server.wait_closed()
+
+
+async def test_an_email_that_waited_long_for_a_connection_keeps_within_its_lease() -> None:
+    """The wait for a free pooled connection is outside the send's deadline. An email
+    that waited so long that less than a timeout of its job's lease is left does not
+    start a conversation that could end after another worker took the job over: it is
+    a transient failure to try again, and the relay never sees it."""
+    answered = asyncio.Event()
+    mails = 0
+
+    async def slow_content(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal mails
+        writer.write(b"220 relay.example ESMTP\r\n")
+        content = False
+        while line := await reader.readline():
+            if content:
+                if line == b".\r\n":
+                    content = False
+                    await asyncio.sleep(0.5)
+                    writer.write(b"250 2.0.0 Taken\r\n")
+                    answered.set()
+            elif line[:4].upper() == b"DATA":
+                content = True
+                writer.write(b"354 Go ahead\r\n")
+            else:
+                mails += line[:4].upper() == b"MAIL"
+                writer.write(b"250 OK\r\n")
+        writer.close()
+
+    server = await asyncio.start_server(slow_content, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    settings = SmtpSettings(
+        host="127.0.0.1", port=port, tls="none", sender=SENDER, timeout=1.0, connections=1
+    )
+    email = EmailChannel(settings, URL)
+
+    async def send(n: int) -> None:
+        lease_ends_in(1.3)  # each in its own task, as the dispatcher's jobs are
+        await email.send(delivery(n), CONTENT)
+
+    try:
+        first = asyncio.create_task(send(1))
+        second = asyncio.create_task(send(2))  # waits 0.5 s for the one connection
+        await first
+        with pytest.raises(LeaseShort) as caught:
+            await second
+        assert caught.value.code == "lease_short"
+        assert (answered.is_set(), mails) == (True, 1)  # the relay saw the first alone
+    finally:
+        await email.aclose()
         server.close()
         await server.wait_closed()

@@ -24,9 +24,11 @@ from gateway.errors import (
     ChannelUnavailable,
     ConfigError,
     DeadAddress,
+    LeaseShort,
     PermanentDeliveryError,
     TransientDeliveryError,
 )
+from gateway.lease_left import lease_ends_in
 from gateway.models import Delivery, DeliveryStatus, Rendered, Role
 from gateway.settings import FcmSettings
 from tests.peers.fcm import FcmServer, ScriptedFailure, write_service_account
@@ -584,3 +586,27 @@ async def test_peer_rejects_what_fcm_would_reject(channel: PushChannel, fcm: Fcm
     assert response.status == 400
     assert body["error"]["status"] == "INVALID_ARGUMENT"
     assert fcm.rejected[0]["body"] == bad
+
+
+async def test_a_push_whose_token_fetch_took_much_of_the_lease_is_not_posted(
+    fcm: FcmServer, service_account: Path, clock: ManualClock
+) -> None:
+    """A send whose access token has to be fetched first makes two requests. With less
+    than a timeout of the job's lease left once the token came, the push could reach
+    FCM after another worker took the job over and sent it too: it is not posted, and
+    the send is a transient failure to try again (the token is kept for it)."""
+    push = PushChannel(fcm_settings(fcm, service_account, timeout=1.0), PUBLIC_URL, now=clock.now)
+    await push.start()
+    try:
+        clock.advance(3600)  # the token has expired: the next send fetches one first
+        fcm.token_delay = 0.5
+        lease_ends_in(1.3)  # as the dispatcher says for the job
+        with pytest.raises(LeaseShort) as caught:
+            await push.send(make_delivery(), CONTENT)
+        assert caught.value.code == "lease_short"
+        assert (fcm.token_requests, fcm.sent) == (2, [])
+        lease_ends_in(3.0)  # a fresh lease: the push goes with the token fetched before
+        await push.send(make_delivery(), CONTENT)
+        assert (fcm.token_requests, len(fcm.sent)) == (2, 1)
+    finally:
+        await push.aclose()

@@ -18,9 +18,11 @@ from gateway.errors import (
     ChannelUnavailable,
     ConfigError,
     DeadAddress,
+    LeaseShort,
     PermanentDeliveryError,
     TransientDeliveryError,
 )
+from gateway.lease_left import lease_ends_in
 from gateway.models import Delivery, DeliveryStatus, Rendered, Role
 from gateway.settings import TwilioSettings
 from tests.peers.twilio import TwilioPeer
@@ -447,3 +449,30 @@ async def test_the_bare_post_creates_the_message_twilio_would(
     assert {k: ours.headers[k] for k in ("User-Agent", "Accept", "Content-Type")} == {
         k: theirs.headers[k] for k in ("User-Agent", "Accept", "Content-Type")
     }
+
+
+async def test_a_retry_whose_lookup_took_much_of_the_lease_sends_nothing(peer: TwilioPeer) -> None:
+    """A retry first looks up whether Twilio took the earlier attempt, then creates: two
+    requests of up to the timeout each. With less than a timeout of the job's lease left
+    after the lookup, the create could end after another worker took the job over and
+    sent the SMS too; it is not made, and the send is a transient failure to try again."""
+    sms = SmsChannel(twilio_settings(peer.base_url, timeout=1.0), PUBLIC_URL)
+    await sms.start()
+    peer.list_delay = 0.5
+    retry = make_delivery().model_copy(update={"status": DeliveryStatus.sending})
+    try:
+        lease_ends_in(1.4)  # as the dispatcher says for the job: 1.4 s of its lease left
+        with pytest.raises(LeaseShort) as caught:
+            await sms.send(retry, HELLO)
+        assert caught.value.code == "lease_short"
+        assert (len(peer.list_requests), peer.requests) == (1, [])  # looked up, not sent
+        lease_ends_in(0.9)  # not even room for the lookup
+        with pytest.raises(LeaseShort):
+            await sms.send(retry, HELLO)
+        assert len(peer.list_requests) == 1
+        lease_ends_in(3.0)  # a fresh lease: the retry goes
+        receipt = await sms.send(retry, HELLO)
+        assert receipt.status is DeliveryStatus.sent
+        assert len(peer.requests) == 1
+    finally:
+        await sms.aclose()

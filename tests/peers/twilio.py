@@ -141,6 +141,7 @@ class TwilioPeer:
         # message Twilio did take): see fail_after_accept.
         self._after_accept: deque[Failure] = deque()
         self.list_requests: list[dict[str, str]] = []
+        self.list_delay = 0.0  # seconds a Read-multiple-Messages answer takes
         # Calls API: every request as it arrived, and the calls accepted (by CallSid).
         self.call_requests: list[Recorded] = []
         self.calls: dict[str, dict[str, Any]] = {}
@@ -413,6 +414,7 @@ class TwilioPeer:
             return web.json_response(twilio_error(401, 20003, "Authenticate"), status=401)
         query = dict(request.query)
         self.list_requests.append(query)
+        await asyncio.sleep(self.list_delay)
         try:
             page_size = min(int(query.get("PageSize", "50")), 1000)
         except ValueError:
