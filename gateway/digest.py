@@ -38,9 +38,11 @@ log = logging.getLogger(__name__)
 
 ORDER = ("email", "push", "sms")  # the digest goes on the first the guardian has held
 IN_DIGEST = "in_digest"
-# What a digest's own send moves its deliveries to; the other ways out of ``queued``
-# (withheld at the digest's time, cancelled as in the digest) say nothing of its channel.
-_NOT_SENT = frozenset({DeliveryStatus.queued, DeliveryStatus.suppressed, DeliveryStatus.cancelled})
+# A delivery the guardian was told by (a provider took it); a refused one (a dead push
+# token) told nobody, so another channel may still carry the digest.
+_TOLD = frozenset(
+    {DeliveryStatus.sent, DeliveryStatus.delivered, DeliveryStatus.opened, DeliveryStatus.read}
+)
 
 
 def _went_on(deliveries: list[Delivery]) -> str | None:
@@ -49,7 +51,7 @@ def _went_on(deliveries: list[Delivery]) -> str | None:
     open breaker) carries on there. Choosing again could pick another channel (one this
     process lacks, or the push deliveries all ended meanwhile) and tell the guardian the
     same messages twice."""
-    return next((d.channel for d in deliveries if d.status not in _NOT_SENT), None)
+    return next((d.channel for d in deliveries if d.status in _TOLD), None)
 
 
 # How a digest's send is let in: the dispatcher's (Dispatcher.admitted), so a digest keeps

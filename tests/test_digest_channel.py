@@ -94,3 +94,44 @@ async def test_a_digest_put_off_part_way_carries_on_on_the_channel_it_began_on(r
     assert (after["d2"].status, after["d2"].reason) == (DeliveryStatus.failed, "no_such_channel")
     sms = after["sms"]
     assert (sms.status, sms.reason) == (DeliveryStatus.cancelled, IN_DIGEST)
+
+
+async def test_a_digest_whose_first_device_was_refused_still_reaches_the_guardian(
+    rig: Rig,
+) -> None:
+    """Only a send the provider took counts as the digest having gone on a channel: with
+    the first device's token dead and the second put off, a process without push sends
+    the digest by SMS (nobody was told yet), not nothing."""
+    await rig.load(directory(family(1, email=False, phone=True)))
+    for device_id, token in (("d1", "tok-dead"), ("d2", "tok-2")):
+        await rig.store.upsert_device(
+            rig.tenant_id, "p1", Device(id=device_id, token=token, platform="android")
+        )
+    rig.fcm.dead["tok-dead"] = "UNREGISTERED"
+    prefs = {"channels": {"general": ["push", "sms"]}, "digest": {"general": "18:00"}}
+    await rig.store.set_preferences(rig.tenant_id, "p1", Preferences.model_validate(prefs))
+    message = await rig.post("e1", {"groups": ["g1"]})
+    await rig.dispatcher.run_until_idle()
+    held = {
+        d.target or d.channel: d for d in await rig.deliveries(message) if DIGEST_KEY in d.context
+    }
+    job = digest_job(held["d1"])
+    rig.clock.set(job.due_at)
+
+    channels = rig.dispatcher.channels
+    renderer = rig.dispatcher.renderer
+    first = DigestSender(rig.store, channels, renderer, rig.clock)
+    first.admission = first_send_only()
+    await first.run(job)
+    assert rig.fcm.sent == []  # d1 refused as dead, d2 put off
+
+    later = DigestSender(rig.store, {"sms": channels["sms"]}, renderer, rig.clock)
+    await later.run(job)
+
+    assert len(rig.twilio.requests) == 1  # the digest, by SMS
+    after = {
+        d.target or d.channel: d for d in await rig.deliveries(message) if DIGEST_KEY in d.context
+    }
+    assert after["sms"].status is DeliveryStatus.sent
+    assert after["d1"].status is DeliveryStatus.failed
+    assert (after["d2"].status, after["d2"].reason) == (DeliveryStatus.cancelled, IN_DIGEST)
