@@ -26,8 +26,9 @@ from channels.base import Channel
 from gateway.clock import Clock
 from gateway.constants import JOB_DIGEST, NO_SUCH_CHANNEL
 from gateway.digest_plan import DIGEST_KEY
-from gateway.errors import PermanentDeliveryError
+from gateway.errors import LeaseShort, PermanentDeliveryError
 from gateway.jobs import JobHandler
+from gateway.lease_left import LEASE_SHORT
 from gateway.metrics import SEND_METERS, SMS_SEGMENTS
 from gateway.models import Delivery, DeliveryStatus, Job, Message
 from gateway.recheck import withheld
@@ -175,6 +176,11 @@ class DigestSender:
                 if not admitted:
                     raise _PutOff
                 receipt = await channel.send(carrier, content)
+        except LeaseShort:
+            # Stopped before a request that could outlast the lease (gateway/lease_left.py):
+            # put off, not tried; what was sent has moved on.
+            await self.store.postpone_job(job.id, self.clock.now(), LEASE_SHORT)
+            raise _PutOff from None
         except PermanentDeliveryError as exc:
             SEND_METERS.count(carrier.channel, "permanent")
             now = self.clock.now()

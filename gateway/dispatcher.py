@@ -43,12 +43,14 @@ from gateway.digest_plan import digest_entries
 from gateway.errors import (
     ChannelUnavailable,
     DeadAddress,
+    DeliveryError,
+    LeaseShort,
     PermanentDeliveryError,
     TransientDeliveryError,
 )
 from gateway.followups import ContactStore, after_failure, failover_job, run_contact_job
 from gateway.jobs import JobHandler, registry
-from gateway.lease_left import lease_ends_in
+from gateway.lease_left import LEASE_SHORT, lease_ends_in
 from gateway.message_cache import MessageCache
 from gateway.metrics import LEASE_OVERRUNS, LEASE_TAKEOVERS, SEND_METERS, SMS_SEGMENTS
 from gateway.models import (
@@ -124,6 +126,11 @@ class DispatchStore(
 ):
     """What the dispatcher needs: the queue, messages, deliveries and the audience to plan
     and recheck (through HoldStore and ContactStore), the send ledger, the rate limits."""
+
+
+# What a send may raise that says what became of it (gateway/errors.py); anything else
+# is a bug, and the job's handler fails (Dispatcher._failed).
+_SEND_ERRORS = (TransientDeliveryError, PermanentDeliveryError, ChannelUnavailable)
 
 
 def _note_takeovers(jobs: list[Job]) -> None:
@@ -289,11 +296,13 @@ class Dispatcher:
     def _take_over(self, jobs: list[Job], deliveries: dict[str, Delivery]) -> None:
         """Jobs handed over in this process (gateway/urgent_handoff.py), stored as claimed
         by it: ahead of the urgent buffer, started at once where there is room. The store
-        is told, so a retry after another worker took one over gives nothing back."""
+        is told, so a retry after another worker took one over gives nothing back. Each
+        is due when its lease ends, so its claim was a lease before that."""
         self.store.hold_handed(jobs)
-        now = self.clock.now()
+        lease = timedelta(seconds=self.settings.lease_seconds)
         self._prefetched.update(deliveries)
-        self._ready_urgent.put_first([Ready(job, now, self._channel_of(job)) for job in jobs])
+        ready = [Ready(job, job.due_at - lease, self._channel_of(job)) for job in jobs]
+        self._ready_urgent.put_first(ready)
         self._start_ready()
         self._slot_freed.set()  # the run loop starts the rest as slots free up
 
@@ -760,33 +769,24 @@ class Dispatcher:
         started = time.perf_counter()
         elapsed = 0.0
         outcome = "sent"
+        short = False  # stopped short of its lease's end: no request was answered
         try:
             try:
                 receipt = await channel.send(delivery, content)
             except BaseException as exc:
                 # The channel's circuit breaker learns of every outcome (channel_health.py).
                 self.health.record(name, exc, probe=probe)
+                short = isinstance(exc, LeaseShort)
                 raise
             finally:
                 # Left when the provider answered, not once the outcome is stored: the
                 # limit is of sends at the provider. The dispatch slot is held until the
                 # outcome is stored (the crash bound).
                 elapsed = time.perf_counter() - started
-                gate.leave(elapsed)
+                gate.leave(None if short else elapsed)
             self.health.record(name, None, probe=probe)
-        except TransientDeliveryError as exc:
-            outcome = "transient"
-            await self._transient(job, delivery, exc)
-        except DeadAddress as exc:
-            outcome = "permanent"
-            reason = exc.code or "dead_address"
-            await self._finish(job, delivery, DeliveryStatus.failed, reason=reason, dead=True)
-        except PermanentDeliveryError as exc:
-            outcome = "permanent"
-            await self._finish(job, delivery, DeliveryStatus.failed, reason=exc.code or "permanent")
-        except ChannelUnavailable as exc:
-            outcome = "unavailable"
-            await self._channel_down(job, delivery, exc)
+        except _SEND_ERRORS as exc:
+            outcome = await self._not_sent(job, delivery, exc)
         else:
             if receipt.segments:
                 SMS_SEGMENTS.observe(receipt.segments)
@@ -804,6 +804,25 @@ class Dispatcher:
         finally:
             # The provider's time alone, not the outcome's commit after it.
             SEND_METERS.observe(name, outcome, elapsed)
+
+    async def _not_sent(self, job: Job, delivery: Delivery, exc: DeliveryError) -> str:
+        """Store what a send's error means for the job and its delivery; the outcome's
+        name (for the send meters)."""
+        if isinstance(exc, LeaseShort):
+            # Stopped before a request that could outlast the lease (gateway/lease_left.py):
+            # put off, not tried, as a send given back at half its lease is.
+            await self.store.postpone_job(job.id, self.clock.now(), LEASE_SHORT)
+            return LEASE_SHORT
+        if isinstance(exc, TransientDeliveryError):
+            await self._transient(job, delivery, exc)
+            return "transient"
+        if isinstance(exc, ChannelUnavailable):
+            await self._channel_down(job, delivery, exc)
+            return "unavailable"
+        dead = isinstance(exc, DeadAddress)
+        reason = exc.code or ("dead_address" if dead else "permanent")
+        await self._finish(job, delivery, DeliveryStatus.failed, reason=reason, dead=dead)
+        return "permanent"
 
     async def _admit(
         self, job: Job, name: str, channel: Channel
@@ -862,15 +881,17 @@ class Dispatcher:
             return
         gate, probe = admitted
         started = time.perf_counter()
+        short = False
         try:
             yield True
         except BaseException as exc:
             self.health.record(name, exc, probe=probe)
+            short = isinstance(exc, LeaseShort)
             raise
         else:
             self.health.record(name, None, probe=probe)
         finally:
-            gate.leave(time.perf_counter() - started)
+            gate.leave(None if short else time.perf_counter() - started)
 
     async def _rate_slot(self, job: Job, key: str, rate: float) -> bool:
         """Wait for a slot of the limit named ``key``, shared by every process (one

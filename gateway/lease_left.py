@@ -8,7 +8,8 @@ up an earlier attempt, a push whose access token is fetched or refused first) co
 still outlast the lease. The dispatcher says when each job's lease ends
 (:func:`lease_ends_in`, in the job's task); a channel asks :func:`room_for` before each
 request whether a whole timeout still fits, and when it does not the send stops there
-as a transient failure (``lease_short``), tried again later from the start. Outside a
+(:class:`~gateway.errors.LeaseShort`, ``lease_short``): its job is put off, due at once
+and no attempt used up, to start again from the beginning with a fresh lease. Outside a
 dispatcher's job (a channel driven by hand, ``budbringer doctor``) nothing is bounded.
 """
 

@@ -5,6 +5,7 @@ even by a process whose settings lack that channel. Real FCM and Twilio peers.""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 from gateway.clock import ManualClock
 from gateway.digest import IN_DIGEST, Admission, DigestSender
 from gateway.digest_plan import DIGEST_KEY, digest_job
+from gateway.lease_left import lease_ends_in
 from gateway.models import DeliveryStatus, Device, Job, Preferences
 from gateway.settings import Settings
 from gateway.store import Store
@@ -21,7 +23,16 @@ from tests.conftest import TenantCreds
 from tests.peers.fcm import FcmServer
 from tests.peers.smtp import SmtpPeer
 from tests.peers.twilio import TwilioPeer
-from tests.test_dispatcher import ACCOUNT_SID, AUTH_TOKEN, PROJECT, Rig, directory, family, make_rig
+from tests.test_dispatcher import (
+    ACCOUNT_SID,
+    AUTH_TOKEN,
+    PROJECT,
+    Rig,
+    _us,
+    directory,
+    family,
+    make_rig,
+)
 
 
 @pytest.fixture
@@ -135,3 +146,35 @@ async def test_a_digest_whose_first_device_was_refused_still_reaches_the_guardia
     assert after["sms"].status is DeliveryStatus.sent
     assert after["d1"].status is DeliveryStatus.failed
     assert (after["d2"].status, after["d2"].reason) == (DeliveryStatus.cancelled, IN_DIGEST)
+
+
+async def test_a_digest_with_too_little_of_its_lease_left_is_put_off_not_sent(rig: Rig) -> None:
+    """A digest's request, too, is made only while a whole timeout of its job's lease is
+    left (gateway/lease_left.py): otherwise the job is put off, nothing is moved, and it
+    goes in full when it runs again."""
+    await rig.load(directory(family(1, email=False, phone=True)))
+    await rig.store.upsert_device(
+        rig.tenant_id, "p1", Device(id="d1", token="tok-1", platform="android")
+    )
+    prefs = {"digest": {"general": "18:00"}}
+    await rig.store.set_preferences(rig.tenant_id, "p1", Preferences.model_validate(prefs))
+    message = await rig.post("e1", {"groups": ["g1"]})
+    await rig.dispatcher.run_until_idle()
+    [held] = [d for d in await rig.deliveries(message) if DIGEST_KEY in d.context]
+    job = digest_job(held)
+    rig.clock.set(job.due_at)
+    sender = DigestSender(rig.store, rig.dispatcher.channels, rig.dispatcher.renderer, rig.clock)
+
+    async def run_with_lease_left(seconds: float) -> None:
+        lease_ends_in(seconds)  # as the dispatcher says for the job
+        await sender.run(job)
+
+    await asyncio.create_task(run_with_lease_left(0.5))  # less than FCM's timeout
+    assert rig.fcm.sent == []
+    assert (await rig.one(message, "push")).status is DeliveryStatus.queued
+    [(_, _, due_at, _, _)] = [j for j in rig.jobs() if j[0] == job.id]
+    assert due_at == _us(rig.clock.now())  # put off, due now
+
+    await asyncio.create_task(run_with_lease_left(60.0))
+    assert len(rig.fcm.sent) == 1
+    assert (await rig.one(message, "push")).status is DeliveryStatus.sent

@@ -1131,3 +1131,23 @@ async def test_a_send_that_waited_half_its_lease_is_given_back_not_taken_up_by_a
     sms = await rig.deliveries(message, "sms")
     assert {d.status for d in sms} == {DeliveryStatus.sent}
     assert len(rig.twilio.requests) == len(families)
+
+
+@pytest.mark.parametrize("rig", [dict(sms_timeout=100.0, max_attempts=2)], indirect=True)
+async def test_a_send_with_too_little_of_its_lease_left_is_put_off_not_tried(rig: Rig) -> None:
+    """A channel makes a request only while a whole timeout of the job's lease is left
+    (gateway/lease_left.py). Here the SMS timeout (100 s) is longer than any claim of the
+    60 s lease leaves (a configuration the settings refuse, standing in for a send that
+    started late): each send stops before its request, and the job is put off without
+    using up an attempt; the delivery stays queued and the breaker learns nothing."""
+    await rig.load(directory(family(1, email=False, phone=True)))
+    message = await rig.post("e1", {"groups": ["g1"]})
+    for _ in range(5):  # five claims: more than max_attempts, none counted
+        await rig.dispatcher.run_once()
+    sms = await rig.one(message, "sms")
+    assert sms.status is DeliveryStatus.queued
+    assert rig.twilio.requests == []
+    [(_, _, due_at, attempts, leased_until)] = [j for j in rig.jobs() if j[1] == JOB_SEND]
+    assert (due_at, attempts, leased_until) == (_us(rig.clock.now()), 0, None)
+    assert "sms" not in rig.dispatcher.health.unavailable()
+    assert rig.dispatcher._gate("sms").in_flight == 0
