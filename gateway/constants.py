@@ -26,6 +26,8 @@ JOB_DIGEST = "digest"  # a guardian's daily digest of the day's messages (gatewa
 SUPPRESSED_CHANNEL = "none"
 # The reason of a delivery whose channel this process has not configured.
 NO_SUCH_CHANNEL = "no_such_channel"
+# The reason of a delivery whose message is gone (a crash between the two writes).
+MESSAGE_MISSING = "message_missing"
 # Channels whose providers call back by provider id (Twilio status callbacks) or whose
 # recipients answer (inbound SMS): ``ProviderLookup`` answers for these alone, so the
 # stores index no other channel's provider ids and addresses (on Redis two to three

@@ -24,7 +24,7 @@ from contextlib import AbstractAsyncContextManager
 
 from channels.base import Channel
 from gateway.clock import Clock
-from gateway.constants import JOB_DIGEST, NO_SUCH_CHANNEL
+from gateway.constants import JOB_DIGEST, MESSAGE_MISSING, NO_SUCH_CHANNEL
 from gateway.digest_plan import DIGEST_KEY
 from gateway.errors import LeaseShort, PermanentDeliveryError
 from gateway.jobs import JobHandler
@@ -115,6 +115,10 @@ class DigestSender:
                 await self._send_held(job, chosen, by_channel[chosen])
             except _PutOff:
                 return  # postponed by the admission; what was sent has moved on
+        elif by_channel:  # none of the channels it holds is configured in this process
+            for held in by_channel.values():
+                await self._fail(held, NO_SUCH_CHANNEL)
+            by_channel.clear()  # failed, as a send would be: none left to cancel
         now = self.clock.now()
         for channel, deliveries in by_channel.items():
             if channel != chosen:
@@ -134,16 +138,14 @@ class DigestSender:
         if channel is None:
             # An earlier run sent this digest on a channel this process has not (its
             # settings changed since): the rest of it fails here, as a send would.
-            for delivery in held:
-                await self.store.transition(
-                    delivery.id, DeliveryStatus.failed, self.clock.now(), reason=NO_SUCH_CHANNEL
-                )
+            await self._fail(held, NO_SUCH_CHANNEL)
             return
         messages = await self._messages(job.tenant_id, held)
         by_target: dict[str, list[Delivery]] = defaultdict(list)
         for delivery in held:
             message = messages.get(delivery.message_id)
             if message is None:
+                await self._fail([delivery], MESSAGE_MISSING)
                 continue
             # Rights are checked again at the digest's time (a block since holds).
             why = await withheld(self.store, message, delivery, self.clock.now())
@@ -154,6 +156,13 @@ class DigestSender:
             by_target[delivery.target].append(delivery)
         for group in by_target.values():
             await self._send(job, channel, group, messages)
+
+    async def _fail(self, deliveries: list[Delivery], reason: str) -> None:
+        """Fail deliveries the digest cannot send, as a send job would."""
+        for delivery in deliveries:
+            await self.store.transition(
+                delivery.id, DeliveryStatus.failed, self.clock.now(), reason=reason
+            )
 
     async def _messages(self, tenant_id: str, deliveries: list[Delivery]) -> dict[str, Message]:
         messages: dict[str, Message] = {}

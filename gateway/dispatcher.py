@@ -37,6 +37,7 @@ from gateway.constants import (
     JOB_CONTACT_FAILING,
     JOB_PLAN,
     JOB_SEND,
+    MESSAGE_MISSING,
     NO_SUCH_CHANNEL,
 )
 from gateway.digest_plan import digest_entries
@@ -758,7 +759,7 @@ class Dispatcher:
             return
         message = self._messages.get(delivery.message_id) or await self._message(delivery)
         if message is None:
-            await self._finish(job, delivery, DeliveryStatus.failed, reason="message_missing")
+            await self._finish(job, delivery, DeliveryStatus.failed, reason=MESSAGE_MISSING)
             return
         content = await self._render(message, delivery)
         # Concurrency: the free task slots run_once claims for, and the channel's gate.

@@ -14,9 +14,9 @@ import pytest
 
 from gateway.clock import ManualClock
 from gateway.digest import IN_DIGEST, Admission, DigestSender
-from gateway.digest_plan import DIGEST_KEY, digest_job
+from gateway.digest_plan import DIGEST_KEY, digest_entries, digest_job
 from gateway.lease_left import lease_ends_in
-from gateway.models import DeliveryStatus, Device, Job, Preferences
+from gateway.models import DeliveryStatus, Device, Job, Message, Preferences
 from gateway.settings import Settings
 from gateway.store import Store
 from tests.conftest import TenantCreds
@@ -178,3 +178,46 @@ async def test_a_digest_with_too_little_of_its_lease_left_is_put_off_not_sent(ri
     await asyncio.create_task(run_with_lease_left(60.0))
     assert len(rig.fcm.sent) == 1
     assert (await rig.one(message, "push")).status is DeliveryStatus.sent
+
+
+async def held_sms_digest(rig: Rig) -> tuple[Message, Job]:
+    """One general message held for p1's 18:00 digest, on SMS; the clock at its time."""
+    await rig.load(directory(family(1, email=False, phone=True)))
+    prefs = {"digest": {"general": "18:00"}}
+    await rig.store.set_preferences(rig.tenant_id, "p1", Preferences.model_validate(prefs))
+    message = await rig.post("e1", {"groups": ["g1"]})
+    await rig.dispatcher.run_until_idle()
+    [held] = [d for d in await rig.deliveries(message) if DIGEST_KEY in d.context]
+    job = digest_job(held)
+    rig.clock.set(job.due_at)
+    return message, job
+
+
+async def test_a_digest_no_channel_here_can_carry_fails_as_a_send_would(rig: Rig) -> None:
+    """In a process with none of the channels a digest holds, its deliveries fail as
+    `no_such_channel`, as a send's would; before, they were cancelled as "in the digest"
+    of nothing."""
+    message, job = await held_sms_digest(rig)
+    email = rig.dispatcher.channels["email"]
+    await DigestSender(rig.store, {"email": email}, rig.dispatcher.renderer, rig.clock).run(job)
+    sms = await rig.one(message, "sms")
+    assert (sms.status, sms.reason) == (DeliveryStatus.failed, "no_such_channel")
+    assert rig.twilio.requests == []
+
+
+async def test_a_held_delivery_whose_message_is_gone_fails_and_the_rest_goes(rig: Rig) -> None:
+    """A delivery whose message is gone fails as `message_missing` (as a send's would)
+    instead of staying queued for ever; the digest goes with the rest."""
+    message, job = await held_sms_digest(rig)
+    held = await rig.one(message, "sms")
+    orphan = held.model_copy(update={"id": "d-orphan", "message_id": "m-gone"})
+    await rig.store.add_deliveries([orphan], [])
+    await rig.store.digests.add_digest_entries(digest_entries([orphan]))
+    await DigestSender(rig.store, rig.dispatcher.channels, rig.dispatcher.renderer, rig.clock).run(
+        job
+    )
+    gone = await rig.store.get_delivery("d-orphan")
+    assert gone is not None
+    assert (gone.status, gone.reason) == (DeliveryStatus.failed, "message_missing")
+    assert (await rig.one(message, "sms")).status is DeliveryStatus.sent
+    assert len(rig.twilio.requests) == 1
