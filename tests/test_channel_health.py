@@ -23,17 +23,14 @@ from gateway.service import Service
 from gateway.settings import Settings
 from gateway.store import Store
 from tests.conftest import SECRET_KEY, TenantCreds
-from tests.peers.fcm import FcmServer
 from tests.peers.smtp import SmtpPeer
-from tests.peers.twilio import TwilioPeer
 from tests.test_dispatcher import (
     ACCOUNT_SID,
     AUTH_TOKEN,
-    PROJECT,
     Rig,
     directory,
     family,
-    make_rig,
+    peered_rig,
 )
 
 FAMILIES = 100
@@ -44,19 +41,8 @@ STEP = 0.25  # seconds of (manual) time per dispatcher round
 async def rig(
     store: Store, clock: ManualClock, tenant: TenantCreds, settings: Settings, tmp_path: Path
 ) -> AsyncIterator[Rig]:
-    async with (
-        SmtpPeer() as smtp,
-        TwilioPeer(ACCOUNT_SID, AUTH_TOKEN) as twilio,
-        FcmServer(project_id=PROJECT) as fcm,
-    ):
-        built, channels = await make_rig(
-            store, clock, tenant, settings, smtp, twilio, fcm, tmp_path
-        )
-        try:
-            yield built
-        finally:
-            for channel in channels:
-                await channel.aclose()
+    async with peered_rig(store, clock, tenant, settings, tmp_path) as built:
+        yield built
 
 
 def breaker_lines(caplog: pytest.LogCaptureFixture) -> list[tuple[int, str, Any, Any]]:

@@ -16,22 +16,16 @@ from gateway.clock import ManualClock
 from gateway.digest import IN_DIGEST, Admission, DigestSender
 from gateway.digest_plan import DIGEST_KEY, digest_entries, digest_job
 from gateway.lease_left import lease_ends_in
-from gateway.models import DeliveryStatus, Device, Job, Message, Preferences
+from gateway.models import Delivery, DeliveryStatus, Device, Job, Message, Preferences
 from gateway.settings import Settings
 from gateway.store import Store
 from tests.conftest import TenantCreds
-from tests.peers.fcm import FcmServer
-from tests.peers.smtp import SmtpPeer
-from tests.peers.twilio import TwilioPeer
 from tests.test_dispatcher import (
-    ACCOUNT_SID,
-    AUTH_TOKEN,
-    PROJECT,
     Rig,
     _us,
     directory,
     family,
-    make_rig,
+    peered_rig,
 )
 
 
@@ -39,19 +33,8 @@ from tests.test_dispatcher import (
 async def rig(
     store: Store, clock: ManualClock, tenant: TenantCreds, settings: Settings, tmp_path: Path
 ) -> AsyncIterator[Rig]:
-    async with (
-        SmtpPeer() as smtp,
-        TwilioPeer(ACCOUNT_SID, AUTH_TOKEN) as twilio,
-        FcmServer(project_id=PROJECT) as fcm,
-    ):
-        built, channels = await make_rig(
-            store, clock, tenant, settings, smtp, twilio, fcm, tmp_path
-        )
-        try:
-            yield built
-        finally:
-            for channel in channels:
-                await channel.aclose()
+    async with peered_rig(store, clock, tenant, settings, tmp_path) as built:
+        yield built
 
 
 def first_send_only() -> Admission:
@@ -66,41 +49,51 @@ def first_send_only() -> Admission:
     return admission
 
 
-async def test_a_digest_put_off_part_way_carries_on_on_the_channel_it_began_on(rig: Rig) -> None:
+async def two_devices_then_put_off(rig: Rig, first_token: str) -> tuple[Message, Job]:
+    """p1 takes general messages by push and SMS as a digest at 18:00 and has two devices
+    (d1 with ``first_token``, d2); one message is held for it, and the digest's first
+    run, at its time, got one send in (d1's) before it was put off."""
     await rig.load(directory(family(1, email=False, phone=True)))
-    for device_id, token in (("d1", "tok-1"), ("d2", "tok-2")):
+    for device_id, token in (("d1", first_token), ("d2", "tok-2")):
         await rig.store.upsert_device(
             rig.tenant_id, "p1", Device(id=device_id, token=token, platform="android")
         )
-    # Push and SMS for general messages, as a digest at 18:00.
     prefs = {"channels": {"general": ["push", "sms"]}, "digest": {"general": "18:00"}}
     await rig.store.set_preferences(rig.tenant_id, "p1", Preferences.model_validate(prefs))
     message = await rig.post("e1", {"groups": ["g1"]})
     await rig.dispatcher.run_until_idle()
-    held = {
-        d.target or d.channel: d for d in await rig.deliveries(message) if DIGEST_KEY in d.context
-    }
+    held = await held_by_target(rig, message)
     assert sorted(held) == ["d1", "d2", "sms"]
     assert rig.fcm.sent == [] and rig.twilio.requests == []
     job = digest_job(held["d1"])
     rig.clock.set(job.due_at)
-
-    channels = rig.dispatcher.channels
-    renderer = rig.dispatcher.renderer
-    first = DigestSender(rig.store, channels, renderer, rig.clock)
+    first = DigestSender(rig.store, rig.dispatcher.channels, rig.dispatcher.renderer, rig.clock)
     first.admission = first_send_only()
     await first.run(job)
+    return message, job
+
+
+async def held_by_target(rig: Rig, message: Message) -> dict[str, Delivery]:
+    """The message's deliveries held for a digest, by device (push) or channel."""
+    found = await rig.deliveries(message)
+    return {d.target or d.channel: d for d in found if DIGEST_KEY in d.context}
+
+
+async def run_without_push(rig: Rig, job: Job) -> None:
+    """The digest runs again in a process whose settings have no push (FCM switched off)."""
+    sms = {"sms": rig.dispatcher.channels["sms"]}
+    await DigestSender(rig.store, sms, rig.dispatcher.renderer, rig.clock).run(job)
+
+
+async def test_a_digest_put_off_part_way_carries_on_on_the_channel_it_began_on(rig: Rig) -> None:
+    message, job = await two_devices_then_put_off(rig, "tok-1")
     assert [s.body["message"]["token"] for s in rig.fcm.sent] == ["tok-1"]
 
-    # It runs again in a process whose settings have no push (FCM was switched off).
-    later = DigestSender(rig.store, {"sms": channels["sms"]}, renderer, rig.clock)
-    await later.run(job)
+    await run_without_push(rig, job)
 
     assert rig.twilio.requests == []  # not the same message again, by SMS
     assert [s.body["message"]["token"] for s in rig.fcm.sent] == ["tok-1"]
-    after = {
-        d.target or d.channel: d for d in await rig.deliveries(message) if DIGEST_KEY in d.context
-    }
+    after = await held_by_target(rig, message)
     assert after["d1"].status is DeliveryStatus.sent
     assert (after["d2"].status, after["d2"].reason) == (DeliveryStatus.failed, "no_such_channel")
     sms = after["sms"]
@@ -113,36 +106,14 @@ async def test_a_digest_whose_first_device_was_refused_still_reaches_the_guardia
     """Only a send the provider took counts as the digest having gone on a channel: with
     the first device's token dead and the second put off, a process without push sends
     the digest by SMS (nobody was told yet), not nothing."""
-    await rig.load(directory(family(1, email=False, phone=True)))
-    for device_id, token in (("d1", "tok-dead"), ("d2", "tok-2")):
-        await rig.store.upsert_device(
-            rig.tenant_id, "p1", Device(id=device_id, token=token, platform="android")
-        )
     rig.fcm.dead["tok-dead"] = "UNREGISTERED"
-    prefs = {"channels": {"general": ["push", "sms"]}, "digest": {"general": "18:00"}}
-    await rig.store.set_preferences(rig.tenant_id, "p1", Preferences.model_validate(prefs))
-    message = await rig.post("e1", {"groups": ["g1"]})
-    await rig.dispatcher.run_until_idle()
-    held = {
-        d.target or d.channel: d for d in await rig.deliveries(message) if DIGEST_KEY in d.context
-    }
-    job = digest_job(held["d1"])
-    rig.clock.set(job.due_at)
-
-    channels = rig.dispatcher.channels
-    renderer = rig.dispatcher.renderer
-    first = DigestSender(rig.store, channels, renderer, rig.clock)
-    first.admission = first_send_only()
-    await first.run(job)
+    message, job = await two_devices_then_put_off(rig, "tok-dead")
     assert rig.fcm.sent == []  # d1 refused as dead, d2 put off
 
-    later = DigestSender(rig.store, {"sms": channels["sms"]}, renderer, rig.clock)
-    await later.run(job)
+    await run_without_push(rig, job)
 
     assert len(rig.twilio.requests) == 1  # the digest, by SMS
-    after = {
-        d.target or d.channel: d for d in await rig.deliveries(message) if DIGEST_KEY in d.context
-    }
+    after = await held_by_target(rig, message)
     assert after["sms"].status is DeliveryStatus.sent
     assert after["d1"].status is DeliveryStatus.failed
     assert (after["d2"].status, after["d2"].reason) == (DeliveryStatus.cancelled, IN_DIGEST)
@@ -152,17 +123,7 @@ async def test_a_digest_with_too_little_of_its_lease_left_is_put_off_not_sent(ri
     """A digest's request, too, is made only while a whole timeout of its job's lease is
     left (gateway/lease_left.py): otherwise the job is put off, nothing is moved, and it
     goes in full when it runs again."""
-    await rig.load(directory(family(1, email=False, phone=True)))
-    await rig.store.upsert_device(
-        rig.tenant_id, "p1", Device(id="d1", token="tok-1", platform="android")
-    )
-    prefs = {"digest": {"general": "18:00"}}
-    await rig.store.set_preferences(rig.tenant_id, "p1", Preferences.model_validate(prefs))
-    message = await rig.post("e1", {"groups": ["g1"]})
-    await rig.dispatcher.run_until_idle()
-    [held] = [d for d in await rig.deliveries(message) if DIGEST_KEY in d.context]
-    job = digest_job(held)
-    rig.clock.set(job.due_at)
+    message, job = await held_digest(rig, device=True)
     sender = DigestSender(rig.store, rig.dispatcher.channels, rig.dispatcher.renderer, rig.clock)
 
     async def run_with_lease_left(seconds: float) -> None:
@@ -180,9 +141,14 @@ async def test_a_digest_with_too_little_of_its_lease_left_is_put_off_not_sent(ri
     assert (await rig.one(message, "push")).status is DeliveryStatus.sent
 
 
-async def held_sms_digest(rig: Rig) -> tuple[Message, Job]:
-    """One general message held for p1's 18:00 digest, on SMS; the clock at its time."""
+async def held_digest(rig: Rig, *, device: bool = False) -> tuple[Message, Job]:
+    """One general message held for p1's 18:00 digest, by push to one device if
+    ``device``, else by SMS; the clock at the digest's time."""
     await rig.load(directory(family(1, email=False, phone=True)))
+    if device:
+        await rig.store.upsert_device(
+            rig.tenant_id, "p1", Device(id="d1", token="tok-1", platform="android")
+        )
     prefs = {"digest": {"general": "18:00"}}
     await rig.store.set_preferences(rig.tenant_id, "p1", Preferences.model_validate(prefs))
     message = await rig.post("e1", {"groups": ["g1"]})
@@ -197,7 +163,7 @@ async def test_a_digest_no_channel_here_can_carry_fails_as_a_send_would(rig: Rig
     """In a process with none of the channels a digest holds, its deliveries fail as
     `no_such_channel`, as a send's would; before, they were cancelled as "in the digest"
     of nothing."""
-    message, job = await held_sms_digest(rig)
+    message, job = await held_digest(rig)
     email = rig.dispatcher.channels["email"]
     await DigestSender(rig.store, {"email": email}, rig.dispatcher.renderer, rig.clock).run(job)
     sms = await rig.one(message, "sms")
@@ -208,7 +174,7 @@ async def test_a_digest_no_channel_here_can_carry_fails_as_a_send_would(rig: Rig
 async def test_a_held_delivery_whose_message_is_gone_fails_and_the_rest_goes(rig: Rig) -> None:
     """A delivery whose message is gone fails as `message_missing` (as a send's would)
     instead of staying queued for ever; the digest goes with the rest."""
-    message, job = await held_sms_digest(rig)
+    message, job = await held_digest(rig)
     held = await rig.one(message, "sms")
     orphan = held.model_copy(update={"id": "d-orphan", "message_id": "m-gone"})
     await rig.store.add_deliveries([orphan], [])

@@ -8,6 +8,7 @@ import asyncio
 import logging
 import sqlite3
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -57,24 +58,6 @@ PROJECT = "budbringer-test"
 
 
 # --------------------------------------------------------------------------- the rig
-
-
-@pytest.fixture
-async def smtp() -> AsyncIterator[SmtpPeer]:
-    async with SmtpPeer() as peer:
-        yield peer
-
-
-@pytest.fixture
-async def twilio() -> AsyncIterator[TwilioPeer]:
-    async with TwilioPeer(ACCOUNT_SID, AUTH_TOKEN) as peer:
-        yield peer
-
-
-@pytest.fixture
-async def fcm(tmp_path: Path) -> AsyncIterator[FcmServer]:
-    async with FcmServer(project_id=PROJECT) as server:
-        yield server
 
 
 @dataclass
@@ -201,27 +184,43 @@ async def make_rig(
     return rig, list(channels.values())
 
 
+@asynccontextmanager
+async def peered_rig(
+    store: Store,
+    clock: ManualClock,
+    tenant: TenantCreds,
+    settings: Settings,
+    tmp_path: Path,
+    **dispatch: Any,
+) -> AsyncIterator[Rig]:
+    """A rig (make_rig) with peers of its own, for a test module's own ``rig`` fixture."""
+    async with (
+        SmtpPeer() as smtp,
+        TwilioPeer(ACCOUNT_SID, AUTH_TOKEN) as twilio,
+        FcmServer(project_id=PROJECT) as fcm,
+    ):
+        built, channels = await make_rig(
+            store, clock, tenant, settings, smtp, twilio, fcm, tmp_path, **dispatch
+        )
+        try:
+            yield built
+        finally:
+            for channel in channels:
+                await channel.aclose()
+
+
 @pytest.fixture
 async def rig(
     store: Store,
     clock: ManualClock,
     tenant: TenantCreds,
     settings: Settings,
-    smtp: SmtpPeer,
-    twilio: TwilioPeer,
-    fcm: FcmServer,
     tmp_path: Path,
     request: pytest.FixtureRequest,
 ) -> AsyncIterator[Rig]:
     options: dict[str, Any] = getattr(request, "param", {})
-    built, channels = await make_rig(
-        store, clock, tenant, settings, smtp, twilio, fcm, tmp_path, **options
-    )
-    try:
+    async with peered_rig(store, clock, tenant, settings, tmp_path, **options) as built:
         yield built
-    finally:
-        for channel in channels:
-            await channel.aclose()
 
 
 def family(

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from typing import Any
@@ -335,22 +336,33 @@ async def test_connection_lost_after_the_content_is_not_resent_at_once(
     assert peer.connections == 1
 
 
+Relay = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@asynccontextmanager
+async def raw_relay(relay: Relay, **settings: Any) -> AsyncIterator[EmailChannel]:
+    """An email channel with these settings to a raw SMTP server on 127.0.0.1 that
+    ``relay`` speaks for (each line as the test wants it); both closed at the end."""
+    server = await asyncio.start_server(relay, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    smtp = SmtpSettings(host="127.0.0.1", port=port, tls="none", sender=SENDER, **settings)
+    email = EmailChannel(smtp, URL)
+    try:
+        yield email
+    finally:
+        await email.aclose()
+        server.close()
+        await server.wait_closed()
+
+
 async def test_silent_server_times_out() -> None:
     async def never_greet(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.read()  # until the client gives up
         writer.close()
 
-    server = await asyncio.start_server(never_greet, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    settings = SmtpSettings(host="127.0.0.1", port=port, tls="none", sender=SENDER, timeout=0.2)
-    email = EmailChannel(settings, URL)
-    try:
+    async with raw_relay(never_greet, timeout=0.2) as email:
         with pytest.raises(TransientDeliveryError):
             await email.send(delivery(), CONTENT)
-    finally:
-        await email.aclose()
-        server.close()
-        await server.wait_closed()
 
 
 async def test_a_relay_answering_each_command_slowly_meets_one_deadline_per_send() -> None:
@@ -379,22 +391,14 @@ async def test_a_relay_answering_each_command_slowly_meets_one_deadline_per_send
                 await say(b"250 OK\r\n")
         writer.close()
 
-    server = await asyncio.start_server(trickle, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    settings = SmtpSettings(host="127.0.0.1", port=port, tls="none", sender=SENDER, timeout=0.5)
-    email = EmailChannel(settings, URL)
     loop = asyncio.get_running_loop()
-    try:
+    async with raw_relay(trickle, timeout=0.5) as email:
         started = loop.time()
         with pytest.raises(TransientDeliveryError) as caught:
             await email.send(delivery(), CONTENT)
         # 0.5 s and a little; each command in its own time would take 1.8 s and succeed.
         assert loop.time() - started < 1.2
         assert caught.value.code == "smtp_connection"
-    finally:
-        await email.aclose()
-        server.close()
-        await server.wait_closed()
 
 
 async def test_refused_connection_is_transient(peer: SmtpPeer) -> None:
@@ -454,23 +458,15 @@ async def test_a_refusal_stands_when_the_deadline_ends_during_the_reset_after_it
             writer.close()
             ended.release()
 
-    server = await asyncio.start_server(slow_reset, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    settings = SmtpSettings(host="127.0.0.1", port=port, tls="none", sender=SENDER, timeout=0.5)
-    email = EmailChannel(settings, URL)
-    try:
+    async with raw_relay(slow_reset, timeout=0.5) as email:
         with pytest.raises(DeadAddress) as caught:
             await email.send(delivery(1), CONTENT)
         assert caught.value.code == "smtp_550"
         with pytest.raises(DeadAddress):
             await email.send(delivery(2), CONTENT)
         assert connections == 2  # the first session was closed, not reused
-    finally:
-        await email.aclose()
         for _ in range(connections):  # each session ends once its slow RSET is answered
             await asyncio.wait_for(ended.acquire(), 5)
-        server.close()
-        await server.wait_closed()
 
 
 async def test_an_email_that_waited_long_for_a_connection_keeps_within_its_lease() -> None:
@@ -500,26 +496,15 @@ async def test_an_email_that_waited_long_for_a_connection_keeps_within_its_lease
                 writer.write(b"250 OK\r\n")
         writer.close()
 
-    server = await asyncio.start_server(slow_content, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    settings = SmtpSettings(
-        host="127.0.0.1", port=port, tls="none", sender=SENDER, timeout=1.0, connections=1
-    )
-    email = EmailChannel(settings, URL)
-
-    async def send(n: int) -> None:
+    async def send(email: EmailChannel, n: int) -> None:
         lease_ends_in(1.3)  # each in its own task, as the dispatcher's jobs are
         await email.send(delivery(n), CONTENT)
 
-    try:
-        first = asyncio.create_task(send(1))
-        second = asyncio.create_task(send(2))  # waits 0.5 s for the one connection
+    async with raw_relay(slow_content, timeout=1.0, connections=1) as email:
+        first = asyncio.create_task(send(email, 1))
+        second = asyncio.create_task(send(email, 2))  # waits 0.5 s for the one connection
         await first
         with pytest.raises(LeaseShort) as caught:
             await second
         assert caught.value.code == "lease_short"
         assert (answered.is_set(), mails) == (True, 1)  # the relay saw the first alone
-    finally:
-        await email.aclose()
-        server.close()
-        await server.wait_closed()

@@ -17,10 +17,8 @@ from gateway.recheck import withheld
 from gateway.settings import Settings
 from gateway.tracker import ESCALATION_KEY, record_read
 from tests.harness import Gateway, running
-from tests.peers.fcm import FcmServer
-from tests.peers.smtp import SmtpPeer
 from tests.peers.twilio import TwilioPeer
-from tests.test_dispatcher import Rig, directory, family, make_rig
+from tests.test_dispatcher import Rig, directory, family, peered_rig
 from tests.test_escalation import absence, channels, event, setup_tenant
 from tests.test_sms import ACCOUNT_SID, AUTH_TOKEN, twilio_settings
 
@@ -36,17 +34,8 @@ async def rig(
     settings: Settings,
     tmp_path: Any,
 ) -> AsyncIterator[Rig]:
-    async with (
-        SmtpPeer() as smtp,
-        TwilioPeer(ACCOUNT_SID, AUTH_TOKEN) as twilio,
-        FcmServer(project_id=PROJECT) as fcm,
-    ):
-        built, chans = await make_rig(store, clock, tenant, settings, smtp, twilio, fcm, tmp_path)
-        try:
-            yield built
-        finally:
-            for channel in chans:
-                await channel.aclose()
+    async with peered_rig(store, clock, tenant, settings, tmp_path) as built:
+        yield built
 
 
 QUIET = {"quiet_start": "08:00", "quiet_end": "12:00"}  # 09:00 UTC is 10:00 in Oslo
