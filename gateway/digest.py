@@ -21,24 +21,34 @@ import logging
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
+from datetime import timedelta
 
 from channels.base import Channel
 from gateway.clock import Clock
 from gateway.constants import JOB_DIGEST, MESSAGE_MISSING, NO_SUCH_CHANNEL
 from gateway.digest_plan import DIGEST_KEY
-from gateway.errors import LeaseShort, PermanentDeliveryError
+from gateway.errors import (
+    ChannelUnavailable,
+    LeaseShort,
+    PermanentDeliveryError,
+    TransientDeliveryError,
+)
 from gateway.jobs import JobHandler
 from gateway.lease_left import LEASE_SHORT
 from gateway.metrics import SEND_METERS, SMS_SEGMENTS
 from gateway.models import Delivery, DeliveryStatus, Job, Message
 from gateway.recheck import withheld
 from gateway.render import Renderer
+from gateway.retries import attempt_note, backoff
+from gateway.settings import DispatchSettings
 from gateway.store import Store
 
 log = logging.getLogger(__name__)
 
 ORDER = ("email", "push", "sms")  # the digest goes on the first the guardian has held
 IN_DIGEST = "in_digest"
+# Held, not sent yet: queued, or ``sending`` after a failed attempt (_failed_attempt).
+_HELD = frozenset({DeliveryStatus.queued, DeliveryStatus.sending})
 # A delivery the guardian was told by (a provider took it); a refused one (a dead push
 # token) told nobody, so another channel may still carry the digest.
 _TOLD = frozenset(
@@ -68,8 +78,9 @@ async def _let_in(job: Job, channel: str) -> AsyncIterator[bool]:
 
 
 class _PutOff(Exception):
-    """The dispatcher put the digest's job off (a rate limit, an open breaker, a stalled
-    channel): it runs again later, with the deliveries not sent yet."""
+    """The digest's job is due again later, put off (a rate limit, an open breaker, a
+    stalled channel, too little of its lease left) or retried after a failed attempt: it
+    runs again then, with the deliveries not sent yet."""
 
 
 class DigestSender:
@@ -82,12 +93,14 @@ class DigestSender:
         renderer: Renderer,
         clock: Clock,
         *,
+        settings: DispatchSettings | None = None,
         work_available: asyncio.Event | None = None,
     ) -> None:
         self.store = store
         self.channels = channels
         self.renderer = renderer
         self.clock = clock
+        self.settings = settings or DispatchSettings()  # attempts and backoff, as a send's
         self.work_available = work_available
         self.admission: Admission = _let_in  # the service sets the dispatcher's
 
@@ -105,7 +118,7 @@ class DigestSender:
         ]
         by_channel: dict[str, list[Delivery]] = defaultdict(list)
         for delivery in own:
-            if delivery.status is DeliveryStatus.queued:
+            if delivery.status in _HELD:
                 by_channel[delivery.channel].append(delivery)
         chosen = _went_on(own) or next(
             (c for c in ORDER if c in by_channel and c in self.channels), None
@@ -133,7 +146,7 @@ class DigestSender:
 
     async def _send_held(self, job: Job, chosen: str, held: list[Delivery]) -> None:
         """One digest per address or device of ``chosen`` for the held deliveries on it
-        that may still go; raises _PutOff when the admission put the job off."""
+        that may still go; raises _PutOff when the job was put off or is to be retried."""
         channel = self.channels.get(chosen)
         if channel is None:
             # An earlier run sent this digest on a channel this process has not (its
@@ -157,6 +170,31 @@ class DigestSender:
         for group in by_target.values():
             await self._send(job, channel, group, messages)
 
+    async def _failed_attempt(
+        self, job: Job, group: list[Delivery], exc: TransientDeliveryError | ChannelUnavailable
+    ) -> bool:
+        """A digest send that failed but may go later, as a send job's does: its
+        deliveries move to ``sending`` with a history row (so an SMS retry first looks up
+        whether Twilio took it) and the job is tried again after a backoff (True: stop
+        this run); past the attempts, the group fails as given up (False: go on)."""
+        code = exc.code or "transient"
+        settings, now = self.settings, self.clock.now()
+        SEND_METERS.count(group[0].channel, "transient")
+        if job.attempts >= settings.max_attempts:
+            await self._fail(group, f"gave_up:{code}")
+            return False
+        retry_after = exc.retry_after if isinstance(exc, TransientDeliveryError) else None
+        wait = backoff(job.attempts, settings.backoff_base, settings.backoff_max, retry_after)
+        due = now + timedelta(seconds=wait)
+        note = attempt_note(job.attempts, code, due, now)
+        for delivery in group:
+            if not await self.store.transition(
+                delivery.id, DeliveryStatus.sending, now, detail=note
+            ):
+                await self.store.note_attempt(delivery.id, now, note)
+        await self.store.retry_job(job.id, due, code)
+        return True
+
     async def _fail(self, deliveries: list[Delivery], reason: str) -> None:
         """Fail deliveries the digest cannot send, as a send job would."""
         for delivery in deliveries:
@@ -175,8 +213,8 @@ class DigestSender:
     async def _send(
         self, job: Job, channel: Channel, group: list[Delivery], messages: Mapping[str, Message]
     ) -> None:
-        """One digest for the deliveries of one address or device; a transient error
-        raises, so the dispatcher retries the whole job later (nothing was moved)."""
+        """One digest for the deliveries of one address or device; after a failure that
+        may pass, the job is tried again later (_failed_attempt) and _PutOff raised."""
         carrier = group[0]
         items = [(messages[d.message_id], d) for d in group]
         content = self.renderer.render_digest(items, carrier)
@@ -190,6 +228,10 @@ class DigestSender:
             # put off, not tried; what was sent has moved on.
             await self.store.postpone_job(job.id, self.clock.now(), LEASE_SHORT)
             raise _PutOff from None
+        except (TransientDeliveryError, ChannelUnavailable) as exc:
+            if await self._failed_attempt(job, group, exc):
+                raise _PutOff from None
+            return
         except PermanentDeliveryError as exc:
             SEND_METERS.count(carrier.channel, "permanent")
             now = self.clock.now()

@@ -20,7 +20,6 @@ import contextlib
 import functools
 import logging
 import math
-import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
@@ -70,6 +69,7 @@ from gateway.planner import planned, resolution_for
 from gateway.ready_buffer import Ready, ReadyBuffer
 from gateway.recheck import HoldStore, held, needs_recheck
 from gateway.render import Renderer
+from gateway.retries import attempt_note, backoff
 from gateway.sender_unit import add_sender_units
 from gateway.settings import DispatchSettings
 from gateway.store.ports import (
@@ -112,14 +112,6 @@ def _chunks(
     for job in jobs:
         their[where.get(job.ref, 0)].append(job)
     return list(zip(chunks, their, strict=True))
-
-
-def backoff(attempt: int, base: float, cap: float, retry_after: float | None) -> float:
-    """Seconds to wait before attempt ``attempt + 1``: full jitter, at least Retry-After."""
-    delay = random.uniform(0, min(cap, base * 2 ** max(attempt - 1, 0)))
-    if retry_after is not None:
-        delay = max(delay, retry_after)
-    return delay
 
 
 class DispatchStore(
@@ -1008,12 +1000,8 @@ class Dispatcher:
             # tried again when the breaker lets the sends it holds go, not after a backoff
             # of its own that could keep it back long after the channel works again.
             due = max(paused, now + timedelta(seconds=exc.retry_after or 0))
-            delay = (due - now).total_seconds()
         # One history row per failed attempt: its number, the error, the next try.
-        detail = (
-            f"attempt {job.attempts} failed: {code}; next try at "
-            f"{due.isoformat(timespec='seconds')} (in {delay:.1f}s)"
-        )
+        detail = attempt_note(job.attempts, code, due, now)
         if not await self.store.transition(delivery.id, DeliveryStatus.sending, now, detail=detail):
             await self.store.note_attempt(delivery.id, now, detail)
         await self.store.retry_job(job.id, due, code)

@@ -159,7 +159,12 @@ class Service:
         )
         # The daily digest (gateway/digest.py): one job per guardian and digest time.
         self.digests = DigestSender(
-            self.store, self.channels, self.renderer, self.clock, work_available=wake
+            self.store,
+            self.channels,
+            self.renderer,
+            self.clock,
+            settings=settings.dispatch,
+            work_available=wake,
         )
         # Staff text per recipient language, made once (gateway/translations.py).
         self.translations = Translations(

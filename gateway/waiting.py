@@ -14,9 +14,16 @@ from datetime import datetime
 from gateway.channel_health import ChannelHealth, ChannelState
 from gateway.digest_plan import DIGEST_KEY
 from gateway.models import Delivery, DeliveryStatus, Job
+from gateway.planner import send_job_id
 
 RETRY_PREFIX = "retry at "
 WAITING = (DeliveryStatus.planned, DeliveryStatus.queued, DeliveryStatus.sending)
+
+
+def job_of(delivery: Delivery) -> str:
+    """The id of the job that sends ``delivery``: its daily digest's, else its own."""
+    digest = delivery.context.get(DIGEST_KEY)
+    return digest if isinstance(digest, str) else send_job_id(delivery.id)
 
 
 def retry_note(due: datetime, attempts: int, error: str) -> str:
@@ -29,7 +36,7 @@ def waiting_for(
 ) -> str | None:
     """The reason ``delivery`` is still waiting, or None (out already, or due now).
 
-    ``job`` is the delivery's send job as stored now (None once it is done)."""
+    ``job`` is the job that sends it (:func:`job_of`) as stored now (None once done)."""
     if delivery.status not in WAITING:
         return None
     if delivery.not_before is not None and delivery.not_before > now:

@@ -317,3 +317,32 @@ async def test_a_digest_waits_for_a_stopped_channel_like_every_send(rig: Rig) ->
     rig.clock.set(SUNDAY_1800 + timedelta(hours=1))
     await rig.run_all()
     assert [m.message["Subject"] for m in rig.smtp.received] == ["Dagens meldinger (1)"]
+
+
+async def test_a_digest_the_relay_keeps_deferring_is_retried_then_given_up(rig: Rig) -> None:
+    """A digest whose send fails but may go later (the relay defers the mailbox) is tried
+    again after a backoff as a send is, with a history row per attempt, and given up
+    after the attempts, not retried for ever with its messages queued."""
+    await choose_digest(rig, "18:00")
+    message_id = await rig.post("evt-1", "Tur mandag", "general")
+    await rig.run_all()
+    rig.smtp.reply_to_recipient("ola@example.no", "452 4.2.2 Mailbox full")
+    rig.clock.set(SUNDAY_1800)
+    await rig.run_all()
+
+    async def email() -> dict[str, Any]:
+        _, view = await rig.call("GET", f"/v1/messages/{message_id}")
+        (found,) = [d for d in view["deliveries"] if d["channel"] == "email"]
+        return dict(found)
+
+    first = await email()
+    assert first["status"] == "sending"
+    assert first["waiting_for"].endswith("attempt 1: smtp_452")
+    for _ in range(12):  # more than the default 10 attempts, each after its backoff
+        rig.clock.advance(2 * 3600)
+        await rig.run_all()
+    assert (await email())["status"] == "failed"
+    assert rig.smtp.received == []
+    deliveries = await rig.gw.deliveries(rig.tenant_id, message_id)
+    (held,) = [d for d in deliveries if d.channel == "email"]
+    assert held.reason == "gave_up:smtp_452"

@@ -53,7 +53,6 @@ from gateway.models import (
     Translation,
     TranslationOrigin,
 )
-from gateway.planner import send_job_id
 from gateway.pseudonyms import Names, NamesStore, hides_subject, names_for
 from gateway.store.ports import (
     DeliveryReport,
@@ -67,7 +66,7 @@ from gateway.store.ports import (
 )
 from gateway.tracker import ChildReach, Reach, RecipientReach, reach
 from gateway.translations import explanation_translations, reply_translations, source_language
-from gateway.waiting import WAITING, waiting_for
+from gateway.waiting import WAITING, job_of, waiting_for
 
 PROTECTED_SUBJECT = "(protected)"
 
@@ -233,9 +232,7 @@ async def get_message(request: web.Request) -> web.Response:
     now = ctx.clock.now()
     schedule = await scheduling.schedule_of(_store(ctx), message)
     reply_rows = await reply_translations(_store(ctx), tenant.id, [r.id for r in replies])
-    jobs = await _store(ctx).get_jobs(
-        [send_job_id(d.id) for d in deliveries if d.status in WAITING]
-    )
+    jobs = await _store(ctx).get_jobs([job_of(d) for d in deliveries if d.status in WAITING])
     children = sorted((_child(c, name) for c in view.children.values()), key=attrgetter("child_id"))
     guardians = sorted(
         (_guardian(r, name) for r in view.recipients.values()), key=attrgetter("recipient_id")
@@ -260,7 +257,7 @@ async def get_message(request: web.Request) -> web.Response:
                     d,
                     history.get(d.id, []),
                     name,
-                    waiting_for(d, jobs.get(send_job_id(d.id)), ctx.channel_health, now),
+                    waiting_for(d, jobs.get(job_of(d)), ctx.channel_health, now),
                 )
                 for d in deliveries
             ],

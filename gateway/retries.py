@@ -1,0 +1,29 @@
+"""When a failed attempt is tried again, and what its delivery's history says of it.
+
+One rule for every send that is retried: the dispatcher's send jobs and the daily
+digest's (gateway/digest.py). The wait is exponential with full jitter, capped, and at
+least the provider's Retry-After; the history row names the attempt, its error and the
+next try.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime
+
+
+def backoff(attempt: int, base: float, cap: float, retry_after: float | None) -> float:
+    """Seconds to wait before attempt ``attempt + 1``: full jitter, at least Retry-After."""
+    delay = random.uniform(0, min(cap, base * 2 ** max(attempt - 1, 0)))
+    if retry_after is not None:
+        delay = max(delay, retry_after)
+    return delay
+
+
+def attempt_note(attempt: int, code: str, due: datetime, now: datetime) -> str:
+    """The history row of a failed attempt that is tried again at ``due``."""
+    delay = (due - now).total_seconds()
+    return (
+        f"attempt {attempt} failed: {code}; next try at "
+        f"{due.isoformat(timespec='seconds')} (in {delay:.1f}s)"
+    )
