@@ -112,7 +112,8 @@ class SendMeters(Collector):
     def collect(self) -> Iterable[Metric]:
         family = CounterMetricFamily(
             "budbringer_sends",
-            "Send attempts by channel and outcome (sent, transient, permanent, unavailable).",
+            "Send attempts by channel and outcome "
+            "(sent, transient, permanent, unavailable, lease_short).",
             labels=("channel", "outcome"),
         )
         for (channel, outcome), sends in list(self._sends.items()):

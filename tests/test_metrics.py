@@ -26,7 +26,8 @@ def test_the_send_meters_expose_what_a_histogram_and_a_counter_would() -> None:
     )
     sends = Counter(
         "budbringer_sends_total",
-        "Send attempts by channel and outcome (sent, transient, permanent, unavailable).",
+        "Send attempts by channel and outcome "
+        "(sent, transient, permanent, unavailable, lease_short).",
         ["channel", "outcome"],
         registry=theirs,
     )
