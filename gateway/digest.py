@@ -171,7 +171,7 @@ class DigestSender:
             await self._send(job, channel, group, messages)
 
     async def _failed_attempt(
-        self, job: Job, group: list[Delivery], exc: TransientDeliveryError | ChannelUnavailable
+        self, job: Job, group: list[Delivery], exc: TransientDeliveryError
     ) -> bool:
         """A digest send that failed but may go later, as a send job's does: its
         deliveries move to ``sending`` with a history row (so an SMS retry first looks up
@@ -183,8 +183,7 @@ class DigestSender:
         if job.attempts >= settings.max_attempts:
             await self._fail(group, f"gave_up:{code}")
             return False
-        retry_after = exc.retry_after if isinstance(exc, TransientDeliveryError) else None
-        wait = backoff(job.attempts, settings.backoff_base, settings.backoff_max, retry_after)
+        wait = backoff(job.attempts, settings.backoff_base, settings.backoff_max, exc.retry_after)
         due = now + timedelta(seconds=wait)
         note = attempt_note(job.attempts, code, due, now)
         for delivery in group:
@@ -228,7 +227,12 @@ class DigestSender:
             # put off, not tried; what was sent has moved on.
             await self.store.postpone_job(job.id, self.clock.now(), LEASE_SHORT)
             raise _PutOff from None
-        except (TransientDeliveryError, ChannelUnavailable) as exc:
+        except ChannelUnavailable as exc:
+            # The channel is stopped (its breaker now holds it): no attempt used up, as a
+            # send's; the admission puts the next run off until the breaker's probe.
+            await self.store.postpone_job(job.id, self.clock.now(), exc.code or "unavailable")
+            raise _PutOff from None
+        except TransientDeliveryError as exc:
             if await self._failed_attempt(job, group, exc):
                 raise _PutOff from None
             return

@@ -346,3 +346,30 @@ async def test_a_digest_the_relay_keeps_deferring_is_retried_then_given_up(rig: 
     deliveries = await rig.gw.deliveries(rig.tenant_id, message_id)
     (held,) = [d for d in deliveries if d.channel == "email"]
     assert held.reason == "gave_up:smtp_452"
+
+
+async def test_a_digest_the_relay_refuses_for_want_of_credentials_uses_no_attempt(
+    rig: Rig,
+) -> None:
+    """A relay that wants credentials stops the channel (its breaker): the digest is put
+    off as a send would be, its deliveries still queued and no attempt used up, and it
+    goes once the relay takes mail again."""
+    await choose_digest(rig, "18:00")
+    message_id = await rig.post("evt-1", "Tur mandag", "general")
+    await rig.run_all()
+    # As Exchange answers a client that did not log in, at RCPT.
+    rig.smtp.reply_to_recipient("ola@example.no", "530 5.7.1 Client was not authenticated")
+    rig.clock.set(SUNDAY_1800)
+    await rig.run_all()
+    deliveries = await rig.gw.deliveries(rig.tenant_id, message_id)
+    (held,) = [d for d in deliveries if d.channel == "email"]
+    assert held.status.value == "queued"
+    store = rig.workers[0].service.store
+    (job,) = (await store.get_jobs([held.context["digest"]])).values()
+    assert job.attempts == 0  # put off (smtp_530, then the breaker holds it), never tried
+    rig.smtp.reply_to_recipient("ola@example.no", None)
+    for worker in rig.workers:
+        worker.service.dispatcher.health.worked("email")
+    rig.clock.advance(3600)
+    await rig.run_all()
+    assert [m.message["Subject"] for m in rig.smtp.received] == ["Dagens meldinger (1)"]

@@ -221,9 +221,13 @@ class SmtpPeer:
         assert self._tls_files is not None, "no TLS: give tls='starttls' or 'implicit'"
         return self._tls_files.cert
 
-    def reply_to_recipient(self, address: str, reply: str) -> None:
-        """Answer RCPT TO for ``address`` with ``reply`` (e.g. "550 5.1.1 No such user")."""
-        self._state.rcpt_replies[address.lower()] = reply
+    def reply_to_recipient(self, address: str, reply: str | None) -> None:
+        """Answer RCPT TO for ``address`` with ``reply`` (e.g. "550 5.1.1 No such user");
+        None: accept it again."""
+        if reply is None:
+            self._state.rcpt_replies.pop(address.lower(), None)
+        else:
+            self._state.rcpt_replies[address.lower()] = reply
 
     def reply_to_mail(self, reply: str | None) -> None:
         """Answer every MAIL FROM with ``reply`` (e.g. "421 4.3.2 Service not available",
