@@ -4,13 +4,18 @@ The planner holds a guardian's push, SMS and email deliveries of ``general`` and
 ``reminder`` messages for their daily digest (gateway/digest_plan.py); their entries
 are in the store (gateway/store/digests.py) and one ``digest`` job per guardian and
 time sends them. The job is leased like every job, so with many processes one of them
-sends it. When it runs it takes the held deliveries that are still queued, picks the
-guardian's channel (email, else push, else SMS; push goes to each device, and a run
-put off part-way carries on on the channel it began on), renders one
+sends it. When it runs it takes the held deliveries not sent yet, picks the
+guardian's channel (email, else push, else SMS; push goes to each device), renders one
 digest listing each message with its own read link (a read there counts for that
 message: the read page's confirm button, as always) and moves the held deliveries on
 that channel to the send's outcome; those on the other channels are ``cancelled``
 (reason ``in_digest``). Absence and emergency are never held.
+
+Sent once, on one channel: a run put off part-way carries on on the channel that told
+the guardian already; an attempt in doubt (the provider may have taken it) is retried
+first, so an SMS retry looks the first up; a channel that reaches nobody (a refused
+address, sends given up after their attempts, as a send job's are) leaves the digest to
+the next; what no channel of this process can carry fails as ``no_such_channel``.
 """
 
 from __future__ import annotations
@@ -57,12 +62,19 @@ _TOLD = frozenset(
 
 
 def _went_on(deliveries: list[Delivery]) -> str | None:
-    """The channel an earlier run of the digest already sent on, if one did: a push digest
-    goes to each device in turn, and a run put off after some went on (a rate limit, an
-    open breaker) carries on there. Choosing again could pick another channel (one this
-    process lacks, or the push deliveries all ended meanwhile) and tell the guardian the
-    same messages twice."""
+    """The channel an earlier run of the digest already told the guardian on, if one did:
+    a push digest goes to each device in turn, and a run put off after some went on (a
+    rate limit, an open breaker) carries on there. Choosing again could pick another
+    channel (one this process lacks, or the push deliveries all ended meanwhile) and tell
+    the guardian the same messages twice."""
     return next((d.channel for d in deliveries if d.status in _TOLD), None)
+
+
+def _in_doubt(deliveries: list[Delivery]) -> str | None:
+    """The channel of an earlier attempt that failed in a way the provider may still have
+    taken it (``sending``: a timeout, say): tried first, so its retry can look up the
+    first (an SMS's does) before any other channel tells the guardian again."""
+    return next((d.channel for d in deliveries if d.status is DeliveryStatus.sending), None)
 
 
 # How a digest's send is let in: the dispatcher's (Dispatcher.admitted), so a digest keeps
@@ -120,39 +132,56 @@ class DigestSender:
         for delivery in own:
             if delivery.status in _HELD:
                 by_channel[delivery.channel].append(delivery)
-        chosen = _went_on(own) or next(
-            (c for c in ORDER if c in by_channel and c in self.channels), None
-        )
-        if chosen is not None:
-            try:
-                await self._send_held(job, chosen, by_channel[chosen])
-            except _PutOff:
-                return  # postponed by the admission; what was sent has moved on
-        elif by_channel:  # none of the channels it holds is configured in this process
-            for held in by_channel.values():
-                await self._fail(held, NO_SUCH_CHANNEL)
-            by_channel.clear()  # failed, as a send would be: none left to cancel
+        try:
+            told = await self._send_on_one(job, own, by_channel)
+        except _PutOff:
+            return  # put off or to be retried; what was sent has moved on
+        # The channels not tried: in the digest that went, else none here could carry it.
         now = self.clock.now()
-        for channel, deliveries in by_channel.items():
-            if channel != chosen:
-                for delivery in deliveries:
-                    await self.store.transition(
-                        delivery.id, DeliveryStatus.cancelled, now, reason=IN_DIGEST, detail=job.id
-                    )
+        status, reason = (
+            (DeliveryStatus.cancelled, IN_DIGEST)
+            if told
+            else (DeliveryStatus.failed, NO_SUCH_CHANNEL)
+        )
+        for deliveries in by_channel.values():
+            for delivery in deliveries:
+                await self.store.transition(delivery.id, status, now, reason=reason, detail=job.id)
         await self.store.digests.drop_digest_entries(
             job.tenant_id, job.id, [e.delivery_id for e in entries]
         )
         await self.store.finish_job(job.id)
 
-    async def _send_held(self, job: Job, chosen: str, held: list[Delivery]) -> None:
+    async def _send_on_one(
+        self, job: Job, own: list[Delivery], by_channel: dict[str, list[Delivery]]
+    ) -> bool:
+        """Send the held deliveries on one channel (taken out of ``by_channel``): the one
+        an earlier run told the guardian on, else the first in ORDER that reaches them
+        (an attempt in doubt first); a channel that reaches nobody (its address refused,
+        its sends given up) leaves the digest to the next. Whether the guardian was told;
+        raises _PutOff when the job was put off or is to be retried."""
+        told = _went_on(own)
+        if told is not None:
+            await self._send_held(job, told, by_channel.pop(told, []))
+            return True
+        doubt = _in_doubt(own)
+        order = sorted(
+            (c for c in ORDER if c in by_channel and c in self.channels), key=lambda c: c != doubt
+        )
+        for chosen in order:
+            if await self._send_held(job, chosen, by_channel.pop(chosen)):
+                return True
+        return False
+
+    async def _send_held(self, job: Job, chosen: str, held: list[Delivery]) -> bool:
         """One digest per address or device of ``chosen`` for the held deliveries on it
-        that may still go; raises _PutOff when the job was put off or is to be retried."""
+        that may still go; whether one went. Raises _PutOff when the job was put off or
+        is to be retried."""
         channel = self.channels.get(chosen)
         if channel is None:
             # An earlier run sent this digest on a channel this process has not (its
             # settings changed since): the rest of it fails here, as a send would.
             await self._fail(held, NO_SUCH_CHANNEL)
-            return
+            return False
         messages = await self._messages(job.tenant_id, held)
         by_target: dict[str, list[Delivery]] = defaultdict(list)
         for delivery in held:
@@ -167,8 +196,10 @@ class DigestSender:
                 await self.store.transition(delivery.id, status, self.clock.now(), reason=reason)
                 continue
             by_target[delivery.target].append(delivery)
+        went = False
         for group in by_target.values():
-            await self._send(job, channel, group, messages)
+            went = await self._send(job, channel, group, messages) or went
+        return went
 
     async def _failed_attempt(
         self, job: Job, group: list[Delivery], exc: TransientDeliveryError
@@ -211,9 +242,10 @@ class DigestSender:
 
     async def _send(
         self, job: Job, channel: Channel, group: list[Delivery], messages: Mapping[str, Message]
-    ) -> None:
-        """One digest for the deliveries of one address or device; after a failure that
-        may pass, the job is tried again later (_failed_attempt) and _PutOff raised."""
+    ) -> bool:
+        """One digest for the deliveries of one address or device; whether the provider
+        took it. After a failure that may pass, the job is tried again later
+        (_failed_attempt) and _PutOff raised."""
         carrier = group[0]
         items = [(messages[d.message_id], d) for d in group]
         content = self.renderer.render_digest(items, carrier)
@@ -235,15 +267,11 @@ class DigestSender:
         except TransientDeliveryError as exc:
             if await self._failed_attempt(job, group, exc):
                 raise _PutOff from None
-            return
+            return False
         except PermanentDeliveryError as exc:
             SEND_METERS.count(carrier.channel, "permanent")
-            now = self.clock.now()
-            for delivery in group:
-                await self.store.transition(
-                    delivery.id, DeliveryStatus.failed, now, reason=exc.code or "permanent"
-                )
-            return
+            await self._fail(group, exc.code or "permanent")
+            return False
         SEND_METERS.count(carrier.channel, "sent")
         if receipt.segments:
             SMS_SEGMENTS.observe(receipt.segments)
@@ -258,3 +286,4 @@ class DigestSender:
                 provider_id=receipt.provider_id if own else None,
                 segments=receipt.segments if own else None,
             )
+        return True

@@ -187,3 +187,57 @@ async def test_a_held_delivery_whose_message_is_gone_fails_and_the_rest_goes(rig
     assert (gone.status, gone.reason) == (DeliveryStatus.failed, "message_missing")
     assert (await rig.one(message, "sms")).status is DeliveryStatus.sent
     assert len(rig.twilio.requests) == 1
+
+
+async def two_channel_digest(rig: Rig, channels: list[str], device: bool) -> tuple[Message, Job]:
+    """p1 (email, phone, and one device if ``device``) takes general messages on
+    ``channels`` as a digest at 18:00; one message held for it, the clock at its time."""
+    await rig.load(directory(family(1, email=True, phone=True)))
+    if device:
+        await rig.store.upsert_device(
+            rig.tenant_id, "p1", Device(id="d1", token="tok-1", platform="android")
+        )
+    prefs = {"channels": {"general": channels}, "digest": {"general": "18:00"}}
+    await rig.store.set_preferences(rig.tenant_id, "p1", Preferences.model_validate(prefs))
+    message = await rig.post("e1", {"groups": ["g1"]})
+    await rig.dispatcher.run_until_idle()
+    held = await held_by_target(rig, message)
+    assert sorted(held) == sorted("d1" if c == "push" else c for c in channels)
+    job = digest_job(next(iter(held.values())))
+    rig.clock.set(job.due_at)
+    return message, job
+
+
+async def test_a_digest_its_first_channel_cannot_reach_goes_on_the_next(rig: Rig) -> None:
+    """The first channel in the digest's order reaches nobody (the relay refuses the
+    mailbox): the digest goes on the next the guardian takes, not cancelled with it."""
+    message, job = await two_channel_digest(rig, ["email", "sms"], device=False)
+    rig.smtp.reply_to_recipient("forelder1@example.no", "550 5.1.1 No such user")
+    await DigestSender(rig.store, rig.dispatcher.channels, rig.dispatcher.renderer, rig.clock).run(
+        job
+    )
+    held = await held_by_target(rig, message)
+    assert (held["email"].status, held["email"].reason) == (DeliveryStatus.failed, "smtp_550")
+    assert held["sms"].status is DeliveryStatus.sent
+    assert len(rig.twilio.requests) == 1
+
+
+async def test_a_digest_whose_sms_is_in_doubt_retries_the_sms_before_any_push(rig: Rig) -> None:
+    """An SMS digest whose request got no clear answer (Twilio may have taken it) is
+    retried on SMS, which looks the first up, even in a process that could send push
+    (first in the order): otherwise the guardian could be told twice."""
+    message, job = await two_channel_digest(rig, ["push", "sms"], device=True)
+    rig.twilio.fail_next(500, code=20500, message="Internal Server Error")
+    sms_only = {"sms": rig.dispatcher.channels["sms"]}
+    await DigestSender(rig.store, sms_only, rig.dispatcher.renderer, rig.clock).run(job)
+    assert (await held_by_target(rig, message))["sms"].status is DeliveryStatus.sending
+
+    rig.clock.advance(3600)  # past the retry's backoff
+    await DigestSender(rig.store, rig.dispatcher.channels, rig.dispatcher.renderer, rig.clock).run(
+        job
+    )
+    held = await held_by_target(rig, message)
+    assert held["sms"].status is DeliveryStatus.sent
+    assert rig.twilio.list_requests  # the retry looked the first attempt up
+    assert rig.fcm.sent == []
+    assert (held["d1"].status, held["d1"].reason) == (DeliveryStatus.cancelled, IN_DIGEST)
