@@ -44,7 +44,7 @@ from gateway.metrics import SEND_METERS, SMS_SEGMENTS
 from gateway.models import Delivery, DeliveryStatus, Job, Message
 from gateway.recheck import withheld
 from gateway.render import Renderer
-from gateway.retries import attempt_note, backoff
+from gateway.retries import attempt_note, backoff, record_attempt
 from gateway.settings import DispatchSettings
 from gateway.store import Store
 
@@ -218,10 +218,7 @@ class DigestSender:
         due = now + timedelta(seconds=wait)
         note = attempt_note(job.attempts, code, due, now)
         for delivery in group:
-            if not await self.store.transition(
-                delivery.id, DeliveryStatus.sending, now, detail=note
-            ):
-                await self.store.note_attempt(delivery.id, now, note)
+            await record_attempt(self.store, delivery.id, now, note)
         await self.store.retry_job(job.id, due, code)
         return True
 

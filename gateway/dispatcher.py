@@ -69,7 +69,7 @@ from gateway.planner import planned, resolution_for
 from gateway.ready_buffer import Ready, ReadyBuffer
 from gateway.recheck import HoldStore, held, needs_recheck
 from gateway.render import Renderer
-from gateway.retries import attempt_note, backoff
+from gateway.retries import attempt_note, backoff, record_attempt
 from gateway.sender_unit import add_sender_units
 from gateway.settings import DispatchSettings
 from gateway.store.ports import (
@@ -1001,9 +1001,9 @@ class Dispatcher:
             # of its own that could keep it back long after the channel works again.
             due = max(paused, now + timedelta(seconds=exc.retry_after or 0))
         # One history row per failed attempt: its number, the error, the next try.
-        detail = attempt_note(job.attempts, code, due, now)
-        if not await self.store.transition(delivery.id, DeliveryStatus.sending, now, detail=detail):
-            await self.store.note_attempt(delivery.id, now, detail)
+        await record_attempt(
+            self.store, delivery.id, now, attempt_note(job.attempts, code, due, now)
+        )
         await self.store.retry_job(job.id, due, code)
 
     async def _channel_down(self, job: Job, delivery: Delivery, exc: ChannelUnavailable) -> None:

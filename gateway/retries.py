@@ -2,14 +2,21 @@
 
 One rule for every send that is retried: the dispatcher's send jobs and the daily
 digest's (gateway/digest.py). The wait is exponential with full jitter, capped, and at
-least the provider's Retry-After; the history row names the attempt, its error and the
-next try.
+least the provider's Retry-After; the delivery moves to ``sending`` (so its next attempt
+knows an earlier one may have reached the provider) with a history row that names the
+attempt, its error and the next try.
 """
 
 from __future__ import annotations
 
 import random
 from datetime import datetime
+from typing import TYPE_CHECKING
+
+from gateway.models import DeliveryStatus
+
+if TYPE_CHECKING:
+    from gateway.store.ports import DeliveryStore
 
 
 def backoff(attempt: int, base: float, cap: float, retry_after: float | None) -> float:
@@ -27,3 +34,10 @@ def attempt_note(attempt: int, code: str, due: datetime, now: datetime) -> str:
         f"attempt {attempt} failed: {code}; next try at "
         f"{due.isoformat(timespec='seconds')} (in {delay:.1f}s)"
     )
+
+
+async def record_attempt(store: DeliveryStore, delivery_id: str, at: datetime, note: str) -> None:
+    """A failed attempt of a send that is tried again: ``sending`` with ``note`` as its
+    history row, or the row alone when it is ``sending`` already."""
+    if not await store.transition(delivery_id, DeliveryStatus.sending, at, detail=note):
+        await store.note_attempt(delivery_id, at, note)

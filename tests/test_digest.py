@@ -22,7 +22,7 @@ import pytest
 from gateway.auth import create_tenant
 from gateway.clock import ManualClock
 from gateway.digest_plan import digest_time
-from gateway.models import Category, DirectoryBatch, Preferences
+from gateway.models import Category, Delivery, DirectoryBatch, Preferences
 from gateway.readlinks import make_read_token
 from gateway.settings import Settings
 from tests.conftest import DIRECTORY, SECRET_KEY
@@ -319,16 +319,29 @@ async def test_a_digest_waits_for_a_stopped_channel_like_every_send(rig: Rig) ->
     assert [m.message["Subject"] for m in rig.smtp.received] == ["Dagens meldinger (1)"]
 
 
+async def digest_answered(rig: Rig, reply: str) -> str:
+    """One message held for Ola's 18:00 digest, which then runs with the relay answering
+    his address with ``reply``; the message's id."""
+    await choose_digest(rig, "18:00")
+    message_id = await rig.post("evt-1", "Tur mandag", "general")
+    await rig.run_all()
+    rig.smtp.reply_to_recipient("ola@example.no", reply)
+    rig.clock.set(SUNDAY_1800)
+    await rig.run_all()
+    return message_id
+
+
+async def held_email(rig: Rig, message_id: str) -> Delivery:
+    deliveries = await rig.gw.deliveries(rig.tenant_id, message_id)
+    (held,) = [d for d in deliveries if d.channel == "email"]
+    return held
+
+
 async def test_a_digest_the_relay_keeps_deferring_is_retried_then_given_up(rig: Rig) -> None:
     """A digest whose send fails but may go later (the relay defers the mailbox) is tried
     again after a backoff as a send is, with a history row per attempt, and given up
     after the attempts, not retried for ever with its messages queued."""
-    await choose_digest(rig, "18:00")
-    message_id = await rig.post("evt-1", "Tur mandag", "general")
-    await rig.run_all()
-    rig.smtp.reply_to_recipient("ola@example.no", "452 4.2.2 Mailbox full")
-    rig.clock.set(SUNDAY_1800)
-    await rig.run_all()
+    message_id = await digest_answered(rig, "452 4.2.2 Mailbox full")
 
     async def email() -> dict[str, Any]:
         _, view = await rig.call("GET", f"/v1/messages/{message_id}")
@@ -343,9 +356,7 @@ async def test_a_digest_the_relay_keeps_deferring_is_retried_then_given_up(rig: 
         await rig.run_all()
     assert (await email())["status"] == "failed"
     assert rig.smtp.received == []
-    deliveries = await rig.gw.deliveries(rig.tenant_id, message_id)
-    (held,) = [d for d in deliveries if d.channel == "email"]
-    assert held.reason == "gave_up:smtp_452"
+    assert (await held_email(rig, message_id)).reason == "gave_up:smtp_452"
 
 
 async def test_a_digest_the_relay_refuses_for_want_of_credentials_uses_no_attempt(
@@ -354,15 +365,9 @@ async def test_a_digest_the_relay_refuses_for_want_of_credentials_uses_no_attemp
     """A relay that wants credentials stops the channel (its breaker): the digest is put
     off as a send would be, its deliveries still queued and no attempt used up, and it
     goes once the relay takes mail again."""
-    await choose_digest(rig, "18:00")
-    message_id = await rig.post("evt-1", "Tur mandag", "general")
-    await rig.run_all()
     # As Exchange answers a client that did not log in, at RCPT.
-    rig.smtp.reply_to_recipient("ola@example.no", "530 5.7.1 Client was not authenticated")
-    rig.clock.set(SUNDAY_1800)
-    await rig.run_all()
-    deliveries = await rig.gw.deliveries(rig.tenant_id, message_id)
-    (held,) = [d for d in deliveries if d.channel == "email"]
+    message_id = await digest_answered(rig, "530 5.7.1 Client was not authenticated")
+    held = await held_email(rig, message_id)
     assert held.status.value == "queued"
     store = rig.workers[0].service.store
     (job,) = (await store.get_jobs([held.context["digest"]])).values()
