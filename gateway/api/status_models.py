@@ -43,8 +43,10 @@ class DeliveryView(BaseModel):
     history: list[HistoryEntry]
     waiting_for: str | None = Field(
         description="Why a delivery that is not out yet waits: `quiet_hours until <time>`, "
-        "`channel_stopped: sms` / `channel_degraded: email`, or the last retry "
-        "(`retry at <time>, attempt 3: smtp_connection`); null when it is not waiting."
+        "`digest at <time>` (held for the guardian's daily digest), "
+        "`channel_stopped: sms` / `channel_degraded: email`, or the last retry of its send "
+        "or of its digest (`retry at <time>, attempt 3: smtp_connection`); null when it is "
+        "not waiting."
     )
 
 
