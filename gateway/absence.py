@@ -702,7 +702,7 @@ class Absences:
                 jobs.append(send_job)
             deliveries.append(d)
         if deliveries:
-            await self._queue_sends(job, deliveries, jobs, now)
+            await self._queue_sends(job, deliveries, jobs)
         if alert:
             # What an SMS answer from these numbers may be about (answer_sms).
             await self.store.add_alert_phones(
@@ -727,13 +727,12 @@ class Absences:
             extra={"message_id": message.id, "type": message.event_type, "sends": len(jobs)},
         )
 
-    async def _queue_sends(
-        self, job: Job, deliveries: list[Delivery], sends: list[Job], now: datetime
-    ) -> None:
+    async def _queue_sends(self, job: Job, deliveries: list[Delivery], sends: list[Job]) -> None:
         """Store the deliveries and their send jobs, handed to this process's dispatcher
         (gateway/urgent_handoff.py) on the plan's first run when every delivery is new,
-        so none of them can be queued already: a plan run again after a crash queues them."""
-        leased = self.handoff.lease(sends, now) if job.attempts <= 1 else None
+        so none of them can be queued already: a plan run again after a crash queues them.
+        Their lease counts from now, when they are stored, not from the plan's start."""
+        leased = self.handoff.lease(sends, self.clock.now()) if job.attempts <= 1 else None
         new = await self.store.add_deliveries(deliveries, leased or sends)
         if leased and new == len({d.id for d in deliveries}):
             await self._hand(leased, deliveries)

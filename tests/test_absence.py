@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import AsyncIterator, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from email import policy
 from email.parser import BytesParser
 from pathlib import Path
@@ -25,7 +25,7 @@ import pytest
 from channels.gsm import encoding
 from channels.sms import INBOUND_PATH
 from gateway.clock import ManualClock
-from gateway.constants import JOB_ABSENCE_PLAN
+from gateway.constants import JOB_ABSENCE_PLAN, JOB_SEND
 from gateway.models import (
     DeliveryStatus,
     Device,
@@ -775,3 +775,27 @@ async def test_an_alert_whose_dispatcher_stopped_before_the_hand_over_goes_out_a
     assert handed == []
     await rig.run()  # the same moment: no lease to wait out
     assert rig.new_sms(), "the alert waited for the hand-over's lease to end"
+
+
+async def test_handed_alert_sends_count_their_lease_from_when_they_are_stored(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An alert's sends are stored as claimed by this process and handed to its dispatcher,
+    their lease counted from the moment they are stored: a plan that took long (a slow
+    directory read) does not eat into it, so the dispatcher does not give them back as
+    half-expired before it sends them."""
+    handoff = rig.gw.service.absences.handoff
+    handed: list[list[Job]] = []
+    handoff.attach(lambda jobs, deliveries: handed.append(list(jobs)), 60, [JOB_SEND])
+    absences = rig.gw.service.absences
+    keep = absences._keep
+
+    async def slow_keep(*args: Any) -> Any:
+        rig.gw.clock.advance(40)  # the plan took 40 s of a 60 s lease
+        return await keep(*args)
+
+    monkeypatch.setattr(absences, "_keep", slow_keep)
+    await rig.post(recorded("fravaer-slow-plan"))
+    await rig.run()
+    (sends,) = handed
+    assert sends and {job.due_at for job in sends} == {rig.gw.clock.now() + timedelta(seconds=60)}
