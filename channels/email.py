@@ -38,7 +38,12 @@ from typing import ClassVar
 
 import aiosmtplib
 
-from channels.smtp_transaction import ContentUnanswered, refusal_behind, send_prepared
+from channels.smtp_transaction import (
+    ContentUnanswered,
+    RefusalKeepingSMTP,
+    refusal_behind,
+    send_prepared,
+)
 from gateway.errors import (
     ChannelUnavailable,
     ConfigError,
@@ -445,7 +450,7 @@ class EmailChannel:
     def _new_client(self) -> aiosmtplib.SMTP:
         settings = self._settings
         password = settings.password.get_secret_value() if settings.password else None
-        return aiosmtplib.SMTP(
+        return RefusalKeepingSMTP(
             hostname=settings.host,
             port=settings.port,
             username=settings.username,

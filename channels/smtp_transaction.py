@@ -19,19 +19,21 @@ after a refusal, and the first refusal raises what it raises one command at a ti
 
 A connection that has not said EHLO yet says it first, as ``sendmail`` would. Bytes
 that are not CRLF-terminated throughout take ``sendmail`` itself; so does an email with
-files (``send_message``), whose refusal a deadline during aiosmtplib's own RSET after it
-turns into a timeout (:func:`refusal_behind` sees only ours).
+files (``send_message``). On :class:`RefusalKeepingSMTP` either way's refusal stands
+when a deadline cuts the RSET after it short (:func:`refusal_behind`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import sys
+from typing import Literal
 
 import aiosmtplib
 from aiosmtplib.protocol import COMMAND_INJECTION_REGEX as _COMMAND_INJECTION
 from aiosmtplib.protocol import SMTPProtocol
 from aiosmtplib.response import SMTPResponse
-from aiosmtplib.typing import SMTPStatus
+from aiosmtplib.typing import Default, SMTPStatus
 
 _CRLF = b"\r\n"
 # The answers that let a transaction go on, for MAIL, RCPT and DATA in turn.
@@ -90,8 +92,8 @@ async def send_prepared(client: aiosmtplib.SMTP, sender: str, recipient: str, ra
         response = await _content(client, dot_stuffed(raw))
         if response.code != SMTPStatus.completed:
             raise aiosmtplib.SMTPDataError(response.code, response.message)
-    except REFUSALS as refused:
-        await _reset(client, refused)
+    except REFUSALS:
+        await _reset(client)
         raise
 
 
@@ -238,29 +240,47 @@ async def _content(client: aiosmtplib.SMTP, data: bytes) -> aiosmtplib.SMTPRespo
         raise
 
 
-async def _reset(client: aiosmtplib.SMTP, refused: Exception) -> None:
+async def _reset(client: aiosmtplib.SMTP) -> None:
     """RSET after a refusal, its own failure not raised (as ``sendmail`` does): the
     refusal is what the send raises. A session whose RSET failed, went unanswered or was
-    cut short is out of step and closed. A cancellation that cuts it short (the caller's
-    deadline) carries the refusal as its context, for :func:`refusal_behind` (Python
-    does not chain an exception thrown into a coroutine through the frames above it)."""
+    cut short is out of step and closed."""
     try:
         await client.rset()
     except (aiosmtplib.SMTPException, OSError):  # OSError: TimeoutError, ConnectionError
         client.close()
-    except asyncio.CancelledError as cut:
+    except asyncio.CancelledError:
         client.close()
-        cut.__context__ = refused
         raise
+
+
+class RefusalKeepingSMTP(aiosmtplib.SMTP):
+    """aiosmtplib's client, whose RSET keeps the refusal it follows for
+    :func:`refusal_behind`: a cancellation that cuts the RSET short (the caller's
+    deadline) carries the refusal being handled (by :func:`send_prepared`, or by
+    aiosmtplib's ``sendmail`` for an email with files) as its context. Python does not
+    chain an exception thrown into a coroutine through the frames above it, so this is
+    done where the RSET is awaited, inside the handler of the refusal."""
+
+    async def rset(
+        self, *, timeout: float | Literal[Default.token] | None = Default.token
+    ) -> SMTPResponse:
+        refused = sys.exc_info()[1]  # awaited in the refusal's handler: that refusal
+        try:
+            return await super().rset(timeout=timeout)
+        except asyncio.CancelledError as cut:
+            if isinstance(refused, REFUSALS):
+                cut.__context__ = refused
+            raise
 
 
 def refusal_behind(exc: TimeoutError) -> Exception:
     """The refusal a deadline's ``TimeoutError`` cut short the RSET of, else ``exc``.
 
     ``asyncio.timeout`` raises ``TimeoutError`` from the ``CancelledError`` it threw in;
-    one that cut an RSET short has the refusal as its context (:func:`_reset`). The
-    refusal is the server's answer to this send, so it still
-    decides the outcome (a dead mailbox stays one, not a timeout to be tried again)."""
+    one that cut an RSET short has the refusal as its context
+    (:class:`RefusalKeepingSMTP`). The refusal is the server's answer to this send, so it
+    still decides the outcome (a dead mailbox stays one, not a timeout to be tried
+    again)."""
     cut = exc.__cause__
     if isinstance(cut, asyncio.CancelledError) and isinstance(cut.__context__, REFUSALS):
         return cut.__context__

@@ -431,12 +431,20 @@ def test_build_email_without_html_or_public_url() -> None:
     assert message["Message-ID"] == "<d001@example.no>"
 
 
-async def test_a_refusal_stands_when_the_deadline_ends_during_the_reset_after_it() -> None:
+@pytest.mark.parametrize(
+    "content",
+    [CONTENT, CONTENT.model_copy(update={"files": [("plan.pdf", "application/pdf", b"%PDF")]})],
+    ids=["text", "with a file"],
+)
+async def test_a_refusal_stands_when_the_deadline_ends_during_the_reset_after_it(
+    content: Rendered,
+) -> None:
     """After a refused command the envelope is reset (RSET) so the session can be used
     again. A relay slow to answer that RSET runs the send past its deadline: the refusal
     it already gave still decides the outcome (the mailbox does not exist: a dead
     address, not a connection failure tried again later), and the session whose RSET
-    went unanswered is not used again."""
+    went unanswered is not used again. So too for an email with a file, which
+    aiosmtplib's ``send_message`` sends and resets."""
     connections = 0
     ended = asyncio.Semaphore(0)
 
@@ -460,10 +468,10 @@ async def test_a_refusal_stands_when_the_deadline_ends_during_the_reset_after_it
 
     async with raw_relay(slow_reset, timeout=0.5) as email:
         with pytest.raises(DeadAddress) as caught:
-            await email.send(delivery(1), CONTENT)
+            await email.send(delivery(1), content)
         assert caught.value.code == "smtp_550"
         with pytest.raises(DeadAddress):
-            await email.send(delivery(2), CONTENT)
+            await email.send(delivery(2), content)
         assert connections == 2  # the first session was closed, not reused
         for _ in range(connections):  # each session ends once its slow RSET is answered
             await asyncio.wait_for(ended.acquire(), 5)
