@@ -13,6 +13,7 @@ import contextlib
 import importlib.util
 import math
 import os
+import platform
 import random
 import secrets
 import shutil
@@ -78,6 +79,7 @@ JSON_KEYS = (
     "worker_cpu",
     "lost",
     "duplicates",
+    "python",
 )
 
 
@@ -779,6 +781,7 @@ class Bench:
             "latency": str(self.o.latency),
             "smtp_connections": self.o.smtp_connections,
             "event_loop": self.o.event_loop,
+            "python": platform.python_version(),  # the gateway's, sinks' and ceiling's too
             "setup_s": round(setup_s, 1),
             "channel_seconds": {c: round(v, 3) for c, v in b_seconds.items()},
             "ceiling_seconds": {c: round(v, 3) for c, v in ceil["seconds"].items()},
@@ -843,6 +846,7 @@ class Bench:
             "latency": str(self.o.latency),
             "smtp_connections": self.o.smtp_connections,
             "event_loop": self.o.event_loop,
+            "python": platform.python_version(),  # the gateway's, sinks' and ceiling's too
             "setup_s": round(setup_s, 1),
             "channel_seconds": {c: round(v, 3) for c, v in emergency["channel_seconds"].items()},
             "ceiling_seconds": {c: round(v, 3) for c, v in ceil["seconds"].items()},
@@ -947,8 +951,8 @@ def _heading(r: dict[str, Any]) -> list[str]:
     return [
         f"Budbringer benchmark ({r['scenario']}) — {r['backend']} store, {r['workers']} "
         f"gateway process(es), dispatch concurrency {r['concurrency']}, "
-        f"{r['smtp_connections']} SMTP connections, {r['event_loop']} loop (gateway and "
-        f"ceiling), sinks answer in {r['latency']}"
+        f"{r['smtp_connections']} SMTP connections, Python {r['python']} and the "
+        f"{r['event_loop']} loop (gateway and ceiling), sinks answer in {r['latency']}"
         + (" (median:p99, slowest 1 in 1000: 2 s)" if ":" in r["latency"] else "")
         + _budget(r),
         f"municipality: {r['children']} children, {r['guardians']} guardians "
