@@ -71,7 +71,9 @@ def dot_stuffed(raw: bytes) -> bytes:
 
 async def send_prepared(client: aiosmtplib.SMTP, sender: str, recipient: str, raw: bytes) -> None:
     """Send ``raw`` from ``sender`` to ``recipient`` (plain ASCII dot-atom addresses,
-    checked by the caller) on the connected ``client``. Raises what ``sendmail`` raises."""
+    checked by the caller) on the connected ``client``. Raises what ``sendmail`` raises.
+    A refusal outlives a deadline during the RSET after it only on a
+    :class:`RefusalKeepingSMTP` (channels/email.py's connections)."""
     if client.is_ehlo_or_helo_needed:
         await client._ehlo_or_helo_if_needed()  # what sendmail says first on a new session
     if not _transmittable(raw):
@@ -259,7 +261,9 @@ class RefusalKeepingSMTP(aiosmtplib.SMTP):
     deadline) carries the refusal being handled (by :func:`send_prepared`, or by
     aiosmtplib's ``sendmail`` for an email with files) as its context. Python does not
     chain an exception thrown into a coroutine through the frames above it, so this is
-    done where the RSET is awaited, inside the handler of the refusal."""
+    done where the RSET is awaited, inside the handler of the refusal. That is the one
+    place an RSET is said (aiosmtplib 5.1's ``sendmail``, :func:`_reset`); one said
+    inside the handler of another refusal would carry that one."""
 
     async def rset(
         self, *, timeout: float | Literal[Default.token] | None = Default.token
