@@ -10,10 +10,12 @@ from datetime import UTC, datetime
 from email.message import EmailMessage
 from typing import Any
 
+import aiosmtplib
 import pytest
 from pydantic import SecretStr
 
 from channels.email import EmailChannel, build_email
+from channels.smtp_transaction import refusal_behind, send_prepared
 from gateway.errors import (
     ChannelUnavailable,
     DeadAddress,
@@ -431,6 +433,36 @@ def test_build_email_without_html_or_public_url() -> None:
     assert message["Message-ID"] == "<d001@example.no>"
 
 
+class SlowReset:
+    """A relay that refuses every recipient (550 5.1.1) and takes a second over each RSET;
+    it counts its sessions and marks each one's end."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.ended = asyncio.Semaphore(0)
+
+    async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        writer.write(b"220 relay.example ESMTP\r\n")
+        try:
+            while line := await reader.readline():
+                verb = line[:4].upper()
+                if verb == b"RCPT":
+                    writer.write(b"550 5.1.1 No such user\r\n")
+                elif verb == b"RSET":
+                    await asyncio.sleep(1.0)
+                    writer.write(b"250 OK\r\n")
+                else:
+                    writer.write(b"250 OK\r\n")
+        finally:
+            writer.close()
+            self.ended.release()
+
+    async def all_ended(self) -> None:
+        for _ in range(self.connections):  # each session ends once its slow RSET is answered
+            await asyncio.wait_for(self.ended.acquire(), 5)
+
+
 @pytest.mark.parametrize(
     "content",
     [CONTENT, CONTENT.model_copy(update={"files": [("plan.pdf", "application/pdf", b"%PDF")]})],
@@ -445,36 +477,35 @@ async def test_a_refusal_stands_when_the_deadline_ends_during_the_reset_after_it
     address, not a connection failure tried again later), and the session whose RSET
     went unanswered is not used again. So too for an email with a file, which
     aiosmtplib's ``send_message`` sends and resets."""
-    connections = 0
-    ended = asyncio.Semaphore(0)
-
-    async def slow_reset(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        nonlocal connections
-        connections += 1
-        writer.write(b"220 relay.example ESMTP\r\n")
-        try:
-            while line := await reader.readline():
-                verb = line[:4].upper()
-                if verb == b"RCPT":
-                    writer.write(b"550 5.1.1 No such user\r\n")
-                elif verb == b"RSET":
-                    await asyncio.sleep(1.0)
-                    writer.write(b"250 OK\r\n")
-                else:
-                    writer.write(b"250 OK\r\n")
-        finally:
-            writer.close()
-            ended.release()
-
-    async with raw_relay(slow_reset, timeout=0.5) as email:
+    relay = SlowReset()
+    async with raw_relay(relay, timeout=0.5) as email:
         with pytest.raises(DeadAddress) as caught:
             await email.send(delivery(1), content)
         assert caught.value.code == "smtp_550"
         with pytest.raises(DeadAddress):
             await email.send(delivery(2), content)
-        assert connections == 2  # the first session was closed, not reused
-        for _ in range(connections):  # each session ends once its slow RSET is answered
-            await asyncio.wait_for(ended.acquire(), 5)
+        assert relay.connections == 2  # the first session was closed, not reused
+        await relay.all_ended()
+
+
+async def test_prepared_bytes_with_loose_line_ends_keep_their_refusal_too() -> None:
+    """Bytes that are not CRLF throughout take aiosmtplib's ``sendmail`` inside
+    ``send_prepared``; on the channel's connections its refusal outlives a deadline
+    during the RSET after it as well."""
+    relay = SlowReset()
+    async with raw_relay(relay, timeout=5) as email:
+        client = email._new_client()
+        await client.connect()
+        with pytest.raises(TimeoutError) as caught:
+            async with asyncio.timeout(0.5):
+                await send_prepared(
+                    client, "varsel@asker.kommune.no", "foresatt@example.no", b"Subject: x\n\nHei\n"
+                )
+        refusal = refusal_behind(caught.value)
+        assert isinstance(refusal, aiosmtplib.SMTPRecipientsRefused)
+        assert refusal.recipients[0].code == 550
+        client.close()
+        await relay.all_ended()
 
 
 async def test_an_email_that_waited_long_for_a_connection_keeps_within_its_lease() -> None:
