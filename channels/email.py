@@ -455,7 +455,11 @@ class EmailChannel:
             port=settings.port,
             username=settings.username,
             password=password if settings.username else None,
-            timeout=settings.timeout,
+            # No timeout per command: every command of a send is said inside the send's
+            # one deadline of the same length (send), which ends first, so a timer per
+            # command and answer (three or four an email) would never fire. QUIT has
+            # its own (aclose).
+            timeout=None,
             use_tls=settings.tls == "implicit",
             start_tls=settings.tls == "starttls",
             tls_context=self._tls_context,

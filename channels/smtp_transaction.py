@@ -158,7 +158,8 @@ def _refusal(
 async def _exchange(client: aiosmtplib.SMTP, data: bytes, count: int) -> list[SMTPResponse]:
     """Write ``data`` in one write and read ``count`` answers to it, as aiosmtplib's own
     commands do: under its command lock (a QUIT from ``aclose`` cannot take an answer),
-    each answer within the client's timeout, the client closed on a lost connection or
+    each answer within the client's timeout (none: the caller's deadline bounds the
+    whole send, as channels/email.py's does), the client closed on a lost connection or
     a timeout (the session is out of step) and on a 421 (the server is closing it;
     nothing more is read after one)."""
     protocol = client.protocol
@@ -210,6 +211,8 @@ async def _answer(protocol: SMTPProtocol, timeout: float | None) -> SMTPResponse
         if buffered is not None:
             return buffered
     try:
+        if timeout is None:  # the caller's deadline bounds the wait (channels/email.py)
+            return await waiter
         async with asyncio.timeout(timeout):
             return await waiter
     except TimeoutError as exc:

@@ -403,6 +403,44 @@ async def test_a_relay_answering_each_command_slowly_meets_one_deadline_per_send
         assert caught.value.code == "smtp_connection"
 
 
+async def test_a_send_cut_short_by_its_deadline_leaves_its_session_unused() -> None:
+    """The channel's connections have no timeout per command: the send's one deadline
+    bounds every answer. One it cuts short mid-envelope (the relay's answers come late)
+    closes that session, whose late answers could otherwise be read as the next
+    send's; the next send opens a fresh one and goes through."""
+    connections = 0
+
+    async def late_first(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        late = connections == 1
+        writer.write(b"220 relay.example ESMTP\r\n")
+        content = False
+        while line := await reader.readline():
+            if content:
+                if line == b".\r\n":
+                    content = False
+                    writer.write(b"250 2.0.0 Taken\r\n")
+            elif line[:4].upper() == b"EHLO":
+                writer.write(b"250-relay.example\r\n250 PIPELINING\r\n")
+            elif line[:4].upper() == b"MAIL" and late:
+                await asyncio.sleep(0.6)
+                writer.write(b"250 OK\r\n")
+            elif line[:4].upper() == b"DATA":
+                content = True
+                writer.write(b"354 Go ahead\r\n")
+            else:
+                writer.write(b"250 OK\r\n")
+        writer.close()
+
+    async with raw_relay(late_first, timeout=0.3) as email:
+        with pytest.raises(TransientDeliveryError):
+            await email.send(delivery(1), CONTENT)
+        receipt = await email.send(delivery(2), CONTENT)
+        assert receipt.status == DeliveryStatus.sent
+        assert connections == 2
+
+
 async def test_refused_connection_is_transient(peer: SmtpPeer) -> None:
     settings = smtp_settings(peer)
     await peer.stop()
