@@ -1,6 +1,7 @@
 """CPU per render and per email send, in-process (``time.process_time``).
 
     .venv/bin/python -m scripts.measure_send_cpu [--sends 4000] [--renders 4000]
+        [--event-loop asyncio|uvloop]   (--renders 0: the sends alone)
 
 Renders an emergency for email, SMS and push (2,400 families of one to three children,
 Bokmål, English and Arabic, personal read links) and sends 4,000 emails through
@@ -139,9 +140,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--renders", type=int, default=4000)
     parser.add_argument("--sends", type=int, default=4000)
+    parser.add_argument(
+        "--event-loop", choices=("asyncio", "uvloop"), default="asyncio", help="for the sends"
+    )
     args = parser.parse_args()
-    measure_renders(args.renders)
-    asyncio.run(measure_sends(args.sends))
+    if args.renders:
+        measure_renders(args.renders)
+    if args.event_loop == "uvloop":  # the gateway's default loop (BUDBRINGER_EVENT_LOOP)
+        import uvloop
+
+        uvloop.run(measure_sends(args.sends))
+    else:
+        asyncio.run(measure_sends(args.sends))
 
 
 if __name__ == "__main__":
