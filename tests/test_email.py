@@ -357,6 +357,54 @@ async def raw_relay(relay: Relay, **settings: Any) -> AsyncIterator[EmailChannel
         await server.wait_closed()
 
 
+class AcceptingRelay:
+    """A raw relay that takes every mail: it greets, answers each command 250 (EHLO with
+    PIPELINING when ``pipelining``), DATA 354 and the end of the content 250, each after
+    ``pause(what, session)`` seconds: ``what`` is b"220" for the greeting, a command's
+    first four letters in upper case, or b"." for the end of the content; ``session``
+    counts connections from 1. It counts sessions and MAIL commands, and sets
+    ``answered`` once the answer to a content went out."""
+
+    def __init__(
+        self, pause: Callable[[bytes, int], float] = lambda what, session: 0.0, **options: bool
+    ) -> None:
+        self.pause = pause
+        self.pipelining = options.get("pipelining", False)
+        self.sessions = 0
+        self.mails = 0
+        self.answered = asyncio.Event()
+
+    async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.sessions += 1
+        session = self.sessions
+
+        async def say(what: bytes, line: bytes) -> None:
+            delay = self.pause(what, session)
+            if delay:
+                await asyncio.sleep(delay)
+            writer.write(line)
+
+        await say(b"220", b"220 relay.example ESMTP\r\n")
+        content = False
+        while line := await reader.readline():
+            if content:
+                if line == b".\r\n":
+                    content = False
+                    await say(b".", b"250 2.0.0 Taken\r\n")
+                    self.answered.set()
+                continue
+            verb = line[:4].upper()
+            if verb == b"EHLO" and self.pipelining:
+                await say(verb, b"250-relay.example\r\n250 PIPELINING\r\n")
+            elif verb == b"DATA":
+                content = True
+                await say(verb, b"354 Go ahead\r\n")
+            else:
+                self.mails += verb == b"MAIL"
+                await say(verb, b"250 OK\r\n")
+        writer.close()
+
+
 async def test_silent_server_times_out() -> None:
     async def never_greet(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.read()  # until the client gives up
@@ -374,24 +422,7 @@ async def test_a_relay_answering_each_command_slowly_meets_one_deadline_per_send
     and another worker could send the email too. The whole send has the timeout as its
     deadline, as the HTTP channels' requests have, and it fails as a timeout does."""
 
-    async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        async def say(line: bytes) -> None:
-            await asyncio.sleep(0.3)
-            writer.write(line)
-
-        await say(b"220 slow.example ESMTP\r\n")
-        content = False
-        while line := await reader.readline():
-            if content:
-                if line == b".\r\n":
-                    content = False
-                    await say(b"250 2.0.0 Taken\r\n")
-            elif line[:4].upper() == b"DATA":
-                content = True
-                await say(b"354 Go ahead\r\n")
-            else:
-                await say(b"250 OK\r\n")
-        writer.close()
+    trickle = AcceptingRelay(lambda what, session: 0.3)  # each answer, the greeting too
 
     loop = asyncio.get_running_loop()
     async with raw_relay(trickle, timeout=0.5) as email:
@@ -408,37 +439,16 @@ async def test_a_send_cut_short_by_its_deadline_leaves_its_session_unused() -> N
     bounds every answer. One it cuts short mid-envelope (the relay's answers come late)
     closes that session, whose late answers could otherwise be read as the next
     send's; the next send opens a fresh one and goes through."""
-    connections = 0
+    relay = AcceptingRelay(
+        lambda what, session: 0.6 if (what, session) == (b"MAIL", 1) else 0.0, pipelining=True
+    )
 
-    async def late_first(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        nonlocal connections
-        connections += 1
-        late = connections == 1
-        writer.write(b"220 relay.example ESMTP\r\n")
-        content = False
-        while line := await reader.readline():
-            if content:
-                if line == b".\r\n":
-                    content = False
-                    writer.write(b"250 2.0.0 Taken\r\n")
-            elif line[:4].upper() == b"EHLO":
-                writer.write(b"250-relay.example\r\n250 PIPELINING\r\n")
-            elif line[:4].upper() == b"MAIL" and late:
-                await asyncio.sleep(0.6)
-                writer.write(b"250 OK\r\n")
-            elif line[:4].upper() == b"DATA":
-                content = True
-                writer.write(b"354 Go ahead\r\n")
-            else:
-                writer.write(b"250 OK\r\n")
-        writer.close()
-
-    async with raw_relay(late_first, timeout=0.3) as email:
+    async with raw_relay(relay, timeout=0.3) as email:
         with pytest.raises(TransientDeliveryError):
             await email.send(delivery(1), CONTENT)
         receipt = await email.send(delivery(2), CONTENT)
         assert receipt.status == DeliveryStatus.sent
-        assert connections == 2
+        assert relay.sessions == 2
 
 
 async def test_refused_connection_is_transient(peer: SmtpPeer) -> None:
@@ -551,37 +561,17 @@ async def test_an_email_that_waited_long_for_a_connection_keeps_within_its_lease
     that waited so long that less than a timeout of its job's lease is left does not
     start a conversation that could end after another worker took the job over: it is
     a transient failure to try again, and the relay never sees it."""
-    answered = asyncio.Event()
-    mails = 0
-
-    async def slow_content(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        nonlocal mails
-        writer.write(b"220 relay.example ESMTP\r\n")
-        content = False
-        while line := await reader.readline():
-            if content:
-                if line == b".\r\n":
-                    content = False
-                    await asyncio.sleep(0.5)
-                    writer.write(b"250 2.0.0 Taken\r\n")
-                    answered.set()
-            elif line[:4].upper() == b"DATA":
-                content = True
-                writer.write(b"354 Go ahead\r\n")
-            else:
-                mails += line[:4].upper() == b"MAIL"
-                writer.write(b"250 OK\r\n")
-        writer.close()
+    relay = AcceptingRelay(lambda what, session: 0.5 if what == b"." else 0.0)
 
     async def send(email: EmailChannel, n: int) -> None:
         lease_ends_in(1.3)  # each in its own task, as the dispatcher's jobs are
         await email.send(delivery(n), CONTENT)
 
-    async with raw_relay(slow_content, timeout=1.0, connections=1) as email:
+    async with raw_relay(relay, timeout=1.0, connections=1) as email:
         first = asyncio.create_task(send(email, 1))
         second = asyncio.create_task(send(email, 2))  # waits 0.5 s for the one connection
         await first
         with pytest.raises(LeaseShort) as caught:
             await second
         assert caught.value.code == "lease_short"
-        assert (answered.is_set(), mails) == (True, 1)  # the relay saw the first alone
+        assert (relay.answered.is_set(), relay.mails) == (True, 1)  # the relay saw the first alone
