@@ -100,13 +100,15 @@ class Meters:
     cpu_s: float = 0.0
     redis: CommandCounts | None = None
     periods: tuple[int, int] = (0, 0)
+    loop_cpu_s: float = 0.0  # of that, their main threads' (each runs the event loop)
 
     def __sub__(self, other: Meters) -> Meters:
         redis = None
         if self.redis is not None and other.redis is not None:
             redis = self.redis - other.redis
         periods = (self.periods[0] - other.periods[0], self.periods[1] - other.periods[1])
-        return Meters(self.cpu_s - other.cpu_s, redis, periods)
+        loop = self.loop_cpu_s - other.loop_cpu_s
+        return Meters(self.cpu_s - other.cpu_s, redis, periods, loop)
 
     @property
     def throttled(self) -> float | None:
@@ -163,10 +165,11 @@ def proc_status(pid: int) -> dict[str, int]:
     return out
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process so far."""
+def cpu_seconds(pid: int, *, main_thread: bool = False) -> float:
+    """User + system CPU seconds of a process so far, or of its main thread alone."""
+    path = f"/proc/{pid}/task/{pid}/stat" if main_thread else f"/proc/{pid}/stat"
     try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+        with open(path, encoding="ascii") as fh:
             fields = fh.read().rsplit(")", 1)[1].split()
     except OSError:
         return 0.0
@@ -521,9 +524,10 @@ class Bench:
 
     async def meters(self) -> Meters:
         cpu = sum(cpu_seconds(p.pid) for p in self.gateways)
+        loop = sum(cpu_seconds(p.pid, main_thread=True) for p in self.gateways)
         redis = await snapshot(self.redis_url) if self.o.backend == "redis" else None
         periods = self.quotas.periods() if self.quotas is not None else (0, 0)
-        return Meters(cpu, redis, periods)
+        return Meters(cpu, redis, periods, loop)
 
     async def stop_profiler(self, profiler: Any) -> None:
         if profiler is not None:
@@ -840,6 +844,7 @@ class Bench:
             "rss_before_mb": round(emergency["rss_before_mb"], 1),
             "gateway_cpu_s": round(emergency["gateway_cpu_s"], 1),
             "gateway_cpu_to_idle_s": round(emergency["gateway_cpu_to_idle_s"], 2),
+            "loop_busy": round(_loop_busy(emergency, len(self.gateways)), 2),
             "lost": emergency["lost"],
             "duplicates": emergency["duplicates"],
             "concurrency": self.o.concurrency,
@@ -901,6 +906,14 @@ class Bench:
 _SHARED_REDIS = "redis://127.0.0.1:6379/0"
 _SINK_OF = {"push": "fcm", "sms": "twilio", "email": "smtp"}
 _BUSY_QUEUES = ('budbringer_queue_depth{kind="plan"', 'budbringer_queue_depth{kind="send"')
+
+
+def _loop_busy(emergency: dict[str, Any], processes: int) -> float:
+    """The share of the hand-over a gateway process's event-loop thread was on a core
+    (its main thread's CPU seconds, per process): well below 1, it waited, for I/O, the
+    store's thread or a core, as often as it worked."""
+    loop_s = emergency["meters"].loop_cpu_s / max(processes, 1)
+    return float(loop_s / max(emergency["seconds"], 1e-9))
 
 
 def _others_cores(emergency: dict[str, Any]) -> float:
@@ -1029,7 +1042,7 @@ def table(result: dict[str, Any]) -> str:
         f"p99 {r['p99_ms']:.0f} ms",
         f"  lost {r['lost']}  duplicates {r['duplicates']}  "
         f"gateway peak RSS {r['peak_rss_mb']:.0f} MB (before: {r['rss_before_mb']:.0f} MB)  "
-        f"gateway CPU {r['gateway_cpu_s']:.1f} s",
+        f"gateway CPU {r['gateway_cpu_s']:.1f} s (event-loop thread busy {r['loop_busy']:.0%})",
         "",
         *_channel_rows(r),
     ]
