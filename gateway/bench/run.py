@@ -910,8 +910,8 @@ _BUSY_QUEUES = ('budbringer_queue_depth{kind="plan"', 'budbringer_queue_depth{ki
 
 def _loop_busy(emergency: dict[str, Any], processes: int) -> float:
     """The share of the hand-over a gateway process's event-loop thread was on a core
-    (its main thread's CPU seconds, per process): well below 1, it waited, for I/O, the
-    store's thread or a core, as often as it worked."""
+    (its main thread's CPU seconds, per process). The rest of the time it was off a
+    core: waiting for I/O, for the store's thread, or for a core."""
     loop_s = emergency["meters"].loop_cpu_s / max(processes, 1)
     return float(loop_s / max(emergency["seconds"], 1e-9))
 
