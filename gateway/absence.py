@@ -34,6 +34,7 @@ Contact teachers are the staff members whose ``group_ids`` include the child's g
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import logging
@@ -194,8 +195,16 @@ def body_hash_of(data: Any) -> str:
 
 def dates_text(days: Sequence[date], lang: str) -> str:
     """Days as text in ``lang``: runs of consecutive days become "first - last"."""
+    return _dates_text(tuple(sorted(set(days))), lang)
+
+
+# Each alert says its days in every supported language, and babel's date and list
+# formatting (CLDR look-ups per call) cost milliseconds per alert, on the loop a
+# broadcast's sends share; a morning's alerts name the same few days.
+@functools.lru_cache(maxsize=1024)
+def _dates_text(days: tuple[date, ...], lang: str) -> str:
     runs: list[list[date]] = []
-    for day in sorted(set(days)):
+    for day in days:
         if runs and day - runs[-1][-1] == timedelta(days=1):
             runs[-1].append(day)
         else:

@@ -88,6 +88,8 @@ def test_dates_in_each_language() -> None:
     )
     assert dates_text(days[:1], "nn") == "fredag 27. november"
     assert dates_text(days[:2], "en") == "Friday 27 November and Monday 30 November"
+    # Kept per set of days and language: their order and repeats make no other text.
+    assert dates_text([days[1], days[0], days[1]], "en") == dates_text(days[:2], "en")
 
 
 @pytest.fixture(scope="module")
