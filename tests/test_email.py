@@ -366,10 +366,13 @@ class AcceptingRelay:
     ``answered`` once the answer to a content went out."""
 
     def __init__(
-        self, pause: Callable[[bytes, int], float] = lambda what, session: 0.0, **options: bool
+        self,
+        pause: Callable[[bytes, int], float] = lambda what, session: 0.0,
+        *,
+        pipelining: bool = False,
     ) -> None:
         self.pause = pause
-        self.pipelining = options.get("pipelining", False)
+        self.pipelining = pipelining
         self.sessions = 0
         self.mails = 0
         self.answered = asyncio.Event()
