@@ -39,6 +39,8 @@ def test_a_small_municipality_end_to_end() -> None:
     assert result["seconds"] > 0  # its speed is the benchmark's figure, not a test
     # The loop thread's CPU over the hand-over: some, and at most about one core.
     assert 0 < result["loop_busy"] < 2
+    # and how long it waited for a core meanwhile (None where the kernel keeps no schedstat)
+    assert result["loop_waiting"] is None or 0 <= result["loop_waiting"] < 2
     assert 0 < result["absence_p50_ms"] <= result["absence_p99_ms"]
     assert result["absence_kind"].startswith(("absence.recorded", "absence-like"))
     assert all(result[f"{c}_ratio"] > 0 for c in ("push", "sms", "email"))

@@ -101,6 +101,9 @@ class Meters:
     redis: CommandCounts | None = None
     periods: tuple[int, int] = (0, 0)
     loop_cpu_s: float = 0.0  # of that, their main threads' (each runs the event loop)
+    # seconds those main threads were ready to run but waited for a core (None: the
+    # kernel keeps no schedstat)
+    loop_wait_s: float | None = 0.0
 
     def __sub__(self, other: Meters) -> Meters:
         redis = None
@@ -108,7 +111,10 @@ class Meters:
             redis = self.redis - other.redis
         periods = (self.periods[0] - other.periods[0], self.periods[1] - other.periods[1])
         loop = self.loop_cpu_s - other.loop_cpu_s
-        return Meters(self.cpu_s - other.cpu_s, redis, periods, loop)
+        wait = None
+        if self.loop_wait_s is not None and other.loop_wait_s is not None:
+            wait = self.loop_wait_s - other.loop_wait_s
+        return Meters(self.cpu_s - other.cpu_s, redis, periods, loop, wait)
 
     @property
     def throttled(self) -> float | None:
@@ -174,6 +180,17 @@ def cpu_seconds(pid: int, *, main_thread: bool = False) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_queue_seconds(pid: int) -> float | None:
+    """Seconds the main thread of process ``pid`` was ready to run but waited for a core
+    (the second field of ``/proc/<pid>/task/<pid>/schedstat``); None where the kernel
+    keeps no schedstat (or the process is gone)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/schedstat", encoding="ascii") as fh:
+            return int(fh.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 Scenario = Callable[["Bench"], Awaitable[dict[str, Any]]]
@@ -525,9 +542,11 @@ class Bench:
     async def meters(self) -> Meters:
         cpu = sum(cpu_seconds(p.pid) for p in self.gateways)
         loop = sum(cpu_seconds(p.pid, main_thread=True) for p in self.gateways)
+        waits = [run_queue_seconds(p.pid) for p in self.gateways]
+        wait = None if None in waits else sum(w for w in waits if w is not None)
         redis = await snapshot(self.redis_url) if self.o.backend == "redis" else None
         periods = self.quotas.periods() if self.quotas is not None else (0, 0)
-        return Meters(cpu, redis, periods, loop)
+        return Meters(cpu, redis, periods, loop, wait)
 
     async def stop_profiler(self, profiler: Any) -> None:
         if profiler is not None:
@@ -845,6 +864,7 @@ class Bench:
             "gateway_cpu_s": round(emergency["gateway_cpu_s"], 1),
             "gateway_cpu_to_idle_s": round(emergency["gateway_cpu_to_idle_s"], 2),
             "loop_busy": round(_loop_busy(emergency, len(self.gateways)), 2),
+            "loop_waiting": _loop_waiting(emergency, len(self.gateways)),
             "lost": emergency["lost"],
             "duplicates": emergency["duplicates"],
             "concurrency": self.o.concurrency,
@@ -914,6 +934,21 @@ def _loop_busy(emergency: dict[str, Any], processes: int) -> float:
     core: waiting for I/O, for the store's thread, or for a core."""
     loop_s = emergency["meters"].loop_cpu_s / max(processes, 1)
     return float(loop_s / max(emergency["seconds"], 1e-9))
+
+
+def _waiting_text(share: float | None) -> str:
+    return "" if share is None else f", waiting for a core {share:.0%}"
+
+
+def _loop_waiting(emergency: dict[str, Any], processes: int) -> float | None:
+    """The share of the hand-over a gateway process's event-loop thread was ready to run
+    but waited for a core (the machine's other work had them all): with ``loop_busy``,
+    what is left is the time it truly waited for I/O or the store's thread."""
+    meters: Meters = emergency["meters"]
+    if meters.loop_wait_s is None:
+        return None
+    seconds = max(float(emergency["seconds"]), 1e-9)
+    return round(meters.loop_wait_s / max(processes, 1) / seconds, 2)
 
 
 def _others_cores(emergency: dict[str, Any]) -> float:
@@ -1042,7 +1077,9 @@ def table(result: dict[str, Any]) -> str:
         f"p99 {r['p99_ms']:.0f} ms",
         f"  lost {r['lost']}  duplicates {r['duplicates']}  "
         f"gateway peak RSS {r['peak_rss_mb']:.0f} MB (before: {r['rss_before_mb']:.0f} MB)  "
-        f"gateway CPU {r['gateway_cpu_s']:.1f} s (event-loop thread busy {r['loop_busy']:.0%})",
+        f"gateway CPU {r['gateway_cpu_s']:.1f} s (event-loop thread busy {r['loop_busy']:.0%}"
+        + _waiting_text(r.get("loop_waiting"))
+        + ")",
         "",
         *_channel_rows(r),
     ]
