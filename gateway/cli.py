@@ -377,6 +377,9 @@ def main(argv: list[str] | None = None) -> int:
             from gateway.demo import run_demo
 
             port = args.port if args.serve else 0
+            # Its gateway's warnings masked as the service's are (a token in a bad
+            # request's line, an address in a library's error); its own table is print.
+            configure("WARNING")
             try:
                 return asyncio.run(run_demo(Path(args.dir), serve=args.serve, port=port))
             except KeyboardInterrupt:

@@ -19,8 +19,10 @@ from aiohttp import web
 _EMAIL = re.compile(r"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9.-]+\.[A-Za-z]{2,})")
 _PHONE = re.compile(r"(?<![\w])\+?\d[\d \-]{6,}\d(?![\w])")
 _BEARER = re.compile(r"(?i)(bearer\s+|whsec_|bbk_)[A-Za-z0-9._~+/=-]+")
-# A read or unsubscribe link's token in a path or URL (e.g. in a library's exception text).
-_LINK_TOKEN = re.compile(r"(/[ru]/)[A-Za-z0-9_~.+=-]{8,}")
+# A link's token in a path or URL (e.g. in a library's exception text): a read or
+# unsubscribe link, a parent's page link and a staff sign-in link. Tokens are long; the
+# pages beside them (/p/inbox, /p/preferences) are short words and stay readable.
+_LINK_TOKEN = re.compile(r"(/(?:r|u|p|staff/signin)/)[A-Za-z0-9_~.+=-]{16,}")
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 
 

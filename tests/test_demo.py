@@ -102,3 +102,30 @@ def test_the_example_directory_file_is_what_the_demo_posts() -> None:
     moved = demo_directory(date(DEMO_FILE_YEAR + 3, 1, 2))
     [c29] = [p for p in moved["persons"] if p["id"] == "c29"]
     assert c29["birth_date"].startswith(str(DEMO_FILE_YEAR + 3 - 18))
+
+
+def test_the_demo_logs_as_the_service_does_masked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`budbringer demo --serve` keeps a gateway running for people to click through: a
+    bad request's line (a parent's link token, a key) must reach its log masked."""
+    import logging
+
+    import gateway.demo
+    from gateway.cli import main
+
+    async def logs_a_bad_request(directory: Path, *, serve: bool, port: int) -> int:
+        logging.getLogger("aiohttp.server").error(
+            "Error handling request GET /p/s_6BYfa20qUgtDTvUjN2miGQZsElY6si5u?e=kari@example.org"
+        )
+        return 0
+
+    monkeypatch.setattr(gateway.demo, "run_demo", logs_a_bad_request)
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", list(root.handlers))  # restored afterwards
+    monkeypatch.setattr(root, "level", root.level)
+    assert main(["demo", "--dir", str(tmp_path / "demo"), "--serve"]) == 0
+    logged = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
+    assert logged["logger"] == "aiohttp.server"
+    assert "s_6BYfa20qUgtDTvUjN2mi" not in logged["message"]
+    assert "kari@example.org" not in logged["message"]

@@ -38,6 +38,11 @@ from tests.test_e2e_sms_push import ACCOUNT_SID, AUTH_TOKEN, Gateway
         ("bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJwMSJ9.sig", "eyJhbGci"),
         ("secret whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
         ("key bbk_Zm9vYmFyYmF6cXV4", "Zm9vYmFyYmF6cXV4"),
+        ("GET /r/s_6BYfa20qUgtDTvUjN2miGQZsElY6si5u HTTP/1.1", "s_6BYfa20qUgtDTvUjN2mi"),
+        ("GET /u/s_6BYfa20qUgtDTvUjN2miGQZsElY6si5u?x=1", "s_6BYfa20qUgtDTvUjN2mi"),
+        # a parent's page link opens a parent session; a sign-in link a staff one
+        ("GET /p/s_6BYfa20qUgtDTvUjN2miGQZsElY6si5u HTTP/1.1", "s_6BYfa20qUgtDTvUjN2mi"),
+        ("http://gw/staff/signin/t_Q2hhbmdlTWVQbGVhc2VUb2tlbg", "t_Q2hhbmdlTWVQbGVh"),
     ],
 )
 def test_mask_hides_personal_data_and_credentials(text: str, secret: str) -> None:
@@ -48,6 +53,11 @@ def test_mask_hides_personal_data_and_credentials(text: str, secret: str) -> Non
 
 def test_mask_keeps_what_is_not_personal() -> None:
     text = "delivery 0f3a9c1b2d4e5f60718293a4b5c6d7e8 moved to sent after 3 attempts in 2026"
+    assert mask(text) == text
+
+
+def test_mask_keeps_the_parent_pages_beside_the_link_tokens() -> None:
+    text = "GET /p/preferences then /p/inbox and /p/absence/report"
     assert mask(text) == text
 
 
