@@ -539,3 +539,40 @@ async def _guardian_token(live: Live, guardian_id: str) -> str:
         assert resp.status == 201
         token: str = (await resp.json())["token"]
     return token
+
+
+async def test_a_protected_childs_absence_report_is_hidden_on_the_staff_pages(
+    live: Live,
+) -> None:
+    """Sol (strictly confidential) is reported absent by her guardian: the report to her
+    teacher names no child in its deliveries, yet its subject names her. The staff
+    pages hide it as the status API does, and a search by her name finds nothing."""
+    gw = live.gateway
+    token = await _guardian_token(live, "p6")
+    body = {"id": "r-sol", "child_id": "c5", "date": live.clock.now().date().isoformat()}
+    async with gw.session.post(
+        f"{gw.url}/v1/me/absences",
+        json={**body, "kind": "sick", "text": "Vondt i magen"},
+        headers={"Authorization": f"Bearer {token}"},
+    ) as resp:
+        assert resp.status == 202, await resp.text()
+        report_id = (await resp.json())["message_id"]
+    await gw.run()
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as staff:
+        async with staff.get(await live.link("t1", message=False)) as resp:
+            listed = await resp.text()
+            assert resp.status == 200
+        async with staff.get(f"{gw.url}/staff/messages/{report_id}") as resp:
+            shown = await resp.text()
+            assert resp.status == 200
+        async with staff.get(f"{gw.url}/staff/messages?q=Sol") as resp:
+            searched = await resp.text()
+    for page in (listed, shown):
+        assert "Fravær (skjermet person)" in page
+        assert "Fraværsmelding: Sol" not in page
+    assert f"messages/{report_id}" in listed
+    assert f"messages/{report_id}" not in searched
+    async with gw.session.get(
+        f"{gw.url}/v1/messages/{report_id}", headers=gw.headers(live.api_key)
+    ) as resp:
+        assert (await resp.json())["subject"] == "(protected)"

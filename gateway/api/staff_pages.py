@@ -36,6 +36,7 @@ from pydantic import BaseModel, Field
 
 from gateway import scheduling
 from gateway.api import spec
+from gateway.api.absence import absences
 from gateway.api.body import read_model
 from gateway.api.context import CTX, AppContext
 from gateway.api.pages import (
@@ -348,7 +349,11 @@ async def _message_view(
     shown = set(view.children)
     if not _involved(message, staff.person.id):
         shown = {c.id for c in children if scope.covers(c)}
-    names = await names_for(_store(ctx), ctx.secret, tenant_id, shown | set(recipients))
+    # An absence message names its child (and who reported it) in its subject, also
+    # when its deliveries go to staff alone: they are hidden by the same names.
+    absence = await absences(ctx).status(message)
+    named = shown | set(recipients) | (absence.persons if absence is not None else set())
+    names = await names_for(_store(ctx), ctx.secret, tenant_id, named)
     namer = Namer(directory, names, t)
     why = why_not_reached(view, deliveries, ctx.clock.now())
     left_out: dict[str, list[tuple[str, str]]] = {}
@@ -530,9 +535,12 @@ class ListQuery:
         return cls(category, group, q, before, before_id if before else None)
 
     def matches(self, message: Message) -> bool:
-        if self.category and message.category.value != self.category:
-            return False
-        return not self.q or self.q.casefold() in message.subject.casefold()
+        return not self.category or message.category.value == self.category
+
+    def matches_subject(self, shown: str) -> bool:
+        """The search is in the subject as shown: a hidden one finds nothing by the
+        name it hides."""
+        return not self.q or self.q.casefold() in shown.casefold()
 
 
 async def _group_choices(ctx: AppContext, staff: PageUser) -> list[tuple[str, str]]:
@@ -583,7 +591,7 @@ async def messages_page(request: web.Request) -> web.Response:
                 continue
             deliveries = await _store(ctx).list_deliveries(tenant_id, message.id)
             view = await _message_view(ctx, staff, message, deliveries)
-            if view is None:
+            if view is None or not query.matches_subject(view.subject):
                 continue
             if query.group and not (
                 query.group in view.group_ids or query.group in message.audience.groups
