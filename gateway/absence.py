@@ -1026,6 +1026,12 @@ class AbsenceStatus:
         self.explanations = explanations
 
     @property
+    def days(self) -> list[str]:
+        """The days it is for (ISO dates): an alert's one, a report's each."""
+        data = self.record.data
+        return list(data.get("days") or [data["date"]])
+
+    @property
     def persons(self) -> set[str]:
         data = self.record.data
         named = {self.record.child_id, *(e.person_id for e in self.explanations)}
@@ -1040,7 +1046,7 @@ class AbsenceStatus:
             "absence_message_id": record.message_id,
             "absence_event_id": record.event_id,
             "child_id": name(record.child_id),
-            "dates": data.get("days") or [data["date"]],
+            "dates": self.days,
             "lesson": data.get("lesson"),
             "expected_arrival": _hhmm(data.get("expected_arrival")),
             "recorded_by": name(data["recorded_by"]) if data.get("recorded_by") else None,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -576,3 +577,35 @@ async def test_a_protected_childs_absence_report_is_hidden_on_the_staff_pages(
         f"{gw.url}/v1/messages/{report_id}", headers=gw.headers(live.api_key)
     ) as resp:
         assert (await resp.json())["subject"] == "(protected)"
+
+
+async def test_an_absence_reported_for_tomorrow_shows_tomorrow_not_today(live: Live) -> None:
+    """Anne reports Kari absent tomorrow: today's absence page does not list it (the
+    heading says today); tomorrow's does, although it was reported the day before."""
+    gw = live.gateway
+    tomorrow = (live.clock.now() + timedelta(days=1)).date().isoformat()
+    async with gw.session.post(
+        f"{gw.url}/v1/me/absences",
+        json={
+            "id": "r-tannlege",
+            "child_id": "c1",
+            "date": tomorrow,
+            "kind": "other",
+            "text": "Tannlege",
+        },
+        headers={"Authorization": f"Bearer {await _guardian_token(live, 'p1')}"},
+    ) as resp:
+        assert resp.status == 202, await resp.text()
+    await gw.run()
+
+    async def absence_page() -> str:
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as staff:
+            async with staff.get(await live.link("t1", message=False)) as resp:
+                assert resp.status == 200
+            async with staff.get(f"{gw.url}/staff/absence") as resp:
+                assert resp.status == 200
+                return await resp.text()
+
+    assert "Tannlege" not in await absence_page()
+    live.clock.advance(24 * 3600)
+    assert "«Tannlege»" in await absence_page()

@@ -1,8 +1,9 @@
 """Staff pages for the day: absence and contact problems.
 
 * ``GET /staff/absence``: today's absence alerts and guardians' reports (Norwegian
-  time) for the children of the staff member's groups (the office: the unit), the
-  explanations received, and who is still unexplained, first.
+  time; a report made on an earlier day for today included) for the children of the
+  staff member's groups (the office: the unit), the explanations received, and who is
+  still unexplained, first.
 * ``GET /staff/contacts``: guardians of those children whose number or email failed
   for good (the planner skips it until a re-import brings another one), so the
   office can ask for a new one.
@@ -13,7 +14,7 @@ Sign-in, scope and the naming of protected persons are the message pages' own
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
@@ -35,6 +36,9 @@ from gateway.sessions import PageUser
 from gateway.store.ports import MessageStore
 
 SCAN_LIMIT = 2000  # messages looked at for today's absence at most
+# A report may name days ahead (a trip next week; ``dates`` holds 31 at most): the
+# page looks at the alerts and reports created this long before today for today's.
+REPORTED_AHEAD = timedelta(days=31)
 _BATCH = 200
 
 
@@ -72,10 +76,8 @@ def _page(request: web.Request, staff: PageUser, name: str, current: str, **vari
     )
 
 
-async def _todays_absence(ctx: AppContext, tenant_id: str, now: datetime) -> list[Message]:
-    """Alerts and reports created today (Norwegian time), newest first."""
-    zone = ZoneInfo(DEFAULT_TIME_ZONE)
-    start = now.astimezone(zone).replace(hour=0, minute=0, second=0, microsecond=0)
+async def _recent_absence(ctx: AppContext, tenant_id: str, start: datetime) -> list[Message]:
+    """Alerts and reports created since ``start``, newest first."""
     found: list[Message] = []
     cursor, scanned = None, 0
     while scanned < SCAN_LIMIT:
@@ -99,9 +101,17 @@ async def absence_page(request: web.Request) -> web.Response:
     t, lang, tenant_id = staff.texts, staff.lang, staff.session.tenant_id
     flows = absences(ctx)
     statuses = []
-    for message in await _todays_absence(ctx, tenant_id, ctx.clock.now()):
+    # Today's absence (Norwegian time): the alerts and reports whose days include today,
+    # also those reported on an earlier day (the evening before, a week ahead).
+    midnight = (
+        ctx.clock.now()
+        .astimezone(ZoneInfo(DEFAULT_TIME_ZONE))
+        .replace(hour=0, minute=0, second=0, microsecond=0)
+    )
+    today = midnight.date().isoformat()
+    for message in await _recent_absence(ctx, tenant_id, midnight - REPORTED_AHEAD):
         status = await flows.status(message)
-        if status is not None and status.record.cancelled_at is None:
+        if status is not None and status.record.cancelled_at is None and today in status.days:
             statuses.append(status)
     children = sorted({s.record.child_id for s in statuses})
     directory = await _store(ctx).load_audience(
