@@ -225,3 +225,47 @@ async def test_one_tenant_cannot_collide_with_another(
     assert resp.status == 202  # same event id, another tenant: another message
     b = await resp.json()
     assert a["message_id"] != b["message_id"] and b["duplicate"] is False
+
+
+async def malformed_of(resp: Any) -> dict[str, Any]:
+    assert resp.status == 400, await resp.text()
+    body: dict[str, Any] = await resp.json()
+    assert body["error"] == "malformed_body"
+    [error] = body["errors"]
+    assert error["loc"] == ["body"]
+    return dict(error)
+
+
+async def test_a_key_given_twice_is_400_naming_it(
+    app_client: TestClient, tenant: Any, store: Store
+) -> None:
+    """Which subject was meant? The last one must not win silently."""
+    raw = (
+        b'{"id": "evt-dup", "type": "message.created", "data": {"audience": {"children":'
+        b' ["c1"]}, "subject": "Tur", "subject": "Avlyst", "body": "x"}}'
+    )
+    error = await malformed_of(
+        await app_client.post("/v1/events", data=raw, headers=bearer(tenant.api_key))
+    )
+    assert error["type"] == "duplicate_key" and "'subject'" in error["message"]
+    assert await store.list_messages(tenant.tenant.id) == []
+
+
+async def test_a_control_character_in_a_string_is_400_and_nothing_is_stored(
+    app_client: TestClient, tenant: Any, store: Store, directory: Any, make_event: Any
+) -> None:
+    """A NUL (or another C0 control) in a subject would go on into every email and SMS;
+    tab, line feed and carriage return are text, and an escaped backslash before
+    ``u0000`` is a backslash, not a control character."""
+    headers = bearer(tenant.api_key)
+    for code in ("\u0000", "\u001b", "\u007f"):
+        raw = json.dumps(make_event(body=f"Tur{code}fredag")).encode()
+        error = await malformed_of(await app_client.post("/v1/events", data=raw, headers=headers))
+        assert error["type"] == "control_character"
+        assert f"U+{ord(code):04X}" in error["message"]
+    assert await store.list_messages(tenant.tenant.id) == []
+    text = make_event(body="Linje 1\r\nLinje\t2 \\u0000 er tekst")
+    resp = await app_client.post("/v1/events", json=text, headers=headers)
+    assert resp.status == 202, await resp.text()
+    [stored] = await store.list_messages(tenant.tenant.id)
+    assert stored.body == "Linje 1\r\nLinje\t2 \\u0000 er tekst"

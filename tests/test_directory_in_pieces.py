@@ -110,6 +110,29 @@ async def test_a_big_body_that_is_not_json_or_too_deep_is_refused_with_where(
     assert answers == [(422, "json_invalid"), (400, "json_too_deep")]
 
 
+async def test_a_big_body_with_a_key_twice_or_a_control_character_is_400(
+    settings: Settings, clock: ManualClock
+) -> None:
+    """The sliced path keeps the whole body's rules: a top-level key twice (the second
+    "persons" would replace the first), a key twice within a row, a NUL in a name."""
+    good = json.dumps(families(1_500))
+    twice_top = good[:-1] + ', "persons": []}'
+    twice_row = good.replace('"given_name": "Ola"', '"given_name": "Ola", "given_name": "Per"', 1)
+    control = good.replace('"given_name": "Ola"', '"given_name": "Ola\\u0000"', 1)
+    async with running(settings, clock) as gw:
+        tenant, key = await new_tenant(gw.service, clock, DirectoryBatch())
+        answers = []
+        for raw in (twice_top, twice_row, control):
+            assert len(raw) > PIECES_FROM_BYTES
+            async with gw.session.post(
+                f"{gw.url}/v1/directory", data=raw.encode(), headers=_auth(key)
+            ) as resp:
+                answers.append((resp.status, (await resp.json())["errors"][0]["type"]))
+        snapshot = await gw.service.store.load_audience(tenant.id, Audience(units=["u1"]))
+    assert answers == [(400, "duplicate_key"), (400, "duplicate_key"), (400, "control_character")]
+    assert snapshot.audience_children == []  # nothing of them was applied
+
+
 async def test_an_event_is_accepted_between_two_chunks_of_a_batch(
     settings: Settings, clock: ManualClock
 ) -> None:

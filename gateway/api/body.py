@@ -1,9 +1,14 @@
 """Reading and validating JSON bodies, with errors that say what and where.
 
-A body is UTF-8 JSON (RFC 8259) and nothing else: another charset is 415, a byte order
-mark, bytes that are not UTF-8, nesting deeper than ``MAX_DEPTH`` or a number longer
-than ``MAX_NUMBER_CHARS`` are 400, before the parser could recurse or convert without
-bound. Input is validated strictly, as JSON: ``0`` is no date, ``true`` no integer.
+A body is UTF-8 JSON (RFC 8259) and nothing else: another charset is 415 (the media
+type is not checked: ``curl -d`` says form-urlencoded, a raw POST octet-stream, and
+the body is read as JSON whatever its label), a byte order mark, bytes that are not
+UTF-8, nesting deeper than ``MAX_DEPTH`` or a number longer than ``MAX_NUMBER_CHARS``
+are 400, before the parser could recurse or convert without bound. So are a key given
+twice in one object (which value was meant?) and a control character other than tab,
+line feed and carriage return in a string (a NUL in a subject would go on into every
+email and SMS).
+Input is validated strictly, as JSON: ``0`` is no date, ``true`` no integer.
 """
 
 from __future__ import annotations
@@ -30,6 +35,10 @@ MAX_NUMBER_CHARS = 40  # an int64 has 19 digits; a float's shortest repr fits in
 _STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _NOT_BRACKET = re.compile(r"[^\[\]{}]+")
 _UTF8 = frozenset({"utf-8", "utf8", "us-ascii", "ascii"})
+# A control character escaped in a JSON string (unescaped ones the parser refuses):
+# \u0000-\u001f but tab, line feed and carriage return, and \u007f; not when its
+# backslash is itself escaped (an even run of backslashes before the u).
+_CONTROL = re.compile(r"(?<!\\)(?:\\\\)*\\u00(?:0[0-8bcef]|1[0-9a-f]|7f)", re.IGNORECASE)
 
 
 def validation_errors(exc: ValidationError) -> list[dict[str, Any]]:
@@ -74,6 +83,35 @@ def decode_utf8(raw: bytes) -> str:
         raise _malformed(f"the body is not UTF-8 (byte {exc.start})", "not_utf8") from exc
 
 
+def check_controls(text: str) -> None:
+    """400 if a string of the JSON ``text`` holds a control character other than tab,
+    line feed and carriage return."""
+    found = _CONTROL.search(text)
+    if found is not None:
+        code = found.group(0)[-4:].upper()
+        raise _malformed(
+            f"a string holds the control character U+{code} (character {found.end() - 6}); "
+            "only tab, line feed and carriage return are allowed",
+            "control_character",
+        )
+
+
+def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object's members as a dict; 400 if a key is given twice."""
+    members = dict(pairs)
+    if len(members) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise duplicate_key(key)
+            seen.add(key)
+    return members
+
+
+def duplicate_key(key: str) -> MalformedBody:
+    return _malformed(f"the key {key!r} is given twice in one object", "duplicate_key")
+
+
 def check_depth(text: str, limit: int = MAX_DEPTH) -> None:
     """400 if the JSON ``text`` nests deeper than ``limit`` (``MAX_DEPTH`` for a body)."""
     brackets = _NOT_BRACKET.sub("", _STRING.sub("", text))
@@ -104,7 +142,10 @@ def _constant(name: str) -> Any:
 
 # The stdlib decoder with our bounds on numbers and no NaN or Infinity.
 DECODER = json.JSONDecoder(
-    parse_int=_number(int), parse_float=_number(float), parse_constant=_constant
+    parse_int=_number(int),
+    parse_float=_number(float),
+    parse_constant=_constant,
+    object_pairs_hook=unique_keys,
 )
 
 
@@ -129,6 +170,7 @@ def too_deep() -> MalformedBody:
 def parse_json(raw: bytes) -> Any:
     text = decode_utf8(raw)
     check_depth(text)
+    check_controls(text)
     try:
         return DECODER.decode(text)
     except json.JSONDecodeError as exc:

@@ -32,8 +32,10 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from gateway.api.body import (
     DECODER,
     MAX_DEPTH,
+    check_controls,
     check_depth,
     decode_utf8,
+    duplicate_key,
     json_invalid,
     parse_json,
     read_raw,
@@ -90,6 +92,8 @@ def _members(text: str, pos: int, depth: int, keyed: bool) -> tuple[Any, int]:
             if not text.startswith('"', pos):
                 raise json.JSONDecodeError("Expecting property name", text, pos)
             key, pos = DECODER.raw_decode(text, pos)
+            if key in pairs:
+                raise duplicate_key(key)
             pos = _expect(text, _skip(text, pos), ":", "':' delimiter")
             pairs[key], pos = _value(text, pos, depth)
         else:
@@ -113,6 +117,7 @@ def _value(text: str, pos: int, depth: int) -> tuple[Any, int]:
 def parse_in_pieces(raw: bytes) -> Any:
     """``parse_json(raw)``, in pieces (blocking: run it in a thread)."""
     text = decode_utf8(raw)
+    check_controls(text)
     pos = _skip(text, 0)
     try:
         if not text.startswith("{", pos):
