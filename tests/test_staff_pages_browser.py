@@ -609,3 +609,41 @@ async def test_an_absence_reported_for_tomorrow_shows_tomorrow_not_today(live: L
     assert "Tannlege" not in await absence_page()
     live.clock.advance(24 * 3600)
     assert "«Tannlege»" in await absence_page()
+
+
+async def test_a_message_without_children_says_so_instead_of_all_and_none_reached(
+    live: Live,
+) -> None:
+    """A note to staff alone, and a class message scheduled for tomorrow (no deliveries
+    yet): neither says "every child reached" beside "no child reached yet"; the note
+    counts its readers as recipients, not guardians; the list shows the planned time."""
+    gw = live.gateway
+    send_at = (live.clock.now() + timedelta(days=1)).replace(hour=7, minute=30)
+    ids = []
+    for event_id, data in (
+        ("evt-staff-only", {"audience": {"staff": ["t1"]}, "subject": "Personalmøte"}),
+        ("evt-later", {"audience": {"groups": ["g1"]}, "subject": "Turdag",
+                       "send_at": send_at.isoformat()}),
+    ):  # fmt: skip
+        ids.append(
+            await gw.post_event(
+                live.api_key,
+                {"id": event_id, "type": "message.created", "data": {**data, "body": "Info."}},
+            )
+        )
+    await gw.run()
+    pages = []
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as staff:
+        async with staff.get(await live.link("t1", message=False)) as resp:
+            listed = await resp.text()
+        for message_id in ids:
+            async with staff.get(f"{gw.url}/staff/messages/{message_id}") as resp:
+                assert resp.status == 200
+                pages.append(await resp.text())
+    staff_only, later = pages
+    for page in pages:
+        assert "Alle barna er nådd." not in page and "Ingen barn er nådd ennå." not in page
+    assert "Meldingen gikk ikke til noen barns foresatte." in staff_only
+    assert "Lest av 0 av 1 mottakere" in staff_only
+    assert "Ikke sendt ennå: barna og de foresatte vises her når meldingen er sendt." in later
+    assert "Planlagt sendt" in later and "Planlagt sendt" in listed

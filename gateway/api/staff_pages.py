@@ -399,7 +399,9 @@ async def _message_view(
     ]
     total = len(counted)
     read = sum(1 for r in counted if r.read_at is not None)
-    summary = t["summary"].format(read=read, total=total, not_reached=len(rows_not))
+    # "guardians" where the message is about children; staff alone got it: "recipients"
+    key = "summary" if view.children else "summary_recipients"
+    summary = t[key].format(read=read, total=total, not_reached=len(rows_not))
     subject = " ".join(message.subject.split())
     if hides_subject(message, names):
         subject = t["protected_subject"]
@@ -437,13 +439,23 @@ async def _load_message(
     return staff, view
 
 
-async def _sent_line(ctx: AppContext, message: Message, t: Any, lang: str) -> str:
-    """ "Sent …", or for a scheduled message "Scheduled for …" / "Cancelled …"."""
+async def _sent_line(ctx: AppContext, message: Message, t: Any, lang: str) -> tuple[str, bool]:
+    """ "Sent …", or for a scheduled message "Scheduled for …" / "Cancelled …"; and
+    whether it is still to be sent."""
     schedule = await scheduling.schedule_of(_store(ctx), message)
     if schedule is None:
-        return str(t["sent"].format(when=when(message.created_at, lang)))
+        return str(t["sent"].format(when=when(message.created_at, lang))), False
     key = {scheduling.SCHEDULED: "scheduled_for", scheduling.CANCELLED: "schedule_cancelled"}
-    return str(t[key.get(schedule.state, "sent")].format(when=when(schedule.send_at, lang)))
+    line = t[key.get(schedule.state, "sent")].format(when=when(schedule.send_at, lang))
+    return str(line), schedule.state == scheduling.SCHEDULED
+
+
+def _empty_line(view: MessageView, t: Any, waiting: bool) -> str:
+    """What the page says instead of "reached" and "not reached" when the message has no
+    children (yet): to be sent, or sent to staff alone; "" when it has children."""
+    if view.not_reached or view.reached:
+        return ""
+    return str(t["not_sent_yet"] if waiting else t["no_children"])
 
 
 async def _translation_lines(
@@ -475,6 +487,7 @@ async def message_page(request: web.Request) -> web.Response:
     t = staff.texts
     message = view.message
     translations = await _translation_lines(ctx, message, staff.lang, t, hidden=view.hidden)
+    sent, waiting = await _sent_line(ctx, message, t, staff.lang)
     html = render(
         read_pages(request.app),
         "pages/staff_message.html",
@@ -485,7 +498,8 @@ async def message_page(request: web.Request) -> web.Response:
         title=view.subject,
         subject=view.subject,
         category=t["categories"][message.category.value],
-        sent=await _sent_line(ctx, message, t, staff.lang),
+        sent=sent,
+        empty_line=_empty_line(view, t, waiting),
         summary=view.summary,
         not_reached=_grouped(view.not_reached),
         reached=_grouped(view.reached),
@@ -602,7 +616,7 @@ async def messages_page(request: web.Request) -> web.Response:
                     "href": f"messages/{message.id}",
                     "subject": view.subject,
                     "category": t["categories"][message.category.value],
-                    "when": when(message.created_at, staff.lang),
+                    "when": (await _sent_line(ctx, message, t, staff.lang))[0],
                     "summary": view.summary,
                     "missing": bool(view.not_reached),
                 }
