@@ -254,8 +254,8 @@ async def test_a_key_given_twice_is_400_naming_it(
 async def test_a_control_character_in_a_string_is_400_and_nothing_is_stored(
     app_client: TestClient, tenant: Any, store: Store, directory: Any, make_event: Any
 ) -> None:
-    """A NUL (or another C0 control) in a subject would go on into every email and SMS;
-    tab, line feed and carriage return are text, and an escaped backslash before
+    """A NUL (or another C0 control, or DEL) in a message would go on into every email
+    and SMS; tab, line and page breaks are text, and an escaped backslash before
     ``u0000`` is a backslash, not a control character."""
     headers = bearer(tenant.api_key)
     for code in ("\u0000", "\u001b", "\u007f"):
@@ -263,9 +263,15 @@ async def test_a_control_character_in_a_string_is_400_and_nothing_is_stored(
         error = await malformed_of(await app_client.post("/v1/events", data=raw, headers=headers))
         assert error["type"] == "control_character"
         assert f"U+{ord(code):04X}" in error["message"]
+    # DEL unescaped, as a client that does not escape it sends it
+    raw = json.dumps(make_event(body="Tur\u007ffredag"), ensure_ascii=False).encode()
+    assert b"\x7f" in raw
+    error = await malformed_of(await app_client.post("/v1/events", data=raw, headers=headers))
+    assert error["type"] == "control_character" and "U+007F" in error["message"]
     assert await store.list_messages(tenant.tenant.id) == []
-    text = make_event(body="Linje 1\r\nLinje\t2 \\u0000 er tekst")
+    # a word processor's line and page breaks (vertical tab, form feed) are text too
+    text = make_event(body="Linje 1\r\nLinje\t2\u000b\u000c \\u0000 er tekst")
     resp = await app_client.post("/v1/events", json=text, headers=headers)
     assert resp.status == 202, await resp.text()
     [stored] = await store.list_messages(tenant.tenant.id)
-    assert stored.body == "Linje 1\r\nLinje\t2 \\u0000 er tekst"
+    assert stored.body == "Linje 1\r\nLinje\t2\u000b\u000c \\u0000 er tekst"

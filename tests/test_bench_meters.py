@@ -7,6 +7,7 @@ wait for a core at all.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -20,12 +21,14 @@ has_schedstat = pytest.mark.skipif(
     not Path("/proc/self/schedstat").exists(),
     reason="this kernel keeps no schedstat (CONFIG_SCHED_INFO): the figure reads None",
 )
-BUSY_ON_CPU0 = "import os; os.sched_setaffinity(0, {0})\nwhile True: pass"
+# one core this process may use (a cpuset may leave out core 0)
+CORE = min(os.sched_getaffinity(0))
+BUSY_ON_ONE_CORE = f"import os; os.sched_setaffinity(0, {{{CORE}}})\nwhile True: pass"
 
 
 @has_schedstat
 def test_three_busy_processes_on_one_core_each_wait_for_it() -> None:
-    busy = [subprocess.Popen([sys.executable, "-c", BUSY_ON_CPU0]) for _ in range(3)]
+    busy = [subprocess.Popen([sys.executable, "-c", BUSY_ON_ONE_CORE]) for _ in range(3)]
     sleeping = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
         time.sleep(0.3)  # both started and pinned

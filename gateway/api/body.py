@@ -6,8 +6,8 @@ the body is read as JSON whatever its label), a byte order mark, bytes that are 
 UTF-8, nesting deeper than ``MAX_DEPTH`` or a number longer than ``MAX_NUMBER_CHARS``
 are 400, before the parser could recurse or convert without bound. So are a key given
 twice in one object (which value was meant?) and a control character other than tab,
-line feed and carriage return in a string (a NUL in a subject would go on into every
-email and SMS).
+a line or a page break in a string (a NUL in a subject would go on into every email
+and SMS).
 Input is validated strictly, as JSON: ``0`` is no date, ``true`` no integer.
 """
 
@@ -35,10 +35,11 @@ MAX_NUMBER_CHARS = 40  # an int64 has 19 digits; a float's shortest repr fits in
 _STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _NOT_BRACKET = re.compile(r"[^\[\]{}]+")
 _UTF8 = frozenset({"utf-8", "utf8", "us-ascii", "ascii"})
-# A control character escaped in a JSON string (unescaped ones the parser refuses):
-# \u0000-\u001f but tab, line feed and carriage return, and \u007f; not when its
-# backslash is itself escaped (an even run of backslashes before the u).
-_CONTROL = re.compile(r"(?<!\\)(?:\\\\)*\\u00(?:0[0-8bcef]|1[0-9a-f]|7f)", re.IGNORECASE)
+# A control character in a JSON string: DEL as it is (the parser refuses the others
+# unescaped), or escaped: \u0000-\u001f but tab, line feed, vertical tab, form feed
+# and carriage return (text pasted from a word processor has the middle two), and
+# \u007f; not when its backslash is itself escaped (an even run of backslashes).
+_CONTROL = re.compile(r"\x7f|(?<!\\)(?:\\\\)*\\u00(?:0[0-8ef]|1[0-9a-f]|7f)", re.IGNORECASE)
 
 
 def validation_errors(exc: ValidationError) -> list[dict[str, Any]]:
@@ -83,15 +84,18 @@ def decode_utf8(raw: bytes) -> str:
         raise _malformed(f"the body is not UTF-8 (byte {exc.start})", "not_utf8") from exc
 
 
-def check_controls(text: str) -> None:
+def check_controls(text: str, offset: int = 0) -> None:
     """400 if a string of the JSON ``text`` holds a control character other than tab,
-    line feed and carriage return."""
+    line feed, vertical tab, form feed and carriage return (``offset``: where ``text``
+    starts in the body, for the position the error names)."""
     found = _CONTROL.search(text)
     if found is not None:
-        code = found.group(0)[-4:].upper()
+        raw = found.group(0) == "\x7f"
+        code = "007F" if raw else found.group(0)[-4:].upper()
         raise _malformed(
-            f"a string holds the control character U+{code} (character {found.end() - 6}); "
-            "only tab, line feed and carriage return are allowed",
+            f"a string holds the control character U+{code} (character "
+            f"{offset + found.end() - (1 if raw else 6)}); only tab, line and page breaks "
+            "are allowed",
             "control_character",
         )
 

@@ -67,6 +67,7 @@ def _element(text: str, pos: int, depth: int) -> tuple[Any, int]:
     value, end = DECODER.raw_decode(text, pos)
     if text[pos] in "[{":
         check_depth(text[pos:end], MAX_DEPTH - depth)
+    check_controls(text[pos:end], pos)  # element by element: the loop gets in between
     return value, end
 
 
@@ -91,7 +92,9 @@ def _members(text: str, pos: int, depth: int, keyed: bool) -> tuple[Any, int]:
         if keyed:
             if not text.startswith('"', pos):
                 raise json.JSONDecodeError("Expecting property name", text, pos)
-            key, pos = DECODER.raw_decode(text, pos)
+            key, end = DECODER.raw_decode(text, pos)
+            check_controls(text[pos:end], pos)
+            pos = end
             if key in pairs:
                 raise duplicate_key(key)
             pos = _expect(text, _skip(text, pos), ":", "':' delimiter")
@@ -117,7 +120,6 @@ def _value(text: str, pos: int, depth: int) -> tuple[Any, int]:
 def parse_in_pieces(raw: bytes) -> Any:
     """``parse_json(raw)``, in pieces (blocking: run it in a thread)."""
     text = decode_utf8(raw)
-    check_controls(text)
     pos = _skip(text, 0)
     try:
         if not text.startswith("{", pos):

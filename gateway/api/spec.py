@@ -51,8 +51,8 @@ ID: Mapping[str, Any] = {"minLength": 1, "maxLength": 128, "pattern": r"^[A-Za-z
 ERRORS: Mapping[int, str] = {
     400: "Malformed body: not UTF-8 (or with a byte order mark), JSON nested deeper"
     " than 32 levels, a number longer than 40 characters, a key given twice in one"
-    " object, a control character other than tab, line feed and carriage return in a"
-    " string, a form that cannot be read",
+    " object, a control character other than tab and line or page breaks in a string,"
+    " a form that cannot be read",
     401: "Missing or invalid credentials",
     403: "Not allowed for this caller",
     404: "Not found (or another tenant's)",

@@ -455,6 +455,8 @@ def _empty_line(view: MessageView, t: Any, waiting: bool) -> str:
     children (yet): to be sent, or sent to staff alone; "" when it has children."""
     if view.not_reached or view.reached:
         return ""
+    # scheduled, or accepted and not planned yet (a queue behind a broadcast)
+    waiting = waiting or view.message.planned_at is None
     return str(t["not_sent_yet"] if waiting else t["no_children"])
 
 
@@ -551,6 +553,14 @@ class ListQuery:
     def matches(self, message: Message) -> bool:
         return not self.category or message.category.value == self.category
 
+    def may_match(self, message: Message, hidden: str) -> bool:
+        """Whether the subject as shown could hold the search: the subject, or the
+        text that hides it (cheap, before the message's view is built)."""
+        if not self.q:
+            return True
+        q = self.q.casefold()
+        return q in " ".join(message.subject.split()).casefold() or q in hidden.casefold()
+
     def matches_subject(self, shown: str) -> bool:
         """The search is in the subject as shown: a hidden one finds nothing by the
         name it hides."""
@@ -601,7 +611,7 @@ async def messages_page(request: web.Request) -> web.Response:
             break
         for message in batch:
             cursor, cursor_id, scanned = message.created_at, message.id, scanned + 1
-            if not query.matches(message):
+            if not query.matches(message) or not query.may_match(message, t["protected_subject"]):
                 continue
             deliveries = await _store(ctx).list_deliveries(tenant_id, message.id)
             view = await _message_view(ctx, staff, message, deliveries)
