@@ -872,6 +872,9 @@ class AbsenceRecorded(Strict):
     data: AbsenceRecordedData
 
 
+NO_DAY = "give date or dates"  # an absence report names no day
+
+
 class AbsenceReportedData(Strict):
     """A guardian (or an adult pupil) reports an absence: one ``date`` or several ``dates``."""
 
@@ -885,7 +888,7 @@ class AbsenceReportedData(Strict):
     @model_validator(mode="after")
     def _some_day(self) -> AbsenceReportedData:
         if self.date is None and not self.dates:
-            raise ValueError("give date or dates")
+            raise ValueError(NO_DAY)
         return self
 
     def days(self) -> list[Day]:

@@ -799,3 +799,19 @@ async def test_handed_alert_sends_count_their_lease_from_when_they_are_stored(
     await rig.run()
     (sends,) = handed
     assert sends and {job.due_at for job in sends} == {rig.gw.clock.now() + timedelta(seconds=60)}
+
+
+async def test_a_report_from_the_app_without_a_day_names_the_bodys_field(rig: Rig) -> None:
+    """The app's body has no ``data``: its error says ``dates`` of the body, and a date
+    that is no date is that field's error alone."""
+    app = await rig.token("p1")
+    answers = []
+    for body in ({"child_id": "c1"}, {"child_id": "c1", "date": "2026-02-30"}):
+        async with rig.gw.session.post(
+            f"{rig.gw.url}/v1/me/absences", json=body, headers=app
+        ) as resp:
+            assert resp.status == 422, await resp.text()
+            answers.append([(e["loc"], e["message"]) for e in (await resp.json())["errors"]])
+    [(loc, message)] = answers[0]
+    assert loc == ["dates"] and "give date or dates" in message
+    assert [loc for loc, _ in answers[1]] == [["date"]]

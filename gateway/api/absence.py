@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from aiohttp import web
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationInfo, field_validator
 
 from gateway.absence import Absences, body_hash_of
 from gateway.api import spec
@@ -29,6 +29,7 @@ from gateway.auth import AuthStore, authenticate_bearer
 from gateway.constants import ABSENCE_RECORDED, ABSENCE_REPORTED
 from gateway.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from gateway.models import (
+    NO_DAY,
     AbsenceCancelled,
     AbsenceExplanation,
     AbsenceKind,
@@ -61,9 +62,18 @@ class AbsenceReport(Strict):
     id: Id | None = None  # the app's own id of this report: a retry with it changes nothing
     child_id: Id
     date: Day | None = None
-    dates: list[Day] = Field(default_factory=list, max_length=31)
+    # validated also when left out: the error names the body's own field, not the
+    # event's ``data`` the report becomes
+    dates: list[Day] = Field(default_factory=list, max_length=31, validate_default=True)
     kind: AbsenceKind = AbsenceKind.other
     text: str | None = Field(default=None, max_length=1000)
+
+    @field_validator("dates")
+    @classmethod
+    def _some_day(cls, dates: list[Day], info: ValidationInfo) -> list[Day]:
+        if not dates and "date" in info.data and info.data["date"] is None:
+            raise ValueError(NO_DAY)
+        return dates
 
 
 class AbsenceReply(Strict):
