@@ -334,7 +334,12 @@ async def test_staff_see_the_translations_on_the_message_page(
         assert "Oversettelser" in page
         assert "arabisk: maskinoversatt (libretranslate)" in page
         assert "polsk: avsenderens egen oversettelse" in page
-        assert "somali: originalen ble sendt, oversettelsen feilet (unsupported_language)" in page
+        # why, in words: not the stored code
+        assert (
+            "somali: originalen ble sendt, oversettelsen feilet "
+            "(tjenesten kan ikke dette språket)" in page
+        )
+        assert "unsupported_language" not in page
 
 
 async def test_a_guardians_reply_is_translated_for_staff_and_the_original_kept(
@@ -411,3 +416,22 @@ async def test_an_absence_explanation_is_translated_for_staff_and_the_original_k
         asked = [r for r in libre.requests if r["target"] == "nb"]
         assert len(asked) == 1 and asked[0]["source"] == "pl"
         assert "Barn gpl" not in json.dumps(asked, ensure_ascii=False)
+
+
+@pytest.mark.parametrize(
+    ("reason", "words"),
+    [
+        ("no_provider", "ingen oversettelsestjeneste er satt opp"),
+        ("provider_503", "tjenesten svarte med feil 503"),
+        ("timeout", "tjenesten svarte ikke i tide"),
+        ("something_new", "something_new"),  # a code we have no words for yet: as stored
+        (None, ""),
+    ],
+)
+def test_staff_read_why_a_translation_failed_in_words(reason: str | None, words: str) -> None:
+    from gateway.api.pages import load_texts
+    from gateway.api.staff_pages import _reason_text
+    from gateway.settings import Settings as AppSettings
+
+    texts = load_texts(AppSettings().templates_dir, "staff.toml")["nb"]
+    assert _reason_text(reason, texts) == words

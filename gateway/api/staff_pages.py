@@ -460,6 +460,16 @@ def _empty_line(view: MessageView, t: Any, waiting: bool) -> str:
     return str(t["not_sent_yet"] if waiting else t["no_children"])
 
 
+def _reason_text(reason: str | None, t: Any) -> str:
+    """Why a translation failed, in words (the code as stored where we have none)."""
+    if not reason:
+        return ""
+    words = t["translation_reasons"]
+    if reason.startswith("provider_") and reason[9:].isdigit():
+        return str(words["provider"].format(code=reason[9:]))
+    return str(words.get(reason, reason))
+
+
 async def _translation_lines(
     ctx: AppContext, message: Message, lang: str, t: Any, *, hidden: bool
 ) -> list[str]:
@@ -473,7 +483,7 @@ async def _translation_lines(
             continue
         language = language_name(code, lang)
         line = t[f"translation_{row.origin.value}"].format(
-            language=language, provider=row.provider or "", reason=row.reason or ""
+            language=language, provider=row.provider or "", reason=_reason_text(row.reason, t)
         )
         lines.append(line)
     return lines
