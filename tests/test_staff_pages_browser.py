@@ -209,7 +209,10 @@ async def test_teacher_signs_in_and_sees_who_was_not_reached_and_why(
         ):
             assert resp.status == 200
             assert resp.content_type == "text/csv"
-            rows = list(csv.reader(io.StringIO((await resp.read()).decode("utf-8-sig"))))
+            text = (await resp.read()).decode("utf-8-sig")
+            # columns by semicolons, as Excel with Norwegian settings reads them
+            assert text.startswith("Barn;Klasse;")
+            rows = list(csv.reader(io.StringIO(text), delimiter=";"))
         assert rows[0] == ["Barn", "Klasse", "Hvorfor ikke nådd", "Foresatte å ringe"]
         by_name = {r[0]: r for r in rows[1:]}
         assert by_name["Lise Elev"][1:] == ["5A", "Ikke lest ennå", "+4741100004"]

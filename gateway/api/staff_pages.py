@@ -684,7 +684,8 @@ async def not_reached_csv(request: web.Request) -> web.Response:
         return found
     staff, view = found
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\r\n")
+    # the column separator the staff member's spreadsheet expects (";" in Norwegian)
+    writer = csv.writer(out, delimiter=staff.texts["csv_delimiter"], lineterminator="\r\n")
     writer.writerow(staff.texts["csv_header"])
     for row in view.not_reached:
         # names come from the directory; numbers are E.164, checked on import
