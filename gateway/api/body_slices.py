@@ -65,9 +65,10 @@ def _element(text: str, pos: int, depth: int) -> tuple[Any, int]:
     """One JSON value at ``pos`` (nested ``depth`` levels deep in the body) and the
     position after it."""
     value, end = DECODER.raw_decode(text, pos)
+    piece = text[pos:end]
     if text[pos] in "[{":
-        check_depth(text[pos:end], MAX_DEPTH - depth)
-    check_controls(text[pos:end], pos)  # element by element: the loop gets in between
+        check_depth(piece, MAX_DEPTH - depth)
+    check_controls(piece, pos)  # element by element: the loop gets in between
     return value, end
 
 

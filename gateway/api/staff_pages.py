@@ -402,17 +402,20 @@ async def _message_view(
     # "guardians" where the message is about children; staff alone got it: "recipients"
     key = "summary" if view.children else "summary_recipients"
     summary = t[key].format(read=read, total=total, not_reached=len(rows_not))
-    subject = " ".join(message.subject.split())
-    if hides_subject(message, names):
-        subject = t["protected_subject"]
+    hidden = hides_subject(message, names)
+    subject = t["protected_subject"] if hidden else _plain_subject(message)
     group_ids = {
         g
         for c in shown
         if c in directory.persons and not names.hides(c)
         for g in directory.persons[c].group_ids
     }
-    hidden = hides_subject(message, names)
     return MessageView(message, subject, rows_not, rows_yes, summary, group_ids, hidden)
+
+
+def _plain_subject(message: Message) -> str:
+    """The subject on one line, as the pages show it (unless it is hidden)."""
+    return " ".join(message.subject.split())
 
 
 def _grouped(rows: list[ChildRow]) -> list[tuple[str, list[ChildRow]]]:
@@ -465,8 +468,9 @@ def _reason_text(reason: str | None, t: Any) -> str:
     if not reason:
         return ""
     words = t["translation_reasons"]
-    if reason.startswith("provider_") and reason[9:].isdigit():
-        return str(words["provider"].format(code=reason[9:]))
+    status = reason.removeprefix("provider_")
+    if status != reason and status.isdigit():
+        return str(words["provider"].format(code=status))
     return str(words.get(reason, reason))
 
 
@@ -560,16 +564,15 @@ class ListQuery:
         q = " ".join(request.query.get("q", "").split())[:200]
         return cls(category, group, q, before, before_id if before else None)
 
-    def matches(self, message: Message) -> bool:
-        return not self.category or message.category.value == self.category
-
-    def may_match(self, message: Message, hidden: str) -> bool:
-        """Whether the subject as shown could hold the search: the subject, or the
-        text that hides it (cheap, before the message's view is built)."""
-        if not self.q:
-            return True
-        q = self.q.casefold()
-        return q in " ".join(message.subject.split()).casefold() or q in hidden.casefold()
+    def matches(self, message: Message, hidden: str) -> bool:
+        """Whether ``message`` may be listed: its category, and a subject as shown that
+        could hold the search (the subject, or ``hidden``, the text that hides it):
+        cheap, before the message's view is built."""
+        if self.category and message.category.value != self.category:
+            return False
+        return not self.q or any(
+            self.q.casefold() in text.casefold() for text in (_plain_subject(message), hidden)
+        )
 
     def matches_subject(self, shown: str) -> bool:
         """The search is in the subject as shown: a hidden one finds nothing by the
@@ -621,7 +624,7 @@ async def messages_page(request: web.Request) -> web.Response:
             break
         for message in batch:
             cursor, cursor_id, scanned = message.created_at, message.id, scanned + 1
-            if not query.matches(message) or not query.may_match(message, t["protected_subject"]):
+            if not query.matches(message, t["protected_subject"]):
                 continue
             deliveries = await _store(ctx).list_deliveries(tenant_id, message.id)
             view = await _message_view(ctx, staff, message, deliveries)

@@ -820,6 +820,7 @@ class Bench:
     ) -> dict[str, Any]:
         assert self.town is not None
         deliveries = sum(emergency["planned"][c] for c in CHANNELS)
+        processes = len(self.gateways)
         ratios = {
             c: emergency["rates"][c] / ceil["rates"][c] if ceil["rates"][c] else 0.0
             for c in CHANNELS
@@ -863,8 +864,8 @@ class Bench:
             "rss_before_mb": round(emergency["rss_before_mb"], 1),
             "gateway_cpu_s": round(emergency["gateway_cpu_s"], 1),
             "gateway_cpu_to_idle_s": round(emergency["gateway_cpu_to_idle_s"], 2),
-            "loop_busy": round(_loop_busy(emergency, len(self.gateways)), 2),
-            "loop_waiting": _loop_waiting(emergency, len(self.gateways)),
+            "loop_busy": _loop_share(emergency["meters"].loop_cpu_s, emergency, processes),
+            "loop_waiting": _loop_share(emergency["meters"].loop_wait_s, emergency, processes),
             "lost": emergency["lost"],
             "duplicates": emergency["duplicates"],
             "concurrency": self.o.concurrency,
@@ -928,27 +929,15 @@ _SINK_OF = {"push": "fcm", "sms": "twilio", "email": "smtp"}
 _BUSY_QUEUES = ('budbringer_queue_depth{kind="plan"', 'budbringer_queue_depth{kind="send"')
 
 
-def _loop_busy(emergency: dict[str, Any], processes: int) -> float:
-    """The share of the hand-over a gateway process's event-loop thread was on a core
-    (its main thread's CPU seconds, per process). The rest of the time it was off a
-    core: waiting for I/O, for the store's thread, or for a core."""
-    loop_s = emergency["meters"].loop_cpu_s / max(processes, 1)
-    return float(loop_s / max(emergency["seconds"], 1e-9))
-
-
-def _waiting_text(share: float | None) -> str:
-    return "" if share is None else f", waiting for a core {share:.0%}"
-
-
-def _loop_waiting(emergency: dict[str, Any], processes: int) -> float | None:
-    """The share of the hand-over a gateway process's event-loop thread was ready to run
-    but waited for a core (the machine's other work had them all): with ``loop_busy``,
-    what is left is the time it truly waited for I/O or the store's thread."""
-    meters: Meters = emergency["meters"]
-    if meters.loop_wait_s is None:
+def _loop_share(loop_s: float | None, emergency: dict[str, Any], processes: int) -> float | None:
+    """Seconds of the gateway processes' event-loop threads as a share of the hand-over,
+    per process: on a core (``loop_busy``), or ready to run but waiting for a core
+    (``loop_waiting``; None where the kernel keeps no schedstat). What is left of the
+    hand-over the loop truly waited: for I/O or for the store's thread."""
+    if loop_s is None:
         return None
     seconds = max(float(emergency["seconds"]), 1e-9)
-    return round(meters.loop_wait_s / max(processes, 1) / seconds, 2)
+    return round(loop_s / max(processes, 1) / seconds, 2)
 
 
 def _others_cores(emergency: dict[str, Any]) -> float:
@@ -1078,7 +1067,7 @@ def table(result: dict[str, Any]) -> str:
         f"  lost {r['lost']}  duplicates {r['duplicates']}  "
         f"gateway peak RSS {r['peak_rss_mb']:.0f} MB (before: {r['rss_before_mb']:.0f} MB)  "
         f"gateway CPU {r['gateway_cpu_s']:.1f} s (event-loop thread busy {r['loop_busy']:.0%}"
-        + _waiting_text(r.get("loop_waiting"))
+        + ("" if r.get("loop_waiting") is None else f", waiting for a core {r['loop_waiting']:.0%}")
         + ")",
         "",
         *_channel_rows(r),
