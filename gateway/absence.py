@@ -235,6 +235,16 @@ def _main_event_id(message: Message) -> str:
     return message.event_id.partition(_SUFFIX)[0]
 
 
+def unit_of(snapshot: DirectorySnapshot, child_id: str, unit_id: str | None) -> Unit | None:
+    """The unit an absence is at: the one the event named, else the child's first one the
+    snapshot holds (its time zone says which day is today)."""
+    child = snapshot.persons.get(child_id)
+    for uid in [*([unit_id] if unit_id else []), *(child.unit_ids if child else [])]:
+        if uid in snapshot.units:
+            return snapshot.units[uid]
+    return None
+
+
 def part_message_id(tenant_id: str, event_id: str, part: str) -> str:
     """The message id of a part an absence event makes besides its own message: a report's
     ``confirmation`` and ``informed``, an alert's ``unreached`` notice."""
@@ -316,7 +326,7 @@ class Absences:
         read_at = self.audiences.now() if self.audiences is not None else 0.0
         snapshot = await self._child_snapshot(tenant_id, data.child_id, data.unit_id, data.group_id)
         now = self.clock.now()
-        unit = self._unit(snapshot, data.child_id, data.unit_id)
+        unit = unit_of(snapshot, data.child_id, data.unit_id)
         day = data.date or local_time(snapshot, now, unit).date()
         lesson_key = data.lesson.key() if data.lesson is not None else "day"
         stored = data.model_dump(mode="json", by_alias=True) | {"date": day.isoformat()}
@@ -363,7 +373,7 @@ class Absences:
         data = event.data
         snapshot = await self._child_snapshot(tenant_id, data.child_id, None, None)
         now = self.clock.now()
-        unit = self._unit(snapshot, data.child_id, None)
+        unit = unit_of(snapshot, data.child_id, None)
         if not self._has_rights(snapshot, data.child_id, data.guardian_id, now, unit):
             raise ValidationFailed(
                 "the reporter has no right to report for this child",
@@ -512,14 +522,6 @@ class Absences:
             )
         return await self.store.load_audience(tenant_id, Audience(children=[child_id]))
 
-    @staticmethod
-    def _unit(snapshot: DirectorySnapshot, child_id: str, unit_id: str | None) -> Unit | None:
-        child = snapshot.persons.get(child_id)
-        for uid in [*([unit_id] if unit_id else []), *(child.unit_ids if child else [])]:
-            if uid in snapshot.units:
-                return snapshot.units[uid]
-        return None
-
     def _has_rights(
         self,
         snapshot: DirectorySnapshot,
@@ -552,16 +554,13 @@ class Absences:
         """What the templates say about this absence: no reason for guardians, no note."""
         data = record.data
         child = snapshot.persons.get(record.child_id)
-        unit = self._unit(snapshot, record.child_id, data.get("unit_id"))
+        unit = unit_of(snapshot, record.child_id, data.get("unit_id"))
         group_id = data.get("group_id") or next(
             (g for g in (child.group_ids if child else []) if g in snapshot.groups), None
         )
         group = snapshot.groups.get(group_id) if group_id else None
         lesson = Lesson.model_validate(data["lesson"]) if data.get("lesson") else None
-        if record.kind == "recorded":
-            days = [date.fromisoformat(data["date"])]
-        else:
-            days = [date.fromisoformat(d) for d in data["days"]]
+        days = [date.fromisoformat(d) for d in record.days()]
         reporting = record.kind == "reported"
         # The reporter's reason goes to staff only (rule 10): never stored on the
         # deliveries of the confirmation or of the co-guardians' information.
@@ -688,7 +687,7 @@ class Absences:
             facts_from = await self.store.load_audience(
                 message.tenant_id, Audience(children=[record.child_id])
             )
-        unit = self._unit(facts_from, record.child_id, record.data.get("unit_id"))
+        unit = unit_of(facts_from, record.child_id, record.data.get("unit_id"))
         resolution = resolution_for(message, snapshot, now, unit)
         keep = await self._keep(message, record)
         alert = message.event_type == ABSENCE_RECORDED
@@ -963,7 +962,7 @@ class Absences:
             return False  # which child is unclear: staff read it as a plain reply
         child = children[0]
         snapshot = await self.store.load_audience(tenant_id, Audience(children=[child.id]))
-        today = local_time(snapshot, self.clock.now(), self._unit(snapshot, child.id, None)).date()
+        today = local_time(snapshot, self.clock.now(), unit_of(snapshot, child.id, None)).date()
         event = {
             "id": "sms-" + derive_id("twilio", provider_id)[:24],
             "type": ABSENCE_REPORTED,
@@ -1028,8 +1027,7 @@ class AbsenceStatus:
     @property
     def days(self) -> list[str]:
         """The days it is for (ISO dates): an alert's one, a report's each."""
-        data = self.record.data
-        return list(data.get("days") or [data["date"]])
+        return self.record.days()
 
     @property
     def persons(self) -> set[str]:

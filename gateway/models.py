@@ -951,6 +951,12 @@ class AbsenceRecord(BaseModel):
     cancelled_at: datetime | None = None
     cancel_event_id: str | None = None
 
+    def days(self) -> list[str]:
+        """The days it is for (ISO dates): an alert's one ``date``, a report's ``days``.
+        The one rule of an absence's days (the stores index records by it)."""
+        day = self.data.get("date")
+        return list(self.data.get("days") or ([day] if day else []))
+
 
 class AbsenceClaim(BaseModel):
     """What :meth:`Store.claim_absence` did with an event: ``new`` (stored as is),

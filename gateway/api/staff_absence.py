@@ -1,9 +1,9 @@
 """Staff pages for the day: absence and contact problems.
 
-* ``GET /staff/absence``: today's absence alerts and guardians' reports (Norwegian
-  time; a report made on an earlier day for today included) for the children of the
-  staff member's groups (the office: the unit), the explanations received, and who is
-  still unexplained, first.
+* ``GET /staff/absence``: today's absence alerts and guardians' reports (today where
+  the child's unit is; a report made on an earlier day for today included) for the
+  children of the staff member's groups (the office: the unit), the explanations
+  received, and who is still unexplained, first.
 * ``GET /staff/contacts``: guardians of those children whose number or email failed
   for good (the planner skips it until a re-import brings another one), so the
   office can ask for a new one.
@@ -14,35 +14,27 @@ Sign-in, scope and the naming of protected persons are the message pages' own
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any, Protocol
-from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
+from gateway.absence import AbsenceStatus, unit_of
 from gateway.api import spec
-from gateway.api.absence import absences
 from gateway.api.context import CTX, AppContext
 from gateway.api.pages import CSRF_FIELD, full_name, page_get, read_pages, render, respond, when
 from gateway.api.staff_pages import COOKIE_NOTE, SIGN_IN_AGAIN, Namer, Scope, signed_in_staff
-from gateway.constants import (
-    ABSENCE_RECORDED,
-    ABSENCE_REPORTED,
-    DEFAULT_TIME_ZONE,
-)
-from gateway.models import Audience, DirectorySnapshot, Message, Role
+from gateway.models import Audience, DirectorySnapshot, Role
+from gateway.planner import local_time
 from gateway.pseudonyms import NamesStore, names_for
 from gateway.sessions import PageUser
-from gateway.store.ports import MessageStore
+from gateway.store.ports import AbsenceStore
 
-SCAN_LIMIT = 2000  # messages looked at for today's absence at most
-# A report may name days ahead (a trip next week; ``dates`` holds 31 at most): the
-# page looks at the alerts and reports created this long before today for today's.
-REPORTED_AHEAD = timedelta(days=31)
-_BATCH = 200
+# Today in any time zone (UTC-12 to UTC+14) is the UTC date at one of these offsets.
+_ZONE_SPREAD = (timedelta(hours=-12), timedelta(0), timedelta(hours=14))
 
 
-class _Ports(NamesStore, MessageStore, Protocol):
+class _Ports(NamesStore, AbsenceStore, Protocol):
     """The store ports this module calls (the union stays in the wiring)."""
 
 
@@ -76,21 +68,30 @@ def _page(request: web.Request, staff: PageUser, name: str, current: str, **vari
     )
 
 
-async def _recent_absence(ctx: AppContext, tenant_id: str, start: datetime) -> list[Message]:
-    """Alerts and reports created since ``start``, newest first."""
-    found: list[Message] = []
-    cursor, scanned = None, 0
-    while scanned < SCAN_LIMIT:
-        batch = await _store(ctx).list_messages(tenant_id, limit=_BATCH, before=cursor)
-        for message in batch:
-            if message.created_at < start:
-                return found
-            if message.event_type in (ABSENCE_RECORDED, ABSENCE_REPORTED):
-                found.append(message)
-        if len(batch) < _BATCH:
-            break
-        cursor, scanned = batch[-1].created_at, scanned + len(batch)
-    return found
+async def _todays_absence(
+    ctx: AppContext, staff: PageUser
+) -> tuple[list[AbsenceStatus], DirectorySnapshot]:
+    """The alerts and reports, not cancelled, of the children in the staff member's scope
+    whose days include today where the child's unit is (whenever they were reported),
+    newest first, with a directory of those children and the staff member."""
+    tenant_id, now = staff.session.tenant_id, ctx.clock.now()
+    days = sorted({(now + shift).date().isoformat() for shift in _ZONE_SPREAD})
+    records = [r for r in await _store(ctx).absences_on(tenant_id, days) if r.cancelled_at is None]
+    directory = await _store(ctx).load_audience(
+        tenant_id,
+        Audience(children=sorted({r.child_id for r in records}), staff=[staff.person.id]),
+    )
+    scope = Scope.of(staff.person, directory)
+    statuses = []
+    for record in records:
+        child = directory.persons.get(record.child_id)
+        if child is None or not scope.covers(child):
+            continue
+        unit = unit_of(directory, record.child_id, record.data.get("unit_id"))
+        if local_time(directory, now, unit).date().isoformat() in record.days():
+            explanations = await _store(ctx).list_absence_explanations(tenant_id, record.message_id)
+            statuses.append(AbsenceStatus(record, explanations))
+    return statuses, directory
 
 
 async def absence_page(request: web.Request) -> web.Response:
@@ -98,31 +99,8 @@ async def absence_page(request: web.Request) -> web.Response:
     if isinstance(staff, web.Response):
         return staff
     ctx = request.app[CTX]
-    t, lang, tenant_id = staff.texts, staff.lang, staff.session.tenant_id
-    flows = absences(ctx)
-    statuses = []
-    # Today's absence (Norwegian time): the alerts and reports whose days include today,
-    # also those reported on an earlier day (the evening before, a week ahead).
-    midnight = (
-        ctx.clock.now()
-        .astimezone(ZoneInfo(DEFAULT_TIME_ZONE))
-        .replace(hour=0, minute=0, second=0, microsecond=0)
-    )
-    today = midnight.date().isoformat()
-    for message in await _recent_absence(ctx, tenant_id, midnight - REPORTED_AHEAD):
-        status = await flows.status(message)
-        if status is not None and status.record.cancelled_at is None and today in status.days:
-            statuses.append(status)
-    children = sorted({s.record.child_id for s in statuses})
-    directory = await _store(ctx).load_audience(
-        tenant_id, Audience(children=children, staff=[staff.person.id])
-    )
-    scope = Scope.of(staff.person, directory)
-    mine = [
-        s
-        for s in statuses
-        if (child := directory.persons.get(s.record.child_id)) is not None and scope.covers(child)
-    ]
+    t, lang = staff.texts, staff.lang
+    mine, directory = await _todays_absence(ctx, staff)
     namer = await _namer(ctx, staff, directory, set().union(*(s.persons for s in mine)))
     open_rows: list[dict[str, Any]] = []
     done_rows: list[dict[str, Any]] = []

@@ -633,7 +633,8 @@ class PolicyStore(Protocol):
 
 class AbsenceStore(Protocol):
     """Absence alerts and reports (gateway/absence.py): records, de-duplication of
-    repeated marks, guardians' explanations, alert phones, staff lookups."""
+    repeated marks, guardians' explanations, records by day, alert phones, staff
+    lookups."""
 
     async def claim_absence(
         self,
@@ -682,6 +683,11 @@ class AbsenceStore(Protocol):
         self, tenant_id: str, message_id: str
     ) -> list[AbsenceExplanation]:
         """The explanations of one alert, oldest first."""
+
+    async def absences_on(self, tenant_id: str, days: Sequence[str]) -> list[AbsenceRecord]:
+        """The records whose days (:meth:`AbsenceRecord.days`) include any of ``days``
+        (ISO dates), cancelled ones too, each once, newest first: a day's absence
+        whenever it was reported, without reading other days' records."""
 
     async def add_alert_phones(self, rows: Sequence[AlertPhone]) -> None:
         """Remember the phone numbers of an alert's recipients (a row again is kept once);

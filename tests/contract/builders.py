@@ -22,6 +22,7 @@ from gateway.models import (
     Person,
     Relation,
     Role,
+    Tenant,
     Unit,
     UnitKind,
     derive_id,
@@ -35,6 +36,16 @@ B = "tenant-b"
 
 def at(seconds: float) -> datetime:
     return T0 + timedelta(seconds=seconds)
+
+
+def tenant(tenant_id: str, created: datetime = T0) -> Tenant:
+    return Tenant(
+        id=tenant_id,
+        name=tenant_id,
+        api_key_hash="h-first-" + tenant_id,
+        webhook_secret="whsec_x",
+        created_at=created,
+    )
 
 
 def unit(uid: str, kind: UnitKind = UnitKind.school) -> Unit:

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import AsyncIterator, Callable, Iterator
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,6 +78,28 @@ BACKENDS: dict[str, StoreFactory] = {
     "redis": redis_backend,
     "redis-cluster": redis_cluster_backend,
 }
+
+
+def take_away(backend: Backend, sql: str, patterns: Sequence[str]) -> None:
+    """Delete stored data behind the store's back, as an older version's data lacked it:
+    ``sql`` on SQLite, the keys matching ``patterns`` (after the test's prefix) on Redis."""
+    import redis
+
+    if backend.name == "sqlite":
+        with sqlite3.connect(backend.location / "budbringer.db") as db:
+            db.execute(sql)
+        return
+    prefix = redis_prefix(backend.location)
+    clients = (
+        [redis.Redis.from_url(REDIS_URL)]
+        if backend.name == "redis"
+        else [redis.Redis(port=port) for port in _cluster[0].ports]
+    )
+    for client in clients:
+        with client:
+            for pattern in patterns:
+                for name in client.scan_iter(match=f"{prefix}:{pattern}"):
+                    client.unlink(name)
 
 
 def forget_keys(prefix: str) -> None:

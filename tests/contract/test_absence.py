@@ -1,6 +1,7 @@
 """Contract of the absence part of the Store: claiming marks (de-duplication and replays),
-cancelling, explanations, staff lookups and the settings override. Speaks only the
-Protocol."""
+cancelling, explanations, finding records by day, staff lookups and the settings
+override. Speaks only the Protocol, except where a test takes the day index away to make
+data as an older version left it."""
 
 from __future__ import annotations
 
@@ -18,8 +19,8 @@ from gateway.models import (
 )
 from gateway.store import Store
 
-from .builders import A, B, at, group, school_batch, unit
-from .conftest import Backend
+from .builders import A, B, at, group, school_batch, tenant, unit
+from .conftest import Backend, take_away
 
 KEY = "c1|2026-11-27|n2"
 WINDOW = timedelta(hours=2)
@@ -138,6 +139,67 @@ async def test_records_survive_reopen(backend: Backend) -> None:
     async with backend.open() as store:
         stored = await store.get_absence(A, "m-e1")
         assert stored is not None and stored.marks == ["e1", "e2"]
+
+
+def alert_on(event: str, seconds: float, day: str, *, tenant: str = A) -> AbsenceRecord:
+    data = {"child_id": "c1", "date": day, "lesson": {"number": 2}}
+    return record(event, seconds, key=f"c1|{day}|n2", tenant=tenant, data=data)
+
+
+def report_on(event: str, seconds: float, *days: str) -> AbsenceRecord:
+    data = {"child_id": "c1", "guardian_id": "p1", "date": None, "days": list(days)}
+    return record(event, seconds, key="", data=data).model_copy(update={"kind": "reported"})
+
+
+async def test_records_are_found_by_the_days_they_are_for(store: Store) -> None:
+    """A report made days ahead is found on each of its days, an alert on its date; a
+    repeated mark adds no second record; cancelled records are found too (the caller
+    decides); another tenant's and other days' are not."""
+    await claim(store, alert_on("e1", 0, "2026-11-27"))
+    await claim(store, alert_on("e2", 60, "2026-11-27"))  # a repeat: merged into e1
+    await claim(store, report_on("r1", 120, "2026-11-26", "2026-11-27", "2026-11-30"))
+    await claim(store, alert_on("e3", 180, "2026-11-26"))
+    await claim(store, alert_on("e4", 240, "2026-11-27", tenant=B))
+    await claim(store, alert_on("e5", 9 * 3600, "2026-11-27"))  # outside the window: new
+    assert await store.cancel_absence(A, "m-e5", "x5", at(9 * 3600 + 5)) is not None
+
+    def ids(records: list[AbsenceRecord]) -> list[str]:
+        return [r.message_id for r in records]
+
+    assert ids(await store.absences_on(A, ["2026-11-27"])) == ["m-e5", "m-r1", "m-e1"]
+    on_27 = await store.absences_on(A, ["2026-11-27"])
+    assert on_27[0].cancelled_at == at(9 * 3600 + 5)
+    assert on_27[2].marks == ["e1", "e2"]
+    assert ids(await store.absences_on(A, ["2026-11-26", "2026-11-30"])) == ["m-e3", "m-r1"]
+    assert ids(await store.absences_on(A, ["2026-11-30"])) == ["m-r1"]
+    assert await store.absences_on(A, ["2026-11-28"]) == []
+    assert await store.absences_on(A, []) == []
+    assert ids(await store.absences_on(B, ["2026-11-27"])) == ["m-e4"]
+
+
+async def test_records_from_before_the_day_index_are_found_after_reopening(
+    backend: Backend,
+) -> None:
+    """Records an older version stored (no day index) get their days when the store
+    opens, once."""
+    async with backend.open() as store:
+        await store.create_tenant(tenant(A))
+        await claim(store, alert_on("e1", 0, "2026-11-27"))
+        await claim(store, report_on("r1", 60, "2026-11-27", "2026-11-28"))
+    forget_absence_days(backend)
+    async with backend.open() as store:
+        found = await store.absences_on(A, ["2026-11-27"])
+        assert [r.message_id for r in found] == ["m-r1", "m-e1"]
+        assert [r.message_id for r in await store.absences_on(A, ["2026-11-28"])] == ["m-r1"]
+        await claim(store, alert_on("e2", 9 * 3600, "2026-11-28"))
+    async with backend.open() as store:  # opening again adds nothing twice
+        on_28 = await store.absences_on(A, ["2026-11-28"])
+        assert [r.message_id for r in on_28] == ["m-e2", "m-r1"]
+
+
+def forget_absence_days(backend: Backend) -> None:
+    """Take the day index away, as data written before it existed looked."""
+    take_away(backend, "DELETE FROM absence_days", (f"{{{A}}}:absday:*", f"{{{A}}}:absdayv"))
 
 
 def explanation(eid: str, seconds: float, *, text: str = "feber") -> AbsenceExplanation:

@@ -4,29 +4,22 @@ except where a test takes the key rows away to make data as an older version lef
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import UTC, datetime, timedelta
 
 import pytest
-import redis
 
 from gateway.errors import Conflict
 from gateway.models import FIRST_KEY_SCOPES, ApiKey, Scope, Tenant, first_key_id
 from gateway.store import Store
 
-from .conftest import REDIS_URL, Backend, _cluster, redis_prefix
+from .builders import tenant as tenant_at
+from .conftest import Backend, take_away
 
 T0 = datetime(2026, 11, 2, 8, 0, tzinfo=UTC)
 
 
 def tenant(tenant_id: str) -> Tenant:
-    return Tenant(
-        id=tenant_id,
-        name=tenant_id,
-        api_key_hash="h-first-" + tenant_id,
-        webhook_secret="whsec_x",
-        created_at=T0,
-    )
+    return tenant_at(tenant_id, T0)
 
 
 def key(key_id: str, tenant_id: str, *scopes: Scope, expires: datetime | None = None) -> ApiKey:
@@ -94,21 +87,7 @@ async def test_a_revoked_key_stays_revoked_and_only_its_tenant_revokes_it(store:
 
 def forget_key_rows(backend: Backend) -> None:
     """Take every key row away, as data written before keys had rows looked."""
-    if backend.name == "sqlite":
-        with sqlite3.connect(backend.location / "budbringer.db") as db:
-            db.execute("DELETE FROM api_keys")
-        return
-    prefix = redis_prefix(backend.location)
-    clients = (
-        [redis.Redis.from_url(REDIS_URL)]
-        if backend.name == "redis"
-        else [redis.Redis(port=port) for port in _cluster[0].ports]
-    )
-    for client in clients:
-        with client:
-            for pattern in ("apikey*", "tkeys:*"):
-                for name in client.scan_iter(match=f"{prefix}:{{tenants}}:{pattern}"):
-                    client.unlink(name)
+    take_away(backend, "DELETE FROM api_keys", ("{tenants}:apikey*", "{tenants}:tkeys:*"))
 
 
 async def test_old_single_keys_get_their_rows_when_the_store_opens(backend: Backend) -> None:

@@ -134,7 +134,7 @@ def absence(msg: Message, key: str) -> AbsenceRecord:
         kind="recorded",
         child_id="c1",
         key=key,
-        data={"child_id": "c1"},
+        data={"child_id": "c1", "date": key.split("|")[1]},
         marks=[msg.event_id],
         created_at=msg.created_at,
         updated_at=msg.created_at,
@@ -178,7 +178,9 @@ async def test_purge_removes_old_absence_records_with_event_ids_and_explanations
         assert await store.find_absence(A, event_id=event_id) is None
     assert await store.find_absence(A, key=old_key) is None
     assert await store.list_absence_explanations(A, old.message_id) == []
+    assert await store.absences_on(A, ["2026-11-27"]) == []
     # what is newer stays
+    assert await store.absences_on(A, ["2028-01-01"]) == [new]
     assert await store.get_absence(A, new.message_id) == new
     assert await store.find_absence(A, event_id="abs-new") == new
     assert await store.find_absence(A, key=new_key) == new

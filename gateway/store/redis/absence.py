@@ -4,7 +4,9 @@ Under the tenant's hash tag: ``P:{t}:abs:<message>`` (a record's JSON),
 ``P:{t}:absev:<event>`` ("<message>\\x1f<body hash>" for every event id claimed),
 ``P:{t}:abskey:<key>`` (the message id of the key's latest record),
 ``P:{t}:absx:<message>`` / ``absxl:<message>`` (explanations by id, and their order),
-``P:{t}:absidx`` (message ids by creation time, for the purge).
+``P:{t}:absidx`` (message ids by creation time, for the purge),
+``P:{t}:absday:<day>`` (the message ids of the records for that day, an ISO date;
+``absdayv`` is set once the tenant's records from before these sets are in them).
 All of them expire with the retention, like the messages they belong to, and
 ``purge_before`` removes them earlier (:meth:`RedisAbsence.purge`). A claim is
 one WATCHed transaction over the event's and the key's keys, so two racing marks never
@@ -15,6 +17,7 @@ the directory, so redis/directory.py answers it.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -119,6 +122,9 @@ class RedisAbsence(RedisFeature):
                         t(K.ABSENCE_INDEX), {stored.message_id: us(stored.created_at)}, nx=True
                     )
                     pipe.expire(t(K.ABSENCE_INDEX), self._db.ttl)
+                    for day in stored.days():
+                        pipe.sadd(t(K.ABSENCE_DAY, day), stored.message_id)
+                        pipe.expire(t(K.ABSENCE_DAY, day), self._db.ttl)
                     feeds = claim.outcome == "new" and unrouted is not None
                     if feeds:
                         queue_change(
@@ -210,6 +216,39 @@ class RedisAbsence(RedisFeature):
             self._redis, _ADD_EXPLANATION, [self._db.anchor(explanation.tenant_id)], args
         )
         return bool(added)
+
+    async def absences_on(self, tenant_id: str, days: Sequence[str]) -> list[AbsenceRecord]:
+        t = self._db.tk(tenant_id)
+        ids: set[str] = set()
+        for day in days:
+            ids.update(await self._redis.smembers(t(K.ABSENCE_DAY, day)))
+        ordered = sorted(ids)
+        docs = await self._redis.mget([t(K.ABSENCE, i) for i in ordered]) if ordered else []
+        # A member whose record the retention took is skipped (its set expires after it).
+        found = [_record(doc) for doc in docs if doc is not None]
+        return sorted(found, key=lambda r: (-r.created_at.timestamp(), r.message_id))
+
+    async def index_days(self, tenant_ids: Sequence[str]) -> None:
+        """Put the records of tenants from before the ``absday`` sets into them, once per
+        tenant (at open; idempotent, any process)."""
+        for tenant_id in tenant_ids:
+            t = self._db.tk(tenant_id)
+            if await self._redis.exists(t(K.ABSENCE_DAYS_INDEXED)):
+                continue
+            ids: list[str] = await self._redis.zrange(t(K.ABSENCE_INDEX), 0, -1)
+            for start in range(0, len(ids), PURGE_BATCH):
+                chunk = ids[start : start + PURGE_BATCH]
+                docs = await self._redis.mget([t(K.ABSENCE, i) for i in chunk])
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for doc in docs:
+                        if doc is None:
+                            continue
+                        record = _record(doc)
+                        for day in record.days():
+                            pipe.sadd(t(K.ABSENCE_DAY, day), record.message_id)
+                            pipe.expire(t(K.ABSENCE_DAY, day), self._db.ttl)
+                    await pipe.execute()
+            await self._redis.set(t(K.ABSENCE_DAYS_INDEXED), "1")
 
     async def list_absence_explanations(
         self, tenant_id: str, message_id: str

@@ -43,8 +43,9 @@ The keys (``{t}`` a tenant's tag):
   (escalation, scopes)
 * `P:{t}:wh:ep`, `wh:on` — webhook endpoints; "has an enabled endpoint"
 * `P:{t}:abs:<msg>`, `absev:<event>`, `abskey:<key>`, `absx:<msg>`, `absxl:<msg>`,
-  `absidx` — absence records, claimed event ids, latest record per key, explanations,
-  records by creation time (retention)
+  `absidx`, `absday:<day>`, `absdayv` — absence records, claimed event ids, latest
+  record per key, explanations, records by creation time (retention), records by the
+  days they are for, "this tenant's older records are in `absday`"
 * `P:{q}:s:<kind>`, `z:<kind>`, `u:<kind>`, `j:<id>`, `kinds`, `next`, `clock`, `lease` —
   the work queue (`u:` the urgent lane; `next` a lower bound of each waiting set's
   earliest due time, which claims read to skip the sets with nothing due; `lease` the
@@ -150,6 +151,8 @@ ABSENCE_KEY: Final = Family("abskey")
 EXPLANATIONS: Final = Family("absx")
 EXPLANATION_LIST: Final = Family("absxl")
 ABSENCE_INDEX: Final = "absidx"
+ABSENCE_DAY: Final = Family("absday")
+ABSENCE_DAYS_INDEXED: Final = "absdayv"
 # webhooks (redis/webhooks.py): the tenant's endpoints and change feed
 WEBHOOK_ENDPOINTS: Final = "wh:ep"
 WEBHOOKS_ON: Final = "wh:on"

@@ -115,7 +115,7 @@ class RedisStore:
         self._tenants = tenants = RedisTenants(db, api_keys)
         self._webhooks = webhooks = RedisWebhooks(db)
         self._jobs = jobs
-        absence = RedisAbsence(db)
+        self._absence = absence = RedisAbsence(db)
         retention = RedisRetention(
             db, tenants=tenants, absence=absence, webhooks=webhooks, owners=owners
         )
@@ -234,6 +234,7 @@ class RedisStore:
         self.cancel_absence = absence.cancel_absence
         self.add_absence_explanation = absence.add_absence_explanation
         self.list_absence_explanations = absence.list_absence_explanations
+        self.absences_on = absence.absences_on
         self.add_alert_phones = phones.add_alert_phones
         self.alert_phones = phones.alert_phones
 
@@ -252,6 +253,7 @@ class RedisStore:
             await self._db.load_scripts()
             await self._webhooks.sweep_feeds()
             await self._tenants.migrate_api_keys()
+            await self._absence.index_days([t.id for t in await self._tenants.list_tenants()])
         except BaseException:
             await client.aclose()
             self._db.client = None

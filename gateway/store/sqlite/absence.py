@@ -1,6 +1,8 @@
 """SQLite tables and queries of absence: records, claimed event ids, explanations.
 
-``absences`` holds one row per alert or report (by its message id);
+``absences`` holds one row per alert or report (by its message id), and
+``absence_days`` a row per day it is for (an alert's one day is fixed by its key, a
+report's days by its event: neither changes after the insert);
 ``absence_events`` maps every event id claimed for an absence (the first mark and the
 repeated marks folded into it) to its record and the body hash it came with, so a
 replayed event gets the same answer. ``staff_members`` reads the directory, so
@@ -90,6 +92,10 @@ async def _merge(
 
 
 async def _insert(db: aiosqlite.Connection, record: AbsenceRecord) -> None:
+    await db.executemany(
+        "INSERT OR IGNORE INTO absence_days (tenant_id, day, message_id) VALUES (?, ?, ?)",
+        [(record.tenant_id, day, record.message_id) for day in record.days()],
+    )
     await db.execute(
         f"INSERT OR IGNORE INTO absences ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
@@ -123,7 +129,27 @@ async def purge_absences(db: aiosqlite.Connection, before: int) -> None:
         "(SELECT tenant_id, message_id FROM absences WHERE created_at < ?)",
         (before,),
     )
+    await db.execute(
+        "DELETE FROM absence_days WHERE (tenant_id, message_id) IN "
+        "(SELECT tenant_id, message_id FROM absences WHERE created_at < ?)",
+        (before,),
+    )
     await db.execute("DELETE FROM absences WHERE created_at < ?", (before,))
+
+
+async def index_absence_days(db: aiosqlite.Connection) -> None:
+    """Give the records of a database from before ``absence_days`` their days, once (at
+    open, in the schema's transaction): the table is empty only then, or when there are
+    no records to index."""
+    if await db.execute_fetchall("SELECT 1 FROM absence_days LIMIT 1"):
+        return
+    await db.execute(
+        "INSERT OR IGNORE INTO absence_days (tenant_id, day, message_id) "
+        "SELECT a.tenant_id, d.value, a.message_id FROM absences AS a, json_each("
+        "CASE WHEN json_type(a.data, '$.days') = 'array' THEN json_extract(a.data, '$.days') "
+        "ELSE json_array(json_extract(a.data, '$.date')) END) AS d "
+        "WHERE d.value IS NOT NULL"
+    )
 
 
 class SqliteAbsence(SqliteFeature):
@@ -141,6 +167,10 @@ class SqliteAbsence(SqliteFeature):
     CREATE INDEX IF NOT EXISTS absences_by_key ON absences (tenant_id, key, created_at)
         WHERE key != '';
     CREATE INDEX IF NOT EXISTS absences_by_created ON absences (created_at);
+    CREATE TABLE IF NOT EXISTS absence_days (
+        tenant_id TEXT NOT NULL, day TEXT NOT NULL, message_id TEXT NOT NULL,
+        PRIMARY KEY (tenant_id, day, message_id)
+    ) WITHOUT ROWID;
     CREATE TABLE IF NOT EXISTS absence_events (
         tenant_id TEXT NOT NULL, event_id TEXT NOT NULL, message_id TEXT NOT NULL,
         body_hash TEXT NOT NULL,
@@ -268,6 +298,19 @@ class SqliteAbsence(SqliteFeature):
                     db, explanation.tenant_id, WEBHOOK_ABSENCE_EXPLAINED, change, explanation.at
                 )
             return new
+
+    async def absences_on(self, tenant_id: str, days: Sequence[str]) -> list[AbsenceRecord]:
+        if not days:
+            return []
+        marks = ", ".join("?" * len(days))
+        async with self._db.read() as db:
+            rows = await db.execute_fetchall(
+                f"SELECT {_COLUMNS} FROM absences WHERE tenant_id = ? AND message_id IN "
+                f"(SELECT message_id FROM absence_days WHERE tenant_id = ? AND day IN ({marks})) "
+                "ORDER BY created_at DESC, message_id",
+                (tenant_id, tenant_id, *days),
+            )
+        return [_record(row) for row in rows]
 
     async def list_absence_explanations(
         self, tenant_id: str, message_id: str

@@ -62,7 +62,7 @@ from gateway.store.directory_apply import CHUNK_ROWS, ChunkHook
 from gateway.store.lanes import DEFAULT_NORMAL_SHARE
 from gateway.store.records import FlagHistoryEntry, SendOutcome
 from gateway.store.schedules import Schedules
-from gateway.store.sqlite.absence import SqliteAbsence
+from gateway.store.sqlite.absence import SqliteAbsence, index_absence_days
 from gateway.store.sqlite.alert_phones import SqliteAlertPhones
 from gateway.store.sqlite.api_keys import SqliteApiKeys, migrate_api_keys
 from gateway.store.sqlite.attachments import SqliteAttachments
@@ -135,6 +135,7 @@ class SqliteStore:
             await add_job_lanes(db)
             await drop_unused_lookup_indexes(db)
             await migrate_api_keys(db)
+            await index_absence_days(db)
             rows = list(await db.execute_fetchall("SELECT version FROM schema_version"))
             if not rows:
                 await db.execute(
@@ -615,6 +616,9 @@ class SqliteStore:
         self, tenant_id: str, message_id: str
     ) -> list[AbsenceExplanation]:
         return await self._absence.list_absence_explanations(tenant_id, message_id)
+
+    async def absences_on(self, tenant_id: str, days: Sequence[str]) -> list[AbsenceRecord]:
+        return await self._absence.absences_on(tenant_id, days)
 
     async def add_alert_phones(self, rows: Sequence[AlertPhone]) -> None:
         await self._alert_phones.add_alert_phones(rows)

@@ -12,6 +12,11 @@ for _, mid in ipairs(ids) do
       local v = redis.call('GET', k)
       if v and string.sub(v, 1, #mid + 1) == mid .. '\31' then redis.call('DEL', k) end
     end
+    local days = r.data.days
+    if type(days) ~= 'table' or #days == 0 then days = {r.data.date} end
+    for _, day in ipairs(days) do
+      if type(day) == 'string' then redis.call('SREM', tp .. K.ABSENCE_DAY .. day, mid) end
+    end
     if r.key ~= '' then
       local k = tp .. K.ABSENCE_KEY .. r.key
       if redis.call('GET', k) == mid then redis.call('DEL', k) end
