@@ -257,6 +257,20 @@ async def test_pressing_the_button_records_the_read(
     await page.close()
 
 
+async def test_the_page_leads_to_the_guardians_own_pages(
+    live: Live, context: BrowserContext
+) -> None:
+    """Below the message: a link to all of the guardian's messages, absence and settings
+    (the same token under /p/ opens their session), in their language."""
+    page, _, problems = await open_page(context, live.link("nn"))
+    await page.get_by_role("link", name="Alle meldingar, fråvær og varslingsinnstillingar").click()
+    await page.wait_for_url("**/p/inbox")
+    assert await page.locator("h1").count() == 1
+    assert "Foreldremøte for 5A tirsdag 1. desember" in await page.locator("main").inner_text()
+    assert problems == []
+    await page.close()
+
+
 async def test_keyboard_only_with_a_visible_focus(live: Live, context: BrowserContext) -> None:
     seeded = live.deliveries["nb-keyboard"]
     page, _, _ = await open_page(context, live.link("nb-keyboard"))

@@ -71,8 +71,10 @@ async def seed(
     body: str = "Velkommen tirsdag kl. 18.\nHilsen Solvang",
     event_id: str = "evt-1",
     state: DeliveryStatus = DeliveryStatus.delivered,
+    recipient: tuple[str, Role] = ("p1", Role.guardian),
 ) -> Seeded:
-    """A message to guardian p1 (DIRECTORY) by email and in-app, both delivered."""
+    """A message to guardian p1 (DIRECTORY; or ``recipient``) by email and in-app, both
+    delivered."""
     now = clock.now()
     message = Message(
         id=f"m-{event_id}",
@@ -101,11 +103,11 @@ async def seed(
     deliveries = []
     for channel in (ChannelName.email, ChannelName.inapp):
         delivery = Delivery(
-            id=Delivery.make_id(tenant_id, event_id, "p1", channel),
+            id=Delivery.make_id(tenant_id, event_id, recipient[0], channel),
             tenant_id=tenant_id,
             message_id=message.id,
-            recipient_id="p1",
-            recipient_role=Role.guardian,
+            recipient_id=recipient[0],
+            recipient_role=recipient[1],
             channel=channel,
             address="ola@example.no" if channel == ChannelName.email else None,
             language=language,
@@ -407,6 +409,19 @@ async def test_page_language(
     plain = html.replace("<bdi>", "").replace("</bdi>", "")
     for text in texts:
         assert text in plain
+
+
+async def test_a_guardians_page_leads_to_their_own_pages_a_staff_members_does_not(
+    app_client: Client, store: Store, clock: ManualClock, tenant: TenantCreds, directory: Any
+) -> None:
+    for event_id, recipient, linked in (
+        ("evt-g", ("p1", Role.guardian), True),
+        ("evt-s", ("t1", Role.staff), False),
+    ):
+        seeded = await seed(store, clock, tenant.tenant.id, event_id=event_id, recipient=recipient)
+        token = make_read_token(SECRET, seeded.email_id, clock.now() + timedelta(days=1))
+        html = await (await app_client.get(f"/r/{token}")).text()
+        assert (f'<a href="../p/{token}">Alle meldinger' in html) is linked, recipient
 
 
 async def test_staff_text_is_escaped_and_emergency_marked(

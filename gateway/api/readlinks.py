@@ -44,6 +44,7 @@ from gateway.models import (
     Delivery,
     DeliveryStatus,
     Message,
+    Role,
 )
 from gateway.readlinks import csrf_field, csrf_valid, open_read_token
 from gateway.tracker import ReadStore
@@ -219,6 +220,8 @@ async def read_page(request: web.Request) -> web.Response:
         csrf=csrf_field(ctx.secret, token),
         read=delivery.status is DeliveryStatus.read or (done and delivery.status in FAILED),
         done=done,
+        # The same token under /p/ opens the guardian's own pages (a session of theirs).
+        parent_link=None if delivery.recipient_role is Role.staff else f"../p/{token}",
     )
     return _respond(html)
 
