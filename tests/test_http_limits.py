@@ -1,10 +1,12 @@
-"""Slow and greedy clients against the real server (Service on a port, raw sockets):
-a dribbled request head and a dribbled body are cut off, connections are capped."""
+"""Slow, greedy and malformed clients against the real server (Service on a port, raw
+sockets): a dribbled request head and a dribbled body are cut off, connections are
+capped, what the HTTP parser refuses is answered in JSON."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 
 import pytest
@@ -129,3 +131,55 @@ async def test_connections_over_the_limit_get_503(settings: Settings, clock: Man
                     break
             await asyncio.sleep(0.05)
         assert resp.status == 200
+
+
+TOKEN = "A" * 64  # a read link's token in the path: it must never reach a log line
+
+
+@pytest.mark.parametrize(
+    ("raw", "code"),
+    [
+        (f"GET /r/{TOKEN}?x={'B' * 9000} HTTP/1.1\r\nHost: x\r\n\r\n", "line_too_long"),
+        (f"GET /r/{TOKEN} HTTP/1.1\r\nHost: x\r\nX-Big: {'C' * 9000}\r\n\r\n", "line_too_long"),
+        (f"GET /r/{TOKEN}\x01 HTTP/1.1\r\nHost: x\r\n\r\n", "bad_url"),
+        ("\x16\x03\x01 hello\r\n\r\n", "bad_method"),  # TLS to the plain port
+        (
+            f"GET /r/{TOKEN} HTTP/1.1\r\nHost: x\r\nBad Header: ola@example.no\r\n\r\n",
+            "bad_request",
+        ),
+        (
+            "POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+            "Transfer-Encoding: chunked\r\n\r\n",
+            "bad_request",
+        ),
+    ],
+)
+async def test_what_the_http_parser_refuses_is_a_json_400_and_an_info_line(
+    gateway: Gateway, caplog: pytest.LogCaptureFixture, raw: str, code: str
+) -> None:
+    """aiohttp answers these before any middleware: plain text, logged as an error with
+    a traceback quoting the client's bytes. Here: JSON, and one info line with the code."""
+    reader, writer = await connect(gateway)
+    with caplog.at_level(logging.DEBUG):
+        writer.write(raw.encode("latin-1"))
+        await writer.drain()
+        answer = await closed_by_server(reader)
+    writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.split(b"\r\n")[0].endswith(b" 400 Bad Request"), answer[:200]
+    assert b"Content-Type: application/json" in head
+    assert json.loads(body)["error"] == code
+    assert TOKEN.encode() not in body and b"ola@" not in body
+    lines = [
+        (r.levelno, r.getMessage())
+        for r in caplog.records
+        if r.name.startswith(("aiohttp", "gateway"))
+    ]
+    assert (logging.INFO, "malformed request") in lines, lines
+    assert all(level < logging.WARNING for level, _ in lines), lines
+    assert not any(r.exc_info for r in caplog.records)
+    # the server still answers the next request
+    reader, writer = await connect(gateway)
+    writer.write(b"GET /v1/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert (await closed_by_server(reader)).startswith(b"HTTP/1.1 ")
+    writer.close()

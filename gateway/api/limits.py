@@ -11,22 +11,31 @@ limits").
 * **Connections**: at most ``max_connections`` open at once; one more is answered
   ``503`` and closed at once (:class:`ConnectionLimit`).
 * **Body size** per route: :func:`body_limit`.
+* **Malformed requests**: a request line or header over 8,190 bytes, a character a URL
+  may not hold, a broken header. aiohttp answers these itself, before any middleware;
+  :func:`json_errors` makes that answer the JSON every other 4xx is, and its log line
+  an ``info`` with the error code (aiohttp's own is an ``error`` with a traceback
+  quoting the client's bytes).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Callable
 from typing import Any
 
+from aiohttp import http_exceptions as bad
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
 
 from gateway.api.context import CTX
 from gateway.errors import RequestTimeout
 from gateway.settings import HttpSettings, Settings
 
 Handler = Callable[[web.Request], Any]
+log = logging.getLogger(__name__)
 
 
 def runner_options(http: HttpSettings) -> dict[str, Any]:
@@ -85,6 +94,56 @@ _BUSY = json.dumps(
 ).encode()
 
 
+# What a request aiohttp could not parse did wrong: the first class it is an instance of.
+_MALFORMED: tuple[tuple[type[Exception], str, str], ...] = (
+    (bad.LineTooLong, "line_too_long", "the request line or a header is longer than 8190 bytes"),
+    (bad.InvalidURLError, "bad_url", "the path or query holds a character a URL may not"),
+    (bad.BadHttpMethod, "bad_method", "the request does not start with an HTTP method"),
+    (bad.BadStatusLine, "bad_request_line", "the request line is not METHOD PATH HTTP/1.1"),
+    (bad.InvalidHeader, "bad_header", "a header's name or value is malformed"),
+)
+
+
+def _malformed(exc: BaseException | None) -> tuple[str, str]:
+    for kind, code, message in _MALFORMED:
+        if isinstance(exc, kind):
+            return code, message
+    return "bad_request", "the request line or a header is not valid HTTP/1.1"
+
+
+class _JsonErrors(RequestHandler):
+    """aiohttp's handler of one connection, answering what it cannot parse in JSON."""
+
+    __slots__ = ()
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if status >= 500:
+            return super().handle_error(request, status, exc, message)
+        code, text = _malformed(exc)
+        log.info("malformed request", extra={"status": status, "error": code})
+        if request.writer.output_size > 0:
+            raise ConnectionError("a response was sent already")
+        response = web.json_response({"error": code, "message": text}, status=status)
+        response.force_close()
+        return response
+
+
+def json_errors(protocol: asyncio.Protocol) -> asyncio.Protocol:
+    """Answer what aiohttp cannot parse (it answers before any middleware) in JSON, as
+    every other 4xx, and log it as ``info`` with its code: never the client's bytes,
+    which may hold a link token. Its 5xx answers stay aiohttp's own. (aiohttp's server
+    makes the handler; it gets this subclass's ``handle_error``, and nothing else.)"""
+    if type(protocol) is RequestHandler:
+        protocol.__class__ = _JsonErrors
+    return protocol
+
+
 class _Busy(asyncio.Protocol):
     """Answers a connection over the limit with 503 and closes it."""
 
@@ -139,7 +198,7 @@ class ConnectionLimit:
         if self.open >= self._limit:
             return _Busy()
         self.open += 1
-        return _Counted(self._factory(), self)
+        return _Counted(json_errors(self._factory()), self)
 
 
 async def listen(runner: web.AppRunner, settings: Settings) -> asyncio.Server:
