@@ -2,7 +2,9 @@
 
 Email becomes one ``<directory>/email/<delivery id>.eml`` per delivery (the very
 message ``EmailChannel`` would send); any other channel appends one JSON line per
-delivery to ``<directory>/<channel>.jsonl``, with the address masked.
+delivery to ``<directory>/<channel>.jsonl``, with the address masked. An SMS counts
+its segments as the SMS channel would (its full text; the outbox knows no
+``SMS__MAX_SEGMENTS``), so the status API's ``sms_segments`` means the same in a demo.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from channels.email import build_email
+from channels.gsm import count_segments
 from gateway.models import Delivery, DeliveryStatus, Receipt, Rendered
 
 DEFAULT_SENDER = "Budbringer <noreply@budbringer.invalid>"
@@ -62,11 +65,14 @@ class OutboxChannel:
 
     async def send(self, delivery: Delivery, content: Rendered) -> Receipt:
         """Write the delivery to the outbox."""
+        segments = count_segments(content.text) if self.channel == "sms" else None
         if self.channel == "email":
             await self._write_email(delivery, content)
         else:
-            await self._append_line(delivery, content)
-        return Receipt(status=DeliveryStatus.sent, provider_id=f"outbox:{delivery.id}")
+            await self._append_line(delivery, content, segments)
+        return Receipt(
+            status=DeliveryStatus.sent, provider_id=f"outbox:{delivery.id}", segments=segments
+        )
 
     async def _write_email(self, delivery: Delivery, content: Rendered) -> None:
         message = build_email(delivery, content, self._sender, self._public_url)
@@ -83,7 +89,9 @@ class OutboxChannel:
 
         await asyncio.to_thread(write)
 
-    async def _append_line(self, delivery: Delivery, content: Rendered) -> None:
+    async def _append_line(
+        self, delivery: Delivery, content: Rendered, segments: int | None
+    ) -> None:
         record: dict[str, Any] = {
             "at": datetime.now(UTC).isoformat(),
             "delivery_id": delivery.id,
@@ -95,6 +103,7 @@ class OutboxChannel:
             "subject": content.subject,
             "text": content.text,
             "short": content.short,
+            **({"segments": segments} if segments is not None else {}),
         }
         line = json.dumps(record, ensure_ascii=False) + "\n"
         path = self._directory / f"{self.channel}.jsonl"

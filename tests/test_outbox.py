@@ -80,11 +80,15 @@ async def test_other_channels_append_json_lines(tmp_path: Path) -> None:
     await push.send(delivery(99, "push", "fcm-token-abcdefghijkl", target="dev1"), content)
 
     assert {r.provider_id for r in receipts} == {f"outbox:d{n:03d}" for n in range(30)}
+    assert {r.segments for r in receipts} == {1}  # counted as the SMS channel counts them
+    long = content.model_copy(update={"text": "Skulen er stengd i dag. " * 10})
+    assert (await sms.send(delivery(50, "sms", "+4790009999"), long)).segments == 2
     text = (tmp_path / "out" / "sms.jsonl").read_text(encoding="utf-8")
     lines = [json.loads(line) for line in text.splitlines()]
-    assert len(lines) == 30
-    assert {line["delivery_id"] for line in lines} == {f"d{n:03d}" for n in range(30)}
-    for line in lines:
+    assert len(lines) == 31
+    assert {line["delivery_id"] for line in lines} == {f"d{n:03d}" for n in (*range(30), 50)}
+    assert [line["segments"] for line in lines] == [1] * 30 + [2]
+    for line in lines[:30]:
         assert line["channel"] == "sms"
         assert line["message_id"] == "m1"
         assert line["language"] == "nn"
@@ -96,6 +100,7 @@ async def test_other_channels_append_json_lines(tmp_path: Path) -> None:
     (pushed,) = [json.loads(x) for x in (tmp_path / "out" / "push.jsonl").read_text().splitlines()]
     assert pushed["target"] == "dev1"
     assert pushed["channel"] == "push"
+    assert "segments" not in pushed
     assert "abcdefghijkl" not in pushed["address"]
 
 
