@@ -243,7 +243,9 @@ class Person(Strict):
     )
     family_name: HeaderText = Field(default="", max_length=200, description=_REPLACES)
     birth_date: date | None = Field(
-        default=None, description="Required for children and learners. " + _REPLACES
+        default=None,
+        description="Required for children and learners; not after today (Norway), not"
+        " before 1900 (422 `implausible_date`). " + _REPLACES,
     )
     protection: Protection = Field(
         default=Protection.none,
@@ -285,6 +287,21 @@ class Person(Strict):
         if self.role in (Role.child, Role.learner) and self.birth_date is None:
             raise ValueError("birth_date is required for children and learners")
         return self
+
+
+EARLIEST_BIRTH_DATE = date(1900, 1, 1)
+
+
+def birth_date_problem(birth_date: date, today: date) -> str | None:
+    """What makes an imported birth date impossible on ``today``, or None: a typo there
+    is not harmless (a date in the future keeps a pupil a minor for decades; one a
+    century back makes a child an adult pupil, whose guardians are no longer told).
+    The one rule of the directory API and the OneRoster import."""
+    if birth_date > today:
+        return "the birth date is in the future"
+    if birth_date < EARLIEST_BIRTH_DATE:
+        return "the birth date is before 1900"
+    return None
 
 
 class Relation(Strict):

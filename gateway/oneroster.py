@@ -67,6 +67,7 @@ from gateway.models import (
     Role,
     Unit,
     UnitKind,
+    birth_date_problem,
     normalise_email,
     normalise_phone,
 )
@@ -305,9 +306,11 @@ class ImportOptions:
             raise ValueError("responsibility_roles: only parent, guardian and relativeOf")
         object.__setattr__(self, "responsibility_roles", roles)
 
+    def import_date(self) -> date:
+        return self.today or datetime.now(ZoneInfo(DEFAULT_TIME_ZONE)).date()
+
     def placeholder_birth_date(self) -> date:
-        today = self.today or datetime.now(ZoneInfo(DEFAULT_TIME_ZONE)).date()
-        return date(today.year - PLACEHOLDER_AGE, 1, 1)
+        return date(self.import_date().year - PLACEHOLDER_AGE, 1, 1)
 
 
 @dataclass
@@ -907,9 +910,14 @@ class _Mapper:
             loc, value = found.get(sourced_id, ((users.name, draft.line, "birthDate"), own))
             if value:
                 try:
-                    draft.data["birth_date"] = date.fromisoformat(value)
+                    born = date.fromisoformat(value)
                 except ValueError:
                     self.problems.error(loc, "not a date (YYYY-MM-DD)")
+                else:
+                    draft.data["birth_date"] = born
+                    problem = birth_date_problem(born, self.options.import_date())
+                    if problem is not None:
+                        self.problems.error(loc, problem, "implausible_date")
             elif self.options.assume_minor:
                 draft.data["birth_date"] = self.options.placeholder_birth_date()
                 placeholders += 1

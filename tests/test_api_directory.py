@@ -129,6 +129,36 @@ async def test_invalid_email_is_422_naming_the_row(app_client, tenant) -> None:
     assert "per@@" not in await resp.text()
 
 
+async def test_an_impossible_birth_date_is_422_naming_the_row(app_client, tenant) -> None:
+    """A typo in a year is not harmless: 2099 keeps a child a minor for ever, 1815 makes
+    them an adult pupil whose guardians are no longer told. Today is fine."""
+    persons = copy.deepcopy(BATCH["persons"])
+    persons[0]["birth_date"] = "2099-03-01"
+    persons[1]["birth_date"] = "1815-03-01"
+    resp = await app_client.post(
+        "/v1/directory", json=batch(persons=persons), headers=auth(tenant.api_key)
+    )
+    assert resp.status == 422
+    errors = (await resp.json())["errors"]
+    assert [(e["loc"], e["type"]) for e in errors] == [
+        (["persons", 0, "birth_date"], "implausible_date"),
+        (["persons", 1, "birth_date"], "implausible_date"),
+    ]
+    assert [e["message"] for e in errors] == [
+        "the birth date is in the future",
+        "the birth date is before 1900",
+    ]
+    assert "2099" not in await resp.text()
+    resp = await app_client.get(f"/v1/persons/{persons[0]['id']}", headers=auth(tenant.api_key))
+    assert resp.status == 404
+    persons[0]["birth_date"] = "2026-11-27"  # born today (the test clock's day)
+    persons[1]["birth_date"] = "1900-01-01"
+    resp = await app_client.post(
+        "/v1/directory", json=batch(persons=persons), headers=auth(tenant.api_key)
+    )
+    assert resp.status == 200, await resp.text()
+
+
 async def test_referential_error_is_422_and_writes_nothing(app_client, tenant) -> None:
     relations = [*BATCH["relations"], {"child_id": "c1", "guardian_id": "nobody"}]
     resp = await app_client.post(

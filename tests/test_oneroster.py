@@ -266,6 +266,20 @@ def test_student_without_birth_date_is_an_error_unless_assume_minor(tmp_path: Pa
     assert any("1 student(s) without a birth date got a placeholder" in w for w in result.warnings)
 
 
+def test_a_birth_date_in_the_future_or_before_1900_is_an_error(tmp_path: Path) -> None:
+    folder = edited(
+        tmp_path,
+        "demographics.csv",
+        "usr-jonas,active,2026-08-01T00:00:00Z,2018-08-20",
+        "usr-jonas,active,2026-08-01T00:00:00Z,2108-08-20",
+    )
+    with pytest.raises(ValidationFailed) as exc:
+        read(folder)
+    assert errors_of(exc) == [
+        ("demographics.csv", 3, "birthDate", "the birth date is in the future")
+    ]
+
+
 def test_every_problem_is_reported_at_once_in_row_order(tmp_path: Path) -> None:
     folder = edited(
         tmp_path, "users.csv", "Kristin,Hansen,,,,+4791234567", "Kristin,Hansen,,,nope,+4791234567"

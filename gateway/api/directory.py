@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import date, datetime
-from typing import Protocol
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from aiohttp import web
@@ -36,6 +36,7 @@ from gateway.models import (
     RelationFlags,
     Role,
     Scope,
+    birth_date_problem,
 )
 from gateway.protection import RANK, ProtectionHistoryEntry
 from gateway.resolver import blocked_everywhere
@@ -84,6 +85,18 @@ class ProtectionView(BaseModel):
     history: list[ProtectionHistoryView]
 
 
+def birth_date_errors(batch: DirectoryBatch, now: datetime) -> list[dict[str, Any]]:
+    """A row error for each impossible birth date (:func:`birth_date_problem`), by the
+    date in Norway."""
+    today = now.astimezone(ZoneInfo(DEFAULT_TIME_ZONE)).date()
+    return [
+        {"loc": ["persons", i, "birth_date"], "message": problem, "type": "implausible_date"}
+        for i, person in enumerate(batch.persons)
+        if person.birth_date is not None
+        and (problem := birth_date_problem(person.birth_date, today)) is not None
+    ]
+
+
 async def post_directory(request: web.Request) -> web.Response:
     """Upsert a batch validated all or nothing: 200 ``{"applied": counts}``, or 422 naming
     row and field (nothing written). Written in chunks: see store/directory_apply.py."""
@@ -97,6 +110,7 @@ async def post_directory(request: web.Request) -> web.Response:
             for guardian_id, prefs in batch.preferences.items()
             for err in mandatory_channel_errors(prefs, ["preferences", guardian_id])
         ]
+        errors.extend(birth_date_errors(batch, ctx.clock.now()))
         if errors:
             raise ValidationFailed("the body is not valid", errors=errors)
         try:
