@@ -9,7 +9,9 @@ add up, but it cannot be turned back into the id. A tenant with the ``protected`
 scope sees real ids everywhere.
 
 Every surface calls :func:`names_for` (which asks the store once) and then maps ids
-with the :class:`Names` it returns; :func:`pseudonymise_data` maps the person fields
+with the :class:`Names` it returns (:meth:`Names.target` a delivery's target: a
+protected recipient's push device is hidden too); :func:`pseudonymise_data` maps the
+person fields
 of a webhook event's ``data``, and :func:`hides_subject` says when a message's
 subject must be hidden too (the status API and the staff pages ask it).
 """
@@ -22,8 +24,8 @@ import secrets
 from collections.abc import Collection, Iterable
 from typing import Any, Protocol
 
-from gateway.constants import ABSENCE_MESSAGE_TYPES, SCOPE_PROTECTED
-from gateway.models import Category, Message
+from gateway.constants import ABSENCE_MESSAGE_TYPES, SCOPE_PROTECTED, SUPPRESSED_CHANNEL
+from gateway.models import Category, Delivery, Message
 from gateway.store.ports import AudienceReader, TenantStore
 
 PSEUDONYM_PREFIX = "protected-"
@@ -52,8 +54,24 @@ class Names:
     def __call__(self, person_id: str) -> str:
         if person_id not in self._protected:
             return person_id
-        data = f"{self._tenant_id}\x1f{person_id}".encode()
+        return self._pseudonym(person_id)
+
+    def _pseudonym(self, value: str) -> str:
+        data = f"{self._tenant_id}\x1f{value}".encode()
         return PSEUDONYM_PREFIX + hmac.new(self._key, data, hashlib.sha256).hexdigest()[:16]
+
+    def target(self, delivery: Delivery) -> str | None:
+        """A delivery's target as the caller sees it: a suppression record's (the child it
+        was about) through the names; a hidden recipient's push device by a pseudonym of
+        its own, since the parent app chooses device ids and one may say whose it is."""
+        target = delivery.target
+        if not target:
+            return target
+        if delivery.channel == SUPPRESSED_CHANNEL:
+            return self(target)
+        if self.hides(delivery.recipient_id):
+            return self._pseudonym(f"device\x1f{delivery.recipient_id}\x1f{target}")
+        return target
 
     def all(self, person_ids: list[str]) -> list[str]:
         return [self(p) for p in person_ids]

@@ -197,6 +197,10 @@ async def reached_story(store: Store, tenant_id: str, message_id: str, clock: Ma
         to(tenant_id, message_id, "p1", "sms", ["c1"], DeliveryStatus.delivered, clock),
         to(tenant_id, message_id, "p2", "inapp", ["c2"], sent, clock),
         to(tenant_id, message_id, "p2", "email", ["c2"], failed, clock),
+        # the parent app chose a device id that says whose phone it is
+        to(tenant_id, message_id, "p2", "push", ["c2"], sent, clock).model_copy(
+            update={"target": "anne-p2-iphone"}
+        ),
         to(tenant_id, message_id, "p3", "inapp", ["c1"], sent, clock),
         to(tenant_id, message_id, "p3", "email", ["c1"], failed, clock),
     ]
@@ -223,13 +227,17 @@ async def test_status_says_who_was_reached_and_hides_protected_persons(
     text = await resp.text()
     status = await resp.json()
     assert status["read_receipt"] is True
-    # protected persons (the child c2 and the guardian p2) appear only as pseudonyms
-    for hidden in ('"p2"', '"c2"'):
+    # protected persons (the child c2 and the guardian p2) appear only as pseudonyms,
+    # and so does p2's push device
+    for hidden in ('"p2"', '"c2"', "anne-p2-iphone"):
         assert hidden not in text
     (p2,) = [g for g in status["guardians"] if g["recipient_id"].startswith("protected-")]
     (c2,) = [c for c in status["children"] if c["child_id"].startswith("protected-")]
     assert c2["reached_by"] == [p2["recipient_id"]]  # the same pseudonym everywhere
     assert {d["recipient_id"] for d in status["deliveries"]} == {"p1", "p3", p2["recipient_id"]}
+    (push,) = [d for d in status["deliveries"] if d["channel"] == "push"]
+    assert push["target"].startswith("protected-")
+    assert push["target"] not in (p2["recipient_id"], c2["child_id"])
     assert status["summary"] == {
         "guardians_total": 3,
         "guardians_read": 2,
@@ -272,6 +280,9 @@ async def test_status_says_who_was_reached_and_hides_protected_persons(
     resp = await app_client.get(f"/v1/messages/{message_id}", headers=bearer(key))
     allowed = await resp.json()
     assert {g["recipient_id"] for g in allowed["guardians"]} == {"p1", "p2", "p3"}
+    assert [d["target"] for d in allowed["deliveries"] if d["channel"] == "push"] == [
+        "anne-p2-iphone"
+    ]
     assert {c["child_id"]: c["reached_by"] for c in allowed["children"]} == {
         "c1": ["p1"],
         "c2": ["p2"],

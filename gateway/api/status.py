@@ -41,7 +41,6 @@ from gateway.api.status_models import (
     TranslationView,
 )
 from gateway.auth import AuthStore, authenticate_bearer, key_has
-from gateway.constants import SUPPRESSED_CHANNEL
 from gateway.errors import NotFound
 from gateway.locales import is_fallback, resolve_language
 from gateway.models import (
@@ -94,14 +93,12 @@ def _store(ctx: AppContext) -> _Ports:
 def _delivery(
     delivery: Delivery, history: list[StatusChange], name: Names, waiting: str | None
 ) -> DeliveryView:
-    # A suppression record's target is the child it was about.
-    suppressed = delivery.channel == SUPPRESSED_CHANNEL
     return DeliveryView(
         id=delivery.id,
         recipient_id=name(delivery.recipient_id),
         recipient_role=delivery.recipient_role,
         channel=delivery.channel,
-        target=name(delivery.target) if suppressed else delivery.target,
+        target=name.target(delivery),
         status=delivery.status,
         reason=delivery.reason,
         segments=delivery.segments,
