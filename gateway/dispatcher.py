@@ -986,6 +986,16 @@ class Dispatcher:
 
     async def _transient(self, job: Job, delivery: Delivery, exc: TransientDeliveryError) -> None:
         code = exc.code or "transient"
+        paused = self.health.paused_until(delivery.channel)
+        if paused is not None and not exc.per_recipient:
+            # The channel failed, not this delivery, and its breaker is open (this failure
+            # opened it, or this send was its probe): the send waits for the channel as
+            # the sends the breaker holds do, without using up an attempt. Else the probes
+            # of a relay down for minutes use up one delivery's attempts after another.
+            retry_at = self.clock.now() + timedelta(seconds=exc.retry_after or 0)
+            reason = self.health.reason(delivery.channel)
+            await self.store.postpone_job(job.id, max(paused, retry_at), reason)
+            return
         if job.attempts >= self.settings.max_attempts:
             await self._finish(job, delivery, DeliveryStatus.failed, reason=f"gave_up:{code}")
             return

@@ -97,6 +97,28 @@ async def test_a_relay_answering_421_for_30_s_is_probed_not_hammered(
     assert [(i[1], i[2]) for i in infos] == [("channel works again", "email")]
 
 
+async def test_a_relay_down_for_20_minutes_loses_no_email(rig: Rig) -> None:
+    """A failed probe is the channel's failure, not its delivery's: it used up one
+    delivery's attempts after another (10 each), and an email whose probes failed ten
+    times was given up for good, though the relay came back."""
+    await rig.load(directory(*(family(n) for n in range(1, 6))))
+    await rig.smtp.stop()  # connection refused
+    message = await rig.post("e1", {"groups": ["g1"]})
+    for _ in range(int(20 * 60 / 5)):
+        await rig.advance(5)
+    assert rig.dispatcher.health.snapshot()["email"]["state"] == "degraded"
+    emails = await rig.deliveries(message, "email")
+    assert DeliveryStatus.failed not in {d.status for d in emails}
+    await rig.smtp.start()
+    for _ in range(int(3 * 60 / STEP)):
+        await rig.advance(STEP)
+        if len(rig.smtp.received) == 5:
+            break
+    emails = await rig.deliveries(message, "email")
+    assert [d.status for d in emails] == [DeliveryStatus.sent] * 5
+    assert len(rig.smtp.received) == 5  # each exactly once
+
+
 @pytest.fixture
 async def client(rig: Rig, settings: Settings) -> AsyncIterator[TestClient]:
     """The HTTP API over the rig's store, showing the rig's channel states."""
