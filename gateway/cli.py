@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from gateway import __version__
 from gateway.bench.latency import NO_LATENCY
 from gateway.bench.latency import argument as latency_argument
-from gateway.errors import BudbringerError, ConfigError
+from gateway.errors import BudbringerError, ConfigError, plain_message
 from gateway.event_loop import run
 from gateway.logs import configure
 from gateway.models import Scope
@@ -30,7 +30,7 @@ def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
     except ValidationError as exc:
         rows = "; ".join(
             # a model-wide check (e.g. production secrets) has no loc: its message names it
-            ".".join(str(p) for p in err["loc"]) + ": " * bool(err["loc"]) + err["msg"]
+            ".".join(str(p) for p in err["loc"]) + ": " * bool(err["loc"]) + plain_message(err)
             for err in exc.errors(include_url=False, include_input=False)
         )
         raise ConfigError(f"invalid settings: {rows}") from exc

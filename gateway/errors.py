@@ -188,3 +188,10 @@ class RequestTimeout(InputError):
 
     status = 408
     code = "request_timeout"
+
+
+def plain_message(error: Any) -> str:
+    """A pydantic error row's message for a person: without the "Value error, " that
+    pydantic puts before a validator's own words. For API rows, settings and imports."""
+    message: str = error["msg"]
+    return message.removeprefix("Value error, ")

@@ -55,7 +55,7 @@ from pydantic import BaseModel, ValidationError
 
 from gateway.archive import checked_members, zip_error
 from gateway.constants import DEFAULT_PHONE_REGION, DEFAULT_TIME_ZONE
-from gateway.errors import ValidationFailed
+from gateway.errors import ValidationFailed, plain_message
 from gateway.models import (
     Audience,
     DirectoryBatch,
@@ -733,8 +733,7 @@ class _Mapper:
         except ValidationError as exc:
             for err in exc.errors(include_url=False, include_input=False):
                 name = str(err["loc"][0]) if err["loc"] else ""
-                message = err["msg"].removeprefix("Value error, ")
-                self.problems.error((*loc, fields.get(name, name)), message, err["type"])
+                self.problems.error((*loc, fields.get(name, name)), plain_message(err), err["type"])
             return None
 
     # ---------------------------------------------------------------- orgs, classes

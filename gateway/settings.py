@@ -6,6 +6,8 @@ Built once in ``main()`` and passed down; nothing imports a global.
 from __future__ import annotations
 
 import sys
+from email.headerregistry import Address
+from email.utils import getaddresses
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,7 +38,7 @@ class SmtpSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not ignored
 
     host: str
-    port: int = 587
+    port: int = Field(default=587, ge=1, le=65535)
     tls: Literal["none", "starttls", "implicit"] = "starttls"
     username: str | None = None
     password: SecretStr | None = None
@@ -50,6 +52,25 @@ class SmtpSettings(BaseModel):
     timeout: float = Field(default=30.0, gt=0)
     # Extra CA bundle to trust for the server certificate (a private relay; tests).
     ca_file: Path | None = None
+
+    @field_validator("sender")
+    @classmethod
+    def _one_address(cls, value: str) -> str:
+        """One address, as the email channel reads it (an unquoted comma in the display
+        name makes two, and every email would fail as if the guardian's were wrong)."""
+        found = getaddresses([value])
+        local, _, domain = found[0][1].rpartition("@") if len(found) == 1 else ("", "", "")
+        try:
+            if not local or "." not in domain:
+                raise ValueError("not one address")
+            Address(addr_spec=found[0][1])
+        except (ValueError, IndexError) as exc:
+            raise ValueError(
+                "smtp.sender must be one address, with a display name if you like:"
+                " Asker kommune <varsel@asker.kommune.no>; a name with a comma goes in double"
+                ' quotes: "Asker kommune, Oppvekst" <varsel@asker.kommune.no>'
+            ) from exc
+        return value
 
 
 class TwilioSettings(BaseModel):

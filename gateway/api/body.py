@@ -24,7 +24,13 @@ from aiohttp.http_exceptions import HttpProcessingError
 from multidict import MultiDictProxy
 from pydantic import BaseModel, ValidationError
 
-from gateway.errors import MalformedBody, PayloadTooLarge, UnsupportedMediaType, ValidationFailed
+from gateway.errors import (
+    MalformedBody,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    ValidationFailed,
+    plain_message,
+)
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -46,7 +52,7 @@ def validation_errors(exc: ValidationError) -> list[dict[str, Any]]:
     """Pydantic errors as JSON rows: loc, message, type. Input values are left out
     on purpose: they may be personal data."""
     return [
-        {"loc": list(err["loc"]), "message": err["msg"], "type": err["type"]}
+        {"loc": list(err["loc"]), "message": plain_message(err), "type": err["type"]}
         for err in exc.errors(include_url=False, include_input=False)
     ]
 
