@@ -427,23 +427,35 @@ async def apply_oneroster(
     What OneRoster cannot express is kept as stored: a person's protection
     (sperret adresse), language and consent_guardians are never in the batch, so the
     store keeps them (gateway/protection.py: absent means keep, protection only goes
-    up); an existing relation's parental_responsibility and daily_care are kept here
-    (the platform sends the real foreldreansvar through ``POST /v1/directory``).
-    Manual flags are never touched (the store guarantees it).
+    up); an existing relation's parental_responsibility and daily_care, and an
+    existing unit's time zone and email and SMS senders, are kept here (the platform
+    sends the real foreldreansvar, and those unit settings, through
+    ``POST /v1/directory``). Manual flags are never touched (the store guarantees it).
     """
     if progress is not None:
         progress("comparing with the stored directory")
-    if batch.relations:
-        stored = await store.load_audience(
-            tenant_id, Audience(children=sorted({r.child_id for r in batch.relations}))
+    if batch.relations or batch.units:
+        audience = Audience(
+            children=sorted({r.child_id for r in batch.relations}),
+            units=sorted({u.id for u in batch.units}),
         )
-        batch = _keep_stored(batch, stored)
+        batch = _keep_stored(batch, await store.load_audience(tenant_id, audience))
     if progress is not None:
         progress(f"writing {len(batch.persons)} persons")
     return await store.apply_directory(tenant_id, batch, at)
 
 
+# What a unit has that OneRoster's orgs.csv does not say: set through the directory API.
+_UNIT_SETTINGS = ("time_zone", "sender_name", "sms_sender")
+
+
 def _keep_stored(batch: DirectoryBatch, stored: DirectorySnapshot) -> DirectoryBatch:
+    units = [
+        unit.model_copy(update={f: getattr(old, f) for f in _UNIT_SETTINGS})
+        if (old := stored.units.get(unit.id)) is not None
+        else unit
+        for unit in batch.units
+    ]
     old_relations = {(r.child_id, r.guardian_id): r for r in stored.relations}
     relations = []
     for relation in batch.relations:
@@ -456,7 +468,7 @@ def _keep_stored(batch: DirectoryBatch, stored: DirectorySnapshot) -> DirectoryB
                 }
             )
         relations.append(relation)
-    return batch.model_copy(update={"relations": relations})
+    return batch.model_copy(update={"units": units, "relations": relations})
 
 
 # --------------------------------------------------------------------------- internals

@@ -385,7 +385,7 @@ def test_samples_report_each_bad_row_without_options(version: str) -> None:
 # --------------------------------------------------------------------------- into a store
 
 
-async def test_reimport_keeps_flags_protection_and_stored_responsibility(
+async def test_reimport_keeps_flags_protection_stored_responsibility_and_unit_settings(
     store: Store, tenant: TenantCreds, clock: ManualClock
 ) -> None:
     tenant_id = tenant.tenant.id
@@ -399,9 +399,15 @@ async def test_reimport_keeps_flags_protection_and_stored_responsibility(
     ola_kari = next(
         r for r in batch.relations if r.guardian_id == "usr-ola" and r.child_id == kari.id
     )
+    # ... and a unit's own senders and time zone (a unit with pupils, and one without)
+    settings = {
+        "org-nordby": {"sender_name": "Nordby skole – rektor", "sms_sender": "Nordby"},
+        "org-tunet": {"sms_sender": "Tunet", "time_zone": "Arctic/Longyearbyen"},
+    }
     await store.apply_directory(
         tenant_id,
         DirectoryBatch(
+            units=[u.model_copy(update=settings[u.id]) for u in batch.units if u.id in settings],
             persons=[kari.model_copy(update={"protection": Protection.confidential})],
             relations=[
                 ola_kari.model_copy(update={"parental_responsibility": False, "daily_care": True})
@@ -421,6 +427,11 @@ async def test_reimport_keeps_flags_protection_and_stored_responsibility(
     assert (ola.parental_responsibility, ola.daily_care) == (False, True)
     assert stored.persons["usr-kari"].protection is Protection.confidential
     assert stored.persons["usr-kari"].group_ids == ["cls-5a"]
+    units = (await store.load_audience(tenant_id, Audience(units=list(settings)))).units
+    for unit_id, kept in settings.items():
+        unit = units[unit_id]
+        assert {k: getattr(unit, k) for k in kept} == kept, unit_id
+        assert unit.name == next(u.name for u in again.units if u.id == unit_id)
 
 
 # --------------------------------------------------------------------------- CLI
