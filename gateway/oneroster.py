@@ -474,6 +474,15 @@ def _keep_stored(batch: DirectoryBatch, stored: DirectorySnapshot) -> DirectoryB
 # --------------------------------------------------------------------------- internals
 
 
+def _values(header: list[str], fields: list[str]) -> dict[str, str]:
+    """A row's values by column (the first of a repeated column name)."""
+    values: dict[str, str] = {}
+    for column, value in zip(header, fields, strict=False):
+        if column and column not in values:
+            values[column] = value.strip()
+    return values
+
+
 @dataclass
 class _Row:
     line: int
@@ -702,27 +711,60 @@ class _Mapper:
             return None
         try:
             text = raw.decode("utf-8-sig")
-        except UnicodeDecodeError:
-            self.problems.error((name,), "not UTF-8 text")
+        except UnicodeDecodeError as exc:
+            line = raw[: exc.start].count(b"\n") + 1
+            self.problems.error(
+                (name, line),
+                "not UTF-8 text (save the file as UTF-8; in Excel: CSV UTF-8)",
+            )
             return None
         reader = csv.reader(io.StringIO(text, newline=""))
         rows: list[_Row] = []
         start = 1
         try:
             header = [column.strip() for column in next(reader, [])]
+            if not self._header_fits(name, header):
+                return None
             start = reader.line_num + 1
             for fields in reader:
-                if any(value.strip() for value in fields):  # blank lines are no records
-                    values: dict[str, str] = {}
-                    for column, value in zip(header, fields, strict=False):
-                        if column and column not in values:
-                            values[column] = value.strip()
-                    rows.append(_Row(start, values))
+                # blank lines are no records
+                if any(v.strip() for v in fields) and self._fields_fit(name, start, header, fields):
+                    rows.append(_Row(start, _values(header, fields)))
                 start = reader.line_num + 1
         except csv.Error:
             self.problems.error((name, start), "not valid CSV")
             return None
         return _Table(name, frozenset(header), rows)
+
+    def _header_fits(self, name: str, header: list[str]) -> bool:
+        """A header line there is, and separated by commas."""
+        if not any(header):
+            self.problems.error((name, 1), "the file is empty: no header line", "missing")
+            return False
+        if len(header) == 1 and header[0].count(";") >= 2:
+            self.problems.error(
+                (name, 1),
+                "the columns are separated by semicolons; OneRoster CSV uses commas"
+                " (in Excel: save as CSV UTF-8, comma-separated)",
+            )
+            return False
+        return True
+
+    def _fields_fit(self, name: str, line: int, header: list[str], fields: list[str]) -> bool:
+        """No more fields than the header has columns (empty ones past the last column,
+        a trailing comma, are fine): one more shifts values into the wrong columns, so
+        the row is refused rather than read. Fewer are read as empty, as exports leave
+        out trailing empty columns (the 1.2 samples' roles.csv does)."""
+        extra = [value for value in fields[len(header) :] if value.strip()]
+        if not extra:
+            return True
+        self.problems.error(
+            (name, line),
+            f"{len(fields)} fields but the header has {len(header)} columns"
+            " (a value with a comma in it must be in double quotes)",
+            "field_count",
+        )
+        return False
 
     def _require(self, table: _Table, columns: Iterable[str]) -> bool:
         missing = [column for column in columns if column not in table.columns]

@@ -280,6 +280,64 @@ def test_a_birth_date_in_the_future_or_before_1900_is_an_error(tmp_path: Path) -
     ]
 
 
+def test_a_row_with_more_fields_than_the_header_is_refused_not_shifted(tmp_path: Path) -> None:
+    """An unquoted list in a cell adds fields: read as it was, the rest of the row would
+    land in the wrong columns (or be dropped) without a word."""
+    text = (NORDBY / "users.csv").read_text(encoding="utf-8-sig")
+    header, first, *rest = text.splitlines()
+    fields = first.split(",")
+    wider = ",".join([*fields, "cls-5a", "cls-5b"])
+    folder = tmp_path / "wide"
+    shutil.copytree(NORDBY, folder)
+    (folder / "users.csv").write_text("\n".join([header, wider, *rest]) + "\n", encoding="utf-8")
+    with pytest.raises(ValidationFailed) as exc:
+        read(folder)
+    columns = len(header.split(","))
+    assert (
+        "users.csv",
+        2,
+        f"{columns + 2} fields but the header has {columns} columns"
+        " (a value with a comma in it must be in double quotes)",
+    ) in errors_of(exc)
+    # a trailing comma (an empty field past the last column) is fine
+    (folder / "users.csv").write_text(
+        "\n".join([header, first + ",", *rest]) + "\n", encoding="utf-8"
+    )
+    assert len(read(folder).persons) == 7
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"", ("users.csv", 1, "the file is empty: no header line")),
+        (
+            b"sourcedId;status;givenName;familyName\nusr-1;active;Ola;Nordmann\n",
+            (
+                "users.csv",
+                1,
+                "the columns are separated by semicolons; OneRoster CSV uses commas"
+                " (in Excel: save as CSV UTF-8, comma-separated)",
+            ),
+        ),
+        (
+            "sourcedId,status,givenName,familyName\nusr-1,active,Ola,Nordmann\n"
+            "usr-2,active,Åse,Ødegård\n".encode("latin-1"),
+            ("users.csv", 3, "not UTF-8 text (save the file as UTF-8; in Excel: CSV UTF-8)"),
+        ),
+    ],
+    ids=["empty", "semicolons", "latin-1"],
+)
+def test_an_unreadable_users_csv_says_why(
+    tmp_path: Path, content: bytes, expected: tuple[Any, ...]
+) -> None:
+    folder = tmp_path / "bad"
+    shutil.copytree(NORDBY, folder)
+    (folder / "users.csv").write_bytes(content)
+    with pytest.raises(ValidationFailed) as exc:
+        read(folder)
+    assert errors_of(exc) == [expected]
+
+
 def test_every_problem_is_reported_at_once_in_row_order(tmp_path: Path) -> None:
     folder = edited(
         tmp_path, "users.csv", "Kristin,Hansen,,,,+4791234567", "Kristin,Hansen,,,nope,+4791234567"
