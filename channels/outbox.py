@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 
 from channels.email import build_email
 from channels.gsm import count_segments
+from gateway.errors import ConfigError
 from gateway.models import Delivery, DeliveryStatus, Receipt, Rendered
 
 DEFAULT_SENDER = "Budbringer <noreply@budbringer.invalid>"
@@ -61,7 +62,13 @@ class OutboxChannel:
 
     async def start(self) -> None:
         """Create the directory."""
-        await asyncio.to_thread(self._directory.mkdir, parents=True, exist_ok=True)
+        try:
+            await asyncio.to_thread(self._directory.mkdir, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot create the outbox folder {self._directory}: {exc.strerror}"
+                " (BUDBRINGER_OUTBOX_DIR)"
+            ) from exc
 
     async def send(self, delivery: Delivery, content: Rendered) -> Receipt:
         """Write the delivery to the outbox."""

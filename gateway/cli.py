@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from gateway import __version__
 from gateway.bench.latency import NO_LATENCY
@@ -27,6 +28,10 @@ def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
     config = getattr(args, "config", None)
     try:
         return load_settings(Path(config) if config else None, **overrides)
+    except SettingsError as exc:
+        # A value the environment source cannot parse (BUDBRINGER_CHANNELS=email,sms: a
+        # list is JSON there); its message names the variable's field.
+        raise ConfigError(f"invalid settings: {exc}") from exc
     except ValidationError as exc:
         rows = "; ".join(
             # a model-wide check (e.g. production secrets) has no loc: its message names it
@@ -413,6 +418,12 @@ def main(argv: list[str] | None = None) -> int:
             )
     except BudbringerError as exc:
         print(f"budbringer: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        # A file or folder the command was given or set up with cannot be used: one line
+        # naming it, not a traceback (the error is the operator's to fix, not a bug).
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"budbringer: {exc.strerror or exc}{where}", file=sys.stderr)
         return 2
     return 0
 

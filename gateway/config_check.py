@@ -10,7 +10,9 @@ settings are read (gateway/config_names.py).
 
 from __future__ import annotations
 
+import ipaddress
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from gateway.errors import ConfigError
 
@@ -44,12 +46,29 @@ def production_problems(settings: Settings) -> list[str]:
             "voice.enabled needs Twilio (BUDBRINGER_TWILIO__ACCOUNT_SID and"
             " BUDBRINGER_TWILIO__AUTH_TOKEN) for its calls"
         )
-    if not settings.public_url.startswith("https://"):
+    public = urlsplit(settings.public_url)
+    if public.scheme != "https":
         problems.append(
             "BUDBRINGER_PUBLIC_URL must be the https:// address guardians and providers reach"
             " (read and unsubscribe links in emails and SMS point there)"
         )
+    elif _this_machine(public.hostname or ""):
+        problems.append(
+            "BUDBRINGER_PUBLIC_URL points to this machine (localhost): the links in emails and"
+            " SMS would open on the guardian's own phone; give the public address"
+        )
     return problems
+
+
+def _this_machine(host: str) -> bool:
+    """localhost, or a loopback or unspecified address (127.0.0.1, ::1, 0.0.0.0)."""
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return address.is_loopback or address.is_unspecified
 
 
 def refuse_unsafe_production(settings: Settings) -> None:

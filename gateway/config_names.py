@@ -85,6 +85,8 @@ def read_toml(path: Path) -> dict[str, Any]:
             return tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not UTF-8 text (TOML files are UTF-8)") from None
     except OSError as exc:
         raise ConfigError(f"{path} cannot be read: {exc.strerror}") from None
 

@@ -69,12 +69,18 @@ def load_secret(settings: Settings) -> bytes:
     if settings.environment == "production" or not settings.store_url.startswith("sqlite"):
         raise ConfigError("BUDBRINGER_SECRET_KEY must be set")
     path = settings.sqlite_path.parent / ".budbringer-secret"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(secrets.token_urlsafe(48))
-    return path.read_text().strip().encode()
+    try:
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_urlsafe(48))
+        return path.read_text().strip().encode()
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot keep the development secret beside the SQLite store in {path.parent}:"
+            f" {exc.strerror} (BUDBRINGER_STORE_URL)"
+        ) from exc
 
 
 class Service:

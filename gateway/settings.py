@@ -10,6 +10,7 @@ from email.headerregistry import Address
 from email.utils import getaddresses
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -461,6 +462,30 @@ class Settings(BaseSettings):
     translation: TranslationSettings = Field(default_factory=TranslationSettings)
     voice: VoiceSettings = Field(default_factory=VoiceSettings)
     attachments: AttachmentSettings = Field(default_factory=AttachmentSettings)
+
+    @field_validator("public_url")
+    @classmethod
+    def _a_web_address(cls, value: str) -> str:
+        """Every read, settings and unsubscribe link in an email or SMS starts with it:
+        an address a phone can open (http or https, a host, no space, no query)."""
+        parts = urlsplit(value)
+        try:
+            port_ok = parts.port is None or parts.port > 0
+        except ValueError:
+            port_ok = False
+        if (
+            parts.scheme not in ("http", "https")
+            or not parts.hostname
+            or not port_ok
+            or any(c.isspace() for c in value)
+            or parts.query
+            or parts.fragment
+        ):
+            raise ValueError(
+                "public_url must be the address guardians' phones open the links at, such as"
+                " https://varsel.asker.kommune.no (http or https, a host, no spaces, no ? or #)"
+            )
+        return value
 
     @field_validator("store_url")
     @classmethod

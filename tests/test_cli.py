@@ -137,6 +137,51 @@ async def test_invalid_settings_exit_2_naming_the_field(
     assert "Value error" not in err  # pydantic's words, not ours
 
 
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("outbox-under-a-file", "cannot create the outbox folder"),
+        ("store-under-a-file", "beside the SQLite store"),
+        ("port-taken", "cannot listen on 127.0.0.1:"),
+        ("no-such-host", "cannot listen on 999.1.1.1:"),
+        ("channels-not-json", 'invalid settings: error parsing value for field "channels"'),
+        ("utf16-toml", "is not UTF-8 text (TOML files are UTF-8)"),
+    ],
+)
+async def test_an_unusable_path_or_address_stops_the_start_in_one_line(
+    tmp_path: Path, case: str, expected: str
+) -> None:
+    """Not a traceback: the operator's setting is wrong, and the line says which."""
+    gw = gateway_env(tmp_path)
+    (tmp_path / "afile").write_text("")
+    args: tuple[str, ...] = ()
+    taken = None
+    if case == "outbox-under-a-file":
+        gw.env["BUDBRINGER_OUTBOX_DIR"] = str(tmp_path / "afile" / "outbox")
+    elif case == "store-under-a-file":
+        gw.env.pop("BUDBRINGER_SECRET_KEY")  # development: the secret goes beside the store
+        gw.env["BUDBRINGER_STORE_URL"] = f"sqlite:///{tmp_path / 'afile' / 'b.db'}"
+    elif case == "port-taken":
+        taken = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+        gw.env["BUDBRINGER_PORT"] = str(taken.sockets[0].getsockname()[1])
+    elif case == "no-such-host":
+        gw.env["BUDBRINGER_HOST"] = "999.1.1.1"
+    elif case == "channels-not-json":
+        gw.env["BUDBRINGER_CHANNELS"] = "email,sms"
+    else:
+        config = tmp_path / "utf16.toml"
+        config.write_text("port = 8080\n", encoding="utf-16")
+        args = ("--config", str(config))
+    try:
+        code, out, err = await run_cli(gw, "serve", *args)
+    finally:
+        if taken is not None:
+            taken.close()
+    assert (code, out) == (2, "")
+    [line] = err.splitlines()
+    assert line.startswith("budbringer: ") and expected in line, line
+
+
 async def test_missing_config_file_and_unknown_key(tmp_path: Path) -> None:
     gw = gateway_env(tmp_path)
     code, _, err = await run_cli(gw, "serve", "--config", str(tmp_path / "nope.toml"))

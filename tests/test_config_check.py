@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from gateway.errors import ConfigError
 from gateway.service import Service
@@ -78,13 +79,38 @@ def test_production_with_nothing_configured_names_every_missing_piece(tmp_path: 
     assert "BUDBRINGER_PUBLIC_URL must be the https:// address" in text
 
 
-@pytest.mark.parametrize(
-    "url", ["http://127.0.0.1:8080", "http://varsel.asker.kommune.no", "varsel.no"]
-)
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8080", "http://varsel.asker.kommune.no"])
 def test_production_refuses_a_public_url_that_is_not_https(tmp_path: Path, url: str) -> None:
     text = refusal(production(tmp_path, public_url=url))
     assert "BUDBRINGER_PUBLIC_URL must be the https:// address" in text
     assert "has no provider" not in text
+
+
+@pytest.mark.parametrize(
+    "url", ["https://localhost:8080", "https://127.0.0.1", "https://[::1]/", "https://0.0.0.0"]
+)
+def test_production_refuses_a_public_url_on_this_machine(tmp_path: Path, url: str) -> None:
+    text = refusal(production(tmp_path, public_url=url))
+    assert "BUDBRINGER_PUBLIC_URL points to this machine (localhost)" in text
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["varsel.no", "https://", "https://varsel kommune.no", "https://v.no/?x=1", "ftp://v.no"],
+)
+def test_a_public_url_no_phone_can_open_is_refused_in_every_environment(
+    tmp_path: Path, url: str
+) -> None:
+    with pytest.raises(ValidationError) as info:
+        Settings(store_url=f"sqlite:///{tmp_path / 'b.db'}", public_url=url)
+    [error] = info.value.errors()
+    assert error["loc"] == ("public_url",)
+    assert "https://varsel.asker.kommune.no" in error["msg"]
+
+
+def test_a_public_url_with_a_path_is_fine(tmp_path: Path) -> None:
+    url = "https://www.asker.kommune.no/varsel/"
+    assert production(tmp_path, public_url=url).public_url == url
 
 
 def test_a_channel_left_out_needs_no_provider(tmp_path: Path) -> None:

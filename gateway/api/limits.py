@@ -31,7 +31,7 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
 from gateway.api.context import CTX
-from gateway.errors import RequestTimeout
+from gateway.errors import ConfigError, RequestTimeout
 from gateway.settings import HttpSettings, Settings
 
 Handler = Callable[[web.Request], Any]
@@ -206,10 +206,16 @@ async def listen(runner: web.AppRunner, settings: Settings) -> asyncio.Server:
     server = runner.server
     assert server is not None, "runner.setup() first"
     loop = asyncio.get_running_loop()
-    return await loop.create_server(
-        ConnectionLimit(server, settings.http.max_connections),
-        settings.host,
-        settings.port,
-        backlog=128,
-        reuse_address=True,
-    )
+    try:
+        return await loop.create_server(
+            ConnectionLimit(server, settings.http.max_connections),
+            settings.host,
+            settings.port,
+            backlog=128,
+            reuse_address=True,
+        )
+    except OSError as exc:  # the port is taken, the host is no address of this machine
+        raise ConfigError(
+            f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}"
+            " (BUDBRINGER_HOST, BUDBRINGER_PORT)"
+        ) from exc

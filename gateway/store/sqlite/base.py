@@ -73,8 +73,11 @@ class SqliteHandle:
         if self._writer is not None:
             return
         memory = self.path == ":memory:"
-        if not memory:
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            if not memory:
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot open the SQLite store {self.path}: {exc.strerror}") from exc
         try:
             writer = await self._connect()
             self._writer = writer
@@ -97,7 +100,7 @@ class SqliteHandle:
         except BaseException as exc:
             await self.close()
             if isinstance(exc, sqlite3.Error):
-                raise StoreError("cannot open the SQLite store") from exc
+                raise StoreError(f"cannot open the SQLite store {self.path}: {exc}") from exc
             raise
 
     async def _connect(self) -> aiosqlite.Connection:
