@@ -9,6 +9,7 @@ import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
@@ -195,6 +196,35 @@ async def test_each_waiting_delivery_says_why(
     found = await waiting(client, tenant, message.id)
     assert found.pop(("p1", "email")) == "quiet_hours until 2026-11-27T11:00:00+00:00"
     assert set(found.values()) == {None}
+
+
+async def test_the_staff_page_says_the_email_service_is_down_not_sending(
+    rig: Rig, client: TestClient, tenant: TenantCreds
+) -> None:
+    """A teacher looking at who was not reached saw "e-post sendes" for as long as the
+    relay was down: it reads as if it were on its way, or the guardian's fault."""
+    batch = directory(*(family(n) for n in range(1, 7)))
+    batch["persons"].append(
+        {"id": "t1", "role": "staff", "given_name": "Tone", "unit_ids": ["u1"], "group_ids": ["g1"]}
+    )
+    await rig.load(batch)
+    rig.smtp.reply_to_mail("421 4.3.2 Try later")
+    message = await rig.post("e1", {"groups": ["g1"]})
+    await rig.dispatcher.run_until_idle()
+    assert rig.dispatcher.health.snapshot()["email"]["state"] == "degraded"
+    headers = {"Authorization": f"Bearer {tenant.api_key}"}
+    resp = await client.post("/v1/staff/t1/tokens", json={}, headers=headers)
+    assert resp.status == 201, await resp.text()
+    link = (await resp.json())["link"]
+    assert (await client.get(urlsplit(link).path)).status == 200  # signed in
+    page = await (await client.get(f"/staff/messages/{message.id}")).text()
+    assert "e-post venter: tjenesten svarer ikke nå, sendes når den gjør det" in page
+    assert "e-post sendes" not in page
+    rig.smtp.reply_to_mail(None)
+    for _ in range(int(90 / STEP)):
+        await rig.advance(STEP)
+    page = await (await client.get(f"/staff/messages/{message.id}")).text()
+    assert "tjenesten svarer ikke" not in page and "e-post sendt" in page
 
 
 async def test_a_429_storm_keeps_the_breaker_open_for_retry_after(rig: Rig) -> None:

@@ -59,6 +59,7 @@ from gateway.api.pages import (
 from gateway.api.readlinks import SECURITY_HEADERS
 from gateway.api.responses import Instant, respond_json
 from gateway.auth import AuthStore, authenticate_bearer
+from gateway.channel_health import ChannelHealth, ChannelState
 from gateway.constants import STAFF_LANGUAGES, SUPPRESSED_CHANNEL
 from gateway.errors import Forbidden, LinkInvalid, NotFound
 from gateway.locales import is_fallback, language_name, resolve_language
@@ -66,6 +67,7 @@ from gateway.models import (
     Audience,
     Category,
     Delivery,
+    DeliveryStatus,
     DirectorySnapshot,
     Message,
     Person,
@@ -86,6 +88,7 @@ from gateway.store.ports import (
     Translations,
 )
 from gateway.tracker import RecipientReach, reach
+from gateway.waiting import WAITING
 
 STAFF_COOKIE = "budbringer_staff"
 STAFF_PATH = "/staff"
@@ -306,12 +309,25 @@ def _why_line(why: Why, t: Any, lang: str) -> str:
     return text.format(when=at, channel=channel)
 
 
+def _status_text(channel: str, status: DeliveryStatus, t: Any, down: dict[str, str]) -> str:
+    """A channel's status in words; a send waiting while the channel's provider is down
+    says so, not "sendes" for minutes (it is not the guardian's doing)."""
+    if status in WAITING and channel in down:
+        return str(t["channel_down"][down[channel]])
+    return str(t["statuses"][status.value])
+
+
 def _guardian_line(
-    recipient: RecipientReach, name: str, t: Any, fallback: str | None = None
+    recipient: RecipientReach,
+    name: str,
+    t: Any,
+    fallback: str | None = None,
+    down: dict[str, str] | None = None,
 ) -> str:
     parts = [
         t["channel_status"].format(
-            channel=t["channels"].get(channel, channel), status=t["statuses"][status.value]
+            channel=t["channels"].get(channel, channel),
+            status=_status_text(channel, status, t, down or {}),
         )
         for channel, status in sorted(
             recipient.channels.items(), key=lambda item: _CHANNEL_ORDER.get(item[0], 9)
@@ -322,6 +338,14 @@ def _guardian_line(
     if fallback is not None:  # never silent: we wrote in Bokmål, not in their language
         parts.append(t["language_fallback"].format(language=fallback))
     return str(t["guardian_status"].format(name=name, status=", ".join(parts)))
+
+
+def _channels_down(health: ChannelHealth | None, channels: set[str]) -> dict[str, str]:
+    """The channels whose provider is down now, by state (``degraded``, ``stopped``)."""
+    if health is None:
+        return {}
+    states = {c: health.state(c) for c in channels}
+    return {c: state.value for c, state in states.items() if state is not ChannelState.ok}
 
 
 async def _message_view(
@@ -366,13 +390,15 @@ async def _message_view(
         for d in deliveries
         if d.channel != SUPPRESSED_CHANNEL and is_fallback(d.language)
     }
+    down = _channels_down(ctx.channel_health, {d.channel for d in deliveries})
     rows_not: list[ChildRow] = []
     rows_yes: list[ChildRow] = []
     for child_id in sorted(shown, key=lambda c: (namer.group(c), namer(c))):
         child = view.children[child_id]
         told = [r for r in view.recipients.values() if child_id in r.child_ids]
         guardians = [
-            _guardian_line(r, namer(r.recipient_id), t, fallbacks.get(r.recipient_id)) for r in told
+            _guardian_line(r, namer(r.recipient_id), t, fallbacks.get(r.recipient_id), down)
+            for r in told
         ]
         guardians += [
             t["guardian_left_out"].format(name=namer(pid), reason=reason)
