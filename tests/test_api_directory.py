@@ -260,6 +260,68 @@ async def test_flag_can_be_cleared_and_records_when(app_client, tenant, store, c
     assert flags.updated_at == clock.now()
 
 
+async def test_a_privacy_officer_reads_who_set_a_flag_when_and_why(
+    app_client, tenant, store, clock
+) -> None:
+    """The history was kept but nobody could read it; setting a flag again replaced the
+    reason shown, so the court order's was only in a hidden table."""
+    await load(app_client, tenant.api_key)
+    await set_flag(app_client, tenant.api_key, "blocked", True)
+    first = clock.now()
+    clock.advance(3600)
+    resp = await app_client.put(
+        "/v1/relations/c1/p2/flags/blocked",
+        json={"value": True, "reason": "recheck", "actor": "staff:s2"},
+        headers=auth(tenant.api_key),
+    )
+    assert resp.status == 200
+    resp = await app_client.get("/v1/relations/c1/p2/flags", headers=auth(tenant.api_key))
+    assert resp.status == 200
+    body = await resp.json()
+    assert (body["relation"], body["flags"]["blocked"], body["flags"]["blocked_reason"]) == (
+        True,
+        True,
+        "recheck",
+    )
+    assert [(h["flag"], h["value"], h["reason"], h["actor"]) for h in body["history"]] == [
+        ("blocked", True, "court order 2026-114", "staff:s1"),
+        ("blocked", True, "recheck", "staff:s2"),
+    ]
+    assert body["history"][0]["at"] == first.isoformat()
+    # the relation deleted: the flags and their history stay readable
+    resp = await app_client.post(
+        "/v1/directory/delete",
+        json={"relations": [{"child_id": "c1", "guardian_id": "p2"}]},
+        headers=auth(tenant.api_key),
+    )
+    assert resp.status == 200, await resp.text()
+    body = await (
+        await app_client.get("/v1/relations/c1/p2/flags", headers=auth(tenant.api_key))
+    ).json()
+    assert (body["relation"], body["flags"], len(body["history"])) == (False, None, 2)
+    # a relation of persons nobody knows, with no flag ever set: 404
+    resp = await app_client.get("/v1/relations/c1/nobody/flags", headers=auth(tenant.api_key))
+    assert resp.status == 404
+
+
+async def test_a_flag_history_with_a_protected_person_needs_the_protected_scope(
+    app_client, tenant, store
+) -> None:
+    body = batch()
+    body["persons"][2]["protection"] = "confidential"  # p2, the guardian
+    await load(app_client, tenant.api_key, body)
+    await set_flag(app_client, tenant.api_key, "blocked", True)
+    resp = await app_client.get("/v1/relations/c1/p2/flags", headers=auth(tenant.api_key))
+    assert resp.status == 403
+    assert "court order" not in await resp.text()
+    _, key = await create_api_key(
+        store, tenant.tenant.id, [Scope.directory, Scope.protected], datetime.now(UTC)
+    )
+    resp = await app_client.get("/v1/relations/c1/p2/flags", headers=auth(key))
+    assert resp.status == 200
+    assert (await resp.json())["history"][0]["reason"] == "court order 2026-114"
+
+
 async def test_unknown_flag_and_unknown_person_are_404(app_client, tenant) -> None:
     await load(app_client, tenant.api_key)
     resp = await set_flag(app_client, tenant.api_key, "protected", True)

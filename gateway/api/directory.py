@@ -12,7 +12,7 @@ from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from aiohttp import web
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from gateway.api import spec
 from gateway.api.body import read_model
@@ -85,6 +85,26 @@ class ProtectionView(BaseModel):
     history: list[ProtectionHistoryView]
 
 
+class FlagHistoryView(BaseModel):
+    flag: str = Field(description="`information_granted` or `blocked`")
+    value: bool
+    reason: str
+    actor: str
+    at: Instant
+
+
+class RelationFlagsView(BaseModel):
+    """A relation's manual flags now and every change of them (who, when, why)."""
+
+    child_id: str
+    guardian_id: str
+    relation: bool = Field(
+        description="Whether the relation is in the directory now (flags outlive its deletion)"
+    )
+    flags: RelationFlags | None = Field(description="The flags now; null without a relation")
+    history: list[FlagHistoryView] = Field(description="Every change, oldest first")
+
+
 def birth_date_errors(batch: DirectoryBatch, now: datetime) -> list[dict[str, Any]]:
     """A row error for each impossible birth date (:func:`birth_date_problem`), by the
     date in Norway."""
@@ -149,6 +169,41 @@ async def put_relation_flag(request: web.Request) -> web.Response:
         ctx.clock.now(),
     )
     return respond_json(flags)
+
+
+async def get_relation_flags(request: web.Request) -> web.Response:
+    """A relation's manual flags and their history, for the privacy officer's audit: who
+    blocked or granted whom, when and why (a reason may cite a court order). A protected
+    child or guardian: only with the ``protected`` scope, as ``GET /v1/persons/{id}``."""
+    ctx = request.app[CTX]
+    tenant = await authenticate_bearer(request, _store(ctx), ctx.clock.now(), Scope.directory)
+    child_id, guardian_id = request.match_info["child_id"], request.match_info["guardian_id"]
+    persons = [await _store(ctx).get_person(tenant.id, pid) for pid in (child_id, guardian_id)]
+    history = await _store(ctx).flag_history(tenant.id, child_id, guardian_id)
+    if None in persons and not history:
+        raise NotFound("no such relation, and no flag was ever set on it")
+    protected = any(p is not None and p.protection is not Protection.none for p in persons)
+    if protected and not key_has(request, Scope.protected):
+        raise Forbidden(
+            "a protected person is part of this relation; the key needs the protected scope"
+        )
+    snapshot = await _store(ctx).load_audience(tenant.id, Audience(children=[child_id]))
+    relation = next(
+        (r for r in snapshot.relations if (r.child_id, r.guardian_id) == (child_id, guardian_id)),
+        None,
+    )
+    return respond_json(
+        RelationFlagsView(
+            child_id=child_id,
+            guardian_id=guardian_id,
+            relation=relation is not None,
+            flags=relation.flags if relation is not None else None,
+            history=[
+                FlagHistoryView(flag=h.flag, value=h.value, reason=h.reason, actor=h.actor, at=h.at)
+                for h in history
+            ],
+        )
+    )
 
 
 async def get_person(request: web.Request) -> web.Response:
@@ -294,6 +349,22 @@ OPERATIONS: dict[spec.Route, spec.Operation] = {
         responses={200: spec.Response("The relation's flags after the change", RelationFlags)},
         errors=(401, 404, *spec.BODY_ERRORS, 422),
     ),
+    ("GET", "/v1/relations/{child_id}/{guardian_id}/flags"): spec.Operation(
+        tag="directory",
+        summary="A relation's manual flags and their history (who, when, why)",
+        description=(
+            "For the privacy officer's audit. A relation with a protected child or"
+            " guardian only with the `protected` scope. Flags outlive a deletion of the"
+            " relation: `relation` false, `flags` null, the history kept."
+        ),
+        security=spec.tenant("directory"),
+        params=(
+            spec.path("child_id", "Child id", **spec.ID),
+            spec.path("guardian_id", "Guardian id", **spec.ID),
+        ),
+        responses={200: spec.Response("Flags and history", RelationFlagsView)},
+        errors=(401, 403, 404),
+    ),
     ("GET", "/v1/persons/{person_id}"): spec.Operation(
         tag="directory",
         summary="One person record (a protected person: only with the protected scope)",
@@ -341,6 +412,7 @@ def setup(app: web.Application) -> None:
     app.router.add_post("/v1/directory", post_directory)
     app.router.add_post("/v1/directory/delete", post_directory_delete)
     app.router.add_put("/v1/relations/{child_id}/{guardian_id}/flags/{flag}", put_relation_flag)
+    app.router.add_get("/v1/relations/{child_id}/{guardian_id}/flags", get_relation_flags)
     app.router.add_get("/v1/persons/{person_id}", get_person)
     app.router.add_put("/v1/persons/{person_id}/protection", put_person_protection)
     app.router.add_get("/v1/persons/{person_id}/protection", get_person_protection)
