@@ -215,7 +215,7 @@ async def test_teacher_signs_in_and_sees_who_was_not_reached_and_why(
             rows = list(csv.reader(io.StringIO(text), delimiter=";"))
         assert rows[0] == ["Barn", "Klasse", "Hvorfor ikke nådd", "Foresatte å ringe"]
         by_name = {r[0]: r for r in rows[1:]}
-        assert by_name["Lise Elev"][1:] == ["5A", "Ikke lest ennå", "+4741100004"]
+        assert by_name["Lise Elev"][1:] == ["5A", "Ikke lest ennå", "Jon Lund: +4741100004"]
         assert by_name["Per Elev"][3] == ""
         assert "41100006" not in str(rows)
         await page.close()

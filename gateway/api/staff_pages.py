@@ -256,7 +256,8 @@ class ChildRow:
     reached: bool
     line: str  # who read it, how and when; or why not
     guardians: list[str] = field(default_factory=list)
-    phones: list[str] = field(default_factory=list)  # for the CSV
+    # for the CSV: (guardian's name, number) to phone
+    phones: list[tuple[str, str]] = field(default_factory=list)
     group: str = ""
 
 
@@ -413,7 +414,7 @@ async def _message_view(
             )
         else:
             line = _why_line(why[child_id], t, lang)
-        phones = [p for r in told if (p := namer.phone(r.recipient_id))]
+        phones = [(namer(r.recipient_id), p) for r in told if (p := namer.phone(r.recipient_id))]
         row = ChildRow(namer(child_id), child.reached, " ".join(line.split()), guardians, phones)
         row.group = namer.group(child_id)
         (rows_yes if child.reached else rows_not).append(row)
@@ -717,10 +718,10 @@ async def not_reached_csv(request: web.Request) -> web.Response:
     writer = csv.writer(out, delimiter=staff.texts["csv_delimiter"], lineterminator="\r\n")
     writer.writerow(staff.texts["csv_header"])
     for row in view.not_reached:
-        # names come from the directory; numbers are E.164, checked on import
-        writer.writerow(
-            [_cell(row.name), _cell(row.group), _cell(row.line), " / ".join(row.phones)]
-        )
+        # names come from the directory; numbers are E.164, checked on import. Each
+        # number with whose it is: a teacher phoning round asks for the right person.
+        phones = " / ".join(f"{name}: {phone}" for name, phone in row.phones)
+        writer.writerow([_cell(row.name), _cell(row.group), _cell(row.line), _cell(phones)])
     return web.Response(
         body=("\ufeff" + out.getvalue()).encode("utf-8"),  # BOM: Excel reads UTF-8
         content_type="text/csv",
