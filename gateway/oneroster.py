@@ -354,9 +354,11 @@ def counts(batch: DirectoryBatch) -> dict[str, int]:
 def load_oneroster(directory: Path, options: ImportOptions | None = None) -> OneRosterImport:
     """Read and map the export in ``directory``; ValidationFailed lists every problem."""
     if not directory.is_dir():
+        what = "not a folder" if directory.exists() else "no such folder"
+        message = f"{what}: {directory} (give the folder of the export's CSV files, or its zip)"
         raise ValidationFailed(
-            "not a folder",
-            errors=[{"loc": ["path"], "message": "not a folder", "type": "value_error"}],
+            "the export cannot be read",
+            errors=[{"loc": ["path"], "message": message, "type": "value_error"}],
         )
     files = {path.name.lower(): path for path in directory.iterdir() if path.is_file()}
 

@@ -338,6 +338,19 @@ def test_an_unreadable_users_csv_says_why(
     assert errors_of(exc) == [expected]
 
 
+def test_a_path_that_is_no_folder_says_which(tmp_path: Path) -> None:
+    (tmp_path / "export.csv").write_text("sourcedId\n")
+    for path, what in (
+        (tmp_path / "nope", "no such folder"),
+        (tmp_path / "export.csv", "not a folder"),
+    ):
+        with pytest.raises(ValidationFailed) as exc:
+            read(path)
+        [(loc, message)] = errors_of(exc)
+        assert (loc, message.split(":")[0]) == ("path", what)
+        assert str(path) in message
+
+
 def test_every_problem_is_reported_at_once_in_row_order(tmp_path: Path) -> None:
     folder = edited(
         tmp_path, "users.csv", "Kristin,Hansen,,,,+4791234567", "Kristin,Hansen,,,nope,+4791234567"
