@@ -626,14 +626,21 @@ class _Mapper:
                 )
         tables: dict[str, _Table] = {}
         used = {*needed, "classes", "enrollments", "demographics"}
+        readable = True
         for kind, (_, mode) in modes.items():
             if mode == "bulk" and kind in used:
                 table = self._table(kind)
                 if table is not None:
                     tables[kind] = table
+                readable = readable and table is not None
+        readable = readable and needed <= tables.keys()
         if version == "1.1" and "users" in tables:
-            self._require(tables["users"], ("role",))
-        self.problems.fail_if_any()
+            readable = self._require(tables["users"], ("role",)) and readable
+        if not readable:
+            # A file missing, unreadable or without a column the mapping needs: its rows
+            # cannot be checked. Problems of single rows do not stop here: every one of
+            # them is reported at once, after the mapping.
+            self.problems.fail_if_any()
         self._report_unread(tables)
         return version, tables
 
@@ -699,9 +706,12 @@ class _Mapper:
                 table.gone.add(row["sourcedId"])
                 self.problems.skipped["tobedeleted"] += 1
             else:
+                # Checked as an active row: the rest of the export's problems are found
+                # too, and its users are no unknown references in others' rows.
                 self.problems.error(
                     (name, row.line, "status"), "expected active or tobedeleted (or blank)"
                 )
+                active.append(row)
         table.rows = active
         return table
 
@@ -730,7 +740,8 @@ class _Mapper:
             start = reader.line_num + 1
             for fields in reader:
                 # blank lines are no records
-                if any(v.strip() for v in fields) and self._fields_fit(name, start, header, fields):
+                if any(v.strip() for v in fields):
+                    self._check_field_count(name, start, header, fields)
                     rows.append(_Row(start, _values(header, fields)))
                 start = reader.line_num + 1
         except csv.Error:
@@ -752,21 +763,22 @@ class _Mapper:
             return False
         return True
 
-    def _fields_fit(self, name: str, line: int, header: list[str], fields: list[str]) -> bool:
+    def _check_field_count(
+        self, name: str, line: int, header: list[str], fields: list[str]
+    ) -> None:
         """No more fields than the header has columns (empty ones past the last column,
-        a trailing comma, are fine): one more shifts values into the wrong columns, so
-        the row is refused rather than read. Fewer are read as empty, as exports leave
-        out trailing empty columns (the 1.2 samples' roles.csv does)."""
-        extra = [value for value in fields[len(header) :] if value.strip()]
-        if not extra:
-            return True
+        a trailing comma, are fine): one more means a value landed in the wrong column,
+        so the import is refused (the row is still checked, for the other problems).
+        Fewer are read as empty, as exports leave out trailing empty columns (the 1.2
+        samples' roles.csv does)."""
+        if not any(value.strip() for value in fields[len(header) :]):
+            return
         self.problems.error(
             (name, line),
             f"{len(fields)} fields but the header has {len(header)} columns"
             " (a value with a comma in it must be in double quotes)",
             "field_count",
         )
-        return False
 
     def _require(self, table: _Table, columns: Iterable[str]) -> bool:
         missing = [column for column in columns if column not in table.columns]

@@ -338,6 +338,21 @@ def test_an_unreadable_users_csv_says_why(
     assert errors_of(exc) == [expected]
 
 
+def test_a_bad_status_does_not_hide_the_other_problems(tmp_path: Path) -> None:
+    """It stopped the import after the files were read, with "1 problem(s)": the next
+    run then showed the next problem, one at a time."""
+    folder = edited(tmp_path, "users.csv", "usr-kari,active,", "usr-kari,aktiv,")
+    text = (folder / "users.csv").read_text(encoding="utf-8")
+    (folder / "users.csv").write_text(text.replace("ola@example.no", "ola@@example"), "utf-8")
+    with pytest.raises(ValidationFailed) as exc:
+        read(folder)
+    assert [(e[0], e[2]) for e in errors_of(exc)] == [
+        ("users.csv", "status"),
+        ("users.csv", "email"),
+    ]
+    assert not any("unknown" in e[3] for e in errors_of(exc))  # kari is still known
+
+
 def test_a_path_that_is_no_folder_says_which(tmp_path: Path) -> None:
     (tmp_path / "export.csv").write_text("sourcedId\n")
     for path, what in (
