@@ -1027,6 +1027,17 @@ class _Mapper:
             person = self._build(Person, draft.data, ("users.csv", draft.line), fields)
             if person is not None:
                 persons[sourced_id] = person
+                if person.role is Role.guardian and not (person.email or person.phone):
+                    # Imported: the app reaches them, if they use it. No email or SMS can.
+                    self.problems.warnings.append(
+                        describe(
+                            {
+                                "loc": ["users.csv", draft.line],
+                                "message": "a parent/guardian without email or phone:"
+                                " reached only in the app, if they use it",
+                            }
+                        )
+                    )
         return persons
 
     def _relations(self, persons: Mapping[str, Person]) -> list[Relation]:

@@ -353,6 +353,17 @@ def test_a_bad_status_does_not_hide_the_other_problems(tmp_path: Path) -> None:
     assert not any("unknown" in e[3] for e in errors_of(exc))  # kari is still known
 
 
+def test_a_guardian_without_email_or_phone_is_imported_with_a_warning(tmp_path: Path) -> None:
+    folder = edited(tmp_path, "users.csv", "ola@example.no,900 12 345", ",")
+    result = load_oneroster(folder, ImportOptions(today=TODAY))
+    ola = next(p for p in result.batch.persons if p.id == "usr-ola")
+    assert (ola.email, ola.phone) == (None, None)
+    assert (
+        "users.csv row 4: a parent/guardian without email or phone:"
+        " reached only in the app, if they use it"
+    ) in result.warnings
+
+
 def test_a_path_that_is_no_folder_says_which(tmp_path: Path) -> None:
     (tmp_path / "export.csv").write_text("sourcedId\n")
     for path, what in (
