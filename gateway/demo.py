@@ -214,6 +214,9 @@ async def start_demo(
         secret_key=secrets.token_urlsafe(32),
         log_level="WARNING",
         attachments={"folder": str(directory / "attachments")},
+        # The printed staff link is opened when someone gets to it, not within the
+        # service's 10 minutes: a working day on a demo machine.
+        staff_link_ttl=8 * 3600,
     )
     service = Service(settings)
     await service.start()
