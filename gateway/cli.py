@@ -183,6 +183,12 @@ async def _import_oneroster(settings: Settings, args: argparse.Namespace) -> int
         print(f"{kind}: {count}")
     for reason, count in result.skipped.items():
         print(f"skipped {reason}: {count}")
+    if result.skipped.get("tobedeleted"):
+        # Skipped is not deleted: the stored record and its relations stay, told as before.
+        print(
+            "note: a tobedeleted row keeps what is stored (the person, their relations);"
+            " remove it with POST /v1/directory/delete"
+        )
     for warning in result.warnings:
         print(f"warning: {warning}")
     return 0

@@ -582,6 +582,7 @@ def test_cli_imports_the_v1p1_sample(
     for line in ("units: 1", "groups: 1", "persons: 6", "relations: 1", "skipped tobedeleted: 1"):
         assert line in out.splitlines()
     assert "warning: users.csv row 5 field agentSourcedIds: ignored on a user who is neither" in out
+    assert "note: a tobedeleted row keeps what is stored" in out  # skipped is not deleted
 
     snap, staff = stored(db, tenant_id, read_oneroster(sample("v1p1"), SAMPLE_OPTIONS))
     assert len(snap.persons) == 6
