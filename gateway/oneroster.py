@@ -980,6 +980,9 @@ class _Mapper:
                     born = date.fromisoformat(value)
                 except ValueError:
                     self.problems.error(loc, "not a date (YYYY-MM-DD)")
+                    # Reported: a stand-in lets the model check the rest of the row, and
+                    # it is not reported again as a missing birth date.
+                    draft.data["birth_date"] = self.options.placeholder_birth_date()
                 else:
                     draft.data["birth_date"] = born
                     problem = birth_date_problem(born, self.options.import_date())

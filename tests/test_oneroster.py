@@ -266,6 +266,19 @@ def test_student_without_birth_date_is_an_error_unless_assume_minor(tmp_path: Pa
     assert any("1 student(s) without a birth date got a placeholder" in w for w in result.warnings)
 
 
+def test_a_birth_date_that_is_no_date_is_one_problem_on_its_own_field(tmp_path: Path) -> None:
+    folder = edited(
+        tmp_path,
+        "demographics.csv",
+        "usr-jonas,active,2026-08-01T00:00:00Z,2018-08-20",
+        "usr-jonas,active,2026-08-01T00:00:00Z,20.08.2018",
+    )
+    with pytest.raises(ValidationFailed) as exc:
+        read(folder)
+    # not also "birth_date is required" against users.csv's sourcedId
+    assert errors_of(exc) == [("demographics.csv", 3, "birthDate", "not a date (YYYY-MM-DD)")]
+
+
 def test_a_birth_date_in_the_future_or_before_1900_is_an_error(tmp_path: Path) -> None:
     folder = edited(
         tmp_path,
