@@ -192,6 +192,13 @@ class RequestTimeout(InputError):
 
 def plain_message(error: Any) -> str:
     """A pydantic error row's message for a person: without the "Value error, " that
-    pydantic puts before a validator's own words. For API rows, settings and imports."""
+    pydantic puts before a validator's own words, and in plain words where pydantic's
+    are a library's ("Field required", "String should have at least 1 character").
+    For API rows, settings and imports."""
+    kind, context = error.get("type"), error.get("ctx") or {}
+    if kind == "missing":
+        return "missing"
+    if kind == "string_too_short" and context.get("min_length") == 1:
+        return "must not be empty"
     message: str = error["msg"]
     return message.removeprefix("Value error, ")

@@ -159,6 +159,22 @@ async def test_an_impossible_birth_date_is_422_naming_the_row(app_client, tenant
     assert resp.status == 200, await resp.text()
 
 
+async def test_a_missing_or_empty_field_is_said_in_plain_words(app_client, tenant) -> None:
+    """Not pydantic's "Field required" and "String should have at least 1 character"."""
+    persons = copy.deepcopy(BATCH["persons"])
+    persons[1]["given_name"] = ""
+    del persons[2]["role"]
+    resp = await app_client.post(
+        "/v1/directory", json=batch(persons=persons), headers=auth(tenant.api_key)
+    )
+    assert resp.status == 422
+    errors = {tuple(e["loc"]): e["message"] for e in (await resp.json())["errors"]}
+    assert errors == {
+        ("persons", 1, "given_name"): "must not be empty",
+        ("persons", 2, "role"): "missing",
+    }
+
+
 async def test_referential_error_is_422_and_writes_nothing(app_client, tenant) -> None:
     relations = [*BATCH["relations"], {"child_id": "c1", "guardian_id": "nobody"}]
     resp = await app_client.post(
