@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import hashlib
 import logging
 import math
 import time
@@ -84,6 +85,16 @@ from gateway.translations import Translations
 from gateway.urgent_handoff import UrgentHandoff
 
 log = logging.getLogger(__name__)
+
+
+def held_until(job_id: str, until: datetime) -> datetime:
+    """When a send its channel's breaker holds is due: ``until`` plus up to a second, by a
+    hash of the job and ``until``. The queue takes sends due at one time by id, so the
+    same one would be every probe (one the relay refuses for itself: for ever, while the
+    others wait); this way each probe round takes the held sends in a fresh order."""
+    digest = hashlib.blake2b(f"{job_id}\x1f{until.isoformat()}".encode(), digest_size=4)
+    return until + timedelta(microseconds=int.from_bytes(digest.digest(), "big") % 1_000_000)
+
 
 PLAN_BATCH = 1000
 URGENT_PROBE = 16  # jobs claimed on a wake-up while the buffer still holds normal work
@@ -747,7 +758,9 @@ class Dispatcher:
         # The channel's breaker is open: the job waits (no attempt used up).
         paused_until = self.health.paused_until(name)
         if paused_until is not None:
-            await self.store.postpone_job(job.id, paused_until, self.health.reason(name))
+            await self.store.postpone_job(
+                job.id, held_until(job.id, paused_until), self.health.reason(name)
+            )
             return
         message = self._messages.get(delivery.message_id) or await self._message(delivery)
         if message is None:
@@ -852,7 +865,9 @@ class Dispatcher:
         wait_until, probe = self.health.admit(name)
         if wait_until is not None:  # the breaker opened while this send waited for a slot
             gate.leave(None)
-            await self.store.postpone_job(job.id, wait_until, self.health.reason(name))
+            await self.store.postpone_job(
+                job.id, held_until(job.id, wait_until), self.health.reason(name)
+            )
             return None
         return gate, probe
 
@@ -865,7 +880,9 @@ class Dispatcher:
         channel's breaker, and the gate's slot is left when the block ends."""
         paused_until = self.health.paused_until(name)
         if paused_until is not None:  # as send: no rate slot or gate wait for an outage
-            await self.store.postpone_job(job.id, paused_until, self.health.reason(name))
+            await self.store.postpone_job(
+                job.id, held_until(job.id, paused_until), self.health.reason(name)
+            )
             yield False
             return
         admitted = await self._admit(job, name, self.channels[name])
@@ -987,14 +1004,19 @@ class Dispatcher:
     async def _transient(self, job: Job, delivery: Delivery, exc: TransientDeliveryError) -> None:
         code = exc.code or "transient"
         paused = self.health.paused_until(delivery.channel)
-        if paused is not None and not exc.per_recipient:
+        age = (self.clock.now() - delivery.created_at).total_seconds()
+        if paused is not None and not exc.per_recipient and age < self.settings.outage_grace:
             # The channel failed, not this delivery, and its breaker is open (this failure
             # opened it, or this send was its probe): the send waits for the channel as
-            # the sends the breaker holds do, without using up an attempt. Else the probes
-            # of a relay down for minutes use up one delivery's attempts after another.
+            # the sends the breaker holds do, without using up an attempt (for the outage
+            # grace). Else the probes of a relay down for minutes use up one delivery's
+            # attempts after another.
+            # Held as they are (held_until), so the next probe may be another's: a send
+            # the relay keeps refusing for itself does not hold up the rest, and its
+            # attempts count again once another's probe has closed the breaker.
             retry_at = self.clock.now() + timedelta(seconds=exc.retry_after or 0)
-            reason = self.health.reason(delivery.channel)
-            await self.store.postpone_job(job.id, max(paused, retry_at), reason)
+            due = held_until(job.id, max(paused, retry_at))
+            await self.store.postpone_job(job.id, due, self.health.reason(delivery.channel))
             return
         if job.attempts >= self.settings.max_attempts:
             await self._finish(job, delivery, DeliveryStatus.failed, reason=f"gave_up:{code}")
@@ -1003,13 +1025,9 @@ class Dispatcher:
             job.attempts, self.settings.backoff_base, self.settings.backoff_max, exc.retry_after
         )
         now = self.clock.now()
+        # The breaker is closed here: a channel-wide failure that left it open was put off
+        # above, and a failure of this recipient alone tells it the channel works.
         due = now + timedelta(seconds=delay)
-        paused = self.health.paused_until(delivery.channel)
-        if paused is not None:
-            # The channel's breaker is open (this failure may have opened it): the send is
-            # tried again when the breaker lets the sends it holds go, not after a backoff
-            # of its own that could keep it back long after the channel works again.
-            due = max(paused, now + timedelta(seconds=exc.retry_after or 0))
         # One history row per failed attempt: its number, the error, the next try.
         await record_attempt(
             self.store, delivery.id, now, attempt_note(job.attempts, code, due, now)
@@ -1020,7 +1038,7 @@ class Dispatcher:
         # The job waits for the next probe like the others; the channel stays stopped
         # (/readyz's body says so) until a send gets an answer that is not this refusal.
         due = self.health.paused_until(delivery.channel) or self.clock.now()
-        await self.store.postpone_job(job.id, due, exc.code or "unavailable")
+        await self.store.postpone_job(job.id, held_until(job.id, due), exc.code or "unavailable")
 
     @property
     def unavailable(self) -> dict[str, str]:

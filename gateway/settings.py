@@ -128,6 +128,10 @@ class DispatchSettings(BaseModel):
     max_attempts: int = Field(default=10, ge=1)
     backoff_base: float = Field(default=2.0, gt=0)
     backoff_max: float = Field(default=3600.0, gt=0)
+    # How long after its delivery was made a send may fail as its channel's failing probe
+    # without using up an attempt (the provider is down, not this delivery). After it,
+    # those failures count, so a send the provider keeps refusing gives up and fails over.
+    outage_grace: float = Field(default=6 * 3600.0, ge=0)
     poll_interval: float = Field(default=0.2, gt=0)
     shutdown_timeout: float = Field(default=20.0, gt=0)
     # Share of each claim kept for normal work (general, reminder, digest) while urgent

@@ -120,6 +120,38 @@ async def test_a_relay_down_for_20_minutes_loses_no_email(rig: Rig) -> None:
     assert len(rig.smtp.received) == 5  # each exactly once
 
 
+async def test_a_send_the_relay_keeps_refusing_does_not_hold_up_the_channel(rig: Rig) -> None:
+    """A 452 after DATA for six mailboxes opens the breaker like a relay in trouble. The
+    failed probe goes behind the sends the breaker holds, so another's probe gets
+    through, the breaker closes, the other message goes, and the six use up their
+    attempts then (the same one was the probe hundreds of times, and the next message
+    waited for ever)."""
+    bad = [family(n) for n in range(1, 7)]
+    good = [family(n, group="g2") for n in range(7, 10)]
+    batch = directory(*bad, *good)
+    batch["groups"].append({"id": "g2", "unit_id": "u1", "kind": "class", "name": "5B"})
+    await rig.load(batch)
+    for n in range(1, 7):
+        rig.smtp.reply_to_data_for(f"forelder{n}@example.no", "452 4.3.1 Insufficient storage")
+    first = await rig.post("e1", {"groups": ["g1"]})
+    await rig.dispatcher.run_until_idle()
+    assert rig.dispatcher.health.snapshot()["email"]["state"] == "degraded"
+    second = await rig.post("e2", {"groups": ["g2"]})
+    for _ in range(int(10 * 60 / 5)):
+        await rig.advance(5)
+        emails = await rig.deliveries(second, "email")
+        if all(d.status is DeliveryStatus.sent for d in emails):
+            break
+    assert [d.status for d in await rig.deliveries(second, "email")] == [DeliveryStatus.sent] * 3
+    # Only the six are left, each refused for itself: after the outage grace (6 h)
+    # their failures count again, and they give up (and fail over) as any send.
+    for _ in range(int(9 * 3600 / 60)):
+        await rig.advance(60)
+    refused = await rig.deliveries(first, "email")
+    assert {d.status for d in refused} == {DeliveryStatus.failed}
+    assert {d.reason for d in refused} == {"gave_up:smtp_452"}
+
+
 @pytest.fixture
 async def client(rig: Rig, settings: Settings) -> AsyncIterator[TestClient]:
     """The HTTP API over the rig's store, showing the rig's channel states."""

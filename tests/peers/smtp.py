@@ -99,6 +99,9 @@ class _State:
     received: list[Received] = field(default_factory=list)
     rcpt_replies: dict[str, str] = field(default_factory=dict)
     data_reply: str | None = None
+    # recipient -> the answer to DATA of a message to them (a relay refusing one mailbox
+    # after the content, as if for the whole relay: 452)
+    data_replies: dict[str, str] = field(default_factory=dict)
     mail_reply: str | None = None  # e.g. "421 4.3.2 Try later": every MAIL FROM refused
     data_delay: float = 0.0  # seconds DATA waits before the message is taken and answered
     drop_after_data: bool = False  # take the message, then close instead of answering
@@ -158,6 +161,9 @@ class _Handler:
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         if self._state.data_reply is not None:
             return self._state.data_reply
+        for rcpt in envelope.rcpt_tos:
+            if rcpt.lower() in self._state.data_replies:
+                return self._state.data_replies[rcpt.lower()]
         if self._state.data_delay:
             await asyncio.sleep(self._state.data_delay)
         raw = envelope.original_content or b""
@@ -237,6 +243,10 @@ class SmtpPeer:
     def reply_to_data(self, reply: str | None) -> None:
         """Answer every DATA with ``reply`` (None: accept again)."""
         self._state.data_reply = reply
+
+    def reply_to_data_for(self, address: str, reply: str) -> None:
+        """Answer DATA of any message to ``address`` with ``reply``."""
+        self._state.data_replies[address.lower()] = reply
 
     def drop_after_data(self, drop: bool = True) -> None:
         """Take each message, then close the connection before answering its DATA (a
