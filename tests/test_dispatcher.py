@@ -459,7 +459,8 @@ async def test_rejected_credentials_stop_the_channel_without_burning_jobs(
 
         # Outages longer than max_attempts rechecks: still postponed, never failed.
         for _ in range(4):
-            await rig.advance(UNAVAILABLE_RECHECK)
+            # held sends are due up to a second after the recheck (held_until)
+            await rig.advance(UNAVAILABLE_RECHECK + 1)
         sms = await rig.deliveries(message, "sms")
         assert all(d.status is not DeliveryStatus.failed for d in sms)
         assert len(rig.twilio.requests) == 5  # one probe per recheck, not five
@@ -469,8 +470,11 @@ async def test_rejected_credentials_stop_the_channel_without_burning_jobs(
         # and the first send after that meets a 429: retried, not given up.
         rig.twilio.credentials[ACCOUNT_SID] = "wrong-token-" + "y" * 20
         rig.twilio.fail_next(429, retry_after=1)
-        await rig.advance(UNAVAILABLE_RECHECK)
-        await rig.advance(2)  # backoff: at least Retry-After, at most base * 2
+        await rig.advance(UNAVAILABLE_RECHECK + 1)
+        # The 429 holds the probe for its Retry-After and the breaker's pause (each held
+        # send up to a second more), then the probe goes and the rest follow.
+        for _ in range(4):
+            await rig.advance(2)
         sms = await rig.deliveries(message, "sms")
         assert [d.status for d in sms] == [DeliveryStatus.sent] * 5
         assert len(rig.twilio.requests) == 5 + 1 + 5
