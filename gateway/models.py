@@ -722,6 +722,7 @@ class InboxItem(BaseModel):
     status: DeliveryStatus
     created_at: datetime
     read_at: datetime | None = None
+    language: str | None = None  # the in-app delivery's: our own texts are told in it
 
 
 class ReadRecord(BaseModel):

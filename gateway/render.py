@@ -619,6 +619,16 @@ class Renderer:
             unsubscribe_url=self._unsubscribe_url(channel, read_url),
         )
 
+    def own_text(self, message: Message, delivery: Delivery) -> tuple[str, str] | None:
+        """Our own absence text of ``message`` as ``delivery``'s recipient reads it in the
+        app and on the pages: its in-app rendering from this delivery's facts (the
+        neutral ones where a protected child is concerned), in its language, as the SMS
+        and push were. None for a staff member's text, which is shown as written."""
+        if not delivery.context.get(ABSENCE_CONTEXT_KEY):
+            return None
+        out = self.render(message, delivery.model_copy(update={"channel": "inapp"}))
+        return out.subject, out.text
+
     def _choose(self, job: _Job) -> tuple[str, dict[str, str], str]:
         """The parts, and for an SMS the parts with our texts folded to GSM-7 when only
         our texts' letters (ą, č, á...) make it UCS-2."""

@@ -544,6 +544,10 @@ NEUTRAL_HEADERS = {
 }
 
 
+def items_text(items: list[dict[str, Any]]) -> list[str]:
+    return [f"{i['subject']} {i['body']}" for i in items]
+
+
 def everything_sent_to(rig: Rig, email: str, phone: str, device_token: str) -> list[str]:
     """Every text (headers included) any channel carried to this person."""
     texts = [m.raw.decode("utf-8", "replace") for m in rig.smtp.received if m.rcpt_tos == [email]]
@@ -617,11 +621,18 @@ async def test_a_protected_co_guardian_hides_the_place_from_the_other_parent(
     assert {i["message_id"] for i in items} >= {message_id}
     for word in PLACE_WORDS:
         assert word not in json.dumps(items, ensure_ascii=False)
-    async with rig.gw.session.get(f"{rig.gw.url}{read_link(rig, 'far@example.no')}") as resp:
-        page = await resp.text()
-    assert resp.status == 200
-    for word in PLACE_WORDS:
-        assert word not in page
+    # Every read page the emails and SMS link to, the absence alert's too (it showed the
+    # stored text, which names the school), and the alert's in their language.
+    links = {m.group(1) for t in sent for m in re.finditer(r"https?://[^/\s\"]+(/r/[\w-]{64})", t)}
+    assert len(links) >= 2, links
+    for link in links:
+        async with rig.gw.session.get(f"{rig.gw.url}{link}") as resp:
+            page = await resp.text()
+        assert resp.status == 200
+        for word in PLACE_WORDS:
+            assert word not in page, (link, word)
+        assert "Lærer Hansen" not in page  # no sender line where a protected child is
+    assert any(NEUTRAL_PLACES[language] in t for t in items_text(items))
     # Nor do the parent pages: the inbox and the open absence alerts.
     pages = ParentPages(rig)
     try:
@@ -638,6 +649,33 @@ async def test_a_protected_co_guardian_hides_the_place_from_the_other_parent(
     assert any("Solvang skole" in text for text in mother_of_per)
     protected = everything_sent_to(rig, "hemmelig@example.no", "+4790012345", "-")
     assert any("Solvang skole" in text for text in protected)
+
+
+async def test_an_absence_alert_reads_in_the_guardians_language_in_the_app_and_on_the_page(
+    rig: Rig,
+) -> None:
+    """The SMS came in English, the app inbox and the read page in Norwegian: they showed
+    the message's stored (Bokmål) text, not our texts in the guardian's language."""
+    body = copy.deepcopy(DIRECTORY)
+    far = body["persons"][3]
+    far.update(phone="91234567", language="en")
+    body["preferences"] = {"p2": {"channels": {"absence": ["sms", "email"]}}}
+    await rig.load(body)
+    status, answer = await rig.call(
+        "POST",
+        "/v1/events",
+        {"id": "abs-en", "type": "absence.recorded", "data": {"child_id": "c1", "group_id": "g1"}},
+    )
+    assert status == 202, answer
+    await rig.gw.run()
+    token = await app_token(rig, "p2")
+    async with rig.gw.session.get(f"{rig.gw.url}/v1/me/inbox", headers=token) as resp:
+        [item] = [i for i in (await resp.json())["items"] if i["category"] == "absence"]
+    assert item["subject"].startswith("Absence: ") and "Fravær" not in item["body"]
+    async with rig.gw.session.get(f"{rig.gw.url}{read_link(rig, 'far@example.no')}") as resp:
+        page = await resp.text()
+    assert resp.status == 200 and 'lang="en"' in page
+    assert "Absence: " in page and "Fravær" not in page
 
 
 # --------------------------------------------------------------------------- absence

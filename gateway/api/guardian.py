@@ -148,14 +148,18 @@ async def authenticate_guardian(request: web.Request) -> tuple[str, str]:
 def shown_item(item: InboxItem, renderer: Renderer | None) -> InboxItem:
     """An inbox item as its recipient may see it, in the app and on the parent pages.
 
-    Rule 4, a protected child or co-guardian: no sender, and an absence text of our
-    own is told again from this delivery's neutral facts."""
-    if not item.context.get(NEUTRAL_KEY):
-        return item
-    update: dict[str, Any] = {"sender_name": None}
-    if item.context.get(ABSENCE_CONTEXT_KEY):
-        update["subject"], update["body"] = _neutral_absence_text(item, renderer)
-    return item.model_copy(update=update)
+    Our own absence texts are told in the delivery's language (the message keeps the
+    Bokmål one), and rule 4, a protected child or co-guardian: no sender, and the
+    absence text told from this delivery's neutral facts (:meth:`Renderer.own_text`)."""
+    update: dict[str, Any] = {}
+    if item.context.get(NEUTRAL_KEY):
+        update["sender_name"] = None
+        if item.context.get(ABSENCE_CONTEXT_KEY):
+            update["body"] = ""  # without a renderer: the stored text names the school
+    own = renderer.own_text(*_as_sent(item)) if renderer is not None else None
+    if own is not None:
+        update["subject"], update["body"] = own
+    return item.model_copy(update=update) if update else item
 
 
 def _entry(item: InboxItem, renderer: Renderer | None = None) -> InboxEntry:
@@ -169,35 +173,34 @@ def _entry(item: InboxItem, renderer: Renderer | None = None) -> InboxEntry:
     )
 
 
-def _neutral_absence_text(item: InboxItem, renderer: Renderer | None) -> tuple[str, str]:
-    if renderer is None:
-        return item.subject, ""
+def _as_sent(item: InboxItem) -> tuple[Message, Delivery]:
+    """The message and in-app delivery an inbox item was made of, as far as rendering
+    our own texts needs them."""
     message = Message(
         id=item.message_id,
         tenant_id="",
         event_id="",
         event_type=ABSENCE_RECORDED,
         body_hash="",
-        category=Category.absence,
+        category=item.category,
         subject=item.subject,
         body=item.body,
         audience=Audience.model_construct(children=item.child_ids),
         created_at=item.created_at,
     )
-    probe = Delivery(
+    delivery = Delivery(
         id="probe",
         tenant_id="",
         message_id=item.message_id,
         recipient_id="",
         recipient_role=Role.guardian,
         channel="inapp",
-        language=DEFAULT_LANGUAGE,
+        language=item.language or DEFAULT_LANGUAGE,
         context=item.context,
         created_at=item.created_at,
         updated_at=item.created_at,
     )
-    out = renderer.render(message, probe)
-    return out.subject, out.text
+    return message, delivery
 
 
 def _query_error(field: str, message: str, kind: str) -> dict[str, Any]:

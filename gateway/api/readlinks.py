@@ -34,7 +34,7 @@ from gateway.api import spec
 from gateway.api.body import read_form
 from gateway.api.context import CTX, AppContext
 from gateway.attachments import file_rows
-from gateway.constants import DEFAULT_TIME_ZONE
+from gateway.constants import ABSENCE_CONTEXT_KEY, DEFAULT_TIME_ZONE, NEUTRAL_KEY
 from gateway.errors import ConfigError, LinkExpired, LinkInvalid
 from gateway.locales import RTL_LANGUAGES, catalogue_dir, fill, resolve_language
 from gateway.locales import load as load_locales
@@ -47,6 +47,7 @@ from gateway.models import (
     Role,
 )
 from gateway.readlinks import csrf_field, csrf_valid, open_read_token
+from gateway.render import Renderer
 from gateway.tracker import ReadStore
 from gateway.withdrawal import LINK_GONE, LinkStore, linked_delivery
 
@@ -153,17 +154,26 @@ def _text(value: Any) -> str | None:
 
 
 def _page_variables(
-    pages: ReadPages, delivery: Delivery, message: Message, lang: str
+    pages: ReadPages, delivery: Delivery, message: Message, lang: str, renderer: Renderer | None
 ) -> dict[str, Any]:
     texts = pages.texts[lang]
     context = delivery.context
-    # "Rektor Hansen, Solvang skole", as in the email's header line
+    # "Rektor Hansen, Solvang skole", as in the email's header line; none where a
+    # protected child is concerned (rule 4: the neutral facts name no school)
     sender = _text(context.get("sender"))
     unit = _text(context.get("unit"))
     sender_line = ", ".join(dict.fromkeys(x for x in (sender, unit) if x)) or None
+    if context.get(NEUTRAL_KEY):
+        sender_line = None
     names = context.get("children")
     children = [n.strip() for n in names if isinstance(n, str) and n.strip()] if names else []
-    subject = " ".join(message.subject.split())
+    # Our own absence text in the recipient's language and facts (neutral ones too), as
+    # the SMS and email that brought them here; a staff member's text as written.
+    own = renderer.own_text(message, delivery) if renderer is not None else None
+    subject, body = own if own is not None else (message.subject, message.body)
+    if own is None and context.get(NEUTRAL_KEY) and context.get(ABSENCE_CONTEXT_KEY):
+        body = ""  # without a renderer: the stored text names the school
+    subject = " ".join(subject.split())
     if message.category is Category.emergency:
         subject = f"{texts['important']} {subject}"
     sent_at = message.created_at.astimezone(ZoneInfo(DEFAULT_TIME_ZONE))
@@ -178,7 +188,7 @@ def _page_variables(
             date=format_date(sent_at, "long", locale=lang),
             time=format_time(sent_at, "short", locale=lang),
         ),
-        "body": message.body.strip(),
+        "body": body.strip(),
     }
 
 
@@ -213,7 +223,7 @@ async def read_page(request: web.Request) -> web.Response:
     )
     html = pages.html(
         "pages/read.html",
-        **_page_variables(pages, delivery, message, lang),
+        **_page_variables(pages, delivery, message, lang, ctx.renderer),
         # Relative to /r/<token>: <token>/files/<id> (gateway/api/attachments.py).
         files=file_rows(files, f"{token}/files/"),
         token=token,

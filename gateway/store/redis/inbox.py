@@ -32,6 +32,7 @@ def _inbox_item(status: str, ddoc: str, mdoc: str, read: str) -> InboxItem:
         status=DeliveryStatus(status),
         created_at=datetime.fromisoformat(m["created_at"]).astimezone(UTC),
         read_at=from_us(read.split("\x1f", 1)[0]) if read else None,
+        language=d[7],
     )
 
 

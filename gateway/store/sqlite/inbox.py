@@ -18,7 +18,7 @@ from gateway.store.sqlite.deliveries import apply_moves
 _NOT_IN_INBOX = (DeliveryStatus.suppressed.value, DeliveryStatus.cancelled.value)
 _INBOX_QUERY = """
 SELECT m.id, m.subject, m.body, m.category, m.sender_name, d.child_ids, d.context,
-       d.status, m.created_at, r.at
+       d.status, m.created_at, r.at, d.language
 FROM deliveries AS d
 JOIN messages AS m ON m.id = d.message_id AND m.tenant_id = d.tenant_id
 LEFT JOIN reads AS r
@@ -40,6 +40,7 @@ def _inbox_item(row: Any) -> InboxItem:
         status=DeliveryStatus(row[7]),
         created_at=from_us(row[8]),
         read_at=from_us_opt(row[9]),
+        language=row[10],
     )
 
 
