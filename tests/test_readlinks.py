@@ -411,6 +411,21 @@ async def test_page_language(
         assert text in plain
 
 
+async def test_a_link_opened_with_the_direction_mark_after_it_works(
+    app_client: Client, store: Store, clock: ManualClock, tenant: TenantCreds, directory: Any
+) -> None:
+    """An Arabic SMS wraps the link in an isolate; a phone may open it with the closing
+    mark (U+2069) on the end, which made 'the link does not work'."""
+    seeded = await seed(store, clock, tenant.tenant.id, language="ar")
+    token = make_read_token(SECRET, seeded.email_id, clock.now() + timedelta(days=1))
+    for path in (f"/r/{token}\u2069", f"/r/{token}\u200f\u2069?done=1", f"/p/{token}\u2069"):
+        resp = await app_client.get(path, allow_redirects=False)
+        assert resp.status == 308, path
+        assert resp.headers["Location"] == path.replace("\u200f", "").replace("\u2069", "")
+    resp = await app_client.get(f"/r/{token}%E2%81%A9")
+    assert resp.status == 200 and "<h1" in await resp.text()
+
+
 async def test_a_guardians_page_leads_to_their_own_pages_a_staff_members_does_not(
     app_client: Client, store: Store, clock: ManualClock, tenant: TenantCreds, directory: Any
 ) -> None:

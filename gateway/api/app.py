@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Protocol
+from urllib.parse import quote
 
 from aiohttp import web
 
@@ -73,6 +74,25 @@ ROUTES: tuple[RouteModule, ...] = (
 """Every module with routes, in the order they are registered."""
 
 
+# Direction marks: a link in a right-to-left SMS or email is wrapped in an isolate
+# (U+2068 ... U+2069, gateway/render.py), and a phone may take the closing mark into the
+# link it opens.
+_MARKS = "\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+_PERSONAL = ("/r/", "/p/", "/u/")
+
+
+@web.middleware
+async def link_marks(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A personal link that came with invisible direction marks after it: to the link
+    without them (308, so a form's POST is kept), instead of "this link does not work"."""
+    path = request.path
+    if path.startswith(_PERSONAL) and path.rstrip(_MARKS) != path:
+        query = f"?{request.query_string}" if request.query_string else ""
+        raise web.HTTPPermanentRedirect(location=quote(path.rstrip(_MARKS)) + query)
+    response: web.StreamResponse = await handler(request)
+    return response
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every error leaves as JSON: ``{"error": code, "message": ..., "errors": [...]}``."""
@@ -117,7 +137,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 def create_app(ctx: AppContext) -> web.Application:
     app = web.Application(
         # access outermost: it sees the status error_middleware made of an exception
-        middlewares=[access_middleware(ctx.settings.access_log), error_middleware, body_deadline],
+        middlewares=[
+            access_middleware(ctx.settings.access_log),
+            error_middleware,
+            link_marks,
+            body_deadline,
+        ],
         client_max_size=ctx.settings.max_body_bytes,
     )
     app[CTX] = ctx
