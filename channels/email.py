@@ -33,7 +33,7 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
 from email.policy import Policy
-from email.utils import format_datetime, parseaddr
+from email.utils import format_datetime
 from typing import ClassVar
 
 import aiosmtplib
@@ -55,7 +55,7 @@ from gateway.errors import (
 from gateway.headertext import header_text, header_text_problem
 from gateway.lease_left import room_for
 from gateway.models import Delivery, DeliveryStatus, Receipt, Rendered
-from gateway.settings import SmtpSettings
+from gateway.settings import SmtpSettings, sender_parts
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +204,7 @@ def build_email(
     """
     if not delivery.address:
         raise PermanentDeliveryError("the delivery has no email address", code="no_address")
-    sender_name, sender_addr = parseaddr(sender)
+    sender_name, sender_addr = _parse_sender(sender)
     context_sender = delivery.context.get("sender")
     if isinstance(context_sender, str) and context_sender.strip():
         sender_name = context_sender
@@ -254,7 +254,12 @@ def _header_value(text: str) -> str:
 
 @functools.lru_cache(maxsize=16)
 def _parse_sender(sender: str) -> tuple[str, str]:
-    return parseaddr(sender)
+    """The settings' reading of the sender (checked there); ("", "") for one that is not
+    an address, which :func:`_address` then refuses as any invalid address."""
+    try:
+        return sender_parts(sender)
+    except ValueError:
+        return "", ""
 
 
 @functools.lru_cache(maxsize=4096)
@@ -434,7 +439,7 @@ class EmailChannel:
     def __init__(self, settings: SmtpSettings, public_url: str) -> None:
         self._settings = settings
         self._public_url = public_url
-        self._envelope_from = parseaddr(settings.sender)[1]
+        self._envelope_from = _parse_sender(settings.sender)[1]
         if not self._envelope_from:
             raise ConfigError("smtp.sender is not an email address")
         self._tls_context: ssl.SSLContext | None = None

@@ -10,7 +10,7 @@ from email.headerregistry import Address
 from email.utils import getaddresses
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import (
     BaseModel,
@@ -33,6 +33,23 @@ from pydantic_settings import (
 DEFAULT_NORMAL_SHARE = 0.1
 
 _PLACEHOLDERS = {"changeme", "change-me", "secret", "password", "xxx", ""}
+
+
+def sender_parts(sender: str) -> tuple[str, str]:
+    """(display name, address) of the SMTP sender: the one reading of ``smtp.sender``, by
+    the settings' check and the email channel. ValueError unless it is one address."""
+    found = getaddresses([sender])
+    if len(found) != 1:
+        raise ValueError("not one address")
+    name, address = found[0]
+    local, _, domain = address.rpartition("@")
+    if not local or not domain:
+        raise ValueError("not an address")
+    try:
+        Address(addr_spec=address)
+    except IndexError as exc:
+        raise ValueError("not an address") from exc
+    return name, address
 
 
 class SmtpSettings(BaseModel):
@@ -59,13 +76,9 @@ class SmtpSettings(BaseModel):
     def _one_address(cls, value: str) -> str:
         """One address, as the email channel reads it (an unquoted comma in the display
         name makes two, and every email would fail as if the guardian's were wrong)."""
-        found = getaddresses([value])
-        local, _, domain = found[0][1].rpartition("@") if len(found) == 1 else ("", "", "")
         try:
-            if not local or "." not in domain:
-                raise ValueError("not one address")
-            Address(addr_spec=found[0][1])
-        except (ValueError, IndexError) as exc:
+            sender_parts(value)
+        except ValueError as exc:
             raise ValueError(
                 "smtp.sender must be one address, with a display name if you like:"
                 " Asker kommune <varsel@asker.kommune.no>; a name with a comma goes in double"
@@ -478,18 +491,20 @@ class Settings(BaseSettings):
         except ValueError:
             port_ok = False
         if (
-            parts.scheme not in ("http", "https")
+            parts.scheme.lower() not in ("http", "https")
             or not parts.hostname
             or not port_ok
-            or any(c.isspace() for c in value)
-            or parts.query
-            or parts.fragment
+            or parts.username is not None
+            or any(c.isspace() or c in "?#" for c in value)
         ):
             raise ValueError(
                 "public_url must be the address guardians' phones open the links at, such as"
-                " https://varsel.asker.kommune.no (http or https, a host, no spaces, no ? or #)"
+                " https://varsel.asker.kommune.no (http or https, a host, no user name, no"
+                " spaces, no ? or #)"
             )
-        return value
+        # The scheme and host as every check of "https://" and every link expect them.
+        netloc = parts.netloc.lower()
+        return urlunsplit((parts.scheme.lower(), netloc, parts.path, "", ""))
 
     @field_validator("store_url")
     @classmethod

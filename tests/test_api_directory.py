@@ -315,6 +315,19 @@ async def test_a_privacy_officer_reads_who_set_a_flag_when_and_why(
         await app_client.get("/v1/relations/c1/p2/flags", headers=auth(tenant.api_key))
     ).json()
     assert (body["relation"], body["flags"], len(body["history"])) == (False, None, 2)
+    # the guardian deleted too: they may have been protected, so the history (a court
+    # order's reason) is for the protected scope alone now
+    resp = await app_client.post(
+        "/v1/directory/delete", json={"persons": ["p2"]}, headers=auth(tenant.api_key)
+    )
+    assert resp.status == 200, await resp.text()
+    resp = await app_client.get("/v1/relations/c1/p2/flags", headers=auth(tenant.api_key))
+    assert resp.status == 403 and "court order" not in await resp.text()
+    _, key = await create_api_key(
+        store, tenant.tenant.id, [Scope.directory, Scope.protected], datetime.now(UTC)
+    )
+    resp = await app_client.get("/v1/relations/c1/p2/flags", headers=auth(key))
+    assert resp.status == 200 and len((await resp.json())["history"]) == 2
     # a relation of persons nobody knows, with no flag ever set: 404
     resp = await app_client.get("/v1/relations/c1/nobody/flags", headers=auth(tenant.api_key))
     assert resp.status == 404

@@ -96,7 +96,16 @@ def test_production_refuses_a_public_url_on_this_machine(tmp_path: Path, url: st
 
 @pytest.mark.parametrize(
     "url",
-    ["varsel.no", "https://", "https://varsel kommune.no", "https://v.no/?x=1", "ftp://v.no"],
+    [
+        "varsel.no",
+        "https://",
+        "https://varsel kommune.no",
+        "https://v.no/?x=1",
+        "https://v.no?",
+        "https://v.no/#",
+        "https://user:pw@v.no",
+        "ftp://v.no",
+    ],
 )
 def test_a_public_url_no_phone_can_open_is_refused_in_every_environment(
     tmp_path: Path, url: str
@@ -108,9 +117,15 @@ def test_a_public_url_no_phone_can_open_is_refused_in_every_environment(
     assert "https://varsel.asker.kommune.no" in error["msg"]
 
 
-def test_a_public_url_with_a_path_is_fine(tmp_path: Path) -> None:
+def test_a_public_url_with_a_path_is_fine_and_its_scheme_and_host_are_lower_case(
+    tmp_path: Path,
+) -> None:
     url = "https://www.asker.kommune.no/varsel/"
     assert production(tmp_path, public_url=url).public_url == url
+    loud = "HTTPS://Varsel.Asker.Kommune.NO:8443/Varsel"
+    assert production(tmp_path, public_url=loud).public_url == (
+        "https://varsel.asker.kommune.no:8443/Varsel"
+    )
 
 
 def test_a_channel_left_out_needs_no_provider(tmp_path: Path) -> None:

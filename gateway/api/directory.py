@@ -182,10 +182,13 @@ async def get_relation_flags(request: web.Request) -> web.Response:
     history = await _store(ctx).flag_history(tenant.id, child_id, guardian_id)
     if None in persons and not history:
         raise NotFound("no such relation, and no flag was ever set on it")
-    protected = any(p is not None and p.protection is not Protection.none for p in persons)
+    # A person deleted since may have been protected: their flags' reasons (a court
+    # order) are then for the protected scope too.
+    protected = any(p is None or p.protection is not Protection.none for p in persons)
     if protected and not key_has(request, Scope.protected):
         raise Forbidden(
-            "a protected person is part of this relation; the key needs the protected scope"
+            "a protected or deleted person is part of this relation; the key needs the"
+            " protected scope"
         )
     snapshot = await _store(ctx).load_audience(tenant.id, Audience(children=[child_id]))
     relation = next(
