@@ -564,6 +564,18 @@ async def test_report_from_the_app_by_a_protected_guardian(
         f"{rig.gw.url}/v1/me/absences", json=conflict, headers=app
     ) as resp:
         assert resp.status == 409
+    # a year typed wrong: refused naming the day, before anything is stored or sent
+    for wrong, loc in (
+        ({"date": "2999-01-01"}, ["date"]),
+        ({"dates": ["2026-11-27", "1900-01-01"]}, ["dates", 1]),
+        ({"date": "2026-11-12"}, ["date"]),  # 15 days back (the test clock: 27 November)
+    ):
+        async with rig.gw.session.post(
+            f"{rig.gw.url}/v1/me/absences", json={"child_id": "c1", **wrong}, headers=app
+        ) as resp:
+            assert resp.status == 422, await resp.text()
+            [error] = (await resp.json())["errors"]
+            assert (error["loc"], error["type"]) == (loc, "out_of_range")
     # not p2's child
     other = {"child_id": "c2", "date": "2026-11-27"}
     async with rig.gw.session.post(f"{rig.gw.url}/v1/me/absences", json=other, headers=app) as resp:

@@ -13,7 +13,9 @@ See :mod:`gateway.absence` for the flows.
 
 from __future__ import annotations
 
+from datetime import date, datetime, timedelta
 from typing import Any, Protocol
+from zoneinfo import ZoneInfo
 
 from aiohttp import web
 from pydantic import BaseModel, Field, ValidationInfo, field_validator
@@ -26,7 +28,7 @@ from gateway.api.context import CTX, AppContext
 from gateway.api.guardian import authenticate_guardian
 from gateway.api.responses import Instant, respond_json
 from gateway.auth import AuthStore, authenticate_bearer
-from gateway.constants import ABSENCE_RECORDED, ABSENCE_REPORTED
+from gateway.constants import ABSENCE_RECORDED, ABSENCE_REPORTED, DEFAULT_TIME_ZONE
 from gateway.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from gateway.models import (
     NO_DAY,
@@ -129,6 +131,35 @@ def deduplicated_into(stored: Message, event: Any) -> dict[str, Any]:
 # --------------------------------------------------------------------------- parent app
 
 
+# The days a guardian may report (the texts name a day without its year): back to explain
+# an absence already past, ahead to tell of a trip; as far as messages may be scheduled.
+REPORT_DAYS_BACK = 14
+REPORT_DAYS_AHEAD = 90
+
+
+def _day_errors(body: AbsenceReport, now: datetime) -> list[dict[str, Any]]:
+    """A row for each reported day outside REPORT_DAYS_BACK..REPORT_DAYS_AHEAD of today
+    in Norway (a year typed wrong: 2999, 1900)."""
+    today = now.astimezone(ZoneInfo(DEFAULT_TIME_ZONE)).date()
+    first, last = (
+        today - timedelta(days=REPORT_DAYS_BACK),
+        today + timedelta(days=REPORT_DAYS_AHEAD),
+    )
+    days: list[tuple[list[str | int], date]] = (
+        [(["date"], body.date)] if body.date is not None else []
+    )
+    days += [(["dates", i], day) for i, day in enumerate(body.dates)]
+    return [
+        {
+            "loc": loc,
+            "message": f"a day from {REPORT_DAYS_BACK} days ago to {REPORT_DAYS_AHEAD} days ahead",
+            "type": "out_of_range",
+        }
+        for loc, day in days
+        if not first <= day <= last
+    ]
+
+
 async def report_absence(
     ctx: AppContext, tenant_id: str, guardian_id: str, body: AbsenceReport
 ) -> tuple[Message, AbsenceReported, bool]:
@@ -136,6 +167,9 @@ async def report_absence(
     event it became and whether it was a repeat. Forbidden for another's child;
     Conflict when the report id was used for another report."""
     flows = absences(ctx)
+    errors = _day_errors(body, ctx.clock.now())
+    if errors:
+        raise ValidationFailed("the report names a day out of range", errors=errors)
     if body.child_id not in {c.id for c in await flows.children_of(tenant_id, guardian_id)}:
         raise Forbidden("you cannot report an absence for this child")
     key = body.id or derive_id(guardian_id, body.model_dump_json())
