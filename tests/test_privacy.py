@@ -676,6 +676,21 @@ async def test_an_absence_alert_reads_in_the_guardians_language_in_the_app_and_o
         page = await resp.text()
     assert resp.status == 200 and 'lang="en"' in page
     assert "Absence: " in page and "Fravær" not in page
+    # The SMS says to answer via the link: the page leads straight to the answer form.
+    link = read_link(rig, "far@example.no")
+    assert (
+        f'<a href="../p/{link.rsplit("/", 1)[1]}?to=absence">Answer the absence alert</a>' in page
+    )
+    pages = ParentPages(rig)
+    try:
+        async with pages.http.get(
+            f"{rig.gw.url}{link.replace('/r/', '/p/')}?to=absence", allow_redirects=False
+        ) as resp:
+            assert (resp.status, resp.headers["Location"]) == (303, "absence")
+        status, form = await pages.get("/p/absence")
+        assert status == 200 and "/answer" in form
+    finally:
+        await pages.close()
 
 
 # --------------------------------------------------------------------------- absence

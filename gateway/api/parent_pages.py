@@ -119,7 +119,10 @@ async def open_link(request: web.Request) -> web.StreamResponse:
     person = await _store(ctx).get_person(delivery.tenant_id, delivery.recipient_id)
     if person is None or person.role is Role.staff:
         return _problem(request, "gone", 410, "../")
-    target = "preferences" if request.query.get("to") == "preferences" else "inbox"
+    # Where the link was to lead: the settings (an email's footer), an absence alert's
+    # answer form (its SMS: "answer via the link"), else the inbox.
+    wanted = request.query.get("to")
+    target = wanted if wanted in ("preferences", "absence") else "inbox"
     response = web.HTTPSeeOther(location=target, headers=SECURITY_HEADERS)
     ttl = timedelta(seconds=ctx.settings.parent_session_ttl)
     set_session_cookie(

@@ -34,7 +34,12 @@ from gateway.api import spec
 from gateway.api.body import read_form
 from gateway.api.context import CTX, AppContext
 from gateway.attachments import file_rows
-from gateway.constants import ABSENCE_CONTEXT_KEY, DEFAULT_TIME_ZONE, NEUTRAL_KEY
+from gateway.constants import (
+    ABSENCE_CONTEXT_KEY,
+    ABSENCE_RECORDED,
+    DEFAULT_TIME_ZONE,
+    NEUTRAL_KEY,
+)
 from gateway.errors import ConfigError, LinkExpired, LinkInvalid
 from gateway.locales import RTL_LANGUAGES, catalogue_dir, fill, resolve_language
 from gateway.locales import load as load_locales
@@ -215,6 +220,7 @@ async def read_page(request: web.Request) -> web.Response:
     delivery, message = found
     await tracker.link_opened(_store(ctx), delivery, now)
     lang = resolve_language(delivery.language)
+    staff = delivery.recipient_role is Role.staff
     done = request.query.get("done") == "1"
     files = (
         await ctx.attachments.for_message(message.tenant_id, message.id)
@@ -230,8 +236,12 @@ async def read_page(request: web.Request) -> web.Response:
         csrf=csrf_field(ctx.secret, token),
         read=delivery.status is DeliveryStatus.read or (done and delivery.status in FAILED),
         done=done,
-        # The same token under /p/ opens the guardian's own pages (a session of theirs).
-        parent_link=None if delivery.recipient_role is Role.staff else f"../p/{token}",
+        # The same token under /p/ opens the guardian's own pages (a session of theirs);
+        # an absence alert's SMS says "answer via the link": straight to the answer form.
+        parent_link=None if staff else f"../p/{token}",
+        answer_link=f"../p/{token}?to=absence"
+        if not staff and message.event_type == ABSENCE_RECORDED
+        else None,
     )
     return _respond(html)
 
