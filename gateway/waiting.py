@@ -31,6 +31,28 @@ def retry_note(due: datetime, attempts: int, error: str) -> str:
     return f"{RETRY_PREFIX}{due.isoformat(timespec='seconds')}, attempt {attempts}: {error}"
 
 
+_CHANNEL_PREFIX = "channel_"
+
+
+def channel_down(
+    delivery: Delivery, job: Job | None, health: ChannelHealth | None, now: datetime
+) -> str | None:
+    """The state of the channel ``delivery`` waits for (``degraded``, ``stopped``), or None
+    (it is not waiting for its channel). From this process's breaker where it has one,
+    else from the job the breaker put off (an API process sends nothing itself)."""
+    if delivery.status not in WAITING:
+        return None
+    if delivery.not_before is not None and delivery.not_before > now:
+        return None  # quiet hours or a digest hold it first
+    if health is not None:
+        state = health.state(delivery.channel)
+        return None if state is ChannelState.ok else state.value
+    error = job.last_error if job is not None and job.due_at > now else None
+    if error and error.startswith(_CHANNEL_PREFIX) and error.endswith(f":{delivery.channel}"):
+        return error[len(_CHANNEL_PREFIX) :].split(":", 1)[0]
+    return None
+
+
 def waiting_for(
     delivery: Delivery, job: Job | None, health: ChannelHealth | None, now: datetime
 ) -> str | None:
@@ -43,10 +65,9 @@ def waiting_for(
         if DIGEST_KEY in delivery.context:  # held for the guardian's daily digest
             return f"digest at {delivery.not_before.isoformat(timespec='seconds')}"
         return f"quiet_hours until {delivery.not_before.isoformat(timespec='seconds')}"
-    if health is not None:
-        state = health.state(delivery.channel)
-        if state is not ChannelState.ok:
-            return f"channel_{state.value}: {delivery.channel}"
+    down = channel_down(delivery, job, health, now)
+    if down is not None:
+        return f"{_CHANNEL_PREFIX}{down}: {delivery.channel}"
     if job is not None and job.due_at > now and job.last_error:
         if job.attempts == 0:  # put off before any try (a paused channel, a rate limit)
             return f"waiting until {job.due_at.isoformat(timespec='seconds')}: {job.last_error}"

@@ -59,7 +59,6 @@ from gateway.api.pages import (
 from gateway.api.readlinks import SECURITY_HEADERS
 from gateway.api.responses import Instant, respond_json
 from gateway.auth import AuthStore, authenticate_bearer
-from gateway.channel_health import ChannelHealth, ChannelState
 from gateway.constants import STAFF_LANGUAGES, SUPPRESSED_CHANNEL
 from gateway.errors import Forbidden, LinkInvalid, NotFound
 from gateway.locales import is_fallback, language_name, resolve_language
@@ -88,7 +87,7 @@ from gateway.store.ports import (
     Translations,
 )
 from gateway.tracker import RecipientReach, reach
-from gateway.waiting import WAITING
+from gateway.waiting import WAITING, channel_down, job_of
 
 STAFF_COOKIE = "budbringer_staff"
 STAFF_PATH = "/staff"
@@ -341,14 +340,6 @@ def _guardian_line(
     return str(t["guardian_status"].format(name=name, status=", ".join(parts)))
 
 
-def _channels_down(health: ChannelHealth | None, channels: set[str]) -> dict[str, str]:
-    """The channels whose provider is down now, by state (``degraded``, ``stopped``)."""
-    if health is None:
-        return {}
-    states = {c: health.state(c) for c in channels}
-    return {c: state.value for c, state in states.items() if state is not ChannelState.ok}
-
-
 async def _message_view(
     ctx: AppContext, staff: PageUser, message: Message, deliveries: list[Delivery]
 ) -> MessageView | None:
@@ -391,14 +382,28 @@ async def _message_view(
         for d in deliveries
         if d.channel != SUPPRESSED_CHANNEL and is_fallback(d.language)
     }
-    down = _channels_down(ctx.channel_health, {d.channel for d in deliveries})
+    # (recipient, channel) -> the state of the channel its send waits for (waiting.py)
+    now = ctx.clock.now()
+    waiting = [d for d in deliveries if d.status in WAITING]
+    jobs = await _store(ctx).get_jobs([job_of(d) for d in waiting]) if waiting else {}
+    down = {
+        (d.recipient_id, d.channel): state
+        for d in waiting
+        if (state := channel_down(d, jobs.get(job_of(d)), ctx.channel_health, now))
+    }
     rows_not: list[ChildRow] = []
     rows_yes: list[ChildRow] = []
     for child_id in sorted(shown, key=lambda c: (namer.group(c), namer(c))):
         child = view.children[child_id]
         told = [r for r in view.recipients.values() if child_id in r.child_ids]
         guardians = [
-            _guardian_line(r, namer(r.recipient_id), t, fallbacks.get(r.recipient_id), down)
+            _guardian_line(
+                r,
+                namer(r.recipient_id),
+                t,
+                fallbacks.get(r.recipient_id),
+                {c: s for (p, c), s in down.items() if p == r.recipient_id},
+            )
             for r in told
         ]
         guardians += [
