@@ -6,7 +6,7 @@ data as an older version left it."""
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from gateway.models import (
@@ -195,6 +195,31 @@ async def test_records_from_before_the_day_index_are_found_after_reopening(
     async with backend.open() as store:  # opening again adds nothing twice
         on_28 = await store.absences_on(A, ["2026-11-28"])
         assert [r.message_id for r in on_28] == ["m-e2", "m-r1"]
+
+
+async def test_a_record_an_older_version_wrote_beside_this_one_is_found_at_the_next_open(
+    backend: Backend,
+) -> None:
+    """A rolling upgrade: this version opened the store (and indexed what was there),
+    then an old process stored a record without day rows. The next open finds it."""
+    now = datetime.now(UTC)
+    async with backend.open() as store:
+        await store.create_tenant(tenant(A))
+        await claim(store, alert_on("e0", 0, "2026-12-23"))  # indexed as it is stored
+    async with backend.open() as store:
+        late = alert_on("e1", 0, "2026-12-24").model_copy(
+            update={"created_at": now, "updated_at": now}
+        )
+        await store.claim_absence(late, "h", now - WINDOW)
+    # e1 as the old process left it: no day rows (e0's and the marker stay)
+    take_away(
+        backend,
+        "DELETE FROM absence_days WHERE message_id = 'm-e1'",
+        (f"{{{A}}}:absday:2026-12-24",),
+    )
+    async with backend.open() as store:
+        assert [r.message_id for r in await store.absences_on(A, ["2026-12-24"])] == ["m-e1"]
+        assert [r.message_id for r in await store.absences_on(A, ["2026-12-23"])] == ["m-e0"]
 
 
 def forget_absence_days(backend: Backend) -> None:

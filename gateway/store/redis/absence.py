@@ -6,7 +6,7 @@ Under the tenant's hash tag: ``P:{t}:abs:<message>`` (a record's JSON),
 ``P:{t}:absx:<message>`` / ``absxl:<message>`` (explanations by id, and their order),
 ``P:{t}:absidx`` (message ids by creation time, for the purge),
 ``P:{t}:absday:<day>`` (the message ids of the records for that day, an ISO date;
-``absdayv`` is set once the tenant's records from before these sets are in them).
+``absdayv``: when the last indexing of records not in those sets began, at an open).
 All of them expire with the retention, like the messages they belong to, and
 ``purge_before`` removes them earlier (:meth:`RedisAbsence.purge`). A claim is
 one WATCHed transaction over the event's and the key's keys, so two racing marks never
@@ -17,6 +17,7 @@ the directory, so redis/directory.py answers it.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -32,6 +33,7 @@ from gateway.store.redis.feed import queue_change
 from gateway.store.redis.scripts import Lua, read, tenant_script
 
 _SEP = "\x1f"
+_CLOCK_SLACK = 86_400.0  # seconds: index_days looks this far before its last start
 PURGE_BATCH = 500  # records per script call, so a large purge never blocks Redis long
 
 # KEYS[1] the tenant's absence index. ARGV: tp cutoff limit. Removes up to ``limit`` records
@@ -229,13 +231,17 @@ class RedisAbsence(RedisFeature):
         return sorted(found, key=lambda r: (-r.created_at.timestamp(), r.message_id))
 
     async def index_days(self, tenant_ids: Sequence[str]) -> None:
-        """Put the records of tenants from before the ``absday`` sets into them, once per
-        tenant (at open; idempotent, any process)."""
+        """Put the records into the ``absday`` sets that are not there yet (at each open;
+        idempotent, any process): those from before the sets, and those an older version
+        wrote beside this one since the last open (a rolling upgrade). ``absdayv`` holds
+        when the last indexing began; records created since then, less a day for clocks
+        apart, are looked at again."""
+        started = time.time()
         for tenant_id in tenant_ids:
             t = self._db.tk(tenant_id)
-            if await self._redis.exists(t(K.ABSENCE_DAYS_INDEXED)):
-                continue
-            ids: list[str] = await self._redis.zrange(t(K.ABSENCE_INDEX), 0, -1)
+            last = await self._redis.get(t(K.ABSENCE_DAYS_INDEXED))
+            since = "-inf" if last is None else str(int((float(last) - _CLOCK_SLACK) * 1e6))
+            ids: list[str] = await self._redis.zrangebyscore(t(K.ABSENCE_INDEX), since, "+inf")
             for start in range(0, len(ids), PURGE_BATCH):
                 chunk = ids[start : start + PURGE_BATCH]
                 docs = await self._redis.mget([t(K.ABSENCE, i) for i in chunk])
@@ -248,7 +254,7 @@ class RedisAbsence(RedisFeature):
                             pipe.sadd(t(K.ABSENCE_DAY, day), record.message_id)
                             pipe.expire(t(K.ABSENCE_DAY, day), self._db.ttl)
                     await pipe.execute()
-            await self._redis.set(t(K.ABSENCE_DAYS_INDEXED), "1")
+            await self._redis.set(t(K.ABSENCE_DAYS_INDEXED), str(started), ex=self._db.ttl)
 
     async def list_absence_explanations(
         self, tenant_id: str, message_id: str

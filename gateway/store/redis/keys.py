@@ -45,7 +45,7 @@ The keys (``{t}`` a tenant's tag):
 * `P:{t}:abs:<msg>`, `absev:<event>`, `abskey:<key>`, `absx:<msg>`, `absxl:<msg>`,
   `absidx`, `absday:<day>`, `absdayv` — absence records, claimed event ids, latest
   record per key, explanations, records by creation time (retention), records by the
-  days they are for, "this tenant's older records are in `absday`"
+  days they are for, when the last indexing into `absday` began (at an open)
 * `P:{q}:s:<kind>`, `z:<kind>`, `u:<kind>`, `j:<id>`, `kinds`, `next`, `clock`, `lease` —
   the work queue (`u:` the urgent lane; `next` a lower bound of each waiting set's
   earliest due time, which claims read to skip the sets with nothing due; `lease` the

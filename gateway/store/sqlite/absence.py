@@ -138,17 +138,18 @@ async def purge_absences(db: aiosqlite.Connection, before: int) -> None:
 
 
 async def index_absence_days(db: aiosqlite.Connection) -> None:
-    """Give the records of a database from before ``absence_days`` their days, once (at
-    open, in the schema's transaction): the table is empty only then, or when there are
-    no records to index."""
-    if await db.execute_fetchall("SELECT 1 FROM absence_days LIMIT 1"):
-        return
+    """Give every record without day rows its days (at each open, in the schema's
+    transaction): those of a database from before ``absence_days``, and those an older
+    version wrote beside this one (a rolling upgrade, a downgrade and back). The days
+    are :meth:`AbsenceRecord.days`' rule in SQL: ``days`` when not empty, else ``date``."""
     await db.execute(
         "INSERT OR IGNORE INTO absence_days (tenant_id, day, message_id) "
         "SELECT a.tenant_id, d.value, a.message_id FROM absences AS a, json_each("
-        "CASE WHEN json_type(a.data, '$.days') = 'array' THEN json_extract(a.data, '$.days') "
+        "CASE WHEN json_type(a.data, '$.days') = 'array' "
+        "AND json_array_length(a.data, '$.days') > 0 THEN json_extract(a.data, '$.days') "
         "ELSE json_array(json_extract(a.data, '$.date')) END) AS d "
-        "WHERE d.value IS NOT NULL"
+        "WHERE d.value IS NOT NULL AND NOT EXISTS (SELECT 1 FROM absence_days AS x "
+        "WHERE x.tenant_id = a.tenant_id AND x.message_id = a.message_id)"
     )
 
 
@@ -171,6 +172,7 @@ class SqliteAbsence(SqliteFeature):
         tenant_id TEXT NOT NULL, day TEXT NOT NULL, message_id TEXT NOT NULL,
         PRIMARY KEY (tenant_id, day, message_id)
     ) WITHOUT ROWID;
+    CREATE INDEX IF NOT EXISTS absence_days_by_message ON absence_days (tenant_id, message_id);
     CREATE TABLE IF NOT EXISTS absence_events (
         tenant_id TEXT NOT NULL, event_id TEXT NOT NULL, message_id TEXT NOT NULL,
         body_hash TEXT NOT NULL,
