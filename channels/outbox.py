@@ -3,8 +3,8 @@
 Email becomes one ``<directory>/email/<delivery id>.eml`` per delivery (the very
 message ``EmailChannel`` would send); any other channel appends one JSON line per
 delivery to ``<directory>/<channel>.jsonl``, with the address masked. An SMS counts
-its segments as the SMS channel would (its full text; the outbox knows no
-``SMS__MAX_SEGMENTS``), so the status API's ``sms_segments`` means the same in a demo.
+its segments as the SMS channel would (with Twilio's default ``max_segments``, as no
+Twilio is configured), so the status API's ``sms_segments`` means the same in a demo.
 """
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from channels.email import build_email
-from channels.gsm import count_segments
+from channels.sms import choose_text
 from gateway.errors import ConfigError
 from gateway.models import Delivery, DeliveryStatus, Receipt, Rendered
+from gateway.settings import SMS_MAX_SEGMENTS
 
 DEFAULT_SENDER = "Budbringer <noreply@budbringer.invalid>"
 
@@ -72,7 +73,10 @@ class OutboxChannel:
 
     async def send(self, delivery: Delivery, content: Rendered) -> Receipt:
         """Write the delivery to the outbox."""
-        segments = count_segments(content.text) if self.channel == "sms" else None
+        segments = None
+        if self.channel == "sms":  # the text and its segments, as the SMS channel chooses
+            text, segments = choose_text(content, SMS_MAX_SEGMENTS)
+            content = content.model_copy(update={"text": text})
         if self.channel == "email":
             await self._write_email(delivery, content)
         else:

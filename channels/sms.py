@@ -136,6 +136,26 @@ def map_error(status: int, code: int | None, retry_after: float | None = None) -
     return PermanentDeliveryError(f"twilio rejected the message ({status})", code=label)
 
 
+def choose_text(content: Rendered, max_segments: int) -> tuple[str, int]:
+    """The text an SMS goes out with and its segment count: the short text past
+    ``max_segments`` (the SMS channel's, and the development outbox's standing in for
+    it). PermanentDeliveryError when even that is too long."""
+    text = content.text
+    segments = count_segments(text)
+    if segments > max_segments:
+        if content.short is None:
+            raise PermanentDeliveryError(
+                f"the SMS is {segments} segments and has no short text", code="sms_too_long"
+            )
+        text = content.short
+        segments = count_segments(text)
+        if segments > max_segments:
+            raise PermanentDeliveryError(
+                f"the short SMS is still {segments} segments", code="sms_too_long"
+            )
+    return text, segments
+
+
 class _TwilioHttp(AsyncTwilioHttpClient):  # type: ignore[misc]  # twilio ships no types
     """Twilio's aiohttp client, with the three fixes in the module docstring."""
 
@@ -301,30 +321,13 @@ class SmsChannel:
                 )
         return self._fallback_sender
 
-    def choose_text(self, content: Rendered) -> tuple[str, int]:
-        """The text to send and its segment count: the short text past max_segments."""
-        text = content.text
-        segments = count_segments(text)
-        if segments > self._settings.max_segments:
-            if content.short is None:
-                raise PermanentDeliveryError(
-                    f"the SMS is {segments} segments and has no short text", code="sms_too_long"
-                )
-            text = content.short
-            segments = count_segments(text)
-            if segments > self._settings.max_segments:
-                raise PermanentDeliveryError(
-                    f"the short SMS is still {segments} segments", code="sms_too_long"
-                )
-        return text, segments
-
     async def send(self, delivery: Delivery, content: Rendered) -> Receipt:
         """Hand one SMS to Twilio; the Receipt carries the message SID and our segment count."""
         if self._client is None or self._create is None:
             raise ChannelUnavailable("the SMS channel is not started", code="not_started")
         if not delivery.address:
             raise DeadAddress("the delivery has no phone number", code="no_address")
-        text, segments = self.choose_text(content)
+        text, segments = choose_text(content, self._settings.max_segments)
         kind, sender = self.sender_for(delivery)
         # The form of Twilio's Create-a-Message (channels/twilio_form.py).
         form = {

@@ -87,6 +87,9 @@ class SmtpSettings(BaseModel):
         return value
 
 
+SMS_MAX_SEGMENTS = 4  # an SMS past it goes as its short text
+
+
 class TwilioSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not ignored
 
@@ -99,7 +102,7 @@ class TwilioSettings(BaseModel):
     base_url: str | None = None  # e.g. http://127.0.0.1:9000 for tests/staging
     messaging_service_sid: str | None = Field(default=None, pattern=r"^MG[0-9a-fA-F]{32}$")
     default_sender: str | None = None
-    max_segments: int = Field(default=4, ge=1, le=10)
+    max_segments: int = Field(default=SMS_MAX_SEGMENTS, ge=1, le=10)
     timeout: float = Field(default=15.0, gt=0)
     hmac_sha256_signatures: bool = False  # accept only HMAC-SHA256 signed webhooks
     # The secret of the SharedKey a Twilio Webhook Setting signs with (requests carrying

@@ -83,11 +83,15 @@ async def test_other_channels_append_json_lines(tmp_path: Path) -> None:
     assert {r.segments for r in receipts} == {1}  # counted as the SMS channel counts them
     long = content.model_copy(update={"text": "Skulen er stengd i dag. " * 10})
     assert (await sms.send(delivery(50, "sms", "+4790009999"), long)).segments == 2
+    # past the SMS channel's four segments: the short text goes, as Twilio would get it
+    longer = content.model_copy(update={"text": "Skulen er stengd i dag. " * 40})
+    assert (await sms.send(delivery(51, "sms", "+4790009998"), longer)).segments == 1
     text = (tmp_path / "out" / "sms.jsonl").read_text(encoding="utf-8")
     lines = [json.loads(line) for line in text.splitlines()]
-    assert len(lines) == 31
-    assert {line["delivery_id"] for line in lines} == {f"d{n:03d}" for n in (*range(30), 50)}
-    assert [line["segments"] for line in lines] == [1] * 30 + [2]
+    assert len(lines) == 32
+    assert {line["delivery_id"] for line in lines} == {f"d{n:03d}" for n in (*range(30), 50, 51)}
+    assert [line["segments"] for line in lines] == [1] * 30 + [2, 1]
+    assert lines[-1]["text"] == "Stengt\nLes i appen"
     for line in lines[:30]:
         assert line["channel"] == "sms"
         assert line["message_id"] == "m1"
