@@ -168,7 +168,8 @@ async def test_what_the_http_parser_refuses_is_a_json_400_and_an_info_line(
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.split(b"\r\n")[0].endswith(b" 400 Bad Request"), answer[:200]
     assert b"Content-Type: application/json" in head
-    assert json.loads(body)["error"] == code
+    # aiohttp's C parser calls a malformed header a bad request, its Python one a bad header
+    assert json.loads(body)["error"] in ({code, "bad_header"} if "Bad Header" in raw else {code})
     assert TOKEN.encode() not in body and b"ola@" not in body
     lines = [
         (r.levelno, r.getMessage())
