@@ -68,24 +68,35 @@ def _page(request: web.Request, staff: PageUser, name: str, current: str, **vari
     )
 
 
+async def _scope_directory(ctx: AppContext, staff: PageUser) -> DirectorySnapshot:
+    """The children of the staff member's groups (the office: of their units), with the
+    staff member: what their pages may show, as the contacts page reads it."""
+    tenant_id = staff.session.tenant_id
+    own = await _store(ctx).load_audience(tenant_id, Audience(staff=[staff.person.id]))
+    scope = Scope.of(staff.person, own)
+    if not (scope.groups or scope.units):
+        return own
+    return await _store(ctx).load_audience(
+        tenant_id,
+        Audience(groups=sorted(scope.groups), units=sorted(scope.units), staff=[staff.person.id]),
+    )
+
+
 async def _todays_absence(
     ctx: AppContext, staff: PageUser
 ) -> tuple[list[AbsenceStatus], DirectorySnapshot]:
     """The alerts and reports, not cancelled, of the children in the staff member's scope
     whose days include today where the child's unit is (whenever they were reported),
-    newest first, with a directory of those children and the staff member."""
+    newest first, with the directory of that scope. The scope is read first: a teacher's
+    page reads a class, not every child absent in the municipality."""
     tenant_id, now = staff.session.tenant_id, ctx.clock.now()
-    days = sorted({(now + shift).date().isoformat() for shift in _ZONE_SPREAD})
-    records = [r for r in await _store(ctx).absences_on(tenant_id, days) if r.cancelled_at is None]
-    directory = await _store(ctx).load_audience(
-        tenant_id,
-        Audience(children=sorted({r.child_id for r in records}), staff=[staff.person.id]),
-    )
+    directory = await _scope_directory(ctx, staff)
     scope = Scope.of(staff.person, directory)
+    days = sorted({(now + shift).date().isoformat() for shift in _ZONE_SPREAD})
     statuses = []
-    for record in records:
+    for record in await _store(ctx).absences_on(tenant_id, days):
         child = directory.persons.get(record.child_id)
-        if child is None or not scope.covers(child):
+        if record.cancelled_at is not None or child is None or not scope.covers(child):
             continue
         unit = unit_of(directory, record.child_id, record.data.get("unit_id"))
         if local_time(directory, now, unit).date().isoformat() in record.days():
