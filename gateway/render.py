@@ -190,7 +190,7 @@ def bdi(value: Any) -> Markup:
 
 
 # Absence facts that are names, numbers or dates: isolated like the other values.
-_MARKED_FACTS = ("child", "unit", "group", "lesson_name", "start", "end", "arrival")
+_MARKED_FACTS = ("child", "unit", "unit_start", "group", "lesson_name", "start", "end", "arrival")
 _MARKED_PER_LANGUAGE = ("date", "dates")
 
 
@@ -734,7 +734,9 @@ class Renderer:
             if absence:
                 kind = context.get("unit_kind")
                 place = texts.get(f"neutral_unit_{kind}", texts["neutral_unit"])
-                absence = absence | {"unit": place, "group": None}
+                # "skolen", and "Skolen" where it starts a sentence (absence/phrases.txt)
+                start = place[:1].upper() + place[1:]
+                absence = absence | {"unit": place, "unit_start": start, "group": None}
         if absence:
             absence = _marked_absence(absence, lang, sms_fold)
         subject = _unmark(_one_line(message.subject))  # only ours mark the text

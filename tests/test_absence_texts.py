@@ -168,6 +168,44 @@ def test_every_kind_renders_in_every_language(
     assert f'<html lang="{lang}" dir="ltr">' in (email.html or "")
 
 
+@pytest.mark.parametrize(
+    ("lang", "sentence"),
+    [("nb", ". Skolen har fått beskjed."), ("en", ". The school has been told.")],
+)
+def test_the_neutral_place_starting_a_sentence_is_capitalised(
+    renderer: Renderer, lang: str, sentence: str
+) -> None:
+    """Rule 4 (a protected child): the co-guardian is told the school's kind, not its
+    name; where the place starts a sentence it read "skolen har fått beskjed"."""
+    message = Message(
+        id="m1",
+        tenant_id="t1",
+        event_id="e1",
+        event_type="absence.informed",
+        body_hash="h",
+        category=Category.absence,
+        subject="-",
+        body="-",
+        audience=Audience(children=["c1"]),
+        created_at=NOW,
+    )
+    delivery = Delivery(
+        id="d1",
+        tenant_id="t1",
+        message_id="m1",
+        recipient_id="p1",
+        recipient_role=Role.guardian,
+        channel="sms",
+        language=lang,
+        context={"neutral": True, "unit_kind": "school", "absence": facts("informed")},
+        created_at=NOW,
+        updated_at=NOW,
+    )
+    out = renderer.render(message, delivery)
+    assert sentence in out.text, out.text
+    assert "Solvang" not in out.text
+
+
 def test_lesson_zero_name_and_start(renderer: Renderer) -> None:
     out = render(renderer, "absence.recorded", "sms", "nb")
     assert out.text.startswith(
