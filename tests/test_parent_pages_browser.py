@@ -19,6 +19,7 @@ import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, BrowserContext
 
+from gateway.api.parent_pages import default_day
 from gateway.auth import create_tenant
 from gateway.demo import DemoClient
 from gateway.models import Category, ChannelName
@@ -337,8 +338,9 @@ async def test_a_parent_answers_an_alert_and_reports_tomorrow(
         [explanation] = status_json["absence"]["explanations"]
         assert explanation["kind"] == "appointment"
         assert explanation["text"] == "Tannlege <kl. 9>"
-        # report tomorrow (the default day) as sick
+        # report tomorrow as sick (the form has today chosen until 15:00, then tomorrow)
         report = page.locator("section[aria-labelledby=report] form")
+        await report.get_by_role("radio", name=re.compile("^(I morgen|Tomorrow)")).check()
         await report.get_by_role("button").click()
         await page.wait_for_url("**/p/absence?done=reported")
         reports = [
@@ -434,3 +436,20 @@ async def test_the_settings_work_by_keyboard_alone_with_a_visible_focus(
         await page.close()
     finally:
         await context.close()
+
+
+@pytest.mark.parametrize(
+    ("utc", "chosen"),
+    [
+        ("2026-12-08T06:30:00+00:00", "2026-12-08"),  # 07:30 in Oslo: a sick child, today
+        ("2026-12-08T13:59:00+00:00", "2026-12-08"),  # 14:59
+        ("2026-12-08T14:00:00+00:00", "2026-12-09"),  # 15:00: the evening before, tomorrow
+        ("2026-12-08T23:30:00+00:00", "2026-12-09"),  # 00:30 on the 9th: the 9th
+    ],
+)
+async def test_the_report_form_chooses_today_in_the_morning_and_tomorrow_after_school(
+    utc: str, chosen: str
+) -> None:
+    """It chose tomorrow always: a parent reporting a sick child at 07:30 sent the wrong day
+    unless they noticed."""
+    assert default_day(datetime.fromisoformat(utc)) == chosen

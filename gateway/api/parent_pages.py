@@ -409,6 +409,18 @@ async def _open_alerts(ctx: AppContext, parent: PageUser) -> list[dict[str, str]
     return alerts
 
 
+# Until this hour (Norwegian time) the report form offers today first, after it tomorrow:
+# a parent reports a sick child in the morning, a dentist's visit the evening before.
+TODAY_UNTIL_HOUR = 15
+
+
+def default_day(now: datetime) -> str:
+    """The day the report form has chosen when it opens (ISO date)."""
+    local = now.astimezone(ZoneInfo(DEFAULT_TIME_ZONE))
+    day = local.date() + timedelta(days=0 if local.hour < TODAY_UNTIL_HOUR else 1)
+    return day.isoformat()
+
+
 def _days(now: datetime, lang: str, t: dict[str, Any]) -> list[tuple[str, str]]:
     """Today and tomorrow in Norwegian time, as (ISO date, label)."""
     today = now.astimezone(ZoneInfo(DEFAULT_TIME_ZONE)).date()
@@ -432,6 +444,7 @@ async def _absence_html(
         alerts=await _open_alerts(ctx, parent),
         children=[(c.id, full_name(c)) for c in children],
         days=_days(ctx.clock.now(), parent.lang, parent.texts),
+        checked_day=default_day(ctx.clock.now()),
         kind_values=[k.value for k in AbsenceKind],
         done=done,
         error=error,
