@@ -19,7 +19,7 @@ import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, BrowserContext
 
-from gateway.api.parent_pages import default_day
+from gateway.api.parent_pages import clock_time, default_day
 from gateway.auth import create_tenant
 from gateway.demo import DemoClient
 from gateway.models import Category, ChannelName
@@ -453,3 +453,20 @@ async def test_the_report_form_chooses_today_in_the_morning_and_tomorrow_after_s
     """It chose tomorrow always: a parent reporting a sick child at 07:30 sent the wrong day
     unless they noticed."""
     assert default_day(datetime.fromisoformat(utc)) == chosen
+
+
+@pytest.mark.parametrize(
+    ("typed", "time"),
+    [
+        ("٢١:٠٠", "21:00"),  # Arabic-Indic digits from an Arabic keyboard
+        ("۰۷:۳۰", "07:30"),  # Persian digits
+        ("21.00", "21:00"),  # the Norwegian way
+        ("7:30", "07:30"),
+        (" 07:30 ", "07:30"),
+        ("kl 7", "kl 7"),  # not a time: left for the form to refuse with how to write it
+    ],
+)
+async def test_a_time_typed_the_way_a_phone_or_a_norwegian_writes_it_is_read(
+    typed: str, time: str
+) -> None:
+    assert clock_time(typed) == time

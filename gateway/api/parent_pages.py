@@ -88,6 +88,20 @@ CHOICES = (ChannelName.push, ChannelName.sms, ChannelName.email)
 # Categories with a choice; emergency always goes on every channel (gateway/planner.py).
 EDITABLE = (Category.general, Category.reminder, Category.confidential, Category.absence)
 _TIME = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+# Digits a phone's keyboard may type in another script (Arabic-Indic, Persian), and the
+# Norwegian "21.00" for 21:00.
+_DIGITS = str.maketrans("٠١٢٣٤٥٦٧٨٩۰۱۲۳۴۵۶۷۸۹٫", "01234567890123456789.")
+_LOOSE_TIME = re.compile(r"^(\d{1,2})[.:](\d{2})$")
+
+
+def clock_time(text: str) -> str:
+    """A time of day as typed ("7.30", "٢١:٠٠", "21:00") as HH:MM; as typed when it is
+    none (the form then says how to write it)."""
+    text = text.strip().translate(_DIGITS)
+    found = _LOOSE_TIME.match(text)
+    return f"{int(found[1]):02d}:{found[2]}" if found else text
+
+
 # The categories a guardian may take as a daily digest (gateway/digest_plan.py).
 DIGEST_CHOICES: tuple[DigestCategory, ...] = ("general", "reminder")
 
@@ -347,11 +361,11 @@ async def save_preferences(request: web.Request) -> web.StreamResponse:
     ):
         errors.append(t["error_mandatory"])
     language = (form.get("language") or [""])[0]
-    start = (form.get("quiet_start") or [""])[0].strip()
-    end = (form.get("quiet_end") or [""])[0].strip()
+    start = clock_time((form.get("quiet_start") or [""])[0])
+    end = clock_time((form.get("quiet_end") or [""])[0])
     if (start or end) and not (_TIME.match(start) and _TIME.match(end)):
         errors.append(t["error_quiet"])
-    digest = {c: (form.get(f"digest_{c}") or [""])[0].strip() for c in DIGEST_CHOICES}
+    digest = {c: clock_time((form.get(f"digest_{c}") or [""])[0]) for c in DIGEST_CHOICES}
     if any(at and not _TIME.match(at) for at in digest.values()):
         errors.append(t["error_digest"])
     if errors:
