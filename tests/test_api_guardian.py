@@ -290,6 +290,11 @@ async def test_invalid_preferences_are_422(app_client, guardians) -> None:
         ({"channels": {"general": ["pigeon"]}}, ["channels", "general", 0]),
         ({"quiet_start": "25:00"}, ["quiet_start"]),
         ({"colour": "blue"}, ["colour"]),
+        # half given or empty quiet hours, a channel twice: refused, not stored
+        ({"quiet_start": "21:00"}, ["quiet_end"]),
+        ({"quiet_end": "07:00"}, ["quiet_start"]),
+        ({"quiet_start": "21:00", "quiet_end": "21:00"}, ["quiet_end"]),
+        ({"channels": {"general": ["sms", "sms"]}}, ["channels", "general"]),
     ):
         resp = await app_client.put("/v1/me/preferences", json=body, headers=bearer(guardians.a))
         assert resp.status == 422

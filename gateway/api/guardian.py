@@ -112,6 +112,39 @@ class DeviceList(BaseModel):
     devices: list[Device]
 
 
+def preference_errors(prefs: Preferences, loc: list[Any]) -> list[dict[str, Any]]:
+    """Every error row of preferences as given (the app's and a directory batch's):
+    mandatory categories switched off, quiet hours half given or empty, a channel twice."""
+    errors = mandatory_channel_errors(prefs, loc)
+    start, end = prefs.quiet_start, prefs.quiet_end
+    if (start is None) != (end is None):
+        errors.append(
+            {
+                "loc": [*loc, "quiet_end" if end is None else "quiet_start"],
+                "message": "give both quiet_start and quiet_end, or neither",
+                "type": "quiet_hours",
+            }
+        )
+    elif start is not None and start == end:
+        errors.append(
+            {
+                "loc": [*loc, "quiet_end"],
+                "message": "quiet hours end at another time than they start",
+                "type": "quiet_hours",
+            }
+        )
+    errors.extend(
+        {
+            "loc": [*loc, "channels", category.value],
+            "message": "a channel is listed twice",
+            "type": "duplicate",
+        }
+        for category, channels in prefs.channels.items()
+        if len(set(channels)) != len(channels)
+    )
+    return errors
+
+
 def mandatory_channel_errors(prefs: Preferences, loc: list[Any]) -> list[dict[str, Any]]:
     """Error rows for absence/emergency switched off (an empty channel list).
 
@@ -315,7 +348,7 @@ async def put_preferences(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     tenant_id, guardian_id = await authenticate_guardian(request)
     prefs = await read_model(request, Preferences, ctx.settings.max_body_bytes)
-    errors = mandatory_channel_errors(prefs, [])
+    errors = preference_errors(prefs, [])
     if errors:
         raise ValidationFailed("the body is not valid", errors=errors)
     await _store(ctx).set_preferences(tenant_id, guardian_id, prefs)
