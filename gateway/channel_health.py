@@ -36,6 +36,17 @@ from gateway.metrics import CHANNEL_STATE
 log = logging.getLogger(__name__)
 
 
+REASON_PREFIX = "channel_"  # of ChannelHealth.reason, the job's error while it waits
+
+
+def state_in_reason(reason: str | None, channel: str) -> str | None:
+    """The channel state a job's error says it waits for (:meth:`ChannelHealth.reason`),
+    or None when it says something else."""
+    if not reason or not reason.startswith(REASON_PREFIX) or not reason.endswith(f":{channel}"):
+        return None
+    return reason[len(REASON_PREFIX) :].split(":", 1)[0]
+
+
 class ChannelState(StrEnum):
     ok = "ok"
     degraded = "degraded"  # transient failures: paused, probing with backoff
@@ -122,7 +133,7 @@ class ChannelHealth:
 
     def reason(self, channel: str) -> str:
         """Why a send on ``channel`` waits: ``channel_degraded:email``, ``channel_stopped:sms``."""
-        return f"channel_{self.state(channel).value}:{channel}"
+        return f"{REASON_PREFIX}{self.state(channel).value}:{channel}"
 
     # ------------------------------------------------------------------ after a send
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from gateway.channel_health import ChannelHealth, ChannelState
+from gateway.channel_health import REASON_PREFIX, ChannelHealth, ChannelState, state_in_reason
 from gateway.digest_plan import DIGEST_KEY
 from gateway.models import Delivery, DeliveryStatus, Job
 from gateway.planner import send_job_id
@@ -31,9 +31,6 @@ def retry_note(due: datetime, attempts: int, error: str) -> str:
     return f"{RETRY_PREFIX}{due.isoformat(timespec='seconds')}, attempt {attempts}: {error}"
 
 
-_CHANNEL_PREFIX = "channel_"
-
-
 def channel_down(
     delivery: Delivery, job: Job | None, health: ChannelHealth | None, now: datetime
 ) -> str | None:
@@ -48,9 +45,7 @@ def channel_down(
         state = health.state(delivery.channel)
         return None if state is ChannelState.ok else state.value
     error = job.last_error if job is not None and job.due_at > now else None
-    if error and error.startswith(_CHANNEL_PREFIX) and error.endswith(f":{delivery.channel}"):
-        return error[len(_CHANNEL_PREFIX) :].split(":", 1)[0]
-    return None
+    return state_in_reason(error, delivery.channel)
 
 
 def waiting_for(
@@ -67,7 +62,7 @@ def waiting_for(
         return f"quiet_hours until {delivery.not_before.isoformat(timespec='seconds')}"
     down = channel_down(delivery, job, health, now)
     if down is not None:
-        return f"{_CHANNEL_PREFIX}{down}: {delivery.channel}"
+        return f"{REASON_PREFIX}{down}: {delivery.channel}"
     if job is not None and job.due_at > now and job.last_error:
         if job.attempts == 0:  # put off before any try (a paused channel, a rate limit)
             return f"waiting until {job.due_at.isoformat(timespec='seconds')}: {job.last_error}"

@@ -18,7 +18,7 @@ from gateway.api import spec
 from gateway.api.body import read_model
 from gateway.api.body_slices import big_parts, free_in_pieces, read_big_model
 from gateway.api.context import CTX, AppContext
-from gateway.api.guardian import preference_errors
+from gateway.api.guardian import mandatory_channel_errors
 from gateway.api.limits import body_limit
 from gateway.api.responses import Instant, respond_json
 from gateway.auth import AuthStore, authenticate_bearer, key_has
@@ -128,7 +128,7 @@ async def post_directory(request: web.Request) -> web.Response:
         errors = [
             err
             for guardian_id, prefs in batch.preferences.items()
-            for err in preference_errors(prefs, ["preferences", guardian_id])
+            for err in mandatory_channel_errors(prefs, ["preferences", guardian_id])
         ]
         errors.extend(birth_date_errors(batch, ctx.clock.now()))
         if errors:

@@ -113,8 +113,10 @@ class DeviceList(BaseModel):
 
 
 def preference_errors(prefs: Preferences, loc: list[Any]) -> list[dict[str, Any]]:
-    """Every error row of preferences as given (the app's and a directory batch's):
-    mandatory categories switched off, quiet hours half given or empty, a channel twice."""
+    """Every error row of the app's preferences: mandatory categories switched off, quiet
+    hours half given (the parent page asks for both too), a channel twice. A directory
+    batch is checked for the first alone: the planner reads the others as no quiet hours
+    and one channel, and one guardian's row must not stop a whole import."""
     errors = mandatory_channel_errors(prefs, loc)
     start, end = prefs.quiet_start, prefs.quiet_end
     if (start is None) != (end is None):
@@ -122,14 +124,6 @@ def preference_errors(prefs: Preferences, loc: list[Any]) -> list[dict[str, Any]
             {
                 "loc": [*loc, "quiet_end" if end is None else "quiet_start"],
                 "message": "give both quiet_start and quiet_end, or neither",
-                "type": "quiet_hours",
-            }
-        )
-    elif start is not None and start == end:
-        errors.append(
-            {
-                "loc": [*loc, "quiet_end"],
-                "message": "quiet hours end at another time than they start",
                 "type": "quiet_hours",
             }
         )

@@ -161,17 +161,10 @@ async def contacts_page(request: web.Request) -> web.Response:
     if isinstance(staff, web.Response):
         return staff
     ctx = request.app[CTX]
-    t, tenant_id = staff.texts, staff.session.tenant_id
-    own = await _store(ctx).load_audience(tenant_id, Audience(staff=[staff.person.id]))
-    scope = Scope.of(staff.person, own)
+    t = staff.texts
+    directory = await _scope_directory(ctx, staff)
     rows = []
-    if scope.groups or scope.units:
-        directory = await _store(ctx).load_audience(
-            tenant_id,
-            Audience(
-                groups=sorted(scope.groups), units=sorted(scope.units), staff=[staff.person.id]
-            ),
-        )
+    if directory.audience_children:
         failing = {
             pid: kinds
             for pid, kinds in directory.failing.items()
