@@ -618,6 +618,14 @@ async def test_report_from_the_app_by_a_protected_guardian(
     assert status["absence"]["reason"] == "sick"
     assert '"p2"' not in json.dumps(status)
 
+    # The app retries the report three weeks on (its days are out of the window now):
+    # the answer it got then, not a 422.
+    rig.gw.clock.advance(21 * 86_400)
+    app = await rig.token("p2")  # a fresh token: the first one has expired
+    async with rig.gw.session.post(f"{rig.gw.url}/v1/me/absences", json=body, headers=app) as resp:
+        assert resp.status == 202, await resp.text()
+        assert (await resp.json())["duplicate"] is True
+
 
 async def test_report_by_sms(rig: Rig, configured: Settings) -> None:
     # p5 got an SMS earlier (a general message), then reports by SMS

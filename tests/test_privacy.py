@@ -691,6 +691,15 @@ async def test_an_absence_alert_reads_in_the_guardians_language_in_the_app_and_o
         assert status == 200 and "/answer" in form
     finally:
         await pages.close()
+    # Answered (here in the app): the page no longer offers to answer.
+    async with rig.gw.session.post(
+        f"{rig.gw.url}/v1/me/inbox/{item['message_id']}/absence-reply",
+        json={"kind": "sick"},
+        headers=token,
+    ) as resp:
+        assert resp.status == 200, await resp.text()
+    async with rig.gw.session.get(f"{rig.gw.url}{link}") as resp:
+        assert "Answer the absence alert" not in await resp.text()
 
 
 # --------------------------------------------------------------------------- absence

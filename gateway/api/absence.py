@@ -46,11 +46,11 @@ from gateway.models import (
     derive_id,
 )
 from gateway.settings import AbsenceSettings
-from gateway.store.ports import PolicyStore
+from gateway.store.ports import AbsenceStore, PolicyStore
 from gateway.withdrawal import WithdrawalStore, visible_item
 
 
-class _Ports(AuthStore, PolicyStore, WithdrawalStore, Protocol):
+class _Ports(AuthStore, PolicyStore, WithdrawalStore, AbsenceStore, Protocol):
     """The store ports this module calls (the union stays in the wiring)."""
 
 
@@ -167,14 +167,18 @@ async def report_absence(
     event it became and whether it was a repeat. Forbidden for another's child;
     Conflict when the report id was used for another report."""
     flows = absences(ctx)
-    errors = _day_errors(body, ctx.clock.now())
-    if errors:
-        raise ValidationFailed("the report names a day out of range", errors=errors)
+    key = body.id or derive_id(guardian_id, body.model_dump_json())
+    event_id = "app-" + derive_id(tenant_id, guardian_id, key)[:24]
+    # A retry of a report already taken gets its answer again, even once its day has
+    # left the window; only a new report is held to it.
+    if await _store(ctx).find_absence(tenant_id, event_id=event_id) is None:
+        errors = _day_errors(body, ctx.clock.now())
+        if errors:
+            raise ValidationFailed("the report names a day out of range", errors=errors)
     if body.child_id not in {c.id for c in await flows.children_of(tenant_id, guardian_id)}:
         raise Forbidden("you cannot report an absence for this child")
-    key = body.id or derive_id(guardian_id, body.model_dump_json())
     event = {
-        "id": "app-" + derive_id(tenant_id, guardian_id, key)[:24],
+        "id": event_id,
         "type": ABSENCE_REPORTED,
         "data": {
             **body.model_dump(mode="json", exclude={"id"}, exclude_none=True),

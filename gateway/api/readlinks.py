@@ -204,6 +204,17 @@ def _names(names: list[str], lang: str) -> Markup:
     return Markup(format_list(marked, locale=lang))
 
 
+async def _alert_waits_for(ctx: AppContext, message: Message, person_id: str) -> bool:
+    """Whether ``message`` is an absence alert still waiting for this person's answer (not
+    cancelled, not answered by them): its read page then leads to the answer form."""
+    if message.event_type != ABSENCE_RECORDED or ctx.absences is None:
+        return False
+    status = await ctx.absences.status(message)
+    if status is None or status.record.cancelled_at is not None:
+        return False
+    return all(e.person_id != person_id for e in status.explanations)
+
+
 async def read_page(request: web.Request) -> web.Response:
     """Show the message; record ``opened`` (never ``read``)."""
     ctx = request.app[CTX]
@@ -240,7 +251,7 @@ async def read_page(request: web.Request) -> web.Response:
         # an absence alert's SMS says "answer via the link": straight to the answer form.
         parent_link=None if staff else f"../p/{token}",
         answer_link=f"../p/{token}?to=absence"
-        if not staff and message.event_type == ABSENCE_RECORDED
+        if not staff and await _alert_waits_for(ctx, message, delivery.recipient_id)
         else None,
     )
     return _respond(html)
