@@ -619,14 +619,23 @@ class Renderer:
             unsubscribe_url=self._unsubscribe_url(channel, read_url),
         )
 
-    def own_text(self, message: Message, delivery: Delivery) -> tuple[str, str] | None:
+    def own_text(
+        self, message: Message, delivery: Delivery, *, page: bool = False
+    ) -> tuple[str, str] | None:
         """Our own absence text of ``message`` as ``delivery``'s recipient reads it in the
         app and on the pages: its in-app rendering from this delivery's facts (the
         neutral ones where a protected child is concerned), in its language, as the SMS
-        and push were. None for a staff member's text, which is shown as written."""
-        if not delivery.context.get(ABSENCE_CONTEXT_KEY):
+        and push were. None for a staff member's text, which is shown as written.
+        ``page``: on the read page, whose link leads to the answer form, an alert asks
+        for the answer through the link, not in the app."""
+        absence = delivery.context.get(ABSENCE_CONTEXT_KEY)
+        if not absence:
             return None
-        out = self.render(message, delivery.model_copy(update={"channel": "inapp"}))
+        context = delivery.context
+        if page:
+            context = {**context, ABSENCE_CONTEXT_KEY: {**absence, "reply": "link"}}
+        inapp = delivery.model_copy(update={"channel": "inapp", "context": context})
+        out = self.render(message, inapp)
         return out.subject, out.text
 
     def _choose(self, job: _Job) -> tuple[str, dict[str, str], str]:

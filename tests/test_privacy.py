@@ -676,6 +676,9 @@ async def test_an_absence_alert_reads_in_the_guardians_language_in_the_app_and_o
         page = await resp.text()
     assert resp.status == 200 and 'lang="en"' in page
     assert "Absence: " in page and "Fravær" not in page
+    # the page asks for the answer through its link, not in the app (the inbox does)
+    assert "Tell us through the link." in page and "in the app" not in page
+    assert "Give a short explanation in the app." in item["body"]
     # The SMS says to answer via the link: the page leads straight to the answer form.
     link = read_link(rig, "far@example.no")
     assert (

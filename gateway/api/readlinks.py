@@ -174,7 +174,7 @@ def _page_variables(
     children = [n.strip() for n in names if isinstance(n, str) and n.strip()] if names else []
     # Our own absence text in the recipient's language and facts (neutral ones too), as
     # the SMS and email that brought them here; a staff member's text as written.
-    own = renderer.own_text(message, delivery) if renderer is not None else None
+    own = renderer.own_text(message, delivery, page=True) if renderer is not None else None
     subject, body = own if own is not None else (message.subject, message.body)
     if own is None and context.get(NEUTRAL_KEY) and context.get(ABSENCE_CONTEXT_KEY):
         body = ""  # without a renderer: the stored text names the school
