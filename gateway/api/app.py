@@ -86,12 +86,15 @@ async def link_marks(request: web.Request, handler: Handler) -> web.StreamRespon
     """A personal link that came with invisible direction marks after it: to the link
     without them (308, so a form's POST is kept), instead of "this link does not work"."""
     path = request.path
+    if not (path.startswith(_PERSONAL) and path.endswith(tuple(_MARKS))):
+        response: web.StreamResponse = await handler(request)
+        return response
     last = path.rpartition("/")[2].rstrip(_MARKS)
-    if path.startswith(_PERSONAL) and path.rstrip(_MARKS) != path and last:
+    if last:
         # Relative, as every redirect of the pages: right behind a proxy's path prefix.
         query = f"?{request.query_string}" if request.query_string else ""
         raise web.HTTPPermanentRedirect(location=quote(last) + query)
-    response: web.StreamResponse = await handler(request)
+    response = await handler(request)
     return response
 
 

@@ -382,15 +382,14 @@ async def _message_view(
         for d in deliveries
         if d.channel != SUPPRESSED_CHANNEL and is_fallback(d.language)
     }
-    # (recipient, channel) -> the state of the channel its send waits for (waiting.py)
+    # recipient -> channel -> the state of the channel its send waits for (waiting.py)
     now = ctx.clock.now()
     waiting = [d for d in deliveries if d.status in WAITING]
     jobs = await _store(ctx).get_jobs([job_of(d) for d in waiting]) if waiting else {}
-    down = {
-        (d.recipient_id, d.channel): state
-        for d in waiting
-        if (state := channel_down(d, jobs.get(job_of(d)), ctx.channel_health, now))
-    }
+    down: dict[str, dict[str, str]] = {}
+    for d in waiting:
+        if state := channel_down(d, jobs.get(job_of(d)), ctx.channel_health, now):
+            down.setdefault(d.recipient_id, {})[d.channel] = state
     rows_not: list[ChildRow] = []
     rows_yes: list[ChildRow] = []
     for child_id in sorted(shown, key=lambda c: (namer.group(c), namer(c))):
@@ -402,7 +401,7 @@ async def _message_view(
                 namer(r.recipient_id),
                 t,
                 fallbacks.get(r.recipient_id),
-                {c: s for (p, c), s in down.items() if p == r.recipient_id},
+                down.get(r.recipient_id),
             )
             for r in told
         ]
