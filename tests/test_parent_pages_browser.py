@@ -19,7 +19,8 @@ import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, BrowserContext
 
-from gateway.api.parent_pages import clock_time, default_day
+from gateway.api.pages import load_texts
+from gateway.api.parent_pages import _days, clock_time, default_day
 from gateway.auth import create_tenant
 from gateway.demo import DemoClient
 from gateway.models import Category, ChannelName
@@ -453,6 +454,30 @@ async def test_the_report_form_chooses_today_in_the_morning_and_tomorrow_after_s
     """It chose tomorrow always: a parent reporting a sick child at 07:30 sent the wrong day
     unless they noticed."""
     assert default_day(datetime.fromisoformat(utc)) == chosen
+
+
+@pytest.mark.parametrize(
+    ("utc", "chosen"),
+    [
+        ("2026-12-11T13:59:00+00:00", "2026-12-11"),  # Friday 14:59: today
+        ("2026-12-11T15:30:00+00:00", "2026-12-14"),  # Friday 16:30: Monday, not Saturday
+        ("2026-12-12T09:00:00+00:00", "2026-12-14"),  # Saturday morning: Monday
+        ("2026-12-13T18:00:00+00:00", "2026-12-14"),  # Sunday evening: Monday (tomorrow)
+    ],
+)
+async def test_the_report_form_chooses_the_next_school_day_before_a_weekend(
+    utc: str, chosen: str
+) -> None:
+    """After 15:00 on a Friday it chose Saturday, and Monday was not on the form at all:
+    a parent could not report Monday's dentist on Friday evening."""
+    now = datetime.fromisoformat(utc)
+    assert default_day(now) == chosen
+    texts = load_texts(None, "parent.toml", "parent")["nb"]
+    offered = dict(_days(now, "nb", texts))
+    assert chosen in offered  # the chosen day is one the form offers and accepts
+    if now.weekday() in (4, 5):  # tomorrow is a weekend day: Monday is offered, named
+        assert offered["2026-12-14"] == "Mandag 14. desember 2026"
+    assert len(offered) == (3 if now.weekday() in (4, 5) else 2)
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,8 @@ the app, reached by the personal link of a message, never by a password.
   hours. Saved as the guardian's own preferences (an import never overwrites them),
   so they apply from the next message.
 * ``GET /p/absence``: answer an absence alert (syk, lege, fri, annet and a text) and
-  report an absence for today or tomorrow, as the app can (gateway/api/absence.py).
+  report an absence for today, tomorrow or (before a weekend) Monday, as the app can
+  (gateway/api/absence.py).
 * ``/preferences``, ``/app`` and ``/app/messages/{id}`` (the links in older emails and
   SMS, and the push ``data.link``) go to those pages when a session exists, and
   otherwise explain how to open them.
@@ -423,25 +424,40 @@ async def _open_alerts(ctx: AppContext, parent: PageUser) -> list[dict[str, str]
     return alerts
 
 
-# Until this hour (Norwegian time) the report form offers today first, after it tomorrow:
-# a parent reports a sick child in the morning, a dentist's visit the evening before.
+# Until this hour (Norwegian time) the report form offers today first, after it the next
+# school day: a parent reports a sick child in the morning, a dentist's visit the evening
+# before, and on a Friday evening or at the weekend, Monday.
 TODAY_UNTIL_HOUR = 15
+SATURDAY = 5  # date.weekday(): Saturday and Sunday are no school days
+
+
+def _school_day(day: date) -> date:
+    """``day``, or the Monday after it when it falls on a weekend."""
+    return day + timedelta(days=7 - day.weekday()) if day.weekday() >= SATURDAY else day
 
 
 def default_day(now: datetime) -> str:
     """The day the report form has chosen when it opens (ISO date)."""
     local = now.astimezone(ZoneInfo(DEFAULT_TIME_ZONE))
     day = local.date() + timedelta(days=0 if local.hour < TODAY_UNTIL_HOUR else 1)
-    return day.isoformat()
+    return _school_day(day).isoformat()
 
 
 def _days(now: datetime, lang: str, t: dict[str, Any]) -> list[tuple[str, str]]:
-    """Today and tomorrow in Norwegian time, as (ISO date, label)."""
+    """The days the form offers, as (ISO date, label): today and tomorrow in Norwegian
+    time, and the Monday after when tomorrow is a Saturday or a Sunday."""
     today = now.astimezone(ZoneInfo(DEFAULT_TIME_ZONE)).date()
-    return [
+    tomorrow = today + timedelta(days=1)
+    days = [
         (day.isoformat(), t[key].format(date=format_date(day, "long", locale=lang)))
-        for day, key in ((today, "absence_today"), (today + timedelta(days=1), "absence_tomorrow"))
+        for day, key in ((today, "absence_today"), (tomorrow, "absence_tomorrow"))
     ]
+    monday = _school_day(tomorrow)
+    if monday != tomorrow:
+        # "mandag 14. desember 2026": the weekday says why it is offered
+        label = format_date(monday, "full", locale=lang)
+        days.append((monday.isoformat(), label[:1].upper() + label[1:]))
+    return days
 
 
 async def _absence_html(
@@ -593,7 +609,11 @@ ABSENCE_REPORT_FORM = {
         "kind": _KIND,
         "text": _TEXT,
         "child": {"type": "string", "description": "The child's id"},
-        "day": {"type": "string", "description": "Today or tomorrow, YYYY-MM-DD"},
+        "day": {
+            "type": "string",
+            "description": "Today, tomorrow or, when tomorrow is a weekend day, the Monday"
+            " after; YYYY-MM-DD",
+        },
     },
     "required": ["csrf", "kind", "child", "day"],
 }
@@ -637,7 +657,7 @@ OPERATIONS: dict[spec.Route, spec.Operation] = {
         },
     ),
     ("GET", "/p/absence"): page_get(
-        "Absence: answer an alert, report an absence for today or tomorrow",
+        "Absence: answer an alert, report an absence for today, tomorrow or Monday",
         "Needs the parent session cookie.",
         (spec.query("done", "`answered` or `reported`: the page says thank you"),),
         {200: spec.page("The page"), 401: HOW_TO_OPEN},
