@@ -884,6 +884,9 @@ class Absences:
             if job is not None:  # translated for staff by a worker (gateway/translations)
                 await self.store.add_deliveries([], [job])
                 self.work_available.set()
+        else:  # the same answer again (a retry): the one stored, with its time
+            stored = await self.store.list_absence_explanations(tenant_id, message_id)
+            explanation = next((e for e in stored if e.id == explanation_id), explanation)
         # An answer reaches the child like a read does: escalation and the notice stop.
         await record_read(self.store, tenant_id, person_id, message_id, now, via="reply")
         return explanation

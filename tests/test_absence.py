@@ -359,9 +359,12 @@ async def test_in_app_answer(rig: Rig, receiver: Receiver) -> None:
     body = {"kind": "appointment", "text": "Tannlegen"}
     async with rig.gw.session.post(url, json=body, headers=app) as resp:
         assert resp.status == 200, await resp.text()
-        assert (await resp.json())["kind"] == "appointment"
+        first = await resp.json()
+        assert first["kind"] == "appointment"
+    await rig.run(MINUTE)  # a retry a minute later (the app lost the first answer)
     async with rig.gw.session.post(url, json=body, headers=app) as resp:
         assert resp.status == 200  # the same answer again adds nothing
+        assert await resp.json() == first  # and says when it was given, not now
     async with rig.gw.session.post(url, json={"kind": "bored"}, headers=app) as resp:
         assert resp.status == 422
     # p3 (no parental responsibility) has no such message in the inbox
