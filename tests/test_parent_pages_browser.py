@@ -23,7 +23,7 @@ from gateway.api.pages import load_texts
 from gateway.api.parent_pages import _days, clock_time, default_day
 from gateway.auth import create_tenant
 from gateway.demo import DemoClient
-from gateway.models import Category, ChannelName
+from gateway.models import Category, ChannelName, Preferences
 from gateway.service import Service
 from gateway.settings import load_settings
 from tests.conftest import SECRET_KEY
@@ -257,6 +257,58 @@ async def test_inbox_and_the_old_links_land_on_working_pages(
         await page.close()
     finally:
         await context.close()
+
+
+async def test_a_problem_inside_a_session_is_in_the_guardians_language(
+    live: Live,
+    browser: Browser,  # noqa: F811
+) -> None:
+    """An Arabic-reading guardian got "Meldingen er ikke tilgjengelig" with its English
+    below, and no way back to their pages, for a message that was withdrawn or an alert
+    already closed. Before a session (a broken link) the language is unknown: nb + en."""
+    await _first_message(live)
+    store = live.service.store
+    before = await store.get_preferences(live.tenant_id, "p1") or Preferences()
+    await store.set_preferences(live.tenant_id, "p1", before.model_copy(update={"language": "ar"}))
+    ensure_node_modules(AXE)
+    context = await _signed_in(
+        browser, live, viewport={"width": 390, "height": 844}, bypass_csp=True
+    )
+    try:
+        page, status, _ = await open_page(context, f"{live.url}/p/messages/nope")
+        assert status == 404
+        html = page.locator("html")
+        assert (await html.get_attribute("lang"), await html.get_attribute("dir")) == ("ar", "rtl")
+        assert await page.locator("h1").inner_text() == "الرسالة غير متاحة"
+        assert "Meldingen" not in await page.locator("main").inner_text()
+        await page.get_by_role("link", name="الرسائل").click()  # on to the inbox
+        assert page.url == f"{live.url}/p/inbox"
+        page, status, _ = await open_page(context, f"{live.url}/p/messages/nope")
+        await page.add_script_tag(path=str(NODE_MODULES / AXE))
+        result = await page.evaluate(
+            "tags => axe.run(document, {runOnly: {type: 'tag', values: tags}})", AXE_TAGS
+        )
+        assert result["violations"] == []
+        # a form whose session field is stale: "could not save", in Arabic
+        cookie = next(c for c in await context.cookies() if c["name"] == "budbringer_parent")
+        async with (
+            aiohttp.ClientSession(
+                cookie_jar=aiohttp.CookieJar(unsafe=True), cookies={cookie["name"]: cookie["value"]}
+            ) as s,
+            s.post(f"{live.url}/p/preferences", data={"csrf": "stale"}) as resp,
+        ):
+            assert resp.status == 403
+            assert "تعذّر الحفظ" in await resp.text()
+    finally:
+        await context.close()
+        await store.set_preferences(live.tenant_id, "p1", before)  # the module's guardian
+    async with (
+        aiohttp.ClientSession() as anonymous,
+        anonymous.get(f"{live.url}/p/" + "A" * 64) as resp,
+    ):
+        assert resp.status == 404  # no session: Bokmål and English
+        text = await resp.text()
+        assert "Åpne lenken i meldingen" in text and "Open the link in your message" in text
 
 
 async def test_forms_need_the_sessions_csrf_field_and_a_session(live: Live) -> None:

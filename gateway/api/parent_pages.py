@@ -115,8 +115,25 @@ def _store(ctx: AppContext) -> _Ports:
     return ctx.store
 
 
-def _problem(request: web.Request, kind: str, status: int, root: str) -> web.Response:
-    return problem(read_pages(request.app), request.app[TEXTS]["problems"][kind], status, root)
+def _problem(
+    request: web.Request, kind: str, status: int, root: str, parent: PageUser | None = None
+) -> web.Response:
+    """A problem page: before a session (a broken link) in Bokmål and English, since the
+    guardian's language is unknown; inside one, in their language with the pages' menu."""
+    if parent is None:
+        return problem(read_pages(request.app), request.app[TEXTS]["problems"][kind], status, root)
+    t = parent.texts
+    html = render(
+        read_pages(request.app),
+        "pages/parent_problem.html",
+        root,
+        lang=parent.lang,
+        t=t,
+        current="",
+        title=t[f"{kind}_title"],
+        text=t[f"{kind}_text"],
+    )
+    return respond(html, status)
 
 
 async def open_link(request: web.Request) -> web.StreamResponse:
@@ -262,7 +279,7 @@ async def message(request: web.Request) -> web.StreamResponse:
     )
     stored = await _store(ctx).get_message(tenant_id, message_id) if item else None
     if stored is None:
-        return _problem(request, "gone", 404, "../../")
+        return _problem(request, "gone", 404, "../../", parent)
     delivery_id = Delivery.make_id(tenant_id, stored.event_id, person_id, ChannelName.inapp)
     ttl = timedelta(seconds=ctx.settings.parent_session_ttl)
     token = make_read_token(ctx.secret, delivery_id, now + ttl)
@@ -345,7 +362,7 @@ async def save_preferences(request: web.Request) -> web.StreamResponse:
         return parent
     form = await checked_form(request, parent.session)
     if form is None:
-        return _problem(request, "refused", 403, "../")
+        return _problem(request, "refused", 403, "../", parent)
     ctx = request.app[CTX]
     tenant_id, person_id = parent.session.tenant_id, parent.person.id
     old = await _store(ctx).get_preferences(tenant_id, person_id) or Preferences()
@@ -502,7 +519,7 @@ async def _absence_form(
         return parent
     form = await checked_form(request, parent.session)
     if form is None:
-        return _problem(request, "refused", 403, root)
+        return _problem(request, "refused", 403, root, parent)
     return parent, form
 
 
@@ -525,7 +542,7 @@ async def answer_alert_form(request: web.Request) -> web.StreamResponse:
     except (ValueError, ValidationError):
         return await _invalid(request, parent)
     except NotFound:
-        return _problem(request, "gone", 404, "../../../")
+        return _problem(request, "gone", 404, "../../../", parent)
     raise web.HTTPSeeOther(location="../../absence?done=answered", headers=SECURITY_HEADERS)
 
 
@@ -653,7 +670,7 @@ OPERATIONS: dict[spec.Route, spec.Operation] = {
         {
             303: spec.Response("On to the read page with a fresh read link"),
             401: HOW_TO_OPEN,
-            404: spec.page("Page (nb + en): not one of the guardian's messages"),
+            404: spec.page("Page in the guardian's language: not one of their messages"),
         },
     ),
     ("GET", "/p/absence"): page_get(
@@ -679,7 +696,7 @@ OPERATIONS: dict[spec.Route, spec.Operation] = {
             303: spec.Response("Answered; back to the page"),
             401: HOW_TO_OPEN,
             403: BAD_FORM,
-            404: spec.page("Page (nb + en): not an alert of the guardian's"),
+            404: spec.page("Page in the guardian's language: not an alert of theirs"),
             422: spec.page("The page again, saying what to correct"),
         },
         params=(_MESSAGE_ID,),
