@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -159,6 +160,30 @@ async def test_unknown_audience_ids_are_422_naming_each(
         (("data", "audience", "groups", 1), "unknown group", "unknown_reference"),
     ]
     assert await store.get_message(tenant.tenant.id, derive_id(tenant.tenant.id, "evt-1")) is None
+
+
+async def test_an_audience_of_many_unknown_ids_is_answered_with_the_first_hundred(
+    app_client: TestClient, tenant: Any, directory: Any, make_event: Any
+) -> None:
+    """99,999 unknown ids took minutes (a list search per id) while the event loop, and
+    so every tenant's events and /healthz, waited; the answer listed each of them (4 MB).
+    """
+    headers = bearer(tenant.api_key)
+    unknown = [f"x{n}" for n in range(99_999)]  # with c1, the most a list may hold
+    body = make_event(audience={"children": ["c1", *unknown], "guardians": unknown[:10]})
+    # a guard against hanging, not a speed goal: the old code needed minutes here
+    resp = await asyncio.wait_for(
+        app_client.post("/v1/events", json=body, headers=headers), timeout=60
+    )
+    assert resp.status == 422
+    problem = await resp.json()
+    assert (
+        problem["message"] == "the audience names 100009 unknown id(s) (the first 100 are listed)"
+    )
+    errors = problem["errors"]
+    assert len(errors) == 100
+    assert errors[0]["loc"] == ["data", "audience", "children", 1]  # c1 is known
+    assert errors[99]["loc"] == ["data", "audience", "children", 100]
 
 
 async def test_empty_audience_and_absence_category_are_422(

@@ -37,6 +37,7 @@ from gateway.models import (
     Tenant,
     derive_id,
 )
+from gateway.store.directory_checks import MAX_REPORTED_ERRORS
 from gateway.store.ports import AudienceReader, Translations
 from gateway.translations import intake_rows
 
@@ -70,16 +71,20 @@ _SINGULAR = {
 
 
 async def check_audience(ctx: AppContext, tenant: Tenant, audience: Audience) -> None:
-    """Raise ValidationFailed naming every audience id the directory does not know."""
+    """Raise ValidationFailed naming the audience ids the directory does not know: the
+    first ``MAX_REPORTED_ERRORS`` of them, each at its place in its list."""
     missing = await _store(ctx).missing_ids(tenant.id, audience)
     if not missing:
         return
+    places: dict[str, dict[str, int]] = {}  # per list, each id's first index (one pass)
     errors: list[dict[str, Any]] = []
-    for kind, ref in missing:
-        ids: list[str] = getattr(audience, kind, [])
+    for kind, ref in missing[:MAX_REPORTED_ERRORS]:
+        if kind not in places:
+            ids: list[str] = getattr(audience, kind, [])
+            places[kind] = {i: n for n, i in reversed(list(enumerate(ids)))}
         where: list[Any] = ["data", "audience", kind]
-        if ref in ids:
-            where.append(ids.index(ref))
+        if ref in places[kind]:
+            where.append(places[kind][ref])
         errors.append(
             {
                 "loc": where,
@@ -87,7 +92,8 @@ async def check_audience(ctx: AppContext, tenant: Tenant, audience: Audience) ->
                 "type": "unknown_reference",
             }
         )
-    raise ValidationFailed("the audience names unknown ids", errors=errors)
+    more = f" (the first {len(errors)} are listed)" * (len(missing) > len(errors))
+    raise ValidationFailed(f"the audience names {len(missing)} unknown id(s){more}", errors=errors)
 
 
 async def handle_message_created(
