@@ -101,6 +101,22 @@ async def create_tenant(
     return tenant, api_key, whsec
 
 
+# A key's expiry is at most this far ahead (no expiry at all is allowed): a date past
+# year 9999 in UTC could be stored but never read back, and listing keys broke.
+KEY_LIFETIME_MAX_DAYS = 3660
+
+
+def key_expiry_problem(expires_at: datetime | None, now: datetime) -> str | None:
+    """Why a key may not expire at ``expires_at`` (None: it may)."""
+    if expires_at is None:
+        return None
+    if expires_at <= now:
+        return "must be in the future"
+    if expires_at - now > timedelta(days=KEY_LIFETIME_MAX_DAYS):
+        return f"must be at most {KEY_LIFETIME_MAX_DAYS} days ahead (leave it out for no expiry)"
+    return None
+
+
 async def create_api_key(
     store: KeyStore,
     tenant_id: str,

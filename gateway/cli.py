@@ -87,7 +87,7 @@ async def _keys(settings: Settings, args: argparse.Namespace) -> None:
 
     from gateway.api.keys import key_view
     from gateway.api.responses import dump
-    from gateway.auth import create_api_key
+    from gateway.auth import KEY_LIFETIME_MAX_DAYS, create_api_key
     from gateway.clock import SystemClock
     from gateway.store.backends import open_store
 
@@ -98,7 +98,13 @@ async def _keys(settings: Settings, args: argparse.Namespace) -> None:
         if await store.get_tenant(args.tenant) is None:
             raise ConfigError("unknown tenant (see budbringer tenants list)")
         if args.keys_command == "create":
-            expires = now + timedelta(days=args.expires_in_days) if args.expires_in_days else None
+            days = args.expires_in_days
+            if days is not None and not 1 <= days <= KEY_LIFETIME_MAX_DAYS:
+                raise ConfigError(
+                    f"--expires-in-days must be 1 to {KEY_LIFETIME_MAX_DAYS}"
+                    " (leave it out for no expiry)"
+                )
+            expires = now + timedelta(days=days) if days else None
             record, api_key = await create_api_key(
                 store,
                 args.tenant,

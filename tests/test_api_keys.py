@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.api.app import Handler, create_app
 from gateway.api.context import AppContext
-from gateway.auth import KEY_ID, hash_api_key
+from gateway.auth import KEY_ID, Scope, create_api_key, hash_api_key
 from gateway.clock import ManualClock
 from gateway.settings import Settings
 from gateway.store import Store
@@ -150,12 +150,17 @@ async def test_key_requests_that_are_refused(client: TestClient, tenant: Any, cl
         ({"scopes": ["everything"]}, ["scopes", 0]),
         ({"scopes": ["events"], "expires_at": clock.now().isoformat()}, ["expires_at"]),
         ({"scopes": ["events"], "expires_at": "2030-01-01T00:00:00"}, ["expires_at"]),
+        # year 10000 in UTC: stored, but every later listing of the keys failed with 503
+        ({"scopes": ["events"], "expires_at": "9999-12-31T23:59:59-14:00"}, ["expires_at"]),
+        ({"scopes": ["events"], "expires_at": "2046-12-01T00:00:00+00:00"}, ["expires_at"]),
         ({"scopes": ["events"], "secret": "x"}, ["secret"]),
     ]
     for body, loc in bad:
         resp = await client.post("/v1/keys", json=body, headers=bearer(tenant.api_key))
         assert resp.status == 422, body
         assert loc in [e["loc"] for e in (await resp.json())["errors"]], body
+    resp = await client.get("/v1/keys", headers=bearer(tenant.api_key))
+    assert resp.status == 200  # nothing unreadable was stored
 
 
 async def test_the_key_id_never_the_key_is_on_the_request(
@@ -167,6 +172,23 @@ async def test_the_key_id_never_the_key_is_on_the_request(
     await client.get("/healthz")
     assert [first["id"], "unset", "unset"] == SEEN
     assert tenant.api_key not in repr(SEEN)
+
+
+async def test_a_key_stored_with_an_expiry_past_year_9999_can_still_be_listed_and_revoked(
+    client: TestClient, tenant: Any, store: Store, clock: ManualClock
+) -> None:
+    """An older version stored 9999-12-31T23:59:59-14:00 (year 10000 in UTC); from then
+    on every listing of the tenant's keys was 503, and the key could not be revoked."""
+    far = datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone(timedelta(hours=-14)))
+    record, _ = await create_api_key(
+        store, tenant.tenant.id, [Scope.events], clock.now(), expires_at=far
+    )
+    resp = await client.get("/v1/keys", headers=bearer(tenant.api_key))
+    assert resp.status == 200
+    [shown] = [k for k in (await resp.json())["keys"] if k["id"] == record.id]
+    assert shown["expires_at"].startswith("9999-12-31T23:59:59") and shown["active"]
+    resp = await client.delete(f"/v1/keys/{record.id}", headers=bearer(tenant.api_key))
+    assert resp.status in (200, 204)
 
 
 @pytest.mark.slow
@@ -197,3 +219,9 @@ async def test_keys_from_the_cli(tmp_path: Path) -> None:
     assert code == 2 and "no key with that id" in err
     code, _, err = await run_cli(gw, "keys", "list", "--tenant", "nobody")
     assert code == 2 and "unknown tenant" in err
+    for days in ("0", "-5", "10000000"):  # an expired key, a traceback (overflow)
+        code, _, err = await run_cli(
+            gw, "keys", "create", "--tenant", tenant_id, "--scope", "events",
+            "--expires-in-days", days,
+        )  # fmt: skip
+        assert code == 2 and "--expires-in-days must be 1 to 3660" in err, err

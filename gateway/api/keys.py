@@ -17,7 +17,13 @@ from gateway.api import spec
 from gateway.api.body import read_model
 from gateway.api.context import CTX, AppContext
 from gateway.api.responses import Instant, respond_json
-from gateway.auth import KEY_SCOPES, AuthStore, authenticate_bearer, create_api_key
+from gateway.auth import (
+    KEY_SCOPES,
+    AuthStore,
+    authenticate_bearer,
+    create_api_key,
+    key_expiry_problem,
+)
 from gateway.errors import Forbidden, NotFound, ValidationFailed
 from gateway.models import ApiKey, Scope, Strict
 
@@ -77,10 +83,11 @@ async def post_key(request: web.Request) -> web.Response:
     now = ctx.clock.now()
     tenant = await authenticate_bearer(request, _store(ctx), now, Scope.admin)
     body = await read_model(request, KeyCreate, ctx.settings.max_body_bytes)
-    if body.expires_at is not None and body.expires_at <= now:
+    problem = key_expiry_problem(body.expires_at, now)
+    if problem is not None:
         raise ValidationFailed(
             "the body is not valid",
-            errors=[{"loc": ["expires_at"], "message": "must be in the future", "type": "past"}],
+            errors=[{"loc": ["expires_at"], "message": problem, "type": "expires_at"}],
         )
     granted: frozenset[Scope] = request[KEY_SCOPES]
     missing = sorted(set(body.scopes) - granted)

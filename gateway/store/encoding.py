@@ -13,6 +13,7 @@ from typing import Any
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
+_FIRST, _LAST = datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC)
 
 
 def us(value: datetime) -> int:
@@ -27,8 +28,13 @@ def us_opt(value: datetime | None) -> int | None:
 
 
 def from_us(value: int | str) -> datetime:
-    """The datetime (UTC) of a stored microsecond count (Redis hands it back as text)."""
-    return _EPOCH + timedelta(microseconds=int(value))
+    """The datetime (UTC) of a stored microsecond count (Redis hands it back as text).
+    A count past year 9999 (a key's expiry an older version took) reads as the last
+    moment a datetime holds, so the row can still be listed and revoked."""
+    try:
+        return _EPOCH + timedelta(microseconds=int(value))
+    except OverflowError:
+        return _LAST if int(value) > 0 else _FIRST
 
 
 def from_us_opt(value: int | str | None) -> datetime | None:
