@@ -207,6 +207,9 @@ async def test_inbox_pages_newest_first(app_client, guardians, store, clock) -> 
         ({"limit": "x"}, "limit"),
         ({"before": "yesterday"}, "before"),
         ({"before": "2026-11-27T09:00:00"}, "before"),
+        # real dates that lie outside what a date holds once in UTC: were a 500
+        ({"before": "0001-01-01T00:00:00+14:00"}, "before"),
+        ({"before": "9999-12-31T23:59:59-14:00"}, "before"),
     ],
 )
 async def test_inbox_query_is_validated(app_client, guardians, params, field) -> None:

@@ -299,6 +299,9 @@ async def test_a_problem_inside_a_session_is_in_the_guardians_language(
         ):
             assert resp.status == 403
             assert "تعذّر الحفظ" in await resp.text()
+            for odd in ("9999-12-31T23:59:59-14:00", "0001-01-01T00:00:00+14:00", "x"):
+                async with s.get(f"{live.url}/p/inbox", params={"before": odd}) as page_resp:
+                    assert page_resp.status == 200, odd  # makes no sense: the first page
     finally:
         await context.close()
         await store.set_preferences(live.tenant_id, "p1", before)  # the module's guardian

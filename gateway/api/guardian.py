@@ -11,7 +11,7 @@ set by the server to now (a value in the body is ignored).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -21,7 +21,7 @@ from gateway.api import spec
 from gateway.api.attachment_models import AttachmentView, attachment_view
 from gateway.api.body import parse_json, read_model, read_raw, to_model
 from gateway.api.context import CTX, AppContext
-from gateway.api.paging import BEFORE_ID, page_after_id
+from gateway.api.paging import BEFORE_ID, before_time, page_after_id
 from gateway.api.responses import respond_json
 from gateway.auth import AuthStore
 from gateway.constants import (
@@ -252,16 +252,11 @@ def _inbox_query(request: web.Request) -> tuple[int, datetime | None, str | None
     before: datetime | None = None
     raw_before = request.query.get("before")
     if raw_before is not None:
-        # an unencoded "+01:00" offset arrives as " 01:00"; a space is never valid here
         try:
-            before = datetime.fromisoformat(raw_before.replace(" ", "+"))
+            before = before_time(raw_before)
         except ValueError:
-            before = None
-        if before is None or before.tzinfo is None:
             message = "an ISO 8601 date-time with a time zone offset"
             errors.append(_query_error("before", message, "datetime_parsing"))
-        else:
-            before = before.astimezone(UTC)
     before_id = page_after_id(request.query, errors)
     if errors:
         raise ValidationFailed("the query is not valid", errors=errors)

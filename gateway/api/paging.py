@@ -10,11 +10,26 @@ and ``next_before_id`` (its id); the client passes them back as ``before`` and
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from gateway.api import spec
 
 MAX_ID_LENGTH = 128
+
+
+def before_time(raw: str) -> datetime:
+    """``before`` of a paged list, in UTC: an ISO 8601 date-time with an offset (an
+    unencoded "+01:00" arrives as " 01:00", and a space is never valid here).
+    ValueError when it is not one, or lies past what a date holds once in UTC
+    ("9999-12-31T23:59:59-14:00")."""
+    at = datetime.fromisoformat(raw.replace(" ", "+"))
+    if at.tzinfo is None:
+        raise ValueError("no time zone offset")
+    try:
+        return at.astimezone(UTC)
+    except OverflowError as exc:
+        raise ValueError("out of range") from exc
 
 
 def page_after_id(query: Mapping[str, str], errors: list[dict[str, Any]]) -> str | None:

@@ -23,7 +23,7 @@ the app, reached by the personal link of a message, never by a password.
 from __future__ import annotations
 
 import re
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any, Protocol
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
@@ -53,6 +53,7 @@ from gateway.api.pages import (
     set_session_cookie,
     when,
 )
+from gateway.api.paging import before_time
 from gateway.api.readlinks import SECURITY_HEADERS, load_delivery
 from gateway.constants import (
     ABSENCE_RECORDED,
@@ -199,10 +200,9 @@ def _before(raw: str | None) -> datetime | None:
     if raw is None:
         return None
     try:
-        at = datetime.fromisoformat(raw.replace(" ", "+"))
+        return before_time(raw)
     except ValueError:
         return None
-    return at.astimezone(UTC) if at.tzinfo is not None else None
 
 
 async def inbox(request: web.Request) -> web.Response:

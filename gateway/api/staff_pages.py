@@ -24,6 +24,7 @@ class or number; an absence subject is hidden then too. Both are decided by
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 from dataclasses import dataclass, field
@@ -56,6 +57,7 @@ from gateway.api.pages import (
     set_session_cookie,
     when,
 )
+from gateway.api.paging import before_time
 from gateway.api.readlinks import SECURITY_HEADERS
 from gateway.api.responses import Instant, respond_json
 from gateway.auth import AuthStore, authenticate_bearer
@@ -584,12 +586,8 @@ class ListQuery:
         before = None
         raw = request.query.get("before")
         if raw:
-            try:
-                parsed = datetime.fromisoformat(raw.replace(" ", "+"))
-            except ValueError:
-                parsed = None
-            if parsed is not None and parsed.tzinfo is not None:
-                before = parsed
+            with contextlib.suppress(ValueError):
+                before = before_time(raw)
         group = request.query.get("group", "")[:128]
         before_id = request.query.get("before_id", "")[:128] or None
         q = " ".join(request.query.get("q", "").split())[:200]

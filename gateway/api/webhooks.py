@@ -30,7 +30,7 @@ from gateway.addresses import (
 from gateway.api import spec
 from gateway.api.body import read_model
 from gateway.api.context import CTX, AppContext
-from gateway.api.paging import BEFORE_ID, page_after_id
+from gateway.api.paging import BEFORE_ID, before_time, page_after_id
 from gateway.api.responses import Instant, respond_json
 from gateway.auth import AuthStore, authenticate_bearer, new_webhook_secret
 from gateway.constants import WEBHOOK_EVENT_TYPES
@@ -388,10 +388,7 @@ def _query_errors(query: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
             parsed["limit"] = int(raw)
     if "before" in query:
         try:
-            before = datetime.fromisoformat(query["before"])
-            if before.tzinfo is None:
-                raise ValueError("naive")
-            parsed["before"] = before
+            parsed["before"] = before_time(query["before"])
         except ValueError:
             errors.append(
                 {
