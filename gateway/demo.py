@@ -25,9 +25,9 @@ import aiohttp
 from standardwebhooks import Webhook
 
 from gateway.absence import part_message_id
-from gateway.auth import create_tenant
+from gateway.auth import create_api_key, create_tenant
 from gateway.constants import DEFAULT_TIME_ZONE
-from gateway.models import FINAL
+from gateway.models import FINAL, Scope
 from gateway.readlinks import PARENT_PATH, READ_PATH, UNSUBSCRIBE_PATH, make_read_token
 from gateway.service import Service
 from gateway.settings import load_settings
@@ -238,8 +238,19 @@ async def start_demo(
                 f"/v1/relations/{child_id}/{guardian_id}/flags/{flag}",
                 {"value": True, "reason": reason, "actor": "rektor"},
             )
+        # The parent app's own key: it signs in guardians with a protected address too.
+        _, app_key = await create_api_key(
+            service.store,
+            tenant.id,
+            [Scope.directory, Scope.protected],
+            service.clock.now(),
+            name="parent app (demo)",
+        )
+        app_auth = {"Authorization": f"Bearer {app_key}"}
         for n, guardian_id in enumerate(DEVICES):
-            token = await client.call("POST", f"/v1/guardians/{guardian_id}/tokens")
+            token = await client.call(
+                "POST", f"/v1/guardians/{guardian_id}/tokens", headers=app_auth
+            )
             await client.call(
                 "PUT",
                 f"/v1/me/devices/d-{guardian_id}",

@@ -24,6 +24,7 @@ import pytest
 
 from channels.gsm import encoding
 from channels.sms import INBOUND_PATH
+from gateway.auth import create_api_key
 from gateway.clock import ManualClock
 from gateway.constants import JOB_ABSENCE_PLAN, JOB_SEND
 from gateway.models import (
@@ -32,6 +33,7 @@ from gateway.models import (
     DirectoryBatch,
     Job,
     Preferences,
+    Scope,
     derive_id,
 )
 from gateway.settings import Settings
@@ -206,8 +208,16 @@ class Rig:
         return out
 
     async def token(self, person_id: str) -> dict[str, str]:
+        """A parent-app token, issued with the app's key (it signs in protected guardians
+        too, so it has the protected scope)."""
+        _, app_key = await create_api_key(
+            self.gw.service.store,
+            self.tenant_id,
+            [Scope.directory, Scope.protected],
+            self.gw.service.clock.now(),
+        )
         async with self.gw.session.post(
-            f"{self.gw.url}/v1/guardians/{person_id}/tokens", headers=self.gw.headers(self.key)
+            f"{self.gw.url}/v1/guardians/{person_id}/tokens", headers=self.gw.headers(app_key)
         ) as resp:
             assert resp.status == 201, await resp.text()
             return self.gw.headers((await resp.json())["token"])

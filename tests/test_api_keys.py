@@ -16,8 +16,9 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.api.app import Handler, create_app
 from gateway.api.context import AppContext
-from gateway.auth import KEY_ID, Scope, create_api_key, hash_api_key
+from gateway.auth import KEY_ID, create_api_key, hash_api_key
 from gateway.clock import ManualClock
+from gateway.models import Scope
 from gateway.settings import Settings
 from gateway.store import Store
 from tests.test_cli import stored_bytes

@@ -18,8 +18,9 @@ import pytest
 import pytest_asyncio
 from playwright.async_api import Browser
 
+from gateway.auth import create_api_key
 from gateway.clock import ManualClock
-from gateway.models import DeliveryStatus, DirectoryBatch
+from gateway.models import DeliveryStatus, DirectoryBatch, Scope
 from gateway.settings import Settings
 from gateway.tracker import record_read
 from tests.conftest import SECRET_KEY
@@ -536,9 +537,16 @@ async def test_absence_today_and_contact_problems(
 
 
 async def _guardian_token(live: Live, guardian_id: str) -> str:
+    """A parent-app token, issued with the app's key (protected guardians too)."""
+    _, app_key = await create_api_key(
+        live.gateway.service.store,
+        live.tenant_id,
+        [Scope.directory, Scope.protected],
+        live.clock.now(),
+    )
     async with live.gateway.session.post(
         f"{live.gateway.url}/v1/guardians/{guardian_id}/tokens",
-        headers=live.gateway.headers(live.api_key),
+        headers=live.gateway.headers(app_key),
     ) as resp:
         assert resp.status == 201
         token: str = (await resp.json())["token"]

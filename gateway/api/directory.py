@@ -209,6 +209,14 @@ async def get_relation_flags(request: web.Request) -> web.Response:
     )
 
 
+def require_scope_for(request: web.Request, person: Person) -> None:
+    """A protected address (rule 4): the person's record, history and parent-app token are
+    only for keys with the ``protected`` scope, as in the message status, where such
+    persons appear as pseudonyms."""
+    if person.protection is not Protection.none and not key_has(request, Scope.protected):
+        raise Forbidden("this person has a protected address; the key needs the protected scope")
+
+
 async def get_person(request: web.Request) -> web.Response:
     """One person record of this tenant (404 for another tenant's)."""
     ctx = request.app[CTX]
@@ -216,10 +224,7 @@ async def get_person(request: web.Request) -> web.Response:
     person = await _store(ctx).get_person(tenant.id, request.match_info["person_id"])
     if person is None:
         raise NotFound("person not found")
-    # A protected address (rule 4): the record is shown only to keys with that scope,
-    # as in the message status, where such persons appear as pseudonyms.
-    if person.protection is not Protection.none and not key_has(request, Scope.protected):
-        raise Forbidden("this person has a protected address; the key needs the protected scope")
+    require_scope_for(request, person)
     return respond_json(person)
 
 
@@ -272,8 +277,7 @@ async def get_person_protection(request: web.Request) -> web.Response:
     person = await _store(ctx).get_person(tenant.id, person_id)
     if person is None:
         raise NotFound("person not found")
-    if person.protection is not Protection.none and not key_has(request, Scope.protected):
-        raise Forbidden("this person has a protected address; the key needs the protected scope")
+    require_scope_for(request, person)
     history = await _store(ctx).protection_history(tenant.id, person_id)
     return respond_json(_protection_view(person_id, person.protection, history))
 
@@ -299,13 +303,16 @@ async def post_guardian_token(request: web.Request) -> web.Response:
     """A short-lived token for the parent app: 201 ``{"token", "expires_at"}``.
 
     404 if the person is not in this tenant; 403 if they may not use the app
-    (staff, children under 18, a guardian blocked on every relation).
+    (staff, children under 18, a guardian blocked on every relation), or have a
+    protected address and the key lacks the ``protected`` scope.
     """
     ctx = request.app[CTX]
     tenant = await authenticate_bearer(request, _store(ctx), ctx.clock.now(), Scope.directory)
     person = await _store(ctx).get_person(tenant.id, request.match_info["guardian_id"])
     if person is None:
         raise NotFound("person not found")
+    # The token opens the person's inbox and devices: their children, schools, texts.
+    require_scope_for(request, person)
     now = ctx.clock.now()
     if not may_use_parent_app(person, now):
         raise Forbidden("this person may not use the parent app")
@@ -402,7 +409,8 @@ OPERATIONS: dict[spec.Route, spec.Operation] = {
     ),
     ("POST", "/v1/guardians/{guardian_id}/tokens"): spec.Operation(
         tag="directory",
-        summary="Issue a short-lived guardian token for the parent app",
+        summary="Issue a short-lived guardian token for the parent app (a protected person:"
+        " only with the protected scope)",
         security=spec.tenant("directory"),
         params=(spec.path("guardian_id", "Guardian (or adult pupil) id"),),
         responses={201: spec.Response("Token issued", GuardianToken)},
