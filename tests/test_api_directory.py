@@ -351,6 +351,27 @@ async def test_a_flag_history_with_a_protected_person_needs_the_protected_scope(
     assert (await resp.json())["history"][0]["reason"] == "court order 2026-114"
 
 
+async def test_a_protected_guardians_app_token_needs_the_protected_scope(
+    app_client, tenant, store
+) -> None:
+    """A key refused the protected guardian's record got their token, and with it their
+    inbox (children, schools) and the right to register a device for their pushes."""
+    body = batch()
+    body["persons"][2]["protection"] = "confidential"  # p2, the guardian
+    await load(app_client, tenant.api_key, body)
+    resp = await app_client.post("/v1/guardians/p2/tokens", headers=auth(tenant.api_key))
+    assert resp.status == 403
+    assert "protected scope" in (await resp.json())["message"]
+    _, key = await create_api_key(
+        store, tenant.tenant.id, [Scope.directory, Scope.protected], datetime.now(UTC)
+    )
+    resp = await app_client.post("/v1/guardians/p2/tokens", headers=auth(key))
+    assert resp.status == 201
+    # an unprotected guardian's token needs no more than before
+    resp = await app_client.post("/v1/guardians/p1/tokens", headers=auth(tenant.api_key))
+    assert resp.status == 201
+
+
 async def test_unknown_flag_and_unknown_person_are_404(app_client, tenant) -> None:
     await load(app_client, tenant.api_key)
     resp = await set_flag(app_client, tenant.api_key, "protected", True)
