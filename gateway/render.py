@@ -36,7 +36,7 @@ import re
 import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from babel import Locale
 from babel.lists import format_list
@@ -105,6 +105,8 @@ _TEMPLATES: dict[str, str] = {
     **dict.fromkeys(ABSENCE_MESSAGE_TYPES, _ABSENCE_TEMPLATE),
 }
 _DEFAULT_TEMPLATE = "message"
+# How an alert shown on a page asks for the answer (templates/absence/phrases.txt, reply)
+Reply = Literal["link", "none"]
 
 
 def shorten(text: str, limit: int) -> str:
@@ -620,20 +622,21 @@ class Renderer:
         )
 
     def own_text(
-        self, message: Message, delivery: Delivery, *, page: bool = False
+        self, message: Message, delivery: Delivery, *, reply: Reply | None = None
     ) -> tuple[str, str] | None:
         """Our own absence text of ``message`` as ``delivery``'s recipient reads it in the
         app and on the pages: its in-app rendering from this delivery's facts (the
         neutral ones where a protected child is concerned), in its language, as the SMS
         and push were. None for a staff member's text, which is shown as written.
-        ``page``: on the read page, whose link leads to the answer form, an alert asks
-        for the answer through the link, not in the app."""
+        ``reply``: how an alert asks for the answer where it is shown, when not in the
+        app: "link" on a read page that leads to the answer form, "none" on one that no
+        longer does (answered, cancelled)."""
         absence = delivery.context.get(ABSENCE_CONTEXT_KEY)
         if not absence:
             return None
         context = delivery.context
-        if page:
-            context = {**context, ABSENCE_CONTEXT_KEY: {**absence, "reply": "link"}}
+        if reply is not None:
+            context = {**context, ABSENCE_CONTEXT_KEY: {**absence, "reply": reply}}
         inapp = delivery.model_copy(update={"channel": "inapp", "context": context})
         out = self.render(message, inapp)
         return out.subject, out.text

@@ -702,7 +702,16 @@ async def test_an_absence_alert_reads_in_the_guardians_language_in_the_app_and_o
     ) as resp:
         assert resp.status == 200, await resp.text()
     async with rig.gw.session.get(f"{rig.gw.url}{link}") as resp:
-        assert "Answer the absence alert" not in await resp.text()
+        answered = await resp.text()
+    # nor asks for an answer through a link that is no longer there
+    assert "Answer the absence alert" not in answered and "through the link" not in answered
+    # The email's read link leads to that form too: "through the link", not "in the app"
+    # (this guardian has no app).
+    [mail] = [m for m in rig.smtp.received if m.rcpt_tos == ["far@example.no"]]
+    parts = [p.get_content() for p in mail.message.walk() if p.get_content_maintype() == "text"]
+    assert len(parts) == 2
+    for part in parts:
+        assert "Tell us through the link." in part and "in the app" not in part
 
 
 # --------------------------------------------------------------------------- absence

@@ -52,7 +52,7 @@ from gateway.models import (
     Role,
 )
 from gateway.readlinks import csrf_field, csrf_valid, open_read_token
-from gateway.render import Renderer
+from gateway.render import Renderer, Reply
 from gateway.tracker import ReadStore
 from gateway.withdrawal import LINK_GONE, LinkStore, linked_delivery
 
@@ -159,7 +159,12 @@ def _text(value: Any) -> str | None:
 
 
 def _page_variables(
-    pages: ReadPages, delivery: Delivery, message: Message, lang: str, renderer: Renderer | None
+    pages: ReadPages,
+    delivery: Delivery,
+    message: Message,
+    lang: str,
+    renderer: Renderer | None,
+    answerable: bool,
 ) -> dict[str, Any]:
     texts = pages.texts[lang]
     context = delivery.context
@@ -173,8 +178,10 @@ def _page_variables(
     names = context.get("children")
     children = [n.strip() for n in names if isinstance(n, str) and n.strip()] if names else []
     # Our own absence text in the recipient's language and facts (neutral ones too), as
-    # the SMS and email that brought them here; a staff member's text as written.
-    own = renderer.own_text(message, delivery, page=True) if renderer is not None else None
+    # the SMS and email that brought them here; a staff member's text as written. An
+    # alert asks for the answer through the page's link while it waits for one.
+    reply: Reply = "link" if answerable else "none"
+    own = renderer.own_text(message, delivery, reply=reply) if renderer is not None else None
     subject, body = own if own is not None else (message.subject, message.body)
     if own is None and context.get(NEUTRAL_KEY) and context.get(ABSENCE_CONTEXT_KEY):
         body = ""  # without a renderer: the stored text names the school
@@ -238,9 +245,10 @@ async def read_page(request: web.Request) -> web.Response:
         if (ctx.attachments is not None)
         else []
     )
+    answerable = not staff and await _alert_waits_for(ctx, message, delivery.recipient_id)
     html = pages.html(
         "pages/read.html",
-        **_page_variables(pages, delivery, message, lang, ctx.renderer),
+        **_page_variables(pages, delivery, message, lang, ctx.renderer, answerable),
         # Relative to /r/<token>: <token>/files/<id> (gateway/api/attachments.py).
         files=file_rows(files, f"{token}/files/"),
         token=token,
@@ -250,9 +258,7 @@ async def read_page(request: web.Request) -> web.Response:
         # The same token under /p/ opens the guardian's own pages (a session of theirs);
         # an absence alert's SMS says "answer via the link": straight to the answer form.
         parent_link=None if staff else f"../p/{token}",
-        answer_link=f"../p/{token}?to=absence"
-        if not staff and await _alert_waits_for(ctx, message, delivery.recipient_id)
-        else None,
+        answer_link=f"../p/{token}?to=absence" if answerable else None,
     )
     return _respond(html)
 
