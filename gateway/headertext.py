@@ -70,6 +70,24 @@ def header_text_problem(value: str) -> str | None:
     return None
 
 
+def body_text_problem(value: str) -> str | None:
+    """Why ``value`` cannot be the text of a message or an answer (None: it can): a
+    direction control would make a link in it read as another (an override before
+    "gro.elpmaxe" shows "example.org"), there as in a header. Line breaks and tabs are
+    text here (the JSON reader already refuses other control characters)."""
+    if any(c in _BIDI_CONTROLS for c in value):
+        return "direction controls (U+202A-U+202E, U+2066-U+2069) are not allowed"
+    return None
+
+
+def typed_text(value: str) -> str:
+    """What a guardian typed into a form, as it is kept: line breaks as LF, other
+    control characters and direction controls left out (a form is not refused for a
+    stray character the phone put in)."""
+    lines = value.replace("\r\n", "\n").replace("\r", "\n")
+    return "".join(c for c in lines if c in "\n\t" or not _unsafe(c))
+
+
 def header_text(value: str) -> str:
     """``value`` made safe for one header line: encoded words decoded, control
     characters removed, runs of white space folded to one space."""

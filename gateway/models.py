@@ -24,7 +24,7 @@ from pydantic import (
 )
 
 from gateway.constants import DEFAULT_PHONE_REGION, DEFAULT_TIME_ZONE
-from gateway.headertext import header_text_problem
+from gateway.headertext import body_text_problem, header_text_problem
 
 Id = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:\-]+$")]
 
@@ -39,6 +39,18 @@ def _header_safe(value: str) -> str:
 # Text that may reach an email header (subjects, names): no control characters, also
 # not inside RFC 2047 encoded words (gateway/headertext.py).
 HeaderText = Annotated[str, AfterValidator(_header_safe)]
+
+
+def _body_safe(value: str) -> str:
+    problem = body_text_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
+# Text people write for others to read (a message's body, an answer): no direction
+# controls, which could make a link in it read as another.
+BodyText = Annotated[str, AfterValidator(_body_safe)]
 
 
 class Strict(BaseModel):
@@ -454,7 +466,7 @@ class OwnTranslation(Strict):
     """A teacher's own translation of the message into one language (wins over the machine)."""
 
     subject: HeaderText = Field(min_length=1, max_length=200)
-    body: str = Field(min_length=1, max_length=20_000)
+    body: BodyText = Field(min_length=1, max_length=20_000)
 
 
 class MessageData(Strict):
@@ -463,7 +475,7 @@ class MessageData(Strict):
     audience: Audience
     category: Category = Category.general
     subject: HeaderText = Field(min_length=1, max_length=200)
-    body: str = Field(min_length=1, max_length=20_000)
+    body: BodyText = Field(min_length=1, max_length=20_000)
     urgency: Urgency = Urgency.normal
     read_receipt: bool = False
     # A confidential message that would reach nobody is refused (422) unless this is true.
@@ -901,7 +913,7 @@ class AbsenceReportedData(Strict):
     date: Day | None = None
     dates: list[Day] = Field(default_factory=list, max_length=31)
     kind: AbsenceKind = AbsenceKind.other
-    text: str | None = Field(default=None, max_length=1000)
+    text: BodyText | None = Field(default=None, max_length=1000)
 
     @model_validator(mode="after")
     def _some_day(self) -> AbsenceReportedData:

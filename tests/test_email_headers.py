@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from channels.email import EmailChannel, build_email, email_bytes
-from gateway.headertext import header_text, header_text_problem
+from gateway.headertext import header_text, header_text_problem, typed_text
 from gateway.models import Delivery, Rendered, Role
 from gateway.settings import SmtpSettings
 from tests.peers.smtp import SmtpPeer
@@ -183,3 +183,42 @@ async def test_the_api_refuses_control_characters_in_a_subject_or_name(
     resp = await app_client.post("/v1/directory", json=batch, headers=headers)
     assert resp.status == 422
     assert [e["loc"] for e in (await resp.json())["errors"]] == [["units", 0, "sender_name"]]
+
+
+async def test_a_direction_control_in_a_body_is_refused_where_a_link_could_hide_behind_it(
+    app_client: Any, tenant: Any, directory: Any, make_event: Any
+) -> None:
+    """Subjects refused them, bodies did not: "Se https://\u202egro.elpmaxe\u202c.kommune.no"
+    went out by SMS, email and page reading as a link to example.org."""
+    headers = {"Authorization": f"Bearer {tenant.api_key}"}
+    spoof = "Se https://\u202egro.elpmaxe\u202c.kommune.no/x"
+    for event, loc in (
+        (make_event(body=spoof), ["data", "body"]),
+        (
+            make_event(translations={"en": {"subject": "Trip", "body": "\u2067x\u2069"}}),
+            ["data", "translations", "en", "body"],
+        ),
+    ):
+        resp = await app_client.post("/v1/events", json=event, headers=headers)
+        assert resp.status == 422
+        [error] = (await resp.json())["errors"]
+        assert error["loc"] == loc and "direction controls" in error["message"]
+    # Arabic with its marks (LRM, RLM) and line breaks is text, as ever
+    arabic = "رحلة يوم الجمعة\u200f\nالساعة 9\u200e"
+    resp = await app_client.post("/v1/events", json=make_event(body=arabic), headers=headers)
+    assert resp.status == 202, await resp.text()
+
+
+@pytest.mark.parametrize(
+    ("typed", "kept"),
+    [
+        ("Tannlege kl. 9\r\nhenter etterpå", "Tannlege kl. 9\nhenter etterpå"),
+        ("syk\x07 \u202eevil\u202c", "syk evil"),
+        ("مريض\u200f", "مريض\u200f"),  # a right-to-left mark is text
+        ("tab\there", "tab\there"),
+    ],
+)
+def test_what_a_guardian_types_into_a_form_is_kept_without_stray_controls(
+    typed: str, kept: str
+) -> None:
+    assert typed_text(typed) == kept

@@ -437,6 +437,22 @@ async def test_a_parent_answers_an_alert_and_reports_tomorrow(
                 f"{live.url}/p/absence/report", data={"csrf": "forged", "child": "c1"}
             ) as resp:
                 assert resp.status == 403
+            # a bell and a direction override from the phone's keyboard: left out, not
+            # refused (the API refuses them; a form keeps what the parent meant)
+            today = datetime.now(ZoneInfo("Europe/Oslo")).date().isoformat()
+            typed = {"csrf": csrf, "child": "c1", "day": today, "kind": "sick"}
+            async with s.post(
+                f"{live.url}/p/absence/report",
+                data={**typed, "text": "Feber\x07 \u202eigen\u202c\r\nhjemme"},
+                allow_redirects=False,
+            ) as resp:
+                assert resp.status == 303
+            texts = [
+                (await live.service.store.get_absence(live.tenant_id, m.id)).data.get("text")  # type: ignore[union-attr]
+                for m in await live.service.store.list_messages(live.tenant_id)
+                if m.event_type == "absence.reported"
+            ]
+            assert "Feber igen\nhjemme" in texts
         await page.close()
     finally:
         await context.close()

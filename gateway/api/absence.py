@@ -37,6 +37,7 @@ from gateway.models import (
     AbsenceKind,
     AbsenceRecorded,
     AbsenceReported,
+    BodyText,
     Day,
     Id,
     Message,
@@ -68,7 +69,7 @@ class AbsenceReport(Strict):
     # event's ``data`` the report becomes
     dates: list[Day] = Field(default_factory=list, max_length=31, validate_default=True)
     kind: AbsenceKind = AbsenceKind.other
-    text: str | None = Field(default=None, max_length=1000)
+    text: BodyText | None = Field(default=None, max_length=1000)
 
     @field_validator("dates")
     @classmethod
@@ -82,7 +83,7 @@ class AbsenceReply(Strict):
     """Body of ``POST /v1/me/inbox/{message_id}/absence-reply``."""
 
     kind: AbsenceKind
-    text: str = Field(default="", max_length=1000)
+    text: BodyText = Field(default="", max_length=1000)
 
 
 class AbsenceReplyAck(BaseModel):

@@ -62,6 +62,7 @@ from gateway.constants import (
     SUPPORTED_LANGUAGES,
 )
 from gateway.errors import Forbidden, LinkInvalid, NotFound
+from gateway.headertext import typed_text
 from gateway.locales import language_names, resolve_language
 from gateway.models import (
     AbsenceKind,
@@ -535,7 +536,8 @@ async def answer_alert_form(request: web.Request) -> web.StreamResponse:
     parent, form = found
     ctx = request.app[CTX]
     try:
-        body = AbsenceReply(kind=AbsenceKind(_one(form, "kind")), text=_one(form, "text")[:1000])
+        text = typed_text(_one(form, "text"))[:1000]
+        body = AbsenceReply(kind=AbsenceKind(_one(form, "kind")), text=text)
         await answer_alert(
             ctx, parent.session.tenant_id, parent.person.id, request.match_info["id"], body
         )
@@ -553,7 +555,7 @@ async def report_form(request: web.Request) -> web.StreamResponse:
     parent, form = found
     ctx = request.app[CTX]
     allowed = {day for day, _ in _days(ctx.clock.now(), parent.lang, parent.texts)}
-    text = _one(form, "text")[:1000]
+    text = typed_text(_one(form, "text"))[:1000]
     try:
         if _one(form, "day") not in allowed:
             raise ValueError("day")

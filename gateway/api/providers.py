@@ -42,6 +42,7 @@ from gateway.api.body import read_form
 from gateway.api.context import CTX, AppContext
 from gateway.api.responses import Error
 from gateway.errors import Forbidden, NotFound, ValidationFailed
+from gateway.headertext import typed_text
 from gateway.logs import route_of
 from gateway.settings import TwilioSettings
 from gateway.sms_status import CallbackStore, StatusReport
@@ -142,9 +143,12 @@ async def inbound_message(request: web.Request) -> web.Response:
     sid = form.get("MessageSid") or form.get("SmsSid")
     if not sender or not sid:
         return twiml
+    # What the guardian typed, as staff will read it: no stray control or direction
+    # characters (an override would turn the name and time shown after it around).
+    body = typed_text(form.get("Body", ""))
     # A keyword answer is matched against the open alerts of every tenant sent to this
     # number; one that fits several children is answered with a question instead.
-    answered = await absences(ctx).answer_sms(sender, form.get("Body", ""), sid)
+    answered = await absences(ctx).answer_sms(sender, body, sid)
     if answered is not None:
         log.info(
             "inbound sms taken as an absence answer",
@@ -157,11 +161,11 @@ async def inbound_message(request: web.Request) -> web.Response:
         return twiml
     tenant_id, delivery = target
     # An absence report ("FRAVÆR ...", or a keyword that answers no alert) is absence's.
-    if await absences(ctx).inbound_sms(tenant_id, delivery, form.get("Body", ""), sid):
+    if await absences(ctx).inbound_sms(tenant_id, delivery, body, sid):
         log.info("inbound sms taken as absence", extra={"tenant_id": tenant_id, "provider_id": sid})
         return twiml
     reply = await tracker.record_reply(
-        _store(ctx), tenant_id, "sms", delivery, form.get("Body", ""), sid, ctx.clock.now()
+        _store(ctx), tenant_id, "sms", delivery, body, sid, ctx.clock.now()
     )
     job = reply_job(reply, ctx.clock.now())
     if job is not None:

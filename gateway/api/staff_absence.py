@@ -24,6 +24,7 @@ from gateway.api import spec
 from gateway.api.context import CTX, AppContext
 from gateway.api.pages import CSRF_FIELD, full_name, page_get, read_pages, render, respond, when
 from gateway.api.staff_pages import COOKIE_NOTE, SIGN_IN_AGAIN, Namer, Scope, signed_in_staff
+from gateway.locales import FSI, PDI
 from gateway.models import Audience, DirectorySnapshot, Role
 from gateway.planner import local_time
 from gateway.pseudonyms import NamesStore, names_for
@@ -40,6 +41,13 @@ class _Ports(NamesStore, AbsenceStore, Protocol):
 
 def _store(ctx: AppContext) -> _Ports:
     return ctx.store
+
+
+def _own(text: str) -> str:
+    """Someone else's text inside our line, isolated: its direction (Arabic, or a
+    direction override a parent typed) stays inside, and the name and time after it
+    read as written."""
+    return f"{FSI}{text}{PDI}" if text else text
 
 
 async def _namer(
@@ -129,19 +137,19 @@ async def absence_page(request: web.Request) -> web.Response:
             text = view["text"] or ""
             at = when(status.record.created_at, lang)
             key = "absence_explained" if text else "absence_explained_short"
-            lines.append(t[key].format(kind=kind, text=text, by=by, when=at))
+            lines.append(t[key].format(kind=kind, text=_own(text), by=_own(by), when=at))
         for e in status.explanations:
             key = "absence_explained" if e.text else "absence_explained_short"
             lines.append(
                 t[key].format(
                     kind=t["kinds"][e.kind.value],
-                    text=e.text,
-                    by=namer(e.person_id),
+                    text=_own(e.text),
+                    by=_own(namer(e.person_id)),
                     when=when(e.at, lang),
                 )
             )
         if view.get("note"):
-            lines.append(t["absence_note"].format(note=view["note"]))
+            lines.append(t["absence_note"].format(note=_own(view["note"])))
         row = {
             "name": namer(status.record.child_id),
             "group": namer.group(status.record.child_id),
