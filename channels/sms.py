@@ -54,7 +54,7 @@ from gateway.errors import (
 )
 from gateway.lease_left import room_for
 from gateway.models import Delivery, DeliveryStatus, Receipt, Rendered, normalise_phone
-from gateway.settings import TwilioSettings
+from gateway.settings import TWILIO_MAX_SEGMENTS, TwilioSettings
 
 log = logging.getLogger(__name__)
 # twilio's HTTP client logs every request and response at INFO (no bodies, but about
@@ -139,7 +139,10 @@ def map_error(status: int, code: int | None, retry_after: float | None = None) -
 def choose_text(content: Rendered, max_segments: int) -> tuple[str, int]:
     """The text an SMS goes out with and its segment count: the short text past
     ``max_segments`` (the SMS channel's, and the development outbox's standing in for
-    it). PermanentDeliveryError when even that is too long."""
+    it). PermanentDeliveryError when even that is too long, unless the content is
+    urgent: an absence alert in Arabic or Ukrainian (UCS-2, 67 characters a segment)
+    goes over the budget, up to Twilio's own limit, rather than leave a guardian
+    without word that their child is missing."""
     text = content.text
     segments = count_segments(text)
     if segments > max_segments:
@@ -149,7 +152,8 @@ def choose_text(content: Rendered, max_segments: int) -> tuple[str, int]:
             )
         text = content.short
         segments = count_segments(text)
-        if segments > max_segments:
+        limit = TWILIO_MAX_SEGMENTS if content.urgent else max_segments
+        if segments > limit:
             raise PermanentDeliveryError(
                 f"the short SMS is still {segments} segments", code="sms_too_long"
             )

@@ -692,6 +692,9 @@ class Rendered(BaseModel):
     text: str
     html: str | None = None
     short: str | None = None  # push body / SMS fallback
+    # An absence or emergency text: an SMS whose short text is still past
+    # TWILIO__MAX_SEGMENTS goes over that budget rather than not at all.
+    urgent: bool = False
     language: str | None = None  # the language actually rendered (one of SUPPORTED_LANGUAGES)
     # The language of the staff text itself: a translation's, else the message's own.
     text_language: str | None = None

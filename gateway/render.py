@@ -105,6 +105,7 @@ _TEMPLATES: dict[str, str] = {
     **dict.fromkeys(ABSENCE_MESSAGE_TYPES, _ABSENCE_TEMPLATE),
 }
 _DEFAULT_TEMPLATE = "message"
+_URGENT = frozenset({Category.absence, Category.emergency})  # Rendered.urgent
 # How an alert shown on a page asks for the answer (templates/absence/phrases.txt, reply)
 Reply = Literal["link", "none"]
 
@@ -616,6 +617,7 @@ class Renderer:
             text=out["txt"],
             html=out.get("html"),
             short=short,
+            urgent=message.category in _URGENT,
             language=lang,
             text_language=text_language,
             unsubscribe_url=self._unsubscribe_url(channel, read_url),

@@ -88,6 +88,7 @@ class SmtpSettings(BaseModel):
 
 
 SMS_MAX_SEGMENTS = 4  # an SMS past it goes as its short text
+TWILIO_MAX_SEGMENTS = 10  # Twilio's advice: more is not delivered reliably
 
 
 class TwilioSettings(BaseModel):
@@ -102,7 +103,7 @@ class TwilioSettings(BaseModel):
     base_url: str | None = None  # e.g. http://127.0.0.1:9000 for tests/staging
     messaging_service_sid: str | None = Field(default=None, pattern=r"^MG[0-9a-fA-F]{32}$")
     default_sender: str | None = None
-    max_segments: int = Field(default=SMS_MAX_SEGMENTS, ge=1, le=10)
+    max_segments: int = Field(default=SMS_MAX_SEGMENTS, ge=1, le=TWILIO_MAX_SEGMENTS)
     timeout: float = Field(default=15.0, gt=0)
     hmac_sha256_signatures: bool = False  # accept only HMAC-SHA256 signed webhooks
     # The secret of the SharedKey a Twilio Webhook Setting signs with (requests carrying

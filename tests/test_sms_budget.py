@@ -279,6 +279,49 @@ async def test_a_message_to_guardians_directly_names_the_senders_unit_and_counts
     assert count and float(count[0].split()[-1]) >= 2
 
 
+async def test_an_absence_alert_in_ukrainian_goes_out_past_the_budget_with_whom_to_contact(
+    sms_gateway: tuple[Gateway, TwilioPeer, str],
+) -> None:
+    """In Ukrainian, Arabic, Persian, Urdu (UCS-2, 67 characters a segment) an alert for
+    a child with a long name at a school with a long name, in a named lesson, was six
+    segments and its short text five: past TWILIO__MAX_SEGMENTS (4) it failed as
+    sms_too_long, and an SMS-only guardian was never told. The short text also left out
+    "contact the school if you do not know where Kristoffer is"."""
+    gw, twilio, key = sms_gateway
+    directory = DirectoryBatch.model_validate(
+        {
+            "units": [{"id": "u2", "kind": "school", "name": "Bjørnegård ungdomsskole"}],
+            "groups": [{"id": "g2", "unit_id": "u2", "kind": "class", "name": "9B"}],
+            "persons": [
+                {"id": "c9", "role": "child", "given_name": "Kristoffer Alexander",
+                 "birth_date": "2012-03-01", "unit_ids": ["u2"], "group_ids": ["g2"]},
+                {"id": "p9", "role": "guardian", "given_name": "Olena", "phone": "41100009",
+                 "language": "uk"},
+            ],
+            "relations": [{"child_id": "c9", "guardian_id": "p9", "parental_responsibility": True}],
+        }
+    )  # fmt: skip
+    tenant_id = (await gw.service.store.list_tenants())[0].id
+    await gw.service.store.apply_directory(tenant_id, directory)
+    event = {
+        "id": "abs-uk",
+        "type": "absence.recorded",
+        "data": {
+            "child_id": "c9",
+            "lesson": {"number": 3, "name": "Naturfag", "from": "10:15", "to": "11:00"},
+        },
+    }
+    message_id = await gw.post_event(key, event)
+    await gw.run()
+    [body] = [r.field("Body") or "" for r in twilio.requests if r.field("To") == "+4741100009"]
+    assert "Зв'яжіться з: Bjørnegård ungdomsskole" in body  # whom to contact
+    assert "/r/" in body  # and the link whose page asks for the answer
+    segments = count_segments(body)
+    assert encoding(body) == "UCS-2" and 4 < segments <= 10
+    status = await gw.status(key, message_id)
+    assert status["sms_segments"] == segments
+
+
 @pytest.mark.parametrize(
     ("language", "why", "parent_line"),
     [
