@@ -101,10 +101,15 @@ class LinkInvalid(InputError):
 
 
 class LinkExpired(LinkInvalid):
-    """A genuine read link past its expiry."""
+    """A genuine read link past its expiry; ``delivery_id``: the delivery it was made for
+    (a genuine token says so), whose language the page can then be in."""
 
     status = 410
     code = "link_expired"
+
+    def __init__(self, message: str, *, delivery_id: str | None = None) -> None:
+        super().__init__(message)
+        self.delivery_id = delivery_id
 
 
 class DeliveryError(BudbringerError):

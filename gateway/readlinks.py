@@ -167,7 +167,7 @@ def open_read_token(secret: bytes, token: str, now: datetime) -> str:
         raise LinkInvalid("unknown read link") from exc
     raw_id, minutes = _PLAIN.unpack(plain)
     if now.timestamp() >= minutes * 60:
-        raise LinkExpired("the read link has expired")
+        raise LinkExpired("the read link has expired", delivery_id=str(raw_id.hex()))
     return str(raw_id.hex())
 
 

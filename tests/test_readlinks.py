@@ -569,8 +569,33 @@ async def test_forged_and_expired_links_get_a_friendly_page_and_change_nothing(
         )
         assert resp.status == 410
         html = await resp.text()
-        assert "Lenken er utløpt" in html and "This link has expired" in html
+        # a genuine link names its delivery: the page is in its language (here Bokmål)
+        assert "Lenken er utløpt" in html and 'lang="nb"' in html
+        assert "Den nyeste e-posten eller SMS-en" in html  # where a new link is
     assert await statuses(store, seeded) == before
+
+
+async def test_an_expired_link_of_any_kind_answers_in_the_guardians_language(
+    app_client: Client, store: Store, clock: ManualClock, tenant: TenantCreds, directory: Any
+) -> None:
+    """An Arabic-reading guardian's old link said, in Bokmål and English, "you find the
+    message in the app" (read and unsubscribe links) or, for /p/, "open the link in the
+    message", the very link they had opened. Now: Arabic, right to left, saying that the
+    newest email or SMS has a link to all their messages."""
+    arabic = await seed(store, clock, tenant.tenant.id, language="ar", event_id="evt-ar")
+    token = make_read_token(SECRET, arabic.email_id, clock.now() + timedelta(days=30))
+    clock.advance(timedelta(days=31).total_seconds())
+    for path in (f"/r/{token}", f"/p/{token}", f"/u/{token}", f"/r/{token}/files/x"):
+        resp = await app_client.get(path, allow_redirects=False)
+        assert resp.status == 410, path
+        html = await resp.text()
+        assert 'lang="ar" dir="rtl"' in html, path
+        assert "انتهت صلاحية الرابط" in html and "Lenken" not in html, path
+    # a link whose delivery is gone (past the retention period): Bokmål and English
+    gone = make_read_token(SECRET, "0" * 32, clock.now() - timedelta(days=1))
+    resp = await app_client.get(f"/r/{gone}")
+    html = await resp.text()
+    assert resp.status == 410 and "Lenken er utløpt" in html and "This link has expired" in html
 
 
 async def test_another_tenants_delivery_is_out_of_reach_without_the_secret(

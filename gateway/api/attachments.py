@@ -114,7 +114,7 @@ async def read_link_download(request: web.Request) -> web.StreamResponse:
     try:
         delivery_id = open_read_token(ctx.secret, request.match_info["token"], ctx.clock.now())
     except LinkInvalid as exc:
-        return token_problem(pages, exc)
+        return await token_problem(ctx, pages, exc)
     found = await load_delivery(ctx, delivery_id)
     if found is None or ctx.attachments is None:
         return problem(pages, "gone", 410)

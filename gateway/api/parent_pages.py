@@ -54,14 +54,14 @@ from gateway.api.pages import (
     when,
 )
 from gateway.api.paging import before_time
-from gateway.api.readlinks import SECURITY_HEADERS, load_delivery
+from gateway.api.readlinks import SECURITY_HEADERS, expired_page, load_delivery
 from gateway.constants import (
     ABSENCE_RECORDED,
     DEFAULT_TIME_ZONE,
     MANDATORY_CATEGORIES,
     SUPPORTED_LANGUAGES,
 )
-from gateway.errors import Forbidden, LinkInvalid, NotFound
+from gateway.errors import Forbidden, LinkExpired, LinkInvalid, NotFound
 from gateway.headertext import typed_text
 from gateway.locales import language_names, resolve_language
 from gateway.models import (
@@ -127,10 +127,11 @@ def _problem(
     t = parent.texts
     html = render(
         read_pages(request.app),
-        "pages/parent_problem.html",
+        "pages/problem_lang.html",
         root,
         lang=parent.lang,
         t=t,
+        nav=True,
         current="",
         title=t[f"{kind}_title"],
         text=t[f"{kind}_text"],
@@ -144,6 +145,8 @@ async def open_link(request: web.Request) -> web.StreamResponse:
     ctx = request.app[CTX]
     try:
         delivery_id = open_read_token(ctx.secret, request.match_info["token"], ctx.clock.now())
+    except LinkExpired as exc:  # not "open the link in the message": that was this one
+        return await expired_page(ctx, read_pages(request.app), exc)
     except LinkInvalid:
         return _problem(request, "signin", 404, "../")
     found = await load_delivery(ctx, delivery_id)

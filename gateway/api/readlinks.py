@@ -5,9 +5,10 @@
 links on their own, so a GET never counts as a read. ``POST`` (the confirm button,
 with the form's CSRF field) records the read through the tracker
 (:func:`gateway.tracker.link_read`: the read, and the delivery itself to ``read``) and
-redirects (303) back to the page, which then says thank you. A forged, changed or
-expired token, or a message that is gone, gets a friendly page in Bokmål and English
-and changes nothing.
+redirects (303) back to the page, which then says thank you. A forged or changed
+token, or a message that is gone, gets a friendly page in Bokmål and English and
+changes nothing; an expired one (genuine, so it names its delivery) gets it in the
+recipient's language, pointing to the newest message's link (:func:`expired_page`).
 
 The page is server-rendered HTML without JavaScript (WCAG 2.1 AA; see
 tests/test_read_page_browser.py) and is sent with a strict Content-Security-Policy,
@@ -116,7 +117,7 @@ class ReadPages:
         env.filters["fill"] = fill
         env.globals["rtl_languages"] = RTL_LANGUAGES
         # Compile now, so a broken template stops startup rather than a guardian's visit.
-        for name in ("pages/read.html", "pages/problem.html"):
+        for name in ("pages/read.html", "pages/problem.html", "pages/problem_lang.html"):
             env.get_template(name)
         catalogues = load_locales(locale_dir, catalogue_dir(templates_dir))
         return cls(env, texts | catalogues["pages"], css)
@@ -142,10 +143,31 @@ def problem(pages: ReadPages, kind: str, status: int) -> web.Response:
     )
 
 
-def token_problem(pages: ReadPages, exc: LinkInvalid) -> web.Response:
+async def token_problem(ctx: AppContext, pages: ReadPages, exc: LinkInvalid) -> web.Response:
     if isinstance(exc, LinkExpired):
-        return problem(pages, "expired", 410)
+        return await expired_page(ctx, pages, exc)
     return problem(pages, "invalid", 404)
+
+
+async def expired_page(ctx: AppContext, pages: ReadPages, exc: LinkExpired) -> web.Response:
+    """410 for a genuine link that has expired (read, parent and unsubscribe links alike):
+    in its recipient's language, since the token names the delivery, and pointing to the
+    newest message's link rather than an app they may not have; in Bokmål and English
+    when the delivery is gone."""
+    delivery = await _store(ctx).get_delivery(exc.delivery_id) if exc.delivery_id else None
+    if delivery is None:
+        return problem(pages, "expired", 410)
+    lang = resolve_language(delivery.language)
+    t = pages.texts[lang]
+    html = pages.html(
+        "pages/problem_lang.html",
+        lang=lang,
+        t=t,
+        nav=False,
+        title=t["expired_title"],
+        text=t["expired_text"],
+    )
+    return _respond(html, 410)
 
 
 async def load_delivery(ctx: AppContext, delivery_id: str) -> tuple[Delivery, Message] | None:
@@ -231,7 +253,7 @@ async def read_page(request: web.Request) -> web.Response:
     try:
         delivery_id = open_read_token(ctx.secret, token, now)
     except LinkInvalid as exc:
-        return token_problem(pages, exc)
+        return await token_problem(ctx, pages, exc)
     found = await load_delivery(ctx, delivery_id)
     if found is None:
         return problem(pages, "gone", 410)
@@ -281,7 +303,7 @@ async def confirm_read(request: web.Request) -> web.StreamResponse:
     try:
         delivery_id = open_read_token(ctx.secret, token, now)
     except LinkInvalid as exc:
-        return token_problem(pages, exc)
+        return await token_problem(ctx, pages, exc)
     if not csrf_valid(ctx.secret, token, await _csrf_value(request)):
         return problem(pages, "refused", 403)
     found = await load_delivery(ctx, delivery_id)
@@ -304,7 +326,10 @@ async def stylesheet(request: web.Request) -> web.Response:
 
 _TOKEN = spec.path("token", "The opaque token of a personal read link (64 base64url characters)")
 _INVALID = spec.page("Friendly page (nb + en): the link is forged or changed")
-GONE = spec.page("Friendly page (nb + en): the link has expired or the message is gone")
+GONE = spec.page(
+    "Friendly page: the link has expired (in the recipient's language) or the message is"
+    " gone (nb + en)"
+)
 OPERATIONS: dict[spec.Route, spec.Operation] = {
     ("GET", "/r/{token}"): spec.Operation(
         tag="pages",

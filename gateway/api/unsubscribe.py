@@ -34,6 +34,7 @@ from aiohttp import web
 from gateway.api import spec
 from gateway.api.body import read_form
 from gateway.api.context import CTX, AppContext
+from gateway.api.pages import read_pages
 from gateway.api.readlinks import (
     CSRF_FIELD,
     DEFAULT_TEMPLATES,
@@ -41,6 +42,7 @@ from gateway.api.readlinks import (
     PAGES,
     SECURITY_HEADERS,
     ReadPages,
+    expired_page,
 )
 from gateway.constants import MANDATORY_CATEGORIES
 from gateway.errors import ConfigError, LinkExpired, LinkInvalid
@@ -144,12 +146,13 @@ class _Target:
     lang: str
 
 
-async def _target(ctx: AppContext, pages: UnsubscribePages, token: str) -> _Target | web.Response:
+async def _target(request: web.Request, token: str) -> _Target | web.Response:
     """What the token points at, or the problem page to answer with."""
+    ctx, pages = request.app[CTX], request.app[UNSUBSCRIBE_PAGES]
     try:
         delivery_id = open_read_token(ctx.secret, token, ctx.clock.now())
-    except LinkExpired:
-        return pages.problem("expired", 410)
+    except LinkExpired as exc:  # in the guardian's language, as the read link's
+        return await expired_page(ctx, read_pages(request.app), exc)
     except LinkInvalid:
         return pages.problem("invalid", 404)
     delivery = await _store(ctx).get_delivery(delivery_id)
@@ -192,7 +195,7 @@ async def unsubscribe_page(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     pages = request.app[UNSUBSCRIBE_PAGES]
     token = request.match_info["token"]
-    target = await _target(ctx, pages, token)
+    target = await _target(request, token)
     if isinstance(target, web.Response):
         return target
     message, lang = target.message, target.lang
@@ -221,7 +224,7 @@ async def unsubscribe(request: web.Request) -> web.Response:
     ctx = request.app[CTX]
     pages = request.app[UNSUBSCRIBE_PAGES]
     token = request.match_info["token"]
-    target = await _target(ctx, pages, token)
+    target = await _target(request, token)
     if isinstance(target, web.Response):
         return target
     if not await _allowed(request, ctx, token):
