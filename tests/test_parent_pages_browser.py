@@ -394,9 +394,12 @@ async def test_a_parent_answers_an_alert_and_reports_tomorrow(
         [explanation] = status_json["absence"]["explanations"]
         assert explanation["kind"] == "appointment"
         assert explanation["text"] == "Tannlege <kl. 9>"
-        # report tomorrow as sick (the form has today chosen until 15:00, then tomorrow)
+        # report tomorrow as sick (the form has today chosen until 15:00, then tomorrow;
+        # no reason: the browser asks for one rather than sending "sick" for a dentist)
         report = page.locator("section[aria-labelledby=report] form")
         await report.get_by_role("radio", name=re.compile("^(I morgen|Tomorrow)")).check()
+        assert await report.locator("input[name=kind]:checked").count() == 0
+        await report.get_by_role("radio", name=re.compile("^(Syk|Sick)")).check()
         await report.get_by_role("button").click()
         await page.wait_for_url("**/p/absence?done=reported")
         reports = [
@@ -437,6 +440,18 @@ async def test_a_parent_answers_an_alert_and_reports_tomorrow(
                 f"{live.url}/p/absence/report", data={"csrf": "forged", "child": "c1"}
             ) as resp:
                 assert resp.status == 403
+            # refused (no reason chosen): the page again, at the form's own URL, with its
+            # links and actions working from there and what was written kept
+            async with s.post(
+                f"{live.url}/p/absence/report",
+                data={"csrf": csrf, "child": "c1", "day": tomorrow.isoformat(), "text": "Kl. 9"},
+            ) as resp:
+                assert resp.status == 422
+                again = await resp.text()
+            assert ">Kl. 9</textarea>" in again
+            assert 'action="../../p/absence/report"' in again
+            assert 'href="../../p/inbox"' in again
+            assert f'value="{tomorrow.isoformat()}" checked' in again
             # a bell and a direction override from the phone's keyboard: left out, not
             # refused (the API refuses them; a form keeps what the parent meant)
             today = datetime.now(ZoneInfo("Europe/Oslo")).date().isoformat()

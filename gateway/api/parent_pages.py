@@ -182,12 +182,21 @@ async def _parent(request: web.Request, root: str) -> PageUser | web.Response:
     return PageUser(session, person, lang, request.app[TEXTS][lang])
 
 
-def _page(request: web.Request, parent: PageUser, name: str, current: str, **variables: Any) -> str:
+def _page(
+    request: web.Request,
+    parent: PageUser,
+    name: str,
+    current: str,
+    root: str = "../",
+    **variables: Any,
+) -> str:
+    """A parent page; ``root``: the way back to the application root from the URL it is
+    answered at (a form re-rendered at ``/p/absence/report`` is one level deeper)."""
     ctx = request.app[CTX]
     return render(
         read_pages(request.app),
         name,
-        "../",
+        root,
         lang=parent.lang,
         t=parent.texts,
         current=current,
@@ -482,8 +491,15 @@ def _days(now: datetime, lang: str, t: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 async def _absence_html(
-    request: web.Request, parent: PageUser, done: str | None, error: str | None
+    request: web.Request,
+    parent: PageUser,
+    done: str | None,
+    error: str | None,
+    root: str = "../",
+    typed: dict[str, str] | None = None,
 ) -> str:
+    """The absence page; after a refused form, ``typed``: what the parent chose and wrote
+    (an alert's answer has ``alert``, a report ``child``), shown again."""
     ctx = request.app[CTX]
     children = await absences(ctx).children_of(parent.session.tenant_id, parent.person.id)
     return _page(
@@ -491,6 +507,8 @@ async def _absence_html(
         parent,
         "pages/parent_absence.html",
         "absence",
+        root,
+        typed=typed or {},
         title=parent.texts["absence"],
         alerts=await _open_alerts(ctx, parent),
         children=[(c.id, full_name(c)) for c in children],
@@ -527,9 +545,12 @@ async def _absence_form(
     return parent, form
 
 
-async def _invalid(request: web.Request, parent: PageUser) -> web.Response:
-    html = await _absence_html(request, parent, None, parent.texts["absence_invalid"])
-    return respond(html, 422)
+async def _invalid(
+    request: web.Request, parent: PageUser, root: str, typed: dict[str, str]
+) -> web.Response:
+    """The page again at the form's URL, saying what to choose, with what was typed."""
+    error = parent.texts["absence_invalid"]
+    return respond(await _absence_html(request, parent, None, error, root, typed), 422)
 
 
 async def answer_alert_form(request: web.Request) -> web.StreamResponse:
@@ -538,14 +559,14 @@ async def answer_alert_form(request: web.Request) -> web.StreamResponse:
         return found
     parent, form = found
     ctx = request.app[CTX]
+    alert_id = request.match_info["id"]
+    text = typed_text(_one(form, "text"))[:1000]
     try:
-        text = typed_text(_one(form, "text"))[:1000]
         body = AbsenceReply(kind=AbsenceKind(_one(form, "kind")), text=text)
-        await answer_alert(
-            ctx, parent.session.tenant_id, parent.person.id, request.match_info["id"], body
-        )
+        await answer_alert(ctx, parent.session.tenant_id, parent.person.id, alert_id, body)
     except (ValueError, ValidationError):
-        return await _invalid(request, parent)
+        typed = {"alert": alert_id, "kind": _one(form, "kind"), "text": text}
+        return await _invalid(request, parent, "../../../", typed)
     except NotFound:
         return _problem(request, "gone", 404, "../../../", parent)
     raise web.HTTPSeeOther(location="../../absence?done=answered", headers=SECURITY_HEADERS)
@@ -570,7 +591,8 @@ async def report_form(request: web.Request) -> web.StreamResponse:
         )
         await report_absence(ctx, parent.session.tenant_id, parent.person.id, body)
     except (ValueError, ValidationError, Forbidden):
-        return await _invalid(request, parent)
+        typed = {k: _one(form, k) for k in ("child", "day", "kind")} | {"text": text}
+        return await _invalid(request, parent, "../../", typed)
     raise web.HTTPSeeOther(location="../absence?done=reported", headers=SECURITY_HEADERS)
 
 
