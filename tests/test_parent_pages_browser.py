@@ -18,6 +18,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 from playwright.async_api import Browser, BrowserContext
+from yarl import URL
 
 from gateway.api.pages import load_texts
 from gateway.api.parent_pages import _days, clock_time, default_day
@@ -253,6 +254,16 @@ async def test_inbox_and_the_old_links_land_on_working_pages(
         # another guardian's or an unknown message: not found
         response = await page.goto(f"{live.url}/p/messages/nope")
         assert response is not None and response.status == 404
+        # an old push link with path steps for an id: the inbox, not a path built of it
+        async with aiohttp.ClientSession(
+            cookie_jar=aiohttp.CookieJar(unsafe=True),
+            cookies={c["name"]: c["value"] for c in await context.cookies()},
+        ) as s:
+            for odd in ("..%2F..%2F..%2F%2Fevil.example", ".hidden", "%2E%2E"):
+                url = URL(f"{live.url}/app/messages/{odd}", encoded=True)
+                async with s.get(url, allow_redirects=False) as resp:
+                    assert resp.status == 303, (odd, resp.status)
+                    assert resp.headers["Location"] == "../../p/inbox", odd
         assert problems == []
         await page.close()
     finally:

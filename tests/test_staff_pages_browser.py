@@ -500,8 +500,10 @@ async def test_absence_today_and_contact_problems(
         open_part = await page.locator("section[aria-labelledby=open]").inner_text()
         done_part = await page.locator("section[aria-labelledby=done]").inner_text()
         assert "Lise Elev" in open_part and "time Matte" in open_part
-        assert "Notat: Sett i gangen <b>før</b> timen" in open_part  # escaped, staff only
-        assert "Kari Elev" in done_part and "Syk: «Feber» (Anne Berg," in done_part
+        # escaped, staff only, and isolated (FSI ... PDI) as every text someone typed
+        assert "Notat: \u2068Sett i gangen <b>før</b> timen\u2069" in open_part
+        assert "Kari Elev" in done_part
+        assert "Syk: «\u2068Feber\u2069» (\u2068Anne Berg\u2069," in done_part
         await page.get_by_role("link", name="Kontaktproblemer").click()
         text = await page.locator("main").inner_text()
         assert "Siri Dale" in text and "E-post virker ikke" in text and "Per Elev (5A)" in text

@@ -616,8 +616,16 @@ async def old_app(request: web.Request) -> web.StreamResponse:
     return await _to_pages(request, "p/inbox", "")
 
 
+# A message id as the API takes one (gateway/models.py Id), and never a path step.
+_MESSAGE_ID_FORM = re.compile(r"[A-Za-z0-9_:\-][A-Za-z0-9_.:\-]{0,127}")
+
+
 async def old_app_message(request: web.Request) -> web.StreamResponse:
-    return await _to_pages(request, f"p/messages/{request.match_info['id']}", "../../")
+    """The push notification's old ``data.link``: on to that message, or for anything
+    that is no message id ("..", "%2F..") to the inbox, never a path built from it."""
+    message_id = request.match_info["id"]
+    target = f"p/messages/{message_id}" if _MESSAGE_ID_FORM.fullmatch(message_id) else "p/inbox"
+    return await _to_pages(request, target, "../../")
 
 
 HOW_TO_OPEN = spec.page("Page (nb + en): how to open the pages")
