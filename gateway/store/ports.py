@@ -722,6 +722,26 @@ class RateLimiter(Protocol):
         would exceed ``max_wait``, take nothing and return that wait."""
 
 
+class StaffSessionStore(Protocol):
+    """What a signature cannot take back (the staff pages, gateway/api/staff_pages.py):
+    sign-in links used once, and sessions ended by a sign-out."""
+
+    async def use_signin_link(
+        self, tenant_id: str, link_id: str, now: datetime, expires_at: datetime
+    ) -> bool:
+        """Record the sign-in link ``link_id`` as used until ``expires_at``: True the
+        first time, False for every later use before then, by any process; of two uses
+        at once exactly one gets True. The record goes once ``expires_at`` has passed
+        (by ``now``; the link is refused as expired then), so used links do not pile up."""
+
+    async def staff_session_generation(self, tenant_id: str, staff_id: str) -> str:
+        """The staff member's session generation: "" until their first sign-out."""
+
+    async def end_staff_sessions(self, tenant_id: str, staff_id: str) -> str:
+        """Give the staff member a new session generation (random, never ""), ending
+        every session made with an earlier one; return it."""
+
+
 class RetentionStore(Protocol):
     """Removal of what is older than the retention period."""
 

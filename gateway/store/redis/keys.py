@@ -41,6 +41,8 @@ The keys (``{t}`` a tenant's tag):
 * `P:{t}:r:<id>`, `mrep:<msg>`, `reps` — replies, replies per message, replies by time
 * `P:{t}:rch:<msg>`, `rchl:<msg>`, `settings` — tracking (reached), tenant settings
   (escalation, scopes)
+* `P:{t}:signin:<link id>`, `staffgen` — staff sign-in links used (until the link's
+  expiry), staff members' session generations (a sign-out writes a new one)
 * `P:{t}:wh:ep`, `wh:on` — webhook endpoints; "has an enabled endpoint"
 * `P:{t}:abs:<msg>`, `absev:<event>`, `abskey:<key>`, `absx:<msg>`, `absxl:<msg>`,
   `absidx`, `absday:<day>`, `absdayv` — absence records, claimed event ids, latest
@@ -153,6 +155,9 @@ EXPLANATION_LIST: Final = Family("absxl")
 ABSENCE_INDEX: Final = "absidx"
 ABSENCE_DAY: Final = Family("absday")
 ABSENCE_DAYS_INDEXED: Final = "absdayv"
+# staff sign-in links used once, staff sessions ended by a sign-out (redis/staff_sessions.py)
+USED_SIGNIN_LINK: Final = Family("signin")
+STAFF_GENERATIONS: Final = "staffgen"
 # webhooks (redis/webhooks.py): the tenant's endpoints and change feed
 WEBHOOK_ENDPOINTS: Final = "wh:ep"
 WEBHOOKS_ON: Final = "wh:on"

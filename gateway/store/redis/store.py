@@ -9,9 +9,9 @@ notes in docs/redis.md.
 :class:`~gateway.store.redis.base.RedisHandle` (client, key names, scripts, retention)
 and each feature with it, in a module of its own named as in ``store/sqlite/``
 (tenants, api_keys, directory, guardians, messages, deliveries, jobs, inbox, replies,
-tracking, webhooks, policy, absence, alert_phones, ratelimit, retention, translations,
-attachments, schedules, digests). A feature that needs another gets it as a constructor
-argument. The port methods are the features' bound methods, assigned in ``__init__``:
+tracking, webhooks, policy, absence, alert_phones, ratelimit, staff_sessions, retention,
+translations, attachments, schedules, digests). A feature that needs another gets it as a
+constructor argument. The port methods are the features' bound methods, assigned in ``__init__``:
 mypy strict checks them against the Store Protocol as it would methods.
 """
 
@@ -48,6 +48,7 @@ from gateway.store.redis.ratelimit import RateLimits
 from gateway.store.redis.replies import RedisReplies
 from gateway.store.redis.retention import RedisRetention
 from gateway.store.redis.schedules import RedisSchedules
+from gateway.store.redis.staff_sessions import RedisStaffSessions
 from gateway.store.redis.tenants import RedisTenants
 from gateway.store.redis.tracking import RedisTracking
 from gateway.store.redis.translations import RedisTranslations
@@ -130,6 +131,10 @@ class RedisStore:
         self._expose_policy(RedisPolicy(db), absence, RedisAlertPhones(db))
         self.staff_members = directory.staff_members  # AbsenceStore: the directory's rows
         self.acquire_rate = RateLimits(db).acquire_rate
+        staff_sessions = RedisStaffSessions(db)
+        self.use_signin_link = staff_sessions.use_signin_link
+        self.staff_session_generation = staff_sessions.staff_session_generation
+        self.end_staff_sessions = staff_sessions.end_staff_sessions
         self.purge_before = retention.purge_before
 
     def _expose_tenants(self, tenants: RedisTenants, api_keys: RedisApiKeys) -> None:

@@ -6,9 +6,9 @@ handle; its port methods forward to the feature that implements them. Each featu
 has the same file name here and in ``store/redis/`` (``tenants``, ``api_keys``,
 ``directory``, ``guardians``, ``messages``, ``deliveries``, ``jobs``, ``inbox``,
 ``replies``, ``tracking``, ``webhooks``, ``policy``, ``absence``, ``alert_phones``,
-``ratelimit``, ``retention``, and the parts ``translations``, ``attachments``,
-``schedules``, ``digests``). Explicit forwarding keeps the class checked against the
-``Store`` Protocol by mypy strict, which ``__getattr__`` would not.
+``ratelimit``, ``staff_sessions``, ``retention``, and the parts ``translations``,
+``attachments``, ``schedules``, ``digests``). Explicit forwarding keeps the class checked
+against the ``Store`` Protocol by mypy strict, which ``__getattr__`` would not.
 
 Datetimes are stored as integer microseconds since the epoch (exact, and compared
 cheaply), JSON columns as text. Sets of ids are passed as one JSON array and
@@ -79,6 +79,7 @@ from gateway.store.sqlite.ratelimit import SqliteRateLimits
 from gateway.store.sqlite.replies import SqliteReplies
 from gateway.store.sqlite.retention import SqliteRetention
 from gateway.store.sqlite.schedules import SqliteSchedules
+from gateway.store.sqlite.staff_sessions import SqliteStaffSessions
 from gateway.store.sqlite.tenants import SqliteTenants
 from gateway.store.sqlite.tracking import SqliteTracking
 from gateway.store.sqlite.translations import SqliteTranslations
@@ -108,6 +109,7 @@ class SqliteStore:
         self._absence = SqliteAbsence(db)
         self._alert_phones = SqliteAlertPhones(db)
         self._rates = SqliteRateLimits(db)
+        self._staff_sessions = SqliteStaffSessions(db)
         self._retention = SqliteRetention(db)
         self.translations: TranslationStore = SqliteTranslations(db)
         self.attachments = SqliteAttachments(db)
@@ -644,6 +646,18 @@ class SqliteStore:
         max_wait: float | None = None,
     ) -> float:
         return await self._rates.acquire_rate(key, rate_per_second, burst, now, max_wait=max_wait)
+
+    # StaffSessionStore
+    async def use_signin_link(
+        self, tenant_id: str, link_id: str, now: datetime, expires_at: datetime
+    ) -> bool:
+        return await self._staff_sessions.use_signin_link(tenant_id, link_id, now, expires_at)
+
+    async def staff_session_generation(self, tenant_id: str, staff_id: str) -> str:
+        return await self._staff_sessions.staff_session_generation(tenant_id, staff_id)
+
+    async def end_staff_sessions(self, tenant_id: str, staff_id: str) -> str:
+        return await self._staff_sessions.end_staff_sessions(tenant_id, staff_id)
 
     # RetentionStore
     async def purge_before(self, cutoff: datetime) -> int:
