@@ -165,12 +165,18 @@ class DemoRun:
     absence: dict[str, Any]
     scheduled: dict[str, Any]  # the status of a message scheduled for next Monday
 
-    async def links(self) -> dict[str, str]:
-        """A staff sign-in link (the contact teacher of 10A) and a parent link (the
-        settings-page link of a guardian's email), both to the demo's message."""
+    async def staff_link(self) -> str:
+        """A new staff sign-in link (the contact teacher of 10A) to the demo's message:
+        a link works once."""
         staff = await self.client.call(
             "POST", f"/v1/staff/{DEMO_STAFF}/tokens", {"message_id": self.message_id}
         )
+        link: str = staff["link"]
+        return link
+
+    async def links(self) -> dict[str, str]:
+        """A staff sign-in link (:meth:`staff_link`) and a parent link (the
+        settings-page link of a guardian's email), both to the demo's message."""
         [email] = [
             d["id"]
             for d in self.status["deliveries"]
@@ -181,7 +187,7 @@ class DemoRun:
         token = make_read_token(self.service.ctx.secret, email, expires)
         return {
             "email": str(settings.outbox_dir / "email" / f"{email}.eml"),
-            "staff": staff["link"],
+            "staff": await self.staff_link(),
             "parent": f"{self.url}{PARENT_PATH}{token}",
             "read": f"{self.url}{READ_PATH}{token}",
             "unsubscribe": f"{self.url}{UNSUBSCRIBE_PATH}{token}",
@@ -320,6 +326,7 @@ def print_links(links: dict[str, str], serve: bool) -> None:
     print(f"  staff (Tone Lærer, 10A), the message: {links['staff']}")
     print(f"  parent (p01a), inbox and settings:    {links['parent']}")
     print(f"  parent (p01a), the message itself:    {links['read']}")
+    print("The staff link signs in once, in one browser (sign-in links work once).")
 
 
 async def absence_demo(client: DemoClient, today: date) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from gateway.demo import start_demo
 ROOT = Path(__file__).resolve().parents[1]
 WIDTHS = (390, 1280)
 CHROMIUM = Path("/usr/bin/chromium")
+STAFF = "staff"
 
 
 def email_html(eml: Path, work: Path) -> str:
@@ -48,12 +49,13 @@ async def shoot(out: Path, language: str | None = None) -> list[Path]:
         try:
             links = await run.links()
             url = run.url
-            # name -> (sign-in link to open first or "", the page)
+            # name -> (sign-in link to open first or "", the page); STAFF: a new staff
+            # sign-in link each time (a link works once)
             pages = {
-                "staff-message": (links["staff"], ""),
-                "staff-messages": (links["staff"], f"{url}/staff/messages"),
-                "staff-absence": (links["staff"], f"{url}/staff/absence"),
-                "staff-contacts": (links["staff"], f"{url}/staff/contacts"),
+                "staff-message": (STAFF, ""),
+                "staff-messages": (STAFF, f"{url}/staff/messages"),
+                "staff-absence": (STAFF, f"{url}/staff/absence"),
+                "staff-contacts": (STAFF, f"{url}/staff/contacts"),
                 "staff-not-signed-in": ("", f"{url}/staff/messages/{run.message_id}"),
                 "parent-inbox": (links["parent"], ""),
                 "parent-preferences": (links["parent"] + "?to=preferences", ""),
@@ -70,7 +72,8 @@ async def shoot(out: Path, language: str | None = None) -> list[Path]:
                 )
                 try:
                     for width in WIDTHS:
-                        for name, (first, page_url) in pages.items():
+                        for name, (link, page_url) in pages.items():
+                            first = await run.staff_link() if link == STAFF else link
                             context = await browser.new_context(
                                 viewport={"width": width, "height": 900}
                             )

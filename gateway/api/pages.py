@@ -110,11 +110,15 @@ def set_session_cookie(
     session: tuple[str, str],
     ttl: timedelta,
     path: str,
+    generation: str = "",
 ) -> None:
-    """A fresh signed session for (tenant, person): HttpOnly, SameSite=Lax (the
-    sign-in link is opened from another site), Secure when served over https."""
+    """A fresh signed session for (tenant, person) of this session ``generation``
+    (staff: gateway/api/staff_pages.py): HttpOnly, SameSite=Lax (the sign-in link is
+    opened from another site), Secure when served over https."""
     tenant_id, person_id = session
-    value, _ = new_session(ctx.secret, salt, tenant_id, person_id, ctx.clock.now(), ttl)
+    value, _ = new_session(
+        ctx.secret, salt, (tenant_id, person_id, generation), ctx.clock.now(), ttl
+    )
     response.set_cookie(
         cookie,
         value,

@@ -4,14 +4,18 @@
   a staff member, optionally straight to one message. A tenant key alone never
   opens a page: only the cookie the link sets does.
 * ``GET /staff/signin/{token}``: sets the session (a signed, HttpOnly, SameSite
-  cookie with an expiry) and redirects to the message or the list.
+  cookie with an expiry) and redirects to the message or the list. A link works once:
+  its id is recorded as used in the store until it expires, and a second use is 410.
 * ``GET /staff/messages/{id}``: per child, grouped by class, whether the message
   reached a guardian with rights, by whom, how and when; the children not reached
   first, each with why in plain words (gateway/notreached.py); per guardian the
   channels and statuses, and why anyone was left out.
 * ``GET /staff/messages/{id}/not-reached.csv``: the children not reached with their
   guardians' phone numbers, for phoning round.
-* ``POST /staff/signout``: ends the session.
+* ``POST /staff/signout``: ends every session of the staff member, in this browser and
+  any other, and any copy of the cookie: each session carries the staff member's
+  session generation from sign-in, every page request compares it with the store's,
+  and a sign-out writes a new one (``StaffSessionStore``).
 
 What a staff member may see: messages they sent or received, and messages that
 concern a group they belong to or a child in one; a staff member who belongs to a
@@ -86,6 +90,7 @@ from gateway.store.ports import (
     MessageStore,
     ReachStore,
     ScheduleFiles,
+    StaffSessionStore,
     Translations,
 )
 from gateway.tracker import RecipientReach, reach
@@ -108,6 +113,7 @@ class _Ports(
     ScheduleFiles,
     Translations,
     JobQueue,
+    StaffSessionStore,
     Protocol,
 ):
     """The store ports this module calls (the union stays in the wiring)."""
@@ -165,23 +171,27 @@ def staff_problem(request: web.Request, kind: str, status: int, root: str) -> we
 
 
 async def sign_in(request: web.Request) -> web.StreamResponse:
-    """Open a sign-in link: set the session cookie and go to the message (or the list)."""
+    """Open a sign-in link (once): set the session cookie and go to the message (or the
+    list)."""
     ctx = request.app[CTX]
+    store, now = _store(ctx), ctx.clock.now()
     try:
-        tenant_id, staff_id, message_id = open_staff_link(
-            ctx.secret, request.match_info["token"], ctx.clock.now()
-        )
+        link = open_staff_link(ctx.secret, request.match_info["token"], now)
     except LinkInvalid:
         return staff_problem(request, "link", 401, "../../")
-    person = await _store(ctx).get_person(tenant_id, staff_id)
+    person = await store.get_person(link.tenant_id, link.staff_id)
     if person is None or person.role is not Role.staff:
         return staff_problem(request, "link", 401, "../../")
+    if not await store.use_signin_link(link.tenant_id, link.link_id, now, link.expires_at):
+        return staff_problem(request, "used", 410, "../../")
+    generation = await store.staff_session_generation(link.tenant_id, link.staff_id)
     # Relative, so it works behind a proxy with a path prefix.
-    target = f"../messages/{message_id}" if message_id else "../messages"
+    target = f"../messages/{link.message_id}" if link.message_id else "../messages"
     response = web.HTTPSeeOther(location=target, headers=SECURITY_HEADERS)
     ttl = timedelta(seconds=ctx.settings.staff_session_ttl)
+    staff = (link.tenant_id, link.staff_id)
     set_session_cookie(
-        response, ctx, STAFF_COOKIE, STAFF_SESSION_SALT, (tenant_id, staff_id), ttl, STAFF_PATH
+        response, ctx, STAFF_COOKIE, STAFF_SESSION_SALT, staff, ttl, STAFF_PATH, generation
     )
     raise response
 
@@ -193,6 +203,9 @@ async def signed_in_staff(request: web.Request, root: str) -> PageUser | web.Res
         session = session_from(request, STAFF_COOKIE, STAFF_SESSION_SALT)
     except LinkInvalid:  # none, forged or expired alike: sign in again
         return staff_problem(request, "signin", 401, root)
+    current = await _store(ctx).staff_session_generation(session.tenant_id, session.person_id)
+    if session.generation != current:  # signed out since (here or in another browser)
+        return staff_problem(request, "signin", 401, root)
     person = await _store(ctx).get_person(session.tenant_id, session.person_id)
     if person is None or person.role is not Role.staff:
         return staff_problem(request, "signin", 401, root)
@@ -201,11 +214,15 @@ async def signed_in_staff(request: web.Request, root: str) -> PageUser | web.Res
 
 
 async def sign_out(request: web.Request) -> web.StreamResponse:
+    """End every session of the staff member (any browser, any copy of the cookie)."""
     staff = await signed_in_staff(request, "../")
     if isinstance(staff, web.Response):
         return staff
     if await checked_form(request, staff.session) is None:
         return staff_problem(request, "refused", 403, "../")
+    await _store(request.app[CTX]).end_staff_sessions(
+        staff.session.tenant_id, staff.session.person_id
+    )
     response = staff_problem(request, "signed_out", 200, "../")
     response.del_cookie(STAFF_COOKIE, path=STAFF_PATH)
     return response
@@ -744,7 +761,8 @@ OPERATIONS: dict[spec.Route, spec.Operation] = {
         summary="A short-lived sign-in link to the staff pages for a staff member",
         description=(
             "Opening the link sets a signed, HttpOnly, SameSite session cookie and"
-            " goes to the message (``message_id``) or the message list."
+            " goes to the message (``message_id``) or the message list. The link works"
+            " once, until ``expires_at``."
         ),
         security=spec.tenant("directory"),
         params=(spec.path("staff_id", "Staff member id"),),
@@ -754,11 +772,12 @@ OPERATIONS: dict[spec.Route, spec.Operation] = {
     ),
     ("GET", "/staff/signin/{token}"): page_get(
         "Open a staff sign-in link: set the session cookie, then 303 to the message",
-        "The token of `POST /v1/staff/{staff_id}/tokens`.",
+        "The token of `POST /v1/staff/{staff_id}/tokens`. A link works once.",
         (spec.path("token", "The sign-in token"),),
         {
             303: spec.Response("Signed in; on to the message or the list"),
             401: spec.page("Page (nb + en): the link is invalid or has expired"),
+            410: spec.page("Page (nb + en): the link has been used already (a link works once)"),
         },
     ),
     ("GET", "/staff/messages"): page_get(
@@ -799,7 +818,7 @@ OPERATIONS: dict[spec.Route, spec.Operation] = {
         },
     ),
     ("POST", "/staff/signout"): page_post(
-        "End the staff session",
+        "End every session of the staff member, in every browser",
         FORM_CSRF,
         {
             200: spec.page("Page: signed out"),
