@@ -819,26 +819,8 @@ class Renderer:
         if parts is None or not items:
             raise ConfigError(f"no digest for channel {channel!r}")
         lang = resolve_language(carrier.language)
-        entries = []
-        for message, delivery in items:
-            link = self._read_url(delivery)
-            one = self._variables(message, delivery, lang, link)
-            entries.append(
-                {
-                    "sender": one["sms_from"],
-                    "children_names": one["children_names"],
-                    "subject": one["subject"],
-                    "read_url": link,
-                }
-            )
         link = self._read_url(carrier)
-        variables = self._variables(items[0][0], carrier, lang, link)
-        subject = self._texts[lang]["digest_subject"].format(count=len(items))
-        variables.update(items=entries, subject=subject, inbox_url=self._inbox_url(link))
-        out = {
-            part: self._template(f"{channel}/digest.{part}").render(variables).strip()
-            for part in parts
-        }
+        subject, out, _ = self._finish(lang, *self._raw_digest(items, carrier, lang, link, parts))
         short = out.get("short.txt")
         if channel == "push" and short is not None:
             short = shorten(short, PUSH_BODY_MAX)
@@ -850,6 +832,38 @@ class Renderer:
             language=lang,
             unsubscribe_url=self._unsubscribe_url(channel, link),
         )
+
+    def _raw_digest(
+        self,
+        items: Sequence[tuple[Message, Delivery]],
+        carrier: Delivery,
+        lang: str,
+        link: str | None,
+        parts: tuple[str, ...],
+    ) -> tuple[str, dict[str, str], str]:
+        """The digest's subject and each part as the templates give them (to be finished
+        as every render is), and the language of the staff's subjects, as :meth:`render`
+        takes it when not told."""
+        entries = []
+        for message, delivery in items:
+            url = self._read_url(delivery)
+            one = self._variables(message, delivery, lang, url)
+            entries.append(
+                {
+                    "sender": one["sms_from"],
+                    "children_names": one["children_names"],
+                    "subject": one["subject"],
+                    "read_url": url,
+                }
+            )
+        variables = self._variables(items[0][0], carrier, lang, link)
+        subject = self._texts[lang]["digest_subject"].format(count=len(items))
+        variables.update(items=entries, subject=subject, inbox_url=self._inbox_url(link))
+        raw = {
+            part: self._template(f"{carrier.channel}/digest.{part}").render(variables)
+            for part in parts
+        }
+        return subject, raw, DEFAULT_LANGUAGE
 
     def _inbox_url(self, read_url: str | None) -> str:
         """The guardian's inbox on the parent pages (the read link's token under /p/)."""

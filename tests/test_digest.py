@@ -21,7 +21,9 @@ import pytest
 
 from gateway.auth import create_tenant
 from gateway.clock import ManualClock
+from gateway.constants import SUPPORTED_LANGUAGES
 from gateway.digest_plan import digest_time
+from gateway.locales import FSI, PDI, RTL_LANGUAGES
 from gateway.models import Category, Delivery, DirectoryBatch, Preferences
 from gateway.readlinks import make_read_token
 from gateway.settings import Settings
@@ -155,10 +157,12 @@ async def rig(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[R
             forget_keys(prefix)
 
 
-async def choose_digest(rig: Rig, at: str) -> None:
+async def choose_digest(rig: Rig, at: str, language: str | None = None) -> None:
     status, token = await rig.call("POST", "/v1/guardians/p1/tokens")
     assert status == 201, token
-    wanted = {"digest": {"general": at, "reminder": at}}
+    wanted: dict[str, Any] = {"digest": {"general": at, "reminder": at}}
+    if language is not None:
+        wanted["language"] = language
     status, answer = await rig.call("PUT", "/v1/me/preferences", wanted, key=token["token"])
     assert status == 200, answer
     status, answer = await rig.call("GET", "/v1/me/preferences", key=token["token"])
@@ -232,6 +236,33 @@ async def test_three_messages_make_one_digest_at_1800_oslo_time_across_the_dst_c
     assert len(rig.smtp.received) == 2
 
 
+async def digest_parts(rig: Rig, language: str) -> tuple[str, str]:
+    """The text and HTML parts of p1's 18:00 digest of two messages, in ``language``, as
+    the SMTP peer received them."""
+    await choose_digest(rig, "18:00", language)
+    await rig.post("evt-1", "Juleavslutning", "general")
+    await rig.post("evt-2", "Foreldremøte", "reminder")
+    await rig.run_all()
+    rig.clock.set(SUNDAY_1800)
+    await rig.run_all()
+    (received,) = rig.smtp.received
+    text = received.message.get_body(("plain",))
+    html = received.message.get_body(("html",))
+    assert text is not None and html is not None
+    return str(text.get_content()), str(html.get_content())  # type: ignore[attr-defined]
+
+
+async def test_the_digest_email_shows_no_isolate_characters(rig: Rig) -> None:
+    """Names, numbers and links filled into our texts carry Unicode isolates (FSI ...
+    PDI) until a render is finished: dropped in a left-to-right language's text, <bdi>
+    in HTML. The digest was not finished, so both parts said "kontakt hos
+    \u2068Solvang skole\u2069." (shown as boxes by some mail clients)."""
+    text, html = await digest_parts(rig, "nb")
+    assert "registrert som kontakt hos Solvang skole.\n" in text
+    for part in (text, html):
+        assert FSI not in part and PDI not in part
+
+
 async def test_without_a_digest_every_message_goes_at_once(rig: Rig) -> None:
     await rig.post("evt-1", "Tur mandag", "general")
     await rig.run_all()
@@ -297,6 +328,20 @@ def test_a_digest_by_sms_or_push_lists_the_messages_in_the_guardians_language(
             assert (subject in (out.short or "")) == (channel == "push")
         if channel == "sms":
             assert "/p/" in out.text  # one link: the guardian's inbox
+
+
+@pytest.mark.parametrize("language", sorted(set(SUPPORTED_LANGUAGES) - RTL_LANGUAGES))
+def test_a_digest_in_a_left_to_right_language_carries_no_isolates(language: str) -> None:
+    """Finished as every render is: the isolates around names, numbers and links are
+    dropped in a left-to-right language (an SMS or push is no place for them either)."""
+    from tests.test_sms_budget import delivery, message, renderer
+
+    render = renderer.__wrapped__()  # type: ignore[attr-defined]
+    for channel in ("email", "sms", "push"):
+        items = [(message(subject=s), delivery(channel, language)) for s in ("Tur", "Gym")]
+        out = render.render_digest(items, items[0][1])
+        every = (out.subject, out.text, out.html or "", out.short or "")
+        assert not any(FSI in part or PDI in part for part in every), (channel, every)
 
 
 async def test_a_digest_waits_for_a_stopped_channel_like_every_send(rig: Rig) -> None:
