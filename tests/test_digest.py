@@ -263,6 +263,23 @@ async def test_the_digest_email_shows_no_isolate_characters(rig: Rig) -> None:
         assert FSI not in part and PDI not in part
 
 
+async def test_the_arabic_digest_email_is_right_to_left_as_every_email(rig: Rig) -> None:
+    """The digest's HTML is laid out as the message email's: ``dir`` beside ``lang``,
+    logical CSS (the list's indent on the inline start: the right, in Arabic), names in
+    <bdi>; its text keeps names and links isolated (FSI ... PDI), as every Arabic
+    email's text does."""
+    text, html = await digest_parts(rig, "ar")
+    assert '<html lang="ar" dir="rtl">' in html
+    assert not re.search(r"-(left|right)\b|:\s*(left|right)\b", html)
+    assert FSI not in html and PDI not in html
+    assert html.count("<bdi>Solvang skole</bdi>") == 3  # two senders and the footer
+    assert html.count("<bdi>Kari</bdi>") == 2
+    assert f"{FSI}Solvang skole{PDI} ({FSI}Kari{PDI}): Juleavslutning" in text
+    links = re.findall(r"(.)(https?://[^\s\u2069]+)(.)", text)
+    assert len(links) == 4  # two read links, the inbox and the settings
+    assert all((before, after) == (FSI, PDI) for before, _, after in links), links
+
+
 async def test_without_a_digest_every_message_goes_at_once(rig: Rig) -> None:
     await rig.post("evt-1", "Tur mandag", "general")
     await rig.run_all()
@@ -342,6 +359,26 @@ def test_a_digest_in_a_left_to_right_language_carries_no_isolates(language: str)
         out = render.render_digest(items, items[0][1])
         every = (out.subject, out.text, out.html or "", out.short or "")
         assert not any(FSI in part or PDI in part for part in every), (channel, every)
+
+
+@pytest.mark.parametrize("language", sorted(RTL_LANGUAGES))
+def test_a_right_to_left_digest_email_is_laid_out_as_the_message_email(language: str) -> None:
+    """Each right-to-left language's digest opens as its message email does (``lang``
+    and ``dir``), with the isolates turned into <bdi> in HTML and kept around names and
+    links in the text."""
+    from tests.test_sms_budget import PUBLIC_URL, delivery, message, renderer
+
+    render = renderer.__wrapped__()  # type: ignore[attr-defined]
+    email = delivery("email", language)
+    items = [(message(subject=s), email) for s in ("Tur", "Gym")]
+    out = render.render_digest(items, email)
+    html = out.html or ""
+    opening = (render.render(message(), email).html or "").split("\n")[1]
+    assert html.split("\n")[1] == opening == f'<html lang="{language}" dir="rtl">'
+    assert FSI not in html and PDI not in html
+    assert "<bdi>Solvang skole</bdi>" in html
+    assert f"{FSI}Solvang skole{PDI} ({FSI}Kari{PDI}): Tur\n" in out.text
+    assert f"{FSI}{PUBLIC_URL}/p/" in out.text
 
 
 async def test_a_digest_waits_for_a_stopped_channel_like_every_send(rig: Rig) -> None:

@@ -243,3 +243,39 @@ async def test_the_parent_pages_in_arabic(
         assert await axe(page) == []
     finally:
         await context.close()
+
+
+async def test_the_arabic_digest_email_is_right_to_left_and_accessible(
+    browser: Browser,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """The daily digest in Arabic, as the digest job renders it: right to left like the
+    message email (its text started at the left, its list indented on the left), the
+    Bokmål subjects and names isolated."""
+    from tests.test_sms_budget import delivery, message, renderer
+
+    render = renderer.__wrapped__()  # type: ignore[attr-defined]
+    email = delivery("email", "ar")
+    items = [(message(subject=s), email) for s in ("Juleavslutning", "Foreldremøte")]
+    html = render.render_digest(items, email).html or ""
+    context = await browser.new_context(viewport={"width": 390, "height": 900})
+    try:
+        page = await context.new_page()
+        await page.set_content(html)
+        assert await is_rtl(page)
+        padding = await page.locator("ul").evaluate(
+            "e => [getComputedStyle(e).paddingRight, getComputedStyle(e).paddingLeft]"
+        )
+        assert padding == ["20px", "0px"]
+        # the inbox link, alone on its line, starts at the right edge of the column
+        main = await page.locator("main").bounding_box()
+        link = await page.locator("main > p a").last.bounding_box()
+        assert main is not None and link is not None
+        assert link["x"] > main["x"] + main["width"] / 2
+        first = page.locator("li").first
+        assert await first.locator("bdi").first.inner_text() == "Solvang skole"
+        assert await first.locator("a").evaluate("e => getComputedStyle(e).direction") == "ltr"
+        assert await axe(page) == []
+        await shoot(page, tmp_path, "digest")
+    finally:
+        await context.close()
