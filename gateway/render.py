@@ -303,6 +303,20 @@ def _all_gsm(texts: Iterable[str], rtl: bool) -> bool:
     return all(_GSM7.issuperset(text if rtl else _unmark(text)) for text in texts)
 
 
+def _sms_parts(channel: str, parts: _Parts, folded: Callable[[], _Parts | None]) -> _Parts:
+    """The parts that go: ``parts``, but for an SMS they make UCS-2 the same rendered
+    with our texts folded to GSM-7 (``folded()``; None where folding cannot help) when
+    those are all GSM-7, since then only our texts' letters (ą, č, á...) made it UCS-2.
+    The staff's own text and the names filled in are never folded: an SMS they make
+    UCS-2 keeps our letters too."""
+    if channel != "sms" or not any(encoding(text) == "UCS-2" for text in parts[1].values()):
+        return parts
+    other = folded()
+    if other is not None and all(encoding(text) == "GSM-7" for text in other[1].values()):
+        return other
+    return parts
+
+
 class _Kind(NamedTuple):
     """What a delivery's stencil is found by: its kind, and its children's names."""
 
@@ -645,20 +659,18 @@ class Renderer:
 
     def _choose(self, job: _Job) -> tuple[str, dict[str, str], str]:
         """The parts, and for an SMS the parts with our texts folded to GSM-7 when only
-        our texts' letters (ą, č, á...) make it UCS-2."""
+        our texts' letters (ą, č, á...) make it UCS-2 (:func:`_sms_parts`)."""
         kind = self._kind_of(job)
-        (subject, out, text_language), gsm = self._parts_for(job, kind, False)
-        if (
-            job.delivery.channel == "sms"
-            and not gsm
-            and any(encoding(text) == "UCS-2" for text in out.values())
-        ):
+        parts, gsm = self._parts_for(job, kind, False)
+        if gsm:
+            return parts  # surely all GSM-7 already
+
+        def folded() -> _Parts | None:
             if kind is not None and self._stencils.surely_ucs2(kind, True):
-                return subject, out, text_language  # folded, it would still be UCS-2
-            folded = self._parts_for(job, kind, True)[0]
-            if all(encoding(text) == "GSM-7" for text in folded[1].values()):
-                return folded
-        return subject, out, text_language
+                return None  # folded, it would still be UCS-2
+            return self._parts_for(job, kind, True)[0]
+
+        return _sms_parts(job.delivery.channel, parts, folded)
 
     def _kind_of(self, job: _Job) -> _Kind | None:
         """The kind of delivery ``job`` is, its stencils are found by; None: render it
