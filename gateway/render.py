@@ -832,7 +832,12 @@ class Renderer:
             raise ConfigError(f"no digest for channel {channel!r}")
         lang = resolve_language(carrier.language)
         link = self._read_url(carrier)
-        subject, out, _ = self._finish(lang, *self._raw_digest(items, carrier, lang, link, parts))
+
+        def digest(sms_fold: bool) -> _Parts:
+            raw = self._raw_digest(items, carrier, lang, link, parts, sms_fold=sms_fold)
+            return self._finish(lang, *raw)
+
+        subject, out, _ = _sms_parts(channel, digest(False), lambda: digest(True))
         short = out.get("short.txt")
         if channel == "push" and short is not None:
             short = shorten(short, PUSH_BODY_MAX)
@@ -852,14 +857,17 @@ class Renderer:
         lang: str,
         link: str | None,
         parts: tuple[str, ...],
+        *,
+        sms_fold: bool,
     ) -> tuple[str, dict[str, str], str]:
         """The digest's subject and each part as the templates give them (to be finished
-        as every render is), and the language of the staff's subjects, as :meth:`render`
-        takes it when not told."""
+        as every render is), our texts folded to GSM-7 if ``sms_fold``, and the language
+        of the staff's subjects, as :meth:`render` takes it when not told."""
+        texts = (self._folded if sms_fold else self._texts)[lang]
         entries = []
         for message, delivery in items:
             url = self._read_url(delivery)
-            one = self._variables(message, delivery, lang, url)
+            one = self._variables(message, delivery, lang, url, sms_fold)
             entries.append(
                 {
                     "sender": one["sms_from"],
@@ -868,8 +876,8 @@ class Renderer:
                     "read_url": url,
                 }
             )
-        variables = self._variables(items[0][0], carrier, lang, link)
-        subject = self._texts[lang]["digest_subject"].format(count=len(items))
+        variables = self._variables(items[0][0], carrier, lang, link, sms_fold)
+        subject = texts["digest_subject"].format(count=len(items))
         variables.update(items=entries, subject=subject, inbox_url=self._inbox_url(link))
         raw = {
             part: self._template(f"{carrier.channel}/digest.{part}").render(variables)

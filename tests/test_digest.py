@@ -381,6 +381,17 @@ def test_a_right_to_left_digest_email_is_laid_out_as_the_message_email(language:
     assert f"{FSI}{PUBLIC_URL}/p/" in out.text
 
 
+def test_an_sms_digest_keeps_the_staffs_own_letters_and_then_ours() -> None:
+    """Only our texts are folded for SMS, and only when that makes it GSM-7: a staff
+    subject of its own outside GSM-7 keeps its letters, and then so do ours."""
+    from tests.test_sms_budget import delivery, message, renderer
+
+    render = renderer.__wrapped__()  # type: ignore[attr-defined]
+    items = [(message(subject=s), delivery("sms", "pl")) for s in ("Wycieczka w środę", "Gym")]
+    out = render.render_digest(items, items[0][1])
+    assert out.text.startswith("Dzisiejsze wiadomości (2)\n- Wycieczka w środę\n- Gym\n")
+
+
 async def test_a_digest_waits_for_a_stopped_channel_like_every_send(rig: Rig) -> None:
     """A digest's send is let in as every send is (the channel's rate limits, breaker and
     in-flight limit): with the relay refusing our credentials (the channel stopped), the

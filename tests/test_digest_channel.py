@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from channels.gsm import encoding
 from gateway.clock import ManualClock
 from gateway.digest import IN_DIGEST, Admission, DigestSender
 from gateway.digest_plan import DIGEST_KEY, digest_entries, digest_job
@@ -141,10 +142,13 @@ async def test_a_digest_with_too_little_of_its_lease_left_is_put_off_not_sent(ri
     assert (await rig.one(message, "push")).status is DeliveryStatus.sent
 
 
-async def held_digest(rig: Rig, *, device: bool = False) -> tuple[Message, Job]:
-    """One general message held for p1's 18:00 digest, by push to one device if
-    ``device``, else by SMS; the clock at the digest's time."""
-    await rig.load(directory(family(1, email=False, phone=True)))
+async def held_digest(
+    rig: Rig, *, device: bool = False, language: str | None = None, messages: int = 1
+) -> tuple[Message, Job]:
+    """One general message (the first of ``messages``) held for p1's 18:00 digest, by
+    push to one device if ``device``, else by SMS (p1 reading ``language``, if given);
+    the clock at the digest's time."""
+    await rig.load(directory(family(1, email=False, phone=True, language=language)))
     if device:
         await rig.store.upsert_device(
             rig.tenant_id, "p1", Device(id="d1", token="tok-1", platform="android")
@@ -152,6 +156,8 @@ async def held_digest(rig: Rig, *, device: bool = False) -> tuple[Message, Job]:
     prefs = {"digest": {"general": "18:00"}}
     await rig.store.set_preferences(rig.tenant_id, "p1", Preferences.model_validate(prefs))
     message = await rig.post("e1", {"groups": ["g1"]})
+    for n in range(2, messages + 1):
+        await rig.post(f"e{n}", {"groups": ["g1"]})
     await rig.dispatcher.run_until_idle()
     [held] = [d for d in await rig.deliveries(message) if DIGEST_KEY in d.context]
     job = digest_job(held)
@@ -187,6 +193,23 @@ async def test_a_held_delivery_whose_message_is_gone_fails_and_the_rest_goes(rig
     assert (gone.status, gone.reason) == (DeliveryStatus.failed, "message_missing")
     assert (await rig.one(message, "sms")).status is DeliveryStatus.sent
     assert len(rig.twilio.requests) == 1
+
+
+async def test_a_polish_sms_digest_is_gsm7_when_only_our_letters_are_not(rig: Rig) -> None:
+    """Our Polish "Dzisiejsze wiadomości" alone made the digest SMS UCS-2 (67 characters
+    a segment instead of 160: two segments billed for one's worth here); its "ś" is
+    folded, as in every SMS whose only letters outside GSM-7 are ours."""
+    message, job = await held_digest(rig, language="pl", messages=2)
+    await DigestSender(rig.store, rig.dispatcher.channels, rig.dispatcher.renderer, rig.clock).run(
+        job
+    )
+    [request] = rig.twilio.requests
+    body = request.field("Body") or ""
+    assert body.startswith("Dzisiejsze wiadomosci (2)\n- Foreldremøte\n- Foreldremøte\n"), body
+    assert encoding(body) == "GSM-7"
+    [billed] = rig.twilio.messages.values()
+    assert billed["num_segments"] == "1"
+    assert (await rig.one(message, "sms")).status is DeliveryStatus.sent
 
 
 async def two_channel_digest(rig: Rig, channels: list[str], device: bool) -> tuple[Message, Job]:
