@@ -62,6 +62,8 @@ log = logging.getLogger(__name__)
 # Enhanced status codes (RFC 3463) that say the mailbox itself is dead.
 _ENHANCED = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})\b")
 _DEAD_MAILBOX = re.compile(r"^5\.1\.\d+$|^5\.2\.1$")
+_MAILBOX_CLASSES = ("4.1", "4.2")  # enhanced status classes about one mailbox (RFC 3463)
+_TOO_BIG = 552  # to MAIL FROM with SIZE=: this message, not our sender
 
 
 # A URL that may stand in a List-Unsubscribe header as is: printable ASCII, no spaces or
@@ -377,6 +379,12 @@ def email_bytes(
     return raw, to, message_id
 
 
+def _enhanced(text: str) -> str:
+    """The enhanced status code a server's text starts with ("4.2.2"), or ""."""
+    found = _ENHANCED.match(text)
+    return ".".join(found.groups()) if found else ""
+
+
 def _refused(code: int, text: str) -> DeliveryError:
     """A recipient refused: dead mailbox, or a permanent/transient problem with this send."""
     if 400 <= code < 500:
@@ -385,8 +393,7 @@ def _refused(code: int, text: str) -> DeliveryError:
         )
     if code in (530, 535):
         return ChannelUnavailable("SMTP server requires authentication", code=f"smtp_{code}")
-    enhanced = _ENHANCED.match(text)
-    status = ".".join(enhanced.groups()) if enhanced else None
+    status = _enhanced(text) or None
     if status is None or _DEAD_MAILBOX.match(status):
         return DeadAddress("recipient refused by the SMTP server", code=f"smtp_{code}")
     return PermanentDeliveryError("recipient refused by the SMTP server", code=f"smtp_{code}")
@@ -413,8 +420,19 @@ def _map_error(exc: Exception) -> DeliveryError:
         if 500 <= exc.code < 600:
             if isinstance(exc, aiosmtplib.SMTPConnectResponseError):
                 return ChannelUnavailable("SMTP server refuses connections", code=code)
+            if isinstance(exc, aiosmtplib.SMTPSenderRefused) and exc.code != _TOO_BIG:
+                # MAIL FROM refused (530 authentication required, 550 5.7.1 not allowed
+                # to send as): our sender, the same for every delivery, not the family's
+                # address; the channel stops and the mail waits for IT to fix it.
+                return ChannelUnavailable("SMTP server refuses our sender", code=code)
             return PermanentDeliveryError("SMTP server refused the message", code=code)
-        return TransientDeliveryError("SMTP server deferred the message", code=code)
+        # A 4xx about this mailbox (4.2.x full, 4.1.x address), e.g. after DATA: this
+        # recipient's to wait out, not a sign the relay is down for everyone.
+        status_class = ".".join(_enhanced(exc.message).split(".")[:2])
+        per_recipient = status_class in _MAILBOX_CLASSES
+        return TransientDeliveryError(
+            "SMTP server deferred the message", code=code, per_recipient=per_recipient
+        )
     if type(exc) is aiosmtplib.SMTPException:
         # e.g. login configured but the server offers no AUTH: a settings mismatch
         return ChannelUnavailable("SMTP session setup failed", code="smtp_setup")

@@ -39,6 +39,7 @@ from gateway.settings import (
     Settings,
     SmtpSettings,
     TwilioSettings,
+    sender_parts,
 )
 
 log = logging.getLogger(__name__)
@@ -162,13 +163,30 @@ async def check_smtp(smtp: SmtpSettings) -> str:
                     "check BUDBRINGER_SMTP__USERNAME and BUDBRINGER_SMTP__PASSWORD",
                 ) from exc
             steps += ", AUTH"
-        return f"{where}: {steps} (no mail sent)"
+        await _check_sender(client, smtp, where)
+        return f"{where}: {steps}, MAIL FROM taken (no mail sent)"
     finally:
         if client.is_connected:
             try:
                 await client.quit()
             except (aiosmtplib.SMTPException, OSError):
                 client.close()
+
+
+async def _check_sender(client: aiosmtplib.SMTP, smtp: SmtpSettings, where: str) -> None:
+    """MAIL FROM our sender, then RSET: a relay that wants authentication, or does not
+    let us send as this address, says so here, before every email fails on it."""
+    sender = sender_parts(smtp.sender)[1]
+    try:
+        await client.mail(sender)
+    except aiosmtplib.SMTPResponseException as exc:
+        offered = " (the relay offers STARTTLS)" if client.supports_extension("starttls") else ""
+        raise Failed(
+            f"{where} refused our sender at MAIL FROM ({_reason(exc)}){offered}",
+            "check BUDBRINGER_SMTP__SENDER is an address the relay lets this host send as,"
+            " and BUDBRINGER_SMTP__USERNAME/__PASSWORD and __TLS if it wants a login",
+        ) from exc
+    await client.rset()
 
 
 def _connect_failure(exc: BaseException, where: str) -> Failed:

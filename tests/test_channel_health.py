@@ -302,6 +302,52 @@ async def test_a_refused_recipient_does_not_count_against_the_channel(rig: Rig) 
     assert rig.dispatcher.health.snapshot()["email"]["state"] == "ok"
 
 
+async def test_a_full_mailbox_after_data_does_not_count_against_the_channel(rig: Rig) -> None:
+    """A 452 4.2.2 (mailbox full) after DATA is about one mailbox, as it is to RCPT: it
+    opened the breaker, so other families' email waited behind "the service does not
+    answer" and the full mailbox's own retries kept it open."""
+    await rig.load(directory(*(family(n) for n in range(1, 11))))
+    for n in range(1, 11):
+        rig.smtp.reply_to_data_for(f"forelder{n}@example.no", "452 4.2.2 Mailbox full")
+    await rig.post("e1", {"groups": ["g1"]})
+    await rig.dispatcher.run_until_idle()
+    assert rig.dispatcher.health.snapshot()["email"]["state"] == "ok"
+
+
+@pytest.mark.parametrize(
+    "reply", ["530 5.7.0 Authentication required", "550 5.7.1 Not allowed to send as this sender"]
+)
+async def test_a_relay_refusing_our_sender_stops_the_channel_and_blames_no_family(
+    rig: Rig, caplog: pytest.LogCaptureFixture, reply: str
+) -> None:
+    """A relay that refuses MAIL FROM (authentication required, our sender not allowed)
+    failed every email at once as that family's problem ("the number or email does not
+    work"), with the channel "ok" and nothing logged. It is our sender: the channel
+    stops, IT sees why, and the mail goes once the relay takes it."""
+    await rig.load(directory(*(family(n) for n in range(1, 6))))
+    rig.smtp.reply_to_mail(reply)
+    caplog.set_level(logging.INFO, logger="gateway.channel_health")
+    message = await rig.post("e1", {"groups": ["g1"]})
+    for _ in range(int(30 / STEP)):
+        await rig.advance(STEP)
+    health = rig.dispatcher.health.snapshot()["email"]
+    code = f"smtp_{reply[:3]}"
+    assert (health["state"], health["last_error"]) == ("stopped", code)
+    emails = await rig.deliveries(message, "email")
+    assert DeliveryStatus.failed not in {d.status for d in emails}
+    assert [(w[2], w[3]) for w in breaker_lines(caplog) if w[0] >= logging.WARNING] == [
+        ("email", code)
+    ]
+    rig.smtp.reply_to_mail(None)  # IT fixed the sender
+    for _ in range(int(3 * 60 / STEP)):
+        await rig.advance(STEP)
+        if len(rig.smtp.received) == 5:
+            break
+    emails = await rig.deliveries(message, "email")
+    assert [d.status for d in emails] == [DeliveryStatus.sent] * 5
+    assert len(rig.smtp.received) == 5  # each once
+
+
 # --------------------------------------------------------------------------- a real gateway
 
 

@@ -89,7 +89,9 @@ def by_name(checks: list[Check]) -> dict[str, Check]:
 async def test_everything_configured_and_answering_passes_without_sending(peers: Peers) -> None:
     checks = by_name(await run_checks(peers.settings()))
     assert all(check.ok for check in checks.values()), [c.line() for c in checks.values()]
-    assert checks["smtp"].detail.endswith(": connected, STARTTLS, AUTH (no mail sent)")
+    assert checks["smtp"].detail.endswith(
+        ": connected, STARTTLS, AUTH, MAIL FROM taken (no mail sent)"
+    )
     assert checks["twilio"].detail == "credentials accepted (account fetched, read-only)"
     assert checks["fcm"].detail == "access token fetched for the service account"
     assert checks["store"].detail == "sqlite store answers"
@@ -110,6 +112,13 @@ async def test_everything_configured_and_answering_passes_without_sending(peers:
         ({"smtp_tls": "implicit"}, "smtp", "TLS with 127.0.0.1", "BUDBRINGER_SMTP__TLS"),
         ({"smtp_down": True}, "smtp", "(connection refused)", "BUDBRINGER_SMTP__HOST"),
         (
+            # the relay wants a login, or not this sender: every email would fail on it
+            {"smtp_mail": "530 5.7.0 Authentication required"},
+            "smtp",
+            "refused our sender at MAIL FROM (SMTP 530)",
+            "BUDBRINGER_SMTP__SENDER",
+        ),
+        (
             {"twilio_token": "not-the-token-" + "y" * 18},
             "twilio",
             "Twilio refused the credentials (HTTP 401)",
@@ -128,7 +137,15 @@ async def test_everything_configured_and_answering_passes_without_sending(peers:
             "BUDBRINGER_STORE_URL",
         ),
     ],
-    ids=["smtp-auth", "smtp-tls", "smtp-down", "twilio-credentials", "fcm-account", "store"],
+    ids=[
+        "smtp-auth",
+        "smtp-tls",
+        "smtp-down",
+        "smtp-sender",
+        "twilio-credentials",
+        "fcm-account",
+        "store",
+    ],
 )
 async def test_each_failure_is_one_line_with_a_fix(
     peers: Peers, tmp_path: Path, update: dict[str, Any], name: str, detail: str, fix: str
@@ -144,6 +161,8 @@ async def test_each_failure_is_one_line_with_a_fix(
         settings.smtp = settings.smtp.model_copy(update={"tls": update["smtp_tls"]})
     if "smtp_down" in update:
         await peers.smtp.stop()
+    if "smtp_mail" in update:
+        peers.smtp.reply_to_mail(update["smtp_mail"])
     if "twilio_token" in update:
         assert settings.twilio is not None
         settings.twilio = settings.twilio.model_copy(
