@@ -31,7 +31,7 @@ from gateway.config_check import refuse_unsafe_production
 from gateway.digest import DigestSender
 from gateway.dispatcher import Dispatcher
 from gateway.doctor import log_checks
-from gateway.errors import ConfigError
+from gateway.errors import ChannelUnavailable, ConfigError
 from gateway.escalation import Escalator
 from gateway.filestore import open_file_store
 from gateway.gcpause import settle
@@ -222,8 +222,14 @@ class Service:
     async def start(self) -> None:
         await self.store.open()
         if self.workers:
-            for channel in self.channels.values():
-                await channel.start()
+            for name, channel in self.channels.items():
+                try:
+                    await channel.start()
+                except ChannelUnavailable as exc:
+                    # The provider refuses our credentials (an FCM key it rejects): that
+                    # channel is stopped and probed once a minute, logged and on
+                    # /readyz; the gateway still takes events and sends the rest.
+                    self.dispatcher.health.refused(name, exc.code or "unavailable", probe=False)
             await self.webhooks.start()
             await self.retention.schedule()
             self._worker_task = asyncio.create_task(self.dispatcher.run())

@@ -299,3 +299,66 @@ async def test_outbox_without_providers_shows_sms_and_push(tmp_path: Path) -> No
     assert [p["message_id"] for p in push] == [message_id]
     assert [s["message_id"] for s in sms] == [message_id]
     assert PHONES["p2"] not in json.dumps(sms)  # the outbox masks the number too
+
+
+async def test_an_fcm_key_the_token_server_rejects_stops_push_not_the_gateway(
+    tmp_path: Path,
+) -> None:
+    """A service account FCM's token server rejects (a revoked key) made `serve` exit:
+    SMS, email and every event were down with it. Push is stopped now, and the SMS of the
+    same emergency goes."""
+    async with TwilioPeer(ACCOUNT_SID, AUTH_TOKEN) as twilio, FcmServer(project_id=PROJECT) as fcm:
+        revoked = write_service_account(tmp_path / "revoked.json", fcm.token_url, PROJECT)
+        port = free_port()
+        public_url = f"http://127.0.0.1:{port}"
+        settings = load_settings(
+            store_url=f"sqlite:///{tmp_path / 'budbringer.db'}",
+            outbox_dir=tmp_path / "outbox",
+            port=port,
+            public_url=public_url,
+            secret_key=SECRET_KEY,
+            twilio={
+                "account_sid": ACCOUNT_SID,
+                "auth_token": AUTH_TOKEN,
+                "base_url": twilio.base_url,
+                "default_sender": "Budbringer",
+            },
+            fcm={"service_account_file": revoked, "base_url": fcm.url, "token_url": fcm.token_url},
+            dispatch={"poll_interval": 0.05},
+        )
+        service = Service(settings)
+        await service.start()  # no longer raises
+        try:
+            tenant, api_key, whsec = await create_tenant(
+                service.store, "Asker kommune", service.clock.now()
+            )
+            client = DemoClient(public_url, api_key, whsec, tenant.id)
+            try:
+                await client.call("POST", "/v1/directory", directory())
+                async with client.http.get(f"{public_url}/readyz") as resp:
+                    body = await resp.json()
+                assert resp.status == 200
+                assert body["channels"]["push"]["state"] == "stopped"
+                assert body["channels"]["push"]["last_error"] == "fcm_token_rejected"
+                accepted = await client.post_signed_event(
+                    {
+                        "id": "evt-storm",
+                        "type": "message.created",
+                        "data": {
+                            "audience": {"groups": ["g1"]},
+                            "category": "emergency",
+                            "subject": "Stengt i dag",
+                            "body": "Skolen er stengt.",
+                        },
+                    }
+                )
+                deadline = asyncio.get_running_loop().time() + 20
+                while not twilio.requests and asyncio.get_running_loop().time() < deadline:
+                    await asyncio.sleep(0.05)
+                assert twilio.requests, "the SMS of the emergency went"
+                assert fcm.sent == []
+                assert accepted["message_id"]
+            finally:
+                await client.close()
+        finally:
+            await service.stop()
