@@ -41,6 +41,7 @@ import aiosmtplib
 from channels.smtp_transaction import (
     ContentUnanswered,
     RefusalKeepingSMTP,
+    content_unanswered,
     refusal_behind,
     send_prepared,
 )
@@ -436,7 +437,17 @@ def _map_error(exc: Exception) -> DeliveryError:
     if type(exc) is aiosmtplib.SMTPException:
         # e.g. login configured but the server offers no AUTH: a settings mismatch
         return ChannelUnavailable("SMTP session setup failed", code="smtp_setup")
+    if isinstance(exc, ContentUnanswered):
+        return _unanswered()
     return TransientDeliveryError("SMTP connection failed", code="smtp_connection")
+
+
+def _unanswered() -> TransientDeliveryError:
+    """The message was written whole and no answer came (a cut, a timeout): the relay may
+    have taken it (RFC 1047), so it is sent once more at most (gateway/dispatcher.py)."""
+    return TransientDeliveryError(
+        "SMTP server did not answer the message", code="smtp_unanswered", maybe_sent=True
+    )
 
 
 @contextmanager
@@ -533,6 +544,8 @@ class EmailChannel:
             # only by the job's backoff; the interrupted session is not reused. A refusal
             # the relay gave before the deadline (during the RSET after it) still counts.
             client.close()
+            if content_unanswered(client):
+                raise _unanswered() from exc
             raise _map_error(refusal_behind(exc)) from exc
         except asyncio.CancelledError:
             client.close()  # an interrupted conversation leaves the session out of step

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import weakref
 from typing import Literal
 
 import aiosmtplib
@@ -74,6 +75,7 @@ async def send_prepared(client: aiosmtplib.SMTP, sender: str, recipient: str, ra
     checked by the caller) on the connected ``client``. Raises what ``sendmail`` raises.
     A refusal outlives a deadline during the RSET after it only on a
     :class:`RefusalKeepingSMTP` (channels/email.py's connections)."""
+    _UNANSWERED.discard(client)  # a new message: nothing of it is out yet
     if client.is_ehlo_or_helo_needed:
         await client._ehlo_or_helo_if_needed()  # what sendmail says first on a new session
     if not _transmittable(raw):
@@ -223,9 +225,22 @@ async def _answer(protocol: SMTPProtocol, timeout: float | None) -> SMTPResponse
         protocol._response_waiter = None if gone else protocol._loop.create_future()
 
 
+# Clients whose last message was written whole and got no answer yet: a deadline that
+# cuts the wait short leaves it here (content_unanswered), an answer takes it out.
+_UNANSWERED: weakref.WeakSet[aiosmtplib.SMTP] = weakref.WeakSet()
+
+
+def content_unanswered(client: aiosmtplib.SMTP) -> bool:
+    """Whether the last message :func:`send_prepared` wrote on ``client`` was written whole
+    and got no answer (the caller's deadline cut the wait): the server may have taken it
+    (RFC 1047)."""
+    return client in _UNANSWERED
+
+
 async def _content(client: aiosmtplib.SMTP, data: bytes) -> aiosmtplib.SMTPResponse:
     """Write the message after DATA's 354 and read the server's answer, as aiosmtplib's
-    ``data`` does (a lost connection or a timeout closes the client)."""
+    ``data`` does (a lost connection or a timeout closes the client; either is
+    :class:`ContentUnanswered`, since the message was written whole)."""
     protocol = client.protocol
     lock = None if protocol is None else protocol._command_lock
     if protocol is None or lock is None:
@@ -236,13 +251,13 @@ async def _content(client: aiosmtplib.SMTP, data: bytes) -> aiosmtplib.SMTPRespo
         async with lock:
             protocol._response_pending = True
             protocol.write(data)
-            return await protocol.read_response(timeout=client.timeout)
-    except aiosmtplib.SMTPServerDisconnected as exc:
+            _UNANSWERED.add(client)
+            response = await protocol.read_response(timeout=client.timeout)
+            _UNANSWERED.discard(client)
+            return response
+    except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError) as exc:
         client.close()
         raise ContentUnanswered(str(exc)) from exc
-    except aiosmtplib.SMTPTimeoutError:
-        client.close()
-        raise
 
 
 async def _reset(client: aiosmtplib.SMTP) -> None:

@@ -74,6 +74,7 @@ from gateway.retries import attempt_note, backoff, record_attempt
 from gateway.sender_unit import add_sender_units
 from gateway.settings import DispatchSettings
 from gateway.store.ports import (
+    DeliveryReport,
     DigestFiles,
     MessageStore,
     RateLimiter,
@@ -126,7 +127,14 @@ def _chunks(
 
 
 class DispatchStore(
-    HoldStore, ContactStore, MessageStore, SendLedger, RateLimiter, DigestFiles, Protocol
+    HoldStore,
+    ContactStore,
+    MessageStore,
+    DeliveryReport,
+    SendLedger,
+    RateLimiter,
+    DigestFiles,
+    Protocol,
 ):
     """What the dispatcher needs: the queue, messages, deliveries and the audience to plan
     and recheck (through HoldStore and ContactStore), the send ledger, the rate limits."""
@@ -1003,9 +1011,16 @@ class Dispatcher:
 
     async def _transient(self, job: Job, delivery: Delivery, exc: TransientDeliveryError) -> None:
         code = exc.code or "transient"
+        if exc.maybe_sent and await self._unanswered_before(delivery, code):
+            # Handed over whole twice without an answer: a relay that takes mail and answers
+            # too late. Each try again could be one more copy in the family's inbox, so it
+            # ends here as sent, unconfirmed: one copy too many at most (RFC 1047).
+            await self._finish(job, delivery, DeliveryStatus.sent, reason=f"unconfirmed:{code}")
+            return
         paused = self.health.paused_until(delivery.channel)
         age = (self.clock.now() - delivery.created_at).total_seconds()
-        if paused is not None and not exc.per_recipient and age < self.settings.outage_grace:
+        held = not exc.per_recipient and not exc.maybe_sent  # a held send is sent again
+        if paused is not None and held and age < self.settings.outage_grace:
             # The channel failed, not this delivery, and its breaker is open (this failure
             # opened it, or this send was its probe): the send waits for the channel as
             # the sends the breaker holds do, without using up an attempt (for the outage
@@ -1033,6 +1048,12 @@ class Dispatcher:
             self.store, delivery.id, now, attempt_note(job.attempts, code, due, now)
         )
         await self.store.retry_job(job.id, due, code)
+
+    async def _unanswered_before(self, delivery: Delivery, code: str) -> bool:
+        """Whether an earlier attempt of ``delivery`` failed with this maybe-sent ``code``
+        (its history row, :func:`attempt_note`)."""
+        rows = (await self.store.history([delivery.id])).get(delivery.id, [])
+        return any(f"failed: {code};" in (row.detail or "") for row in rows)
 
     async def _channel_down(self, job: Job, delivery: Delivery, exc: ChannelUnavailable) -> None:
         # The job waits for the next probe like the others; the channel stays stopped

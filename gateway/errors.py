@@ -125,7 +125,10 @@ class TransientDeliveryError(DeliveryError):
     """Try again later; ``retry_after`` (seconds) is the provider's hint, if any.
 
     ``per_recipient``: only this recipient was deferred (an SMTP 4xx to RCPT); the
-    provider itself works, so the channel's circuit breaker does not count it."""
+    provider itself works, so the channel's circuit breaker does not count it.
+    ``maybe_sent``: the whole message was handed over and no answer came (a cut or a
+    timeout after SMTP's final dot, RFC 1047): the provider may have taken it, so every
+    try again may be a copy (the dispatcher sends it once more at most)."""
 
     def __init__(
         self,
@@ -134,10 +137,12 @@ class TransientDeliveryError(DeliveryError):
         code: str | None = None,
         retry_after: float | None = None,
         per_recipient: bool = False,
+        maybe_sent: bool = False,
     ) -> None:
         super().__init__(message, code=code)
         self.retry_after = retry_after
         self.per_recipient = per_recipient
+        self.maybe_sent = maybe_sent
 
 
 class LeaseShort(TransientDeliveryError):

@@ -348,6 +348,31 @@ async def test_a_relay_refusing_our_sender_stops_the_channel_and_blames_no_famil
     assert len(rig.smtp.received) == 5  # each once
 
 
+async def test_a_relay_that_answers_too_late_gets_each_email_twice_at_most(
+    store: Store, clock: ManualClock, tenant: TenantCreds, settings: Settings, tmp_path: Path
+) -> None:
+    """A relay that takes each email but answers after our timeout: every held send was
+    sent again, so in under two minutes it had six copies of each, and would have had
+    more for the six hours of the outage grace. A send that went out whole unanswered
+    is tried once more at most (RFC 1047), then it is sent, unconfirmed."""
+    async with peered_rig(store, clock, tenant, settings, tmp_path, smtp_timeout=0.3) as rig:
+        await rig.load(directory(*(family(n) for n in range(1, 4))))
+        rig.smtp.answer_slowly(0.6)
+        message = await rig.post("e1", {"groups": ["g1"]})
+        for _ in range(int(30 * 60 / 30)):
+            await rig.advance(30)
+            await asyncio.sleep(0.05)  # the relay's late takes, in real time
+        await asyncio.sleep(1)
+        copies: dict[str, int] = {}
+        for mail in rig.smtp.received:
+            copies[mail.rcpt_tos[0]] = copies.get(mail.rcpt_tos[0], 0) + 1
+        assert sorted(copies.values()) == [2, 2, 2], copies
+        emails = await rig.deliveries(message, "email")
+        assert {(d.status, d.reason) for d in emails} == {
+            (DeliveryStatus.sent, "unconfirmed:smtp_unanswered")
+        }
+
+
 # --------------------------------------------------------------------------- a real gateway
 
 

@@ -140,13 +140,18 @@ async def make_rig(
     *,
     auth_token: str = AUTH_TOKEN,
     sms_timeout: float = 5.0,
+    smtp_timeout: float = 30.0,
     **dispatch: Any,
 ) -> tuple[Rig, list[Channel]]:
     account = write_service_account(tmp_path / "sa.json", fcm.token_url, PROJECT)
     fcm.trust(account)
     email = EmailChannel(
         SmtpSettings(
-            host=smtp.host, port=smtp.port, tls="none", sender="Skolen <skole@asker.test>"
+            host=smtp.host,
+            port=smtp.port,
+            tls="none",
+            sender="Skolen <skole@asker.test>",
+            timeout=smtp_timeout,
         ),
         PUBLIC_URL,
     )

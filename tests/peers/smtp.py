@@ -164,8 +164,6 @@ class _Handler:
         for rcpt in envelope.rcpt_tos:
             if rcpt.lower() in self._state.data_replies:
                 return self._state.data_replies[rcpt.lower()]
-        if self._state.data_delay:
-            await asyncio.sleep(self._state.data_delay)
         raw = envelope.original_content or b""
         # parsed with plain line ends, so part contents compare with the text sent
         parsed = email.message_from_bytes(raw.replace(b"\r\n", b"\n"), policy=email.policy.default)
@@ -185,6 +183,10 @@ class _Handler:
         )
         if self._state.drop_after_data and server.transport is not None:
             server.transport.close()  # taken, but the answer never reaches the client
+        if self._state.data_delay:
+            # taken (kept even if the client gives up waiting, as a real relay's queue
+            # keeps it), then answered late
+            await asyncio.sleep(self._state.data_delay)
         return "250 2.0.0 Message accepted for delivery"
 
 
@@ -254,8 +256,9 @@ class SmtpPeer:
         self._state.drop_after_data = drop
 
     def answer_slowly(self, seconds: float) -> None:
-        """Wait ``seconds`` in every DATA before taking the message (a slow relay). The
-        message counts as received even if the client is gone by then, as with a real MTA."""
+        """Wait ``seconds`` in every DATA after taking the message, before answering (a
+        slow relay). The message counts as received even if the client is gone by the
+        answer, as with a real MTA."""
         self._state.data_delay = seconds
 
     def _server_context(self) -> ssl.SSLContext:
