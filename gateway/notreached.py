@@ -6,7 +6,8 @@ which reason wins lives only here. In order:
 * ``all_suppressed``: nobody may be told about the child (every guardian was left
   out: no parental responsibility, blocked, an adult pupil without consent, ...).
 * ``all_failed``: every contact point outside the app failed for good (a bounced
-  email, an unknown number) and nobody has read it in the app.
+  email, an unknown number, a phone off too long) and nobody has read it in the app;
+  each failure's own reason in words is :func:`failure_kind`.
 * ``quiet_hours``: a delivery waits for a guardian's quiet hours to end (``at``: until).
 * ``escalated``: it went out again on another channel because nobody read it
   (``at``: when, ``channel``: which).
@@ -19,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from channels.sms import DEAD_NUMBER_CODES
 from gateway.constants import ESCALATION_KEY, SUPPRESSED_CHANNEL
 from gateway.models import TERMINAL_FAILURES, ChannelName, Delivery, DeliveryStatus
 from gateway.tracker import Reach
@@ -30,7 +32,7 @@ ESCALATED = "escalated"
 NOT_READ = "not_read"
 
 # Failures of a contact point, as opposed to a delivery left out or called off.
-_FAILED = TERMINAL_FAILURES - {DeliveryStatus.suppressed, DeliveryStatus.cancelled}
+FAILED = TERMINAL_FAILURES - {DeliveryStatus.suppressed, DeliveryStatus.cancelled}
 _WAITING = frozenset({DeliveryStatus.planned, DeliveryStatus.queued})
 
 
@@ -59,7 +61,7 @@ def _why(deliveries: list[Delivery], now: datetime) -> Why:
     if not sent:
         return Why(ALL_SUPPRESSED)
     outside_app = [d for d in sent if d.channel != ChannelName.inapp]
-    if outside_app and all(d.status in _FAILED for d in outside_app):
+    if outside_app and all(d.status in FAILED for d in outside_app):
         return Why(ALL_FAILED)
     waiting = [
         d.not_before
@@ -75,3 +77,33 @@ def _why(deliveries: list[Delivery], now: datetime) -> Why:
     if escalated:
         return Why(ESCALATED, escalated[0].created_at, escalated[0].channel)
     return Why(NOT_READ)
+
+
+# Why one send failed, for the teacher in plain words (templates/pages/staff.toml,
+# [failure]): from the reason a failed delivery keeps (the provider's code).
+OPTED_OUT = 21610  # the guardian answered STOP: the number works
+UNREACHABLE = frozenset({30003, 30008})  # the phone was off or out of coverage
+
+
+def failure_kind(reason: str | None) -> str:
+    """What a failed send's ``reason`` means for the teacher: ``number`` (unknown or
+    not a mobile), ``opted_out`` (answered STOP), ``unreachable`` (phone off),
+    ``email_address`` (not an address), ``app_gone`` (the app was removed), ``gave_up`` (tried many times),
+    else ``other`` (no words beyond "failed")."""
+    code = reason or ""
+    if code.startswith("gave_up:"):
+        return "gave_up"
+    provider, _, detail = code.partition("_")
+    if provider == "twilio" and detail.isdigit():
+        number = int(detail)
+        if number == OPTED_OUT:
+            return "opted_out"
+        if number in UNREACHABLE:
+            return "unreachable"
+        if number in DEAD_NUMBER_CODES:
+            return "number"
+    if code == "invalid_address":
+        return "email_address"
+    if code == "fcm_UNREGISTERED":
+        return "app_gone"
+    return "other"

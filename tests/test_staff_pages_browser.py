@@ -18,11 +18,14 @@ import pytest
 import pytest_asyncio
 from playwright.async_api import Browser
 
+from gateway.api.pages import load_texts
+from gateway.api.staff_pages import _guardian_line, _phone_note
 from gateway.auth import create_api_key
 from gateway.clock import ManualClock
-from gateway.models import DeliveryStatus, DirectoryBatch, Scope
+from gateway.models import DeliveryStatus, DirectoryBatch, Role, Scope
+from gateway.notreached import failure_kind
 from gateway.settings import Settings
-from gateway.tracker import record_read
+from gateway.tracker import RecipientReach, record_read
 from tests.conftest import SECRET_KEY
 from tests.harness import Gateway, new_tenant, running
 from tests.peers.npm import NODE_MODULES, ensure_node_modules
@@ -193,7 +196,7 @@ async def test_teacher_signs_in_and_sees_who_was_not_reached_and_why(
         assert "Kari Elev" in reached and "Anne Berg" in reached and "via lenken" in reached
         assert "Bjørn Berg: får ikke meldingen (ikke foreldreansvar)" in reached
         assert "Per Elev" in missing
-        assert "Alle kontaktpunkter feilet" in missing
+        assert "Ingen nummer eller e-post nådde fram" in missing
         assert "Lise Elev" in missing and "Ikke lest ennå" in missing
         # the protected child and guardian appear only by the status API's pseudonym
         assert "Sol" not in text and "Hemmelig" not in text
@@ -661,3 +664,36 @@ async def test_a_message_without_children_says_so_instead_of_all_and_none_reache
     assert "Lest av 0 av 1 mottakere" in staff_only
     assert "Ikke sendt ennå: barna og de foresatte vises her når meldingen er sendt." in later
     assert "Planlagt sendt" in later and "Planlagt sendt" in listed
+
+
+@pytest.mark.parametrize(
+    ("reason", "kind"),
+    [
+        ("twilio_30003", "unreachable"),  # phone off: not "the number does not work"
+        ("twilio_30005", "number"),
+        ("twilio_21211", "number"),
+        ("twilio_21610", "opted_out"),  # answered STOP: the number works
+        ("fcm_UNREGISTERED", "app_gone"),
+        ("gave_up:smtp_452", "gave_up"),
+        ("invalid_address", "email_address"),
+        ("smtp_550", "other"),
+        (None, "other"),
+    ],
+)
+async def test_a_failed_send_says_why_in_words_a_teacher_can_act_on(
+    reason: str | None, kind: str
+) -> None:
+    """Every failure read "nummer eller e-post virker ikke", also a phone that was off
+    or a guardian who had answered STOP; the number to phone round with was offered as
+    if it worked."""
+    assert failure_kind(reason) == kind
+    t = load_texts(None, "staff.toml")["nb"]
+    recipient = RecipientReach("p1", Role.guardian, ["c1"], {"sms": DeliveryStatus.undelivered})
+    line = _guardian_line(recipient, "Per Berg", t, failed={"sms": reason or ""})
+    if kind == "other":
+        assert line.endswith("SMS ikke levert")
+    else:
+        assert line.endswith(f"SMS ikke levert: {t['failure'][kind]}")
+    note = _phone_note("+4791000001", {"sms": reason or ""}, t)
+    marked = kind in ("number", "opted_out")
+    assert note == (f"+4791000001 ({t['failure'][kind]})" if marked else "+4791000001")

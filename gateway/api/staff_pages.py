@@ -81,7 +81,7 @@ from gateway.models import (
     TranslationOrigin,
 )
 from gateway.models import Scope as KeyScope
-from gateway.notreached import Why, why_not_reached
+from gateway.notreached import FAILED, Why, failure_kind, why_not_reached
 from gateway.pseudonyms import Names, NamesStore, hides_subject, names_for
 from gateway.sessions import STAFF_SESSION_SALT, PageUser, open_staff_link, staff_link
 from gateway.store.ports import (
@@ -328,12 +328,24 @@ def _why_line(why: Why, t: Any, lang: str) -> str:
     return text.format(when=at, channel=channel)
 
 
-def _status_text(channel: str, status: DeliveryStatus, t: Any, down: dict[str, str]) -> str:
+def _status_text(
+    channel: str, status: DeliveryStatus, t: Any, down: dict[str, str], failed: dict[str, str]
+) -> str:
     """A channel's status in words; a send waiting while the channel's provider is down
-    says so, not "sendes" for minutes (it is not the guardian's doing)."""
+    says so, not "sendes" for minutes (it is not the guardian's doing); a failed one
+    says why ("feilet: telefonen var avslått eller utenfor dekning")."""
     if status in WAITING and channel in down:
         return str(t["channel_down"][down[channel]])
-    return str(t["statuses"][status.value])
+    word = str(t["statuses"][status.value])
+    kind = failure_kind(failed.get(channel)) if status in FAILED else "other"
+    return word if kind == "other" else f"{word}: {t['failure'][kind]}"
+
+
+def _phone_note(phone: str, failed: dict[str, str], t: Any) -> str:
+    """A number to phone round with, marked when an SMS to it failed because of the
+    number itself (unknown, not a mobile) or because the guardian answered STOP."""
+    kind = failure_kind(failed.get("sms"))
+    return f"{phone} ({t['failure'][kind]})" if kind in ("number", "opted_out") else phone
 
 
 def _guardian_line(
@@ -342,11 +354,12 @@ def _guardian_line(
     t: Any,
     fallback: str | None = None,
     down: dict[str, str] | None = None,
+    failed: dict[str, str] | None = None,
 ) -> str:
     parts = [
         t["channel_status"].format(
             channel=t["channels"].get(channel, channel),
-            status=_status_text(channel, status, t, down or {}),
+            status=_status_text(channel, status, t, down or {}, failed or {}),
         )
         for channel, status in sorted(
             recipient.channels.items(), key=lambda item: _CHANNEL_ORDER.get(item[0], 9)
@@ -409,6 +422,12 @@ async def _message_view(
     for d in waiting:
         if state := channel_down(d, jobs.get(job_of(d)), ctx.channel_health, now):
             down.setdefault(d.recipient_id, {})[d.channel] = state
+    # recipient -> channel -> the reason its send failed (a later send on that channel,
+    # say the escalation's, may have gone: the line shows the best status)
+    failed: dict[str, dict[str, str]] = {}
+    for d in deliveries:
+        if d.status in FAILED and d.reason:
+            failed.setdefault(d.recipient_id, {})[d.channel] = d.reason
     rows_not: list[ChildRow] = []
     rows_yes: list[ChildRow] = []
     for child_id in sorted(shown, key=lambda c: (namer.group(c), namer(c))):
@@ -421,6 +440,7 @@ async def _message_view(
                 t,
                 fallbacks.get(r.recipient_id),
                 down.get(r.recipient_id),
+                failed.get(r.recipient_id),
             )
             for r in told
         ]
@@ -437,7 +457,11 @@ async def _message_view(
             )
         else:
             line = _why_line(why[child_id], t, lang)
-        phones = [(namer(r.recipient_id), p) for r in told if (p := namer.phone(r.recipient_id))]
+        phones = [
+            (namer(r.recipient_id), _phone_note(p, failed.get(r.recipient_id, {}), t))
+            for r in told
+            if (p := namer.phone(r.recipient_id))
+        ]
         row = ChildRow(namer(child_id), child.reached, " ".join(line.split()), guardians, phones)
         row.group = namer.group(child_id)
         (rows_yes if child.reached else rows_not).append(row)
