@@ -39,9 +39,11 @@ from typing import ClassVar
 import aiosmtplib
 
 from channels.smtp_transaction import (
+    ContentTimedOut,
     ContentUnanswered,
     RefusalKeepingSMTP,
     content_unanswered,
+    new_send,
     refusal_behind,
     send_prepared,
 )
@@ -428,16 +430,18 @@ def _map_error(exc: Exception) -> DeliveryError:
                 return ChannelUnavailable("SMTP server refuses our sender", code=code)
             return PermanentDeliveryError("SMTP server refused the message", code=code)
         # A 4xx about this mailbox (4.2.x full, 4.1.x address), e.g. after DATA: this
-        # recipient's to wait out, not a sign the relay is down for everyone.
+        # recipient's to wait out, not a sign the relay is down for everyone. Not at MAIL
+        # FROM: a 4.1.x there is about our sender ("451 4.1.8 domain not found").
         status_class = ".".join(_enhanced(exc.message).split(".")[:2])
-        per_recipient = status_class in _MAILBOX_CLASSES
+        sender = isinstance(exc, aiosmtplib.SMTPSenderRefused)
+        per_recipient = status_class in _MAILBOX_CLASSES and not sender
         return TransientDeliveryError(
             "SMTP server deferred the message", code=code, per_recipient=per_recipient
         )
     if type(exc) is aiosmtplib.SMTPException:
         # e.g. login configured but the server offers no AUTH: a settings mismatch
         return ChannelUnavailable("SMTP session setup failed", code="smtp_setup")
-    if isinstance(exc, ContentUnanswered):
+    if isinstance(exc, ContentTimedOut):
         return _unanswered()
     return TransientDeliveryError("SMTP connection failed", code="smtp_connection")
 
@@ -535,6 +539,7 @@ class EmailChannel:
         # wait for a free connection is not the relay's doing and stays outside it (the
         # dispatcher keeps at most the pool's size in flight).
         client = await pool.get()
+        new_send(client)
         try:
             room_for(self._settings.timeout)  # the wait for a connection may have been long
             async with asyncio.timeout(self._settings.timeout):

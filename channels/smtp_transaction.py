@@ -55,6 +55,11 @@ class ContentUnanswered(aiosmtplib.SMTPServerDisconnected):
     again at once on a fresh connection."""
 
 
+class ContentTimedOut(ContentUnanswered):
+    """The content was written whole and no answer came in time: a relay that takes
+    mail and answers too late (the server most likely has it)."""
+
+
 def _transmittable(raw: bytes) -> bool:
     """Whether ``raw`` is what aiosmtplib would transmit already: every line ending a
     CRLF (no lone CR or LF), ending with one."""
@@ -75,7 +80,6 @@ async def send_prepared(client: aiosmtplib.SMTP, sender: str, recipient: str, ra
     checked by the caller) on the connected ``client``. Raises what ``sendmail`` raises.
     A refusal outlives a deadline during the RSET after it only on a
     :class:`RefusalKeepingSMTP` (channels/email.py's connections)."""
-    _UNANSWERED.discard(client)  # a new message: nothing of it is out yet
     if client.is_ehlo_or_helo_needed:
         await client._ehlo_or_helo_if_needed()  # what sendmail says first on a new session
     if not _transmittable(raw):
@@ -233,8 +237,14 @@ _UNANSWERED: weakref.WeakSet[aiosmtplib.SMTP] = weakref.WeakSet()
 def content_unanswered(client: aiosmtplib.SMTP) -> bool:
     """Whether the last message :func:`send_prepared` wrote on ``client`` was written whole
     and got no answer (the caller's deadline cut the wait): the server may have taken it
-    (RFC 1047)."""
+    (RFC 1047). Cleared by :func:`new_send` at the start of every send."""
     return client in _UNANSWERED
+
+
+def new_send(client: aiosmtplib.SMTP) -> None:
+    """A send starts on ``client``: nothing of its message is out yet (a mark left by the
+    last send, cut off by its deadline, is not this one's)."""
+    _UNANSWERED.discard(client)
 
 
 async def _content(client: aiosmtplib.SMTP, data: bytes) -> aiosmtplib.SMTPResponse:
@@ -255,9 +265,14 @@ async def _content(client: aiosmtplib.SMTP, data: bytes) -> aiosmtplib.SMTPRespo
             response = await protocol.read_response(timeout=client.timeout)
             _UNANSWERED.discard(client)
             return response
-    except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError) as exc:
+    except aiosmtplib.SMTPServerDisconnected as exc:
+        _UNANSWERED.discard(client)  # a cut: most likely not kept; the old rule
         client.close()
         raise ContentUnanswered(str(exc)) from exc
+    except aiosmtplib.SMTPTimeoutError as exc:
+        _UNANSWERED.discard(client)
+        client.close()
+        raise ContentTimedOut(str(exc)) from exc
 
 
 async def _reset(client: aiosmtplib.SMTP) -> None:

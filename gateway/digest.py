@@ -44,7 +44,7 @@ from gateway.metrics import SEND_METERS, SMS_SEGMENTS
 from gateway.models import Delivery, DeliveryStatus, Job, Message
 from gateway.recheck import withheld
 from gateway.render import Renderer
-from gateway.retries import attempt_note, backoff, record_attempt
+from gateway.retries import attempt_note, backoff, record_attempt, unanswered_before
 from gateway.settings import DispatchSettings
 from gateway.store import Store
 
@@ -211,6 +211,13 @@ class DigestSender:
         code = exc.code or "transient"
         settings, now = self.settings, self.clock.now()
         SEND_METERS.count(group[0].channel, "transient")
+        if exc.maybe_sent and await unanswered_before(self.store, group[0].id, code):
+            # answered too late a second time: sent, unconfirmed (as a send job's)
+            for delivery in group:
+                await self.store.transition(
+                    delivery.id, DeliveryStatus.sent, now, reason=f"unconfirmed:{code}"
+                )
+            return False
         if job.attempts >= settings.max_attempts:
             await self._fail(group, f"gave_up:{code}")
             return False

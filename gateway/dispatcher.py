@@ -70,7 +70,7 @@ from gateway.planner import planned, resolution_for
 from gateway.ready_buffer import Ready, ReadyBuffer
 from gateway.recheck import HoldStore, held, needs_recheck
 from gateway.render import Renderer
-from gateway.retries import attempt_note, backoff, record_attempt
+from gateway.retries import attempt_note, backoff, record_attempt, unanswered_before
 from gateway.sender_unit import add_sender_units
 from gateway.settings import DispatchSettings
 from gateway.store.ports import (
@@ -1011,7 +1011,7 @@ class Dispatcher:
 
     async def _transient(self, job: Job, delivery: Delivery, exc: TransientDeliveryError) -> None:
         code = exc.code or "transient"
-        if exc.maybe_sent and await self._unanswered_before(delivery, code):
+        if exc.maybe_sent and await unanswered_before(self.store, delivery.id, code):
             # Handed over whole twice without an answer: a relay that takes mail and answers
             # too late. Each try again could be one more copy in the family's inbox, so it
             # ends here as sent, unconfirmed: one copy too many at most (RFC 1047).
@@ -1048,12 +1048,6 @@ class Dispatcher:
             self.store, delivery.id, now, attempt_note(job.attempts, code, due, now)
         )
         await self.store.retry_job(job.id, due, code)
-
-    async def _unanswered_before(self, delivery: Delivery, code: str) -> bool:
-        """Whether an earlier attempt of ``delivery`` failed with this maybe-sent ``code``
-        (its history row, :func:`attempt_note`)."""
-        rows = (await self.store.history([delivery.id])).get(delivery.id, [])
-        return any(f"failed: {code};" in (row.detail or "") for row in rows)
 
     async def _channel_down(self, job: Job, delivery: Delivery, exc: ChannelUnavailable) -> None:
         # The job waits for the next probe like the others; the channel stays stopped

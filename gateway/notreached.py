@@ -88,8 +88,8 @@ UNREACHABLE = frozenset({30003, 30008})  # the phone was off or out of coverage
 def failure_kind(reason: str | None) -> str:
     """What a failed send's ``reason`` means for the teacher: ``number`` (unknown or
     not a mobile), ``opted_out`` (answered STOP), ``unreachable`` (phone off),
-    ``email_address`` (not an address), ``app_gone`` (the app was removed), ``gave_up`` (tried many times),
-    else ``other`` (no words beyond "failed")."""
+    ``email_address`` (not an address), ``app_gone`` (the app was removed),
+    ``gave_up`` (tried many times), else ``other`` (no words beyond "failed")."""
     code = reason or ""
     if code.startswith("gave_up:"):
         return "gave_up"

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from gateway.models import DeliveryStatus
 
 if TYPE_CHECKING:
-    from gateway.store.ports import DeliveryStore
+    from gateway.store.ports import DeliveryReport, DeliveryStore
 
 
 def backoff(attempt: int, base: float, cap: float, retry_after: float | None) -> float:
@@ -31,9 +31,23 @@ def attempt_note(attempt: int, code: str, due: datetime, now: datetime) -> str:
     """The history row of a failed attempt that is tried again at ``due``."""
     delay = (due - now).total_seconds()
     return (
-        f"attempt {attempt} failed: {code}; next try at "
+        f"attempt {attempt} {_failed_with(code)} next try at "
         f"{due.isoformat(timespec='seconds')} (in {delay:.1f}s)"
     )
+
+
+def _failed_with(code: str) -> str:
+    """What :func:`attempt_note` writes of an attempt that failed with ``code``."""
+    return f"failed: {code};"
+
+
+async def unanswered_before(store: DeliveryReport, delivery_id: str, code: str) -> bool:
+    """Whether an earlier attempt of the delivery failed with this ``code``, read from
+    its history rows (:func:`attempt_note`). For a maybe-sent failure (an email written
+    whole and answered too late): the second one ends the delivery as sent, unconfirmed,
+    rather than send a third copy (RFC 1047)."""
+    rows = (await store.history([delivery_id])).get(delivery_id, [])
+    return any(_failed_with(code) in (row.detail or "") for row in rows)
 
 
 async def record_attempt(store: DeliveryStore, delivery_id: str, at: datetime, note: str) -> None:

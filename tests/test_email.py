@@ -328,8 +328,9 @@ async def test_connection_lost_after_the_content_is_not_resent_at_once(
     peer.drop_after_data()
     with pytest.raises(TransientDeliveryError) as caught:
         await channel.send(delivery(2), CONTENT)
-    # maybe sent: the dispatcher sends it once more at most (gateway/dispatcher.py)
-    assert (caught.value.code, caught.value.maybe_sent) == ("smtp_unanswered", True)
+    # a cut: most likely not kept, tried again by backoff (a late answer is another
+    # matter: smtp_unanswered, below)
+    assert (caught.value.code, caught.value.maybe_sent) == ("smtp_connection", False)
     # Taken once; a fresh connection would have made it twice (the job's backoff may
     # still send it again: SMTP cannot tell whether the relay kept it, RFC 1047).
     assert [r.rcpt_tos for r in peer.received] == [
@@ -579,3 +580,37 @@ async def test_an_email_that_waited_long_for_a_connection_keeps_within_its_lease
             await second
         assert caught.value.code == "lease_short"
         assert (relay.answered.is_set(), relay.mails) == (True, 1)  # the relay saw the first alone
+
+
+async def test_a_late_answer_is_maybe_sent_and_the_next_send_starts_clean(peer: SmtpPeer) -> None:
+    """A relay that takes the message and answers after the timeout: maybe sent
+    (smtp_unanswered). The mark it leaves on the connection was read by the next send
+    on it: a timeout while that one only connected was reported as maybe sent too, and
+    after two such the dispatcher would count an email never sent as sent."""
+    channel = EmailChannel(smtp_settings(peer, timeout=0.3, connections=1), URL)
+    await channel.start()
+    try:
+        peer.answer_slowly(0.6)
+        with pytest.raises(TransientDeliveryError) as late:
+            await channel.send(delivery(1), CONTENT)
+        assert (late.value.code, late.value.maybe_sent) == ("smtp_unanswered", True)
+        peer.answer_slowly(0)
+        peer.greet_slowly(0.6)  # the next send times out before anything is sent
+        with pytest.raises(TransientDeliveryError) as connecting:
+            await channel.send(delivery(2), CONTENT)
+        assert (connecting.value.code, connecting.value.maybe_sent) == ("smtp_connection", False)
+        await asyncio.sleep(0.7)
+        assert [r.rcpt_tos for r in peer.received] == [["foresatt1@example.no"]]
+    finally:
+        await channel.aclose()
+
+
+async def test_a_4_1_x_refusal_of_our_sender_counts_against_the_channel(
+    peer: SmtpPeer, channel: EmailChannel
+) -> None:
+    """ "451 4.1.8 Sender address rejected: domain not found" is about our sender: the
+    relay is not taking mail from us, not one family's mailbox."""
+    peer.reply_to_mail("451 4.1.8 Sender address rejected: Domain not found")
+    with pytest.raises(TransientDeliveryError) as caught:
+        await channel.send(delivery(1), CONTENT)
+    assert caught.value.per_recipient is False

@@ -103,9 +103,21 @@ class _State:
     # after the content, as if for the whole relay: 452)
     data_replies: dict[str, str] = field(default_factory=dict)
     mail_reply: str | None = None  # e.g. "421 4.3.2 Try later": every MAIL FROM refused
-    data_delay: float = 0.0  # seconds DATA waits before the message is taken and answered
+    data_delay: float = 0.0  # seconds DATA waits after the message is taken, to answer
+    greet_delay: float = 0.0  # seconds a new connection waits for the greeting
     drop_after_data: bool = False  # take the message, then close instead of answering
     quits: int = 0
+
+
+class _SlowToGreet(SMTP):
+    """aiosmtpd's server, whose greeting can come late (a relay under load)."""
+
+    greet_delay = 0.0
+
+    async def _handle_client(self) -> None:
+        if self.greet_delay:
+            await asyncio.sleep(self.greet_delay)
+        await super()._handle_client()
 
 
 class _Handler:
@@ -261,6 +273,10 @@ class SmtpPeer:
         answer, as with a real MTA."""
         self._state.data_delay = seconds
 
+    def greet_slowly(self, seconds: float) -> None:
+        """Wait ``seconds`` on each new connection before the greeting."""
+        self._state.greet_delay = seconds
+
     def _server_context(self) -> ssl.SSLContext:
         assert self._tls_files is not None
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -292,7 +308,7 @@ class SmtpPeer:
 
         def factory() -> SMTP:
             self.connections += 1
-            protocol = SMTP(
+            protocol = _SlowToGreet(
                 handler,
                 hostname="smtp.test",
                 loop=loop,
@@ -302,6 +318,7 @@ class SmtpPeer:
                 # implicit TLS is TLS too; aiosmtpd only knows about STARTTLS
                 auth_require_tls=self.tls == "starttls",
             )
+            protocol.greet_delay = self._state.greet_delay
             self._protocols.append(protocol)
             return protocol
 
