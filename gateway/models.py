@@ -24,9 +24,10 @@ from pydantic import (
 )
 
 from gateway.constants import DEFAULT_PHONE_REGION, DEFAULT_TIME_ZONE
-from gateway.headertext import body_text_problem, header_text_problem
+from gateway.headertext import body_text_problem, header_text_problem, typed_text
 
-Id = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:\-]+$")]
+ID_PATTERN = r"^[A-Za-z0-9_.:\-]{1,128}$"  # an id of ours: printable, no slash, no space
+Id = Annotated[str, Field(min_length=1, max_length=128, pattern=ID_PATTERN)]
 
 
 def _header_safe(value: str) -> str:
@@ -51,6 +52,10 @@ def _body_safe(value: str) -> str:
 # Text people write for others to read (a message's body, an answer): no direction
 # controls, which could make a link in it read as another.
 BodyText = Annotated[str, AfterValidator(_body_safe)]
+# What a guardian types in the app: kept without direction or control characters
+# rather than refused (a keyboard or a paste puts them in; the parent forms and SMS
+# answers are cleaned the same way, gateway/headertext.py typed_text).
+GuardianText = Annotated[str, AfterValidator(typed_text)]
 
 
 class Strict(BaseModel):

@@ -388,6 +388,18 @@ async def test_in_app_answer(rig: Rig, receiver: Receiver) -> None:
     assert [e["data"]["text"] for e in events if e["type"] == "absence.explained"] == ["Tannlegen"]
 
 
+async def test_a_direction_mark_a_keyboard_put_in_is_left_out_not_refused(rig: Rig) -> None:
+    """The app's absence texts were refused (422) for a direction control a keyboard or
+    a paste put in, where the parent pages and SMS answers keep the text without it."""
+    alert_id = (await rig.post(recorded("evt-bidi")))["message_id"]
+    await rig.run()
+    url = f"{rig.gw.url}/v1/me/inbox/{alert_id}/absence-reply"
+    body = {"kind": "sick", "text": "\u2067Feber\u2069 og hoste\u202e"}
+    async with rig.gw.session.post(url, json=body, headers=await rig.token("p1")) as resp:
+        assert resp.status == 200, await resp.text()
+        assert (await resp.json())["text"] == "Feber og hoste"
+
+
 async def test_cancellation_after_delivery(rig: Rig, twilio: TwilioPeer) -> None:
     # One of the two alert SMS fails for now and waits for its retry.
     twilio.fail_next(503, code=20503, message="Service Unavailable")

@@ -694,6 +694,8 @@ async def test_a_failed_send_says_why_in_words_a_teacher_can_act_on(
         assert line.endswith("SMS ikke levert")
     else:
         assert line.endswith(f"SMS ikke levert: {t['failure'][kind]}")
-    note = _phone_note("+4791000001", {"sms": reason or ""}, t)
+    note = _phone_note("+4791000001", (reason or "", "+4791000001"), t)
     marked = kind in ("number", "opted_out")
     assert note == (f"+4791000001 ({t['failure'][kind]})" if marked else "+4791000001")
+    # a number changed since in the directory is not the one that failed
+    assert _phone_note("+4791000002", (reason or "", "+4791000001"), t) == "+4791000002"

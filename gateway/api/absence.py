@@ -37,8 +37,8 @@ from gateway.models import (
     AbsenceKind,
     AbsenceRecorded,
     AbsenceReported,
-    BodyText,
     Day,
+    GuardianText,
     Id,
     Message,
     Scope,
@@ -69,7 +69,7 @@ class AbsenceReport(Strict):
     # event's ``data`` the report becomes
     dates: list[Day] = Field(default_factory=list, max_length=31, validate_default=True)
     kind: AbsenceKind = AbsenceKind.other
-    text: BodyText | None = Field(default=None, max_length=1000)
+    text: GuardianText | None = Field(default=None, max_length=1000)
 
     @field_validator("dates")
     @classmethod
@@ -83,7 +83,7 @@ class AbsenceReply(Strict):
     """Body of ``POST /v1/me/inbox/{message_id}/absence-reply``."""
 
     kind: AbsenceKind
-    text: BodyText = Field(default="", max_length=1000)
+    text: GuardianText = Field(default="", max_length=1000)
 
 
 class AbsenceReplyAck(BaseModel):

@@ -65,6 +65,7 @@ from gateway.errors import Forbidden, LinkExpired, LinkInvalid, NotFound
 from gateway.headertext import typed_text
 from gateway.locales import language_names, resolve_language
 from gateway.models import (
+    ID_PATTERN,
     AbsenceKind,
     Category,
     ChannelName,
@@ -616,15 +617,16 @@ async def old_app(request: web.Request) -> web.StreamResponse:
     return await _to_pages(request, "p/inbox", "")
 
 
-# A message id as the API takes one (gateway/models.py Id), and never a path step.
-_MESSAGE_ID_FORM = re.compile(r"[A-Za-z0-9_:\-][A-Za-z0-9_.:\-]{0,127}")
+# A message id as the API takes one (gateway/models.py ID_PATTERN), never a path step.
+_MESSAGE_ID_FORM = re.compile(ID_PATTERN)
 
 
 async def old_app_message(request: web.Request) -> web.StreamResponse:
     """The push notification's old ``data.link``: on to that message, or for anything
     that is no message id ("..", "%2F..") to the inbox, never a path built from it."""
     message_id = request.match_info["id"]
-    target = f"p/messages/{message_id}" if _MESSAGE_ID_FORM.fullmatch(message_id) else "p/inbox"
+    usable = _MESSAGE_ID_FORM.fullmatch(message_id) and message_id not in (".", "..")
+    target = f"p/messages/{message_id}" if usable else "p/inbox"
     return await _to_pages(request, target, "../../")
 
 
@@ -738,15 +740,19 @@ OPERATIONS: dict[spec.Route, spec.Operation] = {
     ),
     ("GET", "/p/{token}"): page_get(
         "A message's personal link under /p/: a short parent session, then 303 on",
-        "The read link's token. `?to=preferences` goes to the settings, else the inbox.",
+        "The read link's token. `?to=preferences` goes to the settings, `?to=absence` to"
+        " the absence page (an alert's answer form), else the inbox.",
         (
             spec.path("token", "The read link's token (64 characters)"),
-            spec.query("to", "`preferences` for the settings page"),
+            spec.query("to", "`preferences` or `absence`"),
         ),
         {
-            303: spec.Response("Signed in; on to the inbox or the settings"),
-            404: spec.page("Page (nb + en): the link is invalid or has expired"),
-            410: spec.page("Page (nb + en): the message is gone"),
+            303: spec.Response("Signed in; on to the inbox, the settings or the absence page"),
+            404: spec.page("Page (nb + en): the link is invalid"),
+            410: spec.page(
+                "Page: the link has expired (in the recipient's language), or the message"
+                " is gone (nb + en)"
+            ),
         },
     ),
     ("GET", "/preferences"): page_get(

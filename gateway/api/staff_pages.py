@@ -71,6 +71,7 @@ from gateway.locales import is_fallback, language_name, resolve_language
 from gateway.models import (
     Audience,
     Category,
+    ChannelName,
     Delivery,
     DeliveryStatus,
     DirectorySnapshot,
@@ -341,10 +342,12 @@ def _status_text(
     return word if kind == "other" else f"{word}: {t['failure'][kind]}"
 
 
-def _phone_note(phone: str, failed: dict[str, str], t: Any) -> str:
-    """A number to phone round with, marked when an SMS to it failed because of the
-    number itself (unknown, not a mobile) or because the guardian answered STOP."""
-    kind = failure_kind(failed.get("sms"))
+def _phone_note(phone: str, failed_sms: tuple[str, str] | None, t: Any) -> str:
+    """A number to phone round with, marked when this message's SMS to this very number
+    (``failed_sms``: its reason and address) failed because of the number itself
+    (unknown, not a mobile) or because the guardian answered STOP."""
+    reason, address = failed_sms or ("", "")
+    kind = failure_kind(reason) if address == phone else "other"
     return f"{phone} ({t['failure'][kind]})" if kind in ("number", "opted_out") else phone
 
 
@@ -423,11 +426,15 @@ async def _message_view(
         if state := channel_down(d, jobs.get(job_of(d)), ctx.channel_health, now):
             down.setdefault(d.recipient_id, {})[d.channel] = state
     # recipient -> channel -> the reason its send failed (a later send on that channel,
-    # say the escalation's, may have gone: the line shows the best status)
+    # say the escalation's, may have gone: the line shows the best status), and the
+    # number the failed SMS went to
     failed: dict[str, dict[str, str]] = {}
+    failed_sms: dict[str, tuple[str, str]] = {}
     for d in deliveries:
         if d.status in FAILED and d.reason:
             failed.setdefault(d.recipient_id, {})[d.channel] = d.reason
+            if d.channel == ChannelName.sms and d.address:
+                failed_sms[d.recipient_id] = (d.reason, d.address)
     rows_not: list[ChildRow] = []
     rows_yes: list[ChildRow] = []
     for child_id in sorted(shown, key=lambda c: (namer.group(c), namer(c))):
@@ -458,7 +465,7 @@ async def _message_view(
         else:
             line = _why_line(why[child_id], t, lang)
         phones = [
-            (namer(r.recipient_id), _phone_note(p, failed.get(r.recipient_id, {}), t))
+            (namer(r.recipient_id), _phone_note(p, failed_sms.get(r.recipient_id), t))
             for r in told
             if (p := namer.phone(r.recipient_id))
         ]
