@@ -103,7 +103,7 @@ class _State:
     # after the content, as if for the whole relay: 452)
     data_replies: dict[str, str] = field(default_factory=dict)
     mail_reply: str | None = None  # e.g. "421 4.3.2 Try later": every MAIL FROM refused
-    data_delay: float = 0.0  # seconds DATA waits after the message is taken, to answer
+    data_delay: float = 0.0  # seconds DATA waits before the message is taken and answered
     greet_delay: float = 0.0  # seconds a new connection waits for the greeting
     drop_after_data: bool = False  # take the message, then close instead of answering
     quits: int = 0
@@ -181,24 +181,27 @@ class _Handler:
         parsed = email.message_from_bytes(raw.replace(b"\r\n", b"\n"), policy=email.policy.default)
         transport = server.transport
         login = session.auth_data if session.authenticated else None
-        self._state.received.append(
-            Received(
-                mail_from=envelope.mail_from or "",
-                rcpt_tos=list(envelope.rcpt_tos),
-                mail_options=list(envelope.mail_options),
-                raw=raw,
-                message=parsed,
-                tls=transport is not None and transport.get_extra_info("ssl_object") is not None,
-                login=login.login.decode() if isinstance(login, LoginPassword) else None,
-                taken_at=time.time(),
-            )
+        received = Received(
+            mail_from=envelope.mail_from or "",
+            rcpt_tos=list(envelope.rcpt_tos),
+            mail_options=list(envelope.mail_options),
+            raw=raw,
+            message=parsed,
+            tls=transport is not None and transport.get_extra_info("ssl_object") is not None,
+            login=login.login.decode() if isinstance(login, LoginPassword) else None,
+            taken_at=time.time(),
         )
+        if self._state.data_delay:
+            try:
+                await asyncio.sleep(self._state.data_delay)
+            except asyncio.CancelledError:
+                # the client gave up waiting: a real relay's queue keeps it all the same
+                self._state.received.append(received)
+                raise
+            received.taken_at = time.time()
+        self._state.received.append(received)
         if self._state.drop_after_data and server.transport is not None:
             server.transport.close()  # taken, but the answer never reaches the client
-        if self._state.data_delay:
-            # taken (kept even if the client gives up waiting, as a real relay's queue
-            # keeps it), then answered late
-            await asyncio.sleep(self._state.data_delay)
         return "250 2.0.0 Message accepted for delivery"
 
 
@@ -268,9 +271,9 @@ class SmtpPeer:
         self._state.drop_after_data = drop
 
     def answer_slowly(self, seconds: float) -> None:
-        """Wait ``seconds`` in every DATA after taking the message, before answering (a
-        slow relay). The message counts as received even if the client is gone by the
-        answer, as with a real MTA."""
+        """Wait ``seconds`` in every DATA before taking the message and answering (a slow
+        relay). The message counts as received even if the client is gone by then, as
+        with a real MTA."""
         self._state.data_delay = seconds
 
     def greet_slowly(self, seconds: float) -> None:
