@@ -7,6 +7,7 @@ but ``constants`` and ``headertext``.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from datetime import date, datetime, time
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -30,28 +31,24 @@ ID_PATTERN = r"^[A-Za-z0-9_.:\-]{1,128}$"  # an id of ours: printable, no slash,
 Id = Annotated[str, Field(min_length=1, max_length=128, pattern=ID_PATTERN)]
 
 
-def _header_safe(value: str) -> str:
-    problem = header_text_problem(value)
-    if problem is not None:
-        raise ValueError(problem)
-    return value
+def _refused_by(problem_of: Callable[[str], str | None]) -> Callable[[str], str]:
+    """A validator that refuses text ``problem_of`` finds a problem in (422 saying it)."""
+
+    def check(value: str) -> str:
+        problem = problem_of(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
+
+    return check
 
 
 # Text that may reach an email header (subjects, names): no control characters, also
 # not inside RFC 2047 encoded words (gateway/headertext.py).
-HeaderText = Annotated[str, AfterValidator(_header_safe)]
-
-
-def _body_safe(value: str) -> str:
-    problem = body_text_problem(value)
-    if problem is not None:
-        raise ValueError(problem)
-    return value
-
-
-# Text people write for others to read (a message's body, an answer): no direction
-# controls, which could make a link in it read as another.
-BodyText = Annotated[str, AfterValidator(_body_safe)]
+HeaderText = Annotated[str, AfterValidator(_refused_by(header_text_problem))]
+# Text people write for others to read (a message's body): no direction controls,
+# which could make a link in it read as another.
+BodyText = Annotated[str, AfterValidator(_refused_by(body_text_problem))]
 # What a guardian types in the app: kept without direction or control characters
 # rather than refused (a keyboard or a paste puts them in; the parent forms and SMS
 # answers are cleaned the same way, gateway/headertext.py typed_text).

@@ -117,31 +117,36 @@ def by_channel(status: Any) -> dict[tuple[str, str], list[Any]]:
     return found
 
 
+def peered_settings(tmp_path: Path, twilio: TwilioPeer, fcm: FcmServer, account: Path) -> Any:
+    """A gateway on a free port with the Twilio and FCM peers and this service account."""
+    port = free_port()
+    return load_settings(
+        store_url=f"sqlite:///{tmp_path / 'budbringer.db'}",
+        outbox_dir=tmp_path / "outbox",
+        port=port,
+        public_url=f"http://127.0.0.1:{port}",
+        secret_key=SECRET_KEY,
+        twilio={
+            "account_sid": ACCOUNT_SID,
+            "auth_token": AUTH_TOKEN,
+            "base_url": twilio.base_url,
+            "default_sender": "Budbringer",
+        },
+        fcm={"service_account_file": account, "base_url": fcm.url, "token_url": fcm.token_url},
+        dispatch={"poll_interval": 0.05},
+    )
+
+
 @pytest.fixture
 async def gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
     async with TwilioPeer(ACCOUNT_SID, AUTH_TOKEN) as twilio, FcmServer(project_id=PROJECT) as fcm:
         account = write_service_account(tmp_path / "sa.json", fcm.token_url, PROJECT)
         fcm.trust(account)
-        port = free_port()
-        public_url = f"http://127.0.0.1:{port}"
-        settings = load_settings(
-            store_url=f"sqlite:///{tmp_path / 'budbringer.db'}",
-            outbox_dir=tmp_path / "outbox",
-            port=port,
-            public_url=public_url,
-            secret_key=SECRET_KEY,
-            twilio={
-                "account_sid": ACCOUNT_SID,
-                "auth_token": AUTH_TOKEN,
-                "base_url": twilio.base_url,
-                "default_sender": "Budbringer",
-            },
-            fcm={"service_account_file": account, "base_url": fcm.url, "token_url": fcm.token_url},
-            dispatch={"poll_interval": 0.05},
-        )
+        settings = peered_settings(tmp_path, twilio, fcm, account)
+        public_url = settings.public_url
         service = Service(settings)
         await service.start()
-        assert service.port == port
+        assert service.port == settings.port
         client: DemoClient | None = None
         try:
             tenant, api_key, whsec = await create_tenant(
@@ -309,23 +314,8 @@ async def test_an_fcm_key_the_token_server_rejects_stops_push_not_the_gateway(
     same emergency goes."""
     async with TwilioPeer(ACCOUNT_SID, AUTH_TOKEN) as twilio, FcmServer(project_id=PROJECT) as fcm:
         revoked = write_service_account(tmp_path / "revoked.json", fcm.token_url, PROJECT)
-        port = free_port()
-        public_url = f"http://127.0.0.1:{port}"
-        settings = load_settings(
-            store_url=f"sqlite:///{tmp_path / 'budbringer.db'}",
-            outbox_dir=tmp_path / "outbox",
-            port=port,
-            public_url=public_url,
-            secret_key=SECRET_KEY,
-            twilio={
-                "account_sid": ACCOUNT_SID,
-                "auth_token": AUTH_TOKEN,
-                "base_url": twilio.base_url,
-                "default_sender": "Budbringer",
-            },
-            fcm={"service_account_file": revoked, "base_url": fcm.url, "token_url": fcm.token_url},
-            dispatch={"poll_interval": 0.05},
-        )
+        settings = peered_settings(tmp_path, twilio, fcm, revoked)  # never trusted
+        public_url = settings.public_url
         service = Service(settings)
         await service.start()  # no longer raises
         try:
