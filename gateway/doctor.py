@@ -32,7 +32,8 @@ import aiohttp
 import aiosmtplib
 
 from gateway.addresses import parse_networks, permitted
-from gateway.errors import BudbringerError, DeliveryError
+from gateway.channel_health import ChannelHealth
+from gateway.errors import BudbringerError, ChannelUnavailable, DeliveryError
 from gateway.settings import (
     AttachmentSettings,
     FcmSettings,
@@ -54,6 +55,10 @@ class Check:
     ok: bool
     detail: str  # what was found; never a secret or personal data
     fix: str = ""
+    # a provider's check: its channel, and whether the provider refused us (credentials,
+    # our sender): then the channel cannot work until IT fixes it
+    channel: str = ""
+    refused: bool = False
 
     def line(self) -> str:
         mark = "ok  " if self.ok else "FAIL"
@@ -62,12 +67,14 @@ class Check:
 
 
 class Failed(Exception):
-    """A check failed: ``detail`` says what was found, ``fix`` what to do."""
+    """A check failed: ``detail`` says what was found, ``fix`` what to do; ``refused``:
+    the provider refused our credentials or sender (not merely unreachable)."""
 
-    def __init__(self, detail: str, fix: str) -> None:
+    def __init__(self, detail: str, fix: str, *, refused: bool = False) -> None:
         super().__init__(detail)
         self.detail = detail
         self.fix = fix
+        self.refused = refused
 
 
 # ---------------------------------------------------------------------- store
@@ -161,6 +168,7 @@ async def check_smtp(smtp: SmtpSettings) -> str:
                 raise Failed(
                     f"{where} refused AUTH ({_reason(exc)})",
                     "check BUDBRINGER_SMTP__USERNAME and BUDBRINGER_SMTP__PASSWORD",
+                    refused=True,
                 ) from exc
             steps += ", AUTH"
         await _check_sender(client, smtp, where)
@@ -185,6 +193,7 @@ async def _check_sender(client: aiosmtplib.SMTP, smtp: SmtpSettings, where: str)
             f"{where} refused our sender at MAIL FROM ({_reason(exc)}){offered}",
             "check BUDBRINGER_SMTP__SENDER is an address the relay lets this host send as,"
             " and BUDBRINGER_SMTP__USERNAME/__PASSWORD and __TLS if it wants a login",
+            refused=True,
         ) from exc
     await client.rset()
 
@@ -252,6 +261,7 @@ async def check_twilio(twilio: TwilioSettings) -> str:
             f"Twilio refused the credentials (HTTP {status})",
             "check BUDBRINGER_TWILIO__ACCOUNT_SID and __AUTH_TOKEN (or __API_KEY_SID and "
             "__API_KEY_SECRET)",
+            refused=True,
         )
     if status != 200:
         raise Failed(f"Twilio answered HTTP {status}", "try again; see status.twilio.com")
@@ -276,6 +286,7 @@ async def check_fcm(fcm: FcmSettings, public_url: str) -> str:
             f"no access token ({exc.code})",
             "check BUDBRINGER_FCM__SERVICE_ACCOUNT_FILE is a current key of a service "
             "account with the Firebase Cloud Messaging API enabled, and outbound HTTPS",
+            refused=isinstance(exc, ChannelUnavailable),  # the token server said no
         ) from exc
     except BudbringerError as exc:
         raise Failed(str(exc), "check BUDBRINGER_FCM__SERVICE_ACCOUNT_FILE") from exc
@@ -338,11 +349,11 @@ async def check_webhooks(settings: Settings) -> list[Check]:
 # ---------------------------------------------------------------------- all
 
 
-async def _one(name: str, probe: Callable[[], Awaitable[str]]) -> Check:
+async def _one(name: str, probe: Callable[[], Awaitable[str]], channel: str = "") -> Check:
     try:
-        return Check(name, True, await probe())
+        return Check(name, True, await probe(), channel=channel)
     except Failed as exc:
-        return Check(name, False, exc.detail, exc.fix)
+        return Check(name, False, exc.detail, exc.fix, channel=channel, refused=exc.refused)
 
 
 async def run_checks(settings: Settings) -> list[Check]:
@@ -358,7 +369,7 @@ async def run_checks(settings: Settings) -> list[Check]:
         if channel not in settings.channels:
             checks.append(Check(name, True, f"not used ({channel} is not in channels)"))
         elif probe is not None:
-            checks.append(await _one(name, probe))
+            checks.append(await _one(name, probe, channel))
         elif settings.environment == "production" and not settings.outbox_in_production:
             checks.append(Check(name, False, "not configured", f"configure it for {channel}"))
         else:
@@ -379,8 +390,11 @@ async def doctor(settings: Settings) -> int:
     return 0 if all(check.ok for check in checks) else 1
 
 
-async def log_checks(settings: Settings) -> None:
-    """At ``serve`` start in production: the same checks, into the log."""
+async def log_checks(settings: Settings, health: ChannelHealth | None = None) -> None:
+    """At ``serve`` start in production: the same checks, into the log; a provider that
+    refused our credentials or sender marks its channel stopped in ``health`` at once
+    (on /readyz and the metric), rather than show "ok" until a real send fails. The
+    breaker probes it once a minute, as any stopped channel."""
     try:
         checks = await run_checks(settings)
     except Exception:
@@ -392,3 +406,5 @@ async def log_checks(settings: Settings) -> None:
             log.info("doctor: ok", extra=extra)
         else:
             log.warning("doctor: failed", extra={**extra, "fix": check.fix})
+            if health is not None and check.refused and check.channel:
+                health.refused(check.channel, f"doctor_{check.name}", probe=False)

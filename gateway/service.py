@@ -248,7 +248,8 @@ class Service:
         if self.settings.environment == "production":
             # The doctor's checks, into the log; a provider that is down must not keep the
             # gateway from taking events, so this never stops the start.
-            self._doctor_task = asyncio.create_task(log_checks(self.settings))
+            health = self.dispatcher.health if self.workers else None
+            self._doctor_task = asyncio.create_task(log_checks(self.settings, health))
 
     async def stop(self) -> None:
         """Stop intake first, then let in-flight sends finish within the timeout."""

@@ -14,7 +14,9 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from gateway.doctor import Check, _one, check_files, run_checks
+from gateway.channel_health import ChannelHealth
+from gateway.clock import ManualClock
+from gateway.doctor import Check, _one, check_files, log_checks, run_checks
 from gateway.models import WebhookEndpoint
 from gateway.service import Service
 from gateway.settings import Settings
@@ -326,3 +328,26 @@ async def test_the_attachment_bucket_or_folder_is_checked(tmp_path: Path) -> Non
 
 async def check_files_line(settings: Settings) -> str:
     return (await _one("files", lambda: check_files(settings.attachments))).line()
+
+
+async def test_at_start_a_provider_refusing_us_shows_as_stopped_at_once(
+    peers: Peers, tmp_path: Path
+) -> None:
+    """A wrong Twilio token in production was logged at start, but /readyz and the
+    channel metric said "ok" until a real SMS failed (say at 08:00, the absence alerts).
+    A refusal (credentials, our sender) now stops the channel at once; a provider that is
+    merely unreachable is only logged, since the next send will find out."""
+    settings = peers.settings()
+    assert settings.twilio is not None and settings.fcm is not None
+    settings.twilio = settings.twilio.model_copy(
+        update={"auth_token": SecretStr("not-the-token-" + "y" * 18)}
+    )
+    other = write_service_account(tmp_path / "other.json", peers.fcm.token_url, PROJECT)
+    settings.fcm = settings.fcm.model_copy(update={"service_account_file": other})
+    await peers.smtp.stop()  # unreachable: not a refusal
+    health = ChannelHealth(ManualClock())
+    await log_checks(settings, health)
+    states = health.snapshot()
+    assert (states["sms"]["state"], states["sms"]["last_error"]) == ("stopped", "doctor_twilio")
+    assert (states["push"]["state"], states["push"]["last_error"]) == ("stopped", "doctor_fcm")
+    assert states.get("email", {"state": "ok"})["state"] == "ok"
