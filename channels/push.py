@@ -207,8 +207,16 @@ class PushChannel:
             return token
 
     async def verify(self) -> None:
-        """Fetch an access token now (``budbringer doctor``); raises like a send would."""
-        await self._refresh(stale=None)
+        """Fetch an access token now, and have FCM validate a message to a topic without
+        sending it (``validate_only``): a project id the key may not send for is
+        refused there (403/404), not at the first real push (``budbringer doctor``).
+        Raises like a send would."""
+        token = await self._refresh(stale=None)
+        body = json.dumps({"message": {"topic": "budbringer-doctor"}, "validate_only": True})
+        status, raw, retry_after = await self._post(body.encode(), token)
+        if not 200 <= status < 300:
+            error = map_fcm_error(status, raw, retry_after)
+            raise error from error.__cause__
 
     def _fresh_enough(self) -> bool:
         return self._expiry is not None and self._expiry - self._now() > MIN_VALIDITY

@@ -282,6 +282,13 @@ async def check_fcm(fcm: FcmSettings, public_url: str) -> str:
         await asyncio.wait_for(channel.start(), CHECK_TIMEOUT)
         await asyncio.wait_for(channel.verify(), CHECK_TIMEOUT)
     except DeliveryError as exc:
+        if not (exc.code or "").startswith("fcm_token"):  # the token came; the send did not
+            raise Failed(
+                f"FCM will not send for the project ({exc.code})",
+                "check BUDBRINGER_FCM__PROJECT_ID (or the service account's project_id) is"
+                " the Firebase project of the parent app, and that the account may send",
+                refused=isinstance(exc, ChannelUnavailable),
+            ) from exc
         raise Failed(
             f"no access token ({exc.code})",
             "check BUDBRINGER_FCM__SERVICE_ACCOUNT_FILE is a current key of a service "
@@ -294,7 +301,7 @@ async def check_fcm(fcm: FcmSettings, public_url: str) -> str:
         raise Failed("the token endpoint timed out", "check outbound HTTPS") from exc
     finally:
         await channel.aclose()
-    return "access token fetched for the service account"
+    return "access token fetched, a message to the project validated (none sent)"
 
 
 # ---------------------------------------------------------------------- webhooks

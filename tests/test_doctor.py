@@ -95,7 +95,10 @@ async def test_everything_configured_and_answering_passes_without_sending(peers:
         ": connected, STARTTLS, AUTH, MAIL FROM taken (no mail sent)"
     )
     assert checks["twilio"].detail == "credentials accepted (account fetched, read-only)"
-    assert checks["fcm"].detail == "access token fetched for the service account"
+    assert checks["fcm"].detail == (
+        "access token fetched, a message to the project validated (none sent)"
+    )
+    assert len(peers.fcm.validated) == 1
     assert checks["store"].detail == "sqlite store answers"
     assert peers.smtp.received == [] and peers.smtp.quits == 1  # polite, and nothing sent
     assert peers.twilio.requests == [] and peers.twilio.account_fetches == 1
@@ -133,6 +136,13 @@ async def test_everything_configured_and_answering_passes_without_sending(peers:
             "BUDBRINGER_FCM__SERVICE_ACCOUNT_FILE",
         ),
         (
+            # the key works, but not for this project: every push would be refused
+            {"fcm_project": "not-our-project"},
+            "fcm",
+            "FCM will not send for the project (fcm_PERMISSION_DENIED)",
+            "BUDBRINGER_FCM__PROJECT_ID",
+        ),
+        (
             {"store_url": "sqlite:////proc/budbringer/bb.db"},
             "store",
             "cannot open the store",
@@ -146,6 +156,7 @@ async def test_everything_configured_and_answering_passes_without_sending(peers:
         "smtp-sender",
         "twilio-credentials",
         "fcm-account",
+        "fcm-project",
         "store",
     ],
 )
@@ -174,6 +185,9 @@ async def test_each_failure_is_one_line_with_a_fix(
         other = write_service_account(tmp_path / "other.json", peers.fcm.token_url, PROJECT)
         assert settings.fcm is not None
         settings.fcm = settings.fcm.model_copy(update={"service_account_file": other})
+    if "fcm_project" in update:
+        assert settings.fcm is not None
+        settings.fcm = settings.fcm.model_copy(update={"project_id": update["fcm_project"]})
     if "store_url" in update:
         settings.store_url = update["store_url"]
     checks = by_name(await run_checks(settings))

@@ -128,6 +128,7 @@ class FcmServer:
     granted_scopes: list[str] = field(default_factory=list)
     sent: list[Sent] = field(default_factory=list)
     rejected: list[dict[str, Any]] = field(default_factory=list)
+    validated: list[dict[str, Any]] = field(default_factory=list)  # validate_only bodies
     _keys: dict[str, tuple[str, str]] = field(default_factory=dict)  # email -> (kid, pem)
     _tokens: set[str] = field(default_factory=set)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
@@ -260,6 +261,9 @@ class FcmServer:
                 ],
             )
         message = body["message"]
+        if body.get("validate_only"):  # checked as a send would be, and not sent
+            self.validated.append(body)
+            return web.json_response({"name": f"projects/{self.project_id}/messages/fake"})
         target = next(message[t] for t in _TARGETS if t in message)
         if target in self.dead:
             return self._fcm_error(self.dead[target])
