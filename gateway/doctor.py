@@ -206,6 +206,19 @@ def _connect_failure(exc: BaseException, where: str) -> Failed:
             "check BUDBRINGER_SMTP__TLS (starttls on 587, implicit on 465) and "
             "BUDBRINGER_SMTP__CA_FILE for a private CA",
         )
+    if type(exc) is aiosmtplib.SMTPException and "STARTTLS" in str(exc):
+        # connected and greeted: the TLS setting is wrong, not the host or port
+        return Failed(
+            f"{where} does not offer STARTTLS",
+            "set BUDBRINGER_SMTP__TLS=implicit for a TLS port (465), or use the relay's"
+            " STARTTLS port (587); none only for a relay on this host",
+        )
+    if isinstance(exc, aiosmtplib.SMTPResponseException) and exc.code == 421:
+        return Failed(
+            f"{where} is refusing sessions for now (SMTP 421)",
+            "try again; if it lasts, check the relay's connection limits and that it"
+            " lets this host in",
+        )
     if isinstance(exc, aiosmtplib.SMTPResponseException):
         return Failed(
             f"{where} refused the session ({_reason(exc)})",

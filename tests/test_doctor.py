@@ -365,3 +365,28 @@ async def test_at_start_a_provider_refusing_us_shows_as_stopped_at_once(
     assert (states["sms"]["state"], states["sms"]["last_error"]) == ("stopped", "doctor_twilio")
     assert (states["push"]["state"], states["push"]["last_error"]) == ("stopped", "doctor_fcm")
     assert states.get("email", {"state": "ok"})["state"] == "ok"
+
+
+async def test_a_relay_without_starttls_is_named_as_such_not_as_a_wrong_host(
+    peers: Peers,
+) -> None:
+    """SMTP__TLS=starttls against a relay that does not offer it said "cannot connect
+    ... check HOST and PORT": the connection worked, the TLS setting is what is wrong."""
+    async with SmtpPeer(tls="none") as plain:
+        settings = peers.settings()
+        assert settings.smtp is not None
+        settings.smtp = settings.smtp.model_copy(
+            update={"host": plain.host, "port": plain.port, "username": None, "password": None}
+        )
+        checks = by_name(await run_checks(settings))
+    line = checks["smtp"].line()
+    assert "does not offer STARTTLS" in line and "BUDBRINGER_SMTP__TLS" in line
+    assert "HOST" not in line
+
+
+async def test_a_relay_refusing_sessions_for_now_says_try_again(peers: Peers) -> None:
+    """A 421 greeting (busy, too many connections) is not a TLS setting to change."""
+    peers.smtp.greet_with("421 4.7.0 Too many connections, try again later")
+    checks = by_name(await run_checks(peers.settings()))
+    line = checks["smtp"].line()
+    assert "refusing sessions for now (SMTP 421)" in line and "try again" in line

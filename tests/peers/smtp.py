@@ -105,6 +105,7 @@ class _State:
     mail_reply: str | None = None  # e.g. "421 4.3.2 Try later": every MAIL FROM refused
     data_delay: float = 0.0  # seconds DATA waits before the message is taken and answered
     greet_delay: float = 0.0  # seconds a new connection waits for the greeting
+    greet_reply: str | None = None  # e.g. "421 4.7.0 Too many connections": instead of it
     drop_after_data: bool = False  # take the message, then close instead of answering
     quits: int = 0
 
@@ -113,10 +114,15 @@ class _SlowToGreet(SMTP):
     """aiosmtpd's server, whose greeting can come late (a relay under load)."""
 
     greet_delay = 0.0
+    greet_reply: str | None = None
 
     async def _handle_client(self) -> None:
         if self.greet_delay:
             await asyncio.sleep(self.greet_delay)
+        if self.greet_reply is not None and self.transport is not None:
+            self.transport.write(self.greet_reply.encode("ascii") + b"\r\n")
+            self.transport.close()
+            return
         await super()._handle_client()
 
 
@@ -276,6 +282,10 @@ class SmtpPeer:
         with a real MTA."""
         self._state.data_delay = seconds
 
+    def greet_with(self, reply: str | None) -> None:
+        """Answer each new connection with ``reply`` instead of a greeting, and close."""
+        self._state.greet_reply = reply
+
     def greet_slowly(self, seconds: float) -> None:
         """Wait ``seconds`` on each new connection before the greeting."""
         self._state.greet_delay = seconds
@@ -322,6 +332,7 @@ class SmtpPeer:
                 auth_require_tls=self.tls == "starttls",
             )
             protocol.greet_delay = self._state.greet_delay
+            protocol.greet_reply = self._state.greet_reply
             self._protocols.append(protocol)
             return protocol
 
