@@ -447,8 +447,9 @@ def _map_error(exc: Exception) -> DeliveryError:
 
 
 def _unanswered() -> TransientDeliveryError:
-    """The message was written whole and no answer came (a cut, a timeout): the relay may
-    have taken it (RFC 1047), so it is sent once more at most (gateway/dispatcher.py)."""
+    """The message was written whole and no answer came in time (not a cut): the relay
+    most likely has it (RFC 1047), so it is sent once more at most (gateway/retries.py,
+    unanswered_before)."""
     return TransientDeliveryError(
         "SMTP server did not answer the message", code="smtp_unanswered", maybe_sent=True
     )

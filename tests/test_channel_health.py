@@ -292,23 +292,21 @@ async def test_a_429_storm_keeps_the_breaker_open_for_retry_after(rig: Rig) -> N
     assert rig.dispatcher.health.snapshot()["sms"]["state"] == "ok"
 
 
-async def test_a_refused_recipient_does_not_count_against_the_channel(rig: Rig) -> None:
-    """A 4xx for one mailbox (greylisting, a full mailbox) says the relay works."""
+@pytest.mark.parametrize(
+    ("when", "reply"),
+    [("rcpt", "450 4.2.1 Mailbox busy"), ("data", "452 4.2.2 Mailbox full")],
+)
+async def test_a_refused_mailbox_does_not_count_against_the_channel(
+    rig: Rig, when: str, reply: str
+) -> None:
+    """A 4xx for one mailbox (greylisting, a full mailbox) says the relay works, to RCPT
+    and after DATA alike. After DATA it opened the breaker, so other families' email
+    waited behind "the service does not answer" and the full mailbox's own retries kept
+    it open."""
     await rig.load(directory(*(family(n) for n in range(1, 11))))
+    refuse = rig.smtp.reply_to_recipient if when == "rcpt" else rig.smtp.reply_to_data_for
     for n in range(1, 11):
-        rig.smtp.reply_to_recipient(f"forelder{n}@example.no", "450 4.2.1 Mailbox busy")
-    await rig.post("e1", {"groups": ["g1"]})
-    await rig.dispatcher.run_until_idle()
-    assert rig.dispatcher.health.snapshot()["email"]["state"] == "ok"
-
-
-async def test_a_full_mailbox_after_data_does_not_count_against_the_channel(rig: Rig) -> None:
-    """A 452 4.2.2 (mailbox full) after DATA is about one mailbox, as it is to RCPT: it
-    opened the breaker, so other families' email waited behind "the service does not
-    answer" and the full mailbox's own retries kept it open."""
-    await rig.load(directory(*(family(n) for n in range(1, 11))))
-    for n in range(1, 11):
-        rig.smtp.reply_to_data_for(f"forelder{n}@example.no", "452 4.2.2 Mailbox full")
+        refuse(f"forelder{n}@example.no", reply)
     await rig.post("e1", {"groups": ["g1"]})
     await rig.dispatcher.run_until_idle()
     assert rig.dispatcher.health.snapshot()["email"]["state"] == "ok"
